@@ -1,0 +1,142 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
+import { Database } from './internal/db.js';
+import { registerErrorHandling } from './internal/http/errors.js';
+import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
+import { createLogger, type Logger } from './internal/log.js';
+import { Metrics } from './internal/metrics.js';
+import type { Platform, RuntimeConfig } from './internal/platform.js';
+import { opsRoutes } from './modules/ops/routes.js';
+
+export type { RuntimeConfig };
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    platform: Platform;
+  }
+}
+
+/** Headers the SDK and browser apps read from responses. */
+const EXPOSED_HEADERS = [
+  'x-request-id',
+  'etag',
+  'content-range',
+  'content-length',
+  'content-disposition',
+  'accept-ranges',
+  'retry-after',
+  'location',
+];
+const ALLOWED_HEADERS = [
+  'authorization',
+  'content-type',
+  'if-match',
+  'if-none-match',
+  'range',
+  'x-upsert',
+  'x-request-id',
+  'x-client-info',
+];
+
+export interface BuildOptions {
+  logger?: Logger;
+  /** A database to share (tests); otherwise one is opened from config.databaseUrl and closed with the app. */
+  database?: Database;
+}
+
+/**
+ * Builds the whole server from a resolved configuration: plugins, shared services and
+ * every module. Performs no I/O beyond opening the pool; listening is the caller's job.
+ */
+export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const log = options.logger ?? createLogger(config.logLevel);
+  const ownsDatabase = options.database === undefined;
+  const db = options.database ?? new Database({ url: config.databaseUrl }, log);
+  const closeTasks: Array<() => Promise<void>> = [];
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: config.bodyLimit,
+    genReqId: (request) => requestIdFrom(request.headers['x-request-id']),
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    routerOptions: { maxParamLength: 2048, ignoreTrailingSlash: true },
+  });
+
+  const platform: Platform = {
+    config,
+    db,
+    log,
+    metrics: new Metrics(),
+    readiness: [{ name: 'postgres', check: () => db.ping() }],
+    tokenVerifier: null,
+    onClose: (task) => closeTasks.push(task),
+  };
+  app.decorate('platform', platform);
+
+  registerErrorHandling(app);
+
+  await app.register(helmet, {
+    // Basalt is an API called from other origins: its responses (images, files) must be
+    // embeddable by those apps, so cross-origin resource policy is relaxed.
+    crossOriginResourcePolicy: { policy: 'cross-origin' },
+    crossOriginEmbedderPolicy: false,
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:', 'blob:'],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        scriptSrc: ["'self'"],
+        connectSrc: ["'self'", 'ws:', 'wss:'],
+        upgradeInsecureRequests: null,
+      },
+    },
+  });
+  await app.register(cors, {
+    origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ALLOWED_HEADERS,
+    exposedHeaders: EXPOSED_HEADERS,
+    credentials: false,
+    maxAge: 600,
+    strictPreflight: true,
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Basalt', version: '1', description: 'Auth, documents, realtime, storage and functions.' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'An access token or the service key' },
+        },
+      },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+
+  registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: () => platform.tokenVerifier });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    platform.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    platform.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(opsRoutes, { platform });
+
+  app.addHook('onClose', async () => {
+    for (const task of closeTasks.reverse()) {
+      await task().catch((error: unknown) => log.error({ err: error }, 'error while closing'));
+    }
+    if (ownsDatabase) await db.close();
+  });
+
+  return app;
+}

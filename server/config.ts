@@ -1,0 +1,198 @@
+import path from 'node:path';
+
+/**
+ * The whole configuration of a Basalt process, read once from the environment at
+ * start, validated, and passed down. Modules never read `process.env`.
+ */
+export interface Config {
+  port: number;
+  host: string;
+  /** External Postgres; `null` means start the embedded one. */
+  databaseUrl: string | null;
+  dataDir: string;
+  /** From BASALT_SERVICE_KEY; `null` means generated once and kept in the data dir. */
+  serviceKey: string | null;
+  publicUrl: string;
+  storage: StorageConfig;
+  smtpUrl: string | null;
+  auth: AuthConfig;
+  functionsDir: string;
+  roles: { api: boolean; worker: boolean };
+  corsOrigins: '*' | string[];
+  /** Largest accepted JSON request body, in bytes. */
+  bodyLimit: number;
+  /** Largest `data` of one document, in bytes. */
+  maxDocumentBytes: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** How long start waits for an unreachable database before giving up, in ms. */
+  databaseConnectTimeoutMs: number;
+}
+
+export interface StorageConfig {
+  backend: 'fs' | 's3';
+  s3: {
+    endpoint: string | null;
+    region: string;
+    bucket: string | null;
+    accessKeyId: string | null;
+    secretAccessKey: string | null;
+    forcePathStyle: boolean;
+  };
+}
+
+export interface AuthConfig {
+  confirmEmail: boolean;
+  accessTokenTtlSeconds: number;
+}
+
+/** A configuration mistake: names the variable and says why, so start can print one clear line. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(`${variable}: ${reason}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function value(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined) return undefined;
+  const trimmed = raw.trim();
+  return trimmed === '' ? undefined : trimmed;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = value(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `expected a whole number, got "${raw}"`);
+  const parsed = Number(raw);
+  if (parsed < min || parsed > max) throw new ConfigError(name, `expected a number from ${min} to ${max}, got ${raw}`);
+  return parsed;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = value(env, name);
+  if (raw === undefined) return fallback;
+  const lowered = raw.toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(lowered)) return true;
+  if (['false', '0', 'no', 'off'].includes(lowered)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = value(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `not a valid URL`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `expected a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  }
+  return raw;
+}
+
+function databaseUrl(env: Env): string | null {
+  const raw = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  if (raw === undefined) return null;
+  const parsed = new URL(raw);
+  if (!parsed.hostname && !parsed.searchParams.get('host')) throw new ConfigError('DATABASE_URL', 'has no host');
+  return raw;
+}
+
+function roles(env: Env): Config['roles'] {
+  const raw = value(env, 'BASALT_ROLES');
+  if (raw === undefined) return { api: true, worker: true };
+  const names = raw.split(',').map((part) => part.trim().toLowerCase());
+  const unknown = names.filter((name) => name !== 'api' && name !== 'worker');
+  if (unknown.length > 0 || names.length === 0) {
+    throw new ConfigError('BASALT_ROLES', `expected a comma-separated list of api and worker, got "${raw}"`);
+  }
+  return { api: names.includes('api'), worker: names.includes('worker') };
+}
+
+function corsOrigins(env: Env): Config['corsOrigins'] {
+  const raw = value(env, 'BASALT_CORS_ORIGINS');
+  if (raw === undefined || raw === '*') return '*';
+  const origins = raw.split(',').map((part) => part.trim());
+  for (const origin of origins) {
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError('BASALT_CORS_ORIGINS', `"${origin}" is not an origin like https://app.example.com`);
+    }
+    if (parsed.origin !== origin.replace(/\/$/, '')) {
+      throw new ConfigError('BASALT_CORS_ORIGINS', `"${origin}" is not an origin (scheme, host and port only)`);
+    }
+  }
+  return origins.map((origin) => origin.replace(/\/$/, ''));
+}
+
+function storage(env: Env): StorageConfig {
+  const backend = value(env, 'STORAGE_BACKEND') ?? 'fs';
+  if (backend !== 'fs' && backend !== 's3') {
+    throw new ConfigError('STORAGE_BACKEND', `expected fs or s3, got "${backend}"`);
+  }
+  const s3 = {
+    endpoint: url(env, 'S3_ENDPOINT', ['http:', 'https:']) ?? null,
+    region: value(env, 'S3_REGION') ?? 'us-east-1',
+    bucket: value(env, 'S3_BUCKET') ?? null,
+    accessKeyId: value(env, 'S3_ACCESS_KEY_ID') ?? null,
+    secretAccessKey: value(env, 'S3_SECRET_ACCESS_KEY') ?? null,
+    forcePathStyle: boolean(env, 'S3_FORCE_PATH_STYLE', false),
+  };
+  if (backend === 's3' && !s3.bucket) throw new ConfigError('S3_BUCKET', 'is required when STORAGE_BACKEND=s3');
+  return { backend, s3 };
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function logLevel(env: Env): Config['logLevel'] {
+  const raw = value(env, 'LOG_LEVEL') ?? 'info';
+  const match = LOG_LEVELS.find((level) => level === raw.toLowerCase());
+  if (!match) throw new ConfigError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}, got "${raw}"`);
+  return match;
+}
+
+/** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const port = integer(env, 'PORT', 8080, 0, 65535);
+  const host = value(env, 'HOST') ?? '127.0.0.1';
+  const dataDir = path.resolve(value(env, 'BASALT_DATA_DIR') ?? './.basalt');
+  const serviceKey = value(env, 'BASALT_SERVICE_KEY') ?? null;
+  if (serviceKey !== null && serviceKey.length < 32) {
+    throw new ConfigError('BASALT_SERVICE_KEY', 'must be at least 32 characters (use 256 random bits)');
+  }
+  const publicUrl = (url(env, 'BASALT_PUBLIC_URL', ['http:', 'https:']) ?? `http://${host}:${port}`).replace(
+    /\/+$/,
+    '',
+  );
+  return {
+    port,
+    host,
+    databaseUrl: databaseUrl(env),
+    dataDir,
+    serviceKey,
+    publicUrl,
+    storage: storage(env),
+    smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']) ?? null,
+    auth: {
+      confirmEmail: boolean(env, 'BASALT_AUTH_CONFIRM_EMAIL', false),
+      accessTokenTtlSeconds: integer(env, 'BASALT_ACCESS_TOKEN_TTL', 900, 30, 86_400),
+    },
+    functionsDir: path.resolve(value(env, 'BASALT_FUNCTIONS_DIR') ?? './functions'),
+    roles: roles(env),
+    corsOrigins: corsOrigins(env),
+    bodyLimit: integer(env, 'BASALT_BODY_LIMIT', 2 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    maxDocumentBytes: integer(env, 'BASALT_MAX_DOCUMENT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    logLevel: logLevel(env),
+    databaseConnectTimeoutMs: integer(env, 'BASALT_DB_CONNECT_TIMEOUT_MS', 30_000, 0, 3_600_000),
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * `basalt/functions`: the helpers a file in the functions folder uses to declare what
+ * it reacts to. Each helper returns a plain, typed definition that the server loads.
+ */
+import type { ErrorCode } from '../client-sdk/src/errors.js';
+
+export type { ErrorCode };
+
+export interface FunctionOptions {
+  /** Attempts after the first failure before the event is dead-lettered. */
+  retries?: number;
+  timeout_ms?: number;
+  memory_mb?: number;
+  concurrency?: number;
+  /** Names of environment variables the function may read through ctx.env. */
+  env?: string[];
+}
+
+export interface FunctionLog {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface FunctionContext {
+  log: FunctionLog;
+  env: Record<string, string | undefined>;
+}
+
+export interface StoredDocument<T = Record<string, unknown>> {
+  id: string;
+  collection: string;
+  owner: string | null;
+  version: number;
+  created_at: string;
+  updated_at: string;
+  data: T;
+}
+
+export interface FunctionEvent<T = Record<string, unknown>> {
+  id: string;
+  type: string;
+  at: string;
+  collection?: string;
+  before?: StoredDocument<T> | null;
+  after?: StoredDocument<T> | null;
+  bucket?: string;
+  object?: Record<string, unknown> | null;
+  user?: Record<string, unknown> | null;
+}
+
+export interface HttpRequest {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  headers: Record<string, string>;
+  body: unknown;
+  auth: Record<string, unknown> | null;
+}
+
+type EventHandler = (event: FunctionEvent, ctx: FunctionContext) => unknown;
+type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => unknown;
+
+export type FunctionDefinition =
+  | {
+      kind: 'document';
+      options: FunctionOptions & { collection: string; on: 'create' | 'update' | 'delete' | 'write' };
+      handler: EventHandler;
+    }
+  | { kind: 'object'; options: FunctionOptions & { bucket: string; on: 'upload' | 'delete' }; handler: EventHandler }
+  | { kind: 'auth'; options: FunctionOptions & { on: 'user.created' | 'user.deleted' }; handler: EventHandler }
+  | { kind: 'http'; options: FunctionOptions & { method?: string }; handler: HttpHandler }
+  | { kind: 'schedule'; options: FunctionOptions & { cron: string }; handler: EventHandler };
+
+export function onDocument(
+  options: FunctionOptions & { collection: string; on: 'create' | 'update' | 'delete' | 'write' },
+  handler: EventHandler,
+): FunctionDefinition {
+  return { kind: 'document', options, handler };
+}
+
+export function onObject(
+  options: FunctionOptions & { bucket: string; on: 'upload' | 'delete' },
+  handler: EventHandler,
+): FunctionDefinition {
+  return { kind: 'object', options, handler };
+}
+
+export function onAuth(
+  options: FunctionOptions & { on: 'user.created' | 'user.deleted' },
+  handler: EventHandler,
+): FunctionDefinition {
+  return { kind: 'auth', options, handler };
+}
+
+export function http(
+  optionsOrHandler: (FunctionOptions & { method?: string }) | HttpHandler,
+  handler?: HttpHandler,
+): FunctionDefinition {
+  if (typeof optionsOrHandler === 'function') return { kind: 'http', options: {}, handler: optionsOrHandler };
+  if (!handler) throw new TypeError('http(options, handler): the handler is missing');
+  return { kind: 'http', options: optionsOrHandler, handler };
+}
+
+export function schedule(options: FunctionOptions & { cron: string }, handler: EventHandler): FunctionDefinition {
+  return { kind: 'schedule', options, handler };
+}

@@ -1,0 +1,36 @@
+/**
+ * Who is making a request. Resolved once per request (or per websocket auth message)
+ * and passed explicitly into services; rules see it as `auth`.
+ */
+export type Caller = PublicCaller | ServiceCaller | UserCaller;
+
+export interface PublicCaller {
+  role: 'public';
+}
+
+export interface ServiceCaller {
+  role: 'service';
+}
+
+export interface UserCaller {
+  role: 'authenticated' | 'anon';
+  uid: string;
+  email: string | null;
+  sessionId: string;
+  /** The user's app_metadata, as carried in the access token. */
+  claims: Record<string, unknown>;
+  /** Access-token expiry, seconds since the epoch. */
+  expiresAt: number;
+}
+
+export const PUBLIC_CALLER: PublicCaller = Object.freeze({ role: 'public' });
+export const SERVICE_CALLER: ServiceCaller = Object.freeze({ role: 'service' });
+
+export function isUser(caller: Caller): caller is UserCaller {
+  return caller.role === 'authenticated' || caller.role === 'anon';
+}
+
+/** Verifies a user's access token; throws AppError UNAUTHENTICATED when it is not valid. */
+export interface TokenVerifier {
+  verify(token: string): Promise<UserCaller>;
+}

@@ -1,0 +1,85 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { AppError, isAppError, type ErrorCode } from '../errors.js';
+
+/** Fastify's own client-error codes, mapped onto the catalogue. */
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INVALID_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'INVALID_REQUEST',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_REQUEST',
+  FST_ERR_CTP_INVALID_TYPE: 'INVALID_REQUEST',
+  FST_ERR_VALIDATION: 'INVALID_REQUEST',
+};
+
+const STATUS_CODES: Record<number, ErrorCode> = {
+  401: 'UNAUTHENTICATED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'ALREADY_EXISTS',
+  412: 'PRECONDITION_FAILED',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  416: 'RANGE_NOT_SATISFIABLE',
+  429: 'RATE_LIMITED',
+  503: 'UNAVAILABLE',
+};
+
+/**
+ * Turns anything thrown into an AppError. Client mistakes keep a 4xx catalogue code;
+ * only a fault of the server becomes INTERNAL, and its raw error stays in the log.
+ */
+export function toAppError(error: unknown): AppError {
+  if (isAppError(error)) return error;
+  const fastifyError = error as Partial<FastifyError> & { validation?: unknown[]; validationContext?: string };
+  if (Array.isArray(fastifyError.validation)) {
+    const issues = fastifyError.validation.map((issue) => {
+      const { instancePath, message, params } = issue as { instancePath?: string; message?: string; params?: unknown };
+      return { path: `${fastifyError.validationContext ?? 'body'}${instancePath ?? ''}`, message, params };
+    });
+    return new AppError('INVALID_REQUEST', fastifyError.message ?? 'The request is invalid.', {
+      details: { issues },
+      cause: error,
+    });
+  }
+  if (error instanceof SyntaxError) {
+    return new AppError('INVALID_REQUEST', 'The body is not valid JSON.', { cause: error });
+  }
+  const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (mapped) return new AppError(mapped, clientMessage(mapped, fastifyError), { cause: error });
+  const status = fastifyError.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    const code = STATUS_CODES[status] ?? 'INVALID_REQUEST';
+    return new AppError(code, clientMessage(code, fastifyError), { cause: error });
+  }
+  return new AppError('INTERNAL', undefined, { cause: error });
+}
+
+function clientMessage(code: ErrorCode, error: Partial<FastifyError>): string | undefined {
+  switch (code) {
+    case 'PAYLOAD_TOO_LARGE':
+      return 'The request body is larger than the server accepts.';
+    case 'UNSUPPORTED_MEDIA_TYPE':
+      return 'The Content-Type of the body is not supported here.';
+    default:
+      // Fastify's client-error messages are written for clients and contain no internals.
+      return error.message;
+  }
+}
+
+export function registerErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error, request, reply) => {
+    const appError = toAppError(error);
+    if (appError.status >= 500) {
+      request.log.error({ err: appError.cause ?? appError, code: appError.code }, 'request failed');
+    } else {
+      request.log.info({ code: appError.code, reason: appError.message }, 'request rejected');
+    }
+    void reply.code(appError.status).headers(appError.headers).send(appError.toBody());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const error = new AppError('NOT_FOUND', `No route for ${request.method} ${request.url.split('?')[0]}.`);
+    void reply.code(404).send(error.toBody());
+  });
+}

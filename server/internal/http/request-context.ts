@@ -1,0 +1,51 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '../errors.js';
+import { PUBLIC_CALLER, SERVICE_CALLER, type Caller, type TokenVerifier } from '../caller.js';
+import { safeEqual } from '../service-key.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who is calling; resolved from the Authorization header before the handler runs. */
+    caller: Caller;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Keeps a well-formed x-request-id from a proxy, so a request can be traced across hops; else makes one. */
+export function requestIdFrom(header: string | string[] | undefined): string {
+  const given = Array.isArray(header) ? header[0] : header;
+  return given && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+export interface CallerResolver {
+  serviceKey: string;
+  /** Installed by the auth module; without it, only the service key is accepted. */
+  tokenVerifier: () => TokenVerifier | null;
+}
+
+/** Resolves a bearer token: the service key, a user's access token, or nothing (the public caller). */
+export async function resolveCaller(token: string | null, resolver: CallerResolver): Promise<Caller> {
+  if (token === null) return PUBLIC_CALLER;
+  if (safeEqual(token, resolver.serviceKey)) return SERVICE_CALLER;
+  const verifier = resolver.tokenVerifier();
+  if (!verifier) throw new AppError('UNAUTHENTICATED', 'The token is not valid.');
+  return verifier.verify(token);
+}
+
+export function bearerToken(request: FastifyRequest): string | null {
+  const header = request.headers.authorization;
+  if (header === undefined || header === '') return null;
+  const match = /^Bearer ([^\s]+)$/i.exec(header.trim());
+  if (!match?.[1]) throw new AppError('UNAUTHENTICATED', 'The Authorization header must be "Bearer <token>".');
+  return match[1];
+}
+
+export function registerRequestContext(app: FastifyInstance, resolver: CallerResolver): void {
+  app.decorateRequest<Caller | null>('caller', null);
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+    request.caller = await resolveCaller(bearerToken(request), resolver);
+  });
+}

@@ -1,0 +1,44 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface ResolvedServiceKey {
+  key: string;
+  /** Where the key came from: the environment, or the file in the data dir. */
+  source: 'env' | 'file';
+  file: string | null;
+}
+
+export const SERVICE_KEY_FILE = 'service-key';
+
+/**
+ * The service key: BASALT_SERVICE_KEY when set, else one generated on first start
+ * (256 random bits) and kept in the data dir with mode 0600, so it survives restarts.
+ */
+export async function resolveServiceKey(configured: string | null, dataDir: string): Promise<ResolvedServiceKey> {
+  if (configured !== null) return { key: configured, source: 'env', file: null };
+  const file = path.join(dataDir, SERVICE_KEY_FILE);
+  if (!existsSync(file)) {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const key = `bsk_${randomBytes(32).toString('base64url')}`;
+    try {
+      await writeFile(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (error) {
+      // Another instance created it first; read theirs below.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
+  await chmod(file, 0o600);
+  const key = (await readFile(file, 'utf8')).trim();
+  if (key.length < 32)
+    throw new Error(`the service key in ${file} is too short; delete the file to generate a new one`);
+  return { key, source: 'file', file };
+}
+
+/** Compares in constant time whatever the lengths, by comparing fixed-size digests. */
+export function safeEqual(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
