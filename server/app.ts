@@ -129,6 +129,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     platform.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
 
+  // Modules, each built from the platform and registered with its routes. Order
+  // matters only where one module hands a service to another (auth first).
   await app.register(opsRoutes, { platform });
 
   app.addHook('onClose', async () => {
