@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface ResolvedServiceKey {
@@ -22,11 +22,16 @@ export async function resolveServiceKey(configured: string | null, dataDir: stri
   if (!existsSync(file)) {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const key = `bsk_${randomBytes(32).toString('base64url')}`;
+    // Written aside, then linked into place: the key file appears whole or not at all,
+    // and when instances start together the first link wins and the others read it.
+    const pending = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(pending, `${key}\n`, { mode: 0o600, flag: 'wx' });
     try {
-      await writeFile(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
+      await link(pending, file);
     } catch (error) {
-      // Another instance created it first; read theirs below.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    } finally {
+      await unlink(pending);
     }
   }
   await chmod(file, 0o600);

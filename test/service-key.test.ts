@@ -1,0 +1,50 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveServiceKey, safeEqual } from '../server/internal/service-key.js';
+
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'basalt-key-'));
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the service key', () => {
+  it('uses BASALT_SERVICE_KEY when given and writes no file', async () => {
+    const key = 'x'.repeat(40);
+    const resolved = await resolveServiceKey(key, path.join(dir, 'env'));
+    expect(resolved).toEqual({ key, source: 'env', file: null });
+    await expect(stat(path.join(dir, 'env', 'service-key'))).rejects.toThrow();
+  });
+
+  it('generates at least 256 bits once, mode 0600, and reuses it', async () => {
+    const dataDir = path.join(dir, 'generated');
+    const first = await resolveServiceKey(null, dataDir);
+    expect(first.source).toBe('file');
+    expect(first.file).toBe(path.join(dataDir, 'service-key'));
+    const encoded = first.key.replace(/^bsk_/, '');
+    expect(Buffer.from(encoded, 'base64url').length).toBeGreaterThanOrEqual(32);
+    expect(((await stat(first.file as string)).mode & 0o777).toString(8)).toBe('600');
+    expect((await readFile(first.file as string, 'utf8')).trim()).toBe(first.key);
+    const second = await resolveServiceKey(null, dataDir);
+    expect(second.key).toBe(first.key);
+  });
+
+  it('gives every concurrent first start the same key', async () => {
+    const dataDir = path.join(dir, 'race');
+    const keys = await Promise.all(Array.from({ length: 5 }, () => resolveServiceKey(null, dataDir)));
+    expect(new Set(keys.map((resolved) => resolved.key)).size).toBe(1);
+  });
+
+  it('compares keys exactly, whatever their lengths', () => {
+    expect(safeEqual('abc', 'abc')).toBe(true);
+    expect(safeEqual('abc', 'abd')).toBe(false);
+    expect(safeEqual('abc', 'abcd')).toBe(false);
+    expect(safeEqual('', 'abc')).toBe(false);
+  });
+});
