@@ -43,6 +43,26 @@ export interface StorageConfig {
 export interface AuthConfig {
   confirmEmail: boolean;
   accessTokenTtlSeconds: number;
+  /** Exact URLs an OAuth sign-in may send the browser back to (BASALT_AUTH_REDIRECT_URLS). */
+  redirectUrls: string[];
+  /** OAuth 2 / OpenID Connect providers, from BASALT_OAUTH_<NAME>_* variables. */
+  oauthProviders: OAuthProviderConfig[];
+}
+
+export interface OAuthProviderConfig {
+  /** Lower-case name used in `?provider=`, e.g. `github`, `google`, `my_idp`. */
+  name: string;
+  /** `oidc`: any OpenID provider, found by discovery from `issuer`; `github`: GitHub's OAuth 2 apps. */
+  type: 'oidc' | 'github';
+  /** OIDC issuer (discovery at `${issuer}/.well-known/openid-configuration`); `null` for GitHub. */
+  issuer: string | null;
+  clientId: string;
+  /** `null` for a public client (PKCE only). */
+  clientSecret: string | null;
+  scopes: string[];
+  /** GitHub only: the web and API base URLs (GitHub Enterprise Server has its own). */
+  webUrl: string | null;
+  apiUrl: string | null;
 }
 
 /** A configuration mistake: names the variable and says why, so start can print one clear line. */
@@ -152,6 +172,91 @@ function storage(env: Env): StorageConfig {
   return { backend, s3 };
 }
 
+/** Schemes a browser must never be sent to with a session in the fragment. */
+const UNSAFE_SCHEMES = new Set(['javascript:', 'data:', 'vbscript:', 'file:', 'blob:']);
+
+function redirectUrls(env: Env): string[] {
+  const name = 'BASALT_AUTH_REDIRECT_URLS';
+  const raw = value(env, name);
+  if (raw === undefined) return [];
+  const urls = raw
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
+  for (const entry of urls) {
+    let parsed: URL;
+    try {
+      parsed = new URL(entry);
+    } catch {
+      throw new ConfigError(name, `"${entry}" is not an absolute URL`);
+    }
+    if (UNSAFE_SCHEMES.has(parsed.protocol)) throw new ConfigError(name, `"${entry}" uses a forbidden scheme`);
+    // The session is delivered in the fragment, so the URL must not carry one of its own.
+    if (entry.includes('#')) throw new ConfigError(name, `"${entry}" must not contain a fragment (#)`);
+  }
+  return urls;
+}
+
+const OAUTH_PRESETS: Record<string, Pick<OAuthProviderConfig, 'type' | 'issuer'>> = {
+  github: { type: 'github', issuer: null },
+  google: { type: 'oidc', issuer: 'https://accounts.google.com' },
+};
+
+/**
+ * One provider per BASALT_OAUTH_<NAME>_CLIENT_ID; its other variables are
+ * BASALT_OAUTH_<NAME>_CLIENT_SECRET, _ISSUER, _TYPE (oidc | github), _SCOPES and, for
+ * GitHub Enterprise, _WEB_URL and _API_URL. GITHUB and GOOGLE need only the client.
+ */
+function oauthProviders(env: Env): OAuthProviderConfig[] {
+  const providers: OAuthProviderConfig[] = [];
+  const names = Object.keys(env)
+    .map((key) => /^BASALT_OAUTH_([A-Z0-9]+(?:_[A-Z0-9]+)*)_CLIENT_ID$/.exec(key)?.[1])
+    .filter((name): name is string => name !== undefined && value(env, `BASALT_OAUTH_${name}_CLIENT_ID`) !== undefined)
+    .sort();
+  for (const upper of names) {
+    const prefix = `BASALT_OAUTH_${upper}`;
+    const name = upper.toLowerCase();
+    const preset = OAUTH_PRESETS[name];
+    const typeRaw = value(env, `${prefix}_TYPE`) ?? preset?.type ?? 'oidc';
+    if (typeRaw !== 'oidc' && typeRaw !== 'github') {
+      throw new ConfigError(`${prefix}_TYPE`, `expected oidc or github, got "${typeRaw}"`);
+    }
+    const issuer =
+      url(env, `${prefix}_ISSUER`, ['https:', 'http:']) ?? (preset?.type === typeRaw ? preset.issuer : null);
+    if (typeRaw === 'oidc' && !issuer) {
+      throw new ConfigError(`${prefix}_ISSUER`, 'is required for an OpenID Connect provider');
+    }
+    const clientSecret = value(env, `${prefix}_CLIENT_SECRET`) ?? null;
+    if (typeRaw === 'github' && !clientSecret) {
+      throw new ConfigError(`${prefix}_CLIENT_SECRET`, 'is required for a GitHub provider');
+    }
+    const scopesRaw = value(env, `${prefix}_SCOPES`);
+    const scopes = scopesRaw
+      ? scopesRaw.split(/[\s,]+/).filter((scope) => scope !== '')
+      : typeRaw === 'github'
+        ? ['read:user', 'user:email']
+        : ['openid', 'email', 'profile'];
+    if (typeRaw === 'oidc' && !scopes.includes('openid')) scopes.unshift('openid');
+    providers.push({
+      name,
+      type: typeRaw,
+      issuer: typeRaw === 'oidc' ? (issuer ?? null) : null,
+      clientId: value(env, `${prefix}_CLIENT_ID`) ?? '',
+      clientSecret,
+      scopes,
+      webUrl:
+        typeRaw === 'github'
+          ? (url(env, `${prefix}_WEB_URL`, ['https:', 'http:']) ?? 'https://github.com').replace(/\/+$/, '')
+          : null,
+      apiUrl:
+        typeRaw === 'github'
+          ? (url(env, `${prefix}_API_URL`, ['https:', 'http:']) ?? 'https://api.github.com').replace(/\/+$/, '')
+          : null,
+    });
+  }
+  return providers;
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 function logLevel(env: Env): Config['logLevel'] {
@@ -186,6 +291,8 @@ export function loadConfig(env: Env = process.env): Config {
     auth: {
       confirmEmail: boolean(env, 'BASALT_AUTH_CONFIRM_EMAIL', false),
       accessTokenTtlSeconds: integer(env, 'BASALT_ACCESS_TOKEN_TTL', 900, 30, 86_400),
+      redirectUrls: redirectUrls(env),
+      oauthProviders: oauthProviders(env),
     },
     functionsDir: path.resolve(value(env, 'BASALT_FUNCTIONS_DIR') ?? './functions'),
     roles: roles(env),
