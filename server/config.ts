@@ -26,6 +26,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** How long start waits for an unreachable database before giving up, in ms. */
   databaseConnectTimeoutMs: number;
+  /** How long the change log keeps changes (and cursors stay resumable), in seconds. */
+  changeRetentionSeconds: number;
 }
 
 export interface StorageConfig {
@@ -301,5 +303,6 @@ export function loadConfig(env: Env = process.env): Config {
     maxDocumentBytes: integer(env, 'BASALT_MAX_DOCUMENT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: logLevel(env),
     databaseConnectTimeoutMs: integer(env, 'BASALT_DB_CONNECT_TIMEOUT_MS', 30_000, 0, 3_600_000),
+    changeRetentionSeconds: integer(env, 'BASALT_CHANGE_RETENTION', 86_400, 1, 365 * 86_400),
   };
 }

@@ -16,6 +16,7 @@ export const ERROR_CATALOGUE = {
   METHOD_NOT_ALLOWED: { status: 405, message: 'The method is not allowed here.' },
   ALREADY_EXISTS: { status: 409, message: 'It already exists.' },
   VERSION_CONFLICT: { status: 409, message: 'The version does not match the stored version.' },
+  CURSOR_EXPIRED: { status: 410, message: 'The cursor is older than the change log keeps; start over.' },
   PRECONDITION_FAILED: { status: 412, message: 'A precondition of the request failed.' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The content type is not supported here.' },

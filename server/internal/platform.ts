@@ -1,4 +1,5 @@
 import type { Config } from '../config.js';
+import type { ChangeFeed } from './changes/feed.js';
 import type { TokenVerifier } from './caller.js';
 import type { Database } from './db.js';
 import type { Logger } from './log.js';
@@ -28,6 +29,8 @@ export interface Platform {
   readiness: ReadinessCheck[];
   /** Set by the auth module; until then only the service key authenticates. */
   tokenVerifier: TokenVerifier | null;
+  /** The change-log reader of this instance (docs/changes.md); null only in apps built without one. */
+  changes: ChangeFeed | null;
   /** Work to do when the app closes, after HTTP has drained (stop readers, workers). */
   onClose(task: () => Promise<void>): void;
 }

@@ -1,0 +1,80 @@
+-- The reader side of the change log (0002): how a tick's changes are found, how the
+-- leader ticks only when something committed, and durable cursors of consumers.
+--
+-- A transaction is "not visible" in a snapshot exactly when its xid is at or above the
+-- snapshot's xmax or listed among its in-progress xids (xip). Looking rows up by those two
+-- index-friendly conditions, rather than scanning from the previous snapshot's xmin, keeps
+-- reads cheap while a long transaction anywhere on the server holds xmin back.
+
+-- Every change of the ticks after `after_tick` up to and including `upto_tick`, each with
+-- the tick that delivered it, the tick's time (`tick_at`, when the log saw the transaction
+-- committed) and `tx_last`, the id of the last change its transaction wrote.
+-- Order by (tick, tx_last, id) to read in commit order: ticks are in commit order, and
+-- within a tick a transaction that wrote a row after another one committed always has the
+-- larger tx_last, so changes to one row never come out of order.
+CREATE OR REPLACE FUNCTION basalt.changes_of_ticks(after_tick bigint, upto_tick bigint)
+RETURNS TABLE (
+  tick bigint,
+  tick_at timestamptz,
+  tx_last bigint,
+  id bigint,
+  txid xid8,
+  table_schema text,
+  table_name text,
+  op text,
+  row_id text,
+  old_row jsonb,
+  new_row jsonb,
+  created_at timestamptz
+)
+LANGUAGE sql STABLE AS $$
+  SELECT t.id, t.created_at, max(c.id) OVER (PARTITION BY t.id, c.txid), c.id, c.txid, c.table_schema, c.table_name,
+         c.op, c.row_id, c.old_row, c.new_row, c.created_at
+  FROM basalt.change_ticks t
+  JOIN basalt.change_ticks p ON p.id = t.id - 1
+  CROSS JOIN LATERAL (
+    SELECT * FROM basalt.changes x
+    WHERE x.txid >= pg_snapshot_xmax(p.snapshot) AND x.txid < pg_snapshot_xmax(t.snapshot)
+      AND pg_visible_in_snapshot(x.txid, t.snapshot)
+    UNION ALL
+    SELECT * FROM basalt.changes x
+    WHERE x.txid = ANY (ARRAY(SELECT pg_snapshot_xip(p.snapshot)))
+      AND pg_visible_in_snapshot(x.txid, t.snapshot)
+  ) c
+  WHERE t.id > after_tick AND t.id <= upto_tick
+$$;
+
+-- Ticks (and wakes readers on 'basalt_ticks') only when a transaction committed since the
+-- last tick, unless forced (the heartbeat that keeps lag measurable). Returns the new
+-- tick id, or NULL when there was nothing to tick.
+CREATE OR REPLACE FUNCTION basalt.tick_if_changed(force boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  last_snapshot pg_snapshot;
+  new_id bigint;
+BEGIN
+  IF NOT force THEN
+    SELECT snapshot INTO last_snapshot FROM basalt.change_ticks ORDER BY id DESC LIMIT 1;
+    IF last_snapshot IS NOT NULL AND NOT EXISTS (
+      SELECT 1 FROM basalt.changes WHERE txid >= pg_snapshot_xmax(last_snapshot)
+      UNION ALL
+      SELECT 1 FROM basalt.changes WHERE txid = ANY (ARRAY(SELECT pg_snapshot_xip(last_snapshot)))
+    ) THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  new_id := basalt.tick();
+  PERFORM pg_notify('basalt_ticks', new_id::text);
+  RETURN new_id;
+END;
+$$;
+
+-- Durable positions of consumers that must not miss a change across restarts (the
+-- functions dispatcher). Pruning never removes ticks a registered consumer still needs.
+CREATE TABLE basalt.change_consumers (
+  name text PRIMARY KEY,
+  tick_id bigint NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX change_ticks_created_at_idx ON basalt.change_ticks (created_at);

@@ -1,0 +1,372 @@
+import { Gauge, type Counter } from 'prom-client';
+import type { Database, Queryable } from '../db.js';
+import { AppError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { DedicatedConnection } from './connection.js';
+import { formatCursor, parseCursor } from './cursor.js';
+import { ChangeRepository, TICKS_CHANNEL, tickerSql, type ChangeRow, type TableFilter } from './repository.js';
+import { Ticker } from './ticker.js';
+
+export { compareCursors, formatCursor, parseCursor } from './cursor.js';
+
+/** One row change from the log. */
+export interface Change {
+  /** basalt.changes.id, as a string (a bigint). Stable: use it as the event id. */
+  id: string;
+  /** The tick that delivered the change; its cursor is formatCursor(tick). */
+  tick: number;
+  /** The writing transaction (xid8, as a string); the changes of one transaction share it. */
+  txid: string;
+  schema: string;
+  table: string;
+  op: 'insert' | 'update' | 'delete';
+  rowId: string;
+  oldRow: Record<string, unknown> | null;
+  newRow: Record<string, unknown> | null;
+  /** When the log saw the transaction committed: its tick's time, at most a tick interval late. */
+  committedAt: string;
+}
+
+/** The changes after `fromCursor` up to and including `cursor`, in commit order. */
+export interface ChangeBatch {
+  fromCursor: string;
+  cursor: string;
+  changes: Change[];
+}
+
+export type ChangeListener = (batch: ChangeBatch) => void;
+
+export interface ChangeFeedDeps {
+  db: Database;
+  log: Logger;
+  metrics: Metrics;
+  databaseUrl: string;
+}
+
+export interface ChangeFeedOptions {
+  /** How often the feed looks for new ticks when no NOTIFY arrived (default 250 ms). */
+  pollIntervalMs?: number;
+  /** How long changes stay readable by readSince (default 24 h). */
+  retentionMs?: number;
+  /** Run a ticker (default true). Every instance should; only one leads. */
+  ticker?: boolean;
+  /** Heartbeat tick interval of the leader (default 5 s). */
+  heartbeatMs?: number;
+  /** How often the leader polls for changes when no NOTIFY arrived (default 250 ms). */
+  tickerPollIntervalMs?: number;
+  /** How often a follower tries to take the lead (default 1 s). */
+  leaderRetryMs?: number;
+  /** How often the leader prunes (default 60 s). */
+  pruneIntervalMs?: number;
+}
+
+/** Ticks read per round; a round's changes go to listeners as one batch. */
+const TICKS_PER_ROUND = 100;
+const PRUNE_BATCH_SIZE = 5_000;
+
+/**
+ * The in-process reader of the change log (see docs/changes.md). Hands every change, once
+ * and in commit order, to the listeners of this instance, and answers readSince for
+ * clients resuming from a cursor. LISTEN/NOTIFY only wakes it; the log is read from the
+ * tables, and a poll catches anything a lost notification would have announced.
+ */
+export class ChangeFeed {
+  private readonly repo: ChangeRepository;
+  private readonly ticker: Ticker | null;
+  private readonly connection: DedicatedConnection;
+  private readonly listeners = new Set<ChangeListener>();
+  private readonly pollIntervalMs: number;
+  private readonly retentionSeconds: number;
+  private position: number | null = null;
+  private positionAtMs = 0;
+  private dbClockOffsetMs = 0;
+  private started = false;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private pumping: Promise<void> | null = null;
+  private pumpAgain = false;
+  private failing = false;
+  private readonly changesTotal: Counter;
+  private readonly tickGauge: Gauge;
+
+  constructor(
+    private readonly deps: ChangeFeedDeps,
+    options: ChangeFeedOptions = {},
+  ) {
+    this.repo = new ChangeRepository(deps.db);
+    this.pollIntervalMs = options.pollIntervalMs ?? 250;
+    this.retentionSeconds = Math.max(1, Math.round((options.retentionMs ?? 86_400_000) / 1000));
+    const registry = deps.metrics.registry;
+    const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined;
+    const lag: Gauge =
+      existing<Gauge>('basalt_change_feed_lag_seconds') ??
+      new Gauge({
+        name: 'basalt_change_feed_lag_seconds',
+        help: 'Seconds since the newest tick this instance delivered was recorded (saw-tooth up to the 5 s heartbeat when idle).',
+        registers: [registry],
+        collect: () => {
+          if (this.position !== null) lag.set(Math.max(0, this.lagMs() / 1000));
+        },
+      });
+    this.tickGauge =
+      existing<Gauge>('basalt_change_feed_tick') ??
+      deps.metrics.gauge('basalt_change_feed_tick', 'The newest change-log tick this instance delivered.');
+    this.changesTotal =
+      existing<Counter>('basalt_change_feed_changes_total') ??
+      deps.metrics.counter('basalt_change_feed_changes_total', 'Changes this instance delivered to its listeners.');
+    const tickerMetrics = {
+      leader:
+        existing<Gauge>('basalt_change_feed_leader') ??
+        deps.metrics.gauge('basalt_change_feed_leader', '1 while this instance records the change-log ticks.'),
+      ticks:
+        existing<Counter>('basalt_change_feed_ticks_total') ??
+        deps.metrics.counter('basalt_change_feed_ticks_total', 'Change-log ticks recorded by this instance.'),
+      pruned:
+        existing<Counter<'kind'>>('basalt_change_feed_pruned_total') ??
+        deps.metrics.counter('basalt_change_feed_pruned_total', 'Rows pruned from the change log, by kind.', ['kind']),
+    };
+    this.ticker =
+      options.ticker === false
+        ? null
+        : new Ticker(
+            { databaseUrl: deps.databaseUrl, log: deps.log, repo: this.repo, metrics: tickerMetrics },
+            {
+              pollIntervalMs: options.tickerPollIntervalMs ?? 250,
+              heartbeatMs: options.heartbeatMs ?? 5_000,
+              debounceMs: 5,
+              leaderRetryMs: options.leaderRetryMs ?? 1_000,
+              retentionSeconds: this.retentionSeconds,
+              pruneIntervalMs: options.pruneIntervalMs ?? 60_000,
+              pruneBatchSize: PRUNE_BATCH_SIZE,
+            },
+          );
+    this.connection = new DedicatedConnection({
+      url: deps.databaseUrl,
+      applicationName: 'basalt-change-feed',
+      log: deps.log,
+      onConnect: async (client) => {
+        await tickerSql.listen(client, TICKS_CHANNEL);
+        // Ticks may have been recorded while the connection was down.
+        this.requestPump();
+      },
+      onNotification: () => this.requestPump(),
+    });
+  }
+
+  /** Begins reading at the newest tick; resolves once currentCursor() is known (or, if Postgres is down, keeps trying). */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.ticker?.start();
+    void this.connection.start();
+    this.pollTimer = setInterval(() => this.requestPump(), this.pollIntervalMs);
+    this.pollTimer.unref();
+    await this.initialise().catch((error: unknown) => {
+      this.deps.log.error({ err: error }, 'change feed could not read the change log; retrying');
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollTimer = null;
+    await this.pumping?.catch(() => undefined);
+    await Promise.all([this.connection.stop(), this.ticker?.stop()]);
+  }
+
+  /** Whether this instance's ticker currently leads (records the ticks). */
+  get isLeader(): boolean {
+    return this.ticker?.isLeader ?? false;
+  }
+
+  /** Position after which everything will be delivered to listeners registered now. */
+  currentCursor(): string {
+    if (this.position === null) throw new AppError('UNAVAILABLE', 'The change feed is not ready yet.');
+    return formatCursor(this.position);
+  }
+
+  /**
+   * Calls `listener` with every batch delivered from now on, synchronously and in order.
+   * A batch whose fromCursor is not the previous batch's cursor means changes were lost
+   * (this instance fell behind by more than the retention): treat it as a reset.
+   */
+  subscribe(listener: ChangeListener): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  /**
+   * Every change after `cursor` up to this instance's current position, in commit order,
+   * each once. With `limit`, stops at a tick boundary once about `limit` changes were read
+   * (a single tick larger than `limit` is returned whole); the returned cursor then lies
+   * before currentCursor(): call again from it. A cursor ahead of this instance (issued by
+   * another that is a few milliseconds ahead) returns no changes and that cursor; the
+   * batches this instance delivers next may then include changes at or before it, which
+   * callers skip by comparing `change.tick`.
+   */
+  async readSince(cursor: string, options: { tables?: TableFilter[]; limit?: number } = {}): Promise<ChangeBatch> {
+    const after = parseCursor(cursor);
+    const limit = options.limit;
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
+      throw new AppError('INVALID_REQUEST', 'limit must be a positive integer.', { details: { field: 'limit' } });
+    }
+    if (this.position === null) await this.initialise();
+    const upto = this.position ?? 0;
+    const bounds = await this.repo.tickBounds();
+    if (after < bounds.oldest) {
+      throw new AppError('CURSOR_EXPIRED', undefined, { details: { cursor, oldest: formatCursor(bounds.oldest) } });
+    }
+    if (after > bounds.newest) {
+      // Not a position of this database's log (restored from a backup, or another database).
+      throw new AppError('CURSOR_EXPIRED', 'The cursor is not a position of this change log; start over.', {
+        details: { cursor },
+      });
+    }
+    const canonical = formatCursor(after);
+    if (after >= upto) return { fromCursor: canonical, cursor: canonical, changes: [] };
+    const rows = await this.repo.changesOfTicks(after, upto, {
+      tables: options.tables,
+      limit: limit === undefined ? null : limit + 1,
+    });
+    if (limit === undefined || rows.length <= limit) {
+      return { fromCursor: canonical, cursor: formatCursor(upto), changes: rows.map(toChange) };
+    }
+    // Cut at the last whole tick: the tick of the row past the limit may be incomplete.
+    const partialTick = rows[limit]?.tick ?? upto;
+    let kept = rows.filter((row) => row.tick < partialTick);
+    let end = partialTick - 1;
+    if (kept.length === 0) {
+      kept = await this.repo.changesOfTicks(partialTick - 1, partialTick, { tables: options.tables });
+      end = partialTick;
+    }
+    return { fromCursor: canonical, cursor: formatCursor(end), changes: kept.map(toChange) };
+  }
+
+  /** Records a tick now if anything committed since the last (tests, tools); null when not connected or nothing to tick. */
+  tickNow(force = false): Promise<number | null> {
+    return this.ticker?.tickNow(force) ?? Promise.resolve(null);
+  }
+
+  /** Prunes the log now (the leader also does this every minute). */
+  async prune(): Promise<{ ticks: number; changes: number }> {
+    return this.repo.prune(this.retentionSeconds, PRUNE_BATCH_SIZE);
+  }
+
+  /** The durable position of a named consumer (e.g. the functions dispatcher), or null if it never saved one. */
+  async consumerCursor(name: string, q?: Queryable): Promise<string | null> {
+    const tick = await this.repo.consumerTick(name, q);
+    return tick === null ? null : formatCursor(tick);
+  }
+
+  /**
+   * Saves a consumer's position, in the caller's transaction if given. While saved, pruning
+   * keeps every tick after it, so a consumer that stops for good must be removed.
+   */
+  async saveConsumerCursor(name: string, cursor: string, q?: Queryable): Promise<void> {
+    await this.repo.saveConsumerTick(name, parseCursor(cursor), q);
+  }
+
+  async removeConsumer(name: string, q?: Queryable): Promise<void> {
+    await this.repo.deleteConsumer(name, q);
+  }
+
+  /** Time since the newest delivered tick was recorded, on Postgres' clock. */
+  private lagMs(): number {
+    return Date.now() + this.dbClockOffsetMs - this.positionAtMs;
+  }
+
+  private async initialise(): Promise<void> {
+    if (this.position !== null) return;
+    const newest = await this.repo.newestTick();
+    if (this.position !== null) return;
+    this.position = newest.id;
+    this.positionAtMs = newest.createdAtMs;
+    this.dbClockOffsetMs = newest.dbNowMs - Date.now();
+    this.tickGauge.set(newest.id);
+  }
+
+  private requestPump(): void {
+    if (!this.started) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = this.pump()
+      .then(
+        () => {
+          if (this.failing) this.deps.log.info('change feed is reading the change log again');
+          this.failing = false;
+        },
+        (error: unknown) => {
+          if (!this.failing) this.deps.log.warn({ err: error }, 'change feed failed to read the change log; retrying');
+          this.failing = true;
+        },
+      )
+      .finally(() => {
+        this.pumping = null;
+        if (this.pumpAgain) {
+          this.pumpAgain = false;
+          this.requestPump();
+        }
+      });
+  }
+
+  private async pump(): Promise<void> {
+    if (this.position === null) await this.initialise();
+    for (;;) {
+      const from = this.position;
+      if (from === null || !this.started) return;
+      const poll = await this.repo.pollTicks(from, TICKS_PER_ROUND);
+      this.dbClockOffsetMs = poll.dbNowMs - Date.now();
+      const last = poll.ticks.at(-1);
+      if (!last) return;
+      let after = from;
+      if (poll.oldestTick !== null && poll.oldestTick > from) {
+        // The ticks right after our position were pruned: those changes are gone.
+        this.deps.log.error(
+          { position: from, oldest: poll.oldestTick },
+          'change feed fell behind the retention; changes were lost to pruning',
+        );
+        // The batch's fromCursor then differs from the previous batch's cursor: listeners see the gap.
+        after = poll.oldestTick;
+      }
+      const rows = after < last.id ? await this.repo.changesOfTicks(after, last.id) : [];
+      if (!this.started || this.position !== from) return;
+      this.advance(after, last.id, last.createdAtMs, rows.map(toChange));
+      if (poll.ticks.length < TICKS_PER_ROUND) return;
+    }
+  }
+
+  private advance(from: number, to: number, tickAtMs: number, changes: Change[]): void {
+    this.position = to;
+    this.positionAtMs = tickAtMs;
+    this.tickGauge.set(to);
+    this.changesTotal.inc(changes.length);
+    const batch: ChangeBatch = { fromCursor: formatCursor(from), cursor: formatCursor(to), changes };
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(batch);
+      } catch (error) {
+        this.deps.log.error({ err: error }, 'a change-feed listener threw');
+      }
+    }
+  }
+}
+
+function toChange(row: ChangeRow): Change {
+  return {
+    id: row.id,
+    tick: row.tick,
+    txid: row.txid,
+    schema: row.schema,
+    table: row.table,
+    op: row.op,
+    rowId: row.rowId,
+    oldRow: row.oldRow,
+    newRow: row.newRow,
+    committedAt: row.tickAt.toISOString(),
+  };
+}

@@ -1,0 +1,194 @@
+import type pg from 'pg';
+import type { Counter, Gauge } from 'prom-client';
+import type { Logger } from '../log.js';
+import { DedicatedConnection } from './connection.js';
+import { CHANGES_CHANNEL, tickerSql, type ChangeRepository } from './repository.js';
+
+export interface TickerOptions {
+  /** How often the leader checks for committed changes when no NOTIFY arrived. */
+  pollIntervalMs: number;
+  /** A tick is recorded at least this often, even when nothing changed, so lag stays measurable. */
+  heartbeatMs: number;
+  /** NOTIFYs arriving within this window are answered by one tick. */
+  debounceMs: number;
+  /** How often a follower tries to take over the lead. */
+  leaderRetryMs: number;
+  retentionSeconds: number;
+  pruneIntervalMs: number;
+  pruneBatchSize: number;
+}
+
+export interface TickerMetrics {
+  leader: Gauge;
+  ticks: Counter;
+  pruned: Counter<'kind'>;
+}
+
+/**
+ * Records ticks. Every instance runs one; the one holding a session advisory lock on its
+ * own connection leads, the others retry the lock every `leaderRetryMs`, so when the
+ * leader dies (its session ends) another takes over within about that long.
+ */
+export class Ticker {
+  private readonly connection: DedicatedConnection;
+  private leading = false;
+  private stopped = true;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private debounceTimer: NodeJS.Timeout | null = null;
+  private pruneTimer: NodeJS.Timeout | null = null;
+  private ticking: Promise<void> | null = null;
+  private tickAgain = false;
+  private lastTickAt = 0;
+  private pruning: Promise<void> | null = null;
+
+  constructor(
+    private readonly deps: { databaseUrl: string; log: Logger; repo: ChangeRepository; metrics: TickerMetrics },
+    private readonly options: TickerOptions,
+  ) {
+    this.connection = new DedicatedConnection({
+      url: deps.databaseUrl,
+      applicationName: 'basalt-ticker',
+      log: deps.log,
+      onConnect: (client) => this.onConnect(client),
+      onLost: () => this.onLost(),
+      onNotification: () => this.requestTick(),
+    });
+  }
+
+  /** Whether this instance currently records the ticks. */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    void this.connection.start();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimers();
+    await this.ticking?.catch(() => undefined);
+    await this.pruning?.catch(() => undefined);
+    const client = this.connection.current;
+    if (this.leading && client) await tickerSql.resign(client).catch(() => undefined);
+    this.setLeading(false);
+    await this.connection.stop();
+  }
+
+  /** Records a tick now if anything committed since the last one (the leader does this on its own). */
+  async tickNow(force = false): Promise<number | null> {
+    const client = this.connection.current;
+    if (!client) return null;
+    return tickerSql.tickIfChanged(client, force);
+  }
+
+  /** Deletes changes and ticks older than the retention; the leader does this periodically. */
+  prune(): Promise<void> {
+    this.pruning ??= this.deps.repo
+      .prune(this.options.retentionSeconds, this.options.pruneBatchSize)
+      .then(({ ticks, changes }) => {
+        this.deps.metrics.pruned.inc({ kind: 'ticks' }, ticks);
+        this.deps.metrics.pruned.inc({ kind: 'changes' }, changes);
+        if (ticks + changes > 0) this.deps.log.debug({ ticks, changes }, 'pruned the change log');
+      })
+      .finally(() => {
+        this.pruning = null;
+      });
+    return this.pruning;
+  }
+
+  private async onConnect(client: pg.Client): Promise<void> {
+    await this.tryLead(client);
+  }
+
+  private onLost(): void {
+    this.clearTimers();
+    if (this.leading) this.deps.log.warn('change ticker lost its lead with its connection');
+    this.setLeading(false);
+  }
+
+  private async tryLead(client: pg.Client): Promise<void> {
+    if (this.stopped || this.connection.current !== client) return;
+    if (await tickerSql.tryLead(client)) {
+      await tickerSql.listen(client, CHANGES_CHANNEL);
+      this.setLeading(true);
+      this.deps.log.info('this instance now records change-log ticks');
+      this.lastTickAt = 0;
+      this.pollTimer = setInterval(() => this.requestTick(), this.options.pollIntervalMs);
+      this.pollTimer.unref();
+      this.pruneTimer = setInterval(
+        () => void this.prune().catch((error: unknown) => this.pruneFailed(error)),
+        this.options.pruneIntervalMs,
+      );
+      this.pruneTimer.unref();
+      this.requestTick();
+      return;
+    }
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.tryLead(client).catch((error: unknown) => this.connection.reset(error));
+    }, this.options.leaderRetryMs);
+    this.retryTimer.unref();
+  }
+
+  private pruneFailed(error: unknown): void {
+    this.deps.log.warn({ err: error }, 'pruning the change log failed; will retry');
+  }
+
+  /** Debounced: a burst of NOTIFYs (one per committing transaction) becomes one tick. */
+  private requestTick(): void {
+    if (!this.leading || this.stopped || this.debounceTimer) return;
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = null;
+      this.runTick();
+    }, this.options.debounceMs);
+    this.debounceTimer.unref();
+  }
+
+  private runTick(): void {
+    if (this.ticking) {
+      this.tickAgain = true;
+      return;
+    }
+    this.ticking = this.tickOnce().finally(() => {
+      this.ticking = null;
+      if (this.tickAgain && this.leading && !this.stopped) {
+        this.tickAgain = false;
+        this.runTick();
+      }
+    });
+  }
+
+  private async tickOnce(): Promise<void> {
+    const client = this.connection.current;
+    if (!client || !this.leading) return;
+    const force = Date.now() - this.lastTickAt >= this.options.heartbeatMs;
+    try {
+      const id = await tickerSql.tickIfChanged(client, force);
+      if (id !== null) {
+        this.lastTickAt = Date.now();
+        this.deps.metrics.ticks.inc();
+      }
+    } catch (error) {
+      if (this.stopped) return;
+      // Whatever failed (timeout, lost socket), a fresh session is the safe way on: the
+      // lock goes with the old one, and some instance leads again within a retry.
+      this.connection.reset(error);
+    }
+  }
+
+  private setLeading(leading: boolean): void {
+    this.leading = leading;
+    this.deps.metrics.leader.set(leading ? 1 : 0);
+  }
+
+  private clearTimers(): void {
+    for (const timer of [this.retryTimer, this.debounceTimer]) if (timer) clearTimeout(timer);
+    for (const timer of [this.pollTimer, this.pruneTimer]) if (timer) clearInterval(timer);
+    this.retryTimer = this.pollTimer = this.debounceTimer = this.pruneTimer = null;
+  }
+}

@@ -1,0 +1,314 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { ChangeFeed, parseCursor, type Change } from '../server/internal/changes/feed.js';
+import { Database } from '../server/internal/db.js';
+import { AppError } from '../server/internal/errors.js';
+import { Metrics } from '../server/internal/metrics.js';
+import { Collector, createTrackedTable, duplicates, sleep, sqlClient, waitFor } from './changes-support.js';
+import { createTestDatabase, request, silentLogger, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+
+let database: TestDatabase;
+let server: TestApp;
+let feed: ChangeFeed;
+let seen: Collector;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  await createTrackedTable(database.url, 'items');
+  await createTrackedTable(database.url, 'other');
+  server = await startTestApp(database);
+  const changes = server.app.platform.changes;
+  if (!changes) throw new Error('the app has no change feed');
+  feed = changes;
+  seen = new Collector(feed);
+});
+
+afterAll(async () => {
+  await server?.close();
+  await database?.drop();
+});
+
+async function expectAppError(promise: Promise<unknown>, code: string): Promise<void> {
+  const error = await promise.then(
+    () => null,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(AppError);
+  expect((error as AppError).code).toBe(code);
+}
+
+describe('the change feed', () => {
+  it('delivers both changes of a transaction held open across a tick, in commit order, each once', async () => {
+    const start = feed.currentCursor();
+    const early = await sqlClient(database.url);
+    const late = await sqlClient(database.url);
+    try {
+      await early.query('BEGIN');
+      await early.query(`INSERT INTO items (id) VALUES ('held-open')`); // id taken first, committed last
+      await late.query(`INSERT INTO items (id) VALUES ('committed-first')`);
+      await waitFor(() => seen.has('committed-first'), 10_000, 'the later transaction');
+      // Make sure at least one more tick passes while the first transaction is still open.
+      const tickAfterLate = seen.changes.find((c) => c.rowId === 'committed-first')?.tick ?? 0;
+      let forced = 0;
+      await waitFor(async () => (forced = (await feed.tickNow(true)) ?? 0) > tickAfterLate, 5_000, 'another tick');
+      await waitFor(() => parseCursor(feed.currentCursor()) >= forced, 5_000, 'the feed to pass that tick');
+      expect(seen.has('held-open')).toBe(false);
+      await early.query('COMMIT');
+      await waitFor(() => seen.has('held-open'), 10_000, 'the held-open transaction');
+    } finally {
+      await early.end();
+      await late.end();
+    }
+    const order = seen.rowIds('items').filter((id) => id === 'held-open' || id === 'committed-first');
+    expect(order).toEqual(['committed-first', 'held-open']);
+    const first = seen.changes.find((c) => c.rowId === 'committed-first')!;
+    const second = seen.changes.find((c) => c.rowId === 'held-open')!;
+    expect(BigInt(second.id)).toBeLessThan(BigInt(first.id)); // the id order is the opposite of commit order
+    expect(second.tick).toBeGreaterThan(first.tick);
+    expect(duplicates(seen.changes)).toEqual([]);
+
+    const replay = await feed.readSince(start, { tables: [{ schema: 'public', table: 'items' }] });
+    expect(replay.changes.map((c) => c.rowId)).toEqual(['committed-first', 'held-open']);
+  });
+
+  it('delivers writes made with a plain SQL client, with old and new rows', async () => {
+    const client = await sqlClient(database.url);
+    try {
+      await client.query(`INSERT INTO items (id, v) VALUES ('psql', 1)`);
+      await client.query(`UPDATE items SET v = 2 WHERE id = 'psql'`);
+      await client.query(`DELETE FROM items WHERE id = 'psql'`);
+    } finally {
+      await client.end();
+    }
+    await waitFor(() => seen.changes.filter((c) => c.rowId === 'psql').length === 3, 10_000, 'three psql changes');
+    const changes = seen.changes.filter((c) => c.rowId === 'psql');
+    expect(changes.map((c) => c.op)).toEqual(['insert', 'update', 'delete']);
+    expect(changes[0]).toMatchObject({ schema: 'public', table: 'items', oldRow: null, newRow: { id: 'psql', v: 1 } });
+    expect(changes[1]).toMatchObject({ oldRow: { id: 'psql', v: 1 }, newRow: { id: 'psql', v: 2 } });
+    expect(changes[2]).toMatchObject({ oldRow: { id: 'psql', v: 2 }, newRow: null });
+    for (const change of changes) {
+      expect(typeof change.id).toBe('string');
+      expect(Number.isNaN(Date.parse(change.committedAt))).toBe(false);
+    }
+  });
+
+  it('reads exactly the missed changes since an old cursor, filtered and paged', async () => {
+    const cursor = feed.currentCursor();
+    const client = await sqlClient(database.url);
+    try {
+      for (let i = 0; i < 6; i++) {
+        await client.query(`INSERT INTO items (id) VALUES ($1)`, [`missed-${i}`]);
+        await client.query(`INSERT INTO other (id) VALUES ($1)`, [`other-${i}`]);
+      }
+    } finally {
+      await client.end();
+    }
+    await waitFor(() => seen.has('missed-5') && seen.has('other-5'), 10_000, 'the missed writes');
+    const all = await feed.readSince(cursor);
+    const expected = seen.changes.filter((c) => c.tick > parseCursor(cursor));
+    expect(all.changes.map((c) => c.id)).toEqual(expected.map((c) => c.id));
+    expect(all.fromCursor).toBe(cursor);
+    expect(all.cursor).toBe(feed.currentCursor());
+
+    const items = await feed.readSince(cursor, { tables: [{ schema: 'public', table: 'items' }] });
+    expect(items.changes.map((c) => c.rowId)).toEqual([0, 1, 2, 3, 4, 5].map((i) => `missed-${i}`));
+
+    // Paging: each page ends on a tick boundary, and the pages together are the whole.
+    const paged: Change[] = [];
+    let from = cursor;
+    for (let page = 0; page < 100; page++) {
+      const batch = await feed.readSince(from, { limit: 2 });
+      expect(batch.fromCursor).toBe(from);
+      paged.push(...batch.changes);
+      if (batch.cursor === all.cursor) break;
+      expect(batch.changes.length).toBeGreaterThan(0);
+      from = batch.cursor;
+    }
+    expect(paged.map((c) => c.id)).toEqual(all.changes.map((c) => c.id));
+
+    // The current cursor has nothing after it.
+    const none = await feed.readSince(feed.currentCursor());
+    expect(none.changes).toEqual([]);
+  });
+
+  it('rejects malformed cursors and limits with INVALID_REQUEST', async () => {
+    for (const bad of ['', 'v1.', 'v2.5', 'v1.-1', 'v1.ABC', '12', 'v1.zzzzzzzzzzzz', 'v1.5 ']) {
+      await expectAppError(feed.readSince(bad), 'INVALID_REQUEST');
+    }
+    await expectAppError(feed.readSince(feed.currentCursor(), { limit: 0 }), 'INVALID_REQUEST');
+    await expectAppError(feed.readSince(feed.currentCursor(), { limit: 1.5 }), 'INVALID_REQUEST');
+    // A well-formed cursor this log never issued (e.g. from a restored database).
+    await expectAppError(feed.readSince('v1.zzzzzz'), 'CURSOR_EXPIRED');
+  });
+
+  it('is not stalled by a long open transaction elsewhere on the server', async () => {
+    const elsewhere = await sqlClient(inject('adminDatabaseUrl'));
+    const sameDatabase = await sqlClient(database.url);
+    try {
+      // Both hold an xid (and so the server's xmin) while other transactions commit.
+      await elsewhere.query('BEGIN');
+      await elsewhere.query('SELECT pg_current_xact_id()');
+      await sameDatabase.query('BEGIN');
+      await sameDatabase.query(`INSERT INTO other (id) VALUES ('long-open')`);
+      const client = await sqlClient(database.url);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const began = Date.now();
+          await client.query(`INSERT INTO items (id) VALUES ($1)`, [`during-long-${i}`]);
+          await waitFor(() => seen.has(`during-long-${i}`), 3_000, `during-long-${i}`);
+          expect(Date.now() - began).toBeLessThan(3_000);
+        }
+      } finally {
+        await client.end();
+      }
+      expect(seen.has('long-open')).toBe(false);
+      await sameDatabase.query('COMMIT');
+      await waitFor(() => seen.has('long-open'), 10_000, 'the long transaction');
+    } finally {
+      await elsewhere.query('ROLLBACK').catch(() => undefined);
+      await elsewhere.end();
+      await sameDatabase.end();
+    }
+  });
+
+  it('delivers every change of many concurrent writers exactly once', async () => {
+    const cursor = feed.currentCursor();
+    const writers = 8;
+    const rowsEach = 40;
+    await Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        const client = await sqlClient(database.url);
+        try {
+          for (let i = 0; i < rowsEach; i++) {
+            if (i % 10 === 0) {
+              // Some transactions write several rows and commit together.
+              await client.query('BEGIN');
+              await client.query(`INSERT INTO items (id) VALUES ($1), ($2)`, [`s-${w}-${i}`, `s-${w}-${i + 1}`]);
+              await client.query('COMMIT');
+              i++;
+            } else {
+              await client.query(`INSERT INTO items (id) VALUES ($1)`, [`s-${w}-${i}`]);
+            }
+          }
+        } finally {
+          await client.end();
+        }
+      }),
+    );
+    const expected = writers * rowsEach;
+    const stress = () => seen.changes.filter((c) => c.rowId.startsWith('s-'));
+    await waitFor(() => stress().length >= expected, 20_000, 'all stress changes');
+    await sleep(300);
+    expect(stress()).toHaveLength(expected);
+    expect(new Set(stress().map((c) => c.rowId)).size).toBe(expected);
+    expect(duplicates(seen.changes)).toEqual([]);
+    // Each writer's own rows arrive in the order it wrote them.
+    for (let w = 0; w < writers; w++) {
+      const mine = stress()
+        .filter((c) => c.rowId.startsWith(`s-${w}-`))
+        .map((c) => Number(c.rowId.split('-')[2]));
+      expect(mine).toEqual([...mine].sort((a, b) => a - b));
+    }
+    // The log read back gives the same changes in the same order as delivered live.
+    const replay = await feed.readSince(cursor);
+    expect(replay.changes.filter((c) => c.rowId.startsWith('s-')).map((c) => c.id)).toEqual(stress().map((c) => c.id));
+    // Ticks in delivery never go backwards.
+    const ticks = seen.changes.map((c) => c.tick);
+    expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
+  });
+
+  it('exports its lag, tick and counts in /metrics', async () => {
+    const response = await request(server.url, 'GET', '/metrics');
+    expect(response.status).toBe(200);
+    expect(response.text).toMatch(/basalt_change_feed_lag_seconds \d+(\.\d+)?/);
+    expect(response.text).toMatch(/basalt_change_feed_tick [1-9]\d*/);
+    expect(response.text).toMatch(/basalt_change_feed_changes_total [1-9]\d*/);
+    expect(response.text).toMatch(/basalt_change_feed_leader 1/);
+    const lag = Number(/^basalt_change_feed_lag_seconds (\S+)$/m.exec(response.text)?.[1]);
+    expect(lag).toBeLessThan(10);
+  });
+});
+
+describe('ordering within a tick and retention', () => {
+  let own: TestDatabase;
+  let db: Database;
+  let manual: ChangeFeed;
+
+  beforeAll(async () => {
+    own = await createTestDatabase();
+    await createTrackedTable(own.url, 'items');
+    db = new Database({ url: own.url }, silentLogger);
+    // No ticker: this test decides when ticks happen.
+    manual = new ChangeFeed(
+      { db, log: silentLogger, metrics: new Metrics(), databaseUrl: own.url },
+      { ticker: false, retentionMs: 1_000, pollIntervalMs: 50 },
+    );
+    await manual.start();
+  });
+
+  afterAll(async () => {
+    await manual?.stop();
+    await db?.close();
+    await own?.drop();
+  });
+
+  async function tick(): Promise<void> {
+    await db.query('SELECT basalt.tick()');
+  }
+
+  it('orders transactions of one tick so that a row never goes back in time', async () => {
+    const got = new Collector(manual);
+    const a = await sqlClient(own.url);
+    const b = await sqlClient(own.url);
+    try {
+      await a.query(`INSERT INTO items (id, v) VALUES ('r', 0)`);
+      await tick();
+      await waitFor(() => got.has('r'), 5_000, 'the first row');
+      // b starts first (its first change has the lowest id) but writes r after a committed.
+      await b.query('BEGIN');
+      await b.query(`INSERT INTO items (id) VALUES ('b-first')`);
+      await a.query('BEGIN');
+      await a.query(`UPDATE items SET v = 1 WHERE id = 'r'`);
+      await a.query('COMMIT');
+      await b.query(`UPDATE items SET v = 2 WHERE id = 'r'`);
+      await b.query('COMMIT');
+      await tick();
+    } finally {
+      await a.end();
+      await b.end();
+    }
+    await waitFor(() => got.changes.length >= 4, 5_000, 'the tick');
+    const lastTick = got.changes.slice(1);
+    expect(new Set(lastTick.map((c) => c.tick)).size).toBe(1);
+    expect(lastTick.map((c) => [c.rowId, c.newRow?.v])).toEqual([
+      ['r', 1],
+      ['b-first', 0],
+      ['r', 2],
+    ]);
+    // Changes of one transaction share a txid and are contiguous.
+    expect(lastTick[1]!.txid).toBe(lastTick[2]!.txid);
+  });
+
+  it('answers CURSOR_EXPIRED for a cursor older than the retention, and keeps newer ones', async () => {
+    const old = manual.currentCursor();
+    await db.query(`INSERT INTO items (id) VALUES ('before-prune')`);
+    await tick();
+    await waitFor(() => manual.currentCursor() !== old, 5_000, 'a tick');
+    const middle = manual.currentCursor();
+    await sleep(1_600);
+    await db.query(`INSERT INTO items (id) VALUES ('after-prune')`);
+    await tick();
+    await waitFor(() => manual.currentCursor() !== middle, 5_000, 'a tick');
+    const recent = manual.currentCursor();
+    const pruned = await manual.prune();
+    expect(pruned.ticks).toBeGreaterThan(0);
+    expect(pruned.changes).toBeGreaterThan(0);
+    await expectAppError(manual.readSince(old), 'CURSOR_EXPIRED');
+    // The newest tick is kept however old it is, so the current cursor always works.
+    expect((await manual.readSince(recent)).changes).toEqual([]);
+    const { rows } = await db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM basalt.changes WHERE row_id = 'before-prune'`,
+    );
+    expect(Number(rows[0]?.n)).toBe(0);
+  });
+});
