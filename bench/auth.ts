@@ -1,0 +1,217 @@
+import { log, measure, type BenchFigures, type TargetFigures } from './documents.js';
+import { round, type ConnectionContext, type LoadRequest } from './load.js';
+import { benchLine, machine } from './report.js';
+import type { Settings } from './settings.js';
+import { call, settle, startTarget, type RunningTarget } from './targets.js';
+
+const PASSWORD = 'bench-Password-4711';
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+interface Session {
+  access_token: string;
+  refresh_token: string;
+}
+
+const emailOf = (i: number): string => `bench${i}@example.com`;
+
+async function signIn(target: RunningTarget, i: number): Promise<Session> {
+  const answer = (await call(target, 'POST', '/v1/auth/signin', { email: emailOf(i), password: PASSWORD }, {})) as {
+    session: Session;
+  };
+  return answer.session;
+}
+
+/** Each connection signs in as a user of its own, again and again. */
+function signInRequest(users: number): LoadRequest {
+  let next = 0;
+  return {
+    method: 'POST',
+    path: '/v1/auth/signin',
+    headers: JSON_HEADERS,
+    setupRequest: (request, context) => {
+      context.user ??= next++ % users;
+      return { ...request, body: JSON.stringify({ email: emailOf(context.user as number), password: PASSWORD }) };
+    },
+  };
+}
+
+/**
+ * Each connection chains its own session: every refresh consumes the token it sends and the
+ * answer carries the next one. A connection whose chain breaks (a failed call) takes a spare
+ * session rather than replaying a rotated token, which would revoke the session family.
+ */
+function refreshRequest(initial: string[], spares: string[]): LoadRequest {
+  return {
+    method: 'POST',
+    path: '/v1/auth/refresh',
+    headers: JSON_HEADERS,
+    setupRequest: (request, context: ConnectionContext) => {
+      context.token ??= initial.pop() ?? spares.pop();
+      return { ...request, body: JSON.stringify({ refresh_token: context.token }) };
+    },
+    onResponse: (status, body, context) => {
+      if (status === 200) {
+        context.token = (JSON.parse(body) as { session: Session }).session.refresh_token;
+      } else {
+        context.token = spares.pop();
+      }
+    },
+  };
+}
+
+/**
+ * The in-process cost of verifying an access token: the verifier the auth module installs on
+ * the platform (what every request with a bearer token runs), called back to back on one token.
+ * Built from the same configuration and database as the running server, so keys and issuer match.
+ */
+async function verifyCost(target: RunningTarget, token: string, iterations: number) {
+  const { buildApp } = await import('../server/app.js');
+  const { loadConfig } = await import('../server/config.js');
+  const { createLogger } = await import('../server/internal/log.js');
+  const config = loadConfig({ ...target.env, BASALT_ROLES: 'api', LOG_LEVEL: 'silent' });
+  const app = await buildApp(
+    { ...config, databaseUrl: config.databaseUrl ?? '', serviceKey: target.serviceKey ?? '' },
+    { logger: createLogger('silent', { pretty: false }) },
+  );
+  try {
+    await app.ready();
+    const verifier = app.platform.tokenVerifier;
+    if (!verifier) throw new Error('the auth module installed no token verifier');
+    for (let i = 0; i < Math.min(2_000, iterations); i++) await verifier.verify(token); // JIT warm-up
+    const times = new Float64Array(iterations);
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < iterations; i++) {
+      const t0 = process.hrtime.bigint();
+      await verifier.verify(token);
+      times[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+    }
+    const totalMs = Number(process.hrtime.bigint() - started) / 1e6;
+    times.sort();
+    const at = (p: number): number => times[Math.min(iterations - 1, Math.ceil((p / 100) * iterations) - 1)] ?? NaN;
+    return {
+      mean_ms: round(totalMs / iterations, 4),
+      p50_ms: round(at(50), 4),
+      p99_ms: round(at(99), 4),
+      per_s: round(iterations / (totalMs / 1000), 0),
+      iterations,
+    };
+  } finally {
+    await app.close();
+  }
+}
+
+/** Parse's /login beside Basalt's sign-in (Parse has no refresh tokens to compare). */
+async function parseSignIn(settings: Settings): Promise<BenchFigures['parse']> {
+  const target = await startTarget('parse', settings);
+  try {
+    for (let i = 0; i < settings.connections; i++) {
+      await call(target, 'POST', '/parse/users', { username: emailOf(i), password: PASSWORD });
+    }
+    await settle(target.server, 10);
+    let next = 0;
+    return await measure(
+      target,
+      {
+        method: 'POST',
+        path: '/parse/login',
+        headers: { ...JSON_HEADERS, 'x-parse-revocable-session': '1' },
+        setupRequest: (request, context) => {
+          context.user ??= next++ % settings.connections;
+          return {
+            ...request,
+            body: JSON.stringify({ username: emailOf(context.user as number), password: PASSWORD }),
+          };
+        },
+      },
+      settings,
+      { 'x-parse-application-id': 'bench' },
+    );
+  } finally {
+    await target.close();
+  }
+}
+
+export async function runAuth(settings: Settings): Promise<string[]> {
+  const lines: string[] = [];
+  const signin: BenchFigures = {};
+  const refresh: BenchFigures = {};
+  let verify: Record<string, unknown> = {};
+  if (settings.targets.includes('basalt')) {
+    let target: RunningTarget | null = null;
+    try {
+      log('basalt: starting for auth');
+      target = await startTarget('basalt', settings);
+      const users = settings.connections;
+      log(`basalt: signing up ${users} users`);
+      for (let i = 0; i < users; i++) {
+        await call(target, 'POST', '/v1/auth/signup', { email: emailOf(i), password: PASSWORD }, {});
+      }
+      await settle(target.server, 10);
+      log(`basalt: auth.signin for ${settings.durationSeconds} s`);
+      signin.basalt = await measure(target, signInRequest(users), settings, {});
+
+      // Sessions to chain: one per connection for the warm-up and one for the run, plus spares.
+      log('basalt: opening sessions for refresh');
+      const sessions: string[] = [];
+      for (let i = 0; i < settings.connections * 3; i++) sessions.push((await signIn(target, i % users)).refresh_token);
+      const spares = sessions.splice(0, settings.connections);
+      await settle(target.server, 10);
+      log(`basalt: auth.refresh for ${settings.durationSeconds} s`);
+      refresh.basalt = await measure(target, refreshRequest(sessions, spares), settings, {});
+
+      const token = (await signIn(target, 0)).access_token;
+      log('basalt: token verification, over HTTP and in-process');
+      const plain = await measure(target, { method: 'GET', path: '/healthz' }, settings, {});
+      const authed = await measure(target, { method: 'GET', path: '/healthz' }, settings, {
+        authorization: `Bearer ${token}`,
+      });
+      // The server's CPU time per request with and without a token; the difference is what
+      // resolving the caller from an access token adds to every request, HTTP included.
+      const cpuMsPerRequest = (figures: TargetFigures): number | null =>
+        figures.rps && figures.cpu_pct !== undefined ? (figures.cpu_pct * 10) / figures.rps : null;
+      const withToken = cpuMsPerRequest(authed);
+      const withoutToken = cpuMsPerRequest(plain);
+      verify = {
+        in_process: await verifyCost(target, token, settings.verifyIterations),
+        http: {
+          healthz_without_token: plain,
+          healthz_with_token: authed,
+          added_cpu_ms_per_request:
+            withToken === null || withoutToken === null ? null : round(withToken - withoutToken, 4),
+        },
+      };
+    } catch (error) {
+      const message = (error as Error).message.split('\n')[0] ?? 'failed';
+      log(`basalt: ${(error as Error).message}`);
+      signin.basalt ??= { error: message };
+      refresh.basalt ??= { error: message };
+      verify = { error: message };
+    } finally {
+      await target?.close();
+    }
+  }
+  if (settings.targets.includes('parse')) {
+    try {
+      log('parse: /login');
+      signin.parse = await parseSignIn(settings);
+    } catch (error) {
+      signin.parse = { error: (error as Error).message.split('\n')[0] ?? 'failed' };
+    }
+  }
+  lines.push(benchLine('auth.signin', signin, settings, { users: settings.connections }));
+  lines.push(benchLine('auth.refresh', refresh, settings));
+  const inProcess = verify.in_process as { mean_ms?: number } | undefined;
+  lines.push(
+    JSON.stringify({
+      bench: 'auth.verify',
+      basalt: verify,
+      connections: settings.connections,
+      duration_s: settings.durationSeconds,
+      goal: { mean_ms_below: 0.1 },
+      met: inProcess?.mean_ms === undefined ? null : inProcess.mean_ms < 0.1,
+      date: new Date().toISOString(),
+      machine,
+    }),
+  );
+  return lines;
+}

@@ -1,0 +1,239 @@
+import { round, runLoad, type LoadRequest, type LoadResult } from './load.js';
+import { type Settings, type TargetName } from './settings.js';
+import { call, settle, startTarget, type RunningTarget } from './targets.js';
+
+export interface TargetFigures extends Partial<LoadResult> {
+  /** CPU used by the server's process during the measured run, in % of one core. */
+  cpu_pct?: number;
+  error?: string;
+}
+
+export type BenchFigures = Partial<Record<TargetName, TargetFigures>>;
+
+const BENCHES = ['documents.get', 'documents.query', 'documents.create'] as const;
+type DocumentBench = (typeof BENCHES)[number];
+
+function randomInt(below: number): number {
+  return Math.floor(Math.random() * below);
+}
+
+/** The same three calls, spelled in each target's API. */
+function requestFor(bench: DocumentBench, target: TargetName, settings: Settings): LoadRequest {
+  const json = { 'content-type': 'application/json' };
+  if (target === 'parse') {
+    switch (bench) {
+      case 'documents.create':
+        return {
+          method: 'POST',
+          path: '/parse/classes/Bench',
+          headers: json,
+          setupRequest: (request) => ({
+            ...request,
+            body: JSON.stringify({ group: `g${randomInt(settings.groups)}`, title: 'created', n: randomInt(1e6) }),
+          }),
+        };
+      case 'documents.get':
+        return {
+          method: 'GET',
+          path: '/parse/classes/Bench/d0',
+          setupRequest: (request) => ({ ...request, path: `/parse/classes/Bench/d${randomInt(settings.documents)}` }),
+        };
+      case 'documents.query':
+        return {
+          method: 'GET',
+          path: '/parse/classes/Bench',
+          setupRequest: (request) => ({
+            ...request,
+            path: `/parse/classes/Bench?${new URLSearchParams({
+              where: JSON.stringify({ group: `g${randomInt(settings.groups)}` }),
+              order: 'objectId',
+              limit: '20',
+            }).toString()}`,
+          }),
+        };
+    }
+  }
+  // Basalt and the raw server take identical requests.
+  switch (bench) {
+    case 'documents.create':
+      return {
+        method: 'POST',
+        path: '/v1/db/bench',
+        headers: json,
+        setupRequest: (request) => ({
+          ...request,
+          body: JSON.stringify({
+            data: { group: `g${randomInt(settings.groups)}`, title: 'created', n: randomInt(1e6) },
+          }),
+        }),
+      };
+    case 'documents.get':
+      return {
+        method: 'GET',
+        path: '/v1/db/bench/d0',
+        setupRequest: (request) => ({ ...request, path: `/v1/db/bench/d${randomInt(settings.documents)}` }),
+      };
+    case 'documents.query':
+      return {
+        method: 'POST',
+        path: '/v1/db/bench/query',
+        headers: json,
+        setupRequest: (request) => ({
+          ...request,
+          body: JSON.stringify({
+            where: [['group', '==', `g${randomInt(settings.groups)}`]],
+            order_by: [['id', 'asc']],
+            limit: 20,
+          }),
+        }),
+      };
+  }
+}
+
+/** Creates the `bench` collection (or class, or table) with an index on `group`. */
+async function createCollection(target: RunningTarget): Promise<string> {
+  if (target.name === 'basalt') {
+    await call(target, 'POST', '/v1/admin/collections', {
+      name: 'bench',
+      rules: { read: 'true', create: 'true', update: 'true', delete: 'true' },
+      indexes: ['group'],
+    });
+    const { rows } = await target.db.sql(
+      `SELECT table_schema FROM information_schema.tables WHERE table_name = 'bench' AND table_schema <> 'basalt'`,
+    );
+    const schema = (rows[0] as { table_schema?: string } | undefined)?.table_schema;
+    if (!schema) throw new Error('basalt: created the collection "bench" but found no table of that name');
+    return `"${schema}".bench`;
+  }
+  if (target.name === 'parse') {
+    await call(target, 'POST', '/parse/schemas/Bench', {
+      className: 'Bench',
+      fields: { group: { type: 'String' }, title: { type: 'String' }, n: { type: 'Number' } },
+      indexes: { group_1: { group: 1 } },
+    });
+    return '"Bench"';
+  }
+  return 'bench';
+}
+
+/**
+ * Seeds with one SQL statement per target rather than through the API: 100,000 API calls would
+ * take minutes on this machine and measure nothing we report. Ids are d0 … d(N-1) everywhere, and
+ * `group` cycles through g0 … g(G-1). For Basalt this is the documented "plain SQL insert", which
+ * also fires the change-log trigger like any write.
+ */
+async function seed(target: RunningTarget, table: string, settings: Settings): Promise<void> {
+  const values = [settings.documents, settings.groups];
+  if (target.name === 'parse') {
+    await target.db.sql(
+      `INSERT INTO ${table} ("objectId", "createdAt", "updatedAt", "group", title, n, _rperm, _wperm)
+       SELECT 'd' || i, now(), now(), 'g' || (i % $2), 'document ' || i, i, '{*}', '{*}'
+       FROM generate_series(0, $1 - 1) AS i`,
+      values,
+    );
+  } else {
+    await target.db.sql(
+      `INSERT INTO ${table} (id, owner, data)
+       SELECT 'd' || i, NULL, jsonb_build_object('group', 'g' || (i % $2), 'title', 'document ' || i, 'n', i)
+       FROM generate_series(0, $1 - 1) AS i`,
+      values,
+    );
+  }
+  await target.db.sql(`ANALYZE ${table}`);
+}
+
+/** One call of each kind before the load, so a broken target fails loudly instead of counting 404s. */
+async function probe(target: RunningTarget, settings: Settings): Promise<void> {
+  const group = `g${1 % settings.groups}`;
+  if (target.name === 'parse') {
+    const got = (await call(target, 'GET', '/parse/classes/Bench/d1')) as { group?: string };
+    if (got.group !== group) throw new Error(`parse: d1 has group ${String(got.group)}`);
+    const found = (await call(
+      target,
+      'GET',
+      `/parse/classes/Bench?${new URLSearchParams({ where: JSON.stringify({ group }), order: 'objectId', limit: '20' })}`,
+    )) as { results: unknown[] };
+    if (found.results.length !== Math.min(20, Math.ceil(settings.documents / settings.groups))) {
+      throw new Error(`parse: the query found ${found.results.length} objects`);
+    }
+    return;
+  }
+  const got = (await call(target, 'GET', '/v1/db/bench/d1')) as { data?: { group?: string } };
+  if (got.data?.group !== group) throw new Error(`${target.name}: d1 has group ${String(got.data?.group)}`);
+  const found = (await call(target, 'POST', '/v1/db/bench/query', {
+    where: [['group', '==', group]],
+    order_by: [['id', 'asc']],
+    limit: 20,
+  })) as { docs: unknown[] };
+  if (found.docs.length !== Math.min(20, Math.ceil(settings.documents / settings.groups))) {
+    throw new Error(`${target.name}: the query found ${found.docs.length} documents`);
+  }
+}
+
+/** A warm-up run (discarded), then the measured run with the server's CPU use over it. */
+export async function measure(
+  target: RunningTarget,
+  request: LoadRequest,
+  settings: Settings,
+  headers: Record<string, string> = target.headers,
+): Promise<TargetFigures> {
+  const options = { url: target.url, connections: settings.connections, headers, requests: [request] };
+  if (settings.warmupSeconds > 0) await runLoad({ ...options, durationSeconds: settings.warmupSeconds });
+  const cpuBefore = target.server.cpuSeconds();
+  const started = process.hrtime.bigint();
+  const result = await runLoad({ ...options, durationSeconds: settings.durationSeconds });
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  return { ...result, cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0) };
+}
+
+export function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+export interface DocumentFigures {
+  throughput: Record<DocumentBench, BenchFigures>;
+  /**
+   * The query again over a single connection: its latency without queueing. Under 32 busy
+   * connections on 2 cores, p50 is mostly time spent waiting in line (connections / rps), so
+   * the "p50 < 5 ms" goal is judged on this run.
+   */
+  queryLatency: BenchFigures;
+}
+
+/** Runs get, query and create against each target in turn, one target's process alive at a time. */
+export async function runDocuments(settings: Settings): Promise<DocumentFigures> {
+  const figures = Object.fromEntries(BENCHES.map((bench) => [bench, {}])) as Record<DocumentBench, BenchFigures>;
+  const queryLatency: BenchFigures = {};
+  for (const name of settings.targets) {
+    let target: RunningTarget | null = null;
+    try {
+      log(`${name}: starting`);
+      target = await startTarget(name, settings);
+      const table = await createCollection(target);
+      log(`${name}: seeding ${settings.documents} documents`);
+      await seed(target, table, settings);
+      await probe(target, settings);
+      await settle(target.server);
+      // Creates last, so get and query run at exactly the seeded size.
+      for (const bench of BENCHES) {
+        log(`${name}: ${bench} for ${settings.durationSeconds} s`);
+        figures[bench][name] = await measure(target, requestFor(bench, name, settings), settings);
+        await settle(target.server, 10);
+        if (bench === 'documents.query') {
+          log(`${name}: ${bench} over 1 connection for ${settings.durationSeconds} s`);
+          const single = { ...settings, connections: 1 };
+          queryLatency[name] = await measure(target, requestFor(bench, name, settings), single);
+          await settle(target.server, 10);
+        }
+      }
+    } catch (error) {
+      const message = (error as Error).message.split('\n')[0] ?? 'failed';
+      log(`${name}: ${(error as Error).message}`);
+      for (const bench of BENCHES) figures[bench][name] ??= { error: message };
+      queryLatency[name] ??= { error: message };
+    } finally {
+      await target?.close();
+    }
+  }
+  return { throughput: figures, queryLatency };
+}

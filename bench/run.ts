@@ -1,0 +1,47 @@
+/**
+ * Basalt's benchmark harness: `npm run bench -- documents` (or `auth`, or `all`).
+ * Starts each target (Basalt, Parse Server, the raw Fastify + pg limit) in its own process on a
+ * fresh database, drives it with the same autocannon load, and prints one JSON line per
+ * benchmark on stdout (progress goes to stderr). Settings come from BENCH_* variables; see
+ * bench/README.md.
+ */
+import { runAuth } from './auth.js';
+import { ensureBenchDependencies } from './deps.js';
+import { log, runDocuments } from './documents.js';
+import { postgresVersion } from './database.js';
+import { benchLine, machine } from './report.js';
+import { readSettings } from './settings.js';
+
+async function main(): Promise<void> {
+  const suite = process.argv[2] ?? 'documents';
+  if (!['documents', 'auth', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|all\n');
+    process.exit(2);
+  }
+  const settings = readSettings();
+  ensureBenchDependencies();
+  machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
+  log(
+    `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
+      `${settings.durationSeconds} s per run (+${settings.warmupSeconds} s warm-up)`,
+  );
+  if (suite === 'documents' || suite === 'all') {
+    const { throughput, queryLatency } = await runDocuments(settings);
+    for (const [bench, byTarget] of Object.entries(throughput)) {
+      const extra =
+        bench === 'documents.query'
+          ? { documents: settings.documents, limit: 20, latency_1_connection: queryLatency }
+          : { documents: settings.documents };
+      const p50ForGoal = bench === 'documents.query' ? queryLatency.basalt?.p50_ms : undefined;
+      process.stdout.write(benchLine(bench, byTarget, settings, extra, p50ForGoal) + '\n');
+    }
+  }
+  if (suite === 'auth' || suite === 'all') {
+    for (const line of await runAuth(settings)) process.stdout.write(line + '\n');
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

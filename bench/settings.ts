@@ -1,0 +1,58 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** bench/ — this package's own folder, with its own node_modules. */
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+/** The repository root: the Basalt server is started from here, as `npm start` would. */
+export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
+
+export type TargetName = 'basalt' | 'parse' | 'raw';
+export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];
+
+export interface Settings {
+  /** An admin connection to the Postgres that holds one fresh database per target and run. */
+  adminDatabaseUrl: string;
+  connections: number;
+  durationSeconds: number;
+  warmupSeconds: number;
+  /** Documents seeded before get and query run. */
+  documents: number;
+  /** Distinct values of `group`: each query matches documents / groups rows and returns 20. */
+  groups: number;
+  targets: TargetName[];
+  /** Keep the bench databases after the run (to look at them); dropped by default. */
+  keepDatabases: boolean;
+  /** Iterations of the in-process token-verification micro-benchmark. */
+  verifyIterations: number;
+}
+
+function whole(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min)
+    throw new Error(`${name}: expected a whole number >= ${min}, got "${raw}"`);
+  return Number(raw);
+}
+
+export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const targets = (env.BENCH_TARGETS ?? ALL_TARGETS.join(','))
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '');
+  for (const name of targets) {
+    if (!ALL_TARGETS.includes(name as TargetName)) {
+      throw new Error(`BENCH_TARGETS: unknown target "${name}" (expected ${ALL_TARGETS.join(', ')})`);
+    }
+  }
+  return {
+    adminDatabaseUrl: env.BENCH_DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/postgres',
+    connections: whole(env, 'BENCH_CONNECTIONS', 32, 1),
+    durationSeconds: whole(env, 'BENCH_DURATION', 10, 1),
+    warmupSeconds: whole(env, 'BENCH_WARMUP', 2, 0),
+    documents: whole(env, 'BENCH_DOCUMENTS', 100_000, 100),
+    groups: whole(env, 'BENCH_GROUPS', 1_000, 1),
+    targets: targets as TargetName[],
+    keepDatabases: env.BENCH_KEEP_DATABASES === '1',
+    verifyIterations: whole(env, 'BENCH_VERIFY_ITERATIONS', 20_000, 100),
+  };
+}

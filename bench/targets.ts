@@ -1,0 +1,142 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createBenchDatabase, type BenchDatabase } from './database.js';
+import { freePort, startServer, type ServerProcess } from './process.js';
+import { BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
+
+/** A started server under test with its own fresh database; `close` stops it and drops the database. */
+export interface RunningTarget {
+  name: TargetName;
+  url: string;
+  server: ServerProcess;
+  db: BenchDatabase;
+  /** Headers every request to this target carries (the service key, Parse's app id and master key). */
+  headers: Record<string, string>;
+  /** Basalt only: the service key, for admin calls. */
+  serviceKey?: string;
+  /** Basalt only: the environment the server was started with (to build the same config in-process). */
+  env?: NodeJS.ProcessEnv;
+  close(): Promise<void>;
+}
+
+/** The environment of a child: ours minus anything that would reconfigure the server under test. */
+function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key.startsWith('BASALT_') || key.startsWith('PARSE_') || key === 'DATABASE_URL' || key === 'PORT') continue;
+    if (key === 'NODE_OPTIONS' || key === 'LOG_LEVEL') continue;
+    env[key] = value;
+  }
+  return { ...env, NODE_ENV: 'production', ...extra };
+}
+
+export async function startTarget(name: TargetName, settings: Settings): Promise<RunningTarget> {
+  const db = await createBenchDatabase(settings.adminDatabaseUrl, name);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const cleanups: Array<() => Promise<void>> = [];
+  const close = async (): Promise<void> => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  };
+  cleanups.push(async () => {
+    if (!settings.keepDatabases) await db.drop();
+  });
+  try {
+    if (name === 'basalt') {
+      const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-'));
+      cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+      const functionsDir = path.join(dataDir, 'functions');
+      await mkdir(functionsDir);
+      const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+      const env = childEnv({
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        BASALT_SERVICE_KEY: serviceKey,
+        BASALT_DATA_DIR: dataDir,
+        BASALT_FUNCTIONS_DIR: functionsDir,
+        LOG_LEVEL: 'warn',
+      });
+      // The real server, started as `npm start` starts it.
+      const server = await startServer({
+        name,
+        command: process.execPath,
+        args: ['--import', 'tsx', 'server/main.ts'],
+        cwd: ROOT_DIR,
+        env,
+        url,
+        readyPath: '/readyz',
+      });
+      cleanups.push(() => server.stop());
+      return { name, url, server, db, headers: { authorization: `Bearer ${serviceKey}` }, serviceKey, env, close };
+    }
+    if (name === 'parse') {
+      const masterKey = randomBytes(24).toString('hex');
+      const server = await startServer({
+        name,
+        command: process.execPath,
+        args: [path.join(BENCH_DIR, 'parse-server.mjs')],
+        cwd: BENCH_DIR,
+        env: childEnv({ PARSE_DATABASE_URL: db.url, PARSE_MASTER_KEY: masterKey, PORT: String(port) }),
+        url,
+        readyPath: '/parse/health',
+      });
+      cleanups.push(() => server.stop());
+      return {
+        name,
+        url,
+        server,
+        db,
+        headers: { 'x-parse-application-id': 'bench', 'x-parse-master-key': masterKey },
+        close,
+      };
+    }
+    const server = await startServer({
+      name,
+      command: process.execPath,
+      args: ['--import', 'tsx', path.join(BENCH_DIR, 'raw-server.ts')],
+      cwd: ROOT_DIR,
+      env: childEnv({ RAW_DATABASE_URL: db.url, PORT: String(port) }),
+      url,
+      readyPath: '/healthz',
+    });
+    cleanups.push(() => server.stop());
+    return { name, url, server, db, headers: {}, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/**
+ * Waits until the server is idle (under 5% of a core for a second), so background work set off
+ * by the setup (e.g. change-log fan-out after seeding) does not count against the measured run.
+ */
+export async function settle(server: ServerProcess, maxSeconds = 30): Promise<void> {
+  const deadline = Date.now() + maxSeconds * 1000;
+  while (Date.now() < deadline) {
+    const before = server.cpuSeconds();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (server.cpuSeconds() - before < 0.05) return;
+  }
+}
+
+/** JSON over HTTP with the target's headers; throws with the body on a non-2xx answer. */
+export async function call(
+  target: RunningTarget,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+  headers: Record<string, string> = target.headers,
+): Promise<unknown> {
+  const response = await fetch(target.url + urlPath, {
+    method,
+    headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${target.name}: ${method} ${urlPath} answered ${response.status}: ${text}`);
+  return text === '' ? null : (JSON.parse(text) as unknown);
+}
