@@ -11,14 +11,7 @@ import { registerRequestContext, requestIdFrom } from './internal/http/request-c
 import { createLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
-import { createAuthModule } from './modules/auth/module.js';
-import { authRoutes } from './modules/auth/routes.js';
-import { oauthRoutes } from './modules/auth/oauth/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
-import { createFunctionsModule } from './modules/functions/module.js';
-import { functionRoutes } from './modules/functions/routes.js';
-import { realtimeRoutes } from './modules/realtime/routes.js';
-import { createRealtimeService } from './modules/realtime/service.js';
 
 export type { RuntimeConfig };
 
@@ -149,23 +142,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   platform.changes = changeFeed;
   app.addHook('onReady', () => changeFeed.start());
   platform.onClose(() => changeFeed.stop());
-  // Auth first: it installs the token verifier, and OAuth calls into auth.service.
-  const auth = createAuthModule(platform);
-  platform.tokenVerifier = auth.service.verifier;
-  app.addHook('onReady', () => auth.start());
-  await app.register(authRoutes, { platform, auth });
-  await app.register(oauthRoutes, { platform, auth: auth.service });
   await app.register(opsRoutes, { platform });
-  // Functions last: ctx.db and ctx.storage call the services registered above.
-  const functions = createFunctionsModule(platform);
-  await functions.service.load();
-  platform.onClose(() => functions.service.close());
-  await app.register(functionRoutes, { functions: functions.service });
-  // Realtime after the change feed and documents: it reads both. Stops before the feed.
-  const realtime = createRealtimeService(platform, () => null);
-  app.addHook('onReady', () => realtime.start());
-  platform.onClose(() => realtime.stop());
-  await app.register(realtimeRoutes, { realtime });
 
   app.addHook('onClose', async () => {
     for (const task of closeTasks.reverse()) {
