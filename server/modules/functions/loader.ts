@@ -1,0 +1,90 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import type { InvocationKind } from './protocol.js';
+
+/** A function as loaded from the functions folder. */
+export interface LoadedFunction {
+  name: string;
+  file: string;
+  bundle: string;
+  exportName: string;
+  kind: InvocationKind;
+  options: Record<string, unknown>;
+}
+
+export interface LoadError {
+  file: string;
+  reason: string;
+}
+
+const FUNCTIONS_API = fileURLToPath(new URL('../../functions-api.ts', import.meta.url));
+const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
+const SOURCE = /^[^._][^/]*\.(ts|mts|js|mjs)$/;
+const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
+
+/** The files of the functions folder that define functions (helpers start with `_` or `.`). */
+export async function functionFiles(dir: string): Promise<string[]> {
+  if (!existsSync(dir)) return [];
+  const entries = await readdir(dir, { withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile() && SOURCE.test(entry.name) && !entry.name.endsWith('.d.ts'))
+    .map((entry) => path.join(dir, entry.name))
+    .sort();
+}
+
+/**
+ * Bundles one function file into plain ESM JavaScript. `basalt/functions` resolves to
+ * the server's own helpers; npm packages stay external and load from node_modules.
+ */
+export async function bundleFunction(file: string, outDir: string, generation: number): Promise<string> {
+  const base = path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '');
+  // A new file name per build: the worker's module cache keys on the URL, so a
+  // rebuilt function is really reloaded.
+  const outfile = path.join(outDir, `${base}.${generation}.mjs`);
+  await build({
+    entryPoints: [file],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    alias: { 'basalt/functions': FUNCTIONS_API },
+    logLevel: 'silent',
+    sourcemap: 'inline',
+  });
+  return outfile;
+}
+
+/** The worker thread's script, compiled to plain JavaScript so any worker can run it. */
+export async function buildWorkerScript(outDir: string): Promise<string> {
+  await mkdir(outDir, { recursive: true });
+  const outfile = path.join(outDir, 'worker-entry.mjs');
+  await build({
+    entryPoints: [WORKER_ENTRY],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'silent',
+  });
+  return outfile;
+}
+
+export async function cleanBuildDir(outDir: string): Promise<void> {
+  await rm(outDir, { recursive: true, force: true });
+  await mkdir(outDir, { recursive: true });
+}
+
+/** Names a definition: the file name for a default export, else the export name. */
+export function functionName(file: string, exportName: string): string {
+  return exportName === 'default' ? path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '') : exportName;
+}
+
+export function validFunctionName(name: string): boolean {
+  return NAME.test(name);
+}

@@ -1,0 +1,221 @@
+import { Worker } from 'node:worker_threads';
+import type { Logger } from '../../internal/log.js';
+import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+
+export type RpcHandler = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
+
+export interface RunRequest {
+  invocationId: string;
+  bundle: string;
+  exportName: string;
+  input: unknown;
+  env: Record<string, string | undefined>;
+  timeoutMs: number;
+  memoryMb: number;
+  rpc: RpcHandler;
+}
+
+export type RunOutcome =
+  | { status: 'succeeded'; value: unknown; logs: LogLine[]; durationMs: number; cold: boolean }
+  | {
+      status: 'failed' | 'timeout' | 'crashed';
+      error: string;
+      logs: LogLine[];
+      durationMs: number;
+      cold: boolean;
+    };
+
+const MAX_LOG_LINES = 200;
+const MAX_LOG_LINE = 4096;
+
+interface PooledWorker {
+  worker: Worker;
+  key: string;
+  idleTimer: NodeJS.Timeout | null;
+}
+
+/**
+ * Function workers: one invocation per worker thread at a time, warm workers kept per
+ * (bundle, memory limit) for reuse. A timeout or a crash terminates that worker only;
+ * the server thread never runs user code.
+ */
+export class WorkerPool {
+  private readonly idle = new Map<string, PooledWorker[]>();
+  private readonly busy = new Set<PooledWorker>();
+  private closed = false;
+
+  constructor(
+    private readonly workerScript: string,
+    private readonly log: Logger,
+    private readonly options: { idleMs?: number; maxIdlePerKey?: number } = {},
+  ) {}
+
+  get size(): { idle: number; busy: number } {
+    let idle = 0;
+    for (const list of this.idle.values()) idle += list.length;
+    return { idle, busy: this.busy.size };
+  }
+
+  private spawn(key: string, memoryMb: number): PooledWorker {
+    const worker = new Worker(this.workerScript, {
+      resourceLimits: { maxOldGenerationSizeMb: memoryMb, maxYoungGenerationSizeMb: Math.max(4, memoryMb / 8) },
+      execArgv: [],
+    });
+    worker.unref();
+    return { worker, key, idleTimer: null };
+  }
+
+  private take(key: string, memoryMb: number): { pooled: PooledWorker; cold: boolean } {
+    const list = this.idle.get(key);
+    const pooled = list?.pop();
+    if (pooled) {
+      if (pooled.idleTimer) clearTimeout(pooled.idleTimer);
+      pooled.idleTimer = null;
+      return { pooled, cold: false };
+    }
+    return { pooled: this.spawn(key, memoryMb), cold: true };
+  }
+
+  private giveBack(pooled: PooledWorker): void {
+    this.busy.delete(pooled);
+    const list = this.idle.get(pooled.key) ?? [];
+    if (this.closed || list.length >= (this.options.maxIdlePerKey ?? 2)) {
+      void pooled.worker.terminate();
+      return;
+    }
+    pooled.idleTimer = setTimeout(() => {
+      const current = this.idle.get(pooled.key);
+      const index = current?.indexOf(pooled) ?? -1;
+      if (current && index >= 0) current.splice(index, 1);
+      void pooled.worker.terminate();
+    }, this.options.idleMs ?? 60_000);
+    pooled.idleTimer.unref();
+    list.push(pooled);
+    this.idle.set(pooled.key, list);
+  }
+
+  async run(request: RunRequest): Promise<RunOutcome> {
+    if (this.closed) throw new Error('the worker pool is closed');
+    const key = `${request.bundle}|${request.memoryMb}`;
+    const { pooled, cold } = this.take(key, request.memoryMb);
+    this.busy.add(pooled);
+    const { worker } = pooled;
+    const logs: LogLine[] = [];
+    const started = performance.now();
+
+    return new Promise<RunOutcome>((resolve) => {
+      let settled = false;
+      const finish = (outcome: RunOutcome, reusable: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        if (reusable) this.giveBack(pooled);
+        else {
+          this.busy.delete(pooled);
+          void worker.terminate();
+        }
+        resolve(outcome);
+      };
+      const elapsed = () => Math.round(performance.now() - started);
+      const timer = setTimeout(() => {
+        finish(
+          { status: 'timeout', error: `timed out after ${request.timeoutMs} ms`, logs, durationMs: elapsed(), cold },
+          false,
+        );
+      }, request.timeoutMs);
+
+      const onMessage = (message: FromWorker) => {
+        if (message.type === 'log' && message.invocationId === request.invocationId) {
+          if (logs.length < MAX_LOG_LINES) {
+            logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
+          }
+        } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
+          request.rpc(message.target, message.method, message.args).then(
+            (value) =>
+              worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
+            (error: unknown) => {
+              const failure = error as { code?: unknown; message?: unknown };
+              worker.postMessage({
+                type: 'rpc-result',
+                callId: message.callId,
+                ok: false,
+                error: {
+                  code: typeof failure.code === 'string' ? failure.code : 'INTERNAL',
+                  message: typeof failure.message === 'string' ? failure.message : 'call failed',
+                },
+              } satisfies ToWorker);
+            },
+          );
+        } else if (message.type === 'result' && message.invocationId === request.invocationId) {
+          if (message.ok)
+            finish({ status: 'succeeded', value: message.value, logs, durationMs: elapsed(), cold }, true);
+          else {
+            const reason =
+              message.error.name && message.error.name !== 'Error'
+                ? `${message.error.name}: ${message.error.message}`
+                : message.error.message;
+            finish({ status: 'failed', error: reason, logs, durationMs: elapsed(), cold }, true);
+          }
+        }
+      };
+      const onError = (error: Error) => {
+        const code = (error as NodeJS.ErrnoException).code;
+        const reason =
+          code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its memory limit of ${request.memoryMb} MB` : error.message;
+        finish({ status: 'crashed', error: reason, logs, durationMs: elapsed(), cold }, false);
+      };
+      const onExit = (exitCode: number) => {
+        finish(
+          { status: 'crashed', error: `worker exited with code ${exitCode}`, logs, durationMs: elapsed(), cold },
+          false,
+        );
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      worker.postMessage({
+        type: 'invoke',
+        invocationId: request.invocationId,
+        bundle: request.bundle,
+        exportName: request.exportName,
+        input: request.input,
+        env: request.env,
+      } satisfies ToWorker);
+    });
+  }
+
+  /** Loads a bundle in a throw-away worker and lists its definitions, so broken user code never runs in the server thread. */
+  async probe(bundle: string, timeoutMs = 10_000): Promise<ProbedDefinition[]> {
+    const worker = new Worker(this.workerScript, { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    try {
+      return await new Promise<ProbedDefinition[]>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`loading took longer than ${timeoutMs} ms`)), timeoutMs);
+        worker.once('message', (message: FromWorker) => {
+          clearTimeout(timer);
+          if (message.type === 'probed' && message.ok) resolve(message.definitions);
+          else if (message.type === 'probed') reject(new Error(message.error));
+          else reject(new Error('unexpected message while loading'));
+        });
+        worker.once('error', (error) => {
+          clearTimeout(timer);
+          reject(error);
+        });
+        worker.postMessage({ type: 'probe', bundle } satisfies ToWorker);
+      });
+    } finally {
+      await worker.terminate();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.busy, ...[...this.idle.values()].flat()];
+    this.idle.clear();
+    this.busy.clear();
+    await Promise.all(all.map((pooled) => pooled.worker.terminate()));
+    this.log.debug('function workers stopped');
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Messages between the server and a function worker thread. Plain JSON-compatible
+ * values only: they cross a structured-clone boundary.
+ */
+export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule';
+
+export interface InvokeMessage {
+  type: 'invoke';
+  invocationId: string;
+  /** Absolute path of the bundled module. */
+  bundle: string;
+  exportName: string;
+  input: unknown;
+  env: Record<string, string | undefined>;
+}
+
+export interface ProbeMessage {
+  type: 'probe';
+  bundle: string;
+}
+
+export interface RpcResultMessage {
+  type: 'rpc-result';
+  callId: number;
+  ok: boolean;
+  value?: unknown;
+  error?: { code: string; message: string };
+}
+
+export type ToWorker = InvokeMessage | ProbeMessage | RpcResultMessage;
+
+export interface LogLine {
+  level: 'info' | 'warn' | 'error';
+  message: string;
+  at: string;
+}
+
+export interface ProbedDefinition {
+  exportName: string;
+  kind: InvocationKind;
+  options: Record<string, unknown>;
+}
+
+export type FromWorker =
+  | { type: 'log'; invocationId: string; line: LogLine }
+  | { type: 'rpc'; invocationId: string; callId: number; target: 'db' | 'storage'; method: string; args: unknown[] }
+  | { type: 'result'; invocationId: string; ok: true; value: unknown }
+  | { type: 'result'; invocationId: string; ok: false; error: { message: string; name: string } }
+  | { type: 'probed'; ok: true; definitions: ProbedDefinition[] }
+  | { type: 'probed'; ok: false; error: string };

@@ -1,0 +1,85 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { requireService } from '../../internal/guards.js';
+import type { FunctionsService } from './service.js';
+import type { InvocationStatus } from './repository.js';
+
+const nameParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' } },
+} as const;
+
+const invocationsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
+    limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
+    before: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+/** Headers a function never sees: the caller's credentials are already verified into `auth`. */
+const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
+
+export const functionRoutes: FastifyPluginAsync<{ functions: FunctionsService }> = async (app, { functions }) => {
+  app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
+    method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    url: '/v1/functions/:name',
+    schema: {
+      tags: ['functions'],
+      summary: 'Call an HTTP function; its JSON result is the response',
+      params: nameParams,
+    },
+    handler: async (request, reply) => {
+      const headers: Record<string, string> = {};
+      for (const [key, value] of Object.entries(request.headers)) {
+        if (HIDDEN_HEADERS.has(key) || value === undefined) continue;
+        headers[key] = Array.isArray(value) ? value.join(', ') : value;
+      }
+      const query: Record<string, string> = {};
+      for (const [key, value] of Object.entries(request.query ?? {})) {
+        if (typeof value === 'string') query[key] = value;
+      }
+      const result = await functions.invokeHttp(request.params.name, request.caller, {
+        method: request.method,
+        path: request.url.split('?')[0] ?? request.url,
+        query,
+        headers,
+        body: request.body ?? null,
+      });
+      // Always JSON, also for a bare string or number, so clients can parse every answer alike.
+      return reply.type('application/json; charset=utf-8').send(JSON.stringify(result));
+    },
+  });
+
+  app.get(
+    '/v1/admin/functions',
+    { schema: { tags: ['admin'], summary: 'Functions and their triggers' } },
+    async (request) => {
+      requireService(request.caller);
+      return { functions: functions.list(), errors: functions.errors };
+    },
+  );
+
+  app.get<{ Params: { name: string }; Querystring: { status?: InvocationStatus; limit?: string; before?: string } }>(
+    '/v1/admin/functions/:name/invocations',
+    {
+      schema: {
+        tags: ['admin'],
+        summary: 'Recent invocations of a function, newest first',
+        params: nameParams,
+        querystring: invocationsQuery,
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      const invocations = await functions.invocationsOf(request.params.name, {
+        status: request.query.status,
+        limit: request.query.limit ? Number(request.query.limit) : 50,
+        before: request.query.before,
+      });
+      return { invocations };
+    },
+  );
+};

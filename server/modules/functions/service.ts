@@ -1,0 +1,266 @@
+import path from 'node:path';
+import { isUser, type Caller } from '../../internal/caller.js';
+import { AppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import {
+  bundleFunction,
+  buildWorkerScript,
+  cleanBuildDir,
+  functionFiles,
+  functionName,
+  validFunctionName,
+} from './loader.js';
+import type { LoadError, LoadedFunction } from './loader.js';
+import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
+import type { InvocationRepository, InvocationRecord, InvocationStatus } from './repository.js';
+
+export interface FunctionsOptions {
+  functionsDir: string;
+  buildDir: string;
+  /** The process environment; a function sees only the variables it declares in `env`. */
+  environment: Readonly<Record<string, string>>;
+}
+
+export interface FunctionSummary {
+  name: string;
+  kind: LoadedFunction['kind'];
+  file: string;
+  trigger: Record<string, unknown>;
+  options: { retries: number; timeout_ms: number; memory_mb: number; concurrency: number };
+}
+
+export interface HttpInvocation {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+const DEFAULTS = { retries: 3, timeout_ms: 10_000, memory_mb: 128, concurrency: 10 };
+const LIMITS = { retries: [0, 20], timeout_ms: [100, 300_000], memory_mb: [16, 4096], concurrency: [1, 1000] } as const;
+/** Callers waiting for a busy function; beyond this they are turned away with 429. */
+const MAX_WAITING = 1000;
+
+function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAULTS): number {
+  const value = options[key];
+  const [min, max] = LIMITS[key];
+  if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS[key];
+  return Math.min(max, Math.max(min, Math.round(value)));
+}
+
+/** What rules and HTTP functions see as `auth`. */
+export function authOf(caller: Caller): Record<string, unknown> | null {
+  if (isUser(caller)) return { uid: caller.uid, email: caller.email, role: caller.role, claims: caller.claims };
+  if (caller.role === 'service') return { uid: null, email: null, role: 'service', claims: {} };
+  return null;
+}
+
+class Semaphore {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) {
+      if (this.waiting.length >= MAX_WAITING)
+        throw new AppError('RATE_LIMITED', 'The function is busy.', { headers: { 'retry-after': '1' } });
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+    this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.active--;
+      this.waiting.shift()?.();
+    };
+  }
+}
+
+/**
+ * Loads the functions folder and runs functions in worker threads, recording every
+ * invocation. HTTP functions run here directly; event functions are run by the
+ * dispatcher's jobs through `run`.
+ */
+export class FunctionsService {
+  private functions = new Map<string, LoadedFunction>();
+  private loadErrors: LoadError[] = [];
+  private readonly limits = new Map<string, Semaphore>();
+  private pool: WorkerPool | null = null;
+  private generation = 0;
+  private rpc: RpcHandler = async () => {
+    throw new AppError('UNAVAILABLE', 'ctx.db and ctx.storage are not available in this server.');
+  };
+
+  constructor(
+    private readonly options: FunctionsOptions,
+    private readonly invocations: InvocationRepository,
+    private readonly log: Logger,
+  ) {}
+
+  /** Installs what ctx.db and ctx.storage call (the service-role document and storage services). */
+  useRpc(handler: RpcHandler): void {
+    this.rpc = handler;
+  }
+
+  get errors(): readonly LoadError[] {
+    return this.loadErrors;
+  }
+
+  /** (Re)loads every file of the functions folder. A broken file is reported and skipped; the rest keep working. */
+  async load(): Promise<void> {
+    const generation = ++this.generation;
+    if (!this.pool) {
+      await cleanBuildDir(this.options.buildDir);
+      const script = await buildWorkerScript(this.options.buildDir);
+      this.pool = new WorkerPool(script, this.log);
+    }
+    const loaded = new Map<string, LoadedFunction>();
+    const errors: LoadError[] = [];
+    for (const file of await functionFiles(this.options.functionsDir)) {
+      try {
+        const bundle = await bundleFunction(file, path.join(this.options.buildDir, 'bundles'), generation);
+        const definitions = await this.pool.probe(bundle);
+        if (definitions.length === 0)
+          throw new Error('it exports no function definition (use the helpers of basalt/functions)');
+        for (const definition of definitions) {
+          const name = functionName(file, definition.exportName);
+          if (!validFunctionName(name)) throw new Error(`"${name}" is not a valid function name`);
+          if (loaded.has(name)) throw new Error(`a function named "${name}" is defined twice`);
+          loaded.set(name, {
+            name,
+            file,
+            bundle,
+            exportName: definition.exportName,
+            kind: definition.kind,
+            options: definition.options,
+          });
+        }
+      } catch (error) {
+        const reason = error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
+        errors.push({ file, reason });
+        this.log.error(`function file ${file} was not loaded: ${reason}`);
+      }
+    }
+    this.functions = loaded;
+    this.loadErrors = errors;
+    this.limits.clear();
+    this.log.info(`loaded ${loaded.size} function(s) from ${this.options.functionsDir}`);
+  }
+
+  list(): FunctionSummary[] {
+    return [...this.functions.values()].map((fn) => this.summary(fn)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  find(name: string): LoadedFunction | undefined {
+    return this.functions.get(name);
+  }
+
+  byKind(kind: LoadedFunction['kind']): LoadedFunction[] {
+    return [...this.functions.values()].filter((fn) => fn.kind === kind);
+  }
+
+  private summary(fn: LoadedFunction): FunctionSummary {
+    const { retries: _r, timeout_ms: _t, memory_mb: _m, concurrency: _c, env: _e, ...trigger } = fn.options;
+    return {
+      name: fn.name,
+      kind: fn.kind,
+      file: path.relative(this.options.functionsDir, fn.file),
+      trigger,
+      options: {
+        retries: numberOption(fn.options, 'retries'),
+        timeout_ms: numberOption(fn.options, 'timeout_ms'),
+        memory_mb: numberOption(fn.options, 'memory_mb'),
+        concurrency: numberOption(fn.options, 'concurrency'),
+      },
+    };
+  }
+
+  private environmentFor(fn: LoadedFunction): Record<string, string | undefined> {
+    const declared = Array.isArray(fn.options.env)
+      ? fn.options.env.filter((name): name is string => typeof name === 'string')
+      : [];
+    return Object.fromEntries(declared.map((name) => [name, this.options.environment[name]]));
+  }
+
+  /** Runs one invocation of `fn` and records it; returns the record's id with the outcome. */
+  async run(
+    fn: LoadedFunction,
+    input: unknown,
+    meta: { trigger: string; eventId: string | null; attempt: number },
+  ): Promise<{ invocationId: string; outcome: RunOutcome }> {
+    if (!this.pool) throw new AppError('UNAVAILABLE', 'Functions are not loaded.');
+    let limit = this.limits.get(fn.name);
+    if (!limit) {
+      limit = new Semaphore(numberOption(fn.options, 'concurrency'));
+      this.limits.set(fn.name, limit);
+    }
+    const release = await limit.acquire();
+    try {
+      const invocationId = await this.invocations.start({ functionName: fn.name, ...meta });
+      const outcome = await this.pool.run({
+        invocationId,
+        bundle: fn.bundle,
+        exportName: fn.exportName,
+        input,
+        env: this.environmentFor(fn),
+        timeoutMs: numberOption(fn.options, 'timeout_ms'),
+        memoryMb: numberOption(fn.options, 'memory_mb'),
+        rpc: this.rpc,
+      });
+      const status: InvocationStatus = outcome.status === 'succeeded' ? 'succeeded' : 'failed';
+      await this.invocations.finish(invocationId, {
+        status,
+        durationMs: outcome.durationMs,
+        error: outcome.status === 'succeeded' ? null : outcome.error,
+        logs: outcome.logs,
+        cold: outcome.cold,
+      });
+      return { invocationId, outcome };
+    } finally {
+      release();
+    }
+  }
+
+  /** An HTTP function call: its JSON result, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
+  async invokeHttp(name: string, caller: Caller, request: HttpInvocation): Promise<unknown> {
+    const fn = this.functions.get(name);
+    if (!fn || fn.kind !== 'http') throw new AppError('NOT_FOUND', `No HTTP function named "${name}".`);
+    const method = typeof fn.options.method === 'string' ? fn.options.method.toUpperCase() : null;
+    if (method && method !== request.method) {
+      throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`);
+    }
+    const { invocationId, outcome } = await this.run(
+      fn,
+      { ...request, auth: authOf(caller) },
+      {
+        trigger: 'http',
+        eventId: null,
+        attempt: 1,
+      },
+    );
+    if (outcome.status === 'succeeded') return outcome.value;
+    if (outcome.status === 'timeout') {
+      throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {
+        details: { invocation_id: invocationId },
+      });
+    }
+    throw new AppError('FUNCTION_ERROR', `The function "${name}" failed.`, {
+      details: { invocation_id: invocationId },
+    });
+  }
+
+  async invocationsOf(
+    name: string,
+    options: { status?: InvocationStatus; limit: number; before?: string },
+  ): Promise<InvocationRecord[]> {
+    if (!this.functions.has(name)) throw new AppError('NOT_FOUND', `No function named "${name}".`);
+    return this.invocations.list(name, options);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = null;
+  }
+}

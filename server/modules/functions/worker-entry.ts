@@ -1,0 +1,183 @@
+/**
+ * Runs inside a worker thread: loads a function bundle, calls one handler per
+ * invocation, and forwards logs and ctx.db / ctx.storage calls to the server thread.
+ * Bundled by esbuild at start, so it runs as plain JavaScript in any worker.
+ */
+import { parentPort } from 'node:worker_threads';
+import { pathToFileURL } from 'node:url';
+import { format } from 'node:util';
+import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+
+const port = parentPort;
+if (!port) throw new Error('worker-entry must run in a worker thread');
+
+const KINDS = new Set(['document', 'object', 'auth', 'http', 'schedule']);
+let current: string | null = null;
+let nextCallId = 1;
+const pendingCalls = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+
+function send(message: FromWorker): void {
+  port?.postMessage(message);
+}
+
+function log(level: LogLine['level'], args: unknown[]): void {
+  const message = format(...args);
+  if (current) send({ type: 'log', invocationId: current, line: { level, message, at: new Date().toISOString() } });
+}
+
+// console output of a function belongs to its invocation's log.
+console.log = (...args: unknown[]) => log('info', args);
+console.info = (...args: unknown[]) => log('info', args);
+console.debug = (...args: unknown[]) => log('info', args);
+console.warn = (...args: unknown[]) => log('warn', args);
+console.error = (...args: unknown[]) => log('error', args);
+
+function rpc(target: 'db' | 'storage', method: string, args: unknown[]): Promise<unknown> {
+  const invocationId = current;
+  if (!invocationId) return Promise.reject(new Error('ctx used outside of an invocation'));
+  const callId = nextCallId++;
+  return new Promise((resolve, reject) => {
+    pendingCalls.set(callId, { resolve, reject });
+    send({ type: 'rpc', invocationId, callId, target, method, args });
+  });
+}
+
+interface Definition {
+  kind: string;
+  options: Record<string, unknown>;
+  handler: (input: unknown, ctx: unknown) => unknown;
+}
+
+function isDefinition(value: unknown): value is Definition {
+  const candidate = value as Partial<Definition> | null;
+  return (
+    typeof candidate === 'object' &&
+    candidate !== null &&
+    typeof candidate.kind === 'string' &&
+    KINDS.has(candidate.kind) &&
+    typeof candidate.handler === 'function'
+  );
+}
+
+const modules = new Map<string, Record<string, unknown>>();
+
+async function load(bundle: string): Promise<Record<string, unknown>> {
+  let loaded = modules.get(bundle);
+  if (!loaded) {
+    loaded = (await import(pathToFileURL(bundle).href)) as Record<string, unknown>;
+    modules.set(bundle, loaded);
+  }
+  return loaded;
+}
+
+/** A chainable query builder whose get()/count() run on the server through ctx.db. */
+function query(collection: string, spec: { where: unknown[]; order_by: unknown[]; limit?: number; after?: string }) {
+  return {
+    where: (path: string, op: string, value: unknown) =>
+      query(collection, { ...spec, where: [...spec.where, [path, op, value]] }),
+    orderBy: (path: string, direction: 'asc' | 'desc' = 'asc') =>
+      query(collection, { ...spec, order_by: [...spec.order_by, [path, direction]] }),
+    limit: (limit: number) => query(collection, { ...spec, limit }),
+    startAfter: (after: string) => query(collection, { ...spec, after }),
+    get: () => rpc('db', 'query', [collection, spec]),
+    count: () => rpc('db', 'count', [collection, { where: spec.where }]),
+  };
+}
+
+function context(env: Record<string, string | undefined>) {
+  return {
+    env,
+    log: {
+      info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
+      warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
+      error: (message: string, fields?: Record<string, unknown>) =>
+        log('error', fields ? [message, fields] : [message]),
+    },
+    db: {
+      collection: (name: string) => ({
+        add: (data: unknown, options?: { id?: string }) => rpc('db', 'create', [name, data, options ?? {}]),
+        doc: (id: string) => ({
+          get: () => rpc('db', 'get', [name, id]),
+          set: (data: unknown) => rpc('db', 'set', [name, id, data]),
+          update: (data: unknown, options?: { ifVersion?: number }) =>
+            rpc('db', 'update', [name, id, data, options ?? {}]),
+          delete: () => rpc('db', 'delete', [name, id]),
+        }),
+        ...query(name, { where: [], order_by: [] }),
+      }),
+    },
+    storage: {
+      from: (bucket: string) => ({
+        upload: (path: string, body: string | Uint8Array, options?: { contentType?: string; upsert?: boolean }) =>
+          rpc('storage', 'upload', [bucket, path, body, options ?? {}]),
+        download: (path: string) => rpc('storage', 'download', [bucket, path]),
+        remove: (path: string) => rpc('storage', 'remove', [bucket, path]),
+        list: (options?: { prefix?: string; limit?: number; after?: string }) =>
+          rpc('storage', 'list', [bucket, options ?? {}]),
+      }),
+    },
+  };
+}
+
+port.on('message', (message: ToWorker) => {
+  void handle(message);
+});
+
+async function handle(message: ToWorker): Promise<void> {
+  switch (message.type) {
+    case 'rpc-result': {
+      const pending = pendingCalls.get(message.callId);
+      if (!pending) return;
+      pendingCalls.delete(message.callId);
+      if (message.ok) pending.resolve(message.value);
+      else {
+        const error = new Error(message.error?.message ?? 'call failed');
+        error.name = message.error?.code ?? 'Error';
+        pending.reject(error);
+      }
+      return;
+    }
+    case 'probe': {
+      try {
+        const loaded = await load(message.bundle);
+        const definitions: ProbedDefinition[] = [];
+        for (const [exportName, value] of Object.entries(loaded)) {
+          if (isDefinition(value)) {
+            definitions.push({
+              exportName,
+              kind: value.kind as ProbedDefinition['kind'],
+              options: JSON.parse(JSON.stringify(value.options ?? {})) as Record<string, unknown>,
+            });
+          }
+        }
+        send({ type: 'probed', ok: true, definitions });
+      } catch (error) {
+        send({ type: 'probed', ok: false, error: error instanceof Error ? error.message : String(error) });
+      }
+      return;
+    }
+    case 'invoke': {
+      current = message.invocationId;
+      try {
+        const loaded = await load(message.bundle);
+        const definition = loaded[message.exportName];
+        if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
+        const value = await definition.handler(message.input, context(message.env));
+        // Only JSON crosses back: what an HTTP function returns is sent as its response.
+        const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as unknown);
+        send({ type: 'result', invocationId: message.invocationId, ok: true, value: json });
+      } catch (error) {
+        const failure = error instanceof Error ? error : new Error(String(error));
+        send({
+          type: 'result',
+          invocationId: message.invocationId,
+          ok: false,
+          error: { message: failure.message, name: failure.name },
+        });
+      } finally {
+        current = null;
+      }
+      return;
+    }
+  }
+}
