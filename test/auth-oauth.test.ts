@@ -511,6 +511,129 @@ describe('provider unavailable', () => {
   });
 });
 
+describe('GitHub (OAuth 2 without OpenID) against a stand-in GitHub on loopback', () => {
+  const GH_ID = 'Iv1.test-client';
+  const GH_SECRET = 'github-test-secret';
+  /** Issued codes: single use, bound to the PKCE challenge and redirect URI, as GitHub does. */
+  const codes = new Map<string, { challenge: string; redirectUri: string }>();
+  let github: Awaited<ReturnType<typeof listenLater>>;
+  let app: TestApp;
+  let userAgents: string[] = [];
+
+  beforeAll(async () => {
+    github = await listenLater();
+    github.handle((req, res) => {
+      const url = new URL(req.url ?? '/', github.url);
+      const json = (status: number, body: unknown) =>
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'GET' && url.pathname === '/login/oauth/authorize') {
+        const params = url.searchParams;
+        const code = `code-${codes.size + 1}`;
+        codes.set(code, {
+          challenge: params.get('code_challenge') ?? '',
+          redirectUri: params.get('redirect_uri') ?? '',
+        });
+        const back = new URL(params.get('redirect_uri') ?? '');
+        back.searchParams.set('code', code);
+        back.searchParams.set('state', params.get('state') ?? '');
+        res.writeHead(302, { location: back.toString() }).end();
+        return;
+      }
+      if (req.method === 'POST' && url.pathname === '/login/oauth/access_token') {
+        let raw = '';
+        req.on('data', (chunk: Buffer) => (raw += chunk.toString()));
+        req.on('end', () => {
+          const form = new URLSearchParams(raw);
+          const issued = codes.get(form.get('code') ?? '');
+          codes.delete(form.get('code') ?? '');
+          const ok =
+            issued !== undefined &&
+            form.get('client_id') === GH_ID &&
+            form.get('client_secret') === GH_SECRET &&
+            form.get('redirect_uri') === issued.redirectUri &&
+            codeChallenge(form.get('code_verifier') ?? '') === issued.challenge;
+          // GitHub answers a refused code with 200 and an error field.
+          if (!ok)
+            json(200, {
+              error: 'bad_verification_code',
+              error_description: 'The code passed is incorrect or expired.',
+            });
+          else json(200, { access_token: 'gho_testtoken', token_type: 'bearer', scope: 'read:user,user:email' });
+        });
+        return;
+      }
+      userAgents.push(String(req.headers['user-agent']));
+      if (req.headers.authorization !== 'Bearer gho_testtoken') return json(401, { message: 'Bad credentials' });
+      if (url.pathname === '/api/user') {
+        return json(200, {
+          id: 583231,
+          login: 'octocat',
+          name: 'The Octocat',
+          email: null,
+          avatar_url: 'https://a/o.png',
+        });
+      }
+      if (url.pathname === '/api/user/emails') {
+        return json(200, [
+          { email: 'octocat@users.noreply.github.com', primary: false, verified: true, visibility: null },
+          { email: 'octo@example.com', primary: true, verified: true, visibility: 'public' },
+        ]);
+      }
+      json(404, { message: 'Not Found' });
+    });
+    app = await startTestApp(database, {
+      BASALT_AUTH_REDIRECT_URLS: APP,
+      BASALT_OAUTH_GITHUB_CLIENT_ID: GH_ID,
+      BASALT_OAUTH_GITHUB_CLIENT_SECRET: GH_SECRET,
+      BASALT_OAUTH_GITHUB_WEB_URL: github.url,
+      BASALT_OAUTH_GITHUB_API_URL: `${github.url}/api`,
+    });
+    app.config.publicUrl = app.url;
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await new Promise((resolve) => github?.server.close(resolve));
+  });
+
+  it('signs in with the code exchange, /user and /user/emails', async () => {
+    userAgents = [];
+    const jar = new CookieJar();
+    const hop = await browse(
+      jar,
+      `${app.url}/v1/auth/authorize?provider=github&redirect_to=${encodeURIComponent(APP)}`,
+      APP,
+    );
+    const session = fragmentOf(hop.location);
+    expect(session.access_token).toBeTruthy();
+    const user = await request(app.url, 'GET', '/v1/auth/user', { token: session.access_token ?? '' });
+    expect(user.status).toBe(200);
+    expect(user.body).toMatchObject({
+      email: 'octo@example.com',
+      user_metadata: { user_name: 'octocat', name: 'The Octocat', avatar_url: 'https://a/o.png' },
+    });
+    // GitHub's API refuses requests without a User-Agent.
+    expect(userAgents.length).toBeGreaterThan(0);
+    expect(userAgents.every((agent) => agent === 'Basalt')).toBe(true);
+    const { rows } = await db.query(`SELECT subject FROM basalt.identities WHERE provider = 'github'`);
+    expect(rows).toEqual([{ subject: '583231' }]);
+  });
+
+  it('reports a code GitHub refuses (wrong verifier) to the app', async () => {
+    const jar = new CookieJar();
+    const hop = await browse(
+      jar,
+      `${app.url}/v1/auth/authorize?provider=github&redirect_to=${encodeURIComponent(APP)}`,
+      `${app.url}/v1/auth/callback`,
+    );
+    await db.query(`UPDATE basalt.oauth_states SET code_verifier = $1`, ['V'.repeat(43)]);
+    const result = fragmentOf((await browse(jar, hop.location, APP)).location);
+    expect(result.access_token).toBeUndefined();
+    expect(result.error).toBe('bad_verification_code');
+    expect(result.error_code).toBe('INVALID_CREDENTIALS');
+  });
+});
+
 describe('configuration', () => {
   it('reads providers from BASALT_OAUTH_<NAME>_* variables, with GitHub and Google presets', () => {
     const config = loadConfig({
