@@ -11,6 +11,9 @@ import { registerRequestContext, requestIdFrom } from './internal/http/request-c
 import { createLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
+import { createAuthModule } from './modules/auth/module.js';
+import { authRoutes } from './modules/auth/routes.js';
+import { oauthRoutes } from './modules/auth/oauth/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 
 export type { RuntimeConfig };
@@ -142,6 +145,12 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   platform.changes = changeFeed;
   app.addHook('onReady', () => changeFeed.start());
   platform.onClose(() => changeFeed.stop());
+  // Auth first: it installs the token verifier, and OAuth calls into auth.service.
+  const auth = createAuthModule(platform);
+  platform.tokenVerifier = auth.service.verifier;
+  app.addHook('onReady', () => auth.start());
+  await app.register(authRoutes, { platform, auth });
+  await app.register(oauthRoutes, { platform, auth: auth.service });
   await app.register(opsRoutes, { platform });
 
   app.addHook('onClose', async () => {

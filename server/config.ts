@@ -45,10 +45,42 @@ export interface StorageConfig {
 export interface AuthConfig {
   confirmEmail: boolean;
   accessTokenTtlSeconds: number;
+  /** A rotated-out refresh token still works this long (two tabs refreshing at once); after, reuse revokes the session. */
+  refreshReuseGraceSeconds: number;
+  /** Absolute life of a session, whatever its activity. */
+  sessionLifetimeSeconds: number;
+  /** A session not refreshed for this long ends. */
+  sessionInactivitySeconds: number;
+  /** Life of a mailed token (confirmation, recovery, magic link, email change). */
+  emailTokenTtlSeconds: number;
+  /** At most one mail per address in this many seconds. */
+  emailIntervalSeconds: number;
+  /** How often each instance reads new session revocations from Postgres. */
+  revocationPollMs: number;
+  /** argon2id cost; raising either rehashes a password at its next sign-in. */
+  argon2MemoryKib: number;
+  argon2TimeCost: number;
+  /** Encrypts the signing keys' private halves at rest; `null` keeps them in a server-only table. */
+  keyEncryptionKey: string | null;
+  mailFrom: string;
+  rateLimits: AuthRateLimits;
   /** Exact URLs an OAuth sign-in may send the browser back to (BASALT_AUTH_REDIRECT_URLS). */
   redirectUrls: string[];
   /** OAuth 2 / OpenID Connect providers, from BASALT_OAUTH_<NAME>_* variables. */
   oauthProviders: OAuthProviderConfig[];
+}
+
+/** Per-window request budgets, counted in Postgres so that they hold across instances. */
+export interface AuthRateLimits {
+  windowSeconds: number;
+  signinFailedPerAccountIp: number;
+  signinFailedPerAccount: number;
+  signinPerIp: number;
+  signupPerIp: number;
+  emailPerIp: number;
+  verifyPerIp: number;
+  refreshPerIp: number;
+  anonymousPerIp: number;
 }
 
 export interface OAuthProviderConfig {
@@ -259,6 +291,40 @@ function oauthProviders(env: Env): OAuthProviderConfig[] {
   return providers;
 }
 
+type AuthCoreConfig = Omit<AuthConfig, 'confirmEmail' | 'accessTokenTtlSeconds' | 'redirectUrls' | 'oauthProviders'>;
+
+function authCoreConfig(env: Env): AuthCoreConfig {
+  const keyEncryptionKey = value(env, 'BASALT_AUTH_KEY_ENCRYPTION_KEY') ?? null;
+  if (keyEncryptionKey !== null && keyEncryptionKey.length < 32) {
+    throw new ConfigError('BASALT_AUTH_KEY_ENCRYPTION_KEY', 'must be at least 32 characters (use 256 random bits)');
+  }
+  const day = 86_400;
+  const limit = (name: string, fallback: number) => integer(env, name, fallback, 1, 1_000_000_000);
+  return {
+    refreshReuseGraceSeconds: integer(env, 'BASALT_AUTH_REFRESH_REUSE_GRACE', 10, 0, 300),
+    sessionLifetimeSeconds: integer(env, 'BASALT_AUTH_SESSION_LIFETIME', 30 * day, 60, 365 * day),
+    sessionInactivitySeconds: integer(env, 'BASALT_AUTH_SESSION_INACTIVITY', 7 * day, 60, 365 * day),
+    emailTokenTtlSeconds: integer(env, 'BASALT_AUTH_EMAIL_TOKEN_TTL', 3600, 1, 7 * day),
+    emailIntervalSeconds: integer(env, 'BASALT_AUTH_EMAIL_INTERVAL', 60, 0, day),
+    revocationPollMs: integer(env, 'BASALT_AUTH_REVOCATION_POLL_MS', 1000, 50, 4000),
+    argon2MemoryKib: integer(env, 'BASALT_AUTH_ARGON2_MEMORY_KIB', 19_456, 19_456, 4 * 1024 * 1024),
+    argon2TimeCost: integer(env, 'BASALT_AUTH_ARGON2_TIME_COST', 2, 2, 20),
+    keyEncryptionKey,
+    mailFrom: value(env, 'BASALT_MAIL_FROM') ?? 'Basalt <no-reply@localhost>',
+    rateLimits: {
+      windowSeconds: integer(env, 'BASALT_AUTH_RATE_WINDOW', 900, 1, day),
+      signinFailedPerAccountIp: limit('BASALT_AUTH_RATE_SIGNIN_FAILED_ACCOUNT_IP', 20),
+      signinFailedPerAccount: limit('BASALT_AUTH_RATE_SIGNIN_FAILED_ACCOUNT', 1000),
+      signinPerIp: limit('BASALT_AUTH_RATE_SIGNIN_IP', 500),
+      signupPerIp: limit('BASALT_AUTH_RATE_SIGNUP_IP', 100),
+      emailPerIp: limit('BASALT_AUTH_RATE_EMAIL_IP', 60),
+      verifyPerIp: limit('BASALT_AUTH_RATE_VERIFY_IP', 200),
+      refreshPerIp: limit('BASALT_AUTH_RATE_REFRESH_IP', 3000),
+      anonymousPerIp: limit('BASALT_AUTH_RATE_ANONYMOUS_IP', 100),
+    },
+  };
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 function logLevel(env: Env): Config['logLevel'] {
@@ -293,6 +359,7 @@ export function loadConfig(env: Env = process.env): Config {
     auth: {
       confirmEmail: boolean(env, 'BASALT_AUTH_CONFIRM_EMAIL', false),
       accessTokenTtlSeconds: integer(env, 'BASALT_ACCESS_TOKEN_TTL', 900, 30, 86_400),
+      ...authCoreConfig(env),
       redirectUrls: redirectUrls(env),
       oauthProviders: oauthProviders(env),
     },

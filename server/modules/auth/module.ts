@@ -1,0 +1,77 @@
+import type { Platform } from '../../internal/platform.js';
+import { Mailer } from './mailer.js';
+import { PasswordHasher } from './passwords.js';
+import { RateLimiter } from './rate-limit.js';
+import { AuthRepository } from './repository.js';
+import { RevocationCache } from './revocations.js';
+import { AuthService } from './service.js';
+import { AccessTokens, SigningKeys } from './tokens.js';
+
+/** The auth module as other parts of the server see it. */
+export interface AuthModule {
+  service: AuthService;
+  /** Loads signing keys and revocations, then keeps them fresh; called when the app is ready. */
+  start(): Promise<void>;
+}
+
+const SWEEP_EVERY_MS = 10 * 60 * 1000;
+const KEY_RELOAD_EVERY_MS = 10_000;
+
+/**
+ * Builds the auth module from the platform. No I/O here: keys and revocations load in
+ * start(), and background timers stop when the app closes.
+ */
+export function createAuthModule(platform: Platform): AuthModule {
+  const { config, log } = platform;
+  const auth = config.auth;
+  const repo = new AuthRepository(platform.db);
+  const keys = new SigningKeys(repo, {
+    accessTokenTtlSeconds: auth.accessTokenTtlSeconds,
+    encryptionKey: auth.keyEncryptionKey,
+    log,
+  });
+  // A revocation matters as long as an access token of the session can still be valid.
+  const revocations = new RevocationCache(repo, {
+    pollMs: auth.revocationPollMs,
+    horizonSeconds: auth.accessTokenTtlSeconds + 60,
+    log,
+  });
+  const mailer = new Mailer({ smtpUrl: config.smtpUrl, from: auth.mailFrom, log });
+  const service = new AuthService({
+    config: auth,
+    publicUrl: config.publicUrl,
+    repo,
+    hasher: new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost }),
+    keys,
+    tokens: new AccessTokens(keys, { issuer: `${config.publicUrl}/v1/auth`, ttlSeconds: auth.accessTokenTtlSeconds }),
+    revocations,
+    limiter: new RateLimiter(repo, auth.rateLimits.windowSeconds),
+    mailer,
+  });
+
+  const timers: NodeJS.Timeout[] = [];
+  platform.onClose(async () => {
+    for (const timer of timers) clearInterval(timer);
+    await revocations.stop();
+    await mailer.close();
+  });
+
+  return {
+    service,
+    async start() {
+      await Promise.all([keys.load(), revocations.poll()]);
+      revocations.start();
+      const reload = setInterval(() => {
+        keys.load().catch((error: unknown) => log.warn({ err: error }, 'could not reload signing keys'));
+      }, KEY_RELOAD_EVERY_MS);
+      const sweep = setInterval(() => {
+        repo
+          .sweep(auth.accessTokenTtlSeconds + 60)
+          .catch((error: unknown) => log.warn({ err: error }, 'auth housekeeping failed'));
+      }, SWEEP_EVERY_MS);
+      reload.unref();
+      sweep.unref();
+      timers.push(reload, sweep);
+    },
+  };
+}

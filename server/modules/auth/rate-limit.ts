@@ -1,0 +1,44 @@
+import { AppError } from '../../internal/errors.js';
+import type { AuthRepository } from './repository.js';
+
+/**
+ * Fixed-window counters in Postgres (basalt.rate_limits), so that a limit holds across
+ * all instances. Keys are namespaced strings such as `signin:ip:203.0.113.9`.
+ */
+export class RateLimiter {
+  constructor(
+    private readonly repo: AuthRepository,
+    private readonly windowSeconds: number,
+  ) {}
+
+  private limited(resetSeconds: number): AppError {
+    return new AppError('RATE_LIMITED', `Too many requests; retry in ${resetSeconds} s.`, {
+      headers: { 'retry-after': String(resetSeconds) },
+      details: { retry_after: resetSeconds },
+    });
+  }
+
+  /** Counts one request against `key` and throws RATE_LIMITED once it is over `limit`. */
+  async consume(key: string, limit: number): Promise<void> {
+    const { count, resetSeconds } = await this.repo.hit(key, this.windowSeconds, 1);
+    if (count > limit) throw this.limited(resetSeconds);
+  }
+
+  /** Throws RATE_LIMITED when `key` already reached `limit`, without counting. */
+  async check(key: string, limit: number): Promise<void> {
+    const { count, resetSeconds } = await this.repo.peek(key, this.windowSeconds);
+    if (count >= limit) throw this.limited(resetSeconds);
+  }
+
+  /** Counts an event (e.g. a failed sign-in) against `key`. */
+  async record(key: string): Promise<void> {
+    await this.repo.hit(key, this.windowSeconds, 1);
+  }
+
+  /** True for the first call per `key` in each window of `seconds`: "at most one mail a minute". */
+  async firstIn(key: string, seconds: number): Promise<boolean> {
+    if (seconds <= 0) return true;
+    const { count } = await this.repo.hit(key, seconds, 1);
+    return count === 1;
+  }
+}

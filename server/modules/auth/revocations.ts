@@ -1,0 +1,79 @@
+import { AppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import type { AuthRepository } from './repository.js';
+
+/**
+ * Revoked sessions, mirrored in memory on every instance so that verifying an access
+ * token costs no query. Fed by polling basalt.session_revocations; a revocation made on
+ * this instance is added at once. The poll re-reads a window that overlaps the previous
+ * one, because a revocation's timestamp is taken before its transaction commits.
+ */
+export class RevocationCache {
+  private readonly revoked = new Map<string, number>();
+  private since: Date | null = null;
+  private lastSuccess = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private polling: Promise<void> | null = null;
+  private static readonly OVERLAP_MS = 30_000;
+
+  constructor(
+    private readonly repo: AuthRepository,
+    private readonly options: { pollMs: number; horizonSeconds: number; log: Logger },
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.poll(), this.options.pollMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.polling;
+  }
+
+  poll(): Promise<void> {
+    this.polling ??= this.doPoll().finally(() => {
+      this.polling = null;
+    });
+    return this.polling;
+  }
+
+  private async doPoll(): Promise<void> {
+    try {
+      const from = this.since === null ? null : new Date(this.since.getTime() - RevocationCache.OVERLAP_MS);
+      const { ids, now } = await this.repo.revocationsSince(this.repo.pool, from, this.options.horizonSeconds);
+      const seen = Date.now();
+      for (const id of ids) if (!this.revoked.has(id)) this.revoked.set(id, seen);
+      this.since = now;
+      this.lastSuccess = seen;
+      const horizonMs = (this.options.horizonSeconds + 60) * 1000;
+      for (const [id, at] of this.revoked) if (seen - at > horizonMs) this.revoked.delete(id);
+    } catch (error) {
+      this.options.log.warn({ err: error }, 'could not read session revocations');
+    }
+  }
+
+  add(sessionIds: string[]): void {
+    const now = Date.now();
+    for (const id of sessionIds) this.revoked.set(id, now);
+  }
+
+  /**
+   * Whether the session is revoked. While the cache is fresh this is a map lookup; when
+   * polling has failed for a while, ask Postgres directly, and fail closed if it cannot answer.
+   */
+  async isRevoked(sessionId: string): Promise<boolean> {
+    if (this.revoked.has(sessionId)) return true;
+    const staleAfter = Math.max(3000, this.options.pollMs * 3);
+    if (Date.now() - this.lastSuccess <= staleAfter) return false;
+    await this.poll();
+    if (Date.now() - this.lastSuccess <= staleAfter) return this.revoked.has(sessionId);
+    try {
+      return await this.repo.sessionIsRevoked(this.repo.pool, sessionId);
+    } catch (error) {
+      throw new AppError('UNAVAILABLE', 'Sessions cannot be checked right now.', { cause: error });
+    }
+  }
+}

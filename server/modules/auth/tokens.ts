@@ -1,0 +1,261 @@
+import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto';
+import {
+  SignJWT,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+  type JWK,
+  type JWTHeaderParameters,
+  type JWTPayload,
+} from 'jose';
+import { AppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import type { AuthRepository, SigningKeyRow } from './repository.js';
+
+export const ACCESS_TOKEN_ALG = 'ES256';
+/** RFC 9068: an access token says what it is, so an ID token or another JWT cannot pass for one. */
+export const ACCESS_TOKEN_TYP = 'at+jwt';
+export const ACCESS_TOKEN_AUDIENCE = 'basalt';
+
+/** 256 bits from the CSPRNG, URL-safe: refresh tokens and mailed tokens. */
+export function randomToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** Opaque tokens are stored only as this digest; a leaked table yields no usable token. */
+export function tokenHash(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** AES-256-GCM at rest for the private halves of the signing keys, when a key is configured. */
+class KeySealer {
+  private readonly key: Buffer | null;
+
+  constructor(secret: string | null) {
+    this.key = secret === null ? null : createHash('sha256').update(`basalt-signing-keys:${secret}`).digest();
+  }
+
+  seal(plain: string): string {
+    if (!this.key) return `plain:${plain}`;
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
+    return [
+      'gcm',
+      iv.toString('base64url'),
+      cipher.getAuthTag().toString('base64url'),
+      body.toString('base64url'),
+    ].join(':');
+  }
+
+  open(stored: string): string {
+    if (stored.startsWith('plain:')) return stored.slice('plain:'.length);
+    const [scheme, iv, tag, body] = stored.split(':');
+    if (scheme !== 'gcm' || !iv || !tag || !body) throw new Error('unknown signing key format');
+    if (!this.key) throw new Error('a signing key is encrypted but BASALT_AUTH_KEY_ENCRYPTION_KEY is not set');
+    const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
+  }
+}
+
+interface LoadedKey {
+  kid: string;
+  publicJwk: JWK;
+  publicKey: CryptoKey;
+  retiredAt: Date | null;
+}
+
+/** The claims Basalt puts into an access token. */
+export interface AccessClaims {
+  sub: string;
+  role: 'authenticated' | 'anon';
+  email: string | null;
+  session_id: string;
+  is_anonymous: boolean;
+  app_metadata: Record<string, unknown>;
+}
+
+export interface VerifiedAccess extends AccessClaims {
+  exp: number;
+  iat: number;
+}
+
+/**
+ * Signing keys in Postgres, shared by all instances. The newest unretired key signs;
+ * retired keys stay in the JWKS and keep verifying until every token they signed expired.
+ */
+export class SigningKeys {
+  private keys = new Map<string, LoadedKey>();
+  private current: { kid: string; privateKey: CryptoKey } | null = null;
+  private loading: Promise<void> | null = null;
+  private lastLoad = 0;
+  private readonly sealer: KeySealer;
+
+  constructor(
+    private readonly repo: AuthRepository,
+    private readonly options: { accessTokenTtlSeconds: number; encryptionKey: string | null; log: Logger },
+  ) {
+    this.sealer = new KeySealer(options.encryptionKey);
+  }
+
+  /** Retired keys are published this long: the longest life of a token they signed, plus slack. */
+  private get horizonSeconds(): number {
+    return this.options.accessTokenTtlSeconds + 60;
+  }
+
+  private async generate(): Promise<Omit<SigningKeyRow, 'created_at' | 'retired_at'>> {
+    const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, { extractable: true });
+    const kid = randomUUID();
+    const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ACCESS_TOKEN_ALG, use: 'sig' };
+    const privateJwk = await exportJWK(privateKey);
+    return {
+      kid,
+      alg: ACCESS_TOKEN_ALG,
+      public_jwk: publicJwk,
+      private_key: this.sealer.seal(JSON.stringify(privateJwk)),
+    };
+  }
+
+  /** Loads keys from Postgres, creating the first one if there is none. */
+  async load(): Promise<void> {
+    this.loading ??= this.doLoad().finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
+  }
+
+  private async doLoad(): Promise<void> {
+    let rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
+    if (!rows.some((row) => row.retired_at === null)) {
+      await this.repo.insertFirstSigningKey(await this.generate());
+      rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
+    }
+    const keys = new Map<string, LoadedKey>();
+    for (const row of rows) {
+      const publicJwk = row.public_jwk as JWK;
+      keys.set(row.kid, {
+        kid: row.kid,
+        publicJwk,
+        publicKey: (await importJWK(publicJwk, ACCESS_TOKEN_ALG)) as CryptoKey,
+        retiredAt: row.retired_at,
+      });
+    }
+    const signer = rows.find((row) => row.retired_at === null);
+    if (!signer) throw new Error('no current signing key');
+    if (this.current?.kid !== signer.kid) {
+      const privateJwk = JSON.parse(this.sealer.open(signer.private_key)) as JWK;
+      this.current = { kid: signer.kid, privateKey: (await importJWK(privateJwk, ACCESS_TOKEN_ALG)) as CryptoKey };
+    }
+    this.keys = keys;
+    this.lastLoad = Date.now();
+  }
+
+  private pool() {
+    return this.repo.pool;
+  }
+
+  async rotate(): Promise<string> {
+    const key = await this.generate();
+    await this.repo.rotateSigningKey(key);
+    await this.load();
+    return key.kid;
+  }
+
+  async signer(): Promise<{ kid: string; privateKey: CryptoKey }> {
+    if (!this.current) await this.load();
+    return this.current!;
+  }
+
+  /** A key by id; an unknown id triggers one reload (another instance may have rotated), at most once a second. */
+  async publicKey(kid: string): Promise<CryptoKey | null> {
+    const known = this.keys.get(kid);
+    if (known) return known.publicKey;
+    if (Date.now() - this.lastLoad > 1000) {
+      await this.load();
+      return this.keys.get(kid)?.publicKey ?? null;
+    }
+    return null;
+  }
+
+  async jwks(): Promise<{ keys: JWK[] }> {
+    if (this.keys.size === 0) await this.load();
+    return { keys: [...this.keys.values()].map((key) => key.publicJwk) };
+  }
+}
+
+/** Issues and verifies access tokens, pinning algorithm, type, issuer and audience. */
+export class AccessTokens {
+  constructor(
+    private readonly keys: SigningKeys,
+    private readonly options: { issuer: string; ttlSeconds: number },
+  ) {}
+
+  get issuer(): string {
+    return this.options.issuer;
+  }
+
+  async issue(claims: AccessClaims): Promise<{ token: string; expiresAt: number; expiresIn: number }> {
+    const { kid, privateKey } = await this.keys.signer();
+    const now = Math.floor(Date.now() / 1000);
+    const expiresAt = now + this.options.ttlSeconds;
+    const token = await new SignJWT({ ...claims })
+      .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYP, kid })
+      .setSubject(claims.sub)
+      .setIssuer(this.options.issuer)
+      .setAudience(ACCESS_TOKEN_AUDIENCE)
+      .setIssuedAt(now)
+      .setExpirationTime(expiresAt)
+      .sign(privateKey);
+    return { token, expiresAt, expiresIn: this.options.ttlSeconds };
+  }
+
+  /** Throws UNAUTHENTICATED for anything but a well-formed, unexpired token signed by one of our keys. */
+  async verify(token: string): Promise<VerifiedAccess> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(
+        token,
+        async (header: JWTHeaderParameters) => {
+          if (header.alg !== ACCESS_TOKEN_ALG || typeof header.kid !== 'string') throw new Error('bad header');
+          const key = await this.keys.publicKey(header.kid);
+          if (!key) throw new Error('unknown kid');
+          return key;
+        },
+        {
+          algorithms: [ACCESS_TOKEN_ALG],
+          typ: ACCESS_TOKEN_TYP,
+          issuer: this.options.issuer,
+          audience: ACCESS_TOKEN_AUDIENCE,
+          requiredClaims: ['sub', 'exp', 'iat', 'session_id', 'role'],
+        },
+      ));
+    } catch (error) {
+      throw new AppError('UNAUTHENTICATED', 'The access token is not valid.', { cause: error });
+    }
+    const { sub, role, email, session_id: sessionId, app_metadata: appMetadata, exp, iat } = payload;
+    if (
+      typeof sub !== 'string' ||
+      (role !== 'authenticated' && role !== 'anon') ||
+      typeof sessionId !== 'string' ||
+      typeof exp !== 'number' ||
+      typeof iat !== 'number'
+    ) {
+      throw new AppError('UNAUTHENTICATED', 'The access token is not valid.');
+    }
+    return {
+      sub,
+      role,
+      email: typeof email === 'string' ? email : null,
+      session_id: sessionId,
+      is_anonymous: payload.is_anonymous === true,
+      app_metadata:
+        appMetadata && typeof appMetadata === 'object' && !Array.isArray(appMetadata)
+          ? (appMetadata as Record<string, unknown>)
+          : {},
+      exp,
+      iat,
+    };
+  }
+}
