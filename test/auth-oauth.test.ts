@@ -279,6 +279,12 @@ describe('GET /v1/auth/authorize', () => {
     }
   });
 
+  it('is described in the OpenAPI document', async () => {
+    const spec = await request(server.url, 'GET', '/docs/json');
+    const paths = (spec.body as { paths: Record<string, unknown> }).paths;
+    expect(Object.keys(paths)).toEqual(expect.arrayContaining(['/v1/auth/authorize', '/v1/auth/callback']));
+  });
+
   it('defaults redirect_to to the first allowed URL', async () => {
     const response = await fetch(`${server.url}/v1/auth/authorize?provider=idp`, { redirect: 'manual' });
     expect(response.status).toBe(302);
@@ -398,6 +404,19 @@ describe('the callback refuses what it must', () => {
     const again = await fetch(callback, { redirect: 'manual', headers: { cookie: jar.header(callback) } });
     expect(again.status).toBe(400);
     expect(errorCode(await again.json())).toBe('INVALID_TOKEN');
+  });
+
+  it('lets only one of two concurrent callbacks with the same state through', async () => {
+    const { jar, callback } = await untilCallback('alice');
+    const headers = { cookie: jar.header(callback) };
+    const [a, b] = await Promise.all([
+      fetch(callback, { redirect: 'manual', headers }),
+      fetch(callback, { redirect: 'manual', headers }),
+    ]);
+    const statuses = [a.status, b.status].sort();
+    expect(statuses).toEqual([302, 400]);
+    const winner = a.status === 302 ? a : b;
+    expect(fragmentOf(winner.headers.get('location') ?? '').access_token).toBeTruthy();
   });
 
   it('refuses an expired state', async () => {
