@@ -14,6 +14,8 @@ import type { Platform, RuntimeConfig } from './internal/platform.js';
 import { createAuthModule } from './modules/auth/module.js';
 import { authRoutes } from './modules/auth/routes.js';
 import { oauthRoutes } from './modules/auth/oauth/routes.js';
+import { createDocumentsModule } from './modules/documents/index.js';
+import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 
 export type { RuntimeConfig };
@@ -152,6 +154,10 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   await app.register(authRoutes, { platform, auth });
   await app.register(oauthRoutes, { platform, auth: auth.service });
   await app.register(opsRoutes, { platform });
+  // Documents after auth (callers resolve to users); realtime and functions use `documents`.
+  const { documents, collections } = await createDocumentsModule(platform);
+  await app.register(documentRoutes, { documents });
+  await app.register(collectionAdminRoutes, { collections });
 
   app.addHook('onClose', async () => {
     for (const task of closeTasks.reverse()) {

@@ -1,0 +1,380 @@
+/**
+ * Collections: the admin service (create, list, change, drop) and the in-process cache
+ * of each collection's compiled metadata (parsed rules, compiled JSON Schema).
+ *
+ * Several instances share one database, so a cached copy must not outlive a change
+ * made elsewhere: a trigger on basalt.collections NOTIFYs `basalt_collections` with the
+ * name, and every instance LISTENs and drops that entry. NOTIFY is only a hint (a
+ * listener can be reconnecting when it is sent), so entries also expire after
+ * `maxAgeMs` and the whole cache is dropped whenever the listener reconnects.
+ */
+import { Ajv, type ValidateFunction } from 'ajv';
+import * as addFormatsModule from 'ajv-formats';
+import pg from 'pg';
+import type { Caller } from '../../internal/caller.js';
+import { AppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import type { Logger } from '../../internal/log.js';
+import { parseRule, type Rule } from '../../internal/rules/index.js';
+import { assertCollectionName, parseFieldPath } from './names.js';
+import { parseFieldRef, SYSTEM_FIELDS } from './query.js';
+import type { CollectionRow, DocumentRepository } from './repository.js';
+import {
+  RULE_KINDS,
+  type CollectionInfo,
+  type CollectionRules,
+  type IndexSpec,
+  type JsonObject,
+  type RuleKind,
+} from './types.js';
+
+// ajv-formats is CommonJS with a default export; under NodeNext the callable sits on .default.
+const addFormats = addFormatsModule.default.default;
+
+export const MAX_INDEXES = 32;
+export const MAX_INDEX_FIELDS = 8;
+
+/** A collection ready for requests: rules parsed, schema compiled. */
+export interface CompiledCollection {
+  name: string;
+  revision: string;
+  rules: Record<RuleKind, Rule | null>;
+  ruleSources: CollectionRules;
+  schema: JsonObject | null;
+  validate: ValidateFunction | null;
+  indexes: IndexSpec[];
+}
+
+export interface CreateCollectionInput {
+  name: unknown;
+  rules?: unknown;
+  schema?: unknown;
+  indexes?: unknown;
+}
+
+export interface UpdateCollectionInput {
+  rules?: unknown;
+  schema?: unknown;
+  indexes?: unknown;
+}
+
+function toInfo(row: CollectionRow): CollectionInfo {
+  return {
+    name: row.name,
+    rules: row.rules,
+    schema: row.schema,
+    indexes: row.indexes,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules {
+  if (input === undefined) return base;
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new AppError('INVALID_REQUEST', 'rules: expected {read?, create?, update?, delete?}.', {
+      details: { field: 'rules' },
+    });
+  }
+  const out: CollectionRules = { ...base };
+  for (const [kind, source] of Object.entries(input)) {
+    if (!(RULE_KINDS as readonly string[]).includes(kind)) {
+      throw new AppError('INVALID_REQUEST', `rules: unknown rule "${kind}" (read, create, update, delete).`, {
+        details: { field: `rules.${kind}` },
+      });
+    }
+    if (source === null) {
+      delete out[kind as RuleKind];
+      continue;
+    }
+    if (typeof source !== 'string') {
+      throw new AppError('INVALID_REQUEST', `rules.${kind}: a rule is a string expression.`, {
+        details: { field: `rules.${kind}` },
+      });
+    }
+    try {
+      parseRule(source);
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'INVALID_RULE') {
+        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
+          details: { ...error.details, rule: kind },
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const rule = parseRule(source);
+    const misplaced = [...rule.variables].find(
+      (root) => root === 'object' || (root === 'incoming' && (kind === 'read' || kind === 'delete')),
+    );
+    if (misplaced) {
+      throw new AppError('INVALID_RULE', `rules.${kind}: \`${misplaced}\` is not available in a ${kind} rule.`, {
+        details: { rule: kind, variable: misplaced },
+      });
+    }
+    out[kind as RuleKind] = source;
+  }
+  return out;
+}
+
+function parseIndexes(input: unknown): IndexSpec[] {
+  if (input === undefined || input === null) return [];
+  if (!Array.isArray(input) || input.length > MAX_INDEXES) {
+    throw new AppError('INVALID_REQUEST', `indexes: a list of at most ${MAX_INDEXES} field paths or path lists.`, {
+      details: { field: 'indexes' },
+    });
+  }
+  const seen = new Set<string>();
+  return input.map((spec: unknown, i) => {
+    const where = `indexes[${i}]`;
+    const paths = Array.isArray(spec) ? spec : [spec];
+    if (paths.length === 0 || paths.length > MAX_INDEX_FIELDS) {
+      throw new AppError('INVALID_REQUEST', `${where}: a composite index has 1 to ${MAX_INDEX_FIELDS} fields.`, {
+        details: { field: where },
+      });
+    }
+    for (const path of paths) {
+      if (typeof path === 'string' && (SYSTEM_FIELDS as readonly string[]).includes(path)) continue;
+      parseFieldPath(path, where);
+    }
+    const key = JSON.stringify(spec);
+    if (seen.has(key)) throw new AppError('INVALID_REQUEST', `${where}: listed twice.`, { details: { field: where } });
+    seen.add(key);
+    parseFieldRef(paths[0], where);
+    return spec as IndexSpec;
+  });
+}
+
+/** Compiles JSON Schemas for document data; a schema Ajv cannot compile is 400 with its reason. */
+export class SchemaCompiler {
+  private readonly ajv: Ajv;
+
+  constructor() {
+    this.ajv = new Ajv({ allErrors: true, strict: false, addUsedSchema: false });
+    addFormats(this.ajv);
+  }
+
+  compile(schema: unknown): ValidateFunction {
+    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
+      throw new AppError('INVALID_REQUEST', 'schema: a JSON Schema object.', { details: { field: 'schema' } });
+    }
+    try {
+      return this.ajv.compile(schema);
+    } catch (error) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `schema: ${error instanceof Error ? error.message : 'not a valid JSON Schema'}`,
+        {
+          details: { field: 'schema' },
+          cause: error,
+        },
+      );
+    }
+  }
+}
+
+export interface RegistryOptions {
+  /** How long a cached entry is trusted without a notification; the safety net for lost NOTIFYs. */
+  maxAgeMs?: number;
+  /** Listens for changes made by other instances; null disables (one-instance tests). */
+  databaseUrl?: string | null;
+  log?: Logger;
+}
+
+interface CacheEntry {
+  loadedAt: number;
+  value: Promise<CompiledCollection>;
+}
+
+/** The in-process cache of compiled collections (see the module comment). */
+export class CollectionRegistry {
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly maxAgeMs: number;
+  private listener: pg.Client | null = null;
+  private stopped = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly repo: DocumentRepository,
+    private readonly schemas: SchemaCompiler,
+    private readonly options: RegistryOptions = {},
+  ) {
+    this.maxAgeMs = options.maxAgeMs ?? 30_000;
+  }
+
+  /** The compiled collection; NOT_FOUND when it does not exist. */
+  get(name: string): Promise<CompiledCollection> {
+    const now = Date.now();
+    const entry = this.cache.get(name);
+    if (entry && now - entry.loadedAt < this.maxAgeMs) return entry.value;
+    const value = this.load(name);
+    this.cache.set(name, { loadedAt: now, value });
+    value.catch(() => {
+      // A failed load (absent collection, database down) is not cached.
+      if (this.cache.get(name)?.value === value) this.cache.delete(name);
+    });
+    return value;
+  }
+
+  invalidate(name?: string): void {
+    if (name === undefined) this.cache.clear();
+    else this.cache.delete(name);
+  }
+
+  compile(row: CollectionRow): CompiledCollection {
+    const rules = {} as Record<RuleKind, Rule | null>;
+    for (const kind of RULE_KINDS) {
+      const source = row.rules[kind];
+      rules[kind] = typeof source === 'string' ? parseRule(source) : null;
+    }
+    return {
+      name: row.name,
+      revision: row.revision,
+      rules,
+      ruleSources: row.rules,
+      schema: row.schema,
+      validate: row.schema ? this.schemas.compile(row.schema) : null,
+      indexes: row.indexes,
+    };
+  }
+
+  private async load(name: string): Promise<CompiledCollection> {
+    const row = await this.repo.getCollection(name);
+    if (!row) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+    return this.compile(row);
+  }
+
+  /** Starts listening for metadata changes made by any instance. */
+  async start(): Promise<void> {
+    if (!this.options.databaseUrl) return;
+    await this.connectListener();
+  }
+
+  private async connectListener(): Promise<void> {
+    if (this.stopped || !this.options.databaseUrl) return;
+    const client = new pg.Client({
+      connectionString: this.options.databaseUrl,
+      application_name: 'basalt-collections',
+    });
+    client.on('notification', (message) => {
+      if (message.channel === 'basalt_collections') this.invalidate(message.payload || undefined);
+    });
+    client.on('error', (error) => {
+      this.options.log?.warn({ err: error }, 'collection listener failed; reconnecting');
+      this.scheduleReconnect(client);
+    });
+    client.on('end', () => this.scheduleReconnect(client));
+    try {
+      await client.connect();
+      await client.query('LISTEN basalt_collections');
+      this.listener = client;
+      // Anything cached before this point may have missed a notification.
+      this.invalidate();
+    } catch (error) {
+      this.options.log?.warn({ err: error }, 'collection listener could not connect; retrying');
+      this.scheduleReconnect(client);
+    }
+  }
+
+  private scheduleReconnect(client: pg.Client): void {
+    if (this.listener === client) this.listener = null;
+    client.removeAllListeners('end');
+    client.end().catch(() => undefined);
+    if (this.stopped || this.reconnectTimer) return;
+    this.invalidate();
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      void this.connectListener();
+    }, 1_000);
+    this.reconnectTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const client = this.listener;
+    this.listener = null;
+    if (client) {
+      client.removeAllListeners('end');
+      client.removeAllListeners('error');
+      client.on('error', () => undefined);
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
+/** The admin API's logic: /v1/admin/collections. Service key only. */
+export class CollectionService {
+  constructor(
+    private readonly repo: DocumentRepository,
+    private readonly registry: CollectionRegistry,
+    private readonly schemas: SchemaCompiler,
+  ) {}
+
+  async create(caller: Caller, input: CreateCollectionInput): Promise<CollectionInfo> {
+    requireService(caller);
+    const name = assertCollectionName(input.name);
+    const rules = parseRules(input.rules);
+    const schema = input.schema === undefined || input.schema === null ? null : (input.schema as JsonObject);
+    if (schema) this.schemas.compile(schema);
+    const indexes = parseIndexes(input.indexes);
+    const row = await this.repo.transaction((tx) => this.repo.createCollection(tx, { name, rules, schema, indexes }));
+    this.registry.invalidate(name);
+    return toInfo(row);
+  }
+
+  async list(caller: Caller): Promise<CollectionInfo[]> {
+    requireService(caller);
+    return (await this.repo.listCollections()).map(toInfo);
+  }
+
+  async get(caller: Caller, name: string): Promise<CollectionInfo> {
+    requireService(caller);
+    const row = await this.repo.getCollection(assertCollectionName(name));
+    if (!row) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+    return toInfo(row);
+  }
+
+  /**
+   * Changes rules (merged per kind; null removes one), schema (replaced; null removes)
+   * and indexes (the list is replaced: indexes no longer listed are dropped, new ones
+   * built). Existing documents are not re-validated against a new schema.
+   */
+  async update(caller: Caller, name: string, input: UpdateCollectionInput): Promise<CollectionInfo> {
+    requireService(caller);
+    assertCollectionName(name);
+    const schema = input.schema === undefined ? undefined : input.schema === null ? null : (input.schema as JsonObject);
+    if (schema) this.schemas.compile(schema);
+    const indexes = input.indexes === undefined ? undefined : parseIndexes(input.indexes);
+    const row = await this.repo.transaction(async (tx) => {
+      const current = await this.repo.getCollection(name, tx, true);
+      if (!current) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+      const rules = parseRules(input.rules, current.rules);
+      if (indexes !== undefined) {
+        const next = new Set(indexes.map((spec) => JSON.stringify(spec)));
+        const prior = new Set(current.indexes.map((spec) => JSON.stringify(spec)));
+        for (const spec of current.indexes) {
+          if (!next.has(JSON.stringify(spec))) await this.repo.dropIndex(tx, name, spec);
+        }
+        for (const spec of indexes) {
+          if (!prior.has(JSON.stringify(spec))) await this.repo.createIndex(tx, name, spec);
+        }
+      }
+      return this.repo.updateCollection(tx, name, {
+        rules,
+        schema: schema === undefined ? current.schema : schema,
+        indexes: indexes ?? current.indexes,
+      });
+    });
+    this.registry.invalidate(name);
+    return toInfo(row);
+  }
+
+  async delete(caller: Caller, name: string): Promise<void> {
+    requireService(caller);
+    assertCollectionName(name);
+    const dropped = await this.repo.transaction((tx) => this.repo.dropCollection(tx, name));
+    this.registry.invalidate(name);
+    if (!dropped) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+  }
+}

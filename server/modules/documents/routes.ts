@@ -1,0 +1,419 @@
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import { AppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import type { CollectionService } from './collections.js';
+import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
+import { OPERATORS, QUERY_LIMITS } from './query.js';
+import { MAX_BATCH_OPS, type BatchOp, type DocumentService, type WriteOptions } from './service.js';
+import type { Document } from './types.js';
+
+const documentSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    collection: { type: 'string' },
+    owner: { type: ['string', 'null'] },
+    version: { type: 'integer' },
+    created_at: { type: 'string', format: 'date-time' },
+    updated_at: { type: 'string', format: 'date-time' },
+    data: { type: 'object', additionalProperties: true },
+  },
+} as const;
+
+const errorSchema = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string' },
+        details: { type: 'object', additionalProperties: true },
+      },
+    },
+  },
+} as const;
+
+const collectionParam = { type: 'string', pattern: COLLECTION_NAME_PATTERN } as const;
+const idParam = { type: 'string', pattern: DOCUMENT_ID_PATTERN } as const;
+const dataField = {
+  type: 'object',
+  additionalProperties: true,
+  description: 'User fields; names may not start with "$". PATCH and update accept field transforms.',
+} as const;
+const ifMatchHeaders = {
+  type: 'object',
+  properties: { 'if-match': { type: 'string', description: 'The version the write expects, e.g. 3 or "3"' } },
+} as const;
+
+const whereSchema = {
+  type: 'array',
+  maxItems: QUERY_LIMITS.maxConditions,
+  description: `[[path, op, value], ...] ANDed; an entry may be {"or": [...]} or {"and": [...]}. op: ${OPERATORS.join(', ')}`,
+  items: { anyOf: [{ type: 'array', minItems: 3, maxItems: 3 }, { type: 'object' }] },
+} as const;
+
+const querySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    where: whereSchema,
+    order_by: {
+      type: 'array',
+      maxItems: QUERY_LIMITS.maxOrderBy,
+      items: { anyOf: [{ type: 'array', minItems: 1, maxItems: 2 }, { type: 'string' }] },
+    },
+    limit: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit, default: QUERY_LIMITS.defaultLimit },
+    after: { type: ['string', 'null'], maxLength: 200_000 },
+  },
+} as const;
+
+const rulesSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    read: { type: ['string', 'null'] },
+    create: { type: ['string', 'null'] },
+    update: { type: ['string', 'null'] },
+    delete: { type: ['string', 'null'] },
+  },
+} as const;
+
+const collectionSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    rules: { type: 'object', additionalProperties: { type: 'string' } },
+    schema: { type: ['object', 'null'], additionalProperties: true },
+    indexes: { type: 'array', items: {} },
+    created_at: { type: 'string' },
+    updated_at: { type: 'string' },
+  },
+} as const;
+
+const indexesSchema = {
+  type: 'array',
+  items: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] },
+} as const;
+
+interface CollectionParams {
+  collection: string;
+}
+interface DocumentParams extends CollectionParams {
+  id: string;
+}
+
+/** Reads If-Match: a version number, bare or quoted as an ETag. */
+function ifMatch(header: string | undefined): WriteOptions {
+  if (header === undefined) return {};
+  const match = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
+  const version = match ? Number(match[1]) : NaN;
+  if (!Number.isSafeInteger(version) || version < 1) {
+    throw new AppError('INVALID_REQUEST', 'If-Match must be a document version, e.g. 3.', {
+      details: { field: 'if-match' },
+    });
+  }
+  return { ifVersion: version };
+}
+
+function sendDocument(reply: FastifyReply, status: number, doc: Document): FastifyReply {
+  return reply.code(status).header('etag', `"${doc.version}"`).send(doc);
+}
+
+const tags = ['documents'];
+
+/** /v1/db: documents, queries, counts and batches. */
+export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> = async (app, { documents }) => {
+  app.post<{ Body: { ops: BatchOp[] } }>(
+    '/v1/db/batch',
+    {
+      schema: {
+        tags,
+        summary: 'Write up to 500 documents in one transaction, all or nothing',
+        body: {
+          type: 'object',
+          required: ['ops'],
+          additionalProperties: false,
+          properties: {
+            ops: {
+              type: 'array',
+              minItems: 1,
+              maxItems: MAX_BATCH_OPS,
+              items: {
+                type: 'object',
+                required: ['op', 'collection'],
+                additionalProperties: false,
+                properties: {
+                  op: { type: 'string', enum: ['create', 'set', 'update', 'delete'] },
+                  collection: collectionParam,
+                  id: idParam,
+                  data: dataField,
+                  if_version: { type: 'integer', minimum: 1 },
+                },
+              },
+            },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { results: { type: 'array', items: { anyOf: [documentSchema, { type: 'null' }] } } },
+          },
+          '4xx': errorSchema,
+        },
+      },
+    },
+    async (request) => documents.batch(request.caller, request.body),
+  );
+
+  app.post<{ Params: CollectionParams; Body: { id?: string; data: unknown } }>(
+    '/v1/db/:collection',
+    {
+      schema: {
+        tags,
+        summary: 'Create a document (id generated when absent)',
+        params: { type: 'object', properties: { collection: collectionParam } },
+        body: {
+          type: 'object',
+          required: ['data'],
+          additionalProperties: false,
+          properties: { id: idParam, data: dataField },
+        },
+        response: { 201: documentSchema, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const doc = await documents.create(request.caller, request.params.collection, request.body);
+      return sendDocument(reply, 201, doc);
+    },
+  );
+
+  app.post<{ Params: CollectionParams; Body: Record<string, unknown> }>(
+    '/v1/db/:collection/query',
+    {
+      schema: {
+        tags,
+        summary: 'Query documents (where, order_by, limit, after)',
+        params: { type: 'object', properties: { collection: collectionParam } },
+        body: querySchema,
+        response: {
+          200: {
+            type: 'object',
+            properties: { docs: { type: 'array', items: documentSchema }, next_cursor: { type: ['string', 'null'] } },
+          },
+          '4xx': errorSchema,
+        },
+      },
+    },
+    async (request) => documents.query(request.caller, request.params.collection, request.body ?? {}),
+  );
+
+  app.post<{ Params: CollectionParams; Body: { where?: unknown } }>(
+    '/v1/db/:collection/count',
+    {
+      schema: {
+        tags,
+        summary: 'Count the documents that match where (and that the caller may read)',
+        params: { type: 'object', properties: { collection: collectionParam } },
+        body: { type: 'object', additionalProperties: false, properties: { where: whereSchema } },
+        response: { 200: { type: 'object', properties: { count: { type: 'integer' } } }, '4xx': errorSchema },
+      },
+    },
+    async (request) => documents.count(request.caller, request.params.collection, request.body ?? {}),
+  );
+
+  const documentParams = {
+    type: 'object',
+    properties: { collection: collectionParam, id: idParam },
+  } as const;
+
+  app.get<{ Params: DocumentParams }>(
+    '/v1/db/:collection/:id',
+    {
+      schema: {
+        tags,
+        summary: 'Read a document (404 when absent or not readable)',
+        params: documentParams,
+        response: { 200: documentSchema, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const doc = await documents.get(request.caller, request.params.collection, request.params.id);
+      return sendDocument(reply, 200, doc);
+    },
+  );
+
+  app.put<{ Params: DocumentParams; Body: { data: unknown }; Headers: { 'if-match'?: string } }>(
+    '/v1/db/:collection/:id',
+    {
+      schema: {
+        tags,
+        summary: 'Replace a document, or create it',
+        params: documentParams,
+        headers: ifMatchHeaders,
+        body: { type: 'object', required: ['data'], additionalProperties: false, properties: { data: dataField } },
+        response: { 200: documentSchema, 201: documentSchema, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const { collection, id } = request.params;
+      const { doc, created } = await documents.set(
+        request.caller,
+        collection,
+        id,
+        request.body,
+        ifMatch(request.headers['if-match']),
+      );
+      return sendDocument(reply, created ? 201 : 200, doc);
+    },
+  );
+
+  app.patch<{ Params: DocumentParams; Body: { data: unknown }; Headers: { 'if-match'?: string } }>(
+    '/v1/db/:collection/:id',
+    {
+      schema: {
+        tags,
+        summary: 'Deep-merge into a document; field transforms apply',
+        params: documentParams,
+        headers: ifMatchHeaders,
+        body: { type: 'object', required: ['data'], additionalProperties: false, properties: { data: dataField } },
+        response: { 200: documentSchema, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const { collection, id } = request.params;
+      const doc = await documents.update(
+        request.caller,
+        collection,
+        id,
+        request.body,
+        ifMatch(request.headers['if-match']),
+      );
+      return sendDocument(reply, 200, doc);
+    },
+  );
+
+  app.delete<{ Params: DocumentParams; Headers: { 'if-match'?: string } }>(
+    '/v1/db/:collection/:id',
+    {
+      schema: {
+        tags,
+        summary: 'Delete a document',
+        params: documentParams,
+        headers: ifMatchHeaders,
+        response: { 204: { type: 'null' }, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      const { collection, id } = request.params;
+      await documents.delete(request.caller, collection, id, ifMatch(request.headers['if-match']));
+      return reply.code(204).send();
+    },
+  );
+};
+
+/** /v1/admin/collections: service key only. */
+export const collectionAdminRoutes: FastifyPluginAsync<{ collections: CollectionService }> = async (
+  app,
+  { collections },
+) => {
+  const adminTags = ['admin'];
+  // The caller is checked before the body, so a user probing the admin API learns nothing from validation.
+  const preValidation = async (request: { caller: Parameters<typeof requireService>[0] }) =>
+    requireService(request.caller);
+  const nameParams = { type: 'object', properties: { name: collectionParam } } as const;
+
+  app.post<{ Body: { name: string; rules?: unknown; schema?: unknown; indexes?: unknown } }>(
+    '/v1/admin/collections',
+    {
+      preValidation,
+      schema: {
+        tags: adminTags,
+        summary: 'Create a collection (its own table)',
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: {
+            name: collectionParam,
+            rules: rulesSchema,
+            schema: { type: ['object', 'null'], additionalProperties: true },
+            indexes: indexesSchema,
+          },
+        },
+        response: { 201: collectionSchema, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await collections.create(request.caller, request.body)),
+  );
+
+  app.get(
+    '/v1/admin/collections',
+    {
+      preValidation,
+      schema: {
+        tags: adminTags,
+        summary: 'List collections',
+        response: {
+          200: { type: 'object', properties: { collections: { type: 'array', items: collectionSchema } } },
+          '4xx': errorSchema,
+        },
+      },
+    },
+    async (request) => ({ collections: await collections.list(request.caller) }),
+  );
+
+  app.get<{ Params: { name: string } }>(
+    '/v1/admin/collections/:name',
+    {
+      preValidation,
+      schema: {
+        tags: adminTags,
+        summary: 'Read a collection',
+        params: nameParams,
+        response: { 200: collectionSchema, '4xx': errorSchema },
+      },
+    },
+    async (request) => collections.get(request.caller, request.params.name),
+  );
+
+  app.patch<{ Params: { name: string }; Body: { rules?: unknown; schema?: unknown; indexes?: unknown } }>(
+    '/v1/admin/collections/:name',
+    {
+      preValidation,
+      schema: {
+        tags: adminTags,
+        summary: 'Change rules (per kind; null removes), schema (null removes) or indexes (the list)',
+        params: nameParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            rules: rulesSchema,
+            schema: { type: ['object', 'null'], additionalProperties: true },
+            indexes: indexesSchema,
+          },
+        },
+        response: { 200: collectionSchema, '4xx': errorSchema },
+      },
+    },
+    async (request) => collections.update(request.caller, request.params.name, request.body ?? {}),
+  );
+
+  app.delete<{ Params: { name: string } }>(
+    '/v1/admin/collections/:name',
+    {
+      preValidation,
+      schema: {
+        tags: adminTags,
+        summary: 'Drop a collection and all its documents',
+        params: nameParams,
+        response: { 204: { type: 'null' }, '4xx': errorSchema },
+      },
+    },
+    async (request, reply) => {
+      await collections.delete(request.caller, request.params.name);
+      return reply.code(204).send();
+    },
+  );
+};

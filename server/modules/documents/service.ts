@@ -1,0 +1,452 @@
+/**
+ * The documents domain: every read and write of a document goes through here, from the
+ * HTTP routes, the batch endpoint, realtime snapshots and functions (`ctx.db`, with the
+ * service caller), so rules, limits and validation cannot drift apart.
+ *
+ * Rules: the service key bypasses them; otherwise a missing rule denies. Single
+ * documents are checked in process (`doc` = stored, `incoming` = as it would be after
+ * the write); queries and counts filter in the database with the `read` rule compiled
+ * to SQL. A write the rules deny is 403, or 404 when the caller may not read the
+ * document either (so a stranger cannot tell that it exists).
+ */
+import { isUser, type Caller } from '../../internal/caller.js';
+import type { Queryable, Tx } from '../../internal/db.js';
+import { AppError, isAppError } from '../../internal/errors.js';
+import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
+import type { CollectionRegistry, CompiledCollection } from './collections.js';
+import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
+import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
+import type { DocumentRepository } from './repository.js';
+import { compileAfter, compileFilter, compileOrderBy, ROW_ALIAS, SqlParams } from './sql.js';
+import {
+  applyPatch,
+  assertDataSize,
+  hasServerTimestamp,
+  materialize,
+  parsePatch,
+  type PatchObject,
+} from './transforms.js';
+import type { Document, JsonObject, RuleKind } from './types.js';
+
+export const MAX_BATCH_OPS = 500;
+
+export interface CreateInput {
+  id?: unknown;
+  data: unknown;
+}
+export interface DataInput {
+  data: unknown;
+}
+export interface WriteOptions {
+  /** The version the caller last saw (If-Match); a different stored version is VERSION_CONFLICT. */
+  ifVersion?: number;
+}
+export interface QueryResult {
+  docs: Document[];
+  next_cursor: string | null;
+}
+export interface BatchOp {
+  op: 'create' | 'set' | 'update' | 'delete';
+  collection: string;
+  id?: string;
+  data?: unknown;
+  if_version?: number;
+}
+export type BatchResult = Document | null;
+
+export interface DocumentServiceOptions {
+  maxDocumentBytes: number;
+}
+
+/** Where a write runs: a transaction (or the pool for one-statement writes) and its clock. */
+interface Scope {
+  q: Queryable;
+  /** The time $server_timestamp and rules see: the transaction's now() inside one. */
+  now(): Promise<string>;
+}
+
+/** The wall clock in the documents' timestamp format (microseconds, UTC). */
+function wallClock(): string {
+  return new Date().toISOString().replace('Z', '000Z');
+}
+
+interface TxScope extends Scope {
+  q: Tx;
+}
+
+function txScope(tx: Tx, repo: DocumentRepository): TxScope {
+  let now: Promise<string> | null = null;
+  return {
+    q: tx,
+    now: () => (now ??= repo.now(tx)),
+  };
+}
+
+function versionConflict(expected: number, actual: number | null): AppError {
+  return new AppError(
+    'VERSION_CONFLICT',
+    actual === null
+      ? `Expected version ${expected}, but the document does not exist.`
+      : `Expected version ${expected}, but the stored version is ${actual}.`,
+    { details: { expected, actual } },
+  );
+}
+
+function notFound(collection: string, id: string): AppError {
+  return new AppError('NOT_FOUND', `Document "${id}" not found in "${collection}".`);
+}
+
+export class DocumentService {
+  constructor(
+    private readonly repo: DocumentRepository,
+    readonly collections: CollectionRegistry,
+    private readonly options: DocumentServiceOptions,
+  ) {}
+
+  // -- rules ---------------------------------------------------------------------
+
+  /** Whether the caller may do `kind` with these values; the service key always may. */
+  allows(
+    meta: CompiledCollection,
+    kind: RuleKind,
+    caller: Caller,
+    context: { doc?: Document | null; incoming?: Document | null },
+  ): boolean {
+    if (caller.role === 'service') return true;
+    const rule = meta.rules[kind];
+    if (!rule) return false;
+    return evaluateRule(rule, {
+      auth: ruleAuthFromCaller(caller),
+      doc: context.doc ?? undefined,
+      incoming: context.incoming ?? undefined,
+      now: new Date(),
+    });
+  }
+
+  /** Throws the denial of a write: 404 when the caller may not see the document, else 403. */
+  private deny(meta: CompiledCollection, caller: Caller, stored: Document | null, kind: RuleKind): never {
+    if (stored && !this.allows(meta, 'read', caller, { doc: stored })) throw notFound(meta.name, stored.id);
+    throw new AppError('FORBIDDEN', `The ${kind} rule of "${meta.name}" denies this.`);
+  }
+
+  private checkData(meta: CompiledCollection, data: JsonObject): void {
+    assertDataSize(data, this.options.maxDocumentBytes);
+    if (meta.validate && !meta.validate(data)) {
+      const issues = (meta.validate.errors ?? []).slice(0, 20).map((error) => ({
+        path: `data${error.instancePath}`,
+        message: error.message,
+        params: error.params,
+      }));
+      throw new AppError('INVALID_REQUEST', `The data does not match the schema of "${meta.name}".`, {
+        details: { issues },
+      });
+    }
+  }
+
+  private meta(collection: string): Promise<CompiledCollection> {
+    return this.collections.get(assertCollectionName(collection));
+  }
+
+  // -- reads ---------------------------------------------------------------------
+
+  async get(caller: Caller, collection: string, id: string): Promise<Document> {
+    const meta = await this.meta(collection);
+    assertDocumentId(id);
+    const doc = await this.repo.get(this.repo.pool, meta.name, id);
+    if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
+    return doc;
+  }
+
+  /** The read rule as SQL over the row alias, or null for the service key. FORBIDDEN without a rule. */
+  private readFilter(meta: CompiledCollection, caller: Caller, params: SqlParams): string | null {
+    if (caller.role === 'service') return null;
+    const rule = meta.rules.read;
+    if (!rule) throw new AppError('FORBIDDEN', `"${meta.name}" has no read rule: only the service key may read it.`);
+    return compileRuleToSql(rule, {
+      auth: ruleAuthFromCaller(caller),
+      now: new Date(),
+      params: params.values,
+      subject: 'doc',
+      rowAlias: ROW_ALIAS,
+    });
+  }
+
+  async query(caller: Caller, collection: string, input: QueryInput): Promise<QueryResult> {
+    const meta = await this.meta(collection);
+    const query = parseQuery(input);
+    const params = new SqlParams();
+    const clauses: string[] = [];
+    const readFilter = this.readFilter(meta, caller, params);
+    if (readFilter) clauses.push(`(${readFilter})`);
+    if (query.filter) clauses.push(compileFilter(query.filter, params));
+    if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
+    // One row more than asked tells whether another page exists.
+    const rows = await this.repo.query(meta.name, {
+      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      orderBy: compileOrderBy(query.orderBy),
+      limit: query.limit + 1,
+      params,
+    });
+    const docs = rows.slice(0, query.limit);
+    const last = docs.at(-1);
+    return { docs, next_cursor: rows.length > query.limit && last ? encodeCursor(query.orderBy, last) : null };
+  }
+
+  async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {
+    const meta = await this.meta(collection);
+    const filter = parseWhere(input.where);
+    const params = new SqlParams();
+    const clauses: string[] = [];
+    const readFilter = this.readFilter(meta, caller, params);
+    if (readFilter) clauses.push(`(${readFilter})`);
+    if (filter) clauses.push(compileFilter(filter, params));
+    const count = await this.repo.count(meta.name, {
+      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      params,
+    });
+    return { count };
+  }
+
+  // -- writes --------------------------------------------------------------------
+
+  async create(caller: Caller, collection: string, input: CreateInput): Promise<Document> {
+    const meta = await this.meta(collection);
+    const patch = parsePatch(input.data);
+    if (hasServerTimestamp(patch)) {
+      // The stamp must be the transaction's time, the same as created_at.
+      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input.id, patch));
+    }
+    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input.id, patch);
+  }
+
+  private async createIn(
+    scope: Scope,
+    caller: Caller,
+    meta: CompiledCollection,
+    rawId: unknown,
+    patch: PatchObject,
+  ): Promise<Document> {
+    const id = rawId === undefined || rawId === null ? generateDocumentId() : assertDocumentId(rawId);
+    if (caller.role !== 'service' && !meta.rules.create) this.deny(meta, caller, null, 'create');
+    const now = await scope.now();
+    const data = materialize(patch, now);
+    this.checkData(meta, data);
+    const owner = isUser(caller) ? caller.uid : null;
+    const incoming: Document = {
+      id,
+      collection: meta.name,
+      owner,
+      version: 1,
+      created_at: now,
+      updated_at: now,
+      data,
+    };
+    if (!this.allows(meta, 'create', caller, { incoming })) this.deny(meta, caller, null, 'create');
+    return this.repo.insert(scope.q, meta.name, { id, owner, data });
+  }
+
+  /** PUT: replaces the document's data, or creates it. */
+  async set(
+    caller: Caller,
+    collection: string,
+    id: string,
+    input: DataInput,
+    options: WriteOptions = {},
+  ): Promise<{ doc: Document; created: boolean }> {
+    const meta = await this.meta(collection);
+    assertDocumentId(id);
+    const patch = parsePatch(input.data);
+    if (caller.role === 'service' && options.ifVersion === undefined && !hasServerTimestamp(patch)) {
+      const data = materialize(patch, wallClock());
+      this.checkData(meta, data);
+      return this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+    }
+    return this.repo.transaction((tx) => this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+  }
+
+  private async setIn(
+    scope: TxScope,
+    caller: Caller,
+    meta: CompiledCollection,
+    id: string,
+    patch: PatchObject,
+    options: WriteOptions,
+  ): Promise<{ doc: Document; created: boolean }> {
+    // A concurrent create between our read and our insert sends us round again, as a replace.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const stored = await this.repo.getForUpdate(scope.q, meta.name, id);
+      if (stored) {
+        const doc = await this.replaceIn(scope, caller, meta, stored, options, (_, now) => materialize(patch, now));
+        return { doc, created: false };
+      }
+      if (options.ifVersion !== undefined) throw versionConflict(options.ifVersion, null);
+      const now = await scope.now();
+      const data = materialize(patch, now);
+      this.checkData(meta, data);
+      const owner = isUser(caller) ? caller.uid : null;
+      const incoming: Document = {
+        id,
+        collection: meta.name,
+        owner,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        data,
+      };
+      if (!this.allows(meta, 'create', caller, { incoming })) this.deny(meta, caller, null, 'create');
+      const doc = await this.repo.insertIfAbsent(scope.q, meta.name, { id, owner, data });
+      if (doc) return { doc, created: true };
+    }
+    throw new AppError('UNAVAILABLE', 'The document changed concurrently; retry.');
+  }
+
+  /** Writes new data over a stored, locked document after the version, schema and rule checks. */
+  private async replaceIn(
+    scope: Scope,
+    caller: Caller,
+    meta: CompiledCollection,
+    stored: Document,
+    options: WriteOptions,
+    compute: (stored: JsonObject, now: string) => JsonObject,
+  ): Promise<Document> {
+    if (options.ifVersion !== undefined && options.ifVersion !== stored.version) {
+      if (!this.allows(meta, 'read', caller, { doc: stored })) throw notFound(meta.name, stored.id);
+      throw versionConflict(options.ifVersion, stored.version);
+    }
+    const now = await scope.now();
+    const data = compute(stored.data, now);
+    this.checkData(meta, data);
+    const incoming: Document = { ...stored, version: stored.version + 1, updated_at: now, data };
+    if (!this.allows(meta, 'update', caller, { doc: stored, incoming })) this.deny(meta, caller, stored, 'update');
+    const doc = await this.repo.updateData(scope.q, meta.name, stored.id, data);
+    if (!doc) throw notFound(meta.name, stored.id);
+    return doc;
+  }
+
+  /** PATCH: deep-merges into the stored data, applying field transforms, under the row lock. */
+  async update(
+    caller: Caller,
+    collection: string,
+    id: string,
+    input: DataInput,
+    options: WriteOptions = {},
+  ): Promise<Document> {
+    const meta = await this.meta(collection);
+    assertDocumentId(id);
+    const patch = parsePatch(input.data);
+    return this.repo.transaction((tx) => this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+  }
+
+  private async updateIn(
+    scope: TxScope,
+    caller: Caller,
+    meta: CompiledCollection,
+    id: string,
+    patch: PatchObject,
+    options: WriteOptions,
+  ): Promise<Document> {
+    const stored = await this.repo.getForUpdate(scope.q, meta.name, id);
+    if (!stored) throw notFound(meta.name, id);
+    return this.replaceIn(scope, caller, meta, stored, options, (data, now) => applyPatch(data, patch, now));
+  }
+
+  async delete(caller: Caller, collection: string, id: string, options: WriteOptions = {}): Promise<void> {
+    const meta = await this.meta(collection);
+    assertDocumentId(id);
+    if (caller.role === 'service' && options.ifVersion === undefined) {
+      if (!(await this.repo.delete(this.repo.pool, meta.name, id))) throw notFound(meta.name, id);
+      return;
+    }
+    await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
+  }
+
+  private async deleteIn(
+    tx: Tx,
+    caller: Caller,
+    meta: CompiledCollection,
+    id: string,
+    options: WriteOptions,
+  ): Promise<void> {
+    const stored = await this.repo.getForUpdate(tx, meta.name, id);
+    if (!stored) throw notFound(meta.name, id);
+    if (options.ifVersion !== undefined && options.ifVersion !== stored.version) {
+      if (!this.allows(meta, 'read', caller, { doc: stored })) throw notFound(meta.name, id);
+      throw versionConflict(options.ifVersion, stored.version);
+    }
+    if (!this.allows(meta, 'delete', caller, { doc: stored })) this.deny(meta, caller, stored, 'delete');
+    await this.repo.delete(tx, meta.name, id);
+  }
+
+  // -- batch ---------------------------------------------------------------------
+
+  /**
+   * Runs up to 500 writes in one transaction, each checked as if sent alone: all
+   * commit or none does. A failure names the op: details {index, code, ...}.
+   */
+  async batch(caller: Caller, input: { ops: unknown }): Promise<{ results: BatchResult[] }> {
+    const ops = input.ops;
+    if (!Array.isArray(ops) || ops.length === 0 || ops.length > MAX_BATCH_OPS) {
+      throw new AppError('INVALID_REQUEST', `ops: a list of 1 to ${MAX_BATCH_OPS} operations.`, {
+        details: { field: 'ops', max: MAX_BATCH_OPS },
+      });
+    }
+    // Metadata and bodies are checked before the transaction opens, so bad input costs no locks.
+    const prepared: Array<{ op: BatchOp; meta: CompiledCollection; patch: PatchObject | null }> = [];
+    for (const [index, op] of (ops as BatchOp[]).entries()) {
+      try {
+        if (op === null || typeof op !== 'object') throw new AppError('INVALID_REQUEST', 'An op is an object.');
+        const meta = await this.meta(op.collection);
+        if (op.op !== 'create' || (op.id !== undefined && op.id !== null)) assertDocumentId(op.id);
+        const patch = op.op === 'delete' ? null : parsePatch(op.data);
+        if (op.if_version !== undefined && (!Number.isSafeInteger(op.if_version) || op.if_version < 1)) {
+          throw new AppError('INVALID_REQUEST', 'if_version is a whole number from 1.');
+        }
+        if (op.op === 'create' && op.if_version !== undefined) {
+          throw new AppError('INVALID_REQUEST', 'if_version does not apply to create.');
+        }
+        prepared.push({ op, meta, patch });
+      } catch (error) {
+        throw batchError(error, index);
+      }
+    }
+    return this.repo.transaction(async (tx) => {
+      const scope = txScope(tx, this.repo);
+      const results: BatchResult[] = [];
+      for (const [index, { op, meta, patch }] of prepared.entries()) {
+        const options: WriteOptions = op.if_version === undefined ? {} : { ifVersion: op.if_version };
+        try {
+          switch (op.op) {
+            case 'create':
+              results.push(await this.createIn(scope, caller, meta, op.id, patch as PatchObject));
+              break;
+            case 'set':
+              results.push((await this.setIn(scope, caller, meta, op.id as string, patch as PatchObject, options)).doc);
+              break;
+            case 'update':
+              results.push(await this.updateIn(scope, caller, meta, op.id as string, patch as PatchObject, options));
+              break;
+            case 'delete':
+              await this.deleteIn(tx, caller, meta, op.id as string, options);
+              results.push(null);
+              break;
+            default:
+              throw new AppError('INVALID_REQUEST', 'op is one of create, set, update, delete.');
+          }
+        } catch (error) {
+          throw batchError(error, index);
+        }
+      }
+      return { results };
+    });
+  }
+}
+
+/** Names the failing op of a batch while keeping its code, status and details. */
+function batchError(error: unknown, index: number): AppError {
+  if (!isAppError(error)) return new AppError('INTERNAL', undefined, { cause: error, details: { index } });
+  return new AppError(error.code, `ops[${index}]: ${error.message}`, {
+    details: { ...error.details, index, code: error.code },
+    cause: error,
+    headers: error.headers,
+  });
+}

@@ -1,0 +1,38 @@
+export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [key: string]: JsonValue;
+}
+
+/** A document as the API returns it. Timestamps are UTC ISO strings with microseconds. */
+export interface Document {
+  id: string;
+  collection: string;
+  owner: string | null;
+  version: number;
+  created_at: string;
+  updated_at: string;
+  data: JsonObject;
+}
+
+export interface CollectionRules {
+  read?: string;
+  create?: string;
+  update?: string;
+  delete?: string;
+}
+
+export const RULE_KINDS = ['read', 'create', 'update', 'delete'] as const;
+export type RuleKind = (typeof RULE_KINDS)[number];
+
+/** An index entry as declared: one field path, or a list of them for a composite index. */
+export type IndexSpec = string | string[];
+
+/** A collection's metadata as the admin API returns it. */
+export interface CollectionInfo {
+  name: string;
+  rules: CollectionRules;
+  schema: JsonObject | null;
+  indexes: IndexSpec[];
+  created_at: string;
+  updated_at: string;
+}
