@@ -355,11 +355,17 @@ describe('linking by email', () => {
   });
 
   it('does not let an unverified email take over an existing password account', async () => {
-    const location = await signIn('mallory');
-    const result = fragmentOf(location);
-    expect(result.access_token).toBeUndefined();
-    expect(result.error).toBe('access_denied');
-    expect(result.error_code).toBe('ALREADY_EXISTS');
+    // The unverified address proves nothing: the identity gets an account of its own,
+    // without an email, and Bob's account is untouched.
+    const result = fragmentOf(await signIn('mallory'));
+    expect(result.access_token).toBeTruthy();
+    const response = await request(server.url, 'GET', '/v1/auth/user', { token: result.access_token ?? '' });
+    expect(response.body).toMatchObject({
+      email: null,
+      email_confirmed_at: null,
+      user_metadata: { email: 'bob@example.com', email_verified: false },
+    });
+    expect((response.body as { id: string }).id).not.toBe(bobId);
     const { rows } = await db.query(`SELECT 1 FROM basalt.identities WHERE user_id = $1`, [bobId]);
     expect(rows).toHaveLength(0);
     const signin = await request(server.url, 'POST', '/v1/auth/signin', {
@@ -376,6 +382,22 @@ describe('linking by email', () => {
       bobId,
     ]);
     expect(rows.map((row) => row.subject)).toEqual(['bob-verified']);
+  });
+});
+
+describe('pre-account takeover', () => {
+  it('does not let an identity with an unverified email keep access once the owner proves the email', async () => {
+    accounts.set('squatter', { email: 'carol@example.com', email_verified: false, name: 'Not Carol' });
+    accounts.set('carol', { email: 'carol@example.com', email_verified: true, name: 'Carol' });
+    const squatted = fragmentOf(await signIn('squatter'));
+    const owner = fragmentOf(await signIn('carol'));
+    expect(owner.access_token).toBeTruthy();
+    const carolId = (await currentUser(owner.access_token ?? '')).id;
+    const again = fragmentOf(await signIn('squatter'));
+    expect(again.access_token).toBeTruthy();
+    expect((await currentUser(again.access_token ?? '')).id).not.toBe(carolId);
+    expect((await currentUser(squatted.access_token ?? '')).id).not.toBe(carolId);
+    expect((await currentUser(owner.access_token ?? '')).email).toBe('carol@example.com');
   });
 });
 

@@ -72,6 +72,22 @@ const OAUTH_ERRORS: Partial<Record<ErrorCode, string>> = {
   INTERNAL: 'server_error',
 };
 
+/**
+ * Hands the auth core an email only when the provider vouches for it. An unverified
+ * address put on a new account would let whoever typed it at some provider squat the
+ * address: when its real owner later signs in with a verified identity, the account is
+ * linked to them while the squatter's identity still opens it. The unverified address is
+ * kept in user_metadata, where it proves nothing.
+ */
+export function withTrustedEmail(profile: ProviderProfile): ProviderProfile {
+  if (profile.emailVerified || profile.email === null) return profile;
+  return {
+    ...profile,
+    email: null,
+    userMetadata: { ...profile.userMetadata, email: profile.email, email_verified: false },
+  };
+}
+
 export interface OAuthServiceOptions {
   config: RuntimeConfig;
   repository: OAuthRepository;
@@ -213,7 +229,7 @@ export class OAuthService {
         iss: query.iss,
       });
       const { session } = await this.auth.signInWithIdentity(
-        { provider: provider.name, ...profile },
+        { provider: provider.name, ...withTrustedEmail(profile) },
         { userAgent: request.userAgent, ip: request.ip },
       );
       if (!session) {
