@@ -28,7 +28,6 @@ export class DedicatedConnection {
   private retryTimer: NodeJS.Timeout | null = null;
   private backoffMs: number;
   private outageLogged = false;
-  private connecting: Promise<void> | null = null;
 
   constructor(private readonly options: DedicatedConnectionOptions) {
     this.backoffMs = options.minBackoffMs ?? 250;
@@ -41,15 +40,15 @@ export class DedicatedConnection {
 
   start(): Promise<void> {
     this.stopped = false;
-    this.connecting = this.connect();
-    return this.connecting;
+    return this.connect();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    await this.connecting?.catch(() => undefined);
+    // A connect still in flight (Postgres down) is abandoned, not awaited: ending its
+    // client makes it fail, and its failure is ignored once it is no longer the latest.
     const client = this.latest;
     this.client = null;
     this.latest = null;
@@ -115,7 +114,7 @@ export class DedicatedConnection {
     this.backoffMs = Math.min(this.backoffMs * 2, this.options.maxBackoffMs ?? 5_000);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      this.connecting = this.connect();
+      void this.connect();
     }, delay);
     this.retryTimer.unref();
   }

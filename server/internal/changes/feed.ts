@@ -171,7 +171,8 @@ export class ChangeFeed {
     this.started = false;
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
-    await this.pumping?.catch(() => undefined);
+    // A read stuck on an unreachable Postgres must not hold up shutdown; its result is dropped.
+    await Promise.race([this.pumping?.catch(() => undefined), sleep(1_000)]);
     await Promise.all([this.connection.stop(), this.ticker?.stop()]);
   }
 
@@ -200,9 +201,10 @@ export class ChangeFeed {
 
   /**
    * Every change after `cursor` up to this instance's current position, in commit order,
-   * each once. With `limit`, stops at a tick boundary once about `limit` changes were read
-   * (a single tick larger than `limit` is returned whole); the returned cursor then lies
-   * before currentCursor(): call again from it. A cursor ahead of this instance (issued by
+   * each once. With `limit`, a page ends on a tick boundary: it stops after the tick in
+   * which the `limit`-th change lies, so it holds at least `limit` changes (more when that
+   * tick goes on) unless it reached the current position, and its cursor is where the next
+   * page starts; a page with fewer than `limit` changes is the last. A cursor ahead of this instance (issued by
    * another that is a few milliseconds ahead) returns no changes and that cursor; the
    * batches this instance delivers next may then include changes at or before it, which
    * callers skip by comparing `change.tick`.
@@ -234,15 +236,16 @@ export class ChangeFeed {
     if (limit === undefined || rows.length <= limit) {
       return { fromCursor: canonical, cursor: formatCursor(upto), changes: rows.map(toChange) };
     }
-    // Cut at the last whole tick: the tick of the row past the limit may be incomplete.
-    const partialTick = rows[limit]?.tick ?? upto;
-    let kept = rows.filter((row) => row.tick < partialTick);
-    let end = partialTick - 1;
-    if (kept.length === 0) {
-      kept = await this.repo.changesOfTicks(partialTick - 1, partialTick, { tables: options.tables });
-      end = partialTick;
+    // Pages end on tick boundaries (a cursor names a tick): finish the tick in which the
+    // limit was reached, so a page is short only when it reached the current position.
+    const endTick = rows[limit - 1]?.tick ?? upto;
+    let kept = rows.slice(0, limit);
+    if (rows[limit]?.tick === endTick) {
+      const rest = await this.repo.changesOfTicks(endTick - 1, endTick, { tables: options.tables });
+      const seen = new Set(kept.map((row) => row.id));
+      kept = kept.concat(rest.filter((row) => !seen.has(row.id)));
     }
-    return { fromCursor: canonical, cursor: formatCursor(end), changes: kept.map(toChange) };
+    return { fromCursor: canonical, cursor: formatCursor(endTick), changes: kept.map(toChange) };
   }
 
   /** Records a tick now if anything committed since the last (tests, tools); null when not connected or nothing to tick. */
@@ -354,6 +357,10 @@ export class ChangeFeed {
       }
     }
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function toChange(row: ChangeRow): Change {

@@ -71,8 +71,9 @@ export class Ticker {
     if (this.stopped) return;
     this.stopped = true;
     this.clearTimers();
-    await this.ticking?.catch(() => undefined);
-    await this.pruning?.catch(() => undefined);
+    // Work stuck on an unreachable Postgres must not hold up shutdown.
+    const settle = (work: Promise<void> | null) => work?.catch(() => undefined);
+    await Promise.race([Promise.all([settle(this.ticking), settle(this.pruning)]), delay(1_000)]);
     const client = this.connection.current;
     if (this.leading && client) await tickerSql.resign(client).catch(() => undefined);
     this.setLeading(false);
@@ -191,4 +192,8 @@ export class Ticker {
     for (const timer of [this.pollTimer, this.pruneTimer]) if (timer) clearInterval(timer);
     this.retryTimer = this.pollTimer = this.debounceTimer = this.pruneTimer = null;
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
