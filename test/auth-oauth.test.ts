@@ -778,6 +778,15 @@ describe('profile mapping', () => {
       email: 'octo@example.com',
       emailVerified: false,
     });
+    // Junk entries are skipped.
+    expect(
+      githubProfile(user, [
+        null,
+        'x',
+        { email: 42, verified: true },
+        { email: 'ok@example.com', verified: true },
+      ] as never),
+    ).toMatchObject({ email: 'ok@example.com', emailVerified: true });
     // No /user/emails (scope missing): the public profile email, never verified.
     expect(githubProfile(user, [])).toMatchObject({ email: 'public@example.com', emailVerified: false });
     expect(githubProfile({ id: 1, login: 'ghost', email: null }, [])).toEqual({

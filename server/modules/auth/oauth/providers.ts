@@ -314,7 +314,7 @@ export interface GitHubEmail {
 export function githubProfile(user: GitHubUser, emails: GitHubEmail[]): ProviderProfile {
   const id = typeof user.id === 'number' && Number.isSafeInteger(user.id) ? String(user.id) : text(user.id);
   if (!id || !/^\d+$/.test(id)) throw rejected('invalid_grant', 'GitHub did not say who signed in.');
-  const listed = emails.filter((entry) => text(entry.email) !== undefined);
+  const listed = emails.filter((entry) => record(entry) !== null && text(entry.email) !== undefined);
   const verified =
     listed.find((entry) => entry.primary === true && entry.verified === true) ??
     listed.find((entry) => entry.verified === true);
@@ -372,7 +372,7 @@ export class GitHubProvider implements OAuthProvider {
     const body = record(answer.body);
     // GitHub answers a refused code with 200 and an `error` field.
     const accessToken = text(body?.access_token);
-    if (answer.status !== 200 || !accessToken) throw tokenError(this.name, { ...answer, status: answer.status });
+    if (answer.status !== 200 || !accessToken) throw tokenError(this.name, answer);
     const headers = {
       accept: 'application/vnd.github+json',
       authorization: `Bearer ${accessToken}`,
