@@ -26,8 +26,24 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** How long start waits for an unreachable database before giving up, in ms. */
   databaseConnectTimeoutMs: number;
+  /** The environment at start; a function sees only the variables it declares. */
+  environment: Readonly<Record<string, string>>;
   /** How long the change log keeps changes (and cursors stay resumable), in seconds. */
   changeRetentionSeconds: number;
+  realtime: RealtimeConfig;
+}
+
+export interface RealtimeConfig {
+  /** Live queries one websocket may hold at once. */
+  maxSubscriptions: number;
+  /** Ping interval; a client silent for two intervals is dropped. */
+  heartbeatMs: number;
+  /** A socket whose unsent bytes pass this is closed as a slow consumer (it resumes from its cursor). */
+  sendBufferBytes: number;
+  /** How often each connection's token is re-checked for expiry and revocation. */
+  authCheckMs: number;
+  /** How often an instance refreshes its presence heartbeat; presences expire after three missed beats. */
+  presenceHeartbeatMs: number;
 }
 
 export interface StorageConfig {
@@ -40,6 +56,16 @@ export interface StorageConfig {
     secretAccessKey: string | null;
     forcePathStyle: boolean;
   };
+  /** Part size of S3 multipart uploads, in bytes (S3's minimum is 5 MiB). */
+  s3PartSize: number;
+  /** Largest object when a bucket sets no max_file_size, in bytes. */
+  maxFileSize: number;
+  /** Secret for signed URLs; `null` means derived from the service key. */
+  signingSecret: string | null;
+  /** Seconds between sweeps for orphaned bytes; 0 turns the periodic sweep off. */
+  sweepIntervalSeconds: number;
+  /** Age, in seconds, after which an unfinished upload's bytes count as orphaned. */
+  orphanGraceSeconds: number;
 }
 
 export interface AuthConfig {
@@ -203,7 +229,20 @@ function storage(env: Env): StorageConfig {
     forcePathStyle: boolean(env, 'S3_FORCE_PATH_STYLE', false),
   };
   if (backend === 's3' && !s3.bucket) throw new ConfigError('S3_BUCKET', 'is required when STORAGE_BACKEND=s3');
-  return { backend, s3 };
+  const signingSecret = value(env, 'BASALT_STORAGE_SIGNING_SECRET') ?? null;
+  if (signingSecret !== null && signingSecret.length < 32) {
+    throw new ConfigError('BASALT_STORAGE_SIGNING_SECRET', 'must be at least 32 characters');
+  }
+  const mib = 1024 * 1024;
+  return {
+    backend,
+    s3,
+    s3PartSize: integer(env, 'S3_PART_SIZE', 8 * mib, 5 * mib, 5 * 1024 * mib),
+    maxFileSize: integer(env, 'BASALT_STORAGE_MAX_FILE_SIZE', 5 * 1024 * mib, 1, Number.MAX_SAFE_INTEGER),
+    signingSecret,
+    sweepIntervalSeconds: integer(env, 'BASALT_STORAGE_SWEEP_INTERVAL', 600, 0, 7 * 86_400),
+    orphanGraceSeconds: integer(env, 'BASALT_STORAGE_ORPHAN_GRACE', 3600, 0, 30 * 86_400),
+  };
 }
 
 /** Schemes a browser must never be sent to with a session in the fragment. */
@@ -370,6 +409,16 @@ export function loadConfig(env: Env = process.env): Config {
     maxDocumentBytes: integer(env, 'BASALT_MAX_DOCUMENT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: logLevel(env),
     databaseConnectTimeoutMs: integer(env, 'BASALT_DB_CONNECT_TIMEOUT_MS', 30_000, 0, 3_600_000),
+    environment: Object.freeze(
+      Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined)),
+    ),
     changeRetentionSeconds: integer(env, 'BASALT_CHANGE_RETENTION', 86_400, 1, 365 * 86_400),
+    realtime: {
+      maxSubscriptions: integer(env, 'BASALT_REALTIME_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
+      heartbeatMs: integer(env, 'BASALT_REALTIME_HEARTBEAT_MS', 30_000, 50, 600_000),
+      sendBufferBytes: integer(env, 'BASALT_REALTIME_SEND_BUFFER_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      authCheckMs: integer(env, 'BASALT_REALTIME_AUTH_CHECK_MS', 1_000, 50, 60_000),
+      presenceHeartbeatMs: integer(env, 'BASALT_REALTIME_PRESENCE_HEARTBEAT_MS', 5_000, 50, 600_000),
+    },
   };
 }

@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { AppError } from '../../../internal/errors.js';
+import {
+  assertKey,
+  MeteredStream,
+  type BackendEntry,
+  type ByteRange,
+  type PutLimits,
+  type PutResult,
+  type StorageBackend,
+} from './index.js';
+
+/**
+ * Objects as files under `<root>/objects/<key>`. A write goes to `<root>/tmp/` first and
+ * is renamed into place after fsync, so a reader or a crash never sees a partial file
+ * under a key; a crash leaves only a temporary file, which the sweeper removes.
+ */
+export class FsBackend implements StorageBackend {
+  readonly kind = 'fs' as const;
+  private readonly objectsDir: string;
+  private readonly tmpDir: string;
+
+  constructor(readonly root: string) {
+    this.objectsDir = path.join(root, 'objects');
+    this.tmpDir = path.join(root, 'tmp');
+  }
+
+  private file(key: string): string {
+    assertKey(key);
+    return path.join(this.objectsDir, ...key.split('/'));
+  }
+
+  async put(key: string, body: Readable, limits: PutLimits): Promise<PutResult> {
+    const target = this.file(key);
+    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(path.dirname(target), { recursive: true });
+    // The temporary name starts with the key's id, so the sweeper can tell whose it is.
+    const temporary = path.join(this.tmpDir, `${key.replace('/', '~')}.${randomUUID()}`);
+    const meter = new MeteredStream(limits.maxBytes);
+    try {
+      await pipeline(body, meter, createWriteStream(temporary, { flags: 'wx', mode: 0o600 }));
+      // Durable before it becomes visible: a crash after the rename must not expose a truncated file.
+      const handle = await open(temporary, 'r+');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temporary, target);
+    } catch (error) {
+      await unlink(temporary).catch(() => undefined);
+      throw error;
+    }
+    return meter.result();
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const file = this.file(key);
+    // Open first, so a missing file is NOT_FOUND here rather than an error mid-response.
+    const handle = await open(file, 'r').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') throw new AppError('NOT_FOUND', 'The object has no stored bytes.');
+      throw error;
+    });
+    return handle.createReadStream({ start: range?.start, end: range?.end, autoClose: true });
+  }
+
+  async head(key: string): Promise<{ size: number; lastModified: Date } | null> {
+    try {
+      const info = await stat(this.file(key));
+      return { size: info.size, lastModified: info.mtime };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.file(key), { force: true });
+  }
+
+  async *list(prefix = ''): AsyncIterable<BackendEntry> {
+    let buckets: string[];
+    try {
+      buckets = (await readdir(this.objectsDir)).sort();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    for (const bucket of buckets) {
+      let names: string[];
+      try {
+        names = (await readdir(path.join(this.objectsDir, bucket))).sort();
+      } catch {
+        continue; // removed meanwhile, or not a directory
+      }
+      for (const name of names) {
+        const key = `${bucket}/${name}`;
+        if (!key.startsWith(prefix)) continue;
+        const info = await stat(path.join(this.objectsDir, bucket, name)).catch(() => null);
+        if (info?.isFile()) yield { key, size: info.size, lastModified: info.mtime };
+      }
+    }
+  }
+
+  async discardStaleWrites(olderThan: Date, inUse: (key: string) => Promise<boolean>): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(this.tmpDir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw error;
+    }
+    let discarded = 0;
+    for (const name of names) {
+      const file = path.join(this.tmpDir, name);
+      const info = await stat(file).catch(() => null);
+      // mtime moves while a write is streaming, so only abandoned files are this old.
+      if (!info || info.mtime >= olderThan) continue;
+      const key = name.replace(/\.[^.]*$/, '').replace('~', '/');
+      if (await inUse(key)) continue;
+      await rm(file, { force: true });
+      discarded++;
+    }
+    return discarded;
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await mkdir(this.objectsDir, { recursive: true });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,200 @@
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { AppError } from '../../../internal/errors.js';
+import {
+  assertKey,
+  MeteredStream,
+  type BackendEntry,
+  type ByteRange,
+  type PutLimits,
+  type PutResult,
+  type StorageBackend,
+} from './index.js';
+
+export interface S3BackendOptions {
+  endpoint: string | null;
+  region: string;
+  bucket: string;
+  accessKeyId: string | null;
+  secretAccessKey: string | null;
+  forcePathStyle: boolean;
+  /** Bytes per multipart part; bodies smaller than one part go up in a single PutObject. */
+  partSize: number;
+}
+
+function isMissing(error: unknown): boolean {
+  if (!(error instanceof S3ServiceException)) return false;
+  return error.name === 'NoSuchKey' || error.name === 'NotFound' || error.$metadata.httpStatusCode === 404;
+}
+
+function isNotImplemented(error: unknown): boolean {
+  return (
+    error instanceof S3ServiceException && (error.name === 'NotImplemented' || error.$metadata.httpStatusCode === 501)
+  );
+}
+
+/**
+ * Objects in one S3 bucket (AWS, MinIO, R2, ...). Uploads stream through lib-storage's
+ * multipart `Upload`, which S3 only makes visible on completion and which is aborted
+ * on any failure, so a key never holds partial content.
+ */
+export class S3Backend implements StorageBackend {
+  readonly kind = 's3' as const;
+  readonly client: S3Client;
+
+  constructor(private readonly options: S3BackendOptions) {
+    this.client = new S3Client({
+      region: options.region,
+      endpoint: options.endpoint ?? undefined,
+      forcePathStyle: options.forcePathStyle,
+      credentials:
+        options.accessKeyId && options.secretAccessKey
+          ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
+          : undefined,
+      // A retried streaming body cannot be replayed; lib-storage retries parts itself.
+      maxAttempts: 3,
+    });
+  }
+
+  async put(key: string, body: Readable, limits: PutLimits): Promise<PutResult> {
+    assertKey(key);
+    const meter = new MeteredStream(limits.maxBytes);
+    let sourceError: unknown = null;
+    // pipeline forwards a source failure (client gone) into the meter, which fails the upload.
+    const pumped = pipeline(body, meter).catch((error: unknown) => {
+      sourceError = error;
+    });
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.options.bucket, Key: key, Body: meter },
+      partSize: this.options.partSize,
+      queueSize: 2,
+      // We abort ourselves below: lib-storage's own abort would hide the original error if the abort fails too.
+      leavePartsOnError: true,
+    });
+    try {
+      await upload.done();
+      await pumped;
+      if (sourceError) throw sourceError;
+    } catch (error) {
+      meter.destroy();
+      await upload.abort().catch(() => undefined);
+      await pumped;
+      // A completed single-part PutObject cannot be aborted: remove it.
+      await this.delete(key).catch(() => undefined);
+      throw sourceError ?? error;
+    }
+    return meter.result();
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    assertKey(key);
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+        }),
+      );
+      if (!(response.Body instanceof Readable)) throw new Error('S3 returned no body stream');
+      return response.Body;
+    } catch (error) {
+      if (isMissing(error)) throw new AppError('NOT_FOUND', 'The object has no stored bytes.', { cause: error });
+      throw error;
+    }
+  }
+
+  async head(key: string): Promise<{ size: number; lastModified: Date } | null> {
+    assertKey(key);
+    try {
+      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }));
+      return { size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    assertKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key }));
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+  }
+
+  async *list(prefix = ''): AsyncIterable<BackendEntry> {
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const item of page.Contents ?? []) {
+        if (item.Key === undefined) continue;
+        yield { key: item.Key, size: item.Size ?? 0, lastModified: item.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async discardStaleWrites(olderThan: Date, inUse: (key: string) => Promise<boolean>): Promise<number> {
+    let discarded = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.options.bucket,
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+        );
+      } catch (error) {
+        // Some S3-compatible stores (e.g. s3rver) cannot list multipart uploads.
+        if (isNotImplemented(error)) return discarded;
+        throw error;
+      }
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId || !upload.Initiated) continue;
+        if (upload.Initiated >= olderThan) continue;
+        if (await inUse(upload.Key)) continue;
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: upload.Key, UploadId: upload.UploadId }),
+        );
+        discarded++;
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return discarded;
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.options.bucket }));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}

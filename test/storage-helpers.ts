@@ -1,0 +1,43 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import S3rver from 's3rver';
+
+export interface S3Server {
+  endpoint: string;
+  bucket: string;
+  /** The S3_* environment that points Basalt at this server. */
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+/** A real S3 HTTP server (s3rver) on a free loopback port, with one bucket, in a temp directory. */
+export async function startS3Server(bucket = 'basalt-test'): Promise<S3Server> {
+  const directory = await mkdtemp(path.join(tmpdir(), 'basalt-s3rver-'));
+  const server = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory,
+    configureBuckets: [{ name: bucket, configs: [] }],
+  });
+  const address = await server.run();
+  const endpoint = `http://127.0.0.1:${address.port}`;
+  return {
+    endpoint,
+    bucket,
+    env: {
+      STORAGE_BACKEND: 's3',
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_REGION: 'us-east-1',
+      S3_ACCESS_KEY_ID: 'S3RVER',
+      S3_SECRET_ACCESS_KEY: 'S3RVER',
+      S3_FORCE_PATH_STYLE: 'true',
+    },
+    async close() {
+      await server.close();
+      await rm(directory, { recursive: true, force: true });
+    },
+  };
+}
