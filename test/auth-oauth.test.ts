@@ -410,6 +410,8 @@ describe('the callback refuses what it must', () => {
       ['/v1/auth/callback?code=abc&state=a&state=b', 'INVALID_REQUEST'],
       [`/v1/auth/callback?code=abc&state=${'s'.repeat(9000)}`, 'INVALID_REQUEST'],
       ['/v1/auth/callback?error=access_denied', 'INVALID_REQUEST'],
+      ['/v1/auth/callback?state=%ZZ%00&code=%E0%A4%A', 'INVALID_TOKEN'],
+      ['/v1/auth/callback?state[]=x', 'INVALID_REQUEST'],
     ];
     for (const [path, code] of cases) {
       const response = await fetch(`${server.url}${path}`, { redirect: 'manual' });
