@@ -69,6 +69,27 @@ BEGIN
 END;
 $$;
 
+-- A tick that covers every transaction committed before the call: the newest tick when
+-- nothing committed since it, else a new one. A reader that has delivered this tick has
+-- delivered everything a query run after the call can see (realtime ties snapshots to it).
+CREATE OR REPLACE FUNCTION basalt.covering_tick() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  last_id bigint;
+  last_snapshot pg_snapshot;
+BEGIN
+  SELECT id, snapshot INTO last_id, last_snapshot FROM basalt.change_ticks ORDER BY id DESC LIMIT 1;
+  IF last_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM basalt.changes WHERE txid >= pg_snapshot_xmax(last_snapshot)
+    UNION ALL
+    SELECT 1 FROM basalt.changes WHERE txid = ANY (ARRAY(SELECT pg_snapshot_xip(last_snapshot)))
+  ) THEN
+    RETURN last_id;
+  END IF;
+  RETURN basalt.tick_if_changed(true);
+END;
+$$;
+
 -- Durable positions of consumers that must not miss a change across restarts (the
 -- functions dispatcher). Pruning never removes ticks a registered consumer still needs.
 CREATE TABLE basalt.change_consumers (

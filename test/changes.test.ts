@@ -219,6 +219,23 @@ describe('the change feed', () => {
     expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
   });
 
+  it('gives a covering cursor that includes every transaction committed before the call', async () => {
+    const before = feed.currentCursor();
+    const client = await sqlClient(database.url);
+    try {
+      await client.query(`INSERT INTO other (id) VALUES ('covered')`);
+    } finally {
+      await client.end();
+    }
+    const covering = await feed.coveringCursor();
+    expect(parseCursor(covering)).toBeGreaterThan(parseCursor(before));
+    expect(parseCursor(await feed.coveringCursor())).toBeGreaterThanOrEqual(parseCursor(covering));
+    await waitFor(() => parseCursor(feed.currentCursor()) >= parseCursor(covering), 5_000, 'the covering tick');
+    const changes = seen.changes.filter((c) => c.rowId === 'covered');
+    expect(changes).toHaveLength(1);
+    expect(changes[0]!.tick).toBeLessThanOrEqual(parseCursor(covering));
+  });
+
   it('exports its lag, tick and counts in /metrics', async () => {
     const response = await request(server.url, 'GET', '/metrics');
     expect(response.status).toBe(200);

@@ -188,6 +188,15 @@ export class ChangeFeed {
   }
 
   /**
+   * A cursor covering every transaction committed before the call (recording a tick if
+   * needed). Once this instance's currentCursor() reaches it, listeners have received every
+   * change a query started after this call can see: the way to tie a snapshot to the stream.
+   */
+  async coveringCursor(): Promise<string> {
+    return formatCursor(await this.repo.coveringTick());
+  }
+
+  /**
    * Calls `listener` with every batch delivered from now on, synchronously and in order.
    * A batch whose fromCursor is not the previous batch's cursor means changes were lost
    * (this instance fell behind by more than the retention): treat it as a reset.

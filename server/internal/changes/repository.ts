@@ -94,6 +94,16 @@ export class ChangeRepository {
     return { id: Number(row.id), createdAtMs: Number(row.created_ms), dbNowMs: Number(row.now_ms) };
   }
 
+  /** A tick covering every transaction committed before the call (the newest, or a new one). */
+  async coveringTick(): Promise<number> {
+    try {
+      const { rows } = await this.db.query<{ id: string }>('SELECT basalt.covering_tick() AS id');
+      return Number(rows[0]?.id);
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
   async tickBounds(): Promise<TickBounds> {
     try {
       const { rows } = await this.db.query<{ oldest: string | null; newest: string | null }>(
