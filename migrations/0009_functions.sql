@@ -5,6 +5,8 @@ CREATE TABLE basalt.function_invocations (
   function_name text NOT NULL,
   trigger text NOT NULL,
   event_id text,
+  -- The queue job behind an event invocation; a retry from the admin API re-queues it.
+  job_id uuid,
   status text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'dead')),
   attempt integer NOT NULL DEFAULT 1,
   cold_start boolean NOT NULL DEFAULT false,

@@ -6,6 +6,7 @@ export type InvocationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | '
 
 export interface InvocationRecord {
   id: string;
+  job_id: string | null;
   function: string;
   trigger: string;
   event_id: string | null;
@@ -22,6 +23,7 @@ export interface InvocationRecord {
 
 interface InvocationRow {
   id: string;
+  job_id: string | null;
   function_name: string;
   trigger: string;
   event_id: string | null;
@@ -39,6 +41,7 @@ interface InvocationRow {
 function toRecord(row: InvocationRow): InvocationRecord {
   return {
     id: row.id,
+    job_id: row.job_id,
     function: row.function_name,
     trigger: row.trigger,
     event_id: row.event_id,
@@ -54,7 +57,7 @@ function toRecord(row: InvocationRow): InvocationRecord {
   };
 }
 
-const COLUMNS = `id, function_name, trigger, event_id, status, attempt, cold_start, started_at, finished_at,
+const COLUMNS = `id, job_id, function_name, trigger, event_id, status, attempt, cold_start, started_at, finished_at,
   duration_ms, error, logs, created_at`;
 
 export class InvocationRepository {
@@ -65,12 +68,13 @@ export class InvocationRepository {
     trigger: string;
     eventId: string | null;
     attempt: number;
+    jobId?: string;
   }): Promise<string> {
     try {
       const { rows } = await this.db.query<{ id: string }>(
-        `INSERT INTO basalt.function_invocations (function_name, trigger, event_id, status, attempt, started_at)
-         VALUES ($1, $2, $3, 'running', $4, now()) RETURNING id`,
-        [input.functionName, input.trigger, input.eventId, input.attempt],
+        `INSERT INTO basalt.function_invocations (function_name, trigger, event_id, status, attempt, job_id, started_at)
+         VALUES ($1, $2, $3, 'running', $4, $5, now()) RETURNING id`,
+        [input.functionName, input.trigger, input.eventId, input.attempt, input.jobId ?? null],
       );
       return (rows[0] as { id: string }).id;
     } catch (error) {
@@ -89,6 +93,30 @@ export class InvocationRepository {
           WHERE id = $1`,
         [id, result.status, result.durationMs, result.error, JSON.stringify(result.logs), result.cold],
       );
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  async markDead(id: string): Promise<void> {
+    try {
+      await this.db.query(`UPDATE basalt.function_invocations SET status = 'dead' WHERE id = $1`, [id]);
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  /** A dead invocation's job, marking it as handed back for retry; null when it is not dead. */
+  async takeDeadForRetry(id: string): Promise<{ functionName: string; jobId: string } | null> {
+    try {
+      const { rows } = await this.db.query<{ function_name: string; job_id: string }>(
+        `UPDATE basalt.function_invocations SET status = 'queued'
+          WHERE id = $1 AND status = 'dead' AND job_id IS NOT NULL
+          RETURNING function_name, job_id`,
+        [id],
+      );
+      const row = rows[0];
+      return row ? { functionName: row.function_name, jobId: row.job_id } : null;
     } catch (error) {
       throw fromPostgresError(error);
     }

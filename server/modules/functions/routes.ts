@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { requireService } from '../../internal/guards.js';
-import type { FunctionsService } from './service.js';
+import type { FunctionsModule } from './module.js';
 import type { InvocationStatus } from './repository.js';
 
 const nameParams = {
@@ -22,7 +22,8 @@ const invocationsQuery = {
 /** Headers a function never sees: the caller's credentials are already verified into `auth`. */
 const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 
-export const functionRoutes: FastifyPluginAsync<{ functions: FunctionsService }> = async (app, { functions }) => {
+export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = async (app, { module }) => {
+  const functions = module.service;
   app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
     method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v1/functions/:name',
@@ -80,6 +81,21 @@ export const functionRoutes: FastifyPluginAsync<{ functions: FunctionsService }>
         before: request.query.before,
       });
       return { invocations };
+    },
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/v1/admin/invocations/:id/retry',
+    {
+      schema: {
+        tags: ['admin'],
+        summary: 'Retry a dead-lettered invocation: its event is queued again with the same event id',
+        params: { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      return { invocation: await module.retry(request.params.id) };
     },
   );
 };

@@ -188,7 +188,7 @@ export class FunctionsService {
   async run(
     fn: LoadedFunction,
     input: unknown,
-    meta: { trigger: string; eventId: string | null; attempt: number },
+    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string },
   ): Promise<{ invocationId: string; outcome: RunOutcome }> {
     if (!this.pool) throw new AppError('UNAVAILABLE', 'Functions are not loaded.');
     let limit = this.limits.get(fn.name);
@@ -249,6 +249,14 @@ export class FunctionsService {
     throw new AppError('FUNCTION_ERROR', `The function "${name}" failed.`, {
       details: { invocation_id: invocationId },
     });
+  }
+
+  markDead(invocationId: string): Promise<void> {
+    return this.invocations.markDead(invocationId);
+  }
+
+  takeDeadForRetry(invocationId: string): Promise<{ functionName: string; jobId: string } | null> {
+    return this.invocations.takeDeadForRetry(invocationId);
   }
 
   async invocationsOf(

@@ -1,0 +1,297 @@
+import pg from 'pg';
+import PgBoss from 'pg-boss';
+import type { ChangeFeed } from '../../internal/changes/feed.js';
+import type { Tx } from '../../internal/db.js';
+import type { Database } from '../../internal/db.js';
+import type { Logger } from '../../internal/log.js';
+import type { Metrics } from '../../internal/metrics.js';
+import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
+import type { LoadedFunction } from './loader.js';
+import type { FunctionsService } from './service.js';
+
+/** The change feed's durable cursor of the dispatcher. */
+const CONSUMER = 'functions';
+/** Only one instance dispatches at a time; any constant shared by all instances works. */
+const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
+const PGBOSS_SCHEMA = 'basalt_jobs';
+
+export interface JobData {
+  function: string;
+  event: FunctionEvent;
+}
+
+export function queueName(fn: LoadedFunction): string {
+  return `fn-${fn.name}`;
+}
+
+function retriesOf(fn: LoadedFunction): number {
+  const value = fn.options.retries;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 20 ? value : 3;
+}
+
+function concurrencyOf(fn: LoadedFunction): number {
+  const value = fn.options.concurrency;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 1 ? value : 10;
+}
+
+export interface DispatcherOptions {
+  databaseUrl: string;
+  runWorkers: boolean;
+  /** Seconds before the first retry; later retries back off exponentially. */
+  retryDelaySeconds?: number;
+}
+
+/**
+ * Turns committed changes into durable jobs and runs them.
+ *
+ * One leader (a session advisory lock) reads the change log from its durable cursor and,
+ * in one transaction, enqueues one pg-boss job per (change, function) — with a job id
+ * derived from both, so a re-dispatch after a crash inserts nothing twice — and moves the
+ * cursor. Workers on every instance take jobs (pg-boss hands each to exactly one), retry
+ * failures with exponential backoff and mark the last failure dead. Schedules use
+ * pg-boss's cron, which sends each tick once across instances.
+ */
+export class FunctionDispatcher {
+  private boss: PgBoss | null = null;
+  private leaderClient: pg.Client | null = null;
+  private leading = false;
+  private stopped = false;
+  private pumping: Promise<void> | null = null;
+  private pumpAgain = false;
+  private unsubscribe: (() => void) | null = null;
+  private leaderTimer: NodeJS.Timeout | null = null;
+  private readonly workerIds = new Map<string, string[]>();
+  private readonly enqueued;
+  private readonly queueDepth;
+
+  constructor(
+    private readonly functions: FunctionsService,
+    private readonly feed: ChangeFeed,
+    private readonly db: Database,
+    private readonly log: Logger,
+    metrics: Metrics,
+    private readonly options: DispatcherOptions,
+  ) {
+    this.enqueued = metrics.counter(
+      'basalt_function_events_enqueued_total',
+      'Function jobs enqueued from the change log.',
+      ['function'],
+    );
+    this.queueDepth = metrics.gauge('basalt_function_queue_depth', 'Function jobs waiting or retrying, by function.', [
+      'function',
+    ]);
+  }
+
+  private eventFunctions(): LoadedFunction[] {
+    return [...this.functions.byKind('document'), ...this.functions.byKind('object'), ...this.functions.byKind('auth')];
+  }
+
+  private jobFunctions(): LoadedFunction[] {
+    return [...this.eventFunctions(), ...this.functions.byKind('schedule')];
+  }
+
+  async start(): Promise<void> {
+    if (this.jobFunctions().length === 0) return;
+    const boss = new PgBoss({
+      connectionString: this.options.databaseUrl,
+      schema: PGBOSS_SCHEMA,
+      max: 4,
+      application_name: 'basalt-jobs',
+      supervise: true,
+      schedule: true,
+      migrate: true,
+    });
+    boss.on('error', (error) => this.log.error({ err: error }, 'job queue error'));
+    await boss.start();
+    this.boss = boss;
+    for (const fn of this.jobFunctions()) {
+      const queue = queueName(fn);
+      await boss.createQueue(queue, {
+        name: queue,
+        retryLimit: retriesOf(fn),
+        retryDelay: this.options.retryDelaySeconds ?? 1,
+        retryBackoff: true,
+        expireInSeconds: 15 * 60,
+      });
+      if (fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
+        await boss.schedule(queue, fn.options.cron, {}, { tz: 'UTC' });
+      }
+      if (this.options.runWorkers) await this.startWorkers(boss, fn);
+    }
+    const scheduled = new Set(this.functions.byKind('schedule').map(queueName));
+    for (const schedule of await boss.getSchedules()) {
+      if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
+    }
+    if (this.options.runWorkers && this.eventFunctions().length > 0) {
+      this.unsubscribe = this.feed.subscribe(() => this.pump());
+      await this.tryLead();
+    }
+  }
+
+  private async startWorkers(boss: PgBoss, fn: LoadedFunction): Promise<void> {
+    const queue = queueName(fn);
+    const ids: string[] = [];
+    // A few pollers per function; each runs one job at a time. The service's per-function
+    // semaphore still bounds concurrency across HTTP and event invocations.
+    const workers = Math.min(concurrencyOf(fn), 3);
+    for (let i = 0; i < workers; i++) {
+      const id = await boss.work<JobData>(
+        queue,
+        { batchSize: 1, pollingIntervalSeconds: 2, includeMetadata: true },
+        async ([job]) => {
+          if (!job) return;
+          await this.runJob(fn, job);
+        },
+      );
+      ids.push(id);
+    }
+    this.workerIds.set(queue, ids);
+  }
+
+  private async runJob(fn: LoadedFunction, job: PgBoss.JobWithMetadata<JobData>): Promise<void> {
+    const current = this.functions.find(fn.name) ?? fn;
+    const input = fn.kind === 'schedule' ? scheduleEvent(job) : job.data.event;
+    const attempt = job.retryCount + 1;
+    const { invocationId, outcome } = await this.functions.run(current, input, {
+      trigger: input.type,
+      eventId: input.id,
+      attempt,
+      jobId: job.id,
+    });
+    if (outcome.status === 'succeeded') return;
+    if (job.retryCount >= job.retryLimit) await this.functions.markDead(invocationId);
+    // Failing the job hands it back to pg-boss, which schedules the retry.
+    throw new Error(outcome.error);
+  }
+
+  /** Takes the dispatch lead when nobody holds it; checks again every few seconds. */
+  private async tryLead(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      if (!this.leaderClient) {
+        const client = new pg.Client({
+          connectionString: this.options.databaseUrl,
+          application_name: 'basalt-dispatch',
+        });
+        client.on('error', (error) => {
+          this.log.warn({ err: error }, 'dispatcher connection lost');
+          this.leading = false;
+          this.leaderClient = null;
+        });
+        await client.connect();
+        this.leaderClient = client;
+      }
+      if (!this.leading) {
+        const { rows } = await this.leaderClient.query<{ locked: boolean }>(
+          'SELECT pg_try_advisory_lock($1) AS locked',
+          [DISPATCH_LOCK_KEY],
+        );
+        this.leading = rows[0]?.locked === true;
+        if (this.leading) {
+          this.log.info('this instance dispatches function events');
+          this.pump();
+        }
+      }
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not check the dispatch lead');
+      await this.leaderClient?.end().catch(() => undefined);
+      this.leaderClient = null;
+      this.leading = false;
+    }
+    if (!this.stopped) {
+      this.leaderTimer = setTimeout(() => void this.tryLead(), 2_000);
+      this.leaderTimer.unref();
+    }
+  }
+
+  /** Dispatches until the cursor reaches the feed's position; coalesces concurrent wake-ups. */
+  private pump(): void {
+    if (!this.leading || this.stopped) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = (async () => {
+      do {
+        this.pumpAgain = false;
+        try {
+          while (await this.dispatchOnce()) {
+            if (this.stopped || !this.leading) break;
+          }
+        } catch (error) {
+          this.log.error({ err: error }, 'dispatching function events failed; retrying');
+          await new Promise((resolve) => setTimeout(resolve, 1_000));
+          this.pumpAgain = true;
+        }
+      } while (this.pumpAgain && !this.stopped && this.leading);
+    })().finally(() => {
+      this.pumping = null;
+    });
+  }
+
+  /** One batch: returns true when there may be more to read. */
+  private async dispatchOnce(): Promise<boolean> {
+    const boss = this.boss;
+    if (!boss) return false;
+    let cursor = await this.feed.consumerCursor(CONSUMER);
+    if (cursor === null) {
+      // First start: functions react to what commits from now on.
+      cursor = this.feed.currentCursor();
+      await this.feed.saveConsumerCursor(CONSUMER, cursor);
+    }
+    const batch = await this.feed.readSince(cursor, { limit: 500 });
+    if (batch.cursor === cursor) return false;
+    const functions = this.eventFunctions();
+    const jobs: Array<{ fn: LoadedFunction; id: string; data: JobData }> = [];
+    for (const change of batch.changes) {
+      for (const fn of functions) {
+        const event = eventFor(fn, change);
+        if (event) jobs.push({ fn, id: jobIdFor(change.id, fn.name), data: { function: fn.name, event } });
+      }
+    }
+    await this.db.transaction(async (tx: Tx) => {
+      const wrapper = { executeSql: (text: string, values: unknown[]) => tx.query(text, values) };
+      for (const job of jobs) {
+        await boss.send(queueName(job.fn), job.data as unknown as object, { id: job.id, db: wrapper });
+      }
+      await this.feed.saveConsumerCursor(CONSUMER, batch.cursor, tx);
+    });
+    for (const job of jobs) {
+      this.enqueued.inc({ function: job.fn.name });
+      for (const id of this.workerIds.get(queueName(job.fn)) ?? []) boss.notifyWorker(id);
+    }
+    return true;
+  }
+
+  /** Retries a dead-lettered job: pg-boss moves it back to the queue with its event id unchanged. */
+  async retry(functionName: string, jobId: string): Promise<boolean> {
+    const fn = this.functions.find(functionName);
+    if (!this.boss || !fn) return false;
+    await this.boss.retry(queueName(fn), jobId);
+    for (const id of this.workerIds.get(queueName(fn)) ?? []) this.boss.notifyWorker(id);
+    return true;
+  }
+
+  async refreshQueueDepth(): Promise<void> {
+    if (!this.boss) return;
+    for (const fn of this.jobFunctions()) {
+      this.queueDepth.set({ function: fn.name }, await this.boss.getQueueSize(queueName(fn)));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.leaderTimer) clearTimeout(this.leaderTimer);
+    await this.pumping?.catch(() => undefined);
+    await this.leaderClient?.end().catch(() => undefined);
+    this.leaderClient = null;
+    this.leading = false;
+    await this.boss?.stop({ graceful: true, wait: true, timeout: 5_000 }).catch(() => undefined);
+    this.boss = null;
+  }
+}
+
+function scheduleEvent(job: PgBoss.JobWithMetadata<JobData>): FunctionEvent {
+  return { id: `job_${job.id}`, type: 'schedule', at: job.createdOn.toISOString() };
+}

@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto';
+import type { Change } from '../../internal/changes/feed.js';
+import type { LoadedFunction } from './loader.js';
+
+/** The schema of collection tables (see the documents module). */
+export const COLLECTION_SCHEMA = 'basalt_data';
+
+export interface FunctionEvent {
+  id: string;
+  type: string;
+  at: string;
+  collection?: string;
+  before?: Record<string, unknown> | null;
+  after?: Record<string, unknown> | null;
+  bucket?: string;
+  object?: Record<string, unknown> | null;
+  user?: Record<string, unknown> | null;
+}
+
+type Row = Record<string, unknown>;
+
+function documentOf(collection: string, row: Row | null): Row | null {
+  if (!row) return null;
+  return {
+    id: row.id,
+    collection,
+    owner: row.owner ?? null,
+    version: row.version,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    data: row.data ?? {},
+  };
+}
+
+/** An object as the API shows it: no storage keys or checksums of the backend. */
+function objectOf(row: Row | null): Row | null {
+  if (!row) return null;
+  return {
+    bucket: row.bucket,
+    path: row.path,
+    size: row.size,
+    content_type: row.content_type,
+    etag: row.etag,
+    owner: row.owner ?? null,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+function userOf(row: Row | null): Row | null {
+  if (!row) return null;
+  return {
+    id: row.id,
+    email: row.email ?? null,
+    email_confirmed_at: row.email_confirmed_at ?? null,
+    is_anonymous: row.is_anonymous ?? false,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    user_metadata: row.user_metadata ?? {},
+    app_metadata: row.app_metadata ?? {},
+  };
+}
+
+function eventId(change: Change): string {
+  return `evt_${change.id}`;
+}
+
+/**
+ * The event a change means to `fn`, or null when `fn` does not react to it. Built from
+ * the change-log row alone, so a change made with plain SQL fires functions too.
+ */
+export function eventFor(fn: LoadedFunction, change: Change): FunctionEvent | null {
+  const base = { id: eventId(change), at: change.committedAt };
+  const on = fn.options.on;
+  if (fn.kind === 'document' && change.schema === COLLECTION_SCHEMA && fn.options.collection === change.table) {
+    const action = change.op === 'insert' ? 'create' : change.op;
+    if (on !== action && on !== 'write') return null;
+    return {
+      ...base,
+      type: `document.${action}`,
+      collection: change.table,
+      before: documentOf(change.table, change.oldRow),
+      after: documentOf(change.table, change.newRow),
+    };
+  }
+  if (fn.kind === 'object' && change.schema === 'basalt' && change.table === 'objects') {
+    const row = change.newRow ?? change.oldRow;
+    if (!row || row.bucket !== fn.options.bucket) return null;
+    // An overwrite (upsert) is an upload too: the object's bytes changed.
+    const action = change.op === 'delete' ? 'delete' : 'upload';
+    if (change.op === 'update' && change.oldRow?.etag === change.newRow?.etag) return null;
+    if (on !== action) return null;
+    return {
+      ...base,
+      type: `object.${action}`,
+      bucket: String(row.bucket),
+      object: objectOf(change.op === 'delete' ? change.oldRow : change.newRow),
+    };
+  }
+  if (fn.kind === 'auth' && change.schema === 'basalt' && change.table === 'users') {
+    const type = change.op === 'insert' ? 'user.created' : change.op === 'delete' ? 'user.deleted' : null;
+    if (!type || on !== type) return null;
+    return { ...base, type, user: userOf(change.op === 'delete' ? change.oldRow : change.newRow) };
+  }
+  return null;
+}
+
+/** The same job id whenever one change is dispatched to one function, so a re-dispatch cannot duplicate it. */
+export function jobIdFor(changeId: string, functionName: string): string {
+  const hex = createHash('sha256').update(`${changeId}\u0000${functionName}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
