@@ -17,6 +17,8 @@ import { oauthRoutes } from './modules/auth/oauth/routes.js';
 import { createDocumentsModule } from './modules/documents/index.js';
 import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
+import { realtimeRoutes } from './modules/realtime/routes.js';
+import { createRealtimeService } from './modules/realtime/service.js';
 
 export type { RuntimeConfig };
 
@@ -158,6 +160,11 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const { documents, collections } = await createDocumentsModule(platform);
   await app.register(documentRoutes, { documents });
   await app.register(collectionAdminRoutes, { collections });
+  // Realtime after the change feed and documents: it reads both. Stops before the feed.
+  const realtime = createRealtimeService(platform, documents);
+  app.addHook('onReady', () => realtime.start());
+  platform.onClose(() => realtime.stop());
+  await app.register(realtimeRoutes, { realtime });
 
   app.addHook('onClose', async () => {
     for (const task of closeTasks.reverse()) {

@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import { AppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import type { RealtimeConnection } from './connection.js';
+import { MAX_NOTIFY_BYTES, type PresenceRow, type RealtimeRepository } from './repository.js';
+
+/** A presence as clients see it: `ref` is unique per tracked join, `key` groups a user's tabs. */
+export interface PresenceEntry {
+  ref: string;
+  key: string;
+  payload: unknown;
+}
+
+/** What travels between instances through pg_notify (short keys: the payload limit is 8000 bytes). */
+type Notice =
+  | { t: 'b'; c: string; e: string; p: unknown; s: string }
+  | { t: 'p'; c: string; j: PresenceEntry[]; l: PresenceEntry[] };
+
+interface Member {
+  connection: RealtimeConnection;
+  presenceRef: string | null;
+  presencePayload: unknown;
+  /** Presence notices that arrive while the joiner's initial state is being read. */
+  pending: Notice[] | null;
+}
+
+/** Largest presence payload accepted by `join`, so that one entry always fits a notification. */
+export const MAX_PRESENCE_BYTES = 4096;
+
+function toEntry(row: PresenceRow): PresenceEntry {
+  return { ref: row.ref, key: row.key, payload: row.payload };
+}
+
+/**
+ * Channels: broadcast and presence across every instance on one database. Broadcasts
+ * are carried by pg_notify (all instances LISTEN); presence lives in a table with the
+ * owning instance's heartbeat, so a crashed instance's presences are swept by another
+ * and announced as leaves. Every frame, local ones included, goes through the
+ * notification, so all members see one order.
+ */
+export class ChannelHub {
+  readonly instanceId = randomUUID();
+  private readonly channels = new Map<string, Map<string, Member>>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly repo: RealtimeRepository,
+    private readonly log: Logger,
+    private readonly heartbeatMs: number,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.repo.beat(this.instanceId);
+    this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const gone = await this.repo.removeInstance(this.instanceId).catch((error: unknown) => {
+      this.log.warn({ err: error }, 'could not remove realtime presences on shutdown');
+      return [];
+    });
+    await this.announceLeaves(gone);
+  }
+
+  get memberCount(): number {
+    let count = 0;
+    for (const members of this.channels.values()) count += members.size;
+    return count;
+  }
+
+  async join(connection: RealtimeConnection, channel: string, presence: unknown): Promise<void> {
+    if (presence !== undefined && Buffer.byteLength(JSON.stringify(presence)) > MAX_PRESENCE_BYTES) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `A presence payload may be at most ${MAX_PRESENCE_BYTES} bytes.`);
+    }
+    let members = this.channels.get(channel);
+    if (!members) {
+      members = new Map();
+      this.channels.set(channel, members);
+    }
+    let member = members.get(connection.id);
+    const first = member === undefined;
+    if (!member) {
+      member = { connection, presenceRef: null, presencePayload: null, pending: [] };
+      members.set(connection.id, member);
+    }
+    if (presence !== undefined) {
+      const ref = member.presenceRef ?? randomUUID();
+      const entry: PresenceEntry = { ref, key: connection.presenceKey, payload: presence };
+      await this.repo.insertPresence(this.instanceId, { ...entry, channel });
+      member.presenceRef = ref;
+      member.presencePayload = presence;
+      await this.notify({ t: 'p', c: channel, j: [entry], l: [] });
+    }
+    if (first) {
+      try {
+        const state = await this.repo.channelPresence(channel);
+        connection.send({ type: 'presence', channel, joins: state.map(toEntry), leaves: [] });
+      } finally {
+        const pending = member.pending ?? [];
+        member.pending = null;
+        for (const notice of pending) this.deliver(member, notice);
+      }
+    }
+    connection.send({ type: 'joined', channel, ...(member.presenceRef ? { presence_ref: member.presenceRef } : {}) });
+  }
+
+  async leave(connection: RealtimeConnection, channel: string): Promise<void> {
+    const members = this.channels.get(channel);
+    const member = members?.get(connection.id);
+    if (members && member) {
+      members.delete(connection.id);
+      if (members.size === 0) this.channels.delete(channel);
+      if (member.presenceRef) await this.announceLeaves(await this.repo.deletePresences([member.presenceRef]));
+    }
+    connection.send({ type: 'left', channel });
+  }
+
+  async broadcast(connection: RealtimeConnection, channel: string, event: string, payload: unknown): Promise<void> {
+    if (!this.channels.get(channel)?.has(connection.id)) {
+      throw new AppError('INVALID_REQUEST', `Join channel "${channel}" before broadcasting to it.`);
+    }
+    const notice: Notice = { t: 'b', c: channel, e: event, p: payload, s: connection.id };
+    const text = JSON.stringify(notice);
+    if (Buffer.byteLength(text) > MAX_NOTIFY_BYTES) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `A broadcast may carry at most about ${MAX_NOTIFY_BYTES - 200} bytes.`, {
+        details: { limit: MAX_NOTIFY_BYTES - 200 },
+      });
+    }
+    await this.repo.notify(text);
+  }
+
+  /** A connection went away: leave every channel it was in, announcing its presences. */
+  async disconnect(connection: RealtimeConnection): Promise<void> {
+    const refs: string[] = [];
+    for (const [channel, members] of this.channels) {
+      const member = members.get(connection.id);
+      if (!member) continue;
+      members.delete(connection.id);
+      if (members.size === 0) this.channels.delete(channel);
+      if (member.presenceRef) refs.push(member.presenceRef);
+    }
+    if (refs.length > 0) await this.announceLeaves(await this.repo.deletePresences(refs));
+  }
+
+  /** A notification from any instance (this one included). */
+  handleNotification(text: string): void {
+    let notice: Notice;
+    try {
+      notice = JSON.parse(text) as Notice;
+    } catch {
+      return;
+    }
+    const members = this.channels.get(notice.c);
+    if (!members) return;
+    for (const member of members.values()) this.deliver(member, notice);
+  }
+
+  /** After the LISTEN connection was lost, re-announce our presences: others may have swept them. */
+  resync(): void {
+    void this.heartbeat();
+  }
+
+  private deliver(member: Member, notice: Notice): void {
+    if (notice.t === 'b') {
+      if (notice.s === member.connection.id) return;
+      member.connection.send({ type: 'broadcast', channel: notice.c, event: notice.e, payload: notice.p });
+      return;
+    }
+    if (member.pending) {
+      member.pending.push(notice);
+      return;
+    }
+    member.connection.send({ type: 'presence', channel: notice.c, joins: notice.j, leaves: notice.l });
+  }
+
+  private async heartbeat(): Promise<void> {
+    try {
+      const known = await this.repo.beat(this.instanceId);
+      if (!known) await this.retrack();
+      const gone = await this.repo.sweepDeadInstances(this.heartbeatMs * 3);
+      await this.announceLeaves(gone);
+    } catch (error) {
+      this.log.warn({ err: error }, 'realtime presence heartbeat failed');
+    }
+  }
+
+  /** This instance was taken for dead (a long pause); put its presences back and announce them. */
+  private async retrack(): Promise<void> {
+    for (const [channel, members] of this.channels) {
+      for (const member of members.values()) {
+        if (!member.presenceRef) continue;
+        const entry: PresenceEntry = {
+          ref: member.presenceRef,
+          key: member.connection.presenceKey,
+          payload: member.presencePayload,
+        };
+        await this.repo.insertPresence(this.instanceId, { ...entry, channel });
+        await this.notify({ t: 'p', c: channel, j: [entry], l: [] });
+      }
+    }
+  }
+
+  private async announceLeaves(rows: PresenceRow[]): Promise<void> {
+    const byChannel = new Map<string, PresenceEntry[]>();
+    for (const row of rows) {
+      const list = byChannel.get(row.channel) ?? [];
+      list.push(toEntry(row));
+      byChannel.set(row.channel, list);
+    }
+    for (const [channel, entries] of byChannel) {
+      // Several leaves share a notification as long as it stays under the pg_notify limit.
+      let chunk: PresenceEntry[] = [];
+      for (const entry of entries) {
+        const next = [...chunk, entry];
+        if (
+          chunk.length > 0 &&
+          Buffer.byteLength(JSON.stringify({ t: 'p', c: channel, j: [], l: next })) > MAX_NOTIFY_BYTES
+        ) {
+          await this.notify({ t: 'p', c: channel, j: [], l: chunk });
+          chunk = [entry];
+        } else {
+          chunk = next;
+        }
+      }
+      if (chunk.length > 0) await this.notify({ t: 'p', c: channel, j: [], l: chunk });
+    }
+  }
+
+  private async notify(notice: Notice): Promise<void> {
+    await this.repo.notify(JSON.stringify(notice));
+  }
+}

@@ -1,0 +1,201 @@
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import { isUser, PUBLIC_CALLER, type Caller } from '../../internal/caller.js';
+import { AppError, isAppError, type ErrorCode } from '../../internal/errors.js';
+
+/** Client → server messages, after validation. */
+export type ClientMessage =
+  | { type: 'auth'; access_token: string | null }
+  | {
+      type: 'subscribe';
+      id: string;
+      collection: string;
+      doc_id?: string;
+      query?: Record<string, unknown>;
+      resume_from?: string;
+    }
+  | { type: 'unsubscribe'; id: string }
+  | { type: 'ping' }
+  | { type: 'pong' }
+  | { type: 'join'; channel: string; presence?: unknown }
+  | { type: 'leave'; channel: string }
+  | { type: 'broadcast'; channel: string; event: string; payload?: unknown };
+
+/** Server → client frames. */
+export type ServerFrame = { type: string } & Record<string, unknown>;
+
+const ALLOWED_FIELDS: Record<ClientMessage['type'], readonly string[]> = {
+  auth: ['type', 'access_token'],
+  subscribe: ['type', 'id', 'collection', 'doc_id', 'query', 'resume_from'],
+  unsubscribe: ['type', 'id'],
+  ping: ['type'],
+  pong: ['type'],
+  join: ['type', 'channel', 'presence'],
+  leave: ['type', 'channel'],
+  broadcast: ['type', 'channel', 'event', 'payload'],
+};
+
+const SUBSCRIPTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const DOC_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const COLLECTION = /^[a-z][a-z0-9_]{0,62}$/;
+
+function invalid(message: string, id?: string): AppError {
+  return new AppError('INVALID_REQUEST', message, id !== undefined ? { details: { id } } : {});
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function channelName(value: unknown): string {
+  if (typeof value !== 'string' || value.length < 1 || value.length > 255 || /[\p{Cc}]/u.test(value)) {
+    throw invalid('"channel" must be a string of 1 to 255 printable characters.');
+  }
+  return value;
+}
+
+/**
+ * Parses one text frame. Unknown types and unknown fields are rejected: a control
+ * protocol that silently ignores fields hides client bugs (and typos like `docId`).
+ */
+export function parseClientMessage(text: string): ClientMessage {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw invalid('The message is not valid JSON.');
+  }
+  if (!isObject(raw)) throw invalid('A message must be a JSON object with a "type".');
+  const type = raw.type;
+  if (typeof type !== 'string' || !Object.prototype.hasOwnProperty.call(ALLOWED_FIELDS, type)) {
+    throw invalid(`Unknown message type ${JSON.stringify(type ?? null)}.`);
+  }
+  const known = ALLOWED_FIELDS[type as ClientMessage['type']];
+  const id = typeof raw.id === 'string' ? raw.id : undefined;
+  const extra = Object.keys(raw).filter((key) => !known.includes(key));
+  if (extra.length > 0) throw invalid(`Unknown field(s) in "${type}": ${extra.join(', ')}.`, id);
+
+  switch (type) {
+    case 'auth': {
+      const token = raw.access_token;
+      if (token !== null && (typeof token !== 'string' || token.length === 0 || token.length > 8192)) {
+        throw invalid('"access_token" must be a token string, or null to sign out.');
+      }
+      return { type, access_token: token };
+    }
+    case 'subscribe': {
+      if (typeof raw.id !== 'string' || !SUBSCRIPTION_ID.test(raw.id)) {
+        throw invalid('"id" must be 1 to 128 characters of [A-Za-z0-9_.:-].');
+      }
+      if (typeof raw.collection !== 'string' || !COLLECTION.test(raw.collection)) {
+        throw invalid('"collection" is not a valid collection name.', raw.id);
+      }
+      const message: ClientMessage = { type, id: raw.id, collection: raw.collection };
+      if (raw.doc_id !== undefined) {
+        if (typeof raw.doc_id !== 'string' || !DOC_ID.test(raw.doc_id)) {
+          throw invalid('"doc_id" is not a valid document id.', raw.id);
+        }
+        message.doc_id = raw.doc_id;
+      }
+      if (raw.query !== undefined) {
+        if (!isObject(raw.query)) throw invalid('"query" must be an object.', raw.id);
+        if (message.doc_id !== undefined) throw invalid('Give either "doc_id" or "query", not both.', raw.id);
+        message.query = raw.query;
+      }
+      if (raw.resume_from !== undefined) {
+        if (typeof raw.resume_from !== 'string' || raw.resume_from.length === 0 || raw.resume_from.length > 256) {
+          throw invalid('"resume_from" must be a cursor string.', raw.id);
+        }
+        message.resume_from = raw.resume_from;
+      }
+      return message;
+    }
+    case 'unsubscribe':
+      if (typeof raw.id !== 'string' || !SUBSCRIPTION_ID.test(raw.id)) throw invalid('"id" must be a subscription id.');
+      return { type, id: raw.id };
+    case 'ping':
+    case 'pong':
+      return { type };
+    case 'join':
+      return raw.presence === undefined
+        ? { type, channel: channelName(raw.channel) }
+        : { type, channel: channelName(raw.channel), presence: raw.presence };
+    case 'leave':
+      return { type, channel: channelName(raw.channel) };
+    default: {
+      const channel = channelName(raw.channel);
+      if (typeof raw.event !== 'string' || raw.event.length < 1 || raw.event.length > 255) {
+        throw invalid('"event" must be a string of 1 to 255 characters.');
+      }
+      return { type: 'broadcast', channel, event: raw.event, payload: raw.payload ?? null };
+    }
+  }
+}
+
+export interface ConnectionLimits {
+  sendBufferBytes: number;
+}
+
+/** Close codes the server uses besides the standard ones. */
+export const CLOSE_SLOW_CONSUMER = 4008;
+export const CLOSE_GOING_AWAY = 1001;
+
+/**
+ * One websocket client: who it is, what it holds, and a send path that protects the
+ * server from a client that does not read (its buffer is capped; past the cap the
+ * socket is closed and the client resumes from its cursor on reconnect).
+ */
+export class RealtimeConnection {
+  readonly id = randomUUID();
+  caller: Caller = PUBLIC_CALLER;
+  /** The token `caller` came from, re-verified periodically; null for the public caller. */
+  token: string | null = null;
+  /** Set by any frame or pong from the client; cleared at each heartbeat. */
+  alive = true;
+  closed = false;
+  /** Serialises message handling, so an `auth` is applied before the `subscribe` sent after it. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly socket: WebSocket,
+    private readonly limits: ConnectionLimits,
+    private readonly onSlowConsumer: (connection: RealtimeConnection) => void,
+  ) {}
+
+  /** The presence key: the user's id, so one user on several tabs shows as one key. */
+  get presenceKey(): string {
+    return isUser(this.caller) ? this.caller.uid : this.id;
+  }
+
+  send(frame: ServerFrame): void {
+    if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(JSON.stringify(frame));
+    if (this.socket.bufferedAmount > this.limits.sendBufferBytes) this.onSlowConsumer(this);
+  }
+
+  sendError(error: unknown, extra: Record<string, unknown> = {}): void {
+    const appError = isAppError(error) ? error : new AppError('INTERNAL');
+    this.send({ type: 'error', ...extra, code: appError.code, message: appError.message });
+  }
+
+  sendErrorCode(code: ErrorCode, message: string, extra: Record<string, unknown> = {}): void {
+    this.sendError(new AppError(code, message), extra);
+  }
+
+  /** Runs message handlers one after another; a failing handler never blocks the next. */
+  enqueue(work: () => Promise<void>): void {
+    this.queue = this.queue.then(work).catch(() => undefined);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.socket.close(code, reason);
+    } catch {
+      this.socket.terminate();
+    }
+    // A client that does not read will not complete the closing handshake either.
+    setTimeout(() => this.socket.terminate(), 2_000).unref();
+  }
+}

@@ -1,0 +1,220 @@
+import pg from 'pg';
+import type { Database } from '../../internal/db.js';
+import { fromPostgresError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+
+/** The pg_notify channel every instance of one Basalt database listens on for channel traffic. */
+export const REALTIME_NOTIFY_CHANNEL = 'basalt_realtime';
+/** pg_notify refuses payloads of 8000 bytes or more; keep a margin for the envelope. */
+export const MAX_NOTIFY_BYTES = 7900;
+
+export interface PresenceRow {
+  ref: string;
+  channel: string;
+  key: string;
+  payload: unknown;
+}
+
+/** SQL of realtime channels: presence rows, instance heartbeats and notifications. */
+export class RealtimeRepository {
+  constructor(private readonly db: Database) {}
+
+  async notify(message: string): Promise<void> {
+    try {
+      await this.db.query('SELECT pg_notify($1, $2)', [REALTIME_NOTIFY_CHANNEL, message]);
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  /**
+   * A tick that covers every transaction committed before this call: a new one when
+   * anything committed since the last tick, else the last tick itself.
+   */
+  async markTick(): Promise<number> {
+    try {
+      const result = await this.db.query<{ id: string }>(
+        'SELECT coalesce(basalt.tick_if_changed(false), (SELECT max(id) FROM basalt.change_ticks)) AS id',
+      );
+      return Number(result.rows[0]?.id ?? 0);
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  /** Registers (or revives) this instance; returns false when it had been swept as dead. */
+  async beat(instanceId: string): Promise<boolean> {
+    try {
+      const updated = await this.db.query('UPDATE basalt.realtime_instances SET heartbeat_at = now() WHERE id = $1', [
+        instanceId,
+      ]);
+      if (updated.rowCount === 1) return true;
+      await this.db.query(
+        'INSERT INTO basalt.realtime_instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()',
+        [instanceId],
+      );
+      return false;
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  async insertPresence(instanceId: string, row: PresenceRow): Promise<void> {
+    try {
+      await this.db.query(
+        `INSERT INTO basalt.realtime_presence (ref, instance_id, channel, key, payload) VALUES ($1, $2, $3, $4, $5::jsonb)
+         ON CONFLICT (ref) DO UPDATE SET payload = EXCLUDED.payload`,
+        [row.ref, instanceId, row.channel, row.key, JSON.stringify(row.payload)],
+      );
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  /** Deletes presences by ref and returns the ones that existed (so each leave is announced once). */
+  async deletePresences(refs: string[]): Promise<PresenceRow[]> {
+    if (refs.length === 0) return [];
+    try {
+      const result = await this.db.query<PresenceRow>(
+        'DELETE FROM basalt.realtime_presence WHERE ref = ANY($1::uuid[]) RETURNING ref, channel, key, payload',
+        [refs],
+      );
+      return result.rows;
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  async channelPresence(channel: string): Promise<PresenceRow[]> {
+    try {
+      const result = await this.db.query<PresenceRow>(
+        'SELECT ref, channel, key, payload FROM basalt.realtime_presence WHERE channel = $1 ORDER BY joined_at, ref',
+        [channel],
+      );
+      return result.rows;
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  /**
+   * Removes instances whose heartbeat is older than `staleMs` (and this instance's own
+   * leftovers never, since it just beat), returning their presences so the leaves can
+   * be announced. Row locks make two sweepers return each row once.
+   */
+  async sweepDeadInstances(staleMs: number): Promise<PresenceRow[]> {
+    try {
+      return await this.db.transaction(async (tx) => {
+        const dead = await tx.query<{ id: string }>(
+          `SELECT id FROM basalt.realtime_instances
+           WHERE heartbeat_at < now() - make_interval(secs => $1::double precision / 1000)
+           FOR UPDATE SKIP LOCKED`,
+          [staleMs],
+        );
+        if (dead.rows.length === 0) return [];
+        const ids = dead.rows.map((row) => row.id);
+        const gone = await tx.query<PresenceRow>(
+          'DELETE FROM basalt.realtime_presence WHERE instance_id = ANY($1::uuid[]) RETURNING ref, channel, key, payload',
+          [ids],
+        );
+        await tx.query('DELETE FROM basalt.realtime_instances WHERE id = ANY($1::uuid[])', [ids]);
+        return gone.rows;
+      });
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+
+  async removeInstance(instanceId: string): Promise<PresenceRow[]> {
+    try {
+      return await this.db.transaction(async (tx) => {
+        const gone = await tx.query<PresenceRow>(
+          'DELETE FROM basalt.realtime_presence WHERE instance_id = $1 RETURNING ref, channel, key, payload',
+          [instanceId],
+        );
+        await tx.query('DELETE FROM basalt.realtime_instances WHERE id = $1', [instanceId]);
+        return gone.rows;
+      });
+    } catch (error) {
+      throw fromPostgresError(error);
+    }
+  }
+}
+
+/**
+ * A dedicated connection that LISTENs for channel traffic (a pooled client cannot hold
+ * a LISTEN). Reconnects with backoff when the connection drops; `onReconnect` lets the
+ * owner re-announce state that may have been missed meanwhile.
+ */
+export class NotificationListener {
+  private client: pg.Client | null = null;
+  private closed = false;
+  private retryDelay = 250;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+    private readonly onMessage: (payload: string) => void,
+    private readonly onReconnect: () => void,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, application_name: 'basalt-realtime-listen' });
+    client.on('notification', (message) => {
+      if (message.channel === REALTIME_NOTIFY_CHANNEL && message.payload !== undefined) this.onMessage(message.payload);
+    });
+    client.on('error', (error) => {
+      this.log.warn({ err: error }, 'realtime listen connection failed');
+      this.scheduleReconnect(client);
+    });
+    client.on('end', () => this.scheduleReconnect(client));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      return;
+    }
+    this.client = client;
+    this.retryDelay = 250;
+  }
+
+  private scheduleReconnect(failed: pg.Client): void {
+    if (this.client !== failed) return;
+    this.client = null;
+    failed.end().catch(() => undefined);
+    this.retry();
+  }
+
+  private retry(): void {
+    if (this.closed || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.closed) return;
+      this.connect()
+        .then(() => this.onReconnect())
+        .catch((error: unknown) => {
+          this.log.warn({ err: error }, 'realtime listen reconnect failed');
+          this.retryDelay = Math.min(this.retryDelay * 2, 5_000);
+          this.retry();
+        });
+    }, this.retryDelay);
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const client = this.client;
+    this.client = null;
+    await client?.end().catch(() => undefined);
+  }
+}

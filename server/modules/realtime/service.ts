@@ -1,0 +1,288 @@
+import type { WebSocket } from 'ws';
+import type { RealtimeConfig } from '../../config.js';
+import { isUser, PUBLIC_CALLER, type Caller, type TokenVerifier } from '../../internal/caller.js';
+import { AppError, isAppError } from '../../internal/errors.js';
+import { resolveCaller } from '../../internal/http/request-context.js';
+import type { Logger } from '../../internal/log.js';
+import type { Metrics } from '../../internal/metrics.js';
+import { ChannelHub } from './channels.js';
+import {
+  CLOSE_GOING_AWAY,
+  CLOSE_SLOW_CONSUMER,
+  parseClientMessage,
+  RealtimeConnection,
+  type ClientMessage,
+} from './connection.js';
+import { NotificationListener, RealtimeRepository } from './repository.js';
+import { SubscriptionManager, type ChangeFeedLike, type LiveDocuments } from './subscriptions.js';
+import type { Database } from '../../internal/db.js';
+import type { Platform } from '../../internal/platform.js';
+import type { DocumentService } from '../documents/service.js';
+import { createLiveDocuments } from './live.js';
+
+export interface RealtimeDeps {
+  config: RealtimeConfig;
+  databaseUrl: string;
+  serviceKey: string;
+  db: Database;
+  log: Logger;
+  metrics: Metrics;
+  tokenVerifier: () => TokenVerifier | null;
+  /** Live queries need the change feed and the documents module; without them only channels work. */
+  live: (() => { feed: ChangeFeedLike; documents: LiveDocuments } | null) | null;
+}
+
+/**
+ * The realtime endpoint's logic: the websocket protocol, per-connection auth (with
+ * periodic re-verification so expiry and revocation stop delivery), heartbeats, live
+ * queries and channels. Fastify-free; routes.ts hands it each accepted socket.
+ */
+export class RealtimeService {
+  private readonly connections = new Set<RealtimeConnection>();
+  private readonly channels: ChannelHub;
+  private readonly listener: NotificationListener;
+  private subscriptions: SubscriptionManager | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private authTimer: NodeJS.Timeout | null = null;
+  private readonly connectionGauge;
+  private readonly subscriptionGauge;
+  private readonly slowConsumers;
+
+  constructor(private readonly deps: RealtimeDeps) {
+    const repo = new RealtimeRepository(deps.db);
+    this.channels = new ChannelHub(repo, deps.log, deps.config.presenceHeartbeatMs);
+    this.listener = new NotificationListener(
+      deps.databaseUrl,
+      deps.log,
+      (payload) => this.channels.handleNotification(payload),
+      () => this.channels.resync(),
+    );
+    this.connectionGauge = deps.metrics.gauge('basalt_realtime_connections', 'Open realtime websockets.');
+    this.subscriptionGauge = deps.metrics.gauge('basalt_realtime_subscriptions', 'Live queries held by clients.');
+    this.slowConsumers = deps.metrics.counter(
+      'basalt_realtime_slow_consumers_total',
+      'Websockets closed because they did not read fast enough.',
+    );
+  }
+
+  async start(): Promise<void> {
+    await this.channels.start();
+    await this.listener.start();
+    const { heartbeatMs, authCheckMs } = this.deps.config;
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), heartbeatMs);
+    this.heartbeatTimer.unref();
+    this.authTimer = setInterval(() => void this.checkTokens(), authCheckMs);
+    this.authTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.authTimer) clearInterval(this.authTimer);
+    for (const connection of this.connections) connection.close(CLOSE_GOING_AWAY, 'server shutting down');
+    this.subscriptions?.stop();
+    await this.channels.stop();
+    await this.listener.stop();
+  }
+
+  /** The live-query manager, built on first use (the change feed may start after realtime). */
+  private live(): SubscriptionManager {
+    if (this.subscriptions) return this.subscriptions;
+    const live = this.deps.live?.();
+    if (!live) throw new AppError('UNAVAILABLE', 'Live queries are not available on this server.');
+    this.subscriptions = new SubscriptionManager(
+      live.feed,
+      live.documents,
+      this.deps.log,
+      this.deps.config.maxSubscriptions,
+    );
+    return this.subscriptions;
+  }
+
+  /** Takes over an accepted websocket. Handlers are attached synchronously so no frame is missed. */
+  accept(socket: WebSocket, initialToken: string | null): void {
+    const connection = new RealtimeConnection(socket, { sendBufferBytes: this.deps.config.sendBufferBytes }, (slow) => {
+      this.slowConsumers.inc();
+      this.deps.log.info({ connection: slow.id }, 'closing slow realtime consumer');
+      slow.close(CLOSE_SLOW_CONSUMER, 'slow consumer');
+    });
+    this.connections.add(connection);
+    this.connectionGauge.set(this.connections.size);
+
+    socket.on('message', (data, isBinary) => {
+      connection.alive = true;
+      if (isBinary) {
+        connection.sendErrorCode('INVALID_REQUEST', 'Messages must be JSON text frames.');
+        return;
+      }
+      const text = Array.isArray(data)
+        ? Buffer.concat(data).toString('utf8')
+        : Buffer.from(data as ArrayBuffer).toString('utf8');
+      let message: ClientMessage;
+      try {
+        message = parseClientMessage(text);
+      } catch (error) {
+        const id = isAppError(error) && typeof error.details?.id === 'string' ? { id: error.details.id } : {};
+        connection.sendError(error, id);
+        return;
+      }
+      if (message.type === 'ping') {
+        connection.send({ type: 'pong' });
+        return;
+      }
+      if (message.type === 'pong') return;
+      connection.enqueue(() => this.handle(connection, message));
+    });
+    socket.on('pong', () => {
+      connection.alive = true;
+    });
+    socket.on('close', () => void this.closed(connection));
+    socket.on('error', (error) => {
+      this.deps.log.debug({ err: error }, 'realtime socket error');
+    });
+
+    if (initialToken !== null) connection.enqueue(() => this.authenticate(connection, initialToken));
+  }
+
+  private async closed(connection: RealtimeConnection): Promise<void> {
+    connection.closed = true;
+    if (!this.connections.delete(connection)) return;
+    this.connectionGauge.set(this.connections.size);
+    this.subscriptions?.dropAll(connection);
+    this.subscriptionGauge.set(this.subscriptions?.count ?? 0);
+    await this.channels.disconnect(connection).catch((error: unknown) => {
+      this.deps.log.warn({ err: error }, 'could not remove presences of a closed connection');
+    });
+  }
+
+  private async handle(connection: RealtimeConnection, message: ClientMessage): Promise<void> {
+    if (connection.closed) return;
+    const context: Record<string, unknown> =
+      'id' in message ? { id: message.id } : 'channel' in message ? { channel: message.channel } : {};
+    try {
+      switch (message.type) {
+        case 'auth':
+          await this.authenticate(connection, message.access_token);
+          break;
+        case 'subscribe':
+          await this.live().subscribe(connection, message);
+          break;
+        case 'unsubscribe':
+          this.subscriptions?.unsubscribe(connection, message.id);
+          break;
+        case 'join':
+          await this.channels.join(connection, message.channel, message.presence);
+          break;
+        case 'leave':
+          await this.channels.leave(connection, message.channel);
+          break;
+        case 'broadcast':
+          await this.channels.broadcast(connection, message.channel, message.event, message.payload);
+          break;
+        default:
+          break;
+      }
+    } catch (error) {
+      if (!isAppError(error) || error.status >= 500) this.deps.log.error({ err: error }, 'realtime message failed');
+      connection.sendError(error, context);
+    } finally {
+      this.subscriptionGauge.set(this.subscriptions?.count ?? 0);
+    }
+  }
+
+  /** Applies a token (or null to sign out). A bad token leaves the connection as it was and says why. */
+  private async authenticate(connection: RealtimeConnection, token: string | null): Promise<void> {
+    let caller: Caller;
+    try {
+      caller =
+        token === null
+          ? PUBLIC_CALLER
+          : await resolveCaller(token, { serviceKey: this.deps.serviceKey, tokenVerifier: this.deps.tokenVerifier });
+    } catch (error) {
+      connection.sendError(isAppError(error) ? error : new AppError('UNAUTHENTICATED'));
+      return;
+    }
+    const before = connection.caller;
+    connection.caller = caller;
+    connection.token = token;
+    connection.send({ type: 'authenticated', role: caller.role, ...(isUser(caller) ? { uid: caller.uid } : {}) });
+    if (!sameIdentity(before, caller)) this.subscriptions?.callerChanged(connection);
+  }
+
+  /** Drops clients that answered no ping since the last beat: at most two intervals of silence. */
+  private heartbeat(): void {
+    for (const connection of this.connections) {
+      if (!connection.alive) {
+        connection.closed = true;
+        connection.socket.terminate();
+        continue;
+      }
+      connection.alive = false;
+      try {
+        connection.socket.ping();
+      } catch {
+        connection.socket.terminate();
+      }
+    }
+  }
+
+  /** Re-verifies every user token: expired or revoked sessions stop receiving, with an error. */
+  private async checkTokens(): Promise<void> {
+    const verifier = this.deps.tokenVerifier();
+    const now = Date.now() / 1000;
+    await Promise.all(
+      [...this.connections].map(async (connection) => {
+        const caller = connection.caller;
+        const token = connection.token;
+        if (!isUser(caller) || token === null || connection.closed) return;
+        let reason: string | null = null;
+        if (caller.expiresAt <= now) reason = 'The access token expired; send a fresh one with an "auth" message.';
+        else if (verifier) {
+          try {
+            await verifier.verify(token);
+          } catch {
+            reason = 'The session was revoked or the token is no longer valid.';
+          }
+        }
+        // Another auth message may have replaced the token while verifying.
+        if (reason === null || connection.token !== token) return;
+        this.revoke(connection, reason);
+      }),
+    );
+  }
+
+  private revoke(connection: RealtimeConnection, reason: string): void {
+    connection.caller = PUBLIC_CALLER;
+    connection.token = null;
+    const dropped = this.subscriptions?.dropAll(connection) ?? [];
+    this.subscriptionGauge.set(this.subscriptions?.count ?? 0);
+    connection.sendErrorCode('UNAUTHENTICATED', reason);
+    for (const subscription of dropped) connection.sendErrorCode('UNAUTHENTICATED', reason, { id: subscription.id });
+  }
+}
+
+function sameIdentity(a: Caller, b: Caller): boolean {
+  if (a.role !== b.role) return false;
+  if (isUser(a) && isUser(b)) return a.uid === b.uid && JSON.stringify(a.claims) === JSON.stringify(b.claims);
+  return true;
+}
+
+/** Builds the realtime service from the platform; live queries need the change feed and the documents service. */
+export function createRealtimeService(platform: Platform, documents: DocumentService | null): RealtimeService {
+  const repo = new RealtimeRepository(platform.db);
+  let live: { feed: ChangeFeedLike; documents: LiveDocuments } | null = null;
+  return new RealtimeService({
+    config: platform.config.realtime,
+    databaseUrl: platform.config.databaseUrl,
+    serviceKey: platform.config.serviceKey,
+    db: platform.db,
+    log: platform.log,
+    metrics: platform.metrics,
+    tokenVerifier: () => platform.tokenVerifier,
+    live: () => {
+      if (!live && platform.changes && documents) {
+        live = { feed: platform.changes, documents: createLiveDocuments(documents, repo) };
+      }
+      return live;
+    },
+  });
+}
