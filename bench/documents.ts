@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { round, runLoad, type LoadRequest, type LoadResult } from './load.js';
 import { type Settings, type TargetName } from './settings.js';
 import { call, settle, startTarget, type RunningTarget } from './targets.js';
@@ -5,6 +6,10 @@ import { call, settle, startTarget, type RunningTarget } from './targets.js';
 export interface TargetFigures extends Partial<LoadResult> {
   /** CPU used by the server's process during the measured run, in % of one core. */
   cpu_pct?: number;
+  /** The machine's 1-minute load average as the run started (2 cores: above ~2, others were busy too). */
+  load_1m?: number;
+  /** With BENCH_ROUNDS > 1: each round's rps (the figures shown are the median round's). */
+  rps_rounds?: Array<number | null>;
   error?: string;
 }
 
@@ -179,11 +184,16 @@ export async function measure(
 ): Promise<TargetFigures> {
   const options = { url: target.url, connections: settings.connections, headers, requests: [request] };
   if (settings.warmupSeconds > 0) await runLoad({ ...options, durationSeconds: settings.warmupSeconds });
+  const load = os.loadavg()[0] ?? 0;
   const cpuBefore = target.server.cpuSeconds();
   const started = process.hrtime.bigint();
   const result = await runLoad({ ...options, durationSeconds: settings.durationSeconds });
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  return { ...result, cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0) };
+  return {
+    ...result,
+    cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0),
+    load_1m: round(load, 1),
+  };
 }
 
 export function log(message: string): void {
@@ -200,40 +210,86 @@ export interface DocumentFigures {
   queryLatency: BenchFigures;
 }
 
-/** Runs get, query and create against each target in turn, one target's process alive at a time. */
+/** The round whose throughput is the median, with every round's throughput beside it. */
+function median(rounds: TargetFigures[]): TargetFigures {
+  const ok = rounds.filter((figures) => figures.rps !== undefined);
+  if (ok.length === 0) return rounds[0] ?? { error: 'no run' };
+  const sorted = [...ok].sort((a, b) => (a.rps ?? 0) - (b.rps ?? 0));
+  const middle = sorted[Math.floor((sorted.length - 1) / 2)] as TargetFigures;
+  return rounds.length > 1 ? { ...middle, rps_rounds: rounds.map((figures) => figures.rps ?? null) } : middle;
+}
+
+async function settleAll(targets: RunningTarget[]): Promise<void> {
+  for (const target of targets) await settle(target.server, 15);
+}
+
+/**
+ * Starts every target (each in its own process, on its own database), seeds them, then runs
+ * each benchmark against the targets back to back, rotating their order every round. On a
+ * shared machine whose load drifts, figures taken seconds apart compare more fairly than
+ * figures taken minutes apart. Before each run every target is left to go idle, so only the
+ * measured one works. Creates come last, so get and query run at exactly the seeded size.
+ */
 export async function runDocuments(settings: Settings): Promise<DocumentFigures> {
   const figures = Object.fromEntries(BENCHES.map((bench) => [bench, {}])) as Record<DocumentBench, BenchFigures>;
   const queryLatency: BenchFigures = {};
-  for (const name of settings.targets) {
-    let target: RunningTarget | null = null;
-    try {
-      log(`${name}: starting`);
-      target = await startTarget(name, settings);
-      const table = await createCollection(target);
-      log(`${name}: seeding ${settings.documents} documents`);
-      await seed(target, table, settings);
-      await probe(target, settings);
-      await settle(target.server);
-      // Creates last, so get and query run at exactly the seeded size.
-      for (const bench of BENCHES) {
-        log(`${name}: ${bench} for ${settings.durationSeconds} s`);
-        figures[bench][name] = await measure(target, requestFor(bench, name, settings), settings);
-        await settle(target.server, 10);
-        if (bench === 'documents.query') {
-          log(`${name}: ${bench} over 1 connection for ${settings.durationSeconds} s`);
-          const single = { ...settings, connections: 1 };
-          queryLatency[name] = await measure(target, requestFor(bench, name, settings), single);
-          await settle(target.server, 10);
+  const fail = (name: TargetName, error: unknown): void => {
+    const message = (error as Error).message.split('\n')[0] ?? 'failed';
+    log(`${name}: ${(error as Error).message}`);
+    for (const bench of BENCHES) figures[bench][name] ??= { error: message };
+    queryLatency[name] ??= { error: message };
+  };
+  const targets: RunningTarget[] = [];
+  try {
+    for (const name of settings.targets) {
+      let target: RunningTarget | null = null;
+      try {
+        log(`${name}: starting`);
+        target = await startTarget(name, settings);
+        const table = await createCollection(target);
+        log(`${name}: seeding ${settings.documents} documents`);
+        await seed(target, table, settings);
+        await probe(target, settings);
+        targets.push(target);
+      } catch (error) {
+        await target?.close();
+        fail(name, error);
+      }
+    }
+    const runs: Array<{ bench: DocumentBench; connections: number; into: (name: TargetName) => TargetFigures[] }> = [];
+    const collected = new Map<string, TargetFigures[]>();
+    const slot = (key: string): TargetFigures[] => {
+      if (!collected.has(key)) collected.set(key, []);
+      return collected.get(key) as TargetFigures[];
+    };
+    for (const bench of BENCHES) {
+      runs.push({ bench, connections: settings.connections, into: (name) => slot(`${bench}|${name}`) });
+      if (bench === 'documents.query') runs.push({ bench, connections: 1, into: (name) => slot(`latency|${name}`) });
+    }
+    for (const run of runs) {
+      for (let round = 0; round < settings.rounds; round++) {
+        const order = targets.map((_, i) => targets[(i + round) % targets.length] as RunningTarget);
+        for (const target of order) {
+          await settleAll(targets);
+          log(
+            `${target.name}: ${run.bench}${run.connections === 1 ? ' over 1 connection' : ''} for ` +
+              `${settings.durationSeconds} s (round ${round + 1}/${settings.rounds})`,
+          );
+          try {
+            const request = requestFor(run.bench, target.name, settings);
+            run.into(target.name).push(await measure(target, request, { ...settings, connections: run.connections }));
+          } catch (error) {
+            run.into(target.name).push({ error: (error as Error).message.split('\n')[0] ?? 'failed' });
+          }
         }
       }
-    } catch (error) {
-      const message = (error as Error).message.split('\n')[0] ?? 'failed';
-      log(`${name}: ${(error as Error).message}`);
-      for (const bench of BENCHES) figures[bench][name] ??= { error: message };
-      queryLatency[name] ??= { error: message };
-    } finally {
-      await target?.close();
     }
+    for (const target of targets) {
+      for (const bench of BENCHES) figures[bench][target.name] = median(slot(`${bench}|${target.name}`));
+      queryLatency[target.name] = median(slot(`latency|${target.name}`));
+    }
+  } finally {
+    for (const target of targets) await target.close();
   }
   return { throughput: figures, queryLatency };
 }

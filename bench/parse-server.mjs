@@ -30,6 +30,8 @@ const server = await ParseServer.startApp({
   logLevel: 'error',
   silent: true,
   verbose: false,
+  // No log files in the working tree.
+  logsFolder: null,
   allowClientClassCreation: false,
   verifyServerUrl: false,
 });

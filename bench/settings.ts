@@ -20,6 +20,8 @@ export interface Settings {
   /** Distinct values of `group`: each query matches documents / groups rows and returns 20. */
   groups: number;
   targets: TargetName[];
+  /** Runs of each benchmark per target; the median-throughput run is reported. */
+  rounds: number;
   /** Keep the bench databases after the run (to look at them); dropped by default. */
   keepDatabases: boolean;
   /** Iterations of the in-process token-verification micro-benchmark. */
@@ -52,6 +54,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     documents: whole(env, 'BENCH_DOCUMENTS', 100_000, 100),
     groups: whole(env, 'BENCH_GROUPS', 1_000, 1),
     targets: targets as TargetName[],
+    rounds: whole(env, 'BENCH_ROUNDS', 1, 1),
     keepDatabases: env.BENCH_KEEP_DATABASES === '1',
     verifyIterations: whole(env, 'BENCH_VERIFY_ITERATIONS', 20_000, 100),
   };
