@@ -1,3 +1,4 @@
+import { AuthClient, defaultStorage } from './auth.js';
 import { BasaltError } from './errors.js';
 
 /** Key-value storage for the session: localStorage in browsers, anything with the same three calls elsewhere. */
@@ -12,26 +13,44 @@ export interface ClientOptions {
   persistSession?: boolean;
   fetch?: typeof globalThis.fetch;
   WebSocket?: typeof globalThis.WebSocket;
+  /** Key of the stored session; default `basalt.auth.<host>`. */
+  storageKey?: string;
+  /** Refresh the access token before it expires; default true. */
+  autoRefreshToken?: boolean;
+  /** In a browser, sign in from `#access_token=...` after an OAuth or email redirect; default true. */
+  detectSessionInUrl?: boolean;
 }
 
 /** The low-level HTTP layer every SDK module shares: base URL, JSON bodies, catalogue errors. */
 export class HttpTransport {
   readonly baseUrl: string;
   private readonly fetchImpl: typeof globalThis.fetch;
-  private accessToken: () => string | null = () => null;
+  private accessToken: () => string | null | Promise<string | null> = () => null;
 
   constructor(baseUrl: string, fetchImpl: typeof globalThis.fetch) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.fetchImpl = fetchImpl;
   }
 
-  /** The auth module installs the current access token's source here. */
-  useAccessToken(source: () => string | null): void {
+  /** The auth module installs the current access token's source here; it may refresh the token first. */
+  useAccessToken(source: () => string | null | Promise<string | null>): void {
     this.accessToken = source;
   }
 
-  async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const token = this.accessToken();
+  /** The token the next request would carry (e.g. for a websocket's auth message). */
+  async getAccessToken(): Promise<string | null> {
+    return this.accessToken();
+  }
+
+  /** `options.anonymous` sends no token: sign-in calls must not carry a stale one. */
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    options: { anonymous?: boolean } = {},
+  ): Promise<T> {
+    const token = options.anonymous ? null : await this.accessToken();
     const init: RequestInit = {
       method,
       headers: {
@@ -65,10 +84,17 @@ export class HttpTransport {
 export interface BasaltClient {
   readonly url: string;
   readonly http: HttpTransport;
+  readonly auth: AuthClient;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
   const http = new HttpTransport(url, fetchImpl);
-  return { url: http.baseUrl, http };
+  const auth = new AuthClient(http, {
+    storage: options.persistSession === false ? null : (options.storage ?? defaultStorage()),
+    storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,
+    autoRefreshToken: options.autoRefreshToken ?? true,
+    detectSessionInUrl: options.detectSessionInUrl ?? true,
+  });
+  return { url: http.baseUrl, http, auth };
 }
