@@ -175,17 +175,20 @@ describe('the change feed', () => {
 
   it('delivers every change of many concurrent writers exactly once', async () => {
     const cursor = feed.currentCursor();
-    const writers = 8;
-    const rowsEach = 40;
+    // Larger runs: CHANGES_STRESS_WRITERS=32 CHANGES_STRESS_ROWS=500 (rows a multiple of 10).
+    const writers = Number(process.env.CHANGES_STRESS_WRITERS ?? 8);
+    const rowsEach = Number(process.env.CHANGES_STRESS_ROWS ?? 40);
     await Promise.all(
       Array.from({ length: writers }, async (_, w) => {
         const client = await sqlClient(database.url);
         try {
           for (let i = 0; i < rowsEach; i++) {
             if (i % 10 === 0) {
-              // Some transactions write several rows and commit together.
+              // Some transactions write several rows and stay open across ticks before committing.
               await client.query('BEGIN');
-              await client.query(`INSERT INTO items (id) VALUES ($1), ($2)`, [`s-${w}-${i}`, `s-${w}-${i + 1}`]);
+              await client.query(`INSERT INTO items (id) VALUES ($1)`, [`s-${w}-${i}`]);
+              await sleep(Math.random() * 30);
+              await client.query(`INSERT INTO items (id) VALUES ($1)`, [`s-${w}-${i + 1}`]);
               await client.query('COMMIT');
               i++;
             } else {
@@ -199,7 +202,7 @@ describe('the change feed', () => {
     );
     const expected = writers * rowsEach;
     const stress = () => seen.changes.filter((c) => c.rowId.startsWith('s-'));
-    await waitFor(() => stress().length >= expected, 20_000, 'all stress changes');
+    await waitFor(() => stress().length >= expected, Math.max(20_000, writers * rowsEach * 10), 'all stress changes');
     await sleep(300);
     expect(stress()).toHaveLength(expected);
     expect(new Set(stress().map((c) => c.rowId)).size).toBe(expected);
@@ -217,7 +220,7 @@ describe('the change feed', () => {
     // Ticks in delivery never go backwards.
     const ticks = seen.changes.map((c) => c.tick);
     expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
-  });
+  }, 300_000);
 
   it('gives a covering cursor that includes every transaction committed before the call', async () => {
     const before = feed.currentCursor();
@@ -234,6 +237,18 @@ describe('the change feed', () => {
     const changes = seen.changes.filter((c) => c.rowId === 'covered');
     expect(changes).toHaveLength(1);
     expect(changes[0]!.tick).toBeLessThanOrEqual(parseCursor(covering));
+  });
+
+  it('records no ticks while nothing changes, except the heartbeat', async () => {
+    const newest = async () => {
+      const { rows } = await server.app.platform.db.query<{ id: string }>(
+        'SELECT max(id) AS id FROM basalt.change_ticks',
+      );
+      return Number(rows[0]?.id);
+    };
+    const before = await newest();
+    await sleep(1_500);
+    expect((await newest()) - before).toBeLessThanOrEqual(1);
   });
 
   it('exports its lag, tick and counts in /metrics', async () => {
