@@ -69,6 +69,7 @@ export class DedicatedConnection {
       application_name: this.options.applicationName,
       connectionTimeoutMillis: 10_000,
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
       // A half-open socket must not hang the reader or the ticker forever.
       query_timeout: 30_000,
     });

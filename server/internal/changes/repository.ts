@@ -227,6 +227,12 @@ export const tickerSql = {
     const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [TICKER_LOCK_KEY]);
     return rows[0]?.ok === true;
   },
+  async shortKeepalives(client: pg.Client): Promise<void> {
+    await client.query(
+      `SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
+              set_config('tcp_keepalives_count', '3', false)`,
+    );
+  },
   async resign(client: pg.Client): Promise<void> {
     await client.query('SELECT pg_advisory_unlock($1)', [TICKER_LOCK_KEY]);
   },

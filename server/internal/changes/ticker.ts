@@ -103,6 +103,11 @@ export class Ticker {
   }
 
   private async onConnect(client: pg.Client): Promise<void> {
+    // If this instance vanishes without closing its socket (network partition), Postgres
+    // must notice within seconds, not the OS default of hours, to release the lead.
+    await tickerSql.shortKeepalives(client).catch((error: unknown) => {
+      this.deps.log.debug({ err: error }, 'could not shorten TCP keepalives of the ticker session');
+    });
     await this.tryLead(client);
   }
 
