@@ -139,6 +139,9 @@ describe('the change feed', () => {
     }
     await expectAppError(feed.readSince(feed.currentCursor(), { limit: 0 }), 'INVALID_REQUEST');
     await expectAppError(feed.readSince(feed.currentCursor(), { limit: 1.5 }), 'INVALID_REQUEST');
+    const badTables = [{ schema: 'public' }] as unknown as Array<{ schema: string; table: string }>;
+    await expectAppError(feed.readSince(feed.currentCursor(), { tables: badTables }), 'INVALID_REQUEST');
+    await expectAppError(feed.readSince(42 as unknown as string), 'INVALID_REQUEST');
     // A well-formed cursor this log never issued (e.g. from a restored database).
     await expectAppError(feed.readSince('v1.zzzzzz'), 'CURSOR_EXPIRED');
   });

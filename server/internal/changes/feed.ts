@@ -224,6 +224,20 @@ export class ChangeFeed {
     if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
       throw new AppError('INVALID_REQUEST', 'limit must be a positive integer.', { details: { field: 'limit' } });
     }
+    const tables: unknown = options.tables;
+    if (
+      tables !== undefined &&
+      (!Array.isArray(tables) ||
+        !tables.every(
+          (entry: unknown) =>
+            typeof (entry as TableFilter | null)?.schema === 'string' &&
+            typeof (entry as TableFilter | null)?.table === 'string',
+        ))
+    ) {
+      throw new AppError('INVALID_REQUEST', 'tables must be a list of {schema, table}.', {
+        details: { field: 'tables' },
+      });
+    }
     if (this.position === null) await this.initialise();
     const upto = this.position ?? 0;
     const bounds = await this.repo.tickBounds();
