@@ -1,4 +1,5 @@
 import { AuthClient, defaultStorage } from './auth.js';
+import { DbClient } from './db.js';
 import { BasaltError } from './errors.js';
 
 /** Key-value storage for the session: localStorage in browsers, anything with the same three calls elsewhere. */
@@ -85,6 +86,8 @@ export interface BasaltClient {
   readonly url: string;
   readonly http: HttpTransport;
   readonly auth: AuthClient;
+  /** Documents: collections, queries, batches. */
+  readonly db: DbClient;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
@@ -96,5 +99,5 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     autoRefreshToken: options.autoRefreshToken ?? true,
     detectSessionInUrl: options.detectSessionInUrl ?? true,
   });
-  return { url: http.baseUrl, http, auth };
+  return { url: http.baseUrl, http, auth, db: new DbClient(http) };
 }

@@ -12,3 +12,43 @@ export type {
   User,
   VerifyType,
 } from './auth.js';
+export {
+  CollectionRef,
+  DbClient,
+  DocumentRef,
+  Query,
+  WriteBatch,
+  and,
+  arrayRemove,
+  arrayUnion,
+  deleteField,
+  increment,
+  or,
+  serverTimestamp,
+  where,
+} from './db.js';
+export type {
+  Condition,
+  Doc,
+  DocumentData,
+  FieldTransform,
+  Filter,
+  OrderDirection,
+  QueryBody,
+  QueryResult,
+  UpdateData,
+  WhereOp,
+  WriteData,
+  WriteOptions,
+} from './db.js';
+export { RealtimeChannel, RealtimeClient } from './realtime.js';
+export type {
+  DocChangeType,
+  LiveDoc,
+  LiveQuery,
+  PresenceEntry,
+  PresenceState,
+  QuerySnapshot,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './realtime.js';

@@ -1,0 +1,317 @@
+/**
+ * `basalt.db`: documents, queries, counts and batches over /v1/db. Every call returns a
+ * promise that rejects with a BasaltError carrying the server's catalogue code.
+ */
+import type { HttpTransport } from './client.js';
+import { BasaltError } from './errors.js';
+import { liveQueryOf, realtimeFor, type DocChangeType } from './realtime.js';
+
+export type WhereOp =
+  '==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not-in' | 'array-contains' | 'array-contains-any' | 'exists';
+
+export type OrderDirection = 'asc' | 'desc';
+
+export type DocumentData = Record<string, unknown>;
+
+/** A stored document, as every call returns it. */
+export interface Doc<T = DocumentData> {
+  id: string;
+  collection: string;
+  owner: string | null;
+  version: number;
+  created_at: string;
+  updated_at: string;
+  data: T;
+}
+
+/** `[path, op, value]`; path is a dotted path into data, or id, owner, created_at, updated_at. */
+export type Condition = [path: string, op: WhereOp, value: unknown];
+export interface OrFilter {
+  or: Filter[];
+}
+export interface AndFilter {
+  and: Filter[];
+}
+export type Filter = Condition | OrFilter | AndFilter;
+
+/** A condition, for use inside or(...) and and(...). */
+export function where(path: string, op: WhereOp, value: unknown): Condition {
+  return [path, op, value];
+}
+
+/** Matches documents that match any of the filters. */
+export function or(...filters: Filter[]): OrFilter {
+  return { or: filters };
+}
+
+/** Matches documents that match all of the filters (useful inside or(...)). */
+export function and(...filters: Filter[]): AndFilter {
+  return { and: filters };
+}
+
+// -- field transforms ----------------------------------------------------------
+
+/** A field transform: computed by the server from the stored value, atomically. */
+export type FieldTransform =
+  | { readonly $increment: number }
+  | { readonly $server_timestamp: true }
+  | { readonly $array_union: readonly unknown[] }
+  | { readonly $array_remove: readonly unknown[] }
+  | { readonly $delete: true };
+
+/** Adds `n` (may be negative or fractional) to a number field; a missing or non-number field counts as 0. */
+export function increment(n: number): FieldTransform {
+  return { $increment: n };
+}
+/** The server's time at the write (UTC ISO string with microseconds). */
+export function serverTimestamp(): FieldTransform {
+  return { $server_timestamp: true };
+}
+/** Appends the values not already present (deep equality). */
+export function arrayUnion(...values: unknown[]): FieldTransform {
+  return { $array_union: values };
+}
+/** Removes every element equal (deep equality) to one of the values. */
+export function arrayRemove(...values: unknown[]): FieldTransform {
+  return { $array_remove: values };
+}
+/** Removes the field. */
+export function deleteField(): FieldTransform {
+  return { $delete: true };
+}
+
+/** Data for add/set: each field may be its value or a transform (applied to nothing). */
+export type WriteData<T> = { [K in keyof T]: T[K] | FieldTransform };
+/** Data for update: a deep partial where any field may be a transform. */
+export type UpdateData<T> = {
+  [K in keyof T]?: T[K] | FieldTransform | (T[K] extends Record<string, unknown> ? UpdateData<T[K]> : never);
+};
+
+export interface WriteOptions {
+  /** Fail with VERSION_CONFLICT unless the stored version is this one. */
+  ifVersion?: number;
+}
+
+// -- queries ---------------------------------------------------------------------
+
+/** The wire form of a query, as POST /v1/db/:collection/query takes it. */
+export interface QueryBody {
+  where?: Filter[];
+  order_by?: Array<[string, OrderDirection]>;
+  limit?: number;
+  after?: string | null;
+}
+
+export interface QueryResult<T> {
+  docs: Doc<T>[];
+  nextCursor: string | null;
+}
+
+function segment(value: string): string {
+  return encodeURIComponent(value);
+}
+
+function versionHeaders(options: WriteOptions | undefined): Record<string, string> {
+  return options?.ifVersion === undefined ? {} : { 'if-match': String(options.ifVersion) };
+}
+
+/** An immutable query: each method returns a new one. */
+export class Query<T = DocumentData> {
+  constructor(
+    protected readonly http: HttpTransport,
+    readonly collection: string,
+    protected readonly body: QueryBody = {},
+  ) {}
+
+  protected with(change: Partial<QueryBody>): Query<T> {
+    return new Query<T>(this.http, this.collection, { ...this.body, ...change });
+  }
+
+  /** Adds a condition (ANDed with the others), or a filter built with or(...) / and(...). */
+  where(path: string, op: WhereOp, value: unknown): Query<T>;
+  where(filter: Filter): Query<T>;
+  where(pathOrFilter: string | Filter, op?: WhereOp, value?: unknown): Query<T> {
+    const filter: Filter = typeof pathOrFilter === 'string' ? [pathOrFilter, op as WhereOp, value] : pathOrFilter;
+    return this.with({ where: [...(this.body.where ?? []), filter] });
+  }
+
+  orderBy(path: string, direction: OrderDirection = 'asc'): Query<T> {
+    return this.with({ order_by: [...(this.body.order_by ?? []), [path, direction]] });
+  }
+
+  /** At most n documents per page (1-1000; the server's default is 100). */
+  limit(n: number): Query<T> {
+    return this.with({ limit: n });
+  }
+
+  /** Continues after a page: pass the `nextCursor` of the previous get(). */
+  startAfter(cursor: string | null): Query<T> {
+    return this.with({ after: cursor });
+  }
+
+  /** The query as sent on the wire (realtime subscriptions take the same form). */
+  toJSON(): QueryBody {
+    return { ...this.body };
+  }
+
+  /**
+   * Live results over the client's one websocket: called with the first snapshot, then
+   * after every change, so `docs` always equals the query's result. Returns the stop function.
+   */
+  onSnapshot(
+    callback: (snapshot: { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }) => void,
+    onError?: (error: BasaltError) => void,
+  ): () => void {
+    return realtimeFor(this.http).subscribe(
+      { collection: this.collection, query: liveQueryOf(this.body) },
+      (snapshot) => callback(snapshot as unknown as { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }),
+      onError,
+    );
+  }
+
+  async get(): Promise<QueryResult<T>> {
+    const result = await this.http.request<{ docs: Doc<T>[]; next_cursor: string | null }>(
+      'POST',
+      `/v1/db/${segment(this.collection)}/query`,
+      this.body,
+    );
+    return { docs: result.docs, nextCursor: result.next_cursor };
+  }
+
+  /** How many documents match (that the caller may read); limit and cursor are ignored. */
+  async count(): Promise<number> {
+    const body = this.body.where ? { where: this.body.where } : {};
+    const result = await this.http.request<{ count: number }>('POST', `/v1/db/${segment(this.collection)}/count`, body);
+    return result.count;
+  }
+}
+
+export class DocumentRef<T = DocumentData> {
+  constructor(
+    private readonly http: HttpTransport,
+    readonly collection: string,
+    readonly id: string,
+  ) {}
+
+  private get path(): string {
+    return `/v1/db/${segment(this.collection)}/${segment(this.id)}`;
+  }
+
+  /** The document, or null when it does not exist or the caller may not read it. */
+  async get(): Promise<Doc<T> | null> {
+    try {
+      return await this.http.request<Doc<T>>('GET', this.path);
+    } catch (error) {
+      if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
+      throw error;
+    }
+  }
+
+  /** Live document: called with it (or null when absent or unreadable), then after every change. */
+  onSnapshot(callback: (doc: Doc<T> | null) => void, onError?: (error: BasaltError) => void): () => void {
+    return realtimeFor(this.http).subscribe(
+      { collection: this.collection, docId: this.id },
+      (snapshot) => callback((snapshot.docs[0] as unknown as Doc<T> | undefined) ?? null),
+      onError,
+    );
+  }
+
+  /** Replaces the data, or creates the document. */
+  set(data: WriteData<T>, options?: WriteOptions): Promise<Doc<T>> {
+    return this.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
+  }
+
+  /** Deep-merges into the data; fields may be transforms (increment(1), deleteField(), ...). */
+  update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T>> {
+    return this.http.request<Doc<T>>('PATCH', this.path, { data: patch }, versionHeaders(options));
+  }
+
+  async delete(options?: WriteOptions): Promise<void> {
+    await this.http.request<void>('DELETE', this.path, undefined, versionHeaders(options));
+  }
+}
+
+export class CollectionRef<T = DocumentData> extends Query<T> {
+  constructor(http: HttpTransport, collection: string) {
+    super(http, collection);
+  }
+
+  /** Creates a document; its id is generated unless given. */
+  add(data: WriteData<T>, options: { id?: string } = {}): Promise<Doc<T>> {
+    return this.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, {
+      ...(options.id !== undefined ? { id: options.id } : {}),
+      data,
+    });
+  }
+
+  doc(id: string): DocumentRef<T> {
+    return new DocumentRef<T>(this.http, this.collection, id);
+  }
+}
+
+interface BatchOpBody {
+  op: 'create' | 'set' | 'update' | 'delete';
+  collection: string;
+  id?: string;
+  data?: unknown;
+  if_version?: number;
+}
+
+/** Up to 500 writes committed together: all or nothing. */
+export class WriteBatch {
+  private readonly ops: BatchOpBody[] = [];
+
+  constructor(private readonly http: HttpTransport) {}
+
+  create<T = DocumentData>(collection: string, data: WriteData<T>, options: { id?: string } = {}): this {
+    this.ops.push({ op: 'create', collection, data, ...(options.id !== undefined ? { id: options.id } : {}) });
+    return this;
+  }
+
+  set<T = DocumentData>(collection: string, id: string, data: WriteData<T>, options?: WriteOptions): this {
+    this.ops.push({ op: 'set', collection, id, data, ...ifVersion(options) });
+    return this;
+  }
+
+  update<T = DocumentData>(collection: string, id: string, patch: UpdateData<T>, options?: WriteOptions): this {
+    this.ops.push({ op: 'update', collection, id, data: patch, ...ifVersion(options) });
+    return this;
+  }
+
+  delete(collection: string, id: string, options?: WriteOptions): this {
+    this.ops.push({ op: 'delete', collection, id, ...ifVersion(options) });
+    return this;
+  }
+
+  get size(): number {
+    return this.ops.length;
+  }
+
+  /**
+   * Sends the batch. Resolves with one result per op, in order: the written document,
+   * or null for a delete. On failure nothing is written and the BasaltError's
+   * `details.index` names the op that failed.
+   */
+  async commit(): Promise<Array<Doc | null>> {
+    const result = await this.http.request<{ results: Array<Doc | null> }>('POST', '/v1/db/batch', {
+      ops: this.ops,
+    });
+    return result.results;
+  }
+}
+
+function ifVersion(options: WriteOptions | undefined): { if_version?: number } {
+  return options?.ifVersion === undefined ? {} : { if_version: options.ifVersion };
+}
+
+export class DbClient {
+  constructor(private readonly http: HttpTransport) {}
+
+  collection<T = DocumentData>(name: string): CollectionRef<T> {
+    return new CollectionRef<T>(this.http, name);
+  }
+
+  batch(): WriteBatch {
+    return new WriteBatch(this.http);
+  }
+}
