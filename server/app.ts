@@ -69,6 +69,11 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.bodyLimit,
+    // The client IP feeds per-IP rate limits; behind a proxy it must come from X-Forwarded-For.
+    trustProxy:
+      typeof config.trustProxy === 'number'
+        ? ((hops: number) => (_address: string, hop: number) => hop < hops)(config.trustProxy)
+        : config.trustProxy,
     genReqId: (request) => requestIdFrom(request.headers['x-request-id']),
     return503OnClosing: true,
     forceCloseConnections: 'idle',

@@ -17,8 +17,12 @@ export interface Config {
   smtpUrl: string | null;
   auth: AuthConfig;
   functionsDir: string;
+  /** Reload functions when a file of the folder changes (development). */
+  functionsWatch: boolean;
   roles: { api: boolean; worker: boolean };
   corsOrigins: '*' | string[];
+  /** Which proxies' X-Forwarded-For to believe for the client IP (rate limits); `false` = the peer address. */
+  trustProxy: boolean | number | string;
   /** Largest accepted JSON request body, in bytes. */
   bodyLimit: number;
   /** Largest `data` of one document, in bytes. */
@@ -195,6 +199,19 @@ function roles(env: Env): Config['roles'] {
     throw new ConfigError('BASALT_ROLES', `expected a comma-separated list of api and worker, got "${raw}"`);
   }
   return { api: names.includes('api'), worker: names.includes('worker') };
+}
+
+function trustProxy(env: Env): Config['trustProxy'] {
+  const raw = value(env, 'BASALT_TRUST_PROXY');
+  if (raw === undefined) return false;
+  const lowered = raw.toLowerCase();
+  if (['false', '0', 'no', 'off'].includes(lowered)) return false;
+  if (['true', 'yes', 'on'].includes(lowered)) return true;
+  if (/^\d{1,2}$/.test(raw)) return Number(raw);
+  if (!/^[0-9a-fA-F:.,/\s]+$/.test(raw)) {
+    throw new ConfigError('BASALT_TRUST_PROXY', 'expected true, false, a hop count, or comma-separated addresses/CIDRs');
+  }
+  return raw;
 }
 
 function corsOrigins(env: Env): Config['corsOrigins'] {
@@ -403,8 +420,10 @@ export function loadConfig(env: Env = process.env): Config {
       oauthProviders: oauthProviders(env),
     },
     functionsDir: path.resolve(value(env, 'BASALT_FUNCTIONS_DIR') ?? './functions'),
+    functionsWatch: boolean(env, 'BASALT_FUNCTIONS_WATCH', value(env, 'NODE_ENV') !== 'production'),
     roles: roles(env),
     corsOrigins: corsOrigins(env),
+    trustProxy: trustProxy(env),
     bodyLimit: integer(env, 'BASALT_BODY_LIMIT', 2 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxDocumentBytes: integer(env, 'BASALT_MAX_DOCUMENT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: logLevel(env),

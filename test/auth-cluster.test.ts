@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 import {
@@ -48,6 +49,17 @@ async function signUp(server: TestApp, email = uniqueEmail()): Promise<AuthBody>
   });
   expect(created.status).toBe(201);
   return signIn(server.url, email);
+}
+
+async function rateLimitKeys(): Promise<string[]> {
+  const client = new pg.Client({ connectionString: database.url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ key: string }>('SELECT key FROM basalt.rate_limits');
+    return rows.map((row) => row.key);
+  } finally {
+    await client.end();
+  }
 }
 
 async function status(server: TestApp, token: string): Promise<number> {
@@ -180,5 +192,26 @@ describe('rate limits shared by the instances', () => {
     const limited = await refresh(a);
     expect(limited.status).toBe(429);
     expect(limited.headers['retry-after']).toBeTruthy();
+  });
+
+  it('takes the client IP from X-Forwarded-For only when told to trust the proxy', async () => {
+    const proxied = await startTestApp(database, { ...env, BASALT_TRUST_PROXY: 'true' });
+    try {
+      const signup = (server: TestApp, ip: string) =>
+        request(server.url, 'POST', '/v1/auth/signup', {
+          body: { email: uniqueEmail(), password: STRONG_PASSWORD },
+          headers: { 'x-forwarded-for': ip },
+        });
+      for (let i = 0; i < 3; i++) expect((await signup(proxied, '203.0.113.7')).status).toBe(201);
+      expect((await signup(proxied, '203.0.113.7')).status).toBe(429);
+      expect((await signup(proxied, '203.0.113.8')).status).toBe(201);
+      // Without trust the header is ignored: the peer address is the client.
+      await signup(a, '203.0.113.9');
+      const keys = await rateLimitKeys();
+      expect(keys).toContain('signup:ip:203.0.113.7');
+      expect(keys).not.toContain('signup:ip:203.0.113.9');
+    } finally {
+      await proxied.close();
+    }
   });
 });

@@ -69,6 +69,32 @@ describe('email confirmation', () => {
     await signIn(server.url, email);
   });
 
+  it('resends the confirmation after the mail interval, and voids the older link', async () => {
+    const quick = await startTestApp(database, {
+      SMTP_URL: mail.url,
+      BASALT_AUTH_CONFIRM_EMAIL: 'true',
+      BASALT_AUTH_EMAIL_INTERVAL: '1',
+    });
+    try {
+      const email = uniqueEmail('resend');
+      await request(quick.url, 'POST', '/v1/auth/signup', { body: { email, password: STRONG_PASSWORD } });
+      const first = tokenFromMail(await mail.waitFor(to(email)));
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const resent = await request(quick.url, 'POST', '/v1/auth/resend', { body: { email } });
+      expect(resent.status).toBe(202);
+      const second = tokenFromMail(await mail.waitFor((m) => to(email)(m) && !m.text.includes(first)));
+      expect((await verify({ type: 'signup', token: first })).status).toBe(400);
+      expect((await verify({ type: 'signup', token: second })).status).toBe(200);
+      // Confirmed: nothing more is sent, and the answer is the same.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await request(quick.url, 'POST', '/v1/auth/resend', { body: { email } })).status).toBe(202);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(mail.mails.filter(to(email))).toHaveLength(2);
+    } finally {
+      await quick.close();
+    }
+  });
+
   it('answers a sign-up with a taken address like a fresh one', async () => {
     const email = await confirmedUser();
     const again = await request(server.url, 'POST', '/v1/auth/signup', { body: { email, password: STRONG_PASSWORD } });

@@ -155,6 +155,21 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
     },
   );
 
+  app.post<{ Body: { email: string; redirect_to?: string } }>(
+    '/v1/auth/resend',
+    {
+      schema: {
+        tags,
+        summary: 'Mail a new confirmation link to an unconfirmed address (202 in every case)',
+        body: body({ email, redirect_to: redirectTo }, ['email']),
+      },
+    },
+    async (request, reply) => {
+      await service.resendConfirmation(request.body, client(request));
+      return reply.code(202).send({});
+    },
+  );
+
   app.post<{ Body: { type: VerifyType; token: string; password?: string } }>(
     '/v1/auth/verify',
     {

@@ -633,9 +633,14 @@ export class AuthService {
     await this.mailIfKnown(input, 'magiclink', context);
   }
 
+  /** Mails a new confirmation link to an address that signed up and has not confirmed yet. */
+  async resendConfirmation(input: { email: string; redirect_to?: string }, context: ClientContext): Promise<void> {
+    await this.mailIfKnown(input, 'signup', context);
+  }
+
   private async mailIfKnown(
     input: { email: string; redirect_to?: string },
-    type: 'recovery' | 'magiclink',
+    type: 'recovery' | 'magiclink' | 'signup',
     context: ClientContext,
   ): Promise<void> {
     await this.deps.limiter.consume(`email:ip:${this.clientIp(context)}`, this.config.rateLimits.emailPerIp);
@@ -644,6 +649,7 @@ export class AuthService {
     await this.repo.transaction(async (tx) => {
       const user = await this.repo.userByEmail(tx, email);
       if (!user || isBanned(user) || user.email === null) return;
+      if (type === 'signup' && user.email_confirmed_at !== null) return;
       await this.mailToken(tx, user, type, user.email, redirectTo);
     });
   }
