@@ -1,6 +1,7 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
 import { BasaltError } from './errors.js';
+import { RealtimeClient, registerRealtime, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 
 /** Key-value storage for the session: localStorage in browsers, anything with the same three calls elsewhere. */
 export interface SessionStorage {
@@ -88,6 +89,10 @@ export interface BasaltClient {
   readonly auth: AuthClient;
   /** Documents: collections, queries, batches. */
   readonly db: DbClient;
+  /** The shared realtime websocket (live queries and channels). */
+  readonly realtime: RealtimeClient;
+  /** A realtime channel: broadcast and presence. */
+  channel(name: string): RealtimeChannel;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
@@ -99,5 +104,13 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     autoRefreshToken: options.autoRefreshToken ?? true,
     detectSessionInUrl: options.detectSessionInUrl ?? true,
   });
-  return { url: http.baseUrl, http, auth, db: new DbClient(http) };
+  const realtime = new RealtimeClient({
+    baseUrl: http.baseUrl,
+    WebSocket: options.WebSocket as unknown as WebSocketConstructor | undefined,
+    accessToken: () => http.getAccessToken(),
+  });
+  // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out.
+  auth.onAuthStateChange(() => void realtime.setAuth());
+  registerRealtime(http, realtime);
+  return { url: http.baseUrl, http, auth, db: new DbClient(http), realtime, channel: (name) => realtime.channel(name) };
 }

@@ -1,14 +1,14 @@
 import { isAppError } from '../../internal/errors.js';
 import type { DocumentService } from '../documents/service.js';
 import { DATA_SCHEMA } from '../documents/sql.js';
-import type { RealtimeRepository } from './repository.js';
+import { parseCursor, type ChangeFeed } from '../../internal/changes/feed.js';
 import type { LiveDocuments } from './subscriptions.js';
 
 /**
  * Live queries read through the documents service, so snapshots apply the same read
  * rule in SQL as HTTP queries do, and events use the same compiled rule in process.
  */
-export function createLiveDocuments(documents: DocumentService, repo: RealtimeRepository): LiveDocuments {
+export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed): LiveDocuments {
   return {
     async tableOf(collection) {
       const meta = await documents.collections.get(collection);
@@ -29,6 +29,7 @@ export function createLiveDocuments(documents: DocumentService, repo: RealtimeRe
       const meta = await documents.collections.get(collection);
       return (doc) => documents.allows(meta, 'read', caller, { doc });
     },
-    markTick: () => repo.markTick(),
+    // Taken after the snapshot query: the tick then covers everything the query saw.
+    markTick: async () => parseCursor(await feed.coveringCursor()),
   };
 }

@@ -27,21 +27,6 @@ export class RealtimeRepository {
     }
   }
 
-  /**
-   * A tick that covers every transaction committed before this call: a new one when
-   * anything committed since the last tick, else the last tick itself.
-   */
-  async markTick(): Promise<number> {
-    try {
-      const result = await this.db.query<{ id: string }>(
-        'SELECT coalesce(basalt.tick_if_changed(false), (SELECT max(id) FROM basalt.change_ticks)) AS id',
-      );
-      return Number(result.rows[0]?.id ?? 0);
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
-  }
-
   /** Registers (or revives) this instance; returns false when it had been swept as dead. */
   async beat(instanceId: string): Promise<boolean> {
     try {

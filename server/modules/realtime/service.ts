@@ -268,7 +268,6 @@ function sameIdentity(a: Caller, b: Caller): boolean {
 
 /** Builds the realtime service from the platform; live queries need the change feed and the documents service. */
 export function createRealtimeService(platform: Platform, documents: DocumentService | null): RealtimeService {
-  const repo = new RealtimeRepository(platform.db);
   let live: { feed: ChangeFeedLike; documents: LiveDocuments } | null = null;
   return new RealtimeService({
     config: platform.config.realtime,
@@ -280,7 +279,7 @@ export function createRealtimeService(platform: Platform, documents: DocumentSer
     tokenVerifier: () => platform.tokenVerifier,
     live: () => {
       if (!live && platform.changes && documents) {
-        live = { feed: platform.changes, documents: createLiveDocuments(documents, repo) };
+        live = { feed: platform.changes, documents: createLiveDocuments(documents, platform.changes) };
       }
       return live;
     },

@@ -1,0 +1,208 @@
+import net from 'node:net';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { createClient, type BasaltClient, type LiveDoc, type QuerySnapshot } from '../src/index.js';
+
+let database: TestDatabase;
+let one: TestApp;
+let two: TestApp;
+const clients: BasaltClient[] = [];
+
+function client(url: string): BasaltClient {
+  const basalt = createClient(url, {
+    persistSession: false,
+    WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+  });
+  clients.push(basalt);
+  return basalt;
+}
+
+async function admin(method: string, path: string, body?: unknown): Promise<void> {
+  const response = await request(one.url, method, path, { token: one.serviceKey, body });
+  if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${response.text}`);
+}
+
+async function until(check: () => boolean, timeoutMs = 8_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A TCP proxy in front of a server that can cut every connection and refuse new ones for a while. */
+class Proxy {
+  private server: net.Server | null = null;
+  private readonly sockets = new Set<net.Socket>();
+  port = 0;
+
+  constructor(private readonly target: number) {}
+
+  async listen(port = 0): Promise<void> {
+    const server = net.createServer((socket) => {
+      const upstream = net.connect(this.target, '127.0.0.1');
+      this.sockets.add(socket).add(upstream);
+      socket.pipe(upstream).pipe(socket);
+      const close = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      socket.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    this.port = (server.address() as net.AddressInfo).port;
+    this.server = server;
+  }
+
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  }
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  one = await startTestApp(database);
+  two = await startTestApp(database);
+  await admin('POST', '/v1/admin/collections', { name: 'notes', rules: { read: 'true' } });
+  await admin('POST', '/v1/admin/collections', {
+    name: 'todos',
+    rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
+  });
+});
+
+afterAll(async () => {
+  for (const basalt of clients) {
+    basalt.realtime.disconnect();
+    basalt.auth.stopAutoRefresh();
+  }
+  await one?.close();
+  await two?.close();
+  await database?.drop();
+});
+
+describe('live queries in the SDK', () => {
+  it('calls back with the snapshot and then each change, with the docs in query order', async () => {
+    await admin('PUT', '/v1/db/notes/n2', { data: { list: 'a', rank: 2 } });
+    await admin('PUT', '/v1/db/notes/n1', { data: { list: 'a', rank: 1 } });
+    const basalt = client(two.url);
+    const snapshots: QuerySnapshot[] = [];
+    const errors: unknown[] = [];
+    const off = basalt.realtime.subscribe(
+      { collection: 'notes', query: { where: [['list', '==', 'a']], order_by: [['rank', 'desc']] } },
+      (snapshot) => snapshots.push(snapshot as QuerySnapshot),
+      (error) => errors.push(error),
+    );
+    await until(() => snapshots.length === 1);
+    expect(snapshots[0]?.docs.map((doc) => doc.id)).toEqual(['n2', 'n1']);
+    expect(snapshots[0]?.changes.map((change) => change.type)).toEqual(['added', 'added']);
+    await admin('PUT', '/v1/db/notes/n3', { data: { list: 'a', rank: 3 } });
+    await until(() => snapshots.length === 2);
+    expect(snapshots[1]?.docs.map((doc) => doc.id)).toEqual(['n3', 'n2', 'n1']);
+    expect(snapshots[1]?.changes).toEqual([{ type: 'added', doc: expect.objectContaining({ id: 'n3' }) }]);
+    await admin('DELETE', '/v1/db/notes/n2');
+    await until(() => snapshots.length === 3);
+    expect(snapshots[2]?.changes).toEqual([{ type: 'removed', doc: expect.objectContaining({ id: 'n2' }) }]);
+    off();
+    expect(errors).toEqual([]);
+  });
+
+  it('reconnects with backoff and resumes: every missed change arrives once, in order', async () => {
+    const proxy = new Proxy(Number(new URL(one.url).port));
+    await proxy.listen();
+    const basalt = client(`http://127.0.0.1:${proxy.port}`);
+    const seen: Array<{ type: string; id: string; n: unknown }> = [];
+    let docs: LiveDoc[] = [];
+    let snapshots = 0;
+    basalt.realtime.subscribe(
+      { collection: 'notes', query: { where: [['list', '==', 'r']], limit: 500 } },
+      (snapshot) => {
+        snapshots++;
+        docs = snapshot.docs as LiveDoc[];
+        for (const change of snapshot.changes) {
+          seen.push({ type: change.type, id: change.doc.id, n: (change.doc.data as { n?: unknown }).n });
+        }
+      },
+    );
+    await until(() => snapshots === 1);
+    await proxy.cut();
+    for (let i = 0; i < 60; i++) await admin('PUT', `/v1/db/notes/r${i}`, { data: { list: 'r', n: 0 } });
+    for (let i = 0; i < 40; i++) await admin('PATCH', `/v1/db/notes/r${i}`, { data: { n: 1 } });
+    await proxy.listen(proxy.port);
+    await until(() => seen.length >= 100, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(seen).toEqual([
+      ...Array.from({ length: 60 }, (_, i) => ({ type: 'added', id: `r${i}`, n: 0 })),
+      ...Array.from({ length: 40 }, (_, i) => ({ type: 'modified', id: `r${i}`, n: 1 })),
+    ]);
+    expect(docs).toHaveLength(60);
+    await proxy.cut();
+  }, 30_000);
+
+  it('follows one document by id', async () => {
+    const basalt = client(one.url);
+    const values: Array<LiveDoc | null> = [];
+    basalt.realtime.subscribe({ collection: 'notes', docId: 'single' }, (snapshot) => {
+      values.push((snapshot.docs[0] as LiveDoc | undefined) ?? null);
+    });
+    await until(() => values.length === 1);
+    expect(values[0]).toBeNull();
+    await admin('PUT', '/v1/db/notes/single', { data: { v: 1 } });
+    await until(() => values.length === 2);
+    expect(values[1]?.data).toEqual({ v: 1 });
+  });
+
+  it('re-authenticates the socket when the session changes', async () => {
+    const basalt = client(one.url);
+    const ids: string[][] = [];
+    const errors: unknown[] = [];
+    await basalt.auth.signUp({ email: `rt-${Date.now()}@example.com`, password: 'correct horse battery staple 42' });
+    basalt.realtime.subscribe(
+      { collection: 'todos' },
+      (snapshot) => ids.push(snapshot.docs.map((doc) => doc.id)),
+      (error) => errors.push(error),
+    );
+    await until(() => ids.length === 1);
+    const token = await basalt.http.getAccessToken();
+    const created = await request(one.url, 'POST', '/v1/db/todos', {
+      token: token ?? '',
+      body: { id: 'mine', data: {} },
+    });
+    expect(created.status).toBe(201);
+    await until(() => ids.at(-1)?.includes('mine') === true);
+    expect(errors).toEqual([]);
+  });
+});
+
+describe('channels in the SDK', () => {
+  it('broadcasts to other members and keeps presence state across instances', async () => {
+    const alice = client(one.url);
+    const bob = client(two.url);
+    const received: unknown[] = [];
+    const bobStates: Array<Record<string, unknown[]>> = [];
+    const bobRoom = bob
+      .channel('room-1')
+      .on('broadcast', 'typing', (payload) => received.push(payload))
+      .on('presence', (state) => bobStates.push(state));
+    await bobRoom.subscribe();
+    await bobRoom.track({ name: 'bob' });
+    const aliceRoom = alice.channel('room-1');
+    await aliceRoom.subscribe();
+    await aliceRoom.track({ name: 'alice' });
+    aliceRoom.send('typing', { who: 'alice' });
+    await until(() => received.length === 1);
+    expect(received).toEqual([{ who: 'alice' }]);
+    await until(() => Object.keys(bobStates.at(-1) ?? {}).length === 2);
+    expect(Object.values(bobStates.at(-1) ?? {}).flat()).toEqual(
+      expect.arrayContaining([{ name: 'alice' }, { name: 'bob' }]),
+    );
+    await aliceRoom.unsubscribe();
+    await until(() => Object.keys(bobStates.at(-1) ?? {}).length === 1);
+    expect(bobRoom.presenceState()).toEqual({ [Object.keys(bobRoom.presenceState())[0] as string]: [{ name: 'bob' }] });
+  });
+});
