@@ -1,5 +1,5 @@
-import { log, measure, type BenchFigures, type TargetFigures } from './documents.js';
-import { round, type ConnectionContext, type LoadRequest } from './load.js';
+import { log, measure, measureWith, type BenchFigures, type TargetFigures } from './documents.js';
+import { round, runChained, type LoadRequest } from './load.js';
 import { benchLine, machine } from './report.js';
 import type { Settings } from './settings.js';
 import { call, settle, startTarget, type RunningTarget } from './targets.js';
@@ -37,26 +37,24 @@ function signInRequest(users: number): LoadRequest {
 
 /**
  * Each connection chains its own session: every refresh consumes the token it sends and the
- * answer carries the next one. A connection whose chain breaks (a failed call) takes a spare
+ * answer carries the next. A connection whose chain breaks (a failed call) takes a spare
  * session rather than replaying a rotated token, which would revoke the session family.
  */
-function refreshRequest(initial: string[], spares: string[]): LoadRequest {
-  return {
-    method: 'POST',
-    path: '/v1/auth/refresh',
-    headers: JSON_HEADERS,
-    setupRequest: (request, context: ConnectionContext) => {
-      context.token ??= initial.pop() ?? spares.pop();
-      return { ...request, body: JSON.stringify({ refresh_token: context.token }) };
-    },
-    onResponse: (status, body, context) => {
-      if (status === 200) {
-        context.token = (JSON.parse(body) as { session: Session }).session.refresh_token;
-      } else {
-        context.token = spares.pop();
-      }
-    },
-  };
+function refreshLoad(target: RunningTarget, settings: Settings, tokens: string[], spares: string[]) {
+  return (durationSeconds: number) =>
+    runChained<string>({
+      url: target.url,
+      connections: settings.connections,
+      durationSeconds,
+      start: () => tokens.pop() ?? spares.pop() ?? null,
+      request: (token) => ({
+        method: 'POST',
+        path: '/v1/auth/refresh',
+        body: JSON.stringify({ refresh_token: token }),
+      }),
+      next: (status, body) =>
+        status === 200 ? (JSON.parse(body) as { session: Session }).session.refresh_token : (spares.pop() ?? null),
+    });
 }
 
 /**
@@ -64,6 +62,28 @@ function refreshRequest(initial: string[], spares: string[]): LoadRequest {
  * the platform (what every request with a bearer token runs), called back to back on one token.
  * Built from the same configuration and database as the running server, so keys and issuer match.
  */
+/** Times `verify` back to back, after a warm-up for the JIT. */
+async function timeCalls(iterations: number, verify: () => Promise<unknown>) {
+  for (let i = 0; i < Math.min(2_000, iterations); i++) await verify();
+  const times = new Float64Array(iterations);
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) {
+    const t0 = process.hrtime.bigint();
+    await verify();
+    times[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+  const totalMs = Number(process.hrtime.bigint() - started) / 1e6;
+  times.sort();
+  const at = (p: number): number => times[Math.min(iterations - 1, Math.ceil((p / 100) * iterations) - 1)] ?? NaN;
+  return {
+    mean_ms: round(totalMs / iterations, 4),
+    p50_ms: round(at(50), 4),
+    p99_ms: round(at(99), 4),
+    per_s: round(iterations / (totalMs / 1000), 0),
+    iterations,
+  };
+}
+
 async function verifyCost(target: RunningTarget, token: string, iterations: number) {
   const { buildApp } = await import('../server/app.js');
   const { loadConfig } = await import('../server/config.js');
@@ -77,27 +97,26 @@ async function verifyCost(target: RunningTarget, token: string, iterations: numb
     await app.ready();
     const verifier = app.platform.tokenVerifier;
     if (!verifier) throw new Error('the auth module installed no token verifier');
-    for (let i = 0; i < Math.min(2_000, iterations); i++) await verifier.verify(token); // JIT warm-up
-    const times = new Float64Array(iterations);
-    const started = process.hrtime.bigint();
-    for (let i = 0; i < iterations; i++) {
-      const t0 = process.hrtime.bigint();
-      await verifier.verify(token);
-      times[i] = Number(process.hrtime.bigint() - t0) / 1e6;
-    }
-    const totalMs = Number(process.hrtime.bigint() - started) / 1e6;
-    times.sort();
-    const at = (p: number): number => times[Math.min(iterations - 1, Math.ceil((p / 100) * iterations) - 1)] ?? NaN;
-    return {
-      mean_ms: round(totalMs / iterations, 4),
-      p50_ms: round(at(50), 4),
-      p99_ms: round(at(99), 4),
-      per_s: round(iterations / (totalMs / 1000), 0),
-      iterations,
-    };
+    return await timeCalls(iterations, () => verifier.verify(token));
   } finally {
     await app.close();
   }
+}
+
+/**
+ * The floor: jose's ES256 signature check alone, with the key from the server's JWKS and no
+ * claim checks or revocation lookup. What Basalt's verifier adds on top is its own cost.
+ */
+async function joseFloor(target: RunningTarget, token: string, iterations: number) {
+  const { importJWK, jwtVerify, decodeProtectedHeader } = await import('jose');
+  const { keys } = (await call(target, 'GET', '/.well-known/jwks.json', undefined, {})) as {
+    keys: Array<{ kid?: string; alg?: string }>;
+  };
+  const { kid } = decodeProtectedHeader(token);
+  const jwk = keys.find((key) => key.kid === kid);
+  if (!jwk) throw new Error("the token's key is not in the JWKS");
+  const key = await importJWK(jwk, jwk.alg ?? 'ES256');
+  return timeCalls(iterations, () => jwtVerify(token, key));
 }
 
 /** Parse's /login beside Basalt's sign-in (Parse has no refresh tokens to compare). */
@@ -157,7 +176,7 @@ export async function runAuth(settings: Settings): Promise<string[]> {
       const spares = sessions.splice(0, settings.connections);
       await settle(target.server, 10);
       log(`basalt: auth.refresh for ${settings.durationSeconds} s`);
-      refresh.basalt = await measure(target, refreshRequest(sessions, spares), settings, {});
+      refresh.basalt = await measureWith(target, settings, refreshLoad(target, settings, sessions, spares));
 
       const token = (await signIn(target, 0)).access_token;
       log('basalt: token verification, over HTTP and in-process');
@@ -173,6 +192,7 @@ export async function runAuth(settings: Settings): Promise<string[]> {
       const withoutToken = cpuMsPerRequest(plain);
       verify = {
         in_process: await verifyCost(target, token, settings.verifyIterations),
+        jose_es256_floor: await joseFloor(target, token, settings.verifyIterations),
         http: {
           healthz_without_token: plain,
           healthz_with_token: authed,

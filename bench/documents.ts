@@ -6,7 +6,7 @@ import { call, settle, startTarget, type RunningTarget } from './targets.js';
 export interface TargetFigures extends Partial<LoadResult> {
   /** CPU used by the server's process during the measured run, in % of one core. */
   cpu_pct?: number;
-  /** The machine's 1-minute load average as the run started (2 cores: above ~2, others were busy too). */
+  /** The machine's 1-minute load average as the run started; the harness itself adds about 2 to 3. */
   load_1m?: number;
   /** With BENCH_ROUNDS > 1: each round's rps (the figures shown are the median round's). */
   rps_rounds?: Array<number | null>;
@@ -175,25 +175,35 @@ async function probe(target: RunningTarget, settings: Settings): Promise<void> {
   }
 }
 
-/** A warm-up run (discarded), then the measured run with the server's CPU use over it. */
-export async function measure(
+/** A warm-up run (discarded), then the measured run, with the server's CPU use over it. */
+export async function measureWith(
   target: RunningTarget,
-  request: LoadRequest,
   settings: Settings,
-  headers: Record<string, string> = target.headers,
+  run: (durationSeconds: number) => Promise<LoadResult>,
 ): Promise<TargetFigures> {
-  const options = { url: target.url, connections: settings.connections, headers, requests: [request] };
-  if (settings.warmupSeconds > 0) await runLoad({ ...options, durationSeconds: settings.warmupSeconds });
+  if (settings.warmupSeconds > 0) await run(settings.warmupSeconds);
   const load = os.loadavg()[0] ?? 0;
   const cpuBefore = target.server.cpuSeconds();
   const started = process.hrtime.bigint();
-  const result = await runLoad({ ...options, durationSeconds: settings.durationSeconds });
+  const result = await run(settings.durationSeconds);
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   return {
     ...result,
     cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0),
     load_1m: round(load, 1),
   };
+}
+
+/** measureWith autocannon sending `request` over settings.connections connections. */
+export function measure(
+  target: RunningTarget,
+  request: LoadRequest,
+  settings: Settings,
+  headers: Record<string, string> = target.headers,
+): Promise<TargetFigures> {
+  return measureWith(target, settings, (durationSeconds) =>
+    runLoad({ url: target.url, connections: settings.connections, headers, requests: [request], durationSeconds }),
+  );
 }
 
 export function log(message: string): void {

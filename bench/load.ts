@@ -1,3 +1,4 @@
+import http from 'node:http';
 import type { EventEmitter } from 'node:events';
 import { benchRequire } from './deps.js';
 
@@ -53,6 +54,7 @@ export interface LoadResult {
   /** Responses that were not 2xx, plus socket errors and timeouts: a valid run has 0. */
   failed: number;
   status_codes?: Record<string, number>;
+  first_failure?: string | null;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -74,6 +76,15 @@ export function round(value: number, digits = 2): number {
  */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const latencies: number[] = [];
+  let firstFailure: string | null = null;
+  // Keep the first failed answer's body: "failed: 1312" alone does not say what went wrong.
+  const requests = options.requests.map((request) => ({
+    ...request,
+    onResponse: (status: number, body: string, context: ConnectionContext) => {
+      if ((status < 200 || status >= 300) && firstFailure === null) firstFailure = `${status} ${body.slice(0, 300)}`;
+      request.onResponse?.(status, body, context);
+    },
+  }));
   const instance = autocannon()({
     url: options.url,
     connections: options.connections,
@@ -81,7 +92,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     pipelining: 1,
     timeout: 30,
     headers: options.headers ?? {},
-    requests: options.requests,
+    requests,
     renderProgressBar: false,
     renderResultsTable: false,
     renderLatencyTable: false,
@@ -101,6 +112,97 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     p99_ms: round(percentile(sorted, 99)),
     requests: sorted.length,
     failed,
-    ...(failed > 0 ? { status_codes: statusCodes } : {}),
+    ...(failed > 0 ? { status_codes: statusCodes, first_failure: firstFailure } : {}),
+  };
+}
+
+export interface ChainedOptions<State> {
+  url: string;
+  connections: number;
+  durationSeconds: number;
+  headers?: Record<string, string>;
+  /** A connection's starting state; null when none is left (the connection stops). */
+  start(): State | null;
+  request(state: State): { method: 'GET' | 'POST'; path: string; body?: string };
+  /** The state for the connection's next request, from this answer; null stops the connection. */
+  next(status: number, body: string, state: State): State | null;
+}
+
+/**
+ * A closed loop like autocannon's, for requests that depend on the previous answer on the same
+ * connection (refresh-token chains). autocannon resets its per-connection context after every
+ * pass over its request list, so it cannot carry a token from one answer to the next request.
+ * Plain node:http with one keep-alive socket per connection.
+ */
+export async function runChained<State>(options: ChainedOptions<State>): Promise<LoadResult> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections });
+  const base = new URL(options.url);
+  const latencies: number[] = [];
+  const statusCodes: Record<string, number> = {};
+  let failed = 0;
+  let firstFailure: string | null = null;
+  const deadline = Date.now() + options.durationSeconds * 1000;
+
+  const send = (spec: { method: string; path: string; body?: string }) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: base.hostname,
+          port: base.port,
+          method: spec.method,
+          path: spec.path,
+          agent,
+          headers: {
+            ...options.headers,
+            ...(spec.body === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(spec.body) }),
+          },
+        },
+        (response) => {
+          let body = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (body += chunk));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+          response.on('error', reject);
+        },
+      );
+      request.on('error', reject);
+      request.end(spec.body);
+    });
+
+  const connection = async (): Promise<void> => {
+    let state = options.start();
+    while (state !== null && Date.now() < deadline) {
+      const t0 = process.hrtime.bigint();
+      let status = 0;
+      let body = '';
+      try {
+        ({ status, body } = await send(options.request(state)));
+      } catch (error) {
+        body = (error as Error).message;
+      }
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      statusCodes[String(status)] = (statusCodes[String(status)] ?? 0) + 1;
+      if (status >= 200 && status < 300) {
+        if (Date.now() <= deadline) latencies.push(ms);
+      } else {
+        failed++;
+        firstFailure ??= `${status} ${body.slice(0, 300)}`;
+      }
+      state = options.next(status, body, state);
+    }
+  };
+  await Promise.all(Array.from({ length: options.connections }, connection));
+  agent.destroy();
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    rps: round(sorted.length / options.durationSeconds, 1),
+    p50_ms: round(percentile(sorted, 50)),
+    p90_ms: round(percentile(sorted, 90)),
+    p99_ms: round(percentile(sorted, 99)),
+    requests: sorted.length,
+    failed,
+    ...(failed > 0 ? { status_codes: statusCodes, first_failure: firstFailure } : {}),
   };
 }
