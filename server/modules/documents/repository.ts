@@ -50,6 +50,23 @@ function documentError(error: unknown, collection: string): AppError {
   return fromPostgresError(error, 'The document');
 }
 
+const statementNames = new Map<string, string>();
+
+/**
+ * A named (prepared) statement for the fixed per-collection statements: each pooled
+ * connection parses and plans it once. The name is a hash of the text, so a name never
+ * stands for two texts; after DDL, Postgres re-plans prepared statements by itself.
+ */
+function prepared(text: string, values: unknown[]): { name: string; text: string; values: unknown[] } {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `bd_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+    if (statementNames.size > 10_000) statementNames.clear();
+    statementNames.set(text, name);
+  }
+  return { name, text, values };
+}
+
 /** Deterministic index name: short, unique per collection and key list, valid as an identifier. */
 export function indexName(collection: string, spec: IndexSpec): string {
   const hash = createHash('sha256')
@@ -187,8 +204,9 @@ export class DocumentRepository {
   async get(q: Queryable, collection: string, id: string): Promise<Document | null> {
     try {
       const { rows } = await q.query<DocumentRow>(
-        `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`,
-        [id],
+        prepared(`SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`, [
+          id,
+        ]),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
     } catch (error) {
@@ -200,8 +218,10 @@ export class DocumentRepository {
   async getForUpdate(tx: Tx, collection: string, id: string): Promise<Document | null> {
     try {
       const { rows } = await tx.query<DocumentRow>(
-        `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
-        [id],
+        prepared(
+          `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
+          [id],
+        ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
     } catch (error) {
@@ -216,9 +236,11 @@ export class DocumentRepository {
   ): Promise<Document> {
     try {
       const { rows } = await q.query<DocumentRow>(
-        `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+        prepared(
+          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          RETURNING ${documentColumns()}`,
-        [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, JSON.stringify(doc.data)],
+        ),
       );
       return toDocument(collection, rows[0] as DocumentRow);
     } catch (error) {
@@ -234,9 +256,11 @@ export class DocumentRepository {
   ): Promise<Document | null> {
     try {
       const { rows } = await q.query<DocumentRow>(
-        `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+        prepared(
+          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${documentColumns()}`,
-        [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, JSON.stringify(doc.data)],
+        ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
     } catch (error) {
@@ -252,10 +276,12 @@ export class DocumentRepository {
   ): Promise<{ doc: Document; created: boolean }> {
     try {
       const { rows } = await q.query<DocumentRow & { inserted: boolean }>(
-        `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+        prepared(
+          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data
          RETURNING ${documentColumns()}, (${ROW_ALIAS}.xmax = 0) AS inserted`,
-        [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, JSON.stringify(doc.data)],
+        ),
       );
       const row = rows[0] as DocumentRow & { inserted: boolean };
       return { doc: toDocument(collection, row), created: row.inserted };
@@ -267,9 +293,11 @@ export class DocumentRepository {
   async updateData(q: Queryable, collection: string, id: string, data: JsonObject): Promise<Document | null> {
     try {
       const { rows } = await q.query<DocumentRow>(
-        `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
+        prepared(
+          `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
          RETURNING ${documentColumns()}`,
-        [id, JSON.stringify(data)],
+          [id, JSON.stringify(data)],
+        ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
     } catch (error) {
@@ -279,7 +307,7 @@ export class DocumentRepository {
 
   async delete(q: Queryable, collection: string, id: string): Promise<boolean> {
     try {
-      const { rowCount } = await q.query(`DELETE FROM ${tableRef(collection)} WHERE id = $1`, [id]);
+      const { rowCount } = await q.query(prepared(`DELETE FROM ${tableRef(collection)} WHERE id = $1`, [id]));
       return (rowCount ?? 0) > 0;
     } catch (error) {
       throw documentError(error, collection);
