@@ -34,11 +34,4 @@ export class RateLimiter {
   async record(key: string): Promise<void> {
     await this.repo.hit(key, this.windowSeconds, 1);
   }
-
-  /** True for the first call per `key` in each window of `seconds`: "at most one mail a minute". */
-  async firstIn(key: string, seconds: number): Promise<boolean> {
-    if (seconds <= 0) return true;
-    const { count } = await this.repo.hit(key, seconds, 1);
-    return count === 1;
-  }
 }

@@ -495,6 +495,26 @@ export class AuthRepository {
     return { count: row!.count, resetSeconds: Math.max(1, row!.reset_seconds) };
   }
 
+  /**
+   * Sliding "at most once per `seconds`" for `key` (e.g. one mail per address a minute):
+   * records now and returns true unless an earlier claim is younger than `seconds`. Must
+   * run in a transaction: the advisory lock makes concurrent claims on any instance take turns.
+   */
+  async claimInterval(tx: Tx, key: string, seconds: number): Promise<boolean> {
+    await this.run(tx, 'SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
+    const rows = await this.run(
+      tx,
+      `INSERT INTO basalt.rate_limits (key, window_start, count)
+       SELECT $1, clock_timestamp(), 1
+        WHERE NOT EXISTS (
+          SELECT 1 FROM basalt.rate_limits
+           WHERE key = $1 AND window_start > clock_timestamp() - make_interval(secs => $2))
+       RETURNING 1`,
+      [key, seconds],
+    );
+    return rows.length > 0;
+  }
+
   async peek(key: string, windowSeconds: number): Promise<{ count: number; resetSeconds: number }> {
     const rows = await this.run<{ count: number; reset_seconds: number }>(
       this.db.pool,

@@ -1,5 +1,5 @@
 import type { UserCaller, Caller, TokenVerifier } from '../../internal/caller.js';
-import type { Queryable } from '../../internal/db.js';
+import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService, requireUser } from '../../internal/guards.js';
 import type { AuthConfig } from '../../config.js';
@@ -578,13 +578,14 @@ export class AuthService {
   }
 
   private async mailToken(
-    q: Queryable,
+    q: Tx,
     user: UserRow,
     type: EmailTokenType,
     email: string,
     redirectTo: string | null,
   ): Promise<void> {
-    if (!(await this.deps.limiter.firstIn(`mail:${email.toLowerCase()}`, this.config.emailIntervalSeconds))) return;
+    const interval = this.config.emailIntervalSeconds;
+    if (interval > 0 && !(await this.repo.claimInterval(q, `mail:${email.toLowerCase()}`, interval))) return;
     await this.repo.invalidateEmailTokens(q, user.id, type);
     const token = randomToken();
     await this.repo.insertEmailToken(q, {
