@@ -20,7 +20,8 @@ CREATE TABLE basalt.buckets (
 CREATE TABLE basalt.objects (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   bucket text NOT NULL REFERENCES basalt.buckets (name) ON DELETE RESTRICT,
-  path text NOT NULL CHECK (octet_length(path) BETWEEN 1 AND 1024),
+  -- Byte order ("C"), so listings, cursors and prefix matches are the same on every database.
+  path text COLLATE "C" NOT NULL CHECK (octet_length(path) BETWEEN 1 AND 1024),
   storage_key text NOT NULL UNIQUE,
   size bigint NOT NULL CHECK (size >= 0),
   content_type text NOT NULL,
@@ -31,8 +32,7 @@ CREATE TABLE basalt.objects (
   updated_at timestamptz NOT NULL DEFAULT now(),
   UNIQUE (bucket, path)
 );
--- Listings page by (bucket, path) with prefix filters; text_pattern_ops serves LIKE 'prefix%'.
-CREATE INDEX objects_bucket_path_pattern_idx ON basalt.objects (bucket, path text_pattern_ops);
+-- The unique index on (bucket, path) also serves listings: keyset pages and prefix matches.
 
 -- Uploads and deletions in flight. `touched_at` is refreshed while an upload streams,
 -- so a slow upload is never mistaken for an abandoned one.

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
@@ -6,7 +6,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
 import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
-import { registerErrorHandling } from './internal/http/errors.js';
+import { registerErrorHandling, toAppError } from './internal/http/errors.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { createLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
@@ -18,6 +18,8 @@ import { createDocumentsModule } from './modules/documents/index.js';
 import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 import { realtimeRoutes } from './modules/realtime/routes.js';
+import { createStorageModule } from './modules/storage/module.js';
+import { registerStorageRoutes } from './modules/storage/routes.js';
 import { createRealtimeService } from './modules/realtime/service.js';
 
 export type { RuntimeConfig };
@@ -78,7 +80,13 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-    routerOptions: { maxParamLength: 2048, ignoreTrailingSlash: true },
+    // 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded.
+    routerOptions: { maxParamLength: 4096, ignoreTrailingSlash: true },
+    // A malformed URL (bad percent-encoding) gets the catalogue's envelope, not Fastify's own.
+    frameworkErrors: (error, _request, reply) => {
+      const appError = toAppError(error);
+      void (reply as unknown as FastifyReply).code(appError.status).send(appError.toBody());
+    },
   });
 
   const platform: Platform = {
@@ -165,6 +173,13 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const { documents, collections } = await createDocumentsModule(platform);
   await app.register(documentRoutes, { documents });
   await app.register(collectionAdminRoutes, { collections });
+  // Storage after auth; its service is what functions' ctx.storage would call.
+  const storage = createStorageModule(platform);
+  await registerStorageRoutes(app, {
+    storage: storage.service,
+    sweeper: storage.sweeper,
+    maxFileSize: config.storage.maxFileSize,
+  });
   // Realtime after the change feed and documents: it reads both. Stops before the feed.
   const realtime = createRealtimeService(platform, documents);
   app.addHook('onReady', () => realtime.start());

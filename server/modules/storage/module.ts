@@ -1,0 +1,47 @@
+import path from 'node:path';
+import type { Config } from '../../config.js';
+import type { Platform } from '../../internal/platform.js';
+import { FsBackend } from './backends/fs.js';
+import type { StorageBackend } from './backends/index.js';
+import { S3Backend } from './backends/s3.js';
+import { StorageRepository } from './repository.js';
+import { StorageService } from './service.js';
+import { UrlSigner } from './signing.js';
+import { StorageSweeper } from './sweeper.js';
+
+export interface StorageModule {
+  service: StorageService;
+  sweeper: StorageSweeper;
+  backend: StorageBackend;
+}
+
+export function createStorageBackend(config: Pick<Config, 'storage' | 'dataDir'>): StorageBackend {
+  const { storage, dataDir } = config;
+  if (storage.backend === 'fs') return new FsBackend(path.join(dataDir, 'storage'));
+  return new S3Backend({ ...storage.s3, bucket: storage.s3.bucket ?? '', partSize: storage.s3PartSize });
+}
+
+/**
+ * Builds storage from the platform: backend, service, sweeper. Adds the backend to
+ * /readyz, and starts the periodic sweep on worker instances (one at a time cluster-wide).
+ */
+export function createStorageModule(platform: Platform): StorageModule {
+  const { config, log } = platform;
+  const backend = createStorageBackend(config);
+  const repo = new StorageRepository(platform.db);
+  const signer = new UrlSigner(config.storage.signingSecret, config.serviceKey);
+  const service = new StorageService(repo, backend, signer, log, {
+    maxFileSize: config.storage.maxFileSize,
+    publicUrl: config.publicUrl,
+    heartbeatMs: Math.max(1000, Math.min(60_000, (config.storage.orphanGraceSeconds * 1000) / 4)),
+    orphanGraceSeconds: config.storage.orphanGraceSeconds,
+  });
+  const sweeper = new StorageSweeper(repo, backend, log);
+  platform.readiness.push({ name: 'storage', check: () => backend.ping() });
+  if (config.roles.worker) sweeper.start(config.storage.sweepIntervalSeconds, config.storage.orphanGraceSeconds);
+  platform.onClose(async () => {
+    await sweeper.stop();
+    await backend.close();
+  });
+  return { service, sweeper, backend };
+}

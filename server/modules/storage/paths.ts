@@ -1,0 +1,118 @@
+import { AppError } from '../../internal/errors.js';
+
+export const MAX_PATH_BYTES = 1024;
+const BUCKET_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+// C0 and C1 control characters, DEL included.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+export function assertBucketName(name: string): void {
+  if (!BUCKET_NAME.test(name)) {
+    throw new AppError(
+      'INVALID_REQUEST',
+      'A bucket name is 1 to 63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit.',
+      { details: { name } },
+    );
+  }
+}
+
+function invalid(reason: string): AppError {
+  return new AppError('INVALID_PATH', `The object path is not valid: ${reason}.`);
+}
+
+/**
+ * Checks a decoded object path and returns its NFC form, the form it is stored and
+ * compared in. Rejects what could address something other than one object: empty
+ * segments, `.` and `..`, a leading `/`, control characters.
+ */
+export function normalizeObjectPath(decoded: string): string {
+  if (LONE_SURROGATE.test(decoded)) throw invalid('it is not valid UTF-8');
+  const path = decoded.normalize('NFC');
+  const bytes = Buffer.byteLength(path, 'utf8');
+  if (bytes < 1) throw invalid('it is empty');
+  if (bytes > MAX_PATH_BYTES) throw invalid(`it is longer than ${MAX_PATH_BYTES} bytes`);
+  if (CONTROL.test(path)) throw invalid('it contains a control character');
+  if (path.startsWith('/')) throw invalid('it starts with "/"');
+  for (const segment of path.split('/')) {
+    if (segment === '') throw invalid('it has an empty segment ("//" or a trailing "/")');
+    if (segment === '.' || segment === '..') throw invalid('it has a "." or ".." segment');
+  }
+  return path;
+}
+
+/** Decodes a path as it appears in a URL (percent-encoded), then checks it. */
+export function objectPathFromUrl(raw: string): string {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    throw invalid('its percent-encoding is malformed');
+  }
+  return normalizeObjectPath(decoded);
+}
+
+/**
+ * The bucket and the still-encoded object path of a storage URL, read from the raw
+ * request URL so that percent-encoded `.`/`..` and `%2F` are judged after one decoding.
+ */
+export function splitStorageUrl(
+  url: string,
+  prefix: '/v1/storage/' | '/v1/sign/',
+): { bucket: string; rawPath: string } {
+  const pathname = url.split('?', 1)[0] ?? '';
+  if (!pathname.startsWith(prefix)) throw invalid('the URL is not a storage URL');
+  const rest = pathname.slice(prefix.length);
+  const slash = rest.indexOf('/');
+  if (slash < 0) throw invalid('it is empty');
+  return { bucket: decodeURIComponent(rest.slice(0, slash)), rawPath: rest.slice(slash + 1) };
+}
+
+/** A listing prefix: like a path, but may be empty and may end with "/". */
+export function normalizePrefix(prefix: string | undefined): string {
+  if (prefix === undefined || prefix === '') return '';
+  if (prefix.endsWith('/')) return `${normalizeObjectPath(prefix.slice(0, -1))}/`;
+  return normalizeObjectPath(prefix);
+}
+
+/** Encodes each segment of a path for use in a URL. */
+export function encodeObjectPath(path: string): string {
+  return path.split('/').map(encodeURIComponent).join('/');
+}
+
+/** Matches a MIME type against an allowlist of exact types and `type/*` wildcards. */
+export function mimeAllowed(contentType: string, allowed: readonly string[] | null): boolean {
+  if (allowed === null || allowed.length === 0) return true;
+  const essence = mimeEssence(contentType);
+  return allowed.some((pattern) => {
+    const p = pattern.toLowerCase();
+    if (p === '*/*') return true;
+    if (p.endsWith('/*')) return essence.startsWith(p.slice(0, -1));
+    return essence === p;
+  });
+}
+
+/** `type/subtype` in lower case, without parameters. */
+export function mimeEssence(contentType: string): string {
+  return (contentType.split(';', 1)[0] ?? '').trim().toLowerCase();
+}
+
+const MIME = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/([a-z0-9][a-z0-9!#$&^_.+-]{0,126}|\*)$/;
+
+export function assertMimePattern(pattern: string): void {
+  if (!MIME.test(pattern.toLowerCase()) || pattern.startsWith('*')) {
+    throw new AppError('INVALID_REQUEST', `"${pattern}" is not a MIME type or a "type/*" wildcard.`);
+  }
+}
+
+/** A Content-Type safe to store and send back: a valid type/subtype with optional parameters, else octet-stream. */
+export function cleanContentType(header: string | undefined): string {
+  if (header === undefined) return 'application/octet-stream';
+  const value = header.trim();
+  if (value === '' || value.length > 255 || CONTROL.test(value)) return 'application/octet-stream';
+  const essence = mimeEssence(value);
+  if (!MIME.test(essence) || essence.endsWith('/*')) {
+    throw new AppError('INVALID_REQUEST', 'The Content-Type is not a valid MIME type.');
+  }
+  return value;
+}

@@ -1,0 +1,494 @@
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { Readable } from 'node:stream';
+import { AppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import { cleanContentType, splitStorageUrl } from './paths.js';
+import type { BucketInput, StorageObject, StorageService } from './service.js';
+import type { StorageSweeper } from './sweeper.js';
+import { MAX_SIGNED_URL_SECONDS } from './signing.js';
+
+export interface StorageRouteOptions {
+  storage: StorageService;
+  sweeper: StorageSweeper;
+  /** Largest upload, for the routes' body limit. */
+  maxFileSize: number;
+}
+
+const errorSchema = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object' } },
+    },
+  },
+} as const;
+
+const ruleSchema = { type: 'string', minLength: 1, maxLength: 4096 } as const;
+const bucketWritable = {
+  public: { type: 'boolean' },
+  max_file_size: { type: ['integer', 'null'], minimum: 1 },
+  allowed_mime_types: {
+    type: ['array', 'null'],
+    maxItems: 100,
+    items: { type: 'string', minLength: 3, maxLength: 255 },
+  },
+  rules: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { read: ruleSchema, write: ruleSchema, delete: ruleSchema },
+  },
+} as const;
+
+const bucketSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    public: { type: 'boolean' },
+    max_file_size: { type: ['integer', 'null'] },
+    allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
+    rules: {
+      type: 'object',
+      properties: { read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } },
+    },
+    created_at: { type: 'string' },
+    updated_at: { type: 'string' },
+  },
+} as const;
+
+const objectSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    bucket: { type: 'string' },
+    path: { type: 'string' },
+    size: { type: 'integer' },
+    content_type: { type: 'string' },
+    etag: { type: 'string' },
+    sha256: { type: 'string' },
+    owner: { type: ['string', 'null'] },
+    created_at: { type: 'string' },
+    updated_at: { type: 'string' },
+  },
+} as const;
+
+const bucketParams = {
+  type: 'object',
+  required: ['bucket'],
+  properties: { bucket: { type: 'string', maxLength: 63 } },
+} as const;
+const objectParams = {
+  type: 'object',
+  required: ['bucket', '*'],
+  properties: { bucket: { type: 'string', maxLength: 63 }, '*': { type: 'string' } },
+} as const;
+const nameParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', maxLength: 63 } },
+} as const;
+
+const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema } as const;
+
+/** Parses a single `bytes=` range against a size. null = serve the whole object; 'unsatisfiable' = 416. */
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | null | 'unsatisfiable' {
+  if (header === undefined) return null;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  // Malformed or multiple ranges: RFC 9110 lets a server ignore Range and send everything.
+  if (!match) return null;
+  const [, first = '', last = ''] = match;
+  if (first === '' && last === '') return null;
+  if (first === '') {
+    const suffix = Number(last);
+    if (suffix === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(first);
+  const end = last === '' ? size - 1 : Math.min(Number(last), size - 1);
+  if (last !== '' && Number(last) < start) return null;
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+function contentDisposition(download: string | undefined, path: string): string | null {
+  if (download === undefined) return null;
+  const name = download !== '' ? download : (path.split('/').pop() ?? 'download');
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
+}
+
+function upsertHeader(request: FastifyRequest): boolean {
+  const raw = request.headers['x-upsert'];
+  if (raw === undefined) return false;
+  const value = (Array.isArray(raw) ? raw[0] : raw)?.toLowerCase();
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new AppError('INVALID_REQUEST', 'x-upsert must be "true" or "false".');
+}
+
+function declaredLength(request: FastifyRequest): number | null {
+  const raw = request.headers['content-length'];
+  if (raw === undefined || !/^\d+$/.test(raw)) return null;
+  return Number(raw);
+}
+
+interface ObjectQuery {
+  download?: string;
+  expires?: string;
+  sig?: string;
+}
+
+async function serveObject(
+  storage: StorageService,
+  request: FastifyRequest<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>,
+  reply: FastifyReply,
+  withBody: boolean,
+): Promise<FastifyReply> {
+  const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
+  const query = request.query;
+  const signed = query.sig !== undefined || query.expires !== undefined;
+  const object = await storage.objectForRead(request.caller, bucket, rawPath, {
+    signature: signed ? { expires: query.expires, sig: query.sig } : undefined,
+  });
+  void reply.header('etag', object.etag);
+  void reply.header('last-modified', new Date(object.updated_at).toUTCString());
+  void reply.header('accept-ranges', 'bytes');
+  void reply.header(
+    'cache-control',
+    object.public && !signed ? 'public, max-age=0, must-revalidate' : 'private, no-cache',
+  );
+  // User content served from the API's origin must not run as a page of that origin.
+  void reply.header('content-security-policy', "default-src 'none'; sandbox");
+  const disposition = contentDisposition(query.download, object.path);
+  if (disposition) void reply.header('content-disposition', disposition);
+
+  if (etagMatches(request.headers['if-none-match'], object.etag)) return reply.code(304).send();
+
+  const ifRange = request.headers['if-range'];
+  const range =
+    ifRange === undefined || ifRange === object.etag ? parseRange(request.headers.range, object.size) : null;
+  if (range === 'unsatisfiable') {
+    throw new AppError('RANGE_NOT_SATISFIABLE', `The object has ${object.size} bytes.`, {
+      headers: { 'content-range': `bytes */${object.size}` },
+      details: { size: object.size },
+    });
+  }
+  void reply.type(object.content_type);
+  if (range) {
+    void reply.code(206);
+    void reply.header('content-range', `bytes ${range.start}-${range.end}/${object.size}`);
+    void reply.header('content-length', String(range.end - range.start + 1));
+  } else {
+    void reply.header('content-length', String(object.size));
+  }
+  if (!withBody || object.size === 0) return reply.send();
+  const stream = await storage.openBytes(object.storage_key, range ?? undefined);
+  return reply.send(stream);
+}
+
+/** Buckets admin, downloads, listings, deletes and signing: JSON bodies. */
+const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, { storage, sweeper }) => {
+  app.post<{ Body: BucketInput & { name: string } }>(
+    '/v1/admin/buckets',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Create a bucket (service key)',
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: { name: { type: 'string', minLength: 1, maxLength: 63 }, ...bucketWritable },
+        },
+        response: { 201: bucketSchema, 409: errorSchema, ...errors },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await storage.createBucket(request.caller, request.body)),
+  );
+
+  app.get(
+    '/v1/admin/buckets',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'List buckets (service key)',
+        response: {
+          200: { type: 'object', properties: { buckets: { type: 'array', items: bucketSchema } } },
+          ...errors,
+        },
+      },
+    },
+    async (request) => ({ buckets: await storage.listBuckets(request.caller) }),
+  );
+
+  app.get<{ Params: { name: string } }>(
+    '/v1/admin/buckets/:name',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Get a bucket (service key)',
+        params: nameParams,
+        response: { 200: bucketSchema, ...errors },
+      },
+    },
+    async (request) => storage.getBucket(request.caller, request.params.name),
+  );
+
+  app.patch<{ Params: { name: string }; Body: BucketInput }>(
+    '/v1/admin/buckets/:name',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Change a bucket (service key); fields left out stay',
+        params: nameParams,
+        body: { type: 'object', additionalProperties: false, properties: bucketWritable },
+        response: { 200: bucketSchema, ...errors },
+      },
+    },
+    async (request) => storage.updateBucket(request.caller, request.params.name, request.body),
+  );
+
+  app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
+    '/v1/admin/buckets/:name',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Delete a bucket (service key); a non-empty bucket needs ?force=true',
+        params: nameParams,
+        querystring: { type: 'object', properties: { force: { type: 'string', enum: ['true', 'false'] } } },
+        response: { 204: { type: 'null' }, 409: errorSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      await storage.deleteBucket(request.caller, request.params.name, String(request.query.force) === 'true');
+      return reply.code(204).send();
+    },
+  );
+
+  app.post<{ Body: { grace_seconds?: number } }>(
+    '/v1/admin/storage/sweep',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Remove orphaned bytes now (service key)',
+        body: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          properties: { grace_seconds: { type: 'integer', minimum: 0, maximum: 30 * 86_400 } },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              ran: { type: 'boolean' },
+              pending: { type: 'integer' },
+              orphans: { type: 'integer' },
+              stale_writes: { type: 'integer' },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      return sweeper.sweep(request.body?.grace_seconds ?? storage.orphanGraceSeconds);
+    },
+  );
+
+  app.get<{ Params: { bucket: string }; Querystring: { prefix?: string; limit?: number; after?: string } }>(
+    '/v1/storage/:bucket',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: "List a bucket's objects the caller may read, in path order",
+        params: bucketParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            prefix: { type: 'string', maxLength: 1024 },
+            limit: { type: 'string', pattern: '^[0-9]{1,4}$' },
+            after: { type: 'string', maxLength: 1024 },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { objects: { type: 'array', items: objectSchema }, next_cursor: { type: ['string', 'null'] } },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      const limit = request.query.limit === undefined ? undefined : Number(request.query.limit);
+      if (limit !== undefined && (limit < 1 || limit > 1000)) {
+        throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
+      }
+      return storage.list(request.caller, request.params.bucket, {
+        prefix: request.query.prefix,
+        limit,
+        after: request.query.after,
+      });
+    },
+  );
+
+  const objectQuery = {
+    type: 'object',
+    properties: {
+      download: { type: 'string', maxLength: 255 },
+      expires: { type: 'string', maxLength: 20 },
+      sig: { type: 'string', maxLength: 128 },
+    },
+  } as const;
+
+  app.get<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>(
+    '/v1/storage/:bucket/*',
+    {
+      exposeHeadRoute: false,
+      schema: {
+        tags: ['storage'],
+        summary: 'Download an object (Range, If-None-Match, ?download[=name], signed ?expires&sig)',
+        params: objectParams,
+        querystring: objectQuery,
+      },
+    },
+    async (request, reply) => serveObject(storage, request, reply, true),
+  );
+
+  app.head<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>(
+    '/v1/storage/:bucket/*',
+    {
+      schema: { tags: ['storage'], summary: "An object's headers", params: objectParams, querystring: objectQuery },
+    },
+    async (request, reply) => serveObject(storage, request, reply, false),
+  );
+
+  app.delete<{ Params: { bucket: string; '*': string } }>(
+    '/v1/storage/:bucket/*',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Delete an object (its bytes and its metadata)',
+        params: objectParams,
+        response: { 204: { type: 'null' }, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
+      await storage.remove(request.caller, bucket, rawPath);
+      return reply.code(204).send();
+    },
+  );
+
+  app.post<{ Params: { bucket: string; '*': string }; Body: { expires_in: number } }>(
+    '/v1/sign/:bucket/*',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'A URL that downloads the object without a token until it expires',
+        params: objectParams,
+        body: {
+          type: 'object',
+          required: ['expires_in'],
+          additionalProperties: false,
+          properties: { expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS } },
+        },
+        response: {
+          200: { type: 'object', properties: { url: { type: 'string' }, expires_at: { type: 'string' } } },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/sign/');
+      return storage.signedUrl(request.caller, bucket, rawPath, request.body.expires_in);
+    },
+  );
+};
+
+/**
+ * Uploads: the body is never parsed or buffered. The raw PUT hands the request
+ * stream straight to the service; the multipart POST streams the `file` part.
+ */
+const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, { storage, maxFileSize }) => {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+  await app.register(multipart, { limits: { fileSize: Number.MAX_SAFE_INTEGER, files: 1, fields: 20, parts: 40 } });
+
+  // After an early rejection (409, 413, 415) the rest of a large body is not worth reading.
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode >= 400 && !request.raw.complete) void reply.header('connection', 'close');
+  });
+
+  const bodyLimit = Math.min(Number.MAX_SAFE_INTEGER, maxFileSize + 1024 * 1024);
+  const uploadSchema = (summary: string) => ({
+    tags: ['storage'],
+    summary,
+    params: objectParams,
+    response: { 201: objectSchema, 409: errorSchema, 413: errorSchema, 415: errorSchema, ...errors },
+  });
+
+  app.put<{ Params: { bucket: string; '*': string } }>(
+    '/v1/storage/:bucket/*',
+    { bodyLimit, schema: uploadSchema('Upload an object from the raw body (x-upsert: true overwrites)') },
+    async (request, reply) => {
+      const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
+      const body = (request.body as Readable | undefined) ?? request.raw;
+      const object = await storage.upload(request.caller, {
+        bucket,
+        rawPath,
+        body,
+        contentType: cleanContentType(request.headers['content-type']),
+        upsert: upsertHeader(request),
+        declaredSize: declaredLength(request),
+      });
+      return reply.code(201).send(object);
+    },
+  );
+
+  app.post<{ Params: { bucket: string; '*': string } }>(
+    '/v1/storage/:bucket/*',
+    { bodyLimit, schema: uploadSchema('Upload an object from multipart/form-data (field `file`)') },
+    async (request, reply) => {
+      if (!request.isMultipart()) {
+        throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'POST uploads take multipart/form-data; use PUT for a raw body.');
+      }
+      const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
+      const upsert = upsertHeader(request);
+      let object: StorageObject | null = null;
+      for await (const part of request.parts()) {
+        if (part.type !== 'file') continue;
+        if (part.fieldname !== 'file' || object !== null) {
+          part.file.resume();
+          continue;
+        }
+        object = await storage.upload(request.caller, {
+          bucket,
+          rawPath,
+          body: part.file,
+          contentType: cleanContentType(part.mimetype),
+          upsert,
+          declaredSize: null,
+        });
+      }
+      if (!object) throw new AppError('INVALID_REQUEST', 'The form has no file field named "file".');
+      return reply.code(201).send(object);
+    },
+  );
+};
+
+export async function registerStorageRoutes(app: FastifyInstance, options: StorageRouteOptions): Promise<void> {
+  await app.register(storageJsonRoutes, options);
+  await app.register(storageUploadRoutes, options);
+}

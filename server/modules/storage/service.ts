@@ -1,0 +1,469 @@
+/**
+ * Storage: buckets, uploads, downloads, listings and signed URLs.
+ *
+ * Metadata and bytes agree because bytes are never written under a user's path: each
+ * upload streams to a fresh key (`<bucket>/<uuid>`) that is marked pending in Postgres
+ * before its first byte. Only when the backend holds every byte does one transaction
+ * clear the mark and insert (or repoint) the object row; an overwritten or deleted
+ * object's old key is marked pending in that same transaction and removed after
+ * commit. So a key is always accounted for by a row or a mark, a crash at any point
+ * leaves at most a marked or unreferenced key, and the sweeper removes those.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { isUser, type Caller } from '../../internal/caller.js';
+import { AppError, isAppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import type { Logger } from '../../internal/log.js';
+import {
+  compileRuleToSql,
+  evaluateRule,
+  parseRule,
+  ruleAuthFromCaller,
+  type Rule,
+} from '../../internal/rules/index.js';
+import type { ByteRange, StorageBackend } from './backends/index.js';
+import {
+  assertBucketName,
+  assertMimePattern,
+  encodeObjectPath,
+  mimeAllowed,
+  normalizePrefix,
+  objectPathFromUrl,
+} from './paths.js';
+import {
+  OBJECT_ALIAS,
+  type BucketRow,
+  type BucketRules,
+  type ObjectRow,
+  type StorageRepository,
+} from './repository.js';
+import { MAX_SIGNED_URL_SECONDS, type UrlSigner } from './signing.js';
+
+export interface StorageObject {
+  id: string;
+  bucket: string;
+  path: string;
+  size: number;
+  content_type: string;
+  etag: string;
+  sha256: string;
+  owner: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export type Bucket = BucketRow;
+
+export interface BucketInput {
+  name?: string;
+  public?: boolean;
+  max_file_size?: number | null;
+  allowed_mime_types?: string[] | null;
+  rules?: BucketRules;
+}
+
+export interface UploadInput {
+  bucket: string;
+  /** The path as decoded from the URL, before validation. */
+  rawPath: string;
+  body: Readable;
+  contentType: string;
+  upsert: boolean;
+  /** Content-Length when the client sent one: lets an oversized upload fail before any byte is read. */
+  declaredSize: number | null;
+}
+
+export interface ObjectAccess {
+  /** `expires` and `sig` of a signed URL, when the request carries them. */
+  signature?: { expires: string | undefined; sig: string | undefined };
+}
+
+export interface StorageServiceOptions {
+  /** Upper bound for every bucket, in bytes. */
+  maxFileSize: number;
+  publicUrl: string;
+  /** How often an upload in progress refreshes its pending mark, in ms. */
+  heartbeatMs: number;
+  /** Age after which the sweeper treats an unfinished upload as abandoned. */
+  orphanGraceSeconds: number;
+}
+
+const RULE_KINDS = ['read', 'write', 'delete'] as const;
+type RuleKind = (typeof RULE_KINDS)[number];
+const RULE_CACHE_LIMIT = 1000;
+
+function toObject(row: ObjectRow): StorageObject {
+  return {
+    id: row.id,
+    bucket: row.bucket,
+    path: row.path,
+    size: row.size,
+    content_type: row.content_type,
+    etag: row.etag,
+    sha256: row.sha256,
+    owner: row.owner,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+/** Backend failures that are not the client's doing become UNAVAILABLE: the store may be down. */
+function backendError(error: unknown): AppError {
+  if (isAppError(error)) return error;
+  return new AppError('UNAVAILABLE', 'The storage backend failed; retry the request.', { cause: error });
+}
+
+export class StorageService {
+  private readonly ruleCache = new Map<string, Rule>();
+  readonly orphanGraceSeconds: number;
+
+  constructor(
+    private readonly repo: StorageRepository,
+    readonly backend: StorageBackend,
+    private readonly signer: UrlSigner,
+    private readonly log: Logger,
+    private readonly options: StorageServiceOptions,
+  ) {
+    this.orphanGraceSeconds = options.orphanGraceSeconds;
+  }
+
+  // Buckets (service key only)
+
+  async createBucket(caller: Caller, input: BucketInput): Promise<Bucket> {
+    requireService(caller);
+    const name = input.name ?? '';
+    assertBucketName(name);
+    const fields = this.bucketFields(input, {
+      public: false,
+      max_file_size: null,
+      allowed_mime_types: null,
+      rules: {},
+    });
+    return this.repo.insertBucket({ name, ...fields });
+  }
+
+  async listBuckets(caller: Caller): Promise<Bucket[]> {
+    requireService(caller);
+    return this.repo.buckets();
+  }
+
+  async getBucket(caller: Caller, name: string): Promise<Bucket> {
+    requireService(caller);
+    return this.bucket(name);
+  }
+
+  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<Bucket> {
+    requireService(caller);
+    const current = await this.bucket(name);
+    const updated = await this.repo.updateBucket({ name, ...this.bucketFields(input, current) });
+    if (!updated) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
+    return updated;
+  }
+
+  /** Refuses a bucket that holds objects unless `force`, which deletes them with it. */
+  async deleteBucket(caller: Caller, name: string, force: boolean): Promise<void> {
+    requireService(caller);
+    const keys = await this.repo.transaction(async (tx) => {
+      if (!(await this.repo.lockBucket(tx, name))) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
+      let removed: string[] = [];
+      if (force) removed = await this.repo.deleteAllObjects(tx, name);
+      else if (await this.repo.hasObjects(tx, name)) {
+        throw new AppError(
+          'ALREADY_EXISTS',
+          `Bucket "${name}" is not empty; delete with ?force=true to remove its objects.`,
+          {
+            details: { reason: 'bucket_not_empty' },
+          },
+        );
+      }
+      await this.repo.deleteBucket(tx, name);
+      return removed;
+    });
+    for (const key of keys) await this.discardBytes(key);
+  }
+
+  private bucketFields(
+    input: BucketInput,
+    base: Omit<Bucket, 'name' | 'created_at' | 'updated_at'>,
+  ): Omit<Bucket, 'name' | 'created_at' | 'updated_at'> {
+    const allowed = input.allowed_mime_types === undefined ? base.allowed_mime_types : input.allowed_mime_types;
+    if (allowed) for (const pattern of allowed) assertMimePattern(pattern);
+    const rules = input.rules === undefined ? base.rules : input.rules;
+    for (const kind of RULE_KINDS) {
+      const source = rules[kind];
+      if (source !== undefined) this.rule(source);
+    }
+    const maxFileSize = input.max_file_size === undefined ? base.max_file_size : input.max_file_size;
+    if (maxFileSize !== null && maxFileSize > this.options.maxFileSize) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `max_file_size cannot exceed the server's limit of ${this.options.maxFileSize} bytes (BASALT_STORAGE_MAX_FILE_SIZE).`,
+      );
+    }
+    return {
+      public: input.public ?? base.public,
+      max_file_size: maxFileSize,
+      allowed_mime_types: allowed && allowed.length > 0 ? allowed.map((m) => m.toLowerCase()) : null,
+      rules,
+    };
+  }
+
+  private async bucket(name: string): Promise<Bucket> {
+    assertBucketName(name);
+    const bucket = await this.repo.bucket(name);
+    if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
+    return bucket;
+  }
+
+  private rule(source: string): Rule {
+    let rule = this.ruleCache.get(source);
+    if (!rule) {
+      rule = parseRule(source);
+      if (this.ruleCache.size >= RULE_CACHE_LIMIT) this.ruleCache.clear();
+      this.ruleCache.set(source, rule);
+    }
+    return rule;
+  }
+
+  /** Rules see `object` as {path, size, content_type, owner, bucket}. */
+  private allowed(caller: Caller, bucket: Bucket, kind: RuleKind, object: ObjectRow | CandidateObject): boolean {
+    if (caller.role === 'service') return true;
+    if (kind === 'read' && bucket.public) return true;
+    const source = bucket.rules[kind];
+    if (source === undefined) return false;
+    return evaluateRule(this.rule(source), {
+      auth: ruleAuthFromCaller(caller),
+      object: {
+        path: object.path,
+        size: object.size,
+        content_type: object.content_type,
+        owner: object.owner,
+        bucket: object.bucket,
+      },
+      now: new Date(),
+    });
+  }
+
+  private assertAllowed(caller: Caller, bucket: Bucket, kind: RuleKind, object: ObjectRow | CandidateObject): void {
+    if (this.allowed(caller, bucket, kind, object)) return;
+    if (caller.role === 'public' && bucket.rules[kind] === undefined) {
+      throw new AppError('UNAUTHENTICATED', `This bucket's objects need a token to ${kind}.`);
+    }
+    throw new AppError('FORBIDDEN', `The bucket's ${kind} rule does not allow this.`);
+  }
+
+  // Uploads
+
+  async upload(caller: Caller, input: UploadInput): Promise<StorageObject> {
+    const bucket = await this.bucket(input.bucket);
+    const path = objectPathFromUrl(input.rawPath);
+    const limit = Math.min(bucket.max_file_size ?? this.options.maxFileSize, this.options.maxFileSize);
+    if (!mimeAllowed(input.contentType, bucket.allowed_mime_types)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${input.contentType}.`, {
+        details: { allowed_mime_types: bucket.allowed_mime_types },
+      });
+    }
+    if (input.declaredSize !== null && input.declaredSize > limit) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `The file is larger than the limit of ${limit} bytes.`, {
+        details: { max_file_size: limit },
+      });
+    }
+    const owner = isUser(caller) ? caller.uid : null;
+    const existing = await this.repo.object(bucket.name, path);
+    if (existing && !input.upsert) throw this.exists(bucket.name, path);
+    // Checked before any byte is stored (with the declared size), and again with the real one.
+    const candidate = (size: number): CandidateObject => ({
+      bucket: bucket.name,
+      path,
+      size,
+      content_type: input.contentType,
+      owner: existing ? existing.owner : owner,
+    });
+    if (existing) this.assertAllowed(caller, bucket, 'write', existing);
+    this.assertAllowed(caller, bucket, 'write', candidate(input.declaredSize ?? 0));
+
+    const key = `${bucket.name}/${randomUUID()}`;
+    await this.repo.addPending(this.repo.pool, key, 'upload');
+    const heartbeat = setInterval(() => {
+      this.repo.touchPending(key).catch((error: unknown) => this.log.warn({ err: error, key }, 'pending touch failed'));
+    }, this.options.heartbeatMs);
+    heartbeat.unref();
+    let stored;
+    try {
+      stored = await this.backend.put(key, input.body, { maxBytes: limit });
+    } catch (error) {
+      await this.discardBytes(key);
+      throw backendError(error);
+    } finally {
+      clearInterval(heartbeat);
+    }
+
+    let previousKey: string | null = null;
+    let row: ObjectRow;
+    try {
+      this.assertAllowed(caller, bucket, 'write', candidate(stored.size));
+      const fields = {
+        bucket: bucket.name,
+        path,
+        storageKey: key,
+        size: stored.size,
+        contentType: input.contentType,
+        etag: stored.etag,
+        sha256: stored.sha256,
+        owner,
+      };
+      row = await this.repo.transaction(async (tx) => {
+        if (!(await this.repo.removePending(tx, key))) {
+          throw new AppError('UNAVAILABLE', 'The upload took too long and was discarded; retry it.');
+        }
+        for (;;) {
+          const current = await this.repo.lockObject(tx, bucket.name, path);
+          if (current) {
+            if (!input.upsert) throw this.exists(bucket.name, path);
+            this.assertAllowed(caller, bucket, 'write', current);
+            await this.repo.addPending(tx, current.storage_key, 'delete');
+            previousKey = current.storage_key;
+            return this.repo.replaceObject(tx, current.id, fields);
+          }
+          const inserted = await this.repo.insertObject(tx, fields);
+          if (inserted) return inserted;
+          // A concurrent upload inserted the path since the lock attempt: decide again against it.
+        }
+      });
+    } catch (error) {
+      await this.discardBytes(key);
+      throw error;
+    }
+    if (previousKey !== null) await this.discardBytes(previousKey);
+    return toObject(row);
+  }
+
+  private exists(bucket: string, path: string): AppError {
+    return new AppError(
+      'ALREADY_EXISTS',
+      `"${path}" already exists in bucket "${bucket}"; send x-upsert: true to overwrite.`,
+    );
+  }
+
+  /**
+   * Deletes a key's bytes, then its pending mark. If either fails (crash, store down)
+   * the mark, or the unreferenced key, stays for the sweeper.
+   */
+  private async discardBytes(key: string): Promise<void> {
+    try {
+      await this.backend.delete(key);
+      await this.repo.removePending(this.repo.pool, key);
+    } catch (error) {
+      this.log.warn({ err: error, key }, 'could not discard bytes now; the sweeper will');
+    }
+  }
+
+  // Reads
+
+  /** The object a GET or HEAD may serve: by a valid signature, a public bucket, or the read rule. */
+  async objectForRead(
+    caller: Caller,
+    bucketName: string,
+    rawPath: string,
+    access: ObjectAccess = {},
+  ): Promise<StorageObject & { storage_key: string; public: boolean }> {
+    const path = objectPathFromUrl(rawPath);
+    assertBucketName(bucketName);
+    if (access.signature)
+      this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date());
+    const bucket = await this.bucket(bucketName);
+    const row = await this.repo.object(bucket.name, path);
+    if (!row) throw new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`);
+    if (!access.signature) this.assertAllowed(caller, bucket, 'read', row);
+    return { ...toObject(row), storage_key: row.storage_key, public: bucket.public };
+  }
+
+  async openBytes(storageKey: string, range?: ByteRange): Promise<Readable> {
+    try {
+      return await this.backend.get(storageKey, range);
+    } catch (error) {
+      throw backendError(error);
+    }
+  }
+
+  async remove(caller: Caller, bucketName: string, rawPath: string): Promise<void> {
+    const path = objectPathFromUrl(rawPath);
+    const bucket = await this.bucket(bucketName);
+    const key = await this.repo.transaction(async (tx) => {
+      const row = await this.repo.lockObject(tx, bucket.name, path);
+      if (!row) throw new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`);
+      this.assertAllowed(caller, bucket, 'delete', row);
+      await this.repo.deleteObject(tx, row.id);
+      await this.repo.addPending(tx, row.storage_key, 'delete');
+      return row.storage_key;
+    });
+    await this.discardBytes(key);
+  }
+
+  async list(
+    caller: Caller,
+    bucketName: string,
+    query: { prefix?: string; limit?: number; after?: string },
+  ): Promise<{ objects: StorageObject[]; next_cursor: string | null }> {
+    const bucket = await this.bucket(bucketName);
+    const prefix = normalizePrefix(query.prefix);
+    const limit = query.limit ?? 100;
+    const params: unknown[] = [];
+    let filterSql: string | null = null;
+    if (caller.role !== 'service' && !bucket.public) {
+      const source = bucket.rules.read;
+      if (source === undefined) {
+        if (caller.role === 'public')
+          throw new AppError('UNAUTHENTICATED', "This bucket's objects need a token to read.");
+        throw new AppError('FORBIDDEN', `Bucket "${bucket.name}" has no read rule: only the service key may list it.`);
+      }
+      filterSql = compileRuleToSql(this.rule(source), {
+        auth: ruleAuthFromCaller(caller),
+        now: new Date(),
+        params,
+        subject: 'object',
+        rowAlias: OBJECT_ALIAS,
+      });
+    }
+    const rows = await this.repo.listObjects({
+      bucket: bucket.name,
+      prefix,
+      after: query.after ?? null,
+      limit: limit + 1,
+      filterSql,
+      params,
+    });
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return { objects: page.map(toObject), next_cursor: rows.length > limit && last ? last.path : null };
+  }
+
+  /** A URL that reads one object without a token until it expires; the signer must be able to read it. */
+  async signedUrl(
+    caller: Caller,
+    bucketName: string,
+    rawPath: string,
+    expiresIn: number,
+  ): Promise<{ url: string; expires_at: string }> {
+    if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_SIGNED_URL_SECONDS) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `expires_in must be a whole number of seconds from 1 to ${MAX_SIGNED_URL_SECONDS}.`,
+      );
+    }
+    const object = await this.objectForRead(caller, bucketName, rawPath);
+    const expires = Math.floor(Date.now() / 1000) + expiresIn;
+    const sig = this.signer.signature(object.bucket, object.path, expires);
+    const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?expires=${expires}&sig=${sig}`;
+    return { url, expires_at: new Date(expires * 1000).toISOString() };
+  }
+}
+
+interface CandidateObject {
+  bucket: string;
+  path: string;
+  size: number;
+  content_type: string;
+  owner: string | null;
+}

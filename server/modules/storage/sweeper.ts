@@ -1,0 +1,104 @@
+import type { Logger } from '../../internal/log.js';
+import type { StorageBackend } from './backends/index.js';
+import type { StorageRepository } from './repository.js';
+
+export interface SweepResult {
+  /** Pending keys (abandoned uploads, unfinished deletions) whose bytes were removed. */
+  pending: number;
+  /** Keys in the backend that no row or pending mark accounts for. */
+  orphans: number;
+  /** Unfinished writes discarded: temporary files, S3 multipart uploads. */
+  stale_writes: number;
+  /** False when another instance was sweeping, so this one did nothing. */
+  ran: boolean;
+}
+
+const BATCH = 500;
+
+/**
+ * Removes bytes that no object row owns: uploads a crash abandoned, deletions a crash
+ * interrupted, unfinished multipart uploads and temporary files. Anything younger than
+ * the grace period is left alone, and a pending mark is claimed (deleted) before its
+ * bytes are, so an upload still running loses the race cleanly instead of committing
+ * a row without bytes.
+ */
+export class StorageSweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<unknown> | null = null;
+
+  constructor(
+    private readonly repo: StorageRepository,
+    private readonly backend: StorageBackend,
+    private readonly log: Logger,
+  ) {}
+
+  /** One sweep, if no other instance is sweeping (advisory lock). */
+  async sweep(graceSeconds: number): Promise<SweepResult> {
+    const result = await this.repo.withSweeperLock(() => this.sweepLocked(graceSeconds));
+    return result ?? { pending: 0, orphans: 0, stale_writes: 0, ran: false };
+  }
+
+  private async sweepLocked(graceSeconds: number): Promise<SweepResult> {
+    const cutoff = new Date(Date.now() - graceSeconds * 1000);
+    const result: SweepResult = { pending: 0, orphans: 0, stale_writes: 0, ran: true };
+
+    const seen = new Set<string>();
+    for (;;) {
+      const keys = (await this.repo.stalePending(cutoff, BATCH)).filter((key) => !seen.has(key));
+      if (keys.length === 0) break;
+      for (const key of keys) {
+        seen.add(key);
+        const claim = await this.repo.claimStalePending(key, cutoff);
+        if (claim !== 'delete') continue;
+        await this.backend.delete(key);
+        result.pending++;
+      }
+    }
+
+    result.stale_writes = await this.backend.discardStaleWrites(
+      cutoff,
+      async (key) => await this.repo.pendingTouchedSince(key, cutoff),
+    );
+
+    let batch: string[] = [];
+    const flush = async (): Promise<void> => {
+      const known = await this.repo.knownKeys(batch);
+      for (const key of batch) {
+        if (known.has(key)) continue;
+        await this.backend.delete(key);
+        result.orphans++;
+      }
+      batch = [];
+    };
+    for await (const entry of this.backend.list()) {
+      if (entry.lastModified >= cutoff) continue;
+      batch.push(entry.key);
+      if (batch.length >= BATCH) await flush();
+    }
+    if (batch.length > 0) await flush();
+
+    if (result.pending + result.orphans + result.stale_writes > 0)
+      this.log.info(result, 'storage sweep removed orphans');
+    return result;
+  }
+
+  /** Sweeps every `intervalSeconds` (first run after one interval); 0 disables. */
+  start(intervalSeconds: number, graceSeconds: number): void {
+    if (intervalSeconds <= 0 || this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = this.sweep(graceSeconds)
+        .catch((error: unknown) => this.log.warn({ err: error }, 'storage sweep failed'))
+        .finally(() => {
+          this.running = null;
+        });
+    }, intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+}
