@@ -327,6 +327,38 @@ describe('live queries', () => {
     expect(socket.all((frame) => frame.type === 'change' && frame.id === 'rv')).toHaveLength(0);
   });
 
+  it('stops delivery with an error when the token expires without renewal, and keeps it with a fresh token', async () => {
+    const shortLived = await startTestApp(
+      database,
+      { BASALT_REALTIME_AUTH_CHECK_MS: '200' },
+      { auth: { ...one.config.auth, accessTokenTtlSeconds: 3 } },
+    );
+    try {
+      const expiring = await signUp(shortLived.url);
+      const renewed = await signUp(shortLived.url);
+      const a = await open(shortLived, expiring.session?.access_token);
+      const b = await open(shortLived, renewed.session?.access_token);
+      for (const socket of [a, b]) {
+        await socket.nextOfType('authenticated');
+        socket.send({ type: 'subscribe', id: 'exp', collection: 'todos' });
+        await socket.nextOfType('subscribed', { id: 'exp' });
+      }
+      await sleep(1_500);
+      const refreshed = await request(shortLived.url, 'POST', '/v1/auth/refresh', {
+        body: { refresh_token: renewed.session?.refresh_token },
+      });
+      expect(refreshed.status).toBe(200);
+      b.send({ type: 'auth', access_token: (refreshed.body as AuthBody).session?.access_token });
+      await b.nextOfType('authenticated');
+      const error = await a.nextOfType('error', { id: 'exp' }, 5_000);
+      expect(error.code).toBe('UNAUTHENTICATED');
+      await sleep(1_000);
+      expect(b.all((frame) => frame.type === 'error')).toEqual([]);
+    } finally {
+      await shortLived.close();
+    }
+  });
+
   it('sends reset when the cursor is older than the retention', async () => {
     await sql.query(`DELETE FROM basalt.change_ticks WHERE id < (SELECT max(id) FROM basalt.change_ticks)`);
     const socket = await open(one, one.serviceKey);

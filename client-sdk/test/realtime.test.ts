@@ -69,7 +69,10 @@ beforeAll(async () => {
   database = await createTestDatabase();
   one = await startTestApp(database);
   two = await startTestApp(database);
-  await admin('POST', '/v1/admin/collections', { name: 'notes', rules: { read: 'true' } });
+  await admin('POST', '/v1/admin/collections', {
+    name: 'notes',
+    rules: { read: 'true', create: 'true', update: 'true', delete: 'true' },
+  });
   await admin('POST', '/v1/admin/collections', {
     name: 'todos',
     rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
@@ -176,6 +179,45 @@ describe('live queries in the SDK', () => {
     expect(created.status).toBe(201);
     await until(() => ids.at(-1)?.includes('mine') === true);
     expect(errors).toEqual([]);
+  });
+});
+
+describe('db onSnapshot', () => {
+  it('follows a query built with the db API, and a document', async () => {
+    const basalt = client(one.url);
+    const notes = basalt.db.collection<{ list: string; rank: number }>('notes');
+    const snapshots: Array<{ ids: string[]; changes: string[] }> = [];
+    const off = notes
+      .where('list', '==', 'db')
+      .orderBy('rank', 'asc')
+      .limit(2)
+      .onSnapshot((snapshot) => {
+        snapshots.push({
+          ids: snapshot.docs.map((doc) => doc.id),
+          changes: snapshot.changes.map((change) => `${change.type}:${change.doc.id}`),
+        });
+      });
+    const docs: Array<number | null> = [];
+    const offDoc = notes.doc('d2').onSnapshot((doc) => docs.push(doc ? doc.data.rank : null));
+    await until(() => snapshots.length === 1 && docs.length === 1);
+    expect(snapshots[0]).toEqual({ ids: [], changes: [] });
+    expect(docs).toEqual([null]);
+    await notes.doc('d2').set({ list: 'db', rank: 2 });
+    await notes.doc('d3').set({ list: 'db', rank: 3 });
+    await notes.doc('d1').set({ list: 'db', rank: 1 });
+    await until(() => JSON.stringify(snapshots.at(-1)?.ids) === '["d1","d2"]');
+    expect(snapshots.flatMap((snapshot) => snapshot.changes)).toEqual([
+      'added:d2',
+      'added:d3',
+      'removed:d3',
+      'added:d1',
+    ]);
+    await until(() => docs.at(-1) === 2);
+    await notes.doc('d2').update({ rank: 20 });
+    await until(() => docs.at(-1) === 20);
+    await until(() => JSON.stringify(snapshots.at(-1)?.ids) === '["d1","d3"]');
+    off();
+    offDoc();
   });
 });
 
