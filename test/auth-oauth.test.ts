@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, ConfigError } from '../server/config.js';
 import { githubProfile, oidcProfile } from '../server/modules/auth/oauth/providers.js';
 import { codeChallenge } from '../server/modules/auth/oauth/flow.js';
+import { createClient } from '../client-sdk/src/index.js';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 
 /**
@@ -340,6 +341,24 @@ describe('sign-in against a real OpenID provider', () => {
     expect(response.status).toBe(302);
     expect(response.headers.get('set-cookie')).toMatch(/^basalt_oauth_\w+=; Path=\/v1\/auth\/callback; Max-Age=0/);
     expect(response.headers.get('cache-control')).toBe('no-store');
+  });
+});
+
+describe('with the client SDK', () => {
+  it('starts at the URL signInWithOAuth gives and adopts the session from the fragment', async () => {
+    const client = createClient(server.url, { persistSession: false, autoRefreshToken: false });
+    try {
+      const { url } = await client.auth.signInWithOAuth({ provider: 'idp', redirectTo: APP });
+      expect(url.startsWith(`${server.url}/v1/auth/authorize?`)).toBe(true);
+      signInAs = 'alice';
+      const hop = await browse(new CookieJar(), url, APP);
+      const session = await client.auth.getSessionFromUrl(hop.location);
+      expect(session?.token_type).toBe('bearer');
+      expect(client.auth.session?.access_token).toBe(session?.access_token);
+      expect((await client.auth.getUser()).email).toBe('alice@example.com');
+    } finally {
+      client.auth.stopAutoRefresh();
+    }
   });
 });
 
