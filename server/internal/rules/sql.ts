@@ -1,6 +1,6 @@
 import { AppError } from '../errors.js';
 import type { CompareOp, Expr, JsonValue } from './ast.js';
-import { compareValues, evaluate, type Env } from './evaluate.js';
+import { compareValues, evaluate, sizeOf, type Env } from './evaluate.js';
 import { BOTTOM, jsonType, type Value } from './values.js';
 
 /**
@@ -11,7 +11,8 @@ type Node =
   /** Known at compile time: everything that does not read the row (auth, now, literals). */
   | { k: 'const'; v: Value }
   | { k: 'json'; sql: string; cheap: boolean }
-  | { k: 'bool'; sql: string }
+  /** `total`: provably never NULL, so it needs no COALESCE and stays usable by an index. */
+  | { k: 'bool'; sql: string; total?: boolean }
   | { k: 'typed'; type: 'number' | 'string'; sql: string; nullIsJsonNull: boolean; cheap: boolean };
 
 type Subject = 'doc' | 'object';
@@ -34,6 +35,10 @@ const OBJECT_COLUMNS: Record<string, (alias: string) => Node> = {
   owner: (a) => typed('string', `${a}.owner`),
   bucket: (a) => typed('string', `${a}.bucket`),
 };
+
+function isTotal(node: Node): boolean {
+  return node.k === 'bool' && node.total === true;
+}
 
 function typed(type: 'number' | 'string', sql: string): Node {
   return { k: 'typed', type, sql, nullIsJsonNull: true, cheap: true };
@@ -65,8 +70,11 @@ export class SqlCompiler {
   compileRule(expr: Expr): string {
     const node = this.compile(expr);
     if (node.k === 'const') return node.v === true ? 'true' : 'false';
+    // Every predicate that can be NULL is wrapped, so a failure is false even under the
+    // caller's NOT; a provably total one is left bare, where Postgres can use indexes.
+    const predicate = isTotal(node) ? node.sql : `COALESCE(${this.asBool(node)}, false)`;
     const numbers = new Map<string, number>();
-    return `COALESCE(${this.asBool(node)}, false)`.replace(/§(\d+)§/g, (_, index: string) => {
+    return predicate.replace(/§(\d+)§/g, (_, index: string) => {
       let n = numbers.get(index);
       if (n === undefined) {
         this.params.push(this.values[Number(index)]);
@@ -177,7 +185,7 @@ export class SqlCompiler {
         return this.array(expr.items.map((item) => this.compile(item)));
       case 'not': {
         const operand = this.compile(expr.operand);
-        return { k: 'bool', sql: `(NOT ${this.asBool(operand)})` };
+        return { k: 'bool', sql: `(NOT ${this.asBool(operand)})`, total: isTotal(operand) };
       }
       case 'and':
       case 'or':
@@ -192,7 +200,7 @@ export class SqlCompiler {
         if (expr.op === '!=') {
           const eq = this.equal(left, right);
           if (eq.k === 'const') return { k: 'const', v: eq.v === BOTTOM ? BOTTOM : !eq.v };
-          return { k: 'bool', sql: `(NOT ${this.asBool(eq)})` };
+          return { k: 'bool', sql: `(NOT ${this.asBool(eq)})`, total: isTotal(eq) };
         }
         return this.order(expr.op, left, right);
       }
@@ -239,6 +247,7 @@ export class SqlCompiler {
     const decisive = kind === 'or';
     const parts: string[] = [];
     let failed = false;
+    let total = true;
     for (const operand of operands) {
       if (operand.k === 'const') {
         if (operand.v === decisive) return { k: 'const', v: decisive };
@@ -246,10 +255,11 @@ export class SqlCompiler {
         continue;
       }
       parts.push(this.asBool(operand));
+      total &&= isTotal(operand);
     }
     if (failed) parts.push('NULL::boolean');
-    if (parts.length === 0) return { k: 'const', v: !decisive };
-    return { k: 'bool', sql: `(${parts.join(kind === 'and' ? ' AND ' : ' OR ')})` };
+    if (parts.length === 0) return { k: 'const', v: failed ? BOTTOM : !decisive };
+    return { k: 'bool', sql: `(${parts.join(kind === 'and' ? ' AND ' : ' OR ')})`, total: total && !failed };
   }
 
   private equal(left: Node, right: Node): Node {
@@ -259,20 +269,19 @@ export class SqlCompiler {
     if (left.k === 'typed' && right.k === 'const') {
       const value = right.v as JsonValue;
       const x = left.sql;
-      const orFailure = (sql: string): Node =>
-        left.k === 'typed' && left.nullIsJsonNull
-          ? { k: 'bool', sql }
-          : { k: 'bool', sql: `(CASE WHEN ${x} IS NOT NULL THEN ${sql} END)` };
+      // A column's NULL is JSON null (a document without owner); a computed NULL is a failure.
+      const falseUnlessFailed: Node = { k: 'bool', sql: `(CASE WHEN ${x} IS NOT NULL THEN false END)` };
       if (value === null) {
-        return left.nullIsJsonNull ? { k: 'bool', sql: `(${x} IS NULL)` } : orFailure('false');
+        return left.nullIsJsonNull ? { k: 'bool', sql: `(${x} IS NULL)`, total: true } : falseUnlessFailed;
       }
-      if (jsonType(value) !== left.type) return left.nullIsJsonNull ? { k: 'const', v: false } : orFailure('false');
+      if (jsonType(value) !== left.type) return left.nullIsJsonNull ? { k: 'const', v: false } : falseUnlessFailed;
       const p =
         left.type === 'string'
           ? `${this.param(value as string)}::text`
           : `${this.param(JSON.stringify(value))}::numeric`;
       const cast = left.type === 'string' ? `${x}::text` : x;
-      return { k: 'bool', sql: left.nullIsJsonNull ? `(${x} IS NOT NULL AND ${cast} = ${p})` : `(${cast} = ${p})` };
+      if (!left.nullIsJsonNull) return { k: 'bool', sql: `(${cast} = ${p})` };
+      return { k: 'bool', sql: `(${x} IS NOT NULL AND ${cast} = ${p})`, total: true };
     }
     return { k: 'bool', sql: `(${this.asJson(left)} = ${this.asJson(right)})` };
   }
@@ -356,7 +365,7 @@ export class SqlCompiler {
   }
 
   private size(arg: Node): Node {
-    if (arg.k === 'const') return { k: 'const', v: BOTTOM };
+    if (arg.k === 'const') return { k: 'const', v: sizeOf(arg.v) };
     if (arg.k === 'bool') return FAIL;
     if (arg.k === 'typed') {
       if (arg.type !== 'string') return FAIL;
@@ -374,7 +383,7 @@ export class SqlCompiler {
   private exists(arg: Node): Node {
     if (arg.k === 'const') return { k: 'const', v: arg.v !== BOTTOM };
     if (arg.k === 'typed' && arg.nullIsJsonNull) return { k: 'const', v: true };
-    return { k: 'bool', sql: `(${arg.sql} IS NOT NULL)` };
+    return { k: 'bool', sql: `(${arg.sql} IS NOT NULL)`, total: true };
   }
 
   private startsWith(value: Node, prefix: Node): Node {
