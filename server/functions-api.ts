@@ -22,9 +22,58 @@ export interface FunctionLog {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+export type WhereOperator =
+  '==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not-in' | 'array-contains' | 'array-contains-any' | 'exists';
+
+/** A query on a collection, as in the client SDK; it runs with the service role. */
+export interface FunctionQuery<T = Record<string, unknown>> {
+  where(path: string, op: WhereOperator, value: unknown): FunctionQuery<T>;
+  orderBy(path: string, direction?: 'asc' | 'desc'): FunctionQuery<T>;
+  limit(limit: number): FunctionQuery<T>;
+  startAfter(cursor: string): FunctionQuery<T>;
+  get(): Promise<{ docs: StoredDocument<T>[]; nextCursor: string | null }>;
+  count(): Promise<number>;
+}
+
+export interface FunctionDocumentRef<T = Record<string, unknown>> {
+  get(): Promise<StoredDocument<T> | null>;
+  set(data: T): Promise<StoredDocument<T>>;
+  update(data: Partial<T> | Record<string, unknown>, options?: { ifVersion?: number }): Promise<StoredDocument<T>>;
+  delete(): Promise<void>;
+}
+
+export interface FunctionCollection<T = Record<string, unknown>> extends FunctionQuery<T> {
+  add(data: T, options?: { id?: string }): Promise<StoredDocument<T>>;
+  doc(id: string): FunctionDocumentRef<T>;
+}
+
+/** ctx.db: the document API with the service role (rules do not apply). */
+export interface FunctionDb {
+  collection<T = Record<string, unknown>>(name: string): FunctionCollection<T>;
+}
+
+export interface FunctionBucket {
+  upload(
+    path: string,
+    body: string | Uint8Array,
+    options?: { contentType?: string; upsert?: boolean },
+  ): Promise<unknown>;
+  download(path: string): Promise<Uint8Array>;
+  remove(path: string): Promise<void>;
+  list(options?: { prefix?: string; limit?: number; after?: string }): Promise<unknown>;
+}
+
+/** ctx.storage: the storage API with the service role. */
+export interface FunctionStorage {
+  from(bucket: string): FunctionBucket;
+}
+
 export interface FunctionContext {
   log: FunctionLog;
+  /** Only the environment variables the function declares in its `env` option. */
   env: Record<string, string | undefined>;
+  db: FunctionDb;
+  storage: FunctionStorage;
 }
 
 export interface StoredDocument<T = Record<string, unknown>> {

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import PgBoss from 'pg-boss';
+import type { Counter, Gauge } from 'prom-client';
 import type { ChangeFeed } from '../../internal/changes/feed.js';
 import type { Tx } from '../../internal/db.js';
 import type { Database } from '../../internal/db.js';
@@ -34,6 +35,23 @@ function concurrencyOf(fn: LoadedFunction): number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 1 ? value : 10;
 }
 
+/** Created once per app: a reload builds a new dispatcher but keeps counting in the same metrics. */
+export interface DispatcherMetrics {
+  enqueued: Counter<'function'>;
+  queueDepth: Gauge<'function'>;
+}
+
+export function dispatcherMetrics(metrics: Metrics): DispatcherMetrics {
+  return {
+    enqueued: metrics.counter('basalt_function_events_enqueued_total', 'Function jobs enqueued from the change log.', [
+      'function',
+    ]),
+    queueDepth: metrics.gauge('basalt_function_queue_depth', 'Function jobs waiting or retrying, by function.', [
+      'function',
+    ]),
+  };
+}
+
 export interface DispatcherOptions {
   databaseUrl: string;
   runWorkers: boolean;
@@ -60,27 +78,16 @@ export class FunctionDispatcher {
   private pumpAgain = false;
   private unsubscribe: (() => void) | null = null;
   private leaderTimer: NodeJS.Timeout | null = null;
+  private depthTimer: NodeJS.Timeout | null = null;
   private readonly workerIds = new Map<string, string[]>();
-  private readonly enqueued;
-  private readonly queueDepth;
-
   constructor(
     private readonly functions: FunctionsService,
     private readonly feed: ChangeFeed,
     private readonly db: Database,
     private readonly log: Logger,
-    metrics: Metrics,
+    private readonly metrics: DispatcherMetrics,
     private readonly options: DispatcherOptions,
-  ) {
-    this.enqueued = metrics.counter(
-      'basalt_function_events_enqueued_total',
-      'Function jobs enqueued from the change log.',
-      ['function'],
-    );
-    this.queueDepth = metrics.gauge('basalt_function_queue_depth', 'Function jobs waiting or retrying, by function.', [
-      'function',
-    ]);
-  }
+  ) {}
 
   private eventFunctions(): LoadedFunction[] {
     return [...this.functions.byKind('document'), ...this.functions.byKind('object'), ...this.functions.byKind('auth')];
@@ -118,6 +125,10 @@ export class FunctionDispatcher {
       }
       if (this.options.runWorkers) await this.startWorkers(boss, fn);
     }
+    this.depthTimer = setInterval(() => {
+      this.refreshQueueDepth().catch((error: unknown) => this.log.debug({ err: error }, 'queue depth unavailable'));
+    }, 5_000);
+    this.depthTimer.unref();
     const scheduled = new Set(this.functions.byKind('schedule').map(queueName));
     for (const schedule of await boss.getSchedules()) {
       if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
@@ -257,7 +268,7 @@ export class FunctionDispatcher {
       await this.feed.saveConsumerCursor(CONSUMER, batch.cursor, tx);
     });
     for (const job of jobs) {
-      this.enqueued.inc({ function: job.fn.name });
+      this.metrics.enqueued.inc({ function: job.fn.name });
       for (const id of this.workerIds.get(queueName(job.fn)) ?? []) boss.notifyWorker(id);
     }
     return true;
@@ -275,7 +286,7 @@ export class FunctionDispatcher {
   async refreshQueueDepth(): Promise<void> {
     if (!this.boss) return;
     for (const fn of this.jobFunctions()) {
-      this.queueDepth.set({ function: fn.name }, await this.boss.getQueueSize(queueName(fn)));
+      this.metrics.queueDepth.set({ function: fn.name }, await this.boss.getQueueSize(queueName(fn)));
     }
   }
 
@@ -283,6 +294,7 @@ export class FunctionDispatcher {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.leaderTimer) clearTimeout(this.leaderTimer);
+    if (this.depthTimer) clearInterval(this.depthTimer);
     await this.pumping?.catch(() => undefined);
     await this.leaderClient?.end().catch(() => undefined);
     this.leaderClient = null;

@@ -21,6 +21,8 @@ export interface LoadError {
 }
 
 const FUNCTIONS_API = fileURLToPath(new URL('../../functions-api.ts', import.meta.url));
+/** Packages a function imports resolve next to it first, then among Basalt's own. */
+const SERVER_NODE_MODULES = fileURLToPath(new URL('../../../node_modules/', import.meta.url));
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
 const SOURCE = /^[^._][^/]*\.(ts|mts|js|mjs)$/;
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
@@ -37,7 +39,8 @@ export async function functionFiles(dir: string): Promise<string[]> {
 
 /**
  * Bundles one function file into plain ESM JavaScript. `basalt/functions` resolves to
- * the server's own helpers; npm packages stay external and load from node_modules.
+ * the server's own helpers; npm packages are bundled in, so a bundle loads from anywhere
+ * (packages with native addons are not supported inside functions).
  */
 export async function bundleFunction(file: string, outDir: string, generation: number): Promise<string> {
   const base = path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '');
@@ -51,8 +54,8 @@ export async function bundleFunction(file: string, outDir: string, generation: n
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    packages: 'external',
     alias: { 'basalt/functions': FUNCTIONS_API },
+    nodePaths: [SERVER_NODE_MODULES],
     logLevel: 'silent',
     sourcemap: 'inline',
   });
@@ -83,6 +86,21 @@ export async function cleanBuildDir(outDir: string): Promise<void> {
 /** Names a definition: the file name for a default export, else the export name. */
 export function functionName(file: string, exportName: string): string {
   return exportName === 'default' ? path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '') : exportName;
+}
+
+/** One line that says why a build failed: esbuild's first message with its file and line. */
+export function buildFailureReason(error: unknown): string {
+  const failure = error as {
+    errors?: Array<{ text?: string; location?: { file?: string; line?: number; column?: number } | null }>;
+  };
+  const first = failure.errors?.[0];
+  if (first?.text) {
+    const where = first.location
+      ? `${path.basename(first.location.file ?? '')}:${first.location.line}:${first.location.column}: `
+      : '';
+    return `${where}${first.text}`;
+  }
+  return error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
 }
 
 export function validFunctionName(name: string): boolean {

@@ -1,9 +1,12 @@
+import { existsSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { SERVICE_CALLER } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import type { Platform } from '../../internal/platform.js';
+import { Readable } from 'node:stream';
 import type { DocumentService } from '../documents/service.js';
-import { FunctionDispatcher } from './dispatcher.js';
+import type { StorageService } from '../storage/service.js';
+import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { FunctionsService } from './service.js';
@@ -28,8 +31,7 @@ function record(value: unknown): Record<string, unknown> {
 
 /** ctx.db inside a function: the document service with the service role, the same path as HTTP writes. */
 function documentsRpc(documents: DocumentService): RpcHandler {
-  return async (target, method, args) => {
-    if (target !== 'db') throw new AppError('UNAVAILABLE', `ctx.${target} is not available in this server.`);
+  return async (_target, method, args) => {
     const [collection, second, third, fourth] = args;
     const name = text(collection);
     switch (method) {
@@ -69,8 +71,58 @@ function documentsRpc(documents: DocumentService): RpcHandler {
   };
 }
 
+async function readAll(stream: Readable): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+/** ctx.storage inside a function: the storage service with the service role. */
+function storageRpc(storage: StorageService): RpcHandler {
+  return async (_target, method, args) => {
+    const [bucket, second, third, fourth] = args;
+    const name = text(bucket);
+    switch (method) {
+      case 'upload': {
+        const body =
+          typeof third === 'string' ? Buffer.from(third) : third instanceof Uint8Array ? Buffer.from(third) : null;
+        if (!body) throw new AppError('INVALID_REQUEST', 'upload takes a string or bytes.');
+        const options = record(fourth);
+        return storage.upload(SERVICE_CALLER, {
+          bucket: name,
+          rawPath: encodeURIComponent(text(second)),
+          body: Readable.from([body]),
+          contentType: typeof options.contentType === 'string' ? options.contentType : 'application/octet-stream',
+          upsert: options.upsert === true,
+          declaredSize: body.length,
+        });
+      }
+      case 'download': {
+        const object = await storage.objectForRead(SERVICE_CALLER, name, encodeURIComponent(text(second)));
+        return readAll(await storage.openBytes(object.storage_key));
+      }
+      case 'remove':
+        await storage.remove(SERVICE_CALLER, name, encodeURIComponent(text(second)));
+        return null;
+      case 'list': {
+        const options = record(second);
+        return storage.list(SERVICE_CALLER, name, {
+          prefix: typeof options.prefix === 'string' ? options.prefix : undefined,
+          limit: typeof options.limit === 'number' ? options.limit : undefined,
+          after: typeof options.after === 'string' ? options.after : undefined,
+        });
+      }
+      default:
+        throw new AppError('INVALID_REQUEST', `ctx.storage has no method "${method}".`);
+    }
+  };
+}
+
 /** Wires the functions module: repository, loader and worker pool, and the event dispatcher. */
-export function createFunctionsModule(platform: Platform, deps: { documents: DocumentService }): FunctionsModule {
+export function createFunctionsModule(
+  platform: Platform,
+  deps: { documents: DocumentService; storage?: StorageService },
+): FunctionsModule {
   const invocations = new InvocationRepository(platform.db);
   const service = new FunctionsService(
     {
@@ -81,21 +133,59 @@ export function createFunctionsModule(platform: Platform, deps: { documents: Doc
     invocations,
     platform.log,
   );
-  service.useRpc(documentsRpc(deps.documents));
-  const dispatcher = platform.changes
-    ? new FunctionDispatcher(service, platform.changes, platform.db, platform.log, platform.metrics, {
-        databaseUrl: platform.config.databaseUrl,
-        runWorkers: platform.config.roles.worker,
-      })
-    : null;
+  const db = documentsRpc(deps.documents);
+  const storage = deps.storage ? storageRpc(deps.storage) : null;
+  service.useRpc(async (target, method, args) => {
+    if (target === 'db') return db(target, method, args);
+    if (storage) return storage(target, method, args);
+    throw new AppError('UNAVAILABLE', 'ctx.storage is not available in this server.');
+  });
+  const metrics = dispatcherMetrics(platform.metrics);
+  const newDispatcher = () =>
+    platform.changes
+      ? new FunctionDispatcher(service, platform.changes, platform.db, platform.log, metrics, {
+          databaseUrl: platform.config.databaseUrl,
+          runWorkers: platform.config.roles.worker,
+        })
+      : null;
+  let dispatcher = newDispatcher();
+  let watcher: FSWatcher | null = null;
+  let reloadTimer: NodeJS.Timeout | null = null;
+  let reloading: Promise<void> = Promise.resolve();
+
+  // Development: a saved file reloads every function and re-registers queues and schedules.
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      try {
+        await dispatcher?.stop();
+        await service.load();
+        dispatcher = newDispatcher();
+        await dispatcher?.start();
+      } catch (error) {
+        platform.log.error({ err: error }, 'reloading functions failed');
+      }
+    });
+  };
 
   return {
     service,
-    dispatcher,
+    get dispatcher() {
+      return dispatcher;
+    },
     async start() {
       await dispatcher?.start();
+      if (platform.config.functionsWatch && existsSync(platform.config.functionsDir)) {
+        watcher = watch(platform.config.functionsDir, () => {
+          if (reloadTimer) clearTimeout(reloadTimer);
+          reloadTimer = setTimeout(reload, 150);
+        });
+        watcher.unref();
+      }
     },
     async stop() {
+      watcher?.close();
+      if (reloadTimer) clearTimeout(reloadTimer);
+      await reloading;
       await dispatcher?.stop();
       await service.close();
     },

@@ -3,6 +3,7 @@ import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import {
+  buildFailureReason,
   bundleFunction,
   buildWorkerScript,
   cleanBuildDir,
@@ -138,7 +139,7 @@ export class FunctionsService {
           });
         }
       } catch (error) {
-        const reason = error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
+        const reason = buildFailureReason(error);
         errors.push({ file, reason });
         this.log.error(`function file ${file} was not loaded: ${reason}`);
       }

@@ -79,8 +79,11 @@ function query(collection: string, spec: { where: unknown[]; order_by: unknown[]
       query(collection, { ...spec, order_by: [...spec.order_by, [path, direction]] }),
     limit: (limit: number) => query(collection, { ...spec, limit }),
     startAfter: (after: string) => query(collection, { ...spec, after }),
-    get: () => rpc('db', 'query', [collection, spec]),
-    count: () => rpc('db', 'count', [collection, { where: spec.where }]),
+    get: async () => {
+      const page = (await rpc('db', 'query', [collection, spec])) as { docs: unknown[]; next_cursor: string | null };
+      return { docs: page.docs, nextCursor: page.next_cursor };
+    },
+    count: async () => ((await rpc('db', 'count', [collection, { where: spec.where }])) as { count: number }).count,
   };
 }
 

@@ -1,0 +1,123 @@
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signUp, startMailServer, uniqueEmail } from './auth-helpers.js';
+import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+
+/** The example functions shipped in functions/ load, run, and reload when a file changes. */
+
+const examples = fileURLToPath(new URL('../functions/', import.meta.url));
+let database: TestDatabase;
+let server: TestApp;
+let functionsDir: string;
+let mail: Awaited<ReturnType<typeof startMailServer>>;
+
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+beforeAll(async () => {
+  functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-examples-'));
+  await cp(examples, functionsDir, { recursive: true });
+  mail = await startMailServer();
+  database = await createTestDatabase();
+  server = await startTestApp(database, {
+    BASALT_FUNCTIONS_DIR: functionsDir,
+    BASALT_FUNCTIONS_WATCH: 'true',
+    SMTP_URL: mail.url,
+    MAIL_FROM: 'Example <hello@example.com>',
+  });
+  for (const name of ['posts', 'stats']) {
+    const created = await request(server.url, 'POST', '/v1/admin/collections', {
+      token: server.serviceKey,
+      body: { name },
+    });
+    expect(created.status).toBe(201);
+  }
+});
+
+afterAll(async () => {
+  await server?.close();
+  await database?.drop();
+  await mail?.close();
+  await rm(functionsDir, { recursive: true, force: true });
+});
+
+describe('the example functions', () => {
+  it('all load, with their triggers', async () => {
+    const response = await request(server.url, 'GET', '/v1/admin/functions', { token: server.serviceKey });
+    const body = response.body as {
+      functions: Array<{ name: string; kind: string; trigger: object }>;
+      errors: unknown[];
+    };
+    expect(body.errors).toEqual([]);
+    expect(body.functions.map((fn) => [fn.name, fn.kind, fn.trigger])).toEqual([
+      ['countPosts', 'document', { collection: 'posts', on: 'write' }],
+      ['hello', 'http', {}],
+      ['nightlyCleanup', 'schedule', { cron: '0 3 * * *' }],
+      ['welcomeMail', 'auth', { on: 'user.created' }],
+      ['wordCount', 'object', { bucket: 'documents', on: 'upload' }],
+    ]);
+  });
+
+  it('hello answers over HTTP', async () => {
+    const response = await request(server.url, 'POST', '/v1/functions/hello', { body: { name: 'Ada' } });
+    expect(response.body).toEqual({ message: 'Hello, Ada!', signedIn: false });
+  });
+
+  it('countPosts keeps the count on create and delete', async () => {
+    for (const id of ['p1', 'p2', 'p3']) {
+      await request(server.url, 'POST', '/v1/db/posts', {
+        token: server.serviceKey,
+        body: { id, data: { title: id } },
+      });
+    }
+    await request(server.url, 'DELETE', '/v1/db/posts/p2', { token: server.serviceKey });
+    await waitFor('the count to settle at 2', async () => {
+      const stats = await request(server.url, 'GET', '/v1/db/stats/posts', { token: server.serviceKey });
+      const data = (stats.body as { data?: { count?: number; updated_by_event?: string } } | undefined)?.data;
+      return data?.count === 2 && data.updated_by_event ? data : null;
+    });
+  });
+
+  it('welcomeMail mails a user who signs up', async () => {
+    const email = uniqueEmail('welcome');
+    await signUp(server.url, email);
+    const received = await mail.waitFor(
+      (message) => message.to.includes(email) && message.raw.includes('Welcome!'),
+      20_000,
+    );
+    expect(received.raw).toContain('From: Example <hello@example.com>');
+    expect(received.raw).toMatch(/Message-ID: <evt_\d+@basalt\.welcome>/i);
+  });
+
+  it('reloads when a file is added, in development', async () => {
+    await writeFile(
+      path.join(functionsDir, 'added.ts'),
+      `import { http } from 'basalt/functions';\nexport default http(async () => ({ added: true }));\n`,
+    );
+    const answer = await waitFor('the new function', async () => {
+      const response = await request(server.url, 'GET', '/v1/functions/added');
+      return response.status === 200 ? response.body : null;
+    });
+    expect(answer).toEqual({ added: true });
+    // The event functions keep working after the reload.
+    await request(server.url, 'POST', '/v1/db/posts', { token: server.serviceKey, body: { id: 'p4', data: {} } });
+    await waitFor('the count after the reload', async () => {
+      const stats = await request(server.url, 'GET', '/v1/db/stats/posts', { token: server.serviceKey });
+      return (stats.body as { data?: { count?: number } } | undefined)?.data?.count === 3;
+    });
+  });
+});
