@@ -556,6 +556,30 @@ describe('the callback refuses what it must', () => {
   });
 });
 
+describe('rate limit', () => {
+  it('counts sign-ins started per client IP like password sign-ins', async () => {
+    const limited = await startTestApp(database, {
+      BASALT_AUTH_REDIRECT_URLS: APP,
+      BASALT_OAUTH_IDP_ISSUER: issuer,
+      BASALT_OAUTH_IDP_CLIENT_ID: CLIENT_ID,
+      BASALT_AUTH_RATE_SIGNIN_IP: '2',
+    });
+    try {
+      await db.query(`DELETE FROM basalt.rate_limits WHERE key LIKE 'oauth:%'`);
+      const path = `/v1/auth/authorize?provider=idp`;
+      expect((await fetch(`${limited.url}${path}`, { redirect: 'manual' })).status).toBe(302);
+      expect((await fetch(`${limited.url}${path}`, { redirect: 'manual' })).status).toBe(302);
+      const third = await request(limited.url, 'GET', path);
+      expect(third.status).toBe(429);
+      expect(errorCode(third.body)).toBe('RATE_LIMITED');
+      expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    } finally {
+      await limited.close();
+      await db.query(`DELETE FROM basalt.rate_limits WHERE key LIKE 'oauth:%'`);
+    }
+  });
+});
+
 describe('provider unavailable', () => {
   it('answers 503 UNAVAILABLE when discovery fails, and never 500', async () => {
     const other = await startTestApp(database, {

@@ -1,5 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { Platform } from '../../../internal/platform.js';
+import { RateLimiter } from '../rate-limit.js';
+import { AuthRepository } from '../repository.js';
 import { OAuthRepository } from './repository.js';
 import { OAuthService, type CallbackQuery, type CookieInstruction, type IdentitySignIn } from './service.js';
 
@@ -35,7 +37,7 @@ const authorizeSchema = {
     },
     required: ['provider'],
   },
-  response: { ...redirectResponse, 400: errorResponse, 503: errorResponse },
+  response: { ...redirectResponse, 400: errorResponse, 429: errorResponse, 503: errorResponse },
 } as const;
 
 const param = { type: 'string', maxLength: 8192 } as const;
@@ -80,6 +82,7 @@ export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: Identit
     config: platform.config,
     repository: new OAuthRepository(platform.db.pool),
     auth,
+    limiter: new RateLimiter(new AuthRepository(platform.db), platform.config.auth.rateLimits.windowSeconds),
     log: platform.log,
   });
 
@@ -88,10 +91,10 @@ export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: Identit
     // No HEAD twin: a prefetch or link preview must not create sign-ins.
     { schema: authorizeSchema, exposeHeadRoute: false },
     async (request, reply) => {
-      const { url, cookie } = await oauth.authorize({
-        provider: request.query.provider,
-        redirectTo: request.query.redirect_to,
-      });
+      const { url, cookie } = await oauth.authorize(
+        { provider: request.query.provider, redirectTo: request.query.redirect_to },
+        { ip: request.ip },
+      );
       setCookie(reply, cookie);
       return reply.header('cache-control', 'no-store').redirect(url, 302);
     },

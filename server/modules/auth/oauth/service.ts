@@ -88,10 +88,16 @@ export function withTrustedEmail(profile: ProviderProfile): ProviderProfile {
   };
 }
 
+/** Counts requests per key across instances; throws RATE_LIMITED over the limit. */
+export interface RequestLimiter {
+  consume(key: string, limit: number): Promise<void>;
+}
+
 export interface OAuthServiceOptions {
   config: RuntimeConfig;
   repository: OAuthRepository;
   auth: IdentitySignIn;
+  limiter: RequestLimiter;
   log: Logger;
 }
 
@@ -105,12 +111,14 @@ export class OAuthService {
   private readonly config: RuntimeConfig;
   private readonly repository: OAuthRepository;
   private readonly auth: IdentitySignIn;
+  private readonly limiter: RequestLimiter;
   private readonly log: Logger;
 
   constructor(options: OAuthServiceOptions) {
     this.config = options.config;
     this.repository = options.repository;
     this.auth = options.auth;
+    this.limiter = options.limiter;
     this.log = options.log;
     this.providers = new Map(options.config.auth.oauthProviders.map((p) => [p.name, createProvider(p)]));
   }
@@ -134,10 +142,10 @@ export class OAuthService {
    * Starts a sign-in: checks `redirect_to` against the allowlist before anything else,
    * stores the state and returns the provider's authorization URL.
    */
-  async authorize(input: {
-    provider: string;
-    redirectTo: string | undefined;
-  }): Promise<{ url: string; cookie: CookieInstruction }> {
+  async authorize(
+    input: { provider: string; redirectTo: string | undefined },
+    context: { ip: string },
+  ): Promise<{ url: string; cookie: CookieInstruction }> {
     const allowed = this.config.auth.redirectUrls;
     const redirectTo = input.redirectTo ?? allowed[0];
     if (redirectTo === undefined) {
@@ -155,6 +163,8 @@ export class OAuthService {
         details: { provider: input.provider, providers: this.providerNames() },
       });
     }
+    // Each sign-in started stores a row: counted like password sign-ins, per client IP.
+    await this.limiter.consume(`oauth:ip:${context.ip || 'unknown'}`, this.config.auth.rateLimits.signinPerIp);
     const secrets = newFlowSecrets();
     const url = await provider.authorizationUrl({
       state: secrets.state,
