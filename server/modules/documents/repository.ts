@@ -142,7 +142,9 @@ export class DocumentRepository {
         `CREATE TRIGGER basalt_document_stamp BEFORE INSERT OR UPDATE ON ${table}
          FOR EACH ROW EXECUTE FUNCTION basalt.document_stamp()`,
       );
+      // Owner rules filter on owner; "newest first" is the most common order.
       await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$owner'))} ON ${table} (owner)`);
+      await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$created'))} ON ${table} (created_at, id)`);
       await tx.query('SELECT basalt.track_changes($1::regclass)', [table]);
       for (const spec of input.indexes) await this.createIndex(tx, input.name, spec);
     } catch (error) {

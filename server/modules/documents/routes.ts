@@ -41,6 +41,11 @@ const dataField = {
   additionalProperties: true,
   description: 'User fields; names may not start with "$". PATCH and update accept field transforms.',
 } as const;
+const ownerField = {
+  type: ['string', 'null'],
+  maxLength: 256,
+  description: 'Service key only: the owner of the new document (default: the calling user)',
+} as const;
 const ifMatchHeaders = {
   type: 'object',
   properties: { 'if-match': { type: 'string', description: 'The version the write expects, e.g. 3 or "3"' } },
@@ -149,6 +154,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
                   id: idParam,
                   data: dataField,
                   if_version: { type: 'integer', minimum: 1 },
+                  owner: ownerField,
                 },
               },
             },
@@ -166,7 +172,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     async (request) => documents.batch(request.caller, request.body),
   );
 
-  app.post<{ Params: CollectionParams; Body: { id?: string; data: unknown } }>(
+  app.post<{ Params: CollectionParams; Body: { id?: string; data: unknown; owner?: string | null } }>(
     '/v1/db/:collection',
     {
       schema: {
@@ -177,7 +183,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
           type: 'object',
           required: ['data'],
           additionalProperties: false,
-          properties: { id: idParam, data: dataField },
+          properties: { id: idParam, data: dataField, owner: ownerField },
         },
         response: { 201: documentSchema, '4xx': errorSchema },
       },

@@ -33,6 +33,8 @@ export const MAX_BATCH_OPS = 500;
 export interface CreateInput {
   id?: unknown;
   data: unknown;
+  /** Only the service key may choose the owner (imports, functions acting for a user). */
+  owner?: unknown;
 }
 export interface DataInput {
   data: unknown;
@@ -51,6 +53,8 @@ export interface BatchOp {
   id?: string;
   data?: unknown;
   if_version?: number;
+  /** create only, service key only. */
+  owner?: string | null;
 }
 export type BatchResult = Document | null;
 
@@ -90,6 +94,20 @@ function versionConflict(expected: number, actual: number | null): AppError {
       : `Expected version ${expected}, but the stored version is ${actual}.`,
     { details: { expected, actual } },
   );
+}
+
+/** The owner of a new document: the calling user, or whom the service key names. */
+function ownerFor(caller: Caller, requested: unknown): string | null {
+  if (requested === undefined) return isUser(caller) ? caller.uid : null;
+  if (caller.role !== 'service') {
+    throw new AppError('FORBIDDEN', 'Only the service key may choose the owner of a document.');
+  }
+  if (requested !== null && (typeof requested !== 'string' || requested.length === 0 || requested.length > 256)) {
+    throw new AppError('INVALID_REQUEST', 'owner is a string of 1-256 characters, or null.', {
+      details: { field: 'owner' },
+    });
+  }
+  return requested;
 }
 
 function notFound(collection: string, id: string): AppError {
@@ -214,24 +232,24 @@ export class DocumentService {
     const patch = parsePatch(input.data);
     if (hasServerTimestamp(patch)) {
       // The stamp must be the transaction's time, the same as created_at.
-      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input.id, patch));
+      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch));
     }
-    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input.id, patch);
+    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
   }
 
   private async createIn(
     scope: Scope,
     caller: Caller,
     meta: CompiledCollection,
-    rawId: unknown,
+    input: { id?: unknown; owner?: unknown },
     patch: PatchObject,
   ): Promise<Document> {
-    const id = rawId === undefined || rawId === null ? generateDocumentId() : assertDocumentId(rawId);
+    const id = input.id === undefined || input.id === null ? generateDocumentId() : assertDocumentId(input.id);
+    const owner = ownerFor(caller, input.owner);
     if (caller.role !== 'service' && !meta.rules.create) this.deny(meta, caller, null, 'create');
     const now = await scope.now();
     const data = materialize(patch, now);
     this.checkData(meta, data);
-    const owner = isUser(caller) ? caller.uid : null;
     const incoming: Document = {
       id,
       collection: meta.name,
@@ -404,6 +422,9 @@ export class DocumentService {
         if (op.op === 'create' && op.if_version !== undefined) {
           throw new AppError('INVALID_REQUEST', 'if_version does not apply to create.');
         }
+        if (op.op !== 'create' && op.owner !== undefined) {
+          throw new AppError('INVALID_REQUEST', 'owner applies to create only.');
+        }
         prepared.push({ op, meta, patch });
       } catch (error) {
         throw batchError(error, index);
@@ -417,7 +438,7 @@ export class DocumentService {
         try {
           switch (op.op) {
             case 'create':
-              results.push(await this.createIn(scope, caller, meta, op.id, patch as PatchObject));
+              results.push(await this.createIn(scope, caller, meta, op, patch as PatchObject));
               break;
             case 'set':
               results.push((await this.setIn(scope, caller, meta, op.id as string, patch as PatchObject, options)).doc);
