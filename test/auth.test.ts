@@ -1,11 +1,13 @@
 import { createPrivateKey } from 'node:crypto';
 import { SignJWT, importJWK, type JWK } from 'jose';
 import pg from 'pg';
+import { createAuthModule } from '../server/modules/auth/module.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 import {
   STRONG_PASSWORD,
   decodeJwt,
+  eventually,
   signIn,
   signUp,
   uniqueEmail,
@@ -640,5 +642,86 @@ describe('bad input never gets a 500', () => {
       headers: { 'content-type': 'application/json' },
     });
     expect(response.status).toBe(400);
+  });
+});
+
+describe('signInWithIdentity (the entry point of OAuth)', () => {
+  const context = { ip: '127.0.0.1', userAgent: 'test' };
+  let auth: ReturnType<typeof createAuthModule>;
+
+  beforeAll(async () => {
+    auth = createAuthModule(server.app.platform);
+    await auth.start();
+  });
+
+  it('creates a user, then finds the same user by provider and subject', async () => {
+    const email = uniqueEmail('oauth');
+    const first = await auth.service.signInWithIdentity(
+      { provider: 'idp', subject: `sub-${email}`, email, emailVerified: true, userMetadata: { name: 'O' } },
+      context,
+    );
+    expect(first.user.email).toBe(email);
+    expect(first.user.email_confirmed_at).not.toBeNull();
+    expect(first.session).not.toBeNull();
+    const again = await auth.service.signInWithIdentity(
+      { provider: 'idp', subject: `sub-${email}`, email: null, emailVerified: false },
+      context,
+    );
+    expect(again.user.id).toBe(first.user.id);
+    expect((await request(server.url, 'GET', '/v1/auth/user', { token: again.session!.access_token })).status).toBe(
+      200,
+    );
+  });
+
+  it('links to an existing user only when the provider verified the email', async () => {
+    const email = uniqueEmail('link');
+    const created = await request(server.url, 'POST', '/v1/admin/users', {
+      token: server.serviceKey,
+      body: { email, password: STRONG_PASSWORD, email_confirm: true },
+    });
+    const id = (created.body as UserBody).id;
+    await expect(
+      auth.service.signInWithIdentity({ provider: 'idp', subject: `u-${email}`, email, emailVerified: false }, context),
+    ).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    const linked = await auth.service.signInWithIdentity(
+      { provider: 'idp', subject: `v-${email}`, email, emailVerified: true },
+      context,
+    );
+    expect(linked.user.id).toBe(id);
+    // A confirmed account keeps its password.
+    await signIn(server.url, email);
+  });
+
+  it('takes an unconfirmed account over for the verified owner: its password and sessions go', async () => {
+    const email = uniqueEmail('squatted');
+    const squatter = await signUp(server.url, email);
+    const owner = await auth.service.signInWithIdentity(
+      { provider: 'idp', subject: `owner-${email}`, email, emailVerified: true },
+      context,
+    );
+    expect(owner.user.id).toBe(squatter.user.id);
+    const old = await request(server.url, 'POST', '/v1/auth/signin', { body: { email, password: STRONG_PASSWORD } });
+    expect(errorCode(old.body)).toBe('INVALID_CREDENTIALS');
+    // Revoked through another module instance: this server learns it from its next poll.
+    await eventually(
+      async () =>
+        (await request(server.url, 'GET', '/v1/auth/user', { token: squatter.session!.access_token })).status === 401,
+      5000,
+    );
+  });
+
+  it('refuses a banned user', async () => {
+    const email = uniqueEmail('banned-oauth');
+    const first = await auth.service.signInWithIdentity(
+      { provider: 'idp', subject: `b-${email}`, email, emailVerified: true },
+      context,
+    );
+    await request(server.url, 'PATCH', `/v1/admin/users/${first.user.id}`, {
+      token: server.serviceKey,
+      body: { banned_until: new Date(Date.now() + 60_000).toISOString() },
+    });
+    await expect(
+      auth.service.signInWithIdentity({ provider: 'idp', subject: `b-${email}`, email, emailVerified: true }, context),
+    ).rejects.toMatchObject({ code: 'FORBIDDEN' });
   });
 });
