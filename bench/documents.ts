@@ -273,6 +273,7 @@ export async function runDocuments(settings: Settings): Promise<DocumentFigures>
       return collected.get(key) as TargetFigures[];
     };
     for (const bench of BENCHES) {
+      if (settings.only && !settings.only.includes(bench.split('.')[1] ?? '')) continue;
       runs.push({ bench, connections: settings.connections, into: (name) => slot(`${bench}|${name}`) });
       if (bench === 'documents.query') runs.push({ bench, connections: 1, into: (name) => slot(`latency|${name}`) });
     }
@@ -295,8 +296,12 @@ export async function runDocuments(settings: Settings): Promise<DocumentFigures>
       }
     }
     for (const target of targets) {
-      for (const bench of BENCHES) figures[bench][target.name] = median(slot(`${bench}|${target.name}`));
-      queryLatency[target.name] = median(slot(`latency|${target.name}`));
+      for (const bench of BENCHES) {
+        const rounds = slot(`${bench}|${target.name}`);
+        if (rounds.length > 0) figures[bench][target.name] = median(rounds);
+      }
+      const latency = slot(`latency|${target.name}`);
+      if (latency.length > 0) queryLatency[target.name] = median(latency);
     }
   } finally {
     for (const target of targets) await target.close();

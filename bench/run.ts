@@ -28,6 +28,7 @@ async function main(): Promise<void> {
   if (suite === 'documents' || suite === 'all') {
     const { throughput, queryLatency } = await runDocuments(settings);
     for (const [bench, byTarget] of Object.entries(throughput)) {
+      if (Object.keys(byTarget).length === 0) continue;
       const extra =
         bench === 'documents.query'
           ? { documents: settings.documents, limit: 20, latency_1_connection: queryLatency }

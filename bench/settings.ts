@@ -24,6 +24,8 @@ export interface Settings {
   rounds: number;
   /** Keep the bench databases after the run (to look at them); dropped by default. */
   keepDatabases: boolean;
+  /** BENCH_ONLY=get,query runs only those benchmarks of the documents suite; null runs all. */
+  only: string[] | null;
   /** Iterations of the in-process token-verification micro-benchmark. */
   verifyIterations: number;
 }
@@ -56,6 +58,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     targets: targets as TargetName[],
     rounds: whole(env, 'BENCH_ROUNDS', 1, 1),
     keepDatabases: env.BENCH_KEEP_DATABASES === '1',
+    only: env.BENCH_ONLY?.trim() ? env.BENCH_ONLY.split(',').map((name) => name.trim()) : null,
     verifyIterations: whole(env, 'BENCH_VERIFY_ITERATIONS', 20_000, 100),
   };
 }
