@@ -30,6 +30,11 @@ function retriesOf(fn: LoadedFunction): number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 20 ? value : 3;
 }
 
+function timeoutOf(fn: LoadedFunction): number {
+  const value = fn.options.timeout_ms;
+  return typeof value === 'number' && Number.isFinite(value) && value >= 100 ? Math.min(value, 300_000) : 10_000;
+}
+
 function concurrencyOf(fn: LoadedFunction): number {
   const value = fn.options.concurrency;
   return typeof value === 'number' && Number.isInteger(value) && value >= 1 ? value : 10;
@@ -107,6 +112,8 @@ export class FunctionDispatcher {
       supervise: true,
       schedule: true,
       migrate: true,
+      // Expired jobs (their worker died mid-run) are failed, hence retried, within seconds.
+      maintenanceIntervalSeconds: 5,
     });
     boss.on('error', (error) => this.log.error({ err: error }, 'job queue error'));
     await boss.start();
@@ -118,7 +125,9 @@ export class FunctionDispatcher {
         retryLimit: retriesOf(fn),
         retryDelay: this.options.retryDelaySeconds ?? 1,
         retryBackoff: true,
-        expireInSeconds: 15 * 60,
+        // A job still active past its function's timeout lost its worker (a crash, kill -9):
+        // it expires and is delivered again.
+        expireInSeconds: Math.ceil(timeoutOf(fn) / 1000) + 10,
       });
       if (fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
         await boss.schedule(queue, fn.options.cron, {}, { tz: 'UTC' });
