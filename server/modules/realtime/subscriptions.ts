@@ -342,6 +342,7 @@ export class SubscriptionManager {
   private readonly byTable = new Map<string, Set<Subscription>>();
   private readonly byConnection = new Map<string, Map<string, Subscription>>();
   private lastTick: number;
+  private lastCursor: string | null = null;
   private tickWaiters: Array<{ tick: number; resolve: () => void }> = [];
   private readonly stopFeed: () => void;
 
@@ -368,6 +369,11 @@ export class SubscriptionManager {
   }
 
   private onBatch(batch: FeedBatch): void {
+    // The feed skipped changes (this instance fell behind past the retention): every
+    // subscription starts over with a `reset` rather than miss them silently.
+    const gap = this.lastCursor !== null && safeTick(batch.fromCursor) > safeTick(this.lastCursor);
+    this.lastCursor = batch.cursor;
+    if (gap) this.restartAll();
     const groups = new Map<string, FeedChange[]>();
     for (const change of batch.changes) {
       const key = `${change.schema}.${change.table}`;
@@ -383,6 +389,16 @@ export class SubscriptionManager {
     const tick = parseCursor(batch.cursor);
     if (tick > this.lastTick) this.lastTick = tick;
     this.releaseWaiters();
+  }
+
+  private restartAll(): void {
+    for (const subs of this.byConnection.values()) {
+      for (const subscription of subs.values()) {
+        if (subscription.buffer) continue; // still starting: its snapshot is read after this point anyway
+        subscription.buffer = [];
+        subscription.enqueue(() => this.start(subscription, 'reset'));
+      }
+    }
   }
 
   private releaseWaiters(): void {
@@ -580,13 +596,18 @@ export class SubscriptionManager {
       await this.start(subscription, 'reset');
       return;
     }
-    const touched = new Set(missed.map((change) => change.rowId));
-    for (const routed of subscription.buffer ?? []) touched.add(routed.change.rowId);
+    // A document subscription ignores the rest of its table (cursors still count all of it).
+    const docId = subscription.view.docId;
+    const relevant = (change: FeedChange) => docId === null || change.rowId === docId;
+    const touched = new Set(missed.filter(relevant).map((change) => change.rowId));
+    for (const routed of subscription.buffer ?? []) if (relevant(routed.change)) touched.add(routed.change.rowId);
     const result = await this.exactSnapshot(subscription, touched.size + 16);
     const seen = new Set(missed.map((change) => change.id));
     const combined = [...missed, ...result.upto.map((routed) => routed.change).filter((c) => !seen.has(c.id))];
-    const all = unseen(combined, position);
-    const routedAll = routeChanges(all, position.tick, position.skip);
+    const routedAll = routeChanges(unseen(combined, position), position.tick, position.skip).filter((routed) =>
+      relevant(routed.change),
+    );
+    const all = routedAll.map((routed) => routed.change);
     const allTouched = new Set(all.map((change) => change.rowId));
     // At most `room` documents moved, so at least `limit` untouched ones lie in the page and
     // nothing beyond it can enter the window at any point of the replay.
