@@ -2,6 +2,7 @@ import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
 import { BasaltError } from './errors.js';
 import { RealtimeClient, registerRealtime, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
+import { StorageClient } from './storage.js';
 
 /** Key-value storage for the session: localStorage in browsers, anything with the same three calls elsewhere. */
 export interface SessionStorage {
@@ -26,7 +27,8 @@ export interface ClientOptions {
 /** The low-level HTTP layer every SDK module shares: base URL, JSON bodies, catalogue errors. */
 export class HttpTransport {
   readonly baseUrl: string;
-  private readonly fetchImpl: typeof globalThis.fetch;
+  /** The fetch in use; storage calls it directly for streamed bodies and downloads. */
+  readonly fetchImpl: typeof globalThis.fetch;
   private accessToken: () => string | null | Promise<string | null> = () => null;
 
   constructor(baseUrl: string, fetchImpl: typeof globalThis.fetch) {
@@ -93,6 +95,8 @@ export interface BasaltClient {
   readonly realtime: RealtimeClient;
   /** A realtime channel: broadcast and presence. */
   channel(name: string): RealtimeChannel;
+  /** Files in buckets. */
+  readonly storage: StorageClient;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
@@ -112,5 +116,13 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
   // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out.
   auth.onAuthStateChange(() => void realtime.setAuth());
   registerRealtime(http, realtime);
-  return { url: http.baseUrl, http, auth, db: new DbClient(http), realtime, channel: (name) => realtime.channel(name) };
+  return {
+    url: http.baseUrl,
+    http,
+    auth,
+    db: new DbClient(http),
+    realtime,
+    channel: (name) => realtime.channel(name),
+    storage: new StorageClient(http),
+  };
 }

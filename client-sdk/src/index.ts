@@ -52,3 +52,5 @@ export type {
   WebSocketConstructor,
   WebSocketLike,
 } from './realtime.js';
+export { BucketRef, StorageClient } from './storage.js';
+export type { ListOptions, ListResult, StorageObject, UploadBody, UploadOptions } from './storage.js';

@@ -1,0 +1,247 @@
+import type { HttpTransport } from './client.js';
+import { BasaltError } from './errors.js';
+
+/** A stored object's metadata, as the server returns it. */
+export interface StorageObject {
+  id: string;
+  bucket: string;
+  path: string;
+  size: number;
+  content_type: string;
+  etag: string;
+  sha256: string;
+  owner: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export type UploadBody = Blob | ReadableStream<Uint8Array> | Uint8Array | ArrayBuffer;
+
+export interface UploadOptions {
+  /** Overwrite an existing object instead of failing with ALREADY_EXISTS. */
+  upsert?: boolean;
+  /** Default: the Blob's type, else application/octet-stream. */
+  contentType?: string;
+  /** Bytes sent so far and the total (null when a stream's length is unknown). */
+  onProgress?: (sent: number, total: number | null) => void;
+}
+
+export interface ListOptions {
+  prefix?: string;
+  limit?: number;
+  /** `nextCursor` of the previous page. */
+  after?: string | null;
+}
+
+export interface ListResult {
+  objects: StorageObject[];
+  nextCursor: string | null;
+}
+
+function encodePath(path: string): string {
+  return path.split('/').map(encodeURIComponent).join('/');
+}
+
+async function errorFrom(response: Response): Promise<BasaltError> {
+  const text = await response.text().catch(() => '');
+  let parsed: unknown = undefined;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return BasaltError.fromResponse(response.status, parsed);
+}
+
+function bodySize(body: UploadBody): number | null {
+  if (body instanceof Uint8Array) return body.byteLength;
+  if (body instanceof ArrayBuffer) return body.byteLength;
+  if (body instanceof Blob) return body.size;
+  return null;
+}
+
+function toStream(body: UploadBody): ReadableStream<Uint8Array> {
+  if (body instanceof Blob) return body.stream();
+  if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
+    const bytes = body instanceof Uint8Array ? body : new Uint8Array(body);
+    // Slices keep progress reports meaningful for one large buffer.
+    const slice = 256 * 1024;
+    let offset = 0;
+    return new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (offset >= bytes.byteLength) {
+          controller.close();
+          return;
+        }
+        controller.enqueue(bytes.subarray(offset, offset + slice));
+        offset += slice;
+      },
+    });
+  }
+  return body;
+}
+
+/** Reports each chunk as the request body pulls it: progress of bytes handed to the network. */
+function withProgress(
+  source: ReadableStream<Uint8Array>,
+  total: number | null,
+  onProgress: (sent: number, total: number | null) => void,
+): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      sent += value.byteLength;
+      controller.enqueue(value);
+      onProgress(sent, total);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/** One bucket's objects. */
+export class BucketRef {
+  constructor(
+    private readonly http: HttpTransport,
+    readonly bucket: string,
+  ) {}
+
+  private objectUrl(path: string): string {
+    return `${this.http.baseUrl}/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(path)}`;
+  }
+
+  private async authHeaders(): Promise<Record<string, string>> {
+    const token = await this.http.getAccessToken();
+    return token ? { authorization: `Bearer ${token}` } : {};
+  }
+
+  /**
+   * Uploads with a streamed PUT. With `onProgress` in a browser, a Blob or bytes go
+   * through XMLHttpRequest to get real upload progress; elsewhere progress is counted
+   * as the body stream is consumed.
+   */
+  async upload(path: string, body: UploadBody, options: UploadOptions = {}): Promise<StorageObject> {
+    const contentType =
+      options.contentType || (body instanceof Blob && body.type ? body.type : 'application/octet-stream');
+    const headers: Record<string, string> = { ...(await this.authHeaders()), 'content-type': contentType };
+    if (options.upsert) headers['x-upsert'] = 'true';
+    const total = bodySize(body);
+    const url = this.objectUrl(path);
+
+    if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !(body instanceof ReadableStream)) {
+      return this.uploadWithXhr(url, headers, body, options.onProgress);
+    }
+
+    let payload: BodyInit;
+    let streaming = false;
+    if (options.onProgress) {
+      payload = withProgress(toStream(body), total, options.onProgress);
+      streaming = true;
+    } else if (body instanceof ReadableStream) {
+      payload = body;
+      streaming = true;
+    } else {
+      payload = body as Blob | ArrayBuffer;
+      if (body instanceof Uint8Array) payload = body as unknown as BodyInit;
+    }
+    const init: RequestInit & { duplex?: 'half' } = { method: 'PUT', headers, body: payload };
+    // Streaming request bodies need half-duplex in fetch (Node, Chromium).
+    if (streaming) init.duplex = 'half';
+    let response: Response;
+    try {
+      response = await this.http.fetchImpl(url, init);
+    } catch (cause) {
+      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return (await response.json()) as StorageObject;
+  }
+
+  private uploadWithXhr(
+    url: string,
+    headers: Record<string, string>,
+    body: Blob | Uint8Array | ArrayBuffer,
+    onProgress: (sent: number, total: number | null) => void,
+  ): Promise<StorageObject> {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('PUT', url);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      xhr.upload.onprogress = (event) => onProgress(event.loaded, event.lengthComputable ? event.total : null);
+      xhr.onerror = () =>
+        reject(new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0 }));
+      xhr.onload = () => {
+        let parsed: unknown = undefined;
+        try {
+          parsed = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
+        } catch {
+          parsed = undefined;
+        }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(parsed as StorageObject);
+        else reject(BasaltError.fromResponse(xhr.status, parsed));
+      };
+      xhr.send(body instanceof Uint8Array ? new Blob([body as Uint8Array<ArrayBuffer>]) : body);
+    });
+  }
+
+  /** The object's bytes. */
+  async download(path: string): Promise<Blob> {
+    let response: Response;
+    try {
+      response = await this.http.fetchImpl(this.objectUrl(path), { headers: await this.authHeaders() });
+    } catch (cause) {
+      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return response.blob();
+  }
+
+  /** The URL of an object in a public bucket (no token needed). Makes no request. */
+  getPublicUrl(path: string): string {
+    return this.objectUrl(path);
+  }
+
+  /** A URL that downloads the object without a token for `expiresIn` seconds. */
+  async createSignedUrl(path: string, expiresIn: number): Promise<string> {
+    const result = await this.http.request<{ url: string }>(
+      'POST',
+      `/v1/sign/${encodeURIComponent(this.bucket)}/${encodePath(path)}`,
+      { expires_in: expiresIn },
+    );
+    return result.url;
+  }
+
+  /** Objects the caller may read, in path order, one page at a time. */
+  async list(options: ListOptions = {}): Promise<ListResult> {
+    const query = new URLSearchParams();
+    if (options.prefix) query.set('prefix', options.prefix);
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.after) query.set('after', options.after);
+    const suffix = query.toString() ? `?${query.toString()}` : '';
+    const result = await this.http.request<{ objects: StorageObject[]; next_cursor: string | null }>(
+      'GET',
+      `/v1/storage/${encodeURIComponent(this.bucket)}${suffix}`,
+    );
+    return { objects: result.objects, nextCursor: result.next_cursor };
+  }
+
+  async remove(path: string): Promise<void> {
+    await this.http.request<void>('DELETE', `/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(path)}`);
+  }
+}
+
+/** `basalt.storage`: files in buckets. */
+export class StorageClient {
+  constructor(private readonly http: HttpTransport) {}
+
+  from(bucket: string): BucketRef {
+    return new BucketRef(this.http, bucket);
+  }
+}
