@@ -122,7 +122,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
         body: body({ email, password, data: metadata, redirect_to: redirectTo }),
       },
     },
-    async (request) => service.updateUser(request.caller, request.body),
+    async (request) => service.updateUser(request.caller, request.body, client(request)),
   );
 
   app.post<{ Body: { email: string; redirect_to?: string } }>(

@@ -509,8 +509,13 @@ export class AuthService {
   async updateUser(
     caller: Caller,
     input: { email?: string; password?: string; data?: Record<string, unknown>; redirect_to?: string },
+    context?: ClientContext,
   ): Promise<PublicUser> {
     const me = requireUser(caller);
+    // A new address gets a mail: count it against the same per-IP budget as recovery mails.
+    if (input.email !== undefined && context) {
+      await this.deps.limiter.consume(`email:ip:${this.clientIp(context)}`, this.config.rateLimits.emailPerIp);
+    }
     const userMetadata = metadata(input.data, 'data');
     const newEmail = input.email === undefined ? undefined : normalizeEmail(input.email);
     if (input.password !== undefined) assertAcceptablePassword(input.password);
@@ -776,7 +781,8 @@ export class AuthService {
       const existing = await this.repo.userById(tx, id, true);
       if (!existing) throw new AppError('NOT_FOUND', 'No such user.');
       const user = await this.repo.updateUser(tx, id, {
-        ...(email !== undefined ? { email, isAnonymous: false } : {}),
+        // A new address is unconfirmed unless the admin says otherwise.
+        ...(email !== undefined ? { email, isAnonymous: false, emailConfirmed: false } : {}),
         ...(input.email_confirm !== undefined ? { emailConfirmed: input.email_confirm } : {}),
         ...(userMetadata !== undefined ? { userMetadata } : {}),
         ...(appMetadata !== undefined ? { appMetadata } : {}),
