@@ -393,6 +393,32 @@ describe('injection', () => {
     expect((await svc('GET', '/v1/db/items/inj')).status).toBe(200);
   });
 
+  it('refuses text Postgres cannot store (NUL, unpaired surrogates) with 400, never 500', async () => {
+    const bodies = [
+      '{"data": {"a": "x\\u0000y"}}',
+      '{"data": {"a\\u0000": 1}}',
+      '{"data": {"a": "\\ud800"}}',
+      '{"data": {"a": ["\\udc00"]}}',
+    ];
+    for (const rawBody of bodies) {
+      const response = await request(server.url, 'POST', '/v1/db/items', {
+        rawBody,
+        token: server.serviceKey,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(response.status, rawBody).toBe(400);
+      expect(errorCode(response.body)).toBe('INVALID_REQUEST');
+    }
+    const query = await request(server.url, 'POST', '/v1/db/items/query', {
+      rawBody: '{"where": [["a", ">", "\\u0000"]]}',
+      token: server.serviceKey,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(query.status).toBe(400);
+    const emoji = await svc('PUT', '/v1/db/items/emoji', { data: { a: '\u{1F600} ok' } });
+    expect(emoji.status).toBe(201);
+  });
+
   it('field names in data are stored as given, never as SQL', async () => {
     const response = await svc('PUT', '/v1/db/items/keys', { data: { "a'b": 1, 'c"d': 2, 'e;f': 3 } });
     expect(response.status).toBe(201);

@@ -17,7 +17,7 @@
  * - A document missing an order_by field is not excluded: it sorts before null.
  */
 import { AppError } from '../../internal/errors.js';
-import { parseFieldPath } from './names.js';
+import { isStorableJson, parseFieldPath } from './names.js';
 import type { Document, JsonObject, JsonValue } from './types.js';
 
 export const OPERATORS = [
@@ -267,6 +267,9 @@ function checkList(value: JsonValue, where: string): JsonValue[] {
 
 function checkValue(field: FieldRef, op: Operator, value: JsonValue, where: string): JsonValue {
   if (value === undefined) throw invalid(`${where}: the value is missing.`, { field: `${where}[2]` });
+  if (!isStorableJson(value)) {
+    throw invalid(`${where}: strings may not contain NUL or unpaired surrogates.`, { field: `${where}[2]` });
+  }
   if (op === 'exists') {
     if (typeof value !== 'boolean') throw invalid(`${where}: exists takes true or false.`, { field: `${where}[2]` });
     return value;
@@ -493,7 +496,9 @@ export function decodeCursor(cursor: unknown, orderBy: readonly OrderTerm[]): Cu
     throw bad();
   }
   const { v, id } = (parsed ?? {}) as { v?: unknown; id?: unknown };
-  if (typeof id !== 'string' || !Array.isArray(v) || v.length !== orderBy.length) throw bad();
+  if (typeof id !== 'string' || !Array.isArray(v) || v.length !== orderBy.length || !isStorableJson(parsed)) {
+    throw bad();
+  }
   const values = v.map((wrapped: unknown, i) => {
     if (!Array.isArray(wrapped) || wrapped.length > 1) throw bad();
     const value = wrapped[0] as JsonValue | undefined;

@@ -47,6 +47,10 @@ function documentError(error: unknown, collection: string): AppError {
   if (code === '42P01') {
     return new AppError('NOT_FOUND', `Collection "${collection}" does not exist.`, { cause: error });
   }
+  // Text Postgres cannot store (NUL, broken UTF-8) that slipped past validation.
+  if (code === '22P05' || code === '22021') {
+    return new AppError('INVALID_REQUEST', 'The request holds text that cannot be stored.', { cause: error });
+  }
   return fromPostgresError(error, 'The document');
 }
 

@@ -5,6 +5,7 @@
  * merge) or to nothing (create, PUT) gives the data to store.
  */
 import { AppError } from '../../internal/errors.js';
+import { isStorableString } from './names.js';
 import { deepEqual } from './query.js';
 import type { JsonObject, JsonValue } from './types.js';
 
@@ -42,6 +43,7 @@ function join(path: string, key: string): string {
 }
 
 function checkKey(key: string, path: string): void {
+  if (!isStorableString(key)) throw fieldError('field names may not contain NUL or unpaired surrogates.', path);
   if (key.startsWith('$')) throw fieldError(`field names may not start with "$" (${path.slice(0, 200)}).`, path);
   // An own "__proto__" key would turn into a prototype change when data is copied.
   if (key === '__proto__') throw fieldError('"__proto__" is not allowed as a field name.', path);
@@ -50,7 +52,11 @@ function checkKey(key: string, path: string): void {
 /** Checks plain user JSON (array elements, transform operands): no `$` keys, bounded depth. */
 function checkPlain(value: unknown, path: string, depth: number): JsonValue {
   if (depth > MAX_DATA_DEPTH) throw fieldError(`data nests deeper than ${MAX_DATA_DEPTH} levels.`, path);
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'string') {
+    if (!isStorableString(value)) throw fieldError('strings may not contain NUL or unpaired surrogates.', path);
+    return value;
+  }
+  if (value === null || typeof value === 'boolean') return value;
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw fieldError('numbers must be finite.', path);
     return value;
