@@ -546,6 +546,15 @@ describe('the callback refuses what it must', () => {
     expect(result.error_code).toBe('INVALID_CREDENTIALS');
   });
 
+  it('refuses a response without iss from a provider that always sends it', async () => {
+    const { jar, callback } = await untilCallback('alice');
+    const stripped = new URL(callback);
+    stripped.searchParams.delete('iss');
+    const result = fragmentOf((await browse(jar, stripped.toString(), APP)).location);
+    expect(result.access_token).toBeUndefined();
+    expect(result.error_code).toBe('INVALID_CREDENTIALS');
+  });
+
   it('reports a callback without a code to the app', async () => {
     const { jar, callback } = await untilCallback('alice');
     const noCode = new URL(callback);

@@ -124,6 +124,8 @@ interface Discovery {
   tokenEndpoint: string;
   userinfoEndpoint: string | null;
   tokenAuthMethods: string[] | null;
+  /** RFC 9207: the provider puts `iss` on every authorization response. */
+  sendsIss: boolean;
   jwks: JWTVerifyGetKey;
 }
 
@@ -173,6 +175,7 @@ export class OidcProvider implements OAuthProvider {
       tokenEndpoint,
       userinfoEndpoint: text(body.userinfo_endpoint) ?? null,
       tokenAuthMethods: Array.isArray(methods) ? methods.filter((m): m is string => typeof m === 'string') : null,
+      sendsIss: body.authorization_response_iss_parameter_supported === true,
       jwks: createRemoteJWKSet(new URL(jwksUri), { timeoutDuration: HTTP_TIMEOUT_MS }),
     };
   }
@@ -194,8 +197,8 @@ export class OidcProvider implements OAuthProvider {
   async complete(params: CompletionParams): Promise<ProviderProfile> {
     const discovery = await this.discovery();
     // RFC 9207: a response that names another issuer was meant for another provider (mix-up attack).
-    if (params.iss !== undefined && params.iss !== discovery.issuer) {
-      throw rejected('invalid_request', 'The authorization response came from another issuer.');
+    if (params.iss !== undefined ? params.iss !== discovery.issuer : discovery.sendsIss) {
+      throw rejected('invalid_request', 'The authorization response did not come from the expected issuer.');
     }
     const tokens = await this.exchange(discovery, params);
     const claims = await this.verifyIdToken(discovery, tokens.idToken, params.nonce);
