@@ -12,6 +12,11 @@
 -- Order by (tick, tx_last, id) to read in commit order: ticks are in commit order, and
 -- within a tick a transaction that wrote a row after another one committed always has the
 -- larger tx_last, so changes to one row never come out of order.
+--
+-- The changes of a range of ticks are those visible in the last tick's snapshot and not in
+-- the first's, so they are found with two index scans whatever the number of ticks. Each
+-- transaction is then placed in its tick, the first whose snapshot shows it: the ticks'
+-- xmax only grows, so an index on it starts the search where the transaction began.
 CREATE OR REPLACE FUNCTION basalt.changes_of_ticks(after_tick bigint, upto_tick bigint)
 RETURNS TABLE (
   tick bigint,
@@ -28,20 +33,35 @@ RETURNS TABLE (
   created_at timestamptz
 )
 LANGUAGE sql STABLE AS $$
-  SELECT t.id, t.created_at, max(c.id) OVER (PARTITION BY t.id, c.txid), c.id, c.txid, c.table_schema, c.table_name,
-         c.op, c.row_id, c.old_row, c.new_row, c.created_at
-  FROM basalt.change_ticks t
-  JOIN basalt.change_ticks p ON p.id = t.id - 1
-  CROSS JOIN LATERAL (
-    SELECT * FROM basalt.changes x
-    WHERE x.txid >= pg_snapshot_xmax(p.snapshot) AND x.txid < pg_snapshot_xmax(t.snapshot)
-      AND pg_visible_in_snapshot(x.txid, t.snapshot)
+  WITH a AS (SELECT snapshot FROM basalt.change_ticks WHERE change_ticks.id = after_tick),
+  b AS (SELECT snapshot FROM basalt.change_ticks WHERE change_ticks.id = upto_tick AND upto_tick > after_tick),
+  candidates AS (
+    SELECT x.* FROM a, b, basalt.changes x
+    WHERE x.txid >= pg_snapshot_xmax(a.snapshot) AND x.txid < pg_snapshot_xmax(b.snapshot)
+      AND pg_visible_in_snapshot(x.txid, b.snapshot)
     UNION ALL
-    SELECT * FROM basalt.changes x
-    WHERE x.txid = ANY (ARRAY(SELECT pg_snapshot_xip(p.snapshot)))
-      AND pg_visible_in_snapshot(x.txid, t.snapshot)
-  ) c
-  WHERE t.id > after_tick AND t.id <= upto_tick
+    SELECT x.* FROM a, b, basalt.changes x
+    WHERE x.txid = ANY (ARRAY(SELECT pg_snapshot_xip(a.snapshot)))
+      AND pg_visible_in_snapshot(x.txid, b.snapshot)
+  ),
+  transactions AS (
+    SELECT c.txid, max(c.id) AS tx_last FROM candidates c GROUP BY c.txid
+  ),
+  placed AS (
+    SELECT tr.txid, tr.tx_last, first.id AS tick, first.created_at AS tick_at
+    FROM a, transactions tr
+    CROSS JOIN LATERAL (
+      SELECT t.id, t.created_at FROM basalt.change_ticks t
+      WHERE pg_snapshot_xmax(t.snapshot) > tr.txid AND pg_snapshot_xmax(t.snapshot) >= pg_snapshot_xmax(a.snapshot)
+        AND t.id > after_tick AND t.id <= upto_tick
+        AND pg_visible_in_snapshot(tr.txid, t.snapshot)
+      ORDER BY pg_snapshot_xmax(t.snapshot), t.id
+      LIMIT 1
+    ) first
+  )
+  SELECT p.tick, p.tick_at, p.tx_last, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id,
+         c.old_row, c.new_row, c.created_at
+  FROM candidates c JOIN placed p ON p.txid = c.txid
 $$;
 
 -- Ticks (and wakes readers on 'basalt_ticks') only when a transaction committed since the
@@ -99,3 +119,4 @@ CREATE TABLE basalt.change_consumers (
 );
 
 CREATE INDEX change_ticks_created_at_idx ON basalt.change_ticks (created_at);
+CREATE INDEX change_ticks_xmax_idx ON basalt.change_ticks ((pg_snapshot_xmax(snapshot)));

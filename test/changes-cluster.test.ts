@@ -60,7 +60,9 @@ describe('two instances on one database', () => {
     expect(through(fromA.changes).length).toBeGreaterThanOrEqual(30);
 
     const { rows } = await first.app.platform.db.query<{ n: string }>(
-      `SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 7306356 AND granted`,
+      `SELECT count(*) AS n FROM pg_locks
+       WHERE locktype = 'advisory' AND objid = 7306356 AND granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
     );
     expect(Number(rows[0]?.n)).toBe(1);
   });

@@ -225,6 +225,41 @@ describe('the change feed', () => {
     expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
   }, 300_000);
 
+  it('places every change in the same tick as the tick-by-tick definition, for any range', async () => {
+    const db = server.app.platform.db;
+    const { rows: bounds } = await db.query<{ oldest: string; newest: string }>(
+      'SELECT min(id) AS oldest, max(id) AS newest FROM basalt.change_ticks',
+    );
+    const oldest = Number(bounds[0]?.oldest);
+    const newest = Number(bounds[0]?.newest);
+    // The definition: visible in tick N's snapshot and not in tick N-1's.
+    const reference = async (after: number, upto: number) =>
+      (
+        await db.query<{ tick: string; id: string }>(
+          `SELECT t.id AS tick, c.id FROM basalt.change_ticks t
+           JOIN basalt.change_ticks p ON p.id = t.id - 1
+           JOIN basalt.changes c ON pg_visible_in_snapshot(c.txid, t.snapshot)
+                                AND NOT pg_visible_in_snapshot(c.txid, p.snapshot)
+           WHERE t.id > $1 AND t.id <= $2 ORDER BY t.id, c.id`,
+          [after, upto],
+        )
+      ).rows.map((row) => `${row.tick}:${row.id}`);
+    const fast = async (after: number, upto: number) =>
+      (
+        await db.query<{ tick: string; id: string }>(
+          'SELECT tick, id FROM basalt.changes_of_ticks($1, $2) ORDER BY tick, id',
+          [after, upto],
+        )
+      ).rows.map((row) => `${row.tick}:${row.id}`);
+    const ranges: Array<[number, number]> = [[oldest, newest]];
+    for (let i = 0; i < 15; i++) {
+      const a = oldest + Math.floor(Math.random() * (newest - oldest));
+      ranges.push([a, a + 1 + Math.floor(Math.random() * (newest - a))]);
+    }
+    for (const [after, upto] of ranges) expect(await fast(after, upto)).toEqual(await reference(after, upto));
+    expect((await fast(oldest, newest)).length).toBeGreaterThan(100);
+  });
+
   it('gives a covering cursor that includes every transaction committed before the call', async () => {
     const before = feed.currentCursor();
     const client = await sqlClient(database.url);

@@ -5,7 +5,14 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { DedicatedConnection } from './connection.js';
 import { formatCursor, parseCursor } from './cursor.js';
-import { ChangeRepository, TICKS_CHANNEL, tickerSql, type ChangeRow, type TableFilter } from './repository.js';
+import {
+  ChangeRepository,
+  CHANGES_CHANNEL,
+  TICKS_CHANNEL,
+  tickerSql,
+  type ChangeRow,
+  type TableFilter,
+} from './repository.js';
 import { Ticker } from './ticker.js';
 
 export { compareCursors, formatCursor, parseCursor } from './cursor.js';
@@ -125,11 +132,27 @@ export class ChangeFeed {
         existing<Counter<'kind'>>('basalt_change_feed_pruned_total') ??
         deps.metrics.counter('basalt_change_feed_pruned_total', 'Rows pruned from the change log, by kind.', ['kind']),
     };
+    this.connection = new DedicatedConnection({
+      url: deps.databaseUrl,
+      applicationName: 'basalt-change-feed',
+      log: deps.log,
+      onConnect: async (client) => {
+        await tickerSql.listen(client, TICKS_CHANNEL);
+        await this.ticker?.attach(client);
+        // Ticks may have been recorded while the connection was down.
+        this.requestPump();
+      },
+      onLost: () => this.ticker?.detach(),
+      onNotification: (message) => {
+        if (message.channel === CHANGES_CHANNEL) this.ticker?.notify();
+        else this.requestPump();
+      },
+    });
     this.ticker =
       options.ticker === false
         ? null
         : new Ticker(
-            { databaseUrl: deps.databaseUrl, log: deps.log, repo: this.repo, metrics: tickerMetrics },
+            { connection: this.connection, log: deps.log, repo: this.repo, metrics: tickerMetrics },
             {
               pollIntervalMs: options.tickerPollIntervalMs ?? 250,
               heartbeatMs: options.heartbeatMs ?? 5_000,
@@ -140,17 +163,6 @@ export class ChangeFeed {
               pruneBatchSize: PRUNE_BATCH_SIZE,
             },
           );
-    this.connection = new DedicatedConnection({
-      url: deps.databaseUrl,
-      applicationName: 'basalt-change-feed',
-      log: deps.log,
-      onConnect: async (client) => {
-        await tickerSql.listen(client, TICKS_CHANNEL);
-        // Ticks may have been recorded while the connection was down.
-        this.requestPump();
-      },
-      onNotification: () => this.requestPump(),
-    });
   }
 
   /** Begins reading at the newest tick; resolves once currentCursor() is known (or, if Postgres is down, keeps trying). */
@@ -173,7 +185,8 @@ export class ChangeFeed {
     this.pollTimer = null;
     // A read stuck on an unreachable Postgres must not hold up shutdown; its result is dropped.
     await Promise.race([this.pumping?.catch(() => undefined), sleep(1_000)]);
-    await Promise.all([this.connection.stop(), this.ticker?.stop()]);
+    await this.ticker?.stop();
+    await this.connection.stop();
   }
 
   /** Whether this instance's ticker currently leads (records the ticks). */

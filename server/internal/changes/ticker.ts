@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Counter, Gauge } from 'prom-client';
 import type { Logger } from '../log.js';
-import { DedicatedConnection } from './connection.js';
+import type { DedicatedConnection } from './connection.js';
 import { CHANGES_CHANNEL, tickerSql, type ChangeRepository } from './repository.js';
 
 export interface TickerOptions {
@@ -25,12 +25,12 @@ export interface TickerMetrics {
 }
 
 /**
- * Records ticks. Every instance runs one; the one holding a session advisory lock on its
- * own connection leads, the others retry the lock every `leaderRetryMs`, so when the
- * leader dies (its session ends) another takes over within about that long.
+ * Records ticks. Every instance runs one; the one holding a session advisory lock on the
+ * feed's dedicated connection leads, the others retry the lock every `leaderRetryMs`, so
+ * when the leader dies (its session ends) another takes over within about that long.
+ * Sharing the feed's connection keeps an instance at one connection outside the pool.
  */
 export class Ticker {
-  private readonly connection: DedicatedConnection;
   private leading = false;
   private stopped = true;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -43,17 +43,17 @@ export class Ticker {
   private pruning: Promise<void> | null = null;
 
   constructor(
-    private readonly deps: { databaseUrl: string; log: Logger; repo: ChangeRepository; metrics: TickerMetrics },
+    private readonly deps: {
+      connection: DedicatedConnection;
+      log: Logger;
+      repo: ChangeRepository;
+      metrics: TickerMetrics;
+    },
     private readonly options: TickerOptions,
-  ) {
-    this.connection = new DedicatedConnection({
-      url: deps.databaseUrl,
-      applicationName: 'basalt-ticker',
-      log: deps.log,
-      onConnect: (client) => this.onConnect(client),
-      onLost: () => this.onLost(),
-      onNotification: () => this.requestTick(),
-    });
+  ) {}
+
+  private get connection(): DedicatedConnection {
+    return this.deps.connection;
   }
 
   /** Whether this instance currently records the ticks. */
@@ -61,10 +61,12 @@ export class Ticker {
     return this.leading;
   }
 
+  /** Begins trying to lead; the feed calls attach() on each (re)connect of the shared connection. */
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    void this.connection.start();
+    const client = this.connection.current;
+    if (client) void this.attach(client).catch((error: unknown) => this.connection.reset(error));
   }
 
   async stop(): Promise<void> {
@@ -77,7 +79,6 @@ export class Ticker {
     const client = this.connection.current;
     if (this.leading && client) await tickerSql.resign(client).catch(() => undefined);
     this.setLeading(false);
-    await this.connection.stop();
   }
 
   /** Records a tick now if anything committed since the last one (the leader does this on its own). */
@@ -102,7 +103,9 @@ export class Ticker {
     return this.pruning;
   }
 
-  private async onConnect(client: pg.Client): Promise<void> {
+  /** The shared connection is (re)connected: try to lead on it. A throw means it is unusable. */
+  async attach(client: pg.Client): Promise<void> {
+    if (this.stopped) return;
     // If this instance vanishes without closing its socket (network partition), Postgres
     // must notice within seconds, not the OS default of hours, to release the lead.
     await tickerSql.shortKeepalives(client).catch((error: unknown) => {
@@ -111,7 +114,8 @@ export class Ticker {
     await this.tryLead(client);
   }
 
-  private onLost(): void {
+  /** The shared connection is gone, and the lead with it (the lock was its session's). */
+  detach(): void {
     this.clearTimers();
     if (this.leading) this.deps.log.warn('change ticker lost its lead with its connection');
     this.setLeading(false);
@@ -145,7 +149,11 @@ export class Ticker {
     this.deps.log.warn({ err: error }, 'pruning the change log failed; will retry');
   }
 
-  /** Debounced: a burst of NOTIFYs (one per committing transaction) becomes one tick. */
+  /** A change committed (NOTIFY basalt_changes). Debounced: a burst becomes one tick. */
+  notify(): void {
+    this.requestTick();
+  }
+
   private requestTick(): void {
     if (!this.leading || this.stopped || this.debounceTimer) return;
     this.debounceTimer = setTimeout(() => {
