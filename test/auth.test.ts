@@ -555,6 +555,26 @@ describe('admin users API', () => {
   });
 });
 
+describe('the OpenAPI document', () => {
+  it('describes the auth and admin-users endpoints', async () => {
+    const spec = await request(server.url, 'GET', '/docs/json');
+    expect(spec.status).toBe(200);
+    const paths = Object.keys((spec.body as { paths: Record<string, unknown> }).paths);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        '/v1/auth/signup',
+        '/v1/auth/signin',
+        '/v1/auth/refresh',
+        '/v1/auth/verify',
+        '/v1/auth/sessions/{id}',
+        '/v1/admin/users',
+        '/v1/admin/users/{id}',
+        '/.well-known/jwks.json',
+      ]),
+    );
+  });
+});
+
 describe('bad input never gets a 500', () => {
   const huge = 'x'.repeat(1024 * 1024);
   const cases: Array<[string, string, unknown]> = [
