@@ -296,6 +296,22 @@ export class AuthClient {
   }
 
   private async doRefresh(): Promise<Session | null> {
+    // Tabs share the stored session. If another tab already refreshed, take its session
+    // instead of spending our (now rotated-out) token: reusing it after the grace window
+    // would revoke the session for every tab.
+    const stored = await this.load();
+    if (
+      stored &&
+      this.current &&
+      stored.user.id === this.current.user.id &&
+      stored.session.refresh_token !== this.current.session.refresh_token &&
+      stored.session.expires_at >= this.current.session.expires_at
+    ) {
+      this.current = stored;
+      this.schedule();
+      this.emit('TOKEN_REFRESHED');
+      if (stored.session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) return stored.session;
+    }
     const refreshToken = this.current?.session.refresh_token;
     if (!refreshToken) return null;
     let result: AuthResponse;
