@@ -117,13 +117,17 @@ describe('parseRule refuses bad rules with position and expectation', () => {
     });
   }
 
-  it('limits the length of a rule', () => {
-    const long = `doc.id == "${'x'.repeat(LIMITS.maxLength)}"`;
+  it('limits the length of a rule to 4 KiB of UTF-8', () => {
+    const long = `doc.id == "${'x'.repeat(LIMITS.maxBytes)}"`;
     const error = parseError(long);
     expect(error.code).toBe('INVALID_RULE');
-    expect(error.details).toMatchObject({ position: LIMITS.maxLength });
-    expect(error.message).toMatch(/limit is 4096/);
-    expect(() => parseRule(`doc.id == "${'x'.repeat(LIMITS.maxLength - 20)}"`)).not.toThrow();
+    expect(error.details).toMatchObject({ position: LIMITS.maxBytes, expected: 'at most 4096 bytes' });
+    expect(error.message).toMatch(/the limit is 4096/);
+    expect(() => parseRule(`doc.id == "${'x'.repeat(LIMITS.maxBytes - 20)}"`)).not.toThrow();
+    // 1100 emoji are 2200 UTF-16 units but 4400 bytes: the first that does not fit is at 11 + 2 * 1021.
+    const wide = parseError(`doc.id == "${'😀'.repeat(1100)}"`);
+    expect(wide.details).toMatchObject({ position: 11 + 2 * 1021 });
+    expect((wide.details?.source as string).length).toBeLessThanOrEqual(LIMITS.maxBytes + 1);
   });
 
   it('limits nesting depth', () => {

@@ -33,8 +33,8 @@ export const ROOT_FIELDS: Record<Root, readonly string[]> = {
 export const OPEN_FIELDS: ReadonlySet<string> = new Set(['data', 'claims']);
 
 export const LIMITS = {
-  /** Characters of rule source. */
-  maxLength: 4096,
+  /** Bytes of rule source, in UTF-8. */
+  maxBytes: 4096,
   /** Nesting of parentheses, `!`, calls and array literals, counted together. */
   maxDepth: 32,
   /** Elements of one array literal. */

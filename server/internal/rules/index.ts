@@ -7,7 +7,7 @@ import type { Expr, Root } from './ast.js';
 import { evaluate, type Env } from './evaluate.js';
 import { parseExpression } from './parser.js';
 import { SqlCompiler } from './sql.js';
-import { BOTTOM, canonicalTimestamp, sanitizeJson, type Value } from './values.js';
+import { canonicalTimestamp, sanitizeJson, type Value } from './values.js';
 
 export { LIMITS } from './ast.js';
 export type { Expr, Root } from './ast.js';
@@ -113,5 +113,3 @@ export function compileRuleToSql(
   const env = environment(options.auth, options.now);
   return new SqlCompiler(env, options.subject, options.rowAlias, options.params).compileRule(rule.expr);
 }
-
-export { BOTTOM };

@@ -56,7 +56,7 @@ export function ruleError(source: string, position: number, expected: string, me
     details: {
       position,
       expected,
-      source: source.length > LIMITS.maxLength ? `${source.slice(0, LIMITS.maxLength)}…` : source,
+      source: source.length > LIMITS.maxBytes ? `${source.slice(0, LIMITS.maxBytes)}…` : source,
     },
   });
 }
@@ -401,12 +401,21 @@ export function parseExpression(source: string): Expr {
   if (typeof source !== 'string') {
     throw ruleError('', 0, 'a string', 'A rule must be a string.');
   }
-  if (source.length > LIMITS.maxLength) {
+  const bytes = Buffer.byteLength(source, 'utf8');
+  if (bytes > LIMITS.maxBytes) {
+    // The position is the first character that does not fit.
+    let position = 0;
+    for (let used = 0; position < source.length;) {
+      const width = Buffer.byteLength(String.fromCodePoint(source.codePointAt(position) as number), 'utf8');
+      if (used + width > LIMITS.maxBytes) break;
+      used += width;
+      position += width === 4 ? 2 : 1;
+    }
     throw ruleError(
       source,
-      LIMITS.maxLength,
-      `at most ${LIMITS.maxLength} characters`,
-      `Invalid rule: it is ${source.length} characters long; the limit is ${LIMITS.maxLength}.`,
+      position,
+      `at most ${LIMITS.maxBytes} bytes`,
+      `Invalid rule: it is ${bytes} bytes long (UTF-8); the limit is ${LIMITS.maxBytes}.`,
     );
   }
   return new Parser(source).parseRule();
