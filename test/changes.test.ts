@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
+import { ConfigError, loadConfig } from '../server/config.js';
 import { ChangeFeed, parseCursor, type Change } from '../server/internal/changes/feed.js';
 import { Database } from '../server/internal/db.js';
 import { AppError } from '../server/internal/errors.js';
@@ -410,5 +414,30 @@ describe('ordering within a tick and retention', () => {
       `SELECT count(*) AS n FROM basalt.changes WHERE row_id = 'before-prune'`,
     );
     expect(Number(rows[0]?.n)).toBe(0);
+  });
+});
+
+describe('configuration and process lifetime', () => {
+  it('reads BASALT_CHANGE_RETENTION in seconds, 24 h by default', () => {
+    expect(loadConfig({}).changeRetentionSeconds).toBe(86_400);
+    expect(loadConfig({ BASALT_CHANGE_RETENTION: '3600' }).changeRetentionSeconds).toBe(3600);
+    for (const bad of ['0', '1h', '-5', '99999999999']) {
+      expect(() => loadConfig({ BASALT_CHANGE_RETENTION: bad })).toThrow(ConfigError);
+    }
+  });
+
+  it('does not keep the process alive once stopped', async () => {
+    const own = await createTestDatabase();
+    try {
+      const fixture = fileURLToPath(new URL('./changes-exit-fixture.ts', import.meta.url));
+      const began = Date.now();
+      const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fixture, own.url], {
+        timeout: 20_000,
+      });
+      expect(JSON.parse(stdout.trim())).toMatchObject({ leader: true });
+      expect(Date.now() - began).toBeLessThan(20_000);
+    } finally {
+      await own.drop();
+    }
   });
 });
