@@ -456,6 +456,61 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       }
     });
 
+    it('lets exactly one of two concurrent uploads to one path win, leaving no stray bytes', async () => {
+      const before = (await backendKeys(ctx, 'files')).length;
+      const results = await Promise.all([
+        upload(ctx, 'files', 'race/one.bin', randomBytes(40_000)),
+        upload(ctx, 'files', 'race/one.bin', randomBytes(40_000)),
+        upload(ctx, 'files', 'race/one.bin', randomBytes(40_000)),
+      ]);
+      expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409]);
+      await eventually(async () => (await pendingCount(ctx)) === 0);
+      expect((await backendKeys(ctx, 'files')).length).toBe(before + 1);
+      const upserts = await Promise.all([
+        upload(ctx, 'files', 'race/one.bin', 'a', { upsert: true }),
+        upload(ctx, 'files', 'race/one.bin', 'b', { upsert: true }),
+      ]);
+      expect(upserts.map((r) => r.status)).toEqual([201, 201]);
+      await eventually(async () => (await pendingCount(ctx)) === 0);
+      expect((await backendKeys(ctx, 'files')).length).toBe(before + 1);
+    });
+
+    it('accepts a 1024-byte multibyte path, a missing Content-Type, and rejects a bad x-upsert', async () => {
+      const long = await rawRequest(
+        ctx.server.url,
+        'PUT',
+        `/v1/storage/files/${'%C3%A9'.repeat(512)}`,
+        ctx.server.serviceKey,
+        'x',
+      );
+      expect(long.status).toBe(201);
+      const noType = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(`${ctx.server.url}/v1/storage/files/untyped`, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${ctx.server.serviceKey}`, 'content-length': '3' },
+        });
+        req.on('response', (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end('abc');
+      });
+      expect(noType.status).toBe(201);
+      expect(JSON.parse(noType.body)).toMatchObject({ content_type: 'application/octet-stream', size: 3 });
+      const badUpsert = await request(ctx.server.url, 'PUT', '/v1/storage/files/u.txt', {
+        token: ctx.server.serviceKey,
+        headers: { 'x-upsert': 'maybe', 'content-type': 'text/plain' },
+        rawBody: new TextEncoder().encode('x'),
+      });
+      expect(badUpsert.status).toBe(400);
+      const badType = await upload(ctx, 'files', 'bad-type.txt', 'x', { contentType: 'not a type' });
+      // Fastify refuses an unparseable Content-Type before the route runs.
+      expect(badType.status).toBe(415);
+      expect(errorCode(badType.body)).toBe('UNSUPPORTED_MEDIA_TYPE');
+    });
+
     it('deletes bytes and metadata', async () => {
       const token = ctx.server.serviceKey;
       expect((await upload(ctx, 'files', 'del/me.txt', 'bye')).status).toBe(201);
