@@ -251,6 +251,25 @@ describe('live queries', () => {
     });
   });
 
+  it('re-reads the window when the socket signs in, and empties it when it signs out', async () => {
+    const carol = await signUp(one.url);
+    const token = carol.session?.access_token as string;
+    const created = await request(one.url, 'POST', '/v1/db/todos', { token, body: { id: 'carol-1', data: {} } });
+    expect(created.status).toBe(201);
+    const socket = await open(two);
+    socket.send({ type: 'subscribe', id: 'c', collection: 'todos' });
+    const copy = new Copy();
+    copy.apply(await socket.nextOfType('subscribed', { id: 'c' }));
+    expect(copy.ids()).toEqual([]);
+    socket.send({ type: 'auth', access_token: token });
+    await socket.nextOfType('authenticated');
+    await converge(socket, copy, 'c', () => queryIds('todos', {}, token));
+    expect(copy.ids()).toContain('carol-1');
+    socket.send({ type: 'auth', access_token: null });
+    await socket.nextOfType('authenticated', { role: 'public' });
+    await converge(socket, copy, 'c', async () => []);
+  });
+
   it('keeps a limit window equal to the query result', async () => {
     for (const n of [1, 2, 3, 4, 5]) await admin('PUT', `/v1/db/items/w${n}`, { data: { kind: 'w', n } });
     const query = { where: [['kind', '==', 'w']], order_by: [['n', 'asc']], limit: 3 };

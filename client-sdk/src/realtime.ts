@@ -51,6 +51,7 @@ type Frame = { type: string } & Record<string, unknown>;
 
 const OPEN = 1;
 const MAX_BACKOFF_MS = 10_000;
+const KEEPALIVE_MS = 25_000;
 
 function frameError(frame: Frame): BasaltError {
   const code = isErrorCode(frame.code) ? frame.code : 'INTERNAL';
@@ -375,6 +376,8 @@ export class RealtimeClient {
   private connecting = false;
   /** The socket is open and has been sent the auth, queries and channels: new ones go straight out. */
   private live = false;
+  private lastFrameAt = 0;
+  private keepalive: ReturnType<typeof setInterval> | null = null;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private nextId = 1;
@@ -426,6 +429,7 @@ export class RealtimeClient {
     const socket = this.socket;
     this.socket = null;
     this.live = false;
+    this.stopKeepalive();
     socket?.close(1000, 'client disconnect');
   }
 
@@ -460,6 +464,7 @@ export class RealtimeClient {
     const socket = this.socket;
     this.socket = null;
     this.live = false;
+    this.stopKeepalive();
     socket.close(1000, 'idle');
   }
 
@@ -481,6 +486,7 @@ export class RealtimeClient {
     };
     socket.onmessage = (event) => {
       if (this.socket !== socket) return;
+      this.lastFrameAt = Date.now();
       let frame: Frame;
       try {
         frame = JSON.parse(String(event.data)) as Frame;
@@ -492,12 +498,44 @@ export class RealtimeClient {
     socket.onerror = () => undefined;
     socket.onclose = () => {
       this.connecting = false;
-      if (this.socket !== socket) return;
-      this.socket = null;
-      this.live = false;
-      for (const channel of this.channels.values()) channel.disconnected();
-      if (this.hasWork()) this.scheduleReconnect();
+      this.lost(socket);
     };
+  }
+
+  /** The socket closed or went silent: forget it and reconnect if anything still needs it. */
+  private lost(socket: WebSocketLike): void {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.live = false;
+    this.stopKeepalive();
+    for (const channel of this.channels.values()) channel.disconnected();
+    if (this.hasWork()) this.scheduleReconnect();
+  }
+
+  /**
+   * Pings the server every KEEPALIVE_MS: a socket that received nothing since the previous
+   * ping is taken for dead (a half-open TCP connection never reports a close by itself).
+   */
+  private startKeepalive(socket: WebSocketLike): void {
+    this.stopKeepalive();
+    let lastPingAt = Date.now();
+    const timer = setInterval(() => {
+      if (this.socket !== socket) return this.stopKeepalive();
+      if (this.lastFrameAt < lastPingAt) {
+        this.lost(socket);
+        socket.close(4000, 'no answer to ping');
+        return;
+      }
+      lastPingAt = Date.now();
+      this.send({ type: 'ping' });
+    }, KEEPALIVE_MS);
+    (timer as { unref?: () => void }).unref?.();
+    this.keepalive = timer;
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.keepalive = null;
   }
 
   private async opened(socket: WebSocketLike): Promise<void> {
@@ -505,6 +543,8 @@ export class RealtimeClient {
     if (this.socket !== socket || socket.readyState !== OPEN) return;
     this.attempt = 0;
     this.live = true;
+    this.lastFrameAt = Date.now();
+    this.startKeepalive(socket);
     // The server handles messages in order: auth first, then every query and channel.
     if (token) this.send({ type: 'auth', access_token: token });
     for (const subscription of this.subscriptions.values()) this.send(subscription.message());
