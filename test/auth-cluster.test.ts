@@ -77,6 +77,21 @@ describe('revocation across instances', () => {
     expect(took).toBeLessThan(5000);
   });
 
+  it('learns of a revocation at once through LISTEN/NOTIFY, long before its next poll', async () => {
+    const slow = await startTestApp(database, { ...env, BASALT_AUTH_REVOCATION_POLL_MS: '4000' });
+    try {
+      // Let the slow instance's first poll and LISTEN settle.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const { session } = await signUp(a);
+      expect(await status(slow, session!.access_token)).toBe(200);
+      await request(a.url, 'POST', '/v1/auth/signout', { token: session!.access_token });
+      const took = await eventually(async () => (await status(slow, session!.access_token)) === 401, 5000, 25);
+      expect(took).toBeLessThan(1500);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('rejects a banned user on the other instance within 5 s', async () => {
     const { user, session } = await signUp(b);
     expect(await status(a, session!.access_token)).toBe(200);

@@ -35,6 +35,7 @@ export function createAuthModule(platform: Platform): AuthModule {
     pollMs: auth.revocationPollMs,
     horizonSeconds: auth.accessTokenTtlSeconds + 60,
     log,
+    databaseUrl: config.databaseUrl,
   });
   const mailer = new Mailer({ smtpUrl: config.smtpUrl, from: auth.mailFrom, log });
   const service = new AuthService({

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
 
@@ -62,6 +63,8 @@ export interface IdentityRow {
 
 const USER_COLUMNS = `id, email, email_confirmed_at, is_anonymous, user_metadata, app_metadata, banned_until,
   last_sign_in_at, created_at, updated_at`;
+
+export const REVOCATION_CHANNEL = 'basalt_revocations';
 
 /** Any one lock key shared by all instances: serialises creating the first signing key. */
 const SIGNING_KEY_LOCK = 0x6175_7468; // "auth"
@@ -346,6 +349,8 @@ export class AuthRepository {
          ON CONFLICT (session_id) DO NOTHING`,
         [ids],
       );
+      // A wake-up hint for every instance's cache, delivered at commit; the poll is the carrier.
+      await this.run(q, `SELECT pg_notify('${REVOCATION_CHANNEL}', '')`, []);
     }
     return ids;
   }
@@ -396,6 +401,28 @@ export class AuthRepository {
   async sessionIsRevoked(q: Queryable, sessionId: string): Promise<boolean> {
     const rows = await this.run(q, `SELECT 1 FROM basalt.session_revocations WHERE session_id = $1`, [sessionId]);
     return rows.length > 0;
+  }
+
+  /**
+   * A dedicated connection that LISTENs for revocation hints. The caller owns it: it ends
+   * it on close and opens a new one if it fails.
+   */
+  async listenForRevocations(
+    databaseUrl: string,
+    onHint: () => void,
+    onError: (error: unknown, client: pg.Client) => void,
+  ): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: databaseUrl, application_name: 'basalt-auth-revocations' });
+    client.on('notification', onHint);
+    client.on('error', (error) => onError(error, client));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${REVOCATION_CHANNEL}`);
+      return client;
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
   }
 
   // ---- email tokens --------------------------------------------------------------------

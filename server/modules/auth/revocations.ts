@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import type { AuthRepository } from './repository.js';
@@ -14,23 +15,63 @@ export class RevocationCache {
   private lastSuccess = 0;
   private timer: NodeJS.Timeout | null = null;
   private polling: Promise<void> | null = null;
+  private listener: pg.Client | null = null;
+  private connecting = false;
+  private stopped = false;
   private static readonly OVERLAP_MS = 30_000;
 
   constructor(
     private readonly repo: AuthRepository,
-    private readonly options: { pollMs: number; horizonSeconds: number; log: Logger },
+    private readonly options: { pollMs: number; horizonSeconds: number; log: Logger; databaseUrl?: string },
   ) {}
 
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => void this.poll(), this.options.pollMs);
+    this.stopped = false;
+    this.timer = setInterval(() => {
+      void this.poll();
+      void this.listen();
+    }, this.options.pollMs);
     this.timer.unref();
+    void this.listen();
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    const listener = this.listener;
+    this.listener = null;
+    await listener?.end().catch(() => undefined);
     await this.polling;
+  }
+
+  /**
+   * LISTEN for revocation hints so that other instances learn of a revocation at once
+   * rather than at their next poll. Polling goes on regardless; a lost connection is
+   * reopened at the next tick.
+   */
+  private async listen(): Promise<void> {
+    const url = this.options.databaseUrl;
+    if (!url || this.listener || this.connecting || this.stopped) return;
+    this.connecting = true;
+    try {
+      const client = await this.repo.listenForRevocations(
+        url,
+        () => void this.poll(),
+        (error, failed) => {
+          this.options.log.warn({ err: error }, 'revocation listener failed; polling only until it reconnects');
+          if (this.listener === failed) this.listener = null;
+          void failed.end().catch(() => undefined);
+        },
+      );
+      if (this.stopped) await client.end().catch(() => undefined);
+      else this.listener = client;
+    } catch (error) {
+      this.options.log.warn({ err: error }, 'could not listen for revocations; polling only');
+    } finally {
+      this.connecting = false;
+    }
   }
 
   poll(): Promise<void> {
