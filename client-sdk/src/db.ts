@@ -164,7 +164,8 @@ export class Query<T = DocumentData> {
   ): () => void {
     return realtimeFor(this.http).subscribe(
       { collection: this.collection, query: liveQueryOf(this.body) },
-      (snapshot) => callback(snapshot as unknown as { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }),
+      (snapshot) =>
+        callback(snapshot as unknown as { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }),
       onError,
     );
   }
