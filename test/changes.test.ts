@@ -385,7 +385,7 @@ describe('ordering within a tick and retention', () => {
     await waitFor(() => manual.currentCursor() !== consumerAt, 5_000, 'a tick');
     await sleep(1_200);
     await db.query('SELECT basalt.tick()');
-    await manual.prune();
+    expect((await manual.prune()).heldBy).toEqual(['test-dispatcher']);
     const kept = await manual.readSince(consumerAt);
     expect(kept.changes.map((c) => c.rowId)).toContain('for-consumer');
     await manual.removeConsumer('test-dispatcher');

@@ -290,7 +290,7 @@ export class ChangeFeed {
   }
 
   /** Prunes the log now (the leader also does this every minute). */
-  async prune(): Promise<{ ticks: number; changes: number }> {
+  async prune(): Promise<{ ticks: number; changes: number; heldBy: string[] }> {
     return this.repo.prune(this.retentionSeconds, PRUNE_BATCH_SIZE);
   }
 

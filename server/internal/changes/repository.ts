@@ -164,7 +164,10 @@ export class ChangeRepository {
    * those whose transaction is visible in its snapshot. Pruning by transaction rather
    * than by created_at keeps the changes of a long transaction that committed late.
    */
-  async prune(retentionSeconds: number, batchSize: number): Promise<{ ticks: number; changes: number }> {
+  async prune(
+    retentionSeconds: number,
+    batchSize: number,
+  ): Promise<{ ticks: number; changes: number; heldBy: string[] }> {
     let ticks = 0;
     for (;;) {
       const result = await this.db.query(
@@ -198,7 +201,12 @@ export class ChangeRepository {
       changes += result.rowCount ?? 0;
       if ((result.rowCount ?? 0) < batchSize) break;
     }
-    return { ticks, changes };
+    const { rows } = await this.db.query<{ name: string }>(
+      `SELECT c.name FROM basalt.change_consumers c JOIN basalt.change_ticks t ON t.id = c.tick_id
+       WHERE t.created_at < clock_timestamp() - make_interval(secs => $1) ORDER BY c.name`,
+      [retentionSeconds],
+    );
+    return { ticks, changes, heldBy: rows.map((row) => row.name) };
   }
 
   async consumerTick(name: string, q: Queryable = this.db.pool): Promise<number | null> {

@@ -92,10 +92,16 @@ export class Ticker {
   prune(): Promise<void> {
     this.pruning ??= this.deps.repo
       .prune(this.options.retentionSeconds, this.options.pruneBatchSize)
-      .then(({ ticks, changes }) => {
+      .then(({ ticks, changes, heldBy }) => {
         this.deps.metrics.pruned.inc({ kind: 'ticks' }, ticks);
         this.deps.metrics.pruned.inc({ kind: 'changes' }, changes);
         if (ticks + changes > 0) this.deps.log.debug({ ticks, changes }, 'pruned the change log');
+        if (heldBy.length > 0) {
+          this.deps.log.warn(
+            { consumers: heldBy },
+            'change-log consumers behind the retention keep old changes from being pruned; remove those no longer used',
+          );
+        }
       })
       .finally(() => {
         this.pruning = null;
