@@ -1,4 +1,5 @@
 import net from 'node:net';
+import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
@@ -180,6 +181,48 @@ describe('live queries in the SDK', () => {
     await until(() => ids.at(-1)?.includes('mine') === true);
     expect(errors).toEqual([]);
   });
+});
+
+describe('after a long disconnect', () => {
+  it('turns a reset into the difference, and rejoins channels with their presence', async () => {
+    const proxy = new Proxy(Number(new URL(one.url).port));
+    await proxy.listen();
+    const basalt = client(`http://127.0.0.1:${proxy.port}`);
+    const watcher = client(two.url);
+    const snapshots: QuerySnapshot[] = [];
+    await admin('PUT', '/v1/db/notes/x1', { data: { list: 'x' } });
+    await admin('PUT', '/v1/db/notes/x2', { data: { list: 'x' } });
+    basalt.realtime.subscribe({ collection: 'notes', query: { where: [['list', '==', 'x']] } }, (snapshot) =>
+      snapshots.push(snapshot as QuerySnapshot),
+    );
+    const room = basalt.channel('rejoin');
+    await room.subscribe();
+    await room.track({ name: 'traveller' });
+    const seen: Array<Record<string, unknown[]>> = [];
+    const watch = watcher.channel('rejoin').on('presence', (state) => seen.push(state));
+    await watch.subscribe();
+    await until(() => snapshots.length === 1 && Object.keys(seen.at(-1) ?? {}).length === 1);
+
+    await proxy.cut();
+    await until(() => Object.keys(seen.at(-1) ?? {}).length === 0);
+    await admin('DELETE', '/v1/db/notes/x1');
+    await admin('PUT', '/v1/db/notes/x3', { data: { list: 'x' } });
+    // The log no longer reaches back to the client's cursor: the server answers with a reset.
+    const sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    await sql.query('DELETE FROM basalt.change_ticks WHERE id < (SELECT max(id) FROM basalt.change_ticks)');
+    await sql.end();
+    await proxy.listen(proxy.port);
+
+    await until(() => snapshots.length === 2, 15_000);
+    expect(snapshots[1]?.docs.map((doc) => doc.id)).toEqual(['x2', 'x3']);
+    expect(snapshots[1]?.changes.map((change) => `${change.type}:${change.doc.id}`).sort()).toEqual([
+      'added:x3',
+      'removed:x1',
+    ]);
+    await until(() => JSON.stringify(Object.values(seen.at(-1) ?? {})) === '[[{"name":"traveller"}]]', 15_000);
+    await proxy.cut();
+  }, 40_000);
 });
 
 describe('db onSnapshot', () => {
