@@ -26,6 +26,8 @@ beforeAll(async () => {
   database = await createTestDatabase({ migrate: false });
   client = new pg.Client({ connectionString: database.url });
   await client.connect();
+  // A session zone with a half-hour offset: timestamps must not depend on it.
+  await client.query(`SET TIME ZONE 'Asia/Kolkata'`);
   const icu = await client.query(`SELECT 1 FROM pg_collation WHERE collname = 'en-x-icu'`);
   textCollation = icu.rowCount ? 'COLLATE "en-x-icu"' : '';
   await client.query(`CREATE TABLE rules_docs (
@@ -559,6 +561,42 @@ describe('documented semantics hold in SQL too', () => {
     for (const rowAlias of ['', 'd; DROP TABLE x', '"d"', '_rb1', '1d']) {
       expect(() => compileRuleToSql(rule, { auth: null, now, params: [], subject: 'doc', rowAlias })).toThrow();
     }
+  });
+});
+
+describe('timestamps', () => {
+  it('read the same from Date, to_jsonb, text output and to_char, in any session zone', async () => {
+    const rule = parseRule('doc.created_at == auth.claims.expected');
+    for (const zone of ['UTC', 'Asia/Kolkata', 'America/St_Johns']) {
+      await client.query(`SET TIME ZONE '${zone}'`);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.date({
+            min: new Date('1800-01-01T00:00:00Z'),
+            max: new Date('2200-01-01T00:00:00Z'),
+            noInvalidDate: true,
+          }),
+          fc.integer({ min: 0, max: 999 }),
+          async (date, micros) => {
+            const text = date.toISOString().replace('Z', `${String(micros).padStart(3, '0')}Z`);
+            const result = await client.query<{ as_date: Date; as_json: string; as_text: string; canonical: string }>(
+              `SELECT t AS as_date, to_jsonb(t) #>> '{}' AS as_json, t::text AS as_text,
+                      to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS canonical
+                 FROM (SELECT $1::timestamptz AS t) AS x`,
+              [text],
+            );
+            const row = result.rows[0] as { as_date: Date; as_json: string; as_text: string; canonical: string };
+            expect(row.canonical).toBe(date.toISOString());
+            const auth: RuleAuth = { uid: 'u', email: null, role: 'anon', claims: { expected: row.canonical } };
+            for (const created_at of [row.as_date, row.as_json, row.as_text, text]) {
+              expect(evaluateRule(rule, { auth, doc: { created_at }, now: new Date() }), String(created_at)).toBe(true);
+            }
+          },
+        ),
+        { numRuns: 50, ...SEED },
+      );
+    }
+    await client.query(`SET TIME ZONE 'Asia/Kolkata'`);
   });
 });
 

@@ -85,7 +85,9 @@ export function codePointLength(value: string): number {
   return n;
 }
 
-const ISO_TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}(?::?\d{2})?)$/;
+// Postgres' text output may carry an offset with seconds (+05:53:28) for old local-mean-time dates.
+const ISO_TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)$/;
 
 /**
  * Timestamps are ISO 8601 strings in UTC with milliseconds (`2024-05-01T12:00:00.000Z`),
@@ -104,8 +106,10 @@ export function canonicalTimestamp(value: unknown): Value {
   if (Number(y) < 100) time = new Date(time).setUTCFullYear(Number(y));
   if (zone !== 'Z' && zone !== 'z') {
     const sign = zone.startsWith('-') ? -1 : 1;
-    const digits = zone.slice(1).replace(':', '');
-    time -= sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0')) * 60_000;
+    const digits = zone.slice(1).replaceAll(':', '');
+    const seconds =
+      Number(digits.slice(0, 2)) * 3600 + Number(digits.slice(2, 4) || '0') * 60 + Number(digits.slice(4, 6) || '0');
+    time -= sign * seconds * 1000;
   }
   const date = new Date(time);
   return Number.isNaN(date.getTime()) ? value : date.toISOString();
