@@ -402,6 +402,15 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
         pump();
       });
       expect(status).toBe(413);
+      // multipart/form-data: the file part is cut off the same way.
+      const form = new FormData();
+      form.append('file', new Blob([new Uint8Array(300_000)], { type: 'application/octet-stream' }), 'big3.bin');
+      const multipart = await fetch(`${ctx.server.url}/v1/storage/files/big3.bin`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ctx.server.serviceKey}` },
+        body: form,
+      }).catch(() => null);
+      expect(multipart?.status).toBe(413);
       await eventually(async () => (await pendingCount(ctx)) === 0);
       expect(await backendKeys(ctx, 'files')).toEqual(before);
       expect(await objectCount(ctx, 'files')).toBe(objects);
@@ -753,6 +762,44 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       const live = await request(ctx.server.url, 'GET', '/v1/storage/sweep/live.txt', { token });
       expect(live.text).toBe('live');
       expect((await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', { body: {} })).status).toBe(401);
+    });
+
+    it('fails an upload whose pending mark the sweeper claimed, instead of committing a row without bytes', async () => {
+      const token = ctx.server.serviceKey;
+      const before = await backendKeys(ctx, 'sweep');
+      let finish: () => void = () => undefined;
+      const response = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(`${ctx.server.url}/v1/storage/sweep/slow.bin`, {
+          method: 'PUT',
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': 'application/octet-stream',
+            'content-length': '100000',
+          },
+        });
+        req.on('response', (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.write(Buffer.alloc(50_000, 3));
+        finish = () => req.end(Buffer.alloc(50_000, 4));
+      });
+      await eventually(async () => (await pendingCount(ctx)) === 1);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const sweep = await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', {
+        token,
+        body: { grace_seconds: 0 },
+      });
+      expect(sweep.body).toMatchObject({ ran: true, pending: 1 });
+      finish();
+      const result = await response;
+      expect(result.status).toBe(503);
+      expect(JSON.parse(result.body).error.code).toBe('UNAVAILABLE');
+      await eventually(async () => (await pendingCount(ctx)) === 0);
+      expect(await backendKeys(ctx, 'sweep')).toEqual(before);
+      expect((await request(ctx.server.url, 'GET', '/v1/storage/sweep/slow.bin', { token })).status).toBe(404);
     });
   });
 });
