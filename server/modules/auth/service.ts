@@ -686,6 +686,7 @@ export class AuthService {
       if (isBanned(user)) throw new AppError('FORBIDDEN', 'This account is banned.', { details: { reason: 'banned' } });
       const sameEmail = (user.email ?? '').toLowerCase() === token.email.toLowerCase();
       if (token.type === 'email_change') {
+        // Cleared, then set: the new address's confirmation time is now, not the old one's.
         user = await this.repo.updateUser(tx, user.id, { email: token.email, emailConfirmed: false });
         user = user && (await this.repo.updateUser(tx, user.id, { emailConfirmed: true }));
       } else {
