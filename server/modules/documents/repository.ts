@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { AppError, fromPostgresError } from '../../internal/errors.js';
+import { dataJson } from './json.js';
 import { parseFieldRef, type FieldRef } from './query.js';
 import { DATA_SCHEMA, ROW_ALIAS, dataPathExpr, documentColumns, quoteIdent, tableRef, type SqlParams } from './sql.js';
 import type { CollectionRules, Document, IndexSpec, JsonObject } from './types.js';
@@ -245,7 +246,7 @@ export class DocumentRepository {
         prepared(
           `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          RETURNING ${documentColumns()}`,
-          [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, dataJson(doc.data)],
         ),
       );
       return toDocument(collection, rows[0] as DocumentRow);
@@ -265,7 +266,7 @@ export class DocumentRepository {
         prepared(
           `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${documentColumns()}`,
-          [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, dataJson(doc.data)],
         ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
@@ -286,7 +287,7 @@ export class DocumentRepository {
           `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data
          RETURNING ${documentColumns()}, (${ROW_ALIAS}.xmax = 0) AS inserted`,
-          [doc.id, doc.owner, JSON.stringify(doc.data)],
+          [doc.id, doc.owner, dataJson(doc.data)],
         ),
       );
       const row = rows[0] as DocumentRow & { inserted: boolean };
@@ -302,7 +303,7 @@ export class DocumentRepository {
         prepared(
           `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
          RETURNING ${documentColumns()}`,
-          [id, JSON.stringify(data)],
+          [id, dataJson(data)],
         ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;

@@ -5,6 +5,7 @@
  * merge) or to nothing (create, PUT) gives the data to store.
  */
 import { AppError } from '../../internal/errors.js';
+import { dataJson } from './json.js';
 import { isStorableString } from './names.js';
 import { deepEqual } from './query.js';
 import type { JsonObject, JsonValue } from './types.js';
@@ -196,7 +197,7 @@ export function materialize(patch: PatchObject, now: string): JsonObject {
 
 /** Size of data as stored JSON text, the measure BASALT_MAX_DOCUMENT_BYTES limits. */
 export function dataBytes(data: JsonObject): number {
-  return Buffer.byteLength(JSON.stringify(data), 'utf8');
+  return Buffer.byteLength(dataJson(data), 'utf8');
 }
 
 export function assertDataSize(data: JsonObject, maxBytes: number): void {
