@@ -16,6 +16,7 @@ import {
 import { Ticker } from './ticker.js';
 
 export { compareCursors, formatCursor, parseCursor } from './cursor.js';
+export type { TableFilter } from './repository.js';
 
 /** One row change from the log. */
 export interface Change {
