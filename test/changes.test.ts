@@ -290,7 +290,8 @@ describe('the change feed', () => {
     };
     const before = await newest();
     await sleep(1_500);
-    expect((await newest()) - before).toBeLessThanOrEqual(1);
+    // Polling every 250 ms would have made six; allow the heartbeat and one stray write.
+    expect((await newest()) - before).toBeLessThanOrEqual(2);
   });
 
   it('exports its lag, tick and counts in /metrics', async () => {
