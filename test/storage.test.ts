@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -520,6 +520,20 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       expect(errorCode(badType.body)).toBe('UNSUPPORTED_MEDIA_TYPE');
     });
 
+    it('answers a well-formed error when an object row has lost its bytes', async () => {
+      const put = await upload(ctx, 'files', 'lost/bytes.txt', 'soon gone');
+      expect(put.status).toBe(201);
+      const { rows } = await ctx.sql.query<{ k: string }>(
+        `SELECT storage_key AS k FROM basalt.objects WHERE bucket = 'files' AND path = 'lost/bytes.txt'`,
+      );
+      await ctx.backend.delete(rows[0]!.k);
+      const get = await request(ctx.server.url, 'GET', '/v1/storage/files/lost/bytes.txt', {
+        token: ctx.server.serviceKey,
+      });
+      expect(get.status).toBe(404);
+      expect(errorCode(get.body)).toBe('NOT_FOUND');
+    });
+
     it('deletes bytes and metadata', async () => {
       const token = ctx.server.serviceKey;
       expect((await upload(ctx, 'files', 'del/me.txt', 'bye')).status).toBe(201);
@@ -729,17 +743,20 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       expect((await upload(ctx, 'sweep', 'live.txt', 'live')).status).toBe(201);
       const { Readable } = await import('node:stream');
       // An upload a crash abandoned: pending mark and complete bytes, no row.
-      const abandoned = `sweep/${randomBytes(8).toString('hex')}`;
+      const abandoned = `sweep/${randomUUID()}`;
       await ctx.sql.query(
         `INSERT INTO basalt.storage_pending (storage_key, reason, touched_at) VALUES ($1, 'upload', now() - interval '2 hours')`,
         [abandoned],
       );
       await ctx.backend.put(abandoned, Readable.from([Buffer.from('abandoned')]), { maxBytes: 100 });
       // Bytes with neither row nor mark.
-      const orphan = `sweep/${randomBytes(8).toString('hex')}`;
+      const orphan = `sweep/${randomUUID()}`;
+      // Not of Basalt's key shape: left alone even though nothing references it.
+      const foreign = 'sweep/not-a-basalt-key';
+      await ctx.backend.put(foreign, Readable.from([Buffer.from('foreign')]), { maxBytes: 100 });
       await ctx.backend.put(orphan, Readable.from([Buffer.from('orphan')]), { maxBytes: 100 });
       // A fresh pending upload is left alone by a sweep with the default grace.
-      const fresh = `sweep/${randomBytes(8).toString('hex')}`;
+      const fresh = `sweep/${randomUUID()}`;
       await ctx.sql.query(`INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, 'upload')`, [fresh]);
       await ctx.backend.put(fresh, Readable.from([Buffer.from('fresh')]), { maxBytes: 100 });
 
@@ -758,7 +775,14 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       keys = await backendKeys(ctx, 'sweep');
       expect(keys).not.toContain(orphan);
       expect(keys).not.toContain(fresh);
-      expect(keys).toHaveLength(1);
+      expect(keys.sort()).toEqual(
+        [
+          foreign,
+          (await ctx.sql.query<{ k: string }>("SELECT storage_key AS k FROM basalt.objects WHERE bucket = 'sweep'"))
+            .rows[0]?.k,
+        ].sort(),
+      );
+      await ctx.backend.delete(foreign);
       const live = await request(ctx.server.url, 'GET', '/v1/storage/sweep/live.txt', { token });
       expect(live.text).toBe('live');
       expect((await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', { body: {} })).status).toBe(401);

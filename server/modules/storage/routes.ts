@@ -183,6 +183,8 @@ async function serveObject(
       details: { size: object.size },
     });
   }
+  // Opened before the length headers are set, so a failure still gets a well-formed error response.
+  const stream = withBody && object.size > 0 ? await storage.openBytes(object.storage_key, range ?? undefined) : null;
   void reply.type(object.content_type);
   if (range) {
     void reply.code(206);
@@ -191,9 +193,7 @@ async function serveObject(
   } else {
     void reply.header('content-length', String(object.size));
   }
-  if (!withBody || object.size === 0) return reply.send();
-  const stream = await storage.openBytes(object.storage_key, range ?? undefined);
-  return reply.send(stream);
+  return stream ? reply.send(stream) : reply.send();
 }
 
 /** Buckets admin, downloads, listings, deletes and signing: JSON bodies. */

@@ -14,6 +14,7 @@ export interface SweepResult {
 }
 
 const BATCH = 500;
+const BASALT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
  * Removes bytes that no object row owns: uploads a crash abandoned, deletions a crash
@@ -71,7 +72,8 @@ export class StorageSweeper {
       batch = [];
     };
     for await (const entry of this.backend.list()) {
-      if (entry.lastModified >= cutoff) continue;
+      // Only keys of Basalt's own shape: anything else in a shared S3 bucket is not ours to delete.
+      if (!BASALT_KEY.test(entry.key) || entry.lastModified >= cutoff) continue;
       batch.push(entry.key);
       if (batch.length >= BATCH) await flush();
     }
