@@ -272,6 +272,14 @@ describe('limits and validation', () => {
     expect((await svc('POST', '/v1/db/people/query', { where: twenty })).status).toBe(200);
   });
 
+  it('takes a query or count without a body as the empty query', async () => {
+    const page = await request(server.url, 'POST', '/v1/db/people/query', { token: server.serviceKey });
+    expect(page.status).toBe(200);
+    expect((page.body as { docs: Doc[] }).docs).toHaveLength(6);
+    const count = await request(server.url, 'POST', '/v1/db/people/count', { token: server.serviceKey });
+    expect(count.body).toEqual({ count: 6 });
+  });
+
   it('count takes where and answers {count}', async () => {
     expect((await svc('POST', '/v1/db/people/count', { where: [['age', '>', 25]] })).body).toEqual({ count: 3 });
     expect((await svc('POST', '/v1/db/people/count', {})).body).toEqual({ count: 6 });

@@ -127,6 +127,11 @@ function sendDocument(reply: FastifyReply, status: number, doc: Document): Fasti
 
 const tags = ['documents'];
 
+/** A query or count with no body at all means "everything": `{}`. */
+async function emptyBodyIsEmptyQuery(request: { body: unknown }): Promise<void> {
+  if (request.body === undefined || request.body === null) request.body = {};
+}
+
 /** /v1/db: documents, queries, counts and batches. */
 export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> = async (app, { documents }) => {
   app.post<{ Body: { ops: BatchOp[] } }>(
@@ -197,6 +202,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
   app.post<{ Params: CollectionParams; Body: Record<string, unknown> }>(
     '/v1/db/:collection/query',
     {
+      preValidation: emptyBodyIsEmptyQuery,
       schema: {
         tags,
         summary: 'Query documents (where, order_by, limit, after)',
@@ -217,6 +223,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
   app.post<{ Params: CollectionParams; Body: { where?: unknown } }>(
     '/v1/db/:collection/count',
     {
+      preValidation: emptyBodyIsEmptyQuery,
       schema: {
         tags,
         summary: 'Count the documents that match where (and that the caller may read)',
