@@ -218,7 +218,7 @@ describe('several instances', () => {
       expect(before.status).toBe(404);
       await admin('PATCH', '/v1/admin/collections/shared', { rules: { read: 'auth != null' } });
       let status = 0;
-      for (let i = 0; i < 50 && status !== 200; i++) {
+      for (let i = 0; i < 200 && status !== 200; i++) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         status = (await request(other.url, 'GET', '/v1/db/shared/s1', { token: user.token })).status;
       }
