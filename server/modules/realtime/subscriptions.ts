@@ -250,7 +250,13 @@ class Subscription {
 
   /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
   async apply(routed: RoutedChange[]): Promise<void> {
-    for (const { change, cursor } of routed) {
+    for (let i = 0; i < routed.length; i++) {
+      const { change, cursor } = routed[i] as RoutedChange;
+      // Hold back what follows while the window is re-read at an exact position.
+      const resync = async () => {
+        this.buffer = [...routed.slice(i + 1), ...(this.buffer ?? [])];
+        await this.resync(cursor);
+      };
       const readable = await this.readable();
       this.lastCursor = cursor;
       const doc = change.newRow ? rowToDocument(this.view.collection, change.newRow) : null;
@@ -269,7 +275,8 @@ class Subscription {
           this.send('modified', doc, cursor);
           // It moved towards the end of a full window: a document outside may now come first.
           if (this.window.size >= limit && worstOther && this.view.compare(doc, worstOther) > 0) {
-            await this.refill(cursor);
+            await resync();
+            return;
           }
         } else if (this.window.size < limit) {
           this.window.set(doc.id, doc);
@@ -287,22 +294,41 @@ class Subscription {
         const wasFull = this.window.size >= limit;
         this.window.delete(known.id);
         this.send('removed', change.op === 'delete' ? known : (doc ?? known), cursor);
-        if (wasFull) await this.refill(cursor);
+        if (wasFull) {
+          await resync();
+          return;
+        }
       }
     }
   }
 
-  /** Re-runs the query and sends the difference (a document left a full window; the next one comes in). */
-  async refill(cursor: string): Promise<void> {
-    const fresh = await this.snapshot(this.view.limit);
-    const freshIds = new Set(fresh.map((doc) => doc.id));
+  /**
+   * Re-reads the window at an exact log position (the manager's snapshot procedure) and
+   * sends the difference with that position's cursor; events after it follow as usual.
+   * Without the manager (never in practice) it falls back to a plain re-query.
+   */
+  private async resync(cursor: string): Promise<void> {
+    if (this.onResync) await this.onResync(this);
+    else {
+      const pending = this.buffer ?? [];
+      this.buffer = null;
+      await this.refill(cursor);
+      if (pending.length > 0) this.enqueue(() => this.apply(pending));
+    }
+  }
+
+  onResync: ((subscription: Subscription) => Promise<void>) | null = null;
+
+  /** Sends what turns the client's copy into `next` (a window read afresh), all at `cursor`. */
+  sendDiff(next: Document[], cursor: string): void {
+    const nextIds = new Set(next.map((doc) => doc.id));
     for (const doc of [...this.window.values()]) {
-      if (!freshIds.has(doc.id)) {
+      if (!nextIds.has(doc.id)) {
         this.window.delete(doc.id);
         this.send('removed', doc, cursor);
       }
     }
-    for (const doc of fresh) {
+    for (const doc of next) {
       const known = this.window.get(doc.id);
       if (!known) {
         this.window.set(doc.id, doc);
@@ -312,12 +338,20 @@ class Subscription {
         this.send('modified', doc, cursor);
       }
     }
+    this.lastCursor = cursor;
+  }
+
+  /** Re-runs the query and sends the difference (fallback when no exact position can be had). */
+  async refill(cursor: string): Promise<void> {
+    this.sendDiff(await this.snapshot(this.view.limit), cursor);
   }
 
   /** Re-evaluates the window after the caller changed, so documents the new caller may not read go away. */
   async recheck(): Promise<void> {
     this.invalidateReader();
-    if (this.lastCursor) await this.refill(this.lastCursor);
+    if (!this.lastCursor) return;
+    this.buffer ??= [];
+    await this.resync(this.lastCursor);
   }
 
   setLastCursor(cursor: string): void {
@@ -456,6 +490,7 @@ export class SubscriptionManager {
     });
     const subscription = new Subscription(message.id, connection, view, table, this.documents, this.log);
     subscription.onFailed = (failed) => this.remove(failed);
+    subscription.onResync = (target) => this.resync(target);
 
     // Registered before the snapshot is read, so no change can fall between the two.
     subs.set(message.id, subscription);
@@ -564,6 +599,22 @@ export class SubscriptionManager {
     const cursor = formatCursor(result.tick);
     subscription.setLastCursor(cursor);
     subscription.connection.send({ type: frame, id: subscription.id, docs, cursor });
+    if (!result.complete) await subscription.refill(cursor);
+    this.goLive(subscription);
+  }
+
+  /** A live window needs re-reading: read it at an exact tick and send the difference with that tick's cursor. */
+  private async resync(subscription: Subscription): Promise<void> {
+    let result = await this.exactSnapshot(subscription, 0);
+    for (let attempt = 0; !result.complete && attempt < 2; attempt++) {
+      subscription.buffer = [...result.upto, ...(subscription.buffer ?? [])];
+      result = await this.exactSnapshot(subscription, 0);
+    }
+    const cursor = formatCursor(result.tick);
+    subscription.sendDiff(
+      subscription.view.top(result.candidates.values(), () => true),
+      cursor,
+    );
     if (!result.complete) await subscription.refill(cursor);
     this.goLive(subscription);
   }
