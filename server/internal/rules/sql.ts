@@ -167,7 +167,9 @@ export class SqlCompiler {
       columns.push(`${o.sql} AS v${columns.length}`);
       return `${table}.v${columns.length - 1}`;
     });
-    return `(SELECT ${build(sqls)} FROM (SELECT ${columns.join(', ')}) AS ${table})`;
+    // OFFSET 0 keeps the planner from pulling the subquery up, which would paste each
+    // operand back into every place that uses it: exponential in the nesting.
+    return `(SELECT ${build(sqls)} FROM (SELECT ${columns.join(', ')} OFFSET 0) AS ${table})`;
   }
 
   private jsonOperand(node: Node): { sql: string; cheap: boolean } {
