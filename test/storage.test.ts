@@ -827,3 +827,46 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
     });
   });
 });
+
+describe('periodic sweeper', () => {
+  let database: TestDatabase;
+  let server: TestApp;
+  let sql: pg.Pool;
+  let backend: StorageBackend;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    server = await startTestApp(database, { BASALT_STORAGE_SWEEP_INTERVAL: '1', BASALT_STORAGE_ORPHAN_GRACE: '0' });
+    sql = new pg.Pool({ connectionString: database.url, max: 2 });
+    backend = createStorageBackend(server.config);
+  });
+
+  afterAll(async () => {
+    await backend?.close();
+    await sql?.end();
+    await server?.close();
+    await database?.drop();
+  });
+
+  it('runs on its own and skips a round while another instance holds the lock', async () => {
+    const { Readable } = await import('node:stream');
+    const lock = await sql.connect();
+    try {
+      // Another instance sweeping: this one must not run.
+      await lock.query('SELECT pg_advisory_lock($1)', [0x6273_7477]);
+      const skipped = await request(server.url, 'POST', '/v1/admin/storage/sweep', {
+        token: server.serviceKey,
+        body: { grace_seconds: 0 },
+      });
+      expect(skipped.body).toEqual({ ran: false, pending: 0, orphans: 0, stale_writes: 0 });
+      const orphan = `periodic/${randomUUID()}`;
+      await backend.put(orphan, Readable.from([Buffer.from('orphan')]), { maxBytes: 100 });
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      expect(await backend.head(orphan)).not.toBeNull();
+      await lock.query('SELECT pg_advisory_unlock($1)', [0x6273_7477]);
+      await eventually(async () => (await backend.head(orphan)) === null, 10_000);
+    } finally {
+      lock.release();
+    }
+  });
+});
