@@ -1,9 +1,20 @@
 import { createPrivateKey } from 'node:crypto';
 import { SignJWT, importJWK, type JWK } from 'jose';
 import pg from 'pg';
+import { Database } from '../server/internal/db.js';
 import { createAuthModule } from '../server/modules/auth/module.js';
+import { AuthRepository } from '../server/modules/auth/repository.js';
+import { SigningKeys } from '../server/modules/auth/tokens.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import {
+  createTestDatabase,
+  errorCode,
+  request,
+  silentLogger,
+  startTestApp,
+  type TestApp,
+  type TestDatabase,
+} from './helpers.js';
 import {
   STRONG_PASSWORD,
   decodeJwt,
@@ -743,5 +754,38 @@ describe('signInWithIdentity (the entry point of OAuth)', () => {
     await expect(
       auth.service.signInWithIdentity({ provider: 'idp', subject: `b-${email}`, email, emailVerified: true }, context),
     ).rejects.toMatchObject({ code: 'FORBIDDEN' });
+  });
+});
+
+describe('signing keys at rest', () => {
+  it('encrypts private keys with BASALT_AUTH_KEY_ENCRYPTION_KEY and refuses to start with another key', async () => {
+    const fresh = await createTestDatabase();
+    const key = 'k'.repeat(40);
+    const encrypted = await startTestApp(fresh, { BASALT_AUTH_KEY_ENCRYPTION_KEY: key });
+    try {
+      const { session } = await signUp(encrypted.url);
+      expect((await request(encrypted.url, 'GET', '/v1/auth/user', { token: session!.access_token })).status).toBe(200);
+      const client = new pg.Client({ connectionString: fresh.url });
+      await client.connect();
+      const { rows } = await client.query<{ private_key: string }>('SELECT private_key FROM basalt.signing_keys');
+      await client.end();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]!.private_key).toMatch(/^gcm:/);
+      expect(rows[0]!.private_key).not.toContain('"d"');
+      const other = new Database({ url: fresh.url, max: 1 });
+      try {
+        const keys = new SigningKeys(new AuthRepository(other), {
+          accessTokenTtlSeconds: 900,
+          encryptionKey: 'x'.repeat(40),
+          log: silentLogger,
+        });
+        await expect(keys.load()).rejects.toThrow();
+      } finally {
+        await other.close();
+      }
+    } finally {
+      await encrypted.close();
+      await fresh.drop();
+    }
   });
 });
