@@ -455,7 +455,7 @@ describe('SQL and in-process evaluation agree (realtime relies on it)', () => {
       }),
       { numRuns: 150, seed: 7 },
     );
-  });
+  }, 180_000);
 
   it('following cursors visits every match once, in order', async () => {
     await fc.assert(
@@ -473,5 +473,5 @@ describe('SQL and in-process evaluation agree (realtime relies on it)', () => {
       }),
       { numRuns: 40, seed: 11 },
     );
-  });
+  }, 180_000);
 });

@@ -266,7 +266,7 @@ describe('concurrency', () => {
     const doc = (await svc('GET', '/v1/db/items/counter')).body as Doc;
     expect(doc.data.n).toBe(50);
     expect(doc.version).toBe(51);
-  });
+  }, 120_000);
 
   it('concurrent PUTs of a new id all succeed: one creates, the rest replace', async () => {
     const responses = await Promise.all(
@@ -359,7 +359,7 @@ describe('batch', () => {
     const tooMany = await svc('POST', '/v1/db/batch', { ops: [...ops, ops[0]] });
     expect(tooMany.status).toBe(400);
     expect(errorCode(tooMany.body)).toBe('INVALID_REQUEST');
-  });
+  }, 120_000);
 });
 
 describe('injection', () => {
