@@ -17,6 +17,8 @@ import { oauthRoutes } from './modules/auth/oauth/routes.js';
 import { createDocumentsModule } from './modules/documents/index.js';
 import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
+import { createFunctionsModule } from './modules/functions/module.js';
+import { functionRoutes } from './modules/functions/routes.js';
 import { realtimeRoutes } from './modules/realtime/routes.js';
 import { createStorageModule } from './modules/storage/module.js';
 import { registerStorageRoutes } from './modules/storage/routes.js';
@@ -180,6 +182,12 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     sweeper: storage.sweeper,
     maxFileSize: config.storage.maxFileSize,
   });
+  // Functions last: ctx.db and ctx.storage call the services registered above.
+  const functions = createFunctionsModule(platform, { documents, storage: storage.service });
+  await functions.service.load();
+  app.addHook('onReady', () => functions.start());
+  platform.onClose(() => functions.stop());
+  await app.register(functionRoutes, { module: functions });
   // Realtime after the change feed and documents: it reads both. Stops before the feed.
   const realtime = createRealtimeService(platform, documents);
   app.addHook('onReady', () => realtime.start());

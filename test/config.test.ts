@@ -56,7 +56,7 @@ describe('loadConfig', () => {
     expect(config.dataDir).toBe('/var/lib/basalt');
     expect(config.serviceKey).toBe('k'.repeat(43));
     expect(config.publicUrl).toBe('https://api.example.com');
-    expect(config.storage).toEqual({
+    expect(config.storage).toMatchObject({
       backend: 's3',
       s3: {
         endpoint: 'http://minio:9000',

@@ -39,7 +39,12 @@ beforeAll(async () => {
     SMTP_URL: mail.url,
     MAIL_FROM: 'Example <hello@example.com>',
   });
-  for (const name of ['posts', 'stats']) {
+  const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
+    token: server.serviceKey,
+    body: { name: 'documents' },
+  });
+  expect(bucket.status).toBe(201);
+  for (const name of ['posts', 'stats', 'word_counts']) {
     const created = await request(server.url, 'POST', '/v1/admin/collections', {
       token: server.serviceKey,
       body: { name },
@@ -101,6 +106,22 @@ describe('the example functions', () => {
     );
     expect(received.raw).toContain('From: Example <hello@example.com>');
     expect(received.raw).toMatch(/Message-ID: <evt_\d+@basalt\.welcome>/i);
+  });
+
+  it('wordCount writes the word count of an uploaded text file', async () => {
+    const uploaded = await fetch(`${server.url}/v1/storage/documents/notes/today.txt`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${server.serviceKey}`, 'content-type': 'text/plain' },
+      body: 'one two  three\nfour',
+    });
+    expect(uploaded.status).toBe(201);
+    const count = await waitFor('the word count', async () => {
+      const response = await request(server.url, 'GET', '/v1/db/word_counts/notes_today_txt', {
+        token: server.serviceKey,
+      });
+      return response.status === 200 ? (response.body as { data: Record<string, unknown> }).data : null;
+    });
+    expect(count).toMatchObject({ path: 'notes/today.txt', words: 4 });
   });
 
   it('reloads when a file is added, in development', async () => {

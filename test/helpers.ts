@@ -74,7 +74,15 @@ export async function startTestApp(
 ): Promise<TestApp> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-test-data-'));
   const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
-  const base = loadConfig({ BASALT_DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent', ...env });
+  // An empty functions folder unless a test brings its own, so apps start fast.
+  const base = loadConfig({
+    BASALT_DATA_DIR: dataDir,
+    BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
+    BASALT_FUNCTIONS_WATCH: 'false',
+    PORT: '0',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
   const config: RuntimeConfig = { ...base, databaseUrl: database.url, serviceKey, ...overrides };
   const app = await buildApp(config, { logger: silentLogger });
   await beforeListen?.(app);

@@ -162,6 +162,9 @@ describe('npm start with the embedded default', () => {
       expect(stopped.code).toBe(0);
       expect(stopped.ms).toBeLessThan(10_000);
       expect(isAlive(pgPid)).toBe(false);
+      // Children end with their parent; give the last of them a moment to be reaped.
+      const deadline = Date.now() + 3_000;
+      while (tree.some(isAlive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
       expect(tree.filter(isAlive)).toEqual([]);
       expect(first.output()).toContain('SIGTERM received');
 

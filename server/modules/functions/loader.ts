@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { build, stop as stopEsbuild } from 'esbuild';
 import type { InvocationKind } from './protocol.js';
 
 /** A function as loaded from the functions folder. */
@@ -76,6 +76,11 @@ export async function buildWorkerScript(outDir: string): Promise<string> {
     logLevel: 'silent',
   });
   return outfile;
+}
+
+/** esbuild keeps a helper process between builds; ending it after a load leaves no child behind at shutdown. */
+export async function releaseBuilder(): Promise<void> {
+  await stopEsbuild();
 }
 
 export async function cleanBuildDir(outDir: string): Promise<void> {

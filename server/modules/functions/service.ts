@@ -9,6 +9,7 @@ import {
   cleanBuildDir,
   functionFiles,
   functionName,
+  releaseBuilder,
   validFunctionName,
 } from './loader.js';
 import type { LoadError, LoadedFunction } from './loader.js';
@@ -144,6 +145,7 @@ export class FunctionsService {
         this.log.error(`function file ${file} was not loaded: ${reason}`);
       }
     }
+    await releaseBuilder();
     this.functions = loaded;
     this.loadErrors = errors;
     this.limits.clear();
