@@ -37,7 +37,7 @@ function signInRequest(users: number): LoadRequest {
 
 /**
  * Each connection chains its own session: every refresh consumes the token it sends and the
- * answer carries the next. A connection whose chain breaks (a failed call) takes a spare
+ * answer carries the next. Each connection comes from its own loopback address, like users do. A connection whose chain breaks (a failed call) takes a spare
  * session rather than replaying a rotated token, which would revoke the session family.
  */
 function refreshLoad(target: RunningTarget, settings: Settings, tokens: string[], spares: string[]) {
@@ -46,6 +46,7 @@ function refreshLoad(target: RunningTarget, settings: Settings, tokens: string[]
       url: target.url,
       connections: settings.connections,
       durationSeconds,
+      addressPerConnection: true,
       start: () => tokens.pop() ?? spares.pop() ?? null,
       request: (token) => ({
         method: 'POST',

@@ -126,6 +126,12 @@ export interface ChainedOptions<State> {
   request(state: State): { method: 'GET' | 'POST'; path: string; body?: string };
   /** The state for the connection's next request, from this answer; null stops the connection. */
   next(status: number, body: string, state: State): State | null;
+  /**
+   * Give connection i the source address 127.0.0.(i+2), so the server sees one client address
+   * per connection, as it would with real users, instead of one address for all (which puts
+   * every per-IP counter on one hot row). Needs a loopback target.
+   */
+  addressPerConnection?: boolean;
 }
 
 /**
@@ -143,10 +149,11 @@ export async function runChained<State>(options: ChainedOptions<State>): Promise
   let firstFailure: string | null = null;
   const deadline = Date.now() + options.durationSeconds * 1000;
 
-  const send = (spec: { method: string; path: string; body?: string }) =>
+  const send = (spec: { method: string; path: string; body?: string }, localAddress: string | undefined) =>
     new Promise<{ status: number; body: string }>((resolve, reject) => {
       const request = http.request(
         {
+          localAddress,
           host: base.hostname,
           port: base.port,
           method: spec.method,
@@ -171,14 +178,15 @@ export async function runChained<State>(options: ChainedOptions<State>): Promise
       request.end(spec.body);
     });
 
-  const connection = async (): Promise<void> => {
+  const connection = async (_: unknown, index: number): Promise<void> => {
+    const localAddress = options.addressPerConnection ? `127.0.0.${2 + (index % 250)}` : undefined;
     let state = options.start();
     while (state !== null && Date.now() < deadline) {
       const t0 = process.hrtime.bigint();
       let status = 0;
       let body = '';
       try {
-        ({ status, body } = await send(options.request(state)));
+        ({ status, body } = await send(options.request(state), localAddress));
       } catch (error) {
         body = (error as Error).message;
       }

@@ -9,13 +9,14 @@ import { runAuth } from './auth.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { postgresVersion } from './database.js';
+import { runRealtime } from './realtime.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|all\n');
+  if (!['documents', 'auth', 'realtime', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|all\n');
     process.exit(2);
   }
   const settings = readSettings();
@@ -39,6 +40,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'auth' || suite === 'all') {
     for (const line of await runAuth(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'realtime' || suite === 'all') {
+    for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');
   }
 }
 
