@@ -17,7 +17,7 @@ import { requireService } from '../../internal/guards.js';
 import type { Logger } from '../../internal/log.js';
 import { parseRule, type Rule } from '../../internal/rules/index.js';
 import { assertCollectionName, parseFieldPath } from './names.js';
-import { parseFieldRef, SYSTEM_FIELDS } from './query.js';
+import { SYSTEM_FIELDS } from './query.js';
 import type { CollectionRow, DocumentRepository } from './repository.js';
 import {
   RULE_KINDS,
@@ -92,8 +92,9 @@ function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules
         details: { field: `rules.${kind}` },
       });
     }
+    let rule: Rule;
     try {
-      parseRule(source);
+      rule = parseRule(source);
     } catch (error) {
       if (error instanceof AppError && error.code === 'INVALID_RULE') {
         throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
@@ -103,7 +104,6 @@ function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules
       }
       throw error;
     }
-    const rule = parseRule(source);
     const misplaced = [...rule.variables].find(
       (root) => root === 'object' || (root === 'incoming' && (kind === 'read' || kind === 'delete')),
     );
@@ -140,7 +140,6 @@ function parseIndexes(input: unknown): IndexSpec[] {
     const key = JSON.stringify(spec);
     if (seen.has(key)) throw new AppError('INVALID_REQUEST', `${where}: listed twice.`, { details: { field: where } });
     seen.add(key);
-    parseFieldRef(paths[0], where);
     return spec as IndexSpec;
   });
 }
