@@ -193,6 +193,24 @@ describe('rule paths', () => {
     expect((await as(null, 'GET', '/v1/db/writeonly/w1')).status).toBe(404);
   });
 
+  it('a merge the caller may not read back withholds the data', async () => {
+    await createCollection(server, {
+      name: 'inbox',
+      rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null', update: 'auth != null' },
+    });
+    await as(alice, 'PUT', '/v1/db/inbox/box', { data: { secret: 'only alice', count: 1 } });
+    const patched = await as(bob, 'PATCH', '/v1/db/inbox/box', { data: { count: { $increment: 1 } } });
+    expect(patched.status).toBe(200);
+    expect(patched.body).toMatchObject({ id: 'box', version: 2, data: null });
+    const batch = await as(bob, 'POST', '/v1/db/batch', {
+      ops: [{ op: 'update', collection: 'inbox', id: 'box', data: { count: { $increment: 1 } } }],
+    });
+    expect(batch.status).toBe(200);
+    expect((batch.body as { results: Array<{ data: unknown }> }).results[0]?.data).toBeNull();
+    const own = await as(alice, 'PATCH', '/v1/db/inbox/box', { data: { seen: true } });
+    expect((own.body as Doc).data).toEqual({ secret: 'only alice', count: 3, seen: true });
+  });
+
   it('rules changed through the admin API apply at once', async () => {
     const patch = await request(server.url, 'PATCH', '/v1/admin/collections/locked', {
       body: { rules: { read: 'true' } },

@@ -65,7 +65,7 @@ describe('DocumentService', () => {
     expect(wasCreated).toBe(true);
     expect(doc.version).toBe(1);
     const updated = await documents.update(SERVICE_CALLER, 'notes', 'svc-1', { data: { n: { $increment: 3 } } });
-    expect(updated.data.n).toBe(5);
+    expect(updated.data?.n).toBe(5);
     const page = await documents.query(SERVICE_CALLER, 'notes', { where: [['n', '>=', 1]], order_by: [['n', 'asc']] });
     expect(page.docs.map((d) => d.data.n)).toEqual([1, 5]);
     expect(await documents.count(SERVICE_CALLER, 'notes', {})).toEqual({ count: 2 });

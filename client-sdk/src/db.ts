@@ -222,7 +222,10 @@ export class DocumentRef<T = DocumentData> {
     return this.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
   }
 
-  /** Deep-merges into the data; fields may be transforms (increment(1), deleteField(), ...). */
+  /**
+   * Deep-merges into the data; fields may be transforms (increment(1), deleteField(), ...).
+   * When the read rule hides the document from the caller, the result's `data` is null.
+   */
   update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T>> {
     return this.http.request<Doc<T>>('PATCH', this.path, { data: patch }, versionHeaders(options));
   }

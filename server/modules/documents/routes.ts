@@ -4,7 +4,13 @@ import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collections.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
 import { OPERATORS, QUERY_LIMITS } from './query.js';
-import { MAX_BATCH_OPS, type BatchOp, type DocumentService, type WriteOptions } from './service.js';
+import {
+  MAX_BATCH_OPS,
+  type BatchOp,
+  type DocumentService,
+  type RedactedDocument,
+  type WriteOptions,
+} from './service.js';
 import type { Document } from './types.js';
 
 const documentSchema = {
@@ -16,7 +22,11 @@ const documentSchema = {
     version: { type: 'integer' },
     created_at: { type: 'string', format: 'date-time' },
     updated_at: { type: 'string', format: 'date-time' },
-    data: { type: 'object', additionalProperties: true },
+    data: {
+      type: ['object', 'null'],
+      additionalProperties: true,
+      description: 'null only in a PATCH or batch update result the caller may not read',
+    },
   },
 } as const;
 
@@ -121,7 +131,7 @@ function ifMatch(header: string | undefined): WriteOptions {
   return { ifVersion: version };
 }
 
-function sendDocument(reply: FastifyReply, status: number, doc: Document): FastifyReply {
+function sendDocument(reply: FastifyReply, status: number, doc: Document | RedactedDocument): FastifyReply {
   return reply.code(status).header('etag', `"${doc.version}"`).send(doc);
 }
 

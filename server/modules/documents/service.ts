@@ -56,7 +56,12 @@ export interface BatchOp {
   /** create only, service key only. */
   owner?: string | null;
 }
-export type BatchResult = Document | null;
+/**
+ * A merge result the caller may not read back: a PATCH allowed by the update rule must
+ * not reveal the rest of a document the read rule hides, so its data is withheld.
+ */
+export type RedactedDocument = Omit<Document, 'data'> & { data: null };
+export type BatchResult = Document | RedactedDocument | null;
 
 export interface DocumentServiceOptions {
   maxDocumentBytes: number;
@@ -348,11 +353,18 @@ export class DocumentService {
     id: string,
     input: DataInput,
     options: WriteOptions = {},
-  ): Promise<Document> {
+  ): Promise<Document | RedactedDocument> {
     const meta = await this.meta(collection);
     assertDocumentId(id);
     const patch = parsePatch(input.data);
-    return this.repo.transaction((tx) => this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+    const doc = await this.repo.transaction((tx) =>
+      this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options),
+    );
+    return this.visible(meta, caller, doc);
+  }
+
+  private visible(meta: CompiledCollection, caller: Caller, doc: Document): Document | RedactedDocument {
+    return this.allows(meta, 'read', caller, { doc }) ? doc : { ...doc, data: null };
   }
 
   private async updateIn(
@@ -444,7 +456,13 @@ export class DocumentService {
               results.push((await this.setIn(scope, caller, meta, op.id as string, patch as PatchObject, options)).doc);
               break;
             case 'update':
-              results.push(await this.updateIn(scope, caller, meta, op.id as string, patch as PatchObject, options));
+              results.push(
+                this.visible(
+                  meta,
+                  caller,
+                  await this.updateIn(scope, caller, meta, op.id as string, patch as PatchObject, options),
+                ),
+              );
               break;
             case 'delete':
               await this.deleteIn(tx, caller, meta, op.id as string, options);
