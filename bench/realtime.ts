@@ -33,6 +33,9 @@ function summary(latencies: number[]): { p50_ms: number; p95_ms: number; p99_ms:
   };
 }
 
+/** Frames seen by all subscribers, by type (a `removed` or `error` here means something is off). */
+const frameTypes = new Map<string, number>();
+
 const log = (message: string) => process.stderr.write(`[bench realtime] ${message}\n`);
 
 async function openSubscriber(
@@ -45,11 +48,21 @@ async function openSubscriber(
     socket.once('error', reject);
     socket.on('message', (data) => {
       const frame = JSON.parse(String(data)) as { type: string; change?: string; doc?: { id: string } };
+      const kind = `${frame.type}${frame.change ? `:${frame.change}` : ''}`;
+      frameTypes.set(kind, (frameTypes.get(kind) ?? 0) + 1);
       if (frame.type === 'subscribed') resolve();
-      else if (frame.type === 'change' && frame.change === 'added' && frame.doc) onAdded(frame.doc.id, performance.now());
+      else if (frame.type === 'change' && frame.change === 'added' && frame.doc)
+        onAdded(frame.doc.id, performance.now());
     });
     socket.once('open', () =>
-      socket.send(JSON.stringify({ type: 'subscribe', id: 'feed', collection: 'live', query: { where: [['room', '==', 1]] } })),
+      socket.send(
+        JSON.stringify({
+          type: 'subscribe',
+          id: 'feed',
+          collection: 'live',
+          query: { where: [['room', '==', 1]], limit: 1000 },
+        }),
+      ),
     );
   });
   return socket;
@@ -59,6 +72,7 @@ async function openSubscriber(
 async function basaltFanOut(settings: Settings, subscribers: number, rate: number): Promise<Record<string, unknown>> {
   const target = await startTarget('basalt', settings);
   const sockets: WebSocket[] = [];
+  frameTypes.clear();
   try {
     const serviceKey = target.serviceKey as string;
     await call(target, 'POST', '/v1/admin/collections', { name: 'live', rules: { read: 'true' } });
@@ -101,6 +115,7 @@ async function basaltFanOut(settings: Settings, subscribers: number, rate: numbe
       frames_per_s: round(delivered / elapsed),
       ...summary(latencies),
       server_cpu_s: round(cpu),
+      frames_by_type: Object.fromEntries(frameTypes),
     };
   } finally {
     for (const socket of sockets) socket.terminate();
