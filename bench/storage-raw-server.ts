@@ -1,11 +1,12 @@
 /**
  * The raw limit for storage: node:http and the file system, nothing else. PUT streams the body
  * to a temporary file and renames it into place (as Basalt's disk backend does); GET streams
- * the file back. No database, no rules, no checksums, no metadata.
+ * the file back. The disk work is Basalt's (temporary file, fsync, rename); there is no database,
+ * no rules, no checksum and no metadata.
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, stat } from 'node:fs/promises';
+import { mkdir, open, rename, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -33,6 +34,9 @@ const server = http.createServer((request, response) => {
     if (request.method === 'PUT') {
       const temporary = path.join(root, 'tmp', randomUUID());
       await pipeline(request, createWriteStream(temporary));
+      const handle = await open(temporary, 'r+');
+      await handle.sync();
+      await handle.close();
       await rename(temporary, file);
       response.writeHead(201, { 'content-type': 'application/json' }).end('{}');
       return;

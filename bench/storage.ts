@@ -130,7 +130,7 @@ async function startRaw(): Promise<Target> {
 async function measure(target: Target, seconds: number, warmup: number): Promise<Record<string, Figures>> {
   const body = new Uint8Array(objectSize).fill(7);
   const uploaded: string[] = [];
-  const put = async (name: string, payload: Uint8Array): Promise<{ ok: boolean; bytes: number }> => {
+  const put = async (name: string, payload: Uint8Array<ArrayBuffer>): Promise<{ ok: boolean; bytes: number }> => {
     const response = await fetch(target.objectUrl(name), {
       method: 'PUT',
       headers: { ...target.headers, 'content-type': 'application/octet-stream' },
