@@ -54,6 +54,11 @@ const ALLOWED_HEADERS = [
   'x-client-info',
 ];
 
+/** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
+function trustHops(hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops;
+}
+
 export interface BuildOptions {
   logger?: Logger;
   /** A database to share (tests); otherwise one is opened from config.databaseUrl and closed with the app. */
@@ -74,10 +79,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.bodyLimit,
     // The client IP feeds per-IP rate limits; behind a proxy it must come from X-Forwarded-For.
-    trustProxy:
-      typeof config.trustProxy === 'number'
-        ? ((hops: number) => (_address: string, hop: number) => hop < hops)(config.trustProxy)
-        : config.trustProxy,
+    trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
     genReqId: (request) => requestIdFrom(request.headers['x-request-id']),
     return503OnClosing: true,
     forceCloseConnections: 'idle',

@@ -209,7 +209,10 @@ function trustProxy(env: Env): Config['trustProxy'] {
   if (['true', 'yes', 'on'].includes(lowered)) return true;
   if (/^\d{1,2}$/.test(raw)) return Number(raw);
   if (!/^[0-9a-fA-F:.,/\s]+$/.test(raw)) {
-    throw new ConfigError('BASALT_TRUST_PROXY', 'expected true, false, a hop count, or comma-separated addresses/CIDRs');
+    throw new ConfigError(
+      'BASALT_TRUST_PROXY',
+      'expected true, false, a hop count, or comma-separated addresses/CIDRs',
+    );
   }
   return raw;
 }
