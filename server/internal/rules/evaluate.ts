@@ -9,28 +9,46 @@ import {
   isPlainObject,
   jsonEqual,
   jsonType,
+  sanitizeJson,
   type Value,
 } from './values.js';
 
 /** What the variables are bound to; an absent variable evaluates to the failure value. */
 export interface Env {
-  /** The normalised, sanitised `auth` value: null or {uid, email, role, claims}. */
-  auth: Value;
+  /** The caller as given (a RuleAuth); only the parts a rule reads are checked, when read. */
+  auth: unknown;
   doc: unknown;
   incoming: unknown;
   object: unknown;
-  /** `now` as a canonical ISO string. */
-  now: Value;
+  now: Date;
+  /** `now` as a canonical ISO string, computed on first use. */
+  nowValue?: Value;
 }
 
-function descend(value: unknown, keys: readonly string[], from: number): Value {
+function descendRaw(value: unknown, keys: readonly string[], from: number): unknown {
   let current = value;
   for (let i = from; i < keys.length; i++) {
     const key = keys[i] as string;
     if (!isPlainObject(current) || !Object.hasOwn(current, key)) return BOTTOM;
     current = current[key];
   }
-  return asValue(current);
+  return current;
+}
+
+function descend(value: unknown, keys: readonly string[], from: number): Value {
+  return asValue(descendRaw(value, keys, from));
+}
+
+/**
+ * `auth` and its fields. Token claims are foreign values: the value read is sanitised
+ * (see sanitizeJson) when read, which gives what sanitising the whole of `auth` first
+ * would give, at the cost of the part the rule reads only.
+ */
+function authVar(raw: unknown, path: readonly string[]): Value {
+  if (raw === null || raw === undefined) return path.length === 0 ? null : BOTTOM;
+  if (!isPlainObject(raw)) return BOTTOM;
+  const auth = { uid: raw.uid, email: raw.email, role: raw.role, claims: raw.claims ?? {} };
+  return sanitizeJson(path.length === 0 ? auth : descendRaw(auth, path, 0));
 }
 
 function textOrNull(value: unknown): Value {
@@ -60,9 +78,9 @@ function recordField(record: unknown, path: readonly string[]): Value {
 export function evalVar(root: Root, path: readonly string[], env: Env): Value {
   switch (root) {
     case 'now':
-      return env.now;
+      return (env.nowValue ??= canonicalTimestamp(env.now));
     case 'auth':
-      return path.length === 0 ? env.auth : descend(env.auth, path, 0);
+      return authVar(env.auth, path);
     case 'doc':
       return recordField(env.doc, path);
     case 'incoming':

@@ -7,7 +7,6 @@ import type { Expr, Root } from './ast.js';
 import { evaluate, type Env } from './evaluate.js';
 import { parseExpression } from './parser.js';
 import { SqlCompiler } from './sql.js';
-import { canonicalTimestamp, sanitizeJson, type Value } from './values.js';
 
 export { LIMITS } from './ast.js';
 export type { Expr, Root } from './ast.js';
@@ -76,19 +75,8 @@ export interface RuleScope {
   now: Date;
 }
 
-function authValue(auth: RuleAuth): Value {
-  if (auth === null || auth === undefined) return null;
-  return sanitizeJson({ uid: auth.uid, email: auth.email, role: auth.role, claims: auth.claims ?? {} });
-}
-
 function environment(auth: RuleAuth, now: Date, scope?: RuleScope): Env {
-  return {
-    auth: authValue(auth),
-    doc: scope?.doc,
-    incoming: scope?.incoming,
-    object: scope?.object,
-    now: canonicalTimestamp(now),
-  };
+  return { auth, doc: scope?.doc, incoming: scope?.incoming, object: scope?.object, now };
 }
 
 /** In-process evaluation: true only when the rule's value is exactly `true`; never throws. */

@@ -63,8 +63,10 @@ export function ruleError(source: string, position: number, expected: string, me
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+const ANY_SURROGATE = /[\uD800-\uDFFF]/;
+
 export function hasLoneSurrogate(value: string): boolean {
-  return LONE_SURROGATE.test(value);
+  return ANY_SURROGATE.test(value) && LONE_SURROGATE.test(value);
 }
 
 class Lexer {
