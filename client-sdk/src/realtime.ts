@@ -278,9 +278,11 @@ export class RealtimeChannel {
     if (!this.joined) return;
     this.joined = false;
     this.tracked = undefined;
-    const left = this.wait();
-    this.client.send({ type: 'leave', channel: this.name });
-    await left.catch(() => undefined);
+    if (this.client.connected) {
+      const left = this.wait();
+      this.client.send({ type: 'leave', channel: this.name });
+      await left.catch(() => undefined);
+    }
     this.setPresence(new Map());
     this.client.release(this);
   }
@@ -339,6 +341,11 @@ export class RealtimeChannel {
         for (const waiter of this.waiters.splice(0)) waiter.reject(frameError(frame));
         break;
     }
+  }
+
+  /** Pending subscribe/track/unsubscribe calls fail with `error`. */
+  fail(error: BasaltError): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
   }
 
   /** The connection dropped: pending calls fail unless they are retried on reconnect. */
@@ -451,6 +458,11 @@ export class RealtimeClient {
     if (this.socket && this.socket.readyState === OPEN) this.socket.send(JSON.stringify(frame));
   }
 
+  /** Whether the socket is open and authenticated (frames sent now go out at once). */
+  get connected(): boolean {
+    return this.isOpen();
+  }
+
   private isOpen(): boolean {
     return this.live && this.socket !== null && this.socket.readyState === OPEN;
   }
@@ -474,6 +486,8 @@ export class RealtimeClient {
     if (!Impl) {
       const error = new BasaltError('UNAVAILABLE', 'No WebSocket implementation: pass `WebSocket` to createClient.');
       for (const subscription of this.subscriptions.values()) subscription.onError(error);
+      this.subscriptions.clear();
+      for (const channel of this.channels.values()) channel.fail(error);
       return;
     }
     this.connecting = true;

@@ -264,6 +264,25 @@ describe('db onSnapshot', () => {
   });
 });
 
+describe('without a WebSocket implementation', () => {
+  it('reports UNAVAILABLE to the error callback and rejects channel calls', async () => {
+    const original = (globalThis as { WebSocket?: unknown }).WebSocket;
+    (globalThis as { WebSocket?: unknown }).WebSocket = undefined;
+    try {
+      const basalt = createClient(one.url, { persistSession: false });
+      const errors: string[] = [];
+      basalt.db.collection('notes').onSnapshot(
+        () => undefined,
+        (error) => errors.push(error.code),
+      );
+      expect(errors).toEqual(['UNAVAILABLE']);
+      await expect(basalt.channel('x').subscribe()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    } finally {
+      (globalThis as { WebSocket?: unknown }).WebSocket = original;
+    }
+  });
+});
+
 describe('channels in the SDK', () => {
   it('broadcasts to other members and keeps presence state across instances', async () => {
     const alice = client(one.url);
