@@ -134,13 +134,16 @@ export class StorageRepository {
 
   // Objects
 
-  async object(bucket: string, path: string, q: Queryable = this.db.pool): Promise<ObjectRow | null> {
-    const rows = await this.run<ObjectRow>(
-      q,
-      `SELECT ${OBJECT_COLUMNS} FROM basalt.objects o WHERE o.bucket = $1 AND o.path = $2`,
+  /** A bucket and one of its objects in one round trip (the hot path of downloads and uploads). */
+  async bucketAndObject(bucket: string, path: string): Promise<{ bucket: BucketRow | null; object: ObjectRow | null }> {
+    const rows = await this.run<{ bucket: BucketRow | null; object: ObjectRow | null }>(
+      this.db.pool,
+      `SELECT (SELECT row_to_json(b) FROM (SELECT ${BUCKET_COLUMNS} FROM basalt.buckets WHERE name = $1) b) AS bucket,
+              (SELECT row_to_json(x) FROM (SELECT ${OBJECT_COLUMNS} FROM basalt.objects o
+                 WHERE o.bucket = $1 AND o.path = $2) x) AS object`,
       [bucket, path],
     );
-    return rows[0] ?? null;
+    return rows[0] ?? { bucket: null, object: null };
   }
 
   async lockObject(tx: Tx, bucket: string, path: string): Promise<ObjectRow | null> {

@@ -256,8 +256,11 @@ export class StorageService {
   // Uploads
 
   async upload(caller: Caller, input: UploadInput): Promise<StorageObject> {
-    const bucket = await this.bucket(input.bucket);
+    assertBucketName(input.bucket);
     const path = objectPathFromUrl(input.rawPath);
+    const found = await this.repo.bucketAndObject(input.bucket, path);
+    const bucket = found.bucket;
+    if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${input.bucket}" does not exist.`);
     const limit = Math.min(bucket.max_file_size ?? this.options.maxFileSize, this.options.maxFileSize);
     if (!mimeAllowed(input.contentType, bucket.allowed_mime_types)) {
       throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${input.contentType}.`, {
@@ -270,7 +273,7 @@ export class StorageService {
       });
     }
     const owner = isUser(caller) ? caller.uid : null;
-    const existing = await this.repo.object(bucket.name, path);
+    const existing = found.object;
     if (existing && !input.upsert) throw this.exists(bucket.name, path);
     // Checked before any byte is stored (with the declared size), and again with the real one.
     const candidate = (size: number): CandidateObject => ({
@@ -372,8 +375,8 @@ export class StorageService {
     assertBucketName(bucketName);
     if (access.signature)
       this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date());
-    const bucket = await this.bucket(bucketName);
-    const row = await this.repo.object(bucket.name, path);
+    const { bucket, object: row } = await this.repo.bucketAndObject(bucketName, path);
+    if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${bucketName}" does not exist.`);
     if (!row) throw new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`);
     if (!access.signature) this.assertAllowed(caller, bucket, 'read', row);
     return { ...toObject(row), storage_key: row.storage_key, public: bucket.public };

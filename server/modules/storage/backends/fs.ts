@@ -30,6 +30,16 @@ export class FsBackend implements StorageBackend {
     this.tmpDir = path.join(root, 'tmp');
   }
 
+  /** Directories known to exist, to spare a mkdir per upload; forgotten after any failed write. */
+  private readonly dirs = new Set<string>();
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.dirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    if (this.dirs.size > 10_000) this.dirs.clear();
+    this.dirs.add(dir);
+  }
+
   private file(key: string): string {
     assertKey(key);
     return path.join(this.objectsDir, ...key.split('/'));
@@ -37,8 +47,8 @@ export class FsBackend implements StorageBackend {
 
   async put(key: string, body: Readable, limits: PutLimits): Promise<PutResult> {
     const target = this.file(key);
-    await mkdir(this.tmpDir, { recursive: true });
-    await mkdir(path.dirname(target), { recursive: true });
+    await this.ensureDir(this.tmpDir);
+    await this.ensureDir(path.dirname(target));
     // The temporary name starts with the key's id, so the sweeper can tell whose it is.
     const temporary = path.join(this.tmpDir, `${key.replace('/', '~')}.${randomUUID()}`);
     const meter = new MeteredStream(limits.maxBytes);
@@ -51,8 +61,13 @@ export class FsBackend implements StorageBackend {
       } finally {
         await handle.close();
       }
-      await rename(temporary, target);
+      await rename(temporary, target).catch(async (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+        await mkdir(path.dirname(target), { recursive: true });
+        await rename(temporary, target);
+      });
     } catch (error) {
+      this.dirs.clear();
       await unlink(temporary).catch(() => undefined);
       throw error;
     }
