@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Caller } from '../server/internal/caller.js';
 import { AppError } from '../server/internal/errors.js';
@@ -288,5 +289,84 @@ describe('evaluateRule semantics', () => {
         now: new Date(),
       }),
     ).toBe(false);
+  });
+});
+
+describe('parser fuzzing', () => {
+  const TOKENS = [
+    'auth',
+    'doc',
+    'incoming',
+    'object',
+    'now',
+    '.',
+    'data',
+    'claims',
+    'uid',
+    'owner',
+    'path',
+    'size',
+    'exists',
+    'starts_with',
+    '(',
+    ')',
+    '[',
+    ']',
+    ',',
+    '==',
+    '!=',
+    '<',
+    '<=',
+    '>',
+    '>=',
+    '&&',
+    '||',
+    '!',
+    'in',
+    'true',
+    'false',
+    'null',
+    '1',
+    '-2.5e3',
+    '"s"',
+    "'t'",
+    '"\\u00e9"',
+    '["k"]',
+    'x',
+    '=',
+    '&',
+    '|',
+    '#',
+    '"',
+    '\\',
+  ];
+
+  const checkParse = (source: string) => {
+    let rule;
+    try {
+      rule = parseRule(source);
+    } catch (error) {
+      expect(error).toBeInstanceOf(AppError);
+      const appError = error as AppError;
+      expect(appError.code).toBe('INVALID_RULE');
+      const position = appError.details?.position as number;
+      expect(Number.isInteger(position) && position >= 0 && position <= source.length).toBe(true);
+      expect(typeof appError.details?.expected).toBe('string');
+      return;
+    }
+    // Whatever parses evaluates without throwing and prints back to the same tree.
+    expect(typeof evaluateRule(rule, { auth: null, now: new Date(), doc: { data: {} } })).toBe('boolean');
+    expect(shape(parseRule(formatExpression(rule.expr)).expr)).toEqual(shape(rule.expr));
+  };
+
+  it('never fails with anything but INVALID_RULE on random text', () => {
+    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 60 }), checkParse), { numRuns: 2000 });
+  });
+
+  it('never fails with anything but INVALID_RULE on random token sequences', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...TOKENS), { maxLength: 20 }), (tokens) => checkParse(tokens.join(' '))),
+      { numRuns: 5000 },
+    );
   });
 });
