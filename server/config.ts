@@ -48,6 +48,8 @@ export interface RealtimeConfig {
   authCheckMs: number;
   /** How often an instance refreshes its presence heartbeat; presences expire after three missed beats. */
   presenceHeartbeatMs: number;
+  /** Messages a client may send per second (bursts up to twice that); more get RATE_LIMITED. */
+  messagesPerSecond: number;
 }
 
 export interface StorageConfig {
@@ -441,6 +443,7 @@ export function loadConfig(env: Env = process.env): Config {
       sendBufferBytes: integer(env, 'BASALT_REALTIME_SEND_BUFFER_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
       authCheckMs: integer(env, 'BASALT_REALTIME_AUTH_CHECK_MS', 1_000, 50, 60_000),
       presenceHeartbeatMs: integer(env, 'BASALT_REALTIME_PRESENCE_HEARTBEAT_MS', 5_000, 50, 600_000),
+      messagesPerSecond: integer(env, 'BASALT_REALTIME_MESSAGES_PER_SECOND', 100, 1, 1_000_000),
     },
   };
 }

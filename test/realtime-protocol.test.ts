@@ -25,7 +25,8 @@ async function open(app: TestApp, options: { token?: string } = {}): Promise<Tes
 beforeAll(async () => {
   database = await createTestDatabase();
   one = await startTestApp(database, env);
-  two = await startTestApp(database, env);
+  // The slow-consumer test floods from `two`: its message budget is out of reach.
+  two = await startTestApp(database, { ...env, BASALT_REALTIME_MESSAGES_PER_SECOND: '1000000' });
 });
 
 afterAll(async () => {
@@ -83,6 +84,22 @@ describe('realtime protocol', () => {
     expect(await socket.nextOfType('authenticated')).toMatchObject({ role: 'service' });
     socket.send({ type: 'auth', access_token: 42 });
     expect(await socket.nextOfType('error')).toMatchObject({ code: 'INVALID_REQUEST' });
+  });
+
+  it('drops messages over the rate limit with one RATE_LIMITED error, then serves again', async () => {
+    const socket = await open(one);
+    for (let i = 0; i < 400; i++) socket.send({ type: 'ping' });
+    const limited = await socket.nextOfType('error');
+    expect(limited.code).toBe('RATE_LIMITED');
+    await sleep(300);
+    const pongs = socket.all((frame) => frame.type === 'pong').length;
+    expect(pongs).toBeGreaterThanOrEqual(200);
+    expect(pongs).toBeLessThan(400);
+    expect(socket.all((frame) => frame.type === 'error')).toHaveLength(1);
+    await sleep(1_000);
+    socket.send({ type: 'ping' });
+    await socket.next((frame) => frame.type === 'pong' && socket.frames.indexOf(frame) > pongs, 2_000);
+    expect(socket.closeCode).toBeNull();
   });
 
   it('drops a client that stops answering pings within two heartbeat intervals', async () => {

@@ -134,6 +134,7 @@ export function parseClientMessage(text: string): ClientMessage {
 
 export interface ConnectionLimits {
   sendBufferBytes: number;
+  messagesPerSecond: number;
 }
 
 /** Close codes the server uses besides the standard ones. */
@@ -153,6 +154,8 @@ export class RealtimeConnection {
   /** Set by any frame or pong from the client; cleared at each heartbeat. */
   alive = true;
   closed = false;
+  private tokens: number;
+  private refilledAt = Date.now();
   /** Serialises message handling, so an `auth` is applied before the `subscribe` sent after it. */
   private queue: Promise<void> = Promise.resolve();
 
@@ -160,7 +163,29 @@ export class RealtimeConnection {
     readonly socket: WebSocket,
     private readonly limits: ConnectionLimits,
     private readonly onSlowConsumer: (connection: RealtimeConnection) => void,
-  ) {}
+  ) {
+    this.tokens = limits.messagesPerSecond * 2;
+  }
+
+  /** Token bucket over incoming messages: false when this one is over the rate. */
+  admit(): boolean {
+    const now = Date.now();
+    const burst = this.limits.messagesPerSecond * 2;
+    this.tokens = Math.min(burst, this.tokens + ((now - this.refilledAt) / 1000) * this.limits.messagesPerSecond);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private warnedAt = 0;
+
+  shouldWarnRateLimit(): boolean {
+    const now = Date.now();
+    if (now - this.warnedAt < 1000) return false;
+    this.warnedAt = now;
+    return true;
+  }
 
   /** The presence key: the user's id, so one user on several tabs shows as one key. */
   get presenceKey(): string {

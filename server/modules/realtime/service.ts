@@ -100,7 +100,11 @@ export class RealtimeService {
 
   /** Takes over an accepted websocket. Handlers are attached synchronously so no frame is missed. */
   accept(socket: WebSocket, initialToken: string | null): void {
-    const connection = new RealtimeConnection(socket, { sendBufferBytes: this.deps.config.sendBufferBytes }, (slow) => {
+    const limits = {
+      sendBufferBytes: this.deps.config.sendBufferBytes,
+      messagesPerSecond: this.deps.config.messagesPerSecond,
+    };
+    const connection = new RealtimeConnection(socket, limits, (slow) => {
       this.slowConsumers.inc();
       this.deps.log.info({ connection: slow.id }, 'closing slow realtime consumer');
       slow.close(CLOSE_SLOW_CONSUMER, 'slow consumer');
@@ -110,6 +114,13 @@ export class RealtimeService {
 
     socket.on('message', (data, isBinary) => {
       connection.alive = true;
+      if (!connection.admit()) {
+        // Answering every dropped message would itself flood; say it once per second at most.
+        if (connection.shouldWarnRateLimit()) {
+          connection.sendErrorCode('RATE_LIMITED', 'Too many messages; some were dropped. Slow down.');
+        }
+        return;
+      }
       if (isBinary) {
         connection.sendErrorCode('INVALID_REQUEST', 'Messages must be JSON text frames.');
         return;
