@@ -2,7 +2,8 @@ import type { Socket } from 'node:net';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { ConfigError, loadConfig } from '../server/config.js';
+import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 import { sleep, TestSocket } from './realtime-client.js';
 
 let database: TestDatabase;
@@ -144,6 +145,30 @@ describe('realtime protocol', () => {
       await patient.close();
     }
   }, 60_000);
+});
+
+describe('realtime configuration and metrics', () => {
+  it('validates the realtime variables and names the bad one', () => {
+    expect(loadConfig({}).realtime).toEqual({
+      maxSubscriptions: 100,
+      heartbeatMs: 30_000,
+      sendBufferBytes: 4 * 1024 * 1024,
+      authCheckMs: 1_000,
+      presenceHeartbeatMs: 5_000,
+      messagesPerSecond: 100,
+    });
+    expect(() => loadConfig({ BASALT_REALTIME_HEARTBEAT_MS: 'soon' })).toThrow(ConfigError);
+    expect(() => loadConfig({ BASALT_REALTIME_MAX_SUBSCRIPTIONS: '0' })).toThrow(/BASALT_REALTIME_MAX_SUBSCRIPTIONS/);
+  });
+
+  it('exports the number of open realtime connections', async () => {
+    const socket = await open(one);
+    socket.send({ type: 'ping' });
+    await socket.nextOfType('pong');
+    const metrics = await request(one.url, 'GET', '/metrics');
+    expect(metrics.text).toMatch(/basalt_realtime_connections [1-9]/);
+    expect(metrics.text).toContain('basalt_realtime_subscriptions');
+  });
 });
 
 describe('channels', () => {
