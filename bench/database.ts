@@ -6,6 +6,8 @@ export interface BenchDatabase {
   url: string;
   /** Runs SQL on this database with a short-lived connection (seeding, indexes, ANALYZE). */
   sql(text: string, values?: unknown[]): Promise<pg.QueryResult>;
+  /** Process ids of the Postgres backends serving this database (other than the asking one). */
+  backendPids(): Promise<number[]>;
   drop(): Promise<void>;
 }
 
@@ -32,17 +34,24 @@ export async function createBenchDatabase(adminUrl: string, target: string): Pro
     await admin.end();
   }
   const url = withDatabase(adminUrl, name);
+  const sql = async (text: string, values?: unknown[]): Promise<pg.QueryResult> => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return await client.query(text, values);
+    } finally {
+      await client.end();
+    }
+  };
   return {
     name,
     url,
-    async sql(text, values) {
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        return await client.query(text, values);
-      } finally {
-        await client.end();
-      }
+    sql,
+    async backendPids() {
+      const { rows } = await sql(
+        'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+      );
+      return rows.map((row: { pid: number }) => row.pid);
     },
     async drop() {
       const client = new pg.Client({ connectionString: adminUrl });

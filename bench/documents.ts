@@ -1,11 +1,16 @@
 import os from 'node:os';
 import { round, runLoad, type LoadRequest, type LoadResult } from './load.js';
 import { type Settings, type TargetName } from './settings.js';
+import { cpuSecondsOf } from './process.js';
 import { call, settle, startTarget, type RunningTarget } from './targets.js';
 
 export interface TargetFigures extends Partial<LoadResult> {
   /** CPU used by the server's process during the measured run, in % of one core. */
   cpu_pct?: number;
+  /** Server CPU (its process) per successful request, in ms: steadier than rps on a busy machine. */
+  cpu_ms_per_req?: number;
+  /** CPU of the Postgres backends serving the target's database, per successful request, in ms. */
+  db_cpu_ms_per_req?: number;
   /** The machine's 1-minute load average as the run started; the harness itself adds about 2 to 3. */
   load_1m?: number;
   /** With BENCH_ROUNDS > 1: each round's rps (the figures shown are the median round's). */
@@ -175,6 +180,23 @@ async function probe(target: RunningTarget, settings: Settings): Promise<void> {
   }
 }
 
+/**
+ * CPU seconds used so far by each Postgres backend serving the target's database. Read from
+ * /proc, so only when Postgres runs on this machine (empty otherwise).
+ */
+async function backendCpu(target: RunningTarget): Promise<Map<number, number>> {
+  const cpu = new Map<number, number>();
+  try {
+    for (const pid of await target.db.backendPids()) {
+      const seconds = cpuSecondsOf(pid);
+      if (Number.isFinite(seconds)) cpu.set(pid, seconds);
+    }
+  } catch {
+    // not fatal: the figure is left out
+  }
+  return cpu;
+}
+
 /** A warm-up run (discarded), then the measured run, with the server's CPU use over it. */
 export async function measureWith(
   target: RunningTarget,
@@ -183,13 +205,24 @@ export async function measureWith(
 ): Promise<TargetFigures> {
   if (settings.warmupSeconds > 0) await run(settings.warmupSeconds);
   const load = os.loadavg()[0] ?? 0;
+  const dbBefore = await backendCpu(target);
   const cpuBefore = target.server.cpuSeconds();
   const started = process.hrtime.bigint();
   const result = await run(settings.durationSeconds);
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = target.server.cpuSeconds() - cpuBefore;
+  const dbAfter = await backendCpu(target);
+  let db = 0;
+  for (const [pid, seconds] of dbAfter) db += seconds - (dbBefore.get(pid) ?? 0);
+  // Per request, counting every answer (also those past the measured window's end) is not
+  // possible; the 2xx count over the window is close enough for a closed loop.
+  const perRequest = (seconds: number): number | undefined =>
+    result.requests > 0 && Number.isFinite(seconds) ? round((seconds * 1000) / result.requests, 3) : undefined;
   return {
     ...result,
-    cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0),
+    cpu_pct: round((cpu / elapsed) * 100, 0),
+    cpu_ms_per_req: perRequest(cpu),
+    db_cpu_ms_per_req: dbAfter.size > 0 ? perRequest(db) : undefined,
     load_1m: round(load, 1),
   };
 }

@@ -28,7 +28,8 @@ export async function freePort(): Promise<number> {
 
 const CLOCK_TICKS_PER_SECOND = 100;
 
-function cpuSecondsOf(pid: number): number {
+/** CPU seconds (user + system) a process has used, from /proc; NaN when it cannot be read. */
+export function cpuSecondsOf(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may contain spaces; fields after its closing parenthesis are fixed.

@@ -32,6 +32,24 @@ function ratio(a: TargetFigures | undefined, b: TargetFigures | undefined): numb
   return round(a.rps / b.rps, 2);
 }
 
+/** CPU (server process + its Postgres backends) per request: what capacity depends on when CPU is the limit. */
+function cpuPerRequest(figures: TargetFigures | undefined): number | null {
+  if (figures?.cpu_ms_per_req === undefined || figures.db_cpu_ms_per_req === undefined) return null;
+  return figures.cpu_ms_per_req + figures.db_cpu_ms_per_req;
+}
+
+/**
+ * The other target's CPU per request over Basalt's: how many of Basalt's requests fit in the
+ * CPU one of the other's takes. Read like vs_parse and vs_raw (higher is better for Basalt),
+ * but much less disturbed by other work on a shared machine than throughput is.
+ */
+function cpuRatio(basalt: TargetFigures | undefined, other: TargetFigures | undefined): number | null {
+  const mine = cpuPerRequest(basalt);
+  const theirs = cpuPerRequest(other);
+  if (mine === null || theirs === null || mine === 0) return null;
+  return round(theirs / mine, 2);
+}
+
 /** Whether Basalt met the bench's goal; null when a needed figure is missing. */
 function met(
   goal: Goal | undefined,
@@ -69,6 +87,8 @@ export function benchLine(
     ...figures,
     vs_parse: vsParse,
     vs_raw: vsRaw,
+    vs_parse_by_cpu: cpuRatio(figures.basalt, figures.parse),
+    vs_raw_by_cpu: cpuRatio(figures.basalt, figures.raw),
     connections: settings.connections,
     duration_s: settings.durationSeconds,
     ...extra,

@@ -6,6 +6,7 @@
  * bench/README.md.
  */
 import { runAuth } from './auth.js';
+import { runFunctions } from './functions.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { postgresVersion } from './database.js';
@@ -15,8 +16,8 @@ import { readSettings } from './settings.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|all\n');
     process.exit(2);
   }
   const settings = readSettings();
@@ -40,6 +41,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'auth' || suite === 'all') {
     for (const line of await runAuth(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'functions' || suite === 'all') {
+    for (const line of await runFunctions(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');

@@ -10,6 +10,8 @@ interface Figures {
   p50_ms?: number;
   p99_ms?: number;
   cpu_pct?: number;
+  cpu_ms_per_req?: number;
+  db_cpu_ms_per_req?: number;
   load_1m?: number;
   failed?: number;
   rps_rounds?: Array<number | null>;
@@ -23,6 +25,8 @@ interface Line {
   raw?: Figures;
   vs_parse?: number | null;
   vs_raw?: number | null;
+  vs_parse_by_cpu?: number | null;
+  vs_raw_by_cpu?: number | null;
   goal?: Record<string, number>;
   met?: boolean | null;
   latency_1_connection?: Partial<Record<'basalt' | 'parse' | 'raw', Figures>>;
@@ -44,8 +48,8 @@ const number = (value: number | null | undefined, digits = 1): string =>
     : value.toLocaleString('en-US', { maximumFractionDigits: digits });
 
 function cell(figures: Figures | undefined): string[] {
-  if (!figures) return ['—', '—', '—', '—', '—'];
-  if (figures.error) return [`error: ${figures.error.slice(0, 60)}`, '', '', '', ''];
+  if (!figures) return ['—', '—', '—', '—', '—', '—'];
+  if (figures.error) return [`error: ${figures.error.slice(0, 60)}`, '', '', '', '', ''];
   const rounds = figures.rps_rounds ? ` (${figures.rps_rounds.map((rps) => number(rps, 0)).join(' / ')})` : '';
   const failed = figures.failed ? ` **${figures.failed} failed**` : '';
   return [
@@ -53,6 +57,7 @@ function cell(figures: Figures | undefined): string[] {
     number(figures.p50_ms, 2),
     number(figures.p99_ms, 1),
     number(figures.cpu_pct, 0),
+    `${number(figures.cpu_ms_per_req, 2)} + ${number(figures.db_cpu_ms_per_req, 2)}`,
     number(figures.load_1m, 1),
   ];
 }
@@ -60,8 +65,10 @@ function cell(figures: Figures | undefined): string[] {
 const met = (value: boolean | null | undefined): string => (value === true ? 'yes' : value === false ? 'no' : 'n/a');
 
 const out: string[] = [];
-out.push('| bench | target | req/s (rounds) | p50 ms | p99 ms | server CPU % | load |');
-out.push('| --- | --- | --- | --- | --- | --- | --- |');
+out.push(
+  '| bench | target | req/s (rounds) | p50 ms | p99 ms | server CPU % | CPU ms/req (server + Postgres) | load |',
+);
+out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const line of lines) {
   if (line.bench === 'auth.verify') continue;
   for (const target of ['basalt', 'parse', 'raw'] as const) {
@@ -74,8 +81,8 @@ for (const line of lines) {
   }
 }
 out.push('');
-out.push('| bench | vs Parse | vs raw | goal | met |');
-out.push('| --- | --- | --- | --- | --- |');
+out.push('| bench | vs Parse | vs raw | vs Parse by CPU | vs raw by CPU | goal | met |');
+out.push('| --- | --- | --- | --- | --- | --- | --- |');
 for (const line of lines) {
   if (!line.goal && line.vs_parse == null && line.vs_raw == null) continue;
   const goal = line.goal
@@ -83,7 +90,10 @@ for (const line of lines) {
         .map(([key, value]) => `${key} ${value}`)
         .join(', ')
     : '';
-  out.push(`| ${line.bench} | ${number(line.vs_parse, 2)} | ${number(line.vs_raw, 2)} | ${goal} | ${met(line.met)} |`);
+  const ratios = [line.vs_parse, line.vs_raw, line.vs_parse_by_cpu, line.vs_raw_by_cpu].map((value) =>
+    number(value, 2),
+  );
+  out.push(`| ${line.bench} | ${ratios.join(' | ')} | ${goal} | ${met(line.met)} |`);
 }
 const verify = lines.find((line) => line.bench === 'auth.verify');
 if (verify?.basalt) {

@@ -1,0 +1,378 @@
+/**
+ * `npm run bench -- functions`: Basalt functions side by side with Parse Server Cloud Code.
+ *
+ * - trigger latency: commit (the document's creation time) to the start of a no-op trigger
+ *   (Basalt `onDocument` via the change log and the job queue; Parse `afterSave`), p50/p99,
+ *   writes one at a time;
+ * - trigger throughput: a burst of documents, until every trigger ran (Basalt: one plain SQL
+ *   insert, which fires functions like any write; Parse: REST batch creates, since Parse has
+ *   no other way in), in triggers per second;
+ * - warm HTTP function overhead: the same load on a hello function and on a plain route;
+ * - cold start: a new worker thread plus loading the bundle (Basalt only: Parse loads Cloud
+ *   Code once, in the server's own process, so it has no per-invocation cold start).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createBenchDatabase, type BenchDatabase } from './database.js';
+import { round, runLoad, type LoadResult } from './load.js';
+import { freePort, startServer, type ServerProcess } from './process.js';
+import { machine } from './report.js';
+import { BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+
+const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
+const LATENCY_SAMPLES = 200;
+const BURST = 2000;
+
+interface Target {
+  url: string;
+  server: ServerProcess;
+  db: BenchDatabase;
+  headers: Record<string, string>;
+  close(): Promise<void>;
+}
+
+function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key.startsWith('BASALT_') || key.startsWith('PARSE_') || key === 'DATABASE_URL' || key === 'PORT') continue;
+    if (key === 'NODE_OPTIONS' || key === 'LOG_LEVEL') continue;
+    env[key] = value;
+  }
+  return { ...env, NODE_ENV: 'production', ...extra };
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return round(sorted[index] ?? Number.NaN, 1);
+}
+
+async function json(target: Target, method: string, urlPath: string, body?: unknown): Promise<unknown> {
+  const response = await fetch(target.url + urlPath, {
+    method,
+    headers: { ...target.headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text.slice(0, 300)}`);
+  return text ? (JSON.parse(text) as unknown) : null;
+}
+
+async function startBasalt(settings: Settings): Promise<Target> {
+  const db = await createBenchDatabase(settings.adminDatabaseUrl, 'basalt');
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-fn-'));
+  const port = await freePort();
+  const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+  const server = await startServer({
+    name: 'basalt',
+    command: process.execPath,
+    args: ['--import', 'tsx', 'server/main.ts'],
+    cwd: ROOT_DIR,
+    env: childEnv({
+      DATABASE_URL: db.url,
+      PORT: String(port),
+      BASALT_SERVICE_KEY: serviceKey,
+      BASALT_DATA_DIR: dataDir,
+      BASALT_FUNCTIONS_DIR: path.join(FIXTURE, 'basalt'),
+      LOG_LEVEL: 'warn',
+    }),
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/readyz',
+  });
+  const target: Target = {
+    url: server.url,
+    server,
+    db,
+    headers: { authorization: `Bearer ${serviceKey}` },
+    async close() {
+      await server.stop();
+      await db.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  await json(target, 'POST', '/v1/admin/collections', { name: 'bench_fn' });
+  // Let the dispatcher take its cursor before the first measured write.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  return target;
+}
+
+async function startParse(settings: Settings): Promise<Target> {
+  const db = await createBenchDatabase(settings.adminDatabaseUrl, 'parse');
+  const port = await freePort();
+  const masterKey = randomBytes(24).toString('hex');
+  const server = await startServer({
+    name: 'parse',
+    command: process.execPath,
+    args: [path.join(BENCH_DIR, 'parse-server.mjs')],
+    cwd: BENCH_DIR,
+    env: childEnv({
+      PARSE_DATABASE_URL: db.url,
+      PARSE_MASTER_KEY: masterKey,
+      PARSE_CLOUD: path.join(FIXTURE, 'parse', 'main.js'),
+      PORT: String(port),
+    }),
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/parse/health',
+  });
+  return {
+    url: server.url,
+    server,
+    db,
+    headers: { 'x-parse-application-id': 'bench', 'x-parse-master-key': masterKey },
+    async close() {
+      await server.stop();
+      await db.drop();
+    },
+  };
+}
+
+async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** Basalt: handler start times come from the invocations' captured log lines. */
+async function basaltStarts(target: Target): Promise<Map<string, number>> {
+  const { rows } = await target.db.sql(
+    `SELECT logs->0->>'message' AS line FROM basalt.function_invocations WHERE function_name = 'noop' AND status = 'succeeded'`,
+  );
+  const starts = new Map<string, number>();
+  for (const row of rows as Array<{ line: string | null }>) {
+    const [id, at] = (row.line ?? '').split(' ');
+    if (id && at) starts.set(id, Number(at));
+  }
+  return starts;
+}
+
+async function basaltLatency(target: Target): Promise<number[]> {
+  const created: Array<{ id: string; at: number }> = [];
+  for (let i = 0; i < LATENCY_SAMPLES; i++) {
+    const doc = (await json(target, 'POST', '/v1/db/bench_fn', { id: `lat-${i}`, data: { i } })) as {
+      id: string;
+      created_at: string;
+    };
+    created.push({ id: doc.id, at: Date.parse(doc.created_at) });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  let starts = new Map<string, number>();
+  await waitUntil('every latency trigger', async () => {
+    starts = await basaltStarts(target);
+    return created.every((doc) => starts.has(doc.id));
+  });
+  return created.map((doc) => (starts.get(doc.id) as number) - doc.at);
+}
+
+async function basaltBurst(target: Target): Promise<number> {
+  const before = (await basaltStarts(target)).size;
+  const begin = Date.now();
+  await target.db.sql(
+    `INSERT INTO basalt_data.bench_fn (id, owner, data)
+     SELECT 'burst-' || g, NULL, jsonb_build_object('g', g) FROM generate_series(1, $1) g`,
+    [BURST],
+  );
+  await waitUntil('every burst trigger', async () => {
+    const { rows } = await target.db.sql(
+      `SELECT count(*)::int AS n FROM basalt.function_invocations WHERE function_name = 'noop' AND status = 'succeeded'`,
+    );
+    return (rows[0] as { n: number }).n >= before + BURST;
+  });
+  return BURST / ((Date.now() - begin) / 1000);
+}
+
+async function parseStarts(target: Target): Promise<Array<[string, number, number]>> {
+  const result = (await json(target, 'POST', '/parse/functions/benchStarted', {})) as {
+    result: Array<[string, number, number]>;
+  };
+  return result.result;
+}
+
+async function parseLatency(target: Target): Promise<number[]> {
+  for (let i = 0; i < LATENCY_SAMPLES; i++) {
+    await json(target, 'POST', '/parse/classes/BenchFn', { i });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  let starts: Array<[string, number, number]> = [];
+  await waitUntil('every afterSave', async () => {
+    starts = await parseStarts(target);
+    return starts.length >= LATENCY_SAMPLES;
+  });
+  return starts.map(([, ran, createdAt]) => ran - createdAt);
+}
+
+async function parseBurst(target: Target): Promise<number> {
+  await json(target, 'POST', '/parse/functions/benchReset', {});
+  const begin = Date.now();
+  const batches: Array<Promise<unknown>> = [];
+  for (let offset = 0; offset < BURST; offset += 50) {
+    const requests = Array.from({ length: Math.min(50, BURST - offset) }, (_, i) => ({
+      method: 'POST',
+      path: '/parse/classes/BenchFn',
+      body: { g: offset + i },
+    }));
+    batches.push(json(target, 'POST', '/parse/batch', { requests }));
+    if (batches.length >= 8) await Promise.all(batches.splice(0));
+  }
+  await Promise.all(batches);
+  await waitUntil('every burst afterSave', async () => (await parseStarts(target)).length >= BURST);
+  return BURST / ((Date.now() - begin) / 1000);
+}
+
+async function load(target: Target, settings: Settings, method: 'GET' | 'POST', urlPath: string): Promise<LoadResult> {
+  const options = {
+    url: target.url,
+    connections: settings.connections,
+    headers: { ...target.headers, 'content-type': 'application/json' },
+    requests: [{ method, path: urlPath, ...(method === 'POST' ? { body: '{}' } : {}) }],
+  };
+  await runLoad({ ...options, durationSeconds: Math.max(1, settings.warmupSeconds) });
+  return runLoad({ ...options, durationSeconds: settings.durationSeconds });
+}
+
+/** Cold start: a fresh worker thread and the bundle's first load, measured in-process. */
+async function basaltColdStart(): Promise<number[]> {
+  const { WorkerPool } = await import('../server/modules/functions/pool.js');
+  const { buildWorkerScript, bundleFunction, releaseBuilder } = await import('../server/modules/functions/loader.js');
+  const { createLogger } = await import('../server/internal/log.js');
+  const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-cold-'));
+  try {
+    const script = await buildWorkerScript(dir);
+    const bundle = await bundleFunction(path.join(FIXTURE, 'basalt', 'hello.ts'), dir, 1);
+    await releaseBuilder();
+    const samples: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      // A pool of its own each time: nothing warm to reuse.
+      const pool = new WorkerPool(script, createLogger('silent', { pretty: false }));
+      const begin = performance.now();
+      const outcome = await pool.run({
+        invocationId: `cold-${i}`,
+        bundle,
+        exportName: 'default',
+        input: {},
+        env: {},
+        timeoutMs: 10_000,
+        memoryMb: 128,
+        rpc: async () => null,
+      });
+      samples.push(performance.now() - begin);
+      await pool.close();
+      if (outcome.status !== 'succeeded') throw new Error(`cold start run failed: ${outcome.error}`);
+    }
+    return samples;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function line(bench: string, figures: Record<string, unknown>, settings: Settings): string {
+  return JSON.stringify({
+    bench,
+    ...figures,
+    connections: settings.connections,
+    duration_s: settings.durationSeconds,
+    machine,
+  });
+}
+
+export async function runFunctions(settings: Settings): Promise<string[]> {
+  const lines: string[] = [];
+  const wantParse = settings.targets.includes('parse');
+
+  const basalt = await startBasalt(settings);
+  let basaltFigures;
+  try {
+    const latency = await basaltLatency(basalt);
+    const throughput = await basaltBurst(basalt);
+    const fn = await load(basalt, settings, 'GET', '/v1/functions/hello');
+    const plain = await load(basalt, settings, 'GET', '/healthz');
+    basaltFigures = { latency, throughput, fn, plain };
+  } finally {
+    await basalt.close();
+  }
+
+  let parseFigures;
+  if (wantParse) {
+    const parse = await startParse(settings);
+    try {
+      const latency = await parseLatency(parse);
+      const throughput = await parseBurst(parse);
+      const fn = await load(parse, settings, 'POST', '/parse/functions/hello');
+      const plain = await load(parse, settings, 'GET', '/parse/health');
+      parseFigures = { latency, throughput, fn, plain };
+    } finally {
+      await parse.close();
+    }
+  }
+
+  const latencyOf = (samples: number[] | undefined) =>
+    samples ? { p50_ms: percentile(samples, 50), p99_ms: percentile(samples, 99), samples: samples.length } : null;
+  const basaltLatencyFigures = latencyOf(basaltFigures.latency);
+  lines.push(
+    line(
+      'functions.trigger_latency',
+      {
+        basalt: basaltLatencyFigures,
+        parse: latencyOf(parseFigures?.latency),
+        goal: { p50_ms_at_most: 50 },
+        met: (basaltLatencyFigures?.p50_ms ?? Infinity) <= 50,
+      },
+      settings,
+    ),
+  );
+  lines.push(
+    line(
+      'functions.trigger_throughput',
+      {
+        basalt: { triggers_per_s: round(basaltFigures.throughput, 0), burst: BURST },
+        parse: parseFigures ? { triggers_per_s: round(parseFigures.throughput, 0), burst: BURST } : null,
+        vs_parse: parseFigures ? round(basaltFigures.throughput / parseFigures.throughput, 2) : null,
+        goal: { triggers_per_s_at_least: 1000 },
+        met: basaltFigures.throughput >= 1000,
+      },
+      settings,
+    ),
+  );
+  const overhead = (figures: { fn: LoadResult; plain: LoadResult } | undefined) =>
+    figures
+      ? {
+          function: {
+            rps: round(figures.fn.rps, 0),
+            p50_ms: figures.fn.p50_ms,
+            p99_ms: figures.fn.p99_ms,
+            failed: figures.fn.failed,
+          },
+          plain_route: { rps: round(figures.plain.rps, 0), p50_ms: figures.plain.p50_ms, failed: figures.plain.failed },
+          overhead_p50_ms: round(figures.fn.p50_ms - figures.plain.p50_ms, 2),
+        }
+      : null;
+  lines.push(
+    line(
+      'functions.http_warm',
+      {
+        basalt: overhead(basaltFigures),
+        parse: overhead(parseFigures),
+        vs_parse: parseFigures ? round(basaltFigures.fn.rps / parseFigures.fn.rps, 2) : null,
+      },
+      settings,
+    ),
+  );
+  const cold = await basaltColdStart();
+  lines.push(
+    line(
+      'functions.cold_start',
+      {
+        basalt: { p50_ms: percentile(cold, 50), p99_ms: percentile(cold, 99), samples: cold.length },
+        parse: null,
+        note: 'Parse loads Cloud Code once in its own process: it has no per-invocation cold start',
+        goal: { p50_ms_at_most: 50 },
+        met: percentile(cold, 50) <= 50,
+      },
+      settings,
+    ),
+  );
+  return lines;
+}
