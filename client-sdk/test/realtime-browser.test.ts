@@ -1,0 +1,121 @@
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { chromium, type Browser } from 'playwright-core';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { createClient } from '../src/index.js';
+
+// Live queries and channels from a real browser (Debian's chromium) over its own WebSocket.
+// Skipped where chromium is absent.
+const CHROMIUM = '/usr/bin/chromium';
+const haveBrowser = existsSync(CHROMIUM);
+
+let database: TestDatabase;
+let server: TestApp;
+let pages: http.Server;
+let pageUrl: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  if (!haveBrowser) return;
+  database = await createTestDatabase();
+  server = await startTestApp(database);
+  const created = await request(server.url, 'POST', '/v1/admin/collections', {
+    token: server.serviceKey,
+    body: { name: 'notes', rules: { read: 'true' } },
+  });
+  expect(created.status).toBe(201);
+  const bundle = await build({
+    entryPoints: [fileURLToPath(new URL('../src/index.ts', import.meta.url))],
+    bundle: true,
+    format: 'iife',
+    globalName: 'Basalt',
+    platform: 'browser',
+    write: false,
+  });
+  const sdk = bundle.outputFiles[0]!.text;
+  pages = http.createServer((incoming, response) => {
+    if (incoming.url?.startsWith('/sdk.js')) {
+      response.writeHead(200, { 'content-type': 'text/javascript' }).end(sdk);
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><script src="/sdk.js"></script>');
+  });
+  await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
+  pageUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/app`;
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await new Promise((resolve) => (pages ? pages.close(resolve) : resolve(undefined)));
+  await server?.close();
+  await database?.drop();
+});
+
+interface PageState {
+  snapshots: string[][];
+  messages: unknown[];
+}
+
+describe.skipIf(!haveBrowser)('realtime in a browser', () => {
+  it('follows a live query and exchanges channel broadcasts with a Node client', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(pageUrl);
+    await page.evaluate(async (url) => {
+      const state: PageState = { snapshots: [], messages: [] };
+      (window as unknown as { state: PageState }).state = state;
+      type Sdk = {
+        createClient(url: string): {
+          db: {
+            collection(name: string): {
+              where(
+                path: string,
+                op: string,
+                value: unknown,
+              ): {
+                onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void;
+              };
+            };
+          };
+          channel(name: string): {
+            on(type: 'broadcast', event: string, callback: (payload: unknown) => void): unknown;
+            subscribe(): Promise<void>;
+          };
+        };
+      };
+      const basalt = (window as unknown as { Basalt: Sdk }).Basalt.createClient(url);
+      basalt.db
+        .collection('notes')
+        .where('kind', '==', 'browser')
+        .onSnapshot((snapshot) => state.snapshots.push(snapshot.docs.map((doc) => doc.id)));
+      const room = basalt.channel('browser-room');
+      room.on('broadcast', 'hello', (payload) => state.messages.push(payload));
+      await room.subscribe();
+    }, server.url);
+    const state = () => page.evaluate(() => (window as unknown as { state: PageState }).state);
+    await expect.poll(async () => (await state()).snapshots.length).toBe(1);
+
+    await request(server.url, 'PUT', '/v1/db/notes/b1', {
+      token: server.serviceKey,
+      body: { data: { kind: 'browser' } },
+    });
+    await expect.poll(async () => (await state()).snapshots.at(-1)).toEqual(['b1']);
+
+    const node = createClient(server.url, {
+      persistSession: false,
+      WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+    });
+    const room = node.channel('browser-room');
+    await room.subscribe();
+    room.send('hello', { from: 'node' });
+    await expect.poll(async () => (await state()).messages).toEqual([{ from: 'node' }]);
+    node.realtime.disconnect();
+    await context.close();
+  }, 60_000);
+});
