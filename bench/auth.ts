@@ -1,4 +1,4 @@
-import { log, measure, measureWith, type BenchFigures, type TargetFigures } from './documents.js';
+import { log, measure, measureWith, type BenchFigures } from './documents.js';
 import { round, runChained, type LoadRequest } from './load.js';
 import { benchLine, machine } from './report.js';
 import type { Settings } from './settings.js';
@@ -37,8 +37,9 @@ function signInRequest(users: number): LoadRequest {
 
 /**
  * Each connection chains its own session: every refresh consumes the token it sends and the
- * answer carries the next. Each connection comes from its own loopback address, like users do. A connection whose chain breaks (a failed call) takes a spare
- * session rather than replaying a rotated token, which would revoke the session family.
+ * answer carries the next. Each connection comes from its own loopback address, as users do.
+ * A connection whose chain breaks (a failed call) takes a spare session rather than replaying
+ * a rotated token, which would revoke the session family.
  */
 function refreshLoad(target: RunningTarget, settings: Settings, tokens: string[], spares: string[]) {
   return (durationSeconds: number) =>
@@ -58,11 +59,6 @@ function refreshLoad(target: RunningTarget, settings: Settings, tokens: string[]
     });
 }
 
-/**
- * The in-process cost of verifying an access token: the verifier the auth module installs on
- * the platform (what every request with a bearer token runs), called back to back on one token.
- * Built from the same configuration and database as the running server, so keys and issuer match.
- */
 /** Times `verify` back to back, after a warm-up for the JIT. */
 async function timeCalls(iterations: number, verify: () => Promise<unknown>) {
   for (let i = 0; i < Math.min(2_000, iterations); i++) await verify();
@@ -85,6 +81,11 @@ async function timeCalls(iterations: number, verify: () => Promise<unknown>) {
   };
 }
 
+/**
+ * The in-process cost of verifying an access token: the verifier the auth module installs on
+ * the platform (what every request with a bearer token runs), called back to back on one token.
+ * Built from the same configuration and database as the running server, so keys and issuer match.
+ */
 async function verifyCost(target: RunningTarget, token: string, iterations: number) {
   const { buildApp } = await import('../server/app.js');
   const { loadConfig } = await import('../server/config.js');
@@ -187,10 +188,8 @@ export async function runAuth(settings: Settings): Promise<string[]> {
       });
       // The server's CPU time per request with and without a token; the difference is what
       // resolving the caller from an access token adds to every request, HTTP included.
-      const cpuMsPerRequest = (figures: TargetFigures): number | null =>
-        figures.rps && figures.cpu_pct !== undefined ? (figures.cpu_pct * 10) / figures.rps : null;
-      const withToken = cpuMsPerRequest(authed);
-      const withoutToken = cpuMsPerRequest(plain);
+      const withToken = authed.cpu_ms_per_req ?? null;
+      const withoutToken = plain.cpu_ms_per_req ?? null;
       verify = {
         in_process: await verifyCost(target, token, settings.verifyIterations),
         jose_es256_floor: await joseFloor(target, token, settings.verifyIterations),
