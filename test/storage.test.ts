@@ -508,6 +508,14 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       });
       expect(noType.status).toBe(201);
       expect(JSON.parse(noType.body)).toMatchObject({ content_type: 'application/octet-stream', size: 3 });
+      // A JSON body is stored as bytes, never parsed.
+      const json = await upload(ctx, 'files', 'data.json', '{"a": [1, 2]}', { contentType: 'application/json' });
+      expect(json.status).toBe(201);
+      const back = await request(ctx.server.url, 'GET', '/v1/storage/files/data.json', {
+        token: ctx.server.serviceKey,
+      });
+      expect(back.text).toBe('{"a": [1, 2]}');
+      expect(back.headers.get('content-type')).toBe('application/json');
       const badUpsert = await request(ctx.server.url, 'PUT', '/v1/storage/files/u.txt', {
         token: ctx.server.serviceKey,
         headers: { 'x-upsert': 'maybe', 'content-type': 'text/plain' },
