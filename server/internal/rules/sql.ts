@@ -56,7 +56,7 @@ const SQL_OPS: Record<Exclude<CompareOp, '==' | '!='>, string> = { '<': '<', '<=
  */
 export class SqlCompiler {
   private aliases = 0;
-  private readonly values: string[] = [];
+  private readonly values: unknown[] = [];
 
   constructor(
     private readonly env: Env,
@@ -111,7 +111,7 @@ export class SqlCompiler {
    * SQL a simplification dropped is not left behind as an unused parameter (Postgres
    * refuses those), and a repeated operand reuses its parameter.
    */
-  private param(value: string): string {
+  private param(value: string | string[]): string {
     this.values.push(value);
     return `§${this.values.length - 1}§`;
   }
@@ -350,6 +350,7 @@ export class SqlCompiler {
     const itemMayFail = !(item.k === 'const' || (item.k === 'typed' && item.nullIsJsonNull));
     if (list.k === 'const') {
       if (!Array.isArray(list.v)) return FAIL;
+      if (item.k === 'typed' && item.nullIsJsonNull) return this.columnIn(item, list.v);
       const x = this.asJson(item);
       if (list.v.length === 0)
         return itemMayFail
@@ -364,6 +365,26 @@ export class SqlCompiler {
       return `(CASE WHEN ${guard} THEN EXISTS (SELECT 1 FROM jsonb_array_elements(${a}) AS ${element}(v) WHERE ${element}.v = ${x}) END)`;
     });
     return { k: 'bool', sql };
+  }
+
+  /**
+   * A column in a list of constants, as `= ANY(array)`, which an index on the column can
+   * serve. The column's NULL (JSON null) matches a null element; elements of another
+   * type than the column's can never match.
+   */
+  private columnIn(column: Extract<Node, { k: 'typed' }>, list: JsonValue[]): Node {
+    const x = column.sql;
+    const values = list.filter((value) => jsonType(value) === column.type);
+    const hasNull = list.includes(null);
+    let any: string | null = null;
+    if (values.length > 0) {
+      const array = this.param(
+        values.map((value) => (column.type === 'string' ? (value as string) : JSON.stringify(value))),
+      );
+      any = column.type === 'string' ? `${x}::text = ANY(${array}::text[])` : `${x} = ANY(${array}::numeric[])`;
+    }
+    if (hasNull) return { k: 'bool', sql: any ? `(${x} IS NULL OR ${any})` : `(${x} IS NULL)`, total: true };
+    return any ? { k: 'bool', sql: `(${x} IS NOT NULL AND ${any})`, total: true } : { k: 'const', v: false };
   }
 
   private size(arg: Node): Node {
