@@ -72,7 +72,7 @@ export interface BuildOptions {
 export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
   const ownsDatabase = options.database === undefined;
-  const db = options.database ?? new Database({ url: config.databaseUrl }, log);
+  const db = options.database ?? new Database({ url: config.databaseUrl, max: config.databasePoolMax }, log);
   const closeTasks: Array<() => Promise<void>> = [];
 
   const app = Fastify({

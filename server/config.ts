@@ -30,6 +30,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** How long start waits for an unreachable database before giving up, in ms. */
   databaseConnectTimeoutMs: number;
+  /** Connections of the request pool (readers and listeners hold a few more of their own). */
+  databasePoolMax: number;
   /** The environment at start; a function sees only the variables it declares. */
   environment: Readonly<Record<string, string>>;
   /** How long the change log keeps changes (and cursors stay resumable), in seconds. */
@@ -433,6 +435,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxDocumentBytes: integer(env, 'BASALT_MAX_DOCUMENT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: logLevel(env),
     databaseConnectTimeoutMs: integer(env, 'BASALT_DB_CONNECT_TIMEOUT_MS', 30_000, 0, 3_600_000),
+    databasePoolMax: integer(env, 'BASALT_DB_POOL_MAX', 20, 1, 1000),
     environment: Object.freeze(
       Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined)),
     ),

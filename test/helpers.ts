@@ -79,6 +79,8 @@ export async function startTestApp(
     BASALT_DATA_DIR: dataDir,
     BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
     BASALT_FUNCTIONS_WATCH: 'false',
+    // Many apps share the test Postgres at once: small pools keep them under its connection limit.
+    BASALT_DB_POOL_MAX: '6',
     PORT: '0',
     LOG_LEVEL: 'silent',
     ...env,
