@@ -193,8 +193,13 @@ export class RealtimeConnection {
   }
 
   send(frame: ServerFrame): void {
+    this.sendText(JSON.stringify(frame));
+  }
+
+  /** Sends an already serialised frame (fan-out serialises a shared document once). */
+  sendText(text: string): void {
     if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(JSON.stringify(frame));
+    this.socket.send(text);
     if (this.socket.bufferedAmount > this.limits.sendBufferBytes) this.onSlowConsumer(this);
   }
 

@@ -118,6 +118,28 @@ export function rowToDocument(collection: string, row: Record<string, unknown>):
   };
 }
 
+/** Documents of changes and their JSON, made once per change however many subscribers it reaches. */
+const newDocuments = new WeakMap<FeedChange, Document | null>();
+const documentJsonCache = new WeakMap<Document, string>();
+
+function newDocument(change: FeedChange, collection: string): Document | null {
+  let doc = newDocuments.get(change);
+  if (doc === undefined) {
+    doc = change.newRow ? rowToDocument(collection, change.newRow) : null;
+    newDocuments.set(change, doc);
+  }
+  return doc;
+}
+
+function documentJson(doc: Document): string {
+  let json = documentJsonCache.get(doc);
+  if (json === undefined) {
+    json = JSON.stringify(doc);
+    documentJsonCache.set(doc, json);
+  }
+  return json;
+}
+
 /** Which copy of a document is newer: creation time first (a deleted and re-created id starts at version 1). */
 function compareStamps(a: Document, b: Document): number {
   if (a.created_at !== b.created_at) return a.created_at < b.created_at ? -1 : 1;
@@ -236,7 +258,9 @@ class Subscription {
   onFailed: ((subscription: Subscription) => void) | null = null;
 
   private send(kind: ChangeKind, doc: Document, cursor: string): void {
-    this.connection.send({ type: 'change', id: this.id, change: kind, doc, cursor });
+    this.connection.sendText(
+      `{"type":"change","id":${JSON.stringify(this.id)},"change":"${kind}","doc":${documentJson(doc)},"cursor":${JSON.stringify(cursor)}}`,
+    );
   }
 
   private worst(excluding?: string): Document | null {
@@ -259,7 +283,7 @@ class Subscription {
       };
       const readable = await this.readable();
       this.lastCursor = cursor;
-      const doc = change.newRow ? rowToDocument(this.view.collection, change.newRow) : null;
+      const doc = newDocument(change, this.view.collection);
       const known = this.window.get(change.rowId);
       const qualifies = doc !== null && this.view.matches(doc) && readable(doc);
       const limit = this.view.limit;
