@@ -719,10 +719,15 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       expect((await request(ctx.server.url, 'GET', '/v1/storage/files/missing.txt', { token })).status).toBe(404);
     });
 
-    it('adds the storage backend to /readyz', async () => {
+    it('adds the storage backend to /readyz and counts uploads in /metrics', async () => {
       const ready = await request(ctx.server.url, 'GET', '/readyz');
       expect(ready.status).toBe(200);
       expect((ready.body as { checks: Record<string, boolean> }).checks.storage).toBe(true);
+      const metrics = await request(ctx.server.url, 'GET', '/metrics');
+      expect(metrics.text).toMatch(/basalt_storage_uploads_total\{result="stored"\} [1-9]/);
+      expect(metrics.text).toMatch(/basalt_storage_uploads_total\{result="rejected"\} [1-9]/);
+      expect(metrics.text).toMatch(/basalt_storage_uploaded_bytes_total [1-9]/);
+      expect(metrics.text).toMatch(/basalt_storage_downloaded_bytes_total [1-9]/);
     });
   });
 

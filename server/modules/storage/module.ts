@@ -30,13 +30,31 @@ export function createStorageModule(platform: Platform): StorageModule {
   const backend = createStorageBackend(config);
   const repo = new StorageRepository(platform.db);
   const signer = new UrlSigner(config.storage.signingSecret, config.serviceKey);
+  const { metrics } = platform;
+  const uploads = metrics.counter('basalt_storage_uploads_total', 'Uploads, by result.', ['result']);
+  const uploadedBytes = metrics.counter('basalt_storage_uploaded_bytes_total', 'Bytes of stored uploads.');
+  const downloadedBytes = metrics.counter('basalt_storage_downloaded_bytes_total', 'Bytes of objects served.');
+  const swept = metrics.counter('basalt_storage_swept_total', 'Orphans the sweeper removed, by kind.', ['kind']);
   const service = new StorageService(repo, backend, signer, log, {
+    metrics: {
+      upload(result, bytes) {
+        uploads.inc({ result });
+        if (bytes > 0) uploadedBytes.inc(bytes);
+      },
+      download(bytes) {
+        if (bytes > 0) downloadedBytes.inc(bytes);
+      },
+    },
     maxFileSize: config.storage.maxFileSize,
     publicUrl: config.publicUrl,
     heartbeatMs: Math.max(1000, Math.min(60_000, (config.storage.orphanGraceSeconds * 1000) / 4)),
     orphanGraceSeconds: config.storage.orphanGraceSeconds,
   });
-  const sweeper = new StorageSweeper(repo, backend, log);
+  const sweeper = new StorageSweeper(repo, backend, log, (result) => {
+    swept.inc({ kind: 'pending' }, result.pending);
+    swept.inc({ kind: 'orphan' }, result.orphans);
+    swept.inc({ kind: 'stale_write' }, result.stale_writes);
+  });
   platform.readiness.push({ name: 'storage', check: () => backend.ping() });
   if (config.roles.worker) sweeper.start(config.storage.sweepIntervalSeconds, config.storage.orphanGraceSeconds);
   platform.onClose(async () => {

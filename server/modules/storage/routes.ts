@@ -184,7 +184,14 @@ async function serveObject(
     });
   }
   // Opened before the length headers are set, so a failure still gets a well-formed error response.
-  const stream = withBody && object.size > 0 ? await storage.openBytes(object.storage_key, range ?? undefined) : null;
+  const stream =
+    withBody && object.size > 0
+      ? await storage.openBytes(
+          object.storage_key,
+          range ?? undefined,
+          range ? range.end - range.start + 1 : object.size,
+        )
+      : null;
   void reply.type(object.content_type);
   if (range) {
     void reply.code(206);

@@ -87,6 +87,13 @@ export interface StorageServiceOptions {
   heartbeatMs: number;
   /** Age after which the sweeper treats an unfinished upload as abandoned. */
   orphanGraceSeconds: number;
+  metrics?: StorageMetrics;
+}
+
+/** Counts for /metrics; the module wires them to Prometheus counters. */
+export interface StorageMetrics {
+  upload(result: 'stored' | 'rejected' | 'failed', bytes: number): void;
+  download(bytes: number): void;
 }
 
 const RULE_KINDS = ['read', 'write', 'delete'] as const;
@@ -256,6 +263,17 @@ export class StorageService {
   // Uploads
 
   async upload(caller: Caller, input: UploadInput): Promise<StorageObject> {
+    try {
+      const object = await this.store(caller, input);
+      this.options.metrics?.upload('stored', object.size);
+      return object;
+    } catch (error) {
+      this.options.metrics?.upload(isAppError(error) && error.status < 500 ? 'rejected' : 'failed', 0);
+      throw error;
+    }
+  }
+
+  private async store(caller: Caller, input: UploadInput): Promise<StorageObject> {
     assertBucketName(input.bucket);
     const path = objectPathFromUrl(input.rawPath);
     const found = await this.repo.bucketAndObject(input.bucket, path);
@@ -382,9 +400,11 @@ export class StorageService {
     return { ...toObject(row), storage_key: row.storage_key, public: bucket.public };
   }
 
-  async openBytes(storageKey: string, range?: ByteRange): Promise<Readable> {
+  async openBytes(storageKey: string, range?: ByteRange, length = 0): Promise<Readable> {
     try {
-      return await this.backend.get(storageKey, range);
+      const stream = await this.backend.get(storageKey, range);
+      this.options.metrics?.download(length);
+      return stream;
     } catch (error) {
       throw backendError(error);
     }

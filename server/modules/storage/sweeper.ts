@@ -31,6 +31,7 @@ export class StorageSweeper {
     private readonly repo: StorageRepository,
     private readonly backend: StorageBackend,
     private readonly log: Logger,
+    private readonly onSwept?: (result: SweepResult) => void,
   ) {}
 
   /** One sweep, if no other instance is sweeping (advisory lock). */
@@ -81,6 +82,7 @@ export class StorageSweeper {
 
     if (result.pending + result.orphans + result.stale_writes > 0)
       this.log.info(result, 'storage sweep removed orphans');
+    this.onSwept?.(result);
     return result;
   }
 
