@@ -936,12 +936,16 @@ describe('periodic sweeper', () => {
         body: { grace_seconds: 0 },
       });
       expect(skipped.body).toEqual({ ran: false, pending: 0, orphans: 0, stale_writes: 0 });
+      // An abandoned upload (pending mark and bytes): every periodic sweep looks for these.
       const orphan = `periodic/${randomUUID()}`;
+      await sql.query(`INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, 'upload')`, [orphan]);
       await backend.put(orphan, Readable.from([Buffer.from('orphan')]), { maxBytes: 100 });
       await new Promise((resolve) => setTimeout(resolve, 2500));
       expect(await backend.head(orphan)).not.toBeNull();
       await lock.query('SELECT pg_advisory_unlock($1)', [0x6273_7477]);
       await eventually(async () => (await backend.head(orphan)) === null, 10_000);
+      const { rows } = await sql.query('SELECT 1 FROM basalt.storage_pending WHERE storage_key = $1', [orphan]);
+      expect(rows).toEqual([]);
     } finally {
       lock.release();
     }

@@ -14,6 +14,7 @@ export interface SweepResult {
 }
 
 const BATCH = 500;
+const SCAN_INTERVAL_MS = 24 * 3600 * 1000;
 const BASALT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -26,6 +27,9 @@ const BASALT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{
 export class StorageSweeper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
+  /** Set on close: a long sweep stops between keys so shutdown is not held up. */
+  private stopping = false;
+  private lastScan = 0;
 
   constructor(
     private readonly repo: StorageRepository,
@@ -34,18 +38,22 @@ export class StorageSweeper {
     private readonly onSwept?: (result: SweepResult) => void,
   ) {}
 
-  /** One sweep, if no other instance is sweeping (advisory lock). */
-  async sweep(graceSeconds: number): Promise<SweepResult> {
-    const result = await this.repo.withSweeperLock(() => this.sweepLocked(graceSeconds));
+  /**
+   * One sweep, if no other instance is sweeping (advisory lock). `scanBackend: false` skips
+   * listing the whole backend for unreferenced keys: by design only a crash inside the sweeper
+   * itself leaves such keys, so the periodic sweep scans at most once a day.
+   */
+  async sweep(graceSeconds: number, options: { scanBackend?: boolean } = {}): Promise<SweepResult> {
+    const result = await this.repo.withSweeperLock(() => this.sweepLocked(graceSeconds, options.scanBackend ?? true));
     return result ?? { pending: 0, orphans: 0, stale_writes: 0, ran: false };
   }
 
-  private async sweepLocked(graceSeconds: number): Promise<SweepResult> {
+  private async sweepLocked(graceSeconds: number, scanBackend: boolean): Promise<SweepResult> {
     const cutoff = new Date(Date.now() - graceSeconds * 1000);
     const result: SweepResult = { pending: 0, orphans: 0, stale_writes: 0, ran: true };
 
     const seen = new Set<string>();
-    for (;;) {
+    while (!this.stopping) {
       const keys = (await this.repo.stalePending(cutoff, BATCH)).filter((key) => !seen.has(key));
       if (keys.length === 0) break;
       for (const key of keys) {
@@ -72,7 +80,8 @@ export class StorageSweeper {
       }
       batch = [];
     };
-    for await (const entry of this.backend.list()) {
+    for await (const entry of scanBackend ? this.backend.list() : []) {
+      if (this.stopping) break;
       // Only keys of Basalt's own shape: anything else in a shared S3 bucket is not ours to delete.
       if (!BASALT_KEY.test(entry.key) || entry.lastModified >= cutoff) continue;
       batch.push(entry.key);
@@ -91,7 +100,11 @@ export class StorageSweeper {
     if (intervalSeconds <= 0 || this.timer) return;
     this.timer = setInterval(() => {
       if (this.running) return;
-      this.running = this.sweep(graceSeconds)
+      const scanBackend = Date.now() - this.lastScan >= SCAN_INTERVAL_MS;
+      this.running = this.sweep(graceSeconds, { scanBackend })
+        .then((result) => {
+          if (scanBackend && result.ran) this.lastScan = Date.now();
+        })
         .catch((error: unknown) => this.log.warn({ err: error }, 'storage sweep failed'))
         .finally(() => {
           this.running = null;
@@ -101,6 +114,7 @@ export class StorageSweeper {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.running;
