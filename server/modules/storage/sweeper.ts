@@ -60,7 +60,13 @@ export class StorageSweeper {
         seen.add(key);
         const claim = await this.repo.claimStalePending(key, cutoff);
         if (claim !== 'delete') continue;
-        await this.backend.delete(key);
+        try {
+          await this.backend.delete(key);
+        } catch (error) {
+          // Put the mark back, so the next sweep retries instead of leaving an unmarked key.
+          await this.repo.addPending(this.repo.pool, key, 'delete');
+          throw error;
+        }
         result.pending++;
       }
     }
