@@ -79,11 +79,14 @@ export async function startTarget(name: TargetName, settings: Settings): Promise
     }
     if (name === 'parse') {
       const masterKey = randomBytes(24).toString('hex');
+      // Parse logs its start-up warnings to ./logs before it reads logsFolder: keep them out of the tree.
+      const workDir = await mkdtemp(path.join(tmpdir(), 'parse-bench-'));
+      cleanups.push(() => rm(workDir, { recursive: true, force: true }));
       const server = await startServer({
         name,
         command: process.execPath,
         args: [path.join(BENCH_DIR, 'parse-server.mjs')],
-        cwd: BENCH_DIR,
+        cwd: workDir,
         env: childEnv({ PARSE_DATABASE_URL: db.url, PARSE_MASTER_KEY: masterKey, PORT: String(port) }),
         url,
         readyPath: '/parse/health',
