@@ -33,6 +33,8 @@ const server = await ParseServer.startApp({
   // No log files in the working tree.
   logsFolder: null,
   allowClientClassCreation: false,
+  // Cloud Code for the functions benchmark (triggers and cloud functions).
+  ...(process.env.PARSE_CLOUD ? { cloud: process.env.PARSE_CLOUD } : {}),
   verifyServerUrl: false,
 });
 

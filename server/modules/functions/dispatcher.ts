@@ -8,6 +8,7 @@ import type { Logger } from '../../internal/log.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
+import type { InvocationRun } from './repository.js';
 import type { FunctionsService } from './service.js';
 
 /** The change feed's durable cursor of the dispatcher. */
@@ -150,38 +151,51 @@ export class FunctionDispatcher {
 
   private async startWorkers(boss: PgBoss, fn: LoadedFunction): Promise<void> {
     const queue = queueName(fn);
-    const ids: string[] = [];
-    // A few pollers per function; each runs one job at a time. The service's per-function
-    // semaphore still bounds concurrency across HTTP and event invocations.
-    const workers = Math.min(concurrencyOf(fn), 3);
-    for (let i = 0; i < workers; i++) {
-      const id = await boss.work<JobData>(
-        queue,
-        { batchSize: 1, pollingIntervalSeconds: 2, includeMetadata: true },
-        async ([job]) => {
-          if (!job) return;
-          await this.runJob(fn, job);
-        },
-      );
-      ids.push(id);
-    }
-    this.workerIds.set(queue, ids);
+    // One poller per function and instance, taking up to `concurrency` jobs (at most 20) at
+    // a time and running them side by side; the service's per-function semaphore still
+    // bounds runs across HTTP and event invocations.
+    const batchSize = Math.min(concurrencyOf(fn), 20);
+    let workerId = '';
+    workerId = await boss.work<JobData>(
+      queue,
+      { batchSize, pollingIntervalSeconds: 2, includeMetadata: true },
+      async (jobs) => {
+        const results = await Promise.all(jobs.map((job) => this.runJob(fn, job)));
+        // The batch's runs are recorded in one write, then its failures handed back for retry.
+        await this.functions.record(results.flatMap((result) => (result ? [result.run] : [])));
+        for (const [index, result] of results.entries()) {
+          const job = jobs[index];
+          if (!job || result?.run.status === 'succeeded') continue;
+          await boss.fail(queue, job.id, { message: result?.run.error ?? 'the run could not start' });
+        }
+        // pg-boss would wait out the polling interval even after a full batch: while there
+        // is work, go straight back for more.
+        if (jobs.length > 0 && !this.stopped) setImmediate(() => boss.notifyWorker(workerId));
+      },
+    );
+    this.workerIds.set(queue, [workerId]);
   }
 
-  private async runJob(fn: LoadedFunction, job: PgBoss.JobWithMetadata<JobData>): Promise<void> {
-    const current = this.functions.find(fn.name) ?? fn;
-    const input = fn.kind === 'schedule' ? scheduleEvent(job) : job.data.event;
-    const attempt = job.retryCount + 1;
-    const { invocationId, outcome } = await this.functions.run(current, input, {
-      trigger: input.type,
-      eventId: input.id,
-      attempt,
-      jobId: job.id,
-    });
-    if (outcome.status === 'succeeded') return;
-    if (job.retryCount >= job.retryLimit) await this.functions.markDead(invocationId);
-    // Failing the job hands it back to pg-boss, which schedules the retry.
-    throw new Error(outcome.error);
+  /** Runs one job; null when it could not even start (it is then failed and retried). */
+  private async runJob(
+    fn: LoadedFunction,
+    job: PgBoss.JobWithMetadata<JobData>,
+  ): Promise<{ run: InvocationRun } | null> {
+    try {
+      const current = this.functions.find(fn.name) ?? fn;
+      const input = fn.kind === 'schedule' ? scheduleEvent(job) : job.data.event;
+      const { run } = await this.functions.execute(current, input, {
+        trigger: input.type,
+        eventId: input.id,
+        attempt: job.retryCount + 1,
+        jobId: job.id,
+        lastAttempt: job.retryCount >= job.retryLimit,
+      });
+      return { run };
+    } catch (error) {
+      this.log.error({ err: error, job: job.id }, 'running a function job failed');
+      return null;
+    }
   }
 
   /** Takes the dispatch lead when nobody holds it; checks again every few seconds. */
@@ -271,8 +285,12 @@ export class FunctionDispatcher {
     }
     await this.db.transaction(async (tx: Tx) => {
       const wrapper = { executeSql: (text: string, values: unknown[]) => tx.query(text, values) };
-      for (const job of jobs) {
-        await boss.send(queueName(job.fn), job.data as unknown as object, { id: job.id, db: wrapper });
+      // One statement per batch; a job id already present (a re-dispatch) is skipped.
+      if (jobs.length > 0) {
+        await boss.insert(
+          jobs.map((job) => ({ id: job.id, name: queueName(job.fn), data: job.data })),
+          { db: wrapper },
+        );
       }
       await this.feed.saveConsumerCursor(CONSUMER, batch.cursor, tx);
     });

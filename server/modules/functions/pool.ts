@@ -12,6 +12,8 @@ export interface RunRequest {
   env: Record<string, string | undefined>;
   timeoutMs: number;
   memoryMb: number;
+  /** Idle workers to keep for this bundle: its concurrency, so a steady load never pays a cold start. */
+  keepWarm?: number;
   rpc: RpcHandler;
 }
 
@@ -76,10 +78,10 @@ export class WorkerPool {
     return { pooled: this.spawn(key, memoryMb), cold: true };
   }
 
-  private giveBack(pooled: PooledWorker): void {
+  private giveBack(pooled: PooledWorker, keepWarm: number): void {
     this.busy.delete(pooled);
     const list = this.idle.get(pooled.key) ?? [];
-    if (this.closed || list.length >= (this.options.maxIdlePerKey ?? 2)) {
+    if (this.closed || list.length >= keepWarm) {
       void pooled.worker.terminate();
       return;
     }
@@ -112,7 +114,7 @@ export class WorkerPool {
         worker.off('message', onMessage);
         worker.off('error', onError);
         worker.off('exit', onExit);
-        if (reusable) this.giveBack(pooled);
+        if (reusable) this.giveBack(pooled, request.keepWarm ?? this.options.maxIdlePerKey ?? 2);
         else {
           this.busy.delete(pooled);
           void worker.terminate();

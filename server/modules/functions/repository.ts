@@ -60,47 +60,59 @@ function toRecord(row: InvocationRow): InvocationRecord {
 const COLUMNS = `id, job_id, function_name, trigger, event_id, status, attempt, cold_start, started_at, finished_at,
   duration_ms, error, logs, created_at`;
 
+/** A finished run, as recorded. */
+export interface InvocationRun {
+  id: string;
+  functionName: string;
+  trigger: string;
+  eventId: string | null;
+  attempt: number;
+  jobId?: string;
+  status: InvocationStatus;
+  startedAt: Date;
+  durationMs: number;
+  error: string | null;
+  logs: LogLine[];
+  cold: boolean;
+}
+
 export class InvocationRepository {
   constructor(private readonly db: Database) {}
 
-  async start(input: {
-    functionName: string;
-    trigger: string;
-    eventId: string | null;
-    attempt: number;
-    jobId?: string;
-  }): Promise<string> {
-    try {
-      const { rows } = await this.db.query<{ id: string }>(
-        `INSERT INTO basalt.function_invocations (function_name, trigger, event_id, status, attempt, job_id, started_at)
-         VALUES ($1, $2, $3, 'running', $4, $5, now()) RETURNING id`,
-        [input.functionName, input.trigger, input.eventId, input.attempt, input.jobId ?? null],
-      );
-      return (rows[0] as { id: string }).id;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
-  }
-
-  async finish(
-    id: string,
-    result: { status: InvocationStatus; durationMs: number; error: string | null; logs: LogLine[]; cold: boolean },
-  ): Promise<void> {
+  /**
+   * Records finished runs, many in one statement: a run costs a share of one write. A run
+   * cut short by a crash leaves no row; its re-delivery records the next attempt.
+   */
+  async record(runs: InvocationRun[]): Promise<void> {
+    if (runs.length === 0) return;
     try {
       await this.db.query(
-        `UPDATE basalt.function_invocations
-            SET status = $2, duration_ms = $3, error = $4, logs = $5::jsonb, cold_start = $6, finished_at = now()
-          WHERE id = $1`,
-        [id, result.status, result.durationMs, result.error, JSON.stringify(result.logs), result.cold],
+        `INSERT INTO basalt.function_invocations
+           (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
+            logs, cold_start)
+         SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
+                r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start
+           FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
+                attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean)`,
+        [
+          JSON.stringify(
+            runs.map((run) => ({
+              id: run.id,
+              function_name: run.functionName,
+              trigger: run.trigger,
+              event_id: run.eventId,
+              status: run.status,
+              attempt: run.attempt,
+              job_id: run.jobId ?? null,
+              started_at: run.startedAt.toISOString(),
+              duration_ms: run.durationMs,
+              error: run.error,
+              logs: run.logs,
+              cold_start: run.cold,
+            })),
+          ),
+        ],
       );
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
-  }
-
-  async markDead(id: string): Promise<void> {
-    try {
-      await this.db.query(`UPDATE basalt.function_invocations SET status = 'dead' WHERE id = $1`, [id]);
     } catch (error) {
       throw fromPostgresError(error);
     }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
@@ -14,7 +15,7 @@ import {
 } from './loader.js';
 import type { LoadError, LoadedFunction } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
-import type { InvocationRepository, InvocationRecord, InvocationStatus } from './repository.js';
+import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
 export interface FunctionsOptions {
   functionsDir: string;
@@ -191,8 +192,19 @@ export class FunctionsService {
   async run(
     fn: LoadedFunction,
     input: unknown,
-    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string },
+    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
   ): Promise<{ invocationId: string; outcome: RunOutcome }> {
+    const { run, outcome } = await this.execute(fn, input, meta);
+    await this.invocations.record([run]);
+    return { invocationId: run.id, outcome };
+  }
+
+  /** Runs one invocation and returns its record unwritten, for callers that record many at once. */
+  async execute(
+    fn: LoadedFunction,
+    input: unknown,
+    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
+  ): Promise<{ run: InvocationRun; outcome: RunOutcome }> {
     if (!this.pool) throw new AppError('UNAVAILABLE', 'Functions are not loaded.');
     let limit = this.limits.get(fn.name);
     if (!limit) {
@@ -201,29 +213,43 @@ export class FunctionsService {
     }
     const release = await limit.acquire();
     try {
-      const invocationId = await this.invocations.start({ functionName: fn.name, ...meta });
+      const id = randomUUID();
+      const startedAt = new Date();
       const outcome = await this.pool.run({
-        invocationId,
+        invocationId: id,
         bundle: fn.bundle,
         exportName: fn.exportName,
         input,
         env: this.environmentFor(fn),
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
+        keepWarm: Math.min(numberOption(fn.options, 'concurrency'), 32),
         rpc: this.rpc,
       });
-      const status: InvocationStatus = outcome.status === 'succeeded' ? 'succeeded' : 'failed';
-      await this.invocations.finish(invocationId, {
+      const status: InvocationStatus =
+        outcome.status === 'succeeded' ? 'succeeded' : meta.lastAttempt ? 'dead' : 'failed';
+      const run: InvocationRun = {
+        id,
+        functionName: fn.name,
+        trigger: meta.trigger,
+        eventId: meta.eventId,
+        attempt: meta.attempt,
+        jobId: meta.jobId,
         status,
+        startedAt,
         durationMs: outcome.durationMs,
         error: outcome.status === 'succeeded' ? null : outcome.error,
         logs: outcome.logs,
         cold: outcome.cold,
-      });
-      return { invocationId, outcome };
+      };
+      return { run, outcome };
     } finally {
       release();
     }
+  }
+
+  record(runs: InvocationRun[]): Promise<void> {
+    return this.invocations.record(runs);
   }
 
   /** An HTTP function call: its JSON result, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
@@ -252,10 +278,6 @@ export class FunctionsService {
     throw new AppError('FUNCTION_ERROR', `The function "${name}" failed.`, {
       details: { invocation_id: invocationId },
     });
-  }
-
-  markDead(invocationId: string): Promise<void> {
-    return this.invocations.markDead(invocationId);
   }
 
   takeDeadForRetry(invocationId: string): Promise<{ functionName: string; jobId: string } | null> {

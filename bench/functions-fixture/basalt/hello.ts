@@ -1,0 +1,3 @@
+import { http } from 'basalt/functions';
+
+export default http(async () => ({ hello: 'world' }));
