@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, type TestDatabase } from './helpers.js';
+import { createTestDatabase, request, waitFor, type TestDatabase } from './helpers.js';
+import { freePort } from '../server/internal/net.js';
 
 /**
  * At-least-once delivery across a crash: a server process is killed with SIGKILL while a
@@ -30,19 +30,6 @@ const HANDLER = `
     // Idempotent by event id: a second delivery writes the same document again.
     await ctx.db.collection('effects').doc(key).set({ event: event.id, job: event.after?.id });
   });`;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 async function startServer(): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
@@ -80,16 +67,6 @@ async function docs(url: string, collection: string): Promise<Array<{ id: string
     body: { limit: 100 },
   });
   return (response.body as { docs?: Array<{ id: string; data: Record<string, unknown> }> }).docs ?? [];
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 beforeAll(async () => {

@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import {
+  createTestDatabase,
+  errorCode,
+  request,
+  startTestApp,
+  waitFor,
+  type TestApp,
+  type TestDatabase,
+} from './helpers.js';
 
 /**
  * Event functions end to end: committed changes (through the API or plain SQL) fire
@@ -36,20 +44,6 @@ const FILES: Record<string, string> = {
       throw new Error('cannot handle ' + event.id);
     });`,
 };
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 interface Invocation {
   id: string;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signUp, startMailServer, uniqueEmail } from './auth-helpers.js';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
 
 /** The example functions shipped in functions/ load, run, and reload when a file changes. */
 
@@ -13,20 +13,6 @@ let database: TestDatabase;
 let server: TestApp;
 let functionsDir: string;
 let mail: Awaited<ReturnType<typeof startMailServer>>;
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 beforeAll(async () => {
   functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-examples-'));

@@ -135,3 +135,18 @@ export async function request(
 export function errorCode(body: unknown): string | undefined {
   return (body as { error?: { code?: string } } | undefined)?.error?.code;
 }
+
+/** Polls `probe` until it returns something truthy, and returns that; fails after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

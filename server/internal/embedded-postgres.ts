@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from './log.js';
+import { freePort } from './net.js';
 
 export interface EmbeddedPostgresHandle {
   url: string;
@@ -14,19 +14,6 @@ export interface EmbeddedPostgresHandle {
 
 const DATABASE_NAME = 'basalt';
 const USER = 'postgres';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 /** The superuser password is generated once per data dir and kept beside it, readable by its owner only. */
 async function passwordFor(baseDir: string): Promise<string> {
