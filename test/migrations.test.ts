@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { migrate, readMigrations } from '../server/internal/migrations.js';
@@ -59,6 +61,21 @@ describe('migrations', () => {
     // Exactly one run applied each migration; the others found it done.
     expect([...all].sort()).toEqual(expected);
     expect(await appliedNames(database.url)).toEqual(expected);
+  });
+
+  it('`npm run migrate` applies them to DATABASE_URL without starting the server', { timeout: 60_000 }, async () => {
+    const database = await createTestDatabase({ migrate: false });
+    databases.push(database);
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: database.url, LOG_LEVEL: 'info' };
+    delete env.NODE_OPTIONS;
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const run = () => spawnSync('npm', ['run', '--silent', 'migrate'], { cwd: root, env, encoding: 'utf8' });
+    const first = run();
+    expect(first.status, first.stderr).toBe(0);
+    expect(await appliedNames(database.url)).toEqual((await readMigrations()).map((migration) => migration.name));
+    const second = run();
+    expect(second.status).toBe(0);
+    expect(second.stdout).toContain('the database is up to date');
   });
 
   it('rolls back a failing migration and reports its name', async () => {
