@@ -141,7 +141,11 @@ describe('event functions', () => {
       const notes = new Set((await effects(first)).map((doc) => doc.data.note));
       return ids.every((id) => notes.has(id));
     });
-    const runs = (await invocationsOf(first, 'recordCreate')).filter((run) => run.status === 'succeeded');
+    // Runs are recorded when their batch ends, a moment after their effects.
+    const runs = await waitFor('every run recorded', async () => {
+      const succeeded = (await invocationsOf(first, 'recordCreate')).filter((run) => run.status === 'succeeded');
+      return succeeded.length >= 22 ? succeeded : null;
+    });
     const perEvent = new Map<string, number>();
     for (const run of runs) perEvent.set(run.event_id, (perEvent.get(run.event_id) ?? 0) + 1);
     expect([...perEvent.values()].every((count) => count === 1)).toBe(true);

