@@ -41,9 +41,18 @@ export async function resolveServiceKey(configured: string | null, dataDir: stri
   return { key, source: 'file', file };
 }
 
+let expectedDigest: { key: string; digest: Buffer } | null = null;
+
+/** The digest of the expected key, kept: it is the same on every request. */
+function digestOfExpected(expected: string): Buffer {
+  if (expectedDigest?.key !== expected) {
+    expectedDigest = { key: expected, digest: createHash('sha256').update(expected).digest() };
+  }
+  return expectedDigest.digest;
+}
+
 /** Compares in constant time whatever the lengths, by comparing fixed-size digests. */
 export function safeEqual(given: string, expected: string): boolean {
   const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
+  return timingSafeEqual(a, digestOfExpected(expected));
 }
