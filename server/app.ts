@@ -164,6 +164,10 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     { retentionMs: config.changeRetentionSeconds * 1000 },
   );
   platform.changes = changeFeed;
+  const stopNudging = db.onWrite(() => changeFeed.nudge());
+  platform.onClose(async () => {
+    stopNudging();
+  });
   app.addHook('onReady', () => changeFeed.start());
   platform.onClose(() => changeFeed.stop());
   // Auth first: it installs the token verifier, and OAuth calls into auth.service.

@@ -19,6 +19,7 @@ export interface DatabaseOptions {
 export class Database {
   readonly pool: pg.Pool;
   readonly drizzle: Drizzle;
+  private readonly writeListeners = new Set<() => void>();
 
   constructor(options: DatabaseOptions, log?: Logger) {
     this.pool = new pg.Pool({
@@ -29,11 +30,48 @@ export class Database {
     });
     // An idle client losing its connection (Postgres restart) must not crash the process.
     this.pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
+    this.watchPoolWrites();
     this.drizzle = drizzle(this.pool, { schema });
+  }
+
+  /**
+   * Called after each committed write through this pool: a transaction, or a single
+   * INSERT/UPDATE/DELETE. The change feed uses it to wake its ticker at once.
+   */
+  onWrite(listener: () => void): () => void {
+    this.writeListeners.add(listener);
+    return () => this.writeListeners.delete(listener);
+  }
+
+  private wrote(): void {
+    for (const listener of this.writeListeners) listener();
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     return this.pool.query<R>(text, values);
+  }
+
+  /**
+   * Repositories run single statements on the pool itself; watching the pool's own
+   * `query` catches their writes whatever form of call they use (callbacks excepted).
+   */
+  private watchPoolWrites(): void {
+    const original = this.pool.query.bind(this.pool) as (...args: unknown[]) => unknown;
+    const watched = (...args: unknown[]): unknown => {
+      const pending = original(...args);
+      if (pending instanceof Promise) {
+        pending.then(
+          (result: { command?: string }) => {
+            if (result?.command === 'INSERT' || result?.command === 'UPDATE' || result?.command === 'DELETE') {
+              this.wrote();
+            }
+          },
+          () => undefined,
+        );
+      }
+      return pending;
+    };
+    this.pool.query = watched as typeof this.pool.query;
   }
 
   /** Runs `work` in one transaction: commit on success, rollback on any throw. */
@@ -43,6 +81,7 @@ export class Database {
       await client.query('BEGIN');
       const result = await work(client);
       await client.query('COMMIT');
+      this.wrote();
       return result;
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);

@@ -91,6 +91,7 @@ export class ChangeFeed {
   private dbClockOffsetMs = 0;
   private started = false;
   private pollTimer: NodeJS.Timeout | null = null;
+  private nudgeTimer: NodeJS.Timeout | null = null;
   private pumping: Promise<void> | null = null;
   private pumpAgain = false;
   private failing = false;
@@ -184,10 +185,30 @@ export class ChangeFeed {
     this.started = false;
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
+    if (this.nudgeTimer) clearTimeout(this.nudgeTimer);
+    this.nudgeTimer = null;
     // A read stuck on an unreachable Postgres must not hold up shutdown; its result is dropped.
     await Promise.race([this.pumping?.catch(() => undefined), sleep(1_000)]);
     await this.ticker?.stop();
     await this.connection.stop();
+  }
+
+  /**
+   * A write committed through this instance: tick soon. The leader ticks itself; another
+   * instance wakes the leader with a NOTIFY sent outside any write transaction, so it
+   * costs no write a turn on Postgres' notification lock. Bursts collapse into one.
+   */
+  nudge(): void {
+    if (this.ticker?.isLeader) {
+      this.ticker.notify();
+      return;
+    }
+    if (this.nudgeTimer || !this.started) return;
+    this.nudgeTimer = setTimeout(() => {
+      this.nudgeTimer = null;
+      this.connection.current?.query(`NOTIFY ${CHANGES_CHANNEL}`).catch(() => undefined);
+    }, 2);
+    this.nudgeTimer.unref();
   }
 
   /** Whether this instance's ticker currently leads (records the ticks). */
