@@ -185,8 +185,45 @@ export class SigningKeys {
   }
 }
 
+/**
+ * Access tokens already verified in this process, until they expire. A client sends the
+ * same token for up to its whole lifetime, so nearly every request skips the signature
+ * check; the key is the whole token, so only a byte-identical token hits. Revocation is
+ * still checked on every request by the caller. Bounded: the oldest entries go first.
+ */
+export class VerifiedTokenCache {
+  private readonly entries = new Map<string, VerifiedAccess>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  get(token: string, nowSeconds: number): VerifiedAccess | null {
+    const hit = this.entries.get(token);
+    if (!hit) return null;
+    if (hit.exp <= nowSeconds) {
+      this.entries.delete(token);
+      return null;
+    }
+    // A copy: no request can change what the next one is handed.
+    return structuredClone(hit);
+  }
+
+  set(token: string, verified: VerifiedAccess): void {
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    this.entries.set(token, verified);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
 /** Issues and verifies access tokens, pinning algorithm, type, issuer and audience. */
 export class AccessTokens {
+  private readonly verified = new VerifiedTokenCache();
+
   constructor(
     private readonly keys: SigningKeys,
     private readonly options: { issuer: string; ttlSeconds: number },
@@ -213,6 +250,14 @@ export class AccessTokens {
 
   /** Throws UNAUTHENTICATED for anything but a well-formed, unexpired token signed by one of our keys. */
   async verify(token: string): Promise<VerifiedAccess> {
+    const cached = this.verified.get(token, Math.floor(Date.now() / 1000));
+    if (cached) return cached;
+    const verified = await this.verifySignature(token);
+    this.verified.set(token, verified);
+    return verified;
+  }
+
+  private async verifySignature(token: string): Promise<VerifiedAccess> {
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(
