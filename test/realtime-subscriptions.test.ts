@@ -350,7 +350,8 @@ describe('live queries', () => {
     const shortLived = await startTestApp(
       database,
       { BASALT_REALTIME_AUTH_CHECK_MS: '200' },
-      { auth: { ...one.config.auth, accessTokenTtlSeconds: 3 } },
+      // Long enough for b's renewal to land first on a loaded machine; a simply lets it run out.
+      { auth: { ...one.config.auth, accessTokenTtlSeconds: 8 } },
     );
     try {
       const expiring = await signUp(shortLived.url);
@@ -362,14 +363,15 @@ describe('live queries', () => {
         socket.send({ type: 'subscribe', id: 'exp', collection: 'todos' });
         await socket.nextOfType('subscribed', { id: 'exp' });
       }
-      await sleep(1_500);
+      // Renewed a few seconds in, so b's fresh token outlives a's by that much.
+      await sleep(3_000);
       const refreshed = await request(shortLived.url, 'POST', '/v1/auth/refresh', {
         body: { refresh_token: renewed.session?.refresh_token },
       });
       expect(refreshed.status).toBe(200);
       b.send({ type: 'auth', access_token: (refreshed.body as AuthBody).session?.access_token });
       await b.nextOfType('authenticated');
-      const error = await a.nextOfType('error', { id: 'exp' }, 5_000);
+      const error = await a.nextOfType('error', { id: 'exp' }, 15_000);
       expect(error.code).toBe('UNAUTHENTICATED');
       await sleep(1_000);
       expect(b.all((frame) => frame.type === 'error')).toEqual([]);
