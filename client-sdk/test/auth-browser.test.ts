@@ -1,20 +1,14 @@
-import { existsSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
 
 // The SDK in a real browser (Debian's chromium): localStorage persistence, the session in
 // the URL fragment after a redirect, and OAuth navigation. Skipped where chromium is absent.
-const CHROMIUM = '/usr/bin/chromium';
-const haveBrowser = existsSync(CHROMIUM);
 
 let database: TestDatabase;
 let server: TestApp;
-let pages: http.Server;
+let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
@@ -22,30 +16,12 @@ beforeAll(async () => {
   if (!haveBrowser) return;
   database = await createTestDatabase();
   server = await startTestApp(database);
-  const bundle = await build({
-    entryPoints: [fileURLToPath(new URL('../src/index.ts', import.meta.url))],
-    bundle: true,
-    format: 'iife',
-    globalName: 'Basalt',
-    platform: 'browser',
-    write: false,
-  });
-  const sdk = bundle.outputFiles[0]!.text;
-  pages = http.createServer((request, response) => {
-    if (request.url?.startsWith('/sdk.js')) {
-      response.writeHead(200, { 'content-type': 'text/javascript' }).end(sdk);
-      return;
-    }
-    response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><script src="/sdk.js"></script>');
-  });
-  await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-  pageUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/app`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+  harness = await startBrowserHarness();
+  ({ browser, pageUrl } = harness);
 }, 120_000);
 
 afterAll(async () => {
-  await browser?.close();
-  await new Promise((resolve) => (pages ? pages.close(resolve) : resolve(undefined)));
+  await harness?.close();
   await server?.close();
   await database?.drop();
 });

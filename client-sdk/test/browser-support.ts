@@ -1,0 +1,48 @@
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { chromium, type Browser } from 'playwright-core';
+
+/** Debian's chromium; the browser tests skip themselves where it is not installed. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const haveBrowser = existsSync(CHROMIUM);
+
+export interface BrowserHarness {
+  browser: Browser;
+  /** A page on its own origin that loads the SDK as the global `Basalt`. */
+  pageUrl: string;
+  close(): Promise<void>;
+}
+
+/** Bundles the SDK for the browser, serves it from a page of its own origin, and launches chromium. */
+export async function startBrowserHarness(): Promise<BrowserHarness> {
+  const bundle = await build({
+    entryPoints: [fileURLToPath(new URL('../src/index.ts', import.meta.url))],
+    bundle: true,
+    format: 'iife',
+    globalName: 'Basalt',
+    platform: 'browser',
+    write: false,
+  });
+  const sdk = bundle.outputFiles[0]?.text ?? '';
+  const pages = http.createServer((incoming, response) => {
+    if (incoming.url?.startsWith('/sdk.js')) {
+      response.writeHead(200, { 'content-type': 'text/javascript' }).end(sdk);
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><script src="/sdk.js"></script>');
+  });
+  await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
+  const pageUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/app`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+  return {
+    browser,
+    pageUrl,
+    async close() {
+      await browser.close();
+      await new Promise((resolve) => pages.close(resolve));
+    },
+  };
+}
