@@ -102,10 +102,16 @@ const SYSTEM_FIELDS = new Set(['id', 'owner', 'created_at', 'updated_at']);
 
 function fieldValue(doc: LiveDoc<unknown>, path: string): unknown {
   if (SYSTEM_FIELDS.has(path)) return (doc as unknown as Record<string, unknown>)[path];
+  // As the server reads paths: a numeric segment indexes an array, other keys must be own.
   let value: unknown = doc.data;
   for (const part of path.split('.')) {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-    value = (value as Record<string, unknown>)[part];
+    if (typeof value !== 'object' || value === null) return undefined;
+    if (Array.isArray(value)) {
+      if (!/^\d+$/.test(part)) return undefined;
+      value = value[Number(part)];
+    } else {
+      value = Object.prototype.hasOwnProperty.call(value, part) ? (value as Record<string, unknown>)[part] : undefined;
+    }
   }
   return value;
 }

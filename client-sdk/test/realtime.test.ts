@@ -264,6 +264,26 @@ describe('db onSnapshot', () => {
   });
 });
 
+describe('client-side order', () => {
+  it('orders by an array position as the server does', async () => {
+    const basalt = client(one.url);
+    const notes = basalt.db.collection<{ list: string; scores: number[] }>('notes');
+    const snapshots: string[][] = [];
+    const off = notes
+      .where('list', '==', 'scores')
+      .orderBy('scores.0', 'desc')
+      .onSnapshot((snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)));
+    await until(() => snapshots.length === 1);
+    await notes.doc('s-low').set({ list: 'scores', scores: [1, 99] });
+    await notes.doc('s-high').set({ list: 'scores', scores: [9, 0] });
+    await notes.doc('s-mid').set({ list: 'scores', scores: [5] });
+    const server = await notes.where('list', '==', 'scores').orderBy('scores.0', 'desc').get();
+    expect(server.docs.map((doc) => doc.id)).toEqual(['s-high', 's-mid', 's-low']);
+    await until(() => JSON.stringify(snapshots.at(-1)) === JSON.stringify(['s-high', 's-mid', 's-low']));
+    off();
+  });
+});
+
 describe('without a WebSocket implementation', () => {
   it('reports UNAVAILABLE to the error callback and rejects channel calls', async () => {
     const original = (globalThis as { WebSocket?: unknown }).WebSocket;
