@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import { isUser, type Caller } from '../../internal/caller.js';
+import type { Caller } from '../../internal/caller.js';
+import { ruleAuthFromCaller } from '../../internal/rules/index.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import {
@@ -50,13 +51,6 @@ function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAUL
   const [min, max] = LIMITS[key];
   if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS[key];
   return Math.min(max, Math.max(min, Math.round(value)));
-}
-
-/** What rules and HTTP functions see as `auth`. */
-export function authOf(caller: Caller): Record<string, unknown> | null {
-  if (isUser(caller)) return { uid: caller.uid, email: caller.email, role: caller.role, claims: caller.claims };
-  if (caller.role === 'service') return { uid: null, email: null, role: 'service', claims: {} };
-  return null;
 }
 
 class Semaphore {
@@ -262,7 +256,7 @@ export class FunctionsService {
     }
     const { invocationId, outcome } = await this.run(
       fn,
-      { ...request, auth: authOf(caller) },
+      { ...request, auth: ruleAuthFromCaller(caller) },
       {
         trigger: 'http',
         eventId: null,
