@@ -9,7 +9,7 @@ import type { Metrics } from '../../internal/metrics.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import type { InvocationRun } from './repository.js';
-import type { FunctionsService } from './service.js';
+import { numberOption, type FunctionsService } from './service.js';
 
 /** The change feed's durable cursor of the dispatcher. */
 const CONSUMER = 'functions';
@@ -24,21 +24,6 @@ export interface JobData {
 
 export function queueName(fn: LoadedFunction): string {
   return `fn-${fn.name}`;
-}
-
-function retriesOf(fn: LoadedFunction): number {
-  const value = fn.options.retries;
-  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 20 ? value : 3;
-}
-
-function timeoutOf(fn: LoadedFunction): number {
-  const value = fn.options.timeout_ms;
-  return typeof value === 'number' && Number.isFinite(value) && value >= 100 ? Math.min(value, 300_000) : 10_000;
-}
-
-function concurrencyOf(fn: LoadedFunction): number {
-  const value = fn.options.concurrency;
-  return typeof value === 'number' && Number.isInteger(value) && value >= 1 ? value : 10;
 }
 
 /** Created once per app: a reload builds a new dispatcher but keeps counting in the same metrics. */
@@ -123,12 +108,12 @@ export class FunctionDispatcher {
       const queue = queueName(fn);
       await boss.createQueue(queue, {
         name: queue,
-        retryLimit: retriesOf(fn),
+        retryLimit: numberOption(fn.options, 'retries'),
         retryDelay: this.options.retryDelaySeconds ?? 1,
         retryBackoff: true,
         // A job still active past its function's timeout lost its worker (a crash, kill -9):
         // it expires and is delivered again.
-        expireInSeconds: Math.ceil(timeoutOf(fn) / 1000) + 10,
+        expireInSeconds: Math.ceil(numberOption(fn.options, 'timeout_ms') / 1000) + 10,
       });
       if (fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
         await boss.schedule(queue, fn.options.cron, {}, { tz: 'UTC' });
@@ -154,7 +139,7 @@ export class FunctionDispatcher {
     // One poller per function and instance, taking up to `concurrency` jobs (at most 20) at
     // a time and running them side by side; the service's per-function semaphore still
     // bounds runs across HTTP and event invocations.
-    const batchSize = Math.min(concurrencyOf(fn), 20);
+    const batchSize = Math.min(numberOption(fn.options, 'concurrency'), 20);
     let workerId = '';
     workerId = await boss.work<JobData>(
       queue,

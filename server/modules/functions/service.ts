@@ -46,7 +46,8 @@ const LIMITS = { retries: [0, 20], timeout_ms: [100, 300_000], memory_mb: [16, 4
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
 
-function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAULTS): number {
+/** A function's numeric option, defaulted and clamped to its documented range. */
+export function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAULTS): number {
   const value = options[key];
   const [min, max] = LIMITS[key];
   if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS[key];
