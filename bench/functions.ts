@@ -20,6 +20,7 @@ import { round, runLoad, type LoadResult } from './load.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
 import { BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { childEnv } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
 const LATENCY_SAMPLES = 200;
@@ -31,16 +32,6 @@ interface Target {
   db: BenchDatabase;
   headers: Record<string, string>;
   close(): Promise<void>;
-}
-
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith('BASALT_') || key.startsWith('PARSE_') || key === 'DATABASE_URL' || key === 'PORT') continue;
-    if (key === 'NODE_OPTIONS' || key === 'LOG_LEVEL') continue;
-    env[key] = value;
-  }
-  return { ...env, NODE_ENV: 'production', ...extra };
 }
 
 function percentile(values: number[], p: number): number {

@@ -22,7 +22,7 @@ export interface RunningTarget {
 }
 
 /** The environment of a child: ours minus anything that would reconfigure the server under test. */
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (key.startsWith('BASALT_') || key.startsWith('PARSE_') || key === 'DATABASE_URL' || key === 'PORT') continue;
