@@ -11,13 +11,14 @@ import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
+import { runStorage } from './storage.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|all\n');
     process.exit(2);
   }
   const settings = readSettings();
@@ -44,6 +45,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'functions' || suite === 'all') {
     for (const line of await runFunctions(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'storage' || suite === 'all') {
+    for (const line of await runStorage(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');

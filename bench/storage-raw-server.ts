@@ -1,12 +1,12 @@
 /**
  * The raw limit for storage: node:http and the file system, nothing else. PUT streams the body
  * to a temporary file and renames it into place (as Basalt's disk backend does); GET streams
- * the file back. The disk work is Basalt's (temporary file, fsync, rename); there is no database,
- * no rules, no checksum and no metadata.
+ * the file back; DELETE removes it. The disk work is Basalt's (temporary file, fsync, rename);
+ * there is no database, no rules, no checksum and no metadata.
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, stat } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -39,6 +39,11 @@ const server = http.createServer((request, response) => {
       await handle.close();
       await rename(temporary, file);
       response.writeHead(201, { 'content-type': 'application/json' }).end('{}');
+      return;
+    }
+    if (request.method === 'DELETE') {
+      await rm(file, { force: true });
+      response.writeHead(204).end();
       return;
     }
     const info = await stat(file).catch(() => null);

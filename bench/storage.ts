@@ -1,196 +1,476 @@
 /**
- * Storage benchmark: `node --import tsx bench/storage.ts`.
+ * Storage benchmark: `npm run bench -- storage`.
  *
- * Drives Basalt's storage (local-disk backend, the real server process) and the raw limit
- * (bench/storage-raw-server.ts: node:http + fs, no database) with the same closed-loop load:
- * uploads of BENCH_STORAGE_SIZE bytes (default 1 MiB) to fresh paths, downloads of those
- * objects, and downloads of a 4 KiB object. Prints one JSON line per benchmark on stdout.
- * Settings: BENCH_DATABASE_URL, BENCH_DURATION, BENCH_WARMUP (see README.md),
- * BENCH_STORAGE_CONNECTIONS (default 8), BENCH_STORAGE_SIZE.
+ * For each backend (the local disk, then S3), one large object (BENCH_STORAGE_SIZE, 256 MiB by
+ * default) is uploaded and downloaded through Basalt and *directly* to the same backend, in the
+ * same run, alternating which goes first in each round:
+ *
+ * - disk: direct is bench/storage-raw-server.ts, node:http streaming the body to a temporary file,
+ *   fsync, rename — the same disk work as Basalt's backend, without database, rules or checksum;
+ *   downloads stream the file back. Both servers are processes of their own, on the same disk.
+ * - S3: direct is the AWS SDK in the harness talking straight to the S3 server (lib-storage
+ *   `Upload` with the part size and concurrency Basalt uses; `GetObject` streamed). The S3 server
+ *   (s3rver) runs in a process of its own (bench/s3rver-server.ts), the same one for both.
+ *
+ * Then a BENCH_STORAGE_RSS_SIZE (1 GiB) upload through Basalt while the harness samples the
+ * server's resident memory from /proc/<pid>/status (VmRSS every 20 ms, and VmHWM, the kernel's
+ * peak, reset just before the upload): the growth is the peak minus the RSS just before.
+ *
+ * Prints one JSON line per figure on stdout; progress goes to stderr.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { Upload } from '@aws-sdk/lib-storage';
+import { DeleteObjectCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/backends/s3.js';
+import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BENCH_DIR, ROOT_DIR, readSettings } from './settings.js';
-import { startTarget } from './targets.js';
+import { BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { childEnv } from './targets.js';
 
-interface Target {
-  name: 'basalt' | 'raw';
-  server: ServerProcess;
-  headers: Record<string, string>;
-  /** URL of object `name`. */
-  objectUrl(name: string): string;
-  close(): Promise<void>;
+const MIB = 2 ** 20;
+const GOAL_RATIO = 0.8;
+const GOAL_RSS_GROWTH_MIB = 64;
+const S3_BUCKET = 'bench';
+const S3_PART_SIZE = 8 * MIB;
+
+type Backend = 'fs' | 's3';
+
+interface StorageSettings {
+  size: number;
+  rssSize: number;
+  rounds: number;
+  backends: Backend[];
 }
 
-interface Figures {
-  rps: number;
-  mib_per_s: number;
-  p50_ms: number;
-  p99_ms: number;
-  requests: number;
-  failed: number;
-  cpu_pct: number;
+function whole(name: string, fallback: number, min: number): number {
+  const raw = process.env[name]?.trim();
+  if (!raw) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min) throw new Error(`${name}: expected a whole number >= ${min}`);
+  return Number(raw);
 }
 
-const connections = Number(process.env.BENCH_STORAGE_CONNECTIONS ?? 8);
-const objectSize = Number(process.env.BENCH_STORAGE_SIZE ?? 1024 * 1024);
+function storageSettings(): StorageSettings {
+  const backends = (process.env.BENCH_STORAGE_BACKENDS ?? 'fs,s3').split(',').map((name) => name.trim());
+  for (const name of backends) {
+    if (name !== 'fs' && name !== 's3') throw new Error(`BENCH_STORAGE_BACKENDS: unknown backend "${name}"`);
+  }
+  return {
+    size: whole('BENCH_STORAGE_SIZE', 256 * MIB, 1),
+    rssSize: whole('BENCH_STORAGE_RSS_SIZE', 1024 * MIB, 0),
+    rounds: whole('BENCH_STORAGE_ROUNDS', 3, 1),
+    backends: backends as Backend[],
+  };
+}
 
 function log(message: string): void {
   process.stderr.write(`[bench storage] ${message}\n`);
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
-}
-
 const round = (value: number, digits = 2): number => Math.round(value * 10 ** digits) / 10 ** digits;
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
 
-/** N workers, each sending its next request when the previous one has been read completely. */
-async function closedLoop(
-  target: Target,
-  seconds: number,
-  send: (worker: number, sequence: number) => Promise<{ ok: boolean; bytes: number }>,
-): Promise<Figures> {
-  const latencies: number[] = [];
-  let failed = 0;
-  let bytes = 0;
-  const cpuBefore = target.server.cpuSeconds();
-  const started = performance.now();
-  const deadline = started + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: connections }, async (_, worker) => {
-      for (let sequence = 0; performance.now() < deadline; sequence++) {
-        const t0 = performance.now();
-        const result = await send(worker, sequence).catch(() => ({ ok: false, bytes: 0 }));
-        latencies.push(performance.now() - t0);
-        if (result.ok) bytes += result.bytes;
-        else failed++;
-      }
-    }),
+/** Incompressible bytes, sent again and again: the harness spends no time producing data. */
+const PATTERN = randomBytes(MIB);
+
+/** `total` bytes as a stream of 1 MiB buffers (the last one shorter). */
+function body(total: number): Readable {
+  return Readable.from(
+    (function* () {
+      for (let sent = 0; sent < total; sent += MIB)
+        yield sent + MIB <= total ? PATTERN : PATTERN.subarray(0, total - sent);
+    })(),
+    { objectMode: false },
   );
-  const elapsed = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    rps: round((latencies.length - failed) / elapsed, 1),
-    mib_per_s: round(bytes / elapsed / 2 ** 20, 1),
-    p50_ms: round(percentile(latencies, 50)),
-    p99_ms: round(percentile(latencies, 99)),
-    requests: latencies.length,
-    failed,
-    cpu_pct: round(((target.server.cpuSeconds() - cpuBefore) / elapsed) * 100, 0),
-  };
 }
 
-async function startBasalt(): Promise<Target> {
-  const target = await startTarget('basalt', readSettings({ ...process.env, BENCH_TARGETS: 'basalt' }));
-  const response = await fetch(`${target.url}/v1/admin/buckets`, {
-    method: 'POST',
-    headers: { ...target.headers, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'bench' }),
+interface Transfer {
+  seconds: number;
+  status: number;
+  bytes: number;
+}
+
+/** PUT of `total` bytes over a fresh connection; the time runs until the whole answer is read. */
+async function put(url: string, headers: Record<string, string>, total: number): Promise<Transfer> {
+  const started = performance.now();
+  const request = http.request(url, {
+    method: 'PUT',
+    agent: false,
+    headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(total) },
   });
-  if (response.status !== 201) throw new Error(`bucket: ${response.status} ${await response.text()}`);
-  return {
-    name: 'basalt',
-    server: target.server,
-    headers: target.headers,
-    objectUrl: (name) => `${target.url}/v1/storage/bench/${name}`,
-    close: () => target.close(),
-  };
+  const answered = new Promise<http.IncomingMessage>((resolve, reject) => {
+    request.once('response', resolve);
+    request.once('error', reject);
+  });
+  const sending = pipeline(body(total), request).catch(() => undefined);
+  const response = await answered;
+  let text = '';
+  for await (const chunk of response) text += String(chunk);
+  await sending;
+  if (response.statusCode !== 201) throw new Error(`PUT ${url}: ${response.statusCode} ${text}`);
+  return { seconds: (performance.now() - started) / 1000, status: response.statusCode, bytes: total };
 }
 
-async function startRaw(): Promise<Target> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'basalt-raw-storage-'));
+/** GET, reading (and dropping) every byte; the time runs until the last one. */
+async function get(url: string, headers: Record<string, string>): Promise<Transfer> {
+  const started = performance.now();
+  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    http.get(url, { agent: false, headers }, resolve).once('error', reject);
+  });
+  let bytes = 0;
+  for await (const chunk of response) bytes += (chunk as Buffer).length;
+  if (response.statusCode !== 200) throw new Error(`GET ${url}: ${response.statusCode}`);
+  return { seconds: (performance.now() - started) / 1000, status: response.statusCode, bytes };
+}
+
+async function remove(url: string, headers: Record<string, string>): Promise<void> {
+  const response = await fetch(url, { method: 'DELETE', headers });
+  await response.arrayBuffer();
+  if (!response.ok) throw new Error(`DELETE ${url}: ${response.status}`);
+}
+
+/** One side of the comparison: uploads and downloads object `name`, then removes it. */
+interface Side {
+  name: 'basalt' | 'direct';
+  /** The process whose CPU is reported for this side (null: the harness itself). */
+  process: ServerProcess | null;
+  upload(name: string, size: number): Promise<Transfer>;
+  download(name: string): Promise<Transfer>;
+  remove(name: string): Promise<void>;
+}
+
+interface Started {
+  basalt: Side;
+  direct: Side;
+  basaltProcess: ServerProcess;
+  close(): Promise<void>;
+}
+
+async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endpoint: string; server: ServerProcess }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-s3rver-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const endpoint = `http://127.0.0.1:${port}`;
   const server = await startServer({
-    name: 'raw',
+    name: 's3rver',
     command: process.execPath,
-    args: ['--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
+    args: ['--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
     cwd: ROOT_DIR,
-    env: { PATH: process.env.PATH, PORT: String(port), RAW_STORAGE_DIR: dir },
-    url,
-    readyPath: '/healthz',
+    env: childEnv({ PORT: String(port), S3RVER_DIR: dir, S3RVER_BUCKET: S3_BUCKET }),
+    url: endpoint,
+    // An anonymous ListObjects of the bucket answers 200 once the server is up.
+    readyPath: `/${S3_BUCKET}`,
   });
-  return {
-    name: 'raw',
-    server,
-    headers: {},
-    objectUrl: (name) => `${url}/files/${name}`,
-    close: async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  cleanups.push(() => server.stop());
+  return { endpoint, server };
 }
 
-async function measure(target: Target, seconds: number, warmup: number): Promise<Record<string, Figures>> {
-  const body = new Uint8Array(objectSize).fill(7);
-  const uploaded: string[] = [];
-  const put = async (name: string, payload: Uint8Array<ArrayBuffer>): Promise<{ ok: boolean; bytes: number }> => {
-    const response = await fetch(target.objectUrl(name), {
-      method: 'PUT',
-      headers: { ...target.headers, 'content-type': 'application/octet-stream' },
-      body: payload,
-    });
-    await response.arrayBuffer();
-    return { ok: response.status === 201, bytes: payload.byteLength };
+async function start(backend: Backend, settings: Settings): Promise<Started> {
+  const cleanups: Array<() => Promise<void>> = [];
+  const close = async (): Promise<void> => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   };
-  const get = async (name: string): Promise<{ ok: boolean; bytes: number }> => {
-    const response = await fetch(target.objectUrl(name), { headers: target.headers });
-    const received = (await response.arrayBuffer()).byteLength;
-    return { ok: response.status === 200, bytes: received };
-  };
-
-  if (warmup > 0) await closedLoop(target, warmup, (w, s) => put(`warm-${w}-${s}.bin`, body));
-  const upload = await closedLoop(target, seconds, async (w, s) => {
-    const name = `up-${w}-${s}.bin`;
-    const result = await put(name, body);
-    if (result.ok && uploaded.length < 2000) uploaded.push(name);
-    return result;
-  });
-  const download = await closedLoop(target, seconds, (w, s) => get(uploaded[(w * 7919 + s) % uploaded.length]!));
-  const small = new Uint8Array(4096).fill(1);
-  if (!(await put('small.bin', small)).ok) throw new Error('small upload failed');
-  const smallGet = await closedLoop(target, seconds, () => get('small.bin'));
-  return { 'storage.upload': upload, 'storage.download': download, 'storage.download_4k': smallGet };
-}
-
-async function main(): Promise<void> {
-  const settings = readSettings();
-  log(`${connections} connections, ${settings.durationSeconds} s per run, objects of ${objectSize} bytes`);
-  const results: Record<string, Record<string, Figures>> = {};
-  for (const start of [startBasalt, startRaw]) {
-    const target = await start();
-    try {
-      log(`measuring ${target.name}`);
-      for (const [bench, figures] of Object.entries(
-        await measure(target, settings.durationSeconds, settings.warmupSeconds),
-      )) {
-        (results[bench] ??= {})[target.name] = figures;
-      }
-    } finally {
-      await target.close();
+  try {
+    let s3Env: Record<string, string> = {};
+    let s3: S3Client | null = null;
+    if (backend === 's3') {
+      const { endpoint } = await startS3rver(cleanups);
+      s3Env = {
+        STORAGE_BACKEND: 's3',
+        S3_ENDPOINT: endpoint,
+        S3_BUCKET,
+        S3_REGION: 'us-east-1',
+        S3_ACCESS_KEY_ID: 'S3RVER',
+        S3_SECRET_ACCESS_KEY: 'S3RVER',
+        S3_FORCE_PATH_STYLE: 'true',
+        S3_PART_SIZE: String(S3_PART_SIZE),
+      };
+      s3 = new S3Client({
+        region: 'us-east-1',
+        endpoint,
+        forcePathStyle: true,
+        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      });
+      const client = s3;
+      cleanups.push(async () => client.destroy());
     }
-  }
-  for (const [bench, byTarget] of Object.entries(results)) {
-    const vsRaw = byTarget.basalt && byTarget.raw ? round(byTarget.basalt.rps / byTarget.raw.rps, 2) : null;
-    process.stdout.write(
-      JSON.stringify({
-        bench,
-        ...byTarget,
-        vs_raw: vsRaw,
-        connections,
-        object_bytes: bench === 'storage.download_4k' ? 4096 : objectSize,
-        duration_s: settings.durationSeconds,
-        date: new Date().toISOString(),
-        machine,
-      }) + '\n',
-    );
+
+    // Basalt: the real server process, its own database, its data directory on the same disk as the raw server's.
+    const db = await createBenchDatabase(settings.adminDatabaseUrl, 'basalt');
+    cleanups.push(async () => {
+      if (!settings.keepDatabases) await db.drop();
+    });
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-storage-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    await mkdir(path.join(dataDir, 'functions'));
+    const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const basaltProcess = await startServer({
+      name: 'basalt',
+      command: process.execPath,
+      args: ['--import', 'tsx', 'server/main.ts'],
+      cwd: ROOT_DIR,
+      env: childEnv({
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        BASALT_SERVICE_KEY: serviceKey,
+        BASALT_DATA_DIR: dataDir,
+        BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
+        BASALT_STORAGE_SWEEP_INTERVAL: '0',
+        LOG_LEVEL: 'warn',
+        ...s3Env,
+      }),
+      url,
+      readyPath: '/readyz',
+    });
+    cleanups.push(() => basaltProcess.stop());
+    const auth = { authorization: `Bearer ${serviceKey}` };
+    const created = await fetch(`${url}/v1/admin/buckets`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'bench' }),
+    });
+    if (created.status !== 201) throw new Error(`bucket: ${created.status} ${await created.text()}`);
+    const objectUrl = (name: string): string => `${url}/v1/storage/bench/${name}`;
+    const basalt: Side = {
+      name: 'basalt',
+      process: basaltProcess,
+      upload: (name, size) => put(objectUrl(name), auth, size),
+      download: (name) => get(objectUrl(name), auth),
+      remove: (name) => remove(objectUrl(name), auth),
+    };
+
+    let direct: Side;
+    if (s3) {
+      const client = s3;
+      direct = {
+        name: 'direct',
+        process: null,
+        async upload(name, size) {
+          const started = performance.now();
+          await new Upload({
+            client,
+            params: { Bucket: S3_BUCKET, Key: `direct/${name}`, Body: body(size) },
+            partSize: S3_PART_SIZE,
+            queueSize: S3_UPLOAD_QUEUE_SIZE,
+          }).done();
+          return { seconds: (performance.now() - started) / 1000, status: 200, bytes: size };
+        },
+        async download(name) {
+          const started = performance.now();
+          const response = await client.send(new GetObjectCommand({ Bucket: S3_BUCKET, Key: `direct/${name}` }));
+          let bytes = 0;
+          for await (const chunk of response.Body as Readable) bytes += (chunk as Buffer).length;
+          return { seconds: (performance.now() - started) / 1000, status: 200, bytes };
+        },
+        async remove(name) {
+          await client.send(new DeleteObjectCommand({ Bucket: S3_BUCKET, Key: `direct/${name}` }));
+        },
+      };
+    } else {
+      const rawDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-raw-storage-'));
+      cleanups.push(() => rm(rawDir, { recursive: true, force: true }));
+      const rawPort = await freePort();
+      const rawUrl = `http://127.0.0.1:${rawPort}`;
+      const raw = await startServer({
+        name: 'raw-storage',
+        command: process.execPath,
+        args: ['--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
+        cwd: ROOT_DIR,
+        env: childEnv({ PORT: String(rawPort), RAW_STORAGE_DIR: rawDir }),
+        url: rawUrl,
+        readyPath: '/healthz',
+      });
+      cleanups.push(() => raw.stop());
+      direct = {
+        name: 'direct',
+        process: raw,
+        upload: (name, size) => put(`${rawUrl}/files/${name}`, {}, size),
+        download: (name) => get(`${rawUrl}/files/${name}`, {}),
+        remove: (name) => remove(`${rawUrl}/files/${name}`, {}),
+      };
+    }
+    return { basalt, direct, basaltProcess, close };
+  } catch (error) {
+    await close();
+    throw error;
   }
 }
 
-await main();
+interface SideFigures {
+  mib_per_s: number;
+  /** Every round's MiB/s, in order. */
+  rounds_mib_per_s: number[];
+  /** CPU seconds of the side's server process per transfer (median); null for the SDK in the harness. */
+  cpu_s: number | null;
+}
+
+async function timed(
+  side: Side,
+  action: () => Promise<Transfer>,
+  size: number,
+): Promise<{ rate: number; cpu: number }> {
+  const cpuBefore = side.process?.cpuSeconds() ?? Number.NaN;
+  const transfer = await action();
+  if (transfer.bytes !== size) throw new Error(`${side.name}: moved ${transfer.bytes} bytes, expected ${size}`);
+  return { rate: size / MIB / transfer.seconds, cpu: (side.process?.cpuSeconds() ?? Number.NaN) - cpuBefore };
+}
+
+function figures(rates: number[], cpus: number[]): SideFigures {
+  const cpu = median(cpus);
+  return {
+    mib_per_s: round(median(rates), 1),
+    rounds_mib_per_s: rates.map((rate) => round(rate, 1)),
+    cpu_s: Number.isNaN(cpu) ? null : round(cpu, 2),
+  };
+}
+
+/** Resident memory of a process, from /proc/<pid>/status, in bytes. */
+function memoryOf(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: field('VmRSS'), hwm: field('VmHWM') };
+}
+
+async function measureRss(backend: Backend, side: Side, pid: number, size: number): Promise<string> {
+  // Resetting VmHWM (clear_refs 5) makes the kernel's own peak cover this upload alone.
+  let hwmReset = true;
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+  } catch {
+    hwmReset = false;
+  }
+  const before = memoryOf(pid).rss;
+  let sampled = before;
+  const timer = setInterval(() => {
+    try {
+      sampled = Math.max(sampled, memoryOf(pid).rss);
+    } catch {
+      // the process ended; the upload fails on its own
+    }
+  }, 20);
+  let transfer: Transfer;
+  try {
+    transfer = await side.upload('rss.bin', size);
+  } finally {
+    clearInterval(timer);
+  }
+  const after = memoryOf(pid);
+  const peak = Math.max(sampled, hwmReset ? after.hwm : 0);
+  await side.remove('rss.bin');
+  const growth = (peak - before) / MIB;
+  log(`${backend}: ${size / MIB} MiB upload, RSS ${round(before / MIB, 1)} -> peak ${round(peak / MIB, 1)} MiB`);
+  return JSON.stringify({
+    bench: 'storage.upload_rss',
+    backend,
+    upload_bytes: size,
+    upload_mib_per_s: round(size / MIB / transfer.seconds, 1),
+    rss_before_mib: round(before / MIB, 1),
+    rss_peak_mib: round(peak / MIB, 1),
+    rss_after_mib: round(after.rss / MIB, 1),
+    rss_growth_mib: round(growth, 1),
+    peak_from: hwmReset ? 'VmHWM (reset before the upload) and VmRSS every 20 ms' : 'VmRSS every 20 ms',
+    goal: { rss_growth_mib_below: GOAL_RSS_GROWTH_MIB },
+    met: growth < GOAL_RSS_GROWTH_MIB,
+    date: new Date().toISOString(),
+    machine,
+  });
+}
+
+async function measureBackend(backend: Backend, settings: Settings, options: StorageSettings): Promise<string[]> {
+  const started = await start(backend, settings);
+  const lines: string[] = [];
+  try {
+    const sides = [started.basalt, started.direct];
+    const up = { basalt: [] as number[], direct: [] as number[] };
+    const upCpu = { basalt: [] as number[], direct: [] as number[] };
+    const down = { basalt: [] as number[], direct: [] as number[] };
+    const downCpu = { basalt: [] as number[], direct: [] as number[] };
+    // A small warm-up on both sides: JIT, connections, directories.
+    for (const side of sides) {
+      await side.upload('warm.bin', 4 * MIB);
+      await side.download('warm.bin');
+      await side.remove('warm.bin');
+    }
+    for (let index = 0; index < options.rounds; index++) {
+      const order = index % 2 === 0 ? sides : [...sides].reverse();
+      const name = `round-${index}.bin`;
+      for (const side of order) {
+        const result = await timed(side, () => side.upload(name, options.size), options.size);
+        up[side.name].push(result.rate);
+        upCpu[side.name].push(result.cpu);
+      }
+      for (const side of order) {
+        const result = await timed(side, () => side.download(name), options.size);
+        down[side.name].push(result.rate);
+        downCpu[side.name].push(result.cpu);
+      }
+      for (const side of sides) await side.remove(name);
+      log(
+        `${backend} round ${index + 1}: upload basalt ${round(up.basalt.at(-1)!, 1)} / direct ${round(up.direct.at(-1)!, 1)} MiB/s, ` +
+          `download basalt ${round(down.basalt.at(-1)!, 1)} / direct ${round(down.direct.at(-1)!, 1)} MiB/s`,
+      );
+    }
+    for (const [bench, rates, cpus] of [
+      ['storage.upload', up, upCpu],
+      ['storage.download', down, downCpu],
+    ] as const) {
+      const basalt = figures(rates.basalt, cpus.basalt);
+      const direct = figures(rates.direct, cpus.direct);
+      const ratio = round(basalt.mib_per_s / direct.mib_per_s, 2);
+      lines.push(
+        JSON.stringify({
+          bench,
+          backend,
+          object_bytes: options.size,
+          rounds: options.rounds,
+          basalt,
+          direct,
+          vs_direct: ratio,
+          direct_is:
+            backend === 'fs'
+              ? 'node:http streaming to a temporary file, fsync, rename (bench/storage-raw-server.ts)'
+              : `AWS SDK straight to the S3 server (lib-storage Upload, ${S3_PART_SIZE / MIB} MiB parts, ${S3_UPLOAD_QUEUE_SIZE} at a time; GetObject)`,
+          goal: { vs_direct: GOAL_RATIO },
+          met: ratio >= GOAL_RATIO,
+          date: new Date().toISOString(),
+          machine,
+        }),
+      );
+    }
+    if (options.rssSize > 0) {
+      const pid = started.basaltProcess.child.pid;
+      if (pid === undefined) throw new Error('basalt has no pid');
+      lines.push(await measureRss(backend, started.basalt, pid, options.rssSize));
+    }
+  } finally {
+    await started.close();
+  }
+  return lines;
+}
+
+/** Every line of the storage suite (run.ts prints them). */
+export async function runStorage(settings: Settings): Promise<string[]> {
+  const options = storageSettings();
+  log(
+    `backends ${options.backends.join(', ')}: ${options.size / MIB} MiB object, ${options.rounds} rounds; ` +
+      `RSS check with ${options.rssSize / MIB} MiB`,
+  );
+  const lines: string[] = [];
+  for (const backend of options.backends) lines.push(...(await measureBackend(backend, settings, options)));
+  return lines;
+}

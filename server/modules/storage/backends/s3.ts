@@ -34,6 +34,9 @@ export interface S3BackendOptions {
   partSize: number;
 }
 
+/** Parts of one upload in flight at once (lib-storage's queueSize). */
+export const S3_UPLOAD_QUEUE_SIZE = 2;
+
 function isMissing(error: unknown): boolean {
   if (!(error instanceof S3ServiceException)) return false;
   return error.name === 'NoSuchKey' || error.name === 'NotFound' || error.$metadata.httpStatusCode === 404;
@@ -80,7 +83,7 @@ export class S3Backend implements StorageBackend {
       client: this.client,
       params: { Bucket: this.options.bucket, Key: key, Body: meter },
       partSize: this.options.partSize,
-      queueSize: 2,
+      queueSize: S3_UPLOAD_QUEUE_SIZE,
       // We abort ourselves below: lib-storage's own abort would hide the original error if the abort fails too.
       leavePartsOnError: true,
     });
