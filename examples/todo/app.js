@@ -1,0 +1,381 @@
+// Shared todos: a live list everyone signed in shares, with photos. Plain JavaScript on the
+// Basalt SDK build; no framework. The static server provides /sdk/index.js and /config.js.
+import { createClient } from '/sdk/index.js';
+import { BASALT_URL } from '/config.js';
+
+const COLLECTION = 'example_todos';
+const BUCKET = 'example-images';
+const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
+const IMAGE_TYPES = {
+  'image/png': 'png',
+  'image/jpeg': 'jpg',
+  'image/gif': 'gif',
+  'image/webp': 'webp',
+  'image/avif': 'avif',
+};
+
+const basalt = createClient(BASALT_URL);
+const todos = basalt.db.collection(COLLECTION);
+const images = basalt.storage.from(BUCKET);
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const view = {
+  loading: $('#loading'),
+  auth: $('#auth'),
+  authForm: $('#auth-form'),
+  authError: $('#auth-error'),
+  board: $('#board'),
+  me: $('#me'),
+  meAvatar: $('#me-avatar'),
+  meName: $('#me-name'),
+  newItem: $('#new-item'),
+  newTitle: $('#new-title'),
+  items: $('#items'),
+  empty: $('#empty'),
+  count: $('#count'),
+  live: $('#live'),
+  toast: $('#toast'),
+  template: $('#item-template'),
+};
+
+/** The live query's stop function while signed in. */
+let stopLive = null;
+/** Items whose title is being edited: their input is left alone when a snapshot arrives. */
+const editing = new Set();
+/** Items with an upload in flight → { sent, total }. */
+const uploads = new Map();
+/** The latest snapshot's documents by id. */
+let current = new Map();
+
+// ---- small helpers -------------------------------------------------------------------
+
+let toastTimer = null;
+function toast(message) {
+  view.toast.textContent = message;
+  view.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (view.toast.hidden = true), 5000);
+}
+
+function messageOf(error) {
+  return error && typeof error.message === 'string' ? error.message : String(error);
+}
+
+function displayName(user) {
+  const name = user?.user_metadata?.name;
+  if (typeof name === 'string' && name.trim()) return name.trim().slice(0, 80);
+  if (user?.email) return user.email.split('@')[0].slice(0, 80);
+  return 'Guest';
+}
+
+/** A stable colour per user, so the same person has the same avatar everywhere. */
+function avatarColour(id) {
+  let hash = 0;
+  for (const char of id ?? '') hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
+  return `hsl(${hash % 360} 55% 45%)`;
+}
+
+function paintAvatar(element, ownerId, name) {
+  element.textContent = (name || '?').trim().charAt(0).toUpperCase() || '?';
+  element.style.backgroundColor = avatarColour(ownerId);
+  element.title = name || '';
+}
+
+function me() {
+  return basalt.auth.user;
+}
+
+// ---- signed in / signed out ----------------------------------------------------------
+
+function showSignedOut() {
+  stopLive?.();
+  stopLive = null;
+  current = new Map();
+  editing.clear();
+  view.items.replaceChildren();
+  view.loading.hidden = true;
+  view.board.hidden = true;
+  view.me.hidden = true;
+  view.auth.hidden = false;
+  document.body.dataset.state = 'signed-out';
+}
+
+function showSignedIn(user) {
+  view.loading.hidden = true;
+  view.auth.hidden = true;
+  view.authError.hidden = true;
+  view.board.hidden = false;
+  view.me.hidden = false;
+  view.meName.textContent = displayName(user) + (user.is_anonymous ? ' (guest)' : '');
+  paintAvatar(view.meAvatar, user.id, displayName(user));
+  document.body.dataset.state = 'signed-in';
+  if (!stopLive) startLive();
+}
+
+function startLive() {
+  setLive('connecting');
+  // Oldest first, so new items appear at the bottom like a list being written.
+  stopLive = todos
+    .orderBy('created_at', 'asc')
+    .limit(200)
+    .onSnapshot(
+      (snapshot) => {
+        setLive('live');
+        render(snapshot.docs);
+      },
+      (error) => {
+        stopLive = null;
+        setLive('stopped');
+        toast(`The live list stopped: ${messageOf(error)}`);
+      },
+    );
+}
+
+function setLive(state) {
+  view.live.dataset.state = state;
+  view.live.textContent = { connecting: 'connecting…', live: '● live', stopped: 'not live' }[state];
+}
+
+basalt.auth.onAuthStateChange((event) => {
+  if (event === 'SIGNED_OUT') showSignedOut();
+  else if (me()) showSignedIn(me());
+});
+
+// ---- the list ------------------------------------------------------------------------
+
+function render(docs) {
+  current = new Map(docs.map((doc) => [doc.id, doc]));
+  const existing = new Map([...view.items.children].map((li) => [li.dataset.id, li]));
+  let previous = null;
+  for (const doc of docs) {
+    let li = existing.get(doc.id);
+    existing.delete(doc.id);
+    if (!li) li = createItem(doc.id);
+    updateItem(li, doc);
+    // Keep the DOM in the query's order, moving only what is out of place.
+    const expected = previous ? previous.nextSibling : view.items.firstChild;
+    if (li !== expected) view.items.insertBefore(li, expected);
+    previous = li;
+  }
+  for (const [id, li] of existing) {
+    editing.delete(id);
+    li.remove();
+  }
+  view.empty.hidden = docs.length > 0;
+  const open = docs.filter((doc) => !doc.data.done).length;
+  view.count.textContent = docs.length ? `· ${open} open of ${docs.length}` : '';
+}
+
+function createItem(id) {
+  const li = view.template.content.firstElementChild.cloneNode(true);
+  li.dataset.id = id;
+  $('.done', li).addEventListener('change', (event) => {
+    update(id, { done: event.target.checked });
+  });
+  $('.edit', li).addEventListener('click', () => startEditing(li, id));
+  $('.title', li).addEventListener('dblclick', () => {
+    if (current.get(id)?.owner === me()?.id) startEditing(li, id);
+  });
+  $('.delete', li).addEventListener('click', () => remove(id));
+  $('.attach-input', li).addEventListener('change', (event) => {
+    const file = event.target.files?.[0];
+    event.target.value = '';
+    if (file) attachImage(li, id, file);
+  });
+  return li;
+}
+
+function updateItem(li, doc) {
+  const mine = doc.owner === me()?.id;
+  li.dataset.version = String(doc.version);
+  li.classList.toggle('is-done', doc.data.done === true);
+  li.classList.toggle('is-mine', mine);
+  const done = $('.done', li);
+  done.checked = doc.data.done === true;
+  done.disabled = !mine;
+  if (!editing.has(doc.id)) $('.title', li).textContent = doc.data.title;
+  const author = doc.data.author || 'someone';
+  $('.meta', li).textContent = mine ? 'you' : author;
+  paintAvatar($('.avatar', li), doc.owner, author);
+  $('.actions', li).hidden = !mine;
+  const img = $('.photo', li);
+  if (doc.data.image) {
+    const src = images.getPublicUrl(doc.data.image);
+    if (img.getAttribute('src') !== src) img.src = src;
+    img.alt = `Photo for “${doc.data.title}”`;
+    img.hidden = false;
+  } else {
+    img.removeAttribute('src');
+    img.hidden = true;
+  }
+}
+
+function startEditing(li, id) {
+  if (editing.has(id)) return;
+  const doc = current.get(id);
+  if (!doc) return;
+  editing.add(id);
+  const title = $('.title', li);
+  const input = document.createElement('input');
+  input.className = 'title-input';
+  input.maxLength = 200;
+  input.value = doc.data.title;
+  title.replaceChildren(input);
+  input.focus();
+  input.select();
+  let finished = false;
+  const finish = (save) => {
+    if (finished) return;
+    finished = true;
+    editing.delete(id);
+    const value = input.value.trim();
+    const latest = current.get(id);
+    title.textContent = latest ? latest.data.title : doc.data.title;
+    if (save && value && value !== doc.data.title) {
+      title.textContent = value;
+      update(id, { title: value });
+    }
+  };
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter') finish(true);
+    if (event.key === 'Escape') finish(false);
+  });
+  input.addEventListener('blur', () => finish(true));
+}
+
+// ---- writes --------------------------------------------------------------------------
+
+async function add(title) {
+  const user = me();
+  try {
+    await todos.add({ title, done: false, author: displayName(user) });
+  } catch (error) {
+    toast(`Could not add: ${messageOf(error)}`);
+  }
+}
+
+async function update(id, patch) {
+  try {
+    await todos.doc(id).update(patch);
+  } catch (error) {
+    toast(`Could not save: ${messageOf(error)}`);
+    // Put the list back as the server has it.
+    const doc = current.get(id);
+    const li = view.items.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    if (doc && li) updateItem(li, doc);
+  }
+}
+
+async function remove(id) {
+  const image = current.get(id)?.data.image;
+  try {
+    await todos.doc(id).delete();
+  } catch (error) {
+    toast(`Could not delete: ${messageOf(error)}`);
+    return;
+  }
+  if (image) images.remove(image).catch(() => undefined);
+}
+
+function showProgress(li, sent, total) {
+  const box = $('.upload', li);
+  const bar = $('.upload-bar', li);
+  box.hidden = false;
+  const percent = total ? Math.min(100, Math.round((sent / total) * 100)) : 0;
+  bar.value = percent;
+  $('.upload-label', li).textContent = total ? `${percent}%` : `${Math.round(sent / 1024)} KiB`;
+}
+
+async function attachImage(li, id, file) {
+  const extension = IMAGE_TYPES[file.type];
+  if (!extension) return toast('Pick a PNG, JPEG, GIF, WebP or AVIF image.');
+  if (file.size > MAX_IMAGE_BYTES) return toast('Images may be at most 5 MiB.');
+  if (uploads.has(id)) return;
+  const user = me();
+  const previous = current.get(id)?.data.image;
+  // A random part keeps paths unguessable in the public bucket, and a new path per upload
+  // means nobody ever sees a half-replaced picture.
+  const path = `${user.id}/${id}-${crypto.randomUUID()}.${extension}`;
+  uploads.set(id, { sent: 0, total: file.size });
+  li.classList.add('is-uploading');
+  showProgress(li, 0, file.size);
+  try {
+    await images.upload(path, file, {
+      contentType: file.type,
+      onProgress: (sent, total) => showProgress(li, sent, total ?? file.size),
+    });
+    showProgress(li, file.size, file.size);
+    await todos.doc(id).update({ image: path });
+    if (previous) images.remove(previous).catch(() => undefined);
+  } catch (error) {
+    toast(`Upload failed: ${messageOf(error)}`);
+    images.remove(path).catch(() => undefined);
+  } finally {
+    uploads.delete(id);
+    li.classList.remove('is-uploading');
+    // Leave the full bar up a moment so the end of a quick upload is seen.
+    setTimeout(() => {
+      if (!uploads.has(id)) $('.upload', li).hidden = true;
+    }, 1500);
+  }
+}
+
+// ---- forms ---------------------------------------------------------------------------
+
+view.newItem.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const title = view.newTitle.value.trim();
+  if (!title) return;
+  view.newTitle.value = '';
+  add(title);
+});
+
+view.authForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const action = event.submitter?.dataset.action ?? 'sign-in';
+  const email = $('#email').value.trim();
+  const password = $('#password').value;
+  const name = $('#name').value.trim();
+  if (!email || !password) return showAuthError('Enter an email and a password.');
+  await authenticate(() =>
+    action === 'sign-up'
+      ? basalt.auth.signUp({ email, password, data: name ? { name } : undefined })
+      : basalt.auth.signIn({ email, password }),
+  );
+});
+
+$('#guest').addEventListener('click', () => authenticate(() => basalt.auth.signInAnonymously()));
+
+$('#sign-out').addEventListener('click', async () => {
+  try {
+    await basalt.auth.signOut();
+  } catch (error) {
+    toast(`Signed out here, but the server did not confirm: ${messageOf(error)}`);
+  }
+});
+
+async function authenticate(attempt) {
+  const buttons = view.authForm.querySelectorAll('button');
+  buttons.forEach((button) => (button.disabled = true));
+  view.authError.hidden = true;
+  try {
+    const { session } = await attempt();
+    if (!session) showAuthError('Check your inbox: confirm your email, then sign in.');
+    view.authForm.reset();
+  } catch (error) {
+    showAuthError(messageOf(error));
+  } finally {
+    buttons.forEach((button) => (button.disabled = false));
+  }
+}
+
+function showAuthError(message) {
+  view.authError.textContent = message;
+  view.authError.hidden = false;
+}
+
+// ---- start ---------------------------------------------------------------------------
+
+await basalt.auth.ready;
+if (me()) showSignedIn(me());
+else showSignedOut();
