@@ -1,5 +1,6 @@
 import type { HttpTransport, SessionStorage } from './client.js';
 import { BasaltError } from './errors.js';
+import { onPageWake, tabChannel, withLock } from './tabs.js';
 
 /** A session as the server issues it. `expires_at` is in seconds since the epoch. */
 export interface Session {
@@ -81,12 +82,23 @@ function nowSeconds(): number {
 /**
  * `basalt.auth`: sign-up and sign-in, the current session (persisted, refreshed before it
  * expires, one refresh at a time however many callers need it) and auth-state events.
+ *
+ * Tabs of one origin share the persisted session. Refreshes run under a lock shared by the
+ * tabs (Web Locks), and re-read the stored session first: a refresh token is spent by one
+ * tab only, the others adopt its result. Every change of the stored session is announced
+ * to the other tabs (BroadcastChannel, else the `storage` event), which take it over and
+ * fire their own auth events, so signing in or out in one tab signs every tab in or out.
  */
 export class AuthClient {
   private current: Stored | null = null;
   private refreshing: Promise<Session | null> | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private autoRefresh: boolean;
   private readonly listeners = new Set<AuthStateListener>();
+  /** Changes of the session (in memory and in storage) run one at a time, in call order. */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Tells the other tabs that the stored session changed. */
+  private readonly announce: () => void = () => undefined;
   /** Resolves once the stored session (and any session in the URL) has been loaded. */
   readonly ready: Promise<void>;
 
@@ -94,8 +106,14 @@ export class AuthClient {
     private readonly http: HttpTransport,
     private readonly options: AuthOptions,
   ) {
+    this.autoRefresh = options.autoRefreshToken;
     http.useAccessToken(() => this.accessToken());
     this.ready = this.initialize();
+    if (options.storage) {
+      this.announce = tabChannel(`basalt.auth:${options.storageKey}`, options.storageKey, () => void this.sync());
+      // Timers sleep with the page: on wake, catch up with the other tabs and refresh if due.
+      onPageWake(() => void this.sync().then(() => this.schedule()));
+    }
   }
 
   /** The current session, or null. */
@@ -192,20 +210,22 @@ export class AuthClient {
   async signOut(options: { scope?: 'local' | 'global' | 'others' } = {}): Promise<void> {
     await this.ready;
     const scope = options.scope ?? 'local';
-    let failure: unknown = null;
-    if (this.current) {
-      try {
-        await this.http.request('POST', '/v1/auth/signout', { scope });
-      } catch (error) {
-        if (scope === 'others') throw error;
-        // An already-ended session is signed out; other failures still sign out here.
-        if (!(error instanceof BasaltError) || error.code !== 'UNAUTHENTICATED') failure = error;
-      }
+    if (scope === 'others') {
+      await this.http.request('POST', '/v1/auth/signout', { scope });
+      return;
     }
-    if (scope === 'others') return;
-    await this.clear();
-    // "Everywhere" was not confirmed by the server: the caller must know.
-    if (scope === 'global' && failure) throw failure;
+    const token = await this.accessToken();
+    // Forget the session here (and in the other tabs, and on the realtime socket) before the
+    // server ends it, so nothing is left holding a token the server is about to refuse.
+    await this.serial(() => this.setState(null, 'SIGNED_OUT'));
+    if (!token) return;
+    try {
+      await this.http.request('POST', '/v1/auth/signout', { scope }, { authorization: `Bearer ${token}` });
+    } catch (error) {
+      // An already-ended session is signed out. "Everywhere" that the server did not
+      // confirm must reach the caller; a local sign-out stands without the server.
+      if (scope === 'global' && !(error instanceof BasaltError && error.code === 'UNAUTHENTICATED')) throw error;
+    }
   }
 
   // ---- the user ----------------------------------------------------------------------
@@ -214,10 +234,7 @@ export class AuthClient {
   async getUser(): Promise<User> {
     await this.ready;
     const user = await this.http.request<User>('GET', '/v1/auth/user');
-    if (this.current) {
-      this.current = { ...this.current, user };
-      await this.persist();
-    }
+    await this.updateStoredUser(user, null);
     return user;
   }
 
@@ -240,9 +257,7 @@ export class AuthClient {
       redirect_to: input.redirectTo,
     });
     if (this.current) {
-      this.current = { ...this.current, user };
-      await this.persist();
-      this.emit('USER_UPDATED');
+      await this.updateStoredUser(user, 'USER_UPDATED');
       if (wasAnonymous && !user.is_anonymous) await this.refreshSession();
     }
     return user;
@@ -285,35 +300,39 @@ export class AuthClient {
   // ---- sessions ----------------------------------------------------------------------
 
   /**
-   * Exchanges the refresh token for a new session. Concurrent callers share one request:
-   * a rotated refresh token must not be spent twice.
+   * Exchanges the refresh token for a new session. Concurrent callers share one request, and
+   * tabs take turns: a rotated refresh token must not be spent twice. When another tab
+   * rotated the session meanwhile, its session is taken instead of refreshing again.
    */
-  refreshSession(): Promise<Session | null> {
-    this.refreshing ??= this.doRefresh().finally(() => {
-      this.refreshing = null;
-    });
+  async refreshSession(): Promise<Session | null> {
+    await this.ready;
+    return this.refresh();
+  }
+
+  private refresh(): Promise<Session | null> {
+    const asked = this.current?.session.refresh_token;
+    this.refreshing ??= withLock(`basalt.auth.refresh:${this.options.storageKey}`, () => this.doRefresh(asked)).finally(
+      () => {
+        this.refreshing = null;
+      },
+    );
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<Session | null> {
-    // Tabs share the stored session. If another tab already refreshed, take its session
-    // instead of spending our (now rotated-out) token: reusing it after the grace window
-    // would revoke the session for every tab.
-    const stored = await this.load();
-    if (
-      stored &&
-      this.current &&
-      stored.user.id === this.current.user.id &&
-      stored.session.refresh_token !== this.current.session.refresh_token &&
-      stored.session.expires_at >= this.current.session.expires_at
-    ) {
-      this.current = stored;
-      this.schedule();
-      this.emit('TOKEN_REFRESHED');
-      if (stored.session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) return stored.session;
-    }
-    const refreshToken = this.current?.session.refresh_token;
-    if (!refreshToken) return null;
+  /** Runs under the cross-tab lock. `asked` is the refresh token the caller saw. */
+  private async doRefresh(asked: string | undefined): Promise<Session | null> {
+    const refreshToken = await this.serial(async () => {
+      if (this.options.storage) {
+        // Another tab may have rotated the session (or signed out) while this one waited.
+        await this.adoptStored(await this.load());
+        const session = this.current?.session;
+        if (session && session.refresh_token !== asked && session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) {
+          return session;
+        }
+      }
+      return this.current?.session.refresh_token ?? null;
+    });
+    if (refreshToken === null || typeof refreshToken === 'object') return refreshToken;
     let result: AuthResponse;
     try {
       result = await this.http.request<AuthResponse>(
@@ -326,7 +345,9 @@ export class AuthClient {
     } catch (error) {
       if (error instanceof BasaltError && (error.code === 'UNAUTHENTICATED' || error.code === 'INVALID_REQUEST')) {
         // The session ended on the server (signed out elsewhere, revoked, expired).
-        if (this.current?.session.refresh_token === refreshToken) await this.clear();
+        await this.serial(async () => {
+          if (this.current?.session.refresh_token === refreshToken) await this.setState(null, 'SIGNED_OUT');
+        });
         return null;
       }
       this.schedule(RETRY_AFTER_FAILURE_MS);
@@ -369,18 +390,23 @@ export class AuthClient {
 
   /** Stops the background refresh timer (e.g. before a test or a page tears the client down). */
   stopAutoRefresh(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.autoRefresh = false;
+    this.stopTimer();
+  }
+
+  /** Resumes the background refresh after `stopAutoRefresh` (when `autoRefreshToken` allows it). */
+  startAutoRefresh(): void {
+    this.autoRefresh = this.options.autoRefreshToken;
+    this.schedule();
   }
 
   // ---- internals ---------------------------------------------------------------------
 
   private async initialize(): Promise<void> {
-    const stored = await this.load();
+    const stored = await this.serial(async () => (this.current = await this.load()));
     if (stored) {
-      this.current = stored;
       if (stored.session.expires_at - nowSeconds() <= EXPIRY_SKEW_SECONDS) {
-        await this.refreshSession().catch(() => null);
+        await this.refresh().catch(() => null);
       } else {
         this.schedule();
       }
@@ -404,37 +430,96 @@ export class AuthClient {
     if (!session) return null;
     if (session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) return session.access_token;
     try {
-      const fresh = await this.refreshSession();
+      const fresh = await this.refresh();
       return fresh?.access_token ?? null;
     } catch {
       return session.access_token;
     }
   }
 
-  private async adopt(session: Session, user: User, event: AuthChangeEvent): Promise<void> {
-    this.current = { session, user };
-    await this.persist();
-    this.schedule();
-    this.emit(event);
+  /** Runs `change` after every change queued before it (they await storage, and must not interleave). */
+  private serial<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(change, change);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
-  private async clear(): Promise<void> {
+  private adopt(session: Session, user: User, event: AuthChangeEvent): Promise<void> {
+    return this.serial(() => this.setState({ session, user }, event));
+  }
+
+  /** Sets the session here and in storage, tells the other tabs, and fires `event`. Call within `serial`. */
+  private async setState(next: Stored | null, event: AuthChangeEvent | null): Promise<void> {
     const had = this.current !== null;
-    this.current = null;
-    this.stopAutoRefresh();
-    if (this.options.storage) await this.options.storage.removeItem(this.options.storageKey);
-    if (had) this.emit('SIGNED_OUT');
+    this.current = next;
+    this.schedule();
+    const storage = this.options.storage;
+    if (storage) {
+      if (next) await storage.setItem(this.options.storageKey, JSON.stringify(next));
+      else await storage.removeItem(this.options.storageKey);
+      this.announce();
+    }
+    if (event && (next || had)) this.emit(event);
+  }
+
+  /**
+   * Takes over what another tab stored: its sign-in, refresh, user update or sign-out. A stored
+   * session of the same user that expires before ours is a late write of an older one: ignored.
+   * Call within `serial`.
+   */
+  private async adoptStored(stored: Stored | null): Promise<void> {
+    const current = this.current;
+    if (!stored) {
+      if (current) await this.setState(null, 'SIGNED_OUT');
+      return;
+    }
+    const sameUser = current?.user.id === stored.user.id;
+    if (current && stored.session.refresh_token === current.session.refresh_token) {
+      if (JSON.stringify(stored.user) === JSON.stringify(current.user)) return;
+      this.current = stored;
+      this.emit('USER_UPDATED');
+      return;
+    }
+    if (current && sameUser && stored.session.expires_at < current.session.expires_at) return;
+    this.current = stored;
+    this.schedule();
+    this.emit(sameUser ? 'TOKEN_REFRESHED' : 'SIGNED_IN');
+  }
+
+  /** Another tab changed the stored session (or the page woke up): follow it. */
+  private sync(): Promise<void> {
+    return this.serial(async () => this.adoptStored(await this.load()));
+  }
+
+  /** Keeps a fresher copy of the user, without writing over a session another tab stored since. */
+  private updateStoredUser(user: User, event: AuthChangeEvent | null): Promise<void> {
+    return this.serial(async () => {
+      const current = this.current;
+      if (!current) return;
+      // Storage moved on (another tab refreshed or signed out): it wins; the tabs sync from it.
+      if (this.options.storage && (await this.load())?.session.refresh_token !== current.session.refresh_token) {
+        this.current = { ...current, user };
+        if (event) this.emit(event);
+        return;
+      }
+      await this.setState({ ...current, user }, event);
+    });
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 
   private schedule(delayMs?: number): void {
-    this.stopAutoRefresh();
-    if (!this.options.autoRefreshToken || !this.current) return;
+    this.stopTimer();
+    if (!this.autoRefresh || !this.current) return;
     const { expires_at: expiresAt, expires_in: expiresIn } = this.current.session;
     const margin = Math.min(REFRESH_MARGIN_SECONDS, Math.max(1, Math.floor(expiresIn / 4)));
     const delay = delayMs ?? Math.max(0, (expiresAt - margin - nowSeconds()) * 1000);
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.refreshSession().catch(() => undefined);
+      this.refresh().catch(() => undefined);
     }, delay);
     // In Node a pending refresh must not keep the process alive.
     (this.timer as { unref?: () => void }).unref?.();
@@ -451,11 +536,6 @@ export class AuthClient {
     } catch {
       return null;
     }
-  }
-
-  private async persist(): Promise<void> {
-    if (!this.options.storage || !this.current) return;
-    await this.options.storage.setItem(this.options.storageKey, JSON.stringify(this.current));
   }
 
   private emit(event: AuthChangeEvent): void {

@@ -178,8 +178,8 @@ describe('auth in the SDK', () => {
     const tabB = client({ storage, fetch: counting });
     await tabB.auth.ready;
     const old = tabB.auth.session!.refresh_token;
-    const fresh = await tabA.auth.refreshSession();
-    const taken = await tabB.auth.refreshSession();
+    // Both ask at once; they take turns, and B finds A's new session in storage.
+    const [fresh, taken] = await Promise.all([tabA.auth.refreshSession(), tabB.auth.refreshSession()]);
     expect(refreshCalls).toBe(0);
     expect(taken?.refresh_token).toBe(fresh?.refresh_token);
     expect(taken?.refresh_token).not.toBe(old);
