@@ -124,11 +124,26 @@ export function createFunctionsModule(
   deps: { documents: DocumentService; storage?: StorageService },
 ): FunctionsModule {
   const invocations = new InvocationRepository(platform.db);
+  const invocationCount = platform.metrics.counter(
+    'basalt_function_invocations_total',
+    'Function runs finished, by function and status (succeeded, failed, dead).',
+    ['function', 'status'],
+  );
+  const invocationDuration = platform.metrics.histogram(
+    'basalt_function_duration_seconds',
+    'Time a function run took, by function.',
+    ['function'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  );
   const service = new FunctionsService(
     {
       functionsDir: platform.config.functionsDir,
       buildDir: path.join(platform.config.dataDir, 'functions-build'),
       environment: platform.config.environment,
+      onRun: (run) => {
+        invocationCount.inc({ function: run.functionName, status: run.status });
+        invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
+      },
     },
     invocations,
     platform.log,

@@ -23,6 +23,8 @@ export interface FunctionsOptions {
   buildDir: string;
   /** The process environment; a function sees only the variables it declares in `env`. */
   environment: Readonly<Record<string, string>>;
+  /** Told of every finished run (HTTP and event alike), e.g. to count it in the metrics. */
+  onRun?: (run: InvocationRun) => void;
 }
 
 export interface FunctionSummary {
@@ -237,6 +239,7 @@ export class FunctionsService {
         logs: outcome.logs,
         cold: outcome.cold,
       };
+      this.options.onRun?.(run);
       return { run, outcome };
     } finally {
       release();
