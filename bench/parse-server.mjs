@@ -35,6 +35,11 @@ const server = await ParseServer.startApp({
   allowClientClassCreation: false,
   // Cloud Code for the functions benchmark (triggers and cloud functions).
   ...(process.env.PARSE_CLOUD ? { cloud: process.env.PARSE_CLOUD } : {}),
+  // LiveQuery for the realtime benchmark: the in-process server on the same HTTP port, fed by
+  // Parse's default in-process pub/sub (one instance, as Basalt runs in the bench).
+  ...(process.env.PARSE_LIVE_QUERY
+    ? { liveQuery: { classNames: process.env.PARSE_LIVE_QUERY.split(',') }, startLiveQueryServer: true }
+    : {}),
   verifyServerUrl: false,
 });
 

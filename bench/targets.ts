@@ -32,7 +32,12 @@ export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, NODE_ENV: 'production', ...extra };
 }
 
-export async function startTarget(name: TargetName, settings: Settings): Promise<RunningTarget> {
+/** `extraEnv` adds to (or overrides) the server's environment, e.g. a suite's own budgets. */
+export async function startTarget(
+  name: TargetName,
+  settings: Settings,
+  extraEnv: Record<string, string> = {},
+): Promise<RunningTarget> {
   const db = await createBenchDatabase(settings.adminDatabaseUrl, name);
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -63,6 +68,7 @@ export async function startTarget(name: TargetName, settings: Settings): Promise
         BASALT_AUTH_RATE_SIGNIN_IP: '1000000000',
         BASALT_AUTH_RATE_SIGNUP_IP: '1000000000',
         BASALT_AUTH_RATE_REFRESH_IP: '1000000000',
+        ...extraEnv,
       });
       // The real server, started as `npm start` starts it.
       const server = await startServer({
@@ -87,7 +93,7 @@ export async function startTarget(name: TargetName, settings: Settings): Promise
         command: process.execPath,
         args: [path.join(BENCH_DIR, 'parse-server.mjs')],
         cwd: workDir,
-        env: childEnv({ PARSE_DATABASE_URL: db.url, PARSE_MASTER_KEY: masterKey, PORT: String(port) }),
+        env: childEnv({ PARSE_DATABASE_URL: db.url, PARSE_MASTER_KEY: masterKey, PORT: String(port), ...extraEnv }),
         url,
         readyPath: '/parse/health',
       });
