@@ -11,7 +11,8 @@ export class RateLimiter {
     private readonly windowSeconds: number,
   ) {}
 
-  private limited(resetSeconds: number): AppError {
+  /** The 429 answer for a limit reached, for callers that count in a statement of their own. */
+  limitedError(resetSeconds: number): AppError {
     return new AppError('RATE_LIMITED', `Too many requests; retry in ${resetSeconds} s.`, {
       headers: { 'retry-after': String(resetSeconds) },
       details: { retry_after: resetSeconds },
@@ -21,13 +22,13 @@ export class RateLimiter {
   /** Counts one request against `key` and throws RATE_LIMITED once it is over `limit`. */
   async consume(key: string, limit: number): Promise<void> {
     const { count, resetSeconds } = await this.repo.hit(key, this.windowSeconds, 1);
-    if (count > limit) throw this.limited(resetSeconds);
+    if (count > limit) throw this.limitedError(resetSeconds);
   }
 
   /** Throws RATE_LIMITED when `key` already reached `limit`, without counting. */
   async check(key: string, limit: number): Promise<void> {
     const { count, resetSeconds } = await this.repo.peek(key, this.windowSeconds);
-    if (count >= limit) throw this.limited(resetSeconds);
+    if (count >= limit) throw this.limitedError(resetSeconds);
   }
 
   /** Counts an event (e.g. a failed sign-in) against `key`. */

@@ -413,9 +413,43 @@ export class AuthService {
 
   // ---- refresh and sign-out -----------------------------------------------------------
 
+  /**
+   * Rotates a refresh token. The common case — a live session, a token not yet used or
+   * reused within the grace window — is one statement, rate-limit counter included
+   * (AuthRepository.refreshInOneStatement). Anything that ends a session (expiry,
+   * inactivity, reuse after the grace window, a ban) goes through the locked transaction
+   * below, which looks at everything again.
+   */
   async refresh(refreshToken: string, context: ClientContext): Promise<AuthResult> {
-    await this.deps.limiter.consume(`refresh:ip:${this.clientIp(context)}`, this.config.rateLimits.refreshPerIp);
     const hash = tokenHash(refreshToken);
+    const next = randomToken();
+    const attempt = await this.repo.refreshInOneStatement({
+      limitKey: `refresh:ip:${this.clientIp(context)}`,
+      windowSeconds: this.config.rateLimits.windowSeconds,
+      limit: this.config.rateLimits.refreshPerIp,
+      hash,
+      nextHash: tokenHash(next),
+      inactivitySeconds: this.config.sessionInactivitySeconds,
+      reuseGraceSeconds: this.config.refreshReuseGraceSeconds,
+    });
+    switch (attempt.outcome) {
+      case 'rate_limited':
+        throw this.deps.limiter.limitedError(attempt.limit.resetSeconds);
+      case 'unknown_token':
+      case 'session_ended':
+        throw SESSION_ENDED();
+      case 'rotated':
+        return {
+          user: toPublicUser(attempt.user),
+          session: await this.sessionObject(attempt.user, attempt.sessionId, next),
+        };
+      case 'needs_locked_path':
+        return this.refreshLocked(hash);
+    }
+  }
+
+  /** The refresh that may end the session, in one transaction with the token and session locked. */
+  private async refreshLocked(hash: Buffer): Promise<AuthResult> {
     const outcome = await this.repo.transaction(async (tx) => {
       const token = await this.repo.refreshTokenForUpdate(tx, hash);
       if (!token) return { error: SESSION_ENDED() } as const;

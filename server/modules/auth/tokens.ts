@@ -1,6 +1,15 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID } from 'node:crypto';
 import {
-  SignJWT,
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  randomBytes,
+  randomUUID,
+  sign,
+  type JsonWebKey as NodeJsonWebKey,
+  type KeyObject,
+} from 'node:crypto';
+import {
   exportJWK,
   generateKeyPair,
   importJWK,
@@ -26,6 +35,10 @@ export function randomToken(): string {
 /** Opaque tokens are stored only as this digest; a leaked table yields no usable token. */
 export function tokenHash(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
+}
+
+function base64url(value: object): string {
+  return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
 }
 
 /** AES-256-GCM at rest for the private halves of the signing keys, when a key is configured. */
@@ -88,7 +101,8 @@ export interface VerifiedAccess extends AccessClaims {
  */
 export class SigningKeys {
   private keys = new Map<string, LoadedKey>();
-  private current: { kid: string; privateKey: CryptoKey } | null = null;
+  /** The signer, imported once per key (not per token): a Node key object for node:crypto's sign. */
+  private current: { kid: string; privateKey: KeyObject } | null = null;
   private loading: Promise<void> | null = null;
   private lastLoad = 0;
   private readonly sealer: KeySealer;
@@ -146,7 +160,10 @@ export class SigningKeys {
     if (!signer) throw new Error('no current signing key');
     if (this.current?.kid !== signer.kid) {
       const privateJwk = JSON.parse(this.sealer.open(signer.private_key)) as JWK;
-      this.current = { kid: signer.kid, privateKey: (await importJWK(privateJwk, ACCESS_TOKEN_ALG)) as CryptoKey };
+      this.current = {
+        kid: signer.kid,
+        privateKey: createPrivateKey({ key: privateJwk as NodeJsonWebKey, format: 'jwk' }),
+      };
     }
     this.keys = keys;
     this.lastLoad = Date.now();
@@ -163,7 +180,7 @@ export class SigningKeys {
     return key.kid;
   }
 
-  async signer(): Promise<{ kid: string; privateKey: CryptoKey }> {
+  async signer(): Promise<{ kid: string; privateKey: KeyObject }> {
     if (!this.current) await this.load();
     return this.current!;
   }
@@ -233,19 +250,26 @@ export class AccessTokens {
     return this.options.issuer;
   }
 
+  /**
+   * A compact JWS (RFC 7515) signed with ES256 by node:crypto directly: the same token jose
+   * would make, at less than half its CPU (jose signs through WebCrypto, which hands every
+   * signature to the thread pool). `ieee-p1363` gives the raw r||s signature JWS requires.
+   */
   async issue(claims: AccessClaims): Promise<{ token: string; expiresAt: number; expiresIn: number }> {
     const { kid, privateKey } = await this.keys.signer();
     const now = Math.floor(Date.now() / 1000);
     const expiresAt = now + this.options.ttlSeconds;
-    const token = await new SignJWT({ ...claims })
-      .setProtectedHeader({ alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYP, kid })
-      .setSubject(claims.sub)
-      .setIssuer(this.options.issuer)
-      .setAudience(ACCESS_TOKEN_AUDIENCE)
-      .setIssuedAt(now)
-      .setExpirationTime(expiresAt)
-      .sign(privateKey);
-    return { token, expiresAt, expiresIn: this.options.ttlSeconds };
+    const header = { alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYP, kid };
+    const payload = {
+      ...claims,
+      iss: this.options.issuer,
+      aud: ACCESS_TOKEN_AUDIENCE,
+      iat: now,
+      exp: expiresAt,
+    };
+    const input = `${base64url(header)}.${base64url(payload)}`;
+    const signature = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+    return { token: `${input}.${signature.toString('base64url')}`, expiresAt, expiresIn: this.options.ttlSeconds };
   }
 
   /** Throws UNAUTHENTICATED for anything but a well-formed, unexpired token signed by one of our keys. */
