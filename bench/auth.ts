@@ -153,6 +153,8 @@ async function parseSignIn(settings: Settings): Promise<BenchFigures['parse']> {
 }
 
 export async function runAuth(settings: Settings): Promise<string[]> {
+  // BENCH_ONLY=refresh (or signin, verify, comma-separated) runs only those benchmarks.
+  const wanted = (bench: 'signin' | 'refresh' | 'verify'): boolean => !settings.only || settings.only.includes(bench);
   const lines: string[] = [];
   const signin: BenchFigures = {};
   const refresh: BenchFigures = {};
@@ -168,38 +170,45 @@ export async function runAuth(settings: Settings): Promise<string[]> {
         await call(target, 'POST', '/v1/auth/signup', { email: emailOf(i), password: PASSWORD }, {});
       }
       await settle(target.server, 10);
-      log(`basalt: auth.signin for ${settings.durationSeconds} s`);
-      signin.basalt = await measure(target, signInRequest(users), settings, {});
+      if (wanted('signin')) {
+        log(`basalt: auth.signin for ${settings.durationSeconds} s`);
+        signin.basalt = await measure(target, signInRequest(users), settings, {});
+      }
 
-      // Sessions to chain: one per connection for the warm-up and one for the run, plus spares.
-      log('basalt: opening sessions for refresh');
-      const sessions: string[] = [];
-      for (let i = 0; i < settings.connections * 3; i++) sessions.push((await signIn(target, i % users)).refresh_token);
-      const spares = sessions.splice(0, settings.connections);
-      await settle(target.server, 10);
-      log(`basalt: auth.refresh for ${settings.durationSeconds} s`);
-      refresh.basalt = await measureWith(target, settings, refreshLoad(target, settings, sessions, spares));
-
-      const token = (await signIn(target, 0)).access_token;
-      log('basalt: token verification, over HTTP and in-process');
-      const plain = await measure(target, { method: 'GET', path: '/healthz' }, settings, {});
-      const authed = await measure(target, { method: 'GET', path: '/healthz' }, settings, {
-        authorization: `Bearer ${token}`,
-      });
-      // The server's CPU time per request with and without a token; the difference is what
-      // resolving the caller from an access token adds to every request, HTTP included.
-      const withToken = authed.cpu_ms_per_req ?? null;
-      const withoutToken = plain.cpu_ms_per_req ?? null;
-      verify = {
-        in_process: await verifyCost(target, token, settings.verifyIterations),
-        jose_es256_floor: await joseFloor(target, token, settings.verifyIterations),
-        http: {
-          healthz_without_token: plain,
-          healthz_with_token: authed,
-          added_cpu_ms_per_request:
-            withToken === null || withoutToken === null ? null : round(withToken - withoutToken, 4),
-        },
-      };
+      if (wanted('refresh')) {
+        // Sessions to chain: one per connection for the warm-up and one for the run, plus spares.
+        log('basalt: opening sessions for refresh');
+        const sessions: string[] = [];
+        for (let i = 0; i < settings.connections * 3; i++) {
+          sessions.push((await signIn(target, i % users)).refresh_token);
+        }
+        const spares = sessions.splice(0, settings.connections);
+        await settle(target.server, 10);
+        log(`basalt: auth.refresh for ${settings.durationSeconds} s`);
+        refresh.basalt = await measureWith(target, settings, refreshLoad(target, settings, sessions, spares));
+      }
+      if (wanted('verify')) {
+        const token = (await signIn(target, 0)).access_token;
+        log('basalt: token verification, over HTTP and in-process');
+        const plain = await measure(target, { method: 'GET', path: '/healthz' }, settings, {});
+        const authed = await measure(target, { method: 'GET', path: '/healthz' }, settings, {
+          authorization: `Bearer ${token}`,
+        });
+        // The server's CPU time per request with and without a token; the difference is what
+        // resolving the caller from an access token adds to every request, HTTP included.
+        const withToken = authed.cpu_ms_per_req ?? null;
+        const withoutToken = plain.cpu_ms_per_req ?? null;
+        verify = {
+          in_process: await verifyCost(target, token, settings.verifyIterations),
+          jose_es256_floor: await joseFloor(target, token, settings.verifyIterations),
+          http: {
+            healthz_without_token: plain,
+            healthz_with_token: authed,
+            added_cpu_ms_per_request:
+              withToken === null || withoutToken === null ? null : round(withToken - withoutToken, 4),
+          },
+        };
+      }
     } catch (error) {
       const message = (error as Error).message.split('\n')[0] ?? 'failed';
       log(`basalt: ${(error as Error).message}`);
@@ -210,7 +219,7 @@ export async function runAuth(settings: Settings): Promise<string[]> {
       await target?.close();
     }
   }
-  if (settings.targets.includes('parse')) {
+  if (settings.targets.includes('parse') && wanted('signin')) {
     try {
       log('parse: /login');
       signin.parse = await parseSignIn(settings);
@@ -218,8 +227,9 @@ export async function runAuth(settings: Settings): Promise<string[]> {
       signin.parse = { error: (error as Error).message.split('\n')[0] ?? 'failed' };
     }
   }
-  lines.push(benchLine('auth.signin', signin, settings, { users: settings.connections }));
-  lines.push(benchLine('auth.refresh', refresh, settings));
+  if (wanted('signin')) lines.push(benchLine('auth.signin', signin, settings, { users: settings.connections }));
+  if (wanted('refresh')) lines.push(benchLine('auth.refresh', refresh, settings));
+  if (!wanted('verify')) return lines;
   const inProcess = verify.in_process as { mean_ms?: number } | undefined;
   lines.push(
     JSON.stringify({
