@@ -65,6 +65,16 @@ export class ChannelHub {
     await this.announceLeaves(gone);
   }
 
+  /** The channels one connection has joined, and whether it tracks a presence there (admin listing). */
+  channelsOf(connectionId: string): Array<{ channel: string; presence: boolean }> {
+    const joined: Array<{ channel: string; presence: boolean }> = [];
+    for (const [channel, members] of this.channels) {
+      const member = members.get(connectionId);
+      if (member) joined.push({ channel, presence: member.presenceRef !== null });
+    }
+    return joined;
+  }
+
   get memberCount(): number {
     let count = 0;
     for (const members of this.channels.values()) count += members.size;

@@ -148,6 +148,9 @@ export const CLOSE_GOING_AWAY = 1001;
  */
 export class RealtimeConnection {
   readonly id = randomUUID();
+  readonly connectedAt = new Date();
+  /** Where the socket came from, for the admin listing; set by whoever accepts it. */
+  remote: { ip: string | null; userAgent: string | null } = { ip: null, userAgent: null };
   caller: Caller = PUBLIC_CALLER;
   /** The token `caller` came from, re-verified periodically; null for the public caller. */
   token: string | null = null;

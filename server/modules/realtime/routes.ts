@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { requireService } from '../../internal/guards.js';
 import type { RealtimeService } from './service.js';
 
 const realtimeSchema = {
@@ -11,6 +12,46 @@ const realtimeSchema = {
   },
 } as const;
 
+const connectionsSchema = {
+  type: 'object',
+  properties: {
+    instance_id: { type: 'string' },
+    connections: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          role: { type: 'string' },
+          uid: { type: ['string', 'null'] },
+          connected_at: { type: 'string', format: 'date-time' },
+          ip: { type: ['string', 'null'] },
+          user_agent: { type: ['string', 'null'] },
+          subscriptions: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                id: { type: 'string' },
+                collection: { type: 'string' },
+                doc_id: { type: ['string', 'null'] },
+                where: {},
+                order_by: {},
+                limit: { type: 'integer' },
+                documents: { type: 'integer' },
+              },
+            },
+          },
+          channels: {
+            type: 'array',
+            items: { type: 'object', properties: { channel: { type: 'string' }, presence: { type: 'boolean' } } },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
 /** `GET /v1/realtime`: upgrades to a websocket and hands it to the realtime service. */
 export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> = async (app, { realtime }) => {
   app.get<{ Querystring: { access_token?: string } }>(
@@ -20,8 +61,24 @@ export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> =
       // A browser cannot set headers on a websocket: the token comes as ?access_token=;
       // an Authorization header (Node clients) was already resolved into request.caller.
       const token = request.query.access_token ?? bearerFrom(request.headers.authorization);
-      realtime.accept(socket, token);
+      const userAgent = request.headers['user-agent'];
+      realtime.accept(socket, token, { ip: request.ip, userAgent: userAgent?.slice(0, 256) ?? null });
     },
+  );
+
+  app.get(
+    '/v1/admin/realtime',
+    {
+      // The key is checked before anything else, like every admin call.
+      preValidation: async (request) => requireService(request.caller),
+      schema: {
+        tags: ['admin'],
+        summary: "This instance's realtime connections with their live queries and channels (service key)",
+        querystring: { type: 'object', additionalProperties: false, properties: {} },
+        response: { 200: connectionsSchema },
+      },
+    },
+    async () => realtime.describe(),
   );
 };
 

@@ -14,7 +14,12 @@ import {
   type ClientMessage,
 } from './connection.js';
 import { NotificationListener, RealtimeRepository } from './repository.js';
-import { SubscriptionManager, type ChangeFeedLike, type LiveDocuments } from './subscriptions.js';
+import {
+  SubscriptionManager,
+  type ChangeFeedLike,
+  type LiveDocuments,
+  type LiveSubscriptionInfo,
+} from './subscriptions.js';
 import type { Database } from '../../internal/db.js';
 import type { Platform } from '../../internal/platform.js';
 import type { DocumentService } from '../documents/service.js';
@@ -30,6 +35,18 @@ export interface RealtimeDeps {
   tokenVerifier: () => TokenVerifier | null;
   /** Live queries need the change feed and the documents module; without them only channels work. */
   live: (() => { feed: ChangeFeedLike; documents: LiveDocuments } | null) | null;
+}
+
+/** One open websocket of this instance, as `GET /v1/admin/realtime` lists it. */
+export interface RealtimeConnectionInfo {
+  id: string;
+  role: Caller['role'];
+  uid: string | null;
+  connected_at: string;
+  ip: string | null;
+  user_agent: string | null;
+  subscriptions: LiveSubscriptionInfo[];
+  channels: Array<{ channel: string; presence: boolean }>;
 }
 
 /**
@@ -84,6 +101,27 @@ export class RealtimeService {
     await this.listener.stop();
   }
 
+  /**
+   * The connections of this instance with what each holds now. Per instance: behind a
+   * load balancer each instance lists its own sockets (the id says which one answered).
+   */
+  describe(): { instance_id: string; connections: RealtimeConnectionInfo[] } {
+    const connections = [...this.connections]
+      .filter((connection) => !connection.closed)
+      .map((connection) => ({
+        id: connection.id,
+        role: connection.caller.role,
+        uid: isUser(connection.caller) ? connection.caller.uid : null,
+        connected_at: connection.connectedAt.toISOString(),
+        ip: connection.remote.ip,
+        user_agent: connection.remote.userAgent,
+        subscriptions: this.subscriptions?.describe(connection.id) ?? [],
+        channels: this.channels.channelsOf(connection.id),
+      }))
+      .sort((a, b) => a.connected_at.localeCompare(b.connected_at));
+    return { instance_id: this.channels.instanceId, connections };
+  }
+
   /** The live-query manager, built on first use (the change feed may start after realtime). */
   private live(): SubscriptionManager {
     if (this.subscriptions) return this.subscriptions;
@@ -99,7 +137,11 @@ export class RealtimeService {
   }
 
   /** Takes over an accepted websocket. Handlers are attached synchronously so no frame is missed. */
-  accept(socket: WebSocket, initialToken: string | null): void {
+  accept(
+    socket: WebSocket,
+    initialToken: string | null,
+    remote: { ip: string | null; userAgent: string | null } = { ip: null, userAgent: null },
+  ): void {
     const limits = {
       sendBufferBytes: this.deps.config.sendBufferBytes,
       messagesPerSecond: this.deps.config.messagesPerSecond,
@@ -109,6 +151,7 @@ export class RealtimeService {
       this.deps.log.info({ connection: slow.id }, 'closing slow realtime consumer');
       slow.close(CLOSE_SLOW_CONSUMER, 'slow consumer');
     });
+    connection.remote = remote;
     this.connections.add(connection);
     this.connectionGauge.set(this.connections.size);
 

@@ -56,6 +56,18 @@ export interface LiveDocuments {
   markTick(): Promise<number>;
 }
 
+/** One live query in the admin listing of connections. */
+export interface LiveSubscriptionInfo {
+  id: string;
+  collection: string;
+  doc_id: string | null;
+  where: unknown;
+  order_by: unknown;
+  limit: number;
+  /** Documents currently in the subscriber's result set. */
+  documents: number;
+}
+
 /** A live query as the client sent it: `where`, `order_by`, `limit` of the query API. */
 export interface LiveQueryInput {
   where?: unknown;
@@ -424,6 +436,19 @@ export class SubscriptionManager {
     let count = 0;
     for (const subs of this.byConnection.values()) count += subs.size;
     return count;
+  }
+
+  /** The live queries one connection holds, as the client asked for them (admin listing). */
+  describe(connectionId: string): LiveSubscriptionInfo[] {
+    return [...(this.byConnection.get(connectionId)?.values() ?? [])].map((subscription) => ({
+      id: subscription.id,
+      collection: subscription.view.collection,
+      doc_id: subscription.view.docId,
+      where: subscription.view.input.where ?? null,
+      order_by: subscription.view.input.order_by ?? null,
+      limit: subscription.view.query.limit,
+      documents: subscription.window.size,
+    }));
   }
 
   private onBatch(batch: FeedBatch): void {
