@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
@@ -17,6 +18,7 @@ import { oauthRoutes } from './modules/auth/oauth/routes.js';
 import { createDocumentsModule } from './modules/documents/index.js';
 import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
+import { dashboardRoutes } from './modules/dashboard/routes.js';
 import { createFunctionsModule } from './modules/functions/module.js';
 import { functionRoutes } from './modules/functions/routes.js';
 import { realtimeRoutes } from './modules/realtime/routes.js';
@@ -177,6 +179,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   await app.register(authRoutes, { platform, auth });
   await app.register(oauthRoutes, { platform, auth: auth.service });
   await app.register(opsRoutes, { platform });
+  // The admin dashboard: static files only; it calls the admin API like any other client.
+  await app.register(dashboardRoutes, { dir: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) });
   // Documents after auth (callers resolve to users); realtime and functions use `documents`.
   const { documents, collections } = await createDocumentsModule(platform);
   await app.register(documentRoutes, { documents });

@@ -1,0 +1,449 @@
+import { ApiError, type Collection, type Doc, type RuleKind } from '../api.js';
+import { link, reportError, type Context, type Page } from '../app.js';
+import { field, formatTime, h, parseJson, preview, replace } from '../dom.js';
+import { LiveSubscription } from '../live.js';
+import { RulesEditor } from './rules-editor.js';
+
+const RULE_KINDS: readonly RuleKind[] = ['read', 'create', 'update', 'delete'];
+const RULES_HINT =
+  'Rule expressions (docs/rules.md), e.g. auth != null && doc.owner == auth.uid. An empty rule means only the service key may do it.';
+const TABS = ['documents', 'rules', 'indexes', 'schema'] as const;
+type Tab = (typeof TABS)[number];
+
+/** Collections: the list, a new-collection form, and one collection's documents, rules, indexes and schema. */
+export async function collectionsPage(ctx: Context): Promise<Page> {
+  const { collections } = await ctx.api.get<{ collections: Collection[] }>('/v1/admin/collections');
+  const selected = ctx.params.name ? collections.find((c) => c.name === ctx.params.name) : undefined;
+  if (ctx.params.name && !selected) throw new Error(`No collection named "${ctx.params.name}".`);
+  const disposers: Array<() => void> = [];
+
+  const sidebar = h(
+    'aside',
+    { class: 'list-panel' },
+    h('h2', null, 'Collections'),
+    collections.length === 0
+      ? h('p', { class: 'muted' }, 'None yet.')
+      : h(
+          'ul',
+          { class: 'nav-list', id: 'collection-list' },
+          collections.map((c) =>
+            h(
+              'li',
+              null,
+              h('a', { href: link(`collections/${c.name}`), class: c.name === selected?.name ? 'active' : '' }, c.name),
+            ),
+          ),
+        ),
+    h('a', { class: 'button', href: link('collections'), id: 'new-collection-link' }, '+ New collection'),
+  );
+
+  const main = selected ? collectionView(ctx, selected, disposers) : newCollectionForm(ctx);
+  const element = h('div', { class: 'page collections with-list' }, sidebar, h('section', { class: 'detail' }, main));
+  return { element, dispose: () => disposers.forEach((dispose) => dispose()) };
+}
+
+function newCollectionForm(ctx: Context): HTMLElement {
+  const name = h('input', {
+    name: 'collection-name',
+    required: true,
+    pattern: '[a-z][a-z0-9_]{0,62}',
+    placeholder: 'e.g. notes',
+  });
+  const rules = new RulesEditor(RULE_KINDS, {}, RULES_HINT);
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'div',
+    null,
+    h('h1', null, 'New collection'),
+    h(
+      'form',
+      {
+        class: 'card stack',
+        id: 'new-collection',
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          problem.textContent = '';
+          rules.clear();
+          try {
+            await ctx.api.json('POST', '/v1/admin/collections', {
+              name: name.value.trim(),
+              rules: rules.values({ omitEmpty: true }),
+            });
+            ctx.notify(`Created collection ${name.value.trim()}.`);
+            ctx.navigate(`collections/${name.value.trim()}`);
+          } catch (error) {
+            if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
+          }
+        },
+      },
+      field('Name', name, 'Lower case letters, digits and _ ; it becomes a Postgres table.'),
+      h('h3', null, 'Rules'),
+      rules.element,
+      problem,
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Create collection')),
+    ),
+  );
+}
+
+function collectionView(ctx: Context, collection: Collection, disposers: Array<() => void>): HTMLElement {
+  const tab: Tab = (TABS as readonly string[]).includes(ctx.query.get('tab') ?? '')
+    ? (ctx.query.get('tab') as Tab)
+    : 'documents';
+  const tabs = h(
+    'nav',
+    { class: 'tabs' },
+    TABS.map((t) =>
+      h(
+        'a',
+        {
+          href: link(`collections/${collection.name}${t === 'documents' ? '' : `?tab=${t}`}`),
+          class: t === tab ? 'active' : '',
+          'data-tab': t,
+        },
+        t[0]?.toUpperCase() + t.slice(1),
+      ),
+    ),
+  );
+  const body =
+    tab === 'documents'
+      ? documentsTab(ctx, collection, disposers)
+      : tab === 'rules'
+        ? rulesTab(ctx, collection)
+        : tab === 'indexes'
+          ? indexesTab(ctx, collection)
+          : schemaTab(ctx, collection);
+  return h(
+    'div',
+    null,
+    h(
+      'header',
+      { class: 'page-head' },
+      h('h1', null, collection.name),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'danger',
+          onclick: async () => {
+            const typed = prompt(`Drop "${collection.name}" and all its documents? Type its name to confirm.`);
+            if (typed !== collection.name) return;
+            try {
+              await ctx.api.json('DELETE', `/v1/admin/collections/${collection.name}`);
+              ctx.notify(`Dropped ${collection.name}.`);
+              ctx.navigate('collections');
+            } catch (error) {
+              reportError(ctx, error);
+            }
+          },
+        },
+        'Drop collection',
+      ),
+    ),
+    tabs,
+    body,
+  );
+}
+
+/** Columns: the system fields, then the data fields seen in the shown documents (at most 8). */
+function dataColumns(docs: Iterable<Doc>): string[] {
+  const seen = new Set<string>();
+  for (const doc of docs) for (const key of Object.keys(doc.data ?? {})) if (seen.size < 8) seen.add(key);
+  return [...seen];
+}
+
+function valueAt(doc: Doc, path: string): unknown {
+  if (path === 'id' || path === 'owner' || path === 'created_at' || path === 'updated_at') return doc[path];
+  let value: unknown = doc.data;
+  for (const part of path.split('.'))
+    value = value && typeof value === 'object' ? (value as Record<string, unknown>)[part] : undefined;
+  return value;
+}
+
+function compareValues(a: unknown, b: unknown): number {
+  if (a === b) return 0;
+  if (a === undefined || a === null) return -1;
+  if (b === undefined || b === null) return 1;
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  return String(typeof a === 'object' ? JSON.stringify(a) : a) < String(typeof b === 'object' ? JSON.stringify(b) : b)
+    ? -1
+    : 1;
+}
+
+/** Orders live results as the query does: its order_by terms, then the id. */
+function sorter(orderBy: unknown): (a: Doc, b: Doc) => number {
+  const terms: Array<[string, 'asc' | 'desc']> = Array.isArray(orderBy)
+    ? orderBy.map((term: unknown) =>
+        Array.isArray(term) ? [String(term[0]), term[1] === 'desc' ? 'desc' : 'asc'] : [String(term), 'asc'],
+      )
+    : [];
+  return (a, b) => {
+    for (const [path, direction] of terms) {
+      const order = compareValues(valueAt(a, path), valueAt(b, path));
+      if (order !== 0) return direction === 'desc' ? -order : order;
+    }
+    return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  };
+}
+
+function documentsTab(ctx: Context, collection: Collection, disposers: Array<() => void>): HTMLElement {
+  const where = h('input', {
+    name: 'where',
+    class: 'code',
+    placeholder: '[["status", "==", "open"]]',
+    value: ctx.query.get('where') ?? '',
+  });
+  const orderBy = h('input', {
+    name: 'order_by',
+    class: 'code',
+    placeholder: '[["created_at", "desc"]]',
+    value: ctx.query.get('order_by') ?? '',
+  });
+  const limit = h('input', { name: 'limit', type: 'number', min: 1, max: 1000, value: ctx.query.get('limit') ?? '50' });
+  const live = h('input', { type: 'checkbox', name: 'live', checked: ctx.query.get('live') !== '0' });
+  const status = h('span', { class: 'live-status', id: 'live-status' });
+  const table = h('div', { class: 'table-wrap' });
+  const pager = h('div', { class: 'pager' });
+  const problem = h('p', { class: 'error-text' });
+  let subscription: LiveSubscription | null = null;
+  disposers.push(() => subscription?.close());
+
+  const rows = new Map<string, Doc>();
+  const flashes = new Map<string, string>();
+
+  const render = (order: (a: Doc, b: Doc) => number) => {
+    const docs = [...rows.values()].sort(order);
+    const columns = dataColumns(docs);
+    if (docs.length === 0) {
+      replace(table, h('p', { class: 'empty' }, 'No documents match.'));
+      return;
+    }
+    replace(
+      table,
+      h(
+        'table',
+        { class: 'table clickable', id: 'documents' },
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            h('th', null, 'id'),
+            columns.map((c) => h('th', null, c)),
+            h('th', null, 'version'),
+            h('th', null, 'updated'),
+          ),
+        ),
+        h(
+          'tbody',
+          null,
+          docs.map((doc) => {
+            const change = flashes.get(doc.id);
+            return h(
+              'tr',
+              {
+                'data-id': doc.id,
+                ...(change ? { class: `flash flash-${change}`, 'data-change': change } : {}),
+                onclick: () => ctx.navigate(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`),
+              },
+              h(
+                'td',
+                { class: 'mono' },
+                h('a', { href: link(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`) }, doc.id),
+              ),
+              columns.map((c) => h('td', { 'data-field': c }, preview(doc.data?.[c]))),
+              h('td', null, String(doc.version)),
+              h('td', { class: 'small' }, formatTime(doc.updated_at)),
+            );
+          }),
+        ),
+      ),
+    );
+  };
+
+  const run = async (after: string | null = null) => {
+    problem.textContent = '';
+    subscription?.close();
+    subscription = null;
+    rows.clear();
+    flashes.clear();
+    replace(pager);
+    let query: { where?: unknown; order_by?: unknown; limit: number };
+    try {
+      query = { limit: Number(limit.value) || 50 };
+      if (where.value.trim()) query.where = parseJson(where.value, 'where');
+      if (orderBy.value.trim()) query.order_by = parseJson(orderBy.value, 'order_by');
+    } catch (error) {
+      problem.textContent = (error as Error).message;
+      return;
+    }
+    const order = sorter(query.order_by);
+    if (live.checked) {
+      status.textContent = 'connecting…';
+      status.className = 'live-status';
+      subscription = new LiveSubscription(ctx.key, collection.name, query, {
+        onSnapshot(docs) {
+          rows.clear();
+          for (const doc of docs) rows.set(doc.id, doc);
+          render(order);
+        },
+        onChange(kind, doc) {
+          if (kind === 'removed') rows.delete(doc.id);
+          else rows.set(doc.id, doc);
+          if (kind !== 'removed') flashes.set(doc.id, kind);
+          render(order);
+          window.setTimeout(() => {
+            if (flashes.get(doc.id) === kind) flashes.delete(doc.id);
+            table.querySelector(`tr[data-id="${CSS.escape(doc.id)}"]`)?.classList.remove('flash', `flash-${kind}`);
+          }, 2500);
+        },
+        onStatus(state, message) {
+          status.textContent =
+            state === 'live' ? '● live' : state === 'connecting' ? 'connecting…' : (message ?? 'error');
+          status.className = `live-status live-${state}`;
+          status.dataset.state = state;
+        },
+      });
+      return;
+    }
+    status.textContent = '';
+    try {
+      const result = await ctx.api.json<{ docs: Doc[]; next_cursor: string | null }>(
+        'POST',
+        `/v1/db/${collection.name}/query`,
+        {
+          ...query,
+          ...(after ? { after } : {}),
+        },
+      );
+      for (const doc of result.docs) rows.set(doc.id, doc);
+      render(order);
+      if (result.next_cursor) {
+        const next = result.next_cursor;
+        replace(pager, h('button', { type: 'button', onclick: () => void run(next) }, 'Next page ›'));
+      }
+    } catch (error) {
+      problem.textContent = error instanceof ApiError ? `${error.code}: ${error.message}` : String(error);
+    }
+  };
+
+  const form = h(
+    'form',
+    {
+      class: 'query-bar',
+      id: 'query-form',
+      onsubmit: (event: Event) => {
+        event.preventDefault();
+        void run();
+      },
+    },
+    field('where', where),
+    field('order_by', orderBy),
+    field('limit', limit),
+    h('label', { class: 'check' }, live, 'Live'),
+    h('button', { type: 'submit', class: 'primary' }, 'Run'),
+    h(
+      'a',
+      { class: 'button', href: link(`collections/${collection.name}/docs/new`), id: 'new-document' },
+      '+ New document',
+    ),
+  );
+  live.addEventListener('change', () => void run());
+  void run();
+  return h('div', { class: 'documents-tab' }, form, h('div', { class: 'table-status' }, status), problem, table, pager);
+}
+
+function rulesTab(ctx: Context, collection: Collection): HTMLElement {
+  const rules = new RulesEditor(RULE_KINDS, collection.rules, RULES_HINT);
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'form',
+    {
+      class: 'card stack',
+      id: 'rules-form',
+      onsubmit: async (event: Event) => {
+        event.preventDefault();
+        problem.textContent = '';
+        rules.clear();
+        try {
+          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, {
+            rules: rules.values({ omitEmpty: false }),
+          });
+          ctx.notify('Rules saved.');
+        } catch (error) {
+          if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
+        }
+      },
+    },
+    rules.element,
+    problem,
+    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save rules')),
+  );
+}
+
+function indexesTab(ctx: Context, collection: Collection): HTMLElement {
+  const text = h('textarea', { rows: 8, class: 'code', name: 'indexes', spellcheck: 'false' });
+  text.value = collection.indexes.map((index) => (Array.isArray(index) ? index.join(', ') : index)).join('\n');
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'form',
+    {
+      class: 'card stack',
+      id: 'indexes-form',
+      onsubmit: async (event: Event) => {
+        event.preventDefault();
+        problem.textContent = '';
+        const indexes = text.value
+          .split('\n')
+          .map((line) =>
+            line
+              .split(',')
+              .map((part) => part.trim())
+              .filter(Boolean),
+          )
+          .filter((paths) => paths.length > 0)
+          .map((paths) => (paths.length === 1 ? (paths[0] as string) : paths));
+        try {
+          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { indexes });
+          ctx.notify('Indexes saved.');
+        } catch (error) {
+          problem.textContent = error instanceof Error ? error.message : String(error);
+        }
+      },
+    },
+    field(
+      'Indexes',
+      text,
+      'One index per line: a field path (status, address.city), or several separated by commas for a compound index. Saving replaces the list.',
+    ),
+    problem,
+    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save indexes')),
+  );
+}
+
+function schemaTab(ctx: Context, collection: Collection): HTMLElement {
+  const text = h('textarea', { rows: 16, class: 'code', name: 'schema', spellcheck: 'false' });
+  text.value = collection.schema ? JSON.stringify(collection.schema, null, 2) : '';
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'form',
+    {
+      class: 'card stack',
+      id: 'schema-form',
+      onsubmit: async (event: Event) => {
+        event.preventDefault();
+        problem.textContent = '';
+        try {
+          const schema = text.value.trim() ? parseJson(text.value, 'The schema') : null;
+          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { schema });
+          ctx.notify(schema === null ? 'Schema removed.' : 'Schema saved.');
+        } catch (error) {
+          problem.textContent = error instanceof Error ? error.message : String(error);
+        }
+      },
+    },
+    field('JSON Schema for data', text, 'Checked on every write; empty removes it.'),
+    problem,
+    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save schema')),
+  );
+}

@@ -1,0 +1,357 @@
+import { encodePath, type Bucket, type StoredObject } from '../api.js';
+import { link, reportError, type Context, type Page } from '../app.js';
+import { badge, field, formatBytes, formatTime, h, replace } from '../dom.js';
+
+/** Storage: buckets, browsing a bucket by prefix ("folders"), uploads, image preview, deletes. */
+export async function storagePage(ctx: Context): Promise<Page> {
+  const { buckets } = await ctx.api.get<{ buckets: Bucket[] }>('/v1/admin/buckets');
+  const selected = ctx.params.bucket ? buckets.find((b) => b.name === ctx.params.bucket) : undefined;
+  if (ctx.params.bucket && !selected) throw new Error(`No bucket named "${ctx.params.bucket}".`);
+  const urls: string[] = [];
+
+  const sidebar = h(
+    'aside',
+    { class: 'list-panel' },
+    h('h2', null, 'Buckets'),
+    buckets.length === 0
+      ? h('p', { class: 'muted' }, 'None yet.')
+      : h(
+          'ul',
+          { class: 'nav-list', id: 'bucket-list' },
+          buckets.map((b) =>
+            h(
+              'li',
+              null,
+              h(
+                'a',
+                { href: link(`storage/${b.name}`), class: b.name === selected?.name ? 'active' : '' },
+                b.name,
+                b.public ? badge('public', 'info') : null,
+              ),
+            ),
+          ),
+        ),
+    h('a', { class: 'button', href: link('storage') }, '+ New bucket'),
+  );
+  const main = selected ? bucketView(ctx, selected, urls) : newBucketForm(ctx);
+  return {
+    element: h('div', { class: 'page storage with-list' }, sidebar, h('section', { class: 'detail' }, main)),
+    dispose: () => urls.forEach((url) => URL.revokeObjectURL(url)),
+  };
+}
+
+function newBucketForm(ctx: Context): HTMLElement {
+  const name = h('input', { name: 'bucket-name', required: true, placeholder: 'e.g. avatars' });
+  const isPublic = h('input', { type: 'checkbox', name: 'public' });
+  const maxSize = h('input', { type: 'number', name: 'max-file-size', min: 1, placeholder: 'server default' });
+  const mimeTypes = h('input', { name: 'allowed-mime-types', placeholder: 'e.g. image/png, image/jpeg (empty: any)' });
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'div',
+    null,
+    h('h1', null, 'New bucket'),
+    h(
+      'form',
+      {
+        class: 'card stack',
+        id: 'new-bucket',
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          problem.textContent = '';
+          const body: Record<string, unknown> = { name: name.value.trim(), public: isPublic.checked };
+          if (maxSize.value) body.max_file_size = Number(maxSize.value);
+          const types = mimeTypes.value
+            .split(',')
+            .map((t) => t.trim())
+            .filter(Boolean);
+          if (types.length > 0) body.allowed_mime_types = types;
+          try {
+            await ctx.api.json('POST', '/v1/admin/buckets', body);
+            ctx.notify(`Created bucket ${name.value.trim()}.`);
+            ctx.navigate(`storage/${name.value.trim()}`);
+          } catch (error) {
+            problem.textContent = error instanceof Error ? error.message : String(error);
+          }
+        },
+      },
+      field('Name', name),
+      h('label', { class: 'check' }, isPublic, 'Public: anyone may read its files without a token'),
+      field('Largest file (bytes)', maxSize),
+      field('Allowed content types', mimeTypes),
+      problem,
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Create bucket')),
+    ),
+  );
+}
+
+function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
+  let prefix = ctx.query.get('prefix') ?? '';
+  const listing = h('div', { class: 'table-wrap' });
+  const more = h('div', { class: 'pager' });
+  const previewPanel = h('aside', { class: 'card side preview', id: 'object-preview', hidden: true });
+  const crumbs = h('nav', { class: 'crumbs' });
+  const files = h('input', { type: 'file', name: 'files', multiple: true });
+  const overwrite = h('input', { type: 'checkbox', name: 'overwrite' });
+  const progress = h('span', { class: 'muted' });
+
+  const open = (nextPrefix: string) => {
+    prefix = nextPrefix;
+    history.replaceState(
+      null,
+      '',
+      `${link(`storage/${bucket.name}`)}${prefix ? `?prefix=${encodeURIComponent(prefix)}` : ''}`,
+    );
+    void load();
+  };
+
+  const load = async () => {
+    replace(
+      crumbs,
+      h('a', { href: '#', onclick: (e: Event) => (e.preventDefault(), open('')) }, bucket.name),
+      prefix
+        .split('/')
+        .filter(Boolean)
+        .map((segment, i, all) => [
+          ' / ',
+          h(
+            'a',
+            { href: '#', onclick: (e: Event) => (e.preventDefault(), open(`${all.slice(0, i + 1).join('/')}/`)) },
+            segment,
+          ),
+        ]),
+    );
+    replace(listing, h('p', { class: 'muted' }, 'Loading…'));
+    replace(more);
+    const folders = new Set<string>();
+    const objects: StoredObject[] = [];
+    const fetchPage = async (after: string | null) => {
+      const params = new URLSearchParams({ prefix, limit: '200' });
+      if (after) params.set('after', after);
+      const page = await ctx.api.get<{ objects: StoredObject[]; next_cursor: string | null }>(
+        `/v1/storage/${bucket.name}?${params}`,
+      );
+      // The listing is flat; "folders" are the next path segment below the prefix.
+      for (const object of page.objects) {
+        const rest = object.path.slice(prefix.length);
+        const slash = rest.indexOf('/');
+        if (slash >= 0) folders.add(`${prefix}${rest.slice(0, slash + 1)}`);
+        else objects.push(object);
+      }
+      show();
+      replace(
+        more,
+        page.next_cursor
+          ? h('button', { type: 'button', onclick: () => void fetchPage(page.next_cursor) }, 'Load more')
+          : null,
+      );
+    };
+    const show = () => {
+      if (folders.size === 0 && objects.length === 0) {
+        replace(listing, h('p', { class: 'empty' }, prefix ? 'Nothing under this prefix.' : 'This bucket is empty.'));
+        return;
+      }
+      replace(
+        listing,
+        h(
+          'table',
+          { class: 'table clickable', id: 'objects' },
+          h(
+            'thead',
+            null,
+            h(
+              'tr',
+              null,
+              ['Name', 'Type', 'Size', 'Updated', ''].map((t) => h('th', null, t)),
+            ),
+          ),
+          h(
+            'tbody',
+            null,
+            [...folders]
+              .sort()
+              .map((folder) =>
+                h(
+                  'tr',
+                  { 'data-folder': folder, onclick: () => open(folder) },
+                  h('td', null, '📁 ', folder.slice(prefix.length)),
+                  h('td', { class: 'muted' }, 'folder'),
+                  h('td'),
+                  h('td'),
+                  h('td'),
+                ),
+              ),
+            objects.map((object) =>
+              h(
+                'tr',
+                { 'data-path': object.path, onclick: () => void showObject(object) },
+                h('td', null, object.path.slice(prefix.length)),
+                h('td', { class: 'small' }, object.content_type),
+                h('td', null, formatBytes(object.size)),
+                h('td', { class: 'small' }, formatTime(object.updated_at)),
+                h(
+                  'td',
+                  { class: 'actions' },
+                  h(
+                    'button',
+                    {
+                      type: 'button',
+                      class: 'danger',
+                      onclick: (event: Event) => {
+                        event.stopPropagation();
+                        void removeObject(object);
+                      },
+                    },
+                    'Delete',
+                  ),
+                ),
+              ),
+            ),
+          ),
+        ),
+      );
+    };
+    try {
+      await fetchPage(null);
+    } catch (error) {
+      replace(listing, h('p', { class: 'error-text' }, error instanceof Error ? error.message : String(error)));
+    }
+  };
+
+  const removeObject = async (object: StoredObject) => {
+    if (!confirm(`Delete ${object.path}?`)) return;
+    try {
+      await ctx.api.raw('DELETE', `/v1/storage/${bucket.name}/${encodePath(object.path)}`);
+      ctx.notify(`Deleted ${object.path}.`);
+      previewPanel.hidden = true;
+      await load();
+    } catch (error) {
+      reportError(ctx, error);
+    }
+  };
+
+  const showObject = async (object: StoredObject) => {
+    previewPanel.hidden = false;
+    const media = h('div', { class: 'media' }, h('p', { class: 'muted' }, 'Loading…'));
+    replace(
+      previewPanel,
+      h('h3', null, object.path.split('/').pop() ?? object.path),
+      media,
+      h(
+        'dl',
+        { class: 'facts' },
+        [
+          ['Path', object.path],
+          ['Type', object.content_type],
+          ['Size', formatBytes(object.size)],
+          ['ETag', object.etag],
+          ['Owner', object.owner ?? '—'],
+          ['Updated', formatTime(object.updated_at)],
+        ].flatMap(([term, value]) => [h('dt', null, term), h('dd', { class: 'mono small' }, value)]),
+      ),
+      h(
+        'div',
+        { class: 'buttons' },
+        h('button', { type: 'button', class: 'danger', onclick: () => void removeObject(object) }, 'Delete'),
+        h('button', { type: 'button', onclick: () => (previewPanel.hidden = true) }, 'Close'),
+      ),
+    );
+    try {
+      // Fetched with the key as a header and shown from a blob: URL, so the key never sits in an <img src>.
+      const response = await ctx.api.raw('GET', `/v1/storage/${bucket.name}/${encodePath(object.path)}`);
+      const blob = await response.blob();
+      const url = URL.createObjectURL(blob);
+      urls.push(url);
+      const download = h(
+        'a',
+        { class: 'button', href: url, download: object.path.split('/').pop() ?? 'file' },
+        'Download',
+      );
+      if (object.content_type.startsWith('image/')) {
+        replace(media, h('img', { src: url, alt: object.path, id: 'preview-image' }), download);
+      } else if (/^text\/|json|xml|javascript/.test(object.content_type) && blob.size <= 256 * 1024) {
+        replace(media, h('pre', { class: 'code' }, await blob.text()), download);
+      } else {
+        replace(media, h('p', { class: 'muted' }, 'No preview for this type.'), download);
+      }
+    } catch (error) {
+      replace(media, h('p', { class: 'error-text' }, error instanceof Error ? error.message : String(error)));
+    }
+  };
+
+  const upload = async (event: Event) => {
+    event.preventDefault();
+    const chosen = [...(files.files ?? [])];
+    if (chosen.length === 0) return;
+    let done = 0;
+    for (const file of chosen) {
+      progress.textContent = `Uploading ${file.name} (${done + 1}/${chosen.length})…`;
+      try {
+        await ctx.api.raw('PUT', `/v1/storage/${bucket.name}/${encodePath(`${prefix}${file.name}`)}`, {
+          body: file,
+          headers: {
+            'content-type': file.type || 'application/octet-stream',
+            ...(overwrite.checked ? { 'x-upsert': 'true' } : {}),
+          },
+        });
+        done++;
+      } catch (error) {
+        reportError(ctx, error);
+      }
+    }
+    progress.textContent = '';
+    files.value = '';
+    if (done > 0) ctx.notify(`Uploaded ${done} file(s).`);
+    await load();
+  };
+
+  void load();
+  return h(
+    'div',
+    null,
+    h(
+      'header',
+      { class: 'page-head' },
+      h('h1', null, bucket.name, bucket.public ? badge('public', 'info') : badge('private', 'queued')),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'danger',
+          onclick: async () => {
+            const typed = prompt(`Delete bucket "${bucket.name}" and every file in it? Type its name to confirm.`);
+            if (typed !== bucket.name) return;
+            try {
+              await ctx.api.json('DELETE', `/v1/admin/buckets/${bucket.name}?force=true`);
+              ctx.notify(`Deleted bucket ${bucket.name}.`);
+              ctx.navigate('storage');
+            } catch (error) {
+              reportError(ctx, error);
+            }
+          },
+        },
+        'Delete bucket',
+      ),
+    ),
+    h(
+      'form',
+      { class: 'query-bar', id: 'upload-form', onsubmit: upload },
+      h(
+        'label',
+        { class: 'field' },
+        h('span', { class: 'field-label' }, 'Prefix'),
+        h('input', {
+          name: 'prefix',
+          value: prefix,
+          placeholder: 'e.g. photos/2026/',
+          onchange: (e: Event) => open((e.target as HTMLInputElement).value),
+        }),
+      ),
+      field('Upload to this prefix', files),
+      h('label', { class: 'check' }, overwrite, 'Overwrite'),
+      h('button', { type: 'submit', class: 'primary' }, 'Upload'),
+      progress,
+    ),
+    crumbs,
+    h('div', { class: 'split' }, h('div', null, listing, more), previewPanel),
+  );
+}

@@ -1,0 +1,80 @@
+/**
+ * Builds the admin dashboard (dashboard/ → dashboard/dist) with Vite.
+ *
+ *   node --import tsx scripts/dashboard-build.ts             always build
+ *   node --import tsx scripts/dashboard-build.ts --if-stale  build only when dist is missing or older than the sources
+ *
+ * `npm start` runs the second form, so a fresh clone serves a working dashboard after
+ * `npm install && npm start`, and an unchanged tree starts without rebuilding. The build
+ * output is not committed: it is derived, and rebuilt whenever its sources change.
+ */
+import { existsSync } from 'node:fs';
+import { readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = fileURLToPath(new URL('../dashboard/', import.meta.url));
+export const DASHBOARD_DIST = path.join(root, 'dist');
+const SOURCES = ['index.html', 'vite.config.ts', 'src', 'public'];
+
+async function newestSource(entry: string): Promise<number> {
+  const info = await stat(entry).catch(() => null);
+  if (!info) return 0;
+  if (!info.isDirectory()) return info.mtimeMs;
+  let newest = info.mtimeMs;
+  for (const child of await readdir(entry)) newest = Math.max(newest, await newestSource(path.join(entry, child)));
+  return newest;
+}
+
+/** True when dist/index.html is missing or older than any source file. */
+export async function dashboardIsStale(): Promise<boolean> {
+  const built = await stat(path.join(DASHBOARD_DIST, 'index.html')).catch(() => null);
+  if (!built) return true;
+  let newest = 0;
+  for (const source of SOURCES) newest = Math.max(newest, await newestSource(path.join(root, source)));
+  return newest > built.mtimeMs;
+}
+
+/**
+ * Builds into a scratch folder and swaps it in, so a server reading dist meanwhile sees
+ * the old build or the new one, never half of one.
+ */
+export async function buildDashboard(): Promise<void> {
+  const { build } = await import('vite');
+  const scratch = path.join(root, `.dist-${process.pid}-${Date.now()}`);
+  try {
+    await build({
+      configFile: path.join(root, 'vite.config.ts'),
+      build: { outDir: scratch, emptyOutDir: true },
+      logLevel: 'warn',
+    });
+    const old = `${DASHBOARD_DIST}.old-${process.pid}-${Date.now()}`;
+    if (existsSync(DASHBOARD_DIST)) await rename(DASHBOARD_DIST, old);
+    await rename(scratch, DASHBOARD_DIST);
+    await rm(old, { recursive: true, force: true });
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Builds when stale; without Vite (a production install) an existing build is used as it is. */
+export async function ensureDashboard(): Promise<'fresh' | 'built' | 'unavailable'> {
+  if (!(await dashboardIsStale())) return 'fresh';
+  try {
+    await import('vite');
+  } catch {
+    return existsSync(path.join(DASHBOARD_DIST, 'index.html')) ? 'fresh' : 'unavailable';
+  }
+  await buildDashboard();
+  return 'built';
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const ifStale = process.argv.includes('--if-stale');
+  const started = Date.now();
+  const outcome = ifStale ? await ensureDashboard() : (await buildDashboard(), 'built');
+  if (outcome === 'built') process.stderr.write(`basalt: dashboard built in ${Date.now() - started} ms\n`);
+  if (outcome === 'unavailable') {
+    process.stderr.write('basalt: the dashboard is not built and Vite is not installed; /_/ will answer 503\n');
+  }
+}
