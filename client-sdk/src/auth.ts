@@ -51,11 +51,27 @@ export interface AuthOptions {
   autoRefreshToken: boolean;
   /** In a browser, take a session from the URL fragment after an OAuth or email redirect (default true). */
   detectSessionInUrl: boolean;
+  /**
+   * The storage is shared by every tab (or client) using `storageKey`: take turns refreshing
+   * and follow each other's changes. Default: when the storage is the browser's localStorage.
+   */
+  syncTabs?: boolean;
 }
 
 interface Stored {
   session: Session;
   user: User;
+  /**
+   * When this state was written (ms, bumped to stay increasing). A tab may see another tab's
+   * message before its storage write: a stored state older than one already seen is stale.
+   */
+  seq?: number;
+}
+
+/** What a tab tells the others after changing the stored session: the new state, or null for signed out. */
+interface TabMessage {
+  seq: number;
+  state: Stored | null;
 }
 
 /** Refresh this long before expiry, or at three quarters of a very short token life. */
@@ -94,11 +110,17 @@ export class AuthClient {
   private refreshing: Promise<Session | null> | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private autoRefresh: boolean;
+  /** The stored session is shared with other tabs (or clients): see AuthOptions.syncTabs. */
+  private readonly syncTabs: boolean;
   private readonly listeners = new Set<AuthStateListener>();
   /** Changes of the session (in memory and in storage) run one at a time, in call order. */
   private queue: Promise<unknown> = Promise.resolve();
   /** Tells the other tabs that the stored session changed. */
-  private readonly announce: () => void = () => undefined;
+  private readonly announce: (message: TabMessage) => void = () => undefined;
+  /** The newest state this tab knows of (its own write, another tab's message, or storage). */
+  private seq = 0;
+  /** The newest state this tab has seen in storage itself. */
+  private storedSeq = 0;
   /** Resolves once the stored session (and any session in the URL) has been loaded. */
   readonly ready: Promise<void>;
 
@@ -107,13 +129,17 @@ export class AuthClient {
     private readonly options: AuthOptions,
   ) {
     this.autoRefresh = options.autoRefreshToken;
+    this.syncTabs = options.storage !== null && (options.syncTabs ?? isLocalStorage(options.storage));
     http.useAccessToken(() => this.accessToken());
     this.ready = this.initialize();
-    if (options.storage) {
-      this.announce = tabChannel(`basalt.auth:${options.storageKey}`, options.storageKey, () => void this.sync());
-      // Timers sleep with the page: on wake, catch up with the other tabs and refresh if due.
-      onPageWake(() => void this.sync().then(() => this.schedule()));
+    if (this.syncTabs) {
+      this.announce = tabChannel(`basalt.auth:${options.storageKey}`, options.storageKey, (message) => {
+        const told = message as TabMessage | undefined;
+        void (typeof told?.seq === 'number' ? this.serial(async () => this.follow(told.state, told.seq)) : this.sync());
+      });
     }
+    // Timers sleep with the page: on wake, catch up with the other tabs and refresh if due.
+    onPageWake(() => void (this.syncTabs ? this.sync() : Promise.resolve()).then(() => this.schedule()));
   }
 
   /** The current session, or null. */
@@ -311,20 +337,21 @@ export class AuthClient {
 
   private refresh(): Promise<Session | null> {
     const asked = this.current?.session.refresh_token;
-    this.refreshing ??= withLock(`basalt.auth.refresh:${this.options.storageKey}`, () => this.doRefresh(asked)).finally(
-      () => {
-        this.refreshing = null;
-      },
-    );
+    const run = () => this.doRefresh(asked);
+    this.refreshing ??= (
+      this.syncTabs ? withLock(`basalt.auth.refresh:${this.options.storageKey}`, run) : run()
+    ).finally(() => {
+      this.refreshing = null;
+    });
     return this.refreshing;
   }
 
   /** Runs under the cross-tab lock. `asked` is the refresh token the caller saw. */
   private async doRefresh(asked: string | undefined): Promise<Session | null> {
     const refreshToken = await this.serial(async () => {
-      if (this.options.storage) {
+      if (this.syncTabs) {
         // Another tab may have rotated the session (or signed out) while this one waited.
-        await this.adoptStored(await this.load());
+        await this.adoptStored();
         const session = this.current?.session;
         if (session && session.refresh_token !== asked && session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) {
           return session;
@@ -403,7 +430,12 @@ export class AuthClient {
   // ---- internals ---------------------------------------------------------------------
 
   private async initialize(): Promise<void> {
-    const stored = await this.serial(async () => (this.current = await this.load()));
+    // A session restored on load is no change: no event.
+    const stored = await this.serial(async () => {
+      const loaded = await this.load();
+      this.seq = this.storedSeq = loaded?.seq ?? 0;
+      return (this.current = loaded);
+    });
     if (stored) {
       if (stored.session.expires_at - nowSeconds() <= EXPIRY_SKEW_SECONDS) {
         await this.refresh().catch(() => null);
@@ -451,58 +483,68 @@ export class AuthClient {
   /** Sets the session here and in storage, tells the other tabs, and fires `event`. Call within `serial`. */
   private async setState(next: Stored | null, event: AuthChangeEvent | null): Promise<void> {
     const had = this.current !== null;
-    this.current = next;
+    this.seq = Math.max(this.seq + 1, Date.now());
+    const state = next && { session: next.session, user: next.user, seq: this.seq };
+    this.current = state;
     this.schedule();
     const storage = this.options.storage;
     if (storage) {
-      if (next) await storage.setItem(this.options.storageKey, JSON.stringify(next));
+      if (state) await storage.setItem(this.options.storageKey, JSON.stringify(state));
       else await storage.removeItem(this.options.storageKey);
-      this.announce();
+      this.storedSeq = this.seq;
+      this.announce({ seq: this.seq, state });
     }
     if (event && (next || had)) this.emit(event);
   }
 
   /**
-   * Takes over what another tab stored: its sign-in, refresh, user update or sign-out. A stored
-   * session of the same user that expires before ours is a late write of an older one: ignored.
+   * Takes over another tab's sign-in, refresh, user update or sign-out, unless this tab
+   * already knows a newer state. Call within `serial`.
+   */
+  private follow(next: Stored | null, seq: number): void {
+    if (seq < this.seq) return;
+    this.seq = seq;
+    const current = this.current;
+    this.current = next;
+    if (!next) {
+      this.schedule();
+      if (current) this.emit('SIGNED_OUT');
+      return;
+    }
+    if (current && next.session.refresh_token === current.session.refresh_token) {
+      if (JSON.stringify(next.user) !== JSON.stringify(current.user)) this.emit('USER_UPDATED');
+      return;
+    }
+    this.schedule();
+    this.emit(current?.user.id === next.user.id ? 'TOKEN_REFRESHED' : 'SIGNED_IN');
+  }
+
+  /**
+   * Follows the stored state. Storage may lag behind a message already taken: an older state
+   * is ignored, and so is an empty storage until storage showed everything this tab knows.
    * Call within `serial`.
    */
-  private async adoptStored(stored: Stored | null): Promise<void> {
-    const current = this.current;
-    if (!stored) {
-      if (current) await this.setState(null, 'SIGNED_OUT');
-      return;
+  private async adoptStored(): Promise<void> {
+    const stored = await this.load();
+    if (stored) {
+      const seq = stored.seq ?? 0;
+      this.storedSeq = Math.max(this.storedSeq, seq);
+      this.follow(stored, seq);
+    } else if (this.storedSeq >= this.seq) {
+      this.follow(null, this.seq);
     }
-    const sameUser = current?.user.id === stored.user.id;
-    if (current && stored.session.refresh_token === current.session.refresh_token) {
-      if (JSON.stringify(stored.user) === JSON.stringify(current.user)) return;
-      this.current = stored;
-      this.emit('USER_UPDATED');
-      return;
-    }
-    if (current && sameUser && stored.session.expires_at < current.session.expires_at) return;
-    this.current = stored;
-    this.schedule();
-    this.emit(sameUser ? 'TOKEN_REFRESHED' : 'SIGNED_IN');
   }
 
   /** Another tab changed the stored session (or the page woke up): follow it. */
   private sync(): Promise<void> {
-    return this.serial(async () => this.adoptStored(await this.load()));
+    return this.serial(() => this.adoptStored());
   }
 
-  /** Keeps a fresher copy of the user, without writing over a session another tab stored since. */
+  /** Keeps a fresher copy of the user, on the newest session known (another tab may have stored one). */
   private updateStoredUser(user: User, event: AuthChangeEvent | null): Promise<void> {
     return this.serial(async () => {
-      const current = this.current;
-      if (!current) return;
-      // Storage moved on (another tab refreshed or signed out): it wins; the tabs sync from it.
-      if (this.options.storage && (await this.load())?.session.refresh_token !== current.session.refresh_token) {
-        this.current = { ...current, user };
-        if (event) this.emit(event);
-        return;
-      }
-      await this.setState({ ...current, user }, event);
+      if (this.syncTabs) await this.adoptStored();
+      if (this.current) await this.setState({ ...this.current, user }, event);
     });
   }
 
@@ -547,6 +589,14 @@ export class AuthClient {
         // A failing listener must not break the others or the auth flow.
       }
     }
+  }
+}
+
+function isLocalStorage(storage: SessionStorage): boolean {
+  try {
+    return storage === (globalThis as { localStorage?: unknown }).localStorage;
+  } catch {
+    return false;
   }
 }
 

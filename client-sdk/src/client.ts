@@ -22,6 +22,12 @@ export interface ClientOptions {
   autoRefreshToken?: boolean;
   /** In a browser, sign in from `#access_token=...` after an OAuth or email redirect; default true. */
   detectSessionInUrl?: boolean;
+  /**
+   * Tabs share the stored session: they take turns refreshing it and follow each other's
+   * sign-in, refresh and sign-out. Default: on when the storage is localStorage. Turn it on
+   * for another storage that tabs share; never for per-user storage on a server.
+   */
+  syncTabs?: boolean;
 }
 
 /** The low-level HTTP layer every SDK module shares: base URL, JSON bodies, catalogue errors. */
@@ -107,6 +113,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,
     autoRefreshToken: options.autoRefreshToken ?? true,
     detectSessionInUrl: options.detectSessionInUrl ?? true,
+    syncTabs: options.syncTabs,
   });
   const realtime = new RealtimeClient({
     baseUrl: http.baseUrl,

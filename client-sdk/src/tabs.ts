@@ -57,29 +57,33 @@ export function withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Calls `onChange` when another tab says `name` changed, and returns the function that says
- * so to the others. BroadcastChannel where there is one; else the `storage` event, which
- * fires for localStorage writes of other tabs under `storageKey`.
+ * Calls `onChange` with what another tab says about `name`, and returns the function that
+ * tells the others. BroadcastChannel where there is one; else the `storage` event, which fires
+ * (with no message) for localStorage writes of other tabs under `storageKey`.
  */
-export function tabChannel(name: string, storageKey: string, onChange: () => void): () => void {
+export function tabChannel(
+  name: string,
+  storageKey: string,
+  onChange: (message: unknown) => void,
+): (message: unknown) => void {
   const g = globalThis as {
     BroadcastChannel?: new (name: string) => BroadcastChannelLike;
     addEventListener?: EventTargetLike['addEventListener'];
   };
   if (typeof g.BroadcastChannel === 'function') {
     const channel = new g.BroadcastChannel(name);
-    channel.onmessage = () => onChange();
+    channel.onmessage = (event) => onChange((event as { data?: unknown }).data);
     channel.unref?.();
-    return () => {
+    return (message) => {
       try {
-        channel.postMessage(1);
+        channel.postMessage(message);
       } catch {
         // A closed channel (page being unloaded) has no one left to tell.
       }
     };
   }
   g.addEventListener?.('storage', (event) => {
-    if (event.key === storageKey || event.key === null) onChange();
+    if (event.key === storageKey || event.key === null) onChange(undefined);
   });
   return () => undefined;
 }

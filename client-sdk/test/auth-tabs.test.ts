@@ -4,9 +4,9 @@ import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } fro
 import { createClient, type AuthChangeEvent, type BasaltClient } from '../src/index.js';
 import type { SessionStorage } from '../src/client.js';
 
-// Clients sharing one stored session, as the tabs of a browser do: here in one Node process,
-// where the SDK coordinates them with BroadcastChannel and its in-process lock (Node 20 has
-// no Web Locks). The server revokes a session on ANY reuse of a rotated refresh token
+// Clients sharing one stored session, as the tabs of a browser do: here in one Node process
+// (`syncTabs: true`, as the storage is not localStorage), where the SDK coordinates them with
+// BroadcastChannel and its in-process lock (Node 20 has no Web Locks). The server revokes a session on ANY reuse of a rotated refresh token
 // (grace 0), so one token spent twice would show.
 
 let database: TestDatabase;
@@ -48,7 +48,7 @@ function tab(storage: SessionStorage, storageKey: string) {
     if (String(input).endsWith('/v1/auth/refresh')) counter.refreshes++;
     return fetch(input, init);
   };
-  const basalt = createClient(server.url, { storage, storageKey, fetch: counting });
+  const basalt = createClient(server.url, { storage, storageKey, fetch: counting, syncTabs: true });
   clients.push(basalt);
   const events: AuthChangeEvent[] = [];
   basalt.auth.onAuthStateChange((event) => events.push(event));
@@ -140,5 +140,25 @@ describe('a session shared by tabs', () => {
     expect(stored.session.refresh_token).toBe(fresh?.refresh_token);
     expect(await b.basalt.auth.refreshSession()).not.toBeNull();
     expect(b.events).not.toContain('SIGNED_OUT');
+  });
+
+  it('keeps clients with storages of their own apart (a server holding one client per user)', async () => {
+    const storageKey = key();
+    const make = () => {
+      const basalt = createClient(server.url, { storage: new MemoryStorage(), storageKey });
+      clients.push(basalt);
+      return basalt;
+    };
+    const [alice, bob] = [make(), make()];
+    const { user } = await alice.auth.signUp({
+      email: `tabs-${randomBytes(4).toString('hex')}@example.com`,
+      password: PASSWORD,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(bob.auth.session).toBeNull();
+    await bob.auth.signInAnonymously();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(alice.auth.user?.id).toBe(user.id);
+    expect(bob.auth.user?.id).not.toBe(user.id);
   });
 });

@@ -166,26 +166,6 @@ describe('auth in the SDK', () => {
     expect(basalt.auth.session).not.toBeNull();
   });
 
-  it('takes the session another tab refreshed instead of spending its own rotated-out token', async () => {
-    let refreshCalls = 0;
-    const counting: typeof fetch = (input, init) => {
-      if (String(input).endsWith('/v1/auth/refresh')) refreshCalls++;
-      return fetch(input, init);
-    };
-    const storage = new MemoryStorage();
-    const tabA = client({ storage });
-    await tabA.auth.signUp({ email: email(), password: PASSWORD });
-    const tabB = client({ storage, fetch: counting });
-    await tabB.auth.ready;
-    const old = tabB.auth.session!.refresh_token;
-    // Both ask at once; they take turns, and B finds A's new session in storage.
-    const [fresh, taken] = await Promise.all([tabA.auth.refreshSession(), tabB.auth.refreshSession()]);
-    expect(refreshCalls).toBe(0);
-    expect(taken?.refresh_token).toBe(fresh?.refresh_token);
-    expect(taken?.refresh_token).not.toBe(old);
-    expect((await tabB.auth.getUser()).id).toBe(tabA.auth.user!.id);
-  });
-
   it('signs out locally when the session ended on the server', async () => {
     const address = email();
     const a = client();
