@@ -1,0 +1,251 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, haveBrowser } from '../client-sdk/test/browser-support.js';
+import { ensureDashboard } from '../scripts/dashboard-build.js';
+import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
+import { gradientPng } from './png.js';
+import { TestSocket } from './realtime-client.js';
+
+/**
+ * The dashboard in Debian's chromium against a real server: sign-in, collections with
+ * rules, documents, a live change, storage uploads with preview, and retrying a
+ * dead-lettered invocation. Every step acts through the UI and is checked through the API.
+ */
+
+const BROWSER_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+let database: TestDatabase;
+let app: TestApp;
+let functionsDir: string;
+let browser: Browser;
+let page: Page;
+const pageErrors: string[] = [];
+
+/** Fails on its first run: it succeeds only once the switch document exists. */
+const FLAKY = `
+  import { onDocument } from 'basalt/functions';
+  export default onDocument({ collection: 'jobs', on: 'create', retries: 0 }, async (event, ctx) => {
+    ctx.log.info('job ' + event.after?.id);
+    const ok = await ctx.db.collection('switches').doc('ok').get();
+    if (!ok) throw new Error('the switch is off');
+    ctx.log.info('done');
+  });`;
+
+describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
+  beforeAll(async () => {
+    await ensureDashboard();
+    functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-dashboard-browser-'));
+    await writeFile(path.join(functionsDir, 'flaky.ts'), FLAKY);
+    database = await createTestDatabase();
+    app = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir });
+    for (const name of ['jobs', 'switches']) {
+      const created = await request(app.url, 'POST', '/v1/admin/collections', {
+        token: app.serviceKey,
+        body: { name },
+      });
+      expect(created.status).toBe(201);
+    }
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    page = await context.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    page.on('dialog', (dialog) => void dialog.accept());
+  });
+
+  afterEach(async (context) => {
+    if (context.task.result?.state !== 'fail' || !page) return;
+    const dir = path.resolve('test-results');
+    await mkdir(dir, { recursive: true });
+    const file = path.join(dir, `dashboard-${context.task.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.png`);
+    await page.screenshot({ path: file, fullPage: true }).catch(() => undefined);
+    console.error(`screenshot of the failure: ${file}`);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+    await database?.drop();
+    if (functionsDir) await rm(functionsDir, { recursive: true, force: true });
+  });
+
+  it('refuses a wrong service key and keeps nothing', async () => {
+    await page.goto(`${app.url}/_/`);
+    await page.fill('#service-key', 'bsk_not-the-right-key');
+    await page.click('form.signin-form button[type=submit]');
+    await expect.poll(() => page.textContent('#signin-error')).toContain('refused');
+    expect(await page.evaluate(() => Object.keys(sessionStorage))).toEqual([]);
+    expect(await page.locator('nav.sidebar').count()).toBe(0);
+  });
+
+  it('signs in with the service key, kept in session storage and never in the URL', async () => {
+    await page.fill('#service-key', app.serviceKey);
+    await page.click('form.signin-form button[type=submit]');
+    await page.waitForSelector('nav.sidebar');
+    await page.waitForSelector('h1:text("Overview")');
+    expect(page.url()).not.toContain(app.serviceKey);
+    expect(await page.evaluate(() => Object.values(sessionStorage))).toEqual([app.serviceKey]);
+    // The overview's charts fill from /metrics.
+    await expect.poll(() => page.textContent('#overview-status'), { timeout: 10_000 }).toContain('Updated');
+  });
+
+  it('creates a collection with a rule, showing the parser error inline first', async () => {
+    await page.click('a[data-nav=collections]');
+    await page.waitForSelector('#new-collection');
+    await page.fill('input[name=collection-name]', 'tasks');
+    await page.fill('textarea[data-rule=read]', 'auth != null && ');
+    await page.fill('textarea[data-rule=create]', 'auth != null');
+    await page.click('#new-collection button[type=submit]');
+    const error = page.locator('[data-rule-error=read]');
+    await error.waitFor({ state: 'visible' });
+    expect(await error.textContent()).toContain('rules.read');
+    expect(await error.locator('pre.caret').textContent()).toMatch(/\^$/);
+    expect(await page.locator('[data-rule-error=create]').isVisible()).toBe(false);
+
+    await page.fill('textarea[data-rule=read]', 'auth != null && doc.owner == auth.uid');
+    await page.click('#new-collection button[type=submit]');
+    await page.waitForURL(`${app.url}/_/collections/tasks`);
+    const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
+    expect(stored.status).toBe(200);
+    expect((stored.body as { rules: Record<string, string> }).rules).toEqual({
+      read: 'auth != null && doc.owner == auth.uid',
+      create: 'auth != null',
+    });
+  });
+
+  it('adds a document and edits it as JSON', async () => {
+    await page.click('#new-document');
+    await page.waitForSelector('#document-form');
+    await page.fill('input[name=doc-id]', 'first');
+    await page.fill('textarea[name=data]', '{"title": "hello", "done": false}');
+    await page.click('#document-form button[type=submit]');
+    await page.waitForURL(`${app.url}/_/collections/tasks/docs/first`);
+    await expect.poll(() => page.textContent('[data-fact=version]')).toBe('1');
+
+    await page.fill('textarea[name=data]', '{"title": "hello again", "done": true}');
+    await page.click('#document-form button[type=submit]');
+    await expect.poll(() => page.textContent('[data-fact=version]')).toBe('2');
+    const stored = await request(app.url, 'GET', '/v1/db/tasks/first', { token: app.serviceKey });
+    expect(stored.body).toMatchObject({ version: 2, data: { title: 'hello again', done: true } });
+
+    // A stale version is a conflict, reported instead of overwriting the newer write.
+    await request(app.url, 'PATCH', '/v1/db/tasks/first', { token: app.serviceKey, body: { data: { done: false } } });
+    await page.fill('textarea[name=data]', '{"title": "stale"}');
+    await page.click('#document-form button[type=submit]');
+    await expect.poll(() => page.textContent('#document-error')).toContain('changed since it was loaded');
+    const after = await request(app.url, 'GET', '/v1/db/tasks/first', { token: app.serviceKey });
+    expect(after.body).toMatchObject({ version: 3, data: { title: 'hello again', done: false } });
+  });
+
+  it('shows a change made elsewhere arriving live in the table', async () => {
+    await page.click('a:text("Back to the table")');
+    await page.waitForSelector('#documents tr[data-id=first]');
+    await page.waitForSelector('#live-status[data-state=live]');
+    const created = await request(app.url, 'PUT', '/v1/db/tasks/from-api', {
+      token: app.serviceKey,
+      body: { data: { title: 'written by another client' } },
+    });
+    expect(created.status).toBe(201);
+    const row = page.locator('#documents tr[data-id=from-api]');
+    await row.waitFor({ timeout: 10_000 });
+    expect(await row.getAttribute('data-change')).toBe('added');
+    expect(await row.locator('td[data-field=title]').textContent()).toBe('written by another client');
+
+    await request(app.url, 'PATCH', '/v1/db/tasks/first', {
+      token: app.serviceKey,
+      body: { data: { title: 'renamed' } },
+    });
+    await expect
+      .poll(() => page.locator('#documents tr[data-id=first] td[data-field=title]').textContent(), { timeout: 10_000 })
+      .toBe('renamed');
+    await request(app.url, 'DELETE', '/v1/db/tasks/from-api', { token: app.serviceKey });
+    await page.locator('#documents tr[data-id=from-api]').waitFor({ state: 'detached', timeout: 10_000 });
+  });
+
+  it('creates a bucket, uploads an image under a prefix and previews it', async () => {
+    await page.click('a[data-nav=storage]');
+    await page.waitForSelector('#new-bucket');
+    await page.fill('input[name=bucket-name]', 'pictures');
+    await page.click('#new-bucket button[type=submit]');
+    await page.waitForURL(`${app.url}/_/storage/pictures`);
+    await page.fill('input[name=prefix]', 'holidays/');
+    await page.press('input[name=prefix]', 'Enter');
+    await page.setInputFiles('input[name=files]', {
+      name: 'beach.png',
+      mimeType: 'image/png',
+      buffer: gradientPng(64, 48),
+    });
+    await page.click('#upload-form button[type=submit]');
+    const row = page.locator('#objects tr[data-path="holidays/beach.png"]');
+    await row.waitFor({ timeout: 10_000 });
+    const listed = await request(app.url, 'GET', '/v1/storage/pictures?prefix=holidays/', { token: app.serviceKey });
+    expect((listed.body as { objects: Array<{ path: string; content_type: string }> }).objects).toMatchObject([
+      { path: 'holidays/beach.png', content_type: 'image/png' },
+    ]);
+
+    await row.click();
+    const image = page.locator('#preview-image');
+    await image.waitFor();
+    await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(64);
+    expect(await image.evaluate((img: HTMLImageElement) => img.naturalHeight)).toBe(48);
+    expect(await image.getAttribute('src')).toMatch(/^blob:/);
+
+    // The bucket root shows the prefix as a folder.
+    await page.click('nav.crumbs a:text("pictures")');
+    await page.waitForSelector('#objects tr[data-folder="holidays/"]');
+  });
+
+  it('retries a dead-lettered invocation from the functions page', async () => {
+    await request(app.url, 'POST', '/v1/db/jobs', { token: app.serviceKey, body: { id: 'job-1', data: {} } });
+    await waitFor('the dead-lettered run', async () => {
+      const runs = await request(app.url, 'GET', '/v1/admin/functions/flaky/invocations?status=dead', {
+        token: app.serviceKey,
+      });
+      return (runs.body as { invocations: unknown[] }).invocations.length > 0;
+    });
+    await page.click('a[data-nav=functions]');
+    await page.click('#functions tr[data-function=flaky] a');
+    const dead = page.locator('#invocations tr[data-status=dead]');
+    await dead.waitFor({ timeout: 10_000 });
+    await dead.click();
+    await expect
+      .poll(() => page.locator('#invocations tr.details:visible').textContent())
+      .toContain('the switch is off');
+
+    await request(app.url, 'PUT', '/v1/db/switches/ok', { token: app.serviceKey, body: { data: {} } });
+    await dead.locator('button[data-retry]').click();
+    await page.locator('#invocations tr[data-status=succeeded]').waitFor({ timeout: 20_000 });
+    const runs = await request(app.url, 'GET', '/v1/admin/functions/flaky/invocations', { token: app.serviceKey });
+    const statuses = (runs.body as { invocations: Array<{ status: string; event_id: string }> }).invocations;
+    expect(statuses.map((run) => run.status)).toContain('succeeded');
+    expect(new Set(statuses.map((run) => run.event_id)).size).toBe(1);
+  });
+
+  it('lists realtime connections, and signing out forgets the key', async () => {
+    const client = await TestSocket.open(app.url);
+    client.send({ type: 'auth', access_token: app.serviceKey });
+    client.send({ type: 'subscribe', id: 'watch', collection: 'tasks', query: { where: [['done', '==', true]] } });
+    await client.nextOfType('subscribed');
+    await page.click('a[data-nav=realtime]');
+    const row = page.locator('#connections tr', { hasText: 'tasks' });
+    await row.waitFor({ timeout: 10_000 });
+    expect(await row.textContent()).toContain('"done","==",true');
+    client.close();
+    await row.waitFor({ state: 'detached', timeout: 10_000 });
+    await page.click('button.signout');
+    await page.waitForSelector('#service-key');
+    expect(await page.evaluate(() => Object.keys(sessionStorage))).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+});
