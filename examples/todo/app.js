@@ -177,6 +177,12 @@ function createItem(id) {
     if (current.get(id)?.owner === me()?.id) startEditing(li, id);
   });
   $('.delete', li).addEventListener('click', () => remove(id));
+  const img = $('.photo', li);
+  img.addEventListener('error', () => {
+    if (!img.getAttribute('src')) return;
+    img.hidden = true;
+    $('.photo-missing', li).hidden = false;
+  });
   $('.attach-input', li).addEventListener('change', (event) => {
     const file = event.target.files?.[0];
     event.target.value = '';
@@ -201,12 +207,16 @@ function updateItem(li, doc) {
   const img = $('.photo', li);
   if (doc.data.image) {
     const src = images.getPublicUrl(doc.data.image);
-    if (img.getAttribute('src') !== src) img.src = src;
+    if (img.getAttribute('src') !== src) {
+      img.src = src;
+      img.hidden = false;
+      $('.photo-missing', li).hidden = true;
+    }
     img.alt = `Photo for “${doc.data.title}”`;
-    img.hidden = false;
   } else {
     img.removeAttribute('src');
     img.hidden = true;
+    $('.photo-missing', li).hidden = true;
   }
 }
 
