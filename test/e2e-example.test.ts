@@ -256,18 +256,95 @@ function e2e(name: string, body: () => Promise<void>): void {
   it(name, { timeout: 180_000 }, () => photographedOnFailure(name, body));
 }
 
+beforeAll(async () => {
+  database = await createTestDatabase();
+  basalt = await startTestApp(database);
+  const sdk = await bundleSdk();
+  const root = path.join(repo, 'examples', 'todo');
+  linkForB = await startLink(basalt.url);
+  pagesForA = await startExampleServer({ root, basaltUrl: basalt.url, sdk });
+  pagesForB = await startExampleServer({ root, basaltUrl: linkForB.url, sdk });
+}, 180_000);
+
+afterAll(async () => {
+  await pagesForA?.close();
+  await pagesForB?.close();
+  await linkForB?.close();
+  await basalt?.close();
+  await database?.drop();
+});
+
+describe('npm run example', () => {
+  it('sets up the collection and bucket, and setting up again restores them', async () => {
+    // The same setup as `npm run example`.
+    expect(await setupExample(basalt.url, basalt.serviceKey)).toEqual({ collection: 'created', bucket: 'created' });
+    // Someone loosens the rules by hand; the next run puts them back and keeps the data.
+    const loosened = await request(basalt.url, 'PATCH', `/v1/admin/collections/${EXAMPLE_COLLECTION.name}`, {
+      token: basalt.serviceKey,
+      body: { rules: { update: 'auth != null', delete: null } },
+    });
+    expect(loosened.status).toBe(200);
+    const kept = await request(basalt.url, 'POST', `/v1/db/${EXAMPLE_COLLECTION.name}`, {
+      token: basalt.serviceKey,
+      body: { id: 'kept', data: { title: 'kept across setups', done: false } },
+    });
+    expect(kept.status).toBe(201);
+    await request(basalt.url, 'PATCH', `/v1/admin/buckets/${EXAMPLE_BUCKET.name}`, {
+      token: basalt.serviceKey,
+      body: { public: false, max_file_size: 10 },
+    });
+    expect(await setupExample(basalt.url, basalt.serviceKey)).toEqual({ collection: 'updated', bucket: 'updated' });
+
+    const collection = await request(basalt.url, 'GET', `/v1/admin/collections/${EXAMPLE_COLLECTION.name}`, {
+      token: basalt.serviceKey,
+    });
+    expect(collection.status).toBe(200);
+    expect((collection.body as { rules: unknown }).rules).toEqual(EXAMPLE_COLLECTION.rules);
+    const bucket = await request(basalt.url, 'GET', `/v1/admin/buckets/${EXAMPLE_BUCKET.name}`, {
+      token: basalt.serviceKey,
+    });
+    expect(bucket.status).toBe(200);
+    expect(bucket.body).toMatchObject({
+      public: true,
+      max_file_size: EXAMPLE_BUCKET.max_file_size,
+      rules: EXAMPLE_BUCKET.rules,
+    });
+    const still = await request(basalt.url, 'GET', `/v1/db/${EXAMPLE_COLLECTION.name}/kept`, {
+      token: basalt.serviceKey,
+    });
+    expect(still.status).toBe(200);
+    const removed = await request(basalt.url, 'DELETE', `/v1/db/${EXAMPLE_COLLECTION.name}/kept`, {
+      token: basalt.serviceKey,
+    });
+    expect(removed.status).toBe(204);
+  });
+
+  it('refuses a wrong service key with a hint', async () => {
+    await expect(setupExample(basalt.url, 'bsk_not-the-key-of-this-server-at-all-000000')).rejects.toThrow(
+      /service key/,
+    );
+  });
+
+  it('serves the page, its config and the SDK, and nothing outside the example', async () => {
+    const page = await fetch(pagesForA.url);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<script type="module" src="app.js">');
+    expect(page.headers.get('content-security-policy')).toContain(basalt.url);
+    expect(await (await fetch(`${pagesForA.url}/config.js`)).text()).toContain(JSON.stringify(basalt.url));
+    expect(await (await fetch(`${pagesForB.url}/config.js`)).text()).toContain(JSON.stringify(linkForB.url));
+    const sdk = await fetch(`${pagesForA.url}/sdk/index.js`);
+    expect(sdk.status).toBe(200);
+    expect(sdk.headers.get('content-type')).toContain('text/javascript');
+    expect((await fetch(`${pagesForA.url}/sdk/other.js`)).status).toBe(404);
+    // package.json of the repository, two folders up: a type it serves, outside its folder.
+    expect((await fetch(`${pagesForA.url}/..%2F..%2Fpackage.json`)).status).toBe(404);
+    expect((await fetch(`${pagesForA.url}/missing.css`)).status).toBe(404);
+    expect((await fetch(`${pagesForA.url}/app.js`, { method: 'POST' })).status).toBe(405);
+  });
+});
+
 describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
   beforeAll(async () => {
-    database = await createTestDatabase();
-    basalt = await startTestApp(database);
-    // The same setup as `npm run example`, twice: the second run finds and updates.
-    expect(await setupExample(basalt.url, basalt.serviceKey)).toEqual({ collection: 'created', bucket: 'created' });
-    expect(await setupExample(basalt.url, basalt.serviceKey)).toEqual({ collection: 'updated', bucket: 'updated' });
-    const sdk = await bundleSdk();
-    const root = path.join(repo, 'examples', 'todo');
-    linkForB = await startLink(basalt.url);
-    pagesForA = await startExampleServer({ root, basaltUrl: basalt.url, sdk });
-    pagesForB = await startExampleServer({ root, basaltUrl: linkForB.url, sdk });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
@@ -290,32 +367,6 @@ describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
 
   afterAll(async () => {
     await browser?.close();
-    await pagesForA?.close();
-    await pagesForB?.close();
-    await linkForB?.close();
-    await basalt?.close();
-    await database?.drop();
-  });
-
-  it('sets up the collection and bucket with the rules the example relies on', async () => {
-    const collection = await request(basalt.url, 'GET', `/v1/admin/collections/${EXAMPLE_COLLECTION.name}`, {
-      token: basalt.serviceKey,
-    });
-    expect(collection.status).toBe(200);
-    expect((collection.body as { rules: unknown }).rules).toEqual(EXAMPLE_COLLECTION.rules);
-    const bucket = await request(basalt.url, 'GET', `/v1/admin/buckets/${EXAMPLE_BUCKET.name}`, {
-      token: basalt.serviceKey,
-    });
-    expect(bucket.status).toBe(200);
-    expect(bucket.body).toMatchObject({ public: true, rules: EXAMPLE_BUCKET.rules });
-    // The page, its config and the SDK come from the static server; other paths do not.
-    const page = await fetch(pagesForA.url);
-    expect(page.status).toBe(200);
-    expect(page.headers.get('content-security-policy')).toContain(basalt.url);
-    expect(await (await fetch(`${pagesForA.url}/config.js`)).text()).toContain(JSON.stringify(basalt.url));
-    expect((await fetch(`${pagesForA.url}/sdk/index.js`)).status).toBe(200);
-    expect((await fetch(`${pagesForA.url}/..%2Fsetup.ts`)).status).toBe(404);
-    expect((await fetch(`${pagesForA.url}/app.js`, { method: 'POST' })).status).toBe(405);
   });
 
   e2e('two people sign up; what one adds and edits the other sees live', async () => {
