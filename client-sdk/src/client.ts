@@ -120,8 +120,12 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     WebSocket: options.WebSocket as unknown as WebSocketConstructor | undefined,
     accessToken: () => http.getAccessToken(),
   });
-  // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out.
-  auth.onAuthStateChange(() => void realtime.setAuth());
+  // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out,
+  // at once and in order (a sign-out reaches the socket before the server ends the session).
+  auth.onAuthStateChange(
+    (event, session) =>
+      void realtime.setAuth(session?.access_token ?? null, event === 'SIGNED_IN' || event === 'SIGNED_OUT'),
+  );
   registerRealtime(http, realtime);
   return {
     url: http.baseUrl,

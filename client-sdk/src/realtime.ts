@@ -1,4 +1,5 @@
 import { BasaltError, isErrorCode } from './errors.js';
+import { onPageWake } from './tabs.js';
 
 /** A document as the server sends it. */
 export interface LiveDoc<T = Record<string, unknown>> {
@@ -50,8 +51,11 @@ export type PresenceState<P = unknown> = Record<string, P[]>;
 type Frame = { type: string } & Record<string, unknown>;
 
 const OPEN = 1;
+const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 10_000;
 const KEEPALIVE_MS = 25_000;
+/** After a wake-up (page shown, back online) an open socket must answer a ping this fast, or it is replaced. */
+const WAKE_PROBE_MS = 3_000;
 
 function frameError(frame: Frame): BasaltError {
   const code = isErrorCode(frame.code) ? frame.code : 'INTERNAL';
@@ -132,6 +136,8 @@ class LiveSubscription {
   docs = new Map<string, LiveDoc<unknown>>();
   cursor: string | null = null;
   ready = false;
+  /** Resubscribed once after the server dropped it for an expired token; a second drop is final. */
+  retried = false;
   private pending: Array<{ type: DocChangeType; doc: LiveDoc<unknown> }> = [];
   private flushScheduled = false;
   private readonly compare: (a: LiveDoc<unknown>, b: LiveDoc<unknown>) => number;
@@ -233,8 +239,10 @@ export class RealtimeChannel {
   /** Whether the app wants to be in the channel (it rejoins after a reconnect). */
   joined = false;
   tracked: unknown = undefined;
-  /** The next presence frame is the full state (sent after each join on a fresh connection). */
+  /** The next presence frame is the full state (sent after the first join on a connection). */
   awaitingState = false;
+  /** Joined on the current connection: a later join only replaces the tracked presence. */
+  onSocket = false;
   private waiters: Waiter[] = [];
 
   constructor(
@@ -287,6 +295,7 @@ export class RealtimeChannel {
     if (this.client.connected) {
       const left = this.wait();
       this.client.send({ type: 'leave', channel: this.name });
+      this.onSocket = false;
       await left.catch(() => undefined);
     }
     this.setPresence(new Map());
@@ -356,6 +365,7 @@ export class RealtimeChannel {
 
   /** The connection dropped: pending calls fail unless they are retried on reconnect. */
   disconnected(): void {
+    this.onSocket = false;
     if (!this.joined) for (const waiter of this.waiters.splice(0)) waiter.reject(new BasaltError('UNAVAILABLE'));
   }
 
@@ -381,8 +391,9 @@ export interface RealtimeOptions {
 
 /**
  * The client's one websocket, shared by every live query and channel. Connects on first
- * use, reconnects with backoff and resumes each query from its last cursor, so callbacks
- * see every change once and in order across disconnects.
+ * use, reconnects with backoff (at once when the page wakes up or comes back online) and
+ * resumes each query from its last cursor, so callbacks see every change once and in
+ * order across disconnects, sleep and server restarts.
  */
 export class RealtimeClient {
   private socket: WebSocketLike | null = null;
@@ -391,13 +402,18 @@ export class RealtimeClient {
   private live = false;
   private lastFrameAt = 0;
   private keepalive: ReturnType<typeof setInterval> | null = null;
+  private probe: ReturnType<typeof setTimeout> | null = null;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private nextId = 1;
+  /** The token most recently given to the socket; `undefined` until known. */
+  private token: string | null | undefined = undefined;
   private readonly subscriptions = new Map<string, LiveSubscription>();
   private readonly channels = new Map<string, RealtimeChannel>();
 
-  constructor(private readonly options: RealtimeOptions) {}
+  constructor(private readonly options: RealtimeOptions) {
+    onPageWake(() => this.wake());
+  }
 
   /** Follows a query (or one document with `docId`); returns the function that stops it. */
   subscribe(
@@ -426,11 +442,22 @@ export class RealtimeClient {
     return channel;
   }
 
-  /** The token changed (sign-in, refresh, sign-out): tell the open socket. */
-  async setAuth(): Promise<void> {
+  /**
+   * The session changed: give the socket the new token (`null` signs it out; without an
+   * argument the current one is fetched). When the user changed (sign-in, sign-out), the
+   * server re-reads every live query for the new identity; cursors of the old one are
+   * dropped so a later reconnect reads afresh, and tracked presence is re-sent so that it is
+   * keyed by the new user.
+   */
+  async setAuth(token?: string | null, identityChanged = false): Promise<void> {
+    if (identityChanged) for (const subscription of this.subscriptions.values()) subscription.cursor = null;
+    const next = token === undefined ? await this.options.accessToken() : token;
+    this.token = next;
     if (!this.isOpen()) return;
-    const token = await this.options.accessToken();
-    this.send({ type: 'auth', access_token: token });
+    this.send({ type: 'auth', access_token: next });
+    if (!identityChanged) return;
+    for (const channel of this.channels.values())
+      if (channel.joined && channel.onSocket && channel.tracked !== undefined) this.send(channel.joinMessage());
   }
 
   /** Closes the socket and forgets every query and channel. */
@@ -449,7 +476,8 @@ export class RealtimeClient {
   /** @internal */
   joinChannel(channel: RealtimeChannel): void {
     if (this.isOpen()) {
-      channel.awaitingState = true;
+      channel.awaitingState = !channel.onSocket;
+      channel.onSocket = true;
       this.send(channel.joinMessage());
     } else this.connect();
   }
@@ -507,6 +535,8 @@ export class RealtimeClient {
     socket.onmessage = (event) => {
       if (this.socket !== socket) return;
       this.lastFrameAt = Date.now();
+      // The server answers: this connection works, so the next loss starts the backoff over.
+      this.attempt = 0;
       let frame: Frame;
       try {
         frame = JSON.parse(String(event.data)) as Frame;
@@ -532,20 +562,22 @@ export class RealtimeClient {
     if (this.hasWork()) this.scheduleReconnect();
   }
 
+  /** `lost`, and closes the socket: it is taken for dead (half-open TCP never reports a close). */
+  private dead(socket: WebSocketLike): void {
+    this.lost(socket);
+    socket.close(4000, 'no answer to ping');
+  }
+
   /**
    * Pings the server every KEEPALIVE_MS: a socket that received nothing since the previous
-   * ping is taken for dead (a half-open TCP connection never reports a close by itself).
+   * ping is taken for dead.
    */
   private startKeepalive(socket: WebSocketLike): void {
     this.stopKeepalive();
     let lastPingAt = Date.now();
     const timer = setInterval(() => {
       if (this.socket !== socket) return this.stopKeepalive();
-      if (this.lastFrameAt < lastPingAt) {
-        this.lost(socket);
-        socket.close(4000, 'no answer to ping');
-        return;
-      }
+      if (this.lastFrameAt < lastPingAt) return this.dead(socket);
       lastPingAt = Date.now();
       this.send({ type: 'ping' });
     }, KEEPALIVE_MS);
@@ -555,29 +587,57 @@ export class RealtimeClient {
 
   private stopKeepalive(): void {
     if (this.keepalive) clearInterval(this.keepalive);
-    this.keepalive = null;
+    if (this.probe) clearTimeout(this.probe);
+    this.keepalive = this.probe = null;
+  }
+
+  /**
+   * The page was shown again, restored, or came back online. A pending reconnect happens now
+   * (backoff reset); an open socket, which may have died while the machine slept or the
+   * network changed, must answer a ping within WAKE_PROBE_MS.
+   */
+  private wake(): void {
+    if (!this.hasWork()) return;
+    this.attempt = 0;
+    if (this.reconnectTimer) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+      this.connect();
+      return;
+    }
+    const socket = this.socket;
+    if (!socket || !this.live || this.probe) return;
+    const sentAt = Date.now();
+    this.send({ type: 'ping' });
+    this.probe = setTimeout(() => {
+      this.probe = null;
+      if (this.socket === socket && this.lastFrameAt < sentAt) this.dead(socket);
+    }, WAKE_PROBE_MS);
   }
 
   private async opened(socket: WebSocketLike): Promise<void> {
     const token = await this.options.accessToken().catch(() => null);
     if (this.socket !== socket || socket.readyState !== OPEN) return;
-    this.attempt = 0;
     this.live = true;
     this.lastFrameAt = Date.now();
     this.startKeepalive(socket);
     // The server handles messages in order: auth first, then every query and channel.
+    this.token = token;
     if (token) this.send({ type: 'auth', access_token: token });
     for (const subscription of this.subscriptions.values()) this.send(subscription.message());
     for (const channel of this.channels.values()) {
       if (!channel.joined) continue;
       channel.awaitingState = true;
+      channel.onSocket = true;
       this.send(channel.joinMessage());
     }
   }
 
   private scheduleReconnect(): void {
     if (this.reconnectTimer) return;
-    const base = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempt);
+    // Exponential backoff with jitter (half fixed, half random), so that the clients of a
+    // restarted server do not all come back in the same instant.
+    const base = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** this.attempt);
     this.attempt++;
     const delay = base / 2 + Math.random() * (base / 2);
     this.reconnectTimer = setTimeout(() => {
@@ -586,17 +646,40 @@ export class RealtimeClient {
     }, delay);
   }
 
+  /**
+   * The server dropped a query because the socket's token expired (a page asleep past its
+   * token's life) or its session ended. Give the socket the current token (refreshed if
+   * due; null once signed out) and subscribe again: resumed for the same session, read
+   * afresh for the public caller.
+   */
+  private async reauthenticate(subscription: LiveSubscription): Promise<void> {
+    const token = await this.options.accessToken().catch(() => null);
+    if (!this.subscriptions.has(subscription.id) || !this.isOpen()) return;
+    if (token !== this.token) {
+      this.token = token;
+      this.send({ type: 'auth', access_token: token });
+    }
+    if (token === null) subscription.cursor = null;
+    this.send(subscription.message());
+  }
+
   private dispatch(frame: Frame): void {
     if (typeof frame.id === 'string') {
       const subscription = this.subscriptions.get(frame.id);
       if (!subscription) return;
       if (frame.type === 'error') {
-        // The server dropped the subscription (rules, expired token, bad query).
+        if (frame.code === 'UNAUTHENTICATED' && !subscription.retried) {
+          subscription.retried = true;
+          void this.reauthenticate(subscription);
+          return;
+        }
+        // The server refused the subscription (rules, bad query): it ends here.
         this.subscriptions.delete(frame.id);
         subscription.onError(frameError(frame));
         this.closeIfIdle();
         return;
       }
+      if (frame.type === 'subscribed') subscription.retried = false;
       subscription.handle(frame);
       return;
     }
