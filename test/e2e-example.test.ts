@@ -197,7 +197,10 @@ async function editTitle(page: Page, from: string, to: string): Promise<void> {
 /** Every frame a page's websockets received, with the time it arrived. */
 interface FrameLog {
   sockets: Array<{ socket: WebSocket; openedAt: number; closedAt: number | null }>;
-  frames: Array<{ at: number; frame: { type?: string; change?: string; doc?: { id: string; version: number } } }>;
+  frames: Array<{
+    at: number;
+    frame: { type?: string; change?: string; doc?: { id: string; version: number }; docs?: unknown[] };
+  }>;
 }
 
 function recordFrames(page: Page): FrameLog {
@@ -528,7 +531,12 @@ describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
     expect(framesB.sockets.length).toBeGreaterThan(socketsBefore);
     const resumed = framesB.frames.filter(({ at, frame }) => at >= restoredAt && frame.type === 'subscribed');
     expect(resumed.length).toBeGreaterThan(0);
+    // A resume carries no fresh result: the missed changes follow as `change` frames.
+    expect(resumed.every(({ frame }) => frame.docs === undefined)).toBe(true);
     expect(framesB.frames.some(({ at, frame }) => at >= restoredAt && frame.type === 'reset')).toBe(false);
+    // Three adds, a rename, a tick and a delete: six changes missed, six replayed, in order.
+    const replayed = changeFrames(framesB, restoredAt).map((frame) => frame.change);
+    expect(replayed).toEqual(['added', 'added', 'added', 'modified', 'modified', 'removed']);
     const keys = changeFrames(framesB).map((frame) => `${frame.change}:${frame.doc?.id}:${frame.doc?.version}`);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.filter((key) => key.startsWith('removed:')).length).toBe(1);
