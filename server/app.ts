@@ -1,7 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
@@ -9,6 +8,7 @@ import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
+import { registerSecurityHeaders } from './internal/http/security-headers.js';
 import { createLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
@@ -109,7 +109,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
 
   registerErrorHandling(app);
 
-  await app.register(helmet, {
+  // helmet's headers, computed once at start-up rather than per request.
+  registerSecurityHeaders(app, {
     // Basalt is an API called from other origins: its responses (images, files) must be
     // embeddable by those apps, so cross-origin resource policy is relaxed.
     crossOriginResourcePolicy: { policy: 'cross-origin' },
@@ -129,7 +130,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     allowedHeaders: ALLOWED_HEADERS,
-    exposedHeaders: EXPOSED_HEADERS,
+    // Joined once here; @fastify/cors would join the list on every response.
+    exposedHeaders: EXPOSED_HEADERS.join(', '),
     credentials: false,
     maxAge: 600,
     strictPreflight: true,
