@@ -135,8 +135,10 @@ export class DocumentRepository {
       ));
       const table = tableRef(input.name);
       await tx.query(`CREATE SCHEMA IF NOT EXISTS ${DATA_SCHEMA}`);
+      // The id rule as a plain repeat plus a length: `{1,128}` in a Postgres regex cost
+      // about 15 µs of CPU on every written row (see migration 0011).
       await tx.query(`CREATE TABLE ${table} (
-        id text COLLATE "C" PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,128}$'),
+        id text COLLATE "C" PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]+$' AND length(id) <= 128),
         owner text COLLATE "C",
         version bigint NOT NULL DEFAULT 1,
         created_at timestamptz NOT NULL DEFAULT now(),
