@@ -140,7 +140,7 @@ function invocationsView(ctx: Context, fn: FunctionInfo, setTimer: (timer: numbe
                 class: 'clickable-row',
                 onclick: () => toggle(run.id),
               },
-              h('td', { class: 'small' }, formatTime(run.started_at ?? run.created_at)),
+              h('td', { class: 'nowrap small' }, formatTime(run.started_at ?? run.created_at)),
               h('td', null, badge(run.status), run.cold_start ? badge('cold', 'info') : null),
               h('td', null, String(run.attempt)),
               h('td', null, run.duration_ms === null ? '—' : `${run.duration_ms} ms`),

@@ -108,9 +108,10 @@ export async function overviewPage(ctx: Context): Promise<Page> {
       ]);
       tiles.connections.textContent = String(scrape.sum('basalt_realtime_connections'));
       tiles.subscriptions.textContent = String(scrape.sum('basalt_realtime_subscriptions'));
-      const memory = scrape.sum('basalt_process_resident_memory_bytes');
+      // prom-client's default metrics keep their own process_ prefix after Basalt's basalt_process_.
+      const memory = scrape.sum('basalt_process_process_resident_memory_bytes');
       tiles.memory.textContent = memory > 0 ? `${(memory / 1024 / 1024).toFixed(0)} MiB` : '—';
-      const started = scrape.sum('basalt_process_start_time_seconds');
+      const started = scrape.sum('basalt_process_process_start_time_seconds');
       tiles.uptime.textContent = started > 0 ? uptime(Date.now() / 1000 - started) : '—';
       status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
       previous = scrape;

@@ -186,8 +186,8 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
                 { 'data-path': object.path, onclick: () => void showObject(object) },
                 h('td', null, object.path.slice(prefix.length)),
                 h('td', { class: 'small' }, object.content_type),
-                h('td', null, formatBytes(object.size)),
-                h('td', { class: 'small' }, formatTime(object.updated_at)),
+                h('td', { class: 'nowrap' }, formatBytes(object.size)),
+                h('td', { class: 'nowrap small' }, formatTime(object.updated_at)),
                 h(
                   'td',
                   { class: 'actions' },

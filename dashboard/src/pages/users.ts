@@ -14,7 +14,7 @@ function isBanned(user: User): boolean {
 export async function usersPage(ctx: Context): Promise<Page> {
   let page = 1;
   let email = ctx.query.get('email') ?? '';
-  const list = h('div');
+  const list = h('div', { class: 'table-wrap' });
   const editor = h('div', { class: 'side-panel', hidden: true });
   const search = h('input', { type: 'search', name: 'email', placeholder: 'Search by email', value: email });
 
@@ -49,8 +49,8 @@ export async function usersPage(ctx: Context): Promise<Page> {
                   'tr',
                   { 'data-user': user.email ?? user.id },
                   h('td', null, user.email ?? h('span', { class: 'muted' }, user.is_anonymous ? 'anonymous' : '—')),
-                  h('td', { class: 'mono small' }, user.id),
-                  h('td', null, formatTime(user.created_at)),
+                  h('td', { class: 'mono small', title: user.id }, `${user.id.slice(0, 8)}…`),
+                  h('td', { class: 'nowrap small', title: formatTime(user.created_at) }, user.created_at.slice(0, 10)),
                   h(
                     'td',
                     null,
