@@ -8,6 +8,17 @@ COPY client-sdk/package.json client-sdk/package.json
 # Production dependencies only; argon2, esbuild and the embedded Postgres ship prebuilt binaries.
 RUN npm ci --omit=dev --no-audit --no-fund
 
+# The admin dashboard's static files, built with the dev dependencies (Vite), which the
+# runtime image does not carry.
+FROM node:20-bookworm-slim AS dashboard
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY client-sdk/package.json client-sdk/package.json
+RUN npm ci --no-audit --no-fund
+COPY dashboard ./dashboard
+COPY scripts/dashboard-build.ts scripts/dashboard-build.ts
+RUN node --import tsx scripts/dashboard-build.ts
+
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
@@ -21,6 +32,7 @@ COPY client-sdk ./client-sdk
 COPY server ./server
 COPY migrations ./migrations
 COPY functions ./functions
+COPY --from=dashboard /app/dashboard/dist ./dashboard/dist
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]
