@@ -12,6 +12,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { exampleSettings, readServiceKey, SettingsError, type ExampleSettings } from './settings.js';
 import { SetupError, setupExample } from './setup.js';
 import { startExampleServer } from './server.js';
 
@@ -19,38 +20,9 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 const sdkDir = path.join(repo, 'client-sdk');
 const sdkBuild = path.join(sdkDir, 'dist', 'index.js');
 
-interface Settings {
-  basaltUrl: string;
-  serviceKey: string | null;
-  serviceKeyFile: string;
-  host: string;
-  port: number;
-}
-
 function fail(message: string): never {
   process.stderr.write(`example: ${message}\n`);
   process.exit(1);
-}
-
-function readSettings(): Settings {
-  // eslint-disable-next-line no-restricted-properties -- a command-line tool, not a server module
-  const env = process.env;
-  const basaltHost = !env.HOST || env.HOST === '0.0.0.0' || env.HOST === '::' ? '127.0.0.1' : env.HOST;
-  const basaltUrl = (env.BASALT_URL ?? `http://${basaltHost}:${env.PORT ?? '8080'}`).replace(/\/+$/, '');
-  try {
-    new URL(basaltUrl);
-  } catch {
-    fail(`BASALT_URL is not a URL: ${basaltUrl}`);
-  }
-  const port = Number(env.EXAMPLE_PORT ?? 5173);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`EXAMPLE_PORT is not a port: ${env.EXAMPLE_PORT}`);
-  return {
-    basaltUrl,
-    serviceKey: env.BASALT_SERVICE_KEY?.trim() || null,
-    serviceKeyFile: path.resolve(env.BASALT_DATA_DIR ?? '.basalt', 'service-key'),
-    host: env.EXAMPLE_HOST ?? '127.0.0.1',
-    port,
-  };
 }
 
 function newestSource(dir: string): number {
@@ -74,7 +46,8 @@ function ensureSdkBuild(): void {
 }
 
 async function waitForBasalt(basaltUrl: string): Promise<void> {
-  const deadline = Date.now() + 120_000;
+  // A first start creates the database cluster: give it time.
+  const deadline = Date.now() + 300_000;
   let told = false;
   for (;;) {
     try {
@@ -92,37 +65,29 @@ async function waitForBasalt(basaltUrl: string): Promise<void> {
   }
 }
 
-/** The key from the environment, else the one `npm start` generated into its data dir (waiting for a first start). */
-async function readServiceKey(settings: Settings): Promise<string> {
-  if (settings.serviceKey) return settings.serviceKey;
-  try {
-    const key = (await readFile(settings.serviceKeyFile, 'utf8')).trim();
-    if (key) return key;
-  } catch {
-    // Reported below.
-  }
-  fail(
-    `no service key: set BASALT_SERVICE_KEY, or run this in the folder where \`npm start\` runs ` +
-      `(it keeps the key in ${settings.serviceKeyFile}; BASALT_DATA_DIR moves it)`,
-  );
-}
-
 async function main(): Promise<void> {
-  const settings = readSettings();
+  let settings: ExampleSettings;
+  try {
+    // eslint-disable-next-line no-restricted-properties -- a command-line tool, not a server module
+    settings = exampleSettings(process.env, process.cwd());
+  } catch (error) {
+    if (error instanceof SettingsError) fail(error.message);
+    throw error;
+  }
   ensureSdkBuild();
   const sdk = new Map<string, Buffer>([
     ['index.js', await readFile(sdkBuild)],
     ['index.js.map', await readFile(`${sdkBuild}.map`)],
   ]);
   await waitForBasalt(settings.basaltUrl);
-  const serviceKey = await readServiceKey(settings);
   try {
+    const serviceKey = await readServiceKey(settings);
     const result = await setupExample(settings.basaltUrl, serviceKey);
     process.stdout.write(
       `example: collection example_todos ${result.collection}, bucket example-images ${result.bucket}\n`,
     );
   } catch (error) {
-    if (error instanceof SetupError) fail(error.message);
+    if (error instanceof SetupError || error instanceof SettingsError) fail(error.message);
     throw error;
   }
   const server = await startExampleServer({

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +9,9 @@ import { build } from 'esbuild';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocket } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, haveBrowser } from '../client-sdk/test/browser-support.js';
+import { resolveServiceKey } from '../server/internal/service-key.js';
 import { startExampleServer, type ExampleServer } from '../examples/server.js';
+import { exampleSettings, readServiceKey, SettingsError } from '../examples/settings.js';
 import { EXAMPLE_BUCKET, EXAMPLE_COLLECTION, setupExample } from '../examples/setup.js';
 import {
   createTestDatabase,
@@ -320,6 +323,40 @@ describe('npm run example', () => {
       token: basalt.serviceKey,
     });
     expect(removed.status).toBe(204);
+  });
+
+  it('finds the server and the service key `npm start` uses, from the same variables', async () => {
+    expect(exampleSettings({}, '/srv/app')).toEqual({
+      basaltUrl: 'http://127.0.0.1:8080',
+      serviceKey: null,
+      serviceKeyFile: '/srv/app/.basalt/service-key',
+      host: '127.0.0.1',
+      port: 5173,
+    });
+    expect(exampleSettings({ PORT: '9090', HOST: '0.0.0.0' }, '/srv/app').basaltUrl).toBe('http://127.0.0.1:9090');
+    expect(exampleSettings({ PORT: '9090', HOST: '::1' }, '/srv/app').basaltUrl).toBe('http://[::1]:9090');
+    expect(exampleSettings({ PORT: '9090', BASALT_URL: 'https://api.example.com/' }, '/srv/app').basaltUrl).toBe(
+      'https://api.example.com',
+    );
+    expect(exampleSettings({ BASALT_DATA_DIR: 'data' }, '/srv/app').serviceKeyFile).toBe('/srv/app/data/service-key');
+    expect(exampleSettings({ EXAMPLE_PORT: '0', EXAMPLE_HOST: '0.0.0.0' }, '/srv/app')).toMatchObject({
+      port: 0,
+      host: '0.0.0.0',
+    });
+    expect(() => exampleSettings({ EXAMPLE_PORT: 'eighty' }, '/srv/app')).toThrow(SettingsError);
+    expect(() => exampleSettings({ BASALT_URL: 'ftp://x' }, '/srv/app')).toThrow(SettingsError);
+
+    // The key file as the server writes it on first start.
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-example-'));
+    try {
+      const settings = exampleSettings({ BASALT_DATA_DIR: dataDir }, '/srv/app');
+      await expect(readServiceKey(settings)).rejects.toThrow(/BASALT_SERVICE_KEY/);
+      const generated = await resolveServiceKey(null, dataDir);
+      await expect(readServiceKey(settings)).resolves.toBe(generated.key);
+      await expect(readServiceKey({ ...settings, serviceKey: 'from-the-env' })).resolves.toBe('from-the-env');
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a wrong service key with a hint', async () => {
