@@ -9,12 +9,17 @@
  * output is not committed: it is derived, and rebuilt whenever its sources change.
  */
 import { existsSync } from 'node:fs';
-import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = fileURLToPath(new URL('../dashboard/', import.meta.url));
 export const DASHBOARD_DIST = path.join(root, 'dist');
+/** Scratch builds and the lock; under a "dist" folder so git, ESLint and Prettier skip them. */
+const WORK = path.join(root, '.cache', 'dist');
+const LOCK = path.join(WORK, 'lock');
+/** A lock older than this was left by a build that died; builds take seconds. */
+const STALE_LOCK_MS = 120_000;
 const SOURCES = ['index.html', 'vite.config.ts', 'src', 'public'];
 
 async function newestSource(entry: string): Promise<number> {
@@ -41,19 +46,41 @@ export async function dashboardIsStale(): Promise<boolean> {
  */
 export async function buildDashboard(): Promise<void> {
   const { build } = await import('vite');
-  const scratch = path.join(root, `.dist-${process.pid}-${Date.now()}`);
+  await mkdir(WORK, { recursive: true });
+  const scratch = path.join(WORK, `build-${process.pid}-${Date.now()}`);
   try {
     await build({
       configFile: path.join(root, 'vite.config.ts'),
       build: { outDir: scratch, emptyOutDir: true },
       logLevel: 'warn',
     });
-    const old = `${DASHBOARD_DIST}.old-${process.pid}-${Date.now()}`;
+    const old = path.join(WORK, `old-${process.pid}-${Date.now()}`);
     if (existsSync(DASHBOARD_DIST)) await rename(DASHBOARD_DIST, old);
     await rename(scratch, DASHBOARD_DIST);
     await rm(old, { recursive: true, force: true });
   } finally {
     await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Runs `work` holding a lock folder, so test files and `npm start` starting together build once. */
+async function withLock<T>(work: () => Promise<T>): Promise<T> {
+  await mkdir(WORK, { recursive: true });
+  for (;;) {
+    try {
+      await mkdir(LOCK);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const held = await stat(LOCK).catch(() => null);
+      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) await rm(LOCK, { recursive: true, force: true });
+      else await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await rm(LOCK, { recursive: true, force: true });
   }
 }
 
@@ -65,14 +92,20 @@ export async function ensureDashboard(): Promise<'fresh' | 'built' | 'unavailabl
   } catch {
     return existsSync(path.join(DASHBOARD_DIST, 'index.html')) ? 'fresh' : 'unavailable';
   }
-  await buildDashboard();
-  return 'built';
+  return withLock(async () => {
+    // Another process may have built it while this one waited for the lock.
+    if (!(await dashboardIsStale())) return 'fresh';
+    await buildDashboard();
+    return 'built';
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ifStale = process.argv.includes('--if-stale');
   const started = Date.now();
-  const outcome = ifStale ? await ensureDashboard() : (await buildDashboard(), 'built');
+  const outcome = ifStale
+    ? await ensureDashboard()
+    : await withLock(async () => (await buildDashboard(), 'built' as const));
   if (outcome === 'built') process.stderr.write(`basalt: dashboard built in ${Date.now() - started} ms\n`);
   if (outcome === 'unavailable') {
     process.stderr.write('basalt: the dashboard is not built and Vite is not installed; /_/ will answer 503\n');
