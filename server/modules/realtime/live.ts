@@ -2,7 +2,16 @@ import { isAppError } from '../../internal/errors.js';
 import type { DocumentService } from '../documents/service.js';
 import { DATA_SCHEMA } from '../documents/sql.js';
 import { parseCursor, type ChangeFeed } from '../../internal/changes/feed.js';
+import { ruleCallerKey } from './rule-key.js';
 import type { LiveDocuments } from './subscriptions.js';
+import type { Document } from '../documents/query.js';
+
+/**
+ * Read-rule verdicts per event document, shared by the subscribers whose callers the rule
+ * cannot tell apart (see ruleCallerKey): one fan-out evaluates `auth != null` once, not once
+ * per socket. Keyed by the document object, which lives as long as some window holds it.
+ */
+const verdicts = new WeakMap<Document, Map<string, boolean>>();
 
 /**
  * Live queries read through the documents service, so snapshots apply the same read
@@ -27,7 +36,23 @@ export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed
     },
     async reader(caller, collection) {
       const meta = await documents.collections.get(collection);
-      return (doc) => documents.allows(meta, 'read', caller, { doc });
+      const rule = meta.rules.read;
+      const key = caller.role !== 'service' && rule ? ruleCallerKey(rule, caller) : null;
+      if (key === null || !rule) return (doc) => documents.allows(meta, 'read', caller, { doc });
+      const memo = `${meta.name}\u0000${meta.revision}\u0000${rule.source}\u0000${key}`;
+      return (doc) => {
+        let known = verdicts.get(doc);
+        if (!known) {
+          known = new Map();
+          verdicts.set(doc, known);
+        }
+        let verdict = known.get(memo);
+        if (verdict === undefined) {
+          verdict = documents.allows(meta, 'read', caller, { doc });
+          known.set(memo, verdict);
+        }
+        return verdict;
+      };
     },
     // Taken after the snapshot query: the tick then covers everything the query saw.
     markTick: async () => parseCursor(await feed.coveringCursor()),

@@ -143,6 +143,40 @@ function newDocument(change: FeedChange, collection: string): Document | null {
   return doc;
 }
 
+interface SharedFrame {
+  id: string;
+  kind: ChangeKind;
+  cursor: string;
+  frame: Buffer;
+}
+
+/**
+ * Frames made during one synchronous fan-out (SubscriptionManager.onBatch), by document:
+ * subscribers whose frames are byte for byte the same (same document, kind, cursor and
+ * subscription id) share one encoded Buffer. A document has one or a few distinct frames,
+ * so a short list beats building a string key per delivery. Null outside a batch.
+ */
+let batchFrames: Map<Document, SharedFrame[]> | null = null;
+
+function changeText(id: string, kind: ChangeKind, doc: Document, cursor: string): string {
+  return `{"type":"change","id":${JSON.stringify(id)},"change":"${kind}","doc":${documentJson(doc)},"cursor":${JSON.stringify(cursor)}}`;
+}
+
+function changeFrame(id: string, kind: ChangeKind, doc: Document, cursor: string): string | Buffer {
+  if (batchFrames === null) return changeText(id, kind, doc, cursor);
+  let frames = batchFrames.get(doc);
+  if (!frames) {
+    frames = [];
+    batchFrames.set(doc, frames);
+  }
+  for (const shared of frames) {
+    if (shared.id === id && shared.kind === kind && shared.cursor === cursor) return shared.frame;
+  }
+  const frame = Buffer.from(changeText(id, kind, doc, cursor));
+  frames.push({ id, kind, cursor, frame });
+  return frame;
+}
+
 function documentJson(doc: Document): string {
   let json = documentJsonCache.get(doc);
   if (json === undefined) {
@@ -211,6 +245,8 @@ class Subscription {
   buffer: RoutedChange[] | null = [];
   closed = false;
   private queue: Promise<void> = Promise.resolve();
+  /** Work queued or running; while there is none, events are applied at once (deliver's fast path). */
+  private pending = 0;
   private reader: ((doc: Document) => boolean) | null = null;
   private readerAt = 0;
   private lastCursor = '';
@@ -242,22 +278,43 @@ class Subscription {
   }
 
   enqueue(work: () => Promise<void>): void {
+    this.pending++;
     this.queue = this.queue.then(async () => {
-      if (this.closed) return;
       try {
+        if (this.closed) return;
         await work();
       } catch (error) {
         this.fail(error);
+      } finally {
+        this.pending--;
       }
     });
   }
 
+  /**
+   * Takes the changes of one feed batch. The fast path: with nothing queued before them and
+   * the rules at hand, they are applied here and now (no promise per subscriber and event,
+   * and the frames go out while the manager holds the sockets corked); otherwise they wait
+   * their turn in the queue.
+   */
   deliver(routed: RoutedChange[]): void {
+    if (this.closed) return;
     if (this.buffer) {
       this.buffer.push(...routed);
       return;
     }
-    this.enqueue(() => this.apply(routed));
+    const reader =
+      this.pending === 0 && this.reader && Date.now() - this.readerAt <= READER_TTL_MS ? this.reader : null;
+    if (!reader) {
+      this.enqueue(() => this.apply(routed));
+      return;
+    }
+    try {
+      const resyncAt = this.applyWith(routed, reader);
+      if (resyncAt !== null) this.enqueue(() => this.resync(resyncAt));
+    } catch (error) {
+      this.fail(error);
+    }
   }
 
   fail(error: unknown): void {
@@ -270,9 +327,7 @@ class Subscription {
   onFailed: ((subscription: Subscription) => void) | null = null;
 
   private send(kind: ChangeKind, doc: Document, cursor: string): void {
-    this.connection.sendText(
-      `{"type":"change","id":${JSON.stringify(this.id)},"change":"${kind}","doc":${documentJson(doc)},"cursor":${JSON.stringify(cursor)}}`,
-    );
+    this.connection.sendText(changeFrame(this.id, kind, doc, cursor));
   }
 
   private worst(excluding?: string): Document | null {
@@ -286,14 +341,18 @@ class Subscription {
 
   /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
   async apply(routed: RoutedChange[]): Promise<void> {
+    const resyncAt = this.applyWith(routed, await this.readable());
+    if (resyncAt !== null) await this.resync(resyncAt);
+  }
+
+  /**
+   * Applies the changes with `readable` as the read rule, synchronously. When the window
+   * must be re-read at an exact position, stops there: the changes after it are held in
+   * the buffer, and the cursor to re-read at is returned for the caller to resync.
+   */
+  private applyWith(routed: RoutedChange[], readable: (doc: Document) => boolean): string | null {
     for (let i = 0; i < routed.length; i++) {
       const { change, cursor } = routed[i] as RoutedChange;
-      // Hold back what follows while the window is re-read at an exact position.
-      const resync = async () => {
-        this.buffer = [...routed.slice(i + 1), ...(this.buffer ?? [])];
-        await this.resync(cursor);
-      };
-      const readable = await this.readable();
       this.lastCursor = cursor;
       const doc = newDocument(change, this.view.collection);
       const known = this.window.get(change.rowId);
@@ -311,8 +370,7 @@ class Subscription {
           this.send('modified', doc, cursor);
           // It moved towards the end of a full window: a document outside may now come first.
           if (this.window.size >= limit && worstOther && this.view.compare(doc, worstOther) > 0) {
-            await resync();
-            return;
+            return this.holdAfter(routed, i);
           }
         } else if (this.window.size < limit) {
           this.window.set(doc.id, doc);
@@ -330,12 +388,16 @@ class Subscription {
         const wasFull = this.window.size >= limit;
         this.window.delete(known.id);
         this.send('removed', change.op === 'delete' ? known : (doc ?? known), cursor);
-        if (wasFull) {
-          await resync();
-          return;
-        }
+        if (wasFull) return this.holdAfter(routed, i);
       }
     }
+    return null;
+  }
+
+  /** Holds back the changes after `routed[i]` while the window is re-read at its cursor, which it returns. */
+  private holdAfter(routed: RoutedChange[], i: number): string {
+    this.buffer = [...routed.slice(i + 1), ...(this.buffer ?? [])];
+    return (routed[i] as RoutedChange).cursor;
   }
 
   /**
@@ -465,9 +527,22 @@ export class SubscriptionManager {
       list.push(change);
       groups.set(key, list);
     }
-    for (const [key, changes] of groups) {
-      const routed = routeChanges(changes, 0, 0);
-      for (const subscription of this.byTable.get(key) ?? []) subscription.deliver(routed);
+    const corked = new Set<RealtimeConnection>();
+    batchFrames = new Map();
+    try {
+      for (const [key, changes] of groups) {
+        const routed = routeChanges(changes, 0, 0);
+        for (const subscription of this.byTable.get(key) ?? []) {
+          if (!corked.has(subscription.connection)) {
+            corked.add(subscription.connection);
+            subscription.connection.cork();
+          }
+          subscription.deliver(routed);
+        }
+      }
+    } finally {
+      batchFrames = null;
+      for (const connection of corked) connection.uncork();
     }
     const tick = parseCursor(batch.cursor);
     if (tick > this.lastTick) this.lastTick = tick;
