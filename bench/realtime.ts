@@ -438,7 +438,7 @@ function num(figures: Figures, key: string): number | null {
 export async function runRealtime(settings: Settings): Promise<string[]> {
   const subscribers = whole('BENCH_RT_SUBSCRIBERS', 1_000);
   const idle = whole('BENCH_RT_IDLE', 10_000);
-  const rate = whole('BENCH_RT_RATE', 20);
+  const rate = whole('BENCH_RT_RATE', 5);
   const burst = whole('BENCH_RT_BURST', 200);
   const hold = whole('BENCH_RT_HOLD', 10);
   const processes = whole('BENCH_RT_CLIENT_PROCESSES', 4);
