@@ -61,6 +61,11 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     page = await context.newPage();
     page.on('pageerror', (error) => pageErrors.push(error.message));
+    // A CSP violation is logged to the console, not thrown: collect those too.
+    page.on('console', (message) => {
+      if (message.type() === 'error' && /Content Security Policy/i.test(message.text()))
+        pageErrors.push(message.text());
+    });
     page.on('dialog', (dialog) => void dialog.accept());
   });
 
@@ -148,8 +153,45 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     expect(after.body).toMatchObject({ version: 3, data: { title: 'hello again', done: false } });
   });
 
+  it('edits indexes and the schema of the collection', async () => {
+    await page.goto(`${app.url}/_/collections/tasks?tab=indexes`);
+    await page.fill('textarea[name=indexes]', 'title\nowner, created_at');
+    await page.click('#indexes-form button[type=submit]');
+    await expect
+      .poll(async () => {
+        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
+        return (stored.body as { indexes: unknown }).indexes;
+      })
+      .toEqual(['title', ['owner', 'created_at']]);
+
+    await page.click('a[data-tab=schema]');
+    await page.fill('textarea[name=schema]', '{"type": "object", "properties": {"title": {"type": "string"}}}');
+    await page.click('#schema-form button[type=submit]');
+    await expect
+      .poll(async () => {
+        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
+        return (stored.body as { schema: unknown }).schema;
+      })
+      .toEqual({ type: 'object', properties: { title: { type: 'string' } } });
+    // A write the schema refuses is refused for the dashboard too, with the server's message.
+    await page.goto(`${app.url}/_/collections/tasks/docs/first`);
+    await page.fill('textarea[name=data]', '{"title": 42}');
+    await page.click('#document-form button[type=submit]');
+    await expect.poll(() => page.textContent('#document-error')).toContain('INVALID_REQUEST');
+    expect(await page.textContent('#document-error')).toContain('data/title: must be string');
+    await page.goto(`${app.url}/_/collections/tasks?tab=schema`);
+    await page.fill('textarea[name=schema]', '');
+    await page.click('#schema-form button[type=submit]');
+    await expect
+      .poll(async () => {
+        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
+        return (stored.body as { schema: unknown }).schema;
+      })
+      .toBeNull();
+    await page.click('a[data-tab=documents]');
+  });
+
   it('shows a change made elsewhere arriving live in the table', async () => {
-    await page.click('a:text("Back to the table")');
     await page.waitForSelector('#documents tr[data-id=first]');
     await page.waitForSelector('#live-status[data-state=live]');
     const created = await request(app.url, 'PUT', '/v1/db/tasks/from-api', {
@@ -204,6 +246,58 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     // The bucket root shows the prefix as a folder.
     await page.click('nav.crumbs a:text("pictures")');
     await page.waitForSelector('#objects tr[data-folder="holidays/"]');
+    await page.click('#objects tr[data-folder="holidays/"]');
+    await page.click('#objects tr[data-path="holidays/beach.png"] button:text("Delete")');
+    await row.waitFor({ state: 'detached' });
+    const gone = await request(app.url, 'GET', '/v1/storage/pictures/holidays/beach.png', { token: app.serviceKey });
+    expect(gone.status).toBe(404);
+  });
+
+  it('creates a user, finds them by email, sets app_metadata, bans and deletes them', async () => {
+    await page.click('a[data-nav=users]');
+    await page.waitForSelector('#create-user');
+    await page.fill('input[name=new-email]', 'dashboard-user@example.com');
+    await page.fill('input[name=new-password]', 'a long enough passphrase 7');
+    await page.click('#create-user button[type=submit]');
+    const row = page.locator('#users tr[data-user="dashboard-user@example.com"]');
+    await row.waitFor();
+    const listed = await request(app.url, 'GET', '/v1/admin/users?email=dashboard-user@example.com', {
+      token: app.serviceKey,
+    });
+    const user = (listed.body as { users: Array<{ id: string; email_confirmed_at: string | null }> }).users[0];
+    expect(user?.email_confirmed_at).not.toBeNull();
+
+    await page.fill('input[name=email]', 'nobody-here@example.com');
+    await page.click('form.search button');
+    await page.waitForSelector('p.empty');
+    await page.fill('input[name=email]', 'dashboard-user@example.com');
+    await page.click('form.search button');
+    await row.waitFor();
+    expect(await page.locator('#users tbody tr').count()).toBe(1);
+
+    await row.locator('button:text("Edit")').click();
+    await page.fill('textarea[name=app_metadata]', '{"role": "editor"');
+    await page.click('.side-panel button:text("Save")');
+    await expect.poll(() => page.textContent('.side-panel .error-text')).toContain('not valid JSON');
+    await page.fill('textarea[name=app_metadata]', '{"role": "editor"}');
+    await page.click('.side-panel button:text("Save")');
+    await page.locator('.side-panel').waitFor({ state: 'hidden' });
+    const edited = await request(app.url, 'GET', `/v1/admin/users/${user?.id}`, { token: app.serviceKey });
+    expect((edited.body as { app_metadata: unknown }).app_metadata).toEqual({ role: 'editor' });
+
+    await row.locator('button:text("Ban")').click();
+    await row.locator('button:text("Unban")').waitFor();
+    const banned = await request(app.url, 'GET', `/v1/admin/users/${user?.id}`, { token: app.serviceKey });
+    expect(Date.parse((banned.body as { banned_until: string }).banned_until)).toBeGreaterThan(Date.now());
+    const signIn = await request(app.url, 'POST', '/v1/auth/signin', {
+      body: { email: 'dashboard-user@example.com', password: 'a long enough passphrase 7' },
+    });
+    expect(signIn.status).toBeGreaterThanOrEqual(400);
+
+    await row.locator('button:text("Delete")').click();
+    await page.waitForSelector('p.empty');
+    const deleted = await request(app.url, 'GET', `/v1/admin/users/${user?.id}`, { token: app.serviceKey });
+    expect(deleted.status).toBe(404);
   });
 
   it('retries a dead-lettered invocation from the functions page', async () => {

@@ -2,6 +2,13 @@ import { ApiError, type Doc } from '../api.js';
 import { link, type Context, type Page } from '../app.js';
 import { field, formatTime, h, parseJson } from '../dom.js';
 
+/** The server's message, with the schema's findings when it lists them. */
+function describe(error: ApiError): string {
+  const issues = Array.isArray(error.details.issues) ? (error.details.issues as Array<Record<string, unknown>>) : [];
+  const lines = issues.map((issue) => `• ${String(issue.path ?? '')}: ${String(issue.message ?? '')}`);
+  return [`${error.code}: ${error.message}`, ...lines].join('\n');
+}
+
 /** One document as JSON: create, edit (with If-Match on its version) or delete. */
 export async function documentPage(ctx: Context): Promise<Page> {
   const collection = ctx.params.name ?? '';
@@ -64,7 +71,7 @@ export async function documentPage(ctx: Context): Promise<Page> {
         problem.textContent =
           'The document changed since it was loaded: reload it to see the new version, then edit again.';
       } else {
-        problem.textContent = error instanceof ApiError ? `${error.code}: ${error.message}` : (error as Error).message;
+        problem.textContent = error instanceof ApiError ? describe(error) : (error as Error).message;
       }
     }
   };
