@@ -649,17 +649,15 @@ export class RealtimeClient {
   /**
    * The server dropped a query because the socket's token expired (a page asleep past its
    * token's life) or its session ended. Give the socket the current token (refreshed if
-   * due; null once signed out) and subscribe again: resumed for the same session, read
-   * afresh for the public caller.
+   * due; null once signed out) and subscribe again, read afresh: the server may not take the
+   * token, and a resume would be computed for whoever the socket is now.
    */
   private async reauthenticate(subscription: LiveSubscription): Promise<void> {
     const token = await this.options.accessToken().catch(() => null);
     if (!this.subscriptions.has(subscription.id) || !this.isOpen()) return;
-    if (token !== this.token) {
-      this.token = token;
-      this.send({ type: 'auth', access_token: token });
-    }
-    if (token === null) subscription.cursor = null;
+    this.token = token;
+    this.send({ type: 'auth', access_token: token });
+    subscription.cursor = null;
     this.send(subscription.message());
   }
 
