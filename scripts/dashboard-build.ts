@@ -100,14 +100,29 @@ export async function ensureDashboard(): Promise<'fresh' | 'built' | 'unavailabl
   });
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const ifStale = process.argv.includes('--if-stale');
+async function cli(ifStale: boolean): Promise<void> {
   const started = Date.now();
-  const outcome = ifStale
-    ? await ensureDashboard()
-    : await withLock(async () => (await buildDashboard(), 'built' as const));
+  if (!ifStale) {
+    await withLock(buildDashboard);
+    process.stderr.write(`basalt: dashboard built in ${Date.now() - started} ms\n`);
+    return;
+  }
+  let outcome: Awaited<ReturnType<typeof ensureDashboard>>;
+  try {
+    outcome = await ensureDashboard();
+  } catch (error) {
+    // `npm start` must still start the API when the dashboard cannot be built (e.g. a Node
+    // older than Vite 7 needs): the server then answers 503 at /_/ and serves the rest.
+    const reason = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`basalt: could not build the dashboard (${reason}); starting without it\n`);
+    return;
+  }
   if (outcome === 'built') process.stderr.write(`basalt: dashboard built in ${Date.now() - started} ms\n`);
   if (outcome === 'unavailable') {
     process.stderr.write('basalt: the dashboard is not built and Vite is not installed; /_/ will answer 503\n');
   }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await cli(process.argv.includes('--if-stale'));
 }
