@@ -18,6 +18,11 @@ beforeAll(async () => {
   if (!haveBrowser) return;
   database = await createTestDatabase();
   server = await startTestApp(database, { BASALT_ACCESS_TOKEN_TTL: '30', BASALT_AUTH_REFRESH_REUSE_GRACE: '0' });
+  const created = await request(server.url, 'POST', '/v1/admin/collections', {
+    token: server.serviceKey,
+    body: { name: 'todos', rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' } },
+  });
+  expect(created.status).toBe(201);
   harness = await startBrowserHarness();
   ({ browser, pageUrl } = harness);
 }, 120_000);
@@ -45,11 +50,36 @@ interface Tab {
     };
   };
 }
+type Frame = { type: string; access_token?: string | null };
+interface LiveClient {
+  db: {
+    collection(name: string): {
+      add(data: unknown, options: { id: string }): Promise<unknown>;
+      onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void;
+    };
+  };
+}
 type TabWindow = { tab: Tab; Basalt: { createClient(url: string, options: unknown): Tab['basalt'] } };
 
 /** Opens a tab with a client that records its auth events and counts its refresh requests. */
 async function openTab(context: BrowserContext): Promise<Page> {
   const page = await context.newPage();
+  // Records what the page's websockets send and receive.
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    const frames: { sent: unknown[]; received: unknown[] } = { sent: [], received: [] };
+    (window as unknown as { frames: typeof frames }).frames = frames;
+    window.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols);
+        this.addEventListener('message', (event) => frames.received.push(JSON.parse(String(event.data))));
+      }
+      override send(data: string): void {
+        frames.sent.push(JSON.parse(data));
+        super.send(data);
+      }
+    };
+  });
   await page.goto(pageUrl);
   await page.evaluate(async (url) => {
     const w = window as unknown as TabWindow;
@@ -97,6 +127,15 @@ describe.skipIf(!haveBrowser)('a session shared by browser tabs', () => {
     );
     await expect.poll(async () => (await state(b)).user).toBe(userId);
     expect((await state(b)).events).toEqual(['SIGNED_IN']);
+    // B follows the user's todos live: its socket must follow the session A signed in.
+    await b.evaluate(() => {
+      const w = window as unknown as TabWindow & { todos: string[] | null };
+      w.todos = null;
+      (w.tab.basalt as unknown as LiveClient).db
+        .collection('todos')
+        .onSnapshot((snapshot) => (w.todos = snapshot.docs.map((doc) => doc.id)));
+    });
+    await expect.poll(() => b.evaluate(() => (window as unknown as { todos: string[] | null }).todos)).toEqual([]);
     // A tab opened later starts signed in from storage.
     const c = await openTab(context);
     expect((await state(c)).user).toBe(userId);
@@ -132,6 +171,24 @@ describe.skipIf(!haveBrowser)('a session shared by browser tabs', () => {
     const after = await Promise.all([a, b, c].map(state));
     expect(after.reduce((sum, tab) => sum + tab.refreshes, 0) - sent).toBe(1);
     expect(new Set(after.map((tab) => tab.refreshToken)).size).toBe(1);
+
+    // B's socket got every new token, so it still follows the todos after the first token
+    // expired (the server checks every second and would have dropped the query).
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, (expiresAt + 2) * 1000 - Date.now())));
+    await a.evaluate(async () => {
+      const { tab } = window as unknown as TabWindow;
+      await (tab.basalt as unknown as LiveClient).db.collection('todos').add({}, { id: 'late' });
+    });
+    await expect
+      .poll(() => b.evaluate(() => (window as unknown as { todos: string[] | null }).todos))
+      .toEqual(['late']);
+    const wire = await b.evaluate(() => (window as unknown as { frames: { sent: Frame[]; received: Frame[] } }).frames);
+    expect(wire.received.filter((frame) => frame.type === 'error')).toEqual([]);
+    const tokens = wire.sent.filter((frame) => frame.type === 'auth').map((frame) => frame.access_token);
+    expect(tokens.length).toBeGreaterThanOrEqual(2);
+    expect(tokens.at(-1)).toBe(
+      await b.evaluate(() => (window as unknown as TabWindow).tab.basalt.auth.session!.access_token),
+    );
 
     // The session survived: it still works, and the server still lists it.
     for (const page of [a, b, c]) {
