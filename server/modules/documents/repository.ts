@@ -55,21 +55,34 @@ function documentError(error: unknown, collection: string): AppError {
   return fromPostgresError(error, 'The document');
 }
 
-const statementNames = new Map<string, string>();
+interface PreparedStatement {
+  name: string;
+  text: string;
+}
+
+const statements = new Map<string, PreparedStatement>();
 
 /**
  * A named (prepared) statement for the fixed per-collection statements: each pooled
  * connection parses and plans it once. The name is a hash of the text, so a name never
  * stands for two texts; after DDL, Postgres re-plans prepared statements by itself.
+ * Text and name are built once per collection and kind, not on every call.
  */
-function prepared(text: string, values: unknown[]): { name: string; text: string; values: unknown[] } {
-  let name = statementNames.get(text);
-  if (name === undefined) {
-    name = `bd_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
-    if (statementNames.size > 10_000) statementNames.clear();
-    statementNames.set(text, name);
+function prepared(
+  kind: string,
+  collection: string,
+  build: () => string,
+  values: unknown[],
+): { name: string; text: string; values: unknown[] } {
+  const key = `${kind} ${collection}`;
+  let statement = statements.get(key);
+  if (statement === undefined) {
+    const text = build();
+    statement = { name: `bd_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`, text };
+    if (statements.size > 10_000) statements.clear();
+    statements.set(key, statement);
   }
-  return { name, text, values };
+  return { name: statement.name, text: statement.text, values };
 }
 
 /** Deterministic index name: short, unique per collection and key list, valid as an identifier. */
@@ -213,9 +226,12 @@ export class DocumentRepository {
   async get(q: Queryable, collection: string, id: string): Promise<Document | null> {
     try {
       const { rows } = await q.query<DocumentRow>(
-        prepared(`SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`, [
-          id,
-        ]),
+        prepared(
+          'get',
+          collection,
+          () => `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`,
+          [id],
+        ),
       );
       return rows[0] ? toDocument(collection, rows[0]) : null;
     } catch (error) {
@@ -228,7 +244,10 @@ export class DocumentRepository {
     try {
       const { rows } = await tx.query<DocumentRow>(
         prepared(
-          `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
+          'getForUpdate',
+          collection,
+          () =>
+            `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
           [id],
         ),
       );
@@ -246,7 +265,9 @@ export class DocumentRepository {
     try {
       const { rows } = await q.query<DocumentRow>(
         prepared(
-          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+          'insert',
+          collection,
+          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          RETURNING ${documentColumns()}`,
           [doc.id, doc.owner, dataJson(doc.data)],
         ),
@@ -266,7 +287,9 @@ export class DocumentRepository {
     try {
       const { rows } = await q.query<DocumentRow>(
         prepared(
-          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+          'insertIfAbsent',
+          collection,
+          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${documentColumns()}`,
           [doc.id, doc.owner, dataJson(doc.data)],
         ),
@@ -286,7 +309,9 @@ export class DocumentRepository {
     try {
       const { rows } = await q.query<DocumentRow & { inserted: boolean }>(
         prepared(
-          `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+          'upsert',
+          collection,
+          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data
          RETURNING ${documentColumns()}, (${ROW_ALIAS}.xmax = 0) AS inserted`,
           [doc.id, doc.owner, dataJson(doc.data)],
@@ -303,7 +328,9 @@ export class DocumentRepository {
     try {
       const { rows } = await q.query<DocumentRow>(
         prepared(
-          `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
+          'updateData',
+          collection,
+          () => `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
          RETURNING ${documentColumns()}`,
           [id, dataJson(data)],
         ),
@@ -316,7 +343,9 @@ export class DocumentRepository {
 
   async delete(q: Queryable, collection: string, id: string): Promise<boolean> {
     try {
-      const { rowCount } = await q.query(prepared(`DELETE FROM ${tableRef(collection)} WHERE id = $1`, [id]));
+      const { rowCount } = await q.query(
+        prepared('delete', collection, () => `DELETE FROM ${tableRef(collection)} WHERE id = $1`, [id]),
+      );
       return (rowCount ?? 0) > 0;
     } catch (error) {
       throw documentError(error, collection);
