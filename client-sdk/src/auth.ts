@@ -237,7 +237,7 @@ export class AuthClient {
     await this.ready;
     const scope = options.scope ?? 'local';
     if (scope === 'others') {
-      await this.http.request('POST', '/v1/auth/signout', { scope });
+      if (this.current) await this.http.request('POST', '/v1/auth/signout', { scope });
       return;
     }
     const token = await this.accessToken();
