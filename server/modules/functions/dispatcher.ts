@@ -8,7 +8,8 @@ import type { Logger } from '../../internal/log.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
-import type { InvocationRun } from './repository.js';
+import { InvocationRepository, type InvocationRun } from './repository.js';
+import { QueueRunner, type FinishedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
 
 /** The change feed's durable cursor of the dispatcher. */
@@ -16,6 +17,13 @@ const CONSUMER = 'functions';
 /** Only one instance dispatches at a time; any constant shared by all instances works. */
 const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
 const PGBOSS_SCHEMA = 'basalt_jobs';
+/** Runs of one function at once in an instance, whatever its concurrency: the pool keeps this many warm workers at most. */
+const MAX_RUNS_PER_QUEUE = 32;
+
+/** A run's record, or null when the run could not even start. */
+interface RunResult {
+  run: InvocationRun | null;
+}
 
 export interface JobData {
   function: string;
@@ -70,7 +78,8 @@ export class FunctionDispatcher {
   private unsubscribe: (() => void) | null = null;
   private leaderTimer: NodeJS.Timeout | null = null;
   private depthTimer: NodeJS.Timeout | null = null;
-  private readonly workerIds = new Map<string, string[]>();
+  private readonly runners = new Map<string, QueueRunner<JobData, RunResult>>();
+  private readonly invocations: InvocationRepository;
   constructor(
     private readonly functions: FunctionsService,
     private readonly feed: ChangeFeed,
@@ -78,7 +87,9 @@ export class FunctionDispatcher {
     private readonly log: Logger,
     private readonly metrics: DispatcherMetrics,
     private readonly options: DispatcherOptions,
-  ) {}
+  ) {
+    this.invocations = new InvocationRepository(db);
+  }
 
   private eventFunctions(): LoadedFunction[] {
     return [...this.functions.byKind('document'), ...this.functions.byKind('object'), ...this.functions.byKind('auth')];
@@ -136,36 +147,24 @@ export class FunctionDispatcher {
 
   private async startWorkers(boss: PgBoss, fn: LoadedFunction): Promise<void> {
     const queue = queueName(fn);
-    // One poller per function and instance, taking up to `concurrency` jobs (at most 20) at
-    // a time and running them side by side; the service's per-function semaphore still
-    // bounds runs across HTTP and event invocations.
-    const batchSize = Math.min(numberOption(fn.options, 'concurrency'), 20);
-    let workerId = '';
-    workerId = await boss.work<JobData>(
+    const runner = new QueueRunner<JobData, RunResult>({
+      boss,
       queue,
-      { batchSize, pollingIntervalSeconds: 2, includeMetadata: true },
-      async (jobs) => {
-        const results = await Promise.all(jobs.map((job) => this.runJob(fn, job)));
-        // The batch's runs are recorded in one write, then its failures handed back for retry.
-        await this.functions.record(results.flatMap((result) => (result ? [result.run] : [])));
-        for (const [index, result] of results.entries()) {
-          const job = jobs[index];
-          if (!job || result?.run.status === 'succeeded') continue;
-          await boss.fail(queue, job.id, { message: result?.run.error ?? 'the run could not start' });
-        }
-        // pg-boss would wait out the polling interval even after a full batch: while there
-        // is work, go straight back for more.
-        if (jobs.length > 0 && !this.stopped) setImmediate(() => boss.notifyWorker(workerId));
-      },
-    );
-    this.workerIds.set(queue, [workerId]);
+      // Up to `concurrency` runs at once, within the warm workers the pool keeps for a
+      // function; the service's per-function semaphore still bounds runs across HTTP and
+      // event invocations.
+      limit: Math.min(numberOption(fn.options, 'concurrency'), MAX_RUNS_PER_QUEUE),
+      pollIntervalMs: 2_000,
+      log: this.log,
+      run: (job) => this.runJob(fn, job),
+      settle: (finished) => this.settle(queue, finished),
+    });
+    runner.start();
+    this.runners.set(queue, runner);
   }
 
-  /** Runs one job; null when it could not even start (it is then failed and retried). */
-  private async runJob(
-    fn: LoadedFunction,
-    job: PgBoss.JobWithMetadata<JobData>,
-  ): Promise<{ run: InvocationRun } | null> {
+  /** Runs one job; a run that could not even start comes back with no record (it is failed and retried). */
+  private async runJob(fn: LoadedFunction, job: PgBoss.JobWithMetadata<JobData>): Promise<RunResult> {
     try {
       const current = this.functions.find(fn.name) ?? fn;
       const input = fn.kind === 'schedule' ? scheduleEvent(job) : job.data.event;
@@ -179,8 +178,33 @@ export class FunctionDispatcher {
       return { run };
     } catch (error) {
       this.log.error({ err: error, job: job.id }, 'running a function job failed');
-      return null;
+      return { run: null };
     }
+  }
+
+  /**
+   * Records the finished runs and completes their jobs in one transaction (one statement
+   * each for every run that finished meanwhile), so a run is recorded exactly when its job
+   * leaves the active state; failures go back to the queue for retry or the dead letter.
+   */
+  private async settle(queue: string, finished: Array<FinishedJob<JobData, RunResult>>): Promise<void> {
+    const boss = this.boss;
+    if (!boss) return;
+    const succeeded: string[] = [];
+    const failed: Array<{ id: string; message: string }> = [];
+    for (const { job, result } of finished) {
+      if (result.run?.status === 'succeeded') succeeded.push(job.id);
+      else failed.push({ id: job.id, message: result.run?.error ?? 'the run could not start' });
+    }
+    await this.db.transaction(async (tx: Tx) => {
+      const db = { executeSql: (text: string, values: unknown[]) => tx.query(text, values) };
+      await this.invocations.record(
+        finished.flatMap(({ result }) => (result.run ? [result.run] : [])),
+        tx,
+      );
+      if (succeeded.length > 0) await boss.complete(queue, succeeded, { db });
+      for (const failure of failed) await boss.fail(queue, failure.id, { message: failure.message }, { db });
+    });
   }
 
   /** Takes the dispatch lead when nobody holds it; checks again every few seconds. */
@@ -281,7 +305,7 @@ export class FunctionDispatcher {
     });
     for (const job of jobs) {
       this.metrics.enqueued.inc({ function: job.fn.name });
-      for (const id of this.workerIds.get(queueName(job.fn)) ?? []) boss.notifyWorker(id);
+      this.runners.get(queueName(job.fn))?.notify();
     }
     return true;
   }
@@ -291,7 +315,7 @@ export class FunctionDispatcher {
     const fn = this.functions.find(functionName);
     if (!this.boss || !fn) return false;
     await this.boss.retry(queueName(fn), jobId);
-    for (const id of this.workerIds.get(queueName(fn)) ?? []) this.boss.notifyWorker(id);
+    this.runners.get(queueName(fn))?.notify();
     return true;
   }
 
@@ -308,6 +332,10 @@ export class FunctionDispatcher {
     if (this.leaderTimer) clearTimeout(this.leaderTimer);
     if (this.depthTimer) clearInterval(this.depthTimer);
     await this.pumping?.catch(() => undefined);
+    // Running jobs finish and are settled before the queue stops; any still running after
+    // that expire and are delivered again.
+    await Promise.all([...this.runners.values()].map((runner) => runner.stop(5_000)));
+    this.runners.clear();
     await this.leaderClient?.end().catch(() => undefined);
     this.leaderClient = null;
     this.leading = false;

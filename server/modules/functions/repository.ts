@@ -1,5 +1,5 @@
 import { fromPostgresError } from '../../internal/errors.js';
-import type { Database } from '../../internal/db.js';
+import type { Database, Queryable } from '../../internal/db.js';
 import type { LogLine } from './protocol.js';
 
 export type InvocationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'dead';
@@ -81,12 +81,13 @@ export class InvocationRepository {
 
   /**
    * Records finished runs, many in one statement: a run costs a share of one write. A run
-   * cut short by a crash leaves no row; its re-delivery records the next attempt.
+   * cut short by a crash leaves no row; its re-delivery records the next attempt. Given a
+   * transaction, the rows commit with whatever else it does (the jobs' completion).
    */
-  async record(runs: InvocationRun[]): Promise<void> {
+  async record(runs: InvocationRun[], q?: Queryable): Promise<void> {
     if (runs.length === 0) return;
     try {
-      await this.db.query(
+      await (q ?? this.db.pool).query(
         `INSERT INTO basalt.function_invocations
            (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
             logs, cold_start)

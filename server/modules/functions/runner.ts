@@ -1,0 +1,203 @@
+import type PgBoss from 'pg-boss';
+import type { Logger } from '../../internal/log.js';
+
+/** A job that ran, waiting to be settled with the others that finished meanwhile. */
+export interface FinishedJob<T, R> {
+  job: PgBoss.JobWithMetadata<T>;
+  result: R;
+}
+
+export interface QueueRunnerOptions<T, R> {
+  boss: PgBoss;
+  queue: string;
+  /** Jobs of this queue running at once in this instance. */
+  limit: number;
+  /** How long to wait before looking again when the queue was empty and nothing woke the runner. */
+  pollIntervalMs: number;
+  log: Logger;
+  /** Runs one job (it should not throw); what it returns is handed to `settle` with the job. */
+  run(job: PgBoss.JobWithMetadata<T>): Promise<R>;
+  /**
+   * Completes and fails every finished job handed to it, in one go (the dispatcher records
+   * their runs and completes their jobs in one transaction). A throw leaves the jobs active:
+   * they expire and are delivered again.
+   */
+  settle(finished: Array<FinishedJob<T, R>>): Promise<void>;
+}
+
+/** Runs shorter than this on average let the runner fetch ahead (see QueueRunner). */
+const FAST_RUN_MS = 100;
+/** Held jobs are at most about this much work for the slots (at the mean run time). */
+const HOLD_BUDGET_MS = 1_000;
+/** And never more than this many. */
+const MAX_HELD = 256;
+
+/**
+ * Takes one queue's jobs and runs up to `limit` of them at once, in place of pg-boss's
+ * `work()`: pg-boss fetches a batch, waits for the whole batch to finish and then completes
+ * it, so every batch waited for its slowest job and paid a fetch, a record and a complete
+ * round trip. Here runs start as they are fetched, finished runs are settled together while
+ * others still run, and a fetch is made only once half the room is free: each fetch sorts
+ * the queue's waiting jobs, so fewer and fuller fetches cost Postgres much less.
+ *
+ * While runs are fast (under FAST_RUN_MS on average) the runner also holds fetched jobs
+ * ready for the next free slot, about HOLD_BUDGET_MS of work at the mean run time (at most
+ * MAX_HELD), so a burst is fetched in large batches whatever the concurrency, and the slots
+ * never wait on a fetch. A held job is active in the queue from its fetch, so its expiry
+ * (the timeout plus 10 s) counts from then; it waits about a second at most. Were every
+ * slot to hang until its timeout, a held job would expire and be delivered again, as with
+ * any lost worker. Slow functions get no held jobs: each fetched job starts at once.
+ */
+export class QueueRunner<T, R> {
+  private inFlight = 0;
+  private held: Array<PgBoss.JobWithMetadata<T>> = [];
+  private finished: Array<FinishedJob<T, R>> = [];
+  private settling: Promise<void> | null = null;
+  /** Mean run time, exponentially weighted; starts slow so a new queue holds nothing until runs prove fast. */
+  private meanRunMs = FAST_RUN_MS * 10;
+  private wake: (() => void) | null = null;
+  private drained: Array<() => void> = [];
+  private notified = false;
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(private readonly options: QueueRunnerOptions<T, R>) {}
+
+  start(): void {
+    this.loop ??= this.fetchLoop();
+  }
+
+  /** New jobs were sent (or retried): look for them now rather than at the next poll. */
+  notify(): void {
+    this.notified = true;
+    this.wake?.();
+  }
+
+  /**
+   * Stops fetching and waits (at most `timeoutMs`) for the running and held jobs to finish
+   * and be settled. Jobs still running past the timeout stay active in the queue: they
+   * expire and are delivered again.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loop;
+    if (this.isDrained()) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.drained.push(resolve);
+      timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+    });
+    clearTimeout(timer);
+  }
+
+  private isDrained(): boolean {
+    return this.inFlight === 0 && this.held.length === 0 && this.finished.length === 0 && this.settling === null;
+  }
+
+  private checkDrained(): void {
+    if (!this.isDrained()) return;
+    const waiting = this.drained;
+    this.drained = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  private async fetchLoop(): Promise<void> {
+    const { boss, queue, limit, log } = this.options;
+    while (!this.stopped) {
+      const hold =
+        this.meanRunMs < FAST_RUN_MS
+          ? Math.min(MAX_HELD, Math.floor((limit * HOLD_BUDGET_MS) / Math.max(1, this.meanRunMs)))
+          : 0;
+      const capacity = limit + hold;
+      const room = capacity - this.inFlight - this.held.length;
+      if (room < Math.max(1, Math.ceil(capacity / 2))) {
+        await this.sleep(null);
+        continue;
+      }
+      this.notified = false;
+      let jobs: Array<PgBoss.JobWithMetadata<T>> = [];
+      try {
+        jobs = await boss.fetch<T>(queue, { batchSize: room, includeMetadata: true });
+      } catch (error) {
+        log.warn({ err: error, queue }, 'fetching function jobs failed');
+      }
+      this.held.push(...jobs);
+      this.startHeld();
+      // A short batch drained the queue: wait for a wake-up or the next poll.
+      if (jobs.length < room && !this.notified && !this.stopped) await this.sleep(this.options.pollIntervalMs);
+    }
+  }
+
+  /** Waits for a wake-up (a notify, a freed slot, stop) or, given a time, that long at most. */
+  private sleep(ms: number | null): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | null = null;
+      const done = () => {
+        if (timer) clearTimeout(timer);
+        this.wake = null;
+        resolve();
+      };
+      this.wake = done;
+      if (ms !== null) {
+        timer = setTimeout(done, ms);
+        timer.unref();
+      }
+    });
+  }
+
+  private startHeld(): void {
+    while (this.inFlight < this.options.limit) {
+      const job = this.held.shift();
+      if (!job) return;
+      this.begin(job);
+    }
+  }
+
+  private begin(job: PgBoss.JobWithMetadata<T>): void {
+    this.inFlight++;
+    const started = performance.now();
+    void this.options
+      .run(job)
+      .then(
+        (result): FinishedJob<T, R> => ({ job, result }),
+        (error: unknown) => {
+          // Left active: it expires and is delivered again.
+          this.options.log.error({ err: error, job: job.id }, 'running a function job failed');
+          return null;
+        },
+      )
+      .then((finished) => {
+        this.inFlight--;
+        this.meanRunMs = 0.9 * this.meanRunMs + 0.1 * (performance.now() - started);
+        if (finished) this.finished.push(finished);
+        this.startHeld();
+        this.settle();
+        this.wake?.();
+        this.checkDrained();
+      });
+  }
+
+  /** Settles what finished, one settle at a time: runs finishing meanwhile join the next one. */
+  private settle(): void {
+    if (this.settling || this.finished.length === 0) return;
+    this.settling = (async () => {
+      while (this.finished.length > 0) {
+        const batch = this.finished;
+        this.finished = [];
+        try {
+          await this.options.settle(batch);
+        } catch (error) {
+          this.options.log.error(
+            { err: error, queue: this.options.queue, jobs: batch.length },
+            'settling function jobs failed; they will be delivered again when they expire',
+          );
+        }
+      }
+    })().finally(() => {
+      this.settling = null;
+      this.checkDrained();
+    });
+  }
+}
