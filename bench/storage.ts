@@ -8,8 +8,9 @@
  * - disk: direct is bench/storage-raw-server.ts, node:http streaming the body to a temporary file,
  *   fsync, rename — the same disk work as Basalt's backend, without database, rules or checksum;
  *   downloads stream the file back. Both servers are processes of their own, on the same disk.
- * - S3: direct is the AWS SDK in the harness talking straight to the S3 server (lib-storage
- *   `Upload` with the part size and concurrency Basalt uses; `GetObject` streamed). The S3 server
+ * - S3: direct is the AWS SDK in the harness talking straight to the S3 server: the S3 client
+ *   Basalt's backend builds (createS3Client), lib-storage `Upload` with the part size and
+ *   concurrency Basalt uses, `GetObject` streamed. The S3 server
  *   (s3rver) runs in a process of its own (bench/s3rver-server.ts), the same one for both.
  *
  * Then a BENCH_STORAGE_RSS_SIZE (1 GiB) upload through Basalt while the harness samples the
@@ -19,7 +20,7 @@
  * Prints one JSON line per figure on stdout; progress goes to stderr.
  */
 import { Upload } from '@aws-sdk/lib-storage';
-import { DeleteObjectCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -28,7 +29,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/backends/s3.js';
+import { createS3Client, S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/backends/s3.js';
 import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
@@ -39,7 +40,8 @@ const MIB = 2 ** 20;
 const GOAL_RATIO = 0.8;
 const GOAL_RSS_GROWTH_MIB = 64;
 const S3_BUCKET = 'bench';
-const S3_PART_SIZE = 8 * MIB;
+/** Basalt's default S3_PART_SIZE, given to both sides. */
+const S3_PART_SIZE = 5 * MIB;
 
 type Backend = 'fs' | 's3';
 
@@ -196,11 +198,13 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
         S3_FORCE_PATH_STYLE: 'true',
         S3_PART_SIZE: String(S3_PART_SIZE),
       };
-      s3 = new S3Client({
+      // The client Basalt's backend builds, with the same settings.
+      s3 = createS3Client({
         region: 'us-east-1',
         endpoint,
         forcePathStyle: true,
-        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+        accessKeyId: 'S3RVER',
+        secretAccessKey: 'S3RVER',
       });
       const client = s3;
       cleanups.push(async () => client.destroy());

@@ -261,7 +261,7 @@ function storage(env: Env): StorageConfig {
   return {
     backend,
     s3,
-    s3PartSize: integer(env, 'S3_PART_SIZE', 8 * mib, 5 * mib, 5 * 1024 * mib),
+    s3PartSize: integer(env, 'S3_PART_SIZE', 5 * mib, 5 * mib, 5 * 1024 * mib),
     maxFileSize: integer(env, 'BASALT_STORAGE_MAX_FILE_SIZE', 5 * 1024 * mib, 1, Number.MAX_SAFE_INTEGER),
     signingSecret,
     sweepIntervalSeconds: integer(env, 'BASALT_STORAGE_SWEEP_INTERVAL', 600, 0, 7 * 86_400),

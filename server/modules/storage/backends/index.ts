@@ -58,6 +58,16 @@ export interface StorageBackend {
   close(): Promise<void>;
 }
 
+/**
+ * Buffering of a download between the store and the client socket: large enough that reading
+ * the store goes on while the socket drains (and few, large reads and writes cross the event
+ * loop), small enough to be nothing per download.
+ */
+export const DOWNLOAD_BUFFER_BYTES = 1024 * 1024;
+
+/** Buffering of an upload on its way to the disk; see FsBackend.put. */
+export const UPLOAD_BUFFER_BYTES = 1024 * 1024;
+
 const KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[A-Za-z0-9_-]{1,64}$/;
 
 /** Keys come from Basalt, never from users; checking them keeps a bug from turning into path traversal. */

@@ -10,11 +10,12 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError } from '../../../internal/errors.js';
 import {
   assertKey,
+  DOWNLOAD_BUFFER_BYTES,
   MeteredStream,
   type BackendEntry,
   type ByteRange,
@@ -34,8 +35,51 @@ export interface S3BackendOptions {
   partSize: number;
 }
 
-/** Parts of one upload in flight at once (lib-storage's queueSize). */
-export const S3_UPLOAD_QUEUE_SIZE = 2;
+/**
+ * Parts of one upload in flight at once (lib-storage's queueSize; 4 and 5 MiB parts are
+ * lib-storage's own defaults). An upload holds about (queue + 2) parts in memory: those in
+ * flight, the small chunks of the next one, and lib-storage's copy of them into one buffer
+ * — 30 MiB with the default S3_PART_SIZE, whatever the file's size.
+ */
+export const S3_UPLOAD_QUEUE_SIZE = 4;
+
+/** Commands whose body is an upload's bytes; see createS3Client. */
+const BYTES_COMMANDS = new Set(['UploadPartCommand', 'PutObjectCommand']);
+
+/**
+ * The S3 client of the backend (and of the storage benchmark's direct side, so both talk to S3
+ * the same way). Part bodies are sent with `x-amz-content-sha256: UNSIGNED-PAYLOAD`: otherwise
+ * the signer hashes every part with SHA-256 a second time (Basalt already hashes the whole
+ * object for its `sha256`), one of the largest CPU costs of an upload. The parts' integrity is
+ * still checked by S3 itself: the SDK sends each part's CRC32 (`x-amz-checksum-crc32`, a signed
+ * header) and S3 refuses a part whose bytes do not match; over HTTPS, TLS protects them too.
+ */
+export function createS3Client(
+  options: Pick<S3BackendOptions, 'region' | 'endpoint' | 'forcePathStyle' | 'accessKeyId' | 'secretAccessKey'>,
+): S3Client {
+  const client = new S3Client({
+    region: options.region,
+    endpoint: options.endpoint ?? undefined,
+    forcePathStyle: options.forcePathStyle,
+    credentials:
+      options.accessKeyId && options.secretAccessKey
+        ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
+        : undefined,
+    // A retried streaming body cannot be replayed; lib-storage retries parts itself.
+    maxAttempts: 3,
+  });
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> } | undefined;
+      if (BYTES_COMMANDS.has(context.commandName ?? '') && request?.headers) {
+        request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'basaltUnsignedPayload' },
+  );
+  return client;
+}
 
 function isMissing(error: unknown): boolean {
   if (!(error instanceof S3ServiceException)) return false;
@@ -58,17 +102,7 @@ export class S3Backend implements StorageBackend {
   readonly client: S3Client;
 
   constructor(private readonly options: S3BackendOptions) {
-    this.client = new S3Client({
-      region: options.region,
-      endpoint: options.endpoint ?? undefined,
-      forcePathStyle: options.forcePathStyle,
-      credentials:
-        options.accessKeyId && options.secretAccessKey
-          ? { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey }
-          : undefined,
-      // A retried streaming body cannot be replayed; lib-storage retries parts itself.
-      maxAttempts: 3,
-    });
+    this.client = createS3Client(options);
   }
 
   async put(key: string, body: Readable, limits: PutLimits): Promise<PutResult> {
@@ -82,7 +116,8 @@ export class S3Backend implements StorageBackend {
     const upload = new Upload({
       client: this.client,
       params: { Bucket: this.options.bucket, Key: key, Body: meter },
-      partSize: this.options.partSize,
+      // S3 takes at most 10,000 parts: larger parts when the limit allows a larger object.
+      partSize: Math.max(this.options.partSize, Math.ceil(limits.maxBytes / 10_000)),
       queueSize: S3_UPLOAD_QUEUE_SIZE,
       // We abort ourselves below: lib-storage's own abort would hide the original error if the abort fails too.
       leavePartsOnError: true,
@@ -113,7 +148,10 @@ export class S3Backend implements StorageBackend {
         }),
       );
       if (!(response.Body instanceof Readable)) throw new Error('S3 returned no body stream');
-      return response.Body;
+      // The SDK's body stream buffers 16 KiB: with more, S3 is read while the client's socket drains.
+      const buffered = new PassThrough({ highWaterMark: DOWNLOAD_BUFFER_BYTES });
+      pipeline(response.Body, buffered).catch(() => undefined);
+      return buffered;
     } catch (error) {
       if (isMissing(error)) throw new AppError('NOT_FOUND', 'The object has no stored bytes.', { cause: error });
       throw error;
