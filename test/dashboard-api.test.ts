@@ -208,3 +208,24 @@ describe('function metrics', () => {
     expect(metrics).toMatch(/basalt_function_duration_seconds_count\{function="hello"\} 2/);
   });
 });
+
+describe('errors the dashboard shows inline', () => {
+  it('a refused bucket rule carries the parser details (position, source), as a collection rule does', async () => {
+    const bucket = await request(app.url, 'POST', '/v1/admin/buckets', {
+      token: app.serviceKey,
+      body: { name: 'ruled', rules: { write: 'object.size <' } },
+    });
+    expect(bucket.status).toBe(400);
+    expect(bucket.body).toMatchObject({
+      error: { code: 'INVALID_RULE', details: { position: 13, source: 'object.size <' } },
+    });
+    const collection = await request(app.url, 'PATCH', '/v1/admin/collections/notes', {
+      token: app.serviceKey,
+      body: { rules: { update: 'doc.owner ==' } },
+    });
+    expect(collection.status).toBe(400);
+    expect(collection.body).toMatchObject({
+      error: { code: 'INVALID_RULE', details: { rule: 'update', position: 12, source: 'doc.owner ==' } },
+    });
+  });
+});

@@ -103,6 +103,22 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     expect(await page.evaluate(() => Object.values(sessionStorage))).toEqual([app.serviceKey]);
     // The overview's charts fill from /metrics.
     await expect.poll(() => page.textContent('#overview-status'), { timeout: 10_000 }).toContain('Updated');
+    await expect
+      .poll(() => page.locator('[data-chart=Requests] .chart-current').textContent(), { timeout: 10_000 })
+      .toMatch(/req\/s$/);
+  });
+
+  it('rotates the signing key and sweeps storage from the overview', async () => {
+    const keysBefore = await request(app.url, 'GET', '/.well-known/jwks.json');
+    const before = (keysBefore.body as { keys: Array<{ kid: string }> }).keys.map((key) => key.kid);
+    await page.click('#rotate-key');
+    await page.waitForSelector('[data-notice=info]:has-text("Now signing with key")');
+    const keysAfter = await request(app.url, 'GET', '/.well-known/jwks.json');
+    const after = (keysAfter.body as { keys: Array<{ kid: string }> }).keys.map((key) => key.kid);
+    expect(after.length).toBe(before.length + 1);
+    expect(after).toEqual(expect.arrayContaining(before));
+    await page.click('#sweep-storage');
+    await page.waitForSelector('[data-notice=info]:has-text("Storage swept")');
   });
 
   it('creates a collection with a rule, showing the parser error inline first', async () => {
@@ -137,6 +153,7 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     await page.click('#document-form button[type=submit]');
     await page.waitForURL(`${app.url}/_/collections/tasks/docs/first`);
     await expect.poll(() => page.textContent('[data-fact=version]')).toBe('1');
+    expect(await page.textContent('[data-fact=owner]')).toBe('—');
 
     await page.fill('textarea[name=data]', '{"title": "hello again", "done": true}');
     await page.click('#document-form button[type=submit]');
@@ -242,6 +259,22 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(64);
     expect(await image.evaluate((img: HTMLImageElement) => img.naturalHeight)).toBe(48);
     expect(await image.getAttribute('src')).toMatch(/^blob:/);
+
+    // Settings: a rule the parser refuses is shown under it; a valid one is saved.
+    await page.click('#bucket-settings-toggle');
+    await page.fill('textarea[data-rule=write]', 'object.size <');
+    await page.click('#bucket-settings button[type=submit]');
+    await page.locator('[data-rule-error=write]').waitFor({ state: 'visible' });
+    expect(await page.locator('[data-rule-error=write] pre.caret').textContent()).toMatch(/\^$/);
+    await page.fill('textarea[data-rule=write]', 'auth != null && object.size < 1000000');
+    await page.fill('input[name=settings-allowed-mime-types]', 'image/png');
+    await page.click('#bucket-settings button[type=submit]');
+    await expect
+      .poll(async () => {
+        const stored = await request(app.url, 'GET', '/v1/admin/buckets/pictures', { token: app.serviceKey });
+        return stored.body;
+      })
+      .toMatchObject({ rules: { write: 'auth != null && object.size < 1000000' }, allowed_mime_types: ['image/png'] });
 
     // The bucket root shows the prefix as a folder.
     await page.click('nav.crumbs a:text("pictures")');

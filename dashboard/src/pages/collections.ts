@@ -112,13 +112,18 @@ function collectionView(ctx: Context, collection: Collection, disposers: Array<(
         : tab === 'indexes'
           ? indexesTab(ctx, collection)
           : schemaTab(ctx, collection);
+  const count = h('span', { class: 'muted count', id: 'document-count' });
+  void ctx.api
+    .json<{ count: number }>('POST', `/v1/db/${collection.name}/count`, {})
+    .then((result) => (count.textContent = `${result.count} document${result.count === 1 ? '' : 's'}`))
+    .catch(() => undefined);
   return h(
     'div',
     null,
     h(
       'header',
       { class: 'page-head' },
-      h('h1', null, collection.name),
+      h('h1', null, collection.name, ' ', count),
       h(
         'button',
         {

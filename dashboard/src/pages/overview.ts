@@ -1,4 +1,4 @@
-import type { Context, Page } from '../app.js';
+import { reportError, type Context, type Page } from '../app.js';
 import { LineChart } from '../chart.js';
 import { h } from '../dom.js';
 import { parsePrometheus, quantile, rate, Scrape } from '../metrics.js';
@@ -48,6 +48,7 @@ export async function overviewPage(ctx: Context): Promise<Page> {
       'div',
       { class: 'charts' },
       Object.values(charts).map((chart) => chart.element),
+      maintenance(ctx),
     ),
     h(
       'p',
@@ -135,4 +136,54 @@ function uptime(seconds: number): string {
   if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
   if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
   return `${(seconds / 86400).toFixed(1)} d`;
+}
+
+/** The two maintenance calls of the admin API. */
+function maintenance(ctx: Context): HTMLElement {
+  const rotate = async () => {
+    if (
+      !confirm(
+        'Start signing access tokens with a new key? Tokens signed with the old key stay valid until they expire.',
+      )
+    )
+      return;
+    try {
+      const result = await ctx.api.json<{ kid: string }>('POST', '/v1/admin/auth/keys/rotate');
+      ctx.notify(`Now signing with key ${result.kid}.`);
+    } catch (error) {
+      reportError(ctx, error);
+    }
+  };
+  const sweep = async () => {
+    try {
+      const result = await ctx.api.json<{ ran: boolean; orphans?: number; stale_writes?: number }>(
+        'POST',
+        '/v1/admin/storage/sweep',
+        {},
+      );
+      ctx.notify(
+        result.ran
+          ? `Storage swept: ${result.orphans ?? 0} orphaned file(s), ${result.stale_writes ?? 0} stale write(s) removed.`
+          : 'Another instance is sweeping right now.',
+      );
+    } catch (error) {
+      reportError(ctx, error);
+    }
+  };
+  return h(
+    'section',
+    { class: 'card maintenance' },
+    h('h3', null, 'Maintenance'),
+    h(
+      'p',
+      { class: 'muted small' },
+      'Rotate the access-token signing key (POST /v1/admin/auth/keys/rotate), or remove orphaned storage bytes now instead of waiting for the periodic sweep (POST /v1/admin/storage/sweep).',
+    ),
+    h(
+      'div',
+      { class: 'buttons' },
+      h('button', { type: 'button', id: 'rotate-key', onclick: () => void rotate() }, 'Rotate signing key'),
+      h('button', { type: 'button', id: 'sweep-storage', onclick: () => void sweep() }, 'Sweep storage now'),
+    ),
+  );
 }

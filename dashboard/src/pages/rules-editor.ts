@@ -57,7 +57,11 @@ export class RulesEditor<K extends string> {
   /** Shows an INVALID_RULE error next to its rule; false when the error is about something else. */
   show(error: unknown): boolean {
     if (!(error instanceof ApiError) || error.code !== 'INVALID_RULE') return false;
-    const kind = error.details.rule as K | undefined;
+    // Collections name the rule; buckets report only its source, which identifies the input.
+    const source0 = typeof error.details.source === 'string' ? error.details.source : null;
+    const kind =
+      (error.details.rule as K | undefined) ??
+      [...this.inputs].find(([, input]) => source0 !== null && input.value.trim() === source0)?.[0];
     const target = kind !== undefined ? this.errors.get(kind) : undefined;
     const input = kind !== undefined ? this.inputs.get(kind) : undefined;
     if (!target || !input) return false;

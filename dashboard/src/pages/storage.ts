@@ -1,6 +1,10 @@
 import { encodePath, type Bucket, type StoredObject } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { badge, field, formatBytes, formatTime, h, replace } from '../dom.js';
+import { RulesEditor } from './rules-editor.js';
+
+const BUCKET_RULES_HINT =
+  'Rule expressions with `object` (path, size, content_type, owner), e.g. auth != null && object.owner == auth.uid. An empty rule means only the service key (and, for read, anyone when the bucket is public).';
 
 /** Storage: buckets, browsing a bucket by prefix ("folders"), uploads, image preview, deletes. */
 export async function storagePage(ctx: Context): Promise<Page> {
@@ -304,6 +308,7 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
     await load();
   };
 
+  const settings = bucketSettings(ctx, bucket);
   void load();
   return h(
     'div',
@@ -313,25 +318,35 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
       { class: 'page-head' },
       h('h1', null, bucket.name, bucket.public ? badge('public', 'info') : badge('private', 'queued')),
       h(
-        'button',
-        {
-          type: 'button',
-          class: 'danger',
-          onclick: async () => {
-            const typed = prompt(`Delete bucket "${bucket.name}" and every file in it? Type its name to confirm.`);
-            if (typed !== bucket.name) return;
-            try {
-              await ctx.api.json('DELETE', `/v1/admin/buckets/${bucket.name}?force=true`);
-              ctx.notify(`Deleted bucket ${bucket.name}.`);
-              ctx.navigate('storage');
-            } catch (error) {
-              reportError(ctx, error);
-            }
+        'div',
+        { class: 'buttons' },
+        h(
+          'button',
+          { type: 'button', id: 'bucket-settings-toggle', onclick: () => (settings.hidden = !settings.hidden) },
+          'Settings',
+        ),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'danger',
+            onclick: async () => {
+              const typed = prompt(`Delete bucket "${bucket.name}" and every file in it? Type its name to confirm.`);
+              if (typed !== bucket.name) return;
+              try {
+                await ctx.api.json('DELETE', `/v1/admin/buckets/${bucket.name}?force=true`);
+                ctx.notify(`Deleted bucket ${bucket.name}.`);
+                ctx.navigate('storage');
+              } catch (error) {
+                reportError(ctx, error);
+              }
+            },
           },
-        },
-        'Delete bucket',
+          'Delete bucket',
+        ),
       ),
     ),
+    settings,
     h(
       'form',
       { class: 'query-bar', id: 'upload-form', onsubmit: upload },
@@ -353,5 +368,59 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
     ),
     crumbs,
     h('div', { class: 'split' }, h('div', null, listing, more), previewPanel),
+  );
+}
+
+/** A bucket's settings: public flag, size limit, allowed types and rules (parse errors shown inline). */
+function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
+  const isPublic = h('input', { type: 'checkbox', name: 'settings-public', checked: bucket.public });
+  const maxSize = h('input', {
+    type: 'number',
+    name: 'settings-max-file-size',
+    min: 1,
+    placeholder: 'server default',
+    value: bucket.max_file_size === null ? '' : String(bucket.max_file_size),
+  });
+  const mimeTypes = h('input', {
+    name: 'settings-allowed-mime-types',
+    placeholder: 'any',
+    value: (bucket.allowed_mime_types ?? []).join(', '),
+  });
+  const rules = new RulesEditor(['read', 'write', 'delete'] as const, bucket.rules, BUCKET_RULES_HINT);
+  const problem = h('p', { class: 'error-text' });
+  return h(
+    'form',
+    {
+      class: 'card stack settings',
+      id: 'bucket-settings',
+      hidden: true,
+      onsubmit: async (event: Event) => {
+        event.preventDefault();
+        problem.textContent = '';
+        rules.clear();
+        const types = mimeTypes.value
+          .split(',')
+          .map((t) => t.trim())
+          .filter(Boolean);
+        try {
+          await ctx.api.json('PATCH', `/v1/admin/buckets/${bucket.name}`, {
+            public: isPublic.checked,
+            max_file_size: maxSize.value ? Number(maxSize.value) : null,
+            allowed_mime_types: types.length > 0 ? types : null,
+            rules: rules.values({ omitEmpty: true }),
+          });
+          ctx.notify(`Saved the settings of ${bucket.name}.`);
+          ctx.navigate(`storage/${bucket.name}`, { replace: true });
+        } catch (error) {
+          if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
+        }
+      },
+    },
+    h('h3', null, 'Settings'),
+    h('label', { class: 'check' }, isPublic, 'Public: anyone may read its files without a token'),
+    h('div', { class: 'query-bar' }, field('Largest file (bytes)', maxSize), field('Allowed content types', mimeTypes)),
+    rules.element,
+    problem,
+    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings')),
   );
 }
