@@ -79,6 +79,12 @@ const REFRESH_MARGIN_SECONDS = 60;
 /** A token this close to expiry is refreshed before a request uses it. */
 const EXPIRY_SKEW_SECONDS = 10;
 const RETRY_AFTER_FAILURE_MS = 5_000;
+/**
+ * A tab handed the lock by another may not have that tab's news yet (browsers carry
+ * localStorage and BroadcastChannel between tabs asynchronously): before spending a refresh
+ * token nothing newer has been heard of, it waits this long for a message.
+ */
+const HANDOVER_WAIT_MS = 300;
 
 interface BrowserLocation {
   href: string;
@@ -121,6 +127,8 @@ export class AuthClient {
   private seq = 0;
   /** The newest state this tab has seen in storage itself. */
   private storedSeq = 0;
+  /** Called when a newer state arrives (see HANDOVER_WAIT_MS). */
+  private onNewer: (() => void) | null = null;
   /** Resolves once the stored session (and any session in the URL) has been loaded. */
   readonly ready: Promise<void>;
 
@@ -337,29 +345,50 @@ export class AuthClient {
 
   private refresh(): Promise<Session | null> {
     const asked = this.current?.session.refresh_token;
-    const run = () => this.doRefresh(asked);
-    this.refreshing ??= (
-      this.syncTabs ? withLock(`basalt.auth.refresh:${this.options.storageKey}`, run) : run()
-    ).finally(() => {
+    this.refreshing ??= this.exclusive((handedOver) => this.doRefresh(asked, handedOver)).finally(() => {
       this.refreshing = null;
     });
     return this.refreshing;
   }
 
-  /** Runs under the cross-tab lock. `asked` is the refresh token the caller saw. */
-  private async doRefresh(asked: string | undefined): Promise<Session | null> {
-    const refreshToken = await this.serial(async () => {
-      if (this.syncTabs) {
-        // Another tab may have rotated the session (or signed out) while this one waited.
-        await this.adoptStored();
-        const session = this.current?.session;
-        if (session && session.refresh_token !== asked && session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) {
-          return session;
-        }
-      }
-      return this.current?.session.refresh_token ?? null;
+  /** Runs `task` under the tabs' lock when tabs share the session, else at once. */
+  private exclusive<T>(task: (handedOver: boolean) => Promise<T>): Promise<T> {
+    return this.syncTabs ? withLock(`basalt.auth.refresh:${this.options.storageKey}`, task) : task(false);
+  }
+
+  /** Resolves when a newer state arrives from another tab, or after `ms`. */
+  private newerState(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.onNewer = () => {
+        clearTimeout(timer);
+        resolve();
+      };
     });
-    if (refreshToken === null || typeof refreshToken === 'object') return refreshToken;
+  }
+
+  /** Runs under the tabs' lock. `asked` is the refresh token the caller saw. */
+  private async doRefresh(asked: string | undefined, handedOver: boolean): Promise<Session | null> {
+    const pick = () =>
+      this.serial(async () => {
+        if (this.syncTabs) {
+          // Another tab may have rotated the session (or signed out) while this one waited.
+          await this.adoptStored();
+          const session = this.current?.session;
+          if (session && session.refresh_token !== asked && session.expires_at - nowSeconds() > EXPIRY_SKEW_SECONDS) {
+            return session;
+          }
+        }
+        return this.current?.session.refresh_token ?? null;
+      });
+    let refreshToken = await pick();
+    if (handedOver && refreshToken === asked) {
+      await this.newerState(HANDOVER_WAIT_MS);
+      refreshToken = await pick();
+    }
+    if (refreshToken === null || refreshToken === undefined || typeof refreshToken === 'object') {
+      return refreshToken ?? null;
+    }
     let result: AuthResponse;
     try {
       result = await this.http.request<AuthResponse>(
@@ -503,6 +532,7 @@ export class AuthClient {
    */
   private follow(next: Stored | null, seq: number): void {
     if (seq < this.seq) return;
+    if (seq > this.seq) this.onNewer?.();
     this.seq = seq;
     const current = this.current;
     this.current = next;
@@ -542,9 +572,13 @@ export class AuthClient {
 
   /** Keeps a fresher copy of the user, on the newest session known (another tab may have stored one). */
   private updateStoredUser(user: User, event: AuthChangeEvent | null): Promise<void> {
-    return this.serial(async () => {
-      if (this.syncTabs) await this.adoptStored();
-      if (this.current) await this.setState({ ...this.current, user }, event);
+    // Under the lock, as a refresh: a write must not put back a session rotated meanwhile.
+    return this.exclusive(async (handedOver) => {
+      if (handedOver) await this.newerState(HANDOVER_WAIT_MS);
+      await this.serial(async () => {
+        if (this.syncTabs) await this.adoptStored();
+        if (this.current) await this.setState({ ...this.current, user }, event);
+      });
     });
   }
 

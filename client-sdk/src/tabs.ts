@@ -3,7 +3,11 @@
 // changed. Both degrade to this JavaScript context alone where the platform lacks them.
 
 interface LockManagerLike {
-  request<T>(name: string, options: { signal?: AbortSignal }, callback: () => Promise<T>): Promise<T>;
+  request<T>(
+    name: string,
+    options: { signal?: AbortSignal; ifAvailable?: boolean },
+    callback: (lock: unknown) => T | Promise<T>,
+  ): Promise<T>;
 }
 
 interface EventTargetLike {
@@ -24,30 +28,39 @@ const LOCK_WAIT_MS = 15_000;
 /** Lock holders of this context, by name, where the platform has no Web Locks. Made on first use. */
 let localLocks: Map<string, Promise<unknown>> | undefined;
 
+const BUSY = {};
+
 /**
  * Runs `task` while holding the lock `name`: across every tab of the origin with Web Locks,
- * else across the clients of this context only.
+ * else across the clients of this context only. `task` learns whether another tab held the
+ * lock first (what that tab wrote may still be on its way to this one).
  */
-export function withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
+export async function withLock<T>(name: string, task: (handedOver: boolean) => Promise<T>): Promise<T> {
   const g = globalThis as { navigator?: { locks?: LockManagerLike } };
   const locks = g.navigator?.locks;
   if (locks) {
+    const free = await locks.request(name, { ifAvailable: true }, (lock) => (lock ? task(false) : BUSY));
+    if (free !== BUSY) return free as T;
     const signal = typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(LOCK_WAIT_MS) : undefined;
     let started = false;
     return locks
       .request(name, { signal }, () => {
         started = true;
-        return task();
+        return task(true);
       })
       .catch((error: unknown) => {
         // Only a lock that was never granted is worked around; the task's own failure stands.
         if (started) throw error;
-        return task();
+        return task(true);
       });
   }
   localLocks ??= new Map();
   const previous = localLocks.get(name) ?? Promise.resolve();
-  const run = previous.then(task, task);
+  // One context shares its storage synchronously: nothing can be on its way.
+  const run = previous.then(
+    () => task(false),
+    () => task(false),
+  );
   const tail = run.catch(() => undefined);
   localLocks.set(name, tail);
   void tail.then(() => {
