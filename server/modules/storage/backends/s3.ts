@@ -12,7 +12,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { AppError } from '../../../internal/errors.js';
+import { AppError, isAppError } from '../../../internal/errors.js';
 import {
   assertKey,
   DOWNLOAD_BUFFER_BYTES,
@@ -119,7 +119,8 @@ export class S3Backend implements StorageBackend {
       // S3 takes at most 10,000 parts: larger parts when the limit allows a larger object.
       partSize: Math.max(this.options.partSize, Math.ceil(limits.maxBytes / 10_000)),
       queueSize: S3_UPLOAD_QUEUE_SIZE,
-      // We abort ourselves below: lib-storage's own abort would hide the original error if the abort fails too.
+      // lib-storage would abort the multipart upload itself, but a failed abort would then hide
+      // the upload's own error; abortMultipart below sends the abort instead.
       leavePartsOnError: true,
     });
     try {
@@ -128,13 +129,28 @@ export class S3Backend implements StorageBackend {
       if (sourceError) throw sourceError;
     } catch (error) {
       meter.destroy();
+      // Stops parts still in flight; it sends nothing to S3 by itself.
       await upload.abort().catch(() => undefined);
+      await this.abortMultipart(key, upload.uploadId);
       await pumped;
       // A completed single-part PutObject cannot be aborted: remove it.
       await this.delete(key).catch(() => undefined);
-      throw sourceError ?? error;
+      // The limit's own error (or the client's) when the body failed, else the store's.
+      throw isAppError(sourceError) ? sourceError : error;
     }
     return meter.result();
+  }
+
+  /**
+   * Discards the parts of a failed multipart upload. If S3 cannot be reached (or does not
+   * support the call), the upload stays unfinished and the sweeper aborts it once it is older
+   * than the grace period (discardStaleWrites).
+   */
+  private async abortMultipart(key: string, uploadId: string | undefined): Promise<void> {
+    if (uploadId === undefined) return;
+    await this.client
+      .send(new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }))
+      .catch(() => undefined);
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {

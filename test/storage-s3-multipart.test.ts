@@ -1,0 +1,210 @@
+/**
+ * What the S3 backend sends to S3 for large uploads, observed on the wire: a loopback proxy
+ * in front of a real S3 server (s3rver) records every request and forwards it unchanged.
+ *
+ * s3rver 3.7.1 stores multipart uploads but answers ListMultipartUploads with 501
+ * NotImplemented and AbortMultipartUpload with 405 MethodNotAllowed. So these tests check
+ * that the backend *sends* the abort (and that the key never becomes visible), and that a
+ * sweep over a store without ListMultipartUploads completes; that S3 then discards the parts,
+ * and the sweeper's abort of a listed stale upload, need a store that implements both calls.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { isAppError } from '../server/internal/errors.js';
+import { S3Backend } from '../server/modules/storage/backends/s3.js';
+import { startS3Server, type S3Server } from './storage-helpers.js';
+
+const MIB = 1024 * 1024;
+
+interface Recorded {
+  method: string;
+  url: string;
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  bytes: number;
+}
+
+/** A pass-through HTTP proxy that keeps a log of requests (headers unchanged, so signatures hold). */
+async function startRecordingProxy(target: string): Promise<{ url: string; log: Recorded[]; close(): Promise<void> }> {
+  const log: Recorded[] = [];
+  const upstream = new URL(target);
+  const server = http.createServer((request, response) => {
+    const entry: Recorded = {
+      method: request.method ?? '',
+      url: request.url ?? '',
+      status: 0,
+      headers: request.headers,
+      bytes: 0,
+    };
+    log.push(entry);
+    request.on('data', (chunk: Buffer) => (entry.bytes += chunk.length));
+    const forward = http.request(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+      },
+      (answer) => {
+        entry.status = answer.statusCode ?? 0;
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    forward.on('error', () => response.destroy());
+    request.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    log,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** `total` bytes in 64 KiB chunks; fails with "client went away" once `failAfter` bytes are out. */
+function generated(total: number, failAfter?: number): Readable {
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (failAfter !== undefined && sent >= failAfter) {
+        this.destroy(new Error('client went away'));
+        return;
+      }
+      if (sent >= total) {
+        this.push(null);
+        return;
+      }
+      const size = Math.min(64 * 1024, total - sent);
+      sent += size;
+      this.push(Buffer.alloc(size, sent % 251));
+    },
+  });
+}
+
+describe('S3 backend: multipart uploads on the wire', () => {
+  let s3: S3Server;
+  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+  let backend: S3Backend;
+
+  beforeAll(async () => {
+    s3 = await startS3Server('basalt-multipart');
+    proxy = await startRecordingProxy(s3.endpoint);
+    backend = new S3Backend({
+      endpoint: proxy.url,
+      region: 'us-east-1',
+      bucket: s3.bucket,
+      accessKeyId: 'S3RVER',
+      secretAccessKey: 'S3RVER',
+      forcePathStyle: true,
+      partSize: 5 * MIB,
+    });
+  });
+  afterAll(async () => {
+    await backend?.close();
+    await proxy?.close();
+    await s3?.close();
+  });
+  beforeEach(() => {
+    proxy.log.length = 0;
+  });
+
+  const key = (): string => `multipart/${randomUUID()}`;
+  const requestsFor = (k: string, query: string, method: string): Recorded[] =>
+    proxy.log.filter(
+      (entry) => entry.method === method && entry.url.startsWith(`/${s3.bucket}/${k}?`) && entry.url.includes(query),
+    );
+  const uploadIdOf = (k: string): string => {
+    const create = requestsFor(k, 'uploads', 'POST');
+    expect(create).toHaveLength(1);
+    const part = requestsFor(k, 'partNumber=1', 'PUT')[0];
+    const uploadId = part ? new URL(part.url, 'http://x').searchParams.get('uploadId') : null;
+    expect(uploadId).toBeTruthy();
+    return uploadId!;
+  };
+
+  it('uploads parts with a CRC32 each, without hashing them again for the signature, and completes', async () => {
+    const k = key();
+    const total = 12 * MIB + 5;
+    const result = await backend.put(k, generated(total), { maxBytes: 100 * MIB });
+    expect(result.size).toBe(total);
+    const uploadId = uploadIdOf(k);
+    const parts = requestsFor(k, `uploadId=${uploadId}`, 'PUT');
+    expect(parts.map((part) => part.bytes).sort((a, b) => b - a)).toEqual([5 * MIB, 5 * MIB, 2 * MIB + 5]);
+    for (const part of parts) {
+      expect(part.headers['x-amz-content-sha256']).toBe('UNSIGNED-PAYLOAD');
+      expect(part.headers['x-amz-checksum-crc32']).toMatch(/^[A-Za-z0-9+/]{6}==$/);
+      // The checksum is covered by the signature, so it cannot be swapped along with the bytes.
+      expect(String(part.headers.authorization)).toContain('x-amz-checksum-crc32');
+    }
+    expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(1); // CompleteMultipartUpload
+    expect(await backend.head(k)).toMatchObject({ size: total });
+  });
+
+  it('aborts the multipart upload when the client goes away mid-body', async () => {
+    const k = key();
+    const error = await backend.put(k, generated(30 * MIB, 12 * MIB), { maxBytes: 100 * MIB }).catch((e: unknown) => e);
+    expect((error as Error).message).toBe('client went away');
+    const uploadId = uploadIdOf(k);
+    const aborts = requestsFor(k, `uploadId=${uploadId}`, 'DELETE');
+    expect(aborts).toHaveLength(1);
+    // s3rver cannot abort (405); a real S3 discards the parts here.
+    expect(aborts[0]!.status).toBe(405);
+    expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(0); // never completed
+    expect(await backend.head(k)).toBeNull();
+  });
+
+  it('aborts the multipart upload when the body passes the limit, and reports the limit', async () => {
+    const k = key();
+    const error = await backend.put(k, generated(30 * MIB), { maxBytes: 11 * MIB }).catch((e: unknown) => e);
+    expect(isAppError(error) && error.code).toBe('PAYLOAD_TOO_LARGE');
+    const uploadId = uploadIdOf(k);
+    expect(requestsFor(k, `uploadId=${uploadId}`, 'DELETE')).toHaveLength(1);
+    expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(0);
+    expect(await backend.head(k)).toBeNull();
+    // The body was cut off at the limit, not read to its end.
+    const sent = requestsFor(k, `uploadId=${uploadId}`, 'PUT').reduce((sum, part) => sum + part.bytes, 0);
+    expect(sent).toBeLessThanOrEqual(11 * MIB);
+  });
+
+  it('grows the part size when the limit allows more than 10,000 parts of the configured size', async () => {
+    const k = key();
+    const maxBytes = 100 * 1024 * MIB; // 100 GiB: at least 10.24 MiB per part
+    await backend.put(k, generated(12 * MIB), { maxBytes });
+    const uploadId = uploadIdOf(k);
+    const sizes = requestsFor(k, `uploadId=${uploadId}`, 'PUT').map((part) => part.bytes);
+    expect(Math.max(...sizes)).toBe(Math.ceil(maxBytes / 10_000));
+  });
+
+  it('sends a small body as one PutObject, never starting a multipart upload', async () => {
+    const k = key();
+    await backend.put(k, generated(MIB), { maxBytes: 100 * MIB });
+    expect(requestsFor(k, 'uploads', 'POST')).toHaveLength(0);
+    expect(
+      proxy.log.filter((entry) => entry.method === 'PUT' && entry.url.startsWith(`/${s3.bucket}/${k}`)),
+    ).toHaveLength(1);
+  });
+
+  it('asks for unfinished multipart uploads when sweeping, and copes with a store that cannot list them', async () => {
+    // An unfinished upload left behind, as a crash would leave it.
+    const k = key();
+    await backend.put(k, generated(30 * MIB, 12 * MIB), { maxBytes: 100 * MIB }).catch(() => undefined);
+    proxy.log.length = 0;
+    const discarded = await backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
+    const listing = proxy.log.filter(
+      (entry) => entry.method === 'GET' && /^\/basalt-multipart\/?\?(.*&)?uploads(=|&|$)/.test(entry.url),
+    );
+    expect(listing).toHaveLength(1);
+    expect(listing[0]!.status).toBe(501); // s3rver: NotImplemented
+    expect(discarded).toBe(0);
+  });
+});
