@@ -149,6 +149,7 @@ async function main(): Promise<void> {
       },
     });
     await call('POST', '/v1/admin/collections', { name: 'orders', rules: { read: 'doc.owner == auth.uid' } });
+    await call('POST', '/v1/admin/collections', { name: 'events' });
     await call('POST', '/v1/admin/collections', {
       name: 'profiles',
       rules: { read: 'true', update: 'doc.owner == auth.uid' },
@@ -231,6 +232,8 @@ async function main(): Promise<void> {
       void call('POST', '/v1/db/tasks/query', { where: [['status', '==', 'open']] }).catch(() => undefined);
       void call('GET', `/v1/db/tasks/task-${(n % 7) + 1}`).catch(() => undefined);
       if (n % 5 === 0) void call('GET', '/v1/functions/hello').catch(() => undefined);
+      // Writes keep the change log moving (with none, its lag saw-tooths up to the heartbeat).
+      if (n % 2 === 0) void call('POST', '/v1/db/events', { data: { n, kind: 'page_view' } }).catch(() => undefined);
     }, 40);
     await new Promise((resolve) => setTimeout(resolve, 2000));
 
