@@ -452,6 +452,8 @@ export class RealtimeClient {
   async setAuth(token?: string | null, identityChanged = false): Promise<void> {
     if (identityChanged) for (const subscription of this.subscriptions.values()) subscription.cursor = null;
     const next = token === undefined ? await this.options.accessToken() : token;
+    // A user update keeps the token: nothing to tell the socket.
+    if (next === this.token && !identityChanged) return;
     this.token = next;
     if (!this.isOpen()) return;
     this.send({ type: 'auth', access_token: next });
