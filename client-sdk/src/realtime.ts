@@ -446,8 +446,8 @@ export class RealtimeClient {
    * The session changed: give the socket the new token (`null` signs it out; without an
    * argument the current one is fetched). When the user changed (sign-in, sign-out), the
    * server re-reads every live query for the new identity; cursors of the old one are
-   * dropped so a later reconnect reads afresh, and tracked presence is re-sent so that it is
-   * keyed by the new user.
+   * dropped so a later reconnect reads afresh, and tracked presence is tracked again under
+   * the new user.
    */
   async setAuth(token?: string | null, identityChanged = false): Promise<void> {
     if (identityChanged) for (const subscription of this.subscriptions.values()) subscription.cursor = null;
@@ -458,8 +458,13 @@ export class RealtimeClient {
     if (!this.isOpen()) return;
     this.send({ type: 'auth', access_token: next });
     if (!identityChanged) return;
-    for (const channel of this.channels.values())
-      if (channel.joined && channel.onSocket && channel.tracked !== undefined) this.send(channel.joinMessage());
+    // Presence is keyed by the user when it is tracked: leave and join again as the new one.
+    for (const channel of this.channels.values()) {
+      if (!channel.joined || !channel.onSocket || channel.tracked === undefined) continue;
+      this.send({ type: 'leave', channel: channel.name });
+      channel.awaitingState = true;
+      this.send(channel.joinMessage());
+    }
   }
 
   /** Closes the socket and forgets every query and channel. */

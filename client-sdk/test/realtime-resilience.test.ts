@@ -238,4 +238,27 @@ describe('presence', () => {
       expect.arrayContaining([{ name: 'alice' }, { name: 'bob' }]),
     );
   });
+
+  it('keys tracked presence by whoever the socket is now, after sign-in and sign-out', async () => {
+    const watcher = client(other.url);
+    const watch = watcher.channel('who');
+    await watch.subscribe();
+    const keys = () => Object.keys(watch.presenceState());
+    const basalt = client(restartable.url);
+    const room = basalt.channel('who');
+    await room.track({ name: 'visitor' });
+    await until(() => keys().length === 1);
+    const anonymousKey = keys()[0];
+    expect(anonymousKey).toBeTruthy();
+    const { user } = await basalt.auth.signUp({ email: `rt-who-${Date.now()}@example.com`, password: PASSWORD });
+    await until(() => JSON.stringify(keys()) === JSON.stringify([user.id]));
+    expect(Object.values(watch.presenceState())).toEqual([[{ name: 'visitor' }]]);
+    await basalt.auth.signOut();
+    await until(() => keys().length === 1 && keys()[0] !== user.id);
+    expect(Object.values(watch.presenceState())).toEqual([[{ name: 'visitor' }]]);
+    // A member joining now reads the same from the server's presence table.
+    const late = client(other.url).channel('who');
+    await late.subscribe();
+    expect(Object.keys(late.presenceState())).toEqual(keys());
+  });
 });
