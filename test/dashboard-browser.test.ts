@@ -342,7 +342,12 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
       return (runs.body as { invocations: unknown[] }).invocations.length > 0;
     });
     await page.click('a[data-nav=functions]');
+    await page.waitForSelector('#functions');
+    const historyBefore = await page.evaluate(() => history.length);
     await page.click('#functions tr[data-function=flaky] a');
+    await page.waitForURL(`${app.url}/_/functions/flaky`);
+    // One click, one history entry: links inside clickable rows do not navigate twice.
+    expect(await page.evaluate(() => history.length)).toBe(historyBefore + 1);
     const dead = page.locator('#invocations tr[data-status=dead]');
     await dead.waitFor({ timeout: 10_000 });
     await dead.click();

@@ -249,7 +249,11 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
               {
                 'data-id': doc.id,
                 ...(change ? { class: `flash flash-${change}`, 'data-change': change } : {}),
-                onclick: () => ctx.navigate(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`),
+                // The id cell's link navigates by itself; the rest of the row does it here.
+                onclick: (event: Event) => {
+                  if ((event.target as Element).closest('a')) return;
+                  ctx.navigate(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`);
+                },
               },
               h(
                 'td',

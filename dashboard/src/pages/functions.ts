@@ -53,7 +53,9 @@ export async function functionsPage(ctx: Context): Promise<Page> {
           {
             'data-function': fn.name,
             class: fn.name === selected?.name ? 'selected' : '',
-            onclick: () => ctx.navigate(`functions/${fn.name}`),
+            onclick: (event: Event) => {
+              if (!(event.target as Element).closest('a')) ctx.navigate(`functions/${fn.name}`);
+            },
           },
           h(
             'td',
