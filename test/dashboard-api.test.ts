@@ -1,7 +1,9 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dashboardRoutes } from '../server/modules/dashboard/routes.js';
 import { DASHBOARD_DIST, ensureDashboard } from '../scripts/dashboard-build.js';
 import { signUp } from './auth-helpers.js';
 import {
@@ -119,6 +121,42 @@ describe('the dashboard files at /_/', () => {
       const response = await fetch(`${app.url}${probe}`);
       const text = await response.text();
       expect(text, probe).not.toContain('"name": "basalt"');
+    }
+  });
+});
+
+describe('the dashboard routes on their own', () => {
+  it('answer 503 with how to build when there is no build, and never read outside the build', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'basalt-dashboard-dir-'));
+    const dir = path.join(root, 'dist');
+    await writeFile(path.join(root, 'secret.txt'), 'outside the build');
+    const server = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+    await server.register(dashboardRoutes, { dir });
+    try {
+      const missing = await server.inject({ method: 'GET', url: '/_/' });
+      expect(missing.statusCode).toBe(503);
+      expect(missing.body).toContain('npm run build:dashboard');
+
+      await mkdir(path.join(dir, 'assets'), { recursive: true });
+      await writeFile(path.join(dir, 'index.html'), '<!doctype html><title>t</title>');
+      await writeFile(path.join(dir, 'assets', 'app-1a2b.js'), 'export {};');
+      const page = await server.inject({ method: 'GET', url: '/_/users/abc' });
+      expect(page.statusCode).toBe(200);
+      expect(page.body).toBe('<!doctype html><title>t</title>');
+      const asset = await server.inject({ method: 'GET', url: '/_/assets/app-1a2b.js' });
+      expect(asset.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+      for (const url of [
+        '/_/../secret.txt',
+        '/_/..%2fsecret.txt',
+        '/_/%2e%2e%2fsecret.txt',
+        '/_/assets/..%2f..%2fsecret.txt',
+      ]) {
+        const response = await server.inject({ method: 'GET', url });
+        expect(response.body, url).not.toContain('outside the build');
+      }
+    } finally {
+      await server.close();
+      await rm(root, { recursive: true, force: true });
     }
   });
 });
