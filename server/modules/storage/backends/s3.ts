@@ -36,12 +36,14 @@ export interface S3BackendOptions {
 }
 
 /**
- * Parts of one upload in flight at once (lib-storage's queueSize; 4 and 5 MiB parts are
- * lib-storage's own defaults). An upload holds about (queue + 2) parts in memory: those in
- * flight, the small chunks of the next one, and lib-storage's copy of them into one buffer
- * — 30 MiB with the default S3_PART_SIZE, whatever the file's size.
+ * Parts of one upload in flight at once (lib-storage's queueSize). An upload holds about
+ * (queue + 2) parts: those in flight, the small chunks of the next one and lib-storage's copy
+ * of them into one buffer, plus parts already sent that the garbage collector has not freed
+ * yet. Measured on a 1 GiB upload with 5 MiB parts, the server's buffers peaked near 56 MiB
+ * with 2 in flight and 76–86 MiB with 4, for no faster upload to a local S3 server: 2 keeps an upload's memory
+ * growth under 64 MiB. Larger S3_PART_SIZE values grow it in proportion.
  */
-export const S3_UPLOAD_QUEUE_SIZE = 4;
+export const S3_UPLOAD_QUEUE_SIZE = 2;
 
 /** Commands whose body is an upload's bytes; see createS3Client. */
 const BYTES_COMMANDS = new Set(['UploadPartCommand', 'PutObjectCommand']);
