@@ -1,7 +1,7 @@
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Counter, Gauge } from 'prom-client';
-import type { ChangeFeed } from '../../internal/changes/feed.js';
+import { parseCursor, type ChangeBatch, type ChangeFeed } from '../../internal/changes/feed.js';
 import type { Tx } from '../../internal/db.js';
 import type { Database } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
@@ -19,6 +19,11 @@ const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
 const PGBOSS_SCHEMA = 'basalt_jobs';
 /** Runs of one function at once in an instance, whatever its concurrency: the pool keeps this many warm workers at most. */
 const MAX_RUNS_PER_QUEUE = 32;
+
+/** Changes read from the log per dispatch transaction (a page ends on a tick boundary, so it may hold more). */
+const DISPATCH_BATCH = 500;
+/** Delivered changes kept for the dispatcher; beyond this it has fallen behind and reads the log. */
+const MAX_DELIVERED_CHANGES = 20_000;
 
 /** A run's record, or null when the run could not even start. */
 interface RunResult {
@@ -79,6 +84,8 @@ export class FunctionDispatcher {
   private leaderTimer: NodeJS.Timeout | null = null;
   private depthTimer: NodeJS.Timeout | null = null;
   private readonly runners = new Map<string, QueueRunner<JobData, RunResult>>();
+  private delivered: ChangeBatch[] = [];
+  private deliveredChanges = 0;
   private readonly invocations: InvocationRepository;
   constructor(
     private readonly functions: FunctionsService,
@@ -140,7 +147,10 @@ export class FunctionDispatcher {
       if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
     }
     if (this.options.runWorkers && this.eventFunctions().length > 0) {
-      this.unsubscribe = this.feed.subscribe(() => this.pump());
+      this.unsubscribe = this.feed.subscribe((batch) => {
+        this.remember(batch);
+        this.pump();
+      });
       await this.tryLead();
     }
   }
@@ -282,7 +292,7 @@ export class FunctionDispatcher {
       cursor = this.feed.currentCursor();
       await this.feed.saveConsumerCursor(CONSUMER, cursor);
     }
-    const batch = await this.feed.readSince(cursor, { limit: 500 });
+    const batch = this.takeDelivered(cursor) ?? (await this.feed.readSince(cursor, { limit: DISPATCH_BATCH }));
     if (batch.cursor === cursor) return false;
     const functions = this.eventFunctions();
     const jobs: Array<{ fn: LoadedFunction; id: string; data: JobData }> = [];
@@ -307,7 +317,49 @@ export class FunctionDispatcher {
       this.metrics.enqueued.inc({ function: job.fn.name });
       this.runners.get(queueName(job.fn))?.notify();
     }
-    return true;
+    // More to read only if the feed has moved past what was dispatched; a later delivery pumps again.
+    return this.delivered.length > 0 || batch.cursor !== this.feed.currentCursor();
+  }
+
+  /** Keeps a batch the feed delivered, for the leader to dispatch without reading the log again. */
+  private remember(batch: ChangeBatch): void {
+    if (!this.leading) return;
+    if (this.deliveredChanges + batch.changes.length > MAX_DELIVERED_CHANGES) {
+      // Far behind: the log is read page by page instead.
+      this.delivered = [];
+      this.deliveredChanges = 0;
+      return;
+    }
+    this.delivered.push(batch);
+    this.deliveredChanges += batch.changes.length;
+  }
+
+  /**
+   * The delivered batches that continue from `cursor` (up to about DISPATCH_BATCH changes),
+   * as one batch; null when none does (a new leader, a gap, or batches dropped while far
+   * behind), and the log is read instead. These are the very rows readSince would return:
+   * the feed reads every change of its new ticks, in commit order.
+   */
+  private takeDelivered(cursor: string): ChangeBatch | null {
+    const at = parseCursor(cursor);
+    while (this.delivered[0] && parseCursor(this.delivered[0].cursor) <= at) this.forgetFirst();
+    const first = this.delivered[0];
+    if (!first || first.fromCursor !== cursor) return null;
+    let changes = first.changes;
+    let end = first.cursor;
+    this.forgetFirst();
+    for (let next = this.delivered[0]; next; next = this.delivered[0]) {
+      if (next.fromCursor !== end || changes.length + next.changes.length > DISPATCH_BATCH) break;
+      changes = changes.concat(next.changes);
+      end = next.cursor;
+      this.forgetFirst();
+    }
+    return { fromCursor: cursor, cursor: end, changes };
+  }
+
+  private forgetFirst(): void {
+    const batch = this.delivered.shift();
+    if (batch) this.deliveredChanges -= batch.changes.length;
   }
 
   /** Retries a dead-lettered job: pg-boss moves it back to the queue with its event id unchanged. */
