@@ -9,7 +9,7 @@ export interface TickerOptions {
   pollIntervalMs: number;
   /** A tick is recorded at least this often, even when nothing changed, so lag stays measurable. */
   heartbeatMs: number;
-  /** NOTIFYs arriving within this window are answered by one tick. */
+  /** Ticks asked for within this long of the previous one are answered by one tick. */
   debounceMs: number;
   /** How often a follower tries to take over the lead. */
   leaderRetryMs: number;
@@ -40,6 +40,8 @@ export class Ticker {
   private ticking: Promise<void> | null = null;
   private tickAgain = false;
   private lastTickAt = 0;
+  /** When the latest tick was started (recorded or not), for spacing ticks `debounceMs` apart. */
+  private tickStartedAt = 0;
   private pruning: Promise<void> | null = null;
 
   constructor(
@@ -160,12 +162,17 @@ export class Ticker {
     this.requestTick();
   }
 
+  /**
+   * A commit after a quiet spell is ticked at once (its subscribers wait no debounce); within
+   * a burst, ticks start at least `debounceMs` apart, so one tick covers many commits.
+   */
   private requestTick(): void {
     if (!this.leading || this.stopped || this.debounceTimer) return;
+    const wait = Math.max(0, this.tickStartedAt + this.options.debounceMs - Date.now());
     this.debounceTimer = setTimeout(() => {
       this.debounceTimer = null;
       this.runTick();
-    }, this.options.debounceMs);
+    }, wait);
     this.debounceTimer.unref();
   }
 
@@ -174,6 +181,7 @@ export class Ticker {
       this.tickAgain = true;
       return;
     }
+    this.tickStartedAt = Date.now();
     this.ticking = this.tickOnce().finally(() => {
       this.ticking = null;
       if (this.tickAgain && this.leading && !this.stopped) {
