@@ -275,6 +275,33 @@ class Subscription {
   /** The caller changed (new token): rules must be re-read. */
   invalidateReader(): void {
     this.reader = null;
+    this.readerGeneration++;
+  }
+
+  /** Bumped when the caller changes, so a refresh begun before does not install the old caller's rules. */
+  private readerGeneration = 0;
+  private refreshing = false;
+
+  /**
+   * Re-reads the rules in the background once the reader is half its age limit old, so a
+   * subscription that keeps receiving events finds fresh rules at hand and never waits
+   * for them on the fast path.
+   */
+  private refreshReader(): void {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    const generation = this.readerGeneration;
+    this.documents
+      .reader(this.caller, this.view.collection)
+      .then((reader) => {
+        if (generation !== this.readerGeneration || this.closed) return;
+        this.reader = reader;
+        this.readerAt = Date.now();
+      })
+      .catch(() => undefined) // the next event re-reads them on the queued path, which reports failures
+      .finally(() => {
+        this.refreshing = false;
+      });
   }
 
   enqueue(work: () => Promise<void>): void {
@@ -303,8 +330,9 @@ class Subscription {
       this.buffer.push(...routed);
       return;
     }
-    const reader =
-      this.pending === 0 && this.reader && Date.now() - this.readerAt <= READER_TTL_MS ? this.reader : null;
+    const age = Date.now() - this.readerAt;
+    const reader = this.pending === 0 && this.reader && age <= READER_TTL_MS ? this.reader : null;
+    if (reader && age > READER_TTL_MS / 2) this.refreshReader();
     if (!reader) {
       this.enqueue(() => this.apply(routed));
       return;
