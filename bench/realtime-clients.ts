@@ -52,6 +52,8 @@ export interface PhaseReport {
   sockets: number;
   /** Milliseconds from the write's send time (in the event) to its arrival, one per delivery. */
   latencies: number[];
+  /** Per event (by its `i`), the earliest arrival's latency at this process. */
+  firsts: Record<number, number>;
   /** Epoch ms of the phase's first and last arrival. */
   first: number;
   last: number;
@@ -70,6 +72,7 @@ interface PhaseState {
   delivered: number;
   duplicates: number;
   latencies: number[];
+  firsts: Map<number, number>;
   first: number;
   last: number;
 }
@@ -83,7 +86,15 @@ let closing = false;
 function phaseState(name: string): PhaseState {
   let state = phases.get(name);
   if (!state) {
-    state = { seen: new Map(), delivered: 0, duplicates: 0, latencies: [], first: Infinity, last: 0 };
+    state = {
+      seen: new Map(),
+      delivered: 0,
+      duplicates: 0,
+      latencies: [],
+      firsts: new Map(),
+      first: Infinity,
+      last: 0,
+    };
     phases.set(name, state);
   }
   return state;
@@ -111,7 +122,10 @@ function record(socketIndex: number, data: { phase?: unknown; i?: unknown; t?: u
   }
   seen.add(data.i);
   state.delivered++;
-  state.latencies.push(at - data.t);
+  const latency = at - data.t;
+  state.latencies.push(latency);
+  const earliest = state.firsts.get(data.i);
+  if (earliest === undefined || latency < earliest) state.firsts.set(data.i, latency);
   if (at < state.first) state.first = at;
   if (at > state.last) state.last = at;
 }
@@ -242,6 +256,7 @@ function report(phase: string, withLatencies: boolean): PhaseReport {
     duplicates: state.duplicates,
     sockets: state.seen.size,
     latencies: withLatencies ? state.latencies : [],
+    firsts: withLatencies ? Object.fromEntries(state.firsts) : {},
     first: Number.isFinite(state.first) ? state.first : 0,
     last: state.last,
     open: sockets.size,

@@ -22,8 +22,9 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import WebSocket from 'ws';
 import { round } from './load.js';
-import { cpuSecondsOf } from './process.js';
+import { cpuSecondsOf, type ServerProcess } from './process.js';
 import type { ClientCommand, OpenCommand, OpenReply, PhaseReport, Protocol } from './realtime-clients.js';
 import { machine } from './report.js';
 import { BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
@@ -65,6 +66,70 @@ function rssBytesOf(pid: number): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/**
+ * The server's inspector, opened on demand (SIGUSR1; both servers start with
+ * --inspect-port=0 so two can listen at once): used only to run a full garbage collection
+ * before reading memory, so that garbage left by setting up connections (more on one
+ * server than the other, and collected whenever V8 pleases) is not counted as held by them.
+ */
+interface Inspector {
+  call(method: string, params?: Record<string, unknown>): Promise<Record<string, unknown>>;
+  close(): void;
+}
+
+async function openInspector(server: ServerProcess): Promise<Inspector> {
+  process.kill(server.child.pid as number, 'SIGUSR1');
+  const deadline = Date.now() + 15_000;
+  let match: RegExpExecArray | null = null;
+  while (!(match = /Debugger listening on (ws:\/\/\S+)/.exec(server.output()))) {
+    if (Date.now() > deadline) throw new Error(`${server.name}: the inspector did not open`);
+    await sleep(100);
+  }
+  const socket = new WebSocket(match[1] as string);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve());
+    socket.once('error', reject);
+  });
+  const pending = new Map<number, (result: Record<string, unknown>) => void>();
+  let next = 0;
+  socket.on('message', (raw) => {
+    const message = JSON.parse(String(raw)) as { id?: number; result?: Record<string, unknown> };
+    if (message.id !== undefined) pending.get(message.id)?.(message.result ?? {});
+  });
+  return {
+    call(method, params = {}) {
+      const id = ++next;
+      return new Promise((resolve) => {
+        pending.set(id, resolve);
+        socket.send(JSON.stringify({ id, method, params }));
+      });
+    },
+    close: () => socket.close(),
+  };
+}
+
+interface MemoryReading {
+  /** Resident memory (bytes), read from /proc after a full collection. */
+  rss: number;
+  /** V8 heap in use plus memory held outside it for JS objects (Buffers), after a full collection. */
+  heap: number;
+}
+
+async function memoryAfterGc(side: Side): Promise<MemoryReading> {
+  side.inspector ??= await openInspector(side.target.server);
+  await side.inspector.call('HeapProfiler.collectGarbage');
+  await sleep(500);
+  const answer = await side.inspector.call('Runtime.evaluate', {
+    expression: 'JSON.stringify(process.memoryUsage())',
+    returnByValue: true,
+  });
+  const usage = JSON.parse(String((answer.result as { value?: unknown } | undefined)?.value)) as {
+    heapUsed: number;
+    external: number;
+  };
+  return { rss: rssBytesOf(side.target.server.child.pid as number), heap: usage.heapUsed + usage.external };
 }
 
 // ---- client processes ------------------------------------------------------------------
@@ -114,6 +179,7 @@ interface Side {
   tokens: string[];
   /** Creates one event document; resolves when the server answered. */
   write(data: Record<string, unknown>): Promise<unknown>;
+  inspector?: Inspector;
 }
 
 async function inParallel<T>(count: number, concurrency: number, work: (index: number) => Promise<T>): Promise<T[]> {
@@ -134,6 +200,7 @@ async function startBasalt(settings: Settings, users: number): Promise<Side> {
   const target = await startTarget('basalt', settings, {
     // Every bench user signs in from one address; real users come from many.
     BASALT_AUTH_RATE_ANONYMOUS_IP: '1000000000',
+    NODE_OPTIONS: '--inspect-port=0',
   });
   // A rule that depends on the caller, checked per subscriber per event.
   await call(target, 'POST', '/v1/admin/collections', { name: 'live', rules: { read: 'auth != null' } });
@@ -153,7 +220,7 @@ async function startBasalt(settings: Settings, users: number): Promise<Side> {
 }
 
 async function startParse(settings: Settings, users: number): Promise<Side> {
-  const target = await startTarget('parse', settings, { PARSE_LIVE_QUERY: 'Live' });
+  const target = await startTarget('parse', settings, { PARSE_LIVE_QUERY: 'Live', NODE_OPTIONS: '--inspect-port=0' });
   // The class and its `room` column exist before anyone subscribes; no CLP, no ACLs: Parse's
   // cheapest path (public read), while Basalt's rule is checked per subscriber.
   await call(target, 'POST', '/parse/classes/Live', { room: 0, phase: 'setup', i: 0, t: 0 });
@@ -224,11 +291,24 @@ interface PhaseTotals {
   delivered: number;
   duplicates: number;
   latencies: number[];
+  /** Per event, the latency of its earliest delivery: the server's path without the fan-out. */
+  firsts: number[];
   first: number;
   last: number;
   open: number;
   closedByServer: number;
   other: Record<string, number>;
+}
+
+function earliest(reports: PhaseReport[]): number[] {
+  const byEvent = new Map<string, number>();
+  for (const report of reports) {
+    for (const [i, latency] of Object.entries(report.firsts)) {
+      const known = byEvent.get(i);
+      if (known === undefined || latency < known) byEvent.set(i, latency);
+    }
+  }
+  return [...byEvent.values()];
 }
 
 async function phaseTotals(clients: ClientProcess[], phase: string, latencies: boolean): Promise<PhaseTotals> {
@@ -242,6 +322,7 @@ async function phaseTotals(clients: ClientProcess[], phase: string, latencies: b
     delivered: reports.reduce((sum, r) => sum + r.delivered, 0),
     duplicates: reports.reduce((sum, r) => sum + r.duplicates, 0),
     latencies: reports.flatMap((r) => r.latencies),
+    firsts: earliest(reports),
     first: Math.min(...reports.map((r) => (r.first > 0 ? r.first : Infinity))),
     last: Math.max(...reports.map((r) => r.last)),
     open: reports.reduce((sum, r) => sum + r.open, 0),
@@ -297,18 +378,18 @@ async function idlePhase(
   count: number,
   holdSeconds: number,
 ): Promise<Record<string, unknown>> {
-  const pid = side.target.server.child.pid as number;
   await settle(side.target.server, 10);
-  const rssBefore = rssBytesOf(pid);
+  const before = await memoryAfterGc(side);
   const opened = await openSockets(clients, side, count, false);
   log(`${side.name}: ${opened.open} idle sockets open in ${opened.ms} ms (${opened.failed} failed)`);
   await settle(side.target.server, 10);
-  const rssAfter = rssBytesOf(pid);
   const cpuBefore = side.target.server.cpuSeconds();
   await sleep(holdSeconds * 1000);
   const cpu = side.target.server.cpuSeconds() - cpuBefore;
+  const after = await memoryAfterGc(side);
   const totals = await phaseTotals(clients, 'none', false);
   await closeSockets(clients);
+  const perConnection = (bytes: number) => (opened.open > 0 ? round(bytes / 1024 / opened.open, 2) : null);
   return {
     connections: count,
     opened: opened.open,
@@ -317,9 +398,10 @@ async function idlePhase(
     open_after_hold: totals.open,
     closed_by_server: totals.closedByServer,
     hold_s: holdSeconds,
-    rss_before_mib: round(rssBefore / 2 ** 20, 1),
-    rss_after_mib: round(rssAfter / 2 ** 20, 1),
-    kib_per_connection: opened.open > 0 ? round((rssAfter - rssBefore) / 1024 / opened.open, 2) : null,
+    rss_before_mib: round(before.rss / 2 ** 20, 1),
+    rss_after_mib: round(after.rss / 2 ** 20, 1),
+    kib_per_connection: perConnection(after.rss - before.rss),
+    heap_kib_per_connection: perConnection(after.heap - before.heap),
     idle_cpu_pct: round((cpu / holdSeconds) * 100, 1),
     open_ms: opened.ms,
   };
@@ -338,10 +420,17 @@ async function latencyPhase(
   const cpuBefore = side.target.server.cpuSeconds();
   const pending: Array<Promise<unknown>> = [];
   let failedWrites = 0;
+  const writeTimes: number[] = [];
   for (let i = 0; i < writes; i++) {
     const wait = started + (i * 1000) / rate - now();
     if (wait > 0) await sleep(wait);
-    pending.push(side.write({ room: 1, phase: `${side.name}.latency`, i, t: now() }).catch(() => failedWrites++));
+    const sent = now();
+    pending.push(
+      side
+        .write({ room: 1, phase: `${side.name}.latency`, i, t: sent })
+        .then(() => writeTimes.push(now() - sent))
+        .catch(() => failedWrites++),
+    );
   }
   await Promise.all(pending);
   const expected = writes * subscribers;
@@ -361,6 +450,21 @@ async function latencyPhase(
     p95_ms: round(percentile(sorted, 95), 1),
     p99_ms: round(percentile(sorted, 99), 1),
     max_ms: round(sorted.at(-1) ?? Number.NaN, 1),
+    // Each event's first delivery, and the write's own round trip: parts of every delivery's latency.
+    first_delivery_p50_ms: round(
+      percentile(
+        totals.firsts.sort((a, b) => a - b),
+        50,
+      ),
+      1,
+    ),
+    write_p50_ms: round(
+      percentile(
+        writeTimes.sort((a, b) => a - b),
+        50,
+      ),
+      1,
+    ),
     server_cpu_pct: round((cpu / ((now() - started) / 1000)) * 100, 1),
     // Of both servers' subscribers together.
     sockets_open_all: totals.open,
@@ -479,12 +583,13 @@ export async function runRealtime(settings: Settings): Promise<string[]> {
     // Subscribers of both servers stay open together; each phase runs on one server, then the other.
     const subscribed = new Map<string, Record<string, unknown>>();
     for (const side of sides) {
-      const pid = side.target.server.child.pid as number;
       await settle(side.target.server, 10);
-      const rssBefore = rssBytesOf(pid);
+      const before = await memoryAfterGc(side);
       const opened = await openSockets(clients, side, subscribers, true);
       await settle(side.target.server, 10);
-      const perSubscriber = round((rssBytesOf(pid) - rssBefore) / 1024 / Math.max(1, opened.open), 2);
+      const after = await memoryAfterGc(side);
+      const perSubscriber = round((after.rss - before.rss) / 1024 / Math.max(1, opened.open), 2);
+      const heapPerSubscriber = round((after.heap - before.heap) / 1024 / Math.max(1, opened.open), 2);
       log(
         `${side.name}: ${opened.open} subscribers in ${opened.ms} ms (${opened.failed} failed), ${perSubscriber} KiB each`,
       );
@@ -492,6 +597,7 @@ export async function runRealtime(settings: Settings): Promise<string[]> {
         subscribed: opened.open,
         failed: opened.failed,
         kib_per_subscriber: perSubscriber,
+        heap_kib_per_subscriber: heapPerSubscriber,
         ...(opened.errors.length > 0 ? { errors: opened.errors } : {}),
       });
     }
@@ -509,7 +615,10 @@ export async function runRealtime(settings: Settings): Promise<string[]> {
     await closeSockets(clients);
   } finally {
     for (const client of clients) client.child.kill();
-    for (const side of sides) await side.target.close();
+    for (const side of sides) {
+      side.inspector?.close();
+      await side.target.close();
+    }
   }
 
   const basalt = results.basalt;
