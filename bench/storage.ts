@@ -3,21 +3,25 @@
  *
  * For each backend (the local disk, then S3), one large object (BENCH_STORAGE_SIZE, 256 MiB by
  * default) is uploaded and downloaded through Basalt and *directly* to the same backend, in the
- * same run, alternating which goes first in each round:
+ * same run, BENCH_STORAGE_ROUNDS (3) rounds alternating which goes first; `vs_direct` is the
+ * median of the rounds' Basalt/direct throughput ratios. Each request carries the whole object
+ * on a fresh connection; the harness sends the same incompressible 1 MiB pattern to both sides.
  *
  * - disk: direct is bench/storage-raw-server.ts, node:http streaming the body to a temporary file,
  *   fsync, rename — the same disk work as Basalt's backend, without database, rules or checksum;
  *   downloads stream the file back. Both servers are processes of their own, on the same disk.
  * - S3: direct is the AWS SDK in the harness talking straight to the S3 server: the S3 client
  *   Basalt's backend builds (createS3Client), lib-storage `Upload` with the part size and
- *   concurrency Basalt uses, `GetObject` streamed. The S3 server
- *   (s3rver) runs in a process of its own (bench/s3rver-server.ts), the same one for both.
+ *   concurrency Basalt uses, `GetObject` streamed. The S3 server (s3rver) runs in a process of
+ *   its own (bench/s3rver-server.ts), the same one for both.
  *
  * Then a BENCH_STORAGE_RSS_SIZE (1 GiB) upload through Basalt while the harness samples the
  * server's resident memory from /proc/<pid>/status (VmRSS every 20 ms, and VmHWM, the kernel's
  * peak, reset just before the upload): the growth is the peak minus the RSS just before.
  *
- * Prints one JSON line per figure on stdout; progress goes to stderr.
+ * Prints one JSON line per figure on stdout; progress goes to stderr. BENCH_STORAGE_BACKENDS
+ * (`fs,s3`) picks the backends; a short run: BENCH_STORAGE_SIZE=67108864 BENCH_STORAGE_ROUNDS=1
+ * BENCH_STORAGE_RSS_SIZE=0 (0 skips the memory check).
  */
 import { Upload } from '@aws-sdk/lib-storage';
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -435,7 +439,10 @@ async function measureBackend(backend: Backend, settings: Settings, options: Sto
     ] as const) {
       const basalt = figures(rates.basalt, cpus.basalt);
       const direct = figures(rates.direct, cpus.direct);
-      const ratio = round(basalt.mib_per_s / direct.mib_per_s, 2);
+      // Each round runs both sides seconds apart, so the per-round ratio cancels most of the
+      // machine's other load; the median of those is the figure judged against the goal.
+      const perRound = rates.basalt.map((rate, index) => rate / rates.direct[index]!);
+      const ratio = round(median(perRound), 2);
       lines.push(
         JSON.stringify({
           bench,
@@ -445,6 +452,8 @@ async function measureBackend(backend: Backend, settings: Settings, options: Sto
           basalt,
           direct,
           vs_direct: ratio,
+          vs_direct_rounds: perRound.map((value) => round(value, 2)),
+          vs_direct_of_medians: round(basalt.mib_per_s / direct.mib_per_s, 2),
           direct_is:
             backend === 'fs'
               ? 'node:http streaming to a temporary file, fsync, rename (bench/storage-raw-server.ts)'
