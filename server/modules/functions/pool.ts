@@ -33,7 +33,8 @@ const MAX_LOG_LINE = 4096;
 interface PooledWorker {
   worker: Worker;
   key: string;
-  idleTimer: NodeJS.Timeout | null;
+  /** When it was last given back (performance.now()). */
+  idleSince: number;
 }
 
 /**
@@ -45,6 +46,8 @@ export class WorkerPool {
   private readonly idle = new Map<string, PooledWorker[]>();
   private readonly busy = new Set<PooledWorker>();
   private closed = false;
+  /** One sweep for every idle worker, rather than a timer set and cleared on every run. */
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly workerScript: string,
@@ -64,17 +67,14 @@ export class WorkerPool {
       execArgv: [],
     });
     worker.unref();
-    return { worker, key, idleTimer: null };
+    return { worker, key, idleSince: 0 };
   }
 
   private take(key: string, memoryMb: number): { pooled: PooledWorker; cold: boolean } {
     const list = this.idle.get(key);
+    // The most recently used first: the others stay idle long enough to be let go.
     const pooled = list?.pop();
-    if (pooled) {
-      if (pooled.idleTimer) clearTimeout(pooled.idleTimer);
-      pooled.idleTimer = null;
-      return { pooled, cold: false };
-    }
+    if (pooled) return { pooled, cold: false };
     return { pooled: this.spawn(key, memoryMb), cold: true };
   }
 
@@ -85,15 +85,33 @@ export class WorkerPool {
       void pooled.worker.terminate();
       return;
     }
-    pooled.idleTimer = setTimeout(() => {
-      const current = this.idle.get(pooled.key);
-      const index = current?.indexOf(pooled) ?? -1;
-      if (current && index >= 0) current.splice(index, 1);
-      void pooled.worker.terminate();
-    }, this.options.idleMs ?? 60_000);
-    pooled.idleTimer.unref();
+    pooled.idleSince = performance.now();
     list.push(pooled);
     this.idle.set(pooled.key, list);
+    if (!this.sweeper) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(this.idleMs / 4, 10_000)));
+      this.sweeper.unref();
+    }
+  }
+
+  private get idleMs(): number {
+    return this.options.idleMs ?? 60_000;
+  }
+
+  /** Ends the workers idle for idleMs; stops sweeping once none is idle. */
+  private sweep(): void {
+    const cutoff = performance.now() - this.idleMs;
+    for (const [key, list] of this.idle) {
+      // Idle lists are in order of return: the longest idle come first.
+      let stale = 0;
+      while (stale < list.length && (list[stale]?.idleSince ?? Infinity) <= cutoff) stale++;
+      for (const pooled of list.splice(0, stale)) void pooled.worker.terminate();
+      if (list.length === 0) this.idle.delete(key);
+    }
+    if (this.idle.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   async run(request: RunRequest): Promise<RunOutcome> {
@@ -214,6 +232,8 @@ export class WorkerPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     const all = [...this.busy, ...[...this.idle.values()].flat()];
     this.idle.clear();
     this.busy.clear();
