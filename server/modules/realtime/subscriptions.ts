@@ -556,12 +556,15 @@ export class SubscriptionManager {
       groups.set(key, list);
     }
     const corked = new Set<RealtimeConnection>();
+    // Corking pays when a socket gets several frames; a lone change goes out socket by socket
+    // at once rather than after the whole fan-out.
+    const cork = batch.changes.length > 1;
     batchFrames = new Map();
     try {
       for (const [key, changes] of groups) {
         const routed = routeChanges(changes, 0, 0);
         for (const subscription of this.byTable.get(key) ?? []) {
-          if (!corked.has(subscription.connection)) {
+          if (cork && !corked.has(subscription.connection)) {
             corked.add(subscription.connection);
             subscription.connection.cork();
           }
