@@ -143,6 +143,34 @@ interface ParseFrame {
   object?: { phase?: unknown; i?: unknown; t?: unknown };
 }
 
+/**
+ * Frames that arrived after the handshake, parsed once the process has read everything
+ * that arrived together: parsing while other sockets still wait to be read would add this
+ * process's own work to the latency it measures on them.
+ */
+let arrived: Array<{ protocol: Protocol; index: number; raw: Buffer; at: number }> = [];
+
+function later(protocol: Protocol, index: number, raw: Buffer, at: number): void {
+  if (arrived.length === 0) setImmediate(parseArrived);
+  arrived.push({ protocol, index, raw, at });
+}
+
+function parseArrived(): void {
+  const batch = arrived;
+  arrived = [];
+  for (const { protocol, index, raw, at } of batch) {
+    if (protocol === 'basalt') {
+      const frame = JSON.parse(String(raw)) as BasaltFrame;
+      if (frame.type === 'change' && frame.change === 'added' && frame.doc?.data) record(index, frame.doc.data, at);
+      else count(`${frame.type}${frame.change ? `:${frame.change}` : ''}`);
+    } else {
+      const frame = JSON.parse(String(raw)) as ParseFrame;
+      if (frame.op === 'create' && frame.object) record(index, frame.object, at);
+      else count(frame.op);
+    }
+  }
+}
+
 /** Opens one socket; resolves once it is authenticated (and subscribed, when asked). */
 function openOne(command: OpenCommand, index: number): Promise<WebSocket> {
   const token = command.tokens[index % command.tokens.length] as string;
@@ -172,6 +200,10 @@ function openOne(command: OpenCommand, index: number): Promise<WebSocket> {
     });
     socket.on('message', (raw) => {
       const at = now();
+      if (ready) {
+        later(command.protocol, index, raw as Buffer, at);
+        return;
+      }
       if (command.protocol === 'basalt') {
         const frame = JSON.parse(String(raw)) as BasaltFrame;
         if (frame.type === 'change' && frame.change === 'added' && frame.doc?.data) {
