@@ -7,8 +7,9 @@
  * (one per subscriber), connected with its own token / session token.
  *
  * - idle: opens `BENCH_RT_IDLE` (10,000) authenticated sockets that subscribe to nothing,
- *   measures the server's RSS growth per socket, holds them `BENCH_RT_HOLD` seconds (with the
- *   server's CPU while they sit idle) and checks that every one is still open;
+ *   measures the server's RSS growth per socket (each reading after a full garbage
+ *   collection, run through the server's inspector), holds them `BENCH_RT_HOLD` seconds
+ *   (with the server's CPU while they sit idle) and checks that every one is still open;
  * - latency: `BENCH_RT_SUBSCRIBERS` (1,000) sockets on one live query; documents are created
  *   at `BENCH_RT_RATE` per second for `BENCH_DURATION` seconds, each carrying its send time;
  *   every subscriber notes each arrival: p50/p95/p99 over all deliveries, and whether every
