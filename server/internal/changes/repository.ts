@@ -58,21 +58,22 @@ export class ChangeRepository {
   constructor(private readonly db: Database) {}
 
   async pollTicks(after: number, limit: number): Promise<TickPoll> {
-    const { rows } = await this.db.query<{
+    const { rows } = await this.db.pool.query<{
       id: string | null;
       created_ms: number | null;
       oldest: string | null;
       now_ms: number;
-    }>(
-      `SELECT t.id, (extract(epoch FROM t.created_at) * 1000)::float8 AS created_ms, m.oldest,
+    }>({
+      name: 'basalt_poll_ticks',
+      text: `SELECT t.id, (extract(epoch FROM t.created_at) * 1000)::float8 AS created_ms, m.oldest,
               (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms
        FROM (SELECT min(id) AS oldest FROM basalt.change_ticks) m
        LEFT JOIN LATERAL (
          SELECT id, created_at FROM basalt.change_ticks WHERE id > $1 ORDER BY id LIMIT $2
        ) t ON true
        ORDER BY t.id`,
-      [after, limit],
-    );
+      values: [after, limit],
+    });
     const first = rows[0];
     return {
       ticks: rows
@@ -126,21 +127,25 @@ export class ChangeRepository {
   ): Promise<ChangeRow[]> {
     const tables = options.tables;
     try {
-      const { rows } = await this.db.query<RawChange>(
-        `SELECT c.tick, c.tick_at, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id, c.old_row, c.new_row
+      // A named statement: the feed runs it after every tick, and planning it (the inlined
+      // function's CTEs) cost several times its execution; prepared, each pooled
+      // connection plans it a few times and then reuses the plan.
+      const { rows } = await this.db.pool.query<RawChange>({
+        name: 'basalt_changes_of_ticks',
+        text: `SELECT c.tick, c.tick_at, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id, c.old_row, c.new_row
          FROM basalt.changes_of_ticks($1, $2) c
          WHERE $3::text[] IS NULL
             OR (c.table_schema, c.table_name) IN (SELECT s, t FROM unnest($3::text[], $4::text[]) AS f(s, t))
          ORDER BY c.tick, c.tx_last, c.id
          LIMIT $5`,
-        [
+        values: [
           after,
           upto,
           tables ? tables.map((entry) => entry.schema) : null,
           tables ? tables.map((entry) => entry.table) : null,
           options.limit ?? null,
         ],
-      );
+      });
       return rows.map((row) => ({
         tick: Number(row.tick),
         tickAt: row.tick_at,
