@@ -49,8 +49,13 @@ async function states(name: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((row) => [row.state, row.n]));
 }
 
-/** A runner whose runs wait `runMs` and whose settle completes the jobs, counting both. */
-function runner(name: string, limit: number, runMs: number) {
+/** A runner whose runs wait `runMs` (or what `runMsOf` says for the n-th run) and whose settle completes the jobs, counting both. */
+function runner(
+  name: string,
+  limit: number,
+  runMs: number,
+  extra: { runMsOf?: (run: number) => number; maxHoldMs?: number } = {},
+) {
   const seen = { running: 0, maxRunning: 0, runs: new Map<string, number>(), settled: new Map<string, number>() };
   const instance = new QueueRunner<Data, { ok: boolean }>({
     boss,
@@ -58,11 +63,13 @@ function runner(name: string, limit: number, runMs: number) {
     limit,
     pollIntervalMs: 200,
     log: silentLogger,
+    maxHoldMs: extra.maxHoldMs,
     run: async (job) => {
+      const wait = extra.runMsOf?.(seen.runs.size) ?? runMs;
       seen.running++;
       seen.maxRunning = Math.max(seen.maxRunning, seen.running);
       seen.runs.set(job.id, (seen.runs.get(job.id) ?? 0) + 1);
-      await new Promise((resolve) => setTimeout(resolve, runMs));
+      await new Promise((resolve) => setTimeout(resolve, wait));
       seen.running--;
       return { ok: true };
     },
@@ -107,6 +114,29 @@ describe('queue runner', () => {
       // A job is active from its fetch: with slow runs only the two running ones may be.
       expect(maxActive).toBeLessThanOrEqual(2);
       expect(seen.maxRunning).toBe(2);
+    } finally {
+      await instance.stop(5_000);
+    }
+  });
+
+  it('lets go unrun the jobs it fetched ahead when they wait too long for a slot', async () => {
+    const ids = await queueWith('hanging', 150);
+    // Fast runs make the runner fetch ahead; then one run hangs past the hold limit.
+    const { instance, seen } = runner('hanging', 1, 1, {
+      runMsOf: (run) => (run === 60 ? 800 : 1),
+      maxHoldMs: 300,
+    });
+    instance.start();
+    try {
+      const done = await waitFor('every job run or let go', async () => {
+        const now = await states('hanging');
+        const quiet = seen.running === 0 && seen.settled.size === seen.runs.size && (now.created ?? 0) === 0;
+        return quiet && seen.settled.size + (now.active ?? 0) === ids.length && now;
+      });
+      // The jobs let go stay active (they expire and are delivered again), and none ran.
+      expect(done.active).toBeGreaterThan(0);
+      expect(seen.runs.size).toBe(ids.length - (done.active ?? 0));
+      expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
     } finally {
       await instance.stop(5_000);
     }

@@ -15,6 +15,12 @@ export interface QueueRunnerOptions<T, R> {
   /** How long to wait before looking again when the queue was empty and nothing woke the runner. */
   pollIntervalMs: number;
   log: Logger;
+  /**
+   * A held job not started within this long is let go unrun (default 5 s): its expiry counts
+   * from its fetch and leaves 10 s beyond the run's timeout, so a later start could still be
+   * running when it expires and is delivered again.
+   */
+  maxHoldMs?: number;
   /** Runs one job (it should not throw); what it returns is handed to `settle` with the job. */
   run(job: PgBoss.JobWithMetadata<T>): Promise<R>;
   /**
@@ -44,13 +50,15 @@ const MAX_HELD = 256;
  * ready for the next free slot, about HOLD_BUDGET_MS of work at the mean run time (at most
  * MAX_HELD), so a burst is fetched in large batches whatever the concurrency, and the slots
  * never wait on a fetch. A held job is active in the queue from its fetch, so its expiry
- * (the timeout plus 10 s) counts from then; it waits about a second at most. Were every
- * slot to hang until its timeout, a held job would expire and be delivered again, as with
- * any lost worker. Slow functions get no held jobs: each fetched job starts at once.
+ * (the timeout plus 10 s) counts from then; it waits about a second. Were every slot to
+ * hang (a service the function calls stops answering), held jobs not started within
+ * `maxHoldMs` are let go unrun: they expire and are delivered again, as with any lost
+ * worker, rather than run so late that they could expire while running and be run twice at
+ * once. Slow functions get no held jobs: each fetched job starts at once.
  */
 export class QueueRunner<T, R> {
   private inFlight = 0;
-  private held: Array<PgBoss.JobWithMetadata<T>> = [];
+  private held: Array<{ job: PgBoss.JobWithMetadata<T>; at: number }> = [];
   private finished: Array<FinishedJob<T, R>> = [];
   private settling: Promise<void> | null = null;
   /** Mean run time, exponentially weighted; starts slow so a new queue holds nothing until runs prove fast. */
@@ -123,7 +131,8 @@ export class QueueRunner<T, R> {
       } catch (error) {
         log.warn({ err: error, queue }, 'fetching function jobs failed');
       }
-      this.held.push(...jobs);
+      const at = performance.now();
+      for (const job of jobs) this.held.push({ job, at });
       this.startHeld();
       // A short batch drained the queue: wait for a wake-up or the next poll.
       if (jobs.length < room && !this.notified && !this.stopped) await this.sleep(this.options.pollIntervalMs);
@@ -148,10 +157,19 @@ export class QueueRunner<T, R> {
   }
 
   private startHeld(): void {
+    const oldest = performance.now() - (this.options.maxHoldMs ?? 5_000);
+    let letGo = 0;
     while (this.inFlight < this.options.limit) {
-      const job = this.held.shift();
-      if (!job) return;
-      this.begin(job);
+      const next = this.held.shift();
+      if (!next) break;
+      if (next.at < oldest) letGo++;
+      else this.begin(next.job);
+    }
+    if (letGo > 0) {
+      this.options.log.warn(
+        { queue: this.options.queue, jobs: letGo },
+        'fetched function jobs waited too long for a free slot; they will be delivered again when they expire',
+      );
     }
   }
 
