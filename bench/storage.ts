@@ -25,6 +25,7 @@
  */
 import { Upload } from '@aws-sdk/lib-storage';
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -326,11 +327,21 @@ interface SideFigures {
   cpu_s: number | null;
 }
 
+/**
+ * Writes back the page cache before a measured transfer, so neither side pays for the disk
+ * writes the previous transfer left dirty (a 256 MiB upload is still being flushed for
+ * seconds after it was answered).
+ */
+function flushDirtyPages(): void {
+  spawnSync('sync', { stdio: 'ignore' });
+}
+
 async function timed(
   side: Side,
   action: () => Promise<Transfer>,
   size: number,
 ): Promise<{ rate: number; cpu: number }> {
+  flushDirtyPages();
   const cpuBefore = side.process?.cpuSeconds() ?? Number.NaN;
   const transfer = await action();
   if (transfer.bytes !== size) throw new Error(`${side.name}: moved ${transfer.bytes} bytes, expected ${size}`);
@@ -355,6 +366,7 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
 }
 
 async function measureRss(backend: Backend, side: Side, pid: number, size: number): Promise<string> {
+  flushDirtyPages();
   // Resetting VmHWM (clear_refs 5) makes the kernel's own peak cover this upload alone.
   let hwmReset = true;
   try {
