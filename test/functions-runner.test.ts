@@ -54,7 +54,7 @@ function runner(
   name: string,
   limit: number,
   runMs: number,
-  extra: { runMsOf?: (run: number) => number; maxHoldMs?: number } = {},
+  extra: { runMsOf?: (run: number) => number; maxHoldMs?: number; holdAhead?: boolean } = {},
 ) {
   const seen = { running: 0, maxRunning: 0, runs: new Map<string, number>(), settled: new Map<string, number>() };
   const instance = new QueueRunner<Data, { ok: boolean }>({
@@ -64,6 +64,7 @@ function runner(
     pollIntervalMs: 200,
     log: silentLogger,
     maxHoldMs: extra.maxHoldMs,
+    holdAhead: extra.holdAhead,
     run: async (job) => {
       const wait = extra.runMsOf?.(seen.runs.size) ?? runMs;
       seen.running++;
@@ -136,6 +137,28 @@ describe('queue runner', () => {
       // The jobs let go stay active (they expire and are delivered again), and none ran.
       expect(done.active).toBeGreaterThan(0);
       expect(seen.runs.size).toBe(ids.length - (done.active ?? 0));
+      expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
+    } finally {
+      await instance.stop(5_000);
+    }
+  });
+
+  it('holds nothing ahead for a queue without retries, so no job is let go unrun', async () => {
+    const ids = await queueWith('no-retries', 150);
+    // The same hang as above: with nothing held, every job still runs, once.
+    const { instance, seen } = runner('no-retries', 1, 1, {
+      runMsOf: (run) => (run === 60 ? 800 : 1),
+      maxHoldMs: 300,
+      holdAhead: false,
+    });
+    instance.start();
+    try {
+      const done = await waitFor('every job run', async () => {
+        const now = await states('no-retries');
+        return now.completed === ids.length && seen.running === 0 && now;
+      });
+      expect(done.active ?? 0).toBe(0);
+      expect(seen.runs.size).toBe(ids.length);
       expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
     } finally {
       await instance.stop(5_000);

@@ -165,6 +165,9 @@ export class FunctionDispatcher {
       // event invocations.
       limit: Math.min(numberOption(fn.options, 'concurrency'), MAX_RUNS_PER_QUEUE),
       pollIntervalMs: 2_000,
+      // Holding jobs ahead could let one expire unrun, which spends an attempt: only for
+      // functions that have one to spare.
+      holdAhead: numberOption(fn.options, 'retries') > 0,
       log: this.log,
       run: (job) => this.runJob(fn, job),
       settle: (finished) => this.settle(queue, finished),

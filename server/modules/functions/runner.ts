@@ -21,6 +21,12 @@ export interface QueueRunnerOptions<T, R> {
    * running when it expires and is delivered again.
    */
   maxHoldMs?: number;
+  /**
+   * Whether fetched jobs may be held for the next free slot (default true). A held job let go
+   * unrun spends an attempt when it expires, so a queue whose jobs have no retry left to spend
+   * (`retries: 0`) must not hold any: each of its jobs starts as soon as it is fetched.
+   */
+  holdAhead?: boolean;
   /** Runs one job (it should not throw); what it returns is handed to `settle` with the job. */
   run(job: PgBoss.JobWithMetadata<T>): Promise<R>;
   /**
@@ -115,7 +121,7 @@ export class QueueRunner<T, R> {
     const { boss, queue, limit, log } = this.options;
     while (!this.stopped) {
       const hold =
-        this.meanRunMs < FAST_RUN_MS
+        this.options.holdAhead !== false && this.meanRunMs < FAST_RUN_MS
           ? Math.min(MAX_HELD, Math.floor((limit * HOLD_BUDGET_MS) / Math.max(1, this.meanRunMs)))
           : 0;
       const capacity = limit + hold;
