@@ -307,10 +307,10 @@ async function basaltColdStart(): Promise<number[]> {
 }
 
 interface Figures {
-  latency: number[];
-  throughput: Burst;
-  fn: LoadResult;
-  plain: LoadResult;
+  latency?: number[];
+  throughput?: Burst;
+  fn?: LoadResult;
+  plain?: LoadResult;
 }
 
 function line(bench: string, figures: Record<string, unknown>, settings: Settings): string {
@@ -326,15 +326,20 @@ function line(bench: string, figures: Record<string, unknown>, settings: Setting
 export async function runFunctions(settings: Settings): Promise<string[]> {
   const lines: string[] = [];
   const wantParse = settings.targets.includes('parse');
+  // BENCH_ONLY=http_warm (or trigger_latency, trigger_throughput, cold_start) runs only those.
+  const wanted = (bench: 'trigger_latency' | 'trigger_throughput' | 'http_warm' | 'cold_start'): boolean =>
+    !settings.only || settings.only.includes(bench);
 
   const basalt = await startBasalt(settings);
-  let basaltFigures: Figures;
+  const basaltFigures: Figures = {};
   try {
-    const latency = await basaltLatency(basalt);
-    const throughput = await bursts(basalt, (round) => basaltBurst(basalt, round));
-    const fn = await load(basalt, settings, 'GET', '/v1/functions/hello');
-    const plain = await load(basalt, settings, 'GET', '/healthz');
-    basaltFigures = { latency, throughput, fn, plain };
+    if (wanted('trigger_latency')) basaltFigures.latency = await basaltLatency(basalt);
+    if (wanted('trigger_throughput'))
+      basaltFigures.throughput = await bursts(basalt, (round) => basaltBurst(basalt, round));
+    if (wanted('http_warm')) {
+      basaltFigures.fn = await load(basalt, settings, 'GET', '/v1/functions/hello');
+      basaltFigures.plain = await load(basalt, settings, 'GET', '/healthz');
+    }
   } finally {
     await basalt.close();
   }
@@ -342,12 +347,14 @@ export async function runFunctions(settings: Settings): Promise<string[]> {
   let parseFigures: Figures | undefined;
   if (wantParse) {
     const parse = await startParse(settings);
+    parseFigures = {};
     try {
-      const latency = await parseLatency(parse);
-      const throughput = await bursts(parse, () => parseBurst(parse));
-      const fn = await load(parse, settings, 'POST', '/parse/functions/hello');
-      const plain = await load(parse, settings, 'GET', '/parse/health');
-      parseFigures = { latency, throughput, fn, plain };
+      if (wanted('trigger_latency')) parseFigures.latency = await parseLatency(parse);
+      if (wanted('trigger_throughput')) parseFigures.throughput = await bursts(parse, () => parseBurst(parse));
+      if (wanted('http_warm')) {
+        parseFigures.fn = await load(parse, settings, 'POST', '/parse/functions/hello');
+        parseFigures.plain = await load(parse, settings, 'GET', '/parse/health');
+      }
     } finally {
       await parse.close();
     }
@@ -355,48 +362,55 @@ export async function runFunctions(settings: Settings): Promise<string[]> {
 
   const latencyOf = (samples: number[] | undefined) =>
     samples ? { p50_ms: percentile(samples, 50), p99_ms: percentile(samples, 99), samples: samples.length } : null;
-  const basaltLatencyFigures = latencyOf(basaltFigures.latency);
-  lines.push(
-    line(
-      'functions.trigger_latency',
-      {
-        basalt: basaltLatencyFigures,
-        parse: latencyOf(parseFigures?.latency),
-        goal: { p50_ms_at_most: 50 },
-        met: (basaltLatencyFigures?.p50_ms ?? Infinity) <= 50,
-      },
-      settings,
-    ),
-  );
+  if (wanted('trigger_latency')) {
+    const basaltLatencyFigures = latencyOf(basaltFigures.latency);
+    lines.push(
+      line(
+        'functions.trigger_latency',
+        {
+          basalt: basaltLatencyFigures,
+          parse: latencyOf(parseFigures?.latency),
+          goal: { p50_ms_at_most: 50 },
+          met: (basaltLatencyFigures?.p50_ms ?? Infinity) <= 50,
+        },
+        settings,
+      ),
+    );
+  }
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
-  const throughputOf = (burst: Burst) => ({
-    triggers_per_s: round(median(burst.rates), 0),
-    server_cpu_ms_per_trigger: round(median(burst.serverCpuMs), 3),
-    postgres_cpu_ms_per_trigger: round(median(burst.postgresCpuMs), 3),
-    burst: BURST,
-    by_burst: {
-      triggers_per_s: burst.rates.map((rate) => round(rate, 0)),
-      server_cpu_ms_per_trigger: burst.serverCpuMs.map((ms) => round(ms, 3)),
-      postgres_cpu_ms_per_trigger: burst.postgresCpuMs.map((ms) => round(ms, 3)),
-    },
-  });
-  lines.push(
-    line(
-      'functions.trigger_throughput',
-      {
-        basalt: throughputOf(basaltFigures.throughput),
-        parse: parseFigures ? throughputOf(parseFigures.throughput) : null,
-        vs_parse: parseFigures
-          ? round(median(basaltFigures.throughput.rates) / median(parseFigures.throughput.rates), 2)
-          : null,
-        goal: { triggers_per_s_at_least: 1000 },
-        met: median(basaltFigures.throughput.rates) >= 1000,
-      },
-      settings,
-    ),
-  );
-  const overhead = (figures: { fn: LoadResult; plain: LoadResult } | undefined) =>
-    figures
+  const throughputOf = (burst: Burst | undefined) =>
+    burst
+      ? {
+          triggers_per_s: round(median(burst.rates), 0),
+          server_cpu_ms_per_trigger: round(median(burst.serverCpuMs), 3),
+          postgres_cpu_ms_per_trigger: round(median(burst.postgresCpuMs), 3),
+          burst: BURST,
+          by_burst: {
+            triggers_per_s: burst.rates.map((rate) => round(rate, 0)),
+            server_cpu_ms_per_trigger: burst.serverCpuMs.map((ms) => round(ms, 3)),
+            postgres_cpu_ms_per_trigger: burst.postgresCpuMs.map((ms) => round(ms, 3)),
+          },
+        }
+      : null;
+  if (wanted('trigger_throughput')) {
+    const basaltRate = median(basaltFigures.throughput?.rates ?? []);
+    const parseRate = parseFigures?.throughput ? median(parseFigures.throughput.rates) : null;
+    lines.push(
+      line(
+        'functions.trigger_throughput',
+        {
+          basalt: throughputOf(basaltFigures.throughput),
+          parse: throughputOf(parseFigures?.throughput),
+          vs_parse: parseRate ? round(basaltRate / parseRate, 2) : null,
+          goal: { triggers_per_s_at_least: 1000 },
+          met: basaltRate >= 1000,
+        },
+        settings,
+      ),
+    );
+  }
+  const overhead = (figures: Figures | undefined) =>
+    figures?.fn && figures.plain
       ? {
           function: {
             rps: round(figures.fn.rps, 0),
@@ -408,30 +422,34 @@ export async function runFunctions(settings: Settings): Promise<string[]> {
           overhead_p50_ms: round(figures.fn.p50_ms - figures.plain.p50_ms, 2),
         }
       : null;
-  lines.push(
-    line(
-      'functions.http_warm',
-      {
-        basalt: overhead(basaltFigures),
-        parse: overhead(parseFigures),
-        vs_parse: parseFigures ? round(basaltFigures.fn.rps / parseFigures.fn.rps, 2) : null,
-      },
-      settings,
-    ),
-  );
-  const cold = await basaltColdStart();
-  lines.push(
-    line(
-      'functions.cold_start',
-      {
-        basalt: { p50_ms: percentile(cold, 50), p99_ms: percentile(cold, 99), samples: cold.length },
-        parse: null,
-        note: 'Parse loads Cloud Code once in its own process: it has no per-invocation cold start',
-        goal: { p50_ms_at_most: 50 },
-        met: percentile(cold, 50) <= 50,
-      },
-      settings,
-    ),
-  );
+  if (wanted('http_warm')) {
+    lines.push(
+      line(
+        'functions.http_warm',
+        {
+          basalt: overhead(basaltFigures),
+          parse: overhead(parseFigures),
+          vs_parse: basaltFigures.fn && parseFigures?.fn ? round(basaltFigures.fn.rps / parseFigures.fn.rps, 2) : null,
+        },
+        settings,
+      ),
+    );
+  }
+  if (wanted('cold_start')) {
+    const cold = await basaltColdStart();
+    lines.push(
+      line(
+        'functions.cold_start',
+        {
+          basalt: { p50_ms: percentile(cold, 50), p99_ms: percentile(cold, 99), samples: cold.length },
+          parse: null,
+          note: 'Parse loads Cloud Code once in its own process: it has no per-invocation cold start',
+          goal: { p50_ms_at_most: 50 },
+          met: percentile(cold, 50) <= 50,
+        },
+        settings,
+      ),
+    );
+  }
   return lines;
 }
