@@ -3,6 +3,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../server/config.js';
+import { signUp } from './auth-helpers.js';
 import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 import { sleep, TestSocket } from './realtime-client.js';
 
@@ -244,6 +245,32 @@ describe('channels', () => {
         (frame.leaves as Array<{ payload: { name: string } }>)[0]?.payload.name === 'carol',
     );
     expect(carolLeft.joins).toEqual([]);
+  });
+
+  it('moves a presence to the user who signed in on the socket, for late joiners and for its leave', async () => {
+    const dana = await open(one);
+    dana.send({ type: 'join', channel: 'signin-room', presence: { name: 'dana' } });
+    const first = await dana.nextOfType('presence', { channel: 'signin-room' });
+    const publicKey = (first.joins as Array<{ key: string }>)[0]?.key;
+    await dana.nextOfType('joined');
+
+    const { user, session } = await signUp(one.url);
+    if (!session) throw new Error('sign-up gave no session');
+    dana.send({ type: 'auth', access_token: session.access_token });
+    await dana.nextOfType('authenticated');
+    dana.send({ type: 'join', channel: 'signin-room', presence: { name: 'dana' } });
+    await dana.nextOfType('joined');
+    expect(user.id).not.toBe(publicKey);
+
+    // A late joiner on the other instance reads the presence from the database: the user's key.
+    const late = await open(two);
+    late.send({ type: 'join', channel: 'signin-room' });
+    const state = await late.nextOfType('presence', { channel: 'signin-room' });
+    expect(state.joins).toEqual([expect.objectContaining({ key: user.id, payload: { name: 'dana' } })]);
+
+    dana.ws.terminate();
+    const left = await late.next((frame) => frame.type === 'presence' && (frame.leaves as unknown[]).length > 0);
+    expect(left.leaves).toEqual([expect.objectContaining({ key: user.id })]);
   });
 
   it('expires the presences of an instance that stopped beating', async () => {

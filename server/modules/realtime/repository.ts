@@ -48,7 +48,7 @@ export class RealtimeRepository {
     try {
       await this.db.query(
         `INSERT INTO basalt.realtime_presence (ref, instance_id, channel, key, payload) VALUES ($1, $2, $3, $4, $5::jsonb)
-         ON CONFLICT (ref) DO UPDATE SET payload = EXCLUDED.payload`,
+         ON CONFLICT (ref) DO UPDATE SET payload = EXCLUDED.payload, key = EXCLUDED.key`,
         [row.ref, instanceId, row.channel, row.key, JSON.stringify(row.payload)],
       );
     } catch (error) {
