@@ -16,6 +16,7 @@ import {
 } from './loader.js';
 import type { LoadError, LoadedFunction } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
+import { InvocationRecorder } from './recorder.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
 export interface FunctionsOptions {
@@ -92,12 +93,16 @@ export class FunctionsService {
   private rpc: RpcHandler = async () => {
     throw new AppError('UNAVAILABLE', 'ctx.db and ctx.storage are not available in this server.');
   };
+  /** HTTP runs are written after their response, in batches (event runs commit with their jobs). */
+  private readonly recorder: InvocationRecorder;
 
   constructor(
     private readonly options: FunctionsOptions,
     private readonly invocations: InvocationRepository,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.recorder = new InvocationRecorder((runs) => invocations.record(runs), log);
+  }
 
   /** Installs what ctx.db and ctx.storage call (the service-role document and storage services). */
   useRpc(handler: RpcHandler): void {
@@ -258,7 +263,7 @@ export class FunctionsService {
     if (method && method !== request.method) {
       throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`);
     }
-    const { invocationId, outcome } = await this.run(
+    const { run, outcome } = await this.execute(
       fn,
       { ...request, auth: ruleAuthFromCaller(caller) },
       {
@@ -267,6 +272,10 @@ export class FunctionsService {
         attempt: 1,
       },
     );
+    // Recorded after the response, not before it: see InvocationRecorder.
+    const backlogFull = this.recorder.add(run);
+    if (backlogFull) await backlogFull;
+    const invocationId = run.id;
     if (outcome.status === 'succeeded') return outcome.value;
     if (outcome.status === 'timeout') {
       throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {
@@ -287,11 +296,20 @@ export class FunctionsService {
     options: { status?: InvocationStatus; limit: number; before?: string },
   ): Promise<InvocationRecord[]> {
     if (!this.functions.has(name)) throw new AppError('NOT_FOUND', `No function named "${name}".`);
+    // This instance's own HTTP runs answered a moment ago are listed too.
+    await this.recorder.flush();
     return this.invocations.list(name, options);
+  }
+
+  /** Writes the HTTP runs still waiting to be recorded. */
+  flushRecords(): Promise<void> {
+    return this.recorder.flush();
   }
 
   async close(): Promise<void> {
     await this.pool?.close();
     this.pool = null;
+    // After the pool: runs its closing cut short are recorded too.
+    await this.recorder.close();
   }
 }
