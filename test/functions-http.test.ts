@@ -2,7 +2,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import pg from 'pg';
+import {
+  createTestDatabase,
+  errorCode,
+  request,
+  startTestApp,
+  waitFor,
+  type TestApp,
+  type TestDatabase,
+} from './helpers.js';
 
 let database: TestDatabase;
 let server: TestApp;
@@ -177,6 +186,36 @@ describe('HTTP functions', () => {
     expect(results.map((result) => (result.body as { hello: string }).hello)).toEqual(
       Array.from({ length: 20 }, (_, i) => `n${i}`),
     );
+  });
+
+  it('records every call shortly after its response, also when nothing lists invocations', async () => {
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    try {
+      const count = async () =>
+        (
+          await client.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM basalt.function_invocations WHERE function_name = 'second'`,
+          )
+        ).rows[0]?.n ?? 0;
+      const before = await count();
+      const answered = Date.now();
+      const results = await Promise.all(
+        Array.from({ length: 30 }, () => request(server.url, 'GET', '/v1/functions/second')),
+      );
+      expect(results.every((result) => result.status === 200)).toBe(true);
+      // Written after the responses, in a batch or a few, without a read to prompt it.
+      await waitFor('the 30 rows', async () => (await count()) === before + 30, 5_000);
+      expect(Date.now() - answered).toBeLessThan(5_000);
+      const { rows } = await client.query<{ status: string; trigger: string; duration_ms: number | null }>(
+        `SELECT status, trigger, duration_ms FROM basalt.function_invocations WHERE function_name = 'second'`,
+      );
+      expect(
+        rows.every((row) => row.status === 'succeeded' && row.trigger === 'http' && row.duration_ms !== null),
+      ).toBe(true);
+    } finally {
+      await client.end();
+    }
   });
 });
 
