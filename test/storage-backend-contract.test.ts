@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../server/internal/errors.js';
 import { FsBackend } from '../server/modules/storage/backends/fs.js';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
-import { S3Backend } from '../server/modules/storage/backends/s3.js';
+import { Coalesce, S3Backend } from '../server/modules/storage/backends/s3.js';
 import { startS3Server } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
@@ -203,5 +203,48 @@ describe.each([
     const discarded = await backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
     expect(discarded).toBe(0);
     expect(await backend.head(k)).not.toBeNull();
+  });
+});
+
+describe('S3 download coalescing', () => {
+  async function chunksOf(source: Readable, stream: Coalesce): Promise<Buffer[]> {
+    const chunks: Buffer[] = [];
+    source.pipe(stream);
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return chunks;
+  }
+
+  it('gathers small chunks into whole buffers, the bytes unchanged', async () => {
+    const content = randomBytes(3 * MIB + 5000);
+    const pieces: Buffer[] = [];
+    for (let offset = 0; offset < content.length; offset += 64 * 1024 + 7)
+      pieces.push(content.subarray(offset, offset + 64 * 1024 + 7));
+    const chunks = await chunksOf(Readable.from(pieces), new Coalesce(MIB, MIB));
+    expect(chunks.map((chunk) => chunk.length)).toEqual([MIB, MIB, MIB, 5000]);
+    expect(Buffer.concat(chunks).equals(content)).toBe(true);
+  });
+
+  it('passes a chunk larger than a buffer through as it is', async () => {
+    const big = randomBytes(2 * MIB);
+    const chunks = await chunksOf(Readable.from([big]), new Coalesce(MIB, MIB));
+    expect(chunks).toHaveLength(1);
+    expect(chunks[0]!.equals(big)).toBe(true);
+  });
+
+  it('still streams when the store is slow: a partly filled buffer goes out after a short wait', async () => {
+    const stream = new Coalesce(MIB, MIB);
+    const source = new Readable({ read() {} });
+    source.pipe(stream);
+    source.push(Buffer.from('first'));
+    const first = await new Promise<Buffer>((resolve) => stream.once('data', resolve));
+    // The source has not ended: the bytes came out on their own.
+    expect(first.toString()).toBe('first');
+    const rest: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => rest.push(chunk));
+    const ended = new Promise((resolve) => stream.once('end', resolve));
+    source.push(Buffer.from('second'));
+    source.push(null);
+    await ended;
+    expect(Buffer.concat(rest).toString()).toBe('second');
   });
 });

@@ -103,7 +103,7 @@ const DOWNLOAD_WRITE_DELAY_MS = 10;
  * store is slow). Its readable side holds `buffer` bytes, so S3 is read on while the client's
  * socket drains.
  */
-class Coalesce extends Transform {
+export class Coalesce extends Transform {
   private pending: Buffer | null = null;
   private filled = 0;
   private timer: NodeJS.Timeout | null = null;
