@@ -1,11 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
 import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
+import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
@@ -126,15 +126,13 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
       },
     },
   });
-  await app.register(cors, {
-    origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
+  // CORS headers, like helmet's, computed once at start-up.
+  registerCors(app, {
+    origins: config.corsOrigins,
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     allowedHeaders: ALLOWED_HEADERS,
-    // Joined once here; @fastify/cors would join the list on every response.
-    exposedHeaders: EXPOSED_HEADERS.join(', '),
-    credentials: false,
+    exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
-    strictPreflight: true,
   });
   await app.register(swagger, {
     openapi: {
@@ -153,10 +151,10 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
 
   registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: () => platform.tokenVerifier });
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    platform.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
-    platform.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    platform.metrics.recordRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+    done();
   });
 
   // Modules, each built from the platform and registered with its routes. Order
