@@ -9,7 +9,7 @@ import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
-import { createLogger, type Logger } from './internal/log.js';
+import { createLogger, requestLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
 import { createAuthModule } from './modules/auth/module.js';
@@ -83,6 +83,9 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     // The client IP feeds per-IP rate limits; behind a proxy it must come from X-Forwarded-For.
     trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
     genReqId: (request) => requestIdFrom(request.headers['x-request-id']),
+    // Each request's logger (with its request id) is only built when something is logged.
+    childLoggerFactory: (logger, bindings, options) =>
+      requestLogger(logger as Logger, bindings, options) as FastifyBaseLogger,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
