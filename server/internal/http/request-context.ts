@@ -44,8 +44,33 @@ export function bearerToken(request: FastifyRequest): string | null {
 
 export function registerRequestContext(app: FastifyInstance, resolver: CallerResolver): void {
   app.decorateRequest<Caller | null>('caller', null);
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: the public caller and the service key resolve
+  // without a promise; only a user's token waits for the verifier.
+  app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
-    request.caller = await resolveCaller(bearerToken(request), resolver);
+    let token: string | null;
+    try {
+      token = bearerToken(request);
+      if (token === null) {
+        request.caller = PUBLIC_CALLER;
+        done();
+        return;
+      }
+      if (safeEqual(token, resolver.serviceKey)) {
+        request.caller = SERVICE_CALLER;
+        done();
+        return;
+      }
+    } catch (error) {
+      done(error as Error);
+      return;
+    }
+    resolveCaller(token, resolver).then(
+      (caller) => {
+        request.caller = caller;
+        done();
+      },
+      (error: unknown) => done(error as Error),
+    );
   });
 }
