@@ -115,6 +115,17 @@ function ownerFor(caller: Caller, requested: unknown): string | null {
   return requested;
 }
 
+/** The document a create would write, as the create rule sees it (version 1, both times `now`). */
+function newDocument(
+  collection: string,
+  id: string,
+  owner: string | null,
+  now: string,
+  data: Document['data'],
+): Document {
+  return { id, collection, owner, version: 1, created_at: now, updated_at: now, data };
+}
+
 function notFound(collection: string, id: string): AppError {
   return new AppError('NOT_FOUND', `Document "${id}" not found in "${collection}".`);
 }
@@ -260,15 +271,7 @@ export class DocumentService {
     const data = materialize(patch, now);
     this.checkData(meta, data);
     if (ruled) {
-      const incoming: Document = {
-        id,
-        collection: meta.name,
-        owner,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        data,
-      };
+      const incoming = newDocument(meta.name, id, owner, now, data);
       if (!this.allows(meta, 'create', caller, { incoming })) this.deny(meta, caller, null, 'create');
     }
     return this.repo.insert(scope.q, meta.name, { id, owner, data });
@@ -313,15 +316,7 @@ export class DocumentService {
       const data = materialize(patch, now);
       this.checkData(meta, data);
       const owner = isUser(caller) ? caller.uid : null;
-      const incoming: Document = {
-        id,
-        collection: meta.name,
-        owner,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        data,
-      };
+      const incoming = newDocument(meta.name, id, owner, now, data);
       if (!this.allows(meta, 'create', caller, { incoming })) this.deny(meta, caller, null, 'create');
       const doc = await this.repo.insertIfAbsent(scope.q, meta.name, { id, owner, data });
       if (doc) return { doc, created: true };
