@@ -1,29 +1,24 @@
 import type { Browser } from 'playwright-core';
-import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
+import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { type TestApp } from '../../test/helpers.js';
 
 // The SDK in a real browser (Debian's chromium): localStorage persistence, the session in
 // the URL fragment after a redirect, and OAuth navigation. Skipped where chromium is absent.
 
-let database: TestDatabase;
+let suite: BrowserSuite | undefined;
 let server: TestApp;
-let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
 beforeAll(async () => {
   if (!haveBrowser) return;
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-  harness = await startBrowserHarness();
-  ({ browser, pageUrl } = harness);
+  suite = await startBrowserSuite();
+  ({ server, browser, pageUrl } = suite);
 }, 120_000);
 
 afterAll(async () => {
-  await harness?.close();
-  await server?.close();
-  await database?.drop();
+  await suite?.close();
 });
 
 interface BasaltGlobal {

@@ -1,36 +1,35 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
+import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, type TestApp } from '../../test/helpers.js';
 
 // Two tabs of one browser profile (one chromium context: shared localStorage, Web Locks and
 // BroadcastChannel) on one session. Access tokens live 30 s, so both tabs' timers come due
 // together, and the server revokes a session on ANY reuse of a rotated refresh token
 // (grace 0): a token spent twice would end the session for both. Skipped without chromium.
 
-let database: TestDatabase;
+let suite: BrowserSuite | undefined;
 let server: TestApp;
-let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
 beforeAll(async () => {
   if (!haveBrowser) return;
-  database = await createTestDatabase();
-  server = await startTestApp(database, { BASALT_ACCESS_TOKEN_TTL: '30', BASALT_AUTH_REFRESH_REUSE_GRACE: '0' });
-  const created = await request(server.url, 'POST', '/v1/admin/collections', {
-    token: server.serviceKey,
-    body: { name: 'todos', rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' } },
+  suite = await startBrowserSuite({
+    env: { BASALT_ACCESS_TOKEN_TTL: '30', BASALT_AUTH_REFRESH_REUSE_GRACE: '0' },
+    setup: async (app) => {
+      const created = await request(app.url, 'POST', '/v1/admin/collections', {
+        token: app.serviceKey,
+        body: { name: 'todos', rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' } },
+      });
+      expect(created.status).toBe(201);
+    },
   });
-  expect(created.status).toBe(201);
-  harness = await startBrowserHarness();
-  ({ browser, pageUrl } = harness);
+  ({ server, browser, pageUrl } = suite);
 }, 120_000);
 
 afterAll(async () => {
-  await harness?.close();
-  await server?.close();
-  await database?.drop();
+  await suite?.close();
 });
 
 interface Tab {

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
+import { createTestDatabase, startTestApp, type TestApp } from '../../test/helpers.js';
 
 /** Debian's chromium; the browser tests skip themselves where it is not installed. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -43,6 +44,43 @@ export async function startBrowserHarness(): Promise<BrowserHarness> {
     async close() {
       await browser.close();
       await new Promise((resolve) => pages.close(resolve));
+    },
+  };
+}
+
+export interface BrowserSuite {
+  server: TestApp;
+  browser: Browser;
+  pageUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * What every browser test file starts with: its own database, a Basalt on it (with `env`),
+ * whatever `setup` creates through the admin API, and the browser harness.
+ */
+export async function startBrowserSuite(
+  options: { env?: Record<string, string>; setup?: (server: TestApp) => Promise<void> } = {},
+): Promise<BrowserSuite> {
+  const database = await createTestDatabase();
+  const server = await startTestApp(database, options.env);
+  let harness: BrowserHarness;
+  try {
+    await options.setup?.(server);
+    harness = await startBrowserHarness();
+  } catch (error) {
+    await server.close();
+    await database.drop();
+    throw error;
+  }
+  return {
+    server,
+    browser: harness.browser,
+    pageUrl: harness.pageUrl,
+    async close() {
+      await harness.close();
+      await server.close();
+      await database.drop();
     },
   };
 }

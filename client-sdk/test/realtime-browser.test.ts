@@ -1,36 +1,34 @@
 import type { Browser } from 'playwright-core';
 import WebSocket from 'ws';
-import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
+import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, type TestApp } from '../../test/helpers.js';
 import { createClient } from '../src/index.js';
 
 // Live queries and channels from a real browser (Debian's chromium) over its own WebSocket.
 // Skipped where chromium is absent.
 
-let database: TestDatabase;
+let suite: BrowserSuite | undefined;
 let server: TestApp;
-let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
 beforeAll(async () => {
   if (!haveBrowser) return;
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-  const created = await request(server.url, 'POST', '/v1/admin/collections', {
-    token: server.serviceKey,
-    body: { name: 'notes', rules: { read: 'true' } },
+  suite = await startBrowserSuite({
+    setup: async (app) => {
+      const created = await request(app.url, 'POST', '/v1/admin/collections', {
+        token: app.serviceKey,
+        body: { name: 'notes', rules: { read: 'true' } },
+      });
+      expect(created.status).toBe(201);
+    },
   });
-  expect(created.status).toBe(201);
-  harness = await startBrowserHarness();
-  ({ browser, pageUrl } = harness);
+  ({ server, browser, pageUrl } = suite);
 }, 120_000);
 
 afterAll(async () => {
-  await harness?.close();
-  await server?.close();
-  await database?.drop();
+  await suite?.close();
 });
 
 interface PageState {

@@ -1,17 +1,16 @@
 import net from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
+import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, type TestApp } from '../../test/helpers.js';
 
 // The realtime socket of a page that goes offline, sleeps, or keeps a socket that died
 // silently. The page's clock is paused (Playwright's clock), so the SDK's backoff timers never
 // fire by themselves: only the wake-up handling (online, visibilitychange, pageshow, and the
 // ping probe) can bring the socket back. Skipped where chromium is absent.
 
-let database: TestDatabase;
+let suite: BrowserSuite | undefined;
 let server: TestApp;
-let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
@@ -66,21 +65,20 @@ class Proxy {
 
 beforeAll(async () => {
   if (!haveBrowser) return;
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-  const created = await request(server.url, 'POST', '/v1/admin/collections', {
-    token: server.serviceKey,
-    body: { name: 'notes', rules: { read: 'true' } },
+  suite = await startBrowserSuite({
+    setup: async (app) => {
+      const created = await request(app.url, 'POST', '/v1/admin/collections', {
+        token: app.serviceKey,
+        body: { name: 'notes', rules: { read: 'true' } },
+      });
+      expect(created.status).toBe(201);
+    },
   });
-  expect(created.status).toBe(201);
-  harness = await startBrowserHarness();
-  ({ browser, pageUrl } = harness);
+  ({ server, browser, pageUrl } = suite);
 }, 120_000);
 
 afterAll(async () => {
-  await harness?.close();
-  await server?.close();
-  await database?.drop();
+  await suite?.close();
 });
 
 type Sdk = {

@@ -1,41 +1,39 @@
 import type { Browser } from 'playwright-core';
-import { type BrowserHarness, haveBrowser, startBrowserHarness } from './browser-support.js';
+import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, type TestApp } from '../../test/helpers.js';
 
 // The storage SDK in a real browser (Debian's chromium), cross-origin as an app would call it:
 // uploads through XMLHttpRequest with progress, downloads as Blobs, signed URLs, listings.
 
-let database: TestDatabase;
+let suite: BrowserSuite | undefined;
 let server: TestApp;
-let harness: BrowserHarness | undefined;
 let pageUrl: string;
 let browser: Browser;
 
 beforeAll(async () => {
   if (!haveBrowser) return;
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-  const created = await request(server.url, 'POST', '/v1/admin/buckets', {
-    token: server.serviceKey,
-    body: {
-      name: 'photos',
-      rules: {
-        read: 'auth != null && object.owner == auth.uid',
-        write: 'auth != null && object.owner == auth.uid',
-        delete: 'auth != null && object.owner == auth.uid',
-      },
+  suite = await startBrowserSuite({
+    setup: async (app) => {
+      const created = await request(app.url, 'POST', '/v1/admin/buckets', {
+        token: app.serviceKey,
+        body: {
+          name: 'photos',
+          rules: {
+            read: 'auth != null && object.owner == auth.uid',
+            write: 'auth != null && object.owner == auth.uid',
+            delete: 'auth != null && object.owner == auth.uid',
+          },
+        },
+      });
+      expect(created.status).toBe(201);
     },
   });
-  expect(created.status).toBe(201);
-  harness = await startBrowserHarness();
-  ({ browser, pageUrl } = harness);
+  ({ server, browser, pageUrl } = suite);
 }, 120_000);
 
 afterAll(async () => {
-  await harness?.close();
-  await server?.close();
-  await database?.drop();
+  await suite?.close();
 });
 
 interface BucketLike {
