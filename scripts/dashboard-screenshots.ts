@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../client-sdk/test/browser-support.js';
 import WebSocket from 'ws';
 import { buildApp } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
@@ -22,7 +22,6 @@ import { gradientPng } from '../test/png.js';
 import { ensureDashboard } from './dashboard-build.js';
 
 const OUT = fileURLToPath(new URL('../docs/img/', import.meta.url));
-const CHROMIUM = '/usr/bin/chromium';
 const log = createLogger('warn', { pretty: false });
 
 const FUNCTIONS: Record<string, string> = {
@@ -239,18 +238,7 @@ async function main(): Promise<void> {
 
     // ---- screenshots --------------------------------------------------------------------
     await mkdir(OUT, { recursive: true });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    const browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('pageerror', (error) => console.error('page error:', error.message));
     page.on('dialog', (dialog) => void dialog.accept());

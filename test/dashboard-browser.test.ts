@@ -1,9 +1,9 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, haveBrowser } from '../client-sdk/test/browser-support.js';
+import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
 import { gradientPng } from './png.js';
@@ -14,17 +14,6 @@ import { TestSocket } from './realtime-client.js';
  * rules, documents, a live change, storage uploads with preview, and retrying a
  * dead-lettered invocation. Every step acts through the UI and is checked through the API.
  */
-
-const BROWSER_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let database: TestDatabase;
 let app: TestApp;
@@ -57,7 +46,7 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
       });
       expect(created.status).toBe(201);
     }
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+    browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     page = await context.newPage();
     page.on('pageerror', (error) => pageErrors.push(error.message));

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deflateSync } from 'node:zlib';
 import { build } from 'esbuild';
-import { chromium, type Browser, type BrowserContext, type Page, type WebSocket } from 'playwright-core';
+import type { Browser, BrowserContext, Page, WebSocket } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, haveBrowser } from '../client-sdk/test/browser-support.js';
+import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
 import { resolveServiceKey } from '../server/internal/service-key.js';
 import { startExampleServer, type ExampleServer } from '../examples/server.js';
 import { exampleSettings, readServiceKey, SettingsError } from '../examples/settings.js';
@@ -385,19 +385,7 @@ describe('npm run example', () => {
 
 describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
   beforeAll(async () => {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     contextA = await browser.newContext();
     contextB = await browser.newContext();
     pageA = await contextA.newPage();
