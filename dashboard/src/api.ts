@@ -4,6 +4,8 @@
  * never put in a URL, so it stays out of logs, history and Referer headers.
  */
 
+import type { Doc as SdkDoc, StorageObject, User as SdkUser } from '../../client-sdk/src/index.js';
+
 const KEY_STORAGE = 'basalt.dashboard.serviceKey';
 
 export interface ErrorBody {
@@ -100,16 +102,10 @@ export async function verifyKey(key: string): Promise<void> {
 }
 
 // ---- wire types (docs/*.md) ------------------------------------------------------------
+// The shapes the SDK already declares are taken from it (type-only: nothing is bundled).
 
-export interface User {
-  id: string;
-  email: string | null;
-  email_confirmed_at: string | null;
-  is_anonymous: boolean;
-  created_at: string;
-  updated_at: string;
-  user_metadata: Record<string, unknown>;
-  app_metadata: Record<string, unknown>;
+/** A user as the admin API shows it: the SDK's user plus its ban. */
+export interface User extends SdkUser {
   banned_until: string | null;
 }
 
@@ -124,15 +120,7 @@ export interface Collection {
   updated_at: string;
 }
 
-export interface Doc {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: Record<string, unknown>;
-}
+export type Doc = SdkDoc;
 
 export interface Bucket {
   name: string;
@@ -143,16 +131,7 @@ export interface Bucket {
   created_at: string;
 }
 
-export interface StoredObject {
-  bucket: string;
-  path: string;
-  size: number;
-  content_type: string;
-  etag: string;
-  owner: string | null;
-  created_at: string;
-  updated_at: string;
-}
+export type StoredObject = StorageObject;
 
 export interface FunctionInfo {
   name: string;
