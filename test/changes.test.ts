@@ -4,7 +4,13 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { ConfigError, loadConfig } from '../server/config.js';
-import { ChangeFeed, formatCursor, parseCursor, type Change } from '../server/internal/changes/feed.js';
+import {
+  ChangeFeed,
+  formatCursor,
+  parseCursor,
+  type Change,
+  type ChangeBatch,
+} from '../server/internal/changes/feed.js';
 import { Database } from '../server/internal/db.js';
 import { AppError } from '../server/internal/errors.js';
 import { Metrics } from '../server/internal/metrics.js';
@@ -416,6 +422,102 @@ describe('ordering within a tick and retention', () => {
       `SELECT count(*) AS n FROM basalt.changes WHERE row_id = 'before-prune'`,
     );
     expect(Number(rows[0]?.n)).toBe(0);
+  });
+});
+
+describe('reading only the tables that listeners follow', () => {
+  let own: TestDatabase;
+  let db: Database;
+  let manual: ChangeFeed;
+
+  beforeAll(async () => {
+    own = await createTestDatabase();
+    await createTrackedTable(own.url, 'items');
+    await createTrackedTable(own.url, 'other');
+    db = new Database({ url: own.url }, silentLogger);
+    // No ticker: ticks happen when the test records them, so every read is one the test caused.
+    manual = new ChangeFeed(
+      { db, log: silentLogger, metrics: new Metrics(), databaseUrl: own.url },
+      { ticker: false, pollIntervalMs: 50 },
+    );
+    await manual.start();
+  });
+
+  afterAll(async () => {
+    await manual?.stop();
+    await db?.close();
+    await own?.drop();
+  });
+
+  async function writeBoth(id: string): Promise<void> {
+    await db.transaction(async (tx) => {
+      await tx.query('INSERT INTO items (id) VALUES ($1)', [id]);
+      await tx.query('INSERT INTO other (id) VALUES ($1)', [id]);
+    });
+    await db.query('SELECT basalt.tick()');
+  }
+
+  it('hands a listener the changes of its tables, and none of a table nobody follows', async () => {
+    const batches: ChangeBatch[] = [];
+    const stop = manual.subscribe(
+      (batch) => batches.push(batch),
+      () => new Set(['public.items']),
+    );
+    try {
+      await writeBoth('only-items');
+      await waitFor(() => batches.some((b) => b.changes.length > 0), 5_000, 'the change of items');
+      const changes = batches.flatMap((batch) => batch.changes);
+      expect(changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/only-items']);
+
+      // A listener that names no tables gets every table, and so does everyone in that batch.
+      const all = new Collector(manual);
+      try {
+        await writeBoth('both');
+        await waitFor(() => all.has('both', 'other'), 5_000, 'the change of other');
+        expect(all.changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/both', 'other/both']);
+      } finally {
+        all.unsubscribe();
+      }
+      // Once it left, writes to `other` are not read any more.
+      await writeBoth('items-again');
+      await waitFor(() => batches.some((b) => b.changes.some((c) => c.rowId === 'items-again')), 5_000, 'items');
+      expect(batches.flatMap((b) => b.changes).filter((c) => c.rowId === 'items-again')).toHaveLength(1);
+    } finally {
+      stop();
+    }
+  });
+
+  it('includes a table named while the read was in flight in the batch it hands out', async () => {
+    const followed = new Set(['public.items']);
+    let armed = false;
+    const batches: ChangeBatch[] = [];
+    const stop = manual.subscribe(
+      (batch) => batches.push(batch),
+      () => {
+        const now = new Set(followed);
+        if (armed) {
+          armed = false;
+          // Runs while the feed waits for the rows it asked for: like a live query on `other`
+          // registered during the read.
+          setImmediate(() => followed.add('public.other'));
+        }
+        return now;
+      },
+    );
+    try {
+      await db.transaction(async (tx) => {
+        await tx.query(`INSERT INTO items (id) VALUES ('mid-read')`);
+        await tx.query(`INSERT INTO other (id) VALUES ('mid-read')`);
+      });
+      armed = true;
+      await db.query('SELECT basalt.tick()');
+      await waitFor(() => batches.some((b) => b.changes.length > 0), 5_000, 'the batch');
+      const batch = batches.find((b) => b.changes.length > 0) as ChangeBatch;
+      expect(armed).toBe(false);
+      expect(batch.changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/mid-read', 'other/mid-read']);
+    } finally {
+      stop();
+    }
   });
 });
 

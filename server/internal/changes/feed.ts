@@ -45,6 +45,16 @@ export interface ChangeBatch {
 
 export type ChangeListener = (batch: ChangeBatch) => void;
 
+/**
+ * The tables whose changes a listener needs, as `schema.table` keys, asked for before every
+ * read of the log; 'all' for every table. A listener gets at least the changes of its tables
+ * (a batch also carries those other listeners asked for), so it still filters by table.
+ */
+export type ChangeInterest = () => 'all' | Iterable<string>;
+
+/** What a round reads: every table, or just these `schema.table` keys. */
+type Wanted = 'all' | Set<string>;
+
 export interface ChangeFeedDeps {
   db: Database;
   log: Logger;
@@ -83,7 +93,8 @@ export class ChangeFeed {
   private readonly repo: ChangeRepository;
   private readonly ticker: Ticker | null;
   private readonly connection: DedicatedConnection;
-  private readonly listeners = new Set<ChangeListener>();
+  /** Each listener with the tables it needs (null: every table). */
+  private readonly listeners = new Map<ChangeListener, ChangeInterest | null>();
   private readonly pollIntervalMs: number;
   private readonly retentionSeconds: number;
   private position: number | null = null;
@@ -122,7 +133,10 @@ export class ChangeFeed {
       deps.metrics.gauge('basalt_change_feed_tick', 'The newest change-log tick this instance delivered.');
     this.changesTotal =
       existing<Counter>('basalt_change_feed_changes_total') ??
-      deps.metrics.counter('basalt_change_feed_changes_total', 'Changes this instance delivered to its listeners.');
+      deps.metrics.counter(
+        'basalt_change_feed_changes_total',
+        'Changes this instance read and delivered to its listeners (of the tables they follow).',
+      );
     const tickerMetrics = {
       leader:
         existing<Gauge>('basalt_change_feed_leader') ??
@@ -235,9 +249,15 @@ export class ChangeFeed {
    * Calls `listener` with every batch delivered from now on, synchronously and in order.
    * A batch whose fromCursor is not the previous batch's cursor means changes were lost
    * (this instance fell behind by more than the retention): treat it as a reset.
+   *
+   * With `interest`, the feed reads from the log only the changes of the tables some listener
+   * needs at that moment, so writes to tables nobody follows cost no read at all. The answer
+   * may grow at any time (a new live query): the tables it adds are read before the next
+   * batch is handed out, so a listener never misses a change of a table it named before that
+   * batch was delivered.
    */
-  subscribe(listener: ChangeListener): () => void {
-    this.listeners.add(listener);
+  subscribe(listener: ChangeListener, interest?: ChangeInterest): () => void {
+    this.listeners.set(listener, interest ?? null);
     return () => {
       this.listeners.delete(listener);
     };
@@ -394,11 +414,44 @@ export class ChangeFeed {
         // The batch's fromCursor then differs from the previous batch's cursor: listeners see the gap.
         after = poll.oldestTick;
       }
-      const rows = after < last.id ? await this.repo.changesOfTicks(after, last.id) : [];
+      let wanted = this.wanted();
+      let rows = after < last.id ? await this.readWanted(after, last.id, wanted) : [];
       if (!this.started || this.position !== from) return;
+      // A listener may have named more tables while the read was in flight: read the range
+      // again for all of them before delivering. Rare (a new live query on another table),
+      // and checked again after each read, so the batch handed out below covers every table
+      // named up to that synchronous moment.
+      for (let now = this.wanted(); after < last.id && !covers(wanted, now); now = this.wanted()) {
+        wanted = now;
+        rows = await this.readWanted(after, last.id, wanted);
+        if (!this.started || this.position !== from) return;
+      }
       this.advance(after, last.id, last.createdAtMs, rows.map(toChange));
       if (poll.ticks.length < TICKS_PER_ROUND) return;
     }
+  }
+
+  /** The union of what the listeners need right now. */
+  private wanted(): Wanted {
+    const tables = new Set<string>();
+    for (const interest of this.listeners.values()) {
+      if (interest === null) return 'all';
+      const named = interest();
+      if (named === 'all') return 'all';
+      for (const key of named) tables.add(key);
+    }
+    return tables;
+  }
+
+  private readWanted(after: number, upto: number, wanted: Wanted): Promise<ChangeRow[]> {
+    if (wanted === 'all') return this.repo.changesOfTicks(after, upto);
+    if (wanted.size === 0) return Promise.resolve([]);
+    const tables: TableFilter[] = [];
+    for (const key of wanted) {
+      const dot = key.indexOf('.');
+      tables.push({ schema: key.slice(0, dot), table: key.slice(dot + 1) });
+    }
+    return this.repo.changesOfTicks(after, upto, { tables });
   }
 
   private advance(from: number, to: number, tickAtMs: number, changes: Change[]): void {
@@ -407,7 +460,7 @@ export class ChangeFeed {
     this.tickGauge.set(to);
     this.changesTotal.inc(changes.length);
     const batch: ChangeBatch = { fromCursor: formatCursor(from), cursor: formatCursor(to), changes };
-    for (const listener of [...this.listeners]) {
+    for (const listener of [...this.listeners.keys()]) {
       try {
         listener(batch);
       } catch (error) {
@@ -415,6 +468,14 @@ export class ChangeFeed {
       }
     }
   }
+}
+
+/** Whether a read of `read` holds every change that `needed` asks for. */
+function covers(read: Wanted, needed: Wanted): boolean {
+  if (read === 'all') return true;
+  if (needed === 'all') return false;
+  for (const key of needed) if (!read.has(key)) return false;
+  return true;
 }
 
 function sleep(ms: number): Promise<void> {

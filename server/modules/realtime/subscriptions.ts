@@ -35,7 +35,8 @@ export interface FeedBatch {
 /** What realtime needs of the change feed (server/internal/changes). */
 export interface ChangeFeedLike {
   currentCursor(): string;
-  subscribe(listener: (batch: FeedBatch) => void): () => void;
+  /** `interest` names the tables (`schema.table`) whose changes this listener needs. */
+  subscribe(listener: (batch: FeedBatch) => void, interest?: () => 'all' | Iterable<string>): () => void;
   readSince(
     cursor: string,
     options: { tables?: Array<{ schema: string; table: string }>; limit?: number },
@@ -513,7 +514,11 @@ export class SubscriptionManager {
     private readonly maxPerConnection: number,
   ) {
     this.lastTick = parseCursor(feed.currentCursor());
-    this.stopFeed = feed.subscribe((batch) => this.onBatch(batch));
+    // Only the tables that have live queries: writes elsewhere are never read from the log.
+    this.stopFeed = feed.subscribe(
+      (batch) => this.onBatch(batch),
+      () => this.byTable.keys(),
+    );
   }
 
   stop(): void {
