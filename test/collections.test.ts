@@ -64,7 +64,11 @@ describe('POST /v1/admin/collections', () => {
     const { rows: triggers } = await sql.query(
       `SELECT tgname FROM pg_trigger WHERE tgrelid = 'basalt_data.orders'::regclass AND NOT tgisinternal ORDER BY tgname`,
     );
-    expect(triggers.map((row) => row.tgname)).toEqual(['basalt_document_stamp', 'basalt_record_change']);
+    expect(triggers.map((row) => row.tgname)).toEqual([
+      'basalt_document_stamp_insert',
+      'basalt_document_stamp_update',
+      'basalt_record_change',
+    ]);
     const defs = (await indexDefs('orders')).join('\n');
     expect(defs).toContain(`((data #> '{status}'::text[]))`);
     expect(defs).toContain(`((data #> '{customer,id}'::text[])), created_at)`);

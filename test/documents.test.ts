@@ -247,6 +247,37 @@ describe('plain SQL writes', () => {
     expect(updated.created_at).toBe(doc.created_at);
   });
 
+  it('stamps version and times that a plain SQL write sets wrongly, and leaves right ones alone', async () => {
+    await sql.query(
+      `INSERT INTO basalt_data.items (id, data, version, created_at, updated_at)
+       VALUES ('raw-3', '{}', 7, '2001-01-01T00:00:00Z', '2002-02-02T00:00:00Z')`,
+    );
+    let doc = (await svc('GET', '/v1/db/items/raw-3')).body as Doc;
+    expect(doc).toMatchObject({ version: 1, created_at: '2001-01-01T00:00:00.000000Z' });
+    expect(doc.updated_at).toBe(doc.created_at);
+    // An update that leaves version and updated_at alone is stamped: version + 1, now().
+    await sql.query(`UPDATE basalt_data.items SET data = '{"n":1}' WHERE id = 'raw-3'`);
+    doc = (await svc('GET', '/v1/db/items/raw-3')).body as Doc;
+    expect(doc.version).toBe(2);
+    expect(doc.created_at).toBe('2001-01-01T00:00:00.000000Z');
+    expect(Date.parse(doc.updated_at)).toBeGreaterThan(Date.now() - 60_000);
+    // One that moves created_at or skips versions is put right.
+    await sql.query(
+      `UPDATE basalt_data.items SET created_at = now(), version = version + 5, updated_at = '2003-03-03T00:00:00Z'
+       WHERE id = 'raw-3'`,
+    );
+    doc = (await svc('GET', '/v1/db/items/raw-3')).body as Doc;
+    expect(doc.version).toBe(3);
+    expect(doc.created_at).toBe('2001-01-01T00:00:00.000000Z');
+    expect(Date.parse(doc.updated_at)).toBeGreaterThan(Date.now() - 60_000);
+    // The API's own updates go up by one each, as ever.
+    const patched = (await svc('PATCH', '/v1/db/items/raw-3', { data: { n: 2 } })).body as Doc;
+    expect(patched.version).toBe(4);
+    const replaced = (await svc('PUT', '/v1/db/items/raw-3', { data: { n: 3 } })).body as Doc;
+    expect(replaced.version).toBe(5);
+    expect(replaced.created_at).toBe('2001-01-01T00:00:00.000000Z');
+  });
+
   it('records plain SQL writes in the change log', async () => {
     await sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ('raw-2', '{}')`);
     const { rows } = await sql.query(

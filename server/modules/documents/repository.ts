@@ -3,7 +3,16 @@ import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { AppError, fromPostgresError } from '../../internal/errors.js';
 import { dataJson } from './json.js';
 import { parseFieldRef, type FieldRef } from './query.js';
-import { DATA_SCHEMA, ROW_ALIAS, dataPathExpr, documentColumns, quoteIdent, tableRef, type SqlParams } from './sql.js';
+import {
+  DATA_SCHEMA,
+  ROW_ALIAS,
+  STAMPED_UPDATE,
+  dataPathExpr,
+  documentColumns,
+  quoteIdent,
+  tableRef,
+  type SqlParams,
+} from './sql.js';
 import type { CollectionRules, Document, IndexSpec, JsonObject } from './types.js';
 
 export interface CollectionRow {
@@ -158,10 +167,8 @@ export class DocumentRepository {
         updated_at timestamptz NOT NULL DEFAULT now(),
         data jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(data) = 'object')
       )`);
-      await tx.query(
-        `CREATE TRIGGER basalt_document_stamp BEFORE INSERT OR UPDATE ON ${table}
-         FOR EACH ROW EXECUTE FUNCTION basalt.document_stamp()`,
-      );
+      // Keeps version and the timestamps right for writes made with plain SQL (migration 0014).
+      await tx.query('SELECT basalt.stamp_documents($1::regclass)', [table]);
       // Owner rules filter on owner; "newest first" is the most common order.
       await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$owner'))} ON ${table} (owner)`);
       await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$created'))} ON ${table} (created_at, id)`);
@@ -312,7 +319,7 @@ export class DocumentRepository {
           'upsert',
           collection,
           () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
-         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data
+         ON CONFLICT (id) DO UPDATE SET ${STAMPED_UPDATE} data = EXCLUDED.data
          RETURNING ${documentColumns()}, (${ROW_ALIAS}.xmax = 0) AS inserted`,
           [doc.id, doc.owner, dataJson(doc.data)],
         ),
@@ -330,7 +337,7 @@ export class DocumentRepository {
         prepared(
           'updateData',
           collection,
-          () => `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
+          () => `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET ${STAMPED_UPDATE} data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
          RETURNING ${documentColumns()}`,
           [id, dataJson(data)],
         ),

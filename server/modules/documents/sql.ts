@@ -22,6 +22,12 @@ export const DATA_SCHEMA = 'basalt_data';
 /** Alias of the collection table in document queries (rules compile against it too). */
 export const ROW_ALIAS = 'd';
 
+/**
+ * The start of an UPDATE's SET list on a collection table: stores the version and time the
+ * stamping trigger would, so the trigger does not fire for Basalt's own updates.
+ */
+export const STAMPED_UPDATE = `version = ${ROW_ALIAS}.version + 1, updated_at = now(),`;
+
 /** Collects bind values; `add` returns the placeholder. */
 export class SqlParams {
   readonly values: unknown[] = [];
