@@ -312,27 +312,37 @@ describe('the change feed', () => {
   });
 });
 
+/**
+ * A database of its own with tracked `tables`, and a feed on it with no ticker: ticks happen
+ * only when the test records them, so every read of the feed is one the test caused.
+ */
+function manualFeed(tables: string[], options: { retentionMs?: number } = {}) {
+  const state = {} as { own: TestDatabase; db: Database; feed: ChangeFeed };
+  beforeAll(async () => {
+    state.own = await createTestDatabase();
+    for (const table of tables) await createTrackedTable(state.own.url, table);
+    state.db = new Database({ url: state.own.url }, silentLogger);
+    state.feed = new ChangeFeed(
+      { db: state.db, log: silentLogger, metrics: new Metrics(), databaseUrl: state.own.url },
+      { ticker: false, pollIntervalMs: 50, ...options },
+    );
+    await state.feed.start();
+  });
+  afterAll(async () => {
+    await state.feed?.stop();
+    await state.db?.close();
+    await state.own?.drop();
+  });
+  return state;
+}
+
 describe('ordering within a tick and retention', () => {
+  const state = manualFeed(['items'], { retentionMs: 1_000 });
   let own: TestDatabase;
   let db: Database;
   let manual: ChangeFeed;
-
-  beforeAll(async () => {
-    own = await createTestDatabase();
-    await createTrackedTable(own.url, 'items');
-    db = new Database({ url: own.url }, silentLogger);
-    // No ticker: this test decides when ticks happen.
-    manual = new ChangeFeed(
-      { db, log: silentLogger, metrics: new Metrics(), databaseUrl: own.url },
-      { ticker: false, retentionMs: 1_000, pollIntervalMs: 50 },
-    );
-    await manual.start();
-  });
-
-  afterAll(async () => {
-    await manual?.stop();
-    await db?.close();
-    await own?.drop();
+  beforeAll(() => {
+    ({ own, db, feed: manual } = state);
   });
 
   async function tick(): Promise<void> {
@@ -426,27 +436,11 @@ describe('ordering within a tick and retention', () => {
 });
 
 describe('reading only the tables that listeners follow', () => {
-  let own: TestDatabase;
+  const state = manualFeed(['items', 'other']);
   let db: Database;
   let manual: ChangeFeed;
-
-  beforeAll(async () => {
-    own = await createTestDatabase();
-    await createTrackedTable(own.url, 'items');
-    await createTrackedTable(own.url, 'other');
-    db = new Database({ url: own.url }, silentLogger);
-    // No ticker: ticks happen when the test records them, so every read is one the test caused.
-    manual = new ChangeFeed(
-      { db, log: silentLogger, metrics: new Metrics(), databaseUrl: own.url },
-      { ticker: false, pollIntervalMs: 50 },
-    );
-    await manual.start();
-  });
-
-  afterAll(async () => {
-    await manual?.stop();
-    await db?.close();
-    await own?.drop();
+  beforeAll(() => {
+    ({ db, feed: manual } = state);
   });
 
   async function writeBoth(id: string): Promise<void> {
