@@ -1,6 +1,7 @@
 /**
- * What the S3 backend sends to S3 for large uploads, observed on the wire: a loopback proxy
- * in front of a real S3 server (s3rver) records every request and forwards it unchanged.
+ * What the S3 backend sends to S3 for large uploads (and how it ends a download cut short),
+ * observed on the wire: a loopback proxy in front of a real S3 server (s3rver) records every
+ * request and forwards it unchanged.
  *
  * s3rver 3.7.1 stores multipart uploads but answers ListMultipartUploads with 501
  * NotImplemented and AbortMultipartUpload with 405 MethodNotAllowed. So these tests check
@@ -25,6 +26,8 @@ interface Recorded {
   status: number;
   headers: http.IncomingHttpHeaders;
   bytes: number;
+  /** Resolves when the answer to the backend ends: `true` if every byte went out, `false` if cut off. */
+  ended: Promise<boolean>;
 }
 
 /** A pass-through HTTP proxy that keeps a log of requests (headers unchanged, so signatures hold). */
@@ -38,6 +41,7 @@ async function startRecordingProxy(target: string): Promise<{ url: string; log: 
       status: 0,
       headers: request.headers,
       bytes: 0,
+      ended: new Promise((resolve) => response.once('close', () => resolve(response.writableFinished))),
     };
     log.push(entry);
     request.on('data', (chunk: Buffer) => (entry.bytes += chunk.length));
@@ -53,6 +57,8 @@ async function startRecordingProxy(target: string): Promise<{ url: string; log: 
         entry.status = answer.statusCode ?? 0;
         response.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(response);
+        // The backend went away: stop reading s3rver too.
+        response.once('close', () => answer.destroy());
       },
     );
     forward.on('error', () => response.destroy());
@@ -206,5 +212,60 @@ describe('S3 backend: multipart uploads on the wire', () => {
     expect(listing).toHaveLength(1);
     expect(listing[0]!.status).toBe(501); // s3rver: NotImplemented
     expect(discarded).toBe(0);
+  });
+});
+
+describe('S3 backend: a download cut short on the wire', () => {
+  let s3: S3Server;
+  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+  let backend: S3Backend;
+
+  beforeAll(async () => {
+    s3 = await startS3Server('basalt-download');
+    proxy = await startRecordingProxy(s3.endpoint);
+    backend = new S3Backend({
+      endpoint: proxy.url,
+      region: 'us-east-1',
+      bucket: s3.bucket,
+      accessKeyId: 'S3RVER',
+      secretAccessKey: 'S3RVER',
+      forcePathStyle: true,
+      partSize: 5 * MIB,
+    });
+  });
+  afterAll(async () => {
+    await backend?.close();
+    await proxy?.close();
+    await s3?.close();
+  });
+
+  it('closes the S3 connection when the reader stops early, and a full read still ends cleanly', async () => {
+    const k = `download/${randomUUID()}`;
+    const total = 40 * MIB;
+    await backend.put(k, generated(total), { maxBytes: 100 * MIB });
+    const gets = (): Recorded[] =>
+      proxy.log.filter((entry) => entry.method === 'GET' && entry.url.startsWith(`/${s3.bucket}/${k}`));
+
+    // Read 1 MiB, then go away, as a client closing its connection makes Fastify destroy the body.
+    const body = await backend.get(k);
+    let read = 0;
+    await new Promise<void>((resolve) => {
+      body.on('data', (chunk: Buffer) => {
+        read += chunk.length;
+        if (read >= MIB) {
+          body.destroy();
+          resolve();
+        }
+      });
+    });
+    expect(gets()).toHaveLength(1);
+    // The answer to the backend was cut off: its connection closed before the 40 MiB were sent.
+    expect(await gets()[0]!.ended).toBe(false);
+
+    let whole = 0;
+    for await (const chunk of await backend.get(k)) whole += (chunk as Buffer).length;
+    expect(whole).toBe(total);
+    expect(gets()).toHaveLength(2);
+    expect(await gets()[1]!.ended).toBe(true);
   });
 });

@@ -10,7 +10,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, isAppError } from '../../../internal/errors.js';
 import {
@@ -84,80 +84,18 @@ export function createS3Client(
 }
 
 /**
- * Bytes of a download handed to the client's socket at once. The S3 response arrives in the
- * socket's 64 KiB reads; written out one by one, each is a write system call that also wakes
- * the reader, and a 256 MiB download made some 4,000 of them, the largest CPU cost of an S3
- * download in Basalt (profiled: about 0.2 s of the 0.35–1.2 s per 256 MiB, more the busier the
- * machine). Gathered into 1 MiB, it makes 256: copying them costs less than the calls it saves.
+ * The body of an S3 download as the client's socket gets it: the S3 socket's chunks
+ * themselves, never copied, behind a read-ahead buffer of DOWNLOAD_BUFFER_BYTES so S3 is read
+ * on while the client's socket drains. Gathering the 64 KiB chunks into 1 MiB buffers (fewer
+ * write calls) cost more CPU than it saved: every extra buffer is memory outside the JavaScript
+ * heap, and that memory is what keeps V8's garbage collector busy during a large download (see
+ * storage.md, Large transfers). The pipeline destroys the S3 response, and so frees its
+ * connection, when the client goes away (Fastify then destroys the stream it was sending).
  */
-export const DOWNLOAD_WRITE_BYTES = 1024 * 1024;
-
-/**
- * At most this long (ms) does a byte wait in a partly filled buffer, so a slow store still
- * streams: at 100 MiB/s and more, 1 MiB fills sooner.
- */
-const DOWNLOAD_WRITE_DELAY_MS = 10;
-
-/**
- * Gathers small chunks into `size`-byte buffers (the last one shorter, or sooner when the
- * store is slow). Its readable side holds `buffer` bytes, so S3 is read on while the client's
- * socket drains.
- */
-export class Coalesce extends Transform {
-  private pending: Buffer | null = null;
-  private filled = 0;
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(
-    private readonly size: number,
-    buffer: number,
-  ) {
-    super({ readableHighWaterMark: buffer });
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    // A chunk as large as a whole buffer, arriving with nothing pending, goes out as it is.
-    if (this.filled === 0 && chunk.length >= this.size) {
-      callback(null, chunk);
-      return;
-    }
-    let offset = 0;
-    while (offset < chunk.length) {
-      if (!this.pending) {
-        this.pending = Buffer.allocUnsafe(this.size);
-        this.timer = setTimeout(() => this.release(), DOWNLOAD_WRITE_DELAY_MS);
-      }
-      const copied = chunk.copy(this.pending, this.filled, offset);
-      this.filled += copied;
-      offset += copied;
-      if (this.filled === this.size) this.release();
-    }
-    callback();
-  }
-
-  /** Pushes what is pending, full or not. */
-  private release(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const pending = this.pending;
-    const filled = this.filled;
-    this.pending = null;
-    this.filled = 0;
-    if (pending && filled > 0 && !this.destroyed)
-      this.push(filled === this.size ? pending : pending.subarray(0, filled));
-  }
-
-  override _flush(callback: TransformCallback): void {
-    this.release();
-    callback();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.pending = null;
-    callback(error);
-  }
+export function downloadBody(body: Readable): Readable {
+  const readAhead = new PassThrough({ readableHighWaterMark: DOWNLOAD_BUFFER_BYTES });
+  pipeline(body, readAhead).catch(() => undefined);
+  return readAhead;
 }
 
 function isMissing(error: unknown): boolean {
@@ -243,9 +181,7 @@ export class S3Backend implements StorageBackend {
         }),
       );
       if (!(response.Body instanceof Readable)) throw new Error('S3 returned no body stream');
-      const coalesced = new Coalesce(DOWNLOAD_WRITE_BYTES, DOWNLOAD_BUFFER_BYTES);
-      pipeline(response.Body, coalesced).catch(() => undefined);
-      return coalesced;
+      return downloadBody(response.Body);
     } catch (error) {
       if (isMissing(error)) throw new AppError('NOT_FOUND', 'The object has no stored bytes.', { cause: error });
       throw error;
