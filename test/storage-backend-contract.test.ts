@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../server/internal/errors.js';
 import { FsBackend } from '../server/modules/storage/backends/fs.js';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
-import { downloadBody, S3Backend } from '../server/modules/storage/backends/s3.js';
+import { S3Backend } from '../server/modules/storage/backends/s3.js';
 import { startS3Server } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
@@ -203,32 +203,5 @@ describe.each([
     const discarded = await backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
     expect(discarded).toBe(0);
     expect(await backend.head(k)).not.toBeNull();
-  });
-});
-
-describe('S3 download body', () => {
-  it('passes the very chunks of the S3 response on, in order, without copying them', async () => {
-    const content = randomBytes(3 * MIB + 5000);
-    const pieces: Buffer[] = [];
-    for (let offset = 0; offset < content.length; offset += 64 * 1024 + 7)
-      pieces.push(content.subarray(offset, offset + 64 * 1024 + 7));
-    const body = downloadBody(Readable.from(pieces));
-    // Read as the HTTP response reads it: piped, one 'data' event per chunk.
-    const chunks: Buffer[] = [];
-    body.on('data', (chunk: Buffer) => chunks.push(chunk));
-    await new Promise((resolve, reject) => body.once('end', resolve).once('error', reject));
-    expect(chunks).toHaveLength(pieces.length);
-    chunks.forEach((chunk, index) => expect(chunk).toBe(pieces[index]));
-    expect(Buffer.concat(chunks).equals(content)).toBe(true);
-  });
-
-  it('stops reading S3 when the client goes away', async () => {
-    const source = new Readable({ read() {} });
-    const body = downloadBody(source);
-    source.push(Buffer.from('first'));
-    await new Promise((resolve) => body.once('data', resolve));
-    body.destroy();
-    await new Promise((resolve) => source.once('close', resolve));
-    expect(source.destroyed).toBe(true);
   });
 });

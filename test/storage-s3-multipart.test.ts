@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isAppError } from '../server/internal/errors.js';
 import { S3Backend } from '../server/modules/storage/backends/s3.js';
+import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 import { startS3Server, type S3Server } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
@@ -267,5 +268,68 @@ describe('S3 backend: a download cut short on the wire', () => {
     expect(whole).toBe(total);
     expect(gets()).toHaveLength(2);
     expect(await gets()[1]!.ended).toBe(true);
+  });
+
+  describe('through Basalt', () => {
+    let database: TestDatabase;
+    let server: TestApp;
+
+    beforeAll(async () => {
+      database = await createTestDatabase();
+      server = await startTestApp(database, { ...s3.env, S3_ENDPOINT: proxy.url });
+      const created = await fetch(`${server.url}/v1/admin/buckets`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.serviceKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'files' }),
+      });
+      expect(created.status).toBe(201);
+    });
+    afterAll(async () => {
+      await server?.close();
+      await database?.drop();
+    });
+
+    it('closes the S3 connection when the client disconnects mid-download', async () => {
+      const total = 40 * MIB;
+      const auth = { authorization: `Bearer ${server.serviceKey}` };
+      const put = await new Promise<number>((resolve, reject) => {
+        const request = http.request(`${server.url}/v1/storage/files/big.bin`, {
+          method: 'PUT',
+          headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(total) },
+        });
+        request.once('response', (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        request.once('error', reject);
+        generated(total).pipe(request);
+      });
+      expect(put).toBe(201);
+      const before = proxy.log.length;
+
+      // Read 1 MiB of the download, then drop the connection.
+      await new Promise<void>((resolve, reject) => {
+        const request = http.get(`${server.url}/v1/storage/files/big.bin`, { headers: auth, agent: false });
+        request.once('error', () => undefined);
+        request.once('response', (response) => {
+          expect(response.statusCode).toBe(200);
+          expect(response.headers['content-length']).toBe(String(total));
+          let read = 0;
+          response.on('data', (chunk: Buffer) => {
+            read += chunk.length;
+            if (read >= MIB && !request.destroyed) {
+              request.destroy();
+              resolve();
+            }
+          });
+          response.once('error', () => undefined);
+          response.once('end', () => reject(new Error('the whole object arrived before the client went away')));
+        });
+      });
+      const gets = proxy.log.slice(before).filter((entry) => entry.method === 'GET');
+      expect(gets).toHaveLength(1);
+      // Basalt's request to S3 was cut off rather than read to its end.
+      expect(await gets[0]!.ended).toBe(false);
+    });
   });
 });

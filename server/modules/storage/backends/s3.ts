@@ -10,12 +10,11 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, isAppError } from '../../../internal/errors.js';
 import {
   assertKey,
-  DOWNLOAD_BUFFER_BYTES,
   MeteredStream,
   type BackendEntry,
   type ByteRange,
@@ -81,21 +80,6 @@ export function createS3Client(
     { step: 'build', name: 'basaltUnsignedPayload' },
   );
   return client;
-}
-
-/**
- * The body of an S3 download as the client's socket gets it: the S3 socket's chunks
- * themselves, never copied, behind a read-ahead buffer of DOWNLOAD_BUFFER_BYTES so S3 is read
- * on while the client's socket drains. Gathering the 64 KiB chunks into 1 MiB buffers (fewer
- * write calls) cost more CPU than it saved: every extra buffer is memory outside the JavaScript
- * heap, and that memory is what keeps V8's garbage collector busy during a large download (see
- * storage.md, Large transfers). The pipeline destroys the S3 response, and so frees its
- * connection, when the client goes away (Fastify then destroys the stream it was sending).
- */
-export function downloadBody(body: Readable): Readable {
-  const readAhead = new PassThrough({ readableHighWaterMark: DOWNLOAD_BUFFER_BYTES });
-  pipeline(body, readAhead).catch(() => undefined);
-  return readAhead;
 }
 
 function isMissing(error: unknown): boolean {
@@ -181,7 +165,12 @@ export class S3Backend implements StorageBackend {
         }),
       );
       if (!(response.Body instanceof Readable)) throw new Error('S3 returned no body stream');
-      return downloadBody(response.Body);
+      // The S3 response itself, its chunks never copied: every extra buffer or stream stage of a
+      // download is memory outside the JavaScript heap or work per 64 KiB chunk, and the memory
+      // is what keeps V8's collector busy during a large transfer (storage.md, Large transfers).
+      // The S3 socket's receive buffer reads ahead while the client's socket drains. When the
+      // client goes away, Fastify destroys this stream, which closes the S3 connection.
+      return response.Body;
     } catch (error) {
       if (isMissing(error)) throw new AppError('NOT_FOUND', 'The object has no stored bytes.', { cause: error });
       throw error;
