@@ -40,4 +40,5 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=5 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # node is PID 1's child via exec form, so SIGTERM from the runtime reaches Basalt directly.
-CMD ["node", "--import", "tsx", "server/main.ts"]
+# The heap floor is the one `npm start` sets (see docs/operations.md, "Node's heap floor").
+CMD ["node", "--initial-old-space-size=128", "--import", "tsx", "server/main.ts"]

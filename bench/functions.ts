@@ -21,7 +21,7 @@ import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { round, runLoad, type LoadResult } from './load.js';
 import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
@@ -62,7 +62,7 @@ async function startBasalt(settings: Settings): Promise<Target> {
   const server = await startServer({
     name: 'basalt',
     command: process.execPath,
-    args: ['--import', 'tsx', 'server/main.ts'],
+    args: BASALT_SERVER_ARGS,
     cwd: ROOT_DIR,
     env: childEnv({
       DATABASE_URL: db.url,

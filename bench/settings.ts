@@ -6,6 +6,12 @@ export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 /** The repository root: the Basalt server is started from here, as `npm start` would. */
 export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
 
+/**
+ * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags,
+ * from ROOT_DIR.
+ */
+export const BASALT_SERVER_ARGS = ['--initial-old-space-size=128', '--import', 'tsx', 'server/main.ts'];
+
 export type TargetName = 'basalt' | 'parse' | 'raw';
 export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];
 

@@ -38,7 +38,7 @@ import { createS3Client, S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/
 import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 const MIB = 2 ** 20;
@@ -229,7 +229,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
     const basaltProcess = await startServer({
       name: 'basalt',
       command: process.execPath,
-      args: ['--import', 'tsx', 'server/main.ts'],
+      args: BASALT_SERVER_ARGS,
       cwd: ROOT_DIR,
       env: childEnv({
         DATABASE_URL: db.url,

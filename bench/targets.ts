@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
-import { BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
+import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
 
 /** A started server under test with its own fresh database; `close` stops it and drops the database. */
 export interface RunningTarget {
@@ -74,7 +74,7 @@ export async function startTarget(
       const server = await startServer({
         name,
         command: process.execPath,
-        args: ['--import', 'tsx', 'server/main.ts'],
+        args: BASALT_SERVER_ARGS,
         cwd: ROOT_DIR,
         env,
         url,
