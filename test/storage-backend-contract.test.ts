@@ -8,7 +8,7 @@ import { isAppError } from '../server/internal/errors.js';
 import { FsBackend } from '../server/modules/storage/backends/fs.js';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
 import { S3Backend } from '../server/modules/storage/backends/s3.js';
-import { startS3Server } from './storage-helpers.js';
+import { generatedBytes, startS3Server } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -16,27 +16,6 @@ async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(Buffer.from(chunk as Uint8Array));
   return Buffer.concat(chunks);
-}
-
-/** `total` bytes of a repeating pattern, produced lazily in `chunk`-sized pieces. */
-function generated(total: number, chunk = 64 * 1024, failAfter?: number): Readable {
-  let sent = 0;
-  return new Readable({
-    read() {
-      if (failAfter !== undefined && sent >= failAfter) {
-        this.destroy(new Error('client went away'));
-        return;
-      }
-      if (sent >= total) {
-        this.push(null);
-        return;
-      }
-      const size = Math.min(chunk, total - sent);
-      const piece = Buffer.alloc(size, sent % 251);
-      sent += size;
-      this.push(piece);
-    },
-  });
 }
 
 function key(): string {
@@ -137,7 +116,7 @@ describe.each([
   it('streams a multipart-sized upload and reads it back intact', async () => {
     const k = key();
     const total = 11 * MIB + 123;
-    const result = await backend.put(k, generated(total), { maxBytes: 20 * MIB });
+    const result = await backend.put(k, generatedBytes(total), { maxBytes: 20 * MIB });
     expect(result.size).toBe(total);
     const back = await readAll(await backend.get(k));
     expect(back.length).toBe(total);
@@ -146,7 +125,7 @@ describe.each([
 
   it('refuses a body over the limit while streaming and keeps nothing', async () => {
     const k = key();
-    const error = await backend.put(k, generated(12 * MIB), { maxBytes: 6 * MIB }).catch((e: unknown) => e);
+    const error = await backend.put(k, generatedBytes(12 * MIB), { maxBytes: 6 * MIB }).catch((e: unknown) => e);
     expect(isAppError(error) && error.code).toBe('PAYLOAD_TOO_LARGE');
     expect(await backend.head(k)).toBeNull();
     expect(await keys(backend)).not.toContain(k);
@@ -163,7 +142,7 @@ describe.each([
   it('keeps nothing when the source fails midway', async () => {
     const k = key();
     const error = await backend
-      .put(k, generated(12 * MIB, 64 * 1024, 7 * MIB), { maxBytes: 20 * MIB })
+      .put(k, generatedBytes(12 * MIB, { failAfter: 7 * MIB }), { maxBytes: 20 * MIB })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Error);
     expect(await backend.head(k)).toBeNull();

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import S3rver from 's3rver';
 
 export interface S3Server {
@@ -40,4 +41,29 @@ export async function startS3Server(bucket = 'basalt-test'): Promise<S3Server> {
       await rm(directory, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * `total` bytes of a repeating pattern, produced lazily in `chunk`-sized pieces; with
+ * `failAfter`, the stream fails with "client went away" once that many bytes are out.
+ */
+export function generatedBytes(total: number, options: { chunk?: number; failAfter?: number } = {}): Readable {
+  const chunk = options.chunk ?? 64 * 1024;
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (options.failAfter !== undefined && sent >= options.failAfter) {
+        this.destroy(new Error('client went away'));
+        return;
+      }
+      if (sent >= total) {
+        this.push(null);
+        return;
+      }
+      const size = Math.min(chunk, total - sent);
+      const piece = Buffer.alloc(size, sent % 251);
+      sent += size;
+      this.push(piece);
+    },
+  });
 }

@@ -12,12 +12,11 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isAppError } from '../server/internal/errors.js';
 import { S3Backend } from '../server/modules/storage/backends/s3.js';
 import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { generatedBytes, startS3Server, type S3Server } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -78,38 +77,19 @@ async function startRecordingProxy(target: string): Promise<{ url: string; log: 
   };
 }
 
-/** `total` bytes in 64 KiB chunks; fails with "client went away" once `failAfter` bytes are out. */
-function generated(total: number, failAfter?: number): Readable {
-  let sent = 0;
-  return new Readable({
-    read() {
-      if (failAfter !== undefined && sent >= failAfter) {
-        this.destroy(new Error('client went away'));
-        return;
-      }
-      if (sent >= total) {
-        this.push(null);
-        return;
-      }
-      const size = Math.min(64 * 1024, total - sent);
-      sent += size;
-      this.push(Buffer.alloc(size, sent % 251));
-    },
-  });
-}
-
-describe('S3 backend: multipart uploads on the wire', () => {
-  let s3: S3Server;
-  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
-  let backend: S3Backend;
-
+/**
+ * A real S3 server with the recording proxy in front of it and an S3 backend (5 MiB parts)
+ * talking through the proxy, started before the suite's tests and closed after them.
+ */
+function onTheWire(bucket: string) {
+  const wire = {} as { s3: S3Server; proxy: Awaited<ReturnType<typeof startRecordingProxy>>; backend: S3Backend };
   beforeAll(async () => {
-    s3 = await startS3Server('basalt-multipart');
-    proxy = await startRecordingProxy(s3.endpoint);
-    backend = new S3Backend({
-      endpoint: proxy.url,
+    wire.s3 = await startS3Server(bucket);
+    wire.proxy = await startRecordingProxy(wire.s3.endpoint);
+    wire.backend = new S3Backend({
+      endpoint: wire.proxy.url,
       region: 'us-east-1',
-      bucket: s3.bucket,
+      bucket: wire.s3.bucket,
       accessKeyId: 'S3RVER',
       secretAccessKey: 'S3RVER',
       forcePathStyle: true,
@@ -117,9 +97,20 @@ describe('S3 backend: multipart uploads on the wire', () => {
     });
   });
   afterAll(async () => {
-    await backend?.close();
-    await proxy?.close();
-    await s3?.close();
+    await wire.backend?.close();
+    await wire.proxy?.close();
+    await wire.s3?.close();
+  });
+  return wire;
+}
+
+describe('S3 backend: multipart uploads on the wire', () => {
+  const wire = onTheWire('basalt-multipart');
+  let s3: S3Server;
+  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+  let backend: S3Backend;
+  beforeAll(() => {
+    ({ s3, proxy, backend } = wire);
   });
   beforeEach(() => {
     proxy.log.length = 0;
@@ -142,7 +133,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
   it('uploads parts with a CRC32 each, without hashing them again for the signature, and completes', async () => {
     const k = key();
     const total = 12 * MIB + 5;
-    const result = await backend.put(k, generated(total), { maxBytes: 100 * MIB });
+    const result = await backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
     expect(result.size).toBe(total);
     const uploadId = uploadIdOf(k);
     const parts = requestsFor(k, `uploadId=${uploadId}`, 'PUT');
@@ -159,7 +150,9 @@ describe('S3 backend: multipart uploads on the wire', () => {
 
   it('aborts the multipart upload when the client goes away mid-body', async () => {
     const k = key();
-    const error = await backend.put(k, generated(30 * MIB, 12 * MIB), { maxBytes: 100 * MIB }).catch((e: unknown) => e);
+    const error = await backend
+      .put(k, generatedBytes(30 * MIB, { failAfter: 12 * MIB }), { maxBytes: 100 * MIB })
+      .catch((e: unknown) => e);
     expect((error as Error).message).toBe('client went away');
     const uploadId = uploadIdOf(k);
     const aborts = requestsFor(k, `uploadId=${uploadId}`, 'DELETE');
@@ -172,7 +165,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
 
   it('aborts the multipart upload when the body passes the limit, and reports the limit', async () => {
     const k = key();
-    const error = await backend.put(k, generated(30 * MIB), { maxBytes: 11 * MIB }).catch((e: unknown) => e);
+    const error = await backend.put(k, generatedBytes(30 * MIB), { maxBytes: 11 * MIB }).catch((e: unknown) => e);
     expect(isAppError(error) && error.code).toBe('PAYLOAD_TOO_LARGE');
     const uploadId = uploadIdOf(k);
     expect(requestsFor(k, `uploadId=${uploadId}`, 'DELETE')).toHaveLength(1);
@@ -186,7 +179,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
   it('grows the part size when the limit allows more than 10,000 parts of the configured size', async () => {
     const k = key();
     const maxBytes = 100 * 1024 * MIB; // 100 GiB: at least 10.24 MiB per part
-    await backend.put(k, generated(12 * MIB), { maxBytes });
+    await backend.put(k, generatedBytes(12 * MIB), { maxBytes });
     const uploadId = uploadIdOf(k);
     const sizes = requestsFor(k, `uploadId=${uploadId}`, 'PUT').map((part) => part.bytes);
     expect(Math.max(...sizes)).toBe(Math.ceil(maxBytes / 10_000));
@@ -194,7 +187,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
 
   it('sends a small body as one PutObject, never starting a multipart upload', async () => {
     const k = key();
-    await backend.put(k, generated(MIB), { maxBytes: 100 * MIB });
+    await backend.put(k, generatedBytes(MIB), { maxBytes: 100 * MIB });
     expect(requestsFor(k, 'uploads', 'POST')).toHaveLength(0);
     expect(
       proxy.log.filter((entry) => entry.method === 'PUT' && entry.url.startsWith(`/${s3.bucket}/${k}`)),
@@ -204,7 +197,9 @@ describe('S3 backend: multipart uploads on the wire', () => {
   it('asks for unfinished multipart uploads when sweeping, and copes with a store that cannot list them', async () => {
     // An unfinished upload left behind, as a crash would leave it.
     const k = key();
-    await backend.put(k, generated(30 * MIB, 12 * MIB), { maxBytes: 100 * MIB }).catch(() => undefined);
+    await backend
+      .put(k, generatedBytes(30 * MIB, { failAfter: 12 * MIB }), { maxBytes: 100 * MIB })
+      .catch(() => undefined);
     proxy.log.length = 0;
     const discarded = await backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
     const listing = proxy.log.filter(
@@ -217,33 +212,18 @@ describe('S3 backend: multipart uploads on the wire', () => {
 });
 
 describe('S3 backend: a download cut short on the wire', () => {
+  const wire = onTheWire('basalt-download');
   let s3: S3Server;
   let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
   let backend: S3Backend;
-
-  beforeAll(async () => {
-    s3 = await startS3Server('basalt-download');
-    proxy = await startRecordingProxy(s3.endpoint);
-    backend = new S3Backend({
-      endpoint: proxy.url,
-      region: 'us-east-1',
-      bucket: s3.bucket,
-      accessKeyId: 'S3RVER',
-      secretAccessKey: 'S3RVER',
-      forcePathStyle: true,
-      partSize: 5 * MIB,
-    });
-  });
-  afterAll(async () => {
-    await backend?.close();
-    await proxy?.close();
-    await s3?.close();
+  beforeAll(() => {
+    ({ s3, proxy, backend } = wire);
   });
 
   it('closes the S3 connection when the reader stops early, and a full read still ends cleanly', async () => {
     const k = `download/${randomUUID()}`;
     const total = 40 * MIB;
-    await backend.put(k, generated(total), { maxBytes: 100 * MIB });
+    await backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
     const gets = (): Recorded[] =>
       proxy.log.filter((entry) => entry.method === 'GET' && entry.url.startsWith(`/${s3.bucket}/${k}`));
 
@@ -302,7 +282,7 @@ describe('S3 backend: a download cut short on the wire', () => {
           resolve(response.statusCode ?? 0);
         });
         request.once('error', reject);
-        generated(total).pipe(request);
+        generatedBytes(total).pipe(request);
       });
       expect(put).toBe(201);
       const before = proxy.log.length;
