@@ -5,6 +5,10 @@
  */
 
 import type { Doc as SdkDoc, StorageObject, User as SdkUser } from '../../client-sdk/src/index.js';
+// Admin-only shapes the SDK does not have come from the server modules that produce them
+// (type-only imports: nothing of the server reaches the bundle).
+import type { InvocationRecord } from '../../server/modules/functions/repository.js';
+import type { RealtimeConnectionInfo } from '../../server/modules/realtime/service.js';
 
 const KEY_STORAGE = 'basalt.dashboard.serviceKey';
 
@@ -141,37 +145,8 @@ export interface FunctionInfo {
   options: Record<string, number>;
 }
 
-export interface Invocation {
-  id: string;
-  function: string;
-  trigger: string;
-  event_id: string | null;
-  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'dead';
-  attempt: number;
-  cold_start: boolean;
-  started_at: string | null;
-  finished_at: string | null;
-  duration_ms: number | null;
-  error: string | null;
-  logs: Array<{ level: string; message: string; at: string }>;
-  created_at: string;
-}
+/** A function run as the admin API lists it (the server's own type). */
+export type Invocation = InvocationRecord;
 
-export interface RealtimeConnection {
-  id: string;
-  role: string;
-  uid: string | null;
-  connected_at: string;
-  ip: string | null;
-  user_agent: string | null;
-  subscriptions: Array<{
-    id: string;
-    collection: string;
-    doc_id: string | null;
-    where: unknown;
-    order_by: unknown;
-    limit: number;
-    documents: number;
-  }>;
-  channels: Array<{ channel: string; presence: boolean }>;
-}
+/** One websocket of an instance as `GET /v1/admin/realtime` lists it (the server's own type). */
+export type RealtimeConnection = RealtimeConnectionInfo;
