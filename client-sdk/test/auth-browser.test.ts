@@ -1,25 +1,16 @@
 import type { Browser } from 'playwright-core';
-import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { describe, expect, it } from 'vitest';
 import { type TestApp } from '../../test/helpers.js';
 
 // The SDK in a real browser (Debian's chromium): localStorage persistence, the session in
 // the URL fragment after a redirect, and OAuth navigation. Skipped where chromium is absent.
 
-let suite: BrowserSuite | undefined;
 let server: TestApp;
 let pageUrl: string;
 let browser: Browser;
 
-beforeAll(async () => {
-  if (!haveBrowser) return;
-  suite = await startBrowserSuite();
-  ({ server, browser, pageUrl } = suite);
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.close();
-});
+useBrowserSuite({ ready: (suite) => ({ server, browser, pageUrl } = suite) });
 
 interface BasaltGlobal {
   Basalt: {

@@ -1,6 +1,7 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { createCollection } from '../../test/documents-support.js';
+import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
 
 // Two tabs of one browser profile (one chromium context: shared localStorage, Web Locks and
@@ -8,28 +9,18 @@ import { request, type TestApp } from '../../test/helpers.js';
 // together, and the server revokes a session on ANY reuse of a rotated refresh token
 // (grace 0): a token spent twice would end the session for both. Skipped without chromium.
 
-let suite: BrowserSuite | undefined;
 let server: TestApp;
 let pageUrl: string;
 let browser: Browser;
 
-beforeAll(async () => {
-  if (!haveBrowser) return;
-  suite = await startBrowserSuite({
-    env: { BASALT_ACCESS_TOKEN_TTL: '30', BASALT_AUTH_REFRESH_REUSE_GRACE: '0' },
-    setup: async (app) => {
-      const created = await request(app.url, 'POST', '/v1/admin/collections', {
-        token: app.serviceKey,
-        body: { name: 'todos', rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' } },
-      });
-      expect(created.status).toBe(201);
-    },
-  });
-  ({ server, browser, pageUrl } = suite);
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.close();
+useBrowserSuite({
+  env: { BASALT_ACCESS_TOKEN_TTL: '30', BASALT_AUTH_REFRESH_REUSE_GRACE: '0' },
+  setup: (app) =>
+    createCollection(app, {
+      name: 'todos',
+      rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
+    }),
+  ready: (suite) => ({ server, browser, pageUrl } = suite),
 });
 
 interface Tab {

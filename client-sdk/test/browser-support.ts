@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 import { createTestDatabase, startTestApp, type TestApp } from '../../test/helpers.js';
 
 /** Debian's chromium; the browser tests skip themselves where it is not installed. */
@@ -72,6 +73,24 @@ export interface BrowserSuite {
   browser: Browser;
   pageUrl: string;
   close(): Promise<void>;
+}
+
+/**
+ * The hooks of a browser test file: before its tests, startBrowserSuite(options) and then
+ * `ready` with the suite; after them, the suite closed. Nothing starts where chromium is absent.
+ */
+export function useBrowserSuite(
+  options: Parameters<typeof startBrowserSuite>[0] & { ready: (suite: BrowserSuite) => void },
+): void {
+  let suite: BrowserSuite | undefined;
+  beforeAll(async () => {
+    if (!haveBrowser) return;
+    suite = await startBrowserSuite(options);
+    options.ready(suite);
+  }, 120_000);
+  afterAll(async () => {
+    await suite?.close();
+  });
 }
 
 /**

@@ -1,34 +1,21 @@
 import type { Browser } from 'playwright-core';
 import WebSocket from 'ws';
-import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { createCollection } from '../../test/documents-support.js';
+import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
 import { createClient } from '../src/index.js';
 
 // Live queries and channels from a real browser (Debian's chromium) over its own WebSocket.
 // Skipped where chromium is absent.
 
-let suite: BrowserSuite | undefined;
 let server: TestApp;
 let pageUrl: string;
 let browser: Browser;
 
-beforeAll(async () => {
-  if (!haveBrowser) return;
-  suite = await startBrowserSuite({
-    setup: async (app) => {
-      const created = await request(app.url, 'POST', '/v1/admin/collections', {
-        token: app.serviceKey,
-        body: { name: 'notes', rules: { read: 'true' } },
-      });
-      expect(created.status).toBe(201);
-    },
-  });
-  ({ server, browser, pageUrl } = suite);
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.close();
+useBrowserSuite({
+  setup: (app) => createCollection(app, { name: 'notes', rules: { read: 'true' } }),
+  ready: (suite) => ({ server, browser, pageUrl } = suite),
 });
 
 interface PageState {

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { createCollection } from '../../test/documents-support.js';
+import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
 
 // The realtime socket of a page that goes offline, sleeps, or keeps a socket that died
@@ -9,7 +10,6 @@ import { request, type TestApp } from '../../test/helpers.js';
 // fire by themselves: only the wake-up handling (online, visibilitychange, pageshow, and the
 // ping probe) can bring the socket back. Skipped where chromium is absent.
 
-let suite: BrowserSuite | undefined;
 let server: TestApp;
 let pageUrl: string;
 let browser: Browser;
@@ -63,22 +63,9 @@ class Proxy {
   }
 }
 
-beforeAll(async () => {
-  if (!haveBrowser) return;
-  suite = await startBrowserSuite({
-    setup: async (app) => {
-      const created = await request(app.url, 'POST', '/v1/admin/collections', {
-        token: app.serviceKey,
-        body: { name: 'notes', rules: { read: 'true' } },
-      });
-      expect(created.status).toBe(201);
-    },
-  });
-  ({ server, browser, pageUrl } = suite);
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.close();
+useBrowserSuite({
+  setup: (app) => createCollection(app, { name: 'notes', rules: { read: 'true' } }),
+  ready: (suite) => ({ server, browser, pageUrl } = suite),
 });
 
 type Sdk = {

@@ -1,39 +1,31 @@
 import type { Browser } from 'playwright-core';
-import { type BrowserSuite, haveBrowser, startBrowserSuite } from './browser-support.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
 
 // The storage SDK in a real browser (Debian's chromium), cross-origin as an app would call it:
 // uploads through XMLHttpRequest with progress, downloads as Blobs, signed URLs, listings.
 
-let suite: BrowserSuite | undefined;
 let server: TestApp;
 let pageUrl: string;
 let browser: Browser;
 
-beforeAll(async () => {
-  if (!haveBrowser) return;
-  suite = await startBrowserSuite({
-    setup: async (app) => {
-      const created = await request(app.url, 'POST', '/v1/admin/buckets', {
-        token: app.serviceKey,
-        body: {
-          name: 'photos',
-          rules: {
-            read: 'auth != null && object.owner == auth.uid',
-            write: 'auth != null && object.owner == auth.uid',
-            delete: 'auth != null && object.owner == auth.uid',
-          },
+useBrowserSuite({
+  setup: async (app) => {
+    const created = await request(app.url, 'POST', '/v1/admin/buckets', {
+      token: app.serviceKey,
+      body: {
+        name: 'photos',
+        rules: {
+          read: 'auth != null && object.owner == auth.uid',
+          write: 'auth != null && object.owner == auth.uid',
+          delete: 'auth != null && object.owner == auth.uid',
         },
-      });
-      expect(created.status).toBe(201);
-    },
-  });
-  ({ server, browser, pageUrl } = suite);
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.close();
+      },
+    });
+    expect(created.status).toBe(201);
+  },
+  ready: (suite) => ({ server, browser, pageUrl } = suite),
 });
 
 interface BucketLike {
