@@ -8,6 +8,7 @@ import {
   request,
   silentLogger,
   startTestApp,
+  waitFor,
   type TestApp,
   type TestDatabase,
 } from '../../test/helpers.js';
@@ -59,14 +60,6 @@ async function admin(server: TestApp, method: string, path: string, body?: unkno
   if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${response.text}`);
 }
 
-async function until(check: () => boolean, timeoutMs = 8_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -112,7 +105,7 @@ describe('a server restart', () => {
       }
     });
     await admin(restartable, 'PUT', '/v1/db/notes/before', { data: { list: 'restart', n: 0 } });
-    await until(() => seen.length === 1);
+    await waitFor('seen.length === 1', async () => seen.length === 1);
 
     // The server goes away (closing its sockets with 1001); writes go on through another instance.
     await restartable.app.close();
@@ -126,9 +119,9 @@ describe('a server restart', () => {
 
     restarted = await buildApp(restartable.config, { logger: silentLogger });
     await restarted.listen({ port: Number(new URL(restartable.url).port), host: '127.0.0.1' });
-    await until(() => seen.length === 23, 20_000);
+    await waitFor('seen.length === 23', async () => seen.length === 23, 20_000);
     await admin(restartable, 'PUT', '/v1/db/notes/after', { data: { list: 'restart', n: 2 } });
-    await until(() => seen.length === 24);
+    await waitFor('seen.length === 24', async () => seen.length === 24);
     await sleep(300);
     expect(seen).toEqual([
       'added:before:0',
@@ -160,7 +153,7 @@ describe('the socket and the session', () => {
         (snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)),
         (error) => errors.push(error),
       );
-      await until(() => snapshots.length === 1);
+      await waitFor('snapshots.length === 1', async () => snapshots.length === 1);
       return { basalt, user, snapshots, errors, first: basalt.auth.session!.access_token };
     });
     const [live, asleep] = await Promise.all(setups);
@@ -173,7 +166,10 @@ describe('the socket and the session', () => {
       live!.first,
       refreshed,
     ]);
-    await until(() => wires.live.received.filter((frame) => frame.type === 'authenticated').length === 2);
+    await waitFor(
+      "wires.live.received.filter((frame) => frame.type === 'authenticated').length === 2",
+      async () => wires.live.received.filter((frame) => frame.type === 'authenticated').length === 2,
+    );
 
     // Past the first tokens' life (30 s, checked by the server every second).
     await sleep(33_000);
@@ -181,7 +177,11 @@ describe('the socket and the session', () => {
       await admin(shortTokens, 'POST', '/v1/db/todos', { id: `t-${tab.user.id}`, owner: tab.user.id, data: {} });
     }
     for (const tab of [live!, asleep!]) {
-      await until(() => tab.snapshots.at(-1)?.includes(`t-${tab.user.id}`) === true, 10_000);
+      await waitFor(
+        'tab.snapshots.at(-1)?.includes(`t-${tab.user.id}`) === true',
+        async () => tab.snapshots.at(-1)?.includes(`t-${tab.user.id}`) === true,
+        10_000,
+      );
       expect(tab.errors).toEqual([]);
     }
     // The live socket never lost its query; the asleep one lost it, refreshed, and came back.
@@ -207,13 +207,16 @@ describe('the socket and the session', () => {
       (snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)),
       (error) => errors.push(error),
     );
-    await until(() => snapshots.length === 1);
+    await waitFor('snapshots.length === 1', async () => snapshots.length === 1);
     await basalt.db.collection('todos').add({ title: 'mine' }, { id: 'mine' });
-    await until(() => snapshots.at(-1)?.includes('mine') === true);
+    await waitFor(
+      "snapshots.at(-1)?.includes('mine') === true",
+      async () => snapshots.at(-1)?.includes('mine') === true,
+    );
 
     await basalt.auth.signOut();
     expect(wire.sent.at(-1)).toEqual({ type: 'auth', access_token: null });
-    await until(() => snapshots.at(-1)?.length === 0);
+    await waitFor('snapshots.at(-1)?.length === 0', async () => snapshots.at(-1)?.length === 0);
     await admin(restartable, 'POST', '/v1/db/todos', { id: 'after-sign-out', owner: user.id, data: {} });
     await sleep(1_500);
     expect(snapshots.flat()).not.toContain('after-sign-out');
@@ -231,9 +234,15 @@ describe('presence', () => {
     const alice = client(restartable.url);
     const room = alice.channel('tracked');
     await room.subscribe();
-    await until(() => Object.keys(room.presenceState()).length === 1);
+    await waitFor(
+      'Object.keys(room.presenceState()).length === 1',
+      async () => Object.keys(room.presenceState()).length === 1,
+    );
     await room.track({ name: 'alice' });
-    await until(() => Object.keys(room.presenceState()).length === 2);
+    await waitFor(
+      'Object.keys(room.presenceState()).length === 2',
+      async () => Object.keys(room.presenceState()).length === 2,
+    );
     expect(Object.values(room.presenceState()).flat()).toEqual(
       expect.arrayContaining([{ name: 'alice' }, { name: 'bob' }]),
     );
@@ -247,14 +256,20 @@ describe('presence', () => {
     const basalt = client(restartable.url);
     const room = basalt.channel('who');
     await room.track({ name: 'visitor' });
-    await until(() => keys().length === 1);
+    await waitFor('keys().length === 1', async () => keys().length === 1);
     const anonymousKey = keys()[0];
     expect(anonymousKey).toBeTruthy();
     const { user } = await basalt.auth.signUp({ email: `rt-who-${Date.now()}@example.com`, password: PASSWORD });
-    await until(() => JSON.stringify(keys()) === JSON.stringify([user.id]));
+    await waitFor(
+      'JSON.stringify(keys()) === JSON.stringify([user.id])',
+      async () => JSON.stringify(keys()) === JSON.stringify([user.id]),
+    );
     expect(Object.values(watch.presenceState())).toEqual([[{ name: 'visitor' }]]);
     await basalt.auth.signOut();
-    await until(() => keys().length === 1 && keys()[0] !== user.id);
+    await waitFor(
+      'keys().length === 1 && keys()[0] !== user.id',
+      async () => keys().length === 1 && keys()[0] !== user.id,
+    );
     expect(Object.values(watch.presenceState())).toEqual([[{ name: 'visitor' }]]);
     // A member joining now reads the same from the server's presence table.
     const late = client(other.url).channel('who');
