@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { AppError } from '../../../internal/errors.js';
+import { ContentDigest } from './digest.js';
 
 export interface PutLimits {
   /** The stream is cut off, and nothing kept, as soon as it passes this many bytes. */
@@ -77,12 +77,15 @@ export function assertKey(key: string): void {
 
 /**
  * Counts and hashes bytes as they pass, and fails the stream the moment the limit
- * is passed, so an oversized body is refused without being stored or buffered.
+ * is passed, so an oversized body is refused without being stored or buffered. The hash of a
+ * large body is computed on a worker thread (ContentDigest); the stream ends only once it is
+ * known, so `result()` is ready when the stream has ended.
  */
 export class MeteredStream extends Transform {
   // Not named `size`: lib-storage takes a body's `size` for its length, as for a Blob.
   bytes = 0;
-  private readonly hash = createHash('sha256');
+  private readonly digest = new ContentDigest();
+  private sha256: string | null = null;
 
   constructor(private readonly maxBytes: number) {
     super();
@@ -98,12 +101,25 @@ export class MeteredStream extends Transform {
       );
       return;
     }
-    this.hash.update(chunk);
-    callback(null, chunk);
+    this.digest.update(chunk).then(() => callback(null, chunk), callback);
   }
 
+  override _flush(callback: TransformCallback): void {
+    this.digest.digest().then((hex) => {
+      this.sha256 = hex;
+      callback();
+    }, callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // A body that failed or was cut off: its partial hash must not stay open on the worker.
+    if (this.sha256 === null) this.digest.discard();
+    callback(error);
+  }
+
+  /** Size and checksums of the body; only once the stream has ended. */
   result(): PutResult {
-    const sha256 = this.hash.digest('hex');
-    return { size: this.bytes, sha256, etag: `"${sha256}"` };
+    if (this.sha256 === null) throw new Error('MeteredStream: result() before the stream ended');
+    return { size: this.bytes, sha256: this.sha256, etag: `"${this.sha256}"` };
   }
 }
