@@ -13,11 +13,22 @@
  * - S3: direct is the AWS SDK in the harness talking straight to the S3 server: the S3 client
  *   Basalt's backend builds (createS3Client), lib-storage `Upload` with the part size and
  *   concurrency Basalt uses, `GetObject` streamed. The S3 server (s3rver) runs in a process of
- *   its own (bench/s3rver-server.ts), the same one for both.
+ *   its own (bench/s3rver-server.ts), the same one for both. Downloads have a third side,
+ *   `relay`: bench/storage-s3-relay.ts, node:http with the same S3 client piping `GetObject` to
+ *   the response and nothing else, reading the direct side's object. Basalt's downloads cross
+ *   one process more than the SDK's; the relay crosses it too, with no features, so each run
+ *   shows how much of the gap to direct is the hop itself (`relay_vs_direct`) and how much is
+ *   Basalt's (`vs_relay`).
  *
  * Then a BENCH_STORAGE_RSS_SIZE (1 GiB) upload through Basalt while the harness samples the
  * server's resident memory from /proc/<pid>/status (VmRSS every 20 ms, and VmHWM, the kernel's
  * peak, reset just before the upload): the growth is the peak minus the RSS just before.
+ *
+ * The reading side's CPU (this process: the SDK or node:http reading the bytes) is reported per
+ * transfer too: a reader short of CPU slows both sides alike and pulls the ratio towards 1.
+ * Every Node process of the run starts with the heap floor Basalt starts with
+ * (`--initial-old-space-size`, see docs/operations.md), so that none of them, reader included,
+ * spends a transfer in a loop of full collections (which made single rounds swing by ±0.2).
  *
  * Prints one JSON line per figure on stdout; progress goes to stderr. BENCH_STORAGE_BACKENDS
  * (`fs,s3`) picks the backends; a short run: BENCH_STORAGE_SIZE=67108864 BENCH_STORAGE_ROUNDS=1
@@ -147,22 +158,32 @@ async function remove(url: string, headers: Record<string, string>): Promise<voi
   if (!response.ok) throw new Error(`DELETE ${url}: ${response.status}`);
 }
 
-/** One side of the comparison: uploads and downloads object `name`, then removes it. */
-interface Side {
-  name: 'basalt' | 'direct';
+/** A side that only downloads: the relay, reading the direct side's objects. */
+interface DownloadSide {
+  name: 'basalt' | 'direct' | 'relay';
   /** The process whose CPU is reported for this side (null: the harness itself). */
   process: ServerProcess | null;
-  upload(name: string, size: number): Promise<Transfer>;
   download(name: string): Promise<Transfer>;
+}
+
+/** One side of the comparison: uploads and downloads object `name`, then removes it. */
+interface Side extends DownloadSide {
+  name: 'basalt' | 'direct';
+  upload(name: string, size: number): Promise<Transfer>;
   remove(name: string): Promise<void>;
 }
 
 interface Started {
   basalt: Side;
   direct: Side;
+  /** S3 only: the bare hop in front of S3 (bench/storage-s3-relay.ts). */
+  relay: DownloadSide | null;
   basaltProcess: ServerProcess;
   close(): Promise<void>;
 }
+
+/** Node's flags for every server process of the run, as Basalt's own (BASALT_SERVER_ARGS). */
+const HEAP_FLOOR = BASALT_SERVER_ARGS.filter((arg) => arg.startsWith('--initial-old-space-size='));
 
 async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endpoint: string; server: ServerProcess }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-s3rver-'));
@@ -172,7 +193,7 @@ async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endp
   const server = await startServer({
     name: 's3rver',
     command: process.execPath,
-    args: ['--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
+    args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
     cwd: ROOT_DIR,
     env: childEnv({ PORT: String(port), S3RVER_DIR: dir, S3RVER_BUCKET: S3_BUCKET }),
     url: endpoint,
@@ -191,8 +212,22 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
   try {
     let s3Env: Record<string, string> = {};
     let s3: S3Client | null = null;
+    let relay: DownloadSide | null = null;
     if (backend === 's3') {
       const { endpoint } = await startS3rver(cleanups);
+      const relayPort = await freePort();
+      const relayUrl = `http://127.0.0.1:${relayPort}`;
+      const relayProcess = await startServer({
+        name: 's3-relay',
+        command: process.execPath,
+        args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-s3-relay.ts')],
+        cwd: ROOT_DIR,
+        env: childEnv({ PORT: String(relayPort), S3_ENDPOINT: endpoint, S3_BUCKET }),
+        url: relayUrl,
+        readyPath: '/healthz',
+      });
+      cleanups.push(() => relayProcess.stop());
+      relay = { name: 'relay', process: relayProcess, download: (name) => get(`${relayUrl}/direct/${name}`, {}) };
       s3Env = {
         STORAGE_BACKEND: 's3',
         S3_ENDPOINT: endpoint,
@@ -297,7 +332,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
       const raw = await startServer({
         name: 'raw-storage',
         command: process.execPath,
-        args: ['--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
+        args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
         cwd: ROOT_DIR,
         env: childEnv({ PORT: String(rawPort), RAW_STORAGE_DIR: rawDir }),
         url: rawUrl,
@@ -312,7 +347,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
         remove: (name) => remove(`${rawUrl}/files/${name}`, {}),
       };
     }
-    return { basalt, direct, basaltProcess, close };
+    return { basalt, direct, relay, basaltProcess, close };
   } catch (error) {
     await close();
     throw error;
@@ -325,6 +360,40 @@ interface SideFigures {
   rounds_mib_per_s: number[];
   /** CPU seconds of the side's server process per transfer (median); null for the SDK in the harness. */
   cpu_s: number | null;
+  /** CPU seconds of the harness per transfer (median): the client sending or reading the bytes. */
+  client_cpu_s: number;
+}
+
+interface Timed {
+  rate: number;
+  cpu: number;
+  clientCpu: number;
+}
+
+/** Per side: each round's MiB/s and CPU seconds (server, harness). */
+class Samples {
+  readonly rates: number[] = [];
+  readonly cpus: number[] = [];
+  readonly clientCpus: number[] = [];
+  add(result: Timed): void {
+    this.rates.push(result.rate);
+    this.cpus.push(result.cpu);
+    this.clientCpus.push(result.clientCpu);
+  }
+  figures(): SideFigures {
+    const cpu = median(this.cpus);
+    return {
+      mib_per_s: round(median(this.rates), 1),
+      rounds_mib_per_s: this.rates.map((rate) => round(rate, 1)),
+      cpu_s: Number.isNaN(cpu) ? null : round(cpu, 2),
+      client_cpu_s: round(median(this.clientCpus), 2),
+    };
+  }
+  /** The median of the per-round ratios of this side's throughput to `other`'s, and each round's. */
+  ratioTo(other: Samples): { median: number; rounds: number[] } {
+    const perRound = this.rates.map((rate, index) => rate / other.rates[index]!);
+    return { median: round(median(perRound), 2), rounds: perRound.map((value) => round(value, 2)) };
+  }
 }
 
 /**
@@ -336,24 +405,22 @@ function flushDirtyPages(): void {
   spawnSync('sync', { stdio: 'ignore' });
 }
 
-async function timed(
-  side: Side,
-  action: () => Promise<Transfer>,
-  size: number,
-): Promise<{ rate: number; cpu: number }> {
+const harnessCpuSeconds = (): number => {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+};
+
+async function timed(side: DownloadSide, action: () => Promise<Transfer>, size: number): Promise<Timed> {
   flushDirtyPages();
   const cpuBefore = side.process?.cpuSeconds() ?? Number.NaN;
+  const clientCpuBefore = harnessCpuSeconds();
   const transfer = await action();
+  const clientCpu = harnessCpuSeconds() - clientCpuBefore;
   if (transfer.bytes !== size) throw new Error(`${side.name}: moved ${transfer.bytes} bytes, expected ${size}`);
-  return { rate: size / MIB / transfer.seconds, cpu: (side.process?.cpuSeconds() ?? Number.NaN) - cpuBefore };
-}
-
-function figures(rates: number[], cpus: number[]): SideFigures {
-  const cpu = median(cpus);
   return {
-    mib_per_s: round(median(rates), 1),
-    rounds_mib_per_s: rates.map((rate) => round(rate, 1)),
-    cpu_s: Number.isNaN(cpu) ? null : round(cpu, 2),
+    rate: size / MIB / transfer.seconds,
+    cpu: (side.process?.cpuSeconds() ?? Number.NaN) - cpuBefore,
+    clientCpu,
   };
 }
 
@@ -416,45 +483,52 @@ async function measureBackend(backend: Backend, settings: Settings, options: Sto
   const lines: string[] = [];
   try {
     const sides = [started.basalt, started.direct];
-    const up = { basalt: [] as number[], direct: [] as number[] };
-    const upCpu = { basalt: [] as number[], direct: [] as number[] };
-    const down = { basalt: [] as number[], direct: [] as number[] };
-    const downCpu = { basalt: [] as number[], direct: [] as number[] };
-    // A small warm-up on both sides: JIT, connections, directories.
+    const readers: DownloadSide[] = started.relay ? [...sides, started.relay] : sides;
+    const up = { basalt: new Samples(), direct: new Samples() };
+    const down = { basalt: new Samples(), direct: new Samples(), relay: new Samples() };
+    // A small warm-up on every side: JIT, connections, directories.
     for (const side of sides) {
       await side.upload('warm.bin', 4 * MIB);
       await side.download('warm.bin');
-      await side.remove('warm.bin');
     }
+    await started.relay?.download('warm.bin');
+    for (const side of sides) await side.remove('warm.bin');
     for (let index = 0; index < options.rounds; index++) {
+      // Each round starts with another side, so that none always follows the same transfer.
       const order = index % 2 === 0 ? sides : [...sides].reverse();
+      const readOrder = readers.map((_, offset) => readers[(index + offset) % readers.length]!);
       const name = `round-${index}.bin`;
-      for (const side of order) {
-        const result = await timed(side, () => side.upload(name, options.size), options.size);
-        up[side.name].push(result.rate);
-        upCpu[side.name].push(result.cpu);
-      }
-      for (const side of order) {
-        const result = await timed(side, () => side.download(name), options.size);
-        down[side.name].push(result.rate);
-        downCpu[side.name].push(result.cpu);
+      for (const side of order)
+        up[side.name].add(await timed(side, () => side.upload(name, options.size), options.size));
+      for (const side of readOrder) {
+        down[side.name].add(await timed(side, () => side.download(name), options.size));
       }
       for (const side of sides) await side.remove(name);
+      const relayed = started.relay ? ` / relay ${round(down.relay.rates.at(-1)!, 1)}` : '';
       log(
-        `${backend} round ${index + 1}: upload basalt ${round(up.basalt.at(-1)!, 1)} / direct ${round(up.direct.at(-1)!, 1)} MiB/s, ` +
-          `download basalt ${round(down.basalt.at(-1)!, 1)} / direct ${round(down.direct.at(-1)!, 1)} MiB/s`,
+        `${backend} round ${index + 1}: upload basalt ${round(up.basalt.rates.at(-1)!, 1)} / direct ${round(up.direct.rates.at(-1)!, 1)} MiB/s, ` +
+          `download basalt ${round(down.basalt.rates.at(-1)!, 1)} / direct ${round(down.direct.rates.at(-1)!, 1)}${relayed} MiB/s`,
       );
     }
-    for (const [bench, rates, cpus] of [
-      ['storage.upload', up, upCpu],
-      ['storage.download', down, downCpu],
+    for (const [bench, samples] of [
+      ['storage.upload', up],
+      ['storage.download', down],
     ] as const) {
-      const basalt = figures(rates.basalt, cpus.basalt);
-      const direct = figures(rates.direct, cpus.direct);
-      // Each round runs both sides seconds apart, so the per-round ratio cancels most of the
+      // Each round runs the sides seconds apart, so the per-round ratio cancels most of the
       // machine's other load; the median of those is the figure judged against the goal.
-      const perRound = rates.basalt.map((rate, index) => rate / rates.direct[index]!);
-      const ratio = round(median(perRound), 2);
+      const ratio = samples.basalt.ratioTo(samples.direct);
+      const relay =
+        'relay' in samples && samples.relay.rates.length > 0
+          ? {
+              relay: samples.relay.figures(),
+              relay_is: 'node:http piping GetObject to the response, same S3 client (bench/storage-s3-relay.ts)',
+              relay_vs_direct: samples.relay.ratioTo(samples.direct).median,
+              relay_vs_direct_rounds: samples.relay.ratioTo(samples.direct).rounds,
+              vs_relay: samples.basalt.ratioTo(samples.relay).median,
+            }
+          : {};
+      const basalt = samples.basalt.figures();
+      const direct = samples.direct.figures();
       lines.push(
         JSON.stringify({
           bench,
@@ -463,15 +537,16 @@ async function measureBackend(backend: Backend, settings: Settings, options: Sto
           rounds: options.rounds,
           basalt,
           direct,
-          vs_direct: ratio,
-          vs_direct_rounds: perRound.map((value) => round(value, 2)),
+          vs_direct: ratio.median,
+          vs_direct_rounds: ratio.rounds,
           vs_direct_of_medians: round(basalt.mib_per_s / direct.mib_per_s, 2),
           direct_is:
             backend === 'fs'
               ? 'node:http streaming to a temporary file, fsync, rename (bench/storage-raw-server.ts)'
               : `AWS SDK straight to the S3 server (lib-storage Upload, ${S3_PART_SIZE / MIB} MiB parts, ${S3_UPLOAD_QUEUE_SIZE} at a time; GetObject)`,
+          ...relay,
           goal: { vs_direct: GOAL_RATIO },
-          met: ratio >= GOAL_RATIO,
+          met: ratio.median >= GOAL_RATIO,
           date: new Date().toISOString(),
           machine,
         }),
