@@ -21,7 +21,7 @@ import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { round, runLoad, type LoadResult } from './load.js';
 import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
@@ -99,7 +99,7 @@ async function startParse(settings: Settings): Promise<Target> {
   const server = await startServer({
     name: 'parse',
     command: process.execPath,
-    args: [path.join(BENCH_DIR, 'parse-server.mjs')],
+    args: [...NODE_HEAP_FLOOR, path.join(BENCH_DIR, 'parse-server.mjs')],
     cwd: BENCH_DIR,
     env: childEnv({
       PARSE_DATABASE_URL: db.url,

@@ -28,7 +28,7 @@ import { round } from './load.js';
 import { cpuSecondsOf, type ServerProcess } from './process.js';
 import type { ClientCommand, OpenCommand, OpenReply, PhaseReport, Protocol } from './realtime-clients.js';
 import { machine } from './report.js';
-import { BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
+import { BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
 import { call, childEnv, settle, startTarget, type RunningTarget } from './targets.js';
 
 const log = (message: string) => process.stderr.write(`[bench realtime] ${message}\n`);
@@ -143,7 +143,7 @@ interface ClientProcess {
 async function forkClient(): Promise<ClientProcess> {
   const child = fork(path.join(BENCH_DIR, 'realtime-clients.ts'), [], {
     cwd: ROOT_DIR,
-    execArgv: ['--import', 'tsx'],
+    execArgv: [...NODE_HEAP_FLOOR, '--import', 'tsx'],
     env: childEnv({}),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

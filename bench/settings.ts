@@ -7,10 +7,18 @@ export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
 
 /**
+ * The heap floor Basalt starts with (package.json `start`, docs/operations.md), given to every
+ * Node process of a benchmark — its peers (Parse, the raw servers, s3rver), the load generators
+ * and the harness itself (package.json `bench`) — so that none is measured in, or held back
+ * by, a loop of full garbage collections the others are spared.
+ */
+export const NODE_HEAP_FLOOR = ['--initial-old-space-size=128'];
+
+/**
  * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags,
  * from ROOT_DIR.
  */
-export const BASALT_SERVER_ARGS = ['--initial-old-space-size=128', '--import', 'tsx', 'server/main.ts'];
+export const BASALT_SERVER_ARGS = [...NODE_HEAP_FLOOR, '--import', 'tsx', 'server/main.ts'];
 
 export type TargetName = 'basalt' | 'parse' | 'raw';
 export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];

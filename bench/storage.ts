@@ -49,7 +49,7 @@ import { createS3Client, S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/
 import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 const MIB = 2 ** 20;
@@ -182,9 +182,6 @@ interface Started {
   close(): Promise<void>;
 }
 
-/** Node's flags for every server process of the run, as Basalt's own (BASALT_SERVER_ARGS). */
-const HEAP_FLOOR = BASALT_SERVER_ARGS.filter((arg) => arg.startsWith('--initial-old-space-size='));
-
 async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endpoint: string; server: ServerProcess }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-s3rver-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -193,7 +190,7 @@ async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endp
   const server = await startServer({
     name: 's3rver',
     command: process.execPath,
-    args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
+    args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
     cwd: ROOT_DIR,
     env: childEnv({ PORT: String(port), S3RVER_DIR: dir, S3RVER_BUCKET: S3_BUCKET }),
     url: endpoint,
@@ -220,7 +217,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
       const relayProcess = await startServer({
         name: 's3-relay',
         command: process.execPath,
-        args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-s3-relay.ts')],
+        args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-s3-relay.ts')],
         cwd: ROOT_DIR,
         env: childEnv({ PORT: String(relayPort), S3_ENDPOINT: endpoint, S3_BUCKET }),
         url: relayUrl,
@@ -332,7 +329,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
       const raw = await startServer({
         name: 'raw-storage',
         command: process.execPath,
-        args: [...HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
+        args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
         cwd: ROOT_DIR,
         env: childEnv({ PORT: String(rawPort), RAW_STORAGE_DIR: rawDir }),
         url: rawUrl,

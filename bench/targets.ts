@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
-import { BASALT_SERVER_ARGS, BENCH_DIR, ROOT_DIR, type Settings, type TargetName } from './settings.js';
+import {
+  BASALT_SERVER_ARGS,
+  BENCH_DIR,
+  NODE_HEAP_FLOOR,
+  ROOT_DIR,
+  type Settings,
+  type TargetName,
+} from './settings.js';
 
 /** A started server under test with its own fresh database; `close` stops it and drops the database. */
 export interface RunningTarget {
@@ -91,7 +98,7 @@ export async function startTarget(
       const server = await startServer({
         name,
         command: process.execPath,
-        args: [path.join(BENCH_DIR, 'parse-server.mjs')],
+        args: [...NODE_HEAP_FLOOR, path.join(BENCH_DIR, 'parse-server.mjs')],
         cwd: workDir,
         env: childEnv({ PARSE_DATABASE_URL: db.url, PARSE_MASTER_KEY: masterKey, PORT: String(port), ...extraEnv }),
         url,
@@ -110,7 +117,7 @@ export async function startTarget(
     const server = await startServer({
       name,
       command: process.execPath,
-      args: ['--import', 'tsx', path.join(BENCH_DIR, 'raw-server.ts')],
+      args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'raw-server.ts')],
       cwd: ROOT_DIR,
       env: childEnv({ RAW_DATABASE_URL: db.url, PORT: String(port) }),
       url,
