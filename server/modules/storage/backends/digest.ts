@@ -101,7 +101,9 @@ class HashingWorker {
 
   private running(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    // No flags of the server's own (a TypeScript loader, heap settings): the worker runs
+    // plain JavaScript and needs none.
+    const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     worker.unref();
     worker.on('message', (reply: WorkerReply) => {
       const digest = this.open.get(reply.id);
