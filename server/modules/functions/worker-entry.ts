@@ -3,6 +3,7 @@
  * invocation, and forwards logs and ctx.db / ctx.storage calls to the server thread.
  * Bundled by esbuild at start, so it runs as plain JavaScript in any worker.
  */
+import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
@@ -64,7 +65,10 @@ const modules = new Map<string, Record<string, unknown>>();
 async function load(bundle: string): Promise<Record<string, unknown>> {
   let loaded = modules.get(bundle);
   if (!loaded) {
-    loaded = (await import(pathToFileURL(bundle).href)) as Record<string, unknown>;
+    // CommonJS bundles are required: importing them would start the ES module loader (loader.ts).
+    loaded = bundle.endsWith('.cjs')
+      ? (createRequire(bundle)(bundle) as Record<string, unknown>)
+      : ((await import(pathToFileURL(bundle).href)) as Record<string, unknown>);
     modules.set(bundle, loaded);
   }
   return loaded;
