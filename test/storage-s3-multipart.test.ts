@@ -106,20 +106,15 @@ function onTheWire(bucket: string) {
 
 describe('S3 backend: multipart uploads on the wire', () => {
   const wire = onTheWire('basalt-multipart');
-  let s3: S3Server;
-  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
-  let backend: S3Backend;
-  beforeAll(() => {
-    ({ s3, proxy, backend } = wire);
-  });
   beforeEach(() => {
-    proxy.log.length = 0;
+    wire.proxy.log.length = 0;
   });
 
   const key = (): string => `multipart/${randomUUID()}`;
   const requestsFor = (k: string, query: string, method: string): Recorded[] =>
-    proxy.log.filter(
-      (entry) => entry.method === method && entry.url.startsWith(`/${s3.bucket}/${k}?`) && entry.url.includes(query),
+    wire.proxy.log.filter(
+      (entry) =>
+        entry.method === method && entry.url.startsWith(`/${wire.s3.bucket}/${k}?`) && entry.url.includes(query),
     );
   const uploadIdOf = (k: string): string => {
     const create = requestsFor(k, 'uploads', 'POST');
@@ -133,7 +128,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
   it('uploads parts with a CRC32 each, without hashing them again for the signature, and completes', async () => {
     const k = key();
     const total = 12 * MIB + 5;
-    const result = await backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
+    const result = await wire.backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
     expect(result.size).toBe(total);
     const uploadId = uploadIdOf(k);
     const parts = requestsFor(k, `uploadId=${uploadId}`, 'PUT');
@@ -145,12 +140,12 @@ describe('S3 backend: multipart uploads on the wire', () => {
       expect(String(part.headers.authorization)).toContain('x-amz-checksum-crc32');
     }
     expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(1); // CompleteMultipartUpload
-    expect(await backend.head(k)).toMatchObject({ size: total });
+    expect(await wire.backend.head(k)).toMatchObject({ size: total });
   });
 
   it('aborts the multipart upload when the client goes away mid-body', async () => {
     const k = key();
-    const error = await backend
+    const error = await wire.backend
       .put(k, generatedBytes(30 * MIB, { failAfter: 12 * MIB }), { maxBytes: 100 * MIB })
       .catch((e: unknown) => e);
     expect((error as Error).message).toBe('client went away');
@@ -160,17 +155,17 @@ describe('S3 backend: multipart uploads on the wire', () => {
     // s3rver cannot abort (405); a real S3 discards the parts here.
     expect(aborts[0]!.status).toBe(405);
     expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(0); // never completed
-    expect(await backend.head(k)).toBeNull();
+    expect(await wire.backend.head(k)).toBeNull();
   });
 
   it('aborts the multipart upload when the body passes the limit, and reports the limit', async () => {
     const k = key();
-    const error = await backend.put(k, generatedBytes(30 * MIB), { maxBytes: 11 * MIB }).catch((e: unknown) => e);
+    const error = await wire.backend.put(k, generatedBytes(30 * MIB), { maxBytes: 11 * MIB }).catch((e: unknown) => e);
     expect(isAppError(error) && error.code).toBe('PAYLOAD_TOO_LARGE');
     const uploadId = uploadIdOf(k);
     expect(requestsFor(k, `uploadId=${uploadId}`, 'DELETE')).toHaveLength(1);
     expect(requestsFor(k, `uploadId=${uploadId}`, 'POST')).toHaveLength(0);
-    expect(await backend.head(k)).toBeNull();
+    expect(await wire.backend.head(k)).toBeNull();
     // The body was cut off at the limit, not read to its end.
     const sent = requestsFor(k, `uploadId=${uploadId}`, 'PUT').reduce((sum, part) => sum + part.bytes, 0);
     expect(sent).toBeLessThanOrEqual(11 * MIB);
@@ -179,7 +174,7 @@ describe('S3 backend: multipart uploads on the wire', () => {
   it('grows the part size when the limit allows more than 10,000 parts of the configured size', async () => {
     const k = key();
     const maxBytes = 100 * 1024 * MIB; // 100 GiB: at least 10.24 MiB per part
-    await backend.put(k, generatedBytes(12 * MIB), { maxBytes });
+    await wire.backend.put(k, generatedBytes(12 * MIB), { maxBytes });
     const uploadId = uploadIdOf(k);
     const sizes = requestsFor(k, `uploadId=${uploadId}`, 'PUT').map((part) => part.bytes);
     expect(Math.max(...sizes)).toBe(Math.ceil(maxBytes / 10_000));
@@ -187,22 +182,22 @@ describe('S3 backend: multipart uploads on the wire', () => {
 
   it('sends a small body as one PutObject, never starting a multipart upload', async () => {
     const k = key();
-    await backend.put(k, generatedBytes(MIB), { maxBytes: 100 * MIB });
+    await wire.backend.put(k, generatedBytes(MIB), { maxBytes: 100 * MIB });
     expect(requestsFor(k, 'uploads', 'POST')).toHaveLength(0);
     expect(
-      proxy.log.filter((entry) => entry.method === 'PUT' && entry.url.startsWith(`/${s3.bucket}/${k}`)),
+      wire.proxy.log.filter((entry) => entry.method === 'PUT' && entry.url.startsWith(`/${wire.s3.bucket}/${k}`)),
     ).toHaveLength(1);
   });
 
   it('asks for unfinished multipart uploads when sweeping, and copes with a store that cannot list them', async () => {
     // An unfinished upload left behind, as a crash would leave it.
     const k = key();
-    await backend
+    await wire.backend
       .put(k, generatedBytes(30 * MIB, { failAfter: 12 * MIB }), { maxBytes: 100 * MIB })
       .catch(() => undefined);
-    proxy.log.length = 0;
-    const discarded = await backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
-    const listing = proxy.log.filter(
+    wire.proxy.log.length = 0;
+    const discarded = await wire.backend.discardStaleWrites(new Date(Date.now() + 60_000), async () => false);
+    const listing = wire.proxy.log.filter(
       (entry) => entry.method === 'GET' && /^\/basalt-multipart\/?\?(.*&)?uploads(=|&|$)/.test(entry.url),
     );
     expect(listing).toHaveLength(1);
@@ -213,22 +208,16 @@ describe('S3 backend: multipart uploads on the wire', () => {
 
 describe('S3 backend: a download cut short on the wire', () => {
   const wire = onTheWire('basalt-download');
-  let s3: S3Server;
-  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
-  let backend: S3Backend;
-  beforeAll(() => {
-    ({ s3, proxy, backend } = wire);
-  });
 
   it('closes the S3 connection when the reader stops early, and a full read still ends cleanly', async () => {
     const k = `download/${randomUUID()}`;
     const total = 40 * MIB;
-    await backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
+    await wire.backend.put(k, generatedBytes(total), { maxBytes: 100 * MIB });
     const gets = (): Recorded[] =>
-      proxy.log.filter((entry) => entry.method === 'GET' && entry.url.startsWith(`/${s3.bucket}/${k}`));
+      wire.proxy.log.filter((entry) => entry.method === 'GET' && entry.url.startsWith(`/${wire.s3.bucket}/${k}`));
 
     // Read 1 MiB, then go away, as a client closing its connection makes Fastify destroy the body.
-    const body = await backend.get(k);
+    const body = await wire.backend.get(k);
     let read = 0;
     await new Promise<void>((resolve) => {
       body.on('data', (chunk: Buffer) => {
@@ -244,7 +233,7 @@ describe('S3 backend: a download cut short on the wire', () => {
     expect(await gets()[0]!.ended).toBe(false);
 
     let whole = 0;
-    for await (const chunk of await backend.get(k)) whole += (chunk as Buffer).length;
+    for await (const chunk of await wire.backend.get(k)) whole += (chunk as Buffer).length;
     expect(whole).toBe(total);
     expect(gets()).toHaveLength(2);
     expect(await gets()[1]!.ended).toBe(true);
@@ -256,7 +245,7 @@ describe('S3 backend: a download cut short on the wire', () => {
 
     beforeAll(async () => {
       database = await createTestDatabase();
-      server = await startTestApp(database, { ...s3.env, S3_ENDPOINT: proxy.url });
+      server = await startTestApp(database, { ...wire.s3.env, S3_ENDPOINT: wire.proxy.url });
       const created = await fetch(`${server.url}/v1/admin/buckets`, {
         method: 'POST',
         headers: { authorization: `Bearer ${server.serviceKey}`, 'content-type': 'application/json' },
@@ -285,7 +274,7 @@ describe('S3 backend: a download cut short on the wire', () => {
         generatedBytes(total).pipe(request);
       });
       expect(put).toBe(201);
-      const before = proxy.log.length;
+      const before = wire.proxy.log.length;
 
       // Read 1 MiB of the download, then drop the connection.
       await new Promise<void>((resolve, reject) => {
@@ -306,7 +295,7 @@ describe('S3 backend: a download cut short on the wire', () => {
           response.once('end', () => reject(new Error('the whole object arrived before the client went away')));
         });
       });
-      const gets = proxy.log.slice(before).filter((entry) => entry.method === 'GET');
+      const gets = wire.proxy.log.slice(before).filter((entry) => entry.method === 'GET');
       expect(gets).toHaveLength(1);
       // Basalt's request to S3 was cut off rather than read to its end.
       expect(await gets[0]!.ended).toBe(false);
