@@ -182,23 +182,43 @@ interface Started {
   close(): Promise<void>;
 }
 
+/**
+ * One of the benchmark's own servers (`bench/<script>`) on a free port, in a process of its own
+ * with the run's heap floor; stopped by the run's cleanups.
+ */
+async function startBenchServer(
+  cleanups: Array<() => Promise<void>>,
+  name: string,
+  script: string,
+  env: Record<string, string>,
+  readyPath = '/healthz',
+): Promise<ServerProcess> {
+  const port = await freePort();
+  const server = await startServer({
+    name,
+    command: process.execPath,
+    args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, script)],
+    cwd: ROOT_DIR,
+    env: childEnv({ ...env, PORT: String(port) }),
+    url: `http://127.0.0.1:${port}`,
+    readyPath,
+  });
+  cleanups.push(() => server.stop());
+  return server;
+}
+
 async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endpoint: string; server: ServerProcess }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-s3rver-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const server = await startServer({
-    name: 's3rver',
-    command: process.execPath,
-    args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts')],
-    cwd: ROOT_DIR,
-    env: childEnv({ PORT: String(port), S3RVER_DIR: dir, S3RVER_BUCKET: S3_BUCKET }),
-    url: endpoint,
-    // An anonymous ListObjects of the bucket answers 200 once the server is up.
-    readyPath: `/${S3_BUCKET}`,
-  });
-  cleanups.push(() => server.stop());
-  return { endpoint, server };
+  // An anonymous ListObjects of the bucket answers 200 once the server is up.
+  const server = await startBenchServer(
+    cleanups,
+    's3rver',
+    's3rver-server.ts',
+    { S3RVER_DIR: dir, S3RVER_BUCKET: S3_BUCKET },
+    `/${S3_BUCKET}`,
+  );
+  return { endpoint: server.url, server };
 }
 
 async function start(backend: Backend, settings: Settings): Promise<Started> {
@@ -212,19 +232,15 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
     let relay: DownloadSide | null = null;
     if (backend === 's3') {
       const { endpoint } = await startS3rver(cleanups);
-      const relayPort = await freePort();
-      const relayUrl = `http://127.0.0.1:${relayPort}`;
-      const relayProcess = await startServer({
-        name: 's3-relay',
-        command: process.execPath,
-        args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-s3-relay.ts')],
-        cwd: ROOT_DIR,
-        env: childEnv({ PORT: String(relayPort), S3_ENDPOINT: endpoint, S3_BUCKET }),
-        url: relayUrl,
-        readyPath: '/healthz',
+      const relayProcess = await startBenchServer(cleanups, 's3-relay', 'storage-s3-relay.ts', {
+        S3_ENDPOINT: endpoint,
+        S3_BUCKET,
       });
-      cleanups.push(() => relayProcess.stop());
-      relay = { name: 'relay', process: relayProcess, download: (name) => get(`${relayUrl}/direct/${name}`, {}) };
+      relay = {
+        name: 'relay',
+        process: relayProcess,
+        download: (name) => get(`${relayProcess.url}/direct/${name}`, {}),
+      };
       s3Env = {
         STORAGE_BACKEND: 's3',
         S3_ENDPOINT: endpoint,
@@ -324,18 +340,10 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
     } else {
       const rawDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-raw-storage-'));
       cleanups.push(() => rm(rawDir, { recursive: true, force: true }));
-      const rawPort = await freePort();
-      const rawUrl = `http://127.0.0.1:${rawPort}`;
-      const raw = await startServer({
-        name: 'raw-storage',
-        command: process.execPath,
-        args: [...NODE_HEAP_FLOOR, '--import', 'tsx', path.join(BENCH_DIR, 'storage-raw-server.ts')],
-        cwd: ROOT_DIR,
-        env: childEnv({ PORT: String(rawPort), RAW_STORAGE_DIR: rawDir }),
-        url: rawUrl,
-        readyPath: '/healthz',
+      const raw = await startBenchServer(cleanups, 'raw-storage', 'storage-raw-server.ts', {
+        RAW_STORAGE_DIR: rawDir,
       });
-      cleanups.push(() => raw.stop());
+      const rawUrl = raw.url;
       direct = {
         name: 'direct',
         process: raw,
