@@ -98,17 +98,4 @@ export function parseFieldPath(path: unknown, where: string): string[] {
   return segments;
 }
 
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
-/** Postgres text and jsonb cannot hold NUL or unpaired surrogates: such strings are refused up front. */
-export function isStorableString(value: string): boolean {
-  return !value.includes('\u0000') && !LONE_SURROGATE.test(value);
-}
-
-/** Whether a JSON value holds only storable strings (keys included). */
-export function isStorableJson(value: unknown, depth = 0): boolean {
-  if (typeof value === 'string') return isStorableString(value);
-  if (value === null || typeof value !== 'object' || depth > 100) return true;
-  if (Array.isArray(value)) return value.every((item) => isStorableJson(item, depth + 1));
-  return Object.entries(value).every(([key, item]) => isStorableString(key) && isStorableJson(item, depth + 1));
-}
+export { isStorableJson, isStorableString } from '../../internal/user-json.js';
