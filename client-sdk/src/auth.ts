@@ -1,42 +1,11 @@
-import type { HttpTransport, SessionStorage } from './client.js';
 import { BasaltError } from './errors.js';
-import { onPageWake, tabChannel, withLock } from './tabs.js';
+import { SessionStore, type Stored } from './session-store.js';
+import { onPageWake, withLock } from './tabs.js';
+import type { HttpTransport, SessionStorage } from './transport.js';
+import type { AuthResponse, Session, SessionInfo, User } from './wire.js';
 
-/** A session as the server issues it. `expires_at` is in seconds since the epoch. */
-export interface Session {
-  access_token: string;
-  token_type: 'bearer';
-  expires_in: number;
-  expires_at: number;
-  refresh_token: string;
-}
-
-export interface User {
-  id: string;
-  email: string | null;
-  email_confirmed_at: string | null;
-  is_anonymous: boolean;
-  created_at: string;
-  updated_at: string;
-  last_sign_in_at?: string | null;
-  user_metadata: Record<string, unknown>;
-  app_metadata: Record<string, unknown>;
-}
-
-export interface AuthResponse {
-  user: User;
-  session: Session | null;
-}
-
-export interface SessionInfo {
-  id: string;
-  created_at: string;
-  refreshed_at: string;
-  expires_at: string;
-  user_agent: string | null;
-  ip: string | null;
-  current: boolean;
-}
+export type { AuthResponse, Session, SessionInfo, User } from './wire.js';
+export { defaultStorage } from './session-store.js';
 
 export type AuthChangeEvent = 'SIGNED_IN' | 'SIGNED_OUT' | 'TOKEN_REFRESHED' | 'USER_UPDATED';
 export type AuthStateListener = (event: AuthChangeEvent, session: Session | null) => void;
@@ -56,22 +25,6 @@ export interface AuthOptions {
    * and follow each other's changes. Default: when the storage is the browser's localStorage.
    */
   syncTabs?: boolean;
-}
-
-interface Stored {
-  session: Session;
-  user: User;
-  /**
-   * When this state was written (ms, bumped to stay increasing). A tab may see another tab's
-   * message before its storage write: a stored state older than one already seen is stale.
-   */
-  seq?: number;
-}
-
-/** What a tab tells the others after changing the stored session: the new state, or null for signed out. */
-interface TabMessage {
-  seq: number;
-  state: Stored | null;
 }
 
 /** Refresh this long before expiry, or at three quarters of a very short token life. */
@@ -121,8 +74,8 @@ export class AuthClient {
   private readonly listeners = new Set<AuthStateListener>();
   /** Changes of the session (in memory and in storage) run one at a time, in call order. */
   private queue: Promise<unknown> = Promise.resolve();
-  /** Tells the other tabs that the stored session changed. */
-  private readonly announce: (message: TabMessage) => void = () => undefined;
+  /** Where the session persists and how the tabs sharing it hear of changes; null: memory only. */
+  private readonly store: SessionStore | null;
   /** The newest state this tab knows of (its own write, another tab's message, or storage). */
   private seq = 0;
   /** The newest state this tab has seen in storage itself. */
@@ -137,14 +90,15 @@ export class AuthClient {
     private readonly options: AuthOptions,
   ) {
     this.autoRefresh = options.autoRefreshToken;
-    this.syncTabs = options.storage !== null && (options.syncTabs ?? isLocalStorage(options.storage));
+    this.store = options.storage ? new SessionStore(options.storage, options.storageKey) : null;
+    this.syncTabs = this.store !== null && (options.syncTabs ?? this.store.isLocalStorage());
     http.useAccessToken(() => this.accessToken());
     this.ready = this.initialize();
-    if (this.syncTabs) {
-      this.announce = tabChannel(`basalt.auth:${options.storageKey}`, options.storageKey, (message) => {
-        const told = message as TabMessage | undefined;
-        void (typeof told?.seq === 'number' ? this.serial(async () => this.follow(told.state, told.seq)) : this.sync());
-      });
+    if (this.store && this.syncTabs) {
+      this.store.shareWithTabs(
+        (state, seq) => void this.serial(async () => this.follow(state, seq)),
+        () => void this.sync(),
+      );
     }
     // Timers sleep with the page: on wake, catch up with the other tabs and refresh if due.
     onPageWake(() => void (this.syncTabs ? this.sync() : Promise.resolve()).then(() => this.schedule()));
@@ -516,12 +470,9 @@ export class AuthClient {
     const state = next && { session: next.session, user: next.user, seq: this.seq };
     this.current = state;
     this.schedule();
-    const storage = this.options.storage;
-    if (storage) {
-      if (state) await storage.setItem(this.options.storageKey, JSON.stringify(state));
-      else await storage.removeItem(this.options.storageKey);
+    if (this.store) {
+      await this.store.save(state, this.seq);
       this.storedSeq = this.seq;
-      this.announce({ seq: this.seq, state });
     }
     if (event && (next || had)) this.emit(event);
   }
@@ -601,17 +552,8 @@ export class AuthClient {
     (this.timer as { unref?: () => void }).unref?.();
   }
 
-  private async load(): Promise<Stored | null> {
-    if (!this.options.storage) return null;
-    try {
-      const raw = await this.options.storage.getItem(this.options.storageKey);
-      if (!raw) return null;
-      const parsed = JSON.parse(raw) as Partial<Stored>;
-      if (typeof parsed.session?.refresh_token !== 'string' || typeof parsed.user?.id !== 'string') return null;
-      return parsed as Stored;
-    } catch {
-      return null;
-    }
+  private load(): Promise<Stored | null> {
+    return this.store?.load() ?? Promise.resolve(null);
   }
 
   private emit(event: AuthChangeEvent): void {
@@ -623,27 +565,5 @@ export class AuthClient {
         // A failing listener must not break the others or the auth flow.
       }
     }
-  }
-}
-
-function isLocalStorage(storage: SessionStorage): boolean {
-  try {
-    return storage === (globalThis as { localStorage?: unknown }).localStorage;
-  } catch {
-    return false;
-  }
-}
-
-/** localStorage when the environment has a working one, else nothing (memory only). */
-export function defaultStorage(): SessionStorage | null {
-  try {
-    const storage = (globalThis as { localStorage?: SessionStorage }).localStorage;
-    if (!storage) return null;
-    const probe = '__basalt_probe__';
-    storage.setItem(probe, '1');
-    storage.removeItem(probe);
-    return storage;
-  } catch {
-    return null;
   }
 }

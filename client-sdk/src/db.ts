@@ -2,27 +2,17 @@
  * `basalt.db`: documents, queries, counts and batches over /v1/db. Every call returns a
  * promise that rejects with a BasaltError carrying the server's catalogue code.
  */
-import type { HttpTransport } from './client.js';
 import { BasaltError } from './errors.js';
-import { liveQueryOf, realtimeFor, type DocChangeType } from './realtime.js';
+import { liveQueryOf, type LiveQueries } from './live-query.js';
+import type { OrderDirection } from './order.js';
+import type { HttpTransport } from './transport.js';
+import type { Doc, DocChangeType, DocumentData } from './wire.js';
+
+export type { Doc, DocumentData } from './wire.js';
+export type { OrderDirection } from './order.js';
 
 export type WhereOp =
   '==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not-in' | 'array-contains' | 'array-contains-any' | 'exists';
-
-export type OrderDirection = 'asc' | 'desc';
-
-export type DocumentData = Record<string, unknown>;
-
-/** A stored document, as every call returns it. */
-export interface Doc<T = DocumentData> {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: T;
-}
 
 /** `[path, op, value]`; path is a dotted path into data, or id, owner, created_at, updated_at. */
 export type Condition = [path: string, op: WhereOp, value: unknown];
@@ -115,16 +105,22 @@ function versionHeaders(options: WriteOptions | undefined): Record<string, strin
   return options?.ifVersion === undefined ? {} : { 'if-match': String(options.ifVersion) };
 }
 
+/** What queries and references use: the HTTP transport, and the live queries of the same client. */
+export interface DbContext {
+  readonly http: HttpTransport;
+  readonly live: LiveQueries;
+}
+
 /** An immutable query: each method returns a new one. */
 export class Query<T = DocumentData> {
   constructor(
-    protected readonly http: HttpTransport,
+    protected readonly context: DbContext,
     readonly collection: string,
     protected readonly body: QueryBody = {},
   ) {}
 
   protected with(change: Partial<QueryBody>): Query<T> {
-    return new Query<T>(this.http, this.collection, { ...this.body, ...change });
+    return new Query<T>(this.context, this.collection, { ...this.body, ...change });
   }
 
   /** Adds a condition (ANDed with the others), or a filter built with or(...) / and(...). */
@@ -162,7 +158,7 @@ export class Query<T = DocumentData> {
     callback: (snapshot: { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }) => void,
     onError?: (error: BasaltError) => void,
   ): () => void {
-    return realtimeFor(this.http).subscribe(
+    return this.context.live.subscribe(
       { collection: this.collection, query: liveQueryOf(this.body) },
       (snapshot) =>
         callback(snapshot as unknown as { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }),
@@ -171,7 +167,7 @@ export class Query<T = DocumentData> {
   }
 
   async get(): Promise<QueryResult<T>> {
-    const result = await this.http.request<{ docs: Doc<T>[]; next_cursor: string | null }>(
+    const result = await this.context.http.request<{ docs: Doc<T>[]; next_cursor: string | null }>(
       'POST',
       `/v1/db/${segment(this.collection)}/query`,
       this.body,
@@ -182,14 +178,18 @@ export class Query<T = DocumentData> {
   /** How many documents match (that the caller may read); limit and cursor are ignored. */
   async count(): Promise<number> {
     const body = this.body.where ? { where: this.body.where } : {};
-    const result = await this.http.request<{ count: number }>('POST', `/v1/db/${segment(this.collection)}/count`, body);
+    const result = await this.context.http.request<{ count: number }>(
+      'POST',
+      `/v1/db/${segment(this.collection)}/count`,
+      body,
+    );
     return result.count;
   }
 }
 
 export class DocumentRef<T = DocumentData> {
   constructor(
-    private readonly http: HttpTransport,
+    private readonly context: DbContext,
     readonly collection: string,
     readonly id: string,
   ) {}
@@ -201,7 +201,7 @@ export class DocumentRef<T = DocumentData> {
   /** The document, or null when it does not exist or the caller may not read it. */
   async get(): Promise<Doc<T> | null> {
     try {
-      return await this.http.request<Doc<T>>('GET', this.path);
+      return await this.context.http.request<Doc<T>>('GET', this.path);
     } catch (error) {
       if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
       throw error;
@@ -210,7 +210,7 @@ export class DocumentRef<T = DocumentData> {
 
   /** Live document: called with it (or null when absent or unreadable), then after every change. */
   onSnapshot(callback: (doc: Doc<T> | null) => void, onError?: (error: BasaltError) => void): () => void {
-    return realtimeFor(this.http).subscribe(
+    return this.context.live.subscribe(
       { collection: this.collection, docId: this.id },
       (snapshot) => callback((snapshot.docs[0] as unknown as Doc<T> | undefined) ?? null),
       onError,
@@ -219,7 +219,7 @@ export class DocumentRef<T = DocumentData> {
 
   /** Replaces the data, or creates the document. */
   set(data: WriteData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return this.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
+    return this.context.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
   }
 
   /**
@@ -227,29 +227,29 @@ export class DocumentRef<T = DocumentData> {
    * When the read rule hides the document from the caller, the result's `data` is null.
    */
   update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return this.http.request<Doc<T>>('PATCH', this.path, { data: patch }, versionHeaders(options));
+    return this.context.http.request<Doc<T>>('PATCH', this.path, { data: patch }, versionHeaders(options));
   }
 
   async delete(options?: WriteOptions): Promise<void> {
-    await this.http.request<void>('DELETE', this.path, undefined, versionHeaders(options));
+    await this.context.http.request<void>('DELETE', this.path, undefined, versionHeaders(options));
   }
 }
 
 export class CollectionRef<T = DocumentData> extends Query<T> {
-  constructor(http: HttpTransport, collection: string) {
-    super(http, collection);
+  constructor(context: DbContext, collection: string) {
+    super(context, collection);
   }
 
   /** Creates a document; its id is generated unless given. */
   add(data: WriteData<T>, options: { id?: string } = {}): Promise<Doc<T>> {
-    return this.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, {
+    return this.context.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, {
       ...(options.id !== undefined ? { id: options.id } : {}),
       data,
     });
   }
 
   doc(id: string): DocumentRef<T> {
-    return new DocumentRef<T>(this.http, this.collection, id);
+    return new DocumentRef<T>(this.context, this.collection, id);
   }
 }
 
@@ -309,13 +309,18 @@ function ifVersion(options: WriteOptions | undefined): { if_version?: number } {
 }
 
 export class DbClient {
-  constructor(private readonly http: HttpTransport) {}
+  private readonly context: DbContext;
+
+  /** `live` runs live queries: the client's realtime connection. */
+  constructor(http: HttpTransport, live: LiveQueries) {
+    this.context = { http, live };
+  }
 
   collection<T = DocumentData>(name: string): CollectionRef<T> {
-    return new CollectionRef<T>(this.http, name);
+    return new CollectionRef<T>(this.context, name);
   }
 
   batch(): WriteBatch {
-    return new WriteBatch(this.http);
+    return new WriteBatch(this.context.http);
   }
 }

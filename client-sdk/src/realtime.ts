@@ -1,32 +1,17 @@
-import { BasaltError, isErrorCode } from './errors.js';
+/**
+ * The client's one realtime websocket: connection, authentication, keepalive and reconnect
+ * with backoff, shared by every live query (live-query.ts) and channel (channel.ts).
+ */
+import { BasaltError } from './errors.js';
+import { RealtimeChannel, type ChannelHost } from './channel.js';
+import { frameError, type Frame } from './frames.js';
+import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
 import { onPageWake } from './tabs.js';
 
-/** A document as the server sends it. */
-export interface LiveDoc<T = Record<string, unknown>> {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: T;
-}
-
-export type DocChangeType = 'added' | 'modified' | 'removed';
-
-export interface QuerySnapshot<T = Record<string, unknown>> {
-  /** The query's result, in its order. */
-  docs: LiveDoc<T>[];
-  /** What changed since the previous snapshot (the first lists every document as added). */
-  changes: Array<{ type: DocChangeType; doc: LiveDoc<T> }>;
-}
-
-/** The query part a live query sends: as in `/query`, without `after`. */
-export interface LiveQuery {
-  where?: unknown[];
-  order_by?: Array<[string, 'asc' | 'desc']>;
-  limit?: number;
-}
+export type { PresenceEntry, PresenceState } from './channel.js';
+export { RealtimeChannel } from './channel.js';
+export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
+export type { DocChangeType } from './wire.js';
 
 /** The subset of the WebSocket API the SDK uses (the browser's, or the `ws` package on Node). */
 export interface WebSocketLike {
@@ -40,347 +25,12 @@ export interface WebSocketLike {
 }
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
-export interface PresenceEntry<P = unknown> {
-  ref: string;
-  key: string;
-  payload: P;
-}
-/** Who is in a channel: presence key → the payloads tracked under it (one per tab or device). */
-export type PresenceState<P = unknown> = Record<string, P[]>;
-
-type Frame = { type: string } & Record<string, unknown>;
-
 const OPEN = 1;
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 10_000;
 const KEEPALIVE_MS = 25_000;
 /** After a wake-up (page shown, back online) an open socket must answer a ping this fast, or it is replaced. */
 const WAKE_PROBE_MS = 3_000;
-
-function frameError(frame: Frame): BasaltError {
-  const code = isErrorCode(frame.code) ? frame.code : 'INTERNAL';
-  return new BasaltError(code, typeof frame.message === 'string' ? frame.message : undefined);
-}
-
-// Document order as the server sorts (see docs/realtime.md): missing < null < booleans <
-// numbers < strings < arrays < objects; strings by code point; ties by id.
-function typeRank(value: unknown): number {
-  if (value === undefined) return 0;
-  if (value === null) return 1;
-  switch (typeof value) {
-    case 'boolean':
-      return 2;
-    case 'number':
-      return 3;
-    case 'string':
-      return 4;
-    default:
-      return Array.isArray(value) ? 5 : 6;
-  }
-}
-
-function compareStrings(a: string, b: string): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x === y) continue;
-    const xs = x >= 0xd800 && x <= 0xdfff ? x + 0x10000 : x;
-    const ys = y >= 0xd800 && y <= 0xdfff ? y + 0x10000 : y;
-    return xs < ys ? -1 : 1;
-  }
-  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
-}
-
-function compareValues(a: unknown, b: unknown): number {
-  const ra = typeRank(a);
-  const rb = typeRank(b);
-  if (ra !== rb) return ra < rb ? -1 : 1;
-  if (typeof a === 'boolean' && typeof b === 'boolean') return a === b ? 0 : a ? 1 : -1;
-  if (typeof a === 'number' && typeof b === 'number') return a === b ? 0 : a < b ? -1 : 1;
-  if (typeof a === 'string' && typeof b === 'string') return compareStrings(a, b);
-  return 0;
-}
-
-const SYSTEM_FIELDS = new Set(['id', 'owner', 'created_at', 'updated_at']);
-
-function fieldValue(doc: LiveDoc<unknown>, path: string): unknown {
-  if (SYSTEM_FIELDS.has(path)) return (doc as unknown as Record<string, unknown>)[path];
-  // As the server reads paths: a numeric segment indexes an array, other keys must be own.
-  let value: unknown = doc.data;
-  for (const part of path.split('.')) {
-    if (typeof value !== 'object' || value === null) return undefined;
-    if (Array.isArray(value)) {
-      if (!/^\d+$/.test(part)) return undefined;
-      value = value[Number(part)];
-    } else {
-      value = Object.prototype.hasOwnProperty.call(value, part) ? (value as Record<string, unknown>)[part] : undefined;
-    }
-  }
-  return value;
-}
-
-function comparator(orderBy: LiveQuery['order_by'] = []): (a: LiveDoc<unknown>, b: LiveDoc<unknown>) => number {
-  const idDirection = (orderBy.at(-1)?.[1] ?? 'asc') === 'asc' ? 1 : -1;
-  return (a, b) => {
-    for (const [path, direction] of orderBy) {
-      const order = compareValues(fieldValue(a, path), fieldValue(b, path));
-      if (order !== 0) return direction === 'desc' ? -order : order;
-    }
-    return compareStrings(a.id, b.id) * idDirection;
-  };
-}
-
-/** One live query: keeps the client's copy and the cursor to resume from. */
-class LiveSubscription {
-  docs = new Map<string, LiveDoc<unknown>>();
-  cursor: string | null = null;
-  ready = false;
-  /** Resubscribed once after the server dropped it for an expired token; a second drop is final. */
-  retried = false;
-  private pending: Array<{ type: DocChangeType; doc: LiveDoc<unknown> }> = [];
-  private flushScheduled = false;
-  private readonly compare: (a: LiveDoc<unknown>, b: LiveDoc<unknown>) => number;
-
-  constructor(
-    readonly id: string,
-    readonly target: { collection: string; docId?: string; query?: LiveQuery },
-    private readonly onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
-    readonly onError: (error: BasaltError) => void,
-  ) {
-    this.compare = comparator(target.query?.order_by);
-  }
-
-  message(): Frame {
-    return {
-      type: 'subscribe',
-      id: this.id,
-      collection: this.target.collection,
-      ...(this.target.docId !== undefined ? { doc_id: this.target.docId } : {}),
-      ...(this.target.query !== undefined ? { query: this.target.query } : {}),
-      ...(this.cursor !== null ? { resume_from: this.cursor } : {}),
-    };
-  }
-
-  handle(frame: Frame): void {
-    if (typeof frame.cursor === 'string') this.cursor = frame.cursor;
-    if (frame.type === 'subscribed' || frame.type === 'reset') {
-      if (Array.isArray(frame.docs)) this.replace(frame.docs as LiveDoc<unknown>[], !this.ready);
-      this.ready = true;
-    } else if (frame.type === 'change') {
-      const doc = frame.doc as LiveDoc<unknown>;
-      const type = frame.change as DocChangeType;
-      const known = this.docs.get(doc.id);
-      // A change already reflected (the server replays from the cursor after a reconnect) is skipped.
-      if (type === 'removed') {
-        if (!known) return;
-        this.docs.delete(doc.id);
-      } else {
-        if (known && known.version === doc.version && known.updated_at === doc.updated_at) return;
-        this.docs.set(doc.id, doc);
-      }
-      this.push({ type: type === 'added' && known ? 'modified' : type, doc });
-    }
-  }
-
-  private replace(docs: LiveDoc<unknown>[], first: boolean): void {
-    const next = new Map(docs.map((doc) => [doc.id, doc]));
-    if (first) {
-      this.docs = next;
-      this.pending.push(...docs.map((doc) => ({ type: 'added' as const, doc })));
-      this.schedule(true);
-      return;
-    }
-    for (const [id, doc] of this.docs) if (!next.has(id)) this.push({ type: 'removed', doc });
-    for (const [id, doc] of next) {
-      const known = this.docs.get(id);
-      if (!known) this.push({ type: 'added', doc });
-      else if (known.version !== doc.version || known.updated_at !== doc.updated_at)
-        this.push({ type: 'modified', doc });
-    }
-    this.docs = next;
-    this.schedule(true);
-  }
-
-  private push(change: { type: DocChangeType; doc: LiveDoc<unknown> }): void {
-    this.pending.push(change);
-    this.schedule(false);
-  }
-
-  /** Changes that arrive together reach the callback as one snapshot. */
-  private schedule(always: boolean): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(() => {
-      this.flushScheduled = false;
-      const changes = this.pending;
-      this.pending = [];
-      if (changes.length === 0 && !always) return;
-      this.onSnapshot({ docs: [...this.docs.values()].sort(this.compare), changes });
-    });
-  }
-}
-
-interface Waiter {
-  resolve: () => void;
-  reject: (error: BasaltError) => void;
-}
-
-/**
- * A channel: broadcast messages and presence shared by everyone who joined it, on any
- * server instance.
- */
-export class RealtimeChannel {
-  private readonly broadcastHandlers = new Map<string, Set<(payload: unknown) => void>>();
-  private readonly presenceHandlers = new Set<
-    (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void
-  >();
-  private presence = new Map<string, PresenceEntry>();
-  /** Whether the app wants to be in the channel (it rejoins after a reconnect). */
-  joined = false;
-  tracked: unknown = undefined;
-  /** The next presence frame is the full state (sent after the first join on a connection). */
-  awaitingState = false;
-  /** Joined on the current connection: a later join only replaces the tracked presence. */
-  onSocket = false;
-  private waiters: Waiter[] = [];
-
-  constructor(
-    readonly name: string,
-    private readonly client: RealtimeClient,
-  ) {}
-
-  on(type: 'broadcast', event: string, callback: (payload: unknown) => void): this;
-  on(
-    type: 'presence',
-    callback: (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
-  ): this;
-  on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
-    if (type === 'broadcast') {
-      const [event, callback] = args as [string, (payload: unknown) => void];
-      const set = this.broadcastHandlers.get(event) ?? new Set();
-      set.add(callback);
-      this.broadcastHandlers.set(event, set);
-    } else {
-      this.presenceHandlers.add(
-        args[0] as (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
-      );
-    }
-    return this;
-  }
-
-  /** Joins the channel; resolves once the server confirmed (presence state known). */
-  subscribe(): Promise<void> {
-    this.joined = true;
-    return this.join();
-  }
-
-  /** Broadcasts to the other members (not to this client). */
-  send(event: string, payload: unknown): void {
-    if (!this.joined) throw new BasaltError('INVALID_REQUEST', 'Subscribe to the channel before sending.');
-    this.client.send({ type: 'broadcast', channel: this.name, event, payload });
-  }
-
-  /** Shares this client's presence payload with the channel (replacing the previous one). */
-  track(payload: unknown): Promise<void> {
-    this.joined = true;
-    this.tracked = payload;
-    return this.join();
-  }
-
-  async unsubscribe(): Promise<void> {
-    if (!this.joined) return;
-    this.joined = false;
-    this.tracked = undefined;
-    if (this.client.connected) {
-      const left = this.wait();
-      this.client.send({ type: 'leave', channel: this.name });
-      this.onSocket = false;
-      await left.catch(() => undefined);
-    }
-    this.setPresence(new Map());
-    this.client.release(this);
-  }
-
-  /** The current presence state. */
-  presenceState(): PresenceState {
-    const state: PresenceState = {};
-    for (const entry of this.presence.values()) (state[entry.key] ??= []).push(entry.payload);
-    return state;
-  }
-
-  private join(): Promise<void> {
-    const done = this.wait();
-    this.client.joinChannel(this);
-    return done;
-  }
-
-  private wait(): Promise<void> {
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
-  }
-
-  /** The join message for (re)joining. */
-  joinMessage(): Frame {
-    return {
-      type: 'join',
-      channel: this.name,
-      ...(this.tracked !== undefined ? { presence: this.tracked } : {}),
-    };
-  }
-
-  handle(frame: Frame): void {
-    switch (frame.type) {
-      case 'broadcast':
-        for (const callback of this.broadcastHandlers.get(String(frame.event)) ?? []) callback(frame.payload);
-        break;
-      case 'presence': {
-        const joins = (frame.joins ?? []) as PresenceEntry[];
-        const leaves = (frame.leaves ?? []) as PresenceEntry[];
-        if (this.awaitingState) {
-          this.awaitingState = false;
-          this.setPresence(new Map(joins.map((entry) => [entry.ref, entry])));
-          break;
-        }
-        const next = new Map(this.presence);
-        for (const entry of joins) next.set(entry.ref, entry);
-        for (const entry of leaves) next.delete(entry.ref);
-        this.presence = next;
-        this.emitPresence(joins, leaves);
-        break;
-      }
-      case 'joined':
-      case 'left':
-        for (const waiter of this.waiters.splice(0)) waiter.resolve();
-        break;
-      case 'error':
-        for (const waiter of this.waiters.splice(0)) waiter.reject(frameError(frame));
-        break;
-    }
-  }
-
-  /** Pending subscribe/track/unsubscribe calls fail with `error`. */
-  fail(error: BasaltError): void {
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
-  }
-
-  /** The connection dropped: pending calls fail unless they are retried on reconnect. */
-  disconnected(): void {
-    this.onSocket = false;
-    if (!this.joined) for (const waiter of this.waiters.splice(0)) waiter.reject(new BasaltError('UNAVAILABLE'));
-  }
-
-  private setPresence(next: Map<string, PresenceEntry>): void {
-    const joins = [...next.values()].filter((entry) => !this.presence.has(entry.ref));
-    const leaves = [...this.presence.values()].filter((entry) => !next.has(entry.ref));
-    this.presence = next;
-    if (joins.length > 0 || leaves.length > 0) this.emitPresence(joins, leaves);
-  }
-
-  private emitPresence(joins: PresenceEntry[], leaves: PresenceEntry[]): void {
-    const state = this.presenceState();
-    for (const callback of this.presenceHandlers) callback(state, { joins, leaves });
-  }
-}
 
 export interface RealtimeOptions {
   baseUrl: string;
@@ -395,7 +45,7 @@ export interface RealtimeOptions {
  * resumes each query from its last cursor, so callbacks see every change once and in
  * order across disconnects, sleep and server restarts.
  */
-export class RealtimeClient {
+export class RealtimeClient implements ChannelHost, LiveQueries {
   private socket: WebSocketLike | null = null;
   private connecting = false;
   /** The socket is open and has been sent the auth, queries and channels: new ones go straight out. */
@@ -417,7 +67,7 @@ export class RealtimeClient {
 
   /** Follows a query (or one document with `docId`); returns the function that stops it. */
   subscribe(
-    target: { collection: string; docId?: string; query?: LiveQuery },
+    target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError: (error: BasaltError) => void = () => undefined,
   ): () => void {
@@ -692,31 +342,4 @@ export class RealtimeClient {
       this.channels.get(frame.channel)?.handle(frame);
     }
   }
-}
-
-const registry = new WeakMap<object, RealtimeClient>();
-
-/** Ties a realtime client to the HTTP transport of the same BasaltClient (db refs carry only the transport). */
-export function registerRealtime(http: object, realtime: RealtimeClient): void {
-  registry.set(http, realtime);
-}
-
-/** The realtime client of the BasaltClient that owns `http`. */
-export function realtimeFor(http: object): RealtimeClient {
-  const realtime = registry.get(http);
-  if (!realtime) throw new BasaltError('UNAVAILABLE', 'This client has no realtime connection.');
-  return realtime;
-}
-
-/** The part of a query body a live query takes (`after` does not apply to a live result). */
-export function liveQueryOf(body: {
-  where?: unknown[];
-  order_by?: Array<[string, 'asc' | 'desc']>;
-  limit?: number;
-}): LiveQuery {
-  return {
-    ...(body.where !== undefined ? { where: body.where } : {}),
-    ...(body.order_by !== undefined ? { order_by: body.order_by } : {}),
-    ...(body.limit !== undefined ? { limit: body.limit } : {}),
-  };
 }

@@ -1,4 +1,4 @@
-import type { HttpTransport } from './client.js';
+import type { HttpTransport } from './transport.js';
 import { BasaltError } from './errors.js';
 
 /** A stored object's metadata, as the server returns it. */

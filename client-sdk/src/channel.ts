@@ -1,0 +1,181 @@
+/** A realtime channel: broadcast messages and presence. */
+import { BasaltError } from './errors.js';
+import { frameError, type Frame } from './frames.js';
+
+export interface PresenceEntry<P = unknown> {
+  ref: string;
+  key: string;
+  payload: P;
+}
+/** Who is in a channel: presence key → the payloads tracked under it (one per tab or device). */
+export type PresenceState<P = unknown> = Record<string, P[]>;
+
+/** The connection a channel talks through (the client's realtime socket). */
+export interface ChannelHost {
+  /** Whether frames sent now go out at once. */
+  readonly connected: boolean;
+  send(frame: Frame): void;
+  joinChannel(channel: RealtimeChannel): void;
+  release(channel: RealtimeChannel): void;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: BasaltError) => void;
+}
+
+/**
+ * A channel: broadcast messages and presence shared by everyone who joined it, on any
+ * server instance.
+ */
+export class RealtimeChannel {
+  private readonly broadcastHandlers = new Map<string, Set<(payload: unknown) => void>>();
+  private readonly presenceHandlers = new Set<
+    (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void
+  >();
+  private presence = new Map<string, PresenceEntry>();
+  /** Whether the app wants to be in the channel (it rejoins after a reconnect). */
+  joined = false;
+  tracked: unknown = undefined;
+  /** The next presence frame is the full state (sent after the first join on a connection). */
+  awaitingState = false;
+  /** Joined on the current connection: a later join only replaces the tracked presence. */
+  onSocket = false;
+  private waiters: Waiter[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly client: ChannelHost,
+  ) {}
+
+  on(type: 'broadcast', event: string, callback: (payload: unknown) => void): this;
+  on(
+    type: 'presence',
+    callback: (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
+  ): this;
+  on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
+    if (type === 'broadcast') {
+      const [event, callback] = args as [string, (payload: unknown) => void];
+      const set = this.broadcastHandlers.get(event) ?? new Set();
+      set.add(callback);
+      this.broadcastHandlers.set(event, set);
+    } else {
+      this.presenceHandlers.add(
+        args[0] as (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
+      );
+    }
+    return this;
+  }
+
+  /** Joins the channel; resolves once the server confirmed (presence state known). */
+  subscribe(): Promise<void> {
+    this.joined = true;
+    return this.join();
+  }
+
+  /** Broadcasts to the other members (not to this client). */
+  send(event: string, payload: unknown): void {
+    if (!this.joined) throw new BasaltError('INVALID_REQUEST', 'Subscribe to the channel before sending.');
+    this.client.send({ type: 'broadcast', channel: this.name, event, payload });
+  }
+
+  /** Shares this client's presence payload with the channel (replacing the previous one). */
+  track(payload: unknown): Promise<void> {
+    this.joined = true;
+    this.tracked = payload;
+    return this.join();
+  }
+
+  async unsubscribe(): Promise<void> {
+    if (!this.joined) return;
+    this.joined = false;
+    this.tracked = undefined;
+    if (this.client.connected) {
+      const left = this.wait();
+      this.client.send({ type: 'leave', channel: this.name });
+      this.onSocket = false;
+      await left.catch(() => undefined);
+    }
+    this.setPresence(new Map());
+    this.client.release(this);
+  }
+
+  /** The current presence state. */
+  presenceState(): PresenceState {
+    const state: PresenceState = {};
+    for (const entry of this.presence.values()) (state[entry.key] ??= []).push(entry.payload);
+    return state;
+  }
+
+  private join(): Promise<void> {
+    const done = this.wait();
+    this.client.joinChannel(this);
+    return done;
+  }
+
+  private wait(): Promise<void> {
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** The join message for (re)joining. */
+  joinMessage(): Frame {
+    return {
+      type: 'join',
+      channel: this.name,
+      ...(this.tracked !== undefined ? { presence: this.tracked } : {}),
+    };
+  }
+
+  handle(frame: Frame): void {
+    switch (frame.type) {
+      case 'broadcast':
+        for (const callback of this.broadcastHandlers.get(String(frame.event)) ?? []) callback(frame.payload);
+        break;
+      case 'presence': {
+        const joins = (frame.joins ?? []) as PresenceEntry[];
+        const leaves = (frame.leaves ?? []) as PresenceEntry[];
+        if (this.awaitingState) {
+          this.awaitingState = false;
+          this.setPresence(new Map(joins.map((entry) => [entry.ref, entry])));
+          break;
+        }
+        const next = new Map(this.presence);
+        for (const entry of joins) next.set(entry.ref, entry);
+        for (const entry of leaves) next.delete(entry.ref);
+        this.presence = next;
+        this.emitPresence(joins, leaves);
+        break;
+      }
+      case 'joined':
+      case 'left':
+        for (const waiter of this.waiters.splice(0)) waiter.resolve();
+        break;
+      case 'error':
+        for (const waiter of this.waiters.splice(0)) waiter.reject(frameError(frame));
+        break;
+    }
+  }
+
+  /** Pending subscribe/track/unsubscribe calls fail with `error`. */
+  fail(error: BasaltError): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+  }
+
+  /** The connection dropped: pending calls fail unless they are retried on reconnect. */
+  disconnected(): void {
+    this.onSocket = false;
+    if (!this.joined) for (const waiter of this.waiters.splice(0)) waiter.reject(new BasaltError('UNAVAILABLE'));
+  }
+
+  private setPresence(next: Map<string, PresenceEntry>): void {
+    const joins = [...next.values()].filter((entry) => !this.presence.has(entry.ref));
+    const leaves = [...this.presence.values()].filter((entry) => !next.has(entry.ref));
+    this.presence = next;
+    if (joins.length > 0 || leaves.length > 0) this.emitPresence(joins, leaves);
+  }
+
+  private emitPresence(joins: PresenceEntry[], leaves: PresenceEntry[]): void {
+    const state = this.presenceState();
+    for (const callback of this.presenceHandlers) callback(state, { joins, leaves });
+  }
+}

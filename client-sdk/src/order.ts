@@ -1,0 +1,78 @@
+/**
+ * Document order, as the server sorts query results (docs/realtime.md): missing < null <
+ * booleans < numbers < strings < arrays < objects; strings by code point; ties by id. Live
+ * queries keep their results in this order on the client; the server's SQL ORDER BY and its
+ * in-process sort use the same definition.
+ */
+import type { Doc } from './wire.js';
+
+export type OrderDirection = 'asc' | 'desc';
+export type OrderBy = ReadonlyArray<readonly [string, OrderDirection]>;
+
+export function typeRank(value: unknown): number {
+  if (value === undefined) return 0;
+  if (value === null) return 1;
+  switch (typeof value) {
+    case 'boolean':
+      return 2;
+    case 'number':
+      return 3;
+    case 'string':
+      return 4;
+    default:
+      return Array.isArray(value) ? 5 : 6;
+  }
+}
+
+export function compareStrings(a: string, b: string): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xs = x >= 0xd800 && x <= 0xdfff ? x + 0x10000 : x;
+    const ys = y >= 0xd800 && y <= 0xdfff ? y + 0x10000 : y;
+    return xs < ys ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+
+export function compareValues(a: unknown, b: unknown): number {
+  const ra = typeRank(a);
+  const rb = typeRank(b);
+  if (ra !== rb) return ra < rb ? -1 : 1;
+  if (typeof a === 'boolean' && typeof b === 'boolean') return a === b ? 0 : a ? 1 : -1;
+  if (typeof a === 'number' && typeof b === 'number') return a === b ? 0 : a < b ? -1 : 1;
+  if (typeof a === 'string' && typeof b === 'string') return compareStrings(a, b);
+  return 0;
+}
+
+export const SYSTEM_FIELDS = new Set(['id', 'owner', 'created_at', 'updated_at']);
+
+export function fieldValue(doc: Doc<unknown>, path: string): unknown {
+  if (SYSTEM_FIELDS.has(path)) return (doc as unknown as Record<string, unknown>)[path];
+  // As the server reads paths: a numeric segment indexes an array, other keys must be own.
+  let value: unknown = doc.data;
+  for (const part of path.split('.')) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    if (Array.isArray(value)) {
+      if (!/^\d+$/.test(part)) return undefined;
+      value = value[Number(part)];
+    } else {
+      value = Object.prototype.hasOwnProperty.call(value, part) ? (value as Record<string, unknown>)[part] : undefined;
+    }
+  }
+  return value;
+}
+
+/** Compares two documents by `orderBy`, then by id in the direction of the last term. */
+export function documentComparator(orderBy: OrderBy = []): (a: Doc<unknown>, b: Doc<unknown>) => number {
+  const idDirection = (orderBy.at(-1)?.[1] ?? 'asc') === 'asc' ? 1 : -1;
+  return (a, b) => {
+    for (const [path, direction] of orderBy) {
+      const order = compareValues(fieldValue(a, path), fieldValue(b, path));
+      if (order !== 0) return direction === 'desc' ? -order : order;
+    }
+    return compareStrings(a.id, b.id) * idDirection;
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * The wire contract's shapes: what the server sends and takes, defined once. The server, the
+ * SDK, the dashboard and `basalt/functions` import them from here, as they import the error
+ * catalogue from `errors.ts`.
+ */
+
+export type DocumentData = Record<string, unknown>;
+
+/** A stored document, as every API answer, live query and function event carries it. */
+export interface Doc<T = DocumentData> {
+  id: string;
+  collection: string;
+  owner: string | null;
+  version: number;
+  created_at: string;
+  updated_at: string;
+  data: T;
+}
+
+/** How a live query's result changed. */
+export type DocChangeType = 'added' | 'modified' | 'removed';
+
+/** A session as the server issues it. `expires_at` is in seconds since the epoch. */
+export interface Session {
+  access_token: string;
+  token_type: 'bearer';
+  expires_in: number;
+  expires_at: number;
+  refresh_token: string;
+}
+
+export interface User {
+  id: string;
+  email: string | null;
+  email_confirmed_at: string | null;
+  is_anonymous: boolean;
+  created_at: string;
+  updated_at: string;
+  last_sign_in_at?: string | null;
+  user_metadata: Record<string, unknown>;
+  app_metadata: Record<string, unknown>;
+}
+
+export interface AuthResponse {
+  user: User;
+  session: Session | null;
+}
+
+export interface SessionInfo {
+  id: string;
+  created_at: string;
+  refreshed_at: string;
+  expires_at: string;
+  user_agent: string | null;
+  ip: string | null;
+  current: boolean;
+}
