@@ -1,31 +1,274 @@
-import { bigint, jsonb, pgSchema, text, timestamp } from 'drizzle-orm/pg-core';
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  customType,
+  integer,
+  jsonb,
+  pgSchema,
+  primaryKey,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
 
 /**
- * Drizzle view of Basalt's system tables, which live in the `basalt` schema. The SQL
- * files in migrations/ are the source of truth for the database; this file mirrors
- * them for typed queries. Each module adds its tables here next to its migration.
+ * Drizzle's view of Basalt's system tables, which live in the `basalt` schema. The SQL files
+ * in migrations/ are the source of truth for the database (DDL, triggers, indexes, checks);
+ * this file mirrors every system table column for column, so repositories query them with
+ * drizzle's builder and take their row types from here (`typeof table.$inferSelect`).
+ * test/db-schema.test.ts fails when the two disagree: a migration that adds or changes a
+ * table changes this file in the same commit.
  */
 export const basalt = pgSchema('basalt');
+
+/** Timestamps are read as Date (node-postgres' own parsing for timestamptz). */
+const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** Hashes of tokens and states: raw bytes. */
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+/** A transaction id (`pg_current_xact_id()`), kept as text: it exceeds 2^53. */
+const xid8 = customType<{ data: string; driverData: string }>({ dataType: () => 'xid8' });
+/** A `pg_current_snapshot()`, read as its text form. */
+const pgSnapshot = customType<{ data: string; driverData: string }>({ dataType: () => 'pg_snapshot' });
+
+// -- bookkeeping (0001) ----------------------------------------------------------------------
 
 export const migrations = basalt.table('migrations', {
   name: text('name').primaryKey(),
   checksum: text('checksum').notNull(),
-  appliedAt: timestamp('applied_at', { withTimezone: true }).notNull().defaultNow(),
+  appliedAt: timestamptz('applied_at').notNull().defaultNow(),
 });
 
+/** Settings of the whole deployment, shared by every instance (key → value). */
 export const instanceInfo = basalt.table('instance', {
   key: text('key').primaryKey(),
   value: text('value').notNull(),
-  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
 });
 
-/** Collections (migrations/0005_documents.sql); each one's documents live in basalt_data."<name>". */
+// -- change log (0002, 0007) -----------------------------------------------------------------
+
+export const changes = basalt.table('changes', {
+  id: bigserial('id', { mode: 'number' }).primaryKey(),
+  txid: xid8('txid').notNull().default(sql`pg_current_xact_id()`),
+  tableSchema: text('table_schema').notNull(),
+  tableName: text('table_name').notNull(),
+  op: text('op', { enum: ['insert', 'update', 'delete'] }).notNull(),
+  rowId: text('row_id').notNull(),
+  oldRow: jsonb('old_row'),
+  newRow: jsonb('new_row'),
+  createdAt: timestamptz('created_at')
+    .notNull()
+    .default(sql`clock_timestamp()`),
+});
+
+export const changeTicks = basalt.table('change_ticks', {
+  id: bigint('id', { mode: 'number' }).primaryKey(),
+  snapshot: pgSnapshot('snapshot').notNull(),
+  createdAt: timestamptz('created_at')
+    .notNull()
+    .default(sql`clock_timestamp()`),
+});
+
+export const changeConsumers = basalt.table('change_consumers', {
+  name: text('name').primaryKey(),
+  tickId: bigint('tick_id', { mode: 'number' }).notNull(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+// -- auth (0003, 0004) -----------------------------------------------------------------------
+
+export const users = basalt.table('users', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  email: text('email'),
+  emailConfirmedAt: timestamptz('email_confirmed_at'),
+  isAnonymous: boolean('is_anonymous').notNull().default(false),
+  userMetadata: jsonb('user_metadata').$type<Record<string, unknown>>().notNull().default({}),
+  appMetadata: jsonb('app_metadata').$type<Record<string, unknown>>().notNull().default({}),
+  bannedUntil: timestamptz('banned_until'),
+  lastSignInAt: timestamptz('last_sign_in_at'),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const userSecrets = basalt.table('user_secrets', {
+  userId: uuid('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  passwordHash: text('password_hash'),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const identities = basalt.table('identities', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  provider: text('provider').notNull(),
+  subject: text('subject').notNull(),
+  email: text('email'),
+  identityData: jsonb('identity_data').$type<Record<string, unknown>>().notNull().default({}),
+  lastSignInAt: timestamptz('last_sign_in_at'),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const sessions = basalt.table('sessions', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  refreshedAt: timestamptz('refreshed_at').notNull().defaultNow(),
+  expiresAt: timestamptz('expires_at').notNull(),
+  revokedAt: timestamptz('revoked_at'),
+  revokedReason: text('revoked_reason'),
+  userAgent: text('user_agent'),
+  ip: text('ip'),
+});
+
+export const sessionRevocations = basalt.table('session_revocations', {
+  sessionId: uuid('session_id').primaryKey(),
+  revokedAt: timestamptz('revoked_at')
+    .notNull()
+    .default(sql`clock_timestamp()`),
+});
+
+export const refreshTokens = basalt.table('refresh_tokens', {
+  tokenHash: bytea('token_hash').primaryKey(),
+  sessionId: uuid('session_id')
+    .notNull()
+    .references(() => sessions.id, { onDelete: 'cascade' }),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  rotatedAt: timestamptz('rotated_at'),
+});
+
+export const emailTokens = basalt.table('email_tokens', {
+  tokenHash: bytea('token_hash').primaryKey(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  type: text('type', { enum: ['signup', 'recovery', 'magiclink', 'email_change'] }).notNull(),
+  email: text('email').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  expiresAt: timestamptz('expires_at').notNull(),
+  usedAt: timestamptz('used_at'),
+});
+
+export const signingKeys = basalt.table('signing_keys', {
+  kid: text('kid').primaryKey(),
+  alg: text('alg').notNull(),
+  publicJwk: jsonb('public_jwk').$type<Record<string, unknown>>().notNull(),
+  privateKey: text('private_key').notNull(),
+  createdAt: timestamptz('created_at')
+    .notNull()
+    .default(sql`clock_timestamp()`),
+  retiredAt: timestamptz('retired_at'),
+});
+
+export const oauthStates = basalt.table('oauth_states', {
+  stateHash: bytea('state_hash').primaryKey(),
+  provider: text('provider').notNull(),
+  codeVerifier: text('code_verifier').notNull(),
+  nonce: text('nonce').notNull(),
+  redirectTo: text('redirect_to').notNull(),
+  bindingHash: bytea('binding_hash').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  expiresAt: timestamptz('expires_at').notNull(),
+});
+
+export const rateLimits = basalt.table(
+  'rate_limits',
+  {
+    key: text('key').notNull(),
+    windowStart: timestamptz('window_start').notNull(),
+    count: integer('count').notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.key, table.windowStart] })],
+);
+
+// -- documents (0005); each collection's documents live in basalt_data."<name>" --------------
+
 export const collections = basalt.table('collections', {
   name: text('name').primaryKey(),
-  rules: jsonb('rules').notNull().default({}),
+  rules: jsonb('rules').$type<Record<string, unknown>>().notNull().default({}),
   schema: jsonb('schema'),
-  indexes: jsonb('indexes').notNull().default([]),
+  indexes: jsonb('indexes').$type<unknown[]>().notNull().default([]),
   revision: bigint('revision', { mode: 'number' }).notNull().default(1),
-  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+// -- storage (0006) --------------------------------------------------------------------------
+
+export const buckets = basalt.table('buckets', {
+  name: text('name').primaryKey(),
+  public: boolean('public').notNull().default(false),
+  maxFileSize: bigint('max_file_size', { mode: 'number' }),
+  allowedMimeTypes: text('allowed_mime_types').array(),
+  rules: jsonb('rules').$type<Record<string, unknown>>().notNull().default({}),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const objects = basalt.table('objects', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  bucket: text('bucket')
+    .notNull()
+    .references(() => buckets.name, { onDelete: 'restrict' }),
+  path: text('path').notNull(),
+  storageKey: text('storage_key').notNull().unique(),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  contentType: text('content_type').notNull(),
+  etag: text('etag').notNull(),
+  sha256: text('sha256').notNull(),
+  owner: text('owner'),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const storagePending = basalt.table('storage_pending', {
+  storageKey: text('storage_key').primaryKey(),
+  reason: text('reason', { enum: ['upload', 'delete'] }).notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  touchedAt: timestamptz('touched_at').notNull().defaultNow(),
+});
+
+// -- realtime (0008) -------------------------------------------------------------------------
+
+export const realtimeInstances = basalt.table('realtime_instances', {
+  id: uuid('id').primaryKey(),
+  heartbeatAt: timestamptz('heartbeat_at').notNull().defaultNow(),
+});
+
+export const realtimePresence = basalt.table('realtime_presence', {
+  ref: uuid('ref').primaryKey(),
+  instanceId: uuid('instance_id')
+    .notNull()
+    .references(() => realtimeInstances.id, { onDelete: 'cascade' }),
+  channel: text('channel').notNull(),
+  key: text('key').notNull(),
+  payload: jsonb('payload').notNull(),
+  joinedAt: timestamptz('joined_at').notNull().defaultNow(),
+});
+
+// -- functions (0009) ------------------------------------------------------------------------
+
+export const functionInvocations = basalt.table('function_invocations', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  functionName: text('function_name').notNull(),
+  trigger: text('trigger').notNull(),
+  eventId: text('event_id'),
+  jobId: uuid('job_id'),
+  status: text('status', { enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] }).notNull(),
+  attempt: integer('attempt').notNull().default(1),
+  coldStart: boolean('cold_start').notNull().default(false),
+  startedAt: timestamptz('started_at'),
+  finishedAt: timestamptz('finished_at'),
+  durationMs: integer('duration_ms'),
+  error: text('error'),
+  logs: jsonb('logs').$type<unknown[]>().notNull().default([]),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
 });
