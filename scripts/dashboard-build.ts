@@ -9,9 +9,10 @@
  * output is not committed: it is derived, and rebuilt whenever its sources change.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { brotliCompressSync, constants as zlib, gzipSync } from 'node:zlib';
 
 const root = fileURLToPath(new URL('../dashboard/', import.meta.url));
 export const DASHBOARD_DIST = path.join(root, 'dist');
@@ -40,6 +41,27 @@ export async function dashboardIsStale(): Promise<boolean> {
   return newest > built.mtimeMs;
 }
 
+/** Text files worth compressing ahead of time: the server sends these .br/.gz copies as they are. */
+const COMPRESSIBLE = /\.(?:html|js|css|svg|json|map|txt)$/;
+
+/** Writes a .br and a .gz copy beside every compressible file of the build (served precompressed). */
+async function precompress(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      await precompress(file);
+      continue;
+    }
+    if (!COMPRESSIBLE.test(entry.name)) continue;
+    const content = await readFile(file);
+    await writeFile(
+      `${file}.br`,
+      brotliCompressSync(content, { params: { [zlib.BROTLI_PARAM_QUALITY]: zlib.BROTLI_MAX_QUALITY } }),
+    );
+    await writeFile(`${file}.gz`, gzipSync(content, { level: 9 }));
+  }
+}
+
 /**
  * Builds into a scratch folder and swaps it in, so a server reading dist meanwhile sees
  * the old build or the new one, never half of one.
@@ -54,6 +76,7 @@ export async function buildDashboard(): Promise<void> {
       build: { outDir: scratch, emptyOutDir: true },
       logLevel: 'warn',
     });
+    await precompress(scratch);
     const old = path.join(WORK, `old-${process.pid}-${Date.now()}`);
     if (existsSync(DASHBOARD_DIST)) await rename(DASHBOARD_DIST, old);
     await rename(scratch, DASHBOARD_DIST);

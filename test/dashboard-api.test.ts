@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Fastify from 'fastify';
@@ -114,6 +114,34 @@ describe('the dashboard files at /_/', () => {
     const missing = await fetch(`${app.url}/_/assets/nope-123.js`);
     expect(missing.status).toBe(404);
     expect(missing.headers.get('content-type')).toContain('text/plain');
+  });
+
+  it('serves the build precompressed, with validators and ranges', async () => {
+    const assets = await readdir(path.join(DASHBOARD_DIST, 'assets'));
+    const script = assets.find((name) => name.endsWith('.js'))!;
+    const plain = await readFile(path.join(DASHBOARD_DIST, 'assets', script));
+    const url = `${app.url}/_/assets/${script}`;
+
+    const brotli = await fetch(url, { headers: { 'accept-encoding': 'br' } });
+    expect(brotli.headers.get('content-encoding')).toBe('br');
+    expect(brotli.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(Buffer.from(await brotli.arrayBuffer()).equals(plain)).toBe(true);
+
+    // fetch adds `cache-control: no-cache` to a conditional request, which disables 304s: inject sends it bare.
+    const page = await app.app.inject({ method: 'GET', url: '/_/', headers: { 'accept-encoding': 'br' } });
+    const etag = page.headers.etag;
+    expect(typeof etag).toBe('string');
+    const again = await app.app.inject({
+      method: 'GET',
+      url: '/_/',
+      headers: { 'accept-encoding': 'br', 'if-none-match': String(etag) },
+    });
+    expect(again.statusCode).toBe(304);
+
+    const range = await fetch(url, { headers: { range: 'bytes=0-9', 'accept-encoding': 'identity' } });
+    expect(range.status).toBe(206);
+    expect(range.headers.get('content-range')).toBe(`bytes 0-9/${plain.length}`);
+    expect(Buffer.from(await range.arrayBuffer()).equals(plain.subarray(0, 10))).toBe(true);
   });
 
   it('never serves files outside the build', async () => {
