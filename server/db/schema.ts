@@ -52,7 +52,9 @@ export const instanceInfo = basalt.table('instance', {
 
 export const changes = basalt.table('changes', {
   id: bigserial('id', { mode: 'number' }).primaryKey(),
-  txid: xid8('txid').notNull().default(sql`pg_current_xact_id()`),
+  txid: xid8('txid')
+    .notNull()
+    .default(sql`pg_current_xact_id()`),
   tableSchema: text('table_schema').notNull(),
   tableName: text('table_name').notNull(),
   op: text('op', { enum: ['insert', 'update', 'delete'] }).notNull(),
