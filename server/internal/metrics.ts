@@ -1,5 +1,10 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** A label value as the text format writes it: backslash, quote and newline escaped. */
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
 const HTTP_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** One (method, route) pair's figures; statuses are counted separately for the request counter. */
@@ -17,14 +22,6 @@ interface StatusFigures {
   count: number;
 }
 
-/** prom-client's internal per-label-set histogram value (15.x), filled from RouteFigures at scrape time. */
-interface HistogramValue {
-  labels: Record<string, string>;
-  bucketValues: Record<number, number>;
-  sum: number;
-  count: number;
-}
-
 /**
  * One registry per app (not prom-client's global one), so that two Basalt apps in one
  * process, as in tests, keep separate figures. Modules register their metrics here.
@@ -32,12 +29,12 @@ interface HistogramValue {
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
-  readonly httpDuration: Histogram<'method' | 'route'>;
   /**
-   * Per-request figures, kept here and handed to prom-client only when /metrics is scraped:
-   * labelling a prom-client metric hashes and validates the label set on every call, a
-   * measurable share of a short request. Route → method → figures; arrays keep first-seen
-   * order, which is the order prom-client itself would print.
+   * Per-request figures, kept here and handed out only when /metrics is scraped: labelling a
+   * prom-client metric hashes and validates the label set on every call, a measurable share
+   * of a short request. Route → method → figures; arrays keep first-seen order. The request
+   * counter is filled into prom-client at scrape time; the duration histogram is printed
+   * from these figures by `render()` (prom-client has no public way to set bucket counts).
    */
   private readonly routes = new Map<string, Map<string, RouteFigures>>();
   private readonly routeOrder: RouteFigures[] = [];
@@ -46,7 +43,6 @@ export class Metrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'basalt_process_' });
     const statusOrder = this.statusOrder;
-    const routeOrder = this.routeOrder;
     this.httpRequests = new Counter({
       name: 'basalt_http_requests_total',
       help: 'HTTP requests answered, by method, route pattern and status.',
@@ -57,27 +53,33 @@ export class Metrics {
         for (const figures of statusOrder) this.inc(figures.labels, figures.count);
       },
     });
-    this.httpDuration = new Histogram({
-      name: 'basalt_http_request_duration_seconds',
-      help: 'Time to answer an HTTP request, by method and route pattern.',
-      labelNames: ['method', 'route'],
-      buckets: HTTP_DURATION_BUCKETS,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const values = (this as unknown as { hashMap: Record<string, HistogramValue> }).hashMap;
-        routeOrder.forEach((figures, index) => {
-          const bucketValues: Record<number, number> = {};
-          HTTP_DURATION_BUCKETS.forEach((bound, i) => (bucketValues[bound] = figures.buckets[i] ?? 0));
-          values[String(index)] = {
-            labels: { ...figures.labels },
-            bucketValues,
-            sum: figures.sum,
-            count: figures.count,
-          };
-        });
-      },
-    });
+  }
+
+  /** The Prometheus text exposition of every metric, for GET /metrics. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    const body = await this.registry.metrics();
+    return { contentType: this.registry.contentType, body: `${body}${this.renderHttpDuration()}` };
+  }
+
+  /** basalt_http_request_duration_seconds in the text format, from the per-request figures. */
+  private renderHttpDuration(): string {
+    const name = 'basalt_http_request_duration_seconds';
+    const lines = [
+      `# HELP ${name} Time to answer an HTTP request, by method and route pattern.`,
+      `# TYPE ${name} histogram`,
+    ];
+    for (const figures of this.routeOrder) {
+      const labels = `method="${escapeLabel(figures.labels.method)}",route="${escapeLabel(figures.labels.route)}"`;
+      let cumulative = 0;
+      HTTP_DURATION_BUCKETS.forEach((bound, i) => {
+        cumulative += figures.buckets[i] ?? 0;
+        lines.push(`${name}_bucket{le="${bound}",${labels}} ${cumulative}`);
+      });
+      lines.push(`${name}_bucket{le="+Inf",${labels}} ${figures.count}`);
+      lines.push(`${name}_sum{${labels}} ${figures.sum}`);
+      lines.push(`${name}_count{${labels}} ${figures.count}`);
+    }
+    return `${lines.join('\n')}\n`;
   }
 
   /** Counts one answered request: a couple of Map lookups, no label hashing. */

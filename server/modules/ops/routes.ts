@@ -37,8 +37,8 @@ export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app,
     '/metrics',
     { schema: { tags: ['ops'], summary: 'Prometheus metrics', hide: false } },
     async (_request, reply) => {
-      const body = await platform.metrics.registry.metrics();
-      return reply.type(platform.metrics.registry.contentType).send(body);
+      const { contentType, body } = await platform.metrics.render();
+      return reply.type(contentType).send(body);
     },
   );
 };
