@@ -3,12 +3,15 @@
  * `change` frames and resumes, what one socket may make the server hold, and hostile frames.
  * Every row talks to a real server over a real websocket.
  */
+import pg from 'pg';
 import { afterAll, expect } from 'vitest';
 import { signUp } from '../auth-helpers.js';
 import { request, type TestApp } from '../helpers.js';
-import { sleep, TestSocket } from '../realtime-client.js';
+import { sleep, TestSocket, type Frame } from '../realtime-client.js';
 import { securitySuite } from './harness.js';
 
+/** The limit the surface's server runs with, set through the environment as operators would. */
+const MAX_CHANNELS = 20;
 const SECRET = 'S3CRET-do-not-leak';
 
 interface Fixture {
@@ -76,9 +79,61 @@ function assertNoLeak(socket: TestSocket): void {
   }
 }
 
+async function presenceRows(server: TestApp): Promise<number> {
+  const client = new pg.Client({ connectionString: server.config.databaseUrl });
+  await client.connect();
+  try {
+    const result = await client.query<{ n: string }>('SELECT count(*) AS n FROM basalt.realtime_presence');
+    return Number(result.rows[0]?.n ?? 0);
+  } finally {
+    await client.end();
+  }
+}
+
+/** JSON nested `depth` levels deep, written out as text (building the value would be just as deep). */
+function deepObjectText(depth: number): string {
+  return `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+}
+
+function deepArrayText(depth: number): string {
+  return `${'['.repeat(depth)}${']'.repeat(depth)}`;
+}
+
+/** A client frame sent as text, with `raw` spliced in as the value of `field`. */
+function frameWith(base: Record<string, unknown>, field: string, raw: string): string {
+  return `${JSON.stringify(base).slice(0, -1)},${JSON.stringify(field)}:${raw}}`;
+}
+
+const hostileValues: Array<{ what: string; raw: string }> = [
+  { what: 'an object nested 5,000 deep', raw: deepObjectText(5_000) },
+  { what: 'an array nested 20,000 deep', raw: deepArrayText(20_000) },
+  { what: 'a NUL character', raw: JSON.stringify({ name: 'nul\u0000here' }) },
+  { what: 'a NUL character in a key', raw: JSON.stringify({ 'k\u0000': 1 }) },
+  { what: 'an unpaired surrogate', raw: '{"name":"\\ud800"}' },
+];
+
+const hostileFrames: Array<{ name: string; frame: (raw: string) => string; carries: Record<string, unknown> }> = [
+  {
+    name: 'presence',
+    frame: (raw) => frameWith({ type: 'join', channel: 'hostile-presence' }, 'presence', raw),
+    carries: { channel: 'hostile-presence' },
+  },
+  {
+    name: 'broadcast payload',
+    frame: (raw) => frameWith({ type: 'broadcast', channel: 'hostile-broadcast', event: 'e' }, 'payload', raw),
+    carries: { channel: 'hostile-broadcast' },
+  },
+  {
+    name: 'subscribe query',
+    frame: (raw) => frameWith({ type: 'subscribe', id: 'hostile', collection: 'posts' }, 'query', `{"where":${raw}}`),
+    carries: { id: 'hostile' },
+  },
+];
+
 securitySuite<Fixture>({
   surface: 'realtime',
   env: {
+    BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET: String(MAX_CHANNELS),
     // Rows send a few hundred frames in a burst; the rate limit has rows of its own elsewhere.
     BASALT_REALTIME_MESSAGES_PER_SECOND: '10000',
   },
@@ -259,6 +314,52 @@ securitySuite<Fixture>({
         carol.close();
       },
     },
+    {
+      name: `one socket may hold at most ${MAX_CHANNELS} channels (no unbounded presence rows)`,
+      source: 'issue 15 #11',
+      async run(fixture, server) {
+        const before = await presenceRows(server);
+        const socket = await open(server);
+        for (let i = 0; i < MAX_CHANNELS + 30; i++) {
+          socket.send({ type: 'join', channel: `flood-${i}`, presence: { i } });
+        }
+        const refused = await socket.nextOfType('error', { channel: `flood-${MAX_CHANNELS}` });
+        expect(refused).toMatchObject({ code: 'INVALID_REQUEST', details: { limit: MAX_CHANNELS } });
+        await socket.nextOfType('error', { channel: `flood-${MAX_CHANNELS + 29}` });
+        expect(socket.all((frame) => frame.type === 'joined')).toHaveLength(MAX_CHANNELS);
+        expect(await presenceRows(server)).toBe(before + MAX_CHANNELS);
+        // A channel already joined may be joined again (to replace the presence) at the limit.
+        socket.send({ type: 'join', channel: 'flood-0', presence: { i: 'again' } });
+        await socket.nextOfType('joined', { channel: 'flood-0' });
+        // Leaving frees a place.
+        socket.send({ type: 'leave', channel: 'flood-1' });
+        await socket.nextOfType('left', { channel: 'flood-1' });
+        socket.send({ type: 'join', channel: 'flood-extra' });
+        await socket.nextOfType('joined', { channel: 'flood-extra' });
+        await stillServing(server, socket);
+        socket.close();
+      },
+    },
+    ...hostileFrames.flatMap(({ name, frame, carries }) =>
+      hostileValues.map(({ what, raw }) => ({
+        name: `${what} in a ${name} frame gets an INVALID_REQUEST error frame and the socket keeps serving`,
+        source: 'issue 15 #9',
+        async run(fixture: Fixture, server: TestApp) {
+          const socket = await open(server, fixture.bob.token);
+          // Broadcasting needs a joined channel; the hostile frame must be refused for its content.
+          socket.send({ type: 'join', channel: 'hostile-broadcast' });
+          await socket.nextOfType('joined', { channel: 'hostile-broadcast' });
+          const text = frame(raw);
+          expect(Buffer.byteLength(text)).toBeLessThan(64 * 1024);
+          socket.send(text);
+          const error = await socket.nextOfType('error');
+          expect(error).toMatchObject({ code: 'INVALID_REQUEST', ...carries });
+          await stillServing(server, socket);
+          expect(socket.all((f: Frame) => f.type === 'joined' && f.channel === 'hostile-presence')).toEqual([]);
+          socket.close();
+        },
+      })),
+    ),
     {
       name: 'a frame over 64 KiB closes that socket with 1009 and the server keeps serving',
       async run(_fixture, server) {
