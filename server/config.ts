@@ -52,6 +52,8 @@ export interface RealtimeConfig {
   presenceHeartbeatMs: number;
   /** Messages a client may send per second (bursts up to twice that); more get RATE_LIMITED. */
   messagesPerSecond: number;
+  /** Channels one websocket may be joined to at once (each may hold a presence row). */
+  maxChannelsPerSocket: number;
 }
 
 export interface StorageConfig {
@@ -447,6 +449,7 @@ export function loadConfig(env: Env = process.env): Config {
       authCheckMs: integer(env, 'BASALT_REALTIME_AUTH_CHECK_MS', 1_000, 50, 60_000),
       presenceHeartbeatMs: integer(env, 'BASALT_REALTIME_PRESENCE_HEARTBEAT_MS', 5_000, 50, 600_000),
       messagesPerSecond: integer(env, 'BASALT_REALTIME_MESSAGES_PER_SECOND', 100, 1, 1_000_000),
+      maxChannelsPerSocket: integer(env, 'BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET', 100, 1, 10_000),
     },
   };
 }

@@ -157,7 +157,12 @@ describe('realtime configuration and metrics', () => {
       authCheckMs: 1_000,
       presenceHeartbeatMs: 5_000,
       messagesPerSecond: 100,
+      maxChannelsPerSocket: 100,
     });
+    expect(loadConfig({ BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET: '7' }).realtime.maxChannelsPerSocket).toBe(7);
+    expect(() => loadConfig({ BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET: '0' })).toThrow(
+      /BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET/,
+    );
     expect(() => loadConfig({ BASALT_REALTIME_HEARTBEAT_MS: 'soon' })).toThrow(ConfigError);
     expect(() => loadConfig({ BASALT_REALTIME_MAX_SUBSCRIPTIONS: '0' })).toThrow(/BASALT_REALTIME_MAX_SUBSCRIPTIONS/);
   });

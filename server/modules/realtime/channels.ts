@@ -41,13 +41,20 @@ function toEntry(row: PresenceRow): PresenceEntry {
 export class ChannelHub {
   readonly instanceId = randomUUID();
   private readonly channels = new Map<string, Map<string, Member>>();
+  /** The channels each connection has joined, by connection id: the per-socket limit counts these. */
+  private readonly joinedBy = new Map<string, Set<string>>();
   private timer: NodeJS.Timeout | null = null;
+  private readonly heartbeatMs: number;
+  private readonly maxChannelsPerConnection: number;
 
   constructor(
     private readonly repo: RealtimeRepository,
     private readonly log: Logger,
-    private readonly heartbeatMs: number,
-  ) {}
+    options: { heartbeatMs: number; maxChannelsPerConnection: number },
+  ) {
+    this.heartbeatMs = options.heartbeatMs;
+    this.maxChannelsPerConnection = options.maxChannelsPerConnection;
+  }
 
   async start(): Promise<void> {
     await this.repo.beat(this.instanceId);
@@ -68,8 +75,8 @@ export class ChannelHub {
   /** The channels one connection has joined, and whether it tracks a presence there (admin listing). */
   channelsOf(connectionId: string): Array<{ channel: string; presence: boolean }> {
     const joined: Array<{ channel: string; presence: boolean }> = [];
-    for (const [channel, members] of this.channels) {
-      const member = members.get(connectionId);
+    for (const channel of this.joinedBy.get(connectionId) ?? []) {
+      const member = this.channels.get(channel)?.get(connectionId);
       if (member) joined.push({ channel, presence: member.presenceRef !== null });
     }
     return joined;
@@ -85,6 +92,23 @@ export class ChannelHub {
     if (presence !== undefined && Buffer.byteLength(JSON.stringify(presence)) > MAX_PRESENCE_BYTES) {
       throw new AppError('PAYLOAD_TOO_LARGE', `A presence payload may be at most ${MAX_PRESENCE_BYTES} bytes.`);
     }
+    // Each joined channel costs memory here and, with a presence, a row every instance reads:
+    // one socket must not be able to hold them without bound. A connection's messages are
+    // handled one at a time, so the count cannot be raced past. Joining again (to replace a
+    // presence) takes no new place.
+    let joined = this.joinedBy.get(connection.id);
+    if (!joined?.has(channel) && (joined?.size ?? 0) >= this.maxChannelsPerConnection) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `A connection may be joined to at most ${this.maxChannelsPerConnection} channels; leave one first.`,
+        { details: { limit: this.maxChannelsPerConnection } },
+      );
+    }
+    if (!joined) {
+      joined = new Set();
+      this.joinedBy.set(connection.id, joined);
+    }
+    joined.add(channel);
     let members = this.channels.get(channel);
     if (!members) {
       members = new Map();
@@ -120,6 +144,7 @@ export class ChannelHub {
   async leave(connection: RealtimeConnection, channel: string): Promise<void> {
     const members = this.channels.get(channel);
     const member = members?.get(connection.id);
+    this.forget(connection.id, channel);
     if (members && member) {
       members.delete(connection.id);
       if (members.size === 0) this.channels.delete(channel);
@@ -145,14 +170,23 @@ export class ChannelHub {
   /** A connection went away: leave every channel it was in, announcing its presences. */
   async disconnect(connection: RealtimeConnection): Promise<void> {
     const refs: string[] = [];
-    for (const [channel, members] of this.channels) {
-      const member = members.get(connection.id);
-      if (!member) continue;
+    const joined = this.joinedBy.get(connection.id) ?? new Set<string>();
+    this.joinedBy.delete(connection.id);
+    for (const channel of joined) {
+      const members = this.channels.get(channel);
+      const member = members?.get(connection.id);
+      if (!members || !member) continue;
       members.delete(connection.id);
       if (members.size === 0) this.channels.delete(channel);
       if (member.presenceRef) refs.push(member.presenceRef);
     }
     if (refs.length > 0) await this.announceLeaves(await this.repo.deletePresences(refs));
+  }
+
+  private forget(connectionId: string, channel: string): void {
+    const joined = this.joinedBy.get(connectionId);
+    joined?.delete(channel);
+    if (joined?.size === 0) this.joinedBy.delete(connectionId);
   }
 
   /** A notification from any instance (this one included). */

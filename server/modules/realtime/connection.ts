@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { isUser, PUBLIC_CALLER, type Caller } from '../../internal/caller.js';
-import { AppError, isAppError, type ErrorCode } from '../../internal/errors.js';
+import { AppError, isAppError, type ErrorCode, type ErrorDetails } from '../../internal/errors.js';
+import { assertUserJson, isStorableString } from '../../internal/user-json.js';
 
 /** Client → server messages, after validation. */
 export type ClientMessage =
@@ -40,16 +41,59 @@ const SUBSCRIPTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const DOC_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const COLLECTION = /^[a-z][a-z0-9_]{0,62}$/;
 
+/**
+ * A client message refused before it was handled, with what it concerned (its subscription
+ * id or channel), so the error frame can name it as it does for errors raised later.
+ */
+export class RefusedMessage extends AppError {
+  constructor(
+    readonly concerns: { id?: string; channel?: string },
+    message: string,
+    details?: ErrorDetails,
+  ) {
+    super('INVALID_REQUEST', message, details !== undefined ? { details } : {});
+  }
+}
+
 function invalid(message: string, id?: string): AppError {
-  return new AppError('INVALID_REQUEST', message, id !== undefined ? { details: { id } } : {});
+  return new RefusedMessage(id !== undefined ? { id } : {}, message);
+}
+
+/**
+ * Refuses a message any of whose values nests too deep or holds a string Postgres cannot
+ * store (NUL, unpaired surrogate), before anything recursive (JSON.stringify, the query
+ * compiler, jsonb, the rule evaluator) sees it: such a value would otherwise overflow the
+ * stack or fail in Postgres, far from the socket that sent it.
+ */
+function assertStorableFields(raw: Record<string, unknown>, concerns: RefusedMessage['concerns']): void {
+  for (const [field, value] of Object.entries(raw)) {
+    try {
+      assertUserJson(value, field);
+    } catch (error) {
+      if (!isAppError(error)) throw error;
+      throw new RefusedMessage(concerns, error.message, error.details);
+    }
+  }
+}
+
+/** What a raw message concerns, as far as it can be told from valid fields. */
+function concernsOf(raw: Record<string, unknown>): RefusedMessage['concerns'] {
+  const concerns: RefusedMessage['concerns'] = {};
+  if (typeof raw.id === 'string' && SUBSCRIPTION_ID.test(raw.id)) concerns.id = raw.id;
+  if (typeof raw.channel === 'string' && isChannelName(raw.channel)) concerns.channel = raw.channel;
+  return concerns;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+function isChannelName(value: string): boolean {
+  return value.length >= 1 && value.length <= 255 && !/[\p{Cc}]/u.test(value) && isStorableString(value);
+}
+
 function channelName(value: unknown): string {
-  if (typeof value !== 'string' || value.length < 1 || value.length > 255 || /[\p{Cc}]/u.test(value)) {
+  if (typeof value !== 'string' || !isChannelName(value)) {
     throw invalid('"channel" must be a string of 1 to 255 printable characters.');
   }
   return value;
@@ -75,6 +119,7 @@ export function parseClientMessage(text: string): ClientMessage {
   const id = typeof raw.id === 'string' ? raw.id : undefined;
   const extra = Object.keys(raw).filter((key) => !known.includes(key));
   if (extra.length > 0) throw invalid(`Unknown field(s) in "${type}": ${extra.join(', ')}.`, id);
+  assertStorableFields(raw, concernsOf(raw));
 
   switch (type) {
     case 'auth': {
@@ -252,9 +297,16 @@ export class RealtimeConnection {
     rawSocket(this.socket)?.uncork();
   }
 
+  /** An `error` frame; the error's `details` (e.g. `limit`, `field`) travel with it as in HTTP errors. */
   sendError(error: unknown, extra: Record<string, unknown> = {}): void {
     const appError = isAppError(error) ? error : new AppError('INTERNAL');
-    this.send({ type: 'error', ...extra, code: appError.code, message: appError.message });
+    this.send({
+      type: 'error',
+      ...extra,
+      code: appError.code,
+      message: appError.message,
+      ...(appError.details !== undefined ? { details: appError.details } : {}),
+    });
   }
 
   sendErrorCode(code: ErrorCode, message: string, extra: Record<string, unknown> = {}): void {

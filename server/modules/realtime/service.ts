@@ -11,6 +11,7 @@ import {
   CLOSE_SLOW_CONSUMER,
   parseClientMessage,
   RealtimeConnection,
+  RefusedMessage,
   type ClientMessage,
 } from './connection.js';
 import { NotificationListener, RealtimeRepository } from './repository.js';
@@ -68,7 +69,10 @@ export class RealtimeService {
 
   constructor(private readonly deps: RealtimeDeps) {
     const repo = new RealtimeRepository(deps.db);
-    this.channels = new ChannelHub(repo, deps.log, deps.config.presenceHeartbeatMs);
+    this.channels = new ChannelHub(repo, deps.log, {
+      heartbeatMs: deps.config.presenceHeartbeatMs,
+      maxChannelsPerConnection: deps.config.maxChannelsPerSocket,
+    });
     this.listener = new NotificationListener(
       deps.databaseUrl,
       deps.log,
@@ -176,8 +180,7 @@ export class RealtimeService {
       try {
         message = parseClientMessage(text);
       } catch (error) {
-        const id = isAppError(error) && typeof error.details?.id === 'string' ? { id: error.details.id } : {};
-        connection.sendError(error, id);
+        connection.sendError(error, error instanceof RefusedMessage ? error.concerns : {});
         return;
       }
       if (message.type === 'ping') {

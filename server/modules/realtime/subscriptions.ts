@@ -133,7 +133,53 @@ export function rowToDocument(collection: string, row: Record<string, unknown>):
 
 /** Documents of changes and their JSON, made once per change however many subscribers it reaches. */
 const newDocuments = new WeakMap<FeedChange, Document | null>();
-const documentJsonCache = new WeakMap<Document, string>();
+const documentJsonCache = new WeakMap<FrameDocument, string>();
+
+/**
+ * A `removed` frame's `doc` when the subscriber may no longer read its last copy (the rule
+ * changed, or the socket now speaks for someone else): the id alone says what to drop.
+ */
+interface RemovedId {
+  id: string;
+}
+
+/** What the `doc` of a `change` frame holds. */
+type FrameDocument = Document | RemovedId;
+
+/** A read rule as one delivery evaluates it. */
+type ReadRule = (doc: Document) => boolean;
+
+/**
+ * The read rule with one verdict per document for the span of one delivery, so that what
+ * decided a document's place in the window and what the frame gate checks cannot disagree
+ * (a rule that reads `now` could otherwise flip between the two evaluations).
+ */
+function stableVerdicts(readable: ReadRule): ReadRule {
+  const verdicts = new Map<Document, boolean>();
+  return (doc) => {
+    let verdict = verdicts.get(doc);
+    if (verdict === undefined) {
+      verdict = readable(doc);
+      verdicts.set(doc, verdict);
+    }
+    return verdict;
+  };
+}
+
+/**
+ * What a `change` frame may carry to a subscriber whose read rule is `readable`. Every change
+ * frame, live or replayed, is built from this, so no frame can carry a row the receiver's rule
+ * rejects. `removed` carries the subscriber's last copy (the one it was sent, or held at its
+ * resume position) when the rule still accepts it, else only the id: never the row that made
+ * the document leave, which is exactly what the subscriber may not see. An `added` or
+ * `modified` document the rule rejects would be a bug in the window logic: it is refused, and
+ * the subscription fails, rather than sent.
+ */
+function frameDocument(kind: ChangeKind, doc: Document, readable: ReadRule): FrameDocument {
+  if (readable(doc)) return doc;
+  if (kind === 'removed') return { id: doc.id };
+  throw new AppError('INTERNAL', 'A live query was about to send a document its subscriber may not read.');
+}
 
 function newDocument(change: FeedChange, collection: string): Document | null {
   let doc = newDocuments.get(change);
@@ -157,13 +203,13 @@ interface SharedFrame {
  * subscription id) share one encoded Buffer. A document has one or a few distinct frames,
  * so a short list beats building a string key per delivery. Null outside a batch.
  */
-let batchFrames: Map<Document, SharedFrame[]> | null = null;
+let batchFrames: Map<FrameDocument, SharedFrame[]> | null = null;
 
-function changeText(id: string, kind: ChangeKind, doc: Document, cursor: string): string {
+function changeText(id: string, kind: ChangeKind, doc: FrameDocument, cursor: string): string {
   return `{"type":"change","id":${JSON.stringify(id)},"change":"${kind}","doc":${documentJson(doc)},"cursor":${JSON.stringify(cursor)}}`;
 }
 
-function changeFrame(id: string, kind: ChangeKind, doc: Document, cursor: string): string | Buffer {
+function changeFrame(id: string, kind: ChangeKind, doc: FrameDocument, cursor: string): string | Buffer {
   if (batchFrames === null) return changeText(id, kind, doc, cursor);
   let frames = batchFrames.get(doc);
   if (!frames) {
@@ -178,7 +224,7 @@ function changeFrame(id: string, kind: ChangeKind, doc: Document, cursor: string
   return frame;
 }
 
-function documentJson(doc: Document): string {
+function documentJson(doc: FrameDocument): string {
   let json = documentJsonCache.get(doc);
   if (json === undefined) {
     json = JSON.stringify(doc);
@@ -355,8 +401,9 @@ class Subscription {
 
   onFailed: ((subscription: Subscription) => void) | null = null;
 
-  private send(kind: ChangeKind, doc: Document, cursor: string): void {
-    this.connection.sendText(changeFrame(this.id, kind, doc, cursor));
+  /** Sends one `change` frame; the only way a change reaches the subscriber (see frameDocument). */
+  sendChange(kind: ChangeKind, doc: Document, cursor: string, readable: ReadRule): void {
+    this.connection.sendText(changeFrame(this.id, kind, frameDocument(kind, doc, readable), cursor));
   }
 
   private worst(excluding?: string): Document | null {
@@ -379,7 +426,8 @@ class Subscription {
    * must be re-read at an exact position, stops there: the changes after it are held in
    * the buffer, and the cursor to re-read at is returned for the caller to resync.
    */
-  private applyWith(routed: RoutedChange[], readable: (doc: Document) => boolean): string | null {
+  private applyWith(routed: RoutedChange[], rule: ReadRule): string | null {
+    const readable = stableVerdicts(rule);
     for (let i = 0; i < routed.length; i++) {
       const { change, cursor } = routed[i] as RoutedChange;
       this.lastCursor = cursor;
@@ -396,27 +444,28 @@ class Subscription {
         if (known) {
           const worstOther = this.worst(doc.id);
           this.window.set(doc.id, doc);
-          this.send('modified', doc, cursor);
+          this.sendChange('modified', doc, cursor, readable);
           // It moved towards the end of a full window: a document outside may now come first.
           if (this.window.size >= limit && worstOther && this.view.compare(doc, worstOther) > 0) {
             return this.holdAfter(routed, i);
           }
         } else if (this.window.size < limit) {
           this.window.set(doc.id, doc);
-          this.send('added', doc, cursor);
+          this.sendChange('added', doc, cursor, readable);
         } else {
           const worst = this.worst();
           if (worst && this.view.compare(doc, worst) < 0) {
             this.window.delete(worst.id);
-            this.send('removed', worst, cursor);
+            this.sendChange('removed', worst, cursor, readable);
             this.window.set(doc.id, doc);
-            this.send('added', doc, cursor);
+            this.sendChange('added', doc, cursor, readable);
           }
         }
       } else if (known) {
         const wasFull = this.window.size >= limit;
         this.window.delete(known.id);
-        this.send('removed', change.op === 'delete' ? known : (doc ?? known), cursor);
+        // The copy the subscriber holds, not the row that made it leave (which it may not read).
+        this.sendChange('removed', known, cursor, readable);
         if (wasFull) return this.holdAfter(routed, i);
       }
     }
@@ -446,23 +495,30 @@ class Subscription {
 
   onResync: ((subscription: Subscription) => Promise<void>) | null = null;
 
-  /** Sends what turns the client's copy into `next` (a window read afresh), all at `cursor`. */
-  sendDiff(next: Document[], cursor: string): void {
-    const nextIds = new Set(next.map((doc) => doc.id));
+  /**
+   * Sends what turns the client's copy into `next` (a window read afresh), all at `cursor`.
+   * Documents of `next` that `rule` rejects are left out: the window was read with the
+   * caller the subscription had when the read began, and the socket may speak for another
+   * one by now.
+   */
+  sendDiff(next: Document[], cursor: string, rule: ReadRule): void {
+    const readable = stableVerdicts(rule);
+    const visible = next.filter(readable);
+    const nextIds = new Set(visible.map((doc) => doc.id));
     for (const doc of [...this.window.values()]) {
       if (!nextIds.has(doc.id)) {
         this.window.delete(doc.id);
-        this.send('removed', doc, cursor);
+        this.sendChange('removed', doc, cursor, readable);
       }
     }
-    for (const doc of next) {
+    for (const doc of visible) {
       const known = this.window.get(doc.id);
       if (!known) {
         this.window.set(doc.id, doc);
-        this.send('added', doc, cursor);
+        this.sendChange('added', doc, cursor, readable);
       } else if (compareStamps(doc, known) > 0 || !sameDocument(doc, known)) {
         this.window.set(doc.id, doc);
-        this.send('modified', doc, cursor);
+        this.sendChange('modified', doc, cursor, readable);
       }
     }
     this.lastCursor = cursor;
@@ -470,7 +526,8 @@ class Subscription {
 
   /** Re-runs the query and sends the difference (fallback when no exact position can be had). */
   async refill(cursor: string): Promise<void> {
-    this.sendDiff(await this.snapshot(this.view.limit), cursor);
+    const docs = await this.snapshot(this.view.limit);
+    this.sendDiff(docs, cursor, await this.readable());
   }
 
   /** Re-evaluates the window after the caller changed, so documents the new caller may not read go away. */
@@ -718,6 +775,8 @@ export class SubscriptionManager {
     /** How many documents beyond the window the page held. */
     room: number;
     upto: RoutedChange[];
+    /** The subscriber's read rule the overlay was checked with; frames made from the result use it too. */
+    readable: ReadRule;
   }> {
     const limit = Math.min(subscription.view.limit + extra, 1000);
     const docs = await subscription.snapshot(limit);
@@ -745,7 +804,7 @@ export class SubscriptionManager {
       const end = top[subscription.view.limit - 1];
       complete = end !== undefined && subscription.view.compare(end, pageEnd) <= 0;
     }
-    return { tick, candidates, complete, full, room: limit - subscription.view.limit, upto };
+    return { tick, candidates, complete, full, room: limit - subscription.view.limit, upto, readable };
   }
 
   private async start(subscription: Subscription, frame: 'subscribed' | 'reset'): Promise<void> {
@@ -754,7 +813,9 @@ export class SubscriptionManager {
       subscription.buffer = [...result.upto, ...(subscription.buffer ?? [])];
       result = await this.exactSnapshot(subscription, 0);
     }
-    const docs = subscription.view.top(result.candidates.values(), () => true);
+    // The query applied the rule in SQL as the caller of that moment; the socket may have
+    // changed identity since, so the documents sent are those its rule accepts now.
+    const docs = subscription.view.top(result.candidates.values(), stableVerdicts(result.readable));
     subscription.window = new Map(docs.map((doc) => [doc.id, doc]));
     const cursor = formatCursor(result.tick);
     subscription.setLastCursor(cursor);
@@ -771,10 +832,7 @@ export class SubscriptionManager {
       result = await this.exactSnapshot(subscription, 0);
     }
     const cursor = formatCursor(result.tick);
-    subscription.sendDiff(
-      subscription.view.top(result.candidates.values(), () => true),
-      cursor,
-    );
+    subscription.sendDiff(subscription.view.top(result.candidates.values(), result.readable), cursor, result.readable);
     if (!result.complete) await subscription.refill(cursor);
     this.goLive(subscription);
   }
@@ -837,7 +895,8 @@ export class SubscriptionManager {
       if (change.oldRow) state.set(id, rowToDocument(collection, change.oldRow));
       else state.delete(id);
     }
-    const readable = await subscription.readable();
+    // The rolled-back rows are history: each is replayed only if the subscriber's rule accepts it now.
+    const readable = stableVerdicts(result.readable);
     const qualifies = (doc: Document) => subscription.view.matches(doc) && readable(doc);
     let window = new Map(subscription.view.top(state.values(), qualifies).map((doc) => [doc.id, doc]));
     subscription.connection.send({ type: 'subscribed', id: subscription.id, cursor: positionCursor(position) });
@@ -845,28 +904,12 @@ export class SubscriptionManager {
       if (change.newRow) state.set(change.rowId, rowToDocument(collection, change.newRow));
       else state.delete(change.rowId);
       const next = new Map(subscription.view.top(state.values(), qualifies).map((doc) => [doc.id, doc]));
-      for (const [id, doc] of window) {
-        if (!next.has(id)) {
-          const removed =
-            change.rowId === id && change.op !== 'delete' && change.newRow
-              ? rowToDocument(collection, change.newRow)
-              : doc;
-          subscription.connection.send({
-            type: 'change',
-            id: subscription.id,
-            change: 'removed',
-            doc: removed,
-            cursor,
-          });
-        }
-      }
+      // A document that left is removed as the client holds it, never as the row that hid it.
+      for (const [id, doc] of window) if (!next.has(id)) subscription.sendChange('removed', doc, cursor, readable);
       for (const [id, doc] of next) {
         const before = window.get(id);
-        if (!before)
-          subscription.connection.send({ type: 'change', id: subscription.id, change: 'added', doc, cursor });
-        else if (before !== doc) {
-          subscription.connection.send({ type: 'change', id: subscription.id, change: 'modified', doc, cursor });
-        }
+        if (!before) subscription.sendChange('added', doc, cursor, readable);
+        else if (before !== doc) subscription.sendChange('modified', doc, cursor, readable);
       }
       window = next;
     }
