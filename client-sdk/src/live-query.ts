@@ -81,6 +81,10 @@ export class LiveSubscription {
       if (type === 'removed') {
         if (!known) return;
         this.docs.delete(doc.id);
+        // The server may send only `{id}` (when it cannot show the receiver any copy): report
+        // the copy this client held, which is what left its result.
+        this.push({ type, doc: known });
+        return;
       } else {
         if (known && known.version === doc.version && known.updated_at === doc.updated_at) return;
         this.docs.set(doc.id, doc);
