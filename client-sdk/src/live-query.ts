@@ -85,10 +85,9 @@ export class LiveSubscription {
         // the copy this client held, which is what left its result.
         this.push({ type, doc: known });
         return;
-      } else {
-        if (known && known.version === doc.version && known.updated_at === doc.updated_at) return;
-        this.docs.set(doc.id, doc);
       }
+      if (known && known.version === doc.version && known.updated_at === doc.updated_at) return;
+      this.docs.set(doc.id, doc);
       this.push({ type: type === 'added' && known ? 'modified' : type, doc });
     }
   }
