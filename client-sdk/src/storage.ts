@@ -1,4 +1,4 @@
-import type { HttpTransport } from './transport.js';
+import { parseJson, type HttpTransport } from './transport.js';
 import { BasaltError } from './errors.js';
 
 /** A stored object's metadata, as the server returns it. */
@@ -40,17 +40,6 @@ export interface ListResult {
 
 function encodePath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
-}
-
-async function errorFrom(response: Response): Promise<BasaltError> {
-  const text = await response.text().catch(() => '');
-  let parsed: unknown = undefined;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    parsed = undefined;
-  }
-  return BasaltError.fromResponse(response.status, parsed);
 }
 
 function bodySize(body: UploadBody): number | null {
@@ -113,13 +102,12 @@ export class BucketRef {
     readonly bucket: string,
   ) {}
 
-  private objectUrl(path: string): string {
-    return `${this.http.baseUrl}/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(path)}`;
+  private objectPath(path: string): string {
+    return `/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(path)}`;
   }
 
-  private async authHeaders(): Promise<Record<string, string>> {
-    const token = await this.http.getAccessToken();
-    return token ? { authorization: `Bearer ${token}` } : {};
+  private objectUrl(path: string): string {
+    return `${this.http.baseUrl}${this.objectPath(path)}`;
   }
 
   /**
@@ -130,13 +118,14 @@ export class BucketRef {
   async upload(path: string, body: UploadBody, options: UploadOptions = {}): Promise<StorageObject> {
     const contentType =
       options.contentType || (body instanceof Blob && body.type ? body.type : 'application/octet-stream');
-    const headers: Record<string, string> = { ...(await this.authHeaders()), 'content-type': contentType };
+    const headers: Record<string, string> = { 'content-type': contentType };
     if (options.upsert) headers['x-upsert'] = 'true';
     const total = bodySize(body);
-    const url = this.objectUrl(path);
 
     if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !(body instanceof ReadableStream)) {
-      return this.uploadWithXhr(url, headers, body, options.onProgress);
+      const token = await this.http.getAccessToken();
+      if (token) headers.authorization = `Bearer ${token}`;
+      return this.uploadWithXhr(this.objectUrl(path), headers, body, options.onProgress);
     }
 
     let payload: BodyInit;
@@ -151,16 +140,12 @@ export class BucketRef {
       payload = body as Blob | ArrayBuffer;
       if (body instanceof Uint8Array) payload = body as unknown as BodyInit;
     }
-    const init: RequestInit & { duplex?: 'half' } = { method: 'PUT', headers, body: payload };
     // Streaming request bodies need half-duplex in fetch (Node, Chromium).
-    if (streaming) init.duplex = 'half';
-    let response: Response;
-    try {
-      response = await this.http.fetchImpl(url, init);
-    } catch (cause) {
-      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
-    }
-    if (!response.ok) throw await errorFrom(response);
+    const response = await this.http.send('PUT', this.objectPath(path), {
+      headers,
+      body: payload,
+      ...(streaming ? { duplex: 'half' as const } : {}),
+    });
     return (await response.json()) as StorageObject;
   }
 
@@ -178,12 +163,7 @@ export class BucketRef {
       xhr.onerror = () =>
         reject(new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0 }));
       xhr.onload = () => {
-        let parsed: unknown = undefined;
-        try {
-          parsed = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
-        } catch {
-          parsed = undefined;
-        }
+        const parsed = parseJson(xhr.responseText);
         if (xhr.status >= 200 && xhr.status < 300) resolve(parsed as StorageObject);
         else reject(BasaltError.fromResponse(xhr.status, parsed));
       };
@@ -193,13 +173,7 @@ export class BucketRef {
 
   /** The object's bytes. */
   async download(path: string): Promise<Blob> {
-    let response: Response;
-    try {
-      response = await this.http.fetchImpl(this.objectUrl(path), { headers: await this.authHeaders() });
-    } catch (cause) {
-      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
-    }
-    if (!response.ok) throw await errorFrom(response);
+    const response = await this.http.send('GET', this.objectPath(path));
     return response.blob();
   }
 

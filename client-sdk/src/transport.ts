@@ -10,7 +10,7 @@ export interface SessionStorage {
 /** The low-level HTTP layer every SDK module shares: base URL, JSON bodies, catalogue errors. */
 export class HttpTransport {
   readonly baseUrl: string;
-  /** The fetch in use; storage calls it directly for streamed bodies and downloads. */
+  /** The fetch in use (the one given to createClient, or the global one). */
   readonly fetchImpl: typeof globalThis.fetch;
   private accessToken: () => string | null | Promise<string | null> = () => null;
 
@@ -29,7 +29,35 @@ export class HttpTransport {
     return this.accessToken();
   }
 
-  /** `options.anonymous` sends no token: sign-in calls must not carry a stale one. */
+  /**
+   * Sends a request with the current token and returns the response; rejects with UNAVAILABLE
+   * when the server cannot be reached and with the catalogue error of any non-2xx answer.
+   * For bodies and answers that are not JSON (uploads, downloads, metrics); `request` is the
+   * JSON form. `options.anonymous` sends no token: sign-in calls must not carry a stale one.
+   */
+  async send(
+    method: string,
+    path: string,
+    init: { body?: BodyInit | null; headers?: Record<string, string>; anonymous?: boolean; duplex?: 'half' } = {},
+  ): Promise<Response> {
+    const token = init.anonymous ? null : await this.accessToken();
+    const request: RequestInit & { duplex?: 'half' } = {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...init.headers },
+      body: init.body ?? null,
+      ...(init.duplex ? { duplex: init.duplex } : {}),
+    };
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.baseUrl}${path}`, request);
+    } catch (cause) {
+      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
+    }
+    if (!response.ok) throw BasaltError.fromResponse(response.status, parseJson(await response.text().catch(() => '')));
+    return response;
+  }
+
+  /** A JSON request: the body is sent as JSON and the answer parsed (undefined for 204). */
   async request<T>(
     method: string,
     path: string,
@@ -37,33 +65,22 @@ export class HttpTransport {
     headers: Record<string, string> = {},
     options: { anonymous?: boolean } = {},
   ): Promise<T> {
-    const token = options.anonymous ? null : await this.accessToken();
-    const init: RequestInit = {
-      method,
-      headers: {
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...headers,
-      },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    };
-    let response: Response;
-    try {
-      response = await this.fetchImpl(`${this.baseUrl}${path}`, init);
-    } catch (cause) {
-      throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
-    }
+    const response = await this.send(method, path, {
+      body: body !== undefined ? JSON.stringify(body) : null,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      anonymous: options.anonymous,
+    });
     if (response.status === 204) return undefined as T;
-    const text = await response.text();
-    let parsed: unknown = undefined;
-    if (text) {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
-    }
-    if (!response.ok) throw BasaltError.fromResponse(response.status, parsed);
-    return parsed as T;
+    return parseJson(await response.text()) as T;
+  }
+}
+
+/** The JSON value of a response text, or undefined when it is empty or not JSON. */
+export function parseJson(text: string): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
