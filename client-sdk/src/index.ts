@@ -1,6 +1,6 @@
 export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
 export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
-export { createClient } from './client.js';
+export { createClient, HttpTransport } from './client.js';
 export type { BasaltClient, ClientOptions } from './client.js';
 export { AuthClient } from './auth.js';
 export type {
@@ -49,6 +49,7 @@ export type {
   PresenceEntry,
   PresenceState,
   QuerySnapshot,
+  RealtimeStatus,
   WebSocketConstructor,
   WebSocketLike,
 } from './realtime.js';

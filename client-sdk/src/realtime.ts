@@ -23,6 +23,14 @@ export interface WebSocketLike {
   onclose: ((event: { code: number; reason?: string }) => void) | null;
   onerror: ((event: unknown) => void) | null;
 }
+/**
+ * The realtime connection's state: `idle` (nothing needs a socket), `connecting` (the first
+ * attempt), `open` (authenticated; live queries and channels are being served),
+ * `reconnecting` (the socket was lost and is retried with backoff; live queries resume
+ * without a gap when it returns).
+ */
+export type RealtimeStatus = 'idle' | 'connecting' | 'open' | 'reconnecting';
+
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 const OPEN = 1;
@@ -60,6 +68,8 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   private token: string | null | undefined = undefined;
   private readonly subscriptions = new Map<string, LiveSubscription>();
   private readonly channels = new Map<string, RealtimeChannel>();
+  private status: RealtimeStatus = 'idle';
+  private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
 
   constructor(private readonly options: RealtimeOptions) {
     onPageWake(() => this.wake());
@@ -117,6 +127,31 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     }
   }
 
+  /** The connection's state now: see RealtimeStatus. */
+  get connectionStatus(): RealtimeStatus {
+    return this.status;
+  }
+
+  /** Calls `listener` on every change of the connection's state; returns the function that stops it. */
+  onStatusChange(listener: (status: RealtimeStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => {
+      this.statusListeners.delete(listener);
+    };
+  }
+
+  private setStatus(status: RealtimeStatus): void {
+    if (status === this.status) return;
+    this.status = status;
+    for (const listener of [...this.statusListeners]) {
+      try {
+        listener(status);
+      } catch {
+        // A failing listener must not break the connection or the other listeners.
+      }
+    }
+  }
+
   /** Closes the socket and forgets every query and channel. */
   disconnect(): void {
     this.subscriptions.clear();
@@ -128,6 +163,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.live = false;
     this.stopKeepalive();
     socket?.close(1000, 'client disconnect');
+    this.setStatus('idle');
   }
 
   /** @internal */
@@ -169,6 +205,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.live = false;
     this.stopKeepalive();
     socket.close(1000, 'idle');
+    this.setStatus('idle');
   }
 
   private connect(): void {
@@ -182,6 +219,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
       return;
     }
     this.connecting = true;
+    if (this.status !== 'reconnecting') this.setStatus('connecting');
     const url = `${this.options.baseUrl.replace(/^http/, 'ws')}/v1/realtime`;
     const socket = new Impl(url);
     this.socket = socket;
@@ -216,7 +254,10 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.live = false;
     this.stopKeepalive();
     for (const channel of this.channels.values()) channel.disconnected();
-    if (this.hasWork()) this.scheduleReconnect();
+    if (this.hasWork()) {
+      this.setStatus('reconnecting');
+      this.scheduleReconnect();
+    } else this.setStatus('idle');
   }
 
   /** `lost`, and closes the socket: it is taken for dead (half-open TCP never reports a close). */
@@ -276,6 +317,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     const token = await this.options.accessToken().catch(() => null);
     if (this.socket !== socket || socket.readyState !== OPEN) return;
     this.live = true;
+    this.setStatus('open');
     this.lastFrameAt = Date.now();
     this.startKeepalive(socket);
     // The server handles messages in order: auth first, then every query and channel.
