@@ -98,6 +98,8 @@ describe('a server restart', () => {
     const basalt = client(restartable.url);
     const seen: string[] = [];
     let docs: string[] = [];
+    const statuses: string[] = [basalt.realtime.connectionStatus];
+    basalt.realtime.onStatusChange((status) => statuses.push(status));
     basalt.realtime.subscribe({ collection: 'notes', query: { where: [['list', '==', 'restart']] } }, (snapshot) => {
       docs = snapshot.docs.map((doc) => doc.id);
       for (const change of snapshot.changes) {
@@ -131,6 +133,8 @@ describe('a server restart', () => {
       'added:after:2',
     ]);
     expect(docs.sort()).toEqual(['after', 'before', ...Array.from({ length: 19 }, (_, i) => `down${i + 1}`)].sort());
+    // The app could show it: connecting, open, then reconnecting through the outage, open again.
+    expect(statuses).toEqual(['idle', 'connecting', 'open', 'reconnecting', 'open']);
   }, 40_000);
 });
 
