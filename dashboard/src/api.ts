@@ -4,7 +4,13 @@
  * never put in a URL, so it stays out of logs, history and Referer headers.
  */
 
-import type { Doc as SdkDoc, StorageObject, User as SdkUser } from '../../client-sdk/src/index.js';
+import {
+  BasaltError,
+  HttpTransport,
+  type Doc as SdkDoc,
+  type StorageObject,
+  type User as SdkUser,
+} from '../../client-sdk/src/index.js';
 // Admin-only shapes the SDK does not have come from the server modules that produce them
 // (type-only imports: nothing of the server reaches the bundle).
 import type { InvocationRecord } from '../../server/modules/functions/repository.js';
@@ -12,21 +18,8 @@ import type { RealtimeConnectionInfo } from '../../server/modules/realtime/servi
 
 const KEY_STORAGE = 'basalt.dashboard.serviceKey';
 
-export interface ErrorBody {
-  error?: { code?: string; message?: string; details?: Record<string, unknown> };
-}
-
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly details: Record<string, unknown> = {},
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
+/** What every failed call rejects with: the SDK's error, carrying the catalogue code, status and details. */
+export { BasaltError };
 
 export function storedKey(): string | null {
   return sessionStorage.getItem(KEY_STORAGE);
@@ -42,50 +35,44 @@ export function encodePath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
 }
 
+/**
+ * The admin API through the SDK's transport (the same errors and token handling as apps get),
+ * with the service key as the token; responses are never taken from the browser's cache.
+ */
 export class Api {
   /** Called when the server refuses the key (401): the app signs out. */
-  onUnauthorized: (error: ApiError) => void = () => undefined;
+  onUnauthorized: (error: BasaltError) => void = () => undefined;
+  private readonly transport: HttpTransport;
 
-  constructor(readonly key: string) {}
-
-  async raw(method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string> } = {}) {
-    const response = await fetch(path, {
-      method,
-      headers: { authorization: `Bearer ${this.key}`, ...init.headers },
-      body: init.body ?? null,
-      cache: 'no-store',
-    });
-    if (!response.ok) {
-      const text = await response.text();
-      let body: ErrorBody = {};
-      try {
-        body = JSON.parse(text) as ErrorBody;
-      } catch {
-        body = {};
-      }
-      const error = new ApiError(
-        response.status,
-        body.error?.code ?? `HTTP_${response.status}`,
-        body.error?.message ?? (text.slice(0, 200) || response.statusText),
-        body.error?.details ?? {},
-      );
-      if (response.status === 401) this.onUnauthorized(error);
-      throw error;
-    }
-    return response;
+  constructor(readonly key: string) {
+    this.transport = new HttpTransport(location.origin, (input, init) => fetch(input, { ...init, cache: 'no-store' }));
+    this.transport.useAccessToken(() => key);
   }
 
-  async json<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await this.raw(method, path, {
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      headers: body !== undefined ? { 'content-type': 'application/json', ...headers } : headers,
-    });
-    if (response.status === 204) return undefined as T;
-    return (await response.json()) as T;
+  /** A request whose body or answer is not JSON (uploads, downloads, metrics). */
+  raw(
+    method: string,
+    path: string,
+    init: { body?: BodyInit; headers?: Record<string, string> } = {},
+  ): Promise<Response> {
+    return this.watch(this.transport.send(method, path, init));
+  }
+
+  json<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    return this.watch(this.transport.request<T>(method, path, body, headers));
   }
 
   get<T>(path: string): Promise<T> {
     return this.json<T>('GET', path);
+  }
+
+  private async watch<T>(call: Promise<T>): Promise<T> {
+    try {
+      return await call;
+    } catch (error) {
+      if (error instanceof BasaltError && error.status === 401) this.onUnauthorized(error);
+      throw error;
+    }
   }
 }
 
@@ -95,10 +82,10 @@ export async function verifyKey(key: string): Promise<void> {
   try {
     await api.get('/v1/admin/realtime');
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) {
+    if (error instanceof BasaltError && error.status === 401) {
       throw new Error('The server refused this key: it is not the service key.');
     }
-    if (error instanceof ApiError && error.status === 403) {
+    if (error instanceof BasaltError && error.status === 403) {
       throw new Error('This is a user token, not the service key: the dashboard needs the service key.');
     }
     throw error;

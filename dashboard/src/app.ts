@@ -1,9 +1,10 @@
+import type { RealtimeClient } from '../../client-sdk/src/index.js';
 import type { Api } from './api.js';
 
 export interface Context {
   api: Api;
-  /** The service key, for the realtime websocket's auth frame. */
-  key: string;
+  /** The SDK's realtime connection, authenticated with the service key. */
+  realtime: RealtimeClient;
   params: Record<string, string>;
   query: URLSearchParams;
   navigate(path: string, options?: { replace?: boolean }): void;

@@ -1,4 +1,5 @@
-import type { ApiError } from './api.js';
+import type { BasaltError } from './api.js';
+import { RealtimeClient } from '../../client-sdk/src/index.js';
 import { Api, storedKey, storeKey } from './api.js';
 import { BASE, link, type Context, type Page, type PageFactory } from './app.js';
 import { h, replace } from './dom.js';
@@ -52,6 +53,7 @@ const NAV: Array<[string, string]> = [
 const root = document.getElementById('app') as HTMLElement;
 let current: Page | null = null;
 let renderId = 0;
+let realtime: { key: string; client: RealtimeClient } | null = null;
 const notices = h('div', { class: 'notices', role: 'status', 'aria-live': 'polite' });
 
 function notify(message: string, kind: 'info' | 'error' = 'info'): void {
@@ -74,6 +76,8 @@ function navigate(path: string, options: { replace?: boolean } = {}): void {
 
 function signOut(message?: string): void {
   storeKey(null);
+  realtime?.client.disconnect();
+  realtime = null;
   void render(message);
 }
 
@@ -95,7 +99,15 @@ async function render(signInMessage?: string): Promise<void> {
     return;
   }
   const api = new Api(key);
-  api.onUnauthorized = (error: ApiError) => signOut(`Signed out: the server refused the key (${error.message}).`);
+  // One socket for every page of a signed-in key: pages come and go, their live queries with them.
+  if (realtime?.key !== key) {
+    realtime?.client.disconnect();
+    realtime = {
+      key,
+      client: new RealtimeClient({ baseUrl: location.origin, WebSocket: undefined, accessToken: async () => key }),
+    };
+  }
+  api.onUnauthorized = (error: BasaltError) => signOut(`Signed out: the server refused the key (${error.message}).`);
 
   const relative = location.pathname.startsWith(BASE) ? location.pathname.slice(BASE.length) : '';
   let match: { route: Route; params: Record<string, string> } | null = null;
@@ -153,7 +165,7 @@ async function render(signInMessage?: string): Promise<void> {
   replace(main, h('p', { class: 'muted' }, 'Loading…'));
   const ctx: Context = {
     api,
-    key,
+    realtime: realtime.client,
     params: match.params,
     query: new URLSearchParams(location.search),
     navigate,

@@ -1,7 +1,8 @@
-import { ApiError, type Collection, type Doc, type RuleKind } from '../api.js';
+import { BasaltError, type Collection, type Doc, type RuleKind } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { field, formatTime, h, parseJson, preview, replace } from '../dom.js';
-import { LiveSubscription } from '../live.js';
+import { documentComparator } from '../../../client-sdk/src/order.js';
+import type { LiveQuery } from '../../../client-sdk/src/index.js';
 import { RulesEditor } from './rules-editor.js';
 
 const RULE_KINDS: readonly RuleKind[] = ['read', 'create', 'update', 'delete'];
@@ -156,38 +157,14 @@ function dataColumns(docs: Iterable<Doc>): string[] {
   return [...seen];
 }
 
-function valueAt(doc: Doc, path: string): unknown {
-  if (path === 'id' || path === 'owner' || path === 'created_at' || path === 'updated_at') return doc[path];
-  let value: unknown = doc.data;
-  for (const part of path.split('.'))
-    value = value && typeof value === 'object' ? (value as Record<string, unknown>)[part] : undefined;
-  return value;
-}
-
-function compareValues(a: unknown, b: unknown): number {
-  if (a === b) return 0;
-  if (a === undefined || a === null) return -1;
-  if (b === undefined || b === null) return 1;
-  if (typeof a === 'number' && typeof b === 'number') return a - b;
-  return String(typeof a === 'object' ? JSON.stringify(a) : a) < String(typeof b === 'object' ? JSON.stringify(b) : b)
-    ? -1
-    : 1;
-}
-
-/** Orders live results as the query does: its order_by terms, then the id. */
+/** Orders results as the server does (the SDK's document order): the order_by terms, then the id. */
 function sorter(orderBy: unknown): (a: Doc, b: Doc) => number {
   const terms: Array<[string, 'asc' | 'desc']> = Array.isArray(orderBy)
     ? orderBy.map((term: unknown) =>
         Array.isArray(term) ? [String(term[0]), term[1] === 'desc' ? 'desc' : 'asc'] : [String(term), 'asc'],
       )
     : [];
-  return (a, b) => {
-    for (const [path, direction] of terms) {
-      const order = compareValues(valueAt(a, path), valueAt(b, path));
-      if (order !== 0) return direction === 'desc' ? -order : order;
-    }
-    return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-  };
+  return documentComparator(terms);
 }
 
 function documentsTab(ctx: Context, collection: Collection, disposers: Array<() => void>): HTMLElement {
@@ -209,8 +186,20 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
   const table = h('div', { class: 'table-wrap' });
   const pager = h('div', { class: 'pager' });
   const problem = h('p', { class: 'error-text' });
-  let subscription: LiveSubscription | null = null;
-  disposers.push(() => subscription?.close());
+  let unsubscribe: (() => void) | null = null;
+  disposers.push(() => unsubscribe?.());
+  const showStatus = (state: 'connecting' | 'live' | 'error', message?: string) => {
+    status.textContent = state === 'live' ? '● live' : state === 'connecting' ? 'connecting…' : (message ?? 'error');
+    status.className = `live-status live-${state}`;
+    status.dataset.state = state;
+  };
+  disposers.push(
+    ctx.realtime.onStatusChange((connection) => {
+      if (unsubscribe === null) return;
+      if (connection === 'reconnecting') showStatus('error', 'Connection lost; reconnecting…');
+      else if (connection === 'connecting') showStatus('connecting');
+    }),
+  );
 
   const rows = new Map<string, Doc>();
   const flashes = new Map<string, string>();
@@ -272,8 +261,8 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
 
   const run = async (after: string | null = null) => {
     problem.textContent = '';
-    subscription?.close();
-    subscription = null;
+    unsubscribe?.();
+    unsubscribe = null;
     rows.clear();
     flashes.clear();
     replace(pager);
@@ -288,31 +277,30 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     }
     const order = sorter(query.order_by);
     if (live.checked) {
-      status.textContent = 'connecting…';
-      status.className = 'live-status';
-      subscription = new LiveSubscription(ctx.key, collection.name, query, {
-        onSnapshot(docs) {
+      showStatus('connecting');
+      let received = false;
+      unsubscribe = ctx.realtime.subscribe(
+        { collection: collection.name, query: query as LiveQuery },
+        (snapshot) => {
           rows.clear();
-          for (const doc of docs) rows.set(doc.id, doc);
+          for (const doc of snapshot.docs as Doc[]) rows.set(doc.id, doc);
+          // The first snapshot lists every document as added: only later changes flash.
+          showStatus('live');
+          if (received) {
+            for (const { type, doc } of snapshot.changes) {
+              if (type === 'removed') continue;
+              flashes.set(doc.id, type);
+              window.setTimeout(() => {
+                if (flashes.get(doc.id) === type) flashes.delete(doc.id);
+                table.querySelector(`tr[data-id="${CSS.escape(doc.id)}"]`)?.classList.remove('flash', `flash-${type}`);
+              }, 2500);
+            }
+          }
+          received = true;
           render(order);
         },
-        onChange(kind, doc) {
-          if (kind === 'removed') rows.delete(doc.id);
-          else rows.set(doc.id, doc);
-          if (kind !== 'removed') flashes.set(doc.id, kind);
-          render(order);
-          window.setTimeout(() => {
-            if (flashes.get(doc.id) === kind) flashes.delete(doc.id);
-            table.querySelector(`tr[data-id="${CSS.escape(doc.id)}"]`)?.classList.remove('flash', `flash-${kind}`);
-          }, 2500);
-        },
-        onStatus(state, message) {
-          status.textContent =
-            state === 'live' ? '● live' : state === 'connecting' ? 'connecting…' : (message ?? 'error');
-          status.className = `live-status live-${state}`;
-          status.dataset.state = state;
-        },
-      });
+        (error) => showStatus('error', `${error.code}: ${error.message}`),
+      );
       return;
     }
     status.textContent = '';
@@ -332,7 +320,7 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
         replace(pager, h('button', { type: 'button', onclick: () => void run(next) }, 'Next page ›'));
       }
     } catch (error) {
-      problem.textContent = error instanceof ApiError ? `${error.code}: ${error.message}` : String(error);
+      problem.textContent = error instanceof BasaltError ? `${error.code}: ${error.message}` : String(error);
     }
   };
 

@@ -1,10 +1,11 @@
-import { ApiError, type Doc } from '../api.js';
+import { BasaltError, type Doc } from '../api.js';
 import { link, type Context, type Page } from '../app.js';
 import { field, formatTime, h, parseJson } from '../dom.js';
 
 /** The server's message, with the schema's findings when it lists them. */
-function describe(error: ApiError): string {
-  const issues = Array.isArray(error.details.issues) ? (error.details.issues as Array<Record<string, unknown>>) : [];
+function describe(error: BasaltError): string {
+  const found = error.details?.issues;
+  const issues = Array.isArray(found) ? (found as Array<Record<string, unknown>>) : [];
   const lines = issues.map((issue) => `• ${String(issue.path ?? '')}: ${String(issue.message ?? '')}`);
   return [`${error.code}: ${error.message}`, ...lines].join('\n');
 }
@@ -67,11 +68,11 @@ export async function documentPage(ctx: Context): Promise<Page> {
       showFacts();
       ctx.notify(`Saved ${doc.id} (version ${doc.version}).`);
     } catch (error) {
-      if (error instanceof ApiError && error.code === 'VERSION_CONFLICT') {
+      if (error instanceof BasaltError && error.code === 'VERSION_CONFLICT') {
         problem.textContent =
           'The document changed since it was loaded: reload it to see the new version, then edit again.';
       } else {
-        problem.textContent = error instanceof ApiError ? describe(error) : (error as Error).message;
+        problem.textContent = error instanceof BasaltError ? describe(error) : (error as Error).message;
       }
     }
   };

@@ -1,4 +1,4 @@
-import { ApiError } from '../api.js';
+import { BasaltError } from '../api.js';
 import { h } from '../dom.js';
 
 /**
@@ -56,17 +56,18 @@ export class RulesEditor<K extends string> {
 
   /** Shows an INVALID_RULE error next to its rule; false when the error is about something else. */
   show(error: unknown): boolean {
-    if (!(error instanceof ApiError) || error.code !== 'INVALID_RULE') return false;
+    if (!(error instanceof BasaltError) || error.code !== 'INVALID_RULE') return false;
+    const details = error.details ?? {};
     // Collections name the rule; buckets report only its source, which identifies the input.
-    const source0 = typeof error.details.source === 'string' ? error.details.source : null;
+    const source0 = typeof details.source === 'string' ? details.source : null;
     const kind =
-      (error.details.rule as K | undefined) ??
+      (details.rule as K | undefined) ??
       [...this.inputs].find(([, input]) => source0 !== null && input.value.trim() === source0)?.[0];
     const target = kind !== undefined ? this.errors.get(kind) : undefined;
     const input = kind !== undefined ? this.inputs.get(kind) : undefined;
     if (!target || !input) return false;
-    const position = typeof error.details.position === 'number' ? error.details.position : null;
-    const source = typeof error.details.source === 'string' ? error.details.source : input.value.trim();
+    const position = typeof details.position === 'number' ? details.position : null;
+    const source = typeof details.source === 'string' ? details.source : input.value.trim();
     target.hidden = false;
     target.replaceChildren(h('span', { class: 'error-text' }, error.message));
     if (position !== null) {
