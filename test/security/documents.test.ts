@@ -12,6 +12,7 @@ import { securitySuite, type HttpResult } from './harness.js';
 
 /** Small enough that a PATCH can push Alice's stored document over it. */
 const MAX_DOCUMENT_BYTES = 4096;
+const HOSTILE_DEPTH = 6000;
 
 interface Fixture {
   alice: TestUser;
@@ -31,6 +32,15 @@ const OWNER_ONLY = {
 };
 
 const MISSING_ID = 'no-such-account';
+
+/** `[[[…1…]]]` nested `depth` deep, as raw JSON text (JSON.stringify of it would recurse). */
+function nestedArrayJson(depth: number): string {
+  return `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+}
+
+function nestedObjectJson(depth: number): string {
+  return `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+}
 
 /** An answer with ids blanked, so a hidden document's answer can be compared with a missing one's. */
 function normalized(result: HttpResult, ids: string[]): unknown {
@@ -348,6 +358,228 @@ securitySuite<Fixture>({
         const docs = (result.body as { docs: Doc[] }).docs;
         expect(docs.every((doc) => doc.owner === fixture.bob.id)).toBe(true);
       },
+    },
+
+    // -- hostile JSON: depth, NUL, prototype keys --------------------------------------------------
+    {
+      name: `a query value nested ${HOSTILE_DEPTH} deep: 400`,
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes/query',
+        as: 'bob',
+        rawBody: `{"where":[["a","==",${nestedArrayJson(HOSTILE_DEPTH)}]]}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: `a query value nested ${HOSTILE_DEPTH} deep inside an object: 400`,
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes/count',
+        as: 'bob',
+        rawBody: `{"where":[["a","in",[${nestedObjectJson(HOSTILE_DEPTH)}]]]}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'a cursor whose JSON nests deep: 400',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes/query',
+        as: 'bob',
+        body: {
+          order_by: [['a', 'asc']],
+          after: Buffer.from(`{"v":[[${nestedArrayJson(HOSTILE_DEPTH)}]],"id":"x"}`).toString('base64url'),
+        },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'a query value past the user-JSON depth but inside the body limit: 400 naming the value',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes/query',
+        as: 'bob',
+        rawBody: `{"where":[["a","==",${nestedArrayJson(100)}]]}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+      check: (result) =>
+        expect((result.body as { error: { details: unknown } }).error.details).toEqual({
+          field: 'where[0][2]',
+          max_depth: 64,
+        }),
+    },
+    {
+      name: 'document data past the user-JSON depth but inside the body limit: 400',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes',
+        as: 'bob',
+        rawBody: `{"data":${nestedObjectJson(100)}}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: `document data nested ${HOSTILE_DEPTH} deep: 400`,
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes',
+        as: 'bob',
+        rawBody: `{"data":{"a":${nestedArrayJson(HOSTILE_DEPTH)}}}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: `every JSON route refuses a body nested ${HOSTILE_DEPTH} deep before it runs, with details`,
+      source: 'issue 15 #9',
+      async run(fixture, server) {
+        const targets: Array<{ method: string; path: string; token?: string; body: string }> = [
+          { method: 'POST', path: '/v1/db/batch', body: `{"ops":${nestedArrayJson(HOSTILE_DEPTH)}}` },
+          {
+            method: 'POST',
+            path: '/v1/auth/signup',
+            body: `{"email":"deep@example.com","password":"Correct-Horse-42","data":${nestedObjectJson(HOSTILE_DEPTH)}}`,
+          },
+          {
+            method: 'PATCH',
+            path: '/v1/auth/user',
+            token: fixture.bob.token,
+            body: `{"data":${nestedObjectJson(HOSTILE_DEPTH)}}`,
+          },
+          {
+            method: 'POST',
+            path: '/v1/admin/collections',
+            token: server.serviceKey,
+            body: `{"name":"deep","schema":${nestedObjectJson(HOSTILE_DEPTH)}}`,
+          },
+          { method: 'POST', path: '/v1/db/notes', body: nestedArrayJson(HOSTILE_DEPTH) },
+        ];
+        for (const target of targets) {
+          const answer = await request(server.url, target.method, target.path, {
+            rawBody: target.body,
+            token: target.token,
+            headers: { 'content-type': 'application/json; charset=utf-8' },
+          });
+          expect(answer.status, `${target.method} ${target.path}: ${answer.text.slice(0, 300)}`).toBe(400);
+          expect(errorCode(answer.body)).toBe('INVALID_REQUEST');
+          expect((answer.body as { error: { details?: { max_depth?: number } } }).error.details?.max_depth).toBeTypeOf(
+            'number',
+          );
+        }
+        expect(
+          (await request(server.url, 'GET', '/v1/admin/collections/deep', { token: server.serviceKey })).status,
+        ).toBe(404);
+      },
+    },
+    {
+      name: 'the body check leaves legitimate bodies alone: the deepest data a document takes, in a batch; emoji escapes',
+      source: 'issue 15 #9',
+      async run(fixture, server) {
+        // 63 objects around a value: the deepest data the documents module accepts.
+        const deepest = nestedObjectJson(63);
+        const batch = await request(server.url, 'POST', '/v1/db/batch', {
+          token: fixture.bob.token,
+          rawBody: `{"ops":[{"op":"create","collection":"notes","id":"deepest","data":${deepest}}]}`,
+          headers: { 'content-type': 'application/json; charset=utf-8' },
+        });
+        expect(batch.status, batch.text).toBe(200);
+        const emoji = await request(server.url, 'POST', '/v1/db/notes', {
+          token: fixture.bob.token,
+          rawBody: '{"data":{"text":"\\\\u0000 is not NUL here: \\ud83d\\ude00"}}',
+          headers: { 'content-type': 'application/json' },
+        });
+        expect(emoji.status, emoji.text).toBe(201);
+        expect((emoji.body as Doc).data.text).toBe('\\u0000 is not NUL here: \u{1F600}');
+      },
+    },
+    {
+      name: 'NUL escaped in any JSON body (here sign-up metadata): 400 naming the field, before the route runs',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/auth/signup',
+        rawBody: '{"email":"nul@example.com","password":"Correct-Horse-42","data":{"bio":"a\\u0000b"}}',
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+      check: (result) =>
+        expect((result.body as { error: { details: unknown } }).error.details).toEqual({ field: 'body.data.bio' }),
+    },
+    {
+      name: 'NUL in a data value: 400',
+      source: 'issue 15 #9',
+      request: () => ({ method: 'POST', path: '/v1/db/notes', as: 'bob', body: { data: { text: 'a\u0000b' } } }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'NUL in a field name: 400',
+      source: 'issue 15 #9',
+      request: () => ({ method: 'POST', path: '/v1/db/notes', as: 'bob', body: { data: { 'a\u0000b': 1 } } }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an unpaired surrogate in nested data: 400',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes',
+        as: 'bob',
+        rawBody: '{"data":{"list":[{"text":"\\ud800"}]}}',
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'NUL in a PATCH transform operand: 400',
+      source: 'issue 15 #9',
+      request: (f) => ({
+        method: 'PATCH',
+        path: `/v1/db/accounts/${f.account.id}`,
+        as: 'alice',
+        body: { data: { tags: { $array_union: ['a\u0000'] } } },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'NUL in a query value: 400',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes/query',
+        as: 'bob',
+        body: { where: [['text', '==', 'a\u0000']] },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'NUL in the owner the service key names: 400',
+      source: 'issue 15 #9',
+      request: () => ({ method: 'POST', path: '/v1/db/notes', as: 'service', body: { owner: 'a\u0000b', data: {} } }),
+      status: 400,
+      code: 'INVALID_REQUEST',
     },
     {
       name: 'a "__proto__" key anywhere in a body: 400, no prototype change',
