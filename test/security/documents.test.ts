@@ -114,6 +114,12 @@ securitySuite<Fixture>({
       },
     });
     await createCollection(server, { name: 'notes', rules: { read: 'true', create: 'true' } });
+    // Write-only for everyone signed in: anyone may vote, only the owner reads the tally.
+    await createCollection(server, {
+      name: 'ballots',
+      rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null', update: 'auth != null' },
+      schema: { type: 'object', properties: { votes: { type: 'number', maximum: 100 } } },
+    });
     const [alice, bob] = await Promise.all([signUp(server), signUp(server)]);
     const secret = `alice-secret-${Date.now()}`;
     const created = await send(server, alice, 'POST', '/v1/db/accounts', {
@@ -121,6 +127,11 @@ securitySuite<Fixture>({
       data: { balance: 1000, note: 'n'.repeat(2000), secret },
     });
     expect(created.status, created.text).toBe(201);
+    const ballot = await send(server, alice, 'POST', '/v1/db/ballots', {
+      id: 'alice-ballot',
+      data: { votes: 90, note: 'n'.repeat(2000), secret },
+    });
+    expect(ballot.status, ballot.text).toBe(201);
     const huge = await send(server, alice, 'POST', '/v1/db/accounts', {
       id: 'alice-huge',
       data: { balance: 1.7e308, secret },
@@ -263,6 +274,29 @@ securitySuite<Fixture>({
           expect(batch.status, batch.text).toBe(404);
         }
         await expectUnchanged(server, fixture);
+      },
+    },
+    {
+      name: 'a write-only caller learns whether the write fits, never the stored size or schema issues',
+      source: 'issue 15 #2',
+      async run(fixture, server) {
+        const path = '/v1/db/ballots/alice-ballot';
+        const tooMany = await send(server, fixture.bob, 'PATCH', path, { data: { votes: { $increment: 20 } } });
+        expect(tooMany.status, tooMany.text).toBe(400);
+        expect(errorCode(tooMany.body)).toBe('INVALID_REQUEST');
+        expect((tooMany.body as { error: { details?: unknown } }).error.details).toBeUndefined();
+        const tooBig = await send(server, fixture.bob, 'PATCH', path, {
+          data: { filler: 'x'.repeat(MAX_DOCUMENT_BYTES - 1500) },
+        });
+        expect(tooBig.status, tooBig.text).toBe(413);
+        expect((tooBig.body as { error: { details?: unknown } }).error.details).toEqual({
+          max_bytes: MAX_DOCUMENT_BYTES,
+        });
+        expect(tooBig.text).not.toContain('"size"');
+        const vote = await send(server, fixture.bob, 'PATCH', path, { data: { votes: { $increment: 1 } } });
+        expect(vote.status, vote.text).toBe(200);
+        expect((vote.body as { data: unknown }).data).toBeNull();
+        expect(vote.text).not.toContain(fixture.secret);
       },
     },
     {
