@@ -7,6 +7,7 @@ import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
 import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
+import { registerJsonBodyParser } from './internal/http/json-body.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
 import { createLogger, requestLogger, type Logger } from './internal/log.js';
@@ -111,6 +112,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   app.decorate('platform', platform);
 
   registerErrorHandling(app);
+  registerJsonBodyParser(app);
 
   // helmet's headers, computed once at start-up rather than per request.
   registerSecurityHeaders(app, {

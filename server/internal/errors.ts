@@ -69,6 +69,18 @@ export function fromPostgresError(error: unknown, context?: string): AppError {
     case '22023':
     case '22003':
       return new AppError('INVALID_REQUEST', undefined, { cause: error });
+    // Values from a request that Postgres cannot store or read. The edges refuse them first
+    // (user-json.ts, the timestamp parsers); these keep any path that misses a check at 400.
+    case '22P05': // untranslatable character: \u0000 in jsonb (an unpaired surrogate is 22P02)
+    case '22021': // character not in repertoire: NUL in text
+      return new AppError('INVALID_REQUEST', 'A string holds NUL or an unpaired surrogate, which cannot be stored.', {
+        cause: error,
+      });
+    case '22007': // invalid datetime format
+    case '22008': // datetime field overflow, e.g. year 0
+      return new AppError('INVALID_REQUEST', 'A time is malformed or out of range.', { cause: error });
+    case '54001': // stack depth limit exceeded: a value nested too deep
+      return new AppError('INVALID_REQUEST', 'A value nests too deeply.', { cause: error });
     case '40001':
     case '40P01':
     case '55P03':

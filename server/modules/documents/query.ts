@@ -17,6 +17,7 @@
  * - A document missing an order_by field is not excluded: it sorts before null.
  */
 import { AppError } from '../../internal/errors.js';
+import { findUserJsonProblem, MAX_USER_JSON_DEPTH } from '../../internal/user-json.js';
 import { isStorableJson, parseFieldPath } from './names.js';
 import type { Document, JsonObject, JsonValue } from './types.js';
 
@@ -267,8 +268,14 @@ function checkList(value: JsonValue, where: string): JsonValue[] {
 
 function checkValue(field: FieldRef, op: Operator, value: JsonValue, where: string): JsonValue {
   if (value === undefined) throw invalid(`${where}: the value is missing.`, { field: `${where}[2]` });
-  if (!isStorableJson(value)) {
-    throw invalid(`${where}: strings may not contain NUL or unpaired surrogates.`, { field: `${where}[2]` });
+  const problem = findUserJsonProblem(value);
+  if (problem) {
+    throw invalid(
+      problem.kind === 'depth'
+        ? `${where}: the value nests deeper than ${MAX_USER_JSON_DEPTH} levels.`
+        : `${where}: strings may not contain NUL or unpaired surrogates.`,
+      { field: `${where}[2]`, ...(problem.kind === 'depth' ? { max_depth: MAX_USER_JSON_DEPTH } : {}) },
+    );
   }
   if (op === 'exists') {
     if (typeof value !== 'boolean') throw invalid(`${where}: exists takes true or false.`, { field: `${where}[2]` });

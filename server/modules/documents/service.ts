@@ -8,6 +8,15 @@
  * the write); queries and counts filter in the database with the `read` rule compiled
  * to SQL. A write the rules deny is 403, or 404 when the caller may not read the
  * document either (so a stranger cannot tell that it exists).
+ *
+ * A write to a stored document runs its checks in an order that leaks nothing: the version
+ * (If-Match), the transforms ($increment …), the update rule, and only then the size limit
+ * and the schema. Each of those answers depends on the stored data, so a caller who may not
+ * read the document gets the 404 of a missing id from every step the update rule has not
+ * yet allowed — otherwise `$increment` against a schema `minimum`, or a PATCH near the size
+ * limit, would binary-search a hidden value. A caller the update rule allows but the read
+ * rule does not (write-only) still learns whether their write fits, but never the stored
+ * size or the schema issues.
  */
 import { isUser, type Caller } from '../../internal/caller.js';
 import type { Queryable, Tx } from '../../internal/db.js';
@@ -18,14 +27,7 @@ import { assertCollectionName, assertDocumentId, generateDocumentId } from './na
 import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
 import type { DocumentRepository } from './repository.js';
 import { compileAfter, compileFilter, compileOrderBy, ROW_ALIAS, SqlParams } from './sql.js';
-import {
-  applyPatch,
-  assertDataSize,
-  hasServerTimestamp,
-  materialize,
-  parsePatch,
-  type PatchObject,
-} from './transforms.js';
+import { applyPatch, dataBytes, hasServerTimestamp, materialize, parsePatch, type PatchObject } from './transforms.js';
 import type { Document, JsonObject, RuleKind } from './types.js';
 
 export const MAX_BATCH_OPS = 500;
@@ -163,17 +165,30 @@ export class DocumentService {
     throw new AppError('FORBIDDEN', `The ${kind} rule of "${meta.name}" denies this.`);
   }
 
-  private checkData(meta: CompiledCollection, data: JsonObject): void {
-    assertDataSize(data, this.options.maxDocumentBytes);
-    if (meta.validate && !meta.validate(data)) {
-      const issues = (meta.validate.errors ?? []).slice(0, 20).map((error) => ({
-        path: `data${error.instancePath}`,
-        message: error.message,
-        params: error.params,
-      }));
-      throw new AppError('INVALID_REQUEST', `The data does not match the schema of "${meta.name}".`, {
-        details: { issues },
-      });
+  /**
+   * The size limit and the schema. `reveal` false (data merged into a document the caller may
+   * not read) keeps the stored size and the schema issues, which describe stored data, out of
+   * the answer.
+   */
+  private checkData(meta: CompiledCollection, data: JsonObject, reveal = true): void {
+    const maxBytes = this.options.maxDocumentBytes;
+    const size = dataBytes(data);
+    if (size > maxBytes) {
+      throw reveal
+        ? new AppError('PAYLOAD_TOO_LARGE', `The document's data is ${size} bytes; the limit is ${maxBytes}.`, {
+            details: { size, max_bytes: maxBytes },
+          })
+        : new AppError('PAYLOAD_TOO_LARGE', `The document's data would exceed the limit of ${maxBytes} bytes.`, {
+            details: { max_bytes: maxBytes },
+          });
+    }
+    const issues = meta.validate?.(data) ?? [];
+    if (issues.length > 0) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `The data does not match the schema of "${meta.name}".`,
+        reveal ? { details: { issues } } : {},
+      );
     }
   }
 
@@ -324,7 +339,10 @@ export class DocumentService {
     throw new AppError('UNAVAILABLE', 'The document changed concurrently; retry.');
   }
 
-  /** Writes new data over a stored, locked document after the version, schema and rule checks. */
+  /**
+   * Writes new data over a stored, locked document: version, transforms, update rule, then
+   * size and schema (the order the module comment explains).
+   */
   private async replaceIn(
     scope: Scope,
     caller: Caller,
@@ -333,15 +351,26 @@ export class DocumentService {
     options: WriteOptions,
     compute: (stored: JsonObject, now: string) => JsonObject,
   ): Promise<Document> {
+    const readable = this.allows(meta, 'read', caller, { doc: stored });
     if (options.ifVersion !== undefined && options.ifVersion !== stored.version) {
-      if (!this.allows(meta, 'read', caller, { doc: stored })) throw notFound(meta.name, stored.id);
+      if (!readable) throw notFound(meta.name, stored.id);
       throw versionConflict(options.ifVersion, stored.version);
     }
     const now = await scope.now();
-    const data = compute(stored.data, now);
-    this.checkData(meta, data);
+    let data: JsonObject;
+    try {
+      data = compute(stored.data, now);
+    } catch (error) {
+      // A transform that cannot apply (an $increment past the number range) tells of the stored value.
+      if (!readable) throw notFound(meta.name, stored.id);
+      throw error;
+    }
     const incoming: Document = { ...stored, version: stored.version + 1, updated_at: now, data };
-    if (!this.allows(meta, 'update', caller, { doc: stored, incoming })) this.deny(meta, caller, stored, 'update');
+    if (!this.allows(meta, 'update', caller, { doc: stored, incoming })) {
+      if (!readable) throw notFound(meta.name, stored.id);
+      throw new AppError('FORBIDDEN', `The update rule of "${meta.name}" denies this.`);
+    }
+    this.checkData(meta, data, readable);
     const doc = await this.repo.updateData(scope.q, meta.name, stored.id, data);
     if (!doc) throw notFound(meta.name, stored.id);
     return doc;

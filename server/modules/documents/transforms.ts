@@ -199,12 +199,3 @@ export function materialize(patch: PatchObject, now: string): JsonObject {
 export function dataBytes(data: JsonObject): number {
   return Buffer.byteLength(dataJson(data), 'utf8');
 }
-
-export function assertDataSize(data: JsonObject, maxBytes: number): void {
-  const size = dataBytes(data);
-  if (size > maxBytes) {
-    throw new AppError('PAYLOAD_TOO_LARGE', `The document's data is ${size} bytes; the limit is ${maxBytes}.`, {
-      details: { size, max_bytes: maxBytes },
-    });
-  }
-}
