@@ -9,6 +9,7 @@ import type { Doc } from './wire.js';
 export type OrderDirection = 'asc' | 'desc';
 export type OrderBy = ReadonlyArray<readonly [string, OrderDirection]>;
 
+/** Type rank in sort order; 0 is "missing". */
 export function typeRank(value: unknown): number {
   if (value === undefined) return 0;
   if (value === null) return 1;
@@ -24,12 +25,15 @@ export function typeRank(value: unknown): number {
   }
 }
 
+/** Code-point order, which is UTF-8 byte order and Postgres's COLLATE "C". */
 export function compareStrings(a: string, b: string): number {
   const length = Math.min(a.length, b.length);
   for (let i = 0; i < length; i++) {
     const x = a.charCodeAt(i);
     const y = b.charCodeAt(i);
     if (x === y) continue;
+    // A surrogate belongs to an astral code point, which sorts after all of the BMP
+    // (U+E000-U+FFFF included): lifting surrogates above U+FFFF gives code point order.
     const xs = x >= 0xd800 && x <= 0xdfff ? x + 0x10000 : x;
     const ys = y >= 0xd800 && y <= 0xdfff ? y + 0x10000 : y;
     return xs < ys ? -1 : 1;
@@ -37,6 +41,7 @@ export function compareStrings(a: string, b: string): number {
   return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
+/** Sort order of two values: by type rank, then within the type. */
 export function compareValues(a: unknown, b: unknown): number {
   const ra = typeRank(a);
   const rb = typeRank(b);
@@ -49,11 +54,10 @@ export function compareValues(a: unknown, b: unknown): number {
 
 export const SYSTEM_FIELDS = new Set(['id', 'owner', 'created_at', 'updated_at']);
 
-export function fieldValue(doc: Doc<unknown>, path: string): unknown {
-  if (SYSTEM_FIELDS.has(path)) return (doc as unknown as Record<string, unknown>)[path];
-  // As the server reads paths: a numeric segment indexes an array, other keys must be own.
-  let value: unknown = doc.data;
-  for (const part of path.split('.')) {
+/** Follows a path into data as Postgres's #> does: integer segments index arrays, other keys must be own. */
+export function valueAtPath(data: unknown, path: readonly string[]): unknown {
+  let value = data;
+  for (const part of path) {
     if (typeof value !== 'object' || value === null) return undefined;
     if (Array.isArray(value)) {
       if (!/^\d+$/.test(part)) return undefined;
@@ -63,6 +67,12 @@ export function fieldValue(doc: Doc<unknown>, path: string): unknown {
     }
   }
   return value;
+}
+
+/** A document's field by its dotted path (a system field, or a path into data). */
+export function fieldValue(doc: Doc<unknown>, path: string): unknown {
+  if (SYSTEM_FIELDS.has(path)) return (doc as unknown as Record<string, unknown>)[path];
+  return valueAtPath(doc.data, path.split('.'));
 }
 
 /** Compares two documents by `orderBy`, then by id in the direction of the last term. */

@@ -16,6 +16,7 @@
  *   or boolean): `age > 5` never matches a string age.
  * - A document missing an order_by field is not excluded: it sorts before null.
  */
+import { compareStrings, compareValues, valueAtPath as valueAtPathOf } from '../../../client-sdk/src/order.js';
 import { AppError } from '../../internal/errors.js';
 import { findUserJsonProblem, MAX_USER_JSON_DEPTH } from '../../internal/user-json.js';
 import { isStorableJson, parseFieldPath } from './names.js';
@@ -150,48 +151,8 @@ export function normalizeTimestamp(input: string): string | null {
 // ---------------------------------------------------------------------------
 // Values: type order, comparison, equality
 
-/** Type rank in sort order; 0 is "missing". */
-export function typeRank(value: JsonValue | undefined): number {
-  if (value === undefined) return 0;
-  if (value === null) return 1;
-  switch (typeof value) {
-    case 'boolean':
-      return 2;
-    case 'number':
-      return 3;
-    case 'string':
-      return 4;
-    default:
-      return Array.isArray(value) ? 5 : 6;
-  }
-}
-
-/** Code-point order, which is UTF-8 byte order and Postgres's COLLATE "C". */
-export function compareStrings(a: string, b: string): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x === y) continue;
-    // A surrogate belongs to an astral code point, which sorts after all of the BMP
-    // (U+E000-U+FFFF included): lifting surrogates above U+FFFF gives code point order.
-    const xs = x >= 0xd800 && x <= 0xdfff ? x + 0x10000 : x;
-    const ys = y >= 0xd800 && y <= 0xdfff ? y + 0x10000 : y;
-    return xs < ys ? -1 : 1;
-  }
-  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
-}
-
-/** Sort order of two values (see the module comment). */
-export function compareValues(a: JsonValue | undefined, b: JsonValue | undefined): number {
-  const ra = typeRank(a);
-  const rb = typeRank(b);
-  if (ra !== rb) return ra < rb ? -1 : 1;
-  if (typeof a === 'boolean' && typeof b === 'boolean') return a === b ? 0 : a ? 1 : -1;
-  if (typeof a === 'number' && typeof b === 'number') return a === b ? 0 : a < b ? -1 : 1;
-  if (typeof a === 'string' && typeof b === 'string') return compareStrings(a, b);
-  return 0;
-}
+// The one definition of document order, shared with the SDK's live queries.
+export { compareStrings, compareValues, typeRank } from '../../../client-sdk/src/order.js';
 
 export function deepEqual(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
   if (a === b) return true;
@@ -208,17 +169,8 @@ export function deepEqual(a: JsonValue | undefined, b: JsonValue | undefined): b
 
 /** Follows a path into data: integer segments index arrays, as Postgres's #> does. */
 export function valueAtPath(data: JsonValue, path: readonly string[]): JsonValue | undefined {
-  let current: JsonValue | undefined = data;
-  for (const segment of path) {
-    if (current === null || current === undefined || typeof current !== 'object') return undefined;
-    if (Array.isArray(current)) {
-      if (!/^\d+$/.test(segment)) return undefined;
-      current = current[Number(segment)];
-    } else {
-      current = Object.prototype.hasOwnProperty.call(current, segment) ? current[segment] : undefined;
-    }
-  }
-  return current;
+  // Data is parsed JSON, so whatever lies at a path is JSON too.
+  return valueAtPathOf(data, path) as JsonValue | undefined;
 }
 
 export function fieldValue(doc: Document, field: FieldRef): JsonValue | undefined {
