@@ -20,6 +20,7 @@ import {
   evaluateRule,
   parseRule,
   ruleAuthFromCaller,
+  type Root,
   type Rule,
 } from '../../internal/rules/index.js';
 import type { ByteRange, StorageBackend } from './backends/index.js';
@@ -99,6 +100,8 @@ export interface StorageMetrics {
 const RULE_KINDS = ['read', 'write', 'delete'] as const;
 type RuleKind = (typeof RULE_KINDS)[number];
 const RULE_CACHE_LIMIT = 1000;
+/** What a bucket rule is evaluated with (see `allowed` and `list`). */
+const BUCKET_RULE_VARIABLES: ReadonlySet<Root> = new Set<Root>(['auth', 'object', 'now']);
 
 function toObject(row: ObjectRow): StorageObject {
   return {
@@ -199,7 +202,7 @@ export class StorageService {
     const rules = input.rules === undefined ? base.rules : input.rules;
     for (const kind of RULE_KINDS) {
       const source = rules[kind];
-      if (source !== undefined) this.rule(source);
+      if (source !== undefined) this.checkedRule(kind, source);
     }
     const maxFileSize = input.max_file_size === undefined ? base.max_file_size : input.max_file_size;
     if (maxFileSize !== null && maxFileSize > this.options.maxFileSize) {
@@ -221,6 +224,35 @@ export class StorageService {
     const bucket = await this.repo.bucket(name);
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
     return bucket;
+  }
+
+  /**
+   * Parses a rule as it is saved. A bucket rule is evaluated with `auth`, `object` and `now`
+   * only, so a rule naming `doc` or `incoming` could never be true: it is refused here
+   * rather than saved to deny every request.
+   */
+  private checkedRule(kind: RuleKind, source: string): Rule {
+    let rule: Rule;
+    try {
+      rule = this.rule(source);
+    } catch (error) {
+      if (isAppError(error) && error.code === 'INVALID_RULE') {
+        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
+          details: { ...error.details, rule: kind },
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const unavailable = [...rule.variables].find((root) => !BUCKET_RULE_VARIABLES.has(root));
+    if (unavailable !== undefined) {
+      throw new AppError(
+        'INVALID_RULE',
+        `rules.${kind}: \`${unavailable}\` is not available in a bucket rule; bucket rules see auth, object and now.`,
+        { details: { rule: kind, variable: unavailable } },
+      );
+    }
+    return rule;
   }
 
   private rule(source: string): Rule {
