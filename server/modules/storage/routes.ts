@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import { normalizeContentType, servedContentType, splitStorageUrl } from './paths.js';
+import { servedContentType, splitStorageUrl } from './paths.js';
 import type { BucketInput, StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
@@ -469,7 +469,7 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
         bucket,
         rawPath,
         body,
-        contentType: normalizeContentType(request.headers['content-type']),
+        contentType: request.headers['content-type'],
         upsert: upsertHeader(request),
         declaredSize: declaredLength(request),
       });
@@ -517,7 +517,7 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
             rawPath,
             body: part.file,
             // The parser hands over the part's type without its parameters (charset included).
-            contentType: normalizeContentType(part.mimetype),
+            contentType: part.mimetype,
             upsert,
             declaredSize: null,
           });

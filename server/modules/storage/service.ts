@@ -29,6 +29,7 @@ import {
   assertMimePattern,
   encodeObjectPath,
   mimeAllowed,
+  normalizeContentType,
   normalizePrefix,
   objectPathFromUrl,
 } from './paths.js';
@@ -69,7 +70,8 @@ export interface UploadInput {
   /** The path as decoded from the URL, before validation. */
   rawPath: string;
   body: Readable;
-  contentType: string;
+  /** The Content-Type as sent (undefined when absent); stored normalized, see normalizeContentType. */
+  contentType: string | undefined;
   upsert: boolean;
   /** Content-Length when the client sent one: lets an oversized upload fail before any byte is read. */
   declaredSize: number | null;
@@ -308,12 +310,13 @@ export class StorageService {
   private async store(caller: Caller, input: UploadInput): Promise<StorageObject> {
     assertBucketName(input.bucket);
     const path = objectPathFromUrl(input.rawPath);
+    const contentType = normalizeContentType(input.contentType);
     const found = await this.repo.bucketAndObject(input.bucket, path);
     const bucket = found.bucket;
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${input.bucket}" does not exist.`);
     const limit = Math.min(bucket.max_file_size ?? this.options.maxFileSize, this.options.maxFileSize);
-    if (!mimeAllowed(input.contentType, bucket.allowed_mime_types)) {
-      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${input.contentType}.`, {
+    if (!mimeAllowed(contentType, bucket.allowed_mime_types)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${contentType}.`, {
         details: { allowed_mime_types: bucket.allowed_mime_types },
       });
     }
@@ -330,7 +333,7 @@ export class StorageService {
       bucket: bucket.name,
       path,
       size,
-      content_type: input.contentType,
+      content_type: contentType,
       owner: existing ? existing.owner : owner,
     });
     if (existing) this.assertAllowed(caller, bucket, 'write', existing);
@@ -361,7 +364,7 @@ export class StorageService {
         path,
         storageKey: key,
         size: stored.size,
-        contentType: input.contentType,
+        contentType,
         etag: stored.etag,
         sha256: stored.sha256,
         owner,
