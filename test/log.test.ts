@@ -39,10 +39,10 @@ describe('the logger', () => {
       'failed for %s',
       '/y?code=secret-4',
     );
-    log.info({ url: '/z?refresh_token=secret-5', path: 'a?password=secret-6' }, 'fields');
+    log.info({ url: '/z?refresh_token=secret-5', path: 'a?password=secret-6', reason: '/r?key=secret-8' }, 'fields');
     log.info({ mail: { access_token: 'secret-7' } }, 'objects keep their own redaction');
     const output = text();
-    for (let i = 1; i <= 7; i++) expect(output).not.toContain(`secret-${i}`);
+    for (let i = 1; i <= 8; i++) expect(output).not.toContain(`secret-${i}`);
     expect(output).toContain('access_token=[redacted]');
     expect(output).toContain('"msg":"reply already sent for /v1/auth/verify?token=[redacted]"');
     expect(output).toContain('fields');

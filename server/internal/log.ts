@@ -44,7 +44,7 @@ function isCredentialName(raw: string): boolean {
 /**
  * Replaces the value of every credential query parameter in a URL, or in any text that
  * contains one (an error message, a "not found" line), by `[redacted]`. The one redaction
- * of credentials in URLs: the logger applies it to request URLs, `url`/`path` fields,
+ * of credentials in URLs: the logger applies it to request URLs, top-level string fields,
  * messages and errors, so no call site has to remember it.
  */
 export function redactCredentials(text: string): string {
@@ -88,9 +88,20 @@ const serializers: pino.LoggerOptions['serializers'] = {
   }),
   // Error messages may quote a URL (Fastify's "reply already sent" does), and so may a cause's.
   err: (error: Error) => redactDeep(pino.stdSerializers.err(error)),
-  url: (value: unknown) => (typeof value === 'string' ? redactCredentials(value) : value),
-  path: (value: unknown) => (typeof value === 'string' ? redactCredentials(value) : value),
 };
+
+/** Redacts every top-level string field of a line (`url`, `path`, `reason` …); objects have their serializers. */
+function redactFields(object: Record<string, unknown>): Record<string, unknown> {
+  let out = object;
+  for (const [key, value] of Object.entries(object)) {
+    if (typeof value !== 'string') continue;
+    const redacted = redactCredentials(value);
+    if (redacted === value) continue;
+    if (out === object) out = { ...object };
+    out[key] = redacted;
+  }
+  return out;
+}
 
 /** Redacts the message of every line; an Error logged alone is split as pino would, so its message is too. */
 function logMethod(this: Logger, args: unknown[], method: (...values: unknown[]) => void): void {
@@ -118,6 +129,7 @@ export function createLogger(level: string, options: LoggerOptions = {}): Logger
     level,
     base: { service: 'basalt' },
     serializers,
+    formatters: { log: redactFields },
     hooks: { logMethod: logMethod as NonNullable<pino.LoggerOptions['hooks']>['logMethod'] },
     redact: {
       paths: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.access_token', '*.refresh_token'],
