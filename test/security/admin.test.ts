@@ -113,6 +113,12 @@ securitySuite<Fixture>({
       mustNotContain: METRICS_SECRETS,
     },
     {
+      name: 'HEAD /metrics without a token',
+      source: 'review #12',
+      request: () => ({ method: 'HEAD', path: '/metrics' }),
+      status: 401,
+    },
+    {
       name: '/metrics with a wrong token',
       source: 'review #12',
       request: () => ({ method: 'GET', path: '/metrics', as: 'garbage' }),
