@@ -181,6 +181,13 @@ securitySuite<Fixture>({
       code: 'UNAUTHENTICATED',
     },
 
+    {
+      name: "an unknown route with a user's token",
+      request: () => ({ method: 'GET', path: '/v1/nowhere', as: 'user' }),
+      status: 404,
+      code: 'NOT_FOUND',
+    },
+
     // ---- admin endpoints without the key -----------------------------------------------------
     ...adminRows,
 
