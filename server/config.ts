@@ -12,6 +12,8 @@ export interface Config {
   dataDir: string;
   /** From BASALT_SERVICE_KEY; `null` means generated once and kept in the data dir. */
   serviceKey: string | null;
+  /** From BASALT_METRICS_TOKEN: a bearer that reads /metrics and nothing else (the service key also does). */
+  metricsToken: string | null;
   publicUrl: string;
   storage: StorageConfig;
   smtpUrl: string | null;
@@ -408,6 +410,13 @@ export function loadConfig(env: Env = process.env): Config {
   if (serviceKey !== null && serviceKey.length < 32) {
     throw new ConfigError('BASALT_SERVICE_KEY', 'must be at least 32 characters (use 256 random bits)');
   }
+  const metricsToken = value(env, 'BASALT_METRICS_TOKEN') ?? null;
+  if (metricsToken !== null && (metricsToken.length < 32 || /\s/.test(metricsToken))) {
+    throw new ConfigError(
+      'BASALT_METRICS_TOKEN',
+      'must be at least 32 characters, without spaces (use 256 random bits)',
+    );
+  }
   const publicUrl = (url(env, 'BASALT_PUBLIC_URL', ['http:', 'https:']) ?? `http://${host}:${port}`).replace(
     /\/+$/,
     '',
@@ -418,6 +427,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl: databaseUrl(env),
     dataDir,
     serviceKey,
+    metricsToken,
     publicUrl,
     storage: storage(env),
     smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']) ?? null,

@@ -301,7 +301,7 @@ describe('the change feed', () => {
   });
 
   it('exports its lag, tick and counts in /metrics', async () => {
-    const response = await request(server.url, 'GET', '/metrics');
+    const response = await request(server.url, 'GET', '/metrics', { token: server.serviceKey });
     expect(response.status).toBe(200);
     expect(response.text).toMatch(/basalt_change_feed_lag_seconds \d+(\.\d+)?/);
     expect(response.text).toMatch(/basalt_change_feed_tick [1-9]\d*/);

@@ -87,6 +87,7 @@ describe('loadConfig', () => {
     [{ BASALT_CORS_ORIGINS: 'https://a.example.com/path' }, 'BASALT_CORS_ORIGINS', 'not an origin'],
     [{ BASALT_AUTH_CONFIRM_EMAIL: 'maybe' }, 'BASALT_AUTH_CONFIRM_EMAIL', 'true or false'],
     [{ BASALT_SERVICE_KEY: 'short' }, 'BASALT_SERVICE_KEY', 'at least 32'],
+    [{ BASALT_METRICS_TOKEN: 'short' }, 'BASALT_METRICS_TOKEN', 'at least 32'],
     [{ BASALT_PUBLIC_URL: 'ftp://x' }, 'BASALT_PUBLIC_URL', 'http://'],
     [{ SMTP_URL: 'http://mail' }, 'SMTP_URL', 'smtp://'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', 'one of'],

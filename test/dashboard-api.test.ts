@@ -268,7 +268,7 @@ describe('function metrics', () => {
     expect(ok.status).toBe(200);
     const failed = await request(app.url, 'GET', '/v1/functions/hello?fail=1', {});
     expect(failed.status).toBe(500);
-    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    const metrics = (await request(app.url, 'GET', '/metrics', { token: app.serviceKey })).text;
     expect(metrics).toContain('basalt_function_invocations_total{function="hello",status="succeeded"} 1');
     expect(metrics).toContain('basalt_function_invocations_total{function="hello",status="failed"} 1');
     expect(metrics).toMatch(/basalt_function_duration_seconds_count\{function="hello"\} 2/);

@@ -41,7 +41,7 @@ describe('health and operations', () => {
 
   it('serves Prometheus metrics that count requests', async () => {
     await request(server.url, 'GET', '/healthz');
-    const response = await request(server.url, 'GET', '/metrics');
+    const response = await request(server.url, 'GET', '/metrics', { token: server.serviceKey });
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/plain');
     expect(response.text).toMatch(/basalt_http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);

@@ -171,7 +171,7 @@ describe('realtime configuration and metrics', () => {
     const socket = await open(one);
     socket.send({ type: 'ping' });
     await socket.nextOfType('pong');
-    const metrics = await request(one.url, 'GET', '/metrics');
+    const metrics = await request(one.url, 'GET', '/metrics', { token: one.serviceKey });
     expect(metrics.text).toMatch(/basalt_realtime_connections [1-9]/);
     expect(metrics.text).toContain('basalt_realtime_subscriptions');
   });

@@ -723,7 +723,7 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       const ready = await request(ctx.server.url, 'GET', '/readyz');
       expect(ready.status).toBe(200);
       expect((ready.body as { checks: Record<string, boolean> }).checks.storage).toBe(true);
-      const metrics = await request(ctx.server.url, 'GET', '/metrics');
+      const metrics = await request(ctx.server.url, 'GET', '/metrics', { token: ctx.server.serviceKey });
       expect(metrics.text).toMatch(/basalt_storage_uploads_total\{result="stored"\} [1-9]/);
       expect(metrics.text).toMatch(/basalt_storage_uploads_total\{result="rejected"\} [1-9]/);
       expect(metrics.text).toMatch(/basalt_storage_uploaded_bytes_total [1-9]/);

@@ -9,6 +9,13 @@ declare module 'fastify' {
     /** Who is calling; resolved from the Authorization header before the handler runs. */
     caller: Caller;
   }
+  interface FastifyContextConfig {
+    /**
+     * The route reads a bearer other than the service key itself (/metrics takes its own
+     * scrape token), so such a token is not verified as a user's here: the caller stays public.
+     */
+    ownAuthorization?: boolean;
+  }
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -63,6 +70,11 @@ export function registerRequestContext(app: FastifyInstance, resolver: CallerRes
       }
     } catch (error) {
       done(error as Error);
+      return;
+    }
+    if (request.routeOptions.config.ownAuthorization === true) {
+      request.caller = PUBLIC_CALLER;
+      done();
       return;
     }
     resolveCaller(token, resolver).then(

@@ -1,4 +1,5 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
 import type { FunctionsModule } from './module.js';
 import type { InvocationStatus } from './repository.js';
@@ -19,11 +20,33 @@ const invocationsQuery = {
   },
 } as const;
 
+const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/**
+ * `before` as a UTC instant Postgres can compare with. The schema's date-time format takes
+ * what Postgres refuses: year 0 (`0000-01-01…`, 22008) and offsets beyond ±15:59 (22009).
+ * The fraction is kept whole: a cursor taken from a row's `created_at` has microseconds.
+ */
+function invocationCursor(before: string | undefined): string | undefined {
+  if (before === undefined) return undefined;
+  const match = DATE_TIME.exec(before);
+  const instant = match ? new Date(`${match[1]}T${match[2]}${(match[4] ?? '').toUpperCase()}`) : null;
+  const year = instant ? instant.getUTCFullYear() : Number.NaN;
+  if (!match || !instant || Number.isNaN(year) || year < 1 || year > 9999) {
+    throw new AppError('INVALID_REQUEST', '"before" must be a date-time from year 1 to 9999.', {
+      details: { field: 'before' },
+    });
+  }
+  return instant.toISOString().replace(/\.\d{3}Z$/, `${match[3] ?? ''}Z`);
+}
+
 /** Headers a function never sees: the caller's credentials are already verified into `auth`. */
 const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 
 export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = async (app, { module }) => {
   const functions = module.service;
+  // The key is checked before the parameters, so a stranger learns nothing from validation errors.
+  const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
   app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
     method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v1/functions/:name',
@@ -56,7 +79,7 @@ export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = a
 
   app.get(
     '/v1/admin/functions',
-    { schema: { tags: ['admin'], summary: 'Functions and their triggers' } },
+    { preValidation: adminOnly, schema: { tags: ['admin'], summary: 'Functions and their triggers' } },
     async (request) => {
       requireService(request.caller);
       return { functions: functions.list(), errors: functions.errors };
@@ -66,6 +89,7 @@ export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = a
   app.get<{ Params: { name: string }; Querystring: { status?: InvocationStatus; limit?: string; before?: string } }>(
     '/v1/admin/functions/:name/invocations',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['admin'],
         summary: 'Recent invocations of a function, newest first',
@@ -78,7 +102,7 @@ export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = a
       const invocations = await functions.invocationsOf(request.params.name, {
         status: request.query.status,
         limit: request.query.limit ? Number(request.query.limit) : 50,
-        before: request.query.before,
+        before: invocationCursor(request.query.before),
       });
       return { invocations };
     },
@@ -87,6 +111,7 @@ export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = a
   app.post<{ Params: { id: string } }>(
     '/v1/admin/invocations/:id/retry',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['admin'],
         summary: 'Retry a dead-lettered invocation: its event is queued again with the same event id',

@@ -1,5 +1,9 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import { AppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import { bearerToken, resolveCaller } from '../../internal/http/request-context.js';
 import type { Platform } from '../../internal/platform.js';
+import { safeEqual } from '../../internal/service-key.js';
 
 const statusSchema = {
   type: 'object',
@@ -33,9 +37,35 @@ export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app,
     },
   );
 
+  /**
+   * /metrics names every route and function and shows the traffic of each: it is for the
+   * operator's scraper, which sends the service key or, better, BASALT_METRICS_TOKEN (a
+   * token that can read metrics and nothing else). No token is 401, a user's token 403.
+   */
+  const assertScraper = async (request: FastifyRequest): Promise<void> => {
+    const token = bearerToken(request);
+    if (token === null) {
+      throw new AppError(
+        'UNAUTHENTICATED',
+        '/metrics needs the service key or the metrics token (BASALT_METRICS_TOKEN).',
+      );
+    }
+    const { metricsToken, serviceKey } = platform.config;
+    if (metricsToken !== null && safeEqual(token, metricsToken)) return;
+    requireService(await resolveCaller(token, { serviceKey, tokenVerifier: () => platform.tokenVerifier }));
+  };
+
   app.get(
     '/metrics',
-    { schema: { tags: ['ops'], summary: 'Prometheus metrics', hide: false } },
+    {
+      config: { ownAuthorization: true },
+      onRequest: assertScraper,
+      schema: {
+        tags: ['ops'],
+        summary: 'Prometheus metrics (the service key or BASALT_METRICS_TOKEN as a bearer)',
+        hide: false,
+      },
+    },
     async (_request, reply) => {
       const { contentType, body } = await platform.metrics.render();
       return reply.type(contentType).send(body);

@@ -105,14 +105,61 @@ export function assertMimePattern(pattern: string): void {
   }
 }
 
-/** A Content-Type safe to store and send back: a valid type/subtype with optional parameters, else octet-stream. */
-export function cleanContentType(header: string | undefined): string {
+// RFC 9110 §5.6.2 token and §5.6.4 quoted-string (obs-text included, as Node passes latin1).
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const QUOTED = '"(?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e\\x80-\\xff]|\\\\[\\t \\x21-\\x7e\\x80-\\xff])*"';
+const PARAMETER = `(${TOKEN})=(${TOKEN}|${QUOTED})`;
+// media-type = type "/" subtype parameters; parameters = *( OWS ";" OWS [ parameter ] ).
+// Every repetition needs a ";" and tokens hold no ";" or space, so matching is linear.
+const MEDIA_TYPE = new RegExp(`^(${TOKEN})/(${TOKEN})((?:[ \\t]*;[ \\t]*(?:${TOKEN}=(?:${TOKEN}|${QUOTED}))?)*)$`);
+const PARAMETERS = new RegExp(PARAMETER, 'g');
+// IANA charset names: mime-charset (RFC 2978), at most 40 characters.
+const CHARSET = /^[a-z0-9][a-z0-9!#$%&'+^_`{}~-]{0,39}$/;
+const MAX_CONTENT_TYPE_LENGTH = 1024;
+
+function invalidContentType(reason: string): AppError {
+  return new AppError('INVALID_REQUEST', `The Content-Type is not a valid media type: ${reason}.`, {
+    details: { field: 'content-type' },
+  });
+}
+
+/**
+ * The form of a Content-Type that is stored and served: `type/subtype` in lower case plus a
+ * valid `charset`, nothing else. Anything that is not one RFC 9110 media type is refused:
+ * a list such as `image/png; charset=x, text/html` passes a naive `image/*` check while a
+ * browser reads the last type of the list, so it must never be kept as sent. Parameters
+ * other than charset (`name=`, `boundary=` …) say nothing a download needs and are dropped.
+ * A missing or empty header is `application/octet-stream`.
+ */
+export function normalizeContentType(header: string | undefined): string {
   if (header === undefined) return 'application/octet-stream';
-  const value = header.trim();
-  if (value === '' || value.length > 255 || CONTROL.test(value)) return 'application/octet-stream';
-  const essence = mimeEssence(value);
-  if (!MIME.test(essence) || essence.endsWith('/*')) {
-    throw new AppError('INVALID_REQUEST', 'The Content-Type is not a valid MIME type.');
+  const value = header.replace(/^[ \t]+|[ \t]+$/g, '');
+  if (value === '') return 'application/octet-stream';
+  if (value.length > MAX_CONTENT_TYPE_LENGTH) throw invalidContentType('it is too long');
+  const match = MEDIA_TYPE.exec(value);
+  if (!match) throw invalidContentType('expected "type/subtype" with optional "; name=value" parameters');
+  const essence = `${match[1]}/${match[2]}`.toLowerCase();
+  if (!MIME.test(essence) || essence.endsWith('/*')) throw invalidContentType(`"${essence}" is not a type`);
+  let charset: string | null = null;
+  for (const [, name = '', raw = ''] of (match[3] ?? '').matchAll(PARAMETERS)) {
+    if (name.toLowerCase() !== 'charset') continue;
+    if (charset !== null) throw invalidContentType('charset is given twice');
+    const unquoted = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
+    charset = unquoted.toLowerCase();
+    if (!CHARSET.test(charset)) throw invalidContentType(`"${unquoted}" is not a charset name`);
   }
-  return value;
+  return charset === null ? essence : `${essence}; charset=${charset}`;
+}
+
+/**
+ * The Content-Type a download is sent with. Stored types are normalized on upload; a row
+ * written before that (or by plain SQL) is normalized again here, and one that does not
+ * parse is sent as bytes rather than as whatever it claims.
+ */
+export function servedContentType(stored: string): string {
+  try {
+    return normalizeContentType(stored);
+  } catch {
+    return 'application/octet-stream';
+  }
 }

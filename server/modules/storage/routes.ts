@@ -1,9 +1,9 @@
-import multipart from '@fastify/multipart';
+import multipart, { type Multipart } from '@fastify/multipart';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
-import { AppError } from '../../internal/errors.js';
+import { AppError, isAppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import { cleanContentType, splitStorageUrl } from './paths.js';
+import { servedContentType, splitStorageUrl } from './paths.js';
 import type { BucketInput, StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
@@ -196,7 +196,7 @@ async function serveObject(
           range ? range.end - range.start + 1 : object.size,
         )
       : null;
-  void reply.type(object.content_type);
+  void reply.type(servedContentType(object.content_type));
   if (range) {
     void reply.code(206);
     void reply.header('content-range', `bytes ${range.start}-${range.end}/${object.size}`);
@@ -209,9 +209,13 @@ async function serveObject(
 
 /** Buckets admin, downloads, listings, deletes and signing: JSON bodies. */
 const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, { storage, sweeper }) => {
+  // The key is checked before the body and the parameters, so a stranger learns nothing from validation errors.
+  const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
+
   app.post<{ Body: BucketInput & { name: string } }>(
     '/v1/admin/buckets',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'Create a bucket (service key)',
@@ -230,6 +234,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
   app.get(
     '/v1/admin/buckets',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'List buckets (service key)',
@@ -245,6 +250,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
   app.get<{ Params: { name: string } }>(
     '/v1/admin/buckets/:name',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'Get a bucket (service key)',
@@ -258,6 +264,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
   app.patch<{ Params: { name: string }; Body: BucketInput }>(
     '/v1/admin/buckets/:name',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'Change a bucket (service key); fields left out stay',
@@ -272,6 +279,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
   app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
     '/v1/admin/buckets/:name',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'Delete a bucket (service key); a non-empty bucket needs ?force=true',
@@ -289,6 +297,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
   app.post<{ Body: { grace_seconds?: number } }>(
     '/v1/admin/storage/sweep',
     {
+      preValidation: adminOnly,
       schema: {
         tags: ['storage'],
         summary: 'Remove orphaned bytes now (service key)',
@@ -460,7 +469,7 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
         bucket,
         rawPath,
         body,
-        contentType: cleanContentType(request.headers['content-type']),
+        contentType: request.headers['content-type'],
         upsert: upsertHeader(request),
         declaredSize: declaredLength(request),
       });
@@ -478,26 +487,63 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
       const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
       const upsert = upsertHeader(request);
       let object: StorageObject | null = null;
-      for await (const part of request.parts()) {
+      let parts: AsyncIterator<Multipart>;
+      try {
+        parts = request.parts()[Symbol.asyncIterator]();
+      } catch (error) {
+        throw malformedMultipart(error);
+      }
+      for (;;) {
+        let next: IteratorResult<Multipart>;
+        try {
+          next = await parts.next();
+        } catch (error) {
+          // Once the file is stored, a form that breaks off after it does not undo the upload.
+          if (object !== null) break;
+          throw malformedMultipart(error);
+        }
+        if (next.done) break;
+        const part = next.value;
         if (part.type !== 'file') continue;
         if (part.fieldname !== 'file' || object !== null) {
           part.file.resume();
           continue;
         }
-        object = await storage.upload(request.caller, {
-          bucket,
-          rawPath,
-          body: part.file,
-          contentType: cleanContentType(part.mimetype),
-          upsert,
-          declaredSize: null,
-        });
+        let bodyError: unknown = null;
+        part.file.once('error', (error: unknown) => (bodyError ??= error));
+        try {
+          object = await storage.upload(request.caller, {
+            bucket,
+            rawPath,
+            body: part.file,
+            // The parser hands over the part's type without its parameters (charset included).
+            contentType: part.mimetype,
+            upsert,
+            declaredSize: null,
+          });
+        } catch (error) {
+          // A body cut off inside the file fails the write; that is the client's fault, not the store's.
+          if (bodyError !== null && !isAppError(bodyError)) throw malformedMultipart(bodyError);
+          throw error;
+        }
       }
       if (!object) throw new AppError('INVALID_REQUEST', 'The form has no file field named "file".');
       return reply.code(201).send(object);
     },
   );
 };
+
+/**
+ * The multipart parser's own errors (no boundary, a garbled or cut-off body) are the
+ * client's: 400, never 500. Errors that already carry a client status (the plugin's
+ * part and field limits) keep it.
+ */
+function malformedMultipart(error: unknown): unknown {
+  if (isAppError(error)) return error;
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return error;
+  return new AppError('INVALID_REQUEST', 'The multipart/form-data body is malformed.', { cause: error });
+}
 
 export async function registerStorageRoutes(app: FastifyInstance, options: StorageRouteOptions): Promise<void> {
   await app.register(storageJsonRoutes, options);

@@ -20,6 +20,7 @@ import {
   evaluateRule,
   parseRule,
   ruleAuthFromCaller,
+  type Root,
   type Rule,
 } from '../../internal/rules/index.js';
 import type { ByteRange, StorageBackend } from './backends/index.js';
@@ -28,6 +29,7 @@ import {
   assertMimePattern,
   encodeObjectPath,
   mimeAllowed,
+  normalizeContentType,
   normalizePrefix,
   objectPathFromUrl,
 } from './paths.js';
@@ -68,7 +70,8 @@ export interface UploadInput {
   /** The path as decoded from the URL, before validation. */
   rawPath: string;
   body: Readable;
-  contentType: string;
+  /** The Content-Type as sent (undefined when absent); stored normalized, see normalizeContentType. */
+  contentType: string | undefined;
   upsert: boolean;
   /** Content-Length when the client sent one: lets an oversized upload fail before any byte is read. */
   declaredSize: number | null;
@@ -99,6 +102,8 @@ export interface StorageMetrics {
 const RULE_KINDS = ['read', 'write', 'delete'] as const;
 type RuleKind = (typeof RULE_KINDS)[number];
 const RULE_CACHE_LIMIT = 1000;
+/** What a bucket rule is evaluated with (see `allowed` and `list`). */
+const BUCKET_RULE_VARIABLES: ReadonlySet<Root> = new Set<Root>(['auth', 'object', 'now']);
 
 function toObject(row: ObjectRow): StorageObject {
   return {
@@ -199,7 +204,7 @@ export class StorageService {
     const rules = input.rules === undefined ? base.rules : input.rules;
     for (const kind of RULE_KINDS) {
       const source = rules[kind];
-      if (source !== undefined) this.rule(source);
+      if (source !== undefined) this.checkedRule(kind, source);
     }
     const maxFileSize = input.max_file_size === undefined ? base.max_file_size : input.max_file_size;
     if (maxFileSize !== null && maxFileSize > this.options.maxFileSize) {
@@ -221,6 +226,35 @@ export class StorageService {
     const bucket = await this.repo.bucket(name);
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
     return bucket;
+  }
+
+  /**
+   * Parses a rule as it is saved. A bucket rule is evaluated with `auth`, `object` and `now`
+   * only, so a rule naming `doc` or `incoming` could never be true: it is refused here
+   * rather than saved to deny every request.
+   */
+  private checkedRule(kind: RuleKind, source: string): Rule {
+    let rule: Rule;
+    try {
+      rule = this.rule(source);
+    } catch (error) {
+      if (isAppError(error) && error.code === 'INVALID_RULE') {
+        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
+          details: { ...error.details, rule: kind },
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const unavailable = [...rule.variables].find((root) => !BUCKET_RULE_VARIABLES.has(root));
+    if (unavailable !== undefined) {
+      throw new AppError(
+        'INVALID_RULE',
+        `rules.${kind}: \`${unavailable}\` is not available in a bucket rule; bucket rules see auth, object and now.`,
+        { details: { rule: kind, variable: unavailable } },
+      );
+    }
+    return rule;
   }
 
   private rule(source: string): Rule {
@@ -276,12 +310,13 @@ export class StorageService {
   private async store(caller: Caller, input: UploadInput): Promise<StorageObject> {
     assertBucketName(input.bucket);
     const path = objectPathFromUrl(input.rawPath);
+    const contentType = normalizeContentType(input.contentType);
     const found = await this.repo.bucketAndObject(input.bucket, path);
     const bucket = found.bucket;
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${input.bucket}" does not exist.`);
     const limit = Math.min(bucket.max_file_size ?? this.options.maxFileSize, this.options.maxFileSize);
-    if (!mimeAllowed(input.contentType, bucket.allowed_mime_types)) {
-      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${input.contentType}.`, {
+    if (!mimeAllowed(contentType, bucket.allowed_mime_types)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${contentType}.`, {
         details: { allowed_mime_types: bucket.allowed_mime_types },
       });
     }
@@ -298,7 +333,7 @@ export class StorageService {
       bucket: bucket.name,
       path,
       size,
-      content_type: input.contentType,
+      content_type: contentType,
       owner: existing ? existing.owner : owner,
     });
     if (existing) this.assertAllowed(caller, bucket, 'write', existing);
@@ -329,7 +364,7 @@ export class StorageService {
         path,
         storageKey: key,
         size: stored.size,
-        contentType: input.contentType,
+        contentType,
         etag: stored.etag,
         sha256: stored.sha256,
         owner,

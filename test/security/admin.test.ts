@@ -1,0 +1,317 @@
+/**
+ * Admin, metrics and logs: /metrics and every admin endpoint without, with the wrong and
+ * with the right credential; hostile admin parameters; credentials in logged URLs. One row
+ * per attack; see harness.ts.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, expect } from 'vitest';
+import { buildApp } from '../../server/app.js';
+import { createLogger } from '../../server/internal/log.js';
+import { request, type TestApp } from '../helpers.js';
+import { TestSocket } from '../realtime-client.js';
+import { securitySuite, type Attack } from './harness.js';
+
+const PASSWORD = 'correct horse battery staple 42';
+const METRICS_TOKEN = `mt_${randomBytes(32).toString('base64url')}`;
+
+// One HTTP function, so that invocation listings reach the database.
+const functionsDir = mkdtempSync(path.join(tmpdir(), 'basalt-security-admin-'));
+writeFileSync(
+  path.join(functionsDir, 'hello.ts'),
+  `import { http } from 'basalt/functions';\nexport default http(async () => ({ hello: 'world' }));\n`,
+);
+afterAll(() => rmSync(functionsDir, { recursive: true, force: true }));
+
+interface Fixture {
+  user: string;
+  anonymous: string;
+}
+
+async function signUp(server: TestApp): Promise<string> {
+  const response = await request(server.url, 'POST', '/v1/auth/signup', {
+    body: { email: `u${randomBytes(6).toString('hex')}@example.com`, password: PASSWORD },
+  });
+  expect(response.status, response.text).toBe(201);
+  return (response.body as { session: { access_token: string } }).session.access_token;
+}
+
+/** Admin endpoints, each with a body or query that would fail validation, so auth must come first. */
+const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> = [
+  { method: 'GET', path: '/v1/admin/buckets' },
+  { method: 'POST', path: '/v1/admin/buckets', body: { name: 'Not A Name!', max_file_size: -1 } },
+  { method: 'PATCH', path: '/v1/admin/buckets/none', body: { public: 'yes' } },
+  { method: 'DELETE', path: '/v1/admin/buckets/none?force=maybe' },
+  { method: 'POST', path: '/v1/admin/storage/sweep', body: { grace_seconds: -1 } },
+  { method: 'GET', path: '/v1/admin/collections' },
+  { method: 'POST', path: '/v1/admin/collections', body: { name: 42, rules: 'all' } },
+  { method: 'GET', path: '/v1/admin/users' },
+  { method: 'POST', path: '/v1/admin/users', body: { email: 5 } },
+  { method: 'GET', path: '/v1/admin/realtime' },
+  { method: 'GET', path: '/v1/admin/functions' },
+  { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },
+  { method: 'POST', path: '/v1/admin/invocations/not-a-uuid/retry' },
+  { method: 'POST', path: '/v1/admin/auth/keys/rotate' },
+];
+
+const adminRows: Array<Attack<Fixture>> = ADMIN_ENDPOINTS.flatMap((endpoint) => [
+  {
+    name: `${endpoint.method} ${endpoint.path} without a token`,
+    request: () => ({ ...endpoint }),
+    status: 401,
+    code: 'UNAUTHENTICATED',
+  },
+  {
+    name: `${endpoint.method} ${endpoint.path} with a user's token`,
+    request: () => ({ ...endpoint, as: 'user' }),
+    status: 403,
+    code: 'FORBIDDEN',
+  },
+  {
+    name: `${endpoint.method} ${endpoint.path} with an anonymous user's token`,
+    request: () => ({ ...endpoint, as: 'anonymous-user' }),
+    status: 403,
+    code: 'FORBIDDEN',
+  },
+]);
+
+const METRICS_SECRETS = () => ['basalt_http_requests_total', '/v1/admin', 'hello'];
+
+securitySuite<Fixture>({
+  surface: 'admin',
+  env: { BASALT_FUNCTIONS_DIR: functionsDir, BASALT_METRICS_TOKEN: METRICS_TOKEN },
+  async setup(server) {
+    const user = await signUp(server);
+    const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
+    expect(anonymous.status, anonymous.text).toBe(201);
+    const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
+      token: server.serviceKey,
+      body: { name: 'logged' },
+    });
+    expect(bucket.status, bucket.text).toBe(201);
+    // One invocation, so that listings have a row to page over.
+    expect((await request(server.url, 'POST', '/v1/functions/hello', { body: {} })).status).toBe(200);
+    return { user, anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token };
+  },
+  tokenOf: (fixture, actor) => {
+    if (actor === 'user') return fixture.user;
+    if (actor === 'anonymous-user') return fixture.anonymous;
+    if (actor === 'metrics') return METRICS_TOKEN;
+    if (actor === 'garbage') return randomBytes(32).toString('base64url');
+    return undefined;
+  },
+  attacks: [
+    // ---- /metrics ----------------------------------------------------------------------------
+    {
+      name: '/metrics without a token',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics' }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+      mustNotContain: METRICS_SECRETS,
+    },
+    {
+      name: 'HEAD /metrics without a token',
+      source: 'review #12',
+      request: () => ({ method: 'HEAD', path: '/metrics' }),
+      status: 401,
+    },
+    {
+      name: '/metrics with a wrong token',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics', as: 'garbage' }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+      mustNotContain: METRICS_SECRETS,
+    },
+    {
+      name: "/metrics with a user's token",
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics', as: 'user' }),
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: METRICS_SECRETS,
+    },
+    {
+      name: "/metrics with an anonymous user's token",
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics', as: 'anonymous-user' }),
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: METRICS_SECRETS,
+    },
+    {
+      name: '/metrics with the metrics token in the query instead of the header',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: `/metrics?access_token=${METRICS_TOKEN}` }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+    },
+    {
+      name: '/metrics with the metrics token',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics', as: 'metrics' }),
+      status: 200,
+      check: (result) => {
+        expect(result.headers.get('content-type')).toContain('text/plain');
+        expect(result.text).toContain('basalt_http_requests_total');
+      },
+    },
+    {
+      name: '/metrics with the service key',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/metrics', as: 'service' }),
+      status: 200,
+      check: (result) => expect(result.text).toContain('basalt_http_requests_total'),
+    },
+    {
+      name: 'the metrics token used on an admin endpoint',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/v1/admin/buckets', as: 'metrics' }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+    },
+    {
+      name: 'the metrics token used as a user on a public endpoint',
+      source: 'review #12',
+      request: () => ({ method: 'GET', path: '/v1/auth/user', as: 'metrics' }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+    },
+
+    {
+      name: "an unknown route with a user's token",
+      request: () => ({ method: 'GET', path: '/v1/nowhere', as: 'user' }),
+      status: 404,
+      code: 'NOT_FOUND',
+    },
+
+    // ---- admin endpoints without the key -----------------------------------------------------
+    ...adminRows,
+
+    // ---- hostile admin parameters ------------------------------------------------------------
+    {
+      name: 'an invocation listing before year 0',
+      source: 'review #9',
+      request: () => ({
+        method: 'GET',
+        path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z',
+        as: 'service',
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      // Postgres refuses offsets beyond ±15:59 (22009); the instant is compared in UTC instead.
+      name: 'an invocation listing before an instant with an offset Postgres refuses',
+      source: 'review #9',
+      request: () => ({
+        method: 'GET',
+        path: `/v1/admin/functions/hello/invocations?before=${encodeURIComponent('2024-01-01T00:00:00+23:59')}`,
+        as: 'service',
+      }),
+      status: 200,
+      check: (result) => expect((result.body as { invocations: unknown[] }).invocations).toEqual([]),
+    },
+    {
+      name: 'an invocation listing before something that is not a date',
+      request: () => ({ method: 'GET', path: '/v1/admin/functions/hello/invocations?before=yesterday', as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an invocation listing pages by a created_at with microseconds (control)',
+      run: async (_fixture, server) => {
+        const all = await request(server.url, 'GET', '/v1/admin/functions/hello/invocations', {
+          token: server.serviceKey,
+        });
+        expect(all.status, all.text).toBe(200);
+        const invocations = (all.body as { invocations: Array<{ created_at: string }> }).invocations;
+        expect(invocations.length).toBeGreaterThan(0);
+        const latest = invocations[0]!.created_at;
+        const later = new Date(Date.parse(latest) + 1).toISOString();
+        for (const [before, count] of [
+          [latest, invocations.length - 1],
+          [later, invocations.length],
+          ['9999-12-31T23:59:59.999999Z', invocations.length],
+        ] as const) {
+          const page = await request(
+            server.url,
+            'GET',
+            `/v1/admin/functions/hello/invocations?before=${encodeURIComponent(before)}`,
+            { token: server.serviceKey },
+          );
+          expect(page.status, page.text).toBe(200);
+          expect((page.body as { invocations: unknown[] }).invocations, before).toHaveLength(count);
+        }
+      },
+    },
+
+    // ---- logs --------------------------------------------------------------------------------
+    {
+      name: 'credentials in request URLs reach the log',
+      source: 'review #8',
+      run: async (fixture, server) => {
+        const lines: string[] = [];
+        const logger = createLogger('trace', { destination: { write: (line: string) => void lines.push(line) } });
+        const app = await buildApp(server.config, { logger });
+        try {
+          const url = await app.listen({ port: 0, host: '127.0.0.1' });
+          const secrets = {
+            verifyToken: `verify${randomBytes(16).toString('hex')}`,
+            encodedToken: `encoded${randomBytes(16).toString('hex')}`,
+            code: `code${randomBytes(16).toString('hex')}`,
+            apikey: `apikey${randomBytes(16).toString('hex')}`,
+            refresh: `refresh${randomBytes(16).toString('hex')}`,
+          };
+
+          // A websocket authenticated by ?access_token=, as browsers must.
+          const socket = await TestSocket.open(url, { token: fixture.user });
+          socket.send({ type: 'ping' });
+          await socket.nextOfType('pong');
+          socket.close();
+
+          // A signed download URL.
+          const put = await request(url, 'PUT', '/v1/storage/logged/file.txt', {
+            token: server.serviceKey,
+            headers: { 'content-type': 'text/plain' },
+            rawBody: new TextEncoder().encode('x'),
+          });
+          expect(put.status, put.text).toBe(201);
+          const signed = await request(url, 'POST', '/v1/sign/logged/file.txt', {
+            token: server.serviceKey,
+            body: { expires_in: 60 },
+          });
+          const signedUrl = new URL((signed.body as { url: string }).url);
+          const sig = signedUrl.searchParams.get('sig') ?? '';
+          expect(sig).not.toBe('');
+          expect((await request(url, 'GET', `${signedUrl.pathname}${signedUrl.search}`)).status).toBe(200);
+
+          // Mailed links, an OAuth callback, an unknown route, a parameter name written encoded.
+          await request(url, 'GET', `/v1/auth/verify?type=signup&token=${secrets.verifyToken}`);
+          await request(url, 'GET', `/v1/auth/verify?type=signup&%74oken=${secrets.encodedToken}`);
+          await request(url, 'GET', `/v1/auth/callback?code=${secrets.code}&state=abc`);
+          await request(url, 'GET', `/v1/nowhere?apikey=${secrets.apikey}&refresh_token=${secrets.refresh}`);
+          // The service key travels in a header, which request lines do not keep.
+          await request(url, 'GET', '/v1/admin/buckets', { token: server.serviceKey });
+
+          const log = lines.join('');
+          expect(log).toContain('incoming request');
+          for (const secret of [fixture.user, sig, server.serviceKey, ...Object.values(secrets)]) {
+            expect(log).not.toContain(secret);
+          }
+          expect(log).toContain('/v1/realtime?access_token=[redacted]');
+          expect(log).toContain(`/v1/storage/logged/file.txt?expires=${signedUrl.searchParams.get('expires')}`);
+          expect(log).toContain('sig=[redacted]');
+          expect(log).toContain('type=signup&token=[redacted]');
+          expect(log).toContain('%74oken=[redacted]');
+          expect(log).toContain('code=[redacted]&state=abc');
+        } finally {
+          await app.close();
+        }
+      },
+    },
+  ],
+});
