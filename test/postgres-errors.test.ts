@@ -36,6 +36,7 @@ describe('fromPostgresError maps data errors a request can cause to 400', () => 
     ['22P02', 'an unpaired surrogate in jsonb', `SELECT $1::jsonb`, ['{"a": "\\ud800"}']],
     ['22021', 'NUL in text', `SELECT $1::text`, ['a\u0000b']],
     ['22008', 'a year out of range', `SELECT $1::timestamptz`, ['0000-01-01T00:00:00Z']],
+    ['22009', 'an offset beyond ±15:59', `SELECT $1::timestamptz`, ['2024-01-01T00:00:00+16:00']],
     ['22007', 'a malformed time', `SELECT $1::timestamptz`, ['not a time']],
     [
       '54001',

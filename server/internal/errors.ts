@@ -78,6 +78,7 @@ export function fromPostgresError(error: unknown, context?: string): AppError {
       });
     case '22007': // invalid datetime format
     case '22008': // datetime field overflow, e.g. year 0
+    case '22009': // invalid time zone displacement
       return new AppError('INVALID_REQUEST', 'A time is malformed or out of range.', { cause: error });
     case '54001': // stack depth limit exceeded: a value nested too deep
       return new AppError('INVALID_REQUEST', 'A value nests too deeply.', { cause: error });
