@@ -150,6 +150,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
       },
       security: [{ bearer: [] }],
     },
+    // Shared schemas (the error envelope) appear under components.schemas by their $id.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });

@@ -68,7 +68,28 @@ function clientMessage(code: ErrorCode, error: Partial<FastifyError>): string | 
   }
 }
 
+/** The error envelope's schema, registered once; routes refer to it with `errorResponse`. */
+const ERROR_ENVELOPE_SCHEMA = {
+  $id: 'ErrorEnvelope',
+  type: 'object',
+  description: 'Every error: a catalogue code, a message, and details that depend on the code (docs/errors.md).',
+  properties: {
+    error: {
+      type: 'object',
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string' },
+        details: { type: 'object', additionalProperties: true },
+      },
+    },
+  },
+} as const;
+
+/** A route's response schema for any error status. */
+export const errorResponse = { $ref: 'ErrorEnvelope#' } as const;
+
 export function registerErrorHandling(app: FastifyInstance): void {
+  app.addSchema(ERROR_ENVELOPE_SCHEMA);
   app.setErrorHandler((error, request, reply) => {
     const appError = toAppError(error);
     if (appError.status >= 500) {

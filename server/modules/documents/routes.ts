@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { AppError } from '../../internal/errors.js';
+import { errorResponse } from '../../internal/http/errors.js';
 import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collections.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
@@ -26,20 +27,6 @@ const documentSchema = {
       type: ['object', 'null'],
       additionalProperties: true,
       description: 'null only in a PATCH or batch update result the caller may not read',
-    },
-  },
-} as const;
-
-const errorSchema = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: {
-        code: { type: 'string' },
-        message: { type: 'string' },
-        details: { type: 'object', additionalProperties: true },
-      },
     },
   },
 } as const;
@@ -180,7 +167,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
             type: 'object',
             properties: { results: { type: 'array', items: { anyOf: [documentSchema, { type: 'null' }] } } },
           },
-          '4xx': errorSchema,
+          '4xx': errorResponse,
         },
       },
     },
@@ -200,7 +187,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
           additionalProperties: false,
           properties: { id: idParam, data: dataField, owner: ownerField },
         },
-        response: { 201: documentSchema, '4xx': errorSchema },
+        response: { 201: documentSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
@@ -223,7 +210,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
             type: 'object',
             properties: { docs: { type: 'array', items: documentSchema }, next_cursor: { type: ['string', 'null'] } },
           },
-          '4xx': errorSchema,
+          '4xx': errorResponse,
         },
       },
     },
@@ -239,7 +226,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         summary: 'Count the documents that match where (and that the caller may read)',
         params: { type: 'object', properties: { collection: collectionParam } },
         body: { type: 'object', additionalProperties: false, properties: { where: whereSchema } },
-        response: { 200: { type: 'object', properties: { count: { type: 'integer' } } }, '4xx': errorSchema },
+        response: { 200: { type: 'object', properties: { count: { type: 'integer' } } }, '4xx': errorResponse },
       },
     },
     async (request) => documents.count(request.caller, request.params.collection, request.body ?? {}),
@@ -257,7 +244,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         tags,
         summary: 'Read a document (404 when absent or not readable)',
         params: documentParams,
-        response: { 200: documentSchema, '4xx': errorSchema },
+        response: { 200: documentSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
@@ -275,7 +262,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         params: documentParams,
         headers: ifMatchHeaders,
         body: { type: 'object', required: ['data'], additionalProperties: false, properties: { data: dataField } },
-        response: { 200: documentSchema, 201: documentSchema, '4xx': errorSchema },
+        response: { 200: documentSchema, 201: documentSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
@@ -300,7 +287,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         params: documentParams,
         headers: ifMatchHeaders,
         body: { type: 'object', required: ['data'], additionalProperties: false, properties: { data: dataField } },
-        response: { 200: documentSchema, '4xx': errorSchema },
+        response: { 200: documentSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
@@ -324,7 +311,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         summary: 'Delete a document',
         params: documentParams,
         headers: ifMatchHeaders,
-        response: { 204: { type: 'null' }, '4xx': errorSchema },
+        response: { 204: { type: 'null' }, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
@@ -364,7 +351,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
             indexes: indexesSchema,
           },
         },
-        response: { 201: collectionSchema, '4xx': errorSchema },
+        response: { 201: collectionSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => reply.code(201).send(await collections.create(request.caller, request.body)),
@@ -379,7 +366,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         summary: 'List collections',
         response: {
           200: { type: 'object', properties: { collections: { type: 'array', items: collectionSchema } } },
-          '4xx': errorSchema,
+          '4xx': errorResponse,
         },
       },
     },
@@ -394,7 +381,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         tags: adminTags,
         summary: 'Read a collection',
         params: nameParams,
-        response: { 200: collectionSchema, '4xx': errorSchema },
+        response: { 200: collectionSchema, '4xx': errorResponse },
       },
     },
     async (request) => collections.get(request.caller, request.params.name),
@@ -417,7 +404,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
             indexes: indexesSchema,
           },
         },
-        response: { 200: collectionSchema, '4xx': errorSchema },
+        response: { 200: collectionSchema, '4xx': errorResponse },
       },
     },
     async (request) => collections.update(request.caller, request.params.name, request.body ?? {}),
@@ -431,7 +418,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         tags: adminTags,
         summary: 'Drop a collection and all its documents',
         params: nameParams,
-        response: { 204: { type: 'null' }, '4xx': errorSchema },
+        response: { 204: { type: 'null' }, '4xx': errorResponse },
       },
     },
     async (request, reply) => {

@@ -2,6 +2,7 @@ import multipart, { type Multipart } from '@fastify/multipart';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '../../internal/errors.js';
+import { errorResponse } from '../../internal/http/errors.js';
 import { requireService } from '../../internal/guards.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
 import type { BucketInput, StorageObject, StorageService } from './service.js';
@@ -14,20 +15,6 @@ export interface StorageRouteOptions {
   /** Largest upload, for the routes' body limit. */
   maxFileSize: number;
 }
-
-const errorSchema = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: {
-        code: { type: 'string' },
-        message: { type: 'string' },
-        details: { type: 'object', additionalProperties: true },
-      },
-    },
-  },
-} as const;
 
 const ruleSchema = { type: 'string', minLength: 1, maxLength: 4096 } as const;
 const bucketWritable = {
@@ -93,7 +80,7 @@ const nameParams = {
   properties: { name: { type: 'string', maxLength: 63 } },
 } as const;
 
-const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema } as const;
+const errors = { 400: errorResponse, 401: errorResponse, 403: errorResponse, 404: errorResponse } as const;
 
 /** Parses a single `bytes=` range against a size. null = serve the whole object; 'unsatisfiable' = 416. */
 export function parseRange(
@@ -225,7 +212,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
           additionalProperties: false,
           properties: { name: { type: 'string', minLength: 1, maxLength: 63 }, ...bucketWritable },
         },
-        response: { 201: bucketSchema, 409: errorSchema, ...errors },
+        response: { 201: bucketSchema, 409: errorResponse, ...errors },
       },
     },
     async (request, reply) => reply.code(201).send(await storage.createBucket(request.caller, request.body)),
@@ -285,7 +272,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
         summary: 'Delete a bucket (service key); a non-empty bucket needs ?force=true',
         params: nameParams,
         querystring: { type: 'object', properties: { force: { type: 'string', enum: ['true', 'false'] } } },
-        response: { 204: { type: 'null' }, 409: errorSchema, ...errors },
+        response: { 204: { type: 'null' }, 409: errorResponse, ...errors },
       },
     },
     async (request, reply) => {
@@ -456,7 +443,7 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
     tags: ['storage'],
     summary,
     params: objectParams,
-    response: { 201: objectSchema, 409: errorSchema, 413: errorSchema, 415: errorSchema, ...errors },
+    response: { 201: objectSchema, 409: errorResponse, 413: errorResponse, 415: errorResponse, ...errors },
   });
 
   app.put<{ Params: { bucket: string; '*': string } }>(
