@@ -42,6 +42,8 @@ export interface EmailTokenRow {
   user_id: string;
   type: EmailTokenType;
   email: string;
+  /** The password the sign-up that sent this confirmation chose (signup tokens only). */
+  password_hash: string | null;
 }
 
 export interface SigningKeyRow {
@@ -561,13 +563,20 @@ export class AuthRepository {
 
   async insertEmailToken(
     q: Queryable,
-    token: { hash: Buffer; userId: string; type: EmailTokenType; email: string; ttlSeconds: number },
+    token: {
+      hash: Buffer;
+      userId: string;
+      type: EmailTokenType;
+      email: string;
+      ttlSeconds: number;
+      passwordHash: string | null;
+    },
   ): Promise<void> {
     await this.run(
       q,
-      `INSERT INTO basalt.email_tokens (token_hash, user_id, type, email, expires_at)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-      [token.hash, token.userId, token.type, token.email, token.ttlSeconds],
+      `INSERT INTO basalt.email_tokens (token_hash, user_id, type, email, expires_at, password_hash)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)`,
+      [token.hash, token.userId, token.type, token.email, token.ttlSeconds, token.passwordHash],
     );
   }
 
@@ -577,7 +586,7 @@ export class AuthRepository {
       q,
       `UPDATE basalt.email_tokens SET used_at = now()
         WHERE token_hash = $1 AND type = ANY($2::text[]) AND used_at IS NULL AND expires_at > now()
-        RETURNING user_id, type, email`,
+        RETURNING user_id, type, email, password_hash`,
       [hash, types],
     );
     return rows[0] ?? null;
