@@ -30,6 +30,6 @@ export class RateLimiter {
    * before its outcome is known and keep only some outcomes (failed sign-ins).
    */
   async refund(key: string): Promise<void> {
-    await this.repo.hit(key, this.windowSeconds, -1);
+    await this.repo.unhit(key, this.windowSeconds);
   }
 }

@@ -683,19 +683,18 @@ export class AuthRepository {
     return rows.length > 0;
   }
 
-  async peek(key: string, windowSeconds: number): Promise<{ count: number; resetSeconds: number }> {
-    const rows = await this.run<{ count: number; reset_seconds: number }>(
+  /**
+   * Takes one count back from `key` in the current window, never below zero and never into
+   * a window that has no count yet (the count it gives back was made in an earlier one).
+   */
+  async unhit(key: string, windowSeconds: number): Promise<void> {
+    await this.run(
       this.db.pool,
-      `WITH w AS (
-         SELECT to_timestamp(floor(extract(epoch FROM clock_timestamp()) / $2) * $2) AS start
-       )
-       SELECT r.count,
-              ceil(extract(epoch FROM w.start + make_interval(secs => $2) - clock_timestamp()))::int AS reset_seconds
-         FROM w JOIN basalt.rate_limits r ON r.key = $1 AND r.window_start = w.start`,
+      `UPDATE basalt.rate_limits SET count = count - 1
+        WHERE key = $1 AND count > 0
+          AND window_start = to_timestamp(floor(extract(epoch FROM clock_timestamp()) / $2) * $2)`,
       [key, windowSeconds],
     );
-    const row = rows[0];
-    return row ? { count: row.count, resetSeconds: Math.max(1, row.reset_seconds) } : { count: 0, resetSeconds: 0 };
   }
 
   // ---- housekeeping --------------------------------------------------------------------
