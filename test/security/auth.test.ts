@@ -304,6 +304,18 @@ securitySuite<Fixture>({
       code: 'INVALID_REQUEST',
     },
     {
+      name: 'sign-up with data nested 100,000 deep',
+      source: 'issue 15 #9',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/auth/signup',
+        rawBody: `{"email":"${uniqueEmail('deep')}","password":"${STRONG_PASSWORD}","data":${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}}`,
+        headers: { 'content-type': 'application/json' },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
       name: 'admin sets app_metadata with NUL',
       source: 'issue 15 #9',
       request: (f) => ({

@@ -584,9 +584,12 @@ export class AuthRepository {
   async consumeEmailToken(q: Queryable, hash: Buffer, types: EmailTokenType[]): Promise<EmailTokenRow | null> {
     const rows = await this.run<EmailTokenRow>(
       q,
-      `UPDATE basalt.email_tokens SET used_at = now()
-        WHERE token_hash = $1 AND type = ANY($2::text[]) AND used_at IS NULL AND expires_at > now()
-        RETURNING user_id, type, email, password_hash`,
+      // The password a confirmation carried is handed out once, and not kept after.
+      `UPDATE basalt.email_tokens t SET used_at = now(), password_hash = NULL
+         FROM (SELECT token_hash, password_hash FROM basalt.email_tokens WHERE token_hash = $1 FOR UPDATE) old
+        WHERE t.token_hash = old.token_hash
+          AND t.type = ANY($2::text[]) AND t.used_at IS NULL AND t.expires_at > now()
+        RETURNING t.user_id, t.type, t.email, old.password_hash`,
       [hash, types],
     );
     return rows[0] ?? null;
@@ -596,7 +599,8 @@ export class AuthRepository {
   async invalidateEmailTokens(q: Queryable, userId: string, type: EmailTokenType): Promise<void> {
     await this.run(
       q,
-      `UPDATE basalt.email_tokens SET used_at = now() WHERE user_id = $1 AND type = $2 AND used_at IS NULL`,
+      `UPDATE basalt.email_tokens SET used_at = now(), password_hash = NULL
+        WHERE user_id = $1 AND type = $2 AND used_at IS NULL`,
       [userId, type],
     );
   }
