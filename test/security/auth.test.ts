@@ -8,6 +8,7 @@ import { afterAll, expect } from 'vitest';
 import {
   STRONG_PASSWORD,
   decodeJwt,
+  eventually,
   startMailServer,
   tokenFromMail,
   uniqueEmail,
@@ -16,6 +17,7 @@ import {
   type SessionBody,
   type UserBody,
 } from '../auth-helpers.js';
+import { createAuthModule } from '../../server/modules/auth/module.js';
 import { createCollection } from '../documents-support.js';
 import { errorCode, request, type TestApp } from '../helpers.js';
 import { securitySuite } from './harness.js';
@@ -180,6 +182,30 @@ securitySuite<Fixture>({
         await verify(server, 'recovery', token, VICTIM_PASSWORD);
         await expectLockedOut(server, victim, attacker.session!);
         expect(await signInStatus(server, victim, VICTIM_PASSWORD)).toBe(200);
+      },
+    },
+    {
+      name: 'pre-registers the address; the owner signs in with OAuth, the provider vouching for the address',
+      source: 'issue 15 #3',
+      async run(_fixture, server) {
+        const victim = uniqueEmail('victim');
+        const attacker = (await signUpWith(server, victim, ATTACKER_PASSWORD)).body as AuthBody;
+        // What the OAuth callback calls once the provider answered (its own flow is in auth-oauth.test.ts).
+        const oauth = createAuthModule(server.app.platform);
+        await oauth.start();
+        const owner = await oauth.service.signInWithIdentity(
+          { provider: 'idp', subject: `owner-${victim}`, email: victim, emailVerified: true },
+          { ip: '127.0.0.1', userAgent: 'test' },
+        );
+        expect(owner.user.id).toBe(attacker.user.id);
+        // Revoked through another module instance: this server learns it within its poll.
+        await eventually(
+          async () =>
+            (await request(server.url, 'GET', '/v1/auth/user', { token: attacker.session!.access_token })).status ===
+            401,
+          5000,
+        );
+        await expectLockedOut(server, victim, attacker.session!);
       },
     },
     {
