@@ -520,6 +520,10 @@ describe('documented semantics hold in SQL too', () => {
     ],
     ['doc.version == 1', user, []],
     ['starts_with(doc.data.s, "hé") && starts_with(doc.id, "d")', user, ['d1']],
+    // Two columns of different collations (id is "C", owner is not): still one answer.
+    ['starts_with(doc.id, doc.owner) || starts_with(doc.owner, doc.id)', user, []],
+    ['auth.email_verified == false && auth.email == "a@example.com"', user, ['d1', 'd2']],
+    ['auth.email_verified', { ...user!, email_verified: true }, ['d1', 'd2']],
     ['incoming.owner == auth.uid || exists(incoming.data)', user, []],
     ['!(incoming.owner == auth.uid)', user, []],
     ['exists(object.path) || object.size > 0', user, []],
