@@ -486,6 +486,35 @@ securitySuite<Fixture>({
       },
     },
 
+    {
+      name: 'an access token presented as a refresh token',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/auth/refresh',
+        body: { refresh_token: f.bob.session!.access_token.slice(0, 512) },
+      }),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+    },
+    {
+      name: 'the JWKS is read for private key material',
+      request: () => ({ method: 'GET', path: '/.well-known/jwks.json' }),
+      status: 200,
+      mustNotContain: () => ['"d":', 'private'],
+    },
+    {
+      name: 'the user object is read for a password hash',
+      request: () => ({ method: 'GET', path: '/v1/auth/user', as: 'alice' }),
+      status: 200,
+      mustNotContain: () => ['$argon2', 'password'],
+    },
+    {
+      name: 'the admin user list is read for password hashes',
+      request: () => ({ method: 'GET', path: '/v1/admin/users?per_page=1000', as: 'service' }),
+      status: 200,
+      mustNotContain: () => ['$argon2', 'password'],
+    },
+
     // ---- privileges -----------------------------------------------------------------------
     {
       name: 'a user lists users through the admin API',
