@@ -209,6 +209,31 @@ securitySuite<Fixture>({
       },
     },
     {
+      name: "signs in with OAuth from a provider that does not verify emails, naming the owner's address; the owner uses a magic link",
+      source: 'issue 15 #3',
+      async run(_fixture, server) {
+        const victim = uniqueEmail('victim');
+        const oauth = createAuthModule(server.app.platform);
+        await oauth.start();
+        const identity = { provider: 'lax', subject: `attacker-${victim}`, email: victim, emailVerified: false };
+        const context = { ip: '127.0.0.1', userAgent: 'test' };
+        const attacker = await oauth.service.signInWithIdentity(identity, context);
+        await request(server.url, 'POST', '/v1/auth/magiclink', { body: { email: victim } });
+        const owner = await verify(server, 'magiclink', tokenFromMail(await newestMail(victim, 'type=magiclink')));
+        expect(owner.user.id).toBe(attacker.user.id);
+        await eventually(
+          async () =>
+            (await request(server.url, 'GET', '/v1/auth/user', { token: attacker.session!.access_token })).status ===
+            401,
+          5000,
+        );
+        // The provider login no longer leads into the account.
+        await expect(oauth.service.signInWithIdentity(identity, context)).rejects.toMatchObject({
+          code: 'ALREADY_EXISTS',
+        });
+      },
+    },
+    {
       name: 'a proven owner keeps their password and other sessions when they use a magic link later',
       source: 'issue 15 #3 (control)',
       async run(_fixture, server) {

@@ -337,6 +337,11 @@ export class AuthRepository {
     return rows[0] ?? null;
   }
 
+  /** Unlinks every external identity of a user, e.g. when the verified owner claims the account. */
+  async deleteIdentities(q: Queryable, userId: string): Promise<void> {
+    await this.run(q, `DELETE FROM basalt.identities WHERE user_id = $1`, [userId]);
+  }
+
   async upsertIdentity(
     q: Queryable,
     identity: {

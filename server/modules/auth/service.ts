@@ -393,8 +393,8 @@ export class AuthService {
    *
    * Linking to an account whose own email was never confirmed would let someone who
    * registered the victim's address first keep a password into the victim's account, so
-   * such an account is taken over by the verified owner: its password is removed and its
-   * sessions are revoked before linking.
+   * such an account is taken over by the verified owner: its password is removed, the
+   * identities linked to it before are unlinked and its sessions are revoked before linking.
    */
   async signInWithIdentity(identity: ExternalIdentity, context: ClientContext): Promise<AuthResult> {
     const email = identity.email ? normalizeEmail(identity.email) : null;
@@ -417,6 +417,7 @@ export class AuthService {
           user = await this.repo.userById(tx, byEmail.id, true);
           if (user && user.email_confirmed_at === null) {
             await this.repo.setPasswordHash(tx, user.id, null);
+            await this.repo.deleteIdentities(tx, user.id);
             revoked.push(...(await this.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
             user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true, isAnonymous: false });
           }
@@ -813,10 +814,12 @@ export class AuthService {
         if (!sameEmail) throw new AppError('INVALID_TOKEN');
         if (user.email_confirmed_at === null) {
           // The first proof of the address. Until now anyone could have registered it and
-          // may hold its password and sessions: the owner takes the account over. Only the
-          // password this very mail was sent for (a sign-up's own confirmation) or the one
-          // this recovery sets survives; every session before this one ends.
+          // may hold its password, sessions and linked logins (an OAuth provider that did not
+          // verify the address): the owner takes the account over. Only the password this
+          // very mail was sent for (a sign-up's own confirmation) or the one this recovery
+          // sets survives; every session before this one ends.
           await this.repo.setPasswordHash(tx, user.id, passwordHash ?? token.password_hash);
+          await this.repo.deleteIdentities(tx, user.id);
           revoked.push(...(await this.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
         }
         user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true });
