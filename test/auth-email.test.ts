@@ -240,7 +240,7 @@ describe('email change', () => {
     await signIn(server.url, next);
   });
 
-  it('refuses an address that is taken', async () => {
+  it('answers an address that is taken like a free one, changes nothing, and tells that address', async () => {
     const email = await confirmedUser();
     const other = await confirmedUser();
     const { session } = await signIn(server.url, email);
@@ -248,6 +248,10 @@ describe('email change', () => {
       token: session!.access_token,
       body: { email: other },
     });
-    expect(patched.status).toBe(409);
+    expect(patched.status).toBe(200);
+    expect((patched.body as UserBody).email).toBe(email);
+    const notice = await mail.waitFor(to(other));
+    expect(notice.text).toContain('already belongs to an account');
+    expect(notice.text).not.toContain('token=');
   });
 });

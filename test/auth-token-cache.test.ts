@@ -6,6 +6,7 @@ function access(exp: number, sub = 'u1'): VerifiedAccess {
     sub,
     role: 'authenticated',
     email: 'a@example.com',
+    email_verified: true,
     session_id: 's1',
     is_anonymous: false,
     app_metadata: { plan: 'pro' },

@@ -28,6 +28,7 @@ function callerOf(next: () => number): Caller {
     uid: pick(next, UIDS),
     email: next() < 0.5 ? null : `${pick(next, UIDS)}@example.com`,
     sessionId: `s${Math.floor(next() * 1000)}`,
+    emailVerified: next() < 0.5,
     claims,
     expiresAt: 2_000_000_000,
   };
@@ -54,6 +55,7 @@ const RULES = [
   'doc.data.team == auth.claims.team',
   'exists(auth.claims.team) && auth.claims.admin == true',
   'auth.email != null',
+  'auth.email_verified && auth.email != null',
   'size(auth) > 3',
   'auth == auth',
   '[auth] != [null]',

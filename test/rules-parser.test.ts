@@ -164,21 +164,41 @@ describe('parseRule refuses bad rules with position and expectation', () => {
 describe('ruleAuthFromCaller', () => {
   it('maps each kind of caller', () => {
     expect(ruleAuthFromCaller({ role: 'public' })).toBeNull();
-    expect(ruleAuthFromCaller({ role: 'service' })).toEqual({ uid: '', email: null, role: 'service', claims: {} });
+    expect(ruleAuthFromCaller({ role: 'service' })).toEqual({
+      uid: '',
+      email: null,
+      email_verified: false,
+      role: 'service',
+      claims: {},
+    });
     const user: Caller = {
       role: 'authenticated',
       uid: 'u1',
       email: 'a@example.com',
       sessionId: 's',
+      emailVerified: true,
       claims: { plan: 'pro' },
       expiresAt: 0,
     };
     expect(ruleAuthFromCaller(user)).toEqual({
       uid: 'u1',
       email: 'a@example.com',
+      email_verified: true,
       role: 'authenticated',
       claims: { plan: 'pro' },
     });
+    // A caller that does not say has proven nothing.
+    expect(ruleAuthFromCaller({ ...user, emailVerified: undefined })?.email_verified).toBe(false);
+  });
+
+  it('exposes auth.email_verified, false unless the caller proved the address', () => {
+    const rule = parseRule('auth.email_verified && auth.email == "a@example.com"');
+    const now = new Date();
+    const base = { uid: 'u1', email: 'a@example.com', role: 'authenticated', claims: {} };
+    expect(evaluateRule(rule, { auth: { ...base, email_verified: true }, now })).toBe(true);
+    expect(evaluateRule(rule, { auth: { ...base, email_verified: false }, now })).toBe(false);
+    expect(evaluateRule(rule, { auth: base, now })).toBe(false);
+    expect(evaluateRule(rule, { auth: null, now })).toBe(false);
   });
 });
 

@@ -195,6 +195,7 @@ const authArb: fc.Arbitrary<RuleAuth> = fc.option(
   fc.record({
     uid: fc.constantFrom(...UIDS),
     email: fc.option(fc.constantFrom('a@example.com', 'b@example.com'), { nil: null }),
+    email_verified: fc.option(fc.boolean(), { nil: undefined }),
     role: fc.constantFrom('authenticated', 'anon'),
     claims: objectOf(jsonArb),
   }),
@@ -226,7 +227,7 @@ function variableArb(subject: 'doc' | 'object'): fc.Arbitrary<Expr> {
   const objectVar = fc.constantFrom('path', 'size', 'content_type', 'owner', 'bucket').map((f) => v('object', [f]));
   const authVar = fc.oneof(
     fc.constant(v('auth', [])),
-    fc.constantFrom('uid', 'email', 'role').map((f) => v('auth', [f])),
+    fc.constantFrom('uid', 'email', 'email_verified', 'role').map((f) => v('auth', [f])),
     pathArb.map((path) => v('auth', ['claims', ...path])),
   );
   const own = subject === 'doc' ? docVar('doc') : objectVar;
@@ -519,6 +520,10 @@ describe('documented semantics hold in SQL too', () => {
     ],
     ['doc.version == 1', user, []],
     ['starts_with(doc.data.s, "hé") && starts_with(doc.id, "d")', user, ['d1']],
+    // Two columns of different collations (id is "C", owner is not): still one answer.
+    ['starts_with(doc.id, doc.owner) || starts_with(doc.owner, doc.id)', user, []],
+    ['auth.email_verified == false && auth.email == "a@example.com"', user, ['d1', 'd2']],
+    ['auth.email_verified', { ...user!, email_verified: true }, ['d1', 'd2']],
     ['incoming.owner == auth.uid || exists(incoming.data)', user, []],
     ['!(incoming.owner == auth.uid)', user, []],
     ['exists(object.path) || object.size > 0', user, []],

@@ -17,6 +17,8 @@ export interface UserCaller {
   uid: string;
   email: string | null;
   sessionId: string;
+  /** Whether `email` is proven (confirmed by mail, or verified by an OAuth provider); absent means no. */
+  emailVerified?: boolean;
   /** The user's app_metadata, as carried in the access token. */
   claims: Record<string, unknown>;
   /** Access-token expiry, seconds since the epoch. */

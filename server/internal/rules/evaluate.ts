@@ -47,7 +47,14 @@ function descend(value: unknown, keys: readonly string[], from: number): Value {
 function authVar(raw: unknown, path: readonly string[]): Value {
   if (raw === null || raw === undefined) return path.length === 0 ? null : BOTTOM;
   if (!isPlainObject(raw)) return BOTTOM;
-  const auth = { uid: raw.uid, email: raw.email, role: raw.role, claims: raw.claims ?? {} };
+  // email_verified is true only when given as true: a caller without it has proven nothing.
+  const auth = {
+    uid: raw.uid,
+    email: raw.email,
+    email_verified: raw.email_verified === true,
+    role: raw.role,
+    claims: raw.claims ?? {},
+  };
   return sanitizeJson(path.length === 0 ? auth : descendRaw(auth, path, 0));
 }
 

@@ -12,7 +12,14 @@ export { LIMITS } from './ast.js';
 export type { Expr, Root } from './ast.js';
 export { formatExpression } from './print.js';
 
-export type RuleAuth = { uid: string; email: string | null; role: string; claims: Record<string, unknown> } | null;
+export type RuleAuth = {
+  uid: string;
+  email: string | null;
+  /** Whether the owner proved `email` (absent: no). Rules that grant by address should check it. */
+  email_verified?: boolean;
+  role: string;
+  claims: Record<string, unknown>;
+} | null;
 
 export interface Rule {
   readonly source: string;
@@ -52,15 +59,21 @@ function collectVariables(expr: Expr, into: Set<Root>): void {
   }
 }
 
-/** public -> null; user -> {uid, email, role, claims}; service -> role 'service' (which normally bypasses rules). */
+/** public -> null; user -> {uid, email, email_verified, role, claims}; service -> role 'service' (which normally bypasses rules). */
 export function ruleAuthFromCaller(caller: Caller): RuleAuth {
   switch (caller.role) {
     case 'public':
       return null;
     case 'service':
-      return { uid: '', email: null, role: 'service', claims: {} };
+      return { uid: '', email: null, email_verified: false, role: 'service', claims: {} };
     default:
-      return { uid: caller.uid, email: caller.email, role: caller.role, claims: caller.claims };
+      return {
+        uid: caller.uid,
+        email: caller.email,
+        email_verified: caller.emailVerified === true,
+        role: caller.role,
+        claims: caller.claims,
+      };
   }
 }
 

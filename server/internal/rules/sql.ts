@@ -426,7 +426,9 @@ export class SqlCompiler {
           guards.push(`jsonb_typeof(${j}) = 'string'`);
           return `(${j} #>> '{}')`;
         };
-        const call = `starts_with(${side(value, 0)}, ${side(prefix, 1)})`;
+        // Explicitly "C", as for ordering: two columns of different collations would leave
+        // Postgres unable to choose one (42P22), and bytes are what the JS evaluator compares.
+        const call = `starts_with(${side(value, 0)} COLLATE "C", ${side(prefix, 1)} COLLATE "C")`;
         return guards.length === 0 ? call : `(CASE WHEN ${guards.join(' AND ')} THEN ${call} END)`;
       },
     );

@@ -48,12 +48,15 @@ export function createAuthModule(platform: Platform): AuthModule {
     revocations,
     limiter: new RateLimiter(repo, auth.rateLimits.windowSeconds),
     mailer,
+    log,
   });
 
   const timers: NodeJS.Timeout[] = [];
   platform.onClose(async () => {
     for (const timer of timers) clearInterval(timer);
     await revocations.stop();
+    // Mails decided after their answer was sent are queued before the mailer closes.
+    await service.drain();
     await mailer.close();
   });
 

@@ -25,14 +25,11 @@ export class RateLimiter {
     if (count > limit) throw this.limitedError(resetSeconds);
   }
 
-  /** Throws RATE_LIMITED when `key` already reached `limit`, without counting. */
-  async check(key: string, limit: number): Promise<void> {
-    const { count, resetSeconds } = await this.repo.peek(key, this.windowSeconds);
-    if (count >= limit) throw this.limitedError(resetSeconds);
-  }
-
-  /** Counts an event (e.g. a failed sign-in) against `key`. */
-  async record(key: string): Promise<void> {
-    await this.repo.hit(key, this.windowSeconds, 1);
+  /**
+   * Gives back one count consumed earlier in this window, for limits that count an attempt
+   * before its outcome is known and keep only some outcomes (failed sign-ins).
+   */
+  async refund(key: string): Promise<void> {
+    await this.repo.unhit(key, this.windowSeconds);
   }
 }

@@ -42,6 +42,8 @@ export interface EmailTokenRow {
   user_id: string;
   type: EmailTokenType;
   email: string;
+  /** The password the sign-up that sent this confirmation chose (signup tokens only). */
+  password_hash: string | null;
 }
 
 export interface SigningKeyRow {
@@ -335,6 +337,11 @@ export class AuthRepository {
     return rows[0] ?? null;
   }
 
+  /** Unlinks every external identity of a user, e.g. when the verified owner claims the account. */
+  async deleteIdentities(q: Queryable, userId: string): Promise<void> {
+    await this.run(q, `DELETE FROM basalt.identities WHERE user_id = $1`, [userId]);
+  }
+
   async upsertIdentity(
     q: Queryable,
     identity: {
@@ -561,13 +568,20 @@ export class AuthRepository {
 
   async insertEmailToken(
     q: Queryable,
-    token: { hash: Buffer; userId: string; type: EmailTokenType; email: string; ttlSeconds: number },
+    token: {
+      hash: Buffer;
+      userId: string;
+      type: EmailTokenType;
+      email: string;
+      ttlSeconds: number;
+      passwordHash: string | null;
+    },
   ): Promise<void> {
     await this.run(
       q,
-      `INSERT INTO basalt.email_tokens (token_hash, user_id, type, email, expires_at)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-      [token.hash, token.userId, token.type, token.email, token.ttlSeconds],
+      `INSERT INTO basalt.email_tokens (token_hash, user_id, type, email, expires_at, password_hash)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)`,
+      [token.hash, token.userId, token.type, token.email, token.ttlSeconds, token.passwordHash],
     );
   }
 
@@ -575,9 +589,12 @@ export class AuthRepository {
   async consumeEmailToken(q: Queryable, hash: Buffer, types: EmailTokenType[]): Promise<EmailTokenRow | null> {
     const rows = await this.run<EmailTokenRow>(
       q,
-      `UPDATE basalt.email_tokens SET used_at = now()
-        WHERE token_hash = $1 AND type = ANY($2::text[]) AND used_at IS NULL AND expires_at > now()
-        RETURNING user_id, type, email`,
+      // The password a confirmation carried is handed out once, and not kept after.
+      `UPDATE basalt.email_tokens t SET used_at = now(), password_hash = NULL
+         FROM (SELECT token_hash, password_hash FROM basalt.email_tokens WHERE token_hash = $1 FOR UPDATE) old
+        WHERE t.token_hash = old.token_hash
+          AND t.type = ANY($2::text[]) AND t.used_at IS NULL AND t.expires_at > now()
+        RETURNING t.user_id, t.type, t.email, old.password_hash`,
       [hash, types],
     );
     return rows[0] ?? null;
@@ -587,7 +604,8 @@ export class AuthRepository {
   async invalidateEmailTokens(q: Queryable, userId: string, type: EmailTokenType): Promise<void> {
     await this.run(
       q,
-      `UPDATE basalt.email_tokens SET used_at = now() WHERE user_id = $1 AND type = $2 AND used_at IS NULL`,
+      `UPDATE basalt.email_tokens SET used_at = now(), password_hash = NULL
+        WHERE user_id = $1 AND type = $2 AND used_at IS NULL`,
       [userId, type],
     );
   }
@@ -674,19 +692,18 @@ export class AuthRepository {
     return rows.length > 0;
   }
 
-  async peek(key: string, windowSeconds: number): Promise<{ count: number; resetSeconds: number }> {
-    const rows = await this.run<{ count: number; reset_seconds: number }>(
+  /**
+   * Takes one count back from `key` in the current window, never below zero and never into
+   * a window that has no count yet (the count it gives back was made in an earlier one).
+   */
+  async unhit(key: string, windowSeconds: number): Promise<void> {
+    await this.run(
       this.db.pool,
-      `WITH w AS (
-         SELECT to_timestamp(floor(extract(epoch FROM clock_timestamp()) / $2) * $2) AS start
-       )
-       SELECT r.count,
-              ceil(extract(epoch FROM w.start + make_interval(secs => $2) - clock_timestamp()))::int AS reset_seconds
-         FROM w JOIN basalt.rate_limits r ON r.key = $1 AND r.window_start = w.start`,
+      `UPDATE basalt.rate_limits SET count = count - 1
+        WHERE key = $1 AND count > 0
+          AND window_start = to_timestamp(floor(extract(epoch FROM clock_timestamp()) / $2) * $2)`,
       [key, windowSeconds],
     );
-    const row = rows[0];
-    return row ? { count: row.count, resetSeconds: Math.max(1, row.reset_seconds) } : { count: 0, resetSeconds: 0 };
   }
 
   // ---- housekeeping --------------------------------------------------------------------

@@ -200,12 +200,8 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
     },
     async (request, reply) => {
       const { type, token: value, redirect_to: target } = request.query;
-      const redirect = target !== undefined && service.isAllowedRedirect(target) ? target : null;
-      if (target !== undefined && redirect === null) {
-        throw new AppError('INVALID_REQUEST', '"redirect_to" is not an allowed redirect URL.', {
-          details: { field: 'redirect_to' },
-        });
-      }
+      // Only the normalized form is ever written into the Location header.
+      const redirect = target === undefined ? null : service.allowedRedirect(target);
       if (type === 'recovery') {
         if (!redirect) {
           throw new AppError('INVALID_REQUEST', 'Recovery needs a new password: POST /v1/auth/verify with it.');

@@ -2,6 +2,8 @@ import type { UserCaller, Caller, TokenVerifier } from '../../internal/caller.js
 import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService, requireUser } from '../../internal/guards.js';
+import type { Logger } from '../../internal/log.js';
+import { assertUserJson } from '../../internal/user-json.js';
 import type { AuthConfig } from '../../config.js';
 import { normalizeEmail } from './email.js';
 import type { Mailer } from './mailer.js';
@@ -113,6 +115,8 @@ function isBanned(row: UserRow): boolean {
 
 function metadata(value: Record<string, unknown> | undefined, field: string): Record<string, unknown> | undefined {
   if (value === undefined) return undefined;
+  // Before measuring: JSON.stringify of hostile depth would overflow, and Postgres cannot store NUL.
+  assertUserJson(value, field);
   if (Buffer.byteLength(JSON.stringify(value)) > MAX_METADATA_BYTES) {
     throw new AppError('INVALID_REQUEST', `"${field}" is larger than ${MAX_METADATA_BYTES} bytes.`, {
       details: { field },
@@ -134,6 +138,7 @@ export interface AuthServiceDeps {
   revocations: RevocationCache;
   limiter: RateLimiter;
   mailer: Mailer;
+  log: Logger;
 }
 
 /**
@@ -143,10 +148,35 @@ export interface AuthServiceDeps {
 export class AuthService {
   private readonly config: AuthConfig;
   private readonly repo: AuthRepository;
+  /** BASALT_AUTH_REDIRECT_URLS in normalized form, so that they compare with normalized requests. */
+  private readonly allowedRedirects: ReadonlySet<string>;
+  private readonly publicOrigin: string;
+  /** Work that runs after the answer was sent (see mailIfKnown); awaited by drain(). */
+  private readonly background = new Set<Promise<void>>();
 
   constructor(private readonly deps: AuthServiceDeps) {
     this.config = deps.config;
     this.repo = deps.repo;
+    this.publicOrigin = new URL(deps.publicUrl).origin;
+    this.allowedRedirects = new Set(
+      deps.config.redirectUrls.flatMap((url) => {
+        const normalized = normalizeUrl(url);
+        return normalized === null ? [] : [normalized];
+      }),
+    );
+  }
+
+  /** Waits for the work still running after its answer was sent; called when the app closes. */
+  async drain(): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** Runs `work` without making the caller wait; a failure is logged, as no one is left to answer. */
+  private runInBackground(what: string, work: () => Promise<void>): void {
+    const task = work()
+      .catch((error: unknown) => this.deps.log.error({ err: error }, `auth: ${what} failed`))
+      .finally(() => this.background.delete(task));
+    this.background.add(task);
   }
 
   /** Verifies access tokens for the request context (platform.tokenVerifier). */
@@ -161,6 +191,7 @@ export class AuthService {
         uid: claims.sub,
         email: claims.email,
         sessionId: claims.session_id,
+        emailVerified: claims.email_verified,
         claims: claims.app_metadata,
         expiresAt: claims.exp,
       };
@@ -183,10 +214,15 @@ export class AuthService {
   }
 
   private async sessionObject(user: UserRow, sessionId: string, refreshToken: string): Promise<Session> {
+    const verified = user.email !== null && user.email_confirmed_at !== null;
     const { token, expiresAt, expiresIn } = await this.deps.tokens.issue({
       sub: user.id,
       role: user.is_anonymous ? 'anon' : 'authenticated',
-      email: user.email,
+      // Where confirmation is required, a token never names an address nobody proved (an
+      // OAuth email the provider did not verify, an address an admin set unconfirmed), so a
+      // rule granting by `auth.email` cannot be met by merely typing someone's address.
+      email: this.config.confirmEmail && !verified ? null : user.email,
+      email_verified: verified,
       session_id: sessionId,
       is_anonymous: user.is_anonymous,
       app_metadata: user.app_metadata,
@@ -244,7 +280,7 @@ export class AuthService {
           passwordHash,
         });
         if (this.config.confirmEmail) {
-          await this.mailToken(tx, user, 'signup', email, redirectTo);
+          await this.mailToken(tx, user, 'signup', email, redirectTo, passwordHash);
           return { user: toPublicUser(user), session: null };
         }
         const signedIn = (await this.repo.touchSignIn(tx, user.id)) ?? user;
@@ -255,6 +291,14 @@ export class AuthService {
       // way), so sign-up does not reveal who has an account. Without it, the caller would
       // expect a session, and 409 is the only honest answer.
       if (error instanceof AppError && error.code === 'ALREADY_EXISTS' && this.config.confirmEmail) {
+        // An account nobody confirmed yet may be a stranger's pre-registration of this
+        // address: this sign-up gets its own confirmation, carrying its own password.
+        await this.repo.transaction(async (tx) => {
+          const existing = await this.repo.userByEmail(tx, email);
+          if (existing?.email && existing.email_confirmed_at === null && !isBanned(existing)) {
+            await this.mailToken(tx, existing, 'signup', existing.email, redirectTo, passwordHash);
+          }
+        });
         const now = new Date().toISOString();
         return {
           user: {
@@ -290,8 +334,13 @@ export class AuthService {
     const account = email.toLowerCase();
     const perAccountIp = `signin-failed:account-ip:${account}|${ip}`;
     const perAccount = `signin-failed:account:${account}`;
-    await this.deps.limiter.check(perAccountIp, limits.signinFailedPerAccountIp);
-    await this.deps.limiter.check(perAccount, limits.signinFailedPerAccount);
+    // Counted before the password is looked at, in one atomic upsert each, so that however
+    // many attempts race, at most the limit of them is ever evaluated. A success gives its
+    // count back below: only failures stay counted.
+    await Promise.all([
+      this.deps.limiter.consume(perAccountIp, limits.signinFailedPerAccountIp),
+      this.deps.limiter.consume(perAccount, limits.signinFailedPerAccount),
+    ]);
 
     const found = await this.repo.credentialsByEmail(this.repo.pool, email);
     let ok = false;
@@ -305,10 +354,8 @@ export class AuthService {
     } else {
       await this.deps.hasher.verifyDummy(input.password);
     }
-    if (!ok || !found) {
-      await Promise.all([this.deps.limiter.record(perAccountIp), this.deps.limiter.record(perAccount)]);
-      throw INVALID_CREDENTIALS();
-    }
+    if (!ok || !found) throw INVALID_CREDENTIALS();
+    await Promise.all([this.deps.limiter.refund(perAccountIp), this.deps.limiter.refund(perAccount)]);
     const user = found.user;
     if (isBanned(user)) throw new AppError('FORBIDDEN', 'This account is banned.', { details: { reason: 'banned' } });
     if (this.config.confirmEmail && user.email_confirmed_at === null) {
@@ -346,8 +393,8 @@ export class AuthService {
    *
    * Linking to an account whose own email was never confirmed would let someone who
    * registered the victim's address first keep a password into the victim's account, so
-   * such an account is taken over by the verified owner: its password is removed and its
-   * sessions are revoked before linking.
+   * such an account is taken over by the verified owner: its password is removed, the
+   * identities linked to it before are unlinked and its sessions are revoked before linking.
    */
   async signInWithIdentity(identity: ExternalIdentity, context: ClientContext): Promise<AuthResult> {
     const email = identity.email ? normalizeEmail(identity.email) : null;
@@ -370,6 +417,7 @@ export class AuthService {
           user = await this.repo.userById(tx, byEmail.id, true);
           if (user && user.email_confirmed_at === null) {
             await this.repo.setPasswordHash(tx, user.id, null);
+            await this.repo.deleteIdentities(tx, user.id);
             revoked.push(...(await this.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
             user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true, isAnonymous: false });
           }
@@ -538,7 +586,10 @@ export class AuthService {
   /**
    * Updates the caller's account. A new password revokes every other session. A new
    * email is confirmed through a mail to the new address before it takes effect; an
-   * anonymous user giving an email (and password) becomes a permanent user, same id.
+   * anonymous user giving an email (and password) becomes a permanent user, same id —
+   * at once where confirmation is off, once the address is confirmed where it is on.
+   * Where confirmation is on, an address taken by another account answers like a free
+   * one, and the mail to it says that nothing changed.
    */
   async updateUser(
     caller: Caller,
@@ -569,15 +620,18 @@ export class AuthService {
         user = (await this.repo.updateUser(tx, row.id, { userMetadata })) ?? user;
       }
       if (newEmail !== undefined && newEmail.toLowerCase() !== (row.email ?? '').toLowerCase()) {
-        if (row.is_anonymous) {
+        if (row.is_anonymous && !this.config.confirmEmail) {
+          // Without confirmation an address is taken on the caller's word, as at sign-up.
           user =
             (await this.repo.updateUser(tx, row.id, { email: newEmail, emailConfirmed: false, isAnonymous: false })) ??
             user;
-          if (this.config.confirmEmail) await this.mailToken(tx, user, 'signup', newEmail, redirectTo);
         } else {
           const taken = await this.repo.userByEmail(tx, newEmail);
-          if (taken) throw new AppError('ALREADY_EXISTS', 'A user with this email already exists.');
-          await this.mailToken(tx, row, 'email_change', newEmail, redirectTo);
+          if (taken && !this.config.confirmEmail) {
+            throw new AppError('ALREADY_EXISTS', 'A user with this email already exists.');
+          }
+          if (taken) await this.mailAddressTaken(tx, newEmail);
+          else await this.mailToken(tx, row, 'email_change', newEmail, redirectTo, null);
         }
       }
       if (passwordHash !== null) {
@@ -595,25 +649,26 @@ export class AuthService {
 
   private redirect(redirectTo: string | undefined): string | null {
     if (redirectTo === undefined) return null;
-    if (!this.isAllowedRedirect(redirectTo)) {
+    return this.allowedRedirect(redirectTo);
+  }
+
+  /**
+   * The normalized form of an allowed `redirect_to` (one of BASALT_AUTH_REDIRECT_URLS, or
+   * any URL on BASALT_PUBLIC_URL's origin), or 400. Only the normalized form is compared
+   * and ever sent back: the raw text may hold what a browser or a header would read
+   * differently from the URL parser (control characters, backslashes, a fragment).
+   */
+  allowedRedirect(url: string): string {
+    const normalized = normalizeUrl(url);
+    if (
+      normalized === null ||
+      !(this.allowedRedirects.has(normalized) || new URL(normalized).origin === this.publicOrigin)
+    ) {
       throw new AppError('INVALID_REQUEST', '"redirect_to" is not an allowed redirect URL.', {
         details: { field: 'redirect_to' },
       });
     }
-    return redirectTo;
-  }
-
-  /** Exact URLs from BASALT_AUTH_REDIRECT_URLS, or any URL on BASALT_PUBLIC_URL's origin. */
-  isAllowedRedirect(url: string): boolean {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      return false;
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return false;
-    if (this.config.redirectUrls.includes(url)) return true;
-    return parsed.origin === new URL(this.deps.publicUrl).origin;
+    return normalized;
   }
 
   private async mailToken(
@@ -622,6 +677,8 @@ export class AuthService {
     type: EmailTokenType,
     email: string,
     redirectTo: string | null,
+    /** For a sign-up's own confirmation: the password it chose, kept when the mail is spent. */
+    passwordHash: string | null = null,
   ): Promise<void> {
     const interval = this.config.emailIntervalSeconds;
     if (interval > 0 && !(await this.repo.claimInterval(q, `mail:${email.toLowerCase()}`, interval))) return;
@@ -633,6 +690,7 @@ export class AuthService {
       type,
       email,
       ttlSeconds: this.config.emailTokenTtlSeconds,
+      passwordHash,
     });
     const link = new URL(`${this.deps.publicUrl}/v1/auth/verify`);
     link.searchParams.set('type', type);
@@ -664,6 +722,25 @@ export class AuthService {
     });
   }
 
+  /**
+   * Tells the owner of `email` that someone asked to give it to another account, and that
+   * nothing changed: the asker sees the same answer as for a free address, and only whoever
+   * reads this address learns that it is taken.
+   */
+  private async mailAddressTaken(q: Tx, email: string): Promise<void> {
+    const interval = this.config.emailIntervalSeconds;
+    if (interval > 0 && !(await this.repo.claimInterval(q, `mail:${email.toLowerCase()}`, interval))) return;
+    this.deps.mailer.send({
+      to: email,
+      subject: 'Your email address is already in use',
+      text: [
+        'Someone asked to use this email address for an account, but it already belongs to an account, so nothing was changed.',
+        '',
+        'If it was you, sign in to that account (or reset its password) instead. If it was not you, ignore this mail.',
+      ].join('\n'),
+    });
+  }
+
   /** Mails a recovery link when the address has an account; answers the same either way. */
   async recover(input: { email: string; redirect_to?: string }, context: ClientContext): Promise<void> {
     await this.mailIfKnown(input, 'recovery', context);
@@ -686,12 +763,16 @@ export class AuthService {
     await this.deps.limiter.consume(`email:ip:${this.clientIp(context)}`, this.config.rateLimits.emailPerIp);
     const email = normalizeEmail(input.email);
     const redirectTo = this.redirect(input.redirect_to);
-    await this.repo.transaction(async (tx) => {
-      const user = await this.repo.userByEmail(tx, email);
-      if (!user || isBanned(user) || user.email === null) return;
-      if (type === 'signup' && user.email_confirmed_at !== null) return;
-      await this.mailToken(tx, user, type, user.email, redirectTo);
-    });
+    // Everything that depends on whether the address has an account runs after the answer,
+    // so that the answer's timing cannot tell known addresses from unknown ones.
+    this.runInBackground(`${type} mail`, () =>
+      this.repo.transaction(async (tx) => {
+        const user = await this.repo.userByEmail(tx, email);
+        if (!user || isBanned(user) || user.email === null) return;
+        if (type === 'signup' && user.email_confirmed_at !== null) return;
+        await this.mailToken(tx, user, type, user.email, redirectTo);
+      }),
+    );
   }
 
   /** Spends a mailed token and starts a session. Recovery sets the new password and ends all other sessions. */
@@ -721,11 +802,26 @@ export class AuthService {
       const sameEmail = (user.email ?? '').toLowerCase() === token.email.toLowerCase();
       if (token.type === 'email_change') {
         // Cleared, then set: the new address's confirmation time is now, not the old one's.
-        user = await this.repo.updateUser(tx, user.id, { email: token.email, emailConfirmed: false });
+        // An anonymous user's address waited for this mail; now it is a permanent user.
+        user = await this.repo.updateUser(tx, user.id, {
+          email: token.email,
+          emailConfirmed: false,
+          isAnonymous: false,
+        });
         user = user && (await this.repo.updateUser(tx, user.id, { emailConfirmed: true }));
       } else {
         // The account's address changed since this mail was sent: the mail proves nothing now.
         if (!sameEmail) throw new AppError('INVALID_TOKEN');
+        if (user.email_confirmed_at === null) {
+          // The first proof of the address. Until now anyone could have registered it and
+          // may hold its password, sessions and linked logins (an OAuth provider that did not
+          // verify the address): the owner takes the account over. Only the password this
+          // very mail was sent for (a sign-up's own confirmation) or the one this recovery
+          // sets survives; every session before this one ends.
+          await this.repo.setPasswordHash(tx, user.id, passwordHash ?? token.password_hash);
+          await this.repo.deleteIdentities(tx, user.id);
+          revoked.push(...(await this.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
+        }
         user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true });
       }
       if (!user) throw new AppError('INVALID_TOKEN');
@@ -851,4 +947,18 @@ export class AuthService {
   jwks() {
     return this.deps.keys.jwks();
   }
+}
+
+/** A URL's normalized form (as the WHATWG parser writes it, without fragment), or null if it is no http(s) URL. */
+function normalizeUrl(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return null;
+  // Basalt appends the session as the fragment; a fragment of the caller's would swallow it.
+  parsed.hash = '';
+  return parsed.href;
 }

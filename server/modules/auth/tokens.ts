@@ -37,6 +37,19 @@ export function tokenHash(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
 }
 
+/**
+ * Whether each of the three segments is the one base64url text of its bytes. Decoders
+ * ignore the spare low bits of the last character (and skip stray characters), so
+ * without this one signed token would have many spellings that all verify.
+ */
+function isCanonicalCompactJws(token: string): boolean {
+  const segments = token.split('.');
+  return (
+    segments.length === 3 &&
+    segments.every((segment) => Buffer.from(segment, 'base64url').toString('base64url') === segment)
+  );
+}
+
 function base64url(value: object): string {
   return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
 }
@@ -85,6 +98,8 @@ export interface AccessClaims {
   sub: string;
   role: 'authenticated' | 'anon';
   email: string | null;
+  /** Whether `email` was proven by its owner (a mailed link, or a provider that verified it). */
+  email_verified: boolean;
   session_id: string;
   is_anonymous: boolean;
   app_metadata: Record<string, unknown>;
@@ -282,6 +297,7 @@ export class AccessTokens {
   }
 
   private async verifySignature(token: string): Promise<VerifiedAccess> {
+    if (!isCanonicalCompactJws(token)) throw new AppError('UNAUTHENTICATED', 'The access token is not valid.');
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(
@@ -317,6 +333,7 @@ export class AccessTokens {
       sub,
       role,
       email: typeof email === 'string' ? email : null,
+      email_verified: payload.email_verified === true,
       session_id: sessionId,
       is_anonymous: payload.is_anonymous === true,
       app_metadata:

@@ -79,7 +79,13 @@ export function ruleCallerKey(rule: Rule, caller: Caller): string | null {
   const auth = ruleAuthFromCaller(caller);
   if (auth === null) return 'public';
   if (use.whole) return `whole:${JSON.stringify(auth)}`;
-  const record: Record<string, unknown> = { uid: auth.uid, email: auth.email, role: auth.role, claims: auth.claims };
+  const record: Record<string, unknown> = {
+    uid: auth.uid,
+    email: auth.email,
+    email_verified: auth.email_verified === true,
+    role: auth.role,
+    claims: auth.claims,
+  };
   // A missing field and a null one differ (exists()); `!` and `=` keep them apart.
   return `some:${use.paths
     .map((path) => {
