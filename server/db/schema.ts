@@ -157,6 +157,8 @@ export const emailTokens = basalt.table('email_tokens', {
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   expiresAt: timestamptz('expires_at').notNull(),
   usedAt: timestamptz('used_at'),
+  /** The password a sign-up chose, kept until its confirmation is spent (0015). */
+  passwordHash: text('password_hash'),
 });
 
 export const signingKeys = basalt.table('signing_keys', {
