@@ -62,7 +62,7 @@ async function main(): Promise<void> {
 
   try {
     if (config.databaseUrl === null) {
-      embedded = await startEmbeddedPostgres(config.dataDir, log);
+      embedded = await startEmbeddedPostgres(config.dataDir, log, { sharedDir: config.embeddedPostgresDir });
       log.info(`embedded Postgres started (data in ${embedded.dataDir})`);
     }
     const databaseUrl = embedded?.url ?? config.databaseUrl ?? '';
