@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       },
       `Basalt is ready at ${address} — data dir ${config.dataDir}, service key ${
         serviceKey.file ? `in ${serviceKey.file}` : 'from BASALT_SERVICE_KEY'
-      }, API docs at ${address}/docs`,
+      }, ${config.roles.api ? `API docs at ${address}/docs` : 'worker only: serving /healthz, /readyz and /metrics'}`,
     );
   } catch (error) {
     process.stderr.write(`basalt: cannot start: ${reason(error)}\n`);
