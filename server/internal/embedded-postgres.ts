@@ -127,9 +127,17 @@ async function postgresAccount(log: Logger): Promise<RunAs> {
   }
 }
 
-/** A root-owned folder everybody may enter but not list: what lies below is reachable by exact path only. */
+/**
+ * A root-owned folder everybody may enter but not list: what lies below is reachable by
+ * exact path only. Missing parents are made the same way; the mode is set explicitly, as a
+ * umask such as 077 would otherwise take the others' execute bit away.
+ */
 async function traversableDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o711 });
+  const parent = path.dirname(dir);
+  if (parent !== dir && !existsSync(parent)) await traversableDir(parent);
+  await mkdir(dir, { mode: 0o711 }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST') throw error;
+  });
   await chmod(dir, 0o711);
 }
 
