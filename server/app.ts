@@ -62,6 +62,25 @@ function trustHops(hops: number): (address: string, hop: number) => boolean {
   return (_address, hop) => hop < hops;
 }
 
+/** The OpenAPI document of the routes registered after it, and its UI at /docs. */
+async function registerApiDocs(app: FastifyInstance): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Basalt', version: '1', description: 'Auth, documents, realtime, storage and functions.' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'An access token or the service key' },
+        },
+      },
+      security: [{ bearer: [] }],
+    },
+    // Shared schemas (the error envelope) appear under components.schemas by their $id.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+}
+
 export interface BuildOptions {
   logger?: Logger;
   /** A database to share (tests); otherwise one is opened from config.databaseUrl and closed with the app. */
@@ -71,9 +90,16 @@ export interface BuildOptions {
 /**
  * Builds the whole server from a resolved configuration: plugins, shared services and
  * every module. Performs no I/O beyond opening the pool; listening is the caller's job.
+ *
+ * `config.roles` decides what this process does (docs/deployment.md#roles): `api` serves the
+ * HTTP API, websockets, HTTP functions and the dashboard; `worker` dispatches change events
+ * to functions, runs their jobs and schedules, and sweeps storage. Every process serves
+ * /healthz, /readyz and /metrics, and every process's services (documents, storage) are
+ * built, since functions call them through ctx.db and ctx.storage.
  */
 export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
+  const servesApi = config.roles.api;
   const ownsDatabase = options.database === undefined;
   const db = options.database ?? new Database({ url: config.databaseUrl, max: config.databasePoolMax }, log);
   const closeTasks: Array<() => Promise<void>> = [];
@@ -139,22 +165,10 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
   });
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: { title: 'Basalt', version: '1', description: 'Auth, documents, realtime, storage and functions.' },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'An access token or the service key' },
-        },
-      },
-      security: [{ bearer: [] }],
-    },
-    // Shared schemas (the error envelope) appear under components.schemas by their $id.
-    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
-  });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  if (servesApi) {
+    await registerApiDocs(app);
+    await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  }
 
   registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: () => platform.tokenVerifier });
 
@@ -180,36 +194,47 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   app.addHook('onReady', () => changeFeed.start());
   platform.onClose(() => changeFeed.stop());
   // Auth first: it installs the token verifier, and OAuth calls into auth.service.
+  // Tokens are verified (keys loaded, revocations followed) only where requests arrive.
   const auth = createAuthModule(platform);
   platform.tokenVerifier = auth.service.verifier;
-  app.addHook('onReady', () => auth.start());
-  await app.register(authRoutes, { platform, auth });
-  await app.register(oauthRoutes, { platform, auth: auth.service });
+  if (servesApi) {
+    app.addHook('onReady', () => auth.start());
+    await app.register(authRoutes, { platform, auth });
+    await app.register(oauthRoutes, { platform, auth: auth.service });
+  }
   await app.register(opsRoutes, { platform });
   // The admin dashboard: static files only; it calls the admin API like any other client.
-  await app.register(dashboardRoutes, { dir: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) });
+  if (servesApi) {
+    await app.register(dashboardRoutes, { dir: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) });
+  }
   // Documents after auth (callers resolve to users); realtime and functions use `documents`.
   const { documents, collections } = await createDocumentsModule(platform);
-  await app.register(documentRoutes, { documents });
-  await app.register(collectionAdminRoutes, { collections });
+  if (servesApi) {
+    await app.register(documentRoutes, { documents });
+    await app.register(collectionAdminRoutes, { collections });
+  }
   // Storage after auth; its service is what functions' ctx.storage would call.
   const storage = createStorageModule(platform);
-  await registerStorageRoutes(app, {
-    storage: storage.service,
-    sweeper: storage.sweeper,
-    maxFileSize: config.storage.maxFileSize,
-  });
+  if (servesApi) {
+    await registerStorageRoutes(app, {
+      storage: storage.service,
+      sweeper: storage.sweeper,
+      maxFileSize: config.storage.maxFileSize,
+    });
+  }
   // Functions last: ctx.db and ctx.storage call the services registered above.
   const functions = createFunctionsModule(platform, { documents, storage: storage.service });
   await functions.service.load();
   app.addHook('onReady', () => functions.start());
   platform.onClose(() => functions.stop());
-  await app.register(functionRoutes, { module: functions });
+  if (servesApi) await app.register(functionRoutes, { module: functions });
   // Realtime after the change feed and documents: it reads both. Stops before the feed.
-  const realtime = createRealtimeService(platform, documents);
-  app.addHook('onReady', () => realtime.start());
-  platform.onClose(() => realtime.stop());
-  await app.register(realtimeRoutes, { realtime });
+  if (servesApi) {
+    const realtime = createRealtimeService(platform, documents);
+    app.addHook('onReady', () => realtime.start());
+    platform.onClose(() => realtime.stop());
+    await app.register(realtimeRoutes, { realtime });
+  }
 
   app.addHook('onClose', async () => {
     for (const task of closeTasks.reverse()) {

@@ -10,6 +10,8 @@ export interface Config {
   /** External Postgres; `null` means start the embedded one. */
   databaseUrl: string | null;
   dataDir: string;
+  /** As root: where the embedded Postgres keeps what the `postgres` user cannot reach in the checkout. */
+  embeddedPostgresDir: string;
   /** From BASALT_SERVICE_KEY; `null` means generated once and kept in the data dir. */
   serviceKey: string | null;
   /** From BASALT_METRICS_TOKEN: a bearer that reads /metrics and nothing else (the service key also does). */
@@ -426,6 +428,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     databaseUrl: databaseUrl(env),
     dataDir,
+    embeddedPostgresDir: path.resolve(value(env, 'BASALT_EMBEDDED_POSTGRES_DIR') ?? '/var/lib/basalt'),
     serviceKey,
     metricsToken,
     publicUrl,

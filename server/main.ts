@@ -62,7 +62,7 @@ async function main(): Promise<void> {
 
   try {
     if (config.databaseUrl === null) {
-      embedded = await startEmbeddedPostgres(config.dataDir, log);
+      embedded = await startEmbeddedPostgres(config.dataDir, log, { sharedDir: config.embeddedPostgresDir });
       log.info(`embedded Postgres started (data in ${embedded.dataDir})`);
     }
     const databaseUrl = embedded?.url ?? config.databaseUrl ?? '';
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       },
       `Basalt is ready at ${address} — data dir ${config.dataDir}, service key ${
         serviceKey.file ? `in ${serviceKey.file}` : 'from BASALT_SERVICE_KEY'
-      }, API docs at ${address}/docs`,
+      }, ${config.roles.api ? `API docs at ${address}/docs` : 'worker only: serving /healthz, /readyz and /metrics'}`,
     );
   } catch (error) {
     process.stderr.write(`basalt: cannot start: ${reason(error)}\n`);

@@ -6,9 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signUp, startMailServer, uniqueEmail } from './auth-helpers.js';
 import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
 
-/** The example functions shipped in functions/ load, run, and reload when a file changes. */
+/**
+ * The example functions in examples/functions/ load, run, and reload when a file changes;
+ * functions/, what a new project runs, holds only a harmless hello.
+ */
 
-const examples = fileURLToPath(new URL('../functions/', import.meta.url));
+const examples = fileURLToPath(new URL('../examples/functions/', import.meta.url));
+const projectFunctions = fileURLToPath(new URL('../functions/', import.meta.url));
 let database: TestDatabase;
 let server: TestApp;
 let functionsDir: string;
@@ -126,5 +130,21 @@ describe('the example functions', () => {
       const stats = await request(server.url, 'GET', '/v1/db/stats/posts', { token: server.serviceKey });
       return (stats.body as { data?: { count?: number } } | undefined)?.data?.count === 3;
     });
+  });
+});
+
+describe('the functions a new project starts with', () => {
+  it('are a single HTTP hello: nothing that reacts to data or mails anyone', async () => {
+    const fresh = await startTestApp(database, { BASALT_FUNCTIONS_DIR: projectFunctions });
+    try {
+      const response = await request(fresh.url, 'GET', '/v1/admin/functions', { token: fresh.serviceKey });
+      const body = response.body as { functions: Array<{ name: string; kind: string }>; errors: unknown[] };
+      expect(body.errors).toEqual([]);
+      expect(body.functions.map((fn) => [fn.name, fn.kind])).toEqual([['hello', 'http']]);
+      const hello = await request(fresh.url, 'GET', '/v1/functions/hello?name=Ada');
+      expect(hello.body).toEqual({ message: 'Hello, Ada!', signedIn: false });
+    } finally {
+      await fresh.close();
+    }
   });
 });

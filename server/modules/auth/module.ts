@@ -38,13 +38,16 @@ export function createAuthModule(platform: Platform): AuthModule {
     databaseUrl: config.databaseUrl,
   });
   const mailer = new Mailer({ smtpUrl: config.smtpUrl, from: auth.mailFrom, log });
+  // Until start() reads the issuer stored in the database: this instance's own address.
+  const ownIssuer = `${config.publicUrl}/v1/auth`;
+  const tokens = new AccessTokens(keys, { issuer: ownIssuer, ttlSeconds: auth.accessTokenTtlSeconds });
   const service = new AuthService({
     config: auth,
     publicUrl: config.publicUrl,
     repo,
     hasher: new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost }),
     keys,
-    tokens: new AccessTokens(keys, { issuer: `${config.publicUrl}/v1/auth`, ttlSeconds: auth.accessTokenTtlSeconds }),
+    tokens,
     revocations,
     limiter: new RateLimiter(repo, auth.rateLimits.windowSeconds),
     mailer,
@@ -63,6 +66,15 @@ export function createAuthModule(platform: Platform): AuthModule {
   return {
     service,
     async start() {
+      // Instances of one database accept each other's tokens only if they name the same
+      // issuer, and their addresses differ (ports, hosts): the first start stores its own.
+      const issuer = await repo.issuer(ownIssuer);
+      tokens.useIssuer(issuer);
+      if (issuer !== ownIssuer) {
+        log.warn(
+          `access tokens name the issuer ${issuer}, stored in the database when it was first used; this instance's public URL is ${config.publicUrl} (BASALT_PUBLIC_URL). Tokens are valid on every instance either way, but links in mails, OAuth callbacks and signed URLs use ${config.publicUrl}: give every instance the one URL clients use (docs/deployment.md#one-public-url)`,
+        );
+      }
       await Promise.all([keys.load(), revocations.poll()]);
       revocations.start();
       const reload = setInterval(() => {

@@ -181,6 +181,27 @@ export class AuthRepository {
     }
   }
 
+  // ---- installation ----------------------------------------------------------------------
+
+  /**
+   * The access tokens' issuer of this database: `proposed` if none is stored yet (the first
+   * start), else the stored one. Two statements, so that an instance that loses the race
+   * to store it reads the winner's, committed after this statement's snapshot began.
+   */
+  async issuer(proposed: string): Promise<string> {
+    await this.run(
+      this.db.pool,
+      `INSERT INTO basalt.instance (key, value) VALUES ('auth_issuer', $1) ON CONFLICT (key) DO NOTHING`,
+      [proposed],
+    );
+    const [row] = await this.run<{ value: string }>(
+      this.db.pool,
+      `SELECT value FROM basalt.instance WHERE key = 'auth_issuer'`,
+      [],
+    );
+    return row?.value ?? proposed;
+  }
+
   // ---- users ---------------------------------------------------------------------------
 
   async insertUser(q: Queryable, user: NewUser): Promise<UserRow> {

@@ -266,6 +266,14 @@ export class AccessTokens {
   }
 
   /**
+   * Signs and checks with `issuer` from now on: the one stored in the database, which every
+   * instance of that database shares whatever its own address (see the auth module's start).
+   */
+  useIssuer(issuer: string): void {
+    this.options.issuer = issuer;
+  }
+
+  /**
    * A compact JWS (RFC 7515) signed with ES256 by node:crypto directly: the same token jose
    * would make, at less than half its CPU (jose signs through WebCrypto, which hands every
    * signature to the thread pool). `ieee-p1363` gives the raw r||s signature JWS requires.

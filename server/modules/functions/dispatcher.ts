@@ -58,6 +58,10 @@ export function dispatcherMetrics(metrics: Metrics): DispatcherMetrics {
 
 export interface DispatcherOptions {
   databaseUrl: string;
+  /**
+   * The worker role: dispatch events, run jobs, send schedule ticks and maintain the queue.
+   * Without it (an API-only instance) the queue is only written to, e.g. by a retry.
+   */
   runWorkers: boolean;
   /** Seconds before the first retry; later retries back off exponentially. */
   retryDelaySeconds?: number;
@@ -113,8 +117,8 @@ export class FunctionDispatcher {
       schema: PGBOSS_SCHEMA,
       max: 4,
       application_name: 'basalt-jobs',
-      supervise: true,
-      schedule: true,
+      supervise: this.options.runWorkers,
+      schedule: this.options.runWorkers,
       migrate: true,
       // Expired jobs (their worker died mid-run) are failed, hence retried, within seconds.
       maintenanceIntervalSeconds: 5,
@@ -133,7 +137,7 @@ export class FunctionDispatcher {
         // it expires and is delivered again.
         expireInSeconds: Math.ceil(numberOption(fn.options, 'timeout_ms') / 1000) + 10,
       });
-      if (fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
+      if (this.options.runWorkers && fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
         await boss.schedule(queue, fn.options.cron, {}, { tz: 'UTC' });
       }
       if (this.options.runWorkers) await this.startWorkers(boss, fn);
@@ -143,7 +147,7 @@ export class FunctionDispatcher {
     }, 5_000);
     this.depthTimer.unref();
     const scheduled = new Set(this.functions.byKind('schedule').map(queueName));
-    for (const schedule of await boss.getSchedules()) {
+    for (const schedule of this.options.runWorkers ? await boss.getSchedules() : []) {
       if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
     }
     if (this.options.runWorkers && this.eventFunctions().length > 0) {

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CronExpressionParser } from 'cron-parser';
 import { build, stop as stopEsbuild, type BuildOptions } from 'esbuild';
 import type { InvocationKind } from './protocol.js';
 
@@ -121,4 +122,29 @@ export function buildFailureReason(error: unknown): string {
 
 export function validFunctionName(name: string): boolean {
   return NAME.test(name);
+}
+
+/** Shorthands the job queue's cron accepts besides five fields. */
+const CRON_MACROS = /^@(yearly|annually|monthly|weekly|daily|hourly)$/;
+
+/**
+ * Why a definition cannot run, or null. Checked at load so that a bad option is reported
+ * against its file (in the log and under `errors`) instead of failing when the job queue
+ * registers it, which would stop every other function, and the server's start, with it.
+ */
+export function definitionProblem(kind: InvocationKind, options: Record<string, unknown>): string | null {
+  if (kind !== 'schedule') return null;
+  const cron = options.cron;
+  if (typeof cron !== 'string' || cron.trim() === '') return 'a schedule needs `cron`, a cron expression';
+  const expression = cron.trim();
+  try {
+    CronExpressionParser.parse(expression, { tz: 'UTC' });
+  } catch (error) {
+    return `cron "${cron}" is not a valid cron expression (${error instanceof Error ? error.message : String(error)})`;
+  }
+  // The parser also takes a leading seconds field, which the job queue's minute ticks cannot honour.
+  if (!CRON_MACROS.test(expression) && expression.split(/\s+/).length !== 5) {
+    return `cron "${cron}" must have 5 fields (minute hour day-of-month month day-of-week)`;
+  }
+  return null;
 }

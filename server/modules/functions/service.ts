@@ -9,6 +9,7 @@ import {
   bundleFunction,
   buildWorkerScript,
   cleanBuildDir,
+  definitionProblem,
   functionFiles,
   functionName,
   releaseBuilder,
@@ -129,11 +130,17 @@ export class FunctionsService {
         const definitions = await this.pool.probe(bundle);
         if (definitions.length === 0)
           throw new Error('it exports no function definition (use the helpers of basalt/functions)');
+        // Every definition of a file is checked before any is kept: a bad file loads nothing.
+        const fromFile: LoadedFunction[] = [];
         for (const definition of definitions) {
           const name = functionName(file, definition.exportName);
           if (!validFunctionName(name)) throw new Error(`"${name}" is not a valid function name`);
-          if (loaded.has(name)) throw new Error(`a function named "${name}" is defined twice`);
-          loaded.set(name, {
+          if (loaded.has(name) || fromFile.some((fn) => fn.name === name)) {
+            throw new Error(`a function named "${name}" is defined twice`);
+          }
+          const problem = definitionProblem(definition.kind, definition.options);
+          if (problem) throw new Error(`${name}: ${problem}`);
+          fromFile.push({
             name,
             file,
             bundle,
@@ -142,6 +149,7 @@ export class FunctionsService {
             options: definition.options,
           });
         }
+        for (const fn of fromFile) loaded.set(fn.name, fn);
       } catch (error) {
         const reason = buildFailureReason(error);
         errors.push({ file, reason });
