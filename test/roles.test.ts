@@ -101,7 +101,8 @@ describe('BASALT_ROLES=worker', () => {
     const url = worker?.url ?? '';
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
-    const metrics = await fetch(`${url}/metrics`);
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${worker?.serviceKey}` } });
     expect(metrics.status).toBe(200);
     expect(await metrics.text()).toContain('basalt_');
   });
