@@ -102,7 +102,7 @@ describe('BASALT_ROLES=worker', () => {
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
     expect((await fetch(`${url}/metrics`)).status).toBe(401);
-    const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${worker?.serviceKey}` } });
+    const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${api?.serviceKey}` } });
     expect(metrics.status).toBe(200);
     expect(await metrics.text()).toContain('basalt_');
   });
