@@ -14,11 +14,11 @@ import {
   startTestApp,
   type TestApp,
   type TestDatabase,
+  waitFor,
 } from './helpers.js';
 import {
   STRONG_PASSWORD,
   decodeJwt,
-  eventually,
   signIn,
   signUp,
   uniqueEmail,
@@ -734,7 +734,8 @@ describe('signInWithIdentity (the entry point of OAuth)', () => {
     const old = await request(server.url, 'POST', '/v1/auth/signin', { body: { email, password: STRONG_PASSWORD } });
     expect(errorCode(old.body)).toBe('INVALID_CREDENTIALS');
     // Revoked through another module instance: this server learns it from its next poll.
-    await eventually(
+    await waitFor(
+      'the token to be refused',
       async () =>
         (await request(server.url, 'GET', '/v1/auth/user', { token: squatter.session!.access_token })).status === 401,
       5000,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeFeed } from '../server/internal/changes/feed.js';
-import { Collector, createTrackedTable, duplicates, FlakyProxy, sqlClient, waitFor } from './changes-support.js';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { Collector, createTrackedTable, duplicates, FlakyProxy, sqlClient } from './changes-support.js';
+import { createTestDatabase, startTestApp, type TestApp, type TestDatabase, waitFor } from './helpers.js';
 
 function feedOf(server: TestApp): ChangeFeed {
   const feed = server.app.platform.changes;
@@ -39,12 +39,12 @@ describe('two instances on one database', () => {
   it('both deliver the same changes at the same ticks, and exactly one instance ticks', async () => {
     const a = new Collector(feedOf(first));
     const b = new Collector(feedOf(second));
-    await waitFor(() => feedOf(first).isLeader || feedOf(second).isLeader, 10_000, 'a leader');
+    await waitFor('a leader', () => feedOf(first).isLeader || feedOf(second).isLeader, 10_000, 20);
     expect(feedOf(first).isLeader && feedOf(second).isLeader).toBe(false);
 
     const ids = Array.from({ length: 30 }, (_, i) => `both-${i}`);
     await Promise.all([insert(database.url, ids.slice(0, 15)), insert(database.url, ids.slice(15))]);
-    await waitFor(() => ids.every((id) => a.has(id) && b.has(id)), 10_000, 'both instances');
+    await waitFor('both instances', () => ids.every((id) => a.has(id) && b.has(id)), 10_000, 20);
     const key = (c: { id: string; tick: number }) => `${c.id}@${c.tick}`;
     const mine = (c: { rowId: string }) => c.rowId.startsWith('both-');
     expect(a.changes.filter(mine).map(key)).toEqual(b.changes.filter(mine).map(key));
@@ -74,10 +74,10 @@ describe('two instances on one database', () => {
     await leader.close();
     closed = leader;
     const began = Date.now();
-    await waitFor(() => feedOf(survivor).isLeader, 10_000, 'the survivor to lead');
+    await waitFor('the survivor to lead', () => feedOf(survivor).isLeader, 10_000, 20);
     expect(Date.now() - began).toBeLessThan(5_000);
     await insert(database.url, ['after-handover']);
-    await waitFor(() => seen.has('after-handover'), 10_000, 'a change after the handover');
+    await waitFor('a change after the handover', () => seen.has('after-handover'), 10_000, 20);
   });
 });
 
@@ -99,9 +99,9 @@ describe('Postgres connection loss', () => {
   it('reconnects after its connections are terminated and delivers everything', async () => {
     const feed = feedOf(server);
     const seen = new Collector(feed);
-    await waitFor(() => feed.isLeader, 10_000, 'the lead');
+    await waitFor('the lead', () => feed.isLeader, 10_000, 20);
     await insert(database.url, ['before-kill']);
-    await waitFor(() => seen.has('before-kill'), 10_000, 'before-kill');
+    await waitFor('before-kill', () => seen.has('before-kill'), 10_000, 20);
 
     const admin = await sqlClient(database.url);
     try {
@@ -117,11 +117,12 @@ describe('Postgres connection loss', () => {
     }
     await insert(database.url, ['after-kill']);
     await waitFor(
+      'the changes written around the outage',
       () => ['during-outage-1', 'during-outage-2', 'after-kill'].every((id) => seen.has(id)),
       15_000,
-      'the changes written around the outage',
+      20,
     );
-    await waitFor(() => feed.isLeader, 10_000, 'the lead again');
+    await waitFor('the lead again', () => feed.isLeader, 10_000, 20);
     expect(duplicates(seen.changes)).toEqual([]);
     expect(seen.rowIds()).toEqual(['before-kill', 'during-outage-1', 'during-outage-2', 'after-kill']);
   });
@@ -150,16 +151,21 @@ describe('a Postgres outage', () => {
   it('survives Postgres going away for a while and delivers what was written meanwhile', async () => {
     const feed = feedOf(server);
     const seen = new Collector(feed);
-    await waitFor(() => feed.isLeader, 10_000, 'the lead');
+    await waitFor('the lead', () => feed.isLeader, 10_000, 20);
     await insert(database.url, ['before-outage']);
-    await waitFor(() => seen.has('before-outage'), 10_000, 'before-outage');
+    await waitFor('before-outage', () => seen.has('before-outage'), 10_000, 20);
     const outage = proxy.outage(2_000);
-    await waitFor(() => !feed.isLeader, 5_000, 'the lead to be lost');
+    await waitFor('the lead to be lost', () => !feed.isLeader, 5_000, 20);
     await insert(database.url, ['during-outage']);
     await outage;
     await insert(database.url, ['after-outage']);
-    await waitFor(() => seen.has('during-outage') && seen.has('after-outage'), 20_000, 'the changes around the outage');
+    await waitFor(
+      'the changes around the outage',
+      () => seen.has('during-outage') && seen.has('after-outage'),
+      20_000,
+      20,
+    );
     expect(seen.rowIds()).toEqual(['before-outage', 'during-outage', 'after-outage']);
-    await waitFor(() => feed.isLeader, 10_000, 'the lead again');
+    await waitFor('the lead again', () => feed.isLeader, 10_000, 20);
   });
 });

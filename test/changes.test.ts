@@ -14,8 +14,16 @@ import {
 import { Database } from '../server/internal/db.js';
 import { AppError } from '../server/internal/errors.js';
 import { Metrics } from '../server/internal/metrics.js';
-import { Collector, createTrackedTable, duplicates, sleep, sqlClient, waitFor } from './changes-support.js';
-import { createTestDatabase, request, silentLogger, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { Collector, createTrackedTable, duplicates, sleep, sqlClient } from './changes-support.js';
+import {
+  createTestDatabase,
+  request,
+  silentLogger,
+  startTestApp,
+  type TestApp,
+  type TestDatabase,
+  waitFor,
+} from './helpers.js';
 
 let database: TestDatabase;
 let server: TestApp;
@@ -56,15 +64,15 @@ describe('the change feed', () => {
       await early.query('BEGIN');
       await early.query(`INSERT INTO items (id) VALUES ('held-open')`); // id taken first, committed last
       await late.query(`INSERT INTO items (id) VALUES ('committed-first')`);
-      await waitFor(() => seen.has('committed-first'), 10_000, 'the later transaction');
+      await waitFor('the later transaction', () => seen.has('committed-first'), 10_000, 20);
       // Make sure at least one more tick passes while the first transaction is still open.
       const tickAfterLate = seen.changes.find((c) => c.rowId === 'committed-first')?.tick ?? 0;
       let forced = 0;
-      await waitFor(async () => (forced = (await feed.tickNow(true)) ?? 0) > tickAfterLate, 5_000, 'another tick');
-      await waitFor(() => parseCursor(feed.currentCursor()) >= forced, 5_000, 'the feed to pass that tick');
+      await waitFor('another tick', async () => (forced = (await feed.tickNow(true)) ?? 0) > tickAfterLate, 5_000, 20);
+      await waitFor('the feed to pass that tick', () => parseCursor(feed.currentCursor()) >= forced, 5_000, 20);
       expect(seen.has('held-open')).toBe(false);
       await early.query('COMMIT');
-      await waitFor(() => seen.has('held-open'), 10_000, 'the held-open transaction');
+      await waitFor('the held-open transaction', () => seen.has('held-open'), 10_000, 20);
     } finally {
       await early.end();
       await late.end();
@@ -90,7 +98,7 @@ describe('the change feed', () => {
     } finally {
       await client.end();
     }
-    await waitFor(() => seen.changes.filter((c) => c.rowId === 'psql').length === 3, 10_000, 'three psql changes');
+    await waitFor('three psql changes', () => seen.changes.filter((c) => c.rowId === 'psql').length === 3, 10_000, 20);
     const changes = seen.changes.filter((c) => c.rowId === 'psql');
     expect(changes.map((c) => c.op)).toEqual(['insert', 'update', 'delete']);
     expect(changes[0]).toMatchObject({ schema: 'public', table: 'items', oldRow: null, newRow: { id: 'psql', v: 1 } });
@@ -113,7 +121,7 @@ describe('the change feed', () => {
     } finally {
       await client.end();
     }
-    await waitFor(() => seen.has('missed-5') && seen.has('other-5'), 10_000, 'the missed writes');
+    await waitFor('the missed writes', () => seen.has('missed-5') && seen.has('other-5'), 10_000, 20);
     const all = await feed.readSince(cursor);
     const expected = seen.changes.filter((c) => c.tick > parseCursor(cursor));
     expect(all.changes.map((c) => c.id)).toEqual(expected.map((c) => c.id));
@@ -170,7 +178,7 @@ describe('the change feed', () => {
         for (let i = 0; i < 3; i++) {
           const began = Date.now();
           await client.query(`INSERT INTO items (id) VALUES ($1)`, [`during-long-${i}`]);
-          await waitFor(() => seen.has(`during-long-${i}`), 3_000, `during-long-${i}`);
+          await waitFor(`during-long-${i}`, () => seen.has(`during-long-${i}`), 3_000, 20);
           expect(Date.now() - began).toBeLessThan(3_000);
         }
       } finally {
@@ -178,7 +186,7 @@ describe('the change feed', () => {
       }
       expect(seen.has('long-open')).toBe(false);
       await sameDatabase.query('COMMIT');
-      await waitFor(() => seen.has('long-open'), 10_000, 'the long transaction');
+      await waitFor('the long transaction', () => seen.has('long-open'), 10_000, 20);
     } finally {
       await elsewhere.query('ROLLBACK').catch(() => undefined);
       await elsewhere.end();
@@ -215,7 +223,12 @@ describe('the change feed', () => {
     );
     const expected = writers * rowsEach;
     const stress = () => seen.changes.filter((c) => c.rowId.startsWith('s-'));
-    await waitFor(() => stress().length >= expected, Math.max(20_000, writers * rowsEach * 10), 'all stress changes');
+    await waitFor(
+      'all stress changes',
+      () => stress().length >= expected,
+      Math.max(20_000, writers * rowsEach * 10),
+      20,
+    );
     await sleep(300);
     expect(stress()).toHaveLength(expected);
     expect(new Set(stress().map((c) => c.rowId)).size).toBe(expected);
@@ -281,7 +294,7 @@ describe('the change feed', () => {
     const covering = await feed.coveringCursor();
     expect(parseCursor(covering)).toBeGreaterThan(parseCursor(before));
     expect(parseCursor(await feed.coveringCursor())).toBeGreaterThanOrEqual(parseCursor(covering));
-    await waitFor(() => parseCursor(feed.currentCursor()) >= parseCursor(covering), 5_000, 'the covering tick');
+    await waitFor('the covering tick', () => parseCursor(feed.currentCursor()) >= parseCursor(covering), 5_000, 20);
     const changes = seen.changes.filter((c) => c.rowId === 'covered');
     expect(changes).toHaveLength(1);
     expect(changes[0]!.tick).toBeLessThanOrEqual(parseCursor(covering));
@@ -356,7 +369,7 @@ describe('ordering within a tick and retention', () => {
     try {
       await a.query(`INSERT INTO items (id, v) VALUES ('r', 0)`);
       await tick();
-      await waitFor(() => got.has('r'), 5_000, 'the first row');
+      await waitFor('the first row', () => got.has('r'), 5_000, 20);
       // b starts first (its first change has the lowest id) but writes r after a committed.
       await b.query('BEGIN');
       await b.query(`INSERT INTO items (id) VALUES ('b-first')`);
@@ -370,7 +383,7 @@ describe('ordering within a tick and retention', () => {
       await a.end();
       await b.end();
     }
-    await waitFor(() => got.changes.length >= 4, 5_000, 'the tick');
+    await waitFor('the tick', () => got.changes.length >= 4, 5_000, 20);
     const lastTick = got.changes.slice(1);
     expect(new Set(lastTick.map((c) => c.tick)).size).toBe(1);
     expect(lastTick.map((c) => [c.rowId, c.newRow?.v])).toEqual([
@@ -386,7 +399,7 @@ describe('ordering within a tick and retention', () => {
     const before = manual.currentCursor();
     await db.query(`INSERT INTO items (id) SELECT 'big-' || g FROM generate_series(1, 5) g`);
     await tick();
-    await waitFor(() => manual.currentCursor() !== before, 5_000, 'a tick');
+    await waitFor('a tick', () => manual.currentCursor() !== before, 5_000, 20);
     const page = await manual.readSince(before, { limit: 2 });
     expect(page.changes.map((c) => c.rowId)).toEqual(['big-1', 'big-2', 'big-3', 'big-4', 'big-5']);
     expect(page.cursor).toBe(manual.currentCursor());
@@ -399,7 +412,7 @@ describe('ordering within a tick and retention', () => {
     expect(await manual.consumerCursor('nobody')).toBeNull();
     await db.query(`INSERT INTO items (id) VALUES ('for-consumer')`);
     await tick();
-    await waitFor(() => manual.currentCursor() !== consumerAt, 5_000, 'a tick');
+    await waitFor('a tick', () => manual.currentCursor() !== consumerAt, 5_000, 20);
     await sleep(1_200);
     await db.query('SELECT basalt.tick()');
     expect((await manual.prune()).heldBy).toEqual(['test-dispatcher']);
@@ -414,12 +427,12 @@ describe('ordering within a tick and retention', () => {
     const old = manual.currentCursor();
     await db.query(`INSERT INTO items (id) VALUES ('before-prune')`);
     await tick();
-    await waitFor(() => manual.currentCursor() !== old, 5_000, 'a tick');
+    await waitFor('a tick', () => manual.currentCursor() !== old, 5_000, 20);
     const middle = manual.currentCursor();
     await sleep(1_600);
     await db.query(`INSERT INTO items (id) VALUES ('after-prune')`);
     await tick();
-    await waitFor(() => manual.currentCursor() !== middle, 5_000, 'a tick');
+    await waitFor('a tick', () => manual.currentCursor() !== middle, 5_000, 20);
     const pruned = await manual.prune();
     expect(pruned.ticks).toBeGreaterThan(0);
     expect(pruned.changes).toBeGreaterThan(0);
@@ -459,7 +472,7 @@ describe('reading only the tables that listeners follow', () => {
     );
     try {
       await writeBoth('only-items');
-      await waitFor(() => batches.some((b) => b.changes.length > 0), 5_000, 'the change of items');
+      await waitFor('the change of items', () => batches.some((b) => b.changes.length > 0), 5_000, 20);
       const changes = batches.flatMap((batch) => batch.changes);
       expect(changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/only-items']);
 
@@ -467,14 +480,14 @@ describe('reading only the tables that listeners follow', () => {
       const all = new Collector(manual);
       try {
         await writeBoth('both');
-        await waitFor(() => all.has('both', 'other'), 5_000, 'the change of other');
+        await waitFor('the change of other', () => all.has('both', 'other'), 5_000, 20);
         expect(all.changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/both', 'other/both']);
       } finally {
         all.unsubscribe();
       }
       // Once it left, writes to `other` are not read any more.
       await writeBoth('items-again');
-      await waitFor(() => batches.some((b) => b.changes.some((c) => c.rowId === 'items-again')), 5_000, 'items');
+      await waitFor('items', () => batches.some((b) => b.changes.some((c) => c.rowId === 'items-again')), 5_000, 20);
       expect(batches.flatMap((b) => b.changes).filter((c) => c.rowId === 'items-again')).toHaveLength(1);
     } finally {
       stop();
@@ -505,7 +518,7 @@ describe('reading only the tables that listeners follow', () => {
       });
       armed = true;
       await db.query('SELECT basalt.tick()');
-      await waitFor(() => batches.some((b) => b.changes.length > 0), 5_000, 'the batch');
+      await waitFor('the batch', () => batches.some((b) => b.changes.length > 0), 5_000, 20);
       const batch = batches.find((b) => b.changes.length > 0) as ChangeBatch;
       expect(armed).toBe(false);
       expect(batch.changes.map((c) => `${c.table}/${c.rowId}`)).toEqual(['items/mid-read', 'other/mid-read']);

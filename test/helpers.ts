@@ -136,17 +136,21 @@ export function errorCode(body: unknown): string | undefined {
   return (body as { error?: { code?: string } } | undefined)?.error?.code;
 }
 
-/** Polls `probe` until it returns something truthy, and returns that; fails after `timeoutMs`. */
+/**
+ * The one polling helper of the tests: calls `probe` every `intervalMs` until it returns
+ * something truthy, and returns that; fails naming `what` after `timeoutMs`.
+ */
 export async function waitFor<T>(
   what: string,
-  probe: () => Promise<T | undefined | null | false>,
+  probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
   timeoutMs = 20_000,
+  intervalMs = 100,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }

@@ -7,7 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
 import { createStorageBackend } from '../server/modules/storage/module.js';
 import { UrlSigner } from '../server/modules/storage/signing.js';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import {
+  createTestDatabase,
+  errorCode,
+  request,
+  startTestApp,
+  type TestApp,
+  type TestDatabase,
+  waitFor,
+} from './helpers.js';
 import { startS3Server, type S3Server } from './storage-helpers.js';
 
 const STRONG_PASSWORD = 'correct horse battery staple 42';
@@ -55,14 +63,6 @@ async function objectCount(ctx: Ctx, bucket: string): Promise<number> {
 async function tmpFiles(ctx: Ctx): Promise<string[]> {
   if (ctx.backend.kind !== 'fs') return [];
   return readdir(path.join(ctx.server.config.dataDir, 'storage', 'tmp')).catch(() => []);
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /** An HTTP request whose path is sent exactly as written (fetch would resolve `..`). */
@@ -411,7 +411,7 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
         body: form,
       }).catch(() => null);
       expect(multipart?.status).toBe(413);
-      await eventually(async () => (await pendingCount(ctx)) === 0);
+      await waitFor('no pending storage keys', async () => (await pendingCount(ctx)) === 0, 5000, 50);
       expect(await backendKeys(ctx, 'files')).toEqual(before);
       expect(await objectCount(ctx, 'files')).toBe(objects);
       expect(await tmpFiles(ctx)).toEqual([]);
@@ -499,7 +499,7 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
           resolve();
         }, 300);
       });
-      await eventually(async () => (await pendingCount(ctx)) === 0);
+      await waitFor('no pending storage keys', async () => (await pendingCount(ctx)) === 0, 5000, 50);
       expect(await backendKeys(ctx, 'files')).toEqual(before);
       expect(await objectCount(ctx, 'files')).toBeGreaterThan(0);
       const get = await request(ctx.server.url, 'GET', '/v1/storage/files/cut.bin', { token: ctx.server.serviceKey });
@@ -537,14 +537,14 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
         upload(ctx, 'files', 'race/one.bin', randomBytes(40_000)),
       ]);
       expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409]);
-      await eventually(async () => (await pendingCount(ctx)) === 0);
+      await waitFor('no pending storage keys', async () => (await pendingCount(ctx)) === 0, 5000, 50);
       expect((await backendKeys(ctx, 'files')).length).toBe(before + 1);
       const upserts = await Promise.all([
         upload(ctx, 'files', 'race/one.bin', 'a', { upsert: true }),
         upload(ctx, 'files', 'race/one.bin', 'b', { upsert: true }),
       ]);
       expect(upserts.map((r) => r.status)).toEqual([201, 201]);
-      await eventually(async () => (await pendingCount(ctx)) === 0);
+      await waitFor('no pending storage keys', async () => (await pendingCount(ctx)) === 0, 5000, 50);
       expect((await backendKeys(ctx, 'files')).length).toBe(before + 1);
     });
 
@@ -887,7 +887,7 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
         req.write(Buffer.alloc(50_000, 3));
         finish = () => req.end(Buffer.alloc(50_000, 4));
       });
-      await eventually(async () => (await pendingCount(ctx)) === 1);
+      await waitFor('one pending storage key', async () => (await pendingCount(ctx)) === 1, 5000, 50);
       await new Promise((resolve) => setTimeout(resolve, 100));
       const sweep = await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', {
         token,
@@ -898,7 +898,7 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       const result = await response;
       expect(result.status).toBe(503);
       expect(JSON.parse(result.body).error.code).toBe('UNAVAILABLE');
-      await eventually(async () => (await pendingCount(ctx)) === 0);
+      await waitFor('no pending storage keys', async () => (await pendingCount(ctx)) === 0, 5000, 50);
       expect(await backendKeys(ctx, 'sweep')).toEqual(before);
       expect((await request(ctx.server.url, 'GET', '/v1/storage/sweep/slow.bin', { token })).status).toBe(404);
     });
@@ -943,7 +943,7 @@ describe('periodic sweeper', () => {
       await new Promise((resolve) => setTimeout(resolve, 2500));
       expect(await backend.head(orphan)).not.toBeNull();
       await lock.query('SELECT pg_advisory_unlock($1)', [0x6273_7477]);
-      await eventually(async () => (await backend.head(orphan)) === null, 10_000);
+      await waitFor('the orphan to be swept', async () => (await backend.head(orphan)) === null, 10_000, 50);
       const { rows } = await sql.query('SELECT 1 FROM basalt.storage_pending WHERE storage_key = $1', [orphan]);
       expect(rows).toEqual([]);
     } finally {

@@ -8,7 +8,6 @@ import { afterAll, expect } from 'vitest';
 import {
   STRONG_PASSWORD,
   decodeJwt,
-  eventually,
   startMailServer,
   tokenFromMail,
   uniqueEmail,
@@ -19,7 +18,7 @@ import {
 } from '../auth-helpers.js';
 import { createAuthModule } from '../../server/modules/auth/module.js';
 import { createCollection } from '../documents-support.js';
-import { errorCode, request, type TestApp } from '../helpers.js';
+import { errorCode, request, type TestApp, waitFor } from '../helpers.js';
 import { securitySuite } from './harness.js';
 
 const mail = await startMailServer();
@@ -199,7 +198,8 @@ securitySuite<Fixture>({
         );
         expect(owner.user.id).toBe(attacker.user.id);
         // Revoked through another module instance: this server learns it within its poll.
-        await eventually(
+        await waitFor(
+          'the token to be refused',
           async () =>
             (await request(server.url, 'GET', '/v1/auth/user', { token: attacker.session!.access_token })).status ===
             401,
@@ -221,7 +221,8 @@ securitySuite<Fixture>({
         await request(server.url, 'POST', '/v1/auth/magiclink', { body: { email: victim } });
         const owner = await verify(server, 'magiclink', tokenFromMail(await newestMail(victim, 'type=magiclink')));
         expect(owner.user.id).toBe(attacker.user.id);
-        await eventually(
+        await waitFor(
+          'the token to be refused',
           async () =>
             (await request(server.url, 'GET', '/v1/auth/user', { token: attacker.session!.access_token })).status ===
             401,
