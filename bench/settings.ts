@@ -13,7 +13,7 @@ export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
  * collections during large transfers. Given to every Node process of a benchmark — its peers
  * (Parse, the raw servers, s3rver), the load generators and the harness itself (package.json
  * `bench`) — so that none is measured in, or held back by, a collector setting the others are
- * spared. test/build.test.ts checks that these, `npm start` and the image agree.
+ * spared. test/server-build.test.ts checks that these, `npm start` and the image agree.
  */
 export const NODE_HEAP_FLOOR = ['--max-semi-space-size=2', '--initial-old-space-size=128'];
 
