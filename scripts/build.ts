@@ -19,13 +19,14 @@
  * - every file under server/ that is not TypeScript, at the same relative path (word lists).
  * The output folder must sit inside the project (npm packages resolve from its node_modules).
  */
+import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { BUILD_OUTPUTS, ROOT_DIR } from '../server/internal/paths.js';
 import { workerScriptBuildOptions } from '../server/modules/functions/loader.js';
-import { dashboardCli, newestSource, withLock } from './dashboard-build.js';
+import { dashboardCli, dashboardIsStale, newestSource, withLock } from './dashboard-build.js';
 
 export const SERVER_DIST = path.join(ROOT_DIR, 'dist');
 /** What the server's build is made from: a change to any of these makes it stale. */
@@ -74,6 +75,11 @@ export async function buildServer(outDir: string = SERVER_DIST): Promise<void> {
       format: 'esm',
       target: 'node20',
       packages: 'external',
+      // Chunks, so that main.mjs loads the app's modules (and their packages) only when it
+      // imports them: meanwhile the embedded Postgres starts (server/main.ts).
+      splitting: true,
+      // Beside main.mjs: server/internal/paths.ts finds the project from its chunk's folder.
+      chunkNames: '[name]-[hash]',
       // For `node --enable-source-maps` when a stack trace has to point into the sources.
       sourcemap: 'linked',
       define: { BASALT_ROOT_FROM_BUILD: JSON.stringify(path.relative(out, ROOT_DIR) || '.') },
@@ -91,6 +97,10 @@ export async function buildServer(outDir: string = SERVER_DIST): Promise<void> {
     for (const file of files) {
       await mkdir(path.dirname(path.join(out, file)), { recursive: true });
       await rename(path.join(scratch, file), path.join(out, file));
+    }
+    // Chunks of earlier builds (their names carry a hash) go.
+    for (const entry of await readdir(out)) {
+      if (/\.mjs(\.map)?$/.test(entry) && !files.includes(entry)) await rm(path.join(out, entry), { force: true });
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -117,7 +127,17 @@ async function cli(args: string[]): Promise<void> {
     ? await ensureServerBuild(outDir)
     : await withLock(() => buildServer(outDir).then(() => 'built' as const), LOCK);
   if (outcome === 'built') process.stderr.write(`basalt: server built in ${Date.now() - started} ms\n`);
-  if (!args.includes('--server')) await dashboardCli(ifStale);
+  if (args.includes('--server')) return;
+  if (ifStale && (await dashboardIsStale())) {
+    // The server does not need the dashboard to start (/_/ answers 503 until its files are
+    // there): on a fresh clone the Vite build runs beside the embedded Postgres's initdb
+    // instead of before it, which keeps the first start within 15 s (docs/operations.md).
+    const script = fileURLToPath(new URL('./dashboard-build.ts', import.meta.url));
+    spawn(process.execPath, [...process.execArgv, script, '--if-stale'], { stdio: 'inherit' }).unref();
+    process.stderr.write('basalt: building the dashboard in the background; /_/ answers 503 until it is ready\n');
+    return;
+  }
+  await dashboardCli(ifStale);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
