@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { Database } from '../server/internal/db.js';
 import { AuthRepository } from '../server/modules/auth/repository.js';
 import { RevocationCache } from '../server/modules/auth/revocations.js';
 import { QueueRunner } from '../server/modules/functions/runner.js';
+import { ContentDigest, hashingWorkerForTests } from '../server/modules/storage/backends/digest.js';
 import {
   createTestDatabase,
   request,
@@ -199,4 +201,28 @@ describe('function workers', () => {
     // First run: a new worker; second: the same, warm; third, after the idle timeout: a new one.
     expect(await coldStarts(3)).toEqual([true, false, true]);
   }, 30_000);
+});
+
+describe('the upload hashing worker', () => {
+  it('ends once no upload has been hashed for its idle time, and the next upload starts it again', async () => {
+    hashingWorkerForTests.setIdleMs(300);
+    const hash = async (content: Buffer) => {
+      const digest = new ContentDigest();
+      for (let offset = 0; offset < content.length; offset += 256 * 1024) {
+        await digest.update(content.subarray(offset, offset + 256 * 1024));
+      }
+      return digest.digest();
+    };
+    try {
+      // Over a slice (1 MiB): hashed on the worker.
+      const first = randomBytes(3 * 1024 * 1024 + 5);
+      expect(await hash(first)).toBe(createHash('sha256').update(first).digest('hex'));
+      expect(hashingWorkerForTests.isRunning()).toBe(true);
+      await waitFor('the hashing worker to end', async () => !hashingWorkerForTests.isRunning(), 5_000);
+      const second = randomBytes(2 * 1024 * 1024 + 3);
+      expect(await hash(second)).toBe(createHash('sha256').update(second).digest('hex'));
+    } finally {
+      hashingWorkerForTests.setIdleMs(30_000);
+    }
+  });
 });
