@@ -11,6 +11,7 @@ import { AuthRepository } from '../server/modules/auth/repository.js';
 import { RevocationCache } from '../server/modules/auth/revocations.js';
 import { QueueRunner } from '../server/modules/functions/runner.js';
 import { ContentDigest, hashingWorkerForTests } from '../server/modules/storage/backends/digest.js';
+import { TestSocket } from './realtime-client.js';
 import {
   createTestDatabase,
   request,
@@ -225,4 +226,33 @@ describe('the upload hashing worker', () => {
       hashingWorkerForTests.setIdleMs(30_000);
     }
   });
+});
+
+describe('the presence heartbeat', () => {
+  it('makes no query while no connection is in a channel, and beats while one is', async () => {
+    const server = await startTestApp(database, { BASALT_REALTIME_PRESENCE_HEARTBEAT_MS: '100' });
+    const beats = async () => {
+      const { rows } = await sql.query<{ at: string }>(
+        'SELECT heartbeat_at::text AS at FROM basalt.realtime_instances ORDER BY heartbeat_at DESC LIMIT 1',
+      );
+      return rows[0]?.at ?? null;
+    };
+    let socket: TestSocket | null = null;
+    try {
+      const atRest = await beats();
+      await sleep(600);
+      // Six heartbeats at 100 ms before; none now.
+      expect(await beats()).toBe(atRest);
+
+      socket = await TestSocket.open(server.url, { token: server.serviceKey });
+      socket.send({ type: 'join', channel: 'lobby', presence: { name: 'a' } });
+      await socket.nextOfType('joined');
+      const joined = await beats();
+      expect(joined).not.toBe(atRest);
+      await waitFor('a heartbeat while a member is in a channel', async () => (await beats()) !== joined, 2_000);
+    } finally {
+      socket?.close();
+      await server.close();
+    }
+  }, 30_000);
 });

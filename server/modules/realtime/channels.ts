@@ -37,11 +37,18 @@ function toEntry(row: PresenceRow): PresenceEntry {
  * owning instance's heartbeat, so a crashed instance's presences are swept by another
  * and announced as leaves. Every frame, local ones included, goes through the
  * notification, so all members see one order.
+ *
+ * The heartbeat (which also sweeps dead instances) runs only while this instance has a member
+ * in some channel: at rest it makes no query. Others may then take this instance for dead and
+ * remove its row, which holds nothing; the first join after a pause beats (and sweeps) before
+ * it reads or writes presence.
  */
 export class ChannelHub {
   readonly instanceId = randomUUID();
   private readonly channels = new Map<string, Map<string, Member>>();
   private timer: NodeJS.Timeout | null = null;
+  private lastBeat = 0;
+  private stopped = false;
 
   constructor(
     private readonly repo: RealtimeRepository,
@@ -50,12 +57,25 @@ export class ChannelHub {
   ) {}
 
   async start(): Promise<void> {
+    this.stopped = false;
     await this.repo.beat(this.instanceId);
-    this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.timer.unref();
+    this.lastBeat = Date.now();
+  }
+
+  /** Beats while some connection of this instance is in a channel, not otherwise. */
+  private syncHeartbeat(): void {
+    const wanted = !this.stopped && this.channels.size > 0;
+    if (wanted && !this.timer) {
+      this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+      this.timer.unref();
+    } else if (!wanted && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     const gone = await this.repo.removeInstance(this.instanceId).catch((error: unknown) => {
@@ -85,6 +105,9 @@ export class ChannelHub {
     if (presence !== undefined && Buffer.byteLength(JSON.stringify(presence)) > MAX_PRESENCE_BYTES) {
       throw new AppError('PAYLOAD_TOO_LARGE', `A presence payload may be at most ${MAX_PRESENCE_BYTES} bytes.`);
     }
+    // After a pause: this instance's row again, and dead instances' presences swept, before
+    // presence is read or written.
+    if (Date.now() - this.lastBeat > this.heartbeatMs) await this.heartbeat();
     let members = this.channels.get(channel);
     if (!members) {
       members = new Map();
@@ -96,6 +119,7 @@ export class ChannelHub {
       member = { connection, presenceRef: null, presencePayload: null, pending: [] };
       members.set(connection.id, member);
     }
+    this.syncHeartbeat();
     if (presence !== undefined) {
       const ref = member.presenceRef ?? randomUUID();
       const entry: PresenceEntry = { ref, key: connection.presenceKey, payload: presence };
@@ -123,6 +147,7 @@ export class ChannelHub {
     if (members && member) {
       members.delete(connection.id);
       if (members.size === 0) this.channels.delete(channel);
+      this.syncHeartbeat();
       if (member.presenceRef) await this.announceLeaves(await this.repo.deletePresences([member.presenceRef]));
     }
     connection.send({ type: 'left', channel });
@@ -152,6 +177,7 @@ export class ChannelHub {
       if (members.size === 0) this.channels.delete(channel);
       if (member.presenceRef) refs.push(member.presenceRef);
     }
+    this.syncHeartbeat();
     if (refs.length > 0) await this.announceLeaves(await this.repo.deletePresences(refs));
   }
 
@@ -189,6 +215,7 @@ export class ChannelHub {
   private async heartbeat(): Promise<void> {
     try {
       const known = await this.repo.beat(this.instanceId);
+      this.lastBeat = Date.now();
       if (!known) await this.retrack();
       const gone = await this.repo.sweepDeadInstances(this.heartbeatMs * 3);
       await this.announceLeaves(gone);
