@@ -9,20 +9,25 @@ import { runAuth } from './auth.js';
 import { runFunctions } from './functions.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
+import { runIdle } from './idle.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
 import { runStorage } from './storage.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
+import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'idle', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|idle|all\n');
     process.exit(2);
   }
   const settings = readSettings();
-  ensureBenchDependencies();
+  // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
+  if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
+  // The idle suite measures Basalt alone: it needs none of the peers' packages.
+  if (suite !== 'idle') ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -51,6 +56,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'idle' || suite === 'all') {
+    for (const line of await runIdle(settings)) process.stdout.write(line + '\n');
   }
 }
 

@@ -7,18 +7,21 @@ export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
 
 /**
- * The heap floor Basalt starts with (package.json `start`, docs/operations.md), given to every
- * Node process of a benchmark — its peers (Parse, the raw servers, s3rver), the load generators
- * and the harness itself (package.json `bench`) — so that none is measured in, or held back
- * by, a loop of full garbage collections the others are spared.
+ * The Node flags Basalt starts with (package.json `start`, the Dockerfile's CMD; see
+ * docs/operations.md, "Memory and CPU at rest"): a small young generation, which keeps some 30
+ * MiB off the server's memory at rest, and the heap floor that keeps V8 out of a loop of full
+ * collections during large transfers. Given to every Node process of a benchmark — its peers
+ * (Parse, the raw servers, s3rver), the load generators and the harness itself (package.json
+ * `bench`) — so that none is measured in, or held back by, a collector setting the others are
+ * spared. test/server-build.test.ts checks that these, `npm start` and the image agree.
  */
-export const NODE_HEAP_FLOOR = ['--initial-old-space-size=128'];
+export const NODE_HEAP_FLOOR = ['--max-semi-space-size=2', '--initial-old-space-size=128'];
 
 /**
  * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags,
- * from ROOT_DIR.
+ * from ROOT_DIR, on the compiled server (run.ts builds it first when it is stale).
  */
-export const BASALT_SERVER_ARGS = [...NODE_HEAP_FLOOR, '--import', 'tsx', 'server/main.ts'];
+export const BASALT_SERVER_ARGS = [...NODE_HEAP_FLOOR, 'dist/main.mjs'];
 
 export type TargetName = 'basalt' | 'parse' | 'raw';
 export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];

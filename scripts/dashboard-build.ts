@@ -23,7 +23,8 @@ const LOCK = path.join(WORK, 'lock');
 const STALE_LOCK_MS = 120_000;
 const SOURCES = ['index.html', 'vite.config.ts', 'src', 'public'];
 
-async function newestSource(entry: string): Promise<number> {
+/** The newest modification time of a file, or of anything in a folder (the folder's own included). */
+export async function newestSource(entry: string): Promise<number> {
   const info = await stat(entry).catch(() => null);
   if (!info) return 0;
   if (!info.isDirectory()) return info.mtimeMs;
@@ -87,23 +88,23 @@ export async function buildDashboard(): Promise<void> {
 }
 
 /** Runs `work` holding a lock folder, so test files and `npm start` starting together build once. */
-async function withLock<T>(work: () => Promise<T>): Promise<T> {
-  await mkdir(WORK, { recursive: true });
+export async function withLock<T>(work: () => Promise<T>, lock: string = LOCK): Promise<T> {
+  await mkdir(path.dirname(lock), { recursive: true });
   for (;;) {
     try {
-      await mkdir(LOCK);
+      await mkdir(lock);
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const held = await stat(LOCK).catch(() => null);
-      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) await rm(LOCK, { recursive: true, force: true });
+      const held = await stat(lock).catch(() => null);
+      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) await rm(lock, { recursive: true, force: true });
       else await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
   try {
     return await work();
   } finally {
-    await rm(LOCK, { recursive: true, force: true });
+    await rm(lock, { recursive: true, force: true });
   }
 }
 
@@ -123,7 +124,8 @@ export async function ensureDashboard(): Promise<'fresh' | 'built' | 'unavailabl
   });
 }
 
-async function cli(ifStale: boolean): Promise<void> {
+/** Builds (or, with ifStale, checks and builds when stale), reporting on stderr; never throws for a stale check. */
+export async function dashboardCli(ifStale: boolean): Promise<void> {
   const started = Date.now();
   if (!ifStale) {
     await withLock(buildDashboard);
@@ -147,5 +149,5 @@ async function cli(ifStale: boolean): Promise<void> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await cli(process.argv.includes('--if-stale'));
+  await dashboardCli(process.argv.includes('--if-stale'));
 }

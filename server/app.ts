@@ -1,4 +1,4 @@
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -12,6 +12,7 @@ import { registerRequestContext, requestIdFrom } from './internal/http/request-c
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
 import { createLogger, requestLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
+import { ROOT_DIR } from './internal/paths.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
 import { createAuthModule } from './modules/auth/module.js';
 import { authRoutes } from './modules/auth/routes.js';
@@ -205,7 +206,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   await app.register(opsRoutes, { platform });
   // The admin dashboard: static files only; it calls the admin API like any other client.
   if (servesApi) {
-    await app.register(dashboardRoutes, { dir: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) });
+    await app.register(dashboardRoutes, { dir: path.join(ROOT_DIR, 'dashboard', 'dist') });
   }
   // Documents after auth (callers resolve to users); realtime and functions use `documents`.
   const { documents, collections } = await createDocumentsModule(platform);

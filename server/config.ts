@@ -23,6 +23,8 @@ export interface Config {
   functionsDir: string;
   /** Reload functions when a file of the folder changes (development). */
   functionsWatch: boolean;
+  /** A warm function worker unused this long ends; the next run starts a new one (a cold start). */
+  functionsIdleTimeoutMs: number;
   roles: { api: boolean; worker: boolean };
   corsOrigins: '*' | string[];
   /** Which proxies' X-Forwarded-For to believe for the client IP (rate limits); `false` = the peer address. */
@@ -443,6 +445,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     functionsDir: path.resolve(value(env, 'BASALT_FUNCTIONS_DIR') ?? './functions'),
     functionsWatch: boolean(env, 'BASALT_FUNCTIONS_WATCH', value(env, 'NODE_ENV') !== 'production'),
+    functionsIdleTimeoutMs: integer(env, 'BASALT_FUNCTIONS_IDLE_TIMEOUT_MS', 60_000, 100, 86_400_000),
     roles: roles(env),
     corsOrigins: corsOrigins(env),
     trustProxy: trustProxy(env),

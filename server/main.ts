@@ -1,5 +1,4 @@
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { redactDatabaseUrl, waitForDatabase } from './internal/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './internal/embedded-postgres.js';
@@ -61,6 +60,11 @@ async function main(): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => void shutdown(signal));
 
   try {
+    // The server's modules (Fastify, the AWS SDK …) take seconds to load on a busy machine:
+    // loaded while the embedded Postgres starts (the first time, while initdb runs in its own
+    // process), the two overlap. The build keeps this a separate chunk (scripts/build.ts).
+    const appModule = import('./app.js');
+    appModule.catch(() => undefined);
     if (config.databaseUrl === null) {
       embedded = await startEmbeddedPostgres(config.dataDir, log, { sharedDir: config.embeddedPostgresDir });
       log.info(`embedded Postgres started (data in ${embedded.dataDir})`);
@@ -70,6 +74,7 @@ async function main(): Promise<void> {
     if (shuttingDown) return;
     await migrate(databaseUrl, log);
     const serviceKey = await resolveServiceKey(config.serviceKey, config.dataDir);
+    const { buildApp } = await appModule;
     app = await buildApp({ ...config, databaseUrl, serviceKey: serviceKey.key }, { logger: log });
     if (shuttingDown) return;
     const address = await app.listen({ port: config.port, host: config.host });

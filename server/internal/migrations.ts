@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Logger } from './log.js';
+import { ROOT_DIR } from './paths.js';
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+export const MIGRATIONS_DIR = path.join(ROOT_DIR, 'migrations');
 
 /** Any constant works; it only has to be the same for every Basalt instance. */
 const MIGRATION_LOCK_KEY = 0x6261_7361; // "basa"

@@ -1,3 +1,4 @@
+import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { Platform } from '../../internal/platform.js';
 import { Mailer } from './mailer.js';
 import { PasswordHasher } from './passwords.js';
@@ -16,6 +17,12 @@ export interface AuthModule {
 
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
 const KEY_RELOAD_EVERY_MS = 10_000;
+/**
+ * While no key changes, reloads slow down to this. A rotation on another instance then
+ * reaches this one's signing within a minute (tokens with the new kid verify at once: an
+ * unknown kid reloads), and JWKS answers reload when older than 10 s.
+ */
+const KEY_RELOAD_IDLE_MS = 60_000;
 
 /**
  * Builds the auth module from the platform. No I/O here: keys and revocations load in
@@ -55,7 +62,18 @@ export function createAuthModule(platform: Platform): AuthModule {
   });
 
   const timers: NodeJS.Timeout[] = [];
+  const reload = new IdleBackoff({
+    minMs: KEY_RELOAD_EVERY_MS,
+    maxMs: KEY_RELOAD_IDLE_MS,
+    run: async () => {
+      const before = keys.fingerprint;
+      await keys.load();
+      return keys.fingerprint !== before;
+    },
+    onError: (error) => log.warn({ err: error }, 'could not reload signing keys'),
+  });
   platform.onClose(async () => {
+    reload.stop();
     for (const timer of timers) clearInterval(timer);
     await revocations.stop();
     // Mails decided after their answer was sent are queued before the mailer closes.
@@ -77,17 +95,14 @@ export function createAuthModule(platform: Platform): AuthModule {
       }
       await Promise.all([keys.load(), revocations.poll()]);
       revocations.start();
-      const reload = setInterval(() => {
-        keys.load().catch((error: unknown) => log.warn({ err: error }, 'could not reload signing keys'));
-      }, KEY_RELOAD_EVERY_MS);
+      reload.start();
       const sweep = setInterval(() => {
         repo
           .sweep(auth.accessTokenTtlSeconds + 60)
           .catch((error: unknown) => log.warn({ err: error }, 'auth housekeeping failed'));
       }, SWEEP_EVERY_MS);
-      reload.unref();
       sweep.unref();
-      timers.push(reload, sweep);
+      timers.push(sweep);
     },
   };
 }

@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import argon2 from 'argon2';
 import { AppError } from '../../internal/errors.js';
+import { serverFile } from '../../internal/paths.js';
 
 export const PASSWORD_MIN_LENGTH = 8;
 export const PASSWORD_MAX_LENGTH = 256;
 
-const COMMON_PASSWORDS_FILE = new URL('./common-passwords.txt', import.meta.url);
+const COMMON_PASSWORDS_FILE = serverFile('modules/auth/common-passwords.txt');
 
 let commonPasswords: Set<string> | null = null;
 

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { AppError } from '../../internal/errors.js';
+import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { Logger } from '../../internal/log.js';
 import type { AuthRepository } from './repository.js';
 
@@ -8,17 +9,23 @@ import type { AuthRepository } from './repository.js';
  * token costs no query. Fed by polling basalt.session_revocations; a revocation made on
  * this instance is added at once. The poll re-reads a window that overlaps the previous
  * one, because a revocation's timestamp is taken before its transaction commits.
+ *
+ * While no token is verified the poll backs off (up to IDLE_POLL_MS): the mirror only
+ * matters to verifications, and one that finds it stale polls first (isRevoked), then the
+ * poll runs every `pollMs` again.
  */
 export class RevocationCache {
   private readonly revoked = new Map<string, number>();
   private since: Date | null = null;
   private lastSuccess = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private polling: Promise<void> | null = null;
+  private timer: IdleBackoff | null = null;
+  private polling: Promise<number> | null = null;
   private listener: pg.Client | null = null;
   private connecting = false;
   private stopped = false;
   private static readonly OVERLAP_MS = 30_000;
+  /** The longest wait between two polls while no token is verified. */
+  static readonly IDLE_POLL_MS = 30_000;
 
   constructor(
     private readonly repo: AuthRepository,
@@ -28,17 +35,21 @@ export class RevocationCache {
   start(): void {
     if (this.timer) return;
     this.stopped = false;
-    this.timer = setInterval(() => {
-      void this.poll();
-      void this.listen();
-    }, this.options.pollMs);
-    this.timer.unref();
+    this.timer = new IdleBackoff({
+      minMs: this.options.pollMs,
+      maxMs: Math.max(this.options.pollMs, RevocationCache.IDLE_POLL_MS),
+      run: async () => {
+        void this.listen();
+        return (await this.poll()) > 0;
+      },
+    });
+    this.timer.start();
     void this.listen();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.stop();
     this.timer = null;
     const listener = this.listener;
     this.listener = null;
@@ -74,25 +85,33 @@ export class RevocationCache {
     }
   }
 
-  poll(): Promise<void> {
+  /** Reads new revocations; resolves with how many were new (0 when the poll failed). */
+  poll(): Promise<number> {
     this.polling ??= this.doPoll().finally(() => {
       this.polling = null;
     });
     return this.polling;
   }
 
-  private async doPoll(): Promise<void> {
+  private async doPoll(): Promise<number> {
     try {
       const from = this.since === null ? null : new Date(this.since.getTime() - RevocationCache.OVERLAP_MS);
       const { ids, now } = await this.repo.revocationsSince(this.repo.pool, from, this.options.horizonSeconds);
       const seen = Date.now();
-      for (const id of ids) if (!this.revoked.has(id)) this.revoked.set(id, seen);
+      let added = 0;
+      for (const id of ids) {
+        if (this.revoked.has(id)) continue;
+        this.revoked.set(id, seen);
+        added++;
+      }
       this.since = now;
       this.lastSuccess = seen;
       const horizonMs = (this.options.horizonSeconds + 60) * 1000;
       for (const [id, at] of this.revoked) if (seen - at > horizonMs) this.revoked.delete(id);
+      return added;
     } catch (error) {
       this.options.log.warn({ err: error }, 'could not read session revocations');
+      return 0;
     }
   }
 
@@ -106,6 +125,8 @@ export class RevocationCache {
    * polling has failed for a while, ask Postgres directly, and fail closed if it cannot answer.
    */
   async isRevoked(sessionId: string): Promise<boolean> {
+    // Tokens are being verified: keep the mirror fresh from now on.
+    this.timer?.wake();
     if (this.revoked.has(sessionId)) return true;
     const staleAfter = Math.max(3000, this.options.pollMs * 3);
     if (Date.now() - this.lastSuccess <= staleAfter) return false;

@@ -211,8 +211,14 @@ export class SigningKeys {
     return null;
   }
 
-  async jwks(): Promise<{ keys: JWK[] }> {
-    if (this.keys.size === 0) await this.load();
+  /** Changes whenever the set of keys or the signing key changes (the periodic reload backs off while it does not). */
+  get fingerprint(): string {
+    return `${this.current?.kid ?? ''}|${[...this.keys.keys()].sort().join(',')}`;
+  }
+
+  /** Published keys; read again first when the last load is older than `maxAgeMs` (the periodic reload may be idle). */
+  async jwks(maxAgeMs = 10_000): Promise<{ keys: JWK[] }> {
+    if (this.keys.size === 0 || Date.now() - this.lastLoad > maxAgeMs) await this.load();
     return { keys: [...this.keys.values()].map((key) => key.publicJwk) };
   }
 }

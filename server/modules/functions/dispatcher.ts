@@ -4,6 +4,7 @@ import type { Counter, Gauge } from 'prom-client';
 import { parseCursor, type ChangeBatch, type ChangeFeed } from '../../internal/changes/feed.js';
 import type { Tx } from '../../internal/db.js';
 import type { Database } from '../../internal/db.js';
+import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { Logger } from '../../internal/log.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
@@ -19,6 +20,12 @@ const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
 const PGBOSS_SCHEMA = 'basalt_jobs';
 /** Runs of one function at once in an instance, whatever its concurrency: the pool keeps this many warm workers at most. */
 const MAX_RUNS_PER_QUEUE = 32;
+
+/** A queue that stays empty is polled less and less often, down to once per this (runner.ts). */
+const MAX_POLL_INTERVAL_MS = 15_000;
+/** Queue depths are read every 5 s while any queue holds jobs, and down to once a minute while all stay empty. */
+const DEPTH_EVERY_MS = 5_000;
+const DEPTH_IDLE_MS = 60_000;
 
 /** Changes read from the log per dispatch transaction (a page ends on a tick boundary, so it may hold more). */
 const DISPATCH_BATCH = 500;
@@ -86,7 +93,7 @@ export class FunctionDispatcher {
   private pumpAgain = false;
   private unsubscribe: (() => void) | null = null;
   private leaderTimer: NodeJS.Timeout | null = null;
-  private depthTimer: NodeJS.Timeout | null = null;
+  private depthTimer: IdleBackoff | null = null;
   private readonly runners = new Map<string, QueueRunner<JobData, RunResult>>();
   private delivered: ChangeBatch[] = [];
   private deliveredChanges = 0;
@@ -142,10 +149,13 @@ export class FunctionDispatcher {
       }
       if (this.options.runWorkers) await this.startWorkers(boss, fn);
     }
-    this.depthTimer = setInterval(() => {
-      this.refreshQueueDepth().catch((error: unknown) => this.log.debug({ err: error }, 'queue depth unavailable'));
-    }, 5_000);
-    this.depthTimer.unref();
+    this.depthTimer = new IdleBackoff({
+      minMs: DEPTH_EVERY_MS,
+      maxMs: DEPTH_IDLE_MS,
+      run: () => this.refreshQueueDepth(),
+      onError: (error) => this.log.debug({ err: error }, 'queue depth unavailable'),
+    });
+    this.depthTimer.start();
     const scheduled = new Set(this.functions.byKind('schedule').map(queueName));
     for (const schedule of this.options.runWorkers ? await boss.getSchedules() : []) {
       if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
@@ -169,6 +179,7 @@ export class FunctionDispatcher {
       // event invocations.
       limit: Math.min(numberOption(fn.options, 'concurrency'), MAX_RUNS_PER_QUEUE),
       pollIntervalMs: 2_000,
+      maxPollIntervalMs: MAX_POLL_INTERVAL_MS,
       // Holding jobs ahead could let one expire unrun, which spends an attempt: only for
       // functions that have one to spare.
       holdAhead: numberOption(fn.options, 'retries') > 0,
@@ -324,6 +335,7 @@ export class FunctionDispatcher {
       this.metrics.enqueued.inc({ function: job.fn.name });
       this.runners.get(queueName(job.fn))?.notify();
     }
+    if (jobs.length > 0) this.depthTimer?.wake();
     // More to read only if the feed has moved past what was dispatched; a later delivery pumps again.
     return this.delivered.length > 0 || batch.cursor !== this.feed.currentCursor();
   }
@@ -378,18 +390,23 @@ export class FunctionDispatcher {
     return true;
   }
 
-  async refreshQueueDepth(): Promise<void> {
-    if (!this.boss) return;
+  /** Reads every queue's depth into the gauge; true when any queue holds jobs. */
+  async refreshQueueDepth(): Promise<boolean> {
+    if (!this.boss) return false;
+    let waiting = false;
     for (const fn of this.jobFunctions()) {
-      this.metrics.queueDepth.set({ function: fn.name }, await this.boss.getQueueSize(queueName(fn)));
+      const depth = await this.boss.getQueueSize(queueName(fn));
+      this.metrics.queueDepth.set({ function: fn.name }, depth);
+      if (depth > 0) waiting = true;
     }
+    return waiting;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.leaderTimer) clearTimeout(this.leaderTimer);
-    if (this.depthTimer) clearInterval(this.depthTimer);
+    this.depthTimer?.stop();
     await this.pumping?.catch(() => undefined);
     // Running jobs finish and are settled before the queue stops; any still running after
     // that expire and are delivered again.

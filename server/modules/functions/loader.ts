@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CronExpressionParser } from 'cron-parser';
 import { build, stop as stopEsbuild, type BuildOptions } from 'esbuild';
+import { BUILD_OUTPUTS, CODE_DIR, FROM_BUILD, ROOT_DIR } from '../../internal/paths.js';
 import type { InvocationKind } from './protocol.js';
 
 /** A function as loaded from the functions folder. */
@@ -21,10 +21,11 @@ export interface LoadError {
   reason: string;
 }
 
-const FUNCTIONS_API = fileURLToPath(new URL('../../functions-api.ts', import.meta.url));
+/** `basalt/functions`: the compiled helpers in a build, else their TypeScript source (esbuild reads both). */
+const FUNCTIONS_API = path.join(CODE_DIR, FROM_BUILD ? BUILD_OUTPUTS.functionsApi : 'functions-api.ts');
 /** Packages a function imports resolve next to it first, then among Basalt's own. */
-const SERVER_NODE_MODULES = fileURLToPath(new URL('../../../node_modules/', import.meta.url));
-const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
+const SERVER_NODE_MODULES = path.join(ROOT_DIR, 'node_modules');
+export const WORKER_ENTRY_SOURCE = path.join(ROOT_DIR, 'server', 'modules', 'functions', 'worker-entry.ts');
 const SOURCE = /^[^._][^/]*\.(ts|mts|js|mjs)$/;
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
 
@@ -73,20 +74,29 @@ export async function bundleFunction(file: string, outDir: string, generation: n
   return esm;
 }
 
-/** The worker thread's script, compiled to plain JavaScript so any worker can run it. */
-export async function buildWorkerScript(outDir: string): Promise<string> {
-  await mkdir(outDir, { recursive: true });
+/** How the worker thread's script is compiled: here at start from the sources, or by the build. */
+export function workerScriptBuildOptions(outfile: string): BuildOptions {
   // CommonJS, like most bundles: see bundleFunction.
-  const outfile = path.join(outDir, 'worker-entry.cjs');
-  await build({
-    entryPoints: [WORKER_ENTRY],
+  return {
+    entryPoints: [WORKER_ENTRY_SOURCE],
     outfile,
     bundle: true,
     platform: 'node',
     format: 'cjs',
     target: 'node20',
     logLevel: 'silent',
-  });
+  };
+}
+
+/**
+ * The worker thread's script as plain JavaScript, so any worker can run it: the build's copy
+ * when the server runs from the build (nothing to compile at start), else compiled into outDir.
+ */
+export async function buildWorkerScript(outDir: string): Promise<string> {
+  if (FROM_BUILD) return path.join(CODE_DIR, BUILD_OUTPUTS.workerEntry);
+  await mkdir(outDir, { recursive: true });
+  const outfile = path.join(outDir, BUILD_OUTPUTS.workerEntry);
+  await build(workerScriptBuildOptions(outfile));
   return outfile;
 }
 

@@ -140,6 +140,7 @@ export function createFunctionsModule(
       functionsDir: platform.config.functionsDir,
       buildDir: path.join(platform.config.dataDir, 'functions-build'),
       environment: platform.config.environment,
+      idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
       onRun: (run) => {
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);

@@ -14,6 +14,13 @@ export interface QueueRunnerOptions<T, R> {
   limit: number;
   /** How long to wait before looking again when the queue was empty and nothing woke the runner. */
   pollIntervalMs: number;
+  /**
+   * Each fetch that finds the queue empty doubles that wait, up to this (default: no
+   * back-off); a fetch that finds jobs, or a notify, brings it back to pollIntervalMs. Jobs
+   * sent from this instance notify at once; only jobs from elsewhere (other instances, cron,
+   * retries coming due) wait for a poll.
+   */
+  maxPollIntervalMs?: number;
   log: Logger;
   /**
    * A held job not started within this long is let go unrun (default 5 s): its expiry counts
@@ -73,6 +80,8 @@ export class QueueRunner<T, R> {
   private drained: Array<() => void> = [];
   private notified = false;
   private stopped = false;
+  /** Fetches in a row that found the queue empty. */
+  private emptyFetches = 0;
   private loop: Promise<void> | null = null;
 
   constructor(private readonly options: QueueRunnerOptions<T, R>) {}
@@ -140,9 +149,16 @@ export class QueueRunner<T, R> {
       const at = performance.now();
       for (const job of jobs) this.held.push({ job, at });
       this.startHeld();
+      this.emptyFetches = jobs.length > 0 || this.notified ? 0 : this.emptyFetches + 1;
       // A short batch drained the queue: wait for a wake-up or the next poll.
-      if (jobs.length < room && !this.notified && !this.stopped) await this.sleep(this.options.pollIntervalMs);
+      if (jobs.length < room && !this.notified && !this.stopped) await this.sleep(this.pollWaitMs());
     }
+  }
+
+  /** The wait before the next poll: longer the longer the queue has stayed empty. */
+  private pollWaitMs(): number {
+    const { pollIntervalMs, maxPollIntervalMs = pollIntervalMs } = this.options;
+    return Math.min(maxPollIntervalMs, pollIntervalMs * 2 ** Math.min(this.emptyFetches - 1, 20));
   }
 
   /** Waits for a wake-up (a notify, a freed slot, stop) or, given a time, that long at most. */

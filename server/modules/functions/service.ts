@@ -27,6 +27,8 @@ export interface FunctionsOptions {
   environment: Readonly<Record<string, string>>;
   /** Told of every finished run (HTTP and event alike), e.g. to count it in the metrics. */
   onRun?: (run: InvocationRun) => void;
+  /** Warm workers unused this long end (default 60 s). */
+  idleTimeoutMs?: number;
 }
 
 export interface FunctionSummary {
@@ -120,7 +122,7 @@ export class FunctionsService {
     if (!this.pool) {
       await cleanBuildDir(this.options.buildDir);
       const script = await buildWorkerScript(this.options.buildDir);
-      this.pool = new WorkerPool(script, this.log);
+      this.pool = new WorkerPool(script, this.log, { idleMs: this.options.idleTimeoutMs });
     }
     const loaded = new Map<string, LoadedFunction>();
     const errors: LoadError[] = [];

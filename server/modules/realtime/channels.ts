@@ -37,6 +37,11 @@ function toEntry(row: PresenceRow): PresenceEntry {
  * owning instance's heartbeat, so a crashed instance's presences are swept by another
  * and announced as leaves. Every frame, local ones included, goes through the
  * notification, so all members see one order.
+ *
+ * The heartbeat (which also sweeps dead instances) runs only while this instance has a member
+ * in some channel: at rest it makes no query. Others may then take this instance for dead and
+ * remove its row, which holds nothing; the first join after a pause beats (and sweeps) before
+ * it reads or writes presence.
  */
 export class ChannelHub {
   readonly instanceId = randomUUID();
@@ -46,6 +51,8 @@ export class ChannelHub {
   private timer: NodeJS.Timeout | null = null;
   private readonly heartbeatMs: number;
   private readonly maxChannelsPerConnection: number;
+  private lastBeat = 0;
+  private stopped = false;
 
   constructor(
     private readonly repo: RealtimeRepository,
@@ -57,12 +64,25 @@ export class ChannelHub {
   }
 
   async start(): Promise<void> {
+    this.stopped = false;
     await this.repo.beat(this.instanceId);
-    this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.timer.unref();
+    this.lastBeat = Date.now();
+  }
+
+  /** Beats while some connection of this instance is in a channel, not otherwise. */
+  private syncHeartbeat(): void {
+    const wanted = !this.stopped && this.channels.size > 0;
+    if (wanted && !this.timer) {
+      this.timer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+      this.timer.unref();
+    } else if (!wanted && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     const gone = await this.repo.removeInstance(this.instanceId).catch((error: unknown) => {
@@ -109,6 +129,9 @@ export class ChannelHub {
       this.joinedBy.set(connection.id, joined);
     }
     joined.add(channel);
+    // After a pause: this instance's row again, and dead instances' presences swept, before
+    // presence is read or written.
+    if (Date.now() - this.lastBeat > this.heartbeatMs) await this.heartbeat();
     let members = this.channels.get(channel);
     if (!members) {
       members = new Map();
@@ -120,6 +143,7 @@ export class ChannelHub {
       member = { connection, presenceRef: null, presencePayload: null, pending: [] };
       members.set(connection.id, member);
     }
+    this.syncHeartbeat();
     if (presence !== undefined) {
       const ref = member.presenceRef ?? randomUUID();
       const entry: PresenceEntry = { ref, key: connection.presenceKey, payload: presence };
@@ -148,6 +172,7 @@ export class ChannelHub {
     if (members && member) {
       members.delete(connection.id);
       if (members.size === 0) this.channels.delete(channel);
+      this.syncHeartbeat();
       if (member.presenceRef) await this.announceLeaves(await this.repo.deletePresences([member.presenceRef]));
     }
     connection.send({ type: 'left', channel });
@@ -180,6 +205,7 @@ export class ChannelHub {
       if (members.size === 0) this.channels.delete(channel);
       if (member.presenceRef) refs.push(member.presenceRef);
     }
+    this.syncHeartbeat();
     if (refs.length > 0) await this.announceLeaves(await this.repo.deletePresences(refs));
   }
 
@@ -223,6 +249,7 @@ export class ChannelHub {
   private async heartbeat(): Promise<void> {
     try {
       const known = await this.repo.beat(this.instanceId);
+      this.lastBeat = Date.now();
       if (!known) await this.retrack();
       const gone = await this.repo.sweepDeadInstances(this.heartbeatMs * 3);
       await this.announceLeaves(gone);

@@ -57,19 +57,32 @@ interface OpenDigest {
   onFailure(error: Error): void;
 }
 
-/** The one hashing worker of the process, started on first use and again after a failure. */
+/**
+ * The one hashing worker of the process, started on first use and again after a failure. A
+ * worker thread is a V8 instance of its own (some 10 MiB): once no digest has been open for
+ * `idleMs` it ends, and the next large upload starts another (tens of ms).
+ */
 class HashingWorker {
   private worker: Worker | null = null;
   private nextId = 1;
   private readonly open = new Map<number, OpenDigest>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  idleMs = 30_000;
 
   begin(digest: OpenDigest): number {
     const worker = this.running();
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     const id = this.nextId++;
     this.open.set(id, digest);
     // Keeps the process alive only while a digest is owed.
     if (this.open.size === 1) worker.ref();
     return id;
+  }
+
+  /** Whether the worker thread is running (tests). */
+  isRunning(): boolean {
+    return this.worker !== null;
   }
 
   update(id: number, slice: Buffer, length: number): void {
@@ -99,7 +112,20 @@ class HashingWorker {
 
   private finish(id: number): void {
     this.open.delete(id);
-    if (this.open.size === 0) this.worker?.unref();
+    if (this.open.size > 0 || !this.worker) return;
+    this.worker.unref();
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.endIdle(), this.idleMs);
+    this.idleTimer.unref();
+  }
+
+  private endIdle(): void {
+    this.idleTimer = null;
+    const worker = this.worker;
+    if (!worker || this.open.size > 0) return;
+    // Forgotten first, so that its exit is not taken for a failure.
+    this.worker = null;
+    void worker.terminate();
   }
 
   private running(): Worker {
@@ -139,6 +165,14 @@ export const openContentDigests = (): number => hashingWorker.openCount();
 
 /** Stops the hashing worker as a crash would (for tests). */
 export const stopHashingWorkerForTests = (): Promise<void> => hashingWorker.terminateForTests();
+
+/** Whether the hashing worker is running, and how long it stays after its last digest (for tests). */
+export const hashingWorkerForTests = {
+  isRunning: (): boolean => hashingWorker.isRunning(),
+  setIdleMs: (ms: number): void => {
+    hashingWorker.idleMs = ms;
+  },
+};
 
 /** SHA-256 of a stream of chunks: `update` each in order (awaiting it), then `digest` once. */
 export class ContentDigest {
