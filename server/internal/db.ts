@@ -30,6 +30,13 @@ export class Database {
     });
     // An idle client losing its connection (Postgres restart) must not crash the process.
     this.pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
+    // Nor may a checked-out one: the pool only listens to idle clients, and a client held
+    // between two statements (a transaction awaiting other work) that loses its socket
+    // emits 'error' with nobody listening, which ends the process. Its next query fails
+    // instead, and release() drops it from the pool.
+    this.pool.on('connect', (client) => {
+      client.on('error', (error) => log?.debug({ err: error }, 'database connection in use failed'));
+    });
     this.watchPoolWrites();
     this.drizzle = drizzle(this.pool, { schema });
   }

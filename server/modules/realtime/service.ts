@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import type { RealtimeConfig } from '../../config.js';
 import { isUser, PUBLIC_CALLER, type Caller, type TokenVerifier } from '../../internal/caller.js';
-import { AppError, isAppError } from '../../internal/errors.js';
+import { AppError, isAppError, isConnectionError } from '../../internal/errors.js';
 import { resolveCaller } from '../../internal/http/request-context.js';
 import type { Logger } from '../../internal/log.js';
 import type { Metrics } from '../../internal/metrics.js';
@@ -302,7 +302,11 @@ export class RealtimeService {
         else if (verifier) {
           try {
             await verifier.verify(token);
-          } catch {
+          } catch (error) {
+            // Postgres unreachable (a restart): the session cannot be checked, which is not
+            // a revocation. Nothing is delivered meanwhile (the change feed reads Postgres
+            // too), and the next round, a second later, checks again.
+            if (cannotCheckNow(error)) continue;
             reason = 'The session was revoked or the token is no longer valid.';
           }
         }
@@ -323,6 +327,10 @@ export class RealtimeService {
     connection.sendErrorCode('UNAUTHENTICATED', reason);
     for (const subscription of dropped) connection.sendErrorCode('UNAUTHENTICATED', reason, { id: subscription.id });
   }
+}
+
+function cannotCheckNow(error: unknown): boolean {
+  return (isAppError(error) && error.code === 'UNAVAILABLE') || isConnectionError(error);
 }
 
 function sameIdentity(a: Caller, b: Caller): boolean {
