@@ -3,7 +3,7 @@ import type { Database, Queryable } from '../db.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { DedicatedConnection } from './connection.js';
+import { ReconnectingClient } from '../reconnecting-client.js';
 import { formatCursor, parseCursor } from './cursor.js';
 import {
   ChangeRepository,
@@ -92,7 +92,7 @@ const PRUNE_BATCH_SIZE = 5_000;
 export class ChangeFeed {
   private readonly repo: ChangeRepository;
   private readonly ticker: Ticker | null;
-  private readonly connection: DedicatedConnection;
+  private readonly connection: ReconnectingClient;
   /** Each listener with the tables it needs (null: every table). */
   private readonly listeners = new Map<ChangeListener, ChangeInterest | null>();
   private readonly pollIntervalMs: number;
@@ -148,7 +148,7 @@ export class ChangeFeed {
         existing<Counter<'kind'>>('basalt_change_feed_pruned_total') ??
         deps.metrics.counter('basalt_change_feed_pruned_total', 'Rows pruned from the change log, by kind.', ['kind']),
     };
-    this.connection = new DedicatedConnection({
+    this.connection = new ReconnectingClient({
       url: deps.databaseUrl,
       applicationName: 'basalt-change-feed',
       log: deps.log,

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Counter, Gauge } from 'prom-client';
 import type { Logger } from '../log.js';
-import type { DedicatedConnection } from './connection.js';
+import type { ReconnectingClient } from '../reconnecting-client.js';
 import { CHANGES_CHANNEL, tickerSql, type ChangeRepository } from './repository.js';
 
 export interface TickerOptions {
@@ -46,7 +46,7 @@ export class Ticker {
 
   constructor(
     private readonly deps: {
-      connection: DedicatedConnection;
+      connection: ReconnectingClient;
       log: Logger;
       repo: ChangeRepository;
       metrics: TickerMetrics;
@@ -54,7 +54,7 @@ export class Ticker {
     private readonly options: TickerOptions,
   ) {}
 
-  private get connection(): DedicatedConnection {
+  private get connection(): ReconnectingClient {
     return this.deps.connection;
   }
 
