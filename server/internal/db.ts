@@ -98,12 +98,25 @@ export class Database {
     }
   }
 
-  async ping(): Promise<boolean> {
+  /**
+   * Whether Postgres answers within `timeoutMs`. Bounded so that /readyz answers promptly
+   * even when the network swallows packets (a connect would otherwise wait its 10 s).
+   */
+  async ping(timeoutMs = 2_000): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
     try {
-      await this.pool.query('SELECT 1');
-      return true;
-    } catch {
-      return false;
+      return await Promise.race([
+        this.pool.query('SELECT 1').then(
+          () => true,
+          () => false,
+        ),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
