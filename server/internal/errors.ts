@@ -102,6 +102,11 @@ export function isConnectionError(error: unknown, depth = 0): boolean {
   return isConnectionError(cause, depth + 1);
 }
 
+/** Whether an error means "try again shortly" (UNAVAILABLE, or an unmapped lost connection), not a refusal. */
+export function isUnavailableError(error: unknown): boolean {
+  return (isAppError(error) && error.code === 'UNAVAILABLE') || isConnectionError(error);
+}
+
 /** UNAVAILABLE for an unreachable database, with the Retry-After every such answer carries. */
 export function databaseUnavailable(cause: unknown): AppError {
   return new AppError('UNAVAILABLE', 'The database is unreachable right now; retry shortly.', {
