@@ -159,8 +159,11 @@ export async function waitForDatabase(url: string, timeoutMs: number, log: Logge
           cause: error,
         });
       }
-      log.warn(`database not reachable (try ${attempt}: ${reason}); retrying in ${Math.min(delay, remaining)} ms`);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)));
+      const wait = Math.min(delay, remaining);
+      log.warn(
+        `database not reachable (try ${attempt}: ${reason}); retrying in ${wait} ms, giving up in ${Math.ceil(remaining / 1000)} s`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, wait));
       delay = Math.min(delay * 2, 5_000);
     }
   }

@@ -69,10 +69,11 @@ export interface ChangeFeedOptions {
    */
   pollIntervalMs?: number;
   /**
-   * The longest the polls (the feed's and the leader's) stretch to while nothing changes:
-   * each poll that finds nothing doubles the wait up to this, and the next change brings it
-   * back to the fast interval. Default 2.5 s; when pollIntervalMs is given and this is not,
-   * the polls stay at pollIntervalMs (tests that tick by hand rely on a steady poll).
+   * The longest the feed's poll stretches to while nothing changes: each poll that finds
+   * nothing doubles the wait up to this, and the next change brings it back to
+   * pollIntervalMs. Default 2.5 s (ticks NOTIFY the feed, so the poll is only a safety
+   * net); when pollIntervalMs is given and this is not, the poll stays at pollIntervalMs
+   * (tests that tick by hand rely on a steady poll).
    */
   idlePollIntervalMs?: number;
   /** How long changes stay readable by readSince (default 24 h). */
@@ -83,6 +84,11 @@ export interface ChangeFeedOptions {
   heartbeatMs?: number;
   /** How often the leader polls for changes when no NOTIFY arrived (default 250 ms). */
   tickerPollIntervalMs?: number;
+  /**
+   * How far the leader's poll stretches while nothing commits (default 1 s). It is what
+   * finds writes made with plain SQL (they send no NOTIFY), so it stays short.
+   */
+  tickerIdlePollIntervalMs?: number;
   /** How often a follower tries to take the lead (default 1 s). */
   leaderRetryMs?: number;
   /** How often the leader prunes (default 60 s). */
@@ -92,8 +98,9 @@ export interface ChangeFeedOptions {
 /** Ticks read per round; a round's changes go to listeners as one batch. */
 const TICKS_PER_ROUND = 100;
 const PRUNE_BATCH_SIZE = 5_000;
-/** How far the polls stretch while nothing changes (see ChangeFeedOptions.idlePollIntervalMs). */
+/** How far the polls stretch while nothing changes (see ChangeFeedOptions). */
 const IDLE_POLL_INTERVAL_MS = 2_500;
+const TICKER_IDLE_POLL_INTERVAL_MS = 1_000;
 
 /**
  * The in-process reader of the change log (see docs/changes.md). Hands every change, once
@@ -193,7 +200,7 @@ export class ChangeFeed {
               pollIntervalMs: options.tickerPollIntervalMs ?? 250,
               idlePollIntervalMs: Math.max(
                 options.tickerPollIntervalMs ?? 250,
-                options.idlePollIntervalMs ?? IDLE_POLL_INTERVAL_MS,
+                options.tickerIdlePollIntervalMs ?? TICKER_IDLE_POLL_INTERVAL_MS,
               ),
               heartbeatMs: options.heartbeatMs ?? 5_000,
               debounceMs: 5,
