@@ -30,6 +30,13 @@ export class Database {
     });
     // An idle client losing its connection (Postgres restart) must not crash the process.
     this.pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
+    // Nor may a checked-out one: the pool only listens to idle clients, and a client held
+    // between two statements (a transaction awaiting other work) that loses its socket
+    // emits 'error' with nobody listening, which ends the process. Its next query fails
+    // instead, and release() drops it from the pool.
+    this.pool.on('connect', (client) => {
+      client.on('error', (error) => log?.debug({ err: error }, 'database connection in use failed'));
+    });
     this.watchPoolWrites();
     this.drizzle = drizzle(this.pool, { schema });
   }
@@ -91,12 +98,25 @@ export class Database {
     }
   }
 
-  async ping(): Promise<boolean> {
+  /**
+   * Whether Postgres answers within `timeoutMs`. Bounded so that /readyz answers promptly
+   * even when the network swallows packets (a connect would otherwise wait its 10 s).
+   */
+  async ping(timeoutMs = 2_000): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
     try {
-      await this.pool.query('SELECT 1');
-      return true;
-    } catch {
-      return false;
+      return await Promise.race([
+        this.pool.query('SELECT 1').then(
+          () => true,
+          () => false,
+        ),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -139,8 +159,11 @@ export async function waitForDatabase(url: string, timeoutMs: number, log: Logge
           cause: error,
         });
       }
-      log.warn(`database not reachable (try ${attempt}: ${reason}); retrying in ${Math.min(delay, remaining)} ms`);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, remaining)));
+      const wait = Math.min(delay, remaining);
+      log.warn(
+        `database not reachable (try ${attempt}: ${reason}); retrying in ${wait} ms, giving up in ${Math.ceil(remaining / 1000)} s`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, wait));
       delay = Math.min(delay * 2, 5_000);
     }
   }

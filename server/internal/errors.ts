@@ -48,13 +48,82 @@ interface PgErrorLike {
   constraint?: unknown;
 }
 
+/** Seconds a client is told to wait (Retry-After) when the database cannot be reached. */
+export const DATABASE_RETRY_AFTER_SECONDS = 1;
+
+/** Socket errors of a connection that could not be made or was cut (Node's errno codes). */
+const SOCKET_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+]);
+
+/**
+ * SQLSTATEs that mean "the server cannot serve you right now", not "your statement is
+ * wrong": class 08 (connection exception), 57P01 admin shutdown, 57P02 crash shutdown,
+ * 57P03 cannot connect now ("the database system is starting up"), 53300 too many connections.
+ */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/** Messages of node-postgres and pg-pool for a connection lost or never made (they carry no code). */
+const CONNECTION_MESSAGES = [
+  'Connection terminated',
+  'timeout exceeded when trying to connect',
+  'Client has encountered a connection error and is not queryable',
+  'Query read timeout',
+  'Cannot use a pool after calling end on the pool',
+];
+
+/**
+ * Whether an error (or any error in its `cause` chain, or among an AggregateError's errors)
+ * means the database is unreachable: Postgres stopped, restarting, or the network cut.
+ * These are the errors a retry a moment later can cure, so they map to UNAVAILABLE.
+ */
+export function isConnectionError(error: unknown, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 5) return false;
+  const { code, message, cause, errors } = error as {
+    code?: unknown;
+    message?: unknown;
+    cause?: unknown;
+    errors?: unknown;
+  };
+  if (typeof code === 'string') {
+    if (SOCKET_ERROR_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+  }
+  if (typeof message === 'string' && CONNECTION_MESSAGES.some((known) => message.includes(known))) return true;
+  if (Array.isArray(errors) && errors.some((inner) => isConnectionError(inner, depth + 1))) return true;
+  return isConnectionError(cause, depth + 1);
+}
+
+/** Whether an error means "try again shortly" (UNAVAILABLE, or an unmapped lost connection), not a refusal. */
+export function isUnavailableError(error: unknown): boolean {
+  return (isAppError(error) && error.code === 'UNAVAILABLE') || isConnectionError(error);
+}
+
+/** UNAVAILABLE for an unreachable database, with the Retry-After every such answer carries. */
+export function databaseUnavailable(cause: unknown): AppError {
+  return new AppError('UNAVAILABLE', 'The database is unreachable right now; retry shortly.', {
+    cause,
+    headers: { 'retry-after': String(DATABASE_RETRY_AFTER_SECONDS) },
+  });
+}
+
 /**
  * Maps a Postgres error to the catalogue. Repositories call this so that a unique
  * violation becomes ALREADY_EXISTS and a serialization failure UNAVAILABLE, and the
- * raw SQL error stays in the log.
+ * raw SQL error stays in the log. A lost or refused connection is UNAVAILABLE whatever
+ * its form (socket errno, SQLSTATE, or node-postgres message).
  */
 export function fromPostgresError(error: unknown, context?: string): AppError {
   if (isAppError(error)) return error;
+  if (isConnectionError(error)) return databaseUnavailable(error);
   const code = (error as PgErrorLike | null)?.code;
   switch (code) {
     case '23505':
@@ -88,12 +157,6 @@ export function fromPostgresError(error: unknown, context?: string): AppError {
       return new AppError('UNAVAILABLE', 'The operation conflicted with another; retry it.', { cause: error });
     case '57014':
       return new AppError('UNAVAILABLE', 'The operation took too long and was cancelled.', { cause: error });
-    case '53300':
-    case '57P01':
-    case '57P03':
-    case '08006':
-    case '08001':
-      return new AppError('UNAVAILABLE', undefined, { cause: error });
     default:
       return new AppError('INTERNAL', undefined, { cause: error });
   }

@@ -3,7 +3,7 @@ import type { Database, Queryable } from '../db.js';
 import { AppError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { DedicatedConnection } from './connection.js';
+import { ReconnectingClient } from '../reconnecting-client.js';
 import { formatCursor, parseCursor } from './cursor.js';
 import {
   ChangeRepository,
@@ -63,8 +63,19 @@ export interface ChangeFeedDeps {
 }
 
 export interface ChangeFeedOptions {
-  /** How often the feed looks for new ticks when no NOTIFY arrived (default 250 ms). */
+  /**
+   * How often the feed looks for new ticks when no NOTIFY arrived, while changes flow
+   * (default 250 ms). The poll is only the safety net for a lost notification.
+   */
   pollIntervalMs?: number;
+  /**
+   * The longest the feed's poll stretches to while nothing changes: each poll that finds
+   * nothing doubles the wait up to this, and the next change brings it back to
+   * pollIntervalMs. Default 2.5 s (ticks NOTIFY the feed, so the poll is only a safety
+   * net); when pollIntervalMs is given and this is not, the poll stays at pollIntervalMs
+   * (tests that tick by hand rely on a steady poll).
+   */
+  idlePollIntervalMs?: number;
   /** How long changes stay readable by readSince (default 24 h). */
   retentionMs?: number;
   /** Run a ticker (default true). Every instance should; only one leads. */
@@ -73,6 +84,11 @@ export interface ChangeFeedOptions {
   heartbeatMs?: number;
   /** How often the leader polls for changes when no NOTIFY arrived (default 250 ms). */
   tickerPollIntervalMs?: number;
+  /**
+   * How far the leader's poll stretches while nothing commits (default 1 s). It is what
+   * finds writes made with plain SQL (they send no NOTIFY), so it stays short.
+   */
+  tickerIdlePollIntervalMs?: number;
   /** How often a follower tries to take the lead (default 1 s). */
   leaderRetryMs?: number;
   /** How often the leader prunes (default 60 s). */
@@ -82,6 +98,9 @@ export interface ChangeFeedOptions {
 /** Ticks read per round; a round's changes go to listeners as one batch. */
 const TICKS_PER_ROUND = 100;
 const PRUNE_BATCH_SIZE = 5_000;
+/** How far the polls stretch while nothing changes (see ChangeFeedOptions). */
+const IDLE_POLL_INTERVAL_MS = 2_500;
+const TICKER_IDLE_POLL_INTERVAL_MS = 1_000;
 
 /**
  * The in-process reader of the change log (see docs/changes.md). Hands every change, once
@@ -92,10 +111,13 @@ const PRUNE_BATCH_SIZE = 5_000;
 export class ChangeFeed {
   private readonly repo: ChangeRepository;
   private readonly ticker: Ticker | null;
-  private readonly connection: DedicatedConnection;
+  private readonly connection: ReconnectingClient;
   /** Each listener with the tables it needs (null: every table). */
   private readonly listeners = new Map<ChangeListener, ChangeInterest | null>();
   private readonly pollIntervalMs: number;
+  private readonly idlePollIntervalMs: number;
+  /** The wait before the next poll: pollIntervalMs while changes flow, growing while idle. */
+  private pollDelayMs: number;
   private readonly retentionSeconds: number;
   private position: number | null = null;
   private positionAtMs = 0;
@@ -115,6 +137,11 @@ export class ChangeFeed {
   ) {
     this.repo = new ChangeRepository(deps.db);
     this.pollIntervalMs = options.pollIntervalMs ?? 250;
+    this.idlePollIntervalMs = Math.max(
+      this.pollIntervalMs,
+      options.idlePollIntervalMs ?? (options.pollIntervalMs === undefined ? IDLE_POLL_INTERVAL_MS : 0),
+    );
+    this.pollDelayMs = this.pollIntervalMs;
     this.retentionSeconds = Math.max(1, Math.round((options.retentionMs ?? 86_400_000) / 1000));
     const registry = deps.metrics.registry;
     const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined;
@@ -148,7 +175,7 @@ export class ChangeFeed {
         existing<Counter<'kind'>>('basalt_change_feed_pruned_total') ??
         deps.metrics.counter('basalt_change_feed_pruned_total', 'Rows pruned from the change log, by kind.', ['kind']),
     };
-    this.connection = new DedicatedConnection({
+    this.connection = new ReconnectingClient({
       url: deps.databaseUrl,
       applicationName: 'basalt-change-feed',
       log: deps.log,
@@ -171,6 +198,10 @@ export class ChangeFeed {
             { connection: this.connection, log: deps.log, repo: this.repo, metrics: tickerMetrics },
             {
               pollIntervalMs: options.tickerPollIntervalMs ?? 250,
+              idlePollIntervalMs: Math.max(
+                options.tickerPollIntervalMs ?? 250,
+                options.tickerIdlePollIntervalMs ?? TICKER_IDLE_POLL_INTERVAL_MS,
+              ),
               heartbeatMs: options.heartbeatMs ?? 5_000,
               debounceMs: 5,
               leaderRetryMs: options.leaderRetryMs ?? 1_000,
@@ -187,8 +218,7 @@ export class ChangeFeed {
     this.started = true;
     this.ticker?.start();
     void this.connection.start();
-    this.pollTimer = setInterval(() => this.requestPump(), this.pollIntervalMs);
-    this.pollTimer.unref();
+    this.schedulePoll();
     await this.initialise().catch((error: unknown) => {
       this.deps.log.error({ err: error }, 'change feed could not read the change log; retrying');
     });
@@ -197,7 +227,7 @@ export class ChangeFeed {
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
-    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.pollTimer) clearTimeout(this.pollTimer);
     this.pollTimer = null;
     if (this.nudgeTimer) clearTimeout(this.nudgeTimer);
     this.nudgeTimer = null;
@@ -213,6 +243,7 @@ export class ChangeFeed {
    * costs no write a turn on Postgres' notification lock. Bursts collapse into one.
    */
   nudge(): void {
+    this.pollDelayMs = this.pollIntervalMs;
     if (this.ticker?.isLeader) {
       this.ticker.notify();
       return;
@@ -369,6 +400,22 @@ export class ChangeFeed {
     this.tickGauge.set(newest.id);
   }
 
+  /**
+   * The safety-net poll. Self-scheduling rather than an interval, so that its wait can grow
+   * while nothing changes: an idle instance then wakes a few times a minute, not four
+   * times a second (NOTIFY still wakes it at once when a tick is recorded).
+   */
+  private schedulePoll(): void {
+    if (!this.started) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      this.requestPump();
+      this.schedulePoll();
+      this.pollDelayMs = Math.min(this.pollDelayMs * 2, this.idlePollIntervalMs);
+    }, this.pollDelayMs);
+    this.pollTimer.unref();
+  }
+
   private requestPump(): void {
     if (!this.started) return;
     if (this.pumping) {
@@ -455,6 +502,8 @@ export class ChangeFeed {
   }
 
   private advance(from: number, to: number, tickAtMs: number, changes: Change[]): void {
+    // Changes flow: poll at the fast interval again (a heartbeat's empty tick does not count).
+    if (changes.length > 0) this.pollDelayMs = this.pollIntervalMs;
     this.position = to;
     this.positionAtMs = tickAtMs;
     this.tickGauge.set(to);

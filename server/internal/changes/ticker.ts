@@ -1,12 +1,14 @@
 import type pg from 'pg';
 import type { Counter, Gauge } from 'prom-client';
 import type { Logger } from '../log.js';
-import type { DedicatedConnection } from './connection.js';
+import type { ReconnectingClient } from '../reconnecting-client.js';
 import { CHANGES_CHANNEL, tickerSql, type ChangeRepository } from './repository.js';
 
 export interface TickerOptions {
-  /** How often the leader checks for committed changes when no NOTIFY arrived. */
+  /** How often the leader checks for committed changes when no NOTIFY arrived, while changes flow. */
   pollIntervalMs: number;
+  /** How far that check's interval stretches while nothing changes (doubling from pollIntervalMs). */
+  idlePollIntervalMs: number;
   /** A tick is recorded at least this often, even when nothing changed, so lag stays measurable. */
   heartbeatMs: number;
   /** Ticks asked for within this long of the previous one are answered by one tick. */
@@ -35,6 +37,7 @@ export class Ticker {
   private stopped = true;
   private retryTimer: NodeJS.Timeout | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
+  private pollDelayMs = 0;
   private debounceTimer: NodeJS.Timeout | null = null;
   private pruneTimer: NodeJS.Timeout | null = null;
   private ticking: Promise<void> | null = null;
@@ -46,7 +49,7 @@ export class Ticker {
 
   constructor(
     private readonly deps: {
-      connection: DedicatedConnection;
+      connection: ReconnectingClient;
       log: Logger;
       repo: ChangeRepository;
       metrics: TickerMetrics;
@@ -54,7 +57,7 @@ export class Ticker {
     private readonly options: TickerOptions,
   ) {}
 
-  private get connection(): DedicatedConnection {
+  private get connection(): ReconnectingClient {
     return this.deps.connection;
   }
 
@@ -136,8 +139,8 @@ export class Ticker {
       this.setLeading(true);
       this.deps.log.info('this instance now records change-log ticks');
       this.lastTickAt = 0;
-      this.pollTimer = setInterval(() => this.requestTick(), this.options.pollIntervalMs);
-      this.pollTimer.unref();
+      this.pollDelayMs = this.options.pollIntervalMs;
+      this.schedulePoll();
       this.pruneTimer = setInterval(
         () => void this.prune().catch((error: unknown) => this.pruneFailed(error)),
         this.options.pruneIntervalMs,
@@ -151,6 +154,23 @@ export class Ticker {
       this.tryLead(client).catch((error: unknown) => this.connection.reset(error));
     }, this.options.leaderRetryMs);
     this.retryTimer.unref();
+  }
+
+  /**
+   * The safety net for a lost NOTIFY: a check at pollIntervalMs while changes flow, whose
+   * wait doubles up to idlePollIntervalMs while checks find nothing, so an idle leader
+   * queries Postgres a few times a minute rather than four times a second. It still
+   * checks often enough for the heartbeat tick to stay within a poll of heartbeatMs.
+   */
+  private schedulePoll(): void {
+    if (!this.leading || this.stopped) return;
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      this.requestTick();
+      this.schedulePoll();
+      this.pollDelayMs = Math.min(this.pollDelayMs * 2, this.options.idlePollIntervalMs);
+    }, this.pollDelayMs);
+    this.pollTimer.unref();
   }
 
   private pruneFailed(error: unknown): void {
@@ -200,6 +220,8 @@ export class Ticker {
       if (id !== null) {
         this.lastTickAt = Date.now();
         this.deps.metrics.ticks.inc();
+        // Something committed (not just a heartbeat): check at the fast interval again.
+        if (!force) this.pollDelayMs = this.options.pollIntervalMs;
       }
     } catch (error) {
       if (this.stopped) return;
@@ -215,8 +237,8 @@ export class Ticker {
   }
 
   private clearTimers(): void {
-    for (const timer of [this.retryTimer, this.debounceTimer]) if (timer) clearTimeout(timer);
-    for (const timer of [this.pollTimer, this.pruneTimer]) if (timer) clearInterval(timer);
+    for (const timer of [this.retryTimer, this.debounceTimer, this.pollTimer]) if (timer) clearTimeout(timer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.retryTimer = this.pollTimer = this.debounceTimer = this.pruneTimer = null;
   }
 }

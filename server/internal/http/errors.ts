@@ -1,5 +1,12 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { AppError, isAppError, type ErrorCode } from '../errors.js';
+import {
+  AppError,
+  DATABASE_RETRY_AFTER_SECONDS,
+  databaseUnavailable,
+  isAppError,
+  isConnectionError,
+  type ErrorCode,
+} from '../errors.js';
 
 /** Fastify's own client-error codes, mapped onto the catalogue. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -27,11 +34,16 @@ const STATUS_CODES: Record<number, ErrorCode> = {
 };
 
 /**
- * Turns anything thrown into an AppError. Client mistakes keep a 4xx catalogue code;
- * only a fault of the server becomes INTERNAL, and its raw error stays in the log.
+ * Turns anything thrown into an AppError. Client mistakes keep a 4xx catalogue code; an
+ * unreachable database is UNAVAILABLE wherever it surfaced (a repository that did not map
+ * it, a pool timeout, an INTERNAL wrapping it); only a fault of the server becomes
+ * INTERNAL, and its raw error stays in the log.
  */
 export function toAppError(error: unknown): AppError {
-  if (isAppError(error)) return error;
+  if (isAppError(error)) {
+    return error.code === 'INTERNAL' && isConnectionError(error.cause) ? databaseUnavailable(error.cause) : error;
+  }
+  if (isConnectionError(error)) return databaseUnavailable(error);
   const fastifyError = error as Partial<FastifyError> & { validation?: unknown[]; validationContext?: string };
   if (Array.isArray(fastifyError.validation)) {
     const issues = fastifyError.validation.map((issue) => {
@@ -88,16 +100,29 @@ const ERROR_ENVELOPE_SCHEMA = {
 /** A route's response schema for any error status. */
 export const errorResponse = { $ref: 'ErrorEnvelope#' } as const;
 
+function causeMessage(error: AppError): string {
+  const cause = error.cause;
+  return cause instanceof Error && cause.message ? cause.message : error.message;
+}
+
 export function registerErrorHandling(app: FastifyInstance): void {
   app.addSchema(ERROR_ENVELOPE_SCHEMA);
   app.setErrorHandler((error, request, reply) => {
     const appError = toAppError(error);
-    if (appError.status >= 500) {
+    if (appError.status === 503) {
+      // Expected while Postgres restarts: one line each, without the stack.
+      request.log.warn({ code: appError.code, reason: causeMessage(appError) }, 'request failed: unavailable');
+    } else if (appError.status >= 500) {
       request.log.error({ err: appError.cause ?? appError, code: appError.code }, 'request failed');
     } else {
       request.log.info({ code: appError.code, reason: appError.message }, 'request rejected');
     }
-    void reply.code(appError.status).headers(appError.headers).send(appError.toBody());
+    // Every 503 says when to come back, whichever path produced it.
+    const headers =
+      appError.status === 503
+        ? { 'retry-after': String(DATABASE_RETRY_AFTER_SECONDS), ...appError.headers }
+        : appError.headers;
+    void reply.code(appError.status).headers(headers).send(appError.toBody());
   });
   app.setNotFoundHandler((request, reply) => {
     const error = new AppError('NOT_FOUND', `No route for ${request.method} ${request.url.split('?')[0]}.`);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
 
@@ -563,26 +563,9 @@ export class AuthRepository {
     return rows.length > 0;
   }
 
-  /**
-   * A dedicated connection that LISTENs for revocation hints. The caller owns it: it ends
-   * it on close and opens a new one if it fails.
-   */
-  async listenForRevocations(
-    databaseUrl: string,
-    onHint: () => void,
-    onError: (error: unknown, client: pg.Client) => void,
-  ): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: databaseUrl, application_name: 'basalt-auth-revocations' });
-    client.on('notification', onHint);
-    client.on('error', (error) => onError(error, client));
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${REVOCATION_CHANNEL}`);
-      return client;
-    } catch (error) {
-      await client.end().catch(() => undefined);
-      throw error;
-    }
+  /** Subscribes a listener's own session (not a pooled one) to revocation hints. */
+  async listenForRevocations(client: pg.Client): Promise<void> {
+    await client.query(`LISTEN ${REVOCATION_CHANNEL}`);
   }
 
   // ---- email tokens --------------------------------------------------------------------

@@ -1,7 +1,7 @@
-import type pg from 'pg';
 import { AppError } from '../../internal/errors.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { Logger } from '../../internal/log.js';
+import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import type { AuthRepository } from './repository.js';
 
 /**
@@ -20,9 +20,8 @@ export class RevocationCache {
   private lastSuccess = 0;
   private timer: IdleBackoff | null = null;
   private polling: Promise<number> | null = null;
-  private listener: pg.Client | null = null;
-  private connecting = false;
-  private stopped = false;
+  private listener: ReconnectingClient | null = null;
+  private failing = false;
   private static readonly OVERLAP_MS = 30_000;
   /** The longest wait between two polls while no token is verified. */
   static readonly IDLE_POLL_MS = 30_000;
@@ -34,55 +33,37 @@ export class RevocationCache {
 
   start(): void {
     if (this.timer) return;
-    this.stopped = false;
     this.timer = new IdleBackoff({
       minMs: this.options.pollMs,
       maxMs: Math.max(this.options.pollMs, RevocationCache.IDLE_POLL_MS),
-      run: async () => {
-        void this.listen();
-        return (await this.poll()) > 0;
-      },
+      run: async () => (await this.poll()) > 0,
     });
     this.timer.start();
-    void this.listen();
+    const url = this.options.databaseUrl;
+    if (url && !this.listener) {
+      // Hints make other instances' revocations apply at once rather than at the next poll.
+      // After a reconnect, a poll catches up with hints sent while the connection was down.
+      this.listener = new ReconnectingClient({
+        url,
+        applicationName: 'basalt-auth-revocations',
+        log: this.options.log,
+        onConnect: async (client, { reconnected }) => {
+          await this.repo.listenForRevocations(client);
+          if (reconnected) void this.poll();
+        },
+        onNotification: () => void this.poll(),
+      });
+      void this.listener.start();
+    }
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     this.timer?.stop();
     this.timer = null;
     const listener = this.listener;
     this.listener = null;
-    await listener?.end().catch(() => undefined);
+    await listener?.stop();
     await this.polling;
-  }
-
-  /**
-   * LISTEN for revocation hints so that other instances learn of a revocation at once
-   * rather than at their next poll. Polling goes on regardless; a lost connection is
-   * reopened at the next tick.
-   */
-  private async listen(): Promise<void> {
-    const url = this.options.databaseUrl;
-    if (!url || this.listener || this.connecting || this.stopped) return;
-    this.connecting = true;
-    try {
-      const client = await this.repo.listenForRevocations(
-        url,
-        () => void this.poll(),
-        (error, failed) => {
-          this.options.log.warn({ err: error }, 'revocation listener failed; polling only until it reconnects');
-          if (this.listener === failed) this.listener = null;
-          void failed.end().catch(() => undefined);
-        },
-      );
-      if (this.stopped) await client.end().catch(() => undefined);
-      else this.listener = client;
-    } catch (error) {
-      this.options.log.warn({ err: error }, 'could not listen for revocations; polling only');
-    } finally {
-      this.connecting = false;
-    }
   }
 
   /** Reads new revocations; resolves with how many were new (0 when the poll failed). */
@@ -108,9 +89,13 @@ export class RevocationCache {
       this.lastSuccess = seen;
       const horizonMs = (this.options.horizonSeconds + 60) * 1000;
       for (const [id, at] of this.revoked) if (seen - at > horizonMs) this.revoked.delete(id);
+      if (this.failing) this.options.log.info('session revocations are read again');
+      this.failing = false;
       return added;
     } catch (error) {
-      this.options.log.warn({ err: error }, 'could not read session revocations');
+      // Once per outage: a poll every second would otherwise log a line a second.
+      if (!this.failing) this.options.log.warn({ err: error }, 'could not read session revocations; retrying');
+      this.failing = true;
       return 0;
     }
   }

@@ -18,7 +18,7 @@ import {
   type JWTHeaderParameters,
   type JWTPayload,
 } from 'jose';
-import { AppError } from '../../internal/errors.js';
+import { AppError, databaseUnavailable, isConnectionError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import type { AuthRepository, SigningKeyRow } from './repository.js';
 
@@ -331,6 +331,8 @@ export class AccessTokens {
         },
       ));
     } catch (error) {
+      // The signing keys could not be read (Postgres unreachable): not the token's fault.
+      if (isConnectionError(error)) throw databaseUnavailable(error);
       throw new AppError('UNAUTHENTICATED', 'The access token is not valid.', { cause: error });
     }
     const { sub, role, email, session_id: sessionId, app_metadata: appMetadata, exp, iat } = payload;

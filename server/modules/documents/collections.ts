@@ -10,15 +10,20 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import * as addFormatsModule from 'ajv-formats';
-import pg from 'pg';
 import type { Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import type { Logger } from '../../internal/log.js';
+import { createLogger, type Logger } from '../../internal/log.js';
+import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { parseRule, type Rule } from '../../internal/rules/index.js';
 import { assertCollectionName, parseFieldPath } from './names.js';
 import { SYSTEM_FIELDS } from './query.js';
-import type { CollectionRow, DocumentRepository } from './repository.js';
+import {
+  COLLECTIONS_CHANNEL,
+  listenForCollectionChanges,
+  type CollectionRow,
+  type DocumentRepository,
+} from './repository.js';
 import {
   RULE_KINDS,
   type CollectionInfo,
@@ -269,9 +274,7 @@ interface CacheEntry {
 export class CollectionRegistry {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maxAgeMs: number;
-  private listener: pg.Client | null = null;
-  private stopped = false;
-  private reconnectTimer: NodeJS.Timeout | null = null;
+  private listener: ReconnectingClient | null = null;
 
   constructor(
     private readonly repo: DocumentRepository,
@@ -325,60 +328,30 @@ export class CollectionRegistry {
 
   /** Starts listening for metadata changes made by any instance. */
   async start(): Promise<void> {
-    if (!this.options.databaseUrl) return;
-    await this.connectListener();
-  }
-
-  private async connectListener(): Promise<void> {
-    if (this.stopped || !this.options.databaseUrl) return;
-    const client = new pg.Client({
-      connectionString: this.options.databaseUrl,
-      application_name: 'basalt-collections',
+    const { databaseUrl, log } = this.options;
+    if (!databaseUrl || this.listener) return;
+    this.listener = new ReconnectingClient({
+      url: databaseUrl,
+      applicationName: 'basalt-collections',
+      log: log ?? createLogger('silent', { pretty: false }),
+      onConnect: async (client) => {
+        await listenForCollectionChanges(client);
+        // Anything cached before this point may have missed a notification.
+        this.invalidate();
+      },
+      // While disconnected, changes made elsewhere go unannounced: trust nothing cached.
+      onLost: () => this.invalidate(),
+      onNotification: (message) => {
+        if (message.channel === COLLECTIONS_CHANNEL) this.invalidate(message.payload || undefined);
+      },
     });
-    client.on('notification', (message) => {
-      if (message.channel === 'basalt_collections') this.invalidate(message.payload || undefined);
-    });
-    client.on('error', (error) => {
-      this.options.log?.warn({ err: error }, 'collection listener failed; reconnecting');
-      this.scheduleReconnect(client);
-    });
-    client.on('end', () => this.scheduleReconnect(client));
-    try {
-      await client.connect();
-      await client.query('LISTEN basalt_collections');
-      this.listener = client;
-      // Anything cached before this point may have missed a notification.
-      this.invalidate();
-    } catch (error) {
-      this.options.log?.warn({ err: error }, 'collection listener could not connect; retrying');
-      this.scheduleReconnect(client);
-    }
-  }
-
-  private scheduleReconnect(client: pg.Client): void {
-    if (this.listener === client) this.listener = null;
-    client.removeAllListeners('end');
-    client.end().catch(() => undefined);
-    if (this.stopped || this.reconnectTimer) return;
-    this.invalidate();
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      void this.connectListener();
-    }, 1_000);
-    this.reconnectTimer.unref();
+    await this.listener.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    const client = this.listener;
+    const listener = this.listener;
     this.listener = null;
-    if (client) {
-      client.removeAllListeners('end');
-      client.removeAllListeners('error');
-      client.on('error', () => undefined);
-      await client.end().catch(() => undefined);
-    }
+    await listener?.stop();
   }
 }
 

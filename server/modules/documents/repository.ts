@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type pg from 'pg';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { AppError, fromPostgresError } from '../../internal/errors.js';
 import { dataJson } from './json.js';
@@ -14,6 +15,14 @@ import {
   type SqlParams,
 } from './sql.js';
 import type { CollectionRules, Document, IndexSpec, JsonObject } from './types.js';
+
+/** Every instance LISTENs here; a trigger on basalt.collections NOTIFYs the changed name. */
+export const COLLECTIONS_CHANNEL = 'basalt_collections';
+
+/** Subscribes a listener's own session to collection metadata changes. */
+export async function listenForCollectionChanges(client: pg.Client): Promise<void> {
+  await client.query(`LISTEN ${COLLECTIONS_CHANNEL}`);
+}
 
 export interface CollectionRow {
   name: string;

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Counter, Gauge } from 'prom-client';
 import { parseCursor, type ChangeBatch, type ChangeFeed } from '../../internal/changes/feed.js';
@@ -6,7 +6,9 @@ import type { Tx } from '../../internal/db.js';
 import type { Database } from '../../internal/db.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { Logger } from '../../internal/log.js';
+import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
+import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import { InvocationRepository, type InvocationRun } from './repository.js';
@@ -17,6 +19,8 @@ import { numberOption, type FunctionsService } from './service.js';
 const CONSUMER = 'functions';
 /** Only one instance dispatches at a time; any constant shared by all instances works. */
 const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
+/** How often an instance that does not lead asks for the lead again. */
+const LEAD_RETRY_MS = 2_000;
 const PGBOSS_SCHEMA = 'basalt_jobs';
 /** Runs of one function at once in an instance, whatever its concurrency: the pool keeps this many warm workers at most. */
 const MAX_RUNS_PER_QUEUE = 32;
@@ -86,7 +90,8 @@ export interface DispatcherOptions {
  */
 export class FunctionDispatcher {
   private boss: PgBoss | null = null;
-  private leaderClient: pg.Client | null = null;
+  /** The session whose advisory lock is the dispatch lead. */
+  private lock: ReconnectingClient | null = null;
   private leading = false;
   private stopped = false;
   private pumping: Promise<void> | null = null;
@@ -130,7 +135,18 @@ export class FunctionDispatcher {
       // Expired jobs (their worker died mid-run) are failed, hence retried, within seconds.
       maintenanceIntervalSeconds: 5,
     });
-    boss.on('error', (error) => this.log.error({ err: error }, 'job queue error'));
+    let quietUntil = 0;
+    boss.on('error', (error) => {
+      if (!isConnectionError(error)) {
+        this.log.error({ err: error }, 'job queue error');
+        return;
+      }
+      // Postgres unreachable: pg-boss's pool reconnects by itself. Its timers would log
+      // several lines a second for the whole outage; one every half minute tells as much.
+      if (Date.now() < quietUntil) return;
+      quietUntil = Date.now() + 30_000;
+      this.log.warn({ reason: error.message }, 'job queue cannot reach Postgres; retrying');
+    });
     await boss.start();
     this.boss = boss;
     for (const fn of this.jobFunctions()) {
@@ -165,7 +181,14 @@ export class FunctionDispatcher {
         this.remember(batch);
         this.pump();
       });
-      await this.tryLead();
+      this.lock = new ReconnectingClient({
+        url: this.options.databaseUrl,
+        applicationName: 'basalt-dispatch',
+        log: this.log,
+        onConnect: (client) => this.tryLead(client),
+        onLost: () => this.lostLead(),
+      });
+      await this.lock.start();
     }
   }
 
@@ -235,44 +258,35 @@ export class FunctionDispatcher {
     });
   }
 
-  /** Takes the dispatch lead when nobody holds it; checks again every few seconds. */
-  private async tryLead(): Promise<void> {
-    if (this.stopped) return;
-    try {
-      if (!this.leaderClient) {
-        const client = new pg.Client({
-          connectionString: this.options.databaseUrl,
-          application_name: 'basalt-dispatch',
-        });
-        client.on('error', (error) => {
-          this.log.warn({ err: error }, 'dispatcher connection lost');
-          this.leading = false;
-          this.leaderClient = null;
-        });
-        await client.connect();
-        this.leaderClient = client;
-      }
-      if (!this.leading) {
-        const { rows } = await this.leaderClient.query<{ locked: boolean }>(
-          'SELECT pg_try_advisory_lock($1) AS locked',
-          [DISPATCH_LOCK_KEY],
-        );
-        this.leading = rows[0]?.locked === true;
-        if (this.leading) {
-          this.log.info('this instance dispatches function events');
-          this.pump();
-        }
-      }
-    } catch (error) {
-      this.log.warn({ err: error }, 'could not check the dispatch lead');
-      await this.leaderClient?.end().catch(() => undefined);
-      this.leaderClient = null;
-      this.leading = false;
+  /**
+   * Takes the dispatch lead (a session lock on the lock connection) when nobody holds it,
+   * asking again every few seconds while another instance does. The lead goes with the
+   * connection: the reconnecting client reports the loss, and asks again once back.
+   */
+  private async tryLead(client: pg.Client): Promise<void> {
+    if (this.stopped || this.lock?.current !== client || this.leading) return;
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
+      DISPATCH_LOCK_KEY,
+    ]);
+    if (this.stopped || this.lock?.current !== client) return;
+    this.leading = rows[0]?.locked === true;
+    if (this.leading) {
+      this.log.info('this instance dispatches function events');
+      this.pump();
+      return;
     }
-    if (!this.stopped) {
-      this.leaderTimer = setTimeout(() => void this.tryLead(), 2_000);
-      this.leaderTimer.unref();
-    }
+    this.leaderTimer = setTimeout(() => {
+      this.leaderTimer = null;
+      this.tryLead(client).catch((error: unknown) => this.lock?.reset(error));
+    }, LEAD_RETRY_MS);
+    this.leaderTimer.unref();
+  }
+
+  private lostLead(): void {
+    if (this.leaderTimer) clearTimeout(this.leaderTimer);
+    this.leaderTimer = null;
+    if (this.leading) this.log.warn('function dispatcher lost its lead with its connection');
+    this.leading = false;
   }
 
   /** Dispatches until the cursor reaches the feed's position; coalesces concurrent wake-ups. */
@@ -412,8 +426,8 @@ export class FunctionDispatcher {
     // that expire and are delivered again.
     await Promise.all([...this.runners.values()].map((runner) => runner.stop(5_000)));
     this.runners.clear();
-    await this.leaderClient?.end().catch(() => undefined);
-    this.leaderClient = null;
+    await this.lock?.stop();
+    this.lock = null;
     this.leading = false;
     await this.boss?.stop({ graceful: true, wait: true, timeout: 5_000 }).catch(() => undefined);
     this.boss = null;

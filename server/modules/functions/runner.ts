@@ -1,5 +1,10 @@
 import type PgBoss from 'pg-boss';
+import { isUnavailableError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
+
+/** Settling again after Postgres was unreachable: from 250 ms, doubling to 5 s. */
+const SETTLE_RETRY_MIN_MS = 250;
+const SETTLE_RETRY_MAX_MS = 5_000;
 
 /** A job that ran, waiting to be settled with the others that finished meanwhile. */
 export interface FinishedJob<T, R> {
@@ -223,12 +228,28 @@ export class QueueRunner<T, R> {
   private settle(): void {
     if (this.settling || this.finished.length === 0) return;
     this.settling = (async () => {
+      let retryMs = SETTLE_RETRY_MIN_MS;
       while (this.finished.length > 0) {
         const batch = this.finished;
         this.finished = [];
         try {
           await this.options.settle(batch);
+          retryMs = SETTLE_RETRY_MIN_MS;
         } catch (error) {
+          if (isUnavailableError(error) && !this.stopped) {
+            // Postgres is away (a restart): the runs are done and only their records wait.
+            // Settle them again shortly rather than leave the jobs to expire and run twice.
+            if (retryMs === SETTLE_RETRY_MIN_MS) {
+              this.options.log.warn(
+                { queue: this.options.queue, jobs: batch.length },
+                'settling function jobs waits for Postgres; retrying',
+              );
+            }
+            this.finished = batch.concat(this.finished);
+            await new Promise((resolve) => setTimeout(resolve, retryMs).unref());
+            retryMs = Math.min(retryMs * 2, SETTLE_RETRY_MAX_MS);
+            continue;
+          }
           this.options.log.error(
             { err: error, queue: this.options.queue, jobs: batch.length },
             'settling function jobs failed; they will be delivered again when they expire',

@@ -48,6 +48,12 @@ export class ChannelHub {
   private readonly channels = new Map<string, Map<string, Member>>();
   /** The channels each connection has joined, by connection id: the per-socket limit counts these. */
   private readonly joinedBy = new Map<string, Set<string>>();
+  /**
+   * The presences this instance's members were told of, per channel with local members:
+   * after the listener was away (notifications sent meanwhile are lost), the difference
+   * between this and the table is what they missed.
+   */
+  private readonly known = new Map<string, Map<string, PresenceEntry>>();
   private timer: NodeJS.Timeout | null = null;
   private readonly heartbeatMs: number;
   private readonly maxChannelsPerConnection: number;
@@ -155,6 +161,7 @@ export class ChannelHub {
     if (first) {
       try {
         const state = await this.repo.channelPresence(channel);
+        if (!this.known.has(channel)) this.known.set(channel, new Map(state.map((row) => [row.ref, toEntry(row)])));
         connection.send({ type: 'presence', channel, joins: state.map(toEntry), leaves: [] });
       } finally {
         const pending = member.pending ?? [];
@@ -171,7 +178,10 @@ export class ChannelHub {
     this.forget(connection.id, channel);
     if (members && member) {
       members.delete(connection.id);
-      if (members.size === 0) this.channels.delete(channel);
+      if (members.size === 0) {
+        this.channels.delete(channel);
+        this.known.delete(channel);
+      }
       this.syncHeartbeat();
       if (member.presenceRef) await this.announceLeaves(await this.repo.deletePresences([member.presenceRef]));
     }
@@ -202,7 +212,10 @@ export class ChannelHub {
       const member = members?.get(connection.id);
       if (!members || !member) continue;
       members.delete(connection.id);
-      if (members.size === 0) this.channels.delete(channel);
+      if (members.size === 0) {
+        this.channels.delete(channel);
+        this.known.delete(channel);
+      }
       if (member.presenceRef) refs.push(member.presenceRef);
     }
     this.syncHeartbeat();
@@ -225,12 +238,42 @@ export class ChannelHub {
     }
     const members = this.channels.get(notice.c);
     if (!members) return;
+    if (notice.t === 'p') {
+      const known = this.known.get(notice.c);
+      for (const entry of notice.j) known?.set(entry.ref, entry);
+      for (const entry of notice.l) known?.delete(entry.ref);
+    }
     for (const member of members.values()) this.deliver(member, notice);
   }
 
-  /** After the LISTEN connection was lost, re-announce our presences: others may have swept them. */
+  /**
+   * After the LISTEN connection was lost: re-announce our presences (others may have swept
+   * them), then tell local members the joins and leaves whose notifications were sent while
+   * the listener was away.
+   */
   resync(): void {
-    void this.heartbeat();
+    void this.heartbeat().then(() => this.catchUp());
+  }
+
+  private async catchUp(): Promise<void> {
+    for (const [channel, members] of this.channels) {
+      let rows: PresenceRow[];
+      try {
+        rows = await this.repo.channelPresence(channel);
+      } catch (error) {
+        this.log.warn({ err: error, channel }, 'could not re-read presence after reconnecting');
+        continue;
+      }
+      const known = this.known.get(channel) ?? new Map<string, PresenceEntry>();
+      const current = new Map(rows.map((row) => [row.ref, toEntry(row)]));
+      const joins = [...current.values()].filter((entry) => !known.has(entry.ref));
+      const leaves = [...known.values()].filter((entry) => !current.has(entry.ref));
+      if (!this.channels.has(channel)) continue;
+      this.known.set(channel, current);
+      if (joins.length === 0 && leaves.length === 0) continue;
+      const notice: Notice = { t: 'p', c: channel, j: joins, l: leaves };
+      for (const member of members.values()) this.deliver(member, notice);
+    }
   }
 
   private deliver(member: Member, notice: Notice): void {

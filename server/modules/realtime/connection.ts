@@ -214,6 +214,11 @@ function releaseUpgrade(socket: WebSocket): void {
 /** Close codes the server uses besides the standard ones. */
 export const CLOSE_SLOW_CONSUMER = 4008;
 export const CLOSE_GOING_AWAY = 1001;
+/**
+ * A live query could not be kept exact because Postgres was unreachable (a restart): the
+ * client reconnects with backoff and resumes from its cursors (the standard "try again later").
+ */
+export const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /**
  * One websocket client: who it is, what it holds, and a send path that protects the

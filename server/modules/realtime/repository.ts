@@ -1,7 +1,7 @@
-import pg from 'pg';
 import type { Database } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
+import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 
 /** The pg_notify channel every instance of one Basalt database listens on for channel traffic. */
 export const REALTIME_NOTIFY_CHANNEL = 'basalt_realtime';
@@ -127,79 +127,33 @@ export class RealtimeRepository {
 }
 
 /**
- * A dedicated connection that LISTENs for channel traffic (a pooled client cannot hold
- * a LISTEN). Reconnects with backoff when the connection drops; `onReconnect` lets the
- * owner re-announce state that may have been missed meanwhile.
+ * A dedicated connection that LISTENs for channel traffic (a pooled client cannot hold a
+ * LISTEN), on the shared reconnecting client; `onReconnect` lets the owner re-announce
+ * state that may have been missed while it was away.
  */
 export class NotificationListener {
-  private client: pg.Client | null = null;
-  private closed = false;
-  private retryDelay = 250;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly connection: ReconnectingClient;
 
-  constructor(
-    private readonly url: string,
-    private readonly log: Logger,
-    private readonly onMessage: (payload: string) => void,
-    private readonly onReconnect: () => void,
-  ) {}
-
-  async start(): Promise<void> {
-    await this.connect();
-  }
-
-  private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, application_name: 'basalt-realtime-listen' });
-    client.on('notification', (message) => {
-      if (message.channel === REALTIME_NOTIFY_CHANNEL && message.payload !== undefined) this.onMessage(message.payload);
+  constructor(url: string, log: Logger, onMessage: (payload: string) => void, onReconnect: () => void) {
+    this.connection = new ReconnectingClient({
+      url,
+      applicationName: 'basalt-realtime-listen',
+      log,
+      onConnect: async (client, { reconnected }) => {
+        await client.query(`LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
+        if (reconnected) onReconnect();
+      },
+      onNotification: (message) => {
+        if (message.channel === REALTIME_NOTIFY_CHANNEL && message.payload !== undefined) onMessage(message.payload);
+      },
     });
-    client.on('error', (error) => {
-      this.log.warn({ err: error }, 'realtime listen connection failed');
-      this.scheduleReconnect(client);
-    });
-    client.on('end', () => this.scheduleReconnect(client));
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
-    } catch (error) {
-      await client.end().catch(() => undefined);
-      throw error;
-    }
-    if (this.closed) {
-      await client.end().catch(() => undefined);
-      return;
-    }
-    this.client = client;
-    this.retryDelay = 250;
   }
 
-  private scheduleReconnect(failed: pg.Client): void {
-    if (this.client !== failed) return;
-    this.client = null;
-    failed.end().catch(() => undefined);
-    this.retry();
+  start(): Promise<void> {
+    return this.connection.start();
   }
 
-  private retry(): void {
-    if (this.closed || this.retryTimer) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      if (this.closed) return;
-      this.connect()
-        .then(() => this.onReconnect())
-        .catch((error: unknown) => {
-          this.log.warn({ err: error }, 'realtime listen reconnect failed');
-          this.retryDelay = Math.min(this.retryDelay * 2, 5_000);
-          this.retry();
-        });
-    }, this.retryDelay);
-  }
-
-  async stop(): Promise<void> {
-    this.closed = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    const client = this.client;
-    this.client = null;
-    await client?.end().catch(() => undefined);
+  stop(): Promise<void> {
+    return this.connection.stop();
   }
 }

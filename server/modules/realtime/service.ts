@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import type { RealtimeConfig } from '../../config.js';
 import { isUser, PUBLIC_CALLER, type Caller, type TokenVerifier } from '../../internal/caller.js';
-import { AppError, isAppError } from '../../internal/errors.js';
+import { AppError, isAppError, isUnavailableError } from '../../internal/errors.js';
 import { resolveCaller } from '../../internal/http/request-context.js';
 import type { Logger } from '../../internal/log.js';
 import type { Metrics } from '../../internal/metrics.js';
@@ -9,6 +9,7 @@ import { ChannelHub } from './channels.js';
 import {
   CLOSE_GOING_AWAY,
   CLOSE_SLOW_CONSUMER,
+  CLOSE_TRY_AGAIN_LATER,
   parseClientMessage,
   RealtimeConnection,
   RefusedMessage,
@@ -240,6 +241,17 @@ export class RealtimeService {
           break;
       }
     } catch (error) {
+      if (message.type === 'subscribe' && isUnavailableError(error)) {
+        // Postgres is unreachable: a live query cannot start. Closing (rather than an error
+        // frame, which ends the subscription for good) has the client reconnect with backoff
+        // and subscribe again, from its cursor if it had one.
+        this.deps.log.warn(
+          { reason: error instanceof Error ? error.message : String(error) },
+          'realtime subscribe unavailable',
+        );
+        connection.close(CLOSE_TRY_AGAIN_LATER, 'service unavailable; reconnect and resume');
+        return;
+      }
       if (!isAppError(error) || error.status >= 500) this.deps.log.error({ err: error }, 'realtime message failed');
       connection.sendError(error, context);
     } finally {
@@ -305,7 +317,11 @@ export class RealtimeService {
         else if (verifier) {
           try {
             await verifier.verify(token);
-          } catch {
+          } catch (error) {
+            // Postgres unreachable (a restart): the session cannot be checked, which is not
+            // a revocation. Nothing is delivered meanwhile (the change feed reads Postgres
+            // too), and the next round, a second later, checks again.
+            if (isUnavailableError(error)) continue;
             reason = 'The session was revoked or the token is no longer valid.';
           }
         }

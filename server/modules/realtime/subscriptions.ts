@@ -1,6 +1,6 @@
 import type { Caller } from '../../internal/caller.js';
 import { formatCursor, parseCursor } from '../../internal/changes/cursor.js';
-import { AppError, isAppError } from '../../internal/errors.js';
+import { AppError, isAppError, isUnavailableError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import {
   compareDocuments,
@@ -12,7 +12,7 @@ import {
   type JsonObject,
   type ParsedQuery,
 } from '../documents/query.js';
-import type { RealtimeConnection } from './connection.js';
+import { CLOSE_TRY_AGAIN_LATER, type RealtimeConnection } from './connection.js';
 
 /** One row change as the change feed hands it out. */
 export interface FeedChange {
@@ -394,6 +394,17 @@ class Subscription {
 
   fail(error: unknown): void {
     if (this.closed) return;
+    if (isUnavailableError(error)) {
+      // Postgres went away while the subscription was being read (a snapshot, a re-read):
+      // close the socket rather than end the subscription; the client resumes from its cursor.
+      this.log.warn(
+        { reason: error instanceof Error ? error.message : String(error) },
+        'realtime subscription interrupted',
+      );
+      this.onFailed?.(this);
+      this.connection.close(CLOSE_TRY_AGAIN_LATER, 'service unavailable; reconnect and resume');
+      return;
+    }
     if (!isAppError(error) || error.status >= 500) this.log.error({ err: error }, 'realtime subscription failed');
     this.connection.sendError(error, { id: this.id });
     this.onFailed?.(this);
