@@ -1,9 +1,11 @@
 import { execFile } from 'node:child_process';
 import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { runnablePostgres } from '../server/internal/embedded-postgres.js';
 import { freePort } from '../server/internal/net.js';
+import { silentLogger } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -12,18 +14,17 @@ interface Binaries {
   pg_ctl: string;
 }
 
-/** The Postgres binaries the embedded-postgres package ships for this platform. */
-async function binaries(): Promise<Binaries> {
-  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
-  return (await import(pkg)) as Binaries;
-}
-
-/** Postgres refuses to run as root: there, it runs as the `postgres` system user. */
-async function runAs(): Promise<{ uid: number; gid: number } | null> {
-  if (userInfo().uid !== 0) return null;
-  const { stdout: uid } = await run('id', ['-u', 'postgres']);
-  const { stdout: gid } = await run('id', ['-g', 'postgres']);
-  return { uid: Number(uid.trim()), gid: Number(gid.trim()) };
+/**
+ * The embedded-postgres package's binaries, and who runs them: Postgres refuses to run as
+ * root, so there it runs as the `postgres` user, from wherever that user can reach them (a
+ * checkout under a folder only root may enter gets them copied, as `npm start` does).
+ */
+async function binaries(): Promise<{ bin: Binaries; owner: { uid: number; gid: number } | null }> {
+  const { binDir, runAs } = await runnablePostgres(silentLogger);
+  return {
+    bin: { initdb: path.join(binDir, 'initdb'), pg_ctl: path.join(binDir, 'pg_ctl') },
+    owner: runAs ? { uid: runAs.uid, gid: runAs.gid } : null,
+  };
 }
 
 /**
@@ -45,8 +46,7 @@ export class PrivateCluster {
   }
 
   static async create(): Promise<PrivateCluster> {
-    const bin = await binaries();
-    const owner = await runAs();
+    const { bin, owner } = await binaries();
     const dir = await mkdtemp(path.join(tmpdir(), 'basalt-private-pg-'));
     if (owner) await chown(dir, owner.uid, owner.gid);
     const cluster = new PrivateCluster(bin, owner, dir, await freePort());

@@ -46,7 +46,7 @@ const DATABASE_NAME = 'basalt';
 const USER = 'postgres';
 const START_TIMEOUT_MS = 60_000;
 
-interface RunAs {
+export interface RunAs {
   uid: number;
   gid: number;
 }
@@ -180,6 +180,20 @@ async function reachableBinaries(
     throw new Error(`the "${USER}" user cannot run the Postgres binaries in ${target}; check the modes of its folders`);
   }
   return target;
+}
+
+/**
+ * The packaged Postgres binaries (their bin folder) where the account Postgres runs as can
+ * execute them, and that account: the `postgres` user when this process is root (copying
+ * the binaries under `sharedDir` when it cannot reach node_modules), else this process.
+ */
+export async function runnablePostgres(
+  log: Logger,
+  sharedDir = DEFAULT_SHARED_DIR,
+): Promise<{ binDir: string; runAs: RunAs | null }> {
+  const runAs = process.getuid?.() === 0 ? await postgresAccount(log) : null;
+  const { nativeDir, version } = await packagedBinaries();
+  return { binDir: path.join(await reachableBinaries(nativeDir, version, runAs, sharedDir, log), 'bin'), runAs };
 }
 
 /**
@@ -362,11 +376,9 @@ export async function startEmbeddedPostgres(
 ): Promise<EmbeddedPostgresHandle> {
   const sharedDir = options.sharedDir ?? DEFAULT_SHARED_DIR;
   await mkdir(baseDir, { recursive: true, mode: 0o700 });
-  const runAs = process.getuid?.() === 0 ? await postgresAccount(log) : null;
+  const { binDir, runAs } = await runnablePostgres(log, sharedDir);
   // Enter, not list: the password and service key beside the data stay root's.
   if (runAs) await chmod(baseDir, 0o711);
-  const { nativeDir, version } = await packagedBinaries();
-  const binDir = path.join(await reachableBinaries(nativeDir, version, runAs, sharedDir, log), 'bin');
   const dataDir = await dataDirFor(baseDir, runAs, sharedDir, log);
 
   const pidFile = path.join(dataDir, 'postmaster.pid');
