@@ -3,6 +3,7 @@
  * it reacts to. Each helper returns a plain, typed definition that the server loads.
  */
 import type { ErrorCode } from '../client-sdk/src/errors.js';
+import type { Doc } from '../client-sdk/src/wire.js';
 
 export type { ErrorCode };
 
@@ -76,15 +77,8 @@ export interface FunctionContext {
   storage: FunctionStorage;
 }
 
-export interface StoredDocument<T = Record<string, unknown>> {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: T;
-}
+/** A stored document, as the API and every event carry it (the wire contract's shape). */
+export type StoredDocument<T = Record<string, unknown>> = Doc<T>;
 
 export interface FunctionEvent<T = Record<string, unknown>> {
   id: string;

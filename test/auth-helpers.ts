@@ -1,31 +1,13 @@
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { SMTPServer } from 'smtp-server';
+import type { AuthResponse, Session, User } from '../client-sdk/src/wire.js';
 import { request } from './helpers.js';
 
-export interface SessionBody {
-  access_token: string;
-  token_type: string;
-  expires_in: number;
-  expires_at: number;
-  refresh_token: string;
-}
-
-export interface UserBody {
-  id: string;
-  email: string | null;
-  email_confirmed_at: string | null;
-  is_anonymous: boolean;
-  created_at: string;
-  updated_at: string;
-  user_metadata: Record<string, unknown>;
-  app_metadata: Record<string, unknown>;
-}
-
-export interface AuthBody {
-  user: UserBody;
-  session: SessionBody | null;
-}
+/** The wire contract's shapes, as the tests read answers. */
+export type SessionBody = Session;
+export type UserBody = User;
+export type AuthBody = AuthResponse;
 
 export const STRONG_PASSWORD = 'correct horse battery staple 42';
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import { request, type TestApp } from './helpers.js';
+import type { Doc as WireDoc } from '../client-sdk/src/wire.js';
 
 export interface TestUser {
   id: string;
@@ -25,12 +26,5 @@ export async function createCollection(server: TestApp, body: Record<string, unk
   expect(response.status, JSON.stringify(response.body)).toBe(201);
 }
 
-export interface Doc {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: Record<string, unknown>;
-}
+/** A document as the API answers it. */
+export type Doc = WireDoc;

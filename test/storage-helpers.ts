@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -65,5 +66,43 @@ export function generatedBytes(total: number, options: { chunk?: number; failAft
       sent += size;
       this.push(piece);
     },
+  });
+}
+
+/** A request whose path is sent exactly as written (fetch would resolve `..` and `%2e%2e`). */
+export function rawRequest(
+  baseUrl: string,
+  method: string,
+  rawPath: string,
+  token: string,
+  body?: string,
+): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(baseUrl);
+    const req = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        method,
+        path: rawPath,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
   });
 }

@@ -16,7 +16,7 @@ import {
   type TestDatabase,
   waitFor,
 } from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { rawRequest, startS3Server, type S3Server } from './storage-helpers.js';
 
 const STRONG_PASSWORD = 'correct horse battery staple 42';
 
@@ -63,44 +63,6 @@ async function objectCount(ctx: Ctx, bucket: string): Promise<number> {
 async function tmpFiles(ctx: Ctx): Promise<string[]> {
   if (ctx.backend.kind !== 'fs') return [];
   return readdir(path.join(ctx.server.config.dataDir, 'storage', 'tmp')).catch(() => []);
-}
-
-/** An HTTP request whose path is sent exactly as written (fetch would resolve `..`). */
-async function rawRequest(
-  baseUrl: string,
-  method: string,
-  rawPath: string,
-  token: string,
-  body?: string,
-): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(baseUrl);
-    const req = http.request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method,
-        path: rawPath,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 async function createBucket(ctx: Ctx, body: Record<string, unknown>): Promise<void> {

@@ -29,6 +29,7 @@ export interface Session {
   refresh_token: string;
 }
 
+/** A user as the API shows it: never a password hash. */
 export interface User {
   id: string;
   email: string | null;
@@ -36,7 +37,7 @@ export interface User {
   is_anonymous: boolean;
   created_at: string;
   updated_at: string;
-  last_sign_in_at?: string | null;
+  last_sign_in_at: string | null;
   user_metadata: Record<string, unknown>;
   app_metadata: Record<string, unknown>;
 }
@@ -46,6 +47,7 @@ export interface AuthResponse {
   session: Session | null;
 }
 
+/** One of a user's sessions, as `GET /v1/auth/sessions` lists it. */
 export interface SessionInfo {
   id: string;
   created_at: string;

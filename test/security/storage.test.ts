@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import { UrlSigner } from '../../server/modules/storage/signing.js';
 import { errorCode, request, type TestApp } from '../helpers.js';
+import { rawRequest } from '../storage-helpers.js';
 import { securitySuite, type HttpResult } from './harness.js';
 
 const PASSWORD = 'correct horse battery staple 42';
@@ -54,44 +55,6 @@ function multipartBody(
 
 function fileHeaders(contentType: string, name = 'file'): string[] {
   return [`Content-Disposition: form-data; name="${name}"; filename="f.bin"`, `Content-Type: ${contentType}`];
-}
-
-/** Sends a request with its path exactly as written (fetch would resolve `..` and `%2e%2e`). */
-function rawRequest(
-  baseUrl: string,
-  method: string,
-  rawPath: string,
-  token: string,
-  body?: string,
-): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(baseUrl);
-    const req = http.request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method,
-        path: rawPath,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 /** What GET answers for an object now, as the service key sees it. */

@@ -1,3 +1,4 @@
+import type { AuthResponse, Session, SessionInfo, User } from '../../../client-sdk/src/wire.js';
 import type { UserCaller, Caller, TokenVerifier } from '../../internal/caller.js';
 import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
@@ -19,47 +20,17 @@ export interface ClientContext {
   userAgent: string | null;
 }
 
-/** The session object of the API. */
-export interface Session {
-  access_token: string;
-  token_type: 'bearer';
-  expires_in: number;
-  expires_at: number;
-  refresh_token: string;
-}
-
-/** The user object of the API: never a password hash. */
-export interface PublicUser {
-  id: string;
-  email: string | null;
-  email_confirmed_at: string | null;
-  is_anonymous: boolean;
-  created_at: string;
-  updated_at: string;
-  last_sign_in_at: string | null;
-  user_metadata: Record<string, unknown>;
-  app_metadata: Record<string, unknown>;
-}
+export type { Session, SessionInfo } from '../../../client-sdk/src/wire.js';
+/** The user object of the API (the wire contract's shape). */
+export type PublicUser = User;
 
 /** What admin calls see: the user plus the fields only an admin manages. */
 export interface AdminUser extends PublicUser {
   banned_until: string | null;
 }
 
-export interface AuthResult {
-  user: PublicUser;
-  session: Session | null;
-}
-
-export interface SessionInfo {
-  id: string;
-  created_at: string;
-  refreshed_at: string;
-  expires_at: string;
-  user_agent: string | null;
-  ip: string | null;
-  current: boolean;
-}
+/** What sign-up, sign-in and verification answer. */
+export type AuthResult = AuthResponse;
 
 /** What an OAuth / OIDC provider told us about the person signing in. */
 export interface ExternalIdentity {

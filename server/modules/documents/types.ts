@@ -1,18 +1,12 @@
+import type { Doc } from '../../../client-sdk/src/wire.js';
+
 export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
 export interface JsonObject {
   [key: string]: JsonValue;
 }
 
-/** A document as the API returns it. Timestamps are UTC ISO strings with microseconds. */
-export interface Document {
-  id: string;
-  collection: string;
-  owner: string | null;
-  version: number;
-  created_at: string;
-  updated_at: string;
-  data: JsonObject;
-}
+/** A document as the API returns it (the wire shape, with JSON data). Timestamps are UTC ISO strings with microseconds. */
+export type Document = Doc<JsonObject>;
 
 export interface CollectionRules {
   read?: string;
