@@ -5,6 +5,9 @@ function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
+/** How often the event-loop delay is sampled (see the constructor). */
+export const EVENT_LOOP_MONITORING_MS = 100;
+
 const HTTP_DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** One (method, route) pair's figures; statuses are counted separately for the request counter. */
@@ -41,7 +44,14 @@ export class Metrics {
   private readonly statusOrder: StatusFigures[] = [];
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'basalt_process_' });
+    collectDefaultMetrics({
+      register: this.registry,
+      prefix: 'basalt_process_',
+      // The event-loop delay monitor wakes the loop at this period. prom-client's 10 ms is a
+      // hundred wake-ups a second, most of an idle server's CPU; sampled every 100 ms the
+      // delay percentiles stay meaningful at a tenth of the cost.
+      eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_MS,
+    });
     const statusOrder = this.statusOrder;
     this.httpRequests = new Counter({
       name: 'basalt_http_requests_total',

@@ -71,7 +71,7 @@ export interface ChangeFeedOptions {
   /**
    * The longest the feed's poll stretches to while nothing changes: each poll that finds
    * nothing doubles the wait up to this, and the next change brings it back to
-   * pollIntervalMs. Default 2.5 s (ticks NOTIFY the feed, so the poll is only a safety
+   * pollIntervalMs. Default 5 s (ticks NOTIFY the feed, so the poll is only a safety
    * net); when pollIntervalMs is given and this is not, the poll stays at pollIntervalMs
    * (tests that tick by hand rely on a steady poll).
    */
@@ -85,8 +85,10 @@ export interface ChangeFeedOptions {
   /** How often the leader polls for changes when no NOTIFY arrived (default 250 ms). */
   tickerPollIntervalMs?: number;
   /**
-   * How far the leader's poll stretches while nothing commits (default 1 s). It is what
-   * finds writes made with plain SQL (they send no NOTIFY), so it stays short.
+   * How far the leader's poll stretches while nothing commits (default 5 s). It is what
+   * finds writes made with plain SQL (they send no NOTIFY); at rest that is no later than
+   * the heartbeat tick (5 s), which takes them too, and a write through the API wakes the
+   * ticker at once.
    */
   tickerIdlePollIntervalMs?: number;
   /** How often a follower tries to take the lead (default 1 s). */
@@ -99,8 +101,8 @@ export interface ChangeFeedOptions {
 const TICKS_PER_ROUND = 100;
 const PRUNE_BATCH_SIZE = 5_000;
 /** How far the polls stretch while nothing changes (see ChangeFeedOptions). */
-const IDLE_POLL_INTERVAL_MS = 2_500;
-const TICKER_IDLE_POLL_INTERVAL_MS = 1_000;
+const IDLE_POLL_INTERVAL_MS = 5_000;
+const TICKER_IDLE_POLL_INTERVAL_MS = 5_000;
 
 /**
  * The in-process reader of the change log (see docs/changes.md). Hands every change, once
