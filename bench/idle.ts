@@ -11,14 +11,14 @@
  *    initdb all happen; timed from spawning `npm start` to the line with the URL. Then a second
  *    start of the same folder, which builds nothing.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase } from './database.js';
 import { round } from './load.js';
-import { cpuSecondsOf, freePort } from './process.js';
+import { cpuSecondsOf, freePort, spawnKept } from './process.js';
 import { machine } from './report.js';
 import { ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
@@ -111,44 +111,32 @@ interface Started {
 /** Spawns `npm start` in `cwd` and waits for the line with the URL. */
 async function npmStart(cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Started> {
   const started = performance.now();
-  const child = spawn('npm', ['start'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  let exited = false;
-  const exit = new Promise<void>((resolve) =>
-    child.once('exit', () => {
-      exited = true;
-      resolve();
-    }),
-  );
-  const stop = async (): Promise<void> => {
-    if (exited) return;
-    // What Ctrl-C or a supervisor does: the npm process gets the signal and passes it on.
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await exit;
-    clearTimeout(timer);
-  };
+  // What Ctrl-C or a supervisor does: the npm process gets the signal and passes it on.
+  const npm = spawnKept('npm', ['start'], { cwd, env, keepBytes: 16_000, graceMs: 15_000 });
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no URL within ${timeoutMs} ms:\n${output}`)), timeoutMs);
-    const keep = (chunk: Buffer): void => {
-      output = (output + chunk.toString('utf8')).slice(-16_000);
+    const timer = setTimeout(() => reject(new Error(`no URL within ${timeoutMs} ms:\n${npm.output()}`)), timeoutMs);
+    npm.onOutput((output) => {
       const match = READY_LINE.exec(output);
       if (match?.[1]) {
         clearTimeout(timer);
         resolve(match[1].replace(/[,—]+$/, ''));
       }
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    child.once('exit', (code) => {
+    });
+    npm.child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`npm start exited (${code}) before its URL:\n${output}`));
+      reject(new Error(`npm start exited (${code}) before its URL:\n${npm.output()}`));
     });
   }).catch(async (error: unknown) => {
-    await stop();
+    await npm.stop();
     throw error;
   });
-  return { child, readyMs: Math.round(performance.now() - started), url, output: () => output, stop };
+  return {
+    child: npm.child,
+    readyMs: Math.round(performance.now() - started),
+    url,
+    output: npm.output,
+    stop: npm.stop,
+  };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -54,37 +54,64 @@ export interface SpawnOptions {
   readyTimeoutMs?: number;
 }
 
-export async function startServer(options: SpawnOptions): Promise<ServerProcess> {
-  const child = spawn(options.command, options.args, {
-    cwd: options.cwd,
-    env: options.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** A child process whose output is kept (its tail) and that stops as a supervisor would stop it. */
+export interface Spawned {
+  child: ChildProcess;
+  /** The last `keepBytes` of stdout and stderr together. */
+  output(): string;
+  exited(): boolean;
+  /** Called with the output so far after each chunk. */
+  onOutput(listener: (output: string) => void): void;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it exited. */
+  stop(): Promise<void>;
+}
+
+export function spawnKept(
+  command: string,
+  args: string[],
+  options: { cwd: string; env: NodeJS.ProcessEnv; keepBytes?: number; graceMs?: number },
+): Spawned {
+  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const keepBytes = options.keepBytes ?? 8_000;
   let output = '';
+  let exited = false;
+  const listeners: Array<(output: string) => void> = [];
   const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-8_000);
+    output = (output + chunk.toString('utf8')).slice(-keepBytes);
+    for (const listener of listeners) listener(output);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
-  let exited = false;
   const exit = new Promise<void>((resolve) =>
     child.once('exit', () => {
       exited = true;
       resolve();
     }),
   );
-
-  const stop = async (): Promise<void> => {
-    if (exited) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exit;
-    clearTimeout(timer);
+  return {
+    child,
+    output: () => output,
+    exited: () => exited,
+    onOutput: (listener) => listeners.push(listener),
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.graceMs ?? 10_000);
+      await exit;
+      clearTimeout(timer);
+    },
   };
+}
+
+export async function startServer(options: SpawnOptions): Promise<ServerProcess> {
+  const { child, output, exited, stop } = spawnKept(options.command, options.args, {
+    cwd: options.cwd,
+    env: options.env,
+  });
 
   const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
   for (;;) {
-    if (exited) throw new Error(`${options.name} exited during start:\n${output}`);
+    if (exited()) throw new Error(`${options.name} exited during start:\n${output()}`);
     try {
       const response = await fetch(options.url + options.readyPath);
       if (response.ok) break;
@@ -93,7 +120,7 @@ export async function startServer(options: SpawnOptions): Promise<ServerProcess>
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`${options.name} was not ready within ${options.readyTimeoutMs ?? 60_000} ms:\n${output}`);
+      throw new Error(`${options.name} was not ready within ${options.readyTimeoutMs ?? 60_000} ms:\n${output()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
@@ -103,7 +130,7 @@ export async function startServer(options: SpawnOptions): Promise<ServerProcess>
     url: options.url,
     child,
     cpuSeconds: () => (child.pid === undefined ? Number.NaN : cpuSecondsOf(child.pid)),
-    output: () => output,
+    output,
     stop,
   };
 }
