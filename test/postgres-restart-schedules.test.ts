@@ -39,11 +39,7 @@ let basalt: BasaltProcess;
 beforeAll(async () => {
   cluster = await PrivateCluster.create();
   await cluster.start();
-  const admin = new pg.Client({ connectionString: cluster.url });
-  await admin.connect();
-  await admin.query('CREATE DATABASE basalt');
-  await admin.end();
-  databaseUrl = cluster.url.replace(/\/postgres$/, '/basalt');
+  databaseUrl = await cluster.createDatabase('basalt');
   basalt = await BasaltProcess.spawn({ DATABASE_URL: databaseUrl }, { 'tick.ts': TICK_FUNCTION });
   await basalt.ready();
 }, 90_000);

@@ -28,11 +28,7 @@ let databaseUrl: string;
 beforeAll(async () => {
   cluster = await PrivateCluster.create();
   await cluster.start();
-  const admin = new pg.Client({ connectionString: cluster.url });
-  await admin.connect();
-  await admin.query('CREATE DATABASE basalt');
-  await admin.end();
-  databaseUrl = cluster.url.replace(/\/postgres$/, '/basalt');
+  databaseUrl = await cluster.createDatabase('basalt');
 }, 60_000);
 
 afterAll(async () => {

@@ -3,6 +3,7 @@ import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { runnablePostgres } from '../server/internal/embedded-postgres.js';
 import { freePort } from '../server/internal/net.js';
 import { silentLogger } from './helpers.js';
@@ -83,6 +84,18 @@ export class PrivateCluster {
 
   private async exec(file: string, args: string[]): Promise<void> {
     await run(file, args, { ...(this.owner ?? {}), cwd: this.dir, env: { ...process.env, LC_ALL: 'C' } });
+  }
+
+  /** Creates a database on the running cluster and returns its URL. */
+  async createDatabase(name: string): Promise<string> {
+    const admin = new pg.Client({ connectionString: this.url });
+    await admin.connect();
+    try {
+      await admin.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await admin.end();
+    }
+    return this.url.replace(/\/postgres$/, `/${name}`);
   }
 
   async start(): Promise<void> {
