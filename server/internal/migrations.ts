@@ -4,11 +4,9 @@ import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from './log.js';
 import { ROOT_DIR } from './paths.js';
+import { ADVISORY_LOCKS } from './advisory-locks.js';
 
 export const MIGRATIONS_DIR = path.join(ROOT_DIR, 'migrations');
-
-/** Any constant works; it only has to be the same for every Basalt instance. */
-const MIGRATION_LOCK_KEY = 0x6261_7361; // "basa"
 
 export interface Migration {
   name: string;
@@ -38,7 +36,7 @@ export async function migrate(databaseUrl: string, log: Logger, dir: string = MI
   await client.connect();
   const applied: string[] = [];
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    await client.query('SELECT pg_advisory_lock($1)', [ADVISORY_LOCKS.migrations]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS basalt`);
     await client.query(`CREATE TABLE IF NOT EXISTS basalt.migrations (
       name text PRIMARY KEY,
@@ -74,7 +72,7 @@ export async function migrate(databaseUrl: string, log: Logger, dir: string = MI
       log.info(`applied migration ${migration.name}`);
     }
   } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => undefined);
+    await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.migrations]).catch(() => undefined);
     await client.end().catch(() => undefined);
   }
   return applied;

@@ -1,9 +1,8 @@
 import type pg from 'pg';
 import type { Database, Queryable } from '../db.js';
 import { fromPostgresError } from '../errors.js';
+import { ADVISORY_LOCKS } from '../advisory-locks.js';
 
-/** Session advisory lock held by the one instance that ticks (0002's tick() uses 7306355). */
-export const TICKER_LOCK_KEY = 7_306_356;
 /** Wakes readers after each tick; basalt_changes (from the row trigger) wakes the ticker. */
 export const TICKS_CHANNEL = 'basalt_ticks';
 export const CHANGES_CHANNEL = 'basalt_changes';
@@ -237,7 +236,9 @@ export class ChangeRepository {
 /** SQL run on the ticker's own session (the lock is a session lock, so it must stay on one connection). */
 export const tickerSql = {
   async tryLead(client: pg.Client): Promise<boolean> {
-    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [TICKER_LOCK_KEY]);
+    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [
+      ADVISORY_LOCKS.ticker,
+    ]);
     return rows[0]?.ok === true;
   },
   async shortKeepalives(client: pg.Client): Promise<void> {
@@ -247,7 +248,7 @@ export const tickerSql = {
     );
   },
   async resign(client: pg.Client): Promise<void> {
-    await client.query('SELECT pg_advisory_unlock($1)', [TICKER_LOCK_KEY]);
+    await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.ticker]);
   },
   async listen(client: pg.Client, channel: string): Promise<void> {
     await client.query(`LISTEN ${channel}`);

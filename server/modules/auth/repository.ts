@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
+import { ADVISORY_LOCK_NAMESPACES, ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 
 export interface UserRow {
   id: string;
@@ -132,9 +133,6 @@ export type RefreshAttempt = { limit: { count: number; resetSeconds: number } } 
   | { outcome: 'rate_limited' | 'unknown_token' | 'session_ended' | 'needs_locked_path' }
   | { outcome: 'rotated'; sessionId: string; user: UserRow }
 );
-
-/** Any one lock key shared by all instances: serialises creating the first signing key. */
-const SIGNING_KEY_LOCK = 0x6175_7468; // "auth"
 
 export interface NewUser {
   email: string | null;
@@ -629,7 +627,7 @@ export class AuthRepository {
   /** Creates the first key unless another instance already did; returns whether it inserted. */
   async insertFirstSigningKey(key: Omit<SigningKeyRow, 'created_at' | 'retired_at'>): Promise<boolean> {
     return this.db.transaction(async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [SIGNING_KEY_LOCK]);
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
       const existing = await this.run(tx, `SELECT 1 FROM basalt.signing_keys WHERE retired_at IS NULL`, []);
       if (existing.length > 0) return false;
       await this.insertKey(tx, key);
@@ -639,7 +637,7 @@ export class AuthRepository {
 
   async rotateSigningKey(key: Omit<SigningKeyRow, 'created_at' | 'retired_at'>): Promise<void> {
     await this.db.transaction(async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [SIGNING_KEY_LOCK]);
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
       await this.run(tx, `UPDATE basalt.signing_keys SET retired_at = clock_timestamp() WHERE retired_at IS NULL`, []);
       await this.insertKey(tx, key);
     });
@@ -682,7 +680,10 @@ export class AuthRepository {
    * run in a transaction: the advisory lock makes concurrent claims on any instance take turns.
    */
   async claimInterval(tx: Tx, key: string, seconds: number): Promise<boolean> {
-    await this.run(tx, 'SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
+    await this.run(tx, 'SELECT pg_advisory_xact_lock($1, hashtext($2))', [
+      ADVISORY_LOCK_NAMESPACES.intervalClaims,
+      key,
+    ]);
     const rows = await this.run(
       tx,
       `INSERT INTO basalt.rate_limits (key, window_start, count)

@@ -14,11 +14,10 @@ import type { LoadedFunction } from './loader.js';
 import { InvocationRepository, type InvocationRun } from './repository.js';
 import { QueueRunner, type FinishedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
+import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 
 /** The change feed's durable cursor of the dispatcher. */
 const CONSUMER = 'functions';
-/** Only one instance dispatches at a time; any constant shared by all instances works. */
-const DISPATCH_LOCK_KEY = 0x6673_6e64; // "fsnd"
 /** How often an instance that does not lead asks for the lead again. */
 const LEAD_RETRY_MS = 2_000;
 const PGBOSS_SCHEMA = 'basalt_jobs';
@@ -266,7 +265,7 @@ export class FunctionDispatcher {
   private async tryLead(client: pg.Client): Promise<void> {
     if (this.stopped || this.lock?.current !== client || this.leading) return;
     const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
-      DISPATCH_LOCK_KEY,
+      ADVISORY_LOCKS.functionsDispatch,
     ]);
     if (this.stopped || this.lock?.current !== client) return;
     this.leading = rows[0]?.locked === true;

@@ -1,5 +1,6 @@
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
+import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 
 export interface BucketRules {
   read?: string;
@@ -298,22 +299,19 @@ export class StorageRepository {
     const client = await this.db.pool.connect();
     try {
       const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
-        SWEEPER_LOCK_KEY,
+        ADVISORY_LOCKS.storageSweeper,
       ]);
       if (!rows[0]?.locked) return null;
       try {
         return await work();
       } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [SWEEPER_LOCK_KEY]).catch(() => undefined);
+        await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.storageSweeper]).catch(() => undefined);
       }
     } finally {
       client.release();
     }
   }
 }
-
-/** Any constant works; the same for every instance. */
-const SWEEPER_LOCK_KEY = 0x6273_7477; // "bstw"
 
 function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (c) => `\\${c}`);
