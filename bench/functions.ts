@@ -21,7 +21,7 @@ import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { round, runLoad, type LoadResult } from './load.js';
 import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_ROOT_DIR, BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
@@ -63,7 +63,7 @@ async function startBasalt(settings: Settings): Promise<Target> {
     name: 'basalt',
     command: process.execPath,
     args: BASALT_SERVER_ARGS,
-    cwd: ROOT_DIR,
+    cwd: BASALT_ROOT_DIR,
     env: childEnv({
       DATABASE_URL: db.url,
       PORT: String(port),

@@ -20,7 +20,7 @@ import { createBenchDatabase } from './database.js';
 import { round } from './load.js';
 import { cpuSecondsOf, freePort, spawnKept } from './process.js';
 import { machine } from './report.js';
-import { ROOT_DIR, type Settings } from './settings.js';
+import { BASALT_ROOT_DIR, ROOT_DIR, type Settings } from './settings.js';
 import { childEnv } from './targets.js';
 
 /** The goals of the issue: the server process, everything `npm start` leaves running, CPU at rest. */
@@ -161,7 +161,7 @@ export async function measureIdle(settings: Settings): Promise<string> {
     // As a user runs it: no NODE_ENV of the harness's choosing.
     delete env.NODE_ENV;
     log(`idle: npm start on ${db.name}; ${settleSeconds} s to settle, then ${seconds} s measured`);
-    server = await npmStart(ROOT_DIR, env, 120_000);
+    server = await npmStart(BASALT_ROOT_DIR, env, 120_000);
     const rootPid = server.child.pid ?? 0;
     await sleep(settleSeconds * 1000);
 

@@ -1,10 +1,19 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** bench/ — this package's own folder, with its own node_modules. */
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-/** The repository root: the Basalt server is started from here, as `npm start` would. */
+/** The repository root: the harness's own checkout. */
 export const ROOT_DIR = path.resolve(BENCH_DIR, '..');
+/**
+ * The checkout the Basalt under test is started from, as `npm start` would: this one, or
+ * BENCH_BASALT_ROOT (another checkout, built with `npm run build`), so that two versions of
+ * Basalt are measured by the same harness (bench/compare.ts).
+ */
+export const BASALT_ROOT_DIR = process.env.BENCH_BASALT_ROOT?.trim()
+  ? path.resolve(process.env.BENCH_BASALT_ROOT.trim())
+  : ROOT_DIR;
 
 /**
  * The Node flags Basalt starts with (package.json `start`, the Dockerfile's CMD; see
@@ -21,7 +30,10 @@ export const NODE_HEAP_FLOOR = ['--max-semi-space-size=2', '--initial-old-space-
  * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags,
  * from ROOT_DIR, on the compiled server (run.ts builds it first when it is stale).
  */
-export const BASALT_SERVER_ARGS = [...NODE_HEAP_FLOOR, 'dist/main.mjs'];
+export const BASALT_SERVER_ARGS = existsSync(path.join(BASALT_ROOT_DIR, 'scripts', 'build.ts'))
+  ? [...NODE_HEAP_FLOOR, 'dist/main.mjs']
+  : // A checkout from before the compiled build (compare.ts's `before`) runs its sources through tsx.
+    [...NODE_HEAP_FLOOR, '--import', 'tsx', 'server/main.ts'];
 
 export type TargetName = 'basalt' | 'parse' | 'raw';
 export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];

@@ -49,7 +49,14 @@ import { createS3Client, S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/
 import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings } from './settings.js';
+import {
+  BASALT_ROOT_DIR,
+  BASALT_SERVER_ARGS,
+  BENCH_DIR,
+  NODE_HEAP_FLOOR,
+  ROOT_DIR,
+  type Settings,
+} from './settings.js';
 import { childEnv } from './targets.js';
 
 const MIB = 2 ** 20;
@@ -278,7 +285,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
       name: 'basalt',
       command: process.execPath,
       args: BASALT_SERVER_ARGS,
-      cwd: ROOT_DIR,
+      cwd: BASALT_ROOT_DIR,
       env: childEnv({
         DATABASE_URL: db.url,
         PORT: String(port),

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import {
+  BASALT_ROOT_DIR,
   BASALT_SERVER_ARGS,
   BENCH_DIR,
   NODE_HEAP_FLOOR,
@@ -82,7 +83,7 @@ export async function startTarget(
         name,
         command: process.execPath,
         args: BASALT_SERVER_ARGS,
-        cwd: ROOT_DIR,
+        cwd: BASALT_ROOT_DIR,
         env,
         url,
         readyPath: '/readyz',
