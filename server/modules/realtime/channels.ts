@@ -173,15 +173,9 @@ export class ChannelHub {
   }
 
   async leave(connection: RealtimeConnection, channel: string): Promise<void> {
-    const members = this.channels.get(channel);
-    const member = members?.get(connection.id);
+    const member = this.removeMember(channel, connection.id);
     this.forget(connection.id, channel);
-    if (members && member) {
-      members.delete(connection.id);
-      if (members.size === 0) {
-        this.channels.delete(channel);
-        this.known.delete(channel);
-      }
+    if (member) {
       this.syncHeartbeat();
       if (member.presenceRef) await this.announceLeaves(await this.repo.deletePresences([member.presenceRef]));
     }
@@ -208,18 +202,24 @@ export class ChannelHub {
     const joined = this.joinedBy.get(connection.id) ?? new Set<string>();
     this.joinedBy.delete(connection.id);
     for (const channel of joined) {
-      const members = this.channels.get(channel);
-      const member = members?.get(connection.id);
-      if (!members || !member) continue;
-      members.delete(connection.id);
-      if (members.size === 0) {
-        this.channels.delete(channel);
-        this.known.delete(channel);
-      }
-      if (member.presenceRef) refs.push(member.presenceRef);
+      const member = this.removeMember(channel, connection.id);
+      if (member?.presenceRef) refs.push(member.presenceRef);
     }
     this.syncHeartbeat();
     if (refs.length > 0) await this.announceLeaves(await this.repo.deletePresences(refs));
+  }
+
+  /** Takes a connection out of a channel (which goes when it was the last member); returns the member it was. */
+  private removeMember(channel: string, connectionId: string): Member | undefined {
+    const members = this.channels.get(channel);
+    const member = members?.get(connectionId);
+    if (!members || !member) return undefined;
+    members.delete(connectionId);
+    if (members.size === 0) {
+      this.channels.delete(channel);
+      this.known.delete(channel);
+    }
+    return member;
   }
 
   private forget(connectionId: string, channel: string): void {

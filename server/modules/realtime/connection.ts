@@ -4,6 +4,7 @@ import type { WebSocket } from 'ws';
 import { isUser, PUBLIC_CALLER, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError, type ErrorCode, type ErrorDetails } from '../../internal/errors.js';
 import { assertUserJson, isStorableString } from '../../internal/user-json.js';
+import { COLLECTION_NAME, DOCUMENT_ID } from '../documents/names.js';
 
 /** Client → server messages, after validation. */
 export type ClientMessage =
@@ -38,8 +39,6 @@ const ALLOWED_FIELDS: Record<ClientMessage['type'], readonly string[]> = {
 };
 
 const SUBSCRIPTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
-const DOC_ID = /^[A-Za-z0-9_-]{1,128}$/;
-const COLLECTION = /^[a-z][a-z0-9_]{0,62}$/;
 
 /**
  * A client message refused before it was handled, with what it concerned (its subscription
@@ -133,12 +132,12 @@ export function parseClientMessage(text: string): ClientMessage {
       if (typeof raw.id !== 'string' || !SUBSCRIPTION_ID.test(raw.id)) {
         throw invalid('"id" must be 1 to 128 characters of [A-Za-z0-9_.:-].');
       }
-      if (typeof raw.collection !== 'string' || !COLLECTION.test(raw.collection)) {
+      if (typeof raw.collection !== 'string' || !COLLECTION_NAME.test(raw.collection)) {
         throw invalid('"collection" is not a valid collection name.', raw.id);
       }
       const message: ClientMessage = { type, id: raw.id, collection: raw.collection };
       if (raw.doc_id !== undefined) {
-        if (typeof raw.doc_id !== 'string' || !DOC_ID.test(raw.doc_id)) {
+        if (typeof raw.doc_id !== 'string' || !DOCUMENT_ID.test(raw.doc_id)) {
           throw invalid('"doc_id" is not a valid document id.', raw.id);
         }
         message.doc_id = raw.doc_id;

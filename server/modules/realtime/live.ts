@@ -3,7 +3,7 @@ import type { DocumentService } from '../documents/service.js';
 import { DATA_SCHEMA } from '../documents/sql.js';
 import { parseCursor, type ChangeFeed } from '../../internal/changes/feed.js';
 import { ruleCallerKey } from './rule-key.js';
-import type { LiveDocuments } from './subscriptions.js';
+import type { LiveDocuments } from './live-sources.js';
 import type { Document } from '../documents/query.js';
 
 /**

@@ -16,12 +16,8 @@ import {
   type ClientMessage,
 } from './connection.js';
 import { NotificationListener, RealtimeRepository } from './repository.js';
-import {
-  SubscriptionManager,
-  type ChangeFeedLike,
-  type LiveDocuments,
-  type LiveSubscriptionInfo,
-} from './subscriptions.js';
+import type { ChangeFeedLike, LiveDocuments } from './live-sources.js';
+import { SubscriptionManager, type LiveSubscriptionInfo } from './subscription-manager.js';
 import type { Database } from '../../internal/db.js';
 import type { Platform } from '../../internal/platform.js';
 import type { DocumentService } from '../documents/service.js';

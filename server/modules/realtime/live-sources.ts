@@ -1,0 +1,41 @@
+import type { Caller } from '../../internal/caller.js';
+import type { Change, ChangeInterest, TableFilter } from '../../internal/changes/feed.js';
+import type { Document } from '../documents/query.js';
+
+/** One row change as the change feed hands it out: the parts of a log change live queries read. */
+export type FeedChange = Pick<Change, 'id' | 'tick' | 'schema' | 'table' | 'op' | 'rowId' | 'oldRow' | 'newRow'>;
+
+export interface FeedBatch {
+  fromCursor: string;
+  cursor: string;
+  changes: FeedChange[];
+}
+
+/** What realtime needs of the change feed (server/internal/changes). */
+export interface ChangeFeedLike {
+  currentCursor(): string;
+  /** `interest` names the tables (`schema.table`) whose changes this listener needs. */
+  subscribe(listener: (batch: FeedBatch) => void, interest?: ChangeInterest): () => void;
+  readSince(cursor: string, options: { tables?: TableFilter[]; limit?: number }): Promise<FeedBatch>;
+}
+
+/** What realtime needs of the documents module: reads with the caller's rules, and the rules in process. */
+export interface LiveDocuments {
+  /** The table of a collection, to match change-feed rows; NOT_FOUND when it does not exist. */
+  tableOf(collection: string): Promise<{ schema: string; table: string }>;
+  /** The query's result as `caller` may see it (read rule applied in SQL). */
+  query(caller: Caller, collection: string, query: LiveQueryInput): Promise<Document[]>;
+  /** The document if it exists and `caller` may read it. */
+  get(caller: Caller, collection: string, id: string): Promise<Document | null>;
+  /** The read rule as an in-process predicate for `caller`, evaluated on each event. */
+  reader(caller: Caller, collection: string): Promise<(doc: Document) => boolean>;
+  /** A tick at or after every transaction committed so far (forces one if needed). */
+  markTick(): Promise<number>;
+}
+
+/** A live query as the client sent it: `where`, `order_by`, `limit` of the query API. */
+export interface LiveQueryInput {
+  where?: unknown;
+  order_by?: unknown;
+  limit: number;
+}

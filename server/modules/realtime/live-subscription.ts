@@ -1,0 +1,428 @@
+import type { Caller } from '../../internal/caller.js';
+import { formatCursor } from '../../internal/changes/cursor.js';
+import { isAppError, isUnavailableError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import { compareDocuments, deepEqual, matchesQuery, type Document, type ParsedQuery } from '../documents/query.js';
+import {
+  changeFrame,
+  newDocument,
+  rowToDocument,
+  stableVerdicts,
+  type ChangeKind,
+  type ReadRule,
+} from './change-frames.js';
+import { CLOSE_TRY_AGAIN_LATER, type RealtimeConnection } from './connection.js';
+import type { RoutedChange } from './live-cursor.js';
+import type { FeedChange, LiveDocuments } from './live-sources.js';
+
+/** What every live query of an instance shares: the documents module, the log, and the feed's progress. */
+export interface SubscriptionContext {
+  documents: LiveDocuments;
+  log: Logger;
+  /** Resolves once the change feed has handed every change up to `tick` to the subscriptions. */
+  waitForTick(tick: number): Promise<void>;
+}
+
+/** A subscription's result set read at one exact log position (see Subscription.exactSnapshot). */
+export interface ExactSnapshot {
+  tick: number;
+  candidates: Map<string, Document>;
+  /** The window at `tick` is fully known. */
+  complete: boolean;
+  /** The page read was full: documents exist beyond it. */
+  full: boolean;
+  /** How many documents beyond the window the page held. */
+  room: number;
+  upto: RoutedChange[];
+  /** The subscriber's read rule the overlay was checked with; frames made from the result use it too. */
+  readable: ReadRule;
+}
+
+/** Which copy of a document is newer: creation time first (a deleted and re-created id starts at version 1). */
+function compareStamps(a: Document, b: Document): number {
+  if (a.created_at !== b.created_at) return a.created_at < b.created_at ? -1 : 1;
+  return a.version - b.version;
+}
+
+function sameDocument(a: Document, b: Document): boolean {
+  return (
+    a.version === b.version &&
+    a.owner === b.owner &&
+    a.updated_at === b.updated_at &&
+    a.created_at === b.created_at &&
+    deepEqual(a.data, b.data)
+  );
+}
+
+/** The result set of a subscription: a document by id, or a query window (order_by + limit). */
+export class View {
+  readonly compare: (a: Document, b: Document) => number;
+
+  constructor(
+    readonly collection: string,
+    readonly docId: string | null,
+    readonly query: ParsedQuery,
+    readonly input: { where?: unknown; order_by?: unknown },
+  ) {
+    this.compare = compareDocuments(query);
+  }
+
+  get limit(): number {
+    return this.docId !== null ? 1 : this.query.limit;
+  }
+
+  matches(doc: Document): boolean {
+    return this.docId !== null ? doc.id === this.docId : matchesQuery(this.query, doc);
+  }
+
+  /** The first `limit` qualifying documents of `candidates`, in order. */
+  top(candidates: Iterable<Document>, readable: (doc: Document) => boolean): Document[] {
+    return [...candidates]
+      .filter((doc) => this.matches(doc) && readable(doc))
+      .sort(this.compare)
+      .slice(0, this.limit);
+  }
+}
+
+const READER_TTL_MS = 5_000;
+
+/** One live query of one connection. Events are handled one at a time, in commit order. */
+export class Subscription {
+  /** The client's copy: exactly what it has been told, by id. */
+  window = new Map<string, Document>();
+  /** Events that arrive while the snapshot is being taken. */
+  buffer: RoutedChange[] | null = [];
+  closed = false;
+  private queue: Promise<void> = Promise.resolve();
+  /** Work queued or running; while there is none, events are applied at once (deliver's fast path). */
+  private pending = 0;
+  private reader: ((doc: Document) => boolean) | null = null;
+  private readerAt = 0;
+  private lastCursor = '';
+
+  constructor(
+    readonly id: string,
+    readonly connection: RealtimeConnection,
+    readonly view: View,
+    readonly table: { schema: string; table: string },
+    private readonly context: SubscriptionContext,
+  ) {}
+
+  get caller(): Caller {
+    return this.connection.caller;
+  }
+
+  async readable(): Promise<(doc: Document) => boolean> {
+    if (!this.reader || Date.now() - this.readerAt > READER_TTL_MS) {
+      this.reader = await this.context.documents.reader(this.caller, this.view.collection);
+      this.readerAt = Date.now();
+    }
+    return this.reader;
+  }
+
+  /** The caller changed (new token): rules must be re-read. */
+  invalidateReader(): void {
+    this.reader = null;
+    this.readerGeneration++;
+  }
+
+  /** Bumped when the caller changes, so a refresh begun before does not install the old caller's rules. */
+  private readerGeneration = 0;
+  private refreshing = false;
+
+  /**
+   * Re-reads the rules in the background once the reader is half its age limit old, so a
+   * subscription that keeps receiving events finds fresh rules at hand and never waits
+   * for them on the fast path.
+   */
+  private refreshReader(): void {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    const generation = this.readerGeneration;
+    this.context.documents
+      .reader(this.caller, this.view.collection)
+      .then((reader) => {
+        if (generation !== this.readerGeneration || this.closed) return;
+        this.reader = reader;
+        this.readerAt = Date.now();
+      })
+      .catch(() => undefined) // the next event re-reads them on the queued path, which reports failures
+      .finally(() => {
+        this.refreshing = false;
+      });
+  }
+
+  enqueue(work: () => Promise<void>): void {
+    this.pending++;
+    this.queue = this.queue.then(async () => {
+      try {
+        if (this.closed) return;
+        await work();
+      } catch (error) {
+        this.fail(error);
+      } finally {
+        this.pending--;
+      }
+    });
+  }
+
+  /**
+   * Takes the changes of one feed batch. The fast path: with nothing queued before them and
+   * the rules at hand, they are applied here and now (no promise per subscriber and event,
+   * and the frames go out while the manager holds the sockets corked); otherwise they wait
+   * their turn in the queue.
+   */
+  deliver(routed: RoutedChange[]): void {
+    if (this.closed) return;
+    if (this.buffer) {
+      this.buffer.push(...routed);
+      return;
+    }
+    const age = Date.now() - this.readerAt;
+    const reader = this.pending === 0 && this.reader && age <= READER_TTL_MS ? this.reader : null;
+    if (reader && age > READER_TTL_MS / 2) this.refreshReader();
+    if (!reader) {
+      this.enqueue(() => this.apply(routed));
+      return;
+    }
+    try {
+      if (this.applyWith(routed, reader)) this.enqueue(() => this.resync());
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  fail(error: unknown): void {
+    if (this.closed) return;
+    if (isUnavailableError(error)) {
+      // Postgres went away while the subscription was being read (a snapshot, a re-read):
+      // close the socket rather than end the subscription; the client resumes from its cursor.
+      this.context.log.warn(
+        { reason: error instanceof Error ? error.message : String(error) },
+        'realtime subscription interrupted',
+      );
+      this.onFailed?.(this);
+      this.connection.close(CLOSE_TRY_AGAIN_LATER, 'service unavailable; reconnect and resume');
+      return;
+    }
+    if (!isAppError(error) || error.status >= 500)
+      this.context.log.error({ err: error }, 'realtime subscription failed');
+    this.connection.sendError(error, { id: this.id });
+    this.onFailed?.(this);
+  }
+
+  onFailed: ((subscription: Subscription) => void) | null = null;
+
+  /** Sends one `change` frame; the only way a change reaches the subscriber (see changeFrame). */
+  sendChange(kind: ChangeKind, doc: Document, cursor: string, readable: ReadRule): void {
+    this.connection.sendText(changeFrame(this.id, kind, doc, cursor, readable));
+  }
+
+  private worst(excluding?: string): Document | null {
+    let worst: Document | null = null;
+    for (const doc of this.window.values()) {
+      if (doc.id === excluding) continue;
+      if (worst === null || this.view.compare(doc, worst) > 0) worst = doc;
+    }
+    return worst;
+  }
+
+  /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
+  async apply(routed: RoutedChange[]): Promise<void> {
+    if (this.applyWith(routed, await this.readable())) await this.resync();
+  }
+
+  /**
+   * Applies the changes with `readable` as the read rule, synchronously. When the window
+   * must be re-read at an exact position, stops there: the changes after it are held in
+   * the buffer, and true is returned for the caller to resync.
+   */
+  private applyWith(routed: RoutedChange[], rule: ReadRule): boolean {
+    const readable = stableVerdicts(rule);
+    for (let i = 0; i < routed.length; i++) {
+      const { change, cursor } = routed[i] as RoutedChange;
+      this.lastCursor = cursor;
+      const doc = newDocument(change, this.view.collection);
+      const known = this.window.get(change.rowId);
+      const qualifies = doc !== null && this.view.matches(doc) && readable(doc);
+      const limit = this.view.limit;
+      if (doc && known) {
+        // A window refill may already have shown a newer copy than this event carries.
+        const order = compareStamps(doc, known);
+        if (order < 0 || (order === 0 && sameDocument(doc, known))) continue;
+      }
+      if (qualifies && doc) {
+        if (known) {
+          const worstOther = this.worst(doc.id);
+          this.window.set(doc.id, doc);
+          this.sendChange('modified', doc, cursor, readable);
+          // It moved towards the end of a full window: a document outside may now come first.
+          if (this.window.size >= limit && worstOther && this.view.compare(doc, worstOther) > 0) {
+            return this.holdAfter(routed, i);
+          }
+        } else if (this.window.size < limit) {
+          this.window.set(doc.id, doc);
+          this.sendChange('added', doc, cursor, readable);
+        } else {
+          const worst = this.worst();
+          if (worst && this.view.compare(doc, worst) < 0) {
+            this.window.delete(worst.id);
+            this.sendChange('removed', worst, cursor, readable);
+            this.window.set(doc.id, doc);
+            this.sendChange('added', doc, cursor, readable);
+          }
+        }
+      } else if (known) {
+        const wasFull = this.window.size >= limit;
+        this.window.delete(known.id);
+        // The copy the subscriber holds, not the row that made it leave (which it may not read).
+        this.sendChange('removed', known, cursor, readable);
+        if (wasFull) return this.holdAfter(routed, i);
+      }
+    }
+    return false;
+  }
+
+  /** Holds back the changes after `routed[i]` while the window is re-read; true, to say it must be. */
+  private holdAfter(routed: RoutedChange[], i: number): true {
+    this.buffer = [...routed.slice(i + 1), ...(this.buffer ?? [])];
+    return true;
+  }
+
+  /**
+   * Sends what turns the client's copy into `next` (a window read afresh), all at `cursor`.
+   * Documents of `next` that `rule` rejects are left out: the window was read with the
+   * caller the subscription had when the read began, and the socket may speak for another
+   * one by now.
+   */
+  sendDiff(next: Document[], cursor: string, rule: ReadRule): void {
+    const readable = stableVerdicts(rule);
+    const visible = next.filter(readable);
+    const nextIds = new Set(visible.map((doc) => doc.id));
+    for (const doc of [...this.window.values()]) {
+      if (!nextIds.has(doc.id)) {
+        this.window.delete(doc.id);
+        this.sendChange('removed', doc, cursor, readable);
+      }
+    }
+    for (const doc of visible) {
+      const known = this.window.get(doc.id);
+      if (!known) {
+        this.window.set(doc.id, doc);
+        this.sendChange('added', doc, cursor, readable);
+      } else if (compareStamps(doc, known) > 0 || !sameDocument(doc, known)) {
+        this.window.set(doc.id, doc);
+        this.sendChange('modified', doc, cursor, readable);
+      }
+    }
+    this.lastCursor = cursor;
+  }
+
+  /** Re-runs the query and sends the difference (fallback when no exact position can be had). */
+  async refill(cursor: string): Promise<void> {
+    const docs = await this.snapshot(this.view.limit);
+    this.sendDiff(docs, cursor, await this.readable());
+  }
+
+  /** Re-evaluates the window after the caller changed, so documents the new caller may not read go away. */
+  async recheck(): Promise<void> {
+    this.invalidateReader();
+    if (!this.lastCursor) return;
+    this.buffer ??= [];
+    await this.resync();
+  }
+
+  setLastCursor(cursor: string): void {
+    this.lastCursor = cursor;
+  }
+
+  async snapshot(limit: number): Promise<Document[]> {
+    if (this.view.docId !== null) {
+      const doc = await this.context.documents.get(this.caller, this.view.collection, this.view.docId);
+      return doc ? [doc] : [];
+    }
+    return this.context.documents.query(this.caller, this.view.collection, { ...this.view.input, limit });
+  }
+
+  /**
+   * Reads the result set at one exact log position: run the query, then mark a tick that
+   * covers it, wait until the feed has delivered that tick, and overlay every buffered
+   * change up to it (the last change of a document wins). The result is the state at
+   * that tick, so `subscribed` carries a cursor that means exactly what it says.
+   */
+  async exactSnapshot(extra: number): Promise<ExactSnapshot> {
+    const limit = Math.min(this.view.limit + extra, 1000);
+    const docs = await this.snapshot(limit);
+    const tick = await this.context.documents.markTick();
+    await this.context.waitForTick(tick);
+    const buffer = this.buffer ?? [];
+    const upto = buffer.filter((routed) => routed.change.tick <= tick);
+    this.buffer = buffer.filter((routed) => routed.change.tick > tick);
+    const readable = await this.readable();
+    const candidates = new Map(docs.map((doc) => [doc.id, doc]));
+    const last = new Map<string, FeedChange>();
+    for (const { change } of upto) last.set(change.rowId, change);
+    for (const [id, change] of last) {
+      const doc = change.newRow ? rowToDocument(this.view.collection, change.newRow) : null;
+      if (doc && this.view.matches(doc) && readable(doc)) candidates.set(id, doc);
+      else candidates.delete(id);
+    }
+    // Documents beyond a full page were not read; they are safe to ignore only while the
+    // overlaid window still ends before the page's last document.
+    const full = docs.length >= limit;
+    let complete = !full;
+    if (full) {
+      const pageEnd = docs[docs.length - 1] as Document;
+      const top = this.view.top(candidates.values(), () => true);
+      const end = top[this.view.limit - 1];
+      complete = end !== undefined && this.view.compare(end, pageEnd) <= 0;
+    }
+    return { tick, candidates, complete, full, room: limit - this.view.limit, upto, readable };
+  }
+
+  /**
+   * An exact snapshot of the window, read again (twice at most) while the window is not
+   * fully known; the changes a discarded read overlaid go back to the buffer for the next.
+   */
+  private async windowSnapshot(): Promise<ExactSnapshot> {
+    let result = await this.exactSnapshot(0);
+    for (let attempt = 0; !result.complete && attempt < 2; attempt++) {
+      this.buffer = [...result.upto, ...(this.buffer ?? [])];
+      result = await this.exactSnapshot(0);
+    }
+    return result;
+  }
+
+  /** Sends the whole window (`subscribed`, or `reset` when the client must start over), then goes live. */
+  async start(frame: 'subscribed' | 'reset'): Promise<void> {
+    const result = await this.windowSnapshot();
+    // The query applied the rule in SQL as the caller of that moment; the socket may have
+    // changed identity since, so the documents sent are those its rule accepts now.
+    const docs = this.view.top(result.candidates.values(), stableVerdicts(result.readable));
+    this.window = new Map(docs.map((doc) => [doc.id, doc]));
+    const cursor = formatCursor(result.tick);
+    this.setLastCursor(cursor);
+    this.connection.send({ type: frame, id: this.id, docs, cursor });
+    if (!result.complete) await this.refill(cursor);
+    this.goLive();
+  }
+
+  /**
+   * The live window needs re-reading: read it at an exact tick and send the difference with
+   * that tick's cursor; the events held back meanwhile follow as usual.
+   */
+  private async resync(): Promise<void> {
+    const result = await this.windowSnapshot();
+    const cursor = formatCursor(result.tick);
+    this.sendDiff(this.view.top(result.candidates.values(), result.readable), cursor, result.readable);
+    if (!result.complete) await this.refill(cursor);
+    this.goLive();
+  }
+
+  /** Ends buffering: the events held while the window was read are applied, then events flow straight in. */
+  goLive(): void {
+    const pending = this.buffer ?? [];
+    this.buffer = null;
+    if (pending.length > 0) this.enqueue(() => this.apply(pending));
+  }
+}

@@ -1,0 +1,229 @@
+import { parseCursor } from '../../internal/changes/cursor.js';
+import { AppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import { parseQuery } from '../documents/query.js';
+import { beginSharedFrames, endSharedFrames } from './change-frames.js';
+import type { RealtimeConnection } from './connection.js';
+import { parsePosition, routeChanges, safeTick } from './live-cursor.js';
+import { resumeSubscription } from './live-resume.js';
+import type { ChangeFeedLike, FeedBatch, FeedChange, LiveDocuments } from './live-sources.js';
+import { Subscription, View, type SubscriptionContext } from './live-subscription.js';
+
+/** One live query in the admin listing of connections. */
+export interface LiveSubscriptionInfo {
+  id: string;
+  collection: string;
+  doc_id: string | null;
+  where: unknown;
+  order_by: unknown;
+  limit: number;
+  /** Documents currently in the subscriber's result set. */
+  documents: number;
+}
+
+/**
+ * Live queries of every connection of this instance. One listener on the change feed
+ * routes each change to the subscriptions of its table; each subscription turns it into
+ * `change` frames with its subscriber's rules.
+ */
+export class SubscriptionManager {
+  private readonly byTable = new Map<string, Set<Subscription>>();
+  private readonly byConnection = new Map<string, Map<string, Subscription>>();
+  private lastTick: number;
+  private lastCursor: string | null = null;
+  private tickWaiters: Array<{ tick: number; resolve: () => void }> = [];
+  private readonly stopFeed: () => void;
+  private readonly context: SubscriptionContext;
+
+  constructor(
+    private readonly feed: ChangeFeedLike,
+    private readonly documents: LiveDocuments,
+    log: Logger,
+    private readonly maxPerConnection: number,
+  ) {
+    this.context = { documents, log, waitForTick: (tick) => this.waitForTick(tick) };
+    this.lastTick = parseCursor(feed.currentCursor());
+    // Only the tables that have live queries: writes elsewhere are never read from the log.
+    this.stopFeed = feed.subscribe(
+      (batch) => this.onBatch(batch),
+      () => this.byTable.keys(),
+    );
+  }
+
+  stop(): void {
+    this.stopFeed();
+    for (const waiter of this.tickWaiters) waiter.resolve();
+    this.tickWaiters = [];
+  }
+
+  get count(): number {
+    let count = 0;
+    for (const subs of this.byConnection.values()) count += subs.size;
+    return count;
+  }
+
+  /** The live queries one connection holds, as the client asked for them (admin listing). */
+  describe(connectionId: string): LiveSubscriptionInfo[] {
+    return [...(this.byConnection.get(connectionId)?.values() ?? [])].map((subscription) => ({
+      id: subscription.id,
+      collection: subscription.view.collection,
+      doc_id: subscription.view.docId,
+      where: subscription.view.input.where ?? null,
+      order_by: subscription.view.input.order_by ?? null,
+      limit: subscription.view.query.limit,
+      documents: subscription.window.size,
+    }));
+  }
+
+  private onBatch(batch: FeedBatch): void {
+    // The feed skipped changes (this instance fell behind past the retention): every
+    // subscription starts over with a `reset` rather than miss them silently.
+    const gap = this.lastCursor !== null && safeTick(batch.fromCursor) > safeTick(this.lastCursor);
+    this.lastCursor = batch.cursor;
+    if (gap) this.restartAll();
+    const groups = new Map<string, FeedChange[]>();
+    for (const change of batch.changes) {
+      const key = `${change.schema}.${change.table}`;
+      if (!this.byTable.has(key)) continue;
+      const list = groups.get(key) ?? [];
+      list.push(change);
+      groups.set(key, list);
+    }
+    const corked = new Set<RealtimeConnection>();
+    // Corking pays when a socket gets several frames; a lone change goes out socket by socket
+    // at once rather than after the whole fan-out.
+    const cork = batch.changes.length > 1;
+    beginSharedFrames();
+    try {
+      for (const [key, changes] of groups) {
+        const routed = routeChanges(changes, 0, 0);
+        for (const subscription of this.byTable.get(key) ?? []) {
+          if (cork && !corked.has(subscription.connection)) {
+            corked.add(subscription.connection);
+            subscription.connection.cork();
+          }
+          subscription.deliver(routed);
+        }
+      }
+    } finally {
+      endSharedFrames();
+      for (const connection of corked) connection.uncork();
+    }
+    const tick = parseCursor(batch.cursor);
+    if (tick > this.lastTick) this.lastTick = tick;
+    this.releaseWaiters();
+  }
+
+  private restartAll(): void {
+    for (const subs of this.byConnection.values()) {
+      for (const subscription of subs.values()) {
+        if (subscription.buffer) continue; // still starting: its snapshot is read after this point anyway
+        subscription.buffer = [];
+        subscription.enqueue(() => subscription.start('reset'));
+      }
+    }
+  }
+
+  private releaseWaiters(): void {
+    const current = Math.max(this.lastTick, safeTick(this.feed.currentCursor()));
+    this.lastTick = current;
+    const ready = this.tickWaiters.filter((waiter) => waiter.tick <= current);
+    this.tickWaiters = this.tickWaiters.filter((waiter) => waiter.tick > current);
+    for (const waiter of ready) waiter.resolve();
+  }
+
+  /** Resolves once the feed has handed every change up to `tick` to the listeners. */
+  private async waitForTick(tick: number, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      this.releaseWaiters();
+      if (this.lastTick >= tick) return;
+      if (Date.now() > deadline)
+        throw new AppError('UNAVAILABLE', 'The change feed is behind; retry the subscription.');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 100);
+        this.tickWaiters.push({
+          tick,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+    }
+  }
+
+  async subscribe(
+    connection: RealtimeConnection,
+    message: { id: string; collection: string; doc_id?: string; query?: Record<string, unknown>; resume_from?: string },
+  ): Promise<void> {
+    const subs = this.byConnection.get(connection.id) ?? new Map<string, Subscription>();
+    if (subs.has(message.id)) {
+      throw new AppError('ALREADY_EXISTS', `Subscription "${message.id}" already exists on this connection.`);
+    }
+    if (subs.size >= this.maxPerConnection) {
+      throw new AppError('INVALID_REQUEST', `A connection may hold at most ${this.maxPerConnection} subscriptions.`, {
+        details: { limit: this.maxPerConnection },
+      });
+    }
+    if (message.query && 'after' in message.query) {
+      throw new AppError('INVALID_REQUEST', 'A live query cannot start "after" a cursor; use "limit" and "order_by".');
+    }
+    const query = parseQuery(message.query ?? {});
+    const position = message.resume_from !== undefined ? parsePosition(message.resume_from) : null;
+    const table = await this.documents.tableOf(message.collection);
+    const input = message.query ?? {};
+    const view = new View(message.collection, message.doc_id ?? null, query, {
+      ...(input.where !== undefined ? { where: input.where } : {}),
+      ...(input.order_by !== undefined ? { order_by: input.order_by } : {}),
+    });
+    const subscription = new Subscription(message.id, connection, view, table, this.context);
+    subscription.onFailed = (failed) => this.remove(failed);
+
+    // Registered before the snapshot is read, so no change can fall between the two.
+    subs.set(message.id, subscription);
+    this.byConnection.set(connection.id, subs);
+    const key = `${table.schema}.${table.table}`;
+    const set = this.byTable.get(key) ?? new Set<Subscription>();
+    set.add(subscription);
+    this.byTable.set(key, set);
+
+    subscription.enqueue(async () => {
+      if (position) await resumeSubscription(subscription, position, this.feed);
+      else await subscription.start('subscribed');
+    });
+  }
+
+  unsubscribe(connection: RealtimeConnection, id: string): boolean {
+    const subscription = this.byConnection.get(connection.id)?.get(id);
+    if (!subscription) return false;
+    this.remove(subscription);
+    return true;
+  }
+
+  /** Drops every subscription of a connection (it closed, or its token expired). */
+  dropAll(connection: RealtimeConnection): Subscription[] {
+    const subs = [...(this.byConnection.get(connection.id)?.values() ?? [])];
+    for (const subscription of subs) this.remove(subscription);
+    return subs;
+  }
+
+  /** The connection's caller changed: re-read rules and drop what the new caller may not see. */
+  callerChanged(connection: RealtimeConnection): void {
+    for (const subscription of this.byConnection.get(connection.id)?.values() ?? []) {
+      subscription.invalidateReader();
+      subscription.enqueue(() => subscription.recheck());
+    }
+  }
+
+  private remove(subscription: Subscription): void {
+    subscription.closed = true;
+    const subs = this.byConnection.get(subscription.connection.id);
+    subs?.delete(subscription.id);
+    if (subs && subs.size === 0) this.byConnection.delete(subscription.connection.id);
+    const key = `${subscription.table.schema}.${subscription.table.table}`;
+    const set = this.byTable.get(key);
+    set?.delete(subscription);
+    if (set && set.size === 0) this.byTable.delete(key);
+  }
+}
