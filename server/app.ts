@@ -230,7 +230,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     for (const module of running) await module.start();
   });
   app.addHook('onClose', async () => {
-    for (const module of [...running].reverse()) {
+    for (const module of running.toReversed()) {
       await module.stop().catch((error: unknown) => log.error({ err: error }, 'error while closing'));
     }
     if (ownsDatabase) await db.close();
