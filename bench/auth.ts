@@ -102,25 +102,27 @@ async function timeCalls(iterations: number, verify: () => Promise<unknown>) {
 }
 
 /**
- * The in-process cost of verifying an access token: the verifier the auth module installs on
- * the platform (what every request with a bearer token runs), called back to back on one token.
- * Built from the same configuration and database as the running server, so keys and issuer match.
+ * The in-process cost of verifying an access token: the auth module's verifier (what every
+ * request with a bearer token runs), called back to back on one token. Built from the same
+ * configuration and database as the running server, so keys and issuer match; only the auth
+ * module starts.
  */
 async function verifyCost(target: RunningTarget, token: string, iterations: number) {
   const { buildApp } = await import('../server/app.js');
   const { loadConfig } = await import('../server/config.js');
   const { createLogger } = await import('../server/internal/log.js');
+  const { buildAuthModule } = await import('../server/modules/auth/module.js');
   const config = loadConfig({ ...target.env, BASALT_ROLES: 'api', LOG_LEVEL: 'silent' });
   const app = await buildApp(
     { ...config, databaseUrl: config.databaseUrl ?? '', serviceKey: target.serviceKey ?? '' },
     { logger: createLogger('silent', { pretty: false }) },
   );
+  const auth = buildAuthModule(app.platform);
   try {
-    await app.ready();
-    const verifier = app.platform.tokenVerifier;
-    if (!verifier) throw new Error('the auth module installed no token verifier');
-    return await timeCalls(iterations, () => verifier.verify(token));
+    await auth.start();
+    return await timeCalls(iterations, () => auth.verifier.verify(token));
   } finally {
+    await auth.stop();
     await app.close();
   }
 }

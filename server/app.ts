@@ -1,5 +1,10 @@
 import path from 'node:path';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  type FastifyReply,
+} from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
@@ -12,21 +17,16 @@ import { registerRequestContext, requestIdFrom } from './internal/http/request-c
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
 import { createLogger, requestLogger, type Logger } from './internal/log.js';
 import { Metrics } from './internal/metrics.js';
+import type { Lifecycle } from './internal/module.js';
 import { ROOT_DIR } from './internal/paths.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
-import { createAuthModule } from './modules/auth/module.js';
-import { authRoutes } from './modules/auth/routes.js';
-import { oauthRoutes } from './modules/auth/oauth/routes.js';
-import { createDocumentsModule } from './modules/documents/index.js';
-import { collectionAdminRoutes, documentRoutes } from './modules/documents/routes.js';
-import { opsRoutes } from './modules/ops/routes.js';
+import { buildAuthModule } from './modules/auth/module.js';
 import { dashboardRoutes } from './modules/dashboard/routes.js';
-import { createFunctionsModule } from './modules/functions/module.js';
-import { functionRoutes } from './modules/functions/routes.js';
-import { realtimeRoutes } from './modules/realtime/routes.js';
-import { createStorageModule } from './modules/storage/module.js';
-import { registerStorageRoutes } from './modules/storage/routes.js';
-import { createRealtimeService } from './modules/realtime/service.js';
+import { buildDocumentsModule } from './modules/documents/module.js';
+import { buildFunctionsModule } from './modules/functions/module.js';
+import { opsRoutes } from './modules/ops/routes.js';
+import { buildRealtimeModule } from './modules/realtime/module.js';
+import { buildStorageModule } from './modules/storage/module.js';
 
 export type { RuntimeConfig };
 
@@ -82,6 +82,21 @@ async function registerApiDocs(app: FastifyInstance): Promise<void> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 }
 
+/** The change feed reads the change log; a write through this instance's pool wakes it at once. */
+function changeFeedLifecycle(db: Database, feed: ChangeFeed): Lifecycle {
+  let stopNudging = (): void => undefined;
+  return {
+    async start() {
+      stopNudging = db.onWrite(() => feed.nudge());
+      await feed.start();
+    },
+    async stop() {
+      await feed.stop();
+      stopNudging();
+    },
+  };
+}
+
 export interface BuildOptions {
   logger?: Logger;
   /** A database to share (tests); otherwise one is opened from config.databaseUrl and closed with the app. */
@@ -89,8 +104,9 @@ export interface BuildOptions {
 }
 
 /**
- * Builds the whole server from a resolved configuration: plugins, shared services and
- * every module. Performs no I/O beyond opening the pool; listening is the caller's job.
+ * Builds the whole server from a resolved configuration: the platform, then every module
+ * and its routes. Performs no I/O: modules start when the app is ready (app.ready() or
+ * listen) and stop when it closes. Listening is the caller's job.
  *
  * `config.roles` decides what this process does (docs/deployment.md#roles): `api` serves the
  * HTTP API, websockets, HTTP functions and the dashboard; `worker` dispatches change events
@@ -103,7 +119,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const servesApi = config.roles.api;
   const ownsDatabase = options.database === undefined;
   const db = options.database ?? new Database({ url: config.databaseUrl, max: config.databasePoolMax }, log);
-  const closeTasks: Array<() => Promise<void>> = [];
+  const metrics = new Metrics();
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -126,17 +142,24 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     },
   });
 
-  const platform: Platform = {
-    config,
-    db,
-    log,
-    metrics: new Metrics(),
-    readiness: [{ name: 'postgres', check: () => db.ping() }],
-    tokenVerifier: null,
-    changes: null,
-    onClose: (task) => closeTasks.push(task),
-  };
+  // The platform: what every module is built from. The change feed is this instance's reader
+  // of the change log (docs/changes.md); realtime and functions subscribe to it.
+  const changes = new ChangeFeed(
+    { db, log, metrics, databaseUrl: config.databaseUrl },
+    { retentionMs: config.changeRetentionSeconds * 1000 },
+  );
+  const platform: Platform = { config, db, log, metrics, changes };
   app.decorate('platform', platform);
+
+  // The modules, in dependency order: each takes services from the ones built before it.
+  const auth = buildAuthModule(platform);
+  const documents = buildDocumentsModule(platform);
+  const storage = buildStorageModule(platform);
+  const functions = buildFunctionsModule(platform, { documents: documents.documents, storage: storage.service });
+  // Built only where websockets arrive: API instances.
+  const realtime = servesApi
+    ? buildRealtimeModule(platform, { documents: documents.documents, tokenVerifier: auth.verifier })
+    : null;
 
   registerErrorHandling(app);
   registerJsonBodyParser(app);
@@ -171,75 +194,44 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   }
 
-  registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: () => platform.tokenVerifier });
+  registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: auth.verifier });
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    platform.metrics.recordRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+    metrics.recordRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
 
-  // Modules, each built from the platform and registered with its routes. Order
-  // matters only where one module hands a service to another (auth first).
-  // The change feed first: realtime and functions subscribe to it. Its ticker runs in every
-  // instance (one leads); it starts once the app is ready and stops after the modules.
-  const changeFeed = new ChangeFeed(
-    { db, log, metrics: platform.metrics, databaseUrl: config.databaseUrl },
-    { retentionMs: config.changeRetentionSeconds * 1000 },
-  );
-  platform.changes = changeFeed;
-  const stopNudging = db.onWrite(() => changeFeed.nudge());
-  platform.onClose(async () => {
-    stopNudging();
-  });
-  app.addHook('onReady', () => changeFeed.start());
-  platform.onClose(() => changeFeed.stop());
-  // Auth first: it installs the token verifier, and OAuth calls into auth.service.
-  // Tokens are verified (keys loaded, revocations followed) only where requests arrive.
-  const auth = createAuthModule(platform);
-  platform.tokenVerifier = auth.service.verifier;
-  if (servesApi) {
-    app.addHook('onReady', () => auth.start());
-    await app.register(authRoutes, { platform, auth });
-    await app.register(oauthRoutes, { platform, auth: auth.service });
-  }
-  await app.register(opsRoutes, { platform });
-  // The admin dashboard: static files only; it calls the admin API like any other client.
-  if (servesApi) {
-    await app.register(dashboardRoutes, { dir: path.join(ROOT_DIR, 'dashboard', 'dist') });
-  }
-  // Documents after auth (callers resolve to users); realtime and functions use `documents`.
-  const { documents, collections } = await createDocumentsModule(platform);
-  if (servesApi) {
-    await app.register(documentRoutes, { documents });
-    await app.register(collectionAdminRoutes, { collections });
-  }
-  // Storage after auth; its service is what functions' ctx.storage would call.
-  const storage = createStorageModule(platform);
-  if (servesApi) {
-    await registerStorageRoutes(app, {
-      storage: storage.service,
-      sweeper: storage.sweeper,
-      maxFileSize: config.storage.maxFileSize,
-    });
-  }
-  // Functions last: ctx.db and ctx.storage call the services registered above.
-  const functions = createFunctionsModule(platform, { documents, storage: storage.service });
-  await functions.service.load();
-  app.addHook('onReady', () => functions.start());
-  platform.onClose(() => functions.stop());
-  if (servesApi) await app.register(functionRoutes, { module: functions });
-  // Realtime after the change feed and documents: it reads both. Stops before the feed.
-  if (servesApi) {
-    const realtime = createRealtimeService(platform, documents);
-    app.addHook('onReady', () => realtime.start());
-    platform.onClose(() => realtime.stop());
-    await app.register(realtimeRoutes, { realtime });
-  }
+  // Routes only, no service to start: health and metrics, and the admin dashboard (static
+  // files; it calls the admin API like any other client).
+  const ops: FastifyPluginAsync = async (instance) => {
+    const readiness = [{ name: 'postgres', check: () => db.ping() }, storage.readiness];
+    await instance.register(opsRoutes, { platform, readiness, tokenVerifier: auth.verifier });
+  };
+  const dashboard: FastifyPluginAsync = async (instance) => {
+    await instance.register(dashboardRoutes, { dir: path.join(ROOT_DIR, 'dashboard', 'dist') });
+  };
 
+  // The routes this process serves, in this order in /docs: an API instance (the one with
+  // realtime) all of them, a worker only /healthz, /readyz and /metrics (docs/deployment.md#roles).
+  const routes = realtime
+    ? [auth.routes, ops, dashboard, documents.routes, storage.routes, functions.routes, realtime.routes]
+    : [ops];
+  for (const plugin of routes) await app.register(plugin);
+
+  // What this process runs: started in this order once the app is ready, stopped in reverse
+  // when it closes. The change feed first and last: functions and realtime read it. Auth
+  // (signing keys, revocations) and realtime run only where requests arrive.
+  const feed = changeFeedLifecycle(db, changes);
+  const running: Lifecycle[] = realtime
+    ? [feed, auth, documents, storage, functions, realtime]
+    : [feed, documents, storage, functions];
+  app.addHook('onReady', async () => {
+    for (const module of running) await module.start();
+  });
   app.addHook('onClose', async () => {
-    for (const task of closeTasks.reverse()) {
-      await task().catch((error: unknown) => log.error({ err: error }, 'error while closing'));
+    for (const module of running.toReversed()) {
+      await module.stop().catch((error: unknown) => log.error({ err: error }, 'error while closing'));
     }
     if (ownsDatabase) await db.close();
   });

@@ -2,7 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import { SignJWT, importJWK, type JWK } from 'jose';
 import pg from 'pg';
 import { Database } from '../server/internal/db.js';
-import { createAuthModule } from '../server/modules/auth/module.js';
+import { buildAuthModule } from '../server/modules/auth/module.js';
 import { AuthRepository } from '../server/modules/auth/repository.js';
 import { SigningKeys } from '../server/modules/auth/tokens.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -678,12 +678,13 @@ describe('bad input never gets a 500', () => {
 
 describe('signInWithIdentity (the entry point of OAuth)', () => {
   const context = { ip: '127.0.0.1', userAgent: 'test' };
-  let auth: ReturnType<typeof createAuthModule>;
+  let auth: ReturnType<typeof buildAuthModule>;
 
   beforeAll(async () => {
-    auth = createAuthModule(server.app.platform);
+    auth = buildAuthModule(server.app.platform);
     await auth.start();
   });
+  afterAll(() => auth.stop());
 
   it('creates a user, then finds the same user by provider and subject', async () => {
     const email = uniqueEmail('oauth');

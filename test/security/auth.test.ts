@@ -4,7 +4,7 @@
  * SMTP server, so the takeover rows follow the links an address's owner would receive.
  */
 import pg from 'pg';
-import { afterAll, expect } from 'vitest';
+import { afterAll, expect, onTestFinished } from 'vitest';
 import {
   STRONG_PASSWORD,
   decodeJwt,
@@ -16,7 +16,7 @@ import {
   type SessionBody,
   type UserBody,
 } from '../auth-helpers.js';
-import { createAuthModule } from '../../server/modules/auth/module.js';
+import { buildAuthModule } from '../../server/modules/auth/module.js';
 import { createCollection } from '../documents-support.js';
 import { errorCode, request, type TestApp, waitFor } from '../helpers.js';
 import { securitySuite } from './harness.js';
@@ -190,7 +190,8 @@ securitySuite<Fixture>({
         const victim = uniqueEmail('victim');
         const attacker = (await signUpWith(server, victim, ATTACKER_PASSWORD)).body as AuthBody;
         // What the OAuth callback calls once the provider answered (its own flow is in auth-oauth.test.ts).
-        const oauth = createAuthModule(server.app.platform);
+        const oauth = buildAuthModule(server.app.platform);
+        onTestFinished(() => oauth.stop());
         await oauth.start();
         const owner = await oauth.service.signInWithIdentity(
           { provider: 'idp', subject: `owner-${victim}`, email: victim, emailVerified: true },
@@ -213,7 +214,8 @@ securitySuite<Fixture>({
       source: 'issue 15 #3',
       async run(_fixture, server) {
         const victim = uniqueEmail('victim');
-        const oauth = createAuthModule(server.app.platform);
+        const oauth = buildAuthModule(server.app.platform);
+        onTestFinished(() => oauth.stop());
         await oauth.start();
         const identity = { provider: 'lax', subject: `attacker-${victim}`, email: victim, emailVerified: false };
         const context = { ip: '127.0.0.1', userAgent: 'test' };

@@ -28,17 +28,15 @@ export function requestIdFrom(header: string | string[] | undefined): string {
 
 export interface CallerResolver {
   serviceKey: string;
-  /** Installed by the auth module; without it, only the service key is accepted. */
-  tokenVerifier: () => TokenVerifier | null;
+  /** The auth module's: verifies users' access tokens. */
+  tokenVerifier: TokenVerifier;
 }
 
 /** Resolves a bearer token: the service key, a user's access token, or nothing (the public caller). */
 export async function resolveCaller(token: string | null, resolver: CallerResolver): Promise<Caller> {
   if (token === null) return PUBLIC_CALLER;
   if (safeEqual(token, resolver.serviceKey)) return SERVICE_CALLER;
-  const verifier = resolver.tokenVerifier();
-  if (!verifier) throw new AppError('UNAUTHENTICATED', 'The token is not valid.');
-  return verifier.verify(token);
+  return resolver.tokenVerifier.verify(token);
 }
 
 export function bearerToken(request: FastifyRequest): string | null {

@@ -1,18 +1,27 @@
+import type { TokenVerifier } from '../../internal/caller.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
+import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
 import { Mailer } from './mailer.js';
+import { OAuthRepository } from './oauth/repository.js';
+import { oauthRoutes } from './oauth/routes.js';
+import { OAuthService } from './oauth/service.js';
 import { PasswordHasher } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
 import { AuthRepository } from './repository.js';
 import { RevocationCache } from './revocations.js';
+import { authRoutes } from './routes.js';
 import { AuthService } from './service.js';
 import { AccessTokens, SigningKeys } from './tokens.js';
 
-/** The auth module as other parts of the server see it. */
-export interface AuthModule {
+/**
+ * The auth module: sign-up, sessions, email flows, admin users and OAuth. start() loads
+ * signing keys and revocations, then keeps them fresh.
+ */
+export interface AuthModule extends ServerModule {
   service: AuthService;
-  /** Loads signing keys and revocations, then keeps them fresh; called when the app is ready. */
-  start(): Promise<void>;
+  /** Verifies the access tokens of requests and websockets. */
+  verifier: TokenVerifier;
 }
 
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
@@ -24,11 +33,7 @@ const KEY_RELOAD_EVERY_MS = 10_000;
  */
 const KEY_RELOAD_IDLE_MS = 60_000;
 
-/**
- * Builds the auth module from the platform. No I/O here: keys and revocations load in
- * start(), and background timers stop when the app closes.
- */
-export function createAuthModule(platform: Platform): AuthModule {
+export function buildAuthModule(platform: Platform): AuthModule {
   const { config, log } = platform;
   const auth = config.auth;
   const repo = new AuthRepository(platform.db);
@@ -48,6 +53,7 @@ export function createAuthModule(platform: Platform): AuthModule {
   // Until start() reads the issuer stored in the database: this instance's own address.
   const ownIssuer = `${config.publicUrl}/v1/auth`;
   const tokens = new AccessTokens(keys, { issuer: ownIssuer, ttlSeconds: auth.accessTokenTtlSeconds });
+  const limiter = new RateLimiter(repo, auth.rateLimits.windowSeconds);
   const service = new AuthService({
     config: auth,
     publicUrl: config.publicUrl,
@@ -56,12 +62,19 @@ export function createAuthModule(platform: Platform): AuthModule {
     keys,
     tokens,
     revocations,
-    limiter: new RateLimiter(repo, auth.rateLimits.windowSeconds),
+    limiter,
     mailer,
     log,
   });
+  const oauth = new OAuthService({
+    config,
+    repository: new OAuthRepository(platform.db.pool),
+    auth: service,
+    limiter,
+    log,
+  });
 
-  const timers: NodeJS.Timeout[] = [];
+  let sweep: NodeJS.Timeout | null = null;
   const reload = new IdleBackoff({
     minMs: KEY_RELOAD_EVERY_MS,
     maxMs: KEY_RELOAD_IDLE_MS,
@@ -72,17 +85,13 @@ export function createAuthModule(platform: Platform): AuthModule {
     },
     onError: (error) => log.warn({ err: error }, 'could not reload signing keys'),
   });
-  platform.onClose(async () => {
-    reload.stop();
-    for (const timer of timers) clearInterval(timer);
-    await revocations.stop();
-    // Mails decided after their answer was sent are queued before the mailer closes.
-    await service.drain();
-    await mailer.close();
-  });
-
   return {
     service,
+    verifier: service.verifier,
+    routes: async (app) => {
+      await app.register(authRoutes, { service });
+      await app.register(oauthRoutes, { oauth });
+    },
     async start() {
       // Instances of one database accept each other's tokens only if they name the same
       // issuer, and their addresses differ (ports, hosts): the first start stores its own.
@@ -96,13 +105,21 @@ export function createAuthModule(platform: Platform): AuthModule {
       await Promise.all([keys.load(), revocations.poll()]);
       revocations.start();
       reload.start();
-      const sweep = setInterval(() => {
+      sweep = setInterval(() => {
         repo
           .sweep(auth.accessTokenTtlSeconds + 60)
           .catch((error: unknown) => log.warn({ err: error }, 'auth housekeeping failed'));
       }, SWEEP_EVERY_MS);
       sweep.unref();
-      timers.push(sweep);
+    },
+    async stop() {
+      reload.stop();
+      if (sweep) clearInterval(sweep);
+      sweep = null;
+      await revocations.stop();
+      // Mails decided after their answer was sent are queued before the mailer closes.
+      await service.drain();
+      await mailer.close();
     },
   };
 }

@@ -1,9 +1,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import type { Platform } from '../../internal/platform.js';
-import type { AuthModule } from './module.js';
-import type { AdminUserInput, AuthResult, ClientContext, VerifyType } from './service.js';
+import type { AdminUserInput, AuthResult, AuthService, ClientContext, VerifyType } from './service.js';
 
 const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
@@ -47,8 +45,7 @@ function fragment(result: AuthResult, type: string): string {
 }
 
 /** Auth endpoints under /v1/auth, the admin users API, key rotation and the JWKS. */
-export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModule }> = async (app, { auth }) => {
-  const service = auth.service;
+export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (app, { service }) => {
   const tags = ['auth'];
 
   app.post<{ Body: { email: string; password: string; data?: Record<string, unknown>; redirect_to?: string } }>(

@@ -150,7 +150,7 @@ export class AuthService {
     this.background.add(task);
   }
 
-  /** Verifies access tokens for the request context (platform.tokenVerifier). */
+  /** Verifies access tokens for requests and websockets (the auth module hands it out as `verifier`). */
   readonly verifier: TokenVerifier = {
     verify: async (token: string): Promise<UserCaller> => {
       const claims = await this.deps.tokens.verify(token);

@@ -2,6 +2,7 @@ import { existsSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { SERVICE_CALLER } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
+import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
 import { Readable } from 'node:stream';
 import type { DocumentService } from '../documents/service.js';
@@ -9,13 +10,17 @@ import type { StorageService } from '../storage/service.js';
 import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
+import { functionRoutes } from './routes.js';
 import { FunctionsService } from './service.js';
 
-export interface FunctionsModule {
+/**
+ * The functions module: HTTP functions, and the dispatcher that hands change events and
+ * schedules to the job queue. start() loads the functions folder, then starts the
+ * dispatcher (whose workers run only with the `worker` role) and, in development, the
+ * folder watch.
+ */
+export interface FunctionsModule extends ServerModule {
   service: FunctionsService;
-  dispatcher: FunctionDispatcher | null;
-  start(): Promise<void>;
-  stop(): Promise<void>;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
   retry(invocationId: string): Promise<InvocationRecord>;
 }
@@ -118,11 +123,13 @@ function storageRpc(storage: StorageService): RpcHandler {
   };
 }
 
-/** Wires the functions module: repository, loader and worker pool, and the event dispatcher. */
-export function createFunctionsModule(
-  platform: Platform,
-  deps: { documents: DocumentService; storage?: StorageService },
-): FunctionsModule {
+/** ctx.db and ctx.storage call these. */
+export interface FunctionsDeps {
+  documents: DocumentService;
+  storage: StorageService;
+}
+
+export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): FunctionsModule {
   const invocations = new InvocationRepository(platform.db);
   const invocationCount = platform.metrics.counter(
     'basalt_function_invocations_total',
@@ -150,20 +157,15 @@ export function createFunctionsModule(
     platform.log,
   );
   const db = documentsRpc(deps.documents);
-  const storage = deps.storage ? storageRpc(deps.storage) : null;
-  service.useRpc(async (target, method, args) => {
-    if (target === 'db') return db(target, method, args);
-    if (storage) return storage(target, method, args);
-    throw new AppError('UNAVAILABLE', 'ctx.storage is not available in this server.');
-  });
+  const storage = storageRpc(deps.storage);
+  service.useRpc(async (target, method, args) => (target === 'db' ? db : storage)(target, method, args));
   const metrics = dispatcherMetrics(platform.metrics);
+  // A stopped dispatcher does not start again: a reload takes a new one.
   const newDispatcher = () =>
-    platform.changes
-      ? new FunctionDispatcher(service, platform.changes, platform.db, platform.log, metrics, {
-          databaseUrl: platform.config.databaseUrl,
-          runWorkers: platform.config.roles.worker,
-        })
-      : null;
+    new FunctionDispatcher(service, platform.changes, platform.db, platform.log, metrics, {
+      databaseUrl: platform.config.databaseUrl,
+      runWorkers: platform.config.roles.worker,
+    });
   let dispatcher = newDispatcher();
   let watcher: FSWatcher | null = null;
   let reloadTimer: NodeJS.Timeout | null = null;
@@ -173,23 +175,36 @@ export function createFunctionsModule(
   const reload = () => {
     reloading = reloading.then(async () => {
       try {
-        await dispatcher?.stop();
+        await dispatcher.stop();
         await service.load();
         dispatcher = newDispatcher();
-        await dispatcher?.start();
+        await dispatcher.start();
       } catch (error) {
         platform.log.error({ err: error }, 'reloading functions failed');
       }
     });
   };
 
+  const retry = async (invocationId: string): Promise<InvocationRecord> => {
+    const dead = await service.takeDeadForRetry(invocationId);
+    if (!dead) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
+    if (!(await dispatcher.retry(dead.functionName, dead.jobId))) {
+      throw new AppError('UNAVAILABLE', 'The job queue is not running on this instance.');
+    }
+    const updated = await invocations.get(invocationId);
+    if (!updated) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
+    return updated;
+  };
+
   return {
     service,
-    get dispatcher() {
-      return dispatcher;
+    retry,
+    routes: async (app) => {
+      await app.register(functionRoutes, { functions: service, retry });
     },
     async start() {
-      await dispatcher?.start();
+      await service.load();
+      await dispatcher.start();
       if (platform.config.functionsWatch && existsSync(platform.config.functionsDir)) {
         watcher = watch(platform.config.functionsDir, () => {
           if (reloadTimer) clearTimeout(reloadTimer);
@@ -202,18 +217,8 @@ export function createFunctionsModule(
       watcher?.close();
       if (reloadTimer) clearTimeout(reloadTimer);
       await reloading;
-      await dispatcher?.stop();
+      await dispatcher.stop();
       await service.close();
-    },
-    async retry(invocationId) {
-      const dead = await service.takeDeadForRetry(invocationId);
-      if (!dead) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
-      if (!(await dispatcher?.retry(dead.functionName, dead.jobId))) {
-        throw new AppError('UNAVAILABLE', 'The job queue is not running on this instance.');
-      }
-      const updated = await invocations.get(invocationId);
-      if (!updated) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
-      return updated;
     },
   };
 }

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import type { FunctionsModule } from './module.js';
-import type { InvocationStatus } from './repository.js';
+import type { InvocationRecord, InvocationStatus } from './repository.js';
+import type { FunctionsService } from './service.js';
 
 const nameParams = {
   type: 'object',
@@ -43,8 +43,13 @@ function invocationCursor(before: string | undefined): string | undefined {
 /** Headers a function never sees: the caller's credentials are already verified into `auth`. */
 const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 
-export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = async (app, { module }) => {
-  const functions = module.service;
+export interface FunctionRouteOptions {
+  functions: FunctionsService;
+  /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
+  retry(invocationId: string): Promise<InvocationRecord>;
+}
+
+export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (app, { functions, retry }) => {
   // The key is checked before the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
   app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
@@ -120,7 +125,7 @@ export const functionRoutes: FastifyPluginAsync<{ module: FunctionsModule }> = a
     },
     async (request) => {
       requireService(request.caller);
-      return { invocation: await module.retry(request.params.id) };
+      return { invocation: await retry(request.params.id) };
     },
   );
 };

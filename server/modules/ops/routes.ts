@@ -1,7 +1,9 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type { TokenVerifier } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
 import { bearerToken, resolveCaller } from '../../internal/http/request-context.js';
+import type { ReadinessCheck } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
 import { safeEqual } from '../../internal/service-key.js';
 
@@ -10,8 +12,16 @@ const statusSchema = {
   properties: { status: { type: 'string' }, checks: { type: 'object', additionalProperties: { type: 'boolean' } } },
 } as const;
 
+export interface OpsOptions {
+  platform: Platform;
+  /** What /readyz checks (Postgres, the storage backend). */
+  readiness: ReadinessCheck[];
+  /** Verifies a user's token sent to /metrics, to refuse it with 403 rather than 401. */
+  tokenVerifier: TokenVerifier;
+}
+
 /** Liveness, readiness and Prometheus metrics: the endpoints a load balancer and a scraper call. */
-export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app, { platform }) => {
+export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (app, { platform, readiness, tokenVerifier }) => {
   app.get(
     '/healthz',
     { schema: { tags: ['ops'], summary: 'The process is up', response: { 200: statusSchema } } },
@@ -29,7 +39,7 @@ export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app,
     },
     async (_request, reply) => {
       const results = await Promise.all(
-        platform.readiness.map(async ({ name, check }) => [name, await check().catch(() => false)] as const),
+        readiness.map(async ({ name, check }) => [name, await check().catch(() => false)] as const),
       );
       const checks = Object.fromEntries(results);
       const ready = results.every(([, ok]) => ok);
@@ -52,7 +62,7 @@ export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app,
     }
     const { metricsToken, serviceKey } = platform.config;
     if (metricsToken !== null && safeEqual(token, metricsToken)) return;
-    requireService(await resolveCaller(token, { serviceKey, tokenVerifier: () => platform.tokenVerifier }));
+    requireService(await resolveCaller(token, { serviceKey, tokenVerifier }));
   };
 
   app.get(

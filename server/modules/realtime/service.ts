@@ -19,9 +19,6 @@ import { NotificationListener, RealtimeRepository } from './repository.js';
 import type { ChangeFeedLike, LiveDocuments } from './live-sources.js';
 import { SubscriptionManager, type LiveSubscriptionInfo } from './subscription-manager.js';
 import type { Database } from '../../internal/db.js';
-import type { Platform } from '../../internal/platform.js';
-import type { DocumentService } from '../documents/service.js';
-import { createLiveDocuments } from './live.js';
 
 export interface RealtimeDeps {
   config: RealtimeConfig;
@@ -30,9 +27,9 @@ export interface RealtimeDeps {
   db: Database;
   log: Logger;
   metrics: Metrics;
-  tokenVerifier: () => TokenVerifier | null;
-  /** Live queries need the change feed and the documents module; without them only channels work. */
-  live: (() => { feed: ChangeFeedLike; documents: LiveDocuments } | null) | null;
+  tokenVerifier: TokenVerifier;
+  /** What live queries read: the change feed and the documents module. */
+  live: { feed: ChangeFeedLike; documents: LiveDocuments };
 }
 
 /** One open websocket of this instance, as `GET /v1/admin/realtime` lists it. */
@@ -124,14 +121,14 @@ export class RealtimeService {
     return { instance_id: this.channels.instanceId, connections };
   }
 
-  /** The live-query manager, built on first use (the change feed may start after realtime). */
+  /**
+   * The live-query manager, made on the first subscription: it follows the change feed from
+   * the feed's position at that moment, so not before the feed has started.
+   */
   private live(): SubscriptionManager {
-    if (this.subscriptions) return this.subscriptions;
-    const live = this.deps.live?.();
-    if (!live) throw new AppError('UNAVAILABLE', 'Live queries are not available on this server.');
-    this.subscriptions = new SubscriptionManager(
-      live.feed,
-      live.documents,
+    this.subscriptions ??= new SubscriptionManager(
+      this.deps.live.feed,
+      this.deps.live.documents,
       this.deps.log,
       this.deps.config.maxSubscriptions,
     );
@@ -302,7 +299,7 @@ export class RealtimeService {
     if (this.checkingTokens) return;
     this.checkingTokens = true;
     try {
-      const verifier = this.deps.tokenVerifier();
+      const verifier = this.deps.tokenVerifier;
       const now = Date.now() / 1000;
       for (const connection of this.connections) {
         const caller = connection.caller;
@@ -310,7 +307,7 @@ export class RealtimeService {
         if (!isUser(caller) || token === null || connection.closed) continue;
         let reason: string | null = null;
         if (caller.expiresAt <= now) reason = 'The access token expired; send a fresh one with an "auth" message.';
-        else if (verifier) {
+        else {
           try {
             await verifier.verify(token);
           } catch (error) {
@@ -344,24 +341,4 @@ function sameIdentity(a: Caller, b: Caller): boolean {
   if (a.role !== b.role) return false;
   if (isUser(a) && isUser(b)) return a.uid === b.uid && JSON.stringify(a.claims) === JSON.stringify(b.claims);
   return true;
-}
-
-/** Builds the realtime service from the platform; live queries need the change feed and the documents service. */
-export function createRealtimeService(platform: Platform, documents: DocumentService | null): RealtimeService {
-  let live: { feed: ChangeFeedLike; documents: LiveDocuments } | null = null;
-  return new RealtimeService({
-    config: platform.config.realtime,
-    databaseUrl: platform.config.databaseUrl,
-    serviceKey: platform.config.serviceKey,
-    db: platform.db,
-    log: platform.log,
-    metrics: platform.metrics,
-    tokenVerifier: () => platform.tokenVerifier,
-    live: () => {
-      if (!live && platform.changes && documents) {
-        live = { feed: platform.changes, documents: createLiveDocuments(documents, platform.changes) };
-      }
-      return live;
-    },
-  });
 }

@@ -1,18 +1,25 @@
 import path from 'node:path';
 import type { Config } from '../../config.js';
+import type { ReadinessCheck, ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
 import { FsBackend } from './backends/fs.js';
 import type { StorageBackend } from './backends/index.js';
 import { S3Backend } from './backends/s3.js';
 import { StorageRepository } from './repository.js';
+import { storageRoutes } from './routes.js';
 import { StorageService } from './service.js';
 import { UrlSigner } from './signing.js';
 import { StorageSweeper } from './sweeper.js';
 
-export interface StorageModule {
+/**
+ * The storage module: buckets, objects and signed URLs over the configured backend. start()
+ * begins the periodic sweep of orphans on worker instances (one at a time cluster-wide).
+ */
+export interface StorageModule extends ServerModule {
+  /** What functions' ctx.storage calls. */
   service: StorageService;
-  sweeper: StorageSweeper;
-  backend: StorageBackend;
+  /** The backend answers: part of /readyz. */
+  readiness: ReadinessCheck;
 }
 
 export function createStorageBackend(config: Pick<Config, 'storage' | 'dataDir'>): StorageBackend {
@@ -21,11 +28,7 @@ export function createStorageBackend(config: Pick<Config, 'storage' | 'dataDir'>
   return new S3Backend({ ...storage.s3, bucket: storage.s3.bucket ?? '', partSize: storage.s3PartSize });
 }
 
-/**
- * Builds storage from the platform: backend, service, sweeper. Adds the backend to
- * /readyz, and starts the periodic sweep on worker instances (one at a time cluster-wide).
- */
-export function createStorageModule(platform: Platform): StorageModule {
+export function buildStorageModule(platform: Platform): StorageModule {
   const { config, log } = platform;
   const backend = createStorageBackend(config);
   const repo = new StorageRepository(platform.db);
@@ -55,11 +58,18 @@ export function createStorageModule(platform: Platform): StorageModule {
     swept.inc({ kind: 'orphan' }, result.orphans);
     swept.inc({ kind: 'stale_write' }, result.stale_writes);
   });
-  platform.readiness.push({ name: 'storage', check: () => backend.ping() });
-  if (config.roles.worker) sweeper.start(config.storage.sweepIntervalSeconds, config.storage.orphanGraceSeconds);
-  platform.onClose(async () => {
-    await sweeper.stop();
-    await backend.close();
-  });
-  return { service, sweeper, backend };
+  return {
+    service,
+    readiness: { name: 'storage', check: () => backend.ping() },
+    routes: async (app) => {
+      await app.register(storageRoutes, { storage: service, sweeper, maxFileSize: config.storage.maxFileSize });
+    },
+    async start() {
+      if (config.roles.worker) sweeper.start(config.storage.sweepIntervalSeconds, config.storage.orphanGraceSeconds);
+    },
+    async stop() {
+      await sweeper.stop();
+      await backend.close();
+    },
+  };
 }

@@ -1,5 +1,5 @@
 import multipart, { type Multipart } from '@fastify/multipart';
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
@@ -532,7 +532,8 @@ function malformedMultipart(error: unknown): unknown {
   return new AppError('INVALID_REQUEST', 'The multipart/form-data body is malformed.', { cause: error });
 }
 
-export async function registerStorageRoutes(app: FastifyInstance, options: StorageRouteOptions): Promise<void> {
+/** Buckets, objects and signed URLs under /v1/storage, /v1/sign and /v1/admin/storage. */
+export const storageRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, options) => {
   await app.register(storageJsonRoutes, options);
   await app.register(storageUploadRoutes, options);
-}
+};

@@ -1,9 +1,5 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import type { Platform } from '../../../internal/platform.js';
-import { RateLimiter } from '../rate-limit.js';
-import { AuthRepository } from '../repository.js';
-import { OAuthRepository } from './repository.js';
-import { OAuthService, type CallbackQuery, type CookieInstruction, type IdentitySignIn } from './service.js';
+import type { CallbackQuery, CookieInstruction, OAuthService } from './service.js';
 
 const redirectResponse = {
   302: {
@@ -70,22 +66,8 @@ function setCookie(reply: FastifyReply, cookie: CookieInstruction): void {
   void reply.header('set-cookie', attributes.join('; '));
 }
 
-/**
- * GET /v1/auth/authorize and GET /v1/auth/callback. `auth` is the auth core, which
- * creates or finds the user and issues the session.
- */
-export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: IdentitySignIn }> = async (
-  app,
-  { platform, auth },
-) => {
-  const oauth = new OAuthService({
-    config: platform.config,
-    repository: new OAuthRepository(platform.db.pool),
-    auth,
-    limiter: new RateLimiter(new AuthRepository(platform.db), platform.config.auth.rateLimits.windowSeconds),
-    log: platform.log,
-  });
-
+/** GET /v1/auth/authorize and GET /v1/auth/callback. */
+export const oauthRoutes: FastifyPluginAsync<{ oauth: OAuthService }> = async (app, { oauth }) => {
   app.get<{ Querystring: { provider: string; redirect_to?: string } }>(
     '/v1/auth/authorize',
     // No HEAD twin: a prefetch or link preview must not create sign-ins.
