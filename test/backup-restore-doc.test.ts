@@ -6,15 +6,8 @@ import { ChangeRepository } from '../server/internal/changes/repository.js';
 import { Database } from '../server/internal/db.js';
 import { migrate } from '../server/internal/migrations.js';
 import { createCollection } from './documents-support.js';
-import {
-  createTestDatabase,
-  request,
-  silentLogger,
-  startTestApp,
-  waitFor,
-  type TestApp,
-  type TestDatabase,
-} from './helpers.js';
+import { createTestDatabase, request, silentLogger, startTestApp, waitFor } from './helpers.js';
+import type { TestApp, TestDatabase } from './helpers.js';
 import { PrivateCluster } from './private-postgres.js';
 
 /**
