@@ -1,3 +1,4 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
@@ -11,7 +12,8 @@ const statusSchema = {
 } as const;
 
 /** Liveness, readiness and Prometheus metrics: the endpoints a load balancer and a scraper call. */
-export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (app, { platform }) => {
+export const opsRoutes: FastifyPluginAsync<{ platform: Platform }> = async (plugin, { platform }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   app.get(
     '/healthz',
     { schema: { tags: ['ops'], summary: 'The process is up', response: { 200: statusSchema } } },

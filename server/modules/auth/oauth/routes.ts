@@ -1,26 +1,12 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import { errorResponse } from '../../../internal/http/errors.js';
 import type { Platform } from '../../../internal/platform.js';
 import { RateLimiter } from '../rate-limit.js';
 import { AuthRepository } from '../repository.js';
+import { redirectSchema } from '../schemas.js';
 import { OAuthRepository } from './repository.js';
-import { OAuthService, type CallbackQuery, type CookieInstruction, type IdentitySignIn } from './service.js';
-
-const redirectResponse = {
-  302: {
-    description: 'Redirect (Location header)',
-    type: 'null',
-  },
-} as const;
-
-const errorResponse = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object' } },
-    },
-  },
-} as const;
+import { OAuthService, type CookieInstruction, type IdentitySignIn } from './service.js';
 
 const authorizeSchema = {
   tags: ['auth'],
@@ -37,7 +23,7 @@ const authorizeSchema = {
     },
     required: ['provider'],
   },
-  response: { ...redirectResponse, 400: errorResponse, 429: errorResponse, 503: errorResponse },
+  response: { 302: redirectSchema, 400: errorResponse, 429: errorResponse, 503: errorResponse },
 } as const;
 
 const param = { type: 'string', maxLength: 8192 } as const;
@@ -54,7 +40,7 @@ const callbackSchema = {
     type: 'object',
     properties: { code: param, state: param, error: param, error_description: param, iss: param },
   },
-  response: { ...redirectResponse, 400: errorResponse },
+  response: { 302: redirectSchema, 400: errorResponse },
 } as const;
 
 function setCookie(reply: FastifyReply, cookie: CookieInstruction): void {
@@ -75,9 +61,10 @@ function setCookie(reply: FastifyReply, cookie: CookieInstruction): void {
  * creates or finds the user and issues the session.
  */
 export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: IdentitySignIn }> = async (
-  app,
+  plugin,
   { platform, auth },
 ) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   const oauth = new OAuthService({
     config: platform.config,
     repository: new OAuthRepository(platform.db.pool),
@@ -86,7 +73,7 @@ export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: Identit
     log: platform.log,
   });
 
-  app.get<{ Querystring: { provider: string; redirect_to?: string } }>(
+  app.get(
     '/v1/auth/authorize',
     // No HEAD twin: a prefetch or link preview must not create sign-ins.
     { schema: authorizeSchema, exposeHeadRoute: false },
@@ -100,7 +87,7 @@ export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: Identit
     },
   );
 
-  app.get<{ Querystring: CallbackQuery }>(
+  app.get(
     '/v1/auth/callback',
     // No HEAD twin: a HEAD would spend the single-use state.
     { schema: callbackSchema, exposeHeadRoute: false },
