@@ -1,6 +1,7 @@
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { requireService } from '../../internal/guards.js';
+import { errorResponse } from '../../internal/http/errors.js';
 import type { RealtimeService } from './service.js';
 
 const realtimeSchema = {
@@ -82,7 +83,7 @@ export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> =
         tags: ['admin'],
         summary: "This instance's realtime connections with their live queries and channels (service key)",
         querystring: { type: 'object', additionalProperties: false, properties: {} },
-        response: { 200: connectionsSchema },
+        response: { 200: connectionsSchema, '4xx': errorResponse },
       },
     },
     async () => realtime.describe(),
