@@ -10,3 +10,7 @@ export interface ObjectSchemaOf<T> {
   readonly properties: { readonly [K in keyof Required<T>]: unknown };
   readonly [keyword: string]: unknown;
 }
+
+/** An instant as the API writes it (ISO 8601, UTC). */
+export const timestamp = { type: 'string', format: 'date-time' } as const;
+export const optionalTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;

@@ -5,11 +5,9 @@
  */
 import type { JWK } from 'jose';
 import type { Session, SessionInfo } from '../../../client-sdk/src/wire.js';
-import type { ObjectSchemaOf } from '../../internal/http/response-schema.js';
+import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
 import type { AdminUser, AuthResult, PublicUser } from './service.js';
 
-const timestamp = { type: 'string', format: 'date-time' } as const;
-const optionalTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 /** Metadata is the application's own JSON object: every key goes out as stored. */
 const openObject = { type: 'object', additionalProperties: true } as const;
 

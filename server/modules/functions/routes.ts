@@ -2,7 +2,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
-import type { ObjectSchemaOf } from '../../internal/http/response-schema.js';
+import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { LoadError } from './loader.js';
 import type { FunctionsModule } from './module.js';
@@ -28,9 +28,6 @@ const invocationsQuery = {
 
 /** Every error is the catalogue's envelope; a function's own failure is 500 FUNCTION_ERROR or 504 FUNCTION_TIMEOUT. */
 const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
-
-const timestamp = { type: 'string', format: 'date-time' } as const;
-const optionalTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 
 const functionSchema = {
   type: 'object',
