@@ -1,7 +1,20 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
+import { errorResponse } from '../../internal/http/errors.js';
 import { requireService } from '../../internal/guards.js';
-import type { AdminUserInput, AuthResult, AuthService, ClientContext, VerifyType } from './service.js';
+import {
+  acceptedSchema,
+  adminUserSchema,
+  authResponseSchema,
+  jwksSchema,
+  redirectSchema,
+  rotatedKeySchema,
+  sessionListSchema,
+  userPageSchema,
+  userSchema,
+} from './schemas.js';
+import type { AuthResult, AuthService, ClientContext } from './service.js';
 
 const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
@@ -16,14 +29,24 @@ const uuid = {
 const verifyType = { type: 'string', enum: ['signup', 'recovery', 'magiclink', 'email_change'] } as const;
 const idParams = { type: 'object', required: ['id'], properties: { id: uuid } } as const;
 
-function body(properties: Record<string, unknown>, required: string[] = []) {
+function body<const Properties extends object, const Required extends readonly (keyof Properties & string)[]>(
+  properties: Properties,
+  required: Required,
+) {
   return { type: 'object', additionalProperties: false, required, properties } as const;
 }
 
-/** A body that may be absent altogether (e.g. POST /anonymous without any body). */
-function optionalBody(properties: Record<string, unknown>) {
+/**
+ * A body that may be absent altogether (e.g. POST /anonymous without any body). Absent, it
+ * reaches the handler as undefined, which the schema's type (object or null) does not say.
+ */
+function optionalBody<const Properties extends object>(properties: Properties) {
   return { type: ['object', 'null'], additionalProperties: false, properties } as const;
 }
+
+/** Every error is the catalogue's envelope. */
+const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
+const noContent = { 204: { type: 'null' }, ...errors } as const;
 
 function client(request: FastifyRequest): ClientContext {
   const agent = request.headers['user-agent'];
@@ -45,90 +68,106 @@ function fragment(result: AuthResult, type: string): string {
 }
 
 /** Auth endpoints under /v1/auth, the admin users API, key rotation and the JWKS. */
-export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (app, { service }) => {
+export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (plugin, { service }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   const tags = ['auth'];
 
-  app.post<{ Body: { email: string; password: string; data?: Record<string, unknown>; redirect_to?: string } }>(
+  app.post(
     '/v1/auth/signup',
     {
       schema: {
         tags,
         summary: 'Sign up with email and password',
         body: body({ email, password, data: metadata, redirect_to: redirectTo }, ['email', 'password']),
+        response: { 201: authResponseSchema, ...errors },
       },
     },
     async (request, reply) => reply.code(201).send(await service.signUp(request.body, client(request))),
   );
 
-  app.post<{ Body: { email: string; password: string } }>(
+  app.post(
     '/v1/auth/signin',
     {
       schema: {
         tags,
         summary: 'Sign in with email and password',
         body: body({ email, password }, ['email', 'password']),
+        response: { 200: authResponseSchema, ...errors },
       },
     },
     async (request) => service.signIn(request.body, client(request)),
   );
 
-  app.post<{ Body: { data?: Record<string, unknown> } | null | undefined }>(
+  app.post(
     '/v1/auth/anonymous',
-    { schema: { tags, summary: 'Sign in as a new anonymous user', body: optionalBody({ data: metadata }) } },
+    {
+      schema: {
+        tags,
+        summary: 'Sign in as a new anonymous user',
+        body: optionalBody({ data: metadata }),
+        response: { 201: authResponseSchema, ...errors },
+      },
+    },
     async (request, reply) =>
       reply.code(201).send(await service.signInAnonymously(request.body ?? {}, client(request))),
   );
 
-  app.post<{ Body: { refresh_token: string } }>(
+  app.post(
     '/v1/auth/refresh',
     {
       schema: {
         tags,
         summary: 'Exchange a refresh token for a new session (the token is rotated)',
         body: body({ refresh_token: token }, ['refresh_token']),
+        response: { 200: authResponseSchema, ...errors },
       },
     },
     async (request) => service.refresh(request.body.refresh_token, client(request)),
   );
 
-  app.post<{ Body: { scope?: 'local' | 'global' | 'others' } | null | undefined }>(
+  app.post(
     '/v1/auth/signout',
     {
       schema: {
         tags,
         summary: 'Sign out this session (local), all sessions (global) or all others',
         body: optionalBody({ scope: { type: 'string', enum: ['local', 'global', 'others'] } }),
+        response: noContent,
       },
     },
     async (request, reply) => {
       await service.signOut(request.caller, request.body?.scope ?? 'local');
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 
-  app.get('/v1/auth/user', { schema: { tags, summary: 'The signed-in user' } }, async (request) =>
-    service.getUser(request.caller),
+  app.get(
+    '/v1/auth/user',
+    { schema: { tags, summary: 'The signed-in user', response: { 200: userSchema, ...errors } } },
+    async (request) => service.getUser(request.caller),
   );
 
-  app.patch<{ Body: { email?: string; password?: string; data?: Record<string, unknown>; redirect_to?: string } }>(
+  app.patch(
     '/v1/auth/user',
     {
       schema: {
         tags,
         summary: 'Update the signed-in user (email change is confirmed by mail)',
-        body: body({ email, password, data: metadata, redirect_to: redirectTo }),
+        body: body({ email, password, data: metadata, redirect_to: redirectTo }, []),
+        response: { 200: userSchema, ...errors },
       },
     },
     async (request) => service.updateUser(request.caller, request.body, client(request)),
   );
 
-  app.post<{ Body: { email: string; redirect_to?: string } }>(
+  app.post(
     '/v1/auth/recover',
     {
       schema: {
         tags,
         summary: 'Mail a password-recovery link (202 whether or not the account exists)',
         body: body({ email, redirect_to: redirectTo }, ['email']),
+        response: { 202: acceptedSchema, ...errors },
       },
     },
     async (request, reply) => {
@@ -137,13 +176,14 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
     },
   );
 
-  app.post<{ Body: { email: string; redirect_to?: string } }>(
+  app.post(
     '/v1/auth/magiclink',
     {
       schema: {
         tags,
         summary: 'Mail a sign-in link (202 whether or not the account exists)',
         body: body({ email, redirect_to: redirectTo }, ['email']),
+        response: { 202: acceptedSchema, ...errors },
       },
     },
     async (request, reply) => {
@@ -152,13 +192,14 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
     },
   );
 
-  app.post<{ Body: { email: string; redirect_to?: string } }>(
+  app.post(
     '/v1/auth/resend',
     {
       schema: {
         tags,
         summary: 'Mail a new confirmation link to an unconfirmed address (202 in every case)',
         body: body({ email, redirect_to: redirectTo }, ['email']),
+        response: { 202: acceptedSchema, ...errors },
       },
     },
     async (request, reply) => {
@@ -167,13 +208,14 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
     },
   );
 
-  app.post<{ Body: { type: VerifyType; token: string; password?: string } }>(
+  app.post(
     '/v1/auth/verify',
     {
       schema: {
         tags,
         summary: 'Spend a mailed token and start a session',
         body: body({ type: verifyType, token, password }, ['type', 'token']),
+        response: { 200: authResponseSchema, ...errors },
       },
     },
     async (request) => service.verify(request.body, client(request)),
@@ -182,7 +224,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
   // The link in a mail. Opening it confirms (or signs in) and returns to the app with the
   // session in the URL fragment; a recovery link only hands the token to the app, which
   // asks for the new password and POSTs /v1/auth/verify.
-  app.get<{ Querystring: { type: VerifyType; token: string; redirect_to?: string } }>(
+  app.get(
     '/v1/auth/verify',
     {
       schema: {
@@ -193,6 +235,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
           required: ['type', 'token'],
           properties: { type: verifyType, token, redirect_to: redirectTo },
         },
+        response: { 200: authResponseSchema, 302: redirectSchema, ...errors },
       },
     },
     async (request, reply) => {
@@ -211,22 +254,31 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
     },
   );
 
-  app.get('/v1/auth/sessions', { schema: { tags, summary: "The caller's active sessions" } }, async (request) => ({
-    sessions: await service.listSessions(request.caller),
-  }));
+  app.get(
+    '/v1/auth/sessions',
+    { schema: { tags, summary: "The caller's active sessions", response: { 200: sessionListSchema, ...errors } } },
+    async (request) => ({ sessions: await service.listSessions(request.caller) }),
+  );
 
-  app.delete<{ Params: { id: string } }>(
+  app.delete(
     '/v1/auth/sessions/:id',
-    { schema: { tags, summary: 'Revoke one of the caller’s sessions', params: idParams } },
+    { schema: { tags, summary: 'Revoke one of the caller’s sessions', params: idParams, response: noContent } },
     async (request, reply) => {
       await service.revokeSession(request.caller, request.params.id);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 
   app.get(
     '/.well-known/jwks.json',
-    { schema: { tags, summary: 'Public keys that verify access tokens', security: [] } },
+    {
+      schema: {
+        tags,
+        summary: 'Public keys that verify access tokens',
+        security: [],
+        response: { 200: jwksSchema, ...errors },
+      },
+    },
     async (_request, reply) => reply.header('cache-control', 'public, max-age=60').send(await service.jwks()),
   );
 
@@ -242,18 +294,22 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
     app_metadata: metadata,
     user_metadata: metadata,
     banned_until: { type: ['string', 'null'], maxLength: 64 },
-  };
+  } as const;
 
   app.post(
     '/v1/admin/auth/keys/rotate',
     {
       preValidation: adminOnly,
-      schema: { tags: adminTags, summary: 'Start signing with a new key; old keys stay until their tokens expire' },
+      schema: {
+        tags: adminTags,
+        summary: 'Start signing with a new key; old keys stay until their tokens expire',
+        response: { 200: rotatedKeySchema, ...errors },
+      },
     },
     async (request) => service.rotateSigningKey(request.caller),
   );
 
-  app.get<{ Querystring: { email?: string; page?: string; per_page?: string } }>(
+  app.get(
     '/v1/admin/users',
     {
       preValidation: adminOnly,
@@ -270,6 +326,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
             per_page: { type: 'string', pattern: '^([1-9][0-9]{0,2}|1000)$' },
           },
         },
+        response: { 200: userPageSchema, ...errors },
       },
     },
     async (request) =>
@@ -280,22 +337,35 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
       }),
   );
 
-  app.post<{ Body: AdminUserInput }>(
+  app.post(
     '/v1/admin/users',
     {
       preValidation: adminOnly,
-      schema: { tags: adminTags, summary: 'Create a user', body: body(adminUserBody, ['email']) },
+      schema: {
+        tags: adminTags,
+        summary: 'Create a user',
+        body: body(adminUserBody, ['email']),
+        response: { 201: adminUserSchema, ...errors },
+      },
     },
     async (request, reply) => reply.code(201).send(await service.adminCreateUser(request.caller, request.body)),
   );
 
-  app.get<{ Params: { id: string } }>(
+  app.get(
     '/v1/admin/users/:id',
-    { preValidation: adminOnly, schema: { tags: adminTags, summary: 'Get a user', params: idParams } },
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: adminTags,
+        summary: 'Get a user',
+        params: idParams,
+        response: { 200: adminUserSchema, ...errors },
+      },
+    },
     async (request) => service.adminGetUser(request.caller, request.params.id),
   );
 
-  app.patch<{ Params: { id: string }; Body: AdminUserInput }>(
+  app.patch(
     '/v1/admin/users/:id',
     {
       preValidation: adminOnly,
@@ -303,21 +373,27 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (a
         tags: adminTags,
         summary: 'Update a user: metadata, email, password, ban (banned_until)',
         params: idParams,
-        body: body(adminUserBody),
+        body: body(adminUserBody, []),
+        response: { 200: adminUserSchema, ...errors },
       },
     },
     async (request) => service.adminUpdateUser(request.caller, request.params.id, request.body),
   );
 
-  app.delete<{ Params: { id: string } }>(
+  app.delete(
     '/v1/admin/users/:id',
     {
       preValidation: adminOnly,
-      schema: { tags: adminTags, summary: 'Delete a user and end their sessions', params: idParams },
+      schema: {
+        tags: adminTags,
+        summary: 'Delete a user and end their sessions',
+        params: idParams,
+        response: noContent,
+      },
     },
     async (request, reply) => {
       await service.adminDeleteUser(request.caller, request.params.id);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 };

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import fastifyStatic from '@fastify/static';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 
 /** Where the dashboard is served; every page under it falls back to index.html (client-side routes). */
@@ -33,7 +34,8 @@ async function isFileIn(dir: string, relative: string): Promise<boolean> {
  * Last-Modified, Range, precompressed .br/.gz files). The dashboard is a plain client of the
  * documented HTTP API: it holds no server-side privilege and these routes read no token.
  */
-export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app, options) => {
+export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (plugin, options) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   const dir = path.resolve(options.dir);
   await app.register(fastifyStatic, {
     root: dir,
@@ -83,7 +85,9 @@ export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app,
     if (request.url.split('?')[0] === '/_') return reply.redirect(DASHBOARD_PREFIX, 301);
     return serve('', reply);
   });
-  app.get<{ Params: { '*': string } }>('/_/*', { schema: { hide: true } }, async (request, reply) =>
-    serve(request.params['*'] ?? '', reply),
+  app.get(
+    '/_/*',
+    { schema: { hide: true, params: { type: 'object', properties: { '*': { type: 'string' } } } } },
+    async (request, reply) => serve(request.params['*'] ?? '', reply),
   );
 };

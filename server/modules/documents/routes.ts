@@ -1,3 +1,4 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
@@ -5,17 +6,14 @@ import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collections.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
 import { OPERATORS, QUERY_LIMITS } from './query.js';
-import {
-  MAX_BATCH_OPS,
-  type BatchOp,
-  type DocumentService,
-  type RedactedDocument,
-  type WriteOptions,
-} from './service.js';
+import { MAX_BATCH_OPS, type DocumentService, type RedactedDocument, type WriteOptions } from './service.js';
 import type { Document } from './types.js';
 
+// Response schemas are closed (additionalProperties: false): the serializer sends only the
+// properties they name, and the handlers' return types are checked against them.
 const documentSchema = {
   type: 'object',
+  additionalProperties: false,
   properties: {
     id: { type: 'string' },
     collection: { type: 'string' },
@@ -81,11 +79,19 @@ const rulesSchema = {
   },
 } as const;
 
+const ruleKinds = {
+  read: { type: 'string' },
+  create: { type: 'string' },
+  update: { type: 'string' },
+  delete: { type: 'string' },
+} as const;
+
 const collectionSchema = {
   type: 'object',
+  additionalProperties: false,
   properties: {
     name: { type: 'string' },
-    rules: { type: 'object', additionalProperties: { type: 'string' } },
+    rules: { type: 'object', additionalProperties: false, properties: ruleKinds },
     schema: { type: ['object', 'null'], additionalProperties: true },
     indexes: { type: 'array', items: {} },
     created_at: { type: 'string' },
@@ -97,13 +103,6 @@ const indexesSchema = {
   type: 'array',
   items: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] },
 } as const;
-
-interface CollectionParams {
-  collection: string;
-}
-interface DocumentParams extends CollectionParams {
-  id: string;
-}
 
 /** Reads If-Match: a version number, bare or quoted as an ETag. */
 function ifMatch(header: string | undefined): WriteOptions {
@@ -130,8 +129,9 @@ async function emptyBodyIsEmptyQuery(request: { body: unknown }): Promise<void> 
 }
 
 /** /v1/db: documents, queries, counts and batches. */
-export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> = async (app, { documents }) => {
-  app.post<{ Body: { ops: BatchOp[] } }>(
+export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> = async (plugin, { documents }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
+  app.post(
     '/v1/db/batch',
     {
       schema: {
@@ -165,6 +165,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         response: {
           200: {
             type: 'object',
+            additionalProperties: false,
             properties: { results: { type: 'array', items: { anyOf: [documentSchema, { type: 'null' }] } } },
           },
           '4xx': errorResponse,
@@ -174,13 +175,13 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     async (request) => documents.batch(request.caller, request.body),
   );
 
-  app.post<{ Params: CollectionParams; Body: { id?: string; data: unknown; owner?: string | null } }>(
+  app.post(
     '/v1/db/:collection',
     {
       schema: {
         tags,
         summary: 'Create a document (id generated when absent)',
-        params: { type: 'object', properties: { collection: collectionParam } },
+        params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
         body: {
           type: 'object',
           required: ['data'],
@@ -196,18 +197,19 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     },
   );
 
-  app.post<{ Params: CollectionParams; Body: Record<string, unknown> }>(
+  app.post(
     '/v1/db/:collection/query',
     {
       preValidation: emptyBodyIsEmptyQuery,
       schema: {
         tags,
         summary: 'Query documents (where, order_by, limit, after)',
-        params: { type: 'object', properties: { collection: collectionParam } },
+        params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
         body: querySchema,
         response: {
           200: {
             type: 'object',
+            additionalProperties: false,
             properties: { docs: { type: 'array', items: documentSchema }, next_cursor: { type: ['string', 'null'] } },
           },
           '4xx': errorResponse,
@@ -217,16 +219,19 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     async (request) => documents.query(request.caller, request.params.collection, request.body ?? {}),
   );
 
-  app.post<{ Params: CollectionParams; Body: { where?: unknown } }>(
+  app.post(
     '/v1/db/:collection/count',
     {
       preValidation: emptyBodyIsEmptyQuery,
       schema: {
         tags,
         summary: 'Count the documents that match where (and that the caller may read)',
-        params: { type: 'object', properties: { collection: collectionParam } },
+        params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
         body: { type: 'object', additionalProperties: false, properties: { where: whereSchema } },
-        response: { 200: { type: 'object', properties: { count: { type: 'integer' } } }, '4xx': errorResponse },
+        response: {
+          200: { type: 'object', additionalProperties: false, properties: { count: { type: 'integer' } } },
+          '4xx': errorResponse,
+        },
       },
     },
     async (request) => documents.count(request.caller, request.params.collection, request.body ?? {}),
@@ -234,10 +239,11 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
 
   const documentParams = {
     type: 'object',
+    required: ['collection', 'id'],
     properties: { collection: collectionParam, id: idParam },
   } as const;
 
-  app.get<{ Params: DocumentParams }>(
+  app.get(
     '/v1/db/:collection/:id',
     {
       schema: {
@@ -253,7 +259,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     },
   );
 
-  app.put<{ Params: DocumentParams; Body: { data: unknown }; Headers: { 'if-match'?: string } }>(
+  app.put(
     '/v1/db/:collection/:id',
     {
       schema: {
@@ -278,7 +284,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     },
   );
 
-  app.patch<{ Params: DocumentParams; Body: { data: unknown }; Headers: { 'if-match'?: string } }>(
+  app.patch(
     '/v1/db/:collection/:id',
     {
       schema: {
@@ -303,7 +309,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     },
   );
 
-  app.delete<{ Params: DocumentParams; Headers: { 'if-match'?: string } }>(
+  app.delete(
     '/v1/db/:collection/:id',
     {
       schema: {
@@ -317,23 +323,24 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     async (request, reply) => {
       const { collection, id } = request.params;
       await documents.delete(request.caller, collection, id, ifMatch(request.headers['if-match']));
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 };
 
 /** /v1/admin/collections: service key only. */
 export const collectionAdminRoutes: FastifyPluginAsync<{ collections: CollectionService }> = async (
-  app,
+  plugin,
   { collections },
 ) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   const adminTags = ['admin'];
   // The caller is checked before the body, so a user probing the admin API learns nothing from validation.
   const preValidation = async (request: { caller: Parameters<typeof requireService>[0] }) =>
     requireService(request.caller);
-  const nameParams = { type: 'object', properties: { name: collectionParam } } as const;
+  const nameParams = { type: 'object', required: ['name'], properties: { name: collectionParam } } as const;
 
-  app.post<{ Body: { name: string; rules?: unknown; schema?: unknown; indexes?: unknown } }>(
+  app.post(
     '/v1/admin/collections',
     {
       preValidation,
@@ -365,7 +372,11 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         tags: adminTags,
         summary: 'List collections',
         response: {
-          200: { type: 'object', properties: { collections: { type: 'array', items: collectionSchema } } },
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { collections: { type: 'array', items: collectionSchema } },
+          },
           '4xx': errorResponse,
         },
       },
@@ -373,7 +384,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
     async (request) => ({ collections: await collections.list(request.caller) }),
   );
 
-  app.get<{ Params: { name: string } }>(
+  app.get(
     '/v1/admin/collections/:name',
     {
       preValidation,
@@ -387,7 +398,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
     async (request) => collections.get(request.caller, request.params.name),
   );
 
-  app.patch<{ Params: { name: string }; Body: { rules?: unknown; schema?: unknown; indexes?: unknown } }>(
+  app.patch(
     '/v1/admin/collections/:name',
     {
       preValidation,
@@ -410,7 +421,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
     async (request) => collections.update(request.caller, request.params.name, request.body ?? {}),
   );
 
-  app.delete<{ Params: { name: string } }>(
+  app.delete(
     '/v1/admin/collections/:name',
     {
       preValidation,
@@ -423,7 +434,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
     },
     async (request, reply) => {
       await collections.delete(request.caller, request.params.name);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 };

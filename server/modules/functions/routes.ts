@@ -1,8 +1,13 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
+import { errorResponse } from '../../internal/http/errors.js';
+import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
-import type { InvocationRecord, InvocationStatus } from './repository.js';
-import type { FunctionsService } from './service.js';
+import type { LoadError } from './loader.js';
+import type { LogLine } from './protocol.js';
+import type { InvocationRecord } from './repository.js';
+import type { FunctionSummary, FunctionsService } from './service.js';
 
 const nameParams = {
   type: 'object',
@@ -19,6 +24,68 @@ const invocationsQuery = {
     before: { type: 'string', format: 'date-time' },
   },
 } as const;
+
+/** Every error is the catalogue's envelope; a function's own failure is 500 FUNCTION_ERROR or 504 FUNCTION_TIMEOUT. */
+const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
+
+const functionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string' },
+    kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+    file: { type: 'string', description: 'Relative to the functions folder' },
+    // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
+    trigger: { type: 'object', additionalProperties: true },
+    options: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        retries: { type: 'integer' },
+        timeout_ms: { type: 'integer' },
+        memory_mb: { type: 'integer' },
+        concurrency: { type: 'integer' },
+      },
+    },
+  },
+} as const satisfies ObjectSchemaOf<FunctionSummary>;
+
+const loadErrorSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { file: { type: 'string' }, reason: { type: 'string' } },
+} as const satisfies ObjectSchemaOf<LoadError>;
+
+const logLineSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    level: { type: 'string', enum: ['info', 'warn', 'error'] },
+    message: { type: 'string' },
+    at: timestamp,
+  },
+} as const satisfies ObjectSchemaOf<LogLine>;
+
+const invocationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    job_id: { type: ['string', 'null'] },
+    function: { type: 'string' },
+    trigger: { type: 'string' },
+    event_id: { type: ['string', 'null'] },
+    status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
+    attempt: { type: 'integer' },
+    cold_start: { type: 'boolean' },
+    started_at: optionalTimestamp,
+    finished_at: optionalTimestamp,
+    duration_ms: { type: ['integer', 'null'] },
+    error: { type: ['string', 'null'] },
+    logs: { type: 'array', items: logLineSchema },
+    created_at: timestamp,
+  },
+} as const satisfies ObjectSchemaOf<InvocationRecord>;
 
 const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
@@ -49,16 +116,22 @@ export interface FunctionRouteOptions {
   retry(invocationId: string): Promise<InvocationRecord>;
 }
 
-export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (app, { functions, retry }) => {
+export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (plugin, { functions, retry }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   // The key is checked before the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
-  app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
+  // The query and the body are the function's to read: neither has a schema, so both are unknown here.
+  app.route({
     method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v1/functions/:name',
     schema: {
       tags: ['functions'],
       summary: 'Call an HTTP function; its JSON result is the response',
       params: nameParams,
+      response: {
+        200: { description: 'The JSON value the function returned' },
+        ...errors,
+      },
     },
     handler: async (request, reply) => {
       const headers: Record<string, string> = {};
@@ -84,14 +157,35 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (a
 
   app.get(
     '/v1/admin/functions',
-    { preValidation: adminOnly, schema: { tags: ['admin'], summary: 'Functions and their triggers' } },
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Functions and their triggers',
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              functions: { type: 'array', items: functionSchema },
+              errors: {
+                type: 'array',
+                description: 'Files of the functions folder that did not load',
+                items: loadErrorSchema,
+              },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
     async (request) => {
       requireService(request.caller);
-      return { functions: functions.list(), errors: functions.errors };
+      return { functions: functions.list(), errors: [...functions.errors] };
     },
   );
 
-  app.get<{ Params: { name: string }; Querystring: { status?: InvocationStatus; limit?: string; before?: string } }>(
+  app.get(
     '/v1/admin/functions/:name/invocations',
     {
       preValidation: adminOnly,
@@ -100,6 +194,14 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (a
         summary: 'Recent invocations of a function, newest first',
         params: nameParams,
         querystring: invocationsQuery,
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { invocations: { type: 'array', items: invocationSchema } },
+          },
+          ...errors,
+        },
       },
     },
     async (request) => {
@@ -113,7 +215,7 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (a
     },
   );
 
-  app.post<{ Params: { id: string } }>(
+  app.post(
     '/v1/admin/invocations/:id/retry',
     {
       preValidation: adminOnly,
@@ -121,6 +223,10 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (a
         tags: ['admin'],
         summary: 'Retry a dead-lettered invocation: its event is queued again with the same event id',
         params: { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } },
+        response: {
+          200: { type: 'object', additionalProperties: false, properties: { invocation: invocationSchema } },
+          ...errors,
+        },
       },
     },
     async (request) => {

@@ -1,3 +1,4 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { TokenVerifier } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
@@ -21,7 +22,8 @@ export interface OpsOptions {
 }
 
 /** Liveness, readiness and Prometheus metrics: the endpoints a load balancer and a scraper call. */
-export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (app, { platform, readiness, tokenVerifier }) => {
+export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (plugin, { platform, readiness, tokenVerifier }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   app.get(
     '/healthz',
     { schema: { tags: ['ops'], summary: 'The process is up', response: { 200: statusSchema } } },

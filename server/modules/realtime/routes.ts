@@ -1,5 +1,7 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { requireService } from '../../internal/guards.js';
+import { errorResponse } from '../../internal/http/errors.js';
 import type { RealtimeService } from './service.js';
 
 const realtimeSchema = {
@@ -12,14 +14,18 @@ const realtimeSchema = {
   },
 } as const;
 
+// Closed objects (additionalProperties: false): the serializer sends only the properties named,
+// and the handler's return type is checked against them.
 const connectionsSchema = {
   type: 'object',
+  additionalProperties: false,
   properties: {
     instance_id: { type: 'string' },
     connections: {
       type: 'array',
       items: {
         type: 'object',
+        additionalProperties: false,
         properties: {
           id: { type: 'string' },
           role: { type: 'string' },
@@ -31,6 +37,7 @@ const connectionsSchema = {
             type: 'array',
             items: {
               type: 'object',
+              additionalProperties: false,
               properties: {
                 id: { type: 'string' },
                 collection: { type: 'string' },
@@ -44,7 +51,11 @@ const connectionsSchema = {
           },
           channels: {
             type: 'array',
-            items: { type: 'object', properties: { channel: { type: 'string' }, presence: { type: 'boolean' } } },
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { channel: { type: 'string' }, presence: { type: 'boolean' } },
+            },
           },
         },
       },
@@ -53,29 +64,26 @@ const connectionsSchema = {
 } as const;
 
 /** `GET /v1/realtime`: upgrades to a websocket and hands it to the realtime service. */
-export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> = async (app, { realtime }) => {
-  app.get<{ Querystring: { access_token?: string } }>(
-    '/v1/realtime',
-    { websocket: true, schema: realtimeSchema },
-    (socket, request) => {
-      // A browser cannot set headers on a websocket: the token comes as ?access_token=;
-      // an Authorization header (Node clients) was already resolved into request.caller.
-      const token = request.query.access_token ?? bearerFrom(request.headers.authorization);
-      const userAgent = request.headers['user-agent'];
-      realtime.accept(socket, token, { ip: request.ip, userAgent: userAgent?.slice(0, 256) ?? null });
-    },
-  );
+export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> = async (plugin, { realtime }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
+  app.get('/v1/realtime', { websocket: true, schema: realtimeSchema }, (socket, request) => {
+    // A browser cannot set headers on a websocket: the token comes as ?access_token=;
+    // an Authorization header (Node clients) was already resolved into request.caller.
+    const token = request.query.access_token ?? bearerFrom(request.headers.authorization);
+    const userAgent = request.headers['user-agent'];
+    realtime.accept(socket, token, { ip: request.ip, userAgent: userAgent?.slice(0, 256) ?? null });
+  });
 
   app.get(
     '/v1/admin/realtime',
     {
       // The key is checked before anything else, like every admin call.
-      preValidation: async (request) => requireService(request.caller),
+      preValidation: async (request: FastifyRequest) => requireService(request.caller),
       schema: {
         tags: ['admin'],
         summary: "This instance's realtime connections with their live queries and channels (service key)",
         querystring: { type: 'object', additionalProperties: false, properties: {} },
-        response: { 200: connectionsSchema },
+        response: { 200: connectionsSchema, '4xx': errorResponse },
       },
     },
     async () => realtime.describe(),

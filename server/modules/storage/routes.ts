@@ -1,11 +1,12 @@
 import multipart, { type Multipart } from '@fastify/multipart';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
 import { requireService } from '../../internal/guards.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
-import type { BucketInput, StorageObject, StorageService } from './service.js';
+import type { StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
 
@@ -32,8 +33,11 @@ const bucketWritable = {
   },
 } as const;
 
+// Response schemas are closed (additionalProperties: false): the serializer sends only the
+// properties they name, and the handlers' return types are checked against them.
 const bucketSchema = {
   type: 'object',
+  additionalProperties: false,
   properties: {
     name: { type: 'string' },
     public: { type: 'boolean' },
@@ -41,6 +45,7 @@ const bucketSchema = {
     allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
     rules: {
       type: 'object',
+      additionalProperties: false,
       properties: { read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } },
     },
     created_at: { type: 'string' },
@@ -50,6 +55,7 @@ const bucketSchema = {
 
 const objectSchema = {
   type: 'object',
+  additionalProperties: false,
   properties: {
     id: { type: 'string' },
     bucket: { type: 'string' },
@@ -141,12 +147,12 @@ interface ObjectQuery {
 
 async function serveObject(
   storage: StorageService,
-  request: FastifyRequest<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>,
+  request: FastifyRequest,
+  query: ObjectQuery,
   reply: FastifyReply,
   withBody: boolean,
 ): Promise<FastifyReply> {
   const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
-  const query = request.query;
   const signed = query.sig !== undefined || query.expires !== undefined;
   const object = await storage.objectForRead(request.caller, bucket, rawPath, {
     signature: signed ? { expires: query.expires, sig: query.sig } : undefined,
@@ -195,11 +201,12 @@ async function serveObject(
 }
 
 /** Buckets admin, downloads, listings, deletes and signing: JSON bodies. */
-const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, { storage, sweeper }) => {
+const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { storage, sweeper }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   // The key is checked before the body and the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
 
-  app.post<{ Body: BucketInput & { name: string } }>(
+  app.post(
     '/v1/admin/buckets',
     {
       preValidation: adminOnly,
@@ -226,7 +233,11 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
         tags: ['storage'],
         summary: 'List buckets (service key)',
         response: {
-          200: { type: 'object', properties: { buckets: { type: 'array', items: bucketSchema } } },
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { buckets: { type: 'array', items: bucketSchema } },
+          },
           ...errors,
         },
       },
@@ -234,7 +245,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     async (request) => ({ buckets: await storage.listBuckets(request.caller) }),
   );
 
-  app.get<{ Params: { name: string } }>(
+  app.get(
     '/v1/admin/buckets/:name',
     {
       preValidation: adminOnly,
@@ -248,7 +259,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     async (request) => storage.getBucket(request.caller, request.params.name),
   );
 
-  app.patch<{ Params: { name: string }; Body: BucketInput }>(
+  app.patch(
     '/v1/admin/buckets/:name',
     {
       preValidation: adminOnly,
@@ -263,7 +274,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     async (request) => storage.updateBucket(request.caller, request.params.name, request.body),
   );
 
-  app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
+  app.delete(
     '/v1/admin/buckets/:name',
     {
       preValidation: adminOnly,
@@ -276,12 +287,12 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
       },
     },
     async (request, reply) => {
-      await storage.deleteBucket(request.caller, request.params.name, String(request.query.force) === 'true');
-      return reply.code(204).send();
+      await storage.deleteBucket(request.caller, request.params.name, request.query.force === 'true');
+      return reply.code(204).send(null);
     },
   );
 
-  app.post<{ Body: { grace_seconds?: number } }>(
+  app.post(
     '/v1/admin/storage/sweep',
     {
       preValidation: adminOnly,
@@ -296,6 +307,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
         response: {
           200: {
             type: 'object',
+            additionalProperties: false,
             properties: {
               ran: { type: 'boolean' },
               pending: { type: 'integer' },
@@ -313,7 +325,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     },
   );
 
-  app.get<{ Params: { bucket: string }; Querystring: { prefix?: string; limit?: number; after?: string } }>(
+  app.get(
     '/v1/storage/:bucket',
     {
       schema: {
@@ -331,6 +343,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
         response: {
           200: {
             type: 'object',
+            additionalProperties: false,
             properties: { objects: { type: 'array', items: objectSchema }, next_cursor: { type: ['string', 'null'] } },
           },
           ...errors,
@@ -359,7 +372,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     },
   } as const;
 
-  app.get<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>(
+  app.get(
     '/v1/storage/:bucket/*',
     {
       exposeHeadRoute: false,
@@ -370,18 +383,18 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
         querystring: objectQuery,
       },
     },
-    async (request, reply) => serveObject(storage, request, reply, true),
+    async (request, reply) => serveObject(storage, request, request.query, reply, true),
   );
 
-  app.head<{ Params: { bucket: string; '*': string }; Querystring: ObjectQuery }>(
+  app.head(
     '/v1/storage/:bucket/*',
     {
       schema: { tags: ['storage'], summary: "An object's headers", params: objectParams, querystring: objectQuery },
     },
-    async (request, reply) => serveObject(storage, request, reply, false),
+    async (request, reply) => serveObject(storage, request, request.query, reply, false),
   );
 
-  app.delete<{ Params: { bucket: string; '*': string } }>(
+  app.delete(
     '/v1/storage/:bucket/*',
     {
       schema: {
@@ -394,11 +407,11 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
     async (request, reply) => {
       const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
       await storage.remove(request.caller, bucket, rawPath);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 
-  app.post<{ Params: { bucket: string; '*': string }; Body: { expires_in: number } }>(
+  app.post(
     '/v1/sign/:bucket/*',
     {
       schema: {
@@ -412,7 +425,11 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
           properties: { expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS } },
         },
         response: {
-          200: { type: 'object', properties: { url: { type: 'string' }, expires_at: { type: 'string' } } },
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { url: { type: 'string' }, expires_at: { type: 'string' } },
+          },
           ...errors,
         },
       },
@@ -428,7 +445,8 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, {
  * Uploads: the body is never parsed or buffered. The raw PUT hands the request
  * stream straight to the service; the multipart POST streams the `file` part.
  */
-const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, { storage, maxFileSize }) => {
+const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { storage, maxFileSize }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
   await app.register(multipart, { limits: { fileSize: Number.MAX_SAFE_INTEGER, files: 1, fields: 20, parts: 40 } });
@@ -446,11 +464,13 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
     response: { 201: objectSchema, 409: errorResponse, 413: errorResponse, 415: errorResponse, ...errors },
   });
 
-  app.put<{ Params: { bucket: string; '*': string } }>(
+  app.put(
     '/v1/storage/:bucket/*',
     { bodyLimit, schema: uploadSchema('Upload an object from the raw body (x-upsert: true overwrites)') },
     async (request, reply) => {
       const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
+      // The body has no schema (it is the object's bytes, any type): the '*' parser above hands
+      // over the request stream, which no JSON schema can describe, so its type is stated here.
       const body = (request.body as Readable | undefined) ?? request.raw;
       const object = await storage.upload(request.caller, {
         bucket,
@@ -464,7 +484,7 @@ const storageUploadRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app,
     },
   );
 
-  app.post<{ Params: { bucket: string; '*': string } }>(
+  app.post(
     '/v1/storage/:bucket/*',
     { bodyLimit, schema: uploadSchema('Upload an object from multipart/form-data (field `file`)') },
     async (request, reply) => {

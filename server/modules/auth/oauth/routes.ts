@@ -1,22 +1,8 @@
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import type { CallbackQuery, CookieInstruction, OAuthService } from './service.js';
-
-const redirectResponse = {
-  302: {
-    description: 'Redirect (Location header)',
-    type: 'null',
-  },
-} as const;
-
-const errorResponse = {
-  type: 'object',
-  properties: {
-    error: {
-      type: 'object',
-      properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object' } },
-    },
-  },
-} as const;
+import { errorResponse } from '../../../internal/http/errors.js';
+import { redirectSchema } from '../schemas.js';
+import type { CookieInstruction, OAuthService } from './service.js';
 
 const authorizeSchema = {
   tags: ['auth'],
@@ -33,7 +19,7 @@ const authorizeSchema = {
     },
     required: ['provider'],
   },
-  response: { ...redirectResponse, 400: errorResponse, 429: errorResponse, 503: errorResponse },
+  response: { 302: redirectSchema, 400: errorResponse, 429: errorResponse, 503: errorResponse },
 } as const;
 
 const param = { type: 'string', maxLength: 8192 } as const;
@@ -50,7 +36,7 @@ const callbackSchema = {
     type: 'object',
     properties: { code: param, state: param, error: param, error_description: param, iss: param },
   },
-  response: { ...redirectResponse, 400: errorResponse },
+  response: { 302: redirectSchema, 400: errorResponse },
 } as const;
 
 function setCookie(reply: FastifyReply, cookie: CookieInstruction): void {
@@ -67,8 +53,9 @@ function setCookie(reply: FastifyReply, cookie: CookieInstruction): void {
 }
 
 /** GET /v1/auth/authorize and GET /v1/auth/callback. */
-export const oauthRoutes: FastifyPluginAsync<{ oauth: OAuthService }> = async (app, { oauth }) => {
-  app.get<{ Querystring: { provider: string; redirect_to?: string } }>(
+export const oauthRoutes: FastifyPluginAsync<{ oauth: OAuthService }> = async (plugin, { oauth }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
+  app.get(
     '/v1/auth/authorize',
     // No HEAD twin: a prefetch or link preview must not create sign-ins.
     { schema: authorizeSchema, exposeHeadRoute: false },
@@ -82,7 +69,7 @@ export const oauthRoutes: FastifyPluginAsync<{ oauth: OAuthService }> = async (a
     },
   );
 
-  app.get<{ Querystring: CallbackQuery }>(
+  app.get(
     '/v1/auth/callback',
     // No HEAD twin: a HEAD would spend the single-use state.
     { schema: callbackSchema, exposeHeadRoute: false },

@@ -1,0 +1,114 @@
+/**
+ * The response schemas of the auth routes: what /docs shows, and what Fastify serializes
+ * with. A property missing here would be dropped from the response, so each schema is
+ * checked against its wire type (`ObjectSchemaOf`).
+ */
+import type { JWK } from 'jose';
+import type { Session, SessionInfo } from '../../../client-sdk/src/wire.js';
+import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
+import type { AdminUser, AuthResult, PublicUser } from './service.js';
+
+/** Metadata is the application's own JSON object: every key goes out as stored. */
+const openObject = { type: 'object', additionalProperties: true } as const;
+
+const userProperties = {
+  id: { type: 'string', format: 'uuid' },
+  email: { type: ['string', 'null'] },
+  email_confirmed_at: optionalTimestamp,
+  is_anonymous: { type: 'boolean' },
+  created_at: timestamp,
+  updated_at: timestamp,
+  last_sign_in_at: optionalTimestamp,
+  user_metadata: openObject,
+  app_metadata: openObject,
+} as const;
+
+export const userSchema = {
+  type: 'object',
+  description: 'A user (never a password hash)',
+  additionalProperties: false,
+  properties: userProperties,
+} as const satisfies ObjectSchemaOf<PublicUser>;
+
+export const adminUserSchema = {
+  type: 'object',
+  description: 'A user as the admin API shows it',
+  additionalProperties: false,
+  properties: { ...userProperties, banned_until: optionalTimestamp },
+} as const satisfies ObjectSchemaOf<AdminUser>;
+
+const sessionSchema = {
+  type: ['object', 'null'],
+  description: 'null when the email must be confirmed first',
+  additionalProperties: false,
+  properties: {
+    access_token: { type: 'string' },
+    token_type: { type: 'string', enum: ['bearer'] },
+    expires_in: { type: 'integer', description: 'Seconds until the access token expires' },
+    expires_at: { type: 'integer', description: 'When the access token expires, in seconds since the epoch' },
+    refresh_token: { type: 'string' },
+  },
+} as const satisfies ObjectSchemaOf<Session>;
+
+export const authResponseSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { user: userSchema, session: sessionSchema },
+} as const satisfies ObjectSchemaOf<AuthResult>;
+
+const sessionInfoSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    created_at: timestamp,
+    refreshed_at: timestamp,
+    expires_at: timestamp,
+    user_agent: { type: ['string', 'null'] },
+    ip: { type: ['string', 'null'] },
+    current: { type: 'boolean', description: 'The session of the token that asked' },
+  },
+} as const satisfies ObjectSchemaOf<SessionInfo>;
+
+export const sessionListSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { sessions: { type: 'array', items: sessionInfoSchema } },
+} as const;
+
+/** The 202 of the mail-sending calls: the same empty answer whether or not the account exists. */
+export const acceptedSchema = {
+  type: 'object',
+  description: 'Accepted',
+  additionalProperties: false,
+  properties: {},
+} as const;
+
+export const jwksSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    // A JWK's members depend on its key type (RFC 7517): each key goes out whole.
+    keys: { type: 'array', items: { type: 'object', additionalProperties: true } },
+  },
+} as const satisfies ObjectSchemaOf<{ keys: JWK[] }>;
+
+export const rotatedKeySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { kid: { type: 'string', description: 'The id of the new signing key' } },
+} as const;
+
+export const userPageSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    users: { type: 'array', items: adminUserSchema },
+    total: { type: 'integer' },
+    page: { type: 'integer' },
+    per_page: { type: 'integer' },
+  },
+} as const;
+
+/** A 302 back to the app or on to a provider: the Location header is the answer, there is no body. */
+export const redirectSchema = { type: 'null', description: 'Redirect (Location header)' } as const;
