@@ -3,14 +3,23 @@ import type { Platform } from '../../internal/platform.js';
 import { Mailer } from './mailer.js';
 import { PasswordHasher } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
+import { AdminService } from './admin-service.js';
+import { EmailFlows } from './email-flows.js';
+import { RedirectPolicy } from './redirects.js';
 import { AuthRepository } from './repository.js';
 import { RevocationCache } from './revocations.js';
-import { AuthService } from './service.js';
+import { SessionIssuer } from './session-issuer.js';
+import { SessionService } from './session-service.js';
 import { AccessTokens, SigningKeys } from './tokens.js';
 
 /** The auth module as other parts of the server see it. */
 export interface AuthModule {
-  service: AuthService;
+  /** Accounts and sessions: what the request context (verifier) and the OAuth flow call. */
+  service: SessionService;
+  /** Confirmation, recovery, magic-link and email-change mails, and spending their tokens. */
+  emailFlows: EmailFlows;
+  /** The admin users API and key rotation. */
+  admin: AdminService;
   /** Loads signing keys and revocations, then keeps them fresh; called when the app is ready. */
   start(): Promise<void>;
 }
@@ -48,18 +57,34 @@ export function createAuthModule(platform: Platform): AuthModule {
   // Until start() reads the issuer stored in the database: this instance's own address.
   const ownIssuer = `${config.publicUrl}/v1/auth`;
   const tokens = new AccessTokens(keys, { issuer: ownIssuer, ttlSeconds: auth.accessTokenTtlSeconds });
-  const service = new AuthService({
+  const hasher = new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost });
+  const limiter = new RateLimiter(repo, auth.rateLimits.windowSeconds);
+  const redirects = new RedirectPolicy({ publicUrl: config.publicUrl, redirectUrls: auth.redirectUrls });
+  const sessions = new SessionIssuer({ config: auth, repo, tokens, revocations });
+  const emailFlows = new EmailFlows({
     config: auth,
     publicUrl: config.publicUrl,
     repo,
-    hasher: new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost }),
+    hasher,
+    limiter,
+    mailer,
+    sessions,
+    redirects,
+    log,
+  });
+  const service = new SessionService({
+    config: auth,
+    repo,
+    hasher,
     keys,
     tokens,
     revocations,
-    limiter: new RateLimiter(repo, auth.rateLimits.windowSeconds),
-    mailer,
-    log,
+    limiter,
+    sessions,
+    emailFlows,
+    redirects,
   });
+  const admin = new AdminService({ repo, hasher, keys, sessions });
 
   const timers: NodeJS.Timeout[] = [];
   const reload = new IdleBackoff({
@@ -77,12 +102,14 @@ export function createAuthModule(platform: Platform): AuthModule {
     for (const timer of timers) clearInterval(timer);
     await revocations.stop();
     // Mails decided after their answer was sent are queued before the mailer closes.
-    await service.drain();
+    await emailFlows.drain();
     await mailer.close();
   });
 
   return {
     service,
+    emailFlows,
+    admin,
     async start() {
       // Instances of one database accept each other's tokens only if they name the same
       // issuer, and their addresses differ (ports, hosts): the first start stores its own.

@@ -3,7 +3,7 @@ import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
 import type { Platform } from '../../internal/platform.js';
 import type { AuthModule } from './module.js';
-import type { AdminUserInput, AuthResult, ClientContext, VerifyType } from './service.js';
+import type { AdminUserInput, AuthResult, ClientContext, VerifyType } from './accounts.js';
 
 const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
@@ -48,7 +48,7 @@ function fragment(result: AuthResult, type: string): string {
 
 /** Auth endpoints under /v1/auth, the admin users API, key rotation and the JWKS. */
 export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModule }> = async (app, { auth }) => {
-  const service = auth.service;
+  const { service, emailFlows, admin } = auth;
   const tags = ['auth'];
 
   app.post<{ Body: { email: string; password: string; data?: Record<string, unknown>; redirect_to?: string } }>(
@@ -135,7 +135,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       },
     },
     async (request, reply) => {
-      await service.recover(request.body, client(request));
+      await emailFlows.recover(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -150,7 +150,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       },
     },
     async (request, reply) => {
-      await service.magicLink(request.body, client(request));
+      await emailFlows.magicLink(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -165,7 +165,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       },
     },
     async (request, reply) => {
-      await service.resendConfirmation(request.body, client(request));
+      await emailFlows.resendConfirmation(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -179,7 +179,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
         body: body({ type: verifyType, token, password }, ['type', 'token']),
       },
     },
-    async (request) => service.verify(request.body, client(request)),
+    async (request) => emailFlows.verify(request.body, client(request)),
   );
 
   // The link in a mail. Opening it confirms (or signs in) and returns to the app with the
@@ -201,14 +201,14 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
     async (request, reply) => {
       const { type, token: value, redirect_to: target } = request.query;
       // Only the normalized form is ever written into the Location header.
-      const redirect = target === undefined ? null : service.allowedRedirect(target);
+      const redirect = target === undefined ? null : emailFlows.allowedRedirect(target);
       if (type === 'recovery') {
         if (!redirect) {
           throw new AppError('INVALID_REQUEST', 'Recovery needs a new password: POST /v1/auth/verify with it.');
         }
         return reply.redirect(`${redirect}#${new URLSearchParams({ type, token: value }).toString()}`, 302);
       }
-      const result = await service.verify({ type, token: value }, client(request));
+      const result = await emailFlows.verify({ type, token: value }, client(request));
       if (!redirect) return result;
       return reply.redirect(`${redirect}#${fragment(result, type)}`, 302);
     },
@@ -253,7 +253,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       preValidation: adminOnly,
       schema: { tags: adminTags, summary: 'Start signing with a new key; old keys stay until their tokens expire' },
     },
-    async (request) => service.rotateSigningKey(request.caller),
+    async (request) => admin.rotateSigningKey(request.caller),
   );
 
   app.get<{ Querystring: { email?: string; page?: string; per_page?: string } }>(
@@ -276,7 +276,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       },
     },
     async (request) =>
-      service.adminListUsers(request.caller, {
+      admin.listUsers(request.caller, {
         email: request.query.email,
         page: request.query.page === undefined ? undefined : Number(request.query.page),
         per_page: request.query.per_page === undefined ? undefined : Number(request.query.per_page),
@@ -289,13 +289,13 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       preValidation: adminOnly,
       schema: { tags: adminTags, summary: 'Create a user', body: body(adminUserBody, ['email']) },
     },
-    async (request, reply) => reply.code(201).send(await service.adminCreateUser(request.caller, request.body)),
+    async (request, reply) => reply.code(201).send(await admin.createUser(request.caller, request.body)),
   );
 
   app.get<{ Params: { id: string } }>(
     '/v1/admin/users/:id',
     { preValidation: adminOnly, schema: { tags: adminTags, summary: 'Get a user', params: idParams } },
-    async (request) => service.adminGetUser(request.caller, request.params.id),
+    async (request) => admin.getUser(request.caller, request.params.id),
   );
 
   app.patch<{ Params: { id: string }; Body: AdminUserInput }>(
@@ -309,7 +309,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
         body: body(adminUserBody),
       },
     },
-    async (request) => service.adminUpdateUser(request.caller, request.params.id, request.body),
+    async (request) => admin.updateUser(request.caller, request.params.id, request.body),
   );
 
   app.delete<{ Params: { id: string } }>(
@@ -319,7 +319,7 @@ export const authRoutes: FastifyPluginAsync<{ platform: Platform; auth: AuthModu
       schema: { tags: adminTags, summary: 'Delete a user and end their sessions', params: idParams },
     },
     async (request, reply) => {
-      await service.adminDeleteUser(request.caller, request.params.id);
+      await admin.deleteUser(request.caller, request.params.id);
       return reply.code(204).send();
     },
   );
