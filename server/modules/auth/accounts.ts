@@ -50,13 +50,6 @@ export interface AdminUserInput {
   banned_until?: string | null;
 }
 
-/** Which live sessions a revocation ends. */
-export interface SessionFilter {
-  sessionId?: string;
-  userId?: string;
-  exceptSessionId?: string;
-}
-
 const MAX_METADATA_BYTES = 16 * 1024;
 
 function iso(date: Date | null): string | null {

@@ -30,7 +30,7 @@ export class AdminService {
     requireService(caller);
     const page = query.page ?? 1;
     const perPage = query.per_page ?? 50;
-    const { users, total } = await this.repo.listUsers(this.repo.pool, {
+    const { users, total } = await this.repo.users.list({
       email: query.email === undefined || query.email === '' ? null : query.email.trim(),
       limit: perPage,
       offset: (page - 1) * perPage,
@@ -40,7 +40,7 @@ export class AdminService {
 
   async getUser(caller: Caller, id: string): Promise<AdminUser> {
     requireService(caller);
-    const row = await this.repo.userById(this.repo.pool, id);
+    const row = await this.repo.users.byId(this.repo.pool, id);
     if (!row) throw new AppError('NOT_FOUND', 'No such user.');
     return toAdminUser(row);
   }
@@ -54,7 +54,7 @@ export class AdminService {
     const passwordHash = await this.passwordHash(input.password);
     const bannedUntil = parseBannedUntil(input.banned_until);
     const row = await this.repo.transaction(async (tx) => {
-      const user = await this.repo.insertUser(tx, {
+      const user = await this.repo.users.insert(tx, {
         email,
         emailConfirmed: input.email_confirm === true,
         isAnonymous: false,
@@ -63,7 +63,7 @@ export class AdminService {
         passwordHash,
       });
       if (bannedUntil === undefined) return user;
-      return (await this.repo.updateUser(tx, user.id, { bannedUntil })) ?? user;
+      return (await this.repo.users.update(tx, user.id, { bannedUntil })) ?? user;
     });
     return toAdminUser(row);
   }
@@ -81,9 +81,9 @@ export class AdminService {
     const appMetadata = metadata(input.app_metadata, 'app_metadata');
     const revoked: string[] = [];
     const row = await this.repo.transaction(async (tx) => {
-      const existing = await this.repo.userById(tx, id, true);
+      const existing = await this.repo.users.byId(tx, id, true);
       if (!existing) throw new AppError('NOT_FOUND', 'No such user.');
-      const user = await this.repo.updateUser(tx, id, {
+      const user = await this.repo.users.update(tx, id, {
         // A new address is unconfirmed unless the admin says otherwise.
         ...(email !== undefined ? { email, isAnonymous: false, emailConfirmed: false } : {}),
         ...(input.email_confirm !== undefined ? { emailConfirmed: input.email_confirm } : {}),
@@ -91,7 +91,7 @@ export class AdminService {
         ...(appMetadata !== undefined ? { appMetadata } : {}),
         ...(bannedUntil !== undefined ? { bannedUntil } : {}),
       });
-      if (passwordHash !== null) await this.repo.setPasswordHash(tx, id, passwordHash);
+      if (passwordHash !== null) await this.repo.users.setPasswordHash(tx, id, passwordHash);
       if (bannedUntil && bannedUntil.getTime() > Date.now()) {
         revoked.push(...(await this.deps.sessions.revoke(tx, { userId: id }, 'banned')));
       }
@@ -105,7 +105,7 @@ export class AdminService {
     requireService(caller);
     const revoked = await this.repo.transaction(async (tx) => {
       const ids = await this.deps.sessions.revoke(tx, { userId: id }, 'user_deleted');
-      if (!(await this.repo.deleteUser(tx, id))) throw new AppError('NOT_FOUND', 'No such user.');
+      if (!(await this.repo.users.delete(tx, id))) throw new AppError('NOT_FOUND', 'No such user.');
       return ids;
     });
     this.deps.sessions.announce(revoked);

@@ -88,9 +88,9 @@ export class EmailFlows {
     passwordHash: string | null = null,
   ): Promise<void> {
     if (!(await this.mayMail(q, email))) return;
-    await this.repo.invalidateEmailTokens(q, user.id, type);
+    await this.repo.emailTokens.invalidate(q, user.id, type);
     const token = randomToken();
-    await this.repo.insertEmailToken(q, {
+    await this.repo.emailTokens.insert(q, {
       hash: tokenHash(token),
       userId: user.id,
       type,
@@ -140,7 +140,7 @@ export class EmailFlows {
   /** At most one mail per address per configured interval, on every instance together. */
   private async mayMail(q: Tx, email: string): Promise<boolean> {
     const interval = this.config.emailIntervalSeconds;
-    return interval <= 0 || this.repo.claimInterval(q, `mail:${email.toLowerCase()}`, interval);
+    return interval <= 0 || this.repo.rateLimits.claimInterval(q, `mail:${email.toLowerCase()}`, interval);
   }
 
   /** Mails a recovery link when the address has an account; answers the same either way. */
@@ -169,7 +169,7 @@ export class EmailFlows {
     // so that the answer's timing cannot tell known addresses from unknown ones.
     this.runInBackground(`${type} mail`, () =>
       this.repo.transaction(async (tx) => {
-        const user = await this.repo.userByEmail(tx, email);
+        const user = await this.repo.users.byEmail(tx, email);
         if (!user || isBanned(user) || user.email === null) return;
         if (type === 'signup' && user.email_confirmed_at !== null) return;
         await this.mailToken(tx, user, type, user.email, redirectTo);
@@ -197,21 +197,21 @@ export class EmailFlows {
     const sessions = this.deps.sessions;
     const revoked: string[] = [];
     const result = await this.repo.transaction(async (tx) => {
-      const token = await this.repo.consumeEmailToken(tx, tokenHash(input.token), [input.type]);
+      const token = await this.repo.emailTokens.consume(tx, tokenHash(input.token), [input.type]);
       if (!token) throw new AppError('INVALID_TOKEN');
-      let user = await this.repo.userById(tx, token.user_id, true);
+      let user = await this.repo.users.byId(tx, token.user_id, true);
       if (!user) throw new AppError('INVALID_TOKEN');
       assertNotBanned(user);
       const sameEmail = (user.email ?? '').toLowerCase() === token.email.toLowerCase();
       if (token.type === 'email_change') {
         // Cleared, then set: the new address's confirmation time is now, not the old one's.
         // An anonymous user's address waited for this mail; now it is a permanent user.
-        user = await this.repo.updateUser(tx, user.id, {
+        user = await this.repo.users.update(tx, user.id, {
           email: token.email,
           emailConfirmed: false,
           isAnonymous: false,
         });
-        user = user && (await this.repo.updateUser(tx, user.id, { emailConfirmed: true }));
+        user = user && (await this.repo.users.update(tx, user.id, { emailConfirmed: true }));
       } else {
         // The account's address changed since this mail was sent: the mail proves nothing now.
         if (!sameEmail) throw new AppError('INVALID_TOKEN');
@@ -221,15 +221,15 @@ export class EmailFlows {
           // verify the address): the owner takes the account over. Only the password this
           // very mail was sent for (a sign-up's own confirmation) or the one this recovery
           // sets survives; every session before this one ends.
-          await this.repo.setPasswordHash(tx, user.id, passwordHash ?? token.password_hash);
-          await this.repo.deleteIdentities(tx, user.id);
+          await this.repo.users.setPasswordHash(tx, user.id, passwordHash ?? token.password_hash);
+          await this.repo.users.deleteIdentities(tx, user.id);
           revoked.push(...(await sessions.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
         }
-        user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true });
+        user = await this.repo.users.update(tx, user.id, { emailConfirmed: true });
       }
       if (!user) throw new AppError('INVALID_TOKEN');
       if (passwordHash !== null) {
-        await this.repo.setPasswordHash(tx, user.id, passwordHash);
+        await this.repo.users.setPasswordHash(tx, user.id, passwordHash);
         revoked.push(...(await sessions.revoke(tx, { userId: user.id }, 'password_reset')));
       }
       return sessions.signIn(tx, user, context);

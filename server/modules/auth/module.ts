@@ -113,7 +113,7 @@ export function createAuthModule(platform: Platform): AuthModule {
     async start() {
       // Instances of one database accept each other's tokens only if they name the same
       // issuer, and their addresses differ (ports, hosts): the first start stores its own.
-      const issuer = await repo.issuer(ownIssuer);
+      const issuer = await repo.signingKeys.issuer(ownIssuer);
       tokens.useIssuer(issuer);
       if (issuer !== ownIssuer) {
         log.warn(

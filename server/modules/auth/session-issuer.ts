@@ -1,7 +1,7 @@
 import type { AuthConfig } from '../../config.js';
 import type { Queryable } from '../../internal/db.js';
-import { toPublicUser, type AuthResult, type ClientContext, type Session, type SessionFilter } from './accounts.js';
-import type { AuthRepository, UserRow } from './repository.js';
+import { toPublicUser, type AuthResult, type ClientContext, type Session } from './accounts.js';
+import type { AuthRepository, SessionFilter, UserRow } from './repository.js';
 import type { RevocationCache } from './revocations.js';
 import { randomToken, tokenHash, type AccessTokens } from './tokens.js';
 
@@ -22,20 +22,20 @@ export class SessionIssuer {
 
   /** Records the sign-in and starts a session for `user`, inside `q`'s transaction. */
   async signIn(q: Queryable, user: UserRow, context: ClientContext): Promise<AuthResult> {
-    const signedIn = (await this.deps.repo.touchSignIn(q, user.id)) ?? user;
+    const signedIn = (await this.deps.repo.users.touchSignIn(q, user.id)) ?? user;
     return { user: toPublicUser(signedIn), session: await this.start(q, signedIn, context) };
   }
 
   /** Starts a session for a user inside `q`'s transaction and returns the session object. */
   private async start(q: Queryable, user: UserRow, context: ClientContext): Promise<Session> {
-    const session = await this.deps.repo.insertSession(q, {
+    const session = await this.deps.repo.sessions.insert(q, {
       userId: user.id,
       lifetimeSeconds: this.deps.config.sessionLifetimeSeconds,
       userAgent: context.userAgent?.slice(0, 512) ?? null,
       ip: context.ip,
     });
     const refreshToken = randomToken();
-    await this.deps.repo.insertRefreshToken(q, session.id, tokenHash(refreshToken));
+    await this.deps.repo.sessions.insertRefreshToken(q, session.id, tokenHash(refreshToken));
     return this.sessionObject(user, session.id, refreshToken);
   }
 
@@ -68,7 +68,7 @@ export class SessionIssuer {
    * {@link announce} once that transaction committed.
    */
   revoke(q: Queryable, filter: SessionFilter, reason: string): Promise<string[]> {
-    return this.deps.repo.revokeSessions(q, filter, reason);
+    return this.deps.repo.sessions.revoke(q, filter, reason);
   }
 
   /** Makes committed revocations count on this instance at once (others follow by poll and hint). */

@@ -94,7 +94,7 @@ export class SessionService {
     const mail = this.deps.emailFlows;
     try {
       return await this.repo.transaction(async (tx) => {
-        const user = await this.repo.insertUser(tx, {
+        const user = await this.repo.users.insert(tx, {
           email,
           emailConfirmed: false,
           isAnonymous: false,
@@ -116,7 +116,7 @@ export class SessionService {
         // An account nobody confirmed yet may be a stranger's pre-registration of this
         // address: this sign-up gets its own confirmation, carrying its own password.
         await this.repo.transaction(async (tx) => {
-          const existing = await this.repo.userByEmail(tx, email);
+          const existing = await this.repo.users.byEmail(tx, email);
           if (existing?.email && existing.email_confirmed_at === null && !isBanned(existing)) {
             await mail.mailToken(tx, existing, 'signup', existing.email, redirectTo, passwordHash);
           }
@@ -164,14 +164,14 @@ export class SessionService {
       this.deps.limiter.consume(perAccount, limits.signinFailedPerAccount),
     ]);
 
-    const found = await this.repo.credentialsByEmail(this.repo.pool, email);
+    const found = await this.repo.users.credentialsByEmail(email);
     let ok = false;
     if (found?.passwordHash) {
       const result = await this.deps.hasher.verify(found.passwordHash, input.password);
       ok = result.ok;
       if (result.rehash) {
         const upgraded = await this.deps.hasher.hash(input.password);
-        await this.repo.rehashPassword(this.repo.pool, found.user.id, found.passwordHash, upgraded);
+        await this.repo.users.rehashPassword(found.user.id, found.passwordHash, upgraded);
       }
     } else {
       await this.deps.hasher.verifyDummy(input.password);
@@ -192,7 +192,7 @@ export class SessionService {
     await this.deps.limiter.consume(`anonymous:ip:${clientIp(context)}`, this.config.rateLimits.anonymousPerIp);
     const userMetadata = metadata(input.data, 'data') ?? {};
     return this.repo.transaction(async (tx) => {
-      const user = await this.repo.insertUser(tx, {
+      const user = await this.repo.users.insert(tx, {
         email: null,
         emailConfirmed: false,
         isAnonymous: true,
@@ -220,11 +220,11 @@ export class SessionService {
     const revoked: string[] = [];
     const result = await this.repo.transaction(async (tx) => {
       let user: UserRow | null = null;
-      const existing = await this.repo.identity(tx, identity.provider, identity.subject);
+      const existing = await this.repo.users.identity(tx, identity.provider, identity.subject);
       if (existing) {
-        user = await this.repo.userById(tx, existing.user_id, true);
+        user = await this.repo.users.byId(tx, existing.user_id, true);
       } else if (email) {
-        const byEmail = await this.repo.userByEmail(tx, email);
+        const byEmail = await this.repo.users.byEmail(tx, email);
         if (byEmail) {
           if (!identity.emailVerified) {
             throw new AppError(
@@ -232,17 +232,17 @@ export class SessionService {
               'An account with this email exists; sign in to it and link this provider, or use a provider that verifies the email.',
             );
           }
-          user = await this.repo.userById(tx, byEmail.id, true);
+          user = await this.repo.users.byId(tx, byEmail.id, true);
           if (user && user.email_confirmed_at === null) {
-            await this.repo.setPasswordHash(tx, user.id, null);
-            await this.repo.deleteIdentities(tx, user.id);
+            await this.repo.users.setPasswordHash(tx, user.id, null);
+            await this.repo.users.deleteIdentities(tx, user.id);
             revoked.push(...(await this.sessions.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
-            user = await this.repo.updateUser(tx, user.id, { emailConfirmed: true, isAnonymous: false });
+            user = await this.repo.users.update(tx, user.id, { emailConfirmed: true, isAnonymous: false });
           }
         }
       }
       if (!user) {
-        user = await this.repo.insertUser(tx, {
+        user = await this.repo.users.insert(tx, {
           email,
           emailConfirmed: email !== null && identity.emailVerified,
           isAnonymous: false,
@@ -252,7 +252,7 @@ export class SessionService {
         });
       }
       assertNotBanned(user);
-      await this.repo.upsertIdentity(tx, {
+      await this.repo.users.upsertIdentity(tx, {
         userId: user.id,
         provider: identity.provider,
         subject: identity.subject,
@@ -268,7 +268,7 @@ export class SessionService {
   /** Starts a session for an existing user, e.g. after a flow that authenticated them elsewhere. */
   async issueSession(userId: string, context: ClientContext): Promise<AuthResult> {
     return this.repo.transaction(async (tx) => {
-      const user = await this.repo.userById(tx, userId);
+      const user = await this.repo.users.byId(tx, userId);
       if (!user) throw new AppError('NOT_FOUND', 'No such user.');
       assertNotBanned(user);
       return this.sessions.signIn(tx, user, context);
@@ -280,14 +280,14 @@ export class SessionService {
   /**
    * Rotates a refresh token. The common case — a live session, a token not yet used or
    * reused within the grace window — is one statement, rate-limit counter included
-   * (AuthRepository.refreshInOneStatement). Anything that ends a session (expiry,
+   * (SessionRepository.refreshInOneStatement). Anything that ends a session (expiry,
    * inactivity, reuse after the grace window, a ban) goes through the locked transaction
    * below, which looks at everything again.
    */
   async refresh(refreshToken: string, context: ClientContext): Promise<AuthResult> {
     const hash = tokenHash(refreshToken);
     const next = randomToken();
-    const attempt = await this.repo.refreshInOneStatement({
+    const attempt = await this.repo.sessions.refreshInOneStatement({
       limitKey: `refresh:ip:${clientIp(context)}`,
       windowSeconds: this.config.rateLimits.windowSeconds,
       limit: this.config.rateLimits.refreshPerIp,
@@ -315,9 +315,9 @@ export class SessionService {
   /** The refresh that may end the session, in one transaction with the token and session locked. */
   private async refreshLocked(hash: Buffer): Promise<AuthResult> {
     const outcome = await this.repo.transaction(async (tx) => {
-      const token = await this.repo.refreshTokenForUpdate(tx, hash);
+      const token = await this.repo.sessions.refreshTokenForUpdate(tx, hash);
       if (!token) return { error: SESSION_ENDED() } as const;
-      const session = await this.repo.sessionById(tx, token.session_id, true);
+      const session = await this.repo.sessions.byId(tx, token.session_id, true);
       if (!session || session.revoked_at !== null) return { error: SESSION_ENDED() } as const;
       const ended = this.sessionEndReason(session);
       if (ended) {
@@ -335,9 +335,9 @@ export class SessionService {
           return { error: SESSION_ENDED(), revoked } as const;
         }
       } else {
-        await this.repo.markRotated(tx, hash);
+        await this.repo.sessions.markRotated(tx, hash);
       }
-      const user = await this.repo.userById(tx, session.user_id);
+      const user = await this.repo.users.byId(tx, session.user_id);
       if (!user) return { error: SESSION_ENDED() } as const;
       if (isBanned(user)) {
         return {
@@ -346,8 +346,8 @@ export class SessionService {
         } as const;
       }
       const next = randomToken();
-      await this.repo.insertRefreshToken(tx, session.id, tokenHash(next));
-      await this.repo.touchSession(tx, session.id);
+      await this.repo.sessions.insertRefreshToken(tx, session.id, tokenHash(next));
+      await this.repo.sessions.touch(tx, session.id);
       return { user, sessionId: session.id, next } as const;
     });
     if ('error' in outcome) {
@@ -377,7 +377,7 @@ export class SessionService {
 
   async listSessions(caller: Caller): Promise<SessionInfo[]> {
     const user = requireUser(caller);
-    const rows = await this.repo.activeSessions(this.repo.pool, user.uid, this.config.sessionInactivitySeconds);
+    const rows = await this.repo.sessions.active(user.uid, this.config.sessionInactivitySeconds);
     return rows.map((row) => ({
       id: row.id,
       created_at: row.created_at.toISOString(),
@@ -391,7 +391,7 @@ export class SessionService {
 
   async revokeSession(caller: Caller, sessionId: string): Promise<void> {
     const user = requireUser(caller);
-    const session = await this.repo.sessionById(this.repo.pool, sessionId);
+    const session = await this.repo.sessions.byId(this.repo.pool, sessionId);
     if (!session || session.user_id !== user.uid) throw new AppError('NOT_FOUND', 'No such session.');
     await this.sessions.revokeNow({ sessionId }, 'revoked_by_user');
   }
@@ -400,7 +400,7 @@ export class SessionService {
 
   async getUser(caller: Caller): Promise<PublicUser> {
     const user = requireUser(caller);
-    const row = await this.repo.userById(this.repo.pool, user.uid);
+    const row = await this.repo.users.byId(this.repo.pool, user.uid);
     if (!row) throw new AppError('UNAUTHENTICATED', 'The user no longer exists.');
     return toPublicUser(row);
   }
@@ -431,7 +431,7 @@ export class SessionService {
     const mail = this.deps.emailFlows;
     const revoked: string[] = [];
     const updated = await this.repo.transaction(async (tx) => {
-      const row = await this.repo.userById(tx, me.uid, true);
+      const row = await this.repo.users.byId(tx, me.uid, true);
       if (!row) throw new AppError('UNAUTHENTICATED', 'The user no longer exists.');
       if (passwordHash !== null && row.is_anonymous && row.email === null && newEmail === undefined) {
         throw new AppError('INVALID_REQUEST', 'An anonymous user must give an email together with a password.', {
@@ -440,16 +440,19 @@ export class SessionService {
       }
       let user = row;
       if (userMetadata !== undefined) {
-        user = (await this.repo.updateUser(tx, row.id, { userMetadata })) ?? user;
+        user = (await this.repo.users.update(tx, row.id, { userMetadata })) ?? user;
       }
       if (newEmail !== undefined && newEmail.toLowerCase() !== (row.email ?? '').toLowerCase()) {
         if (row.is_anonymous && !this.config.confirmEmail) {
           // Without confirmation an address is taken on the caller's word, as at sign-up.
           user =
-            (await this.repo.updateUser(tx, row.id, { email: newEmail, emailConfirmed: false, isAnonymous: false })) ??
-            user;
+            (await this.repo.users.update(tx, row.id, {
+              email: newEmail,
+              emailConfirmed: false,
+              isAnonymous: false,
+            })) ?? user;
         } else {
-          const taken = await this.repo.userByEmail(tx, newEmail);
+          const taken = await this.repo.users.byEmail(tx, newEmail);
           if (taken && !this.config.confirmEmail) {
             throw new AppError('ALREADY_EXISTS', 'A user with this email already exists.');
           }
@@ -458,10 +461,10 @@ export class SessionService {
         }
       }
       if (passwordHash !== null) {
-        await this.repo.setPasswordHash(tx, row.id, passwordHash);
+        await this.repo.users.setPasswordHash(tx, row.id, passwordHash);
         const others = { userId: row.id, exceptSessionId: me.sessionId };
         revoked.push(...(await this.sessions.revoke(tx, others, 'password_changed')));
-        user = (await this.repo.updateUser(tx, row.id, {})) ?? user;
+        user = (await this.repo.users.update(tx, row.id, {})) ?? user;
       }
       return user;
     });

@@ -20,7 +20,8 @@ import {
 } from 'jose';
 import { AppError, databaseUnavailable, isConnectionError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
-import type { AuthRepository, SigningKeyRow } from './repository.js';
+import type { AuthRepository } from './repository.js';
+import type { NewSigningKey } from './repository/signing-keys.js';
 
 export const ACCESS_TOKEN_ALG = 'ES256';
 /** RFC 9068: an access token says what it is, so an ID token or another JWT cannot pass for one. */
@@ -123,7 +124,7 @@ export class SigningKeys {
   private readonly sealer: KeySealer;
 
   constructor(
-    private readonly repo: AuthRepository,
+    private readonly repo: Pick<AuthRepository, 'signingKeys'>,
     private readonly options: { accessTokenTtlSeconds: number; encryptionKey: string | null; log: Logger },
   ) {
     this.sealer = new KeySealer(options.encryptionKey);
@@ -134,7 +135,7 @@ export class SigningKeys {
     return this.options.accessTokenTtlSeconds + 60;
   }
 
-  private async generate(): Promise<Omit<SigningKeyRow, 'created_at' | 'retired_at'>> {
+  private async generate(): Promise<NewSigningKey> {
     const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, { extractable: true });
     const kid = randomUUID();
     const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ACCESS_TOKEN_ALG, use: 'sig' };
@@ -156,10 +157,10 @@ export class SigningKeys {
   }
 
   private async doLoad(): Promise<void> {
-    let rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
+    let rows = await this.repo.signingKeys.list(this.horizonSeconds);
     if (!rows.some((row) => row.retired_at === null)) {
-      await this.repo.insertFirstSigningKey(await this.generate());
-      rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
+      await this.repo.signingKeys.insertFirst(await this.generate());
+      rows = await this.repo.signingKeys.list(this.horizonSeconds);
     }
     const keys = new Map<string, LoadedKey>();
     for (const row of rows) {
@@ -184,13 +185,9 @@ export class SigningKeys {
     this.lastLoad = Date.now();
   }
 
-  private pool() {
-    return this.repo.pool;
-  }
-
   async rotate(): Promise<string> {
     const key = await this.generate();
-    await this.repo.rotateSigningKey(key);
+    await this.repo.signingKeys.rotate(key);
     await this.load();
     return key.kid;
   }
