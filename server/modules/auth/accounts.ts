@@ -60,22 +60,22 @@ export function toPublicUser(row: UserRow): PublicUser {
   return {
     id: row.id,
     email: row.email,
-    email_confirmed_at: iso(row.email_confirmed_at),
-    is_anonymous: row.is_anonymous,
-    created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString(),
-    last_sign_in_at: iso(row.last_sign_in_at),
-    user_metadata: row.user_metadata,
-    app_metadata: row.app_metadata,
+    email_confirmed_at: iso(row.emailConfirmedAt),
+    is_anonymous: row.isAnonymous,
+    created_at: row.createdAt.toISOString(),
+    updated_at: row.updatedAt.toISOString(),
+    last_sign_in_at: iso(row.lastSignInAt),
+    user_metadata: row.userMetadata,
+    app_metadata: row.appMetadata,
   };
 }
 
 export function toAdminUser(row: UserRow): AdminUser {
-  return { ...toPublicUser(row), banned_until: iso(row.banned_until) };
+  return { ...toPublicUser(row), banned_until: iso(row.bannedUntil) };
 }
 
 export function isBanned(row: UserRow): boolean {
-  return row.banned_until !== null && row.banned_until.getTime() > Date.now();
+  return row.bannedUntil !== null && row.bannedUntil.getTime() > Date.now();
 }
 
 /** Throws FORBIDDEN for a user whose ban has not ended. */

@@ -171,7 +171,7 @@ export class EmailFlows {
       this.repo.transaction(async (tx) => {
         const user = await this.repo.users.byEmail(tx, email);
         if (!user || isBanned(user) || user.email === null) return;
-        if (type === 'signup' && user.email_confirmed_at !== null) return;
+        if (type === 'signup' && user.emailConfirmedAt !== null) return;
         await this.mailToken(tx, user, type, user.email, redirectTo);
       }),
     );
@@ -199,7 +199,7 @@ export class EmailFlows {
     const result = await this.repo.transaction(async (tx) => {
       const token = await this.repo.emailTokens.consume(tx, tokenHash(input.token), [input.type]);
       if (!token) throw new AppError('INVALID_TOKEN');
-      let user = await this.repo.users.byId(tx, token.user_id, true);
+      let user = await this.repo.users.byId(tx, token.userId, true);
       if (!user) throw new AppError('INVALID_TOKEN');
       assertNotBanned(user);
       const sameEmail = (user.email ?? '').toLowerCase() === token.email.toLowerCase();
@@ -215,13 +215,13 @@ export class EmailFlows {
       } else {
         // The account's address changed since this mail was sent: the mail proves nothing now.
         if (!sameEmail) throw new AppError('INVALID_TOKEN');
-        if (user.email_confirmed_at === null) {
+        if (user.emailConfirmedAt === null) {
           // The first proof of the address. Until now anyone could have registered it and
           // may hold its password, sessions and linked logins (an OAuth provider that did not
           // verify the address): the owner takes the account over. Only the password this
           // very mail was sent for (a sign-up's own confirmation) or the one this recovery
           // sets survives; every session before this one ends.
-          await this.repo.users.setPasswordHash(tx, user.id, passwordHash ?? token.password_hash);
+          await this.repo.users.setPasswordHash(tx, user.id, passwordHash ?? token.passwordHash);
           await this.repo.users.deleteIdentities(tx, user.id);
           revoked.push(...(await sessions.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
         }

@@ -41,18 +41,18 @@ export class SessionIssuer {
 
   /** The session as the API returns it: a fresh access token beside `refreshToken`. */
   async sessionObject(user: UserRow, sessionId: string, refreshToken: string): Promise<Session> {
-    const verified = user.email !== null && user.email_confirmed_at !== null;
+    const verified = user.email !== null && user.emailConfirmedAt !== null;
     const { token, expiresAt, expiresIn } = await this.deps.tokens.issue({
       sub: user.id,
-      role: user.is_anonymous ? 'anon' : 'authenticated',
+      role: user.isAnonymous ? 'anon' : 'authenticated',
       // Where confirmation is required, a token never names an address nobody proved (an
       // OAuth email the provider did not verify, an address an admin set unconfirmed), so a
       // rule granting by `auth.email` cannot be met by merely typing someone's address.
       email: this.deps.config.confirmEmail && !verified ? null : user.email,
       email_verified: verified,
       session_id: sessionId,
-      is_anonymous: user.is_anonymous,
-      app_metadata: user.app_metadata,
+      is_anonymous: user.isAnonymous,
+      app_metadata: user.appMetadata,
     });
     return {
       access_token: token,

@@ -117,7 +117,7 @@ export class SessionService {
         // address: this sign-up gets its own confirmation, carrying its own password.
         await this.repo.transaction(async (tx) => {
           const existing = await this.repo.users.byEmail(tx, email);
-          if (existing?.email && existing.email_confirmed_at === null && !isBanned(existing)) {
+          if (existing?.email && existing.emailConfirmedAt === null && !isBanned(existing)) {
             await mail.mailToken(tx, existing, 'signup', existing.email, redirectTo, passwordHash);
           }
         });
@@ -180,7 +180,7 @@ export class SessionService {
     await Promise.all([this.deps.limiter.refund(perAccountIp), this.deps.limiter.refund(perAccount)]);
     const user = found.user;
     assertNotBanned(user);
-    if (this.config.confirmEmail && user.email_confirmed_at === null) {
+    if (this.config.confirmEmail && user.emailConfirmedAt === null) {
       throw new AppError('FORBIDDEN', 'Confirm your email address first.', {
         details: { reason: 'email_not_confirmed' },
       });
@@ -222,7 +222,7 @@ export class SessionService {
       let user: UserRow | null = null;
       const existing = await this.repo.users.identity(tx, identity.provider, identity.subject);
       if (existing) {
-        user = await this.repo.users.byId(tx, existing.user_id, true);
+        user = await this.repo.users.byId(tx, existing.userId, true);
       } else if (email) {
         const byEmail = await this.repo.users.byEmail(tx, email);
         if (byEmail) {
@@ -233,7 +233,7 @@ export class SessionService {
             );
           }
           user = await this.repo.users.byId(tx, byEmail.id, true);
-          if (user && user.email_confirmed_at === null) {
+          if (user && user.emailConfirmedAt === null) {
             await this.repo.users.setPasswordHash(tx, user.id, null);
             await this.repo.users.deleteIdentities(tx, user.id);
             revoked.push(...(await this.sessions.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
@@ -317,8 +317,8 @@ export class SessionService {
     const outcome = await this.repo.transaction(async (tx) => {
       const token = await this.repo.sessions.refreshTokenForUpdate(tx, hash);
       if (!token) return { error: SESSION_ENDED() } as const;
-      const session = await this.repo.sessions.byId(tx, token.session_id, true);
-      if (!session || session.revoked_at !== null) return { error: SESSION_ENDED() } as const;
+      const session = await this.repo.sessions.byId(tx, token.sessionId, true);
+      if (!session || session.revokedAt !== null) return { error: SESSION_ENDED() } as const;
       const ended = this.sessionEndReason(session);
       if (ended) {
         return {
@@ -326,18 +326,18 @@ export class SessionService {
           revoked: await this.sessions.revoke(tx, { sessionId: session.id }, ended),
         } as const;
       }
-      if (token.rotated_at !== null) {
+      if (token.rotatedAt !== null) {
         // Reuse. Within the grace window this is a second tab refreshing with the same
         // token, and it gets a token of its own; later, the token was stolen or replayed,
         // and the whole session goes.
-        if ((token.rotated_seconds_ago ?? Infinity) > this.config.refreshReuseGraceSeconds) {
+        if ((token.rotatedSecondsAgo ?? Infinity) > this.config.refreshReuseGraceSeconds) {
           const revoked = await this.sessions.revoke(tx, { sessionId: session.id }, 'refresh_token_reuse');
           return { error: SESSION_ENDED(), revoked } as const;
         }
       } else {
         await this.repo.sessions.markRotated(tx, hash);
       }
-      const user = await this.repo.users.byId(tx, session.user_id);
+      const user = await this.repo.users.byId(tx, session.userId);
       if (!user) return { error: SESSION_ENDED() } as const;
       if (isBanned(user)) {
         return {
@@ -362,8 +362,8 @@ export class SessionService {
 
   private sessionEndReason(session: SessionRow): string | null {
     const now = Date.now();
-    if (session.expires_at.getTime() <= now) return 'expired';
-    if (now - session.refreshed_at.getTime() > this.config.sessionInactivitySeconds * 1000) return 'inactive';
+    if (session.expiresAt.getTime() <= now) return 'expired';
+    if (now - session.refreshedAt.getTime() > this.config.sessionInactivitySeconds * 1000) return 'inactive';
     return null;
   }
 
@@ -380,10 +380,10 @@ export class SessionService {
     const rows = await this.repo.sessions.active(user.uid, this.config.sessionInactivitySeconds);
     return rows.map((row) => ({
       id: row.id,
-      created_at: row.created_at.toISOString(),
-      refreshed_at: row.refreshed_at.toISOString(),
-      expires_at: row.expires_at.toISOString(),
-      user_agent: row.user_agent,
+      created_at: row.createdAt.toISOString(),
+      refreshed_at: row.refreshedAt.toISOString(),
+      expires_at: row.expiresAt.toISOString(),
+      user_agent: row.userAgent,
       ip: row.ip,
       current: row.id === user.sessionId,
     }));
@@ -392,7 +392,7 @@ export class SessionService {
   async revokeSession(caller: Caller, sessionId: string): Promise<void> {
     const user = requireUser(caller);
     const session = await this.repo.sessions.byId(this.repo.pool, sessionId);
-    if (!session || session.user_id !== user.uid) throw new AppError('NOT_FOUND', 'No such session.');
+    if (!session || session.userId !== user.uid) throw new AppError('NOT_FOUND', 'No such session.');
     await this.sessions.revokeNow({ sessionId }, 'revoked_by_user');
   }
 
@@ -433,7 +433,7 @@ export class SessionService {
     const updated = await this.repo.transaction(async (tx) => {
       const row = await this.repo.users.byId(tx, me.uid, true);
       if (!row) throw new AppError('UNAUTHENTICATED', 'The user no longer exists.');
-      if (passwordHash !== null && row.is_anonymous && row.email === null && newEmail === undefined) {
+      if (passwordHash !== null && row.isAnonymous && row.email === null && newEmail === undefined) {
         throw new AppError('INVALID_REQUEST', 'An anonymous user must give an email together with a password.', {
           details: { field: 'email' },
         });
@@ -443,7 +443,7 @@ export class SessionService {
         user = (await this.repo.users.update(tx, row.id, { userMetadata })) ?? user;
       }
       if (newEmail !== undefined && newEmail.toLowerCase() !== (row.email ?? '').toLowerCase()) {
-        if (row.is_anonymous && !this.config.confirmEmail) {
+        if (row.isAnonymous && !this.config.confirmEmail) {
           // Without confirmation an address is taken on the caller's word, as at sign-up.
           user =
             (await this.repo.users.update(tx, row.id, {

@@ -143,8 +143,8 @@ export class SigningKeys {
     return {
       kid,
       alg: ACCESS_TOKEN_ALG,
-      public_jwk: publicJwk,
-      private_key: this.sealer.seal(JSON.stringify(privateJwk)),
+      publicJwk,
+      privateKey: this.sealer.seal(JSON.stringify(privateJwk)),
     };
   }
 
@@ -158,24 +158,24 @@ export class SigningKeys {
 
   private async doLoad(): Promise<void> {
     let rows = await this.repo.signingKeys.list(this.horizonSeconds);
-    if (!rows.some((row) => row.retired_at === null)) {
+    if (!rows.some((row) => row.retiredAt === null)) {
       await this.repo.signingKeys.insertFirst(await this.generate());
       rows = await this.repo.signingKeys.list(this.horizonSeconds);
     }
     const keys = new Map<string, LoadedKey>();
     for (const row of rows) {
-      const publicJwk = row.public_jwk as JWK;
+      const publicJwk = row.publicJwk as JWK;
       keys.set(row.kid, {
         kid: row.kid,
         publicJwk,
         publicKey: (await importJWK(publicJwk, ACCESS_TOKEN_ALG)) as CryptoKey,
-        retiredAt: row.retired_at,
+        retiredAt: row.retiredAt,
       });
     }
-    const signer = rows.find((row) => row.retired_at === null);
+    const signer = rows.find((row) => row.retiredAt === null);
     if (!signer) throw new Error('no current signing key');
     if (this.current?.kid !== signer.kid) {
-      const privateJwk = JSON.parse(this.sealer.open(signer.private_key)) as JWK;
+      const privateJwk = JSON.parse(this.sealer.open(signer.privateKey)) as JWK;
       this.current = {
         kid: signer.kid,
         privateKey: createPrivateKey({ key: privateJwk as NodeJsonWebKey, format: 'jwk' }),

@@ -1,6 +1,8 @@
+import { lt, sql } from 'drizzle-orm';
+import { rateLimits } from '../../../db/schema.js';
 import type { Database, Tx } from '../../../internal/db.js';
 import { ADVISORY_LOCK_NAMESPACES } from '../../../internal/advisory-locks.js';
-import { runQuery } from '../../../internal/repository.js';
+import { mapDatabaseErrors, runQuery } from '../../../internal/repository.js';
 
 /**
  * The rate-limit window start of now, for a window of `$<windowParam>` seconds: by the
@@ -10,7 +12,10 @@ export function windowStartSql(windowParam: number): string {
   return `to_timestamp(floor(extract(epoch FROM clock_timestamp()) / $${windowParam}) * $${windowParam})`;
 }
 
-/** basalt.rate_limits: fixed-window counters and "at most once per interval" claims. */
+/**
+ * basalt.rate_limits: fixed-window counters and "at most once per interval" claims. The
+ * counters are hand-written SQL: each is one atomic upsert on the database clock.
+ */
 export class RateLimitRepository {
   constructor(private readonly db: Database) {}
 
@@ -69,6 +74,8 @@ export class RateLimitRepository {
 
   /** Deletes counters of windows long past. */
   async sweep(): Promise<void> {
-    await runQuery(this.db.pool, `DELETE FROM basalt.rate_limits WHERE window_start < now() - interval '1 day'`);
+    await mapDatabaseErrors(() =>
+      this.db.drizzle.delete(rateLimits).where(lt(rateLimits.windowStart, sql`now() - interval '1 day'`)),
+    );
   }
 }

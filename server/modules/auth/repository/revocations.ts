@@ -1,6 +1,8 @@
+import { eq, lt, sql } from 'drizzle-orm';
 import type pg from 'pg';
+import { sessionRevocations } from '../../../db/schema.js';
 import type { Database, Queryable } from '../../../internal/db.js';
-import { runQuery } from '../../../internal/repository.js';
+import { mapDatabaseErrors, runQuery } from '../../../internal/repository.js';
 
 export const REVOCATION_CHANNEL = 'basalt_revocations';
 
@@ -11,11 +13,12 @@ export class RevocationRepository {
   /** Records revoked sessions inside `q`'s transaction and hints every instance at commit. */
   async record(q: Queryable, sessionIds: string[]): Promise<void> {
     if (sessionIds.length === 0) return;
-    await runQuery(
-      q,
-      `INSERT INTO basalt.session_revocations (session_id) SELECT unnest($1::uuid[])
-       ON CONFLICT (session_id) DO NOTHING`,
-      [sessionIds],
+    await mapDatabaseErrors(() =>
+      this.db
+        .drizzleOn(q)
+        .insert(sessionRevocations)
+        .values(sessionIds.map((sessionId) => ({ sessionId })))
+        .onConflictDoNothing(),
     );
     // A wake-up hint for every instance's cache, delivered at commit; the poll is the carrier.
     await runQuery(q, `SELECT pg_notify('${REVOCATION_CHANNEL}', '')`);
@@ -37,9 +40,12 @@ export class RevocationRepository {
   }
 
   async isRevoked(sessionId: string): Promise<boolean> {
-    const rows = await runQuery(this.db.pool, `SELECT 1 FROM basalt.session_revocations WHERE session_id = $1`, [
-      sessionId,
-    ]);
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select({ sessionId: sessionRevocations.sessionId })
+        .from(sessionRevocations)
+        .where(eq(sessionRevocations.sessionId, sessionId)),
+    );
     return rows.length > 0;
   }
 
@@ -50,10 +56,10 @@ export class RevocationRepository {
 
   /** Forgets revocations older than any access token that could still name their session. */
   async sweep(horizonSeconds: number): Promise<void> {
-    await runQuery(
-      this.db.pool,
-      `DELETE FROM basalt.session_revocations WHERE revoked_at < now() - make_interval(secs => $1)`,
-      [horizonSeconds],
+    await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .delete(sessionRevocations)
+        .where(lt(sessionRevocations.revokedAt, sql`now() - make_interval(secs => ${horizonSeconds})`)),
     );
   }
 }

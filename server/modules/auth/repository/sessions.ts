@@ -1,29 +1,30 @@
+import {
+  and,
+  desc,
+  eq,
+  getTableColumns,
+  gt,
+  isNotNull,
+  isNull,
+  lt,
+  ne,
+  or,
+  sql,
+  type InferSelectModel,
+} from 'drizzle-orm';
+import { refreshTokens, sessions, users } from '../../../db/schema.js';
 import type { Database, Queryable } from '../../../internal/db.js';
-import { runQuery } from '../../../internal/repository.js';
+import { mapDatabaseErrors, runQuery } from '../../../internal/repository.js';
 import { windowStartSql } from './rate-limits.js';
 import type { RevocationRepository } from './revocations.js';
-import { USER_COLUMNS, type UserRow } from './users.js';
+import type { UserRow } from './users.js';
 
-export interface SessionRow {
-  id: string;
-  user_id: string;
-  created_at: Date;
-  refreshed_at: Date;
-  expires_at: Date;
-  revoked_at: Date | null;
-  revoked_reason: string | null;
-  user_agent: string | null;
-  ip: string | null;
-}
+export type SessionRow = InferSelectModel<typeof sessions>;
 
-export interface RefreshTokenRow {
-  token_hash: Buffer;
-  session_id: string;
-  created_at: Date;
-  rotated_at: Date | null;
+export type RefreshTokenRow = InferSelectModel<typeof refreshTokens> & {
   /** Seconds since rotation, computed by Postgres so that clocks of instances never matter. */
-  rotated_seconds_ago: number | null;
-}
+  rotatedSecondsAgo: number | null;
+};
 
 /** Which live sessions a revocation ends. */
 export interface SessionFilter {
@@ -31,6 +32,13 @@ export interface SessionFilter {
   userId?: string;
   exceptSessionId?: string;
 }
+
+/** `now() - n seconds`, in the database's clock. */
+function secondsAgo(seconds: number) {
+  return sql`now() - make_interval(secs => ${seconds})`;
+}
+
+const USER_COLUMNS = Object.entries(getTableColumns(users)).map(([key, column]) => ({ key, name: column.name }));
 
 /**
  * One refresh in one statement (see SessionRepository.refreshInOneStatement). $1 rate-limit key,
@@ -57,7 +65,7 @@ WITH hit AS (
          s.id AS sid, s.revoked_at IS NOT NULL AS revoked,
          s.expires_at > now() AND s.refreshed_at > now() - make_interval(secs => $5) AS live,
          coalesce(u.banned_until > now(), false) AS banned,
-         ${USER_COLUMNS.replace(/(\w+)/g, 'u.$1')}
+         ${USER_COLUMNS.map((column) => `u.${column.name}`).join(', ')}
     FROM tok
     LEFT JOIN basalt.sessions s ON s.id = tok.session_id
     LEFT JOIN basalt.users u ON u.id = s.user_id
@@ -78,7 +86,7 @@ WITH hit AS (
 )
 SELECT hit.count AS hit_count, hit.reset_seconds AS hit_reset_seconds,
        f.session_id, f.sid, f.revoked, (SELECT i.session_id FROM issued i) AS issued_session,
-       ${USER_COLUMNS.replace(/(\w+)/g, 'f.$1')}
+       ${USER_COLUMNS.map((column) => `f.${column.name} AS "${column.key}"`).join(', ')}
   FROM hit LEFT JOIN found f ON true`;
 
 interface RefreshAttemptRow extends Omit<UserRow, 'id'> {
@@ -108,51 +116,72 @@ export class SessionRepository {
     q: Queryable,
     session: { userId: string; lifetimeSeconds: number; userAgent: string | null; ip: string | null },
   ): Promise<SessionRow> {
-    const [row] = await runQuery<SessionRow>(
-      q,
-      `INSERT INTO basalt.sessions (user_id, expires_at, user_agent, ip)
-       VALUES ($1, now() + make_interval(secs => $2), $3, $4) RETURNING *`,
-      [session.userId, session.lifetimeSeconds, session.userAgent, session.ip],
+    const [row] = await mapDatabaseErrors(() =>
+      this.db
+        .drizzleOn(q)
+        .insert(sessions)
+        .values({
+          userId: session.userId,
+          expiresAt: sql`now() + make_interval(secs => ${session.lifetimeSeconds})`,
+          userAgent: session.userAgent,
+          ip: session.ip,
+        })
+        .returning(),
     );
     return row!;
   }
 
   async byId(q: Queryable, id: string, forUpdate = false): Promise<SessionRow | null> {
-    const rows = await runQuery<SessionRow>(
-      q,
-      `SELECT * FROM basalt.sessions WHERE id = $1${forUpdate ? ' FOR UPDATE' : ''}`,
-      [id],
-    );
-    return rows[0] ?? null;
+    const query = this.db.drizzleOn(q).select().from(sessions).where(eq(sessions.id, id));
+    const [row] = await mapDatabaseErrors(() => (forUpdate ? query.for('update') : query));
+    return row ?? null;
   }
 
   /** The user's sessions that have not ended, newest first. */
   async active(userId: string, inactivitySeconds: number): Promise<SessionRow[]> {
-    return runQuery<SessionRow>(
-      this.db.pool,
-      `SELECT * FROM basalt.sessions
-        WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
-          AND refreshed_at > now() - make_interval(secs => $2)
-        ORDER BY created_at DESC`,
-      [userId, inactivitySeconds],
+    return mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select()
+        .from(sessions)
+        .where(
+          and(
+            eq(sessions.userId, userId),
+            isNull(sessions.revokedAt),
+            gt(sessions.expiresAt, sql`now()`),
+            gt(sessions.refreshedAt, secondsAgo(inactivitySeconds)),
+          ),
+        )
+        .orderBy(desc(sessions.createdAt)),
     );
   }
 
+  /** Marks the session used now: its inactivity timeout starts again. */
   async touch(q: Queryable, id: string): Promise<void> {
-    await runQuery(q, `UPDATE basalt.sessions SET refreshed_at = now() WHERE id = $1`, [id]);
+    const orm = this.db.drizzleOn(q);
+    await mapDatabaseErrors(() =>
+      orm
+        .update(sessions)
+        .set({ refreshedAt: sql`now()` })
+        .where(eq(sessions.id, id)),
+    );
   }
 
   /** Revokes matching live sessions and records them for every instance's revocation cache. */
   async revoke(q: Queryable, filter: SessionFilter, reason: string): Promise<string[]> {
-    const rows = await runQuery<{ id: string }>(
-      q,
-      `UPDATE basalt.sessions SET revoked_at = now(), revoked_reason = $4
-        WHERE revoked_at IS NULL
-          AND ($1::uuid IS NULL OR id = $1)
-          AND ($2::uuid IS NULL OR user_id = $2)
-          AND ($3::uuid IS NULL OR id <> $3)
-        RETURNING id`,
-      [filter.sessionId ?? null, filter.userId ?? null, filter.exceptSessionId ?? null, reason],
+    const rows = await mapDatabaseErrors(() =>
+      this.db
+        .drizzleOn(q)
+        .update(sessions)
+        .set({ revokedAt: sql`now()`, revokedReason: reason })
+        .where(
+          and(
+            isNull(sessions.revokedAt),
+            filter.sessionId === undefined ? undefined : eq(sessions.id, filter.sessionId),
+            filter.userId === undefined ? undefined : eq(sessions.userId, filter.userId),
+            filter.exceptSessionId === undefined ? undefined : ne(sessions.id, filter.exceptSessionId),
+          ),
+        )
+        .returning({ id: sessions.id }),
     );
     const ids = rows.map((row) => row.id);
     await this.revocations.record(q, ids);
@@ -160,7 +189,7 @@ export class SessionRepository {
   }
 
   async insertRefreshToken(q: Queryable, sessionId: string, hash: Buffer): Promise<void> {
-    await runQuery(q, `INSERT INTO basalt.refresh_tokens (token_hash, session_id) VALUES ($1, $2)`, [hash, sessionId]);
+    await mapDatabaseErrors(() => this.db.drizzleOn(q).insert(refreshTokens).values({ tokenHash: hash, sessionId }));
   }
 
   /**
@@ -209,14 +238,14 @@ export class SessionRepository {
       const user: UserRow = {
         id: row.id,
         email: row.email,
-        email_confirmed_at: row.email_confirmed_at,
-        is_anonymous: row.is_anonymous,
-        user_metadata: row.user_metadata,
-        app_metadata: row.app_metadata,
-        banned_until: row.banned_until,
-        last_sign_in_at: row.last_sign_in_at,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
+        emailConfirmedAt: row.emailConfirmedAt,
+        isAnonymous: row.isAnonymous,
+        userMetadata: row.userMetadata,
+        appMetadata: row.appMetadata,
+        bannedUntil: row.bannedUntil,
+        lastSignInAt: row.lastSignInAt,
+        createdAt: row.createdAt,
+        updatedAt: row.updatedAt,
       };
       return { outcome: 'rotated', limit, sessionId: row.issued_session, user };
     }
@@ -227,31 +256,41 @@ export class SessionRepository {
 
   /** Locks the token row, so that concurrent refreshes with one token take turns. */
   async refreshTokenForUpdate(q: Queryable, hash: Buffer): Promise<RefreshTokenRow | null> {
-    const rows = await runQuery<RefreshTokenRow>(
-      q,
-      `SELECT token_hash, session_id, created_at, rotated_at,
-              extract(epoch FROM now() - rotated_at)::float8 AS rotated_seconds_ago
-         FROM basalt.refresh_tokens WHERE token_hash = $1 FOR UPDATE`,
-      [hash],
+    const [row] = await mapDatabaseErrors(() =>
+      this.db
+        .drizzleOn(q)
+        .select({
+          ...getTableColumns(refreshTokens),
+          rotatedSecondsAgo: sql<number | null>`extract(epoch FROM now() - ${refreshTokens.rotatedAt})::float8`,
+        })
+        .from(refreshTokens)
+        .where(eq(refreshTokens.tokenHash, hash))
+        .for('update'),
     );
-    return rows[0] ?? null;
+    return row ?? null;
   }
 
   async markRotated(q: Queryable, hash: Buffer): Promise<void> {
-    await runQuery(
-      q,
-      `UPDATE basalt.refresh_tokens SET rotated_at = now() WHERE token_hash = $1 AND rotated_at IS NULL`,
-      [hash],
+    await mapDatabaseErrors(() =>
+      this.db
+        .drizzleOn(q)
+        .update(refreshTokens)
+        .set({ rotatedAt: sql`now()` })
+        .where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.rotatedAt))),
     );
   }
 
   /** Deletes sessions that ended longer ago than `horizonSeconds` (their tokens go with them). */
   async sweep(horizonSeconds: number): Promise<void> {
-    await runQuery(
-      this.db.pool,
-      `DELETE FROM basalt.sessions WHERE (revoked_at IS NOT NULL OR expires_at < now())
-          AND coalesce(revoked_at, expires_at) < now() - make_interval(secs => $1)`,
-      [horizonSeconds],
+    await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .delete(sessions)
+        .where(
+          and(
+            or(isNotNull(sessions.revokedAt), lt(sessions.expiresAt, sql`now()`)),
+            lt(sql`coalesce(${sessions.revokedAt}, ${sessions.expiresAt})`, secondsAgo(horizonSeconds)),
+          ),
+        ),
     );
   }
 }

@@ -1,18 +1,15 @@
+import { desc, eq, gt, isNull, or, sql, type InferSelectModel } from 'drizzle-orm';
+import { instanceInfo, signingKeys } from '../../../db/schema.js';
 import type { Database, Queryable } from '../../../internal/db.js';
 import { ADVISORY_LOCKS } from '../../../internal/advisory-locks.js';
-import { runQuery } from '../../../internal/repository.js';
+import { mapDatabaseErrors, runQuery } from '../../../internal/repository.js';
 
-export interface SigningKeyRow {
-  kid: string;
-  alg: string;
-  public_jwk: Record<string, unknown>;
-  private_key: string;
-  created_at: Date;
-  retired_at: Date | null;
-}
+export type SigningKeyRow = InferSelectModel<typeof signingKeys>;
 
 /** A key as generated, before the database stamps it. */
-export type NewSigningKey = Omit<SigningKeyRow, 'created_at' | 'retired_at'>;
+export type NewSigningKey = Pick<SigningKeyRow, 'kid' | 'alg' | 'publicJwk' | 'privateKey'>;
+
+const ISSUER_KEY = 'auth_issuer';
 
 /**
  * What makes access tokens of one database valid on all its instances: the signing keys
@@ -27,26 +24,27 @@ export class SigningKeyRepository {
    * to store it reads the winner's, committed after this statement's snapshot began.
    */
   async issuer(proposed: string): Promise<string> {
-    await runQuery(
-      this.db.pool,
-      `INSERT INTO basalt.instance (key, value) VALUES ('auth_issuer', $1) ON CONFLICT (key) DO NOTHING`,
-      [proposed],
-    );
-    const [row] = await runQuery<{ value: string }>(
-      this.db.pool,
-      `SELECT value FROM basalt.instance WHERE key = 'auth_issuer'`,
-    );
+    const orm = this.db.drizzle;
+    const [row] = await mapDatabaseErrors(async () => {
+      await orm.insert(instanceInfo).values({ key: ISSUER_KEY, value: proposed }).onConflictDoNothing();
+      return orm.select({ value: instanceInfo.value }).from(instanceInfo).where(eq(instanceInfo.key, ISSUER_KEY));
+    });
     return row?.value ?? proposed;
   }
 
   /** The current key and the keys retired less than `horizonSeconds` ago, newest first. */
   async list(horizonSeconds: number): Promise<SigningKeyRow[]> {
-    return runQuery<SigningKeyRow>(
-      this.db.pool,
-      `SELECT * FROM basalt.signing_keys
-        WHERE retired_at IS NULL OR retired_at > now() - make_interval(secs => $1)
-        ORDER BY created_at DESC`,
-      [horizonSeconds],
+    return mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select()
+        .from(signingKeys)
+        .where(
+          or(
+            isNull(signingKeys.retiredAt),
+            gt(signingKeys.retiredAt, sql`now() - make_interval(secs => ${horizonSeconds})`),
+          ),
+        )
+        .orderBy(desc(signingKeys.createdAt)),
     );
   }
 
@@ -54,8 +52,10 @@ export class SigningKeyRepository {
   async insertFirst(key: NewSigningKey): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
-      const existing = await runQuery(tx, `SELECT 1 FROM basalt.signing_keys WHERE retired_at IS NULL`);
-      if (existing.length > 0) return false;
+      const current = await mapDatabaseErrors(() =>
+        this.db.drizzleOn(tx).select({ kid: signingKeys.kid }).from(signingKeys).where(isNull(signingKeys.retiredAt)),
+      );
+      if (current.length > 0) return false;
       await this.insert(tx, key);
       return true;
     });
@@ -65,17 +65,18 @@ export class SigningKeyRepository {
   async rotate(key: NewSigningKey): Promise<void> {
     await this.db.transaction(async (tx) => {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
-      await runQuery(tx, `UPDATE basalt.signing_keys SET retired_at = clock_timestamp() WHERE retired_at IS NULL`);
+      await mapDatabaseErrors(() =>
+        this.db
+          .drizzleOn(tx)
+          .update(signingKeys)
+          .set({ retiredAt: sql`clock_timestamp()` })
+          .where(isNull(signingKeys.retiredAt)),
+      );
       await this.insert(tx, key);
     });
   }
 
   private async insert(q: Queryable, key: NewSigningKey): Promise<void> {
-    await runQuery(q, `INSERT INTO basalt.signing_keys (kid, alg, public_jwk, private_key) VALUES ($1, $2, $3, $4)`, [
-      key.kid,
-      key.alg,
-      key.public_jwk,
-      key.private_key,
-    ]);
+    await mapDatabaseErrors(() => this.db.drizzleOn(q).insert(signingKeys).values(key));
   }
 }
