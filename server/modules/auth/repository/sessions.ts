@@ -38,6 +38,7 @@ function secondsAgo(seconds: number) {
   return sql`now() - make_interval(secs => ${seconds})`;
 }
 
+/** The users table's columns by database name and row-type key: the refresh statement returns a UserRow. */
 const USER_COLUMNS = Object.entries(getTableColumns(users)).map(([key, column]) => ({ key, name: column.name }));
 
 /**
