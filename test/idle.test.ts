@@ -7,7 +7,7 @@ import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database } from '../server/internal/db.js';
-import { AuthRepository } from '../server/modules/auth/repository.js';
+import { RevocationRepository } from '../server/modules/auth/repository/revocations.js';
 import { RevocationCache } from '../server/modules/auth/revocations.js';
 import { QueueRunner } from '../server/modules/functions/runner.js';
 import { ContentDigest, hashingWorkerForTests } from '../server/modules/storage/backends/digest.js';
@@ -45,19 +45,19 @@ afterAll(async () => {
 });
 
 /** The real repository, counting the polls of the revocation table. */
-class CountingAuthRepository extends AuthRepository {
+class CountingRevocationRepository extends RevocationRepository {
   polls = 0;
-  override async revocationsSince(...args: Parameters<AuthRepository['revocationsSince']>) {
+  override async since(...args: Parameters<RevocationRepository['since']>) {
     this.polls++;
-    return super.revocationsSince(...args);
+    return super.since(...args);
   }
 }
 
 describe('the revocation poll', () => {
   it('backs off while no token is verified, and a verification finds a revocation made meanwhile', async () => {
     const db = new Database({ url: database.url, max: 2 }, silentLogger);
-    const repo = new CountingAuthRepository(db);
-    const cache = new RevocationCache(repo, { pollMs: 50, horizonSeconds: 900, log: silentLogger });
+    const repo = new CountingRevocationRepository(db);
+    const cache = new RevocationCache({ revocations: repo }, { pollMs: 50, horizonSeconds: 900, log: silentLogger });
     try {
       await cache.poll();
       cache.start();

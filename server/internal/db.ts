@@ -20,6 +20,8 @@ export class Database {
   readonly pool: pg.Pool;
   readonly drizzle: Drizzle;
   private readonly writeListeners = new Set<() => void>();
+  /** Drizzle views of pooled connections, made once per connection (they outlive transactions). */
+  private readonly connectionViews = new WeakMap<Queryable, Drizzle>();
 
   constructor(options: DatabaseOptions, log?: Logger) {
     this.pool = new pg.Pool({
@@ -52,6 +54,17 @@ export class Database {
 
   private wrote(): void {
     for (const listener of this.writeListeners) listener();
+  }
+
+  /** Drizzle over `q`: the pool's own view, or a view of the connection a transaction holds. */
+  drizzleOn(q: Queryable): Drizzle {
+    if (q === this.pool) return this.drizzle;
+    let view = this.connectionViews.get(q);
+    if (!view) {
+      view = drizzle(q, { schema });
+      this.connectionViews.set(q, view);
+    }
+    return view;
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {

@@ -1,3 +1,4 @@
+import { DrizzleQueryError } from 'drizzle-orm';
 import type pg from 'pg';
 import type { Queryable } from './db.js';
 import { fromPostgresError } from './errors.js';
@@ -36,6 +37,8 @@ export async function mapDatabaseErrors<T>(work: () => Promise<T>, context?: str
   try {
     return await work();
   } catch (error) {
-    throw fromPostgresError(error, context);
+    // Drizzle wraps the driver's error with the statement and its parameters (which may be
+    // hashes of secrets); the Postgres error inside is what maps, and what the log keeps.
+    throw fromPostgresError(error instanceof DrizzleQueryError ? error.cause : error, context);
   }
 }

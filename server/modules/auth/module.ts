@@ -8,10 +8,14 @@ import { oauthRoutes } from './oauth/routes.js';
 import { OAuthService } from './oauth/service.js';
 import { PasswordHasher } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
+import { AdminService } from './admin-service.js';
+import { EmailFlows } from './email-flows.js';
+import { RedirectPolicy } from './redirects.js';
 import { AuthRepository } from './repository.js';
 import { RevocationCache } from './revocations.js';
 import { authRoutes } from './routes.js';
-import { AuthService } from './service.js';
+import { SessionIssuer } from './session-issuer.js';
+import { SessionService } from './session-service.js';
 import { AccessTokens, SigningKeys } from './tokens.js';
 
 /**
@@ -19,7 +23,12 @@ import { AccessTokens, SigningKeys } from './tokens.js';
  * signing keys and revocations, then keeps them fresh.
  */
 export interface AuthModule extends ServerModule {
-  service: AuthService;
+  /** Accounts and sessions: what the request context (verifier) and the OAuth flow call. */
+  service: SessionService;
+  /** Confirmation, recovery, magic-link and email-change mails, and spending their tokens. */
+  emailFlows: EmailFlows;
+  /** The admin users API and key rotation. */
+  admin: AdminService;
   /** Verifies the access tokens of requests and websockets. */
   verifier: TokenVerifier;
 }
@@ -53,19 +62,34 @@ export function buildAuthModule(platform: Platform): AuthModule {
   // Until start() reads the issuer stored in the database: this instance's own address.
   const ownIssuer = `${config.publicUrl}/v1/auth`;
   const tokens = new AccessTokens(keys, { issuer: ownIssuer, ttlSeconds: auth.accessTokenTtlSeconds });
+  const hasher = new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost });
   const limiter = new RateLimiter(repo, auth.rateLimits.windowSeconds);
-  const service = new AuthService({
+  const redirects = new RedirectPolicy({ publicUrl: config.publicUrl, redirectUrls: auth.redirectUrls });
+  const sessions = new SessionIssuer({ config: auth, repo, tokens, revocations });
+  const emailFlows = new EmailFlows({
     config: auth,
     publicUrl: config.publicUrl,
     repo,
-    hasher: new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost }),
+    hasher,
+    limiter,
+    mailer,
+    sessions,
+    redirects,
+    log,
+  });
+  const service = new SessionService({
+    config: auth,
+    repo,
+    hasher,
     keys,
     tokens,
     revocations,
     limiter,
-    mailer,
-    log,
+    sessions,
+    emailFlows,
+    redirects,
   });
+  const admin = new AdminService({ repo, hasher, keys, sessions });
   const oauth = new OAuthService({
     config,
     repository: new OAuthRepository(platform.db.pool),
@@ -87,15 +111,17 @@ export function buildAuthModule(platform: Platform): AuthModule {
   });
   return {
     service,
+    emailFlows,
+    admin,
     verifier: service.verifier,
     routes: async (app) => {
-      await app.register(authRoutes, { service });
+      await app.register(authRoutes, { service, emailFlows, admin });
       await app.register(oauthRoutes, { oauth });
     },
     async start() {
       // Instances of one database accept each other's tokens only if they name the same
       // issuer, and their addresses differ (ports, hosts): the first start stores its own.
-      const issuer = await repo.issuer(ownIssuer);
+      const issuer = await repo.signingKeys.issuer(ownIssuer);
       tokens.useIssuer(issuer);
       if (issuer !== ownIssuer) {
         log.warn(
@@ -118,7 +144,7 @@ export function buildAuthModule(platform: Platform): AuthModule {
       sweep = null;
       await revocations.stop();
       // Mails decided after their answer was sent are queued before the mailer closes.
-      await service.drain();
+      await emailFlows.drain();
       await mailer.close();
     },
   };

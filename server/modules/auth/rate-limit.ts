@@ -7,7 +7,7 @@ import type { AuthRepository } from './repository.js';
  */
 export class RateLimiter {
   constructor(
-    private readonly repo: AuthRepository,
+    private readonly repo: Pick<AuthRepository, 'rateLimits'>,
     private readonly windowSeconds: number,
   ) {}
 
@@ -21,7 +21,7 @@ export class RateLimiter {
 
   /** Counts one request against `key` and throws RATE_LIMITED once it is over `limit`. */
   async consume(key: string, limit: number): Promise<void> {
-    const { count, resetSeconds } = await this.repo.hit(key, this.windowSeconds, 1);
+    const { count, resetSeconds } = await this.repo.rateLimits.hit(key, this.windowSeconds, 1);
     if (count > limit) throw this.limitedError(resetSeconds);
   }
 
@@ -30,6 +30,6 @@ export class RateLimiter {
    * before its outcome is known and keep only some outcomes (failed sign-ins).
    */
   async refund(key: string): Promise<void> {
-    await this.repo.unhit(key, this.windowSeconds);
+    await this.repo.rateLimits.unhit(key, this.windowSeconds);
   }
 }

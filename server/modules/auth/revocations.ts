@@ -27,7 +27,7 @@ export class RevocationCache {
   static readonly IDLE_POLL_MS = 30_000;
 
   constructor(
-    private readonly repo: AuthRepository,
+    private readonly repo: Pick<AuthRepository, 'revocations'>,
     private readonly options: { pollMs: number; horizonSeconds: number; log: Logger; databaseUrl?: string },
   ) {}
 
@@ -48,7 +48,7 @@ export class RevocationCache {
         applicationName: 'basalt-auth-revocations',
         log: this.options.log,
         onConnect: async (client, { reconnected }) => {
-          await this.repo.listenForRevocations(client);
+          await this.repo.revocations.listen(client);
           if (reconnected) void this.poll();
         },
         onNotification: () => void this.poll(),
@@ -77,7 +77,7 @@ export class RevocationCache {
   private async doPoll(): Promise<number> {
     try {
       const from = this.since === null ? null : new Date(this.since.getTime() - RevocationCache.OVERLAP_MS);
-      const { ids, now } = await this.repo.revocationsSince(this.repo.pool, from, this.options.horizonSeconds);
+      const { ids, now } = await this.repo.revocations.since(from, this.options.horizonSeconds);
       const seen = Date.now();
       let added = 0;
       for (const id of ids) {
@@ -118,7 +118,7 @@ export class RevocationCache {
     await this.poll();
     if (Date.now() - this.lastSuccess <= staleAfter) return this.revoked.has(sessionId);
     try {
-      return await this.repo.sessionIsRevoked(this.repo.pool, sessionId);
+      return await this.repo.revocations.isRevoked(sessionId);
     } catch (error) {
       throw new AppError('UNAVAILABLE', 'Sessions cannot be checked right now.', { cause: error });
     }

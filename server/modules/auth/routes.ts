@@ -14,7 +14,10 @@ import {
   userPageSchema,
   userSchema,
 } from './schemas.js';
-import type { AuthResult, AuthService, ClientContext } from './service.js';
+import type { AuthResult, ClientContext } from './accounts.js';
+import type { AdminService } from './admin-service.js';
+import type { EmailFlows } from './email-flows.js';
+import type { SessionService } from './session-service.js';
 
 const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
@@ -68,7 +71,13 @@ function fragment(result: AuthResult, type: string): string {
 }
 
 /** Auth endpoints under /v1/auth, the admin users API, key rotation and the JWKS. */
-export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (plugin, { service }) => {
+export interface AuthRouteOptions {
+  service: SessionService;
+  emailFlows: EmailFlows;
+  admin: AdminService;
+}
+
+export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, { service, emailFlows, admin }) => {
   const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   const tags = ['auth'];
 
@@ -171,7 +180,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
       },
     },
     async (request, reply) => {
-      await service.recover(request.body, client(request));
+      await emailFlows.recover(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -187,7 +196,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
       },
     },
     async (request, reply) => {
-      await service.magicLink(request.body, client(request));
+      await emailFlows.magicLink(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -203,7 +212,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
       },
     },
     async (request, reply) => {
-      await service.resendConfirmation(request.body, client(request));
+      await emailFlows.resendConfirmation(request.body, client(request));
       return reply.code(202).send({});
     },
   );
@@ -218,7 +227,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
         response: { 200: authResponseSchema, ...errors },
       },
     },
-    async (request) => service.verify(request.body, client(request)),
+    async (request) => emailFlows.verify(request.body, client(request)),
   );
 
   // The link in a mail. Opening it confirms (or signs in) and returns to the app with the
@@ -241,14 +250,14 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
     async (request, reply) => {
       const { type, token: value, redirect_to: target } = request.query;
       // Only the normalized form is ever written into the Location header.
-      const redirect = target === undefined ? null : service.allowedRedirect(target);
+      const redirect = target === undefined ? null : emailFlows.allowedRedirect(target);
       if (type === 'recovery') {
         if (!redirect) {
           throw new AppError('INVALID_REQUEST', 'Recovery needs a new password: POST /v1/auth/verify with it.');
         }
         return reply.redirect(`${redirect}#${new URLSearchParams({ type, token: value }).toString()}`, 302);
       }
-      const result = await service.verify({ type, token: value }, client(request));
+      const result = await emailFlows.verify({ type, token: value }, client(request));
       if (!redirect) return result;
       return reply.redirect(`${redirect}#${fragment(result, type)}`, 302);
     },
@@ -306,7 +315,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
         response: { 200: rotatedKeySchema, ...errors },
       },
     },
-    async (request) => service.rotateSigningKey(request.caller),
+    async (request) => admin.rotateSigningKey(request.caller),
   );
 
   app.get(
@@ -330,7 +339,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
       },
     },
     async (request) =>
-      service.adminListUsers(request.caller, {
+      admin.listUsers(request.caller, {
         email: request.query.email,
         page: request.query.page === undefined ? undefined : Number(request.query.page),
         per_page: request.query.per_page === undefined ? undefined : Number(request.query.per_page),
@@ -348,7 +357,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
         response: { 201: adminUserSchema, ...errors },
       },
     },
-    async (request, reply) => reply.code(201).send(await service.adminCreateUser(request.caller, request.body)),
+    async (request, reply) => reply.code(201).send(await admin.createUser(request.caller, request.body)),
   );
 
   app.get(
@@ -362,7 +371,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
         response: { 200: adminUserSchema, ...errors },
       },
     },
-    async (request) => service.adminGetUser(request.caller, request.params.id),
+    async (request) => admin.getUser(request.caller, request.params.id),
   );
 
   app.patch(
@@ -377,7 +386,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
         response: { 200: adminUserSchema, ...errors },
       },
     },
-    async (request) => service.adminUpdateUser(request.caller, request.params.id, request.body),
+    async (request) => admin.updateUser(request.caller, request.params.id, request.body),
   );
 
   app.delete(
@@ -392,7 +401,7 @@ export const authRoutes: FastifyPluginAsync<{ service: AuthService }> = async (p
       },
     },
     async (request, reply) => {
-      await service.adminDeleteUser(request.caller, request.params.id);
+      await admin.deleteUser(request.caller, request.params.id);
       return reply.code(204).send(null);
     },
   );

@@ -6,7 +6,7 @@
 import type { JWK } from 'jose';
 import type { Session, SessionInfo } from '../../../client-sdk/src/wire.js';
 import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
-import type { AdminUser, AuthResult, PublicUser } from './service.js';
+import type { AdminUser, AuthResult, PublicUser } from './accounts.js';
 
 /** Metadata is the application's own JSON object: every key goes out as stored. */
 const openObject = { type: 'object', additionalProperties: true } as const;

@@ -20,7 +20,8 @@ import {
 } from 'jose';
 import { AppError, databaseUnavailable, isConnectionError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
-import type { AuthRepository, SigningKeyRow } from './repository.js';
+import type { AuthRepository } from './repository.js';
+import type { NewSigningKey } from './repository/signing-keys.js';
 
 export const ACCESS_TOKEN_ALG = 'ES256';
 /** RFC 9068: an access token says what it is, so an ID token or another JWT cannot pass for one. */
@@ -123,7 +124,7 @@ export class SigningKeys {
   private readonly sealer: KeySealer;
 
   constructor(
-    private readonly repo: AuthRepository,
+    private readonly repo: Pick<AuthRepository, 'signingKeys'>,
     private readonly options: { accessTokenTtlSeconds: number; encryptionKey: string | null; log: Logger },
   ) {
     this.sealer = new KeySealer(options.encryptionKey);
@@ -134,7 +135,7 @@ export class SigningKeys {
     return this.options.accessTokenTtlSeconds + 60;
   }
 
-  private async generate(): Promise<Omit<SigningKeyRow, 'created_at' | 'retired_at'>> {
+  private async generate(): Promise<NewSigningKey> {
     const { publicKey, privateKey } = await generateKeyPair(ACCESS_TOKEN_ALG, { extractable: true });
     const kid = randomUUID();
     const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ACCESS_TOKEN_ALG, use: 'sig' };
@@ -142,8 +143,8 @@ export class SigningKeys {
     return {
       kid,
       alg: ACCESS_TOKEN_ALG,
-      public_jwk: publicJwk,
-      private_key: this.sealer.seal(JSON.stringify(privateJwk)),
+      publicJwk,
+      privateKey: this.sealer.seal(JSON.stringify(privateJwk)),
     };
   }
 
@@ -156,25 +157,25 @@ export class SigningKeys {
   }
 
   private async doLoad(): Promise<void> {
-    let rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
-    if (!rows.some((row) => row.retired_at === null)) {
-      await this.repo.insertFirstSigningKey(await this.generate());
-      rows = await this.repo.signingKeys(this.pool(), this.horizonSeconds);
+    let rows = await this.repo.signingKeys.list(this.horizonSeconds);
+    if (!rows.some((row) => row.retiredAt === null)) {
+      await this.repo.signingKeys.insertFirst(await this.generate());
+      rows = await this.repo.signingKeys.list(this.horizonSeconds);
     }
     const keys = new Map<string, LoadedKey>();
     for (const row of rows) {
-      const publicJwk = row.public_jwk as JWK;
+      const publicJwk = row.publicJwk as JWK;
       keys.set(row.kid, {
         kid: row.kid,
         publicJwk,
         publicKey: (await importJWK(publicJwk, ACCESS_TOKEN_ALG)) as CryptoKey,
-        retiredAt: row.retired_at,
+        retiredAt: row.retiredAt,
       });
     }
-    const signer = rows.find((row) => row.retired_at === null);
+    const signer = rows.find((row) => row.retiredAt === null);
     if (!signer) throw new Error('no current signing key');
     if (this.current?.kid !== signer.kid) {
-      const privateJwk = JSON.parse(this.sealer.open(signer.private_key)) as JWK;
+      const privateJwk = JSON.parse(this.sealer.open(signer.privateKey)) as JWK;
       this.current = {
         kid: signer.kid,
         privateKey: createPrivateKey({ key: privateJwk as NodeJsonWebKey, format: 'jwk' }),
@@ -184,13 +185,9 @@ export class SigningKeys {
     this.lastLoad = Date.now();
   }
 
-  private pool() {
-    return this.repo.pool;
-  }
-
   async rotate(): Promise<string> {
     const key = await this.generate();
-    await this.repo.rotateSigningKey(key);
+    await this.repo.signingKeys.rotate(key);
     await this.load();
     return key.kid;
   }
