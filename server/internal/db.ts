@@ -1,9 +1,13 @@
 import pg from 'pg';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { Logger } from './log.js';
-import * as schema from '../db/schema.js';
 
-export type Drizzle = NodePgDatabase<typeof schema>;
+/**
+ * Drizzle's core query builder (select/insert/update/delete over the tables of
+ * server/db/schema.ts). Repositories import the tables they use; the relational `query`
+ * API is not set up, so a builder over a transaction's client costs next to nothing.
+ */
+export type Drizzle = NodePgDatabase;
 /** A connection inside a transaction; every multi-step write takes one explicitly. */
 export type Tx = pg.PoolClient;
 /** Anything that can run a query: the pool or a transaction's client. */
@@ -38,7 +42,7 @@ export class Database {
       client.on('error', (error) => log?.debug({ err: error }, 'database connection in use failed'));
     });
     this.watchPoolWrites();
-    this.drizzle = drizzle(this.pool, { schema });
+    this.drizzle = drizzle(this.pool);
   }
 
   /**
@@ -52,6 +56,15 @@ export class Database {
 
   private wrote(): void {
     for (const listener of this.writeListeners) listener();
+  }
+
+  /**
+   * The query builder on `q`: the pool's own (built once), or one over a transaction's
+   * client (a few small objects). The builder costs some JS per call, so it serves admin
+   * and background work; per-request paths keep their hand-written statements.
+   */
+  builder(q: Queryable = this.pool): Drizzle {
+    return q === this.pool ? this.drizzle : drizzle(q);
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {

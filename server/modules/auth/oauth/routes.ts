@@ -80,7 +80,7 @@ export const oauthRoutes: FastifyPluginAsync<{ platform: Platform; auth: Identit
 ) => {
   const oauth = new OAuthService({
     config: platform.config,
-    repository: new OAuthRepository(platform.db.pool),
+    repository: new OAuthRepository(platform.db),
     auth,
     limiter: new RateLimiter(new AuthRepository(platform.db), platform.config.auth.rateLimits.windowSeconds),
     log: platform.log,
