@@ -10,8 +10,8 @@ import type { Logger } from './log.js';
 export type Drizzle = NodePgDatabase;
 /** A connection inside a transaction; every multi-step write takes one explicitly. */
 export type Tx = pg.PoolClient;
-/** Anything that can run a query: the pool or a transaction's client. */
-export type Queryable = pg.Pool | pg.PoolClient;
+/** Anything that can run a query: the pool, a transaction's client, or a dedicated session. */
+export type Queryable = pg.Pool | pg.PoolClient | pg.Client;
 
 export interface DatabaseOptions {
   url: string;
