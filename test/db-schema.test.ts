@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import * as schema from '../server/db/schema.js';
 import { Database } from '../server/internal/db.js';
+import { mapDatabaseErrors } from '../server/internal/repository.js';
 import { createTestDatabase, waitFor, type TestDatabase } from './helpers.js';
 
 interface ColumnShape {
@@ -90,7 +91,7 @@ describe('the drizzle schema (server/db/schema.ts)', () => {
     }
   });
 
-  it('tells the change feed of writes made through the query builder, on the pool or in a transaction', async () => {
+  it('tells the change feed of writes made through the query builder, and maps its errors to the catalogue', async () => {
     const db = new Database({ url: database.url, max: 2 });
     let writes = 0;
     db.onWrite(() => writes++);
@@ -106,6 +107,10 @@ describe('the drizzle schema (server/db/schema.ts)', () => {
           .where(eq(schema.instanceInfo.key, 'drizzle-write')),
       );
       await waitFor('the transaction reported', () => writes === 2);
+      const duplicate = await mapDatabaseErrors(() =>
+        db.drizzle.insert(schema.instanceInfo).values({ key: 'drizzle-write', value: 'three' }),
+      ).catch((error: unknown) => error);
+      expect(duplicate).toMatchObject({ code: 'ALREADY_EXISTS', cause: { code: '23505' } });
       await db.drizzle.delete(schema.instanceInfo).where(eq(schema.instanceInfo.key, 'drizzle-write'));
       await waitFor('the delete reported', () => writes === 3);
     } finally {

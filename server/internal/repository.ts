@@ -1,3 +1,4 @@
+import { DrizzleQueryError, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type pg from 'pg';
 import type { Queryable } from './db.js';
 import { fromPostgresError, type AppError } from './errors.js';
@@ -9,7 +10,10 @@ import { fromPostgresError, type AppError } from './errors.js';
  */
 export type ErrorContext = string | ((error: unknown) => AppError);
 
-function mapError(error: unknown, context: ErrorContext | undefined): AppError {
+function mapError(thrown: unknown, context: ErrorContext | undefined): AppError {
+  // The builder wraps the driver's error (whose code the catalogue reads) in one that also
+  // carries the statement's parameters, which must not reach the log: keep the driver's.
+  const error = thrown instanceof DrizzleQueryError && thrown.cause !== undefined ? thrown.cause : thrown;
   return typeof context === 'function' ? context(error) : fromPostgresError(error, context);
 }
 
@@ -49,4 +53,15 @@ export async function mapDatabaseErrors<T>(work: () => Promise<T>, context?: Err
   } catch (error) {
     throw mapError(error, context);
   }
+}
+
+/**
+ * The wire's timestamp format, `2026-01-02T03:04:05.123456Z`, for `to_char` in SQL:
+ * Postgres keeps microseconds, which a JavaScript Date would round away.
+ */
+export const ISO_TIMESTAMP = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
+
+/** A timestamptz column read as the wire's ISO text (see ISO_TIMESTAMP), for drizzle selects. */
+export function isoTimestamp(column: AnyColumn): SQL<string> {
+  return sql<string>`to_char(${column} AT TIME ZONE 'UTC', ${sql.raw(ISO_TIMESTAMP)})`;
 }
