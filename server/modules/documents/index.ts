@@ -1,5 +1,7 @@
 import type { Platform } from '../../internal/platform.js';
-import { CollectionRegistry, CollectionService, SchemaCompiler } from './collections.js';
+import { CollectionRegistry } from './collection-registry.js';
+import { CollectionService } from './collection-service.js';
+import { SchemaCompiler } from './schema-compiler.js';
 import { DocumentRepository } from './repository.js';
 import { DocumentService } from './service.js';
 
@@ -32,5 +34,5 @@ export async function createDocumentsModule(platform: Platform): Promise<Documen
 
 export { DocumentService } from './service.js';
 export type { BatchOp, BatchResult, CreateInput, DataInput, QueryResult, WriteOptions } from './service.js';
-export type { CompiledCollection } from './collections.js';
+export type { CompiledCollection } from './collection-registry.js';
 export type { Document, JsonObject, JsonValue } from './types.js';
