@@ -127,7 +127,7 @@ export class NotificationListener {
       applicationName: 'basalt-realtime-listen',
       log,
       onConnect: async (client, { reconnected }) => {
-        await client.query(`LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
+        await runQuery(client, `LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
         if (reconnected) onReconnect();
       },
       onNotification: (message) => {
