@@ -250,6 +250,11 @@ export class ChangeRepository {
   }
 }
 
+/** Tells the leading ticker, on whichever instance, that something committed here. */
+export async function wakeTicker(client: pg.Client): Promise<void> {
+  await runQuery(client, `NOTIFY ${CHANGES_CHANNEL}`);
+}
+
 /** SQL run on the ticker's own session (the lock is a session lock, so it must stay on one connection). */
 export const tickerSql = {
   async tryLead(client: pg.Client): Promise<boolean> {
