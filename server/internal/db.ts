@@ -1,13 +1,10 @@
 import pg from 'pg';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { Logger } from './log.js';
+import * as schema from '../db/schema.js';
 
-/**
- * Drizzle's core query builder (select/insert/update/delete over the tables of
- * server/db/schema.ts). Repositories import the tables they use; the relational `query`
- * API is not set up, so a builder over a transaction's client costs next to nothing.
- */
-export type Drizzle = NodePgDatabase;
+/** Drizzle's query builder over the tables of server/db/schema.ts. */
+export type Drizzle = NodePgDatabase<typeof schema>;
 /** A connection inside a transaction; every multi-step write takes one explicitly. */
 export type Tx = pg.PoolClient;
 /** Anything that can run a query: the pool, a transaction's client, or a dedicated session. */
@@ -24,6 +21,8 @@ export class Database {
   readonly pool: pg.Pool;
   readonly drizzle: Drizzle;
   private readonly writeListeners = new Set<() => void>();
+  /** One builder per connection that ran a transaction's query-builder calls; see builder(). */
+  private readonly clientBuilders = new WeakMap<Queryable, Drizzle>();
 
   constructor(options: DatabaseOptions, log?: Logger) {
     this.pool = new pg.Pool({
@@ -42,7 +41,7 @@ export class Database {
       client.on('error', (error) => log?.debug({ err: error }, 'database connection in use failed'));
     });
     this.watchPoolWrites();
-    this.drizzle = drizzle(this.pool);
+    this.drizzle = drizzle(this.pool, { schema });
   }
 
   /**
@@ -59,12 +58,19 @@ export class Database {
   }
 
   /**
-   * The query builder on `q`: the pool's own (built once), or one over a transaction's
-   * client (a few small objects). The builder costs some JS per call, so it serves admin
-   * and background work; per-request paths keep their hand-written statements.
+   * The query builder on `q`: the pool's own, or one over a transaction's client, built
+   * once per connection (pooled connections are reused, and building one reads the whole
+   * schema). The builder costs some JS per call, so it serves admin and background work;
+   * per-request paths keep their hand-written statements.
    */
   builder(q: Queryable = this.pool): Drizzle {
-    return q === this.pool ? this.drizzle : drizzle(q);
+    if (q === this.pool) return this.drizzle;
+    let builder = this.clientBuilders.get(q);
+    if (builder === undefined) {
+      builder = drizzle(q, { schema });
+      this.clientBuilders.set(q, builder);
+    }
+    return builder;
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
