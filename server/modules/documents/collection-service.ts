@@ -38,15 +38,9 @@ export interface UpdateCollectionInput {
   indexes?: unknown;
 }
 
-function toInfo(row: CollectionRow): CollectionInfo {
-  return {
-    name: row.name,
-    rules: row.rules,
-    schema: row.schema,
-    indexes: row.indexes,
-    created_at: row.created_at,
-    updated_at: row.updated_at,
-  };
+/** The wire's view of a collection: its row without the revision, which is the cache's business. */
+function toInfo({ revision: _revision, ...info }: CollectionRow): CollectionInfo {
+  return info;
 }
 
 function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules {
