@@ -1,8 +1,11 @@
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
 import * as schema from '../server/db/schema.js';
-import { createTestDatabase, type TestDatabase } from './helpers.js';
+import { Database } from '../server/internal/db.js';
+import { mapDatabaseErrors } from '../server/internal/repository.js';
+import { createTestDatabase, waitFor, type TestDatabase } from './helpers.js';
 
 interface ColumnShape {
   type: string;
@@ -85,6 +88,33 @@ describe('the drizzle schema (server/db/schema.ts)', () => {
       const model = modelled.get(table);
       if (!model) continue;
       expect(Object.fromEntries(model), table).toEqual(Object.fromEntries(columns));
+    }
+  });
+
+  it('tells the change feed of writes made through the query builder, and maps its errors to the catalogue', async () => {
+    const db = new Database({ url: database.url, max: 2 });
+    let writes = 0;
+    db.onWrite(() => writes++);
+    try {
+      await db.drizzle.insert(schema.instanceInfo).values({ key: 'drizzle-write', value: 'one' });
+      await waitFor('the insert reported', () => writes === 1);
+      await db.drizzle.select().from(schema.instanceInfo).where(eq(schema.instanceInfo.key, 'drizzle-write'));
+      await db.transaction((tx) =>
+        db
+          .builder(tx)
+          .update(schema.instanceInfo)
+          .set({ value: 'two' })
+          .where(eq(schema.instanceInfo.key, 'drizzle-write')),
+      );
+      await waitFor('the transaction reported', () => writes === 2);
+      const duplicate = await mapDatabaseErrors(() =>
+        db.drizzle.insert(schema.instanceInfo).values({ key: 'drizzle-write', value: 'three' }),
+      ).catch((error: unknown) => error);
+      expect(duplicate).toMatchObject({ code: 'ALREADY_EXISTS', cause: { code: '23505' } });
+      await db.drizzle.delete(schema.instanceInfo).where(eq(schema.instanceInfo.key, 'drizzle-write'));
+      await waitFor('the delete reported', () => writes === 3);
+    } finally {
+      await db.close();
     }
   });
 });

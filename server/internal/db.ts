@@ -3,11 +3,12 @@ import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { Logger } from './log.js';
 import * as schema from '../db/schema.js';
 
+/** Drizzle's query builder over the tables of server/db/schema.ts. */
 export type Drizzle = NodePgDatabase<typeof schema>;
 /** A connection inside a transaction; every multi-step write takes one explicitly. */
 export type Tx = pg.PoolClient;
-/** Anything that can run a query: the pool or a transaction's client. */
-export type Queryable = pg.Pool | pg.PoolClient;
+/** Anything that can run a query: the pool, a transaction's client, or a dedicated session. */
+export type Queryable = pg.Pool | pg.PoolClient | pg.Client;
 
 export interface DatabaseOptions {
   url: string;
@@ -20,8 +21,8 @@ export class Database {
   readonly pool: pg.Pool;
   readonly drizzle: Drizzle;
   private readonly writeListeners = new Set<() => void>();
-  /** Drizzle views of pooled connections, made once per connection (they outlive transactions). */
-  private readonly connectionViews = new WeakMap<Queryable, Drizzle>();
+  /** One builder per connection that ran a transaction's query-builder calls; see builder(). */
+  private readonly clientBuilders = new WeakMap<Queryable, Drizzle>();
 
   constructor(options: DatabaseOptions, log?: Logger) {
     this.pool = new pg.Pool({
@@ -56,15 +57,20 @@ export class Database {
     for (const listener of this.writeListeners) listener();
   }
 
-  /** Drizzle over `q`: the pool's own view, or a view of the connection a transaction holds. */
-  drizzleOn(q: Queryable): Drizzle {
+  /**
+   * The query builder on `q`: the pool's own, or one over a transaction's client, built
+   * once per connection (pooled connections are reused, and building one reads the whole
+   * schema). The builder costs some JS per call, so it serves admin and background work;
+   * per-request paths keep their hand-written statements.
+   */
+  builder(q: Queryable = this.pool): Drizzle {
     if (q === this.pool) return this.drizzle;
-    let view = this.connectionViews.get(q);
-    if (!view) {
-      view = drizzle(q, { schema });
-      this.connectionViews.set(q, view);
+    let builder = this.clientBuilders.get(q);
+    if (builder === undefined) {
+      builder = drizzle(q, { schema });
+      this.clientBuilders.set(q, builder);
     }
-    return view;
+    return builder;
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {

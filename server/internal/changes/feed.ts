@@ -8,6 +8,7 @@ import { formatCursor, parseCursor } from './cursor.js';
 import {
   ChangeRepository,
   CHANGES_CHANNEL,
+  wakeTicker,
   TICKS_CHANNEL,
   tickerSql,
   type ChangeRow,
@@ -253,7 +254,8 @@ export class ChangeFeed {
     if (this.nudgeTimer || !this.started) return;
     this.nudgeTimer = setTimeout(() => {
       this.nudgeTimer = null;
-      this.connection.current?.query(`NOTIFY ${CHANGES_CHANNEL}`).catch(() => undefined);
+      const client = this.connection.current;
+      if (client) wakeTicker(client).catch(() => undefined);
     }, 2);
     this.nudgeTimer.unref();
   }

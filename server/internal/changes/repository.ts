@@ -1,7 +1,9 @@
+import { eq, sql } from 'drizzle-orm';
 import type pg from 'pg';
+import { changeConsumers } from '../../db/schema.js';
 import type { Database, Queryable } from '../db.js';
-import { fromPostgresError } from '../errors.js';
 import { ADVISORY_LOCKS } from '../advisory-locks.js';
+import { mapDatabaseErrors, runQuery } from '../repository.js';
 
 /** Wakes readers after each tick; basalt_changes (from the row trigger) wakes the ticker. */
 export const TICKS_CHANNEL = 'basalt_ticks';
@@ -52,27 +54,34 @@ interface RawChange {
   new_row: Record<string, unknown> | null;
 }
 
-/** All SQL of the change feed: reading ticks and their changes, ticking, pruning, consumer cursors. */
+/**
+ * All SQL of the change feed: reading ticks and their changes, ticking, pruning, consumer
+ * cursors. Only the consumer cursors are plain CRUD (drizzle's builder); the rest reads
+ * snapshots and the change-log functions of migrations 0002/0007, so it stays SQL.
+ */
 export class ChangeRepository {
   constructor(private readonly db: Database) {}
 
   async pollTicks(after: number, limit: number): Promise<TickPoll> {
-    const { rows } = await this.db.pool.query<{
+    const rows = await runQuery<{
       id: string | null;
       created_ms: number | null;
       oldest: string | null;
       now_ms: number;
-    }>({
-      name: 'basalt_poll_ticks',
-      text: `SELECT t.id, (extract(epoch FROM t.created_at) * 1000)::float8 AS created_ms, m.oldest,
+    }>(
+      this.db.pool,
+      {
+        name: 'basalt_poll_ticks',
+        text: `SELECT t.id, (extract(epoch FROM t.created_at) * 1000)::float8 AS created_ms, m.oldest,
               (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms
        FROM (SELECT min(id) AS oldest FROM basalt.change_ticks) m
        LEFT JOIN LATERAL (
          SELECT id, created_at FROM basalt.change_ticks WHERE id > $1 ORDER BY id LIMIT $2
        ) t ON true
        ORDER BY t.id`,
-      values: [after, limit],
-    });
+      },
+      [after, limit],
+    );
     const first = rows[0];
     return {
       ticks: rows
@@ -84,7 +93,8 @@ export class ChangeRepository {
   }
 
   async newestTick(): Promise<{ id: number; createdAtMs: number; dbNowMs: number }> {
-    const { rows } = await this.db.query<{ id: string; created_ms: number; now_ms: number }>(
+    const rows = await runQuery<{ id: string; created_ms: number; now_ms: number }>(
+      this.db.pool,
       `SELECT id, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
               (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms
        FROM basalt.change_ticks ORDER BY id DESC LIMIT 1`,
@@ -96,23 +106,16 @@ export class ChangeRepository {
 
   /** A tick covering every transaction committed before the call (the newest, or a new one). */
   async coveringTick(): Promise<number> {
-    try {
-      const { rows } = await this.db.query<{ id: string }>('SELECT basalt.covering_tick() AS id');
-      return Number(rows[0]?.id);
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const rows = await runQuery<{ id: string }>(this.db.pool, 'SELECT basalt.covering_tick() AS id');
+    return Number(rows[0]?.id);
   }
 
   async tickBounds(): Promise<TickBounds> {
-    try {
-      const { rows } = await this.db.query<{ oldest: string | null; newest: string | null }>(
-        'SELECT min(id) AS oldest, max(id) AS newest FROM basalt.change_ticks',
-      );
-      return { oldest: Number(rows[0]?.oldest ?? 0), newest: Number(rows[0]?.newest ?? 0) };
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const rows = await runQuery<{ oldest: string | null; newest: string | null }>(
+      this.db.pool,
+      'SELECT min(id) AS oldest, max(id) AS newest FROM basalt.change_ticks',
+    );
+    return { oldest: Number(rows[0]?.oldest ?? 0), newest: Number(rows[0]?.newest ?? 0) };
   }
 
   /**
@@ -125,11 +128,12 @@ export class ChangeRepository {
     options: { tables?: TableFilter[] | undefined; limit?: number | null } = {},
   ): Promise<ChangeRow[]> {
     const tables = options.tables;
-    try {
-      // A named statement: the feed runs it after every tick, and planning it (the inlined
-      // function's CTEs) cost several times its execution; prepared, each pooled
-      // connection plans it a few times and then reuses the plan.
-      const { rows } = await this.db.pool.query<RawChange>({
+    // A named statement: the feed runs it after every tick, and planning it (the inlined
+    // function's CTEs) cost several times its execution; prepared, each pooled
+    // connection plans it a few times and then reuses the plan.
+    const rows = await runQuery<RawChange>(
+      this.db.pool,
+      {
         name: 'basalt_changes_of_ticks',
         text: `SELECT c.tick, c.tick_at, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id, c.old_row, c.new_row
          FROM basalt.changes_of_ticks($1, $2) c
@@ -137,29 +141,27 @@ export class ChangeRepository {
             OR (c.table_schema, c.table_name) IN (SELECT s, t FROM unnest($3::text[], $4::text[]) AS f(s, t))
          ORDER BY c.tick, c.tx_last, c.id
          LIMIT $5`,
-        values: [
-          after,
-          upto,
-          tables ? tables.map((entry) => entry.schema) : null,
-          tables ? tables.map((entry) => entry.table) : null,
-          options.limit ?? null,
-        ],
-      });
-      return rows.map((row) => ({
-        tick: Number(row.tick),
-        tickAt: row.tick_at,
-        id: row.id,
-        txid: row.txid,
-        schema: row.table_schema,
-        table: row.table_name,
-        op: row.op,
-        rowId: row.row_id,
-        oldRow: row.old_row,
-        newRow: row.new_row,
-      }));
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+      },
+      [
+        after,
+        upto,
+        tables ? tables.map((entry) => entry.schema) : null,
+        tables ? tables.map((entry) => entry.table) : null,
+        options.limit ?? null,
+      ],
+    );
+    return rows.map((row) => ({
+      tick: Number(row.tick),
+      tickAt: row.tick_at,
+      id: row.id,
+      txid: row.txid,
+      schema: row.table_schema,
+      table: row.table_name,
+      op: row.op,
+      rowId: row.row_id,
+      oldRow: row.old_row,
+      newRow: row.new_row,
+    }));
   }
 
   /**
@@ -174,8 +176,10 @@ export class ChangeRepository {
   ): Promise<{ ticks: number; changes: number; heldBy: string[] }> {
     let ticks = 0;
     for (;;) {
-      const result = await this.db.query(
-        `WITH bounds AS (
+      // Through mapDatabaseErrors rather than runQuery: the loop needs the row count.
+      const result = await mapDatabaseErrors(() =>
+        this.db.query(
+          `WITH bounds AS (
            SELECT (SELECT max(id) FROM basalt.change_ticks) AS newest,
                   (SELECT min(id) FROM basalt.change_ticks
                     WHERE created_at >= clock_timestamp() - make_interval(secs => $1)) AS recent,
@@ -186,26 +190,30 @@ export class ChangeRepository {
            WHERE id < least(bounds.newest, coalesce(bounds.recent, bounds.newest), coalesce(bounds.consumer, bounds.newest))
            ORDER BY id LIMIT $2
          )`,
-        [retentionSeconds, batchSize],
+          [retentionSeconds, batchSize],
+        ),
       );
       ticks += result.rowCount ?? 0;
       if ((result.rowCount ?? 0) < batchSize) break;
     }
     let changes = 0;
     for (;;) {
-      const result = await this.db.query(
-        `WITH oldest AS (SELECT snapshot FROM basalt.change_ticks ORDER BY id LIMIT 1)
+      const result = await mapDatabaseErrors(() =>
+        this.db.query(
+          `WITH oldest AS (SELECT snapshot FROM basalt.change_ticks ORDER BY id LIMIT 1)
          DELETE FROM basalt.changes WHERE id IN (
            SELECT c.id FROM basalt.changes c, oldest
            WHERE c.txid < pg_snapshot_xmax(oldest.snapshot) AND pg_visible_in_snapshot(c.txid, oldest.snapshot)
            LIMIT $1
          )`,
-        [batchSize],
+          [batchSize],
+        ),
       );
       changes += result.rowCount ?? 0;
       if ((result.rowCount ?? 0) < batchSize) break;
     }
-    const { rows } = await this.db.query<{ name: string }>(
+    const rows = await runQuery<{ name: string }>(
+      this.db.pool,
       `SELECT c.name FROM basalt.change_consumers c JOIN basalt.change_ticks t ON t.id = c.tick_id
        WHERE t.created_at < clock_timestamp() - make_interval(secs => $1) ORDER BY c.name`,
       [retentionSeconds],
@@ -214,48 +222,63 @@ export class ChangeRepository {
   }
 
   async consumerTick(name: string, q: Queryable = this.db.pool): Promise<number | null> {
-    const { rows } = await q.query<{ tick_id: string }>('SELECT tick_id FROM basalt.change_consumers WHERE name = $1', [
-      name,
-    ]);
-    return rows[0] ? Number(rows[0].tick_id) : null;
+    const rows = await mapDatabaseErrors(() =>
+      this.db
+        .builder(q)
+        .select({ tickId: changeConsumers.tickId })
+        .from(changeConsumers)
+        .where(eq(changeConsumers.name, name)),
+    );
+    return rows[0]?.tickId ?? null;
   }
 
   async saveConsumerTick(name: string, tick: number, q: Queryable = this.db.pool): Promise<void> {
-    await q.query(
-      `INSERT INTO basalt.change_consumers (name, tick_id) VALUES ($1, $2)
-       ON CONFLICT (name) DO UPDATE SET tick_id = excluded.tick_id, updated_at = now()`,
-      [name, tick],
+    await mapDatabaseErrors(() =>
+      this.db
+        .builder(q)
+        .insert(changeConsumers)
+        .values({ name, tickId: tick })
+        .onConflictDoUpdate({
+          target: changeConsumers.name,
+          set: { tickId: sql`excluded.tick_id`, updatedAt: sql`now()` },
+        }),
     );
   }
 
   async deleteConsumer(name: string, q: Queryable = this.db.pool): Promise<void> {
-    await q.query('DELETE FROM basalt.change_consumers WHERE name = $1', [name]);
+    await mapDatabaseErrors(() => this.db.builder(q).delete(changeConsumers).where(eq(changeConsumers.name, name)));
   }
+}
+
+/** Tells the leading ticker, on whichever instance, that something committed here. */
+export async function wakeTicker(client: pg.Client): Promise<void> {
+  await runQuery(client, `NOTIFY ${CHANGES_CHANNEL}`);
 }
 
 /** SQL run on the ticker's own session (the lock is a session lock, so it must stay on one connection). */
 export const tickerSql = {
   async tryLead(client: pg.Client): Promise<boolean> {
-    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [
+    const rows = await runQuery<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1) AS ok', [
       ADVISORY_LOCKS.ticker,
     ]);
     return rows[0]?.ok === true;
   },
   async shortKeepalives(client: pg.Client): Promise<void> {
-    await client.query(
+    await runQuery(
+      client,
       `SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
               set_config('tcp_keepalives_count', '3', false)`,
     );
   },
   async resign(client: pg.Client): Promise<void> {
-    await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.ticker]);
+    await runQuery(client, 'SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.ticker]);
   },
   async listen(client: pg.Client, channel: string): Promise<void> {
-    await client.query(`LISTEN ${channel}`);
+    await runQuery(client, `LISTEN ${channel}`);
   },
   /** Returns the new tick id, or null when nothing committed since the last tick. */
   async tickIfChanged(client: pg.Client, force: boolean): Promise<number | null> {
-    const { rows } = await client.query<{ id: string | null }>('SELECT basalt.tick_if_changed($1) AS id', [force]);
+    const rows = await runQuery<{ id: string | null }>(client, 'SELECT basalt.tick_if_changed($1) AS id', [force]);
     const id = rows[0]?.id;
     return id == null ? null : Number(id);
   },

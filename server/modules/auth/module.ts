@@ -92,7 +92,7 @@ export function buildAuthModule(platform: Platform): AuthModule {
   const admin = new AdminService({ repo, hasher, keys, sessions });
   const oauth = new OAuthService({
     config,
-    repository: new OAuthRepository(platform.db.pool),
+    repository: new OAuthRepository(platform.db),
     auth: service,
     limiter,
     log,

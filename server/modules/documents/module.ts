@@ -1,6 +1,8 @@
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
-import { CollectionRegistry, CollectionService, SchemaCompiler } from './collections.js';
+import { CollectionRegistry } from './collection-registry.js';
+import { CollectionService } from './collection-service.js';
+import { SchemaCompiler } from './schema-compiler.js';
 import { DocumentRepository } from './repository.js';
 import { collectionAdminRoutes, documentRoutes } from './routes.js';
 import { DocumentService } from './service.js';

@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
+import { asc, eq, sql } from 'drizzle-orm';
 import type pg from 'pg';
+import { collections } from '../../db/schema.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { AppError, fromPostgresError } from '../../internal/errors.js';
+import { ISO_TIMESTAMP, isoTimestamp, mapDatabaseErrors, runQuery, type Statement } from '../../internal/repository.js';
 import { dataJson } from './json.js';
 import { parseFieldRef, type FieldRef } from './query.js';
 import {
@@ -21,9 +24,10 @@ export const COLLECTIONS_CHANNEL = 'basalt_collections';
 
 /** Subscribes a listener's own session to collection metadata changes. */
 export async function listenForCollectionChanges(client: pg.Client): Promise<void> {
-  await client.query(`LISTEN ${COLLECTIONS_CHANNEL}`);
+  await runQuery(client, `LISTEN ${COLLECTIONS_CHANNEL}`);
 }
 
+/** A collection's metadata row in the wire's shape: timestamps as ISO text, revision as int8 text. */
 export interface CollectionRow {
   name: string;
   rules: CollectionRules;
@@ -43,10 +47,17 @@ interface DocumentRow {
   data: JsonObject;
 }
 
-const ISO = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
-const COLLECTION_COLUMNS =
-  `name, rules, schema, indexes, revision, ` +
-  `to_char(created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
+/** basalt.collections as the builder selects it into a CollectionRow. */
+const COLLECTION_FIELDS = {
+  name: collections.name,
+  rules: sql<CollectionRules>`${collections.rules}`,
+  schema: sql<JsonObject | null>`${collections.schema}`,
+  indexes: sql<IndexSpec[]>`${collections.indexes}`,
+  // int8 as node-postgres reads it (text); live queries key their compiled rules on it.
+  revision: sql<string>`${collections.revision}`,
+  created_at: isoTimestamp(collections.createdAt),
+  updated_at: isoTimestamp(collections.updatedAt),
+};
 
 function toDocument(collection: string, row: DocumentRow): Document {
   return {
@@ -61,24 +72,21 @@ function toDocument(collection: string, row: DocumentRow): Document {
 }
 
 /** Maps errors of document statements; a missing table means the collection is gone. */
-function documentError(error: unknown, collection: string): AppError {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (code === '42P01') {
-    return new AppError('NOT_FOUND', `Collection "${collection}" does not exist.`, { cause: error });
-  }
-  // Text Postgres cannot store (NUL, broken UTF-8) that slipped past validation.
-  if (code === '22P05' || code === '22021') {
-    return new AppError('INVALID_REQUEST', 'The request holds text that cannot be stored.', { cause: error });
-  }
-  return fromPostgresError(error, 'The document');
-}
+const documentError =
+  (collection: string) =>
+  (error: unknown): AppError => {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === '42P01') {
+      return new AppError('NOT_FOUND', `Collection "${collection}" does not exist.`, { cause: error });
+    }
+    // Text Postgres cannot store (NUL, broken UTF-8) that slipped past validation.
+    if (code === '22P05' || code === '22021') {
+      return new AppError('INVALID_REQUEST', 'The request holds text that cannot be stored.', { cause: error });
+    }
+    return fromPostgresError(error, 'The document');
+  };
 
-interface PreparedStatement {
-  name: string;
-  text: string;
-}
-
-const statements = new Map<string, PreparedStatement>();
+const statements = new Map<string, { name: string; text: string }>();
 
 /**
  * A named (prepared) statement for the fixed per-collection statements: each pooled
@@ -86,12 +94,7 @@ const statements = new Map<string, PreparedStatement>();
  * stands for two texts; after DDL, Postgres re-plans prepared statements by itself.
  * Text and name are built once per collection and kind, not on every call.
  */
-function prepared(
-  kind: string,
-  collection: string,
-  build: () => string,
-  values: unknown[],
-): { name: string; text: string; values: unknown[] } {
+function prepared(kind: string, collection: string, build: () => string): Statement {
   const key = `${kind} ${collection}`;
   let statement = statements.get(key);
   if (statement === undefined) {
@@ -100,7 +103,7 @@ function prepared(
     if (statements.size > 10_000) statements.clear();
     statements.set(key, statement);
   }
-  return { name: statement.name, text: statement.text, values };
+  return statement;
 }
 
 /** Deterministic index name: short, unique per collection and key list, valid as an identifier. */
@@ -116,7 +119,12 @@ function indexKeyExpr(field: FieldRef): string {
   return field.kind === 'system' ? quoteIdent(field.name) : `(${dataPathExpr(field.path, null)})`;
 }
 
-/** SQL of the collection tables and their documents. */
+/**
+ * SQL of the collection tables and their documents. The metadata rows in basalt.collections
+ * go through drizzle's builder; the per-collection tables are named at run time and read
+ * on every request, so their statements are hand-written (named, where the text is fixed
+ * per collection) as is the DDL that creates them.
+ */
 export class DocumentRepository {
   constructor(private readonly db: Database) {}
 
@@ -131,17 +139,14 @@ export class DocumentRepository {
   // -- collections --------------------------------------------------------------
 
   async listCollections(): Promise<CollectionRow[]> {
-    const { rows } = await this.db.query<CollectionRow>(
-      `SELECT ${COLLECTION_COLUMNS} FROM basalt.collections ORDER BY name`,
+    return mapDatabaseErrors(() =>
+      this.db.drizzle.select(COLLECTION_FIELDS).from(collections).orderBy(asc(collections.name)),
     );
-    return rows;
   }
 
   async getCollection(name: string, q: Queryable = this.db.pool, forUpdate = false): Promise<CollectionRow | null> {
-    const { rows } = await q.query<CollectionRow>(
-      `SELECT ${COLLECTION_COLUMNS} FROM basalt.collections WHERE name = $1${forUpdate ? ' FOR UPDATE' : ''}`,
-      [name],
-    );
+    const query = this.db.builder(q).select(COLLECTION_FIELDS).from(collections).where(eq(collections.name, name));
+    const rows = await mapDatabaseErrors(() => (forUpdate ? query.for('update') : query));
     return rows[0] ?? null;
   }
 
@@ -150,20 +155,17 @@ export class DocumentRepository {
     tx: Tx,
     input: { name: string; rules: CollectionRules; schema: JsonObject | null; indexes: IndexSpec[] },
   ): Promise<CollectionRow> {
-    let row: CollectionRow | undefined;
-    try {
-      ({
-        rows: [row],
-      } = await tx.query<CollectionRow>(
-        `INSERT INTO basalt.collections (name, rules, schema, indexes) VALUES ($1, $2::jsonb, $3::jsonb, $4::jsonb)
-         RETURNING ${COLLECTION_COLUMNS}`,
-        [
-          input.name,
-          JSON.stringify(input.rules),
-          input.schema === null ? null : JSON.stringify(input.schema),
-          JSON.stringify(input.indexes),
-        ],
-      ));
+    // One mapping for the whole sequence: a table of that name already there is its own error.
+    const tableTaken = (error: unknown): AppError =>
+      (error as { code?: unknown } | null)?.code === '42P07'
+        ? new AppError('ALREADY_EXISTS', `A table named "${input.name}" already exists.`, { cause: error })
+        : fromPostgresError(error, `Collection "${input.name}"`);
+    return mapDatabaseErrors(async () => {
+      const [row] = await this.db
+        .builder(tx)
+        .insert(collections)
+        .values({ name: input.name, rules: { ...input.rules }, schema: input.schema, indexes: input.indexes })
+        .returning(COLLECTION_FIELDS);
       const table = tableRef(input.name);
       await tx.query(`CREATE SCHEMA IF NOT EXISTS ${DATA_SCHEMA}`);
       // The id rule as a plain repeat plus a length: `{1,128}` in a Postgres regex cost
@@ -183,26 +185,21 @@ export class DocumentRepository {
       await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$created'))} ON ${table} (created_at, id)`);
       await tx.query('SELECT basalt.track_changes($1::regclass)', [table]);
       for (const spec of input.indexes) await this.createIndex(tx, input.name, spec);
-    } catch (error) {
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code === '42P07') {
-        throw new AppError('ALREADY_EXISTS', `A table named "${input.name}" already exists.`, { cause: error });
-      }
-      throw fromPostgresError(error, `Collection "${input.name}"`);
-    }
-    return row as CollectionRow;
+      return row as CollectionRow;
+    }, tableTaken);
   }
 
   async createIndex(tx: Tx, collection: string, spec: IndexSpec): Promise<void> {
     const paths = Array.isArray(spec) ? spec : [spec];
     const keys = paths.map((path) => indexKeyExpr(parseFieldRef(path, 'indexes')));
-    await tx.query(
+    await runQuery(
+      tx,
       `CREATE INDEX IF NOT EXISTS ${quoteIdent(indexName(collection, spec))} ON ${tableRef(collection)} (${keys.join(', ')})`,
     );
   }
 
   async dropIndex(tx: Tx, collection: string, spec: IndexSpec): Promise<void> {
-    await tx.query(`DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, spec))}`);
+    await runQuery(tx, `DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, spec))}`);
   }
 
   async updateCollection(
@@ -210,67 +207,71 @@ export class DocumentRepository {
     name: string,
     input: { rules: CollectionRules; schema: JsonObject | null; indexes: IndexSpec[] },
   ): Promise<CollectionRow> {
-    const { rows } = await tx.query<CollectionRow>(
-      `UPDATE basalt.collections SET rules = $2::jsonb, schema = $3::jsonb, indexes = $4::jsonb,
-         revision = revision + 1, updated_at = now()
-       WHERE name = $1 RETURNING ${COLLECTION_COLUMNS}`,
-      [
-        name,
-        JSON.stringify(input.rules),
-        input.schema === null ? null : JSON.stringify(input.schema),
-        JSON.stringify(input.indexes),
-      ],
+    const [row] = await mapDatabaseErrors(() =>
+      this.db
+        .builder(tx)
+        .update(collections)
+        .set({
+          rules: { ...input.rules },
+          schema: input.schema,
+          indexes: input.indexes,
+          revision: sql`${collections.revision} + 1`,
+          updatedAt: sql`now()`,
+        })
+        .where(eq(collections.name, name))
+        .returning(COLLECTION_FIELDS),
     );
-    if (!rows[0]) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
-    return rows[0];
+    if (!row) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+    return row;
   }
 
   async dropCollection(tx: Tx, name: string): Promise<boolean> {
-    const { rowCount } = await tx.query('DELETE FROM basalt.collections WHERE name = $1', [name]);
-    if (!rowCount) return false;
-    await tx.query(`DROP TABLE IF EXISTS ${tableRef(name)}`);
+    const dropped = await mapDatabaseErrors(() =>
+      this.db.builder(tx).delete(collections).where(eq(collections.name, name)).returning({ name: collections.name }),
+    );
+    if (dropped.length === 0) return false;
+    await runQuery(tx, `DROP TABLE IF EXISTS ${tableRef(name)}`);
     return true;
   }
 
   // -- documents ----------------------------------------------------------------
 
   async now(q: Queryable): Promise<string> {
-    const { rows } = await q.query<{ now: string }>(`SELECT to_char(now() AT TIME ZONE 'UTC', ${ISO}) AS now`);
+    const rows = await runQuery<{ now: string }>(
+      q,
+      `SELECT to_char(now() AT TIME ZONE 'UTC', ${ISO_TIMESTAMP}) AS now`,
+    );
     return (rows[0] as { now: string }).now;
   }
 
   async get(q: Queryable, collection: string, id: string): Promise<Document | null> {
-    try {
-      const { rows } = await q.query<DocumentRow>(
-        prepared(
-          'get',
-          collection,
-          () => `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`,
-          [id],
-        ),
-      );
-      return rows[0] ? toDocument(collection, rows[0]) : null;
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+    const rows = await runQuery<DocumentRow>(
+      q,
+      prepared(
+        'get',
+        collection,
+        () => `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1`,
+      ),
+      [id],
+      documentError(collection),
+    );
+    return rows[0] ? toDocument(collection, rows[0]) : null;
   }
 
   /** The document, locked until the transaction ends, with the transaction's time. */
   async getForUpdate(tx: Tx, collection: string, id: string): Promise<Document | null> {
-    try {
-      const { rows } = await tx.query<DocumentRow>(
-        prepared(
-          'getForUpdate',
-          collection,
-          () =>
-            `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
-          [id],
-        ),
-      );
-      return rows[0] ? toDocument(collection, rows[0]) : null;
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+    const rows = await runQuery<DocumentRow>(
+      tx,
+      prepared(
+        'getForUpdate',
+        collection,
+        () =>
+          `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS} WHERE ${ROW_ALIAS}.id = $1 FOR UPDATE`,
+      ),
+      [id],
+      documentError(collection),
+    );
+    return rows[0] ? toDocument(collection, rows[0]) : null;
   }
 
   async insert(
@@ -278,20 +279,18 @@ export class DocumentRepository {
     collection: string,
     doc: { id: string; owner: string | null; data: JsonObject },
   ): Promise<Document> {
-    try {
-      const { rows } = await q.query<DocumentRow>(
-        prepared(
-          'insert',
-          collection,
-          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+    const rows = await runQuery<DocumentRow>(
+      q,
+      prepared(
+        'insert',
+        collection,
+        () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          RETURNING ${documentColumns()}`,
-          [doc.id, doc.owner, dataJson(doc.data)],
-        ),
-      );
-      return toDocument(collection, rows[0] as DocumentRow);
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+      ),
+      [doc.id, doc.owner, dataJson(doc.data)],
+      documentError(collection),
+    );
+    return toDocument(collection, rows[0] as DocumentRow);
   }
 
   /** Inserts unless the id is taken (then null): lets a replace-or-create retry as a replace. */
@@ -300,20 +299,18 @@ export class DocumentRepository {
     collection: string,
     doc: { id: string; owner: string | null; data: JsonObject },
   ): Promise<Document | null> {
-    try {
-      const { rows } = await q.query<DocumentRow>(
-        prepared(
-          'insertIfAbsent',
-          collection,
-          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+    const rows = await runQuery<DocumentRow>(
+      q,
+      prepared(
+        'insertIfAbsent',
+        collection,
+        () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${documentColumns()}`,
-          [doc.id, doc.owner, dataJson(doc.data)],
-        ),
-      );
-      return rows[0] ? toDocument(collection, rows[0]) : null;
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+      ),
+      [doc.id, doc.owner, dataJson(doc.data)],
+      documentError(collection),
+    );
+    return rows[0] ? toDocument(collection, rows[0]) : null;
   }
 
   /** Replace or create in one statement; an existing document keeps its owner. */
@@ -322,50 +319,45 @@ export class DocumentRepository {
     collection: string,
     doc: { id: string; owner: string | null; data: JsonObject },
   ): Promise<{ doc: Document; created: boolean }> {
-    try {
-      const { rows } = await q.query<DocumentRow & { inserted: boolean }>(
-        prepared(
-          'upsert',
-          collection,
-          () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
+    const rows = await runQuery<DocumentRow & { inserted: boolean }>(
+      q,
+      prepared(
+        'upsert',
+        collection,
+        () => `INSERT INTO ${tableRef(collection)} AS ${ROW_ALIAS} (id, owner, data) VALUES ($1, $2, $3::jsonb)
          ON CONFLICT (id) DO UPDATE SET ${STAMPED_UPDATE} data = EXCLUDED.data
          RETURNING ${documentColumns()}, (${ROW_ALIAS}.xmax = 0) AS inserted`,
-          [doc.id, doc.owner, dataJson(doc.data)],
-        ),
-      );
-      const row = rows[0] as DocumentRow & { inserted: boolean };
-      return { doc: toDocument(collection, row), created: row.inserted };
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+      ),
+      [doc.id, doc.owner, dataJson(doc.data)],
+      documentError(collection),
+    );
+    const row = rows[0] as DocumentRow & { inserted: boolean };
+    return { doc: toDocument(collection, row), created: row.inserted };
   }
 
   async updateData(q: Queryable, collection: string, id: string, data: JsonObject): Promise<Document | null> {
-    try {
-      const { rows } = await q.query<DocumentRow>(
-        prepared(
-          'updateData',
-          collection,
-          () => `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET ${STAMPED_UPDATE} data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
+    const rows = await runQuery<DocumentRow>(
+      q,
+      prepared(
+        'updateData',
+        collection,
+        () => `UPDATE ${tableRef(collection)} AS ${ROW_ALIAS} SET ${STAMPED_UPDATE} data = $2::jsonb WHERE ${ROW_ALIAS}.id = $1
          RETURNING ${documentColumns()}`,
-          [id, dataJson(data)],
-        ),
-      );
-      return rows[0] ? toDocument(collection, rows[0]) : null;
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+      ),
+      [id, dataJson(data)],
+      documentError(collection),
+    );
+    return rows[0] ? toDocument(collection, rows[0]) : null;
   }
 
   async delete(q: Queryable, collection: string, id: string): Promise<boolean> {
-    try {
-      const { rowCount } = await q.query(
-        prepared('delete', collection, () => `DELETE FROM ${tableRef(collection)} WHERE id = $1`, [id]),
-      );
-      return (rowCount ?? 0) > 0;
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+    const rows = await runQuery(
+      q,
+      prepared('delete', collection, () => `DELETE FROM ${tableRef(collection)} WHERE id = $1 RETURNING 1`),
+      [id],
+      documentError(collection),
+    );
+    return rows.length > 0;
   }
 
   /** Runs a compiled query: `where` and `orderBy` are SQL built by sql.ts over `params`. */
@@ -379,23 +371,20 @@ export class DocumentRepository {
       `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
       (compiled.where ? ` WHERE ${compiled.where}` : '') +
       ` ORDER BY ${compiled.orderBy} LIMIT ${limit}`;
-    try {
-      const { rows } = await this.db.query<DocumentRow>(text, params.values);
-      return rows.map((row) => toDocument(collection, row));
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+    const rows = await runQuery<DocumentRow>(this.db.pool, text, params.values, documentError(collection));
+    return rows.map((row) => toDocument(collection, row));
   }
 
   async count(collection: string, compiled: { where: string | null; params: SqlParams }): Promise<number> {
     const text =
       `SELECT count(*)::bigint AS count FROM ${tableRef(collection)} ${ROW_ALIAS}` +
       (compiled.where ? ` WHERE ${compiled.where}` : '');
-    try {
-      const { rows } = await this.db.query<{ count: string }>(text, compiled.params.values);
-      return Number((rows[0] as { count: string }).count);
-    } catch (error) {
-      throw documentError(error, collection);
-    }
+    const rows = await runQuery<{ count: string }>(
+      this.db.pool,
+      text,
+      compiled.params.values,
+      documentError(collection),
+    );
+    return Number((rows[0] as { count: string }).count);
   }
 }

@@ -3,7 +3,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
 import { requireService } from '../../internal/guards.js';
-import type { CollectionService } from './collections.js';
+import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
 import { OPERATORS, QUERY_LIMITS } from './query.js';
 import { MAX_BATCH_OPS, type DocumentService, type RedactedDocument, type WriteOptions } from './service.js';

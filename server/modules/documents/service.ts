@@ -22,7 +22,7 @@ import { isUser, type Caller } from '../../internal/caller.js';
 import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
-import type { CollectionRegistry, CompiledCollection } from './collections.js';
+import type { CollectionRegistry, CompiledCollection } from './collection-registry.js';
 import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
 import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
 import type { DocumentRepository } from './repository.js';

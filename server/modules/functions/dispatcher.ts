@@ -11,10 +11,9 @@ import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
-import { InvocationRepository, type InvocationRun } from './repository.js';
+import { InvocationRepository, queueStatementsIn, tryTakeDispatchLead, type InvocationRun } from './repository.js';
 import { QueueRunner, type FinishedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
-import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 
 /** The change feed's durable cursor of the dispatcher. */
 const CONSUMER = 'functions';
@@ -247,7 +246,7 @@ export class FunctionDispatcher {
       else failed.push({ id: job.id, message: result.run?.error ?? 'the run could not start' });
     }
     await this.db.transaction(async (tx: Tx) => {
-      const db = { executeSql: (text: string, values: unknown[]) => tx.query(text, values) };
+      const db = queueStatementsIn(tx);
       await this.invocations.record(
         finished.flatMap(({ result }) => (result.run ? [result.run] : [])),
         tx,
@@ -264,11 +263,9 @@ export class FunctionDispatcher {
    */
   private async tryLead(client: pg.Client): Promise<void> {
     if (this.stopped || this.lock?.current !== client || this.leading) return;
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
-      ADVISORY_LOCKS.functionsDispatch,
-    ]);
+    const leading = await tryTakeDispatchLead(client);
     if (this.stopped || this.lock?.current !== client) return;
-    this.leading = rows[0]?.locked === true;
+    this.leading = leading;
     if (this.leading) {
       this.log.info('this instance dispatches function events');
       this.pump();
@@ -334,7 +331,7 @@ export class FunctionDispatcher {
       }
     }
     await this.db.transaction(async (tx: Tx) => {
-      const wrapper = { executeSql: (text: string, values: unknown[]) => tx.query(text, values) };
+      const wrapper = queueStatementsIn(tx);
       // One statement per batch; a job id already present (a re-dispatch) is skipped.
       if (jobs.length > 0) {
         await boss.insert(

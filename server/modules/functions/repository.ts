@@ -1,8 +1,13 @@
-import { fromPostgresError } from '../../internal/errors.js';
-import type { Database, Queryable } from '../../internal/db.js';
+import { and, desc, eq, isNotNull, lt, sql, type SQL } from 'drizzle-orm';
+import type pg from 'pg';
+import type PgBoss from 'pg-boss';
+import { functionInvocations } from '../../db/schema.js';
+import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
+import type { Database, Queryable, Tx } from '../../internal/db.js';
+import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 import type { LogLine } from './protocol.js';
 
-export type InvocationStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'dead';
+export type InvocationStatus = (typeof functionInvocations.$inferSelect)['status'];
 
 export interface InvocationRecord {
   id: string;
@@ -21,44 +26,25 @@ export interface InvocationRecord {
   created_at: string;
 }
 
-interface InvocationRow {
-  id: string;
-  job_id: string | null;
-  function_name: string;
-  trigger: string;
-  event_id: string | null;
-  status: InvocationStatus;
-  attempt: number;
-  cold_start: boolean;
-  started_at: Date | null;
-  finished_at: Date | null;
-  duration_ms: number | null;
-  error: string | null;
-  logs: LogLine[];
-  created_at: Date;
-}
-
-function toRecord(row: InvocationRow): InvocationRecord {
+function toRecord(row: typeof functionInvocations.$inferSelect): InvocationRecord {
   return {
     id: row.id,
-    job_id: row.job_id,
-    function: row.function_name,
+    job_id: row.jobId,
+    function: row.functionName,
     trigger: row.trigger,
-    event_id: row.event_id,
+    event_id: row.eventId,
     status: row.status,
     attempt: row.attempt,
-    cold_start: row.cold_start,
-    started_at: row.started_at?.toISOString() ?? null,
-    finished_at: row.finished_at?.toISOString() ?? null,
-    duration_ms: row.duration_ms,
+    cold_start: row.coldStart,
+    started_at: row.startedAt?.toISOString() ?? null,
+    finished_at: row.finishedAt?.toISOString() ?? null,
+    duration_ms: row.durationMs,
     error: row.error,
-    logs: row.logs,
-    created_at: row.created_at.toISOString(),
+    // Written only by record() below, from LogLine[].
+    logs: row.logs as LogLine[],
+    created_at: row.createdAt.toISOString(),
   };
 }
-
-const COLUMNS = `id, job_id, function_name, trigger, event_id, status, attempt, cold_start, started_at, finished_at,
-  duration_ms, error, logs, created_at`;
 
 /** A finished run, as recorded. */
 export interface InvocationRun {
@@ -86,91 +72,96 @@ export class InvocationRepository {
    */
   async record(runs: InvocationRun[], q?: Queryable): Promise<void> {
     if (runs.length === 0) return;
-    try {
-      await (q ?? this.db.pool).query(
-        `INSERT INTO basalt.function_invocations
-           (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
-            logs, cold_start)
-         SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
-                r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start
-           FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
-                attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean)`,
-        [
-          JSON.stringify(
-            runs.map((run) => ({
-              id: run.id,
-              function_name: run.functionName,
-              trigger: run.trigger,
-              event_id: run.eventId,
-              status: run.status,
-              attempt: run.attempt,
-              job_id: run.jobId ?? null,
-              started_at: run.startedAt.toISOString(),
-              duration_ms: run.durationMs,
-              error: run.error,
-              logs: run.logs,
-              cold_start: run.cold,
-            })),
-          ),
-        ],
-      );
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    // Hand-written: the whole batch travels as one jsonb parameter, one short statement
+    // however many runs it holds (the builder would bind thirteen parameters per run).
+    await runQuery(
+      q ?? this.db.pool,
+      `INSERT INTO basalt.function_invocations
+         (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
+          logs, cold_start)
+       SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
+              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start
+         FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
+              attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean)`,
+      [
+        JSON.stringify(
+          runs.map((run) => ({
+            id: run.id,
+            function_name: run.functionName,
+            trigger: run.trigger,
+            event_id: run.eventId,
+            status: run.status,
+            attempt: run.attempt,
+            job_id: run.jobId ?? null,
+            started_at: run.startedAt.toISOString(),
+            duration_ms: run.durationMs,
+            error: run.error,
+            logs: run.logs,
+            cold_start: run.cold,
+          })),
+        ),
+      ],
+    );
   }
 
   /** A dead invocation's job, marking it as handed back for retry; null when it is not dead. */
   async takeDeadForRetry(id: string): Promise<{ functionName: string; jobId: string } | null> {
-    try {
-      const { rows } = await this.db.query<{ function_name: string; job_id: string }>(
-        `UPDATE basalt.function_invocations SET status = 'queued'
-          WHERE id = $1 AND status = 'dead' AND job_id IS NOT NULL
-          RETURNING function_name, job_id`,
-        [id],
-      );
-      const row = rows[0];
-      return row ? { functionName: row.function_name, jobId: row.job_id } : null;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .update(functionInvocations)
+        .set({ status: 'queued' })
+        .where(
+          and(
+            eq(functionInvocations.id, id),
+            eq(functionInvocations.status, 'dead'),
+            isNotNull(functionInvocations.jobId),
+          ),
+        )
+        .returning({ functionName: functionInvocations.functionName, jobId: functionInvocations.jobId }),
+    );
+    const row = rows[0];
+    return row?.jobId ? { functionName: row.functionName, jobId: row.jobId } : null;
   }
 
   async list(
     functionName: string,
     options: { status?: InvocationStatus; limit: number; before?: string },
   ): Promise<InvocationRecord[]> {
-    const params: unknown[] = [functionName, options.limit];
-    let filter = '';
-    if (options.status) {
-      params.push(options.status);
-      filter += ` AND status = $${params.length}`;
-    }
-    if (options.before) {
-      params.push(options.before);
-      filter += ` AND created_at < $${params.length}::timestamptz`;
-    }
-    try {
-      const { rows } = await this.db.query<InvocationRow>(
-        `SELECT ${COLUMNS} FROM basalt.function_invocations
-          WHERE function_name = $1${filter}
-          ORDER BY created_at DESC, id DESC LIMIT $2`,
-        params,
-      );
-      return rows.map(toRecord);
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const where: SQL[] = [eq(functionInvocations.functionName, functionName)];
+    if (options.status) where.push(eq(functionInvocations.status, options.status));
+    // The cursor keeps Postgres' microseconds, which a Date would round away.
+    if (options.before) where.push(lt(functionInvocations.createdAt, sql`${options.before}::timestamptz`));
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select()
+        .from(functionInvocations)
+        .where(and(...where))
+        .orderBy(desc(functionInvocations.createdAt), desc(functionInvocations.id))
+        .limit(options.limit),
+    );
+    return rows.map(toRecord);
   }
 
   async get(id: string): Promise<InvocationRecord | null> {
-    try {
-      const { rows } = await this.db.query<InvocationRow>(
-        `SELECT ${COLUMNS} FROM basalt.function_invocations WHERE id = $1`,
-        [id],
-      );
-      return rows[0] ? toRecord(rows[0]) : null;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle.select().from(functionInvocations).where(eq(functionInvocations.id, id)),
+    );
+    return rows[0] ? toRecord(rows[0]) : null;
   }
+}
+
+/** pg-boss's database over a transaction's client, so the queue's statements commit with ours. */
+export function queueStatementsIn(tx: Tx): PgBoss.Db {
+  return { executeSql: (text, values) => tx.query(text, values) };
+}
+
+/**
+ * Takes the dispatch lead on the dispatcher's own connection: a session lock, so it must
+ * stay on that one connection and goes with it. False while another instance holds it.
+ */
+export async function tryTakeDispatchLead(client: pg.Client): Promise<boolean> {
+  const rows = await runQuery<{ locked: boolean }>(client, 'SELECT pg_try_advisory_lock($1) AS locked', [
+    ADVISORY_LOCKS.functionsDispatch,
+  ]);
+  return rows[0]?.locked === true;
 }

@@ -1,85 +1,76 @@
-import type { Database } from '../../internal/db.js';
-import { fromPostgresError } from '../../internal/errors.js';
+import { asc, eq, inArray, lt, sql } from 'drizzle-orm';
+import { realtimeInstances, realtimePresence } from '../../db/schema.js';
+import type { Database, Drizzle } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
+import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
 /** The pg_notify channel every instance of one Basalt database listens on for channel traffic. */
 export const REALTIME_NOTIFY_CHANNEL = 'basalt_realtime';
 /** pg_notify refuses payloads of 8000 bytes or more; keep a margin for the envelope. */
 export const MAX_NOTIFY_BYTES = 7900;
 
-export interface PresenceRow {
-  ref: string;
-  channel: string;
-  key: string;
-  payload: unknown;
-}
+export type PresenceRow = Pick<typeof realtimePresence.$inferSelect, 'ref' | 'channel' | 'key' | 'payload'>;
+
+const PRESENCE_COLUMNS = {
+  ref: realtimePresence.ref,
+  channel: realtimePresence.channel,
+  key: realtimePresence.key,
+  payload: realtimePresence.payload,
+};
 
 /** SQL of realtime channels: presence rows, instance heartbeats and notifications. */
 export class RealtimeRepository {
   constructor(private readonly db: Database) {}
 
   async notify(message: string): Promise<void> {
-    try {
-      await this.db.query('SELECT pg_notify($1, $2)', [REALTIME_NOTIFY_CHANNEL, message]);
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    await runQuery(this.db.pool, 'SELECT pg_notify($1, $2)', [REALTIME_NOTIFY_CHANNEL, message]);
   }
 
   /** Registers (or revives) this instance; returns false when it had been swept as dead. */
   async beat(instanceId: string): Promise<boolean> {
-    try {
-      const updated = await this.db.query('UPDATE basalt.realtime_instances SET heartbeat_at = now() WHERE id = $1', [
-        instanceId,
-      ]);
+    return mapDatabaseErrors(async () => {
+      const updated = await this.db.drizzle
+        .update(realtimeInstances)
+        .set({ heartbeatAt: sql`now()` })
+        .where(eq(realtimeInstances.id, instanceId));
       if (updated.rowCount === 1) return true;
-      await this.db.query(
-        'INSERT INTO basalt.realtime_instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()',
-        [instanceId],
-      );
+      await this.db.drizzle
+        .insert(realtimeInstances)
+        .values({ id: instanceId })
+        .onConflictDoUpdate({ target: realtimeInstances.id, set: { heartbeatAt: sql`now()` } });
       return false;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    });
   }
 
   async insertPresence(instanceId: string, row: PresenceRow): Promise<void> {
-    try {
-      await this.db.query(
-        `INSERT INTO basalt.realtime_presence (ref, instance_id, channel, key, payload) VALUES ($1, $2, $3, $4, $5::jsonb)
-         ON CONFLICT (ref) DO UPDATE SET payload = EXCLUDED.payload, key = EXCLUDED.key`,
-        [row.ref, instanceId, row.channel, row.key, JSON.stringify(row.payload)],
-      );
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .insert(realtimePresence)
+        .values({ ...row, instanceId })
+        .onConflictDoUpdate({
+          target: realtimePresence.ref,
+          set: { payload: sql`excluded.payload`, key: sql`excluded.key` },
+        }),
+    );
   }
 
   /** Deletes presences by ref and returns the ones that existed (so each leave is announced once). */
   async deletePresences(refs: string[]): Promise<PresenceRow[]> {
     if (refs.length === 0) return [];
-    try {
-      const result = await this.db.query<PresenceRow>(
-        'DELETE FROM basalt.realtime_presence WHERE ref = ANY($1::uuid[]) RETURNING ref, channel, key, payload',
-        [refs],
-      );
-      return result.rows;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    return mapDatabaseErrors(() =>
+      this.db.drizzle.delete(realtimePresence).where(inArray(realtimePresence.ref, refs)).returning(PRESENCE_COLUMNS),
+    );
   }
 
   async channelPresence(channel: string): Promise<PresenceRow[]> {
-    try {
-      const result = await this.db.query<PresenceRow>(
-        'SELECT ref, channel, key, payload FROM basalt.realtime_presence WHERE channel = $1 ORDER BY joined_at, ref',
-        [channel],
-      );
-      return result.rows;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    return mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select(PRESENCE_COLUMNS)
+        .from(realtimePresence)
+        .where(eq(realtimePresence.channel, channel))
+        .orderBy(asc(realtimePresence.joinedAt), asc(realtimePresence.ref)),
+    );
   }
 
   /**
@@ -88,42 +79,38 @@ export class RealtimeRepository {
    * be announced. Row locks make two sweepers return each row once.
    */
   async sweepDeadInstances(staleMs: number): Promise<PresenceRow[]> {
-    try {
-      return await this.db.transaction(async (tx) => {
-        const dead = await tx.query<{ id: string }>(
-          `SELECT id FROM basalt.realtime_instances
-           WHERE heartbeat_at < now() - make_interval(secs => $1::double precision / 1000)
-           FOR UPDATE SKIP LOCKED`,
-          [staleMs],
+    return mapDatabaseErrors(() =>
+      this.db.transaction(async (tx) => {
+        const dead = await this.db
+          .builder(tx)
+          .select({ id: realtimeInstances.id })
+          .from(realtimeInstances)
+          .where(
+            lt(realtimeInstances.heartbeatAt, sql`now() - make_interval(secs => ${staleMs}::double precision / 1000)`),
+          )
+          .for('update', { skipLocked: true });
+        return removeInstances(
+          this.db.builder(tx),
+          dead.map((row) => row.id),
         );
-        if (dead.rows.length === 0) return [];
-        const ids = dead.rows.map((row) => row.id);
-        const gone = await tx.query<PresenceRow>(
-          'DELETE FROM basalt.realtime_presence WHERE instance_id = ANY($1::uuid[]) RETURNING ref, channel, key, payload',
-          [ids],
-        );
-        await tx.query('DELETE FROM basalt.realtime_instances WHERE id = ANY($1::uuid[])', [ids]);
-        return gone.rows;
-      });
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+      }),
+    );
   }
 
   async removeInstance(instanceId: string): Promise<PresenceRow[]> {
-    try {
-      return await this.db.transaction(async (tx) => {
-        const gone = await tx.query<PresenceRow>(
-          'DELETE FROM basalt.realtime_presence WHERE instance_id = $1 RETURNING ref, channel, key, payload',
-          [instanceId],
-        );
-        await tx.query('DELETE FROM basalt.realtime_instances WHERE id = $1', [instanceId]);
-        return gone.rows;
-      });
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    return mapDatabaseErrors(() => this.db.transaction((tx) => removeInstances(this.db.builder(tx), [instanceId])));
   }
+}
+
+/** Deletes instances and their presences (in the caller's transaction), returning the presences. */
+async function removeInstances(builder: Drizzle, ids: string[]): Promise<PresenceRow[]> {
+  if (ids.length === 0) return [];
+  const gone = await builder
+    .delete(realtimePresence)
+    .where(inArray(realtimePresence.instanceId, ids))
+    .returning(PRESENCE_COLUMNS);
+  await builder.delete(realtimeInstances).where(inArray(realtimeInstances.id, ids));
+  return gone;
 }
 
 /**
@@ -140,7 +127,7 @@ export class NotificationListener {
       applicationName: 'basalt-realtime-listen',
       log,
       onConnect: async (client, { reconnected }) => {
-        await client.query(`LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
+        await runQuery(client, `LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
         if (reconnected) onReconnect();
       },
       onNotification: (message) => {

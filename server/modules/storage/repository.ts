@@ -1,6 +1,8 @@
+import { and, asc, eq, gte, lt, sql } from 'drizzle-orm';
+import { buckets, objects, storagePending } from '../../db/schema.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
-import { fromPostgresError } from '../../internal/errors.js';
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
+import { ISO_TIMESTAMP, isoTimestamp, mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
 export interface BucketRules {
   read?: string;
@@ -43,7 +45,7 @@ export interface NewObject {
   owner: string | null;
 }
 
-const ISO = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
+const ISO = ISO_TIMESTAMP;
 const BUCKET_COLUMNS =
   `name, public, max_file_size::float8 AS max_file_size, allowed_mime_types, rules, ` +
   `to_char(created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
@@ -53,7 +55,35 @@ const OBJECT_COLUMNS =
 
 export const OBJECT_ALIAS = 'o';
 
-/** SQL of storage: buckets, object metadata and the pending-keys bookkeeping. */
+/** A bucket as the builder selects it: the wire's shape (BucketRow), timestamps as ISO text. */
+const BUCKET_FIELDS = {
+  name: buckets.name,
+  public: buckets.public,
+  max_file_size: buckets.maxFileSize,
+  allowed_mime_types: buckets.allowedMimeTypes,
+  rules: sql<BucketRules>`${buckets.rules}`,
+  created_at: isoTimestamp(buckets.createdAt),
+  updated_at: isoTimestamp(buckets.updatedAt),
+};
+
+type BucketFields = Omit<BucketRow, 'created_at' | 'updated_at'>;
+
+function bucketColumns(bucket: BucketFields): Omit<typeof buckets.$inferInsert, 'name'> {
+  return {
+    public: bucket.public,
+    maxFileSize: bucket.max_file_size,
+    allowedMimeTypes: bucket.allowed_mime_types,
+    rules: { ...bucket.rules },
+  };
+}
+
+/**
+ * SQL of storage: buckets, object metadata and the pending-keys bookkeeping. Bucket admin
+ * and the sweeper's plain reads use drizzle's builder; the statements of uploads,
+ * downloads and deletes stay hand-written (they run on every request, and the builder
+ * would add its own cost to each), as do listings (a compiled rule filter), the lock and
+ * the multi-table statements.
+ */
 export class StorageRepository {
   constructor(private readonly db: Database) {}
 
@@ -62,64 +92,62 @@ export class StorageRepository {
   }
 
   transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.db.transaction(work).catch((error: unknown) => {
-      throw fromPostgresError(error, 'The object');
-    });
-  }
-
-  private async run<R extends object>(q: Queryable, text: string, values: unknown[], what?: string): Promise<R[]> {
-    try {
-      return (await q.query<R & Record<string, unknown>>(text, values)).rows;
-    } catch (error) {
-      throw fromPostgresError(error, what);
-    }
+    return mapDatabaseErrors(() => this.db.transaction(work), 'The object');
   }
 
   // Buckets
 
-  async insertBucket(bucket: Omit<BucketRow, 'created_at' | 'updated_at'>): Promise<BucketRow> {
-    const rows = await this.run<BucketRow>(
-      this.db.pool,
-      `INSERT INTO basalt.buckets (name, public, max_file_size, allowed_mime_types, rules)
-       VALUES ($1, $2, $3, $4, $5) RETURNING ${BUCKET_COLUMNS}`,
-      [bucket.name, bucket.public, bucket.max_file_size, bucket.allowed_mime_types, JSON.stringify(bucket.rules)],
+  async insertBucket(bucket: BucketFields): Promise<BucketRow> {
+    const rows = await mapDatabaseErrors(
+      () =>
+        this.db.drizzle
+          .insert(buckets)
+          .values({ name: bucket.name, ...bucketColumns(bucket) })
+          .returning(BUCKET_FIELDS),
       `Bucket "${bucket.name}"`,
     );
     return rows[0] as BucketRow;
   }
 
-  async bucket(name: string, q: Queryable = this.db.pool): Promise<BucketRow | null> {
-    const rows = await this.run<BucketRow>(q, `SELECT ${BUCKET_COLUMNS} FROM basalt.buckets WHERE name = $1`, [name]);
+  async bucket(name: string): Promise<BucketRow | null> {
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle.select(BUCKET_FIELDS).from(buckets).where(eq(buckets.name, name)),
+    );
     return rows[0] ?? null;
   }
 
   async buckets(): Promise<BucketRow[]> {
-    return this.run<BucketRow>(this.db.pool, `SELECT ${BUCKET_COLUMNS} FROM basalt.buckets ORDER BY name`, []);
+    return mapDatabaseErrors(() => this.db.drizzle.select(BUCKET_FIELDS).from(buckets).orderBy(asc(buckets.name)));
   }
 
-  async updateBucket(bucket: Omit<BucketRow, 'created_at' | 'updated_at'>): Promise<BucketRow | null> {
-    const rows = await this.run<BucketRow>(
-      this.db.pool,
-      `UPDATE basalt.buckets SET public = $2, max_file_size = $3, allowed_mime_types = $4, rules = $5, updated_at = now()
-       WHERE name = $1 RETURNING ${BUCKET_COLUMNS}`,
-      [bucket.name, bucket.public, bucket.max_file_size, bucket.allowed_mime_types, JSON.stringify(bucket.rules)],
+  async updateBucket(bucket: BucketFields): Promise<BucketRow | null> {
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .update(buckets)
+        .set({ ...bucketColumns(bucket), updatedAt: sql`now()` })
+        .where(eq(buckets.name, bucket.name))
+        .returning(BUCKET_FIELDS),
     );
     return rows[0] ?? null;
   }
 
   async lockBucket(tx: Tx, name: string): Promise<boolean> {
-    const rows = await this.run(tx, `SELECT name FROM basalt.buckets WHERE name = $1 FOR UPDATE`, [name]);
+    const rows = await mapDatabaseErrors(() =>
+      this.db.builder(tx).select({ name: buckets.name }).from(buckets).where(eq(buckets.name, name)).for('update'),
+    );
     return rows.length > 0;
   }
 
   async hasObjects(tx: Tx, bucket: string): Promise<boolean> {
-    const rows = await this.run(tx, `SELECT 1 FROM basalt.objects WHERE bucket = $1 LIMIT 1`, [bucket]);
+    const rows = await mapDatabaseErrors(() =>
+      this.db.builder(tx).select({ id: objects.id }).from(objects).where(eq(objects.bucket, bucket)).limit(1),
+    );
     return rows.length > 0;
   }
 
   /** Deletes every object row of a bucket, marking their keys for deletion; returns the keys. */
   async deleteAllObjects(tx: Tx, bucket: string): Promise<string[]> {
-    const rows = await this.run<{ storage_key: string }>(
+    const rows = await runQuery<{ storage_key: string }>(
       tx,
       `WITH gone AS (DELETE FROM basalt.objects WHERE bucket = $1 RETURNING storage_key)
        INSERT INTO basalt.storage_pending (storage_key, reason) SELECT storage_key, 'delete' FROM gone
@@ -130,14 +158,17 @@ export class StorageRepository {
   }
 
   async deleteBucket(tx: Tx, name: string): Promise<void> {
-    await this.run(tx, `DELETE FROM basalt.buckets WHERE name = $1`, [name], `Bucket "${name}"`);
+    await mapDatabaseErrors(
+      () => this.db.builder(tx).delete(buckets).where(eq(buckets.name, name)),
+      `Bucket "${name}"`,
+    );
   }
 
   // Objects
 
   /** A bucket and one of its objects in one round trip (the hot path of downloads and uploads). */
   async bucketAndObject(bucket: string, path: string): Promise<{ bucket: BucketRow | null; object: ObjectRow | null }> {
-    const rows = await this.run<{ bucket: BucketRow | null; object: ObjectRow | null }>(
+    const rows = await runQuery<{ bucket: BucketRow | null; object: ObjectRow | null }>(
       this.db.pool,
       `SELECT (SELECT row_to_json(b) FROM (SELECT ${BUCKET_COLUMNS} FROM basalt.buckets WHERE name = $1) b) AS bucket,
               (SELECT row_to_json(x) FROM (SELECT ${OBJECT_COLUMNS} FROM basalt.objects o
@@ -148,7 +179,7 @@ export class StorageRepository {
   }
 
   async lockObject(tx: Tx, bucket: string, path: string): Promise<ObjectRow | null> {
-    const rows = await this.run<ObjectRow>(
+    const rows = await runQuery<ObjectRow>(
       tx,
       `SELECT ${OBJECT_COLUMNS} FROM basalt.objects o WHERE o.bucket = $1 AND o.path = $2 FOR UPDATE`,
       [bucket, path],
@@ -158,7 +189,7 @@ export class StorageRepository {
 
   /** Inserts unless the path is taken (then null: a concurrent upload won the race). */
   async insertObject(tx: Tx, object: NewObject): Promise<ObjectRow | null> {
-    const rows = await this.run<ObjectRow>(
+    const rows = await runQuery<ObjectRow>(
       tx,
       `INSERT INTO basalt.objects AS o (bucket, path, storage_key, size, content_type, etag, sha256, owner)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -181,7 +212,7 @@ export class StorageRepository {
 
   /** Points an existing row at new bytes; the owner and created_at stay. */
   async replaceObject(tx: Tx, id: string, object: NewObject): Promise<ObjectRow> {
-    const rows = await this.run<ObjectRow>(
+    const rows = await runQuery<ObjectRow>(
       tx,
       `UPDATE basalt.objects AS o SET storage_key = $2, size = $3, content_type = $4, etag = $5, sha256 = $6,
          updated_at = now()
@@ -192,7 +223,7 @@ export class StorageRepository {
   }
 
   async deleteObject(tx: Tx, id: string): Promise<void> {
-    await this.run(tx, `DELETE FROM basalt.objects WHERE id = $1`, [id]);
+    await runQuery(tx, `DELETE FROM basalt.objects WHERE id = $1`, [id]);
   }
 
   /**
@@ -218,7 +249,7 @@ export class StorageRepository {
     }
     if (options.after !== null) where.push(`o.path > ${param(options.after)}`);
     if (options.filterSql !== null) where.push(`(${options.filterSql})`);
-    return this.run<ObjectRow>(
+    return runQuery<ObjectRow>(
       this.db.pool,
       `SELECT ${OBJECT_COLUMNS} FROM basalt.objects o WHERE ${where.join(' AND ')}
        ORDER BY o.path LIMIT ${param(options.limit)}`,
@@ -229,7 +260,7 @@ export class StorageRepository {
   // Pending keys
 
   async addPending(q: Queryable, key: string, reason: 'upload' | 'delete'): Promise<void> {
-    await this.run(
+    await runQuery(
       q,
       `INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, $2)
        ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now()`,
@@ -238,23 +269,26 @@ export class StorageRepository {
   }
 
   async touchPending(key: string): Promise<void> {
-    await this.run(this.db.pool, `UPDATE basalt.storage_pending SET touched_at = now() WHERE storage_key = $1`, [key]);
+    await runQuery(this.db.pool, `UPDATE basalt.storage_pending SET touched_at = now() WHERE storage_key = $1`, [key]);
   }
 
   /** Removes a pending mark; false when there was none (the sweeper claimed it). */
   async removePending(q: Queryable, key: string): Promise<boolean> {
-    const rows = await this.run(q, `DELETE FROM basalt.storage_pending WHERE storage_key = $1 RETURNING 1`, [key]);
+    const rows = await runQuery(q, `DELETE FROM basalt.storage_pending WHERE storage_key = $1 RETURNING 1`, [key]);
     return rows.length > 0;
   }
 
   /** Pending keys not touched since `cutoff`, oldest first. */
   async stalePending(cutoff: Date, limit: number): Promise<string[]> {
-    const rows = await this.run<{ storage_key: string }>(
-      this.db.pool,
-      `SELECT storage_key FROM basalt.storage_pending WHERE touched_at < $1 ORDER BY touched_at LIMIT $2`,
-      [cutoff, limit],
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select({ storageKey: storagePending.storageKey })
+        .from(storagePending)
+        .where(lt(storagePending.touchedAt, cutoff))
+        .orderBy(asc(storagePending.touchedAt))
+        .limit(limit),
     );
-    return rows.map((row) => row.storage_key);
+    return rows.map((row) => row.storageKey);
   }
 
   /**
@@ -263,7 +297,7 @@ export class StorageRepository {
    * Returns 'delete' when the bytes may go, 'keep' when a row references them.
    */
   async claimStalePending(key: string, cutoff: Date): Promise<'delete' | 'keep' | 'gone'> {
-    const rows = await this.run<{ referenced: boolean }>(
+    const rows = await runQuery<{ referenced: boolean }>(
       this.db.pool,
       `DELETE FROM basalt.storage_pending p WHERE p.storage_key = $1 AND p.touched_at < $2
        RETURNING EXISTS (SELECT 1 FROM basalt.objects o WHERE o.storage_key = p.storage_key) AS referenced`,
@@ -275,17 +309,18 @@ export class StorageRepository {
   }
 
   async pendingTouchedSince(key: string, cutoff: Date): Promise<boolean> {
-    const rows = await this.run(
-      this.db.pool,
-      `SELECT 1 FROM basalt.storage_pending WHERE storage_key = $1 AND touched_at >= $2`,
-      [key, cutoff],
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select({ storageKey: storagePending.storageKey })
+        .from(storagePending)
+        .where(and(eq(storagePending.storageKey, key), gte(storagePending.touchedAt, cutoff))),
     );
     return rows.length > 0;
   }
 
   /** Of `keys`, those that an object row or a pending mark accounts for. */
   async knownKeys(keys: string[]): Promise<Set<string>> {
-    const rows = await this.run<{ storage_key: string }>(
+    const rows = await runQuery<{ storage_key: string }>(
       this.db.pool,
       `SELECT storage_key FROM basalt.objects WHERE storage_key = ANY($1::text[])
        UNION SELECT storage_key FROM basalt.storage_pending WHERE storage_key = ANY($1::text[])`,
@@ -296,16 +331,16 @@ export class StorageRepository {
 
   /** Runs `work` only if no other instance holds the sweeper's lock; returns null when it was held. */
   async withSweeperLock<T>(work: () => Promise<T>): Promise<T | null> {
-    const client = await this.db.pool.connect();
+    const client = await mapDatabaseErrors(() => this.db.pool.connect());
     try {
-      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [
+      const rows = await runQuery<{ locked: boolean }>(client, 'SELECT pg_try_advisory_lock($1) AS locked', [
         ADVISORY_LOCKS.storageSweeper,
       ]);
       if (!rows[0]?.locked) return null;
       try {
         return await work();
       } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.storageSweeper]).catch(() => undefined);
+        await runQuery(client, 'SELECT pg_advisory_unlock($1)', [ADVISORY_LOCKS.storageSweeper]).catch(() => undefined);
       }
     } finally {
       client.release();

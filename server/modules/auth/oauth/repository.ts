@@ -1,5 +1,7 @@
-import { fromPostgresError } from '../../../internal/errors.js';
-import type { Queryable } from '../../../internal/db.js';
+import { eq, inArray, lt, sql } from 'drizzle-orm';
+import { oauthStates } from '../../../db/schema.js';
+import type { Database } from '../../../internal/db.js';
+import { mapDatabaseErrors } from '../../../internal/repository.js';
 
 export interface NewOAuthState {
   stateHash: Buffer;
@@ -11,48 +13,28 @@ export interface NewOAuthState {
   ttlSeconds: number;
 }
 
-export interface OAuthState {
-  provider: string;
-  codeVerifier: string;
-  nonce: string;
-  redirectTo: string;
-  bindingHash: Buffer;
-  /** False when the row was found but its time was up. */
-  live: boolean;
-}
+/** A state taken back from the table; `live` is false when it was found but its time was up. */
+export type OAuthState = Pick<
+  typeof oauthStates.$inferSelect,
+  'provider' | 'codeVerifier' | 'nonce' | 'redirectTo' | 'bindingHash'
+> & { live: boolean };
 
-interface StateRow {
-  provider: string;
-  code_verifier: string;
-  nonce: string;
-  redirect_to: string;
-  binding_hash: Buffer;
-  live: boolean;
-}
+/** Abandoned states removed per statement, so one sweep never holds many row locks. */
+const EXPIRED_BATCH = 1000;
 
 /** SQL of basalt.oauth_states: the authorizations in flight. */
 export class OAuthRepository {
-  constructor(private readonly db: Queryable) {}
+  constructor(private readonly db: Database) {}
 
   async insertState(state: NewOAuthState): Promise<void> {
-    try {
-      await this.db.query(
-        `INSERT INTO basalt.oauth_states
-           (state_hash, provider, code_verifier, nonce, redirect_to, binding_hash, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))`,
-        [
-          state.stateHash,
-          state.provider,
-          state.codeVerifier,
-          state.nonce,
-          state.redirectTo,
-          state.bindingHash,
-          state.ttlSeconds,
-        ],
-      );
-    } catch (error) {
-      throw fromPostgresError(error, 'The OAuth state');
-    }
+    const { ttlSeconds, ...columns } = state;
+    await mapDatabaseErrors(
+      () =>
+        this.db.drizzle
+          .insert(oauthStates)
+          .values({ ...columns, expiresAt: sql`now() + make_interval(secs => ${ttlSeconds})` }),
+      'The OAuth state',
+    );
   }
 
   /**
@@ -60,37 +42,32 @@ export class OAuthRepository {
    * callbacks race, since only one of them gets the row back.
    */
   async consumeState(stateHash: Buffer): Promise<OAuthState | null> {
-    try {
-      const { rows } = await this.db.query<StateRow>(
-        `DELETE FROM basalt.oauth_states WHERE state_hash = $1
-         RETURNING provider, code_verifier, nonce, redirect_to, binding_hash, expires_at > now() AS live`,
-        [stateHash],
-      );
-      const row = rows[0];
-      if (!row) return null;
-      return {
-        provider: row.provider,
-        codeVerifier: row.code_verifier,
-        nonce: row.nonce,
-        redirectTo: row.redirect_to,
-        bindingHash: row.binding_hash,
-        live: row.live,
-      };
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .delete(oauthStates)
+        .where(eq(oauthStates.stateHash, stateHash))
+        .returning({
+          provider: oauthStates.provider,
+          codeVerifier: oauthStates.codeVerifier,
+          nonce: oauthStates.nonce,
+          redirectTo: oauthStates.redirectTo,
+          bindingHash: oauthStates.bindingHash,
+          live: sql<boolean>`${oauthStates.expiresAt} > now()`,
+        }),
+    );
+    return rows[0] ?? null;
   }
 
   /** Removes abandoned sign-ins (the user never came back from the provider). */
   async deleteExpired(): Promise<number> {
-    try {
-      const { rowCount } = await this.db.query(
-        `DELETE FROM basalt.oauth_states
-         WHERE state_hash IN (SELECT state_hash FROM basalt.oauth_states WHERE expires_at < now() LIMIT 1000)`,
-      );
-      return rowCount ?? 0;
-    } catch (error) {
-      throw fromPostgresError(error);
-    }
+    const expired = this.db.drizzle
+      .select({ stateHash: oauthStates.stateHash })
+      .from(oauthStates)
+      .where(lt(oauthStates.expiresAt, sql`now()`))
+      .limit(EXPIRED_BATCH);
+    const { rowCount } = await mapDatabaseErrors(() =>
+      this.db.drizzle.delete(oauthStates).where(inArray(oauthStates.stateHash, expired)),
+    );
+    return rowCount ?? 0;
   }
 }

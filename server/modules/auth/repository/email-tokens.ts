@@ -26,7 +26,7 @@ export class EmailTokenRepository {
   ): Promise<void> {
     await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .insert(emailTokens)
         .values({
           tokenHash: token.hash,
@@ -59,7 +59,7 @@ export class EmailTokenRepository {
   async invalidate(q: Queryable, userId: string, type: EmailTokenType): Promise<void> {
     await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .update(emailTokens)
         .set({ usedAt: sql`now()`, passwordHash: null })
         .where(and(eq(emailTokens.userId, userId), eq(emailTokens.type, type), isNull(emailTokens.usedAt))),

@@ -15,7 +15,7 @@ export class RevocationRepository {
     if (sessionIds.length === 0) return;
     await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .insert(sessionRevocations)
         .values(sessionIds.map((sessionId) => ({ sessionId })))
         .onConflictDoNothing(),

@@ -119,7 +119,7 @@ export class SessionRepository {
   ): Promise<SessionRow> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .insert(sessions)
         .values({
           userId: session.userId,
@@ -133,7 +133,7 @@ export class SessionRepository {
   }
 
   async byId(q: Queryable, id: string, forUpdate = false): Promise<SessionRow | null> {
-    const query = this.db.drizzleOn(q).select().from(sessions).where(eq(sessions.id, id));
+    const query = this.db.builder(q).select().from(sessions).where(eq(sessions.id, id));
     const [row] = await mapDatabaseErrors(() => (forUpdate ? query.for('update') : query));
     return row ?? null;
   }
@@ -158,7 +158,7 @@ export class SessionRepository {
 
   /** Marks the session used now: its inactivity timeout starts again. */
   async touch(q: Queryable, id: string): Promise<void> {
-    const orm = this.db.drizzleOn(q);
+    const orm = this.db.builder(q);
     await mapDatabaseErrors(() =>
       orm
         .update(sessions)
@@ -171,7 +171,7 @@ export class SessionRepository {
   async revoke(q: Queryable, filter: SessionFilter, reason: string): Promise<string[]> {
     const rows = await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .update(sessions)
         .set({ revokedAt: sql`now()`, revokedReason: reason })
         .where(
@@ -190,7 +190,7 @@ export class SessionRepository {
   }
 
   async insertRefreshToken(q: Queryable, sessionId: string, hash: Buffer): Promise<void> {
-    await mapDatabaseErrors(() => this.db.drizzleOn(q).insert(refreshTokens).values({ tokenHash: hash, sessionId }));
+    await mapDatabaseErrors(() => this.db.builder(q).insert(refreshTokens).values({ tokenHash: hash, sessionId }));
   }
 
   /**
@@ -259,7 +259,7 @@ export class SessionRepository {
   async refreshTokenForUpdate(q: Queryable, hash: Buffer): Promise<RefreshTokenRow | null> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .select({
           ...getTableColumns(refreshTokens),
           rotatedSecondsAgo: sql<number | null>`extract(epoch FROM now() - ${refreshTokens.rotatedAt})::float8`,
@@ -274,7 +274,7 @@ export class SessionRepository {
   async markRotated(q: Queryable, hash: Buffer): Promise<void> {
     await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .update(refreshTokens)
         .set({ rotatedAt: sql`now()` })
         .where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.rotatedAt))),

@@ -53,7 +53,7 @@ export class SigningKeyRepository {
     return this.db.transaction(async (tx) => {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
       const current = await mapDatabaseErrors(() =>
-        this.db.drizzleOn(tx).select({ kid: signingKeys.kid }).from(signingKeys).where(isNull(signingKeys.retiredAt)),
+        this.db.builder(tx).select({ kid: signingKeys.kid }).from(signingKeys).where(isNull(signingKeys.retiredAt)),
       );
       if (current.length > 0) return false;
       await this.insert(tx, key);
@@ -67,7 +67,7 @@ export class SigningKeyRepository {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1)', [ADVISORY_LOCKS.signingKeys]);
       await mapDatabaseErrors(() =>
         this.db
-          .drizzleOn(tx)
+          .builder(tx)
           .update(signingKeys)
           .set({ retiredAt: sql`clock_timestamp()` })
           .where(isNull(signingKeys.retiredAt)),
@@ -77,6 +77,6 @@ export class SigningKeyRepository {
   }
 
   private async insert(q: Queryable, key: NewSigningKey): Promise<void> {
-    await mapDatabaseErrors(() => this.db.drizzleOn(q).insert(signingKeys).values(key));
+    await mapDatabaseErrors(() => this.db.builder(q).insert(signingKeys).values(key));
   }
 }

@@ -56,7 +56,7 @@ export class UserRepository {
   }
 
   async insert(q: Queryable, user: NewUser): Promise<UserRow> {
-    const orm = this.db.drizzleOn(q);
+    const orm = this.db.builder(q);
     return mapDatabaseErrors(async () => {
       const [row] = await orm
         .insert(users)
@@ -74,13 +74,13 @@ export class UserRepository {
   }
 
   async byId(q: Queryable, id: string, forUpdate = false): Promise<UserRow | null> {
-    const query = this.db.drizzleOn(q).select().from(users).where(eq(users.id, id));
+    const query = this.db.builder(q).select().from(users).where(eq(users.id, id));
     const [row] = await mapDatabaseErrors(() => (forUpdate ? query.for('update') : query));
     return row ?? null;
   }
 
   async byEmail(q: Queryable, email: string): Promise<UserRow | null> {
-    const [row] = await mapDatabaseErrors(() => this.db.drizzleOn(q).select().from(users).where(emailIs(email)));
+    const [row] = await mapDatabaseErrors(() => this.db.builder(q).select().from(users).where(emailIs(email)));
     return row ?? null;
   }
 
@@ -93,7 +93,7 @@ export class UserRepository {
   async setPasswordHash(q: Queryable, userId: string, hash: string | null): Promise<void> {
     await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .insert(userSecrets)
         .values({ userId, passwordHash: hash })
         .onConflictDoUpdate({
@@ -125,7 +125,7 @@ export class UserRepository {
     if (patch.appMetadata !== undefined) set.appMetadata = mergedJson(users.appMetadata, patch.appMetadata);
     if (patch.bannedUntil !== undefined) set.bannedUntil = patch.bannedUntil;
     const [row] = await mapDatabaseErrors(
-      () => this.db.drizzleOn(q).update(users).set(set).where(eq(users.id, id)).returning(),
+      () => this.db.builder(q).update(users).set(set).where(eq(users.id, id)).returning(),
       EMAIL_TAKEN,
     );
     return row ?? null;
@@ -134,7 +134,7 @@ export class UserRepository {
   async touchSignIn(q: Queryable, id: string): Promise<UserRow | null> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .update(users)
         .set({ lastSignInAt: sql`now()` })
         .where(eq(users.id, id))
@@ -145,7 +145,7 @@ export class UserRepository {
 
   async delete(q: Queryable, id: string): Promise<boolean> {
     const rows = await mapDatabaseErrors(() =>
-      this.db.drizzleOn(q).delete(users).where(eq(users.id, id)).returning({ id: users.id }),
+      this.db.builder(q).delete(users).where(eq(users.id, id)).returning({ id: users.id }),
     );
     return rows.length > 0;
   }
@@ -175,7 +175,7 @@ export class UserRepository {
   async identity(q: Queryable, provider: string, subject: string): Promise<IdentityRow | null> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
-        .drizzleOn(q)
+        .builder(q)
         .select({
           id: identities.id,
           userId: identities.userId,
@@ -191,7 +191,7 @@ export class UserRepository {
 
   /** Unlinks every external identity of a user, e.g. when the verified owner claims the account. */
   async deleteIdentities(q: Queryable, userId: string): Promise<void> {
-    await mapDatabaseErrors(() => this.db.drizzleOn(q).delete(identities).where(eq(identities.userId, userId)));
+    await mapDatabaseErrors(() => this.db.builder(q).delete(identities).where(eq(identities.userId, userId)));
   }
 
   async upsertIdentity(
@@ -207,7 +207,7 @@ export class UserRepository {
     await mapDatabaseErrors(
       () =>
         this.db
-          .drizzleOn(q)
+          .builder(q)
           .insert(identities)
           .values({
             userId: identity.userId,

@@ -1,0 +1,195 @@
+/**
+ * Collections' admin service (create, list, change, drop: /v1/admin/collections): input
+ * checks, then the metadata row and the collection's table in one transaction, then the
+ * registry's cached copy dropped. The cache is collection-registry.ts; JSON Schemas are
+ * checked and compiled by schema-compiler.ts.
+ */
+import type { Caller } from '../../internal/caller.js';
+import { AppError } from '../../internal/errors.js';
+import { requireService } from '../../internal/guards.js';
+import { parseRule, type Rule } from '../../internal/rules/index.js';
+import type { CollectionRegistry } from './collection-registry.js';
+import { assertCollectionName, parseFieldPath } from './names.js';
+import { SYSTEM_FIELDS } from './query.js';
+import type { CollectionRow, DocumentRepository } from './repository.js';
+import type { SchemaCompiler } from './schema-compiler.js';
+import {
+  RULE_KINDS,
+  type CollectionInfo,
+  type CollectionRules,
+  type IndexSpec,
+  type JsonObject,
+  type RuleKind,
+} from './types.js';
+
+export const MAX_INDEXES = 32;
+export const MAX_INDEX_FIELDS = 8;
+
+export interface CreateCollectionInput {
+  name: unknown;
+  rules?: unknown;
+  schema?: unknown;
+  indexes?: unknown;
+}
+
+export interface UpdateCollectionInput {
+  rules?: unknown;
+  schema?: unknown;
+  indexes?: unknown;
+}
+
+/** The wire's view of a collection: its row without the revision, which is the cache's business. */
+function toInfo({ revision: _revision, ...info }: CollectionRow): CollectionInfo {
+  return info;
+}
+
+function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules {
+  if (input === undefined) return base;
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new AppError('INVALID_REQUEST', 'rules: expected {read?, create?, update?, delete?}.', {
+      details: { field: 'rules' },
+    });
+  }
+  const out: CollectionRules = { ...base };
+  for (const [kind, source] of Object.entries(input)) {
+    if (!(RULE_KINDS as readonly string[]).includes(kind)) {
+      throw new AppError('INVALID_REQUEST', `rules: unknown rule "${kind}" (read, create, update, delete).`, {
+        details: { field: `rules.${kind}` },
+      });
+    }
+    if (source === null) {
+      delete out[kind as RuleKind];
+      continue;
+    }
+    if (typeof source !== 'string') {
+      throw new AppError('INVALID_REQUEST', `rules.${kind}: a rule is a string expression.`, {
+        details: { field: `rules.${kind}` },
+      });
+    }
+    let rule: Rule;
+    try {
+      rule = parseRule(source);
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'INVALID_RULE') {
+        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
+          details: { ...error.details, rule: kind },
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const misplaced = [...rule.variables].find(
+      (root) => root === 'object' || (root === 'incoming' && (kind === 'read' || kind === 'delete')),
+    );
+    if (misplaced) {
+      throw new AppError('INVALID_RULE', `rules.${kind}: \`${misplaced}\` is not available in a ${kind} rule.`, {
+        details: { rule: kind, variable: misplaced },
+      });
+    }
+    out[kind as RuleKind] = source;
+  }
+  return out;
+}
+
+function parseIndexes(input: unknown): IndexSpec[] {
+  if (input === undefined || input === null) return [];
+  if (!Array.isArray(input) || input.length > MAX_INDEXES) {
+    throw new AppError('INVALID_REQUEST', `indexes: a list of at most ${MAX_INDEXES} field paths or path lists.`, {
+      details: { field: 'indexes' },
+    });
+  }
+  const seen = new Set<string>();
+  return input.map((spec: unknown, i) => {
+    const where = `indexes[${i}]`;
+    const paths = Array.isArray(spec) ? spec : [spec];
+    if (paths.length === 0 || paths.length > MAX_INDEX_FIELDS) {
+      throw new AppError('INVALID_REQUEST', `${where}: a composite index has 1 to ${MAX_INDEX_FIELDS} fields.`, {
+        details: { field: where },
+      });
+    }
+    for (const path of paths) {
+      if (typeof path === 'string' && (SYSTEM_FIELDS as readonly string[]).includes(path)) continue;
+      parseFieldPath(path, where);
+    }
+    const key = JSON.stringify(spec);
+    if (seen.has(key)) throw new AppError('INVALID_REQUEST', `${where}: listed twice.`, { details: { field: where } });
+    seen.add(key);
+    return spec as IndexSpec;
+  });
+}
+
+/** The admin API's logic: /v1/admin/collections. Service key only. */
+export class CollectionService {
+  constructor(
+    private readonly repo: DocumentRepository,
+    private readonly registry: CollectionRegistry,
+    private readonly schemas: SchemaCompiler,
+  ) {}
+
+  async create(caller: Caller, input: CreateCollectionInput): Promise<CollectionInfo> {
+    requireService(caller);
+    const name = assertCollectionName(input.name);
+    const rules = parseRules(input.rules);
+    const schema = input.schema === undefined || input.schema === null ? null : (input.schema as JsonObject);
+    if (schema) this.schemas.check(schema);
+    const indexes = parseIndexes(input.indexes);
+    const row = await this.repo.transaction((tx) => this.repo.createCollection(tx, { name, rules, schema, indexes }));
+    this.registry.invalidate(name);
+    return toInfo(row);
+  }
+
+  async list(caller: Caller): Promise<CollectionInfo[]> {
+    requireService(caller);
+    return (await this.repo.listCollections()).map(toInfo);
+  }
+
+  async get(caller: Caller, name: string): Promise<CollectionInfo> {
+    requireService(caller);
+    const row = await this.repo.getCollection(assertCollectionName(name));
+    if (!row) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+    return toInfo(row);
+  }
+
+  /**
+   * Changes rules (merged per kind; null removes one), schema (replaced; null removes)
+   * and indexes (the list is replaced: indexes no longer listed are dropped, new ones
+   * built). Existing documents are not re-validated against a new schema.
+   */
+  async update(caller: Caller, name: string, input: UpdateCollectionInput): Promise<CollectionInfo> {
+    requireService(caller);
+    assertCollectionName(name);
+    const schema = input.schema === undefined ? undefined : input.schema === null ? null : (input.schema as JsonObject);
+    if (schema) this.schemas.check(schema);
+    const indexes = input.indexes === undefined ? undefined : parseIndexes(input.indexes);
+    const row = await this.repo.transaction(async (tx) => {
+      const current = await this.repo.getCollection(name, tx, true);
+      if (!current) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+      const rules = parseRules(input.rules, current.rules);
+      if (indexes !== undefined) {
+        const next = new Set(indexes.map((spec) => JSON.stringify(spec)));
+        const prior = new Set(current.indexes.map((spec) => JSON.stringify(spec)));
+        for (const spec of current.indexes) {
+          if (!next.has(JSON.stringify(spec))) await this.repo.dropIndex(tx, name, spec);
+        }
+        for (const spec of indexes) {
+          if (!prior.has(JSON.stringify(spec))) await this.repo.createIndex(tx, name, spec);
+        }
+      }
+      return this.repo.updateCollection(tx, name, {
+        rules,
+        schema: schema === undefined ? current.schema : schema,
+        indexes: indexes ?? current.indexes,
+      });
+    });
+    this.registry.invalidate(name);
+    return toInfo(row);
+  }
+
+  async delete(caller: Caller, name: string): Promise<void> {
+    requireService(caller);
+    assertCollectionName(name);
+    const dropped = await this.repo.transaction((tx) => this.repo.dropCollection(tx, name));
+    this.registry.invalidate(name);
+    if (!dropped) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
+  }
+}
