@@ -12,10 +12,11 @@ import {
   definitionProblem,
   functionFiles,
   functionName,
+  NUMERIC_OPTIONS,
   releaseBuilder,
   validFunctionName,
 } from './loader.js';
-import type { LoadError, LoadedFunction } from './loader.js';
+import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
@@ -47,17 +48,13 @@ export interface HttpInvocation {
   body: unknown;
 }
 
-const DEFAULTS = { retries: 3, timeout_ms: 10_000, memory_mb: 128, concurrency: 10 };
-const LIMITS = { retries: [0, 20], timeout_ms: [100, 300_000], memory_mb: [16, 4096], concurrency: [1, 1000] } as const;
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
 
-/** A function's numeric option, defaulted and clamped to its documented range. */
-export function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAULTS): number {
+/** A function's numeric option, or its default: the load refused values outside the option's range. */
+export function numberOption(options: Record<string, unknown>, key: NumericOption): number {
   const value = options[key];
-  const [min, max] = LIMITS[key];
-  if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS[key];
-  return Math.min(max, Math.max(min, Math.round(value)));
+  return typeof value === 'number' ? value : NUMERIC_OPTIONS[key].default;
 }
 
 class Semaphore {
@@ -235,7 +232,7 @@ export class FunctionsService {
         env: this.environmentFor(fn),
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
-        keepWarm: Math.min(numberOption(fn.options, 'concurrency'), 32),
+        keepWarm: numberOption(fn.options, 'concurrency'),
         rpc: this.rpc,
       });
       const status: InvocationStatus =
