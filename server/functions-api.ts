@@ -3,9 +3,9 @@
  * it reacts to. Each helper returns a plain, typed definition that the server loads.
  */
 import type { ErrorCode } from '../client-sdk/src/errors.js';
-import type { Doc } from '../client-sdk/src/wire.js';
+import type { Doc, StorageObject } from '../client-sdk/src/wire.js';
 
-export type { ErrorCode };
+export type { ErrorCode, StorageObject };
 
 export interface FunctionOptions {
   /** Attempts after the first failure before the event is dead-lettered. */
@@ -88,7 +88,8 @@ export interface FunctionEvent<T = Record<string, unknown>> {
   before?: StoredDocument<T> | null;
   after?: StoredDocument<T> | null;
   bucket?: string;
-  object?: Record<string, unknown> | null;
+  /** The object as the storage API shows it: on upload the new one, on delete the removed one. */
+  object?: StorageObject | null;
   user?: Record<string, unknown> | null;
 }
 
