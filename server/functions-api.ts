@@ -98,12 +98,21 @@ export interface HttpRequest {
   path: string;
   query: Record<string, string>;
   headers: Record<string, string>;
+  /** The parsed body: JSON for `application/json`, the text for `text/plain`, else null. */
   body: unknown;
+  /** The body's bytes as sent (empty without one), e.g. to check a webhook's signature. */
+  rawBody: Uint8Array;
   auth: Record<string, unknown> | null;
 }
 
+/**
+ * What an HTTP handler returns: a `Response` (the global of Node 20) sets the status (200–599),
+ * headers and body; any other value is sent as JSON with status 200.
+ */
+export type HttpResult = Response | unknown;
+
 type EventHandler = (event: FunctionEvent, ctx: FunctionContext) => unknown;
-type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => unknown;
+type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => HttpResult | Promise<HttpResult>;
 
 export type FunctionDefinition =
   | {

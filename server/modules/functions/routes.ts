@@ -4,7 +4,7 @@ import { requireService } from '../../internal/guards.js';
 import type { InvocationRecord, InvocationStatus } from './repository.js';
 import type { FunctionsService } from './service.js';
 
-const nameParams = {
+export const nameParams = {
   type: 'object',
   required: ['name'],
   properties: { name: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' } },
@@ -40,9 +40,6 @@ function invocationCursor(before: string | undefined): string | undefined {
   return instant.toISOString().replace(/\.\d{3}Z$/, `${match[3] ?? ''}Z`);
 }
 
-/** Headers a function never sees: the caller's credentials are already verified into `auth`. */
-const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
-
 export interface FunctionRouteOptions {
   functions: FunctionsService;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
@@ -52,36 +49,6 @@ export interface FunctionRouteOptions {
 export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (app, { functions, retry }) => {
   // The key is checked before the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
-  app.route<{ Params: { name: string }; Querystring: Record<string, string> }>({
-    method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    url: '/v1/functions/:name',
-    schema: {
-      tags: ['functions'],
-      summary: 'Call an HTTP function; its JSON result is the response',
-      params: nameParams,
-    },
-    handler: async (request, reply) => {
-      const headers: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.headers)) {
-        if (HIDDEN_HEADERS.has(key) || value === undefined) continue;
-        headers[key] = Array.isArray(value) ? value.join(', ') : value;
-      }
-      const query: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.query ?? {})) {
-        if (typeof value === 'string') query[key] = value;
-      }
-      const result = await functions.invokeHttp(request.params.name, request.caller, {
-        method: request.method,
-        path: request.url.split('?')[0] ?? request.url,
-        query,
-        headers,
-        body: request.body ?? null,
-      });
-      // Always JSON, also for a bare string or number, so clients can parse every answer alike.
-      return reply.type('application/json; charset=utf-8').send(JSON.stringify(result));
-    },
-  });
-
   app.get(
     '/v1/admin/functions',
     { preValidation: adminOnly, schema: { tags: ['admin'], summary: 'Functions and their triggers' } },

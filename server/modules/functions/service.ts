@@ -16,6 +16,7 @@ import {
   releaseBuilder,
   validFunctionName,
 } from './loader.js';
+import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
@@ -45,8 +46,14 @@ export interface HttpInvocation {
   path: string;
   query: Record<string, string>;
   headers: Record<string, string>;
+  /** Parsed: JSON for application/json, the text for text/plain, else null. */
   body: unknown;
+  /** The bytes as sent (empty without a body), for signature checks. */
+  rawBody: Uint8Array;
 }
+
+/** What an HTTP function answered: a value sent as JSON with 200, or its own `Response`. */
+export type HttpAnswer = { kind: 'json'; value: unknown } | ({ kind: 'response' } & FunctionResponse);
 
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
@@ -262,8 +269,8 @@ export class FunctionsService {
     return this.invocations.record(runs);
   }
 
-  /** An HTTP function call: its JSON result, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
-  async invokeHttp(name: string, caller: Caller, request: HttpInvocation): Promise<unknown> {
+  /** An HTTP function call: its answer, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
+  async invokeHttp(name: string, caller: Caller, request: HttpInvocation): Promise<HttpAnswer> {
     const fn = this.functions.get(name);
     if (!fn || fn.kind !== 'http') throw new AppError('NOT_FOUND', `No HTTP function named "${name}".`);
     const method = typeof fn.options.method === 'string' ? fn.options.method.toUpperCase() : null;
@@ -283,7 +290,9 @@ export class FunctionsService {
     const backlogFull = this.recorder.add(run);
     if (backlogFull) await backlogFull;
     const invocationId = run.id;
-    if (outcome.status === 'succeeded') return outcome.value;
+    if (outcome.status === 'succeeded') {
+      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', value: outcome.value };
+    }
     if (outcome.status === 'timeout') {
       throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {
         details: { invocation_id: invocationId },
