@@ -26,6 +26,10 @@ export const SERVER_CONTROLLED_HEADERS: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+/** RFC 9110 field names and values: `Headers` checks them, a subclass of Response need not. */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FIELD_VALUE = /^[^\0\r\n]*$/;
+
 export const MIN_FUNCTION_STATUS = 200;
 export const MAX_FUNCTION_STATUS = 599;
 
@@ -46,10 +50,13 @@ export async function readFunctionResponse(response: Response): Promise<Function
   }
   const headers: Array<[string, string]> = [];
   for (const [name, value] of response.headers) {
-    if (SERVER_CONTROLLED_HEADERS.has(name)) {
+    if (typeof name !== 'string' || typeof value !== 'string' || !FIELD_NAME.test(name) || !FIELD_VALUE.test(value)) {
+      throw new TypeError(`the response has a header that is not a valid HTTP field: ${JSON.stringify(name)}`);
+    }
+    if (SERVER_CONTROLLED_HEADERS.has(name.toLowerCase())) {
       throw new TypeError(`the response sets the "${name}" header, which the server controls`);
     }
-    headers.push([name, value]);
+    headers.push([name.toLowerCase(), value]);
   }
   return { status: response.status, headers, body: new Uint8Array(await response.arrayBuffer()) };
 }
