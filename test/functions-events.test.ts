@@ -148,16 +148,7 @@ describe('event functions', () => {
     const effect = await waitFor('the upload effect', async () =>
       (await effects(first)).find((doc) => doc.data.type === 'object.upload'),
     );
-    const object = effect.data.object as Record<string, unknown>;
-    expect(Object.keys(object).sort()).toEqual(Object.keys(shown).sort());
-    expect(object).toMatchObject({
-      id: shown.id,
-      sha256: shown.sha256,
-      etag: shown.etag,
-      path: 'reports/q1.txt',
-      size: 17,
-    });
-    expect(Date.parse(String(object.created_at))).toBe(Date.parse(String(shown.created_at)));
+    expect(effect.data.object).toEqual(shown);
   });
 
   it('handles each event exactly once across two instances', async () => {

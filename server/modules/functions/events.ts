@@ -33,6 +33,22 @@ function documentOf(collection: string, row: Row | null): Row | null {
   };
 }
 
+const JSON_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * A timestamp of a change-log row (Postgres JSON: `…T14:13:56.799656+00:00`) as the storage
+ * API writes it: UTC with `Z`, its microseconds kept.
+ */
+function apiTimestamp(value: unknown): string {
+  const text = String(value);
+  const match = JSON_TIMESTAMP.exec(text);
+  if (!match) return text;
+  const [, seconds, fraction = '', offset] = match;
+  const utc =
+    offset === 'Z' || offset === '+00:00' ? seconds : new Date(`${seconds}${offset}`).toISOString().slice(0, 19);
+  return `${utc}${fraction}Z`;
+}
+
 /** An object as the storage API shows it (the wire type): no storage key of the backend. */
 function objectOf(row: Row | null): StorageObject | null {
   if (!row) return null;
@@ -45,8 +61,8 @@ function objectOf(row: Row | null): StorageObject | null {
     etag: String(row.etag),
     sha256: String(row.sha256),
     owner: typeof row.owner === 'string' ? row.owner : null,
-    created_at: String(row.created_at),
-    updated_at: String(row.updated_at),
+    created_at: apiTimestamp(row.created_at),
+    updated_at: apiTimestamp(row.updated_at),
   };
 }
 

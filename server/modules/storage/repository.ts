@@ -1,3 +1,4 @@
+import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { fromPostgresError } from '../../internal/errors.js';
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
@@ -18,18 +19,9 @@ export interface BucketRow {
   updated_at: string;
 }
 
-export interface ObjectRow {
-  id: string;
-  bucket: string;
-  path: string;
+/** An object's row: what the API shows of it, and where its bytes are. */
+export interface ObjectRow extends StorageObject {
   storage_key: string;
-  size: number;
-  content_type: string;
-  etag: string;
-  sha256: string;
-  owner: string | null;
-  created_at: string;
-  updated_at: string;
 }
 
 export interface NewObject {
