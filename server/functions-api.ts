@@ -3,9 +3,9 @@
  * it reacts to. Each helper returns a plain, typed definition that the server loads.
  */
 import type { ErrorCode } from '../client-sdk/src/errors.js';
-import type { Doc } from '../client-sdk/src/wire.js';
+import type { Doc, StorageObject } from '../client-sdk/src/wire.js';
 
-export type { ErrorCode };
+export type { ErrorCode, StorageObject };
 
 export interface FunctionOptions {
   /** Attempts after the first failure before the event is dead-lettered. */
@@ -88,7 +88,8 @@ export interface FunctionEvent<T = Record<string, unknown>> {
   before?: StoredDocument<T> | null;
   after?: StoredDocument<T> | null;
   bucket?: string;
-  object?: Record<string, unknown> | null;
+  /** The object as the storage API shows it: on upload the new one, on delete the removed one. */
+  object?: StorageObject | null;
   user?: Record<string, unknown> | null;
 }
 
@@ -97,12 +98,21 @@ export interface HttpRequest {
   path: string;
   query: Record<string, string>;
   headers: Record<string, string>;
+  /** The parsed body: JSON for `application/json`, the text for `text/plain`, else null. */
   body: unknown;
+  /** The body's bytes as sent (empty without one), e.g. to check a webhook's signature. */
+  rawBody: Uint8Array;
   auth: Record<string, unknown> | null;
 }
 
+/**
+ * What an HTTP handler returns: a `Response` (the global of Node 20) sets the status (200–599),
+ * headers and body; any other value is sent as JSON with status 200.
+ */
+export type HttpResult = Response | unknown;
+
 type EventHandler = (event: FunctionEvent, ctx: FunctionContext) => unknown;
-type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => unknown;
+type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => HttpResult | Promise<HttpResult>;
 
 export type FunctionDefinition =
   | {

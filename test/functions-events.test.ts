@@ -38,6 +38,11 @@ const FILES: Record<string, string> = {
     export default onDocument({ collection: 'notes', on: 'delete' }, async (event, ctx) => {
       await ctx.db.collection('effects').add({ type: event.type, note: event.before?.id, after: event.after ?? null });
     });`,
+  'recordUpload.ts': `
+    import { onObject } from 'basalt/functions';
+    export default onObject({ bucket: 'uploads', on: 'upload' }, async (event, ctx) => {
+      await ctx.db.collection('effects').add({ type: event.type, object: event.object });
+    });`,
   'alwaysFails.ts': `
     import { onDocument } from 'basalt/functions';
     export default onDocument({ collection: 'notes', on: 'update', retries: 2 }, async (event) => {
@@ -83,6 +88,11 @@ beforeAll(async () => {
     });
     expect(created.status).toBe(201);
   }
+  const bucket = await request(first.url, 'POST', '/v1/admin/buckets', {
+    token: first.serviceKey,
+    body: { name: 'uploads' },
+  });
+  expect(bucket.status).toBe(201);
   second = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir }, { serviceKey: first.serviceKey });
 });
 
@@ -125,6 +135,20 @@ describe('event functions', () => {
       (await effects(first)).find((doc) => doc.data.type === 'document.delete'),
     );
     expect(effect.data).toEqual({ type: 'document.delete', note: 'sql-note', after: null });
+  });
+
+  it('gives an upload trigger the object with every field the storage API shows', async () => {
+    const uploaded = await fetch(`${first.url}/v1/storage/uploads/reports/q1.txt`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${first.serviceKey}`, 'content-type': 'text/plain' },
+      body: 'quarterly numbers',
+    });
+    expect(uploaded.status).toBe(201);
+    const shown = (await uploaded.json()) as Record<string, unknown>;
+    const effect = await waitFor('the upload effect', async () =>
+      (await effects(first)).find((doc) => doc.data.type === 'object.upload'),
+    );
+    expect(effect.data.object).toEqual(shown);
   });
 
   it('handles each event exactly once across two instances', async () => {

@@ -58,6 +58,39 @@ const FILES: Record<string, string> = {
     import { http } from 'basalt/functions';
     export default http(async () => { return ( ; });`,
   'nothing.ts': `export const value = 42;`,
+  'echoRaw.ts': `
+    import { http } from 'basalt/functions';
+    import { createHmac } from 'node:crypto';
+    export default http({ method: 'POST' }, async (request) => ({
+      isBytes: request.rawBody instanceof Uint8Array,
+      hex: Buffer.from(request.rawBody).toString('hex'),
+      signature: createHmac('sha256', 'whsec').update(request.rawBody).digest('hex'),
+      body: request.body,
+    }));`,
+  'csv.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async () => {
+      const headers = new Headers({ 'content-type': 'text/csv; charset=utf-8', 'x-trace': 't1' });
+      headers.append('set-cookie', 'a=1; Path=/');
+      headers.append('set-cookie', 'b=2; Path=/');
+      return new Response('a,b\\n1,2\\n', { status: 201, headers });
+    });`,
+  'bytes.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async () => new Response(new Uint8Array([0, 1, 2, 255]), { status: 202 }));`,
+  'moved.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async () => Response.redirect('https://example.com/next', 302));`,
+  'empty.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async () => new Response(null, { status: 204 }));`,
+  'framing.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async (request) =>
+      new Response('x', { headers: { [request.query.header ?? 'content-length']: request.query.value ?? '1' } }));`,
+  'errorResponse.ts': `
+    import { http } from 'basalt/functions';
+    export default http(async () => Response.error());`,
   '_shared.ts': `export const helper = 1;`,
 };
 
@@ -219,6 +252,89 @@ describe('HTTP functions', () => {
   });
 });
 
+describe('HTTP functions: raw bodies and Response objects', () => {
+  const post = (name: string, body: BodyInit, contentType?: string) =>
+    fetch(`${server.url}/v1/functions/${name}`, {
+      method: 'POST',
+      headers: contentType ? { 'content-type': contentType } : {},
+      body,
+    });
+
+  it('gives the handler the bytes as sent besides the parsed JSON', async () => {
+    const text = '{ "amount": 10,\n  "currency": "eur" }';
+    const response = await post('echoRaw', text, 'application/json');
+    expect(response.status).toBe(200);
+    const { createHmac } = await import('node:crypto');
+    expect(await response.json()).toEqual({
+      isBytes: true,
+      hex: Buffer.from(text).toString('hex'),
+      signature: createHmac('sha256', 'whsec').update(text).digest('hex'),
+      body: { amount: 10, currency: 'eur' },
+    });
+  });
+
+  it('takes other content types, with the raw bytes and a text body for text/plain', async () => {
+    const form = await post('echoRaw', 'a=1&b=2', 'application/x-www-form-urlencoded');
+    expect(form.status).toBe(200);
+    expect(await form.json()).toMatchObject({ hex: Buffer.from('a=1&b=2').toString('hex'), body: null });
+    const bytes = await post('echoRaw', new Uint8Array([0, 255, 7]), 'application/octet-stream');
+    expect(await bytes.json()).toMatchObject({ hex: '00ff07', body: null });
+    const text = await post('echoRaw', 'plain words', 'text/plain; charset=utf-8');
+    expect(await text.json()).toMatchObject({ body: 'plain words' });
+    const none = await fetch(`${server.url}/v1/functions/echoRaw`, { method: 'POST' });
+    expect(await none.json()).toMatchObject({ isBytes: true, hex: '', body: null });
+  });
+
+  it('still refuses malformed JSON and bodies over the limit', async () => {
+    const malformed = await post('echoRaw', '{"a":', 'application/json');
+    expect(malformed.status).toBe(400);
+    expect(errorCode(await malformed.json())).toBe('INVALID_REQUEST');
+    const oversized = await post('echoRaw', new Uint8Array(3 * 1024 * 1024), 'application/octet-stream');
+    expect(oversized.status).toBe(413);
+    expect(errorCode(await oversized.json())).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it("sends a returned Response's status, headers and body", async () => {
+    const csv = await fetch(`${server.url}/v1/functions/csv`);
+    expect(csv.status).toBe(201);
+    expect(csv.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    expect(csv.headers.get('x-trace')).toBe('t1');
+    expect(csv.headers.getSetCookie()).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    expect(await csv.text()).toBe('a,b\n1,2\n');
+
+    const bytes = await fetch(`${server.url}/v1/functions/bytes`);
+    expect(bytes.status).toBe(202);
+    expect([...new Uint8Array(await bytes.arrayBuffer())]).toEqual([0, 1, 2, 255]);
+
+    const moved = await fetch(`${server.url}/v1/functions/moved`, { redirect: 'manual' });
+    expect(moved.status).toBe(302);
+    expect(moved.headers.get('location')).toBe('https://example.com/next');
+
+    const empty = await fetch(`${server.url}/v1/functions/empty`);
+    expect(empty.status).toBe(204);
+    expect(await empty.text()).toBe('');
+  });
+
+  it('fails a Response that sets a header the server controls, or has no valid status', async () => {
+    for (const header of ['content-length', 'transfer-encoding', 'connection']) {
+      const response = await fetch(`${server.url}/v1/functions/framing?header=${header}&value=chunked`);
+      expect(response.status).toBe(500);
+      expect(errorCode(await response.json())).toBe('FUNCTION_ERROR');
+      const [recorded] = await invocations('framing');
+      expect(recorded?.error).toContain(`"${header}" header, which the server controls`);
+    }
+    const allowed = await fetch(`${server.url}/v1/functions/framing?header=x-custom&value=1`);
+    expect(allowed.status).toBe(200);
+    expect(allowed.headers.get('x-custom')).toBe('1');
+
+    const error = await fetch(`${server.url}/v1/functions/errorResponse`);
+    expect(error.status).toBe(500);
+    expect(errorCode(await error.json())).toBe('FUNCTION_ERROR');
+    const [recorded] = await invocations('errorResponse');
+    expect(recorded?.error).toContain('status 0 is not one a function may answer (200–599)');
+  });
+});
+
 describe('loading and the admin API', () => {
   it('lists the loaded functions, and reports broken files by path and reason', async () => {
     const response = await request(server.url, 'GET', '/v1/admin/functions', { token: server.serviceKey });
@@ -228,11 +344,18 @@ describe('loading and the admin API', () => {
       errors: Array<{ file: string; reason: string }>;
     };
     expect(body.functions.map((fn) => fn.name)).toEqual([
+      'bytes',
+      'csv',
+      'echoRaw',
+      'empty',
       'env',
+      'errorResponse',
       'first',
+      'framing',
       'hello',
       'hog',
       'logs',
+      'moved',
       'posted',
       'second',
       'spins',

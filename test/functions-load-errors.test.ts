@@ -12,7 +12,7 @@ import type { Logger } from '../server/internal/log.js';
 import { createTestDatabase, request, type TestDatabase } from './helpers.js';
 
 /**
- * A function file with a bad option (a cron that is not one) is reported — in the log and
+ * A function file with a bad option (a cron that is not one, a number out of its range) is reported — in the log and
  * under `errors` — and skipped; the server starts and every other function runs.
  */
 
@@ -40,6 +40,17 @@ beforeAll(async () => {
     'mixed.ts': `import { http, schedule } from 'basalt/functions';
       export const fine = http(async () => 'fine');
       export const broken = schedule({ cron: '61 * * * *' }, async () => {});`,
+    // Numeric options out of their documented ranges are refused, not clamped.
+    'manyRetries.ts': `import { onDocument } from 'basalt/functions';
+      export default onDocument({ collection: 'notes', on: 'create', retries: 50 }, async () => {});`,
+    'wide.ts': `import { http } from 'basalt/functions';
+      export default http({ concurrency: 100 }, async () => 'wide');`,
+    'fractional.ts': `import { http } from 'basalt/functions';
+      export default http({ timeout_ms: 99.5 }, async () => 'fractional');`,
+    'textual.ts': `import { http } from 'basalt/functions';
+      export default http({ memory_mb: '256' as unknown as number }, async () => 'textual');`,
+    'inRange.ts': `import { http } from 'basalt/functions';
+      export default http({ retries: 20, concurrency: 32, timeout_ms: 300000, memory_mb: 16 }, async () => 'edges');`,
   };
   for (const [name, source] of Object.entries(files)) await writeFile(path.join(functionsDir, name), source);
 
@@ -68,7 +79,7 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-describe('a function file with a bad schedule', () => {
+describe('a function file with a bad schedule or an option out of range', () => {
   it('is reported under errors, and the other functions are listed', async () => {
     const response = await request(url, 'GET', '/v1/admin/functions', { token: serviceKey });
     expect(response.status).toBe(200);
@@ -76,14 +87,21 @@ describe('a function file with a bad schedule', () => {
       functions: Array<{ name: string }>;
       errors: Array<{ file: string; reason: string }>;
     };
-    expect(body.functions.map((fn) => fn.name)).toEqual(['hello', 'nightly']);
+    expect(body.functions.map((fn) => fn.name)).toEqual(['hello', 'inRange', 'nightly']);
     const errors = body.errors.map((error) => ({ file: path.basename(error.file), reason: error.reason }));
     expect(errors).toEqual([
+      { file: 'fractional.ts', reason: expect.stringContaining('`timeout_ms` must be an integer from 100 to 300000') },
+      { file: 'manyRetries.ts', reason: expect.stringContaining('`retries` must be an integer from 0 to 20 (got 50)') },
       { file: 'mixed.ts', reason: expect.stringContaining('broken: cron "61 * * * *" is not a valid cron expression') },
+      {
+        file: 'textual.ts',
+        reason: expect.stringContaining('`memory_mb` must be an integer from 16 to 4096 (got "256")'),
+      },
       {
         file: 'tuesdays.ts',
         reason: expect.stringContaining('cron "every tuesday-ish" is not a valid cron expression'),
       },
+      { file: 'wide.ts', reason: expect.stringContaining('`concurrency` must be an integer from 1 to 32 (got 100)') },
       { file: 'withSeconds.ts', reason: expect.stringContaining('must have 5 fields') },
     ]);
   });

@@ -1,19 +1,9 @@
 import { parseJson, type HttpTransport } from './transport.js';
 import { BasaltError } from './errors.js';
 
-/** A stored object's metadata, as the server returns it. */
-export interface StorageObject {
-  id: string;
-  bucket: string;
-  path: string;
-  size: number;
-  content_type: string;
-  etag: string;
-  sha256: string;
-  owner: string | null;
-  created_at: string;
-  updated_at: string;
-}
+import type { StorageObject } from './wire.js';
+
+export type { StorageObject };
 
 export type UploadBody = Blob | ReadableStream<Uint8Array> | Uint8Array | ArrayBuffer;
 

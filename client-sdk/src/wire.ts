@@ -17,6 +17,20 @@ export interface Doc<T = DocumentData> {
   data: T;
 }
 
+/** A stored object's metadata, as the storage API answers it and `onObject` events carry it. */
+export interface StorageObject {
+  id: string;
+  bucket: string;
+  path: string;
+  size: number;
+  content_type: string;
+  etag: string;
+  sha256: string;
+  owner: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 /** How a live query's result changed. */
 export type DocChangeType = 'added' | 'modified' | 'removed';
 

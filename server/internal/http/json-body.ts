@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { assertUserJson, MAX_USER_JSON_DEPTH } from '../user-json.js';
 
 /**
@@ -42,10 +42,19 @@ function maxNesting(text: string): number {
  * first lets the common body (shallow, no such escape) skip it at a fraction of the cost.
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
-  const parse = app.getDefaultJsonParser('error', 'error');
+  const parse = checkedJsonParser(app);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
+    parse(request, typeof body === 'string' ? body : body.toString('utf8'), done);
+  });
+}
+
+/** The checks of registerJsonBodyParser, for a route that also needs the body's bytes. */
+export function checkedJsonParser(
+  app: FastifyInstance,
+): (request: FastifyRequest, text: string, done: (error: Error | null, value?: unknown) => void) => void {
+  const parse = app.getDefaultJsonParser('error', 'error');
+  return (request, text, done) => {
     parse(request, text, (error: Error | null, value?: unknown) => {
       if (error) return done(error, undefined);
       if (maxNesting(text) > MAX_REQUEST_BODY_DEPTH || SUSPECT_ESCAPE.test(text)) {
@@ -57,5 +66,5 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       }
       done(null, value);
     });
-  });
+  };
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Change } from '../../internal/changes/feed.js';
 import type { LoadedFunction } from './loader.js';
 
@@ -13,7 +14,7 @@ export interface FunctionEvent {
   before?: Record<string, unknown> | null;
   after?: Record<string, unknown> | null;
   bucket?: string;
-  object?: Record<string, unknown> | null;
+  object?: StorageObject | null;
   user?: Record<string, unknown> | null;
 }
 
@@ -32,18 +33,36 @@ function documentOf(collection: string, row: Row | null): Row | null {
   };
 }
 
-/** An object as the API shows it: no storage keys or checksums of the backend. */
-function objectOf(row: Row | null): Row | null {
+const JSON_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * A timestamp of a change-log row (Postgres JSON: `…T14:13:56.799656+00:00`) as the storage
+ * API writes it: UTC with `Z`, its microseconds kept.
+ */
+function apiTimestamp(value: unknown): string {
+  const text = String(value);
+  const match = JSON_TIMESTAMP.exec(text);
+  if (!match) return text;
+  const [, seconds, fraction = '', offset] = match;
+  const utc =
+    offset === 'Z' || offset === '+00:00' ? seconds : new Date(`${seconds}${offset}`).toISOString().slice(0, 19);
+  return `${utc}${fraction}Z`;
+}
+
+/** An object as the storage API shows it (the wire type): no storage key of the backend. */
+function objectOf(row: Row | null): StorageObject | null {
   if (!row) return null;
   return {
-    bucket: row.bucket,
-    path: row.path,
-    size: row.size,
-    content_type: row.content_type,
-    etag: row.etag,
-    owner: row.owner ?? null,
-    created_at: row.created_at,
-    updated_at: row.updated_at,
+    id: String(row.id),
+    bucket: String(row.bucket),
+    path: String(row.path),
+    size: Number(row.size),
+    content_type: String(row.content_type),
+    etag: String(row.etag),
+    sha256: String(row.sha256),
+    owner: typeof row.owner === 'string' ? row.owner : null,
+    created_at: apiTimestamp(row.created_at),
+    updated_at: apiTimestamp(row.updated_at),
   };
 }
 

@@ -134,15 +134,43 @@ export function validFunctionName(name: string): boolean {
   return NAME.test(name);
 }
 
+/**
+ * The numeric options every helper takes: their default and their range. A value outside
+ * its range is a load error, not clamped, so `retries: 50` cannot quietly run with 20.
+ * `concurrency` is at most 32: the warm workers the pool keeps per function.
+ */
+export const NUMERIC_OPTIONS = {
+  retries: { default: 3, min: 0, max: 20 },
+  timeout_ms: { default: 10_000, min: 100, max: 300_000 },
+  memory_mb: { default: 128, min: 16, max: 4096 },
+  concurrency: { default: 10, min: 1, max: 32 },
+} as const;
+
+export type NumericOption = keyof typeof NUMERIC_OPTIONS;
+
+/** Why a definition's numeric options are not valid, or null. */
+function numericOptionProblem(options: Record<string, unknown>): string | null {
+  for (const [key, range] of Object.entries(NUMERIC_OPTIONS)) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < range.min || value > range.max) {
+      return `\`${key}\` must be an integer from ${range.min} to ${range.max} (got ${JSON.stringify(value) ?? String(value)})`;
+    }
+  }
+  return null;
+}
+
 /** Shorthands the job queue's cron accepts besides five fields. */
 const CRON_MACROS = /^@(yearly|annually|monthly|weekly|daily|hourly)$/;
 
 /**
- * Why a definition cannot run, or null. Checked at load so that a bad option is reported
+ * Why a definition cannot run, or null: a numeric option out of its range, a bad cron. Checked at load so that a bad option is reported
  * against its file (in the log and under `errors`) instead of failing when the job queue
  * registers it, which would stop every other function, and the server's start, with it.
  */
 export function definitionProblem(kind: InvocationKind, options: Record<string, unknown>): string | null {
+  const numeric = numericOptionProblem(options);
+  if (numeric) return numeric;
   if (kind !== 'schedule') return null;
   const cron = options.cron;
   if (typeof cron !== 'string' || cron.trim() === '') return 'a schedule needs `cron`, a cron expression';

@@ -10,6 +10,7 @@ import type { StorageService } from '../storage/service.js';
 import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
+import { httpFunctionRoute } from './http-route.js';
 import { functionRoutes } from './routes.js';
 import { FunctionsService } from './service.js';
 
@@ -201,6 +202,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     retry,
     routes: async (app) => {
       await app.register(functionRoutes, { functions: service, retry });
+      await app.register(httpFunctionRoute, { functions: service });
     },
     async start() {
       await service.load();

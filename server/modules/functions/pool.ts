@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../internal/log.js';
+import type { FunctionResponse } from './http-response.js';
 import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
 
 export type RpcHandler = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
@@ -18,7 +19,15 @@ export interface RunRequest {
 }
 
 export type RunOutcome =
-  | { status: 'succeeded'; value: unknown; logs: LogLine[]; durationMs: number; cold: boolean }
+  | {
+      status: 'succeeded';
+      value: unknown;
+      /** An HTTP function's `Response`, in place of `value`. */
+      response?: FunctionResponse;
+      logs: LogLine[];
+      durationMs: number;
+      cold: boolean;
+    }
   | {
       status: 'failed' | 'timeout' | 'crashed';
       error: string;
@@ -171,7 +180,17 @@ export class WorkerPool {
           );
         } else if (message.type === 'result' && message.invocationId === request.invocationId) {
           if (message.ok)
-            finish({ status: 'succeeded', value: message.value, logs, durationMs: elapsed(), cold }, true);
+            finish(
+              {
+                status: 'succeeded',
+                value: message.value,
+                response: message.response,
+                logs,
+                durationMs: elapsed(),
+                cold,
+              },
+              true,
+            );
           else {
             const reason =
               message.error.name && message.error.name !== 'Error'

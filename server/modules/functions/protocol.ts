@@ -1,7 +1,9 @@
 /**
  * Messages between the server and a function worker thread. Plain JSON-compatible
- * values only: they cross a structured-clone boundary.
+ * values and byte arrays only: they cross a structured-clone boundary.
  */
+import type { FunctionResponse } from './http-response.js';
+
 export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule';
 
 export interface InvokeMessage {
@@ -44,7 +46,7 @@ export interface ProbedDefinition {
 export type FromWorker =
   | { type: 'log'; invocationId: string; line: LogLine }
   | { type: 'rpc'; invocationId: string; callId: number; target: 'db' | 'storage'; method: string; args: unknown[] }
-  | { type: 'result'; invocationId: string; ok: true; value: unknown }
+  | { type: 'result'; invocationId: string; ok: true; value: unknown; response?: FunctionResponse }
   | { type: 'result'; invocationId: string; ok: false; error: { message: string; name: string } }
   | { type: 'probed'; ok: true; definitions: ProbedDefinition[] }
   | { type: 'probed'; ok: false; error: string };

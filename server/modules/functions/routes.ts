@@ -9,7 +9,7 @@ import type { LogLine } from './protocol.js';
 import type { InvocationRecord } from './repository.js';
 import type { FunctionSummary, FunctionsService } from './service.js';
 
-const nameParams = {
+export const nameParams = {
   type: 'object',
   required: ['name'],
   properties: { name: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' } },
@@ -26,7 +26,7 @@ const invocationsQuery = {
 } as const;
 
 /** Every error is the catalogue's envelope; a function's own failure is 500 FUNCTION_ERROR or 504 FUNCTION_TIMEOUT. */
-const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
+export const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 
 const functionSchema = {
   type: 'object',
@@ -107,9 +107,6 @@ function invocationCursor(before: string | undefined): string | undefined {
   return instant.toISOString().replace(/\.\d{3}Z$/, `${match[3] ?? ''}Z`);
 }
 
-/** Headers a function never sees: the caller's credentials are already verified into `auth`. */
-const HIDDEN_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
-
 export interface FunctionRouteOptions {
   functions: FunctionsService;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
@@ -120,41 +117,6 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (p
   const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   // The key is checked before the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
-  // The query and the body are the function's to read: neither has a schema, so both are unknown here.
-  app.route({
-    method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    url: '/v1/functions/:name',
-    schema: {
-      tags: ['functions'],
-      summary: 'Call an HTTP function; its JSON result is the response',
-      params: nameParams,
-      response: {
-        200: { description: 'The JSON value the function returned' },
-        ...errors,
-      },
-    },
-    handler: async (request, reply) => {
-      const headers: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.headers)) {
-        if (HIDDEN_HEADERS.has(key) || value === undefined) continue;
-        headers[key] = Array.isArray(value) ? value.join(', ') : value;
-      }
-      const query: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.query ?? {})) {
-        if (typeof value === 'string') query[key] = value;
-      }
-      const result = await functions.invokeHttp(request.params.name, request.caller, {
-        method: request.method,
-        path: request.url.split('?')[0] ?? request.url,
-        query,
-        headers,
-        body: request.body ?? null,
-      });
-      // Always JSON, also for a bare string or number, so clients can parse every answer alike.
-      return reply.type('application/json; charset=utf-8').send(JSON.stringify(result));
-    },
-  });
-
   app.get(
     '/v1/admin/functions',
     {

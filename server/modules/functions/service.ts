@@ -12,10 +12,12 @@ import {
   definitionProblem,
   functionFiles,
   functionName,
+  NUMERIC_OPTIONS,
   releaseBuilder,
   validFunctionName,
 } from './loader.js';
-import type { LoadError, LoadedFunction } from './loader.js';
+import type { FunctionResponse } from './http-response.js';
+import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
@@ -44,20 +46,22 @@ export interface HttpInvocation {
   path: string;
   query: Record<string, string>;
   headers: Record<string, string>;
+  /** Parsed: JSON for application/json, the text for text/plain, else null. */
   body: unknown;
+  /** The bytes as sent (empty without a body), for signature checks. */
+  rawBody: Uint8Array;
 }
 
-const DEFAULTS = { retries: 3, timeout_ms: 10_000, memory_mb: 128, concurrency: 10 };
-const LIMITS = { retries: [0, 20], timeout_ms: [100, 300_000], memory_mb: [16, 4096], concurrency: [1, 1000] } as const;
+/** What an HTTP function answered: a value sent as JSON with 200, or its own `Response`. */
+export type HttpAnswer = { kind: 'json'; value: unknown } | ({ kind: 'response' } & FunctionResponse);
+
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
 
-/** A function's numeric option, defaulted and clamped to its documented range. */
-export function numberOption(options: Record<string, unknown>, key: keyof typeof DEFAULTS): number {
+/** A function's numeric option, or its default: the load refused values outside the option's range. */
+export function numberOption(options: Record<string, unknown>, key: NumericOption): number {
   const value = options[key];
-  const [min, max] = LIMITS[key];
-  if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS[key];
-  return Math.min(max, Math.max(min, Math.round(value)));
+  return typeof value === 'number' ? value : NUMERIC_OPTIONS[key].default;
 }
 
 class Semaphore {
@@ -235,7 +239,7 @@ export class FunctionsService {
         env: this.environmentFor(fn),
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
-        keepWarm: Math.min(numberOption(fn.options, 'concurrency'), 32),
+        keepWarm: numberOption(fn.options, 'concurrency'),
         rpc: this.rpc,
       });
       const status: InvocationStatus =
@@ -265,8 +269,8 @@ export class FunctionsService {
     return this.invocations.record(runs);
   }
 
-  /** An HTTP function call: its JSON result, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
-  async invokeHttp(name: string, caller: Caller, request: HttpInvocation): Promise<unknown> {
+  /** An HTTP function call: its answer, or FUNCTION_ERROR / FUNCTION_TIMEOUT naming the invocation. */
+  async invokeHttp(name: string, caller: Caller, request: HttpInvocation): Promise<HttpAnswer> {
     const fn = this.functions.get(name);
     if (!fn || fn.kind !== 'http') throw new AppError('NOT_FOUND', `No HTTP function named "${name}".`);
     const method = typeof fn.options.method === 'string' ? fn.options.method.toUpperCase() : null;
@@ -286,7 +290,9 @@ export class FunctionsService {
     const backlogFull = this.recorder.add(run);
     if (backlogFull) await backlogFull;
     const invocationId = run.id;
-    if (outcome.status === 'succeeded') return outcome.value;
+    if (outcome.status === 'succeeded') {
+      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', value: outcome.value };
+    }
     if (outcome.status === 'timeout') {
       throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {
         details: { invocation_id: invocationId },

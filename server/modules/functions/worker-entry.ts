@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
+import { readFunctionResponse } from './http-response.js';
 import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
 
 const port = parentPort;
@@ -170,7 +171,13 @@ async function handle(message: ToWorker): Promise<void> {
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
         const value = await definition.handler(message.input, context(message.env));
-        // Only JSON crosses back: what an HTTP function returns is sent as its response.
+        if (value instanceof Response) {
+          // An HTTP function's own status, headers and bytes.
+          const response = await readFunctionResponse(value);
+          send({ type: 'result', invocationId: message.invocationId, ok: true, value: null, response });
+          return;
+        }
+        // Anything else crosses back as JSON: an HTTP function's result is sent as its response.
         const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as unknown);
         send({ type: 'result', invocationId: message.invocationId, ok: true, value: json });
       } catch (error) {

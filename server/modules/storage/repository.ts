@@ -1,5 +1,6 @@
 import { and, asc, eq, gte, lt, sql } from 'drizzle-orm';
 import { buckets, objects, storagePending } from '../../db/schema.js';
+import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 import { ISO_TIMESTAMP, isoTimestamp, mapDatabaseErrors, runQuery } from '../../internal/repository.js';
@@ -20,18 +21,9 @@ export interface BucketRow {
   updated_at: string;
 }
 
-export interface ObjectRow {
-  id: string;
-  bucket: string;
-  path: string;
+/** An object's row: what the API shows of it, and where its bytes are. */
+export interface ObjectRow extends StorageObject {
   storage_key: string;
-  size: number;
-  content_type: string;
-  etag: string;
-  sha256: string;
-  owner: string | null;
-  created_at: string;
-  updated_at: string;
 }
 
 export interface NewObject {

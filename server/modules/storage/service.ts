@@ -10,6 +10,7 @@
  * leaves at most a marked or unreferenced key, and the sweeper removes those.
  */
 import { randomUUID } from 'node:crypto';
+import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Readable } from 'node:stream';
 import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
@@ -42,18 +43,7 @@ import {
 } from './repository.js';
 import { MAX_SIGNED_URL_SECONDS, type UrlSigner } from './signing.js';
 
-export interface StorageObject {
-  id: string;
-  bucket: string;
-  path: string;
-  size: number;
-  content_type: string;
-  etag: string;
-  sha256: string;
-  owner: string | null;
-  created_at: string;
-  updated_at: string;
-}
+export type { StorageObject };
 
 export type Bucket = BucketRow;
 
