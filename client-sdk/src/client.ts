@@ -1,5 +1,6 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
+import { FunctionsClient } from './functions.js';
 import { RealtimeClient, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
 import { HttpTransport, type SessionStorage } from './transport.js';
@@ -11,7 +12,8 @@ export interface ClientOptions {
   storage?: SessionStorage;
   persistSession?: boolean;
   fetch?: typeof globalThis.fetch;
-  WebSocket?: typeof globalThis.WebSocket;
+  /** Default `globalThis.WebSocket`; on Node 20 pass `WebSocket` from the `ws` package. */
+  WebSocket?: WebSocketConstructor;
   /** Key of the stored session; default `basalt.auth.<host>`. */
   storageKey?: string;
   /** Refresh the access token before it expires; default true. */
@@ -28,7 +30,6 @@ export interface ClientOptions {
 
 export interface BasaltClient {
   readonly url: string;
-  readonly http: HttpTransport;
   readonly auth: AuthClient;
   /** Documents: collections, queries, batches. */
   readonly db: DbClient;
@@ -38,6 +39,8 @@ export interface BasaltClient {
   channel(name: string): RealtimeChannel;
   /** Files in buckets. */
   readonly storage: StorageClient;
+  /** HTTP functions. */
+  readonly functions: FunctionsClient;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
@@ -52,7 +55,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
   });
   const realtime = new RealtimeClient({
     baseUrl: http.baseUrl,
-    WebSocket: options.WebSocket as unknown as WebSocketConstructor | undefined,
+    WebSocket: options.WebSocket,
     accessToken: () => http.getAccessToken(),
   });
   // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out,
@@ -63,11 +66,11 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
   );
   return {
     url: http.baseUrl,
-    http,
     auth,
     db: new DbClient(http, realtime),
     realtime,
     channel: (name) => realtime.channel(name),
     storage: new StorageClient(http),
+    functions: new FunctionsClient(http),
   };
 }

@@ -28,6 +28,7 @@ export {
   where,
 } from './db.js';
 export type {
+  BatchResult,
   Condition,
   Doc,
   DocumentData,
@@ -36,6 +37,7 @@ export type {
   OrderDirection,
   QueryBody,
   QueryResult,
+  RedactedDoc,
   UpdateData,
   WhereOp,
   WriteData,
@@ -54,4 +56,5 @@ export type {
   WebSocketLike,
 } from './realtime.js';
 export { BucketRef, StorageClient } from './storage.js';
+export { FunctionsClient } from './functions.js';
 export type { ListOptions, ListResult, StorageObject, UploadBody, UploadOptions } from './storage.js';

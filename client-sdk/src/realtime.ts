@@ -13,15 +13,22 @@ export { RealtimeChannel } from './channel.js';
 export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
 
+/**
+ * An event handler property. Checked bivariantly (as methods are), so that both the DOM's
+ * handlers (taking a full `MessageEvent`) and the `ws` package's (taking its own event types)
+ * fit, while the SDK's handlers read only the fields named here.
+ */
+type EventHandler<E> = { bivarianceHack(event: E): void }['bivarianceHack'];
+
 /** The subset of the WebSocket API the SDK uses (the browser's, or the `ws` package on Node). */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason?: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: EventHandler<unknown> | null;
+  onmessage: EventHandler<{ data: unknown }> | null;
+  onclose: EventHandler<{ code: number; reason?: string }> | null;
+  onerror: EventHandler<unknown> | null;
 }
 /**
  * The realtime connection's state: `idle` (nothing needs a socket), `connecting` (the first
@@ -31,6 +38,7 @@ export interface WebSocketLike {
  */
 export type RealtimeStatus = 'idle' | 'connecting' | 'open' | 'reconnecting';
 
+/** A WebSocket class: `globalThis.WebSocket` in browsers, or `WebSocket` from the `ws` package on Node. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 const OPEN = 1;

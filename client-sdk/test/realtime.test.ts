@@ -13,7 +13,7 @@ const clients: BasaltClient[] = [];
 function client(url: string): BasaltClient {
   const basalt = createClient(url, {
     persistSession: false,
-    WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+    WebSocket,
   });
   clients.push(basalt);
   return basalt;
@@ -172,7 +172,7 @@ describe('live queries in the SDK', () => {
       (error) => errors.push(error),
     );
     await until(() => ids.length === 1);
-    const token = await basalt.http.getAccessToken();
+    const token = basalt.auth.session?.access_token;
     const created = await request(one.url, 'POST', '/v1/db/todos', {
       token: token ?? '',
       body: { id: 'mine', data: {} },
