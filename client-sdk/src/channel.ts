@@ -10,11 +10,20 @@ export interface PresenceEntry<P = unknown> {
 /** Who is in a channel: presence key → the payloads tracked under it (one per tab or device). */
 export type PresenceState<P = unknown> = Record<string, P[]>;
 
+/**
+ * What the server answered a broadcast: `ok` (on its way to the other members), `error`
+ * (refused, e.g. too large, or not sent because the socket is not open), `timed out` (no
+ * answer in time; it may or may not have gone out).
+ */
+export type SendResult = 'ok' | 'error' | 'timed out';
+
 /** The connection a channel talks through (the client's realtime socket). */
 export interface ChannelHost {
   /** Whether frames sent now go out at once. */
   readonly connected: boolean;
   send(frame: Frame): void;
+  /** Sends a broadcast frame and resolves with the server's acknowledgement. */
+  broadcast(frame: Frame): Promise<SendResult>;
   joinChannel(channel: RealtimeChannel): void;
   release(channel: RealtimeChannel): void;
 }
@@ -73,10 +82,13 @@ export class RealtimeChannel {
     return this.join();
   }
 
-  /** Broadcasts to the other members (not to this client). */
-  send(event: string, payload: unknown): void {
+  /**
+   * Broadcasts to the other members (not to this client); resolves with the server's
+   * acknowledgement. Throws INVALID_REQUEST before subscribe().
+   */
+  send(event: string, payload: unknown): Promise<SendResult> {
     if (!this.joined) throw new BasaltError('INVALID_REQUEST', 'Subscribe to the channel before sending.');
-    this.client.send({ type: 'broadcast', channel: this.name, event, payload });
+    return this.client.broadcast({ type: 'broadcast', channel: this.name, event, payload });
   }
 
   /** Shares this client's presence payload with the channel (replacing the previous one). */

@@ -52,6 +52,7 @@ export type {
   PresenceState,
   QuerySnapshot,
   RealtimeStatus,
+  SendResult,
   WebSocketConstructor,
   WebSocketLike,
 } from './realtime.js';

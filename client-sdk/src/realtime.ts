@@ -3,12 +3,12 @@
  * with backoff, shared by every live query (live-query.ts) and channel (channel.ts).
  */
 import { BasaltError } from './errors.js';
-import { RealtimeChannel, type ChannelHost } from './channel.js';
+import { RealtimeChannel, type ChannelHost, type SendResult } from './channel.js';
 import { frameError, type Frame } from './frames.js';
 import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
 import { onPageWake } from './tabs.js';
 
-export type { PresenceEntry, PresenceState } from './channel.js';
+export type { PresenceEntry, PresenceState, SendResult } from './channel.js';
 export { RealtimeChannel } from './channel.js';
 export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
@@ -47,6 +47,10 @@ const MAX_BACKOFF_MS = 10_000;
 const KEEPALIVE_MS = 25_000;
 /** After a wake-up (page shown, back online) an open socket must answer a ping this fast, or it is replaced. */
 const WAKE_PROBE_MS = 3_000;
+/** How long a broadcast waits for the server's acknowledgement. */
+const BROADCAST_ACK_MS = 10_000;
+/** The server closes the socket (1009) on a larger frame: such a broadcast is refused here instead. */
+const MAX_FRAME_BYTES = 64 * 1024;
 
 export interface RealtimeOptions {
   baseUrl: string;
@@ -78,6 +82,8 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   private readonly channels = new Map<string, RealtimeChannel>();
   private status: RealtimeStatus = 'idle';
   private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
+  /** Broadcasts awaiting the server's answer, by the id they were sent with. */
+  private readonly acks = new Map<string, (result: SendResult) => void>();
 
   constructor(private readonly options: RealtimeOptions) {
     onPageWake(() => this.wake());
@@ -87,7 +93,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   subscribe(
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
-    onError: (error: BasaltError) => void = () => undefined,
+    onError: (error: BasaltError) => void = logUnhandled,
   ): () => void {
     const id = `q${this.nextId++}`;
     const subscription = new LiveSubscription(id, target, onSnapshot, onError);
@@ -170,6 +176,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.socket = null;
     this.live = false;
     this.stopKeepalive();
+    this.abandonAcks();
     socket?.close(1000, 'client disconnect');
     this.setStatus('idle');
   }
@@ -191,6 +198,30 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   /** @internal */
   send(frame: Frame): void {
     if (this.socket && this.socket.readyState === OPEN) this.socket.send(JSON.stringify(frame));
+  }
+
+  /** @internal */
+  broadcast(frame: Frame): Promise<SendResult> {
+    if (!this.isOpen()) return Promise.resolve('error');
+    const id = `b${this.nextId++}`;
+    const text = JSON.stringify({ ...frame, id });
+    if (new TextEncoder().encode(text).byteLength > MAX_FRAME_BYTES) return Promise.resolve('error');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle('timed out'), BROADCAST_ACK_MS);
+      (timer as { unref?: () => void }).unref?.();
+      const settle = (result: SendResult) => {
+        clearTimeout(timer);
+        this.acks.delete(id);
+        resolve(result);
+      };
+      this.acks.set(id, settle);
+      this.socket?.send(text);
+    });
+  }
+
+  /** Broadcasts still awaiting an answer get none: the socket they went out on is gone. */
+  private abandonAcks(): void {
+    for (const settle of [...this.acks.values()]) settle('timed out');
   }
 
   /** Whether the socket is open and authenticated (frames sent now go out at once). */
@@ -261,6 +292,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.socket = null;
     this.live = false;
     this.stopKeepalive();
+    this.abandonAcks();
     for (const channel of this.channels.values()) channel.disconnected();
     if (this.hasWork()) {
       this.setStatus('reconnecting');
@@ -369,6 +401,11 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   private dispatch(frame: Frame): void {
+    const ack = typeof frame.id === 'string' ? this.acks.get(frame.id) : undefined;
+    if (ack && (frame.type === 'sent' || frame.type === 'error')) {
+      ack(frame.type === 'sent' ? 'ok' : 'error');
+      return;
+    }
     if (typeof frame.id === 'string') {
       const subscription = this.subscriptions.get(frame.id);
       if (!subscription) return;
@@ -392,4 +429,12 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
       this.channels.get(frame.channel)?.handle(frame);
     }
   }
+}
+
+/**
+ * Where errors of listeners without an error callback go: logged, as Firebase does, so a
+ * misspelt collection or a refused query does not fail in silence.
+ */
+function logUnhandled(error: BasaltError): void {
+  console.error('Basalt live query failed (pass an error callback to handle it):', error);
 }
