@@ -3,10 +3,10 @@ import { DbClient } from './db.js';
 import { FunctionsClient } from './functions.js';
 import { RealtimeClient, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
-import { HttpTransport, type SessionStorage } from './transport.js';
+import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
 export { HttpTransport } from './transport.js';
-export type { SessionStorage } from './transport.js';
+export type { RetryOptions, SessionStorage } from './transport.js';
 
 export interface ClientOptions {
   storage?: SessionStorage;
@@ -26,6 +26,11 @@ export interface ClientOptions {
    * for another storage that tabs share; never for per-user storage on a server.
    */
   syncTabs?: boolean;
+  /**
+   * Idempotent calls (GET, HEAD, PUT, DELETE) answered 503 or 429 are tried again, waiting as
+   * `Retry-After` asks or with backoff: default 3 attempts, at most 5 s apart. `false` turns it off.
+   */
+  retry?: RetryOptions | false;
 }
 
 export interface BasaltClient {
@@ -45,7 +50,7 @@ export interface BasaltClient {
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const http = new HttpTransport(url, fetchImpl);
+  const http = new HttpTransport(url, fetchImpl, options.retry);
   const auth = new AuthClient(http, {
     storage: options.persistSession === false ? null : (options.storage ?? defaultStorage()),
     storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,

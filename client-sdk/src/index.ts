@@ -1,7 +1,7 @@
 export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
 export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
 export { createClient, HttpTransport } from './client.js';
-export type { BasaltClient, ClientOptions } from './client.js';
+export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
 export { AuthClient } from './auth.js';
 export type {
   AuthChangeEvent,
