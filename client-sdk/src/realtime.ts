@@ -3,7 +3,7 @@
  * with backoff, shared by every live query (live-query.ts) and channel (channel.ts).
  */
 import { BasaltError } from './errors.js';
-import { RealtimeChannel, type ChannelHost, type SendResult } from './channel.js';
+import { ChannelMembership, type ChannelHost, type RealtimeChannel, type SendResult } from './channel.js';
 import { frameError, type Frame } from './frames.js';
 import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
 import { onPageWake } from './tabs.js';
@@ -79,7 +79,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   /** The token most recently given to the socket; `undefined` until known. */
   private token: string | null | undefined = undefined;
   private readonly subscriptions = new Map<string, LiveSubscription>();
-  private readonly channels = new Map<string, RealtimeChannel>();
+  private readonly channels = new Map<string, ChannelMembership>();
   private status: RealtimeStatus = 'idle';
   private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
   /** Broadcasts awaiting the server's answer, by the id they were sent with. */
@@ -108,12 +108,12 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   channel(name: string): RealtimeChannel {
-    let channel = this.channels.get(name);
-    if (!channel) {
-      channel = new RealtimeChannel(name, this);
-      this.channels.set(name, channel);
+    let membership = this.channels.get(name);
+    if (!membership) {
+      membership = new ChannelMembership(name, this);
+      this.channels.set(name, membership);
     }
-    return channel;
+    return membership.channel;
   }
 
   /**
@@ -182,7 +182,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   /** @internal */
-  joinChannel(channel: RealtimeChannel): void {
+  joinChannel(channel: ChannelMembership): void {
     if (this.isOpen()) {
       channel.awaitingState = !channel.onSocket;
       channel.onSocket = true;
@@ -191,7 +191,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   /** @internal */
-  release(channel: RealtimeChannel): void {
+  release(channel: ChannelMembership): void {
     if (!channel.joined) this.closeIfIdle();
   }
 

@@ -10,6 +10,7 @@ import {
   type Doc,
   type DocumentData,
   type RedactedDoc,
+  type SendResult,
   type WebSocketConstructor,
   type WriteBatch,
 } from '../src/index.js';
@@ -48,9 +49,17 @@ describe('public types', () => {
     expectTypeOf<ReturnType<BasaltClient['functions']['invoke']>>().toEqualTypeOf<Promise<unknown>>();
   });
 
-  it('keeps the transport internal', () => {
+  it('keeps the transport and the channel’s bookkeeping internal', () => {
     const basalt = createClient('http://127.0.0.1:1', { persistSession: false });
     // @ts-expect-error the HTTP transport is not part of the client's surface
     expect(basalt.http).toBeUndefined();
+    const room = basalt.channel('room');
+    // @ts-expect-error whether the channel is joined is the connection's business
+    expect(room.joined).toBeUndefined();
+    // @ts-expect-error frames reach the channel through the connection only
+    expect(room.handle).toBeUndefined();
+    expect(Object.keys(room)).toEqual([]);
+    expectTypeOf(room.send).returns.toEqualTypeOf<Promise<SendResult>>();
+    expectTypeOf<SendResult>().toEqualTypeOf<'ok' | 'error' | 'timed out'>();
   });
 });
