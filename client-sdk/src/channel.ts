@@ -10,13 +10,22 @@ export interface PresenceEntry<P = unknown> {
 /** Who is in a channel: presence key → the payloads tracked under it (one per tab or device). */
 export type PresenceState<P = unknown> = Record<string, P[]>;
 
+/**
+ * What the server answered a broadcast: `ok` (on its way to the other members), `error`
+ * (refused, e.g. too large, or not sent because the socket is not open), `timed out` (no
+ * answer in time; it may or may not have gone out).
+ */
+export type SendResult = 'ok' | 'error' | 'timed out';
+
 /** The connection a channel talks through (the client's realtime socket). */
 export interface ChannelHost {
   /** Whether frames sent now go out at once. */
   readonly connected: boolean;
   send(frame: Frame): void;
-  joinChannel(channel: RealtimeChannel): void;
-  release(channel: RealtimeChannel): void;
+  /** Sends a broadcast frame and resolves with the server's acknowledgement. */
+  broadcast(frame: Frame): Promise<SendResult>;
+  joinChannel(channel: ChannelMembership): void;
+  release(channel: ChannelMembership): void;
 }
 
 interface Waiter {
@@ -24,15 +33,16 @@ interface Waiter {
   reject: (error: BasaltError) => void;
 }
 
+type PresenceCallback = (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void;
+
 /**
- * A channel: broadcast messages and presence shared by everyone who joined it, on any
- * server instance.
+ * A channel as the realtime connection handles it: what the app asked for (joined,
+ * tracked presence), the frames the server sends it, and the calls waiting for an answer.
+ * The app sees it through RealtimeChannel.
  */
-export class RealtimeChannel {
+export class ChannelMembership {
   private readonly broadcastHandlers = new Map<string, Set<(payload: unknown) => void>>();
-  private readonly presenceHandlers = new Set<
-    (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void
-  >();
+  private readonly presenceHandlers = new Set<PresenceCallback>();
   private presence = new Map<string, PresenceEntry>();
   /** Whether the app wants to be in the channel (it rejoins after a reconnect). */
   joined = false;
@@ -42,29 +52,25 @@ export class RealtimeChannel {
   /** Joined on the current connection: a later join only replaces the tracked presence. */
   onSocket = false;
   private waiters: Waiter[] = [];
+  /** The app's handle on this channel. */
+  readonly channel: RealtimeChannel;
 
   constructor(
     readonly name: string,
     private readonly client: ChannelHost,
-  ) {}
+  ) {
+    this.channel = new RealtimeChannel(this);
+  }
 
-  on(type: 'broadcast', event: string, callback: (payload: unknown) => void): this;
-  on(
-    type: 'presence',
-    callback: (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
-  ): this;
-  on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
+  on(type: 'broadcast' | 'presence', args: unknown[]): void {
     if (type === 'broadcast') {
       const [event, callback] = args as [string, (payload: unknown) => void];
       const set = this.broadcastHandlers.get(event) ?? new Set();
       set.add(callback);
       this.broadcastHandlers.set(event, set);
     } else {
-      this.presenceHandlers.add(
-        args[0] as (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void,
-      );
+      this.presenceHandlers.add(args[0] as PresenceCallback);
     }
-    return this;
   }
 
   /** Joins the channel; resolves once the server confirmed (presence state known). */
@@ -73,10 +79,13 @@ export class RealtimeChannel {
     return this.join();
   }
 
-  /** Broadcasts to the other members (not to this client). */
-  send(event: string, payload: unknown): void {
+  /**
+   * Broadcasts to the other members (not to this client); resolves with the server's
+   * acknowledgement. Throws INVALID_REQUEST before subscribe().
+   */
+  send(event: string, payload: unknown): Promise<SendResult> {
     if (!this.joined) throw new BasaltError('INVALID_REQUEST', 'Subscribe to the channel before sending.');
-    this.client.send({ type: 'broadcast', channel: this.name, event, payload });
+    return this.client.broadcast({ type: 'broadcast', channel: this.name, event, payload });
   }
 
   /** Shares this client's presence payload with the channel (replacing the previous one). */
@@ -177,5 +186,56 @@ export class RealtimeChannel {
   private emitPresence(joins: PresenceEntry[], leaves: PresenceEntry[]): void {
     const state = this.presenceState();
     for (const callback of this.presenceHandlers) callback(state, { joins, leaves });
+  }
+}
+
+/**
+ * A channel: broadcast messages and presence shared by everyone who joined it, on any
+ * server instance. Get one with `basalt.channel(name)`.
+ */
+export class RealtimeChannel {
+  readonly #membership: ChannelMembership;
+
+  /** Made by the client's realtime connection: use `basalt.channel(name)`. */
+  constructor(membership: ChannelMembership) {
+    this.#membership = membership;
+  }
+
+  get name(): string {
+    return this.#membership.name;
+  }
+
+  on(type: 'broadcast', event: string, callback: (payload: unknown) => void): this;
+  on(type: 'presence', callback: PresenceCallback): this;
+  on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
+    this.#membership.on(type, args);
+    return this;
+  }
+
+  /** Joins the channel; resolves once the server confirmed (presence state known). */
+  subscribe(): Promise<void> {
+    return this.#membership.subscribe();
+  }
+
+  /**
+   * Broadcasts to the other members (not to this client); resolves with the server's
+   * acknowledgement. Throws INVALID_REQUEST before subscribe().
+   */
+  send(event: string, payload: unknown): Promise<SendResult> {
+    return this.#membership.send(event, payload);
+  }
+
+  /** Shares this client's presence payload with the channel (replacing the previous one). */
+  track(payload: unknown): Promise<void> {
+    return this.#membership.track(payload);
+  }
+
+  unsubscribe(): Promise<void> {
+    return this.#membership.unsubscribe();
+  }
+
+  /** The current presence state. */
+  presenceState(): PresenceState {
+    return this.#membership.presenceState();
   }
 }

@@ -1,17 +1,19 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
+import { FunctionsClient } from './functions.js';
 import { RealtimeClient, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
-import { HttpTransport, type SessionStorage } from './transport.js';
+import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
 export { HttpTransport } from './transport.js';
-export type { SessionStorage } from './transport.js';
+export type { RetryOptions, SessionStorage } from './transport.js';
 
 export interface ClientOptions {
   storage?: SessionStorage;
   persistSession?: boolean;
   fetch?: typeof globalThis.fetch;
-  WebSocket?: typeof globalThis.WebSocket;
+  /** Default `globalThis.WebSocket`; on Node 20 pass `WebSocket` from the `ws` package. */
+  WebSocket?: WebSocketConstructor;
   /** Key of the stored session; default `basalt.auth.<host>`. */
   storageKey?: string;
   /** Refresh the access token before it expires; default true. */
@@ -24,11 +26,15 @@ export interface ClientOptions {
    * for another storage that tabs share; never for per-user storage on a server.
    */
   syncTabs?: boolean;
+  /**
+   * Idempotent calls (GET, HEAD, PUT, DELETE) answered 503 or 429 are tried again, waiting as
+   * `Retry-After` asks or with backoff: default 3 attempts, at most 5 s apart. `false` turns it off.
+   */
+  retry?: RetryOptions | false;
 }
 
 export interface BasaltClient {
   readonly url: string;
-  readonly http: HttpTransport;
   readonly auth: AuthClient;
   /** Documents: collections, queries, batches. */
   readonly db: DbClient;
@@ -38,11 +44,13 @@ export interface BasaltClient {
   channel(name: string): RealtimeChannel;
   /** Files in buckets. */
   readonly storage: StorageClient;
+  /** HTTP functions. */
+  readonly functions: FunctionsClient;
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const http = new HttpTransport(url, fetchImpl);
+  const http = new HttpTransport(url, fetchImpl, options.retry);
   const auth = new AuthClient(http, {
     storage: options.persistSession === false ? null : (options.storage ?? defaultStorage()),
     storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,
@@ -52,7 +60,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
   });
   const realtime = new RealtimeClient({
     baseUrl: http.baseUrl,
-    WebSocket: options.WebSocket as unknown as WebSocketConstructor | undefined,
+    WebSocket: options.WebSocket,
     accessToken: () => http.getAccessToken(),
   });
   // The socket carries the session too: re-authenticate it on sign-in, refresh and sign-out,
@@ -63,11 +71,11 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
   );
   return {
     url: http.baseUrl,
-    http,
     auth,
     db: new DbClient(http, realtime),
     realtime,
     channel: (name) => realtime.channel(name),
     storage: new StorageClient(http),
+    functions: new FunctionsClient(http),
   };
 }

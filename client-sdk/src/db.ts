@@ -77,6 +77,35 @@ export type UpdateData<T> = {
   [K in keyof T]?: T[K] | FieldTransform | (T[K] extends Record<string, unknown> ? UpdateData<T[K]> : never);
 };
 
+/**
+ * An update's answer when the caller may update the document but not read it: its metadata,
+ * and `data: null` (the server does not show what the read rule hides).
+ */
+export type RedactedDoc<T = DocumentData> = Omit<Doc<T>, 'data'> & { data: null };
+
+/** One result of a batch, per op in order: the written document (redacted as by update), or null for a delete. */
+export type BatchResult<T = DocumentData> = Doc<T> | RedactedDoc<T> | null;
+
+/**
+ * Refuses dotted keys anywhere in an update's data: the server stores `{'meta.color': 1}` as a
+ * key named `meta.color`, where a Firestore habit expects the path meta → color. Nested
+ * objects say what is meant: `{meta: {color: 1}}` (deep-merged).
+ */
+function assertNoDottedKeys(patch: unknown, prefix = ''): void {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return;
+  for (const [key, value] of Object.entries(patch)) {
+    const field = prefix ? `${prefix}.${key}` : key;
+    if (key.includes('.')) {
+      throw new BasaltError(
+        'INVALID_REQUEST',
+        `Update keys are field names, not paths: write "${key}" as nested objects (e.g. {a: {b: value}}).`,
+        { details: { field } },
+      );
+    }
+    assertNoDottedKeys(value, field);
+  }
+}
+
 export interface WriteOptions {
   /** Fail with VERSION_CONFLICT unless the stored version is this one. */
   ifVersion?: number;
@@ -224,10 +253,17 @@ export class DocumentRef<T = DocumentData> {
 
   /**
    * Deep-merges into the data; fields may be transforms (increment(1), deleteField(), ...).
+   * Keys are field names: a dotted key is refused (INVALID_REQUEST), nest objects instead.
    * When the read rule hides the document from the caller, the result's `data` is null.
    */
-  update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return this.context.http.request<Doc<T>>('PATCH', this.path, { data: patch }, versionHeaders(options));
+  async update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T> | RedactedDoc<T>> {
+    assertNoDottedKeys(patch);
+    return this.context.http.request<Doc<T> | RedactedDoc<T>>(
+      'PATCH',
+      this.path,
+      { data: patch },
+      versionHeaders(options),
+    );
   }
 
   async delete(options?: WriteOptions): Promise<void> {
@@ -277,7 +313,9 @@ export class WriteBatch {
     return this;
   }
 
+  /** Throws INVALID_REQUEST for a dotted key, as DocumentRef.update does. */
   update<T = DocumentData>(collection: string, id: string, patch: UpdateData<T>, options?: WriteOptions): this {
+    assertNoDottedKeys(patch);
     this.ops.push({ op: 'update', collection, id, data: patch, ...ifVersion(options) });
     return this;
   }
@@ -294,10 +332,11 @@ export class WriteBatch {
   /**
    * Sends the batch. Resolves with one result per op, in order: the written document,
    * or null for a delete. On failure nothing is written and the BasaltError's
-   * `details.index` names the op that failed.
+   * `details.index` names the op that failed. `T` is the documents' data type when the
+   * ops share one.
    */
-  async commit(): Promise<Array<Doc | null>> {
-    const result = await this.http.request<{ results: Array<Doc | null> }>('POST', '/v1/db/batch', {
+  async commit<T = DocumentData>(): Promise<BatchResult<T>[]> {
+    const result = await this.http.request<{ results: BatchResult<T>[] }>('POST', '/v1/db/batch', {
       ops: this.ops,
     });
     return result.results;

@@ -1,7 +1,7 @@
 export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
 export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
 export { createClient, HttpTransport } from './client.js';
-export type { BasaltClient, ClientOptions } from './client.js';
+export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
 export { AuthClient } from './auth.js';
 export type {
   AuthChangeEvent,
@@ -28,6 +28,7 @@ export {
   where,
 } from './db.js';
 export type {
+  BatchResult,
   Condition,
   Doc,
   DocumentData,
@@ -36,6 +37,7 @@ export type {
   OrderDirection,
   QueryBody,
   QueryResult,
+  RedactedDoc,
   UpdateData,
   WhereOp,
   WriteData,
@@ -50,8 +52,10 @@ export type {
   PresenceState,
   QuerySnapshot,
   RealtimeStatus,
+  SendResult,
   WebSocketConstructor,
   WebSocketLike,
 } from './realtime.js';
 export { BucketRef, StorageClient } from './storage.js';
+export { FunctionsClient } from './functions.js';
 export type { ListOptions, ListResult, StorageObject, UploadBody, UploadOptions } from './storage.js';

@@ -3,25 +3,32 @@
  * with backoff, shared by every live query (live-query.ts) and channel (channel.ts).
  */
 import { BasaltError } from './errors.js';
-import { RealtimeChannel, type ChannelHost } from './channel.js';
+import { ChannelMembership, type ChannelHost, type RealtimeChannel, type SendResult } from './channel.js';
 import { frameError, type Frame } from './frames.js';
 import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
 import { onPageWake } from './tabs.js';
 
-export type { PresenceEntry, PresenceState } from './channel.js';
+export type { PresenceEntry, PresenceState, SendResult } from './channel.js';
 export { RealtimeChannel } from './channel.js';
 export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
+
+/**
+ * An event handler property. Checked bivariantly (as methods are), so that both the DOM's
+ * handlers (taking a full `MessageEvent`) and the `ws` package's (taking its own event types)
+ * fit, while the SDK's handlers read only the fields named here.
+ */
+type EventHandler<E> = { bivarianceHack(event: E): void }['bivarianceHack'];
 
 /** The subset of the WebSocket API the SDK uses (the browser's, or the `ws` package on Node). */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason?: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: EventHandler<unknown> | null;
+  onmessage: EventHandler<{ data: unknown }> | null;
+  onclose: EventHandler<{ code: number; reason?: string }> | null;
+  onerror: EventHandler<unknown> | null;
 }
 /**
  * The realtime connection's state: `idle` (nothing needs a socket), `connecting` (the first
@@ -31,6 +38,7 @@ export interface WebSocketLike {
  */
 export type RealtimeStatus = 'idle' | 'connecting' | 'open' | 'reconnecting';
 
+/** A WebSocket class: `globalThis.WebSocket` in browsers, or `WebSocket` from the `ws` package on Node. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 const OPEN = 1;
@@ -39,6 +47,10 @@ const MAX_BACKOFF_MS = 10_000;
 const KEEPALIVE_MS = 25_000;
 /** After a wake-up (page shown, back online) an open socket must answer a ping this fast, or it is replaced. */
 const WAKE_PROBE_MS = 3_000;
+/** How long a broadcast waits for the server's acknowledgement. */
+const BROADCAST_ACK_MS = 10_000;
+/** The server closes the socket (1009) on a larger frame: such a broadcast is refused here instead. */
+const MAX_FRAME_BYTES = 64 * 1024;
 
 export interface RealtimeOptions {
   baseUrl: string;
@@ -67,9 +79,11 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   /** The token most recently given to the socket; `undefined` until known. */
   private token: string | null | undefined = undefined;
   private readonly subscriptions = new Map<string, LiveSubscription>();
-  private readonly channels = new Map<string, RealtimeChannel>();
+  private readonly channels = new Map<string, ChannelMembership>();
   private status: RealtimeStatus = 'idle';
   private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
+  /** Broadcasts awaiting the server's answer, by the id they were sent with. */
+  private readonly acks = new Map<string, (result: SendResult) => void>();
 
   constructor(private readonly options: RealtimeOptions) {
     onPageWake(() => this.wake());
@@ -79,7 +93,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   subscribe(
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
-    onError: (error: BasaltError) => void = () => undefined,
+    onError: (error: BasaltError) => void = logUnhandled,
   ): () => void {
     const id = `q${this.nextId++}`;
     const subscription = new LiveSubscription(id, target, onSnapshot, onError);
@@ -94,12 +108,12 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   channel(name: string): RealtimeChannel {
-    let channel = this.channels.get(name);
-    if (!channel) {
-      channel = new RealtimeChannel(name, this);
-      this.channels.set(name, channel);
+    let membership = this.channels.get(name);
+    if (!membership) {
+      membership = new ChannelMembership(name, this);
+      this.channels.set(name, membership);
     }
-    return channel;
+    return membership.channel;
   }
 
   /**
@@ -162,12 +176,13 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.socket = null;
     this.live = false;
     this.stopKeepalive();
+    this.abandonAcks();
     socket?.close(1000, 'client disconnect');
     this.setStatus('idle');
   }
 
   /** @internal */
-  joinChannel(channel: RealtimeChannel): void {
+  joinChannel(channel: ChannelMembership): void {
     if (this.isOpen()) {
       channel.awaitingState = !channel.onSocket;
       channel.onSocket = true;
@@ -176,13 +191,37 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   /** @internal */
-  release(channel: RealtimeChannel): void {
+  release(channel: ChannelMembership): void {
     if (!channel.joined) this.closeIfIdle();
   }
 
   /** @internal */
   send(frame: Frame): void {
     if (this.socket && this.socket.readyState === OPEN) this.socket.send(JSON.stringify(frame));
+  }
+
+  /** @internal */
+  broadcast(frame: Frame): Promise<SendResult> {
+    if (!this.isOpen()) return Promise.resolve('error');
+    const id = `b${this.nextId++}`;
+    const text = JSON.stringify({ ...frame, id });
+    if (new TextEncoder().encode(text).byteLength > MAX_FRAME_BYTES) return Promise.resolve('error');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle('timed out'), BROADCAST_ACK_MS);
+      (timer as { unref?: () => void }).unref?.();
+      const settle = (result: SendResult) => {
+        clearTimeout(timer);
+        this.acks.delete(id);
+        resolve(result);
+      };
+      this.acks.set(id, settle);
+      this.socket?.send(text);
+    });
+  }
+
+  /** Broadcasts still awaiting an answer get none: the socket they went out on is gone. */
+  private abandonAcks(): void {
+    for (const settle of [...this.acks.values()]) settle('timed out');
   }
 
   /** Whether the socket is open and authenticated (frames sent now go out at once). */
@@ -253,6 +292,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.socket = null;
     this.live = false;
     this.stopKeepalive();
+    this.abandonAcks();
     for (const channel of this.channels.values()) channel.disconnected();
     if (this.hasWork()) {
       this.setStatus('reconnecting');
@@ -361,6 +401,11 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   }
 
   private dispatch(frame: Frame): void {
+    const ack = typeof frame.id === 'string' ? this.acks.get(frame.id) : undefined;
+    if (ack && (frame.type === 'sent' || frame.type === 'error')) {
+      ack(frame.type === 'sent' ? 'ok' : 'error');
+      return;
+    }
     if (typeof frame.id === 'string') {
       const subscription = this.subscriptions.get(frame.id);
       if (!subscription) return;
@@ -384,4 +429,12 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
       this.channels.get(frame.channel)?.handle(frame);
     }
   }
+}
+
+/**
+ * Where errors of listeners without an error callback go: logged, as Firebase does, so a
+ * misspelt collection or a refused query does not fail in silence.
+ */
+function logUnhandled(error: BasaltError): void {
+  console.error('Basalt live query failed (pass an error callback to handle it):', error);
 }

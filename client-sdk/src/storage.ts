@@ -28,7 +28,36 @@ export interface ListResult {
   nextCursor: string | null;
 }
 
+const MAX_PATH_BYTES = 1024;
+// C0 and C1 control characters, DEL included.
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Why the server would refuse an object path (API.md, "Storage"), or null when it takes it.
+ * Checked before the request: fetch would resolve `a/../b` to `b` and write elsewhere.
+ */
+function pathProblem(path: string): string | null {
+  if (UNPAIRED_SURROGATE.test(path)) return 'it is not valid UTF-8';
+  const normalized = path.normalize('NFC');
+  const bytes = new TextEncoder().encode(normalized).byteLength;
+  if (bytes < 1) return 'it is empty';
+  if (bytes > MAX_PATH_BYTES) return `it is longer than ${MAX_PATH_BYTES} bytes`;
+  if (CONTROL_CHARACTER.test(normalized)) return 'it contains a control character';
+  if (normalized.startsWith('/')) return 'it starts with "/"';
+  const segments = normalized.split('/');
+  if (segments.includes('')) return 'it has an empty segment ("//" or a trailing "/")';
+  if (segments.some((segment) => segment === '.' || segment === '..')) return 'it has a "." or ".." segment';
+  return null;
+}
+
+/** The path's segments, percent-encoded; throws INVALID_PATH, as the server would answer, for a path it refuses. */
 function encodePath(path: string): string {
+  const problem = pathProblem(path);
+  if (problem !== null) {
+    throw new BasaltError('INVALID_PATH', `The object path is not valid: ${problem}.`, { details: { path } });
+  }
   return path.split('/').map(encodeURIComponent).join('/');
 }
 

@@ -54,6 +54,11 @@ beforeAll(async () => {
     },
   });
   expect(created.status).toBe(201);
+  const dropbox = await request(server.url, 'POST', '/v1/admin/collections', {
+    token: server.serviceKey,
+    body: { name: 'dropbox', rules: { read: 'false', create: 'auth != null', update: 'auth != null' } },
+  });
+  expect(dropbox.status).toBe(201);
   [alice, bob] = await Promise.all([signedIn(), signedIn()]);
   anonymousClient = createClient(server.url, { persistSession: false, autoRefreshToken: false });
 });
@@ -82,8 +87,8 @@ describe('db.collection', () => {
       .update({ n: increment(2), tags: arrayUnion('a', 'b'), meta: { a: 1 }, done: deleteField() }, { ifVersion: 2 });
     expect(updated.data).toEqual({ title: 'replaced', n: 2, tags: ['a', 'b'], at: set.data.at, meta: { a: 1 } });
     const again = await todos.doc('my-id').update({ tags: arrayRemove('a'), meta: { b: 2 } });
-    expect(again.data.tags).toEqual(['b']);
-    expect(again.data.meta).toEqual({ a: 1, b: 2 });
+    expect(again.data?.tags).toEqual(['b']);
+    expect(again.data?.meta).toEqual({ a: 1, b: 2 });
     await todos.doc('my-id').delete();
     expect(await todos.doc('my-id').get()).toBeNull();
   });
@@ -128,6 +133,38 @@ describe('db.collection', () => {
       .update({ title: 'mine' })
       .catch((error: unknown) => error);
     expect((update as BasaltError).code).toBe('NOT_FOUND');
+  });
+});
+
+describe('update', () => {
+  it('answers data: null when the caller may update but not read, and says so in its type', async () => {
+    const dropbox = alice.db.collection<{ note: string }>('dropbox');
+    await dropbox.add({ note: 'first' }, { id: 'slot' });
+    const updated = await dropbox.doc('slot').update({ note: 'second' });
+    expect(updated.data).toBeNull();
+    expect(updated.version).toBe(2);
+    // The type makes the caller check: `updated.data.note` does not compile.
+    const note: string | null = updated.data === null ? null : updated.data.note;
+    expect(note).toBeNull();
+  });
+
+  it('refuses dotted keys instead of storing a key with a dot in its name', async () => {
+    const todos = alice.db.collection('todos');
+    const doc = await todos.add({ title: 'dots', done: false });
+    const refused = await todos
+      .doc(doc.id)
+      .update({ 'meta.a': 1 })
+      .catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(BasaltError);
+    expect((refused as BasaltError).code).toBe('INVALID_REQUEST');
+    expect((refused as BasaltError).details).toEqual({ field: 'meta.a' });
+    const nested = await todos
+      .doc(doc.id)
+      .update({ meta: { 'x.y': 1 } })
+      .catch((error: unknown) => error);
+    expect((nested as BasaltError).details).toEqual({ field: 'meta.x.y' });
+    expect(() => alice.db.batch().update('todos', doc.id, { 'meta.a': 1 })).toThrow(BasaltError);
+    expect((await todos.doc(doc.id).get())?.version).toBe(1);
   });
 });
 

@@ -70,7 +70,7 @@ describe.skipIf(!haveBrowser)('realtime in a browser', () => {
 
     const node = createClient(server.url, {
       persistSession: false,
-      WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+      WebSocket,
     });
     const room = node.channel('browser-room');
     await room.subscribe();

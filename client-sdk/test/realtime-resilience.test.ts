@@ -49,7 +49,7 @@ function client(url: string, wire?: Wire): BasaltClient {
   }
   const basalt = createClient(url, {
     persistSession: false,
-    WebSocket: Recording as unknown as typeof globalThis.WebSocket,
+    WebSocket: Recording,
   });
   clients.push(basalt);
   return basalt;

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import pg from 'pg';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
 import { createClient, type BasaltClient, type LiveDoc, type QuerySnapshot } from '../src/index.js';
 
@@ -13,7 +13,7 @@ const clients: BasaltClient[] = [];
 function client(url: string): BasaltClient {
   const basalt = createClient(url, {
     persistSession: false,
-    WebSocket: WebSocket as unknown as typeof globalThis.WebSocket,
+    WebSocket,
   });
   clients.push(basalt);
   return basalt;
@@ -172,7 +172,7 @@ describe('live queries in the SDK', () => {
       (error) => errors.push(error),
     );
     await until(() => ids.length === 1);
-    const token = await basalt.http.getAccessToken();
+    const token = basalt.auth.session?.access_token;
     const created = await request(one.url, 'POST', '/v1/db/todos', {
       token: token ?? '',
       body: { id: 'mine', data: {} },
@@ -318,7 +318,7 @@ describe('channels in the SDK', () => {
     const aliceRoom = alice.channel('room-1');
     await aliceRoom.subscribe();
     await aliceRoom.track({ name: 'alice' });
-    aliceRoom.send('typing', { who: 'alice' });
+    expect(await aliceRoom.send('typing', { who: 'alice' })).toBe('ok');
     await until(() => received.length === 1);
     expect(received).toEqual([{ who: 'alice' }]);
     await until(() => Object.keys(bobStates.at(-1) ?? {}).length === 2);
@@ -328,5 +328,30 @@ describe('channels in the SDK', () => {
     await aliceRoom.unsubscribe();
     await until(() => Object.keys(bobStates.at(-1) ?? {}).length === 1);
     expect(bobRoom.presenceState()).toEqual({ [Object.keys(bobRoom.presenceState())[0] as string]: [{ name: 'bob' }] });
+  });
+});
+
+describe('errors do not vanish', () => {
+  it('send() resolves with the acknowledgement: error for a payload the server refuses', async () => {
+    const alice = client(one.url);
+    const room = alice.channel('acks');
+    await room.subscribe();
+    // Over what one pg_notify carries (the server refuses it) and over a websocket frame (refused here).
+    expect(await room.send('big', { blob: 'x'.repeat(10_000) })).toBe('error');
+    expect(await room.send('huge', { blob: 'x'.repeat(70_000) })).toBe('error');
+    expect(await room.send('small', { n: 1 })).toBe('ok');
+    await room.unsubscribe();
+  });
+
+  it('logs the error of a live query that has no error callback', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const basalt = client(one.url);
+      basalt.db.collection('misspelt_notes').onSnapshot(() => undefined);
+      await until(() => logged.mock.calls.length > 0);
+      expect(logged.mock.calls[0]?.[1]).toMatchObject({ code: 'NOT_FOUND' });
+    } finally {
+      logged.mockRestore();
+    }
   });
 });

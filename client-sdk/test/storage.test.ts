@@ -104,6 +104,22 @@ describe('storage SDK', () => {
     expect((overwritten as BasaltError).code).toBe('FORBIDDEN');
   });
 
+  it('refuses the paths the server refuses instead of letting fetch resolve them elsewhere', async () => {
+    const avatars = alice.storage.from('avatars');
+    for (const path of ['x/../a.txt', './a.txt', 'x/.', '/a.txt', 'a//b', 'a/', '', 'a\u0001b']) {
+      const refused = await avatars.upload(path, new Uint8Array([1])).catch((error: unknown) => error);
+      expect(refused, path).toBeInstanceOf(BasaltError);
+      expect((refused as BasaltError).code, path).toBe('INVALID_PATH');
+    }
+    await expect(avatars.download('x/../a.txt')).rejects.toMatchObject({ code: 'INVALID_PATH' });
+    await expect(avatars.remove('..')).rejects.toMatchObject({ code: 'INVALID_PATH' });
+    await expect(avatars.createSignedUrl('a/./b', 60)).rejects.toMatchObject({ code: 'INVALID_PATH' });
+    expect(() => avatars.getPublicUrl('../a.txt')).toThrow(BasaltError);
+    expect((await avatars.list({ prefix: 'a.txt' })).objects).toEqual([]);
+    // Dots inside a segment are ordinary characters.
+    expect((await avatars.upload('x/..a/.b', new Uint8Array([1]))).path).toBe('x/..a/.b');
+  });
+
   it('lists with a prefix and pages with nextCursor', async () => {
     const avatars = bob.storage.from('avatars');
     for (const name of ['a', 'b', 'c']) await avatars.upload(`list/${name}.txt`, new Blob([name]));

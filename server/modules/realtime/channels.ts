@@ -182,7 +182,14 @@ export class ChannelHub {
     connection.send({ type: 'left', channel });
   }
 
-  async broadcast(connection: RealtimeConnection, channel: string, event: string, payload: unknown): Promise<void> {
+  /** Sends to the channel's other members; with `ackId`, answers the sender `sent` once it is on its way. */
+  async broadcast(
+    connection: RealtimeConnection,
+    channel: string,
+    event: string,
+    payload: unknown,
+    ackId?: string,
+  ): Promise<void> {
     if (!this.channels.get(channel)?.has(connection.id)) {
       throw new AppError('INVALID_REQUEST', `Join channel "${channel}" before broadcasting to it.`);
     }
@@ -194,6 +201,7 @@ export class ChannelHub {
       });
     }
     await this.repo.notify(text);
+    if (ackId !== undefined) connection.send({ type: 'sent', id: ackId, channel });
   }
 
   /** A connection went away: leave every channel it was in, announcing its presences. */

@@ -22,7 +22,8 @@ export type ClientMessage =
   | { type: 'pong' }
   | { type: 'join'; channel: string; presence?: unknown }
   | { type: 'leave'; channel: string }
-  | { type: 'broadcast'; channel: string; event: string; payload?: unknown };
+  /** `id`, when given, asks for an acknowledgement: `sent` once delivered to the channel, or an `error` naming it. */
+  | { type: 'broadcast'; channel: string; event: string; payload?: unknown; id?: string };
 
 /** Server → client frames. */
 export type ServerFrame = { type: string } & Record<string, unknown>;
@@ -35,7 +36,7 @@ const ALLOWED_FIELDS: Record<ClientMessage['type'], readonly string[]> = {
   pong: ['type'],
   join: ['type', 'channel', 'presence'],
   leave: ['type', 'channel'],
-  broadcast: ['type', 'channel', 'event', 'payload'],
+  broadcast: ['type', 'channel', 'event', 'payload', 'id'],
 };
 
 const SUBSCRIPTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -169,10 +170,14 @@ export function parseClientMessage(text: string): ClientMessage {
       return { type, channel: channelName(raw.channel) };
     default: {
       const channel = channelName(raw.channel);
-      if (typeof raw.event !== 'string' || raw.event.length < 1 || raw.event.length > 255) {
-        throw invalid('"event" must be a string of 1 to 255 characters.');
+      if (raw.id !== undefined && (typeof raw.id !== 'string' || !SUBSCRIPTION_ID.test(raw.id))) {
+        throw invalid('"id" must be a string of 1 to 128 characters of A-Z, a-z, 0-9, "_", ".", ":" and "-".');
       }
-      return { type: 'broadcast', channel, event: raw.event, payload: raw.payload ?? null };
+      if (typeof raw.event !== 'string' || raw.event.length < 1 || raw.event.length > 255) {
+        throw invalid('"event" must be a string of 1 to 255 characters.', raw.id);
+      }
+      const broadcast = { type: 'broadcast' as const, channel, event: raw.event, payload: raw.payload ?? null };
+      return raw.id === undefined ? broadcast : { ...broadcast, id: raw.id };
     }
   }
 }

@@ -228,7 +228,7 @@ export class RealtimeService {
           await this.channels.leave(connection, message.channel);
           break;
         case 'broadcast':
-          await this.channels.broadcast(connection, message.channel, message.event, message.payload);
+          await this.channels.broadcast(connection, message.channel, message.event, message.payload, message.id);
           break;
         default:
           break;
