@@ -1,14 +1,5 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-  waitFor,
-} from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { errorCode, request, startTestApp, type TestApp, useTestApp, waitFor } from './helpers.js';
 import { STRONG_PASSWORD, decodeJwt, requestFrom, signIn, uniqueEmail, type AuthBody } from './auth-helpers.js';
 
 // Two instances on one database, as behind a load balancer. Limits are small so that
@@ -27,21 +18,8 @@ const env = {
   BASALT_AUTH_RATE_WINDOW: '86400',
 };
 
-let database: TestDatabase;
-let a: TestApp;
-let b: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  a = await startTestApp(database, env);
-  b = await startTestApp(database, env);
-});
-
-afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await database?.drop();
-});
+const a = useTestApp({ env });
+const b = useTestApp({ env, sharing: a });
 
 /** A user made by the admin API (sign-up itself is limited to a few per IP here) and signed in. */
 async function signUp(server: TestApp, email = uniqueEmail()): Promise<AuthBody> {
@@ -54,14 +32,8 @@ async function signUp(server: TestApp, email = uniqueEmail()): Promise<AuthBody>
 }
 
 async function rateLimitKeys(): Promise<string[]> {
-  const client = new pg.Client({ connectionString: database.url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ key: string }>('SELECT key FROM basalt.rate_limits');
-    return rows.map((row) => row.key);
-  } finally {
-    await client.end();
-  }
+  const { rows } = await a.sql.query<{ key: string }>('SELECT key FROM basalt.rate_limits');
+  return rows.map((row) => row.key);
 }
 
 async function status(server: TestApp, token: string): Promise<number> {
@@ -80,7 +52,7 @@ describe('revocation across instances', () => {
   });
 
   it('learns of a revocation at once through LISTEN/NOTIFY, long before its next poll', async () => {
-    const slow = await startTestApp(database, { ...env, BASALT_AUTH_REVOCATION_POLL_MS: '4000' });
+    const slow = await startTestApp(a.database, { ...env, BASALT_AUTH_REVOCATION_POLL_MS: '4000' });
     try {
       // Let the slow instance's first poll and LISTEN settle.
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -221,7 +193,7 @@ describe('rate limits shared by the instances', () => {
   });
 
   it('takes the client IP from X-Forwarded-For only when told to trust the proxy', async () => {
-    const proxied = await startTestApp(database, { ...env, BASALT_TRUST_PROXY: 'true' });
+    const proxied = await startTestApp(a.database, { ...env, BASALT_TRUST_PROXY: 'true' });
     try {
       const signup = (server: TestApp, ip: string) =>
         request(server.url, 'POST', '/v1/auth/signup', {

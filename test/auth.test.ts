@@ -5,17 +5,8 @@ import { Database } from '../server/internal/db.js';
 import { createAuthModule } from '../server/modules/auth/module.js';
 import { AuthRepository } from '../server/modules/auth/repository.js';
 import { SigningKeys } from '../server/modules/auth/tokens.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createTestDatabase,
-  errorCode,
-  request,
-  silentLogger,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-  waitFor,
-} from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, errorCode, request, silentLogger, startTestApp, useTestApp, waitFor } from './helpers.js';
 import {
   STRONG_PASSWORD,
   decodeJwt,
@@ -27,22 +18,7 @@ import {
   type UserBody,
 } from './auth-helpers.js';
 
-let database: TestDatabase;
-let server: TestApp;
-let db: pg.Client;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-  db = new pg.Client({ connectionString: database.url });
-  await db.connect();
-});
-
-afterAll(async () => {
-  await db?.end();
-  await server?.close();
-  await database?.drop();
-});
+const server = useTestApp();
 
 describe('sign-up and sign-in', () => {
   it('signs up, returns user and session, and never a password hash', async () => {
@@ -62,7 +38,7 @@ describe('sign-up and sign-in', () => {
     expect(body.session?.token_type).toBe('bearer');
     expect(body.session?.expires_in).toBe(900);
     expect(response.text).not.toMatch(/argon2/);
-    const { rows } = await db.query<{ password_hash: string }>(
+    const { rows } = await server.sql.query<{ password_hash: string }>(
       'SELECT password_hash FROM basalt.user_secrets WHERE user_id = $1',
       [body.user.id],
     );
@@ -71,7 +47,7 @@ describe('sign-up and sign-in', () => {
 
   it('keeps password hashes out of the change log', async () => {
     const { user } = await signUp(server.url);
-    const { rows } = await db.query<{ new_row: Record<string, unknown> }>(
+    const { rows } = await server.sql.query<{ new_row: Record<string, unknown> }>(
       `SELECT new_row FROM basalt.changes WHERE table_name = 'users' AND row_id = $1`,
       [user.id],
     );
@@ -173,10 +149,10 @@ describe('sign-up and sign-in', () => {
   it('rehashes a password at sign-in when the parameters were raised', async () => {
     const email = uniqueEmail();
     const { user } = await signUp(server.url, email);
-    const stronger = await startTestApp(database, { BASALT_AUTH_ARGON2_TIME_COST: '3' });
+    const stronger = await startTestApp(server.database, { BASALT_AUTH_ARGON2_TIME_COST: '3' });
     try {
       await signIn(stronger.url, email);
-      const { rows } = await db.query<{ password_hash: string }>(
+      const { rows } = await server.sql.query<{ password_hash: string }>(
         'SELECT password_hash FROM basalt.user_secrets WHERE user_id = $1',
         [user.id],
       );
@@ -196,7 +172,7 @@ describe('access-token verification', () => {
   beforeAll(async () => {
     session = (await signUp(server.url)).session!;
     kid = decodeJwt(session.access_token).header.kid as string;
-    const { rows } = await db.query<{ private_key: string }>(
+    const { rows } = await server.sql.query<{ private_key: string }>(
       'SELECT private_key FROM basalt.signing_keys WHERE kid = $1',
       [kid],
     );
@@ -289,7 +265,7 @@ describe('refresh tokens', () => {
   it('rotates the refresh token and stores only its hash', async () => {
     const { session } = await signUp(server.url);
     expect(Buffer.from(session!.refresh_token, 'base64url').length).toBeGreaterThanOrEqual(16);
-    const stored = await db.query('SELECT 1 FROM basalt.refresh_tokens WHERE token_hash::text LIKE $1', [
+    const stored = await server.sql.query('SELECT 1 FROM basalt.refresh_tokens WHERE token_hash::text LIKE $1', [
       `%${session!.refresh_token}%`,
     ]);
     expect(stored.rowCount).toBe(0);
@@ -313,7 +289,7 @@ describe('refresh tokens', () => {
   });
 
   it('revokes the whole session when a rotated-out token is reused after the grace window', async () => {
-    const quick = await startTestApp(database, {
+    const quick = await startTestApp(server.database, {
       BASALT_AUTH_REFRESH_REUSE_GRACE: '1',
       BASALT_AUTH_REVOCATION_POLL_MS: '200',
     });
@@ -362,11 +338,15 @@ describe('refresh tokens', () => {
   it('ends a session after its inactivity timeout and its absolute lifetime', async () => {
     const { session } = await signUp(server.url);
     const sessionId = decodeJwt(session!.access_token).payload.session_id as string;
-    await db.query(`UPDATE basalt.sessions SET refreshed_at = now() - interval '8 days' WHERE id = $1`, [sessionId]);
+    await server.sql.query(`UPDATE basalt.sessions SET refreshed_at = now() - interval '8 days' WHERE id = $1`, [
+      sessionId,
+    ]);
     expect((await refresh(session!.refresh_token)).status).toBe(401);
     const other = (await signUp(server.url)).session!;
     const otherId = decodeJwt(other.access_token).payload.session_id as string;
-    await db.query(`UPDATE basalt.sessions SET expires_at = now() - interval '1 second' WHERE id = $1`, [otherId]);
+    await server.sql.query(`UPDATE basalt.sessions SET expires_at = now() - interval '1 second' WHERE id = $1`, [
+      otherId,
+    ]);
     expect((await refresh(other.refresh_token)).status).toBe(401);
   });
 });
@@ -559,9 +539,10 @@ describe('admin users API', () => {
     expect((await request(server.url, 'GET', '/v1/auth/user', { token: back.access_token })).status).toBe(401);
     expect((await request(server.url, 'GET', `/v1/admin/users/${user.id}`, { token: key })).status).toBe(404);
     expect((await request(server.url, 'DELETE', `/v1/admin/users/${user.id}`, { token: key })).status).toBe(404);
-    const { rows } = await db.query(`SELECT op FROM basalt.changes WHERE table_name = 'users' AND row_id = $1`, [
-      user.id,
-    ]);
+    const { rows } = await server.sql.query(
+      `SELECT op FROM basalt.changes WHERE table_name = 'users' AND row_id = $1`,
+      [user.id],
+    );
     expect(rows.map((row: { op: string }) => row.op)).toContain('delete');
   });
 });

@@ -2,19 +2,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Fastify from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { dashboardRoutes } from '../server/modules/dashboard/routes.js';
 import { DASHBOARD_DIST, ensureDashboard } from '../scripts/dashboard-build.js';
 import { signUp } from './auth-helpers.js';
-import {
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  waitFor,
-  type TestApp,
-  type TestDatabase,
-} from './helpers.js';
+import { createCollection } from './documents-support.js';
+import { errorCode, request, useTestApp, waitFor } from './helpers.js';
 import { TestSocket } from './realtime-client.js';
 
 /**
@@ -22,9 +15,19 @@ import { TestSocket } from './realtime-client.js';
  * CSP) and the admin extensions it relies on (GET /v1/admin/realtime, function metrics).
  */
 
-let database: TestDatabase;
-let app: TestApp;
-let functionsDir: string;
+beforeAll(async () => {
+  await ensureDashboard();
+});
+
+const app = useTestApp({
+  functions: {
+    'hello.ts': `import { http } from 'basalt/functions';
+     export default http(async (request) => {
+       if (request.query.fail) throw new Error('asked to fail');
+       return { hello: 'world' };
+     });`,
+  },
+});
 
 interface ConnectionInfo {
   id: string;
@@ -49,29 +52,7 @@ async function connections(): Promise<{ instance_id: string; connections: Connec
 }
 
 beforeAll(async () => {
-  await ensureDashboard();
-  functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-dashboard-fn-'));
-  await writeFile(
-    path.join(functionsDir, 'hello.ts'),
-    `import { http } from 'basalt/functions';
-     export default http(async (request) => {
-       if (request.query.fail) throw new Error('asked to fail');
-       return { hello: 'world' };
-     });`,
-  );
-  database = await createTestDatabase();
-  app = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir });
-  const created = await request(app.url, 'POST', '/v1/admin/collections', {
-    token: app.serviceKey,
-    body: { name: 'notes', rules: { read: 'true' } },
-  });
-  expect(created.status).toBe(201);
-});
-
-afterAll(async () => {
-  await app?.close();
-  await database?.drop();
-  if (functionsDir) await rm(functionsDir, { recursive: true, force: true });
+  await createCollection(app, { name: 'notes', rules: { read: 'true' } });
 });
 
 describe('the dashboard files at /_/', () => {

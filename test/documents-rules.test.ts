@@ -1,9 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, request, useTestApp } from './helpers.js';
 import { createCollection, signUp, type Doc, type TestUser } from './documents-support.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let alice: TestUser;
 let bob: TestUser;
 
@@ -19,8 +18,6 @@ function as(user: TestUser | null, method: string, path: string, body?: unknown,
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   await createCollection(server, { name: 'private', rules: OWNER_ONLY, indexes: ['n'] });
   await createCollection(server, {
     name: 'posts',
@@ -33,11 +30,6 @@ beforeAll(async () => {
   await createCollection(server, { name: 'locked' });
   await createCollection(server, { name: 'writeonly', rules: { create: 'true' } });
   [alice, bob] = await Promise.all([signUp(server), signUp(server)]);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
 });
 
 describe('two users cannot read or change each other’s private documents', () => {

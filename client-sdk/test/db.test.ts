@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, useTestApp } from '../../test/helpers.js';
 import {
   BasaltError,
   arrayRemove,
@@ -14,8 +14,7 @@ import {
   type BasaltClient,
 } from '../src/index.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let alice: BasaltClient;
 let bob: BasaltClient;
 let anonymousClient: BasaltClient;
@@ -39,8 +38,6 @@ async function signedIn(): Promise<BasaltClient> {
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   const created = await request(server.url, 'POST', '/v1/admin/collections', {
     token: server.serviceKey,
     body: {
@@ -60,8 +57,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const client of [alice, bob, anonymousClient]) client?.auth.stopAutoRefresh?.();
-  await server?.close();
-  await database?.drop();
 });
 
 describe('db.collection', () => {

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { request, useTestApp } from '../../test/helpers.js';
 import { BasaltError, createClient, type BasaltClient } from '../src/index.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let alice: BasaltClient;
 let bob: BasaltClient;
 
@@ -23,8 +22,6 @@ async function bucket(body: Record<string, unknown>): Promise<void> {
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   await bucket({
     name: 'avatars',
     max_file_size: 2_000_000,
@@ -37,11 +34,6 @@ beforeAll(async () => {
   await bucket({ name: 'public-assets', public: true, rules: { write: 'auth != null' } });
   alice = await signedIn();
   bob = await signedIn();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
 });
 
 describe('storage SDK', () => {
