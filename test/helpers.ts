@@ -92,7 +92,7 @@ export async function startTestApp(
   return {
     app,
     url: address,
-    serviceKey,
+    serviceKey: config.serviceKey,
     config,
     async close() {
       await app.close();
