@@ -1,9 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { errorCode, request, startTestApp, useTestApp } from './helpers.js';
-import { signUp, type TestUser } from './documents-support.js';
+import { signUp, type SignedUp } from './auth-helpers.js';
 
 const server = useTestApp();
-let user: TestUser;
+let user: SignedUp;
 
 function admin(method: string, path: string, body?: unknown) {
   return request(server.url, method, path, { body, token: server.serviceKey });
@@ -18,7 +18,7 @@ async function indexDefs(table: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  user = await signUp(server);
+  user = await signUp(server.url);
 });
 
 describe('POST /v1/admin/collections', () => {

@@ -1,10 +1,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { errorCode, request, useTestApp } from './helpers.js';
-import { createCollection, signUp, type Doc, type TestUser } from './documents-support.js';
+import { signUp, type SignedUp } from './auth-helpers.js';
+import { createCollection, type Doc } from './documents-support.js';
 
 const server = useTestApp();
-let alice: TestUser;
-let bob: TestUser;
+let alice: SignedUp;
+let bob: SignedUp;
 
 const OWNER_ONLY = {
   read: 'auth != null && doc.owner == auth.uid',
@@ -13,7 +14,7 @@ const OWNER_ONLY = {
   delete: 'auth != null && doc.owner == auth.uid',
 };
 
-function as(user: TestUser | null, method: string, path: string, body?: unknown, headers?: Record<string, string>) {
+function as(user: SignedUp | null, method: string, path: string, body?: unknown, headers?: Record<string, string>) {
   return request(server.url, method, path, { body, token: user?.token, headers });
 }
 
@@ -29,7 +30,7 @@ beforeAll(async () => {
   });
   await createCollection(server, { name: 'locked' });
   await createCollection(server, { name: 'writeonly', rules: { create: 'true' } });
-  [alice, bob] = await Promise.all([signUp(server), signUp(server)]);
+  [alice, bob] = await Promise.all([signUp(server.url), signUp(server.url)]);
 });
 
 describe('two users cannot read or change each other’s private documents', () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { useTestApp } from '../../test/helpers.js';
+import { useTestApp, waitFor } from '../../test/helpers.js';
 import { createClient, type AuthChangeEvent, type BasaltClient } from '../src/index.js';
 import type { SessionStorage } from '../src/client.js';
 
@@ -47,12 +47,9 @@ function tab(storage: SessionStorage, storageKey: string) {
   return { basalt, events, counter };
 }
 
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/** Waits, polling often, until `check` holds; a timeout names the condition. */
+function until(check: () => boolean, timeoutMs = 5_000): Promise<true> {
+  return waitFor(check.toString(), () => check() || null, timeoutMs, 10);
 }
 
 function key(): string {

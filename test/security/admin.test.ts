@@ -10,11 +10,11 @@ import path from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { buildApp } from '../../server/app.js';
 import { createLogger } from '../../server/internal/log.js';
-import { request, type TestApp } from '../helpers.js';
+import { signUp } from '../auth-helpers.js';
+import { request } from '../helpers.js';
 import { TestSocket } from '../realtime-client.js';
 import { securitySuite, type Attack } from './harness.js';
 
-const PASSWORD = 'correct horse battery staple 42';
 const METRICS_TOKEN = `mt_${randomBytes(32).toString('base64url')}`;
 
 // One HTTP function, so that invocation listings reach the database.
@@ -28,14 +28,6 @@ afterAll(() => rmSync(functionsDir, { recursive: true, force: true }));
 interface Fixture {
   user: string;
   anonymous: string;
-}
-
-async function signUp(server: TestApp): Promise<string> {
-  const response = await request(server.url, 'POST', '/v1/auth/signup', {
-    body: { email: `u${randomBytes(6).toString('hex')}@example.com`, password: PASSWORD },
-  });
-  expect(response.status, response.text).toBe(201);
-  return (response.body as { session: { access_token: string } }).session.access_token;
 }
 
 /** Admin endpoints, each with a body or query that would fail validation, so auth must come first. */
@@ -83,7 +75,7 @@ securitySuite<Fixture>({
   surface: 'admin',
   env: { BASALT_FUNCTIONS_DIR: functionsDir, BASALT_METRICS_TOKEN: METRICS_TOKEN },
   async setup(server) {
-    const user = await signUp(server);
+    const user = (await signUp(server.url)).token;
     const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
     expect(anonymous.status, anonymous.text).toBe(201);
     const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
