@@ -250,10 +250,6 @@ describe('access-token verification', () => {
       (key) => key.kid,
     );
     expect(kids).toEqual(expect.arrayContaining([newKid, decodeJwt(before.session!.access_token).header.kid]));
-    const userToken = await request(server.url, 'POST', '/v1/admin/auth/keys/rotate', {
-      token: after.session!.access_token,
-    });
-    expect(userToken.status).toBe(403);
   });
 });
 
@@ -472,14 +468,6 @@ describe('the user', () => {
 });
 
 describe('admin users API', () => {
-  it('needs the service key', async () => {
-    const { session } = await signUp(server.url);
-    expect((await request(server.url, 'GET', '/v1/admin/users')).status).toBe(401);
-    expect((await request(server.url, 'GET', '/v1/admin/users', { token: session!.access_token })).status).toBe(403);
-    const bad = await request(server.url, 'POST', '/v1/admin/users', { body: { nonsense: true } });
-    expect(bad.status).toBe(401);
-  });
-
   it('creates, finds, pages, updates, bans and deletes users', async () => {
     const key = server.serviceKey;
     const email = uniqueEmail('managed');

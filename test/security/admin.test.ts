@@ -28,6 +28,7 @@ afterAll(() => rmSync(functionsDir, { recursive: true, force: true }));
 interface Fixture {
   user: string;
   anonymous: string;
+  nearServiceKey: string;
 }
 
 /** Admin endpoints, each with a body or query that would fail validation, so auth must come first. */
@@ -35,12 +36,19 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'GET', path: '/v1/admin/buckets' },
   { method: 'POST', path: '/v1/admin/buckets', body: { name: 'Not A Name!', max_file_size: -1 } },
   { method: 'PATCH', path: '/v1/admin/buckets/none', body: { public: 'yes' } },
+  { method: 'GET', path: '/v1/admin/buckets/none' },
   { method: 'DELETE', path: '/v1/admin/buckets/none?force=maybe' },
   { method: 'POST', path: '/v1/admin/storage/sweep', body: { grace_seconds: -1 } },
   { method: 'GET', path: '/v1/admin/collections' },
   { method: 'POST', path: '/v1/admin/collections', body: { name: 42, rules: 'all' } },
+  { method: 'GET', path: '/v1/admin/collections/none' },
+  { method: 'PATCH', path: '/v1/admin/collections/none', body: { rules: 'all' } },
+  { method: 'DELETE', path: '/v1/admin/collections/none' },
   { method: 'GET', path: '/v1/admin/users' },
   { method: 'POST', path: '/v1/admin/users', body: { email: 5 } },
+  { method: 'GET', path: '/v1/admin/users/not-a-uuid' },
+  { method: 'PATCH', path: '/v1/admin/users/not-a-uuid', body: { banned_until: 'soon' } },
+  { method: 'DELETE', path: '/v1/admin/users/not-a-uuid' },
   { method: 'GET', path: '/v1/admin/realtime' },
   { method: 'GET', path: '/v1/admin/functions' },
   { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },
@@ -52,6 +60,12 @@ const adminRows: Array<Attack<Fixture>> = ADMIN_ENDPOINTS.flatMap((endpoint) => 
   {
     name: `${endpoint.method} ${endpoint.path} without a token`,
     request: () => ({ ...endpoint }),
+    status: 401,
+    code: 'UNAUTHENTICATED',
+  },
+  {
+    name: `${endpoint.method} ${endpoint.path} with the service key and a character more`,
+    request: () => ({ ...endpoint, as: 'near-service-key' }),
     status: 401,
     code: 'UNAUTHENTICATED',
   },
@@ -85,11 +99,16 @@ securitySuite<Fixture>({
     expect(bucket.status, bucket.text).toBe(201);
     // One invocation, so that listings have a row to page over.
     expect((await request(server.url, 'POST', '/v1/functions/hello', { body: {} })).status).toBe(200);
-    return { user, anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token };
+    return {
+      user,
+      anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token,
+      nearServiceKey: `${server.serviceKey}x`,
+    };
   },
   tokenOf: (fixture, actor) => {
     if (actor === 'user') return fixture.user;
     if (actor === 'anonymous-user') return fixture.anonymous;
+    if (actor === 'near-service-key') return fixture.nearServiceKey;
     if (actor === 'metrics') return METRICS_TOKEN;
     if (actor === 'garbage') return randomBytes(32).toString('base64url');
     return undefined;
