@@ -1,25 +1,17 @@
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { errorCode, request, startTestApp, useTestApp } from './helpers.js';
 import {
   STRONG_PASSWORD,
   signIn,
-  startMailServer,
+  useMailServer,
   tokenFromMail,
   uniqueEmail,
   type AuthBody,
   type UserBody,
 } from './auth-helpers.js';
 
-let mail: Awaited<ReturnType<typeof startMailServer>>;
-
-beforeAll(async () => {
-  mail = await startMailServer();
-});
-
-afterAll(async () => {
-  await mail?.close();
-});
+const mail = useMailServer();
 
 const server = useTestApp({
   env: () => ({ SMTP_URL: mail.url, BASALT_AUTH_CONFIRM_EMAIL: 'true', BASALT_PUBLIC_URL: 'http://127.0.0.1:9' }),

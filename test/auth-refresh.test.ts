@@ -2,15 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { errorCode, request, useTestApp } from './helpers.js';
-import {
-  decodeJwt,
-  requestFrom,
-  signIn,
-  signUp,
-  uniqueEmail,
-  type AuthBody,
-  type SessionBody,
-} from './auth-helpers.js';
+import { twoSessions, decodeJwt, requestFrom, signUp, type AuthBody, type SessionBody } from './auth-helpers.js';
 
 // Refresh runs as one statement in the common case and falls back to a locked transaction
 // when the session must end. These tests pin what either path does, concurrency included.
@@ -77,10 +69,7 @@ describe('one refresh', () => {
 
   it('answers 401 to a token of a session signed out everywhere', async () => {
     const refresh = refresher();
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { a, b } = await twoSessions(server.url);
     const out = await request(server.url, 'POST', '/v1/auth/signout', {
       token: a.access_token,
       body: { scope: 'global' },
@@ -94,10 +83,7 @@ describe('one refresh', () => {
 
   it('revokes every session of a user banned since the last refresh', async () => {
     const refresh = refresher();
-    const email = uniqueEmail();
-    const { user } = await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { user, a, b } = await twoSessions(server.url);
     // Set directly, as a ban made by SQL would be: nothing revoked the sessions yet.
     await server.sql.query(`UPDATE basalt.users SET banned_until = now() + interval '1 day' WHERE id = $1`, [user.id]);
     expect((await refresh(a.refresh_token)).status).toBe(401);

@@ -8,6 +8,7 @@ import { SigningKeys } from '../server/modules/auth/tokens.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, errorCode, request, silentLogger, startTestApp, useTestApp, waitFor } from './helpers.js';
 import {
+  twoSessions,
   STRONG_PASSWORD,
   decodeJwt,
   signIn,
@@ -349,10 +350,7 @@ describe('refresh tokens', () => {
 
 describe('sign-out and sessions', () => {
   it('signs out locally: the refresh token dies and the access token gets 401 within seconds', async () => {
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { a, b } = await twoSessions(server.url);
     const out = await request(server.url, 'POST', '/v1/auth/signout', {
       token: a.access_token,
       body: { scope: 'local' },
@@ -366,10 +364,7 @@ describe('sign-out and sessions', () => {
   });
 
   it('signs out globally', async () => {
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { a, b } = await twoSessions(server.url);
     const out = await request(server.url, 'POST', '/v1/auth/signout', {
       token: a.access_token,
       body: { scope: 'global' },
@@ -379,10 +374,7 @@ describe('sign-out and sessions', () => {
   });
 
   it('lists sessions and revokes one', async () => {
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { a, b } = await twoSessions(server.url);
     const list = await request(server.url, 'GET', '/v1/auth/sessions', { token: a.access_token });
     expect(list.status).toBe(200);
     const sessions = (list.body as { sessions: Array<{ id: string; current: boolean }> }).sessions;
@@ -416,10 +408,7 @@ describe('sign-out and sessions', () => {
 
 describe('the user', () => {
   it('updates metadata and the password; a new password revokes the other sessions', async () => {
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { user, a, b } = await twoSessions(server.url);
     const patched = await request(server.url, 'PATCH', '/v1/auth/user', {
       token: a.access_token,
       body: { data: { theme: 'dark' }, password: 'a brand new passphrase' },
@@ -428,8 +417,10 @@ describe('the user', () => {
     expect((patched.body as UserBody).user_metadata).toEqual({ theme: 'dark' });
     expect((await request(server.url, 'GET', '/v1/auth/user', { token: a.access_token })).status).toBe(200);
     expect((await request(server.url, 'GET', '/v1/auth/user', { token: b.access_token })).status).toBe(401);
-    await signIn(server.url, email, 'a brand new passphrase');
-    const old = await request(server.url, 'POST', '/v1/auth/signin', { body: { email, password: STRONG_PASSWORD } });
+    await signIn(server.url, user.email, 'a brand new passphrase');
+    const old = await request(server.url, 'POST', '/v1/auth/signin', {
+      body: { email: user.email, password: STRONG_PASSWORD },
+    });
     expect(old.status).toBe(400);
   });
 

@@ -1,8 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signUp, startMailServer, uniqueEmail } from './auth-helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { signUp, useMailServer, uniqueEmail } from './auth-helpers.js';
 import { createCollection } from './documents-support.js';
 import { request, startTestApp, useTestApp, waitFor } from './helpers.js';
 
@@ -13,15 +13,7 @@ import { request, startTestApp, useTestApp, waitFor } from './helpers.js';
 
 const examples = fileURLToPath(new URL('../examples/functions/', import.meta.url));
 const projectFunctions = fileURLToPath(new URL('../functions/', import.meta.url));
-let mail: Awaited<ReturnType<typeof startMailServer>>;
-
-beforeAll(async () => {
-  mail = await startMailServer();
-});
-
-afterAll(async () => {
-  await mail?.close();
-});
+const mail = useMailServer();
 
 const server = useTestApp({
   functions: examples,
