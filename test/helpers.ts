@@ -207,6 +207,23 @@ export function useTestApp(options: TestAppOptions = {}): SharedTestApp {
   };
 }
 
+/** A fresh temporary folder for the file's tests (`path`), removed after them. */
+export function useTempDir(prefix: string): { readonly path: string } {
+  let made: string | undefined;
+  beforeAll(async () => {
+    made = await mkdtemp(path.join(tmpdir(), prefix));
+  });
+  afterAll(async () => {
+    if (made) await rm(made, { recursive: true, force: true });
+  });
+  return {
+    get path() {
+      if (!made) throw new Error('the folder exists only inside tests and the hooks after useTempDir');
+      return made;
+    },
+  };
+}
+
 /** fetch + JSON for tests: returns status, headers and the parsed body. */
 export async function request(
   baseUrl: string,

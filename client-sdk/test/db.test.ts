@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request, useTestApp } from '../../test/helpers.js';
+import { signedInClient } from './sdk-support.js';
 import {
   BasaltError,
   arrayRemove,
@@ -28,15 +28,6 @@ interface Todo {
   meta?: { a?: number; b?: number };
 }
 
-async function signedIn(): Promise<BasaltClient> {
-  const client = createClient(server.url, { persistSession: false, autoRefreshToken: false });
-  await client.auth.signUp({
-    email: `sdk-db-${randomBytes(4).toString('hex')}@example.com`,
-    password: 'correct horse battery staple 42',
-  });
-  return client;
-}
-
 beforeAll(async () => {
   const created = await request(server.url, 'POST', '/v1/admin/collections', {
     token: server.serviceKey,
@@ -51,7 +42,7 @@ beforeAll(async () => {
     },
   });
   expect(created.status).toBe(201);
-  [alice, bob] = await Promise.all([signedIn(), signedIn()]);
+  [alice, bob] = await Promise.all([signedInClient(server.url), signedInClient(server.url)]);
   anonymousClient = createClient(server.url, { persistSession: false, autoRefreshToken: false });
 });
 

@@ -13,7 +13,7 @@ import {
   type TestDatabase,
 } from '../../test/helpers.js';
 import { createClient, type BasaltClient } from '../src/index.js';
-import { clientsStoppedAfterAll, createLiveCollections } from './live-support.js';
+import { clientsStoppedAfterAll, createLiveCollections } from './sdk-support.js';
 
 // The realtime socket through what happens to real clients: the server restarting, access
 // tokens expiring (refreshed, or not in time as after sleep) and signing out.

@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { request, useTestApp, waitFor } from '../../test/helpers.js';
 import { createClient, type BasaltClient, type LiveDoc, type QuerySnapshot } from '../src/index.js';
-import { clientsStoppedAfterAll, createLiveCollections } from './live-support.js';
+import { clientsStoppedAfterAll, createLiveCollections } from './sdk-support.js';
 
 const one = useTestApp();
 const two = useTestApp({ sharing: one });
