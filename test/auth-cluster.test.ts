@@ -1,14 +1,5 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-  waitFor,
-} from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { errorCode, request, startTestApp, type TestApp, useTestApp, waitFor } from './helpers.js';
 import { STRONG_PASSWORD, decodeJwt, requestFrom, signIn, uniqueEmail, type AuthBody } from './auth-helpers.js';
 
 // Two instances on one database, as behind a load balancer. Limits are small so that
@@ -27,24 +18,11 @@ const env = {
   BASALT_AUTH_RATE_WINDOW: '86400',
 };
 
-let database: TestDatabase;
-let a: TestApp;
-let b: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  a = await startTestApp(database, env);
-  b = await startTestApp(database, env);
-});
-
-afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await database?.drop();
-});
+const a = useTestApp({ env });
+const b = useTestApp({ env, sharing: a });
 
 /** A user made by the admin API (sign-up itself is limited to a few per IP here) and signed in. */
-async function signUp(server: TestApp, email = uniqueEmail()): Promise<AuthBody> {
+async function createConfirmedUser(server: TestApp, email = uniqueEmail()): Promise<AuthBody> {
   const created = await request(server.url, 'POST', '/v1/admin/users', {
     token: server.serviceKey,
     body: { email, password: STRONG_PASSWORD, email_confirm: true },
@@ -54,14 +32,8 @@ async function signUp(server: TestApp, email = uniqueEmail()): Promise<AuthBody>
 }
 
 async function rateLimitKeys(): Promise<string[]> {
-  const client = new pg.Client({ connectionString: database.url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ key: string }>('SELECT key FROM basalt.rate_limits');
-    return rows.map((row) => row.key);
-  } finally {
-    await client.end();
-  }
+  const { rows } = await a.sql.query<{ key: string }>('SELECT key FROM basalt.rate_limits');
+  return rows.map((row) => row.key);
 }
 
 async function status(server: TestApp, token: string): Promise<number> {
@@ -70,7 +42,7 @@ async function status(server: TestApp, token: string): Promise<number> {
 
 describe('revocation across instances', () => {
   it('rejects a signed-out session on the other instance within 5 s', async () => {
-    const { session } = await signUp(a);
+    const { session } = await createConfirmedUser(a);
     expect(await status(b, session!.access_token)).toBe(200);
     await request(a.url, 'POST', '/v1/auth/signout', { token: session!.access_token });
     const started = Date.now();
@@ -80,11 +52,11 @@ describe('revocation across instances', () => {
   });
 
   it('learns of a revocation at once through LISTEN/NOTIFY, long before its next poll', async () => {
-    const slow = await startTestApp(database, { ...env, BASALT_AUTH_REVOCATION_POLL_MS: '4000' });
+    const slow = await startTestApp(a.database, { ...env, BASALT_AUTH_REVOCATION_POLL_MS: '4000' });
     try {
       // Let the slow instance's first poll and LISTEN settle.
       await new Promise((resolve) => setTimeout(resolve, 500));
-      const { session } = await signUp(a);
+      const { session } = await createConfirmedUser(a);
       expect(await status(slow, session!.access_token)).toBe(200);
       await request(a.url, 'POST', '/v1/auth/signout', { token: session!.access_token });
       const started = Date.now();
@@ -102,7 +74,7 @@ describe('revocation across instances', () => {
   });
 
   it('rejects a banned user on the other instance within 5 s', async () => {
-    const { user, session } = await signUp(b);
+    const { user, session } = await createConfirmedUser(b);
     expect(await status(a, session!.access_token)).toBe(200);
     const ban = await request(b.url, 'PATCH', `/v1/admin/users/${user.id}`, {
       token: b.serviceKey,
@@ -113,13 +85,13 @@ describe('revocation across instances', () => {
   });
 
   it('rejects a deleted user on the other instance within 5 s', async () => {
-    const { user, session } = await signUp(a);
+    const { user, session } = await createConfirmedUser(a);
     await request(a.url, 'DELETE', `/v1/admin/users/${user.id}`, { token: a.serviceKey });
     await waitFor('the token to be refused', async () => (await status(b, session!.access_token)) === 401, 5000, 50);
   });
 
   it('refreshes on one instance a token issued by the other, and detects reuse across them', async () => {
-    const { session } = await signUp(a);
+    const { session } = await createConfirmedUser(a);
     const next = await request(b.url, 'POST', '/v1/auth/refresh', { body: { refresh_token: session!.refresh_token } });
     expect(next.status).toBe(200);
     expect(await status(a, (next.body as AuthBody).session!.access_token)).toBe(200);
@@ -127,7 +99,7 @@ describe('revocation across instances', () => {
 
   it('verifies on one instance tokens signed with a key rotated in on the other', async () => {
     const email = uniqueEmail();
-    await signUp(a, email);
+    await createConfirmedUser(a, email);
     const rotated = await request(a.url, 'POST', '/v1/admin/auth/keys/rotate', { token: a.serviceKey });
     const kid = (rotated.body as { kid: string }).kid;
     const fresh = await signIn(a.url, email);
@@ -141,7 +113,7 @@ describe('revocation across instances', () => {
 describe('rate limits shared by the instances', () => {
   it('limits failed sign-ins per account and IP, across instances, without locking out other IPs', async () => {
     const email = uniqueEmail();
-    await signUp(a, email);
+    await createConfirmedUser(a, email);
     const ip = '127.0.0.11';
     const wrong = { email, password: 'not the password at all' };
     expect((await requestFrom(ip, a.url, 'POST', '/v1/auth/signin', wrong)).status).toBe(400);
@@ -161,7 +133,7 @@ describe('rate limits shared by the instances', () => {
 
   it('caps failed sign-ins per account across all IPs at a higher number', async () => {
     const email = uniqueEmail();
-    await signUp(a, email);
+    await createConfirmedUser(a, email);
     const wrong = { email, password: 'not the password at all' };
     for (const ip of ['127.0.0.21', '127.0.0.22', '127.0.0.23']) {
       for (let i = 0; i < 2; i++)
@@ -221,7 +193,7 @@ describe('rate limits shared by the instances', () => {
   });
 
   it('takes the client IP from X-Forwarded-For only when told to trust the proxy', async () => {
-    const proxied = await startTestApp(database, { ...env, BASALT_TRUST_PROXY: 'true' });
+    const proxied = await startTestApp(a.database, { ...env, BASALT_TRUST_PROXY: 'true' });
     try {
       const signup = (server: TestApp, ip: string) =>
         request(server.url, 'POST', '/v1/auth/signup', {

@@ -1,39 +1,20 @@
 import { createHash } from 'node:crypto';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { errorCode, request, startTestApp, useTestApp } from './helpers.js';
 import {
   STRONG_PASSWORD,
   signIn,
-  startMailServer,
+  useMailServer,
   tokenFromMail,
   uniqueEmail,
   type AuthBody,
   type UserBody,
 } from './auth-helpers.js';
 
-let database: TestDatabase;
-let server: TestApp;
-let mail: Awaited<ReturnType<typeof startMailServer>>;
-let db: pg.Client;
+const mail = useMailServer();
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  mail = await startMailServer();
-  server = await startTestApp(database, {
-    SMTP_URL: mail.url,
-    BASALT_AUTH_CONFIRM_EMAIL: 'true',
-    BASALT_PUBLIC_URL: 'http://127.0.0.1:9',
-  });
-  db = new pg.Client({ connectionString: database.url });
-  await db.connect();
-});
-
-afterAll(async () => {
-  await db?.end();
-  await server?.close();
-  await mail?.close();
-  await database?.drop();
+const server = useTestApp({
+  env: () => ({ SMTP_URL: mail.url, BASALT_AUTH_CONFIRM_EMAIL: 'true', BASALT_PUBLIC_URL: 'http://127.0.0.1:9' }),
 });
 
 const to = (address: string) => (m: { to: string[] }) => m.to.includes(address);
@@ -70,7 +51,7 @@ describe('email confirmation', () => {
   });
 
   it('resends the confirmation after the mail interval, and voids the older link', async () => {
-    const quick = await startTestApp(database, {
+    const quick = await startTestApp(server.database, {
       SMTP_URL: mail.url,
       BASALT_AUTH_CONFIRM_EMAIL: 'true',
       BASALT_AUTH_EMAIL_INTERVAL: '1',
@@ -125,12 +106,12 @@ describe('password recovery', () => {
     const token = tokenFromMail(await mail.waitFor(to(email)));
 
     const digest = createHash('sha256').update(token).digest();
-    const stored = await db.query<{ token_hash: Buffer }>(
+    const stored = await server.sql.query<{ token_hash: Buffer }>(
       'SELECT token_hash FROM basalt.email_tokens WHERE token_hash = $1',
       [digest],
     );
     expect(stored.rowCount).toBe(1);
-    const plain = await db.query(
+    const plain = await server.sql.query(
       `SELECT 1 FROM basalt.email_tokens t WHERE position($1 in t::text) > 0 OR position($2 in t::text) > 0`,
       [token, Buffer.from(token).toString('hex')],
     );
@@ -155,7 +136,7 @@ describe('password recovery', () => {
   });
 
   it('rejects an expired token', async () => {
-    const quick = await startTestApp(database, {
+    const quick = await startTestApp(server.database, {
       SMTP_URL: mail.url,
       BASALT_AUTH_EMAIL_TOKEN_TTL: '1',
     });

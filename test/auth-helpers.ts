@@ -2,7 +2,8 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { SMTPServer } from 'smtp-server';
 import type { AuthResponse, Session, User } from '../client-sdk/src/wire.js';
-import { request } from './helpers.js';
+import { afterAll, beforeAll } from 'vitest';
+import { request, waitFor } from './helpers.js';
 
 /** The wire contract's shapes, as the tests read answers. */
 export type SessionBody = Session;
@@ -15,16 +16,34 @@ export function uniqueEmail(prefix = 'user'): string {
   return `${prefix}-${randomBytes(4).toString('hex')}@example.com`;
 }
 
-export async function signUp(baseUrl: string, email = uniqueEmail(), password = STRONG_PASSWORD): Promise<AuthBody> {
+/** A signed-up user: the answer, with the user's id and access token at hand for acting as them. */
+export interface SignedUp extends AuthBody {
+  id: string;
+  email: string;
+  /** The session's access token; '' when sign-up starts no session (email confirmation on). */
+  token: string;
+}
+
+/** The one sign-up of the tests: a new user by email and password; fails unless created. */
+export async function signUp(baseUrl: string, email = uniqueEmail(), password = STRONG_PASSWORD): Promise<SignedUp> {
   const response = await request(baseUrl, 'POST', '/v1/auth/signup', { body: { email, password } });
   if (response.status !== 201) throw new Error(`sign-up failed: ${response.status} ${response.text}`);
-  return response.body as AuthBody;
+  const body = response.body as AuthBody;
+  return { ...body, id: body.user.id, email: body.user.email ?? email, token: body.session?.access_token ?? '' };
 }
 
 export async function signIn(baseUrl: string, email: string, password = STRONG_PASSWORD): Promise<AuthBody> {
   const response = await request(baseUrl, 'POST', '/v1/auth/signin', { body: { email, password } });
   if (response.status !== 200) throw new Error(`sign-in failed: ${response.status} ${response.text}`);
   return response.body as AuthBody;
+}
+
+/** A new user signed in twice, as on two devices: the account and its two sessions (not the sign-up's). */
+export async function twoSessions(baseUrl: string): Promise<{ user: SignedUp; a: SessionBody; b: SessionBody }> {
+  const user = await signUp(baseUrl);
+  const a = (await signIn(baseUrl, user.email)).session!;
+  const b = (await signIn(baseUrl, user.email)).session!;
+  return { user, a, b };
 }
 
 /** A JSON request from a chosen loopback address, to act as another client IP. */
@@ -105,16 +124,35 @@ export async function startMailServer(): Promise<{
   return {
     url: `smtp://127.0.0.1:${port}`,
     mails,
-    async waitFor(predicate, timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const found = mails.find(predicate);
-        if (found) return found;
-        if (Date.now() > deadline) throw new Error('no such mail arrived');
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    },
+    waitFor: (predicate, timeoutMs = 5000) => waitFor('such a mail', () => mails.find(predicate), timeoutMs, 25),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export type MailServer = Awaited<ReturnType<typeof startMailServer>>;
+
+/** A mail server for the file's tests, started before them (and before a later useTestApp) and closed after. */
+export function useMailServer(): MailServer {
+  let running: MailServer | undefined;
+  const current = () => {
+    if (!running) throw new Error('the mail server runs only inside tests and the hooks after useMailServer');
+    return running;
+  };
+  beforeAll(async () => {
+    running = await startMailServer();
+  });
+  afterAll(async () => {
+    await running?.close();
+  });
+  return {
+    get url() {
+      return current().url;
+    },
+    get mails() {
+      return current().mails;
+    },
+    waitFor: (predicate, timeoutMs) => current().waitFor(predicate, timeoutMs),
+    close: () => current().close(),
   };
 }
 

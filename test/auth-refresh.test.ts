@@ -1,36 +1,13 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
-import {
-  decodeJwt,
-  requestFrom,
-  signIn,
-  signUp,
-  uniqueEmail,
-  type AuthBody,
-  type SessionBody,
-} from './auth-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { errorCode, request, useTestApp } from './helpers.js';
+import { twoSessions, decodeJwt, requestFrom, signUp, type AuthBody, type SessionBody } from './auth-helpers.js';
 
 // Refresh runs as one statement in the common case and falls back to a locked transaction
 // when the session must end. These tests pin what either path does, concurrency included.
 
-let database: TestDatabase;
-let server: TestApp;
-let db: pg.Client;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database, { BASALT_AUTH_RATE_REFRESH_IP: '3', BASALT_AUTH_RATE_WINDOW: '86400' });
-  db = new pg.Client({ connectionString: database.url });
-  await db.connect();
-});
-
-afterAll(async () => {
-  await db?.end();
-  await server?.close();
-  await database?.drop();
-});
+const server = useTestApp({ env: { BASALT_AUTH_RATE_REFRESH_IP: '3', BASALT_AUTH_RATE_WINDOW: '86400' } });
 
 const hashOf = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 const sessionIdOf = (session: SessionBody): string => decodeJwt(session.access_token).payload.session_id as string;
@@ -43,7 +20,7 @@ function refresher(): (token: string) => Promise<{ status: number; headers: Reco
 }
 
 async function rotatedAt(token: string): Promise<Date | null> {
-  const { rows } = await db.query<{ rotated_at: Date | null }>(
+  const { rows } = await server.sql.query<{ rotated_at: Date | null }>(
     'SELECT rotated_at FROM basalt.refresh_tokens WHERE token_hash = $1',
     [hashOf(token)],
   );
@@ -54,7 +31,7 @@ async function rotatedAt(token: string): Promise<Date | null> {
 /** Resolves once a backend of the test database waits for a lock (the refresh under test). */
 async function someoneWaitsForALock(): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    const { rows } = await db.query(
+    const { rows } = await server.sql.query(
       `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
     );
     if (rows.length > 0) return;
@@ -68,7 +45,9 @@ describe('one refresh', () => {
     const refresh = refresher();
     const { user, session } = await signUp(server.url);
     const sessionId = sessionIdOf(session!);
-    await db.query(`UPDATE basalt.sessions SET refreshed_at = now() - interval '1 hour' WHERE id = $1`, [sessionId]);
+    await server.sql.query(`UPDATE basalt.sessions SET refreshed_at = now() - interval '1 hour' WHERE id = $1`, [
+      sessionId,
+    ]);
     const answer = await refresh(session!.refresh_token);
     expect(answer.status).toBe(200);
     const body = answer.body as AuthBody;
@@ -77,7 +56,7 @@ describe('one refresh', () => {
     expect(sessionIdOf(body.session!)).toBe(sessionId);
     expect(await rotatedAt(session!.refresh_token)).not.toBeNull();
     expect(await rotatedAt(body.session!.refresh_token)).toBeNull();
-    const { rows } = await db.query<{ age: number }>(
+    const { rows } = await server.sql.query<{ age: number }>(
       `SELECT extract(epoch FROM now() - refreshed_at)::float8 AS age FROM basalt.sessions WHERE id = $1`,
       [sessionId],
     );
@@ -90,10 +69,7 @@ describe('one refresh', () => {
 
   it('answers 401 to a token of a session signed out everywhere', async () => {
     const refresh = refresher();
-    const email = uniqueEmail();
-    await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { a, b } = await twoSessions(server.url);
     const out = await request(server.url, 'POST', '/v1/auth/signout', {
       token: a.access_token,
       body: { scope: 'global' },
@@ -107,14 +83,11 @@ describe('one refresh', () => {
 
   it('revokes every session of a user banned since the last refresh', async () => {
     const refresh = refresher();
-    const email = uniqueEmail();
-    const { user } = await signUp(server.url, email);
-    const a = (await signIn(server.url, email)).session!;
-    const b = (await signIn(server.url, email)).session!;
+    const { user, a, b } = await twoSessions(server.url);
     // Set directly, as a ban made by SQL would be: nothing revoked the sessions yet.
-    await db.query(`UPDATE basalt.users SET banned_until = now() + interval '1 day' WHERE id = $1`, [user.id]);
+    await server.sql.query(`UPDATE basalt.users SET banned_until = now() + interval '1 day' WHERE id = $1`, [user.id]);
     expect((await refresh(a.refresh_token)).status).toBe(401);
-    const { rows } = await db.query<{ id: string; revoked_reason: string | null }>(
+    const { rows } = await server.sql.query<{ id: string; revoked_reason: string | null }>(
       'SELECT id, revoked_reason FROM basalt.sessions WHERE user_id = $1',
       [user.id],
     );
@@ -146,7 +119,7 @@ describe('concurrent refreshes', () => {
     const refresh = refresher();
     const { session } = await signUp(server.url);
     const sessionId = sessionIdOf(session!);
-    const revoker = new pg.Client({ connectionString: database.url });
+    const revoker = new pg.Client({ connectionString: server.database.url });
     await revoker.connect();
     try {
       await revoker.query('BEGIN');
@@ -158,7 +131,7 @@ describe('concurrent refreshes', () => {
       await revoker.query('COMMIT');
       const answer = await pending;
       expect(answer.status).toBe(401);
-      const { rows } = await db.query('SELECT 1 FROM basalt.refresh_tokens WHERE session_id = $1', [sessionId]);
+      const { rows } = await server.sql.query('SELECT 1 FROM basalt.refresh_tokens WHERE session_id = $1', [sessionId]);
       expect(rows.length).toBe(1);
       expect(await rotatedAt(session!.refresh_token)).toBeNull();
     } finally {
@@ -171,7 +144,7 @@ describe('concurrent refreshes', () => {
     const refresh = refresher();
     const { session } = await signUp(server.url);
     const sessionId = sessionIdOf(session!);
-    const other = new pg.Client({ connectionString: database.url });
+    const other = new pg.Client({ connectionString: server.database.url });
     await other.connect();
     try {
       // Another refresh, long ago as far as the token is concerned, holds the token row.
@@ -185,7 +158,7 @@ describe('concurrent refreshes', () => {
       await other.query('COMMIT');
       const answer = await pending;
       expect(answer.status).toBe(401);
-      const { rows } = await db.query<{ revoked_reason: string | null }>(
+      const { rows } = await server.sql.query<{ revoked_reason: string | null }>(
         'SELECT revoked_reason FROM basalt.sessions WHERE id = $1',
         [sessionId],
       );

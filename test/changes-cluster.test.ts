@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeFeed } from '../server/internal/changes/feed.js';
 import { Collector, createTrackedTable, duplicates, FlakyProxy, sqlClient } from './changes-support.js';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase, waitFor } from './helpers.js';
+import { createTestDatabase, startTestApp, type TestApp, type TestDatabase, useTestApp, waitFor } from './helpers.js';
 
 function feedOf(server: TestApp): ChangeFeed {
   const feed = server.app.platform.changes;
@@ -19,21 +19,11 @@ async function insert(url: string, ids: string[]): Promise<void> {
 }
 
 describe('two instances on one database', () => {
-  let database: TestDatabase;
-  let first: TestApp;
-  let second: TestApp;
-  let closed: TestApp | null = null;
+  const first = useTestApp();
+  const second = useTestApp({ sharing: first });
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    await createTrackedTable(database.url, 'items');
-    first = await startTestApp(database);
-    second = await startTestApp(database);
-  });
-
-  afterAll(async () => {
-    for (const server of [first, second]) if (server !== closed) await server?.close();
-    await database?.drop();
+    await createTrackedTable(first.database.url, 'items');
   });
 
   it('both deliver the same changes at the same ticks, and exactly one instance ticks', async () => {
@@ -43,7 +33,7 @@ describe('two instances on one database', () => {
     expect(feedOf(first).isLeader && feedOf(second).isLeader).toBe(false);
 
     const ids = Array.from({ length: 30 }, (_, i) => `both-${i}`);
-    await Promise.all([insert(database.url, ids.slice(0, 15)), insert(database.url, ids.slice(15))]);
+    await Promise.all([insert(first.database.url, ids.slice(0, 15)), insert(first.database.url, ids.slice(15))]);
     await waitFor('both instances', () => ids.every((id) => a.has(id) && b.has(id)), 10_000, 20);
     const key = (c: { id: string; tick: number }) => `${c.id}@${c.tick}`;
     const mine = (c: { rowId: string }) => c.rowId.startsWith('both-');
@@ -72,38 +62,29 @@ describe('two instances on one database', () => {
     const survivor = leader === first ? second : first;
     const seen = new Collector(feedOf(survivor));
     await leader.close();
-    closed = leader;
     const began = Date.now();
     await waitFor('the survivor to lead', () => feedOf(survivor).isLeader, 10_000, 20);
     expect(Date.now() - began).toBeLessThan(5_000);
-    await insert(database.url, ['after-handover']);
+    await insert(first.database.url, ['after-handover']);
     await waitFor('a change after the handover', () => seen.has('after-handover'), 10_000, 20);
   });
 });
 
 describe('Postgres connection loss', () => {
-  let database: TestDatabase;
-  let server: TestApp;
+  const server = useTestApp();
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    await createTrackedTable(database.url, 'items');
-    server = await startTestApp(database);
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    await database?.drop();
+    await createTrackedTable(server.database.url, 'items');
   });
 
   it('reconnects after its connections are terminated and delivers everything', async () => {
     const feed = feedOf(server);
     const seen = new Collector(feed);
     await waitFor('the lead', () => feed.isLeader, 10_000, 20);
-    await insert(database.url, ['before-kill']);
+    await insert(server.database.url, ['before-kill']);
     await waitFor('before-kill', () => seen.has('before-kill'), 10_000, 20);
 
-    const admin = await sqlClient(database.url);
+    const admin = await sqlClient(server.database.url);
     try {
       const killed = await admin.query<{ n: string }>(
         `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity
@@ -115,7 +96,7 @@ describe('Postgres connection loss', () => {
     } finally {
       await admin.end();
     }
-    await insert(database.url, ['after-kill']);
+    await insert(server.database.url, ['after-kill']);
     await waitFor(
       'the changes written around the outage',
       () => ['during-outage-1', 'during-outage-2', 'after-kill'].every((id) => seen.has(id)),

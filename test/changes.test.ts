@@ -15,35 +15,19 @@ import { Database } from '../server/internal/db.js';
 import { AppError } from '../server/internal/errors.js';
 import { Metrics } from '../server/internal/metrics.js';
 import { Collector, createTrackedTable, duplicates, sleep, sqlClient } from './changes-support.js';
-import {
-  createTestDatabase,
-  request,
-  silentLogger,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-  waitFor,
-} from './helpers.js';
+import { createTestDatabase, request, silentLogger, type TestDatabase, useTestApp, waitFor } from './helpers.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let feed: ChangeFeed;
 let seen: Collector;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  await createTrackedTable(database.url, 'items');
-  await createTrackedTable(database.url, 'other');
-  server = await startTestApp(database);
+  await createTrackedTable(server.database.url, 'items');
+  await createTrackedTable(server.database.url, 'other');
   const changes = server.app.platform.changes;
   if (!changes) throw new Error('the app has no change feed');
   feed = changes;
   seen = new Collector(feed);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
 });
 
 async function expectAppError(promise: Promise<unknown>, code: string): Promise<void> {
@@ -58,8 +42,8 @@ async function expectAppError(promise: Promise<unknown>, code: string): Promise<
 describe('the change feed', () => {
   it('delivers both changes of a transaction held open across a tick, in commit order, each once', async () => {
     const start = feed.currentCursor();
-    const early = await sqlClient(database.url);
-    const late = await sqlClient(database.url);
+    const early = await sqlClient(server.database.url);
+    const late = await sqlClient(server.database.url);
     try {
       await early.query('BEGIN');
       await early.query(`INSERT INTO items (id) VALUES ('held-open')`); // id taken first, committed last
@@ -90,7 +74,7 @@ describe('the change feed', () => {
   });
 
   it('delivers writes made with a plain SQL client, with old and new rows', async () => {
-    const client = await sqlClient(database.url);
+    const client = await sqlClient(server.database.url);
     try {
       await client.query(`INSERT INTO items (id, v) VALUES ('psql', 1)`);
       await client.query(`UPDATE items SET v = 2 WHERE id = 'psql'`);
@@ -112,7 +96,7 @@ describe('the change feed', () => {
 
   it('reads exactly the missed changes since an old cursor, filtered and paged', async () => {
     const cursor = feed.currentCursor();
-    const client = await sqlClient(database.url);
+    const client = await sqlClient(server.database.url);
     try {
       for (let i = 0; i < 6; i++) {
         await client.query(`INSERT INTO items (id) VALUES ($1)`, [`missed-${i}`]);
@@ -166,14 +150,14 @@ describe('the change feed', () => {
 
   it('is not stalled by a long open transaction elsewhere on the server', async () => {
     const elsewhere = await sqlClient(inject('adminDatabaseUrl'));
-    const sameDatabase = await sqlClient(database.url);
+    const sameDatabase = await sqlClient(server.database.url);
     try {
       // Both hold an xid (and so the server's xmin) while other transactions commit.
       await elsewhere.query('BEGIN');
       await elsewhere.query('SELECT pg_current_xact_id()');
       await sameDatabase.query('BEGIN');
       await sameDatabase.query(`INSERT INTO other (id) VALUES ('long-open')`);
-      const client = await sqlClient(database.url);
+      const client = await sqlClient(server.database.url);
       try {
         for (let i = 0; i < 3; i++) {
           const began = Date.now();
@@ -201,7 +185,7 @@ describe('the change feed', () => {
     const rowsEach = Number(process.env.CHANGES_STRESS_ROWS ?? 40);
     await Promise.all(
       Array.from({ length: writers }, async (_, w) => {
-        const client = await sqlClient(database.url);
+        const client = await sqlClient(server.database.url);
         try {
           for (let i = 0; i < rowsEach; i++) {
             if (i % 10 === 0) {
@@ -285,7 +269,7 @@ describe('the change feed', () => {
 
   it('gives a covering cursor that includes every transaction committed before the call', async () => {
     const before = feed.currentCursor();
-    const client = await sqlClient(database.url);
+    const client = await sqlClient(server.database.url);
     try {
       await client.query(`INSERT INTO other (id) VALUES ('covered')`);
     } finally {

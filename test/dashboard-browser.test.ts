@@ -1,11 +1,11 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
-import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
+import { createCollection } from './documents-support.js';
+import { request, useTestApp, waitFor } from './helpers.js';
 import { gradientPng } from './png.js';
 import { TestSocket } from './realtime-client.js';
 
@@ -15,9 +15,6 @@ import { TestSocket } from './realtime-client.js';
  * dead-lettered invocation. Every step acts through the UI and is checked through the API.
  */
 
-let database: TestDatabase;
-let app: TestApp;
-let functionsDir: string;
 let browser: Browser;
 let page: Page;
 const pageErrors: string[] = [];
@@ -35,17 +32,11 @@ const FLAKY = `
 describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
   beforeAll(async () => {
     await ensureDashboard();
-    functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-dashboard-browser-'));
-    await writeFile(path.join(functionsDir, 'flaky.ts'), FLAKY);
-    database = await createTestDatabase();
-    app = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir });
-    for (const name of ['jobs', 'switches']) {
-      const created = await request(app.url, 'POST', '/v1/admin/collections', {
-        token: app.serviceKey,
-        body: { name },
-      });
-      expect(created.status).toBe(201);
-    }
+  });
+  const app = useTestApp({ functions: { 'flaky.ts': FLAKY } });
+
+  beforeAll(async () => {
+    for (const name of ['jobs', 'switches']) await createCollection(app, { name });
     browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     page = await context.newPage();
@@ -69,9 +60,6 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
 
   afterAll(async () => {
     await browser?.close();
-    await app?.close();
-    await database?.drop();
-    if (functionsDir) await rm(functionsDir, { recursive: true, force: true });
   });
 
   it('refuses a wrong service key and keeps nothing', async () => {

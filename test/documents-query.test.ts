@@ -1,12 +1,10 @@
 import fc from 'fast-check';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { parseQuery, runQueryInMemory, type Document, type JsonValue } from '../server/modules/documents/query.js';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { errorCode, request, useTestApp } from './helpers.js';
 import { createCollection, type Doc } from './documents-support.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 
 function svc(method: string, path: string, body?: unknown) {
   return request(server.url, method, path, { body, token: server.serviceKey });
@@ -33,8 +31,6 @@ async function seed(collection: string, docs: Array<{ id: string; data: Record<s
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   await createCollection(server, { name: 'people', indexes: ['age', ['address.city', 'age']] });
   await seed('people', [
     { id: 'ann', data: { name: 'Ann', age: 31, tags: ['a', 'b'], address: { city: 'Oslo' }, active: true } },
@@ -44,11 +40,6 @@ beforeAll(async () => {
     { id: 'eve', data: { name: 'eve', age: 25.5, active: true, address: null } },
     { id: 'fay', data: { name: 'Fay', age: 31, tags: 'a' } },
   ]);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
 });
 
 describe('operators', () => {
@@ -432,10 +423,9 @@ describe('SQL and in-process evaluation agree (realtime relies on it)', () => {
       data.map((d, i) => ({ id: `d${String(i).padStart(2, '0')}`, data: d as Record<string, unknown> })),
     );
     // Some owners (as plain SQL would set them) and a later created_at, to filter and order on.
-    const sql = new pg.Client({ connectionString: database.url });
-    await sql.connect();
-    await sql.query(`UPDATE basalt_data.prop SET owner = CASE WHEN id < 'd20' THEN 'u1' WHEN id < 'd40' THEN 'u2' END`);
-    await sql.end();
+    await server.sql.query(
+      `UPDATE basalt_data.prop SET owner = CASE WHEN id < 'd20' THEN 'u1' WHEN id < 'd40' THEN 'u2' END`,
+    );
     await svc('PUT', '/v1/db/prop/late', { data: { a: 1 } });
     docs = (await query('prop', { limit: 1000 })).docs as Document[];
     expect(docs.length).toBe(61);

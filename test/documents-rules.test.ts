@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
-import { createCollection, signUp, type Doc, type TestUser } from './documents-support.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, request, useTestApp } from './helpers.js';
+import { signUp, type SignedUp } from './auth-helpers.js';
+import { createCollection, type Doc } from './documents-support.js';
 
-let database: TestDatabase;
-let server: TestApp;
-let alice: TestUser;
-let bob: TestUser;
+const server = useTestApp();
+let alice: SignedUp;
+let bob: SignedUp;
 
 const OWNER_ONLY = {
   read: 'auth != null && doc.owner == auth.uid',
@@ -14,13 +14,11 @@ const OWNER_ONLY = {
   delete: 'auth != null && doc.owner == auth.uid',
 };
 
-function as(user: TestUser | null, method: string, path: string, body?: unknown, headers?: Record<string, string>) {
+function as(user: SignedUp | null, method: string, path: string, body?: unknown, headers?: Record<string, string>) {
   return request(server.url, method, path, { body, token: user?.token, headers });
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   await createCollection(server, { name: 'private', rules: OWNER_ONLY, indexes: ['n'] });
   await createCollection(server, {
     name: 'posts',
@@ -32,12 +30,7 @@ beforeAll(async () => {
   });
   await createCollection(server, { name: 'locked' });
   await createCollection(server, { name: 'writeonly', rules: { create: 'true' } });
-  [alice, bob] = await Promise.all([signUp(server), signUp(server)]);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
+  [alice, bob] = await Promise.all([signUp(server.url), signUp(server.url)]);
 });
 
 describe('two users cannot read or change each other’s private documents', () => {

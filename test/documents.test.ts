@@ -1,11 +1,8 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, request, useTestApp } from './helpers.js';
 import { createCollection, type Doc } from './documents-support.js';
 
-let database: TestDatabase;
-let server: TestApp;
-let sql: pg.Client;
+const server = useTestApp({ env: { BASALT_MAX_DOCUMENT_BYTES: '4096' } });
 
 const ISO_MICROS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
@@ -14,10 +11,6 @@ function svc(method: string, path: string, body?: unknown, headers?: Record<stri
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database, { BASALT_MAX_DOCUMENT_BYTES: '4096' });
-  sql = new pg.Client({ connectionString: database.url });
-  await sql.connect();
   await createCollection(server, { name: 'items', schema: null });
   await createCollection(server, {
     name: 'typed',
@@ -27,12 +20,6 @@ beforeAll(async () => {
       properties: { title: { type: 'string', maxLength: 20 }, email: { type: 'string', format: 'email' } },
     },
   });
-});
-
-afterAll(async () => {
-  await sql?.end();
-  await server?.close();
-  await database?.drop();
 });
 
 describe('create', () => {
@@ -234,21 +221,25 @@ describe('If-Match', () => {
 
 describe('plain SQL writes', () => {
   it('a row inserted with only (id, owner, data) is a valid document at version 1', async () => {
-    await sql.query(`INSERT INTO basalt_data.items (id, owner, data) VALUES ('raw-1', 'someone', '{"via":"psql"}')`);
+    await server.sql.query(
+      `INSERT INTO basalt_data.items (id, owner, data) VALUES ('raw-1', 'someone', '{"via":"psql"}')`,
+    );
     const response = await svc('GET', '/v1/db/items/raw-1');
     expect(response.status).toBe(200);
     const doc = response.body as Doc;
     expect(doc).toMatchObject({ id: 'raw-1', owner: 'someone', version: 1, data: { via: 'psql' } });
     expect(doc.created_at).toMatch(ISO_MICROS);
     expect(doc.updated_at).toBe(doc.created_at);
-    await sql.query(`UPDATE basalt_data.items SET data = '{"via":"psql","n":2}', version = 99 WHERE id = 'raw-1'`);
+    await server.sql.query(
+      `UPDATE basalt_data.items SET data = '{"via":"psql","n":2}', version = 99 WHERE id = 'raw-1'`,
+    );
     const updated = (await svc('GET', '/v1/db/items/raw-1')).body as Doc;
     expect(updated.version).toBe(2);
     expect(updated.created_at).toBe(doc.created_at);
   });
 
   it('stamps version and times that a plain SQL write sets wrongly, and leaves right ones alone', async () => {
-    await sql.query(
+    await server.sql.query(
       `INSERT INTO basalt_data.items (id, data, version, created_at, updated_at)
        VALUES ('raw-3', '{}', 7, '2001-01-01T00:00:00Z', '2002-02-02T00:00:00Z')`,
     );
@@ -256,13 +247,13 @@ describe('plain SQL writes', () => {
     expect(doc).toMatchObject({ version: 1, created_at: '2001-01-01T00:00:00.000000Z' });
     expect(doc.updated_at).toBe(doc.created_at);
     // An update that leaves version and updated_at alone is stamped: version + 1, now().
-    await sql.query(`UPDATE basalt_data.items SET data = '{"n":1}' WHERE id = 'raw-3'`);
+    await server.sql.query(`UPDATE basalt_data.items SET data = '{"n":1}' WHERE id = 'raw-3'`);
     doc = (await svc('GET', '/v1/db/items/raw-3')).body as Doc;
     expect(doc.version).toBe(2);
     expect(doc.created_at).toBe('2001-01-01T00:00:00.000000Z');
     expect(Date.parse(doc.updated_at)).toBeGreaterThan(Date.now() - 60_000);
     // One that moves created_at or skips versions is put right.
-    await sql.query(
+    await server.sql.query(
       `UPDATE basalt_data.items SET created_at = now(), version = version + 5, updated_at = '2003-03-03T00:00:00Z'
        WHERE id = 'raw-3'`,
     );
@@ -279,8 +270,8 @@ describe('plain SQL writes', () => {
   });
 
   it('records plain SQL writes in the change log', async () => {
-    await sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ('raw-2', '{}')`);
-    const { rows } = await sql.query(
+    await server.sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ('raw-2', '{}')`);
+    const { rows } = await server.sql.query(
       `SELECT op, new_row->>'version' AS version FROM basalt.changes WHERE table_schema = 'basalt_data' AND table_name = 'items' AND row_id = 'raw-2'`,
     );
     expect(rows).toEqual([{ op: 'insert', version: '1' }]);

@@ -134,7 +134,7 @@ function itemByTitle(page: Page, title: string) {
   return page.locator('#items .item').filter({ has: page.locator('.title', { hasText: new RegExp(`^${title}$`) }) });
 }
 
-async function signUp(page: Page, name: string, email: string): Promise<void> {
+async function signUpInPage(page: Page, name: string, email: string): Promise<void> {
   await page.locator('#auth').waitFor({ state: 'visible', timeout: LONG });
   await page.fill('#name', name);
   await page.fill('#email', email);
@@ -362,8 +362,8 @@ describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
 
   e2e('two people sign up; what one adds and edits the other sees live', async () => {
     await Promise.all([pageA.goto(pagesForA.url), pageB.goto(pagesForB.url)]);
-    await signUp(pageA, 'Ada', `ada-${run}@example.com`);
-    await signUp(pageB, 'Bob', `bob-${run}@example.com`);
+    await signUpInPage(pageA, 'Ada', `ada-${run}@example.com`);
+    await signUpInPage(pageB, 'Bob', `bob-${run}@example.com`);
     await expect(pageA.locator('#me-name').textContent()).resolves.toBe('Ada');
 
     await addItem(pageA, 'Buy milk');

@@ -1,9 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from './helpers.js';
 
 /**
  * The embedded Postgres must not take over the process's exit: a process that started
@@ -11,22 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  */
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-let dataDir: string;
-
-beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-embedded-'));
-});
-
-afterAll(async () => {
-  await rm(dataDir, { recursive: true, force: true });
-});
+const dataDir = useTempDir('basalt-embedded-');
 
 describe('the embedded Postgres', () => {
   it('leaves the exit code of the process that used it alone', { timeout: 120_000 }, () => {
     const script = `
       import { startEmbeddedPostgres } from './server/internal/embedded-postgres.ts';
       import { createLogger } from './server/internal/log.ts';
-      const handle = await startEmbeddedPostgres(${JSON.stringify(dataDir)}, createLogger('silent', { pretty: false }));
+      const handle = await startEmbeddedPostgres(${JSON.stringify(dataDir.path)}, createLogger('silent', { pretty: false }));
       await handle.stop();
       process.exitCode = 3;
     `;
@@ -46,8 +37,8 @@ describe('the embedded Postgres', () => {
       import { readFileSync } from 'node:fs';
       import { startEmbeddedPostgres } from './server/internal/embedded-postgres.ts';
       import { createLogger } from './server/internal/log.ts';
-      await startEmbeddedPostgres(${JSON.stringify(dataDir)}, createLogger('silent', { pretty: false }));
-      const pid = readFileSync(${JSON.stringify(path.join(dataDir, 'postgres', 'postmaster.pid'))}, 'utf8').split('\\n')[0];
+      await startEmbeddedPostgres(${JSON.stringify(dataDir.path)}, createLogger('silent', { pretty: false }));
+      const pid = readFileSync(${JSON.stringify(path.join(dataDir.path, 'postgres', 'postmaster.pid'))}, 'utf8').split('\\n')[0];
       process.stdout.write(pid + '\\n');
       throw new Error('crash');
     `;

@@ -1,10 +1,10 @@
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signUp, startMailServer, uniqueEmail } from './auth-helpers.js';
-import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { signUp, useMailServer, uniqueEmail } from './auth-helpers.js';
+import { createCollection } from './documents-support.js';
+import { request, startTestApp, useTestApp, waitFor } from './helpers.js';
 
 /**
  * The example functions in examples/functions/ load, run, and reload when a file changes;
@@ -13,41 +13,20 @@ import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type 
 
 const examples = fileURLToPath(new URL('../examples/functions/', import.meta.url));
 const projectFunctions = fileURLToPath(new URL('../functions/', import.meta.url));
-let database: TestDatabase;
-let server: TestApp;
-let functionsDir: string;
-let mail: Awaited<ReturnType<typeof startMailServer>>;
+const mail = useMailServer();
+
+const server = useTestApp({
+  functions: examples,
+  env: () => ({ BASALT_FUNCTIONS_WATCH: 'true', SMTP_URL: mail.url, MAIL_FROM: 'Example <hello@example.com>' }),
+});
 
 beforeAll(async () => {
-  functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-examples-'));
-  await cp(examples, functionsDir, { recursive: true });
-  mail = await startMailServer();
-  database = await createTestDatabase();
-  server = await startTestApp(database, {
-    BASALT_FUNCTIONS_DIR: functionsDir,
-    BASALT_FUNCTIONS_WATCH: 'true',
-    SMTP_URL: mail.url,
-    MAIL_FROM: 'Example <hello@example.com>',
-  });
   const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
     token: server.serviceKey,
     body: { name: 'documents' },
   });
   expect(bucket.status).toBe(201);
-  for (const name of ['posts', 'stats', 'word_counts']) {
-    const created = await request(server.url, 'POST', '/v1/admin/collections', {
-      token: server.serviceKey,
-      body: { name },
-    });
-    expect(created.status).toBe(201);
-  }
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
-  await mail?.close();
-  await rm(functionsDir, { recursive: true, force: true });
+  for (const name of ['posts', 'stats', 'word_counts']) await createCollection(server, { name });
 });
 
 describe('the example functions', () => {
@@ -116,7 +95,7 @@ describe('the example functions', () => {
 
   it('reloads when a file is added, in development', async () => {
     await writeFile(
-      path.join(functionsDir, 'added.ts'),
+      path.join(server.functionsDir, 'added.ts'),
       `import { http } from 'basalt/functions';\nexport default http(async () => ({ added: true }));\n`,
     );
     const answer = await waitFor('the new function', async () => {
@@ -135,7 +114,7 @@ describe('the example functions', () => {
 
 describe('the functions a new project starts with', () => {
   it('are a single HTTP hello: nothing that reacts to data or mails anyone', async () => {
-    const fresh = await startTestApp(database, { BASALT_FUNCTIONS_DIR: projectFunctions });
+    const fresh = await startTestApp(server.database, { BASALT_FUNCTIONS_DIR: projectFunctions });
     try {
       const response = await request(fresh.url, 'GET', '/v1/admin/functions', { token: fresh.serviceKey });
       const body = response.body as { functions: Array<{ name: string; kind: string }>; errors: unknown[] };

@@ -1,15 +1,16 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { request, useTestApp, type TestApp } from './helpers.js';
 
 /** A cron schedule runs once per tick however many instances are up. */
 
-let database: TestDatabase;
-let first: TestApp;
-let second: TestApp;
-let functionsDir: string;
+const first = useTestApp({
+  functions: {
+    'everyMinute.ts': `import { schedule } from 'basalt/functions';
+     export default schedule({ cron: '* * * * *' }, async (event, ctx) => { ctx.log.info('tick ' + event.id); });`,
+  },
+});
+// A second instance on the same database: it must not run the ticks the first runs.
+useTestApp({ sharing: first });
 
 interface Invocation {
   status: string;
@@ -24,25 +25,6 @@ async function invocations(app: TestApp): Promise<Invocation[]> {
   });
   return (response.body as { invocations: Invocation[] }).invocations;
 }
-
-beforeAll(async () => {
-  functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-schedule-'));
-  await writeFile(
-    path.join(functionsDir, 'everyMinute.ts'),
-    `import { schedule } from 'basalt/functions';
-     export default schedule({ cron: '* * * * *' }, async (event, ctx) => { ctx.log.info('tick ' + event.id); });`,
-  );
-  database = await createTestDatabase();
-  first = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir });
-  second = await startTestApp(database, { BASALT_FUNCTIONS_DIR: functionsDir }, { serviceKey: first.serviceKey });
-});
-
-afterAll(async () => {
-  await second?.close();
-  await first?.close();
-  await database?.drop();
-  await rm(functionsDir, { recursive: true, force: true });
-});
 
 describe('schedules', () => {
   it('runs each tick exactly once across two instances', { timeout: 150_000 }, async () => {

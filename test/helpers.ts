@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { buildApp } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import { createLogger } from '../server/internal/log.js';
@@ -92,11 +92,134 @@ export async function startTestApp(
   return {
     app,
     url: address,
-    serviceKey,
+    serviceKey: config.serviceKey,
     config,
     async close() {
       await app.close();
       await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestAppOptions {
+  /**
+   * Read as the process environment would be (see startTestApp); a function is called as the
+   * app starts, for values known only then (the URL of a server an earlier hook started).
+   */
+  env?: Record<string, string> | (() => Record<string, string>);
+  overrides?: Partial<RuntimeConfig>;
+  beforeListen?: (app: FastifyInstance) => void | Promise<void>;
+  /**
+   * The functions the app loads: file name → source, or a folder to copy. Either way they
+   * land in a fresh folder of this app's own (`functionsDir`), which tests may change.
+   */
+  functions?: Record<string, string> | string;
+  /**
+   * Another app of this file whose database this one shares, as a second instance behind a
+   * load balancer: same service key and, unless given its own, the same functions.
+   */
+  sharing?: SharedTestApp;
+}
+
+/** A test app with its database, as `useTestApp` keeps them for a test file. */
+export interface SharedTestApp extends TestApp {
+  database: TestDatabase;
+  /** A connected client on the app's database, for looking behind the API. */
+  sql: pg.Client;
+  /** The folder the app loads functions from. */
+  functionsDir: string;
+}
+
+/**
+ * The app a test file (or describe block) runs against: before its tests, a fresh migrated
+ * database (or the one of `sharing`) and a Basalt listening on it; after them, both closed.
+ * The returned object reads the running app, so it is used inside tests and later hooks.
+ * `close()` stops the app early (a test of an instance going away); it is closed once.
+ */
+export function useTestApp(options: TestAppOptions = {}): SharedTestApp {
+  let running: { app: TestApp; database: TestDatabase; sql: pg.Client } | undefined;
+  const owned: { database?: TestDatabase; sql?: pg.Client; functionsDir?: string } = {};
+  let closing: Promise<void> | undefined;
+  const current = () => {
+    if (!running) throw new Error('the test app runs only inside tests and the hooks after useTestApp');
+    return running;
+  };
+  const close = () => (closing ??= running ? running.app.close() : Promise.resolve());
+
+  beforeAll(async () => {
+    const shared = options.sharing;
+    let functionsDir = shared?.functionsDir;
+    if (options.functions !== undefined) {
+      functionsDir = owned.functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-test-functions-'));
+      if (typeof options.functions === 'string') await cp(options.functions, functionsDir, { recursive: true });
+      else {
+        for (const [name, source] of Object.entries(options.functions)) {
+          await writeFile(path.join(functionsDir, name), source);
+        }
+      }
+    }
+    let database = shared?.database;
+    let sql = shared?.sql;
+    if (!database || !sql) {
+      database = owned.database = await createTestDatabase();
+      sql = owned.sql = new pg.Client({ connectionString: database.url });
+      await sql.connect();
+    }
+    const env = {
+      ...(functionsDir ? { BASALT_FUNCTIONS_DIR: functionsDir } : {}),
+      ...(typeof options.env === 'function' ? options.env() : options.env),
+    };
+    const overrides = { ...(shared ? { serviceKey: shared.serviceKey } : {}), ...options.overrides };
+    const app = await startTestApp(database, env, overrides, options.beforeListen);
+    running = { app, database, sql };
+  });
+
+  afterAll(async () => {
+    await close();
+    await owned.sql?.end();
+    await owned.database?.drop();
+    if (owned.functionsDir) await rm(owned.functionsDir, { recursive: true, force: true });
+  });
+
+  return {
+    get app() {
+      return current().app.app;
+    },
+    get url() {
+      return current().app.url;
+    },
+    get serviceKey() {
+      return current().app.serviceKey;
+    },
+    get config() {
+      return current().app.config;
+    },
+    get database() {
+      return current().database;
+    },
+    get sql() {
+      return current().sql;
+    },
+    get functionsDir() {
+      return current().app.config.functionsDir;
+    },
+    close,
+  };
+}
+
+/** A fresh temporary folder for the file's tests (`path`), removed after them. */
+export function useTempDir(prefix: string): { readonly path: string } {
+  let made: string | undefined;
+  beforeAll(async () => {
+    made = await mkdtemp(path.join(tmpdir(), prefix));
+  });
+  afterAll(async () => {
+    if (made) await rm(made, { recursive: true, force: true });
+  });
+  return {
+    get path() {
+      if (!made) throw new Error('the folder exists only inside tests and the hooks after useTempDir');
+      return made;
     },
   };
 }

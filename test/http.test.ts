@@ -1,28 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { errorCode, request, useTestApp } from './helpers.js';
 
-let database: TestDatabase;
-let server: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(
-    database,
-    { BASALT_CORS_ORIGINS: 'https://app.example.com,http://localhost:5173' },
-    {},
-    (app) => {
-      // A route that takes a JSON body, to exercise body parsing and the error handler.
-      app.post('/test/echo', async (request) => ({ received: request.body }));
-      app.get('/test/crash', async () => {
-        throw new Error('secret internal detail: SELECT * FROM basalt.instance');
-      });
-    },
-  );
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
+const server = useTestApp({
+  env: { BASALT_CORS_ORIGINS: 'https://app.example.com,http://localhost:5173' },
+  beforeListen(app) {
+    // A route that takes a JSON body, to exercise body parsing and the error handler.
+    app.post('/test/echo', async (request) => ({ received: request.body }));
+    app.get('/test/crash', async () => {
+      throw new Error('secret internal detail: SELECT * FROM basalt.instance');
+    });
+  },
 });
 
 describe('health and operations', () => {

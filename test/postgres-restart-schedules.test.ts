@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BasaltProcess } from './basalt-process.js';
-import { request } from './helpers.js';
+import { request, waitFor } from './helpers.js';
 import { PrivateCluster } from './private-postgres.js';
 import { sleep } from './realtime-client.js';
 
@@ -79,20 +79,20 @@ async function sentMinutes(): Promise<number[]> {
   }
 }
 
-async function eventually<T>(what: string, probe: () => Promise<T | null>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value !== null) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(250);
-  }
+/** Reads fail while Postgres restarts: a probe that fails counts as not yet. */
+function orNull<T>(probe: () => Promise<T | null>): () => Promise<T | null> {
+  return () => probe().catch(() => null);
 }
 
 describe('a Postgres restart under a running schedule', () => {
   it('runs the tick of the following minute, and each tick exactly once', { timeout: 240_000 }, async () => {
     // The first tick (up to a minute after the start), then the restart as soon as it has run.
-    await eventually('the first tick ran', async () => ((await invocations()).length > 0 ? true : null), 90_000);
+    await waitFor(
+      'the first tick ran',
+      orNull(async () => ((await invocations()).length > 0 ? true : null)),
+      90_000,
+      250,
+    );
     const [firstMinute] = await sentMinutes();
     expect(firstMinute).toBeDefined();
     await cluster.stop('immediate');
@@ -100,24 +100,26 @@ describe('a Postgres restart under a running schedule', () => {
     await cluster.start();
 
     // The tick of the next minute is sent, not skipped...
-    const minutes = await eventually(
+    const minutes = await waitFor(
       'the tick of the next minute was sent',
-      async () => {
+      orNull(async () => {
         const sent = await sentMinutes();
         return sent.length >= 2 ? sent : null;
-      },
+      }),
       100_000,
+      250,
     );
     expect(minutes).toEqual([firstMinute!, firstMinute! + MINUTE_MS]);
     // ...and each sent tick runs exactly once: never more runs than sent minutes (a tick run
     // twice, or sent twice, would add one), none of them with the event of another.
-    const ran = await eventually(
+    const ran = await waitFor(
       'both ticks ran',
-      async () => {
+      orNull(async () => {
         const all = await invocations();
         return all.filter((run) => run.status === 'succeeded').length >= minutes.length ? all : null;
-      },
+      }),
       30_000,
+      250,
     );
     expect(ran.length).toBeLessThanOrEqual((await sentMinutes()).length);
     expect(new Set(ran.map((run) => run.event_id)).size).toBe(ran.length);

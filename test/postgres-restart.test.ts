@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../server/internal/net.js';
 import { BasaltProcess } from './basalt-process.js';
-import { errorCode, request } from './helpers.js';
+import { errorCode, request, waitFor } from './helpers.js';
 import { PrivateCluster } from './private-postgres.js';
 import { sleep, TestSocket, type Frame } from './realtime-client.js';
 
@@ -61,14 +61,6 @@ async function sql(text: string, values: unknown[] = []): Promise<void> {
     await client.query(text, values);
   } finally {
     await client.end();
-  }
-}
-
-async function eventually(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(100);
   }
 }
 
@@ -155,7 +147,7 @@ describe('a Postgres restart under a running Basalt', () => {
     await sleep(Math.max(0, downAt + 3_000 - Date.now()));
     await cluster.start();
     const upAt = Date.now();
-    await eventually('the server is ready again', async () => readiness.at(-1)?.status === 200, 30_000);
+    await waitFor('the server is ready again', async () => readiness.at(-1)?.status === 200, 30_000);
     await sleep(3_000);
     running = false;
     await Promise.all([writer, prober]);
@@ -178,7 +170,7 @@ describe('a Postgres restart under a running Basalt', () => {
 
     // The live query delivers every acknowledged create exactly once, on the socket that
     // stayed open all along.
-    await eventually(
+    await waitFor(
       'every acknowledged create reached the subscriber',
       async () => {
         const seen = new Set(addedIds(subscriber, 'notes'));
@@ -192,7 +184,7 @@ describe('a Postgres restart under a running Basalt', () => {
     expect(subscriber.all((frame: Frame) => frame.type === 'error' || frame.type === 'reset')).toEqual([]);
 
     // The trigger ran for every acknowledged create (the dispatcher took its lead back).
-    await eventually(
+    await waitFor(
       'the trigger ran for every acknowledged create',
       async () => {
         const audit = await request(basalt.url, 'POST', '/v1/db/audit/query', {
@@ -228,7 +220,7 @@ describe('a Postgres restart under a running Basalt', () => {
     // Collections: a rule changed with plain SQL applies at once (the listener is back),
     // not after the cache's 30 s.
     await sql(`UPDATE basalt.collections SET rules = rules || '{"create": "false"}' WHERE name = 'notes'`);
-    await eventually(
+    await waitFor(
       'the changed rule applies',
       async () => (await request(basalt.url, 'POST', '/v1/db/notes', { body: { data: {} } })).status === 403,
       3_000,
@@ -239,7 +231,7 @@ describe('a Postgres restart under a running Basalt', () => {
     const revokedAt = Date.now();
     await sql('INSERT INTO basalt.session_revocations (session_id) VALUES ($1)', [sessionIdOf(token)]);
     await sql(`SELECT pg_notify('basalt_revocations', '')`);
-    await eventually(
+    await waitFor(
       'the revoked session is refused',
       async () => (await request(basalt.url, 'GET', '/v1/auth/user', { token })).status === 401,
       5_000,
@@ -283,7 +275,7 @@ describe('a Postgres that is down when Basalt starts', () => {
     await cluster.stop('fast');
     const basalt = await BasaltProcess.spawn({ DATABASE_URL: databaseUrl, BASALT_DB_CONNECT_TIMEOUT_MS: '30000' });
     try {
-      await eventually(
+      await waitFor(
         'a failed try is logged',
         async () => basalt.logLines().some((line) => line.msg?.startsWith('database not reachable')),
         20_000,

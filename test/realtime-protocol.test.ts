@@ -1,15 +1,12 @@
 import type { Socket } from 'node:net';
 import pg from 'pg';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../server/config.js';
 import { signUp } from './auth-helpers.js';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { request, startTestApp, type TestApp, useTestApp } from './helpers.js';
 import { sleep, TestSocket } from './realtime-client.js';
 
-let database: TestDatabase;
-let one: TestApp;
-let two: TestApp;
 const sockets: TestSocket[] = [];
 
 const env = {
@@ -24,18 +21,12 @@ async function open(app: TestApp, options: { token?: string } = {}): Promise<Tes
   return socket;
 }
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  one = await startTestApp(database, env);
-  // The slow-consumer test floods from `two`: its message budget is out of reach.
-  two = await startTestApp(database, { ...env, BASALT_REALTIME_MESSAGES_PER_SECOND: '1000000' });
-});
+const one = useTestApp({ env });
+// The slow-consumer test floods from `two`: its message budget is out of reach.
+const two = useTestApp({ env: { ...env, BASALT_REALTIME_MESSAGES_PER_SECOND: '1000000' }, sharing: one });
 
-afterAll(async () => {
+afterAll(() => {
   for (const socket of sockets) socket.close();
-  await one?.close();
-  await two?.close();
-  await database?.drop();
 });
 
 describe('realtime protocol', () => {
@@ -121,7 +112,7 @@ describe('realtime protocol', () => {
 
   it('closes a consumer that does not read once its send buffer passes the threshold', async () => {
     // Its own app, with a heartbeat slow enough not to drop the paused client first.
-    const patient = await startTestApp(database, { ...env, BASALT_REALTIME_HEARTBEAT_MS: '60000' });
+    const patient = await startTestApp(one.database, { ...env, BASALT_REALTIME_HEARTBEAT_MS: '60000' });
     try {
       const slow = await open(patient);
       slow.send({ type: 'join', channel: 'flood' });
@@ -282,7 +273,7 @@ describe('channels', () => {
     const watcher = await open(two);
     watcher.send({ type: 'join', channel: 'ghosts' });
     await watcher.nextOfType('joined');
-    const client = new pg.Client({ connectionString: database.url });
+    const client = new pg.Client({ connectionString: one.database.url });
     await client.connect();
     try {
       // An instance that died without cleaning up: its row and a presence stay behind.

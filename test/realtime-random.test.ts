@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { createCollection } from './documents-support.js';
+import { request, useTestApp } from './helpers.js';
 import { sleep, TestSocket, type Frame } from './realtime-client.js';
 
 interface Doc {
@@ -9,10 +10,8 @@ interface Doc {
   data: Record<string, unknown>;
 }
 
-let database: TestDatabase;
-let one: TestApp;
-let two: TestApp;
-let sql: pg.Client;
+const one = useTestApp();
+const two = useTestApp({ sharing: one });
 const sockets: TestSocket[] = [];
 
 /** A small seeded generator, so a failure can be replayed. */
@@ -89,24 +88,11 @@ async function converge(
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  one = await startTestApp(database);
-  two = await startTestApp(database);
-  sql = new pg.Client({ connectionString: database.url });
-  await sql.connect();
-  const created = await request(one.url, 'POST', '/v1/admin/collections', {
-    token: one.serviceKey,
-    body: { name: 'rand', rules: { read: 'true' } },
-  });
-  expect(created.status).toBe(201);
+  await createCollection(one, { name: 'rand', rules: { read: 'true' } });
 });
 
-afterAll(async () => {
+afterAll(() => {
   for (const socket of sockets) socket.close();
-  await sql?.end();
-  await one?.close();
-  await two?.close();
-  await database?.drop();
 });
 
 describe('live queries under random writes', () => {
@@ -179,17 +165,17 @@ describe('live queries under random writes', () => {
       if (roll < 0.45) await httpOp();
       else if (roll < 0.8) {
         const [text, values] = sqlOp();
-        await sql.query(text, values);
+        await one.sql.query(text, values);
       } else if (roll < 0.92) {
-        await sql.query('BEGIN');
+        await one.sql.query('BEGIN');
         for (let i = 0; i < 3; i++) {
           const [text, values] = sqlOp();
-          await sql.query(text, values);
+          await one.sql.query(text, values);
         }
-        await sql.query('COMMIT');
+        await one.sql.query('COMMIT');
       } else if (held === null) {
         // A transaction that stays open while later ones commit.
-        held = new pg.Client({ connectionString: database.url });
+        held = new pg.Client({ connectionString: one.database.url });
         await held.connect();
         await held.query('BEGIN');
         await held.query(

@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from './helpers.js';
 import { sleep, TestSocket } from './realtime-client.js';
 
 /**
@@ -9,21 +9,10 @@ import { sleep, TestSocket } from './realtime-client.js';
  * meanwhile must still reach the members once it is back.
  */
 
-let database: TestDatabase;
-let app: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  app = await startTestApp(database);
-});
-
-afterAll(async () => {
-  await app?.close();
-  await database?.drop();
-});
+const app = useTestApp();
 
 async function terminateListener(): Promise<number> {
-  const admin = new pg.Client({ connectionString: database.url });
+  const admin = new pg.Client({ connectionString: app.database.url });
   await admin.connect();
   try {
     const { rows } = await admin.query<{ n: string }>(

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signUp, type AuthBody } from './auth-helpers.js';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { request, startTestApp, useTestApp, type TestApp } from './helpers.js';
 import { sleep, TestSocket, type Frame } from './realtime-client.js';
 
 interface Doc {
@@ -11,10 +11,8 @@ interface Doc {
   data: Record<string, unknown>;
 }
 
-let database: TestDatabase;
-let one: TestApp;
-let two: TestApp;
-let sql: pg.Client;
+const one = useTestApp({ env: { BASALT_REALTIME_AUTH_CHECK_MS: '500' } });
+const two = useTestApp({ env: { BASALT_REALTIME_AUTH_CHECK_MS: '500' }, sharing: one });
 const sockets: TestSocket[] = [];
 
 async function open(app: TestApp, token?: string): Promise<TestSocket> {
@@ -76,11 +74,6 @@ async function queryIds(collection: string, query: unknown, token: string): Prom
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  one = await startTestApp(database, { BASALT_REALTIME_AUTH_CHECK_MS: '500' });
-  two = await startTestApp(database, { BASALT_REALTIME_AUTH_CHECK_MS: '500' });
-  sql = new pg.Client({ connectionString: database.url });
-  await sql.connect();
   await admin('POST', '/v1/admin/collections', {
     name: 'items',
     rules: { read: 'true' },
@@ -96,12 +89,8 @@ beforeAll(async () => {
   });
 });
 
-afterAll(async () => {
+afterAll(() => {
   for (const socket of sockets) socket.close();
-  await sql?.end();
-  await one?.close();
-  await two?.close();
-  await database?.drop();
 });
 
 describe('live queries', () => {
@@ -155,7 +144,7 @@ describe('live queries', () => {
     const socket = await open(two, two.serviceKey);
     socket.send({ type: 'subscribe', id: 'sql', collection: 'items', query: { where: [['kind', '==', 'sql']] } });
     await socket.nextOfType('subscribed', { id: 'sql' });
-    await sql.query(`INSERT INTO basalt_data.items (id, owner, data) VALUES ('s1', NULL, '{"kind":"sql"}')`);
+    await one.sql.query(`INSERT INTO basalt_data.items (id, owner, data) VALUES ('s1', NULL, '{"kind":"sql"}')`);
     const added = await socket.nextOfType('change', { id: 'sql' });
     expect(added).toMatchObject({
       change: 'added',
@@ -168,12 +157,12 @@ describe('live queries', () => {
     const socket = await open(one, one.serviceKey);
     socket.send({ type: 'subscribe', id: 'tx', collection: 'items', query: { where: [['kind', '==', 'tx']] } });
     await socket.nextOfType('subscribed', { id: 'tx' });
-    const early = new pg.Client({ connectionString: database.url });
+    const early = new pg.Client({ connectionString: one.database.url });
     await early.connect();
     try {
       await early.query('BEGIN');
       await early.query(`INSERT INTO basalt_data.items (id, data) VALUES ('tx-early', '{"kind":"tx"}')`);
-      await sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ('tx-late', '{"kind":"tx"}')`);
+      await one.sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ('tx-late', '{"kind":"tx"}')`);
       expect(await socket.nextOfType('change', { id: 'tx' })).toMatchObject({ doc: { id: 'tx-late' } });
       await sleep(300);
       await early.query('COMMIT');
@@ -195,12 +184,14 @@ describe('live queries', () => {
     await first.waitClosed();
 
     for (let i = 0; i < 50; i++) {
-      await sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ($1, '{"kind":"resume"}')`, [`r${i}`]);
+      await one.sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ($1, '{"kind":"resume"}')`, [`r${i}`]);
     }
-    await sql.query(
+    await one.sql.query(
       `UPDATE basalt_data.items SET data = data || '{"n": 1}' WHERE id IN (SELECT 'r' || g FROM generate_series(0, 49) g)`,
     );
-    await sql.query(`UPDATE basalt_data.items SET data = data || '{"other": true}' WHERE data->>'kind' <> 'resume'`);
+    await one.sql.query(
+      `UPDATE basalt_data.items SET data = data || '{"other": true}' WHERE data->>'kind' <> 'resume'`,
+    );
 
     const second = await open(two, two.serviceKey);
     second.send({ type: 'subscribe', id: 'r', collection: 'items', query, resume_from: copy.cursor });
@@ -297,7 +288,7 @@ describe('live queries', () => {
     await admin('PATCH', '/v1/db/items/w1', { data: { kind: 'x' } });
     await converge(socket, copy, 'w', expected);
     expect(copy.ids()).toEqual(['w3', 'w4', 'w5']);
-    await sql.query(`DELETE FROM basalt_data.items WHERE data->>'kind' = 'w'`);
+    await one.sql.query(`DELETE FROM basalt_data.items WHERE data->>'kind' = 'w'`);
     await converge(socket, copy, 'w', expected);
     expect(copy.ids()).toEqual([]);
   });
@@ -352,7 +343,7 @@ describe('live queries', () => {
 
   it('stops delivery with an error when the token expires without renewal, and keeps it with a fresh token', async () => {
     const shortLived = await startTestApp(
-      database,
+      one.database,
       { BASALT_REALTIME_AUTH_CHECK_MS: '200' },
       // Long enough for b's renewal to land first on a loaded machine; a simply lets it run out.
       { auth: { ...one.config.auth, accessTokenTtlSeconds: 8 } },
@@ -385,7 +376,7 @@ describe('live queries', () => {
   });
 
   it('sends reset when the cursor is older than the retention', async () => {
-    await sql.query(`DELETE FROM basalt.change_ticks WHERE id < (SELECT max(id) FROM basalt.change_ticks)`);
+    await one.sql.query(`DELETE FROM basalt.change_ticks WHERE id < (SELECT max(id) FROM basalt.change_ticks)`);
     const socket = await open(one, one.serviceKey);
     socket.send({ type: 'subscribe', id: 'old', collection: 'items', doc_id: 'w3', resume_from: 'v1.1' });
     const reset = await socket.nextOfType('reset', { id: 'old' });

@@ -1,9 +1,6 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createCollection } from './documents-support.js';
+import { request, useTestApp, waitFor } from './helpers.js';
 
 /**
  * BASALT_ROLES splits a deployment into fleets (docs/deployment.md#roles): an `api` process
@@ -11,56 +8,29 @@ import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type 
  * and serves nothing but health, readiness and metrics.
  */
 
-let database: TestDatabase;
-let functionsDir: string;
-let api: TestApp;
-let worker: TestApp | null = null;
-
 async function scheduleCount(): Promise<number> {
-  const client = new pg.Client({ connectionString: database.url });
-  await client.connect();
-  try {
-    const exists = await client.query(`SELECT to_regclass('basalt_jobs.schedule') AS name`);
-    if (!(exists.rows[0] as { name: string | null }).name) return 0;
-    const { rows } = await client.query<{ count: string }>('SELECT count(*) FROM basalt_jobs.schedule');
-    return Number(rows[0]?.count ?? 0);
-  } finally {
-    await client.end();
-  }
+  const exists = await api.sql.query(`SELECT to_regclass('basalt_jobs.schedule') AS name`);
+  if (!(exists.rows[0] as { name: string | null }).name) return 0;
+  const { rows } = await api.sql.query<{ count: string }>('SELECT count(*) FROM basalt_jobs.schedule');
+  return Number(rows[0]?.count ?? 0);
 }
 
-beforeAll(async () => {
-  functionsDir = await mkdtemp(path.join(tmpdir(), 'basalt-roles-'));
-  await writeFile(
-    path.join(functionsDir, 'hello.ts'),
-    `import { http } from 'basalt/functions';
+const api = useTestApp({
+  functions: {
+    'hello.ts': `import { http } from 'basalt/functions';
      export default http(async () => ({ hello: true }));`,
-  );
-  await writeFile(
-    path.join(functionsDir, 'markSeen.ts'),
-    `import { onDocument } from 'basalt/functions';
+    'markSeen.ts': `import { onDocument } from 'basalt/functions';
      export default onDocument({ collection: 'posts', on: 'create' }, async (event, ctx) => {
        await ctx.db.collection('seen').doc(event.after.id).set({ by: 'worker' });
      });`,
-  );
-  await writeFile(
-    path.join(functionsDir, 'nightly.ts'),
-    `import { schedule } from 'basalt/functions';
+    'nightly.ts': `import { schedule } from 'basalt/functions';
      export default schedule({ cron: '0 3 * * *' }, async () => {});`,
-  );
-  database = await createTestDatabase();
-  api = await startTestApp(database, { BASALT_ROLES: 'api', BASALT_FUNCTIONS_DIR: functionsDir });
-  for (const name of ['posts', 'seen']) {
-    const created = await request(api.url, 'POST', '/v1/admin/collections', { token: api.serviceKey, body: { name } });
-    expect(created.status).toBe(201);
-  }
+  },
+  env: { BASALT_ROLES: 'api' },
 });
 
-afterAll(async () => {
-  await worker?.close();
-  await api?.close();
-  await database?.drop();
-  await rm(functionsDir, { recursive: true, force: true });
+beforeAll(async () => {
+  for (const name of ['posts', 'seen']) await createCollection(api, { name });
 });
 
 describe('BASALT_ROLES=api', () => {
@@ -89,16 +59,10 @@ describe('BASALT_ROLES=api', () => {
 });
 
 describe('BASALT_ROLES=worker', () => {
-  beforeAll(async () => {
-    worker = await startTestApp(
-      database,
-      { BASALT_ROLES: 'worker', BASALT_FUNCTIONS_DIR: functionsDir },
-      { serviceKey: api.serviceKey },
-    );
-  });
+  const worker = useTestApp({ sharing: api, env: { BASALT_ROLES: 'worker' } });
 
   it('serves health, readiness and metrics', async () => {
-    const url = worker?.url ?? '';
+    const url = worker.url;
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
     expect((await fetch(`${url}/metrics`)).status).toBe(401);
@@ -108,7 +72,7 @@ describe('BASALT_ROLES=worker', () => {
   });
 
   it('serves no API route', async () => {
-    const url = worker?.url ?? '';
+    const url = worker.url;
     const token = api.serviceKey;
     const attempts: Array<[string, string, unknown?]> = [
       ['GET', '/v1/db/posts'],

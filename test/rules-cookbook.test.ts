@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { compileRuleToSql, parseRule } from '../server/internal/rules/index.js';
-import { signUp, type Doc, type TestUser } from './documents-support.js';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { signUp, type SignedUp } from './auth-helpers.js';
+import type { Doc } from './documents-support.js';
+import { request, useTestApp } from './helpers.js';
 
 /**
  * docs/rules-cookbook.md: every recipe's rules compile with the server's rule engine, and
@@ -26,14 +27,13 @@ async function recipes(): Promise<Recipe[]> {
   return found;
 }
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let all: Recipe[];
-let alice: TestUser;
-let bob: TestUser;
-let carol: TestUser;
+let alice: SignedUp;
+let bob: SignedUp;
+let carol: SignedUp;
 
-type Caller = TestUser | null | { token: string };
+type Caller = SignedUp | null | { token: string };
 
 function as(caller: Caller, method: string, urlPath: string, body?: unknown, headers?: Record<string, string>) {
   return request(server.url, method, urlPath, { body, token: caller?.token, headers });
@@ -73,18 +73,11 @@ async function queryIds(caller: Caller, collection: string): Promise<string[]> {
 
 beforeAll(async () => {
   all = await recipes();
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   for (const recipe of all) {
     const created = await as({ token: server.serviceKey }, 'POST', `/v1/admin/${recipe.kind}`, recipe.body);
     expect(created.status, `${recipe.body.name}: ${JSON.stringify(created.body)}`).toBe(201);
   }
-  [alice, bob, carol] = await Promise.all([signUp(server), signUp(server), signUp(server)]);
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
+  [alice, bob, carol] = await Promise.all([signUp(server.url), signUp(server.url), signUp(server.url)]);
 });
 
 describe('every rule of the cookbook compiles', () => {

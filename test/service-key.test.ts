@@ -1,29 +1,21 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from './helpers.js';
 import { resolveServiceKey, safeEqual } from '../server/internal/service-key.js';
 
-let dir: string;
-
-beforeAll(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'basalt-key-'));
-});
-
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('basalt-key-');
 
 describe('the service key', () => {
   it('uses BASALT_SERVICE_KEY when given and writes no file', async () => {
     const key = 'x'.repeat(40);
-    const resolved = await resolveServiceKey(key, path.join(dir, 'env'));
+    const resolved = await resolveServiceKey(key, path.join(dir.path, 'env'));
     expect(resolved).toEqual({ key, source: 'env', file: null });
-    await expect(stat(path.join(dir, 'env', 'service-key'))).rejects.toThrow();
+    await expect(stat(path.join(dir.path, 'env', 'service-key'))).rejects.toThrow();
   });
 
   it('generates at least 256 bits once, mode 0600, and reuses it', async () => {
-    const dataDir = path.join(dir, 'generated');
+    const dataDir = path.join(dir.path, 'generated');
     const first = await resolveServiceKey(null, dataDir);
     expect(first.source).toBe('file');
     expect(first.file).toBe(path.join(dataDir, 'service-key'));
@@ -36,7 +28,7 @@ describe('the service key', () => {
   });
 
   it('gives every concurrent first start the same key', async () => {
-    const dataDir = path.join(dir, 'race');
+    const dataDir = path.join(dir.path, 'race');
     const keys = await Promise.all(Array.from({ length: 5 }, () => resolveServiceKey(null, dataDir)));
     expect(new Set(keys.map((resolved) => resolved.key)).size).toBe(1);
   });

@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from './helpers.js';
 import { freePort } from '../server/internal/net.js';
 
 /**
@@ -111,25 +111,17 @@ async function stopWithSigterm(started: Started): Promise<{ code: number | null;
   return { code: result.code, ms: Date.now() - begin };
 }
 
-let dataDir: string;
-
-beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-start-'));
-});
-
-afterAll(async () => {
-  await rm(dataDir, { recursive: true, force: true });
-});
+const dataDir = useTempDir('basalt-start-');
 
 describe('npm start with the embedded default', () => {
   it('starts, keeps data across a restart, and stops cleanly on SIGTERM', { timeout: 180_000 }, async () => {
     const port = await freePort();
-    const first = await startBasalt(dataDir, port);
+    const first = await startBasalt(dataDir.path, port);
     try {
       const ready = await fetch(`${first.url}/readyz`);
       expect(ready.status).toBe(200);
-      expect(first.output()).toContain(`service key in ${path.join(dataDir, 'service-key')}`);
-      const keyFile = await stat(path.join(dataDir, 'service-key'));
+      expect(first.output()).toContain(`service key in ${path.join(dataDir.path, 'service-key')}`);
+      const keyFile = await stat(path.join(dataDir.path, 'service-key'));
       expect(keyFile.mode & 0o777).toBe(0o600);
 
       const client = new pg.Client({ connectionString: first.databaseUrl });
@@ -141,7 +133,7 @@ describe('npm start with the embedded default', () => {
       );
       await client.end();
 
-      const pgPid = await postmasterPid(dataDir);
+      const pgPid = await postmasterPid(dataDir.path);
       expect(isAlive(pgPid)).toBe(true);
       const tree = descendants(first.child.pid as number);
       expect(tree).toContain(pgPid);
@@ -155,7 +147,7 @@ describe('npm start with the embedded default', () => {
       expect(tree.filter(isAlive)).toEqual([]);
       expect(first.output()).toContain('SIGTERM received');
 
-      const second = await startBasalt(dataDir, port);
+      const second = await startBasalt(dataDir.path, port);
       try {
         const again = await fetch(`${second.url}/readyz`);
         expect(again.status).toBe(200);
@@ -170,7 +162,7 @@ describe('npm start with the embedded default', () => {
         expect(sameInstallation.rows[0]?.value).toBe(installation.rows[0]?.value);
         expect(second.output()).not.toContain('creating the embedded Postgres cluster');
       } finally {
-        const secondPgPid = await postmasterPid(dataDir).catch(() => 0);
+        const secondPgPid = await postmasterPid(dataDir.path).catch(() => 0);
         const result = await stopWithSigterm(second);
         expect(result.code).toBe(0);
         expect(result.ms).toBeLessThan(10_000);
@@ -182,8 +174,8 @@ describe('npm start with the embedded default', () => {
   });
 
   it('stops cleanly on SIGINT too', { timeout: 120_000 }, async () => {
-    const started = await startBasalt(dataDir, await freePort());
-    const pgPid = await postmasterPid(dataDir);
+    const started = await startBasalt(dataDir.path, await freePort());
+    const pgPid = await postmasterPid(dataDir.path);
     const begin = Date.now();
     started.child.kill('SIGINT');
     const result = await exited(started.child);
@@ -195,7 +187,7 @@ describe('npm start with the embedded default', () => {
 
 describe('start-up errors', () => {
   it('exits non-zero with one line naming a bad variable', { timeout: 60_000 }, async () => {
-    const { child, output } = runNpm(['start', '--silent'], cleanEnv({ PORT: 'abc', BASALT_DATA_DIR: dataDir }));
+    const { child, output } = runNpm(['start', '--silent'], cleanEnv({ PORT: 'abc', BASALT_DATA_DIR: dataDir.path }));
     const result = await exited(child);
     expect(result.code).not.toBe(0);
     const lines = output()
@@ -208,7 +200,7 @@ describe('start-up errors', () => {
   it('rejects a malformed DATABASE_URL without a stack trace', { timeout: 60_000 }, async () => {
     const { child, output } = runNpm(
       ['start', '--silent'],
-      cleanEnv({ DATABASE_URL: 'postgres//nope', BASALT_DATA_DIR: dataDir }),
+      cleanEnv({ DATABASE_URL: 'postgres//nope', BASALT_DATA_DIR: dataDir.path }),
     );
     const result = await exited(child);
     expect(result.code).not.toBe(0);
@@ -223,7 +215,7 @@ describe('start-up errors', () => {
       cleanEnv({
         DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/basalt`,
         BASALT_DB_CONNECT_TIMEOUT_MS: '1500',
-        BASALT_DATA_DIR: dataDir,
+        BASALT_DATA_DIR: dataDir.path,
       }),
     );
     const result = await exited(child);

@@ -16,9 +16,8 @@ import {
   type TestDatabase,
   waitFor,
 } from './helpers.js';
+import { signUp, type SignedUp } from './auth-helpers.js';
 import { rawRequest, startS3Server, type S3Server } from './storage-helpers.js';
-
-const STRONG_PASSWORD = 'correct horse battery staple 42';
 
 interface Ctx {
   server: TestApp;
@@ -149,8 +148,6 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       expect(errorCode(badMime.body)).toBe('INVALID_REQUEST');
       const unknown = await request(url, 'POST', '/v1/admin/buckets', { token, body: { name: 'x1', color: 'red' } });
       expect(unknown.status).toBe(400);
-      expect((await request(url, 'GET', '/v1/admin/buckets')).status).toBe(401);
-      expect((await request(url, 'POST', '/v1/admin/buckets', { body: { name: 'nope' } })).status).toBe(401);
     });
 
     it('refuses to delete a non-empty bucket unless forced, and force removes the bytes', async () => {
@@ -694,17 +691,8 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
   });
 
   describe('per-user rules', () => {
-    let alice: { token: string; uid: string };
-    let bob: { token: string; uid: string };
-
-    async function signUp(): Promise<{ token: string; uid: string }> {
-      const response = await request(ctx.server.url, 'POST', '/v1/auth/signup', {
-        body: { email: `u${randomBytes(6).toString('hex')}@example.com`, password: STRONG_PASSWORD },
-      });
-      expect(response.status, response.text).toBe(201);
-      const body = response.body as { user: { id: string }; session: { access_token: string } };
-      return { token: body.session.access_token, uid: body.user.id };
-    }
+    let alice: SignedUp;
+    let bob: SignedUp;
 
     beforeAll(async () => {
       await createBucket(ctx, {
@@ -715,14 +703,14 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
           delete: 'auth != null && object.owner == auth.uid',
         },
       });
-      alice = await signUp();
-      bob = await signUp();
+      alice = await signUp(ctx.server.url);
+      bob = await signUp(ctx.server.url);
     });
 
     it('keeps two users out of each other’s files', async () => {
       const a = await upload(ctx, 'private', 'users/alice/diary.txt', 'alice secret', { token: alice.token });
       expect(a.status).toBe(201);
-      expect((a.body as { owner: string }).owner).toBe(alice.uid);
+      expect((a.body as { owner: string }).owner).toBe(alice.id);
       expect((await upload(ctx, 'private', 'users/bob/notes.txt', 'bob secret', { token: bob.token })).status).toBe(
         201,
       );
@@ -824,7 +812,6 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       await ctx.backend.delete(foreign);
       const live = await request(ctx.server.url, 'GET', '/v1/storage/sweep/live.txt', { token });
       expect(live.text).toBe('live');
-      expect((await request(ctx.server.url, 'POST', '/v1/admin/storage/sweep', { body: {} })).status).toBe(401);
     });
 
     it('fails an upload whose pending mark the sweeper claimed, instead of committing a row without bytes', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { useTestApp, waitFor } from '../../test/helpers.js';
 import { createClient, type AuthChangeEvent, type BasaltClient } from '../src/index.js';
 import type { SessionStorage } from '../src/client.js';
 
@@ -9,19 +9,11 @@ import type { SessionStorage } from '../src/client.js';
 // BroadcastChannel and its in-process lock (Node 20 has no Web Locks). The server revokes a session on ANY reuse of a rotated refresh token
 // (grace 0), so one token spent twice would show.
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp({ env: { BASALT_AUTH_REFRESH_REUSE_GRACE: '0' } });
 const clients: BasaltClient[] = [];
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database, { BASALT_AUTH_REFRESH_REUSE_GRACE: '0' });
-});
 
 afterAll(async () => {
   for (const client of clients) client.auth.stopAutoRefresh();
-  await server?.close();
-  await database?.drop();
 });
 
 const PASSWORD = 'correct horse battery staple 42';
@@ -55,12 +47,9 @@ function tab(storage: SessionStorage, storageKey: string) {
   return { basalt, events, counter };
 }
 
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/** Waits, polling often, until `check` holds; a timeout names the condition. */
+function until(check: () => boolean, timeoutMs = 5_000): Promise<true> {
+  return waitFor(check.toString(), () => check() || null, timeoutMs, 10);
 }
 
 function key(): string {

@@ -1,22 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { useTestApp } from '../../test/helpers.js';
 import { BasaltError, createClient, type AuthChangeEvent, type BasaltClient } from '../src/index.js';
 import type { SessionStorage } from '../src/client.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 const clients: BasaltClient[] = [];
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
-});
 
 afterAll(async () => {
   for (const client of clients) client.auth.stopAutoRefresh();
-  await server?.close();
-  await database?.drop();
 });
 
 const PASSWORD = 'correct horse battery staple 42';

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { request, useTestApp } from '../../test/helpers.js';
+import { signedInClient } from './sdk-support.js';
 import {
   BasaltError,
   arrayRemove,
@@ -14,8 +14,7 @@ import {
   type BasaltClient,
 } from '../src/index.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let alice: BasaltClient;
 let bob: BasaltClient;
 let anonymousClient: BasaltClient;
@@ -29,18 +28,7 @@ interface Todo {
   meta?: { a?: number; b?: number };
 }
 
-async function signedIn(): Promise<BasaltClient> {
-  const client = createClient(server.url, { persistSession: false, autoRefreshToken: false });
-  await client.auth.signUp({
-    email: `sdk-db-${randomBytes(4).toString('hex')}@example.com`,
-    password: 'correct horse battery staple 42',
-  });
-  return client;
-}
-
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   const created = await request(server.url, 'POST', '/v1/admin/collections', {
     token: server.serviceKey,
     body: {
@@ -59,14 +47,12 @@ beforeAll(async () => {
     body: { name: 'dropbox', rules: { read: 'false', create: 'auth != null', update: 'auth != null' } },
   });
   expect(dropbox.status).toBe(201);
-  [alice, bob] = await Promise.all([signedIn(), signedIn()]);
+  [alice, bob] = await Promise.all([signedInClient(server.url), signedInClient(server.url)]);
   anonymousClient = createClient(server.url, { persistSession: false, autoRefreshToken: false });
 });
 
 afterAll(async () => {
   for (const client of [alice, bob, anonymousClient]) client?.auth.stopAutoRefresh?.();
-  await server?.close();
-  await database?.drop();
 });
 
 describe('db.collection', () => {

@@ -13,6 +13,7 @@ import {
   type TestDatabase,
 } from '../../test/helpers.js';
 import { createClient, type BasaltClient } from '../src/index.js';
+import { clientsStoppedAfterAll, createLiveCollections } from './sdk-support.js';
 
 // The realtime socket through what happens to real clients: the server restarting, access
 // tokens expiring (refreshed, or not in time as after sleep) and signing out.
@@ -25,7 +26,6 @@ let restarted: FastifyInstance | null = null;
 let other: TestApp;
 /** Access tokens live 30 s here, so a test can see them expire. */
 let shortTokens: TestApp;
-const clients: BasaltClient[] = [];
 
 const PASSWORD = 'correct horse battery staple 42';
 
@@ -69,21 +69,10 @@ beforeAll(async () => {
   restartable = await startTestApp(database);
   other = await startTestApp(database);
   shortTokens = await startTestApp(database, { BASALT_ACCESS_TOKEN_TTL: '30' });
-  await admin(restartable, 'POST', '/v1/admin/collections', {
-    name: 'notes',
-    rules: { read: 'true', create: 'true', update: 'true', delete: 'true' },
-  });
-  await admin(restartable, 'POST', '/v1/admin/collections', {
-    name: 'todos',
-    rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
-  });
+  await createLiveCollections(restartable);
 });
 
 afterAll(async () => {
-  for (const basalt of clients) {
-    basalt.realtime.disconnect();
-    basalt.auth.stopAutoRefresh();
-  }
   if (restarted) {
     await restarted.close();
     await rm(restartable.config.dataDir, { recursive: true, force: true });
@@ -92,6 +81,9 @@ afterAll(async () => {
   await shortTokens?.close();
   await database?.drop();
 });
+
+// Registered after the servers' hook, so the clients stop first (after-hooks run in reverse).
+const clients = clientsStoppedAfterAll();
 
 describe('a server restart', () => {
   it('reconnects to the new server on the same address and catches up exactly once', async () => {

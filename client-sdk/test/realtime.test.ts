@@ -1,14 +1,14 @@
 import net from 'node:net';
 import pg from 'pg';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { request, useTestApp, waitFor } from '../../test/helpers.js';
 import { createClient, type BasaltClient, type LiveDoc, type QuerySnapshot } from '../src/index.js';
+import { clientsStoppedAfterAll, createLiveCollections } from './sdk-support.js';
 
-let database: TestDatabase;
-let one: TestApp;
-let two: TestApp;
-const clients: BasaltClient[] = [];
+const one = useTestApp();
+const two = useTestApp({ sharing: one });
+const clients = clientsStoppedAfterAll();
 
 function client(url: string): BasaltClient {
   const basalt = createClient(url, {
@@ -24,12 +24,9 @@ async function admin(method: string, path: string, body?: unknown): Promise<void
   if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${response.text}`);
 }
 
-async function until(check: () => boolean, timeoutMs = 8_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+/** Waits, polling often, until `check` holds; a timeout names the condition. */
+function until(check: () => boolean, timeoutMs = 8_000): Promise<true> {
+  return waitFor(check.toString(), () => check() || null, timeoutMs, 20);
 }
 
 /** A TCP proxy in front of a server that can cut every connection and refuse new ones for a while. */
@@ -67,27 +64,7 @@ class Proxy {
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  one = await startTestApp(database);
-  two = await startTestApp(database);
-  await admin('POST', '/v1/admin/collections', {
-    name: 'notes',
-    rules: { read: 'true', create: 'true', update: 'true', delete: 'true' },
-  });
-  await admin('POST', '/v1/admin/collections', {
-    name: 'todos',
-    rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
-  });
-});
-
-afterAll(async () => {
-  for (const basalt of clients) {
-    basalt.realtime.disconnect();
-    basalt.auth.stopAutoRefresh();
-  }
-  await one?.close();
-  await two?.close();
-  await database?.drop();
+  await createLiveCollections(one);
 });
 
 describe('live queries in the SDK', () => {
@@ -208,7 +185,7 @@ describe('after a long disconnect', () => {
     await admin('DELETE', '/v1/db/notes/x1');
     await admin('PUT', '/v1/db/notes/x3', { data: { list: 'x' } });
     // The log no longer reaches back to the client's cursor: the server answers with a reset.
-    const sql = new pg.Client({ connectionString: database.url });
+    const sql = new pg.Client({ connectionString: one.database.url });
     await sql.connect();
     await sql.query('DELETE FROM basalt.change_ticks WHERE id < (SELECT max(id) FROM basalt.change_ticks)');
     await sql.end();

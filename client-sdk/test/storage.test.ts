@@ -1,21 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from '../../test/helpers.js';
-import { BasaltError, createClient, type BasaltClient } from '../src/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { request, useTestApp } from '../../test/helpers.js';
+import { signedInClient } from './sdk-support.js';
+import { BasaltError, type BasaltClient } from '../src/index.js';
 
-let database: TestDatabase;
-let server: TestApp;
+const server = useTestApp();
 let alice: BasaltClient;
 let bob: BasaltClient;
-
-async function signedIn(): Promise<BasaltClient> {
-  const client = createClient(server.url, { persistSession: false, autoRefreshToken: false });
-  await client.auth.signUp({
-    email: `sdk-storage-${randomBytes(4).toString('hex')}@example.com`,
-    password: 'correct horse battery staple 42',
-  });
-  return client;
-}
 
 async function bucket(body: Record<string, unknown>): Promise<void> {
   const response = await request(server.url, 'POST', '/v1/admin/buckets', { token: server.serviceKey, body });
@@ -23,8 +14,6 @@ async function bucket(body: Record<string, unknown>): Promise<void> {
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  server = await startTestApp(database);
   await bucket({
     name: 'avatars',
     max_file_size: 2_000_000,
@@ -35,13 +24,8 @@ beforeAll(async () => {
     },
   });
   await bucket({ name: 'public-assets', public: true, rules: { write: 'auth != null' } });
-  alice = await signedIn();
-  bob = await signedIn();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await database?.drop();
+  alice = await signedInClient(server.url);
+  bob = await signedInClient(server.url);
 });
 
 describe('storage SDK', () => {

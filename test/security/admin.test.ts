@@ -10,11 +10,11 @@ import path from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { buildApp } from '../../server/app.js';
 import { createLogger } from '../../server/internal/log.js';
-import { request, type TestApp } from '../helpers.js';
+import { signUp } from '../auth-helpers.js';
+import { request } from '../helpers.js';
 import { TestSocket } from '../realtime-client.js';
 import { securitySuite, type Attack } from './harness.js';
 
-const PASSWORD = 'correct horse battery staple 42';
 const METRICS_TOKEN = `mt_${randomBytes(32).toString('base64url')}`;
 
 // One HTTP function, so that invocation listings reach the database.
@@ -28,14 +28,7 @@ afterAll(() => rmSync(functionsDir, { recursive: true, force: true }));
 interface Fixture {
   user: string;
   anonymous: string;
-}
-
-async function signUp(server: TestApp): Promise<string> {
-  const response = await request(server.url, 'POST', '/v1/auth/signup', {
-    body: { email: `u${randomBytes(6).toString('hex')}@example.com`, password: PASSWORD },
-  });
-  expect(response.status, response.text).toBe(201);
-  return (response.body as { session: { access_token: string } }).session.access_token;
+  nearServiceKey: string;
 }
 
 /** Admin endpoints, each with a body or query that would fail validation, so auth must come first. */
@@ -43,12 +36,19 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'GET', path: '/v1/admin/buckets' },
   { method: 'POST', path: '/v1/admin/buckets', body: { name: 'Not A Name!', max_file_size: -1 } },
   { method: 'PATCH', path: '/v1/admin/buckets/none', body: { public: 'yes' } },
+  { method: 'GET', path: '/v1/admin/buckets/none' },
   { method: 'DELETE', path: '/v1/admin/buckets/none?force=maybe' },
   { method: 'POST', path: '/v1/admin/storage/sweep', body: { grace_seconds: -1 } },
   { method: 'GET', path: '/v1/admin/collections' },
   { method: 'POST', path: '/v1/admin/collections', body: { name: 42, rules: 'all' } },
+  { method: 'GET', path: '/v1/admin/collections/none' },
+  { method: 'PATCH', path: '/v1/admin/collections/none', body: { rules: 'all' } },
+  { method: 'DELETE', path: '/v1/admin/collections/none' },
   { method: 'GET', path: '/v1/admin/users' },
   { method: 'POST', path: '/v1/admin/users', body: { email: 5 } },
+  { method: 'GET', path: '/v1/admin/users/not-a-uuid' },
+  { method: 'PATCH', path: '/v1/admin/users/not-a-uuid', body: { banned_until: 'soon' } },
+  { method: 'DELETE', path: '/v1/admin/users/not-a-uuid' },
   { method: 'GET', path: '/v1/admin/realtime' },
   { method: 'GET', path: '/v1/admin/functions' },
   { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },
@@ -60,6 +60,12 @@ const adminRows: Array<Attack<Fixture>> = ADMIN_ENDPOINTS.flatMap((endpoint) => 
   {
     name: `${endpoint.method} ${endpoint.path} without a token`,
     request: () => ({ ...endpoint }),
+    status: 401,
+    code: 'UNAUTHENTICATED',
+  },
+  {
+    name: `${endpoint.method} ${endpoint.path} with the service key and a character more`,
+    request: () => ({ ...endpoint, as: 'near-service-key' }),
     status: 401,
     code: 'UNAUTHENTICATED',
   },
@@ -83,7 +89,7 @@ securitySuite<Fixture>({
   surface: 'admin',
   env: { BASALT_FUNCTIONS_DIR: functionsDir, BASALT_METRICS_TOKEN: METRICS_TOKEN },
   async setup(server) {
-    const user = await signUp(server);
+    const user = (await signUp(server.url)).token;
     const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
     expect(anonymous.status, anonymous.text).toBe(201);
     const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
@@ -93,11 +99,16 @@ securitySuite<Fixture>({
     expect(bucket.status, bucket.text).toBe(201);
     // One invocation, so that listings have a row to page over.
     expect((await request(server.url, 'POST', '/v1/functions/hello', { body: {} })).status).toBe(200);
-    return { user, anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token };
+    return {
+      user,
+      anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token,
+      nearServiceKey: `${server.serviceKey}x`,
+    };
   },
   tokenOf: (fixture, actor) => {
     if (actor === 'user') return fixture.user;
     if (actor === 'anonymous-user') return fixture.anonymous;
+    if (actor === 'near-service-key') return fixture.nearServiceKey;
     if (actor === 'metrics') return METRICS_TOKEN;
     if (actor === 'garbage') return randomBytes(32).toString('base64url');
     return undefined;

@@ -7,7 +7,8 @@
 import pg from 'pg';
 import { expect } from 'vitest';
 import { errorCode, request, waitFor, type TestApp } from '../helpers.js';
-import { createCollection, signUp, type Doc, type TestUser } from '../documents-support.js';
+import { signUp, type SignedUp } from '../auth-helpers.js';
+import { createCollection, type Doc } from '../documents-support.js';
 import { securitySuite, type HttpResult } from './harness.js';
 
 /** Small enough that a PATCH can push Alice's stored document over it. */
@@ -15,8 +16,8 @@ const MAX_DOCUMENT_BYTES = 4096;
 const HOSTILE_DEPTH = 6000;
 
 interface Fixture {
-  alice: TestUser;
-  bob: TestUser;
+  alice: SignedUp;
+  bob: SignedUp;
   /** Alice's account: a hidden balance, a 2,000-byte note and a secret. */
   account: Doc;
   /** Alice's account whose balance is near the largest double. */
@@ -51,7 +52,7 @@ function normalized(result: HttpResult, ids: string[]): unknown {
 
 function send(
   server: TestApp,
-  user: TestUser | null,
+  user: SignedUp | null,
   method: string,
   path: string,
   body?: unknown,
@@ -120,7 +121,7 @@ securitySuite<Fixture>({
       rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null', update: 'auth != null' },
       schema: { type: 'object', properties: { votes: { type: 'number', maximum: 100 } } },
     });
-    const [alice, bob] = await Promise.all([signUp(server), signUp(server)]);
+    const [alice, bob] = await Promise.all([signUp(server.url), signUp(server.url)]);
     const secret = `alice-secret-${Date.now()}`;
     const created = await send(server, alice, 'POST', '/v1/db/accounts', {
       id: 'alice-account',

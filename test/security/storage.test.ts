@@ -4,19 +4,15 @@
  * that can never work. One row per attack; see harness.ts.
  */
 import http from 'node:http';
-import { randomBytes } from 'node:crypto';
+
 import { expect } from 'vitest';
 import { UrlSigner } from '../../server/modules/storage/signing.js';
+import { signUp, type SignedUp } from '../auth-helpers.js';
 import { errorCode, request, type TestApp } from '../helpers.js';
 import { rawRequest } from '../storage-helpers.js';
 import { securitySuite, type HttpResult } from './harness.js';
 
-const PASSWORD = 'correct horse battery staple 42';
-
-interface User {
-  token: string;
-  uid: string;
-}
+type User = SignedUp;
 
 interface Fixture {
   alice: User;
@@ -27,15 +23,6 @@ interface Fixture {
 }
 
 const ALICE_SECRET = 'alice secret diary';
-
-async function signUp(server: TestApp): Promise<User> {
-  const response = await request(server.url, 'POST', '/v1/auth/signup', {
-    body: { email: `u${randomBytes(6).toString('hex')}@example.com`, password: PASSWORD },
-  });
-  expect(response.status, response.text).toBe(201);
-  const body = response.body as { user: { id: string }; session: { access_token: string } };
-  return { token: body.session.access_token, uid: body.user.id };
-}
 
 async function createBucket(server: TestApp, body: Record<string, unknown>): Promise<void> {
   const response = await request(server.url, 'POST', '/v1/admin/buckets', { token: server.serviceKey, body });
@@ -80,15 +67,15 @@ securitySuite<Fixture>({
         delete: 'auth != null && object.owner == auth.uid',
       },
     });
-    const alice = await signUp(server);
-    const bob = await signUp(server);
-    const put = await request(server.url, 'PUT', `/v1/storage/private/users/${alice.uid}/diary.txt`, {
+    const alice = await signUp(server.url);
+    const bob = await signUp(server.url);
+    const put = await request(server.url, 'PUT', `/v1/storage/private/users/${alice.id}/diary.txt`, {
       token: alice.token,
       headers: { 'content-type': 'text/plain' },
       rawBody: encoder.encode(ALICE_SECRET),
     });
     expect(put.status, put.text).toBe(201);
-    const signed = await request(server.url, 'POST', `/v1/sign/private/users/${alice.uid}/diary.txt`, {
+    const signed = await request(server.url, 'POST', `/v1/sign/private/users/${alice.id}/diary.txt`, {
       token: alice.token,
       body: { expires_in: 600 },
     });
@@ -318,7 +305,7 @@ securitySuite<Fixture>({
       name: 'an encoded "../" climbs out of a path',
       request: (f) => ({
         method: 'GET',
-        path: `/v1/storage/private/users%2F${f.bob.uid}%2F..%2F..%2Fusers%2F${f.alice.uid}%2Fdiary.txt`,
+        path: `/v1/storage/private/users%2F${f.bob.id}%2F..%2F..%2Fusers%2F${f.alice.id}%2Fdiary.txt`,
         as: 'bob',
       }),
       status: 400,
@@ -329,9 +316,9 @@ securitySuite<Fixture>({
       name: 'a raw "../" in the URL reaches another bucket',
       run: async (fixture, server) => {
         for (const rawPath of [
-          `/v1/storage/files/../private/users/${fixture.alice.uid}/diary.txt`,
-          `/v1/storage/files/%2e%2e/private/users/${fixture.alice.uid}/diary.txt`,
-          `/v1/storage/private/users/${fixture.bob.uid}/%2E%2E/${fixture.alice.uid}/diary.txt`,
+          `/v1/storage/files/../private/users/${fixture.alice.id}/diary.txt`,
+          `/v1/storage/files/%2e%2e/private/users/${fixture.alice.id}/diary.txt`,
+          `/v1/storage/private/users/${fixture.bob.id}/%2E%2E/${fixture.alice.id}/diary.txt`,
         ]) {
           const result = await rawRequest(server.url, 'GET', rawPath, fixture.bob.token);
           expect(result.status, rawPath).toBe(400);
@@ -362,7 +349,7 @@ securitySuite<Fixture>({
     // ---- another user's objects --------------------------------------------------------------
     {
       name: "bob reads alice's file",
-      request: (f) => ({ method: 'GET', path: `/v1/storage/private/users/${f.alice.uid}/diary.txt`, as: 'bob' }),
+      request: (f) => ({ method: 'GET', path: `/v1/storage/private/users/${f.alice.id}/diary.txt`, as: 'bob' }),
       status: 403,
       code: 'FORBIDDEN',
       mustNotContain: () => [ALICE_SECRET],
@@ -371,7 +358,7 @@ securitySuite<Fixture>({
       name: "bob overwrites alice's file",
       request: (f) => ({
         method: 'PUT',
-        path: `/v1/storage/private/users/${f.alice.uid}/diary.txt`,
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt`,
         as: 'bob',
         headers: { 'x-upsert': 'true', 'content-type': 'text/plain' },
         rawBody: encoder.encode('bob was here'),
@@ -379,7 +366,7 @@ securitySuite<Fixture>({
       status: 403,
       code: 'FORBIDDEN',
       check: async (_result, f, server) => {
-        const own = await request(server.url, 'GET', `/v1/storage/private/users/${f.alice.uid}/diary.txt`, {
+        const own = await request(server.url, 'GET', `/v1/storage/private/users/${f.alice.id}/diary.txt`, {
           token: f.alice.token,
         });
         expect(own.text).toBe(ALICE_SECRET);
@@ -387,7 +374,7 @@ securitySuite<Fixture>({
     },
     {
       name: "bob deletes alice's file",
-      request: (f) => ({ method: 'DELETE', path: `/v1/storage/private/users/${f.alice.uid}/diary.txt`, as: 'bob' }),
+      request: (f) => ({ method: 'DELETE', path: `/v1/storage/private/users/${f.alice.id}/diary.txt`, as: 'bob' }),
       status: 403,
       code: 'FORBIDDEN',
     },
@@ -395,7 +382,7 @@ securitySuite<Fixture>({
       name: "bob signs a URL for alice's file",
       request: (f) => ({
         method: 'POST',
-        path: `/v1/sign/private/users/${f.alice.uid}/diary.txt`,
+        path: `/v1/sign/private/users/${f.alice.id}/diary.txt`,
         as: 'bob',
         body: { expires_in: 60 },
       }),
@@ -404,13 +391,13 @@ securitySuite<Fixture>({
     },
     {
       name: "bob lists alice's folder",
-      request: (f) => ({ method: 'GET', path: `/v1/storage/private?prefix=users/${f.alice.uid}/`, as: 'bob' }),
+      request: (f) => ({ method: 'GET', path: `/v1/storage/private?prefix=users/${f.alice.id}/`, as: 'bob' }),
       status: 200,
       check: (result) => expect((result.body as { objects: unknown[] }).objects).toEqual([]),
     },
     {
       name: 'a stranger without a token reads a private file',
-      request: (f) => ({ method: 'GET', path: `/v1/storage/private/users/${f.alice.uid}/diary.txt` }),
+      request: (f) => ({ method: 'GET', path: `/v1/storage/private/users/${f.alice.id}/diary.txt` }),
       status: 403,
       code: 'FORBIDDEN',
       mustNotContain: () => [ALICE_SECRET],
@@ -427,7 +414,7 @@ securitySuite<Fixture>({
       name: "a signed URL's signature moved to another path",
       request: (f) => ({
         method: 'GET',
-        path: `/v1/storage/private/users/${f.bob.uid}/diary.txt?${f.signedQuery.toString()}`,
+        path: `/v1/storage/private/users/${f.bob.id}/diary.txt?${f.signedQuery.toString()}`,
       }),
       status: 403,
       code: 'FORBIDDEN',
@@ -469,7 +456,7 @@ securitySuite<Fixture>({
       check: async (_result, f, server) => {
         const signer = new UrlSigner(null, server.serviceKey);
         const expires = Math.floor(Date.now() / 1000) - 1;
-        const objectPath = `users/${f.alice.uid}/diary.txt`;
+        const objectPath = `users/${f.alice.id}/diary.txt`;
         const sig = signer.signature('private', objectPath, expires);
         const expired = await request(server.url, 'GET', `${f.signedPath}?expires=${expires}&sig=${sig}`);
         expect(expired.status).toBe(403);
