@@ -37,7 +37,8 @@ const JSON_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{
 
 /**
  * A timestamp of a change-log row (Postgres JSON: `…T14:13:56.799656+00:00`) as the storage
- * API writes it: UTC with `Z`, its microseconds kept.
+ * API writes it: UTC with `Z` and six digits of microseconds. Postgres' JSON drops trailing
+ * zeros of the fraction (`.38908`, or none at all on a whole second); the API never does.
  */
 function apiTimestamp(value: unknown): string {
   const text = String(value);
@@ -46,7 +47,7 @@ function apiTimestamp(value: unknown): string {
   const [, seconds, fraction = '', offset] = match;
   const utc =
     offset === 'Z' || offset === '+00:00' ? seconds : new Date(`${seconds}${offset}`).toISOString().slice(0, 19);
-  return `${utc}${fraction}Z`;
+  return `${utc}.${fraction.slice(1).padEnd(6, '0')}Z`;
 }
 
 /** An object as the storage API shows it (the wire type): no storage key of the backend. */
