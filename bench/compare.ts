@@ -90,7 +90,9 @@ async function main(): Promise<void> {
       for (const line of await runSuite(roots[side], suite)) {
         process.stdout.write(JSON.stringify({ checkout: side, round, ...line }) + '\n');
         const flat: Flat = new Map();
-        flatten(line, String(line.bench ?? suite), flat);
+        // Suites that run one benchmark per backend (storage) name the backend on each line.
+        const name = [line.bench ?? suite, line.backend].filter((part) => typeof part === 'string').join('.');
+        flatten(line, name, flat);
         for (const [key, value] of flat) figures[side].set(key, [...(figures[side].get(key) ?? []), value]);
       }
     }

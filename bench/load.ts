@@ -68,6 +68,25 @@ export function round(value: number, digits = 2): number {
   return Math.round(value * factor) / factor;
 }
 
+/** The figures of a run from its successful responses' latencies (ms) and its failures. */
+function loadResult(
+  latencies: number[],
+  seconds: number,
+  failures: { failed: number; statusCodes: Record<string, number>; firstFailure: string | null },
+): LoadResult {
+  const sorted = Float64Array.from(latencies).sort();
+  const { failed, statusCodes, firstFailure } = failures;
+  return {
+    rps: round(sorted.length / seconds, 1),
+    p50_ms: round(percentile(sorted, 50)),
+    p90_ms: round(percentile(sorted, 90)),
+    p99_ms: round(percentile(sorted, 99)),
+    requests: sorted.length,
+    failed,
+    ...(failed > 0 ? { status_codes: statusCodes, first_failure: firstFailure } : {}),
+  };
+}
+
 /**
  * Drives a server with autocannon: a fixed number of connections, each sending its next
  * request as soon as the previous answers (closed loop, as wrk does). Latency percentiles are
@@ -101,19 +120,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     if (status >= 200 && status < 300) latencies.push(responseTime);
   });
   const result = await instance;
-  const sorted = Float64Array.from(latencies).sort();
   const statusCodes: Record<string, number> = {};
   for (const [code, stat] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = stat.count;
   const failed = result.non2xx + result.errors + result.timeouts;
-  return {
-    rps: round(sorted.length / result.duration, 1),
-    p50_ms: round(percentile(sorted, 50)),
-    p90_ms: round(percentile(sorted, 90)),
-    p99_ms: round(percentile(sorted, 99)),
-    requests: sorted.length,
-    failed,
-    ...(failed > 0 ? { status_codes: statusCodes, first_failure: firstFailure } : {}),
-  };
+  return loadResult(latencies, result.duration, { failed, statusCodes, firstFailure });
 }
 
 export interface ChainedOptions<State> {
@@ -203,14 +213,5 @@ export async function runChained<State>(options: ChainedOptions<State>): Promise
   };
   await Promise.all(Array.from({ length: options.connections }, connection));
   agent.destroy();
-  const sorted = Float64Array.from(latencies).sort();
-  return {
-    rps: round(sorted.length / options.durationSeconds, 1),
-    p50_ms: round(percentile(sorted, 50)),
-    p90_ms: round(percentile(sorted, 90)),
-    p99_ms: round(percentile(sorted, 99)),
-    requests: sorted.length,
-    failed,
-    ...(failed > 0 ? { status_codes: statusCodes, first_failure: firstFailure } : {}),
-  };
+  return loadResult(latencies, options.durationSeconds, { failed, statusCodes, firstFailure });
 }

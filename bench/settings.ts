@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,13 +27,31 @@ export const BASALT_ROOT_DIR = process.env.BENCH_BASALT_ROOT?.trim()
 export const NODE_HEAP_FLOOR = ['--max-semi-space-size=2', '--initial-old-space-size=128'];
 
 /**
- * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags,
- * from ROOT_DIR, on the compiled server (run.ts builds it first when it is stale).
+ * The Node flags of `npm start` in the checkout under test (its package.json), for
+ * BENCH_SERVER_FLAGS=checkout: compare.ts then measures two checkouts that differ only in
+ * their flags as each would run.
+ */
+function checkoutStartFlags(root: string): string[] {
+  const manifest = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as {
+    scripts?: { start?: string };
+  };
+  return (
+    manifest.scripts?.start?.match(/--(?:max-semi-space-size|initial-old-space-size|max-old-space-size)=\d+/g) ?? []
+  );
+}
+
+const SERVER_FLAGS =
+  process.env.BENCH_SERVER_FLAGS === 'checkout' ? checkoutStartFlags(BASALT_ROOT_DIR) : NODE_HEAP_FLOOR;
+
+/**
+ * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags
+ * (by default this checkout's, given to every process of the run), from BASALT_ROOT_DIR, on
+ * the compiled server (run.ts builds it first when it is stale).
  */
 export const BASALT_SERVER_ARGS = existsSync(path.join(BASALT_ROOT_DIR, 'scripts', 'build.ts'))
-  ? [...NODE_HEAP_FLOOR, 'dist/main.mjs']
+  ? [...SERVER_FLAGS, 'dist/main.mjs']
   : // A checkout from before the compiled build (compare.ts's `before`) runs its sources through tsx.
-    [...NODE_HEAP_FLOOR, '--import', 'tsx', 'server/main.ts'];
+    [...SERVER_FLAGS, '--import', 'tsx', 'server/main.ts'];
 
 export type TargetName = 'basalt' | 'parse' | 'raw';
 export const ALL_TARGETS: TargetName[] = ['basalt', 'parse', 'raw'];

@@ -1,8 +1,19 @@
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { useTempDir } from './helpers.js';
+
+/** Runs a TypeScript module body in a Node process of its own, from the repository root. */
+function runScript(script: string): SpawnSyncReturns<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_OPTIONS;
+  return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: root,
+    env,
+    encoding: 'utf8',
+  });
+}
 
 /**
  * The embedded Postgres must not take over the process's exit: a process that started
@@ -21,13 +32,7 @@ describe('the embedded Postgres', () => {
       await handle.stop();
       process.exitCode = 3;
     `;
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    delete env.NODE_OPTIONS;
-    const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: root,
-      env,
-      encoding: 'utf8',
-    });
+    const result = runScript(script);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(3);
   });
@@ -42,13 +47,7 @@ describe('the embedded Postgres', () => {
       process.stdout.write(pid + '\\n');
       throw new Error('crash');
     `;
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    delete env.NODE_OPTIONS;
-    const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: root,
-      env,
-      encoding: 'utf8',
-    });
+    const result = runScript(script);
     expect(result.status).toBe(1);
     const pid = Number(result.stdout.trim());
     expect(pid).toBeGreaterThan(0);

@@ -1,6 +1,14 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createCollection } from './documents-support.js';
-import { errorCode, request, useTestApp, waitFor, type TestApp } from './helpers.js';
+import {
+  createBucket,
+  createCollection,
+  errorCode,
+  putText,
+  request,
+  useTestApp,
+  waitFor,
+  type TestApp,
+} from './helpers.js';
 
 /**
  * Event functions end to end: committed changes (through the API or plain SQL) fire
@@ -63,11 +71,7 @@ async function effects(app: TestApp): Promise<Array<{ id: string; data: Record<s
 const first = useTestApp({ functions: FILES });
 beforeAll(async () => {
   for (const name of ['notes', 'effects']) await createCollection(first, { name });
-  const bucket = await request(first.url, 'POST', '/v1/admin/buckets', {
-    token: first.serviceKey,
-    body: { name: 'uploads' },
-  });
-  expect(bucket.status).toBe(201);
+  await createBucket(first, { name: 'uploads' });
 });
 const second = useTestApp({ sharing: first });
 
@@ -105,11 +109,7 @@ describe('event functions', () => {
   });
 
   it('gives an upload trigger the object with every field the storage API shows', async () => {
-    const uploaded = await fetch(`${first.url}/v1/storage/uploads/reports/q1.txt`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${first.serviceKey}`, 'content-type': 'text/plain' },
-      body: 'quarterly numbers',
-    });
+    const uploaded = await putText(first, 'uploads/reports/q1.txt', 'quarterly numbers');
     expect(uploaded.status).toBe(201);
     const shown = (await uploaded.json()) as Record<string, unknown>;
     const effect = await waitFor('the upload effect', async () =>

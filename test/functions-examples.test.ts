@@ -3,8 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { signUp, useMailServer, uniqueEmail } from './auth-helpers.js';
-import { createCollection } from './documents-support.js';
-import { request, startTestApp, useTestApp, waitFor } from './helpers.js';
+import { createBucket, createCollection, putText, request, startTestApp, useTestApp, waitFor } from './helpers.js';
 
 /**
  * The example functions in examples/functions/ load, run, and reload when a file changes;
@@ -21,11 +20,7 @@ const server = useTestApp({
 });
 
 beforeAll(async () => {
-  const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
-    token: server.serviceKey,
-    body: { name: 'documents' },
-  });
-  expect(bucket.status).toBe(201);
+  await createBucket(server, { name: 'documents' });
   for (const name of ['posts', 'stats', 'word_counts']) await createCollection(server, { name });
 });
 
@@ -78,11 +73,7 @@ describe('the example functions', () => {
   });
 
   it('wordCount writes the word count of an uploaded text file', async () => {
-    const uploaded = await fetch(`${server.url}/v1/storage/documents/notes/today.txt`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${server.serviceKey}`, 'content-type': 'text/plain' },
-      body: 'one two  three\nfour',
-    });
+    const uploaded = await putText(server, 'documents/notes/today.txt', 'one two  three\nfour');
     expect(uploaded.status).toBe(201);
     const count = await waitFor('the word count', async () => {
       const response = await request(server.url, 'GET', '/v1/db/word_counts/notes_today_txt', {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { buildApp } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import { createLogger } from '../server/internal/log.js';
@@ -276,4 +276,35 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+/** Creates a collection or a bucket with the service key; fails the test unless it is created. */
+async function createAsService(
+  server: Pick<TestApp, 'url' | 'serviceKey'>,
+  kind: 'collections' | 'buckets',
+  body: Record<string, unknown>,
+): Promise<void> {
+  const response = await request(server.url, 'POST', `/v1/admin/${kind}`, { body, token: server.serviceKey });
+  expect(response.status, response.text).toBe(201);
+}
+
+export function createCollection(server: Pick<TestApp, 'url' | 'serviceKey'>, body: Record<string, unknown>) {
+  return createAsService(server, 'collections', body);
+}
+
+export function createBucket(server: Pick<TestApp, 'url' | 'serviceKey'>, body: Record<string, unknown>) {
+  return createAsService(server, 'buckets', body);
+}
+
+/** Stores `text` as a text/plain object at `objectPath` (bucket/path) with the service key. */
+export function putText(
+  server: Pick<TestApp, 'url' | 'serviceKey'>,
+  objectPath: string,
+  text: string,
+): Promise<Response> {
+  return fetch(`${server.url}/v1/storage/${objectPath}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${server.serviceKey}`, 'content-type': 'text/plain' },
+    body: text,
+  });
 }

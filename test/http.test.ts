@@ -109,33 +109,24 @@ describe('the error envelope', () => {
     expect((response.body as { error: { message: string } }).error.message).toContain('/v1/nothing-here');
   });
 
-  it('answers malformed JSON with 400 INVALID_REQUEST and no internals', async () => {
+  it.each([
+    ['malformed JSON', () => '{"a": ', 'application/json', 400, 'INVALID_REQUEST'],
+    [
+      'a body over the limit',
+      () => JSON.stringify({ blob: 'x'.repeat(server.config.bodyLimit + 10) }),
+      'application/json',
+      413,
+      'PAYLOAD_TOO_LARGE',
+    ],
+    ['an unsupported content type', () => 'a=b', 'application/x-www-form-urlencoded', 415, 'UNSUPPORTED_MEDIA_TYPE'],
+  ])('answers %s with the catalogue error and no internals', async (_case, body, contentType, status, code) => {
     const response = await request(server.url, 'POST', '/test/echo', {
-      rawBody: '{"a": ',
-      headers: { 'content-type': 'application/json' },
+      rawBody: body(),
+      headers: { 'content-type': contentType },
     });
-    expect(response.status).toBe(400);
-    expect(errorCode(response.body)).toBe('INVALID_REQUEST');
+    expect(response.status).toBe(status);
+    expect(errorCode(response.body)).toBe(code);
     expect(response.text).not.toMatch(/at .*\.(js|ts):\d+/);
-  });
-
-  it('answers a body over the limit with 413 PAYLOAD_TOO_LARGE', async () => {
-    const big = JSON.stringify({ blob: 'x'.repeat(server.config.bodyLimit + 10) });
-    const response = await request(server.url, 'POST', '/test/echo', {
-      rawBody: big,
-      headers: { 'content-type': 'application/json' },
-    });
-    expect(response.status).toBe(413);
-    expect(errorCode(response.body)).toBe('PAYLOAD_TOO_LARGE');
-  });
-
-  it('answers an unsupported content type with 415', async () => {
-    const response = await request(server.url, 'POST', '/test/echo', {
-      rawBody: 'a=b',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
-    expect(response.status).toBe(415);
-    expect(errorCode(response.body)).toBe('UNSUPPORTED_MEDIA_TYPE');
   });
 
   it('rejects a malformed Authorization header with 401 UNAUTHENTICATED', async () => {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { useTempDir } from './helpers.js';
+import { isAlive } from '../server/internal/embedded-postgres.js';
 import { freePort } from '../server/internal/net.js';
 
 /**
@@ -69,15 +70,6 @@ async function startBasalt(dataDir: string, port: number): Promise<Started> {
   }
   child.kill('SIGKILL');
   throw new Error(`npm start did not become ready in 60 s:\n${output()}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Every process below `pid` (npm → node → postgres and its workers, esbuild). */

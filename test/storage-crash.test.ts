@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStorageBackend } from '../server/modules/storage/module.js';
 import { loadConfig } from '../server/config.js';
-import { createTestDatabase, request, type TestDatabase } from './helpers.js';
+import { createBucket, createTestDatabase, request, type TestDatabase } from './helpers.js';
 import { startS3Server, type S3Server } from './storage-helpers.js';
 import { freePort } from '../server/internal/net.js';
 
@@ -100,11 +100,7 @@ describe.each(['fs', 's3'] as const)('storage survives kill -9 mid-upload (%s ba
 
   it('leaves no row, no visible object and no bytes once swept after the restart', async () => {
     server = await startServer(env);
-    const created = await request(server.url, 'POST', '/v1/admin/buckets', {
-      token: serviceKey,
-      body: { name: 'crash' },
-    });
-    expect(created.status).toBe(201);
+    await createBucket({ url: server.url, serviceKey }, { name: 'crash' });
 
     // A large upload, sent slowly, so the process dies with bytes half written.
     const total = 64 * 1024 * 1024;

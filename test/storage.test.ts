@@ -8,6 +8,7 @@ import type { StorageBackend } from '../server/modules/storage/backends/index.js
 import { createStorageBackend } from '../server/modules/storage/module.js';
 import { UrlSigner } from '../server/modules/storage/signing.js';
 import {
+  createBucket as createBucketAs,
   createTestDatabase,
   errorCode,
   request,
@@ -64,12 +65,35 @@ async function tmpFiles(ctx: Ctx): Promise<string[]> {
   return readdir(path.join(ctx.server.config.dataDir, 'storage', 'tmp')).catch(() => []);
 }
 
-async function createBucket(ctx: Ctx, body: Record<string, unknown>): Promise<void> {
-  const response = await request(ctx.server.url, 'POST', '/v1/admin/buckets', {
-    token: ctx.server.serviceKey,
-    body,
+/**
+ * A PUT whose body is `chunk` written until `total` bytes went out, honouring back-pressure
+ * (no Content-Length unless the headers give one: then it is chunked); resolves to the status.
+ */
+function streamedPut(url: string, headers: Record<string, string>, chunk: Buffer, total: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const req = http.request(url, { method: 'PUT', headers });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < total) {
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          req.once('drain', pump);
+          return;
+        }
+      }
+      req.end();
+    };
+    pump();
   });
-  expect(response.status, response.text).toBe(201);
+}
+
+function createBucket(ctx: Ctx, body: Record<string, unknown>): Promise<void> {
+  return createBucketAs(ctx.server, body);
 }
 
 describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendKind) => {
@@ -337,29 +361,12 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       const declared = await upload(ctx, 'files', 'big1.bin', new Uint8Array(200_001));
       expect(declared.status).toBe(413);
       // No Content-Length (chunked): refused once the stream passes the limit.
-      const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request(`${ctx.server.url}/v1/storage/files/big2.bin`, {
-          method: 'PUT',
-          headers: { authorization: `Bearer ${ctx.server.serviceKey}`, 'content-type': 'application/octet-stream' },
-        });
-        req.on('response', (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        });
-        req.on('error', reject);
-        let sent = 0;
-        const pump = (): void => {
-          while (sent < 400_000) {
-            sent += 16_384;
-            if (!req.write(Buffer.alloc(16_384, 1))) {
-              req.once('drain', pump);
-              return;
-            }
-          }
-          req.end();
-        };
-        pump();
-      });
+      const status = await streamedPut(
+        `${ctx.server.url}/v1/storage/files/big2.bin`,
+        { authorization: `Bearer ${ctx.server.serviceKey}`, 'content-type': 'application/octet-stream' },
+        Buffer.alloc(16_384, 1),
+        400_000,
+      );
       expect(status).toBe(413);
       // multipart/form-data: the file part is cut off the same way.
       const form = new FormData();
@@ -389,33 +396,16 @@ describe.each(['fs', 's3'] as const)('storage over HTTP (%s backend)', (backendK
       let peak = baseline;
       const sampler = setInterval(() => (peak = Math.max(peak, memory())), 20);
       try {
-        const status = await new Promise<number>((resolve, reject) => {
-          const req = http.request(`${ctx.server.url}/v1/storage/large-${backendKind}/big.bin`, {
-            method: 'PUT',
-            headers: {
-              authorization: `Bearer ${ctx.server.serviceKey}`,
-              'content-type': 'application/octet-stream',
-              'content-length': String(total),
-            },
-          });
-          req.on('response', (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          });
-          req.on('error', reject);
-          let sent = 0;
-          const pump = (): void => {
-            while (sent < total) {
-              sent += chunk.length;
-              if (!req.write(chunk)) {
-                req.once('drain', pump);
-                return;
-              }
-            }
-            req.end();
-          };
-          pump();
-        });
+        const status = await streamedPut(
+          `${ctx.server.url}/v1/storage/large-${backendKind}/big.bin`,
+          {
+            authorization: `Bearer ${ctx.server.serviceKey}`,
+            'content-type': 'application/octet-stream',
+            'content-length': String(total),
+          },
+          chunk,
+          total,
+        );
         expect(status).toBe(201);
         let received = 0;
         await new Promise<void>((resolve, reject) => {

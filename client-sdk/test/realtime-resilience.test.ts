@@ -60,6 +60,19 @@ async function admin(server: TestApp, method: string, path: string, body?: unkno
   if (response.status >= 300) throw new Error(`${method} ${path}: ${response.status} ${response.text}`);
 }
 
+/** A live query over every todo, recording each snapshot's ids and each error; resolves after the first snapshot. */
+async function watchTodos(basalt: BasaltClient): Promise<{ snapshots: string[][]; errors: unknown[] }> {
+  const snapshots: string[][] = [];
+  const errors: unknown[] = [];
+  basalt.realtime.subscribe(
+    { collection: 'todos' },
+    (snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)),
+    (error) => errors.push(error),
+  );
+  await waitFor('snapshots.length === 1', async () => snapshots.length === 1);
+  return { snapshots, errors };
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -142,14 +155,7 @@ describe('the socket and the session', () => {
       const basalt = client(shortTokens.url, wires[name]);
       const { user } = await basalt.auth.signUp({ email: `rt-${name}-${Date.now()}@example.com`, password: PASSWORD });
       if (name === 'asleep') basalt.auth.stopAutoRefresh();
-      const snapshots: string[][] = [];
-      const errors: unknown[] = [];
-      basalt.realtime.subscribe(
-        { collection: 'todos' },
-        (snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)),
-        (error) => errors.push(error),
-      );
-      await waitFor('snapshots.length === 1', async () => snapshots.length === 1);
+      const { snapshots, errors } = await watchTodos(basalt);
       return { basalt, user, snapshots, errors, first: basalt.auth.session!.access_token };
     });
     const [live, asleep] = await Promise.all(setups);
@@ -196,14 +202,7 @@ describe('the socket and the session', () => {
     const wire: Wire = { sent: [], received: [] };
     const basalt = client(restartable.url, wire);
     const { user } = await basalt.auth.signUp({ email: `rt-out-${Date.now()}@example.com`, password: PASSWORD });
-    const snapshots: string[][] = [];
-    const errors: unknown[] = [];
-    basalt.realtime.subscribe(
-      { collection: 'todos' },
-      (snapshot) => snapshots.push(snapshot.docs.map((doc) => doc.id)),
-      (error) => errors.push(error),
-    );
-    await waitFor('snapshots.length === 1', async () => snapshots.length === 1);
+    const { snapshots, errors } = await watchTodos(basalt);
     await basalt.db.collection('todos').add({ title: 'mine' }, { id: 'mine' });
     await waitFor(
       "snapshots.at(-1)?.includes('mine') === true",

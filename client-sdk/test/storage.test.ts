@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { request, useTestApp } from '../../test/helpers.js';
+import { createBucket, useTestApp } from '../../test/helpers.js';
 import { signedInClient } from './sdk-support.js';
 import { BasaltError, type BasaltClient } from '../src/index.js';
 
@@ -8,9 +8,8 @@ const server = useTestApp();
 let alice: BasaltClient;
 let bob: BasaltClient;
 
-async function bucket(body: Record<string, unknown>): Promise<void> {
-  const response = await request(server.url, 'POST', '/v1/admin/buckets', { token: server.serviceKey, body });
-  expect(response.status, response.text).toBe(201);
+function bucket(body: Record<string, unknown>): Promise<void> {
+  return createBucket(server, body);
 }
 
 beforeAll(async () => {

@@ -62,7 +62,8 @@ async function passwordFor(baseDir: string): Promise<string> {
   return password;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (signal 0 checks without signalling). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { expect } from 'vitest';
 import { UrlSigner } from '../../server/modules/storage/signing.js';
 import { signUp, type SignedUp } from '../auth-helpers.js';
-import { errorCode, request, type TestApp } from '../helpers.js';
+import { createBucket, errorCode, request, type TestApp } from '../helpers.js';
 import { rawRequest } from '../storage-helpers.js';
 import { securitySuite, type HttpResult } from './harness.js';
 
@@ -23,11 +23,6 @@ interface Fixture {
 }
 
 const ALICE_SECRET = 'alice secret diary';
-
-async function createBucket(server: TestApp, body: Record<string, unknown>): Promise<void> {
-  const response = await request(server.url, 'POST', '/v1/admin/buckets', { token: server.serviceKey, body });
-  expect(response.status, response.text).toBe(201);
-}
 
 const encoder = new TextEncoder();
 

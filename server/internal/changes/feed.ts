@@ -19,20 +19,12 @@ import { Ticker } from './ticker.js';
 export { compareCursors, formatCursor, parseCursor } from './cursor.js';
 export type { TableFilter } from './repository.js';
 
-/** One row change from the log. */
-export interface Change {
-  /** basalt.changes.id, as a string (a bigint). Stable: use it as the event id. */
-  id: string;
-  /** The tick that delivered the change; its cursor is formatCursor(tick). */
-  tick: number;
-  /** The writing transaction (xid8, as a string); the changes of one transaction share it. */
-  txid: string;
-  schema: string;
-  table: string;
-  op: 'insert' | 'update' | 'delete';
-  rowId: string;
-  oldRow: Record<string, unknown> | null;
-  newRow: Record<string, unknown> | null;
+/**
+ * One row change from the log, as readers get it: the stored row (`id`, basalt.changes.id
+ * as a string, stable: use it as the event id; `tick`, whose cursor is formatCursor(tick);
+ * `txid`, shared by the changes of one transaction) with the tick's time as text.
+ */
+export interface Change extends Omit<ChangeRow, 'tickAt'> {
   /** When the log saw the transaction committed: its tick's time, at most a tick interval late. */
   committedAt: string;
 }

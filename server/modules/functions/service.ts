@@ -4,6 +4,7 @@ import type { Caller } from '../../internal/caller.js';
 import { ruleAuthFromCaller } from '../../internal/rules/index.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
+import type { HttpRequest } from '../../functions-api.js';
 import {
   buildFailureReason,
   bundleFunction,
@@ -41,16 +42,8 @@ export interface FunctionSummary {
   options: { retries: number; timeout_ms: number; memory_mb: number; concurrency: number };
 }
 
-export interface HttpInvocation {
-  method: string;
-  path: string;
-  query: Record<string, string>;
-  headers: Record<string, string>;
-  /** Parsed: JSON for application/json, the text for text/plain, else null. */
-  body: unknown;
-  /** The bytes as sent (empty without a body), for signature checks. */
-  rawBody: Uint8Array;
-}
+/** An HTTP call of a function as the route received it: the function's request without `auth`. */
+export type HttpInvocation = Omit<HttpRequest, 'auth'>;
 
 /** What an HTTP function answered: a value sent as JSON with 200, or its own `Response`. */
 export type HttpAnswer = { kind: 'json'; value: unknown } | ({ kind: 'response' } & FunctionResponse);

@@ -131,6 +131,20 @@ port.on('message', (message: ToWorker) => {
   void handle(message);
 });
 
+/**
+ * Whether a handler returned a WHATWG Response. Only an object with the body methods is
+ * checked against the global: Node builds `Response` (undici) on first use, which a worker
+ * whose functions return JSON should not pay for on its cold start.
+ */
+function isResponse(value: unknown): value is Response {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { arrayBuffer?: unknown }).arrayBuffer === 'function' &&
+    value instanceof Response
+  );
+}
+
 async function handle(message: ToWorker): Promise<void> {
   switch (message.type) {
     case 'rpc-result': {
@@ -171,7 +185,7 @@ async function handle(message: ToWorker): Promise<void> {
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
         const value = await definition.handler(message.input, context(message.env));
-        if (value instanceof Response) {
+        if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
           send({ type: 'result', invocationId: message.invocationId, ok: true, value: null, response });
