@@ -1,6 +1,7 @@
 import { BasaltError, type Collection, type Doc, type RuleKind } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { field, formatTime, h, parseJson, preview, replace } from '../dom.js';
+import { listPanel, newItemPane, savingForm, submitForm, tableOrNote } from '../ui.js';
 import { documentComparator } from '../../../client-sdk/src/order.js';
 import type { LiveQuery } from '../../../client-sdk/src/index.js';
 import { RulesEditor } from './rules-editor.js';
@@ -18,23 +19,10 @@ export async function collectionsPage(ctx: Context): Promise<Page> {
   if (ctx.params.name && !selected) throw new Error(`No collection named "${ctx.params.name}".`);
   const disposers: Array<() => void> = [];
 
-  const sidebar = h(
-    'aside',
-    { class: 'list-panel' },
-    h('h2', null, 'Collections'),
-    collections.length === 0
-      ? h('p', { class: 'muted' }, 'None yet.')
-      : h(
-          'ul',
-          { class: 'nav-list', id: 'collection-list' },
-          collections.map((c) =>
-            h(
-              'li',
-              null,
-              h('a', { href: link(`collections/${c.name}`), class: c.name === selected?.name ? 'active' : '' }, c.name),
-            ),
-          ),
-        ),
+  const sidebar = listPanel(
+    'Collections',
+    'collection-list',
+    collections.map((c) => ({ name: c.name, path: `collections/${c.name}`, active: c.name === selected?.name })),
     h('a', { class: 'button', href: link('collections'), id: 'new-collection-link' }, '+ New collection'),
   );
 
@@ -51,38 +39,24 @@ function newCollectionForm(ctx: Context): HTMLElement {
     placeholder: 'e.g. notes',
   });
   const rules = new RulesEditor(RULE_KINDS, {}, RULES_HINT);
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'div',
-    null,
-    h('h1', null, 'New collection'),
-    h(
-      'form',
-      {
-        class: 'card stack',
-        id: 'new-collection',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          problem.textContent = '';
-          rules.clear();
-          try {
-            await ctx.api.json('POST', '/v1/admin/collections', {
-              name: name.value.trim(),
-              rules: rules.values({ omitEmpty: true }),
-            });
-            ctx.notify(`Created collection ${name.value.trim()}.`);
-            ctx.navigate(`collections/${name.value.trim()}`);
-          } catch (error) {
-            if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
-          }
-        },
-      },
+  return newItemPane(
+    'New collection',
+    'new-collection',
+    'Create collection',
+    async () => {
+      await ctx.api.json('POST', '/v1/admin/collections', {
+        name: name.value.trim(),
+        rules: rules.values({ omitEmpty: true }),
+      });
+      ctx.notify(`Created collection ${name.value.trim()}.`);
+      ctx.navigate(`collections/${name.value.trim()}`);
+    },
+    [
       field('Name', name, 'Lower case letters, digits and _ ; it becomes a Postgres table.'),
       h('h3', null, 'Rules'),
       rules.element,
-      problem,
-      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Create collection')),
-    ),
+    ],
+    rules,
   );
 }
 
@@ -207,54 +181,35 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
   const render = (order: (a: Doc, b: Doc) => number) => {
     const docs = [...rows.values()].sort(order);
     const columns = dataColumns(docs);
-    if (docs.length === 0) {
-      replace(table, h('p', { class: 'empty' }, 'No documents match.'));
-      return;
-    }
     replace(
       table,
-      h(
-        'table',
+      tableOrNote(
         { class: 'table clickable', id: 'documents' },
-        h(
-          'thead',
-          null,
-          h(
+        ['id', ...columns, 'version', 'updated'],
+        docs.map((doc) => {
+          const change = flashes.get(doc.id);
+          return h(
             'tr',
-            null,
-            h('th', null, 'id'),
-            columns.map((c) => h('th', null, c)),
-            h('th', null, 'version'),
-            h('th', null, 'updated'),
-          ),
-        ),
-        h(
-          'tbody',
-          null,
-          docs.map((doc) => {
-            const change = flashes.get(doc.id);
-            return h(
-              'tr',
-              {
-                'data-id': doc.id,
-                ...(change ? { class: `flash flash-${change}`, 'data-change': change } : {}),
-                // The id cell's link navigates by itself; the rest of the row does it here.
-                onclick: (event: Event) => {
-                  if ((event.target as Element).closest('a')) return;
-                  ctx.navigate(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`);
-                },
+            {
+              'data-id': doc.id,
+              ...(change ? { class: `flash flash-${change}`, 'data-change': change } : {}),
+              // The id cell's link navigates by itself; the rest of the row does it here.
+              onclick: (event: Event) => {
+                if ((event.target as Element).closest('a')) return;
+                ctx.navigate(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`);
               },
-              h(
-                'td',
-                { class: 'mono' },
-                h('a', { href: link(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`) }, doc.id),
-              ),
-              columns.map((c) => h('td', { 'data-field': c }, preview(doc.data?.[c]))),
-              h('td', null, String(doc.version)),
-              h('td', { class: 'small' }, formatTime(doc.updated_at)),
-            );
-          }),
-        ),
+            },
+            h(
+              'td',
+              { class: 'mono' },
+              h('a', { href: link(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`) }, doc.id),
+            ),
+            columns.map((c) => h('td', { 'data-field': c }, preview(doc.data?.[c]))),
+            h('td', null, String(doc.version)),
+            h('td', { class: 'small' }, formatTime(doc.updated_at)),
+          );
+        }),
+        'No documents match.',
       ),
     );
   };
@@ -324,16 +279,9 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     }
   };
 
-  const form = h(
-    'form',
-    {
-      class: 'query-bar',
-      id: 'query-form',
-      onsubmit: (event: Event) => {
-        event.preventDefault();
-        void run();
-      },
-    },
+  const form = submitForm(
+    { class: 'query-bar', id: 'query-form' },
+    () => run(),
     field('where', where),
     field('order_by', orderBy),
     field('limit', limit),
@@ -352,95 +300,61 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
 
 function rulesTab(ctx: Context, collection: Collection): HTMLElement {
   const rules = new RulesEditor(RULE_KINDS, collection.rules, RULES_HINT);
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'form',
-    {
-      class: 'card stack',
-      id: 'rules-form',
-      onsubmit: async (event: Event) => {
-        event.preventDefault();
-        problem.textContent = '';
-        rules.clear();
-        try {
-          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, {
-            rules: rules.values({ omitEmpty: false }),
-          });
-          ctx.notify('Rules saved.');
-        } catch (error) {
-          if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
-        }
-      },
+  return savingForm(
+    { class: 'card stack', id: 'rules-form' },
+    'Save rules',
+    async () => {
+      await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, {
+        rules: rules.values({ omitEmpty: false }),
+      });
+      ctx.notify('Rules saved.');
     },
-    rules.element,
-    problem,
-    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save rules')),
+    [rules.element],
+    rules,
   );
 }
 
 function indexesTab(ctx: Context, collection: Collection): HTMLElement {
   const text = h('textarea', { rows: 8, class: 'code', name: 'indexes', spellcheck: 'false' });
   text.value = collection.indexes.map((index) => (Array.isArray(index) ? index.join(', ') : index)).join('\n');
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'form',
-    {
-      class: 'card stack',
-      id: 'indexes-form',
-      onsubmit: async (event: Event) => {
-        event.preventDefault();
-        problem.textContent = '';
-        const indexes = text.value
-          .split('\n')
-          .map((line) =>
-            line
-              .split(',')
-              .map((part) => part.trim())
-              .filter(Boolean),
-          )
-          .filter((paths) => paths.length > 0)
-          .map((paths) => (paths.length === 1 ? (paths[0] as string) : paths));
-        try {
-          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { indexes });
-          ctx.notify('Indexes saved.');
-        } catch (error) {
-          problem.textContent = error instanceof Error ? error.message : String(error);
-        }
-      },
+  return savingForm(
+    { class: 'card stack', id: 'indexes-form' },
+    'Save indexes',
+    async () => {
+      const indexes = text.value
+        .split('\n')
+        .map((line) =>
+          line
+            .split(',')
+            .map((part) => part.trim())
+            .filter(Boolean),
+        )
+        .filter((paths) => paths.length > 0)
+        .map((paths) => (paths.length === 1 ? (paths[0] as string) : paths));
+      await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { indexes });
+      ctx.notify('Indexes saved.');
     },
-    field(
-      'Indexes',
-      text,
-      'One index per line: a field path (status, address.city), or several separated by commas for a compound index. Saving replaces the list.',
-    ),
-    problem,
-    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save indexes')),
+    [
+      field(
+        'Indexes',
+        text,
+        'One index per line: a field path (status, address.city), or several separated by commas for a compound index. Saving replaces the list.',
+      ),
+    ],
   );
 }
 
 function schemaTab(ctx: Context, collection: Collection): HTMLElement {
   const text = h('textarea', { rows: 16, class: 'code', name: 'schema', spellcheck: 'false' });
   text.value = collection.schema ? JSON.stringify(collection.schema, null, 2) : '';
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'form',
-    {
-      class: 'card stack',
-      id: 'schema-form',
-      onsubmit: async (event: Event) => {
-        event.preventDefault();
-        problem.textContent = '';
-        try {
-          const schema = text.value.trim() ? parseJson(text.value, 'The schema') : null;
-          await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { schema });
-          ctx.notify(schema === null ? 'Schema removed.' : 'Schema saved.');
-        } catch (error) {
-          problem.textContent = error instanceof Error ? error.message : String(error);
-        }
-      },
+  return savingForm(
+    { class: 'card stack', id: 'schema-form' },
+    'Save schema',
+    async () => {
+      const schema = text.value.trim() ? parseJson(text.value, 'The schema') : null;
+      await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, { schema });
+      ctx.notify(schema === null ? 'Schema removed.' : 'Schema saved.');
     },
-    field('JSON Schema for data', text, 'Checked on every write; empty removes it.'),
-    problem,
-    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save schema')),
+    [field('JSON Schema for data', text, 'Checked on every write; empty removes it.')],
   );
 }

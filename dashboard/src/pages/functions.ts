@@ -1,6 +1,7 @@
 import type { FunctionInfo, Invocation } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { badge, formatTime, h, replace } from '../dom.js';
+import { dataTable, pageHead, tableOrNote } from '../ui.js';
 
 const STATUSES = ['', 'queued', 'running', 'succeeded', 'failed', 'dead'] as const;
 
@@ -32,43 +33,30 @@ export async function functionsPage(ctx: Context): Promise<Page> {
   if (ctx.params.name && !selected) throw new Error(`No function named "${ctx.params.name}".`);
   let timer: number | null = null;
 
-  const list = h(
-    'table',
+  const list = dataTable(
     { class: 'table clickable', id: 'functions' },
-    h(
-      'thead',
-      null,
+    ['Function', 'Kind', 'Trigger', 'Retries', 'Timeout', 'Concurrency'],
+    functions.map((fn) =>
       h(
         'tr',
-        null,
-        ['Function', 'Kind', 'Trigger', 'Retries', 'Timeout', 'Concurrency'].map((t) => h('th', null, t)),
-      ),
-    ),
-    h(
-      'tbody',
-      null,
-      functions.map((fn) =>
-        h(
-          'tr',
-          {
-            'data-function': fn.name,
-            class: fn.name === selected?.name ? 'selected' : '',
-            onclick: (event: Event) => {
-              if (!(event.target as Element).closest('a')) ctx.navigate(`functions/${fn.name}`);
-            },
+        {
+          'data-function': fn.name,
+          class: fn.name === selected?.name ? 'selected' : '',
+          onclick: (event: Event) => {
+            if (!(event.target as Element).closest('a')) ctx.navigate(`functions/${fn.name}`);
           },
-          h(
-            'td',
-            null,
-            h('a', { href: link(`functions/${fn.name}`) }, fn.name),
-            h('div', { class: 'muted small' }, fn.file),
-          ),
-          h('td', null, badge(fn.kind, 'info')),
-          h('td', { class: 'mono small' }, describeTrigger(fn)),
-          h('td', null, String(fn.options.retries ?? '—')),
-          h('td', null, `${fn.options.timeout_ms ?? '—'} ms`),
-          h('td', null, String(fn.options.concurrency ?? '—')),
+        },
+        h(
+          'td',
+          null,
+          h('a', { href: link(`functions/${fn.name}`) }, fn.name),
+          h('div', { class: 'muted small' }, fn.file),
         ),
+        h('td', null, badge(fn.kind, 'info')),
+        h('td', { class: 'mono small' }, describeTrigger(fn)),
+        h('td', null, String(fn.options.retries ?? '—')),
+        h('td', null, `${fn.options.timeout_ms ?? '—'} ms`),
+        h('td', null, String(fn.options.concurrency ?? '—')),
       ),
     ),
   );
@@ -76,7 +64,7 @@ export async function functionsPage(ctx: Context): Promise<Page> {
   const element = h(
     'div',
     { class: 'page functions' },
-    h('header', { class: 'page-head' }, h('h1', null, 'Functions')),
+    pageHead('Functions'),
     errors.length > 0
       ? h(
           'div',
@@ -112,89 +100,73 @@ function invocationsView(ctx: Context, fn: FunctionInfo, setTimer: (timer: numbe
       `/v1/admin/functions/${fn.name}/invocations?${params}`,
     );
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    if (invocations.length === 0) {
-      replace(table, h('p', { class: 'empty' }, 'No invocations yet.'));
-      return;
-    }
     replace(
       table,
-      h(
-        'table',
+      tableOrNote(
         { class: 'table', id: 'invocations' },
-        h(
-          'thead',
-          null,
-          h(
+        ['Started', 'Status', 'Attempt', 'Duration', 'Trigger', 'Event', ''],
+        invocations.flatMap((run) => {
+          const row = h(
             'tr',
-            null,
-            ['Started', 'Status', 'Attempt', 'Duration', 'Trigger', 'Event', ''].map((t) => h('th', null, t)),
-          ),
-        ),
-        h(
-          'tbody',
-          null,
-          invocations.flatMap((run) => {
-            const row = h(
-              'tr',
-              {
-                'data-invocation': run.id,
-                'data-status': run.status,
-                class: 'clickable-row',
-                onclick: () => toggle(run.id),
-              },
-              h('td', { class: 'nowrap small' }, formatTime(run.started_at ?? run.created_at)),
-              h('td', null, badge(run.status), run.cold_start ? badge('cold', 'info') : null),
-              h('td', null, String(run.attempt)),
-              h('td', null, run.duration_ms === null ? '—' : `${run.duration_ms} ms`),
-              h('td', { class: 'small' }, run.trigger),
-              h('td', { class: 'mono small' }, run.event_id ?? '—'),
-              h(
-                'td',
-                { class: 'actions' },
-                run.status === 'dead'
-                  ? h(
-                      'button',
-                      {
-                        type: 'button',
-                        class: 'primary',
-                        'data-retry': run.id,
-                        onclick: async (event: Event) => {
-                          event.stopPropagation();
-                          try {
-                            await ctx.api.json('POST', `/v1/admin/invocations/${run.id}/retry`);
-                            ctx.notify('Queued again with the same event id.');
-                            await load();
-                          } catch (error) {
-                            reportError(ctx, error);
-                          }
-                        },
+            {
+              'data-invocation': run.id,
+              'data-status': run.status,
+              class: 'clickable-row',
+              onclick: () => toggle(run.id),
+            },
+            h('td', { class: 'nowrap small' }, formatTime(run.started_at ?? run.created_at)),
+            h('td', null, badge(run.status), run.cold_start ? badge('cold', 'info') : null),
+            h('td', null, String(run.attempt)),
+            h('td', null, run.duration_ms === null ? '—' : `${run.duration_ms} ms`),
+            h('td', { class: 'small' }, run.trigger),
+            h('td', { class: 'mono small' }, run.event_id ?? '—'),
+            h(
+              'td',
+              { class: 'actions' },
+              run.status === 'dead'
+                ? h(
+                    'button',
+                    {
+                      type: 'button',
+                      class: 'primary',
+                      'data-retry': run.id,
+                      onclick: async (event: Event) => {
+                        event.stopPropagation();
+                        try {
+                          await ctx.api.json('POST', `/v1/admin/invocations/${run.id}/retry`);
+                          ctx.notify('Queued again with the same event id.');
+                          await load();
+                        } catch (error) {
+                          reportError(ctx, error);
+                        }
                       },
-                      'Retry',
-                    )
-                  : null,
-              ),
-            );
-            const details = h(
-              'tr',
-              { class: 'details', 'data-details': run.id, hidden: !open.has(run.id) },
-              h(
-                'td',
-                { colspan: 7 },
-                run.error ? h('pre', { class: 'code error-text' }, run.error) : null,
-                run.logs.length === 0
-                  ? h('p', { class: 'muted small' }, 'No log lines.')
-                  : h(
-                      'pre',
-                      { class: 'code logs' },
-                      run.logs
-                        .map((line) => `${line.at} ${line.level.toUpperCase().padEnd(5)} ${line.message}\n`)
-                        .join(''),
-                    ),
-              ),
-            );
-            return [row, details];
-          }),
-        ),
+                    },
+                    'Retry',
+                  )
+                : null,
+            ),
+          );
+          const details = h(
+            'tr',
+            { class: 'details', 'data-details': run.id, hidden: !open.has(run.id) },
+            h(
+              'td',
+              { colspan: 7 },
+              run.error ? h('pre', { class: 'code error-text' }, run.error) : null,
+              run.logs.length === 0
+                ? h('p', { class: 'muted small' }, 'No log lines.')
+                : h(
+                    'pre',
+                    { class: 'code logs' },
+                    run.logs
+                      .map((line) => `${line.at} ${line.level.toUpperCase().padEnd(5)} ${line.message}\n`)
+                      .join(''),
+                  ),
+            ),
+          );
+          return [row, details];
+        }),
+        'No invocations yet.',
       ),
     );
   };

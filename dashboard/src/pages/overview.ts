@@ -1,6 +1,7 @@
 import { reportError, type Context, type Page } from '../app.js';
 import { LineChart } from '../chart.js';
 import { h } from '../dom.js';
+import { pageHead } from '../ui.js';
 import { parsePrometheus, quantile, rate, Scrape } from '../metrics.js';
 
 const POINTS = 60;
@@ -35,7 +36,7 @@ export async function overviewPage(ctx: Context): Promise<Page> {
   const element = h(
     'div',
     { class: 'page overview' },
-    h('header', { class: 'page-head' }, h('h1', null, 'Overview'), status),
+    pageHead('Overview', status),
     h(
       'div',
       { class: 'tiles' },

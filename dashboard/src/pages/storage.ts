@@ -1,6 +1,7 @@
 import { encodePath, type Bucket, type StoredObject } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { badge, field, formatBytes, formatTime, h, replace } from '../dom.js';
+import { dataTable, listPanel, newItemPane, savingForm } from '../ui.js';
 import { RulesEditor } from './rules-editor.js';
 
 const BUCKET_RULES_HINT =
@@ -13,28 +14,15 @@ export async function storagePage(ctx: Context): Promise<Page> {
   if (ctx.params.bucket && !selected) throw new Error(`No bucket named "${ctx.params.bucket}".`);
   const urls: string[] = [];
 
-  const sidebar = h(
-    'aside',
-    { class: 'list-panel' },
-    h('h2', null, 'Buckets'),
-    buckets.length === 0
-      ? h('p', { class: 'muted' }, 'None yet.')
-      : h(
-          'ul',
-          { class: 'nav-list', id: 'bucket-list' },
-          buckets.map((b) =>
-            h(
-              'li',
-              null,
-              h(
-                'a',
-                { href: link(`storage/${b.name}`), class: b.name === selected?.name ? 'active' : '' },
-                b.name,
-                b.public ? badge('public', 'info') : null,
-              ),
-            ),
-          ),
-        ),
+  const sidebar = listPanel(
+    'Buckets',
+    'bucket-list',
+    buckets.map((b) => ({
+      name: b.name,
+      path: `storage/${b.name}`,
+      active: b.name === selected?.name,
+      extra: b.public ? badge('public', 'info') : null,
+    })),
     h('a', { class: 'button', href: link('storage') }, '+ New bucket'),
   );
   const main = selected ? bucketView(ctx, selected, urls) : newBucketForm(ctx);
@@ -49,43 +37,34 @@ function newBucketForm(ctx: Context): HTMLElement {
   const isPublic = h('input', { type: 'checkbox', name: 'public' });
   const maxSize = h('input', { type: 'number', name: 'max-file-size', min: 1, placeholder: 'server default' });
   const mimeTypes = h('input', { name: 'allowed-mime-types', placeholder: 'e.g. image/png, image/jpeg (empty: any)' });
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'div',
-    null,
-    h('h1', null, 'New bucket'),
-    h(
-      'form',
-      {
-        class: 'card stack',
-        id: 'new-bucket',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          problem.textContent = '';
-          const body: Record<string, unknown> = { name: name.value.trim(), public: isPublic.checked };
-          if (maxSize.value) body.max_file_size = Number(maxSize.value);
-          const types = mimeTypes.value
-            .split(',')
-            .map((t) => t.trim())
-            .filter(Boolean);
-          if (types.length > 0) body.allowed_mime_types = types;
-          try {
-            await ctx.api.json('POST', '/v1/admin/buckets', body);
-            ctx.notify(`Created bucket ${name.value.trim()}.`);
-            ctx.navigate(`storage/${name.value.trim()}`);
-          } catch (error) {
-            problem.textContent = error instanceof Error ? error.message : String(error);
-          }
-        },
-      },
+  return newItemPane(
+    'New bucket',
+    'new-bucket',
+    'Create bucket',
+    async () => {
+      const body: Record<string, unknown> = { name: name.value.trim(), public: isPublic.checked };
+      if (maxSize.value) body.max_file_size = Number(maxSize.value);
+      const types = contentTypes(mimeTypes);
+      if (types.length > 0) body.allowed_mime_types = types;
+      await ctx.api.json('POST', '/v1/admin/buckets', body);
+      ctx.notify(`Created bucket ${name.value.trim()}.`);
+      ctx.navigate(`storage/${name.value.trim()}`);
+    },
+    [
       field('Name', name),
       h('label', { class: 'check' }, isPublic, 'Public: anyone may read its files without a token'),
       field('Largest file (bytes)', maxSize),
       field('Allowed content types', mimeTypes),
-      problem,
-      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Create bucket')),
-    ),
+    ],
   );
+}
+
+/** The content types typed into a comma-separated field. */
+function contentTypes(input: HTMLInputElement): string[] {
+  return input.value
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
 }
 
 function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
@@ -156,21 +135,10 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
       }
       replace(
         listing,
-        h(
-          'table',
+        dataTable(
           { class: 'table clickable', id: 'objects' },
-          h(
-            'thead',
-            null,
-            h(
-              'tr',
-              null,
-              ['Name', 'Type', 'Size', 'Updated', ''].map((t) => h('th', null, t)),
-            ),
-          ),
-          h(
-            'tbody',
-            null,
+          ['Name', 'Type', 'Size', 'Updated', ''],
+          [
             [...folders]
               .sort()
               .map((folder) =>
@@ -210,7 +178,7 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
                 ),
               ),
             ),
-          ),
+          ],
         ),
       );
     };
@@ -387,40 +355,31 @@ function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
     value: (bucket.allowed_mime_types ?? []).join(', '),
   });
   const rules = new RulesEditor(['read', 'write', 'delete'] as const, bucket.rules, BUCKET_RULES_HINT);
-  const problem = h('p', { class: 'error-text' });
-  return h(
-    'form',
-    {
-      class: 'card stack settings',
-      id: 'bucket-settings',
-      hidden: true,
-      onsubmit: async (event: Event) => {
-        event.preventDefault();
-        problem.textContent = '';
-        rules.clear();
-        const types = mimeTypes.value
-          .split(',')
-          .map((t) => t.trim())
-          .filter(Boolean);
-        try {
-          await ctx.api.json('PATCH', `/v1/admin/buckets/${bucket.name}`, {
-            public: isPublic.checked,
-            max_file_size: maxSize.value ? Number(maxSize.value) : null,
-            allowed_mime_types: types.length > 0 ? types : null,
-            rules: rules.values({ omitEmpty: true }),
-          });
-          ctx.notify(`Saved the settings of ${bucket.name}.`);
-          ctx.navigate(`storage/${bucket.name}`, { replace: true });
-        } catch (error) {
-          if (!rules.show(error)) problem.textContent = error instanceof Error ? error.message : String(error);
-        }
-      },
+  return savingForm(
+    { class: 'card stack settings', id: 'bucket-settings', hidden: true },
+    'Save settings',
+    async () => {
+      const types = contentTypes(mimeTypes);
+      await ctx.api.json('PATCH', `/v1/admin/buckets/${bucket.name}`, {
+        public: isPublic.checked,
+        max_file_size: maxSize.value ? Number(maxSize.value) : null,
+        allowed_mime_types: types.length > 0 ? types : null,
+        rules: rules.values({ omitEmpty: true }),
+      });
+      ctx.notify(`Saved the settings of ${bucket.name}.`);
+      ctx.navigate(`storage/${bucket.name}`, { replace: true });
     },
-    h('h3', null, 'Settings'),
-    h('label', { class: 'check' }, isPublic, 'Public: anyone may read its files without a token'),
-    h('div', { class: 'query-bar' }, field('Largest file (bytes)', maxSize), field('Allowed content types', mimeTypes)),
-    rules.element,
-    problem,
-    h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings')),
+    [
+      h('h3', null, 'Settings'),
+      h('label', { class: 'check' }, isPublic, 'Public: anyone may read its files without a token'),
+      h(
+        'div',
+        { class: 'query-bar' },
+        field('Largest file (bytes)', maxSize),
+        field('Allowed content types', mimeTypes),
+      ),
+      rules.element,
+    ],
+    rules,
   );
 }

@@ -1,6 +1,7 @@
 import type { User } from '../api.js';
 import { reportError, type Context, type Page } from '../app.js';
 import { badge, field, formatTime, h, parseJson, replace } from '../dom.js';
+import { pageHead, submitForm, tableOrNote } from '../ui.js';
 
 const PER_PAGE = 25;
 /** A ban is a date; "ban" in the dashboard means until further notice. */
@@ -27,79 +28,63 @@ export async function usersPage(ctx: Context): Promise<Page> {
     const pages = Math.max(1, Math.ceil(result.total / PER_PAGE));
     replace(
       list,
-      result.users.length === 0
-        ? h('p', { class: 'empty' }, email ? 'No user matches this search.' : 'No users yet.')
-        : h(
-            'table',
-            { class: 'table', id: 'users' },
+      tableOrNote(
+        { class: 'table', id: 'users' },
+        ['Email', 'Id', 'Created', 'Status', ''],
+        result.users.map((user) =>
+          h(
+            'tr',
+            { 'data-user': user.email ?? user.id },
+            h('td', null, user.email ?? h('span', { class: 'muted' }, user.is_anonymous ? 'anonymous' : '—')),
+            h('td', { class: 'mono small', title: user.id }, `${user.id.slice(0, 8)}…`),
+            h('td', { class: 'nowrap small', title: formatTime(user.created_at) }, user.created_at.slice(0, 10)),
             h(
-              'thead',
+              'td',
               null,
-              h(
-                'tr',
-                null,
-                ['Email', 'Id', 'Created', 'Status', ''].map((t) => h('th', null, t)),
-              ),
+              isBanned(user) ? badge('banned', 'dead') : badge('active', 'succeeded'),
+              user.email_confirmed_at ? null : badge('unconfirmed', 'queued'),
+              Object.keys(user.app_metadata).length > 0 ? badge('app_metadata', 'info') : null,
             ),
             h(
-              'tbody',
-              null,
-              result.users.map((user) =>
-                h(
-                  'tr',
-                  { 'data-user': user.email ?? user.id },
-                  h('td', null, user.email ?? h('span', { class: 'muted' }, user.is_anonymous ? 'anonymous' : '—')),
-                  h('td', { class: 'mono small', title: user.id }, `${user.id.slice(0, 8)}…`),
-                  h('td', { class: 'nowrap small', title: formatTime(user.created_at) }, user.created_at.slice(0, 10)),
-                  h(
-                    'td',
-                    null,
-                    isBanned(user) ? badge('banned', 'dead') : badge('active', 'succeeded'),
-                    user.email_confirmed_at ? null : badge('unconfirmed', 'queued'),
-                    Object.keys(user.app_metadata).length > 0 ? badge('app_metadata', 'info') : null,
-                  ),
-                  h(
-                    'td',
-                    { class: 'actions' },
-                    h('button', { type: 'button', onclick: () => edit(user) }, 'Edit'),
-                    h(
-                      'button',
-                      {
-                        type: 'button',
-                        onclick: () =>
-                          void act(async () => {
-                            await ctx.api.json('PATCH', `/v1/admin/users/${user.id}`, {
-                              banned_until: isBanned(user) ? null : BAN_FOREVER,
-                            });
-                            ctx.notify(
-                              isBanned(user)
-                                ? `Unbanned ${user.email ?? user.id}.`
-                                : `Banned ${user.email ?? user.id}.`,
-                            );
-                          }),
-                      },
-                      isBanned(user) ? 'Unban' : 'Ban',
-                    ),
-                    h(
-                      'button',
-                      {
-                        type: 'button',
-                        class: 'danger',
-                        onclick: () => {
-                          if (!confirm(`Delete ${user.email ?? user.id} and end their sessions?`)) return;
-                          void act(async () => {
-                            await ctx.api.json('DELETE', `/v1/admin/users/${user.id}`);
-                            ctx.notify(`Deleted ${user.email ?? user.id}.`);
-                          });
-                        },
-                      },
-                      'Delete',
-                    ),
-                  ),
-                ),
+              'td',
+              { class: 'actions' },
+              h('button', { type: 'button', onclick: () => edit(user) }, 'Edit'),
+              h(
+                'button',
+                {
+                  type: 'button',
+                  onclick: () =>
+                    void act(async () => {
+                      await ctx.api.json('PATCH', `/v1/admin/users/${user.id}`, {
+                        banned_until: isBanned(user) ? null : BAN_FOREVER,
+                      });
+                      ctx.notify(
+                        isBanned(user) ? `Unbanned ${user.email ?? user.id}.` : `Banned ${user.email ?? user.id}.`,
+                      );
+                    }),
+                },
+                isBanned(user) ? 'Unban' : 'Ban',
+              ),
+              h(
+                'button',
+                {
+                  type: 'button',
+                  class: 'danger',
+                  onclick: () => {
+                    if (!confirm(`Delete ${user.email ?? user.id} and end their sessions?`)) return;
+                    void act(async () => {
+                      await ctx.api.json('DELETE', `/v1/admin/users/${user.id}`);
+                      ctx.notify(`Deleted ${user.email ?? user.id}.`);
+                    });
+                  },
+                },
+                'Delete',
               ),
             ),
           ),
+        ),
+        email ? 'No user matches this search.' : 'No users yet.',
+      ),
       h(
         'div',
         { class: 'pager' },
@@ -189,23 +174,17 @@ export async function usersPage(ctx: Context): Promise<Page> {
     placeholder: 'optional',
   });
   const confirmed = h('input', { type: 'checkbox', name: 'email-confirm', checked: true });
-  const createForm = h(
-    'form',
-    {
-      class: 'inline-form card',
-      id: 'create-user',
-      onsubmit: (event: Event) => {
-        event.preventDefault();
-        void act(async () => {
-          const body: Record<string, unknown> = { email: newEmail.value, email_confirm: confirmed.checked };
-          if (newPassword.value) body.password = newPassword.value;
-          const user = await ctx.api.json<User>('POST', '/v1/admin/users', body);
-          ctx.notify(`Created ${user.email ?? user.id}.`);
-          newEmail.value = '';
-          newPassword.value = '';
-        });
-      },
-    },
+  const createForm = submitForm(
+    { class: 'inline-form card', id: 'create-user' },
+    () =>
+      act(async () => {
+        const body: Record<string, unknown> = { email: newEmail.value, email_confirm: confirmed.checked };
+        if (newPassword.value) body.password = newPassword.value;
+        const user = await ctx.api.json<User>('POST', '/v1/admin/users', body);
+        ctx.notify(`Created ${user.email ?? user.id}.`);
+        newEmail.value = '';
+        newPassword.value = '';
+      }),
     h('strong', null, 'New user'),
     field('Email', newEmail),
     field('Password', newPassword),
@@ -216,20 +195,14 @@ export async function usersPage(ctx: Context): Promise<Page> {
   const element = h(
     'div',
     { class: 'page users' },
-    h(
-      'header',
-      { class: 'page-head' },
-      h('h1', null, 'Users'),
-      h(
-        'form',
-        {
-          class: 'search',
-          onsubmit: (event: Event) => {
-            event.preventDefault();
-            email = search.value.trim();
-            page = 1;
-            void act(async () => undefined);
-          },
+    pageHead(
+      'Users',
+      submitForm(
+        { class: 'search' },
+        () => {
+          email = search.value.trim();
+          page = 1;
+          return act(async () => undefined);
         },
         search,
         h('button', { type: 'submit' }, 'Search'),
