@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { haveBrowser, useBrowserSuite, type PageLiveQueries } from './browser-support.js';
 import { createCollection } from '../../test/documents-support.js';
 import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
@@ -69,18 +69,7 @@ useBrowserSuite({
 });
 
 type Sdk = {
-  createClient(url: string): {
-    db: {
-      collection(name: string): {
-        where(
-          path: string,
-          op: string,
-          value: unknown,
-        ): { onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void };
-      };
-    };
-    realtime: { connected: boolean };
-  };
+  createClient(url: string): PageLiveQueries & { realtime: { connected: boolean } };
 };
 type Watch = { ids: string[]; snapshots: number; client: ReturnType<Sdk['createClient']> };
 
