@@ -21,8 +21,8 @@ import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { round, runLoad, type LoadResult } from './load.js';
 import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import { BASALT_ROOT_DIR, BASALT_SERVER_ARGS, BENCH_DIR, NODE_HEAP_FLOOR, type Settings } from './settings.js';
-import { childEnv } from './targets.js';
+import { BENCH_DIR, NODE_HEAP_FLOOR, type Settings } from './settings.js';
+import { childEnv, startBasaltServer } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
 const LATENCY_SAMPLES = 200;
@@ -59,12 +59,9 @@ async function startBasalt(settings: Settings): Promise<Target> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-fn-'));
   const port = await freePort();
   const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
-  const server = await startServer({
-    name: 'basalt',
-    command: process.execPath,
-    args: BASALT_SERVER_ARGS,
-    cwd: BASALT_ROOT_DIR,
-    env: childEnv({
+  const server = await startBasaltServer(
+    `http://127.0.0.1:${port}`,
+    childEnv({
       DATABASE_URL: db.url,
       PORT: String(port),
       BASALT_SERVICE_KEY: serviceKey,
@@ -72,9 +69,7 @@ async function startBasalt(settings: Settings): Promise<Target> {
       BASALT_FUNCTIONS_DIR: path.join(FIXTURE, 'basalt'),
       LOG_LEVEL: 'warn',
     }),
-    url: `http://127.0.0.1:${port}`,
-    readyPath: '/readyz',
-  });
+  );
   const target: Target = {
     url: server.url,
     server,

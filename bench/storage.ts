@@ -49,15 +49,8 @@ import { createS3Client, S3_UPLOAD_QUEUE_SIZE } from '../server/modules/storage/
 import { createBenchDatabase } from './database.js';
 import { freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
-import {
-  BASALT_ROOT_DIR,
-  BASALT_SERVER_ARGS,
-  BENCH_DIR,
-  NODE_HEAP_FLOOR,
-  ROOT_DIR,
-  type Settings,
-} from './settings.js';
-import { childEnv } from './targets.js';
+import { BENCH_DIR, NODE_HEAP_FLOOR, ROOT_DIR, type Settings } from './settings.js';
+import { childEnv, startBasaltServer } from './targets.js';
 
 const MIB = 2 ** 20;
 const GOAL_RATIO = 0.8;
@@ -281,12 +274,9 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
     const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const basaltProcess = await startServer({
-      name: 'basalt',
-      command: process.execPath,
-      args: BASALT_SERVER_ARGS,
-      cwd: BASALT_ROOT_DIR,
-      env: childEnv({
+    const basaltProcess = await startBasaltServer(
+      url,
+      childEnv({
         DATABASE_URL: db.url,
         PORT: String(port),
         HOST: '127.0.0.1',
@@ -297,9 +287,7 @@ async function start(backend: Backend, settings: Settings): Promise<Started> {
         LOG_LEVEL: 'warn',
         ...s3Env,
       }),
-      url,
-      readyPath: '/readyz',
-    });
+    );
     cleanups.push(() => basaltProcess.stop());
     const auth = { authorization: `Bearer ${serviceKey}` };
     const created = await fetch(`${url}/v1/admin/buckets`, {

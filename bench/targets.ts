@@ -40,6 +40,19 @@ export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, NODE_ENV: 'production', ...extra };
 }
 
+/** The real Basalt server, started as `npm start` starts it; ready once /readyz answers. */
+export function startBasaltServer(url: string, env: NodeJS.ProcessEnv): Promise<ServerProcess> {
+  return startServer({
+    name: 'basalt',
+    command: process.execPath,
+    args: BASALT_SERVER_ARGS,
+    cwd: BASALT_ROOT_DIR,
+    env,
+    url,
+    readyPath: '/readyz',
+  });
+}
+
 /** `extraEnv` adds to (or overrides) the server's environment, e.g. a suite's own budgets. */
 export async function startTarget(
   name: TargetName,
@@ -78,16 +91,7 @@ export async function startTarget(
         BASALT_AUTH_RATE_REFRESH_IP: '1000000000',
         ...extraEnv,
       });
-      // The real server, started as `npm start` starts it.
-      const server = await startServer({
-        name,
-        command: process.execPath,
-        args: BASALT_SERVER_ARGS,
-        cwd: BASALT_ROOT_DIR,
-        env,
-        url,
-        readyPath: '/readyz',
-      });
+      const server = await startBasaltServer(url, env);
       cleanups.push(() => server.stop());
       return { name, url, server, db, headers: { authorization: `Bearer ${serviceKey}` }, serviceKey, env, close };
     }

@@ -40,6 +40,30 @@ async function someoneWaitsForALock(): Promise<void> {
   throw new Error('no backend waited for a lock');
 }
 
+/**
+ * Starts a refresh while another connection holds `statement` uncommitted, and commits it
+ * once a backend waits for its lock: the refresh sees a write that lands while it waits.
+ */
+async function refreshWhileCommitting<Answer>(
+  startRefresh: () => Promise<Answer>,
+  statement: string,
+  values: unknown[],
+): Promise<Answer> {
+  const writer = new pg.Client({ connectionString: server.database.url });
+  await writer.connect();
+  try {
+    await writer.query('BEGIN');
+    await writer.query(statement, values);
+    const pending = startRefresh();
+    await someoneWaitsForALock();
+    await writer.query('COMMIT');
+    return await pending;
+  } finally {
+    await writer.query('ROLLBACK').catch(() => undefined);
+    await writer.end();
+  }
+}
+
 describe('one refresh', () => {
   it('rotates the token, touches the session and returns the user with a valid access token', async () => {
     const refresh = refresher();
@@ -119,54 +143,33 @@ describe('concurrent refreshes', () => {
     const refresh = refresher();
     const { session } = await signUp(server.url);
     const sessionId = sessionIdOf(session!);
-    const revoker = new pg.Client({ connectionString: server.database.url });
-    await revoker.connect();
-    try {
-      await revoker.query('BEGIN');
-      await revoker.query(`UPDATE basalt.sessions SET revoked_at = now(), revoked_reason = 'test' WHERE id = $1`, [
-        sessionId,
-      ]);
-      const pending = refresh(session!.refresh_token);
-      await someoneWaitsForALock();
-      await revoker.query('COMMIT');
-      const answer = await pending;
-      expect(answer.status).toBe(401);
-      const { rows } = await server.sql.query('SELECT 1 FROM basalt.refresh_tokens WHERE session_id = $1', [sessionId]);
-      expect(rows.length).toBe(1);
-      expect(await rotatedAt(session!.refresh_token)).toBeNull();
-    } finally {
-      await revoker.query('ROLLBACK').catch(() => undefined);
-      await revoker.end();
-    }
+    const answer = await refreshWhileCommitting(
+      () => refresh(session!.refresh_token),
+      `UPDATE basalt.sessions SET revoked_at = now(), revoked_reason = 'test' WHERE id = $1`,
+      [sessionId],
+    );
+    expect(answer.status).toBe(401);
+    const { rows } = await server.sql.query('SELECT 1 FROM basalt.refresh_tokens WHERE session_id = $1', [sessionId]);
+    expect(rows.length).toBe(1);
+    expect(await rotatedAt(session!.refresh_token)).toBeNull();
   });
 
   it('sees a rotation that commits while it waits for the token: reuse after the grace window revokes', async () => {
     const refresh = refresher();
     const { session } = await signUp(server.url);
     const sessionId = sessionIdOf(session!);
-    const other = new pg.Client({ connectionString: server.database.url });
-    await other.connect();
-    try {
-      // Another refresh, long ago as far as the token is concerned, holds the token row.
-      await other.query('BEGIN');
-      await other.query(
-        `UPDATE basalt.refresh_tokens SET rotated_at = now() - interval '1 hour' WHERE token_hash = $1`,
-        [hashOf(session!.refresh_token)],
-      );
-      const pending = refresh(session!.refresh_token);
-      await someoneWaitsForALock();
-      await other.query('COMMIT');
-      const answer = await pending;
-      expect(answer.status).toBe(401);
-      const { rows } = await server.sql.query<{ revoked_reason: string | null }>(
-        'SELECT revoked_reason FROM basalt.sessions WHERE id = $1',
-        [sessionId],
-      );
-      expect(rows[0]!.revoked_reason).toBe('refresh_token_reuse');
-    } finally {
-      await other.query('ROLLBACK').catch(() => undefined);
-      await other.end();
-    }
+    // Another refresh, long ago as far as the token is concerned, holds the token row.
+    const answer = await refreshWhileCommitting(
+      () => refresh(session!.refresh_token),
+      `UPDATE basalt.refresh_tokens SET rotated_at = now() - interval '1 hour' WHERE token_hash = $1`,
+      [hashOf(session!.refresh_token)],
+    );
+    expect(answer.status).toBe(401);
+    const { rows } = await server.sql.query<{ revoked_reason: string | null }>(
+      'SELECT revoked_reason FROM basalt.sessions WHERE id = $1',
+      [sessionId],
+    );
+    expect(rows[0]!.revoked_reason).toBe('refresh_token_reuse');
   });
 });
 

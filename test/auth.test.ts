@@ -349,13 +349,19 @@ describe('refresh tokens', () => {
 });
 
 describe('sign-out and sessions', () => {
-  it('signs out locally: the refresh token dies and the access token gets 401 within seconds', async () => {
-    const { a, b } = await twoSessions(server.url);
+  /** Two sessions of one user; the first signs out with the scope given. */
+  async function twoSessionsThenSignOut(scope: 'local' | 'global') {
+    const sessions = await twoSessions(server.url);
     const out = await request(server.url, 'POST', '/v1/auth/signout', {
-      token: a.access_token,
-      body: { scope: 'local' },
+      token: sessions.a.access_token,
+      body: { scope },
     });
     expect(out.status).toBe(204);
+    return sessions;
+  }
+
+  it('signs out locally: the refresh token dies and the access token gets 401 within seconds', async () => {
+    const { a, b } = await twoSessionsThenSignOut('local');
     expect((await request(server.url, 'GET', '/v1/auth/user', { token: a.access_token })).status).toBe(401);
     expect(
       (await request(server.url, 'POST', '/v1/auth/refresh', { body: { refresh_token: a.refresh_token } })).status,
@@ -364,12 +370,7 @@ describe('sign-out and sessions', () => {
   });
 
   it('signs out globally', async () => {
-    const { a, b } = await twoSessions(server.url);
-    const out = await request(server.url, 'POST', '/v1/auth/signout', {
-      token: a.access_token,
-      body: { scope: 'global' },
-    });
-    expect(out.status).toBe(204);
+    const { b } = await twoSessionsThenSignOut('global');
     expect((await request(server.url, 'GET', '/v1/auth/user', { token: b.access_token })).status).toBe(401);
   });
 

@@ -147,25 +147,23 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     expect(after.body).toMatchObject({ version: 3, data: { title: 'hello again', done: false } });
   });
 
+  /** The tasks collection as the admin API reports it. */
+  async function storedTasks(): Promise<{ indexes: unknown; schema: unknown }> {
+    const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
+    return stored.body as { indexes: unknown; schema: unknown };
+  }
+
   it('edits indexes and the schema of the collection', async () => {
     await page.goto(`${app.url}/_/collections/tasks?tab=indexes`);
     await page.fill('textarea[name=indexes]', 'title\nowner, created_at');
     await page.click('#indexes-form button[type=submit]');
-    await expect
-      .poll(async () => {
-        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
-        return (stored.body as { indexes: unknown }).indexes;
-      })
-      .toEqual(['title', ['owner', 'created_at']]);
+    await expect.poll(async () => (await storedTasks()).indexes).toEqual(['title', ['owner', 'created_at']]);
 
     await page.click('a[data-tab=schema]');
     await page.fill('textarea[name=schema]', '{"type": "object", "properties": {"title": {"type": "string"}}}');
     await page.click('#schema-form button[type=submit]');
     await expect
-      .poll(async () => {
-        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
-        return (stored.body as { schema: unknown }).schema;
-      })
+      .poll(async () => (await storedTasks()).schema)
       .toEqual({ type: 'object', properties: { title: { type: 'string' } } });
     // A write the schema refuses is refused for the dashboard too, with the server's message.
     await page.goto(`${app.url}/_/collections/tasks/docs/first`);
@@ -176,12 +174,7 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     await page.goto(`${app.url}/_/collections/tasks?tab=schema`);
     await page.fill('textarea[name=schema]', '');
     await page.click('#schema-form button[type=submit]');
-    await expect
-      .poll(async () => {
-        const stored = await request(app.url, 'GET', '/v1/admin/collections/tasks', { token: app.serviceKey });
-        return (stored.body as { schema: unknown }).schema;
-      })
-      .toBeNull();
+    await expect.poll(async () => (await storedTasks()).schema).toBeNull();
     await page.click('a[data-tab=documents]');
   });
 

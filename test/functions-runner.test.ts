@@ -85,28 +85,34 @@ function runner(
   return { instance, seen };
 }
 
+/** Runs `work` with the runner started, and stops it (waiting up to 5 s for its runs) after. */
+async function whileStarted(instance: QueueRunner<Data, { ok: boolean }>, work: () => Promise<void>): Promise<void> {
+  instance.start();
+  try {
+    await work();
+  } finally {
+    await instance.stop(5_000);
+  }
+}
+
 describe('queue runner', () => {
   it('runs and settles every job once, never more than its limit at once', async () => {
     const ids = await queueWith('fast', 120);
     const { instance, seen } = runner('fast', 4, 2);
-    instance.start();
-    try {
+    await whileStarted(instance, async () => {
       await waitFor('every job settled', async () => seen.settled.size === ids.length);
       expect(seen.maxRunning).toBeLessThanOrEqual(4);
       expect(seen.maxRunning).toBeGreaterThan(1);
       expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
       expect([...seen.settled.values()].every((count) => count === 1)).toBe(true);
       await waitFor('every job completed', async () => (await states('fast')).completed === ids.length);
-    } finally {
-      await instance.stop(5_000);
-    }
+    });
   });
 
   it('fetches no jobs ahead of free slots while runs are slow', async () => {
     const ids = await queueWith('slow', 8);
     const { instance, seen } = runner('slow', 2, 150);
-    instance.start();
-    try {
+    await whileStarted(instance, async () => {
       let maxActive = 0;
       await waitFor('every job settled', async () => {
         maxActive = Math.max(maxActive, (await states('slow')).active ?? 0);
@@ -115,9 +121,7 @@ describe('queue runner', () => {
       // A job is active from its fetch: with slow runs only the two running ones may be.
       expect(maxActive).toBeLessThanOrEqual(2);
       expect(seen.maxRunning).toBe(2);
-    } finally {
-      await instance.stop(5_000);
-    }
+    });
   });
 
   it('lets go unrun the jobs it fetched ahead when they wait too long for a slot', async () => {
@@ -127,8 +131,7 @@ describe('queue runner', () => {
       runMsOf: (run) => (run === 60 ? 800 : 1),
       maxHoldMs: 300,
     });
-    instance.start();
-    try {
+    await whileStarted(instance, async () => {
       const done = await waitFor('every job run or let go', async () => {
         const now = await states('hanging');
         const quiet = seen.running === 0 && seen.settled.size === seen.runs.size && (now.created ?? 0) === 0;
@@ -138,9 +141,7 @@ describe('queue runner', () => {
       expect(done.active).toBeGreaterThan(0);
       expect(seen.runs.size).toBe(ids.length - (done.active ?? 0));
       expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
-    } finally {
-      await instance.stop(5_000);
-    }
+    });
   });
 
   it('holds nothing ahead for a queue without retries, so no job is let go unrun', async () => {
@@ -151,8 +152,7 @@ describe('queue runner', () => {
       maxHoldMs: 300,
       holdAhead: false,
     });
-    instance.start();
-    try {
+    await whileStarted(instance, async () => {
       const done = await waitFor('every job run', async () => {
         const now = await states('no-retries');
         return now.completed === ids.length && seen.running === 0 && now;
@@ -160,9 +160,7 @@ describe('queue runner', () => {
       expect(done.active ?? 0).toBe(0);
       expect(seen.runs.size).toBe(ids.length);
       expect([...seen.runs.values()].every((count) => count === 1)).toBe(true);
-    } finally {
-      await instance.stop(5_000);
-    }
+    });
   });
 
   it('stops fetching on stop, and lets the running jobs finish and be settled first', async () => {

@@ -42,6 +42,16 @@ function record(basalt: BasaltClient): AuthChangeEvent[] {
   return events;
 }
 
+/** Two clients signed in as one new user: the first signed up, the second signed in. */
+async function twoSessionsOfOneUser(): Promise<[BasaltClient, BasaltClient]> {
+  const address = email();
+  const a = client();
+  const b = client();
+  await a.auth.signUp({ email: address, password: PASSWORD });
+  await b.auth.signIn({ email: address, password: PASSWORD });
+  return [a, b];
+}
+
 function payload(token: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
 }
@@ -159,11 +169,7 @@ describe('auth in the SDK', () => {
   });
 
   it('signs out locally when the session ended on the server', async () => {
-    const address = email();
-    const a = client();
-    const b = client();
-    await a.auth.signUp({ email: address, password: PASSWORD });
-    await b.auth.signIn({ email: address, password: PASSWORD });
+    const [a, b] = await twoSessionsOfOneUser();
     const events = record(b);
     await a.auth.signOut({ scope: 'global' });
     expect(await b.auth.refreshSession()).toBeNull();
@@ -218,11 +224,7 @@ describe('auth in the SDK', () => {
   });
 
   it('lists and revokes sessions', async () => {
-    const address = email();
-    const a = client();
-    const b = client();
-    await a.auth.signUp({ email: address, password: PASSWORD });
-    await b.auth.signIn({ email: address, password: PASSWORD });
+    const [a] = await twoSessionsOfOneUser();
     const sessions = await a.auth.listSessions();
     expect(sessions).toHaveLength(2);
     const other = sessions.find((session) => !session.current)!;

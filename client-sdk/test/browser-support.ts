@@ -122,3 +122,19 @@ export async function startBrowserSuite(
     },
   };
 }
+
+/**
+ * A page's view of a client's live queries, for code run in the page against the bundle's
+ * `Basalt` global (the page has no module types of its own).
+ */
+export interface PageLiveQueries {
+  db: {
+    collection(name: string): {
+      where(
+        path: string,
+        op: string,
+        value: unknown,
+      ): { onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void };
+    };
+  };
+}

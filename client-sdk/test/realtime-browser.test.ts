@@ -1,6 +1,6 @@
 import type { Browser } from 'playwright-core';
 import WebSocket from 'ws';
-import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { haveBrowser, useBrowserSuite, type PageLiveQueries } from './browser-support.js';
 import { createCollection } from '../../test/documents-support.js';
 import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
@@ -32,18 +32,7 @@ describe.skipIf(!haveBrowser)('realtime in a browser', () => {
       const state: PageState = { snapshots: [], messages: [] };
       (window as unknown as { state: PageState }).state = state;
       type Sdk = {
-        createClient(url: string): {
-          db: {
-            collection(name: string): {
-              where(
-                path: string,
-                op: string,
-                value: unknown,
-              ): {
-                onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void;
-              };
-            };
-          };
+        createClient(url: string): PageLiveQueries & {
           channel(name: string): {
             on(type: 'broadcast', event: string, callback: (payload: unknown) => void): unknown;
             subscribe(): Promise<void>;

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { haveBrowser, useBrowserSuite } from './browser-support.js';
+import { haveBrowser, useBrowserSuite, type PageLiveQueries } from './browser-support.js';
 import { createCollection } from '../../test/documents-support.js';
 import { describe, expect, it } from 'vitest';
 import { request, type TestApp } from '../../test/helpers.js';
@@ -69,22 +69,19 @@ useBrowserSuite({
 });
 
 type Sdk = {
-  createClient(url: string): {
-    db: {
-      collection(name: string): {
-        where(
-          path: string,
-          op: string,
-          value: unknown,
-        ): { onSnapshot(callback: (snapshot: { docs: Array<{ id: string }> }) => void): () => void };
-      };
-    };
-    realtime: { connected: boolean };
-  };
+  createClient(url: string): PageLiveQueries & { realtime: { connected: boolean } };
 };
 type Watch = { ids: string[]; snapshots: number; client: ReturnType<Sdk['createClient']> };
 
-async function watchingPage(context: BrowserContext, url: string, kind: string): Promise<Page> {
+/**
+ * A page in a new browser context whose client follows the notes of `kind` through a proxy
+ * to the server: its first snapshot arrived, and its clock stands still from a second on.
+ */
+async function watchingThroughProxy(kind: string): Promise<{ proxy: Proxy; context: BrowserContext; page: Page }> {
+  const proxy = new Proxy(Number(new URL(server.url).port));
+  await proxy.listen();
+  const context = await browser.newContext();
+  const url = `http://127.0.0.1:${proxy.port}`;
   const page = await context.newPage();
   await page.clock.install();
   await page.goto(pageUrl);
@@ -104,7 +101,9 @@ async function watchingPage(context: BrowserContext, url: string, kind: string):
     },
     { url, kind },
   );
-  return page;
+  await expect.poll(() => page.evaluate(() => (window as unknown as { watch: Watch }).watch.snapshots)).toBe(1);
+  await page.clock.pauseAt(Date.now() + 1_000);
+  return { proxy, context, page };
 }
 
 const ids = (page: Page) => page.evaluate(() => (window as unknown as { watch: Watch }).watch.ids);
@@ -121,12 +120,7 @@ async function put(id: string, kind: string): Promise<void> {
 
 describe.skipIf(!haveBrowser)('realtime across wake-ups in a browser', () => {
   it('reconnects at once when the page comes back online or is shown again', async () => {
-    const proxy = new Proxy(Number(new URL(server.url).port));
-    await proxy.listen();
-    const context = await browser.newContext();
-    const page = await watchingPage(context, `http://127.0.0.1:${proxy.port}`, 'wake');
-    await expect.poll(() => page.evaluate(() => (window as unknown as { watch: Watch }).watch.snapshots)).toBe(1);
-    await page.clock.pauseAt(Date.now() + 1_000);
+    const { proxy, context, page } = await watchingThroughProxy('wake');
 
     for (const [round, wake] of [
       ['online', () => context.setOffline(true).then(() => context.setOffline(false))],
@@ -149,12 +143,7 @@ describe.skipIf(!haveBrowser)('realtime across wake-ups in a browser', () => {
   }, 60_000);
 
   it('replaces a socket that died silently once a wake-up ping goes unanswered', async () => {
-    const proxy = new Proxy(Number(new URL(server.url).port));
-    await proxy.listen();
-    const context = await browser.newContext();
-    const page = await watchingPage(context, `http://127.0.0.1:${proxy.port}`, 'frozen');
-    await expect.poll(() => page.evaluate(() => (window as unknown as { watch: Watch }).watch.snapshots)).toBe(1);
-    await page.clock.pauseAt(Date.now() + 1_000);
+    const { proxy, context, page } = await watchingThroughProxy('frozen');
 
     proxy.freeze();
     await put('while-frozen', 'frozen');

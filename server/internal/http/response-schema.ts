@@ -14,3 +14,16 @@ export interface ObjectSchemaOf<T> {
 /** An instant as the API writes it (ISO 8601, UTC). */
 export const timestamp = { type: 'string', format: 'date-time' } as const;
 export const optionalTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
+
+/**
+ * An object schema that names its properties and allows no other: as a response, the
+ * serializer sends only these; as a body, anything else is a validation error.
+ */
+export function closedObject<const Properties extends object>(properties: Properties) {
+  return { type: 'object', additionalProperties: false, properties } as const;
+}
+
+/** An array of closed objects with these properties. */
+export function closedList<const Properties extends object>(properties: Properties) {
+  return { type: 'array', items: closedObject(properties) } as const;
+}

@@ -2,6 +2,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
+import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
@@ -11,23 +12,19 @@ import type { Document } from './types.js';
 
 // Response schemas are closed (additionalProperties: false): the serializer sends only the
 // properties they name, and the handlers' return types are checked against them.
-const documentSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    id: { type: 'string' },
-    collection: { type: 'string' },
-    owner: { type: ['string', 'null'] },
-    version: { type: 'integer' },
-    created_at: { type: 'string', format: 'date-time' },
-    updated_at: { type: 'string', format: 'date-time' },
-    data: {
-      type: ['object', 'null'],
-      additionalProperties: true,
-      description: 'null only in a PATCH or batch update result the caller may not read',
-    },
+const documentSchema = closedObject({
+  id: { type: 'string' },
+  collection: { type: 'string' },
+  owner: { type: ['string', 'null'] },
+  version: { type: 'integer' },
+  created_at: { type: 'string', format: 'date-time' },
+  updated_at: { type: 'string', format: 'date-time' },
+  data: {
+    type: ['object', 'null'],
+    additionalProperties: true,
+    description: 'null only in a PATCH or batch update result the caller may not read',
   },
-} as const;
+});
 
 const collectionParam = { type: 'string', pattern: COLLECTION_NAME_PATTERN } as const;
 const idParam = { type: 'string', pattern: DOCUMENT_ID_PATTERN } as const;
@@ -53,31 +50,23 @@ const whereSchema = {
   items: { anyOf: [{ type: 'array', minItems: 3, maxItems: 3 }, { type: 'object' }] },
 } as const;
 
-const querySchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    where: whereSchema,
-    order_by: {
-      type: 'array',
-      maxItems: QUERY_LIMITS.maxOrderBy,
-      items: { anyOf: [{ type: 'array', minItems: 1, maxItems: 2 }, { type: 'string' }] },
-    },
-    limit: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit, default: QUERY_LIMITS.defaultLimit },
-    after: { type: ['string', 'null'], maxLength: 200_000 },
+const querySchema = closedObject({
+  where: whereSchema,
+  order_by: {
+    type: 'array',
+    maxItems: QUERY_LIMITS.maxOrderBy,
+    items: { anyOf: [{ type: 'array', minItems: 1, maxItems: 2 }, { type: 'string' }] },
   },
-} as const;
+  limit: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit, default: QUERY_LIMITS.defaultLimit },
+  after: { type: ['string', 'null'], maxLength: 200_000 },
+});
 
-const rulesSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    read: { type: ['string', 'null'] },
-    create: { type: ['string', 'null'] },
-    update: { type: ['string', 'null'] },
-    delete: { type: ['string', 'null'] },
-  },
-} as const;
+const rulesSchema = closedObject({
+  read: { type: ['string', 'null'] },
+  create: { type: ['string', 'null'] },
+  update: { type: ['string', 'null'] },
+  delete: { type: ['string', 'null'] },
+});
 
 const ruleKinds = {
   read: { type: 'string' },
@@ -86,18 +75,14 @@ const ruleKinds = {
   delete: { type: 'string' },
 } as const;
 
-const collectionSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    name: { type: 'string' },
-    rules: { type: 'object', additionalProperties: false, properties: ruleKinds },
-    schema: { type: ['object', 'null'], additionalProperties: true },
-    indexes: { type: 'array', items: {} },
-    created_at: { type: 'string' },
-    updated_at: { type: 'string' },
-  },
-} as const;
+const collectionSchema = closedObject({
+  name: { type: 'string' },
+  rules: closedObject(ruleKinds),
+  schema: { type: ['object', 'null'], additionalProperties: true },
+  indexes: { type: 'array', items: {} },
+  created_at: { type: 'string' },
+  updated_at: { type: 'string' },
+});
 
 const indexesSchema = {
   type: 'array',
@@ -163,11 +148,7 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
           },
         },
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { results: { type: 'array', items: { anyOf: [documentSchema, { type: 'null' }] } } },
-          },
+          200: closedObject({ results: { type: 'array', items: { anyOf: [documentSchema, { type: 'null' }] } } }),
           '4xx': errorResponse,
         },
       },
@@ -207,11 +188,10 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
         body: querySchema,
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { docs: { type: 'array', items: documentSchema }, next_cursor: { type: ['string', 'null'] } },
-          },
+          200: closedObject({
+            docs: { type: 'array', items: documentSchema },
+            next_cursor: { type: ['string', 'null'] },
+          }),
           '4xx': errorResponse,
         },
       },
@@ -227,9 +207,9 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
         tags,
         summary: 'Count the documents that match where (and that the caller may read)',
         params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
-        body: { type: 'object', additionalProperties: false, properties: { where: whereSchema } },
+        body: closedObject({ where: whereSchema }),
         response: {
-          200: { type: 'object', additionalProperties: false, properties: { count: { type: 'integer' } } },
+          200: closedObject({ count: { type: 'integer' } }),
           '4xx': errorResponse,
         },
       },
@@ -372,11 +352,7 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         tags: adminTags,
         summary: 'List collections',
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { collections: { type: 'array', items: collectionSchema } },
-          },
+          200: closedObject({ collections: { type: 'array', items: collectionSchema } }),
           '4xx': errorResponse,
         },
       },
@@ -406,15 +382,11 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         tags: adminTags,
         summary: 'Change rules (per kind; null removes), schema (null removes) or indexes (the list)',
         params: nameParams,
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            rules: rulesSchema,
-            schema: { type: ['object', 'null'], additionalProperties: true },
-            indexes: indexesSchema,
-          },
-        },
+        body: closedObject({
+          rules: rulesSchema,
+          schema: { type: ['object', 'null'], additionalProperties: true },
+          indexes: indexesSchema,
+        }),
         response: { 200: collectionSchema, '4xx': errorResponse },
       },
     },

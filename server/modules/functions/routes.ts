@@ -2,7 +2,12 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
-import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
+import {
+  closedObject,
+  optionalTimestamp,
+  timestamp,
+  type ObjectSchemaOf,
+} from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { LoadError } from './loader.js';
 import type { LogLine } from './protocol.js';
@@ -15,77 +20,56 @@ export const nameParams = {
   properties: { name: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_-]{0,62}$' } },
 } as const;
 
-const invocationsQuery = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
-    limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
-    before: { type: 'string', format: 'date-time' },
-  },
-} as const;
+const invocationsQuery = closedObject({
+  status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
+  limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
+  before: { type: 'string', format: 'date-time' },
+});
 
 /** Every error is the catalogue's envelope; a function's own failure is 500 FUNCTION_ERROR or 504 FUNCTION_TIMEOUT. */
 export const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 
-const functionSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    name: { type: 'string' },
-    kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
-    file: { type: 'string', description: 'Relative to the functions folder' },
-    // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
-    trigger: { type: 'object', additionalProperties: true },
-    options: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        retries: { type: 'integer' },
-        timeout_ms: { type: 'integer' },
-        memory_mb: { type: 'integer' },
-        concurrency: { type: 'integer' },
-      },
-    },
-  },
-} as const satisfies ObjectSchemaOf<FunctionSummary>;
+const functionSchema = closedObject({
+  name: { type: 'string' },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  file: { type: 'string', description: 'Relative to the functions folder' },
+  // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
+  trigger: { type: 'object', additionalProperties: true },
+  options: closedObject({
+    retries: { type: 'integer' },
+    timeout_ms: { type: 'integer' },
+    memory_mb: { type: 'integer' },
+    concurrency: { type: 'integer' },
+  }),
+}) satisfies ObjectSchemaOf<FunctionSummary>;
 
-const loadErrorSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: { file: { type: 'string' }, reason: { type: 'string' } },
-} as const satisfies ObjectSchemaOf<LoadError>;
+const loadErrorSchema = closedObject({
+  file: { type: 'string' },
+  reason: { type: 'string' },
+}) satisfies ObjectSchemaOf<LoadError>;
 
-const logLineSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    level: { type: 'string', enum: ['info', 'warn', 'error'] },
-    message: { type: 'string' },
-    at: timestamp,
-  },
-} as const satisfies ObjectSchemaOf<LogLine>;
+const logLineSchema = closedObject({
+  level: { type: 'string', enum: ['info', 'warn', 'error'] },
+  message: { type: 'string' },
+  at: timestamp,
+}) satisfies ObjectSchemaOf<LogLine>;
 
-const invocationSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    id: { type: 'string', format: 'uuid' },
-    job_id: { type: ['string', 'null'] },
-    function: { type: 'string' },
-    trigger: { type: 'string' },
-    event_id: { type: ['string', 'null'] },
-    status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
-    attempt: { type: 'integer' },
-    cold_start: { type: 'boolean' },
-    started_at: optionalTimestamp,
-    finished_at: optionalTimestamp,
-    duration_ms: { type: ['integer', 'null'] },
-    error: { type: ['string', 'null'] },
-    logs: { type: 'array', items: logLineSchema },
-    created_at: timestamp,
-  },
-} as const satisfies ObjectSchemaOf<InvocationRecord>;
+const invocationSchema = closedObject({
+  id: { type: 'string', format: 'uuid' },
+  job_id: { type: ['string', 'null'] },
+  function: { type: 'string' },
+  trigger: { type: 'string' },
+  event_id: { type: ['string', 'null'] },
+  status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
+  attempt: { type: 'integer' },
+  cold_start: { type: 'boolean' },
+  started_at: optionalTimestamp,
+  finished_at: optionalTimestamp,
+  duration_ms: { type: ['integer', 'null'] },
+  error: { type: ['string', 'null'] },
+  logs: { type: 'array', items: logLineSchema },
+  created_at: timestamp,
+}) satisfies ObjectSchemaOf<InvocationRecord>;
 
 const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
@@ -125,18 +109,14 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (p
         tags: ['admin'],
         summary: 'Functions and their triggers',
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              functions: { type: 'array', items: functionSchema },
-              errors: {
-                type: 'array',
-                description: 'Files of the functions folder that did not load',
-                items: loadErrorSchema,
-              },
+          200: closedObject({
+            functions: { type: 'array', items: functionSchema },
+            errors: {
+              type: 'array',
+              description: 'Files of the functions folder that did not load',
+              items: loadErrorSchema,
             },
-          },
+          }),
           ...errors,
         },
       },
@@ -157,11 +137,7 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (p
         params: nameParams,
         querystring: invocationsQuery,
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { invocations: { type: 'array', items: invocationSchema } },
-          },
+          200: closedObject({ invocations: { type: 'array', items: invocationSchema } }),
           ...errors,
         },
       },
@@ -186,7 +162,7 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (p
         summary: 'Retry a dead-lettered invocation: its event is queued again with the same event id',
         params: { type: 'object', required: ['id'], properties: { id: { type: 'string', format: 'uuid' } } },
         response: {
-          200: { type: 'object', additionalProperties: false, properties: { invocation: invocationSchema } },
+          200: closedObject({ invocation: invocationSchema }),
           ...errors,
         },
       },

@@ -2,6 +2,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { requireService } from '../../internal/guards.js';
 import { errorResponse } from '../../internal/http/errors.js';
+import { closedList, closedObject } from '../../internal/http/response-schema.js';
 import type { RealtimeService } from './service.js';
 
 const realtimeSchema = {
@@ -16,52 +17,27 @@ const realtimeSchema = {
 
 // Closed objects (additionalProperties: false): the serializer sends only the properties named,
 // and the handler's return type is checked against them.
-const connectionsSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    instance_id: { type: 'string' },
-    connections: {
-      type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          id: { type: 'string' },
-          role: { type: 'string' },
-          uid: { type: ['string', 'null'] },
-          connected_at: { type: 'string', format: 'date-time' },
-          ip: { type: ['string', 'null'] },
-          user_agent: { type: ['string', 'null'] },
-          subscriptions: {
-            type: 'array',
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              properties: {
-                id: { type: 'string' },
-                collection: { type: 'string' },
-                doc_id: { type: ['string', 'null'] },
-                where: {},
-                order_by: {},
-                limit: { type: 'integer' },
-                documents: { type: 'integer' },
-              },
-            },
-          },
-          channels: {
-            type: 'array',
-            items: {
-              type: 'object',
-              additionalProperties: false,
-              properties: { channel: { type: 'string' }, presence: { type: 'boolean' } },
-            },
-          },
-        },
-      },
-    },
-  },
-} as const;
+const connectionsSchema = closedObject({
+  instance_id: { type: 'string' },
+  connections: closedList({
+    id: { type: 'string' },
+    role: { type: 'string' },
+    uid: { type: ['string', 'null'] },
+    connected_at: { type: 'string', format: 'date-time' },
+    ip: { type: ['string', 'null'] },
+    user_agent: { type: ['string', 'null'] },
+    subscriptions: closedList({
+      id: { type: 'string' },
+      collection: { type: 'string' },
+      doc_id: { type: ['string', 'null'] },
+      where: {},
+      order_by: {},
+      limit: { type: 'integer' },
+      documents: { type: 'integer' },
+    }),
+    channels: closedList({ channel: { type: 'string' }, presence: { type: 'boolean' } }),
+  }),
+});
 
 /** `GET /v1/realtime`: upgrades to a websocket and hands it to the realtime service. */
 export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> = async (plugin, { realtime }) => {
@@ -82,7 +58,7 @@ export const realtimeRoutes: FastifyPluginAsync<{ realtime: RealtimeService }> =
       schema: {
         tags: ['admin'],
         summary: "This instance's realtime connections with their live queries and channels (service key)",
-        querystring: { type: 'object', additionalProperties: false, properties: {} },
+        querystring: closedObject({}),
         response: { 200: connectionsSchema, '4xx': errorResponse },
       },
     },

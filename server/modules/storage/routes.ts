@@ -4,6 +4,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
+import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
 import type { StorageObject, StorageService } from './service.js';
@@ -26,49 +27,33 @@ const bucketWritable = {
     maxItems: 100,
     items: { type: 'string', minLength: 3, maxLength: 255 },
   },
-  rules: {
-    type: 'object',
-    additionalProperties: false,
-    properties: { read: ruleSchema, write: ruleSchema, delete: ruleSchema },
-  },
+  rules: closedObject({ read: ruleSchema, write: ruleSchema, delete: ruleSchema }),
 } as const;
 
 // Response schemas are closed (additionalProperties: false): the serializer sends only the
 // properties they name, and the handlers' return types are checked against them.
-const bucketSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    name: { type: 'string' },
-    public: { type: 'boolean' },
-    max_file_size: { type: ['integer', 'null'] },
-    allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
-    rules: {
-      type: 'object',
-      additionalProperties: false,
-      properties: { read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } },
-    },
-    created_at: { type: 'string' },
-    updated_at: { type: 'string' },
-  },
-} as const;
+const bucketSchema = closedObject({
+  name: { type: 'string' },
+  public: { type: 'boolean' },
+  max_file_size: { type: ['integer', 'null'] },
+  allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
+  rules: closedObject({ read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } }),
+  created_at: { type: 'string' },
+  updated_at: { type: 'string' },
+});
 
-const objectSchema = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    id: { type: 'string' },
-    bucket: { type: 'string' },
-    path: { type: 'string' },
-    size: { type: 'integer' },
-    content_type: { type: 'string' },
-    etag: { type: 'string' },
-    sha256: { type: 'string' },
-    owner: { type: ['string', 'null'] },
-    created_at: { type: 'string' },
-    updated_at: { type: 'string' },
-  },
-} as const;
+const objectSchema = closedObject({
+  id: { type: 'string' },
+  bucket: { type: 'string' },
+  path: { type: 'string' },
+  size: { type: 'integer' },
+  content_type: { type: 'string' },
+  etag: { type: 'string' },
+  sha256: { type: 'string' },
+  owner: { type: ['string', 'null'] },
+  created_at: { type: 'string' },
+  updated_at: { type: 'string' },
+});
 
 const bucketParams = {
   type: 'object',
@@ -233,11 +218,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
         tags: ['storage'],
         summary: 'List buckets (service key)',
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { buckets: { type: 'array', items: bucketSchema } },
-          },
+          200: closedObject({ buckets: { type: 'array', items: bucketSchema } }),
           ...errors,
         },
       },
@@ -267,7 +248,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
         tags: ['storage'],
         summary: 'Change a bucket (service key); fields left out stay',
         params: nameParams,
-        body: { type: 'object', additionalProperties: false, properties: bucketWritable },
+        body: closedObject(bucketWritable),
         response: { 200: bucketSchema, ...errors },
       },
     },
@@ -305,16 +286,12 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
           properties: { grace_seconds: { type: 'integer', minimum: 0, maximum: 30 * 86_400 } },
         },
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              ran: { type: 'boolean' },
-              pending: { type: 'integer' },
-              orphans: { type: 'integer' },
-              stale_writes: { type: 'integer' },
-            },
-          },
+          200: closedObject({
+            ran: { type: 'boolean' },
+            pending: { type: 'integer' },
+            orphans: { type: 'integer' },
+            stale_writes: { type: 'integer' },
+          }),
           ...errors,
         },
       },
@@ -341,11 +318,10 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
           },
         },
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { objects: { type: 'array', items: objectSchema }, next_cursor: { type: ['string', 'null'] } },
-          },
+          200: closedObject({
+            objects: { type: 'array', items: objectSchema },
+            next_cursor: { type: ['string', 'null'] },
+          }),
           ...errors,
         },
       },
@@ -425,11 +401,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
           properties: { expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS } },
         },
         response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { url: { type: 'string' }, expires_at: { type: 'string' } },
-          },
+          200: closedObject({ url: { type: 'string' }, expires_at: { type: 'string' } }),
           ...errors,
         },
       },
