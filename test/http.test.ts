@@ -119,6 +119,8 @@ describe('the error envelope', () => {
       'PAYLOAD_TOO_LARGE',
     ],
     ['an unsupported content type', () => 'a=b', 'application/x-www-form-urlencoded', 415, 'UNSUPPORTED_MEDIA_TYPE'],
+    // A JSON endpoint parses JSON only: text that happens to be JSON is refused, not half-accepted.
+    ['text/plain on a JSON endpoint', () => '{"a": 1}', 'text/plain', 415, 'UNSUPPORTED_MEDIA_TYPE'],
   ])('answers %s with the catalogue error and no internals', async (_case, body, contentType, status, code) => {
     const response = await request(server.url, 'POST', '/test/echo', {
       rawBody: body(),

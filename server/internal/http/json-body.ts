@@ -33,7 +33,8 @@ function maxNesting(text: string): number {
 }
 
 /**
- * The one application/json parser of every route: Fastify's own (which refuses `__proto__`
+ * The one application/json parser of every route, and the only body parser outside the routes
+ * that take other content types: Fastify's own (which refuses `__proto__`
  * and `constructor.prototype` keys), then the user-JSON check, so no module ever sees a body
  * nested deep enough to overflow the stack, or a string Postgres cannot store (NUL, an
  * unpaired surrogate): both are 400 INVALID_REQUEST naming the field.
@@ -43,6 +44,10 @@ function maxNesting(text: string): number {
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   const parse = checkedJsonParser(app);
+  // JSON routes take JSON only: Fastify's text/plain parser would hand them a string, which
+  // their schema then refuses as a 400; the honest answer is 415 UNSUPPORTED_MEDIA_TYPE.
+  // (HTTP functions and uploads register their own parsers for every content type.)
+  app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     parse(request, typeof body === 'string' ? body : body.toString('utf8'), done);
