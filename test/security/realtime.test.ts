@@ -360,6 +360,49 @@ securitySuite<Fixture>({
         },
       })),
     ),
+    ...[
+      { what: 'too long', id: 'x'.repeat(129) },
+      { what: 'an object', id: { $ne: null } },
+      { what: 'a control character', id: 'ack\n1' },
+    ].map(({ what, id }) => ({
+      name: `a broadcast acknowledgement id that is ${what} gets INVALID_REQUEST, nothing is broadcast, and the socket keeps serving`,
+      async run(fixture: Fixture, server: TestApp) {
+        const sender = await open(server, fixture.alice.token);
+        const member = await open(server, fixture.bob.token);
+        for (const socket of [sender, member]) {
+          socket.send({ type: 'join', channel: 'acks' });
+          await socket.nextOfType('joined', { channel: 'acks' });
+        }
+        sender.send({ type: 'broadcast', channel: 'acks', event: 'bad-id', payload: { n: 1 }, id });
+        expect(await sender.nextOfType('error')).toMatchObject({ code: 'INVALID_REQUEST' });
+        // A later, valid broadcast arrives first and alone: the refused one never went out.
+        sender.send({ type: 'broadcast', channel: 'acks', event: 'good', payload: { n: 2 }, id: 'ack-1' });
+        expect(await sender.nextOfType('sent', { id: 'ack-1' })).toMatchObject({ channel: 'acks' });
+        expect(await member.nextOfType('broadcast', { event: 'good' })).toMatchObject({ payload: { n: 2 } });
+        expect(member.all((f: Frame) => f.type === 'broadcast' && f.event === 'bad-id')).toEqual([]);
+        await stillServing(server, sender);
+        sender.close();
+        member.close();
+      },
+    })),
+    {
+      name: 'a broadcast acknowledgement goes to its sender only, and the members never see the sender’s id',
+      async run(fixture: Fixture, server: TestApp) {
+        const sender = await open(server, fixture.alice.token);
+        const member = await open(server, fixture.bob.token);
+        for (const socket of [sender, member]) {
+          socket.send({ type: 'join', channel: 'acks-private' });
+          await socket.nextOfType('joined', { channel: 'acks-private' });
+        }
+        sender.send({ type: 'broadcast', channel: 'acks-private', event: 'e', payload: {}, id: 'secret-ack' });
+        await sender.nextOfType('sent', { id: 'secret-ack' });
+        const received = await member.nextOfType('broadcast', { channel: 'acks-private' });
+        expect(received).not.toHaveProperty('id');
+        expect(member.all((f: Frame) => f.type === 'sent')).toEqual([]);
+        sender.close();
+        member.close();
+      },
+    },
     {
       name: 'a frame over 64 KiB closes that socket with 1009 and the server keeps serving',
       async run(_fixture, server) {
