@@ -10,8 +10,7 @@ import type { StorageService } from '../storage/service.js';
 import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
-import { httpFunctionRoute } from './http-route.js';
-import { functionRoutes } from './routes.js';
+import { functionRoutes, httpFunctionRoute } from './routes.js';
 import { FunctionsService } from './service.js';
 
 /**
