@@ -388,12 +388,20 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   /**
    * The server dropped a query because the socket's token expired (a page asleep past its
    * token's life) or its session ended. Give the socket the current token (refreshed if
-   * due; null once signed out) and subscribe again, read afresh: the server may not take the
-   * token, and a resume would be computed for whoever the socket is now.
+   * due) and subscribe again, read afresh: the server may not take the token, and a resume
+   * would be computed for whoever the socket is now. Without a session any more, the query
+   * ends with the error instead.
    */
-  private async reauthenticate(subscription: LiveSubscription): Promise<void> {
+  private async reauthenticate(subscription: LiveSubscription, dropped: BasaltError): Promise<void> {
     const token = await this.options.accessToken().catch(() => null);
     if (!this.subscriptions.has(subscription.id) || !this.isOpen()) return;
+    if (token === null) {
+      // No session any more: the query ends, rather than carry on as the public caller's.
+      this.subscriptions.delete(subscription.id);
+      subscription.onError(dropped);
+      this.closeIfIdle();
+      return;
+    }
     this.token = token;
     this.send({ type: 'auth', access_token: token });
     subscription.cursor = null;
@@ -412,7 +420,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
       if (frame.type === 'error') {
         if (frame.code === 'UNAUTHENTICATED' && !subscription.retried) {
           subscription.retried = true;
-          void this.reauthenticate(subscription);
+          void this.reauthenticate(subscription, frameError(frame));
           return;
         }
         // The server refused the subscription (rules, bad query): it ends here.
