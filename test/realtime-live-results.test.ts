@@ -159,6 +159,19 @@ describe('a live query with limit', () => {
     expect(framesOf(socket, 'd').filter((frame) => frame.type === 'change')).toEqual([]);
   });
 
+  it('tells has_more right for a window as large as a page (no spare documents read beyond it)', async () => {
+    await insertTeam('full', 'full', LIVE_QUERY_MAX_DOCUMENTS + 1);
+    const query = { where: [['team', '==', 'full']], order_by: [['n', 'asc']], limit: LIVE_QUERY_MAX_DOCUMENTS };
+    const socket = await open(app.serviceKey);
+    socket.send({ type: 'subscribe', id: 'f', collection: 'players', query });
+    const subscribed = await socket.nextOfType('subscribed', { id: 'f' }, 15_000);
+    expect(ids(subscribed)).toHaveLength(LIVE_QUERY_MAX_DOCUMENTS);
+    expect(subscribed.has_more).toBe(true);
+    await app.sql.query(`DELETE FROM basalt_data.players WHERE id = $1`, [`full${LIVE_QUERY_MAX_DOCUMENTS + 1}`]);
+    expect(await socket.nextOfType('more', { id: 'f' })).toMatchObject({ has_more: false });
+    expect(framesOf(socket, 'f').filter((frame) => frame.type === 'change')).toEqual([]);
+  }, 30_000);
+
   it('starts after a cursor ("after", the SDK\'s startAfter) and keeps that window live', async () => {
     await insertTeam('page', 'page', 12);
     const base = { where: [['team', '==', 'page']], order_by: [['n', 'asc']], limit: 5 };

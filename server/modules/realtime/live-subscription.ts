@@ -347,13 +347,26 @@ export class Subscription {
         // The copy the subscriber holds, not the row that made it leave (which it may not read).
         this.sendChange('removed', known, cursor, readable);
         if (wasFull && hidden) return this.holdAfter(routed, i);
-      } else if (this.beyond.delete(change.rowId) && this.beyond.size === 0 && this.unlisted) {
-        // The last listed match beyond the window left: whether others remain takes a read.
-        return this.holdAfter(routed, i);
+      } else if (this.unlisted) {
+        // The last listed match beyond the window left (or, with none listed, because the
+        // window is close to the page size, some match did): whether others remain takes a read.
+        const listed = this.beyond.delete(change.rowId);
+        if (this.beyond.size === 0 && (listed || this.matchedBefore(change, readable))) {
+          return this.holdAfter(routed, i);
+        }
+      } else {
+        this.beyond.delete(change.rowId);
       }
     }
     this.announceMore();
     return false;
+  }
+
+  /** Whether the document was a match before this change (its old row). */
+  private matchedBefore(change: FeedChange, readable: ReadRule): boolean {
+    if (!change.oldRow) return false;
+    const old = rowToDocument(this.view.collection, change.oldRow);
+    return this.view.matches(old) && readable(old);
   }
 
   /** Whether documents beyond the window match (queries with `limit`; false for the others). */
