@@ -175,6 +175,26 @@ describe('signing in and out under a live query', () => {
   });
 });
 
+describe('a session revoked elsewhere', () => {
+  it('ends the listener with the error, never turning it into a public query', async () => {
+    const email = uniqueEmail('revoked');
+    const basalt = client();
+    await basalt.auth.signUp({ email, password: STRONG_PASSWORD });
+    await basalt.db.collection('posts').add({ n: 1 }, { id: 'revoked1' });
+    const feed = watch(basalt.db.collection('posts').where('n', '==', 1));
+    await until(() => feed.snapshots.length === 1);
+    expect(feed.snapshots[0]?.ids).toContain('revoked1');
+    // Signed out everywhere from another device: this client still holds an unexpired token.
+    const other = client();
+    await other.auth.signIn({ email, password: STRONG_PASSWORD });
+    await other.auth.signOut({ scope: 'global' });
+    await until(() => feed.errors.length === 1, 20_000);
+    expect(feed.errors[0]?.code).toBe('UNAUTHENTICATED');
+    await sleep(500);
+    expect(feed.snapshots).toHaveLength(1);
+  }, 30_000);
+});
+
 describe('presence', () => {
   it('shows a client its own tracked presence once', async () => {
     const basalt = client();
