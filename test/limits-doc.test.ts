@@ -6,6 +6,7 @@ import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../server/modules/auth
 import { QUERY_LIMITS } from '../server/modules/documents/query.js';
 import { MAX_BATCH_OPS } from '../server/modules/documents/service.js';
 import { MAX_PRESENCE_BYTES } from '../server/modules/realtime/channels.js';
+import { LIVE_QUERY_MAX_DOCUMENTS } from '../server/modules/realtime/live-subscription.js';
 import { MAX_PATH_BYTES } from '../server/modules/storage/paths.js';
 import { LIMITS as RULE_LIMITS } from '../server/internal/rules/index.js';
 
@@ -78,6 +79,8 @@ describe('docs/limits.md', () => {
     expect(row('elements of one array literal').value).toBe(String(RULE_LIMITS.maxArrayItems));
     expect(row('segments of one field path').value).toBe(String(RULE_LIMITS.maxPathSegments));
     expect(row('a presence payload').value).toContain(`${MAX_PRESENCE_BYTES} bytes`);
+    expect(row('documents of a live query without `limit`').value).toBe(String(LIVE_QUERY_MAX_DOCUMENTS));
+    expect(row('documents of a live query window').value).toContain(`1–${QUERY_LIMITS.maxLimit}`);
     expect(row('object path').value).toContain(`1–${MAX_PATH_BYTES} bytes`);
     expect(row('password').value).toContain(`${PASSWORD_MIN_LENGTH}–${PASSWORD_MAX_LENGTH} characters`);
   });

@@ -148,11 +148,15 @@ export class ChannelMembership {
           this.setPresence(new Map(joins.map((entry) => [entry.ref, entry])));
           break;
         }
+        // A join already shown as it is (the state sent on joining lists it too) is not shown again.
+        const fresh = joins.filter((entry) => !samePresence(this.presence.get(entry.ref), entry));
+        const gone = leaves.filter((entry) => this.presence.has(entry.ref));
+        if (fresh.length === 0 && gone.length === 0) break;
         const next = new Map(this.presence);
-        for (const entry of joins) next.set(entry.ref, entry);
-        for (const entry of leaves) next.delete(entry.ref);
+        for (const entry of fresh) next.set(entry.ref, entry);
+        for (const entry of gone) next.delete(entry.ref);
         this.presence = next;
-        this.emitPresence(joins, leaves);
+        this.emitPresence(fresh, gone);
         break;
       }
       case 'joined':
@@ -187,6 +191,12 @@ export class ChannelMembership {
     const state = this.presenceState();
     for (const callback of this.presenceHandlers) callback(state, { joins, leaves });
   }
+}
+
+function samePresence(known: PresenceEntry | undefined, entry: PresenceEntry): boolean {
+  return (
+    known !== undefined && known.key === entry.key && JSON.stringify(known.payload) === JSON.stringify(entry.payload)
+  );
 }
 
 /**

@@ -181,16 +181,31 @@ export class Query<T = DocumentData> {
 
   /**
    * Live results over the client's one websocket: called with the first snapshot, then
-   * after every change, so `docs` always equals the query's result. Returns the stop function.
+   * after every change, so `docs` always equals the query's result. With `limit()` that is
+   * the first `limit` matches (after `startAfter`'s cursor, if given) and `hasMore` says
+   * whether others match; without, every match, and more than 1000 fail with INVALID_REQUEST
+   * (`details.limit`) rather than being cut short. If the session signs out or changes user
+   * while the result holds documents the new caller may not read, the listener ends with
+   * FORBIDDEN; otherwise it shows the new caller's result in one snapshot. Returns the stop function.
    */
   onSnapshot(
-    callback: (snapshot: { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }) => void,
+    callback: (snapshot: {
+      docs: Doc<T>[];
+      changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
+      hasMore: boolean;
+    }) => void,
     onError?: (error: BasaltError) => void,
   ): () => void {
     return this.context.live.subscribe(
       { collection: this.collection, query: liveQueryOf(this.body) },
       (snapshot) =>
-        callback(snapshot as unknown as { docs: Doc<T>[]; changes: Array<{ type: DocChangeType; doc: Doc<T> }> }),
+        callback(
+          snapshot as unknown as {
+            docs: Doc<T>[];
+            changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
+            hasMore: boolean;
+          },
+        ),
       onError,
     );
   }

@@ -8,17 +8,24 @@ import type { Doc, DocChangeType } from './wire.js';
 export type LiveDoc<T = Record<string, unknown>> = Doc<T>;
 
 export interface QuerySnapshot<T = Record<string, unknown>> {
-  /** The query's result, in its order. */
+  /**
+   * The query's result, in its order: with `limit`, its first `limit` documents (after the
+   * `startAfter` cursor, if given); without, every match (a query matching more than 1000
+   * documents fails with INVALID_REQUEST rather than being cut short).
+   */
   docs: LiveDoc<T>[];
   /** What changed since the previous snapshot (the first lists every document as added). */
   changes: Array<{ type: DocChangeType; doc: LiveDoc<T> }>;
+  /** With `limit`: more documents match beyond `docs`. Always false without `limit`. */
+  hasMore: boolean;
 }
 
-/** The query part a live query sends: as in `/query`, without `after`. */
+/** The query part a live query sends: as in `/query` (`after` starts the result after that cursor). */
 export interface LiveQuery {
   where?: unknown[];
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
+  after?: string;
 }
 
 /** What a live query follows: a query over a collection, or one document with `docId`. */
@@ -44,7 +51,11 @@ export class LiveSubscription {
   ready = false;
   /** Resubscribed once after the server dropped it for an expired token; a second drop is final. */
   retried = false;
+  /** Whether documents beyond the window match (the server's `has_more`). */
+  hasMore = false;
   private pending: Array<{ type: DocChangeType; doc: LiveDoc<unknown> }> = [];
+  /** `hasMore` changed since the last snapshot. */
+  private moreChanged = false;
   private flushScheduled = false;
   private readonly compare: (a: LiveDoc<unknown>, b: LiveDoc<unknown>) => number;
 
@@ -71,8 +82,11 @@ export class LiveSubscription {
   handle(frame: Frame): void {
     if (typeof frame.cursor === 'string') this.cursor = frame.cursor;
     if (frame.type === 'subscribed' || frame.type === 'reset') {
+      if (typeof frame.has_more === 'boolean') this.setHasMore(frame.has_more);
       if (Array.isArray(frame.docs)) this.replace(frame.docs as LiveDoc<unknown>[], !this.ready);
       this.ready = true;
+    } else if (frame.type === 'more') {
+      if (typeof frame.has_more === 'boolean' && this.setHasMore(frame.has_more)) this.schedule(false);
     } else if (frame.type === 'change') {
       const doc = frame.doc as LiveDoc<unknown>;
       const type = frame.change as DocChangeType;
@@ -92,6 +106,18 @@ export class LiveSubscription {
     }
   }
 
+  private setHasMore(hasMore: boolean): boolean {
+    if (hasMore === this.hasMore) return false;
+    this.hasMore = hasMore;
+    this.moreChanged = true;
+    return true;
+  }
+
+  /**
+   * The whole result anew: the first snapshot, or a `reset` (the client was away too long,
+   * or the session changed user). Whatever it changes reaches the callback as one snapshot,
+   * and a reset that changes nothing makes none.
+   */
   private replace(docs: LiveDoc<unknown>[], first: boolean): void {
     const next = new Map(docs.map((doc) => [doc.id, doc]));
     if (first) {
@@ -108,7 +134,7 @@ export class LiveSubscription {
         this.push({ type: 'modified', doc });
     }
     this.docs = next;
-    this.schedule(true);
+    this.schedule(false);
   }
 
   private push(change: { type: DocChangeType; doc: LiveDoc<unknown> }): void {
@@ -124,21 +150,25 @@ export class LiveSubscription {
       this.flushScheduled = false;
       const changes = this.pending;
       this.pending = [];
-      if (changes.length === 0 && !always) return;
-      this.onSnapshot({ docs: [...this.docs.values()].sort(this.compare), changes });
+      const moreChanged = this.moreChanged;
+      this.moreChanged = false;
+      if (changes.length === 0 && !always && !moreChanged) return;
+      this.onSnapshot({ docs: [...this.docs.values()].sort(this.compare), changes, hasMore: this.hasMore });
     });
   }
 }
 
-/** The part of a query body a live query takes (`after` does not apply to a live result). */
+/** The part of a query body a live query takes: all of it (`after` starts the live result after that cursor). */
 export function liveQueryOf(body: {
   where?: unknown[];
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
+  after?: string | null;
 }): LiveQuery {
   return {
     ...(body.where !== undefined ? { where: body.where } : {}),
     ...(body.order_by !== undefined ? { order_by: body.order_by } : {}),
     ...(body.limit !== undefined ? { limit: body.limit } : {}),
+    ...(typeof body.after === 'string' ? { after: body.after } : {}),
   };
 }

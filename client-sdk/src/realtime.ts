@@ -82,6 +82,8 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   private readonly channels = new Map<string, ChannelMembership>();
   private status: RealtimeStatus = 'idle';
   private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
+  /** Queries dropped for their token, subscribed again once the server accepts the `auth` sent for them. */
+  private readonly awaitingAuth = new Map<string, { subscription: LiveSubscription; dropped: BasaltError }>();
   /** Broadcasts awaiting the server's answer, by the id they were sent with. */
   private readonly acks = new Map<string, (result: SendResult) => void>();
 
@@ -293,6 +295,8 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.live = false;
     this.stopKeepalive();
     this.abandonAcks();
+    // A new socket sends auth and every query afresh anyway.
+    this.awaitingAuth.clear();
     for (const channel of this.channels.values()) channel.disconnected();
     if (this.hasWork()) {
       this.setStatus('reconnecting');
@@ -388,16 +392,43 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   /**
    * The server dropped a query because the socket's token expired (a page asleep past its
    * token's life) or its session ended. Give the socket the current token (refreshed if
-   * due; null once signed out) and subscribe again, read afresh: the server may not take the
-   * token, and a resume would be computed for whoever the socket is now.
+   * due) and, once the server accepted it, subscribe again, read afresh (a resume would be
+   * computed for whoever the socket is now). Without a session any more, or when the server
+   * refuses the token (the session was revoked), the query ends with the error instead.
    */
-  private async reauthenticate(subscription: LiveSubscription): Promise<void> {
+  private async reauthenticate(subscription: LiveSubscription, dropped: BasaltError): Promise<void> {
     const token = await this.options.accessToken().catch(() => null);
     if (!this.subscriptions.has(subscription.id) || !this.isOpen()) return;
+    if (token === null) {
+      // No session any more: the query ends, rather than carry on as the public caller's.
+      this.endQuery(subscription, dropped);
+      return;
+    }
     this.token = token;
-    this.send({ type: 'auth', access_token: token });
     subscription.cursor = null;
-    this.send(subscription.message());
+    this.awaitingAuth.set(subscription.id, { subscription, dropped });
+    this.send({ type: 'auth', access_token: token });
+  }
+
+  /**
+   * The server answered an `auth`: the queries waiting for it are subscribed again if the
+   * socket is signed in, else end (a revoked session's token is refused, and the socket
+   * stays the public caller, which they must not turn into).
+   */
+  private authAnswered(signedIn: boolean, error: BasaltError | null): void {
+    const waiting = [...this.awaitingAuth.values()];
+    this.awaitingAuth.clear();
+    for (const { subscription, dropped } of waiting) {
+      if (this.subscriptions.get(subscription.id) !== subscription) continue;
+      if (signedIn) this.send(subscription.message());
+      else this.endQuery(subscription, error ?? dropped);
+    }
+  }
+
+  private endQuery(subscription: LiveSubscription, error: BasaltError): void {
+    this.subscriptions.delete(subscription.id);
+    subscription.onError(error);
+    this.closeIfIdle();
   }
 
   private dispatch(frame: Frame): void {
@@ -406,19 +437,25 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
       ack(frame.type === 'sent' ? 'ok' : 'error');
       return;
     }
+    if (this.awaitingAuth.size > 0) {
+      if (frame.type === 'authenticated') return this.authAnswered(frame.role !== 'public', null);
+      // An `auth` refused: an error frame for no query or channel (a dropped message, RATE_LIMITED, is no answer).
+      const forSocket = frame.id === undefined && frame.channel === undefined;
+      if (frame.type === 'error' && forSocket && frame.code !== 'RATE_LIMITED') {
+        return this.authAnswered(false, frameError(frame));
+      }
+    }
     if (typeof frame.id === 'string') {
       const subscription = this.subscriptions.get(frame.id);
       if (!subscription) return;
       if (frame.type === 'error') {
         if (frame.code === 'UNAUTHENTICATED' && !subscription.retried) {
           subscription.retried = true;
-          void this.reauthenticate(subscription);
+          void this.reauthenticate(subscription, frameError(frame));
           return;
         }
         // The server refused the subscription (rules, bad query): it ends here.
-        this.subscriptions.delete(frame.id);
-        subscription.onError(frameError(frame));
-        this.closeIfIdle();
+        this.endQuery(subscription, frameError(frame));
         return;
       }
       if (frame.type === 'subscribed') subscription.retried = false;

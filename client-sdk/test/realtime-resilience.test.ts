@@ -198,7 +198,7 @@ describe('the socket and the session', () => {
     expect(wires.asleep.sent.filter((frame) => frame.type === 'subscribe')).toHaveLength(2);
   }, 60_000);
 
-  it('gives up the user on sign-out: the query re-reads as the public caller and gets none of their data', async () => {
+  it('gives up the user on sign-out: the query of their data ends with FORBIDDEN and gets none of it after', async () => {
     const wire: Wire = { sent: [], received: [] };
     const basalt = client(restartable.url, wire);
     const { user } = await basalt.auth.signUp({ email: `rt-out-${Date.now()}@example.com`, password: PASSWORD });
@@ -209,16 +209,19 @@ describe('the socket and the session', () => {
       async () => snapshots.at(-1)?.includes('mine') === true,
     );
 
+    const before = snapshots.length;
     await basalt.auth.signOut();
     expect(wire.sent.at(-1)).toEqual({ type: 'auth', access_token: null });
-    await waitFor('snapshots.at(-1)?.length === 0', async () => snapshots.at(-1)?.length === 0);
+    await waitFor('errors.length === 1', async () => errors.length === 1);
+    expect(errors[0]).toMatchObject({ code: 'FORBIDDEN' });
     await admin(restartable, 'POST', '/v1/db/todos', { id: 'after-sign-out', owner: user.id, data: {} });
     await sleep(1_500);
+    // No snapshot removing the user's documents one by one, nor any after.
+    expect(snapshots).toHaveLength(before);
     expect(snapshots.flat()).not.toContain('after-sign-out');
-    expect(wire.received.filter((frame) => frame.type === 'change' && frame.change !== 'removed')).toHaveLength(1);
-    // The socket was signed out before the session ended: no query was dropped for it.
-    expect(errors).toEqual([]);
-    expect(wire.received.filter((frame) => frame.type === 'error')).toEqual([]);
+    expect(wire.received.filter((frame) => frame.type === 'change' && frame.change === 'removed')).toEqual([]);
+    // The socket was signed out before the session ended: the query ended for the sign-out, not an expiry.
+    expect(wire.received.filter((frame) => frame.type === 'error').map((frame) => frame.code)).toEqual(['FORBIDDEN']);
   });
 });
 

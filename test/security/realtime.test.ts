@@ -241,10 +241,86 @@ securitySuite<Fixture>({
         expect((await socket.nextOfType('subscribed', { id: 'mine' })).docs).toHaveLength(1);
         const before = socket.frames.length;
         socket.send({ type: 'auth', access_token: fixture.bob.token });
-        const removed = await socket.nextOfType('change', { id: 'mine' });
-        expect(removed).toMatchObject({ change: 'removed', doc: { id: 'p-private' } });
+        // The query held a document Bob may not read: it ends, rather than turn into Bob's.
+        expect(await socket.nextOfType('error', { id: 'mine' })).toMatchObject({ code: 'FORBIDDEN' });
+        await call(server, 'PATCH', '/v1/db/posts/p-private', fixture.alice.token, { data: { more: SECRET } });
+        await sleep(300);
+        expect(socket.all((frame) => frame.id === 'mine' && frame.type === 'change')).toEqual([]);
         expect(JSON.stringify(socket.frames.slice(before))).not.toContain(SECRET);
         socket.close();
+      },
+    },
+    {
+      name: 'after sign-out, a live query of the user’s documents ends with FORBIDDEN and carries nothing more',
+      async run(fixture, server) {
+        await call(server, 'PUT', '/v1/db/posts/p-signout', fixture.alice.token, { data: { public: false, n: 1 } });
+        const socket = await open(server, fixture.alice.token);
+        socket.send({ type: 'subscribe', id: 'own', collection: 'posts', query: { where: [['n', '==', 1]] } });
+        expect(((await socket.nextOfType('subscribed', { id: 'own' })).docs as Doc[]).map((doc) => doc.id)).toContain(
+          'p-signout',
+        );
+        socket.send({ type: 'auth', access_token: null });
+        expect(await socket.nextOfType('error', { id: 'own' })).toMatchObject({ code: 'FORBIDDEN' });
+        await call(server, 'PATCH', '/v1/db/posts/p-signout', fixture.alice.token, { data: { note: SECRET } });
+        await sleep(300);
+        expect(
+          socket.all((frame) => frame.id === 'own' && frame.type !== 'subscribed' && frame.type !== 'error'),
+        ).toEqual([]);
+        expect(JSON.stringify(socket.frames)).not.toContain(SECRET);
+        await stillServing(server, socket);
+        socket.close();
+      },
+    },
+    {
+      name: 'a live query without limit over more than 1000 documents is refused (details.limit), not held or sent',
+      async run(fixture, server) {
+        const client = new pg.Client({ connectionString: server.config.databaseUrl });
+        await client.connect();
+        try {
+          await client.query(
+            `INSERT INTO basalt_data.posts (id, owner, data)
+               SELECT 'bulk' || g, $1, jsonb_build_object('public', true, 'bulk', true) FROM generate_series(1, 1001) g`,
+            [fixture.alice.uid],
+          );
+        } finally {
+          await client.end();
+        }
+        const bob = await open(server, fixture.bob.token);
+        bob.send({ type: 'subscribe', id: 'all', collection: 'posts', query: { where: [['bulk', '==', true]] } });
+        expect(await bob.nextOfType('error', { id: 'all' }, 15_000)).toMatchObject({
+          code: 'INVALID_REQUEST',
+          details: { limit: 1000 },
+        });
+        expect(bob.all((frame) => frame.id === 'all' && frame.type === 'subscribed')).toEqual([]);
+        await stillServing(server, bob);
+        bob.close();
+      },
+    },
+    {
+      name: 'a forged "after" cursor in a live query gets INVALID_REQUEST; a cursor past a hidden post reveals nothing',
+      async run(fixture, server) {
+        await call(server, 'PUT', '/v1/db/posts/p-after', fixture.alice.token, {
+          data: { public: false, note: SECRET },
+        });
+        const bob = await open(server, fixture.bob.token);
+        const forged = [
+          '',
+          `${'x'.repeat(1_000)}!`,
+          'bm90IGpzb24',
+          Buffer.from('{"v":[],"id":1}').toString('base64url'),
+        ];
+        for (const [index, after] of forged.entries()) {
+          bob.send({ type: 'subscribe', id: `a${index}`, collection: 'posts', query: { limit: 5, after } });
+          expect(await bob.nextOfType('error', { id: `a${index}` })).toMatchObject({ code: 'INVALID_REQUEST' });
+        }
+        // Starting just before Alice's hidden post: the window holds only what Bob may read.
+        const justBefore = Buffer.from(JSON.stringify({ v: [], id: 'p-aftea' })).toString('base64url');
+        bob.send({ type: 'subscribe', id: 'near', collection: 'posts', query: { limit: 5, after: justBefore } });
+        const subscribed = await bob.nextOfType('subscribed', { id: 'near' });
+        expect((subscribed.docs as Doc[]).map((doc) => doc.id)).not.toContain('p-after');
+        assertNoLeak(bob);
+        await stillServing(server, bob);
+        bob.close();
       },
     },
     {

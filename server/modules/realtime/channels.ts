@@ -22,6 +22,11 @@ interface Member {
   presencePayload: unknown;
   /** Presence notices that arrive while the joiner's initial state is being read. */
   pending: Notice[] | null;
+  /**
+   * The ref of the member's own presence while the notice of its first join is on its way:
+   * the initial state already shows it, so the notice must not show it a second time.
+   */
+  echo: string | null;
 }
 
 /** Largest presence payload accepted by `join`, so that one entry always fits a notification. */
@@ -146,7 +151,7 @@ export class ChannelHub {
     let member = members.get(connection.id);
     const first = member === undefined;
     if (!member) {
-      member = { connection, presenceRef: null, presencePayload: null, pending: [] };
+      member = { connection, presenceRef: null, presencePayload: null, pending: [], echo: null };
       members.set(connection.id, member);
     }
     this.syncHeartbeat();
@@ -156,6 +161,7 @@ export class ChannelHub {
       await this.repo.insertPresence(this.instanceId, { ...entry, channel });
       member.presenceRef = ref;
       member.presencePayload = presence;
+      if (first) member.echo = ref;
       await this.notify({ t: 'p', c: channel, j: [entry], l: [] });
     }
     if (first) {
@@ -294,7 +300,13 @@ export class ChannelHub {
       member.pending.push(notice);
       return;
     }
-    member.connection.send({ type: 'presence', channel: notice.c, joins: notice.j, leaves: notice.l });
+    let joins = notice.j;
+    if (member.echo !== null && joins.some((entry) => entry.ref === member.echo)) {
+      joins = joins.filter((entry) => entry.ref !== member.echo);
+      member.echo = null;
+      if (joins.length === 0 && notice.l.length === 0) return;
+    }
+    member.connection.send({ type: 'presence', channel: notice.c, joins, leaves: notice.l });
   }
 
   private async heartbeat(): Promise<void> {

@@ -3,7 +3,7 @@ import { isAppError } from '../../internal/errors.js';
 import type { Document } from '../documents/query.js';
 import { rowToDocument, stableVerdicts } from './change-frames.js';
 import { positionCursor, routeChanges, type Position } from './live-cursor.js';
-import type { Subscription } from './live-subscription.js';
+import { LIVE_QUERY_MAX_DOCUMENTS, tooManyDocuments, type Subscription } from './live-subscription.js';
 import type { ChangeFeedLike, FeedChange } from './live-sources.js';
 
 /** Beyond this many missed changes a resume is slower than starting over: the client gets a `reset`. */
@@ -68,6 +68,11 @@ export async function resumeSubscription(
   // The rolled-back rows are history: each is replayed only if the subscriber's rule accepts it now.
   const readable = stableVerdicts(result.readable);
   const qualifies = (doc: Document) => subscription.view.matches(doc) && readable(doc);
+  if (
+    subscription.view.unbounded &&
+    subscription.view.ordered(state.values(), qualifies).length > LIVE_QUERY_MAX_DOCUMENTS
+  )
+    throw tooManyDocuments();
   let window = new Map(subscription.view.top(state.values(), qualifies).map((doc) => [doc.id, doc]));
   subscription.connection.send({ type: 'subscribed', id: subscription.id, cursor: positionCursor(position) });
   for (const { change, cursor } of routedAll) {
@@ -85,6 +90,10 @@ export async function resumeSubscription(
   }
   subscription.window = window;
   subscription.setLastCursor(formatCursor(result.tick));
+  // What lies beyond the window now; the client's `has_more` is from before it was away.
+  subscription.trackBeyond(subscription.view.ordered(state.values(), qualifies), result.full);
+  subscription.forgetToldMore();
+  subscription.announceMore();
   subscription.goLive();
 }
 

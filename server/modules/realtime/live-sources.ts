@@ -23,8 +23,11 @@ export interface ChangeFeedLike {
 export interface LiveDocuments {
   /** The table of a collection, to match change-feed rows; NOT_FOUND when it does not exist. */
   tableOf(collection: string): Promise<{ schema: string; table: string }>;
-  /** The query's result as `caller` may see it (read rule applied in SQL). */
-  query(caller: Caller, collection: string, query: LiveQueryInput): Promise<Document[]>;
+  /**
+   * The query's first `limit` documents as `caller` may see them (read rule applied in SQL),
+   * and whether more match beyond them.
+   */
+  query(caller: Caller, collection: string, query: LiveQueryInput): Promise<{ docs: Document[]; more: boolean }>;
   /** The document if it exists and `caller` may read it. */
   get(caller: Caller, collection: string, id: string): Promise<Document | null>;
   /** The read rule as an in-process predicate for `caller`, evaluated on each event. */
@@ -33,9 +36,10 @@ export interface LiveDocuments {
   markTick(): Promise<number>;
 }
 
-/** A live query as the client sent it: `where`, `order_by`, `limit` of the query API. */
+/** A live query as the client sent it: `where`, `order_by`, `after` of the query API, and the page to read. */
 export interface LiveQueryInput {
   where?: unknown;
   order_by?: unknown;
+  after?: unknown;
   limit: number;
 }

@@ -1,8 +1,16 @@
 import type { Caller } from '../../internal/caller.js';
 import { formatCursor } from '../../internal/changes/cursor.js';
-import { isAppError, isUnavailableError } from '../../internal/errors.js';
+import { AppError, isAppError, isUnavailableError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
-import { compareDocuments, deepEqual, matchesQuery, type Document, type ParsedQuery } from '../documents/query.js';
+import {
+  compareDocuments,
+  deepEqual,
+  isAfterCursor,
+  matchesQuery,
+  QUERY_LIMITS,
+  type Document,
+  type ParsedQuery,
+} from '../documents/query.js';
 import {
   changeFrame,
   newDocument,
@@ -23,13 +31,45 @@ export interface SubscriptionContext {
   waitForTick(tick: number): Promise<void>;
 }
 
+/**
+ * The most documents a live query without `limit` holds: it is refused past this (see
+ * tooManyDocuments), never cut short. Read in one query page, so at most the page maximum.
+ */
+export const LIVE_QUERY_MAX_DOCUMENTS = QUERY_LIMITS.maxLimit;
+
+/**
+ * How many matching documents beyond its window a query with `limit` keeps track of (ids
+ * only), so that `has_more` stays known as documents come and go without a read per change.
+ */
+const SPARE_DOCUMENTS = 16;
+
+/** The error of a live query without `limit` whose result grew (or is) past LIVE_QUERY_MAX_DOCUMENTS. */
+export function tooManyDocuments(): AppError {
+  return new AppError(
+    'INVALID_REQUEST',
+    `The live query matches more than ${LIVE_QUERY_MAX_DOCUMENTS} documents, the most one without "limit" may ` +
+      'hold; give it a limit (and page with "after"), or narrow its "where".',
+    { details: { field: 'limit', limit: LIVE_QUERY_MAX_DOCUMENTS } },
+  );
+}
+
+/** The error of a live query whose connection changed identity while it held documents the new caller may not read. */
+export function lostAccess(): AppError {
+  return new AppError(
+    'FORBIDDEN',
+    'The connection signed out or changed user, and this live query holds documents the new caller may not ' +
+      'read; it has stopped. Subscribe again as the new caller.',
+    { details: { reason: 'caller_changed' } },
+  );
+}
+
 /** A subscription's result set read at one exact log position (see Subscription.exactSnapshot). */
 export interface ExactSnapshot {
   tick: number;
   candidates: Map<string, Document>;
   /** The window at `tick` is fully known. */
   complete: boolean;
-  /** The page read was full: documents exist beyond it. */
+  /** Documents exist beyond the page read. */
   full: boolean;
   /** How many documents beyond the window the page held. */
   room: number;
@@ -54,7 +94,10 @@ function sameDocument(a: Document, b: Document): boolean {
   );
 }
 
-/** The result set of a subscription: a document by id, or a query window (order_by + limit). */
+/**
+ * The result set of a subscription: a document by id, a query window (order_by + limit,
+ * after an optional cursor), or a whole query result (no limit; at most LIVE_QUERY_MAX_DOCUMENTS).
+ */
 export class View {
   readonly compare: (a: Document, b: Document) => number;
 
@@ -62,25 +105,37 @@ export class View {
     readonly collection: string,
     readonly docId: string | null,
     readonly query: ParsedQuery,
-    readonly input: { where?: unknown; order_by?: unknown },
+    readonly input: { where?: unknown; order_by?: unknown; after?: unknown },
+    /** The client gave `limit`: the window is the first `limit` documents, and `has_more` says if others match. */
+    readonly windowed: boolean,
   ) {
     this.compare = compareDocuments(query);
   }
 
+  /** A query without `limit`: every match, refused past LIVE_QUERY_MAX_DOCUMENTS. */
+  get unbounded(): boolean {
+    return this.docId === null && !this.windowed;
+  }
+
   get limit(): number {
-    return this.docId !== null ? 1 : this.query.limit;
+    if (this.docId !== null) return 1;
+    return this.windowed ? this.query.limit : LIVE_QUERY_MAX_DOCUMENTS;
   }
 
   matches(doc: Document): boolean {
-    return this.docId !== null ? doc.id === this.docId : matchesQuery(this.query, doc);
+    if (this.docId !== null) return doc.id === this.docId;
+    const after = this.query.after;
+    return matchesQuery(this.query, doc) && (after === null || isAfterCursor(this.query, after, doc));
+  }
+
+  /** Every qualifying document of `candidates`, in order. */
+  ordered(candidates: Iterable<Document>, readable: (doc: Document) => boolean): Document[] {
+    return [...candidates].filter((doc) => this.matches(doc) && readable(doc)).sort(this.compare);
   }
 
   /** The first `limit` qualifying documents of `candidates`, in order. */
   top(candidates: Iterable<Document>, readable: (doc: Document) => boolean): Document[] {
-    return [...candidates]
-      .filter((doc) => this.matches(doc) && readable(doc))
-      .sort(this.compare)
-      .slice(0, this.limit);
+    return this.ordered(candidates, readable).slice(0, this.limit);
   }
 }
 
@@ -99,6 +154,12 @@ export class Subscription {
   private reader: ((doc: Document) => boolean) | null = null;
   private readerAt = 0;
   private lastCursor = '';
+  /** Ids of documents known to match beyond a window (queries with `limit`), SPARE_DOCUMENTS at most. */
+  private beyond = new Set<string>();
+  /** Matches beyond the window may exist that `beyond` does not list. */
+  private unlisted = false;
+  /** The `has_more` the subscriber was last told (null: not told since the subscription (re)started). */
+  private toldMore: boolean | null = null;
 
   constructor(
     readonly id: string,
@@ -251,9 +312,11 @@ export class Subscription {
         const order = compareStamps(doc, known);
         if (order < 0 || (order === 0 && sameDocument(doc, known))) continue;
       }
+      // A query without limit holds every match: nothing lies beyond its window to re-read.
+      const hidden = !this.view.unbounded;
       if (qualifies && doc) {
         if (known) {
-          const worstOther = this.worst(doc.id);
+          const worstOther = hidden ? this.worst(doc.id) : null;
           this.window.set(doc.id, doc);
           this.sendChange('modified', doc, cursor, readable);
           // It moved towards the end of a full window: a document outside may now come first.
@@ -263,13 +326,19 @@ export class Subscription {
         } else if (this.window.size < limit) {
           this.window.set(doc.id, doc);
           this.sendChange('added', doc, cursor, readable);
+        } else if (!hidden) {
+          throw tooManyDocuments();
         } else {
           const worst = this.worst();
           if (worst && this.view.compare(doc, worst) < 0) {
             this.window.delete(worst.id);
             this.sendChange('removed', worst, cursor, readable);
+            this.beyond.delete(doc.id);
+            this.noteBeyond(worst.id);
             this.window.set(doc.id, doc);
             this.sendChange('added', doc, cursor, readable);
+          } else {
+            this.noteBeyond(doc.id);
           }
         }
       } else if (known) {
@@ -277,10 +346,61 @@ export class Subscription {
         this.window.delete(known.id);
         // The copy the subscriber holds, not the row that made it leave (which it may not read).
         this.sendChange('removed', known, cursor, readable);
-        if (wasFull) return this.holdAfter(routed, i);
+        if (wasFull && hidden) return this.holdAfter(routed, i);
+      } else if (this.unlisted) {
+        // The last listed match beyond the window left (or, with none listed, because the
+        // window is close to the page size, some match did): whether others remain takes a read.
+        const listed = this.beyond.delete(change.rowId);
+        if (this.beyond.size === 0 && (listed || this.matchedBefore(change, readable))) {
+          return this.holdAfter(routed, i);
+        }
+      } else {
+        this.beyond.delete(change.rowId);
       }
     }
+    this.announceMore();
     return false;
+  }
+
+  /** Whether the document was a match before this change (its old row). */
+  private matchedBefore(change: FeedChange, readable: ReadRule): boolean {
+    if (!change.oldRow) return false;
+    const old = rowToDocument(this.view.collection, change.oldRow);
+    return this.view.matches(old) && readable(old);
+  }
+
+  /** Whether documents beyond the window match (queries with `limit`; false for the others). */
+  get hasMore(): boolean {
+    return this.beyond.size > 0 || this.unlisted;
+  }
+
+  /** `has_more` for `subscribed` and `reset` frames of queries (a document subscription has none). */
+  private moreField(): { has_more?: boolean } {
+    return this.view.docId === null ? { has_more: this.hasMore } : {};
+  }
+
+  /** A document now known to match beyond the window. */
+  private noteBeyond(id: string): void {
+    if (this.beyond.has(id)) return;
+    if (this.beyond.size < SPARE_DOCUMENTS) this.beyond.add(id);
+    else this.unlisted = true;
+  }
+
+  /** What lies beyond the window, from every qualifying document read (in order) and whether the read stopped short. */
+  trackBeyond(ordered: Document[], more: boolean): void {
+    if (!this.view.windowed) return;
+    const rest = ordered.slice(this.view.limit);
+    this.beyond = new Set(rest.slice(0, SPARE_DOCUMENTS).map((doc) => doc.id));
+    this.unlisted = more || rest.length > SPARE_DOCUMENTS;
+  }
+
+  /** Tells the subscriber of a window whether documents beyond it match, when that changed (a `more` frame). */
+  announceMore(): void {
+    if (!this.view.windowed) return;
+    const hasMore = this.hasMore;
+    if (hasMore === this.toldMore) return;
+    this.toldMore = hasMore;
+    this.connection.send({ type: 'more', id: this.id, has_more: hasMore });
   }
 
   /** Holds back the changes after `routed[i]` while the window is re-read; true, to say it must be. */
@@ -320,28 +440,56 @@ export class Subscription {
 
   /** Re-runs the query and sends the difference (fallback when no exact position can be had). */
   async refill(cursor: string): Promise<void> {
-    const docs = await this.snapshot(this.view.limit);
-    this.sendDiff(docs, cursor, await this.readable());
+    const page = await this.snapshot(this.readLimit(0));
+    if (page.more && this.view.unbounded) throw tooManyDocuments();
+    const readable = await this.readable();
+    const ordered = page.docs.filter(stableVerdicts(readable));
+    this.sendDiff(ordered.slice(0, this.view.limit), cursor, readable);
+    this.trackBeyond(ordered, page.more);
+    this.announceMore();
   }
 
-  /** Re-evaluates the window after the caller changed, so documents the new caller may not read go away. */
+  /**
+   * Holds the events that arrive from now on, for the re-read recheck() makes: the caller
+   * changed, and nothing may be applied with the old caller's rules meanwhile.
+   */
+  holdForRecheck(): void {
+    if (this.lastCursor) this.buffer ??= [];
+  }
+
+  /**
+   * Re-evaluates the subscription after the caller changed (sign-in, sign-out, another user).
+   * When it holds a document the new caller may not read, it ends with FORBIDDEN, as a
+   * listener that lost its permission does (it does not turn into the new caller's query
+   * document by document). Otherwise the result is read again for the new caller and sent
+   * whole, in one `reset` frame: the client sees the change in one snapshot.
+   */
   async recheck(): Promise<void> {
     this.invalidateReader();
-    if (!this.lastCursor) return;
+    if (!this.lastCursor) return; // still starting: its snapshot is read for the new caller
+    const readable = await this.readable();
+    for (const doc of this.window.values()) if (!readable(doc)) throw lostAccess();
     this.buffer ??= [];
-    await this.resync();
+    await this.start('reset');
   }
 
   setLastCursor(cursor: string): void {
     this.lastCursor = cursor;
   }
 
-  async snapshot(limit: number): Promise<Document[]> {
+  /** The first `limit` documents of the query as the caller may read them now, and whether more match. */
+  async snapshot(limit: number): Promise<{ docs: Document[]; more: boolean }> {
     if (this.view.docId !== null) {
       const doc = await this.context.documents.get(this.caller, this.view.collection, this.view.docId);
-      return doc ? [doc] : [];
+      return { docs: doc ? [doc] : [], more: false };
     }
     return this.context.documents.query(this.caller, this.view.collection, { ...this.view.input, limit });
+  }
+
+  /** How many documents a read of the window takes: the window, `extra`, and spares to tell `has_more`. */
+  private readLimit(extra: number): number {
+    const spare = this.view.windowed ? Math.max(extra, SPARE_DOCUMENTS) : extra;
+    return Math.min(this.view.limit + spare, QUERY_LIMITS.maxLimit);
   }
 
   /**
@@ -351,8 +499,10 @@ export class Subscription {
    * that tick, so `subscribed` carries a cursor that means exactly what it says.
    */
   async exactSnapshot(extra: number): Promise<ExactSnapshot> {
-    const limit = Math.min(this.view.limit + extra, 1000);
-    const docs = await this.snapshot(limit);
+    const limit = this.readLimit(extra);
+    const { docs, more } = await this.snapshot(limit);
+    // A query without limit never holds part of its result.
+    if (more && this.view.unbounded) throw tooManyDocuments();
     const tick = await this.context.documents.markTick();
     await this.context.waitForTick(tick);
     const buffer = this.buffer ?? [];
@@ -367,15 +517,16 @@ export class Subscription {
       if (doc && this.view.matches(doc) && readable(doc)) candidates.set(id, doc);
       else candidates.delete(id);
     }
-    // Documents beyond a full page were not read; they are safe to ignore only while the
-    // overlaid window still ends before the page's last document.
-    const full = docs.length >= limit;
+    // Documents beyond the page were not read; they are safe to ignore only while the
+    // overlaid window still ends before the page's last document, with some document of the
+    // page beyond it (so that `has_more` is known too).
+    const full = more;
     let complete = !full;
     if (full) {
       const pageEnd = docs[docs.length - 1] as Document;
-      const top = this.view.top(candidates.values(), () => true);
-      const end = top[this.view.limit - 1];
-      complete = end !== undefined && this.view.compare(end, pageEnd) <= 0;
+      const ordered = this.view.ordered(candidates.values(), () => true);
+      const end = ordered[this.view.limit - 1];
+      complete = end !== undefined && ordered.length > this.view.limit && this.view.compare(end, pageEnd) <= 0;
     }
     return { tick, candidates, complete, full, room: limit - this.view.limit, upto, readable };
   }
@@ -398,13 +549,28 @@ export class Subscription {
     const result = await this.windowSnapshot();
     // The query applied the rule in SQL as the caller of that moment; the socket may have
     // changed identity since, so the documents sent are those its rule accepts now.
-    const docs = this.view.top(result.candidates.values(), stableVerdicts(result.readable));
+    const ordered = this.checkedOrder(result);
+    const docs = ordered.slice(0, this.view.limit);
     this.window = new Map(docs.map((doc) => [doc.id, doc]));
+    this.trackBeyond(ordered, result.full);
     const cursor = formatCursor(result.tick);
     this.setLastCursor(cursor);
-    this.connection.send({ type: frame, id: this.id, docs, cursor });
+    this.connection.send({ type: frame, id: this.id, docs, cursor, ...this.moreField() });
+    this.toldMore = this.view.windowed ? this.hasMore : null;
     if (!result.complete) await this.refill(cursor);
     this.goLive();
+  }
+
+  /** The qualifying documents of a snapshot in order; refused past the cap of a query without limit. */
+  checkedOrder(result: ExactSnapshot): Document[] {
+    const ordered = this.view.ordered(result.candidates.values(), stableVerdicts(result.readable));
+    if (this.view.unbounded && ordered.length > LIVE_QUERY_MAX_DOCUMENTS) throw tooManyDocuments();
+    return ordered;
+  }
+
+  /** Forgets what the subscriber was told of `has_more`, so that the next announceMore() says it again. */
+  forgetToldMore(): void {
+    this.toldMore = null;
   }
 
   /**
@@ -414,8 +580,11 @@ export class Subscription {
   private async resync(): Promise<void> {
     const result = await this.windowSnapshot();
     const cursor = formatCursor(result.tick);
-    this.sendDiff(this.view.top(result.candidates.values(), result.readable), cursor, result.readable);
+    const ordered = this.checkedOrder(result);
+    this.sendDiff(ordered.slice(0, this.view.limit), cursor, result.readable);
+    this.trackBeyond(ordered, result.full);
     if (!result.complete) await this.refill(cursor);
+    else this.announceMore();
     this.goLive();
   }
 

@@ -24,7 +24,8 @@ export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed
       return { schema: DATA_SCHEMA, table: meta.name };
     },
     async query(caller, collection, query) {
-      return (await documents.query(caller, collection, query)).docs;
+      const page = await documents.query(caller, collection, query);
+      return { docs: page.docs, more: page.next_cursor !== null };
     },
     async get(caller, collection, id) {
       try {

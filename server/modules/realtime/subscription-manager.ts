@@ -70,7 +70,7 @@ export class SubscriptionManager {
       doc_id: subscription.view.docId,
       where: subscription.view.input.where ?? null,
       order_by: subscription.view.input.order_by ?? null,
-      limit: subscription.view.query.limit,
+      limit: subscription.view.limit,
       documents: subscription.window.size,
     }));
   }
@@ -166,17 +166,21 @@ export class SubscriptionManager {
         details: { limit: this.maxPerConnection },
       });
     }
-    if (message.query && 'after' in message.query) {
-      throw new AppError('INVALID_REQUEST', 'A live query cannot start "after" a cursor; use "limit" and "order_by".');
-    }
     const query = parseQuery(message.query ?? {});
     const position = message.resume_from !== undefined ? parsePosition(message.resume_from) : null;
     const table = await this.documents.tableOf(message.collection);
     const input = message.query ?? {};
-    const view = new View(message.collection, message.doc_id ?? null, query, {
-      ...(input.where !== undefined ? { where: input.where } : {}),
-      ...(input.order_by !== undefined ? { order_by: input.order_by } : {}),
-    });
+    const view = new View(
+      message.collection,
+      message.doc_id ?? null,
+      query,
+      {
+        ...(input.where !== undefined ? { where: input.where } : {}),
+        ...(input.order_by !== undefined ? { order_by: input.order_by } : {}),
+        ...(input.after !== undefined && input.after !== null ? { after: input.after } : {}),
+      },
+      input.limit !== undefined && input.limit !== null,
+    );
     const subscription = new Subscription(message.id, connection, view, table, this.context);
     subscription.onFailed = (failed) => this.remove(failed);
 
@@ -208,10 +212,14 @@ export class SubscriptionManager {
     return subs;
   }
 
-  /** The connection's caller changed: re-read rules and drop what the new caller may not see. */
+  /**
+   * The connection's caller changed: each live query ends with FORBIDDEN if it holds a
+   * document the new caller may not read, else is read again and sent whole (see Subscription.recheck).
+   */
   callerChanged(connection: RealtimeConnection): void {
     for (const subscription of this.byConnection.get(connection.id)?.values() ?? []) {
       subscription.invalidateReader();
+      subscription.holdForRecheck();
       subscription.enqueue(() => subscription.recheck());
     }
   }
