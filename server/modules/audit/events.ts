@@ -61,9 +61,7 @@ export type SignInFailure =
  * apart from what the user did.
  */
 export type AuditActor =
-  | { type: 'service' }
-  | { type: 'user'; id: string; impersonator?: string }
-  | { type: 'anonymous' };
+  { type: 'service' } | { type: 'user'; id: string; impersonator?: string } | { type: 'anonymous' };
 
 /** Where a request came from, as the audit log keeps it. */
 export interface AuditOrigin {
@@ -126,11 +124,18 @@ const VERBS: Record<string, string> = { POST: 'create', PUT: 'put', PATCH: 'upda
  * A route may name itself instead (route config `audit.type`), e.g. `admin.storage.sweep`.
  */
 export function adminEventType(method: string, url: string): AdminEventType {
-  const segments = url.replace(/^\/v1\/admin\/?/, '').split('/').filter(Boolean);
+  const segments = url
+    .replace(/^\/v1\/admin\/?/, '')
+    .split('/')
+    .filter(Boolean);
   const literals = segments.filter((segment) => !segment.startsWith(':'));
   const last = segments.at(-1);
   const actionAfterParam =
-    method === 'POST' && segments.length >= 2 && last !== undefined && !last.startsWith(':') && segments.at(-2)?.startsWith(':');
+    method === 'POST' &&
+    segments.length >= 2 &&
+    last !== undefined &&
+    !last.startsWith(':') &&
+    segments.at(-2)?.startsWith(':');
   if (actionAfterParam) return `admin.${literals.join('.')}`;
   return `admin.${[...literals, VERBS[method] ?? method.toLowerCase()].join('.')}`;
 }

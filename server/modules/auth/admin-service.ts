@@ -141,7 +141,10 @@ export class AdminService {
       const existing = await this.repo.users.byId(tx, id);
       const ids = await this.deps.sessions.revoke(tx, { userId: id }, 'user_deleted');
       if (!(await this.repo.users.delete(tx, id))) throw new AppError('NOT_FOUND', 'No such user.');
-      await this.audit(tx, 'admin.users.delete', id, origin, { email: existing?.email ?? null, sessions_ended: ids.length });
+      await this.audit(tx, 'admin.users.delete', id, origin, {
+        email: existing?.email ?? null,
+        sessions_ended: ids.length,
+      });
       return ids;
     });
     this.deps.sessions.announce(revoked);
@@ -159,7 +162,11 @@ export class AdminService {
     id: string,
     input: { expires_in?: number },
     origin: AuditOrigin = NO_ORIGIN,
-  ): Promise<{ user: PublicUser; session: Omit<Session, 'refresh_token'> & { refresh_token: null }; impersonated_by: string }> {
+  ): Promise<{
+    user: PublicUser;
+    session: Omit<Session, 'refresh_token'> & { refresh_token: null };
+    impersonated_by: string;
+  }> {
     requireService(caller);
     const lifetime = input.expires_in ?? IMPERSONATION_DEFAULT_SECONDS;
     if (!Number.isInteger(lifetime) || lifetime < IMPERSONATION_MIN_SECONDS || lifetime > IMPERSONATION_MAX_SECONDS) {

@@ -421,7 +421,8 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
       config: { audit: { recorded: true } },
       schema: {
         tags: adminTags,
-        summary: 'Start a short session as this user ("view as"): no refresh token, token carries act: {sub: "service"}',
+        summary:
+          'Start a short session as this user ("view as"): no refresh token, token carries act: {sub: "service"}',
         params: idParams,
         body: optionalBody({ expires_in: { type: 'integer' } }),
         response: { 201: impersonationSchema, ...errors },

@@ -51,7 +51,11 @@ export class SessionIssuer {
   }
 
   /** Starts a session for a user inside `q`'s transaction and returns the session object. */
-  private async start(q: Queryable, user: UserRow, context: ClientContext): Promise<{ session: Session; sessionId: string }> {
+  private async start(
+    q: Queryable,
+    user: UserRow,
+    context: ClientContext,
+  ): Promise<{ session: Session; sessionId: string }> {
     const session = await this.deps.repo.sessions.insert(q, {
       userId: user.id,
       lifetimeSeconds: this.deps.config.sessionLifetimeSeconds,
@@ -84,7 +88,13 @@ export class SessionIssuer {
       options.lifetimeSeconds,
     );
     return {
-      session: { access_token: token, token_type: 'bearer', expires_in: expiresIn, expires_at: expiresAt, refresh_token: null },
+      session: {
+        access_token: token,
+        token_type: 'bearer',
+        expires_in: expiresIn,
+        expires_at: expiresAt,
+        refresh_token: null,
+      },
       sessionId: row.id,
     };
   }

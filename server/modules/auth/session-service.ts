@@ -178,7 +178,9 @@ export class SessionService {
     const ip = clientIp(context);
     const limits = this.config.rateLimits;
     const limited = (error: unknown) =>
-      error instanceof AppError && error.code === 'RATE_LIMITED' ? failed('rate_limited', error) : Promise.reject(error);
+      error instanceof AppError && error.code === 'RATE_LIMITED'
+        ? failed('rate_limited', error)
+        : Promise.reject(error);
     await this.deps.limiter.consume(`signin:ip:${ip}`, limits.signinPerIp).catch(limited);
     let email: string;
     try {
@@ -242,7 +244,13 @@ export class SessionService {
         passwordHash: null,
       });
       await this.deps.audit.record(
-        { type: 'auth.signup', userId: user.id, actor: userActor(user.id), ...context, details: { method: 'anonymous' } },
+        {
+          type: 'auth.signup',
+          userId: user.id,
+          actor: userActor(user.id),
+          ...context,
+          details: { method: 'anonymous' },
+        },
         { tx },
       );
       return this.sessions.signIn(tx, user, context, 'anonymous');
@@ -487,7 +495,13 @@ export class SessionService {
     const ids = await this.repo.transaction(async (tx) => {
       const revoked = await this.sessions.revoke(tx, { sessionId }, 'revoked_by_user');
       await this.deps.audit.record(
-        { type: 'auth.session_revoked', userId: user.uid, actor: actorOf(user), ...context, details: { session_id: sessionId } },
+        {
+          type: 'auth.session_revoked',
+          userId: user.uid,
+          actor: actorOf(user),
+          ...context,
+          details: { session_id: sessionId },
+        },
         { tx },
       );
       return revoked;
@@ -520,7 +534,11 @@ export class SessionService {
     const me = requireUser(caller);
     if (input.password !== undefined) refuseImpersonated(me, 'changing the password');
     if (input.email !== undefined) refuseImpersonated(me, 'changing the email address');
-    const audit = (tx: Tx, type: 'auth.password_changed' | 'auth.email_change_requested' | 'auth.email_changed', details: Record<string, unknown>) =>
+    const audit = (
+      tx: Tx,
+      type: 'auth.password_changed' | 'auth.email_change_requested' | 'auth.email_changed',
+      details: Record<string, unknown>,
+    ) =>
       this.deps.audit.record({ type, userId: me.uid, actor: actorOf(me), ...(context ?? NO_CONTEXT), details }, { tx });
     // A new address gets a mail: count it against the same per-IP budget as recovery mails.
     if (input.email !== undefined && context) {
