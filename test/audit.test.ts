@@ -456,6 +456,22 @@ describe('GET /v1/admin/audit', () => {
     expect(await eventsOf(user.id, 'auth_*')).toEqual([]);
   });
 
+  it('orders by the numeric id, also where ids gain a digit', async () => {
+    const user = await signUp(server.url);
+    // Next ids: ...9997, 9998, 9999, 10000, 10001...: text order would put 10000 after 9999.
+    await server.sql.query(
+      "SELECT setval('basalt.audit_log_id_seq', GREATEST((SELECT last_value FROM basalt.audit_log_id_seq), 9995))",
+    );
+    for (let i = 0; i < 6; i++) await signIn(server.url, user.email);
+    const all = await eventsOf(user.id, 'auth.signin');
+    const ids = all.map((event) => BigInt(event.id));
+    expect(ids.some((id) => id >= 10_000n)).toBe(true);
+    expect(ids).toEqual([...ids].sort((a, b) => (a > b ? -1 : 1)));
+    const page = await events(server, { user_id: user.id, type: 'auth.signin', limit: '3' });
+    const next = await events(server, { user_id: user.id, type: 'auth.signin', limit: '3', before: page.at(-1)!.id });
+    expect([...page, ...next].map((event) => event.id)).toEqual(all.slice(0, 6).map((event) => event.id));
+  });
+
   it('refuses bad parameters with INVALID_REQUEST', async () => {
     for (const query of [
       'limit=0',

@@ -79,7 +79,8 @@ export class AuditRepository {
               user_agent, details
          FROM basalt.audit_log
         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-        ORDER BY id DESC
+        -- The table's bigint id, not the text column of the same name in the select list.
+        ORDER BY audit_log.id DESC
         LIMIT $${values.length}`,
       values,
     );
