@@ -1,7 +1,7 @@
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 import type { Database, Queryable } from '../../internal/db.js';
 import { ISO_TIMESTAMP, runQuery } from '../../internal/repository.js';
-import type { AuditActor, AuditEvent, AuditRecord } from './events.js';
+import type { AuditEvent, AuditRecord } from './events.js';
 
 /** How the list is narrowed; `typePrefix` matches every type starting with it. */
 export interface AuditFilter {
@@ -64,16 +64,7 @@ export class AuditRepository {
       where.push(`id < $${values.length}::bigint`);
     }
     values.push(filter.limit);
-    const rows = await runQuery<{
-      id: string;
-      type: string;
-      at: string;
-      user_id: string | null;
-      actor: AuditActor;
-      ip: string | null;
-      user_agent: string | null;
-      details: Record<string, unknown>;
-    }>(
+    return runQuery<AuditRecord>(
       this.db.pool,
       `SELECT id::text AS id, type, to_char(at AT TIME ZONE 'UTC', ${ISO_TIMESTAMP}) AS at, user_id, actor, ip,
               user_agent, details
@@ -84,7 +75,6 @@ export class AuditRepository {
         LIMIT $${values.length}`,
       values,
     );
-    return rows;
   }
 
   /**
