@@ -194,6 +194,19 @@ async function main(): Promise<void> {
       });
     }
     await call('GET', '/v1/functions/hello?name=basalt');
+    // Account events for the audit log: sign-ins, a mistyped password, an unknown address.
+    const signIn = (email: string, password: string, agent: string) =>
+      fetch(`${base}/v1/auth/signin`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': agent },
+        body: JSON.stringify({ email, password }),
+      });
+    const browserAgent = 'Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0';
+    await signIn('grace@example.com', 'correct horse battery staple', browserAgent);
+    await signIn('linus@example.com', 'correct horse battery stable', browserAgent);
+    await signIn('linus@example.com', 'correct horse battery staple', browserAgent);
+    await signIn('mallory@example.com', 'password123!', 'python-requests/2.32');
+    await signIn('barbara@example.com', 'correct horse battery staple', browserAgent);
 
     // Realtime clients, so the realtime page has something to show.
     const open = async (messages: unknown[]) => {
@@ -297,6 +310,9 @@ async function main(): Promise<void> {
 
     await visit('realtime', '#connections');
     await shot('realtime');
+
+    await visit('audit', 'table.audit-events');
+    await shot('audit');
     await browser.close();
   } finally {
     if (traffic) clearInterval(traffic);

@@ -20,6 +20,8 @@ import { Metrics } from './internal/metrics.js';
 import type { Lifecycle } from './internal/module.js';
 import { ROOT_DIR } from './internal/paths.js';
 import type { Platform, RuntimeConfig } from './internal/platform.js';
+import { buildAuditModule } from './modules/audit/module.js';
+import { auditAdminChanges } from './modules/audit/routes.js';
 import { buildAuthModule } from './modules/auth/module.js';
 import { dashboardRoutes } from './modules/dashboard/routes.js';
 import { buildDocumentsModule } from './modules/documents/module.js';
@@ -152,7 +154,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   app.decorate('platform', platform);
 
   // The modules, in dependency order: each takes services from the ones built before it.
-  const auth = buildAuthModule(platform);
+  const audit = buildAuditModule(platform);
+  const auth = buildAuthModule(platform, { audit: audit.log });
   const documents = buildDocumentsModule(platform);
   const storage = buildStorageModule(platform);
   const functions = buildFunctionsModule(platform, { documents: documents.documents, storage: storage.service });
@@ -195,6 +198,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   }
 
   registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: auth.verifier });
+  // Before any route is registered: every changing admin route gets the audit hook.
+  auditAdminChanges(app, audit.log);
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -215,7 +220,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // The routes this process serves, in this order in /docs: an API instance (the one with
   // realtime) all of them, a worker only /healthz, /readyz and /metrics (docs/deployment.md#roles).
   const routes = realtime
-    ? [auth.routes, ops, dashboard, documents.routes, storage.routes, functions.routes, realtime.routes]
+    ? [auth.routes, audit.routes, ops, dashboard, documents.routes, storage.routes, functions.routes, realtime.routes]
     : [ops];
   for (const plugin of routes) await app.register(plugin);
 
@@ -224,8 +229,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // (signing keys, revocations) and realtime run only where requests arrive.
   const feed = changeFeedLifecycle(db, changes);
   const running: Lifecycle[] = realtime
-    ? [feed, auth, documents, storage, functions, realtime]
-    : [feed, documents, storage, functions];
+    ? [feed, audit, auth, documents, storage, functions, realtime]
+    : [feed, audit, documents, storage, functions];
   app.addHook('onReady', async () => {
     for (const module of running) await module.start();
   });

@@ -42,6 +42,8 @@ export interface Config {
   environment: Readonly<Record<string, string>>;
   /** How long the change log keeps changes (and cursors stay resumable), in seconds. */
   changeRetentionSeconds: number;
+  /** How long the audit log keeps events, in days; older ones are pruned hourly. */
+  auditRetentionDays: number;
   realtime: RealtimeConfig;
 }
 
@@ -458,6 +460,7 @@ export function loadConfig(env: Env = process.env): Config {
       Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined)),
     ),
     changeRetentionSeconds: integer(env, 'BASALT_CHANGE_RETENTION', 86_400, 1, 365 * 86_400),
+    auditRetentionDays: integer(env, 'BASALT_AUDIT_RETENTION_DAYS', 90, 1, 36_500),
     realtime: {
       maxSubscriptions: integer(env, 'BASALT_REALTIME_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
       heartbeatMs: integer(env, 'BASALT_REALTIME_HEARTBEAT_MS', 30_000, 50, 600_000),

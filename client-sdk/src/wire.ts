@@ -70,4 +70,6 @@ export interface SessionInfo {
   user_agent: string | null;
   ip: string | null;
   current: boolean;
+  /** Set on a session an admin started as this user ("view as"): who did, e.g. `service`. */
+  impersonated_by: string | null;
 }

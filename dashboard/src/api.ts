@@ -13,6 +13,7 @@ import {
 } from '../../client-sdk/src/index.js';
 // Admin-only shapes the SDK does not have come from the server modules that produce them
 // (type-only imports: nothing of the server reaches the bundle).
+import type { AuditRecord } from '../../server/modules/audit/events.js';
 import type { InvocationRecord } from '../../server/modules/functions/repository.js';
 import type { RealtimeConnectionInfo } from '../../server/modules/realtime/service.js';
 
@@ -137,3 +138,13 @@ export type Invocation = InvocationRecord;
 
 /** One websocket of an instance as `GET /v1/admin/realtime` lists it (the server's own type). */
 export type RealtimeConnection = RealtimeConnectionInfo;
+
+/** One event of the audit log as `GET /v1/admin/audit` lists it (the server's own type). */
+export type AuditEvent = AuditRecord;
+
+/** A session an admin started as a user (`POST /v1/admin/users/:id/impersonate`). */
+export interface ImpersonatedSession {
+  user: SdkUser;
+  session: { access_token: string; token_type: 'bearer'; expires_in: number; expires_at: number; refresh_token: null };
+  impersonated_by: string;
+}

@@ -3,6 +3,7 @@ import { RealtimeClient } from '../../client-sdk/src/index.js';
 import { Api, storedKey, storeKey } from './api.js';
 import { BASE, link, type Context, type Page, type PageFactory } from './app.js';
 import { h, replace } from './dom.js';
+import { auditPage } from './pages/audit.js';
 import { collectionsPage } from './pages/collections.js';
 import { documentPage } from './pages/document.js';
 import { functionsPage } from './pages/functions.js';
@@ -39,6 +40,7 @@ const ROUTES: Route[] = [
   route('functions', 'functions', functionsPage),
   route('functions/:name', 'functions', functionsPage),
   route('realtime', 'realtime', realtimePage),
+  route('audit', 'audit', auditPage),
 ];
 
 const NAV: Array<[string, string]> = [
@@ -48,6 +50,7 @@ const NAV: Array<[string, string]> = [
   ['storage', 'Storage'],
   ['functions', 'Functions'],
   ['realtime', 'Realtime'],
+  ['audit', 'Audit'],
 ];
 
 const root = document.getElementById('app') as HTMLElement;

@@ -14,7 +14,52 @@ const IMAGE_TYPES = {
   'image/avif': 'avif',
 };
 
-const basalt = createClient(BASALT_URL);
+/**
+ * "View as this user" from the Basalt dashboard opens this page with a session an admin
+ * started as a user in the fragment (`#access_token=…&type=impersonation`). That session has
+ * no refresh token and ends on its own; it is kept in this tab's memory only, so it neither
+ * replaces the session stored for this origin (the admin's own sign-in here) nor reaches
+ * other tabs. The fragment is removed from the address bar at once.
+ */
+async function viewAsFromUrl() {
+  const params = new window.URLSearchParams(window.location.hash.slice(1));
+  const accessToken = params.get('access_token');
+  if (params.get('type') !== 'impersonation' || !accessToken) return null;
+  window.history.replaceState(null, '', window.location.href.split('#')[0]);
+  const answer = await window.fetch(`${BASALT_URL}/v1/auth/user`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  if (!answer.ok) return null;
+  const session = {
+    access_token: accessToken,
+    token_type: 'bearer',
+    expires_in: Number(params.get('expires_in') ?? 0),
+    expires_at: Number(params.get('expires_at') ?? 0),
+    refresh_token: '',
+  };
+  return { session, user: await answer.json() };
+}
+
+function memoryStorage(initial) {
+  const items = new Map(Object.entries(initial));
+  return {
+    getItem: (key) => items.get(key) ?? null,
+    setItem: (key, value) => void items.set(key, value),
+    removeItem: (key) => void items.delete(key),
+  };
+}
+
+const VIEW_AS_KEY = 'basalt.example.view-as';
+const viewAs = await viewAsFromUrl();
+const basalt = viewAs
+  ? createClient(BASALT_URL, {
+      storage: memoryStorage({ [VIEW_AS_KEY]: JSON.stringify({ ...viewAs, seq: Date.now() }) }),
+      storageKey: VIEW_AS_KEY,
+      syncTabs: false,
+      autoRefreshToken: false,
+      detectSessionInUrl: false,
+    })
+  : createClient(BASALT_URL);
 const todos = basalt.db.collection(COLLECTION);
 const images = basalt.storage.from(BUCKET);
 
@@ -107,6 +152,11 @@ function showSignedIn(user) {
   view.board.hidden = false;
   view.me.hidden = false;
   view.meName.textContent = displayName(user) + (user.is_anonymous ? ' (guest)' : '');
+  if (viewAs) {
+    const until = new Date(viewAs.session.expires_at * 1000).toLocaleTimeString();
+    view.meName.textContent += ` — viewed by an admin until ${until}`;
+    document.body.dataset.viewAs = 'true';
+  }
   paintAvatar(view.meAvatar, user.id, displayName(user));
   document.body.dataset.state = 'signed-in';
   if (!stopLive) startLive();

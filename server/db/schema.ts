@@ -129,6 +129,8 @@ export const sessions = basalt.table('sessions', {
   revokedReason: text('revoked_reason'),
   userAgent: text('user_agent'),
   ip: text('ip'),
+  /** Who started this session as its user ("view as", 0017); such a session cannot refresh. */
+  impersonatedBy: text('impersonated_by'),
 });
 
 export const sessionRevocations = basalt.table('session_revocations', {
@@ -275,4 +277,19 @@ export const functionInvocations = basalt.table('function_invocations', {
   error: text('error'),
   logs: jsonb('logs').$type<unknown[]>().notNull().default([]),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
+});
+
+// -- audit (0017) ----------------------------------------------------------------------------
+
+export const auditLog = basalt.table('audit_log', {
+  id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+  at: timestamptz('at')
+    .notNull()
+    .default(sql`clock_timestamp()`),
+  type: text('type').notNull(),
+  userId: uuid('user_id'),
+  actor: jsonb('actor').$type<Record<string, unknown>>().notNull(),
+  ip: text('ip'),
+  userAgent: text('user_agent'),
+  details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
 });

@@ -21,6 +21,8 @@ export const ADVISORY_LOCKS = {
   storageSweeper: 0x6273_7477,
   /** Transaction lock serialising signing-key creation and rotation ("auth"). */
   signingKeys: 0x6175_7468,
+  /** Transaction lock of the one instance pruning the audit log at a time ("audp"). */
+  auditPrune: 0x6175_6470,
 } as const;
 
 export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;

@@ -23,6 +23,11 @@ export interface UserCaller {
   claims: Record<string, unknown>;
   /** Access-token expiry, seconds since the epoch. */
   expiresAt: number;
+  /**
+   * Set in a session an admin started as this user ("view as"): who acts (the token's
+   * `act.sub`, `service`). Such a session may not change the account's credentials.
+   */
+  impersonator?: string;
 }
 
 export const PUBLIC_CALLER: PublicCaller = Object.freeze({ role: 'public' });

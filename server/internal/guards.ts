@@ -13,3 +13,15 @@ export function requireUser(caller: Caller): UserCaller {
   if (isUser(caller)) return caller;
   throw new AppError('UNAUTHENTICATED', 'This call needs a user access token.');
 }
+
+/**
+ * Account changes that only the account's owner may make — password, email, second factors,
+ * passkeys, ending other sessions — are refused (FORBIDDEN, `details.reason: "impersonated"`)
+ * in a session an admin started as the user ("view as", docs/auth.md#impersonation).
+ */
+export function refuseImpersonated(caller: UserCaller, action: string): void {
+  if (caller.impersonator === undefined) return;
+  throw new AppError('FORBIDDEN', `An impersonated session cannot do this: ${action}.`, {
+    details: { reason: 'impersonated', impersonator: caller.impersonator },
+  });
+}

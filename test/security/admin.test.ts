@@ -10,8 +10,8 @@ import path from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { buildApp } from '../../server/app.js';
 import { createLogger } from '../../server/internal/log.js';
-import { signUp } from '../auth-helpers.js';
-import { request } from '../helpers.js';
+import { STRONG_PASSWORD, signUp } from '../auth-helpers.js';
+import { errorCode, request } from '../helpers.js';
 import { TestSocket } from '../realtime-client.js';
 import { securitySuite, type Attack } from './harness.js';
 
@@ -27,6 +27,8 @@ afterAll(() => rmSync(functionsDir, { recursive: true, force: true }));
 
 interface Fixture {
   user: string;
+  userId: string;
+  userEmail: string;
   anonymous: string;
   nearServiceKey: string;
 }
@@ -54,7 +56,19 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },
   { method: 'POST', path: '/v1/admin/invocations/not-a-uuid/retry' },
   { method: 'POST', path: '/v1/admin/auth/keys/rotate' },
+  { method: 'GET', path: '/v1/admin/audit?limit=0&type=%25' },
+  { method: 'POST', path: '/v1/admin/users/not-a-uuid/impersonate', body: { expires_in: 99_999 } },
 ];
+
+/** Starts a "view as" session for the fixture's user and returns its access token. */
+async function impersonate(server: { url: string; serviceKey: string }, userId: string): Promise<string> {
+  const started = await request(server.url, 'POST', `/v1/admin/users/${userId}/impersonate`, {
+    token: server.serviceKey,
+    body: { expires_in: 120 },
+  });
+  expect(started.status, started.text).toBe(201);
+  return (started.body as { session: { access_token: string } }).session.access_token;
+}
 
 const adminRows: Array<Attack<Fixture>> = ADMIN_ENDPOINTS.flatMap((endpoint) => [
   {
@@ -89,7 +103,8 @@ securitySuite<Fixture>({
   surface: 'admin',
   env: { BASALT_FUNCTIONS_DIR: functionsDir, BASALT_METRICS_TOKEN: METRICS_TOKEN },
   async setup(server) {
-    const user = (await signUp(server.url)).token;
+    const signedUp = await signUp(server.url);
+    const user = signedUp.token;
     const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
     expect(anonymous.status, anonymous.text).toBe(201);
     const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
@@ -101,6 +116,8 @@ securitySuite<Fixture>({
     expect((await request(server.url, 'POST', '/v1/functions/hello', { body: {} })).status).toBe(200);
     return {
       user,
+      userId: signedUp.id,
+      userEmail: signedUp.email,
       anonymous: (anonymous.body as { session: { access_token: string } }).session.access_token,
       nearServiceKey: `${server.serviceKey}x`,
     };
@@ -256,6 +273,137 @@ securitySuite<Fixture>({
           );
           expect(page.status, page.text).toBe(200);
           expect((page.body as { invocations: unknown[] }).invocations, before).toHaveLength(count);
+        }
+      },
+    },
+
+    // ---- audit log ---------------------------------------------------------------------------
+    {
+      name: 'an audit type filter carrying LIKE wildcards',
+      request: () => ({ method: 'GET', path: '/v1/admin/audit?type=auth.%25', as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an audit user filter carrying SQL',
+      request: () => ({
+        method: 'GET',
+        path: `/v1/admin/audit?user_id=${encodeURIComponent("' OR 1=1 --")}`,
+        as: 'service',
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an audit page larger than the largest',
+      request: () => ({ method: 'GET', path: '/v1/admin/audit?limit=501', as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an audit cursor past bigint',
+      request: () => ({ method: 'GET', path: '/v1/admin/audit?before=99999999999999999999', as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+
+    // ---- impersonation -----------------------------------------------------------------------
+    {
+      name: 'impersonation for longer than an hour',
+      request: (fixture) => ({
+        method: 'POST',
+        path: `/v1/admin/users/${fixture.userId}/impersonate`,
+        as: 'service',
+        body: { expires_in: 3601 },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'impersonation for no time at all',
+      request: (fixture) => ({
+        method: 'POST',
+        path: `/v1/admin/users/${fixture.userId}/impersonate`,
+        as: 'service',
+        body: { expires_in: 0 },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'impersonation with extra fields (a longer-lived refresh token asked for)',
+      request: (fixture) => ({
+        method: 'POST',
+        path: `/v1/admin/users/${fixture.userId}/impersonate`,
+        as: 'service',
+        body: { refresh: true },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'impersonating a user that does not exist',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/admin/users/00000000-0000-4000-8000-00000000beef/impersonate',
+        as: 'service',
+      }),
+      status: 404,
+      code: 'NOT_FOUND',
+    },
+    {
+      name: 'a user impersonating another user with their own token',
+      request: (fixture) => ({ method: 'POST', path: `/v1/admin/users/${fixture.userId}/impersonate`, as: 'user' }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session changes the password, the email, or signs the user out everywhere',
+      run: async (fixture, server) => {
+        const token = await impersonate(server, fixture.userId);
+        const attempts = [
+          { method: 'PATCH', path: '/v1/auth/user', body: { password: 'taken over passphrase 1' } },
+          { method: 'PATCH', path: '/v1/auth/user', body: { email: 'attacker@example.com' } },
+          { method: 'POST', path: '/v1/auth/signout', body: { scope: 'global' } },
+          { method: 'POST', path: '/v1/auth/signout', body: { scope: 'others' } },
+        ];
+        for (const attempt of attempts) {
+          const refused = await request(server.url, attempt.method, attempt.path, { token, body: attempt.body });
+          expect(refused.status, `${attempt.method} ${JSON.stringify(attempt.body)}`).toBe(403);
+          expect(errorCode(refused.body)).toBe('FORBIDDEN');
+        }
+        // Nothing changed: the user still signs in with their own password, as themselves.
+        const own = await request(server.url, 'POST', '/v1/auth/signin', {
+          body: { email: fixture.userEmail, password: STRONG_PASSWORD },
+        });
+        expect(own.status, own.text).toBe(200);
+        expect((own.body as { user: { email: string } }).user.email).toBe(fixture.userEmail);
+        expect((await request(server.url, 'GET', '/v1/auth/user', { token: fixture.user })).status).toBe(200);
+      },
+    },
+    {
+      name: "an impersonated session ends another of the user's sessions",
+      run: async (fixture, server) => {
+        const token = await impersonate(server, fixture.userId);
+        const own = await request(server.url, 'GET', '/v1/auth/sessions', { token: fixture.user });
+        const mine = (own.body as { sessions: { id: string; current: boolean }[] }).sessions.find((s) => s.current);
+        const refused = await request(server.url, 'DELETE', `/v1/auth/sessions/${mine?.id}`, { token });
+        expect(refused.status).toBe(403);
+        expect(errorCode(refused.body)).toBe('FORBIDDEN');
+      },
+    },
+    {
+      name: 'an impersonated session calls the admin API or reads the audit log',
+      run: async (fixture, server) => {
+        const token = await impersonate(server, fixture.userId);
+        for (const [method, path] of [
+          ['GET', '/v1/admin/audit'],
+          ['POST', `/v1/admin/users/${fixture.userId}/impersonate`],
+          ['GET', '/v1/admin/users'],
+        ] as const) {
+          const refused = await request(server.url, method, path, { token });
+          expect(refused.status, path).toBe(403);
+          expect(errorCode(refused.body)).toBe('FORBIDDEN');
         }
       },
     },

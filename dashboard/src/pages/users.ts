@@ -1,11 +1,32 @@
-import type { User } from '../api.js';
-import { reportError, type Context, type Page } from '../app.js';
+import type { AuditEvent, ImpersonatedSession, User } from '../api.js';
+import { link, reportError, type Context, type Page } from '../app.js';
+import { auditTable } from './audit.js';
 import { badge, field, formatTime, h, parseJson, replace } from '../dom.js';
 import { pageHead, submitForm, tableOrNote } from '../ui.js';
 
 const PER_PAGE = 25;
 /** A ban is a date; "ban" in the dashboard means until further notice. */
 const BAN_FOREVER = '9999-12-31T23:59:59Z';
+/** Where "View as this user" opens the app; remembered per browser. */
+const APP_URL_STORAGE = 'basalt.dashboard.appUrl';
+const DEFAULT_APP_URL = 'http://127.0.0.1:5173/';
+const TIMELINE_SIZE = 20;
+
+/**
+ * The app's address with an impersonated session in its fragment (never sent to a server,
+ * nor in a Referer), marked `type=impersonation`: the app takes it for this tab only.
+ */
+export function viewAsUrl(appUrl: string, started: ImpersonatedSession): string {
+  const target = new URL(appUrl);
+  target.hash = new URLSearchParams({
+    access_token: started.session.access_token,
+    token_type: started.session.token_type,
+    expires_in: String(started.session.expires_in),
+    expires_at: String(started.session.expires_at),
+    type: 'impersonation',
+  }).toString();
+  return target.toString();
+}
 
 function isBanned(user: User): boolean {
   return user.banned_until !== null && Date.parse(user.banned_until) > Date.now();
@@ -112,7 +133,66 @@ export async function usersPage(ctx: Context): Promise<Page> {
     }
   };
 
+  /**
+   * "View as this user": a short impersonated session (audited, no refresh token, refused
+   * sensitive account changes), opened in the app in a new tab.
+   */
+  const viewAs = (user: User) => {
+    const appUrl = h('input', {
+      type: 'url',
+      name: 'app-url',
+      value: localStorage.getItem(APP_URL_STORAGE) ?? DEFAULT_APP_URL,
+    });
+    const minutes = h('input', { type: 'number', name: 'view-as-minutes', min: 1, max: 60, value: 15 });
+    return h(
+      'div',
+      { class: 'view-as' },
+      h('h3', null, 'View as this user'),
+      field(
+        'App URL',
+        appUrl,
+        'Opened with a session of this user; it ends on its own, cannot be refreshed, and is audited.',
+      ),
+      field('Minutes', minutes),
+      h(
+        'button',
+        {
+          type: 'button',
+          id: 'view-as',
+          onclick: () =>
+            void (async () => {
+              try {
+                const target = new URL(appUrl.value).toString();
+                localStorage.setItem(APP_URL_STORAGE, target);
+                const started = await ctx.api.json<ImpersonatedSession>(
+                  'POST',
+                  `/v1/admin/users/${user.id}/impersonate`,
+                  { expires_in: Math.round(Number(minutes.value) * 60) },
+                );
+                window.open(viewAsUrl(target, started), '_blank', 'noopener');
+                ctx.notify(`Opened the app as ${user.email ?? user.id} for ${minutes.value} minute(s).`);
+                await loadTimeline(user);
+              } catch (error) {
+                reportError(ctx, error);
+              }
+            })(),
+        },
+        'View as this user',
+      ),
+    );
+  };
+
+  const timeline = h('div', { class: 'timeline' });
+  const loadTimeline = async (user: User) => {
+    const result = await ctx.api.get<{ events: AuditEvent[] }>(
+      `/v1/admin/audit?user_id=${user.id}&limit=${TIMELINE_SIZE}`,
+    );
+    replace(timeline, auditTable(result.events, { withUser: false, empty: 'Nothing recorded for this user yet.' }));
+  };
+
   const edit = (user: User) => {
+    replace(timeline, h('p', { class: 'muted' }, 'Loading…'));
+    void loadTimeline(user).catch((error: unknown) => reportError(ctx, error));
     const appMetadata = h('textarea', { rows: 8, class: 'code', name: 'app_metadata' });
     appMetadata.value = JSON.stringify(user.app_metadata, null, 2);
     const problem = h('p', { class: 'error-text' });
@@ -137,6 +217,9 @@ export async function usersPage(ctx: Context): Promise<Page> {
       ),
       h('h3', null, 'user_metadata'),
       h('pre', { class: 'code' }, JSON.stringify(user.user_metadata, null, 2)),
+      viewAs(user),
+      h('h3', null, 'Timeline ', h('a', { class: 'small', href: link(`audit?user_id=${user.id}`) }, 'all events')),
+      timeline,
       problem,
       h(
         'div',

@@ -10,6 +10,8 @@ import {
   type ClientContext,
   type VerifyType,
 } from './accounts.js';
+import { userActor } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import { normalizeEmail } from './email.js';
 import type { Mailer } from './mailer.js';
 import { assertAcceptablePassword, type PasswordHasher } from './passwords.js';
@@ -39,6 +41,7 @@ export interface EmailFlowsDeps {
   sessions: SessionIssuer;
   redirects: RedirectPolicy;
   log: Logger;
+  audit: AuditLog;
 }
 
 /**
@@ -202,16 +205,24 @@ export class EmailFlows {
       let user = await this.repo.users.byId(tx, token.userId, true);
       if (!user) throw new AppError('INVALID_TOKEN');
       assertNotBanned(user);
+      const userId = user.id;
+      const audit = (type: 'auth.email_changed' | 'auth.email_confirmed' | 'auth.password_changed', details: object) =>
+        this.deps.audit.record(
+          { type, userId, actor: userActor(userId), ...context, details: { ...details, via: input.type } },
+          { tx },
+        );
       const sameEmail = (user.email ?? '').toLowerCase() === token.email.toLowerCase();
       if (token.type === 'email_change') {
         // Cleared, then set: the new address's confirmation time is now, not the old one's.
         // An anonymous user's address waited for this mail; now it is a permanent user.
+        const oldEmail = user.email;
         user = await this.repo.users.update(tx, user.id, {
           email: token.email,
           emailConfirmed: false,
           isAnonymous: false,
         });
         user = user && (await this.repo.users.update(tx, user.id, { emailConfirmed: true }));
+        await audit('auth.email_changed', { old_email: oldEmail, new_email: token.email });
       } else {
         // The account's address changed since this mail was sent: the mail proves nothing now.
         if (!sameEmail) throw new AppError('INVALID_TOKEN');
@@ -224,6 +235,7 @@ export class EmailFlows {
           await this.repo.users.setPasswordHash(tx, user.id, passwordHash ?? token.passwordHash);
           await this.repo.users.deleteIdentities(tx, user.id);
           revoked.push(...(await sessions.revoke(tx, { userId: user.id }, 'unverified_account_claimed')));
+          await audit('auth.email_confirmed', { email: token.email, sessions_ended: revoked.length });
         }
         user = await this.repo.users.update(tx, user.id, { emailConfirmed: true });
       }
@@ -231,8 +243,9 @@ export class EmailFlows {
       if (passwordHash !== null) {
         await this.repo.users.setPasswordHash(tx, user.id, passwordHash);
         revoked.push(...(await sessions.revoke(tx, { userId: user.id }, 'password_reset')));
+        await audit('auth.password_changed', { sessions_ended: revoked.length });
       }
-      return sessions.signIn(tx, user, context);
+      return sessions.signIn(tx, user, context, input.type);
     });
     sessions.announce(revoked);
     return result;

@@ -2,6 +2,8 @@ import type { TokenVerifier } from '../../internal/caller.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
+import { AuditRepository } from '../audit/repository.js';
+import { AuditLog } from '../audit/service.js';
 import { Mailer } from './mailer.js';
 import { OAuthRepository } from './oauth/repository.js';
 import { oauthRoutes } from './oauth/routes.js';
@@ -42,7 +44,14 @@ const KEY_RELOAD_EVERY_MS = 10_000;
  */
 const KEY_RELOAD_IDLE_MS = 60_000;
 
-export function buildAuthModule(platform: Platform): AuthModule {
+/** `audit`: the app's audit log; a module built on its own (tools, tests) writes to the same table through its own. */
+export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } = {}): AuthModule {
+  const audit =
+    deps.audit ??
+    new AuditLog(new AuditRepository(platform.db), {
+      log: platform.log,
+      retentionDays: platform.config.auditRetentionDays,
+    });
   const { config, log } = platform;
   const auth = config.auth;
   const repo = new AuthRepository(platform.db);
@@ -65,7 +74,7 @@ export function buildAuthModule(platform: Platform): AuthModule {
   const hasher = new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost });
   const limiter = new RateLimiter(repo, auth.rateLimits.windowSeconds);
   const redirects = new RedirectPolicy({ publicUrl: config.publicUrl, redirectUrls: auth.redirectUrls });
-  const sessions = new SessionIssuer({ config: auth, repo, tokens, revocations });
+  const sessions = new SessionIssuer({ config: auth, repo, tokens, revocations, audit });
   const emailFlows = new EmailFlows({
     config: auth,
     publicUrl: config.publicUrl,
@@ -76,6 +85,7 @@ export function buildAuthModule(platform: Platform): AuthModule {
     sessions,
     redirects,
     log,
+    audit,
   });
   const service = new SessionService({
     config: auth,
@@ -88,8 +98,9 @@ export function buildAuthModule(platform: Platform): AuthModule {
     sessions,
     emailFlows,
     redirects,
+    audit,
   });
-  const admin = new AdminService({ repo, hasher, keys, sessions });
+  const admin = new AdminService({ repo, hasher, keys, sessions, audit });
   const oauth = new OAuthService({
     config,
     repository: new OAuthRepository(platform.db),

@@ -7,6 +7,7 @@ import {
   acceptedSchema,
   adminUserSchema,
   authResponseSchema,
+  impersonationSchema,
   jwksSchema,
   redirectSchema,
   rotatedKeySchema,
@@ -18,6 +19,7 @@ import type { AuthResult, ClientContext } from './accounts.js';
 import type { AdminService } from './admin-service.js';
 import type { EmailFlows } from './email-flows.js';
 import type { SessionService } from './session-service.js';
+import { auditOrigin } from '../audit/routes.js';
 
 const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
@@ -145,7 +147,7 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
       },
     },
     async (request, reply) => {
-      await service.signOut(request.caller, request.body?.scope ?? 'local');
+      await service.signOut(request.caller, request.body?.scope ?? 'local', client(request));
       return reply.code(204).send(null);
     },
   );
@@ -273,7 +275,7 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
     '/v1/auth/sessions/:id',
     { schema: { tags, summary: 'Revoke one of the caller’s sessions', params: idParams, response: noContent } },
     async (request, reply) => {
-      await service.revokeSession(request.caller, request.params.id);
+      await service.revokeSession(request.caller, request.params.id, client(request));
       return reply.code(204).send(null);
     },
   );
@@ -309,6 +311,7 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
     '/v1/admin/auth/keys/rotate',
     {
       preValidation: adminOnly,
+      config: { audit: { type: 'admin.auth.keys.rotate' } },
       schema: {
         tags: adminTags,
         summary: 'Start signing with a new key; old keys stay until their tokens expire',
@@ -350,6 +353,8 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
     '/v1/admin/users',
     {
       preValidation: adminOnly,
+      // Audited by the service, in the change's transaction.
+      config: { audit: { recorded: true } },
       schema: {
         tags: adminTags,
         summary: 'Create a user',
@@ -357,7 +362,8 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
         response: { 201: adminUserSchema, ...errors },
       },
     },
-    async (request, reply) => reply.code(201).send(await admin.createUser(request.caller, request.body)),
+    async (request, reply) =>
+      reply.code(201).send(await admin.createUser(request.caller, request.body, auditOrigin(request))),
   );
 
   app.get(
@@ -378,6 +384,7 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
     '/v1/admin/users/:id',
     {
       preValidation: adminOnly,
+      config: { audit: { recorded: true } },
       schema: {
         tags: adminTags,
         summary: 'Update a user: metadata, email, password, ban (banned_until)',
@@ -386,13 +393,14 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
         response: { 200: adminUserSchema, ...errors },
       },
     },
-    async (request) => admin.updateUser(request.caller, request.params.id, request.body),
+    async (request) => admin.updateUser(request.caller, request.params.id, request.body, auditOrigin(request)),
   );
 
   app.delete(
     '/v1/admin/users/:id',
     {
       preValidation: adminOnly,
+      config: { audit: { recorded: true } },
       schema: {
         tags: adminTags,
         summary: 'Delete a user and end their sessions',
@@ -401,8 +409,28 @@ export const authRoutes: FastifyPluginAsync<AuthRouteOptions> = async (plugin, {
       },
     },
     async (request, reply) => {
-      await admin.deleteUser(request.caller, request.params.id);
+      await admin.deleteUser(request.caller, request.params.id, auditOrigin(request));
       return reply.code(204).send(null);
     },
+  );
+
+  app.post(
+    '/v1/admin/users/:id/impersonate',
+    {
+      preValidation: adminOnly,
+      config: { audit: { recorded: true } },
+      schema: {
+        tags: adminTags,
+        summary:
+          'Start a short session as this user ("view as"): no refresh token, token carries act: {sub: "service"}',
+        params: idParams,
+        body: optionalBody({ expires_in: { type: 'integer' } }),
+        response: { 201: impersonationSchema, ...errors },
+      },
+    },
+    async (request, reply) =>
+      reply
+        .code(201)
+        .send(await admin.impersonate(request.caller, request.params.id, request.body ?? {}, auditOrigin(request))),
   );
 };

@@ -67,6 +67,10 @@ const sessionInfoSchema = {
     user_agent: { type: ['string', 'null'] },
     ip: { type: ['string', 'null'] },
     current: { type: 'boolean', description: 'The session of the token that asked' },
+    impersonated_by: {
+      type: ['string', 'null'],
+      description: 'Who started this session as the user ("view as" by an admin: `service`); null for the user’s own',
+    },
   },
 } as const satisfies ObjectSchemaOf<SessionInfo>;
 
@@ -74,6 +78,24 @@ export const sessionListSchema = {
   type: 'object',
   additionalProperties: false,
   properties: { sessions: { type: 'array', items: sessionInfoSchema } },
+} as const;
+
+/** `POST /v1/admin/users/:id/impersonate`: a session without a refresh token. */
+export const impersonationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    user: userSchema,
+    session: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ...sessionSchema.properties,
+        refresh_token: { type: 'null', description: 'None: the session ends with its access token' },
+      },
+    },
+    impersonated_by: { type: 'string', description: 'The `act.sub` of the token: `service`' },
+  },
 } as const;
 
 /** The 202 of the mail-sending calls: the same empty answer whether or not the account exists. */

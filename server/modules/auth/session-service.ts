@@ -1,6 +1,7 @@
 import type { UserCaller, Caller, TokenVerifier } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
-import { requireUser } from '../../internal/guards.js';
+import { refuseImpersonated, requireUser } from '../../internal/guards.js';
+import type { Tx } from '../../internal/db.js';
 import type { AuthConfig } from '../../config.js';
 import {
   assertNotBanned,
@@ -14,6 +15,8 @@ import {
   type PublicUser,
   type SessionInfo,
 } from './accounts.js';
+import { actorOf, ANONYMOUS_ACTOR, userActor, type SignInFailure } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import { normalizeEmail } from './email.js';
 import type { EmailFlows } from './email-flows.js';
 import { assertAcceptablePassword, type PasswordHasher } from './passwords.js';
@@ -23,6 +26,9 @@ import type { AuthRepository, SessionRow, UserRow } from './repository.js';
 import type { RevocationCache } from './revocations.js';
 import type { SessionIssuer } from './session-issuer.js';
 import { randomToken, tokenHash, type AccessTokens, type SigningKeys } from './tokens.js';
+
+/** For calls made without request context (functions, tests): no address, no agent. */
+const NO_CONTEXT: ClientContext = Object.freeze({ ip: '', userAgent: null });
 
 const INVALID_CREDENTIALS = () => new AppError('INVALID_CREDENTIALS');
 const SESSION_ENDED = () => new AppError('UNAUTHENTICATED', 'The refresh token is invalid or its session has ended.');
@@ -38,6 +44,7 @@ export interface SessionServiceDeps {
   sessions: SessionIssuer;
   emailFlows: EmailFlows;
   redirects: RedirectPolicy;
+  audit: AuditLog;
 }
 
 /**
@@ -71,6 +78,7 @@ export class SessionService {
         emailVerified: claims.email_verified,
         claims: claims.app_metadata,
         expiresAt: claims.exp,
+        ...(claims.act ? { impersonator: claims.act.sub } : {}),
       };
     },
   };
@@ -102,11 +110,21 @@ export class SessionService {
           appMetadata: {},
           passwordHash,
         });
+        await this.deps.audit.record(
+          {
+            type: 'auth.signup',
+            userId: user.id,
+            actor: userActor(user.id),
+            ...context,
+            details: { method: 'password', email, confirmation_required: this.config.confirmEmail },
+          },
+          { tx },
+        );
         if (this.config.confirmEmail) {
           await mail.mailToken(tx, user, 'signup', email, redirectTo, passwordHash);
           return { user: toPublicUser(user), session: null };
         }
-        return this.sessions.signIn(tx, user, context);
+        return this.sessions.signIn(tx, user, context, 'signup');
       });
     } catch (error) {
       // With confirmation on, a taken address answers like a fresh one (no session either
@@ -141,17 +159,36 @@ export class SessionService {
     }
   }
 
+  /**
+   * Every failure is recorded in the audit log with its reason (`auth.signin_failed`), on
+   * its own (nothing else is written) and without ever failing the answer; the caller still
+   * gets one answer for an unknown address and a wrong password.
+   */
   async signIn(input: { email: string; password: string }, context: ClientContext): Promise<AuthResult> {
+    const failed = async (reason: SignInFailure, error: unknown, userId: string | null = null): Promise<never> => {
+      await this.deps.audit.record({
+        type: 'auth.signin_failed',
+        userId,
+        actor: ANONYMOUS_ACTOR,
+        ...context,
+        details: { reason, email: input.email.slice(0, 320) },
+      });
+      throw error;
+    };
     const ip = clientIp(context);
     const limits = this.config.rateLimits;
-    await this.deps.limiter.consume(`signin:ip:${ip}`, limits.signinPerIp);
+    const limited = (error: unknown) =>
+      error instanceof AppError && error.code === 'RATE_LIMITED'
+        ? failed('rate_limited', error)
+        : Promise.reject(error);
+    await this.deps.limiter.consume(`signin:ip:${ip}`, limits.signinPerIp).catch(limited);
     let email: string;
     try {
       email = normalizeEmail(input.email);
     } catch {
       // A malformed address cannot have an account; answer as for any unknown one.
       await this.deps.hasher.verifyDummy(input.password);
-      throw INVALID_CREDENTIALS();
+      return failed('invalid_email', INVALID_CREDENTIALS());
     }
     const account = email.toLowerCase();
     const perAccountIp = `signin-failed:account-ip:${account}|${ip}`;
@@ -162,7 +199,7 @@ export class SessionService {
     await Promise.all([
       this.deps.limiter.consume(perAccountIp, limits.signinFailedPerAccountIp),
       this.deps.limiter.consume(perAccount, limits.signinFailedPerAccount),
-    ]);
+    ]).catch(limited);
 
     const found = await this.repo.users.credentialsByEmail(email);
     let ok = false;
@@ -176,16 +213,22 @@ export class SessionService {
     } else {
       await this.deps.hasher.verifyDummy(input.password);
     }
-    if (!ok || !found) throw INVALID_CREDENTIALS();
+    if (!found) return failed('unknown_email', INVALID_CREDENTIALS());
+    if (!ok) return failed(found.passwordHash ? 'wrong_password' : 'no_password', INVALID_CREDENTIALS(), found.user.id);
     await Promise.all([this.deps.limiter.refund(perAccountIp), this.deps.limiter.refund(perAccount)]);
     const user = found.user;
-    assertNotBanned(user);
+    try {
+      assertNotBanned(user);
+    } catch (error) {
+      return failed('banned', error, user.id);
+    }
     if (this.config.confirmEmail && user.emailConfirmedAt === null) {
-      throw new AppError('FORBIDDEN', 'Confirm your email address first.', {
+      const error = new AppError('FORBIDDEN', 'Confirm your email address first.', {
         details: { reason: 'email_not_confirmed' },
       });
+      return failed('email_not_confirmed', error, user.id);
     }
-    return this.repo.transaction((tx) => this.sessions.signIn(tx, user, context));
+    return this.repo.transaction((tx) => this.sessions.signIn(tx, user, context, 'password'));
   }
 
   async signInAnonymously(input: { data?: Record<string, unknown> }, context: ClientContext): Promise<AuthResult> {
@@ -200,7 +243,17 @@ export class SessionService {
         appMetadata: {},
         passwordHash: null,
       });
-      return this.sessions.signIn(tx, user, context);
+      await this.deps.audit.record(
+        {
+          type: 'auth.signup',
+          userId: user.id,
+          actor: userActor(user.id),
+          ...context,
+          details: { method: 'anonymous' },
+        },
+        { tx },
+      );
+      return this.sessions.signIn(tx, user, context, 'anonymous');
     });
   }
 
@@ -250,6 +303,16 @@ export class SessionService {
           appMetadata: { provider: identity.provider },
           passwordHash: null,
         });
+        await this.deps.audit.record(
+          {
+            type: 'auth.signup',
+            userId: user.id,
+            actor: userActor(user.id),
+            ...context,
+            details: { method: 'oauth', provider: identity.provider, email },
+          },
+          { tx },
+        );
       }
       assertNotBanned(user);
       await this.repo.users.upsertIdentity(tx, {
@@ -259,7 +322,7 @@ export class SessionService {
         email,
         data: userMetadata,
       });
-      return this.sessions.signIn(tx, user, context);
+      return this.sessions.signIn(tx, user, context, 'oauth', { provider: identity.provider });
     });
     this.sessions.announce(revoked);
     return result;
@@ -271,7 +334,7 @@ export class SessionService {
       const user = await this.repo.users.byId(tx, userId);
       if (!user) throw new AppError('NOT_FOUND', 'No such user.');
       assertNotBanned(user);
-      return this.sessions.signIn(tx, user, context);
+      return this.sessions.signIn(tx, user, context, 'issued');
     });
   }
 
@@ -308,12 +371,12 @@ export class SessionService {
           session: await this.sessions.sessionObject(attempt.user, attempt.sessionId, next),
         };
       case 'needs_locked_path':
-        return this.refreshLocked(hash);
+        return this.refreshLocked(hash, context);
     }
   }
 
   /** The refresh that may end the session, in one transaction with the token and session locked. */
-  private async refreshLocked(hash: Buffer): Promise<AuthResult> {
+  private async refreshLocked(hash: Buffer, context: ClientContext): Promise<AuthResult> {
     const outcome = await this.repo.transaction(async (tx) => {
       const token = await this.repo.sessions.refreshTokenForUpdate(tx, hash);
       if (!token) return { error: SESSION_ENDED() } as const;
@@ -332,6 +395,16 @@ export class SessionService {
         // and the whole session goes.
         if ((token.rotatedSecondsAgo ?? Infinity) > this.config.refreshReuseGraceSeconds) {
           const revoked = await this.sessions.revoke(tx, { sessionId: session.id }, 'refresh_token_reuse');
+          await this.deps.audit.record(
+            {
+              type: 'auth.refresh_token_reused',
+              userId: session.userId,
+              actor: ANONYMOUS_ACTOR,
+              ...context,
+              details: { session_id: session.id, rotated_seconds_ago: token.rotatedSecondsAgo },
+            },
+            { tx },
+          );
           return { error: SESSION_ENDED(), revoked } as const;
         }
       } else {
@@ -367,12 +440,36 @@ export class SessionService {
     return null;
   }
 
-  async signOut(caller: Caller, scope: 'local' | 'global' | 'others' = 'local'): Promise<void> {
+  async signOut(
+    caller: Caller,
+    scope: 'local' | 'global' | 'others' = 'local',
+    context: ClientContext = NO_CONTEXT,
+  ): Promise<void> {
     const user = requireUser(caller);
-    if (scope === 'local') await this.sessions.revokeNow({ sessionId: user.sessionId }, 'signed_out');
-    else if (scope === 'others')
-      await this.sessions.revokeNow({ userId: user.uid, exceptSessionId: user.sessionId }, 'signed_out');
-    else await this.sessions.revokeNow({ userId: user.uid }, 'signed_out_everywhere');
+    // Ending the user's other sessions is theirs to decide, not a "view as" session's.
+    if (scope !== 'local') refuseImpersonated(user, 'signing out other sessions');
+    const filter =
+      scope === 'local'
+        ? { sessionId: user.sessionId }
+        : scope === 'others'
+          ? { userId: user.uid, exceptSessionId: user.sessionId }
+          : { userId: user.uid };
+    const reason = scope === 'global' ? 'signed_out_everywhere' : 'signed_out';
+    const ids = await this.repo.transaction(async (tx) => {
+      const revoked = await this.sessions.revoke(tx, filter, reason);
+      await this.deps.audit.record(
+        {
+          type: 'auth.signout',
+          userId: user.uid,
+          actor: actorOf(user),
+          ...context,
+          details: { scope, session_id: user.sessionId, sessions_ended: revoked.length },
+        },
+        { tx },
+      );
+      return revoked;
+    });
+    this.sessions.announce(ids);
   }
 
   async listSessions(caller: Caller): Promise<SessionInfo[]> {
@@ -386,14 +483,30 @@ export class SessionService {
       user_agent: row.userAgent,
       ip: row.ip,
       current: row.id === user.sessionId,
+      impersonated_by: row.impersonatedBy,
     }));
   }
 
-  async revokeSession(caller: Caller, sessionId: string): Promise<void> {
+  async revokeSession(caller: Caller, sessionId: string, context: ClientContext = NO_CONTEXT): Promise<void> {
     const user = requireUser(caller);
     const session = await this.repo.sessions.byId(this.repo.pool, sessionId);
     if (!session || session.userId !== user.uid) throw new AppError('NOT_FOUND', 'No such session.');
-    await this.sessions.revokeNow({ sessionId }, 'revoked_by_user');
+    if (sessionId !== user.sessionId) refuseImpersonated(user, 'ending other sessions');
+    const ids = await this.repo.transaction(async (tx) => {
+      const revoked = await this.sessions.revoke(tx, { sessionId }, 'revoked_by_user');
+      await this.deps.audit.record(
+        {
+          type: 'auth.session_revoked',
+          userId: user.uid,
+          actor: actorOf(user),
+          ...context,
+          details: { session_id: sessionId },
+        },
+        { tx },
+      );
+      return revoked;
+    });
+    this.sessions.announce(ids);
   }
 
   // ---- the signed-in user ---------------------------------------------------------------
@@ -419,6 +532,14 @@ export class SessionService {
     context?: ClientContext,
   ): Promise<PublicUser> {
     const me = requireUser(caller);
+    if (input.password !== undefined) refuseImpersonated(me, 'changing the password');
+    if (input.email !== undefined) refuseImpersonated(me, 'changing the email address');
+    const audit = (
+      tx: Tx,
+      type: 'auth.password_changed' | 'auth.email_change_requested' | 'auth.email_changed',
+      details: Record<string, unknown>,
+    ) =>
+      this.deps.audit.record({ type, userId: me.uid, actor: actorOf(me), ...(context ?? NO_CONTEXT), details }, { tx });
     // A new address gets a mail: count it against the same per-IP budget as recovery mails.
     if (input.email !== undefined && context) {
       await this.deps.limiter.consume(`email:ip:${clientIp(context)}`, this.config.rateLimits.emailPerIp);
@@ -451,6 +572,7 @@ export class SessionService {
               emailConfirmed: false,
               isAnonymous: false,
             })) ?? user;
+          await audit(tx, 'auth.email_changed', { old_email: row.email, new_email: newEmail, via: 'update' });
         } else {
           const taken = await this.repo.users.byEmail(tx, newEmail);
           if (taken && !this.config.confirmEmail) {
@@ -458,6 +580,12 @@ export class SessionService {
           }
           if (taken) await mail.mailAddressTaken(tx, newEmail);
           else await mail.mailToken(tx, row, 'email_change', newEmail, redirectTo, null);
+          // Recorded either way: the log must not tell less than the mail did.
+          await audit(tx, 'auth.email_change_requested', {
+            old_email: row.email,
+            new_email: newEmail,
+            ...(taken ? { address_taken: true } : {}),
+          });
         }
       }
       if (passwordHash !== null) {
@@ -465,6 +593,7 @@ export class SessionService {
         const others = { userId: row.id, exceptSessionId: me.sessionId };
         revoked.push(...(await this.sessions.revoke(tx, others, 'password_changed')));
         user = (await this.repo.users.update(tx, row.id, {})) ?? user;
+        await audit(tx, 'auth.password_changed', { via: 'update', sessions_ended: revoked.length });
       }
       return user;
     });

@@ -104,6 +104,8 @@ export interface AccessClaims {
   session_id: string;
   is_anonymous: boolean;
   app_metadata: Record<string, unknown>;
+  /** RFC 8693's actor claim: who acts as `sub` ("view as" sessions: `{sub: "service"}`). */
+  act?: { sub: string };
 }
 
 export interface VerifiedAccess extends AccessClaims {
@@ -281,10 +283,13 @@ export class AccessTokens {
    * would make, at less than half its CPU (jose signs through WebCrypto, which hands every
    * signature to the thread pool). `ieee-p1363` gives the raw r||s signature JWS requires.
    */
-  async issue(claims: AccessClaims): Promise<{ token: string; expiresAt: number; expiresIn: number }> {
+  async issue(
+    claims: AccessClaims,
+    ttlSeconds = this.options.ttlSeconds,
+  ): Promise<{ token: string; expiresAt: number; expiresIn: number }> {
     const { kid, privateKey } = await this.keys.signer();
     const now = Math.floor(Date.now() / 1000);
-    const expiresAt = now + this.options.ttlSeconds;
+    const expiresAt = now + ttlSeconds;
     const header = { alg: ACCESS_TOKEN_ALG, typ: ACCESS_TOKEN_TYP, kid };
     const payload = {
       ...claims,
@@ -295,7 +300,7 @@ export class AccessTokens {
     };
     const input = `${base64url(header)}.${base64url(payload)}`;
     const signature = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
-    return { token: `${input}.${signature.toString('base64url')}`, expiresAt, expiresIn: this.options.ttlSeconds };
+    return { token: `${input}.${signature.toString('base64url')}`, expiresAt, expiresIn: ttlSeconds };
   }
 
   /** Throws UNAUTHENTICATED for anything but a well-formed, unexpired token signed by one of our keys. */
@@ -332,7 +337,7 @@ export class AccessTokens {
       if (isConnectionError(error)) throw databaseUnavailable(error);
       throw new AppError('UNAUTHENTICATED', 'The access token is not valid.', { cause: error });
     }
-    const { sub, role, email, session_id: sessionId, app_metadata: appMetadata, exp, iat } = payload;
+    const { sub, role, email, session_id: sessionId, app_metadata: appMetadata, exp, iat, act } = payload;
     if (
       typeof sub !== 'string' ||
       (role !== 'authenticated' && role !== 'anon') ||
@@ -353,8 +358,16 @@ export class AccessTokens {
         appMetadata && typeof appMetadata === 'object' && !Array.isArray(appMetadata)
           ? (appMetadata as Record<string, unknown>)
           : {},
+      ...(actorClaim(act) ?? {}),
       exp,
       iat,
     };
   }
+}
+
+/** `act` as `{act: {sub}}` when it is a well-formed actor claim; anything else is no actor. */
+function actorClaim(act: unknown): { act: { sub: string } } | null {
+  if (act === null || typeof act !== 'object' || Array.isArray(act)) return null;
+  const sub = (act as Record<string, unknown>).sub;
+  return typeof sub === 'string' && sub !== '' ? { act: { sub } } : null;
 }

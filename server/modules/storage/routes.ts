@@ -277,6 +277,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
     '/v1/admin/storage/sweep',
     {
       preValidation: adminOnly,
+      config: { audit: { type: 'admin.storage.sweep' } },
       schema: {
         tags: ['storage'],
         summary: 'Remove orphaned bytes now (service key)',

@@ -115,7 +115,13 @@ export class SessionRepository {
 
   async insert(
     q: Queryable,
-    session: { userId: string; lifetimeSeconds: number; userAgent: string | null; ip: string | null },
+    session: {
+      userId: string;
+      lifetimeSeconds: number;
+      userAgent: string | null;
+      ip: string | null;
+      impersonatedBy?: string;
+    },
   ): Promise<SessionRow> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
@@ -126,6 +132,7 @@ export class SessionRepository {
           expiresAt: sql`now() + make_interval(secs => ${session.lifetimeSeconds})`,
           userAgent: session.userAgent,
           ip: session.ip,
+          impersonatedBy: session.impersonatedBy ?? null,
         })
         .returning(),
     );
