@@ -12,6 +12,7 @@ import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
 import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
+import { createRouteTable } from './internal/http/method-not-allowed.js';
 import { registerJsonBodyParser } from './internal/http/json-body.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
@@ -46,6 +47,7 @@ const EXPOSED_HEADERS = [
   'accept-ranges',
   'retry-after',
   'location',
+  'allow',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -57,6 +59,9 @@ const ALLOWED_HEADERS = [
   'x-request-id',
   'x-client-info',
 ];
+
+/** 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded. */
+const MAX_PARAM_LENGTH = 4096;
 
 /** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
 function trustHops(hops: number): (address: string, hop: number) => boolean {
@@ -133,8 +138,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-    // 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded.
-    routerOptions: { maxParamLength: 4096, ignoreTrailingSlash: true },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },
     // A malformed URL (bad percent-encoding) gets the catalogue's envelope, not Fastify's own.
     frameworkErrors: (error, _request, reply) => {
       const appError = toAppError(error);
@@ -161,7 +165,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     ? buildRealtimeModule(platform, { documents: documents.documents, tokenVerifier: auth.verifier })
     : null;
 
-  registerErrorHandling(app);
+  registerErrorHandling(app, createRouteTable(app, { maxParamLength: MAX_PARAM_LENGTH }));
   registerJsonBodyParser(app);
 
   // helmet's headers, computed once at start-up rather than per request.
