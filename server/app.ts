@@ -5,14 +5,13 @@ import Fastify, {
   type FastifyPluginAsync,
   type FastifyReply,
 } from 'fastify';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
 import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
 import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
 import { createRouteTable } from './internal/http/method-not-allowed.js';
+import { registerApiDocs } from './internal/http/openapi.js';
 import { registerJsonBodyParser } from './internal/http/json-body.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
@@ -66,25 +65,6 @@ const MAX_PARAM_LENGTH = 4096;
 /** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
 function trustHops(hops: number): (address: string, hop: number) => boolean {
   return (_address, hop) => hop < hops;
-}
-
-/** The OpenAPI document of the routes registered after it, and its UI at /docs. */
-async function registerApiDocs(app: FastifyInstance): Promise<void> {
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: { title: 'Basalt', version: '1', description: 'Auth, documents, realtime, storage and functions.' },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'An access token or the service key' },
-        },
-      },
-      security: [{ bearer: [] }],
-    },
-    // Shared schemas (the error envelope) appear under components.schemas by their $id.
-    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
-  });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
 }
 
 /** The change feed reads the change log; a write through this instance's pool wakes it at once. */
