@@ -30,7 +30,11 @@ export function createRouteTable(app: FastifyInstance, options: { maxParamLength
       if (!(METHODS as readonly string[]).includes(method)) continue;
       // The same method and path twice (encapsulated plugins may) is already known.
       if (router.hasRoute(method as Method, route.url)) continue;
-      router.on(method as Method, route.url, noop);
+      try {
+        router.on(method as Method, route.url, noop);
+      } catch {
+        // A path this router cannot take only loses its 405: a wrong method on it stays 404.
+      }
     }
   });
   return {
