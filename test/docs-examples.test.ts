@@ -12,6 +12,8 @@
  *   $ACCESS_TOKEN, $TOKEN, $USER_TOKEN            a signed-in user's access token
  *   $REFRESH_TOKEN, $USER_ID, $USER_EMAIL         that user's refresh token, id and email
  *   $EMAIL, $PASSWORD                             an address not yet signed up, a good password
+ * `http://localhost:8080` (or 127.0.0.1) is taken as $BASALT_URL, and `<access_token>`,
+ * `<refresh_token>`, `<service_key>` as the variables of the same meaning.
  * Each page gets its own server and database; a page's blocks run in order, so one block
  * may create what the next one reads. A curl that answers 4xx or 5xx fails the block unless
  * the block expects it.
@@ -58,13 +60,25 @@ interface CurlRun {
   stderr: string;
 }
 
+/**
+ * Placeholders the docs write instead of a variable: the default address, and a token or
+ * key in angle brackets (`<access_token>`, `<service-key>`), become the variables above.
+ */
+function withPlaceholders(code: string): string {
+  return code
+    .replace(/https?:\/\/(?:localhost|127\.0\.0\.1):8080/g, '$BASALT_URL')
+    .replace(/<(?:access[_-]?token|token|jwt)>/gi, '$ACCESS_TOKEN')
+    .replace(/<(?:refresh[_-]?token)>/gi, '$REFRESH_TOKEN')
+    .replace(/<(?:service[_-]?key)>/gi, '$BASALT_SERVICE_KEY');
+}
+
 /** Runs a shell block with bash; each curl reports its status on stderr, out of $(…) and pipes. */
 function runShell(code: string, env: Record<string, string>, cwd: string): Promise<CurlRun> {
   const script = [
     'set -e -o pipefail',
     `curl() { command curl --silent --show-error --max-time 30 --write-out '%{stderr}${STATUS_MARK} %{http_code}\\n' "$@"; }`,
     // A console transcript's prompts.
-    code.replace(/^\s*\$ /gm, ''),
+    withPlaceholders(code).replace(/^\s*\$ /gm, ''),
   ].join('\n');
   return new Promise((resolve) => {
     execFile(
