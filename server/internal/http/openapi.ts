@@ -24,13 +24,15 @@ interface OpenApiDocument {
 
 const ENVELOPE = { $ref: '#/components/schemas/ErrorEnvelope' } as const;
 
-function envelopeResponse(description: string, headers?: Json): Json {
-  return { description, ...(headers ? { headers } : {}), content: { 'application/json': { schema: ENVELOPE } } };
+/** An error response: the envelope as JSON. */
+function envelope(description: string, headers?: Json): Json {
+  return { ...headersOnly(description, headers), content: { 'application/json': { schema: ENVELOPE } } };
 }
 
-const envelope = envelopeResponse;
-
-const bodyless = (description: string): Json => ({ description });
+/** A response without a body (HEAD, 304). */
+function headersOnly(description: string, headers?: Json): Json {
+  return { description, ...(headers ? { headers } : {}) };
+}
 
 const header = (description: string, schema: Json = { type: 'string' }): Json => ({ description, schema });
 
@@ -47,9 +49,7 @@ const BYTES = { '*/*': { schema: { type: 'string', format: 'binary' } } };
 function objectResponses(withBody: boolean): Record<string, Json> {
   const content = withBody ? { content: BYTES } : {};
   // A HEAD answer has the GET's status and headers, never a body (the errors' neither).
-  const envelope = withBody
-    ? envelopeResponse
-    : (description: string, headers?: Json): Json => ({ description, ...(headers ? { headers } : {}) });
+  const error = withBody ? envelope : headersOnly;
   return {
     200: {
       description: withBody ? 'The object’s bytes, with its content type' : 'The object’s headers, without its bytes',
@@ -66,11 +66,11 @@ function objectResponses(withBody: boolean): Record<string, Json> {
       ...content,
     },
     304: { description: 'If-None-Match names the object’s current ETag', headers: OBJECT_HEADERS },
-    400: envelope('INVALID_REQUEST: a malformed path or signature'),
-    401: envelope('UNAUTHENTICATED: a forged or expired token, or an expired signed URL'),
-    403: envelope('FORBIDDEN: the bucket’s read rule refuses (an existing object)'),
-    404: envelope('NOT_FOUND: no such bucket or object, or not readable'),
-    416: envelope('RANGE_NOT_SATISFIABLE: the range starts past the end', {
+    400: error('INVALID_REQUEST: a malformed path or signature'),
+    401: error('UNAUTHENTICATED: a forged or expired token, or an expired signed URL'),
+    403: error('FORBIDDEN: the bucket’s read rule refuses (an existing object)'),
+    404: error('NOT_FOUND: no such bucket or object, or not readable'),
+    416: error('RANGE_NOT_SATISFIABLE: the range starts past the end', {
       'content-range': header('`bytes */size`'),
     }),
   };
@@ -169,8 +169,8 @@ const METHOD_NOT_ALLOWED_DESCRIPTION =
   'A path that exists answers a method it does not take with 405 `METHOD_NOT_ALLOWED` and an `Allow` header ' +
   'listing the methods it does take (HEAD wherever GET is); a path that does not exist is 404 `NOT_FOUND`.';
 
-/** Completes swagger's document; see the module comment. */
-export function completeOpenApi(document: OpenApiDocument): OpenApiDocument {
+/** Completes swagger's document; see the module comment. `websockets`: the paths of websocket routes. */
+export function completeOpenApi(document: OpenApiDocument, websockets: ReadonlySet<string>): OpenApiDocument {
   const paths = document.paths;
   for (const [path, methods] of Object.entries(RESPONSES)) {
     const item = paths[path];
@@ -187,7 +187,8 @@ export function completeOpenApi(document: OpenApiDocument): OpenApiDocument {
       functions[method] = { ...operation, responses: FUNCTION_RESPONSES };
     }
   }
-  if (paths['/v1/admin/realtime'] && !paths['/v1/realtime']) paths['/v1/realtime'] = { get: REALTIME_OPERATION };
+  // The one websocket route is realtime's (docs/realtime.md).
+  for (const url of websockets) paths[url] = { get: REALTIME_OPERATION };
 
   for (const [path, item] of Object.entries(paths)) {
     for (const [method, operation] of Object.entries(item)) {
@@ -199,7 +200,7 @@ export function completeOpenApi(document: OpenApiDocument): OpenApiDocument {
       // Postgres unreachable (503, with Retry-After) or a fault of the server (500): any API call.
       const statuses = Object.keys(responses);
       if (path.startsWith('/v1/') && !statuses.some((status) => status.startsWith('5'))) {
-        responses['5XX'] = (method === 'head' ? bodyless : envelope)(
+        responses['5XX'] = (method === 'head' ? headersOnly : envelope)(
           'INTERNAL, or UNAVAILABLE (with Retry-After) while Postgres is unreachable',
         );
       }
@@ -228,6 +229,8 @@ function describeStatus(status: string): string {
 
 /** The OpenAPI document of the routes registered after it, and its UI at /docs. */
 export async function registerApiDocs(app: FastifyInstance): Promise<void> {
+  // swagger calls `transform` for every route, hidden ones too, before `transformObject`.
+  const websockets = new Set<string>();
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -241,10 +244,15 @@ export async function registerApiDocs(app: FastifyInstance): Promise<void> {
     },
     // Shared schemas (the error envelope) appear under components.schemas by their $id.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    transform: ({ schema, url, route }) => {
+      if ((route as { websocket?: boolean }).websocket === true) websockets.add(url);
+      return { schema, url };
+    },
     transformObject: (documents) =>
       'openapiObject' in documents
         ? (completeOpenApi(
             documents.openapiObject as unknown as OpenApiDocument,
+            websockets,
           ) as unknown as typeof documents.openapiObject)
         : documents.swaggerObject,
   });
