@@ -23,7 +23,7 @@
  * placeholder of any type; everything called on the SDK is checked.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import ts from 'typescript';
@@ -36,6 +36,46 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const BLOCKS = readDocBlocks(path.join(ROOT, 'docs'));
 
 const where = (block: DocBlock) => `${block.page}:${block.line}`;
+
+describe('reading a page’s blocks', () => {
+  it('finds fences of any length, their language, line and the directives above them', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'basalt-docs-blocks-'));
+    try {
+      await writeFile(
+        path.join(dir, 'page.md'),
+        [
+          '# A page',
+          '',
+          '<!-- docs-test: expect-status 404 409 -->',
+          '',
+          '```sh',
+          'curl "$BASALT_URL/nothing"',
+          '```',
+          '<!-- docs-test: skip a sketch of a signature -->',
+          '````TS',
+          'basalt.auth.signIn(…)',
+          '```',
+          '````',
+          '~~~js',
+          'fetch(url)',
+          '~~~',
+        ].join('\n'),
+      );
+      await writeFile(path.join(dir, 'notes.txt'), '```sh\ncurl x\n```\n');
+      const blocks = readDocBlocks(dir);
+      expect(blocks.map(({ line, language, skip, expectStatus }) => ({ line, language, skip, expectStatus }))).toEqual([
+        { line: 5, language: 'sh', skip: null, expectStatus: [404, 409] },
+        { line: 9, language: 'ts', skip: 'a sketch of a signature', expectStatus: null },
+        { line: 13, language: 'js', skip: null, expectStatus: null },
+      ]);
+      expect(blocks[1]?.code).toBe('basalt.auth.signIn(…)\n```');
+      expect(blocks.map(isCurlBlock)).toEqual([true, false, false]);
+      expect(blocks.map(isCodeBlock)).toEqual([false, true, true]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('the docs’ fenced blocks', () => {
   it('are found on every page, and skips are few and give a reason', () => {
