@@ -5,13 +5,13 @@ import Fastify, {
   type FastifyPluginAsync,
   type FastifyReply,
 } from 'fastify';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
 import { ChangeFeed } from './internal/changes/feed.js';
 import { Database } from './internal/db.js';
 import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
+import { createRouteTable } from './internal/http/method-not-allowed.js';
+import { registerApiDocs } from './internal/http/openapi.js';
 import { registerJsonBodyParser } from './internal/http/json-body.js';
 import { registerRequestContext, requestIdFrom } from './internal/http/request-context.js';
 import { registerSecurityHeaders } from './internal/http/security-headers.js';
@@ -48,6 +48,7 @@ const EXPOSED_HEADERS = [
   'accept-ranges',
   'retry-after',
   'location',
+  'allow',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -60,28 +61,12 @@ const ALLOWED_HEADERS = [
   'x-client-info',
 ];
 
+/** 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded. */
+const MAX_PARAM_LENGTH = 4096;
+
 /** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
 function trustHops(hops: number): (address: string, hop: number) => boolean {
   return (_address, hop) => hop < hops;
-}
-
-/** The OpenAPI document of the routes registered after it, and its UI at /docs. */
-async function registerApiDocs(app: FastifyInstance): Promise<void> {
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: { title: 'Basalt', version: '1', description: 'Auth, documents, realtime, storage and functions.' },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'An access token or the service key' },
-        },
-      },
-      security: [{ bearer: [] }],
-    },
-    // Shared schemas (the error envelope) appear under components.schemas by their $id.
-    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
-  });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
 }
 
 /** The change feed reads the change log; a write through this instance's pool wakes it at once. */
@@ -135,8 +120,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-    // 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded.
-    routerOptions: { maxParamLength: 4096, ignoreTrailingSlash: true },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH, ignoreTrailingSlash: true },
     // A malformed URL (bad percent-encoding) gets the catalogue's envelope, not Fastify's own.
     frameworkErrors: (error, _request, reply) => {
       const appError = toAppError(error);
@@ -164,7 +148,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     ? buildRealtimeModule(platform, { documents: documents.documents, tokenVerifier: auth.verifier })
     : null;
 
-  registerErrorHandling(app);
+  registerErrorHandling(app, createRouteTable(app, { maxParamLength: MAX_PARAM_LENGTH }));
   registerJsonBodyParser(app);
 
   // helmet's headers, computed once at start-up rather than per request.

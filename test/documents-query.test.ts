@@ -289,6 +289,39 @@ describe('keyset pagination', () => {
     expect(second.next_cursor).toBeNull();
   });
 
+  it('refuses a cursor made under another order_by of the same length, saying why', async () => {
+    const first = await query('people', { order_by: [['age', 'asc']], limit: 2 });
+    const cursor = first.next_cursor;
+    expect(cursor).not.toBeNull();
+    const others = [[['age', 'desc']], [['name', 'asc']], [['created_at', 'asc']]];
+    for (const order_by of others) {
+      const response = await svc('POST', '/v1/db/people/query', { order_by, after: cursor });
+      expect(response.status, JSON.stringify(order_by)).toBe(400);
+      expect(errorCode(response.body)).toBe('INVALID_REQUEST');
+      const error = (response.body as { error: { message: string; details: unknown } }).error;
+      expect(error.message).toMatch(/another order_by/);
+      expect(error.details).toEqual({ field: 'after', reason: 'order_by_mismatch' });
+    }
+    // The same order still resumes, and so does the same order spelled with its default direction.
+    const same = await svc('POST', '/v1/db/people/query', { order_by: [['age']], after: cursor, limit: 2 });
+    expect(same.status, JSON.stringify(same.body)).toBe(200);
+  });
+
+  it('still takes a cursor made before cursors carried their order', async () => {
+    const first = await query('people', { order_by: [['age', 'asc']], limit: 2 });
+    const decoded = JSON.parse(Buffer.from(first.next_cursor ?? '', 'base64url').toString('utf8')) as {
+      v: unknown;
+      id: string;
+      o?: string;
+    };
+    expect(decoded.o).toMatch(/^[A-Za-z0-9_-]{12}$/);
+    const legacy = Buffer.from(JSON.stringify({ v: decoded.v, id: decoded.id }), 'utf8').toString('base64url');
+    const fresh = await query('people', { order_by: [['age', 'asc']], limit: 4, after: first.next_cursor });
+    const old = await query('people', { order_by: [['age', 'asc']], limit: 4, after: legacy });
+    expect(old.docs.map((doc) => doc.id)).toEqual(fresh.docs.map((doc) => doc.id));
+    expect(old.docs.length).toBeGreaterThan(0);
+  });
+
   it('stays correct while documents are inserted and deleted between pages', async () => {
     await createCollection(server, { name: 'feed' });
     const initial = Array.from({ length: 40 }, (_, i) => ({

@@ -9,6 +9,7 @@ import { expect } from 'vitest';
 import { errorCode, request, waitFor, type TestApp } from '../helpers.js';
 import { signUp, type SignedUp } from '../auth-helpers.js';
 import { createCollection, type Doc } from '../documents-support.js';
+import { orderFingerprint } from '../../server/modules/documents/query.js';
 import { securitySuite, type HttpResult } from './harness.js';
 
 /** Small enough that a PATCH can push Alice's stored document over it. */
@@ -392,6 +393,48 @@ securitySuite<Fixture>({
       check: (result, fixture) => {
         const docs = (result.body as { docs: Doc[] }).docs;
         expect(docs.every((doc) => doc.owner === fixture.bob.id)).toBe(true);
+      },
+    },
+
+    {
+      name: 'a cursor made under another order_by (same field, other direction) is refused, not read in reverse',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/accounts/query',
+        as: 'bob',
+        body: {
+          order_by: [['balance', 'desc']],
+          after: Buffer.from(
+            JSON.stringify({
+              v: [[1001]],
+              id: 'a',
+              o: orderFingerprint([{ field: { kind: 'data', path: ['balance'] }, direction: 'asc' }]),
+            }),
+          ).toString('base64url'),
+        },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+      mustNotContain: (f) => [f.secret, f.alice.id, f.account.id],
+      check: (result) => {
+        expect((result.body as { error: { details: unknown } }).error.details).toEqual({
+          field: 'after',
+          reason: 'order_by_mismatch',
+        });
+      },
+    },
+    {
+      name: 'a wrong method on a document path answers 405 with Allow and runs no handler',
+      request: (f) => ({ method: 'POST', path: `/v1/db/accounts/${f.account.id}`, as: 'bob', body: { data: {} } }),
+      status: 405,
+      code: 'METHOD_NOT_ALLOWED',
+      mustNotContain: (f) => [f.secret],
+      check: async (result, fixture, server) => {
+        expect(result.headers.get('allow')).toBe('GET, HEAD, PUT, PATCH, DELETE');
+        const stored = await request(server.url, 'GET', `/v1/db/accounts/${fixture.account.id}`, {
+          token: server.serviceKey,
+        });
+        expect((stored.body as Doc).version).toBe(fixture.account.version);
       },
     },
 

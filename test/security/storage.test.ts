@@ -81,6 +81,28 @@ securitySuite<Fixture>({
   tokenOf: (fixture, actor) =>
     actor === 'alice' ? fixture.alice.token : actor === 'bob' ? fixture.bob.token : undefined,
   attacks: [
+    // ---- methods a path does not take ---------------------------------------------------------
+    {
+      name: "PATCH on another user's object: 405 with Allow, before any rule or byte; the object stays",
+      request: (f) => ({
+        method: 'PATCH',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt`,
+        as: 'bob',
+        headers: { 'content-type': 'text/plain' },
+        rawBody: encoder.encode('overwritten'),
+      }),
+      status: 405,
+      code: 'METHOD_NOT_ALLOWED',
+      mustNotContain: () => [ALICE_SECRET],
+      check: async (result, fixture, server) => {
+        expect(result.headers.get('allow')).toBe('GET, HEAD, POST, PUT, DELETE');
+        const stored = await request(server.url, 'GET', `/v1/storage/private/users/${fixture.alice.id}/diary.txt`, {
+          token: fixture.alice.token,
+        });
+        expect(stored.text).toBe(ALICE_SECRET);
+      },
+    },
+
     // ---- content-type smuggling ------------------------------------------------------------
     {
       name: 'a Content-Type list smuggles text/html past an image/* bucket',

@@ -7,6 +7,7 @@ import {
   isConnectionError,
   type ErrorCode,
 } from '../errors.js';
+import type { RouteTable } from './method-not-allowed.js';
 
 /** Fastify's own client-error codes, mapped onto the catalogue. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -105,7 +106,11 @@ function causeMessage(error: AppError): string {
   return cause instanceof Error && cause.message ? cause.message : error.message;
 }
 
-export function registerErrorHandling(app: FastifyInstance): void {
+/**
+ * The one error handler and the not-found handler. With a route table, a path that exists
+ * under other methods answers 405 METHOD_NOT_ALLOWED with `Allow`, not 404.
+ */
+export function registerErrorHandling(app: FastifyInstance, routes?: RouteTable): void {
   app.addSchema(ERROR_ENVELOPE_SCHEMA);
   app.setErrorHandler((error, request, reply) => {
     const appError = toAppError(error);
@@ -125,6 +130,15 @@ export function registerErrorHandling(app: FastifyInstance): void {
     void reply.code(appError.status).headers(headers).send(appError.toBody());
   });
   app.setNotFoundHandler((request, reply) => {
+    const allowed = routes?.methodsFor(request.url) ?? [];
+    if (allowed.length > 0) {
+      const path = request.url.split('?')[0];
+      const error = new AppError('METHOD_NOT_ALLOWED', `${path} does not take ${request.method}.`, {
+        details: { method: request.method, allowed },
+      });
+      void reply.code(405).header('allow', allowed.join(', ')).send(error.toBody());
+      return;
+    }
     const error = new AppError('NOT_FOUND', `No route for ${request.method} ${request.url.split('?')[0]}.`);
     void reply.code(404).send(error.toBody());
   });

@@ -51,9 +51,20 @@ function describe(token: Token): string {
   }
 }
 
-export function ruleError(source: string, position: number, expected: string, message: string): AppError {
+/** Why a rule was refused (docs/rules.md#errors): `details.reason` of INVALID_RULE. */
+export type RuleErrorReason =
+  'syntax' | 'not_a_string' | 'too_long' | 'too_deep' | 'too_many_items' | 'path_too_long' | 'variable_not_available';
+
+export function ruleError(
+  source: string,
+  position: number,
+  expected: string,
+  message: string,
+  reason: RuleErrorReason = 'syntax',
+): AppError {
   return new AppError('INVALID_RULE', message, {
     details: {
+      reason,
       position,
       expected,
       source: source.length > LIMITS.maxBytes ? `${source.slice(0, LIMITS.maxBytes)}…` : source,
@@ -200,6 +211,7 @@ class Parser {
         token.pos,
         `at most ${LIMITS.maxDepth} levels of nesting`,
         `Invalid rule at position ${token.pos}: nesting is deeper than ${LIMITS.maxDepth} levels.`,
+        'too_deep',
       );
     }
   }
@@ -302,6 +314,7 @@ class Parser {
             this.token.pos,
             `at most ${LIMITS.maxArrayItems} array elements`,
             `Invalid rule at position ${this.token.pos}: an array literal may have at most ${LIMITS.maxArrayItems} elements.`,
+            'too_many_items',
           );
         }
         items.push(this.or());
@@ -392,6 +405,7 @@ class Parser {
           segmentToken.pos,
           `at most ${LIMITS.maxPathSegments} path segments`,
           `Invalid rule at position ${segmentToken.pos}: a field path may have at most ${LIMITS.maxPathSegments} segments.`,
+          'path_too_long',
         );
       }
       path.push(segment);
@@ -401,7 +415,7 @@ class Parser {
 
 export function parseExpression(source: string): Expr {
   if (typeof source !== 'string') {
-    throw ruleError('', 0, 'a string', 'A rule must be a string.');
+    throw ruleError('', 0, 'a string', 'A rule must be a string.', 'not_a_string');
   }
   const bytes = Buffer.byteLength(source, 'utf8');
   if (bytes > LIMITS.maxBytes) {
@@ -418,6 +432,7 @@ export function parseExpression(source: string): Expr {
       position,
       `at most ${LIMITS.maxBytes} bytes`,
       `Invalid rule: it is ${bytes} bytes long (UTF-8); the limit is ${LIMITS.maxBytes}.`,
+      'too_long',
     );
   }
   return new Parser(source).parseRule();

@@ -7,7 +7,8 @@
 import type { Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
-import { parseRule, type Rule } from '../../internal/rules/index.js';
+import type { Root } from '../../internal/rules/index.js';
+import { parseRuleForSaving, type RuleSavingScope } from '../../internal/rules/saving.js';
 import type { CollectionRegistry } from './collection-registry.js';
 import { assertCollectionName, parseFieldPath } from './names.js';
 import { SYSTEM_FIELDS } from './query.js';
@@ -43,6 +44,13 @@ function toInfo({ revision: _revision, ...info }: CollectionRow): CollectionInfo
   return info;
 }
 
+/** A collection rule sees auth, doc and now; create and update also see incoming. */
+function collectionRuleScope(kind: RuleKind): RuleSavingScope {
+  const available = new Set<Root>(['auth', 'doc', 'now']);
+  if (kind === 'create' || kind === 'update') available.add('incoming');
+  return { available, describedAs: `a ${kind} rule` };
+}
+
 function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules {
   if (input === undefined) return base;
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
@@ -66,26 +74,7 @@ function parseRules(input: unknown, base: CollectionRules = {}): CollectionRules
         details: { field: `rules.${kind}` },
       });
     }
-    let rule: Rule;
-    try {
-      rule = parseRule(source);
-    } catch (error) {
-      if (error instanceof AppError && error.code === 'INVALID_RULE') {
-        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
-          details: { ...error.details, rule: kind },
-          cause: error,
-        });
-      }
-      throw error;
-    }
-    const misplaced = [...rule.variables].find(
-      (root) => root === 'object' || (root === 'incoming' && (kind === 'read' || kind === 'delete')),
-    );
-    if (misplaced) {
-      throw new AppError('INVALID_RULE', `rules.${kind}: \`${misplaced}\` is not available in a ${kind} rule.`, {
-        details: { rule: kind, variable: misplaced },
-      });
-    }
+    parseRuleForSaving(kind, source, collectionRuleScope(kind as RuleKind));
     out[kind as RuleKind] = source;
   }
   return out;

@@ -16,6 +16,7 @@
  *   or boolean): `age > 5` never matches a string age.
  * - A document missing an order_by field is not excluded: it sorts before null.
  */
+import { createHash } from 'node:crypto';
 import { compareStrings, compareValues, valueAtPath as valueAtPathOf } from '../../../client-sdk/src/order.js';
 import { AppError } from '../../internal/errors.js';
 import { findUserJsonProblem, MAX_USER_JSON_DEPTH } from '../../internal/user-json.js';
@@ -429,15 +430,35 @@ export function compareDocuments(query: Pick<ParsedQuery, 'orderBy'>): (a: Docum
 // ---------------------------------------------------------------------------
 // Cursors
 
+/**
+ * A short fingerprint of an order (each term's field and direction, and so the id tiebreak's
+ * direction): a cursor carries the fingerprint of the order it was made under, so a cursor
+ * replayed under another order_by of the same length is refused rather than read as
+ * positions in an order it does not describe.
+ */
+export function orderFingerprint(orderBy: readonly OrderTerm[]): string {
+  const terms = orderBy.map(({ field, direction }) => [
+    field.kind === 'system' ? field.name : ['data', ...field.path],
+    direction,
+  ]);
+  return createHash('sha256').update(JSON.stringify(terms)).digest('base64url').slice(0, 12);
+}
+
 /** The opaque cursor that resumes after `doc` in a query with this order_by. */
 export function encodeCursor(orderBy: readonly OrderTerm[], doc: Document): string {
   const values = orderBy.map((term) => {
     const value = fieldValue(doc, term.field);
     return value === undefined ? [] : [value];
   });
-  return Buffer.from(JSON.stringify({ v: values, id: doc.id }), 'utf8').toString('base64url');
+  return Buffer.from(JSON.stringify({ v: values, id: doc.id, o: orderFingerprint(orderBy) }), 'utf8').toString(
+    'base64url',
+  );
 }
 
+/**
+ * Reads a cursor back for a query with this order_by. A cursor made before cursors carried
+ * their order's fingerprint (no `o`) is still taken when its number of terms fits.
+ */
 export function decodeCursor(cursor: unknown, orderBy: readonly OrderTerm[]): Cursor {
   const bad = () => invalid('after: not a cursor of this query (order_by must stay the same).', { field: 'after' });
   if (
@@ -454,7 +475,13 @@ export function decodeCursor(cursor: unknown, orderBy: readonly OrderTerm[]): Cu
   } catch {
     throw bad();
   }
-  const { v, id } = (parsed ?? {}) as { v?: unknown; id?: unknown };
+  const { v, id, o } = (parsed ?? {}) as { v?: unknown; id?: unknown; o?: unknown };
+  if (o !== undefined && o !== orderFingerprint(orderBy)) {
+    throw invalid(
+      'after: this cursor was made by a query with another order_by; a cursor resumes only a query with the same order_by (same fields, same directions).',
+      { field: 'after', reason: 'order_by_mismatch' },
+    );
+  }
   if (typeof id !== 'string' || !Array.isArray(v) || v.length !== orderBy.length || !isStorableJson(parsed)) {
     throw bad();
   }

@@ -8,9 +8,25 @@ import type { ReadinessCheck } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
 import { safeEqual } from '../../internal/service-key.js';
 
-const statusSchema = {
+const healthSchema = {
   type: 'object',
-  properties: { status: { type: 'string' }, checks: { type: 'object', additionalProperties: { type: 'boolean' } } },
+  required: ['status'],
+  additionalProperties: false,
+  properties: { status: { type: 'string', enum: ['ok'] } },
+} as const;
+
+const readinessSchema = {
+  type: 'object',
+  required: ['status', 'checks'],
+  additionalProperties: false,
+  properties: {
+    status: { type: 'string', enum: ['ok', 'unavailable'] },
+    checks: {
+      type: 'object',
+      description: 'Each check by name (postgres, storage): whether it answered',
+      additionalProperties: { type: 'boolean' },
+    },
+  },
 } as const;
 
 export interface OpsOptions {
@@ -26,8 +42,8 @@ export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (plugin, { platfo
   const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   app.get(
     '/healthz',
-    { schema: { tags: ['ops'], summary: 'The process is up', response: { 200: statusSchema } } },
-    async () => ({ status: 'ok' }),
+    { schema: { tags: ['ops'], summary: 'The process is up', response: { 200: healthSchema } } },
+    async () => ({ status: 'ok' as const }),
   );
 
   app.get(
@@ -36,7 +52,7 @@ export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (plugin, { platfo
       schema: {
         tags: ['ops'],
         summary: 'Postgres and the storage backend answer',
-        response: { 200: statusSchema, 503: statusSchema },
+        response: { 200: readinessSchema, 503: readinessSchema },
       },
     },
     async (_request, reply) => {
@@ -45,7 +61,7 @@ export const opsRoutes: FastifyPluginAsync<OpsOptions> = async (plugin, { platfo
       );
       const checks = Object.fromEntries(results);
       const ready = results.every(([, ok]) => ok);
-      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : 'unavailable', checks });
+      return reply.code(ready ? 200 : 503).send({ status: ready ? ('ok' as const) : ('unavailable' as const), checks });
     },
   );
 

@@ -14,6 +14,7 @@ import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Readable } from 'node:stream';
 import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
+import { parseRuleForSaving, type RuleSavingScope } from '../../internal/rules/saving.js';
 import { requireService } from '../../internal/guards.js';
 import type { Logger } from '../../internal/log.js';
 import {
@@ -93,7 +94,11 @@ const RULE_KINDS = ['read', 'write', 'delete'] as const;
 type RuleKind = (typeof RULE_KINDS)[number];
 const RULE_CACHE_LIMIT = 1000;
 /** What a bucket rule is evaluated with (see `allowed` and `list`). */
-const BUCKET_RULE_VARIABLES: ReadonlySet<Root> = new Set<Root>(['auth', 'object', 'now']);
+const BUCKET_RULE_SCOPE: RuleSavingScope = {
+  available: new Set<Root>(['auth', 'object', 'now']),
+  describedAs: 'a bucket rule',
+  hint: 'bucket rules see auth, object and now',
+};
 
 function toObject(row: ObjectRow): StorageObject {
   return {
@@ -224,27 +229,7 @@ export class StorageService {
    * rather than saved to deny every request.
    */
   private checkedRule(kind: RuleKind, source: string): Rule {
-    let rule: Rule;
-    try {
-      rule = this.rule(source);
-    } catch (error) {
-      if (isAppError(error) && error.code === 'INVALID_RULE') {
-        throw new AppError('INVALID_RULE', `rules.${kind}: ${error.message}`, {
-          details: { ...error.details, rule: kind },
-          cause: error,
-        });
-      }
-      throw error;
-    }
-    const unavailable = [...rule.variables].find((root) => !BUCKET_RULE_VARIABLES.has(root));
-    if (unavailable !== undefined) {
-      throw new AppError(
-        'INVALID_RULE',
-        `rules.${kind}: \`${unavailable}\` is not available in a bucket rule; bucket rules see auth, object and now.`,
-        { details: { rule: kind, variable: unavailable } },
-      );
-    }
-    return rule;
+    return parseRuleForSaving(kind, source, BUCKET_RULE_SCOPE, (text) => this.rule(text));
   }
 
   private rule(source: string): Rule {
