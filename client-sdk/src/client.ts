@@ -1,7 +1,7 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
 import { FunctionsClient } from './functions.js';
-import { RealtimeClient, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
+import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
 import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
@@ -40,8 +40,11 @@ export interface BasaltClient {
   readonly db: DbClient;
   /** The shared realtime websocket (live queries and channels). */
   readonly realtime: RealtimeClient;
-  /** A realtime channel: broadcast and presence. */
-  channel(name: string): RealtimeChannel;
+  /**
+   * A realtime channel: broadcast and presence. Type its events and presence payload with
+   * `channel<{ typing: { who: string } }, { name: string }>('room')`.
+   */
+  channel<E extends ChannelEvents = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P>;
   /** Files in buckets. */
   readonly storage: StorageClient;
   /** HTTP functions. */
@@ -74,7 +77,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     auth,
     db: new DbClient(http, realtime),
     realtime,
-    channel: (name) => realtime.channel(name),
+    channel: <E extends ChannelEvents = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
     storage: new StorageClient(http),
     functions: new FunctionsClient(http),
   };

@@ -1,5 +1,13 @@
-export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
-export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
+export { BasaltError, ERROR_CATALOGUE, isBasaltError, isErrorCode } from './errors.js';
+export type {
+  AnyBasaltError,
+  ErrorBody,
+  ErrorCode,
+  ErrorDetails,
+  ErrorDetailsMap,
+  ErrorDetailsOf,
+  ValidationIssue,
+} from './errors.js';
 export { createClient, HttpTransport } from './client.js';
 export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
 export { AuthClient } from './auth.js';
@@ -28,25 +36,39 @@ export {
   where,
 } from './db.js';
 export type {
+  ArrayRemoveTransform,
+  ArrayUnionTransform,
   BatchResult,
   Condition,
+  DeleteFieldTransform,
   Doc,
   DocumentData,
+  FieldPath,
   FieldTransform,
   Filter,
+  IncrementTransform,
   OrderDirection,
+  PathValue,
   QueryBody,
+  QueryPath,
   QueryResult,
   RedactedDoc,
+  Selected,
+  ServerTimestampTransform,
+  SystemField,
+  TransformFor,
   UpdateData,
   WhereOp,
+  WhereValue,
   WriteData,
   WriteOptions,
 } from './db.js';
 export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
+  ChannelEvents,
   DocChangeType,
   LiveDoc,
+  PresenceCallback,
   LiveQuery,
   PresenceEntry,
   PresenceState,

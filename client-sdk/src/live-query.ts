@@ -4,14 +4,17 @@ import type { Frame } from './frames.js';
 import { documentComparator, type OrderDirection } from './order.js';
 import type { Doc, DocChangeType } from './wire.js';
 
-/** A document as a live query delivers it (the same shape as every API answer). */
+/**
+ * A document as a live query delivers it: the same type as every API answer.
+ * @deprecated Use `Doc`: live queries and get() deliver one document type.
+ */
 export type LiveDoc<T = Record<string, unknown>> = Doc<T>;
 
 export interface QuerySnapshot<T = Record<string, unknown>> {
   /** The query's result, in its order. */
-  docs: LiveDoc<T>[];
+  docs: Doc<T>[];
   /** What changed since the previous snapshot (the first lists every document as added). */
-  changes: Array<{ type: DocChangeType; doc: LiveDoc<T> }>;
+  changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
 }
 
 /** The query part a live query sends: as in `/query`, without `after`. */
