@@ -51,11 +51,30 @@ export interface BasaltClient {
   readonly functions: FunctionsClient;
 }
 
+let warnedNoStorage = false;
+
+/**
+ * Node has no localStorage: without a `storage`, a session lives only as long as the process,
+ * which surprises a script that signs in once and expects to stay signed in. Said once per
+ * process; `persistSession: false` says it is meant.
+ */
+function warnNoSessionStorage(): void {
+  if (warnedNoStorage) return;
+  warnedNoStorage = true;
+  console.warn(
+    'Basalt: no session storage here (no localStorage), so the session is kept in memory only and lost when the ' +
+      'process ends. Pass `storage` ({ getItem, setItem, removeItem }) to createClient to keep it, or ' +
+      '`persistSession: false` to say that memory is meant.',
+  );
+}
+
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
   const http = new HttpTransport(url, fetchImpl, options.retry);
+  const storage = options.persistSession === false ? null : (options.storage ?? defaultStorage());
+  if (storage === null && options.persistSession !== false) warnNoSessionStorage();
   const auth = new AuthClient(http, {
-    storage: options.persistSession === false ? null : (options.storage ?? defaultStorage()),
+    storage,
     storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,
     autoRefreshToken: options.autoRefreshToken ?? true,
     detectSessionInUrl: options.detectSessionInUrl ?? true,

@@ -80,4 +80,14 @@ export type {
 } from './realtime.js';
 export { BucketRef, StorageClient } from './storage.js';
 export { FunctionsClient } from './functions.js';
-export type { ListOptions, ListResult, StorageObject, UploadBody, UploadOptions } from './storage.js';
+export type {
+  ListOptions,
+  ListResult,
+  RemoveResult,
+  SignedUrl,
+  SignedUrlOptions,
+  StorageObject,
+  TransferOptions,
+  UploadBody,
+  UploadOptions,
+} from './storage.js';
