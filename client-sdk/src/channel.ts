@@ -40,8 +40,8 @@ export type PresenceCallback<P = unknown> = (
 ) => void;
 
 /**
- * The broadcast events of a channel and their payloads, e.g. `{ typing: { who: string } }`.
- * The default takes any event with a payload of unknown type.
+ * The broadcast events of a channel and their payloads, e.g. `{ typing: { who: string } }`
+ * (a type literal or an interface). The default takes any event with a payload of unknown type.
  */
 export type ChannelEvents = Record<string, unknown>;
 
@@ -206,7 +206,7 @@ export class ChannelMembership {
  * broadcast event to its payload, `P` is the presence payload. The types are the app's
  * promise about what members send: the server does not check payloads.
  */
-export class RealtimeChannel<E extends ChannelEvents = ChannelEvents, P = unknown> {
+export class RealtimeChannel<E extends object = ChannelEvents, P = unknown> {
   readonly #membership: ChannelMembership;
 
   /** Made by the client's realtime connection: use `basalt.channel(name)`. */

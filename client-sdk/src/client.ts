@@ -44,7 +44,7 @@ export interface BasaltClient {
    * A realtime channel: broadcast and presence. Type its events and presence payload with
    * `channel<{ typing: { who: string } }, { name: string }>('room')`.
    */
-  channel<E extends ChannelEvents = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P>;
+  channel<E extends object = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P>;
   /** Files in buckets. */
   readonly storage: StorageClient;
   /** HTTP functions. */
@@ -96,7 +96,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     auth,
     db: new DbClient(http, realtime),
     realtime,
-    channel: <E extends ChannelEvents = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
+    channel: <E extends object = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
     storage: new StorageClient(http),
     functions: new FunctionsClient(http),
   };

@@ -9,7 +9,7 @@ export type {
   ValidationIssue,
 } from './errors.js';
 export { createClient, HttpTransport } from './client.js';
-export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
+export type { BasaltClient, ClientOptions, RetryOptions, SessionStorage } from './client.js';
 export { AuthClient } from './auth.js';
 export type {
   AuthChangeEvent,

@@ -123,7 +123,7 @@ export class RealtimeClient implements LiveQueries {
   }
 
   /** A channel by name (the same one for the same name); see RealtimeChannel for typing its events. */
-  channel<E extends ChannelEvents = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P> {
+  channel<E extends object = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P> {
     let membership = this.channels.get(name);
     if (!membership) {
       membership = new ChannelMembership(name, this.#channelHost);

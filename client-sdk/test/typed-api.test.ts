@@ -135,6 +135,12 @@ describe('typed channels', () => {
     // @ts-expect-error a handler for another payload type
     room.on('broadcast', 'moved', (payload: { who: string }) => void payload);
     expect(_send).toBeTypeOf('function');
+    // Events declared as an interface work as well as a type literal.
+    interface Events {
+      typing: { who: string };
+    }
+    const declared = basalt.channel<Events>('declared');
+    declared.on('broadcast', 'typing', (payload) => expectTypeOf(payload).toEqualTypeOf<{ who: string }>());
     const untyped = basalt.channel('other');
     untyped.on('broadcast', 'anything', (payload) => expectTypeOf(payload).toBeUnknown());
   });
