@@ -70,6 +70,7 @@ export type {
   LiveDoc,
   PresenceCallback,
   LiveQuery,
+  LiveTarget,
   PresenceEntry,
   PresenceState,
   QuerySnapshot,

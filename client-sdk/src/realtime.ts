@@ -16,7 +16,7 @@ import { onPageWake } from './tabs.js';
 
 export type { ChannelEvents, PresenceCallback, PresenceEntry, PresenceState, SendResult } from './channel.js';
 export { RealtimeChannel } from './channel.js';
-export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
+export type { LiveDoc, LiveQuery, LiveTarget, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
 
 /**
