@@ -103,7 +103,7 @@ export type Selected<T, P extends string> =
   IsOpen<T> extends true
     ? T
     : {
-        [K in keyof T & TopKey<P>]: K extends P
+        [K in keyof Pick<T, keyof T & TopKey<P>>]: K extends P
           ? T[K]
           : NonNullable<T[K]> extends object
             ? Selected<NonNullable<T[K]>, SubPath<P, K & string>> | Extract<T[K], undefined | null>

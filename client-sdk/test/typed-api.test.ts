@@ -100,6 +100,13 @@ describe('typed collections', () => {
     const _picked = notes.select('title', 'meta.color');
     type Picked = Awaited<ReturnType<typeof _picked.get>>;
     expectTypeOf<Picked>().toEqualTypeOf<QueryResult<{ title: string; meta: { color: string } }>>();
+    // Optional fields stay optional: the server leaves absent paths out.
+    type WithOptional = Awaited<
+      ReturnType<
+        Query<Note, ReturnType<typeof notes.select<'archived'>> extends Query<Note, infer R> ? R : never>['get']
+      >
+    >;
+    expectTypeOf<WithOptional['docs'][number]['data']>().toEqualTypeOf<{ archived?: boolean }>();
     expectTypeOf(notes).toEqualTypeOf<CollectionRef<Note>>();
     expectTypeOf<Awaited<ReturnType<typeof notes.get>>['prevCursor']>().toEqualTypeOf<string | null>();
   });
