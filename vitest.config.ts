@@ -1,6 +1,9 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // Code written as an app would write it imports the SDK by its package name: this checkout's SDK.
+  resolve: { alias: { '@basalt/client': fileURLToPath(new URL('./client-sdk/src/index.ts', import.meta.url)) } },
   test: {
     include: ['test/**/*.test.ts', 'server/**/*.test.ts', 'client-sdk/test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],

@@ -5,6 +5,8 @@
  * An HTML comment on the line(s) right before a block steers the test:
  *   <!-- docs-test: skip <reason> -->        the block is a fragment that cannot run or compile
  *   <!-- docs-test: expect-status 404 409 --> the statuses its curls answer, in order, when errors are the point
+ * A page that says, anywhere, `<!-- docs-test: generated <how it is checked> -->` holds generated
+ * declarations rather than examples (the SDK reference) and is checked by its own test instead.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -23,6 +25,7 @@ export interface DocBlock {
   expectStatus: number[] | null;
 }
 
+const GENERATED_PAGE = /^<!--\s*docs-test:\s*generated\b.*-->$/m;
 const DIRECTIVE = /^<!--\s*docs-test:\s*(skip|expect-status)\b\s*(.*?)\s*-->$/;
 
 export function readDocBlocks(docsDir: string): DocBlock[] {
@@ -32,7 +35,9 @@ export function readDocBlocks(docsDir: string): DocBlock[] {
     .sort();
   for (const name of pages) {
     const page = path.posix.join(path.basename(docsDir), name);
-    const lines = readFileSync(path.join(docsDir, name), 'utf8').split('\n');
+    const text = readFileSync(path.join(docsDir, name), 'utf8');
+    if (GENERATED_PAGE.test(text)) continue;
+    const lines = text.split('\n');
     for (let i = 0; i < lines.length; i++) {
       const open = /^(\s*)(`{3,}|~{3,})\s*([\w+-]*)/.exec(lines[i] ?? '');
       if (!open) continue;

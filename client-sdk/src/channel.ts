@@ -20,7 +20,7 @@ export type SendResult = 'ok' | 'error' | 'timed out';
 /** The connection a channel talks through (the client's realtime socket). */
 export interface ChannelHost {
   /** Whether frames sent now go out at once. */
-  readonly connected: boolean;
+  connected(): boolean;
   send(frame: Frame): void;
   /** Sends a broadcast frame and resolves with the server's acknowledgement. */
   broadcast(frame: Frame): Promise<SendResult>;
@@ -33,7 +33,17 @@ interface Waiter {
   reject: (error: BasaltError) => void;
 }
 
-type PresenceCallback = (state: PresenceState, diff: { joins: PresenceEntry[]; leaves: PresenceEntry[] }) => void;
+/** Called with the whole presence state and what changed. */
+export type PresenceCallback<P = unknown> = (
+  state: PresenceState<P>,
+  diff: { joins: PresenceEntry<P>[]; leaves: PresenceEntry<P>[] },
+) => void;
+
+/**
+ * The broadcast events of a channel and their payloads, e.g. `{ typing: { who: string } }`
+ * (a type literal or an interface). The default takes any event with a payload of unknown type.
+ */
+export type ChannelEvents = Record<string, unknown>;
 
 /**
  * A channel as the realtime connection handles it: what the app asked for (joined,
@@ -99,7 +109,7 @@ export class ChannelMembership {
     if (!this.joined) return;
     this.joined = false;
     this.tracked = undefined;
-    if (this.client.connected) {
+    if (this.client.connected()) {
       const left = this.wait();
       this.client.send({ type: 'leave', channel: this.name });
       this.onSocket = false;
@@ -201,9 +211,12 @@ function samePresence(known: PresenceEntry | undefined, entry: PresenceEntry): b
 
 /**
  * A channel: broadcast messages and presence shared by everyone who joined it, on any
- * server instance. Get one with `basalt.channel(name)`.
+ * server instance. Get one with `basalt.channel(name)`, or typed with
+ * `basalt.channel<{ typing: { who: string } }, { name: string }>(name)`: `E` maps each
+ * broadcast event to its payload, `P` is the presence payload. The types are the app's
+ * promise about what members send: the server does not check payloads.
  */
-export class RealtimeChannel {
+export class RealtimeChannel<E extends object = ChannelEvents, P = unknown> {
   readonly #membership: ChannelMembership;
 
   /** Made by the client's realtime connection: use `basalt.channel(name)`. */
@@ -215,8 +228,8 @@ export class RealtimeChannel {
     return this.#membership.name;
   }
 
-  on(type: 'broadcast', event: string, callback: (payload: unknown) => void): this;
-  on(type: 'presence', callback: PresenceCallback): this;
+  on<K extends keyof E & string>(type: 'broadcast', event: K, callback: (payload: E[K]) => void): this;
+  on(type: 'presence', callback: PresenceCallback<P>): this;
   on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
     this.#membership.on(type, args);
     return this;
@@ -231,12 +244,12 @@ export class RealtimeChannel {
    * Broadcasts to the other members (not to this client); resolves with the server's
    * acknowledgement. Throws INVALID_REQUEST before subscribe().
    */
-  send(event: string, payload: unknown): Promise<SendResult> {
+  send<K extends keyof E & string>(event: K, payload: E[K]): Promise<SendResult> {
     return this.#membership.send(event, payload);
   }
 
   /** Shares this client's presence payload with the channel (replacing the previous one). */
-  track(payload: unknown): Promise<void> {
+  track(payload: P): Promise<void> {
     return this.#membership.track(payload);
   }
 
@@ -245,7 +258,8 @@ export class RealtimeChannel {
   }
 
   /** The current presence state. */
-  presenceState(): PresenceState {
-    return this.#membership.presenceState();
+  presenceState(): PresenceState<P> {
+    // Members track what P says (see the class comment).
+    return this.#membership.presenceState() as PresenceState<P>;
   }
 }

@@ -1,7 +1,7 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
 import { FunctionsClient } from './functions.js';
-import { RealtimeClient, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
+import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
 import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
@@ -40,19 +40,41 @@ export interface BasaltClient {
   readonly db: DbClient;
   /** The shared realtime websocket (live queries and channels). */
   readonly realtime: RealtimeClient;
-  /** A realtime channel: broadcast and presence. */
-  channel(name: string): RealtimeChannel;
+  /**
+   * A realtime channel: broadcast and presence. Type its events and presence payload with
+   * `channel<{ typing: { who: string } }, { name: string }>('room')`.
+   */
+  channel<E extends object = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P>;
   /** Files in buckets. */
   readonly storage: StorageClient;
   /** HTTP functions. */
   readonly functions: FunctionsClient;
 }
 
+let warnedNoStorage = false;
+
+/**
+ * Node has no localStorage: without a `storage`, a session lives only as long as the process,
+ * which surprises a script that signs in once and expects to stay signed in. Said once per
+ * process; `persistSession: false` says it is meant.
+ */
+function warnNoSessionStorage(): void {
+  if (warnedNoStorage) return;
+  warnedNoStorage = true;
+  console.warn(
+    'Basalt: no session storage here (no localStorage), so the session is kept in memory only and lost when the ' +
+      'process ends. Pass `storage` ({ getItem, setItem, removeItem }) to createClient to keep it, or ' +
+      '`persistSession: false` to say that memory is meant.',
+  );
+}
+
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
   const http = new HttpTransport(url, fetchImpl, options.retry);
+  const storage = options.persistSession === false ? null : (options.storage ?? defaultStorage());
+  if (storage === null && options.persistSession !== false) warnNoSessionStorage();
   const auth = new AuthClient(http, {
-    storage: options.persistSession === false ? null : (options.storage ?? defaultStorage()),
+    storage,
     storageKey: options.storageKey ?? `basalt.auth.${new URL(http.baseUrl).host}`,
     autoRefreshToken: options.autoRefreshToken ?? true,
     detectSessionInUrl: options.detectSessionInUrl ?? true,
@@ -74,7 +96,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     auth,
     db: new DbClient(http, realtime),
     realtime,
-    channel: (name) => realtime.channel(name),
+    channel: <E extends object = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
     storage: new StorageClient(http),
     functions: new FunctionsClient(http),
   };

@@ -6,13 +6,13 @@ import { BasaltError } from './errors.js';
 import { liveQueryOf, type LiveQueries } from './live-query.js';
 import type { OrderDirection } from './order.js';
 import type { HttpTransport } from './transport.js';
-import type { Doc, DocChangeType, DocumentData } from './wire.js';
+import type { FieldPath, PathValue, QueryPath, Selected, WhereOp, WhereValue } from './field-paths.js';
+import type { QuerySnapshot } from './live-query.js';
+import type { Doc, DocumentData } from './wire.js';
 
 export type { Doc, DocumentData } from './wire.js';
 export type { OrderDirection } from './order.js';
-
-export type WhereOp =
-  '==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'not-in' | 'array-contains' | 'array-contains-any' | 'exists';
+export type { FieldPath, PathValue, QueryPath, Selected, SystemField, WhereOp, WhereValue } from './field-paths.js';
 
 /** `[path, op, value]`; path is a dotted path into data, or id, owner, created_at, updated_at. */
 export type Condition = [path: string, op: WhereOp, value: unknown];
@@ -41,40 +41,76 @@ export function and(...filters: Filter[]): AndFilter {
 
 // -- field transforms ----------------------------------------------------------
 
+export interface IncrementTransform {
+  readonly $increment: number;
+}
+export interface ServerTimestampTransform {
+  readonly $server_timestamp: true;
+}
+export interface ArrayUnionTransform<E = unknown> {
+  readonly $array_union: readonly E[];
+}
+export interface ArrayRemoveTransform<E = unknown> {
+  readonly $array_remove: readonly E[];
+}
+export interface DeleteFieldTransform {
+  readonly $delete: true;
+}
+
 /** A field transform: computed by the server from the stored value, atomically. */
 export type FieldTransform =
-  | { readonly $increment: number }
-  | { readonly $server_timestamp: true }
-  | { readonly $array_union: readonly unknown[] }
-  | { readonly $array_remove: readonly unknown[] }
-  | { readonly $delete: true };
+  IncrementTransform | ServerTimestampTransform | ArrayUnionTransform | ArrayRemoveTransform | DeleteFieldTransform;
 
 /** Adds `n` (may be negative or fractional) to a number field; a missing or non-number field counts as 0. */
-export function increment(n: number): FieldTransform {
+export function increment(n: number): IncrementTransform {
   return { $increment: n };
 }
-/** The server's time at the write (UTC ISO string with microseconds). */
-export function serverTimestamp(): FieldTransform {
+/** The server's time at the write (UTC ISO string with microseconds): for string fields. */
+export function serverTimestamp(): ServerTimestampTransform {
   return { $server_timestamp: true };
 }
 /** Appends the values not already present (deep equality). */
-export function arrayUnion(...values: unknown[]): FieldTransform {
+export function arrayUnion<E>(...values: E[]): ArrayUnionTransform<E> {
   return { $array_union: values };
 }
 /** Removes every element equal (deep equality) to one of the values. */
-export function arrayRemove(...values: unknown[]): FieldTransform {
+export function arrayRemove<E>(...values: E[]): ArrayRemoveTransform<E> {
   return { $array_remove: values };
 }
 /** Removes the field. */
-export function deleteField(): FieldTransform {
+export function deleteField(): DeleteFieldTransform {
   return { $delete: true };
 }
 
-/** Data for add/set: each field may be its value or a transform (applied to nothing). */
-export type WriteData<T> = { [K in keyof T]: T[K] | FieldTransform };
-/** Data for update: a deep partial where any field may be a transform. */
+type Includes<V, X> = [Extract<V, X>] extends [never] ? false : true;
+type ArrayElement<V> = V extends readonly (infer E)[] ? E : never;
+
+/**
+ * The transforms a field of type V takes: increment for numbers, serverTimestamp for strings,
+ * arrayUnion/arrayRemove of its elements for arrays, deleteField for any field. Any
+ * transform for a field whose type is not known (untyped collections).
+ */
+export type TransformFor<V> = unknown extends V
+  ? FieldTransform
+  : | (Includes<V, number> extends true ? IncrementTransform : never)
+    | (Includes<V, string> extends true ? ServerTimestampTransform : never)
+    | (Includes<V, readonly unknown[]> extends true
+        ? | ArrayUnionTransform<ArrayElement<Extract<V, readonly unknown[]>>>
+          | ArrayRemoveTransform<ArrayElement<Extract<V, readonly unknown[]>>>
+        : never)
+    | DeleteFieldTransform;
+
+/** Objects whose fields a write addresses one by one (not arrays, not dates). */
+type Nested<V> = V extends readonly unknown[] | Date ? never : V extends object ? V : never;
+
+/** Data for add/set: each field its value or a transform of its type (applied to nothing), nested objects alike. */
+export type WriteData<T> = { [K in keyof T]: T[K] | TransformFor<T[K]> | WriteData<Nested<NonNullable<T[K]>>> };
+/**
+ * Data for update: a deep partial (interfaces and type aliases alike), where each field may be
+ * a transform of its type: `update({ meta: { color: 'red' }, views: increment(1) })`.
+ */
 export type UpdateData<T> = {
-  [K in keyof T]?: T[K] | FieldTransform | (T[K] extends Record<string, unknown> ? UpdateData<T[K]> : never);
+  [K in keyof T]?: T[K] | TransformFor<T[K]> | UpdateData<Nested<NonNullable<T[K]>>>;
 };
 
 /**
@@ -119,11 +155,24 @@ export interface QueryBody {
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
   after?: string | null;
+  /** Only documents before this cursor (a `prevCursor` or `nextCursor` of the same query). */
+  before?: string | null;
+  /** The last n documents of the result (in the query's order) instead of the first `limit`. */
+  limit_to_last?: number;
+  /** Only these data paths in each document's data (system fields always come). */
+  select?: string[];
 }
 
 export interface QueryResult<T> {
   docs: Doc<T>[];
+  /** Continues after this page with startAfter(nextCursor); null when no document follows. */
   nextCursor: string | null;
+  /**
+   * Goes back before this page with endBefore(prevCursor) (with limitToLast for the page just
+   * before); null when the query started at the beginning (no startAfter, no limitToLast
+   * with more before).
+   */
+  prevCursor: string | null;
 }
 
 function segment(value: string): string {
@@ -140,38 +189,75 @@ export interface DbContext {
   readonly live: LiveQueries;
 }
 
-/** An immutable query: each method returns a new one. */
-export class Query<T = DocumentData> {
+/**
+ * An immutable query: each method returns a new one. `T` is the collection's data type (its
+ * paths and values are checked where the collection is typed), `R` the data each result
+ * carries (T, or what select() keeps of it).
+ */
+export class Query<T = DocumentData, R = T> {
   constructor(
     protected readonly context: DbContext,
     readonly collection: string,
     protected readonly body: QueryBody = {},
   ) {}
 
-  protected with(change: Partial<QueryBody>): Query<T> {
-    return new Query<T>(this.context, this.collection, { ...this.body, ...change });
+  protected with<Next = R>(change: Partial<QueryBody>, drop: Array<keyof QueryBody> = []): Query<T, Next> {
+    const body: QueryBody = { ...this.body, ...change };
+    for (const key of drop) delete body[key];
+    return new Query<T, Next>(this.context, this.collection, body);
   }
 
-  /** Adds a condition (ANDed with the others), or a filter built with or(...) / and(...). */
-  where(path: string, op: WhereOp, value: unknown): Query<T>;
-  where(filter: Filter): Query<T>;
-  where(pathOrFilter: string | Filter, op?: WhereOp, value?: unknown): Query<T> {
+  /**
+   * Adds a condition (ANDed with the others), or a filter built with or(...) / and(...). On a
+   * typed collection the path must exist in T and the value fit the field's type.
+   */
+  where<P extends QueryPath<T>, Op extends WhereOp>(
+    path: P,
+    op: Op,
+    value: WhereValue<PathValue<T, P>, Op>,
+  ): Query<T, R>;
+  where(filter: Filter): Query<T, R>;
+  where(pathOrFilter: string | Filter, op?: WhereOp, value?: unknown): Query<T, R> {
     const filter: Filter = typeof pathOrFilter === 'string' ? [pathOrFilter, op as WhereOp, value] : pathOrFilter;
     return this.with({ where: [...(this.body.where ?? []), filter] });
   }
 
-  orderBy(path: string, direction: OrderDirection = 'asc'): Query<T> {
+  orderBy(path: QueryPath<T>, direction: OrderDirection = 'asc'): Query<T, R> {
     return this.with({ order_by: [...(this.body.order_by ?? []), [path, direction]] });
   }
 
-  /** At most n documents per page (1-1000; the server's default is 100). */
-  limit(n: number): Query<T> {
-    return this.with({ limit: n });
+  /** At most n documents per page, from the start (1-1000; the server's default is 100). */
+  limit(n: number): Query<T, R> {
+    return this.with({ limit: n }, ['limit_to_last']);
+  }
+
+  /**
+   * The last n documents (1-1000) of the result, still in the query's order: with
+   * endBefore(cursor), the page just before the cursor. get() only; live queries take limit().
+   */
+  limitToLast(n: number): Query<T, R> {
+    return this.with({ limit_to_last: n }, ['limit']);
   }
 
   /** Continues after a page: pass the `nextCursor` of the previous get(). */
-  startAfter(cursor: string | null): Query<T> {
+  startAfter(cursor: string | null): Query<T, R> {
     return this.with({ after: cursor });
+  }
+
+  /**
+   * Only documents before the cursor: pass the `prevCursor` of a page (with limitToLast(n)
+   * for the n documents just before it). get() only.
+   */
+  endBefore(cursor: string | null): Query<T, R> {
+    return this.with({ before: cursor });
+  }
+
+  /**
+   * Only these fields of each document's data (dotted paths into nested objects; system
+   * fields always come). The read rule still decides which documents are returned.
+   */
+  select<P extends FieldPath<T>>(...fields: P[]): Query<T, Selected<T, P>> {
+    return this.with<Selected<T, P>>({ select: [...fields] });
   }
 
   /** The query as sent on the wire (realtime subscriptions take the same form). */
@@ -187,36 +273,41 @@ export class Query<T = DocumentData> {
    * (`details.limit`) rather than being cut short. If the session signs out or changes user
    * while the result holds documents the new caller may not read, the listener ends with
    * FORBIDDEN; otherwise it shows the new caller's result in one snapshot. Returns the stop function.
+   * Takes where, orderBy, limit and startAfter (and select, applied to each delivered document);
+   * throws INVALID_REQUEST for endBefore and limitToLast, which only get() takes.
    */
-  onSnapshot(
-    callback: (snapshot: {
-      docs: Doc<T>[];
-      changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
-      hasMore: boolean;
-    }) => void,
-    onError?: (error: BasaltError) => void,
-  ): () => void {
+  onSnapshot(callback: (snapshot: QuerySnapshot<R>) => void, onError?: (error: BasaltError) => void): () => void {
+    if (this.body.before != null || this.body.limit_to_last !== undefined) {
+      throw new BasaltError(
+        'INVALID_REQUEST',
+        'Live queries take where, orderBy and limit; endBefore and limitToLast are for get().',
+      );
+    }
+    const select = this.body.select;
     return this.context.live.subscribe(
       { collection: this.collection, query: liveQueryOf(this.body) },
-      (snapshot) =>
-        callback(
-          snapshot as unknown as {
-            docs: Doc<T>[];
-            changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
-            hasMore: boolean;
-          },
-        ),
+      (snapshot) => {
+        // The live query carries what T says a document holds; select() narrows it to R.
+        const typed = snapshot as unknown as QuerySnapshot<R>;
+        if (!select) return callback(typed);
+        const project = (doc: Doc<R>): Doc<R> => ({ ...doc, data: projectData(doc.data, select) as R });
+        callback({
+          docs: typed.docs.map(project),
+          changes: typed.changes.map((change) => ({ type: change.type, doc: project(change.doc) })),
+          hasMore: typed.hasMore,
+        });
+      },
       onError,
     );
   }
 
-  async get(): Promise<QueryResult<T>> {
-    const result = await this.context.http.request<{ docs: Doc<T>[]; next_cursor: string | null }>(
-      'POST',
-      `/v1/db/${segment(this.collection)}/query`,
-      this.body,
-    );
-    return { docs: result.docs, nextCursor: result.next_cursor };
+  async get(): Promise<QueryResult<R>> {
+    const result = await this.context.http.request<{
+      docs: Doc<R>[];
+      next_cursor: string | null;
+      prev_cursor?: string | null;
+    }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
+    return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
   }
 
   /** How many documents match (that the caller may read); limit and cursor are ignored. */
@@ -229,6 +320,26 @@ export class Query<T = DocumentData> {
     );
     return result.count;
   }
+}
+
+/** The selected paths of `data`, as the server's select does (for live queries, which deliver whole documents). */
+function projectData(data: unknown, paths: readonly string[]): Record<string, unknown> {
+  const result: Record<string, unknown> = {};
+  for (const path of paths) {
+    const segments = path.split('.');
+    let source: unknown = data;
+    for (const segment of segments) {
+      source = source !== null && typeof source === 'object' ? (source as Record<string, unknown>)[segment] : undefined;
+    }
+    if (source === undefined) continue;
+    let target = result;
+    for (const segment of segments.slice(0, -1)) {
+      const next = target[segment];
+      target = next !== null && typeof next === 'object' ? (next as Record<string, unknown>) : (target[segment] = {});
+    }
+    target[segments.at(-1) as string] = source;
+  }
+  return result;
 }
 
 export class DocumentRef<T = DocumentData> {
@@ -256,7 +367,8 @@ export class DocumentRef<T = DocumentData> {
   onSnapshot(callback: (doc: Doc<T> | null) => void, onError?: (error: BasaltError) => void): () => void {
     return this.context.live.subscribe(
       { collection: this.collection, docId: this.id },
-      (snapshot) => callback((snapshot.docs[0] as unknown as Doc<T> | undefined) ?? null),
+      // The live query carries documents of the collection, whose data type T names.
+      (snapshot) => callback((snapshot.docs[0] as Doc<T> | undefined) ?? null),
       onError,
     );
   }

@@ -1,7 +1,15 @@
-export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
-export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
+export { BasaltError, ERROR_CATALOGUE, isBasaltError, isErrorCode } from './errors.js';
+export type {
+  AnyBasaltError,
+  ErrorBody,
+  ErrorCode,
+  ErrorDetails,
+  ErrorDetailsMap,
+  ErrorDetailsOf,
+  ValidationIssue,
+} from './errors.js';
 export { createClient, HttpTransport } from './client.js';
-export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
+export type { BasaltClient, ClientOptions, RetryOptions, SessionStorage } from './client.js';
 export { AuthClient } from './auth.js';
 export type {
   AuthChangeEvent,
@@ -28,26 +36,41 @@ export {
   where,
 } from './db.js';
 export type {
+  ArrayRemoveTransform,
+  ArrayUnionTransform,
   BatchResult,
   Condition,
+  DeleteFieldTransform,
   Doc,
   DocumentData,
+  FieldPath,
   FieldTransform,
   Filter,
+  IncrementTransform,
   OrderDirection,
+  PathValue,
   QueryBody,
+  QueryPath,
   QueryResult,
   RedactedDoc,
+  Selected,
+  ServerTimestampTransform,
+  SystemField,
+  TransformFor,
   UpdateData,
   WhereOp,
+  WhereValue,
   WriteData,
   WriteOptions,
 } from './db.js';
 export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
+  ChannelEvents,
   DocChangeType,
   LiveDoc,
+  PresenceCallback,
   LiveQuery,
+  LiveTarget,
   PresenceEntry,
   PresenceState,
   QuerySnapshot,
@@ -58,4 +81,14 @@ export type {
 } from './realtime.js';
 export { BucketRef, StorageClient } from './storage.js';
 export { FunctionsClient } from './functions.js';
-export type { ListOptions, ListResult, StorageObject, UploadBody, UploadOptions } from './storage.js';
+export type {
+  ListOptions,
+  ListResult,
+  RemoveResult,
+  SignedUrl,
+  SignedUrlOptions,
+  StorageObject,
+  TransferOptions,
+  UploadBody,
+  UploadOptions,
+} from './storage.js';

@@ -4,7 +4,10 @@ import type { Frame } from './frames.js';
 import { documentComparator, type OrderDirection } from './order.js';
 import type { Doc, DocChangeType } from './wire.js';
 
-/** A document as a live query delivers it (the same shape as every API answer). */
+/**
+ * A document as a live query delivers it: the same type as every API answer.
+ * @deprecated Use `Doc`: live queries and get() deliver one document type.
+ */
 export type LiveDoc<T = Record<string, unknown>> = Doc<T>;
 
 export interface QuerySnapshot<T = Record<string, unknown>> {
@@ -13,9 +16,9 @@ export interface QuerySnapshot<T = Record<string, unknown>> {
    * `startAfter` cursor, if given); without, every match (a query matching more than 1000
    * documents fails with INVALID_REQUEST rather than being cut short).
    */
-  docs: LiveDoc<T>[];
+  docs: Doc<T>[];
   /** What changed since the previous snapshot (the first lists every document as added). */
-  changes: Array<{ type: DocChangeType; doc: LiveDoc<T> }>;
+  changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
   /** With `limit`: more documents match beyond `docs`. Always false without `limit`. */
   hasMore: boolean;
 }
@@ -46,18 +49,18 @@ export interface LiveQueries {
 
 /** One live query: keeps the client's copy and the cursor to resume from. */
 export class LiveSubscription {
-  docs = new Map<string, LiveDoc<unknown>>();
+  docs = new Map<string, Doc<unknown>>();
   cursor: string | null = null;
   ready = false;
   /** Resubscribed once after the server dropped it for an expired token; a second drop is final. */
   retried = false;
   /** Whether documents beyond the window match (the server's `has_more`). */
   hasMore = false;
-  private pending: Array<{ type: DocChangeType; doc: LiveDoc<unknown> }> = [];
+  private pending: Array<{ type: DocChangeType; doc: Doc<unknown> }> = [];
   /** `hasMore` changed since the last snapshot. */
   private moreChanged = false;
   private flushScheduled = false;
-  private readonly compare: (a: LiveDoc<unknown>, b: LiveDoc<unknown>) => number;
+  private readonly compare: (a: Doc<unknown>, b: Doc<unknown>) => number;
 
   constructor(
     readonly id: string,
@@ -83,12 +86,12 @@ export class LiveSubscription {
     if (typeof frame.cursor === 'string') this.cursor = frame.cursor;
     if (frame.type === 'subscribed' || frame.type === 'reset') {
       if (typeof frame.has_more === 'boolean') this.setHasMore(frame.has_more);
-      if (Array.isArray(frame.docs)) this.replace(frame.docs as LiveDoc<unknown>[], !this.ready);
+      if (Array.isArray(frame.docs)) this.replace(frame.docs as Doc<unknown>[], !this.ready);
       this.ready = true;
     } else if (frame.type === 'more') {
       if (typeof frame.has_more === 'boolean' && this.setHasMore(frame.has_more)) this.schedule(false);
     } else if (frame.type === 'change') {
-      const doc = frame.doc as LiveDoc<unknown>;
+      const doc = frame.doc as Doc<unknown>;
       const type = frame.change as DocChangeType;
       const known = this.docs.get(doc.id);
       // A change already reflected (the server replays from the cursor after a reconnect) is skipped.
@@ -118,7 +121,7 @@ export class LiveSubscription {
    * or the session changed user). Whatever it changes reaches the callback as one snapshot,
    * and a reset that changes nothing makes none.
    */
-  private replace(docs: LiveDoc<unknown>[], first: boolean): void {
+  private replace(docs: Doc<unknown>[], first: boolean): void {
     const next = new Map(docs.map((doc) => [doc.id, doc]));
     if (first) {
       this.docs = next;
@@ -137,7 +140,7 @@ export class LiveSubscription {
     this.schedule(false);
   }
 
-  private push(change: { type: DocChangeType; doc: LiveDoc<unknown> }): void {
+  private push(change: { type: DocChangeType; doc: Doc<unknown> }): void {
     this.pending.push(change);
     this.schedule(false);
   }

@@ -3,14 +3,20 @@
  * with backoff, shared by every live query (live-query.ts) and channel (channel.ts).
  */
 import { BasaltError } from './errors.js';
-import { ChannelMembership, type ChannelHost, type RealtimeChannel, type SendResult } from './channel.js';
+import {
+  ChannelMembership,
+  type ChannelEvents,
+  type ChannelHost,
+  type RealtimeChannel,
+  type SendResult,
+} from './channel.js';
 import { frameError, type Frame } from './frames.js';
 import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
 import { onPageWake } from './tabs.js';
 
-export type { PresenceEntry, PresenceState, SendResult } from './channel.js';
+export type { ChannelEvents, PresenceCallback, PresenceEntry, PresenceState, SendResult } from './channel.js';
 export { RealtimeChannel } from './channel.js';
-export type { LiveDoc, LiveQuery, QuerySnapshot } from './live-query.js';
+export type { LiveDoc, LiveQuery, LiveTarget, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
 
 /**
@@ -65,7 +71,7 @@ export interface RealtimeOptions {
  * resumes each query from its last cursor, so callbacks see every change once and in
  * order across disconnects, sleep and server restarts.
  */
-export class RealtimeClient implements ChannelHost, LiveQueries {
+export class RealtimeClient implements LiveQueries {
   private socket: WebSocketLike | null = null;
   private connecting = false;
   /** The socket is open and has been sent the auth, queries and channels: new ones go straight out. */
@@ -86,6 +92,15 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
   private readonly awaitingAuth = new Map<string, { subscription: LiveSubscription; dropped: BasaltError }>();
   /** Broadcasts awaiting the server's answer, by the id they were sent with. */
   private readonly acks = new Map<string, (result: SendResult) => void>();
+
+  /** What channels talk through: the socket's internals, kept off the client's public surface. */
+  readonly #channelHost: ChannelHost = {
+    connected: () => this.isOpen(),
+    send: (frame) => this.send(frame),
+    broadcast: (frame) => this.broadcast(frame),
+    joinChannel: (channel) => this.joinChannel(channel),
+    release: (channel) => this.release(channel),
+  };
 
   constructor(private readonly options: RealtimeOptions) {
     onPageWake(() => this.wake());
@@ -109,13 +124,15 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     };
   }
 
-  channel(name: string): RealtimeChannel {
+  /** A channel by name (the same one for the same name); see RealtimeChannel for typing its events. */
+  channel<E extends object = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P> {
     let membership = this.channels.get(name);
     if (!membership) {
-      membership = new ChannelMembership(name, this);
+      membership = new ChannelMembership(name, this.#channelHost);
       this.channels.set(name, membership);
     }
-    return membership.channel;
+    // Event and presence types are the app's statement about the channel's payloads.
+    return membership.channel as unknown as RealtimeChannel<E, P>;
   }
 
   /**
@@ -183,8 +200,7 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     this.setStatus('idle');
   }
 
-  /** @internal */
-  joinChannel(channel: ChannelMembership): void {
+  private joinChannel(channel: ChannelMembership): void {
     if (this.isOpen()) {
       channel.awaitingState = !channel.onSocket;
       channel.onSocket = true;
@@ -192,18 +208,15 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     } else this.connect();
   }
 
-  /** @internal */
-  release(channel: ChannelMembership): void {
+  private release(channel: ChannelMembership): void {
     if (!channel.joined) this.closeIfIdle();
   }
 
-  /** @internal */
-  send(frame: Frame): void {
+  private send(frame: Frame): void {
     if (this.socket && this.socket.readyState === OPEN) this.socket.send(JSON.stringify(frame));
   }
 
-  /** @internal */
-  broadcast(frame: Frame): Promise<SendResult> {
+  private broadcast(frame: Frame): Promise<SendResult> {
     if (!this.isOpen()) return Promise.resolve('error');
     const id = `b${this.nextId++}`;
     const text = JSON.stringify({ ...frame, id });
@@ -221,14 +234,14 @@ export class RealtimeClient implements ChannelHost, LiveQueries {
     });
   }
 
+  /** Whether the socket is open and authenticated (the same as `connectionStatus === 'open'`). */
+  get connected(): boolean {
+    return this.isOpen();
+  }
+
   /** Broadcasts still awaiting an answer get none: the socket they went out on is gone. */
   private abandonAcks(): void {
     for (const settle of [...this.acks.values()]) settle('timed out');
-  }
-
-  /** Whether the socket is open and authenticated (frames sent now go out at once). */
-  get connected(): boolean {
-    return this.isOpen();
   }
 
   private isOpen(): boolean {

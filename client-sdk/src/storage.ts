@@ -1,11 +1,40 @@
 import { parseJson, type HttpTransport } from './transport.js';
 import { BasaltError } from './errors.js';
 
+import type { ErrorCode } from './errors.js';
 import type { StorageObject } from './wire.js';
 
 export type { StorageObject };
 
-export type UploadBody = Blob | ReadableStream<Uint8Array> | Uint8Array | ArrayBuffer;
+/**
+ * What upload() takes: a Blob or File, bytes, a web ReadableStream, or any async iterable of
+ * byte chunks — a Node stream such as `fs.createReadStream(file)` or a `Readable`. Streams
+ * are sent as they are read, never buffered whole.
+ */
+export type UploadBody =
+  Blob | ReadableStream<Uint8Array> | Uint8Array | ArrayBuffer | AsyncIterable<Uint8Array | string>;
+
+/** A signed URL and when it stops working (ISO 8601, UTC). */
+export interface SignedUrl {
+  url: string;
+  expires_at: string;
+}
+
+export interface SignedUrlOptions {
+  /** Resolve with `{ url, expires_at }` instead of the URL alone. */
+  withExpiry?: boolean;
+}
+
+/** One path's outcome in remove([...]): deleted, or the catalogue error that path got. */
+export type RemoveResult =
+  { path: string; deleted: true } | { path: string; deleted: false; error: { code: ErrorCode; message: string } };
+
+export interface TransferOptions {
+  /** The destination bucket; default: this bucket. */
+  toBucket?: string;
+  /** Replace an object at the destination instead of failing with ALREADY_EXISTS. */
+  upsert?: boolean;
+}
 
 export interface UploadOptions {
   /** Overwrite an existing object instead of failing with ALREADY_EXISTS. */
@@ -68,6 +97,29 @@ function bodySize(body: UploadBody): number | null {
   return null;
 }
 
+/** A web stream over an async iterable's chunks (strings as UTF-8), pulled as the request reads it. */
+function iterableStream(source: AsyncIterable<Uint8Array | string>): ReadableStream<Uint8Array> {
+  const iterator = source[Symbol.asyncIterator]();
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await iterator.next();
+      if (done) controller.close();
+      else controller.enqueue(typeof value === 'string' ? encoder.encode(value) : value);
+    },
+    async cancel(reason) {
+      await iterator.return?.(reason);
+    },
+  });
+}
+
+function isStreamLike(body: UploadBody): body is ReadableStream<Uint8Array> | AsyncIterable<Uint8Array | string> {
+  return (
+    body instanceof ReadableStream ||
+    !(body instanceof Blob || body instanceof Uint8Array || body instanceof ArrayBuffer)
+  );
+}
+
 function toStream(body: UploadBody): ReadableStream<Uint8Array> {
   if (body instanceof Blob) return body.stream();
   if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
@@ -86,7 +138,7 @@ function toStream(body: UploadBody): ReadableStream<Uint8Array> {
       },
     });
   }
-  return body;
+  return body instanceof ReadableStream ? body : iterableStream(body);
 }
 
 /** Reports each chunk as the request body pulls it: progress of bytes handed to the network. */
@@ -141,7 +193,7 @@ export class BucketRef {
     if (options.upsert) headers['x-upsert'] = 'true';
     const total = bodySize(body);
 
-    if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !(body instanceof ReadableStream)) {
+    if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !isStreamLike(body)) {
       const token = await this.http.getAccessToken();
       if (token) headers.authorization = `Bearer ${token}`;
       return this.uploadWithXhr(this.objectUrl(path), headers, body, options.onProgress);
@@ -152,8 +204,8 @@ export class BucketRef {
     if (options.onProgress) {
       payload = withProgress(toStream(body), total, options.onProgress);
       streaming = true;
-    } else if (body instanceof ReadableStream) {
-      payload = body;
+    } else if (isStreamLike(body)) {
+      payload = toStream(body);
       streaming = true;
     } else {
       payload = body as Blob | ArrayBuffer;
@@ -201,14 +253,23 @@ export class BucketRef {
     return this.objectUrl(path);
   }
 
-  /** A URL that downloads the object without a token for `expiresIn` seconds. */
-  async createSignedUrl(path: string, expiresIn: number): Promise<string> {
-    const result = await this.http.request<{ url: string }>(
+  /**
+   * A URL that downloads the object without a token for `expiresIn` seconds. With
+   * `{ withExpiry: true }` it resolves with `{ url, expires_at }`.
+   */
+  createSignedUrl(
+    path: string,
+    expiresIn: number,
+    options: SignedUrlOptions & { withExpiry: true },
+  ): Promise<SignedUrl>;
+  createSignedUrl(path: string, expiresIn: number, options?: SignedUrlOptions): Promise<string>;
+  async createSignedUrl(path: string, expiresIn: number, options: SignedUrlOptions = {}): Promise<string | SignedUrl> {
+    const result = await this.http.request<SignedUrl>(
       'POST',
       `/v1/sign/${encodeURIComponent(this.bucket)}/${encodePath(path)}`,
       { expires_in: expiresIn },
     );
-    return result.url;
+    return options.withExpiry ? { url: result.url, expires_at: result.expires_at } : result.url;
   }
 
   /** Objects the caller may read, in path order, one page at a time. */
@@ -225,8 +286,59 @@ export class BucketRef {
     return { objects: result.objects, nextCursor: result.next_cursor };
   }
 
-  async remove(path: string): Promise<void> {
-    await this.http.request<void>('DELETE', `/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(path)}`);
+  /**
+   * Deletes one object, or several in one call: `remove(['a.png', 'b.png'])` (up to 1000)
+   * resolves with one result per path, in order — deleted, or the error that path got
+   * (NOT_FOUND, FORBIDDEN, INVALID_PATH, ...) — and rejects only when the call as a whole fails.
+   */
+  remove(path: string): Promise<void>;
+  remove(paths: readonly string[]): Promise<RemoveResult[]>;
+  async remove(pathOrPaths: string | readonly string[]): Promise<void | RemoveResult[]> {
+    if (typeof pathOrPaths === 'string') {
+      await this.http.request<void>(
+        'DELETE',
+        `/v1/storage/${encodeURIComponent(this.bucket)}/${encodePath(pathOrPaths)}`,
+      );
+      return;
+    }
+    const result = await this.http.request<{ results: RemoveResult[] }>(
+      'DELETE',
+      `/v1/storage/${encodeURIComponent(this.bucket)}`,
+      { paths: pathOrPaths },
+    );
+    return result.results;
+  }
+
+  /**
+   * Moves an object to another path (or bucket with `toBucket`), atomically: it is at one
+   * place or the other, never both. Needs read and delete on the source, write on the
+   * destination. Resolves with the object at its new place.
+   */
+  move(from: string, to: string, options: TransferOptions = {}): Promise<StorageObject> {
+    return this.transfer('move', from, to, options);
+  }
+
+  /** Copies an object to another path (or bucket) as a new object of the caller. Needs read on the source, write on the destination. */
+  copy(from: string, to: string, options: TransferOptions = {}): Promise<StorageObject> {
+    return this.transfer('copy', from, to, options);
+  }
+
+  private async transfer(
+    kind: 'move' | 'copy',
+    from: string,
+    to: string,
+    options: TransferOptions,
+  ): Promise<StorageObject> {
+    // Checked here as for every other call, so a bad path fails the same way.
+    encodePath(from);
+    encodePath(to);
+    return this.http.request<StorageObject>('POST', `/v1/storage/${kind}`, {
+      bucket: this.bucket,
+      from,
+      to,
+      ...(options.toBucket !== undefined ? { to_bucket: options.toBucket } : {}),
+      ...(options.upsert !== undefined ? { upsert: options.upsert } : {}),
+    });
   }
 }
 

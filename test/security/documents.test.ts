@@ -437,6 +437,64 @@ securitySuite<Fixture>({
         expect((stored.body as Doc).version).toBe(fixture.account.version);
       },
     },
+    {
+      name: 'select of a hidden field, paged from the end, returns only readable documents',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/accounts/query',
+        as: 'bob',
+        body: { select: ['secret', 'balance', 'note'], order_by: [['balance', 'asc']], limit_to_last: 1000 },
+      }),
+      status: 200,
+      mustNotContain: (f) => [f.secret, f.alice.id, f.account.id],
+      check: (result, fixture) => {
+        const body = result.body as { docs: Doc[]; prev_cursor: string | null };
+        expect(body.docs.map((doc) => doc.owner)).toEqual([fixture.bob.id]);
+        expect(body.docs[0]?.data).toEqual({ balance: 5 });
+        expect(body.prev_cursor).toBeNull();
+      },
+    },
+    {
+      name: 'a forged before cursor placed just after a hidden document does not page back into it',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/accounts/query',
+        as: 'bob',
+        body: {
+          order_by: [['balance', 'asc']],
+          limit_to_last: 5,
+          before: Buffer.from(JSON.stringify({ v: [[1001]], id: 'z' })).toString('base64url'),
+        },
+      }),
+      status: 200,
+      mustNotContain: (f) => [f.secret, f.alice.id, f.account.id],
+      check: (result, fixture) => {
+        const docs = (result.body as { docs: Doc[] }).docs;
+        expect(docs.every((doc) => doc.owner === fixture.bob.id)).toBe(true);
+      },
+    },
+    {
+      name: 'select paths that are not paths, or too many of them: 400',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/accounts/query',
+        as: 'bob',
+        body: { select: ['__proto__.x', '$where', 'a..b'] },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'limit_to_last beyond the maximum is refused, not clamped',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/accounts/query',
+        as: 'bob',
+        body: { limit_to_last: 1_000_000 },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
 
     // -- hostile JSON: depth, NUL, prototype keys --------------------------------------------------
     {

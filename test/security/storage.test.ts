@@ -583,6 +583,163 @@ securitySuite<Fixture>({
       code: 'INVALID_RULE',
     },
 
+    // ---- bulk delete, move and copy -----------------------------------------------------------
+    {
+      name: 'bob bulk-deletes alice’s object among paths of his own',
+      request: (f) => ({
+        method: 'DELETE',
+        path: '/v1/storage/private',
+        as: 'bob',
+        body: { paths: [`users/${f.bob.id}/none.txt`, `users/${f.alice.id}/diary.txt`] },
+      }),
+      status: 200,
+      check: async (result, f, server) => {
+        const results = (result.body as { results: Array<{ deleted: boolean; error?: { code: string } }> }).results;
+        expect(results.map((r) => r.error?.code)).toEqual(['NOT_FOUND', 'FORBIDDEN']);
+        expect(await objectExists(server, 'private', `users/${f.alice.id}/diary.txt`)).toBe(true);
+      },
+    },
+    {
+      name: 'an anonymous caller bulk-deletes in a bucket without a delete rule',
+      request: () => ({ method: 'DELETE', path: '/v1/storage/files', body: { paths: ['anything.txt'] } }),
+      status: 200,
+      check: (result) => {
+        const results = (result.body as { results: Array<{ error?: { code: string } }> }).results;
+        expect(results.map((r) => r.error?.code)).toEqual(['NOT_FOUND']);
+      },
+    },
+    {
+      name: 'bulk delete with traversal paths: each refused as INVALID_PATH, nothing else touched',
+      request: (f) => ({
+        method: 'DELETE',
+        path: '/v1/storage/private',
+        as: 'alice',
+        body: { paths: [`users/${f.alice.id}/../${f.bob.id}/x`, '..', '/abs', `users/${f.alice.id}/./diary.txt`] },
+      }),
+      status: 200,
+      check: async (result, f, server) => {
+        const results = (result.body as { results: Array<{ error?: { code: string } }> }).results;
+        expect(results.map((r) => r.error?.code)).toEqual([
+          'INVALID_PATH',
+          'INVALID_PATH',
+          'INVALID_PATH',
+          'INVALID_PATH',
+        ]);
+        expect(await objectExists(server, 'private', `users/${f.alice.id}/diary.txt`)).toBe(true);
+      },
+    },
+    {
+      name: 'bulk delete of more than 1000 paths',
+      request: () => ({
+        method: 'DELETE',
+        path: '/v1/storage/files',
+        as: 'service',
+        body: { paths: Array.from({ length: 1001 }, (_, i) => `p${i}`) },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'bulk delete with paths that are not strings, or a huge path',
+      request: () => ({
+        method: 'DELETE',
+        path: '/v1/storage/files',
+        as: 'service',
+        body: { paths: [{ $ne: null }, 'x'.repeat(5000)] },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'bob moves alice’s object into his own folder',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/move',
+        as: 'bob',
+        body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: `users/${f.bob.id}/diary.txt` },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: () => [ALICE_SECRET],
+      check: async (_result, f, server) => {
+        expect(await objectExists(server, 'private', `users/${f.alice.id}/diary.txt`)).toBe(true);
+        expect(await objectExists(server, 'private', `users/${f.bob.id}/diary.txt`)).toBe(false);
+      },
+    },
+    {
+      name: 'bob copies alice’s object into his own folder',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/copy',
+        as: 'bob',
+        body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: `users/${f.bob.id}/copy.txt` },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: () => [ALICE_SECRET],
+      check: async (_result, f, server) => {
+        expect(await objectExists(server, 'private', `users/${f.bob.id}/copy.txt`)).toBe(false);
+      },
+    },
+    {
+      name: 'alice moves her object where the write rule forbids (outside users/), or to a bucket she may not write',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/move',
+        as: 'alice',
+        body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: 'public/diary.txt' },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+      check: async (_result, f, server) => {
+        expect(await objectExists(server, 'private', `users/${f.alice.id}/diary.txt`)).toBe(true);
+        const elsewhere = await request(server.url, 'POST', '/v1/storage/copy', {
+          token: f.alice.token,
+          body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: 'diary.txt', to_bucket: 'files' },
+        });
+        expect(elsewhere.status).toBe(403);
+        expect(await objectExists(server, 'files', 'diary.txt')).toBe(false);
+      },
+    },
+    {
+      name: 'a move whose destination climbs out with ..',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/move',
+        as: 'alice',
+        body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: `users/${f.alice.id}/../../etc/x` },
+      }),
+      status: 400,
+      code: 'INVALID_PATH',
+    },
+    {
+      name: 'a copy with an unknown field or into a bucket name that is not one',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/copy',
+        as: 'alice',
+        body: {
+          bucket: 'private',
+          from: `users/${f.alice.id}/diary.txt`,
+          to: 'x',
+          to_bucket: '../private',
+          owner: 'bob',
+        },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'an anonymous caller moves an object',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/move',
+        body: { bucket: 'private', from: `users/${f.alice.id}/diary.txt`, to: 'users/x/diary.txt' },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+
     // ---- bucket admin without the key --------------------------------------------------------
     {
       name: 'a user creates a bucket',

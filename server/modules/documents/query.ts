@@ -87,6 +87,10 @@ export interface QueryInput {
   order_by?: unknown;
   limit?: unknown;
   after?: unknown;
+  /** Only for /query (not live queries): see parsePage. */
+  before?: unknown;
+  limit_to_last?: unknown;
+  select?: unknown;
 }
 
 function invalid(message: string, details: Record<string, unknown> = {}): AppError {
@@ -520,6 +524,81 @@ export function runQueryInMemory(query: ParsedQuery, docs: readonly Document[]):
     .filter((doc) => matchesQuery(query, doc) && (after === null || isAfterCursor(query, after, doc)))
     .sort(compareDocuments(query))
     .slice(0, query.limit);
+}
+
+// ---------------------------------------------------------------------------
+// Pages of /query: backward paging and projection (live queries take neither)
+
+export const MAX_SELECT_PATHS = 100;
+
+/** What /query takes beyond a live query: a cursor to end before, paging from the end, a projection. */
+export interface PageOptions {
+  /** Only documents strictly before this position in the query's order. */
+  before: Cursor | null;
+  /** The page is the last `limit` documents rather than the first. */
+  fromEnd: boolean;
+  /** The page size: `limit_to_last` when given, else the query's limit. */
+  limit: number;
+  /** Data paths to keep in each document (null: the whole data). */
+  select: string[][] | null;
+}
+
+export function parsePage(input: QueryInput, query: ParsedQuery): PageOptions {
+  let before: Cursor | null = null;
+  if (input.before !== undefined && input.before !== null) {
+    try {
+      before = decodeCursor(input.before, query.orderBy);
+    } catch {
+      throw invalid('before: not a cursor of this query (order_by must stay the same).', { field: 'before' });
+    }
+  }
+  const fromEnd = input.limit_to_last !== undefined && input.limit_to_last !== null;
+  let limit = query.limit;
+  if (fromEnd) {
+    try {
+      limit = parseLimit(input.limit_to_last);
+    } catch {
+      throw invalid(`limit_to_last: a whole number from 1 to ${QUERY_LIMITS.maxLimit}.`, {
+        field: 'limit_to_last',
+        max: QUERY_LIMITS.maxLimit,
+      });
+    }
+  }
+  return { before, fromEnd, limit, select: parseSelect(input.select) };
+}
+
+function parseSelect(select: unknown): string[][] | null {
+  if (select === undefined || select === null) return null;
+  if (!Array.isArray(select)) throw invalid('select: expected an array of field paths.', { field: 'select' });
+  if (select.length > MAX_SELECT_PATHS) {
+    throw invalid(`select: at most ${MAX_SELECT_PATHS} paths.`, { field: 'select', max: MAX_SELECT_PATHS });
+  }
+  return select.map((path: unknown, i) => parseFieldPath(path, `select[${i}]`));
+}
+
+/**
+ * The data reduced to the selected paths, nested as in the document. A path that is absent
+ * is left out; a path below another selected path adds nothing (the whole value is there).
+ */
+export function projectData(data: JsonObject, paths: readonly string[][]): JsonObject {
+  const result: JsonObject = {};
+  const sorted = [...paths].sort((a, b) => a.length - b.length);
+  const taken: string[] = [];
+  for (const path of sorted) {
+    const joined = path.join('.');
+    if (taken.some((prefix) => joined.startsWith(`${prefix}.`) || joined === prefix)) continue;
+    const value = valueAtPath(data, path);
+    if (value === undefined) continue;
+    taken.push(joined);
+    let target = result;
+    for (const segment of path.slice(0, -1)) {
+      const next = target[segment];
+      if (next !== null && typeof next === 'object' && !Array.isArray(next)) target = next;
+      else target = target[segment] = {};
+    }
+    target[path.at(-1) as string] = value;
+  }
+  return result;
 }
 
 export type { Document, JsonObject, JsonValue };

@@ -6,7 +6,7 @@ import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
-import { OPERATORS, QUERY_LIMITS } from './query.js';
+import { MAX_SELECT_PATHS, OPERATORS, QUERY_LIMITS } from './query.js';
 import { MAX_BATCH_OPS, type DocumentService, type RedactedDocument, type WriteOptions } from './service.js';
 import type { Document } from './types.js';
 
@@ -59,6 +59,9 @@ const querySchema = closedObject({
   },
   limit: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit, default: QUERY_LIMITS.defaultLimit },
   after: { type: ['string', 'null'], maxLength: 200_000 },
+  before: { type: ['string', 'null'], maxLength: 200_000 },
+  limit_to_last: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit },
+  select: { type: 'array', maxItems: MAX_SELECT_PATHS, items: { type: 'string', maxLength: 1024 } },
 });
 
 const rulesSchema = closedObject({
@@ -184,13 +187,14 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
       preValidation: emptyBodyIsEmptyQuery,
       schema: {
         tags,
-        summary: 'Query documents (where, order_by, limit, after)',
+        summary: 'Query documents (where, order_by, limit, after, before, limit_to_last, select)',
         params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
         body: querySchema,
         response: {
           200: closedObject({
             docs: { type: 'array', items: documentSchema },
             next_cursor: { type: ['string', 'null'] },
+            prev_cursor: { type: ['string', 'null'] },
           }),
           '4xx': errorResponse,
         },

@@ -24,7 +24,7 @@ import { AppError, isAppError } from '../../internal/errors.js';
 import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
 import type { CollectionRegistry, CompiledCollection } from './collection-registry.js';
 import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
-import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
+import { encodeCursor, parsePage, parseQuery, parseWhere, projectData, type QueryInput } from './query.js';
 import type { DocumentRepository } from './repository.js';
 import { compileAfter, compileFilter, compileOrderBy, ROW_ALIAS, SqlParams } from './sql.js';
 import { applyPatch, dataBytes, hasServerTimestamp, materialize, parsePatch, type PatchObject } from './transforms.js';
@@ -47,7 +47,10 @@ export interface WriteOptions {
 }
 export interface QueryResult {
   docs: Document[];
+  /** The position after the page's last document, when documents follow it. */
   next_cursor: string | null;
+  /** The position of the page's first document, when documents come before it (for `before`). */
+  prev_cursor: string | null;
 }
 export interface BatchOp {
   op: 'create' | 'set' | 'update' | 'delete';
@@ -223,22 +226,34 @@ export class DocumentService {
   async query(caller: Caller, collection: string, input: QueryInput): Promise<QueryResult> {
     const meta = await this.meta(collection);
     const query = parseQuery(input);
+    const page = parsePage(input, query);
     const params = new SqlParams();
     const clauses: string[] = [];
     const readFilter = this.readFilter(meta, caller, params);
     if (readFilter) clauses.push(`(${readFilter})`);
     if (query.filter) clauses.push(compileFilter(query.filter, params));
     if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
-    // One row more than asked tells whether another page exists.
+    if (page.before) clauses.push(compileAfter(query.orderBy, page.before, params, 'before'));
+    // One row more than asked tells whether another page exists (after the page, or before
+    // it when the page is taken from the end, reading the order backwards).
     const rows = await this.repo.query(meta.name, {
       where: clauses.length > 0 ? clauses.join(' AND ') : null,
-      orderBy: compileOrderBy(query.orderBy),
-      limit: query.limit + 1,
+      orderBy: compileOrderBy(query.orderBy, page.fromEnd),
+      limit: page.limit + 1,
       params,
     });
-    const docs = rows.slice(0, query.limit);
+    const more = rows.length > page.limit;
+    const docs = rows.slice(0, page.limit);
+    if (page.fromEnd) docs.reverse();
+    const first = docs.at(0);
     const last = docs.at(-1);
-    return { docs, next_cursor: rows.length > query.limit && last ? encodeCursor(query.orderBy, last) : null };
+    const moreAfter = page.fromEnd ? page.before !== null : more;
+    const moreBefore = page.fromEnd ? more : query.after !== null;
+    return {
+      docs: page.select ? docs.map((doc) => ({ ...doc, data: projectData(doc.data, page.select ?? []) })) : docs,
+      next_cursor: moreAfter && last ? encodeCursor(query.orderBy, last) : null,
+      prev_cursor: moreBefore && first ? encodeCursor(query.orderBy, first) : null,
+    };
   }
 
   async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {

@@ -187,25 +187,31 @@ function sortKeyParams(field: FieldRef, value: JsonValue | undefined, params: Sq
   ];
 }
 
-export function compileOrderBy(orderBy: readonly OrderTerm[]): string {
+export function compileOrderBy(orderBy: readonly OrderTerm[], reversed = false): string {
+  // `reversed` reads the same order from its end (for pages taken from the end).
+  const sql = (direction: 'asc' | 'desc') => ((direction === 'asc') !== reversed ? 'ASC' : 'DESC');
   const parts: string[] = [];
   for (const term of orderBy) {
-    const dir = term.direction === 'asc' ? 'ASC' : 'DESC';
-    for (const expr of sortKeyExprs(term.field)) parts.push(`${expr} ${dir}`);
+    for (const expr of sortKeyExprs(term.field)) parts.push(`${expr} ${sql(term.direction)}`);
   }
   const last = orderBy.at(-1);
   if (!(last?.field.kind === 'system' && last.field.name === 'id')) {
-    parts.push(`${column('id')} ${tiebreakDirection(orderBy) === 'asc' ? 'ASC' : 'DESC'}`);
+    parts.push(`${column('id')} ${sql(tiebreakDirection(orderBy))}`);
   }
   return parts.join(', ');
 }
 
 /**
- * "Strictly after the cursor" in the query's order, as a keyset predicate:
+ * "Strictly after the cursor" in the query's order (or strictly before it), as a keyset predicate:
  * k1 > c1 OR (k1 = c1 AND k2 > c2) OR ... OR (all equal AND id > cid), with > and <
  * per term direction. Each k is a row of the term's sort keys.
  */
-export function compileAfter(orderBy: readonly OrderTerm[], cursor: Cursor, params: SqlParams): string {
+export function compileAfter(
+  orderBy: readonly OrderTerm[],
+  cursor: Cursor,
+  params: SqlParams,
+  side: 'after' | 'before' = 'after',
+): string {
   const terms: Array<{ exprs: string[]; values: string[]; direction: 'asc' | 'desc' }> = orderBy.map((term, i) => ({
     exprs: sortKeyExprs(term.field),
     values: sortKeyParams(term.field, cursor.values[i], params),
@@ -222,7 +228,7 @@ export function compileAfter(orderBy: readonly OrderTerm[], cursor: Cursor, para
   const row = (items: string[]) => (items.length === 1 ? (items[0] as string) : `ROW(${items.join(', ')})`);
   const alternatives = terms.map((term, i) => {
     const equal = terms.slice(0, i).map((prior) => `${row(prior.exprs)} = ${row(prior.values)}`);
-    const beyond = `${row(term.exprs)} ${term.direction === 'asc' ? '>' : '<'} ${row(term.values)}`;
+    const beyond = `${row(term.exprs)} ${(term.direction === 'asc') === (side === 'after') ? '>' : '<'} ${row(term.values)}`;
     return `(${[...equal, beyond].join(' AND ')})`;
   });
   return `(${alternatives.join(' OR ')})`;

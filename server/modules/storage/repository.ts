@@ -218,6 +218,28 @@ export class StorageRepository {
     await runQuery(tx, `DELETE FROM basalt.objects WHERE id = $1`, [id]);
   }
 
+  /** Locks the objects at `paths` of a bucket (those that exist), in path order so that concurrent calls cannot deadlock. */
+  async lockObjects(tx: Tx, bucket: string, paths: string[]): Promise<ObjectRow[]> {
+    return runQuery<ObjectRow>(
+      tx,
+      `SELECT ${OBJECT_COLUMNS} FROM basalt.objects o WHERE o.bucket = $1 AND o.path = ANY($2::text[])
+       ORDER BY o.path FOR UPDATE`,
+      [bucket, paths],
+    );
+  }
+
+  /** Deletes object rows and marks their keys pending deletion, in the caller's transaction. */
+  async deleteObjectsMarkingKeys(tx: Tx, rows: readonly ObjectRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await runQuery(
+      tx,
+      `WITH gone AS (DELETE FROM basalt.objects WHERE id = ANY($1::uuid[]) RETURNING storage_key)
+       INSERT INTO basalt.storage_pending (storage_key, reason) SELECT storage_key, 'delete' FROM gone
+       ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now()`,
+      [rows.map((row) => row.id)],
+    );
+  }
+
   /**
    * One page of a bucket's objects in path (byte) order. `filterSql` is a compiled rule
    * over alias `o` whose values are already in `params`.

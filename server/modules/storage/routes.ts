@@ -74,6 +74,19 @@ const nameParams = {
 
 const errors = { 400: errorResponse, 401: errorResponse, 403: errorResponse, 404: errorResponse } as const;
 
+/** Paths per bulk delete. */
+export const MAX_BULK_PATHS = 1000;
+
+function transferInput(body: { bucket: string; from: string; to: string; to_bucket?: string; upsert?: boolean }) {
+  return {
+    bucket: body.bucket,
+    from: body.from,
+    to: body.to,
+    ...(body.to_bucket !== undefined ? { toBucket: body.to_bucket } : {}),
+    upsert: body.upsert ?? false,
+  };
+}
+
 /** Parses a single `bytes=` range against a size. null = serve the whole object; 'unsatisfiable' = 416. */
 export function parseRange(
   header: string | undefined,
@@ -387,6 +400,84 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       await storage.remove(request.caller, bucket, rawPath);
       return reply.code(204).send(null);
     },
+  );
+
+  app.delete(
+    '/v1/storage/:bucket',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Delete several objects of a bucket; one result per path, in order',
+        params: bucketParams,
+        body: {
+          type: 'object',
+          required: ['paths'],
+          additionalProperties: false,
+          properties: {
+            paths: {
+              type: 'array',
+              minItems: 1,
+              maxItems: MAX_BULK_PATHS,
+              items: { type: 'string', maxLength: 4096 },
+            },
+          },
+        },
+        response: {
+          200: closedObject({
+            results: {
+              type: 'array',
+              items: closedObject({
+                path: { type: 'string' },
+                deleted: { type: 'boolean' },
+                error: closedObject({ code: { type: 'string' }, message: { type: 'string' } }),
+              }),
+            },
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (request) => storage.removeMany(request.caller, request.params.bucket, request.body.paths),
+  );
+
+  const transferBody = {
+    type: 'object',
+    required: ['bucket', 'from', 'to'],
+    additionalProperties: false,
+    properties: {
+      bucket: { type: 'string', maxLength: 63 },
+      from: { type: 'string', maxLength: 4096 },
+      to: { type: 'string', maxLength: 4096 },
+      to_bucket: { type: 'string', maxLength: 63 },
+      upsert: { type: 'boolean' },
+    },
+  } as const;
+  const transferErrors = { 409: errorResponse, 413: errorResponse, 415: errorResponse, ...errors } as const;
+
+  app.post(
+    '/v1/storage/move',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Move an object to another path or bucket (metadata only; atomic)',
+        body: transferBody,
+        response: { 200: objectSchema, ...transferErrors },
+      },
+    },
+    async (request) => storage.move(request.caller, transferInput(request.body)),
+  );
+
+  app.post(
+    '/v1/storage/copy',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Copy an object to another path or bucket, as a new object of the caller',
+        body: transferBody,
+        response: { 201: objectSchema, ...transferErrors },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await storage.copy(request.caller, transferInput(request.body))),
   );
 
   app.post(

@@ -11,9 +11,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { StorageObject } from '../../../client-sdk/src/wire.js';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { isUser, type Caller } from '../../internal/caller.js';
-import { AppError, isAppError } from '../../internal/errors.js';
+import { AppError, isAppError, type ErrorCode } from '../../internal/errors.js';
 import { parseRuleForSaving, type RuleSavingScope } from '../../internal/rules/saving.js';
 import { requireService } from '../../internal/guards.js';
 import type { Logger } from '../../internal/log.js';
@@ -32,6 +32,7 @@ import {
   encodeObjectPath,
   mimeAllowed,
   normalizeContentType,
+  normalizeObjectPath,
   normalizePrefix,
   objectPathFromUrl,
 } from './paths.js';
@@ -272,8 +273,16 @@ export class StorageService {
   // Uploads
 
   async upload(caller: Caller, input: UploadInput): Promise<StorageObject> {
+    return this.metered(() => {
+      assertBucketName(input.bucket);
+      return this.store(caller, { ...input, path: objectPathFromUrl(input.rawPath) });
+    });
+  }
+
+  /** Counts a store (an upload or a copy) for /metrics. */
+  private async metered(work: () => Promise<StorageObject>): Promise<StorageObject> {
     try {
-      const object = await this.store(caller, input);
+      const object = await work();
       this.options.metrics?.upload('stored', object.size);
       return object;
     } catch (error) {
@@ -282,9 +291,10 @@ export class StorageService {
     }
   }
 
-  private async store(caller: Caller, input: UploadInput): Promise<StorageObject> {
+  /** Streams `input.body` to a new key and commits its row at `input.path` (already checked). */
+  private async store(caller: Caller, input: Omit<UploadInput, 'rawPath'> & { path: string }): Promise<StorageObject> {
     assertBucketName(input.bucket);
-    const path = objectPathFromUrl(input.rawPath);
+    const path = input.path;
     const contentType = normalizeContentType(input.contentType);
     const found = await this.repo.bucketAndObject(input.bucket, path);
     const bucket = found.bucket;
@@ -434,6 +444,161 @@ export class StorageService {
     await this.discardBytes(key);
   }
 
+  /**
+   * Deletes several objects of one bucket in one transaction, each on its own terms: the
+   * answer has one result per path, in order (a path that is invalid, absent or that the
+   * delete rule refuses gets its error, the others are deleted). A path named twice is
+   * deleted once; its later mentions are NOT_FOUND.
+   */
+  async removeMany(
+    caller: Caller,
+    bucketName: string,
+    rawPaths: readonly string[],
+  ): Promise<{ results: RemoveResult[] }> {
+    const bucket = await this.bucket(bucketName);
+    const checked = rawPaths.map((raw) => {
+      try {
+        return { raw, path: normalizeObjectPath(raw), error: null };
+      } catch (error) {
+        if (!isAppError(error)) throw error;
+        return { raw, path: null, error };
+      }
+    });
+    const valid = [...new Set(checked.flatMap((entry) => (entry.path === null ? [] : [entry.path])))];
+    const { results, keys } = await this.repo.transaction(async (tx) => {
+      const rows = new Map((await this.repo.lockObjects(tx, bucket.name, valid)).map((row) => [row.path, row]));
+      const doomed: ObjectRow[] = [];
+      const results = checked.map(({ raw, path, error }): RemoveResult => {
+        if (path === null) return failed(raw, error);
+        const row = rows.get(path);
+        rows.delete(path);
+        if (!row) return failed(raw, new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`));
+        try {
+          this.assertAllowed(caller, bucket, 'delete', row);
+        } catch (refused) {
+          if (!isAppError(refused)) throw refused;
+          return failed(raw, refused);
+        }
+        doomed.push(row);
+        return { path, deleted: true };
+      });
+      await this.repo.deleteObjectsMarkingKeys(tx, doomed);
+      return { results, keys: doomed.map((row) => row.storage_key) };
+    });
+    for (const key of keys) await this.discardBytes(key);
+    return { results };
+  }
+
+  /**
+   * Moves an object to another path (or bucket) in one transaction: the source's row goes
+   * and the destination's row comes with the same bytes (nothing is copied), so readers see
+   * the object at one place or the other, never both or neither. Needs the source's read and
+   * delete rules and the destination's write rule; the destination bucket's size and type
+   * limits apply. The object keeps its owner. Triggers see a delete and an upload.
+   */
+  async move(caller: Caller, input: TransferInput): Promise<StorageObject> {
+    const { source, target } = await this.transferEnds(input);
+    let replacedKey: string | null = null;
+    const row = await this.repo.transaction(async (tx) => {
+      const from = await this.repo.lockObject(tx, source.bucket.name, source.path);
+      if (!from) throw this.missing(source.bucket.name, source.path);
+      this.assertAllowed(caller, source.bucket, 'read', from);
+      this.assertAllowed(caller, source.bucket, 'delete', from);
+      this.assertFits(target.bucket, from.size, from.content_type);
+      const candidate = { ...from, bucket: target.bucket.name, path: target.path };
+      this.assertAllowed(caller, target.bucket, 'write', candidate);
+      const fields = {
+        bucket: target.bucket.name,
+        path: target.path,
+        storageKey: from.storage_key,
+        size: from.size,
+        contentType: from.content_type,
+        etag: from.etag,
+        sha256: from.sha256,
+        owner: from.owner,
+      };
+      await this.repo.deleteObject(tx, from.id);
+      for (;;) {
+        const current = await this.repo.lockObject(tx, target.bucket.name, target.path);
+        if (current) {
+          if (!input.upsert) throw this.exists(target.bucket.name, target.path);
+          this.assertAllowed(caller, target.bucket, 'write', current);
+          await this.repo.deleteObjectsMarkingKeys(tx, [current]);
+          replacedKey = current.storage_key;
+        }
+        const inserted = await this.repo.insertObject(tx, fields);
+        if (inserted) return inserted;
+        // A concurrent upload took the destination since the lock: decide again against it.
+      }
+    });
+    if (replacedKey !== null) await this.discardBytes(replacedKey);
+    return toObject(row);
+  }
+
+  /**
+   * Copies an object's bytes to another path (or bucket) as a new object owned by the
+   * caller: the source's read rule and the destination's write rule decide, and the copy is
+   * stored exactly as an upload is (streamed to a fresh key, its row committed only once
+   * every byte is there, the bucket's limits enforced).
+   */
+  async copy(caller: Caller, input: TransferInput): Promise<StorageObject> {
+    const { source, target } = await this.transferEnds(input);
+    const from = (await this.repo.bucketAndObject(source.bucket.name, source.path)).object;
+    if (!from) throw this.missing(source.bucket.name, source.path);
+    this.assertAllowed(caller, source.bucket, 'read', from);
+    this.assertFits(target.bucket, from.size, from.content_type);
+    const body = from.size === 0 ? Readable.from([]) : await this.openBytes(from.storage_key, undefined, from.size);
+    try {
+      return await this.metered(() =>
+        this.store(caller, {
+          bucket: target.bucket.name,
+          path: target.path,
+          body,
+          contentType: from.content_type,
+          upsert: input.upsert ?? false,
+          declaredSize: from.size,
+        }),
+      );
+    } finally {
+      body.destroy();
+    }
+  }
+
+  private async transferEnds(input: TransferInput): Promise<{
+    source: { bucket: Bucket; path: string };
+    target: { bucket: Bucket; path: string };
+  }> {
+    const sourcePath = normalizeObjectPath(input.from);
+    const targetPath = normalizeObjectPath(input.to);
+    const sourceBucket = await this.bucket(input.bucket);
+    const targetBucket = input.toBucket === undefined ? sourceBucket : await this.bucket(input.toBucket);
+    if (sourceBucket.name === targetBucket.name && sourcePath === targetPath) {
+      throw new AppError('INVALID_REQUEST', 'The source and the destination are the same object.', {
+        details: { field: 'to' },
+      });
+    }
+    return { source: { bucket: sourceBucket, path: sourcePath }, target: { bucket: targetBucket, path: targetPath } };
+  }
+
+  /** The bucket's size limit and types, checked before a move or copy. */
+  private assertFits(bucket: Bucket, size: number, contentType: string): void {
+    const limit = Math.min(bucket.max_file_size ?? this.options.maxFileSize, this.options.maxFileSize);
+    if (size > limit) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `The file is larger than the limit of ${limit} bytes.`, {
+        details: { max_file_size: limit },
+      });
+    }
+    if (!mimeAllowed(contentType, bucket.allowed_mime_types)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Bucket "${bucket.name}" does not accept ${contentType}.`, {
+        details: { allowed_mime_types: bucket.allowed_mime_types },
+      });
+    }
+  }
+
+  private missing(bucket: string, path: string): AppError {
+    return new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket}".`);
+  }
+
   async list(
     caller: Caller,
     bucketName: string,
@@ -491,6 +656,24 @@ export class StorageService {
     const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?expires=${expires}&sig=${sig}`;
     return { url, expires_at: new Date(expires * 1000).toISOString() };
   }
+}
+
+/** A move or copy: from `bucket`/`from` to `toBucket` (default: the same bucket)/`to`. */
+export interface TransferInput {
+  bucket: string;
+  from: string;
+  to: string;
+  toBucket?: string;
+  /** Replace an object at the destination instead of failing with ALREADY_EXISTS. */
+  upsert?: boolean;
+}
+
+/** One path's outcome in a bulk delete. */
+export type RemoveResult =
+  { path: string; deleted: true } | { path: string; deleted: false; error: { code: ErrorCode; message: string } };
+
+function failed(path: string, error: AppError): RemoveResult {
+  return { path, deleted: false, error: { code: error.code, message: error.message } };
 }
 
 interface CandidateObject {
