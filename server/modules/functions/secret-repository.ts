@@ -1,0 +1,50 @@
+import { asc, eq, sql } from 'drizzle-orm';
+import { secrets } from '../../db/schema.js';
+import type { Database } from '../../internal/db.js';
+import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
+
+export interface SealedSecret {
+  name: string;
+  iv: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+  updatedAt: Date;
+}
+
+/** The encrypted secrets table; values are sealed and opened by the caller (secrets.ts). */
+export class SecretRepository {
+  constructor(private readonly db: Database) {}
+
+  async put(secret: Omit<SealedSecret, 'updatedAt'>): Promise<void> {
+    await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .insert(secrets)
+        .values(secret)
+        .onConflictDoUpdate({
+          target: secrets.name,
+          set: { iv: secret.iv, ciphertext: secret.ciphertext, tag: secret.tag, updatedAt: sql`clock_timestamp()` },
+        }),
+    );
+  }
+
+  async delete(name: string): Promise<boolean> {
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle.delete(secrets).where(eq(secrets.name, name)).returning({ name: secrets.name }),
+    );
+    return rows.length > 0;
+  }
+
+  async all(): Promise<SealedSecret[]> {
+    return mapDatabaseErrors(() => this.db.drizzle.select().from(secrets).orderBy(asc(secrets.name)));
+  }
+
+  /** Changes whenever a secret is set or deleted: read every few seconds to pick up changes made elsewhere. */
+  async fingerprint(): Promise<string> {
+    const [row] = await runQuery<{ fingerprint: string | null }>(
+      this.db.pool,
+      `SELECT string_agg(name || '@' || extract(epoch FROM updated_at)::text, ',' ORDER BY name) AS fingerprint
+         FROM basalt.secrets`,
+    );
+    return row?.fingerprint ?? '';
+  }
+}
