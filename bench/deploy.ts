@@ -96,8 +96,10 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
       });
       deployMs.push(performance.now() - started);
       for (;;) {
-        const answer = (await call(b.url, serviceKey, 'POST', '/v1/functions/bench_live', {})) as { round: number };
-        if (answer.round === i) break;
+        // 404 until B has the function at all (the first round).
+        const response = await fetch(`${b.url}/v1/functions/bench_live`, { method: 'POST' });
+        const answer = response.ok ? ((await response.json()) as { round: number }) : null;
+        if (answer?.round === i) break;
         if (performance.now() - started > 30_000) throw new Error(`version ${i} was not live on B within 30 s`);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }

@@ -187,9 +187,12 @@ export class DeployRepository {
        ON CONFLICT (name) DO NOTHING RETURNING name`,
       [DISPATCH_CONSUMER],
     );
-    if (created.length === 0) return;
+    if (created.length > 0) await this.copyLivePointers(tx);
+  }
+
+  private async copyLivePointers(q: Queryable): Promise<void> {
     await runQuery(
-      tx,
+      q,
       `DELETE FROM basalt.function_dispatch_versions;
        INSERT INTO basalt.function_dispatch_versions (name, version, kind, export_name, options)
        SELECT name, version, kind, export_name, options FROM basalt.function_active`,
@@ -266,12 +269,7 @@ export class DeployRepository {
 
   /** The dispatcher's first start: its pointers are the live ones. */
   async resetDispatchPointers(q: Queryable = this.db.pool): Promise<ActivePointer[]> {
-    await runQuery(
-      q,
-      `DELETE FROM basalt.function_dispatch_versions;
-       INSERT INTO basalt.function_dispatch_versions (name, version, kind, export_name, options)
-       SELECT name, version, kind, export_name, options FROM basalt.function_active`,
-    );
+    await this.copyLivePointers(q);
     return this.dispatchPointers(q);
   }
 

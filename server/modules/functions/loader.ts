@@ -63,8 +63,10 @@ function confinedTo(root: string): Plugin {
       build.onResolve({ filter: /.*/ }, (args) => {
         if (args.kind === 'entry-point') return undefined;
         if (!args.path.startsWith('.') && !path.isAbsolute(args.path)) return undefined;
-        const target = path.resolve(args.resolveDir, args.path);
-        if (target === root || target.startsWith(`${root}${path.sep}`)) return undefined;
+        // Only the deployed files are confined: Basalt's helpers and packages import their own files.
+        const inside = (file: string) => file === root || file.startsWith(`${root}${path.sep}`);
+        if (!inside(args.importer)) return undefined;
+        if (inside(path.resolve(args.resolveDir, args.path))) return undefined;
         return { errors: [{ text: `"${args.path}" is outside the deployed files` }] };
       });
     },
