@@ -57,3 +57,12 @@ CREATE TABLE basalt.secrets (
 
 -- The version that ran (null: runs recorded before versions existed, and dead-lettered events).
 ALTER TABLE basalt.function_invocations ADD COLUMN version integer;
+
+-- One row whose revision grows with every secret set or deleted, in the same transaction. It
+-- is in the change log (the secrets table is not: no ciphertext is copied there), so every
+-- instance learns of a change through its change feed and re-reads the secrets.
+CREATE TABLE basalt.secret_revisions (
+  id text PRIMARY KEY,
+  revision bigint NOT NULL
+);
+SELECT basalt.track_changes('basalt.secret_revisions');

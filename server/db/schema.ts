@@ -324,3 +324,8 @@ export const secrets = basalt.table('secrets', {
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
 });
+
+export const secretRevisions = basalt.table('secret_revisions', {
+  id: text('id').primaryKey(),
+  revision: bigint('revision', { mode: 'number' }).notNull(),
+});

@@ -132,8 +132,11 @@ export interface FunctionsDeps {
   storage: StorageService;
 }
 
-/** How often an instance compares its live functions and secrets with the database, besides the change feed. */
-const RECONCILE_MS = 2_000;
+/**
+ * How often an instance compares its live functions and secrets with the database: the
+ * safety net behind the change feed, which carries both within a second.
+ */
+const RECONCILE_MS = 5_000;
 
 export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): FunctionsModule {
   const invocations = new InvocationRepository(platform.db);
@@ -207,7 +210,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
   };
 
   /**
-   * The safety net behind the change feed: every few seconds, one cheap query each tells
+   * The safety net behind the change feed: every few seconds, two cheap queries tell
    * whether the live functions or the secrets differ from what this instance holds.
    */
   const reconcile = async () => {
@@ -258,13 +261,16 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       await secrets.refresh();
       await service.deployFolder();
       // Deploys made on any instance reach this one through the change log (basalt.function_active).
+      // So do secrets, through their revision row (the values are never in the log).
       unsubscribe = platform.changes.subscribe(
         (batch) => {
-          if (batch.changes.some((change) => change.schema === 'basalt' && change.table === 'function_active')) {
-            void follow();
+          const tables = new Set(batch.changes.filter((change) => change.schema === 'basalt').map((c) => c.table));
+          if (tables.has('function_active')) void follow();
+          if (tables.has('secret_revisions')) {
+            secrets.refresh().catch((error: unknown) => platform.log.error({ err: error }, 'reading secrets failed'));
           }
         },
-        () => ['basalt.function_active'],
+        () => ['basalt.function_active', 'basalt.secret_revisions'],
       );
       await follow();
       reconcileTimer = setTimeout(() => void reconcile(), RECONCILE_MS);

@@ -1,6 +1,6 @@
 import { asc, eq, sql } from 'drizzle-orm';
-import { secrets } from '../../db/schema.js';
-import type { Database } from '../../internal/db.js';
+import { secretRevisions, secrets } from '../../db/schema.js';
+import type { Database, Tx } from '../../internal/db.js';
 import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
 export interface SealedSecret {
@@ -16,22 +16,40 @@ export class SecretRepository {
   constructor(private readonly db: Database) {}
 
   async put(secret: Omit<SealedSecret, 'updatedAt'>): Promise<void> {
-    await mapDatabaseErrors(() =>
-      this.db.drizzle
-        .insert(secrets)
-        .values(secret)
-        .onConflictDoUpdate({
-          target: secrets.name,
-          set: { iv: secret.iv, ciphertext: secret.ciphertext, tag: secret.tag, updatedAt: sql`clock_timestamp()` },
-        }),
-    );
+    await this.db.transaction(async (tx) => {
+      await mapDatabaseErrors(() =>
+        this.db
+          .builder(tx)
+          .insert(secrets)
+          .values(secret)
+          .onConflictDoUpdate({
+            target: secrets.name,
+            set: { iv: secret.iv, ciphertext: secret.ciphertext, tag: secret.tag, updatedAt: sql`clock_timestamp()` },
+          }),
+      );
+      await this.bumpRevision(tx);
+    });
   }
 
   async delete(name: string): Promise<boolean> {
-    const rows = await mapDatabaseErrors(() =>
-      this.db.drizzle.delete(secrets).where(eq(secrets.name, name)).returning({ name: secrets.name }),
+    return this.db.transaction(async (tx) => {
+      const rows = await mapDatabaseErrors(() =>
+        this.db.builder(tx).delete(secrets).where(eq(secrets.name, name)).returning({ name: secrets.name }),
+      );
+      if (rows.length > 0) await this.bumpRevision(tx);
+      return rows.length > 0;
+    });
+  }
+
+  /** A row change in the change log that tells every instance the secrets changed (migrations/0020). */
+  private async bumpRevision(tx: Tx): Promise<void> {
+    await mapDatabaseErrors(() =>
+      this.db
+        .builder(tx)
+        .insert(secretRevisions)
+        .values({ id: 'secrets', revision: 1 })
+        .onConflictDoUpdate({ target: secretRevisions.id, set: { revision: sql`${secretRevisions.revision} + 1` } }),
     );
-    return rows.length > 0;
   }
 
   async all(): Promise<SealedSecret[]> {
