@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { freePort } from '../server/internal/net.js';
 import { request, useTestApp, waitFor } from './helpers.js';
 
@@ -47,6 +47,9 @@ function basalt(args: string[], options: { stdin?: string; env?: Record<string, 
   const done = new Promise<Ran>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
   return { child, done, output: () => stdout };
 }
+
+// Each test spawns the CLI several times: Node and tsx start slowly on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const run = (args: string[], options?: Parameters<typeof basalt>[1]) => basalt(args, options).done;
 
