@@ -147,6 +147,20 @@ describe('deploying through the admin API', () => {
     expect(unknown.status).toBe(404);
   });
 
+  it('numbers concurrent deploys of one name 1, 2, 3 … across both instances, each built in full', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => deploy(i % 2 === 0 ? a : b, 'racer', answering({ i }))),
+    );
+    expect(results.map((result) => result.status)).toEqual([201, 201, 201, 201, 201, 201]);
+    const numbers = results.map((result) => (result.body as { version: number }).version).sort((x, y) => x - y);
+    expect(numbers).toEqual([1, 2, 3, 4, 5, 6]);
+    // The live version is the one numbered last, on both instances.
+    const last = results.find((result) => (result.body as { version: number }).version === 6);
+    const index = results.indexOf(last!);
+    await servedWithin(a, 'racer', { i: index });
+    await servedWithin(b, 'racer', { i: index });
+  });
+
   it('undeploys on every instance within 5 s', async () => {
     await deploy(a, 'leaving', answering('here'));
     await servedWithin(b, 'leaving', 'here');

@@ -98,6 +98,15 @@ export async function buildBundle(file: string, options: { confine?: string } = 
     write: false,
     plugins: options.confine ? [confinedTo(options.confine)] : [],
   };
+  buildsInFlight++;
+  try {
+    return await buildBoth(file, base, settings);
+  } finally {
+    buildsInFlight--;
+  }
+}
+
+async function buildBoth(file: string, base: string, settings: BuildOptions): Promise<Bundle> {
   // Never written there: the name only makes the source map's paths relative to the function's folder.
   const outBase = path.join(path.dirname(file), base);
   const asCommonJs = await build({ ...settings, format: 'cjs', outfile: `${outBase}.cjs` }).catch(() => null);
@@ -167,9 +176,13 @@ export async function buildWorkerScript(outDir: string): Promise<string> {
   return outfile;
 }
 
+/** Builds in progress in this process: the builder is ended only when none is. */
+let buildsInFlight = 0;
+
 /** esbuild keeps a helper process between builds; ending it after a load leaves no child behind at shutdown. */
 export async function releaseBuilder(): Promise<void> {
-  await stopEsbuild();
+  // Concurrent deploys share the helper: ending it under another build would fail that build.
+  if (buildsInFlight === 0) await stopEsbuild();
 }
 
 export async function cleanBuildDir(outDir: string): Promise<void> {
