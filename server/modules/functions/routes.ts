@@ -35,7 +35,7 @@ const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 const functionSchema = closedObject({
   name: { type: 'string' },
   kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
-  file: { type: 'string', description: 'Relative to the functions folder' },
+  file: { type: 'string', description: 'The entry: a deployed file, or the file in the functions folder' },
   // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
   trigger: { type: 'object', additionalProperties: true },
   options: closedObject({
