@@ -565,7 +565,11 @@ export class FunctionsService {
     if (!fn || fn.kind !== 'http') throw new AppError('NOT_FOUND', `No HTTP function named "${name}".`);
     const method = typeof fn.options.method === 'string' ? fn.options.method.toUpperCase() : null;
     if (method && method !== request.method) {
-      throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`);
+      // Like a route's 405: the method it does take, in `Allow` and in the details.
+      throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`, {
+        details: { method: request.method, allowed: [method] },
+        headers: { allow: method },
+      });
     }
     const { run, outcome } = await this.execute(
       fn,
