@@ -509,6 +509,8 @@ export class FunctionsService {
       const id = randomUUID();
       const startedAt = new Date();
       const secrets = this.secrets.pick(nameList(fn.options.secrets) ?? []);
+      // Taken with the values the run gets: a secret rotated while it runs is hidden in its old value too.
+      const hiddenBefore = this.secrets.allValues();
       const outcome = await pool.run({
         invocationId: id,
         bundle: fn.bundle,
@@ -529,7 +531,7 @@ export class FunctionsService {
         },
       });
       // A secret's value never reaches the invocation's record, whoever printed it.
-      const hidden = this.secrets.allValues();
+      const hidden = [...new Set([...hiddenBefore, ...this.secrets.allValues()])].sort((a, b) => b.length - a.length);
       const logs = outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
       const status: InvocationStatus =
         outcome.status === 'succeeded' ? 'succeeded' : meta.lastAttempt ? 'dead' : 'failed';
