@@ -21,7 +21,15 @@ export default tseslint.config(
     },
   },
   {
-    files: ['server/config.ts', 'test/**', 'bench/**', 'vitest.config.ts', '**/*.test.ts', 'client-sdk/test/**'],
+    files: [
+      'server/config.ts',
+      'cli/**',
+      'test/**',
+      'bench/**',
+      'vitest.config.ts',
+      '**/*.test.ts',
+      'client-sdk/test/**',
+    ],
     rules: { 'no-restricted-properties': 'off' },
   },
   {

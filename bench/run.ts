@@ -6,6 +6,7 @@
  * bench/README.md.
  */
 import { runAuth } from './auth.js';
+import { runDeploy } from './deploy.js';
 import { runFunctions } from './functions.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
@@ -19,15 +20,15 @@ import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'idle', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|idle|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'deploy', 'storage', 'idle', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|deploy|storage|idle|all\n');
     process.exit(2);
   }
   const settings = readSettings();
   // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
   if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
-  // The idle suite measures Basalt alone: it needs none of the peers' packages.
-  if (suite !== 'idle') ensureBenchDependencies();
+  // The idle and deploy suites measure Basalt alone: they need none of the peers' packages.
+  if (suite !== 'idle' && suite !== 'deploy') ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -50,6 +51,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'functions' || suite === 'all') {
     for (const line of await runFunctions(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'deploy' || suite === 'all') {
+    for (const line of await runDeploy(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'storage' || suite === 'all') {
     for (const line of await runStorage(settings)) process.stdout.write(line + '\n');

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { parseSecretsKey } from './internal/service-key.js';
 
 /**
  * The whole configuration of a Basalt process, read once from the environment at
@@ -14,6 +15,8 @@ export interface Config {
   embeddedPostgresDir: string;
   /** From BASALT_SERVICE_KEY; `null` means generated once and kept in the data dir. */
   serviceKey: string | null;
+  /** BASALT_SECRETS_KEY: the key of function secrets at rest; null = generated into the data dir. */
+  secretsKey: string | null;
   /** From BASALT_METRICS_TOKEN: a bearer that reads /metrics and nothing else (the service key also does). */
   metricsToken: string | null;
   publicUrl: string;
@@ -416,6 +419,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (serviceKey !== null && serviceKey.length < 32) {
     throw new ConfigError('BASALT_SERVICE_KEY', 'must be at least 32 characters (use 256 random bits)');
   }
+  const secretsKey = value(env, 'BASALT_SECRETS_KEY') ?? null;
+  if (secretsKey !== null && !parseSecretsKey(secretsKey)) {
+    throw new ConfigError('BASALT_SECRETS_KEY', 'must be 32 bytes: 64 hex digits, or base64 (openssl rand -hex 32)');
+  }
   const metricsToken = value(env, 'BASALT_METRICS_TOKEN') ?? null;
   if (metricsToken !== null && (metricsToken.length < 32 || /\s/.test(metricsToken))) {
     throw new ConfigError(
@@ -434,6 +441,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir,
     embeddedPostgresDir: path.resolve(value(env, 'BASALT_EMBEDDED_POSTGRES_DIR') ?? '/var/lib/basalt'),
     serviceKey,
+    secretsKey,
     metricsToken,
     publicUrl,
     storage: storage(env),

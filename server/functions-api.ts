@@ -15,6 +15,14 @@ export interface FunctionOptions {
   concurrency?: number;
   /** Names of environment variables the function may read through ctx.env. */
   env?: string[];
+  /** Names of secrets (set with the admin API or `basalt secrets set`) the function reads through ctx.secrets. */
+  secrets?: string[];
+  /**
+   * Least privilege: the collections, buckets and topics ctx.db / ctx.storage / ctx.events
+   * (and ctx.asCaller) may touch; anything else is FORBIDDEN. Without `access`, all of them;
+   * with it, a kind left out means none of that kind.
+   */
+  access?: { collections?: string[]; buckets?: string[]; topics?: string[] };
 }
 
 export interface FunctionLog {
@@ -75,6 +83,13 @@ export interface FunctionContext {
   env: Record<string, string | undefined>;
   db: FunctionDb;
   storage: FunctionStorage;
+  /** The secrets the function declares in its `secrets` option that exist (never in the process environment). */
+  secrets: Readonly<Record<string, string>>;
+  /**
+   * HTTP functions only: ctx.db and ctx.storage acting as the verified caller of the request,
+   * with the collections' and buckets' rules applied (FORBIDDEN where they deny).
+   */
+  asCaller?: { db: FunctionDb; storage: FunctionStorage };
 }
 
 /** A stored document, as the API and every event carry it (the wire contract's shape). */

@@ -4,7 +4,7 @@ import { redactDatabaseUrl, waitForDatabase } from './internal/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from './internal/embedded-postgres.js';
 import { createLogger, type Logger } from './internal/log.js';
 import { migrate } from './internal/migrations.js';
-import { resolveServiceKey } from './internal/service-key.js';
+import { resolveSecretsKey, resolveServiceKey } from './internal/service-key.js';
 
 /** Past this, shutdown stops waiting for slow requests: supervisors expect an exit within 10 s. */
 const DRAIN_TIMEOUT_MS = 7_000;
@@ -74,8 +74,9 @@ async function main(): Promise<void> {
     if (shuttingDown) return;
     await migrate(databaseUrl, log);
     const serviceKey = await resolveServiceKey(config.serviceKey, config.dataDir);
+    const secretsKey = await resolveSecretsKey(config.secretsKey, config.dataDir);
     const { buildApp } = await appModule;
-    app = await buildApp({ ...config, databaseUrl, serviceKey: serviceKey.key }, { logger: log });
+    app = await buildApp({ ...config, databaseUrl, serviceKey: serviceKey.key, secretsKey }, { logger: log });
     if (shuttingDown) return;
     const address = await app.listen({ port: config.port, host: config.host });
     log.info(

@@ -44,6 +44,24 @@ const server = useTestApp({
   },
 });
 
+/** A deploy body: one HTTP function answering `answer`. */
+function deployBody(answer: string): { files: Record<string, string>; entry: string } {
+  return {
+    files: {
+      'index.ts': `import { http } from 'basalt/functions';\nexport default http(async () => (${JSON.stringify(answer)}));\n`,
+    },
+    entry: 'index.ts',
+  };
+}
+
+async function deploy(name: string, answer: string): Promise<void> {
+  const deployed = await request(server.url, 'PUT', `/v1/admin/functions/${name}`, {
+    token: server.serviceKey,
+    body: deployBody(answer),
+  });
+  expect(deployed.status, deployed.text).toBe(201);
+}
+
 let ipCounter = 10;
 /** A fresh client address per test, so per-IP limits of one test never touch another. */
 function nextIp(): string {
@@ -325,6 +343,31 @@ describe('admin changes', () => {
     'POST /v1/admin/invocations/{id}/retry': async ({ deadInvocation }) => ({
       path: `/v1/admin/invocations/${await deadInvocation()}/retry`,
     }),
+    'PUT /v1/admin/functions/{name}': async () => ({
+      path: '/v1/admin/functions/walked',
+      body: deployBody('walked'),
+    }),
+    'POST /v1/admin/functions/{name}/rollback': async () => {
+      // Two versions, so there is an earlier one to go back to.
+      for (const answer of ['one', 'two']) await deploy('walkedBack', answer);
+      return { path: '/v1/admin/functions/walkedBack/rollback', body: { version: 1 } };
+    },
+    'DELETE /v1/admin/functions/{name}': async () => {
+      await deploy('walkedGone', 'soon gone');
+      return { path: '/v1/admin/functions/walkedGone' };
+    },
+    'PUT /v1/admin/secrets/{name}': async () => ({
+      path: '/v1/admin/secrets/WALKED_SECRET',
+      body: { value: 'walked secret value' },
+    }),
+    'DELETE /v1/admin/secrets/{name}': async () => {
+      const set = await request(server.url, 'PUT', '/v1/admin/secrets/WALKED_GONE', {
+        token: server.serviceKey,
+        body: { value: 'soon gone' },
+      });
+      expect(set.status).toBe(204);
+      return { path: '/v1/admin/secrets/WALKED_GONE' };
+    },
   };
   const expectedTypes: Record<string, string> = {
     'POST /v1/admin/auth/keys/rotate': 'admin.auth.keys.rotate',
@@ -410,6 +453,57 @@ describe('admin changes', () => {
     const update = (await eventsOf(user.id, 'admin.users.update'))[0];
     expect(update?.details.body).toEqual({ password: '[redacted]', app_metadata: { role: 'admin' } });
     expect(JSON.stringify(await eventsOf(user.id))).not.toContain(secretPassword);
+  });
+
+  it('records deploys, rollbacks, undeploys and secret changes, never a secret value or the source', async () => {
+    const secretValue = 'sk_live_audit_never_logged_42';
+    const set = await request(server.url, 'PUT', '/v1/admin/secrets/AUDITED_KEY', {
+      token: server.serviceKey,
+      body: { value: secretValue },
+    });
+    expect(set.status).toBe(204);
+    const removed = await request(server.url, 'DELETE', '/v1/admin/secrets/AUDITED_KEY', { token: server.serviceKey });
+    expect(removed.status).toBe(204);
+    const secretPut = (await events(server, { type: 'admin.secrets.put', limit: '500' })).find(
+      (event) => (event.details.params as { name?: string }).name === 'AUDITED_KEY',
+    );
+    expect(secretPut?.details).toMatchObject({ route: '/v1/admin/secrets/:name', body: { value: '[redacted]' } });
+    const secretDelete = (await events(server, { type: 'admin.secrets.delete', limit: '500' })).find(
+      (event) => (event.details.params as { name?: string }).name === 'AUDITED_KEY',
+    );
+    expect(secretDelete?.details).toMatchObject({ method: 'DELETE', status: 204 });
+
+    const sourceMarker = 'audited source marker';
+    await deploy('audited', sourceMarker);
+    await deploy('audited', 'second');
+    const rolled = await request(server.url, 'POST', '/v1/admin/functions/audited/rollback', {
+      token: server.serviceKey,
+      body: { version: 1 },
+    });
+    expect(rolled.status).toBe(200);
+    const undeployed = await request(server.url, 'DELETE', '/v1/admin/functions/audited', { token: server.serviceKey });
+    expect(undeployed.status).toBe(204);
+    // A refused deploy (it does not build) changes nothing and records nothing.
+    const refused = await request(server.url, 'PUT', '/v1/admin/functions/audited', {
+      token: server.serviceKey,
+      body: { files: { 'index.ts': 'export default http(async () => {\n' }, entry: 'index.ts' },
+    });
+    expect(refused.status).toBe(422);
+
+    const recorded = (await events(server, { type: 'admin.functions*', limit: '500' })).filter(
+      (event) => (event.details.params as { name?: string }).name === 'audited',
+    );
+    expect(recorded.map((event) => event.type)).toEqual([
+      'admin.functions.delete',
+      'admin.functions.rollback',
+      'admin.functions.put',
+      'admin.functions.put',
+    ]);
+    expect(recorded[1]?.details.body).toEqual({ version: 1 });
+    expect(recorded[2]?.details.body).toEqual({ files: '[redacted]', entry: 'index.ts' });
+    const everything = JSON.stringify(await events(server, { type: 'admin.', limit: '500' }));
+    expect(everything).not.toContain(secretValue);
+    expect(everything).not.toContain(sourceMarker);
   });
 });
 

@@ -334,6 +334,41 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     expect(new Set(statuses.map((run) => run.event_id)).size).toBe(1);
   });
 
+  it('deploys a pasted function, shows its versions, rolls back, and lists secrets by name only', async () => {
+    await request(app.url, 'PUT', '/v1/admin/secrets/PAGE_TOKEN', {
+      token: app.serviceKey,
+      body: { value: 'hidden-7731' },
+    });
+    await page.click('a[data-nav=functions]');
+    await page.waitForSelector('#deploy-form');
+    expect(await page.locator('#secrets tr[data-secret=PAGE_TOKEN]').count()).toBe(1);
+    expect(await page.content()).not.toContain('hidden-7731');
+
+    const source = (n: number) =>
+      `import { http } from 'basalt/functions';\nexport default http(async () => ({ n: ${n} }));\n`;
+    await page.fill('#deploy-form input[name=name]', 'pasted');
+    await page.fill('#deploy-form textarea[name=source]', source(1));
+    await page.click('#deploy-form button[type=submit]');
+    await page.waitForURL(`${app.url}/_/functions/pasted`);
+    await page.locator('#versions tr[data-version="1"]').waitFor();
+    await page.fill('#deploy-form textarea[name=source]', source(2));
+    await page.click('#deploy-form button[type=submit]');
+    await page.locator('#versions tr[data-version="2"]').waitFor();
+    expect((await request(app.url, 'POST', '/v1/functions/pasted', { body: {} })).body).toEqual({ n: 2 });
+
+    // A broken paste is refused with the reason, and the live version stays.
+    await page.fill('#deploy-form textarea[name=source]', 'export default http(');
+    await page.click('#deploy-form button[type=submit]');
+    await expect.poll(() => page.textContent('body')).toContain('does not build');
+    await page.click('#versions tr[data-version="1"] button[data-rollback]');
+    await expect
+      .poll(async () => (await request(app.url, 'POST', '/v1/functions/pasted', { body: {} })).body)
+      .toEqual({
+        n: 1,
+      });
+    await expect.poll(() => page.locator('#versions tr[data-version="1"]').textContent()).toContain('live');
+  });
+
   it('lists realtime connections, and signing out forgets the key', async () => {
     const client = await TestSocket.open(app.url);
     client.send({ type: 'auth', access_token: app.serviceKey });

@@ -15,6 +15,9 @@ const onUpload: LoadedFunction = {
   exportName: 'default',
   kind: 'object',
   options: { bucket: 'uploads', on: 'upload' },
+  version: 1,
+  source: 'folder',
+  deployedAt: new Date(0),
 };
 
 function uploadChange(createdAt: string, updatedAt: string): Change {

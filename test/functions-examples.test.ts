@@ -3,7 +3,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { signUp, useMailServer, uniqueEmail } from './auth-helpers.js';
-import { createBucket, createCollection, putText, request, startTestApp, useTestApp, waitFor } from './helpers.js';
+import {
+  createBucket,
+  createCollection,
+  createTestDatabase,
+  putText,
+  request,
+  startTestApp,
+  useTestApp,
+  waitFor,
+} from './helpers.js';
 
 /**
  * The example functions in examples/functions/ load, run, and reload when a file changes;
@@ -105,7 +114,9 @@ describe('the example functions', () => {
 
 describe('the functions a new project starts with', () => {
   it('are a single HTTP hello: nothing that reacts to data or mails anyone', async () => {
-    const fresh = await startTestApp(server.database, { BASALT_FUNCTIONS_DIR: projectFunctions });
+    // A database of its own: deployed functions are shared by every instance of a database.
+    const database = await createTestDatabase();
+    const fresh = await startTestApp(database, { BASALT_FUNCTIONS_DIR: projectFunctions });
     try {
       const response = await request(fresh.url, 'GET', '/v1/admin/functions', { token: fresh.serviceKey });
       const body = response.body as { functions: Array<{ name: string; kind: string }>; errors: unknown[] };
@@ -115,6 +126,7 @@ describe('the functions a new project starts with', () => {
       expect(hello.body).toEqual({ message: 'Hello, Ada!', signedIn: false });
     } finally {
       await fresh.close();
+      await database.drop();
     }
   });
 });

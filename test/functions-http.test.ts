@@ -124,6 +124,9 @@ describe('HTTP functions', () => {
     const response = await request(server.url, 'GET', '/v1/functions/posted');
     expect(response.status).toBe(405);
     expect(errorCode(response.body)).toBe('METHOD_NOT_ALLOWED');
+    // Like every 405: the method it does take, in Allow and in the details.
+    expect(response.headers.get('allow')).toBe('POST');
+    expect(response.body).toMatchObject({ error: { details: { method: 'GET', allowed: ['POST'] } } });
     expect((await request(server.url, 'POST', '/v1/functions/posted', { body: {} })).body).toEqual({ ok: true });
   });
 

@@ -331,4 +331,61 @@ describe('real responses match the document', () => {
     await check('GET', '/v1/realtime', '/v1/realtime');
     await check('POST', '/v1/functions/{name}', '/v1/functions/nothing', { body: {} });
   });
+
+  it('deploys, versions, rollback, undeploy and secrets', async () => {
+    const source = (answer: string) =>
+      `import { http } from 'basalt/functions';\n` +
+      `export default http({ method: 'POST' }, async () => (${JSON.stringify(answer)}));\n`;
+    const deployPath = '/v1/admin/functions/{name}';
+    const deploy = (answer: string) =>
+      check('PUT', deployPath, '/v1/admin/functions/documented', {
+        ...admin(),
+        body: { files: { 'index.ts': source(answer) }, entry: 'index.ts' },
+      });
+    expect((await deploy('one')).status).toBe(201);
+    expect((await deploy('two')).status).toBe(201);
+    const broken = await check('PUT', deployPath, '/v1/admin/functions/documented', {
+      ...admin(),
+      body: { files: { 'index.ts': 'export default (' }, entry: 'index.ts' },
+    });
+    expect(broken.status).toBe(422);
+    const missingEntry = await check('PUT', deployPath, '/v1/admin/functions/documented', {
+      ...admin(),
+      body: { files: {} },
+    });
+    expect(missingEntry.status).toBe(400);
+    expect((await check('PUT', deployPath, '/v1/admin/functions/documented', { body: {} })).status).toBe(401);
+
+    const versions = await check(
+      'GET',
+      '/v1/admin/functions/{name}/versions',
+      '/v1/admin/functions/documented/versions',
+      admin(),
+    );
+    expect((versions.body as { versions: unknown[] }).versions).toHaveLength(2);
+    const rollback = '/v1/admin/functions/{name}/rollback';
+    const url = '/v1/admin/functions/documented/rollback';
+    expect((await check('POST', rollback, url, { ...admin(), body: { version: 1 } })).status).toBe(200);
+    expect((await check('POST', rollback, url, { ...admin(), body: { version: 99 } })).status).toBe(404);
+    await check('GET', '/v1/admin/functions', '/v1/admin/functions', admin());
+    await check('GET', '/v1/admin/functions/{name}/invocations', '/v1/admin/functions/documented/invocations', admin());
+
+    // A method the function does not declare: 405 with the Allow header the document names.
+    const refused = await check('GET', '/v1/functions/{name}', '/v1/functions/documented');
+    expect(refused.status).toBe(405);
+    expect(refused.headers.get('allow')).toBe('POST');
+    expect(spec.paths['/v1/functions/{name}']?.get?.responses?.['405']?.headers).toHaveProperty('allow');
+
+    expect((await check('DELETE', deployPath, '/v1/admin/functions/documented', admin())).status).toBe(204);
+    expect((await check('DELETE', deployPath, '/v1/admin/functions/documented', admin())).status).toBe(404);
+
+    const secret = '/v1/admin/secrets/{name}';
+    expect(
+      (await check('PUT', secret, '/v1/admin/secrets/DOCUMENTED', { ...admin(), body: { value: 'v' } })).status,
+    ).toBe(204);
+    expect((await check('PUT', secret, '/v1/admin/secrets/DOCUMENTED', { ...admin(), body: {} })).status).toBe(400);
+    await check('GET', '/v1/admin/secrets', '/v1/admin/secrets', admin());
+    expect((await check('DELETE', secret, '/v1/admin/secrets/DOCUMENTED', admin())).status).toBe(204);
+    expect((await check('DELETE', secret, '/v1/admin/secrets/DOCUMENTED', admin())).status).toBe(404);
+  });
 });

@@ -116,6 +116,19 @@ describe('the production build', () => {
     expect(run.status).toBe(200);
     expect(run.body).toEqual({ hello: 'build' });
     expect(existsSync(path.join(dataDir, 'functions-build', BUILD_OUTPUTS.workerEntry))).toBe(false);
+
+    // A deploy through the admin API builds against the build's functions API too.
+    const deployed = await request(url, 'PUT', '/v1/admin/functions/deployed', {
+      token: serviceKey,
+      body: {
+        files: {
+          'index.ts': `import { http } from 'basalt/functions';\nexport default http(async () => 'deployed');\n`,
+        },
+        entry: 'index.ts',
+      },
+    });
+    expect(deployed.status, deployed.text).toBe(201);
+    expect((await request(url, 'POST', '/v1/functions/deployed', { body: {} })).body).toBe('deployed');
   }, 120_000);
 });
 

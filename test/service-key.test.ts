@@ -2,7 +2,8 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { useTempDir } from './helpers.js';
-import { resolveServiceKey, safeEqual } from '../server/internal/service-key.js';
+import { loadConfig } from '../server/config.js';
+import { parseSecretsKey, resolveSecretsKey, resolveServiceKey, safeEqual } from '../server/internal/service-key.js';
 
 const dir = useTempDir('basalt-key-');
 
@@ -38,5 +39,30 @@ describe('the service key', () => {
     expect(safeEqual('abc', 'abd')).toBe(false);
     expect(safeEqual('abc', 'abcd')).toBe(false);
     expect(safeEqual('', 'abc')).toBe(false);
+  });
+});
+
+describe('the secrets key', () => {
+  it('is generated once into the data dir (256 bits, mode 0600) and reused; BASALT_SECRETS_KEY wins', async () => {
+    const dataDir = path.join(dir.path, 'secrets');
+    const first = await resolveSecretsKey(null, dataDir);
+    expect(parseSecretsKey(first)?.length).toBe(32);
+    const file = path.join(dataDir, 'secrets-key');
+    expect(((await stat(file)).mode & 0o777).toString(8)).toBe('600');
+    expect(await resolveSecretsKey(null, dataDir)).toBe(first);
+    const configured = 'ab'.repeat(32);
+    expect(await resolveSecretsKey(configured, path.join(dir.path, 'none'))).toBe(configured);
+    await expect(stat(path.join(dir.path, 'none', 'secrets-key'))).rejects.toThrow();
+  });
+
+  it('takes 64 hex digits or 32 bytes of base64, and refuses anything else at start', () => {
+    expect(parseSecretsKey('0f'.repeat(32))?.length).toBe(32);
+    expect(parseSecretsKey(Buffer.alloc(32, 7).toString('base64'))?.length).toBe(32);
+    expect(parseSecretsKey(Buffer.alloc(32, 7).toString('base64url'))?.length).toBe(32);
+    for (const bad of ['', 'short', '0f'.repeat(31), Buffer.alloc(24).toString('base64'), 'zz'.repeat(32)]) {
+      expect(parseSecretsKey(bad)).toBeNull();
+    }
+    expect(() => loadConfig({ BASALT_SECRETS_KEY: 'not-a-key' })).toThrow(/BASALT_SECRETS_KEY/);
+    expect(loadConfig({ BASALT_SECRETS_KEY: 'ab'.repeat(32) }).secretsKey).toBe('ab'.repeat(32));
   });
 });

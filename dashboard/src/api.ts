@@ -131,6 +131,21 @@ export interface FunctionInfo {
   file: string;
   trigger: Record<string, unknown>;
   options: Record<string, number>;
+  version: number;
+  source: 'api' | 'folder';
+  deployed_at: string;
+}
+
+export interface FunctionVersion {
+  version: number;
+  deployed_at: string;
+  active: boolean;
+  source: 'api' | 'folder';
+}
+
+export interface SecretInfo {
+  name: string;
+  updated_at: string;
 }
 
 /** A function run as the admin API lists it (the server's own type). */

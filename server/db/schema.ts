@@ -277,6 +277,59 @@ export const functionInvocations = basalt.table('function_invocations', {
   error: text('error'),
   logs: jsonb('logs').$type<unknown[]>().notNull().default([]),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
+  version: integer('version'),
+});
+
+// -- function deploys and secrets (0020) -----------------------------------------------------
+
+export const functionVersions = basalt.table(
+  'function_versions',
+  {
+    name: text('name').notNull(),
+    version: integer('version').notNull(),
+    kind: text('kind').notNull(),
+    exportName: text('export_name').notNull(),
+    options: jsonb('options').$type<Record<string, unknown>>().notNull(),
+    entry: text('entry').notNull(),
+    bundle: text('bundle').notNull(),
+    bundleFormat: text('bundle_format', { enum: ['cjs', 'esm'] }).notNull(),
+    bundleHash: text('bundle_hash').notNull(),
+    source: text('source', { enum: ['api', 'folder'] }).notNull(),
+    deployedAt: timestamptz('deployed_at').notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.name, table.version] })],
+);
+
+export const functionActive = basalt.table('function_active', {
+  name: text('name').primaryKey(),
+  id: text('id').notNull(),
+  version: integer('version').notNull(),
+  kind: text('kind').notNull(),
+  exportName: text('export_name').notNull(),
+  options: jsonb('options').$type<Record<string, unknown>>().notNull(),
+  changedAt: timestamptz('changed_at').notNull().defaultNow(),
+});
+
+export const functionDispatchVersions = basalt.table('function_dispatch_versions', {
+  name: text('name').primaryKey(),
+  version: integer('version').notNull(),
+  kind: text('kind').notNull(),
+  exportName: text('export_name').notNull(),
+  options: jsonb('options').$type<Record<string, unknown>>().notNull(),
+});
+
+export const secrets = basalt.table('secrets', {
+  name: text('name').primaryKey(),
+  iv: bytea('iv').notNull(),
+  ciphertext: bytea('ciphertext').notNull(),
+  tag: bytea('tag').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+export const secretRevisions = basalt.table('secret_revisions', {
+  id: text('id').primaryKey(),
+  revision: bigint('revision', { mode: 'number' }).notNull(),
 });
 
 // -- audit (0017) ----------------------------------------------------------------------------

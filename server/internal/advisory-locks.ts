@@ -35,4 +35,6 @@ export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;
 export const ADVISORY_LOCK_NAMESPACES = {
   /** Per-key "at most once per interval" claims (one mail per address a minute) ("rate"). */
   intervalClaims: 0x7261_7465,
+  /** Deploys of one function name, one at a time, so versions count up without gaps ("fdep"). */
+  functionDeploys: 0x6664_6570,
 } as const;

@@ -1,7 +1,7 @@
-import type { FunctionInfo, Invocation } from '../api.js';
+import type { FunctionInfo, FunctionVersion, Invocation, SecretInfo } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
-import { badge, formatTime, h, replace } from '../dom.js';
-import { dataTable, pageHead, tableOrNote } from '../ui.js';
+import { badge, field, formatTime, h, replace } from '../dom.js';
+import { dataTable, pageHead, submitForm, tableOrNote } from '../ui.js';
 
 const STATUSES = ['', 'queued', 'running', 'succeeded', 'failed', 'dead'] as const;
 
@@ -23,19 +23,212 @@ function describeTrigger(fn: FunctionInfo): string {
   }
 }
 
-/** Functions: what is loaded, its triggers, and the invocations of one with logs and retries. */
+/** Deploys a pasted or uploaded file as a new version of a function. */
+function deployForm(ctx: Context, name?: string): HTMLElement {
+  const nameInput = h('input', {
+    name: 'name',
+    required: true,
+    pattern: '[A-Za-z][A-Za-z0-9_\\-]{0,62}',
+    value: name ?? '',
+  });
+  const file = h('input', { type: 'file', name: 'file', accept: '.ts,.mts,.js,.mjs' });
+  const source = h('textarea', {
+    name: 'source',
+    rows: 8,
+    class: 'mono',
+    spellcheck: false,
+    placeholder: "import { http } from 'basalt/functions';\nexport default http(async () => ({ hello: 'world' }));",
+  });
+  let fileName = 'index.ts';
+  file.addEventListener('change', async () => {
+    const chosen = file.files?.[0];
+    if (!chosen) return;
+    fileName = chosen.name;
+    source.value = await chosen.text();
+    if (!nameInput.value) nameInput.value = chosen.name.replace(/\.[^.]+$/, '');
+  });
+  return h(
+    'section',
+    { class: 'card deploy' },
+    h('h2', null, name ? `Deploy a new version of ${name}` : 'Deploy a function'),
+    submitForm(
+      { id: 'deploy-form' },
+      async () => {
+        try {
+          const deployed = await ctx.api.json<{ name: string; version: number }>(
+            'PUT',
+            `/v1/admin/functions/${encodeURIComponent(nameInput.value)}`,
+            { files: { [fileName]: source.value }, entry: fileName },
+          );
+          ctx.notify(`Deployed ${deployed.name} version ${deployed.version}.`);
+          ctx.navigate(`functions/${deployed.name}`);
+        } catch (error) {
+          reportError(ctx, error);
+        }
+      },
+      field('Name', nameInput),
+      field('Upload a file', file, 'or paste the source below'),
+      field('Source', source),
+      h('button', { type: 'submit', class: 'primary' }, 'Deploy'),
+    ),
+  );
+}
+
+/** Secret names (values never leave the server), and a form to set one. */
+function secretsView(ctx: Context, secrets: SecretInfo[]): HTMLElement {
+  const name = h('input', {
+    name: 'secret-name',
+    required: true,
+    pattern: '[A-Z][A-Z0-9_]{0,63}',
+    placeholder: 'STRIPE_KEY',
+  });
+  const value = h('input', { name: 'secret-value', type: 'password', required: true, autocomplete: 'off' });
+  return h(
+    'section',
+    { class: 'card secrets' },
+    h('h2', null, 'Secrets'),
+    h('p', { class: 'muted small' }, 'Functions read the secrets they declare as ctx.secrets. Values are never shown.'),
+    tableOrNote(
+      { class: 'table', id: 'secrets' },
+      ['Name', 'Updated', ''],
+      secrets.map((secret) =>
+        h(
+          'tr',
+          { 'data-secret': secret.name },
+          h('td', { class: 'mono' }, secret.name),
+          h('td', { class: 'small' }, formatTime(secret.updated_at)),
+          h(
+            'td',
+            { class: 'actions' },
+            h(
+              'button',
+              {
+                type: 'button',
+                onclick: async () => {
+                  try {
+                    await ctx.api.json('DELETE', `/v1/admin/secrets/${secret.name}`);
+                    ctx.notify(`Deleted ${secret.name}.`);
+                    ctx.navigate('functions');
+                  } catch (error) {
+                    reportError(ctx, error);
+                  }
+                },
+              },
+              'Delete',
+            ),
+          ),
+        ),
+      ),
+      'No secrets yet.',
+    ),
+    submitForm(
+      { id: 'secret-form', class: 'inline' },
+      async () => {
+        try {
+          await ctx.api.json('PUT', `/v1/admin/secrets/${encodeURIComponent(name.value)}`, { value: value.value });
+          ctx.notify(`Set ${name.value}.`);
+          ctx.navigate('functions');
+        } catch (error) {
+          reportError(ctx, error);
+        }
+      },
+      field('Name', name),
+      field('Value', value),
+      h('button', { type: 'submit' }, 'Set secret'),
+    ),
+  );
+}
+
+/** The versions of one function, with rollback and undeploy. */
+function versionsView(ctx: Context, fn: FunctionInfo, versions: FunctionVersion[]): HTMLElement {
+  return h(
+    'section',
+    { class: 'versions' },
+    h(
+      'header',
+      { class: 'page-head' },
+      h('h2', null, 'Versions of ', fn.name),
+      h(
+        'div',
+        { class: 'buttons' },
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'danger',
+            'data-undeploy': fn.name,
+            onclick: async () => {
+              if (!window.confirm(`Undeploy ${fn.name}? Its queued events are dead-lettered.`)) return;
+              try {
+                await ctx.api.json('DELETE', `/v1/admin/functions/${fn.name}`);
+                ctx.notify(`Undeployed ${fn.name}.`);
+                ctx.navigate('functions');
+              } catch (error) {
+                reportError(ctx, error);
+              }
+            },
+          },
+          'Undeploy',
+        ),
+      ),
+    ),
+    dataTable(
+      { class: 'table', id: 'versions' },
+      ['Version', 'Deployed', 'Source', ''],
+      versions.map((version) =>
+        h(
+          'tr',
+          { 'data-version': version.version },
+          h('td', null, `v${version.version}`, version.active ? badge('live', 'succeeded') : null),
+          h('td', { class: 'small' }, formatTime(version.deployed_at)),
+          h('td', null, version.source),
+          h(
+            'td',
+            { class: 'actions' },
+            version.active
+              ? null
+              : h(
+                  'button',
+                  {
+                    type: 'button',
+                    'data-rollback': version.version,
+                    onclick: async () => {
+                      try {
+                        await ctx.api.json('POST', `/v1/admin/functions/${fn.name}/rollback`, {
+                          version: version.version,
+                        });
+                        ctx.notify(`${fn.name} is at version ${version.version}.`);
+                        ctx.navigate(`functions/${fn.name}`);
+                      } catch (error) {
+                        reportError(ctx, error);
+                      }
+                    },
+                  },
+                  'Roll back to this',
+                ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+/** Functions: what is deployed, its triggers and versions, deploys, secrets, and the invocations of one. */
 export async function functionsPage(ctx: Context): Promise<Page> {
-  const { functions, errors } = await ctx.api.get<{
-    functions: FunctionInfo[];
-    errors: Array<{ file: string; reason: string }>;
-  }>('/v1/admin/functions');
+  const [{ functions, errors }, { secrets }] = await Promise.all([
+    ctx.api.get<{ functions: FunctionInfo[]; errors: Array<{ file: string; reason: string }> }>('/v1/admin/functions'),
+    ctx.api.get<{ secrets: SecretInfo[] }>('/v1/admin/secrets'),
+  ]);
   const selected = ctx.params.name ? functions.find((f) => f.name === ctx.params.name) : undefined;
   if (ctx.params.name && !selected) throw new Error(`No function named "${ctx.params.name}".`);
+  const versions = selected
+    ? (await ctx.api.get<{ versions: FunctionVersion[] }>(`/v1/admin/functions/${selected.name}/versions`)).versions
+    : [];
   let timer: number | null = null;
 
   const list = dataTable(
     { class: 'table clickable', id: 'functions' },
-    ['Function', 'Kind', 'Trigger', 'Retries', 'Timeout', 'Concurrency'],
+    ['Function', 'Version', 'Kind', 'Trigger', 'Retries', 'Timeout', 'Concurrency'],
     functions.map((fn) =>
       h(
         'tr',
@@ -51,6 +244,12 @@ export async function functionsPage(ctx: Context): Promise<Page> {
           null,
           h('a', { href: link(`functions/${fn.name}`) }, fn.name),
           h('div', { class: 'muted small' }, fn.file),
+        ),
+        h(
+          'td',
+          null,
+          `v${fn.version}`,
+          h('div', { class: 'muted small' }, `${fn.source} · ${formatTime(fn.deployed_at)}`),
         ),
         h('td', null, badge(fn.kind, 'info')),
         h('td', { class: 'mono small' }, describeTrigger(fn)),
@@ -77,8 +276,17 @@ export async function functionsPage(ctx: Context): Promise<Page> {
           ),
         )
       : null,
-    functions.length === 0 ? h('p', { class: 'empty' }, 'No functions are loaded (BASALT_FUNCTIONS_DIR).') : list,
+    functions.length === 0
+      ? h(
+          'p',
+          { class: 'empty' },
+          'No functions are deployed yet: deploy one below, with `basalt functions deploy`, or from the functions folder.',
+        )
+      : list,
+    selected ? versionsView(ctx, selected, versions) : null,
     selected ? invocationsView(ctx, selected, (t) => (timer = t)) : null,
+    deployForm(ctx, selected?.name),
+    secretsView(ctx, secrets),
   );
   return { element, dispose: () => (timer !== null ? window.clearInterval(timer) : undefined) };
 }

@@ -99,7 +99,9 @@ const FUNCTION_RESPONSES: Record<string, Json> = {
     content: { 'application/json': { schema: {} }, '*/*': { schema: { type: 'string', format: 'binary' } } },
   },
   404: envelope('NOT_FOUND: no HTTP function of that name'),
-  405: envelope('METHOD_NOT_ALLOWED: the function declares other methods'),
+  405: envelope('METHOD_NOT_ALLOWED: the function declares another method', {
+    allow: header('The one method the function declares'),
+  }),
   500: envelope('FUNCTION_ERROR: the function threw'),
   503: envelope('UNAVAILABLE: no worker could take the call'),
   504: envelope('FUNCTION_TIMEOUT: the function ran past its timeout'),

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Counter, Gauge } from 'prom-client';
@@ -11,6 +12,7 @@ import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
+import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
 import { InvocationRepository, queueStatementsIn, tryTakeDispatchLead, type InvocationRun } from './repository.js';
 import { QueueRunner, type FinishedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
@@ -34,19 +36,52 @@ const DISPATCH_BATCH = 500;
 /** Delivered changes kept for the dispatcher; beyond this it has fallen behind and reads the log. */
 const MAX_DELIVERED_CHANGES = 20_000;
 
-/** A run's record, or null when the run could not even start. */
+/** A run's record, or null when the run could not even start; `final` when no retry may follow. */
 interface RunResult {
   run: InvocationRun | null;
+  final?: boolean;
+}
+
+interface DispatchJob {
+  name: string;
+  options: Record<string, unknown>;
+  id: string;
+  data: JobData;
+}
+
+/** The pointer table of deploys (migrations/0020), in the change log. */
+const DEPLOYS_TABLE = 'function_active';
+
+/** The record of a job whose function was undeployed before it ran: dead, not run. */
+function undeployedRun(name: string, job: PgBoss.JobWithMetadata<JobData>, input: FunctionEvent): InvocationRun {
+  return {
+    id: randomUUID(),
+    functionName: name,
+    trigger: input.type,
+    eventId: input.id,
+    attempt: job.retryCount + 1,
+    jobId: job.id,
+    status: 'dead',
+    startedAt: new Date(),
+    durationMs: 0,
+    error: 'the function was undeployed before this event ran',
+    logs: [],
+    cold: false,
+  };
 }
 
 export interface JobData {
   function: string;
+  /** The version live when the event committed (in log order); a retry from the admin API re-pins it. */
+  version?: number;
   event: FunctionEvent;
 }
 
-export function queueName(fn: LoadedFunction): string {
+export function queueName(fn: { name: string }): string {
   return `fn-${fn.name}`;
 }
+
+const EVENT_KINDS = new Set(['document', 'object', 'auth']);
 
 /** Created once per app: a reload builds a new dispatcher but keeps counting in the same metrics. */
 export interface DispatcherMetrics {
@@ -82,12 +117,20 @@ export interface DispatcherOptions {
  * One leader (a session advisory lock) reads the change log from its durable cursor and,
  * in one transaction, enqueues one pg-boss job per (change, function) — with a job id
  * derived from both, so a re-dispatch after a crash inserts nothing twice — and moves the
- * cursor. Workers on every instance take jobs (pg-boss hands each to exactly one), retry
- * failures with exponential backoff and mark the last failure dead. Schedules use
- * pg-boss's cron, which sends each tick once across instances.
+ * cursor. Deploys are rows of the same log (basalt.function_active): the leader applies
+ * them in commit order among the writes, so each event is pinned to the version that was
+ * live when it committed, and an undeploy dead-letters exactly the events committed before
+ * it that have not run. Workers on every instance take jobs (pg-boss hands each to exactly
+ * one) and run the pinned version, retry failures with exponential backoff and mark the
+ * last failure dead. Schedules use pg-boss's cron, which sends each tick once across
+ * instances, and run the version live when the tick is taken.
+ *
+ * The queue starts with the first deployed function that needs it; sync() follows the
+ * instance's live set from then on (queues, runners, schedules) without a restart.
  */
 export class FunctionDispatcher {
   private boss: PgBoss | null = null;
+  private starting: Promise<PgBoss> | null = null;
   /** The session whose advisory lock is the dispatch lead. */
   private lock: ReconnectingClient | null = null;
   private leading = false;
@@ -97,12 +140,19 @@ export class FunctionDispatcher {
   private unsubscribe: (() => void) | null = null;
   private leaderTimer: NodeJS.Timeout | null = null;
   private depthTimer: IdleBackoff | null = null;
-  private readonly runners = new Map<string, QueueRunner<JobData, RunResult>>();
+  /** One runner per live job function of this instance, with the version whose options shaped it. */
+  private readonly runners = new Map<string, { runner: QueueRunner<JobData, RunResult>; shape: string }>();
+  private readonly queues = new Map<string, string>();
+  private schedules = new Set<string>();
+  /** The pointers as of the dispatch cursor (leader only); null until read. */
+  private pointers: Map<string, ActivePointer> | null = null;
   private delivered: ChangeBatch[] = [];
   private deliveredChanges = 0;
+  private syncing: Promise<void> = Promise.resolve();
   private readonly invocations: InvocationRepository;
   constructor(
     private readonly functions: FunctionsService,
+    private readonly deploys: DeployRepository,
     private readonly feed: ChangeFeed,
     private readonly db: Database,
     private readonly log: Logger,
@@ -112,85 +162,155 @@ export class FunctionDispatcher {
     this.invocations = new InvocationRepository(db);
   }
 
-  private eventFunctions(): LoadedFunction[] {
-    return [...this.functions.byKind('document'), ...this.functions.byKind('object'), ...this.functions.byKind('auth')];
-  }
-
   private jobFunctions(): LoadedFunction[] {
-    return [...this.eventFunctions(), ...this.functions.byKind('schedule')];
+    return [
+      ...this.functions.byKind('document'),
+      ...this.functions.byKind('object'),
+      ...this.functions.byKind('auth'),
+      ...this.functions.byKind('schedule'),
+    ];
   }
 
-  async start(): Promise<void> {
-    if (this.jobFunctions().length === 0) return;
-    const boss = new PgBoss({
-      connectionString: this.options.databaseUrl,
-      schema: PGBOSS_SCHEMA,
-      max: 4,
-      application_name: 'basalt-jobs',
-      supervise: this.options.runWorkers,
-      schedule: this.options.runWorkers,
-      migrate: true,
-      // Expired jobs (their worker died mid-run) are failed, hence retried, within seconds.
-      maintenanceIntervalSeconds: 5,
-    });
-    let quietUntil = 0;
-    boss.on('error', (error) => {
-      if (!isConnectionError(error)) {
-        this.log.error({ err: error }, 'job queue error');
-        return;
-      }
-      // Postgres unreachable: pg-boss's pool reconnects by itself. Its timers would log
-      // several lines a second for the whole outage; one every half minute tells as much.
-      if (Date.now() < quietUntil) return;
-      quietUntil = Date.now() + 30_000;
-      this.log.warn({ reason: error.message }, 'job queue cannot reach Postgres; retrying');
-    });
-    await boss.start();
-    this.boss = boss;
-    for (const fn of this.jobFunctions()) {
-      const queue = queueName(fn);
-      await boss.createQueue(queue, {
-        name: queue,
-        retryLimit: numberOption(fn.options, 'retries'),
-        retryDelay: this.options.retryDelaySeconds ?? 1,
-        retryBackoff: true,
-        // A job still active past its function's timeout lost its worker (a crash, kill -9):
-        // it expires and is delivered again.
-        expireInSeconds: Math.ceil(numberOption(fn.options, 'timeout_ms') / 1000) + 10,
-      });
-      if (this.options.runWorkers && fn.kind === 'schedule' && typeof fn.options.cron === 'string') {
-        await boss.schedule(queue, fn.options.cron, {}, { tz: 'UTC' });
-      }
-      if (this.options.runWorkers) await this.startWorkers(boss, fn);
-    }
-    this.depthTimer = new IdleBackoff({
-      minMs: DEPTH_EVERY_MS,
-      maxMs: DEPTH_IDLE_MS,
-      run: () => this.refreshQueueDepth(),
-      onError: (error) => this.log.debug({ err: error }, 'queue depth unavailable'),
-    });
-    this.depthTimer.start();
-    const scheduled = new Set(this.functions.byKind('schedule').map(queueName));
-    for (const schedule of this.options.runWorkers ? await boss.getSchedules() : []) {
-      if (schedule.name.startsWith('fn-') && !scheduled.has(schedule.name)) await boss.unschedule(schedule.name);
-    }
-    if (this.options.runWorkers && this.eventFunctions().length > 0) {
-      this.unsubscribe = this.feed.subscribe((batch) => {
-        this.remember(batch);
-        this.pump();
-      });
-      this.lock = new ReconnectingClient({
-        url: this.options.databaseUrl,
-        applicationName: 'basalt-dispatch',
-        log: this.log,
-        onConnect: (client) => this.tryLead(client),
-        onLost: () => this.lostLead(),
-      });
-      await this.lock.start();
-    }
+  /** Follows this instance's live set: call after every change of it (serialised). */
+  sync(): Promise<void> {
+    const next = this.syncing.catch(() => undefined).then(() => this.syncNow());
+    this.syncing = next;
+    return next;
   }
 
-  private async startWorkers(boss: PgBoss, fn: LoadedFunction): Promise<void> {
+  private async syncNow(): Promise<void> {
+    if (this.stopped) return;
+    const live = this.jobFunctions();
+    if (live.length === 0 && !this.boss) return;
+    const boss = await this.queue();
+    for (const fn of live) {
+      await this.ensureQueue(boss, fn);
+      if (!this.options.runWorkers) continue;
+      const shape = `${numberOption(fn.options, 'concurrency')}|${numberOption(fn.options, 'retries')}`;
+      const current = this.runners.get(queueName(fn));
+      if (current?.shape !== shape) {
+        // A new version with other limits: the old runner lets its runs finish meanwhile.
+        if (current) void current.runner.stop(5_000);
+        this.runners.set(queueName(fn), { runner: this.startRunner(boss, fn), shape });
+      }
+    }
+    const names = new Set(live.map(queueName));
+    for (const [queue, { runner }] of this.runners) {
+      if (names.has(queue)) continue;
+      this.runners.delete(queue);
+      // Held jobs still start, find their function gone and are dead-lettered (runJob).
+      void runner.stop(5_000);
+    }
+    if (this.options.runWorkers) await this.syncSchedules(boss);
+    if (this.options.runWorkers && !this.lock && live.some((fn) => EVENT_KINDS.has(fn.kind))) await this.startLeading();
+  }
+
+  /** Starts pg-boss once; every later sync reuses it. */
+  private queue(): Promise<PgBoss> {
+    this.starting ??= (async () => {
+      const boss = new PgBoss({
+        connectionString: this.options.databaseUrl,
+        schema: PGBOSS_SCHEMA,
+        max: 4,
+        application_name: 'basalt-jobs',
+        supervise: this.options.runWorkers,
+        schedule: this.options.runWorkers,
+        migrate: true,
+        // Expired jobs (their worker died mid-run) are failed, hence retried, within seconds.
+        maintenanceIntervalSeconds: 5,
+      });
+      let quietUntil = 0;
+      boss.on('error', (error) => {
+        if (!isConnectionError(error)) {
+          this.log.error({ err: error }, 'job queue error');
+          return;
+        }
+        // Postgres unreachable: pg-boss's pool reconnects by itself. Its timers would log
+        // several lines a second for the whole outage; one every half minute tells as much.
+        if (Date.now() < quietUntil) return;
+        quietUntil = Date.now() + 30_000;
+        this.log.warn({ reason: error.message }, 'job queue cannot reach Postgres; retrying');
+      });
+      await boss.start();
+      this.boss = boss;
+      this.depthTimer = new IdleBackoff({
+        minMs: DEPTH_EVERY_MS,
+        maxMs: DEPTH_IDLE_MS,
+        run: () => this.refreshQueueDepth(),
+        onError: (error) => this.log.debug({ err: error }, 'queue depth unavailable'),
+      });
+      this.depthTimer.start();
+      return boss;
+    })();
+    this.starting.catch(() => {
+      this.starting = null;
+    });
+    return this.starting;
+  }
+
+  /** Creates (or updates) a function's queue; its jobs carry their own retry and expiry, from their version. */
+  private async ensureQueue(boss: PgBoss, fn: { name: string; options: Record<string, unknown> }): Promise<void> {
+    const queue = queueName(fn);
+    const policy = JSON.stringify(this.jobPolicy(fn.options));
+    if (this.queues.get(queue) === policy) return;
+    const options = {
+      name: queue,
+      retryLimit: numberOption(fn.options, 'retries'),
+      retryDelay: this.options.retryDelaySeconds ?? 1,
+      retryBackoff: true,
+      // A job still active past its function's timeout lost its worker (a crash, kill -9):
+      // it expires and is delivered again.
+      expireInSeconds: Math.ceil(numberOption(fn.options, 'timeout_ms') / 1000) + 10,
+    };
+    if (await boss.getQueue(queue)) await boss.updateQueue(queue, options);
+    else await boss.createQueue(queue, options);
+    this.queues.set(queue, policy);
+  }
+
+  private jobPolicy(options: Record<string, unknown>) {
+    return {
+      retryLimit: numberOption(options, 'retries'),
+      retryDelay: this.options.retryDelaySeconds ?? 1,
+      retryBackoff: true,
+      expireInSeconds: Math.ceil(numberOption(options, 'timeout_ms') / 1000) + 10,
+    };
+  }
+
+  private async syncSchedules(boss: PgBoss): Promise<void> {
+    const wanted = new Map<string, string>();
+    for (const fn of this.functions.byKind('schedule')) {
+      if (typeof fn.options.cron === 'string') wanted.set(queueName(fn), `${fn.version}|${fn.options.cron}`);
+    }
+    const key = [...wanted]
+      .map(([queue, cron]) => `${queue}=${cron}`)
+      .sort()
+      .join(',');
+    if (this.schedules.has(key)) return;
+    for (const fn of this.functions.byKind('schedule')) {
+      if (typeof fn.options.cron === 'string') await boss.schedule(queueName(fn), fn.options.cron, {}, { tz: 'UTC' });
+    }
+    for (const schedule of await boss.getSchedules()) {
+      if (schedule.name.startsWith('fn-') && !wanted.has(schedule.name)) await boss.unschedule(schedule.name);
+    }
+    this.schedules = new Set([key]);
+  }
+
+  private async startLeading(): Promise<void> {
+    this.unsubscribe = this.feed.subscribe((batch) => {
+      this.remember(batch);
+      this.pump();
+    });
+    this.lock = new ReconnectingClient({
+      url: this.options.databaseUrl,
+      applicationName: 'basalt-dispatch',
+      log: this.log,
+      onConnect: (client) => this.tryLead(client),
+      onLost: () => this.lostLead(),
+    });
+    await this.lock.start();
+  }
+
+  private startRunner(boss: PgBoss, fn: LoadedFunction): QueueRunner<JobData, RunResult> {
     const queue = queueName(fn);
     const runner = new QueueRunner<JobData, RunResult>({
       boss,
@@ -205,19 +325,27 @@ export class FunctionDispatcher {
       // functions that have one to spare.
       holdAhead: numberOption(fn.options, 'retries') > 0,
       log: this.log,
-      run: (job) => this.runJob(fn, job),
+      run: (job) => this.runJob(fn.name, job),
       settle: (finished) => this.settle(queue, finished),
     });
     runner.start();
-    this.runners.set(queue, runner);
+    return runner;
   }
 
-  /** Runs one job; a run that could not even start comes back with no record (it is failed and retried). */
-  private async runJob(fn: LoadedFunction, job: PgBoss.JobWithMetadata<JobData>): Promise<RunResult> {
+  /**
+   * Runs one job on the version it is pinned to (a schedule tick: the live one). A job of a
+   * function no longer deployed here is not run: it is dead-lettered. A run that could not
+   * even start comes back with no record (it is failed and retried).
+   */
+  private async runJob(name: string, job: PgBoss.JobWithMetadata<JobData>): Promise<RunResult> {
     try {
-      const current = this.functions.find(fn.name) ?? fn;
-      const input = fn.kind === 'schedule' ? scheduleEvent(job) : job.data.event;
-      const { run } = await this.functions.execute(current, input, {
+      const live = this.functions.find(name);
+      const isSchedule = live?.kind === 'schedule' || job.data.event === undefined;
+      const input = isSchedule ? scheduleEvent(job) : job.data.event;
+      const pinned = !isSchedule && typeof job.data.version === 'number' ? job.data.version : live?.version;
+      const fn = live && pinned !== undefined ? await this.functions.versionOf(name, pinned) : null;
+      if (!fn) return { run: undeployedRun(name, job, input), final: true };
+      const { run } = await this.functions.execute(fn, input, {
         trigger: input.type,
         eventId: input.id,
         attempt: job.retryCount + 1,
@@ -241,9 +369,11 @@ export class FunctionDispatcher {
     if (!boss) return;
     const succeeded: string[] = [];
     const failed: Array<{ id: string; message: string }> = [];
+    const final: string[] = [];
     for (const { job, result } of finished) {
       if (result.run?.status === 'succeeded') succeeded.push(job.id);
       else failed.push({ id: job.id, message: result.run?.error ?? 'the run could not start' });
+      if (result.final) final.push(job.id);
     }
     await this.db.transaction(async (tx: Tx) => {
       const db = queueStatementsIn(tx);
@@ -251,6 +381,7 @@ export class FunctionDispatcher {
         finished.flatMap(({ result }) => (result.run ? [result.run] : [])),
         tx,
       );
+      await this.deploys.spendRetries(tx, queue, final);
       if (succeeded.length > 0) await boss.complete(queue, succeeded, { db });
       for (const failure of failed) await boss.fail(queue, failure.id, { message: failure.message }, { db });
     });
@@ -268,6 +399,7 @@ export class FunctionDispatcher {
     this.leading = leading;
     if (this.leading) {
       this.log.info('this instance dispatches function events');
+      this.pointers = null;
       this.pump();
       return;
     }
@@ -283,6 +415,7 @@ export class FunctionDispatcher {
     this.leaderTimer = null;
     if (this.leading) this.log.warn('function dispatcher lost its lead with its connection');
     this.leading = false;
+    this.pointers = null;
   }
 
   /** Dispatches until the cursor reaches the feed's position; coalesces concurrent wake-ups. */
@@ -300,6 +433,8 @@ export class FunctionDispatcher {
             if (this.stopped || !this.leading) break;
           }
         } catch (error) {
+          // What was applied of the batch is not saved: read the pointers again with the cursor.
+          this.pointers = null;
           this.log.error({ err: error }, 'dispatching function events failed; retrying');
           await new Promise((resolve) => setTimeout(resolve, 1_000));
           this.pumpAgain = true;
@@ -316,40 +451,92 @@ export class FunctionDispatcher {
     if (!boss) return false;
     let cursor = await this.feed.consumerCursor(CONSUMER);
     if (cursor === null) {
-      // First start: functions react to what commits from now on.
+      // First start: functions react to what commits from now on, with the pointers live now.
       cursor = this.feed.currentCursor();
-      await this.feed.saveConsumerCursor(CONSUMER, cursor);
+      const start = cursor;
+      await this.db.transaction(async (tx) => {
+        await this.feed.saveConsumerCursor(CONSUMER, start, tx);
+        await this.deploys.resetDispatchPointers(tx);
+      });
+      this.pointers = null;
     }
+    if (!this.pointers) {
+      this.pointers = new Map((await this.deploys.dispatchPointers()).map((pointer) => [pointer.name, pointer]));
+    }
+    const pointers = this.pointers;
     const batch = this.takeDelivered(cursor) ?? (await this.feed.readSince(cursor, { limit: DISPATCH_BATCH }));
     if (batch.cursor === cursor) return false;
-    const functions = this.eventFunctions();
-    const jobs: Array<{ fn: LoadedFunction; id: string; data: JobData }> = [];
+    // In commit order: a deploy changes the pointer for the changes after it; an undeploy
+    // dead-letters what was queued before it. Steps run in this order in one transaction.
+    const steps: Array<{ jobs: DispatchJob[] } | { undeployed: string }> = [];
+    const changed = new Map<string, ActivePointer | null>();
+    let jobs: DispatchJob[] = [];
     for (const change of batch.changes) {
-      for (const fn of functions) {
-        const event = eventFor(fn, change);
-        if (event) jobs.push({ fn, id: jobIdFor(change.id, fn.name), data: { function: fn.name, event } });
+      if (change.schema === 'basalt' && change.table === DEPLOYS_TABLE) {
+        const pointer = pointerFromRow(change.newRow);
+        const name = pointer?.name ?? pointerFromRow(change.oldRow)?.name;
+        if (!name) continue;
+        if (pointer) pointers.set(name, pointer);
+        else {
+          pointers.delete(name);
+          steps.push({ jobs }, { undeployed: name });
+          jobs = [];
+        }
+        changed.set(name, pointer);
+        continue;
       }
+      for (const pointer of pointers.values()) {
+        if (!EVENT_KINDS.has(pointer.kind)) continue;
+        const event = eventFor(pointer, change);
+        if (event) {
+          jobs.push({
+            name: pointer.name,
+            options: pointer.options,
+            id: jobIdFor(change.id, pointer.name),
+            data: { function: pointer.name, version: pointer.version, event },
+          });
+        }
+      }
+    }
+    steps.push({ jobs });
+    const queued = steps.flatMap((step) => ('jobs' in step ? step.jobs : []));
+    for (const name of new Set(queued.map((job) => job.name))) {
+      const pointer = pointers.get(name);
+      await this.ensureQueue(boss, { name, options: pointer?.options ?? {} });
     }
     await this.db.transaction(async (tx: Tx) => {
       const wrapper = queueStatementsIn(tx);
-      // One statement per batch; a job id already present (a re-dispatch) is skipped.
-      if (jobs.length > 0) {
-        await boss.insert(
-          jobs.map((job) => ({ id: job.id, name: queueName(job.fn), data: job.data })),
-          { db: wrapper },
-        );
+      for (const step of steps) {
+        if ('undeployed' in step) {
+          const dead = await this.deploys.deadLetterQueue(tx, queueName({ name: step.undeployed }), step.undeployed);
+          if (dead > 0)
+            this.log.info({ function: step.undeployed, events: dead }, 'undeployed: queued events dead-lettered');
+          continue;
+        }
+        // One statement per step; a job id already present (a re-dispatch) is skipped.
+        if (step.jobs.length > 0) {
+          await boss.insert(
+            step.jobs.map((job) => ({
+              id: job.id,
+              name: queueName(job),
+              data: job.data,
+              ...this.jobPolicy(job.options),
+            })),
+            { db: wrapper },
+          );
+        }
       }
+      await this.deploys.saveDispatchPointers(tx, changed);
       await this.feed.saveConsumerCursor(CONSUMER, batch.cursor, tx);
     });
-    for (const job of jobs) {
-      this.metrics.enqueued.inc({ function: job.fn.name });
-      this.runners.get(queueName(job.fn))?.notify();
+    for (const job of queued) {
+      this.metrics.enqueued.inc({ function: job.name });
+      this.runners.get(queueName(job))?.runner.notify();
     }
-    if (jobs.length > 0) this.depthTimer?.wake();
+    if (queued.length > 0) this.depthTimer?.wake();
     // More to read only if the feed has moved past what was dispatched; a later delivery pumps again.
     return this.delivered.length > 0 || batch.cursor !== this.feed.currentCursor();
   }
-
   /** Keeps a batch the feed delivered, for the leader to dispatch without reading the log again. */
   private remember(batch: ChangeBatch): void {
     if (!this.leading) return;
@@ -391,12 +578,17 @@ export class FunctionDispatcher {
     if (batch) this.deliveredChanges -= batch.changes.length;
   }
 
-  /** Retries a dead-lettered job: pg-boss moves it back to the queue with its event id unchanged. */
+  /**
+   * Retries a dead-lettered job: pg-boss moves it back to the queue with its event id
+   * unchanged, to run on the version live now. False when the function is not deployed.
+   */
   async retry(functionName: string, jobId: string): Promise<boolean> {
     const fn = this.functions.find(functionName);
-    if (!this.boss || !fn) return false;
-    await this.boss.retry(queueName(fn), jobId);
-    this.runners.get(queueName(fn))?.notify();
+    if (!fn) return false;
+    const boss = await this.queue();
+    await this.deploys.repinJob(queueName(fn), jobId, fn.version);
+    await boss.retry(queueName(fn), jobId);
+    this.runners.get(queueName(fn))?.runner.notify();
     return true;
   }
 
@@ -414,13 +606,15 @@ export class FunctionDispatcher {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.syncing.catch(() => undefined);
+    await this.starting?.catch(() => undefined);
     this.unsubscribe?.();
     if (this.leaderTimer) clearTimeout(this.leaderTimer);
     this.depthTimer?.stop();
     await this.pumping?.catch(() => undefined);
     // Running jobs finish and are settled before the queue stops; any still running after
     // that expire and are delivered again.
-    await Promise.all([...this.runners.values()].map((runner) => runner.stop(5_000)));
+    await Promise.all([...this.runners.values()].map(({ runner }) => runner.stop(5_000)));
     this.runners.clear();
     await this.lock?.stop();
     this.lock = null;

@@ -89,7 +89,7 @@ function eventId(change: Change): string {
  * The event a change means to `fn`, or null when `fn` does not react to it. Built from
  * the change-log row alone, so a change made with plain SQL fires functions too.
  */
-export function eventFor(fn: LoadedFunction, change: Change): FunctionEvent | null {
+export function eventFor(fn: Pick<LoadedFunction, 'kind' | 'options'>, change: Change): FunctionEvent | null {
   const base = { id: eventId(change), at: change.committedAt };
   const on = fn.options.on;
   if (fn.kind === 'document' && change.schema === COLLECTION_SCHEMA && fn.options.collection === change.table) {

@@ -1,19 +1,25 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
-import { build, stop as stopEsbuild, type BuildOptions } from 'esbuild';
+import { build, stop as stopEsbuild, type BuildOptions, type Plugin } from 'esbuild';
 import { BUILD_OUTPUTS, CODE_DIR, FROM_BUILD, ROOT_DIR } from '../../internal/paths.js';
 import type { InvocationKind } from './protocol.js';
 
 /** A function as loaded from the functions folder. */
 export interface LoadedFunction {
   name: string;
+  /** The entry: a deployed file's path, or the file's name in the functions folder. */
   file: string;
+  /** Where this instance wrote the bundle for its workers. */
   bundle: string;
   exportName: string;
   kind: InvocationKind;
   options: Record<string, unknown>;
+  version: number;
+  source: 'api' | 'folder';
+  deployedAt: Date;
 }
 
 export interface LoadError {
@@ -39,19 +45,48 @@ export async function functionFiles(dir: string): Promise<string[]> {
     .sort();
 }
 
+/** A function's code as one file of plain JavaScript, ready to store and to load in a worker. */
+export interface Bundle {
+  code: string;
+  format: 'cjs' | 'esm';
+}
+
 /**
- * Bundles one function file into plain JavaScript. `basalt/functions` resolves to
+ * Keeps a deploy's imports among its own files: a relative or absolute import that leaves
+ * `root` fails the build, so a deploy cannot pull the server's own files into its bundle.
+ * Packages (bare imports) still resolve among Basalt's.
+ */
+function confinedTo(root: string): Plugin {
+  return {
+    name: 'basalt-confine',
+    setup(build) {
+      build.onResolve({ filter: /.*/ }, (args) => {
+        if (args.kind === 'entry-point') return undefined;
+        if (!args.path.startsWith('.') && !path.isAbsolute(args.path)) return undefined;
+        // Only the deployed files are confined: Basalt's helpers and packages import their own files.
+        const inside = (file: string) => file === root || file.startsWith(`${root}${path.sep}`);
+        if (!inside(args.importer)) return undefined;
+        if (inside(path.resolve(args.resolveDir, args.path))) return undefined;
+        return { errors: [{ text: `"${args.path}" is outside the deployed files` }] };
+      });
+    },
+  };
+}
+
+/**
+ * Bundles one function file into plain JavaScript, in memory. `basalt/functions` resolves to
  * the server's own helpers; npm packages are bundled in, so a bundle loads from anywhere
- * (packages with native addons are not supported inside functions).
+ * (packages with native addons are not supported inside functions). With `confine`, imports
+ * must stay inside that folder (deploys through the API).
  *
  * The bundle is CommonJS whenever the code allows it, and ESM only when it needs ESM (top-level
  * await, `import.meta`): a worker thread that loads no ES module never starts Node's ES module
  * loader, which is about 7 ms of every cold start (a bare worker: 32 ms with a CommonJS entry,
  * 39 ms with an ES module one, on the benchmark machine).
  */
-export async function bundleFunction(file: string, outDir: string, generation: number): Promise<string> {
-  const base = path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '');
-  const options: BuildOptions = {
+export async function buildBundle(file: string, options: { confine?: string } = {}): Promise<Bundle> {
+  const base = path.basename(file).replace(/\.(ts|mts|cts|js|mjs|cjs)$/, '');
+  const settings: BuildOptions = {
     entryPoints: [file],
     bundle: true,
     platform: 'node',
@@ -60,18 +95,59 @@ export async function bundleFunction(file: string, outDir: string, generation: n
     nodePaths: [SERVER_NODE_MODULES],
     logLevel: 'silent',
     sourcemap: 'inline',
+    write: false,
+    plugins: options.confine ? [confinedTo(options.confine)] : [],
   };
-  // A new file name per build: the worker's module cache keys on the file, so a rebuilt
-  // function is really reloaded.
-  const commonJs = path.join(outDir, `${base}.${generation}.cjs`);
-  const asCommonJs = await build({ ...options, format: 'cjs', outfile: commonJs }).catch(() => null);
+  buildsInFlight++;
+  try {
+    return await buildBoth(file, base, settings);
+  } finally {
+    buildsInFlight--;
+  }
+}
+
+async function buildBoth(file: string, base: string, settings: BuildOptions): Promise<Bundle> {
+  // Never written there: the name only makes the source map's paths relative to the function's folder.
+  const outBase = path.join(path.dirname(file), base);
+  const asCommonJs = await build({ ...settings, format: 'cjs', outfile: `${outBase}.cjs` }).catch(() => null);
   // esbuild refuses top-level await in CommonJS, and turns import.meta into an empty object
   // (with this warning): both need the ES module build, which also reports real errors.
-  if (asCommonJs && !asCommonJs.warnings.some((warning) => warning.id === 'empty-import-meta')) return commonJs;
-  await rm(commonJs, { force: true });
-  const esm = path.join(outDir, `${base}.${generation}.mjs`);
-  await build({ ...options, format: 'esm', outfile: esm });
-  return esm;
+  const cjs = asCommonJs?.outputFiles?.[0];
+  if (cjs && !asCommonJs.warnings.some((warning) => warning.id === 'empty-import-meta')) {
+    return { code: cjs.text, format: 'cjs' };
+  }
+  const esm = await build({ ...settings, format: 'esm', outfile: `${outBase}.mjs` });
+  const output = esm.outputFiles?.[0];
+  if (!output) throw new Error('the build produced no output');
+  return { code: output.text, format: 'esm' };
+}
+
+export function bundleHash(bundle: Bundle): string {
+  return createHash('sha256').update(bundle.format).update('\u0000').update(bundle.code).digest('hex');
+}
+
+/**
+ * Writes a bundle where a worker can load it, under a name of its own per content: the
+ * worker's module cache keys on the file, so a new version is really loaded.
+ */
+export async function writeBundle(outDir: string, label: string, bundle: Bundle): Promise<string> {
+  await mkdir(outDir, { recursive: true });
+  const file = path.join(
+    outDir,
+    `${label}.${bundleHash(bundle).slice(0, 16)}.${bundle.format === 'cjs' ? 'cjs' : 'mjs'}`,
+  );
+  if (!existsSync(file)) {
+    const pending = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    await writeFile(pending, bundle.code);
+    await rename(pending, file);
+  }
+  return file;
+}
+
+/** Bundles one function file into outDir (see buildBundle); returns the bundle's path. */
+export async function bundleFunction(file: string, outDir: string, generation: number): Promise<string> {
+  const base = path.basename(file).replace(/\.(ts|mts|js|mjs)$/, '');
+  return writeBundle(outDir, `${base}.${generation}`, await buildBundle(file));
 }
 
 /** How the worker thread's script is compiled: here at start from the sources, or by the build. */
@@ -100,9 +176,13 @@ export async function buildWorkerScript(outDir: string): Promise<string> {
   return outfile;
 }
 
+/** Builds in progress in this process: the builder is ended only when none is. */
+let buildsInFlight = 0;
+
 /** esbuild keeps a helper process between builds; ending it after a load leaves no child behind at shutdown. */
 export async function releaseBuilder(): Promise<void> {
-  await stopEsbuild();
+  // Concurrent deploys share the helper: ending it under another build would fail that build.
+  if (buildsInFlight === 0) await stopEsbuild();
 }
 
 export async function cleanBuildDir(outDir: string): Promise<void> {
@@ -128,6 +208,15 @@ export function buildFailureReason(error: unknown): string {
     return `${where}${first.text}`;
   }
   return error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
+}
+
+/** The deployed file a build failure points at, relative to the deploy's folder; undefined when it names none there. */
+export function buildFailureFile(error: unknown, root: string): string | undefined {
+  const failure = error as { errors?: Array<{ location?: { file?: string } | null }> };
+  const file = failure.errors?.[0]?.location?.file;
+  if (!file) return undefined;
+  const relative = path.relative(root, path.resolve(root, file));
+  return relative.startsWith('..') || path.isAbsolute(relative) ? undefined : relative.split(path.sep).join('/');
 }
 
 export function validFunctionName(name: string): boolean {
@@ -171,6 +260,8 @@ const CRON_MACROS = /^@(yearly|annually|monthly|weekly|daily|hourly)$/;
 export function definitionProblem(kind: InvocationKind, options: Record<string, unknown>): string | null {
   const numeric = numericOptionProblem(options);
   if (numeric) return numeric;
+  const privileges = privilegeProblem(options);
+  if (privileges) return privileges;
   if (kind !== 'schedule') return null;
   const cron = options.cron;
   if (typeof cron !== 'string' || cron.trim() === '') return 'a schedule needs `cron`, a cron expression';
@@ -183,6 +274,35 @@ export function definitionProblem(kind: InvocationKind, options: Record<string, 
   // The parser also takes a leading seconds field, which the job queue's minute ticks cannot honour.
   if (!CRON_MACROS.test(expression) && expression.split(/\s+/).length !== 5) {
     return `cron "${cron}" must have 5 fields (minute hour day-of-month month day-of-week)`;
+  }
+  return null;
+}
+
+const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
+const ACCESS_KEYS = ['collections', 'buckets', 'topics'] as const;
+
+function stringList(value: unknown): value is string[] {
+  return (
+    Array.isArray(value) &&
+    value.length <= 1000 &&
+    value.every((item) => typeof item === 'string' && item.length <= 256)
+  );
+}
+
+/** Why `secrets` or `access` is malformed, or null. */
+function privilegeProblem(options: Record<string, unknown>): string | null {
+  const { secrets, access } = options;
+  if (secrets !== undefined && (!stringList(secrets) || !secrets.every((name) => SECRET_NAME.test(name)))) {
+    return '`secrets` must be a list of secret names ([A-Z][A-Z0-9_]{0,63})';
+  }
+  if (access === undefined) return null;
+  if (typeof access !== 'object' || access === null || Array.isArray(access)) {
+    return '`access` must be an object: {collections?, buckets?, topics?}';
+  }
+  for (const [key, list] of Object.entries(access)) {
+    if (!(ACCESS_KEYS as readonly string[]).includes(key))
+      return `\`access\` has no "${key}" (collections, buckets, topics)`;
+    if (!stringList(list)) return `\`access.${key}\` must be a list of names`;
   }
   return null;
 }

@@ -1,6 +1,6 @@
+import { hkdfSync } from 'node:crypto';
 import { existsSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { SERVICE_CALLER } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
@@ -8,19 +8,22 @@ import { Readable } from 'node:stream';
 import type { DocumentService } from '../documents/service.js';
 import type { StorageService } from '../storage/service.js';
 import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
-import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
-import { FunctionsService } from './service.js';
+import { DeployRepository } from './deploy-repository.js';
+import { parseSecretsKey, SecretStore } from './secrets.js';
+import { FunctionsService, type ServerRpc } from './service.js';
 
 /**
- * The functions module: HTTP functions, and the dispatcher that hands change events and
- * schedules to the job queue. start() loads the functions folder, then starts the
- * dispatcher (whose workers run only with the `worker` role) and, in development, the
- * folder watch.
+ * The functions module: deploys (admin API and the functions folder), secrets, HTTP
+ * functions, and the dispatcher that hands change events and schedules to the job queue.
+ * start() deploys the functions folder (what changed only), loads what is live, starts the
+ * dispatcher (whose workers run only with the `worker` role), follows deploys made on any
+ * instance and, in development, watches the folder.
  */
 export interface FunctionsModule extends ServerModule {
   service: FunctionsService;
+  secrets: SecretStore;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
   retry(invocationId: string): Promise<InvocationRecord>;
 }
@@ -34,27 +37,27 @@ function record(value: unknown): Record<string, unknown> {
   return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
 }
 
-/** ctx.db inside a function: the document service with the service role, the same path as HTTP writes. */
-function documentsRpc(documents: DocumentService): RpcHandler {
-  return async (_target, method, args) => {
+/** ctx.db inside a function: the document service as `caller` (the service role, or the HTTP caller), the same path as HTTP writes. */
+function documentsRpc(documents: DocumentService): ServerRpc {
+  return async (_target, method, args, caller) => {
     const [collection, second, third, fourth] = args;
     const name = text(collection);
     switch (method) {
       case 'create':
-        return documents.create(SERVICE_CALLER, name, { data: second, id: record(third).id });
+        return documents.create(caller, name, { data: second, id: record(third).id });
       case 'get':
         try {
-          return await documents.get(SERVICE_CALLER, name, text(second));
+          return await documents.get(caller, name, text(second));
         } catch (error) {
           if (error instanceof AppError && error.code === 'NOT_FOUND') return null;
           throw error;
         }
       case 'set':
-        return (await documents.set(SERVICE_CALLER, name, text(second), { data: third })).doc;
+        return (await documents.set(caller, name, text(second), { data: third })).doc;
       case 'update': {
         const ifVersion = record(fourth).ifVersion;
         return documents.update(
-          SERVICE_CALLER,
+          caller,
           name,
           text(second),
           { data: third },
@@ -64,12 +67,12 @@ function documentsRpc(documents: DocumentService): RpcHandler {
         );
       }
       case 'delete':
-        await documents.delete(SERVICE_CALLER, name, text(second));
+        await documents.delete(caller, name, text(second));
         return null;
       case 'query':
-        return documents.query(SERVICE_CALLER, name, record(second));
+        return documents.query(caller, name, record(second));
       case 'count':
-        return documents.count(SERVICE_CALLER, name, record(second));
+        return documents.count(caller, name, record(second));
       default:
         throw new AppError('INVALID_REQUEST', `ctx.db has no method "${method}".`);
     }
@@ -82,9 +85,9 @@ async function readAll(stream: Readable): Promise<Uint8Array> {
   return new Uint8Array(Buffer.concat(chunks));
 }
 
-/** ctx.storage inside a function: the storage service with the service role. */
-function storageRpc(storage: StorageService): RpcHandler {
-  return async (_target, method, args) => {
+/** ctx.storage inside a function: the storage service as `caller`. */
+function storageRpc(storage: StorageService): ServerRpc {
+  return async (_target, method, args, caller) => {
     const [bucket, second, third, fourth] = args;
     const name = text(bucket);
     switch (method) {
@@ -93,7 +96,7 @@ function storageRpc(storage: StorageService): RpcHandler {
           typeof third === 'string' ? Buffer.from(third) : third instanceof Uint8Array ? Buffer.from(third) : null;
         if (!body) throw new AppError('INVALID_REQUEST', 'upload takes a string or bytes.');
         const options = record(fourth);
-        return storage.upload(SERVICE_CALLER, {
+        return storage.upload(caller, {
           bucket: name,
           rawPath: encodeURIComponent(text(second)),
           body: Readable.from([body]),
@@ -103,15 +106,15 @@ function storageRpc(storage: StorageService): RpcHandler {
         });
       }
       case 'download': {
-        const object = await storage.objectForRead(SERVICE_CALLER, name, encodeURIComponent(text(second)));
+        const object = await storage.objectForRead(caller, name, encodeURIComponent(text(second)));
         return readAll(await storage.openBytes(object.storage_key));
       }
       case 'remove':
-        await storage.remove(SERVICE_CALLER, name, encodeURIComponent(text(second)));
+        await storage.remove(caller, name, encodeURIComponent(text(second)));
         return null;
       case 'list': {
         const options = record(second);
-        return storage.list(SERVICE_CALLER, name, {
+        return storage.list(caller, name, {
           prefix: typeof options.prefix === 'string' ? options.prefix : undefined,
           limit: typeof options.limit === 'number' ? options.limit : undefined,
           after: typeof options.after === 'string' ? options.after : undefined,
@@ -129,8 +132,21 @@ export interface FunctionsDeps {
   storage: StorageService;
 }
 
+/**
+ * How often an instance compares its live functions and secrets with the database: the
+ * safety net behind the change feed, which carries both within a second.
+ */
+const RECONCILE_MS = 5_000;
+
 export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): FunctionsModule {
   const invocations = new InvocationRepository(platform.db);
+  const deploys = new DeployRepository(platform.db);
+  // Apps built without main.ts (tests, tools) resolve no key file: theirs follows from the service key.
+  const secretsKey = platform.config.secretsKey
+    ? parseSecretsKey(platform.config.secretsKey)
+    : Buffer.from(hkdfSync('sha256', platform.config.serviceKey, 'basalt', 'function secrets', 32));
+  if (!secretsKey) throw new Error('the secrets key must be 32 bytes (64 hex digits, or base64)');
+  const secrets = new SecretStore(platform.db, secretsKey, platform.log);
   const invocationCount = platform.metrics.counter(
     'basalt_function_invocations_total',
     'Function runs finished, by function and status (succeeded, failed, dead).',
@@ -154,42 +170,79 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       },
     },
     invocations,
+    deploys,
+    secrets,
     platform.log,
   );
   const db = documentsRpc(deps.documents);
   const storage = storageRpc(deps.storage);
-  service.useRpc(async (target, method, args) => (target === 'db' ? db : storage)(target, method, args));
-  const metrics = dispatcherMetrics(platform.metrics);
-  // A stopped dispatcher does not start again: a reload takes a new one.
-  const newDispatcher = () =>
-    new FunctionDispatcher(service, platform.changes, platform.db, platform.log, metrics, {
-      databaseUrl: platform.config.databaseUrl,
-      runWorkers: platform.config.roles.worker,
-    });
-  let dispatcher = newDispatcher();
+  service.useRpc(async (target, method, args, caller) =>
+    (target === 'db' ? db : storage)(target, method, args, caller),
+  );
+  const dispatcher = new FunctionDispatcher(
+    service,
+    deploys,
+    platform.changes,
+    platform.db,
+    platform.log,
+    dispatcherMetrics(platform.metrics),
+    { databaseUrl: platform.config.databaseUrl, runWorkers: platform.config.roles.worker },
+  );
   let watcher: FSWatcher | null = null;
-  let reloadTimer: NodeJS.Timeout | null = null;
-  let reloading: Promise<void> = Promise.resolve();
+  let redeployTimer: NodeJS.Timeout | null = null;
+  let reconcileTimer: NodeJS.Timeout | null = null;
+  let unsubscribe: (() => void) | null = null;
+  let stopped = false;
+  let lastFingerprint: string | null = null;
+  let following: Promise<void> = Promise.resolve();
 
-  // Development: a saved file reloads every function and re-registers queues and schedules.
-  const reload = () => {
-    reloading = reloading.then(async () => {
-      try {
-        await dispatcher.stop();
-        await service.load();
-        dispatcher = newDispatcher();
-        await dispatcher.start();
-      } catch (error) {
-        platform.log.error({ err: error }, 'reloading functions failed');
-      }
-    });
+  /** Loads what is live in the database here, and has the dispatcher follow it. */
+  const follow = () => {
+    following = following
+      .then(async () => {
+        if (stopped) return;
+        await service.sync();
+        await dispatcher.sync();
+        lastFingerprint = await deploys.activeFingerprint();
+      })
+      .catch((error: unknown) => platform.log.error({ err: error }, 'following deployed functions failed; retrying'));
+    return following;
+  };
+
+  /**
+   * The safety net behind the change feed: every few seconds, two cheap queries tell
+   * whether the live functions or the secrets differ from what this instance holds.
+   */
+  const reconcile = async () => {
+    try {
+      if ((await deploys.activeFingerprint()) !== lastFingerprint) await follow();
+      await secrets.refresh(false);
+    } catch (error) {
+      platform.log.debug({ err: error }, 'reconciling functions failed');
+    }
+    if (!stopped) {
+      reconcileTimer = setTimeout(() => void reconcile(), RECONCILE_MS);
+      reconcileTimer.unref();
+    }
+  };
+
+  // Development: a saved file is deployed again (only what changed mints a version).
+  const redeployFolder = () => {
+    following = following
+      .then(() => service.deployFolder())
+      .catch((error: unknown) => platform.log.error({ err: error }, 'deploying the functions folder failed'));
+    void follow();
   };
 
   const retry = async (invocationId: string): Promise<InvocationRecord> => {
+    const record = await invocations.get(invocationId);
+    if (record?.status === 'dead' && !service.find(record.function)) {
+      throw new AppError('UNAVAILABLE', 'The function is not deployed: deploy it again, then retry.');
+    }
     const dead = await service.takeDeadForRetry(invocationId);
     if (!dead) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
     if (!(await dispatcher.retry(dead.functionName, dead.jobId))) {
-      throw new AppError('UNAVAILABLE', 'The job queue is not running on this instance.');
+      throw new AppError('UNAVAILABLE', 'The function is not deployed: deploy it again, then retry.');
     }
     const updated = await invocations.get(invocationId);
     if (!updated) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
@@ -198,26 +251,45 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
 
   return {
     service,
+    secrets,
     retry,
     routes: async (app) => {
-      await app.register(functionRoutes, { functions: service, retry });
+      await app.register(functionRoutes, { functions: service, secrets, retry });
       await app.register(httpFunctionRoute, { functions: service });
     },
     async start() {
-      await service.load();
-      await dispatcher.start();
+      await secrets.refresh();
+      await service.deployFolder();
+      // Deploys made on any instance reach this one through the change log (basalt.function_active).
+      // So do secrets, through their revision row (the values are never in the log).
+      unsubscribe = platform.changes.subscribe(
+        (batch) => {
+          const tables = new Set(batch.changes.filter((change) => change.schema === 'basalt').map((c) => c.table));
+          if (tables.has('function_active')) void follow();
+          if (tables.has('secret_revisions')) {
+            secrets.refresh().catch((error: unknown) => platform.log.error({ err: error }, 'reading secrets failed'));
+          }
+        },
+        () => ['basalt.function_active', 'basalt.secret_revisions'],
+      );
+      await follow();
+      reconcileTimer = setTimeout(() => void reconcile(), RECONCILE_MS);
+      reconcileTimer.unref();
       if (platform.config.functionsWatch && existsSync(platform.config.functionsDir)) {
         watcher = watch(platform.config.functionsDir, () => {
-          if (reloadTimer) clearTimeout(reloadTimer);
-          reloadTimer = setTimeout(reload, 150);
+          if (redeployTimer) clearTimeout(redeployTimer);
+          redeployTimer = setTimeout(redeployFolder, 150);
         });
         watcher.unref();
       }
     },
     async stop() {
+      stopped = true;
       watcher?.close();
-      if (reloadTimer) clearTimeout(reloadTimer);
-      await reloading;
+      unsubscribe?.();
+      if (redeployTimer) clearTimeout(redeployTimer);
+      if (reconcileTimer) clearTimeout(reconcileTimer);
+      await following;
       await dispatcher.stop();
       await service.close();
     },

@@ -3,7 +3,12 @@ import type { Logger } from '../../internal/log.js';
 import type { FunctionResponse } from './http-response.js';
 import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
 
-export type RpcHandler = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
+export type RpcHandler = (
+  target: 'db' | 'storage',
+  method: string,
+  args: unknown[],
+  as: 'service' | 'caller',
+) => Promise<unknown>;
 
 export interface RunRequest {
   invocationId: string;
@@ -11,6 +16,8 @@ export interface RunRequest {
   exportName: string;
   input: unknown;
   env: Record<string, string | undefined>;
+  secrets?: Record<string, string>;
+  asCaller?: boolean;
   timeoutMs: number;
   memoryMb: number;
   /** Idle workers to keep for this bundle: its concurrency, so a steady load never pays a cold start. */
@@ -35,6 +42,13 @@ export type RunOutcome =
       durationMs: number;
       cold: boolean;
     };
+
+/**
+ * The environment inside a function: none of the server's environment (its service key, the
+ * database URL, the secrets key). A function reads what it declares, through ctx.env and
+ * ctx.secrets.
+ */
+const WORKER_ENVIRONMENT: Record<string, string> = {};
 
 const MAX_LOG_LINES = 200;
 const MAX_LOG_LINE = 4096;
@@ -74,6 +88,7 @@ export class WorkerPool {
     const worker = new Worker(this.workerScript, {
       resourceLimits: { maxOldGenerationSizeMb: memoryMb, maxYoungGenerationSizeMb: Math.max(4, memoryMb / 8) },
       execArgv: [],
+      env: WORKER_ENVIRONMENT,
     });
     worker.unref();
     return { worker, key, idleSince: 0 };
@@ -162,7 +177,7 @@ export class WorkerPool {
             logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
           }
         } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
-          request.rpc(message.target, message.method, message.args).then(
+          request.rpc(message.target, message.method, message.args, message.as).then(
             (value) =>
               worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
             (error: unknown) => {
@@ -222,13 +237,19 @@ export class WorkerPool {
         exportName: request.exportName,
         input: request.input,
         env: request.env,
+        secrets: request.secrets ?? {},
+        asCaller: request.asCaller ?? false,
       } satisfies ToWorker);
     });
   }
 
   /** Loads a bundle in a throw-away worker and lists its definitions, so broken user code never runs in the server thread. */
   async probe(bundle: string, timeoutMs = 10_000): Promise<ProbedDefinition[]> {
-    const worker = new Worker(this.workerScript, { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    const worker = new Worker(this.workerScript, {
+      execArgv: [],
+      env: WORKER_ENVIRONMENT,
+      resourceLimits: { maxOldGenerationSizeMb: 256 },
+    });
     try {
       return await new Promise<ProbedDefinition[]>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`loading took longer than ${timeoutMs} ms`)), timeoutMs);

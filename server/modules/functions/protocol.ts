@@ -14,6 +14,10 @@ export interface InvokeMessage {
   exportName: string;
   input: unknown;
   env: Record<string, string | undefined>;
+  /** The secrets the function declares, by name: ctx.secrets. */
+  secrets: Record<string, string>;
+  /** Whether ctx.asCaller acts as a verified caller (HTTP functions). */
+  asCaller: boolean;
 }
 
 export interface ProbeMessage {
@@ -45,7 +49,16 @@ export interface ProbedDefinition {
 
 export type FromWorker =
   | { type: 'log'; invocationId: string; line: LogLine }
-  | { type: 'rpc'; invocationId: string; callId: number; target: 'db' | 'storage'; method: string; args: unknown[] }
+  | {
+      type: 'rpc';
+      invocationId: string;
+      callId: number;
+      target: 'db' | 'storage';
+      /** ctx.db / ctx.storage act as the service role; ctx.asCaller as the HTTP caller. */
+      as: 'service' | 'caller';
+      method: string;
+      args: unknown[];
+    }
   | { type: 'result'; invocationId: string; ok: true; value: unknown; response?: FunctionResponse }
   | { type: 'result'; invocationId: string; ok: false; error: { message: string; name: string } }
   | { type: 'probed'; ok: true; definitions: ProbedDefinition[] }

@@ -24,6 +24,8 @@ export interface InvocationRecord {
   error: string | null;
   logs: LogLine[];
   created_at: string;
+  /** The function version that ran; null when none ran (an event dead-lettered by an undeploy). */
+  version: number | null;
 }
 
 function toRecord(row: typeof functionInvocations.$inferSelect): InvocationRecord {
@@ -43,6 +45,7 @@ function toRecord(row: typeof functionInvocations.$inferSelect): InvocationRecor
     // Written only by record() below, from LogLine[].
     logs: row.logs as LogLine[],
     created_at: row.createdAt.toISOString(),
+    version: row.version,
   };
 }
 
@@ -60,6 +63,7 @@ export interface InvocationRun {
   error: string | null;
   logs: LogLine[];
   cold: boolean;
+  version?: number;
 }
 
 export class InvocationRepository {
@@ -78,11 +82,12 @@ export class InvocationRepository {
       q ?? this.db.pool,
       `INSERT INTO basalt.function_invocations
          (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
-          logs, cold_start)
+          logs, cold_start, version)
        SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
-              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start
+              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start, r.version
          FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
-              attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean)`,
+              attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean,
+              version int)`,
       [
         JSON.stringify(
           runs.map((run) => ({
@@ -98,6 +103,7 @@ export class InvocationRepository {
             error: run.error,
             logs: run.logs,
             cold_start: run.cold,
+            version: run.version ?? null,
           })),
         ),
       ],

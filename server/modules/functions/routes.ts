@@ -13,7 +13,9 @@ import { checkedJsonParser } from '../../internal/http/json-body.js';
 import type { LoadError } from './loader.js';
 import type { LogLine } from './protocol.js';
 import type { InvocationRecord } from './repository.js';
-import type { FunctionSummary, FunctionsService } from './service.js';
+import { DEPLOY_BODY_LIMIT } from './deploy-files.js';
+import type { SecretStore, SecretSummary } from './secrets.js';
+import type { DeployedFunction, FunctionSummary, FunctionsService, VersionSummary } from './service.js';
 
 const nameParams = {
   type: 'object',
@@ -33,7 +35,7 @@ const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 const functionSchema = closedObject({
   name: { type: 'string' },
   kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
-  file: { type: 'string', description: 'Relative to the functions folder' },
+  file: { type: 'string', description: 'The entry: a deployed file, or the file in the functions folder' },
   // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
   trigger: { type: 'object', additionalProperties: true },
   options: closedObject({
@@ -42,7 +44,32 @@ const functionSchema = closedObject({
     memory_mb: { type: 'integer' },
     concurrency: { type: 'integer' },
   }),
+  version: { type: 'integer' },
+  source: { type: 'string', enum: ['api', 'folder'] },
+  deployed_at: timestamp,
 }) satisfies ObjectSchemaOf<FunctionSummary>;
+
+const deployedSchema = closedObject({
+  name: { type: 'string' },
+  version: { type: 'integer' },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  trigger: { type: 'object', additionalProperties: true },
+  options: { type: 'object', additionalProperties: true },
+  deployed_at: timestamp,
+}) satisfies ObjectSchemaOf<DeployedFunction>;
+
+const versionSchema = closedObject({
+  version: { type: 'integer' },
+  deployed_at: timestamp,
+  active: { type: 'boolean' },
+  source: { type: 'string', enum: ['api', 'folder'] },
+}) satisfies ObjectSchemaOf<VersionSummary>;
+
+const secretParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', maxLength: 200 } },
+} as const;
 
 const loadErrorSchema = closedObject({
   file: { type: 'string' },
@@ -70,6 +97,7 @@ const invocationSchema = closedObject({
   error: { type: ['string', 'null'] },
   logs: { type: 'array', items: logLineSchema },
   created_at: timestamp,
+  version: { type: ['integer', 'null'] },
 }) satisfies ObjectSchemaOf<InvocationRecord>;
 
 const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
@@ -94,11 +122,15 @@ function invocationCursor(before: string | undefined): string | undefined {
 
 export interface FunctionRouteOptions {
   functions: FunctionsService;
+  secrets: SecretStore;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
   retry(invocationId: string): Promise<InvocationRecord>;
 }
 
-export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (plugin, { functions, retry }) => {
+export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
+  plugin,
+  { functions, secrets, retry },
+) => {
   const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
   // The key is checked before the parameters, so a stranger learns nothing from validation errors.
   const adminOnly = async (request: FastifyRequest) => requireService(request.caller);
@@ -124,7 +156,162 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (p
     },
     async (request) => {
       requireService(request.caller);
-      return { functions: functions.list(), errors: [...functions.errors] };
+      return { functions: await functions.list(), errors: [...functions.errors] };
+    },
+  );
+
+  app.put(
+    '/v1/admin/functions/:name',
+    {
+      preValidation: adminOnly,
+      bodyLimit: DEPLOY_BODY_LIMIT,
+      schema: {
+        tags: ['admin'],
+        summary: 'Deploy a function: built and loaded first, then live on every instance as a new version',
+        params: nameParams,
+        body: {
+          type: 'object',
+          required: ['files', 'entry'],
+          additionalProperties: false,
+          properties: {
+            files: { type: 'object', additionalProperties: { type: 'string' } },
+            entry: { type: 'string', maxLength: 255 },
+          },
+        },
+        response: { 201: deployedSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      requireService(request.caller);
+      const deployed = await functions.deploy(request.params.name, request.body.files, request.body.entry);
+      return reply.code(201).send(deployed);
+    },
+  );
+
+  app.get(
+    '/v1/admin/functions/:name/versions',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Every version of a function, newest first',
+        params: nameParams,
+        response: { 200: closedObject({ versions: { type: 'array', items: versionSchema } }), ...errors },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      return { versions: await functions.versionsOf(request.params.name) };
+    },
+  );
+
+  app.post(
+    '/v1/admin/functions/:name/rollback',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Make an earlier version live again',
+        params: nameParams,
+        body: {
+          type: 'object',
+          required: ['version'],
+          additionalProperties: false,
+          properties: { version: { type: 'integer', minimum: 1, maximum: 2_147_483_647 } },
+        },
+        response: { 200: deployedSchema, ...errors },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      return functions.rollback(request.params.name, request.body.version);
+    },
+  );
+
+  app.delete(
+    '/v1/admin/functions/:name',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Undeploy a function; its queued events are dead-lettered',
+        params: nameParams,
+        response: { 204: { type: 'null' }, ...errors },
+      },
+    },
+    async (request, reply) => {
+      requireService(request.caller);
+      await functions.undeploy(request.params.name);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/v1/admin/secrets',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Secret names (values never leave the server)',
+        response: {
+          200: closedObject({
+            secrets: {
+              type: 'array',
+              items: closedObject({
+                name: { type: 'string' },
+                updated_at: timestamp,
+              }) satisfies ObjectSchemaOf<SecretSummary>,
+            },
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      return { secrets: await secrets.list() };
+    },
+  );
+
+  app.put(
+    '/v1/admin/secrets/:name',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Set a secret (encrypted at rest); functions that declare it read it as ctx.secrets',
+        params: secretParams,
+        body: {
+          type: 'object',
+          required: ['value'],
+          additionalProperties: false,
+          properties: { value: { type: 'string' } },
+        },
+        response: { 204: { type: 'null' }, ...errors },
+      },
+    },
+    async (request, reply) => {
+      requireService(request.caller);
+      await secrets.set(request.params.name, request.body.value);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/v1/admin/secrets/:name',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Delete a secret',
+        params: secretParams,
+        response: { 204: { type: 'null' }, ...errors },
+      },
+    },
+    async (request, reply) => {
+      requireService(request.caller);
+      await secrets.delete(request.params.name);
+      return reply.code(204).send(null);
     },
   );
 

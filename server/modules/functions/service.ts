@@ -5,9 +5,13 @@ import { ruleAuthFromCaller } from '../../internal/rules/index.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import type { HttpRequest } from '../../functions-api.js';
+import { rm } from 'node:fs/promises';
+import { SERVICE_CALLER } from '../../internal/caller.js';
 import {
+  buildBundle,
   buildFailureReason,
-  bundleFunction,
+  buildFailureFile,
+  bundleHash,
   buildWorkerScript,
   cleanBuildDir,
   definitionProblem,
@@ -16,10 +20,16 @@ import {
   NUMERIC_OPTIONS,
   releaseBuilder,
   validFunctionName,
+  writeBundle,
+  type Bundle,
 } from './loader.js';
+import { checkDeployFiles, MAX_BUNDLE_BYTES, withDeployFiles } from './deploy-files.js';
+import type { DeployRepository, DeploySource, VersionInfo } from './deploy-repository.js';
+import type { ProbedDefinition } from './protocol.js';
+import { redact, type SecretStore } from './secrets.js';
 import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
-import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
+import { WorkerPool, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
@@ -40,7 +50,30 @@ export interface FunctionSummary {
   file: string;
   trigger: Record<string, unknown>;
   options: { retries: number; timeout_ms: number; memory_mb: number; concurrency: number };
+  version: number;
+  source: DeploySource;
+  deployed_at: string;
 }
+
+/** What a deploy or a rollback answers: the version now live. */
+export interface DeployedFunction {
+  name: string;
+  version: number;
+  kind: LoadedFunction['kind'];
+  trigger: Record<string, unknown>;
+  options: Record<string, unknown>;
+  deployed_at: string;
+}
+
+export interface VersionSummary {
+  version: number;
+  deployed_at: string;
+  active: boolean;
+  source: DeploySource;
+}
+
+/** How ctx.db and ctx.storage reach the server: as the service role, or as the HTTP caller. */
+export type ServerRpc = (target: 'db' | 'storage', method: string, args: unknown[], caller: Caller) => Promise<unknown>;
 
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
 export type HttpInvocation = Omit<HttpRequest, 'auth'>;
@@ -79,18 +112,51 @@ class Semaphore {
   }
 }
 
+/** The option keys that are not part of a function's trigger. */
+const NON_TRIGGER = new Set(['retries', 'timeout_ms', 'memory_mb', 'concurrency', 'env', 'secrets', 'access']);
+
+function triggerOf(options: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(options).filter(([key]) => !NON_TRIGGER.has(key)));
+}
+
+function deployedFunction(version: VersionInfo): DeployedFunction {
+  return {
+    name: version.name,
+    version: version.version,
+    kind: version.kind,
+    trigger: triggerOf(version.options),
+    options: version.options,
+    deployed_at: version.deployedAt.toISOString(),
+  };
+}
+
+function buildFailed(reason: string, file?: string): AppError {
+  return new AppError('FUNCTION_BUILD_FAILED', `The function does not build or load: ${reason}`, {
+    details: { ...(file === undefined ? {} : { file }), reason },
+  });
+}
+
+function nameList(value: unknown): string[] | null {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : null;
+}
+
 /**
- * Loads the functions folder and runs functions in worker threads, recording every
- * invocation. HTTP functions run here directly; event functions are run by the
- * dispatcher's jobs through `run`.
+ * Deploys functions (through the admin API, or from the functions folder) as immutable
+ * versions in Postgres, keeps this instance's set of live versions in step with the
+ * database (sync), and runs functions in worker threads, recording every invocation. HTTP
+ * functions run here directly; event functions are run by the dispatcher's jobs through
+ * `execute`, each on the version its job names.
  */
 export class FunctionsService {
+  /** The live version of each deployed function, as this instance last synced it. */
   private functions = new Map<string, LoadedFunction>();
+  /** Versions loaded for jobs dispatched to them (not necessarily live), by `name@version`. */
+  private readonly versions = new Map<string, Promise<LoadedFunction>>();
   private loadErrors: LoadError[] = [];
   private readonly limits = new Map<string, Semaphore>();
   private pool: WorkerPool | null = null;
-  private generation = 0;
-  private rpc: RpcHandler = async () => {
+  private syncing: Promise<boolean> = Promise.resolve(false);
+  private rpc: ServerRpc = async () => {
     throw new AppError('UNAVAILABLE', 'ctx.db and ctx.storage are not available in this server.');
   };
   /** HTTP runs are written after their response, in batches (event runs commit with their jobs). */
@@ -99,13 +165,15 @@ export class FunctionsService {
   constructor(
     private readonly options: FunctionsOptions,
     private readonly invocations: InvocationRepository,
+    private readonly deploys: DeployRepository,
+    private readonly secrets: SecretStore,
     private readonly log: Logger,
   ) {
     this.recorder = new InvocationRecorder((runs) => invocations.record(runs), log);
   }
 
-  /** Installs what ctx.db and ctx.storage call (the service-role document and storage services). */
-  useRpc(handler: RpcHandler): void {
+  /** Installs what ctx.db and ctx.storage call (the document and storage services). */
+  useRpc(handler: ServerRpc): void {
     this.rpc = handler;
   }
 
@@ -113,42 +181,148 @@ export class FunctionsService {
     return this.loadErrors;
   }
 
-  /** (Re)loads every file of the functions folder. A broken file is reported and skipped; the rest keep working. */
-  async load(): Promise<void> {
-    const generation = ++this.generation;
+  private async workers(): Promise<WorkerPool> {
     if (!this.pool) {
       await cleanBuildDir(this.options.buildDir);
       const script = await buildWorkerScript(this.options.buildDir);
-      this.pool = new WorkerPool(script, this.log, { idleMs: this.options.idleTimeoutMs });
+      this.pool ??= new WorkerPool(script, this.log, { idleMs: this.options.idleTimeoutMs });
     }
-    const loaded = new Map<string, LoadedFunction>();
+    return this.pool;
+  }
+
+  /** Loads a built bundle in a throw-away worker and lists its definitions; FUNCTION_BUILD_FAILED when it does not load. */
+  private async probe(bundle: Bundle, file: string): Promise<{ path: string; definitions: ProbedDefinition[] }> {
+    const pool = await this.workers();
+    const written = await writeBundle(path.join(this.options.buildDir, 'probes'), 'probe', bundle);
+    try {
+      return { path: written, definitions: await pool.probe(written) };
+    } catch (error) {
+      throw buildFailed(buildFailureReason(error), file);
+    } finally {
+      await rm(written, { force: true });
+    }
+  }
+
+  /** Refuses a definition that cannot run; FUNCTION_BUILD_FAILED naming why. */
+  private checkDefinition(name: string, definition: ProbedDefinition, file: string): void {
+    if (!validFunctionName(name)) throw buildFailed(`"${name}" is not a valid function name`, file);
+    const problem = definitionProblem(definition.kind, definition.options);
+    if (problem) throw buildFailed(`${name}: ${problem}`, file);
+  }
+
+  /**
+   * Deploys a function from its source files: built and loaded in a throw-away worker
+   * first, so a failure (422 FUNCTION_BUILD_FAILED) changes nothing; then stored as the next
+   * version and made live, here at once and on every instance within seconds.
+   */
+  async deploy(name: string, files: unknown, entry: unknown): Promise<DeployedFunction> {
+    if (!validFunctionName(name)) {
+      throw new AppError('INVALID_REQUEST', 'A function name is 1–63 characters of letters, digits, - and _.', {
+        details: { field: 'name' },
+      });
+    }
+    const deploy = checkDeployFiles(files, entry);
+    const bundle = await withDeployFiles(path.join(this.options.buildDir, 'sources'), deploy, async (root, file) => {
+      try {
+        return await buildBundle(file, { confine: root });
+      } catch (error) {
+        throw buildFailed(buildFailureReason(error), buildFailureFile(error, root) ?? deploy.entry);
+      } finally {
+        await releaseBuilder();
+      }
+    });
+    if (Buffer.byteLength(bundle.code, 'utf8') > MAX_BUNDLE_BYTES) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `A built function is at most ${MAX_BUNDLE_BYTES} bytes.`, {
+        details: { field: 'files', limit: MAX_BUNDLE_BYTES },
+      });
+    }
+    const { definitions } = await this.probe(bundle, deploy.entry);
+    const definition =
+      definitions.find((candidate) => candidate.exportName === name) ??
+      definitions.find((candidate) => candidate.exportName === 'default') ??
+      (definitions.length === 1 ? definitions[0] : undefined);
+    if (!definition) {
+      throw buildFailed(
+        definitions.length === 0
+          ? 'it exports no function definition (use the helpers of basalt/functions)'
+          : `it exports several definitions; export one as default or name it "${name}"`,
+        deploy.entry,
+      );
+    }
+    this.checkDefinition(name, definition, deploy.entry);
+    const stored = await this.deploys.deploy({
+      name,
+      kind: definition.kind,
+      exportName: definition.exportName,
+      options: definition.options,
+      entry: deploy.entry,
+      bundle: bundle.code,
+      bundleFormat: bundle.format,
+      bundleHash: bundleHash(bundle),
+      source: 'api',
+    });
+    if (!stored) throw new AppError('INTERNAL', 'The deploy was not stored.');
+    await this.sync();
+    return deployedFunction(stored);
+  }
+
+  /**
+   * Deploys every file of the functions folder the same way, as source "folder". A file
+   * whose bundle is the one the folder deployed last deploys nothing, so restarts (of any
+   * instance) mint no versions, and an API deploy or an undeploy made since stays in
+   * force until the file changes. A broken file is reported under `errors` and skipped.
+   */
+  async deployFolder(): Promise<void> {
     const errors: LoadError[] = [];
+    const seen = new Set<string>();
     for (const file of await functionFiles(this.options.functionsDir)) {
       try {
-        const bundle = await bundleFunction(file, path.join(this.options.buildDir, 'bundles'), generation);
-        const definitions = await this.pool.probe(bundle);
+        let bundle: Bundle;
+        try {
+          bundle = await buildBundle(file);
+        } catch (error) {
+          throw new Error(buildFailureReason(error));
+        }
+        const entry = path.relative(this.options.functionsDir, file);
+        const hash = bundleHash(bundle);
+        // Unchanged since the folder last deployed it (a restart, another instance): nothing to load.
+        const deployed = await this.deploys.folderHashes(entry);
+        if (deployed.length > 0 && deployed.every((known) => known === hash)) continue;
+        const { definitions } = await this.probe(bundle, path.basename(file)).catch((error: unknown) => {
+          throw new Error(error instanceof AppError ? String(error.details?.reason ?? error.message) : String(error));
+        });
         if (definitions.length === 0)
           throw new Error('it exports no function definition (use the helpers of basalt/functions)');
-        // Every definition of a file is checked before any is kept: a bad file loads nothing.
-        const fromFile: LoadedFunction[] = [];
-        for (const definition of definitions) {
-          const name = functionName(file, definition.exportName);
-          if (!validFunctionName(name)) throw new Error(`"${name}" is not a valid function name`);
-          if (loaded.has(name) || fromFile.some((fn) => fn.name === name)) {
+        // Every definition of a file is checked before any is deployed: a bad file deploys nothing.
+        const names = definitions.map((definition) => functionName(file, definition.exportName));
+        definitions.forEach((definition, index) => {
+          const name = names[index] ?? '';
+          if (seen.has(name) || names.indexOf(name) !== index)
             throw new Error(`a function named "${name}" is defined twice`);
+          try {
+            this.checkDefinition(name, definition, path.basename(file));
+          } catch (error) {
+            throw new Error(error instanceof AppError ? String(error.details?.reason ?? error.message) : String(error));
           }
-          const problem = definitionProblem(definition.kind, definition.options);
-          if (problem) throw new Error(`${name}: ${problem}`);
-          fromFile.push({
-            name,
-            file,
-            bundle,
-            exportName: definition.exportName,
-            kind: definition.kind,
-            options: definition.options,
-          });
+        });
+        for (const [index, definition] of definitions.entries()) {
+          const name = names[index] ?? '';
+          seen.add(name);
+          await this.deploys.deploy(
+            {
+              name,
+              kind: definition.kind,
+              exportName: definition.exportName,
+              options: definition.options,
+              entry,
+              bundle: bundle.code,
+              bundleFormat: bundle.format,
+              bundleHash: hash,
+              source: 'folder',
+            },
+            { unlessFolderHash: true },
+          );
         }
-        for (const fn of fromFile) loaded.set(fn.name, fn);
       } catch (error) {
         const reason = buildFailureReason(error);
         errors.push({ file, reason });
@@ -156,14 +330,122 @@ export class FunctionsService {
       }
     }
     await releaseBuilder();
-    this.functions = loaded;
     this.loadErrors = errors;
-    this.limits.clear();
-    this.log.info(`loaded ${loaded.size} function(s) from ${this.options.functionsDir}`);
   }
 
-  list(): FunctionSummary[] {
-    return [...this.functions.values()].map((fn) => this.summary(fn)).sort((a, b) => a.name.localeCompare(b.name));
+  /**
+   * Brings this instance's live set in step with the database: new versions are loaded
+   * (their bundles written for the workers), undeployed functions dropped. Each function
+   * swaps at once; runs in flight finish on the version they started with. True when the
+   * set changed.
+   */
+  sync(): Promise<boolean> {
+    const next = this.syncing.catch(() => false).then(() => this.syncNow());
+    this.syncing = next;
+    return next;
+  }
+
+  private async syncNow(): Promise<boolean> {
+    const live = await this.deploys.active();
+    const updated = new Map<string, LoadedFunction>();
+    let changed = live.length !== this.functions.size;
+    for (const version of live) {
+      const current = this.functions.get(version.name);
+      if (current?.version === version.version) {
+        updated.set(version.name, current);
+        continue;
+      }
+      changed = true;
+      const loaded = await this.versionOf(version.name, version.version);
+      if (loaded) updated.set(version.name, loaded);
+      this.limits.delete(version.name);
+    }
+    this.functions = updated;
+    if (changed)
+      this.log.info(
+        `functions live here: ${[...updated.values()].map((fn) => `${fn.name}@${fn.version}`).join(', ') || 'none'}`,
+      );
+    return changed;
+  }
+
+  /** A stored version, ready to run here (its bundle written for the workers); null when there is none. */
+  versionOf(name: string, version: number): Promise<LoadedFunction | null> {
+    const live = this.functions.get(name);
+    if (live?.version === version) return Promise.resolve(live);
+    const key = `${name}@${version}`;
+    let loading = this.versions.get(key);
+    if (!loading) {
+      loading = (async () => {
+        // The build dir is emptied when the workers start: bundles are written after that.
+        await this.workers();
+        const stored = await this.deploys.version(name, version);
+        if (!stored) throw new AppError('NOT_FOUND', `No version ${version} of "${name}".`);
+        const bundle = await writeBundle(path.join(this.options.buildDir, 'bundles'), `${name}.v${version}`, {
+          code: stored.bundle,
+          format: stored.bundleFormat,
+        });
+        return {
+          name,
+          file: stored.entry,
+          bundle,
+          exportName: stored.exportName,
+          kind: stored.kind,
+          options: stored.options,
+          version,
+          source: stored.source,
+          deployedAt: stored.deployedAt,
+        } satisfies LoadedFunction;
+      })();
+      this.versions.set(key, loading);
+      loading.catch(() => this.versions.delete(key));
+    }
+    return loading.catch((error: unknown) => {
+      if (error instanceof AppError && error.code === 'NOT_FOUND') return null;
+      throw error;
+    });
+  }
+
+  /** Every deployed function, whatever its source, as the database has them (the same on every instance). */
+  async list(): Promise<FunctionSummary[]> {
+    return (await this.deploys.active()).map((version) => ({
+      name: version.name,
+      kind: version.kind,
+      file: version.entry,
+      trigger: triggerOf(version.options),
+      options: {
+        retries: numberOption(version.options, 'retries'),
+        timeout_ms: numberOption(version.options, 'timeout_ms'),
+        memory_mb: numberOption(version.options, 'memory_mb'),
+        concurrency: numberOption(version.options, 'concurrency'),
+      },
+      version: version.version,
+      source: version.source,
+      deployed_at: version.deployedAt.toISOString(),
+    }));
+  }
+
+  async versionsOf(name: string): Promise<VersionSummary[]> {
+    const [versions, live] = await Promise.all([this.deploys.versions(name), this.deploys.active()]);
+    if (versions.length === 0) throw new AppError('NOT_FOUND', `No function named "${name}".`);
+    const active = live.find((version) => version.name === name)?.version;
+    return versions.map((version) => ({
+      version: version.version,
+      deployed_at: version.deployedAt.toISOString(),
+      active: version.version === active,
+      source: version.source,
+    }));
+  }
+
+  async rollback(name: string, version: number): Promise<DeployedFunction> {
+    const restored = await this.deploys.rollback(name, version);
+    if (!restored) throw new AppError('NOT_FOUND', `No version ${version} of "${name}".`);
+    await this.sync();
+    return deployedFunction(restored);
+  }
+
+  async undeploy(name: string): Promise<void> {
+    if (!(await this.deploys.undeploy(name))) throw new AppError('NOT_FOUND', `No deployed function named "${name}".`);
+    await this.sync();
   }
 
   find(name: string): LoadedFunction | undefined {
@@ -174,27 +456,24 @@ export class FunctionsService {
     return [...this.functions.values()].filter((fn) => fn.kind === kind);
   }
 
-  private summary(fn: LoadedFunction): FunctionSummary {
-    const { retries: _r, timeout_ms: _t, memory_mb: _m, concurrency: _c, env: _e, ...trigger } = fn.options;
-    return {
-      name: fn.name,
-      kind: fn.kind,
-      file: path.relative(this.options.functionsDir, fn.file),
-      trigger,
-      options: {
-        retries: numberOption(fn.options, 'retries'),
-        timeout_ms: numberOption(fn.options, 'timeout_ms'),
-        memory_mb: numberOption(fn.options, 'memory_mb'),
-        concurrency: numberOption(fn.options, 'concurrency'),
-      },
-    };
+  private environmentFor(fn: LoadedFunction): Record<string, string | undefined> {
+    const declared = nameList(fn.options.env) ?? [];
+    return Object.fromEntries(declared.map((name) => [name, this.options.environment[name]]));
   }
 
-  private environmentFor(fn: LoadedFunction): Record<string, string | undefined> {
-    const declared = Array.isArray(fn.options.env)
-      ? fn.options.env.filter((name): name is string => typeof name === 'string')
-      : [];
-    return Object.fromEntries(declared.map((name) => [name, this.options.environment[name]]));
+  /** Refuses a ctx.db / ctx.storage call outside what the function declared in `access`. */
+  private checkAccess(fn: LoadedFunction, target: 'db' | 'storage', args: unknown[]): void {
+    const access = fn.options.access as Record<string, unknown> | undefined;
+    if (access === undefined) return;
+    const kind = target === 'db' ? 'collections' : 'buckets';
+    const allowed = nameList(access[kind]) ?? [];
+    const name = args[0];
+    if (typeof name !== 'string' || !allowed.includes(name)) {
+      throw new AppError(
+        'FORBIDDEN',
+        `The function "${fn.name}" may not use the ${target === 'db' ? 'collection' : 'bucket'} "${String(name)}" (access.${kind}).`,
+      );
+    }
   }
 
   /** Runs one invocation of `fn` and records it; returns the record's id with the outcome. */
@@ -208,33 +487,52 @@ export class FunctionsService {
     return { invocationId: run.id, outcome };
   }
 
-  /** Runs one invocation and returns its record unwritten, for callers that record many at once. */
+  /**
+   * Runs one invocation and returns its record unwritten, for callers that record many at
+   * once. `caller` is the HTTP caller, whom ctx.asCaller acts as.
+   */
   async execute(
     fn: LoadedFunction,
     input: unknown,
     meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
+    caller?: Caller,
   ): Promise<{ run: InvocationRun; outcome: RunOutcome }> {
-    if (!this.pool) throw new AppError('UNAVAILABLE', 'Functions are not loaded.');
-    let limit = this.limits.get(fn.name);
+    const pool = await this.workers();
+    const limitKey = `${fn.name}@${fn.version}`;
+    let limit = this.limits.get(limitKey);
     if (!limit) {
       limit = new Semaphore(numberOption(fn.options, 'concurrency'));
-      this.limits.set(fn.name, limit);
+      this.limits.set(limitKey, limit);
     }
     const release = await limit.acquire();
     try {
       const id = randomUUID();
       const startedAt = new Date();
-      const outcome = await this.pool.run({
+      const secrets = this.secrets.pick(nameList(fn.options.secrets) ?? []);
+      // Taken with the values the run gets: a secret rotated while it runs is hidden in its old value too.
+      const hiddenBefore = this.secrets.allValues();
+      const outcome = await pool.run({
         invocationId: id,
         bundle: fn.bundle,
         exportName: fn.exportName,
         input,
         env: this.environmentFor(fn),
+        secrets,
+        asCaller: caller !== undefined,
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
         keepWarm: numberOption(fn.options, 'concurrency'),
-        rpc: this.rpc,
+        rpc: async (target, method, args, as) => {
+          this.checkAccess(fn, target, args);
+          if (as === 'caller' && !caller) {
+            throw new AppError('FORBIDDEN', 'ctx.asCaller is only available in HTTP functions.');
+          }
+          return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER);
+        },
       });
+      // A secret's value never reaches the invocation's record, whoever printed it.
+      const hidden = [...new Set([...hiddenBefore, ...this.secrets.allValues()])].sort((a, b) => b.length - a.length);
+      const logs = outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
       const status: InvocationStatus =
         outcome.status === 'succeeded' ? 'succeeded' : meta.lastAttempt ? 'dead' : 'failed';
       const run: InvocationRun = {
@@ -247,12 +545,13 @@ export class FunctionsService {
         status,
         startedAt,
         durationMs: outcome.durationMs,
-        error: outcome.status === 'succeeded' ? null : outcome.error,
-        logs: outcome.logs,
+        error: outcome.status === 'succeeded' ? null : redact(outcome.error, hidden),
+        logs,
         cold: outcome.cold,
+        version: fn.version,
       };
       this.options.onRun?.(run);
-      return { run, outcome };
+      return { run, outcome: { ...outcome, logs } };
     } finally {
       release();
     }
@@ -268,16 +567,17 @@ export class FunctionsService {
     if (!fn || fn.kind !== 'http') throw new AppError('NOT_FOUND', `No HTTP function named "${name}".`);
     const method = typeof fn.options.method === 'string' ? fn.options.method.toUpperCase() : null;
     if (method && method !== request.method) {
-      throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`);
+      // Like a route's 405: the method it does take, in `Allow` and in the details.
+      throw new AppError('METHOD_NOT_ALLOWED', `The function "${name}" answers ${method} only.`, {
+        details: { method: request.method, allowed: [method] },
+        headers: { allow: method },
+      });
     }
     const { run, outcome } = await this.execute(
       fn,
       { ...request, auth: ruleAuthFromCaller(caller) },
-      {
-        trigger: 'http',
-        eventId: null,
-        attempt: 1,
-      },
+      { trigger: 'http', eventId: null, attempt: 1 },
+      caller,
     );
     // Recorded after the response, not before it: see InvocationRecorder.
     const backlogFull = this.recorder.add(run);
@@ -304,7 +604,9 @@ export class FunctionsService {
     name: string,
     options: { status?: InvocationStatus; limit: number; before?: string },
   ): Promise<InvocationRecord[]> {
-    if (!this.functions.has(name)) throw new AppError('NOT_FOUND', `No function named "${name}".`);
+    if (!this.functions.has(name) && !(await this.deploys.hasVersions(name))) {
+      throw new AppError('NOT_FOUND', `No function named "${name}".`);
+    }
     // This instance's own HTTP runs answered a moment ago are listed too.
     await this.recorder.flush();
     return this.invocations.list(name, options);
@@ -316,6 +618,7 @@ export class FunctionsService {
   }
 
   async close(): Promise<void> {
+    await this.syncing.catch(() => undefined);
     await this.pool?.close();
     this.pool = null;
     // After the pool: runs its closing cut short are recorded too.

@@ -34,15 +34,21 @@ console.debug = (...args: unknown[]) => log('info', args);
 console.warn = (...args: unknown[]) => log('warn', args);
 console.error = (...args: unknown[]) => log('error', args);
 
-function rpc(target: 'db' | 'storage', method: string, args: unknown[]): Promise<unknown> {
-  const invocationId = current;
-  if (!invocationId) return Promise.reject(new Error('ctx used outside of an invocation'));
-  const callId = nextCallId++;
-  return new Promise((resolve, reject) => {
-    pendingCalls.set(callId, { resolve, reject });
-    send({ type: 'rpc', invocationId, callId, target, method, args });
-  });
+type Rpc = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
+
+function rpcAs(as: 'service' | 'caller'): Rpc {
+  return (target, method, args) => {
+    const invocationId = current;
+    if (!invocationId) return Promise.reject(new Error('ctx used outside of an invocation'));
+    const callId = nextCallId++;
+    return new Promise((resolve, reject) => {
+      pendingCalls.set(callId, { resolve, reject });
+      send({ type: 'rpc', invocationId, callId, target, as, method, args });
+    });
+  };
 }
+
+const rpc = rpcAs('service');
 
 interface Definition {
   kind: string;
@@ -76,14 +82,18 @@ async function load(bundle: string): Promise<Record<string, unknown>> {
 }
 
 /** A chainable query builder whose get()/count() run on the server through ctx.db. */
-function query(collection: string, spec: { where: unknown[]; order_by: unknown[]; limit?: number; after?: string }) {
+function query(
+  rpc: Rpc,
+  collection: string,
+  spec: { where: unknown[]; order_by: unknown[]; limit?: number; after?: string },
+) {
   return {
     where: (path: string, op: string, value: unknown) =>
-      query(collection, { ...spec, where: [...spec.where, [path, op, value]] }),
+      query(rpc, collection, { ...spec, where: [...spec.where, [path, op, value]] }),
     orderBy: (path: string, direction: 'asc' | 'desc' = 'asc') =>
-      query(collection, { ...spec, order_by: [...spec.order_by, [path, direction]] }),
-    limit: (limit: number) => query(collection, { ...spec, limit }),
-    startAfter: (after: string) => query(collection, { ...spec, after }),
+      query(rpc, collection, { ...spec, order_by: [...spec.order_by, [path, direction]] }),
+    limit: (limit: number) => query(rpc, collection, { ...spec, limit }),
+    startAfter: (after: string) => query(rpc, collection, { ...spec, after }),
     get: async () => {
       const page = (await rpc('db', 'query', [collection, spec])) as { docs: unknown[]; next_cursor: string | null };
       return { docs: page.docs, nextCursor: page.next_cursor };
@@ -92,38 +102,53 @@ function query(collection: string, spec: { where: unknown[]; order_by: unknown[]
   };
 }
 
-function context(env: Record<string, string | undefined>) {
+/** ctx.db: the client SDK's document interface over `rpc`. */
+function documents(rpc: Rpc) {
+  return {
+    collection: (name: string) => ({
+      add: (data: unknown, options?: { id?: string }) => rpc('db', 'create', [name, data, options ?? {}]),
+      doc: (id: string) => ({
+        get: () => rpc('db', 'get', [name, id]),
+        set: (data: unknown) => rpc('db', 'set', [name, id, data]),
+        update: (data: unknown, options?: { ifVersion?: number }) =>
+          rpc('db', 'update', [name, id, data, options ?? {}]),
+        delete: () => rpc('db', 'delete', [name, id]),
+      }),
+      ...query(rpc, name, { where: [], order_by: [] }),
+    }),
+  };
+}
+
+/** ctx.storage: the client SDK's storage interface over `rpc`. */
+function files(rpc: Rpc) {
+  return {
+    from: (bucket: string) => ({
+      upload: (path: string, body: string | Uint8Array, options?: { contentType?: string; upsert?: boolean }) =>
+        rpc('storage', 'upload', [bucket, path, body, options ?? {}]),
+      download: (path: string) => rpc('storage', 'download', [bucket, path]),
+      remove: (path: string) => rpc('storage', 'remove', [bucket, path]),
+      list: (options?: { prefix?: string; limit?: number; after?: string }) =>
+        rpc('storage', 'list', [bucket, options ?? {}]),
+    }),
+  };
+}
+
+const asCallerRpc = rpcAs('caller');
+
+function context(env: Record<string, string | undefined>, secrets: Record<string, string>, asCaller: boolean) {
   return {
     env,
+    secrets: Object.freeze({ ...secrets }),
     log: {
       info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
       warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
       error: (message: string, fields?: Record<string, unknown>) =>
         log('error', fields ? [message, fields] : [message]),
     },
-    db: {
-      collection: (name: string) => ({
-        add: (data: unknown, options?: { id?: string }) => rpc('db', 'create', [name, data, options ?? {}]),
-        doc: (id: string) => ({
-          get: () => rpc('db', 'get', [name, id]),
-          set: (data: unknown) => rpc('db', 'set', [name, id, data]),
-          update: (data: unknown, options?: { ifVersion?: number }) =>
-            rpc('db', 'update', [name, id, data, options ?? {}]),
-          delete: () => rpc('db', 'delete', [name, id]),
-        }),
-        ...query(name, { where: [], order_by: [] }),
-      }),
-    },
-    storage: {
-      from: (bucket: string) => ({
-        upload: (path: string, body: string | Uint8Array, options?: { contentType?: string; upsert?: boolean }) =>
-          rpc('storage', 'upload', [bucket, path, body, options ?? {}]),
-        download: (path: string) => rpc('storage', 'download', [bucket, path]),
-        remove: (path: string) => rpc('storage', 'remove', [bucket, path]),
-        list: (options?: { prefix?: string; limit?: number; after?: string }) =>
-          rpc('storage', 'list', [bucket, options ?? {}]),
-      }),
-    },
+    db: documents(rpc),
+    storage: files(rpc),
+    // HTTP functions: the same interfaces acting as the verified caller, with the rules applied.
+    ...(asCaller ? { asCaller: { db: documents(asCallerRpc), storage: files(asCallerRpc) } } : {}),
   };
 }
 
@@ -184,7 +209,7 @@ async function handle(message: ToWorker): Promise<void> {
         const loaded = await load(message.bundle);
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
-        const value = await definition.handler(message.input, context(message.env));
+        const value = await definition.handler(message.input, context(message.env, message.secrets, message.asCaller));
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);

@@ -1,0 +1,143 @@
+/**
+ * `npm run bench -- deploy`: how fast a deploy is live, on a cluster of two instances.
+ *
+ * Two Basalt processes on one fresh database (as behind a load balancer). Each round deploys
+ * a new version of an HTTP function through instance A and measures:
+ *
+ * - `deploy_ms`: the deploy call on A (build with esbuild, load in a throw-away worker,
+ *   store, go live on A);
+ * - `live_on_b_ms`: from sending the deploy to B answering with the new version (the
+ *   change feed carries the deploy to B; the contract's bound is 5 s);
+ * - `cold_start_ms`: the first run of the fresh version on B, as its invocation records it
+ *   (a new worker thread plus loading the bundle), against `warm_ms`, a run right after.
+ *
+ * BENCH_DEPLOYS rounds (default 20); p50 and p99 of each.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createBenchDatabase } from './database.js';
+import { round } from './load.js';
+import { freePort, type ServerProcess } from './process.js';
+import { machine } from './report.js';
+import type { Settings } from './settings.js';
+import { childEnv, startBasaltServer } from './targets.js';
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return round(sorted[index] ?? Number.NaN, 1);
+}
+
+function summary(values: number[]): { p50_ms: number; p99_ms: number; max_ms: number } {
+  return { p50_ms: percentile(values, 50), p99_ms: percentile(values, 99), max_ms: percentile(values, 100) };
+}
+
+async function call(url: string, token: string, method: string, urlPath: string, body?: unknown): Promise<unknown> {
+  const response = await fetch(url + urlPath, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text.slice(0, 300)}`);
+  return text ? (JSON.parse(text) as unknown) : null;
+}
+
+const source = (round: number) =>
+  `import { http } from 'basalt/functions';\nexport default http(async () => ({ round: ${round} }));\n`;
+
+export async function runDeploy(settings: Settings): Promise<string[]> {
+  const rounds = Number(process.env.BENCH_DEPLOYS ?? '20');
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('BENCH_DEPLOYS: expected a whole number ≥ 1');
+  const db = await createBenchDatabase(settings.adminDatabaseUrl, 'deploy');
+  const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+  const secretsKey = randomBytes(32).toString('hex');
+  const dirs: string[] = [];
+  const servers: ServerProcess[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-deploy-'));
+      dirs.push(dataDir);
+      const port = await freePort();
+      servers.push(
+        await startBasaltServer(
+          `http://127.0.0.1:${port}`,
+          childEnv({
+            DATABASE_URL: db.url,
+            PORT: String(port),
+            BASALT_SERVICE_KEY: serviceKey,
+            BASALT_SECRETS_KEY: secretsKey,
+            BASALT_DATA_DIR: dataDir,
+            BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
+            LOG_LEVEL: 'warn',
+          }),
+        ),
+      );
+    }
+    const [a, b] = servers as [ServerProcess, ServerProcess];
+    const deployMs: number[] = [];
+    const liveMs: number[] = [];
+    const coldMs: number[] = [];
+    const warmMs: number[] = [];
+    for (let i = 1; i <= rounds; i++) {
+      const started = performance.now();
+      await call(a.url, serviceKey, 'PUT', '/v1/admin/functions/bench_live', {
+        files: { 'index.ts': source(i) },
+        entry: 'index.ts',
+      });
+      deployMs.push(performance.now() - started);
+      for (;;) {
+        // 404 until B has the function at all (the first round).
+        const response = await fetch(`${b.url}/v1/functions/bench_live`, { method: 'POST' });
+        const answer = response.ok ? ((await response.json()) as { round: number }) : null;
+        if (answer?.round === i) break;
+        if (performance.now() - started > 30_000) throw new Error(`version ${i} was not live on B within 30 s`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      liveMs.push(performance.now() - started);
+      await call(b.url, serviceKey, 'POST', '/v1/functions/bench_live', {});
+      const { invocations } = (await call(
+        b.url,
+        serviceKey,
+        'GET',
+        '/v1/admin/functions/bench_live/invocations?limit=2',
+      )) as {
+        invocations: Array<{ version: number; cold_start: boolean; duration_ms: number }>;
+      };
+      const cold = invocations.find((run) => run.version === i && run.cold_start);
+      const warm = invocations.find((run) => run.version === i && !run.cold_start);
+      if (cold) coldMs.push(cold.duration_ms);
+      if (warm) warmMs.push(warm.duration_ms);
+      log(`deploy ${i}/${rounds}: live on B after ${round(liveMs.at(-1) ?? 0, 1)} ms`);
+    }
+    return [
+      JSON.stringify({
+        bench: 'functions.deploy',
+        basalt: {
+          deploys: rounds,
+          deploy: summary(deployMs),
+          live_on_b: summary(liveMs),
+          cold_start: summary(coldMs),
+          warm: summary(warmMs),
+        },
+        goal: { live_on_b_p99_ms_at_most: 5_000 },
+        met: percentile(liveMs, 99) <= 5_000,
+        date: new Date().toISOString(),
+        machine,
+      }),
+    ];
+  } finally {
+    for (const server of servers) await server.stop();
+    await db.drop();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  }
+}
