@@ -24,6 +24,8 @@ import { buildAuthModule } from './modules/auth/module.js';
 import { dashboardRoutes } from './modules/dashboard/routes.js';
 import { buildDocumentsModule } from './modules/documents/module.js';
 import { buildFunctionsModule } from './modules/functions/module.js';
+import { buildIdempotencyModule } from './modules/idempotency/module.js';
+import { registerIdempotency } from './modules/idempotency/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 import { buildRealtimeModule } from './modules/realtime/module.js';
 import { buildStorageModule } from './modules/storage/module.js';
@@ -46,6 +48,7 @@ const EXPOSED_HEADERS = [
   'accept-ranges',
   'retry-after',
   'location',
+  'idempotent-replayed',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -56,6 +59,7 @@ const ALLOWED_HEADERS = [
   'x-upsert',
   'x-request-id',
   'x-client-info',
+  'idempotency-key',
 ];
 
 /** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
@@ -155,6 +159,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const auth = buildAuthModule(platform);
   const documents = buildDocumentsModule(platform);
   const storage = buildStorageModule(platform);
+  const idempotency = buildIdempotencyModule(platform);
   const functions = buildFunctionsModule(platform, { documents: documents.documents, storage: storage.service });
   // Built only where websockets arrive: API instances.
   const realtime = servesApi
@@ -195,6 +200,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   }
 
   registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: auth.verifier });
+  if (servesApi) registerIdempotency(app, idempotency.service, log);
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -224,7 +230,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // (signing keys, revocations) and realtime run only where requests arrive.
   const feed = changeFeedLifecycle(db, changes);
   const running: Lifecycle[] = realtime
-    ? [feed, auth, documents, storage, functions, realtime]
+    ? [feed, auth, documents, storage, idempotency, functions, realtime]
     : [feed, documents, storage, functions];
   app.addHook('onReady', async () => {
     for (const module of running) await module.start();

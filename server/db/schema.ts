@@ -276,3 +276,22 @@ export const functionInvocations = basalt.table('function_invocations', {
   logs: jsonb('logs').$type<unknown[]>().notNull().default([]),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
 });
+
+// -- idempotency keys (0018) -----------------------------------------------------------------
+
+export const idempotencyKeys = basalt.table(
+  'idempotency_keys',
+  {
+    scope: text('scope').notNull(),
+    key: text('key').notNull(),
+    requestHash: bytea('request_hash').notNull(),
+    state: text('state', { enum: ['pending', 'done'] })
+      .notNull()
+      .default('pending'),
+    status: integer('status'),
+    headers: jsonb('headers').$type<Record<string, string>>(),
+    body: bytea('body'),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.scope, table.key] })],
+);
