@@ -7,7 +7,7 @@
  *
  * Concurrency: the first request inserts the key `pending` (the primary key serialises
  * claims) before anything runs. A duplicate that arrives meanwhile waits for the answer,
- * polling, for up to `waitMs`, then gets 409 IDEMPOTENCY_IN_PROGRESS: it never runs the
+ * polling, for up to `waitMs`, then gets 409 IDEMPOTENCY_PENDING: it never runs the
  * write a second time. A pending key whose process died is taken over after
  * `pendingTakeoverSeconds`. A 5xx answer is not kept (the key is released) so the client's
  * retry runs the request again; every other answer is kept.
@@ -91,7 +91,7 @@ export class IdempotencyService {
 
   /**
    * Claims the key for this request, or returns the first request's answer. Throws
-   * IDEMPOTENCY_MISMATCH for another request under the key, IDEMPOTENCY_IN_PROGRESS when
+   * IDEMPOTENCY_MISMATCH for another request under the key, IDEMPOTENCY_PENDING when
    * the first is still running after the wait.
    */
   async begin(caller: Caller, key: string, request: RequestIdentity): Promise<Claim> {
@@ -118,7 +118,7 @@ export class IdempotencyService {
         };
       }
       if (Date.now() >= deadline) {
-        throw new AppError('IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still running.', {
+        throw new AppError('IDEMPOTENCY_PENDING', 'A request with this Idempotency-Key is still running.', {
           details: { field: 'idempotency-key', retry_after_seconds: 1 },
           headers: { 'retry-after': '1' },
         });
