@@ -203,6 +203,9 @@ export const collections = basalt.table('collections', {
   revision: bigint('revision', { mode: 'number' }).notNull().default(1),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  // 0018: full-text search settings and references.
+  search: jsonb('search'),
+  refs: jsonb('refs').$type<Record<string, string>>().notNull().default({}),
 });
 
 // -- storage (0006) --------------------------------------------------------------------------

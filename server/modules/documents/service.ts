@@ -23,8 +23,19 @@ import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
 import type { CollectionRegistry, CompiledCollection } from './collection-registry.js';
+import { expandDocuments, parseExpandInput, planExpand, type LevelRequest } from './expand.js';
 import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
 import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
+import {
+  compileRankAfter,
+  compileSearch,
+  decodeRankCursor,
+  encodeRankCursor,
+  highlightsOf,
+  isEmptyOrderBy,
+  parseSearchText,
+  type CompiledSearch,
+} from './search.js';
 import type { DocumentRepository } from './repository.js';
 import { compileAfter, compileFilter, compileOrderBy, ROW_ALIAS, SqlParams } from './sql.js';
 import { applyPatch, dataBytes, hasServerTimestamp, materialize, parsePatch, type PatchObject } from './transforms.js';
@@ -44,6 +55,12 @@ export interface DataInput {
 export interface WriteOptions {
   /** The version the caller last saw (If-Match); a different stored version is VERSION_CONFLICT. */
   ifVersion?: number;
+}
+/** A query with the extensions of /v1/db/:collection/query: full-text search and expand. */
+export interface DocumentQueryInput extends QueryInput {
+  search?: unknown;
+  highlight?: unknown;
+  expand?: unknown;
 }
 export interface QueryResult {
   docs: Document[];
@@ -198,12 +215,53 @@ export class DocumentService {
 
   // -- reads ---------------------------------------------------------------------
 
-  async get(caller: Caller, collection: string, id: string): Promise<Document> {
+  async get(caller: Caller, collection: string, id: string, options: { expand?: unknown } = {}): Promise<Document> {
     const meta = await this.meta(collection);
     assertDocumentId(id);
+    const paths = parseExpandInput(options.expand);
     const doc = await this.repo.get(this.repo.pool, meta.name, id);
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
-    return doc;
+    if (paths.length === 0) return doc;
+    return (await this.expandAll(caller, meta, [doc], paths))[0] as Document;
+  }
+
+  // -- expand --------------------------------------------------------------------
+
+  /** The documents with their references expanded (expand.ts), each level read in one statement. */
+  async expandAll(caller: Caller, meta: CompiledCollection, docs: Document[], input: unknown): Promise<Document[]> {
+    const paths = Array.isArray(input) && input.every((item) => typeof item === 'string') ? input : null;
+    const requested = paths ?? parseExpandInput(input);
+    if (requested.length === 0) return docs;
+    const nodes = await planExpand(meta.name, meta.refs, parseExpandInput(requested), async (name) => {
+      const target = await this.collections.get(name).catch(() => null);
+      return target?.refs ?? null;
+    });
+    return expandDocuments(docs, nodes, (request) => this.fetchLevel(caller, request));
+  }
+
+  /** One level of an expansion: the wanted documents of every collection the caller may read, in one statement. */
+  private async fetchLevel(caller: Caller, request: LevelRequest): Promise<Map<string, Map<string, Document>>> {
+    const params = new SqlParams();
+    const parts: Array<{ collection: string; ids: string[]; readFilter: string | null }> = [];
+    for (const [name, ids] of request) {
+      if (ids.size === 0) continue;
+      // A referenced collection that does not exist (yet) expands to nothing.
+      const target = await this.collections.get(name).catch((error: unknown) => {
+        if (isAppError(error) && error.code === 'NOT_FOUND') return null;
+        throw error;
+      });
+      if (!target) continue;
+      if (caller.role !== 'service' && !target.rules.read) continue;
+      parts.push({ collection: target.name, ids: [...ids], readFilter: this.readFilter(target, caller, params) });
+    }
+    const found = new Map<string, Map<string, Document>>();
+    if (parts.length === 0) return found;
+    for (const doc of await this.repo.getMany(parts, params)) {
+      const byId = found.get(doc.collection) ?? new Map<string, Document>();
+      byId.set(doc.id, doc);
+      found.set(doc.collection, byId);
+    }
+    return found;
   }
 
   /** The read rule as SQL over the row alias, or null for the service key. FORBIDDEN without a rule. */
@@ -220,25 +278,66 @@ export class DocumentService {
     });
   }
 
-  async query(caller: Caller, collection: string, input: QueryInput): Promise<QueryResult> {
+  async query(caller: Caller, collection: string, input: DocumentQueryInput): Promise<QueryResult> {
     const meta = await this.meta(collection);
-    const query = parseQuery(input);
+    const searchText = parseSearchText(input.search);
+    const highlight = input.highlight ?? false;
+    if (typeof highlight !== 'boolean') {
+      throw new AppError('INVALID_REQUEST', 'highlight: true or false.', { details: { field: 'highlight' } });
+    }
+    if (highlight && searchText === null) {
+      throw new AppError('INVALID_REQUEST', 'highlight needs a search.', { details: { field: 'highlight' } });
+    }
+    // Without order_by a search orders by relevance, with cursors of its own (search.ts).
+    const byRelevance = searchText !== null && isEmptyOrderBy(input.order_by);
+    const query = parseQuery(byRelevance ? { ...input, after: undefined } : input);
     const params = new SqlParams();
     const clauses: string[] = [];
     const readFilter = this.readFilter(meta, caller, params);
     if (readFilter) clauses.push(`(${readFilter})`);
     if (query.filter) clauses.push(compileFilter(query.filter, params));
-    if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
+    let search: CompiledSearch | null = null;
+    if (searchText !== null) {
+      if (!meta.search) {
+        throw new AppError('INVALID_REQUEST', `"${meta.name}" has no search fields (PATCH the collection's search).`, {
+          details: { field: 'search' },
+        });
+      }
+      search = compileSearch(meta.search, searchText, params, highlight);
+      clauses.push(search.where);
+    }
+    let orderBy: string;
+    if (byRelevance && search) {
+      const after = input.after === undefined || input.after === null ? null : decodeRankCursor(input.after);
+      if (after) clauses.push(compileRankAfter(search.rank, after, params));
+      orderBy = `${search.rank} DESC, ${ROW_ALIAS}.id ASC`;
+    } else {
+      if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
+      orderBy = compileOrderBy(query.orderBy);
+    }
     // One row more than asked tells whether another page exists.
-    const rows = await this.repo.query(meta.name, {
+    const rows = await this.repo.queryWithExtras(meta.name, {
       where: clauses.length > 0 ? clauses.join(' AND ') : null,
-      orderBy: compileOrderBy(query.orderBy),
+      orderBy,
       limit: query.limit + 1,
       params,
+      extras: search ? [search.rank, ...search.highlights] : [],
     });
-    const docs = rows.slice(0, query.limit);
-    const last = docs.at(-1);
-    return { docs, next_cursor: rows.length > query.limit && last ? encodeCursor(query.orderBy, last) : null };
+    const page = rows.slice(0, query.limit);
+    const docs: Document[] = page.map(({ doc, extras }) =>
+      search && highlight && meta.search
+        ? { ...doc, highlights: highlightsOf(meta.search, extras.slice(1) as Array<string | null>) }
+        : doc,
+    );
+    const last = page.at(-1);
+    let nextCursor: string | null = null;
+    if (rows.length > query.limit && last) {
+      nextCursor = byRelevance
+        ? encodeRankCursor(Number(last.extras[0]), last.doc.id)
+        : encodeCursor(query.orderBy, last.doc);
+    }
+    const expanded = await this.expandAll(caller, meta, docs, input.expand);
+    return { docs: expanded, next_cursor: nextCursor };
   }
 
   async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {

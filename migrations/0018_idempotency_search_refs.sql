@@ -16,3 +16,8 @@ CREATE TABLE basalt.idempotency_keys (
 
 -- The sweeper deletes by age.
 CREATE INDEX idempotency_keys_created_at ON basalt.idempotency_keys (created_at);
+
+-- Collections: full-text search settings ({fields, language}; null = no search) and
+-- references ({"<path>": "<collection>"}) that queries may expand.
+ALTER TABLE basalt.collections ADD COLUMN search jsonb;
+ALTER TABLE basalt.collections ADD COLUMN refs jsonb NOT NULL DEFAULT '{}'::jsonb;
