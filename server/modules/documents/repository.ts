@@ -461,6 +461,27 @@ export class DocumentRepository {
     return rows.map((row) => toDocument(row.collection, row));
   }
 
+  /** An aggregation compiled by aggregate.ts: rows of keys k0… and values v0…. */
+  async aggregate(
+    collection: string,
+    compiled: {
+      select: string;
+      where: string | null;
+      groupBy: string | null;
+      orderBy: string;
+      limit: number;
+      params: SqlParams;
+    },
+  ): Promise<Array<Record<string, unknown>>> {
+    const { params } = compiled;
+    const text =
+      `SELECT ${compiled.select} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
+      (compiled.where ? ` WHERE ${compiled.where}` : '') +
+      (compiled.groupBy ? ` GROUP BY ${compiled.groupBy}` : '') +
+      ` ORDER BY ${compiled.orderBy} LIMIT ${params.add(compiled.limit, 'int')}`;
+    return runQuery(this.db.pool, text, params.values, documentError(collection));
+  }
+
   async count(collection: string, compiled: { where: string | null; params: SqlParams }): Promise<number> {
     const text =
       `SELECT count(*)::bigint AS count FROM ${tableRef(collection)} ${ROW_ALIAS}` +

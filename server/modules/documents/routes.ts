@@ -6,6 +6,7 @@ import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
+import { AGGREGATE_LIMITS } from './aggregate.js';
 import { EXPAND_LIMITS } from './expand.js';
 import { OPERATORS, QUERY_LIMITS } from './query.js';
 import { SEARCH_LIMITS } from './search.js';
@@ -246,6 +247,51 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
       },
     },
     async (request) => documents.query(request.caller, request.params.collection, request.body ?? {}),
+  );
+
+  app.post(
+    '/v1/db/:collection/aggregate',
+    {
+      schema: {
+        tags,
+        summary: 'Group and aggregate (count, sum, avg, min, max) the documents the caller may read',
+        params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
+        body: {
+          type: 'object',
+          required: ['aggregates'],
+          additionalProperties: false,
+          properties: {
+            where: whereSchema,
+            group_by: { type: 'array', maxItems: AGGREGATE_LIMITS.maxGroupBy, items: { type: 'string' } },
+            aggregates: {
+              type: 'object',
+              maxProperties: AGGREGATE_LIMITS.maxAggregates,
+              additionalProperties: { type: 'array', minItems: 1, maxItems: 2, items: { type: 'string' } },
+              description: '{"<alias>": ["count"] | ["sum" | "avg" | "min" | "max", path]}',
+            },
+            order_by: {
+              type: 'array',
+              maxItems: QUERY_LIMITS.maxOrderBy,
+              items: { anyOf: [{ type: 'array', minItems: 1, maxItems: 2 }, { type: 'string' }] },
+            },
+            limit: { type: 'integer', minimum: 1, maximum: AGGREGATE_LIMITS.maxLimit },
+          },
+        },
+        response: {
+          200: closedObject({
+            groups: {
+              type: 'array',
+              items: closedObject({
+                key: { type: 'object', additionalProperties: true },
+                values: { type: 'object', additionalProperties: { type: ['number', 'null'] } },
+              }),
+            },
+          }),
+          '4xx': errorResponse,
+        },
+      },
+    },
+    async (request) => documents.aggregate(request.caller, request.params.collection, request.body),
   );
 
   app.post(

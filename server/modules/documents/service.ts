@@ -23,6 +23,13 @@ import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
 import type { CollectionRegistry, CompiledCollection } from './collection-registry.js';
+import {
+  compileAggregation,
+  parseAggregation,
+  toGroup,
+  type AggregateGroup,
+  type AggregateInput,
+} from './aggregate.js';
 import { expandDocuments, parseExpandInput, planExpand, type LevelRequest } from './expand.js';
 import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
 import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.js';
@@ -338,6 +345,26 @@ export class DocumentService {
     }
     const expanded = await this.expandAll(caller, meta, docs, input.expand);
     return { docs: expanded, next_cursor: nextCursor };
+  }
+
+  /** Groups and aggregates over the documents the caller may read (aggregate.ts). */
+  async aggregate(caller: Caller, collection: string, input: AggregateInput): Promise<{ groups: AggregateGroup[] }> {
+    const meta = await this.meta(collection);
+    const parsed = parseAggregation(input);
+    const filter = parseWhere(input.where);
+    const params = new SqlParams();
+    const clauses: string[] = [];
+    const readFilter = this.readFilter(meta, caller, params);
+    if (readFilter) clauses.push(`(${readFilter})`);
+    if (filter) clauses.push(compileFilter(filter, params));
+    const compiled = compileAggregation(parsed);
+    const rows = await this.repo.aggregate(meta.name, {
+      ...compiled,
+      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      limit: parsed.limit,
+      params,
+    });
+    return { groups: rows.map((row) => toGroup(parsed, row)) };
   }
 
   async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {
