@@ -19,6 +19,11 @@ export {
   Query,
   WriteBatch,
   and,
+  avg,
+  count,
+  max,
+  min,
+  sum,
   arrayRemove,
   arrayUnion,
   deleteField,
@@ -28,6 +33,9 @@ export {
   where,
 } from './db.js';
 export type {
+  AggregateGroup,
+  AggregateOptions,
+  AggregateSpec,
   BatchResult,
   Condition,
   Doc,
