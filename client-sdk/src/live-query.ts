@@ -19,6 +19,8 @@ export interface LiveQuery {
   where?: unknown[];
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
+  /** Full-text search; the server decides what matches (live searches keep order_by's order, id by default). */
+  search?: string;
 }
 
 /** What a live query follows: a query over a collection, or one document with `docId`. */
@@ -135,10 +137,12 @@ export function liveQueryOf(body: {
   where?: unknown[];
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
+  search?: string;
 }): LiveQuery {
   return {
     ...(body.where !== undefined ? { where: body.where } : {}),
     ...(body.order_by !== undefined ? { order_by: body.order_by } : {}),
     ...(body.limit !== undefined ? { limit: body.limit } : {}),
+    ...(body.search !== undefined ? { search: body.search } : {}),
   };
 }

@@ -461,6 +461,20 @@ export class DocumentRepository {
     return rows.map((row) => toDocument(row.collection, row));
   }
 
+  /**
+   * Which of these data objects match a search: `vector` is the search expression over the
+   * alias `e`, `query` its tsquery over `params`. Returns the matching positions.
+   */
+  async searchMatches(vector: string, query: string, datas: JsonObject[], params: SqlParams): Promise<Set<number>> {
+    const list = params.add(JSON.stringify(datas), 'jsonb');
+    const rows = await runQuery<{ i: number }>(
+      this.db.pool,
+      `SELECT (e.ord - 1)::int AS i FROM jsonb_array_elements(${list}) WITH ORDINALITY AS e(data, ord) WHERE ${vector} @@ ${query}`,
+      params.values,
+    );
+    return new Set(rows.map((row) => row.i));
+  }
+
   /** An aggregation compiled by aggregate.ts: rows of keys k0… and values v0…. */
   async aggregate(
     collection: string,

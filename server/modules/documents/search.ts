@@ -88,6 +88,11 @@ export function parseSearchText(input: unknown): string | null {
   return input;
 }
 
+/** The tsquery of a search text (SQL over `params`). */
+export function compileSearchQuery(settings: SearchSettings, text: string, params: SqlParams): string {
+  return `websearch_to_tsquery(${config(settings)}, ${params.add(text, 'text')})`;
+}
+
 export function compileSearch(
   settings: SearchSettings,
   text: string,
@@ -95,7 +100,7 @@ export function compileSearch(
   highlight: boolean,
 ): CompiledSearch {
   const cfg = config(settings);
-  const query = `websearch_to_tsquery(${cfg}, ${params.add(text, 'text')})`;
+  const query = compileSearchQuery(settings, text, params);
   const vector = searchVectorExpr(settings);
   const options = `'StartSel=${MARK_START}, StopSel=${MARK_END}, MaxFragments=2, MaxWords=30, MinWords=10, FragmentDelimiter=" … "'`;
   return {

@@ -36,11 +36,13 @@ import { encodeCursor, parseQuery, parseWhere, type QueryInput } from './query.j
 import {
   compileRankAfter,
   compileSearch,
+  compileSearchQuery,
   decodeRankCursor,
   encodeRankCursor,
   highlightsOf,
   isEmptyOrderBy,
   parseSearchText,
+  searchVectorExpr,
   type CompiledSearch,
 } from './search.js';
 import type { DocumentRepository } from './repository.js';
@@ -230,6 +232,23 @@ export class DocumentService {
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
     if (paths.length === 0) return doc;
     return (await this.expandAll(caller, meta, [doc], paths))[0] as Document;
+  }
+
+  /**
+   * Whether each document (as given, not as stored) matches a full-text search of the
+   * collection: live queries ask this of the documents their events carry.
+   */
+  async searchMatches(collection: string, text: string, docs: Document[]): Promise<boolean[]> {
+    const meta = await this.meta(collection);
+    if (!meta.search) return docs.map(() => false);
+    const params = new SqlParams();
+    const matched = await this.repo.searchMatches(
+      searchVectorExpr(meta.search, 'e'),
+      compileSearchQuery(meta.search, parseSearchText(text) ?? '', params),
+      docs.map((doc) => doc.data),
+      params,
+    );
+    return docs.map((_, i) => matched.has(i));
   }
 
   // -- expand --------------------------------------------------------------------

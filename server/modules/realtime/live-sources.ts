@@ -29,6 +29,8 @@ export interface LiveDocuments {
   get(caller: Caller, collection: string, id: string): Promise<Document | null>;
   /** The read rule as an in-process predicate for `caller`, evaluated on each event. */
   reader(caller: Caller, collection: string): Promise<(doc: Document) => boolean>;
+  /** Whether each document matches a full-text search of the collection (decided by Postgres, in one statement). */
+  searchMatches(collection: string, text: string, docs: Document[]): Promise<boolean[]>;
   /** A tick at or after every transaction committed so far (forces one if needed). */
   markTick(): Promise<number>;
 }
@@ -37,5 +39,6 @@ export interface LiveDocuments {
 export interface LiveQueryInput {
   where?: unknown;
   order_by?: unknown;
+  search?: string;
   limit: number;
 }

@@ -57,14 +57,42 @@ function sameDocument(a: Document, b: Document): boolean {
 /** The result set of a subscription: a document by id, or a query window (order_by + limit). */
 export class View {
   readonly compare: (a: Document, b: Document) => number;
+  /**
+   * Whether each document matches the query's full-text search. Search (stemming, the
+   * collection's language) is Postgres's to decide, so verdicts are fetched in one statement
+   * per batch of events (prepare) before the synchronous matching reads them; documents read
+   * by the snapshot query matched it there.
+   */
+  private readonly searchVerdicts = new WeakMap<Document, boolean>();
 
   constructor(
     readonly collection: string,
     readonly docId: string | null,
     readonly query: ParsedQuery,
-    readonly input: { where?: unknown; order_by?: unknown },
+    readonly input: { where?: unknown; order_by?: unknown; search?: string },
+    private readonly searchMatcher: ((docs: Document[]) => Promise<boolean[]>) | null = null,
   ) {
     this.compare = compareDocuments(query);
+  }
+
+  get searches(): boolean {
+    return this.input.search !== undefined && this.docId === null;
+  }
+
+  /** Fetches the search verdicts of documents not yet decided (nothing to do without a search). */
+  async prepare(docs: Array<Document | null>): Promise<void> {
+    if (!this.searches || !this.searchMatcher) return;
+    const open = [...new Set(docs)].filter(
+      (doc): doc is Document => doc !== null && !this.searchVerdicts.has(doc) && matchesQuery(this.query, doc),
+    );
+    if (open.length === 0) return;
+    const verdicts = await this.searchMatcher(open);
+    open.forEach((doc, i) => this.searchVerdicts.set(doc, verdicts[i] === true));
+  }
+
+  /** Documents the snapshot query returned: they matched the search in SQL. */
+  matchedInSql(docs: Document[]): void {
+    if (this.searches) for (const doc of docs) this.searchVerdicts.set(doc, true);
   }
 
   get limit(): number {
@@ -72,7 +100,8 @@ export class View {
   }
 
   matches(doc: Document): boolean {
-    return this.docId !== null ? doc.id === this.docId : matchesQuery(this.query, doc);
+    if (this.docId !== null) return doc.id === this.docId;
+    return matchesQuery(this.query, doc) && (!this.searches || this.searchVerdicts.get(doc) === true);
   }
 
   /** The first `limit` qualifying documents of `candidates`, in order. */
@@ -179,7 +208,9 @@ export class Subscription {
       return;
     }
     const age = Date.now() - this.readerAt;
-    const reader = this.pending === 0 && this.reader && age <= READER_TTL_MS ? this.reader : null;
+    // A search needs Postgres's verdicts first: always the queued path.
+    const reader =
+      this.pending === 0 && this.reader && age <= READER_TTL_MS && !this.view.searches ? this.reader : null;
     if (reader && age > READER_TTL_MS / 2) this.refreshReader();
     if (!reader) {
       this.enqueue(() => this.apply(routed));
@@ -229,6 +260,7 @@ export class Subscription {
 
   /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
   async apply(routed: RoutedChange[]): Promise<void> {
+    await this.view.prepare(routed.map(({ change }) => newDocument(change, this.view.collection)));
     if (this.applyWith(routed, await this.readable())) await this.resync();
   }
 
@@ -353,6 +385,7 @@ export class Subscription {
   async exactSnapshot(extra: number): Promise<ExactSnapshot> {
     const limit = Math.min(this.view.limit + extra, 1000);
     const docs = await this.snapshot(limit);
+    this.view.matchedInSql(docs);
     const tick = await this.context.documents.markTick();
     await this.context.waitForTick(tick);
     const buffer = this.buffer ?? [];
@@ -362,8 +395,12 @@ export class Subscription {
     const candidates = new Map(docs.map((doc) => [doc.id, doc]));
     const last = new Map<string, FeedChange>();
     for (const { change } of upto) last.set(change.rowId, change);
+    const overlay = new Map<string, Document | null>();
     for (const [id, change] of last) {
-      const doc = change.newRow ? rowToDocument(this.view.collection, change.newRow) : null;
+      overlay.set(id, change.newRow ? rowToDocument(this.view.collection, change.newRow) : null);
+    }
+    await this.view.prepare([...overlay.values()]);
+    for (const [id, doc] of overlay) {
       if (doc && this.view.matches(doc) && readable(doc)) candidates.set(id, doc);
       else candidates.delete(id);
     }

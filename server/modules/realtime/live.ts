@@ -54,6 +54,7 @@ export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed
         return verdict;
       };
     },
+    searchMatches: (collection, text, docs) => documents.searchMatches(collection, text, docs),
     // Taken after the snapshot query: the tick then covers everything the query saw.
     markTick: async () => parseCursor(await feed.coveringCursor()),
   };

@@ -2,6 +2,7 @@ import { parseCursor } from '../../internal/changes/cursor.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import { parseQuery } from '../documents/query.js';
+import { isEmptyOrderBy, parseSearchText } from '../documents/search.js';
 import { beginSharedFrames, endSharedFrames } from './change-frames.js';
 import type { RealtimeConnection } from './connection.js';
 import { parsePosition, routeChanges, safeTick } from './live-cursor.js';
@@ -173,10 +174,25 @@ export class SubscriptionManager {
     const position = message.resume_from !== undefined ? parsePosition(message.resume_from) : null;
     const table = await this.documents.tableOf(message.collection);
     const input = message.query ?? {};
-    const view = new View(message.collection, message.doc_id ?? null, query, {
-      ...(input.where !== undefined ? { where: input.where } : {}),
-      ...(input.order_by !== undefined ? { order_by: input.order_by } : {}),
-    });
+    const search = message.doc_id === undefined ? (parseSearchText(input.search) ?? undefined) : undefined;
+    if (search !== undefined && input.highlight !== undefined) {
+      throw new AppError('INVALID_REQUEST', 'Live queries do not take highlight.', { details: { field: 'highlight' } });
+    }
+    const view = new View(
+      message.collection,
+      message.doc_id ?? null,
+      query,
+      {
+        ...(input.where !== undefined ? { where: input.where } : {}),
+        // A live search keeps the query's order (id by default), not relevance: the window is
+        // ordered in process, where ranks are not known.
+        ...(input.order_by !== undefined || search !== undefined
+          ? { order_by: isEmptyOrderBy(input.order_by) ? [['id', 'asc']] : input.order_by }
+          : {}),
+        ...(search !== undefined ? { search } : {}),
+      },
+      search !== undefined ? (docs) => this.documents.searchMatches(message.collection, search, docs) : null,
+    );
     const subscription = new Subscription(message.id, connection, view, table, this.context);
     subscription.onFailed = (failed) => this.remove(failed);
 
