@@ -18,7 +18,16 @@ import {
   type SqlParams,
 } from './sql.js';
 import { searchVectorExpr } from './search.js';
-import type { CollectionRules, Document, IndexSpec, JsonObject, RefSettings, SearchSettings } from './types.js';
+import type {
+  CollectionInfo,
+  CollectionRules,
+  CollectionSettings,
+  Document,
+  IndexSpec,
+  JsonObject,
+  RefSettings,
+  SearchSettings,
+} from './types.js';
 
 /** Every instance LISTENs here; a trigger on basalt.collections NOTIFYs the changed name. */
 export const COLLECTIONS_CHANNEL = 'basalt_collections';
@@ -29,16 +38,8 @@ export async function listenForCollectionChanges(client: pg.Client): Promise<voi
 }
 
 /** A collection's metadata row in the wire's shape: timestamps as ISO text, revision as int8 text. */
-export interface CollectionRow {
-  name: string;
-  rules: CollectionRules;
-  schema: JsonObject | null;
-  indexes: IndexSpec[];
-  search: SearchSettings | null;
-  refs: RefSettings;
+export interface CollectionRow extends CollectionInfo {
   revision: string;
-  created_at: string;
-  updated_at: string;
 }
 
 interface DocumentRow {
@@ -156,17 +157,7 @@ export class DocumentRepository {
   }
 
   /** Metadata row, table, triggers, change tracking and indexes, in the caller's transaction. */
-  async createCollection(
-    tx: Tx,
-    input: {
-      name: string;
-      rules: CollectionRules;
-      schema: JsonObject | null;
-      indexes: IndexSpec[];
-      search: SearchSettings | null;
-      refs: RefSettings;
-    },
-  ): Promise<CollectionRow> {
+  async createCollection(tx: Tx, input: CollectionSettings & { name: string }): Promise<CollectionRow> {
     // One mapping for the whole sequence: a table of that name already there is its own error.
     const tableTaken = (error: unknown): AppError =>
       (error as { code?: unknown } | null)?.code === '42P07'
@@ -240,17 +231,7 @@ export class DocumentRepository {
     await runQuery(tx, `DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, spec))}`);
   }
 
-  async updateCollection(
-    tx: Tx,
-    name: string,
-    input: {
-      rules: CollectionRules;
-      schema: JsonObject | null;
-      indexes: IndexSpec[];
-      search: SearchSettings | null;
-      refs: RefSettings;
-    },
-  ): Promise<CollectionRow> {
+  async updateCollection(tx: Tx, name: string, input: CollectionSettings): Promise<CollectionRow> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
         .builder(tx)

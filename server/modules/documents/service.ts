@@ -366,20 +366,25 @@ export class DocumentService {
     return { docs: expanded, next_cursor: nextCursor };
   }
 
-  /** Groups and aggregates over the documents the caller may read (aggregate.ts). */
-  async aggregate(caller: Caller, collection: string, input: AggregateInput): Promise<{ groups: AggregateGroup[] }> {
-    const meta = await this.meta(collection);
-    const parsed = parseAggregation(input);
-    const filter = parseWhere(input.where);
-    const params = new SqlParams();
+  /** The read rule and a `where`, ANDed, as SQL over `params` (null when neither applies). */
+  private readableWhere(meta: CompiledCollection, caller: Caller, where: unknown, params: SqlParams): string | null {
+    const filter = parseWhere(where);
     const clauses: string[] = [];
     const readFilter = this.readFilter(meta, caller, params);
     if (readFilter) clauses.push(`(${readFilter})`);
     if (filter) clauses.push(compileFilter(filter, params));
-    const compiled = compileAggregation(parsed);
+    return clauses.length > 0 ? clauses.join(' AND ') : null;
+  }
+
+  /** Groups and aggregates over the documents the caller may read (aggregate.ts). */
+  async aggregate(caller: Caller, collection: string, input: AggregateInput): Promise<{ groups: AggregateGroup[] }> {
+    const meta = await this.meta(collection);
+    const parsed = parseAggregation(input);
+    const params = new SqlParams();
+    const where = this.readableWhere(meta, caller, input.where, params);
     const rows = await this.repo.aggregate(meta.name, {
-      ...compiled,
-      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      ...compileAggregation(parsed),
+      where,
       limit: parsed.limit,
       params,
     });
@@ -388,14 +393,9 @@ export class DocumentService {
 
   async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {
     const meta = await this.meta(collection);
-    const filter = parseWhere(input.where);
     const params = new SqlParams();
-    const clauses: string[] = [];
-    const readFilter = this.readFilter(meta, caller, params);
-    if (readFilter) clauses.push(`(${readFilter})`);
-    if (filter) clauses.push(compileFilter(filter, params));
     const count = await this.repo.count(meta.name, {
-      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      where: this.readableWhere(meta, caller, input.where, params),
       params,
     });
     return { count };

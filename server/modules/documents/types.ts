@@ -32,14 +32,18 @@ export interface SearchSettings {
 /** References: a field path that holds a document id (or a list of ids) → the collection it names. */
 export type RefSettings = Record<string, string>;
 
-/** A collection's metadata as the admin API returns it. */
-export interface CollectionInfo {
-  name: string;
+/** What the admin API sets on a collection. */
+export interface CollectionSettings {
   rules: CollectionRules;
   schema: JsonObject | null;
   indexes: IndexSpec[];
   search: SearchSettings | null;
   refs: RefSettings;
+}
+
+/** A collection's metadata as the admin API returns it. */
+export interface CollectionInfo extends CollectionSettings {
+  name: string;
   created_at: string;
   updated_at: string;
 }

@@ -175,6 +175,11 @@ export class SubscriptionManager {
     const table = await this.documents.tableOf(message.collection);
     const input = message.query ?? {};
     const search = message.doc_id === undefined ? (parseSearchText(input.search) ?? undefined) : undefined;
+    if (input.expand !== undefined) {
+      throw new AppError('INVALID_REQUEST', 'Live queries do not take expand yet; expand with a one-off query.', {
+        details: { field: 'expand' },
+      });
+    }
     if (search !== undefined && input.highlight !== undefined) {
       throw new AppError('INVALID_REQUEST', 'Live queries do not take highlight.', { details: { field: 'highlight' } });
     }
