@@ -265,6 +265,29 @@ export class DocumentService {
     return expandDocuments(docs, nodes, (request) => this.fetchLevel(caller, request));
   }
 
+  /** `expand` for documents read elsewhere (live queries' events), with the caller's read rules. */
+  async expandFor(caller: Caller, collection: string, docs: Document[], input: unknown): Promise<Document[]> {
+    return this.expandAll(caller, await this.meta(collection), docs, input);
+  }
+
+  /** The collections an `expand` reads (every level): live queries follow their changes too. */
+  async expandTargets(collection: string, input: unknown): Promise<string[]> {
+    const meta = await this.meta(collection);
+    const nodes = await planExpand(meta.name, meta.refs, parseExpandInput(input), async (name) => {
+      const target = await this.collections.get(name).catch(() => null);
+      return target?.refs ?? null;
+    });
+    const targets = new Set<string>();
+    const walk = (list: typeof nodes) => {
+      for (const node of list) {
+        targets.add(node.target);
+        walk(node.children);
+      }
+    };
+    walk(nodes);
+    return [...targets];
+  }
+
   /** One level of an expansion: the wanted documents of every collection the caller may read, in one statement. */
   private async fetchLevel(caller: Caller, request: LevelRequest): Promise<Map<string, Map<string, Document>>> {
     const params = new SqlParams();

@@ -69,10 +69,38 @@ export class View {
     readonly collection: string,
     readonly docId: string | null,
     readonly query: ParsedQuery,
-    readonly input: { where?: unknown; order_by?: unknown; search?: string },
+    readonly input: { where?: unknown; order_by?: unknown; search?: string; expand?: string[] },
     private readonly searchMatcher: ((docs: Document[]) => Promise<boolean[]>) | null = null,
+    private readonly expander: ((docs: Document[]) => Promise<Document[]>) | null = null,
   ) {
     this.compare = compareDocuments(query);
+  }
+
+  /** The expanded copy of each event document sent to the subscriber (expand queries). */
+  private readonly expandedCopies = new WeakMap<Document, Document>();
+
+  get expands(): boolean {
+    return this.expander !== null;
+  }
+
+  /** What a frame carries for `doc`: its expanded copy when there is one. */
+  outgoing(doc: Document): Document {
+    return this.expandedCopies.get(doc) ?? doc;
+  }
+
+  /** Expands documents (all of them when `fresh`, else those without a copy), one statement per level. */
+  async expand(docs: Array<Document | null>, fresh = false): Promise<Document[]> {
+    if (!this.expander) return [];
+    const open = [...new Set(docs)].filter(
+      (doc): doc is Document => doc !== null && (fresh || (doc.expand === undefined && !this.expandedCopies.has(doc))),
+    );
+    if (open.length === 0) return [];
+    const expanded = await this.expander(open);
+    open.forEach((doc, i) => {
+      const copy = expanded[i];
+      if (copy) this.expandedCopies.set(doc, copy);
+    });
+    return open;
   }
 
   get searches(): boolean {
@@ -81,6 +109,7 @@ export class View {
 
   /** Fetches the search verdicts of documents not yet decided (nothing to do without a search). */
   async prepare(docs: Array<Document | null>): Promise<void> {
+    await this.expand(docs);
     if (!this.searches || !this.searchMatcher) return;
     const open = [...new Set(docs)].filter(
       (doc): doc is Document => doc !== null && !this.searchVerdicts.has(doc) && matchesQuery(this.query, doc),
@@ -128,6 +157,8 @@ export class Subscription {
   private reader: ((doc: Document) => boolean) | null = null;
   private readerAt = 0;
   private lastCursor = '';
+  /** The change-feed tables (`schema.table`) this subscription listens to: its own, then expanded ones. */
+  tables: string[] = [];
 
   constructor(
     readonly id: string,
@@ -210,7 +241,9 @@ export class Subscription {
     const age = Date.now() - this.readerAt;
     // A search needs Postgres's verdicts first: always the queued path.
     const reader =
-      this.pending === 0 && this.reader && age <= READER_TTL_MS && !this.view.searches ? this.reader : null;
+      this.pending === 0 && this.reader && age <= READER_TTL_MS && !this.view.searches && !this.view.expands
+        ? this.reader
+        : null;
     if (reader && age > READER_TTL_MS / 2) this.refreshReader();
     if (!reader) {
       this.enqueue(() => this.apply(routed));
@@ -246,7 +279,7 @@ export class Subscription {
 
   /** Sends one `change` frame; the only way a change reaches the subscriber (see changeFrame). */
   sendChange(kind: ChangeKind, doc: Document, cursor: string, readable: ReadRule): void {
-    this.connection.sendText(changeFrame(this.id, kind, doc, cursor, readable));
+    this.connection.sendText(changeFrame(this.id, kind, this.view.outgoing(doc), cursor, readable));
   }
 
   private worst(excluding?: string): Document | null {
@@ -260,8 +293,51 @@ export class Subscription {
 
   /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
   async apply(routed: RoutedChange[]): Promise<void> {
-    await this.view.prepare(routed.map(({ change }) => newDocument(change, this.view.collection)));
-    if (this.applyWith(routed, await this.readable())) await this.resync();
+    if (!this.view.expands) {
+      await this.view.prepare(routed.map(({ change }) => newDocument(change, this.view.collection)));
+      if (this.applyWith(routed, await this.readable())) await this.resync();
+      return;
+    }
+    // In runs, in commit order: the query's own changes, and changes to documents it expands.
+    for (let start = 0; start < routed.length;) {
+      const own = this.ownsChange((routed[start] as RoutedChange).change);
+      let end = start + 1;
+      while (end < routed.length && this.ownsChange((routed[end] as RoutedChange).change) === own) end++;
+      const run = routed.slice(start, end);
+      if (own) {
+        await this.view.prepare(run.map(({ change }) => newDocument(change, this.view.collection)));
+        if (this.applyWith(run, await this.readable())) {
+          // The rest waits in the buffer while the window is re-read (see applyWith).
+          this.buffer = [...(this.buffer ?? []), ...routed.slice(end)];
+          await this.resync();
+          return;
+        }
+      } else {
+        await this.refreshExpansions((run.at(-1) as RoutedChange).cursor);
+      }
+      start = end;
+    }
+  }
+
+  private ownsChange(change: FeedChange): boolean {
+    return change.schema === this.table.schema && change.table === this.table.table;
+  }
+
+  /**
+   * A referenced document changed: every result is expanded afresh (one statement per level)
+   * and each whose expansion differs from what the subscriber holds is sent `modified`.
+   */
+  private async refreshExpansions(cursor: string): Promise<void> {
+    const docs = [...this.window.values()];
+    const before = docs.map((doc) => JSON.stringify(this.view.outgoing(doc).expand ?? null));
+    await this.view.expand(docs, true);
+    const readable = stableVerdicts(await this.readable());
+    docs.forEach((doc, i) => {
+      if (JSON.stringify(this.view.outgoing(doc).expand ?? null) !== before[i] && readable(doc)) {
+        this.sendChange('modified', doc, cursor, readable);
+      }
+    });
+    this.lastCursor = cursor;
   }
 
   /**
@@ -394,7 +470,8 @@ export class Subscription {
     const readable = await this.readable();
     const candidates = new Map(docs.map((doc) => [doc.id, doc]));
     const last = new Map<string, FeedChange>();
-    for (const { change } of upto) last.set(change.rowId, change);
+    // Changes to expanded collections need no overlay: the snapshot expanded after them.
+    for (const { change } of upto) if (this.ownsChange(change)) last.set(change.rowId, change);
     const overlay = new Map<string, Document | null>();
     for (const [id, change] of last) {
       overlay.set(id, change.newRow ? rowToDocument(this.view.collection, change.newRow) : null);
@@ -439,7 +516,7 @@ export class Subscription {
     this.window = new Map(docs.map((doc) => [doc.id, doc]));
     const cursor = formatCursor(result.tick);
     this.setLastCursor(cursor);
-    this.connection.send({ type: frame, id: this.id, docs, cursor });
+    this.connection.send({ type: frame, id: this.id, docs: docs.map((doc) => this.view.outgoing(doc)), cursor });
     if (!result.complete) await this.refill(cursor);
     this.goLive();
   }

@@ -2,7 +2,9 @@ import { parseCursor } from '../../internal/changes/cursor.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import { parseQuery } from '../documents/query.js';
+import { parseExpandInput } from '../documents/expand.js';
 import { isEmptyOrderBy, parseSearchText } from '../documents/search.js';
+import { DATA_SCHEMA } from '../documents/sql.js';
 import { beginSharedFrames, endSharedFrames } from './change-frames.js';
 import type { RealtimeConnection } from './connection.js';
 import { parsePosition, routeChanges, safeTick } from './live-cursor.js';
@@ -175,11 +177,12 @@ export class SubscriptionManager {
     const table = await this.documents.tableOf(message.collection);
     const input = message.query ?? {};
     const search = message.doc_id === undefined ? (parseSearchText(input.search) ?? undefined) : undefined;
-    if (input.expand !== undefined) {
-      throw new AppError('INVALID_REQUEST', 'Live queries do not take expand yet; expand with a one-off query.', {
-        details: { field: 'expand' },
-      });
-    }
+    const expand = message.doc_id === undefined ? parseExpandInput(input.expand) : [];
+    // Changes to the expanded collections reach this subscription too (refreshExpansions).
+    const expandTables =
+      expand.length > 0
+        ? (await this.documents.expandTargets(message.collection, expand)).map((name) => `${DATA_SCHEMA}.${name}`)
+        : [];
     if (search !== undefined && input.highlight !== undefined) {
       throw new AppError('INVALID_REQUEST', 'Live queries do not take highlight.', { details: { field: 'highlight' } });
     }
@@ -195,8 +198,10 @@ export class SubscriptionManager {
           ? { order_by: isEmptyOrderBy(input.order_by) ? [['id', 'asc']] : input.order_by }
           : {}),
         ...(search !== undefined ? { search } : {}),
+        ...(expand.length > 0 ? { expand } : {}),
       },
       search !== undefined ? (docs) => this.documents.searchMatches(message.collection, search, docs) : null,
+      expand.length > 0 ? (docs) => this.documents.expand(connection.caller, message.collection, docs, expand) : null,
     );
     const subscription = new Subscription(message.id, connection, view, table, this.context);
     subscription.onFailed = (failed) => this.remove(failed);
@@ -204,10 +209,12 @@ export class SubscriptionManager {
     // Registered before the snapshot is read, so no change can fall between the two.
     subs.set(message.id, subscription);
     this.byConnection.set(connection.id, subs);
-    const key = `${table.schema}.${table.table}`;
-    const set = this.byTable.get(key) ?? new Set<Subscription>();
-    set.add(subscription);
-    this.byTable.set(key, set);
+    subscription.tables = [`${table.schema}.${table.table}`, ...expandTables];
+    for (const key of subscription.tables) {
+      const set = this.byTable.get(key) ?? new Set<Subscription>();
+      set.add(subscription);
+      this.byTable.set(key, set);
+    }
 
     subscription.enqueue(async () => {
       if (position) await resumeSubscription(subscription, position, this.feed);
@@ -242,9 +249,10 @@ export class SubscriptionManager {
     const subs = this.byConnection.get(subscription.connection.id);
     subs?.delete(subscription.id);
     if (subs && subs.size === 0) this.byConnection.delete(subscription.connection.id);
-    const key = `${subscription.table.schema}.${subscription.table.table}`;
-    const set = this.byTable.get(key);
-    set?.delete(subscription);
-    if (set && set.size === 0) this.byTable.delete(key);
+    for (const key of subscription.tables) {
+      const set = this.byTable.get(key);
+      set?.delete(subscription);
+      if (set && set.size === 0) this.byTable.delete(key);
+    }
   }
 }

@@ -65,3 +65,53 @@ describe('live queries with search', () => {
     expect(error.code).toBe('INVALID_REQUEST');
   });
 });
+
+describe('live queries with expand', () => {
+  it('results carry expanded references; a change to an expanded document is a modified change of each result expanding it', async () => {
+    await createCollection(server, { name: 'people', rules: { read: 'auth != null && doc.id != "secret"' } });
+    await createCollection(server, {
+      name: 'tasks',
+      rules: { read: 'auth != null' },
+      refs: { assignee: 'people' },
+    });
+    await server.sql
+      .query(`INSERT INTO basalt_data.people (id, data) VALUES ('ann', '{"name": "Ann"}'), ('bo', '{"name": "Bo"}'),
+      ('secret', '{"name": "Hidden"}')`);
+    await server.sql.query(`INSERT INTO basalt_data.tasks (id, data) VALUES
+      ('t1', '{"assignee": "ann"}'), ('t2', '{"assignee": "ann"}'), ('t3', '{"assignee": "bo"}')`);
+    const user = await signUp(server.url);
+    const socket = await TestSocket.open(server.url, { token: user.token });
+    sockets.push(socket);
+    socket.send({ type: 'subscribe', id: 'e1', collection: 'tasks', query: { expand: ['assignee'] } });
+    const subscribed = await socket.nextOfType('subscribed', { id: 'e1' }, 15_000);
+    const docs = subscribed.docs as Array<Doc & { expand: Record<string, Doc | null> }>;
+    expect(docs.map((doc) => [doc.id, doc.expand.assignee?.data.name])).toEqual([
+      ['t1', 'Ann'],
+      ['t2', 'Ann'],
+      ['t3', 'Bo'],
+    ]);
+
+    // Ann renamed: both tasks expanding her are modified, t3 is not.
+    await server.sql.query(`UPDATE basalt_data.people SET data = '{"name": "Anne"}' WHERE id = 'ann'`);
+    const first = await socket.next((frame: Frame) => frame.type === 'change' && frame.id === 'e1');
+    const second = await socket.next((frame: Frame) => frame.type === 'change' && frame.id === 'e1');
+    const modified = [first, second].map((frame) => {
+      const doc = frame.doc as Doc & { expand: Record<string, Doc | null> };
+      return [frame.change, doc.id, doc.expand.assignee?.data.name];
+    });
+    expect(modified.sort()).toEqual([
+      ['modified', 't1', 'Anne'],
+      ['modified', 't2', 'Anne'],
+    ]);
+
+    // A new task arrives expanded; one pointing at a document the caller may not read expands to null.
+    await server.sql.query(`INSERT INTO basalt_data.tasks (id, data) VALUES ('t4', '{"assignee": "secret"}')`);
+    const added = await socket.next((frame: Frame) => frame.type === 'change' && frame.id === 'e1');
+    expect(added).toMatchObject({ change: 'added', doc: { id: 't4', expand: { assignee: null } } });
+    await server.sql.query(`UPDATE basalt_data.people SET data = '{"name": "Still hidden"}' WHERE id = 'secret'`);
+    await server.sql.query(`UPDATE basalt_data.tasks SET data = '{"assignee": "bo", "x": 1}' WHERE id = 't1'`);
+    const next = await socket.next((frame: Frame) => frame.type === 'change' && frame.id === 'e1');
+    expect(next).toMatchObject({ change: 'modified', doc: { id: 't1', expand: { assignee: { id: 'bo' } } } });
+    expect(JSON.stringify(socket.frames)).not.toContain('Still hidden');
+  });
+});
