@@ -21,6 +21,8 @@ export interface LiveQuery {
   limit?: number;
   /** Full-text search; the server decides what matches (live searches keep order_by's order, id by default). */
   search?: string;
+  /** References to expand in every result; a change to an expanded document modifies the results expanding it. */
+  expand?: string[];
 }
 
 /** What a live query follows: a query over a collection, or one document with `docId`. */
@@ -138,11 +140,13 @@ export function liveQueryOf(body: {
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
   search?: string;
+  expand?: string[];
 }): LiveQuery {
   return {
     ...(body.where !== undefined ? { where: body.where } : {}),
     ...(body.order_by !== undefined ? { order_by: body.order_by } : {}),
     ...(body.limit !== undefined ? { limit: body.limit } : {}),
     ...(body.search !== undefined ? { search: body.search } : {}),
+    ...(body.expand !== undefined ? { expand: body.expand } : {}),
   };
 }

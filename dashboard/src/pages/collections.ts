@@ -257,8 +257,7 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     }
     const order =
       query.search !== undefined && query.order_by === undefined && !live.checked ? null : sorter(query.order_by);
-    // Expanded documents come from one-off queries: a live query does not carry them.
-    if (live.checked && query.expand === undefined) {
+    if (live.checked) {
       showStatus('connecting');
       let received = false;
       unsubscribe = ctx.realtime.subscribe(
