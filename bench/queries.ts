@@ -99,7 +99,12 @@ function rawStatements(bench: QueryBench, settings: Settings): Array<{ text: str
 }
 
 /** The raw SQL in a closed loop over one connection, timed like the HTTP runs. */
-async function rawLoop(url: string, bench: QueryBench, settings: Settings, seconds: number): Promise<LoadResult> {
+export async function rawLoop(
+  url: string,
+  bench: QueryBench,
+  settings: Settings,
+  seconds: number,
+): Promise<LoadResult> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   const latencies: number[] = [];
@@ -126,7 +131,7 @@ async function rawLoop(url: string, bench: QueryBench, settings: Settings, secon
   };
 }
 
-async function setUp(target: RunningTarget, settings: Settings): Promise<void> {
+export async function setUp(target: RunningTarget, settings: Settings): Promise<void> {
   await call(target, 'POST', '/v1/admin/collections', { name: 'authors', rules: { read: 'true' } });
   await call(target, 'POST', '/v1/admin/collections', {
     name: 'items',
