@@ -12,6 +12,7 @@ import { log, runDocuments } from './documents.js';
 import { runIdle } from './idle.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
+import { runQueries } from './queries.js';
 import { runStorage } from './storage.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
@@ -19,8 +20,8 @@ import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'idle', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|idle|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'idle', 'queries', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|idle|queries|all\n');
     process.exit(2);
   }
   const settings = readSettings();
@@ -44,6 +45,9 @@ async function main(): Promise<void> {
       const p50ForGoal = bench === 'documents.query' ? queryLatency.basalt?.p50_ms : undefined;
       process.stdout.write(benchLine(bench, byTarget, settings, extra, p50ForGoal) + '\n');
     }
+  }
+  if (suite === 'queries' || suite === 'all') {
+    for (const line of await runQueries(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'auth' || suite === 'all') {
     for (const line of await runAuth(settings)) process.stdout.write(line + '\n');
