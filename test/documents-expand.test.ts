@@ -120,6 +120,32 @@ describe('references and expand', () => {
     expect(article.id).toBe('a0');
     expect((article.expand?.author as Expanded).id).toBe('ann');
     expect(notes.find((note) => note.id === 'n3')?.expand?.article).toBeNull();
+
+    // select projects the data after expansion: a reference left out of select still expands.
+    const projected = await request(server.url, 'POST', '/v1/db/articles/query', {
+      token: user.token,
+      body: {
+        where: [['author', '==', 'ann']],
+        order_by: [['title', 'asc']],
+        limit: 2,
+        select: ['title'],
+        expand: ['author'],
+      },
+    });
+    expect(projected.status, projected.text).toBe(200);
+    const projectedDocs = (projected.body as { docs: Expanded[] }).docs;
+    expect(projectedDocs.map((doc) => doc.data)).toEqual([{ title: 'A0' }, { title: 'A10' }]);
+    for (const doc of projectedDocs) expect((doc.expand?.author as Expanded).data).toEqual({ name: 'Ann' });
+
+    // Backward paging keeps the expansions: the last two articles by title.
+    const lastTwo = await request(server.url, 'POST', '/v1/db/articles/query', {
+      token: user.token,
+      body: { order_by: [['title', 'asc']], limit_to_last: 2, expand: ['tags'] },
+    });
+    expect(lastTwo.status, lastTwo.text).toBe(200);
+    const lastDocs = (lastTwo.body as { docs: Expanded[] }).docs;
+    expect(lastDocs.map((doc) => doc.id)).toEqual(['a8', 'a9']);
+    for (const doc of lastDocs) expect((doc.expand?.tags as Expanded[]).map((tag) => tag.id)).toEqual(['t1', 't2']);
   });
 
   it('refuses unknown paths, too deep paths and malformed expand with 400', async () => {

@@ -8,6 +8,7 @@ const server = useTestApp();
 interface QueryBody {
   docs: Array<Doc & { highlights?: Record<string, string> }>;
   next_cursor: string | null;
+  prev_cursor: string | null;
 }
 
 function query(body: unknown, token = server.serviceKey, collection = 'posts') {
@@ -85,6 +86,44 @@ describe('full-text search', () => {
     expect(seen.sort()).toEqual(['camp', 'secret', 'tent', 'xss']);
     const bad = await query({ search: 'camping', after: 'not-a-cursor' });
     expect(bad.status).toBe(400);
+  });
+
+  it('pages backwards through relevance order (before, limit_to_last) and projects with select', async () => {
+    const forward = ids(await query({ search: 'camping or tent', limit: 100 }));
+    expect(forward).toHaveLength(4);
+    // The last two in relevance order, and a cursor to the page before them.
+    const last = await query({ search: 'camping or tent', limit_to_last: 2 });
+    expect(last.status, last.text).toBe(200);
+    const lastBody = last.body as QueryBody;
+    expect(ids(last)).toEqual(forward.slice(2));
+    expect(lastBody.next_cursor).toBeNull();
+    expect(lastBody.prev_cursor).not.toBeNull();
+    const before = await query({ search: 'camping or tent', limit_to_last: 2, before: lastBody.prev_cursor });
+    expect(before.status, before.text).toBe(200);
+    expect(ids(before)).toEqual(forward.slice(0, 2));
+    expect((before.body as QueryBody).prev_cursor).toBeNull();
+    // A forward page gives a prev_cursor that leads back to the page before it.
+    const second = await query({
+      search: 'camping or tent',
+      limit: 2,
+      after: await query({ search: 'camping or tent', limit: 2 }).then((r) => (r.body as QueryBody).next_cursor),
+    });
+    expect(ids(second)).toEqual(forward.slice(2));
+    const back = await query({ search: 'camping or tent', before: (second.body as QueryBody).prev_cursor });
+    expect(ids(back)).toEqual(forward.slice(0, 2));
+    // A cursor of another order is refused, for before as for after.
+    const ordered = await query({ search: 'camping', order_by: [['n', 'desc']], limit: 1 });
+    const foreign = (ordered.body as QueryBody).next_cursor;
+    const refused = await query({ search: 'camping', before: foreign });
+    expect(refused.status).toBe(400);
+    expect((refused.body as { error: { details?: { field?: string } } }).error.details?.field).toBe('before');
+    // select keeps only the chosen data paths; highlights still come.
+    const selected = await query({ search: 'camping', select: ['title'], highlight: true });
+    expect(selected.status, selected.text).toBe(200);
+    for (const doc of (selected.body as QueryBody).docs) {
+      expect(Object.keys(doc.data)).toEqual(['title']);
+      expect(doc.highlights).toBeDefined();
+    }
   });
 
   it('highlights with <mark>, the document text escaped so only the marks are HTML', async () => {
