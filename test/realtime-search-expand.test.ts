@@ -56,6 +56,42 @@ describe('live queries with search', () => {
     expect(socket.all((frame) => frame.type === 'change' && (frame.doc as Doc).id === 'p4')).toEqual([]);
   });
 
+  it('a live search starts after a cursor of its order and tells has_more; a relevance cursor is refused', async () => {
+    // posts now: p2 "camping again", p3 "Camping trips" match "camp" (p1 left the search).
+    await server.sql.query(
+      `INSERT INTO basalt_data.posts (id, data) VALUES ('p5', '{"title": "camp stove"}'), ('p6', '{"title": "camp chair"}')`,
+    );
+    const page = await request(server.url, 'POST', '/v1/db/posts/query', {
+      token: server.serviceKey,
+      body: { search: 'camp', order_by: [['id', 'asc']], limit: 1 },
+    });
+    expect(page.status, page.text).toBe(200);
+    const first = page.body as { docs: Doc[]; next_cursor: string };
+    expect(first.docs.map((doc) => doc.id)).toEqual(['hidden']);
+    const user = await signUp(server.url);
+    const socket = await TestSocket.open(server.url, { token: user.token });
+    sockets.push(socket);
+    socket.send({
+      type: 'subscribe',
+      id: 's3',
+      collection: 'posts',
+      query: { search: 'camp', order_by: [['id', 'asc']], after: first.next_cursor, limit: 2 },
+    });
+    const subscribed = await socket.nextOfType('subscribed', { id: 's3' }, 15_000);
+    expect((subscribed.docs as Doc[]).map((doc) => doc.id)).toEqual(['p2', 'p3']);
+    expect(subscribed.has_more).toBe(true);
+
+    // A relevance cursor (a search without order_by) is not a cursor of the live order.
+    const relevance = await request(server.url, 'POST', '/v1/db/posts/query', {
+      token: server.serviceKey,
+      body: { search: 'camp', limit: 1 },
+    });
+    const cursor = (relevance.body as { next_cursor: string }).next_cursor;
+    socket.send({ type: 'subscribe', id: 's4', collection: 'posts', query: { search: 'camp', after: cursor } });
+    const error = await socket.nextOfType('error', { id: 's4' });
+    expect(error.code).toBe('INVALID_REQUEST');
+  });
+
   it('a live search on a collection without search fields gets an error frame', async () => {
     await createCollection(server, { name: 'plain', rules: { read: 'true' } });
     const socket = await TestSocket.open(server.url, { token: server.serviceKey });
