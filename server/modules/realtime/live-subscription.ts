@@ -181,12 +181,14 @@ export class View {
 
   matches(doc: Document): boolean {
     if (this.docId !== null) return doc.id === this.docId;
+    return this.matchesBesidesSearch(doc) && (!this.searches || this.searchVerdicts.get(doc) === true);
+  }
+
+  /** `where` and `after` (the search, when there is one, is decided in prepare). */
+  matchesBesidesSearch(doc: Document): boolean {
+    if (this.docId !== null) return doc.id === this.docId;
     const after = this.query.after;
-    return (
-      matchesQuery(this.query, doc) &&
-      (after === null || isAfterCursor(this.query, after, doc)) &&
-      (!this.searches || this.searchVerdicts.get(doc) === true)
-    );
+    return matchesQuery(this.query, doc) && (after === null || isAfterCursor(this.query, after, doc));
   }
 
   /** Every qualifying document of `candidates`, in order. */
@@ -477,7 +479,9 @@ export class Subscription {
   private matchedBefore(change: FeedChange, readable: ReadRule): boolean {
     if (!change.oldRow) return false;
     const old = rowToDocument(this.view.collection, change.oldRow);
-    return this.view.matches(old) && readable(old);
+    // The search verdict of an old row is not fetched: taken as a match, it costs a re-read at most.
+    const matched = this.view.searches ? this.view.matchesBesidesSearch(old) : this.view.matches(old);
+    return matched && readable(old);
   }
 
   /** Whether documents beyond the window match (queries with `limit`; false for the others). */
