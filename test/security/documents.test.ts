@@ -903,6 +903,39 @@ securitySuite<Fixture>({
       },
     },
     {
+      name: 'search paged from the end with forged relevance cursors and select: hidden documents never found',
+      async run(fixture, server) {
+        // The diaries collection of the row above: alice's entry is hidden from bob.
+        const forged = [
+          Buffer.from(JSON.stringify({ r: 1e9, id: 'zzz' })).toString('base64url'),
+          Buffer.from(JSON.stringify({ r: -1, id: '' })).toString('base64url'),
+        ];
+        for (const before of forged) {
+          const answer = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', {
+            search: 'password',
+            limit_to_last: 1000,
+            before,
+            select: ['text'],
+          });
+          expect(answer.status, answer.text).toBe(200);
+          expect(answer.text).not.toContain(fixture.secret);
+          expect((answer.body as { docs: unknown[]; prev_cursor: unknown }).docs).toEqual([]);
+        }
+        const bad = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', {
+          search: 'password',
+          before: 'not a cursor',
+        });
+        expect(bad.status).toBe(400);
+        expect(errorCode(bad.body)).toBe('INVALID_REQUEST');
+        const mine = await send(server, fixture.alice, 'POST', '/v1/db/diaries/query', {
+          search: 'password',
+          limit_to_last: 5,
+          select: ['text'],
+        });
+        expect((mine.body as { docs: Doc[] }).docs.map((doc) => Object.keys(doc.data))).toEqual([['text']]);
+      },
+    },
+    {
       name: 'another user reusing an Idempotency-Key gets neither the first answer nor a block: keys are per caller',
       async run(fixture, server) {
         const key = `key-${Date.now()}`;
