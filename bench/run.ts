@@ -13,6 +13,7 @@ import { log, runDocuments } from './documents.js';
 import { runIdle } from './idle.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
+import { runQueries } from './queries.js';
 import { runStorage } from './storage.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
@@ -20,8 +21,8 @@ import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'deploy', 'storage', 'idle', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|deploy|storage|idle|all\n');
+  if (!['documents', 'auth', 'realtime', 'functions', 'deploy', 'storage', 'idle', 'queries', 'all'].includes(suite)) {
+    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|deploy|storage|idle|queries|all\n');
     process.exit(2);
   }
   const settings = readSettings();
@@ -45,6 +46,9 @@ async function main(): Promise<void> {
       const p50ForGoal = bench === 'documents.query' ? queryLatency.basalt?.p50_ms : undefined;
       process.stdout.write(benchLine(bench, byTarget, settings, extra, p50ForGoal) + '\n');
     }
+  }
+  if (suite === 'queries' || suite === 'all') {
+    for (const line of await runQueries(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'auth' || suite === 'all') {
     for (const line of await runAuth(settings)) process.stdout.write(line + '\n');

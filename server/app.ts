@@ -26,6 +26,8 @@ import { buildAuthModule } from './modules/auth/module.js';
 import { dashboardRoutes } from './modules/dashboard/routes.js';
 import { buildDocumentsModule } from './modules/documents/module.js';
 import { buildFunctionsModule } from './modules/functions/module.js';
+import { buildIdempotencyModule } from './modules/idempotency/module.js';
+import { registerIdempotency } from './modules/idempotency/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 import { buildRealtimeModule } from './modules/realtime/module.js';
 import { buildStorageModule } from './modules/storage/module.js';
@@ -49,6 +51,7 @@ const EXPOSED_HEADERS = [
   'retry-after',
   'location',
   'allow',
+  'idempotent-replayed',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -59,6 +62,7 @@ const ALLOWED_HEADERS = [
   'x-upsert',
   'x-request-id',
   'x-client-info',
+  'idempotency-key',
 ];
 
 /** 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded. */
@@ -142,6 +146,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const auth = buildAuthModule(platform, { audit: audit.log });
   const documents = buildDocumentsModule(platform);
   const storage = buildStorageModule(platform);
+  const idempotency = buildIdempotencyModule(platform);
   const functions = buildFunctionsModule(platform, { documents: documents.documents, storage: storage.service });
   // Built only where websockets arrive: API instances.
   const realtime = servesApi
@@ -184,6 +189,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   registerRequestContext(app, { serviceKey: config.serviceKey, tokenVerifier: auth.verifier });
   // Before any route is registered: every changing admin route gets the audit hook.
   auditAdminChanges(app, audit.log);
+  if (servesApi) registerIdempotency(app, idempotency.service, log);
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -213,7 +219,7 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // (signing keys, revocations) and realtime run only where requests arrive.
   const feed = changeFeedLifecycle(db, changes);
   const running: Lifecycle[] = realtime
-    ? [feed, audit, auth, documents, storage, functions, realtime]
+    ? [feed, audit, auth, documents, storage, idempotency, functions, realtime]
     : [feed, audit, documents, storage, functions];
   app.addHook('onReady', async () => {
     for (const module of running) await module.start();

@@ -161,6 +161,49 @@ export interface QueryBody {
   limit_to_last?: number;
   /** Only these data paths in each document's data (system fields always come). */
   select?: string[];
+  /** Full-text search in web-search syntax over the collection's search fields. */
+  search?: string;
+  highlight?: boolean;
+  /** Reference paths to expand (the collection's refs; two levels at most). */
+  expand?: string[];
+}
+
+// -- aggregations ----------------------------------------------------------------
+
+/** One aggregate of aggregate(): built with count(), sum(path), avg(path), min(path), max(path). */
+export type AggregateSpec = readonly ['count'] | readonly ['count' | 'sum' | 'avg' | 'min' | 'max', string];
+
+/** Counts documents; with a path, those whose field is present and not null. */
+export function count(path?: string): AggregateSpec {
+  return path === undefined ? ['count'] : ['count', path];
+}
+/** Sums a field's JSON numbers (other values are ignored; null when there is none). */
+export function sum(path: string): AggregateSpec {
+  return ['sum', path];
+}
+export function avg(path: string): AggregateSpec {
+  return ['avg', path];
+}
+export function min(path: string): AggregateSpec {
+  return ['min', path];
+}
+export function max(path: string): AggregateSpec {
+  return ['max', path];
+}
+
+export interface AggregateOptions {
+  /** Field paths to group by; none = one group over every matching document. */
+  groupBy?: string[];
+  /** By a group_by path or an alias, e.g. [['n', 'desc']]. */
+  orderBy?: Array<[string, OrderDirection]>;
+  /** At most this many groups (1-1000; default 100). */
+  limit?: number;
+}
+
+/** One group of an aggregation: its key (group_by path → value) and a number (or null) per alias. */
+export interface AggregateGroup<A extends Record<string, AggregateSpec>> {
+  key: Record<string, unknown>;
+  values: { [K in keyof A]: number | null };
 }
 
 export interface QueryResult<T> {
@@ -260,6 +303,41 @@ export class Query<T = DocumentData, R = T> {
     return this.with<Selected<T, P>>({ select: [...fields] });
   }
 
+  /** Adds each referenced document to results, under `doc.expand[path]` (paths of the collection's refs). */
+  expand(...paths: string[]): Query<T, R> {
+    return this.with({ expand: [...(this.body.expand ?? []), ...paths] });
+  }
+
+  /**
+   * Full-text search (`"a phrase"`, `or`, `-word`) over the collection's search fields,
+   * ordered by relevance unless orderBy is given; `highlight` adds `doc.highlights`.
+   */
+  search(text: string, options: { highlight?: boolean } = {}): Query<T, R> {
+    return this.with({ search: text, ...(options.highlight ? { highlight: true } : {}) });
+  }
+
+  /**
+   * Groups the matching documents (that the caller may read) and aggregates them:
+   * `aggregate({ n: count(), total: sum('price') }, { groupBy: ['status'] })`.
+   */
+  async aggregate<A extends Record<string, AggregateSpec>>(
+    aggregates: A,
+    options: AggregateOptions = {},
+  ): Promise<Array<AggregateGroup<A>>> {
+    const result = await this.context.http.request<{ groups: Array<AggregateGroup<A>> }>(
+      'POST',
+      `/v1/db/${segment(this.collection)}/aggregate`,
+      {
+        ...(this.body.where ? { where: this.body.where } : {}),
+        aggregates,
+        ...(options.groupBy ? { group_by: options.groupBy } : {}),
+        ...(options.orderBy ? { order_by: options.orderBy } : {}),
+        ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      },
+    );
+    return result.groups;
+  }
+
   /** The query as sent on the wire (realtime subscriptions take the same form). */
   toJSON(): QueryBody {
     return { ...this.body };
@@ -353,10 +431,11 @@ export class DocumentRef<T = DocumentData> {
     return `/v1/db/${segment(this.collection)}/${segment(this.id)}`;
   }
 
-  /** The document, or null when it does not exist or the caller may not read it. */
-  async get(): Promise<Doc<T> | null> {
+  /** The document, or null when it does not exist or the caller may not read it; `expand` adds referenced documents. */
+  async get(options: { expand?: string[] } = {}): Promise<Doc<T> | null> {
+    const query = options.expand?.length ? `?expand=${options.expand.map(segment).join(',')}` : '';
     try {
-      return await this.context.http.request<Doc<T>>('GET', this.path);
+      return await this.context.http.request<Doc<T>>('GET', `${this.path}${query}`);
     } catch (error) {
       if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
       throw error;

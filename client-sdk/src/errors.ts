@@ -24,6 +24,7 @@ export const ERROR_CATALOGUE = {
   QUOTA_EXCEEDED: { status: 413, message: 'The storage quota would be exceeded.' },
   FUNCTION_BUILD_FAILED: { status: 422, message: 'The function does not build or load.' },
   IDEMPOTENCY_MISMATCH: { status: 422, message: 'The Idempotency-Key was used with another request.' },
+  IDEMPOTENCY_PENDING: { status: 409, message: 'A request with this Idempotency-Key is still running.' },
   MFA_REQUIRED: { status: 403, message: 'This needs a session verified with a second factor.' },
   RATE_LIMITED: { status: 429, message: 'Too many requests; retry later.' },
   INTERNAL: { status: 500, message: 'An internal error occurred.' },

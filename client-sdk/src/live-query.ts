@@ -29,6 +29,10 @@ export interface LiveQuery {
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
   after?: string;
+  /** Full-text search; the server decides what matches (live searches keep order_by's order, id by default). */
+  search?: string;
+  /** References to expand in every result; a change to an expanded document modifies the results expanding it. */
+  expand?: string[];
 }
 
 /** What a live query follows: a query over a collection, or one document with `docId`. */
@@ -167,11 +171,15 @@ export function liveQueryOf(body: {
   order_by?: Array<[string, OrderDirection]>;
   limit?: number;
   after?: string | null;
+  search?: string;
+  expand?: string[];
 }): LiveQuery {
   return {
     ...(body.where !== undefined ? { where: body.where } : {}),
     ...(body.order_by !== undefined ? { order_by: body.order_by } : {}),
     ...(body.limit !== undefined ? { limit: body.limit } : {}),
     ...(typeof body.after === 'string' ? { after: body.after } : {}),
+    ...(body.search !== undefined ? { search: body.search } : {}),
+    ...(body.expand !== undefined ? { expand: body.expand } : {}),
   };
 }

@@ -15,6 +15,10 @@ export interface Doc<T = DocumentData> {
   created_at: string;
   updated_at: string;
   data: T;
+  /** Referenced documents asked for with `expand`: a document, a list of them, or null when absent or unreadable. */
+  expand?: Record<string, Doc | Doc[] | null>;
+  /** With a search and `highlight: true`: each search field's matching passages, HTML with `<mark>` around matches. */
+  highlights?: Record<string, string>;
 }
 
 /** A stored object's metadata, as the storage API answers it and `onObject` events carry it. */

@@ -108,6 +108,10 @@ export interface Collection {
   rules: Partial<Record<RuleKind, string>>;
   schema: Record<string, unknown> | null;
   indexes: Array<string | string[]>;
+  /** Full-text search settings, or null when the collection has none. */
+  search: { fields: string[]; language: string } | null;
+  /** Reference fields: path → the collection whose ids it holds. */
+  refs: Record<string, string>;
   created_at: string;
   updated_at: string;
 }

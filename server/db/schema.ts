@@ -205,6 +205,9 @@ export const collections = basalt.table('collections', {
   revision: bigint('revision', { mode: 'number' }).notNull().default(1),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  // 0018: full-text search settings and references.
+  search: jsonb('search'),
+  refs: jsonb('refs').$type<Record<string, string>>().notNull().default({}),
 });
 
 // -- storage (0006) --------------------------------------------------------------------------
@@ -346,3 +349,21 @@ export const auditLog = basalt.table('audit_log', {
   userAgent: text('user_agent'),
   details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
 });
+// -- idempotency keys (0018) -----------------------------------------------------------------
+
+export const idempotencyKeys = basalt.table(
+  'idempotency_keys',
+  {
+    scope: text('scope').notNull(),
+    key: text('key').notNull(),
+    requestHash: bytea('request_hash').notNull(),
+    state: text('state', { enum: ['pending', 'done'] })
+      .notNull()
+      .default('pending'),
+    status: integer('status'),
+    headers: jsonb('headers').$type<Record<string, string>>(),
+    body: bytea('body'),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.scope, table.key] })],
+);

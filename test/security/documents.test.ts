@@ -817,5 +817,170 @@ securitySuite<Fixture>({
         }
       },
     },
+    // -- expand, aggregate, search, idempotency keys -----------------------------------------
+    {
+      name: 'expand into a collection the attacker may not read: null (or left out of a list), nothing leaked',
+      async run(fixture, server) {
+        await createCollection(server, {
+          name: 'transfers',
+          rules: { read: 'true', create: 'auth != null' },
+          refs: { account: 'accounts', accounts: 'accounts' },
+        });
+        const transfer = await send(server, fixture.alice, 'POST', '/v1/db/transfers', {
+          id: 't1',
+          data: { account: fixture.account.id, accounts: [fixture.account.id, fixture.hugeAccount.id] },
+        });
+        expect(transfer.status, transfer.text).toBe(201);
+        const got = await send(server, fixture.bob, 'GET', '/v1/db/transfers/t1?expand=account,accounts');
+        expect(got.status, got.text).toBe(200);
+        expect((got.body as { expand: unknown }).expand).toEqual({ account: null, accounts: [] });
+        expect(got.text).not.toContain(fixture.secret);
+        const queried = await send(server, fixture.bob, 'POST', '/v1/db/transfers/query', {
+          expand: ['account', 'accounts'],
+        });
+        expect(queried.status).toBe(200);
+        expect(queried.text).not.toContain(fixture.secret);
+        expect(queried.text).not.toContain('1000');
+        // Alice, who may read her accounts, gets them.
+        const own = await send(server, fixture.alice, 'GET', '/v1/db/transfers/t1?expand=account');
+        expect(own.text).toContain(fixture.secret);
+      },
+    },
+    {
+      name: 'aggregates over documents the read rule hides: not counted, not summed, keys not revealed',
+      async run(fixture, server) {
+        const answer = await send(server, fixture.bob, 'POST', '/v1/db/accounts/aggregate', {
+          group_by: ['secret'],
+          aggregates: { n: ['count'], total: ['sum', 'balance'], top: ['max', 'balance'] },
+        });
+        expect(answer.status, answer.text).toBe(200);
+        expect(answer.body).toEqual({ groups: [{ key: { secret: null }, values: { n: 1, total: 5, top: 5 } }] });
+        expect(answer.text).not.toContain(fixture.secret);
+        const anonymous = await send(server, null, 'POST', '/v1/db/accounts/aggregate', {
+          aggregates: { n: ['count'] },
+        });
+        expect(anonymous.body).toEqual({ groups: [{ key: {}, values: { n: 0 } }] });
+        // A where on the hidden field cannot probe it either.
+        const probe = await send(server, fixture.bob, 'POST', '/v1/db/accounts/aggregate', {
+          where: [['balance', '>', 500]],
+          aggregates: { n: ['count'] },
+        });
+        expect(probe.body).toEqual({ groups: [{ key: {}, values: { n: 0 } }] });
+      },
+    },
+    {
+      name: 'search text with tsquery operators, SQL and huge strings: read as words, bounded, hidden documents never found',
+      async run(fixture, server) {
+        await createCollection(server, {
+          name: 'diaries',
+          rules: { read: 'auth != null && doc.owner == auth.uid', create: 'auth != null' },
+          search: { fields: ['text'] },
+        });
+        const entry = await send(server, fixture.alice, 'POST', '/v1/db/diaries', {
+          data: { text: `my password is ${fixture.secret}` },
+        });
+        expect(entry.status).toBe(201);
+        for (const text of [
+          fixture.secret,
+          'password',
+          "password'); DROP TABLE basalt_data.diaries; --",
+          'password:* | !x & y <-> z',
+          '((((((((((password',
+          `"${'password '.repeat(110)}"`.slice(0, 1000),
+        ]) {
+          const answer = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', {
+            search: text,
+            highlight: true,
+          });
+          expect(answer.status, `${text.slice(0, 40)}: ${answer.text}`).toBe(200);
+          expect((answer.body as { docs: unknown[] }).docs).toEqual([]);
+        }
+        const huge = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', { search: 'x'.repeat(100_000) });
+        expect(huge.status).toBe(400);
+        expect(errorCode(huge.body)).toBe('INVALID_REQUEST');
+        const mine = await send(server, fixture.alice, 'POST', '/v1/db/diaries/query', { search: 'password' });
+        expect((mine.body as { docs: unknown[] }).docs).toHaveLength(1);
+      },
+    },
+    {
+      name: 'search paged from the end with forged relevance cursors and select: hidden documents never found',
+      async run(fixture, server) {
+        // The diaries collection of the row above: alice's entry is hidden from bob.
+        const forged = [
+          Buffer.from(JSON.stringify({ r: 1e9, id: 'zzz' })).toString('base64url'),
+          Buffer.from(JSON.stringify({ r: -1, id: '' })).toString('base64url'),
+        ];
+        for (const before of forged) {
+          const answer = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', {
+            search: 'password',
+            limit_to_last: 1000,
+            before,
+            select: ['text'],
+          });
+          expect(answer.status, answer.text).toBe(200);
+          expect(answer.text).not.toContain(fixture.secret);
+          expect((answer.body as { docs: unknown[]; prev_cursor: unknown }).docs).toEqual([]);
+        }
+        const bad = await send(server, fixture.bob, 'POST', '/v1/db/diaries/query', {
+          search: 'password',
+          before: 'not a cursor',
+        });
+        expect(bad.status).toBe(400);
+        expect(errorCode(bad.body)).toBe('INVALID_REQUEST');
+        const mine = await send(server, fixture.alice, 'POST', '/v1/db/diaries/query', {
+          search: 'password',
+          limit_to_last: 5,
+          select: ['text'],
+        });
+        expect((mine.body as { docs: Doc[] }).docs.map((doc) => Object.keys(doc.data))).toEqual([['text']]);
+      },
+    },
+    {
+      name: 'another user reusing an Idempotency-Key gets neither the first answer nor a block: keys are per caller',
+      async run(fixture, server) {
+        const key = `key-${Date.now()}`;
+        const body = { data: { title: fixture.secret } };
+        const first = await send(server, fixture.alice, 'POST', '/v1/db/notes', body, { 'idempotency-key': key });
+        expect(first.status).toBe(201);
+        const firstId = (first.body as Doc).id;
+        const replayed = await send(server, fixture.bob, 'POST', '/v1/db/notes', body, { 'idempotency-key': key });
+        expect(replayed.status).toBe(201);
+        expect((replayed.body as Doc).id).not.toBe(firstId);
+        expect((replayed.body as Doc).owner).toBe(fixture.bob.user.id);
+        expect(replayed.headers.get('idempotent-replayed')).toBeNull();
+        const other = await send(
+          server,
+          fixture.bob,
+          'POST',
+          '/v1/db/notes',
+          { data: { x: 1 } },
+          {
+            'idempotency-key': `${key}-b`,
+          },
+        );
+        expect(other.status).toBe(201);
+        const anonymous = await send(server, null, 'POST', '/v1/db/notes', body, { 'idempotency-key': key });
+        expect(anonymous.status).toBe(201);
+        expect((anonymous.body as Doc).id).not.toBe(firstId);
+      },
+    },
+    ...[256, 4000].map((length) => ({
+      name: `an Idempotency-Key of ${length} characters is 400 and runs nothing`,
+      request: () => ({
+        method: 'POST',
+        path: '/v1/db/notes',
+        as: 'bob',
+        body: { id: `oversized-key-${length}`, data: {} },
+        headers: { 'idempotency-key': 'k'.repeat(length) },
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+      async check(_result: HttpResult, _fixture: Fixture, server: TestApp) {
+        const after = await request(server.url, 'GET', `/v1/db/notes/oversized-key-${length}`, {
+          token: server.serviceKey,
+        });
+        expect(after.status).toBe(404);
+      },
+    })),
   ],
 });

@@ -1,6 +1,6 @@
 import { BasaltError, type Collection, type Doc, type RuleKind } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
-import { field, formatTime, h, parseJson, preview, replace } from '../dom.js';
+import { field, formatTime, h, parseJson, preview, replace, type Child } from '../dom.js';
 import { listPanel, newItemPane, savingForm, submitForm, tableOrNote } from '../ui.js';
 import { documentComparator } from '../../../client-sdk/src/order.js';
 import type { LiveQuery } from '../../../client-sdk/src/index.js';
@@ -9,7 +9,7 @@ import { RulesEditor } from './rules-editor.js';
 const RULE_KINDS: readonly RuleKind[] = ['read', 'create', 'update', 'delete'];
 const RULES_HINT =
   'Rule expressions (docs/rules.md), e.g. auth != null && doc.owner == auth.uid. An empty rule means only the service key may do it.';
-const TABS = ['documents', 'rules', 'indexes', 'schema'] as const;
+const TABS = ['documents', 'rules', 'indexes', 'search', 'schema'] as const;
 type Tab = (typeof TABS)[number];
 
 /** Collections: the list, a new-collection form, and one collection's documents, rules, indexes and schema. */
@@ -86,7 +86,9 @@ function collectionView(ctx: Context, collection: Collection, disposers: Array<(
         ? rulesTab(ctx, collection)
         : tab === 'indexes'
           ? indexesTab(ctx, collection)
-          : schemaTab(ctx, collection);
+          : tab === 'search'
+            ? searchTab(ctx, collection)
+            : schemaTab(ctx, collection);
   const count = h('span', { class: 'muted count', id: 'document-count' });
   void ctx.api
     .json<{ count: number }>('POST', `/v1/db/${collection.name}/count`, {})
@@ -155,6 +157,20 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     value: ctx.query.get('order_by') ?? '',
   });
   const limit = h('input', { name: 'limit', type: 'number', min: 1, max: 1000, value: ctx.query.get('limit') ?? '50' });
+  const search = h('input', {
+    name: 'search',
+    placeholder: collection.search ? '"a phrase" or word -excluded' : 'set search fields first',
+    disabled: collection.search === null,
+    value: ctx.query.get('search') ?? '',
+  });
+  const refPaths = Object.keys(collection.refs);
+  const expand = h('input', {
+    name: 'expand',
+    class: 'code',
+    placeholder: refPaths.length > 0 ? refPaths.join(', ') : 'declare refs first',
+    disabled: refPaths.length === 0,
+    value: ctx.query.get('expand') ?? '',
+  });
   const live = h('input', { type: 'checkbox', name: 'live', checked: ctx.query.get('live') !== '0' });
   const status = h('span', { class: 'live-status', id: 'live-status' });
   const table = h('div', { class: 'table-wrap' });
@@ -178,14 +194,16 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
   const rows = new Map<string, Doc>();
   const flashes = new Map<string, string>();
 
-  const render = (order: (a: Doc, b: Doc) => number) => {
-    const docs = [...rows.values()].sort(order);
+  const render = (order: ((a: Doc, b: Doc) => number) | null) => {
+    // A search without order_by keeps the server's relevance order.
+    const docs = order ? [...rows.values()].sort(order) : [...rows.values()];
     const columns = dataColumns(docs);
+    const withHighlights = docs.some((doc) => doc.highlights !== undefined);
     replace(
       table,
       tableOrNote(
         { class: 'table clickable', id: 'documents' },
-        ['id', ...columns, 'version', 'updated'],
+        ['id', ...columns, ...(withHighlights ? ['matches'] : []), 'version', 'updated'],
         docs.map((doc) => {
           const change = flashes.get(doc.id);
           return h(
@@ -204,7 +222,8 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
               { class: 'mono' },
               h('a', { href: link(`collections/${collection.name}/docs/${encodeURIComponent(doc.id)}`) }, doc.id),
             ),
-            columns.map((c) => h('td', { 'data-field': c }, preview(doc.data?.[c]))),
+            columns.map((c) => h('td', { 'data-field': c }, cell(collection, doc, c))),
+            withHighlights ? h('td', { class: 'small highlights' }, highlightsOf(doc)) : null,
             h('td', null, String(doc.version)),
             h('td', { class: 'small' }, formatTime(doc.updated_at)),
           );
@@ -221,16 +240,23 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     rows.clear();
     flashes.clear();
     replace(pager);
-    let query: { where?: unknown; order_by?: unknown; limit: number };
+    let query: { where?: unknown; order_by?: unknown; limit: number; search?: string; expand?: string[] };
     try {
       query = { limit: Number(limit.value) || 50 };
       if (where.value.trim()) query.where = parseJson(where.value, 'where');
       if (orderBy.value.trim()) query.order_by = parseJson(orderBy.value, 'order_by');
+      if (search.value.trim()) query.search = search.value.trim();
+      const paths = expand.value
+        .split(',')
+        .map((path) => path.trim())
+        .filter(Boolean);
+      if (paths.length > 0) query.expand = paths;
     } catch (error) {
       problem.textContent = (error as Error).message;
       return;
     }
-    const order = sorter(query.order_by);
+    const order =
+      query.search !== undefined && query.order_by === undefined && !live.checked ? null : sorter(query.order_by);
     if (live.checked) {
       showStatus('connecting');
       let received = false;
@@ -265,6 +291,7 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
         `/v1/db/${collection.name}/query`,
         {
           ...query,
+          ...(query.search !== undefined ? { highlight: true } : {}),
           ...(after ? { after } : {}),
         },
       );
@@ -285,6 +312,8 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
     field('where', where),
     field('order_by', orderBy),
     field('limit', limit),
+    field('search', search),
+    field('expand', expand),
     h('label', { class: 'check' }, live, 'Live'),
     h('button', { type: 'submit', class: 'primary' }, 'Run'),
     h(
@@ -296,6 +325,104 @@ function documentsTab(ctx: Context, collection: Collection, disposers: Array<() 
   live.addEventListener('change', () => void run());
   void run();
   return h('div', { class: 'documents-tab' }, form, h('div', { class: 'table-status' }, status), problem, table, pager);
+}
+
+/** A cell: reference fields link to the documents they name (expanded ones show a preview of theirs). */
+function cell(collection: Collection, doc: Doc, column: string): Child {
+  const value = doc.data?.[column];
+  const target = collection.refs[column];
+  if (!target || (typeof value !== 'string' && !Array.isArray(value))) return preview(value);
+  const expanded = doc.expand?.[column];
+  const found = new Map<string, Doc>();
+  for (const item of Array.isArray(expanded) ? expanded : expanded ? [expanded] : []) found.set(item.id, item);
+  const ids = (Array.isArray(value) ? value : [value]).filter((id): id is string => typeof id === 'string');
+  return h(
+    'span',
+    { class: 'refs' },
+    ids.map((id, i) => {
+      const hit = found.get(id);
+      const label = hit ? `${id} (${preview(Object.values(hit.data ?? {})[0], 30)})` : id;
+      return [
+        i > 0 ? ', ' : null,
+        h(
+          'a',
+          { href: link(`collections/${target}/docs/${encodeURIComponent(id)}`), class: 'ref', 'data-ref': id },
+          label,
+        ),
+      ];
+    }),
+  );
+}
+
+/**
+ * Search highlights: HTML the server escaped, with <mark> as its only markup. Built as DOM
+ * from the text between marks (never parsed as HTML), so nothing else can become markup.
+ */
+function highlightsOf(doc: Doc): Child {
+  const decode = (text: string) =>
+    text
+      .replaceAll('&lt;', '<')
+      .replaceAll('&gt;', '>')
+      .replaceAll('&quot;', '"')
+      .replaceAll('&#39;', "'")
+      .replaceAll('&amp;', '&');
+  return Object.entries(doc.highlights ?? {}).map(([path, html]) =>
+    h(
+      'div',
+      { 'data-highlight': path },
+      h('span', { class: 'muted' }, `${path}: `),
+      html
+        .split(/(<mark>.*?<\/mark>)/)
+        .map((part) => (part.startsWith('<mark>') ? h('mark', null, decode(part.slice(6, -7))) : decode(part))),
+    ),
+  );
+}
+
+/** References and full-text search settings. */
+function searchTab(ctx: Context, collection: Collection): HTMLElement {
+  const fields = h('input', { name: 'search-fields', class: 'code', placeholder: 'title, body' });
+  fields.value = collection.search?.fields.join(', ') ?? '';
+  const language = h('input', { name: 'search-language', placeholder: 'simple' });
+  language.value = collection.search?.language ?? 'simple';
+  const refs = h('textarea', { rows: 6, class: 'code', name: 'refs', spellcheck: 'false' });
+  refs.value = Object.entries(collection.refs)
+    .map(([path, target]) => `${path}: ${target}`)
+    .join('\n');
+  return savingForm(
+    { class: 'card stack', id: 'search-form' },
+    'Save search and references',
+    async () => {
+      const paths = fields.value
+        .split(',')
+        .map((path) => path.trim())
+        .filter(Boolean);
+      const refMap: Record<string, string> = {};
+      for (const line of refs.value.split('\n')) {
+        if (!line.trim()) continue;
+        const [path, target] = line.split(':').map((part) => part.trim());
+        if (!path || !target) throw new Error(`References: "${line}" is not "path: collection".`);
+        refMap[path] = target;
+      }
+      await ctx.api.json('PATCH', `/v1/admin/collections/${collection.name}`, {
+        search: paths.length > 0 ? { fields: paths, language: language.value.trim() || 'simple' } : null,
+        refs: refMap,
+      });
+      ctx.notify('Search and references saved.');
+    },
+    [
+      field(
+        'Search fields',
+        fields,
+        'Field paths searched by full-text search, most important first; empty turns search off.',
+      ),
+      field('Language', language, 'A Postgres text search configuration: simple, english, french, german …'),
+      field(
+        'References',
+        refs,
+        'One per line: field path: collection (the field holds an id, or a list of ids, of that collection).',
+      ),
+    ],
+  );
 }
 
 function rulesTab(ctx: Context, collection: Collection): HTMLElement {

@@ -19,7 +19,15 @@ import {
   type DocumentRepository,
 } from './repository.js';
 import type { DataValidator, SchemaCompiler } from './schema-compiler.js';
-import { RULE_KINDS, type CollectionRules, type IndexSpec, type JsonObject, type RuleKind } from './types.js';
+import {
+  RULE_KINDS,
+  type CollectionRules,
+  type IndexSpec,
+  type JsonObject,
+  type RefSettings,
+  type RuleKind,
+  type SearchSettings,
+} from './types.js';
 
 /** A collection ready for requests: rules parsed, schema compiled. */
 export interface CompiledCollection {
@@ -30,6 +38,8 @@ export interface CompiledCollection {
   schema: JsonObject | null;
   validate: DataValidator | null;
   indexes: IndexSpec[];
+  search: SearchSettings | null;
+  refs: RefSettings;
 }
 
 export interface RegistryOptions {
@@ -92,6 +102,8 @@ export class CollectionRegistry {
       schema: row.schema,
       validate: row.schema ? this.schemas.load(row.schema) : null,
       indexes: row.indexes,
+      search: row.search,
+      refs: row.refs,
     };
   }
 

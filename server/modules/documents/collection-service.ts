@@ -14,29 +14,62 @@ import { assertCollectionName, parseFieldPath } from './names.js';
 import { SYSTEM_FIELDS } from './query.js';
 import type { CollectionRow, DocumentRepository } from './repository.js';
 import type { SchemaCompiler } from './schema-compiler.js';
+import { parseSearchSettings } from './search.js';
 import {
   RULE_KINDS,
   type CollectionInfo,
   type CollectionRules,
   type IndexSpec,
   type JsonObject,
+  type RefSettings,
   type RuleKind,
+  type SearchSettings,
 } from './types.js';
 
 export const MAX_INDEXES = 32;
 export const MAX_INDEX_FIELDS = 8;
+export const MAX_REFS = 32;
 
 export interface CreateCollectionInput {
   name: unknown;
   rules?: unknown;
   schema?: unknown;
   indexes?: unknown;
+  search?: unknown;
+  refs?: unknown;
 }
 
 export interface UpdateCollectionInput {
   rules?: unknown;
   schema?: unknown;
   indexes?: unknown;
+  search?: unknown;
+  refs?: unknown;
+}
+
+/**
+ * `refs`: `{"<path>": "<collection>"}`. The target need not exist yet (it may be created
+ * later); until it does, its references expand to null.
+ */
+function parseRefs(input: unknown): RefSettings {
+  if (input === undefined || input === null) return {};
+  if (typeof input !== 'object' || Array.isArray(input) || Object.keys(input).length > MAX_REFS) {
+    throw new AppError('INVALID_REQUEST', `refs: {"<path>": "<collection>"}, at most ${MAX_REFS} of them.`, {
+      details: { field: 'refs' },
+    });
+  }
+  const refs: RefSettings = {};
+  for (const [path, target] of Object.entries(input)) {
+    const where = `refs.${path}`;
+    const normalised = parseFieldPath(path, where).join('.');
+    if (typeof target !== 'string') {
+      throw new AppError('INVALID_REQUEST', `${where}: the name of the referenced collection.`, {
+        details: { field: where },
+      });
+    }
+    refs[normalised] = assertCollectionName(target);
+  }
+  return refs;
 }
 
 /** The wire's view of a collection: its row without the revision, which is the cache's business. */
@@ -115,6 +148,21 @@ export class CollectionService {
     private readonly schemas: SchemaCompiler,
   ) {}
 
+  /** Search settings from the admin API, the language checked against the database. */
+  private async searchSettings(input: unknown): Promise<SearchSettings | null> {
+    const search = input === undefined ? null : parseSearchSettings(input);
+    if (search && !(await this.repo.searchLanguageExists(this.repo.pool, search.language))) {
+      throw new AppError(
+        'INVALID_REQUEST',
+        `search.language: Postgres has no text search configuration "${search.language}".`,
+        {
+          details: { field: 'search.language' },
+        },
+      );
+    }
+    return search;
+  }
+
   async create(caller: Caller, input: CreateCollectionInput): Promise<CollectionInfo> {
     requireService(caller);
     const name = assertCollectionName(input.name);
@@ -122,7 +170,11 @@ export class CollectionService {
     const schema = input.schema === undefined || input.schema === null ? null : (input.schema as JsonObject);
     if (schema) this.schemas.check(schema);
     const indexes = parseIndexes(input.indexes);
-    const row = await this.repo.transaction((tx) => this.repo.createCollection(tx, { name, rules, schema, indexes }));
+    const search = await this.searchSettings(input.search);
+    const refs = parseRefs(input.refs);
+    const row = await this.repo.transaction((tx) =>
+      this.repo.createCollection(tx, { name, rules, schema, indexes, search, refs }),
+    );
     this.registry.invalidate(name);
     return toInfo(row);
   }
@@ -142,7 +194,8 @@ export class CollectionService {
   /**
    * Changes rules (merged per kind; null removes one), schema (replaced; null removes)
    * and indexes (the list is replaced: indexes no longer listed are dropped, new ones
-   * built). Existing documents are not re-validated against a new schema.
+   * built). Existing documents are not re-validated against a new schema. `search` (null
+   * removes) and `refs` (the map is replaced) take effect at once.
    */
   async update(caller: Caller, name: string, input: UpdateCollectionInput): Promise<CollectionInfo> {
     requireService(caller);
@@ -150,6 +203,8 @@ export class CollectionService {
     const schema = input.schema === undefined ? undefined : input.schema === null ? null : (input.schema as JsonObject);
     if (schema) this.schemas.check(schema);
     const indexes = input.indexes === undefined ? undefined : parseIndexes(input.indexes);
+    const search = input.search === undefined ? undefined : await this.searchSettings(input.search);
+    const refs = input.refs === undefined ? undefined : parseRefs(input.refs);
     const row = await this.repo.transaction(async (tx) => {
       const current = await this.repo.getCollection(name, tx, true);
       if (!current) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
@@ -164,10 +219,17 @@ export class CollectionService {
           if (!prior.has(JSON.stringify(spec))) await this.repo.createIndex(tx, name, spec);
         }
       }
+      // A change of search settings rebuilds the index (in this transaction: writes wait for it).
+      if (search !== undefined && JSON.stringify(search) !== JSON.stringify(current.search)) {
+        await this.repo.dropSearchIndex(tx, name);
+        if (search) await this.repo.createSearchIndex(tx, name, search);
+      }
       return this.repo.updateCollection(tx, name, {
         rules,
         schema: schema === undefined ? current.schema : schema,
         indexes: indexes ?? current.indexes,
+        search: search === undefined ? current.search : search,
+        refs: refs ?? current.refs,
       });
     });
     this.registry.invalidate(name);

@@ -17,7 +17,17 @@ import {
   tableRef,
   type SqlParams,
 } from './sql.js';
-import type { CollectionRules, Document, IndexSpec, JsonObject } from './types.js';
+import { searchVectorExpr } from './search.js';
+import type {
+  CollectionInfo,
+  CollectionRules,
+  CollectionSettings,
+  Document,
+  IndexSpec,
+  JsonObject,
+  RefSettings,
+  SearchSettings,
+} from './types.js';
 
 /** Every instance LISTENs here; a trigger on basalt.collections NOTIFYs the changed name. */
 export const COLLECTIONS_CHANNEL = 'basalt_collections';
@@ -28,14 +38,8 @@ export async function listenForCollectionChanges(client: pg.Client): Promise<voi
 }
 
 /** A collection's metadata row in the wire's shape: timestamps as ISO text, revision as int8 text. */
-export interface CollectionRow {
-  name: string;
-  rules: CollectionRules;
-  schema: JsonObject | null;
-  indexes: IndexSpec[];
+export interface CollectionRow extends CollectionInfo {
   revision: string;
-  created_at: string;
-  updated_at: string;
 }
 
 interface DocumentRow {
@@ -53,6 +57,8 @@ const COLLECTION_FIELDS = {
   rules: sql<CollectionRules>`${collections.rules}`,
   schema: sql<JsonObject | null>`${collections.schema}`,
   indexes: sql<IndexSpec[]>`${collections.indexes}`,
+  search: sql<SearchSettings | null>`${collections.search}`,
+  refs: sql<RefSettings>`${collections.refs}`,
   // int8 as node-postgres reads it (text); live queries key their compiled rules on it.
   revision: sql<string>`${collections.revision}`,
   created_at: isoTimestamp(collections.createdAt),
@@ -151,10 +157,7 @@ export class DocumentRepository {
   }
 
   /** Metadata row, table, triggers, change tracking and indexes, in the caller's transaction. */
-  async createCollection(
-    tx: Tx,
-    input: { name: string; rules: CollectionRules; schema: JsonObject | null; indexes: IndexSpec[] },
-  ): Promise<CollectionRow> {
+  async createCollection(tx: Tx, input: CollectionSettings & { name: string }): Promise<CollectionRow> {
     // One mapping for the whole sequence: a table of that name already there is its own error.
     const tableTaken = (error: unknown): AppError =>
       (error as { code?: unknown } | null)?.code === '42P07'
@@ -164,7 +167,14 @@ export class DocumentRepository {
       const [row] = await this.db
         .builder(tx)
         .insert(collections)
-        .values({ name: input.name, rules: { ...input.rules }, schema: input.schema, indexes: input.indexes })
+        .values({
+          name: input.name,
+          rules: { ...input.rules },
+          schema: input.schema,
+          indexes: input.indexes,
+          search: input.search,
+          refs: input.refs,
+        })
         .returning(COLLECTION_FIELDS);
       const table = tableRef(input.name);
       await tx.query(`CREATE SCHEMA IF NOT EXISTS ${DATA_SCHEMA}`);
@@ -185,6 +195,7 @@ export class DocumentRepository {
       await tx.query(`CREATE INDEX ${quoteIdent(indexName(input.name, '$created'))} ON ${table} (created_at, id)`);
       await tx.query('SELECT basalt.track_changes($1::regclass)', [table]);
       for (const spec of input.indexes) await this.createIndex(tx, input.name, spec);
+      if (input.search) await this.createSearchIndex(tx, input.name, input.search);
       return row as CollectionRow;
     }, tableTaken);
   }
@@ -198,15 +209,29 @@ export class DocumentRepository {
     );
   }
 
+  /** Whether Postgres knows this text search configuration (`simple`, `english` …). */
+  async searchLanguageExists(q: Queryable, language: string): Promise<boolean> {
+    const rows = await runQuery(q, 'SELECT 1 FROM pg_catalog.pg_ts_config WHERE cfgname = $1', [language]);
+    return rows.length > 0;
+  }
+
+  /** The GIN index of the search fields' tsvector (search.ts): Postgres keeps it current on every write. */
+  async createSearchIndex(tx: Tx, collection: string, search: SearchSettings): Promise<void> {
+    await runQuery(
+      tx,
+      `CREATE INDEX ${quoteIdent(indexName(collection, '$search'))} ON ${tableRef(collection)} USING gin (${searchVectorExpr(search, null)})`,
+    );
+  }
+
+  async dropSearchIndex(tx: Tx, collection: string): Promise<void> {
+    await runQuery(tx, `DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, '$search'))}`);
+  }
+
   async dropIndex(tx: Tx, collection: string, spec: IndexSpec): Promise<void> {
     await runQuery(tx, `DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, spec))}`);
   }
 
-  async updateCollection(
-    tx: Tx,
-    name: string,
-    input: { rules: CollectionRules; schema: JsonObject | null; indexes: IndexSpec[] },
-  ): Promise<CollectionRow> {
+  async updateCollection(tx: Tx, name: string, input: CollectionSettings): Promise<CollectionRow> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
         .builder(tx)
@@ -215,6 +240,8 @@ export class DocumentRepository {
           rules: { ...input.rules },
           schema: input.schema,
           indexes: input.indexes,
+          search: input.search,
+          refs: input.refs,
           revision: sql`${collections.revision} + 1`,
           updatedAt: sql`now()`,
         })
@@ -365,14 +392,89 @@ export class DocumentRepository {
     collection: string,
     compiled: { where: string | null; orderBy: string; limit: number; params: SqlParams },
   ): Promise<Document[]> {
-    const { params } = compiled;
+    return (await this.queryWithExtras(collection, { ...compiled, extras: [] })).map((row) => row.doc);
+  }
+
+  /**
+   * A compiled query that also selects `extras` (SQL expressions over the same row: a
+   * search rank, highlights), returned in order beside each document.
+   */
+  async queryWithExtras(
+    collection: string,
+    compiled: { where: string | null; orderBy: string; limit: number; params: SqlParams; extras: string[] },
+  ): Promise<Array<{ doc: Document; extras: unknown[] }>> {
+    const { params, extras } = compiled;
     const limit = params.add(compiled.limit, 'int');
+    const selected = extras.map((expr, i) => `, ${expr} AS x${i}`).join('');
     const text =
-      `SELECT ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
+      `SELECT ${documentColumns()}${selected} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
       (compiled.where ? ` WHERE ${compiled.where}` : '') +
       ` ORDER BY ${compiled.orderBy} LIMIT ${limit}`;
-    const rows = await runQuery<DocumentRow>(this.db.pool, text, params.values, documentError(collection));
-    return rows.map((row) => toDocument(collection, row));
+    const rows = await runQuery<DocumentRow & Record<string, unknown>>(
+      this.db.pool,
+      text,
+      params.values,
+      documentError(collection),
+    );
+    return rows.map((row) => ({ doc: toDocument(collection, row), extras: extras.map((_, i) => row[`x${i}`]) }));
+  }
+
+  /**
+   * Documents of several collections by id, in one statement: a UNION ALL of one select per
+   * collection, each with its read filter (SQL over `params`, alias d) when it has one.
+   */
+  async getMany(
+    parts: Array<{ collection: string; ids: string[]; readFilter: string | null }>,
+    params: SqlParams,
+  ): Promise<Document[]> {
+    const selects = parts.map(
+      ({ collection, ids, readFilter }) =>
+        `SELECT ${params.add(collection, 'text')} AS collection, ${documentColumns()} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
+        ` WHERE ${ROW_ALIAS}.id = ANY(${params.add(ids, 'text[]')})` +
+        (readFilter ? ` AND (${readFilter})` : ''),
+    );
+    const rows = await runQuery<DocumentRow & { collection: string }>(
+      this.db.pool,
+      selects.map((select) => `(${select})`).join(' UNION ALL '),
+      params.values,
+      (error) => fromPostgresError(error, 'The document'),
+    );
+    return rows.map((row) => toDocument(row.collection, row));
+  }
+
+  /**
+   * Which of these data objects match a search: `vector` is the search expression over the
+   * alias `e`, `query` its tsquery over `params`. Returns the matching positions.
+   */
+  async searchMatches(vector: string, query: string, datas: JsonObject[], params: SqlParams): Promise<Set<number>> {
+    const list = params.add(JSON.stringify(datas), 'jsonb');
+    const rows = await runQuery<{ i: number }>(
+      this.db.pool,
+      `SELECT (e.ord - 1)::int AS i FROM jsonb_array_elements(${list}) WITH ORDINALITY AS e(data, ord) WHERE ${vector} @@ ${query}`,
+      params.values,
+    );
+    return new Set(rows.map((row) => row.i));
+  }
+
+  /** An aggregation compiled by aggregate.ts: rows of keys k0… and values v0…. */
+  async aggregate(
+    collection: string,
+    compiled: {
+      select: string;
+      where: string | null;
+      groupBy: string | null;
+      orderBy: string;
+      limit: number;
+      params: SqlParams;
+    },
+  ): Promise<Array<Record<string, unknown>>> {
+    const { params } = compiled;
+    const text =
+      `SELECT ${compiled.select} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
+      (compiled.where ? ` WHERE ${compiled.where}` : '') +
+      (compiled.groupBy ? ` GROUP BY ${compiled.groupBy}` : '') +
+      ` ORDER BY ${compiled.orderBy} LIMIT ${params.add(compiled.limit, 'int')}`;
+    return runQuery(this.db.pool, text, params.values, documentError(collection));
   }
 
   async count(collection: string, compiled: { where: string | null; params: SqlParams }): Promise<number> {

@@ -6,7 +6,10 @@ import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
 import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
+import { AGGREGATE_LIMITS } from './aggregate.js';
+import { EXPAND_LIMITS } from './expand.js';
 import { MAX_SELECT_PATHS, OPERATORS, QUERY_LIMITS } from './query.js';
+import { SEARCH_LIMITS } from './search.js';
 import { MAX_BATCH_OPS, type DocumentService, type RedactedDocument, type WriteOptions } from './service.js';
 import type { Document } from './types.js';
 
@@ -23,6 +26,16 @@ const documentSchema = closedObject({
     type: ['object', 'null'],
     additionalProperties: true,
     description: 'null only in a PATCH or batch update result the caller may not read',
+  },
+  expand: {
+    type: 'object',
+    additionalProperties: true,
+    description: 'With expand: each reference path → the document, a list of them, or null (absent or unreadable)',
+  },
+  highlights: {
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description: 'With a search and highlight: each search field → its matching passages, HTML with <mark>',
   },
 });
 
@@ -50,6 +63,29 @@ const whereSchema = {
   items: { anyOf: [{ type: 'array', minItems: 3, maxItems: 3 }, { type: 'object' }] },
 } as const;
 
+const expandSchema = {
+  type: 'array',
+  maxItems: EXPAND_LIMITS.maxPaths,
+  items: { type: 'string', maxLength: 1000 },
+  description: 'Reference paths to expand (refs of the collection; two levels at most, e.g. "post.author")',
+} as const;
+
+const searchSettingsSchema = {
+  type: ['object', 'null'],
+  required: ['fields'],
+  additionalProperties: false,
+  properties: {
+    fields: { type: 'array', minItems: 1, maxItems: SEARCH_LIMITS.maxFields, items: { type: 'string' } },
+    language: { type: 'string', maxLength: 63 },
+  },
+} as const;
+
+const refsSchema = {
+  type: 'object',
+  additionalProperties: { type: 'string' },
+  description: 'Field path → the collection whose document ids it holds',
+} as const;
+
 const querySchema = closedObject({
   where: whereSchema,
   order_by: {
@@ -62,6 +98,13 @@ const querySchema = closedObject({
   before: { type: ['string', 'null'], maxLength: 200_000 },
   limit_to_last: { type: 'integer', minimum: 1, maximum: QUERY_LIMITS.maxLimit },
   select: { type: 'array', maxItems: MAX_SELECT_PATHS, items: { type: 'string', maxLength: 1024 } },
+  search: {
+    type: 'string',
+    maxLength: SEARCH_LIMITS.maxQueryChars,
+    description: 'Full-text search in web-search syntax ("a phrase", or, -exclude); relevance order unless order_by',
+  },
+  highlight: { type: 'boolean', description: 'With search: add highlights' },
+  expand: expandSchema,
 });
 
 const rulesSchema = closedObject({
@@ -83,6 +126,13 @@ const collectionSchema = closedObject({
   rules: closedObject(ruleKinds),
   schema: { type: ['object', 'null'], additionalProperties: true },
   indexes: { type: 'array', items: {} },
+  search: {
+    type: ['object', 'null'],
+    additionalProperties: false,
+    required: ['fields', 'language'],
+    properties: { fields: { type: 'array', items: { type: 'string' } }, language: { type: 'string' } },
+  },
+  refs: { type: 'object', additionalProperties: { type: 'string' } },
   created_at: { type: 'string' },
   updated_at: { type: 'string' },
 });
@@ -204,6 +254,51 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
   );
 
   app.post(
+    '/v1/db/:collection/aggregate',
+    {
+      schema: {
+        tags,
+        summary: 'Group and aggregate (count, sum, avg, min, max) the documents the caller may read',
+        params: { type: 'object', required: ['collection'], properties: { collection: collectionParam } },
+        body: {
+          type: 'object',
+          required: ['aggregates'],
+          additionalProperties: false,
+          properties: {
+            where: whereSchema,
+            group_by: { type: 'array', maxItems: AGGREGATE_LIMITS.maxGroupBy, items: { type: 'string' } },
+            aggregates: {
+              type: 'object',
+              maxProperties: AGGREGATE_LIMITS.maxAggregates,
+              additionalProperties: { type: 'array', minItems: 1, maxItems: 2, items: { type: 'string' } },
+              description: '{"<alias>": ["count"] | ["sum" | "avg" | "min" | "max", path]}',
+            },
+            order_by: {
+              type: 'array',
+              maxItems: QUERY_LIMITS.maxOrderBy,
+              items: { anyOf: [{ type: 'array', minItems: 1, maxItems: 2 }, { type: 'string' }] },
+            },
+            limit: { type: 'integer', minimum: 1, maximum: AGGREGATE_LIMITS.maxLimit },
+          },
+        },
+        response: {
+          200: closedObject({
+            groups: {
+              type: 'array',
+              items: closedObject({
+                key: { type: 'object', additionalProperties: true },
+                values: { type: 'object', additionalProperties: { type: ['number', 'null'] } },
+              }),
+            },
+          }),
+          '4xx': errorResponse,
+        },
+      },
+    },
+    async (request) => documents.aggregate(request.caller, request.params.collection, request.body),
+  );
+
+  app.post(
     '/v1/db/:collection/count',
     {
       preValidation: emptyBodyIsEmptyQuery,
@@ -232,13 +327,18 @@ export const documentRoutes: FastifyPluginAsync<{ documents: DocumentService }> 
     {
       schema: {
         tags,
-        summary: 'Read a document (404 when absent or not readable)',
+        summary: 'Read a document (404 when absent or not readable); expand=a,b adds referenced documents',
         params: documentParams,
+        querystring: {
+          type: 'object',
+          properties: { expand: { type: 'string', maxLength: 2000 } },
+        },
         response: { 200: documentSchema, '4xx': errorResponse },
       },
     },
     async (request, reply) => {
-      const doc = await documents.get(request.caller, request.params.collection, request.params.id);
+      const { collection, id } = request.params;
+      const doc = await documents.get(request.caller, collection, id, { expand: request.query.expand });
       return sendDocument(reply, 200, doc);
     },
   );
@@ -340,6 +440,8 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
             rules: rulesSchema,
             schema: { type: ['object', 'null'], additionalProperties: true },
             indexes: indexesSchema,
+            search: searchSettingsSchema,
+            refs: refsSchema,
           },
         },
         response: { 201: collectionSchema, '4xx': errorResponse },
@@ -384,12 +486,15 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
       preValidation,
       schema: {
         tags: adminTags,
-        summary: 'Change rules (per kind; null removes), schema (null removes) or indexes (the list)',
+        summary:
+          'Change rules (per kind; null removes), schema (null removes), indexes (the list), search (null removes) or refs',
         params: nameParams,
         body: closedObject({
           rules: rulesSchema,
           schema: { type: ['object', 'null'], additionalProperties: true },
           indexes: indexesSchema,
+          search: searchSettingsSchema,
+          refs: refsSchema,
         }),
         response: { 200: collectionSchema, '4xx': errorResponse },
       },

@@ -23,8 +23,28 @@ import type { Queryable, Tx } from '../../internal/db.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { compileRuleToSql, evaluateRule, ruleAuthFromCaller } from '../../internal/rules/index.js';
 import type { CollectionRegistry, CompiledCollection } from './collection-registry.js';
+import {
+  compileAggregation,
+  parseAggregation,
+  toGroup,
+  type AggregateGroup,
+  type AggregateInput,
+} from './aggregate.js';
+import { expandDocuments, parseExpandInput, planExpand, type LevelRequest } from './expand.js';
 import { assertCollectionName, assertDocumentId, generateDocumentId } from './names.js';
 import { encodeCursor, parsePage, parseQuery, parseWhere, projectData, type QueryInput } from './query.js';
+import {
+  compileRankAfter,
+  compileSearch,
+  compileSearchQuery,
+  decodeRankCursor,
+  encodeRankCursor,
+  highlightsOf,
+  isEmptyOrderBy,
+  parseSearchText,
+  searchVectorExpr,
+  type CompiledSearch,
+} from './search.js';
 import type { DocumentRepository } from './repository.js';
 import { compileAfter, compileFilter, compileOrderBy, ROW_ALIAS, SqlParams } from './sql.js';
 import { applyPatch, dataBytes, hasServerTimestamp, materialize, parsePatch, type PatchObject } from './transforms.js';
@@ -44,6 +64,12 @@ export interface DataInput {
 export interface WriteOptions {
   /** The version the caller last saw (If-Match); a different stored version is VERSION_CONFLICT. */
   ifVersion?: number;
+}
+/** A query with the extensions of /v1/db/:collection/query: full-text search and expand. */
+export interface DocumentQueryInput extends QueryInput {
+  search?: unknown;
+  highlight?: unknown;
+  expand?: unknown;
 }
 export interface QueryResult {
   docs: Document[];
@@ -201,12 +227,93 @@ export class DocumentService {
 
   // -- reads ---------------------------------------------------------------------
 
-  async get(caller: Caller, collection: string, id: string): Promise<Document> {
+  async get(caller: Caller, collection: string, id: string, options: { expand?: unknown } = {}): Promise<Document> {
     const meta = await this.meta(collection);
     assertDocumentId(id);
+    const paths = parseExpandInput(options.expand);
     const doc = await this.repo.get(this.repo.pool, meta.name, id);
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
-    return doc;
+    if (paths.length === 0) return doc;
+    return (await this.expandAll(caller, meta, [doc], paths))[0] as Document;
+  }
+
+  /**
+   * Whether each document (as given, not as stored) matches a full-text search of the
+   * collection: live queries ask this of the documents their events carry.
+   */
+  async searchMatches(collection: string, text: string, docs: Document[]): Promise<boolean[]> {
+    const meta = await this.meta(collection);
+    if (!meta.search) return docs.map(() => false);
+    const params = new SqlParams();
+    const matched = await this.repo.searchMatches(
+      searchVectorExpr(meta.search, 'e'),
+      compileSearchQuery(meta.search, parseSearchText(text) ?? '', params),
+      docs.map((doc) => doc.data),
+      params,
+    );
+    return docs.map((_, i) => matched.has(i));
+  }
+
+  // -- expand --------------------------------------------------------------------
+
+  /** The documents with their references expanded (expand.ts), each level read in one statement. */
+  async expandAll(caller: Caller, meta: CompiledCollection, docs: Document[], input: unknown): Promise<Document[]> {
+    const paths = Array.isArray(input) && input.every((item) => typeof item === 'string') ? input : null;
+    const requested = paths ?? parseExpandInput(input);
+    if (requested.length === 0) return docs;
+    const nodes = await planExpand(meta.name, meta.refs, parseExpandInput(requested), async (name) => {
+      const target = await this.collections.get(name).catch(() => null);
+      return target?.refs ?? null;
+    });
+    return expandDocuments(docs, nodes, (request) => this.fetchLevel(caller, request));
+  }
+
+  /** `expand` for documents read elsewhere (live queries' events), with the caller's read rules. */
+  async expandFor(caller: Caller, collection: string, docs: Document[], input: unknown): Promise<Document[]> {
+    return this.expandAll(caller, await this.meta(collection), docs, input);
+  }
+
+  /** The collections an `expand` reads (every level): live queries follow their changes too. */
+  async expandTargets(collection: string, input: unknown): Promise<string[]> {
+    const meta = await this.meta(collection);
+    const nodes = await planExpand(meta.name, meta.refs, parseExpandInput(input), async (name) => {
+      const target = await this.collections.get(name).catch(() => null);
+      return target?.refs ?? null;
+    });
+    const targets = new Set<string>();
+    const walk = (list: typeof nodes) => {
+      for (const node of list) {
+        targets.add(node.target);
+        walk(node.children);
+      }
+    };
+    walk(nodes);
+    return [...targets];
+  }
+
+  /** One level of an expansion: the wanted documents of every collection the caller may read, in one statement. */
+  private async fetchLevel(caller: Caller, request: LevelRequest): Promise<Map<string, Map<string, Document>>> {
+    const params = new SqlParams();
+    const parts: Array<{ collection: string; ids: string[]; readFilter: string | null }> = [];
+    for (const [name, ids] of request) {
+      if (ids.size === 0) continue;
+      // A referenced collection that does not exist (yet) expands to nothing.
+      const target = await this.collections.get(name).catch((error: unknown) => {
+        if (isAppError(error) && error.code === 'NOT_FOUND') return null;
+        throw error;
+      });
+      if (!target) continue;
+      if (caller.role !== 'service' && !target.rules.read) continue;
+      parts.push({ collection: target.name, ids: [...ids], readFilter: this.readFilter(target, caller, params) });
+    }
+    const found = new Map<string, Map<string, Document>>();
+    if (parts.length === 0) return found;
+    for (const doc of await this.repo.getMany(parts, params)) {
+      const byId = found.get(doc.collection) ?? new Map<string, Document>();
+      byId.set(doc.id, doc);
+      found.set(doc.collection, byId);
+    }
+    return found;
   }
 
   /** The read rule as SQL over the row alias, or null for the service key. FORBIDDEN without a rule. */
@@ -223,49 +330,117 @@ export class DocumentService {
     });
   }
 
-  async query(caller: Caller, collection: string, input: QueryInput): Promise<QueryResult> {
+  async query(caller: Caller, collection: string, input: DocumentQueryInput): Promise<QueryResult> {
     const meta = await this.meta(collection);
-    const query = parseQuery(input);
-    const page = parsePage(input, query);
+    const searchText = parseSearchText(input.search);
+    const highlight = input.highlight ?? false;
+    if (typeof highlight !== 'boolean') {
+      throw new AppError('INVALID_REQUEST', 'highlight: true or false.', { details: { field: 'highlight' } });
+    }
+    if (highlight && searchText === null) {
+      throw new AppError('INVALID_REQUEST', 'highlight needs a search.', { details: { field: 'highlight' } });
+    }
+    // Without order_by a search orders by relevance, with cursors of its own (search.ts).
+    const byRelevance = searchText !== null && isEmptyOrderBy(input.order_by);
+    const query = parseQuery(byRelevance ? { ...input, after: undefined } : input);
+    const page = parsePage(byRelevance ? { ...input, before: undefined } : input, query);
     const params = new SqlParams();
     const clauses: string[] = [];
     const readFilter = this.readFilter(meta, caller, params);
     if (readFilter) clauses.push(`(${readFilter})`);
     if (query.filter) clauses.push(compileFilter(query.filter, params));
-    if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
-    if (page.before) clauses.push(compileAfter(query.orderBy, page.before, params, 'before'));
+    let search: CompiledSearch | null = null;
+    if (searchText !== null) {
+      if (!meta.search) {
+        throw new AppError('INVALID_REQUEST', `"${meta.name}" has no search fields (PATCH the collection's search).`, {
+          details: { field: 'search' },
+        });
+      }
+      search = compileSearch(meta.search, searchText, params, highlight);
+      clauses.push(search.where);
+    }
+    let orderBy: string;
+    let hasAfter: boolean;
+    let hasBefore: boolean;
+    if (byRelevance && search) {
+      const after = input.after === undefined || input.after === null ? null : decodeRankCursor(input.after);
+      const before =
+        input.before === undefined || input.before === null ? null : decodeRankCursor(input.before, 'before');
+      if (after) clauses.push(compileRankAfter(search.rank, after, params));
+      if (before) clauses.push(compileRankAfter(search.rank, before, params, 'before'));
+      orderBy = page.fromEnd ? `${search.rank} ASC, ${ROW_ALIAS}.id DESC` : `${search.rank} DESC, ${ROW_ALIAS}.id ASC`;
+      hasAfter = after !== null;
+      hasBefore = before !== null;
+    } else {
+      if (query.after) clauses.push(compileAfter(query.orderBy, query.after, params));
+      if (page.before) clauses.push(compileAfter(query.orderBy, page.before, params, 'before'));
+      orderBy = compileOrderBy(query.orderBy, page.fromEnd);
+      hasAfter = query.after !== null;
+      hasBefore = page.before !== null;
+    }
     // One row more than asked tells whether another page exists (after the page, or before
     // it when the page is taken from the end, reading the order backwards).
-    const rows = await this.repo.query(meta.name, {
+    const rows = await this.repo.queryWithExtras(meta.name, {
       where: clauses.length > 0 ? clauses.join(' AND ') : null,
-      orderBy: compileOrderBy(query.orderBy, page.fromEnd),
+      orderBy,
       limit: page.limit + 1,
       params,
+      extras: search ? [search.rank, ...search.highlights] : [],
     });
     const more = rows.length > page.limit;
-    const docs = rows.slice(0, page.limit);
-    if (page.fromEnd) docs.reverse();
-    const first = docs.at(0);
-    const last = docs.at(-1);
-    const moreAfter = page.fromEnd ? page.before !== null : more;
-    const moreBefore = page.fromEnd ? more : query.after !== null;
+    const taken = rows.slice(0, page.limit);
+    if (page.fromEnd) taken.reverse();
+    const cursorOf = (row: (typeof taken)[number]): string =>
+      byRelevance ? encodeRankCursor(Number(row.extras[0]), row.doc.id) : encodeCursor(query.orderBy, row.doc);
+    const docs: Document[] = taken.map(({ doc, extras }) =>
+      search && highlight && meta.search
+        ? { ...doc, highlights: highlightsOf(meta.search, extras.slice(1) as Array<string | null>) }
+        : doc,
+    );
+    const first = taken.at(0);
+    const last = taken.at(-1);
+    const moreAfter = page.fromEnd ? hasBefore : more;
+    const moreBefore = page.fromEnd ? more : hasAfter;
+    // Expanded before the projection: the references are read from the whole data.
+    const expanded = await this.expandAll(caller, meta, docs, input.expand);
+    const select = page.select;
     return {
-      docs: page.select ? docs.map((doc) => ({ ...doc, data: projectData(doc.data, page.select ?? []) })) : docs,
-      next_cursor: moreAfter && last ? encodeCursor(query.orderBy, last) : null,
-      prev_cursor: moreBefore && first ? encodeCursor(query.orderBy, first) : null,
+      docs: select ? expanded.map((doc) => ({ ...doc, data: projectData(doc.data, select) })) : expanded,
+      next_cursor: moreAfter && last ? cursorOf(last) : null,
+      prev_cursor: moreBefore && first ? cursorOf(first) : null,
     };
   }
 
-  async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {
-    const meta = await this.meta(collection);
-    const filter = parseWhere(input.where);
-    const params = new SqlParams();
+  /** The read rule and a `where`, ANDed, as SQL over `params` (null when neither applies). */
+  private readableWhere(meta: CompiledCollection, caller: Caller, where: unknown, params: SqlParams): string | null {
+    const filter = parseWhere(where);
     const clauses: string[] = [];
     const readFilter = this.readFilter(meta, caller, params);
     if (readFilter) clauses.push(`(${readFilter})`);
     if (filter) clauses.push(compileFilter(filter, params));
+    return clauses.length > 0 ? clauses.join(' AND ') : null;
+  }
+
+  /** Groups and aggregates over the documents the caller may read (aggregate.ts). */
+  async aggregate(caller: Caller, collection: string, input: AggregateInput): Promise<{ groups: AggregateGroup[] }> {
+    const meta = await this.meta(collection);
+    const parsed = parseAggregation(input);
+    const params = new SqlParams();
+    const where = this.readableWhere(meta, caller, input.where, params);
+    const rows = await this.repo.aggregate(meta.name, {
+      ...compileAggregation(parsed),
+      where,
+      limit: parsed.limit,
+      params,
+    });
+    return { groups: rows.map((row) => toGroup(parsed, row)) };
+  }
+
+  async count(caller: Caller, collection: string, input: { where?: unknown }): Promise<{ count: number }> {
+    const meta = await this.meta(collection);
+    const params = new SqlParams();
     const count = await this.repo.count(meta.name, {
-      where: clauses.length > 0 ? clauses.join(' AND ') : null,
+      where: this.readableWhere(meta, caller, input.where, params),
       params,
     });
     return { count };

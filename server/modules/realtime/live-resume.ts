@@ -61,8 +61,16 @@ export async function resumeSubscription(
   const first = new Map<string, FeedChange>();
   for (const change of all) if (!first.has(change.rowId)) first.set(change.rowId, change);
   const collection = subscription.view.collection;
-  for (const [id, change] of first) {
-    if (change.oldRow) state.set(id, rowToDocument(collection, change.oldRow));
+  const rolledBack = new Map<string, Document | null>();
+  for (const [id, change] of first) rolledBack.set(id, change.oldRow ? rowToDocument(collection, change.oldRow) : null);
+  const replayed = routedAll.map((routed) => ({
+    ...routed,
+    doc: routed.change.newRow ? rowToDocument(collection, routed.change.newRow) : null,
+  }));
+  // A search is decided by Postgres: every document the replay will look at, in one statement.
+  await subscription.view.prepare([...rolledBack.values(), ...replayed.map((entry) => entry.doc)]);
+  for (const [id, doc] of rolledBack) {
+    if (doc) state.set(id, doc);
     else state.delete(id);
   }
   // The rolled-back rows are history: each is replayed only if the subscriber's rule accepts it now.
@@ -75,8 +83,8 @@ export async function resumeSubscription(
     throw tooManyDocuments();
   let window = new Map(subscription.view.top(state.values(), qualifies).map((doc) => [doc.id, doc]));
   subscription.connection.send({ type: 'subscribed', id: subscription.id, cursor: positionCursor(position) });
-  for (const { change, cursor } of routedAll) {
-    if (change.newRow) state.set(change.rowId, rowToDocument(collection, change.newRow));
+  for (const { change, cursor, doc: replayedDoc } of replayed) {
+    if (replayedDoc) state.set(change.rowId, replayedDoc);
     else state.delete(change.rowId);
     const next = new Map(subscription.view.top(state.values(), qualifies).map((doc) => [doc.id, doc]));
     // A document that left is removed as the client holds it, never as the row that hid it.

@@ -32,6 +32,12 @@ export interface LiveDocuments {
   get(caller: Caller, collection: string, id: string): Promise<Document | null>;
   /** The read rule as an in-process predicate for `caller`, evaluated on each event. */
   reader(caller: Caller, collection: string): Promise<(doc: Document) => boolean>;
+  /** Whether each document matches a full-text search of the collection (decided by Postgres, in one statement). */
+  searchMatches(collection: string, text: string, docs: Document[]): Promise<boolean[]>;
+  /** The documents with their references expanded as `caller` may read them. */
+  expand(caller: Caller, collection: string, docs: Document[], paths: string[]): Promise<Document[]>;
+  /** The collections an expand reads, at every level. */
+  expandTargets(collection: string, paths: string[]): Promise<string[]>;
   /** A tick at or after every transaction committed so far (forces one if needed). */
   markTick(): Promise<number>;
 }
@@ -41,5 +47,7 @@ export interface LiveQueryInput {
   where?: unknown;
   order_by?: unknown;
   after?: unknown;
+  search?: string;
+  expand?: string[];
   limit: number;
 }

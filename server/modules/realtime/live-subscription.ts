@@ -100,14 +100,23 @@ function sameDocument(a: Document, b: Document): boolean {
  */
 export class View {
   readonly compare: (a: Document, b: Document) => number;
+  /**
+   * Whether each document matches the query's full-text search. Search (stemming, the
+   * collection's language) is Postgres's to decide, so verdicts are fetched in one statement
+   * per batch of events (prepare) before the synchronous matching reads them; documents read
+   * by the snapshot query matched it there.
+   */
+  private readonly searchVerdicts = new WeakMap<Document, boolean>();
 
   constructor(
     readonly collection: string,
     readonly docId: string | null,
     readonly query: ParsedQuery,
-    readonly input: { where?: unknown; order_by?: unknown; after?: unknown },
+    readonly input: { where?: unknown; order_by?: unknown; after?: unknown; search?: string; expand?: string[] },
     /** The client gave `limit`: the window is the first `limit` documents, and `has_more` says if others match. */
     readonly windowed: boolean,
+    private readonly searchMatcher: ((docs: Document[]) => Promise<boolean[]>) | null = null,
+    private readonly expander: ((docs: Document[]) => Promise<Document[]>) | null = null,
   ) {
     this.compare = compareDocuments(query);
   }
@@ -117,12 +126,66 @@ export class View {
     return this.docId === null && !this.windowed;
   }
 
+  /** The expanded copy of each event document sent to the subscriber (expand queries). */
+  private readonly expandedCopies = new WeakMap<Document, Document>();
+
+  get expands(): boolean {
+    return this.expander !== null;
+  }
+
+  /** What a frame carries for `doc`: its expanded copy when there is one. */
+  outgoing(doc: Document): Document {
+    return this.expandedCopies.get(doc) ?? doc;
+  }
+
+  /** Expands documents (all of them when `fresh`, else those without a copy), one statement per level. */
+  async expand(docs: Array<Document | null>, fresh = false): Promise<Document[]> {
+    if (!this.expander) return [];
+    const open = [...new Set(docs)].filter(
+      (doc): doc is Document => doc !== null && (fresh || (doc.expand === undefined && !this.expandedCopies.has(doc))),
+    );
+    if (open.length === 0) return [];
+    const expanded = await this.expander(open);
+    open.forEach((doc, i) => {
+      const copy = expanded[i];
+      if (copy) this.expandedCopies.set(doc, copy);
+    });
+    return open;
+  }
+
+  get searches(): boolean {
+    return this.input.search !== undefined && this.docId === null;
+  }
+
+  /** Fetches the search verdicts of documents not yet decided (nothing to do without a search). */
+  async prepare(docs: Array<Document | null>): Promise<void> {
+    await this.expand(docs);
+    if (!this.searches || !this.searchMatcher) return;
+    const open = [...new Set(docs)].filter(
+      (doc): doc is Document => doc !== null && !this.searchVerdicts.has(doc) && matchesQuery(this.query, doc),
+    );
+    if (open.length === 0) return;
+    const verdicts = await this.searchMatcher(open);
+    open.forEach((doc, i) => this.searchVerdicts.set(doc, verdicts[i] === true));
+  }
+
+  /** Documents the snapshot query returned: they matched the search in SQL. */
+  matchedInSql(docs: Document[]): void {
+    if (this.searches) for (const doc of docs) this.searchVerdicts.set(doc, true);
+  }
+
   get limit(): number {
     if (this.docId !== null) return 1;
     return this.windowed ? this.query.limit : LIVE_QUERY_MAX_DOCUMENTS;
   }
 
   matches(doc: Document): boolean {
+    if (this.docId !== null) return doc.id === this.docId;
+    return this.matchesBesidesSearch(doc) && (!this.searches || this.searchVerdicts.get(doc) === true);
+  }
+
+  /** `where` and `after` (the search, when there is one, is decided in prepare). */
+  matchesBesidesSearch(doc: Document): boolean {
     if (this.docId !== null) return doc.id === this.docId;
     const after = this.query.after;
     return matchesQuery(this.query, doc) && (after === null || isAfterCursor(this.query, after, doc));
@@ -160,6 +223,8 @@ export class Subscription {
   private unlisted = false;
   /** The `has_more` the subscriber was last told (null: not told since the subscription (re)started). */
   private toldMore: boolean | null = null;
+  /** The change-feed tables (`schema.table`) this subscription listens to: its own, then expanded ones. */
+  tables: string[] = [];
 
   constructor(
     readonly id: string,
@@ -240,7 +305,11 @@ export class Subscription {
       return;
     }
     const age = Date.now() - this.readerAt;
-    const reader = this.pending === 0 && this.reader && age <= READER_TTL_MS ? this.reader : null;
+    // A search needs Postgres's verdicts first: always the queued path.
+    const reader =
+      this.pending === 0 && this.reader && age <= READER_TTL_MS && !this.view.searches && !this.view.expands
+        ? this.reader
+        : null;
     if (reader && age > READER_TTL_MS / 2) this.refreshReader();
     if (!reader) {
       this.enqueue(() => this.apply(routed));
@@ -276,7 +345,7 @@ export class Subscription {
 
   /** Sends one `change` frame; the only way a change reaches the subscriber (see changeFrame). */
   sendChange(kind: ChangeKind, doc: Document, cursor: string, readable: ReadRule): void {
-    this.connection.sendText(changeFrame(this.id, kind, doc, cursor, readable));
+    this.connection.sendText(changeFrame(this.id, kind, this.view.outgoing(doc), cursor, readable));
   }
 
   private worst(excluding?: string): Document | null {
@@ -290,7 +359,51 @@ export class Subscription {
 
   /** The live path: each event changes the client's copy so that it stays equal to the query's result. */
   async apply(routed: RoutedChange[]): Promise<void> {
-    if (this.applyWith(routed, await this.readable())) await this.resync();
+    if (!this.view.expands) {
+      await this.view.prepare(routed.map(({ change }) => newDocument(change, this.view.collection)));
+      if (this.applyWith(routed, await this.readable())) await this.resync();
+      return;
+    }
+    // In runs, in commit order: the query's own changes, and changes to documents it expands.
+    for (let start = 0; start < routed.length;) {
+      const own = this.ownsChange((routed[start] as RoutedChange).change);
+      let end = start + 1;
+      while (end < routed.length && this.ownsChange((routed[end] as RoutedChange).change) === own) end++;
+      const run = routed.slice(start, end);
+      if (own) {
+        await this.view.prepare(run.map(({ change }) => newDocument(change, this.view.collection)));
+        if (this.applyWith(run, await this.readable())) {
+          // The rest waits in the buffer while the window is re-read (see applyWith).
+          this.buffer = [...(this.buffer ?? []), ...routed.slice(end)];
+          await this.resync();
+          return;
+        }
+      } else {
+        await this.refreshExpansions((run.at(-1) as RoutedChange).cursor);
+      }
+      start = end;
+    }
+  }
+
+  private ownsChange(change: FeedChange): boolean {
+    return change.schema === this.table.schema && change.table === this.table.table;
+  }
+
+  /**
+   * A referenced document changed: every result is expanded afresh (one statement per level)
+   * and each whose expansion differs from what the subscriber holds is sent `modified`.
+   */
+  private async refreshExpansions(cursor: string): Promise<void> {
+    const docs = [...this.window.values()];
+    const before = docs.map((doc) => JSON.stringify(this.view.outgoing(doc).expand ?? null));
+    await this.view.expand(docs, true);
+    const readable = stableVerdicts(await this.readable());
+    docs.forEach((doc, i) => {
+      if (JSON.stringify(this.view.outgoing(doc).expand ?? null) !== before[i] && readable(doc)) {
+        this.sendChange('modified', doc, cursor, readable);
+      }
+    });
+    this.lastCursor = cursor;
   }
 
   /**
@@ -366,7 +479,9 @@ export class Subscription {
   private matchedBefore(change: FeedChange, readable: ReadRule): boolean {
     if (!change.oldRow) return false;
     const old = rowToDocument(this.view.collection, change.oldRow);
-    return this.view.matches(old) && readable(old);
+    // The search verdict of an old row is not fetched: taken as a match, it costs a re-read at most.
+    const matched = this.view.searches ? this.view.matchesBesidesSearch(old) : this.view.matches(old);
+    return matched && readable(old);
   }
 
   /** Whether documents beyond the window match (queries with `limit`; false for the others). */
@@ -503,6 +618,7 @@ export class Subscription {
     const { docs, more } = await this.snapshot(limit);
     // A query without limit never holds part of its result.
     if (more && this.view.unbounded) throw tooManyDocuments();
+    this.view.matchedInSql(docs);
     const tick = await this.context.documents.markTick();
     await this.context.waitForTick(tick);
     const buffer = this.buffer ?? [];
@@ -511,9 +627,14 @@ export class Subscription {
     const readable = await this.readable();
     const candidates = new Map(docs.map((doc) => [doc.id, doc]));
     const last = new Map<string, FeedChange>();
-    for (const { change } of upto) last.set(change.rowId, change);
+    // Changes to expanded collections need no overlay: the snapshot expanded after them.
+    for (const { change } of upto) if (this.ownsChange(change)) last.set(change.rowId, change);
+    const overlay = new Map<string, Document | null>();
     for (const [id, change] of last) {
-      const doc = change.newRow ? rowToDocument(this.view.collection, change.newRow) : null;
+      overlay.set(id, change.newRow ? rowToDocument(this.view.collection, change.newRow) : null);
+    }
+    await this.view.prepare([...overlay.values()]);
+    for (const [id, doc] of overlay) {
       if (doc && this.view.matches(doc) && readable(doc)) candidates.set(id, doc);
       else candidates.delete(id);
     }
@@ -555,7 +676,13 @@ export class Subscription {
     this.trackBeyond(ordered, result.full);
     const cursor = formatCursor(result.tick);
     this.setLastCursor(cursor);
-    this.connection.send({ type: frame, id: this.id, docs, cursor, ...this.moreField() });
+    this.connection.send({
+      type: frame,
+      id: this.id,
+      docs: docs.map((doc) => this.view.outgoing(doc)),
+      cursor,
+      ...this.moreField(),
+    });
     this.toldMore = this.view.windowed ? this.hasMore : null;
     if (!result.complete) await this.refill(cursor);
     this.goLive();

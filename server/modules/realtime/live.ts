@@ -55,6 +55,9 @@ export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed
         return verdict;
       };
     },
+    searchMatches: (collection, text, docs) => documents.searchMatches(collection, text, docs),
+    expand: (caller, collection, docs, paths) => documents.expandFor(caller, collection, docs, paths),
+    expandTargets: (collection, paths) => documents.expandTargets(collection, paths),
     // Taken after the snapshot query: the tick then covers everything the query saw.
     markTick: async () => parseCursor(await feed.coveringCursor()),
   };

@@ -2,6 +2,9 @@ import { parseCursor } from '../../internal/changes/cursor.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
 import { parseQuery } from '../documents/query.js';
+import { parseExpandInput } from '../documents/expand.js';
+import { isEmptyOrderBy, parseSearchText } from '../documents/search.js';
+import { DATA_SCHEMA } from '../documents/sql.js';
 import { beginSharedFrames, endSharedFrames } from './change-frames.js';
 import type { RealtimeConnection } from './connection.js';
 import { parsePosition, routeChanges, safeTick } from './live-cursor.js';
@@ -170,16 +173,34 @@ export class SubscriptionManager {
     const position = message.resume_from !== undefined ? parsePosition(message.resume_from) : null;
     const table = await this.documents.tableOf(message.collection);
     const input = message.query ?? {};
+    const search = message.doc_id === undefined ? (parseSearchText(input.search) ?? undefined) : undefined;
+    const expand = message.doc_id === undefined ? parseExpandInput(input.expand) : [];
+    // Changes to the expanded collections reach this subscription too (refreshExpansions).
+    const expandTables =
+      expand.length > 0
+        ? (await this.documents.expandTargets(message.collection, expand)).map((name) => `${DATA_SCHEMA}.${name}`)
+        : [];
+    if (search !== undefined && input.highlight !== undefined) {
+      throw new AppError('INVALID_REQUEST', 'Live queries do not take highlight.', { details: { field: 'highlight' } });
+    }
     const view = new View(
       message.collection,
       message.doc_id ?? null,
       query,
       {
         ...(input.where !== undefined ? { where: input.where } : {}),
-        ...(input.order_by !== undefined ? { order_by: input.order_by } : {}),
+        // A live search keeps the query's order (id by default), not relevance: the window is
+        // ordered in process, where ranks are not known.
+        ...(input.order_by !== undefined || search !== undefined
+          ? { order_by: isEmptyOrderBy(input.order_by) ? [['id', 'asc']] : input.order_by }
+          : {}),
         ...(input.after !== undefined && input.after !== null ? { after: input.after } : {}),
+        ...(search !== undefined ? { search } : {}),
+        ...(expand.length > 0 ? { expand } : {}),
       },
       input.limit !== undefined && input.limit !== null,
+      search !== undefined ? (docs) => this.documents.searchMatches(message.collection, search, docs) : null,
+      expand.length > 0 ? (docs) => this.documents.expand(connection.caller, message.collection, docs, expand) : null,
     );
     const subscription = new Subscription(message.id, connection, view, table, this.context);
     subscription.onFailed = (failed) => this.remove(failed);
@@ -187,10 +208,12 @@ export class SubscriptionManager {
     // Registered before the snapshot is read, so no change can fall between the two.
     subs.set(message.id, subscription);
     this.byConnection.set(connection.id, subs);
-    const key = `${table.schema}.${table.table}`;
-    const set = this.byTable.get(key) ?? new Set<Subscription>();
-    set.add(subscription);
-    this.byTable.set(key, set);
+    subscription.tables = [`${table.schema}.${table.table}`, ...expandTables];
+    for (const key of subscription.tables) {
+      const set = this.byTable.get(key) ?? new Set<Subscription>();
+      set.add(subscription);
+      this.byTable.set(key, set);
+    }
 
     subscription.enqueue(async () => {
       if (position) await resumeSubscription(subscription, position, this.feed);
@@ -229,9 +252,10 @@ export class SubscriptionManager {
     const subs = this.byConnection.get(subscription.connection.id);
     subs?.delete(subscription.id);
     if (subs && subs.size === 0) this.byConnection.delete(subscription.connection.id);
-    const key = `${subscription.table.schema}.${subscription.table.table}`;
-    const set = this.byTable.get(key);
-    set?.delete(subscription);
-    if (set && set.size === 0) this.byTable.delete(key);
+    for (const key of subscription.tables) {
+      const set = this.byTable.get(key);
+      set?.delete(subscription);
+      if (set && set.size === 0) this.byTable.delete(key);
+    }
   }
 }

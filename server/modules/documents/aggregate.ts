@@ -1,0 +1,170 @@
+/**
+ * Aggregations (docs/documents.md#aggregations): `POST /v1/db/:collection/aggregate`
+ * groups the documents the caller may read (the read rule applied in SQL, as for queries)
+ * and computes count, sum, avg, min and max per group, in one statement.
+ *
+ * Semantics: sum, avg, min and max read JSON numbers only; a value of any other type (a
+ * string "12", a boolean, null) or a missing field is ignored, and a group with no number
+ * gets null. `["count"]` counts documents; `["count", path]` those whose field is present
+ * and not null. A group key is the field's value; missing and null fall in one group, key null.
+ */
+import { AppError } from '../../internal/errors.js';
+import { fieldRefName, parseFieldRef, QUERY_LIMITS, type FieldRef } from './query.js';
+import { dataPathExpr, quoteIdent, ROW_ALIAS } from './sql.js';
+import type { JsonValue } from './types.js';
+
+export const AGGREGATE_LIMITS = { maxAggregates: 20, maxGroupBy: 8, defaultLimit: 100, maxLimit: 1000 } as const;
+export const AGGREGATE_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max'] as const;
+export type AggregateFunction = (typeof AGGREGATE_FUNCTIONS)[number];
+const ALIAS = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+export interface Aggregate {
+  alias: string;
+  fn: AggregateFunction;
+  field: FieldRef | null;
+}
+
+export interface ParsedAggregation {
+  groupBy: FieldRef[];
+  aggregates: Aggregate[];
+  /** Terms naming a group_by path or an aggregate alias. */
+  orderBy: Array<{
+    target: { kind: 'key'; index: number } | { kind: 'value'; index: number };
+    direction: 'asc' | 'desc';
+  }>;
+  limit: number;
+}
+
+export interface AggregateInput {
+  where?: unknown;
+  group_by?: unknown;
+  aggregates?: unknown;
+  order_by?: unknown;
+  limit?: unknown;
+}
+
+function invalid(message: string, field: string): AppError {
+  return new AppError('INVALID_REQUEST', message, { details: { field } });
+}
+
+export function parseAggregation(input: AggregateInput): ParsedAggregation {
+  const groupByInput = input.group_by ?? [];
+  if (!Array.isArray(groupByInput) || groupByInput.length > AGGREGATE_LIMITS.maxGroupBy) {
+    throw invalid(`group_by: a list of at most ${AGGREGATE_LIMITS.maxGroupBy} paths.`, 'group_by');
+  }
+  const groupBy = groupByInput.map((path, i) => parseFieldRef(path, `group_by[${i}]`));
+  const names = groupBy.map(fieldRefName);
+  if (new Set(names).size !== names.length) throw invalid('group_by: a path is listed twice.', 'group_by');
+
+  const aggregatesInput = input.aggregates;
+  if (aggregatesInput === null || typeof aggregatesInput !== 'object' || Array.isArray(aggregatesInput)) {
+    throw invalid('aggregates: {"<alias>": ["count"] | ["sum" | "avg" | "min" | "max", path]}.', 'aggregates');
+  }
+  const entries = Object.entries(aggregatesInput);
+  if (entries.length === 0 || entries.length > AGGREGATE_LIMITS.maxAggregates) {
+    throw invalid(`aggregates: 1 to ${AGGREGATE_LIMITS.maxAggregates} of them.`, 'aggregates');
+  }
+  const aggregates = entries.map(([alias, spec]): Aggregate => {
+    const where = `aggregates.${alias}`;
+    if (!ALIAS.test(alias)) throw invalid(`${where}: an alias is a letter or _ then letters, digits, _.`, where);
+    if (!Array.isArray(spec) || spec.length < 1 || spec.length > 2) {
+      throw invalid(`${where}: ["count"] or ["sum" | "avg" | "min" | "max", path].`, where);
+    }
+    const [fn, path] = spec as [unknown, unknown];
+    if (typeof fn !== 'string' || !(AGGREGATE_FUNCTIONS as readonly string[]).includes(fn)) {
+      throw invalid(`${where}: unknown function ${JSON.stringify(fn)} (${AGGREGATE_FUNCTIONS.join(', ')}).`, where);
+    }
+    if (fn !== 'count' && spec.length !== 2) throw invalid(`${where}: ${fn} needs a path.`, where);
+    return { alias, fn: fn as AggregateFunction, field: spec.length === 2 ? parseFieldRef(path, `${where}[1]`) : null };
+  });
+
+  const orderInput = input.order_by ?? [];
+  if (!Array.isArray(orderInput) || orderInput.length > QUERY_LIMITS.maxOrderBy) {
+    throw invalid(`order_by: at most ${QUERY_LIMITS.maxOrderBy} terms.`, 'order_by');
+  }
+  const orderBy = orderInput.map((term: unknown, i) => {
+    const where = `order_by[${i}]`;
+    const [name, direction = 'asc'] = Array.isArray(term) ? (term as unknown[]) : [term];
+    if (typeof name !== 'string' || (direction !== 'asc' && direction !== 'desc')) {
+      throw invalid(`${where}: [group_by path or aggregate alias, "asc" | "desc"].`, where);
+    }
+    const value = aggregates.findIndex((aggregate) => aggregate.alias === name);
+    const key = names.indexOf(name);
+    if (value < 0 && key < 0) throw invalid(`${where}: "${name}" is neither a group_by path nor an alias.`, where);
+    return {
+      target: value >= 0 ? { kind: 'value' as const, index: value } : { kind: 'key' as const, index: key },
+      direction: direction as 'asc' | 'desc',
+    };
+  });
+
+  const limit = input.limit ?? AGGREGATE_LIMITS.defaultLimit;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > AGGREGATE_LIMITS.maxLimit) {
+    throw invalid(`limit: a whole number from 1 to ${AGGREGATE_LIMITS.maxLimit}.`, 'limit');
+  }
+  return { groupBy, aggregates, orderBy, limit };
+}
+
+/** A field as jsonb (the group key), missing and JSON null both 'null'. */
+function keyExpr(field: FieldRef): string {
+  if (field.kind === 'data') return `coalesce(${dataPathExpr(field.path)}, 'null'::jsonb)`;
+  const column = `${ROW_ALIAS}.${quoteIdent(field.name)}`;
+  if (field.name === 'created_at' || field.name === 'updated_at') {
+    return `to_jsonb(to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))`;
+  }
+  return `coalesce(to_jsonb(${column}), 'null'::jsonb)`;
+}
+
+/** A field's value as numeric when it is a JSON number, else NULL (which aggregates skip). */
+function numberExpr(field: FieldRef): string {
+  if (field.kind !== 'data') return 'NULL::numeric';
+  const x = dataPathExpr(field.path);
+  return `(CASE WHEN jsonb_typeof(${x}) = 'number' THEN (${x})::numeric END)`;
+}
+
+function aggregateExpr(aggregate: Aggregate): string {
+  if (aggregate.fn === 'count') {
+    if (!aggregate.field) return 'count(*)';
+    return `count(*) FILTER (WHERE ${keyExpr(aggregate.field)} <> 'null'::jsonb)`;
+  }
+  return `${aggregate.fn}(${numberExpr(aggregate.field as FieldRef)})`;
+}
+
+/** The SELECT list, GROUP BY and ORDER BY of an aggregation; keys come out as k0…, values as v0…. */
+export function compileAggregation(parsed: ParsedAggregation): {
+  select: string;
+  groupBy: string | null;
+  orderBy: string;
+} {
+  const keys = parsed.groupBy.map((field, i) => `${keyExpr(field)} AS k${i}`);
+  const values = parsed.aggregates.map((aggregate, i) => `${aggregateExpr(aggregate)} AS v${i}`);
+  const order = parsed.orderBy.map(
+    (term) =>
+      `${term.target.kind === 'key' ? 'k' : 'v'}${term.target.index} ${term.direction === 'asc' ? 'ASC' : 'DESC'} NULLS FIRST`,
+  );
+  // Ties (and no order_by) fall to the keys, so the answer's order is stable.
+  for (let i = 0; i < parsed.groupBy.length; i++) order.push(`k${i} ASC`);
+  return {
+    select: [...keys, ...values].join(', '),
+    groupBy: parsed.groupBy.length > 0 ? parsed.groupBy.map((_, i) => `${i + 1}`).join(', ') : null,
+    orderBy: order.length > 0 ? order.join(', ') : '1',
+  };
+}
+
+export interface AggregateGroup {
+  key: Record<string, JsonValue>;
+  values: Record<string, number | null>;
+}
+
+/** A result row as the wire's group. */
+export function toGroup(parsed: ParsedAggregation, row: Record<string, unknown>): AggregateGroup {
+  const key: Record<string, JsonValue> = {};
+  parsed.groupBy.forEach((field, i) => {
+    key[fieldRefName(field)] = (row[`k${i}`] ?? null) as JsonValue;
+  });
+  const values: Record<string, number | null> = {};
+  parsed.aggregates.forEach((aggregate, i) => {
+    const value = row[`v${i}`];
+    values[aggregate.alias] = value === null || value === undefined ? null : Number(value);
+  });
+  return { key, values };
+}

@@ -1,0 +1,231 @@
+import { describe, expect, it } from 'vitest';
+import { signUp, type SignedUp } from './auth-helpers.js';
+import { createCollection, errorCode, request, useTestApp } from './helpers.js';
+import type { Doc } from './documents-support.js';
+
+const server = useTestApp();
+
+/** A small seeded generator (mulberry32), so a failure names a seed that reproduces it. */
+function generator(seed: number) {
+  let state = seed >>> 0;
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    int: (n: number) => Math.floor(next() * n),
+    pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T,
+  };
+}
+
+const MISSING = Symbol('missing');
+type Generated = unknown | typeof MISSING;
+
+interface Group {
+  key: Record<string, unknown>;
+  values: Record<string, number | null>;
+}
+
+function randomData(rand: ReturnType<typeof generator>): Record<string, unknown> {
+  const data: Record<string, unknown> = {};
+  const set = (name: string, value: Generated) => {
+    if (value !== MISSING) data[name] = value;
+  };
+  set('cat', rand.pick(['a', 'b', 'c', null, MISSING, 1, true]));
+  set('sub', rand.pick(['x', 'y', MISSING]));
+  set(
+    'price',
+    rand.pick([
+      () => Math.round(rand.next() * 10000) / 100,
+      () => -rand.int(50),
+      () => String(rand.int(9)),
+      () => null,
+      () => MISSING,
+      () => rand.int(1000),
+    ])(),
+  );
+  set('qty', rand.pick([() => rand.int(20), () => MISSING, () => 'many', () => [1, 2]])());
+  set('public', rand.pick([true, false, MISSING]));
+  return data;
+}
+
+const AGGREGATES = {
+  n: ['count'],
+  priced: ['count', 'price'],
+  total: ['sum', 'price'],
+  mean: ['avg', 'price'],
+  least: ['min', 'qty'],
+  most: ['max', 'price'],
+};
+
+/** The same aggregation computed in JavaScript over documents. */
+function computeGroups(docs: Doc[], groupBy: string[]): Group[] {
+  const groups = new Map<string, { key: Record<string, unknown>; docs: Doc[] }>();
+  for (const doc of docs) {
+    const key: Record<string, unknown> = {};
+    for (const path of groupBy) key[path] = (doc.data as Record<string, unknown>)[path] ?? null;
+    const id = JSON.stringify(groupBy.map((path) => key[path]));
+    const group = groups.get(id) ?? { key, docs: [] };
+    group.docs.push(doc);
+    groups.set(id, group);
+  }
+  return [...groups.values()].map(({ key, docs: members }) => {
+    const numbers = (path: string) =>
+      members
+        .map((doc) => (doc.data as Record<string, unknown>)[path])
+        .filter((value): value is number => typeof value === 'number');
+    const prices = numbers('price');
+    const qtys = numbers('qty');
+    const sum = prices.reduce((a, b) => a + b, 0);
+    return {
+      key,
+      values: {
+        n: members.length,
+        priced: members.filter((doc) => ((doc.data as Record<string, unknown>).price ?? null) !== null).length,
+        total: prices.length > 0 ? sum : null,
+        mean: prices.length > 0 ? sum / prices.length : null,
+        least: qtys.length > 0 ? Math.min(...qtys) : null,
+        most: prices.length > 0 ? Math.max(...prices) : null,
+      },
+    };
+  });
+}
+
+async function allDocs(token: string | undefined, where: unknown[]): Promise<Doc[]> {
+  const docs: Doc[] = [];
+  let after: string | null = null;
+  do {
+    const page = await request(server.url, 'POST', '/v1/db/items/query', {
+      token,
+      body: { where, limit: 1000, ...(after ? { after } : {}) },
+    });
+    expect(page.status, page.text).toBe(200);
+    const body = page.body as { docs: Doc[]; next_cursor: string | null };
+    docs.push(...body.docs);
+    after = body.next_cursor;
+  } while (after);
+  return docs;
+}
+
+const WHERES: unknown[][] = [
+  [],
+  [['sub', '==', 'x']],
+  [['price', '>', 10]],
+  [
+    {
+      or: [
+        ['cat', '==', 'a'],
+        ['qty', '<', 5],
+      ],
+    },
+  ],
+  [['public', '==', true]],
+  [['cat', 'in', ['a', 'b', null]]],
+];
+
+describe('aggregate', () => {
+  let alice: SignedUp;
+  let bob: SignedUp;
+
+  it('equals a JavaScript computation over what query returns, for random documents, queries and callers', async () => {
+    await createCollection(server, {
+      name: 'items',
+      rules: { read: 'doc.data.public == true || doc.owner == auth.uid', create: 'auth != null' },
+    });
+    alice = await signUp(server.url);
+    bob = await signUp(server.url);
+    const rand = generator(20261207);
+    const ops = Array.from({ length: 300 }, () => ({
+      op: 'create' as const,
+      collection: 'items',
+      data: randomData(rand),
+      owner: rand.pick([alice.user.id, bob.user.id, null]),
+    }));
+    const batch = await request(server.url, 'POST', '/v1/db/batch', { token: server.serviceKey, body: { ops } });
+    expect(batch.status, batch.text).toBe(200);
+
+    const callers: Array<[string, string | undefined]> = [
+      ['alice', alice.token],
+      ['bob', bob.token],
+      ['public', undefined],
+      ['service', server.serviceKey],
+    ];
+    for (let round = 0; round < 24; round++) {
+      const where = rand.pick(WHERES);
+      const groupBy = rand.pick([[], ['cat'], ['sub'], ['cat', 'sub']]);
+      const [who, token] = rand.pick(callers);
+      const label = `round ${round}: ${who} where=${JSON.stringify(where)} group_by=${JSON.stringify(groupBy)}`;
+      const result = await request(server.url, 'POST', '/v1/db/items/aggregate', {
+        token,
+        body: { where, group_by: groupBy, aggregates: AGGREGATES, limit: 1000 },
+      });
+      expect(result.status, `${label}: ${result.text}`).toBe(200);
+      const actual = (result.body as { groups: Group[] }).groups;
+      const expected = computeGroups(await allDocs(token, where), groupBy);
+      if (groupBy.length === 0 && expected.length === 0) {
+        // No readable document: one group of zeros and nulls, as SQL answers.
+        expect(actual, label).toEqual([
+          { key: {}, values: { n: 0, priced: 0, total: null, mean: null, least: null, most: null } },
+        ]);
+        continue;
+      }
+      expect(actual.length, label).toBe(expected.length);
+      const byKey = new Map(actual.map((group) => [JSON.stringify(group.key), group]));
+      for (const group of expected) {
+        const found = byKey.get(JSON.stringify(group.key));
+        expect(found, `${label}: group ${JSON.stringify(group.key)}`).toBeDefined();
+        for (const [alias, value] of Object.entries(group.values)) {
+          const got = found?.values[alias];
+          if (value === null || got === null) expect(got, `${label} ${alias}`).toBe(value);
+          else expect(got, `${label} ${alias}`).toBeCloseTo(value, 6);
+        }
+      }
+    }
+  });
+
+  it('orders by an alias or a key, limits, and groups on system fields', async () => {
+    const top = await request(server.url, 'POST', '/v1/db/items/aggregate', {
+      token: server.serviceKey,
+      body: { group_by: ['cat'], aggregates: { n: ['count'] }, order_by: [['n', 'desc']], limit: 2 },
+    });
+    expect(top.status, top.text).toBe(200);
+    const groups = (top.body as { groups: Group[] }).groups;
+    expect(groups).toHaveLength(2);
+    expect(groups[0]?.values.n).toBeGreaterThanOrEqual(groups[1]?.values.n ?? 0);
+    const owners = await request(server.url, 'POST', '/v1/db/items/aggregate', {
+      token: server.serviceKey,
+      body: { group_by: ['owner'], aggregates: { n: ['count'] } },
+    });
+    const keys = (owners.body as { groups: Group[] }).groups.map((group) => group.key.owner);
+    expect(keys.sort()).toEqual([alice.user.id, bob.user.id, null].sort());
+  });
+
+  it('refuses malformed aggregations with 400', async () => {
+    const bad: unknown[] = [
+      {},
+      { aggregates: {} },
+      { aggregates: { n: ['median', 'price'] } },
+      { aggregates: { n: ['sum'] } },
+      { aggregates: { 'bad alias': ['count'] } },
+      { aggregates: { n: ['count'] }, limit: 1001 },
+      { aggregates: { n: ['count'] }, group_by: ["a'b"] },
+      { aggregates: { n: ['count'] }, order_by: [['nope', 'asc']] },
+      { aggregates: { n: ['count'] }, group_by: ['cat', 'cat'] },
+    ];
+    for (const body of bad) {
+      const result = await request(server.url, 'POST', '/v1/db/items/aggregate', { token: server.serviceKey, body });
+      expect(result.status, JSON.stringify(body)).toBe(400);
+      expect(errorCode(result.body)).toBe('INVALID_REQUEST');
+    }
+    await createCollection(server, { name: 'closed', rules: {} });
+    const forbidden = await request(server.url, 'POST', '/v1/db/closed/aggregate', {
+      token: alice.token,
+      body: { aggregates: { n: ['count'] } },
+    });
+    expect(forbidden.status).toBe(403);
+  });
+});
