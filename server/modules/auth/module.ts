@@ -2,10 +2,14 @@ import type { TokenVerifier } from '../../internal/caller.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
+import { IGNORE_AUTH_EVENTS, type AuthEventSink } from './events.js';
+import { factorRoutes } from './factor-routes.js';
 import { Mailer } from './mailer.js';
+import { MfaService } from './mfa.js';
 import { OAuthRepository } from './oauth/repository.js';
 import { oauthRoutes } from './oauth/routes.js';
 import { OAuthService } from './oauth/service.js';
+import { PasskeyService } from './passkeys.js';
 import { PasswordHasher } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
 import { AdminService } from './admin-service.js';
@@ -31,6 +35,15 @@ export interface AuthModule extends ServerModule {
   admin: AdminService;
   /** Verifies the access tokens of requests and websockets. */
   verifier: TokenVerifier;
+  /** TOTP factors, recovery codes and step-up challenges. */
+  mfa: MfaService;
+  /** Passkeys: registration, sign-in, removal. */
+  passkeys: PasskeyService;
+}
+
+export interface AuthModuleOptions {
+  /** Where second-factor events go (an audit log); by default nowhere. */
+  onEvent?: AuthEventSink;
 }
 
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
@@ -42,7 +55,7 @@ const KEY_RELOAD_EVERY_MS = 10_000;
  */
 const KEY_RELOAD_IDLE_MS = 60_000;
 
-export function buildAuthModule(platform: Platform): AuthModule {
+export function buildAuthModule(platform: Platform, options: AuthModuleOptions = {}): AuthModule {
   const { config, log } = platform;
   const auth = config.auth;
   const repo = new AuthRepository(platform.db);
@@ -90,6 +103,9 @@ export function buildAuthModule(platform: Platform): AuthModule {
     redirects,
   });
   const admin = new AdminService({ repo, hasher, keys, sessions });
+  const events = options.onEvent ?? IGNORE_AUTH_EVENTS;
+  const mfa = new MfaService({ config, repo, limiter, sessions, events });
+  const passkeys = new PasskeyService({ config, repo, limiter, sessions, mfa, events });
   const oauth = new OAuthService({
     config,
     repository: new OAuthRepository(platform.db),
@@ -114,9 +130,12 @@ export function buildAuthModule(platform: Platform): AuthModule {
     emailFlows,
     admin,
     verifier: service.verifier,
+    mfa,
+    passkeys,
     routes: async (app) => {
       await app.register(authRoutes, { service, emailFlows, admin });
       await app.register(oauthRoutes, { oauth });
+      await app.register(factorRoutes, { mfa, passkeys });
     },
     async start() {
       // Instances of one database accept each other's tokens only if they name the same

@@ -69,6 +69,7 @@ export class SessionService {
         email: claims.email,
         sessionId: claims.session_id,
         emailVerified: claims.email_verified,
+        aal: claims.aal,
         claims: claims.app_metadata,
         expiresAt: claims.exp,
       };
@@ -305,7 +306,7 @@ export class SessionService {
       case 'rotated':
         return {
           user: toPublicUser(attempt.user),
-          session: await this.sessions.sessionObject(attempt.user, attempt.sessionId, next),
+          session: await this.sessions.sessionObject(attempt.user, attempt.sessionId, next, attempt.aal),
         };
       case 'needs_locked_path':
         return this.refreshLocked(hash);
@@ -348,7 +349,7 @@ export class SessionService {
       const next = randomToken();
       await this.repo.sessions.insertRefreshToken(tx, session.id, tokenHash(next));
       await this.repo.sessions.touch(tx, session.id);
-      return { user, sessionId: session.id, next } as const;
+      return { user, sessionId: session.id, next, aal: session.aal } as const;
     });
     if ('error' in outcome) {
       if ('revoked' in outcome && outcome.revoked) this.sessions.announce(outcome.revoked);
@@ -356,7 +357,7 @@ export class SessionService {
     }
     return {
       user: toPublicUser(outcome.user),
-      session: await this.sessions.sessionObject(outcome.user, outcome.sessionId, outcome.next),
+      session: await this.sessions.sessionObject(outcome.user, outcome.sessionId, outcome.next, outcome.aal),
     };
   }
 
