@@ -2,10 +2,16 @@ export { BasaltError, ERROR_CATALOGUE, isErrorCode } from './errors.js';
 export type { ErrorBody, ErrorCode, ErrorDetails } from './errors.js';
 export { createClient, HttpTransport } from './client.js';
 export type { BasaltClient, ClientOptions, RetryOptions } from './client.js';
-export { AuthClient } from './auth.js';
+export { AuthClient, MfaClient, PasskeysClient } from './auth.js';
 export type {
+  AssuranceLevel,
   AuthChangeEvent,
   AuthResponse,
+  MfaFactor,
+  MfaVerifyResponse,
+  Passkey,
+  PasskeyRegisterResponse,
+  TotpEnrollment,
   AuthStateListener,
   Session,
   SessionInfo,
