@@ -1,10 +1,6 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
+import { haveBrowser, startBrowserHarness, type BrowserHarness } from '../client-sdk/test/browser-support.js';
 import { claimsOf } from './auth-mfa-support.js';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 
@@ -14,6 +10,15 @@ import { createTestDatabase, errorCode, request, startTestApp, type TestApp, typ
 // relying party id can name); Basalt listens elsewhere and is told the page's origin.
 
 const PASSWORD = 'correct horse battery staple 42';
+/** A platform authenticator (CTAP2, internal) with resident keys that verifies its user. */
+const AUTHENTICATOR = {
+  protocol: 'ctap2',
+  transport: 'internal',
+  hasResidentKey: true,
+  hasUserVerification: true,
+  isUserVerified: true,
+  automaticPresenceSimulation: true,
+} as const;
 
 interface PageClient {
   auth: {
@@ -41,44 +46,26 @@ interface PageGlobal {
 describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator', () => {
   let database: TestDatabase;
   let server: TestApp;
-  let pages: http.Server;
+  let harness: BrowserHarness;
   let pageUrl: string;
   let browser: Browser;
 
   beforeAll(async () => {
-    const bundle = await build({
-      entryPoints: [fileURLToPath(new URL('../client-sdk/src/index.ts', import.meta.url))],
-      bundle: true,
-      format: 'iife',
-      globalName: 'Basalt',
-      platform: 'browser',
-      write: false,
-    });
-    const sdk = bundle.outputFiles[0]?.text ?? '';
-    pages = http.createServer((incoming, response) => {
-      if (incoming.url?.startsWith('/sdk.js')) {
-        response.writeHead(200, { 'content-type': 'text/javascript' }).end(sdk);
-        return;
-      }
-      response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><script src="/sdk.js"></script>');
-    });
-    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    const origin = `http://localhost:${(pages.address() as AddressInfo).port}`;
-    pageUrl = `${origin}/app`;
+    harness = await startBrowserHarness({ pageHost: 'localhost' });
+    browser = harness.browser;
+    pageUrl = harness.pageUrl;
     database = await createTestDatabase();
     server = await startTestApp(database, {
       BASALT_PASSKEY_RP_ID: 'localhost',
-      BASALT_PASSKEY_ORIGINS: origin,
+      BASALT_PASSKEY_ORIGINS: new URL(pageUrl).origin,
       BASALT_AUTH_APP_NAME: 'Basalt passkey test',
     });
-    browser = await launchChromium();
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
+    await harness?.close();
     await server?.close();
     await database?.drop();
-    await new Promise((resolve) => pages?.close(resolve));
   });
 
   async function withAuthenticator(context: BrowserContext): Promise<{ page: Page; cdp: CDPSession; id: string }> {
@@ -86,14 +73,7 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
     const cdp = await context.newCDPSession(page);
     await cdp.send('WebAuthn.enable');
     const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: {
-        protocol: 'ctap2',
-        transport: 'internal',
-        hasResidentKey: true,
-        hasUserVerification: true,
-        isUserVerified: true,
-        automaticPresenceSimulation: true,
-      },
+      options: AUTHENTICATOR,
     });
     await page.goto(pageUrl);
     await page.evaluate((url) => {
@@ -223,14 +203,7 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
     // The same key in another authenticator, its counter back at 1: a copy of the key.
     await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: original });
     const { authenticatorId: clone } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: {
-        protocol: 'ctap2',
-        transport: 'internal',
-        hasResidentKey: true,
-        hasUserVerification: true,
-        isUserVerified: true,
-        automaticPresenceSimulation: true,
-      },
+      options: AUTHENTICATOR,
     });
     await cdp.send('WebAuthn.addCredential', { authenticatorId: clone, credential: { ...credential, signCount: 0 } });
     const outcome = await page.evaluate(async () => {

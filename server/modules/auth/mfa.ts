@@ -8,7 +8,7 @@ import type { Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
 import { requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
-import { assertNotBanned, clientIp, type AuthResult, type ClientContext } from './accounts.js';
+import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
 import type { AuthEventSink, AuthEventType } from './events.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { AuthRepository, FactorRow, UserRow } from './repository.js';
@@ -47,10 +47,6 @@ function newRecoveryCode(): string {
 /** How a typed recovery code is compared: case, spaces and dashes do not matter. */
 function normalizeRecoveryCode(code: string): string {
   return code.toLowerCase().replace(/[\s-]/g, '');
-}
-
-function iso(date: Date | null): string | null {
-  return date === null ? null : date.toISOString();
 }
 
 function toFactor(row: FactorRow): MfaFactor {

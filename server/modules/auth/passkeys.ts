@@ -14,7 +14,7 @@ import type { Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import { requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
-import { assertNotBanned, clientIp, type AuthResult, type ClientContext } from './accounts.js';
+import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
 import { normalizeEmail } from './email.js';
 import type { AuthEventSink, AuthEventType } from './events.js';
 import { appName, type MfaService } from './mfa.js';
@@ -40,10 +40,6 @@ export function passkeyOrigins(config: RuntimeConfig): string[] {
   if (config.auth.passkeyOrigins) return config.auth.passkeyOrigins;
   if (config.corsOrigins !== '*') return config.corsOrigins;
   return [new URL(config.publicUrl).origin];
-}
-
-function iso(date: Date | null): string | null {
-  return date === null ? null : date.toISOString();
 }
 
 function toPasskey(row: PasskeyRow): Passkey {
