@@ -391,6 +391,58 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(oneAal2.status).toBe(200);
   });
 
+  it('the email and password of an account with a factor change only at aal2', async () => {
+    const user = await signUp(server.url);
+    const totp = await enableTotp(server.url, user.token);
+    const aal1 = (await signIn(server.url, user.email)).session!.access_token;
+    for (const body of [{ password: 'another good passphrase 7' }, { email: `moved-${user.email}` }]) {
+      const refused = await request(server.url, 'PATCH', '/v1/auth/user', { token: aal1, body });
+      expect(refused.status).toBe(403);
+      expect(errorCode(refused.body)).toBe('MFA_REQUIRED');
+    }
+    // Metadata is not a credential.
+    const data = await request(server.url, 'PATCH', '/v1/auth/user', {
+      token: aal1,
+      body: { data: { theme: 'dark' } },
+    });
+    expect(data.status).toBe(200);
+    const changed = await request(server.url, 'PATCH', '/v1/auth/user', {
+      token: totp.accessToken,
+      body: { password: 'another good passphrase 7' },
+    });
+    expect(changed.status, changed.text).toBe(200);
+  });
+
+  it('an admin resets a user who lost every factor: factors, passkeys and recovery codes go, sessions end', async () => {
+    const user = await signUp(server.url);
+    const totp = await enableTotp(server.url, user.token);
+    const byUser = await request(server.url, 'DELETE', `/v1/admin/users/${user.id}/factors`, {
+      token: totp.accessToken,
+    });
+    expect(byUser.status).toBe(403);
+    const reset = await request(server.url, 'DELETE', `/v1/admin/users/${user.id}/factors`, {
+      token: server.serviceKey,
+    });
+    expect(reset.status, reset.text).toBe(200);
+    expect(reset.body).toEqual({ removed: 1 });
+    await waitFor('the aal2 session to end', async () => {
+      const me = await request(server.url, 'GET', '/v1/auth/user', { token: totp.accessToken });
+      return me.status === 401;
+    });
+    expect((await signIn(server.url, user.email)).mfa_required).toBe(false);
+    const codes = await server.sql.query('SELECT 1 FROM basalt.recovery_codes WHERE user_id = $1', [user.id]);
+    expect(codes.rowCount).toBe(0);
+    const missing = await request(
+      server.url,
+      'DELETE',
+      `/v1/admin/users/00000000-0000-4000-8000-000000000000/factors`,
+      {
+        token: server.serviceKey,
+      },
+    );
+    expect(errorCode(missing.body)).toBe('NOT_FOUND');
+  });
+
   it('anonymous users cannot enroll; the public cannot call any of it', async () => {
     const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
     const token = (anonymous.body as AuthBody).session!.access_token;

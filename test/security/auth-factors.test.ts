@@ -153,6 +153,23 @@ securitySuite<Fixture>({
       code: 'MFA_REQUIRED',
     },
     {
+      name: 'the password of an account with a factor is changed at aal1 (a takeover from a stolen password)',
+      request: () => ({
+        method: 'PATCH',
+        path: '/v1/auth/user',
+        as: 'alice:aal1',
+        body: { password: 'attacker chose this passphrase' },
+      }),
+      status: 403,
+      code: 'MFA_REQUIRED',
+    },
+    {
+      name: "a user resets another user's factors through the admin API",
+      request: (f) => ({ method: 'DELETE', path: `/v1/admin/users/${f.bob.id}/factors`, as: 'alice:aal2' }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
       name: 'the aal claim of an aal1 token is rewritten to aal2',
       async run(f, server) {
         const [header, payload, signature] = f.alice.aal1.split('.') as [string, string, string];

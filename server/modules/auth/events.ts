@@ -10,6 +10,7 @@ export type AuthEventType =
   | 'mfa.challenge_failed'
   | 'mfa.recovery_code_used'
   | 'mfa.factor_removed'
+  | 'mfa.factors_reset_by_admin'
   | 'passkey.registered'
   | 'passkey.removed'
   | 'passkey.signin_succeeded'

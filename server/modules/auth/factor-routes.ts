@@ -1,6 +1,7 @@
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { FastifyPluginAsync } from 'fastify';
+import { requireService } from '../../internal/guards.js';
 import type { MfaService } from './mfa.js';
 import type { PasskeyService } from './passkeys.js';
 import { body, client, email, errors, idParams, noContent, optionalBody, uuid } from './routes.js';
@@ -182,6 +183,24 @@ export const factorRoutes: FastifyPluginAsync<FactorRouteOptions> = async (plugi
     },
     async (request) =>
       passkeys.signinVerify({ credential: request.body.credential as AuthenticationResponseJSON }, client(request)),
+  );
+
+  app.delete(
+    '/v1/admin/users/:id/factors',
+    {
+      // The key is checked before the body, as for every admin call.
+      preValidation: async (request) => requireService(request.caller),
+      schema: {
+        tags: ['admin'],
+        summary: "Delete every second factor of a user (TOTP, passkeys, recovery codes) and end the user's sessions",
+        params: idParams,
+        response: {
+          200: { type: 'object', additionalProperties: false, properties: { removed: { type: 'integer' } } },
+          ...errors,
+        },
+      },
+    },
+    async (request) => mfa.resetByAdmin(request.caller, request.params.id),
   );
 
   app.get(

@@ -6,7 +6,7 @@ import type { AuthConfig } from '../../config.js';
 import type { UserCaller, Caller } from '../../internal/caller.js';
 import type { Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
-import { requireUser } from '../../internal/guards.js';
+import { requireService, requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
 import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
 import type { AuthEventSink, AuthEventType } from './events.js';
@@ -245,6 +245,29 @@ export class MfaService {
     });
     this.deps.sessions.announce(revoked);
     this.event('mfa.factor_removed', me.uid, context, { factor_id: id });
+  }
+
+  /**
+   * For a user who lost every factor and every recovery code (the service key only, after
+   * the app verified who asks): deletes all their second factors and ends all their sessions.
+   */
+  async resetByAdmin(caller: Caller, userId: string): Promise<{ removed: number }> {
+    requireService(caller);
+    const { removed, revoked } = await this.deps.repo.transaction(async (tx) => {
+      const user = await this.deps.repo.users.byId(tx, userId, true);
+      if (!user) throw new AppError('NOT_FOUND', 'No such user.');
+      const count = await this.deps.repo.factors.deleteAll(tx, userId);
+      return { removed: count, revoked: await this.deps.sessions.revoke(tx, { userId }, 'mfa_reset_by_admin') };
+    });
+    this.deps.sessions.announce(revoked);
+    this.deps.events({
+      type: 'mfa.factors_reset_by_admin',
+      userId,
+      ip: null,
+      userAgent: null,
+      details: { removed },
+    });
+    return { removed };
   }
 
   /**

@@ -420,6 +420,16 @@ export class SessionService {
     context?: ClientContext,
   ): Promise<PublicUser> {
     const me = requireUser(caller);
+    // The credentials of an account with a second factor change only from a session that
+    // proved it: else a stolen password (aal1) could take the account over for good.
+    if ((input.email !== undefined || input.password !== undefined) && me.aal !== 'aal2') {
+      if (await this.repo.factors.hasActive(this.repo.pool, me.uid)) {
+        throw new AppError(
+          'MFA_REQUIRED',
+          'Changing the email or password of this account needs a second factor first.',
+        );
+      }
+    }
     // A new address gets a mail: count it against the same per-IP budget as recovery mails.
     if (input.email !== undefined && context) {
       await this.deps.limiter.consume(`email:ip:${clientIp(context)}`, this.config.rateLimits.emailPerIp);

@@ -230,6 +230,20 @@ export class FactorRepository {
     return rows.length > 0;
   }
 
+  /** Deletes every second factor of the user (TOTP, passkeys, recovery codes); returns how many factors went. */
+  async deleteAll(q: Queryable, userId: string): Promise<number> {
+    const orm = this.db.builder(q);
+    return mapDatabaseErrors(async () => {
+      const totp = await orm
+        .delete(authFactors)
+        .where(eq(authFactors.userId, userId))
+        .returning({ id: authFactors.id });
+      const keys = await orm.delete(passkeys).where(eq(passkeys.userId, userId)).returning({ id: passkeys.id });
+      await orm.delete(recoveryCodes).where(eq(recoveryCodes.userId, userId));
+      return totp.length + keys.length;
+    });
+  }
+
   // ---- WebAuthn challenges ---------------------------------------------------------------
 
   async insertChallenge(
