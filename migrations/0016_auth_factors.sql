@@ -51,11 +51,14 @@ CREATE INDEX passkeys_user_id_idx ON basalt.passkeys (user_id);
 
 -- WebAuthn challenges, kept server-side so any instance can finish a ceremony another began;
 -- deleted when spent (single use) and swept once expired. `user_id` is the registering
--- user, or the account a sign-in was asked for (null: any discoverable credential).
+-- user, or the account a sign-in was asked for. A sign-in asked for an email is `bound`:
+-- only a passkey of `user_id` answers it, and none when the email has no account (null).
+-- Unbound sign-ins accept any discoverable credential.
 CREATE TABLE basalt.webauthn_challenges (
   challenge text PRIMARY KEY,
   purpose text NOT NULL CHECK (purpose IN ('register', 'signin')),
   user_id uuid REFERENCES basalt.users (id) ON DELETE CASCADE,
+  bound boolean NOT NULL DEFAULT false,
   created_at timestamptz NOT NULL DEFAULT now(),
   expires_at timestamptz NOT NULL
 );

@@ -178,6 +178,19 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
       }
     }, otherEmail);
     expect(refused).toBe('INVALID_CREDENTIALS');
+    // An address without an account is refused the same way: the answer tells nobody which
+    // addresses have accounts.
+    const unknown = await page.evaluate(async (email) => {
+      const { client } = window as unknown as PageGlobal;
+      try {
+        await client.auth.signInWithPasskey({ email });
+        return { code: 'signed in', reason: '' };
+      } catch (error) {
+        const failure = error as { code?: string; details?: { reason?: string } };
+        return { code: failure.code, reason: failure.details?.reason };
+      }
+    }, `nobody-${Date.now()}@example.com`);
+    expect(unknown).toEqual({ code: 'INVALID_CREDENTIALS', reason: 'other_account' });
     await context.close();
   });
 

@@ -243,6 +243,8 @@ export const webauthnChallenges = basalt.table('webauthn_challenges', {
   challenge: text('challenge').primaryKey(),
   purpose: text('purpose', { enum: ['register', 'signin'] }).notNull(),
   userId: uuid('user_id').references(() => users.id, { onDelete: 'cascade' }),
+  /** Only a passkey of `userId` answers (none when null): a sign-in asked for an email. */
+  bound: boolean('bound').notNull().default(false),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   expiresAt: timestamptz('expires_at').notNull(),
 });

@@ -100,7 +100,10 @@ export class PasskeyService {
     this.deps.events({ type, userId, ip: context.ip, userAgent: context.userAgent, details });
   }
 
-  private async spend(challenge: string, purpose: ChallengePurpose): Promise<{ userId: string | null }> {
+  private async spend(
+    challenge: string,
+    purpose: ChallengePurpose,
+  ): Promise<{ userId: string | null; bound: boolean }> {
     const spent = await this.deps.repo.factors.spendChallenge(this.deps.repo.pool, challenge, purpose);
     if (!spent) throw new AppError('INVALID_TOKEN', 'The passkey challenge is unknown, expired or already used.');
     return spent;
@@ -140,6 +143,7 @@ export class PasskeyService {
       challenge: options.challenge,
       purpose: 'register',
       userId: me.uid,
+      bound: true,
       ttlSeconds: CEREMONY_SECONDS,
     });
     return options;
@@ -199,8 +203,9 @@ export class PasskeyService {
   /**
    * Options for a passkey sign-in. With an email, the challenge is bound to that account (a
    * passkey of another account is refused at verify); without, any discoverable passkey of
-   * this relying party may answer. The answer is the same whether or not the email has an
-   * account: no credential ids are listed, so it tells nobody who has passkeys.
+   * this relying party may answer. The answer, and the refusal at verify, are the same
+   * whether or not the email has an account: no credential ids are listed, and a challenge
+   * for an unknown email is bound to no account, so any passkey is refused as "another account".
    */
   async signinOptions(
     input: { email?: string },
@@ -208,26 +213,22 @@ export class PasskeyService {
   ): Promise<PublicKeyCredentialRequestOptionsJSON> {
     await this.deps.limiter.consume(`mfa:ip:${clientIp(context)}`, this.deps.config.auth.rateLimits.mfaPerIp);
     let userId: string | null = null;
-    let unknownAccount = false;
     if (input.email !== undefined) {
       const user = await this.deps.repo.users.byEmail(this.deps.repo.pool, normalizeEmail(input.email));
       userId = user?.id ?? null;
-      unknownAccount = userId === null;
     }
     const options = await generateAuthenticationOptions({
       rpID: passkeyRpId(this.deps.config),
       timeout: CEREMONY_SECONDS * 1000,
       userVerification: 'required',
     });
-    // An unknown account's challenge is never stored: its verify fails like a spent one.
-    if (!unknownAccount) {
-      await this.deps.repo.factors.insertChallenge(this.deps.repo.pool, {
-        challenge: options.challenge,
-        purpose: 'signin',
-        userId,
-        ttlSeconds: CEREMONY_SECONDS,
-      });
-    }
+    await this.deps.repo.factors.insertChallenge(this.deps.repo.pool, {
+      challenge: options.challenge,
+      purpose: 'signin',
+      userId,
+      bound: input.email !== undefined,
+      ttlSeconds: CEREMONY_SECONDS,
+    });
     return options;
   }
 
@@ -244,7 +245,7 @@ export class PasskeyService {
     };
     const passkey = await this.deps.repo.factors.passkeyByCredentialId(pool, credential.id);
     if (!passkey) throw fail('unknown_credential');
-    if (spent.userId !== null && spent.userId !== passkey.userId) throw fail('other_account', spent.userId);
+    if (spent.bound && spent.userId !== passkey.userId) throw fail('other_account', spent.userId);
     const handle = credential.response.userHandle;
     if (handle !== undefined && handle !== Buffer.from(userHandle(passkey.userId)).toString('base64url')) {
       throw fail('user_handle_mismatch', passkey.userId);

@@ -248,7 +248,13 @@ export class FactorRepository {
 
   async insertChallenge(
     q: Queryable,
-    challenge: { challenge: string; purpose: ChallengePurpose; userId: string | null; ttlSeconds: number },
+    challenge: {
+      challenge: string;
+      purpose: ChallengePurpose;
+      userId: string | null;
+      bound: boolean;
+      ttlSeconds: number;
+    },
   ): Promise<void> {
     await mapDatabaseErrors(() =>
       this.db
@@ -258,6 +264,7 @@ export class FactorRepository {
           challenge: challenge.challenge,
           purpose: challenge.purpose,
           userId: challenge.userId,
+          bound: challenge.bound,
           expiresAt: sql`now() + make_interval(secs => ${challenge.ttlSeconds})`,
         }),
     );
@@ -271,7 +278,7 @@ export class FactorRepository {
     q: Queryable,
     challenge: string,
     purpose: ChallengePurpose,
-  ): Promise<{ userId: string | null } | null> {
+  ): Promise<{ userId: string | null; bound: boolean } | null> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
         .builder(q)
@@ -283,9 +290,9 @@ export class FactorRepository {
             gt(webauthnChallenges.expiresAt, sql`now()`),
           ),
         )
-        .returning({ userId: webauthnChallenges.userId, expiresAt: webauthnChallenges.expiresAt }),
+        .returning({ userId: webauthnChallenges.userId, bound: webauthnChallenges.bound }),
     );
-    return row ? { userId: row.userId } : null;
+    return row ?? null;
   }
 
   /** Deletes expired challenges and old unverified factors. */
