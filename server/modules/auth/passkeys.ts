@@ -10,6 +10,7 @@ import {
   type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import type { Passkey, PasskeyRegisterResponse } from '../../../client-sdk/src/wire.js';
+import type { Config } from '../../config.js';
 import type { Caller } from '../../internal/caller.js';
 import { AppError } from '../../internal/errors.js';
 import { requireUser } from '../../internal/guards.js';
@@ -28,7 +29,7 @@ const CEREMONY_SECONDS = 300;
 const MAX_PASSKEYS = 20;
 
 /** The relying party id: BASALT_PASSKEY_RP_ID, else the host name of the public URL. */
-export function passkeyRpId(config: RuntimeConfig): string {
+export function passkeyRpId(config: Pick<Config, 'auth' | 'publicUrl'>): string {
   return config.auth.passkeyRpId ?? new URL(config.publicUrl).hostname;
 }
 
@@ -36,7 +37,7 @@ export function passkeyRpId(config: RuntimeConfig): string {
  * Origins a ceremony may come from: BASALT_PASSKEY_ORIGINS, else BASALT_CORS_ORIGINS when it
  * lists origins, else the origin of the public URL.
  */
-export function passkeyOrigins(config: RuntimeConfig): string[] {
+export function passkeyOrigins(config: Pick<Config, 'auth' | 'publicUrl' | 'corsOrigins'>): string[] {
   if (config.auth.passkeyOrigins) return config.auth.passkeyOrigins;
   if (config.corsOrigins !== '*') return config.corsOrigins;
   return [new URL(config.publicUrl).origin];
