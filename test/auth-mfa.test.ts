@@ -204,6 +204,31 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(answers.filter((answer) => answer.status === 400).length).toBeGreaterThanOrEqual(3);
   });
 
+  it('two activations of one factor racing with different codes: one wins and issues the recovery codes', async () => {
+    const user = await signUp(server.url);
+    const enrolled = await request(server.url, 'POST', '/v1/auth/mfa/totp/enroll', { token: user.token, body: {} });
+    const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
+    await freshStep();
+    const answers = await Promise.all(
+      [-1, 0].map((offset, i) =>
+        request(i === 0 ? server.url : second.url, 'POST', '/v1/auth/mfa/totp/verify', {
+          token: user.token,
+          body: { factor_id: factorId, code: totpCode(secret, offset) },
+        }),
+      ),
+    );
+    const won = answers.filter((answer) => answer.status === 200);
+    expect(won, answers.map((answer) => answer.text).join('\n')).toHaveLength(1);
+    const codes = (won[0]!.body as { recovery_codes: string[] }).recovery_codes;
+    // The winner's codes are the ones that work.
+    const aal1 = (await signIn(server.url, user.email)).session!.access_token;
+    const used = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1,
+      body: { recovery_code: codes[0] },
+    });
+    expect(used.status, used.text).toBe(200);
+  });
+
   it('a recovery code gives aal2 once; written in any case, with or without the dash', async () => {
     const user = await signUp(server.url);
     const totp = await enableTotp(server.url, user.token);

@@ -311,7 +311,10 @@ export class MfaService {
       const step = this.matchingStep(factor, code);
       if (step === null) throw WRONG_CODE('invalid_code');
       return this.deps.repo.transaction(async (tx) => {
-        if (!(await this.deps.repo.factors.spendStep(tx, factor.id, step))) throw WRONG_CODE('code_already_used');
+        const activating = factor.status === 'unverified';
+        if (!(await this.deps.repo.factors.spendStep(tx, factor.id, step, activating))) {
+          throw WRONG_CODE('code_already_used');
+        }
         return then(tx);
       });
     });

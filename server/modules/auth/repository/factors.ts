@@ -94,9 +94,11 @@ export class FactorRepository {
    * Records that a code of time step `step` was accepted, and verifies the factor if it was
    * not yet: only when no code of this step or a later one was accepted before. Returns the
    * factor when it did, null when the step was spent already (a replay, or a concurrent use
-   * of the same code that won): the row lock makes racing uses take turns.
+   * of the same code that won): the row lock makes racing uses take turns. With `activating`,
+   * only while the factor is unverified (else only once it is verified): of two activations
+   * racing, one wins and issues the recovery codes.
    */
-  async spendStep(q: Queryable, factorId: string, step: number): Promise<FactorRow | null> {
+  async spendStep(q: Queryable, factorId: string, step: number, activating: boolean): Promise<FactorRow | null> {
     const [row] = await mapDatabaseErrors(() =>
       this.db
         .builder(q)
@@ -108,7 +110,11 @@ export class FactorRepository {
           verifiedAt: sql`coalesce(${authFactors.verifiedAt}, now())`,
         })
         .where(
-          and(eq(authFactors.id, factorId), or(isNull(authFactors.lastUsedStep), lt(authFactors.lastUsedStep, step))),
+          and(
+            eq(authFactors.id, factorId),
+            or(isNull(authFactors.lastUsedStep), lt(authFactors.lastUsedStep, step)),
+            eq(authFactors.status, activating ? 'unverified' : 'verified'),
+          ),
         )
         .returning(),
     );
