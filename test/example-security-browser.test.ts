@@ -92,7 +92,7 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
     await page.fill('#challenge-code', totpCode(secret, 1));
     await page.click('#challenge button[type="submit"]');
     await page.waitForFunction(() => document.querySelector('#aal')?.textContent?.includes('aal2'));
-    expect(await page.isHidden('#challenge')).toBe(true);
+    await page.waitForSelector('#challenge[hidden]', { state: 'attached' });
     expect(await page.isHidden('#error')).toBe(true);
     await context.close();
   });

@@ -41,12 +41,17 @@ function item(text, onRemove) {
 async function render() {
   await basalt.auth.ready;
   const signedIn = basalt.auth.session !== null && !basalt.auth.user?.is_anonymous;
+  const sections = ['#level', '#totp', '#passkeys'];
   $('#signed-out').hidden = signedIn;
-  for (const id of ['#level', '#totp', '#passkeys']) $(id).hidden = !signedIn;
-  if (!signedIn) return;
+  if (!signedIn) {
+    for (const id of sections) $(id).hidden = true;
+    return;
+  }
   const aal = basalt.auth.aal;
-  $('#aal').textContent = aal === 'aal2' ? 'aal2 (second factor verified)' : 'aal1 (password only)';
   const [{ factors }, passkeys] = await Promise.all([basalt.auth.mfa.factors(), basalt.auth.passkeys.list()]);
+  // The whole state at once, after the reads: what is shown never mixes two states.
+  for (const id of sections) $(id).hidden = false;
+  $('#aal').textContent = aal === 'aal2' ? 'aal2 (second factor verified)' : 'aal1 (password only)';
   const verified = factors.filter((factor) => factor.status === 'verified');
   $('#challenge').hidden = aal === 'aal2' || verified.length === 0;
   $('#factors').replaceChildren(
