@@ -21,6 +21,17 @@ interface TotpUser {
 interface Fixture {
   alice: TotpUser;
   bob: TotpUser;
+  /** A "view as" session an admin started as alice. */
+  aliceViewed: string;
+}
+
+async function impersonate(server: TestApp, userId: string): Promise<string> {
+  const started = await request(server.url, 'POST', `/v1/admin/users/${userId}/impersonate`, {
+    token: server.serviceKey,
+    body: {},
+  });
+  if (started.status !== 201) throw new Error(`impersonate failed: ${started.status} ${started.text}`);
+  return (started.body as { session: { access_token: string } }).session.access_token;
 }
 
 async function totpUser(server: TestApp): Promise<TotpUser> {
@@ -54,9 +65,11 @@ securitySuite<Fixture>({
   surface: 'auth: second factors',
   env: { BASALT_AUTH_RATE_MFA_FAILED_USER: '4' },
   async setup(server) {
-    return { alice: await totpUser(server), bob: await totpUser(server) };
+    const alice = await totpUser(server);
+    return { alice, bob: await totpUser(server), aliceViewed: await impersonate(server, alice.id) };
   },
   tokenOf(fixture, actor) {
+    if (actor === 'alice:viewed') return fixture.aliceViewed;
     const [name, level] = actor.split(':') as ['alice' | 'bob', 'aal1' | 'aal2'];
     return fixture[name]?.[level];
   },
@@ -302,6 +315,97 @@ securitySuite<Fixture>({
         expect(errorCode(letters.body)).toBe('INVALID_REQUEST');
         const extra = await challenge(server, f.alice.aal1, { factor_id: f.alice.factorId, code: '123456', x: 1 });
         expect(errorCode(extra.body)).toBe('INVALID_REQUEST');
+      },
+    },
+    {
+      name: 'an impersonated session enrols a TOTP factor',
+      request: () => ({ method: 'POST', path: '/v1/auth/mfa/totp/enroll', as: 'alice:viewed', body: {} }),
+      status: 403,
+      code: 'FORBIDDEN',
+      check(result) {
+        expect(result.body).toMatchObject({ error: { details: { reason: 'impersonated' } } });
+      },
+    },
+    {
+      name: 'an impersonated session verifies a factor',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/auth/mfa/totp/verify',
+        as: 'alice:viewed',
+        body: { factor_id: f.alice.factorId, code: '123456' },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session proves a factor with the right code (it would start a session of its own)',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/auth/mfa/challenge',
+        as: 'alice:viewed',
+        body: { factor_id: f.alice.factorId, code: totpCode(f.alice.secret) },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session uses a recovery code',
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/auth/mfa/challenge',
+        as: 'alice:viewed',
+        body: { recovery_code: f.alice.recoveryCodes[9] },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session removes a factor',
+      request: (f) => ({ method: 'DELETE', path: `/v1/auth/mfa/factors/${f.alice.factorId}`, as: 'alice:viewed' }),
+      status: 403,
+      code: 'FORBIDDEN',
+      async check(_result, f, server) {
+        const listed = await request(server.url, 'GET', '/v1/auth/mfa/factors', { token: f.alice.aal2 });
+        expect((listed.body as { factors: Array<{ id: string }> }).factors.map((x) => x.id)).toEqual([
+          f.alice.factorId,
+        ]);
+      },
+    },
+    {
+      name: 'an impersonated session starts a passkey registration',
+      request: () => ({ method: 'POST', path: '/v1/auth/passkeys/register/options', as: 'alice:viewed' }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session answers a passkey registration',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/auth/passkeys/register/verify',
+        as: 'alice:viewed',
+        body: {
+          credential: { ...forgedAssertion('AAAA'), response: { clientDataJSON: 'e30', attestationObject: 'AAAA' } },
+        },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session removes a passkey',
+      request: () => ({
+        method: 'DELETE',
+        path: '/v1/auth/passkeys/00000000-0000-4000-8000-000000000000',
+        as: 'alice:viewed',
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'an impersonated session of a user with a factor is aal1 and names its actor',
+      async run(f) {
+        const claims = claimsOf(f.aliceViewed);
+        expect(claims.aal).toBe('aal1');
+        expect(claims.act).toEqual({ sub: 'service' });
       },
     },
     {

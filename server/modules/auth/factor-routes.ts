@@ -190,6 +190,8 @@ export const factorRoutes: FastifyPluginAsync<FactorRouteOptions> = async (plugi
     {
       // The key is checked before the body, as for every admin call.
       preValidation: async (request) => requireService(request.caller),
+      // Audited by the service as `mfa.factors_reset_by_admin`, in the change's transaction.
+      config: { audit: { recorded: true } },
       schema: {
         tags: ['admin'],
         summary: "Delete every second factor of a user (TOTP, passkeys, recovery codes) and end the user's sessions",
