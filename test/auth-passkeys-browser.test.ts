@@ -153,6 +153,24 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
     }, email);
     expect(byEmail).toEqual({ id: signedUp.id, aal: 'aal2' });
 
+    // The audit log has the registration and both sign-ins, each with its passkey and client.
+    const audited = await request(server.url, 'GET', `/v1/admin/audit?user_id=${signedUp.id}&type=passkey.`, {
+      token: server.serviceKey,
+    });
+    const passkeyEvents = (audited.body as { events: Array<{ type: string; actor: unknown; details: unknown }> })
+      .events;
+    expect(passkeyEvents.map((event) => event.type).toSorted()).toEqual([
+      'passkey.registered',
+      'passkey.signin_succeeded',
+      'passkey.signin_succeeded',
+    ]);
+    for (const event of passkeyEvents) {
+      expect(event).toMatchObject({
+        actor: { type: 'user', id: signedUp.id },
+        details: { passkey_id: registered.passkey.id },
+      });
+    }
+
     // The assertion the browser sent, sent again: its challenge is spent.
     expect(sent.length).toBe(2);
     const replay = await request(server.url, 'POST', '/v1/auth/passkeys/signin/verify', {
