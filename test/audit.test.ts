@@ -8,7 +8,7 @@ import { ADVISORY_LOCKS } from '../server/internal/advisory-locks.js';
 import { silentLogger } from './helpers.js';
 import { errorCode, request, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
 import { STRONG_PASSWORD, signIn, signUp, uniqueEmail, type AuthBody } from './auth-helpers.js';
-import { enableTotp, freshStep, totpCode } from './auth-mfa-support.js';
+import { enableTotp, forgedAssertion, freshStep, totpCode } from './auth-mfa-support.js';
 
 /**
  * The audit log: every account event (in the transaction of its change, failed sign-ins on
@@ -753,22 +753,7 @@ describe('second-factor events', () => {
       headers: client(ip),
     });
     expect(options.status).toBe(200);
-    const clientData = {
-      type: 'webauthn.get',
-      challenge: (options.body as { challenge: string }).challenge,
-      origin: server.url,
-    };
-    const credential = {
-      id: 'AAAA',
-      rawId: 'AAAA',
-      type: 'public-key',
-      clientExtensionResults: {},
-      response: {
-        clientDataJSON: Buffer.from(JSON.stringify(clientData)).toString('base64url'),
-        authenticatorData: 'AAAA',
-        signature: 'AAAA',
-      },
-    };
+    const credential = forgedAssertion((options.body as { challenge: string }).challenge, server.url);
     const failed = await request(server.url, 'POST', '/v1/auth/passkeys/signin/verify', {
       body: { credential },
       headers: client(ip),

@@ -49,3 +49,19 @@ export async function enableTotp(
     refreshToken: body.session.refresh_token,
   };
 }
+
+/** A credential that parses, answering `challenge`, but whose bytes prove nothing. */
+export function forgedAssertion(challengeValue: string, origin = 'http://127.0.0.1') {
+  const clientData = { type: 'webauthn.get', challenge: challengeValue, origin };
+  return {
+    id: 'AAAA',
+    rawId: 'AAAA',
+    type: 'public-key',
+    clientExtensionResults: {},
+    response: {
+      clientDataJSON: Buffer.from(JSON.stringify(clientData)).toString('base64url'),
+      authenticatorData: 'AAAA',
+      signature: 'AAAA',
+    },
+  };
+}

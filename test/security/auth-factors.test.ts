@@ -4,7 +4,7 @@
  */
 import { expect } from 'vitest';
 import { signIn, signUp, type AuthBody } from '../auth-helpers.js';
-import { claimsOf, enableTotp, freshStep, totpCode } from '../auth-mfa-support.js';
+import { claimsOf, enableTotp, forgedAssertion, freshStep, totpCode } from '../auth-mfa-support.js';
 import { errorCode, request, type TestApp } from '../helpers.js';
 import { securitySuite } from './harness.js';
 
@@ -43,22 +43,6 @@ async function totpUser(server: TestApp): Promise<TotpUser> {
 
 function challenge(server: TestApp, token: string, body: Record<string, unknown>) {
   return request(server.url, 'POST', '/v1/auth/mfa/challenge', { token, body });
-}
-
-/** A credential that parses, answering `challenge`, but whose bytes prove nothing. */
-function forgedAssertion(challengeValue: string) {
-  const clientData = { type: 'webauthn.get', challenge: challengeValue, origin: 'http://127.0.0.1' };
-  return {
-    id: 'AAAA',
-    rawId: 'AAAA',
-    type: 'public-key',
-    clientExtensionResults: {},
-    response: {
-      clientDataJSON: Buffer.from(JSON.stringify(clientData)).toString('base64url'),
-      authenticatorData: 'AAAA',
-      signature: 'AAAA',
-    },
-  };
 }
 
 securitySuite<Fixture>({

@@ -1,5 +1,6 @@
 import type { Queryable } from '../../internal/db.js';
 import type { MfaEventType, PasskeyEventType } from '../audit/events.js';
+import type { ClientContext } from './accounts.js';
 
 /**
  * Auth events of second factors, as they happen: the one place an audit log (or metrics)
@@ -24,3 +25,15 @@ export interface AuthEvent {
 export type AuthEventSink = (event: AuthEvent, options?: { tx?: Queryable }) => void | Promise<void>;
 
 export const IGNORE_AUTH_EVENTS: AuthEventSink = () => undefined;
+
+/** An event a user caused from `context` (the client of their request), in `tx` when given. */
+export function userEvent(
+  sink: AuthEventSink,
+  type: AuthEventType,
+  userId: string | null,
+  context: ClientContext,
+  details: Record<string, unknown> = {},
+  tx?: Queryable,
+): Promise<void> | void {
+  return sink({ type, userId, by: 'user', ip: context.ip, userAgent: context.userAgent, details }, { tx });
+}

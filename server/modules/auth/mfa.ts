@@ -9,7 +9,7 @@ import { AppError } from '../../internal/errors.js';
 import { refuseImpersonated, requireService, requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
 import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
-import type { AuthEventSink, AuthEventType } from './events.js';
+import { userEvent, type AuthEventSink, type AuthEventType } from './events.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { AuthRepository, FactorRow, UserRow } from './repository.js';
 import type { SessionFilter } from './repository/sessions.js';
@@ -98,7 +98,7 @@ export class MfaService {
     details: Record<string, unknown> = {},
     tx?: Tx,
   ): Promise<void> {
-    await this.deps.events({ type, userId, by: 'user', ip: context.ip, userAgent: context.userAgent, details }, { tx });
+    await userEvent(this.deps.events, type, userId, context, details, tx);
   }
 
   /** The user behind a caller that may manage factors: signed in, not anonymous, not banned. */

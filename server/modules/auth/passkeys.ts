@@ -18,7 +18,7 @@ import { refuseImpersonated, requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
 import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
 import { normalizeEmail } from './email.js';
-import type { AuthEventSink, AuthEventType } from './events.js';
+import { userEvent, type AuthEventSink, type AuthEventType } from './events.js';
 import { appName, type MfaService } from './mfa.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { AuthRepository, PasskeyRow } from './repository.js';
@@ -105,7 +105,7 @@ export class PasskeyService {
     details: Record<string, unknown> = {},
     tx?: Tx,
   ): Promise<void> {
-    await this.deps.events({ type, userId, by: 'user', ip: context.ip, userAgent: context.userAgent, details }, { tx });
+    await userEvent(this.deps.events, type, userId, context, details, tx);
   }
 
   private async spend(
