@@ -115,6 +115,12 @@ export interface AuthConfig {
   redirectUrls: string[];
   /** OAuth 2 / OpenID Connect providers, from BASALT_OAUTH_<NAME>_* variables. */
   oauthProviders: OAuthProviderConfig[];
+  /** The name authenticator apps and passkey prompts show (BASALT_AUTH_APP_NAME); null: the public URL's host. */
+  appName: string | null;
+  /** The WebAuthn relying party id (BASALT_PASSKEY_RP_ID); null: the public URL's host. */
+  passkeyRpId: string | null;
+  /** Origins a passkey ceremony may come from (BASALT_PASSKEY_ORIGINS); null: see passkeyOrigins() in the auth module. */
+  passkeyOrigins: string[] | null;
 }
 
 /** Per-window request budgets, counted in Postgres so that they hold across instances. */
@@ -128,6 +134,10 @@ export interface AuthRateLimits {
   verifyPerIp: number;
   refreshPerIp: number;
   anonymousPerIp: number;
+  /** Wrong second-factor codes (TOTP, recovery) per user; a success gives its count back. */
+  mfaFailedPerUser: number;
+  /** Second-factor attempts (codes, passkey sign-ins) per IP. */
+  mfaPerIp: number;
 }
 
 export interface OAuthProviderConfig {
@@ -234,22 +244,38 @@ function trustProxy(env: Env): Config['trustProxy'] {
   return raw;
 }
 
-function corsOrigins(env: Env): Config['corsOrigins'] {
-  const raw = value(env, 'BASALT_CORS_ORIGINS');
-  if (raw === undefined || raw === '*') return '*';
+/** A comma-separated list of origins (scheme, host and port), each checked. */
+function originList(env: Env, name: string): string[] | undefined {
+  const raw = value(env, name);
+  if (raw === undefined) return undefined;
   const origins = raw.split(',').map((part) => part.trim());
   for (const origin of origins) {
     let parsed: URL;
     try {
       parsed = new URL(origin);
     } catch {
-      throw new ConfigError('BASALT_CORS_ORIGINS', `"${origin}" is not an origin like https://app.example.com`);
+      throw new ConfigError(name, `"${origin}" is not an origin like https://app.example.com`);
     }
     if (parsed.origin !== origin.replace(/\/$/, '')) {
-      throw new ConfigError('BASALT_CORS_ORIGINS', `"${origin}" is not an origin (scheme, host and port only)`);
+      throw new ConfigError(name, `"${origin}" is not an origin (scheme, host and port only)`);
     }
   }
   return origins.map((origin) => origin.replace(/\/$/, ''));
+}
+
+function corsOrigins(env: Env): Config['corsOrigins'] {
+  if (value(env, 'BASALT_CORS_ORIGINS') === '*') return '*';
+  return originList(env, 'BASALT_CORS_ORIGINS') ?? '*';
+}
+
+/** A WebAuthn relying party id: a bare domain name (no scheme, port or path). */
+function passkeyRpId(env: Env): string | null {
+  const raw = value(env, 'BASALT_PASSKEY_RP_ID');
+  if (raw === undefined) return null;
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(raw) || raw.length > 253) {
+    throw new ConfigError('BASALT_PASSKEY_RP_ID', `"${raw}" is not a domain name like example.com`);
+  }
+  return raw.toLowerCase();
 }
 
 function storage(env: Env): StorageConfig {
@@ -397,7 +423,12 @@ function authCoreConfig(env: Env): AuthCoreConfig {
       verifyPerIp: limit('BASALT_AUTH_RATE_VERIFY_IP', 200),
       refreshPerIp: limit('BASALT_AUTH_RATE_REFRESH_IP', 3000),
       anonymousPerIp: limit('BASALT_AUTH_RATE_ANONYMOUS_IP', 100),
+      mfaFailedPerUser: limit('BASALT_AUTH_RATE_MFA_FAILED_USER', 10),
+      mfaPerIp: limit('BASALT_AUTH_RATE_MFA_IP', 100),
     },
+    appName: value(env, 'BASALT_AUTH_APP_NAME') ?? null,
+    passkeyRpId: passkeyRpId(env),
+    passkeyOrigins: originList(env, 'BASALT_PASSKEY_ORIGINS') ?? null,
   };
 }
 

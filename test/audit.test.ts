@@ -8,6 +8,7 @@ import { ADVISORY_LOCKS } from '../server/internal/advisory-locks.js';
 import { silentLogger } from './helpers.js';
 import { errorCode, request, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
 import { STRONG_PASSWORD, signIn, signUp, uniqueEmail, type AuthBody } from './auth-helpers.js';
+import { enableTotp, forgedAssertion, freshStep, totpCode } from './auth-mfa-support.js';
 
 /**
  * The audit log: every account event (in the transaction of its change, failed sign-ins on
@@ -327,6 +328,10 @@ describe('admin changes', () => {
       body: {},
     }),
     'DELETE /v1/admin/users/{id}': async ({ user }) => ({ path: `/v1/admin/users/${user}` }),
+    // A user of its own: the walk may delete the shared one first.
+    'DELETE /v1/admin/users/{id}/factors': async () => ({
+      path: `/v1/admin/users/${(await signUp(server.url)).id}/factors`,
+    }),
     'POST /v1/admin/collections': async () => ({
       path: '/v1/admin/collections',
       body: { name: 'walked', rules: { read: 'true' } },
@@ -372,6 +377,7 @@ describe('admin changes', () => {
   const expectedTypes: Record<string, string> = {
     'POST /v1/admin/auth/keys/rotate': 'admin.auth.keys.rotate',
     'POST /v1/admin/storage/sweep': 'admin.storage.sweep',
+    'DELETE /v1/admin/users/{id}/factors': 'mfa.factors_reset_by_admin',
   };
 
   it('records every changing admin route the app registers, with the service as actor', async () => {
@@ -729,5 +735,144 @@ describe('impersonation', () => {
     });
     expect(banned.status).toBe(403);
     expect(await eventsOf(user.id, 'admin.users.impersonate')).toEqual([]);
+  });
+});
+
+describe('second-factor events', () => {
+  const client = (ip: string) => ({ 'x-forwarded-for': ip, 'user-agent': 'mfa-audit/1.0' });
+
+  it('records enrolment, verification, a challenge, a wrong code, a recovery code and a removal, with the client', async () => {
+    const user = await signUp(server.url);
+    const ip = nextIp();
+    const enrolled = await request(server.url, 'POST', '/v1/auth/mfa/totp/enroll', {
+      token: user.token,
+      body: {},
+      headers: client(ip),
+    });
+    expect(enrolled.status, enrolled.text).toBe(200);
+    const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
+    await freshStep();
+    const verified = await request(server.url, 'POST', '/v1/auth/mfa/totp/verify', {
+      token: user.token,
+      body: { factor_id: factorId, code: totpCode(secret, -1) },
+      headers: client(ip),
+    });
+    expect(verified.status, verified.text).toBe(200);
+    const { recovery_codes: recoveryCodes } = verified.body as { recovery_codes: string[] };
+
+    const aal1 = (await signIn(server.url, user.email)).session!.access_token;
+    const wrong = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1,
+      body: { factor_id: factorId, code: '000000' === totpCode(secret) ? '111111' : '000000' },
+      headers: client(ip),
+    });
+    expect(errorCode(wrong.body)).toBe('INVALID_CREDENTIALS');
+    const challenged = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1,
+      body: { factor_id: factorId, code: totpCode(secret) },
+      headers: client(ip),
+    });
+    expect(challenged.status, challenged.text).toBe(200);
+    const aal1Again = (await signIn(server.url, user.email)).session!.access_token;
+    const recovered = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1Again,
+      body: { recovery_code: recoveryCodes[0] },
+      headers: client(ip),
+    });
+    expect(recovered.status, recovered.text).toBe(200);
+    const aal2 = (recovered.body as AuthBody).session!.access_token;
+    const removed = await request(server.url, 'DELETE', `/v1/auth/mfa/factors/${factorId}`, {
+      token: aal2,
+      headers: client(ip),
+    });
+    expect(removed.status, removed.text).toBe(204);
+
+    const recorded = await eventsOf(user.id, 'mfa.');
+    const byType = (type: string) => recorded.filter((event) => event.type === type);
+    for (const type of ['mfa.totp_enrolled', 'mfa.totp_verified', 'mfa.challenge_succeeded', 'mfa.factor_removed']) {
+      expect(byType(type), type).toHaveLength(1);
+      expect(byType(type)[0], type).toMatchObject({
+        user_id: user.id,
+        actor: { type: 'user', id: user.id },
+        ip,
+        user_agent: 'mfa-audit/1.0',
+        details: { factor_id: factorId },
+      });
+    }
+    expect(byType('mfa.challenge_failed')[0]).toMatchObject({
+      actor: { type: 'user', id: user.id },
+      ip,
+      details: { kind: 'totp', reason: 'invalid_code' },
+    });
+    expect(byType('mfa.recovery_code_used')[0]).toMatchObject({ ip, details: { remaining: 9 } });
+    // Neither the secret nor a recovery code reaches the log.
+    const all = JSON.stringify(await eventsOf(user.id));
+    expect(all).not.toContain(secret);
+    expect(all).not.toContain(recoveryCodes[0]!);
+    // Each step-up is a sign-in at aal2 of its own.
+    const stepUps = (await eventsOf(user.id, 'auth.signin')).filter((event) => event.details.method === 'step_up');
+    expect(stepUps).toHaveLength(3);
+    expect(stepUps.every((event) => event.details.aal === 'aal2')).toBe(true);
+  });
+
+  it('records nothing for a refused change: its event is written in the change’s transaction', async () => {
+    const user = await signUp(server.url);
+    const { accessToken } = await enableTotp(server.url, user.token);
+    const missing = await request(server.url, 'DELETE', '/v1/auth/mfa/factors/00000000-0000-4000-8000-000000000000', {
+      token: accessToken,
+    });
+    expect(missing.status).toBe(404);
+    expect(await eventsOf(user.id, 'mfa.factor_removed')).toEqual([]);
+  });
+
+  it('records an admin reset with the service as actor, and a failed passkey sign-in', async () => {
+    const user = await signUp(server.url);
+    await enableTotp(server.url, user.token);
+    const ip = nextIp();
+    const reset = await request(server.url, 'DELETE', `/v1/admin/users/${user.id}/factors`, {
+      token: server.serviceKey,
+      headers: client(ip),
+    });
+    expect(reset.status, reset.text).toBe(200);
+    expect((await eventsOf(user.id, 'mfa.factors_reset_by_admin'))[0]).toMatchObject({
+      actor: { type: 'service' },
+      ip,
+      details: { removed: 1 },
+    });
+    // One event for one change: the service records it, not the admin-route hook as well.
+    expect(await eventsOf(user.id, 'admin.')).toEqual([]);
+
+    const options = await request(server.url, 'POST', '/v1/auth/passkeys/signin/options', {
+      body: {},
+      headers: client(ip),
+    });
+    expect(options.status).toBe(200);
+    const credential = forgedAssertion((options.body as { challenge: string }).challenge, server.url);
+    const failed = await request(server.url, 'POST', '/v1/auth/passkeys/signin/verify', {
+      body: { credential },
+      headers: client(ip),
+    });
+    expect(errorCode(failed.body)).toBe('INVALID_CREDENTIALS');
+    const recorded = await waitFor('the failed passkey sign-in', async () =>
+      (await events(server, { type: 'passkey.signin_failed', limit: '500' })).find((event) => event.ip === ip),
+    );
+    expect(recorded).toMatchObject({
+      user_id: null,
+      actor: { type: 'anonymous' },
+      user_agent: 'mfa-audit/1.0',
+      details: { reason: 'unknown_credential' },
+    });
+  });
+
+  it('gives an impersonated session both the actor claim and aal1, even for a user with a factor', async () => {
+    const user = await signUp(server.url);
+    await enableTotp(server.url, user.token);
+    const started = await request(server.url, 'POST', `/v1/admin/users/${user.id}/impersonate`, {
+      token: server.serviceKey,
+      body: {},
+    });
+    expect(started.status).toBe(201);
+    const claims = claimsOf((started.body as { session: { access_token: string } }).session.access_token);
+    expect(claims).toMatchObject({ sub: user.id, act: { sub: 'service' }, aal: 'aal1' });
   });
 });

@@ -10,6 +10,7 @@ function access(exp: number, sub = 'u1'): VerifiedAccess {
     session_id: 's1',
     is_anonymous: false,
     app_metadata: { plan: 'pro' },
+    aal: 'aal1',
     exp,
     iat: exp - 900,
   };

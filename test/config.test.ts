@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../server/config.js';
+import { passkeyOrigins, passkeyRpId } from '../server/modules/auth/passkeys.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -91,6 +92,8 @@ describe('loadConfig', () => {
     [{ BASALT_PUBLIC_URL: 'ftp://x' }, 'BASALT_PUBLIC_URL', 'http://'],
     [{ SMTP_URL: 'http://mail' }, 'SMTP_URL', 'smtp://'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', 'one of'],
+    [{ BASALT_PASSKEY_RP_ID: 'https://example.com' }, 'BASALT_PASSKEY_RP_ID', 'domain name'],
+    [{ BASALT_PASSKEY_ORIGINS: 'https://a.example.com/path' }, 'BASALT_PASSKEY_ORIGINS', 'not an origin'],
   ])('rejects %o naming %s', (env, variable, reason) => {
     const error = configError(env);
     expect(error.variable).toBe(variable);
@@ -103,5 +106,28 @@ describe('loadConfig', () => {
     const config = loadConfig({ PORT: '', DATABASE_URL: '  ' });
     expect(config.port).toBe(8080);
     expect(config.databaseUrl).toBeNull();
+  });
+
+  it('reads the passkey relying party and its origins; defaults come from the public URL and CORS origins', () => {
+    const base = { BASALT_PUBLIC_URL: 'https://api.example.com:8443' };
+    const runtime = loadConfig;
+    expect(passkeyRpId(runtime(base))).toBe('api.example.com');
+    expect(passkeyOrigins(runtime(base))).toEqual(['https://api.example.com:8443']);
+    expect(passkeyOrigins(runtime({ ...base, BASALT_CORS_ORIGINS: 'https://app.example.com' }))).toEqual([
+      'https://app.example.com',
+    ]);
+    const explicit = runtime({
+      ...base,
+      BASALT_PASSKEY_RP_ID: 'Example.com',
+      BASALT_PASSKEY_ORIGINS: 'https://app.example.com, https://admin.example.com/',
+      BASALT_AUTH_APP_NAME: 'Acme',
+      BASALT_AUTH_RATE_MFA_FAILED_USER: '7',
+      BASALT_AUTH_RATE_MFA_IP: '70',
+    });
+    expect(passkeyRpId(explicit)).toBe('example.com');
+    expect(passkeyOrigins(explicit)).toEqual(['https://app.example.com', 'https://admin.example.com']);
+    expect(explicit.auth.appName).toBe('Acme');
+    expect(explicit.auth.rateLimits).toMatchObject({ mfaFailedPerUser: 7, mfaPerIp: 70 });
+    expect(loadConfig({}).auth.rateLimits).toMatchObject({ mfaFailedPerUser: 10, mfaPerIp: 100 });
   });
 });

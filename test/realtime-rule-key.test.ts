@@ -29,6 +29,7 @@ function callerOf(next: () => number): Caller {
     email: next() < 0.5 ? null : `${pick(next, UIDS)}@example.com`,
     sessionId: `s${Math.floor(next() * 1000)}`,
     emailVerified: next() < 0.5,
+    aal: next() < 0.5 ? 'aal2' : 'aal1',
     claims,
     expiresAt: 2_000_000_000,
   };
@@ -56,6 +57,7 @@ const RULES = [
   'exists(auth.claims.team) && auth.claims.admin == true',
   'auth.email != null',
   'auth.email_verified && auth.email != null',
+  'auth.aal == "aal2"',
   'size(auth) > 3',
   'auth == auth',
   '[auth] != [null]',

@@ -169,6 +169,7 @@ describe('ruleAuthFromCaller', () => {
       email: null,
       email_verified: false,
       role: 'service',
+      aal: 'aal1',
       claims: {},
     });
     const user: Caller = {
@@ -185,8 +186,10 @@ describe('ruleAuthFromCaller', () => {
       email: 'a@example.com',
       email_verified: true,
       role: 'authenticated',
+      aal: 'aal1',
       claims: { plan: 'pro' },
     });
+    expect(ruleAuthFromCaller({ ...user, aal: 'aal2' })?.aal).toBe('aal2');
     // A caller that does not say has proven nothing.
     expect(ruleAuthFromCaller({ ...user, emailVerified: undefined })?.email_verified).toBe(false);
   });
@@ -198,6 +201,20 @@ describe('ruleAuthFromCaller', () => {
     expect(evaluateRule(rule, { auth: { ...base, email_verified: true }, now })).toBe(true);
     expect(evaluateRule(rule, { auth: { ...base, email_verified: false }, now })).toBe(false);
     expect(evaluateRule(rule, { auth: base, now })).toBe(false);
+    expect(evaluateRule(rule, { auth: null, now })).toBe(false);
+  });
+});
+
+describe('auth.aal', () => {
+  it('is aal2 only for a caller that proved a second factor', () => {
+    const rule = parseRule('auth.aal == "aal2" && auth.uid == "u1"');
+    const now = new Date();
+    const base = { uid: 'u1', email: null, role: 'authenticated', claims: {} };
+    expect(evaluateRule(rule, { auth: { ...base, aal: 'aal2' }, now })).toBe(true);
+    expect(evaluateRule(rule, { auth: { ...base, aal: 'aal1' }, now })).toBe(false);
+    // A caller that does not say is aal1.
+    expect(evaluateRule(rule, { auth: base, now })).toBe(false);
+    expect(evaluateRule(parseRule('auth.aal == "aal1"'), { auth: base, now })).toBe(true);
     expect(evaluateRule(rule, { auth: null, now })).toBe(false);
   });
 });

@@ -196,6 +196,7 @@ const authArb: fc.Arbitrary<RuleAuth> = fc.option(
     uid: fc.constantFrom(...UIDS),
     email: fc.option(fc.constantFrom('a@example.com', 'b@example.com'), { nil: null }),
     email_verified: fc.option(fc.boolean(), { nil: undefined }),
+    aal: fc.option(fc.constantFrom('aal1' as const, 'aal2' as const), { nil: undefined }),
     role: fc.constantFrom('authenticated', 'anon'),
     claims: objectOf(jsonArb),
   }),
@@ -227,7 +228,7 @@ function variableArb(subject: 'doc' | 'object'): fc.Arbitrary<Expr> {
   const objectVar = fc.constantFrom('path', 'size', 'content_type', 'owner', 'bucket').map((f) => v('object', [f]));
   const authVar = fc.oneof(
     fc.constant(v('auth', [])),
-    fc.constantFrom('uid', 'email', 'email_verified', 'role').map((f) => v('auth', [f])),
+    fc.constantFrom('uid', 'email', 'email_verified', 'role', 'aal').map((f) => v('auth', [f])),
     pathArb.map((path) => v('auth', ['claims', ...path])),
   );
   const own = subject === 'doc' ? docVar('doc') : objectVar;

@@ -1,10 +1,23 @@
 import { BasaltError } from './errors.js';
+import { MfaClient, PasskeysClient } from './factors.js';
 import { SessionStore, type Stored } from './session-store.js';
 import { onPageWake, withLock } from './tabs.js';
 import type { HttpTransport, SessionStorage } from './transport.js';
-import type { AuthResponse, Session, SessionInfo, User } from './wire.js';
+import type { AssuranceLevel, AuthResponse, Session, SessionInfo, User } from './wire.js';
 
-export type { AuthResponse, Session, SessionInfo, User } from './wire.js';
+export type {
+  AssuranceLevel,
+  AuthResponse,
+  MfaFactor,
+  MfaVerifyResponse,
+  Passkey,
+  PasskeyRegisterResponse,
+  Session,
+  SessionInfo,
+  TotpEnrollment,
+  User,
+} from './wire.js';
+export { MfaClient, PasskeysClient } from './factors.js';
 export { defaultStorage } from './session-store.js';
 
 export type AuthChangeEvent = 'SIGNED_IN' | 'SIGNED_OUT' | 'TOKEN_REFRESHED' | 'USER_UPDATED';
@@ -84,6 +97,10 @@ export class AuthClient {
   private onNewer: (() => void) | null = null;
   /** Resolves once the stored session (and any session in the URL) has been loaded. */
   readonly ready: Promise<void>;
+  /** TOTP factors, recovery codes and step-up challenges. */
+  readonly mfa: MfaClient;
+  /** The signed-in user's passkeys. */
+  readonly passkeys: PasskeysClient;
 
   constructor(
     private readonly http: HttpTransport,
@@ -93,6 +110,14 @@ export class AuthClient {
     this.store = options.storage ? new SessionStore(options.storage, options.storageKey) : null;
     this.syncTabs = this.store !== null && (options.syncTabs ?? this.store.isLocalStorage());
     http.useAccessToken(() => this.accessToken());
+    // A step-up answers with a new session of the same user, which replaces the current one.
+    const adopt = async (result: AuthResponse) => {
+      if (!result.session) return;
+      const event = this.current?.user.id === result.user.id ? 'TOKEN_REFRESHED' : 'SIGNED_IN';
+      await this.adopt(result.session, result.user, event);
+    };
+    this.mfa = new MfaClient(http, adopt);
+    this.passkeys = new PasskeysClient(http, adopt);
     this.ready = this.initialize();
     if (this.store && this.syncTabs) {
       this.store.shareWithTabs(
@@ -112,6 +137,21 @@ export class AuthClient {
   /** The signed-in user as last seen, or null. */
   get user(): User | null {
     return this.current?.user ?? null;
+  }
+
+  /**
+   * The current session's assurance level: `aal2` once a second factor was proven in it,
+   * else `aal1`; null when signed out. Read from the access token (the server checks it).
+   */
+  get aal(): AssuranceLevel | null {
+    const token = this.current?.session.access_token;
+    if (!token) return null;
+    try {
+      const payload = token.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/');
+      return (JSON.parse(atob(payload)) as { aal?: unknown }).aal === 'aal2' ? 'aal2' : 'aal1';
+    } catch {
+      return 'aal1';
+    }
   }
 
   onAuthStateChange(listener: AuthStateListener): () => void {
@@ -178,6 +218,16 @@ export class AuthClient {
     const url = `${this.http.baseUrl}/v1/auth/authorize?${params.toString()}`;
     browserLocation()?.assign(url);
     return { url };
+  }
+
+  /**
+   * Signs in with a passkey through the browser's WebAuthn prompt: with `email`, a passkey
+   * of that account; without, any passkey the authenticator holds for this site. The
+   * session is `aal2`.
+   */
+  async signInWithPasskey(input: { email?: string } = {}): Promise<AuthResponse> {
+    await this.ready;
+    return this.passkeys.signIn(input);
   }
 
   /** Mails a sign-in link. Resolves the same whether or not the address has an account. */

@@ -10,10 +10,16 @@ export type {
 } from './errors.js';
 export { createClient, HttpTransport } from './client.js';
 export type { BasaltClient, ClientOptions, RetryOptions, SessionStorage } from './client.js';
-export { AuthClient } from './auth.js';
+export { AuthClient, MfaClient, PasskeysClient } from './auth.js';
 export type {
+  AssuranceLevel,
   AuthChangeEvent,
   AuthResponse,
+  MfaFactor,
+  MfaVerifyResponse,
+  Passkey,
+  PasskeyRegisterResponse,
+  TotpEnrollment,
   AuthStateListener,
   Session,
   SessionInfo,

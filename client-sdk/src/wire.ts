@@ -63,6 +63,55 @@ export interface User {
 export interface AuthResponse {
   user: User;
   session: Session | null;
+  /**
+   * On sign-ins: the user has a second factor and this session is `aal1`; a challenge
+   * (`POST /v1/auth/mfa/challenge`) or a passkey sign-in gives an `aal2` session.
+   */
+  mfa_required?: boolean;
+}
+
+/** A session's authenticator assurance level: `aal2` once a second factor was proven. */
+export type AssuranceLevel = 'aal1' | 'aal2';
+
+/** A TOTP factor, as `GET /v1/auth/mfa/factors` lists it (never its secret). */
+export interface MfaFactor {
+  id: string;
+  type: 'totp';
+  status: 'unverified' | 'verified';
+  friendly_name: string | null;
+  created_at: string;
+  verified_at: string | null;
+  last_used_at: string | null;
+}
+
+/** What enrolling a TOTP factor answers: the secret, once, for the authenticator app. */
+export interface TotpEnrollment {
+  factor_id: string;
+  secret: string;
+  otpauth_url: string;
+  /** The otpauth URL as a QR code: an SVG `data:` URL for an `<img>`. */
+  qr_code: string;
+}
+
+/** Verifying a factor: the recovery codes (shown once) and the `aal2` session that replaces the caller's. */
+export interface MfaVerifyResponse extends AuthResponse {
+  recovery_codes: string[];
+}
+
+/** A registered passkey (never its public key). */
+export interface Passkey {
+  id: string;
+  name: string | null;
+  device_type: string;
+  backed_up: boolean;
+  transports: string[];
+  created_at: string;
+  last_used_at: string | null;
+}
+
+/** Registering a passkey: the passkey and the `aal2` session that replaces the caller's. */
+export interface PasskeyRegisterResponse extends AuthResponse {
+  passkey: Passkey;
 }
 
 /** One of a user's sessions, as `GET /v1/auth/sessions` lists it. */

@@ -37,8 +37,12 @@ export interface BrowserHarness {
   close(): Promise<void>;
 }
 
-/** Bundles the SDK for the browser, serves it from a page of its own origin, and launches chromium. */
-export async function startBrowserHarness(): Promise<BrowserHarness> {
+/**
+ * Bundles the SDK for the browser, serves it from a page of its own origin, and launches
+ * chromium. `pageHost` names the page's host in its URL (e.g. `localhost`, which WebAuthn
+ * accepts as a relying party where it refuses an IP address); it always listens on loopback.
+ */
+export async function startBrowserHarness(options: { pageHost?: string } = {}): Promise<BrowserHarness> {
   const bundle = await build({
     entryPoints: [fileURLToPath(new URL('../src/index.ts', import.meta.url))],
     bundle: true,
@@ -56,7 +60,7 @@ export async function startBrowserHarness(): Promise<BrowserHarness> {
     response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><script src="/sdk.js"></script>');
   });
   await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-  const pageUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/app`;
+  const pageUrl = `http://${options.pageHost ?? '127.0.0.1'}:${(pages.address() as AddressInfo).port}/app`;
   const browser = await launchChromium();
   return {
     browser,

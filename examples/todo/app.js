@@ -406,6 +406,10 @@ view.authForm.addEventListener('submit', async (event) => {
 
 $('#guest').addEventListener('click', () => authenticate(() => basalt.auth.signInAnonymously()));
 
+$('#passkey').addEventListener('click', () =>
+  authenticate(() => basalt.auth.signInWithPasskey({ email: $('#email').value.trim() || undefined })),
+);
+
 $('#sign-out').addEventListener('click', async () => {
   try {
     await basalt.auth.signOut();
@@ -419,9 +423,11 @@ async function authenticate(attempt) {
   buttons.forEach((button) => (button.disabled = true));
   view.authError.hidden = true;
   try {
-    const { session } = await attempt();
+    const { session, mfa_required: mfaRequired } = await attempt();
     if (!session) showAuthError('Check your inbox: confirm your email, then sign in.');
     view.authForm.reset();
+    // The account has a second factor: the security page asks for it.
+    if (mfaRequired) window.location.assign('/security.html');
   } catch (error) {
     showAuthError(messageOf(error));
   } finally {

@@ -131,6 +131,10 @@ export const sessions = basalt.table('sessions', {
   ip: text('ip'),
   /** Who started this session as its user ("view as", 0017); such a session cannot refresh. */
   impersonatedBy: text('impersonated_by'),
+  /** The assurance level: `aal2` once a second factor was proven (0016). */
+  aal: text('aal', { enum: ['aal1', 'aal2'] })
+    .notNull()
+    .default('aal1'),
 });
 
 export const sessionRevocations = basalt.table('session_revocations', {
@@ -181,6 +185,68 @@ export const oauthStates = basalt.table('oauth_states', {
   nonce: text('nonce').notNull(),
   redirectTo: text('redirect_to').notNull(),
   bindingHash: bytea('binding_hash').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  expiresAt: timestamptz('expires_at').notNull(),
+});
+
+// -- second factors (0016) --------------------------------------------------------------------
+
+export const authFactors = basalt.table('auth_factors', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  type: text('type', { enum: ['totp'] }).notNull(),
+  status: text('status', { enum: ['unverified', 'verified'] })
+    .notNull()
+    .default('unverified'),
+  friendlyName: text('friendly_name'),
+  /** Sealed (see SecretSealer). */
+  secret: text('secret').notNull(),
+  lastUsedStep: bigint('last_used_step', { mode: 'number' }),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  verifiedAt: timestamptz('verified_at'),
+  lastUsedAt: timestamptz('last_used_at'),
+});
+
+export const recoveryCodes = basalt.table(
+  'recovery_codes',
+  {
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    codeHash: bytea('code_hash').notNull(),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    usedAt: timestamptz('used_at'),
+  },
+  (table) => [primaryKey({ columns: [table.userId, table.codeHash] })],
+);
+
+export const passkeys = basalt.table('passkeys', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  credentialId: text('credential_id').notNull().unique(),
+  publicKey: bytea('public_key').notNull(),
+  counter: bigint('counter', { mode: 'number' }).notNull().default(0),
+  transports: text('transports')
+    .array()
+    .notNull()
+    .default(sql`'{}'`),
+  deviceType: text('device_type').notNull(),
+  backedUp: boolean('backed_up').notNull().default(false),
+  name: text('name'),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  lastUsedAt: timestamptz('last_used_at'),
+});
+
+export const webauthnChallenges = basalt.table('webauthn_challenges', {
+  challenge: text('challenge').primaryKey(),
+  purpose: text('purpose', { enum: ['register', 'signin'] }).notNull(),
+  userId: uuid('user_id').references(() => users.id, { onDelete: 'cascade' }),
+  /** Only a passkey of `userId` answers (none when null): a sign-in asked for an email. */
+  bound: boolean('bound').notNull().default(false),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   expiresAt: timestamptz('expires_at').notNull(),
 });

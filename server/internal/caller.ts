@@ -19,6 +19,8 @@ export interface UserCaller {
   sessionId: string;
   /** Whether `email` is proven (confirmed by mail, or verified by an OAuth provider); absent means no. */
   emailVerified?: boolean;
+  /** The session's assurance level (`aal2` after a second factor); absent means `aal1`. */
+  aal?: 'aal1' | 'aal2';
   /** The user's app_metadata, as carried in the access token. */
   claims: Record<string, unknown>;
   /** Access-token expiry, seconds since the epoch. */

@@ -23,7 +23,7 @@ export const FUNCTION_ARITY: Record<FunctionName, number> = { size: 1, starts_wi
 
 /** The fields each variable has; `data` (documents) and `claims` (auth) open a free JSON path. */
 export const ROOT_FIELDS: Record<Root, readonly string[]> = {
-  auth: ['uid', 'email', 'email_verified', 'role', 'claims'],
+  auth: ['uid', 'email', 'email_verified', 'role', 'aal', 'claims'],
   doc: ['id', 'owner', 'version', 'created_at', 'updated_at', 'data'],
   incoming: ['id', 'owner', 'version', 'created_at', 'updated_at', 'data'],
   object: ['path', 'size', 'content_type', 'owner', 'bucket'],

@@ -53,6 +53,8 @@ function authVar(raw: unknown, path: readonly string[]): Value {
     email: raw.email,
     email_verified: raw.email_verified === true,
     role: raw.role,
+    // Likewise aal2 only when given: a caller that does not say proved no second factor.
+    aal: raw.aal === 'aal2' ? 'aal2' : 'aal1',
     claims: raw.claims ?? {},
   };
   return sanitizeJson(path.length === 0 ? auth : descendRaw(auth, path, 0));

@@ -18,6 +18,8 @@ export type RuleAuth = {
   /** Whether the owner proved `email` (absent: no). Rules that grant by address should check it. */
   email_verified?: boolean;
   role: string;
+  /** The session's assurance level (absent: `aal1`). Rules that need a second factor check it. */
+  aal?: 'aal1' | 'aal2';
   claims: Record<string, unknown>;
 } | null;
 
@@ -59,19 +61,20 @@ function collectVariables(expr: Expr, into: Set<Root>): void {
   }
 }
 
-/** public -> null; user -> {uid, email, email_verified, role, claims}; service -> role 'service' (which normally bypasses rules). */
+/** public -> null; user -> {uid, email, email_verified, role, aal, claims}; service -> role 'service' (which normally bypasses rules). */
 export function ruleAuthFromCaller(caller: Caller): RuleAuth {
   switch (caller.role) {
     case 'public':
       return null;
     case 'service':
-      return { uid: '', email: null, email_verified: false, role: 'service', claims: {} };
+      return { uid: '', email: null, email_verified: false, role: 'service', aal: 'aal1', claims: {} };
     default:
       return {
         uid: caller.uid,
         email: caller.email,
         email_verified: caller.emailVerified === true,
         role: caller.role,
+        aal: caller.aal === 'aal2' ? 'aal2' : 'aal1',
         claims: caller.claims,
       };
   }

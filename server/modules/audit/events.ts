@@ -21,20 +21,20 @@ export const AUTH_EVENT_TYPES = [
 
 /** Second factors; recorded by the MFA flows. */
 export const MFA_EVENT_TYPES = [
-  'mfa.factor_enrolled',
-  'mfa.factor_verified',
-  'mfa.factor_deleted',
+  'mfa.totp_enrolled',
+  'mfa.totp_verified',
   'mfa.challenge_succeeded',
   'mfa.challenge_failed',
   'mfa.recovery_code_used',
-  'mfa.recovery_codes_regenerated',
+  'mfa.factor_removed',
+  'mfa.factors_reset_by_admin',
 ] as const;
 
 /** Passkeys (WebAuthn); recorded by the passkey flows. */
 export const PASSKEY_EVENT_TYPES = [
   'passkey.registered',
-  'passkey.deleted',
-  'passkey.signin',
+  'passkey.removed',
+  'passkey.signin_succeeded',
   'passkey.signin_failed',
 ] as const;
 

@@ -52,7 +52,8 @@ export interface AdminUserInput {
 
 const MAX_METADATA_BYTES = 16 * 1024;
 
-function iso(date: Date | null): string | null {
+/** An optional instant as the API writes it. */
+export function iso(date: Date | null): string | null {
   return date === null ? null : date.toISOString();
 }
 

@@ -2,12 +2,17 @@ import type { TokenVerifier } from '../../internal/caller.js';
 import { IdleBackoff } from '../../internal/idle-backoff.js';
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
+import { ANONYMOUS_ACTOR, SERVICE_ACTOR, userActor } from '../audit/events.js';
 import { AuditRepository } from '../audit/repository.js';
 import { AuditLog } from '../audit/service.js';
+import { type AuthEvent, type AuthEventSink } from './events.js';
+import { factorRoutes } from './factor-routes.js';
 import { Mailer } from './mailer.js';
+import { MfaService } from './mfa.js';
 import { OAuthRepository } from './oauth/repository.js';
 import { oauthRoutes } from './oauth/routes.js';
 import { OAuthService } from './oauth/service.js';
+import { PasskeyService } from './passkeys.js';
 import { PasswordHasher } from './passwords.js';
 import { RateLimiter } from './rate-limit.js';
 import { AdminService } from './admin-service.js';
@@ -33,6 +38,15 @@ export interface AuthModule extends ServerModule {
   admin: AdminService;
   /** Verifies the access tokens of requests and websockets. */
   verifier: TokenVerifier;
+  /** TOTP factors, recovery codes and step-up challenges. */
+  mfa: MfaService;
+  /** Passkeys: registration, sign-in, removal. */
+  passkeys: PasskeyService;
+}
+
+export interface AuthModuleOptions {
+  /** Where second-factor events go (an audit log); by default nowhere. */
+  onEvent?: AuthEventSink;
 }
 
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
@@ -44,8 +58,12 @@ const KEY_RELOAD_EVERY_MS = 10_000;
  */
 const KEY_RELOAD_IDLE_MS = 60_000;
 
-/** `audit`: the app's audit log; a module built on its own (tools, tests) writes to the same table through its own. */
-export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } = {}): AuthModule {
+/**
+ * `audit`: the app's audit log; a module built on its own (tools, tests) writes to the same
+ * table through its own. `onEvent`: a further sink for second-factor events (metrics); they
+ * reach the audit log either way.
+ */
+export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } & AuthModuleOptions = {}): AuthModule {
   const audit =
     deps.audit ??
     new AuditLog(new AuditRepository(platform.db), {
@@ -101,6 +119,9 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } =
     audit,
   });
   const admin = new AdminService({ repo, hasher, keys, sessions, audit });
+  const events = auditedAuthEvents(audit, deps.onEvent);
+  const mfa = new MfaService({ config, repo, limiter, sessions, events });
+  const passkeys = new PasskeyService({ config, repo, limiter, sessions, mfa, events });
   const oauth = new OAuthService({
     config,
     repository: new OAuthRepository(platform.db),
@@ -125,9 +146,12 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } =
     emailFlows,
     admin,
     verifier: service.verifier,
+    mfa,
+    passkeys,
     routes: async (app) => {
       await app.register(authRoutes, { service, emailFlows, admin });
       await app.register(oauthRoutes, { oauth });
+      await app.register(factorRoutes, { mfa, passkeys });
     },
     async start() {
       // Instances of one database accept each other's tokens only if they name the same
@@ -158,5 +182,25 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } =
       await emailFlows.drain();
       await mailer.close();
     },
+  };
+}
+
+/** Second-factor events into the audit log (in the change's transaction when given one), then to `also`. */
+function auditedAuthEvents(audit: AuditLog, also: AuthEventSink | undefined): AuthEventSink {
+  const actor = (event: AuthEvent) =>
+    event.by === 'service' ? SERVICE_ACTOR : event.userId === null ? ANONYMOUS_ACTOR : userActor(event.userId);
+  return async (event, options) => {
+    await audit.record(
+      {
+        type: event.type,
+        userId: event.userId,
+        actor: actor(event),
+        ip: event.ip,
+        userAgent: event.userAgent,
+        details: event.details,
+      },
+      options,
+    );
+    await also?.(event, options);
   };
 }

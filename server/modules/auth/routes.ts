@@ -21,20 +21,20 @@ import type { EmailFlows } from './email-flows.js';
 import type { SessionService } from './session-service.js';
 import { auditOrigin } from '../audit/routes.js';
 
-const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
+export const email = { type: 'string', minLength: 1, maxLength: 320 } as const;
 // The service enforces 8–256 characters (WEAK_PASSWORD); the schema only stops absurd sizes.
 const password = { type: 'string', minLength: 1, maxLength: 4096 } as const;
 const metadata = { type: 'object', additionalProperties: true } as const;
 const redirectTo = { type: 'string', minLength: 1, maxLength: 2048 } as const;
 const token = { type: 'string', minLength: 1, maxLength: 512 } as const;
-const uuid = {
+export const uuid = {
   type: 'string',
   pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
 } as const;
 const verifyType = { type: 'string', enum: ['signup', 'recovery', 'magiclink', 'email_change'] } as const;
-const idParams = { type: 'object', required: ['id'], properties: { id: uuid } } as const;
+export const idParams = { type: 'object', required: ['id'], properties: { id: uuid } } as const;
 
-function body<const Properties extends object, const Required extends readonly (keyof Properties & string)[]>(
+export function body<const Properties extends object, const Required extends readonly (keyof Properties & string)[]>(
   properties: Properties,
   required: Required,
 ) {
@@ -45,15 +45,15 @@ function body<const Properties extends object, const Required extends readonly (
  * A body that may be absent altogether (e.g. POST /anonymous without any body). Absent, it
  * reaches the handler as undefined, which the schema's type (object or null) does not say.
  */
-function optionalBody<const Properties extends object>(properties: Properties) {
+export function optionalBody<const Properties extends object>(properties: Properties) {
   return { type: ['object', 'null'], additionalProperties: false, properties } as const;
 }
 
 /** Every error is the catalogue's envelope. */
-const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
-const noContent = { 204: { type: 'null' }, ...errors } as const;
+export const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
+export const noContent = { 204: { type: 'null' }, ...errors } as const;
 
-function client(request: FastifyRequest): ClientContext {
+export function client(request: FastifyRequest): ClientContext {
   const agent = request.headers['user-agent'];
   return { ip: request.ip, userAgent: typeof agent === 'string' ? agent : null };
 }
@@ -69,6 +69,8 @@ function fragment(result: AuthResult, type: string): string {
     expires_at: String(session.expires_at),
     token_type: session.token_type,
     type,
+    // The app must ask for the second factor before it has an aal2 session.
+    ...(result.mfa_required ? { mfa_required: 'true' } : {}),
   }).toString();
 }
 

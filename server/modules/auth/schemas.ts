@@ -4,7 +4,15 @@
  * checked against its wire type (`ObjectSchemaOf`).
  */
 import type { JWK } from 'jose';
-import type { Session, SessionInfo } from '../../../client-sdk/src/wire.js';
+import type {
+  MfaFactor,
+  MfaVerifyResponse,
+  Passkey,
+  PasskeyRegisterResponse,
+  Session,
+  SessionInfo,
+  TotpEnrollment,
+} from '../../../client-sdk/src/wire.js';
 import { optionalTimestamp, timestamp, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
 import type { AdminUser, AuthResult, PublicUser } from './accounts.js';
 
@@ -50,11 +58,99 @@ const sessionSchema = {
   },
 } as const satisfies ObjectSchemaOf<Session>;
 
+const authResponseProperties = {
+  user: userSchema,
+  session: sessionSchema,
+  mfa_required: {
+    type: 'boolean',
+    description:
+      'On sign-ins: the user has a second factor and this session is aal1 (POST /v1/auth/mfa/challenge or a passkey sign-in gives aal2)',
+  },
+} as const;
+
 export const authResponseSchema = {
   type: 'object',
   additionalProperties: false,
-  properties: { user: userSchema, session: sessionSchema },
+  properties: authResponseProperties,
 } as const satisfies ObjectSchemaOf<AuthResult>;
+
+// ---- second factors -------------------------------------------------------------------
+
+export const totpEnrollmentSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    factor_id: { type: 'string', format: 'uuid' },
+    secret: { type: 'string', description: 'Base32; shown once' },
+    otpauth_url: { type: 'string' },
+    qr_code: { type: 'string', description: 'The otpauth URL as an SVG QR code, a data: URL' },
+  },
+} as const satisfies ObjectSchemaOf<TotpEnrollment>;
+
+export const mfaVerifySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    ...authResponseProperties,
+    recovery_codes: { type: 'array', items: { type: 'string' }, description: 'Single-use; shown once' },
+  },
+} as const satisfies ObjectSchemaOf<MfaVerifyResponse>;
+
+const factorSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    type: { type: 'string', enum: ['totp'] },
+    status: { type: 'string', enum: ['unverified', 'verified'] },
+    friendly_name: { type: ['string', 'null'] },
+    created_at: timestamp,
+    verified_at: optionalTimestamp,
+    last_used_at: optionalTimestamp,
+  },
+} as const satisfies ObjectSchemaOf<MfaFactor>;
+
+export const factorListSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    factors: { type: 'array', items: factorSchema },
+    recovery_codes_left: { type: 'integer' },
+  },
+} as const;
+
+const passkeySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    name: { type: ['string', 'null'] },
+    device_type: { type: 'string' },
+    backed_up: { type: 'boolean' },
+    transports: { type: 'array', items: { type: 'string' } },
+    created_at: timestamp,
+    last_used_at: optionalTimestamp,
+  },
+} as const satisfies ObjectSchemaOf<Passkey>;
+
+export const passkeyListSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { passkeys: { type: 'array', items: passkeySchema } },
+} as const;
+
+export const passkeyRegisteredSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { ...authResponseProperties, passkey: passkeySchema },
+} as const satisfies ObjectSchemaOf<PasskeyRegisterResponse>;
+
+/** WebAuthn options JSON (W3C WebAuthn level 3), passed on as @simplewebauthn/server builds them. */
+export const webauthnOptionsSchema = {
+  type: 'object',
+  description: 'PublicKeyCredentialCreationOptionsJSON or PublicKeyCredentialRequestOptionsJSON',
+  additionalProperties: true,
+} as const;
 
 const sessionInfoSchema = {
   type: 'object',

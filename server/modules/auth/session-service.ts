@@ -76,6 +76,7 @@ export class SessionService {
         email: claims.email,
         sessionId: claims.session_id,
         emailVerified: claims.email_verified,
+        aal: claims.aal,
         claims: claims.app_metadata,
         expiresAt: claims.exp,
         ...(claims.act ? { impersonator: claims.act.sub } : {}),
@@ -322,7 +323,7 @@ export class SessionService {
         email,
         data: userMetadata,
       });
-      return this.sessions.signIn(tx, user, context, 'oauth', { provider: identity.provider });
+      return this.sessions.signIn(tx, user, context, 'oauth', { details: { provider: identity.provider } });
     });
     this.sessions.announce(revoked);
     return result;
@@ -368,7 +369,7 @@ export class SessionService {
       case 'rotated':
         return {
           user: toPublicUser(attempt.user),
-          session: await this.sessions.sessionObject(attempt.user, attempt.sessionId, next),
+          session: await this.sessions.sessionObject(attempt.user, attempt.sessionId, next, attempt.aal),
         };
       case 'needs_locked_path':
         return this.refreshLocked(hash, context);
@@ -421,7 +422,7 @@ export class SessionService {
       const next = randomToken();
       await this.repo.sessions.insertRefreshToken(tx, session.id, tokenHash(next));
       await this.repo.sessions.touch(tx, session.id);
-      return { user, sessionId: session.id, next } as const;
+      return { user, sessionId: session.id, next, aal: session.aal } as const;
     });
     if ('error' in outcome) {
       if ('revoked' in outcome && outcome.revoked) this.sessions.announce(outcome.revoked);
@@ -429,7 +430,7 @@ export class SessionService {
     }
     return {
       user: toPublicUser(outcome.user),
-      session: await this.sessions.sessionObject(outcome.user, outcome.sessionId, outcome.next),
+      session: await this.sessions.sessionObject(outcome.user, outcome.sessionId, outcome.next, outcome.aal),
     };
   }
 
@@ -540,6 +541,16 @@ export class SessionService {
       details: Record<string, unknown>,
     ) =>
       this.deps.audit.record({ type, userId: me.uid, actor: actorOf(me), ...(context ?? NO_CONTEXT), details }, { tx });
+    // The credentials of an account with a second factor change only from a session that
+    // proved it: else a stolen password (aal1) could take the account over for good.
+    if ((input.email !== undefined || input.password !== undefined) && me.aal !== 'aal2') {
+      if (await this.repo.factors.hasActive(this.repo.pool, me.uid)) {
+        throw new AppError(
+          'MFA_REQUIRED',
+          'Changing the email or password of this account needs a second factor first.',
+        );
+      }
+    }
     // A new address gets a mail: count it against the same per-IP budget as recovery mails.
     if (input.email !== undefined && context) {
       await this.deps.limiter.consume(`email:ip:${clientIp(context)}`, this.config.rateLimits.emailPerIp);

@@ -1,6 +1,4 @@
 import {
-  createCipheriv,
-  createDecipheriv,
   createHash,
   createPrivateKey,
   randomBytes,
@@ -22,6 +20,7 @@ import { AppError, databaseUnavailable, isConnectionError } from '../../internal
 import type { Logger } from '../../internal/log.js';
 import type { AuthRepository } from './repository.js';
 import type { NewSigningKey } from './repository/signing-keys.js';
+import { SecretSealer } from './sealer.js';
 
 export const ACCESS_TOKEN_ALG = 'ES256';
 /** RFC 9068: an access token says what it is, so an ID token or another JWT cannot pass for one. */
@@ -55,38 +54,6 @@ function base64url(value: object): string {
   return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
 }
 
-/** AES-256-GCM at rest for the private halves of the signing keys, when a key is configured. */
-class KeySealer {
-  private readonly key: Buffer | null;
-
-  constructor(secret: string | null) {
-    this.key = secret === null ? null : createHash('sha256').update(`basalt-signing-keys:${secret}`).digest();
-  }
-
-  seal(plain: string): string {
-    if (!this.key) return `plain:${plain}`;
-    const iv = randomBytes(12);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
-    return [
-      'gcm',
-      iv.toString('base64url'),
-      cipher.getAuthTag().toString('base64url'),
-      body.toString('base64url'),
-    ].join(':');
-  }
-
-  open(stored: string): string {
-    if (stored.startsWith('plain:')) return stored.slice('plain:'.length);
-    const [scheme, iv, tag, body] = stored.split(':');
-    if (scheme !== 'gcm' || !iv || !tag || !body) throw new Error('unknown signing key format');
-    if (!this.key) throw new Error('a signing key is encrypted but BASALT_AUTH_KEY_ENCRYPTION_KEY is not set');
-    const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
-  }
-}
-
 interface LoadedKey {
   kid: string;
   publicJwk: JWK;
@@ -106,7 +73,12 @@ export interface AccessClaims {
   app_metadata: Record<string, unknown>;
   /** RFC 8693's actor claim: who acts as `sub` ("view as" sessions: `{sub: "service"}`). */
   act?: { sub: string };
+  /** The session's assurance level: `aal2` once a second factor was proven. */
+  aal: AssuranceLevel;
 }
+
+/** NIST SP 800-63B authenticator assurance levels, as far as Basalt has them. */
+export type AssuranceLevel = 'aal1' | 'aal2';
 
 export interface VerifiedAccess extends AccessClaims {
   exp: number;
@@ -123,13 +95,13 @@ export class SigningKeys {
   private current: { kid: string; privateKey: KeyObject } | null = null;
   private loading: Promise<void> | null = null;
   private lastLoad = 0;
-  private readonly sealer: KeySealer;
+  private readonly sealer: SecretSealer;
 
   constructor(
     private readonly repo: Pick<AuthRepository, 'signingKeys'>,
     private readonly options: { accessTokenTtlSeconds: number; encryptionKey: string | null; log: Logger },
   ) {
-    this.sealer = new KeySealer(options.encryptionKey);
+    this.sealer = new SecretSealer(options.encryptionKey, 'signing-keys');
   }
 
   /** Retired keys are published this long: the longest life of a token they signed, plus slack. */
@@ -354,6 +326,8 @@ export class AccessTokens {
       email_verified: payload.email_verified === true,
       session_id: sessionId,
       is_anonymous: payload.is_anonymous === true,
+      // Only a token that says aal2 is one: a token without the claim proves no second factor.
+      aal: payload.aal === 'aal2' ? 'aal2' : 'aal1',
       app_metadata:
         appMetadata && typeof appMetadata === 'object' && !Array.isArray(appMetadata)
           ? (appMetadata as Record<string, unknown>)

@@ -84,6 +84,7 @@ export function ruleCallerKey(rule: Rule, caller: Caller): string | null {
     email: auth.email,
     email_verified: auth.email_verified === true,
     role: auth.role,
+    aal: auth.aal === 'aal2' ? 'aal2' : 'aal1',
     claims: auth.claims,
   };
   // A missing field and a null one differ (exists()); `!` and `=` keep them apart.

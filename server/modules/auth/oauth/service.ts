@@ -35,7 +35,7 @@ export interface IdentitySignIn {
   signInWithIdentity(
     input: IdentitySignInInput,
     context: { ip: string; userAgent: string | null },
-  ): Promise<{ session: IssuedSession | null }>;
+  ): Promise<{ session: IssuedSession | null; mfa_required?: boolean }>;
 }
 
 /** A cookie for the routes to set; the service knows no HTTP, only what to say. */
@@ -238,7 +238,7 @@ export class OAuthService {
         redirectUri: this.callbackUrl(),
         iss: query.iss,
       });
-      const { session } = await this.auth.signInWithIdentity(
+      const { session, mfa_required: mfaRequired } = await this.auth.signInWithIdentity(
         { provider: provider.name, ...withTrustedEmail(profile) },
         { userAgent: request.userAgent, ip: request.ip },
       );
@@ -255,6 +255,8 @@ export class OAuthService {
           expires_in: session.expires_in,
           expires_at: session.expires_at,
           token_type: 'bearer',
+          // The user has a second factor: this session is aal1 until the app runs a challenge.
+          ...(mfaRequired ? { mfa_required: 'true' } : {}),
         });
       return { location, clearCookie };
     } catch (thrown) {

@@ -63,7 +63,7 @@ WITH hit AS (
      FOR UPDATE
 ), found AS (
   SELECT tok.session_id, tok.rotated, tok.rotated_seconds_ago,
-         s.id AS sid, s.revoked_at IS NOT NULL AS revoked,
+         s.id AS sid, s.revoked_at IS NOT NULL AS revoked, s.aal AS session_aal,
          s.expires_at > now() AND s.refreshed_at > now() - make_interval(secs => $5) AS live,
          coalesce(u.banned_until > now(), false) AS banned,
          ${USER_COLUMNS.map((column) => `u.${column.name}`).join(', ')}
@@ -86,7 +86,7 @@ WITH hit AS (
   RETURNING session_id
 )
 SELECT hit.count AS hit_count, hit.reset_seconds AS hit_reset_seconds,
-       f.session_id, f.sid, f.revoked, (SELECT i.session_id FROM issued i) AS issued_session,
+       f.session_id, f.sid, f.revoked, f.session_aal, (SELECT i.session_id FROM issued i) AS issued_session,
        ${USER_COLUMNS.map((column) => `f.${column.name} AS "${column.key}"`).join(', ')}
   FROM hit LEFT JOIN found f ON true`;
 
@@ -97,13 +97,14 @@ interface RefreshAttemptRow extends Omit<UserRow, 'id'> {
   session_id: string | null;
   sid: string | null;
   revoked: boolean | null;
+  session_aal: 'aal1' | 'aal2' | null;
   issued_session: string | null;
 }
 
 /** What one refresh statement did; only `rotated` wrote anything besides the rate-limit counter. */
 export type RefreshAttempt = { limit: { count: number; resetSeconds: number } } & (
   | { outcome: 'rate_limited' | 'unknown_token' | 'session_ended' | 'needs_locked_path' }
-  | { outcome: 'rotated'; sessionId: string; user: UserRow }
+  | { outcome: 'rotated'; sessionId: string; user: UserRow; aal: 'aal1' | 'aal2' }
 );
 
 /** basalt.sessions and basalt.refresh_tokens: sessions, their rotation and their end. */
@@ -121,6 +122,7 @@ export class SessionRepository {
       userAgent: string | null;
       ip: string | null;
       impersonatedBy?: string;
+      aal: 'aal1' | 'aal2';
     },
   ): Promise<SessionRow> {
     const [row] = await mapDatabaseErrors(() =>
@@ -133,6 +135,7 @@ export class SessionRepository {
           userAgent: session.userAgent,
           ip: session.ip,
           impersonatedBy: session.impersonatedBy ?? null,
+          aal: session.aal,
         })
         .returning(),
     );
@@ -255,7 +258,7 @@ export class SessionRepository {
         createdAt: row.createdAt,
         updatedAt: row.updatedAt,
       };
-      return { outcome: 'rotated', limit, sessionId: row.issued_session, user };
+      return { outcome: 'rotated', limit, sessionId: row.issued_session, user, aal: row.session_aal ?? 'aal1' };
     }
     // Expired, inactive, reused after the grace window, banned — or a concurrent change
     // made the session UPDATE skip: all need the locked path, which decides anew.

@@ -1,0 +1,67 @@
+import { Secret, TOTP } from 'otpauth';
+import { request } from './helpers.js';
+
+/** The claims of an access token, read without verifying it (the server did). */
+export function claimsOf(token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/** The code an authenticator app shows for `secret`, `offsetSteps` steps from now. */
+export function totpCode(secret: string, offsetSteps = 0): string {
+  const totp = new TOTP({ algorithm: 'SHA1', digits: 6, period: 30, secret: Secret.fromBase32(secret) });
+  return totp.generate({ timestamp: Date.now() + offsetSteps * 30_000 });
+}
+
+/**
+ * Waits until the current 30-second step has at least `seconds` left, so that codes a test
+ * computes for steps around now keep their meaning while the server checks them.
+ */
+export async function freshStep(seconds = 12): Promise<void> {
+  const left = 30 - ((Date.now() / 1000) % 30);
+  if (left < seconds) await new Promise((resolve) => setTimeout(resolve, left * 1000 + 200));
+}
+
+/** Enrols and verifies a TOTP factor for the holder of `token`: its id, secret, recovery codes and the aal2 session. */
+export async function enableTotp(
+  baseUrl: string,
+  token: string,
+): Promise<{ factorId: string; secret: string; recoveryCodes: string[]; accessToken: string; refreshToken: string }> {
+  const enrolled = await request(baseUrl, 'POST', '/v1/auth/mfa/totp/enroll', { token, body: {} });
+  if (enrolled.status !== 200) throw new Error(`enroll failed: ${enrolled.status} ${enrolled.text}`);
+  const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
+  await freshStep();
+  // The code of the step before now: the window accepts it, and the current and next steps
+  // stay free for the test's own challenges.
+  const verified = await request(baseUrl, 'POST', '/v1/auth/mfa/totp/verify', {
+    token,
+    body: { factor_id: factorId, code: totpCode(secret, -1) },
+  });
+  if (verified.status !== 200) throw new Error(`verify failed: ${verified.status} ${verified.text}`);
+  const body = verified.body as {
+    recovery_codes: string[];
+    session: { access_token: string; refresh_token: string };
+  };
+  return {
+    factorId,
+    secret,
+    recoveryCodes: body.recovery_codes,
+    accessToken: body.session.access_token,
+    refreshToken: body.session.refresh_token,
+  };
+}
+
+/** A credential that parses, answering `challenge`, but whose bytes prove nothing. */
+export function forgedAssertion(challengeValue: string, origin = 'http://127.0.0.1') {
+  const clientData = { type: 'webauthn.get', challenge: challengeValue, origin };
+  return {
+    id: 'AAAA',
+    rawId: 'AAAA',
+    type: 'public-key',
+    clientExtensionResults: {},
+    response: {
+      clientDataJSON: Buffer.from(JSON.stringify(clientData)).toString('base64url'),
+      authenticatorData: 'AAAA',
+      signature: 'AAAA',
+    },
+  };
+}

@@ -1,0 +1,99 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
+import { startExampleServer, type ExampleServer } from '../examples/server.js';
+import { setupExample } from '../examples/setup.js';
+import { freshStep, totpCode } from './auth-mfa-support.js';
+import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+
+// The example's security page in Debian's chromium, as a person uses it: sign up on the list,
+// open Security, add an authenticator app from the QR code's secret, keep the recovery
+// codes; sign out, sign in again and be sent to the code prompt, which lifts the session to aal2.
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+describe.skipIf(!haveBrowser)('the example security page', () => {
+  let database: TestDatabase;
+  let basalt: TestApp;
+  let pages: ExampleServer;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    basalt = await startTestApp(database);
+    await setupExample(basalt.url, basalt.serviceKey);
+    const bundle = await build({
+      entryPoints: [path.join(repo, 'client-sdk', 'src', 'index.ts')],
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      target: ['es2020'],
+      write: false,
+      logLevel: 'silent',
+    });
+    pages = await startExampleServer({
+      root: path.join(repo, 'examples', 'todo'),
+      basaltUrl: basalt.url,
+      sdk: new Map([['index.js', bundle.outputFiles[0]?.text ?? '']]),
+    });
+    browser = await launchChromium();
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await pages?.close();
+    await basalt?.close();
+    await database?.drop();
+  });
+
+  it('adds an authenticator app, shows the recovery codes, and asks for a code at the next sign-in', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const email = `security-${Date.now()}@example.com`;
+    const password = 'correct horse battery staple 42';
+    await page.goto(pages.url);
+    await page.fill('#name', 'Ada');
+    await page.fill('#email', email);
+    await page.fill('#password', password);
+    await page.click('#sign-up');
+    await page.waitForSelector('#board:not([hidden])');
+
+    await page.click('a[href="/security.html"]');
+    await page.waitForSelector('#level:not([hidden])');
+    expect(await page.textContent('#aal')).toContain('aal1');
+
+    await page.click('#enroll');
+    await page.waitForSelector('#enrollment:not([hidden])');
+    expect(await page.getAttribute('#qr', 'src')).toMatch(/^data:image\/svg\+xml;base64,/);
+    const secret = (await page.textContent('#secret'))!.trim();
+    await freshStep();
+    await page.fill('#enroll-code', totpCode(secret));
+    await page.click('#enrollment button[type="submit"]');
+    await page.waitForSelector('#recovery:not([hidden])');
+    const codes = (await page.textContent('#recovery-codes'))!.trim().split('\n');
+    expect(codes).toHaveLength(10);
+    await page.waitForFunction(() => document.querySelector('#aal')?.textContent?.includes('aal2'));
+    expect(await page.locator('#factors li').count()).toBe(1);
+
+    // Sign out and in again: the list sends the person to the code prompt.
+    await page.goto(pages.url);
+    await page.click('#sign-out');
+    await page.waitForSelector('#auth:not([hidden])');
+    await page.fill('#email', email);
+    await page.fill('#password', password);
+    await page.click('#sign-in');
+    await page.waitForURL(/\/security\.html$/);
+    await page.waitForSelector('#challenge:not([hidden])');
+    expect(await page.textContent('#aal')).toContain('aal1');
+    // The next step's code: the one of this step was spent activating the app.
+    await page.fill('#challenge-code', totpCode(secret, 1));
+    await page.click('#challenge button[type="submit"]');
+    await page.waitForFunction(() => document.querySelector('#aal')?.textContent?.includes('aal2'));
+    await page.waitForSelector('#challenge[hidden]', { state: 'attached' });
+    expect(await page.isHidden('#error')).toBe(true);
+    await context.close();
+  });
+});
