@@ -17,7 +17,11 @@ export const REFERENCE_FILE = path.join(sdkDir, '..', 'docs', 'sdk-reference.md'
 /** Areas in page order, and the source files whose exports belong to each. */
 const AREAS: Array<{ title: string; files: string[]; intro: string }> = [
   { title: 'Client', files: ['client.ts', 'transport.ts'], intro: 'Creating a client and its options.' },
-  { title: 'Auth', files: ['auth.ts'], intro: '`basalt.auth`: sign-up, sign-in, sessions, the current user.' },
+  {
+    title: 'Auth',
+    files: ['auth.ts', 'factors.ts'],
+    intro: '`basalt.auth`: sign-up, sign-in, sessions, the current user, second factors and passkeys.',
+  },
   {
     title: 'Documents',
     files: ['db.ts', 'field-paths.ts', 'order.ts'],
