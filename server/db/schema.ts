@@ -215,6 +215,8 @@ export const buckets = basalt.table('buckets', {
   rules: jsonb('rules').$type<Record<string, unknown>>().notNull().default({}),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  maxTotalBytes: bigint('max_total_bytes', { mode: 'number' }),
+  maxBytesPerUser: bigint('max_bytes_per_user', { mode: 'number' }),
 });
 
 export const objects = basalt.table('objects', {
@@ -238,7 +240,26 @@ export const storagePending = basalt.table('storage_pending', {
   reason: text('reason', { enum: ['upload', 'delete'] }).notNull(),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   touchedAt: timestamptz('touched_at').notNull().defaultNow(),
+  bucket: text('bucket'),
+  owner: text('owner'),
+  reservedBytes: bigint('reserved_bytes', { mode: 'number' }).notNull().default(0),
 });
+
+// -- storage quotas (0019) -------------------------------------------------------------------
+
+/** Committed bytes and objects per bucket (owner '') and per owner; kept by a trigger on objects. */
+export const storageUsage = basalt.table(
+  'storage_usage',
+  {
+    bucket: text('bucket')
+      .notNull()
+      .references(() => buckets.name, { onDelete: 'cascade' }),
+    owner: text('owner').notNull(),
+    bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
+    objects: bigint('objects', { mode: 'number' }).notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.bucket, table.owner] })],
+);
 
 // -- realtime (0008) -------------------------------------------------------------------------
 

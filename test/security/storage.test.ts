@@ -574,5 +574,43 @@ securitySuite<Fixture>({
       status: 401,
       code: 'UNAUTHENTICATED',
     },
+
+    // ---- quotas ------------------------------------------------------------------------------
+    {
+      name: 'quota squeeze: many concurrent uploads each under the remaining room',
+      run: async (fixture, server) => {
+        await createBucket(server, {
+          name: 'quota-squeeze',
+          max_bytes_per_user: 1000,
+          rules: { write: 'auth != null', read: 'auth != null' },
+        });
+        const body = new Uint8Array(300).fill(1);
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            request(server.url, 'PUT', `/v1/storage/quota-squeeze/f${i}`, {
+              token: fixture.bob.token,
+              headers: { 'content-type': 'application/octet-stream' },
+              rawBody: body,
+            }),
+          ),
+        );
+        expect(results.filter((r) => r.status === 201)).toHaveLength(3);
+        for (const r of results.filter((r) => r.status !== 201)) {
+          expect(r.status).toBe(413);
+          expect(errorCode(r.body)).toBe('QUOTA_EXCEEDED');
+        }
+        const usage = await request(server.url, 'GET', '/v1/admin/buckets/quota-squeeze/usage', {
+          token: server.serviceKey,
+        });
+        expect((usage.body as { bytes: number; reserved_bytes: number }).bytes).toBe(900);
+        expect((usage.body as { reserved_bytes: number }).reserved_bytes).toBe(0);
+      },
+    },
+    {
+      name: 'a user reads the per-user usage of a bucket',
+      request: () => ({ method: 'GET', path: '/v1/admin/buckets/files/usage', as: 'alice' }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
   ],
 });

@@ -17,6 +17,10 @@ export interface BucketRow {
   max_file_size: number | null;
   allowed_mime_types: string[] | null;
   rules: BucketRules;
+  /** Quota on the bytes of every object of the bucket together; null = none. */
+  max_total_bytes: number | null;
+  /** Quota on the bytes of each owner's objects; null = none. */
+  max_bytes_per_user: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -40,12 +44,38 @@ export interface NewObject {
 const ISO = ISO_TIMESTAMP;
 const BUCKET_COLUMNS =
   `name, public, max_file_size::float8 AS max_file_size, allowed_mime_types, rules, ` +
+  `max_total_bytes::float8 AS max_total_bytes, max_bytes_per_user::float8 AS max_bytes_per_user, ` +
   `to_char(created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
 const OBJECT_COLUMNS =
   `o.id, o.bucket, o.path, o.storage_key, o.size::float8 AS size, o.content_type, o.etag, o.sha256, o.owner, ` +
   `to_char(o.created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(o.updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
 
 export const OBJECT_ALIAS = 'o';
+
+export interface Usage {
+  bytes: number;
+  objects: number;
+}
+
+/** Bytes an upload holds against its bucket's quotas while it streams. */
+export interface Reservation {
+  bucket: string;
+  owner: string | null;
+  bytes: number;
+}
+
+/** A write of `bytes` more, charged to a bucket and an owner, under the bucket's quotas. */
+export interface QuotaCharge extends Reservation {
+  maxTotalBytes: number | null;
+  maxBytesPerUser: number | null;
+}
+
+export interface QuotaBreach {
+  quota: 'max_total_bytes' | 'max_bytes_per_user';
+  /** Bytes stored and reserved when the write was refused. */
+  used: number;
+  limit: number;
+}
 
 /** A bucket as the builder selects it: the wire's shape (BucketRow), timestamps as ISO text. */
 const BUCKET_FIELDS = {
@@ -54,6 +84,8 @@ const BUCKET_FIELDS = {
   max_file_size: buckets.maxFileSize,
   allowed_mime_types: buckets.allowedMimeTypes,
   rules: sql<BucketRules>`${buckets.rules}`,
+  max_total_bytes: buckets.maxTotalBytes,
+  max_bytes_per_user: buckets.maxBytesPerUser,
   created_at: isoTimestamp(buckets.createdAt),
   updated_at: isoTimestamp(buckets.updatedAt),
 };
@@ -66,6 +98,8 @@ function bucketColumns(bucket: BucketFields): Omit<typeof buckets.$inferInsert, 
     maxFileSize: bucket.max_file_size,
     allowedMimeTypes: bucket.allowed_mime_types,
     rules: { ...bucket.rules },
+    maxTotalBytes: bucket.max_total_bytes,
+    maxBytesPerUser: bucket.max_bytes_per_user,
   };
 }
 
@@ -251,12 +285,95 @@ export class StorageRepository {
 
   // Pending keys
 
-  async addPending(q: Queryable, key: string, reason: 'upload' | 'delete'): Promise<void> {
+  /** Marks a key pending; an upload's mark may hold a quota reservation (see reserve in the service). */
+  async addPending(q: Queryable, key: string, reason: 'upload' | 'delete', reservation?: Reservation): Promise<void> {
     await runQuery(
       q,
-      `INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, $2)
-       ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now()`,
-      [key, reason],
+      `INSERT INTO basalt.storage_pending (storage_key, reason, bucket, owner, reserved_bytes) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now(), reserved_bytes = 0`,
+      [key, reason, reservation?.bucket ?? null, reservation?.owner ?? null, reservation?.bytes ?? 0],
+    );
+  }
+
+  // Quotas
+
+  /**
+   * Locks the usage rows a write of `bytes` more is charged to (the bucket's total first, then
+   * the owner's: one order everywhere, so writers never deadlock) and returns the first quota
+   * it would pass, or null. Bytes reserved by other uploads in flight count as used. The lock
+   * is held until `tx` ends, so the caller's reservation or commit is decided alone.
+   */
+  async quotaBreach(tx: Tx, charge: QuotaCharge): Promise<QuotaBreach | null> {
+    const scopes: Array<{ owner: string; quota: QuotaBreach['quota']; limit: number }> = [];
+    if (charge.maxTotalBytes !== null)
+      scopes.push({ owner: '', quota: 'max_total_bytes', limit: charge.maxTotalBytes });
+    if (charge.maxBytesPerUser !== null && charge.owner !== null && charge.owner !== '') {
+      scopes.push({ owner: charge.owner, quota: 'max_bytes_per_user', limit: charge.maxBytesPerUser });
+    }
+    if (scopes.length === 0) return null;
+    const owners = scopes.map((scope) => scope.owner);
+    await runQuery(
+      tx,
+      `INSERT INTO basalt.storage_usage (bucket, owner) SELECT $1, o FROM unnest($2::text[]) AS o
+       ON CONFLICT (bucket, owner) DO NOTHING`,
+      [charge.bucket, owners],
+    );
+    await runQuery(
+      tx,
+      `SELECT 1 FROM basalt.storage_usage WHERE bucket = $1 AND owner = ANY($2::text[]) ORDER BY owner FOR UPDATE`,
+      [charge.bucket, owners],
+    );
+    // A statement of its own, after the lock: its snapshot sees every commit made before it.
+    const rows = await runQuery<{ owner: string; used: number }>(
+      tx,
+      `SELECT u.owner, (u.bytes + coalesce((SELECT sum(p.reserved_bytes) FROM basalt.storage_pending p
+           WHERE p.reserved_bytes > 0 AND p.bucket = u.bucket AND (u.owner = '' OR p.owner = u.owner)), 0))::float8 AS used
+         FROM basalt.storage_usage u WHERE u.bucket = $1 AND u.owner = ANY($2::text[])`,
+      [charge.bucket, owners],
+    );
+    for (const scope of scopes) {
+      const used = rows.find((row) => row.owner === scope.owner)?.used ?? 0;
+      if (used + charge.bytes > scope.limit) return { quota: scope.quota, used, limit: scope.limit };
+    }
+    return null;
+  }
+
+  /** The committed bytes and objects of each bucket, by name (buckets without objects are absent). */
+  async bucketUsage(bucket?: string): Promise<Map<string, Usage>> {
+    const rows = await runQuery<{ bucket: string; bytes: number; objects: number }>(
+      this.db.pool,
+      `SELECT bucket, bytes::float8 AS bytes, objects::float8 AS objects FROM basalt.storage_usage
+        WHERE owner = '' AND ($1::text IS NULL OR bucket = $1)`,
+      [bucket ?? null],
+    );
+    return new Map(rows.map((row) => [row.bucket, { bytes: row.bytes, objects: row.objects }]));
+  }
+
+  /** Bytes reserved by uploads in flight in a bucket. */
+  async reservedBytes(bucket: string): Promise<number> {
+    const rows = await runQuery<{ reserved: number }>(
+      this.db.pool,
+      `SELECT coalesce(sum(reserved_bytes), 0)::float8 AS reserved FROM basalt.storage_pending
+        WHERE bucket = $1 AND reserved_bytes > 0`,
+      [bucket],
+    );
+    return rows[0]?.reserved ?? 0;
+  }
+
+  /** Per-owner usage of a bucket in owner order, one page; `owner` narrows it to one. */
+  async ownerUsage(options: {
+    bucket: string;
+    owner: string | null;
+    after: string | null;
+    limit: number;
+  }): Promise<Array<{ owner: string } & Usage>> {
+    return runQuery<{ owner: string } & Usage>(
+      this.db.pool,
+      `SELECT owner, bytes::float8 AS bytes, objects::float8 AS objects FROM basalt.storage_usage
+        WHERE bucket = $1 AND owner <> '' AND ($2::text IS NULL OR owner = $2) AND ($3::text IS NULL OR owner > $3)
+          AND (objects > 0 OR bytes > 0)
+        ORDER BY owner LIMIT $4`,
+      [options.bucket, options.owner, options.after, options.limit],
     );
   }
 

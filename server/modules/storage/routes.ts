@@ -28,7 +28,11 @@ const bucketWritable = {
     items: { type: 'string', minLength: 3, maxLength: 255 },
   },
   rules: closedObject({ read: ruleSchema, write: ruleSchema, delete: ruleSchema }),
+  max_total_bytes: { type: ['integer', 'null'], minimum: 0 },
+  max_bytes_per_user: { type: ['integer', 'null'], minimum: 0 },
 } as const;
+
+const usageSchema = closedObject({ bytes: { type: 'integer' }, objects: { type: 'integer' } });
 
 // Response schemas are closed (additionalProperties: false): the serializer sends only the
 // properties they name, and the handlers' return types are checked against them.
@@ -38,6 +42,9 @@ const bucketSchema = closedObject({
   max_file_size: { type: ['integer', 'null'] },
   allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
   rules: closedObject({ read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } }),
+  max_total_bytes: { type: ['integer', 'null'] },
+  max_bytes_per_user: { type: ['integer', 'null'] },
+  usage: usageSchema,
   created_at: { type: 'string' },
   updated_at: { type: 'string' },
 });
@@ -253,6 +260,55 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       },
     },
     async (request) => storage.updateBucket(request.caller, request.params.name, request.body),
+  );
+
+  app.get(
+    '/v1/admin/buckets/:name/usage',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['storage'],
+        summary: "A bucket's usage and its owners' usage, in owner order (service key)",
+        params: nameParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            owner: { type: 'string', minLength: 1, maxLength: 255 },
+            after: { type: 'string', maxLength: 255 },
+            limit: { type: 'string', pattern: '^[0-9]{1,4}$' },
+          },
+        },
+        response: {
+          200: closedObject({
+            bucket: { type: 'string' },
+            bytes: { type: 'integer' },
+            objects: { type: 'integer' },
+            reserved_bytes: { type: 'integer' },
+            users: {
+              type: 'array',
+              items: closedObject({
+                owner: { type: 'string' },
+                bytes: { type: 'integer' },
+                objects: { type: 'integer' },
+              }),
+            },
+            next_cursor: { type: ['string', 'null'] },
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      const limit = request.query.limit === undefined ? undefined : Number(request.query.limit);
+      if (limit !== undefined && (limit < 1 || limit > 1000)) {
+        throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
+      }
+      return storage.bucketUsage(request.caller, request.params.name, {
+        owner: request.query.owner,
+        after: request.query.after,
+        limit,
+      });
+    },
   );
 
   app.delete(

@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
+import type { Tx } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
 import {
   compileRuleToSql,
@@ -39,7 +40,9 @@ import {
   type BucketRow,
   type BucketRules,
   type ObjectRow,
+  type QuotaBreach,
   type StorageRepository,
+  type Usage,
 } from './repository.js';
 import { MAX_SIGNED_URL_SECONDS, type UrlSigner } from './signing.js';
 
@@ -53,6 +56,21 @@ export interface BucketInput {
   max_file_size?: number | null;
   allowed_mime_types?: string[] | null;
   rules?: BucketRules;
+  max_total_bytes?: number | null;
+  max_bytes_per_user?: number | null;
+}
+
+/** A bucket as the admin API shows it: its settings and what it holds. */
+export type BucketWithUsage = Bucket & { usage: Usage };
+
+export interface BucketUsageReport {
+  bucket: string;
+  bytes: number;
+  objects: number;
+  /** Bytes held by uploads still in flight: they count against the quotas until they finish or fail. */
+  reserved_bytes: number;
+  users: Array<{ owner: string } & Usage>;
+  next_cursor: string | null;
 }
 
 export interface UploadInput {
@@ -132,7 +150,7 @@ export class StorageService {
 
   // Buckets (service key only)
 
-  async createBucket(caller: Caller, input: BucketInput): Promise<Bucket> {
+  async createBucket(caller: Caller, input: BucketInput): Promise<BucketWithUsage> {
     requireService(caller);
     const name = input.name ?? '';
     assertBucketName(name);
@@ -141,26 +159,66 @@ export class StorageService {
       max_file_size: null,
       allowed_mime_types: null,
       rules: {},
+      max_total_bytes: null,
+      max_bytes_per_user: null,
     });
-    return this.repo.insertBucket({ name, ...fields });
+    return { ...(await this.repo.insertBucket({ name, ...fields })), usage: { bytes: 0, objects: 0 } };
   }
 
-  async listBuckets(caller: Caller): Promise<Bucket[]> {
+  async listBuckets(caller: Caller): Promise<BucketWithUsage[]> {
     requireService(caller);
-    return this.repo.buckets();
+    const [buckets, usage] = await Promise.all([this.repo.buckets(), this.repo.bucketUsage()]);
+    return buckets.map((bucket) => ({ ...bucket, usage: usage.get(bucket.name) ?? { bytes: 0, objects: 0 } }));
   }
 
-  async getBucket(caller: Caller, name: string): Promise<Bucket> {
+  async getBucket(caller: Caller, name: string): Promise<BucketWithUsage> {
     requireService(caller);
-    return this.bucket(name);
+    const bucket = await this.bucket(name);
+    return this.withUsage(bucket);
   }
 
-  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<Bucket> {
+  private async withUsage(bucket: Bucket): Promise<BucketWithUsage> {
+    const usage = await this.repo.bucketUsage(bucket.name);
+    return { ...bucket, usage: usage.get(bucket.name) ?? { bytes: 0, objects: 0 } };
+  }
+
+  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<BucketWithUsage> {
     requireService(caller);
     const current = await this.bucket(name);
     const updated = await this.repo.updateBucket({ name, ...this.bucketFields(input, current) });
     if (!updated) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
-    return updated;
+    return this.withUsage(updated);
+  }
+
+  /** A bucket's usage, with one page of its owners' (or one owner's) usage, in owner order. */
+  async bucketUsage(
+    caller: Caller,
+    name: string,
+    query: { owner?: string; after?: string; limit?: number },
+  ): Promise<BucketUsageReport> {
+    requireService(caller);
+    const bucket = await this.bucket(name);
+    const limit = query.limit ?? 100;
+    const [usage, reserved, users] = await Promise.all([
+      this.repo.bucketUsage(bucket.name),
+      this.repo.reservedBytes(bucket.name),
+      this.repo.ownerUsage({
+        bucket: bucket.name,
+        owner: query.owner ?? null,
+        after: query.after ?? null,
+        limit: limit + 1,
+      }),
+    ]);
+    const total = usage.get(bucket.name) ?? { bytes: 0, objects: 0 };
+    const page = users.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      bucket: bucket.name,
+      ...total,
+      reserved_bytes: reserved,
+      users: page,
+      next_cursor: users.length > limit && last ? last.owner : null,
+    };
   }
 
   /** Refuses a bucket that holds objects unless `force`, which deletes them with it. */
@@ -208,6 +266,8 @@ export class StorageService {
       max_file_size: maxFileSize,
       allowed_mime_types: allowed && allowed.length > 0 ? allowed.map((m) => m.toLowerCase()) : null,
       rules,
+      max_total_bytes: input.max_total_bytes === undefined ? base.max_total_bytes : input.max_total_bytes,
+      max_bytes_per_user: input.max_bytes_per_user === undefined ? base.max_bytes_per_user : input.max_bytes_per_user,
     };
   }
 
@@ -330,7 +390,11 @@ export class StorageService {
     this.assertAllowed(caller, bucket, 'write', candidate(input.declaredSize ?? 0));
 
     const key = `${bucket.name}/${randomUUID()}`;
-    await this.repo.addPending(this.repo.pool, key, 'upload');
+    // A declared size is reserved against the quotas before the first byte; an undeclared one is
+    // checked when the upload commits (below), which is what makes both exact under concurrency.
+    const charged = existing ? existing.owner : owner;
+    const expectedGrowth = input.declaredSize === null ? 0 : input.declaredSize - (existing?.size ?? 0);
+    await this.reserve(bucket, charged, key, expectedGrowth);
     const heartbeat = setInterval(() => {
       this.repo.touchPending(key).catch((error: unknown) => this.log.warn({ err: error, key }, 'pending touch failed'));
     }, this.options.heartbeatMs);
@@ -365,6 +429,7 @@ export class StorageService {
         }
         for (;;) {
           const current = await this.repo.lockObject(tx, bucket.name, path);
+          await this.assertWithinQuota(tx, bucket, current ? current.owner : owner, stored.size - (current?.size ?? 0));
           if (current) {
             if (!input.upsert) throw this.exists(bucket.name, path);
             this.assertAllowed(caller, bucket, 'write', current);
@@ -383,6 +448,35 @@ export class StorageService {
     }
     if (previousKey !== null) await this.discardBytes(previousKey);
     return toObject(row);
+  }
+
+  /**
+   * Marks an upload's key pending, holding `bytes` against the bucket's quotas while it streams
+   * (QUOTA_EXCEEDED, and nothing marked, when they would pass a limit). The reservation ends with
+   * the mark: when the upload commits, fails, or is swept.
+   */
+  private async reserve(bucket: Bucket, owner: string | null, key: string, bytes: number): Promise<void> {
+    if (!hasQuota(bucket) || bytes <= 0) {
+      await this.repo.addPending(this.repo.pool, key, 'upload');
+      return;
+    }
+    await this.repo.transaction(async (tx) => {
+      const breach = await this.repo.quotaBreach(tx, { ...quotaLimits(bucket), bucket: bucket.name, owner, bytes });
+      if (breach) throw quotaExceeded(breach);
+      await this.repo.addPending(tx, key, 'upload', { bucket: bucket.name, owner, bytes });
+    });
+  }
+
+  /** In a commit's transaction: QUOTA_EXCEEDED when growing the bucket by `growth` bytes passes a quota. */
+  async assertWithinQuota(tx: Tx, bucket: Bucket, owner: string | null, growth: number): Promise<void> {
+    if (!hasQuota(bucket) || growth <= 0) return;
+    const breach = await this.repo.quotaBreach(tx, {
+      ...quotaLimits(bucket),
+      bucket: bucket.name,
+      owner,
+      bytes: growth,
+    });
+    if (breach) throw quotaExceeded(breach);
   }
 
   private exists(bucket: string, path: string): AppError {
@@ -506,6 +600,23 @@ export class StorageService {
     const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?expires=${expires}&sig=${sig}`;
     return { url, expires_at: new Date(expires * 1000).toISOString() };
   }
+}
+
+function hasQuota(bucket: Bucket): boolean {
+  return bucket.max_total_bytes !== null || bucket.max_bytes_per_user !== null;
+}
+
+function quotaLimits(bucket: Bucket): { maxTotalBytes: number | null; maxBytesPerUser: number | null } {
+  return { maxTotalBytes: bucket.max_total_bytes, maxBytesPerUser: bucket.max_bytes_per_user };
+}
+
+export function quotaExceeded(breach: QuotaBreach): AppError {
+  const scope = breach.quota === 'max_total_bytes' ? "the bucket's" : "the owner's";
+  return new AppError(
+    'QUOTA_EXCEEDED',
+    `The upload would pass ${scope} quota of ${breach.limit} bytes (${breach.used} bytes used).`,
+    { details: { quota: breach.quota, used: breach.used, limit: breach.limit } },
+  );
 }
 
 interface CandidateObject {
