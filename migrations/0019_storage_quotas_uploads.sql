@@ -61,3 +61,48 @@ INSERT INTO basalt.storage_usage (bucket, owner, bytes, objects)
 SELECT bucket, '', sum(size), count(*) FROM basalt.objects GROUP BY bucket
 UNION ALL
 SELECT bucket, owner, sum(size), count(*) FROM basalt.objects WHERE owner IS NOT NULL AND owner <> '' GROUP BY bucket, owner;
+
+-- Image transform variants: the bytes of a resized or re-encoded image, cached in the
+-- storage backend under `<bucket>/t<hash>`, a hash of the original's storage key (so of its
+-- version: an overwrite writes a new key) and of the transform's parameters. A variant is
+-- found only through the current key of its original, so a stale one is never served; its
+-- row goes with the original's bytes, and the sweeper removes those a crash left behind.
+CREATE TABLE basalt.storage_variants (
+  storage_key text PRIMARY KEY,
+  object_key text NOT NULL,
+  params text NOT NULL,
+  size bigint NOT NULL CHECK (size >= 0),
+  content_type text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX storage_variants_object_key_idx ON basalt.storage_variants (object_key);
+
+-- Resumable (tus) uploads in progress. The state lives here, not on an instance, so any
+-- instance goes on with an upload after a dropped connection or a crash. The bytes go to the
+-- backend piece by piece under storage_key, which a pending mark (holding the upload's quota
+-- reservation) covers until the object row commits; `held` keeps the bytes of an S3 part not
+-- yet full, written atomically with `upload_offset`. A lease serialises the appends to one
+-- upload across instances; a crashed holder's lease simply runs out.
+CREATE TABLE basalt.storage_uploads (
+  id text PRIMARY KEY,
+  bucket text NOT NULL REFERENCES basalt.buckets (name) ON DELETE CASCADE,
+  path text COLLATE "C" NOT NULL,
+  storage_key text NOT NULL UNIQUE,
+  content_type text NOT NULL,
+  upsert boolean NOT NULL DEFAULT false,
+  -- The object's owner when it is created: the uploading user, or null for the service key.
+  owner text,
+  -- Who may go on with the upload: 'user:<id>', 'service', or 'public' (the URL is the secret).
+  creator text NOT NULL,
+  upload_length bigint NOT NULL CHECK (upload_length >= 0),
+  upload_offset bigint NOT NULL DEFAULT 0 CHECK (upload_offset >= 0 AND upload_offset <= upload_length),
+  metadata text NOT NULL DEFAULT '',
+  backend_state jsonb NOT NULL DEFAULT '{}'::jsonb,
+  held bytea,
+  lease_token text,
+  lease_until timestamptz,
+  expires_at timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX storage_uploads_expires_idx ON basalt.storage_uploads (expires_at);

@@ -46,6 +46,15 @@ const EXPOSED_HEADERS = [
   'accept-ranges',
   'retry-after',
   'location',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'tus-version',
+  'tus-extension',
+  'tus-max-size',
+  'upload-offset',
+  'upload-length',
+  'upload-expires',
+  'upload-metadata',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -56,6 +65,14 @@ const ALLOWED_HEADERS = [
   'x-upsert',
   'x-request-id',
   'x-client-info',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'upload-offset',
+  'upload-length',
+  'upload-metadata',
+  'upload-defer-length',
+  'upload-concat',
+  'x-http-method-override',
 ];
 
 /** Trusts the nearest `hops` proxies (Fastify's types take no hop count directly). */
@@ -188,6 +205,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     allowedHeaders: ALLOWED_HEADERS,
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
+    // tus clients may ask OPTIONS of the upload endpoint for its capabilities, with no preflight.
+    discoveryPaths: ['/v1/storage/uploads'],
   });
   if (servesApi) {
     await registerApiDocs(app);

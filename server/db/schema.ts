@@ -261,6 +261,40 @@ export const storageUsage = basalt.table(
   (table) => [primaryKey({ columns: [table.bucket, table.owner] })],
 );
 
+/** Cached image transform variants (see migrations/0019). */
+export const storageVariants = basalt.table('storage_variants', {
+  storageKey: text('storage_key').primaryKey(),
+  objectKey: text('object_key').notNull(),
+  params: text('params').notNull(),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  contentType: text('content_type').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+});
+
+/** Resumable (tus) uploads in progress (see migrations/0019). */
+export const storageUploads = basalt.table('storage_uploads', {
+  id: text('id').primaryKey(),
+  bucket: text('bucket')
+    .notNull()
+    .references(() => buckets.name, { onDelete: 'cascade' }),
+  path: text('path').notNull(),
+  storageKey: text('storage_key').notNull().unique(),
+  contentType: text('content_type').notNull(),
+  upsert: boolean('upsert').notNull().default(false),
+  owner: text('owner'),
+  creator: text('creator').notNull(),
+  uploadLength: bigint('upload_length', { mode: 'number' }).notNull(),
+  uploadOffset: bigint('upload_offset', { mode: 'number' }).notNull().default(0),
+  metadata: text('metadata').notNull().default(''),
+  backendState: jsonb('backend_state').$type<Record<string, unknown>>().notNull().default({}),
+  held: bytea('held'),
+  leaseToken: text('lease_token'),
+  leaseUntil: timestamptz('lease_until'),
+  expiresAt: timestamptz('expires_at').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
 // -- realtime (0008) -------------------------------------------------------------------------
 
 export const realtimeInstances = basalt.table('realtime_instances', {

@@ -575,6 +575,66 @@ securitySuite<Fixture>({
       code: 'UNAUTHENTICATED',
     },
 
+    // ---- image transforms ----------------------------------------------------------------------
+    {
+      name: 'a transform asks for an output larger than the bound',
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=100000&height=100000`,
+        as: 'alice',
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'transform parameters out of range or of the wrong kind',
+      run: async (fixture, server) => {
+        for (const query of ['width=0', 'height=2501', 'quality=1000', 'fit=fill', 'format=svg', 'width=1e3']) {
+          const res = await request(
+            server.url,
+            'GET',
+            `/v1/storage/private/users/${fixture.alice.id}/diary.txt?${query}`,
+            {
+              token: fixture.alice.token,
+            },
+          );
+          expect(res.status, query).toBe(400);
+          expect(errorCode(res.body), query).toBe('INVALID_REQUEST');
+        }
+      },
+    },
+    {
+      name: 'a transform of a file that is not an image',
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=10`,
+        as: 'alice',
+      }),
+      status: 415,
+      code: 'UNSUPPORTED_MEDIA_TYPE',
+    },
+    {
+      name: "a transform of another user's file is still a read",
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=10`,
+        as: 'bob',
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'transform parameters added to a signed URL of the original',
+      request: (f) => {
+        const query = new URLSearchParams(f.signedQuery);
+        query.set('width', '10');
+        return { method: 'GET', path: `${f.signedPath}?${query}` };
+      },
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: () => [ALICE_SECRET],
+    },
+
     // ---- quotas ------------------------------------------------------------------------------
     {
       name: 'quota squeeze: many concurrent uploads each under the remaining room',

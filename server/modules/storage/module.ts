@@ -10,6 +10,7 @@ import { storageRoutes } from './routes.js';
 import { StorageService } from './service.js';
 import { UrlSigner } from './signing.js';
 import { StorageSweeper } from './sweeper.js';
+import { ImageTransformer } from './transforms.js';
 
 /**
  * The storage module: buckets, objects and signed URLs over the configured backend. start()
@@ -52,6 +53,7 @@ export function buildStorageModule(platform: Platform): StorageModule {
     publicUrl: config.publicUrl,
     heartbeatMs: Math.max(1000, Math.min(60_000, (config.storage.orphanGraceSeconds * 1000) / 4)),
     orphanGraceSeconds: config.storage.orphanGraceSeconds,
+    transformer: new ImageTransformer(config.storage.transforms),
   });
   const sweeper = new StorageSweeper(repo, backend, log, (result) => {
     swept.inc({ kind: 'pending' }, result.pending);

@@ -2,6 +2,7 @@ import { and, asc, eq, gte, lt, sql } from 'drizzle-orm';
 import { buckets, objects, storagePending } from '../../db/schema.js';
 import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
+import type { ResumableState } from './backends/index.js';
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 import { ISO_TIMESTAMP, isoTimestamp, mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
@@ -51,6 +52,42 @@ const OBJECT_COLUMNS =
   `to_char(o.created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(o.updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
 
 export const OBJECT_ALIAS = 'o';
+
+export interface UploadRow {
+  id: string;
+  bucket: string;
+  path: string;
+  storage_key: string;
+  content_type: string;
+  upsert: boolean;
+  owner: string | null;
+  creator: string;
+  upload_length: number;
+  upload_offset: number;
+  metadata: string;
+  backend_state: ResumableState;
+  expires_at: string;
+}
+
+export interface NewUpload {
+  id: string;
+  bucket: string;
+  path: string;
+  storageKey: string;
+  contentType: string;
+  upsert: boolean;
+  owner: string | null;
+  creator: string;
+  length: number;
+  metadata: string;
+  backendState: ResumableState;
+  expiresInSeconds: number;
+}
+
+const UPLOAD_COLUMNS =
+  `u.id, u.bucket, u.path, u.storage_key, u.content_type, u.upsert, u.owner, u.creator, ` +
+  `u.upload_length::float8 AS upload_length, u.upload_offset::float8 AS upload_offset, u.metadata, u.backend_state, ` +
+  `to_char(u.expires_at AT TIME ZONE 'UTC', ${ISO}) AS expires_at`;
 
 export interface Usage {
   bytes: number;
@@ -295,6 +332,170 @@ export class StorageRepository {
     );
   }
 
+  // Resumable uploads
+
+  async insertUpload(q: Queryable, upload: NewUpload): Promise<UploadRow> {
+    const rows = await runQuery<UploadRow>(
+      q,
+      `INSERT INTO basalt.storage_uploads AS u (id, bucket, path, storage_key, content_type, upsert, owner, creator,
+         upload_length, metadata, backend_state, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12))
+       RETURNING ${UPLOAD_COLUMNS}`,
+      [
+        upload.id,
+        upload.bucket,
+        upload.path,
+        upload.storageKey,
+        upload.contentType,
+        upload.upsert,
+        upload.owner,
+        upload.creator,
+        upload.length,
+        upload.metadata,
+        JSON.stringify(upload.backendState),
+        upload.expiresInSeconds,
+      ],
+    );
+    return rows[0] as UploadRow;
+  }
+
+  /** An upload that has not expired, or null. */
+  async upload(id: string): Promise<UploadRow | null> {
+    const rows = await runQuery<UploadRow>(
+      this.db.pool,
+      `SELECT ${UPLOAD_COLUMNS} FROM basalt.storage_uploads u WHERE u.id = $1 AND u.expires_at > now()`,
+      [id],
+    );
+    return rows[0] ?? null;
+  }
+
+  /**
+   * Takes the upload's lease for `seconds` when no one holds it (or the holder's ran out); null
+   * when it is held. Returns the row as it is under the lease, `held` bytes included.
+   */
+  async leaseUpload(id: string, token: string, seconds: number): Promise<(UploadRow & { held: Buffer | null }) | null> {
+    const rows = await runQuery<UploadRow & { held: Buffer | null }>(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads AS u SET lease_token = $2, lease_until = now() + make_interval(secs => $3)
+        WHERE u.id = $1 AND u.expires_at > now() AND (u.lease_until IS NULL OR u.lease_until < now())
+        RETURNING ${UPLOAD_COLUMNS}, u.held`,
+      [id, token, seconds],
+    );
+    return rows[0] ?? null;
+  }
+
+  async renewLease(id: string, token: string, seconds: number): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads SET lease_until = now() + make_interval(secs => $3)
+        WHERE id = $1 AND lease_token = $2`,
+      [id, token, seconds],
+    );
+  }
+
+  async releaseLease(id: string, token: string): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads SET lease_token = NULL, lease_until = NULL WHERE id = $1 AND lease_token = $2`,
+      [id, token],
+    );
+  }
+
+  /**
+   * Records an append's progress and releases the lease, pushing the expiry back; false when
+   * the lease was lost (it ran out and another instance took the upload over).
+   */
+  async recordProgress(
+    id: string,
+    token: string,
+    progress: { offset: number; backendState: ResumableState; held: Buffer | null; expiresInSeconds: number },
+  ): Promise<UploadRow | null> {
+    const rows = await runQuery<UploadRow>(
+      this.db.pool,
+      `WITH updated AS (
+         UPDATE basalt.storage_uploads SET upload_offset = $3, backend_state = $4, held = $5,
+           expires_at = now() + make_interval(secs => $6), lease_token = NULL, lease_until = NULL, updated_at = now()
+          WHERE id = $1 AND lease_token = $2
+          RETURNING *),
+       touched AS (UPDATE basalt.storage_pending p SET touched_at = now()
+          FROM updated WHERE p.storage_key = updated.storage_key)
+       SELECT ${UPLOAD_COLUMNS.replaceAll('u.', 'updated.')} FROM updated`,
+      [id, token, progress.offset, JSON.stringify(progress.backendState), progress.held, progress.expiresInSeconds],
+    );
+    return rows[0] ?? null;
+  }
+
+  async deleteUpload(q: Queryable, id: string): Promise<void> {
+    await runQuery(q, `DELETE FROM basalt.storage_uploads WHERE id = $1`, [id]);
+  }
+
+  /** Expired uploads no one holds a lease on, oldest first. */
+  async expiredUploads(limit: number): Promise<UploadRow[]> {
+    return runQuery<UploadRow>(
+      this.db.pool,
+      `SELECT ${UPLOAD_COLUMNS} FROM basalt.storage_uploads u
+        WHERE u.expires_at <= now() AND (u.lease_until IS NULL OR u.lease_until < now())
+        ORDER BY u.expires_at LIMIT $1`,
+      [limit],
+    );
+  }
+
+  // Image transform variants
+
+  async variant(storageKey: string): Promise<{ size: number; content_type: string } | null> {
+    const rows = await runQuery<{ size: number; content_type: string }>(
+      this.db.pool,
+      `SELECT size::float8 AS size, content_type FROM basalt.storage_variants WHERE storage_key = $1`,
+      [storageKey],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** Records a variant whose bytes are stored; a concurrent writer of the same variant makes this a no-op. */
+  async insertVariant(variant: {
+    storageKey: string;
+    objectKey: string;
+    params: string;
+    size: number;
+    contentType: string;
+  }): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `INSERT INTO basalt.storage_variants (storage_key, object_key, params, size, content_type)
+       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (storage_key) DO NOTHING`,
+      [variant.storageKey, variant.objectKey, variant.params, variant.size, variant.contentType],
+    );
+  }
+
+  /** Forgets the variants of an original's bytes; returns their keys, whose bytes the caller deletes. */
+  async deleteVariantsOf(objectKey: string): Promise<string[]> {
+    const rows = await runQuery<{ storage_key: string }>(
+      this.db.pool,
+      `DELETE FROM basalt.storage_variants WHERE object_key = $1 RETURNING storage_key`,
+      [objectKey],
+    );
+    return rows.map((row) => row.storage_key);
+  }
+
+  /**
+   * Forgets up to `limit` variants older than `cutoff` whose original's bytes no object row
+   * references any more (left behind by a crash between an overwrite and its cleanup, or made
+   * while the original was being replaced); returns their keys.
+   */
+  async deleteStaleVariants(cutoff: Date, limit: number): Promise<string[]> {
+    const rows = await runQuery<{ storage_key: string }>(
+      this.db.pool,
+      `DELETE FROM basalt.storage_variants v WHERE v.storage_key IN (
+         SELECT s.storage_key FROM basalt.storage_variants s
+          WHERE s.created_at < $1
+            AND NOT EXISTS (SELECT 1 FROM basalt.objects o WHERE o.storage_key = s.object_key)
+          LIMIT $2)
+       RETURNING v.storage_key`,
+      [cutoff, limit],
+    );
+    return rows.map((row) => row.storage_key);
+  }
+
   // Quotas
 
   /**
@@ -409,6 +610,7 @@ export class StorageRepository {
     const rows = await runQuery<{ referenced: boolean }>(
       this.db.pool,
       `DELETE FROM basalt.storage_pending p WHERE p.storage_key = $1 AND p.touched_at < $2
+         AND NOT EXISTS (SELECT 1 FROM basalt.storage_uploads u WHERE u.storage_key = p.storage_key)
        RETURNING EXISTS (SELECT 1 FROM basalt.objects o WHERE o.storage_key = p.storage_key) AS referenced`,
       [key, cutoff],
     );
@@ -417,6 +619,7 @@ export class StorageRepository {
     return row.referenced ? 'keep' : 'delete';
   }
 
+  /** True while an upload writes to `key`: its mark was touched since `cutoff`, or a resumable upload owns it. */
   async pendingTouchedSince(key: string, cutoff: Date): Promise<boolean> {
     const rows = await mapDatabaseErrors(() =>
       this.db.drizzle
@@ -424,7 +627,9 @@ export class StorageRepository {
         .from(storagePending)
         .where(and(eq(storagePending.storageKey, key), gte(storagePending.touchedAt, cutoff))),
     );
-    return rows.length > 0;
+    if (rows.length > 0) return true;
+    const uploads = await runQuery(this.db.pool, `SELECT 1 FROM basalt.storage_uploads WHERE storage_key = $1`, [key]);
+    return uploads.length > 0;
   }
 
   /** Of `keys`, those that an object row or a pending mark accounts for. */
@@ -432,7 +637,8 @@ export class StorageRepository {
     const rows = await runQuery<{ storage_key: string }>(
       this.db.pool,
       `SELECT storage_key FROM basalt.objects WHERE storage_key = ANY($1::text[])
-       UNION SELECT storage_key FROM basalt.storage_pending WHERE storage_key = ANY($1::text[])`,
+       UNION SELECT storage_key FROM basalt.storage_pending WHERE storage_key = ANY($1::text[])
+       UNION SELECT storage_key FROM basalt.storage_variants WHERE storage_key = ANY($1::text[])`,
       [keys],
     );
     return new Set(rows.map((row) => row.storage_key));

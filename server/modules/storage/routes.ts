@@ -10,6 +10,7 @@ import { servedContentType, splitStorageUrl } from './paths.js';
 import type { StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
+import { hasTransform, TRANSFORM_FITS, TRANSFORM_FORMATS, type TransformQuery } from './transforms.js';
 
 export interface StorageRouteOptions {
   storage: StorageService;
@@ -131,10 +132,19 @@ function declaredLength(request: FastifyRequest): number | null {
   return Number(raw);
 }
 
-interface ObjectQuery {
+interface ObjectQuery extends TransformQuery {
   download?: string;
   expires?: string;
   sig?: string;
+}
+
+/** Cache headers and the sandbox every download carries, original or transformed. */
+function downloadHeaders(reply: FastifyReply, etag: string, updatedAt: string, shared: boolean): void {
+  void reply.header('etag', etag);
+  void reply.header('last-modified', new Date(updatedAt).toUTCString());
+  void reply.header('cache-control', shared ? 'public, max-age=0, must-revalidate' : 'private, no-cache');
+  // User content served from the API's origin must not run as a page of that origin.
+  void reply.header('content-security-policy', "default-src 'none'; sandbox");
 }
 
 async function serveObject(
@@ -146,20 +156,28 @@ async function serveObject(
 ): Promise<FastifyReply> {
   const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
   const signed = query.sig !== undefined || query.expires !== undefined;
+  const transform = hasTransform(query) ? storage.parseTransform(query) : undefined;
   const object = await storage.objectForRead(request.caller, bucket, rawPath, {
     signature: signed ? { expires: query.expires, sig: query.sig } : undefined,
+    transform,
   });
-  void reply.header('etag', object.etag);
-  void reply.header('last-modified', new Date(object.updated_at).toUTCString());
-  void reply.header('accept-ranges', 'bytes');
-  void reply.header(
-    'cache-control',
-    object.public && !signed ? 'public, max-age=0, must-revalidate' : 'private, no-cache',
-  );
-  // User content served from the API's origin must not run as a page of that origin.
-  void reply.header('content-security-policy', "default-src 'none'; sandbox");
   const disposition = contentDisposition(query.download, object.path);
   if (disposition) void reply.header('content-disposition', disposition);
+  if (transform) {
+    const { etag } = storage.variantOf(object, transform);
+    downloadHeaders(reply, etag, object.updated_at, object.public && !signed);
+    if (etagMatches(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    const image = await storage.transformedImage(object, transform);
+    void reply.type(image.contentType);
+    void reply.header('content-length', String(image.size));
+    if (!withBody) {
+      if (!Buffer.isBuffer(image.body)) image.body.destroy();
+      return reply.send();
+    }
+    return reply.send(image.body);
+  }
+  downloadHeaders(reply, object.etag, object.updated_at, object.public && !signed);
+  void reply.header('accept-ranges', 'bytes');
 
   if (etagMatches(request.headers['if-none-match'], object.etag)) return reply.code(304).send();
 
@@ -401,6 +419,12 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       download: { type: 'string', maxLength: 255 },
       expires: { type: 'string', maxLength: 20 },
       sig: { type: 'string', maxLength: 128 },
+      // Checked by parseTransform, so a bad value gets a message naming the parameter.
+      width: { type: 'string', maxLength: 16 },
+      height: { type: 'string', maxLength: 16 },
+      fit: { type: 'string', maxLength: 16 },
+      format: { type: 'string', maxLength: 16 },
+      quality: { type: 'string', maxLength: 16 },
     },
   } as const;
 
@@ -454,7 +478,16 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
           type: 'object',
           required: ['expires_in'],
           additionalProperties: false,
-          properties: { expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS } },
+          properties: {
+            expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS },
+            transform: closedObject({
+              width: { type: 'integer' },
+              height: { type: 'integer' },
+              fit: { type: 'string', enum: TRANSFORM_FITS },
+              format: { type: 'string', enum: TRANSFORM_FORMATS },
+              quality: { type: 'integer' },
+            }),
+          },
         },
         response: {
           200: closedObject({ url: { type: 'string' }, expires_at: { type: 'string' } }),
@@ -464,7 +497,8 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
     },
     async (request) => {
       const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/sign/');
-      return storage.signedUrl(request.caller, bucket, rawPath, request.body.expires_in);
+      const transform = request.body.transform ? storage.parseTransform(request.body.transform) : undefined;
+      return storage.signedUrl(request.caller, bucket, rawPath, request.body.expires_in, transform);
     },
   );
 };

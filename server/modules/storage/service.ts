@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { StorageObject } from '../../../client-sdk/src/wire.js';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
@@ -25,7 +25,7 @@ import {
   type Root,
   type Rule,
 } from '../../internal/rules/index.js';
-import type { ByteRange, StorageBackend } from './backends/index.js';
+import type { ByteRange, PutResult, StorageBackend } from './backends/index.js';
 import {
   assertBucketName,
   assertMimePattern,
@@ -45,6 +45,21 @@ import {
   type Usage,
 } from './repository.js';
 import { MAX_SIGNED_URL_SECONDS, type UrlSigner } from './signing.js';
+import {
+  canonicalTransform,
+  outputContentType,
+  outputFormat,
+  transformable,
+  variantEtag,
+  variantKey,
+  parseTransform,
+  type ImageTransform,
+  type ImageTransformer,
+  type TransformFormat,
+  type TransformQuery,
+} from './transforms.js';
+
+const DEFAULT_MAX_DIMENSION = 2500;
 
 export type { StorageObject };
 
@@ -88,6 +103,16 @@ export interface UploadInput {
 export interface ObjectAccess {
   /** `expires` and `sig` of a signed URL, when the request carries them. */
   signature?: { expires: string | undefined; sig: string | undefined };
+  /** The image transform the request asks for: a signature must cover it. */
+  transform?: ImageTransform;
+}
+
+/** A transformed image, ready to send: from the variant cache, or just made. */
+export interface TransformedImage {
+  etag: string;
+  contentType: string;
+  size: number;
+  body: Readable | Buffer;
 }
 
 export interface StorageServiceOptions {
@@ -99,6 +124,8 @@ export interface StorageServiceOptions {
   /** Age after which the sweeper treats an unfinished upload as abandoned. */
   orphanGraceSeconds: number;
   metrics?: StorageMetrics;
+  /** Makes image transforms; without one, transform requests are refused. */
+  transformer?: ImageTransformer;
 }
 
 /** Counts for /metrics; the module wires them to Prometheus counters. */
@@ -136,6 +163,8 @@ function backendError(error: unknown): AppError {
 
 export class StorageService {
   private readonly ruleCache = new Map<string, Rule>();
+  /** Variants being made on this instance: concurrent requests for one share the work. */
+  private readonly making = new Map<string, Promise<Buffer>>();
   readonly orphanGraceSeconds: number;
 
   constructor(
@@ -358,6 +387,34 @@ export class StorageService {
   }
 
   private async store(caller: Caller, input: UploadInput): Promise<StorageObject> {
+    const prepared = await this.beginUpload(caller, { ...input, size: input.declaredSize });
+    const heartbeat = setInterval(() => {
+      this.repo
+        .touchPending(prepared.key)
+        .catch((error: unknown) => this.log.warn({ err: error, key: prepared.key }, 'pending touch failed'));
+    }, this.options.heartbeatMs);
+    heartbeat.unref();
+    let stored;
+    try {
+      stored = await this.backend.put(prepared.key, input.body, { maxBytes: prepared.limit });
+    } catch (error) {
+      await this.discardBytes(prepared.key);
+      throw backendError(error);
+    } finally {
+      clearInterval(heartbeat);
+    }
+    return this.commitUpload(caller, prepared, stored);
+  }
+
+  /**
+   * Everything an upload checks before its first byte (bucket, path, type, size, rules with the
+   * declared size, existing object, quotas), then a fresh key marked pending, with the declared
+   * growth reserved against the quotas. `size` null: not known yet (checked at commit).
+   */
+  async beginUpload(
+    caller: Caller,
+    input: { bucket: string; rawPath: string; contentType: string | undefined; upsert: boolean; size: number | null },
+  ): Promise<PreparedUpload> {
     assertBucketName(input.bucket);
     const path = objectPathFromUrl(input.rawPath);
     const contentType = normalizeContentType(input.contentType);
@@ -370,7 +427,7 @@ export class StorageService {
         details: { allowed_mime_types: bucket.allowed_mime_types },
       });
     }
-    if (input.declaredSize !== null && input.declaredSize > limit) {
+    if (input.size !== null && input.size > limit) {
       throw new AppError('PAYLOAD_TOO_LARGE', `The file is larger than the limit of ${limit} bytes.`, {
         details: { max_file_size: limit },
       });
@@ -378,50 +435,52 @@ export class StorageService {
     const owner = isUser(caller) ? caller.uid : null;
     const existing = found.object;
     if (existing && !input.upsert) throw this.exists(bucket.name, path);
-    // Checked before any byte is stored (with the declared size), and again with the real one.
-    const candidate = (size: number): CandidateObject => ({
-      bucket: bucket.name,
+    const prepared: PreparedUpload = {
+      bucket,
       path,
-      size,
-      content_type: contentType,
-      owner: existing ? existing.owner : owner,
-    });
+      contentType,
+      owner,
+      ruleOwner: existing ? existing.owner : owner,
+      upsert: input.upsert,
+      limit,
+      key: `${bucket.name}/${randomUUID()}`,
+    };
+    // Checked before any byte is stored (with the declared size), and again with the real one.
     if (existing) this.assertAllowed(caller, bucket, 'write', existing);
-    this.assertAllowed(caller, bucket, 'write', candidate(input.declaredSize ?? 0));
-
-    const key = `${bucket.name}/${randomUUID()}`;
+    this.assertAllowed(caller, bucket, 'write', candidateOf(prepared, existing, input.size ?? 0));
     // A declared size is reserved against the quotas before the first byte; an undeclared one is
-    // checked when the upload commits (below), which is what makes both exact under concurrency.
+    // checked when the upload commits (commitUpload), which is what makes both exact under concurrency.
     const charged = existing ? existing.owner : owner;
-    const expectedGrowth = input.declaredSize === null ? 0 : input.declaredSize - (existing?.size ?? 0);
-    await this.reserve(bucket, charged, key, expectedGrowth);
-    const heartbeat = setInterval(() => {
-      this.repo.touchPending(key).catch((error: unknown) => this.log.warn({ err: error, key }, 'pending touch failed'));
-    }, this.options.heartbeatMs);
-    heartbeat.unref();
-    let stored;
-    try {
-      stored = await this.backend.put(key, input.body, { maxBytes: limit });
-    } catch (error) {
-      await this.discardBytes(key);
-      throw backendError(error);
-    } finally {
-      clearInterval(heartbeat);
-    }
+    const expectedGrowth = input.size === null ? 0 : input.size - (existing?.size ?? 0);
+    await this.reserve(bucket, charged, prepared.key, expectedGrowth);
+    return prepared;
+  }
 
+  /**
+   * Makes stored bytes an object: in one transaction, clears the key's pending mark and inserts
+   * (or repoints) the object row, checking rules and quotas against the object as it is now;
+   * `alsoInTx` joins that transaction. On failure the bytes are discarded.
+   */
+  async commitUpload(
+    caller: Caller,
+    prepared: PreparedUpload,
+    stored: PutResult,
+    alsoInTx?: (tx: Tx) => Promise<void>,
+  ): Promise<StorageObject> {
+    const { bucket, path, key } = prepared;
     let previousKey: string | null = null;
     let row: ObjectRow;
     try {
-      this.assertAllowed(caller, bucket, 'write', candidate(stored.size));
+      this.assertAllowed(caller, bucket, 'write', candidateOf(prepared, null, stored.size));
       const fields = {
         bucket: bucket.name,
         path,
         storageKey: key,
         size: stored.size,
-        contentType,
+        contentType: prepared.contentType,
         etag: stored.etag,
         sha256: stored.sha256,
-        owner,
+        owner: prepared.owner,
       };
       row = await this.repo.transaction(async (tx) => {
         if (!(await this.repo.removePending(tx, key))) {
@@ -429,16 +488,26 @@ export class StorageService {
         }
         for (;;) {
           const current = await this.repo.lockObject(tx, bucket.name, path);
-          await this.assertWithinQuota(tx, bucket, current ? current.owner : owner, stored.size - (current?.size ?? 0));
+          await this.assertWithinQuota(
+            tx,
+            bucket,
+            current ? current.owner : prepared.owner,
+            stored.size - (current?.size ?? 0),
+          );
           if (current) {
-            if (!input.upsert) throw this.exists(bucket.name, path);
+            if (!prepared.upsert) throw this.exists(bucket.name, path);
             this.assertAllowed(caller, bucket, 'write', current);
             await this.repo.addPending(tx, current.storage_key, 'delete');
             previousKey = current.storage_key;
-            return this.repo.replaceObject(tx, current.id, fields);
+            const replaced = await this.repo.replaceObject(tx, current.id, fields);
+            if (alsoInTx) await alsoInTx(tx);
+            return replaced;
           }
           const inserted = await this.repo.insertObject(tx, fields);
-          if (inserted) return inserted;
+          if (inserted) {
+            if (alsoInTx) await alsoInTx(tx);
+            return inserted;
+          }
           // A concurrent upload inserted the path since the lock attempt: decide again against it.
         }
       });
@@ -448,6 +517,16 @@ export class StorageService {
     }
     if (previousKey !== null) await this.discardBytes(previousKey);
     return toObject(row);
+  }
+
+  /** The bucket an upload goes to, as it is now (NOT_FOUND when it was deleted meanwhile). */
+  async bucketForUpload(name: string): Promise<Bucket> {
+    return this.bucket(name);
+  }
+
+  /** Gives up an upload begun with beginUpload: its bytes (if any) and its mark go. */
+  async abandonUpload(key: string): Promise<void> {
+    await this.discardBytes(key);
   }
 
   /**
@@ -492,6 +571,7 @@ export class StorageService {
    */
   private async discardBytes(key: string): Promise<void> {
     try {
+      for (const variant of await this.repo.deleteVariantsOf(key)) await this.backend.delete(variant);
       await this.backend.delete(key);
       await this.repo.removePending(this.repo.pool, key);
     } catch (error) {
@@ -510,8 +590,10 @@ export class StorageService {
   ): Promise<StorageObject & { storage_key: string; public: boolean }> {
     const path = objectPathFromUrl(rawPath);
     assertBucketName(bucketName);
-    if (access.signature)
-      this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date());
+    if (access.signature) {
+      const transform = access.transform ? canonicalTransform(access.transform) : '';
+      this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date(), transform);
+    }
     const { bucket, object: row } = await this.repo.bucketAndObject(bucketName, path);
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${bucketName}" does not exist.`);
     if (!row) throw new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`);
@@ -527,6 +609,98 @@ export class StorageService {
     } catch (error) {
       throw backendError(error);
     }
+  }
+
+  /** A transform's parameters validated against this server's bounds (INVALID_REQUEST). */
+  parseTransform(query: TransformQuery | ImageTransform): ImageTransform {
+    return parseTransform(query, this.options.transformer?.config.maxDimension ?? DEFAULT_MAX_DIMENSION);
+  }
+
+  /**
+   * The object's image transformed: the cached variant when there is one, else made now
+   * (UNSUPPORTED_MEDIA_TYPE for objects that are not images). A variant is cached under a key
+   * derived from the original's storage key, which every overwrite changes, so a stale one is
+   * never found. Two instances making one variant at once write the same bytes to the same key:
+   * the write is idempotent, and on each instance concurrent requests share one computation.
+   */
+  async transformedImage(
+    object: StorageObject & { storage_key: string },
+    transform: ImageTransform,
+  ): Promise<TransformedImage> {
+    const { transformer, format, canonical, etag } = this.variantOf(object, transform);
+    if (object.size > transformer.config.maxInputBytes) {
+      throw new AppError(
+        'PAYLOAD_TOO_LARGE',
+        `Images over ${transformer.config.maxInputBytes} bytes are not transformed.`,
+        {
+          details: { max_input_bytes: transformer.config.maxInputBytes },
+        },
+      );
+    }
+    const key = variantKey(object.storage_key, canonical);
+    const contentType = outputContentType(format);
+    const cached = await this.repo.variant(key);
+    if (cached) {
+      try {
+        return { etag, contentType, size: cached.size, body: await this.backend.get(key) };
+      } catch (error) {
+        // Its bytes are gone (swept, or a store that lost them): make it again below.
+        if (!isAppError(error) || error.code !== 'NOT_FOUND') throw backendError(error);
+      }
+    }
+    let making = this.making.get(key);
+    if (!making) {
+      making = this.makeVariant(object, transform, format, key, canonical).finally(() => this.making.delete(key));
+      this.making.set(key, making);
+    }
+    const bytes = await making;
+    return { etag, contentType, size: bytes.length, body: bytes };
+  }
+
+  /**
+   * What a transform of this object makes: its format, canonical parameters and entity tag,
+   * known without any work (so If-None-Match is answered without making the image).
+   * UNSUPPORTED_MEDIA_TYPE when the object is not an image.
+   */
+  variantOf(
+    object: StorageObject,
+    transform: ImageTransform,
+  ): { transformer: ImageTransformer; format: TransformFormat; canonical: string; etag: string } {
+    const transformer = this.options.transformer;
+    if (!transformer || !transformable(object.content_type)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Only images can be transformed; this is ${object.content_type}.`, {
+        details: { content_type: object.content_type },
+      });
+    }
+    const format = outputFormat(transform, object.content_type);
+    const canonical = canonicalTransform({ ...transform, format });
+    return { transformer, format, canonical, etag: variantEtag(object.etag, canonical) };
+  }
+
+  private async makeVariant(
+    object: StorageObject & { storage_key: string },
+    transform: ImageTransform,
+    format: TransformFormat,
+    key: string,
+    canonical: string,
+  ): Promise<Buffer> {
+    const transformer = this.options.transformer as ImageTransformer;
+    const source = await this.openBytes(object.storage_key);
+    const bytes = await transformer.transform(source, transform, format);
+    try {
+      await this.backend.put(key, Readable.from([bytes]), { maxBytes: bytes.length });
+      await this.repo.insertVariant({
+        storageKey: key,
+        objectKey: object.storage_key,
+        params: canonical,
+        size: bytes.length,
+        contentType: outputContentType(format),
+      });
+    } catch (error) {
+      // Not cached this time; the image is still served, and made again next time.
+      this.log.warn({ err: error, key }, 'could not cache an image variant');
+    }
+    return bytes;
   }
 
   async remove(caller: Caller, bucketName: string, rawPath: string): Promise<void> {
@@ -587,6 +761,7 @@ export class StorageService {
     bucketName: string,
     rawPath: string,
     expiresIn: number,
+    transform?: ImageTransform,
   ): Promise<{ url: string; expires_at: string }> {
     if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_SIGNED_URL_SECONDS) {
       throw new AppError(
@@ -596,8 +771,10 @@ export class StorageService {
     }
     const object = await this.objectForRead(caller, bucketName, rawPath);
     const expires = Math.floor(Date.now() / 1000) + expiresIn;
-    const sig = this.signer.signature(object.bucket, object.path, expires);
-    const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?expires=${expires}&sig=${sig}`;
+    const canonical = transform ? canonicalTransform(transform) : '';
+    const sig = this.signer.signature(object.bucket, object.path, expires, canonical);
+    const query = `${canonical === '' ? '' : `${canonical}&`}expires=${expires}&sig=${sig}`;
+    const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?${query}`;
     return { url, expires_at: new Date(expires * 1000).toISOString() };
   }
 }
@@ -617,6 +794,32 @@ export function quotaExceeded(breach: QuotaBreach): AppError {
     `The upload would pass ${scope} quota of ${breach.limit} bytes (${breach.used} bytes used).`,
     { details: { quota: breach.quota, used: breach.used, limit: breach.limit } },
   );
+}
+
+/** An upload that passed its checks and holds a pending key (see beginUpload). */
+export interface PreparedUpload {
+  bucket: Bucket;
+  path: string;
+  contentType: string;
+  /** The uploading user, or null (service key, public caller). */
+  owner: string | null;
+  /** The owner rules see: the existing object's when it is an overwrite. */
+  ruleOwner: string | null;
+  upsert: boolean;
+  /** Largest size the object may have, in bytes. */
+  limit: number;
+  key: string;
+}
+
+/** The object as rules see it when `prepared` stores `size` bytes (an overwrite keeps its owner). */
+function candidateOf(prepared: PreparedUpload, existing: ObjectRow | null, size: number): CandidateObject {
+  return {
+    bucket: prepared.bucket.name,
+    path: prepared.path,
+    size,
+    content_type: prepared.contentType,
+    owner: existing ? existing.owner : prepared.ruleOwner,
+  };
 }
 
 interface CandidateObject {

@@ -15,7 +15,9 @@ export interface SweepResult {
 
 const BATCH = 500;
 const SCAN_INTERVAL_MS = 24 * 3600 * 1000;
-const BASALT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Keys Basalt writes: an object's bytes (`<bucket>/<uuid>`) or a transform variant (`<bucket>/t<hash>`). */
+const BASALT_KEY =
+  /^[a-z0-9][a-z0-9_-]{0,62}\/(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|t[A-Za-z0-9_-]{43})$/;
 
 /**
  * Removes bytes that no object row owns: uploads a crash abandoned, deletions a crash
@@ -69,6 +71,13 @@ export class StorageSweeper {
         }
         result.pending++;
       }
+    }
+
+    while (!this.stopping) {
+      const variants = await this.repo.deleteStaleVariants(cutoff, BATCH);
+      for (const key of variants) await this.backend.delete(key);
+      result.orphans += variants.length;
+      if (variants.length < BATCH) break;
     }
 
     result.stale_writes = await this.backend.discardStaleWrites(
