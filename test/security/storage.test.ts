@@ -26,6 +26,12 @@ const ALICE_SECRET = 'alice secret diary';
 
 const encoder = new TextEncoder();
 
+function tusMetadata(entries: Record<string, string>): string {
+  return Object.entries(entries)
+    .map(([key, value]) => `${key} ${Buffer.from(value).toString('base64')}`)
+    .join(',');
+}
+
 /** A multipart/form-data body written by hand, so that each part's headers are exactly as given. */
 function multipartBody(
   boundary: string,
@@ -633,6 +639,78 @@ securitySuite<Fixture>({
       status: 403,
       code: 'FORBIDDEN',
       mustNotContain: () => [ALICE_SECRET],
+    },
+
+    // ---- resumable uploads (tus) ------------------------------------------------------------
+    {
+      name: "a tus upload that would overwrite another user's file",
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/uploads',
+        as: 'bob',
+        headers: {
+          'tus-resumable': '1.0.0',
+          'upload-length': '5',
+          'upload-metadata': tusMetadata({ bucket: 'private', path: `users/${f.alice.id}/diary.txt`, upsert: 'true' }),
+        },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+      check: async (_result, fixture, server) => {
+        const get = await request(server.url, 'GET', `/v1/storage/private/users/${fixture.alice.id}/diary.txt`, {
+          token: fixture.alice.token,
+        });
+        expect(get.text).toBe(ALICE_SECRET);
+      },
+    },
+    {
+      name: 'a tus upload whose Upload-Length is over the bucket limit',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/storage/uploads',
+        as: 'service',
+        headers: {
+          'tus-resumable': '1.0.0',
+          'upload-length': '1001',
+          'upload-metadata': tusMetadata({ bucket: 'small', path: 'big.bin' }),
+        },
+      }),
+      status: 413,
+      code: 'PAYLOAD_TOO_LARGE',
+    },
+    {
+      name: 'tus PATCHes at offsets that do not match, from another user, and after termination',
+      run: async (fixture, server) => {
+        const tusHeaders = { 'tus-resumable': '1.0.0' };
+        const created = await request(server.url, 'POST', '/v1/storage/uploads', {
+          token: fixture.alice.token,
+          headers: {
+            ...tusHeaders,
+            'upload-length': '10',
+            'upload-metadata': tusMetadata({ bucket: 'private', path: `users/${fixture.alice.id}/tus.txt` }),
+          },
+        });
+        expect(created.status, created.text).toBe(201);
+        const location = created.headers.get('location') as string;
+        const patch = (token: string, offset: string, body: string) =>
+          request(server.url, 'PATCH', location, {
+            token,
+            headers: { ...tusHeaders, 'upload-offset': offset, 'content-type': 'application/offset+octet-stream' },
+            rawBody: encoder.encode(body),
+          });
+        for (const offset of ['5', '-1', '99999999999999999999', 'abc']) {
+          const res = await patch(fixture.alice.token, offset, 'x');
+          expect([400, 409], offset).toContain(res.status);
+        }
+        const bobs = await patch(fixture.bob.token, '0', 'bob');
+        expect(bobs.status).toBe(404);
+        expect(
+          (await request(server.url, 'DELETE', location, { token: fixture.alice.token, headers: tusHeaders })).status,
+        ).toBe(204);
+        const after = await patch(fixture.alice.token, '0', '0123456789');
+        expect(after.status).toBe(404);
+        expect(await objectExists(server, 'private', `users/${fixture.alice.id}/tus.txt`)).toBe(false);
+      },
     },
 
     // ---- quotas ------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ import { requireService } from '../../internal/guards.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
 import type { StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
+import type { ResumableUploads, UploadStatus } from './uploads.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
 import { hasTransform, TRANSFORM_FITS, TRANSFORM_FORMATS, type TransformQuery } from './transforms.js';
 
 export interface StorageRouteOptions {
   storage: StorageService;
+  uploads: ResumableUploads;
   sweeper: StorageSweeper;
   /** Largest upload, for the routes' body limit. */
   maxFileSize: number;
@@ -365,6 +367,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
             pending: { type: 'integer' },
             orphans: { type: 'integer' },
             stale_writes: { type: 'integer' },
+            expired_uploads: { type: 'integer' },
           }),
           ...errors,
         },
@@ -614,8 +617,145 @@ function malformedMultipart(error: unknown): unknown {
   return new AppError('INVALID_REQUEST', 'The multipart/form-data body is malformed.', { cause: error });
 }
 
+const TUS_VERSION = '1.0.0';
+const TUS_EXTENSIONS = 'creation,creation-with-upload,termination,expiration';
+const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
+
+function tusHeaders(reply: FastifyReply, status: UploadStatus): void {
+  void reply.header('upload-offset', String(status.offset));
+  void reply.header('upload-expires', new Date(status.expiresAt).toUTCString());
+}
+
+function uploadOffset(request: FastifyRequest): number {
+  const raw = request.headers['upload-offset'];
+  if (typeof raw !== 'string' || !/^\d{1,16}$/.test(raw)) {
+    throw new AppError('INVALID_REQUEST', 'Upload-Offset must be a whole number of bytes.');
+  }
+  return Number(raw);
+}
+
+/** The body of a PATCH, or of a POST with creation-with-upload; null when there is none. */
+function tusBody(request: FastifyRequest, required: boolean): Readable | null {
+  const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase();
+  if (type !== TUS_CONTENT_TYPE) {
+    if (!required && type === undefined && (request.headers['content-length'] ?? '0') === '0') return null;
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Upload bytes are sent as ${TUS_CONTENT_TYPE}.`);
+  }
+  return (request.body as Readable | undefined) ?? request.raw;
+}
+
+/**
+ * tus 1.0.0 at /v1/storage/uploads (see uploads.ts). Errors are the catalogue's JSON bodies
+ * with the statuses tus expects (409 for a wrong offset, 404 for an unknown or expired
+ * upload, 413 over a limit); every answer carries Tus-Resumable.
+ */
+const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uploads, maxFileSize }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('tus-resumable', TUS_VERSION);
+    if (request.method === 'OPTIONS') return;
+    if (request.headers['tus-resumable'] !== TUS_VERSION) {
+      void reply.header('tus-version', TUS_VERSION);
+      return reply.code(412).send({
+        error: { code: 'INVALID_REQUEST', message: `Tus-Resumable: ${TUS_VERSION} is required.` },
+      });
+    }
+  });
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode >= 400 && !request.raw.complete) void reply.header('connection', 'close');
+  });
+
+  const bodyLimit = Math.min(Number.MAX_SAFE_INTEGER, maxFileSize + 1024 * 1024);
+  const idParams = {
+    type: 'object',
+    required: ['id'],
+    properties: { id: { type: 'string', maxLength: 64 } },
+  } as const;
+  const capabilities = async (_request: FastifyRequest, reply: FastifyReply) => {
+    void reply.header('tus-version', TUS_VERSION);
+    void reply.header('tus-extension', TUS_EXTENSIONS);
+    void reply.header('tus-max-size', String(maxFileSize));
+    return reply.code(204).send();
+  };
+  app.options('/v1/storage/uploads', { schema: { hide: true } }, capabilities);
+  app.options('/v1/storage/uploads/:id', { schema: { hide: true } }, capabilities);
+
+  app.post(
+    '/v1/storage/uploads',
+    {
+      bodyLimit,
+      schema: {
+        tags: ['storage'],
+        summary:
+          'Create a resumable upload (tus 1.0.0; Upload-Length, Upload-Metadata: bucket, path, content_type, upsert)',
+      },
+    },
+    async (request, reply) => {
+      const raw = request.headers['upload-length'];
+      if (typeof raw !== 'string' || !/^\d{1,16}$/.test(raw)) {
+        throw new AppError(
+          'INVALID_REQUEST',
+          'Upload-Length must be a whole number of bytes (deferred lengths are not supported).',
+        );
+      }
+      const body = tusBody(request, false);
+      const metadata = request.headers['upload-metadata'];
+      let status = await uploads.create(
+        request.caller,
+        Number(raw),
+        typeof metadata === 'string' ? metadata : undefined,
+      );
+      if (body !== null) status = await uploads.append(request.caller, status.id, 0, body);
+      void reply.header('location', `/v1/storage/uploads/${status.id}`);
+      tusHeaders(reply, status);
+      return status.object ? reply.code(201).send(status.object) : reply.code(201).send();
+    },
+  );
+
+  app.head(
+    '/v1/storage/uploads/:id',
+    { schema: { tags: ['storage'], summary: 'Where a resumable upload stands (Upload-Offset)', params: idParams } },
+    async (request, reply) => {
+      const status = await uploads.status(request.caller, request.params.id);
+      tusHeaders(reply, status);
+      void reply.header('upload-length', String(status.length));
+      if (status.metadata !== '') void reply.header('upload-metadata', status.metadata);
+      void reply.header('cache-control', 'no-store');
+      return reply.code(200).send();
+    },
+  );
+
+  app.patch(
+    '/v1/storage/uploads/:id',
+    {
+      bodyLimit,
+      schema: { tags: ['storage'], summary: 'Append bytes to a resumable upload at Upload-Offset', params: idParams },
+    },
+    async (request, reply) => {
+      const offset = uploadOffset(request);
+      const body = tusBody(request, true);
+      const status = await uploads.append(request.caller, request.params.id, offset, body);
+      tusHeaders(reply, status);
+      // The last append answers with the object, as a PUT does (tus clients accept any 2xx).
+      return status.object ? reply.code(200).send(status.object) : reply.code(204).send();
+    },
+  );
+
+  app.delete(
+    '/v1/storage/uploads/:id',
+    { schema: { tags: ['storage'], summary: 'Terminate a resumable upload and discard its bytes', params: idParams } },
+    async (request, reply) => {
+      await uploads.terminate(request.caller, request.params.id);
+      return reply.code(204).send();
+    },
+  );
+};
+
 /** Buckets, objects and signed URLs under /v1/storage, /v1/sign and /v1/admin/storage. */
 export const storageRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, options) => {
   await app.register(storageJsonRoutes, options);
   await app.register(storageUploadRoutes, options);
+  await app.register(tusRoutes, options);
 };

@@ -276,7 +276,6 @@ export class S3Backend implements StorageBackend {
     assertKey(key);
     const partSize = upload.state.partSize ?? this.options.partSize;
     const parts = [...(upload.state.parts ?? [])];
-    const stored = parts.reduce((sum, part) => sum + part.size, 0);
     let chunks: Buffer[] = upload.held ? [upload.held] : [];
     let buffered = upload.held?.length ?? 0;
     let failure: unknown = null;
@@ -321,7 +320,8 @@ export class S3Backend implements StorageBackend {
     }
     await pumped;
     const held = buffered > 0 ? Buffer.concat(chunks) : null;
-    return { state: { ...upload.state, parts }, held, offset: stored + buffered, failure };
+    const inParts = parts.reduce((sum, part) => sum + part.size, 0);
+    return { state: { ...upload.state, parts }, held, offset: inParts + buffered, failure };
   }
 
   async completeResumable(key: string, state: ResumableState, held: Buffer | null): Promise<void> {
