@@ -211,7 +211,11 @@ export class FsBackend implements StorageBackend {
   async completeResumable(key: string): Promise<void> {
     const target = this.file(key);
     await this.ensureDir(path.dirname(target));
-    await rename(this.partFile(key), target);
+    await rename(this.partFile(key), target).catch(async (error: NodeJS.ErrnoException) => {
+      // Completed before (a crash before the commit was recorded): the file is in place.
+      if (error.code === 'ENOENT' && (await this.head(key))) return;
+      throw error;
+    });
   }
 
   async abortResumable(key: string): Promise<void> {

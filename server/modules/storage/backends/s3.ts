@@ -333,6 +333,8 @@ export class S3Backend implements StorageBackend {
       await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: Buffer.alloc(0) }));
       return;
     }
+    const expected = parts.reduce((sum, part) => sum + part.size, 0) + (held?.length ?? 0);
+    if ((await this.head(key))?.size === expected) return; // completed before (see below)
     if (held && held.length > 0) {
       const number = parts.length + 1;
       const sent = await this.client.send(
@@ -358,7 +360,8 @@ export class S3Backend implements StorageBackend {
       );
     } catch (error) {
       // Completed before (a crash after S3 answered, before Basalt recorded it): the object is there.
-      if (error instanceof S3ServiceException && error.name === 'NoSuchUpload' && (await this.head(key))) return;
+      const total = parts.reduce((sum, part) => sum + part.size, 0);
+      if ((await this.head(key).catch(() => null))?.size === total) return;
       throw error;
     }
   }
