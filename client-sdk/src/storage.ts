@@ -2,6 +2,7 @@ import { parseJson, type HttpTransport } from './transport.js';
 import { BasaltError } from './errors.js';
 
 import type { StorageObject } from './wire.js';
+import { ResumableUpload, type ResumableUploadOptions } from './resumable.js';
 
 export type { StorageObject };
 
@@ -14,6 +15,34 @@ export interface UploadOptions {
   contentType?: string;
   /** Bytes sent so far and the total (null when a stream's length is unknown). */
   onProgress?: (sent: number, total: number | null) => void;
+  /**
+   * Send with tus, resumable after a dropped connection or a reload (browsers remember the
+   * upload by fingerprint). Default: above 6 MiB for a Blob or bytes; `false` never.
+   */
+  resumable?: boolean;
+}
+
+/** An image transform (server: width/height ≤ 2500 by default). */
+export interface ImageTransform {
+  width?: number;
+  height?: number;
+  fit?: 'cover' | 'contain' | 'inside';
+  format?: 'webp' | 'avif' | 'jpeg' | 'png';
+  quality?: number;
+}
+
+/** Uploads larger than this go resumable unless `resumable: false`. */
+export const RESUMABLE_THRESHOLD_BYTES = 6 * 1024 * 1024;
+
+function transformQuery(transform: ImageTransform | undefined): string {
+  if (!transform) return '';
+  const query = new URLSearchParams();
+  for (const name of ['width', 'height', 'fit', 'format', 'quality'] as const) {
+    const value = transform[name];
+    if (value !== undefined) query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `?${text}` : '';
 }
 
 export interface ListOptions {
@@ -140,6 +169,10 @@ export class BucketRef {
     const headers: Record<string, string> = { 'content-type': contentType };
     if (options.upsert) headers['x-upsert'] = 'true';
     const total = bodySize(body);
+    const resumable = options.resumable ?? (total !== null && total > RESUMABLE_THRESHOLD_BYTES);
+    if (resumable && !(body instanceof ReadableStream)) {
+      return this.createResumableUpload(path, body, { ...options, contentType }).start();
+    }
 
     if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !(body instanceof ReadableStream)) {
       const token = await this.http.getAccessToken();
@@ -190,23 +223,40 @@ export class BucketRef {
     });
   }
 
-  /** The object's bytes. */
-  async download(path: string): Promise<Blob> {
-    const response = await this.http.send('GET', this.objectPath(path));
+  /**
+   * A tus upload to start, pause and resume by hand (`upload` with `resumable: true` starts
+   * one and waits for it).
+   */
+  createResumableUpload(
+    path: string,
+    body: Blob | Uint8Array | ArrayBuffer,
+    options: ResumableUploadOptions = {},
+  ): ResumableUpload {
+    encodePath(path);
+    return new ResumableUpload(this.http, this.bucket, path.normalize('NFC'), body, options);
+  }
+
+  /** The object's bytes; with `transform`, the image resized or re-encoded. */
+  async download(path: string, options: { transform?: ImageTransform } = {}): Promise<Blob> {
+    const response = await this.http.send('GET', this.objectPath(path) + transformQuery(options.transform));
     return response.blob();
   }
 
-  /** The URL of an object in a public bucket (no token needed). Makes no request. */
-  getPublicUrl(path: string): string {
-    return this.objectUrl(path);
+  /** The URL of an object in a public bucket (no token needed), or of a transform of it. Makes no request. */
+  getPublicUrl(path: string, options: { transform?: ImageTransform } = {}): string {
+    return this.objectUrl(path) + transformQuery(options.transform);
   }
 
-  /** A URL that downloads the object without a token for `expiresIn` seconds. */
-  async createSignedUrl(path: string, expiresIn: number): Promise<string> {
+  /** A URL that downloads the object (or a transform of it) without a token for `expiresIn` seconds. */
+  async createSignedUrl(
+    path: string,
+    expiresIn: number,
+    options: { transform?: ImageTransform } = {},
+  ): Promise<string> {
     const result = await this.http.request<{ url: string }>(
       'POST',
       `/v1/sign/${encodeURIComponent(this.bucket)}/${encodePath(path)}`,
-      { expires_in: expiresIn },
+      { expires_in: expiresIn, ...(options.transform ? { transform: options.transform } : {}) },
     );
     return result.url;
   }
