@@ -668,6 +668,7 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
   });
 
   const bodyLimit = Math.min(Number.MAX_SAFE_INTEGER, maxFileSize + 1024 * 1024);
+  const tusErrors = { ...errors, 409: errorResponse, 412: errorResponse, 413: errorResponse, 415: errorResponse };
   const idParams = {
     type: 'object',
     required: ['id'],
@@ -690,6 +691,14 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
         tags: ['storage'],
         summary:
           'Create a resumable upload (tus 1.0.0; Upload-Length, Upload-Metadata: bucket, path, content_type, upsert)',
+        response: {
+          201: {
+            ...objectSchema,
+            type: ['object', 'null'],
+            description: 'Created; the object when the request carried all of its bytes, else null',
+          },
+          ...tusErrors,
+        },
       },
     },
     async (request, reply) => {
@@ -710,7 +719,7 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
       if (body !== null) status = await uploads.append(request.caller, status.id, 0, body);
       void reply.header('location', `/v1/storage/uploads/${status.id}`);
       tusHeaders(reply, status);
-      return status.object ? reply.code(201).send(status.object) : reply.code(201).send();
+      return reply.code(201).send(status.object);
     },
   );
 
@@ -731,7 +740,16 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
     '/v1/storage/uploads/:id',
     {
       bodyLimit,
-      schema: { tags: ['storage'], summary: 'Append bytes to a resumable upload at Upload-Offset', params: idParams },
+      schema: {
+        tags: ['storage'],
+        summary: 'Append bytes to a resumable upload at Upload-Offset',
+        params: idParams,
+        response: {
+          200: { ...objectSchema, description: 'The upload is complete: the object' },
+          204: { type: 'null', description: 'Stored; Upload-Offset says how far' },
+          ...tusErrors,
+        },
+      },
     },
     async (request, reply) => {
       const offset = uploadOffset(request);
@@ -739,16 +757,23 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
       const status = await uploads.append(request.caller, request.params.id, offset, body);
       tusHeaders(reply, status);
       // The last append answers with the object, as a PUT does (tus clients accept any 2xx).
-      return status.object ? reply.code(200).send(status.object) : reply.code(204).send();
+      return status.object ? reply.code(200).send(status.object) : reply.code(204).send(null);
     },
   );
 
   app.delete(
     '/v1/storage/uploads/:id',
-    { schema: { tags: ['storage'], summary: 'Terminate a resumable upload and discard its bytes', params: idParams } },
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Terminate a resumable upload and discard its bytes',
+        params: idParams,
+        response: { 204: { type: 'null' }, ...tusErrors },
+      },
+    },
     async (request, reply) => {
       await uploads.terminate(request.caller, request.params.id);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
 };
