@@ -1,18 +1,9 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
-import { createStorageBackend } from '../server/modules/storage/module.js';
 import { signUp, type SignedUp } from './auth-helpers.js';
-import {
-  createBucket,
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-} from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { createBucket, errorCode, request, type TestApp } from './helpers.js';
+import { startStorageTestServer, type StorageTestServer } from './storage-helpers.js';
 
 interface Usage {
   bytes: number;
@@ -24,8 +15,7 @@ function bytes(n: number): Uint8Array<ArrayBuffer> {
 }
 
 describe.each(['fs', 's3'] as const)('storage quotas (%s backend)', (backendKind) => {
-  let database: TestDatabase;
-  let s3: S3Server | null = null;
+  let storage: StorageTestServer | undefined;
   let server: TestApp;
   let sql: pg.Pool;
   let backend: StorageBackend;
@@ -33,21 +23,14 @@ describe.each(['fs', 's3'] as const)('storage quotas (%s backend)', (backendKind
   let bob: SignedUp;
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    if (backendKind === 's3') s3 = await startS3Server();
-    server = await startTestApp(database, { ...(s3?.env ?? {}) });
-    sql = new pg.Pool({ connectionString: database.url, max: 2 });
-    backend = createStorageBackend(server.config);
+    storage = await startStorageTestServer(backendKind);
+    ({ server, sql, backend } = storage);
     alice = await signUp(server.url);
     bob = await signUp(server.url);
   });
 
   afterAll(async () => {
-    await backend?.close();
-    await sql?.end();
-    await server?.close();
-    await s3?.close();
-    await database?.drop();
+    await storage?.close();
   });
 
   const open = { write: 'auth != null', read: 'auth != null', delete: 'auth != null' };

@@ -1,19 +1,10 @@
-import pg from 'pg';
+import type pg from 'pg';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
-import { createStorageBackend } from '../server/modules/storage/module.js';
 import { signUp, type SignedUp } from './auth-helpers.js';
-import {
-  createBucket,
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-} from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { createBucket, errorCode, request, type TestApp } from './helpers.js';
+import { startStorageTestServer, type StorageTestServer } from './storage-helpers.js';
 
 /** A real JPEG of the given size: a gradient, so encoders have something to do. */
 async function jpeg(width: number, height: number): Promise<Buffer> {
@@ -35,8 +26,7 @@ async function fetchBytes(url: string, headers: Record<string, string> = {}) {
 }
 
 describe.each(['fs', 's3'] as const)('image transforms (%s backend)', (backendKind) => {
-  let database: TestDatabase;
-  let s3: S3Server | null = null;
+  let storage: StorageTestServer | undefined;
   let server: TestApp;
   let sql: pg.Pool;
   let backend: StorageBackend;
@@ -44,15 +34,11 @@ describe.each(['fs', 's3'] as const)('image transforms (%s backend)', (backendKi
   let photo: Buffer;
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    if (backendKind === 's3') s3 = await startS3Server();
-    server = await startTestApp(database, {
-      ...(s3?.env ?? {}),
+    storage = await startStorageTestServer(backendKind, {
       BASALT_STORAGE_TRANSFORM_MAX_DIMENSION: '1000',
       BASALT_STORAGE_TRANSFORM_MAX_INPUT_PIXELS: '4000000',
     });
-    sql = new pg.Pool({ connectionString: database.url, max: 2 });
-    backend = createStorageBackend(server.config);
+    ({ server, sql, backend } = storage);
     alice = await signUp(server.url);
     await createBucket(server, {
       name: 'photos',
@@ -64,11 +50,7 @@ describe.each(['fs', 's3'] as const)('image transforms (%s backend)', (backendKi
   });
 
   afterAll(async () => {
-    await backend?.close();
-    await sql?.end();
-    await server?.close();
-    await s3?.close();
-    await database?.drop();
+    await storage?.close();
   });
 
   async function put(bucket: string, path: string, body: Buffer, contentType: string, upsert = false) {

@@ -1,52 +1,22 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../server/internal/net.js';
 import { createBucket, createTestDatabase, request, type TestDatabase } from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { startS3Server, startServerProcess, type S3Server, type ServerProcess } from './storage-helpers.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 1024 * 1024;
-
-/** `node --import tsx server/main.ts` as a real process, once /healthz answers. */
-async function startServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited: ${output}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`server did not start: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  return { child, url };
-}
 
 describe.each(['fs', 's3'] as const)('tus uploads survive kill -9 of the server (%s backend)', (backendKind) => {
   let database: TestDatabase;
   let dataDir: string;
   let s3: S3Server | null = null;
   let sql: pg.Pool;
-  let server: { child: ChildProcess; url: string } | null = null;
+  let server: ServerProcess | null = null;
   const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
   let env: Record<string, string>;
 
@@ -74,7 +44,7 @@ describe.each(['fs', 's3'] as const)('tus uploads survive kill -9 of the server 
   });
 
   it('resumes on a restarted server from the last durable offset, and commits the object once', async () => {
-    server = await startServer(env);
+    server = await startServerProcess(env);
     await createBucket({ url: server.url, serviceKey }, { name: 'crash' });
     const data = randomBytes(16 * MIB);
     const metadata = ['bucket crash', 'path big.bin'].map((pair) => {
@@ -122,7 +92,7 @@ describe.each(['fs', 's3'] as const)('tus uploads survive kill -9 of the server 
     patch.destroy();
     await patchDone;
 
-    server = await startServer(env);
+    server = await startServerProcess(env);
     const uploadUrl = new URL(location, server.url).toString();
     // The server reports an offset whose bytes it holds (whatever the crash cut short).
     const head = await request(server.url, 'HEAD', location, {

@@ -1,21 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import pg from 'pg';
+import type pg from 'pg';
 import * as tus from 'tus-js-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageBackend } from '../server/modules/storage/backends/index.js';
-import { createStorageBackend } from '../server/modules/storage/module.js';
 import { signUp, type SignedUp } from './auth-helpers.js';
-import {
-  createBucket,
-  createTestDatabase,
-  errorCode,
-  request,
-  startTestApp,
-  type TestApp,
-  type TestDatabase,
-} from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
+import { createBucket, errorCode, request, type TestApp } from './helpers.js';
+import { startStorageTestServer, type StorageTestServer } from './storage-helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -66,8 +57,7 @@ function tusRequest(
 }
 
 describe.each(['fs', 's3'] as const)('resumable uploads, tus 1.0.0 (%s backend)', (backendKind) => {
-  let database: TestDatabase;
-  let s3: S3Server | null = null;
+  let storage: StorageTestServer | undefined;
   let server: TestApp;
   let sql: pg.Pool;
   let backend: StorageBackend;
@@ -75,11 +65,8 @@ describe.each(['fs', 's3'] as const)('resumable uploads, tus 1.0.0 (%s backend)'
   let bob: SignedUp;
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    if (backendKind === 's3') s3 = await startS3Server();
-    server = await startTestApp(database, { ...(s3?.env ?? {}), S3_PART_SIZE: String(5 * MIB) });
-    sql = new pg.Pool({ connectionString: database.url, max: 2 });
-    backend = createStorageBackend(server.config);
+    storage = await startStorageTestServer(backendKind, { S3_PART_SIZE: String(5 * MIB) });
+    ({ server, sql, backend } = storage);
     alice = await signUp(server.url);
     bob = await signUp(server.url);
     await createBucket(server, {
@@ -95,11 +82,7 @@ describe.each(['fs', 's3'] as const)('resumable uploads, tus 1.0.0 (%s backend)'
   });
 
   afterAll(async () => {
-    await backend?.close();
-    await sql?.end();
-    await server?.close();
-    await s3?.close();
-    await database?.drop();
+    await storage?.close();
   });
 
   async function download(path: string, token: string): Promise<Buffer> {

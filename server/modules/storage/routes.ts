@@ -119,6 +119,15 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
 }
 
+/** A listing's `limit` query parameter (digits, checked by the schema): 1 to 1000, or undefined. */
+function pageLimit(raw: string | undefined): number | undefined {
+  const limit = raw === undefined ? undefined : Number(raw);
+  if (limit !== undefined && (limit < 1 || limit > 1000)) {
+    throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
+  }
+  return limit;
+}
+
 function upsertHeader(request: FastifyRequest): boolean {
   const raw = request.headers['x-upsert'];
   if (raw === undefined) return false;
@@ -319,10 +328,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       },
     },
     async (request) => {
-      const limit = request.query.limit === undefined ? undefined : Number(request.query.limit);
-      if (limit !== undefined && (limit < 1 || limit > 1000)) {
-        throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
-      }
+      const limit = pageLimit(request.query.limit);
       return storage.bucketUsage(request.caller, request.params.name, {
         owner: request.query.owner,
         after: request.query.after,
@@ -404,10 +410,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       },
     },
     async (request) => {
-      const limit = request.query.limit === undefined ? undefined : Number(request.query.limit);
-      if (limit !== undefined && (limit < 1 || limit > 1000)) {
-        throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
-      }
+      const limit = pageLimit(request.query.limit);
       return storage.list(request.caller, request.params.bucket, {
         prefix: request.query.prefix,
         limit,
