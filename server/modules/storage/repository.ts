@@ -402,8 +402,8 @@ export class StorageRepository {
   }
 
   /**
-   * Records an append's progress and releases the lease, pushing the expiry back; false when
-   * the lease was lost (it ran out and another instance took the upload over).
+   * Records an append's progress, pushing the expiry back and keeping the lease (the caller
+   * releases it); null when the lease was lost (it ran out and another instance took over).
    */
   async recordProgress(
     id: string,
@@ -414,7 +414,7 @@ export class StorageRepository {
       this.db.pool,
       `WITH updated AS (
          UPDATE basalt.storage_uploads SET upload_offset = $3, backend_state = $4, held = $5,
-           expires_at = now() + make_interval(secs => $6), lease_token = NULL, lease_until = NULL, updated_at = now()
+           expires_at = now() + make_interval(secs => $6), updated_at = now()
           WHERE id = $1 AND lease_token = $2
           RETURNING *),
        touched AS (UPDATE basalt.storage_pending p SET touched_at = now()

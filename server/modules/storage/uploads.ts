@@ -12,7 +12,7 @@
  * triggers fire exactly as for a PUT.
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Caller } from '../../internal/caller.js';
 import { isUser } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
@@ -25,6 +25,8 @@ import type { StorageObject, StorageService } from './service.js';
 /** How long one append may hold an upload before another instance may take it over. */
 const LEASE_SECONDS = 15;
 const LEASE_RENEW_MS = 5000;
+/** Bytes of a PATCH stored and recorded at a time. */
+const SEGMENT_BYTES = 8 * 1024 * 1024;
 const ID = /^[A-Za-z0-9_-]{22,64}$/;
 
 export interface ResumableUploadOptions {
@@ -162,34 +164,38 @@ export class ResumableUploads {
     renew.unref();
     let current: UploadRow & { held: Buffer | null } = row;
     try {
-      let failure: unknown = null;
       if (body !== null && row.upload_offset < row.upload_length) {
-        const progress = await this.backend.appendResumable(
-          row.storage_key,
-          { state: row.backend_state, offset: row.upload_offset, held: row.held },
-          body,
-          row.upload_length - row.upload_offset,
-        );
-        failure = progress.failure;
-        const recorded = await this.repo.recordProgress(id, token, {
-          offset: progress.offset,
-          backendState: progress.state,
-          held: progress.held,
-          expiresInSeconds: this.options.expirySeconds,
-        });
-        if (!recorded) {
-          throw new AppError('VERSION_CONFLICT', 'The upload was taken over by another request; resume it.', {
-            details: { reason: 'upload_busy' },
+        // The body goes to the backend in segments, each one recorded once durable: a crash
+        // (kill -9) in the middle of a long PATCH loses at most the segment in flight.
+        const segments = new Segments(body);
+        let failure: unknown = null;
+        while (failure === null && !segments.done && current.upload_offset < current.upload_length) {
+          const progress = await this.backend.appendResumable(
+            current.storage_key,
+            { state: current.backend_state, offset: current.upload_offset, held: current.held },
+            segments.next(SEGMENT_BYTES),
+            current.upload_length - current.upload_offset,
+          );
+          failure = progress.failure;
+          const recorded = await this.repo.recordProgress(id, token, {
+            offset: progress.offset,
+            backendState: progress.state,
+            held: progress.held,
+            expiresInSeconds: this.options.expirySeconds,
           });
+          if (!recorded) {
+            throw new AppError('VERSION_CONFLICT', 'The upload was taken over by another request; resume it.', {
+              details: { reason: 'upload_busy' },
+            });
+          }
+          current = { ...recorded, held: progress.held };
         }
-        current = { ...recorded, held: progress.held };
         if (isAppError(failure)) throw failure;
         // A body cut off: what arrived is kept; the client (gone) resumes from the new offset.
-        if (failure !== null || current.upload_offset < current.upload_length) return status(current, null);
-        // Finishing needs the lease again (recordProgress released it).
-        const again = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
-        if (!again) return status(current, null);
-        current = again;
+        if (failure !== null) return status(current, null);
+        if (!segments.done && (await segments.hasMore())) {
+          throw new AppError('PAYLOAD_TOO_LARGE', 'The body is longer than the bytes the upload has left.');
+        }
       } else if (body !== null && (await bodyHasBytes(body))) {
         throw new AppError('PAYLOAD_TOO_LARGE', 'The upload already has all its bytes.');
       }
@@ -293,6 +299,51 @@ function status(row: UploadRow, object: StorageObject | null): UploadStatus {
     expiresAt: row.expires_at,
     object,
   };
+}
+
+/** Cuts one body into consecutive streams of at most `size` bytes each, read as they are consumed. */
+class Segments {
+  done = false;
+  private readonly source: AsyncIterator<Buffer>;
+  private carry: Buffer | null = null;
+
+  constructor(body: Readable) {
+    this.source = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  next(size: number): Readable {
+    const take = async function* (this: Segments): AsyncGenerator<Buffer> {
+      let left = size;
+      while (left > 0) {
+        let chunk = this.carry;
+        this.carry = null;
+        if (!chunk) {
+          const read = await this.source.next();
+          if (read.done) {
+            this.done = true;
+            return;
+          }
+          chunk = read.value;
+        }
+        if (chunk.length > left) {
+          this.carry = chunk.subarray(left);
+          chunk = chunk.subarray(0, left);
+        }
+        left -= chunk.length;
+        yield chunk;
+      }
+    };
+    return Readable.from(take.call(this), { objectMode: false });
+  }
+
+  async hasMore(): Promise<boolean> {
+    if (this.carry && this.carry.length > 0) return true;
+    for (;;) {
+      const read = await this.source.next();
+      if (read.done) return false;
+      if (read.value.length > 0) return true;
+    }
+  }
 }
 
 async function bodyHasBytes(body: Readable): Promise<boolean> {
