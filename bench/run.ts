@@ -13,14 +13,16 @@ import { runIdle } from './idle.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
 import { runStorage } from './storage.js';
+import { runResumableUploads, runTransforms } from './storage-v11.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
 import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'storage', 'idle', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|storage|idle|all\n');
+  const suites = ['documents', 'auth', 'realtime', 'functions', 'storage', 'storage-tus', 'storage-transform', 'idle'];
+  if (![...suites, 'all'].includes(suite)) {
+    process.stderr.write(`usage: npm run bench -- ${suites.join('|')}|all\n`);
     process.exit(2);
   }
   const settings = readSettings();
@@ -53,6 +55,12 @@ async function main(): Promise<void> {
   }
   if (suite === 'storage' || suite === 'all') {
     for (const line of await runStorage(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'storage-tus' || suite === 'all') {
+    for (const line of await runResumableUploads(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'storage-transform' || suite === 'all') {
+    for (const line of await runTransforms(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');

@@ -49,6 +49,15 @@ const EXPOSED_HEADERS = [
   'retry-after',
   'location',
   'allow',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'tus-version',
+  'tus-extension',
+  'tus-max-size',
+  'upload-offset',
+  'upload-length',
+  'upload-expires',
+  'upload-metadata',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -59,6 +68,14 @@ const ALLOWED_HEADERS = [
   'x-upsert',
   'x-request-id',
   'x-client-info',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'upload-offset',
+  'upload-length',
+  'upload-metadata',
+  'upload-defer-length',
+  'upload-concat',
+  'x-http-method-override',
 ];
 
 /** 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded. */
@@ -175,6 +192,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     allowedHeaders: ALLOWED_HEADERS,
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
+    // tus clients may ask OPTIONS of the upload endpoint for its capabilities, with no preflight.
+    discoveryPaths: ['/v1/storage/uploads'],
   });
   if (servesApi) {
     await registerApiDocs(app);
