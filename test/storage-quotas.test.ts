@@ -210,4 +210,57 @@ describe.each(['fs', 's3'] as const)('storage quotas (%s backend)', (backendKind
     expect(await keysIn('q-race-form')).toBe(2);
     expect(await pending()).toBe(0);
   });
+  it('charges copies and moves across buckets to the destination, refusing them over a quota', async () => {
+    await createBucket(server, { name: 'q-src', max_total_bytes: 1000, rules: open });
+    await createBucket(server, { name: 'q-dst', max_total_bytes: 1000, max_bytes_per_user: 200, rules: open });
+    const transfer = (kind: 'move' | 'copy', body: Record<string, unknown>) =>
+      request(server.url, 'POST', `/v1/storage/${kind}`, { token: alice.token, body: { bucket: 'q-src', ...body } });
+    expect((await put('q-src', 'a.bin', bytes(150), alice.token)).status).toBe(201);
+    expect((await put('q-src', 'm.bin', bytes(100), alice.token)).status).toBe(201);
+
+    const copied = await transfer('copy', { from: 'a.bin', to: 'a1.bin', to_bucket: 'q-dst' });
+    expect(copied.status, copied.text).toBe(201);
+    expect(await usage('q-dst')).toEqual({ bytes: 150, objects: 1 });
+    // A second copy would make alice's bytes in q-dst 300, over her 200.
+    const overCopy = await transfer('copy', { from: 'a.bin', to: 'a2.bin', to_bucket: 'q-dst' });
+    expect(overCopy.status).toBe(413);
+    expect(overCopy.body).toMatchObject({
+      error: { code: 'QUOTA_EXCEEDED', details: { quota: 'max_bytes_per_user' } },
+    });
+    expect(await usage('q-dst')).toEqual({ bytes: 150, objects: 1 });
+    expect(await keysIn('q-dst')).toBe(1);
+    expect(await pending()).toBe(0);
+    // Within its bucket a copy is charged too.
+    expect((await transfer('copy', { from: 'a.bin', to: 'a-copy.bin' })).status).toBe(201);
+    expect(await usage('q-src')).toEqual({ bytes: 400, objects: 3 });
+
+    // Moving m.bin (100) into q-dst: alice would hold 250 there.
+    const overMove = await transfer('move', { from: 'm.bin', to: 'm.bin', to_bucket: 'q-dst' });
+    expect(overMove.status).toBe(413);
+    expect(errorCode(overMove.body)).toBe('QUOTA_EXCEEDED');
+    expect(await usage('q-src')).toEqual({ bytes: 400, objects: 3 });
+    expect(await usage('q-dst')).toEqual({ bytes: 150, objects: 1 });
+    // Replacing a1.bin (150) frees its bytes first: the move fits.
+    const moved = await transfer('move', { from: 'm.bin', to: 'a1.bin', to_bucket: 'q-dst', upsert: true });
+    expect(moved.status, moved.text).toBe(200);
+    expect(await usage('q-src')).toEqual({ bytes: 300, objects: 2 });
+    expect(await usage('q-dst')).toEqual({ bytes: 100, objects: 1 });
+    // A move keeps the object's bytes where they are (under q-src's prefix), so nothing is copied.
+    expect(await keysIn('q-dst')).toBe(0);
+    expect(await keysIn('q-src')).toBe(3);
+    // A move within a bucket changes no usage.
+    expect((await transfer('move', { from: 'a.bin', to: 'renamed.bin' })).status).toBe(200);
+    expect(await usage('q-src')).toEqual({ bytes: 300, objects: 2 });
+
+    // A bulk delete frees what it deletes, and only that.
+    const removed = await request(server.url, 'DELETE', '/v1/storage/q-src', {
+      token: alice.token,
+      body: { paths: ['renamed.bin', 'a-copy.bin', 'none.bin'] },
+    });
+    expect(removed.status, removed.text).toBe(200);
+    expect(await usage('q-src')).toEqual({ bytes: 0, objects: 0 });
+    expect(await keysIn('q-src')).toBe(1);
+    expect(await usage('q-dst')).toEqual({ bytes: 100, objects: 1 });
+    expect(await pending()).toBe(0);
+  });
 });

@@ -273,6 +273,69 @@ describe.each(['fs', 's3'] as const)('image transforms (%s backend)', (backendKi
     expect(head.headers.get('content-type')).toBe('image/png');
   });
 
+  it('keeps variants with a moved object and drops those of what a move, copy or bulk delete replaces', async () => {
+    const keyOf = async (path: string) =>
+      (
+        await sql.query<{ storage_key: string }>(
+          `SELECT storage_key FROM basalt.objects WHERE bucket = 'photos' AND path = $1`,
+          [path],
+        )
+      ).rows[0]?.storage_key as string;
+    const variantsOf = async (key: string) => (await variants()).filter((v) => v.object_key === key).length;
+    const transfer = (kind: 'move' | 'copy', body: Record<string, unknown>) =>
+      request(server.url, 'POST', `/v1/storage/${kind}`, {
+        token: server.serviceKey,
+        body: { bucket: 'photos', ...body },
+      });
+
+    await put('photos', 'mv.jpg', await jpeg(400, 400), 'image/jpeg');
+    const moving = await keyOf('mv.jpg');
+    const before = await get('photos/mv.jpg', 'width=50&format=png');
+    expect(await variantsOf(moving)).toBe(1);
+    // The moved object keeps its bytes' key, so its variant follows it and is served from cache.
+    expect((await transfer('move', { from: 'mv.jpg', to: 'moved.jpg' })).status).toBe(200);
+    expect(await keyOf('moved.jpg')).toBe(moving);
+    expect(await variantsOf(moving)).toBe(1);
+    const after = await get('photos/moved.jpg', 'width=50&format=png');
+    expect(after.status).toBe(200);
+    expect(after.body.equals(before.body)).toBe(true);
+    expect((await get('photos/mv.jpg', 'width=50&format=png')).status).toBe(404);
+
+    // A move over an object drops the replaced object's variants.
+    await put('photos', 'target.jpg', await jpeg(300, 600), 'image/jpeg');
+    const replaced = await keyOf('target.jpg');
+    await get('photos/target.jpg', 'width=50&format=png');
+    expect(await variantsOf(replaced)).toBe(1);
+    expect((await transfer('move', { from: 'moved.jpg', to: 'target.jpg', upsert: true })).status).toBe(200);
+    expect(await variantsOf(replaced)).toBe(0);
+    expect(await variantsOf(moving)).toBe(1);
+    expect((await sharp((await get('photos/target.jpg', 'width=50&format=png')).body).metadata()).height).toBe(50);
+
+    // A copy over an object drops the replaced object's variants; the source's stay.
+    await put('photos', 'c-dst.jpg', await jpeg(600, 300), 'image/jpeg');
+    const overwritten = await keyOf('c-dst.jpg');
+    await get('photos/c-dst.jpg', 'width=50&format=png');
+    expect(await variantsOf(overwritten)).toBe(1);
+    expect((await transfer('copy', { from: 'target.jpg', to: 'c-dst.jpg', upsert: true })).status).toBe(201);
+    expect(await variantsOf(overwritten)).toBe(0);
+    expect(await variantsOf(moving)).toBe(1);
+    expect((await sharp((await get('photos/c-dst.jpg', 'width=50&format=png')).body).metadata()).height).toBe(50);
+
+    // A bulk delete drops the deleted objects' variants, bytes included.
+    const copyKey = await keyOf('c-dst.jpg');
+    await get('photos/c-dst.jpg', 'width=60&format=png');
+    expect(await variantsOf(copyKey)).toBe(2);
+    const removed = await request(server.url, 'DELETE', '/v1/storage/photos', {
+      token: server.serviceKey,
+      body: { paths: ['target.jpg', 'c-dst.jpg'] },
+    });
+    expect(removed.status, removed.text).toBe(200);
+    expect(await variantsOf(moving)).toBe(0);
+    expect(await variantsOf(copyKey)).toBe(0);
+    const photoVariants = (await variants()).filter((v) => v.storage_key.startsWith('photos/'));
+    expect(await variantKeysInBackend('photos')).toEqual(photoVariants.map((v) => v.storage_key).sort());
+  });
+
   it('sweeps variants whose original is gone', async () => {
     const [some] = await variants();
     expect(some).toBeDefined();
