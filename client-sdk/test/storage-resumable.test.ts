@@ -101,6 +101,20 @@ describe('resumable uploads and transforms in the SDK', () => {
     const signedRes = await fetch(`${server.url}${signed.pathname}${signed.search}`);
     const signedMeta = await sharp(Buffer.from(await signedRes.arrayBuffer())).metadata();
     expect([signedMeta.format, signedMeta.width]).toEqual(['png', 32]);
+    // Both options at once: the expiry comes back and the URL signs the transform.
+    const before = Date.now();
+    const withExpiry = await photos.createSignedUrl('photo.jpg', 90, {
+      withExpiry: true,
+      transform: { width: 24, format: 'webp' },
+    });
+    expect(Object.keys(withExpiry).sort()).toEqual(['expires_at', 'url']);
+    expect(Date.parse(withExpiry.expires_at)).toBeGreaterThan(before + 80_000);
+    const both = new URL(withExpiry.url);
+    expect(both.searchParams.get('width')).toBe('24');
+    const bothMeta = await sharp(
+      Buffer.from(await (await fetch(`${server.url}${both.pathname}${both.search}`)).arrayBuffer()),
+    ).metadata();
+    expect([bothMeta.format, bothMeta.width]).toEqual(['webp', 24]);
 
     const blob = await photos.download('photo.jpg', { transform: { height: 48, format: 'jpeg', quality: 50 } });
     expect(blob.type).toBe('image/jpeg');
