@@ -924,6 +924,39 @@ securitySuite<Fixture>({
       },
     },
     {
+      name: 'quota dodge: concurrent copies of one object into a bucket with a per-user quota',
+      run: async (fixture, server) => {
+        await createBucket(server, {
+          name: 'quota-copies',
+          max_bytes_per_user: 1000,
+          rules: { write: 'auth != null', read: 'auth != null', delete: 'auth != null' },
+        });
+        const put = await request(server.url, 'PUT', '/v1/storage/quota-copies/src', {
+          token: fixture.bob.token,
+          headers: { 'content-type': 'application/octet-stream' },
+          rawBody: new Uint8Array(300).fill(2),
+        });
+        expect(put.status).toBe(201);
+        const results = await Promise.all(
+          Array.from({ length: 6 }, (_, i) =>
+            request(server.url, 'POST', '/v1/storage/copy', {
+              token: fixture.bob.token,
+              body: { bucket: 'quota-copies', from: 'src', to: `c${i}` },
+            }),
+          ),
+        );
+        expect(results.filter((r) => r.status === 201)).toHaveLength(2);
+        for (const r of results.filter((r) => r.status !== 201)) {
+          expect(r.status).toBe(413);
+          expect(errorCode(r.body)).toBe('QUOTA_EXCEEDED');
+        }
+        const usage = await request(server.url, 'GET', '/v1/admin/buckets/quota-copies/usage', {
+          token: server.serviceKey,
+        });
+        expect(usage.body).toMatchObject({ bytes: 900, objects: 3, reserved_bytes: 0 });
+      },
+    },
+    {
       name: 'a user reads the per-user usage of a bucket',
       request: () => ({ method: 'GET', path: '/v1/admin/buckets/files/usage', as: 'alice' }),
       status: 403,
