@@ -15,14 +15,27 @@ import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
 import { runQueries } from './queries.js';
 import { runStorage } from './storage.js';
+import { runResumableUploads, runTransforms } from './storage-v11.js';
 import { benchLine, machine } from './report.js';
 import { readSettings } from './settings.js';
 import { ensureServerBuild } from '../scripts/build.js';
 
 async function main(): Promise<void> {
   const suite = process.argv[2] ?? 'documents';
-  if (!['documents', 'auth', 'realtime', 'functions', 'deploy', 'storage', 'idle', 'queries', 'all'].includes(suite)) {
-    process.stderr.write('usage: npm run bench -- documents|auth|realtime|functions|deploy|storage|idle|queries|all\n');
+  const suites = [
+    'documents',
+    'auth',
+    'realtime',
+    'functions',
+    'deploy',
+    'storage',
+    'storage-tus',
+    'storage-transform',
+    'idle',
+    'queries',
+  ];
+  if (![...suites, 'all'].includes(suite)) {
+    process.stderr.write(`usage: npm run bench -- ${suites.join('|')}|all\n`);
     process.exit(2);
   }
   const settings = readSettings();
@@ -61,6 +74,12 @@ async function main(): Promise<void> {
   }
   if (suite === 'storage' || suite === 'all') {
     for (const line of await runStorage(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'storage-tus' || suite === 'all') {
+    for (const line of await runResumableUploads(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'storage-transform' || suite === 'all') {
+    for (const line of await runTransforms(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');

@@ -55,7 +55,7 @@ import { childEnv, startBasaltServer } from './targets.js';
 const MIB = 2 ** 20;
 const GOAL_RATIO = 0.8;
 const GOAL_RSS_GROWTH_MIB = 64;
-const S3_BUCKET = 'bench';
+export const S3_BUCKET = 'bench';
 /** Basalt's default S3_PART_SIZE, given to both sides. */
 const S3_PART_SIZE = 5 * MIB;
 
@@ -207,7 +207,9 @@ async function startBenchServer(
   return server;
 }
 
-async function startS3rver(cleanups: Array<() => Promise<void>>): Promise<{ endpoint: string; server: ServerProcess }> {
+export async function startS3rver(
+  cleanups: Array<() => Promise<void>>,
+): Promise<{ endpoint: string; server: ServerProcess }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-s3rver-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   // An anonymous ListObjects of the bucket answers 200 once the server is up.

@@ -52,6 +52,15 @@ const EXPOSED_HEADERS = [
   'location',
   'allow',
   'idempotent-replayed',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'tus-version',
+  'tus-extension',
+  'tus-max-size',
+  'upload-offset',
+  'upload-length',
+  'upload-expires',
+  'upload-metadata',
 ];
 const ALLOWED_HEADERS = [
   'authorization',
@@ -63,6 +72,14 @@ const ALLOWED_HEADERS = [
   'x-request-id',
   'x-client-info',
   'idempotency-key',
+  // tus (resumable uploads)
+  'tus-resumable',
+  'upload-offset',
+  'upload-length',
+  'upload-metadata',
+  'upload-defer-length',
+  'upload-concat',
+  'x-http-method-override',
 ];
 
 /** 4096: a storage path of 1024 bytes is up to 3072 characters once percent-encoded. */
@@ -180,6 +197,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     allowedHeaders: ALLOWED_HEADERS,
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
+    // tus clients may ask OPTIONS of the upload endpoint for its capabilities, with no preflight.
+    discoveryPaths: ['/v1/storage/uploads'],
   });
   if (servesApi) {
     await registerApiDocs(app);

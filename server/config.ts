@@ -87,6 +87,20 @@ export interface StorageConfig {
   sweepIntervalSeconds: number;
   /** Age, in seconds, after which an unfinished upload's bytes count as orphaned. */
   orphanGraceSeconds: number;
+  /** An unfinished resumable upload expires this long after its last append, in seconds. */
+  uploadExpirySeconds: number;
+  transforms: ImageTransformConfig;
+}
+
+export interface ImageTransformConfig {
+  /** Largest width or height a transform may ask for, in pixels. */
+  maxDimension: number;
+  /** Largest image (width × height) a transform decodes; larger ones are refused. */
+  maxInputPixels: number;
+  /** Largest original a transform reads, in bytes. */
+  maxInputBytes: number;
+  /** Transforms computed at once per instance; more wait their turn. */
+  concurrency: number;
 }
 
 export interface AuthConfig {
@@ -305,6 +319,13 @@ function storage(env: Env): StorageConfig {
     signingSecret,
     sweepIntervalSeconds: integer(env, 'BASALT_STORAGE_SWEEP_INTERVAL', 600, 0, 7 * 86_400),
     orphanGraceSeconds: integer(env, 'BASALT_STORAGE_ORPHAN_GRACE', 3600, 0, 30 * 86_400),
+    uploadExpirySeconds: integer(env, 'BASALT_STORAGE_UPLOAD_EXPIRY', 86_400, 1, 30 * 86_400),
+    transforms: {
+      maxDimension: integer(env, 'BASALT_STORAGE_TRANSFORM_MAX_DIMENSION', 2500, 16, 16_384),
+      maxInputPixels: integer(env, 'BASALT_STORAGE_TRANSFORM_MAX_INPUT_PIXELS', 50_000_000, 1, 1_000_000_000),
+      maxInputBytes: integer(env, 'BASALT_STORAGE_TRANSFORM_MAX_INPUT_BYTES', 50 * mib, 1, 1024 * mib),
+      concurrency: integer(env, 'BASALT_STORAGE_TRANSFORM_CONCURRENCY', 2, 1, 64),
+    },
   };
 }
 

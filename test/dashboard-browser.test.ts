@@ -238,13 +238,22 @@ describe.skipIf(!haveBrowser)('dashboard in chromium', () => {
     expect(await page.locator('[data-rule-error=write] pre.caret').textContent()).toMatch(/\^$/);
     await page.fill('textarea[data-rule=write]', 'auth != null && object.size < 1000000');
     await page.fill('input[name=settings-allowed-mime-types]', 'image/png');
+    await page.fill('input[name=settings-max-total-bytes]', '5000000');
+    await page.fill('input[name=settings-max-bytes-per-user]', '1000000');
     await page.click('#bucket-settings button[type=submit]');
     await expect
       .poll(async () => {
         const stored = await request(app.url, 'GET', '/v1/admin/buckets/pictures', { token: app.serviceKey });
         return stored.body;
       })
-      .toMatchObject({ rules: { write: 'auth != null && object.size < 1000000' }, allowed_mime_types: ['image/png'] });
+      .toMatchObject({
+        rules: { write: 'auth != null && object.size < 1000000' },
+        allowed_mime_types: ['image/png'],
+        max_total_bytes: 5_000_000,
+        max_bytes_per_user: 1_000_000,
+      });
+    // The bucket page shows what the bucket holds against its quotas.
+    await expect.poll(() => page.locator('#bucket-usage').textContent()).toMatch(/in 1 file\(s\), of .*per user/);
 
     // The bucket root shows the prefix as a folder.
     await page.click('nav.crumbs a:text("pictures")');

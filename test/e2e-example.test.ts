@@ -1,3 +1,4 @@
+import sharp from 'sharp';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -465,9 +466,16 @@ describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
       expect(await photo.evaluate((img: HTMLImageElement) => img.naturalHeight)).toBe(height);
     }
     const src = await itemByTitle(pageA, 'Buy oat milk').locator('.photo').getAttribute('src');
-    const served = await fetch(src ?? '');
+    // The list shows a thumbnail the server made (WebP, at most 480 px), the original stays as uploaded.
+    const thumbnailUrl = new URL(src ?? '');
+    expect(thumbnailUrl.searchParams.get('format')).toBe('webp');
+    const served = await fetch(thumbnailUrl);
     expect(served.status).toBe(200);
-    expect(Buffer.from(await served.arrayBuffer()).equals(picture)).toBe(true);
+    expect(served.headers.get('content-type')).toBe('image/webp');
+    const thumbnail = await sharp(Buffer.from(await served.arrayBuffer())).metadata();
+    expect([thumbnail.format, thumbnail.width, thumbnail.height]).toEqual(['webp', width, height]);
+    const original = await fetch(`${thumbnailUrl.origin}${thumbnailUrl.pathname}`);
+    expect(Buffer.from(await original.arrayBuffer()).equals(picture)).toBe(true);
     // The progress bar goes away once done.
     await item.locator('.upload').waitFor({ state: 'hidden', timeout: LONG });
   });

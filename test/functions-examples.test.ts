@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { signUp, useMailServer, uniqueEmail } from './auth-helpers.js';
 import {
@@ -30,6 +31,7 @@ const server = useTestApp({
 
 beforeAll(async () => {
   await createBucket(server, { name: 'documents' });
+  await createBucket(server, { name: 'photos' });
   for (const name of ['posts', 'stats', 'word_counts']) await createCollection(server, { name });
 });
 
@@ -45,6 +47,7 @@ describe('the example functions', () => {
       ['countPosts', 'document', { collection: 'posts', on: 'write' }],
       ['hello', 'http', {}],
       ['nightlyCleanup', 'schedule', { cron: '0 3 * * *' }],
+      ['photoThumbnail', 'object', { bucket: 'photos', on: 'upload' }],
       ['welcomeMail', 'auth', { on: 'user.created' }],
       ['wordCount', 'object', { bucket: 'documents', on: 'upload' }],
     ]);
@@ -91,6 +94,30 @@ describe('the example functions', () => {
       return response.status === 200 ? (response.body as { data: Record<string, unknown> }).data : null;
     });
     expect(count).toMatchObject({ path: 'notes/today.txt', words: 4 });
+  });
+
+  it('photoThumbnail makes a 256-pixel WebP of an uploaded image, and none of its own output', async () => {
+    const jpeg = await sharp({ create: { width: 1024, height: 768, channels: 3, background: '#884422' } })
+      .jpeg()
+      .toBuffer();
+    const uploaded = await request(server.url, 'PUT', '/v1/storage/photos/trip/beach.jpg', {
+      token: server.serviceKey,
+      headers: { 'content-type': 'image/jpeg' },
+      rawBody: new Uint8Array(jpeg),
+    });
+    expect(uploaded.status).toBe(201);
+    const thumbnail = await waitFor('the thumbnail', async () => {
+      const response = await fetch(`${server.url}/v1/storage/photos/thumbs/trip/beach.jpg.webp`, {
+        headers: { authorization: `Bearer ${server.serviceKey}` },
+      });
+      return response.status === 200 ? Buffer.from(await response.arrayBuffer()) : null;
+    });
+    const meta = await sharp(thumbnail).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['webp', 256, 192]);
+    const listed = await request(server.url, 'GET', '/v1/storage/photos?prefix=thumbs/thumbs/', {
+      token: server.serviceKey,
+    });
+    expect((listed.body as { objects: unknown[] }).objects).toEqual([]);
   });
 
   it('reloads when a file is added, in development', async () => {

@@ -1,51 +1,19 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStorageBackend } from '../server/modules/storage/module.js';
 import { loadConfig } from '../server/config.js';
 import { createBucket, createTestDatabase, request, type TestDatabase } from './helpers.js';
-import { startS3Server, type S3Server } from './storage-helpers.js';
-import { freePort } from '../server/internal/net.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-interface Process {
-  child: ChildProcess;
-  url: string;
-  output: () => string;
-}
-
-/** Starts `node --import tsx server/main.ts` as a real process and waits for /healthz. */
-async function startServer(env: Record<string, string>): Promise<Process> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited: ${output}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`server did not start: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  return { child, url, output: () => output };
-}
+import {
+  startS3Server,
+  startServerProcess as startServer,
+  type S3Server,
+  type ServerProcess as Process,
+} from './storage-helpers.js';
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -3,7 +3,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import pg from 'pg';
 import S3rver from 's3rver';
+import type { StorageBackend } from '../server/modules/storage/backends/index.js';
+import { createStorageBackend } from '../server/modules/storage/module.js';
+import { createTestDatabase, startTestApp, type TestApp } from './helpers.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../server/internal/net.js';
 
 export interface S3Server {
   endpoint: string;
@@ -105,4 +112,68 @@ export function rawRequest(
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** A Basalt server running as a real process (crash tests kill it with SIGKILL). */
+export interface ServerProcess {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+}
+
+/** Starts `node --import tsx server/main.ts` as a real process and waits for /healthz. */
+export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited: ${output}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`server did not start: ${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return { child, url, output: () => output };
+}
+
+/** A test server on the given backend (s3rver started for `s3`), with a SQL pool and the backend itself. */
+export interface StorageTestServer {
+  server: TestApp;
+  sql: pg.Pool;
+  backend: StorageBackend;
+  close(): Promise<void>;
+}
+
+export async function startStorageTestServer(
+  backendKind: 'fs' | 's3',
+  env: Record<string, string> = {},
+): Promise<StorageTestServer> {
+  const database = await createTestDatabase();
+  const s3 = backendKind === 's3' ? await startS3Server() : null;
+  const server = await startTestApp(database, { ...(s3?.env ?? {}), ...env });
+  const sql = new pg.Pool({ connectionString: database.url, max: 2 });
+  const backend = createStorageBackend(server.config);
+  return {
+    server,
+    sql,
+    backend,
+    async close() {
+      await backend.close();
+      await sql.end();
+      await server.close();
+      await s3?.close();
+      await database.drop();
+    },
+  };
 }

@@ -874,7 +874,7 @@ describe('periodic sweeper', () => {
         token: server.serviceKey,
         body: { grace_seconds: 0 },
       });
-      expect(skipped.body).toEqual({ ran: false, pending: 0, orphans: 0, stale_writes: 0 });
+      expect(skipped.body).toEqual({ ran: false, expired_uploads: 0, pending: 0, orphans: 0, stale_writes: 0 });
       // An abandoned upload (pending mark and bytes): every periodic sweep looks for these.
       const orphan = `periodic/${randomUUID()}`;
       await sql.query(`INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, 'upload')`, [orphan]);

@@ -37,7 +37,11 @@ const AREAS: Array<{ title: string; files: string[]; intro: string }> = [
     files: ['realtime.ts', 'channel.ts', 'live-query.ts'],
     intro: 'The shared websocket: live queries (`onSnapshot`) and channels (broadcast, presence).',
   },
-  { title: 'Storage', files: ['storage.ts'], intro: '`basalt.storage`: buckets and their objects.' },
+  {
+    title: 'Storage',
+    files: ['storage.ts', 'resumable.ts'],
+    intro: '`basalt.storage`: buckets and their objects, and resumable uploads.',
+  },
   { title: 'Functions', files: ['functions.ts'], intro: '`basalt.functions`: calling HTTP functions.' },
   {
     title: 'Errors',

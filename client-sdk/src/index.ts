@@ -93,9 +93,12 @@ export type {
   WebSocketConstructor,
   WebSocketLike,
 } from './realtime.js';
-export { BucketRef, StorageClient } from './storage.js';
+export { BucketRef, StorageClient, RESUMABLE_THRESHOLD_BYTES } from './storage.js';
+export { ResumableUpload } from './resumable.js';
+export type { ResumableUploadOptions } from './resumable.js';
 export { FunctionsClient } from './functions.js';
 export type {
+  ImageTransform,
   ListOptions,
   ListResult,
   RemoveResult,

@@ -3,6 +3,7 @@ import { BasaltError } from './errors.js';
 
 import type { ErrorCode } from './errors.js';
 import type { StorageObject } from './wire.js';
+import { ResumableUpload, type ResumableUploadOptions } from './resumable.js';
 
 export type { StorageObject };
 
@@ -23,6 +24,8 @@ export interface SignedUrl {
 export interface SignedUrlOptions {
   /** Resolve with `{ url, expires_at }` instead of the URL alone. */
   withExpiry?: boolean;
+  /** Sign a resized or re-encoded variant of the image instead of the original. */
+  transform?: ImageTransform;
 }
 
 /** One path's outcome in remove([...]): deleted, or the catalogue error that path got. */
@@ -43,6 +46,34 @@ export interface UploadOptions {
   contentType?: string;
   /** Bytes sent so far and the total (null when a stream's length is unknown). */
   onProgress?: (sent: number, total: number | null) => void;
+  /**
+   * Send with tus, resumable after a dropped connection or a reload (browsers remember the
+   * upload by fingerprint). Default: above 6 MiB for a Blob or bytes; `false` never.
+   */
+  resumable?: boolean;
+}
+
+/** An image transform (server: width/height ≤ 2500 by default). */
+export interface ImageTransform {
+  width?: number;
+  height?: number;
+  fit?: 'cover' | 'contain' | 'inside';
+  format?: 'webp' | 'avif' | 'jpeg' | 'png';
+  quality?: number;
+}
+
+/** Uploads larger than this go resumable unless `resumable: false`. */
+export const RESUMABLE_THRESHOLD_BYTES = 6 * 1024 * 1024;
+
+function transformQuery(transform: ImageTransform | undefined): string {
+  if (!transform) return '';
+  const query = new URLSearchParams();
+  for (const name of ['width', 'height', 'fit', 'format', 'quality'] as const) {
+    const value = transform[name];
+    if (value !== undefined) query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `?${text}` : '';
 }
 
 export interface ListOptions {
@@ -192,6 +223,10 @@ export class BucketRef {
     const headers: Record<string, string> = { 'content-type': contentType };
     if (options.upsert) headers['x-upsert'] = 'true';
     const total = bodySize(body);
+    const resumable = options.resumable ?? (total !== null && total > RESUMABLE_THRESHOLD_BYTES);
+    if (resumable && !isStreamLike(body)) {
+      return this.createResumableUpload(path, body, { ...options, contentType }).start();
+    }
 
     if (options.onProgress && typeof XMLHttpRequest !== 'undefined' && !isStreamLike(body)) {
       const token = await this.http.getAccessToken();
@@ -242,20 +277,33 @@ export class BucketRef {
     });
   }
 
-  /** The object's bytes. */
-  async download(path: string): Promise<Blob> {
-    const response = await this.http.send('GET', this.objectPath(path));
+  /**
+   * A tus upload to start, pause and resume by hand (`upload` with `resumable: true` starts
+   * one and waits for it).
+   */
+  createResumableUpload(
+    path: string,
+    body: Blob | Uint8Array | ArrayBuffer,
+    options: ResumableUploadOptions = {},
+  ): ResumableUpload {
+    encodePath(path);
+    return new ResumableUpload(this.http, this.bucket, path.normalize('NFC'), body, options);
+  }
+
+  /** The object's bytes; with `transform`, the image resized or re-encoded. */
+  async download(path: string, options: { transform?: ImageTransform } = {}): Promise<Blob> {
+    const response = await this.http.send('GET', this.objectPath(path) + transformQuery(options.transform));
     return response.blob();
   }
 
-  /** The URL of an object in a public bucket (no token needed). Makes no request. */
-  getPublicUrl(path: string): string {
-    return this.objectUrl(path);
+  /** The URL of an object in a public bucket (no token needed), or of a transform of it. Makes no request. */
+  getPublicUrl(path: string, options: { transform?: ImageTransform } = {}): string {
+    return this.objectUrl(path) + transformQuery(options.transform);
   }
 
   /**
-   * A URL that downloads the object without a token for `expiresIn` seconds. With
-   * `{ withExpiry: true }` it resolves with `{ url, expires_at }`.
+   * A URL that downloads the object (or, with `transform`, a transform of it) without a token
+   * for `expiresIn` seconds. With `{ withExpiry: true }` it resolves with `{ url, expires_at }`.
    */
   createSignedUrl(
     path: string,
@@ -267,7 +315,7 @@ export class BucketRef {
     const result = await this.http.request<SignedUrl>(
       'POST',
       `/v1/sign/${encodeURIComponent(this.bucket)}/${encodePath(path)}`,
-      { expires_in: expiresIn },
+      { expires_in: expiresIn, ...(options.transform ? { transform: options.transform } : {}) },
     );
     return options.withExpiry ? { url: result.url, expires_at: result.expires_at } : result.url;
   }

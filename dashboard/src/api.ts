@@ -124,6 +124,9 @@ export interface Bucket {
   max_file_size: number | null;
   allowed_mime_types: string[] | null;
   rules: Partial<Record<'read' | 'write' | 'delete', string>>;
+  max_total_bytes: number | null;
+  max_bytes_per_user: number | null;
+  usage: { bytes: number; objects: number };
   created_at: string;
 }
 

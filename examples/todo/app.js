@@ -62,6 +62,8 @@ const basalt = viewAs
   : createClient(BASALT_URL);
 const todos = basalt.db.collection(COLLECTION);
 const images = basalt.storage.from(BUCKET);
+/** How photos are shown in the list: WebP, 480 px wide at most (twice the CSS width, for sharp screens). */
+const THUMBNAIL = { width: 480, height: 480, fit: 'inside', format: 'webp', quality: 75 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const view = {
@@ -256,7 +258,9 @@ function updateItem(li, doc) {
   $('.actions', li).hidden = !mine;
   const img = $('.photo', li);
   if (doc.data.image) {
-    const src = images.getPublicUrl(doc.data.image);
+    // A thumbnail made by the server (and cached there), not the full photo: a phone
+    // picture is megabytes, the list shows it a few hundred pixels wide.
+    const src = images.getPublicUrl(doc.data.image, { transform: THUMBNAIL });
     if (img.getAttribute('src') !== src) {
       img.src = src;
       img.hidden = false;

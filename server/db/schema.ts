@@ -286,6 +286,8 @@ export const buckets = basalt.table('buckets', {
   rules: jsonb('rules').$type<Record<string, unknown>>().notNull().default({}),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  maxTotalBytes: bigint('max_total_bytes', { mode: 'number' }),
+  maxBytesPerUser: bigint('max_bytes_per_user', { mode: 'number' }),
 });
 
 export const objects = basalt.table('objects', {
@@ -309,6 +311,59 @@ export const storagePending = basalt.table('storage_pending', {
   reason: text('reason', { enum: ['upload', 'delete'] }).notNull(),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   touchedAt: timestamptz('touched_at').notNull().defaultNow(),
+  bucket: text('bucket'),
+  owner: text('owner'),
+  reservedBytes: bigint('reserved_bytes', { mode: 'number' }).notNull().default(0),
+});
+
+// -- storage quotas (0019) -------------------------------------------------------------------
+
+/** Committed bytes and objects per bucket (owner '') and per owner; kept by a trigger on objects. */
+export const storageUsage = basalt.table(
+  'storage_usage',
+  {
+    bucket: text('bucket')
+      .notNull()
+      .references(() => buckets.name, { onDelete: 'cascade' }),
+    owner: text('owner').notNull(),
+    bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
+    objects: bigint('objects', { mode: 'number' }).notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.bucket, table.owner] })],
+);
+
+/** Cached image transform variants (see migrations/0019). */
+export const storageVariants = basalt.table('storage_variants', {
+  storageKey: text('storage_key').primaryKey(),
+  objectKey: text('object_key').notNull(),
+  params: text('params').notNull(),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  contentType: text('content_type').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+});
+
+/** Resumable (tus) uploads in progress (see migrations/0019). */
+export const storageUploads = basalt.table('storage_uploads', {
+  id: text('id').primaryKey(),
+  bucket: text('bucket')
+    .notNull()
+    .references(() => buckets.name, { onDelete: 'cascade' }),
+  path: text('path').notNull(),
+  storageKey: text('storage_key').notNull().unique(),
+  contentType: text('content_type').notNull(),
+  upsert: boolean('upsert').notNull().default(false),
+  owner: text('owner'),
+  creator: text('creator').notNull(),
+  uploadLength: bigint('upload_length', { mode: 'number' }).notNull(),
+  uploadOffset: bigint('upload_offset', { mode: 'number' }).notNull().default(0),
+  metadata: text('metadata').notNull().default(''),
+  backendState: jsonb('backend_state').$type<Record<string, unknown>>().notNull().default({}),
+  held: bytea('held'),
+  leaseToken: text('lease_token'),
+  leaseUntil: timestamptz('lease_until'),
+  expiresAt: timestamptz('expires_at').notNull(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
 });
 
 // -- realtime (0008) -------------------------------------------------------------------------

@@ -26,6 +26,12 @@ const ALICE_SECRET = 'alice secret diary';
 
 const encoder = new TextEncoder();
 
+function tusMetadata(entries: Record<string, string>): string {
+  return Object.entries(entries)
+    .map(([key, value]) => `${key} ${Buffer.from(value).toString('base64')}`)
+    .join(',');
+}
+
 /** A multipart/form-data body written by hand, so that each part's headers are exactly as given. */
 function multipartBody(
   boundary: string,
@@ -752,6 +758,209 @@ securitySuite<Fixture>({
       request: () => ({ method: 'POST', path: '/v1/admin/buckets', body: { name: 'Not A Name!', max_file_size: -1 } }),
       status: 401,
       code: 'UNAUTHENTICATED',
+    },
+
+    // ---- image transforms ----------------------------------------------------------------------
+    {
+      name: 'a transform asks for an output larger than the bound',
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=100000&height=100000`,
+        as: 'alice',
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    },
+    {
+      name: 'transform parameters out of range or of the wrong kind',
+      run: async (fixture, server) => {
+        for (const query of ['width=0', 'height=2501', 'quality=1000', 'fit=fill', 'format=svg', 'width=1e3']) {
+          const res = await request(
+            server.url,
+            'GET',
+            `/v1/storage/private/users/${fixture.alice.id}/diary.txt?${query}`,
+            {
+              token: fixture.alice.token,
+            },
+          );
+          expect(res.status, query).toBe(400);
+          expect(errorCode(res.body), query).toBe('INVALID_REQUEST');
+        }
+      },
+    },
+    {
+      name: 'a transform of a file that is not an image',
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=10`,
+        as: 'alice',
+      }),
+      status: 415,
+      code: 'UNSUPPORTED_MEDIA_TYPE',
+    },
+    {
+      name: "a transform of another user's file is still a read",
+      request: (f) => ({
+        method: 'GET',
+        path: `/v1/storage/private/users/${f.alice.id}/diary.txt?width=10`,
+        as: 'bob',
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'transform parameters added to a signed URL of the original',
+      request: (f) => {
+        const query = new URLSearchParams(f.signedQuery);
+        query.set('width', '10');
+        return { method: 'GET', path: `${f.signedPath}?${query}` };
+      },
+      status: 403,
+      code: 'FORBIDDEN',
+      mustNotContain: () => [ALICE_SECRET],
+    },
+
+    // ---- resumable uploads (tus) ------------------------------------------------------------
+    {
+      name: "a tus upload that would overwrite another user's file",
+      request: (f) => ({
+        method: 'POST',
+        path: '/v1/storage/uploads',
+        as: 'bob',
+        headers: {
+          'tus-resumable': '1.0.0',
+          'upload-length': '5',
+          'upload-metadata': tusMetadata({ bucket: 'private', path: `users/${f.alice.id}/diary.txt`, upsert: 'true' }),
+        },
+      }),
+      status: 403,
+      code: 'FORBIDDEN',
+      check: async (_result, fixture, server) => {
+        const get = await request(server.url, 'GET', `/v1/storage/private/users/${fixture.alice.id}/diary.txt`, {
+          token: fixture.alice.token,
+        });
+        expect(get.text).toBe(ALICE_SECRET);
+      },
+    },
+    {
+      name: 'a tus upload whose Upload-Length is over the bucket limit',
+      request: () => ({
+        method: 'POST',
+        path: '/v1/storage/uploads',
+        as: 'service',
+        headers: {
+          'tus-resumable': '1.0.0',
+          'upload-length': '1001',
+          'upload-metadata': tusMetadata({ bucket: 'small', path: 'big.bin' }),
+        },
+      }),
+      status: 413,
+      code: 'PAYLOAD_TOO_LARGE',
+    },
+    {
+      name: 'tus PATCHes at offsets that do not match, from another user, and after termination',
+      run: async (fixture, server) => {
+        const tusHeaders = { 'tus-resumable': '1.0.0' };
+        const created = await request(server.url, 'POST', '/v1/storage/uploads', {
+          token: fixture.alice.token,
+          headers: {
+            ...tusHeaders,
+            'upload-length': '10',
+            'upload-metadata': tusMetadata({ bucket: 'private', path: `users/${fixture.alice.id}/tus.txt` }),
+          },
+        });
+        expect(created.status, created.text).toBe(201);
+        const location = created.headers.get('location') as string;
+        const patch = (token: string, offset: string, body: string) =>
+          request(server.url, 'PATCH', location, {
+            token,
+            headers: { ...tusHeaders, 'upload-offset': offset, 'content-type': 'application/offset+octet-stream' },
+            rawBody: encoder.encode(body),
+          });
+        for (const offset of ['5', '-1', '99999999999999999999', 'abc']) {
+          const res = await patch(fixture.alice.token, offset, 'x');
+          expect([400, 409], offset).toContain(res.status);
+        }
+        const bobs = await patch(fixture.bob.token, '0', 'bob');
+        expect(bobs.status).toBe(404);
+        expect(
+          (await request(server.url, 'DELETE', location, { token: fixture.alice.token, headers: tusHeaders })).status,
+        ).toBe(204);
+        const after = await patch(fixture.alice.token, '0', '0123456789');
+        expect(after.status).toBe(404);
+        expect(await objectExists(server, 'private', `users/${fixture.alice.id}/tus.txt`)).toBe(false);
+      },
+    },
+
+    // ---- quotas ------------------------------------------------------------------------------
+    {
+      name: 'quota squeeze: many concurrent uploads each under the remaining room',
+      run: async (fixture, server) => {
+        await createBucket(server, {
+          name: 'quota-squeeze',
+          max_bytes_per_user: 1000,
+          rules: { write: 'auth != null', read: 'auth != null' },
+        });
+        const body = new Uint8Array(300).fill(1);
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            request(server.url, 'PUT', `/v1/storage/quota-squeeze/f${i}`, {
+              token: fixture.bob.token,
+              headers: { 'content-type': 'application/octet-stream' },
+              rawBody: body,
+            }),
+          ),
+        );
+        expect(results.filter((r) => r.status === 201)).toHaveLength(3);
+        for (const r of results.filter((r) => r.status !== 201)) {
+          expect(r.status).toBe(413);
+          expect(errorCode(r.body)).toBe('QUOTA_EXCEEDED');
+        }
+        const usage = await request(server.url, 'GET', '/v1/admin/buckets/quota-squeeze/usage', {
+          token: server.serviceKey,
+        });
+        expect((usage.body as { bytes: number; reserved_bytes: number }).bytes).toBe(900);
+        expect((usage.body as { reserved_bytes: number }).reserved_bytes).toBe(0);
+      },
+    },
+    {
+      name: 'quota dodge: concurrent copies of one object into a bucket with a per-user quota',
+      run: async (fixture, server) => {
+        await createBucket(server, {
+          name: 'quota-copies',
+          max_bytes_per_user: 1000,
+          rules: { write: 'auth != null', read: 'auth != null', delete: 'auth != null' },
+        });
+        const put = await request(server.url, 'PUT', '/v1/storage/quota-copies/src', {
+          token: fixture.bob.token,
+          headers: { 'content-type': 'application/octet-stream' },
+          rawBody: new Uint8Array(300).fill(2),
+        });
+        expect(put.status).toBe(201);
+        const results = await Promise.all(
+          Array.from({ length: 6 }, (_, i) =>
+            request(server.url, 'POST', '/v1/storage/copy', {
+              token: fixture.bob.token,
+              body: { bucket: 'quota-copies', from: 'src', to: `c${i}` },
+            }),
+          ),
+        );
+        expect(results.filter((r) => r.status === 201)).toHaveLength(2);
+        for (const r of results.filter((r) => r.status !== 201)) {
+          expect(r.status).toBe(413);
+          expect(errorCode(r.body)).toBe('QUOTA_EXCEEDED');
+        }
+        const usage = await request(server.url, 'GET', '/v1/admin/buckets/quota-copies/usage', {
+          token: server.serviceKey,
+        });
+        expect(usage.body).toMatchObject({ bytes: 900, objects: 3, reserved_bytes: 0 });
+      },
+    },
+    {
+      name: 'a user reads the per-user usage of a bucket',
+      request: () => ({ method: 'GET', path: '/v1/admin/buckets/files/usage', as: 'alice' }),
+      status: 403,
+      code: 'FORBIDDEN',
     },
   ],
 });

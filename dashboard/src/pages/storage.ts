@@ -285,6 +285,7 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
       'header',
       { class: 'page-head' },
       h('h1', null, bucket.name, bucket.public ? badge('public', 'info') : badge('private', 'queued')),
+      usageLine(bucket),
       h(
         'div',
         { class: 'buttons' },
@@ -339,6 +340,21 @@ function bucketView(ctx: Context, bucket: Bucket, urls: string[]): HTMLElement {
   );
 }
 
+/** What the bucket holds, against its quota when it has one. */
+function usageLine(bucket: Bucket): HTMLElement {
+  const used = `${formatBytes(bucket.usage.bytes)} in ${bucket.usage.objects} file(s)`;
+  const quotas = [
+    bucket.max_total_bytes === null ? null : `of ${formatBytes(bucket.max_total_bytes)}`,
+    bucket.max_bytes_per_user === null ? null : `at most ${formatBytes(bucket.max_bytes_per_user)} per user`,
+  ].filter(Boolean);
+  return h('p', { class: 'muted', id: 'bucket-usage' }, [used, ...quotas].join(', '));
+}
+
+/** Bytes typed into a quota field: empty means no quota. */
+function quotaValue(input: HTMLInputElement): number | null {
+  return input.value ? Number(input.value) : null;
+}
+
 /** A bucket's settings: public flag, size limit, allowed types and rules (parse errors shown inline). */
 function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
   const isPublic = h('input', { type: 'checkbox', name: 'settings-public', checked: bucket.public });
@@ -354,6 +370,20 @@ function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
     placeholder: 'any',
     value: (bucket.allowed_mime_types ?? []).join(', '),
   });
+  const totalQuota = h('input', {
+    type: 'number',
+    name: 'settings-max-total-bytes',
+    min: 0,
+    placeholder: 'no quota',
+    value: bucket.max_total_bytes === null ? '' : String(bucket.max_total_bytes),
+  });
+  const userQuota = h('input', {
+    type: 'number',
+    name: 'settings-max-bytes-per-user',
+    min: 0,
+    placeholder: 'no quota',
+    value: bucket.max_bytes_per_user === null ? '' : String(bucket.max_bytes_per_user),
+  });
   const rules = new RulesEditor(['read', 'write', 'delete'] as const, bucket.rules, BUCKET_RULES_HINT);
   return savingForm(
     { class: 'card stack settings', id: 'bucket-settings', hidden: true },
@@ -364,6 +394,8 @@ function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
         public: isPublic.checked,
         max_file_size: maxSize.value ? Number(maxSize.value) : null,
         allowed_mime_types: types.length > 0 ? types : null,
+        max_total_bytes: quotaValue(totalQuota),
+        max_bytes_per_user: quotaValue(userQuota),
         rules: rules.values({ omitEmpty: true }),
       });
       ctx.notify(`Saved the settings of ${bucket.name}.`);
@@ -377,6 +409,12 @@ function bucketSettings(ctx: Context, bucket: Bucket): HTMLElement {
         { class: 'query-bar' },
         field('Largest file (bytes)', maxSize),
         field('Allowed content types', mimeTypes),
+      ),
+      h(
+        'div',
+        { class: 'query-bar' },
+        field('Quota: all files (bytes)', totalQuota),
+        field('Quota: per user (bytes)', userQuota),
       ),
       rules.element,
     ],

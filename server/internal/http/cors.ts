@@ -15,6 +15,8 @@ export interface CorsOptions {
   exposedHeaders: readonly string[];
   /** Seconds a browser may cache a preflight answer. */
   maxAge: number;
+  /** Paths (prefixes) whose routes answer an OPTIONS that is not a preflight themselves. */
+  discoveryPaths?: readonly string[];
 }
 
 /**
@@ -51,6 +53,10 @@ export function registerCors(app: FastifyInstance, options: CorsOptions): void {
     }
     // A preflight: anything else sent with OPTIONS is not one and is refused.
     if (!request.headers.origin || !request.headers['access-control-request-method']) {
+      if (options.discoveryPaths?.some((prefix) => request.url.startsWith(prefix))) {
+        done();
+        return;
+      }
       void reply.status(400).type('text/plain').send('Invalid Preflight Request');
       return;
     }

@@ -10,6 +10,8 @@ import { storageRoutes } from './routes.js';
 import { StorageService } from './service.js';
 import { UrlSigner } from './signing.js';
 import { StorageSweeper } from './sweeper.js';
+import { ImageTransformer } from './transforms.js';
+import { ResumableUploads } from './uploads.js';
 
 /**
  * The storage module: buckets, objects and signed URLs over the configured backend. start()
@@ -34,14 +36,14 @@ export function buildStorageModule(platform: Platform): StorageModule {
   const repo = new StorageRepository(platform.db);
   const signer = new UrlSigner(config.storage.signingSecret, config.serviceKey);
   const { metrics } = platform;
-  const uploads = metrics.counter('basalt_storage_uploads_total', 'Uploads, by result.', ['result']);
+  const uploadCount = metrics.counter('basalt_storage_uploads_total', 'Uploads, by result.', ['result']);
   const uploadedBytes = metrics.counter('basalt_storage_uploaded_bytes_total', 'Bytes of stored uploads.');
   const downloadedBytes = metrics.counter('basalt_storage_downloaded_bytes_total', 'Bytes of objects served.');
   const swept = metrics.counter('basalt_storage_swept_total', 'Orphans the sweeper removed, by kind.', ['kind']);
   const service = new StorageService(repo, backend, signer, log, {
     metrics: {
       upload(result, bytes) {
-        uploads.inc({ result });
+        uploadCount.inc({ result });
         if (bytes > 0) uploadedBytes.inc(bytes);
       },
       download(bytes) {
@@ -52,17 +54,27 @@ export function buildStorageModule(platform: Platform): StorageModule {
     publicUrl: config.publicUrl,
     heartbeatMs: Math.max(1000, Math.min(60_000, (config.storage.orphanGraceSeconds * 1000) / 4)),
     orphanGraceSeconds: config.storage.orphanGraceSeconds,
+    transformer: new ImageTransformer(config.storage.transforms),
   });
-  const sweeper = new StorageSweeper(repo, backend, log, (result) => {
+  const resumable = new ResumableUploads(repo, backend, service, log, {
+    expirySeconds: config.storage.uploadExpirySeconds,
+  });
+  const sweeper = new StorageSweeper(repo, backend, log, resumable, (result) => {
     swept.inc({ kind: 'pending' }, result.pending);
     swept.inc({ kind: 'orphan' }, result.orphans);
     swept.inc({ kind: 'stale_write' }, result.stale_writes);
+    swept.inc({ kind: 'expired_upload' }, result.expired_uploads);
   });
   return {
     service,
     readiness: { name: 'storage', check: () => backend.ping() },
     routes: async (app) => {
-      await app.register(storageRoutes, { storage: service, sweeper, maxFileSize: config.storage.maxFileSize });
+      await app.register(storageRoutes, {
+        storage: service,
+        uploads: resumable,
+        sweeper,
+        maxFileSize: config.storage.maxFileSize,
+      });
     },
     async start() {
       if (config.roles.worker) sweeper.start(config.storage.sweepIntervalSeconds, config.storage.orphanGraceSeconds);

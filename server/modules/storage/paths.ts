@@ -7,7 +7,19 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+/** Names the storage API uses for itself under /v1/storage/. */
+const RESERVED_BUCKET_NAMES = new Set(['uploads']);
+
 export function assertBucketName(name: string): void {
+  if (RESERVED_BUCKET_NAMES.has(name)) {
+    throw new AppError(
+      'INVALID_REQUEST',
+      `"${name}" is reserved (/v1/storage/${name} is the resumable upload endpoint).`,
+      {
+        details: { name },
+      },
+    );
+  }
   if (!BUCKET_NAME.test(name)) {
     throw new AppError(
       'INVALID_REQUEST',

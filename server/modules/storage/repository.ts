@@ -2,6 +2,7 @@ import { and, asc, eq, gte, lt, sql } from 'drizzle-orm';
 import { buckets, objects, storagePending } from '../../db/schema.js';
 import type { StorageObject } from '../../../client-sdk/src/wire.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
+import type { ResumableState } from './backends/index.js';
 import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 import { ISO_TIMESTAMP, isoTimestamp, mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
@@ -17,6 +18,10 @@ export interface BucketRow {
   max_file_size: number | null;
   allowed_mime_types: string[] | null;
   rules: BucketRules;
+  /** Quota on the bytes of every object of the bucket together; null = none. */
+  max_total_bytes: number | null;
+  /** Quota on the bytes of each owner's objects; null = none. */
+  max_bytes_per_user: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -40,12 +45,74 @@ export interface NewObject {
 const ISO = ISO_TIMESTAMP;
 const BUCKET_COLUMNS =
   `name, public, max_file_size::float8 AS max_file_size, allowed_mime_types, rules, ` +
+  `max_total_bytes::float8 AS max_total_bytes, max_bytes_per_user::float8 AS max_bytes_per_user, ` +
   `to_char(created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
 const OBJECT_COLUMNS =
   `o.id, o.bucket, o.path, o.storage_key, o.size::float8 AS size, o.content_type, o.etag, o.sha256, o.owner, ` +
   `to_char(o.created_at AT TIME ZONE 'UTC', ${ISO}) AS created_at, to_char(o.updated_at AT TIME ZONE 'UTC', ${ISO}) AS updated_at`;
 
 export const OBJECT_ALIAS = 'o';
+
+export interface UploadRow {
+  id: string;
+  bucket: string;
+  path: string;
+  storage_key: string;
+  content_type: string;
+  upsert: boolean;
+  owner: string | null;
+  creator: string;
+  upload_length: number;
+  upload_offset: number;
+  metadata: string;
+  backend_state: ResumableState;
+  expires_at: string;
+}
+
+export interface NewUpload {
+  id: string;
+  bucket: string;
+  path: string;
+  storageKey: string;
+  contentType: string;
+  upsert: boolean;
+  owner: string | null;
+  creator: string;
+  length: number;
+  metadata: string;
+  backendState: ResumableState;
+  expiresInSeconds: number;
+}
+
+const UPLOAD_COLUMNS =
+  `u.id, u.bucket, u.path, u.storage_key, u.content_type, u.upsert, u.owner, u.creator, ` +
+  `u.upload_length::float8 AS upload_length, u.upload_offset::float8 AS upload_offset, u.metadata, u.backend_state, ` +
+  `to_char(u.expires_at AT TIME ZONE 'UTC', ${ISO}) AS expires_at`;
+
+export interface Usage {
+  bytes: number;
+  objects: number;
+}
+
+/** Bytes an upload holds against its bucket's quotas while it streams. */
+export interface Reservation {
+  bucket: string;
+  owner: string | null;
+  bytes: number;
+}
+
+/** A write of `bytes` more, charged to a bucket and an owner, under the bucket's quotas. */
+export interface QuotaCharge extends Reservation {
+  maxTotalBytes: number | null;
+  maxBytesPerUser: number | null;
+}
+
+export interface QuotaBreach {
+  quota: 'max_total_bytes' | 'max_bytes_per_user';
+  /** Bytes stored and reserved when the write was refused. */
+  used: number;
+  limit: number;
+}
 
 /** A bucket as the builder selects it: the wire's shape (BucketRow), timestamps as ISO text. */
 const BUCKET_FIELDS = {
@@ -54,6 +121,8 @@ const BUCKET_FIELDS = {
   max_file_size: buckets.maxFileSize,
   allowed_mime_types: buckets.allowedMimeTypes,
   rules: sql<BucketRules>`${buckets.rules}`,
+  max_total_bytes: buckets.maxTotalBytes,
+  max_bytes_per_user: buckets.maxBytesPerUser,
   created_at: isoTimestamp(buckets.createdAt),
   updated_at: isoTimestamp(buckets.updatedAt),
 };
@@ -66,6 +135,8 @@ function bucketColumns(bucket: BucketFields): Omit<typeof buckets.$inferInsert, 
     maxFileSize: bucket.max_file_size,
     allowedMimeTypes: bucket.allowed_mime_types,
     rules: { ...bucket.rules },
+    maxTotalBytes: bucket.max_total_bytes,
+    maxBytesPerUser: bucket.max_bytes_per_user,
   };
 }
 
@@ -273,12 +344,259 @@ export class StorageRepository {
 
   // Pending keys
 
-  async addPending(q: Queryable, key: string, reason: 'upload' | 'delete'): Promise<void> {
+  /** Marks a key pending; an upload's mark may hold a quota reservation (see reserve in the service). */
+  async addPending(q: Queryable, key: string, reason: 'upload' | 'delete', reservation?: Reservation): Promise<void> {
     await runQuery(
       q,
-      `INSERT INTO basalt.storage_pending (storage_key, reason) VALUES ($1, $2)
-       ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now()`,
-      [key, reason],
+      `INSERT INTO basalt.storage_pending (storage_key, reason, bucket, owner, reserved_bytes) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (storage_key) DO UPDATE SET reason = EXCLUDED.reason, touched_at = now(), reserved_bytes = 0`,
+      [key, reason, reservation?.bucket ?? null, reservation?.owner ?? null, reservation?.bytes ?? 0],
+    );
+  }
+
+  // Resumable uploads
+
+  async insertUpload(q: Queryable, upload: NewUpload): Promise<UploadRow> {
+    const rows = await runQuery<UploadRow>(
+      q,
+      `INSERT INTO basalt.storage_uploads AS u (id, bucket, path, storage_key, content_type, upsert, owner, creator,
+         upload_length, metadata, backend_state, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12))
+       RETURNING ${UPLOAD_COLUMNS}`,
+      [
+        upload.id,
+        upload.bucket,
+        upload.path,
+        upload.storageKey,
+        upload.contentType,
+        upload.upsert,
+        upload.owner,
+        upload.creator,
+        upload.length,
+        upload.metadata,
+        JSON.stringify(upload.backendState),
+        upload.expiresInSeconds,
+      ],
+    );
+    return rows[0] as UploadRow;
+  }
+
+  /** An upload that has not expired, or null. */
+  async upload(id: string): Promise<UploadRow | null> {
+    const rows = await runQuery<UploadRow>(
+      this.db.pool,
+      `SELECT ${UPLOAD_COLUMNS} FROM basalt.storage_uploads u WHERE u.id = $1 AND u.expires_at > now()`,
+      [id],
+    );
+    return rows[0] ?? null;
+  }
+
+  /**
+   * Takes the upload's lease for `seconds` when no one holds it (or the holder's ran out); null
+   * when it is held. Returns the row as it is under the lease, `held` bytes included.
+   */
+  async leaseUpload(id: string, token: string, seconds: number): Promise<(UploadRow & { held: Buffer | null }) | null> {
+    const rows = await runQuery<UploadRow & { held: Buffer | null }>(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads AS u SET lease_token = $2, lease_until = now() + make_interval(secs => $3)
+        WHERE u.id = $1 AND u.expires_at > now() AND (u.lease_until IS NULL OR u.lease_until < now())
+        RETURNING ${UPLOAD_COLUMNS}, u.held`,
+      [id, token, seconds],
+    );
+    return rows[0] ?? null;
+  }
+
+  async renewLease(id: string, token: string, seconds: number): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads SET lease_until = now() + make_interval(secs => $3)
+        WHERE id = $1 AND lease_token = $2`,
+      [id, token, seconds],
+    );
+  }
+
+  async releaseLease(id: string, token: string): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `UPDATE basalt.storage_uploads SET lease_token = NULL, lease_until = NULL WHERE id = $1 AND lease_token = $2`,
+      [id, token],
+    );
+  }
+
+  /**
+   * Records an append's progress, pushing the expiry back and keeping the lease (the caller
+   * releases it); null when the lease was lost (it ran out and another instance took over).
+   */
+  async recordProgress(
+    id: string,
+    token: string,
+    progress: { offset: number; backendState: ResumableState; held: Buffer | null; expiresInSeconds: number },
+  ): Promise<UploadRow | null> {
+    const rows = await runQuery<UploadRow>(
+      this.db.pool,
+      `WITH updated AS (
+         UPDATE basalt.storage_uploads SET upload_offset = $3, backend_state = $4, held = $5,
+           expires_at = now() + make_interval(secs => $6), updated_at = now()
+          WHERE id = $1 AND lease_token = $2
+          RETURNING *),
+       touched AS (UPDATE basalt.storage_pending p SET touched_at = now()
+          FROM updated WHERE p.storage_key = updated.storage_key)
+       SELECT ${UPLOAD_COLUMNS.replaceAll('u.', 'updated.')} FROM updated`,
+      [id, token, progress.offset, JSON.stringify(progress.backendState), progress.held, progress.expiresInSeconds],
+    );
+    return rows[0] ?? null;
+  }
+
+  async deleteUpload(q: Queryable, id: string): Promise<void> {
+    await runQuery(q, `DELETE FROM basalt.storage_uploads WHERE id = $1`, [id]);
+  }
+
+  /** Expired uploads no one holds a lease on, oldest first. */
+  async expiredUploads(limit: number): Promise<UploadRow[]> {
+    return runQuery<UploadRow>(
+      this.db.pool,
+      `SELECT ${UPLOAD_COLUMNS} FROM basalt.storage_uploads u
+        WHERE u.expires_at <= now() AND (u.lease_until IS NULL OR u.lease_until < now())
+        ORDER BY u.expires_at LIMIT $1`,
+      [limit],
+    );
+  }
+
+  // Image transform variants
+
+  async variant(storageKey: string): Promise<{ size: number; content_type: string } | null> {
+    const rows = await runQuery<{ size: number; content_type: string }>(
+      this.db.pool,
+      `SELECT size::float8 AS size, content_type FROM basalt.storage_variants WHERE storage_key = $1`,
+      [storageKey],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** Records a variant whose bytes are stored; a concurrent writer of the same variant makes this a no-op. */
+  async insertVariant(variant: {
+    storageKey: string;
+    objectKey: string;
+    params: string;
+    size: number;
+    contentType: string;
+  }): Promise<void> {
+    await runQuery(
+      this.db.pool,
+      `INSERT INTO basalt.storage_variants (storage_key, object_key, params, size, content_type)
+       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (storage_key) DO NOTHING`,
+      [variant.storageKey, variant.objectKey, variant.params, variant.size, variant.contentType],
+    );
+  }
+
+  /** Forgets the variants of an original's bytes; returns their keys, whose bytes the caller deletes. */
+  async deleteVariantsOf(objectKey: string): Promise<string[]> {
+    const rows = await runQuery<{ storage_key: string }>(
+      this.db.pool,
+      `DELETE FROM basalt.storage_variants WHERE object_key = $1 RETURNING storage_key`,
+      [objectKey],
+    );
+    return rows.map((row) => row.storage_key);
+  }
+
+  /**
+   * Forgets up to `limit` variants older than `cutoff` whose original's bytes no object row
+   * references any more (left behind by a crash between an overwrite and its cleanup, or made
+   * while the original was being replaced); returns their keys.
+   */
+  async deleteStaleVariants(cutoff: Date, limit: number): Promise<string[]> {
+    const rows = await runQuery<{ storage_key: string }>(
+      this.db.pool,
+      `DELETE FROM basalt.storage_variants v WHERE v.storage_key IN (
+         SELECT s.storage_key FROM basalt.storage_variants s
+          WHERE s.created_at < $1
+            AND NOT EXISTS (SELECT 1 FROM basalt.objects o WHERE o.storage_key = s.object_key)
+          LIMIT $2)
+       RETURNING v.storage_key`,
+      [cutoff, limit],
+    );
+    return rows.map((row) => row.storage_key);
+  }
+
+  // Quotas
+
+  /**
+   * Locks the usage rows a write of `bytes` more is charged to (the bucket's total first, then
+   * the owner's: one order everywhere, so writers never deadlock) and returns the first quota
+   * it would pass, or null. Bytes reserved by other uploads in flight count as used. The lock
+   * is held until `tx` ends, so the caller's reservation or commit is decided alone.
+   */
+  async quotaBreach(tx: Tx, charge: QuotaCharge): Promise<QuotaBreach | null> {
+    const scopes: Array<{ owner: string; quota: QuotaBreach['quota']; limit: number }> = [];
+    if (charge.maxTotalBytes !== null)
+      scopes.push({ owner: '', quota: 'max_total_bytes', limit: charge.maxTotalBytes });
+    if (charge.maxBytesPerUser !== null && charge.owner !== null && charge.owner !== '') {
+      scopes.push({ owner: charge.owner, quota: 'max_bytes_per_user', limit: charge.maxBytesPerUser });
+    }
+    if (scopes.length === 0) return null;
+    const owners = scopes.map((scope) => scope.owner);
+    await runQuery(
+      tx,
+      `INSERT INTO basalt.storage_usage (bucket, owner) SELECT $1, o FROM unnest($2::text[]) AS o
+       ON CONFLICT (bucket, owner) DO NOTHING`,
+      [charge.bucket, owners],
+    );
+    await runQuery(
+      tx,
+      `SELECT 1 FROM basalt.storage_usage WHERE bucket = $1 AND owner = ANY($2::text[]) ORDER BY owner FOR UPDATE`,
+      [charge.bucket, owners],
+    );
+    // A statement of its own, after the lock: its snapshot sees every commit made before it.
+    const rows = await runQuery<{ owner: string; used: number }>(
+      tx,
+      `SELECT u.owner, (u.bytes + coalesce((SELECT sum(p.reserved_bytes) FROM basalt.storage_pending p
+           WHERE p.reserved_bytes > 0 AND p.bucket = u.bucket AND (u.owner = '' OR p.owner = u.owner)), 0))::float8 AS used
+         FROM basalt.storage_usage u WHERE u.bucket = $1 AND u.owner = ANY($2::text[])`,
+      [charge.bucket, owners],
+    );
+    for (const scope of scopes) {
+      const used = rows.find((row) => row.owner === scope.owner)?.used ?? 0;
+      if (used + charge.bytes > scope.limit) return { quota: scope.quota, used, limit: scope.limit };
+    }
+    return null;
+  }
+
+  /** The committed bytes and objects of each bucket, by name (buckets without objects are absent). */
+  async bucketUsage(bucket?: string): Promise<Map<string, Usage>> {
+    const rows = await runQuery<{ bucket: string; bytes: number; objects: number }>(
+      this.db.pool,
+      `SELECT bucket, bytes::float8 AS bytes, objects::float8 AS objects FROM basalt.storage_usage
+        WHERE owner = '' AND ($1::text IS NULL OR bucket = $1)`,
+      [bucket ?? null],
+    );
+    return new Map(rows.map((row) => [row.bucket, { bytes: row.bytes, objects: row.objects }]));
+  }
+
+  /** Bytes reserved by uploads in flight in a bucket. */
+  async reservedBytes(bucket: string): Promise<number> {
+    const rows = await runQuery<{ reserved: number }>(
+      this.db.pool,
+      `SELECT coalesce(sum(reserved_bytes), 0)::float8 AS reserved FROM basalt.storage_pending
+        WHERE bucket = $1 AND reserved_bytes > 0`,
+      [bucket],
+    );
+    return rows[0]?.reserved ?? 0;
+  }
+
+  /** Per-owner usage of a bucket in owner order, one page; `owner` narrows it to one. */
+  async ownerUsage(options: {
+    bucket: string;
+    owner: string | null;
+    after: string | null;
+    limit: number;
+  }): Promise<Array<{ owner: string } & Usage>> {
+    return runQuery<{ owner: string } & Usage>(
+      this.db.pool,
+      `SELECT owner, bytes::float8 AS bytes, objects::float8 AS objects FROM basalt.storage_usage
+        WHERE bucket = $1 AND owner <> '' AND ($2::text IS NULL OR owner = $2) AND ($3::text IS NULL OR owner > $3)
+          AND (objects > 0 OR bytes > 0)
+        ORDER BY owner LIMIT $4`,
+      [options.bucket, options.owner, options.after, options.limit],
     );
   }
 
@@ -314,6 +632,7 @@ export class StorageRepository {
     const rows = await runQuery<{ referenced: boolean }>(
       this.db.pool,
       `DELETE FROM basalt.storage_pending p WHERE p.storage_key = $1 AND p.touched_at < $2
+         AND NOT EXISTS (SELECT 1 FROM basalt.storage_uploads u WHERE u.storage_key = p.storage_key)
        RETURNING EXISTS (SELECT 1 FROM basalt.objects o WHERE o.storage_key = p.storage_key) AS referenced`,
       [key, cutoff],
     );
@@ -322,6 +641,7 @@ export class StorageRepository {
     return row.referenced ? 'keep' : 'delete';
   }
 
+  /** True while an upload writes to `key`: its mark was touched since `cutoff`, or a resumable upload owns it. */
   async pendingTouchedSince(key: string, cutoff: Date): Promise<boolean> {
     const rows = await mapDatabaseErrors(() =>
       this.db.drizzle
@@ -329,7 +649,9 @@ export class StorageRepository {
         .from(storagePending)
         .where(and(eq(storagePending.storageKey, key), gte(storagePending.touchedAt, cutoff))),
     );
-    return rows.length > 0;
+    if (rows.length > 0) return true;
+    const uploads = await runQuery(this.db.pool, `SELECT 1 FROM basalt.storage_uploads WHERE storage_key = $1`, [key]);
+    return uploads.length > 0;
   }
 
   /** Of `keys`, those that an object row or a pending mark accounts for. */
@@ -337,7 +659,8 @@ export class StorageRepository {
     const rows = await runQuery<{ storage_key: string }>(
       this.db.pool,
       `SELECT storage_key FROM basalt.objects WHERE storage_key = ANY($1::text[])
-       UNION SELECT storage_key FROM basalt.storage_pending WHERE storage_key = ANY($1::text[])`,
+       UNION SELECT storage_key FROM basalt.storage_pending WHERE storage_key = ANY($1::text[])
+       UNION SELECT storage_key FROM basalt.storage_variants WHERE storage_key = ANY($1::text[])`,
       [keys],
     );
     return new Set(rows.map((row) => row.storage_key));

@@ -9,10 +9,13 @@ import { requireService } from '../../internal/guards.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
 import type { StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
+import type { ResumableUploads, UploadStatus } from './uploads.js';
 import { MAX_SIGNED_URL_SECONDS } from './signing.js';
+import { hasTransform, TRANSFORM_FITS, TRANSFORM_FORMATS, type TransformQuery } from './transforms.js';
 
 export interface StorageRouteOptions {
   storage: StorageService;
+  uploads: ResumableUploads;
   sweeper: StorageSweeper;
   /** Largest upload, for the routes' body limit. */
   maxFileSize: number;
@@ -29,7 +32,11 @@ const bucketWritable = {
     items: { type: 'string', minLength: 3, maxLength: 255 },
   },
   rules: closedObject({ read: ruleSchema, write: ruleSchema, delete: ruleSchema }),
+  max_total_bytes: { type: ['integer', 'null'], minimum: 0 },
+  max_bytes_per_user: { type: ['integer', 'null'], minimum: 0 },
 } as const;
+
+const usageSchema = closedObject({ bytes: { type: 'integer' }, objects: { type: 'integer' } });
 
 // Response schemas are closed (additionalProperties: false): the serializer sends only the
 // properties they name, and the handlers' return types are checked against them.
@@ -39,6 +46,9 @@ const bucketSchema = closedObject({
   max_file_size: { type: ['integer', 'null'] },
   allowed_mime_types: { type: ['array', 'null'], items: { type: 'string' } },
   rules: closedObject({ read: { type: 'string' }, write: { type: 'string' }, delete: { type: 'string' } }),
+  max_total_bytes: { type: ['integer', 'null'] },
+  max_bytes_per_user: { type: ['integer', 'null'] },
+  usage: usageSchema,
   created_at: { type: 'string' },
   updated_at: { type: 'string' },
 });
@@ -123,6 +133,15 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
 }
 
+/** A listing's `limit` query parameter (digits, checked by the schema): 1 to 1000, or undefined. */
+function pageLimit(raw: string | undefined): number | undefined {
+  const limit = raw === undefined ? undefined : Number(raw);
+  if (limit !== undefined && (limit < 1 || limit > 1000)) {
+    throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
+  }
+  return limit;
+}
+
 function upsertHeader(request: FastifyRequest): boolean {
   const raw = request.headers['x-upsert'];
   if (raw === undefined) return false;
@@ -138,10 +157,19 @@ function declaredLength(request: FastifyRequest): number | null {
   return Number(raw);
 }
 
-interface ObjectQuery {
+interface ObjectQuery extends TransformQuery {
   download?: string;
   expires?: string;
   sig?: string;
+}
+
+/** Cache headers and the sandbox every download carries, original or transformed. */
+function downloadHeaders(reply: FastifyReply, etag: string, updatedAt: string, shared: boolean): void {
+  void reply.header('etag', etag);
+  void reply.header('last-modified', new Date(updatedAt).toUTCString());
+  void reply.header('cache-control', shared ? 'public, max-age=0, must-revalidate' : 'private, no-cache');
+  // User content served from the API's origin must not run as a page of that origin.
+  void reply.header('content-security-policy', "default-src 'none'; sandbox");
 }
 
 async function serveObject(
@@ -153,20 +181,28 @@ async function serveObject(
 ): Promise<FastifyReply> {
   const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/storage/');
   const signed = query.sig !== undefined || query.expires !== undefined;
+  const transform = hasTransform(query) ? storage.parseTransform(query) : undefined;
   const object = await storage.objectForRead(request.caller, bucket, rawPath, {
     signature: signed ? { expires: query.expires, sig: query.sig } : undefined,
+    transform,
   });
-  void reply.header('etag', object.etag);
-  void reply.header('last-modified', new Date(object.updated_at).toUTCString());
-  void reply.header('accept-ranges', 'bytes');
-  void reply.header(
-    'cache-control',
-    object.public && !signed ? 'public, max-age=0, must-revalidate' : 'private, no-cache',
-  );
-  // User content served from the API's origin must not run as a page of that origin.
-  void reply.header('content-security-policy', "default-src 'none'; sandbox");
   const disposition = contentDisposition(query.download, object.path);
   if (disposition) void reply.header('content-disposition', disposition);
+  if (transform) {
+    const { etag } = storage.variantOf(object, transform);
+    downloadHeaders(reply, etag, object.updated_at, object.public && !signed);
+    if (etagMatches(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    const image = await storage.transformedImage(object, transform);
+    void reply.type(image.contentType);
+    void reply.header('content-length', String(image.size));
+    if (!withBody) {
+      if (!Buffer.isBuffer(image.body)) image.body.destroy();
+      return reply.send();
+    }
+    return reply.send(image.body);
+  }
+  downloadHeaders(reply, object.etag, object.updated_at, object.public && !signed);
+  void reply.header('accept-ranges', 'bytes');
 
   if (etagMatches(request.headers['if-none-match'], object.etag)) return reply.code(304).send();
 
@@ -269,6 +305,52 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
     async (request) => storage.updateBucket(request.caller, request.params.name, request.body),
   );
 
+  app.get(
+    '/v1/admin/buckets/:name/usage',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['storage'],
+        summary: "A bucket's usage and its owners' usage, in owner order (service key)",
+        params: nameParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            owner: { type: 'string', minLength: 1, maxLength: 255 },
+            after: { type: 'string', maxLength: 255 },
+            limit: { type: 'string', pattern: '^[0-9]{1,4}$' },
+          },
+        },
+        response: {
+          200: closedObject({
+            bucket: { type: 'string' },
+            bytes: { type: 'integer' },
+            objects: { type: 'integer' },
+            reserved_bytes: { type: 'integer' },
+            users: {
+              type: 'array',
+              items: closedObject({
+                owner: { type: 'string' },
+                bytes: { type: 'integer' },
+                objects: { type: 'integer' },
+              }),
+            },
+            next_cursor: { type: ['string', 'null'] },
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      const limit = pageLimit(request.query.limit);
+      return storage.bucketUsage(request.caller, request.params.name, {
+        owner: request.query.owner,
+        after: request.query.after,
+        limit,
+      });
+    },
+  );
+
   app.delete(
     '/v1/admin/buckets/:name',
     {
@@ -306,6 +388,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
             pending: { type: 'integer' },
             orphans: { type: 'integer' },
             stale_writes: { type: 'integer' },
+            expired_uploads: { type: 'integer' },
           }),
           ...errors,
         },
@@ -342,10 +425,7 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       },
     },
     async (request) => {
-      const limit = request.query.limit === undefined ? undefined : Number(request.query.limit);
-      if (limit !== undefined && (limit < 1 || limit > 1000)) {
-        throw new AppError('INVALID_REQUEST', 'limit must be from 1 to 1000.');
-      }
+      const limit = pageLimit(request.query.limit);
       return storage.list(request.caller, request.params.bucket, {
         prefix: request.query.prefix,
         limit,
@@ -360,6 +440,12 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
       download: { type: 'string', maxLength: 255 },
       expires: { type: 'string', maxLength: 20 },
       sig: { type: 'string', maxLength: 128 },
+      // Checked by parseTransform, so a bad value gets a message naming the parameter.
+      width: { type: 'string', maxLength: 16 },
+      height: { type: 'string', maxLength: 16 },
+      fit: { type: 'string', maxLength: 16 },
+      format: { type: 'string', maxLength: 16 },
+      quality: { type: 'string', maxLength: 16 },
     },
   } as const;
 
@@ -491,7 +577,16 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
           type: 'object',
           required: ['expires_in'],
           additionalProperties: false,
-          properties: { expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS } },
+          properties: {
+            expires_in: { type: 'integer', minimum: 1, maximum: MAX_SIGNED_URL_SECONDS },
+            transform: closedObject({
+              width: { type: 'integer' },
+              height: { type: 'integer' },
+              fit: { type: 'string', enum: TRANSFORM_FITS },
+              format: { type: 'string', enum: TRANSFORM_FORMATS },
+              quality: { type: 'integer' },
+            }),
+          },
         },
         response: {
           200: closedObject({ url: { type: 'string' }, expires_at: { type: 'string' } }),
@@ -501,7 +596,8 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
     },
     async (request) => {
       const { bucket, rawPath } = splitStorageUrl(request.url, '/v1/sign/');
-      return storage.signedUrl(request.caller, bucket, rawPath, request.body.expires_in);
+      const transform = request.body.transform ? storage.parseTransform(request.body.transform) : undefined;
+      return storage.signedUrl(request.caller, bucket, rawPath, request.body.expires_in, transform);
     },
   );
 };
@@ -617,8 +713,170 @@ function malformedMultipart(error: unknown): unknown {
   return new AppError('INVALID_REQUEST', 'The multipart/form-data body is malformed.', { cause: error });
 }
 
+const TUS_VERSION = '1.0.0';
+const TUS_EXTENSIONS = 'creation,creation-with-upload,termination,expiration';
+const TUS_CONTENT_TYPE = 'application/offset+octet-stream';
+
+function tusHeaders(reply: FastifyReply, status: UploadStatus): void {
+  void reply.header('upload-offset', String(status.offset));
+  void reply.header('upload-expires', new Date(status.expiresAt).toUTCString());
+}
+
+function uploadOffset(request: FastifyRequest): number {
+  const raw = request.headers['upload-offset'];
+  if (typeof raw !== 'string' || !/^\d{1,16}$/.test(raw)) {
+    throw new AppError('INVALID_REQUEST', 'Upload-Offset must be a whole number of bytes.');
+  }
+  return Number(raw);
+}
+
+/** The body of a PATCH, or of a POST with creation-with-upload; null when there is none. */
+function tusBody(request: FastifyRequest, required: boolean): Readable | null {
+  const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase();
+  if (type !== TUS_CONTENT_TYPE) {
+    if (!required && type === undefined && (request.headers['content-length'] ?? '0') === '0') return null;
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Upload bytes are sent as ${TUS_CONTENT_TYPE}.`);
+  }
+  return (request.body as Readable | undefined) ?? request.raw;
+}
+
+/**
+ * tus 1.0.0 at /v1/storage/uploads (see uploads.ts). Errors are the catalogue's JSON bodies
+ * with the statuses tus expects (409 for a wrong offset, 404 for an unknown or expired
+ * upload, 413 over a limit); every answer carries Tus-Resumable.
+ */
+const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uploads, maxFileSize }) => {
+  const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('tus-resumable', TUS_VERSION);
+    if (request.method === 'OPTIONS') return;
+    if (request.headers['tus-resumable'] !== TUS_VERSION) {
+      void reply.header('tus-version', TUS_VERSION);
+      return reply.code(412).send({
+        error: { code: 'INVALID_REQUEST', message: `Tus-Resumable: ${TUS_VERSION} is required.` },
+      });
+    }
+  });
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode >= 400 && !request.raw.complete) void reply.header('connection', 'close');
+  });
+
+  const bodyLimit = Math.min(Number.MAX_SAFE_INTEGER, maxFileSize + 1024 * 1024);
+  const tusErrors = { ...errors, 409: errorResponse, 412: errorResponse, 413: errorResponse, 415: errorResponse };
+  const idParams = {
+    type: 'object',
+    required: ['id'],
+    properties: { id: { type: 'string', maxLength: 64 } },
+  } as const;
+  const capabilities = async (_request: FastifyRequest, reply: FastifyReply) => {
+    void reply.header('tus-version', TUS_VERSION);
+    void reply.header('tus-extension', TUS_EXTENSIONS);
+    void reply.header('tus-max-size', String(maxFileSize));
+    return reply.code(204).send();
+  };
+  app.options('/v1/storage/uploads', { schema: { hide: true } }, capabilities);
+  app.options('/v1/storage/uploads/:id', { schema: { hide: true } }, capabilities);
+
+  app.post(
+    '/v1/storage/uploads',
+    {
+      bodyLimit,
+      schema: {
+        tags: ['storage'],
+        summary:
+          'Create a resumable upload (tus 1.0.0; Upload-Length, Upload-Metadata: bucket, path, content_type, upsert)',
+        response: {
+          201: {
+            ...objectSchema,
+            type: ['object', 'null'],
+            description: 'Created; the object when the request carried all of its bytes, else null',
+          },
+          ...tusErrors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const raw = request.headers['upload-length'];
+      if (typeof raw !== 'string' || !/^\d{1,16}$/.test(raw)) {
+        throw new AppError(
+          'INVALID_REQUEST',
+          'Upload-Length must be a whole number of bytes (deferred lengths are not supported).',
+        );
+      }
+      const body = tusBody(request, false);
+      const metadata = request.headers['upload-metadata'];
+      let status = await uploads.create(
+        request.caller,
+        Number(raw),
+        typeof metadata === 'string' ? metadata : undefined,
+      );
+      if (body !== null) status = await uploads.append(request.caller, status.id, 0, body);
+      void reply.header('location', `/v1/storage/uploads/${status.id}`);
+      tusHeaders(reply, status);
+      return reply.code(201).send(status.object);
+    },
+  );
+
+  app.head(
+    '/v1/storage/uploads/:id',
+    { schema: { tags: ['storage'], summary: 'Where a resumable upload stands (Upload-Offset)', params: idParams } },
+    async (request, reply) => {
+      const status = await uploads.status(request.caller, request.params.id);
+      tusHeaders(reply, status);
+      void reply.header('upload-length', String(status.length));
+      if (status.metadata !== '') void reply.header('upload-metadata', status.metadata);
+      void reply.header('cache-control', 'no-store');
+      return reply.code(200).send();
+    },
+  );
+
+  app.patch(
+    '/v1/storage/uploads/:id',
+    {
+      bodyLimit,
+      schema: {
+        tags: ['storage'],
+        summary: 'Append bytes to a resumable upload at Upload-Offset',
+        params: idParams,
+        response: {
+          200: { ...objectSchema, description: 'The upload is complete: the object' },
+          204: { type: 'null', description: 'Stored; Upload-Offset says how far' },
+          ...tusErrors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const offset = uploadOffset(request);
+      const body = tusBody(request, true);
+      const status = await uploads.append(request.caller, request.params.id, offset, body);
+      tusHeaders(reply, status);
+      // The last append answers with the object, as a PUT does (tus clients accept any 2xx).
+      return status.object ? reply.code(200).send(status.object) : reply.code(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/v1/storage/uploads/:id',
+    {
+      schema: {
+        tags: ['storage'],
+        summary: 'Terminate a resumable upload and discard its bytes',
+        params: idParams,
+        response: { 204: { type: 'null' }, ...tusErrors },
+      },
+    },
+    async (request, reply) => {
+      await uploads.terminate(request.caller, request.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+};
+
 /** Buckets, objects and signed URLs under /v1/storage, /v1/sign and /v1/admin/storage. */
 export const storageRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app, options) => {
   await app.register(storageJsonRoutes, options);
   await app.register(storageUploadRoutes, options);
+  await app.register(tusRoutes, options);
 };

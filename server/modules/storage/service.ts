@@ -16,6 +16,7 @@ import { isUser, type Caller } from '../../internal/caller.js';
 import { AppError, isAppError, type ErrorCode } from '../../internal/errors.js';
 import { parseRuleForSaving, type RuleSavingScope } from '../../internal/rules/saving.js';
 import { requireService } from '../../internal/guards.js';
+import type { Tx } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
 import {
   compileRuleToSql,
@@ -25,7 +26,7 @@ import {
   type Root,
   type Rule,
 } from '../../internal/rules/index.js';
-import type { ByteRange, StorageBackend } from './backends/index.js';
+import type { ByteRange, PutResult, StorageBackend } from './backends/index.js';
 import {
   assertBucketName,
   assertMimePattern,
@@ -41,9 +42,26 @@ import {
   type BucketRow,
   type BucketRules,
   type ObjectRow,
+  type QuotaBreach,
   type StorageRepository,
+  type Usage,
 } from './repository.js';
 import { MAX_SIGNED_URL_SECONDS, type UrlSigner } from './signing.js';
+import {
+  canonicalTransform,
+  outputContentType,
+  outputFormat,
+  transformable,
+  variantEtag,
+  variantKey,
+  parseTransform,
+  type ImageTransform,
+  type ImageTransformer,
+  type TransformFormat,
+  type TransformQuery,
+} from './transforms.js';
+
+const DEFAULT_MAX_DIMENSION = 2500;
 
 export type { StorageObject };
 
@@ -55,6 +73,21 @@ export interface BucketInput {
   max_file_size?: number | null;
   allowed_mime_types?: string[] | null;
   rules?: BucketRules;
+  max_total_bytes?: number | null;
+  max_bytes_per_user?: number | null;
+}
+
+/** A bucket as the admin API shows it: its settings and what it holds. */
+export type BucketWithUsage = Bucket & { usage: Usage };
+
+export interface BucketUsageReport {
+  bucket: string;
+  bytes: number;
+  objects: number;
+  /** Bytes held by uploads still in flight: they count against the quotas until they finish or fail. */
+  reserved_bytes: number;
+  users: Array<{ owner: string } & Usage>;
+  next_cursor: string | null;
 }
 
 export interface UploadInput {
@@ -72,6 +105,16 @@ export interface UploadInput {
 export interface ObjectAccess {
   /** `expires` and `sig` of a signed URL, when the request carries them. */
   signature?: { expires: string | undefined; sig: string | undefined };
+  /** The image transform the request asks for: a signature must cover it. */
+  transform?: ImageTransform;
+}
+
+/** A transformed image, ready to send: from the variant cache, or just made. */
+export interface TransformedImage {
+  etag: string;
+  contentType: string;
+  size: number;
+  body: Readable | Buffer;
 }
 
 export interface StorageServiceOptions {
@@ -83,6 +126,8 @@ export interface StorageServiceOptions {
   /** Age after which the sweeper treats an unfinished upload as abandoned. */
   orphanGraceSeconds: number;
   metrics?: StorageMetrics;
+  /** Makes image transforms; without one, transform requests are refused. */
+  transformer?: ImageTransformer;
 }
 
 /** Counts for /metrics; the module wires them to Prometheus counters. */
@@ -124,6 +169,8 @@ function backendError(error: unknown): AppError {
 
 export class StorageService {
   private readonly ruleCache = new Map<string, Rule>();
+  /** Variants being made on this instance: concurrent requests for one share the work. */
+  private readonly making = new Map<string, Promise<Buffer>>();
   readonly orphanGraceSeconds: number;
 
   constructor(
@@ -138,7 +185,7 @@ export class StorageService {
 
   // Buckets (service key only)
 
-  async createBucket(caller: Caller, input: BucketInput): Promise<Bucket> {
+  async createBucket(caller: Caller, input: BucketInput): Promise<BucketWithUsage> {
     requireService(caller);
     const name = input.name ?? '';
     assertBucketName(name);
@@ -147,26 +194,66 @@ export class StorageService {
       max_file_size: null,
       allowed_mime_types: null,
       rules: {},
+      max_total_bytes: null,
+      max_bytes_per_user: null,
     });
-    return this.repo.insertBucket({ name, ...fields });
+    return { ...(await this.repo.insertBucket({ name, ...fields })), usage: { bytes: 0, objects: 0 } };
   }
 
-  async listBuckets(caller: Caller): Promise<Bucket[]> {
+  async listBuckets(caller: Caller): Promise<BucketWithUsage[]> {
     requireService(caller);
-    return this.repo.buckets();
+    const [buckets, usage] = await Promise.all([this.repo.buckets(), this.repo.bucketUsage()]);
+    return buckets.map((bucket) => ({ ...bucket, usage: usage.get(bucket.name) ?? { bytes: 0, objects: 0 } }));
   }
 
-  async getBucket(caller: Caller, name: string): Promise<Bucket> {
+  async getBucket(caller: Caller, name: string): Promise<BucketWithUsage> {
     requireService(caller);
-    return this.bucket(name);
+    const bucket = await this.bucket(name);
+    return this.withUsage(bucket);
   }
 
-  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<Bucket> {
+  private async withUsage(bucket: Bucket): Promise<BucketWithUsage> {
+    const usage = await this.repo.bucketUsage(bucket.name);
+    return { ...bucket, usage: usage.get(bucket.name) ?? { bytes: 0, objects: 0 } };
+  }
+
+  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<BucketWithUsage> {
     requireService(caller);
     const current = await this.bucket(name);
     const updated = await this.repo.updateBucket({ name, ...this.bucketFields(input, current) });
     if (!updated) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
-    return updated;
+    return this.withUsage(updated);
+  }
+
+  /** A bucket's usage, with one page of its owners' (or one owner's) usage, in owner order. */
+  async bucketUsage(
+    caller: Caller,
+    name: string,
+    query: { owner?: string; after?: string; limit?: number },
+  ): Promise<BucketUsageReport> {
+    requireService(caller);
+    const bucket = await this.bucket(name);
+    const limit = query.limit ?? 100;
+    const [usage, reserved, users] = await Promise.all([
+      this.repo.bucketUsage(bucket.name),
+      this.repo.reservedBytes(bucket.name),
+      this.repo.ownerUsage({
+        bucket: bucket.name,
+        owner: query.owner ?? null,
+        after: query.after ?? null,
+        limit: limit + 1,
+      }),
+    ]);
+    const total = usage.get(bucket.name) ?? { bytes: 0, objects: 0 };
+    const page = users.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      bucket: bucket.name,
+      ...total,
+      reserved_bytes: reserved,
+      users: page,
+      next_cursor: users.length > limit && last ? last.owner : null,
+    };
   }
 
   /** Refuses a bucket that holds objects unless `force`, which deletes them with it. */
@@ -214,6 +301,8 @@ export class StorageService {
       max_file_size: maxFileSize,
       allowed_mime_types: allowed && allowed.length > 0 ? allowed.map((m) => m.toLowerCase()) : null,
       rules,
+      max_total_bytes: input.max_total_bytes === undefined ? base.max_total_bytes : input.max_total_bytes,
+      max_bytes_per_user: input.max_bytes_per_user === undefined ? base.max_bytes_per_user : input.max_bytes_per_user,
     };
   }
 
@@ -293,6 +382,42 @@ export class StorageService {
 
   /** Streams `input.body` to a new key and commits its row at `input.path` (already checked). */
   private async store(caller: Caller, input: Omit<UploadInput, 'rawPath'> & { path: string }): Promise<StorageObject> {
+    const prepared = await this.prepareUpload(caller, { ...input, size: input.declaredSize });
+    const heartbeat = setInterval(() => {
+      this.repo
+        .touchPending(prepared.key)
+        .catch((error: unknown) => this.log.warn({ err: error, key: prepared.key }, 'pending touch failed'));
+    }, this.options.heartbeatMs);
+    heartbeat.unref();
+    let stored;
+    try {
+      stored = await this.backend.put(prepared.key, input.body, { maxBytes: prepared.limit });
+    } catch (error) {
+      await this.discardBytes(prepared.key);
+      throw backendError(error);
+    } finally {
+      clearInterval(heartbeat);
+    }
+    return this.commitUpload(caller, prepared, stored);
+  }
+
+  /**
+   * Everything an upload checks before its first byte (bucket, path, type, size, rules with the
+   * declared size, existing object, quotas), then a fresh key marked pending, with the declared
+   * growth reserved against the quotas. `size` null: not known yet (checked at commit).
+   */
+  async beginUpload(
+    caller: Caller,
+    input: { bucket: string; rawPath: string; contentType: string | undefined; upsert: boolean; size: number | null },
+  ): Promise<PreparedUpload> {
+    return this.prepareUpload(caller, { ...input, path: objectPathFromUrl(input.rawPath) });
+  }
+
+  /** beginUpload for a path already decoded and normalized (uploads, copies). */
+  private async prepareUpload(
+    caller: Caller,
+    input: { bucket: string; path: string; contentType: string | undefined; upsert: boolean; size: number | null },
+  ): Promise<PreparedUpload> {
     assertBucketName(input.bucket);
     const path = input.path;
     const contentType = normalizeContentType(input.contentType);
@@ -305,7 +430,7 @@ export class StorageService {
         details: { allowed_mime_types: bucket.allowed_mime_types },
       });
     }
-    if (input.declaredSize !== null && input.declaredSize > limit) {
+    if (input.size !== null && input.size > limit) {
       throw new AppError('PAYLOAD_TOO_LARGE', `The file is larger than the limit of ${limit} bytes.`, {
         details: { max_file_size: limit },
       });
@@ -313,46 +438,52 @@ export class StorageService {
     const owner = isUser(caller) ? caller.uid : null;
     const existing = found.object;
     if (existing && !input.upsert) throw this.exists(bucket.name, path);
-    // Checked before any byte is stored (with the declared size), and again with the real one.
-    const candidate = (size: number): CandidateObject => ({
-      bucket: bucket.name,
+    const prepared: PreparedUpload = {
+      bucket,
       path,
-      size,
-      content_type: contentType,
-      owner: existing ? existing.owner : owner,
-    });
+      contentType,
+      owner,
+      ruleOwner: existing ? existing.owner : owner,
+      upsert: input.upsert,
+      limit,
+      key: `${bucket.name}/${randomUUID()}`,
+    };
+    // Checked before any byte is stored (with the declared size), and again with the real one.
     if (existing) this.assertAllowed(caller, bucket, 'write', existing);
-    this.assertAllowed(caller, bucket, 'write', candidate(input.declaredSize ?? 0));
+    this.assertAllowed(caller, bucket, 'write', candidateOf(prepared, existing, input.size ?? 0));
+    // A declared size is reserved against the quotas before the first byte; an undeclared one is
+    // checked when the upload commits (commitUpload), which is what makes both exact under concurrency.
+    const charged = existing ? existing.owner : owner;
+    const expectedGrowth = input.size === null ? 0 : input.size - (existing?.size ?? 0);
+    await this.reserve(bucket, charged, prepared.key, expectedGrowth);
+    return prepared;
+  }
 
-    const key = `${bucket.name}/${randomUUID()}`;
-    await this.repo.addPending(this.repo.pool, key, 'upload');
-    const heartbeat = setInterval(() => {
-      this.repo.touchPending(key).catch((error: unknown) => this.log.warn({ err: error, key }, 'pending touch failed'));
-    }, this.options.heartbeatMs);
-    heartbeat.unref();
-    let stored;
-    try {
-      stored = await this.backend.put(key, input.body, { maxBytes: limit });
-    } catch (error) {
-      await this.discardBytes(key);
-      throw backendError(error);
-    } finally {
-      clearInterval(heartbeat);
-    }
-
+  /**
+   * Makes stored bytes an object: in one transaction, clears the key's pending mark and inserts
+   * (or repoints) the object row, checking rules and quotas against the object as it is now;
+   * `alsoInTx` joins that transaction. On failure the bytes are discarded.
+   */
+  async commitUpload(
+    caller: Caller,
+    prepared: PreparedUpload,
+    stored: PutResult,
+    alsoInTx?: (tx: Tx) => Promise<void>,
+  ): Promise<StorageObject> {
+    const { bucket, path, key } = prepared;
     let previousKey: string | null = null;
     let row: ObjectRow;
     try {
-      this.assertAllowed(caller, bucket, 'write', candidate(stored.size));
+      this.assertAllowed(caller, bucket, 'write', candidateOf(prepared, null, stored.size));
       const fields = {
         bucket: bucket.name,
         path,
         storageKey: key,
         size: stored.size,
-        contentType,
+        contentType: prepared.contentType,
         etag: stored.etag,
         sha256: stored.sha256,
-        owner,
+        owner: prepared.owner,
       };
       row = await this.repo.transaction(async (tx) => {
         if (!(await this.repo.removePending(tx, key))) {
@@ -360,15 +491,26 @@ export class StorageService {
         }
         for (;;) {
           const current = await this.repo.lockObject(tx, bucket.name, path);
+          await this.assertWithinQuota(
+            tx,
+            bucket,
+            current ? current.owner : prepared.owner,
+            stored.size - (current?.size ?? 0),
+          );
           if (current) {
-            if (!input.upsert) throw this.exists(bucket.name, path);
+            if (!prepared.upsert) throw this.exists(bucket.name, path);
             this.assertAllowed(caller, bucket, 'write', current);
             await this.repo.addPending(tx, current.storage_key, 'delete');
             previousKey = current.storage_key;
-            return this.repo.replaceObject(tx, current.id, fields);
+            const replaced = await this.repo.replaceObject(tx, current.id, fields);
+            if (alsoInTx) await alsoInTx(tx);
+            return replaced;
           }
           const inserted = await this.repo.insertObject(tx, fields);
-          if (inserted) return inserted;
+          if (inserted) {
+            if (alsoInTx) await alsoInTx(tx);
+            return inserted;
+          }
           // A concurrent upload inserted the path since the lock attempt: decide again against it.
         }
       });
@@ -378,6 +520,45 @@ export class StorageService {
     }
     if (previousKey !== null) await this.discardBytes(previousKey);
     return toObject(row);
+  }
+
+  /** The bucket an upload goes to, as it is now (NOT_FOUND when it was deleted meanwhile). */
+  async bucketForUpload(name: string): Promise<Bucket> {
+    return this.bucket(name);
+  }
+
+  /** Gives up an upload begun with beginUpload: its bytes (if any) and its mark go. */
+  async abandonUpload(key: string): Promise<void> {
+    await this.discardBytes(key);
+  }
+
+  /**
+   * Marks an upload's key pending, holding `bytes` against the bucket's quotas while it streams
+   * (QUOTA_EXCEEDED, and nothing marked, when they would pass a limit). The reservation ends with
+   * the mark: when the upload commits, fails, or is swept.
+   */
+  private async reserve(bucket: Bucket, owner: string | null, key: string, bytes: number): Promise<void> {
+    if (!hasQuota(bucket) || bytes <= 0) {
+      await this.repo.addPending(this.repo.pool, key, 'upload');
+      return;
+    }
+    await this.repo.transaction(async (tx) => {
+      const breach = await this.repo.quotaBreach(tx, { ...quotaLimits(bucket), bucket: bucket.name, owner, bytes });
+      if (breach) throw quotaExceeded(breach);
+      await this.repo.addPending(tx, key, 'upload', { bucket: bucket.name, owner, bytes });
+    });
+  }
+
+  /** In a commit's transaction: QUOTA_EXCEEDED when growing the bucket by `growth` bytes passes a quota. */
+  async assertWithinQuota(tx: Tx, bucket: Bucket, owner: string | null, growth: number): Promise<void> {
+    if (!hasQuota(bucket) || growth <= 0) return;
+    const breach = await this.repo.quotaBreach(tx, {
+      ...quotaLimits(bucket),
+      bucket: bucket.name,
+      owner,
+      bytes: growth,
+    });
+    if (breach) throw quotaExceeded(breach);
   }
 
   private exists(bucket: string, path: string): AppError {
@@ -393,6 +574,7 @@ export class StorageService {
    */
   private async discardBytes(key: string): Promise<void> {
     try {
+      for (const variant of await this.repo.deleteVariantsOf(key)) await this.backend.delete(variant);
       await this.backend.delete(key);
       await this.repo.removePending(this.repo.pool, key);
     } catch (error) {
@@ -411,8 +593,10 @@ export class StorageService {
   ): Promise<StorageObject & { storage_key: string; public: boolean }> {
     const path = objectPathFromUrl(rawPath);
     assertBucketName(bucketName);
-    if (access.signature)
-      this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date());
+    if (access.signature) {
+      const transform = access.transform ? canonicalTransform(access.transform) : '';
+      this.signer.verify(bucketName, path, access.signature.expires, access.signature.sig, new Date(), transform);
+    }
     const { bucket, object: row } = await this.repo.bucketAndObject(bucketName, path);
     if (!bucket) throw new AppError('NOT_FOUND', `Bucket "${bucketName}" does not exist.`);
     if (!row) throw new AppError('NOT_FOUND', `"${path}" does not exist in bucket "${bucket.name}".`);
@@ -428,6 +612,98 @@ export class StorageService {
     } catch (error) {
       throw backendError(error);
     }
+  }
+
+  /** A transform's parameters validated against this server's bounds (INVALID_REQUEST). */
+  parseTransform(query: TransformQuery | ImageTransform): ImageTransform {
+    return parseTransform(query, this.options.transformer?.config.maxDimension ?? DEFAULT_MAX_DIMENSION);
+  }
+
+  /**
+   * The object's image transformed: the cached variant when there is one, else made now
+   * (UNSUPPORTED_MEDIA_TYPE for objects that are not images). A variant is cached under a key
+   * derived from the original's storage key, which every overwrite changes, so a stale one is
+   * never found. Two instances making one variant at once write the same bytes to the same key:
+   * the write is idempotent, and on each instance concurrent requests share one computation.
+   */
+  async transformedImage(
+    object: StorageObject & { storage_key: string },
+    transform: ImageTransform,
+  ): Promise<TransformedImage> {
+    const { transformer, format, canonical, etag } = this.variantOf(object, transform);
+    if (object.size > transformer.config.maxInputBytes) {
+      throw new AppError(
+        'PAYLOAD_TOO_LARGE',
+        `Images over ${transformer.config.maxInputBytes} bytes are not transformed.`,
+        {
+          details: { max_input_bytes: transformer.config.maxInputBytes },
+        },
+      );
+    }
+    const key = variantKey(object.storage_key, canonical);
+    const contentType = outputContentType(format);
+    const cached = await this.repo.variant(key);
+    if (cached) {
+      try {
+        return { etag, contentType, size: cached.size, body: await this.backend.get(key) };
+      } catch (error) {
+        // Its bytes are gone (swept, or a store that lost them): make it again below.
+        if (!isAppError(error) || error.code !== 'NOT_FOUND') throw backendError(error);
+      }
+    }
+    let making = this.making.get(key);
+    if (!making) {
+      making = this.makeVariant(object, transform, format, key, canonical).finally(() => this.making.delete(key));
+      this.making.set(key, making);
+    }
+    const bytes = await making;
+    return { etag, contentType, size: bytes.length, body: bytes };
+  }
+
+  /**
+   * What a transform of this object makes: its format, canonical parameters and entity tag,
+   * known without any work (so If-None-Match is answered without making the image).
+   * UNSUPPORTED_MEDIA_TYPE when the object is not an image.
+   */
+  variantOf(
+    object: StorageObject,
+    transform: ImageTransform,
+  ): { transformer: ImageTransformer; format: TransformFormat; canonical: string; etag: string } {
+    const transformer = this.options.transformer;
+    if (!transformer || !transformable(object.content_type)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Only images can be transformed; this is ${object.content_type}.`, {
+        details: { content_type: object.content_type },
+      });
+    }
+    const format = outputFormat(transform, object.content_type);
+    const canonical = canonicalTransform({ ...transform, format });
+    return { transformer, format, canonical, etag: variantEtag(object.etag, canonical) };
+  }
+
+  private async makeVariant(
+    object: StorageObject & { storage_key: string },
+    transform: ImageTransform,
+    format: TransformFormat,
+    key: string,
+    canonical: string,
+  ): Promise<Buffer> {
+    const transformer = this.options.transformer as ImageTransformer;
+    const source = await this.openBytes(object.storage_key);
+    const bytes = await transformer.transform(source, transform, format);
+    try {
+      await this.backend.put(key, Readable.from([bytes]), { maxBytes: bytes.length });
+      await this.repo.insertVariant({
+        storageKey: key,
+        objectKey: object.storage_key,
+        params: canonical,
+        size: bytes.length,
+        contentType: outputContentType(format),
+      });
+    } catch (error) {
+      // Not cached this time; the image is still served, and made again next time.
+      this.log.warn({ err: error, key }, 'could not cache an image variant');
+    }
+    return bytes;
   }
 
   async remove(caller: Caller, bucketName: string, rawPath: string): Promise<void> {
@@ -493,12 +769,12 @@ export class StorageService {
    * Moves an object to another path (or bucket) in one transaction: the source's row goes
    * and the destination's row comes with the same bytes (nothing is copied), so readers see
    * the object at one place or the other, never both or neither. Needs the source's read and
-   * delete rules and the destination's write rule; the destination bucket's size and type
+   * delete rules and the destination's write rule; the destination bucket's size, type and quota
    * limits apply. The object keeps its owner. Triggers see a delete and an upload.
    */
   async move(caller: Caller, input: TransferInput): Promise<StorageObject> {
     const { source, target } = await this.transferEnds(input);
-    let replacedKey: string | null = null;
+    const replacedKeys: string[] = [];
     const row = await this.repo.transaction(async (tx) => {
       const from = await this.repo.lockObject(tx, source.bucket.name, source.path);
       if (!from) throw this.missing(source.bucket.name, source.path);
@@ -524,14 +800,22 @@ export class StorageService {
           if (!input.upsert) throw this.exists(target.bucket.name, target.path);
           this.assertAllowed(caller, target.bucket, 'write', current);
           await this.repo.deleteObjectsMarkingKeys(tx, [current]);
-          replacedKey = current.storage_key;
+          replacedKeys.push(current.storage_key);
+        }
+        // Across buckets the object's bytes arrive in the target bucket, charged to its owner
+        // there; checked once the replaced object (if any) no longer counts. Within a bucket a
+        // move changes neither the bucket's total nor the owner's.
+        if (target.bucket.name !== source.bucket.name) {
+          await this.assertWithinQuota(tx, target.bucket, from.owner, from.size);
         }
         const inserted = await this.repo.insertObject(tx, fields);
         if (inserted) return inserted;
         // A concurrent upload took the destination since the lock: decide again against it.
       }
     });
-    if (replacedKey !== null) await this.discardBytes(replacedKey);
+    // The replaced object's bytes go, and with them its image variants (discardBytes). The moved
+    // object keeps its storage key, so its variants stay valid and follow it.
+    for (const key of replacedKeys) await this.discardBytes(key);
     return toObject(row);
   }
 
@@ -643,6 +927,7 @@ export class StorageService {
     bucketName: string,
     rawPath: string,
     expiresIn: number,
+    transform?: ImageTransform,
   ): Promise<{ url: string; expires_at: string }> {
     if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_SIGNED_URL_SECONDS) {
       throw new AppError(
@@ -652,8 +937,10 @@ export class StorageService {
     }
     const object = await this.objectForRead(caller, bucketName, rawPath);
     const expires = Math.floor(Date.now() / 1000) + expiresIn;
-    const sig = this.signer.signature(object.bucket, object.path, expires);
-    const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?expires=${expires}&sig=${sig}`;
+    const canonical = transform ? canonicalTransform(transform) : '';
+    const sig = this.signer.signature(object.bucket, object.path, expires, canonical);
+    const query = `${canonical === '' ? '' : `${canonical}&`}expires=${expires}&sig=${sig}`;
+    const url = `${this.options.publicUrl}/v1/storage/${object.bucket}/${encodeObjectPath(object.path)}?${query}`;
     return { url, expires_at: new Date(expires * 1000).toISOString() };
   }
 }
@@ -674,6 +961,49 @@ export type RemoveResult =
 
 function failed(path: string, error: AppError): RemoveResult {
   return { path, deleted: false, error: { code: error.code, message: error.message } };
+}
+
+function hasQuota(bucket: Bucket): boolean {
+  return bucket.max_total_bytes !== null || bucket.max_bytes_per_user !== null;
+}
+
+function quotaLimits(bucket: Bucket): { maxTotalBytes: number | null; maxBytesPerUser: number | null } {
+  return { maxTotalBytes: bucket.max_total_bytes, maxBytesPerUser: bucket.max_bytes_per_user };
+}
+
+export function quotaExceeded(breach: QuotaBreach): AppError {
+  const scope = breach.quota === 'max_total_bytes' ? "the bucket's" : "the owner's";
+  return new AppError(
+    'QUOTA_EXCEEDED',
+    `The upload would pass ${scope} quota of ${breach.limit} bytes (${breach.used} bytes used).`,
+    { details: { quota: breach.quota, used: breach.used, limit: breach.limit } },
+  );
+}
+
+/** An upload that passed its checks and holds a pending key (see beginUpload). */
+export interface PreparedUpload {
+  bucket: Bucket;
+  path: string;
+  contentType: string;
+  /** The uploading user, or null (service key, public caller). */
+  owner: string | null;
+  /** The owner rules see: the existing object's when it is an overwrite. */
+  ruleOwner: string | null;
+  upsert: boolean;
+  /** Largest size the object may have, in bytes. */
+  limit: number;
+  key: string;
+}
+
+/** The object as rules see it when `prepared` stores `size` bytes (an overwrite keeps its owner). */
+function candidateOf(prepared: PreparedUpload, existing: ObjectRow | null, size: number): CandidateObject {
+  return {
+    bucket: prepared.bucket.name,
+    path: prepared.path,
+    size,
+    content_type: prepared.contentType,
+    owner: existing ? existing.owner : prepared.ruleOwner,
+  };
 }
 
 interface CandidateObject {

@@ -5,8 +5,9 @@ import { AppError } from '../../internal/errors.js';
 export const MAX_SIGNED_URL_SECONDS = 7 * 86_400;
 
 /**
- * Signs and checks download URLs: HMAC-SHA256 over the bucket, the (NFC) path and the
- * expiry. Without a configured secret the key is derived from the service key, so
+ * Signs and checks download URLs: HMAC-SHA256 over the bucket, the (NFC) path, the
+ * expiry and, for an image transform, its canonical parameters (so none can be changed or
+ * added: a URL signed for a thumbnail cannot fetch the original, nor the reverse). Without a configured secret the key is derived from the service key, so
  * rotating the service key also revokes every outstanding signed URL.
  */
 export class UrlSigner {
@@ -19,18 +20,27 @@ export class UrlSigner {
         : createHmac('sha256', serviceKey).update('basalt storage signed urls v1').digest();
   }
 
-  signature(bucket: string, path: string, expires: number): string {
+  signature(bucket: string, path: string, expires: number, transform = ''): string {
     // Length-prefixed fields: no choice of bucket and path can collide with another.
-    const message = `v1\n${bucket.length}:${bucket}\n${Buffer.byteLength(path)}:${path}\n${expires}`;
+    let message = `v1\n${bucket.length}:${bucket}\n${Buffer.byteLength(path)}:${path}\n${expires}`;
+    // Appended only for transforms, so URLs signed before transforms existed stay valid.
+    if (transform !== '') message += `\ntransform:${transform}`;
     return createHmac('sha256', this.key).update(message).digest('base64url');
   }
 
   /** Throws FORBIDDEN unless `sig` signs this bucket, path and expiry and the expiry is in the future. */
-  verify(bucket: string, path: string, expires: string | undefined, sig: string | undefined, now: Date): void {
+  verify(
+    bucket: string,
+    path: string,
+    expires: string | undefined,
+    sig: string | undefined,
+    now: Date,
+    transform = '',
+  ): void {
     if (expires === undefined || sig === undefined || !/^\d{1,12}$/.test(expires)) {
       throw new AppError('FORBIDDEN', 'The signed URL is malformed.');
     }
-    const expected = Buffer.from(this.signature(bucket, path, Number(expires)));
+    const expected = Buffer.from(this.signature(bucket, path, Number(expires), transform));
     const given = Buffer.from(sig);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw new AppError('FORBIDDEN', 'The signature of the URL is not valid.');

@@ -9,13 +9,17 @@ export interface SweepResult {
   orphans: number;
   /** Unfinished writes discarded: temporary files, S3 multipart uploads. */
   stale_writes: number;
+  /** Resumable uploads past their expiry whose bytes were removed. */
+  expired_uploads: number;
   /** False when another instance was sweeping, so this one did nothing. */
   ran: boolean;
 }
 
 const BATCH = 500;
 const SCAN_INTERVAL_MS = 24 * 3600 * 1000;
-const BASALT_KEY = /^[a-z0-9][a-z0-9_-]{0,62}\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Keys Basalt writes: an object's bytes (`<bucket>/<uuid>`) or a transform variant (`<bucket>/t<hash>`). */
+const BASALT_KEY =
+  /^[a-z0-9][a-z0-9_-]{0,62}\/(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|t[A-Za-z0-9_-]{43})$/;
 
 /**
  * Removes bytes that no object row owns: uploads a crash abandoned, deletions a crash
@@ -35,6 +39,7 @@ export class StorageSweeper {
     private readonly repo: StorageRepository,
     private readonly backend: StorageBackend,
     private readonly log: Logger,
+    private readonly uploads: { expire(limit: number): Promise<number> } | null,
     private readonly onSwept?: (result: SweepResult) => void,
   ) {}
 
@@ -45,12 +50,19 @@ export class StorageSweeper {
    */
   async sweep(graceSeconds: number, options: { scanBackend?: boolean } = {}): Promise<SweepResult> {
     const result = await this.repo.withSweeperLock(() => this.sweepLocked(graceSeconds, options.scanBackend ?? true));
-    return result ?? { pending: 0, orphans: 0, stale_writes: 0, ran: false };
+    return result ?? { pending: 0, orphans: 0, stale_writes: 0, expired_uploads: 0, ran: false };
   }
 
   private async sweepLocked(graceSeconds: number, scanBackend: boolean): Promise<SweepResult> {
     const cutoff = new Date(Date.now() - graceSeconds * 1000);
-    const result: SweepResult = { pending: 0, orphans: 0, stale_writes: 0, ran: true };
+    const result: SweepResult = { pending: 0, orphans: 0, stale_writes: 0, expired_uploads: 0, ran: true };
+
+    // Expired resumable uploads first: their keys are then ordinary pending marks for below.
+    while (!this.stopping && this.uploads) {
+      const expired = await this.uploads.expire(BATCH);
+      result.expired_uploads += expired;
+      if (expired < BATCH) break;
+    }
 
     const seen = new Set<string>();
     while (!this.stopping) {
@@ -69,6 +81,13 @@ export class StorageSweeper {
         }
         result.pending++;
       }
+    }
+
+    while (!this.stopping) {
+      const variants = await this.repo.deleteStaleVariants(cutoff, BATCH);
+      for (const key of variants) await this.backend.delete(key);
+      result.orphans += variants.length;
+      if (variants.length < BATCH) break;
     }
 
     result.stale_writes = await this.backend.discardStaleWrites(
@@ -95,7 +114,7 @@ export class StorageSweeper {
     }
     if (batch.length > 0) await flush();
 
-    if (result.pending + result.orphans + result.stale_writes > 0)
+    if (result.pending + result.orphans + result.stale_writes + result.expired_uploads > 0)
       this.log.info(result, 'storage sweep removed orphans');
     this.onSwept?.(result);
     return result;

@@ -1,13 +1,17 @@
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   S3ServiceException,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { Readable } from 'node:stream';
@@ -15,11 +19,14 @@ import { pipeline } from 'node:stream/promises';
 import { AppError, isAppError } from '../../../internal/errors.js';
 import {
   assertKey,
+  ByteLimit,
   MeteredStream,
   type BackendEntry,
   type ByteRange,
   type PutLimits,
   type PutResult,
+  type ResumableProgress,
+  type ResumableState,
   type StorageBackend,
 } from './index.js';
 
@@ -243,6 +250,124 @@ export class S3Backend implements StorageBackend {
       uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
     } while (keyMarker);
     return discarded;
+  }
+
+  /**
+   * A resumable upload is one S3 multipart upload on the final key. S3 parts are at least
+   * 5 MiB except the last, so the bytes of a part not yet full are handed back as `held`: the
+   * caller keeps them in Postgres (atomically with the offset) and passes them to the next
+   * append, which stores them as the start of the next part.
+   */
+  async beginResumable(key: string, length: number): Promise<ResumableState> {
+    assertKey(key);
+    const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: key }));
+    if (!created.UploadId) throw new Error('S3 returned no multipart upload id');
+    // S3 takes at most 10,000 parts.
+    const partSize = Math.max(this.options.partSize, Math.ceil(length / 10_000));
+    return { uploadId: created.UploadId, partSize, parts: [] };
+  }
+
+  async appendResumable(
+    key: string,
+    upload: { state: ResumableState; offset: number; held: Buffer | null },
+    body: Readable,
+    maxBytes: number,
+  ): Promise<ResumableProgress> {
+    assertKey(key);
+    const partSize = upload.state.partSize ?? this.options.partSize;
+    const parts = [...(upload.state.parts ?? [])];
+    let chunks: Buffer[] = upload.held ? [upload.held] : [];
+    let buffered = upload.held?.length ?? 0;
+    let failure: unknown = null;
+    const flushParts = async (): Promise<void> => {
+      while (buffered >= partSize) {
+        const all = Buffer.concat(chunks);
+        const part = all.subarray(0, partSize);
+        const number = parts.length + 1;
+        const sent = await this.client.send(
+          new UploadPartCommand({
+            Bucket: this.options.bucket,
+            Key: key,
+            UploadId: upload.state.uploadId,
+            PartNumber: number,
+            Body: part,
+            ContentLength: part.length,
+          }),
+        );
+        parts.push({ number, etag: sent.ETag ?? '', size: part.length });
+        chunks = [all.subarray(partSize)];
+        buffered -= partSize;
+      }
+    };
+    const limited = new ByteLimit(maxBytes);
+    // A body that fails (client gone) fails `limited` too, which ends the loop below.
+    const pumped = pipeline(body, limited).catch(() => undefined);
+    try {
+      for await (const chunk of limited) {
+        const buffer = chunk as Buffer;
+        chunks.push(buffer);
+        buffered += buffer.length;
+        await flushParts();
+      }
+    } catch (error) {
+      // A part S3 refused fails the append; a body cut off keeps what arrived.
+      if (error instanceof S3ServiceException) {
+        limited.destroy();
+        throw error;
+      }
+      failure = error;
+      body.destroy();
+    }
+    await pumped;
+    const held = buffered > 0 ? Buffer.concat(chunks) : null;
+    const inParts = parts.reduce((sum, part) => sum + part.size, 0);
+    return { state: { ...upload.state, parts }, held, offset: inParts + buffered, failure };
+  }
+
+  async completeResumable(key: string, state: ResumableState, held: Buffer | null): Promise<void> {
+    assertKey(key);
+    const parts = [...(state.parts ?? [])];
+    if (parts.length === 0 && (held === null || held.length === 0)) {
+      // An empty object: S3 completes no multipart upload without a part, so it is a plain put.
+      await this.abortResumable(key, state);
+      await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: Buffer.alloc(0) }));
+      return;
+    }
+    const expected = parts.reduce((sum, part) => sum + part.size, 0) + (held?.length ?? 0);
+    if ((await this.head(key))?.size === expected) return; // completed before (see below)
+    if (held && held.length > 0) {
+      const number = parts.length + 1;
+      const sent = await this.client.send(
+        new UploadPartCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          UploadId: state.uploadId,
+          PartNumber: number,
+          Body: held,
+          ContentLength: held.length,
+        }),
+      );
+      parts.push({ number, etag: sent.ETag ?? '', size: held.length });
+    }
+    try {
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          UploadId: state.uploadId,
+          MultipartUpload: { Parts: parts.map((part) => ({ PartNumber: part.number, ETag: part.etag })) },
+        }),
+      );
+    } catch (error) {
+      // Completed before (a crash after S3 answered, before Basalt recorded it): the object is there.
+      const total = parts.reduce((sum, part) => sum + part.size, 0);
+      if ((await this.head(key).catch(() => null))?.size === total) return;
+      throw error;
+    }
+  }
+
+  async abortResumable(key: string, state: ResumableState): Promise<void> {
+    await this.abortMultipart(key, state.uploadId);
   }
 
   async ping(): Promise<boolean> {

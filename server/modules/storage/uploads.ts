@@ -1,0 +1,352 @@
+/**
+ * Resumable uploads (tus 1.0.0: core, creation, creation-with-upload, termination,
+ * expiration), the domain side; routes.ts speaks the HTTP protocol.
+ *
+ * An upload's state is a row in Postgres (basalt.storage_uploads), so any instance can go on
+ * with it. Creation runs the same checks as a PUT, with Upload-Length as the object's size
+ * (bucket, path, type, size limit, write rule, existing object, quota reservation) and marks
+ * the final key pending. Each PATCH appends under a lease (one writer per upload across
+ * instances), makes its bytes durable, then records the new offset. The last byte completes
+ * the backend write and commits the object row through the same path as a PUT
+ * (StorageService.commitUpload): same consistency, same change-log event, so `onObject`
+ * triggers fire exactly as for a PUT.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { Caller } from '../../internal/caller.js';
+import { isUser } from '../../internal/caller.js';
+import { AppError, isAppError } from '../../internal/errors.js';
+import type { Logger } from '../../internal/log.js';
+import type { PutResult, StorageBackend } from './backends/index.js';
+import { ContentDigest } from './backends/digest.js';
+import type { StorageRepository, UploadRow } from './repository.js';
+import type { StorageObject, StorageService } from './service.js';
+
+/** How long one append may hold an upload before another instance may take it over. */
+const LEASE_SECONDS = 15;
+const LEASE_RENEW_MS = 5000;
+/** Bytes of a PATCH stored and recorded at a time. */
+const SEGMENT_BYTES = 8 * 1024 * 1024;
+const ID = /^[A-Za-z0-9_-]{22,64}$/;
+
+export interface ResumableUploadOptions {
+  /** An unfinished upload expires this long after its last append. */
+  expirySeconds: number;
+}
+
+export interface UploadStatus {
+  id: string;
+  offset: number;
+  length: number;
+  metadata: string;
+  expiresAt: string;
+  /** Set when this request completed the upload. */
+  object: StorageObject | null;
+}
+
+/** `Upload-Metadata`: comma-separated `key base64(value)` pairs. */
+export function parseUploadMetadata(header: string | undefined): Map<string, string> {
+  const entries = new Map<string, string>();
+  if (header === undefined || header.trim() === '') return entries;
+  for (const pair of header.split(',')) {
+    const [key, value, extra] = pair.trim().split(' ');
+    if (!key || extra !== undefined || !/^[\x21-\x7e]+$/.test(key) || entries.has(key)) {
+      throw new AppError('INVALID_REQUEST', 'Upload-Metadata is malformed.');
+    }
+    if (value !== undefined && !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) {
+      throw new AppError('INVALID_REQUEST', `Upload-Metadata: the value of "${key}" is not base64.`);
+    }
+    entries.set(key, value === undefined ? '' : Buffer.from(value, 'base64').toString('utf8'));
+  }
+  return entries;
+}
+
+function creatorOf(caller: Caller): string {
+  if (caller.role === 'service') return 'service';
+  if (isUser(caller)) return `user:${caller.uid}`;
+  return 'public';
+}
+
+export class ResumableUploads {
+  constructor(
+    private readonly repo: StorageRepository,
+    private readonly backend: StorageBackend,
+    private readonly storage: StorageService,
+    private readonly log: Logger,
+    private readonly options: ResumableUploadOptions,
+  ) {}
+
+  /** POST: checks everything a PUT of `length` bytes would, then opens the upload. */
+  async create(caller: Caller, length: number, rawMetadata: string | undefined): Promise<UploadStatus> {
+    const metadata = parseUploadMetadata(rawMetadata);
+    const bucket = metadata.get('bucket');
+    const path = metadata.get('path') ?? metadata.get('objectName');
+    if (!bucket || !path) {
+      throw new AppError('INVALID_REQUEST', 'Upload-Metadata must name the bucket and the path.', {
+        details: { required: ['bucket', 'path'] },
+      });
+    }
+    const upsertRaw = metadata.get('upsert');
+    if (upsertRaw !== undefined && upsertRaw !== 'true' && upsertRaw !== 'false') {
+      throw new AppError('INVALID_REQUEST', 'Upload-Metadata: upsert must be "true" or "false".');
+    }
+    const prepared = await this.storage.beginUpload(caller, {
+      bucket,
+      rawPath: path,
+      contentType: metadata.get('content_type') ?? metadata.get('contentType') ?? metadata.get('filetype'),
+      upsert: upsertRaw === 'true',
+      size: length,
+    });
+    try {
+      const backendState = await this.backend.beginResumable(prepared.key, length);
+      const row = await this.repo.insertUpload(this.repo.pool, {
+        id: randomBytes(24).toString('base64url'),
+        bucket: prepared.bucket.name,
+        path: prepared.path,
+        storageKey: prepared.key,
+        contentType: prepared.contentType,
+        upsert: prepared.upsert,
+        owner: prepared.owner,
+        creator: creatorOf(caller),
+        length,
+        metadata: rawMetadata ?? '',
+        backendState,
+        expiresInSeconds: this.options.expirySeconds,
+      });
+      return status(row, null);
+    } catch (error) {
+      await this.storage.abandonUpload(prepared.key);
+      throw error;
+    }
+  }
+
+  /** HEAD: where the upload stands. An upload whose bytes all arrived but did not commit (a crash) is finished here. */
+  async status(caller: Caller, id: string): Promise<UploadStatus> {
+    const row = await this.visible(caller, id);
+    if (row.upload_offset === row.upload_length) {
+      const finished = await this.append(caller, id, row.upload_offset, null).catch((error: unknown) => {
+        // Another request holds the upload (and will finish it): report where it stands.
+        if (isAppError(error) && error.code === 'VERSION_CONFLICT') return status(row, null);
+        throw error;
+      });
+      return finished;
+    }
+    return status(row, null);
+  }
+
+  /**
+   * PATCH: appends `body` at `offset` (which must be the upload's offset: VERSION_CONFLICT
+   * otherwise, or while another request appends). Completes the upload with its last byte.
+   */
+  async append(caller: Caller, id: string, offset: number, body: Readable | null): Promise<UploadStatus> {
+    await this.visible(caller, id);
+    const token = randomBytes(16).toString('base64url');
+    const row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
+    if (!row) {
+      if (await this.repo.upload(id)) {
+        throw new AppError('VERSION_CONFLICT', 'Another request is writing to this upload; retry shortly.', {
+          details: { reason: 'upload_busy' },
+        });
+      }
+      throw notFound();
+    }
+    if (row.upload_offset !== offset) {
+      await this.repo.releaseLease(id, token);
+      throw new AppError('VERSION_CONFLICT', `Upload-Offset must be ${row.upload_offset}.`, {
+        details: { reason: 'offset_mismatch', offset: row.upload_offset },
+      });
+    }
+    const renew = setInterval(() => {
+      this.repo.renewLease(id, token, LEASE_SECONDS).catch((error: unknown) => {
+        this.log.warn({ err: error, upload: id }, 'could not renew an upload lease');
+      });
+    }, LEASE_RENEW_MS);
+    renew.unref();
+    let current: UploadRow & { held: Buffer | null } = row;
+    try {
+      if (body !== null && row.upload_offset < row.upload_length) {
+        // The body goes to the backend in segments, each one recorded once durable: a crash
+        // (kill -9) in the middle of a long PATCH loses at most the segment in flight.
+        const segments = new Segments(body);
+        let failure: unknown = null;
+        while (failure === null && !segments.done && current.upload_offset < current.upload_length) {
+          const progress = await this.backend.appendResumable(
+            current.storage_key,
+            { state: current.backend_state, offset: current.upload_offset, held: current.held },
+            segments.next(SEGMENT_BYTES),
+            current.upload_length - current.upload_offset,
+          );
+          failure = progress.failure;
+          const recorded = await this.repo.recordProgress(id, token, {
+            offset: progress.offset,
+            backendState: progress.state,
+            held: progress.held,
+            expiresInSeconds: this.options.expirySeconds,
+          });
+          if (!recorded) {
+            throw new AppError('VERSION_CONFLICT', 'The upload was taken over by another request; resume it.', {
+              details: { reason: 'upload_busy' },
+            });
+          }
+          current = { ...recorded, held: progress.held };
+        }
+        if (isAppError(failure)) throw failure;
+        // A body cut off: what arrived is kept; the client (gone) resumes from the new offset.
+        if (failure !== null) return status(current, null);
+        if (!segments.done && (await segments.hasMore())) {
+          throw new AppError('PAYLOAD_TOO_LARGE', 'The body is longer than the bytes the upload has left.');
+        }
+      } else if (body !== null && (await bodyHasBytes(body))) {
+        throw new AppError('PAYLOAD_TOO_LARGE', 'The upload already has all its bytes.');
+      }
+      if (current.upload_offset < current.upload_length) return status(current, null);
+      const object = await this.finish(caller, current);
+      return status(current, object);
+    } finally {
+      clearInterval(renew);
+      await this.repo.releaseLease(id, token).catch(() => undefined);
+    }
+  }
+
+  /** DELETE: the upload and its bytes go; later requests for it are 404. */
+  async terminate(caller: Caller, id: string): Promise<void> {
+    await this.visible(caller, id);
+    const token = randomBytes(16).toString('base64url');
+    const row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
+    if (!row) {
+      throw new AppError('VERSION_CONFLICT', 'Another request is writing to this upload; retry shortly.', {
+        details: { reason: 'upload_busy' },
+      });
+    }
+    await this.discard(row);
+  }
+
+  /** Removes uploads past their expiry (the sweeper calls this); returns how many. */
+  async expire(limit = 100): Promise<number> {
+    const rows = await this.repo.expiredUploads(limit);
+    for (const row of rows) await this.discard(row);
+    return rows.length;
+  }
+
+  private async discard(row: UploadRow): Promise<void> {
+    await this.backend.abortResumable(row.storage_key, row.backend_state);
+    await this.repo.deleteUpload(this.repo.pool, row.id);
+    await this.storage.abandonUpload(row.storage_key);
+  }
+
+  /** Completes the backend write, hashes the object and commits its row with the upload's removal. */
+  private async finish(caller: Caller, row: UploadRow & { held: Buffer | null }): Promise<StorageObject> {
+    await this.backend.completeResumable(row.storage_key, row.backend_state, row.held);
+    const stored = await this.digest(row.storage_key, row.upload_length);
+    const bucket = await this.storage.bucketForUpload(row.bucket);
+    return this.storage.commitUpload(
+      caller,
+      {
+        bucket,
+        path: row.path,
+        contentType: row.content_type,
+        owner: row.owner,
+        ruleOwner: row.owner,
+        upsert: row.upsert,
+        limit: row.upload_length,
+        key: row.storage_key,
+      },
+      stored,
+      async (tx) => this.repo.deleteUpload(tx, row.id),
+    );
+  }
+
+  /** The stored object's checksums, read back once (a hash cannot be carried across requests and instances). */
+  private async digest(key: string, length: number): Promise<PutResult> {
+    const digest = new ContentDigest();
+    let size = 0;
+    try {
+      if (length > 0) {
+        for await (const chunk of await this.backend.get(key)) {
+          const buffer = chunk as Buffer;
+          size += buffer.length;
+          await digest.update(buffer);
+        }
+      }
+      const sha256 = await digest.digest();
+      return { size, sha256, etag: `"${sha256}"` };
+    } catch (error) {
+      digest.discard();
+      throw error;
+    }
+  }
+
+  /** The upload, if it exists, has not expired and the caller is the one who created it; else NOT_FOUND. */
+  private async visible(caller: Caller, id: string): Promise<UploadRow> {
+    if (!ID.test(id)) throw notFound();
+    const row = await this.repo.upload(id);
+    if (!row) throw notFound();
+    if (caller.role !== 'service' && row.creator !== creatorOf(caller)) throw notFound();
+    return row;
+  }
+}
+
+function notFound(): AppError {
+  return new AppError('NOT_FOUND', 'No such upload: it finished, was terminated or expired.');
+}
+
+function status(row: UploadRow, object: StorageObject | null): UploadStatus {
+  return {
+    id: row.id,
+    offset: row.upload_offset,
+    length: row.upload_length,
+    metadata: row.metadata,
+    expiresAt: row.expires_at,
+    object,
+  };
+}
+
+/** Cuts one body into consecutive streams of at most `size` bytes each, read as they are consumed. */
+class Segments {
+  done = false;
+  private readonly source: AsyncIterator<Buffer>;
+  private carry: Buffer | null = null;
+
+  constructor(body: Readable) {
+    this.source = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  next(size: number): Readable {
+    const take = async function* (this: Segments): AsyncGenerator<Buffer> {
+      let left = size;
+      while (left > 0) {
+        let chunk = this.carry;
+        this.carry = null;
+        if (!chunk) {
+          const read = await this.source.next();
+          if (read.done) {
+            this.done = true;
+            return;
+          }
+          chunk = read.value;
+        }
+        if (chunk.length > left) {
+          this.carry = chunk.subarray(left);
+          chunk = chunk.subarray(0, left);
+        }
+        left -= chunk.length;
+        yield chunk;
+      }
+    };
+    return Readable.from(take.call(this), { objectMode: false });
+  }
+
+  async hasMore(): Promise<boolean> {
+    if (this.carry && this.carry.length > 0) return true;
+    for (;;) {
+      const read = await this.source.next();
+      if (read.done) return false;
+      if (read.value.length > 0) return true;
+    }
+  }
+}
+
+async function bodyHasBytes(body: Readable): Promise<boolean> {
+  for await (const chunk of body) if ((chunk as Buffer).length > 0) return true;
+  return false;
+}
