@@ -21,6 +21,8 @@ export const ADVISORY_LOCKS = {
   storageSweeper: 0x6273_7477,
   /** Transaction lock serialising signing-key creation and rotation ("auth"). */
   signingKeys: 0x6175_7468,
+  /** Transaction lock taken (try-only) by the instance pruning old usage rows ("usag"). */
+  usagePrune: 0x7573_6167,
 } as const;
 
 export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;

@@ -67,6 +67,8 @@ export type BatchResult = Document | RedactedDocument | null;
 
 export interface DocumentServiceOptions {
   maxDocumentBytes: number;
+  /** Counts reads and writes for the usage meter (docs/usage.md). */
+  usage?: { documentsRead(count: number): void; documentsWritten(count: number): void };
 }
 
 /** Where a write runs: a transaction (or the pool for one-statement writes) and its clock. */
@@ -203,6 +205,7 @@ export class DocumentService {
     assertDocumentId(id);
     const doc = await this.repo.get(this.repo.pool, meta.name, id);
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
+    this.options.usage?.documentsRead(1);
     return doc;
   }
 
@@ -237,6 +240,8 @@ export class DocumentService {
       params,
     });
     const docs = rows.slice(0, query.limit);
+    // A query costs at least one read, like an empty page does elsewhere.
+    this.options.usage?.documentsRead(Math.max(1, docs.length));
     const last = docs.at(-1);
     return { docs, next_cursor: rows.length > query.limit && last ? encodeCursor(query.orderBy, last) : null };
   }
@@ -253,6 +258,7 @@ export class DocumentService {
       where: clauses.length > 0 ? clauses.join(' AND ') : null,
       params,
     });
+    this.options.usage?.documentsRead(1);
     return { count };
   }
 
@@ -261,11 +267,12 @@ export class DocumentService {
   async create(caller: Caller, collection: string, input: CreateInput): Promise<Document> {
     const meta = await this.meta(collection);
     const patch = parsePatch(input.data);
-    if (hasServerTimestamp(patch)) {
-      // The stamp must be the transaction's time, the same as created_at.
-      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch));
-    }
-    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    const doc = hasServerTimestamp(patch)
+      ? // The stamp must be the transaction's time, the same as created_at.
+        await this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch))
+      : await this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    this.options.usage?.documentsWritten(1);
+    return doc;
   }
 
   private async createIn(
@@ -306,9 +313,15 @@ export class DocumentService {
     if (caller.role === 'service' && options.ifVersion === undefined && !hasServerTimestamp(patch)) {
       const data = materialize(patch, wallClock());
       this.checkData(meta, data);
-      return this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      const result = await this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      this.options.usage?.documentsWritten(1);
+      return result;
     }
-    return this.repo.transaction((tx) => this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+    const result = await this.repo.transaction((tx) =>
+      this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options),
+    );
+    this.options.usage?.documentsWritten(1);
+    return result;
   }
 
   private async setIn(
@@ -390,6 +403,7 @@ export class DocumentService {
     const doc = await this.repo.transaction((tx) =>
       this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options),
     );
+    this.options.usage?.documentsWritten(1);
     return this.visible(meta, caller, doc);
   }
 
@@ -415,9 +429,10 @@ export class DocumentService {
     assertDocumentId(id);
     if (caller.role === 'service' && options.ifVersion === undefined) {
       if (!(await this.repo.delete(this.repo.pool, meta.name, id))) throw notFound(meta.name, id);
-      return;
+    } else {
+      await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
     }
-    await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
+    this.options.usage?.documentsWritten(1);
   }
 
   private async deleteIn(
@@ -472,7 +487,7 @@ export class DocumentService {
         throw batchError(error, index);
       }
     }
-    return this.repo.transaction(async (tx) => {
+    const committed = await this.repo.transaction(async (tx) => {
       const scope = txScope(tx, this.repo);
       const results: BatchResult[] = [];
       for (const [index, { op, meta, patch }] of prepared.entries()) {
@@ -507,6 +522,8 @@ export class DocumentService {
       }
       return { results };
     });
+    this.options.usage?.documentsWritten(prepared.length);
+    return committed;
   }
 }
 

@@ -11,7 +11,8 @@ import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import type { RpcHandler } from './pool.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
-import { FunctionsService } from './service.js';
+import { NUMERIC_OPTIONS } from './loader.js';
+import { FunctionsService, numberOption } from './service.js';
 
 /**
  * The functions module: HTTP functions, and the dispatcher that hands change events and
@@ -151,6 +152,14 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       onRun: (run) => {
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
+        const fn = service.find(run.functionName);
+        platform.usage.functionRun(
+          run.functionName,
+          run.status !== 'succeeded',
+          run.cold,
+          run.durationMs,
+          fn ? numberOption(fn.options, 'memory_mb') : NUMERIC_OPTIONS.memory_mb.default,
+        );
       },
     },
     invocations,
