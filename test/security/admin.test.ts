@@ -54,6 +54,7 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },
   { method: 'POST', path: '/v1/admin/invocations/not-a-uuid/retry' },
   { method: 'POST', path: '/v1/admin/auth/keys/rotate' },
+  { method: 'GET', path: '/v1/admin/usage?granularity=week&from=yesterday' },
 ];
 
 const adminRows: Array<Attack<Fixture>> = ADMIN_ENDPOINTS.flatMap((endpoint) => [
@@ -203,6 +204,21 @@ securitySuite<Fixture>({
     ...adminRows,
 
     // ---- hostile admin parameters ------------------------------------------------------------
+    ...[
+      'granularity=week',
+      'granularity=hour&granularity=day',
+      'from=yesterday',
+      'to=2026-02-30T25:61:00Z',
+      'from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z',
+      'from=1970-01-01T00:00:00Z&to=2026-01-01T00:00:00Z',
+      `from=${'9'.repeat(10_000)}`,
+      'limit=5',
+    ].map((query): Attack<Fixture> => ({
+      name: `usage with ${query.slice(0, 60)}`,
+      request: () => ({ method: 'GET', path: `/v1/admin/usage?${query}`, as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    })),
     {
       name: 'an invocation listing before year 0',
       source: 'review #9',

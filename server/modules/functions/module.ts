@@ -13,6 +13,7 @@ import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
 import { NUMERIC_OPTIONS } from './loader.js';
 import { FunctionsService, numberOption } from './service.js';
+import { registerWarmWorkersGauge } from './warm-capacity.js';
 
 /**
  * The functions module: HTTP functions, and the dispatcher that hands change events and
@@ -149,6 +150,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       buildDir: path.join(platform.config.dataDir, 'functions-build'),
       environment: platform.config.environment,
       idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
+      roles: platform.config.roles,
       onRun: (run) => {
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
@@ -165,6 +167,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     invocations,
     platform.log,
   );
+  registerWarmWorkersGauge(platform.metrics, () => service.warmWorkers());
   const db = documentsRpc(deps.documents);
   const storage = storageRpc(deps.storage);
   service.useRpc(async (target, method, args) => (target === 'db' ? db : storage)(target, method, args));

@@ -21,6 +21,7 @@ import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RpcHandler, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
+import { warmCapacities } from './warm-capacity.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
 export interface FunctionsOptions {
@@ -30,8 +31,10 @@ export interface FunctionsOptions {
   environment: Readonly<Record<string, string>>;
   /** Told of every finished run (HTTP and event alike), e.g. to count it in the metrics. */
   onRun?: (run: InvocationRun) => void;
-  /** Warm workers unused this long end (default 60 s). */
+  /** Warm workers unused this long end, unless a function sets its `idle_timeout_s` (default 300 s). */
   idleTimeoutMs?: number;
+  /** Which functions this instance runs, and so keeps `min_warm` workers for (default: all). */
+  roles?: { api: boolean; worker: boolean };
 }
 
 export interface FunctionSummary {
@@ -159,6 +162,13 @@ export class FunctionsService {
     this.functions = loaded;
     this.loadErrors = errors;
     this.limits.clear();
+    this.pool.configure(
+      warmCapacities(loaded.values(), {
+        idleMs: this.options.idleTimeoutMs ?? NUMERIC_OPTIONS.idle_timeout_s.default * 1000,
+        memoryMb: NUMERIC_OPTIONS.memory_mb.default,
+        roles: this.options.roles ?? { api: true, worker: true },
+      }),
+    );
     this.log.info(`loaded ${loaded.size} function(s) from ${this.options.functionsDir}`);
   }
 
@@ -175,7 +185,16 @@ export class FunctionsService {
   }
 
   private summary(fn: LoadedFunction): FunctionSummary {
-    const { retries: _r, timeout_ms: _t, memory_mb: _m, concurrency: _c, env: _e, ...trigger } = fn.options;
+    const {
+      retries: _r,
+      timeout_ms: _t,
+      memory_mb: _m,
+      concurrency: _c,
+      env: _e,
+      min_warm: _w,
+      idle_timeout_s: _i,
+      ...trigger
+    } = fn.options;
     return {
       name: fn.name,
       kind: fn.kind,
@@ -313,6 +332,11 @@ export class FunctionsService {
   /** Writes the HTTP runs still waiting to be recorded. */
   flushRecords(): Promise<void> {
     return this.recorder.flush();
+  }
+
+  /** Live workers per function (basalt_function_warm_workers). */
+  warmWorkers(): Map<string, number> {
+    return this.pool?.warmWorkers() ?? new Map();
   }
 
   async close(): Promise<void> {
