@@ -10,6 +10,7 @@ import { overviewPage } from './pages/overview.js';
 import { realtimePage } from './pages/realtime.js';
 import { signInPage } from './pages/signin.js';
 import { storagePage } from './pages/storage.js';
+import { usagePage } from './pages/usage.js';
 import { usersPage } from './pages/users.js';
 
 interface Route {
@@ -39,6 +40,7 @@ const ROUTES: Route[] = [
   route('functions', 'functions', functionsPage),
   route('functions/:name', 'functions', functionsPage),
   route('realtime', 'realtime', realtimePage),
+  route('usage', 'usage', usagePage),
 ];
 
 const NAV: Array<[string, string]> = [
@@ -48,6 +50,7 @@ const NAV: Array<[string, string]> = [
   ['storage', 'Storage'],
   ['functions', 'Functions'],
   ['realtime', 'Realtime'],
+  ['usage', 'Usage'],
 ];
 
 const root = document.getElementById('app') as HTMLElement;
