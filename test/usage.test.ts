@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { signUp } from './auth-helpers.js';
-import { errorCode, request, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
+import { errorCode, request, startTestApp, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
 import { TestSocket } from './realtime-client.js';
+import type { FunctionUsageFigures, UsageBucket } from '../server/modules/usage/service.js';
 
 // Two instances on one database, as behind a load balancer; each writes its counts every 200 ms.
 const env = { BASALT_USAGE_FLUSH_INTERVAL_MS: '200' };
@@ -16,21 +17,8 @@ const FUNCTIONS: Record<string, string> = {
 const a = useTestApp({ env, functions: FUNCTIONS });
 const b = useTestApp({ env, sharing: a });
 
-interface FunctionFigures {
-  invocations: number;
-  errors: number;
-  cold_starts: number;
-  duration_ms: number;
-  gb_seconds: number;
-}
-interface Bucket {
-  start: string;
-  functions: Record<string, FunctionFigures>;
-  documents: { reads: number; writes: number };
-  storage: { bytes_in: number; bytes_out: number; bytes_stored: number };
-  realtime: { messages: number; peak_connections: number };
-  auth: { active_users: number };
-}
+type FunctionFigures = FunctionUsageFigures;
+type Bucket = UsageBucket;
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -206,13 +194,26 @@ describe('the usage meter', () => {
     if (Date.now() % DAY > 60_000) expect(today.auth.active_users).toBe(2);
   });
 
-  it('writes the counts a stopped instance still held', async () => {
-    for (let i = 0; i < 2; i++) {
-      await request(b.url, 'POST', '/v1/db/notes', { token: b.serviceKey, body: { data: { late: i } } });
-    }
+  it('writes the counts a stopping instance still held', async () => {
+    // An instance that would flush only hourly: what it counted reaches Postgres when it stops.
+    const late = await startTestApp(
+      a.database,
+      { BASALT_USAGE_FLUSH_INTERVAL_MS: '3600000' },
+      {
+        serviceKey: a.serviceKey,
+      },
+    );
     const before = totals(await usage(a, hoursQuery())).writes;
-    // A graceful stop flushes at once, without waiting for the interval.
-    await b.close();
+    try {
+      for (let i = 0; i < 2; i++) {
+        const created = await request(late.url, 'POST', '/v1/db/notes', { token: a.serviceKey, body: { data: { i } } });
+        expect(created.status).toBe(201);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(totals(await usage(a, hoursQuery())).writes).toBe(before);
+    } finally {
+      await late.close();
+    }
     expect(totals(await usage(a, hoursQuery())).writes - before).toBe(2);
   });
 });
@@ -229,6 +230,7 @@ describe('GET /v1/admin/usage input', () => {
       'to=2026-13-45T99:00:00Z',
       'from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z',
       'from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z',
+      'from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&granularity=day',
       'extra=1',
     ]) {
       const response = await request(a.url, 'GET', `/v1/admin/usage?${query}`, { token: a.serviceKey });

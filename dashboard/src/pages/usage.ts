@@ -2,24 +2,9 @@ import { reportError, type Context, type Page } from '../app.js';
 import { LineChart, type Series } from '../chart.js';
 import { formatBytes, h, replace } from '../dom.js';
 import { pageHead, tableOrNote } from '../ui.js';
+import type { FunctionUsageFigures, UsageBucket } from '../../../server/modules/usage/service.js';
 
-interface FunctionUsage {
-  invocations: number;
-  errors: number;
-  cold_starts: number;
-  duration_ms: number;
-  gb_seconds: number;
-}
-
-/** One bucket of GET /v1/admin/usage (docs/usage.md). */
-export interface UsageBucket {
-  start: string;
-  functions: Record<string, FunctionUsage>;
-  documents: { reads: number; writes: number };
-  storage: { bytes_in: number; bytes_out: number; bytes_stored: number };
-  realtime: { messages: number; peak_connections: number };
-  auth: { active_users: number };
-}
+type FunctionUsage = FunctionUsageFigures;
 
 /** The ranges the page offers: how far back, and by hour or by day. */
 const RANGES: Record<string, { label: string; hours: number; granularity: 'hour' | 'day' }> = {
@@ -32,16 +17,20 @@ const RANGES: Record<string, { label: string; hours: number; granularity: 'hour'
 const HOUR_MS = 3_600_000;
 const MB = 1024 * 1024;
 
+const noUsage = (): FunctionUsage => ({ invocations: 0, errors: 0, cold_starts: 0, duration_ms: 0, gb_seconds: 0 });
+
+function addUsage(into: FunctionUsage, figures: FunctionUsage): FunctionUsage {
+  into.invocations += figures.invocations;
+  into.errors += figures.errors;
+  into.cold_starts += figures.cold_starts;
+  into.duration_ms += figures.duration_ms;
+  into.gb_seconds += figures.gb_seconds;
+  return into;
+}
+
+/** Every function's figures of a bucket, added up. */
 function sumFunctions(bucket: UsageBucket): FunctionUsage {
-  const total: FunctionUsage = { invocations: 0, errors: 0, cold_starts: 0, duration_ms: 0, gb_seconds: 0 };
-  for (const figures of Object.values(bucket.functions)) {
-    total.invocations += figures.invocations;
-    total.errors += figures.errors;
-    total.cold_starts += figures.cold_starts;
-    total.duration_ms += figures.duration_ms;
-    total.gb_seconds += figures.gb_seconds;
-  }
-  return total;
+  return Object.values(bucket.functions).reduce(addUsage, noUsage());
 }
 
 function tile(label: string, value: string, id: string): HTMLElement {
@@ -140,18 +129,7 @@ export async function usagePage(ctx: Context): Promise<Page> {
     const perFunction = new Map<string, FunctionUsage>();
     for (const bucket of buckets) {
       for (const [name, figures] of Object.entries(bucket.functions)) {
-        const into = perFunction.get(name) ?? {
-          invocations: 0,
-          errors: 0,
-          cold_starts: 0,
-          duration_ms: 0,
-          gb_seconds: 0,
-        };
-        into.invocations += figures.invocations;
-        into.errors += figures.errors;
-        into.cold_starts += figures.cold_starts;
-        into.duration_ms += figures.duration_ms;
-        into.gb_seconds += figures.gb_seconds;
+        const into = addUsage(perFunction.get(name) ?? noUsage(), figures);
         perFunction.set(name, into);
       }
     }

@@ -27,8 +27,8 @@ const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 /** How long usage is kept, and so the widest range one can ask for. */
 export const USAGE_RETENTION_DAYS = 90;
-/** At most this many buckets in one answer (90 days of hours). */
-const MAX_BUCKETS = USAGE_RETENTION_DAYS * 24 + 24;
+/** The widest range one answer covers: the days kept, and the day the range starts in. */
+const MAX_SPAN_MS = (USAGE_RETENTION_DAYS + 1) * DAY_MS;
 
 export interface UsageQuery {
   from?: string;
@@ -139,7 +139,7 @@ export class UsageService {
     if (from >= to) throw new AppError('INVALID_REQUEST', 'from must be before to.', { details: { field: 'from' } });
     const first = bucketStart(from, granularity);
     const size = granularity === 'hour' ? HOUR_MS : DAY_MS;
-    if ((to - first) / size > MAX_BUCKETS) {
+    if (to - first > MAX_SPAN_MS) {
       throw new AppError('INVALID_REQUEST', `At most ${USAGE_RETENTION_DAYS} days at a time.`, {
         details: { field: 'from' },
       });
