@@ -218,6 +218,40 @@ describe('the usage meter', () => {
   });
 });
 
+describe('retention', () => {
+  it('deletes hours older than 90 days and keeps the others', async () => {
+    const old = new Date(Math.floor((Date.now() - 91 * DAY) / HOUR) * HOUR);
+    const kept = new Date(Math.floor((Date.now() - 89 * DAY) / HOUR) * HOUR);
+    for (const hour of [old, kept]) {
+      await a.sql.query('INSERT INTO basalt.usage_hours (hour, document_reads) VALUES ($1, 7)', [hour]);
+      await a.sql.query(
+        "INSERT INTO basalt.usage_function_hours (hour, function_name, invocations) VALUES ($1, 'ok', 1)",
+        [hour],
+      );
+    }
+    // A new instance prunes at its first flush (then about hourly).
+    const pruner = await startTestApp(a.database, env, { serviceKey: a.serviceKey });
+    try {
+      await waitFor('the old hour to be pruned', async () => {
+        const { rows } = await a.sql.query('SELECT 1 FROM basalt.usage_hours WHERE hour = $1', [old]);
+        return rows.length === 0;
+      });
+    } finally {
+      await pruner.close();
+    }
+    const { rows } = await a.sql.query<{ hour: Date }>(
+      'SELECT hour FROM basalt.usage_function_hours WHERE hour IN ($1, $2)',
+      [old, kept],
+    );
+    expect(rows.map((row) => row.hour.getTime())).toEqual([kept.getTime()]);
+    const days = await usage(
+      a,
+      `from=${kept.toISOString()}&to=${new Date(kept.getTime() + DAY).toISOString()}&granularity=day`,
+    );
+    expect(days[0]!.documents.reads).toBe(7);
+  });
+});
+
 describe('GET /v1/admin/usage input', () => {
   it('refuses users, and bad ranges or granularities with 400', async () => {
     const user = await signUp(a.url);
