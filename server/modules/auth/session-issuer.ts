@@ -17,13 +17,17 @@ export class SessionIssuer {
       repo: AuthRepository;
       tokens: AccessTokens;
       revocations: RevocationCache;
+      /** Told of every session started (the usage meter's active users). */
+      onSignIn?: (userId: string) => void;
     },
   ) {}
 
   /** Records the sign-in and starts a session for `user`, inside `q`'s transaction. */
   async signIn(q: Queryable, user: UserRow, context: ClientContext): Promise<AuthResult> {
     const signedIn = (await this.deps.repo.users.touchSignIn(q, user.id)) ?? user;
-    return { user: toPublicUser(signedIn), session: await this.start(q, signedIn, context) };
+    const result = { user: toPublicUser(signedIn), session: await this.start(q, signedIn, context) };
+    this.deps.onSignIn?.(user.id);
+    return result;
   }
 
   /** Starts a session for a user inside `q`'s transaction and returns the session object. */
