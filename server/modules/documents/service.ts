@@ -70,6 +70,8 @@ export type BatchResult = Document | RedactedDocument | null;
 
 export interface DocumentServiceOptions {
   maxDocumentBytes: number;
+  /** Counts reads and writes for the usage meter (docs/usage.md). */
+  usage?: { documentsRead(count: number): void; documentsWritten(count: number): void };
 }
 
 /** Where a write runs: a transaction (or the pool for one-statement writes) and its clock. */
@@ -206,6 +208,7 @@ export class DocumentService {
     assertDocumentId(id);
     const doc = await this.repo.get(this.repo.pool, meta.name, id);
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
+    this.options.usage?.documentsRead(1);
     return doc;
   }
 
@@ -246,6 +249,8 @@ export class DocumentService {
     const docs = rows.slice(0, page.limit);
     if (page.fromEnd) docs.reverse();
     const first = docs.at(0);
+    // A query costs at least one read, like an empty page does elsewhere.
+    this.options.usage?.documentsRead(Math.max(1, docs.length));
     const last = docs.at(-1);
     const moreAfter = page.fromEnd ? page.before !== null : more;
     const moreBefore = page.fromEnd ? more : query.after !== null;
@@ -268,6 +273,7 @@ export class DocumentService {
       where: clauses.length > 0 ? clauses.join(' AND ') : null,
       params,
     });
+    this.options.usage?.documentsRead(1);
     return { count };
   }
 
@@ -276,11 +282,12 @@ export class DocumentService {
   async create(caller: Caller, collection: string, input: CreateInput): Promise<Document> {
     const meta = await this.meta(collection);
     const patch = parsePatch(input.data);
-    if (hasServerTimestamp(patch)) {
-      // The stamp must be the transaction's time, the same as created_at.
-      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch));
-    }
-    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    const doc = hasServerTimestamp(patch)
+      ? // The stamp must be the transaction's time, the same as created_at.
+        await this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch))
+      : await this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    this.options.usage?.documentsWritten(1);
+    return doc;
   }
 
   private async createIn(
@@ -321,9 +328,15 @@ export class DocumentService {
     if (caller.role === 'service' && options.ifVersion === undefined && !hasServerTimestamp(patch)) {
       const data = materialize(patch, wallClock());
       this.checkData(meta, data);
-      return this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      const result = await this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      this.options.usage?.documentsWritten(1);
+      return result;
     }
-    return this.repo.transaction((tx) => this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+    const result = await this.repo.transaction((tx) =>
+      this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options),
+    );
+    this.options.usage?.documentsWritten(1);
+    return result;
   }
 
   private async setIn(
@@ -405,6 +418,7 @@ export class DocumentService {
     const doc = await this.repo.transaction((tx) =>
       this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options),
     );
+    this.options.usage?.documentsWritten(1);
     return this.visible(meta, caller, doc);
   }
 
@@ -430,9 +444,10 @@ export class DocumentService {
     assertDocumentId(id);
     if (caller.role === 'service' && options.ifVersion === undefined) {
       if (!(await this.repo.delete(this.repo.pool, meta.name, id))) throw notFound(meta.name, id);
-      return;
+    } else {
+      await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
     }
-    await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
+    this.options.usage?.documentsWritten(1);
   }
 
   private async deleteIn(
@@ -487,7 +502,7 @@ export class DocumentService {
         throw batchError(error, index);
       }
     }
-    return this.repo.transaction(async (tx) => {
+    const committed = await this.repo.transaction(async (tx) => {
       const scope = txScope(tx, this.repo);
       const results: BatchResult[] = [];
       for (const [index, { op, meta, patch }] of prepared.entries()) {
@@ -522,6 +537,8 @@ export class DocumentService {
       }
       return { results };
     });
+    this.options.usage?.documentsWritten(prepared.length);
+    return committed;
   }
 }
 

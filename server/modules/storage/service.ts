@@ -89,6 +89,8 @@ export interface StorageServiceOptions {
 export interface StorageMetrics {
   upload(result: 'stored' | 'rejected' | 'failed', bytes: number): void;
   download(bytes: number): void;
+  /** An object was deleted. */
+  remove?(): void;
 }
 
 const RULE_KINDS = ['read', 'write', 'delete'] as const;
@@ -441,6 +443,7 @@ export class StorageService {
       await this.repo.addPending(tx, row.storage_key, 'delete');
       return row.storage_key;
     });
+    this.options.metrics?.remove?.();
     await this.discardBytes(key);
   }
 
