@@ -94,7 +94,7 @@ describe('warm capacity', () => {
 });
 
 describe('warm capacity across deploys', () => {
-  const deployed = useTestApp();
+  const deployed = useTestApp({ env: { BASALT_USAGE_FLUSH_INTERVAL_MS: '200' } });
 
   const source = (answer: string) => `
     import { http } from 'basalt/functions';
@@ -153,5 +153,18 @@ describe('warm capacity across deploys', () => {
     const back = await request(deployed.url, 'GET', '/v1/functions/versioned');
     expect(back.body).toEqual({ answer: 'one' });
     expect(await lastColdStart()).toBe(false);
+
+    // The usage meter counts the deployed function's runs by its name, across versions.
+    const hour = 3_600_000;
+    const from = new Date(Math.floor(Date.now() / hour) * hour - hour).toISOString();
+    const to = new Date(Math.floor(Date.now() / hour) * hour + 2 * hour).toISOString();
+    await waitFor('the runs metered', async () => {
+      const usage = await request(deployed.url, 'GET', `/v1/admin/usage?from=${from}&to=${to}&granularity=hour`, {
+        token: deployed.serviceKey,
+      });
+      const buckets = (usage.body as { buckets: Array<{ functions: Record<string, { invocations: number }> }> })
+        .buckets;
+      return buckets.reduce((sum, bucket) => sum + (bucket.functions.versioned?.invocations ?? 0), 0) === 3;
+    });
   });
 });

@@ -196,6 +196,54 @@ describe('the usage meter', () => {
     if (Date.now() % DAY > 60_000) expect(today.auth.active_users).toBe(3);
   });
 
+  it('keeps bytes_stored right through copies, moves over an object and bulk deletes', async () => {
+    const svc = a.serviceKey;
+    const stored = async () => totals(await usage(a, hoursQuery())).stored;
+    const base = await stored();
+    expect((await request(a.url, 'POST', '/v1/admin/buckets', { token: svc, body: { name: 'bulk' } })).status).toBe(
+      201,
+    );
+    for (const [name, size] of [
+      ['x1.bin', 300],
+      ['x2.bin', 200],
+      ['x3.bin', 100],
+    ] as const) {
+      const put = await request(a.url, 'PUT', `/v1/storage/bulk/${name}`, {
+        token: svc,
+        headers: { 'content-type': 'application/octet-stream' },
+        rawBody: new Uint8Array(size).fill(1),
+      });
+      expect(put.status).toBe(201);
+    }
+    await waitFor('the uploads measured', async () => (await stored()) === base + 600);
+
+    const copied = await request(a.url, 'POST', '/v1/storage/copy', {
+      token: svc,
+      body: { bucket: 'bulk', from: 'x1.bin', to: 'c1.bin' },
+    });
+    expect(copied.status, copied.text).toBe(201);
+    await waitFor('the copy measured', async () => (await stored()) === base + 900);
+
+    // A move over an existing object removes that object's bytes.
+    const moved = await request(a.url, 'POST', '/v1/storage/move', {
+      token: svc,
+      body: { bucket: 'bulk', from: 'x2.bin', to: 'x3.bin', upsert: true },
+    });
+    expect(moved.status, moved.text).toBe(200);
+    await waitFor('the replacing move measured', async () => (await stored()) === base + 800);
+
+    const removed = await request(a.url, 'DELETE', '/v1/storage/bulk', {
+      token: svc,
+      body: { paths: ['x1.bin', 'c1.bin', 'missing.bin'] },
+    });
+    expect(removed.status, removed.text).toBe(200);
+    await waitFor('the bulk delete measured', async () => (await stored()) === base + 200);
+
+    const dropped = await request(a.url, 'DELETE', '/v1/admin/buckets/bulk?force=true', { token: svc });
+    expect(dropped.status, dropped.text).toBe(204);
+    await waitFor('the forced bucket delete measured', async () => (await stored()) === base);
+  });
+
   it('writes the counts a stopping instance still held', async () => {
     // An instance that would flush only hourly: what it counted reaches Postgres when it stops.
     const late = await startTestApp(

@@ -89,7 +89,7 @@ export interface StorageServiceOptions {
 export interface StorageMetrics {
   upload(result: 'stored' | 'rejected' | 'failed', bytes: number): void;
   download(bytes: number): void;
-  /** An object was deleted. */
+  /** Objects were deleted (one, several, a bucket's, or one replaced by a move). */
   remove?(): void;
 }
 
@@ -190,6 +190,7 @@ export class StorageService {
       await this.repo.deleteBucket(tx, name);
       return removed;
     });
+    if (keys.length > 0) this.options.metrics?.remove?.();
     for (const key of keys) await this.discardBytes(key);
   }
 
@@ -488,6 +489,7 @@ export class StorageService {
       await this.repo.deleteObjectsMarkingKeys(tx, doomed);
       return { results, keys: doomed.map((row) => row.storage_key) };
     });
+    if (keys.length > 0) this.options.metrics?.remove?.();
     for (const key of keys) await this.discardBytes(key);
     return { results };
   }
@@ -534,7 +536,11 @@ export class StorageService {
         // A concurrent upload took the destination since the lock: decide again against it.
       }
     });
-    if (replacedKey !== null) await this.discardBytes(replacedKey);
+    // A move keeps the stored total unless it replaced an object at the destination.
+    if (replacedKey !== null) {
+      this.options.metrics?.remove?.();
+      await this.discardBytes(replacedKey);
+    }
     return toObject(row);
   }
 
