@@ -7,6 +7,7 @@ import Fastify, {
 } from 'fastify';
 import websocket from '@fastify/websocket';
 import { ChangeFeed } from './internal/changes/feed.js';
+import { isUser, type Caller } from './internal/caller.js';
 import { Database } from './internal/db.js';
 import { registerCors } from './internal/http/cors.js';
 import { registerErrorHandling, toAppError } from './internal/http/errors.js';
@@ -31,6 +32,8 @@ import { registerIdempotency } from './modules/idempotency/routes.js';
 import { opsRoutes } from './modules/ops/routes.js';
 import { buildRealtimeModule } from './modules/realtime/module.js';
 import { buildStorageModule } from './modules/storage/module.js';
+import { UsageMeter } from './modules/usage/meter.js';
+import { buildUsageModule } from './modules/usage/module.js';
 
 export type { RuntimeConfig };
 
@@ -155,11 +158,13 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
     { db, log, metrics, databaseUrl: config.databaseUrl },
     { retentionMs: config.changeRetentionSeconds * 1000 },
   );
-  const platform: Platform = { config, db, log, metrics, changes };
+  const usage = new UsageMeter();
+  const platform: Platform = { config, db, log, metrics, changes, usage };
   app.decorate('platform', platform);
 
   // The modules, in dependency order: each takes services from the ones built before it.
   const audit = buildAuditModule(platform);
+  const usageModule = buildUsageModule(platform);
   const auth = buildAuthModule(platform, { audit: audit.log });
   const documents = buildDocumentsModule(platform);
   const storage = buildStorageModule(platform);
@@ -213,6 +218,9 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.recordRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+    // An active user (docs/usage.md): one whose authenticated request succeeded.
+    const caller = request.caller as Caller | null;
+    if (reply.statusCode < 400 && caller !== null && isUser(caller)) usage.activeUser(caller.uid);
     done();
   });
 
@@ -229,7 +237,17 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // The routes this process serves, in this order in /docs: an API instance (the one with
   // realtime) all of them, a worker only /healthz, /readyz and /metrics (docs/deployment.md#roles).
   const routes = realtime
-    ? [auth.routes, audit.routes, ops, dashboard, documents.routes, storage.routes, functions.routes, realtime.routes]
+    ? [
+        auth.routes,
+        audit.routes,
+        ops,
+        dashboard,
+        documents.routes,
+        storage.routes,
+        functions.routes,
+        realtime.routes,
+        usageModule.routes,
+      ]
     : [ops];
   for (const plugin of routes) await app.register(plugin);
 
@@ -238,8 +256,8 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   // (signing keys, revocations) and realtime run only where requests arrive.
   const feed = changeFeedLifecycle(db, changes);
   const running: Lifecycle[] = realtime
-    ? [feed, audit, auth, documents, storage, idempotency, functions, realtime]
-    : [feed, audit, documents, storage, functions];
+    ? [feed, audit, usageModule, auth, documents, storage, idempotency, functions, realtime]
+    : [feed, audit, usageModule, documents, storage, functions];
   app.addHook('onReady', async () => {
     for (const module of running) await module.start();
   });

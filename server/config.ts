@@ -28,6 +28,8 @@ export interface Config {
   functionsWatch: boolean;
   /** A warm function worker unused this long ends; the next run starts a new one (a cold start). */
   functionsIdleTimeoutMs: number;
+  /** How often each instance writes its usage counts (docs/usage.md); a crash loses at most this much. */
+  usageFlushIntervalMs: number;
   roles: { api: boolean; worker: boolean };
   corsOrigins: '*' | string[];
   /** Which proxies' X-Forwarded-For to believe for the client IP (rate limits); `false` = the peer address. */
@@ -507,7 +509,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     functionsDir: path.resolve(value(env, 'BASALT_FUNCTIONS_DIR') ?? './functions'),
     functionsWatch: boolean(env, 'BASALT_FUNCTIONS_WATCH', value(env, 'NODE_ENV') !== 'production'),
-    functionsIdleTimeoutMs: integer(env, 'BASALT_FUNCTIONS_IDLE_TIMEOUT_MS', 60_000, 100, 86_400_000),
+    functionsIdleTimeoutMs: integer(env, 'BASALT_FUNCTIONS_IDLE_TIMEOUT_MS', 300_000, 100, 86_400_000),
+    usageFlushIntervalMs: integer(env, 'BASALT_USAGE_FLUSH_INTERVAL_MS', 10_000, 100, 3_600_000),
     roles: roles(env),
     corsOrigins: corsOrigins(env),
     trustProxy: trustProxy(env),

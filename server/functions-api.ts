@@ -13,6 +13,10 @@ export interface FunctionOptions {
   timeout_ms?: number;
   memory_mb?: number;
   concurrency?: number;
+  /** Workers kept warm on each instance that runs the function, never reaped: 0 to `concurrency` (default 0). */
+  min_warm?: number;
+  /** Seconds an idle worker lives before it ends (1 to 86400; default 300, or BASALT_FUNCTIONS_IDLE_TIMEOUT_MS). */
+  idle_timeout_s?: number;
   /** Names of environment variables the function may read through ctx.env. */
   env?: string[];
   /** Names of secrets (set with the admin API or `basalt secrets set`) the function reads through ctx.secrets. */

@@ -11,6 +11,7 @@ import { overviewPage } from './pages/overview.js';
 import { realtimePage } from './pages/realtime.js';
 import { signInPage } from './pages/signin.js';
 import { storagePage } from './pages/storage.js';
+import { usagePage } from './pages/usage.js';
 import { usersPage } from './pages/users.js';
 
 interface Route {
@@ -41,6 +42,7 @@ const ROUTES: Route[] = [
   route('functions/:name', 'functions', functionsPage),
   route('realtime', 'realtime', realtimePage),
   route('audit', 'audit', auditPage),
+  route('usage', 'usage', usagePage),
 ];
 
 const NAV: Array<[string, string]> = [
@@ -51,6 +53,7 @@ const NAV: Array<[string, string]> = [
   ['functions', 'Functions'],
   ['realtime', 'Realtime'],
   ['audit', 'Audit'],
+  ['usage', 'Usage'],
 ];
 
 const root = document.getElementById('app') as HTMLElement;

@@ -4,6 +4,7 @@ import {
   bigserial,
   boolean,
   customType,
+  doublePrecision,
   integer,
   jsonb,
   pgSchema,
@@ -487,4 +488,49 @@ export const idempotencyKeys = basalt.table(
     createdAt: timestamptz('created_at').notNull().defaultNow(),
   },
   (table) => [primaryKey({ columns: [table.scope, table.key] })],
+);
+
+// -- usage meter (0023): per-hour counters every instance adds to (docs/usage.md) -----------
+
+export const usageHours = basalt.table('usage_hours', {
+  hour: timestamptz('hour').primaryKey(),
+  documentReads: bigint('document_reads', { mode: 'number' }).notNull().default(0),
+  documentWrites: bigint('document_writes', { mode: 'number' }).notNull().default(0),
+  storageBytesIn: bigint('storage_bytes_in', { mode: 'number' }).notNull().default(0),
+  storageBytesOut: bigint('storage_bytes_out', { mode: 'number' }).notNull().default(0),
+  storageBytesStored: bigint('storage_bytes_stored', { mode: 'number' }),
+  realtimeMessages: bigint('realtime_messages', { mode: 'number' }).notNull().default(0),
+});
+
+export const usageFunctionHours = basalt.table(
+  'usage_function_hours',
+  {
+    hour: timestamptz('hour').notNull(),
+    functionName: text('function_name').notNull(),
+    invocations: bigint('invocations', { mode: 'number' }).notNull().default(0),
+    errors: bigint('errors', { mode: 'number' }).notNull().default(0),
+    coldStarts: bigint('cold_starts', { mode: 'number' }).notNull().default(0),
+    durationMs: bigint('duration_ms', { mode: 'number' }).notNull().default(0),
+    gbSeconds: doublePrecision('gb_seconds').notNull().default(0),
+  },
+  (table) => [primaryKey({ columns: [table.hour, table.functionName] })],
+);
+
+export const usageConnectionPeaks = basalt.table(
+  'usage_connection_peaks',
+  {
+    hour: timestamptz('hour').notNull(),
+    instanceId: uuid('instance_id').notNull(),
+    peak: integer('peak').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.hour, table.instanceId] })],
+);
+
+export const usageActiveUsers = basalt.table(
+  'usage_active_users',
+  {
+    hour: timestamptz('hour').notNull(),
+    userId: uuid('user_id').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.hour, table.userId] })],
 );

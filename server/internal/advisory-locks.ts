@@ -23,6 +23,8 @@ export const ADVISORY_LOCKS = {
   signingKeys: 0x6175_7468,
   /** Transaction lock of the one instance pruning the audit log at a time ("audp"). */
   auditPrune: 0x6175_6470,
+  /** Transaction lock taken (try-only) by the instance pruning old usage rows ("usag"). */
+  usagePrune: 0x7573_6167,
 } as const;
 
 export type AdvisoryLockName = keyof typeof ADVISORY_LOCKS;

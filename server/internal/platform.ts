@@ -3,6 +3,7 @@ import type { ChangeFeed } from './changes/feed.js';
 import type { Database } from './db.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { UsageMeter } from '../modules/usage/meter.js';
 
 /** The configuration once start has resolved the database and the service key. */
 export interface RuntimeConfig extends Config {
@@ -23,4 +24,6 @@ export interface Platform {
   metrics: Metrics;
   /** The change-log reader of this instance (docs/changes.md); started and stopped by the app. */
   changes: ChangeFeed;
+  /** This instance's pay-per-use counters (docs/usage.md); the usage module writes them. */
+  usage: UsageMeter;
 }

@@ -58,6 +58,7 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'POST', path: '/v1/admin/auth/keys/rotate' },
   { method: 'GET', path: '/v1/admin/audit?limit=0&type=%25' },
   { method: 'POST', path: '/v1/admin/users/not-a-uuid/impersonate', body: { expires_in: 99_999 } },
+  { method: 'GET', path: '/v1/admin/usage?granularity=week&from=yesterday' },
 ];
 
 /** Starts a "view as" session for the fixture's user and returns its access token. */
@@ -220,6 +221,21 @@ securitySuite<Fixture>({
     ...adminRows,
 
     // ---- hostile admin parameters ------------------------------------------------------------
+    ...[
+      'granularity=week',
+      'granularity=hour&granularity=day',
+      'from=yesterday',
+      'to=2026-02-30T25:61:00Z',
+      'from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z',
+      'from=1970-01-01T00:00:00Z&to=2026-01-01T00:00:00Z',
+      `from=${'9'.repeat(10_000)}`,
+      'limit=5',
+    ].map((query): Attack<Fixture> => ({
+      name: `usage with ${query.slice(0, 60)}`,
+      request: () => ({ method: 'GET', path: `/v1/admin/usage?${query}`, as: 'service' }),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    })),
     {
       name: 'an invocation listing before year 0',
       source: 'review #9',

@@ -92,7 +92,14 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } &
   const hasher = new PasswordHasher({ memoryKib: auth.argon2MemoryKib, timeCost: auth.argon2TimeCost });
   const limiter = new RateLimiter(repo, auth.rateLimits.windowSeconds);
   const redirects = new RedirectPolicy({ publicUrl: config.publicUrl, redirectUrls: auth.redirectUrls });
-  const sessions = new SessionIssuer({ config: auth, repo, tokens, revocations, audit });
+  const sessions = new SessionIssuer({
+    config: auth,
+    repo,
+    tokens,
+    revocations,
+    audit,
+    onSignIn: (userId) => platform.usage.activeUser(userId),
+  });
   const emailFlows = new EmailFlows({
     config: auth,
     publicUrl: config.publicUrl,

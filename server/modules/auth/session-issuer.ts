@@ -20,6 +20,8 @@ export class SessionIssuer {
       tokens: AccessTokens;
       revocations: RevocationCache;
       audit: AuditLog;
+      /** Told of every session started (the usage meter's active users). */
+      onSignIn?: (userId: string) => void;
     },
   ) {}
 
@@ -51,6 +53,7 @@ export class SessionIssuer {
       },
       { tx: q },
     );
+    this.deps.onSignIn?.(user.id);
     return { user: toPublicUser(signedIn), session, mfa_required: mfaRequired };
   }
 

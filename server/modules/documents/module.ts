@@ -24,7 +24,10 @@ export function buildDocumentsModule(platform: Platform): DocumentsModule {
     databaseUrl: platform.config.databaseUrl,
     log: platform.log,
   });
-  const documents = new DocumentService(repo, registry, { maxDocumentBytes: platform.config.maxDocumentBytes });
+  const documents = new DocumentService(repo, registry, {
+    maxDocumentBytes: platform.config.maxDocumentBytes,
+    usage: platform.usage,
+  });
   const collections = new CollectionService(repo, registry, schemas);
   return {
     documents,

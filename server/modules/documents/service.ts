@@ -96,6 +96,8 @@ export type BatchResult = Document | RedactedDocument | null;
 
 export interface DocumentServiceOptions {
   maxDocumentBytes: number;
+  /** Counts reads and writes for the usage meter (docs/usage.md). */
+  usage?: { documentsRead(count: number): void; documentsWritten(count: number): void };
 }
 
 /** Where a write runs: a transaction (or the pool for one-statement writes) and its clock. */
@@ -233,6 +235,7 @@ export class DocumentService {
     const paths = parseExpandInput(options.expand);
     const doc = await this.repo.get(this.repo.pool, meta.name, id);
     if (!doc || !this.allows(meta, 'read', caller, { doc })) throw notFound(meta.name, id);
+    this.options.usage?.documentsRead(1);
     if (paths.length === 0) return doc;
     return (await this.expandAll(caller, meta, [doc], paths))[0] as Document;
   }
@@ -397,6 +400,8 @@ export class DocumentService {
         ? { ...doc, highlights: highlightsOf(meta.search, extras.slice(1) as Array<string | null>) }
         : doc,
     );
+    // A query costs at least one read, like an empty page does elsewhere.
+    this.options.usage?.documentsRead(Math.max(1, docs.length));
     const first = taken.at(0);
     const last = taken.at(-1);
     const moreAfter = page.fromEnd ? hasBefore : more;
@@ -443,6 +448,7 @@ export class DocumentService {
       where: this.readableWhere(meta, caller, input.where, params),
       params,
     });
+    this.options.usage?.documentsRead(1);
     return { count };
   }
 
@@ -451,11 +457,12 @@ export class DocumentService {
   async create(caller: Caller, collection: string, input: CreateInput): Promise<Document> {
     const meta = await this.meta(collection);
     const patch = parsePatch(input.data);
-    if (hasServerTimestamp(patch)) {
-      // The stamp must be the transaction's time, the same as created_at.
-      return this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch));
-    }
-    return this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    const doc = hasServerTimestamp(patch)
+      ? // The stamp must be the transaction's time, the same as created_at.
+        await this.repo.transaction((tx) => this.createIn(txScope(tx, this.repo), caller, meta, input, patch))
+      : await this.createIn({ q: this.repo.pool, now: async () => wallClock() }, caller, meta, input, patch);
+    this.options.usage?.documentsWritten(1);
+    return doc;
   }
 
   private async createIn(
@@ -496,9 +503,15 @@ export class DocumentService {
     if (caller.role === 'service' && options.ifVersion === undefined && !hasServerTimestamp(patch)) {
       const data = materialize(patch, wallClock());
       this.checkData(meta, data);
-      return this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      const result = await this.repo.upsert(this.repo.pool, meta.name, { id, owner: null, data });
+      this.options.usage?.documentsWritten(1);
+      return result;
     }
-    return this.repo.transaction((tx) => this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options));
+    const result = await this.repo.transaction((tx) =>
+      this.setIn(txScope(tx, this.repo), caller, meta, id, patch, options),
+    );
+    this.options.usage?.documentsWritten(1);
+    return result;
   }
 
   private async setIn(
@@ -580,6 +593,7 @@ export class DocumentService {
     const doc = await this.repo.transaction((tx) =>
       this.updateIn(txScope(tx, this.repo), caller, meta, id, patch, options),
     );
+    this.options.usage?.documentsWritten(1);
     return this.visible(meta, caller, doc);
   }
 
@@ -605,9 +619,10 @@ export class DocumentService {
     assertDocumentId(id);
     if (caller.role === 'service' && options.ifVersion === undefined) {
       if (!(await this.repo.delete(this.repo.pool, meta.name, id))) throw notFound(meta.name, id);
-      return;
+    } else {
+      await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
     }
-    await this.repo.transaction((tx) => this.deleteIn(tx, caller, meta, id, options));
+    this.options.usage?.documentsWritten(1);
   }
 
   private async deleteIn(
@@ -662,7 +677,7 @@ export class DocumentService {
         throw batchError(error, index);
       }
     }
-    return this.repo.transaction(async (tx) => {
+    const committed = await this.repo.transaction(async (tx) => {
       const scope = txScope(tx, this.repo);
       const results: BatchResult[] = [];
       for (const [index, { op, meta, patch }] of prepared.entries()) {
@@ -697,6 +712,8 @@ export class DocumentService {
       }
       return { results };
     });
+    this.options.usage?.documentsWritten(prepared.length);
+    return committed;
   }
 }
 

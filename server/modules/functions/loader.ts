@@ -233,6 +233,10 @@ export const NUMERIC_OPTIONS = {
   timeout_ms: { default: 10_000, min: 100, max: 300_000 },
   memory_mb: { default: 128, min: 16, max: 4096 },
   concurrency: { default: 10, min: 1, max: 32 },
+  /** Workers kept warm on each instance that runs the function, never reaped (at most its concurrency). */
+  min_warm: { default: 0, min: 0, max: 32 },
+  /** Seconds an idle worker lives; the default is the instance's BASALT_FUNCTIONS_IDLE_TIMEOUT_MS. */
+  idle_timeout_s: { default: 300, min: 1, max: 86_400 },
 } as const;
 
 export type NumericOption = keyof typeof NUMERIC_OPTIONS;
@@ -262,6 +266,10 @@ export function definitionProblem(kind: InvocationKind, options: Record<string, 
   if (numeric) return numeric;
   const privileges = privilegeProblem(options);
   if (privileges) return privileges;
+  const minWarm = typeof options.min_warm === 'number' ? options.min_warm : 0;
+  const concurrency =
+    typeof options.concurrency === 'number' ? options.concurrency : NUMERIC_OPTIONS.concurrency.default;
+  if (minWarm > concurrency) return `\`min_warm\` (${minWarm}) must not exceed \`concurrency\` (${concurrency})`;
   if (kind !== 'schedule') return null;
   const cron = options.cron;
   if (typeof cron !== 'string' || cron.trim() === '') return 'a schedule needs `cron`, a cron expression';

@@ -12,7 +12,9 @@ import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
 import { DeployRepository } from './deploy-repository.js';
 import { parseSecretsKey, SecretStore } from './secrets.js';
-import { FunctionsService, type ServerRpc } from './service.js';
+import { FunctionsService, numberOption, type ServerRpc } from './service.js';
+import { NUMERIC_OPTIONS } from './loader.js';
+import { registerWarmWorkersGauge } from './warm-capacity.js';
 
 /**
  * The functions module: deploys (admin API and the functions folder), secrets, HTTP
@@ -164,9 +166,18 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       buildDir: path.join(platform.config.dataDir, 'functions-build'),
       environment: platform.config.environment,
       idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
+      roles: platform.config.roles,
       onRun: (run) => {
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
+        const fn = service.find(run.functionName);
+        platform.usage.functionRun(
+          run.functionName,
+          run.status !== 'succeeded',
+          run.cold,
+          run.durationMs,
+          fn ? numberOption(fn.options, 'memory_mb') : NUMERIC_OPTIONS.memory_mb.default,
+        );
       },
     },
     invocations,
@@ -174,6 +185,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     secrets,
     platform.log,
   );
+  registerWarmWorkersGauge(platform.metrics, () => service.warmWorkers());
   const db = documentsRpc(deps.documents);
   const storage = storageRpc(deps.storage);
   service.useRpc(async (target, method, args, caller) =>

@@ -50,6 +50,25 @@ export type RunOutcome =
  */
 const WORKER_ENVIRONMENT: Record<string, string> = {};
 
+/**
+ * A function's warm capacity (docs/functions.md#warm-capacity): `minWarm` workers kept
+ * whether or not it is called (provisioned concurrency, never reaped), and how long any
+ * other worker may stay idle before it ends.
+ */
+export interface WarmCapacity {
+  functionName: string;
+  bundle: string;
+  exportName: string;
+  memoryMb: number;
+  minWarm: number;
+  idleMs: number;
+}
+
+/** Workers are pooled per function (bundle and export) and memory limit. */
+function poolKey(bundle: string, exportName: string, memoryMb: number): string {
+  return `${bundle}|${exportName}|${memoryMb}`;
+}
+
 const MAX_LOG_LINES = 200;
 const MAX_LOG_LINE = 4096;
 
@@ -71,6 +90,13 @@ export class WorkerPool {
   private closed = false;
   /** One sweep for every idle worker, rather than a timer set and cleared on every run. */
   private sweeper: NodeJS.Timeout | null = null;
+  /** Warm capacity by pool key, as the last configure() gave it. */
+  private capacity = new Map<string, WarmCapacity>();
+  /**
+   * Pool keys configured before and no longer (a function's replaced version), with their
+   * function's name: their workers are never kept idle.
+   */
+  private readonly retired = new Map<string, string>();
 
   constructor(
     private readonly workerScript: string,
@@ -82,6 +108,64 @@ export class WorkerPool {
     let idle = 0;
     for (const list of this.idle.values()) idle += list.length;
     return { idle, busy: this.busy.size };
+  }
+
+  /**
+   * Sets every function's warm capacity (after each load), and starts the workers that
+   * `minWarm` asks for at once, each with its bundle loaded, so a first call is warm.
+   * Functions no longer listed lose theirs: their workers are reaped when idle.
+   */
+  configure(capacities: WarmCapacity[]): void {
+    const previous = this.capacity;
+    this.capacity = new Map(
+      capacities.map((capacity) => [poolKey(capacity.bundle, capacity.exportName, capacity.memoryMb), capacity]),
+    );
+    // A function's previous version (after a deploy or rollback) keeps no workers: its idle
+    // ones end now, the running ones when their run ends.
+    for (const [key, capacity] of previous) if (!this.capacity.has(key)) this.retired.set(key, capacity.functionName);
+    for (const key of this.capacity.keys()) this.retired.delete(key);
+    for (const key of this.retired.keys()) {
+      for (const pooled of this.idle.get(key) ?? []) void pooled.worker.terminate();
+      this.idle.delete(key);
+      if (this.busyCount(key) === 0) this.retired.delete(key);
+    }
+    for (const key of this.capacity.keys()) this.replenish(key);
+    this.startSweeping();
+  }
+
+  /** Live workers (idle or running) per function, for basalt_function_warm_workers. */
+  warmWorkers(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [key, capacity] of this.capacity) {
+      counts.set(capacity.functionName, (this.idle.get(key)?.length ?? 0) + this.busyCount(key));
+    }
+    // A replaced version's runs still in flight count too, until they end.
+    for (const [key, functionName] of this.retired) {
+      const busy = this.busyCount(key);
+      if (busy > 0) counts.set(functionName, (counts.get(functionName) ?? 0) + busy);
+    }
+    return counts;
+  }
+
+  private busyCount(key: string): number {
+    let count = 0;
+    for (const pooled of this.busy) if (pooled.key === key) count++;
+    return count;
+  }
+
+  /** Starts idle workers until the function has its `minWarm` (after a load, a crash or a timeout). */
+  private replenish(key: string): void {
+    const capacity = this.capacity.get(key);
+    if (!capacity || this.closed) return;
+    const list = this.idle.get(key) ?? [];
+    for (let live = list.length + this.busyCount(key); live < capacity.minWarm; live++) {
+      const pooled = this.spawn(key, capacity.memoryMb);
+      // Loading the bundle now spares the first call that cost; the answer is not awaited.
+      pooled.worker.postMessage({ type: 'probe', bundle: capacity.bundle } satisfies ToWorker);
+      pooled.idleSince = performance.now();
+      list.push(pooled);
+    }
+    if (list.length > 0) this.idle.set(key, list);
   }
 
   private spawn(key: string, memoryMb: number): PooledWorker {
@@ -105,34 +189,48 @@ export class WorkerPool {
   private giveBack(pooled: PooledWorker, keepWarm: number): void {
     this.busy.delete(pooled);
     const list = this.idle.get(pooled.key) ?? [];
-    if (this.closed || list.length >= keepWarm) {
+    if (this.closed || list.length >= keepWarm || this.retired.has(pooled.key)) {
       void pooled.worker.terminate();
       return;
     }
     pooled.idleSince = performance.now();
     list.push(pooled);
     this.idle.set(pooled.key, list);
-    if (!this.sweeper) {
-      this.sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(this.idleMs / 4, 10_000)));
-      this.sweeper.unref();
-    }
+    this.startSweeping();
+  }
+
+  /** Sweeps often enough for the shortest idle timeout: a quarter of it, from 250 ms to 10 s. */
+  private startSweeping(): void {
+    if (this.sweeper || this.closed || this.idle.size === 0) return;
+    let shortest = this.idleMs;
+    for (const capacity of this.capacity.values()) shortest = Math.min(shortest, capacity.idleMs);
+    this.sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(shortest / 4, 10_000)));
+    this.sweeper.unref();
   }
 
   private get idleMs(): number {
     return this.options.idleMs ?? 60_000;
   }
 
-  /** Ends the workers idle for idleMs; stops sweeping once none is idle. */
+  /**
+   * Ends the workers idle for their function's idle timeout, keeping its `minWarm`; stops
+   * sweeping once no idle worker may be reaped.
+   */
   private sweep(): void {
-    const cutoff = performance.now() - this.idleMs;
+    const now = performance.now();
+    let reapable = false;
     for (const [key, list] of this.idle) {
+      const capacity = this.capacity.get(key);
+      const cutoff = now - (capacity?.idleMs ?? this.idleMs);
+      const spare = Math.max(0, list.length + this.busyCount(key) - (capacity?.minWarm ?? 0));
       // Idle lists are in order of return: the longest idle come first.
       let stale = 0;
-      while (stale < list.length && (list[stale]?.idleSince ?? Infinity) <= cutoff) stale++;
+      while (stale < Math.min(spare, list.length) && (list[stale]?.idleSince ?? Infinity) <= cutoff) stale++;
       for (const pooled of list.splice(0, stale)) void pooled.worker.terminate();
       if (list.length === 0) this.idle.delete(key);
+      else if (spare > stale) reapable = true;
     }
-    if (this.idle.size === 0 && this.sweeper) {
+    if (!reapable && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = null;
     }
@@ -140,7 +238,7 @@ export class WorkerPool {
 
   async run(request: RunRequest): Promise<RunOutcome> {
     if (this.closed) throw new Error('the worker pool is closed');
-    const key = `${request.bundle}|${request.memoryMb}`;
+    const key = poolKey(request.bundle, request.exportName, request.memoryMb);
     const { pooled, cold } = this.take(key, request.memoryMb);
     this.busy.add(pooled);
     const { worker } = pooled;
@@ -160,6 +258,7 @@ export class WorkerPool {
         else {
           this.busy.delete(pooled);
           void worker.terminate();
+          this.replenish(pooled.key);
         }
         resolve(outcome);
       };

@@ -31,6 +31,7 @@ import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
+import { warmCapacities } from './warm-capacity.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
 export interface FunctionsOptions {
@@ -40,8 +41,10 @@ export interface FunctionsOptions {
   environment: Readonly<Record<string, string>>;
   /** Told of every finished run (HTTP and event alike), e.g. to count it in the metrics. */
   onRun?: (run: InvocationRun) => void;
-  /** Warm workers unused this long end (default 60 s). */
+  /** Warm workers unused this long end, unless a function sets its `idle_timeout_s` (default 300 s). */
   idleTimeoutMs?: number;
+  /** Which functions this instance runs, and so keeps `min_warm` workers for (default: all). */
+  roles?: { api: boolean; worker: boolean };
 }
 
 export interface FunctionSummary {
@@ -113,7 +116,17 @@ class Semaphore {
 }
 
 /** The option keys that are not part of a function's trigger. */
-const NON_TRIGGER = new Set(['retries', 'timeout_ms', 'memory_mb', 'concurrency', 'env', 'secrets', 'access']);
+const NON_TRIGGER = new Set([
+  'retries',
+  'timeout_ms',
+  'memory_mb',
+  'concurrency',
+  'env',
+  'secrets',
+  'access',
+  'min_warm',
+  'idle_timeout_s',
+]);
 
 function triggerOf(options: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(options).filter(([key]) => !NON_TRIGGER.has(key)));
@@ -361,11 +374,26 @@ export class FunctionsService {
       this.limits.delete(version.name);
     }
     this.functions = updated;
+    this.configureWarmCapacity();
     if (changed)
       this.log.info(
         `functions live here: ${[...updated.values()].map((fn) => `${fn.name}@${fn.version}`).join(', ') || 'none'}`,
       );
     return changed;
+  }
+
+  /**
+   * Gives the pool the warm capacity of the live versions: a deploy or rollback provisions
+   * the new version's `min_warm` workers, and the old version's end once idle.
+   */
+  private configureWarmCapacity(): void {
+    this.pool?.configure(
+      warmCapacities(this.functions.values(), {
+        idleMs: this.options.idleTimeoutMs ?? NUMERIC_OPTIONS.idle_timeout_s.default * 1000,
+        memoryMb: NUMERIC_OPTIONS.memory_mb.default,
+        roles: this.options.roles ?? { api: true, worker: true },
+      }),
+    );
   }
 
   /** A stored version, ready to run here (its bundle written for the workers); null when there is none. */
@@ -615,6 +643,11 @@ export class FunctionsService {
   /** Writes the HTTP runs still waiting to be recorded. */
   flushRecords(): Promise<void> {
     return this.recorder.flush();
+  }
+
+  /** Live workers per function (basalt_function_warm_workers). */
+  warmWorkers(): Map<string, number> {
+    return this.pool?.warmWorkers() ?? new Map();
   }
 
   async close(): Promise<void> {

@@ -185,6 +185,8 @@ export function parseClientMessage(text: string): ClientMessage {
 export interface ConnectionLimits {
   sendBufferBytes: number;
   messagesPerSecond: number;
+  /** Told of every frame sent or received, for the usage meter. */
+  onMessage?: () => void;
 }
 
 /**
@@ -290,6 +292,7 @@ export class RealtimeConnection {
   sendText(text: string | Buffer): void {
     if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
     this.socket.send(text, { binary: false });
+    this.limits.onMessage?.();
     if (this.socket.bufferedAmount > this.limits.sendBufferBytes) this.onSlowConsumer(this);
   }
 

@@ -30,6 +30,7 @@ export function buildRealtimeModule(platform: Platform, deps: RealtimeModuleDeps
     db: platform.db,
     log: platform.log,
     metrics: platform.metrics,
+    usage: platform.usage,
     tokenVerifier: deps.tokenVerifier,
     live: { feed: platform.changes, documents: createLiveDocuments(deps.documents, platform.changes) },
   });

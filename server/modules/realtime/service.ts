@@ -19,6 +19,7 @@ import { NotificationListener, RealtimeRepository } from './repository.js';
 import type { ChangeFeedLike, LiveDocuments } from './live-sources.js';
 import { SubscriptionManager, type LiveSubscriptionInfo } from './subscription-manager.js';
 import type { Database } from '../../internal/db.js';
+import type { UsageMeter } from '../usage/meter.js';
 
 export interface RealtimeDeps {
   config: RealtimeConfig;
@@ -27,6 +28,8 @@ export interface RealtimeDeps {
   db: Database;
   log: Logger;
   metrics: Metrics;
+  /** Counts messages and connections (docs/usage.md). */
+  usage?: Pick<UsageMeter, 'realtimeMessage' | 'connectionOpened' | 'connectionClosed'>;
   tokenVerifier: TokenVerifier;
   /** What live queries read: the change feed and the documents module. */
   live: { feed: ChangeFeedLike; documents: LiveDocuments };
@@ -58,6 +61,8 @@ export class RealtimeService {
   private authTimer: NodeJS.Timeout | null = null;
   private checkingTokens = false;
   private readonly connectionGauge;
+  /** One bound function for every connection, so counting a frame allocates nothing. */
+  private readonly countMessage = (): void => this.deps.usage?.realtimeMessage();
   private readonly subscriptionGauge;
   private readonly slowConsumers;
 
@@ -144,6 +149,7 @@ export class RealtimeService {
     const limits = {
       sendBufferBytes: this.deps.config.sendBufferBytes,
       messagesPerSecond: this.deps.config.messagesPerSecond,
+      onMessage: this.countMessage,
     };
     const connection = new RealtimeConnection(socket, limits, (slow) => {
       this.slowConsumers.inc();
@@ -153,9 +159,11 @@ export class RealtimeService {
     connection.remote = remote;
     this.connections.add(connection);
     this.connectionGauge.set(this.connections.size);
+    this.deps.usage?.connectionOpened();
 
     socket.on('message', (data, isBinary) => {
       connection.alive = true;
+      this.countMessage();
       if (!connection.admit()) {
         // Answering every dropped message would itself flood; say it once per second at most.
         if (connection.shouldWarnRateLimit()) {
@@ -199,6 +207,7 @@ export class RealtimeService {
     connection.closed = true;
     if (!this.connections.delete(connection)) return;
     this.connectionGauge.set(this.connections.size);
+    this.deps.usage?.connectionClosed();
     this.subscriptions?.dropAll(connection);
     this.subscriptionGauge.set(this.subscriptions?.count ?? 0);
     await this.channels.disconnect(connection).catch((error: unknown) => {

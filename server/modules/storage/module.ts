@@ -45,9 +45,14 @@ export function buildStorageModule(platform: Platform): StorageModule {
       upload(result, bytes) {
         uploadCount.inc({ result });
         if (bytes > 0) uploadedBytes.inc(bytes);
+        if (result === 'stored') platform.usage.storageIn(bytes);
       },
       download(bytes) {
         if (bytes > 0) downloadedBytes.inc(bytes);
+        platform.usage.storageOut(bytes);
+      },
+      remove() {
+        platform.usage.storageRemoved();
       },
     },
     maxFileSize: config.storage.maxFileSize,

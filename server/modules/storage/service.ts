@@ -134,6 +134,8 @@ export interface StorageServiceOptions {
 export interface StorageMetrics {
   upload(result: 'stored' | 'rejected' | 'failed', bytes: number): void;
   download(bytes: number): void;
+  /** Objects were deleted (one, several, a bucket's, or one replaced by a move). */
+  remove?(): void;
 }
 
 const RULE_KINDS = ['read', 'write', 'delete'] as const;
@@ -275,6 +277,7 @@ export class StorageService {
       await this.repo.deleteBucket(tx, name);
       return removed;
     });
+    if (keys.length > 0) this.options.metrics?.remove?.();
     for (const key of keys) await this.discardBytes(key);
   }
 
@@ -717,6 +720,7 @@ export class StorageService {
       await this.repo.addPending(tx, row.storage_key, 'delete');
       return row.storage_key;
     });
+    this.options.metrics?.remove?.();
     await this.discardBytes(key);
   }
 
@@ -761,6 +765,7 @@ export class StorageService {
       await this.repo.deleteObjectsMarkingKeys(tx, doomed);
       return { results, keys: doomed.map((row) => row.storage_key) };
     });
+    if (keys.length > 0) this.options.metrics?.remove?.();
     for (const key of keys) await this.discardBytes(key);
     return { results };
   }
@@ -813,6 +818,8 @@ export class StorageService {
         // A concurrent upload took the destination since the lock: decide again against it.
       }
     });
+    // A move keeps the stored total unless it replaced an object at the destination.
+    if (replacedKeys.length > 0) this.options.metrics?.remove?.();
     // The replaced object's bytes go, and with them its image variants (discardBytes). The moved
     // object keeps its storage key, so its variants stay valid and follow it.
     for (const key of replacedKeys) await this.discardBytes(key);
