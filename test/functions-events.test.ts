@@ -32,7 +32,7 @@ const FILES: Record<string, string> = {
     });`,
   'recordUpload.ts': `
     import { onObject } from 'basalt/functions';
-    export default onObject({ bucket: 'uploads', on: 'upload' }, async (event, ctx) => {
+    export default onObject({ bucket: 'inbox', on: 'upload' }, async (event, ctx) => {
       await ctx.db.collection('effects').add({ type: event.type, object: event.object });
     });`,
   'alwaysFails.ts': `
@@ -71,7 +71,7 @@ async function effects(app: TestApp): Promise<Array<{ id: string; data: Record<s
 const first = useTestApp({ functions: FILES });
 beforeAll(async () => {
   for (const name of ['notes', 'effects']) await createCollection(first, { name });
-  await createBucket(first, { name: 'uploads' });
+  await createBucket(first, { name: 'inbox' });
 });
 const second = useTestApp({ sharing: first });
 
@@ -109,7 +109,7 @@ describe('event functions', () => {
   });
 
   it('gives an upload trigger the object with every field the storage API shows', async () => {
-    const uploaded = await putText(first, 'uploads/reports/q1.txt', 'quarterly numbers');
+    const uploaded = await putText(first, 'inbox/reports/q1.txt', 'quarterly numbers');
     expect(uploaded.status).toBe(201);
     const shown = (await uploaded.json()) as Record<string, unknown>;
     const effect = await waitFor('the upload effect', async () =>
