@@ -475,19 +475,13 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(none.status, none.text).toBe(200);
     expect(none.body).toEqual({ factors: [], passkeys: [], recovery_codes_left: 0 });
 
-    const enrolled = await request(server.url, 'POST', '/v1/auth/mfa/totp/enroll', {
-      token: user.token,
-      body: { friendly_name: 'Phone' },
+    const {
+      factorId,
+      secret,
+      accessToken: aal2,
+    } = await enableTotp(server.url, user.token, {
+      friendly_name: 'Phone',
     });
-    expect(enrolled.status, enrolled.text).toBe(200);
-    const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
-    await freshStep();
-    const verified = await request(server.url, 'POST', '/v1/auth/mfa/totp/verify', {
-      token: user.token,
-      body: { factor_id: factorId, code: totpCode(secret, -1) },
-    });
-    expect(verified.status, verified.text).toBe(200);
-    const aal2 = (verified.body as AuthBody).session!.access_token;
     // A passkey as registration stores it; its public key must stay in the database.
     const publicKey = Buffer.from('a passkey public key, never to be shown');
     await server.sql.query(

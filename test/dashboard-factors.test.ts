@@ -5,6 +5,7 @@ import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { signUp, uniqueEmail } from './auth-helpers.js';
 import { enableTotp } from './auth-mfa-support.js';
 import { request, useTestApp } from './helpers.js';
+import { signInToDashboard } from './dashboard-support.js';
 
 /**
  * A user's second factors in the dashboard's user panel, in Debian's chromium against a real
@@ -28,10 +29,7 @@ describe.skipIf(!haveBrowser)('dashboard: second factors of a user', () => {
       dialogs.push(dialog.message());
       void (acceptDialogs ? dialog.accept() : dialog.dismiss());
     });
-    await page.goto(`${app.url}/_/`);
-    await page.fill('#service-key', app.serviceKey);
-    await page.click('form.signin-form button[type=submit]');
-    await page.waitForSelector('nav.sidebar');
+    await signInToDashboard(page, app.url, app.serviceKey);
   }, 180_000);
 
   afterAll(async () => {
