@@ -25,8 +25,9 @@ export async function freshStep(seconds = 12): Promise<void> {
 export async function enableTotp(
   baseUrl: string,
   token: string,
+  enrolment: { friendly_name?: string } = {},
 ): Promise<{ factorId: string; secret: string; recoveryCodes: string[]; accessToken: string; refreshToken: string }> {
-  const enrolled = await request(baseUrl, 'POST', '/v1/auth/mfa/totp/enroll', { token, body: {} });
+  const enrolled = await request(baseUrl, 'POST', '/v1/auth/mfa/totp/enroll', { token, body: enrolment });
   if (enrolled.status !== 200) throw new Error(`enroll failed: ${enrolled.status} ${enrolled.text}`);
   const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
   await freshStep();

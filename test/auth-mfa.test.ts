@@ -468,6 +468,77 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(errorCode(missing.body)).toBe('NOT_FOUND');
   });
 
+  it("support staff list a user's factors, passkeys and recovery codes left, never a secret or a key", async () => {
+    const user = await signUp(server.url);
+    const path = `/v1/admin/users/${user.id}/factors`;
+    const none = await request(server.url, 'GET', path, { token: server.serviceKey });
+    expect(none.status, none.text).toBe(200);
+    expect(none.body).toEqual({ factors: [], passkeys: [], recovery_codes_left: 0 });
+
+    const {
+      factorId,
+      secret,
+      accessToken: aal2,
+    } = await enableTotp(server.url, user.token, {
+      friendly_name: 'Phone',
+    });
+    // A passkey as registration stores it; its public key must stay in the database.
+    const publicKey = Buffer.from('a passkey public key, never to be shown');
+    await server.sql.query(
+      `INSERT INTO basalt.passkeys (user_id, credential_id, public_key, device_type, name) VALUES ($1, 'cred-1', $2, 'multiDevice', 'Laptop')`,
+      [user.id, publicKey],
+    );
+
+    const listed = await request(server.url, 'GET', path, { token: server.serviceKey });
+    expect(listed.status, listed.text).toBe(200);
+    const body = listed.body as {
+      factors: Array<Record<string, unknown>>;
+      passkeys: Array<Record<string, unknown>>;
+      recovery_codes_left: number;
+    };
+    expect(body.recovery_codes_left).toBe(10);
+    expect(body.factors).toEqual([
+      expect.objectContaining({ id: factorId, type: 'totp', friendly_name: 'Phone', status: 'verified' }),
+    ]);
+    expect(typeof body.factors[0]!.created_at).toBe('string');
+    expect(typeof body.factors[0]!.last_used_at).toBe('string');
+    expect(body.passkeys).toEqual([expect.objectContaining({ name: 'Laptop', last_used_at: null })]);
+    // No secret in any form: the base32 secret, its sealed column, the key, the credential id, code digests.
+    const sealed = await server.sql.query<{ secret: string }>('SELECT secret FROM basalt.auth_factors WHERE id = $1', [
+      factorId,
+    ]);
+    const digests = await server.sql.query<{ code_hash: Buffer }>(
+      'SELECT code_hash FROM basalt.recovery_codes WHERE user_id = $1',
+      [user.id],
+    );
+    for (const leaked of [
+      secret,
+      sealed.rows[0]!.secret,
+      publicKey.toString('base64'),
+      publicKey.toString('base64url'),
+      publicKey.toString('hex'),
+      'cred-1',
+      ...digests.rows.flatMap((row) => [row.code_hash.toString('hex'), row.code_hash.toString('base64')]),
+    ]) {
+      expect(listed.text).not.toContain(leaked);
+    }
+    for (const factor of body.factors) expect(Object.keys(factor)).not.toContain('secret');
+    for (const passkey of body.passkeys) {
+      expect(Object.keys(passkey)).not.toContain('public_key');
+      expect(Object.keys(passkey)).not.toContain('credential_id');
+      expect(Object.keys(passkey)).not.toContain('counter');
+    }
+
+    const byUser = await request(server.url, 'GET', path, { token: aal2 });
+    expect(byUser.status).toBe(403);
+    expect(errorCode(byUser.body)).toBe('FORBIDDEN');
+    const missing = await request(server.url, 'GET', '/v1/admin/users/00000000-0000-4000-8000-000000000000/factors', {
+      token: server.serviceKey,
+    });
+    expect(missing.status).toBe(404);
+    expect(errorCode(missing.body)).toBe('NOT_FOUND');
+  });
+
   it('anonymous users cannot enroll; the public cannot call any of it', async () => {
     const anonymous = await request(server.url, 'POST', '/v1/auth/anonymous');
     const token = (anonymous.body as AuthBody).session!.access_token;

@@ -9,6 +9,7 @@ import { setupExample } from '../examples/setup.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { signUp, uniqueEmail } from './auth-helpers.js';
 import { request, useTestApp } from './helpers.js';
+import { signInToDashboard } from './dashboard-support.js';
 
 /**
  * The dashboard's audit views in Debian's chromium against a real server: the Audit page
@@ -54,10 +55,7 @@ describe.skipIf(!haveBrowser)('dashboard: audit and view as', () => {
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     page.on('pageerror', (error) => pageErrors.push(error.message));
-    await page.goto(`${app.url}/_/`);
-    await page.fill('#service-key', app.serviceKey);
-    await page.click('form.signin-form button[type=submit]');
-    await page.waitForSelector('nav.sidebar');
+    await signInToDashboard(page, app.url, app.serviceKey);
   }, 180_000);
 
   afterAll(async () => {

@@ -4,6 +4,7 @@ import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.
 import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { createCollection } from './documents-support.js';
 import { request, useTestApp } from './helpers.js';
+import { signInToDashboard } from './dashboard-support.js';
 
 /** The collections page's search and references, in Debian's chromium against a real server. */
 describe.skipIf(!haveBrowser)('dashboard: search and references', () => {
@@ -32,10 +33,7 @@ describe.skipIf(!haveBrowser)('dashboard: search and references', () => {
     browser = await launchChromium();
     page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
     page.on('pageerror', (error) => pageErrors.push(error.message));
-    await page.goto(`${app.url}/_/`);
-    await page.fill('#service-key', app.serviceKey);
-    await page.click('form.signin-form button[type=submit]');
-    await page.waitForSelector('nav.sidebar');
+    await signInToDashboard(page, app.url, app.serviceKey);
   });
 
   afterAll(async () => {

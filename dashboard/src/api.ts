@@ -8,6 +8,8 @@ import {
   BasaltError,
   HttpTransport,
   type Doc as SdkDoc,
+  type MfaFactor,
+  type Passkey,
   type StorageObject,
   type User as SdkUser,
 } from '../../client-sdk/src/index.js';
@@ -163,6 +165,13 @@ export type RealtimeConnection = RealtimeConnectionInfo;
 
 /** One event of the audit log as `GET /v1/admin/audit` lists it (the server's own type). */
 export type AuditEvent = AuditRecord;
+
+/** A user's second factors as `GET /v1/admin/users/:id/factors` lists them: never a secret or a key. */
+export interface UserFactors {
+  factors: MfaFactor[];
+  passkeys: Passkey[];
+  recovery_codes_left: number;
+}
 
 /** A session an admin started as a user (`POST /v1/admin/users/:id/impersonate`). */
 export interface ImpersonatedSession {

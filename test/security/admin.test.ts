@@ -51,6 +51,7 @@ const ADMIN_ENDPOINTS: Array<{ method: string; path: string; body?: unknown }> =
   { method: 'GET', path: '/v1/admin/users/not-a-uuid' },
   { method: 'PATCH', path: '/v1/admin/users/not-a-uuid', body: { banned_until: 'soon' } },
   { method: 'DELETE', path: '/v1/admin/users/not-a-uuid' },
+  { method: 'GET', path: '/v1/admin/users/not-a-uuid/factors' },
   { method: 'GET', path: '/v1/admin/realtime' },
   { method: 'GET', path: '/v1/admin/functions' },
   { method: 'GET', path: '/v1/admin/functions/hello/invocations?before=0000-01-01T00:00:00Z' },

@@ -1,4 +1,4 @@
-import type { AuditEvent, ImpersonatedSession, User } from '../api.js';
+import type { AuditEvent, ImpersonatedSession, User, UserFactors } from '../api.js';
 import { link, reportError, type Context, type Page } from '../app.js';
 import { auditTable } from './audit.js';
 import { badge, field, formatTime, h, parseJson, replace } from '../dom.js';
@@ -190,9 +190,81 @@ export async function usersPage(ctx: Context): Promise<Page> {
     replace(timeline, auditTable(result.events, { withUser: false, empty: 'Nothing recorded for this user yet.' }));
   };
 
+  /**
+   * "Second factors": what the user has enrolled, and a reset for one who lost them all. The
+   * dashboard never enrolls a factor: a TOTP secret is only ever shown to its user, by the app.
+   */
+  const factors = h('div', { class: 'factors' });
+  const loadFactors = async (user: User) => {
+    const result = await ctx.api.get<UserFactors>(`/v1/admin/users/${user.id}/factors`);
+    const rows = [
+      ...result.factors.map((factor) =>
+        h(
+          'tr',
+          { 'data-factor': factor.id },
+          h('td', null, 'TOTP'),
+          h('td', null, factor.friendly_name ?? h('span', { class: 'muted' }, '—')),
+          h('td', null, badge(factor.status, factor.status === 'verified' ? 'succeeded' : 'queued')),
+          h('td', { class: 'nowrap small' }, formatTime(factor.created_at)),
+          h('td', { class: 'nowrap small' }, formatTime(factor.last_used_at)),
+        ),
+      ),
+      ...result.passkeys.map((passkey) =>
+        h(
+          'tr',
+          { 'data-passkey': passkey.id },
+          h('td', null, 'Passkey'),
+          h('td', null, passkey.name ?? h('span', { class: 'muted' }, '—')),
+          h('td', null, badge('verified', 'succeeded')),
+          h('td', { class: 'nowrap small' }, formatTime(passkey.created_at)),
+          h('td', { class: 'nowrap small' }, formatTime(passkey.last_used_at)),
+        ),
+      ),
+    ];
+    replace(
+      factors,
+      tableOrNote(
+        { class: 'table', id: 'factors' },
+        ['Type', 'Name', 'Status', 'Added', 'Last used'],
+        rows,
+        'None: this user signs in without a second factor.',
+      ),
+      h('p', { class: 'small muted', id: 'recovery-codes-left' }, `Recovery codes left: ${result.recovery_codes_left}`),
+      rows.length === 0
+        ? null
+        : h(
+            'button',
+            {
+              type: 'button',
+              class: 'danger',
+              id: 'reset-factors',
+              onclick: () => {
+                const who = user.email ?? user.id;
+                if (!confirm(`Remove every second factor and recovery code of ${who} and end their sessions?`)) return;
+                void (async () => {
+                  try {
+                    const reset = await ctx.api.json<{ removed: number }>(
+                      'DELETE',
+                      `/v1/admin/users/${user.id}/factors`,
+                    );
+                    ctx.notify(`Removed ${reset.removed} second factor(s) of ${who}.`);
+                    await Promise.all([loadFactors(user), loadTimeline(user)]);
+                  } catch (error) {
+                    reportError(ctx, error);
+                  }
+                })();
+              },
+            },
+            'Reset second factors',
+          ),
+    );
+  };
+
   const edit = (user: User) => {
     replace(timeline, h('p', { class: 'muted' }, 'Loading…'));
+    replace(factors, h('p', { class: 'muted' }, 'Loading…'));
     void loadTimeline(user).catch((error: unknown) => reportError(ctx, error));
+    void loadFactors(user).catch((error: unknown) => reportError(ctx, error));
     const appMetadata = h('textarea', { rows: 8, class: 'code', name: 'app_metadata' });
     appMetadata.value = JSON.stringify(user.app_metadata, null, 2);
     const problem = h('p', { class: 'error-text' });
@@ -217,6 +289,8 @@ export async function usersPage(ctx: Context): Promise<Page> {
       ),
       h('h3', null, 'user_metadata'),
       h('pre', { class: 'code' }, JSON.stringify(user.user_metadata, null, 2)),
+      h('h3', null, 'Second factors'),
+      factors,
       viewAs(user),
       h('h3', null, 'Timeline ', h('a', { class: 'small', href: link(`audit?user_id=${user.id}`) }, 'all events')),
       timeline,

@@ -12,6 +12,7 @@ import {
   passkeyListSchema,
   passkeyRegisteredSchema,
   totpEnrollmentSchema,
+  userFactorsSchema,
   webauthnOptionsSchema,
 } from './schemas.js';
 
@@ -203,6 +204,20 @@ export const factorRoutes: FastifyPluginAsync<FactorRouteOptions> = async (plugi
       },
     },
     async (request) => mfa.resetByAdmin(request.caller, request.params.id, client(request)),
+  );
+
+  app.get(
+    '/v1/admin/users/:id/factors',
+    {
+      preValidation: async (request) => requireService(request.caller),
+      schema: {
+        tags: ['admin'],
+        summary: "A user's second factors (TOTP, passkeys) and unused recovery codes; never a secret or a key",
+        params: idParams,
+        response: { 200: userFactorsSchema, ...errors },
+      },
+    },
+    async (request) => passkeys.factorsOfUser(request.caller, request.params.id),
   );
 
   app.get(

@@ -233,11 +233,15 @@ export class MfaService {
   }
 
   async listFactors(caller: Caller): Promise<{ factors: MfaFactor[]; recovery_codes_left: number }> {
-    const me = requireUser(caller);
+    return this.factorsOf(requireUser(caller).uid);
+  }
+
+  /** A user's TOTP factors and unused recovery codes, as their owner or the service key may see them: no secrets. */
+  async factorsOf(userId: string): Promise<{ factors: MfaFactor[]; recovery_codes_left: number }> {
     const pool = this.deps.repo.pool;
     const [rows, left] = await Promise.all([
-      this.deps.repo.factors.factors(pool, me.uid),
-      this.deps.repo.factors.unusedRecoveryCodes(pool, me.uid),
+      this.deps.repo.factors.factors(pool, userId),
+      this.deps.repo.factors.unusedRecoveryCodes(pool, userId),
     ]);
     return { factors: rows.map(toFactor), recovery_codes_left: left };
   }

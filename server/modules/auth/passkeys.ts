@@ -9,12 +9,12 @@ import {
   type PublicKeyCredentialRequestOptionsJSON,
   type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
-import type { Passkey, PasskeyRegisterResponse } from '../../../client-sdk/src/wire.js';
+import type { MfaFactor, Passkey, PasskeyRegisterResponse } from '../../../client-sdk/src/wire.js';
 import type { Config } from '../../config.js';
 import type { Caller } from '../../internal/caller.js';
 import type { Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
-import { refuseImpersonated, requireUser } from '../../internal/guards.js';
+import { refuseImpersonated, requireService, requireUser } from '../../internal/guards.js';
 import type { RuntimeConfig } from '../../internal/platform.js';
 import { assertNotBanned, clientIp, iso, type AuthResult, type ClientContext } from './accounts.js';
 import { normalizeEmail } from './email.js';
@@ -300,6 +300,25 @@ export class PasskeyService {
     const me = requireUser(caller);
     const rows = await this.deps.repo.factors.passkeys(this.deps.repo.pool, me.uid);
     return { passkeys: rows.map(toPasskey) };
+  }
+
+  /**
+   * Every second factor of a user, for support staff (the service key only): TOTP factors,
+   * passkeys and how many recovery codes are left. Never a TOTP secret, a credential's
+   * public key or a recovery code digest: the row mappers name every field they give.
+   */
+  async factorsOfUser(
+    caller: Caller,
+    userId: string,
+  ): Promise<{ factors: MfaFactor[]; passkeys: Passkey[]; recovery_codes_left: number }> {
+    requireService(caller);
+    const pool = this.deps.repo.pool;
+    if (!(await this.deps.repo.users.byId(pool, userId))) throw new AppError('NOT_FOUND', 'No such user.');
+    const [totp, rows] = await Promise.all([
+      this.deps.mfa.factorsOf(userId),
+      this.deps.repo.factors.passkeys(pool, userId),
+    ]);
+    return { factors: totp.factors, passkeys: rows.map(toPasskey), recovery_codes_left: totp.recovery_codes_left };
   }
 
   /** Removes a passkey (a second factor: needs `aal2`); every other session of the user ends. */

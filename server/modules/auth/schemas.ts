@@ -230,3 +230,13 @@ export const userPageSchema = {
 
 /** A 302 back to the app or on to a provider: the Location header is the answer, there is no body. */
 export const redirectSchema = { type: 'null', description: 'Redirect (Location header)' } as const;
+
+export const userFactorsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    factors: { type: 'array', items: factorSchema },
+    passkeys: { type: 'array', items: passkeySchema },
+    recovery_codes_left: { type: 'integer' },
+  },
+} as const;
