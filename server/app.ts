@@ -75,6 +75,7 @@ const ALLOWED_HEADERS = [
   'x-request-id',
   'x-client-info',
   'idempotency-key',
+  'prefer',
   // tus (resumable uploads)
   'tus-resumable',
   'upload-offset',

@@ -225,6 +225,41 @@ describe.each(['fs', 's3'] as const)('resumable uploads, tus 1.0.0 (%s backend)'
     expect(await pendingLeft()).toBe(0);
   });
 
+  it('answers the completing PATCH with 204, as tus requires, and with the object only when asked', async () => {
+    const create = async (name: string) => {
+      const created = await tusRequest(server, 'POST', '/v1/storage/uploads', alice.token, {
+        'upload-length': '20',
+        'upload-metadata': metadata({ bucket: 'files', path: `${alice.id}/${name}` }),
+      });
+      expect(created.status).toBe(201);
+      return created.headers.get('location') as string;
+    };
+    const append = (location: string, offset: number, headers: Record<string, string> = {}) =>
+      tusRequest(
+        server,
+        'PATCH',
+        location,
+        alice.token,
+        { 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream', ...headers },
+        new Uint8Array(10),
+      );
+
+    const plain = await create('plain.bin');
+    expect((await append(plain, 0)).status).toBe(204);
+    const plainLast = await append(plain, 10);
+    expect(plainLast.status).toBe(204);
+    expect(plainLast.headers.get('upload-offset')).toBe('20');
+    expect(plainLast.text).toBe('');
+
+    const asking = await create('asking.bin');
+    const notYet = await append(asking, 0, { prefer: 'return=representation' });
+    expect(notYet.status).toBe(204);
+    const askingLast = await append(asking, 10, { prefer: 'return=representation' });
+    expect(askingLast.status).toBe(200);
+    expect(askingLast.body).toMatchObject({ bucket: 'files', path: `${alice.id}/asking.bin`, size: 20 });
+    expect((await download(`files/${alice.id}/plain.bin`, alice.token)).length).toBe(20);
+  });
+
   it('refuses wrong offsets, bad bodies, other callers, and anything after termination', async () => {
     const created = await tusRequest(server, 'POST', '/v1/storage/uploads', alice.token, {
       'upload-length': '100',

@@ -105,7 +105,12 @@ export class ResumableUpload {
         response = await this.call(
           'PATCH',
           url,
-          { 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream' },
+          {
+            'upload-offset': String(offset),
+            'content-type': 'application/offset+octet-stream',
+            // The last PATCH then answers 200 with the object rather than tus's bare 204.
+            prefer: 'return=representation',
+          },
           this.blob.slice(offset, offset + chunkSize),
         );
       } catch (error) {

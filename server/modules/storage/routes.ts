@@ -841,7 +841,10 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
         summary: 'Append bytes to a resumable upload at Upload-Offset',
         params: idParams,
         response: {
-          200: { ...objectSchema, description: 'The upload is complete: the object' },
+          200: {
+            ...objectSchema,
+            description: 'The upload is complete: the object (only with `Prefer: return=representation`)',
+          },
           204: { type: 'null', description: 'Stored; Upload-Offset says how far' },
           ...tusErrors,
         },
@@ -852,8 +855,11 @@ const tusRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin, { uplo
       const body = tusBody(request, true);
       const status = await uploads.append(request.caller, request.params.id, offset, body);
       tusHeaders(reply, status);
-      // The last append answers with the object, as a PUT does (tus clients accept any 2xx).
-      return status.object ? reply.code(200).send(status.object) : reply.code(204).send(null);
+      // tus answers every PATCH with 204. A client that asks with `Prefer: return=representation`
+      // (RFC 7240; the SDK does) gets the finished object from the last one, as a PUT returns it.
+      return status.object && prefersRepresentation(request)
+        ? reply.code(200).send(status.object)
+        : reply.code(204).send(null);
     },
   );
 
@@ -880,3 +886,9 @@ export const storageRoutes: FastifyPluginAsync<StorageRouteOptions> = async (app
   await app.register(storageUploadRoutes, options);
   await app.register(tusRoutes, options);
 };
+
+/** Whether the request asks for the resource in the answer (`Prefer: return=representation`, RFC 7240). */
+function prefersRepresentation(request: FastifyRequest): boolean {
+  const prefer = request.headers.prefer;
+  return typeof prefer === 'string' && /(^|[\s,;])return=representation($|[\s,;])/i.test(prefer);
+}
