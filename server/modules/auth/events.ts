@@ -4,8 +4,8 @@ import type { ClientContext } from './accounts.js';
 
 /**
  * Auth events of second factors, as they happen: the one place an audit log (or metrics)
- * hooks in. The MFA and passkey services call the sink buildAuthModule wires (the audit log,
- * plus `onEvent` if given), inside the change's transaction where there is one.
+ * hooks in. The MFA and passkey services call the sink buildAuthModule wires (the audit log),
+ * inside the change's transaction where there is one.
  */
 export type AuthEventType = MfaEventType | PasskeyEventType;
 
@@ -23,8 +23,6 @@ export interface AuthEvent {
 
 /** `tx`: the transaction of the change the event is about; the event commits (or not) with it. */
 export type AuthEventSink = (event: AuthEvent, options?: { tx?: Queryable }) => void | Promise<void>;
-
-export const IGNORE_AUTH_EVENTS: AuthEventSink = () => undefined;
 
 /** An event a user caused from `context` (the client of their request), in `tx` when given. */
 export function userEvent(

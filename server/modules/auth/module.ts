@@ -44,11 +44,6 @@ export interface AuthModule extends ServerModule {
   passkeys: PasskeyService;
 }
 
-export interface AuthModuleOptions {
-  /** Where second-factor events go (an audit log); by default nowhere. */
-  onEvent?: AuthEventSink;
-}
-
 const SWEEP_EVERY_MS = 10 * 60 * 1000;
 const KEY_RELOAD_EVERY_MS = 10_000;
 /**
@@ -60,10 +55,9 @@ const KEY_RELOAD_IDLE_MS = 60_000;
 
 /**
  * `audit`: the app's audit log; a module built on its own (tools, tests) writes to the same
- * table through its own. `onEvent`: a further sink for second-factor events (metrics); they
- * reach the audit log either way.
+ * table through its own.
  */
-export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } & AuthModuleOptions = {}): AuthModule {
+export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } = {}): AuthModule {
   const audit =
     deps.audit ??
     new AuditLog(new AuditRepository(platform.db), {
@@ -126,7 +120,7 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } &
     audit,
   });
   const admin = new AdminService({ repo, hasher, keys, sessions, audit });
-  const events = auditedAuthEvents(audit, deps.onEvent);
+  const events = auditedAuthEvents(audit);
   const mfa = new MfaService({ config, repo, limiter, sessions, events });
   const passkeys = new PasskeyService({ config, repo, limiter, sessions, mfa, events });
   const oauth = new OAuthService({
@@ -192,8 +186,8 @@ export function buildAuthModule(platform: Platform, deps: { audit?: AuditLog } &
   };
 }
 
-/** Second-factor events into the audit log (in the change's transaction when given one), then to `also`. */
-function auditedAuthEvents(audit: AuditLog, also: AuthEventSink | undefined): AuthEventSink {
+/** Second-factor events into the audit log, in the change's transaction when given one. */
+function auditedAuthEvents(audit: AuditLog): AuthEventSink {
   const actor = (event: AuthEvent) =>
     event.by === 'service' ? SERVICE_ACTOR : event.userId === null ? ANONYMOUS_ACTOR : userActor(event.userId);
   return async (event, options) => {
@@ -208,6 +202,5 @@ function auditedAuthEvents(audit: AuditLog, also: AuthEventSink | undefined): Au
       },
       options,
     );
-    await also?.(event, options);
   };
 }
