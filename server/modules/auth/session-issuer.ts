@@ -170,10 +170,4 @@ export class SessionIssuer {
   announce(sessionIds: string[]): void {
     this.deps.revocations.add(sessionIds);
   }
-
-  /** Revokes in a transaction of its own and updates this instance's cache at once. */
-  async revokeNow(filter: SessionFilter, reason: string): Promise<void> {
-    const ids = await this.deps.repo.transaction((tx) => this.revoke(tx, filter, reason));
-    this.announce(ids);
-  }
 }
