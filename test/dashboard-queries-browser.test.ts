@@ -56,7 +56,8 @@ describe.skipIf(!haveBrowser)('dashboard: search and references', () => {
     await page.fill('input[name=expand]', 'author');
     await page.click('#query-form button[type=submit]');
     const row = page.locator('#documents tr[data-id=b1]');
-    await row.waitFor({ timeout: 10_000 });
+    // The page first lists the whole collection; the search's answer is the one with highlights.
+    await row.locator('[data-highlight=title] mark').waitFor({ timeout: 10_000 });
     expect(await page.locator('#documents tr[data-id=b2]').count()).toBe(0);
     // The highlight: the match marked; the document's own markup never becomes markup.
     expect(await row.locator('[data-highlight=title] mark').textContent()).toBe('dispossessed');
