@@ -59,7 +59,8 @@ export type FromWorker =
       method: string;
       args: unknown[];
     }
-  | { type: 'result'; invocationId: string; ok: true; value: unknown; response?: FunctionResponse }
+  /** `json`: what the handler returned as JSON text, made once in the worker and sent as is by an HTTP route. */
+  | { type: 'result'; invocationId: string; ok: true; json: string; response?: FunctionResponse }
   | { type: 'result'; invocationId: string; ok: false; error: { message: string; name: string } }
   | { type: 'probed'; ok: true; definitions: ProbedDefinition[] }
   | { type: 'probed'; ok: false; error: string };

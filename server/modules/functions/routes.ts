@@ -436,7 +436,7 @@ export const httpFunctionRoute: FastifyPluginAsync<{ functions: FunctionsService
       });
       if (answer.kind === 'json') {
         // Always JSON, also for a bare string or number, so clients can parse every answer alike.
-        return reply.type('application/json; charset=utf-8').send(JSON.stringify(answer.value));
+        return reply.type('application/json; charset=utf-8').send(answer.json);
       }
       // The headers were checked in the worker (see readFunctionResponse); several set-cookie add up.
       reply.code(answer.status);

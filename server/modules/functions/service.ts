@@ -81,8 +81,8 @@ export type ServerRpc = (target: 'db' | 'storage', method: string, args: unknown
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
 export type HttpInvocation = Omit<HttpRequest, 'auth'>;
 
-/** What an HTTP function answered: a value sent as JSON with 200, or its own `Response`. */
-export type HttpAnswer = { kind: 'json'; value: unknown } | ({ kind: 'response' } & FunctionResponse);
+/** What an HTTP function answered: JSON text (made in the worker) sent with 200, or its own `Response`. */
+export type HttpAnswer = { kind: 'json'; json: string } | ({ kind: 'response' } & FunctionResponse);
 
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
@@ -525,7 +525,7 @@ export class FunctionsService {
     meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
     caller?: Caller,
   ): Promise<{ run: InvocationRun; outcome: RunOutcome }> {
-    const pool = await this.workers();
+    const pool = this.pool ?? (await this.workers());
     const limitKey = `${fn.name}@${fn.version}`;
     let limit = this.limits.get(limitKey);
     if (!limit) {
@@ -558,9 +558,17 @@ export class FunctionsService {
           return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER);
         },
       });
-      // A secret's value never reaches the invocation's record, whoever printed it.
-      const hidden = [...new Set([...hiddenBefore, ...this.secrets.allValues()])].sort((a, b) => b.length - a.length);
-      const logs = outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
+      // A secret's value never reaches the invocation's record, whoever printed it. (The list
+      // is the same array unless the secrets changed during the run: then both are hidden.)
+      const hiddenAfter = this.secrets.allValues();
+      const hidden =
+        hiddenAfter === hiddenBefore
+          ? hiddenBefore
+          : [...new Set([...hiddenBefore, ...hiddenAfter])].sort((a, b) => b.length - a.length);
+      const logs =
+        hidden.length === 0
+          ? outcome.logs
+          : outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
       const status: InvocationStatus =
         outcome.status === 'succeeded' ? 'succeeded' : meta.lastAttempt ? 'dead' : 'failed';
       const run: InvocationRun = {
@@ -579,7 +587,9 @@ export class FunctionsService {
         version: fn.version,
       };
       this.options.onRun?.(run);
-      return { run, outcome: { ...outcome, logs } };
+      // Not a spread: that would read (and parse) a successful outcome's lazy `value`.
+      outcome.logs = logs;
+      return { run, outcome };
     } finally {
       release();
     }
@@ -612,7 +622,7 @@ export class FunctionsService {
     if (backlogFull) await backlogFull;
     const invocationId = run.id;
     if (outcome.status === 'succeeded') {
-      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', value: outcome.value };
+      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', json: outcome.json };
     }
     if (outcome.status === 'timeout') {
       throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {

@@ -135,20 +135,32 @@ function files(rpc: Rpc) {
 
 const asCallerRpc = rpcAs('caller');
 
+/**
+ * The parts of ctx that hold no per-run state, built once per worker rather than on every
+ * run (they act for whichever invocation is current). Frozen, so a run cannot change them
+ * for the runs after it.
+ */
+const functionLog = Object.freeze({
+  info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
+  warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
+  error: (message: string, fields?: Record<string, unknown>) => log('error', fields ? [message, fields] : [message]),
+});
+const serviceDb = Object.freeze(documents(rpc));
+const serviceStorage = Object.freeze(files(rpc));
+const callerInterfaces = Object.freeze({
+  db: Object.freeze(documents(asCallerRpc)),
+  storage: Object.freeze(files(asCallerRpc)),
+});
+
 function context(env: Record<string, string | undefined>, secrets: Record<string, string>, asCaller: boolean) {
   return {
     env,
-    secrets: Object.freeze({ ...secrets }),
-    log: {
-      info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
-      warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
-      error: (message: string, fields?: Record<string, unknown>) =>
-        log('error', fields ? [message, fields] : [message]),
-    },
-    db: documents(rpc),
-    storage: files(rpc),
+    secrets: Object.freeze(secrets),
+    log: functionLog,
+    db: serviceDb,
+    storage: serviceStorage,
     // HTTP functions: the same interfaces acting as the verified caller, with the rules applied.
-    ...(asCaller ? { asCaller: { db: documents(asCallerRpc), storage: files(asCallerRpc) } } : {}),
+    ...(asCaller ? { asCaller: callerInterfaces } : {}),
   };
 }
 
@@ -213,12 +225,14 @@ async function handle(message: ToWorker): Promise<void> {
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
-          send({ type: 'result', invocationId: message.invocationId, ok: true, value: null, response });
+          send({ type: 'result', invocationId: message.invocationId, ok: true, json: 'null', response });
           return;
         }
-        // Anything else crosses back as JSON: an HTTP function's result is sent as its response.
-        const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as unknown);
-        send({ type: 'result', invocationId: message.invocationId, ok: true, value: json });
+        // Anything else crosses back as JSON text, made once here: an HTTP function's result is
+        // sent as its response as is, with no parse and serialisation again in the server thread.
+        const json = value === undefined ? 'null' : (JSON.stringify(value) as string | undefined);
+        if (json === undefined) throw new TypeError('the function returned a value that is not JSON');
+        send({ type: 'result', invocationId: message.invocationId, ok: true, json });
       } catch (error) {
         const failure = error instanceof Error ? error : new Error(String(error));
         send({
