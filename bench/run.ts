@@ -8,6 +8,7 @@
 import { runAuth } from './auth.js';
 import { runDeploy } from './deploy.js';
 import { runFunctions } from './functions.js';
+import { runFunctionsWarm } from './functions-warm.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { runIdle } from './idle.js';
@@ -27,6 +28,7 @@ async function main(): Promise<void> {
     'auth',
     'realtime',
     'functions',
+    'functions-warm',
     'deploy',
     'storage',
     'storage-tus',
@@ -41,8 +43,8 @@ async function main(): Promise<void> {
   const settings = readSettings();
   // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
   if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
-  // The idle and deploy suites measure Basalt alone: they need none of the peers' packages.
-  if (suite !== 'idle' && suite !== 'deploy') ensureBenchDependencies();
+  // The idle, deploy and functions-warm suites measure Basalt alone: they need none of the peers' packages.
+  if (suite !== 'idle' && suite !== 'deploy' && suite !== 'functions-warm') ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -68,6 +70,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'functions' || suite === 'all') {
     for (const line of await runFunctions(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'functions-warm' || suite === 'all') {
+    for (const line of await runFunctionsWarm(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'deploy' || suite === 'all') {
     for (const line of await runDeploy(settings)) process.stdout.write(line + '\n');
