@@ -135,16 +135,18 @@ function files(rpc: Rpc) {
 
 const asCallerRpc = rpcAs('caller');
 
+function logAt(level: LogLine['level']) {
+  return (message: string, fields?: Record<string, unknown>) => log(level, fields ? [message, fields] : [message]);
+}
+const logInfo = logAt('info');
+const logWarn = logAt('warn');
+const logError = logAt('error');
+
 /**
- * The parts of ctx that hold no per-run state, built once per worker rather than on every
- * run (they act for whichever invocation is current). Frozen, so a run cannot change them
- * for the runs after it.
+ * ctx.db, ctx.storage and ctx.asCaller hold no per-run state (they act for whichever
+ * invocation is current), so they are built once per worker rather than on every run, and
+ * frozen so that a run cannot change them for the runs after it. The rest of ctx is the run's own.
  */
-const functionLog = Object.freeze({
-  info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
-  warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
-  error: (message: string, fields?: Record<string, unknown>) => log('error', fields ? [message, fields] : [message]),
-});
 const serviceDb = Object.freeze(documents(rpc));
 const serviceStorage = Object.freeze(files(rpc));
 const callerInterfaces = Object.freeze({
@@ -155,8 +157,9 @@ const callerInterfaces = Object.freeze({
 function context(env: Record<string, string | undefined>, secrets: Record<string, string>, asCaller: boolean) {
   return {
     env,
+    // The message's own copy, made for this run.
     secrets: Object.freeze(secrets),
-    log: functionLog,
+    log: { info: logInfo, warn: logWarn, error: logError },
     db: serviceDb,
     storage: serviceStorage,
     // HTTP functions: the same interfaces acting as the verified caller, with the rules applied.
