@@ -221,7 +221,8 @@ async function handle(message: ToWorker): Promise<void> {
     case 'invoke': {
       current = message.invocationId;
       try {
-        const loaded = await load(message.bundle);
+        // A warm worker has the bundle already: no await (and no turn of the microtask queue) for it.
+        const loaded = modules.get(message.bundle) ?? (await load(message.bundle));
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
         const value = await definition.handler(message.input, context(message.env, message.secrets, message.asCaller));
