@@ -21,10 +21,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase } from './database.js';
 import { round } from './load.js';
-import { freePort, type ServerProcess } from './process.js';
+import type { ServerProcess } from './process.js';
 import { machine } from './report.js';
 import type { Settings } from './settings.js';
-import { childEnv, startBasaltServer } from './targets.js';
+import { startFunctionsServer } from './targets.js';
 
 function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
@@ -145,20 +145,14 @@ export async function runFunctionsWarm(settings: Settings): Promise<string[]> {
   let server: Server | null = null;
   const lines: string[] = [];
   try {
-    const port = await freePort();
     server = {
       serviceKey,
-      process: await startBasaltServer(
-        `http://127.0.0.1:${port}`,
-        childEnv({
-          DATABASE_URL: db.url,
-          PORT: String(port),
-          BASALT_SERVICE_KEY: serviceKey,
-          BASALT_DATA_DIR: dataDir,
-          BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
-          LOG_LEVEL: 'warn',
-        }),
-      ),
+      process: await startFunctionsServer({
+        databaseUrl: db.url,
+        serviceKey,
+        dataDir,
+        functionsDir: path.join(dataDir, 'functions'),
+      }),
     };
     const pid = server.process.child.pid;
     if (pid === undefined) throw new Error('the server has no pid');
