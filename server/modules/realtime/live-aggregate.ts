@@ -54,7 +54,12 @@ export class AggregateSubscription {
 
   /** Changes of its collection: the groups are computed again, within the interval. */
   deliver(routed: RoutedChange[]): void {
-    if (routed.length > 0) this.schedule();
+    if (routed.length > 0) this.changed();
+  }
+
+  /** The collection changed (or may have: the feed skipped changes): the groups are computed again, within the interval. */
+  changed(): void {
+    this.schedule();
   }
 
   /** The connection's caller changed: the groups are those the new caller may read, computed now. */

@@ -124,7 +124,7 @@ export class SubscriptionManager {
       for (const subscription of subs.values()) {
         // A live aggregate reads the table afresh: what the gap skipped is in it.
         if (subscription instanceof AggregateSubscription) {
-          subscription.deliver([]);
+          subscription.changed();
           continue;
         }
         if (subscription.buffer) continue; // still starting: its snapshot is read after this point anyway
