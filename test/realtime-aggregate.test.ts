@@ -158,6 +158,13 @@ describe('live aggregates', () => {
     await socket.nextOfType('subscribed', { id: 'q1' });
     socket.send({ type: 'subscribe', id: 'u2', collection: 'orders', aggregate: BY_STATUS });
     await socket.nextOfType('aggregate', { id: 'u2' });
+    // The admin listing shows a live aggregate with what it groups and how many groups it sent.
+    const listing = await request(server.url, 'GET', '/v1/admin/realtime', { token: server.serviceKey });
+    expect(listing.status, listing.text).toBe(200);
+    const held = (listing.body as { connections: Array<{ subscriptions: Array<Record<string, unknown>> }> }).connections
+      .flatMap((connection) => connection.subscriptions)
+      .find((subscription) => subscription.id === 'u2');
+    expect(held).toMatchObject({ collection: 'orders', doc_id: null, documents: 2, aggregate: BY_STATUS });
     // The limit (3 here) counts live queries and aggregates together.
     socket.send({ type: 'subscribe', id: 'u3', collection: 'orders', aggregate: BY_STATUS });
     expect(await socket.nextOfType('error', { id: 'u3' })).toMatchObject({
