@@ -91,6 +91,8 @@ export class AggregateSubscription {
       this.timer = null;
       void this.run();
     }, wait);
+    // Never what keeps a stopping process alive: its sockets close and drop this anyway.
+    this.timer.unref();
   }
 
   private async run(): Promise<void> {
