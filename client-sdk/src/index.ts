@@ -27,6 +27,7 @@ export type {
   VerifyType,
 } from './auth.js';
 export {
+  AggregateQuery,
   CollectionRef,
   DbClient,
   DocumentRef,
@@ -81,6 +82,7 @@ export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
   ChannelEvents,
   DocChangeType,
+  LiveAggregateTarget,
   LiveDoc,
   PresenceCallback,
   LiveQuery,
