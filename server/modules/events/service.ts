@@ -184,6 +184,8 @@ export class EventsService {
           return inserted;
         });
         if (checked.delaySeconds === 0) this.queues.notify(queued);
+        // Due later: this instance's runners look again then rather than at their next poll.
+        else setTimeout(() => this.queues.notify(queued), checked.delaySeconds * 1000 + 10).unref();
         return { id: event.id };
       } catch (error) {
         if (!(error instanceof MissingQueues)) throw error;
