@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { signUp } from './auth-helpers.js';
+import { createClient, isBasaltError } from '../client-sdk/src/index.js';
+import { signUp, STRONG_PASSWORD, uniqueEmail } from './auth-helpers.js';
 import { createCollection, errorCode, request, useTestApp, waitFor, type TestApp } from './helpers.js';
 
 /**
@@ -215,6 +216,13 @@ describe('topics', () => {
       const seen = (await docs<Seen>('seen')).filter((doc) => doc.event_id === id);
       return seen.length === 2;
     });
+    // The SDK publishes with the session's token, under the same rule.
+    const client = createClient(app.url, { persistSession: false, autoRefreshToken: false });
+    await client.auth.signUp({ email: uniqueEmail('topics'), password: STRONG_PASSWORD });
+    const sent = await client.events.publish('orders.created', { amount: 1 }, { key: 'sdk' });
+    expect(sent.id).toMatch(/^evt_/);
+    const refused = await client.events.publish('orders.created', { amount: 1000 }).catch((error: unknown) => error);
+    expect(isBasaltError(refused, 'FORBIDDEN')).toBe(true);
   });
 
   it('delivers a delayed event no sooner than its delay', async () => {
