@@ -7,6 +7,7 @@
  */
 import { runAuth } from './auth.js';
 import { runDeploy } from './deploy.js';
+import { runEvents } from './events.js';
 import { runFunctions } from './functions.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     'realtime',
     'functions',
     'deploy',
+    'events',
     'storage',
     'storage-tus',
     'storage-transform',
@@ -42,7 +44,7 @@ async function main(): Promise<void> {
   // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
   if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
   // The idle and deploy suites measure Basalt alone: they need none of the peers' packages.
-  if (suite !== 'idle' && suite !== 'deploy') ensureBenchDependencies();
+  if (suite !== 'idle' && suite !== 'deploy' && suite !== 'events') ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -71,6 +73,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'deploy' || suite === 'all') {
     for (const line of await runDeploy(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'events' || suite === 'all') {
+    for (const line of await runEvents(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'storage' || suite === 'all') {
     for (const line of await runStorage(settings)) process.stdout.write(line + '\n');
