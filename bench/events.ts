@@ -19,35 +19,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase } from './database.js';
+import { call, log, percentile } from './deploy.js';
 import { round } from './load.js';
 import { freePort, type ServerProcess } from './process.js';
 import { machine } from './report.js';
 import type { Settings } from './settings.js';
 import { childEnv, startBasaltServer } from './targets.js';
-
-function log(message: string): void {
-  process.stderr.write(`bench: ${message}\n`);
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return round(sorted[index] ?? Number.NaN, 1);
-}
-
-async function call(url: string, token: string, method: string, urlPath: string, body?: unknown): Promise<unknown> {
-  const response = await fetch(url + urlPath, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text.slice(0, 300)}`);
-  return text ? (JSON.parse(text) as unknown) : null;
-}
 
 const TOPIC = 'bench.events';
 const SUBSCRIBERS = ['bench_sub_a', 'bench_sub_b'];
