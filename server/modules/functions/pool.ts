@@ -1,10 +1,10 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../internal/log.js';
 import type { FunctionResponse } from './http-response.js';
-import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
 export type RpcHandler = (
-  target: 'db' | 'storage',
+  target: RpcTarget,
   method: string,
   args: unknown[],
   as: 'service' | 'caller',

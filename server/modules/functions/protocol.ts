@@ -4,7 +4,10 @@
  */
 import type { FunctionResponse } from './http-response.js';
 
-export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule';
+export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule' | 'event';
+
+/** What ctx.* calls reach on the server: ctx.db, ctx.storage and ctx.events. */
+export type RpcTarget = 'db' | 'storage' | 'events';
 
 export interface InvokeMessage {
   type: 'invoke';
@@ -53,7 +56,7 @@ export type FromWorker =
       type: 'rpc';
       invocationId: string;
       callId: number;
-      target: 'db' | 'storage';
+      target: RpcTarget;
       /** ctx.db / ctx.storage act as the service role; ctx.asCaller as the HTTP caller. */
       as: 'service' | 'caller';
       method: string;

@@ -34,7 +34,7 @@ const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 
 const functionSchema = closedObject({
   name: { type: 'string' },
-  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule', 'event'] },
   file: { type: 'string', description: 'The entry: a deployed file, or the file in the functions folder' },
   // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
   trigger: { type: 'object', additionalProperties: true },
@@ -52,7 +52,7 @@ const functionSchema = closedObject({
 const deployedSchema = closedObject({
   name: { type: 'string' },
   version: { type: 'integer' },
-  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule', 'event'] },
   trigger: { type: 'object', additionalProperties: true },
   options: { type: 'object', additionalProperties: true },
   deployed_at: timestamp,

@@ -25,7 +25,7 @@ import {
 } from './loader.js';
 import { checkDeployFiles, MAX_BUNDLE_BYTES, withDeployFiles } from './deploy-files.js';
 import type { DeployRepository, DeploySource, VersionInfo } from './deploy-repository.js';
-import type { ProbedDefinition } from './protocol.js';
+import type { ProbedDefinition, RpcTarget } from './protocol.js';
 import { redact, type SecretStore } from './secrets.js';
 import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
@@ -75,8 +75,19 @@ export interface VersionSummary {
   source: DeploySource;
 }
 
-/** How ctx.db and ctx.storage reach the server: as the service role, or as the HTTP caller. */
-export type ServerRpc = (target: 'db' | 'storage', method: string, args: unknown[], caller: Caller) => Promise<unknown>;
+/** The run a ctx.* call comes from: a publish names it as the event's parent. */
+export interface RpcInvocation {
+  invocationId: string;
+}
+
+/** How ctx.db, ctx.storage and ctx.events reach the server: as the service role, or as the HTTP caller. */
+export type ServerRpc = (
+  target: RpcTarget,
+  method: string,
+  args: unknown[],
+  caller: Caller,
+  invocation: RpcInvocation,
+) => Promise<unknown>;
 
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
 export type HttpInvocation = Omit<HttpRequest, 'auth'>;
@@ -114,6 +125,13 @@ class Semaphore {
     };
   }
 }
+
+/** What `access` lists for each kind of ctx.* call. */
+const ACCESS_KINDS: Record<RpcTarget, { kind: string; noun: string }> = {
+  db: { kind: 'collections', noun: 'collection' },
+  storage: { kind: 'buckets', noun: 'bucket' },
+  events: { kind: 'topics', noun: 'topic' },
+};
 
 /** The option keys that are not part of a function's trigger. */
 const NON_TRIGGER = new Set([
@@ -489,17 +507,17 @@ export class FunctionsService {
     return Object.fromEntries(declared.map((name) => [name, this.options.environment[name]]));
   }
 
-  /** Refuses a ctx.db / ctx.storage call outside what the function declared in `access`. */
-  private checkAccess(fn: LoadedFunction, target: 'db' | 'storage', args: unknown[]): void {
+  /** Refuses a ctx.db / ctx.storage / ctx.events call outside what the function declared in `access`. */
+  private checkAccess(fn: LoadedFunction, target: RpcTarget, args: unknown[]): void {
     const access = fn.options.access as Record<string, unknown> | undefined;
     if (access === undefined) return;
-    const kind = target === 'db' ? 'collections' : 'buckets';
+    const { kind, noun } = ACCESS_KINDS[target];
     const allowed = nameList(access[kind]) ?? [];
     const name = args[0];
     if (typeof name !== 'string' || !allowed.includes(name)) {
       throw new AppError(
         'FORBIDDEN',
-        `The function "${fn.name}" may not use the ${target === 'db' ? 'collection' : 'bucket'} "${String(name)}" (access.${kind}).`,
+        `The function "${fn.name}" may not use the ${noun} "${String(name)}" (access.${kind}).`,
       );
     }
   }
@@ -555,7 +573,9 @@ export class FunctionsService {
           if (as === 'caller' && !caller) {
             throw new AppError('FORBIDDEN', 'ctx.asCaller is only available in HTTP functions.');
           }
-          return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER);
+          return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER, {
+            invocationId: id,
+          });
         },
       });
       // A secret's value never reaches the invocation's record, whoever printed it. (The list

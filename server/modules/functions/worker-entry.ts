@@ -8,12 +8,12 @@ import { parentPort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
 import { readFunctionResponse } from './http-response.js';
-import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('worker-entry must run in a worker thread');
 
-const KINDS = new Set(['document', 'object', 'auth', 'http', 'schedule']);
+const KINDS = new Set(['document', 'object', 'auth', 'http', 'schedule', 'event']);
 let current: string | null = null;
 let nextCallId = 1;
 const pendingCalls = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
@@ -34,7 +34,7 @@ console.debug = (...args: unknown[]) => log('info', args);
 console.warn = (...args: unknown[]) => log('warn', args);
 console.error = (...args: unknown[]) => log('error', args);
 
-type Rpc = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
+type Rpc = (target: RpcTarget, method: string, args: unknown[]) => Promise<unknown>;
 
 function rpcAs(as: 'service' | 'caller'): Rpc {
   return (target, method, args) => {
@@ -149,6 +149,11 @@ const logError = logAt('error');
  */
 const serviceDb = Object.freeze(documents(rpc));
 const serviceStorage = Object.freeze(files(rpc));
+// ctx.events.publish resolves once the event is committed: durable, at least once to every subscriber.
+const serviceEvents = Object.freeze({
+  publish: async (topic: string, payload: unknown, options?: { key?: string; delay_seconds?: number }) =>
+    (await rpc('events', 'publish', [topic, payload, options ?? {}])) as { id: string },
+});
 const callerInterfaces = Object.freeze({
   db: Object.freeze(documents(asCallerRpc)),
   storage: Object.freeze(files(asCallerRpc)),
@@ -162,6 +167,7 @@ function context(env: Record<string, string | undefined>, secrets: Record<string
     log: { info: logInfo, warn: logWarn, error: logError },
     db: serviceDb,
     storage: serviceStorage,
+    events: serviceEvents,
     // HTTP functions: the same interfaces acting as the verified caller, with the rules applied.
     ...(asCaller ? { asCaller: callerInterfaces } : {}),
   };
