@@ -40,8 +40,9 @@ function checkoutStartFlags(root: string): string[] {
   );
 }
 
-const SERVER_FLAGS =
+const SERVER_FLAGS_BASE =
   process.env.BENCH_SERVER_FLAGS === 'checkout' ? checkoutStartFlags(BASALT_ROOT_DIR) : NODE_HEAP_FLOOR;
+const SERVER_FLAGS = process.env.TMP_CPU_PROF ? [...SERVER_FLAGS_BASE, '--cpu-prof', `--cpu-prof-dir=${process.env.TMP_CPU_PROF}`] : SERVER_FLAGS_BASE;
 
 /**
  * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags

@@ -278,9 +278,10 @@ class SyncingFileWriter extends Writable {
   }
 
   private async writeAll(buffers: Buffer[]): Promise<void> {
-    let pending = buffers;
+    const pending = buffers.filter((buffer) => buffer.length > 0);
     while (pending.length > 0) {
       const { bytesWritten } = await this.handle.writev(pending, this.position);
+      if (bytesWritten === 0) throw new Error('The disk took no bytes of a write.');
       this.position += bytesWritten;
       // A short write (rare on a regular file): the rest goes again.
       let skip = bytesWritten;
