@@ -128,6 +128,10 @@ export class ResumableUploads {
 
   /** HEAD: where the upload stands. An upload whose bytes all arrived but did not commit (a crash) is finished here. */
   async status(caller: Caller, id: string): Promise<UploadStatus> {
+    await this.visible(caller, id);
+    // An append on this instance still storing what a dropped connection sent: the offset to
+    // report is the one it ends with, not one it recorded on the way.
+    await this.localAppendEnded(id);
     const row = await this.visible(caller, id);
     if (row.upload_offset === row.upload_length) {
       const finished = await this.append(caller, id, row.upload_offset, null).catch((error: unknown) => {
@@ -148,13 +152,7 @@ export class ResumableUploads {
     await this.visible(caller, id);
     const token = randomBytes(16).toString('base64url');
     let row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
-    const local = this.appending.get(id);
-    if (!row && local) {
-      // The holder is a request on this instance, typically one whose client just went away
-      // and that is storing what arrived: the client's resume waits for it rather than a 409.
-      await Promise.race([local, new Promise((resolve) => setTimeout(resolve, LOCAL_HANDOVER_MS).unref())]);
-      row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
-    }
+    if (!row && (await this.localAppendEnded(id))) row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
     if (!row) {
       if (await this.repo.upload(id)) {
         throw new AppError('VERSION_CONFLICT', 'Another request is writing to this upload; retry shortly.', {
@@ -184,18 +182,23 @@ export class ResumableUploads {
     const hash = this.hashes.resume(id, row.upload_offset);
     let current: UploadRow & { held: Buffer | null } = row;
     let ended = false;
+    let released = false;
     try {
       if (body !== null && row.upload_offset < row.upload_length) {
         const left = row.upload_length - row.upload_offset;
         // Progress is recorded as it becomes durable while the body goes on arriving (every
         // 8 MiB on disk, every part on S3): a crash (kill -9) in the middle of a long PATCH
         // loses at most the stretch in flight.
-        const record = async (progress: { offset: number; state: ResumableState; held: Buffer | null }) => {
+        const record = async (
+          progress: { offset: number; state: ResumableState; held: Buffer | null },
+          release = false,
+        ) => {
           const recorded = await this.repo.recordProgress(id, token, {
             offset: progress.offset,
             backendState: progress.state,
             held: progress.held,
             expiresInSeconds: this.options.expirySeconds,
+            release,
           });
           if (!recorded) {
             throw new AppError('VERSION_CONFLICT', 'The upload was taken over by another request; resume it.', {
@@ -220,7 +223,9 @@ export class ResumableUploads {
             await record({ ...durable, held: null });
           },
         );
-        current = { ...(await record(progress)), held: progress.held };
+        // The last record of an append that leaves the upload unfinished also releases the lease.
+        released = progress.offset < row.upload_length;
+        current = { ...(await record(progress, released)), held: progress.held };
         const failure = progress.failure;
         if (isAppError(failure)) throw failure;
         // A body cut off: what arrived is kept; the client (gone) resumes from the new offset.
@@ -239,10 +244,24 @@ export class ResumableUploads {
         if (!ended && hash.offset === current.upload_offset) await this.hashes.park(id, hash);
         else hash.discard();
       }
-      await this.repo.releaseLease(id, token).catch(() => undefined);
+      if (!released) await this.repo.releaseLease(id, token).catch(() => undefined);
       if (this.appending.get(id) === ownAppend) this.appending.delete(id);
       appended();
     }
+  }
+
+  /**
+   * Waits (up to LOCAL_HANDOVER_MS) for an append of upload `id` running on this instance,
+   * typically one whose client just went away and that is storing what arrived, so that the
+   * client's resume finds its final offset rather than a 409. False when there was none.
+   */
+  private async localAppendEnded(id: string): Promise<boolean> {
+    const local = this.appending.get(id);
+    if (!local) return false;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([local, new Promise((resolve) => (timer = setTimeout(resolve, LOCAL_HANDOVER_MS)))]);
+    clearTimeout(timer);
+    return true;
   }
 
   /** DELETE: the upload and its bytes go; later requests for it are 404. */
