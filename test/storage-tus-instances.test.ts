@@ -86,30 +86,47 @@ describe.each(['fs', 's3'] as const)('a tus upload moving between instances (%s 
     }
   }
 
-  it('ends with the right SHA-256 when it is resumed on another instance', async () => {
-    const data = randomBytes(7 * MIB + 321);
-    const location = await create('handed-over.bin', data.length);
-    await patch(first, location, data, 0, 3 * MIB);
-    const last = await patch(second, location, data, 3 * MIB, data.length);
-    await expectStored('handed-over.bin', data, last.body);
-  });
-
-  it('ends with the right SHA-256 when it comes back to the first instance after moving away', async () => {
+  // Which instance takes each PATCH: [instance, end offset] in order (the last ends the upload).
+  const journeys: Array<[string, number, Array<['first' | 'second', number]>]> = [
+    [
+      'is resumed on another instance',
+      7 * MIB + 321,
+      [
+        ['first', 3 * MIB],
+        ['second', 7 * MIB + 321],
+      ],
+    ],
     // The first instance's running hash stops at 3 MiB; it must not be taken for the whole.
-    const data = randomBytes(9 * MIB + 5);
-    const location = await create('round-trip.bin', data.length);
-    await patch(first, location, data, 0, 3 * MIB);
-    await patch(second, location, data, 3 * MIB, 6 * MIB);
-    const last = await patch(first, location, data, 6 * MIB, data.length);
-    await expectStored('round-trip.bin', data, last.body);
-  });
+    [
+      'comes back to the first instance after moving away',
+      9 * MIB + 5,
+      [
+        ['first', 3 * MIB],
+        ['second', 6 * MIB],
+        ['first', 9 * MIB + 5],
+      ],
+    ],
+    [
+      'arrives all on one instance in order',
+      6 * MIB + 77,
+      [
+        ['second', 2 * MIB],
+        ['second', 4 * MIB],
+        ['second', 6 * MIB + 77],
+      ],
+    ],
+  ];
 
-  it('ends with the right SHA-256 when the bytes all arrive on one instance in order', async () => {
-    const data = randomBytes(6 * MIB + 77);
-    const location = await create('one-instance.bin', data.length);
-    await patch(second, location, data, 0, 2 * MIB);
-    await patch(second, location, data, 2 * MIB, 4 * MIB);
-    const last = await patch(second, location, data, 4 * MIB, data.length);
-    await expectStored('one-instance.bin', data, last.body);
+  it.each(journeys)('ends with the right SHA-256 when it %s', async (journey, size, steps) => {
+    const data = randomBytes(size);
+    const name = `${journey.replaceAll(' ', '-')}.bin`;
+    const location = await create(name, data.length);
+    let offset = 0;
+    let last: Awaited<ReturnType<typeof patch>> | null = null;
+    for (const [instance, end] of steps) {
+      last = await patch(instance === 'first' ? first : second, location, data, offset, end);
+      offset = end;
+    }
+    await expectStored(name, data, last?.body);
   });
 });
