@@ -318,4 +318,95 @@ describe.skipIf(!haveBrowser)('offline-first in Chromium, with the server stoppe
     expect(resent.at(-1)!.status).toBeLessThan(300);
     await context.close();
   }, 60_000);
+
+  it('keeps two tabs offline on one outbox: edits of different fields both land, a refused write is rolled back and reported, a closed tab hands over', async () => {
+    context = await browser.newContext();
+    const first = await context.newPage();
+    await openApp(first);
+    await first.evaluate(async (password) => {
+      const w = window as unknown as PageWindow;
+      await w.basalt.auth.signUp({ email: `tabs-${Date.now()}@example.com`, password });
+      const todos = w.basalt.db.collection('todos');
+      await todos.add({ title: 'plan', done: false, note: '' });
+      await todos.add({ title: 'keep', done: false });
+    }, PASSWORD);
+    const ids = Object.fromEntries(
+      (
+        (
+          await request(server.url, 'POST', '/v1/db/todos/query', {
+            token: server.serviceKey,
+            body: { where: [['data.title', 'in', ['plan', 'keep']]] },
+          })
+        ).body as { docs: Array<{ id: string; data: Data }> }
+      ).docs.map((doc) => [doc.data.title, doc.id]),
+    );
+    // The second tab opens signed in (the session is shared) on the same cache.
+    const second = await context.newPage();
+    await openApp(second);
+    for (const page of [first, second]) await startLive(page, ids.plan!);
+    for (const page of [first, second]) {
+      await expect
+        .poll(async () => (await state(page)).list)
+        .toMatchObject({ titles: ['plan', 'keep'], fromCache: false });
+    }
+
+    await stopServer();
+    const writesBefore = proxy.writes.length;
+    // Each tab edits another field of the same document; the first also queues a write the
+    // rules refuse, the second one that lands.
+    await first.evaluate(({ plan, keep }) => {
+      const { basalt, queued } = window as unknown as PageWindow;
+      const todos = basalt.db.collection('todos');
+      return queued([todos.doc(plan!).update({ title: 'plan v2' }), todos.doc(keep!).update({ title: 'forbidden' })]);
+    }, ids);
+    await second.evaluate(({ plan }) => {
+      const { basalt, queued } = window as unknown as PageWindow;
+      const todos = basalt.db.collection('todos');
+      return queued([todos.doc(plan!).update({ done: true }), todos.add({ title: 'late', done: false })]);
+    }, ids);
+    // Each tab shows the other's pending writes as well as its own.
+    for (const page of [first, second]) {
+      await expect
+        .poll(async () => {
+          const now = await state(page);
+          return { list: now.list, pending: now.pending };
+        })
+        .toMatchObject({
+          list: {
+            titles: ['plan v2', 'forbidden', 'late'],
+            done: { 'plan v2': true, forbidden: false, late: false },
+            hasPendingWrites: true,
+          },
+          pending: 4,
+        });
+    }
+
+    // The first tab (the one that sends) closes; the second takes over when the server is back.
+    await first.close();
+    await startServer();
+    await expect
+      .poll(async () => (await state(second)).list, { timeout: 20_000, interval: 250 })
+      .toMatchObject({
+        titles: ['plan v2', 'keep', 'late'],
+        done: { 'plan v2': true, keep: false, late: false },
+        fromCache: false,
+        hasPendingWrites: false,
+      });
+    const after = await state(second);
+    expect(after.pending).toBe(0);
+    expect(after.writeErrors).toEqual([{ code: 'FORBIDDEN', ids: [ids.keep] }]);
+    expect(await serverTodos()).toMatchObject({
+      'plan v2': { done: true, version: 3 },
+      keep: { done: false, version: 1 },
+      late: { done: false, version: 1 },
+    });
+    // One tab sent the outbox: the server answered each write once (attempts while it was
+    // down never reached it).
+    const sent = proxy.writes.slice(writesBefore);
+    expect(sent.every((write) => write.idempotencyKey !== null)).toBe(true);
+    const answered = sent.filter((write) => write.status !== null).map((write) => write.idempotencyKey);
+    expect(answered).toHaveLength(4);
+    expect(new Set(answered).size).toBe(4);
+    await context.close();
+  }, 60_000);
 });

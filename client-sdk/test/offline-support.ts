@@ -77,13 +77,14 @@ export class LoopbackProxy {
       ? { method, path, idempotencyKey: typeof key === 'string' ? key : null, answerDropped: false, status: null }
       : null;
     if (write) this.writes.push(write);
-    const drop = write !== null && this.dropNext !== null && this.dropNext(method, path);
-    if (drop) this.dropNext = null;
     const upstream = http.request(
       { host: '127.0.0.1', port: this.targetPort, method, path, headers: incoming.headers, agent: false },
       (answer) => {
         if (write) write.status = answer.statusCode ?? null;
+        // Decided once the server answered: attempts that never reached it do not count.
+        const drop = write !== null && this.dropNext !== null && this.dropNext(method, path);
         if (drop) {
+          this.dropNext = null;
           // Read the whole answer (the server is done with the write), then hang up on the page.
           answer.resume();
           answer.on('end', () => {
