@@ -8,6 +8,8 @@ import type { OrderDirection } from './order.js';
 import type { HttpTransport } from './transport.js';
 import type { FieldPath, PathValue, QueryPath, Selected, WhereOp, WhereValue } from './field-paths.js';
 import type { QuerySnapshot } from './live-query.js';
+import type { OfflineEngine, WriteErrorListener } from './offline/engine.js';
+import type { PendingOp } from './offline/local.js';
 import type { Doc, DocumentData } from './wire.js';
 
 export type { Doc, DocumentData } from './wire.js';
@@ -208,6 +210,10 @@ export interface AggregateGroup<A extends Record<string, AggregateSpec>> {
 
 export interface QueryResult<T> {
   docs: Doc<T>[];
+  /** With `offline`: answered from the cache, the server being unreachable. */
+  fromCache?: boolean;
+  /** With `offline`: some document of `docs` carries writes the server has not acknowledged yet. */
+  hasPendingWrites?: boolean;
   /** Continues after this page with startAfter(nextCursor); null when no document follows. */
   nextCursor: string | null;
   /**
@@ -226,10 +232,24 @@ function versionHeaders(options: WriteOptions | undefined): Record<string, strin
   return options?.ifVersion === undefined ? {} : { 'if-match': String(options.ifVersion) };
 }
 
-/** What queries and references use: the HTTP transport, and the live queries of the same client. */
+/** What queries and references use: the HTTP transport, the live queries of the same client, and its offline engine. */
 export interface DbContext {
   readonly http: HttpTransport;
   readonly live: LiveQueries;
+  readonly offline?: Promise<OfflineEngine>;
+}
+
+/** A document listener's second argument: where the document comes from (docs/offline.md). */
+export interface SnapshotMetadata {
+  /** Read from the offline cache: the server has not confirmed it (yet, or any more). */
+  fromCache: boolean;
+  /** The document carries local writes the server has not acknowledged yet. */
+  hasPendingWrites: boolean;
+}
+
+/** Sends a write, or with `offline` queues it (applied locally at once): resolves with the op's result. */
+async function write<R>(context: DbContext, op: Omit<PendingOp, 'id'> & { id?: string }, send: () => Promise<R>) {
+  return context.offline ? ((await (await context.offline).write([op], false))[0] as R) : send();
 }
 
 /**
@@ -370,22 +390,32 @@ export class Query<T = DocumentData, R = T> {
         if (!select) return callback(typed);
         const project = (doc: Doc<R>): Doc<R> => ({ ...doc, data: projectData(doc.data, select) as R });
         callback({
+          ...typed,
           docs: typed.docs.map(project),
           changes: typed.changes.map((change) => ({ type: change.type, doc: project(change.doc) })),
-          hasMore: typed.hasMore,
         });
       },
       onError,
     );
   }
 
+  /** With `offline`, answers from the cache when the server cannot be reached (`fromCache`). */
   async get(): Promise<QueryResult<R>> {
-    const result = await this.context.http.request<{
-      docs: Doc<R>[];
-      next_cursor: string | null;
-      prev_cursor?: string | null;
-    }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
-    return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
+    const fetchPage = async (): Promise<QueryResult<R>> => {
+      const result = await this.context.http.request<{
+        docs: Doc<R>[];
+        next_cursor: string | null;
+        prev_cursor?: string | null;
+      }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
+      return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
+    };
+    if (!this.context.offline) return fetchPage();
+    const result = await (await this.context.offline).get(this.collection, { ...this.body }, fetchPage);
+    const select = this.body.select;
+    if (select && result.fromCache) {
+      result.docs = result.docs.map((doc) => ({ ...doc, data: projectData(doc.data, select) as R }));
+    }
+    return result;
   }
 
   /** How many documents match (that the caller may read); limit and cursor are ignored. */
@@ -431,30 +461,55 @@ export class DocumentRef<T = DocumentData> {
     return `/v1/db/${segment(this.collection)}/${segment(this.id)}`;
   }
 
-  /** The document, or null when it does not exist or the caller may not read it; `expand` adds referenced documents. */
+  /**
+   * The document, or null when it does not exist or the caller may not read it; `expand` adds
+   * referenced documents. With `offline`, the cached copy (with local writes) when the server
+   * cannot be reached.
+   */
   async get(options: { expand?: string[] } = {}): Promise<Doc<T> | null> {
     const query = options.expand?.length ? `?expand=${options.expand.map(segment).join(',')}` : '';
-    try {
-      return await this.context.http.request<Doc<T>>('GET', `${this.path}${query}`);
-    } catch (error) {
-      if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
-      throw error;
-    }
+    const fetchDoc = async (): Promise<Doc<T> | null> => {
+      try {
+        return await this.context.http.request<Doc<T>>('GET', `${this.path}${query}`);
+      } catch (error) {
+        if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
+        throw error;
+      }
+    };
+    if (!this.context.offline) return fetchDoc();
+    const page = async () => {
+      const doc = await fetchDoc();
+      return { docs: doc ? [doc] : [], nextCursor: null, prevCursor: null };
+    };
+    const result = await (await this.context.offline).get(this.collection, {}, page, this.id);
+    return result.docs[0] ?? null;
   }
 
-  /** Live document: called with it (or null when absent or unreadable), then after every change. */
-  onSnapshot(callback: (doc: Doc<T> | null) => void, onError?: (error: BasaltError) => void): () => void {
+  /**
+   * Live document: called with it (or null when absent or unreadable), then after every
+   * change; the second argument says whether it comes from the offline cache and carries
+   * pending writes.
+   */
+  onSnapshot(
+    callback: (doc: Doc<T> | null, metadata: SnapshotMetadata) => void,
+    onError?: (error: BasaltError) => void,
+  ): () => void {
     return this.context.live.subscribe(
       { collection: this.collection, docId: this.id },
       // The live query carries documents of the collection, whose data type T names.
-      (snapshot) => callback((snapshot.docs[0] as Doc<T> | undefined) ?? null),
+      ({ docs, fromCache, hasPendingWrites }) =>
+        callback((docs[0] as Doc<T> | undefined) ?? null, { fromCache, hasPendingWrites }),
       onError,
     );
   }
 
   /** Replaces the data, or creates the document. */
   set(data: WriteData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return this.context.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
+    return write(
+      this.context,
+      { op: 'set', collection: this.collection, id: this.id, data, ...ifVersion(options) },
+      () => this.context.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options)),
+    );
   }
 
   /**
@@ -464,16 +519,23 @@ export class DocumentRef<T = DocumentData> {
    */
   async update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T> | RedactedDoc<T>> {
     assertNoDottedKeys(patch);
-    return this.context.http.request<Doc<T> | RedactedDoc<T>>(
-      'PATCH',
-      this.path,
-      { data: patch },
-      versionHeaders(options),
+    return write(
+      this.context,
+      { op: 'update', collection: this.collection, id: this.id, data: patch, ...ifVersion(options) },
+      () =>
+        this.context.http.request<Doc<T> | RedactedDoc<T>>(
+          'PATCH',
+          this.path,
+          { data: patch },
+          versionHeaders(options),
+        ),
     );
   }
 
   async delete(options?: WriteOptions): Promise<void> {
-    await this.context.http.request<void>('DELETE', this.path, undefined, versionHeaders(options));
+    await write(this.context, { op: 'delete', collection: this.collection, id: this.id, ...ifVersion(options) }, () =>
+      this.context.http.request<void>('DELETE', this.path, undefined, versionHeaders(options)),
+    );
   }
 }
 
@@ -484,10 +546,10 @@ export class CollectionRef<T = DocumentData> extends Query<T> {
 
   /** Creates a document; its id is generated unless given. */
   add(data: WriteData<T>, options: { id?: string } = {}): Promise<Doc<T>> {
-    return this.context.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, {
-      ...(options.id !== undefined ? { id: options.id } : {}),
-      data,
-    });
+    const id = options.id !== undefined ? { id: options.id } : {};
+    return write(this.context, { op: 'create', collection: this.collection, data, ...id }, () =>
+      this.context.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, { ...id, data }),
+    );
   }
 
   doc(id: string): DocumentRef<T> {
@@ -507,7 +569,10 @@ interface BatchOpBody {
 export class WriteBatch {
   private readonly ops: BatchOpBody[] = [];
 
-  constructor(private readonly http: HttpTransport) {}
+  constructor(
+    private readonly http: HttpTransport,
+    private readonly offline?: Promise<OfflineEngine>,
+  ) {}
 
   create<T = DocumentData>(collection: string, data: WriteData<T>, options: { id?: string } = {}): this {
     this.ops.push({ op: 'create', collection, data, ...(options.id !== undefined ? { id: options.id } : {}) });
@@ -542,6 +607,7 @@ export class WriteBatch {
    * ops share one.
    */
   async commit<T = DocumentData>(): Promise<BatchResult<T>[]> {
+    if (this.offline) return (await (await this.offline).write(this.ops, true)) as BatchResult<T>[];
     const result = await this.http.request<{ results: BatchResult<T>[] }>('POST', '/v1/db/batch', {
       ops: this.ops,
     });
@@ -555,10 +621,39 @@ function ifVersion(options: WriteOptions | undefined): { if_version?: number } {
 
 export class DbClient {
   private readonly context: DbContext;
+  private engine: OfflineEngine | undefined;
 
-  /** `live` runs live queries: the client's realtime connection. */
-  constructor(http: HttpTransport, live: LiveQueries) {
-    this.context = { http, live };
+  /** `live` runs live queries: the client's realtime connection (through the offline engine, if any). */
+  constructor(http: HttpTransport, live: LiveQueries, offline?: Promise<OfflineEngine>) {
+    this.context = { http, live, offline };
+    void offline?.then((engine) => (this.engine = engine));
+  }
+
+  /** With `offline`: how many queued writes the server has not answered yet (a batch counts once). */
+  pendingWrites(): number {
+    return this.engine?.pendingWrites() ?? 0;
+  }
+
+  /** With `offline`: resolves once every queued write has been sent and answered (accepted or refused). */
+  async waitForPendingWrites(): Promise<void> {
+    await (await this.context.offline)?.waitForPendingWrites();
+  }
+
+  /**
+   * With `offline`: called with each queued write the server refused (rules, schema,
+   * VERSION_CONFLICT) after its promise had resolved; the write is rolled back. Returns the
+   * function that stops listening.
+   */
+  onWriteError(listener: WriteErrorListener): () => void {
+    let stop: (() => void) | undefined;
+    let stopped = false;
+    void this.context.offline?.then((engine) => {
+      if (!stopped) stop = engine.onWriteError(listener);
+    });
+    return () => {
+      stopped = true;
+      stop?.();
+    };
   }
 
   collection<T = DocumentData>(name: string): CollectionRef<T> {
@@ -566,6 +661,6 @@ export class DbClient {
   }
 
   batch(): WriteBatch {
-    return new WriteBatch(this.context.http);
+    return new WriteBatch(this.context.http, this.context.offline);
   }
 }

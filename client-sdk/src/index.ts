@@ -68,6 +68,7 @@ export type {
   QueryResult,
   RedactedDoc,
   Selected,
+  SnapshotMetadata,
   ServerTimestampTransform,
   SystemField,
   TransformFor,
@@ -77,6 +78,10 @@ export type {
   WriteData,
   WriteOptions,
 } from './db.js';
+export { indexedDbPersistence, memoryPersistence } from './offline/storage.js';
+export type { OfflineChange, OfflineStorage, OfflineStoreName } from './offline/storage.js';
+export type { CachedResult, OfflineOptions, PendingWrite, WriteErrorListener } from './offline/engine.js';
+export type { PendingOp } from './offline/local.js';
 export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
   ChannelEvents,

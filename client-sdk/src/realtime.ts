@@ -11,7 +11,13 @@ import {
   type SendResult,
 } from './channel.js';
 import { frameError, type Frame } from './frames.js';
-import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
+import {
+  LiveSubscription,
+  type LiveQueries,
+  type LiveSeed,
+  type LiveTarget,
+  type QuerySnapshot,
+} from './live-query.js';
 import { onPageWake } from './tabs.js';
 
 export type { ChannelEvents, PresenceCallback, PresenceEntry, PresenceState, SendResult } from './channel.js';
@@ -111,9 +117,10 @@ export class RealtimeClient implements LiveQueries {
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError: (error: BasaltError) => void = logUnhandled,
+    seed?: LiveSeed,
   ): () => void {
     const id = `q${this.nextId++}`;
-    const subscription = new LiveSubscription(id, target, onSnapshot, onError);
+    const subscription = new LiveSubscription(id, target, onSnapshot, onError, seed);
     this.subscriptions.set(id, subscription);
     if (this.isOpen()) this.send(subscription.message());
     else this.connect();

@@ -1,109 +1,106 @@
-import http from 'node:http';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-
-/** A write the proxy saw: what a test checks its Idempotency-Key and its fate by. */
-export interface SeenWrite {
-  method: string;
-  path: string;
-  idempotencyKey: string | null;
-  /** The server answered it, and the proxy dropped the answer on the floor. */
-  answerDropped: boolean;
-  status: number | null;
-}
-
-const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+import WebSocket from 'ws';
+import type { BasaltClient, QuerySnapshot, WebSocketConstructor } from '../src/index.js';
+import type { OfflineEngine } from '../src/offline/engine.js';
 
 /**
- * An HTTP and websocket proxy on loopback in front of a Basalt server. With the server down it
- * resets the page's connections (as a refused connection would fail them). Armed with
- * `dropAnswerOf`, it forwards the next matching write, waits until the server has answered —
- * the write is applied — and then cuts the page's connection instead of passing the answer
- * on: the client cannot tell whether its write happened.
+ * A loopback TCP proxy in front of a server: `blocked` refuses connections (the network is
+ * gone while the server runs), and `dropNextAnswerTo(pattern)` forwards the next request
+ * whose head matches but cuts the connection when its answer comes back — the server
+ * applied it, the client never hears.
  */
-export class LoopbackProxy {
-  private server: http.Server | null = null;
+export class Proxy {
+  blocked = false;
+  private dropPattern: RegExp | null = null;
+  dropped = 0;
   private readonly sockets = new Set<net.Socket>();
-  private dropNext: ((method: string, path: string) => boolean) | null = null;
-  readonly writes: SeenWrite[] = [];
-  port = 0;
+  private constructor(
+    private readonly server: net.Server,
+    readonly url: string,
+  ) {}
 
-  constructor(private readonly targetPort: number) {}
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  /** The next write matching `match` is applied by the server but its answer never reaches the page. */
-  dropAnswerOf(match: (method: string, path: string) => boolean): void {
-    this.dropNext = match;
-  }
-
-  async listen(): Promise<void> {
-    const server = http.createServer((incoming, outgoing) => this.forward(incoming, outgoing));
-    server.keepAliveTimeout = 1_000;
-    server.on('connection', (socket) => {
-      this.sockets.add(socket);
-      socket.on('close', () => this.sockets.delete(socket));
-    });
-    server.on('upgrade', (incoming: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-      const upstream = net.connect(this.targetPort, '127.0.0.1');
-      const close = () => {
-        socket.destroy();
-        upstream.destroy();
-      };
-      upstream.on('connect', () => {
-        const lines = [`${incoming.method} ${incoming.url} HTTP/1.1`];
-        for (let i = 0; i < incoming.rawHeaders.length; i += 2) {
-          lines.push(`${incoming.rawHeaders[i]}: ${incoming.rawHeaders[i + 1]}`);
+  static async start(target: string): Promise<Proxy> {
+    const { hostname, port } = new URL(target);
+    const holder: { proxy?: Proxy } = {};
+    const server = net.createServer((client) => {
+      const self = holder.proxy as Proxy;
+      if (self.blocked) return void client.destroy();
+      const upstream = net.connect(Number(port), hostname);
+      self.sockets.add(client).add(upstream);
+      let victim = false;
+      client.on('data', (chunk: Buffer) => {
+        if (self.dropPattern?.test(chunk.toString('latin1'))) {
+          self.dropPattern = null;
+          victim = true;
         }
-        upstream.write(lines.join('\r\n') + '\r\n\r\n');
-        if (head.length) upstream.write(head);
-        socket.pipe(upstream).pipe(socket);
+        upstream.write(chunk);
       });
-      upstream.on('error', close).on('close', close);
-      socket.on('error', close).on('close', close);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    this.port = (server.address() as AddressInfo).port;
-    this.server = server;
-  }
-
-  private forward(incoming: http.IncomingMessage, outgoing: http.ServerResponse): void {
-    const method = incoming.method ?? 'GET';
-    const path = incoming.url ?? '/';
-    const key = incoming.headers['idempotency-key'];
-    const write: SeenWrite | null = WRITE_METHODS.has(method)
-      ? { method, path, idempotencyKey: typeof key === 'string' ? key : null, answerDropped: false, status: null }
-      : null;
-    if (write) this.writes.push(write);
-    const upstream = http.request(
-      { host: '127.0.0.1', port: this.targetPort, method, path, headers: incoming.headers, agent: false },
-      (answer) => {
-        if (write) write.status = answer.statusCode ?? null;
-        // Decided once the server answered: attempts that never reached it do not count.
-        const drop = write !== null && this.dropNext !== null && this.dropNext(method, path);
-        if (drop) {
-          this.dropNext = null;
-          // Read the whole answer (the server is done with the write), then hang up on the page.
-          answer.resume();
-          answer.on('end', () => {
-            if (write) write.answerDropped = true;
-            incoming.socket.destroy();
-          });
+      upstream.on('data', (chunk: Buffer) => {
+        if (victim) {
+          self.dropped++;
+          client.destroy();
+          upstream.destroy();
           return;
         }
-        outgoing.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
-        answer.pipe(outgoing);
-      },
-    );
-    // The server is down (or went down mid-request): the page's connection fails as a refused one would.
-    upstream.on('error', () => incoming.socket.destroy());
-    incoming.pipe(upstream);
+        client.write(chunk);
+      });
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('close', end).on('error', end);
+      upstream.on('close', end).on('error', end);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address() as net.AddressInfo;
+    holder.proxy = new Proxy(server, `http://127.0.0.1:${address.port}`);
+    return holder.proxy;
+  }
+
+  dropNextAnswerTo(pattern: RegExp): void {
+    this.dropPattern = pattern;
+  }
+
+  /** Cuts every open connection (and refuses new ones while `blocked`). */
+  cut(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
   }
 
   async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** The frames a client's socket sent. */
+export function recordingWebSocket(sent: Array<Record<string, unknown>>): WebSocketConstructor {
+  return class Recording extends WebSocket {
+    constructor(address: string) {
+      super(address);
+      const send = this.send.bind(this);
+      this.send = ((data: string) => {
+        sent.push(JSON.parse(data) as Record<string, unknown>);
+        send(data);
+      }) as WebSocket['send'];
+    }
+  };
+}
+
+/** The client's offline engine (not public: a test stops it to stand for a page reload). */
+export function engineOf(basalt: BasaltClient): OfflineEngine | undefined {
+  return (basalt.db as unknown as { engine?: OfflineEngine }).engine;
+}
+
+/** A live query's snapshots. */
+export interface Watched<T> {
+  snaps: Array<QuerySnapshot<T>>;
+  last(): QuerySnapshot<T>;
+  stop(): void;
+}
+
+export function watch<T>(query: { onSnapshot(cb: (s: QuerySnapshot<T>) => void): () => void }): Watched<T> {
+  const snaps: Array<QuerySnapshot<T>> = [];
+  const stop = query.onSnapshot((snapshot) => snaps.push(snapshot));
+  return { snaps, last: () => snaps.at(-1) as QuerySnapshot<T>, stop };
 }
