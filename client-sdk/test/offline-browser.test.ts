@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BasaltProcess } from '../../test/basalt-process.js';
 import { createCollection, createTestDatabase, request, type TestDatabase } from '../../test/helpers.js';
 import { haveBrowser, startBrowserHarness, type BrowserHarness } from './browser-support.js';
-import { LoopbackProxy } from './offline-support.js';
+import { LoopbackProxy } from './offline-proxy.js';
 
 // The offline acceptance of issue 21, in Chromium against a real Basalt process that the test
 // stops and starts again (same port, same database). The pages reach it through a loopback
@@ -335,7 +335,7 @@ describe.skipIf(!haveBrowser)('offline-first in Chromium, with the server stoppe
         (
           await request(server.url, 'POST', '/v1/db/todos/query', {
             token: server.serviceKey,
-            body: { where: [['data.title', 'in', ['plan', 'keep']]] },
+            body: { where: [['title', 'in', ['plan', 'keep']]] },
           })
         ).body as { docs: Array<{ id: string; data: Data }> }
       ).docs.map((doc) => [doc.data.title, doc.id]),

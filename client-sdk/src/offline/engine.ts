@@ -26,6 +26,7 @@ import {
   type OfflineStorage,
   type OfflineStoreName,
 } from './storage.js';
+import { coordinateTabs } from './tabs.js';
 
 export type { PendingOp } from './local.js';
 
@@ -211,6 +212,8 @@ export class OfflineEngine implements LiveQueries {
 
   /** Reads the cache and the outbox from storage (at start, and when another tab changed them). */
   async load(): Promise<void> {
+    // What this tab queued is stored first, so the re-read has it.
+    await this.chain;
     const all = (store: OfflineStoreName) => this.storage.getAll(store);
     const [docs, queries, outbox, meta] = await Promise.all([all('docs'), all('queries'), all('outbox'), all('meta')]);
     this.docs = new Map(docs as Array<[string, CachedDoc]>);
@@ -218,7 +221,15 @@ export class OfflineEngine implements LiveQueries {
     this.outbox = (outbox as Array<[string, PendingWrite]>)
       .map(([, write]) => write)
       .sort((a, b) => (a.key < b.key ? -1 : 1));
+    // Writes this tab queued while reading are newer than what was read.
+    for (const [store, key, value] of this.dirty.values()) {
+      if (store === 'outbox' && value !== undefined && !this.outbox.some((write) => write.key === key)) {
+        this.outbox.push(value as PendingWrite);
+      }
+    }
     this.user = (meta.find(([key]) => key === 'user')?.[1] as string | null | undefined) ?? this.user;
+    // Another tab sent the last of them: waitForPendingWrites() here is done too.
+    if (this.outbox.length === 0) for (const resolve of this.idle.splice(0)) resolve();
     this.renderAll();
   }
 
@@ -239,6 +250,11 @@ export class OfflineEngine implements LiveQueries {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const view of this.views) view.stop();
+  }
+
+  /** A queued write that another tab sent and the server refused: this tab's listeners hear of it too. */
+  reportWriteError(error: BasaltError, write: PendingWrite): void {
+    for (const listener of this.errorListeners) listener(error, write);
   }
 
   /** Called with the records this tab changed, once they are in storage: tell the other tabs. */
@@ -692,5 +708,8 @@ export function startOffline(
       : persistence === 'indexeddb'
         ? indexedDbPersistence(`basalt.offline.${new URL(http.baseUrl).host}`)
         : persistence;
-  return new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES);
+  const engine = new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES);
+  // Before the engine's first send: the tabs decide which one of them sends the shared outbox.
+  if (persistence === 'indexeddb') coordinateTabs(engine, `basalt.offline:${new URL(http.baseUrl).host}`);
+  return engine;
 }
