@@ -201,26 +201,33 @@ async function serverTodos(): Promise<Record<string, { done: boolean; note?: str
   );
 }
 
+/** A new browser profile with a page signed up as a new user, who wrote `todos` online; their ids by title. */
+async function signedUpWith(
+  todos: Data[],
+): Promise<{ context: BrowserContext; page: Page; ids: Record<string, string> }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await openApp(page);
+  const ids = await page.evaluate(
+    async ({ password, todos }) => {
+      const w = window as unknown as PageWindow;
+      await w.basalt.auth.signUp({ email: `offline-${crypto.randomUUID()}@example.com`, password });
+      const ids: Record<string, string> = {};
+      for (const data of todos) ids[data.title] = (await w.basalt.db.collection('todos').add(data)).id;
+      return ids;
+    },
+    { password: PASSWORD, todos },
+  );
+  return { context, page, ids };
+}
+
 describe.skipIf(!haveBrowser)('offline-first in Chromium, with the server stopped and started', () => {
   let context: BrowserContext;
 
   it('keeps a live list working offline and lands every write exactly once when the server returns', async () => {
-    context = await browser.newContext();
-    const page = await context.newPage();
-    await openApp(page);
-    await page.evaluate(async (password) => {
-      const w = window as unknown as PageWindow;
-      await w.basalt.auth.signUp({ email: `offline-${Date.now()}@example.com`, password });
-      const todos = w.basalt.db.collection('todos');
-      for (const title of ['milk', 'bread', 'eggs']) await todos.add({ title, done: false });
-    }, PASSWORD);
-    const ids = Object.fromEntries(
-      (
-        (await request(server.url, 'POST', '/v1/db/todos/query', { token: server.serviceKey, body: {} })).body as {
-          docs: Array<{ id: string; data: Data }>;
-        }
-      ).docs.map((doc) => [doc.data.title, doc.id]),
-    );
+    let page: Page;
+    let ids: Record<string, string>;
+    ({ context, page, ids } = await signedUpWith(['milk', 'bread', 'eggs'].map((title) => ({ title, done: false }))));
     await startLive(page, ids.bread!);
     await expect
       .poll(async () => (await state(page)).list)
@@ -320,26 +327,16 @@ describe.skipIf(!haveBrowser)('offline-first in Chromium, with the server stoppe
   }, 60_000);
 
   it('keeps two tabs offline on one outbox: edits of different fields both land, a refused write is rolled back and reported, a closed tab hands over', async () => {
-    context = await browser.newContext();
-    const first = await context.newPage();
-    await openApp(first);
-    await first.evaluate(async (password) => {
-      const w = window as unknown as PageWindow;
-      await w.basalt.auth.signUp({ email: `tabs-${Date.now()}@example.com`, password });
-      const todos = w.basalt.db.collection('todos');
-      await todos.add({ title: 'plan', done: false, note: '' });
-      await todos.add({ title: 'keep', done: false });
-    }, PASSWORD);
-    const ids = Object.fromEntries(
-      (
-        (
-          await request(server.url, 'POST', '/v1/db/todos/query', {
-            token: server.serviceKey,
-            body: { where: [['title', 'in', ['plan', 'keep']]] },
-          })
-        ).body as { docs: Array<{ id: string; data: Data }> }
-      ).docs.map((doc) => [doc.data.title, doc.id]),
-    );
+    let first: Page;
+    let ids: Record<string, string>;
+    ({
+      context,
+      page: first,
+      ids,
+    } = await signedUpWith([
+      { title: 'plan', done: false, note: '' },
+      { title: 'keep', done: false },
+    ]));
     // The second tab opens signed in (the session is shared) on the same cache.
     const second = await context.newPage();
     await openApp(second);
