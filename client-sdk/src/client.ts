@@ -1,10 +1,13 @@
 import { AuthClient, defaultStorage } from './auth.js';
-import { DbClient } from './db.js';
+import { DbClient, sendOp } from './db.js';
+import { BasaltError } from './errors.js';
 import { FunctionsClient } from './functions.js';
-import type { LiveQueries } from './live-query.js';
+import { liveQueryOf, type LiveQueries } from './live-query.js';
+import { compareValues, documentComparator, fieldValue, typeRank } from './order.js';
 import type { OfflineEngine, OfflineOptions } from './offline/engine.js';
 import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
+import { tabChannel } from './tabs.js';
 import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
 export { HttpTransport } from './transport.js';
@@ -118,7 +121,18 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
       void realtime.setAuth(session?.access_token ?? null, event === 'SIGNED_IN' || event === 'SIGNED_OUT'),
   );
   const offline = options.offline
-    ? import('./offline/engine.js').then((m) => m.startOffline(http, realtime, auth, options.offline ?? {}))
+    ? import('./offline/engine.js').then((m) =>
+        m.startOffline(http, realtime, auth, options.offline ?? {}, {
+          compareValues,
+          documentComparator,
+          fieldValue,
+          typeRank,
+          liveQueryOf,
+          sendOp,
+          tabChannel,
+          BasaltError,
+        }),
+      )
     : undefined;
   return {
     url: http.baseUrl,

@@ -228,10 +228,6 @@ function segment(value: string): string {
   return encodeURIComponent(value);
 }
 
-function versionHeaders(options: WriteOptions | undefined): Record<string, string> {
-  return options?.ifVersion === undefined ? {} : { 'if-match': String(options.ifVersion) };
-}
-
 /** What queries and references use: the HTTP transport, the live queries of the same client, and its offline engine. */
 export interface DbContext {
   readonly http: HttpTransport;
@@ -247,9 +243,31 @@ export interface SnapshotMetadata {
   hasPendingWrites: boolean;
 }
 
+/** A write as the wire and the offline outbox take it (`id` absent: generated). */
+export type WriteOp = Omit<PendingOp, 'id'> & { id?: string };
+
+/**
+ * One write on the wire: POST, PUT, PATCH or DELETE of /v1/db/... with `If-Match` for
+ * `if_version`. The offline engine sends its outbox with it too (with an Idempotency-Key).
+ */
+export function sendOp(http: HttpTransport, op: WriteOp, headers: Record<string, string> = {}): Promise<unknown> {
+  const base = `/v1/db/${segment(op.collection)}`;
+  if (op.if_version !== undefined) headers['if-match'] = String(op.if_version);
+  return op.op === 'create'
+    ? http.request('POST', base, { ...(op.id !== undefined ? { id: op.id } : {}), data: op.data }, headers)
+    : http.request(
+        op.op === 'set' ? 'PUT' : op.op === 'update' ? 'PATCH' : 'DELETE',
+        `${base}/${segment(op.id as string)}`,
+        op.op === 'delete' ? undefined : { data: op.data },
+        headers,
+      );
+}
+
 /** Sends a write, or with `offline` queues it (applied locally at once): resolves with the op's result. */
-async function write<R>(context: DbContext, op: Omit<PendingOp, 'id'> & { id?: string }, send: () => Promise<R>) {
-  return context.offline ? ((await (await context.offline).write([op], false))[0] as R) : send();
+async function write<R>(context: DbContext, op: WriteOp): Promise<R> {
+  return (
+    context.offline ? (await (await context.offline).write([op], false))[0] : await sendOp(context.http, op)
+  ) as R;
 }
 
 /**
@@ -409,13 +427,7 @@ export class Query<T = DocumentData, R = T> {
       }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
       return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
     };
-    if (!this.context.offline) return fetchPage();
-    const result = await (await this.context.offline).get(this.collection, { ...this.body }, fetchPage);
-    const select = this.body.select;
-    if (select && result.fromCache) {
-      result.docs = result.docs.map((doc) => ({ ...doc, data: projectData(doc.data, select) as R }));
-    }
-    return result;
+    return this.context.offline ? (await this.context.offline).get(this.collection, this.body, fetchPage) : fetchPage();
   }
 
   /** How many documents match (that the caller may read); limit and cursor are ignored. */
@@ -476,13 +488,7 @@ export class DocumentRef<T = DocumentData> {
         throw error;
       }
     };
-    if (!this.context.offline) return fetchDoc();
-    const page = async () => {
-      const doc = await fetchDoc();
-      return { docs: doc ? [doc] : [], nextCursor: null, prevCursor: null };
-    };
-    const result = await (await this.context.offline).get(this.collection, {}, page, this.id);
-    return result.docs[0] ?? null;
+    return this.context.offline ? (await this.context.offline).getDoc(this.collection, this.id, fetchDoc) : fetchDoc();
   }
 
   /**
@@ -497,19 +503,14 @@ export class DocumentRef<T = DocumentData> {
     return this.context.live.subscribe(
       { collection: this.collection, docId: this.id },
       // The live query carries documents of the collection, whose data type T names.
-      ({ docs, fromCache, hasPendingWrites }) =>
-        callback((docs[0] as Doc<T> | undefined) ?? null, { fromCache, hasPendingWrites }),
+      (snapshot) => callback((snapshot.docs[0] as Doc<T> | undefined) ?? null, snapshot),
       onError,
     );
   }
 
   /** Replaces the data, or creates the document. */
   set(data: WriteData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return write(
-      this.context,
-      { op: 'set', collection: this.collection, id: this.id, data, ...ifVersion(options) },
-      () => this.context.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options)),
-    );
+    return write(this.context, { op: 'set', collection: this.collection, id: this.id, data, ...ifVersion(options) });
   }
 
   /**
@@ -519,23 +520,17 @@ export class DocumentRef<T = DocumentData> {
    */
   async update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T> | RedactedDoc<T>> {
     assertNoDottedKeys(patch);
-    return write(
-      this.context,
-      { op: 'update', collection: this.collection, id: this.id, data: patch, ...ifVersion(options) },
-      () =>
-        this.context.http.request<Doc<T> | RedactedDoc<T>>(
-          'PATCH',
-          this.path,
-          { data: patch },
-          versionHeaders(options),
-        ),
-    );
+    return write(this.context, {
+      op: 'update',
+      collection: this.collection,
+      id: this.id,
+      data: patch,
+      ...ifVersion(options),
+    });
   }
 
   async delete(options?: WriteOptions): Promise<void> {
-    await write(this.context, { op: 'delete', collection: this.collection, id: this.id, ...ifVersion(options) }, () =>
-      this.context.http.request<void>('DELETE', this.path, undefined, versionHeaders(options)),
-    );
+    await write(this.context, { op: 'delete', collection: this.collection, id: this.id, ...ifVersion(options) });
   }
 }
 
@@ -546,10 +541,7 @@ export class CollectionRef<T = DocumentData> extends Query<T> {
 
   /** Creates a document; its id is generated unless given. */
   add(data: WriteData<T>, options: { id?: string } = {}): Promise<Doc<T>> {
-    const id = options.id !== undefined ? { id: options.id } : {};
-    return write(this.context, { op: 'create', collection: this.collection, data, ...id }, () =>
-      this.context.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, { ...id, data }),
-    );
+    return write(this.context, { op: 'create', collection: this.collection, id: options.id, data });
   }
 
   doc(id: string): DocumentRef<T> {
@@ -645,15 +637,8 @@ export class DbClient {
    * function that stops listening.
    */
   onWriteError(listener: WriteErrorListener): () => void {
-    let stop: (() => void) | undefined;
-    let stopped = false;
-    void this.context.offline?.then((engine) => {
-      if (!stopped) stop = engine.onWriteError(listener);
-    });
-    return () => {
-      stopped = true;
-      stop?.();
-    };
+    const stop = this.context.offline?.then((engine) => engine.onWriteError(listener));
+    return () => void stop?.then((off) => off());
   }
 
   collection<T = DocumentData>(name: string): CollectionRef<T> {

@@ -78,7 +78,6 @@ export type {
   WriteData,
   WriteOptions,
 } from './db.js';
-export { indexedDbPersistence, memoryPersistence } from './offline/storage.js';
 export type { OfflineChange, OfflineStorage, OfflineStoreName } from './offline/storage.js';
 export type { CachedResult, OfflineOptions, PendingWrite, WriteErrorListener } from './offline/engine.js';
 export type { PendingOp } from './offline/local.js';

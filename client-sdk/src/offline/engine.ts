@@ -5,20 +5,14 @@
  * createClient only when `offline` is set, so apps without it never download it.
  */
 import type { AuthClient } from '../auth.js';
-import { BasaltError } from '../errors.js';
-import {
-  liveQueryOf,
-  type LiveQueries,
-  type LiveQuery,
-  type LiveSeed,
-  type LiveTarget,
-  type QuerySnapshot,
-} from '../live-query.js';
-import { documentComparator } from '../order.js';
+import type { BasaltError } from '../errors.js';
+import type { LiveQueries, LiveQuery, LiveSeed, LiveTarget, QuerySnapshot } from '../live-query.js';
+import type { liveQueryOf } from '../live-query.js';
+import type { sendOp } from '../db.js';
 import type { RealtimeClient } from '../realtime.js';
 import type { HttpTransport } from '../transport.js';
 import type { Doc } from '../wire.js';
-import { applyOp, deepEqual, matches, type PendingOp } from './local.js';
+import { applyOp, deepEqual, matches, type OrderKit, type PendingOp } from './local.js';
 import {
   indexedDbPersistence,
   memoryPersistence,
@@ -26,7 +20,7 @@ import {
   type OfflineStorage,
   type OfflineStoreName,
 } from './storage.js';
-import { coordinateTabs } from './tabs.js';
+import { coordinateTabs, type TabKit } from './tabs.js';
 
 export type { PendingOp } from './local.js';
 
@@ -114,18 +108,27 @@ function newId(): string {
   return id;
 }
 
-/** A network failure, a timeout, the token, rate limits and 5xx: the write stays queued and is retried. */
+/**
+ * A network failure, a timeout, the token, rate limits and 5xx: the write stays queued and
+ * is retried. (Read from the BasaltError's fields: the class stays in the main bundle.)
+ */
 function retryable(error: unknown): boolean {
-  if (!(error instanceof BasaltError)) return true;
-  const status = error.status;
+  const { status, code } = error as Partial<BasaltError>;
   return (
+    typeof status !== 'number' ||
     status === 0 ||
     status === 401 ||
     status === 408 ||
     status === 429 ||
     status >= 500 ||
-    error.code === 'IDEMPOTENCY_PENDING'
+    code === 'IDEMPOTENCY_PENDING'
   );
+}
+
+/** What the engine takes from the main bundle rather than import (see OrderKit). */
+export interface OfflineKit extends OrderKit, TabKit {
+  liveQueryOf: typeof liveQueryOf;
+  sendOp: typeof sendOp;
 }
 
 function docKey(collection: string, id: string): string {
@@ -133,11 +136,11 @@ function docKey(collection: string, id: string): string {
 }
 
 /** The cache key of a query: the live query part, and get()'s own options. */
-function queryKey(collection: string, docId: string | undefined, body: Record<string, unknown>): string {
+function queryKey(kit: OfflineKit, collection: string, docId: string | undefined, body: Record<string, unknown>) {
   return JSON.stringify([
     collection,
     docId ?? null,
-    liveQueryOf(body),
+    kit.liveQueryOf(body),
     body.select ?? null,
     body.before ?? null,
     body.limit_to_last ?? null,
@@ -145,40 +148,79 @@ function queryKey(collection: string, docId: string | undefined, body: Record<st
 }
 
 export class OfflineEngine implements LiveQueries {
-  private docs = new Map<string, CachedDoc>();
-  private queries = new Map<string, CachedQuery>();
-  private outbox: PendingWrite[] = [];
+  declare private docs: Map<string, CachedDoc>;
+  declare private queries: Map<string, CachedQuery>;
+  declare private outbox: PendingWrite[];
   /** The user the cache belongs to (undefined: not known yet). */
-  private user: string | null | undefined;
-  private readonly views = new Set<View>();
+  declare private user: string | null | undefined;
+  declare private readonly views: Set<View>;
   /** Documents this client wrote that the server's results may not show yet: key → acknowledged version. */
-  private readonly fresh = new Map<string, number>();
+  declare private readonly fresh: Map<string, number>;
   /** Documents this client deleted that the server's results may still show: key → last version known. */
-  private readonly gone = new Map<string, number>();
-  private readonly waiters = new Map<string, Waiter>();
-  private readonly idle: Array<() => void> = [];
-  private readonly errorListeners = new Set<WriteErrorListener>();
-  private readonly changeListeners = new Set<(changes: OfflineChange[]) => void>();
-  private dirty = new Map<string, OfflineChange>();
-  private chain: Promise<void> = Promise.resolve();
-  private writeQueued = false;
-  private owner = true;
-  private flushing = false;
-  private attempt = 0;
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  declare private readonly gone: Map<string, number>;
+  declare private readonly waiters: Map<string, Waiter>;
+  declare private readonly idle: Array<() => void>;
+  declare private readonly errorListeners: Set<WriteErrorListener>;
+  declare private readonly changeListeners: Set<(changes: OfflineChange[]) => void>;
+  declare private dirty: Map<string, OfflineChange>;
+  declare private chain: Promise<void>;
+  declare private writeQueued: boolean;
+  declare private owner: boolean;
+  declare private flushing: boolean;
+  declare private attempt: number;
+  declare private timer: ReturnType<typeof setTimeout> | null;
   /** When a call last failed for the network (0: the server answers). */
-  private failedAt = 0;
-  private lastKeyTime = 0;
-  private readonly tab = newId().slice(0, 6);
-  readonly ready: Promise<void>;
+  declare private failedAt: number;
+  declare private lastKeyTime: number;
+  declare private readonly tab: string;
+  declare readonly ready: Promise<void>;
 
+  declare private readonly http: HttpTransport;
+  declare private readonly realtime: RealtimeClient;
+  declare private readonly auth: AuthClient;
+  declare private storage: OfflineStorage;
+  declare private readonly budget: number;
+  declare private readonly kit: OfflineKit;
+
+  // Fields are declared and assigned here, not initialised: class fields would need a
+  // runtime helper that the main bundle has too, and that esbuild would then split out
+  // into a chunk every app downloads.
   constructor(
-    private readonly http: HttpTransport,
-    private readonly realtime: RealtimeClient,
-    private readonly auth: AuthClient,
-    private storage: OfflineStorage,
-    private readonly budget: number,
+    http: HttpTransport,
+    realtime: RealtimeClient,
+    auth: AuthClient,
+    storage: OfflineStorage,
+    budget: number,
+    kit: OfflineKit,
   ) {
+    Object.assign(this, {
+      http,
+      realtime,
+      auth,
+      storage,
+      budget,
+      kit,
+      docs: new Map<string, CachedDoc>(),
+      queries: new Map<string, CachedQuery>(),
+      outbox: [],
+      idle: [],
+      views: new Set<View>(),
+      fresh: new Map<string, number>(),
+      gone: new Map<string, number>(),
+      waiters: new Map<string, Waiter>(),
+      errorListeners: new Set<WriteErrorListener>(),
+      changeListeners: new Set<(changes: OfflineChange[]) => void>(),
+      dirty: new Map<string, OfflineChange>(),
+      chain: Promise.resolve(),
+      writeQueued: false,
+      owner: true,
+      flushing: false,
+      attempt: 0,
+      timer: null,
+      failedAt: 0,
+      lastKeyTime: 0,
+      tab: newId().slice(0, 6),
+    });
     this.ready = this.start();
   }
 
@@ -307,13 +349,14 @@ export class OfflineEngine implements LiveQueries {
   /** A query's result: the server's with the pending writes applied, or the cache's when the server is unreachable. */
   async get<T>(
     collection: string,
-    body: Record<string, unknown>,
+    query: object,
     fetch: () => Promise<{ docs: Doc<T>[]; nextCursor: string | null; prevCursor: string | null }>,
     docId?: string,
   ): Promise<CachedResult<T>> {
     await this.ready;
-    const target: LiveTarget = { collection, docId, query: liveQueryOf(body) };
-    const key = queryKey(collection, docId, body);
+    const body = query as Record<string, unknown>;
+    const target: LiveTarget = { collection, docId, query: this.kit.liveQueryOf(body) };
+    const key = queryKey(this.kit, collection, docId, body);
     if (!this.failedAt || Date.now() - this.failedAt > OFFLINE_READ_MS) {
       try {
         const result = await fetch();
@@ -333,13 +376,22 @@ export class OfflineEngine implements LiveQueries {
     } as CachedResult<T>;
   }
 
+  /** A document, as get() gives it (see there). */
+  async getDoc<T>(collection: string, id: string, fetch: () => Promise<Doc<T> | null>): Promise<Doc<T> | null> {
+    const page = async () => {
+      const doc = await fetch();
+      return { docs: doc ? [doc] : [], nextCursor: null, prevCursor: null };
+    };
+    return (await this.get(collection, {}, page, id)).docs[0] ?? null;
+  }
+
   /** Follows a query with the cache and the pending writes merged in (see docs/offline.md). */
   subscribe(
     target: LiveTarget,
     emit: (snapshot: QuerySnapshot<unknown>) => void,
     onError?: (error: BasaltError) => void,
   ): () => void {
-    const key = queryKey(target.collection, target.docId, (target.query ?? {}) as Record<string, unknown>);
+    const key = queryKey(this.kit, target.collection, target.docId, (target.query ?? {}) as Record<string, unknown>);
     const cached = this.queries.get(key);
     const cachedDocs = cached?.ids.flatMap((id) => this.docs.get(docKey(target.collection, id))?.doc ?? []);
     const complete = cached !== undefined && cachedDocs?.length === cached.ids.length;
@@ -465,10 +517,10 @@ export class OfflineEngine implements LiveQueries {
     for (const [id, base] of candidates) {
       const doc = touched.has(id) ? this.localDoc(collection, id) : base;
       if (!doc || doc.collection !== collection) continue;
-      if ((touched.has(id) || !listedIds.has(id)) && !matches(doc, query.where)) continue;
+      if ((touched.has(id) || !listedIds.has(id)) && !matches(doc, query.where, this.kit)) continue;
       docs.push(doc);
     }
-    docs.sort(documentComparator(query.order_by));
+    docs.sort(this.kit.documentComparator(query.order_by));
     if (query.limit !== undefined && docs.length > query.limit) docs.length = query.limit;
     return { docs, hasPendingWrites: docs.some((doc) => touched.has(doc.id)) };
   }
@@ -642,7 +694,7 @@ export class OfflineEngine implements LiveQueries {
 
   /** One write on the wire, with its Idempotency-Key: a retry after a lost answer gets the first answer. */
   private async send(write: PendingWrite): Promise<unknown[]> {
-    const headers: Record<string, string> = { 'idempotency-key': write.key };
+    const headers = { 'idempotency-key': write.key };
     if (write.batch) {
       const answer = await this.http.request<{ results: unknown[] }>(
         'POST',
@@ -652,17 +704,7 @@ export class OfflineEngine implements LiveQueries {
       );
       return answer.results;
     }
-    const op = write.ops[0] as PendingOp;
-    const collection = `/v1/db/${encodeURIComponent(op.collection)}`;
-    const path = `${collection}/${encodeURIComponent(op.id)}`;
-    if (op.if_version !== undefined) headers['if-match'] = String(op.if_version);
-    const [method, url, body] =
-      op.op === 'create'
-        ? ['POST', collection, { id: op.id, data: op.data }]
-        : op.op === 'delete'
-          ? ['DELETE', path, undefined]
-          : [op.op === 'set' ? 'PUT' : 'PATCH', path, { data: op.data }];
-    return [(await this.http.request<unknown>(method, url, body, headers)) ?? null];
+    return [(await this.kit.sendOp(this.http, write.ops[0] as PendingOp, headers)) ?? null];
   }
 
   /** A write answered: out of the outbox, its documents into the cache (or rolled back when refused). */
@@ -700,6 +742,7 @@ export function startOffline(
   realtime: RealtimeClient,
   auth: AuthClient,
   options: OfflineOptions,
+  kit: OfflineKit,
 ): OfflineEngine {
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
   const storage =
@@ -708,8 +751,8 @@ export function startOffline(
       : persistence === 'indexeddb'
         ? indexedDbPersistence(`basalt.offline.${new URL(http.baseUrl).host}`)
         : persistence;
-  const engine = new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES);
+  const engine = new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES, kit);
   // Before the engine's first send: the tabs decide which one of them sends the shared outbox.
-  if (persistence === 'indexeddb') coordinateTabs(engine, `basalt.offline:${new URL(http.baseUrl).host}`);
+  if (persistence === 'indexeddb') coordinateTabs(engine, `basalt.offline:${new URL(http.baseUrl).host}`, kit);
   return engine;
 }

@@ -2,8 +2,14 @@
  * What the server would answer, computed on the client (docs/offline.md): a queued write
  * applied to a document, and whether a document matches a query's `where`.
  */
-import { compareValues, fieldValue, typeRank } from '../order.js';
+import type * as Order from '../order.js';
 import type { Doc } from '../wire.js';
+
+/**
+ * The ordering and path helpers of order.ts, handed over by createClient: the main bundle
+ * has them already, and importing them here would split them into a chunk of their own.
+ */
+export type OrderKit = Pick<typeof Order, 'compareValues' | 'documentComparator' | 'fieldValue' | 'typeRank'>;
 
 /** One queued op, as the outbox keeps it. */
 export interface PendingOp {
@@ -86,19 +92,18 @@ export function applyOp(base: Doc | null, op: PendingOp, owner: string | null, n
   };
 }
 
-function compares(actual: unknown, expected: unknown, test: (order: number) => boolean): boolean {
-  return typeRank(actual) === typeRank(expected) && typeRank(actual) > 1 && test(compareValues(actual, expected));
-}
-
 /** Whether `doc` matches a query's `where` list (ANDed entries; `{or}` and `{and}` groups). */
-export function matches(doc: Doc, filters: readonly unknown[] | undefined): boolean {
-  return (filters ?? []).every((filter) => matchesFilter(doc, filter));
+export function matches(doc: Doc, filters: readonly unknown[] | undefined, order: OrderKit): boolean {
+  return (filters ?? []).every((filter) => matchesFilter(doc, filter, order));
 }
 
-function matchesFilter(doc: Doc, filter: unknown): boolean {
+function matchesFilter(doc: Doc, filter: unknown, order: OrderKit): boolean {
+  const { typeRank } = order;
+  const compares = (actual: unknown, expected: unknown, test: (result: number) => boolean) =>
+    typeRank(actual) === typeRank(expected) && typeRank(actual) > 1 && test(order.compareValues(actual, expected));
   if (Array.isArray(filter)) {
     const [path, op, expected] = filter as [string, string, unknown];
-    const actual = fieldValue(doc, path);
+    const actual = order.fieldValue(doc, path);
     const inList = (value: unknown) => Array.isArray(expected) && expected.some((item) => deepEqual(item, value));
     switch (op) {
       case '==':
@@ -106,13 +111,13 @@ function matchesFilter(doc: Doc, filter: unknown): boolean {
       case '!=':
         return actual !== undefined && !deepEqual(actual, expected);
       case '<':
-        return compares(actual, expected, (order) => order < 0);
+        return compares(actual, expected, (result) => result < 0);
       case '<=':
-        return compares(actual, expected, (order) => order <= 0);
+        return compares(actual, expected, (result) => result <= 0);
       case '>':
-        return compares(actual, expected, (order) => order > 0);
+        return compares(actual, expected, (result) => result > 0);
       case '>=':
-        return compares(actual, expected, (order) => order >= 0);
+        return compares(actual, expected, (result) => result >= 0);
       case 'in':
         return inList(actual);
       case 'not-in':
@@ -127,7 +132,9 @@ function matchesFilter(doc: Doc, filter: unknown): boolean {
         return false;
     }
   }
-  if (isPlainObject(filter) && Array.isArray(filter.or)) return filter.or.some((inner) => matchesFilter(doc, inner));
-  if (isPlainObject(filter) && Array.isArray(filter.and)) return matches(doc, filter.and);
+  if (isPlainObject(filter) && Array.isArray(filter.or)) {
+    return filter.or.some((inner) => matchesFilter(doc, inner, order));
+  }
+  if (isPlainObject(filter) && Array.isArray(filter.and)) return matches(doc, filter.and, order);
   return false;
 }

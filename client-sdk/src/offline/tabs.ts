@@ -5,8 +5,17 @@
  * outbox and follow what changes, told over a BroadcastChannel. A closing tab's lock is
  * released by the browser and the next waiting tab takes over the sending.
  */
-import { BasaltError, type ErrorCode, type ErrorDetails } from '../errors.js';
-import { tabChannel } from '../tabs.js';
+import type { BasaltError, ErrorCode, ErrorDetails } from '../errors.js';
+import type { tabChannel } from '../tabs.js';
+
+/**
+ * What the tabs layer uses of the main bundle, handed in by createClient (the engine's kit):
+ * importing it here would make the bundler split it into a chunk every app downloads.
+ */
+export interface TabKit {
+  tabChannel: typeof tabChannel;
+  BasaltError: typeof BasaltError;
+}
 
 /** What the tabs layer drives in the offline engine. */
 export interface TabEngine {
@@ -52,7 +61,7 @@ export interface TabCoordination {
  * outbox while holding it, tells the other tabs what this one stored, and reloads what they
  * stored. Where there are no Web Locks (Node, old browsers) this client owns its outbox alone.
  */
-export function coordinateTabs(engine: TabEngine, name: string): TabCoordination {
+export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): TabCoordination {
   const tab = Math.random().toString(36).slice(2, 10);
   let owner = false;
   let closed = false;
@@ -77,7 +86,7 @@ export function coordinateTabs(engine: TabEngine, name: string): TabCoordination
       });
   };
 
-  const tell = tabChannel(name, name, (message) => {
+  const tell = kit.tabChannel(name, name, (message) => {
     if (closed) return;
     const said = message as TabMessage | undefined;
     // The storage-event fallback carries no message: something changed, read it again.
@@ -86,7 +95,7 @@ export function coordinateTabs(engine: TabEngine, name: string): TabCoordination
     if (said.type === 'changed') reload();
     else if (said.type === 'write-error') {
       const { code, status, message: text, details } = said.error;
-      engine.reportWriteError?.(new BasaltError(code, text, { status, details }), said.write);
+      engine.reportWriteError?.(new kit.BasaltError(code, text, { status, details }), said.write);
     }
   });
   // Only the outbox and the cache's owner concern the others: each tab gets the server's
