@@ -78,7 +78,7 @@ export type {
   WriteData,
   WriteOptions,
 } from './db.js';
-export type { OfflineChange, OfflineStorage, OfflineStoreName } from './offline/storage.js';
+export type { OfflineChange, OfflineStorage, OfflineStoreName } from './offline/persistence.js';
 export type { CachedResult, OfflineOptions, PendingWrite, WriteErrorListener } from './offline/engine.js';
 export type { PendingOp } from './offline/local.js';
 export { RealtimeChannel, RealtimeClient } from './realtime.js';

@@ -19,7 +19,7 @@ import {
   type OfflineChange,
   type OfflineStorage,
   type OfflineStoreName,
-} from './storage.js';
+} from './persistence.js';
 import { coordinateTabs, type TabKit } from './tabs.js';
 
 export type { PendingOp } from './local.js';

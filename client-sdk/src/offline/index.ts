@@ -4,7 +4,7 @@
  * option need no import; this entry is for sharing one persistence between clients, or
  * naming the IndexedDB database.
  */
-export { indexedDbPersistence, memoryPersistence } from './storage.js';
-export type { OfflineChange, OfflineStorage, OfflineStoreName } from './storage.js';
+export { indexedDbPersistence, memoryPersistence } from './persistence.js';
+export type { OfflineChange, OfflineStorage, OfflineStoreName } from './persistence.js';
 export type { OfflineOptions, PendingWrite, WriteErrorListener } from './engine.js';
 export type { PendingOp } from './local.js';
