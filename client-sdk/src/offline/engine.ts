@@ -242,11 +242,8 @@ export class OfflineEngine implements LiveQueries {
         this.failedAt = 0;
         this.kick(true);
       } else if (status === 'reconnecting') {
-        this.failedAt ||= Date.now();
-        for (const view of this.views) {
-          view.confirmed = false;
-          this.render(view);
-        }
+        for (const view of this.views) view.confirmed = false;
+        this.unreachable(true);
       }
     });
     this.kick();
@@ -365,7 +362,7 @@ export class OfflineEngine implements LiveQueries {
         return { ...result, ...this.compute(target, result.docs as Doc[], key), fromCache: false } as CachedResult<T>;
       } catch (error) {
         if (!retryable(error)) throw error;
-        this.failedAt = Date.now();
+        this.unreachable();
       }
     }
     return {
@@ -433,6 +430,13 @@ export class OfflineEngine implements LiveQueries {
   }
 
   // ---- views -------------------------------------------------------------------------
+
+  /** The server could not be reached: views still waiting for it show the cache now. */
+  private unreachable(always = false): void {
+    const first = !this.failedAt;
+    this.failedAt = Date.now();
+    if (first || always) this.renderAll();
+  }
 
   private renderAll(): void {
     for (const view of this.views) if (view.shown || view.server || this.failedAt) this.render(view);
@@ -670,7 +674,7 @@ export class OfflineEngine implements LiveQueries {
         } catch (error) {
           if (this.outbox[0] !== write) continue;
           if (retryable(error)) {
-            this.failedAt ||= Date.now();
+            this.unreachable();
             for (const key of [...this.waiters.keys()]) this.tell(key);
             const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** this.attempt++);
             this.timer = setTimeout(() => {
