@@ -3,7 +3,15 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   // Code written as an app would write it imports the SDK by its package name: this checkout's SDK.
-  resolve: { alias: { '@basalt/client': fileURLToPath(new URL('./client-sdk/src/index.ts', import.meta.url)) } },
+  resolve: {
+    alias: [
+      {
+        find: /^@basalt\/client\/offline$/,
+        replacement: fileURLToPath(new URL('./client-sdk/src/offline/index.ts', import.meta.url)),
+      },
+      { find: /^@basalt\/client$/, replacement: fileURLToPath(new URL('./client-sdk/src/index.ts', import.meta.url)) },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts', 'server/**/*.test.ts', 'client-sdk/test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],

@@ -13,6 +13,7 @@ import { runFunctionsWarm } from './functions-warm.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { runIdle } from './idle.js';
+import { runOffline } from './offline.js';
 import { postgresVersion } from './database.js';
 import { runRealtime } from './realtime.js';
 import { runQueries } from './queries.js';
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     'storage-transform',
     'idle',
     'queries',
+    'offline',
   ];
   if (![...suites, 'all'].includes(suite)) {
     process.stderr.write(`usage: npm run bench -- ${suites.join('|')}|all\n`);
@@ -45,8 +47,8 @@ async function main(): Promise<void> {
   const settings = readSettings();
   // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
   if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
-  // The idle, deploy, functions-warm and events suites measure Basalt alone: they need none of the peers' packages.
-  if (!['idle', 'deploy', 'functions-warm', 'events'].includes(suite)) ensureBenchDependencies();
+  // The idle, deploy, functions-warm, events and offline suites measure Basalt alone: they need none of the peers' packages.
+  if (!['idle', 'deploy', 'functions-warm', 'events', 'offline'].includes(suite)) ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -93,6 +95,9 @@ async function main(): Promise<void> {
   }
   if (suite === 'realtime' || suite === 'all') {
     for (const line of await runRealtime(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'offline' || suite === 'all') {
+    for (const line of await runOffline(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'idle' || suite === 'all') {
     for (const line of await runIdle(settings)) process.stdout.write(line + '\n');

@@ -28,6 +28,7 @@ export class BasaltProcess {
     readonly url: string,
     readonly serviceKey: string,
     readonly dataDir: string,
+    private readonly env: Record<string, string>,
   ) {
     child.stdout?.on('data', (chunk: Buffer) => (this.stdout += chunk.toString()));
     child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
@@ -39,8 +40,19 @@ export class BasaltProcess {
     const functionsDir = path.join(dataDir, 'functions');
     await mkdir(functionsDir);
     for (const [file, source] of Object.entries(functions)) await writeFile(path.join(functionsDir, file), source);
-    const port = await freePort();
-    const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+    return BasaltProcess.start(env, await freePort(), `bsk_${randomBytes(32).toString('base64url')}`, dataDir);
+  }
+
+  /**
+   * The same server again after stop({ keepData: true }): a new process on the same port,
+   * service key, data folder and environment, so clients that knew the old one reconnect.
+   */
+  respawn(): BasaltProcess {
+    return BasaltProcess.start(this.env, Number(new URL(this.url).port), this.serviceKey, this.dataDir);
+  }
+
+  private static start(env: Record<string, string>, port: number, serviceKey: string, dataDir: string): BasaltProcess {
+    const functionsDir = path.join(dataDir, 'functions');
     const childEnv: NodeJS.ProcessEnv = { ...process.env };
     delete childEnv.NODE_OPTIONS;
     delete childEnv.DATABASE_URL;
@@ -59,7 +71,7 @@ export class BasaltProcess {
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    return new BasaltProcess(child, `http://127.0.0.1:${port}`, serviceKey, dataDir);
+    return new BasaltProcess(child, `http://127.0.0.1:${port}`, serviceKey, dataDir, env);
   }
 
   /** Everything the process wrote to stdout (pino JSON lines) and stderr. */
@@ -94,13 +106,14 @@ export class BasaltProcess {
     return new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
 
-  async stop(): Promise<void> {
+  /** Ends the process (SIGTERM, then SIGKILL after 10 s); `keepData` leaves its folder for respawn(). */
+  async stop(options: { keepData?: boolean } = {}): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       this.child.kill('SIGTERM');
       const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
       await this.exited();
       clearTimeout(timer);
     }
-    await rm(this.dataDir, { recursive: true, force: true });
+    if (!options.keepData) await rm(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -236,6 +236,7 @@ const COMPILER_OPTIONS: ts.CompilerOptions = {
   baseUrl: ROOT,
   paths: {
     '@basalt/client': ['client-sdk/src/index.ts'],
+    '@basalt/client/offline': ['client-sdk/src/offline/index.ts'],
     'basalt/functions': ['server/functions-api.ts'],
   },
 };

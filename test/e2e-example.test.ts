@@ -538,6 +538,34 @@ describe.skipIf(!haveBrowser)('the todo example in a browser', () => {
     expect(keys.filter((key) => key.startsWith('removed:')).length).toBe(1);
   });
 
+  e2e(
+    'offline, the badge says so, what Bob adds and ticks off shows at once, and it lands when the network returns',
+    async () => {
+      await contextB.setOffline(true);
+      linkForB.cut();
+      await pageB.locator('#live[data-state="offline"]').waitFor({ timeout: LONG });
+
+      await addItem(pageB, 'Written on the train');
+      await itemByTitle(pageB, 'Water the plants').locator('.done').check();
+      // Shown at once, as waiting to be sent; Ada sees none of it yet.
+      await waitForList(pageB, "Bob's offline tick", (items) =>
+        items.some((item) => item.title === 'Water the plants' && item.done),
+      );
+      await expect.poll(() => pageB.locator('#pending').textContent()).toBe('2 changes to send');
+      expect(await itemByTitle(pageA, 'Written on the train').count()).toBe(0);
+
+      linkForB.restore();
+      await contextB.setOffline(false);
+      await pageB.locator('#live[data-state="live"]').waitFor({ timeout: LONG });
+      await pageB.locator('#pending').waitFor({ state: 'hidden', timeout: LONG });
+      await itemByTitle(pageA, 'Written on the train').waitFor({ timeout: LONG });
+      await waitForList(pageA, "Bob's tick on Ada's page", (items) =>
+        items.some((item) => item.title === 'Water the plants' && item.done),
+      );
+      expect((await listOf(pageA)).filter((item) => item.title === 'Written on the train')).toHaveLength(1);
+    },
+  );
+
   e2e('once Bob signs out, nothing more reaches his page', async () => {
     await pageB.click('#sign-out');
     await pageB.locator('#auth').waitFor({ state: 'visible', timeout: LONG });

@@ -42,6 +42,12 @@ const AREAS: Array<{ title: string; files: string[]; intro: string }> = [
     files: ['storage.ts', 'resumable.ts'],
     intro: '`basalt.storage`: buckets and their objects, and resumable uploads.',
   },
+  {
+    title: 'Offline',
+    files: ['engine.ts', 'persistence.ts', 'local.ts'],
+    intro:
+      'The `offline` option: the persistent cache, the outbox and their persistences (`@basalt/client/offline`); see docs/offline.md.',
+  },
   { title: 'Functions', files: ['functions.ts'], intro: '`basalt.functions`: calling HTTP functions.' },
   { title: 'Events', files: ['events.ts'], intro: '`basalt.events`: publishing to topics (docs/events.md).' },
   {

@@ -1,9 +1,14 @@
 import { AuthClient, defaultStorage } from './auth.js';
-import { DbClient } from './db.js';
+import { DbClient, sendOp } from './db.js';
+import { BasaltError } from './errors.js';
 import { EventsClient } from './events.js';
 import { FunctionsClient } from './functions.js';
+import { liveQueryOf, type LiveQueries } from './live-query.js';
+import { compareValues, documentComparator, fieldValue, typeRank } from './order.js';
+import type { OfflineEngine, OfflineOptions } from './offline/engine.js';
 import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
+import { tabChannel } from './tabs.js';
 import { HttpTransport, type RetryOptions, type SessionStorage } from './transport.js';
 
 export { HttpTransport } from './transport.js';
@@ -32,6 +37,12 @@ export interface ClientOptions {
    * `Retry-After` asks or with backoff: default 3 attempts, at most 5 s apart. `false` turns it off.
    */
   retry?: RetryOptions | false;
+  /**
+   * Offline-first (docs/offline.md): a persistent cache answers reads when the server cannot
+   * be reached, and writes apply locally at once and wait in a durable outbox. Its code loads
+   * only when this is set.
+   */
+  offline?: OfflineOptions;
 }
 
 export interface BasaltClient {
@@ -71,6 +82,27 @@ function warnNoSessionStorage(): void {
   );
 }
 
+/** Live queries through the offline engine, which loads asynchronously: subscribed once it is there. */
+function deferred(engine: Promise<OfflineEngine>): LiveQueries {
+  const once = (start: (ready: OfflineEngine) => () => void): (() => void) => {
+    let stop: (() => void) | undefined;
+    let stopped = false;
+    void engine.then(async (ready) => {
+      await ready.ready;
+      if (!stopped) stop = start(ready);
+    });
+    return () => {
+      stopped = true;
+      stop?.();
+    };
+  };
+  return {
+    subscribe: (target, onSnapshot, onError) => once((ready) => ready.subscribe(target, onSnapshot, onError)),
+    subscribeAggregate: (target, onGroups, onError) =>
+      once((ready) => ready.subscribeAggregate(target, onGroups, onError)),
+  };
+}
+
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
   const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
   const http = new HttpTransport(url, fetchImpl, options.retry);
@@ -94,10 +126,24 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     (event, session) =>
       void realtime.setAuth(session?.access_token ?? null, event === 'SIGNED_IN' || event === 'SIGNED_OUT'),
   );
+  const offline = options.offline
+    ? import('./offline/engine.js').then((m) =>
+        m.startOffline(http, realtime, auth, options.offline ?? {}, {
+          compareValues,
+          documentComparator,
+          fieldValue,
+          typeRank,
+          liveQueryOf,
+          sendOp,
+          tabChannel,
+          BasaltError,
+        }),
+      )
+    : undefined;
   return {
     url: http.baseUrl,
     auth,
-    db: new DbClient(http, realtime),
+    db: new DbClient(http, offline ? deferred(offline) : realtime, offline),
     realtime,
     channel: <E extends object = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
     storage: new StorageClient(http),

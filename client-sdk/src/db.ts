@@ -8,6 +8,8 @@ import type { OrderDirection } from './order.js';
 import type { HttpTransport } from './transport.js';
 import type { FieldPath, PathValue, QueryPath, Selected, WhereOp, WhereValue } from './field-paths.js';
 import type { QuerySnapshot } from './live-query.js';
+import type { OfflineEngine, WriteErrorListener } from './offline/engine.js';
+import type { PendingOp } from './offline/local.js';
 import type { Doc, DocumentData } from './wire.js';
 
 export type { Doc, DocumentData } from './wire.js';
@@ -208,6 +210,10 @@ export interface AggregateGroup<A extends Record<string, AggregateSpec>> {
 
 export interface QueryResult<T> {
   docs: Doc<T>[];
+  /** With `offline`: answered from the cache, the server being unreachable. */
+  fromCache?: boolean;
+  /** With `offline`: some document of `docs` carries writes the server has not acknowledged yet. */
+  hasPendingWrites?: boolean;
   /** Continues after this page with startAfter(nextCursor); null when no document follows. */
   nextCursor: string | null;
   /**
@@ -222,14 +228,46 @@ function segment(value: string): string {
   return encodeURIComponent(value);
 }
 
-function versionHeaders(options: WriteOptions | undefined): Record<string, string> {
-  return options?.ifVersion === undefined ? {} : { 'if-match': String(options.ifVersion) };
-}
-
-/** What queries and references use: the HTTP transport, and the live queries of the same client. */
+/** What queries and references use: the HTTP transport, the live queries of the same client, and its offline engine. */
 export interface DbContext {
   readonly http: HttpTransport;
   readonly live: LiveQueries;
+  readonly offline?: Promise<OfflineEngine>;
+}
+
+/** A document listener's second argument: where the document comes from (docs/offline.md). */
+export interface SnapshotMetadata {
+  /** Read from the offline cache: the server has not confirmed it (yet, or any more). */
+  fromCache: boolean;
+  /** The document carries local writes the server has not acknowledged yet. */
+  hasPendingWrites: boolean;
+}
+
+/** A write as the wire and the offline outbox take it (`id` absent: generated). */
+export type WriteOp = Omit<PendingOp, 'id'> & { id?: string };
+
+/**
+ * One write on the wire: POST, PUT, PATCH or DELETE of /v1/db/... with `If-Match` for
+ * `if_version`. The offline engine sends its outbox with it too (with an Idempotency-Key).
+ */
+export function sendOp(http: HttpTransport, op: WriteOp, headers: Record<string, string> = {}): Promise<unknown> {
+  const base = `/v1/db/${segment(op.collection)}`;
+  if (op.if_version !== undefined) headers['if-match'] = String(op.if_version);
+  return op.op === 'create'
+    ? http.request('POST', base, { ...(op.id !== undefined ? { id: op.id } : {}), data: op.data }, headers)
+    : http.request(
+        op.op === 'set' ? 'PUT' : op.op === 'update' ? 'PATCH' : 'DELETE',
+        `${base}/${segment(op.id as string)}`,
+        op.op === 'delete' ? undefined : { data: op.data },
+        headers,
+      );
+}
+
+/** Sends a write, or with `offline` queues it (applied locally at once): resolves with the op's result. */
+async function write<R>(context: DbContext, op: WriteOp): Promise<R> {
+  return (
+    context.offline ? (await (await context.offline).write([op], false))[0] : await sendOp(context.http, op)
+  ) as R;
 }
 
 /**
@@ -363,22 +401,26 @@ export class Query<T = DocumentData, R = T> {
         if (!select) return callback(typed);
         const project = (doc: Doc<R>): Doc<R> => ({ ...doc, data: projectData(doc.data, select) as R });
         callback({
+          ...typed,
           docs: typed.docs.map(project),
           changes: typed.changes.map((change) => ({ type: change.type, doc: project(change.doc) })),
-          hasMore: typed.hasMore,
         });
       },
       onError,
     );
   }
 
+  /** With `offline`, answers from the cache when the server cannot be reached (`fromCache`). */
   async get(): Promise<QueryResult<R>> {
-    const result = await this.context.http.request<{
-      docs: Doc<R>[];
-      next_cursor: string | null;
-      prev_cursor?: string | null;
-    }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
-    return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
+    const fetchPage = async (): Promise<QueryResult<R>> => {
+      const result = await this.context.http.request<{
+        docs: Doc<R>[];
+        next_cursor: string | null;
+        prev_cursor?: string | null;
+      }>('POST', `/v1/db/${segment(this.collection)}/query`, this.body);
+      return { docs: result.docs, nextCursor: result.next_cursor, prevCursor: result.prev_cursor ?? null };
+    };
+    return this.context.offline ? (await this.context.offline).get(this.collection, this.body, fetchPage) : fetchPage();
   }
 
   /** How many documents match (that the caller may read); limit and cursor are ignored. */
@@ -473,30 +515,44 @@ export class DocumentRef<T = DocumentData> {
     return `/v1/db/${segment(this.collection)}/${segment(this.id)}`;
   }
 
-  /** The document, or null when it does not exist or the caller may not read it; `expand` adds referenced documents. */
+  /**
+   * The document, or null when it does not exist or the caller may not read it; `expand` adds
+   * referenced documents. With `offline`, the cached copy (with local writes) when the server
+   * cannot be reached.
+   */
   async get(options: { expand?: string[] } = {}): Promise<Doc<T> | null> {
     const query = options.expand?.length ? `?expand=${options.expand.map(segment).join(',')}` : '';
-    try {
-      return await this.context.http.request<Doc<T>>('GET', `${this.path}${query}`);
-    } catch (error) {
-      if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
-      throw error;
-    }
+    const fetchDoc = async (): Promise<Doc<T> | null> => {
+      try {
+        return await this.context.http.request<Doc<T>>('GET', `${this.path}${query}`);
+      } catch (error) {
+        if (error instanceof BasaltError && error.code === 'NOT_FOUND') return null;
+        throw error;
+      }
+    };
+    return this.context.offline ? (await this.context.offline).getDoc(this.collection, this.id, fetchDoc) : fetchDoc();
   }
 
-  /** Live document: called with it (or null when absent or unreadable), then after every change. */
-  onSnapshot(callback: (doc: Doc<T> | null) => void, onError?: (error: BasaltError) => void): () => void {
+  /**
+   * Live document: called with it (or null when absent or unreadable), then after every
+   * change; the second argument says whether it comes from the offline cache and carries
+   * pending writes.
+   */
+  onSnapshot(
+    callback: (doc: Doc<T> | null, metadata: SnapshotMetadata) => void,
+    onError?: (error: BasaltError) => void,
+  ): () => void {
     return this.context.live.subscribe(
       { collection: this.collection, docId: this.id },
       // The live query carries documents of the collection, whose data type T names.
-      (snapshot) => callback((snapshot.docs[0] as Doc<T> | undefined) ?? null),
+      (snapshot) => callback((snapshot.docs[0] as Doc<T> | undefined) ?? null, snapshot),
       onError,
     );
   }
 
   /** Replaces the data, or creates the document. */
   set(data: WriteData<T>, options?: WriteOptions): Promise<Doc<T>> {
-    return this.context.http.request<Doc<T>>('PUT', this.path, { data }, versionHeaders(options));
+    return write(this.context, { op: 'set', collection: this.collection, id: this.id, data, ...ifVersion(options) });
   }
 
   /**
@@ -506,16 +562,17 @@ export class DocumentRef<T = DocumentData> {
    */
   async update(patch: UpdateData<T>, options?: WriteOptions): Promise<Doc<T> | RedactedDoc<T>> {
     assertNoDottedKeys(patch);
-    return this.context.http.request<Doc<T> | RedactedDoc<T>>(
-      'PATCH',
-      this.path,
-      { data: patch },
-      versionHeaders(options),
-    );
+    return write(this.context, {
+      op: 'update',
+      collection: this.collection,
+      id: this.id,
+      data: patch,
+      ...ifVersion(options),
+    });
   }
 
   async delete(options?: WriteOptions): Promise<void> {
-    await this.context.http.request<void>('DELETE', this.path, undefined, versionHeaders(options));
+    await write(this.context, { op: 'delete', collection: this.collection, id: this.id, ...ifVersion(options) });
   }
 }
 
@@ -526,10 +583,7 @@ export class CollectionRef<T = DocumentData> extends Query<T> {
 
   /** Creates a document; its id is generated unless given. */
   add(data: WriteData<T>, options: { id?: string } = {}): Promise<Doc<T>> {
-    return this.context.http.request<Doc<T>>('POST', `/v1/db/${segment(this.collection)}`, {
-      ...(options.id !== undefined ? { id: options.id } : {}),
-      data,
-    });
+    return write(this.context, { op: 'create', collection: this.collection, id: options.id, data });
   }
 
   doc(id: string): DocumentRef<T> {
@@ -549,7 +603,10 @@ interface BatchOpBody {
 export class WriteBatch {
   private readonly ops: BatchOpBody[] = [];
 
-  constructor(private readonly http: HttpTransport) {}
+  constructor(
+    private readonly http: HttpTransport,
+    private readonly offline?: Promise<OfflineEngine>,
+  ) {}
 
   create<T = DocumentData>(collection: string, data: WriteData<T>, options: { id?: string } = {}): this {
     this.ops.push({ op: 'create', collection, data, ...(options.id !== undefined ? { id: options.id } : {}) });
@@ -584,6 +641,7 @@ export class WriteBatch {
    * ops share one.
    */
   async commit<T = DocumentData>(): Promise<BatchResult<T>[]> {
+    if (this.offline) return (await (await this.offline).write(this.ops, true)) as BatchResult<T>[];
     const result = await this.http.request<{ results: BatchResult<T>[] }>('POST', '/v1/db/batch', {
       ops: this.ops,
     });
@@ -597,10 +655,32 @@ function ifVersion(options: WriteOptions | undefined): { if_version?: number } {
 
 export class DbClient {
   private readonly context: DbContext;
+  private engine: OfflineEngine | undefined;
 
-  /** `live` runs live queries: the client's realtime connection. */
-  constructor(http: HttpTransport, live: LiveQueries) {
-    this.context = { http, live };
+  /** `live` runs live queries: the client's realtime connection (through the offline engine, if any). */
+  constructor(http: HttpTransport, live: LiveQueries, offline?: Promise<OfflineEngine>) {
+    this.context = { http, live, offline };
+    void offline?.then((engine) => (this.engine = engine));
+  }
+
+  /** With `offline`: how many queued writes the server has not answered yet (a batch counts once). */
+  pendingWrites(): number {
+    return this.engine?.pendingWrites() ?? 0;
+  }
+
+  /** With `offline`: resolves once every queued write has been sent and answered (accepted or refused). */
+  async waitForPendingWrites(): Promise<void> {
+    await (await this.context.offline)?.waitForPendingWrites();
+  }
+
+  /**
+   * With `offline`: called with each queued write the server refused (rules, schema,
+   * VERSION_CONFLICT) after its promise had resolved; the write is rolled back. Returns the
+   * function that stops listening.
+   */
+  onWriteError(listener: WriteErrorListener): () => void {
+    const stop = this.context.offline?.then((engine) => engine.onWriteError(listener));
+    return () => void stop?.then((off) => off());
   }
 
   collection<T = DocumentData>(name: string): CollectionRef<T> {
@@ -608,6 +688,6 @@ export class DbClient {
   }
 
   batch(): WriteBatch {
-    return new WriteBatch(this.context.http);
+    return new WriteBatch(this.context.http, this.context.offline);
   }
 }

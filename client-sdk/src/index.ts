@@ -69,6 +69,7 @@ export type {
   QueryResult,
   RedactedDoc,
   Selected,
+  SnapshotMetadata,
   ServerTimestampTransform,
   SystemField,
   TransformFor,
@@ -78,6 +79,9 @@ export type {
   WriteData,
   WriteOptions,
 } from './db.js';
+export type { OfflineChange, OfflineStorage, OfflineStoreName } from './offline/persistence.js';
+export type { CachedResult, OfflineOptions, PendingWrite, WriteErrorListener } from './offline/engine.js';
+export type { PendingOp } from './offline/local.js';
 export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
   ChannelEvents,

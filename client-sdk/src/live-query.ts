@@ -21,6 +21,23 @@ export interface QuerySnapshot<T = Record<string, unknown>> {
   changes: Array<{ type: DocChangeType; doc: Doc<T> }>;
   /** With `limit`: more documents match beyond `docs`. Always false without `limit`. */
   hasMore: boolean;
+  /**
+   * Computed from the offline cache: the query is not (yet, or any more) confirmed by the
+   * server. Always false without `offline` (docs/offline.md).
+   */
+  fromCache: boolean;
+  /** Some document of `docs` carries local writes the server has not acknowledged yet. */
+  hasPendingWrites: boolean;
+}
+
+/**
+ * What an offline client knows of a live query before the server answers: its cached result
+ * and the cursor to resume from. The subscription keeps `cursor` current for the cache.
+ */
+export interface LiveSeed {
+  docs: Doc<unknown>[];
+  cursor: string | null;
+  hasMore: boolean;
 }
 
 /** The query part a live query sends: as in `/query` (`after` starts the result after that cursor). */
@@ -54,6 +71,7 @@ export interface LiveQueries {
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError?: (error: BasaltError) => void,
+    seed?: LiveSeed,
   ): () => void;
   subscribeAggregate(
     target: LiveAggregateTarget,
@@ -125,8 +143,15 @@ export class LiveSubscription implements SocketSubscription {
     readonly target: LiveTarget,
     private readonly onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     readonly onError: (error: BasaltError) => void,
+    private readonly seed?: LiveSeed,
   ) {
     this.compare = documentComparator(target.query?.order_by);
+    if (seed) {
+      this.docs = new Map(seed.docs.map((doc) => [doc.id, doc]));
+      this.cursor = seed.cursor;
+      this.hasMore = seed.hasMore;
+      this.ready = seed.cursor !== null;
+    }
   }
 
   message(): Frame {
@@ -146,6 +171,8 @@ export class LiveSubscription implements SocketSubscription {
       if (typeof frame.has_more === 'boolean') this.setHasMore(frame.has_more);
       if (Array.isArray(frame.docs)) this.replace(frame.docs as Doc<unknown>[], !this.ready);
       this.ready = true;
+      // A seeded query learns here that the server confirmed its result (offline cache).
+      if (this.seed) this.schedule(true);
     } else if (frame.type === 'more') {
       if (typeof frame.has_more === 'boolean' && this.setHasMore(frame.has_more)) this.schedule(false);
     } else if (frame.type === 'change') {
@@ -214,7 +241,14 @@ export class LiveSubscription implements SocketSubscription {
       const moreChanged = this.moreChanged;
       this.moreChanged = false;
       if (changes.length === 0 && !always && !moreChanged) return;
-      this.onSnapshot({ docs: [...this.docs.values()].sort(this.compare), changes, hasMore: this.hasMore });
+      if (this.seed) this.seed.cursor = this.cursor;
+      this.onSnapshot({
+        docs: [...this.docs.values()].sort(this.compare),
+        changes,
+        hasMore: this.hasMore,
+        fromCache: false,
+        hasPendingWrites: false,
+      });
     });
   }
 }

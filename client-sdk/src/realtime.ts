@@ -16,6 +16,7 @@ import {
   LiveSubscription,
   type LiveAggregateTarget,
   type LiveQueries,
+  type LiveSeed,
   type LiveTarget,
   type QuerySnapshot,
   type SocketSubscription,
@@ -119,8 +120,9 @@ export class RealtimeClient implements LiveQueries {
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError: (error: BasaltError) => void = logUnhandled,
+    seed?: LiveSeed,
   ): () => void {
-    return this.follow(new LiveSubscription(`q${this.nextId++}`, target, onSnapshot, onError));
+    return this.follow(new LiveSubscription(`q${this.nextId++}`, target, onSnapshot, onError, seed));
   }
 
   /** Follows an aggregate (the body of `/aggregate`): `onGroups` gets each new list of groups; returns the stop function. */

@@ -59,7 +59,10 @@ const basalt = viewAs
       autoRefreshToken: false,
       detectSessionInUrl: false,
     })
-  : createClient(BASALT_URL);
+  : // Offline-first: the list and the session are kept in this browser (IndexedDB), so the
+    // page opens and takes changes with the network or the server gone; they are sent when it
+    // is back. (Not for "view as": that session is another user's, and must not touch this cache.)
+    createClient(BASALT_URL, { offline: { persistence: 'indexeddb' } });
 const todos = basalt.db.collection(COLLECTION);
 const images = basalt.storage.from(BUCKET);
 /** How photos are shown in the list: WebP, 480 px wide at most (twice the CSS width, for sharp screens). */
@@ -81,6 +84,7 @@ const view = {
   empty: $('#empty'),
   count: $('#count'),
   live: $('#live'),
+  pending: $('#pending'),
   toast: $('#toast'),
   template: $('#item-template'),
 };
@@ -172,7 +176,9 @@ function startLive() {
     .limit(200)
     .onSnapshot(
       (snapshot) => {
-        setLive('live');
+        // From the cache: the server is out of reach, and the list is this browser's copy.
+        setLive(snapshot.fromCache ? 'offline' : 'live');
+        showPending(snapshot.hasPendingWrites);
         render(snapshot.docs);
       },
       (error) => {
@@ -185,8 +191,25 @@ function startLive() {
 
 function setLive(state) {
   view.live.dataset.state = state;
-  view.live.textContent = { connecting: 'connecting…', live: '● live', stopped: 'not live' }[state];
+  view.live.textContent = {
+    connecting: 'connecting…',
+    live: '● live',
+    offline: '○ offline',
+    stopped: 'not live',
+  }[state];
+  view.live.title = state === 'offline' ? 'Changes are kept here and sent when the connection is back.' : '';
 }
+
+/** How many changes wait to be sent, while some do. */
+function showPending(hasPendingWrites) {
+  const waiting = hasPendingWrites ? basalt.db.pendingWrites() : 0;
+  view.pending.hidden = waiting === 0;
+  view.pending.textContent = waiting === 1 ? '1 change to send' : `${waiting} changes to send`;
+}
+
+// A change made offline that the server refused once it was back (say, an item someone else
+// deleted meanwhile): the list has already put it back as the server has it.
+basalt.db.onWriteError((error) => toast(`A change was not saved: ${messageOf(error)}`));
 
 basalt.auth.onAuthStateChange((event) => {
   if (event === 'SIGNED_OUT') showSignedOut();
