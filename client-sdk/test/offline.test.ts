@@ -296,6 +296,34 @@ describe('the network between client and server', () => {
     expect(doc.version).toBe(2);
   }, 20_000);
 
+  it('keeps the cache under cacheSizeBytes, dropping what was used least recently', async () => {
+    const persistence = memoryPersistence();
+    const basalt = createClient(proxy.url, { persistSession: false, offline: { persistence, cacheSizeBytes: 4_000 } });
+    clients.push(basalt);
+    await basalt.auth.signUp({ email: uniqueEmail('offline'), password: STRONG_PASSWORD });
+    const notes = basalt.db.collection('notes');
+    const tag = uniqueEmail('lru');
+    for (let i = 10; i < 30; i++) await notes.add({ title: `lru-${i}`, tag, pad: 'x'.repeat(300) });
+    const recent = notes.where('tag', '==', tag).orderBy('title').limit(3);
+    expect((await recent.get()).fromCache).toBe(false);
+    // The cache is written (and trimmed) in the background, one transaction per task.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const stored = (await persistence.getAll('docs')) as Array<[string, { doc: Doc }]>;
+    const bytes = stored.reduce((sum, [, cached]) => sum + JSON.stringify(cached.doc).length, 0);
+    expect(bytes).toBeLessThanOrEqual(4_000);
+    expect(stored.length).toBeLessThan(20);
+
+    proxy.blocked = true;
+    proxy.cut();
+    try {
+      const cached = await recent.get();
+      expect(cached.fromCache).toBe(true);
+      expect(cached.docs.map((doc) => doc.data.title)).toEqual(['lru-10', 'lru-11', 'lru-12']);
+    } finally {
+      proxy.blocked = false;
+    }
+  }, 20_000);
+
   it('fails a queued write with ifVersion as a conflict when the document changed meanwhile', async () => {
     const basalt = device().open(proxy.url);
     await basalt.auth.signUp({ email: uniqueEmail('offline'), password: STRONG_PASSWORD });
