@@ -10,6 +10,7 @@ import type { Logger } from '../../internal/log.js';
 import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
+import { isTraceId, originFrom, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
@@ -67,7 +68,24 @@ function undeployedRun(name: string, job: PgBoss.JobWithMetadata<JobData>, input
     error: 'the function was undeployed before this event ran',
     logs: [],
     cold: false,
+    ...traceFields(jobTrace(job, input.type === 'schedule')),
   };
+}
+
+/**
+ * The trace a job's runs join: its origin's, else (a schedule tick, a write made outside
+ * any function) one of its own, named after the job, so that every attempt of one job is
+ * in the same trace under the same parent.
+ */
+function jobTrace(job: PgBoss.JobWithMetadata<JobData>, isSchedule: boolean): TraceContext {
+  const origin = isSchedule ? null : originFrom(job.data.origin);
+  if (origin) return traceOf(origin);
+  const fromJob = job.id.replace(/-/g, '').toLowerCase();
+  return isTraceId(fromJob) ? { traceId: fromJob, parentInvocationId: null } : traceOf(null);
+}
+
+function traceFields(trace: TraceContext): Pick<InvocationRun, 'traceId' | 'parentInvocationId'> {
+  return { traceId: trace.traceId, parentInvocationId: trace.parentInvocationId };
 }
 
 export interface JobData {
@@ -75,6 +93,8 @@ export interface JobData {
   /** The version live when the event committed (in log order); a retry from the admin API re-pins it. */
   version?: number;
   event: FunctionEvent;
+  /** The run whose write queued this job, whose trace the job's runs join (docs/tracing.md). */
+  origin?: TraceOrigin;
 }
 
 export function queueName(fn: { name: string }): string {
@@ -351,6 +371,7 @@ export class FunctionDispatcher {
         attempt: job.retryCount + 1,
         jobId: job.id,
         lastAttempt: job.retryCount >= job.retryLimit,
+        trace: jobTrace(job, isSchedule),
       });
       return { run };
     } catch (error) {
@@ -493,7 +514,12 @@ export class FunctionDispatcher {
             name: pointer.name,
             options: pointer.options,
             id: jobIdFor(change.id, pointer.name),
-            data: { function: pointer.name, version: pointer.version, event },
+            data: {
+              function: pointer.name,
+              version: pointer.version,
+              event,
+              ...(change.origin ? { origin: change.origin } : {}),
+            },
           });
         }
       }

@@ -188,8 +188,9 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
   registerWarmWorkersGauge(platform.metrics, () => service.warmWorkers());
   const db = documentsRpc(deps.documents);
   const storage = storageRpc(deps.storage);
-  service.useRpc(async (target, method, args, caller) =>
-    (target === 'db' ? db : storage)(target, method, args, caller),
+  // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
+  service.useRpc(async (target, method, args, caller, origin) =>
+    platform.db.withOrigin(origin, () => (target === 'db' ? db : storage)(target, method, args, caller, origin)),
   );
   const dispatcher = new FunctionDispatcher(
     service,

@@ -135,9 +135,15 @@ function files(rpc: Rpc) {
 
 const asCallerRpc = rpcAs('caller');
 
-function context(env: Record<string, string | undefined>, secrets: Record<string, string>, asCaller: boolean) {
+function context(
+  env: Record<string, string | undefined>,
+  secrets: Record<string, string>,
+  asCaller: boolean,
+  traceId: string,
+) {
   return {
     env,
+    trace_id: traceId,
     secrets: Object.freeze({ ...secrets }),
     log: {
       info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
@@ -209,7 +215,10 @@ async function handle(message: ToWorker): Promise<void> {
         const loaded = await load(message.bundle);
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
-        const value = await definition.handler(message.input, context(message.env, message.secrets, message.asCaller));
+        const value = await definition.handler(
+          message.input,
+          context(message.env, message.secrets, message.asCaller, message.traceId),
+        );
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
