@@ -15,6 +15,7 @@ import { parseSecretsKey, SecretStore } from './secrets.js';
 import { FunctionsService, numberOption, type ServerRpc } from './service.js';
 import { NUMERIC_OPTIONS } from './loader.js';
 import { registerWarmWorkersGauge } from './warm-capacity.js';
+import { SpanExporter } from './span-export.js';
 
 /**
  * The functions module: deploys (admin API and the functions folder), secrets, HTTP
@@ -160,6 +161,8 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     ['function'],
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
   );
+  // Where an OTLP endpoint is set, a span per run goes to it (docs/tracing.md).
+  const spans = platform.config.otel ? new SpanExporter(platform.config.otel, platform.log) : null;
   const service = new FunctionsService(
     {
       functionsDir: platform.config.functionsDir,
@@ -168,6 +171,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
       roles: platform.config.roles,
       onRun: (run) => {
+        spans?.record(run);
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
         const fn = service.find(run.functionName);
@@ -305,6 +309,8 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       await following;
       await dispatcher.stop();
       await service.close();
+      // After the runs: the spans of those that finished while stopping go too.
+      await spans?.shutdown();
     },
   };
 }
