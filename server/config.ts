@@ -489,13 +489,29 @@ function otelHeaders(env: Env, name: string): Record<string, string> {
   return headers;
 }
 
+const OTEL_EXPORT_SETTINGS = [
+  'OTEL_EXPORTER_OTLP_HEADERS',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+  'OTEL_SERVICE_NAME',
+  'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_BSP_MAX_QUEUE_SIZE',
+  'OTEL_EXPORTER_OTLP_TIMEOUT',
+];
+
 /** OTLP/HTTP trace export: on when an endpoint is set. Only the JSON encoding is sent. */
 function otel(env: Env): OtelConfig | null {
   const base = url(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', ['http:', 'https:']);
   const traces = url(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']);
-  if (!base && !traces) return null;
-  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
-    const protocol = value(env, name);
+  const protocols = {
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: value(env, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'),
+    OTEL_EXPORTER_OTLP_PROTOCOL: value(env, 'OTEL_EXPORTER_OTLP_PROTOCOL'),
+  };
+  // The rest is read (and checked) only for an export: variables set for other programs stay theirs.
+  if (!base && !traces) {
+    for (const name of OTEL_EXPORT_SETTINGS) value(env, name);
+    return null;
+  }
+  for (const [name, protocol] of Object.entries(protocols)) {
     if (protocol !== undefined && protocol !== 'http/json') {
       throw new ConfigError(name, `Basalt exports OTLP as http/json only, got "${protocol}"`);
     }
