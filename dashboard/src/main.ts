@@ -12,6 +12,7 @@ import { realtimePage } from './pages/realtime.js';
 import { signInPage } from './pages/signin.js';
 import { storagePage } from './pages/storage.js';
 import { usagePage } from './pages/usage.js';
+import { tracePage } from './pages/trace.js';
 import { usersPage } from './pages/users.js';
 
 interface Route {
@@ -40,6 +41,7 @@ const ROUTES: Route[] = [
   route('storage/:bucket', 'storage', storagePage),
   route('functions', 'functions', functionsPage),
   route('functions/:name', 'functions', functionsPage),
+  route('traces/:id', 'functions', tracePage),
   route('realtime', 'realtime', realtimePage),
   route('audit', 'audit', auditPage),
   route('usage', 'usage', usagePage),
