@@ -1,8 +1,7 @@
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser } from '../client-sdk/test/browser-support.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
-import { signInToDashboard } from './dashboard-support.js';
+import { signInToDashboard, useDashboardPage } from './dashboard-support.js';
 import { createCollection, request, useTestApp, waitFor } from './helpers.js';
 
 /**
@@ -34,20 +33,10 @@ describe.skipIf(!haveBrowser)('the trace view in chromium', () => {
     await createCollection(app, { name: 'orders' });
     await createCollection(app, { name: 'shipments' });
   });
-  let browser: Browser;
-  let page: Page;
-  const pageErrors: string[] = [];
-
-  beforeAll(async () => {
-    browser = await launchChromium();
-    page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-  });
-  afterAll(async () => {
-    await browser?.close();
-  });
+  const browser = useDashboardPage();
 
   it('links a run of the invocation log to its trace, drawn as a tree with durations', async () => {
+    const { page, errors: pageErrors } = browser;
     const called = await request(app.url, 'POST', '/v1/functions/order', { token: app.serviceKey, body: {} });
     expect(called.status).toBe(200);
     const { trace_id: traceId } = called.body as { trace_id: string };

@@ -117,7 +117,7 @@ export class Database {
       // every write made outside a function, keep their single round trip.
       const pending =
         origin !== undefined && typeof args[args.length - 1] !== 'function' && !READ_ONLY.test(statementText(args))
-          ? this.queryWithOrigin(origin, args)
+          ? this.queryWithOrigin(args)
           : original(...args);
       if (pending instanceof Promise) {
         pending.then(
@@ -134,20 +134,9 @@ export class Database {
     this.pool.query = watched as typeof this.pool.query;
   }
 
-  private async queryWithOrigin(origin: string, args: unknown[]): Promise<unknown> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query(SET_ORIGIN, [origin]);
-      const result = await (client.query as (...queryArgs: unknown[]) => Promise<unknown>)(...args);
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+  /** One statement in a transaction of its own, which `transaction` tags with the current origin. */
+  private queryWithOrigin(args: unknown[]): Promise<unknown> {
+    return this.transaction((client) => (client.query as (...queryArgs: unknown[]) => Promise<unknown>)(...args));
   }
 
   /** Runs `work` in one transaction: commit on success, rollback on any throw. */
