@@ -74,7 +74,10 @@ export class Database {
   }
 
   private wrote(): void {
-    for (const listener of this.writeListeners) listener();
+    // Outside the writer's origin: what a listener starts (a timer, a tick) is nobody's write.
+    this.origins.exit(() => {
+      for (const listener of this.writeListeners) listener();
+    });
   }
 
   /**
