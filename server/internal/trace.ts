@@ -60,6 +60,18 @@ export function originFrom(value: unknown): TraceOrigin | null {
   return { trace_id: traceId, parent_invocation_id: parent };
 }
 
+/**
+ * The trace a queued job's runs join, from the origin it carries: a change's (a run's write)
+ * or a topic event's, whose parent is null when it was published from outside any function.
+ * Null when it carries none.
+ */
+export function traceFromJobOrigin(value: unknown): TraceContext | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { trace_id: traceId, parent_invocation_id: parent } = value as Record<string, unknown>;
+  if (typeof traceId !== 'string' || !isTraceId(traceId)) return null;
+  return { traceId, parentInvocationId: typeof parent === 'string' && UUID.test(parent) ? parent : null };
+}
+
 /** The trace of a run its origin started; a run with none (plain SQL, a schedule tick) starts its own. */
 export function traceOf(origin: TraceOrigin | null | undefined): TraceContext {
   return origin

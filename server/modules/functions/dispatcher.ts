@@ -10,7 +10,7 @@ import type { Logger } from '../../internal/log.js';
 import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
-import { isTraceId, originFrom, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
+import { isTraceId, traceFromJobOrigin, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
@@ -78,8 +78,8 @@ function undeployedRun(name: string, job: PgBoss.JobWithMetadata<JobData>, input
  * in the same trace under the same parent.
  */
 function jobTrace(job: PgBoss.JobWithMetadata<JobData>, isSchedule: boolean): TraceContext {
-  const origin = isSchedule ? null : originFrom(job.data.origin);
-  if (origin) return traceOf(origin);
+  const joined = isSchedule ? null : traceFromJobOrigin(job.data.origin);
+  if (joined) return joined;
   const fromJob = job.id.replace(/-/g, '').toLowerCase();
   return isTraceId(fromJob) ? { traceId: fromJob, parentInvocationId: null } : traceOf(null);
 }
