@@ -24,11 +24,11 @@ import { machine } from './report.js';
 import type { Settings } from './settings.js';
 import { childEnv, startBasaltServer } from './targets.js';
 
-function log(message: string): void {
+export function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
 
-function percentile(values: number[], p: number): number {
+export function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return round(sorted[index] ?? Number.NaN, 1);
@@ -38,7 +38,14 @@ function summary(values: number[]): { p50_ms: number; p99_ms: number; max_ms: nu
   return { p50_ms: percentile(values, 50), p99_ms: percentile(values, 99), max_ms: percentile(values, 100) };
 }
 
-async function call(url: string, token: string, method: string, urlPath: string, body?: unknown): Promise<unknown> {
+/** One admin or API call with a bearer token; throws on an error status, returns the JSON answer. */
+export async function call(
+  url: string,
+  token: string,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+): Promise<unknown> {
   const response = await fetch(url + urlPath, {
     method,
     headers: {

@@ -22,7 +22,7 @@ import { round, runLoad, type LoadResult } from './load.js';
 import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
 import { BENCH_DIR, NODE_HEAP_FLOOR, type Settings } from './settings.js';
-import { childEnv, startBasaltServer } from './targets.js';
+import { childEnv, startFunctionsServer } from './targets.js';
 
 const FIXTURE = path.join(BENCH_DIR, 'functions-fixture');
 const LATENCY_SAMPLES = 200;
@@ -57,19 +57,13 @@ async function json(target: Target, method: string, urlPath: string, body?: unkn
 async function startBasalt(settings: Settings): Promise<Target> {
   const db = await createBenchDatabase(settings.adminDatabaseUrl, 'basalt');
   const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-fn-'));
-  const port = await freePort();
   const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
-  const server = await startBasaltServer(
-    `http://127.0.0.1:${port}`,
-    childEnv({
-      DATABASE_URL: db.url,
-      PORT: String(port),
-      BASALT_SERVICE_KEY: serviceKey,
-      BASALT_DATA_DIR: dataDir,
-      BASALT_FUNCTIONS_DIR: path.join(FIXTURE, 'basalt'),
-      LOG_LEVEL: 'warn',
-    }),
-  );
+  const server = await startFunctionsServer({
+    databaseUrl: db.url,
+    serviceKey,
+    dataDir,
+    functionsDir: path.join(FIXTURE, 'basalt'),
+  });
   const target: Target = {
     url: server.url,
     server,

@@ -7,7 +7,9 @@
  */
 import { runAuth } from './auth.js';
 import { runDeploy } from './deploy.js';
+import { runEvents } from './events.js';
 import { runFunctions } from './functions.js';
+import { runFunctionsWarm } from './functions-warm.js';
 import { ensureBenchDependencies } from './deps.js';
 import { log, runDocuments } from './documents.js';
 import { runIdle } from './idle.js';
@@ -27,7 +29,9 @@ async function main(): Promise<void> {
     'auth',
     'realtime',
     'functions',
+    'functions-warm',
     'deploy',
+    'events',
     'storage',
     'storage-tus',
     'storage-transform',
@@ -41,8 +45,8 @@ async function main(): Promise<void> {
   const settings = readSettings();
   // Basalt runs compiled, as `npm start` runs it: build it first if the sources changed.
   if ((await ensureServerBuild()) === 'built') log('compiled the server into dist/');
-  // The idle and deploy suites measure Basalt alone: they need none of the peers' packages.
-  if (suite !== 'idle' && suite !== 'deploy') ensureBenchDependencies();
+  // The idle, deploy, functions-warm and events suites measure Basalt alone: they need none of the peers' packages.
+  if (!['idle', 'deploy', 'functions-warm', 'events'].includes(suite)) ensureBenchDependencies();
   machine.postgres = await postgresVersion(settings.adminDatabaseUrl);
   log(
     `suite ${suite}: targets ${settings.targets.join(', ')}, ${settings.connections} connections, ` +
@@ -69,8 +73,14 @@ async function main(): Promise<void> {
   if (suite === 'functions' || suite === 'all') {
     for (const line of await runFunctions(settings)) process.stdout.write(line + '\n');
   }
+  if (suite === 'functions-warm' || suite === 'all') {
+    for (const line of await runFunctionsWarm(settings)) process.stdout.write(line + '\n');
+  }
   if (suite === 'deploy' || suite === 'all') {
     for (const line of await runDeploy(settings)) process.stdout.write(line + '\n');
+  }
+  if (suite === 'events' || suite === 'all') {
+    for (const line of await runEvents(settings)) process.stdout.write(line + '\n');
   }
   if (suite === 'storage' || suite === 'all') {
     for (const line of await runStorage(settings)) process.stdout.write(line + '\n');

@@ -40,8 +40,12 @@ function checkoutStartFlags(root: string): string[] {
   );
 }
 
-const SERVER_FLAGS =
+const START_FLAGS =
   process.env.BENCH_SERVER_FLAGS === 'checkout' ? checkoutStartFlags(BASALT_ROOT_DIR) : NODE_HEAP_FLOOR;
+
+/** BENCH_CPU_PROFILE_DIR: each Basalt server of the run writes a V8 CPU profile there as it stops. */
+const PROFILE_DIR = process.env.BENCH_CPU_PROFILE_DIR?.trim();
+const SERVER_FLAGS = PROFILE_DIR ? [...START_FLAGS, '--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : START_FLAGS;
 
 /**
  * How the harness starts Basalt: as `npm start` does (package.json), with the same Node flags

@@ -6,8 +6,11 @@
  *   upload (POST, then PATCHes of BENCH_TUS_CHUNK, 64 MiB), BENCH_STORAGE_ROUNDS (3) rounds
  *   alternating which goes first, per backend of BENCH_STORAGE_BACKENDS (`fs,s3`). Reports
  *   MiB/s of each and `tus_vs_put`, the median ratio of the rounds. tus pays for its
- *   resumability: each PATCH records its offset in Postgres, S3 parts are sent one at a time,
- *   and the finished object is read back once for its SHA-256.
+ *   resumability: a lease and a fresh request per PATCH, an offset recorded in Postgres per
+ *   8 MiB on disk (an fsync each) or per S3 part, and on S3 the tail of each PATCH short of a
+ *   part kept in Postgres. The SHA-256 is hashed as the bytes arrive (all PATCHes reach the
+ *   one server here); an upload resumed on another instance reads its bytes back instead
+ *   (docs/storage.md). BENCH_CPU_PROFILE_DIR profiles the server.
  * - storage-transform: a 12-megapixel JPEG (4000 × 3000) uploaded once, then
  *   `?width=400&format=webp`: the first request of BENCH_TRANSFORM_VARIANTS (20) distinct
  *   variants (each a new quality, so each is computed: decode, resize, encode, cache) and

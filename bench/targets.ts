@@ -53,6 +53,27 @@ export function startBasaltServer(url: string, env: NodeJS.ProcessEnv): Promise<
   });
 }
 
+/** A Basalt server for the functions suites: a fresh port, its own data directory and functions folder, warnings only. */
+export async function startFunctionsServer(options: {
+  databaseUrl: string;
+  serviceKey: string;
+  dataDir: string;
+  functionsDir: string;
+}): Promise<ServerProcess> {
+  const port = await freePort();
+  return startBasaltServer(
+    `http://127.0.0.1:${port}`,
+    childEnv({
+      DATABASE_URL: options.databaseUrl,
+      PORT: String(port),
+      BASALT_SERVICE_KEY: options.serviceKey,
+      BASALT_DATA_DIR: options.dataDir,
+      BASALT_FUNCTIONS_DIR: options.functionsDir,
+      LOG_LEVEL: 'warn',
+    }),
+  );
+}
+
 /** `extraEnv` adds to (or overrides) the server's environment, e.g. a suite's own budgets. */
 export async function startTarget(
   name: TargetName,

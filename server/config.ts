@@ -82,6 +82,8 @@ export interface RealtimeConfig {
   messagesPerSecond: number;
   /** Channels one websocket may be joined to at once (each may hold a presence row). */
   maxChannelsPerSocket: number;
+  /** A live aggregate is re-evaluated at most once per this many ms, however fast its collection changes. */
+  aggregateIntervalMs: number;
 }
 
 export interface StorageConfig {
@@ -607,6 +609,7 @@ export function loadConfig(env: Env = process.env): Config {
       presenceHeartbeatMs: integer(env, 'BASALT_REALTIME_PRESENCE_HEARTBEAT_MS', 5_000, 50, 600_000),
       messagesPerSecond: integer(env, 'BASALT_REALTIME_MESSAGES_PER_SECOND', 100, 1, 1_000_000),
       maxChannelsPerSocket: integer(env, 'BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET', 100, 1, 10_000),
+      aggregateIntervalMs: integer(env, 'BASALT_REALTIME_AGGREGATE_INTERVAL_MS', 250, 10, 60_000),
     },
   };
 }

@@ -81,8 +81,19 @@ export interface FunctionStorage {
   from(bucket: string): FunctionBucket;
 }
 
+/** ctx.events: publishes to a topic (docs/events.md). */
+export interface FunctionEvents {
+  /**
+   * Publishes `payload` to every function subscribed to `topic`; resolves with the event's id
+   * once it is committed. Events with one `key` run in publish order, one at a time per
+   * function; `delay_seconds` (0 to 900) holds the delivery back.
+   */
+  publish(topic: string, payload: unknown, options?: { key?: string; delay_seconds?: number }): Promise<{ id: string }>;
+}
+
 export interface FunctionContext {
   log: FunctionLog;
+  events: FunctionEvents;
   /** Only the environment variables the function declares in its `env` option. */
   env: Record<string, string | undefined>;
   db: FunctionDb;
@@ -117,6 +128,18 @@ export interface FunctionEvent<T = Record<string, unknown>> {
   user?: Record<string, unknown> | null;
 }
 
+/** An event of a topic, as onEvent handlers receive it (API.md "Events, queues and usage"). */
+export interface TopicEvent<P = unknown> {
+  /** The same for every subscriber and every attempt: use it to make a handler idempotent. */
+  id: string;
+  type: 'event';
+  topic: string;
+  payload: P;
+  key: string | null;
+  published_at: string;
+  trace_id: string;
+}
+
 export interface HttpRequest {
   method: string;
   path: string;
@@ -136,6 +159,14 @@ export interface HttpRequest {
 export type HttpResult = Response | unknown;
 
 type EventHandler = (event: FunctionEvent, ctx: FunctionContext) => unknown;
+type TopicHandler<P> = (event: TopicEvent<P>, ctx: FunctionContext) => unknown;
+type TopicBatchHandler<P> = (events: Array<TopicEvent<P>>, ctx: FunctionContext) => unknown;
+
+/** onEvent's options: the topic, and with `batch_size` (1 to 100) a run takes up to that many events as a list. */
+export interface TopicOptions extends FunctionOptions {
+  topic: string;
+  batch_size?: number;
+}
 type HttpHandler = (request: HttpRequest, ctx: FunctionContext) => HttpResult | Promise<HttpResult>;
 
 export type FunctionDefinition =
@@ -147,7 +178,8 @@ export type FunctionDefinition =
   | { kind: 'object'; options: FunctionOptions & { bucket: string; on: 'upload' | 'delete' }; handler: EventHandler }
   | { kind: 'auth'; options: FunctionOptions & { on: 'user.created' | 'user.deleted' }; handler: EventHandler }
   | { kind: 'http'; options: FunctionOptions & { method?: string }; handler: HttpHandler }
-  | { kind: 'schedule'; options: FunctionOptions & { cron: string }; handler: EventHandler };
+  | { kind: 'schedule'; options: FunctionOptions & { cron: string }; handler: EventHandler }
+  | { kind: 'event'; options: TopicOptions; handler: TopicHandler<never> | TopicBatchHandler<never> };
 
 export function onDocument(
   options: FunctionOptions & { collection: string; on: 'create' | 'update' | 'delete' | 'write' },
@@ -181,4 +213,24 @@ export function http(
 
 export function schedule(options: FunctionOptions & { cron: string }, handler: EventHandler): FunctionDefinition {
   return { kind: 'schedule', options, handler };
+}
+
+/**
+ * Subscribes to a topic: the handler gets every event published to it, at least once (the
+ * same `id` on a retry), retried and dead-lettered like a trigger's event. With
+ * `batch_size`, a run gets a list of up to that many events, and fails or succeeds as one.
+ */
+export function onEvent<P = unknown>(
+  options: TopicOptions & { batch_size: number },
+  handler: TopicBatchHandler<P>,
+): FunctionDefinition;
+export function onEvent<P = unknown>(
+  options: TopicOptions & { batch_size?: undefined },
+  handler: TopicHandler<P>,
+): FunctionDefinition;
+export function onEvent<P = unknown>(
+  options: TopicOptions,
+  handler: TopicHandler<P> | TopicBatchHandler<P>,
+): FunctionDefinition {
+  return { kind: 'event', options, handler: handler as TopicHandler<never> };
 }

@@ -361,6 +361,11 @@ describe('admin changes', () => {
       await deploy('walkedGone', 'soon gone');
       return { path: '/v1/admin/functions/walkedGone' };
     },
+    'PUT /v1/admin/topics/{topic}': async () => ({
+      path: '/v1/admin/topics/walked.topic',
+      body: { rules: { publish: 'auth != null' } },
+    }),
+    'DELETE /v1/admin/topics/{topic}': async () => ({ path: '/v1/admin/topics/walked.topic' }),
     'PUT /v1/admin/secrets/{name}': async () => ({
       path: '/v1/admin/secrets/WALKED_SECRET',
       body: { value: 'walked secret value' },

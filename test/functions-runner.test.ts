@@ -65,7 +65,8 @@ function runner(
     log: silentLogger,
     maxHoldMs: extra.maxHoldMs,
     holdAhead: extra.holdAhead,
-    run: async (job) => {
+    run: async ([job]) => {
+      if (!job) throw new Error('a run without a job');
       const wait = extra.runMsOf?.(seen.runs.size) ?? runMs;
       seen.running++;
       seen.maxRunning = Math.max(seen.maxRunning, seen.running);

@@ -115,8 +115,8 @@ describe('a function queue runner', () => {
       pollIntervalMs: 50,
       maxPollIntervalMs: 800,
       log: silentLogger,
-      run: async (job) => {
-        ran.push(job.id);
+      run: async (jobs) => {
+        ran.push(...jobs.map((job) => job.id));
         return true;
       },
       settle: async (finished) => {

@@ -9,6 +9,12 @@ import { MAX_PRESENCE_BYTES } from '../server/modules/realtime/channels.js';
 import { LIVE_QUERY_MAX_DOCUMENTS } from '../server/modules/realtime/live-subscription.js';
 import { MAX_PATH_BYTES } from '../server/modules/storage/paths.js';
 import { LIMITS as RULE_LIMITS } from '../server/internal/rules/index.js';
+import {
+  MAX_BATCH_SIZE,
+  MAX_DELAY_SECONDS,
+  MAX_KEY_LENGTH,
+  MAX_PAYLOAD_BYTES,
+} from '../server/modules/events/service.js';
 
 /** docs/limits.md: each value a variable changes is that variable's default; fixed values match the code. */
 
@@ -78,6 +84,10 @@ describe('docs/limits.md', () => {
     expect(row('nesting (parentheses').value).toBe(`${RULE_LIMITS.maxDepth} levels`);
     expect(row('elements of one array literal').value).toBe(String(RULE_LIMITS.maxArrayItems));
     expect(row('segments of one field path').value).toBe(String(RULE_LIMITS.maxPathSegments));
+    expect(row('event payload').value).toContain(`${MAX_PAYLOAD_BYTES} bytes`);
+    expect(row('`delay_seconds` of a publish').value).toBe(`0–${MAX_DELAY_SECONDS}`);
+    expect(row('`key` of a publish').value).toBe(`1–${MAX_KEY_LENGTH} characters`);
+    expect(row('`batch_size` of a subscriber').value).toBe(`1–${MAX_BATCH_SIZE}`);
     expect(row('a presence payload').value).toContain(`${MAX_PRESENCE_BYTES} bytes`);
     expect(row('documents of a live query without `limit`').value).toBe(String(LIVE_QUERY_MAX_DOCUMENTS));
     expect(row('documents of a live query window').value).toContain(`1–${QUERY_LIMITS.maxLimit}`);

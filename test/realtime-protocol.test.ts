@@ -149,8 +149,13 @@ describe('realtime configuration and metrics', () => {
       presenceHeartbeatMs: 5_000,
       messagesPerSecond: 100,
       maxChannelsPerSocket: 100,
+      aggregateIntervalMs: 250,
     });
     expect(loadConfig({ BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET: '7' }).realtime.maxChannelsPerSocket).toBe(7);
+    expect(loadConfig({ BASALT_REALTIME_AGGREGATE_INTERVAL_MS: '1000' }).realtime.aggregateIntervalMs).toBe(1000);
+    expect(() => loadConfig({ BASALT_REALTIME_AGGREGATE_INTERVAL_MS: '0' })).toThrow(
+      /BASALT_REALTIME_AGGREGATE_INTERVAL_MS/,
+    );
     expect(() => loadConfig({ BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET: '0' })).toThrow(
       /BASALT_REALTIME_MAX_CHANNELS_PER_SOCKET/,
     );

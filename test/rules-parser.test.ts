@@ -86,7 +86,7 @@ describe('parseRule refuses bad rules with position and expectation', () => {
     ['doc.foo == 1', 4, /a field of doc/],
     ['doc == null', 4, /'\.' and a field of doc/],
     ['object.data == 1', 7, /a field of object/],
-    ['user.id == 1', 0, /a variable \(auth, doc, incoming, object, now\)/],
+    ['user.id == 1', 0, /a variable \(auth, doc, incoming, object, now, payload\)/],
     ['size(doc.data.a, 1)', 15, /size takes 1 argument/],
     ['starts_with(doc.id)', 18, /starts_with takes 2 arguments/],
     ['exists doc.id', 7, /'\('/],

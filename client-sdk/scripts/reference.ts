@@ -43,6 +43,7 @@ const AREAS: Array<{ title: string; files: string[]; intro: string }> = [
     intro: '`basalt.storage`: buckets and their objects, and resumable uploads.',
   },
   { title: 'Functions', files: ['functions.ts'], intro: '`basalt.functions`: calling HTTP functions.' },
+  { title: 'Events', files: ['events.ts'], intro: '`basalt.events`: publishing to topics (docs/events.md).' },
   {
     title: 'Errors',
     files: ['errors.ts'],

@@ -1,5 +1,6 @@
 import { AuthClient, defaultStorage } from './auth.js';
 import { DbClient } from './db.js';
+import { EventsClient } from './events.js';
 import { FunctionsClient } from './functions.js';
 import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
 import { StorageClient } from './storage.js';
@@ -49,6 +50,8 @@ export interface BasaltClient {
   readonly storage: StorageClient;
   /** HTTP functions. */
   readonly functions: FunctionsClient;
+  /** Topics: publish events to the functions subscribed to them. */
+  readonly events: EventsClient;
 }
 
 let warnedNoStorage = false;
@@ -99,5 +102,6 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
     channel: <E extends object = ChannelEvents, P = unknown>(name: string) => realtime.channel<E, P>(name),
     storage: new StorageClient(http),
     functions: new FunctionsClient(http),
+    events: new EventsClient(http),
   };
 }

@@ -318,24 +318,17 @@ export class Query<T = DocumentData, R = T> {
 
   /**
    * Groups the matching documents (that the caller may read) and aggregates them:
-   * `aggregate({ n: count(), total: sum('price') }, { groupBy: ['status'] })`.
+   * `await aggregate({ n: count(), total: sum('price') }, { groupBy: ['status'] })`, or live
+   * with `.onSnapshot((groups) => …)` (see AggregateQuery).
    */
-  async aggregate<A extends Record<string, AggregateSpec>>(
-    aggregates: A,
-    options: AggregateOptions = {},
-  ): Promise<Array<AggregateGroup<A>>> {
-    const result = await this.context.http.request<{ groups: Array<AggregateGroup<A>> }>(
-      'POST',
-      `/v1/db/${segment(this.collection)}/aggregate`,
-      {
-        ...(this.body.where ? { where: this.body.where } : {}),
-        aggregates,
-        ...(options.groupBy ? { group_by: options.groupBy } : {}),
-        ...(options.orderBy ? { order_by: options.orderBy } : {}),
-        ...(options.limit !== undefined ? { limit: options.limit } : {}),
-      },
-    );
-    return result.groups;
+  aggregate<A extends Record<string, AggregateSpec>>(aggregates: A, options: AggregateOptions = {}): AggregateQuery<A> {
+    return new AggregateQuery<A>(this.context, this.collection, {
+      ...(this.body.where ? { where: this.body.where } : {}),
+      aggregates,
+      ...(options.groupBy ? { group_by: options.groupBy } : {}),
+      ...(options.orderBy ? { order_by: options.orderBy } : {}),
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    });
   }
 
   /** The query as sent on the wire (realtime subscriptions take the same form). */
@@ -397,6 +390,55 @@ export class Query<T = DocumentData, R = T> {
       body,
     );
     return result.count;
+  }
+}
+
+/**
+ * An aggregation: awaited (or get()), the groups now; with onSnapshot(), the groups now and
+ * again whenever writes change them, so a dashboard counter needs no polling.
+ */
+export class AggregateQuery<A extends Record<string, AggregateSpec>> implements PromiseLike<Array<AggregateGroup<A>>> {
+  private answer: Promise<Array<AggregateGroup<A>>> | null = null;
+
+  constructor(
+    private readonly context: DbContext,
+    readonly collection: string,
+    private readonly body: Record<string, unknown>,
+  ) {}
+
+  /** The groups now, from `POST /v1/db/:collection/aggregate`. */
+  async get(): Promise<Array<AggregateGroup<A>>> {
+    const result = await this.context.http.request<{ groups: Array<AggregateGroup<A>> }>(
+      'POST',
+      `/v1/db/${segment(this.collection)}/aggregate`,
+      this.body,
+    );
+    return result.groups;
+  }
+
+  /** Awaiting the aggregation runs it once (get()). */
+  then<R1 = Array<AggregateGroup<A>>, R2 = never>(
+    onFulfilled?: ((groups: Array<AggregateGroup<A>>) => R1 | PromiseLike<R1>) | null,
+    onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    this.answer ??= this.get();
+    return this.answer.then(onFulfilled, onRejected);
+  }
+
+  /**
+   * Live groups over the client's one websocket: called with the groups at once, then with
+   * the new list whenever writes change it (every group, in the aggregation's order). The
+   * server computes them with the caller's read rule, at most once per interval (250 ms by
+   * default) however fast the collection changes, and sends nothing when they did not change;
+   * after a sign-out or a change of user they are the new caller's. Returns the stop function.
+   */
+  onSnapshot(callback: (groups: Array<AggregateGroup<A>>) => void, onError?: (error: BasaltError) => void): () => void {
+    return this.context.live.subscribeAggregate(
+      { collection: this.collection, aggregate: this.body },
+      // The server's groups carry the aliases this aggregation asked for.
+      (groups) => callback(groups as Array<AggregateGroup<A>>),
+      onError,
+    );
   }
 }
 

@@ -27,6 +27,7 @@ export type {
   VerifyType,
 } from './auth.js';
 export {
+  AggregateQuery,
   CollectionRef,
   DbClient,
   DocumentRef,
@@ -81,6 +82,7 @@ export { RealtimeChannel, RealtimeClient } from './realtime.js';
 export type {
   ChannelEvents,
   DocChangeType,
+  LiveAggregateTarget,
   LiveDoc,
   PresenceCallback,
   LiveQuery,
@@ -97,6 +99,7 @@ export { BucketRef, StorageClient, RESUMABLE_THRESHOLD_BYTES } from './storage.j
 export { ResumableUpload } from './resumable.js';
 export type { ResumableUploadOptions } from './resumable.js';
 export { FunctionsClient } from './functions.js';
+export { EventsClient, type PublishOptions } from './events.js';
 export type {
   ImageTransform,
   ListOptions,

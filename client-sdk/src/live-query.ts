@@ -42,6 +42,12 @@ export interface LiveTarget {
   query?: LiveQuery;
 }
 
+/** What a live aggregate follows: the body of `/aggregate` over a collection. */
+export interface LiveAggregateTarget {
+  collection: string;
+  aggregate: Record<string, unknown>;
+}
+
 /** Whatever runs live queries for the db module (the client's realtime connection). */
 export interface LiveQueries {
   subscribe(
@@ -49,10 +55,58 @@ export interface LiveQueries {
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError?: (error: BasaltError) => void,
   ): () => void;
+  subscribeAggregate(
+    target: LiveAggregateTarget,
+    onGroups: (groups: unknown[]) => void,
+    onError?: (error: BasaltError) => void,
+  ): () => void;
+}
+
+/** What the socket holds for a live query or a live aggregate: its subscribe message and its frames. */
+export interface SocketSubscription {
+  readonly id: string;
+  /** Where to resume from after a reconnect (live queries; null to read afresh). */
+  cursor: string | null;
+  /** Resubscribed once after the server dropped it for an expired token; a second drop is final. */
+  retried: boolean;
+  readonly onError: (error: BasaltError) => void;
+  message(): Frame;
+  handle(frame: Frame): void;
+}
+
+/**
+ * One live aggregate: the server sends the groups whole when they change (at most once per
+ * its interval, 250 ms by default), and again after a reconnect; the callback hears of
+ * each different list once.
+ */
+export class LiveAggregate implements SocketSubscription {
+  cursor: string | null = null;
+  retried = false;
+  private last: string | null = null;
+
+  constructor(
+    readonly id: string,
+    readonly target: LiveAggregateTarget,
+    private readonly onGroups: (groups: unknown[]) => void,
+    readonly onError: (error: BasaltError) => void,
+  ) {}
+
+  message(): Frame {
+    return { type: 'subscribe', id: this.id, collection: this.target.collection, aggregate: this.target.aggregate };
+  }
+
+  handle(frame: Frame): void {
+    if (frame.type !== 'aggregate' || !Array.isArray(frame.groups)) return;
+    this.retried = false;
+    const text = JSON.stringify(frame.groups);
+    if (text === this.last) return;
+    this.last = text;
+    this.onGroups(frame.groups);
+  }
 }
 
 /** One live query: keeps the client's copy and the cursor to resume from. */
-export class LiveSubscription {
+export class LiveSubscription implements SocketSubscription {
   docs = new Map<string, Doc<unknown>>();
   cursor: string | null = null;
   ready = false;

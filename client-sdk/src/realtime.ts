@@ -11,12 +11,20 @@ import {
   type SendResult,
 } from './channel.js';
 import { frameError, type Frame } from './frames.js';
-import { LiveSubscription, type LiveQueries, type LiveTarget, type QuerySnapshot } from './live-query.js';
+import {
+  LiveAggregate,
+  LiveSubscription,
+  type LiveAggregateTarget,
+  type LiveQueries,
+  type LiveTarget,
+  type QuerySnapshot,
+  type SocketSubscription,
+} from './live-query.js';
 import { onPageWake } from './tabs.js';
 
 export type { ChannelEvents, PresenceCallback, PresenceEntry, PresenceState, SendResult } from './channel.js';
 export { RealtimeChannel } from './channel.js';
-export type { LiveDoc, LiveQuery, LiveTarget, QuerySnapshot } from './live-query.js';
+export type { LiveAggregateTarget, LiveDoc, LiveQuery, LiveTarget, QuerySnapshot } from './live-query.js';
 export type { DocChangeType } from './wire.js';
 
 /**
@@ -84,12 +92,12 @@ export class RealtimeClient implements LiveQueries {
   private nextId = 1;
   /** The token most recently given to the socket; `undefined` until known. */
   private token: string | null | undefined = undefined;
-  private readonly subscriptions = new Map<string, LiveSubscription>();
+  private readonly subscriptions = new Map<string, SocketSubscription>();
   private readonly channels = new Map<string, ChannelMembership>();
   private status: RealtimeStatus = 'idle';
   private readonly statusListeners = new Set<(status: RealtimeStatus) => void>();
   /** Queries dropped for their token, subscribed again once the server accepts the `auth` sent for them. */
-  private readonly awaitingAuth = new Map<string, { subscription: LiveSubscription; dropped: BasaltError }>();
+  private readonly awaitingAuth = new Map<string, { subscription: SocketSubscription; dropped: BasaltError }>();
   /** Broadcasts awaiting the server's answer, by the id they were sent with. */
   private readonly acks = new Map<string, (result: SendResult) => void>();
 
@@ -112,8 +120,20 @@ export class RealtimeClient implements LiveQueries {
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError: (error: BasaltError) => void = logUnhandled,
   ): () => void {
-    const id = `q${this.nextId++}`;
-    const subscription = new LiveSubscription(id, target, onSnapshot, onError);
+    return this.follow(new LiveSubscription(`q${this.nextId++}`, target, onSnapshot, onError));
+  }
+
+  /** Follows an aggregate (the body of `/aggregate`): `onGroups` gets each new list of groups; returns the stop function. */
+  subscribeAggregate(
+    target: LiveAggregateTarget,
+    onGroups: (groups: unknown[]) => void,
+    onError: (error: BasaltError) => void = logUnhandled,
+  ): () => void {
+    return this.follow(new LiveAggregate(`q${this.nextId++}`, target, onGroups, onError));
+  }
+
+  private follow(subscription: SocketSubscription): () => void {
+    const id = subscription.id;
     this.subscriptions.set(id, subscription);
     if (this.isOpen()) this.send(subscription.message());
     else this.connect();
@@ -409,7 +429,7 @@ export class RealtimeClient implements LiveQueries {
    * computed for whoever the socket is now). Without a session any more, or when the server
    * refuses the token (the session was revoked), the query ends with the error instead.
    */
-  private async reauthenticate(subscription: LiveSubscription, dropped: BasaltError): Promise<void> {
+  private async reauthenticate(subscription: SocketSubscription, dropped: BasaltError): Promise<void> {
     const token = await this.options.accessToken().catch(() => null);
     if (!this.subscriptions.has(subscription.id) || !this.isOpen()) return;
     if (token === null) {
@@ -438,7 +458,7 @@ export class RealtimeClient implements LiveQueries {
     }
   }
 
-  private endQuery(subscription: LiveSubscription, error: BasaltError): void {
+  private endQuery(subscription: SocketSubscription, error: BasaltError): void {
     this.subscriptions.delete(subscription.id);
     subscription.onError(error);
     this.closeIfIdle();

@@ -1,9 +1,23 @@
 import { beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
+import WebSocket from 'ws';
 import { request, useTestApp } from '../../test/helpers.js';
-import { signedInClient } from './sdk-support.js';
-import { avg, count, max, min, sum, type BasaltClient, type Doc } from '../src/index.js';
+import { STRONG_PASSWORD, uniqueEmail } from '../../test/auth-helpers.js';
+import { clientsStoppedAfterAll } from './sdk-support.js';
+import {
+  avg,
+  BasaltError,
+  count,
+  createClient,
+  max,
+  min,
+  sum,
+  type AggregateGroup,
+  type BasaltClient,
+  type Doc,
+} from '../src/index.js';
 
-const server = useTestApp();
+const server = useTestApp({ env: { BASALT_REALTIME_AGGREGATE_INTERVAL_MS: '100' } });
+const clients = clientsStoppedAfterAll();
 let client: BasaltClient;
 
 interface Gear {
@@ -27,7 +41,10 @@ beforeAll(async () => {
     search: { fields: ['name'], language: 'english' },
   });
   await admin('PUT', '/v1/db/makers/acme', { data: { title: 'Acme' } });
-  client = await signedInClient(server.url);
+  // On Node 20 the live aggregates' socket comes from the ws package.
+  client = createClient(server.url, { persistSession: false, autoRefreshToken: false, WebSocket });
+  await client.auth.signUp({ email: uniqueEmail('sdk'), password: STRONG_PASSWORD });
+  clients.push(client);
   const gear = client.db.collection<Gear>('gear');
   await gear.add({ name: 'Two-person tent', status: 'new', price: 200, maker: 'acme' }, { id: 'tent' });
   await gear.add({ name: 'Camp stove', status: 'new', price: 50 }, { id: 'stove' });
@@ -72,5 +89,51 @@ describe('SDK: expand, aggregate, search', () => {
     expect(docs[0]?.highlights?.name).toBe('<mark>Camping</mark> chair');
     const phrase = await gear.search('"two person"').get();
     expect(phrase.docs.map((doc) => doc.id)).toEqual(['tent']);
+  });
+
+  it('follows an aggregate live: typed groups at once, then after writes, until stopped', async () => {
+    const gear = client.db.collection<Gear>('gear');
+    const snapshots: Array<Array<AggregateGroup<{ n: ['count']; total: ['sum', string] }>>> = [];
+    let wake: () => void = () => undefined;
+    const next = () => new Promise<void>((resolve) => (wake = resolve));
+    let arrived = next();
+    const live = gear.where('price', '<', 1000).aggregate({ n: count(), total: sum('price') }, { groupBy: ['status'] });
+    const stop = live.onSnapshot((groups) => {
+      expectTypeOf(groups[0]!.values).toEqualTypeOf<{ n: number | null; total: number | null }>();
+      snapshots.push(groups);
+      wake();
+    });
+    await arrived;
+    expect(snapshots.at(-1)).toEqual([
+      { key: { status: 'new' }, values: { n: 2, total: 250 } },
+      { key: { status: 'used' }, values: { n: 1, total: 20 } },
+    ]);
+    // The same aggregation awaited gives the same groups.
+    expect(await live).toEqual(snapshots.at(-1));
+
+    arrived = next();
+    await gear.add({ name: 'Lantern', status: 'used', price: 15 }, { id: 'lantern' });
+    await arrived;
+    expect(snapshots.at(-1)).toEqual([
+      { key: { status: 'new' }, values: { n: 2, total: 250 } },
+      { key: { status: 'used' }, values: { n: 2, total: 35 } },
+    ]);
+
+    stop();
+    const seen = snapshots.length;
+    await gear.add({ name: 'Mug', status: 'used', price: 5 }, { id: 'mug' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(snapshots).toHaveLength(seen);
+  });
+
+  it('a refused live aggregate reaches the error callback with its catalogue code', async () => {
+    const error = await new Promise<BasaltError>((resolve) => {
+      client.db
+        .collection('gear')
+        .aggregate({ n: ['median' as 'count'] })
+        .onSnapshot(() => undefined, resolve);
+    });
+    expect(error).toBeInstanceOf(BasaltError);
+    expect(error.code).toBe('INVALID_REQUEST');
   });
 });

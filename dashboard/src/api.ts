@@ -18,6 +18,7 @@ import {
 import type { AuditRecord } from '../../server/modules/audit/events.js';
 import type { InvocationRecord } from '../../server/modules/functions/repository.js';
 import type { RealtimeConnectionInfo } from '../../server/modules/realtime/service.js';
+import type { TopicSummary as ServerTopicSummary } from '../../server/modules/events/service.js';
 
 const KEY_STORAGE = 'basalt.dashboard.serviceKey';
 
@@ -162,6 +163,9 @@ export type Invocation = InvocationRecord;
 
 /** One websocket of an instance as `GET /v1/admin/realtime` lists it (the server's own type). */
 export type RealtimeConnection = RealtimeConnectionInfo;
+
+/** A topic as `GET /v1/admin/topics` lists it (the server's own type). */
+export type TopicSummary = ServerTopicSummary;
 
 /** One event of the audit log as `GET /v1/admin/audit` lists it (the server's own type). */
 export type AuditEvent = AuditRecord;

@@ -11,6 +11,7 @@ import { overviewPage } from './pages/overview.js';
 import { realtimePage } from './pages/realtime.js';
 import { signInPage } from './pages/signin.js';
 import { storagePage } from './pages/storage.js';
+import { topicsPage } from './pages/topics.js';
 import { usagePage } from './pages/usage.js';
 import { tracePage } from './pages/trace.js';
 import { usersPage } from './pages/users.js';
@@ -42,6 +43,7 @@ const ROUTES: Route[] = [
   route('functions', 'functions', functionsPage),
   route('functions/:name', 'functions', functionsPage),
   route('traces/:id', 'functions', tracePage),
+  route('topics', 'topics', topicsPage),
   route('realtime', 'realtime', realtimePage),
   route('audit', 'audit', auditPage),
   route('usage', 'usage', usagePage),
@@ -53,6 +55,7 @@ const NAV: Array<[string, string]> = [
   ['collections', 'Collections'],
   ['storage', 'Storage'],
   ['functions', 'Functions'],
+  ['topics', 'Topics'],
   ['realtime', 'Realtime'],
   ['audit', 'Audit'],
   ['usage', 'Usage'],

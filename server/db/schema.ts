@@ -538,3 +538,12 @@ export const usageActiveUsers = basalt.table(
   },
   (table) => [primaryKey({ columns: [table.hour, table.userId] })],
 );
+
+// -- topics (0024): pub/sub topics an admin configured (docs/events.md) --------------------
+
+export const topics = basalt.table('topics', {
+  name: text('name').primaryKey(),
+  rules: jsonb('rules').$type<{ publish?: string }>().notNull().default({}),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});

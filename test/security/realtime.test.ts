@@ -128,6 +128,12 @@ const hostileFrames: Array<{ name: string; frame: (raw: string) => string; carri
     frame: (raw) => frameWith({ type: 'subscribe', id: 'hostile', collection: 'posts' }, 'query', `{"where":${raw}}`),
     carries: { id: 'hostile' },
   },
+  {
+    name: 'subscribe aggregate',
+    frame: (raw) =>
+      frameWith({ type: 'subscribe', id: 'hostile-agg', collection: 'posts' }, 'aggregate', `{"where":${raw}}`),
+    carries: { id: 'hostile-agg' },
+  },
 ];
 
 securitySuite<Fixture>({
@@ -355,6 +361,60 @@ securitySuite<Fixture>({
         await call(server, 'PUT', '/v1/db/vault/v1', fixture.alice.token, { data: { note: SECRET } });
         await sleep(400);
         expect(bob.all((frame) => frame.type === 'change')).toEqual([]);
+        bob.close();
+      },
+    },
+    {
+      name: 'a live aggregate counts only what its subscriber may read: a hidden post’s numbers never reach it',
+      async run(fixture, server) {
+        const bob = await open(server, fixture.bob.token);
+        const aggregate = { group_by: ['title'], aggregates: { n: ['count'], sum: ['sum', 'amount'] } };
+        bob.send({ type: 'subscribe', id: 'agg', collection: 'posts', aggregate });
+        const first = await bob.nextOfType('aggregate', { id: 'agg' });
+        await call(server, 'PUT', '/v1/db/posts/p-agg-hidden', fixture.alice.token, {
+          data: { public: false, title: SECRET, amount: 424242 },
+        });
+        await call(server, 'PUT', '/v1/db/posts/p-agg-public', fixture.alice.token, {
+          data: { public: true, title: 'agg-visible', amount: 1 },
+        });
+        const next = await bob.next(
+          (frame) => frame.type === 'aggregate' && frame.id === 'agg' && JSON.stringify(frame).includes('agg-visible'),
+        );
+        expect(next.groups).not.toEqual(first.groups);
+        // Signed out, the socket holds the public caller's groups: none of Alice's private posts.
+        bob.send({ type: 'auth', access_token: null });
+        await sleep(600);
+        for (const frame of bob.all((f) => f.type === 'aggregate')) {
+          expect(JSON.stringify(frame)).not.toContain(SECRET);
+          expect(JSON.stringify(frame)).not.toContain('424242');
+        }
+        bob.close();
+      },
+    },
+    {
+      name: 'a live aggregate of a collection without a read rule, or a malformed one, is refused by id and holds nothing',
+      async run(fixture, server) {
+        const bob = await open(server, fixture.bob.token);
+        const refusals: Array<[Record<string, unknown>, string]> = [
+          [{ collection: 'norule', aggregate: { aggregates: { n: ['count'] } } }, 'FORBIDDEN'],
+          [{ collection: 'posts', aggregate: { aggregates: { n: ['eval', 'x'] } } }, 'INVALID_REQUEST'],
+          [{ collection: 'posts', aggregate: { aggregates: { 'n; DROP': ['count'] } } }, 'INVALID_REQUEST'],
+          [{ collection: 'posts', aggregate: { aggregates: { n: ['count'] }, group_by: ['$x'] } }, 'INVALID_REQUEST'],
+          [{ collection: 'posts', aggregate: { aggregates: { n: ['count'] }, limit: 1001 } }, 'INVALID_REQUEST'],
+          [
+            { collection: 'posts', aggregate: { aggregates: { n: ['count'] } }, resume_from: 'v1.1' },
+            'INVALID_REQUEST',
+          ],
+          [{ collection: 'posts', aggregate: 'count' }, 'INVALID_REQUEST'],
+        ];
+        for (const [index, [message, code]] of refusals.entries()) {
+          bob.send({ type: 'subscribe', id: `r${index}`, ...message });
+          expect(await bob.nextOfType('error', { id: `r${index}` })).toMatchObject({ code });
+        }
+        // None was kept: every id is free again.
+        bob.send({ type: 'subscribe', id: 'r0', collection: 'posts', aggregate: { aggregates: { n: ['count'] } } });
+        await bob.nextOfType('aggregate', { id: 'r0' });
+        await stillServing(server, bob);
         bob.close();
       },
     },

@@ -1,7 +1,7 @@
 /** The syntax tree of a rule. Positions are 0-based offsets into the rule's source. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
-export type Root = 'auth' | 'doc' | 'incoming' | 'object' | 'now';
+export type Root = 'auth' | 'doc' | 'incoming' | 'object' | 'now' | 'payload';
 
 export type CompareOp = '==' | '!=' | '<' | '<=' | '>' | '>=';
 
@@ -28,6 +28,8 @@ export const ROOT_FIELDS: Record<Root, readonly string[]> = {
   incoming: ['id', 'owner', 'version', 'created_at', 'updated_at', 'data'],
   object: ['path', 'size', 'content_type', 'owner', 'bucket'],
   now: [],
+  /** An event's payload (topic publish rules): any JSON, read by a free path. */
+  payload: [],
 };
 
 export const OPEN_FIELDS: ReadonlySet<string> = new Set(['data', 'claims']);

@@ -20,6 +20,8 @@ export interface Env {
   doc: unknown;
   incoming: unknown;
   object: unknown;
+  /** An event's payload (topic publish rules); absent elsewhere. */
+  payload?: unknown;
   now: Date;
   /** `now` as a canonical ISO string, computed on first use. */
   nowValue?: Value;
@@ -96,6 +98,8 @@ export function evalVar(root: Root, path: readonly string[], env: Env): Value {
       return recordField(env.incoming, path);
     case 'object':
       return recordField(env.object, path);
+    case 'payload':
+      return env.payload === undefined ? BOTTOM : descend(env.payload, path, 0);
   }
 }
 

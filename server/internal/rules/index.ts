@@ -88,11 +88,13 @@ export interface RuleScope {
   incoming?: unknown;
   /** A storage object: {path, size, content_type, owner, bucket}. */
   object?: unknown;
+  /** An event's payload (a topic's publish rule): any JSON value. */
+  payload?: unknown;
   now: Date;
 }
 
 function environment(auth: RuleAuth, now: Date, scope?: RuleScope): Env {
-  return { auth, doc: scope?.doc, incoming: scope?.incoming, object: scope?.object, now };
+  return { auth, doc: scope?.doc, incoming: scope?.incoming, object: scope?.object, payload: scope?.payload, now };
 }
 
 /** In-process evaluation: true only when the rule's value is exactly `true`; never throws. */

@@ -19,7 +19,7 @@ type Token =
 
 const PUNCTS = ['==', '!=', '<=', '>=', '&&', '||', '<', '>', '!', '(', ')', '[', ']', ',', '.'] as const;
 const COMPARE_OPS: ReadonlySet<string> = new Set(['==', '!=', '<', '<=', '>', '>=']);
-const ROOTS: ReadonlySet<string> = new Set(['auth', 'doc', 'incoming', 'object', 'now']);
+const ROOTS: ReadonlySet<string> = new Set(['auth', 'doc', 'incoming', 'object', 'now', 'payload']);
 const FUNCTIONS: ReadonlySet<string> = new Set(Object.keys(FUNCTION_ARITY));
 const IDENT = /[A-Za-z_][A-Za-z0-9_]*/y;
 const NUMBER = /-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
@@ -359,7 +359,7 @@ class Parser {
     if (ROOTS.has(name)) return this.variable(name as Root, token.pos);
     return this.lexer.fail(
       token.pos,
-      'a value, a variable (auth, doc, incoming, object, now) or a function (size, starts_with, exists)',
+      'a value, a variable (auth, doc, incoming, object, now, payload) or a function (size, starts_with, exists)',
       describe(token),
     );
   }
@@ -367,6 +367,8 @@ class Parser {
   private variable(root: Root, pos: number): Expr {
     const fields = ROOT_FIELDS[root];
     const path: string[] = [];
+    // `payload` is free JSON from its root on: `payload`, `payload.a.b`, `payload["a-b"]`.
+    if (root === 'payload') return this.openPath(root, path, pos);
     if (root === 'auth' || root === 'now') {
       if (root === 'now' || !this.isPunct('.')) return { type: 'var', root, path, pos };
     } else if (!this.isPunct('.')) {
@@ -380,6 +382,11 @@ class Parser {
     this.advance();
     path.push(field.value);
     if (!OPEN_FIELDS.has(field.value)) return { type: 'var', root, path, pos };
+    return this.openPath(root, path, pos);
+  }
+
+  /** The free part of a path (`.name` or `["any key"]` segments), after `data`, `claims` or `payload`. */
+  private openPath(root: Root, path: string[], pos: number): Expr {
     for (;;) {
       let segment: string;
       if (this.isPunct('.')) {

@@ -129,9 +129,49 @@ function aggregateExpr(aggregate: Aggregate): string {
   return `${aggregate.fn}(${numberExpr(aggregate.field as FieldRef)})`;
 }
 
-/** The SELECT list, GROUP BY and ORDER BY of an aggregation; keys come out as k0…, values as v0…. */
+/**
+ * A grouped aggregation in two steps. The rows are grouped by each key as stored — the
+ * very expression an index on that path has, so Postgres knows from the index's statistics
+ * how few groups there are and hashes them in one pass, where `coalesce(key, 'null')` (an
+ * expression it has no statistics for) made it expect a group per row and sort every row,
+ * whole documents included, spilling to disk. The few groups this gives are then merged
+ * into the wire's groups (a missing field and JSON null are one group), combining partial
+ * results: counts and sums add up, min of mins, max of maxes, avg = sum / count.
+ */
+function compileGrouped(parsed: ParsedAggregation): { inner: { select: string; groupBy: string }; select: string } {
+  const inner: string[] = [];
+  const outer: string[] = [];
+  parsed.groupBy.forEach((field, i) => {
+    if (field.kind === 'data') {
+      inner.push(`${dataPathExpr(field.path)} AS r${i}`);
+      outer.push(`coalesce(g.r${i}, 'null'::jsonb) AS k${i}`);
+    } else {
+      inner.push(`${keyExpr(field)} AS r${i}`);
+      outer.push(`g.r${i} AS k${i}`);
+    }
+  });
+  parsed.aggregates.forEach((aggregate, i) => {
+    if (aggregate.fn === 'avg') {
+      const x = numberExpr(aggregate.field as FieldRef);
+      inner.push(`sum(${x}) AS a${i}`, `count(${x}) AS b${i}`);
+      outer.push(`sum(g.a${i}) / nullif(sum(g.b${i}), 0) AS v${i}`);
+      return;
+    }
+    inner.push(`${aggregateExpr(aggregate)} AS a${i}`);
+    const merge = aggregate.fn === 'min' || aggregate.fn === 'max' ? aggregate.fn : 'sum';
+    outer.push(`${merge}(g.a${i}) AS v${i}`);
+  });
+  const groupBy = parsed.groupBy.map((_, i) => `${i + 1}`).join(', ');
+  return { inner: { select: inner.join(', '), groupBy }, select: outer.join(', ') };
+}
+
+/**
+ * The statement parts of an aggregation; keys come out as k0…, values as v0…. With
+ * group_by, `grouped` is the inner step (see compileGrouped) that `select` reads as `g`.
+ */
 export function compileAggregation(parsed: ParsedAggregation): {
   select: string;
+  grouped: { select: string; groupBy: string } | null;
   groupBy: string | null;
   orderBy: string;
 } {
@@ -143,11 +183,12 @@ export function compileAggregation(parsed: ParsedAggregation): {
   );
   // Ties (and no order_by) fall to the keys, so the answer's order is stable.
   for (let i = 0; i < parsed.groupBy.length; i++) order.push(`k${i} ASC`);
-  return {
-    select: [...keys, ...values].join(', '),
-    groupBy: parsed.groupBy.length > 0 ? parsed.groupBy.map((_, i) => `${i + 1}`).join(', ') : null,
-    orderBy: order.length > 0 ? order.join(', ') : '1',
-  };
+  const orderBy = order.length > 0 ? order.join(', ') : '1';
+  if (parsed.groupBy.length === 0) {
+    return { select: [...keys, ...values].join(', '), grouped: null, groupBy: null, orderBy };
+  }
+  const { inner, select } = compileGrouped(parsed);
+  return { select, grouped: inner, groupBy: inner.groupBy, orderBy };
 }
 
 export interface AggregateGroup {

@@ -17,7 +17,7 @@ import {
   tableRef,
   type SqlParams,
 } from './sql.js';
-import { searchVectorExpr } from './search.js';
+import { SEARCH_COLUMN, searchVectorExpr } from './search.js';
 import type {
   CollectionInfo,
   CollectionRules,
@@ -215,16 +215,22 @@ export class DocumentRepository {
     return rows.length > 0;
   }
 
-  /** The GIN index of the search fields' tsvector (search.ts): Postgres keeps it current on every write. */
+  /** The search fields' tsvector as a generated column with a GIN index (search.ts): Postgres keeps both current on every write. */
   async createSearchIndex(tx: Tx, collection: string, search: SearchSettings): Promise<void> {
+    const table = tableRef(collection);
     await runQuery(
       tx,
-      `CREATE INDEX ${quoteIdent(indexName(collection, '$search'))} ON ${tableRef(collection)} USING gin (${searchVectorExpr(search, null)})`,
+      `ALTER TABLE ${table} ADD COLUMN ${quoteIdent(SEARCH_COLUMN)} tsvector GENERATED ALWAYS AS (${searchVectorExpr(search, null)}) STORED`,
+    );
+    await runQuery(
+      tx,
+      `CREATE INDEX ${quoteIdent(indexName(collection, '$search'))} ON ${table} USING gin (${quoteIdent(SEARCH_COLUMN)})`,
     );
   }
 
   async dropSearchIndex(tx: Tx, collection: string): Promise<void> {
     await runQuery(tx, `DROP INDEX IF EXISTS ${DATA_SCHEMA}.${quoteIdent(indexName(collection, '$search'))}`);
+    await runQuery(tx, `ALTER TABLE ${tableRef(collection)} DROP COLUMN IF EXISTS ${quoteIdent(SEARCH_COLUMN)}`);
   }
 
   async dropIndex(tx: Tx, collection: string, spec: IndexSpec): Promise<void> {
@@ -461,6 +467,7 @@ export class DocumentRepository {
     collection: string,
     compiled: {
       select: string;
+      grouped: { select: string; groupBy: string } | null;
       where: string | null;
       groupBy: string | null;
       orderBy: string;
@@ -469,9 +476,13 @@ export class DocumentRepository {
     },
   ): Promise<Array<Record<string, unknown>>> {
     const { params } = compiled;
+    const where = compiled.where ? ` WHERE ${compiled.where}` : '';
+    // Grouped: the rows grouped by their stored keys first, then those groups merged (aggregate.ts).
+    const from = compiled.grouped
+      ? `(SELECT ${compiled.grouped.select} FROM ${tableRef(collection)} ${ROW_ALIAS}${where} GROUP BY ${compiled.grouped.groupBy}) g`
+      : `${tableRef(collection)} ${ROW_ALIAS}${where}`;
     const text =
-      `SELECT ${compiled.select} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
-      (compiled.where ? ` WHERE ${compiled.where}` : '') +
+      `SELECT ${compiled.select} FROM ${from}` +
       (compiled.groupBy ? ` GROUP BY ${compiled.groupBy}` : '') +
       ` ORDER BY ${compiled.orderBy} LIMIT ${params.add(compiled.limit, 'int')}`;
     return runQuery(this.db.pool, text, params.values, documentError(collection));

@@ -1,9 +1,11 @@
 /**
  * Full-text search (docs/documents.md#full-text-search). A collection's search fields are
- * indexed by Postgres itself: a GIN expression index over the weighted tsvector of those
- * fields, so rows written with plain SQL are searchable the moment they commit, and the row
- * (and so the change log, which copies whole rows) carries no extra column. Queries use the
- * very same expression, which is what lets the planner use the index.
+ * kept by Postgres itself: a generated, stored `tsvector` column ("$search") of the weighted
+ * fields with a GIN index on it, so rows written with plain SQL are searchable the moment
+ * they commit. Stored rather than an expression index because relevance (ts_rank) reads the
+ * vector of every match: from the column it is read, from an expression it was computed
+ * again — to_tsvector with stemming per field and matching row, most of a search's time
+ * (migration 0028 converted the collections made before).
  *
  * The search text goes through websearch_to_tsquery, which never fails on user input
  * (stray operators and quotes are read as words), as a bind parameter.
@@ -14,6 +16,8 @@ import { dataPathExpr, ROW_ALIAS, type SqlParams } from './sql.js';
 import type { SearchSettings } from './types.js';
 
 export const SEARCH_LIMITS = { maxFields: 16, maxQueryChars: 1000 } as const;
+/** The generated column holding a searchable collection's tsvector. */
+export const SEARCH_COLUMN = '$search';
 /** Text search configuration names as Postgres spells its built-in ones. */
 const LANGUAGE = /^[a-z][a-z_]{0,62}$/;
 /** Weights of the first fields; the rest share the lowest. */
@@ -57,7 +61,7 @@ function fieldText(path: string, alias: string | null): string {
   return `coalesce(${dataPathExpr(path.split('.'), alias)} #>> '{}', '')`;
 }
 
-/** The weighted tsvector of the search fields: the index's expression, and the queries'. */
+/** The weighted tsvector of the search fields: the generated column's expression (and that of live matches). */
 export function searchVectorExpr(settings: SearchSettings, alias: string | null = ROW_ALIAS): string {
   const cfg = config(settings);
   return (
@@ -101,7 +105,7 @@ export function compileSearch(
 ): CompiledSearch {
   const cfg = config(settings);
   const query = compileSearchQuery(settings, text, params);
-  const vector = searchVectorExpr(settings);
+  const vector = `${ROW_ALIAS}."${SEARCH_COLUMN}"`;
   const options = `'StartSel=${MARK_START}, StopSel=${MARK_END}, MaxFragments=2, MaxWords=30, MinWords=10, FragmentDelimiter=" … "'`;
   return {
     where: `(${vector} @@ ${query})`,

@@ -11,6 +11,8 @@ import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { isTraceId, traceFromJobOrigin, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
+import { EventsRepository } from '../events/repository.js';
+import type { EventQueues, TopicEvent } from '../events/service.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
@@ -54,7 +56,11 @@ interface DispatchJob {
 const DEPLOYS_TABLE = 'function_active';
 
 /** The record of a job whose function was undeployed before it ran: dead, not run. */
-function undeployedRun(name: string, job: PgBoss.JobWithMetadata<JobData>, input: FunctionEvent): InvocationRun {
+function undeployedRun(
+  name: string,
+  job: PgBoss.JobWithMetadata<JobData>,
+  input: Pick<FunctionEvent, 'id' | 'type'>,
+): InvocationRun {
   return {
     id: randomUUID(),
     functionName: name,
@@ -92,9 +98,10 @@ export interface JobData {
   function: string;
   /** The version live when the event committed (in log order); a retry from the admin API re-pins it. */
   version?: number;
-  event: FunctionEvent;
-  /** The run whose write queued this job, whose trace the job's runs join (docs/tracing.md). */
-  origin?: TraceOrigin;
+  /** A change's event, or a topic's (published: events/service.ts, which also adds `origin` and `seq`). */
+  event: FunctionEvent | TopicEvent;
+  /** The run whose write (or publish) queued this job, whose trace the job's runs join (docs/tracing.md). */
+  origin?: { trace_id: string; parent_invocation_id: string | null };
 }
 
 export function queueName(fn: { name: string }): string {
@@ -148,7 +155,7 @@ export interface DispatcherOptions {
  * The queue starts with the first deployed function that needs it; sync() follows the
  * instance's live set from then on (queues, runners, schedules) without a restart.
  */
-export class FunctionDispatcher {
+export class FunctionDispatcher implements EventQueues {
   private boss: PgBoss | null = null;
   private starting: Promise<PgBoss> | null = null;
   /** The session whose advisory lock is the dispatch lead. */
@@ -170,6 +177,7 @@ export class FunctionDispatcher {
   private deliveredChanges = 0;
   private syncing: Promise<void> = Promise.resolve();
   private readonly invocations: InvocationRepository;
+  private readonly events: EventsRepository;
   constructor(
     private readonly functions: FunctionsService,
     private readonly deploys: DeployRepository,
@@ -180,6 +188,7 @@ export class FunctionDispatcher {
     private readonly options: DispatcherOptions,
   ) {
     this.invocations = new InvocationRepository(db);
+    this.events = new EventsRepository(db);
   }
 
   private jobFunctions(): LoadedFunction[] {
@@ -188,6 +197,7 @@ export class FunctionDispatcher {
       ...this.functions.byKind('object'),
       ...this.functions.byKind('auth'),
       ...this.functions.byKind('schedule'),
+      ...this.functions.byKind('event'),
     ];
   }
 
@@ -206,7 +216,7 @@ export class FunctionDispatcher {
     for (const fn of live) {
       await this.ensureQueue(boss, fn);
       if (!this.options.runWorkers) continue;
-      const shape = `${numberOption(fn.options, 'concurrency')}|${numberOption(fn.options, 'retries')}`;
+      const shape = `${numberOption(fn.options, 'concurrency')}|${numberOption(fn.options, 'retries')}|${batchSizeOf(fn)}`;
       const current = this.runners.get(queueName(fn));
       if (current?.shape !== shape) {
         // A new version with other limits: the old runner lets its runs finish meanwhile.
@@ -284,7 +294,27 @@ export class FunctionDispatcher {
     };
     if (await boss.getQueue(queue)) await boss.updateQueue(queue, options);
     else await boss.createQueue(queue, options);
+    // Topic events are fetched in key order (fetchInKeyOrder), which this index serves.
+    if (fn.options.topic !== undefined) await this.events.indexKeys(queue);
     this.queues.set(queue, policy);
+  }
+
+  /** EventQueues: a subscriber's queue, created on a publish that finds it missing. */
+  async ensure(fn: { name: string; options: Record<string, unknown> }): Promise<void> {
+    await this.ensureQueue(await this.queue(), fn);
+  }
+
+  queueOf(fn: { name: string }): string {
+    return queueName(fn);
+  }
+
+  policy(options: Record<string, unknown>): { retryLimit: number; retryDelay: number; expireInSeconds: number } {
+    return this.jobPolicy(options);
+  }
+
+  notify(queues: string[]): void {
+    for (const queue of queues) this.runners.get(queue)?.runner.notify();
+    if (queues.length > 0) this.depthTimer?.wake();
   }
 
   private jobPolicy(options: Record<string, unknown>) {
@@ -335,6 +365,9 @@ export class FunctionDispatcher {
     const runner = new QueueRunner<JobData, RunResult>({
       boss,
       queue,
+      // A topic's events with one key run one at a time, in publish order (EventsRepository).
+      fetch: fn.kind === 'event' ? (limit) => this.events.fetchInKeyOrder<JobData>(queue, limit) : undefined,
+      batchSize: batchSizeOf(fn),
       // Up to `concurrency` runs at once, within the warm workers the pool keeps for a
       // function; the service's per-function semaphore still bounds runs across HTTP and
       // event invocations.
@@ -345,7 +378,7 @@ export class FunctionDispatcher {
       // functions that have one to spare.
       holdAhead: numberOption(fn.options, 'retries') > 0,
       log: this.log,
-      run: (job) => this.runJob(fn.name, job),
+      run: (jobs) => this.runJobs(fn.name, jobs),
       settle: (finished) => this.settle(queue, finished),
     });
     runner.start();
@@ -357,7 +390,9 @@ export class FunctionDispatcher {
    * function no longer deployed here is not run: it is dead-lettered. A run that could not
    * even start comes back with no record (it is failed and retried).
    */
-  private async runJob(name: string, job: PgBoss.JobWithMetadata<JobData>): Promise<RunResult> {
+  private async runJobs(name: string, jobs: Array<PgBoss.JobWithMetadata<JobData>>): Promise<RunResult> {
+    const job = jobs[0];
+    if (!job) return { run: null };
     try {
       const live = this.functions.find(name);
       const isSchedule = live?.kind === 'schedule' || job.data.event === undefined;
@@ -365,12 +400,14 @@ export class FunctionDispatcher {
       const pinned = !isSchedule && typeof job.data.version === 'number' ? job.data.version : live?.version;
       const fn = live && pinned !== undefined ? await this.functions.versionOf(name, pinned) : null;
       if (!fn) return { run: undeployedRun(name, job, input), final: true };
-      const { run } = await this.functions.execute(fn, input, {
+      // A batch function takes its events as a list; a batch fails or succeeds as a whole.
+      const batched = fn.kind === 'event' && typeof fn.options.batch_size === 'number';
+      const { run } = await this.functions.execute(fn, batched ? jobs.map((each) => each.data.event) : input, {
         trigger: input.type,
         eventId: input.id,
-        attempt: job.retryCount + 1,
+        attempt: Math.max(...jobs.map((each) => each.retryCount)) + 1,
         jobId: job.id,
-        lastAttempt: job.retryCount >= job.retryLimit,
+        lastAttempt: jobs.every((each) => each.retryCount >= each.retryLimit),
         trace: jobTrace(job, isSchedule),
       });
       return { run };
@@ -391,17 +428,17 @@ export class FunctionDispatcher {
     const succeeded: string[] = [];
     const failed: Array<{ id: string; message: string }> = [];
     const final: string[] = [];
+    const runs = new Set<InvocationRun>();
     for (const { job, result } of finished) {
+      if (result.run) runs.add(result.run);
       if (result.run?.status === 'succeeded') succeeded.push(job.id);
       else failed.push({ id: job.id, message: result.run?.error ?? 'the run could not start' });
       if (result.final) final.push(job.id);
     }
     await this.db.transaction(async (tx: Tx) => {
       const db = queueStatementsIn(tx);
-      await this.invocations.record(
-        finished.flatMap(({ result }) => (result.run ? [result.run] : [])),
-        tx,
-      );
+      // The jobs of one batch share one run: it is recorded once.
+      await this.invocations.record([...runs], tx);
       await this.deploys.spendRetries(tx, queue, final);
       if (succeeded.length > 0) await boss.complete(queue, succeeded, { db });
       for (const failure of failed) await boss.fail(queue, failure.id, { message: failure.message }, { db });
@@ -648,6 +685,11 @@ export class FunctionDispatcher {
     await this.boss?.stop({ graceful: true, wait: true, timeout: 5_000 }).catch(() => undefined);
     this.boss = null;
   }
+}
+
+/** Events one run takes: a topic subscriber's `batch_size`, else 1. */
+function batchSizeOf(fn: LoadedFunction): number {
+  return fn.kind === 'event' && typeof fn.options.batch_size === 'number' ? fn.options.batch_size : 1;
 }
 
 function scheduleEvent(job: PgBoss.JobWithMetadata<JobData>): FunctionEvent {

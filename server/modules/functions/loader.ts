@@ -5,6 +5,7 @@ import path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
 import { build, stop as stopEsbuild, type BuildOptions, type Plugin } from 'esbuild';
 import { BUILD_OUTPUTS, CODE_DIR, FROM_BUILD, ROOT_DIR } from '../../internal/paths.js';
+import { MAX_BATCH_SIZE, validTopic } from '../events/service.js';
 import type { InvocationKind } from './protocol.js';
 
 /** A function as loaded from the functions folder. */
@@ -270,6 +271,8 @@ export function definitionProblem(kind: InvocationKind, options: Record<string, 
   const concurrency =
     typeof options.concurrency === 'number' ? options.concurrency : NUMERIC_OPTIONS.concurrency.default;
   if (minWarm > concurrency) return `\`min_warm\` (${minWarm}) must not exceed \`concurrency\` (${concurrency})`;
+  if (kind === 'event') return eventProblem(options);
+  if (options.batch_size !== undefined) return '`batch_size` is an option of onEvent only';
   if (kind !== 'schedule') return null;
   const cron = options.cron;
   if (typeof cron !== 'string' || cron.trim() === '') return 'a schedule needs `cron`, a cron expression';
@@ -282,6 +285,21 @@ export function definitionProblem(kind: InvocationKind, options: Record<string, 
   // The parser also takes a leading seconds field, which the job queue's minute ticks cannot honour.
   if (!CRON_MACROS.test(expression) && expression.split(/\s+/).length !== 5) {
     return `cron "${cron}" must have 5 fields (minute hour day-of-month month day-of-week)`;
+  }
+  return null;
+}
+
+/** Why an onEvent definition cannot run: its topic and batch size. */
+function eventProblem(options: Record<string, unknown>): string | null {
+  if (!validTopic(options.topic)) {
+    return `onEvent needs \`topic\`, a topic name ([a-z][a-z0-9._-]{0,127}; got ${JSON.stringify(options.topic) ?? 'nothing'})`;
+  }
+  const batch = options.batch_size;
+  if (
+    batch !== undefined &&
+    (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 1 || batch > MAX_BATCH_SIZE)
+  ) {
+    return `\`batch_size\` must be an integer from 1 to ${MAX_BATCH_SIZE} (got ${JSON.stringify(batch) ?? String(batch)})`;
   }
   return null;
 }

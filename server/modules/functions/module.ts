@@ -7,6 +7,9 @@ import type { Platform } from '../../internal/platform.js';
 import { Readable } from 'node:stream';
 import type { DocumentService } from '../documents/service.js';
 import type { StorageService } from '../storage/service.js';
+import { EventsRepository } from '../events/repository.js';
+import { eventRoutes } from '../events/routes.js';
+import { EventsService } from '../events/service.js';
 import { FunctionDispatcher, dispatcherMetrics } from './dispatcher.js';
 import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
@@ -27,6 +30,8 @@ import { SpanExporter } from './span-export.js';
 export interface FunctionsModule extends ServerModule {
   service: FunctionsService;
   secrets: SecretStore;
+  /** Topics: publish (the internal API) and their settings. */
+  events: EventsService;
   /** Re-queues a dead-lettered invocation's event; NOT_FOUND unless it is dead. */
   retry(invocationId: string): Promise<InvocationRecord>;
 }
@@ -129,6 +134,21 @@ function storageRpc(storage: StorageService): ServerRpc {
   };
 }
 
+/** ctx.events inside a function: a publish in the running invocation's trace, with it as parent. */
+function eventsRpc(events: EventsService): ServerRpc {
+  return async (_target, method, args, _caller, origin) => {
+    if (method !== 'publish') throw new AppError('INVALID_REQUEST', `ctx.events has no method "${method}".`);
+    const [topic, payload, options] = args;
+    const { key, delay_seconds: delaySeconds } = record(options);
+    return events.publish(
+      text(topic),
+      payload,
+      { key: key as string | null | undefined, delaySeconds: delaySeconds as number | undefined },
+      { trace_id: origin.trace_id, parent_invocation_id: origin.parent_invocation_id },
+    );
+  };
+}
+
 /** ctx.db and ctx.storage call these. */
 export interface FunctionsDeps {
   documents: DocumentService;
@@ -192,10 +212,6 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
   registerWarmWorkersGauge(platform.metrics, () => service.warmWorkers());
   const db = documentsRpc(deps.documents);
   const storage = storageRpc(deps.storage);
-  // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
-  service.useRpc(async (target, method, args, caller, origin) =>
-    platform.db.withOrigin(origin, () => (target === 'db' ? db : storage)(target, method, args, caller, origin)),
-  );
   const dispatcher = new FunctionDispatcher(
     service,
     deploys,
@@ -204,6 +220,14 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     platform.log,
     dispatcherMetrics(platform.metrics),
     { databaseUrl: platform.config.databaseUrl, runWorkers: platform.config.roles.worker },
+  );
+  const events = new EventsService(platform.db, new EventsRepository(platform.db), dispatcher);
+  const publish = eventsRpc(events);
+  // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
+  service.useRpc(async (target, method, args, caller, origin) =>
+    platform.db.withOrigin(origin, () =>
+      (target === 'db' ? db : target === 'storage' ? storage : publish)(target, method, args, caller, origin),
+    ),
   );
   let watcher: FSWatcher | null = null;
   let redeployTimer: NodeJS.Timeout | null = null;
@@ -269,9 +293,11 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
   return {
     service,
     secrets,
+    events,
     retry,
     routes: async (app) => {
       await app.register(functionRoutes, { functions: service, secrets, retry });
+      await app.register(eventRoutes, { events });
       await app.register(httpFunctionRoute, { functions: service });
     },
     async start() {

@@ -2,10 +2,10 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../internal/log.js';
 import { newTraceId } from '../../internal/trace.js';
 import type { FunctionResponse } from './http-response.js';
-import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
 export type RpcHandler = (
-  target: 'db' | 'storage',
+  target: RpcTarget,
   method: string,
   args: unknown[],
   as: 'service' | 'caller',
@@ -31,8 +31,11 @@ export interface RunRequest {
 export type RunOutcome =
   | {
       status: 'succeeded';
-      value: unknown;
-      /** An HTTP function's `Response`, in place of `value`. */
+      /** What the handler returned, as JSON text (`null` for nothing): an HTTP function's response as is. */
+      json: string;
+      /** The same, parsed (on first read). */
+      readonly value: unknown;
+      /** An HTTP function's `Response`, in place of `json`. */
       response?: FunctionResponse;
       logs: LogLine[];
       durationMs: number;
@@ -75,11 +78,43 @@ function poolKey(bundle: string, exportName: string, memoryMb: number): string {
 const MAX_LOG_LINES = 200;
 const MAX_LOG_LINE = 4096;
 
+/** What a worker's messages, error and exit go to while it runs an invocation. */
+interface ActiveRun {
+  onMessage(message: FromWorker): void;
+  onError(error: Error): void;
+  onExit(exitCode: number): void;
+}
+
 interface PooledWorker {
   worker: Worker;
   key: string;
   /** When it was last given back (performance.now()). */
   idleSince: number;
+  /** The invocation it runs, or null while idle. */
+  run: ActiveRun | null;
+}
+
+/** A successful outcome's JSON, parsed only if something reads `value` (an HTTP answer is sent as the text). */
+function succeeded(
+  json: string,
+  response: FunctionResponse | undefined,
+  logs: LogLine[],
+  durationMs: number,
+  cold: boolean,
+): RunOutcome {
+  let parsed: { value: unknown } | null = null;
+  return {
+    status: 'succeeded',
+    json,
+    get value(): unknown {
+      parsed ??= { value: JSON.parse(json) as unknown };
+      return parsed.value;
+    },
+    ...(response ? { response } : {}),
+    logs,
+    durationMs,
+    cold,
+  };
 }
 
 /**
@@ -178,7 +213,29 @@ export class WorkerPool {
       env: WORKER_ENVIRONMENT,
     });
     worker.unref();
-    return { worker, key, idleSince: 0 };
+    const pooled: PooledWorker = { worker, key, idleSince: 0, run: null };
+    // Listeners for the worker's life rather than per run: adding and removing three on every
+    // call cost more than the dispatch. An idle worker that fails or exits leaves the pool.
+    worker.on('message', (message: FromWorker) => pooled.run?.onMessage(message));
+    worker.on('error', (error: Error) => {
+      if (pooled.run) pooled.run.onError(error);
+      else this.log.warn({ err: error }, 'an idle function worker failed');
+    });
+    worker.on('exit', (exitCode: number) => {
+      if (pooled.run) pooled.run.onExit(exitCode);
+      else this.forget(pooled);
+    });
+    return pooled;
+  }
+
+  /** Drops an idle worker that ended on its own, and starts another if its function keeps some warm. */
+  private forget(pooled: PooledWorker): void {
+    const list = this.idle.get(pooled.key);
+    const index = list?.indexOf(pooled) ?? -1;
+    if (!list || index < 0) return;
+    list.splice(index, 1);
+    if (list.length === 0) this.idle.delete(pooled.key);
+    this.replenish(pooled.key);
   }
 
   private take(key: string, memoryMb: number): { pooled: PooledWorker; cold: boolean } {
@@ -254,9 +311,7 @@ export class WorkerPool {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
+        pooled.run = null;
         if (reusable) this.giveBack(pooled, request.keepWarm ?? this.options.maxIdlePerKey ?? 2);
         else {
           this.busy.delete(pooled);
@@ -273,65 +328,53 @@ export class WorkerPool {
         );
       }, request.timeoutMs);
 
-      const onMessage = (message: FromWorker) => {
-        if (message.type === 'log' && message.invocationId === request.invocationId) {
-          if (logs.length < MAX_LOG_LINES) {
-            logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
-          }
-        } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
-          request.rpc(message.target, message.method, message.args, message.as).then(
-            (value) =>
-              worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
-            (error: unknown) => {
-              const failure = error as { code?: unknown; message?: unknown };
-              worker.postMessage({
-                type: 'rpc-result',
-                callId: message.callId,
-                ok: false,
-                error: {
-                  code: typeof failure.code === 'string' ? failure.code : 'INTERNAL',
-                  message: typeof failure.message === 'string' ? failure.message : 'call failed',
-                },
-              } satisfies ToWorker);
-            },
-          );
-        } else if (message.type === 'result' && message.invocationId === request.invocationId) {
-          if (message.ok)
-            finish(
-              {
-                status: 'succeeded',
-                value: message.value,
-                response: message.response,
-                logs,
-                durationMs: elapsed(),
-                cold,
+      pooled.run = {
+        onMessage: (message) => {
+          if (message.type === 'log' && message.invocationId === request.invocationId) {
+            if (logs.length < MAX_LOG_LINES) {
+              logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
+            }
+          } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
+            request.rpc(message.target, message.method, message.args, message.as).then(
+              (value) =>
+                worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
+              (error: unknown) => {
+                const failure = error as { code?: unknown; message?: unknown };
+                worker.postMessage({
+                  type: 'rpc-result',
+                  callId: message.callId,
+                  ok: false,
+                  error: {
+                    code: typeof failure.code === 'string' ? failure.code : 'INTERNAL',
+                    message: typeof failure.message === 'string' ? failure.message : 'call failed',
+                  },
+                } satisfies ToWorker);
               },
-              true,
             );
-          else {
-            const reason =
-              message.error.name && message.error.name !== 'Error'
-                ? `${message.error.name}: ${message.error.message}`
-                : message.error.message;
-            finish({ status: 'failed', error: reason, logs, durationMs: elapsed(), cold }, true);
+          } else if (message.type === 'result' && message.invocationId === request.invocationId) {
+            if (message.ok) finish(succeeded(message.json, message.response, logs, elapsed(), cold), true);
+            else {
+              const reason =
+                message.error.name && message.error.name !== 'Error'
+                  ? `${message.error.name}: ${message.error.message}`
+                  : message.error.message;
+              finish({ status: 'failed', error: reason, logs, durationMs: elapsed(), cold }, true);
+            }
           }
-        }
+        },
+        onError: (error) => {
+          const code = (error as NodeJS.ErrnoException).code;
+          const reason =
+            code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its memory limit of ${request.memoryMb} MB` : error.message;
+          finish({ status: 'crashed', error: reason, logs, durationMs: elapsed(), cold }, false);
+        },
+        onExit: (exitCode) => {
+          finish(
+            { status: 'crashed', error: `worker exited with code ${exitCode}`, logs, durationMs: elapsed(), cold },
+            false,
+          );
+        },
       };
-      const onError = (error: Error) => {
-        const code = (error as NodeJS.ErrnoException).code;
-        const reason =
-          code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its memory limit of ${request.memoryMb} MB` : error.message;
-        finish({ status: 'crashed', error: reason, logs, durationMs: elapsed(), cold }, false);
-      };
-      const onExit = (exitCode: number) => {
-        finish(
-          { status: 'crashed', error: `worker exited with code ${exitCode}`, logs, durationMs: elapsed(), cold },
-          false,
-        );
-      };
-      worker.on('message', onMessage);
-      worker.on('error', onError);
-      worker.on('exit', onExit);
       worker.postMessage({
         type: 'invoke',
         invocationId: request.invocationId,

@@ -4,7 +4,10 @@
  */
 import type { FunctionResponse } from './http-response.js';
 
-export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule';
+export type InvocationKind = 'document' | 'object' | 'auth' | 'http' | 'schedule' | 'event';
+
+/** What ctx.* calls reach on the server: ctx.db, ctx.storage and ctx.events. */
+export type RpcTarget = 'db' | 'storage' | 'events';
 
 export interface InvokeMessage {
   type: 'invoke';
@@ -55,13 +58,14 @@ export type FromWorker =
       type: 'rpc';
       invocationId: string;
       callId: number;
-      target: 'db' | 'storage';
+      target: RpcTarget;
       /** ctx.db / ctx.storage act as the service role; ctx.asCaller as the HTTP caller. */
       as: 'service' | 'caller';
       method: string;
       args: unknown[];
     }
-  | { type: 'result'; invocationId: string; ok: true; value: unknown; response?: FunctionResponse }
+  /** `json`: what the handler returned as JSON text, made once in the worker and sent as is by an HTTP route. */
+  | { type: 'result'; invocationId: string; ok: true; json: string; response?: FunctionResponse }
   | { type: 'result'; invocationId: string; ok: false; error: { message: string; name: string } }
   | { type: 'probed'; ok: true; definitions: ProbedDefinition[] }
   | { type: 'probed'; ok: false; error: string };

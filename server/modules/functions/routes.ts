@@ -35,7 +35,7 @@ const errors = { '4xx': errorResponse, '5xx': errorResponse } as const;
 
 const functionSchema = closedObject({
   name: { type: 'string' },
-  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule', 'event'] },
   file: { type: 'string', description: 'The entry: a deployed file, or the file in the functions folder' },
   // What the definition's first argument names (collection and on, bucket, cron…): open by kind.
   trigger: { type: 'object', additionalProperties: true },
@@ -53,7 +53,7 @@ const functionSchema = closedObject({
 const deployedSchema = closedObject({
   name: { type: 'string' },
   version: { type: 'integer' },
-  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule'] },
+  kind: { type: 'string', enum: ['document', 'object', 'auth', 'http', 'schedule', 'event'] },
   trigger: { type: 'object', additionalProperties: true },
   options: { type: 'object', additionalProperties: true },
   deployed_at: timestamp,
@@ -492,7 +492,7 @@ export const httpFunctionRoute: FastifyPluginAsync<{ functions: FunctionsService
       });
       if (answer.kind === 'json') {
         // Always JSON, also for a bare string or number, so clients can parse every answer alike.
-        return reply.type('application/json; charset=utf-8').send(JSON.stringify(answer.value));
+        return reply.type('application/json; charset=utf-8').send(answer.json);
       }
       // The headers were checked in the worker (see readFunctionResponse); several set-cookie add up.
       reply.code(answer.status);

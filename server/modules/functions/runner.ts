@@ -39,8 +39,18 @@ export interface QueueRunnerOptions<T, R> {
    * (`retries: 0`) must not hold any: each of its jobs starts as soon as it is fetched.
    */
   holdAhead?: boolean;
-  /** Runs one job (it should not throw); what it returns is handed to `settle` with the job. */
-  run(job: PgBoss.JobWithMetadata<T>): Promise<R>;
+  /**
+   * Takes up to `limit` jobs in place of pg-boss's fetch (which takes them in queue order),
+   * e.g. to hold back jobs that must wait for others.
+   */
+  fetch?(limit: number): Promise<Array<PgBoss.JobWithMetadata<T>>>;
+  /** Jobs one run takes (default 1): a run of a batch gets up to this many of the jobs at hand. */
+  batchSize?: number;
+  /**
+   * Runs one job, or one batch of them (it should not throw); what it returns is handed to
+   * `settle` with each of the jobs.
+   */
+  run(jobs: Array<PgBoss.JobWithMetadata<T>>): Promise<R>;
   /**
    * Completes and fails every finished job handed to it, in one go (the dispatcher records
    * their runs and completes their jobs in one transaction). A throw leaves the jobs active:
@@ -138,7 +148,7 @@ export class QueueRunner<T, R> {
         this.options.holdAhead !== false && this.meanRunMs < FAST_RUN_MS
           ? Math.min(MAX_HELD, Math.floor((limit * HOLD_BUDGET_MS) / Math.max(1, this.meanRunMs)))
           : 0;
-      const capacity = limit + hold;
+      const capacity = limit * (this.options.batchSize ?? 1) + hold;
       const room = capacity - this.inFlight - this.held.length;
       if (room < Math.max(1, Math.ceil(capacity / 2))) {
         await this.sleep(null);
@@ -147,7 +157,9 @@ export class QueueRunner<T, R> {
       this.notified = false;
       let jobs: Array<PgBoss.JobWithMetadata<T>> = [];
       try {
-        jobs = await boss.fetch<T>(queue, { batchSize: room, includeMetadata: true });
+        jobs = this.options.fetch
+          ? await this.options.fetch(room)
+          : await boss.fetch<T>(queue, { batchSize: room, includeMetadata: true });
       } catch (error) {
         log.warn({ err: error, queue }, 'fetching function jobs failed');
       }
@@ -186,11 +198,15 @@ export class QueueRunner<T, R> {
   private startHeld(): void {
     const oldest = performance.now() - (this.options.maxHoldMs ?? 5_000);
     let letGo = 0;
-    while (this.inFlight < this.options.limit) {
-      const next = this.held.shift();
-      if (!next) break;
-      if (next.at < oldest) letGo++;
-      else this.begin(next.job);
+    while (this.inFlight < this.options.limit && this.held.length > 0) {
+      const batch: Array<PgBoss.JobWithMetadata<T>> = [];
+      while (batch.length < (this.options.batchSize ?? 1)) {
+        const next = this.held.shift();
+        if (!next) break;
+        if (next.at < oldest) letGo++;
+        else batch.push(next.job);
+      }
+      if (batch.length > 0) this.begin(batch);
     }
     if (letGo > 0) {
       this.options.log.warn(
@@ -200,23 +216,23 @@ export class QueueRunner<T, R> {
     }
   }
 
-  private begin(job: PgBoss.JobWithMetadata<T>): void {
+  private begin(jobs: Array<PgBoss.JobWithMetadata<T>>): void {
     this.inFlight++;
     const started = performance.now();
     void this.options
-      .run(job)
+      .run(jobs)
       .then(
-        (result): FinishedJob<T, R> => ({ job, result }),
+        (result): Array<FinishedJob<T, R>> => jobs.map((job) => ({ job, result })),
         (error: unknown) => {
-          // Left active: it expires and is delivered again.
-          this.options.log.error({ err: error, job: job.id }, 'running a function job failed');
-          return null;
+          // Left active: they expire and are delivered again.
+          this.options.log.error({ err: error, job: jobs[0]?.id }, 'running a function job failed');
+          return [];
         },
       )
       .then((finished) => {
         this.inFlight--;
         this.meanRunMs = 0.9 * this.meanRunMs + 0.1 * (performance.now() - started);
-        if (finished) this.finished.push(finished);
+        this.finished.push(...finished);
         this.startHeld();
         this.settle();
         this.wake?.();

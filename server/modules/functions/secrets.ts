@@ -107,9 +107,19 @@ export class SecretStore {
     return picked;
   }
 
-  /** Every secret value, longest first, for scrubbing logs. */
-  allValues(): string[] {
-    return [...this.values.values()].filter((value) => value.length > 0).sort((a, b) => b.length - a.length);
+  /** allValues() of the current `values`, kept until a refresh replaces them. */
+  private sortedValues: { of: Map<string, string>; values: readonly string[] } | null = null;
+
+  /**
+   * Every secret value, longest first, for scrubbing logs: the same array until the secrets
+   * change (every function run asks, before and after it runs).
+   */
+  allValues(): readonly string[] {
+    if (this.sortedValues?.of !== this.values) {
+      const values = [...this.values.values()].filter((value) => value.length > 0).sort((a, b) => b.length - a.length);
+      this.sortedValues = { of: this.values, values };
+    }
+    return this.sortedValues.values;
   }
 }
 

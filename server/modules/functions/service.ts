@@ -26,7 +26,7 @@ import {
 } from './loader.js';
 import { checkDeployFiles, MAX_BUNDLE_BYTES, withDeployFiles } from './deploy-files.js';
 import type { DeployRepository, DeploySource, VersionInfo } from './deploy-repository.js';
-import type { ProbedDefinition } from './protocol.js';
+import type { ProbedDefinition, RpcTarget } from './protocol.js';
 import { redact, type SecretStore } from './secrets.js';
 import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
@@ -78,11 +78,12 @@ export interface VersionSummary {
 }
 
 /**
- * How ctx.db and ctx.storage reach the server: as the service role, or as the HTTP caller.
- * `origin` is the calling run, which the writes it makes carry (docs/tracing.md).
+ * How ctx.db, ctx.storage and ctx.events reach the server: as the service role, or as the
+ * HTTP caller. `origin` is the calling run: the writes it makes and the events it publishes
+ * carry it, so the runs they start join its trace (docs/tracing.md).
  */
 export type ServerRpc = (
-  target: 'db' | 'storage',
+  target: RpcTarget,
   method: string,
   args: unknown[],
   caller: Caller,
@@ -103,8 +104,8 @@ export interface RunMeta {
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
 export type HttpInvocation = Omit<HttpRequest, 'auth'>;
 
-/** What an HTTP function answered: a value sent as JSON with 200, or its own `Response`. */
-export type HttpAnswer = { kind: 'json'; value: unknown } | ({ kind: 'response' } & FunctionResponse);
+/** What an HTTP function answered: JSON text (made in the worker) sent with 200, or its own `Response`. */
+export type HttpAnswer = { kind: 'json'; json: string } | ({ kind: 'response' } & FunctionResponse);
 
 /** Callers waiting for a busy function; beyond this they are turned away with 429. */
 const MAX_WAITING = 1000;
@@ -136,6 +137,13 @@ class Semaphore {
     };
   }
 }
+
+/** What `access` lists for each kind of ctx.* call. */
+const ACCESS_KINDS: Record<RpcTarget, { kind: string; noun: string }> = {
+  db: { kind: 'collections', noun: 'collection' },
+  storage: { kind: 'buckets', noun: 'bucket' },
+  events: { kind: 'topics', noun: 'topic' },
+};
 
 /** The option keys that are not part of a function's trigger. */
 const NON_TRIGGER = new Set([
@@ -511,17 +519,17 @@ export class FunctionsService {
     return Object.fromEntries(declared.map((name) => [name, this.options.environment[name]]));
   }
 
-  /** Refuses a ctx.db / ctx.storage call outside what the function declared in `access`. */
-  private checkAccess(fn: LoadedFunction, target: 'db' | 'storage', args: unknown[]): void {
+  /** Refuses a ctx.db / ctx.storage / ctx.events call outside what the function declared in `access`. */
+  private checkAccess(fn: LoadedFunction, target: RpcTarget, args: unknown[]): void {
     const access = fn.options.access as Record<string, unknown> | undefined;
     if (access === undefined) return;
-    const kind = target === 'db' ? 'collections' : 'buckets';
+    const { kind, noun } = ACCESS_KINDS[target];
     const allowed = nameList(access[kind]) ?? [];
     const name = args[0];
     if (typeof name !== 'string' || !allowed.includes(name)) {
       throw new AppError(
         'FORBIDDEN',
-        `The function "${fn.name}" may not use the ${target === 'db' ? 'collection' : 'bucket'} "${String(name)}" (access.${kind}).`,
+        `The function "${fn.name}" may not use the ${noun} "${String(name)}" (access.${kind}).`,
       );
     }
   }
@@ -543,7 +551,7 @@ export class FunctionsService {
     meta: RunMeta,
     caller?: Caller,
   ): Promise<{ run: InvocationRun; outcome: RunOutcome }> {
-    const pool = await this.workers();
+    const pool = this.pool ?? (await this.workers());
     const limitKey = `${fn.name}@${fn.version}`;
     let limit = this.limits.get(limitKey);
     if (!limit) {
@@ -579,9 +587,17 @@ export class FunctionsService {
           return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER, origin);
         },
       });
-      // A secret's value never reaches the invocation's record, whoever printed it.
-      const hidden = [...new Set([...hiddenBefore, ...this.secrets.allValues()])].sort((a, b) => b.length - a.length);
-      const logs = outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
+      // A secret's value never reaches the invocation's record, whoever printed it. (The list
+      // is the same array unless the secrets changed during the run: then both are hidden.)
+      const hiddenAfter = this.secrets.allValues();
+      const hidden =
+        hiddenAfter === hiddenBefore
+          ? hiddenBefore
+          : [...new Set([...hiddenBefore, ...hiddenAfter])].sort((a, b) => b.length - a.length);
+      const logs =
+        hidden.length === 0
+          ? outcome.logs
+          : outcome.logs.map((line) => ({ ...line, message: redact(line.message, hidden) }));
       const status: InvocationStatus =
         outcome.status === 'succeeded' ? 'succeeded' : meta.lastAttempt ? 'dead' : 'failed';
       const run: InvocationRun = {
@@ -603,7 +619,9 @@ export class FunctionsService {
         parentSpanId: trace.parentSpanId ?? null,
       };
       this.options.onRun?.(run);
-      return { run, outcome: { ...outcome, logs } };
+      // Not a spread: that would read (and parse) a successful outcome's lazy `value`.
+      outcome.logs = logs;
+      return { run, outcome };
     } finally {
       release();
     }
@@ -646,7 +664,7 @@ export class FunctionsService {
     if (backlogFull) await backlogFull;
     const invocationId = run.id;
     if (outcome.status === 'succeeded') {
-      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', value: outcome.value };
+      return outcome.response ? { kind: 'response', ...outcome.response } : { kind: 'json', json: outcome.json };
     }
     if (outcome.status === 'timeout') {
       throw new AppError('FUNCTION_TIMEOUT', `The function "${name}" ran past its timeout.`, {

@@ -8,12 +8,12 @@ import { parentPort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
 import { readFunctionResponse } from './http-response.js';
-import type { FromWorker, LogLine, ProbedDefinition, ToWorker } from './protocol.js';
+import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('worker-entry must run in a worker thread');
 
-const KINDS = new Set(['document', 'object', 'auth', 'http', 'schedule']);
+const KINDS = new Set(['document', 'object', 'auth', 'http', 'schedule', 'event']);
 let current: string | null = null;
 let nextCallId = 1;
 const pendingCalls = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
@@ -34,7 +34,7 @@ console.debug = (...args: unknown[]) => log('info', args);
 console.warn = (...args: unknown[]) => log('warn', args);
 console.error = (...args: unknown[]) => log('error', args);
 
-type Rpc = (target: 'db' | 'storage', method: string, args: unknown[]) => Promise<unknown>;
+type Rpc = (target: RpcTarget, method: string, args: unknown[]) => Promise<unknown>;
 
 function rpcAs(as: 'service' | 'caller'): Rpc {
   return (target, method, args) => {
@@ -135,6 +135,30 @@ function files(rpc: Rpc) {
 
 const asCallerRpc = rpcAs('caller');
 
+function logAt(level: LogLine['level']) {
+  return (message: string, fields?: Record<string, unknown>) => log(level, fields ? [message, fields] : [message]);
+}
+const logInfo = logAt('info');
+const logWarn = logAt('warn');
+const logError = logAt('error');
+
+/**
+ * ctx.db, ctx.storage and ctx.asCaller hold no per-run state (they act for whichever
+ * invocation is current), so they are built once per worker rather than on every run, and
+ * frozen so that a run cannot change them for the runs after it. The rest of ctx is the run's own.
+ */
+const serviceDb = Object.freeze(documents(rpc));
+const serviceStorage = Object.freeze(files(rpc));
+// ctx.events.publish resolves once the event is committed: durable, at least once to every subscriber.
+const serviceEvents = Object.freeze({
+  publish: async (topic: string, payload: unknown, options?: { key?: string; delay_seconds?: number }) =>
+    (await rpc('events', 'publish', [topic, payload, options ?? {}])) as { id: string },
+});
+const callerInterfaces = Object.freeze({
+  db: Object.freeze(documents(asCallerRpc)),
+  storage: Object.freeze(files(asCallerRpc)),
+});
+
 function context(
   env: Record<string, string | undefined>,
   secrets: Record<string, string>,
@@ -144,17 +168,14 @@ function context(
   return {
     env,
     trace_id: traceId,
-    secrets: Object.freeze({ ...secrets }),
-    log: {
-      info: (message: string, fields?: Record<string, unknown>) => log('info', fields ? [message, fields] : [message]),
-      warn: (message: string, fields?: Record<string, unknown>) => log('warn', fields ? [message, fields] : [message]),
-      error: (message: string, fields?: Record<string, unknown>) =>
-        log('error', fields ? [message, fields] : [message]),
-    },
-    db: documents(rpc),
-    storage: files(rpc),
+    // The message's own copy, made for this run.
+    secrets: Object.freeze(secrets),
+    log: { info: logInfo, warn: logWarn, error: logError },
+    db: serviceDb,
+    storage: serviceStorage,
+    events: serviceEvents,
     // HTTP functions: the same interfaces acting as the verified caller, with the rules applied.
-    ...(asCaller ? { asCaller: { db: documents(asCallerRpc), storage: files(asCallerRpc) } } : {}),
+    ...(asCaller ? { asCaller: callerInterfaces } : {}),
   };
 }
 
@@ -212,7 +233,8 @@ async function handle(message: ToWorker): Promise<void> {
     case 'invoke': {
       current = message.invocationId;
       try {
-        const loaded = await load(message.bundle);
+        // A warm worker has the bundle already: no await (and no turn of the microtask queue) for it.
+        const loaded = modules.get(message.bundle) ?? (await load(message.bundle));
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
         const value = await definition.handler(
@@ -222,12 +244,14 @@ async function handle(message: ToWorker): Promise<void> {
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
-          send({ type: 'result', invocationId: message.invocationId, ok: true, value: null, response });
+          send({ type: 'result', invocationId: message.invocationId, ok: true, json: 'null', response });
           return;
         }
-        // Anything else crosses back as JSON: an HTTP function's result is sent as its response.
-        const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as unknown);
-        send({ type: 'result', invocationId: message.invocationId, ok: true, value: json });
+        // Anything else crosses back as JSON text, made once here: an HTTP function's result is
+        // sent as its response as is, with no parse and serialisation again in the server thread.
+        const json = value === undefined ? 'null' : (JSON.stringify(value) as string | undefined);
+        if (json === undefined) throw new TypeError('the function returned a value that is not JSON');
+        send({ type: 'result', invocationId: message.invocationId, ok: true, json });
       } catch (error) {
         const failure = error instanceof Error ? error : new Error(String(error));
         send({

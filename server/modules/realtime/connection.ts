@@ -16,6 +16,8 @@ export type ClientMessage =
       doc_id?: string;
       query?: Record<string, unknown>;
       resume_from?: string;
+      /** A live aggregate (`where`, `group_by`, `aggregates`, `order_by`, `limit` as in `/aggregate`). */
+      aggregate?: Record<string, unknown>;
     }
   | { type: 'unsubscribe'; id: string }
   | { type: 'ping' }
@@ -30,7 +32,7 @@ export type ServerFrame = { type: string } & Record<string, unknown>;
 
 const ALLOWED_FIELDS: Record<ClientMessage['type'], readonly string[]> = {
   auth: ['type', 'access_token'],
-  subscribe: ['type', 'id', 'collection', 'doc_id', 'query', 'resume_from'],
+  subscribe: ['type', 'id', 'collection', 'doc_id', 'query', 'resume_from', 'aggregate'],
   unsubscribe: ['type', 'id'],
   ping: ['type'],
   pong: ['type'],
@@ -153,6 +155,14 @@ export function parseClientMessage(text: string): ClientMessage {
           throw invalid('"resume_from" must be a cursor string.', raw.id);
         }
         message.resume_from = raw.resume_from;
+      }
+      if (raw.aggregate !== undefined) {
+        if (!isObject(raw.aggregate)) throw invalid('"aggregate" must be an object.', raw.id);
+        // An aggregate has no documents to resume: it is evaluated afresh on every subscribe.
+        if (raw.doc_id !== undefined || raw.query !== undefined || raw.resume_from !== undefined) {
+          throw invalid('"aggregate" takes no "doc_id", "query" or "resume_from".', raw.id);
+        }
+        message.aggregate = raw.aggregate;
       }
       return message;
     }

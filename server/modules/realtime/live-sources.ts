@@ -1,5 +1,6 @@
 import type { Caller } from '../../internal/caller.js';
 import type { Change, ChangeInterest, TableFilter } from '../../internal/changes/feed.js';
+import type { AggregateGroup } from '../documents/aggregate.js';
 import type { Document } from '../documents/query.js';
 
 /** One row change as the change feed hands it out: the parts of a log change live queries read. */
@@ -38,6 +39,8 @@ export interface LiveDocuments {
   expand(caller: Caller, collection: string, docs: Document[], paths: string[]): Promise<Document[]>;
   /** The collections an expand reads, at every level. */
   expandTargets(collection: string, paths: string[]): Promise<string[]>;
+  /** `/aggregate` as `caller` (read rule applied in SQL): the groups of a live aggregate. */
+  aggregate(caller: Caller, collection: string, input: Record<string, unknown>): Promise<{ groups: AggregateGroup[] }>;
   /** A tick at or after every transaction committed so far (forces one if needed). */
   markTick(): Promise<number>;
 }

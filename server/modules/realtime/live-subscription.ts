@@ -204,6 +204,21 @@ export class View {
 
 const READER_TTL_MS = 5_000;
 
+/**
+ * Tells the subscriber its subscription `id` ended with `error`. When Postgres went away
+ * (a snapshot, a re-read), the socket is closed instead, rather than the subscription
+ * ended: the client reconnects and resumes (or subscribes again).
+ */
+export function reportFailure(connection: RealtimeConnection, log: Logger, id: string, error: unknown): void {
+  if (isUnavailableError(error)) {
+    log.warn({ reason: error instanceof Error ? error.message : String(error) }, 'realtime subscription interrupted');
+    connection.close(CLOSE_TRY_AGAIN_LATER, 'service unavailable; reconnect and resume');
+    return;
+  }
+  if (!isAppError(error) || error.status >= 500) log.error({ err: error }, 'realtime subscription failed');
+  connection.sendError(error, { id });
+}
+
 /** One live query of one connection. Events are handled one at a time, in commit order. */
 export class Subscription {
   /** The client's copy: exactly what it has been told, by id. */
@@ -324,21 +339,8 @@ export class Subscription {
 
   fail(error: unknown): void {
     if (this.closed) return;
-    if (isUnavailableError(error)) {
-      // Postgres went away while the subscription was being read (a snapshot, a re-read):
-      // close the socket rather than end the subscription; the client resumes from its cursor.
-      this.context.log.warn(
-        { reason: error instanceof Error ? error.message : String(error) },
-        'realtime subscription interrupted',
-      );
-      this.onFailed?.(this);
-      this.connection.close(CLOSE_TRY_AGAIN_LATER, 'service unavailable; reconnect and resume');
-      return;
-    }
-    if (!isAppError(error) || error.status >= 500)
-      this.context.log.error({ err: error }, 'realtime subscription failed');
-    this.connection.sendError(error, { id: this.id });
     this.onFailed?.(this);
+    reportFailure(this.connection, this.context.log, this.id, error);
   }
 
   onFailed: ((subscription: Subscription) => void) | null = null;

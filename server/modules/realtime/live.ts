@@ -58,6 +58,7 @@ export function createLiveDocuments(documents: DocumentService, feed: ChangeFeed
     searchMatches: (collection, text, docs) => documents.searchMatches(collection, text, docs),
     expand: (caller, collection, docs, paths) => documents.expandFor(caller, collection, docs, paths),
     expandTargets: (collection, paths) => documents.expandTargets(collection, paths),
+    aggregate: (caller, collection, input) => documents.aggregate(caller, collection, input),
     // Taken after the snapshot query: the tick then covers everything the query saw.
     markTick: async () => parseCursor(await feed.coveringCursor()),
   };

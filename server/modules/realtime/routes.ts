@@ -34,6 +34,7 @@ const connectionsSchema = closedObject({
       order_by: {},
       limit: { type: 'integer' },
       documents: { type: 'integer' },
+      aggregate: closedObject({ group_by: {}, aggregates: {} }),
     }),
     channels: closedList({ channel: { type: 'string' }, presence: { type: 'boolean' } }),
   }),

@@ -136,6 +136,7 @@ export class RealtimeService {
       this.deps.live.documents,
       this.deps.log,
       this.deps.config.maxSubscriptions,
+      this.deps.config.aggregateIntervalMs,
     );
     return this.subscriptions;
   }

@@ -1,6 +1,7 @@
 import { parseCursor } from '../../internal/changes/cursor.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
+import { AGGREGATE_LIMITS } from '../documents/aggregate.js';
 import { parseQuery } from '../documents/query.js';
 import { parseExpandInput } from '../documents/expand.js';
 import { isEmptyOrderBy, parseSearchText } from '../documents/search.js';
@@ -11,6 +12,10 @@ import { parsePosition, routeChanges, safeTick } from './live-cursor.js';
 import { resumeSubscription } from './live-resume.js';
 import type { ChangeFeedLike, FeedBatch, FeedChange, LiveDocuments } from './live-sources.js';
 import { Subscription, View, type SubscriptionContext } from './live-subscription.js';
+import { AggregateSubscription } from './live-aggregate.js';
+
+/** What a connection may hold: live queries and live aggregates, under one limit and one id space. */
+type Live = Subscription | AggregateSubscription;
 
 /** One live query in the admin listing of connections. */
 export interface LiveSubscriptionInfo {
@@ -20,8 +25,10 @@ export interface LiveSubscriptionInfo {
   where: unknown;
   order_by: unknown;
   limit: number;
-  /** Documents currently in the subscriber's result set. */
+  /** Documents currently in the subscriber's result set (groups, for a live aggregate). */
   documents: number;
+  /** A live aggregate's `group_by` and `aggregates` (absent for live queries). */
+  aggregate?: { group_by: unknown; aggregates: unknown };
 }
 
 /**
@@ -30,8 +37,8 @@ export interface LiveSubscriptionInfo {
  * `change` frames with its subscriber's rules.
  */
 export class SubscriptionManager {
-  private readonly byTable = new Map<string, Set<Subscription>>();
-  private readonly byConnection = new Map<string, Map<string, Subscription>>();
+  private readonly byTable = new Map<string, Set<Live>>();
+  private readonly byConnection = new Map<string, Map<string, Live>>();
   private lastTick: number;
   private lastCursor: string | null = null;
   private tickWaiters: Array<{ tick: number; resolve: () => void }> = [];
@@ -43,6 +50,7 @@ export class SubscriptionManager {
     private readonly documents: LiveDocuments,
     log: Logger,
     private readonly maxPerConnection: number,
+    private readonly aggregateIntervalMs: number,
   ) {
     this.context = { documents, log, waitForTick: (tick) => this.waitForTick(tick) };
     this.lastTick = parseCursor(feed.currentCursor());
@@ -67,15 +75,9 @@ export class SubscriptionManager {
 
   /** The live queries one connection holds, as the client asked for them (admin listing). */
   describe(connectionId: string): LiveSubscriptionInfo[] {
-    return [...(this.byConnection.get(connectionId)?.values() ?? [])].map((subscription) => ({
-      id: subscription.id,
-      collection: subscription.view.collection,
-      doc_id: subscription.view.docId,
-      where: subscription.view.input.where ?? null,
-      order_by: subscription.view.input.order_by ?? null,
-      limit: subscription.view.limit,
-      documents: subscription.window.size,
-    }));
+    return [...(this.byConnection.get(connectionId)?.values() ?? [])].map((subscription) =>
+      subscription instanceof AggregateSubscription ? describeAggregate(subscription) : describeQuery(subscription),
+    );
   }
 
   private onBatch(batch: FeedBatch): void {
@@ -120,6 +122,11 @@ export class SubscriptionManager {
   private restartAll(): void {
     for (const subs of this.byConnection.values()) {
       for (const subscription of subs.values()) {
+        // A live aggregate reads the table afresh: what the gap skipped is in it.
+        if (subscription instanceof AggregateSubscription) {
+          subscription.changed();
+          continue;
+        }
         if (subscription.buffer) continue; // still starting: its snapshot is read after this point anyway
         subscription.buffer = [];
         subscription.enqueue(() => subscription.start('reset'));
@@ -158,16 +165,18 @@ export class SubscriptionManager {
 
   async subscribe(
     connection: RealtimeConnection,
-    message: { id: string; collection: string; doc_id?: string; query?: Record<string, unknown>; resume_from?: string },
+    message: {
+      id: string;
+      collection: string;
+      doc_id?: string;
+      query?: Record<string, unknown>;
+      resume_from?: string;
+      aggregate?: Record<string, unknown>;
+    },
   ): Promise<void> {
-    const subs = this.byConnection.get(connection.id) ?? new Map<string, Subscription>();
-    if (subs.has(message.id)) {
-      throw new AppError('ALREADY_EXISTS', `Subscription "${message.id}" already exists on this connection.`);
-    }
-    if (subs.size >= this.maxPerConnection) {
-      throw new AppError('INVALID_REQUEST', `A connection may hold at most ${this.maxPerConnection} subscriptions.`, {
-        details: { limit: this.maxPerConnection },
-      });
+    const subs = this.roomFor(connection, message.id);
+    if (message.aggregate !== undefined) {
+      return this.subscribeAggregate(connection, subs, { ...message, aggregate: message.aggregate });
     }
     const query = parseQuery(message.query ?? {});
     const position = message.resume_from !== undefined ? parsePosition(message.resume_from) : null;
@@ -206,19 +215,68 @@ export class SubscriptionManager {
     subscription.onFailed = (failed) => this.remove(failed);
 
     // Registered before the snapshot is read, so no change can fall between the two.
-    subs.set(message.id, subscription);
-    this.byConnection.set(connection.id, subs);
-    subscription.tables = [`${table.schema}.${table.table}`, ...expandTables];
-    for (const key of subscription.tables) {
-      const set = this.byTable.get(key) ?? new Set<Subscription>();
-      set.add(subscription);
-      this.byTable.set(key, set);
-    }
+    this.register(connection, subs, subscription, [`${table.schema}.${table.table}`, ...expandTables]);
 
     subscription.enqueue(async () => {
       if (position) await resumeSubscription(subscription, position, this.feed);
       else await subscription.start('subscribed');
     });
+  }
+
+  /** The connection's subscriptions, checked to have room for one more under the id `id`. */
+  private roomFor(connection: RealtimeConnection, id: string): Map<string, Live> {
+    const subs = this.byConnection.get(connection.id) ?? new Map<string, Live>();
+    if (subs.has(id)) {
+      throw new AppError('ALREADY_EXISTS', `Subscription "${id}" already exists on this connection.`);
+    }
+    if (subs.size >= this.maxPerConnection) {
+      throw new AppError('INVALID_REQUEST', `A connection may hold at most ${this.maxPerConnection} subscriptions.`, {
+        details: { limit: this.maxPerConnection },
+      });
+    }
+    return subs;
+  }
+
+  private register(
+    connection: RealtimeConnection,
+    subs: Map<string, Live>,
+    subscription: Live,
+    tables: string[],
+  ): void {
+    subs.set(subscription.id, subscription);
+    this.byConnection.set(connection.id, subs);
+    subscription.tables = tables;
+    for (const key of tables) {
+      const set = this.byTable.get(key) ?? new Set<Live>();
+      set.add(subscription);
+      this.byTable.set(key, set);
+    }
+  }
+
+  /**
+   * A live aggregate: registered on its table before the first evaluation, so every change
+   * committed after that evaluation read the table makes another (live-aggregate.ts).
+   */
+  private async subscribeAggregate(
+    connection: RealtimeConnection,
+    subs: Map<string, Live>,
+    message: { id: string; collection: string; aggregate: Record<string, unknown> },
+  ): Promise<void> {
+    const table = await this.documents.tableOf(message.collection);
+    const subscription = new AggregateSubscription(message.id, connection, message.collection, message.aggregate, {
+      documents: this.documents,
+      log: this.context.log,
+      intervalMs: this.aggregateIntervalMs,
+    });
+    subscription.onFailed = (failed) => this.remove(failed);
+    this.register(connection, subs, subscription, [`${table.schema}.${table.table}`]);
+    try {
+      await subscription.start();
+    } catch (error) {
+      // A bad aggregate, a missing read rule: the subscription never started.
+      this.remove(subscription);
+      throw error;
+    }
   }
 
   unsubscribe(connection: RealtimeConnection, id: string): boolean {
@@ -229,7 +287,7 @@ export class SubscriptionManager {
   }
 
   /** Drops every subscription of a connection (it closed, or its token expired). */
-  dropAll(connection: RealtimeConnection): Subscription[] {
+  dropAll(connection: RealtimeConnection): Live[] {
     const subs = [...(this.byConnection.get(connection.id)?.values() ?? [])];
     for (const subscription of subs) this.remove(subscription);
     return subs;
@@ -241,13 +299,18 @@ export class SubscriptionManager {
    */
   callerChanged(connection: RealtimeConnection): void {
     for (const subscription of this.byConnection.get(connection.id)?.values() ?? []) {
+      if (subscription instanceof AggregateSubscription) {
+        subscription.callerChanged();
+        continue;
+      }
       subscription.invalidateReader();
       subscription.holdForRecheck();
       subscription.enqueue(() => subscription.recheck());
     }
   }
 
-  private remove(subscription: Subscription): void {
+  private remove(subscription: Live): void {
+    if (subscription instanceof AggregateSubscription) subscription.close();
     subscription.closed = true;
     const subs = this.byConnection.get(subscription.connection.id);
     subs?.delete(subscription.id);
@@ -258,4 +321,30 @@ export class SubscriptionManager {
       if (set && set.size === 0) this.byTable.delete(key);
     }
   }
+}
+
+function describeQuery(subscription: Subscription): LiveSubscriptionInfo {
+  return {
+    id: subscription.id,
+    collection: subscription.view.collection,
+    doc_id: subscription.view.docId,
+    where: subscription.view.input.where ?? null,
+    order_by: subscription.view.input.order_by ?? null,
+    limit: subscription.view.limit,
+    documents: subscription.window.size,
+  };
+}
+
+function describeAggregate(subscription: AggregateSubscription): LiveSubscriptionInfo {
+  const input = subscription.input;
+  return {
+    id: subscription.id,
+    collection: subscription.collection,
+    doc_id: null,
+    where: input.where ?? null,
+    order_by: input.order_by ?? null,
+    limit: typeof input.limit === 'number' ? input.limit : AGGREGATE_LIMITS.defaultLimit,
+    documents: subscription.groupCount,
+    aggregate: { group_by: input.group_by ?? [], aggregates: input.aggregates ?? null },
+  };
 }

@@ -86,6 +86,7 @@ export function buildStorageModule(platform: Platform): StorageModule {
     },
     async stop() {
       await sweeper.stop();
+      resumable.close();
       await backend.close();
     },
   };

@@ -425,24 +425,41 @@ export class StorageRepository {
 
   /**
    * Records an append's progress, pushing the expiry back and keeping the lease (the caller
-   * releases it); null when the lease was lost (it ran out and another instance took over).
+   * releases it), or releasing it with `release` (an append's last record, in the same round
+   * trip); null when the lease was lost (it ran out and another instance took over).
    */
   async recordProgress(
     id: string,
     token: string,
-    progress: { offset: number; backendState: ResumableState; held: Buffer | null; expiresInSeconds: number },
+    progress: {
+      offset: number;
+      backendState: ResumableState;
+      held: Buffer | null;
+      expiresInSeconds: number;
+      release?: boolean;
+    },
   ): Promise<UploadRow | null> {
     const rows = await runQuery<UploadRow>(
       this.db.pool,
       `WITH updated AS (
          UPDATE basalt.storage_uploads SET upload_offset = $3, backend_state = $4, held = $5,
-           expires_at = now() + make_interval(secs => $6), updated_at = now()
+           expires_at = now() + make_interval(secs => $6), updated_at = now(),
+           lease_token = CASE WHEN $7 THEN NULL ELSE lease_token END,
+           lease_until = CASE WHEN $7 THEN NULL ELSE lease_until END
           WHERE id = $1 AND lease_token = $2
           RETURNING *),
        touched AS (UPDATE basalt.storage_pending p SET touched_at = now()
           FROM updated WHERE p.storage_key = updated.storage_key)
        SELECT ${UPLOAD_COLUMNS.replaceAll('u.', 'updated.')} FROM updated`,
-      [id, token, progress.offset, JSON.stringify(progress.backendState), progress.held, progress.expiresInSeconds],
+      [
+        id,
+        token,
+        progress.offset,
+        JSON.stringify(progress.backendState),
+        progress.held,
+        progress.expiresInSeconds,
+        progress.release === true,
+      ],
     );
     return rows[0] ?? null;
   }

@@ -12,21 +12,23 @@
  * triggers fire exactly as for a PUT.
  */
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Caller } from '../../internal/caller.js';
 import { isUser } from '../../internal/caller.js';
 import { AppError, isAppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
-import type { PutResult, StorageBackend } from './backends/index.js';
+import type { PutResult, ResumableState, StorageBackend } from './backends/index.js';
 import { ContentDigest } from './backends/digest.js';
 import type { StorageRepository, UploadRow } from './repository.js';
 import type { StorageObject, StorageService } from './service.js';
+import { HashingStream, UploadHashes, type RunningHash } from './upload-hashes.js';
 
 /** How long one append may hold an upload before another instance may take it over. */
 const LEASE_SECONDS = 15;
 const LEASE_RENEW_MS = 5000;
-/** Bytes of a PATCH stored and recorded at a time. */
-const SEGMENT_BYTES = 8 * 1024 * 1024;
+/** How long a PATCH waits for an append of the same upload on this instance to end before a 409. */
+const LOCAL_HANDOVER_MS = 2000;
 const ID = /^[A-Za-z0-9_-]{22,64}$/;
 
 export interface ResumableUploadOptions {
@@ -68,6 +70,10 @@ function creatorOf(caller: Caller): string {
 }
 
 export class ResumableUploads {
+  private readonly hashes = new UploadHashes();
+  /** Appends in progress on this instance, by upload id; each resolves once its lease is released. */
+  private readonly appending = new Map<string, Promise<void>>();
+
   constructor(
     private readonly repo: StorageRepository,
     private readonly backend: StorageBackend,
@@ -122,6 +128,10 @@ export class ResumableUploads {
 
   /** HEAD: where the upload stands. An upload whose bytes all arrived but did not commit (a crash) is finished here. */
   async status(caller: Caller, id: string): Promise<UploadStatus> {
+    await this.visible(caller, id);
+    // An append on this instance still storing what a dropped connection sent: the offset to
+    // report is the one it ends with, not one it recorded on the way.
+    await this.localAppendEnded(id);
     const row = await this.visible(caller, id);
     if (row.upload_offset === row.upload_length) {
       const finished = await this.append(caller, id, row.upload_offset, null).catch((error: unknown) => {
@@ -141,7 +151,8 @@ export class ResumableUploads {
   async append(caller: Caller, id: string, offset: number, body: Readable | null): Promise<UploadStatus> {
     await this.visible(caller, id);
     const token = randomBytes(16).toString('base64url');
-    const row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
+    let row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
+    if (!row && (await this.localAppendEnded(id))) row = await this.repo.leaseUpload(id, token, LEASE_SECONDS);
     if (!row) {
       if (await this.repo.upload(id)) {
         throw new AppError('VERSION_CONFLICT', 'Another request is writing to this upload; retry shortly.', {
@@ -156,56 +167,101 @@ export class ResumableUploads {
         details: { reason: 'offset_mismatch', offset: row.upload_offset },
       });
     }
+    let appended!: () => void;
+    const ownAppend = new Promise<void>((resolve) => {
+      appended = resolve;
+    });
+    this.appending.set(id, ownAppend);
     const renew = setInterval(() => {
       this.repo.renewLease(id, token, LEASE_SECONDS).catch((error: unknown) => {
         this.log.warn({ err: error, upload: id }, 'could not renew an upload lease');
       });
     }, LEASE_RENEW_MS);
     renew.unref();
+    // The running SHA-256 of the bytes so far, when this instance received all of them in order.
+    const hash = this.hashes.resume(id, row.upload_offset);
     let current: UploadRow & { held: Buffer | null } = row;
+    let ended = false;
+    let released = false;
     try {
       if (body !== null && row.upload_offset < row.upload_length) {
-        // The body goes to the backend in segments, each one recorded once durable: a crash
-        // (kill -9) in the middle of a long PATCH loses at most the segment in flight.
-        const segments = new Segments(body);
-        let failure: unknown = null;
-        while (failure === null && !segments.done && current.upload_offset < current.upload_length) {
-          const progress = await this.backend.appendResumable(
-            current.storage_key,
-            { state: current.backend_state, offset: current.upload_offset, held: current.held },
-            segments.next(SEGMENT_BYTES),
-            current.upload_length - current.upload_offset,
-          );
-          failure = progress.failure;
+        const left = row.upload_length - row.upload_offset;
+        // Progress is recorded as it becomes durable while the body goes on arriving (every
+        // 8 MiB on disk, every part on S3): a crash (kill -9) in the middle of a long PATCH
+        // loses at most the stretch in flight.
+        const record = async (
+          progress: { offset: number; state: ResumableState; held: Buffer | null },
+          release = false,
+        ) => {
           const recorded = await this.repo.recordProgress(id, token, {
             offset: progress.offset,
             backendState: progress.state,
             held: progress.held,
             expiresInSeconds: this.options.expirySeconds,
+            release,
           });
           if (!recorded) {
             throw new AppError('VERSION_CONFLICT', 'The upload was taken over by another request; resume it.', {
               details: { reason: 'upload_busy' },
             });
           }
-          current = { ...recorded, held: progress.held };
+          return recorded;
+        };
+        let source = body;
+        if (hash) {
+          const hashing = new HashingStream(hash);
+          // Either side failing (client gone, append stopped) ends the other.
+          pipeline(body, hashing).catch(() => undefined);
+          source = hashing;
         }
+        const progress = await this.backend.appendResumable(
+          current.storage_key,
+          { state: current.backend_state, offset: current.upload_offset, held: current.held },
+          source,
+          left,
+          async (durable) => {
+            await record({ ...durable, held: null });
+          },
+        );
+        // The last record of an append that leaves the upload unfinished also releases the lease.
+        released = progress.offset < row.upload_length;
+        current = { ...(await record(progress, released)), held: progress.held };
+        const failure = progress.failure;
         if (isAppError(failure)) throw failure;
         // A body cut off: what arrived is kept; the client (gone) resumes from the new offset.
         if (failure !== null) return status(current, null);
-        if (!segments.done && (await segments.hasMore())) {
-          throw new AppError('PAYLOAD_TOO_LARGE', 'The body is longer than the bytes the upload has left.');
-        }
       } else if (body !== null && (await bodyHasBytes(body))) {
         throw new AppError('PAYLOAD_TOO_LARGE', 'The upload already has all its bytes.');
       }
       if (current.upload_offset < current.upload_length) return status(current, null);
-      const object = await this.finish(caller, current);
+      ended = true;
+      const object = await this.finish(caller, current, hash?.offset === current.upload_length ? hash : null);
       return status(current, object);
     } finally {
       clearInterval(renew);
-      await this.repo.releaseLease(id, token).catch(() => undefined);
+      if (hash) {
+        // Kept only if it covers exactly the bytes recorded: anything else falls back to reading them.
+        if (!ended && hash.offset === current.upload_offset) await this.hashes.park(id, hash);
+        else hash.discard();
+      }
+      if (!released) await this.repo.releaseLease(id, token).catch(() => undefined);
+      if (this.appending.get(id) === ownAppend) this.appending.delete(id);
+      appended();
     }
+  }
+
+  /**
+   * Waits (up to LOCAL_HANDOVER_MS) for an append of upload `id` running on this instance,
+   * typically one whose client just went away and that is storing what arrived, so that the
+   * client's resume finds its final offset rather than a 409. False when there was none.
+   */
+  private async localAppendEnded(id: string): Promise<boolean> {
+    const local = this.appending.get(id);
+    if (!local) return false;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([local, new Promise((resolve) => (timer = setTimeout(resolve, LOCAL_HANDOVER_MS)))]);
+    clearTimeout(timer);
+    return true;
   }
 
   /** DELETE: the upload and its bytes go; later requests for it are 404. */
@@ -221,6 +277,11 @@ export class ResumableUploads {
     await this.discard(row);
   }
 
+  /** Lets go of the running hashes held between PATCHes (the server stops). */
+  close(): void {
+    this.hashes.close();
+  }
+
   /** Removes uploads past their expiry (the sweeper calls this); returns how many. */
   async expire(limit = 100): Promise<number> {
     const rows = await this.repo.expiredUploads(limit);
@@ -229,15 +290,25 @@ export class ResumableUploads {
   }
 
   private async discard(row: UploadRow): Promise<void> {
+    this.hashes.forget(row.id);
     await this.backend.abortResumable(row.storage_key, row.backend_state);
     await this.repo.deleteUpload(this.repo.pool, row.id);
     await this.storage.abandonUpload(row.storage_key);
   }
 
-  /** Completes the backend write, hashes the object and commits its row with the upload's removal. */
-  private async finish(caller: Caller, row: UploadRow & { held: Buffer | null }): Promise<StorageObject> {
+  /**
+   * Completes the backend write and commits the object's row with the upload's removal. The
+   * SHA-256 is the running one when this instance received every byte in order; otherwise (the
+   * upload moved between instances, or the server restarted) the stored object is read back once.
+   */
+  private async finish(
+    caller: Caller,
+    row: UploadRow & { held: Buffer | null },
+    hash: RunningHash | null,
+  ): Promise<StorageObject> {
     await this.backend.completeResumable(row.storage_key, row.backend_state, row.held);
-    const stored = await this.digest(row.storage_key, row.upload_length);
+    const stored =
+      (hash ? await hash.result() : null) ?? (await this.readBackDigest(row.storage_key, row.upload_length));
     const bucket = await this.storage.bucketForUpload(row.bucket);
     return this.storage.commitUpload(
       caller,
@@ -256,8 +327,8 @@ export class ResumableUploads {
     );
   }
 
-  /** The stored object's checksums, read back once (a hash cannot be carried across requests and instances). */
-  private async digest(key: string, length: number): Promise<PutResult> {
+  /** The stored object's checksums, read back once (the fallback when no running hash covers it). */
+  private async readBackDigest(key: string, length: number): Promise<PutResult> {
     const digest = new ContentDigest();
     let size = 0;
     try {
@@ -299,51 +370,6 @@ function status(row: UploadRow, object: StorageObject | null): UploadStatus {
     expiresAt: row.expires_at,
     object,
   };
-}
-
-/** Cuts one body into consecutive streams of at most `size` bytes each, read as they are consumed. */
-class Segments {
-  done = false;
-  private readonly source: AsyncIterator<Buffer>;
-  private carry: Buffer | null = null;
-
-  constructor(body: Readable) {
-    this.source = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  }
-
-  next(size: number): Readable {
-    const take = async function* (this: Segments): AsyncGenerator<Buffer> {
-      let left = size;
-      while (left > 0) {
-        let chunk = this.carry;
-        this.carry = null;
-        if (!chunk) {
-          const read = await this.source.next();
-          if (read.done) {
-            this.done = true;
-            return;
-          }
-          chunk = read.value;
-        }
-        if (chunk.length > left) {
-          this.carry = chunk.subarray(left);
-          chunk = chunk.subarray(0, left);
-        }
-        left -= chunk.length;
-        yield chunk;
-      }
-    };
-    return Readable.from(take.call(this), { objectMode: false });
-  }
-
-  async hasMore(): Promise<boolean> {
-    if (this.carry && this.carry.length > 0) return true;
-    for (;;) {
-      const read = await this.source.next();
-      if (read.done) return false;
-      if (read.value.length > 0) return true;
-    }
-  }
 }
 
 async function bodyHasBytes(body: Readable): Promise<boolean> {

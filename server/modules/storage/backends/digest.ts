@@ -66,6 +66,8 @@ class HashingWorker {
   private worker: Worker | null = null;
   private nextId = 1;
   private readonly open = new Map<number, OpenDigest>();
+  /** Open digests waiting between the requests of a resumable upload: they do not keep the process alive. */
+  private readonly parked = new Set<number>();
   private idleTimer: NodeJS.Timeout | null = null;
   idleMs = 30_000;
 
@@ -75,9 +77,25 @@ class HashingWorker {
     this.idleTimer = null;
     const id = this.nextId++;
     this.open.set(id, digest);
-    // Keeps the process alive only while a digest is owed.
-    if (this.open.size === 1) worker.ref();
+    this.refresh(worker);
     return id;
+  }
+
+  /**
+   * A parked digest waits for more content that may never come (a resumable upload between its
+   * requests): it keeps the worker, not the process.
+   */
+  setParked(id: number, parked: boolean): void {
+    if (!this.open.has(id)) return;
+    if (parked) this.parked.add(id);
+    else this.parked.delete(id);
+    if (this.worker) this.refresh(this.worker);
+  }
+
+  /** Keeps the process alive only while a digest is owed to a request in progress. */
+  private refresh(worker: Worker): void {
+    if (this.open.size > this.parked.size) worker.ref();
+    else worker.unref();
   }
 
   /** Whether the worker thread is running (tests). */
@@ -112,8 +130,9 @@ class HashingWorker {
 
   private finish(id: number): void {
     this.open.delete(id);
+    this.parked.delete(id);
+    if (this.worker) this.refresh(this.worker);
     if (this.open.size > 0 || !this.worker) return;
-    this.worker.unref();
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => this.endIdle(), this.idleMs);
     this.idleTimer.unref();
@@ -149,6 +168,7 @@ class HashingWorker {
       this.worker = null;
       const failed = [...this.open.values()];
       this.open.clear();
+      this.parked.clear();
       for (const digest of failed) digest.onFailure(error);
     };
     worker.on('error', fail);
@@ -189,33 +209,84 @@ export class ContentDigest {
   private failure: Error | null = null;
   private result: { resolve(hex: string): void; reject(error: Error): void } | null = null;
   private ended = false;
+  /** Between the requests of a resumable upload: slices coming back are let go, not kept. */
+  private parked = false;
+  /** Bytes given to `update` so far. */
+  bytes = 0;
+
+  /** Whether the worker failed under this content (its digest can no longer be had). */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
 
   async update(chunk: Buffer): Promise<void> {
     if (this.ended) throw new Error('ContentDigest: update after digest or discard');
+    this.bytes += chunk.length;
+    if (this.parked) this.unpark();
     if (this.id === null) {
       if (this.heldBytes + chunk.length < SLICE_BYTES) {
         this.held.push(chunk);
         this.heldBytes += chunk.length;
         return;
       }
-      this.id = hashingWorker.begin({
-        onSlice: (slice) => {
-          this.free.push(slice);
-          this.wake();
-        },
-        onDigest: (hex) => this.result?.resolve(hex),
-        onFailure: (error) => {
-          this.failure = error;
-          this.wake();
-          this.result?.reject(error);
-        },
-      });
+      this.beginInWorker();
       const held = this.held;
       this.held = [];
       this.heldBytes = 0;
       for (const earlier of held) await this.copyIn(earlier);
     }
     await this.copyIn(chunk);
+  }
+
+  /**
+   * Keeps the content's hash open for more (a resumable upload between two of its requests)
+   * while holding no buffer: what was copied so far goes to the worker, the slices are let go
+   * as they come back. The worker keeps only the hash state (some hundred bytes); the next
+   * `update` takes slices again.
+   */
+  async park(): Promise<void> {
+    if (this.ended || this.parked) return;
+    if (this.id === null) {
+      if (this.heldBytes === 0) return;
+      this.beginInWorker();
+      const held = this.held;
+      this.held = [];
+      this.heldBytes = 0;
+      for (const earlier of held) await this.copyIn(earlier);
+    }
+    if (this.failure) return;
+    if (this.filling && this.filled > 0) hashingWorker.update(this.id!, this.filling, this.filled);
+    else if (this.filling) this.free.push(this.filling);
+    this.filling = null;
+    this.filled = 0;
+    this.slices -= this.free.length;
+    this.free.length = 0;
+    this.parked = true;
+    hashingWorker.setParked(this.id!, true);
+  }
+
+  private unpark(): void {
+    this.parked = false;
+    if (this.id !== null) hashingWorker.setParked(this.id, false);
+  }
+
+  private beginInWorker(): void {
+    this.id = hashingWorker.begin({
+      onSlice: (slice) => {
+        if (this.parked) {
+          this.slices--;
+          return;
+        }
+        this.free.push(slice);
+        this.wake();
+      },
+      onDigest: (hex) => this.result?.resolve(hex),
+      onFailure: (error) => {
+        this.failure = error;
+        this.wake();
+        this.result?.reject(error);
+      },
+    });
   }
 
   async digest(): Promise<string> {

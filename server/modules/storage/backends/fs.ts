@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError } from '../../../internal/errors.js';
 import {
@@ -11,8 +11,10 @@ import {
   DOWNLOAD_BUFFER_BYTES,
   MeteredStream,
   UPLOAD_BUFFER_BYTES,
+  RESUMABLE_SYNC_BYTES,
   type BackendEntry,
   type ByteRange,
+  type DurableProgress,
   type PutLimits,
   type PutResult,
   type ResumableProgress,
@@ -179,6 +181,7 @@ export class FsBackend implements StorageBackend {
     upload: { state: ResumableState; offset: number },
     body: Readable,
     maxBytes: number,
+    onDurable?: (progress: DurableProgress) => Promise<void>,
   ): Promise<ResumableProgress> {
     const file = this.partFile(key);
     // Bytes past the acknowledged offset (a crash mid-append) were never acknowledged: drop them.
@@ -186,20 +189,21 @@ export class FsBackend implements StorageBackend {
       if (error.code === 'ENOENT') throw new AppError('NOT_FOUND', 'The upload has no stored bytes.');
       throw error;
     });
-    let failure: unknown = null;
-    try {
-      await pipeline(
-        body,
-        new ByteLimit(maxBytes),
-        createWriteStream(file, { flags: 'r+', start: upload.offset, highWaterMark: UPLOAD_BUFFER_BYTES }),
-      );
-    } catch (error) {
-      failure = error;
-    }
-    // Whatever reached the file counts, once it is durable.
     const handle = await open(file, 'r+');
+    let failure: unknown = null;
     let offset: number;
     try {
+      const writer = new SyncingFileWriter(handle, upload.offset, async (durable) => {
+        await onDurable?.({ state: upload.state, offset: durable });
+      });
+      try {
+        await pipeline(body, new ByteLimit(maxBytes), writer);
+      } catch (error) {
+        if (writer.recordFailure) throw writer.recordFailure;
+        failure = error;
+      }
+      await writer.settled();
+      // Whatever reached the file counts, once it is durable.
       await handle.sync();
       offset = (await handle.stat()).size;
     } finally {
@@ -232,4 +236,75 @@ export class FsBackend implements StorageBackend {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Writes a resumable append at its offset and makes it durable as it goes: once
+ * RESUMABLE_SYNC_BYTES more have been written, an fsync runs beside the writes that follow
+ * (one at a time) and `onSynced` reports the offset it covers. The body is never paused for
+ * an fsync or for the caller's record of it.
+ */
+class SyncingFileWriter extends Writable {
+  /** The error of `onSynced`, which fails the append (not a body cut off). */
+  recordFailure: unknown = null;
+  private position: number;
+  private synced: number;
+  private syncing: Promise<void> | null = null;
+
+  constructor(
+    private readonly handle: FileHandle,
+    start: number,
+    private readonly onSynced: (offset: number) => Promise<void>,
+  ) {
+    super({ highWaterMark: UPLOAD_BUFFER_BYTES });
+    this.position = start;
+    this.synced = start;
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.writeAll(chunks.map((entry) => entry.chunk)).then(() => {
+      this.syncIfDue();
+      callback();
+    }, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.settled().then(() => callback(this.recordFailure as Error | null), callback);
+  }
+
+  /** Resolves once no fsync or record is in flight. */
+  async settled(): Promise<void> {
+    while (this.syncing) await this.syncing;
+  }
+
+  private async writeAll(buffers: Buffer[]): Promise<void> {
+    const pending = buffers.filter((buffer) => buffer.length > 0);
+    while (pending.length > 0) {
+      const { bytesWritten } = await this.handle.writev(pending, this.position);
+      if (bytesWritten === 0) throw new Error('The disk took no bytes of a write.');
+      this.position += bytesWritten;
+      // A short write (rare on a regular file): the rest goes again.
+      let skip = bytesWritten;
+      while (pending.length > 0 && skip >= pending[0]!.length) skip -= pending.shift()!.length;
+      if (skip > 0) pending[0] = pending[0]!.subarray(skip);
+    }
+  }
+
+  private syncIfDue(): void {
+    if (this.syncing || this.recordFailure || this.position - this.synced < RESUMABLE_SYNC_BYTES) return;
+    const covered = this.position;
+    this.syncing = (async () => {
+      try {
+        await this.handle.sync();
+        await this.onSynced(covered);
+        this.synced = covered;
+      } catch (error) {
+        this.recordFailure = error;
+        this.destroy(error as Error);
+      } finally {
+        this.syncing = null;
+      }
+      this.syncIfDue();
+    })();
+  }
 }

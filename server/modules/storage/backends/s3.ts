@@ -23,6 +23,7 @@ import {
   MeteredStream,
   type BackendEntry,
   type ByteRange,
+  type DurableProgress,
   type PutLimits,
   type PutResult,
   type ResumableProgress,
@@ -272,33 +273,18 @@ export class S3Backend implements StorageBackend {
     upload: { state: ResumableState; offset: number; held: Buffer | null },
     body: Readable,
     maxBytes: number,
+    onDurable?: (progress: DurableProgress) => Promise<void>,
   ): Promise<ResumableProgress> {
     assertKey(key);
     const partSize = upload.state.partSize ?? this.options.partSize;
-    const parts = [...(upload.state.parts ?? [])];
+    const parts = new PartPipeline(
+      upload.state.parts ?? [],
+      (number, body) => this.uploadPart(key, upload.state.uploadId, number, body),
+      onDurable && ((parts) => onDurable(progressOf(upload.state, parts))),
+    );
     let chunks: Buffer[] = upload.held ? [upload.held] : [];
     let buffered = upload.held?.length ?? 0;
     let failure: unknown = null;
-    const flushParts = async (): Promise<void> => {
-      while (buffered >= partSize) {
-        const all = Buffer.concat(chunks);
-        const part = all.subarray(0, partSize);
-        const number = parts.length + 1;
-        const sent = await this.client.send(
-          new UploadPartCommand({
-            Bucket: this.options.bucket,
-            Key: key,
-            UploadId: upload.state.uploadId,
-            PartNumber: number,
-            Body: part,
-            ContentLength: part.length,
-          }),
-        );
-        parts.push({ number, etag: sent.ETag ?? '', size: part.length });
-        chunks = [all.subarray(partSize)];
-        buffered -= partSize;
-      }
-    };
     const limited = new ByteLimit(maxBytes);
     // A body that fails (client gone) fails `limited` too, which ends the loop below.
     const pumped = pipeline(body, limited).catch(() => undefined);
@@ -307,21 +293,51 @@ export class S3Backend implements StorageBackend {
         const buffer = chunk as Buffer;
         chunks.push(buffer);
         buffered += buffer.length;
-        await flushParts();
+        while (buffered >= partSize) {
+          // One copy per part: the socket's chunks into the part's own buffer.
+          const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, buffered);
+          chunks = buffered > partSize ? [all.subarray(partSize)] : [];
+          buffered -= partSize;
+          await parts.send(all.subarray(0, partSize));
+        }
       }
     } catch (error) {
-      // A part S3 refused fails the append; a body cut off keeps what arrived.
-      if (error instanceof S3ServiceException) {
+      // The parts' own error (S3 refused one, or the record of one failed) fails the append.
+      if (parts.failure === null && !(error instanceof S3ServiceException)) {
+        failure = error;
+        body.destroy();
+      } else {
         limited.destroy();
-        throw error;
+        await parts.settled().catch(() => undefined);
+        await pumped;
+        throw parts.failure ?? error;
       }
-      failure = error;
-      body.destroy();
     }
     await pumped;
-    const held = buffered > 0 ? Buffer.concat(chunks) : null;
-    const inParts = parts.reduce((sum, part) => sum + part.size, 0);
-    return { state: { ...upload.state, parts }, held, offset: inParts + buffered, failure };
+    // A body cut off keeps what arrived: the parts in flight land first.
+    const done = await parts.settled();
+    const held = buffered > 0 ? Buffer.concat(chunks, buffered) : null;
+    const progress = progressOf(upload.state, done);
+    return { state: progress.state, held, offset: progress.offset + buffered, failure };
+  }
+
+  private async uploadPart(
+    key: string,
+    uploadId: string | undefined,
+    number: number,
+    body: Buffer,
+  ): Promise<{ number: number; etag: string; size: number }> {
+    const sent = await this.client.send(
+      new UploadPartCommand({
+        Bucket: this.options.bucket,
+        Key: key,
+        UploadId: uploadId,
+        PartNumber: number,
+        Body: body,
+        ContentLength: body.length,
+      }),
+    );
+    return { number, etag: sent.ETag ?? '', size: body.length };
   }
 
   async completeResumable(key: string, state: ResumableState, held: Buffer | null): Promise<void> {
@@ -381,5 +397,84 @@ export class S3Backend implements StorageBackend {
 
   async close(): Promise<void> {
     this.client.destroy();
+  }
+}
+
+type StoredPart = { number: number; etag: string; size: number };
+
+function progressOf(state: ResumableState, parts: StoredPart[]): DurableProgress {
+  return { state: { ...state, parts }, offset: parts.reduce((sum, part) => sum + part.size, 0) };
+}
+
+/**
+ * The parts of one resumable append: up to S3_UPLOAD_QUEUE_SIZE in flight while the body goes
+ * on arriving (so an append holds at most that many parts, plus the one filling), and the
+ * stored prefix reported in order — a part that lands before an earlier one waits for it,
+ * since the upload's offset only covers contiguous parts.
+ */
+class PartPipeline {
+  failure: unknown = null;
+  private readonly stored: StoredPart[];
+  private readonly landed = new Map<number, StoredPart>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private nextNumber: number;
+  private recording: Promise<void> = Promise.resolve();
+  private reportedCount: number;
+
+  constructor(
+    stored: StoredPart[],
+    private readonly upload: (number: number, body: Buffer) => Promise<StoredPart>,
+    private readonly onStored: ((parts: StoredPart[]) => Promise<void>) | undefined,
+  ) {
+    this.stored = [...stored];
+    this.nextNumber = stored.length + 1;
+    this.reportedCount = stored.length;
+  }
+
+  /** Starts the next part once there is room; rejects with the first failure of any part. */
+  async send(body: Buffer): Promise<void> {
+    while (this.inFlight.size >= S3_UPLOAD_QUEUE_SIZE && this.failure === null) await Promise.race(this.inFlight);
+    if (this.failure !== null) throw this.failure;
+    const number = this.nextNumber++;
+    const flight: Promise<void> = this.upload(number, body).then(
+      (part) => {
+        this.inFlight.delete(flight);
+        this.landed.set(number, part);
+        for (let next = this.landed.get(this.stored.length + 1); next; next = this.landed.get(this.stored.length + 1)) {
+          this.landed.delete(next.number);
+          this.stored.push(next);
+        }
+        this.report();
+      },
+      (error: unknown) => {
+        this.inFlight.delete(flight);
+        this.failure ??= error;
+      },
+    );
+    this.inFlight.add(flight);
+  }
+
+  /** Waits for the parts in flight and their record; the parts stored, or the first failure. */
+  async settled(): Promise<StoredPart[]> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    await this.recording;
+    if (this.failure !== null) throw this.failure;
+    return [...this.stored];
+  }
+
+  /** Records the stored prefix, one record at a time; parts landing meanwhile join the next one. */
+  private report(): void {
+    if (!this.onStored) return;
+    const onStored = this.onStored;
+    this.recording = this.recording.then(async () => {
+      if (this.failure !== null || this.stored.length === this.reportedCount) return;
+      const parts = [...this.stored];
+      try {
+        await onStored(parts);
+        this.reportedCount = parts.length;
+      } catch (error) {
+        this.failure ??= error;
+      }
+    });
   }
 }

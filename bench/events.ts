@@ -1,0 +1,191 @@
+/**
+ * `npm run bench -- events`: topics (pub/sub) against Basalt's own trigger path, in one run.
+ *
+ * One Basalt process on a fresh database, with two no-op subscribers of one topic and one
+ * no-op onDocument trigger (Parse has no pub/sub: the comparison is Basalt's own
+ * write → trigger path). Two measures each:
+ *
+ * - latency: BENCH_EVENTS_LATENCY (200) publishes (or document writes) one after another,
+ *   10 ms apart; publish-to-handler is from sending the request to the run's start as its
+ *   invocation records it (p50/p99, over both subscribers);
+ * - throughput: BENCH_EVENTS (4000) publishes (or writes) sent 32 at a time; events/s per
+ *   subscriber is the events over the time from the first send to the last run finished,
+ *   read from `basalt_function_invocations_total` in /metrics.
+ *
+ * Goals (issue 19): p50 ≤ 20 ms and ≥ 2,000 events/s per subscriber.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createBenchDatabase } from './database.js';
+import { call, log, percentile } from './deploy.js';
+import { round } from './load.js';
+import { freePort, type ServerProcess } from './process.js';
+import { machine } from './report.js';
+import type { Settings } from './settings.js';
+import { childEnv, startBasaltServer } from './targets.js';
+
+const TOPIC = 'bench.events';
+const SUBSCRIBERS = ['bench_sub_a', 'bench_sub_b'];
+const TRIGGER = 'bench_trigger';
+const noOp = (definition: string) =>
+  `import { onEvent, onDocument } from 'basalt/functions';\nexport default ${definition};\n`;
+
+/** Finished runs of `name` so far, from /metrics. */
+async function finishedRuns(url: string, token: string, name: string): Promise<number> {
+  const response = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+  const text = await response.text();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('basalt_function_invocations_total{') && line.includes(`function="${name}"`)) {
+      total += Number(line.split(' ').at(-1));
+    }
+  }
+  return total;
+}
+
+interface Invocation {
+  event_id: string | null;
+  started_at: string | null;
+}
+
+async function invocations(url: string, token: string, name: string): Promise<Invocation[]> {
+  const { invocations } = (await call(url, token, 'GET', `/v1/admin/functions/${name}/invocations?limit=1000`)) as {
+    invocations: Invocation[];
+  };
+  return invocations;
+}
+
+async function waitForRuns(url: string, token: string, names: string[], count: number): Promise<number> {
+  for (;;) {
+    const done = await Promise.all(names.map((name) => finishedRuns(url, token, name)));
+    if (done.every((n) => n >= count)) return performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Sends `total` requests, `parallel` at a time. */
+async function inParallel(total: number, parallel: number, send: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < total) await send(next++);
+    }),
+  );
+}
+
+export async function runEvents(_settings: Settings): Promise<string[]> {
+  const latencyRounds = Number(process.env.BENCH_EVENTS_LATENCY ?? '200');
+  const events = Number(process.env.BENCH_EVENTS ?? '4000');
+  const db = await createBenchDatabase(_settings.adminDatabaseUrl, 'events');
+  const serviceKey = `bsk_${randomBytes(32).toString('base64url')}`;
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-events-'));
+  let server: ServerProcess | null = null;
+  try {
+    const port = await freePort();
+    server = await startBasaltServer(
+      `http://127.0.0.1:${port}`,
+      childEnv({
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        BASALT_SERVICE_KEY: serviceKey,
+        BASALT_DATA_DIR: dataDir,
+        BASALT_FUNCTIONS_DIR: path.join(dataDir, 'functions'),
+        LOG_LEVEL: 'warn',
+      }),
+    );
+    const url = server.url;
+    await call(url, serviceKey, 'POST', '/v1/admin/collections', { name: 'bench_docs' });
+    for (const name of SUBSCRIBERS) {
+      await call(url, serviceKey, 'PUT', `/v1/admin/functions/${name}`, {
+        files: { 'index.ts': noOp(`onEvent({ topic: '${TOPIC}', concurrency: 32 }, async () => {})`) },
+        entry: 'index.ts',
+      });
+    }
+    await call(url, serviceKey, 'PUT', `/v1/admin/functions/${TRIGGER}`, {
+      files: {
+        'index.ts': noOp(`onDocument({ collection: 'bench_docs', on: 'create', concurrency: 32 }, async () => {})`),
+      },
+      entry: 'index.ts',
+    });
+
+    // Latency: one at a time.
+    const publishedAt = new Map<string, number>();
+    for (let i = 0; i < latencyRounds; i++) {
+      const sent = Date.now();
+      const { id } = (await call(url, serviceKey, 'POST', `/v1/events/${TOPIC}`, { payload: { i } })) as { id: string };
+      publishedAt.set(id, sent);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const writtenAt: number[] = [];
+    for (let i = 0; i < latencyRounds; i++) {
+      writtenAt.push(Date.now());
+      await call(url, serviceKey, 'POST', '/v1/db/bench_docs', { data: { i } });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await waitForRuns(url, serviceKey, SUBSCRIBERS, latencyRounds);
+    await waitForRuns(url, serviceKey, [TRIGGER], latencyRounds);
+    const eventLatency: number[] = [];
+    for (const name of SUBSCRIBERS) {
+      for (const run of await invocations(url, serviceKey, name)) {
+        const sent = run.event_id ? publishedAt.get(run.event_id) : undefined;
+        if (sent !== undefined && run.started_at) eventLatency.push(Date.parse(run.started_at) - sent);
+      }
+    }
+    // Trigger runs in start order match the writes in order (one at a time, 10 ms apart).
+    const triggerStarts = (await invocations(url, serviceKey, TRIGGER))
+      .map((run) => Date.parse(run.started_at ?? ''))
+      .sort((a, b) => a - b);
+    const triggerLatency = triggerStarts.map((start, i) => start - (writtenAt[i] ?? start));
+    log(`latency: events p50 ${percentile(eventLatency, 50)} ms, trigger p50 ${percentile(triggerLatency, 50)} ms`);
+
+    // Throughput: many at once.
+    const eventsBefore = latencyRounds;
+    let started = performance.now();
+    await inParallel(events, 32, async (i) => {
+      await call(url, serviceKey, 'POST', `/v1/events/${TOPIC}`, { payload: { i } });
+    });
+    const published = performance.now();
+    const eventsDone = await waitForRuns(url, serviceKey, SUBSCRIBERS, eventsBefore + events);
+    const eventsPerSecond = events / ((eventsDone - started) / 1000);
+    log(
+      `throughput: ${round(eventsPerSecond, 0)} events/s per subscriber (published in ${round(published - started, 0)} ms)`,
+    );
+    started = performance.now();
+    await inParallel(events, 32, async (i) => {
+      await call(url, serviceKey, 'POST', '/v1/db/bench_docs', { data: { i } });
+    });
+    const triggerDone = await waitForRuns(url, serviceKey, [TRIGGER], latencyRounds + events);
+    const triggersPerSecond = events / ((triggerDone - started) / 1000);
+    log(`throughput: ${round(triggersPerSecond, 0)} trigger runs/s`);
+
+    const p50 = percentile(eventLatency, 50);
+    return [
+      JSON.stringify({
+        bench: 'functions.events',
+        basalt: {
+          topic: {
+            subscribers: SUBSCRIBERS.length,
+            publish_to_handler: { p50_ms: p50, p99_ms: percentile(eventLatency, 99) },
+            events_per_second_per_subscriber: round(eventsPerSecond, 0),
+          },
+          document_trigger: {
+            write_to_handler: { p50_ms: percentile(triggerLatency, 50), p99_ms: percentile(triggerLatency, 99) },
+            runs_per_second: round(triggersPerSecond, 0),
+          },
+          latency_rounds: latencyRounds,
+          events,
+        },
+        goal: { p50_ms_at_most: 20, events_per_second_per_subscriber_at_least: 2_000 },
+        met: p50 <= 20 && eventsPerSecond >= 2_000,
+        date: new Date().toISOString(),
+        machine,
+      }),
+    ];
+  } finally {
+    await server?.stop();
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,214 @@
+import { asc, eq } from 'drizzle-orm';
+import type PgBoss from 'pg-boss';
+import { topics } from '../../db/schema.js';
+import type { Database, Queryable, Tx } from '../../internal/db.js';
+import { runQuery } from '../../internal/repository.js';
+
+/** The job queue's schema (pg-boss, see functions/dispatcher.ts). */
+const JOBS = 'basalt_jobs.job';
+const QUEUES = 'basalt_jobs.queue';
+
+/** A function subscribed to a topic, as live when the publish commits. */
+export interface Subscriber {
+  name: string;
+  version: number;
+  options: Record<string, unknown>;
+}
+
+/** One subscriber's job of an event, ready to insert. */
+export interface EventJob {
+  /** The subscriber's queue. */
+  name: string;
+  data: Record<string, unknown>;
+  retryLimit: number;
+  retryDelay: number;
+  expireInSeconds: number;
+}
+
+export interface TopicRow {
+  name: string;
+  rules: { publish?: string };
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface QueueCounts {
+  depth: number;
+  dead: number;
+}
+
+/**
+ * Topics and the queue statements of events. Events are jobs of their subscribers' queues
+ * (pg-boss's tables), written by hand here because a publish needs what pg-boss does not
+ * offer: the insert in the publish's own transaction, with the publish order of the key.
+ */
+export class EventsRepository {
+  constructor(private readonly db: Database) {}
+
+  /**
+   * The functions live on `topic`, locked against a deploy or undeploy until the publish
+   * commits: an undeploy then dead-letters the events queued before it, as for triggers.
+   */
+  async subscribers(tx: Tx, topic: string): Promise<Subscriber[]> {
+    return runQuery<Subscriber>(
+      tx,
+      `SELECT name, version, options FROM basalt.function_active
+        WHERE kind = 'event' AND options->>'topic' = $1
+        ORDER BY name FOR SHARE`,
+      [topic],
+    );
+  }
+
+  /** Functions subscribed to any topic (no lock): for the topic list. */
+  async allSubscribers(): Promise<Array<Subscriber & { topic: string }>> {
+    return runQuery(
+      this.db.pool,
+      `SELECT name, version, options, options->>'topic' AS topic FROM basalt.function_active
+        WHERE kind = 'event' ORDER BY name`,
+    );
+  }
+
+  /**
+   * Inserts one job per subscriber, with one publish-order number for the event. Returns the
+   * queues that took a job: a queue not created yet takes none (the caller creates it and
+   * publishes again, in a new transaction).
+   */
+  async insertJobs(tx: Tx, jobs: EventJob[], options: { key: string | null; delaySeconds: number }): Promise<string[]> {
+    if (jobs.length === 0) return [];
+    const rows = await runQuery<{ name: string }>(
+      tx,
+      `WITH ordinal AS (SELECT nextval('basalt.event_order') AS seq)
+       INSERT INTO ${JOBS} (id, name, data, priority, start_after, singleton_key, expire_in, keep_until,
+                            retry_limit, retry_delay, retry_backoff, policy)
+       SELECT gen_random_uuid(), j.name, jsonb_set(j.data, '{seq}', to_jsonb(ordinal.seq)), 0,
+              now() + make_interval(secs => $3), $2, j.expire * interval '1 second',
+              now() + make_interval(secs => $3) + interval '14 days',
+              j.retry_limit, j.retry_delay, true, q.policy
+         FROM json_to_recordset($1::json) AS j(name text, data jsonb, expire integer, retry_limit integer, retry_delay integer)
+         JOIN ${QUEUES} q ON q.name = j.name
+         CROSS JOIN ordinal
+       RETURNING name`,
+      [
+        JSON.stringify(
+          jobs.map((job) => ({
+            name: job.name,
+            data: job.data,
+            expire: job.expireInSeconds,
+            retry_limit: job.retryLimit,
+            retry_delay: job.retryDelay,
+          })),
+        ),
+        options.key,
+        options.delaySeconds,
+      ],
+    );
+    return rows.map((row) => row.name);
+  }
+
+  /**
+   * Takes up to `limit` jobs of an event queue, as pg-boss's fetch does, except that of the
+   * jobs with one key only the first in publish order is taken, and only while no other of
+   * that key runs: a key's events run one at a time, in order, also across instances and
+   * through retries (a failed event waits for its retry, and holds back those after it).
+   * Under SKIP LOCKED a concurrent fetch that skips a key's first job still sees it unrun in
+   * its snapshot, so it does not take the second.
+   */
+  async fetchInKeyOrder<T>(queue: string, limit: number): Promise<Array<PgBoss.JobWithMetadata<T>>> {
+    return runQuery(
+      this.db.pool,
+      {
+        name: 'basalt-events-fetch',
+        text: `WITH next AS (
+           SELECT j.id FROM ${JOBS} j
+            WHERE j.name = $1 AND j.state < 'active' AND j.start_after < now()
+              AND (j.singleton_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM ${JOBS} o
+                 WHERE o.name = $1 AND o.singleton_key = j.singleton_key AND o.state <= 'active' AND o.id <> j.id
+                   AND (o.state = 'active' OR (o.data->>'seq')::bigint < (j.data->>'seq')::bigint)))
+            ORDER BY j.priority DESC, j.created_on, (j.data->>'seq')::bigint, j.id
+            LIMIT $2
+            FOR UPDATE OF j SKIP LOCKED
+         )
+         UPDATE ${JOBS} j SET state = 'active', started_on = now(),
+                retry_count = CASE WHEN started_on IS NOT NULL THEN retry_count + 1 ELSE retry_count END
+           FROM next
+          WHERE j.name = $1 AND j.id = next.id
+         RETURNING j.id, j.name, j.data, EXTRACT(epoch FROM j.expire_in) AS "expireInSeconds", j.policy, j.state,
+                   j.priority, j.retry_limit AS "retryLimit", j.retry_count AS "retryCount",
+                   j.retry_delay AS "retryDelay", j.retry_backoff AS "retryBackoff", j.start_after AS "startAfter",
+                   j.started_on AS "startedOn", j.singleton_key AS "singletonKey", j.singleton_on AS "singletonOn",
+                   j.expire_in AS "expireIn", j.created_on AS "createdOn", j.completed_on AS "completedOn",
+                   j.keep_until AS "keepUntil", j.dead_letter AS "deadLetter", j.output`,
+      },
+      [queue, limit],
+    );
+  }
+
+  /**
+   * An index for the key check of fetchInKeyOrder on the queue's own table (pg-boss keeps a
+   * table per queue), so it reads only a key's unfinished jobs, never the finished ones.
+   */
+  async indexKeys(queue: string): Promise<void> {
+    const rows = await runQuery<{ partition: string }>(
+      this.db.pool,
+      `SELECT partition_name AS partition FROM ${QUEUES} WHERE name = $1`,
+      [queue],
+    );
+    const partition = rows[0]?.partition;
+    // pg-boss names it 'j' and a hex digest: nothing else is ever spliced into the statement.
+    if (!partition || !/^j[0-9a-f]{56}$/.test(partition)) return;
+    await runQuery(
+      this.db.pool,
+      `CREATE INDEX IF NOT EXISTS ${partition}_event_keys ON basalt_jobs.${partition}
+         (singleton_key, ((data->>'seq')::bigint)) WHERE state <= 'active' AND singleton_key IS NOT NULL`,
+    ).catch((error: unknown) => {
+      // Two instances creating it at once: one wins, which is all that is needed.
+      if (!String((error as Error).message).includes('already exists')) throw error;
+    });
+  }
+
+  /** Waiting (incl. retrying and delayed) and dead-lettered events of `topic` in each queue. */
+  async queueCounts(topic: string, queues: string[]): Promise<Map<string, QueueCounts>> {
+    const counts = new Map<string, QueueCounts>();
+    if (queues.length === 0) return counts;
+    const exists = await runQuery<{ present: boolean }>(
+      this.db.pool,
+      `SELECT to_regclass('${JOBS}') IS NOT NULL AS present`,
+    );
+    if (!exists[0]?.present) return counts;
+    const rows = await runQuery<{ name: string; depth: string; dead: string }>(
+      this.db.pool,
+      `SELECT name, count(*) FILTER (WHERE state < 'active') AS depth, count(*) FILTER (WHERE state = 'failed') AS dead
+         FROM ${JOBS} WHERE name = ANY($1::text[]) AND data->'event'->>'topic' = $2 GROUP BY name`,
+      [queues, topic],
+    );
+    for (const row of rows) counts.set(row.name, { depth: Number(row.depth), dead: Number(row.dead) });
+    return counts;
+  }
+
+  async topics(q: Queryable = this.db.pool): Promise<TopicRow[]> {
+    return this.db.builder(q).select().from(topics).orderBy(asc(topics.name));
+  }
+
+  async topic(name: string): Promise<TopicRow | null> {
+    const rows = await this.db.builder().select().from(topics).where(eq(topics.name, name));
+    return rows[0] ?? null;
+  }
+
+  async saveTopic(name: string, rules: { publish?: string }): Promise<TopicRow> {
+    const rows = await this.db
+      .builder()
+      .insert(topics)
+      .values({ name, rules })
+      .onConflictDoUpdate({ target: topics.name, set: { rules, updatedAt: new Date() } })
+      .returning();
+    const row = rows[0];
+    if (!row) throw new Error('the topic was not saved');
+    return row;
+  }
+
+  async deleteTopic(name: string): Promise<boolean> {
+    const rows = await this.db.builder().delete(topics).where(eq(topics.name, name)).returning({ name: topics.name });
+    return rows.length > 0;
+  }
+}

@@ -1,0 +1,312 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Caller } from '../../internal/caller.js';
+import type { Database } from '../../internal/db.js';
+import { AppError } from '../../internal/errors.js';
+import { evaluateRule, parseRule, ruleAuthFromCaller, type Root, type Rule } from '../../internal/rules/index.js';
+import { parseRuleForSaving } from '../../internal/rules/saving.js';
+import type { EventJob, EventsRepository, Subscriber, TopicRow } from './repository.js';
+
+/** Topic names (API.md "Events, queues and usage"). */
+export const TOPIC_NAME = /^[a-z][a-z0-9._-]{0,127}$/;
+/** The largest payload, as JSON (like SQS and SNS: 256 KiB). docs/limits.md. */
+export const MAX_PAYLOAD_BYTES = 256 * 1024;
+/** The longest delay of a delivery (like SQS: 15 minutes). docs/events.md. */
+export const MAX_DELAY_SECONDS = 900;
+/** The longest ordering key. */
+export const MAX_KEY_LENGTH = 256;
+/** Events one run of a batch function takes at most. */
+export const MAX_BATCH_SIZE = 100;
+
+/** An event as a subscribed function receives it (API.md). */
+export interface TopicEvent {
+  id: string;
+  type: 'event';
+  topic: string;
+  payload: unknown;
+  key: string | null;
+  published_at: string;
+  trace_id: string;
+}
+
+/**
+ * Where a publish comes from, for traces: the trace it continues and the invocation that
+ * published it. Without a trace id the event starts a new trace.
+ */
+export interface PublishOrigin {
+  trace_id?: string;
+  parent_invocation_id?: string;
+}
+
+export interface PublishOptions {
+  key?: string | null;
+  delaySeconds?: number;
+}
+
+/** What a subscriber's job carries: the event, the version it is pinned to, and its origin. */
+export interface EventJobData {
+  function: string;
+  version: number;
+  event: TopicEvent;
+  origin: { trace_id: string; parent_invocation_id: string | null };
+}
+
+/** How events reach the subscribers' queues: the function dispatcher provides it. */
+export interface EventQueues {
+  /** Creates the function's queue if it does not exist yet. */
+  ensure(fn: { name: string; options: Record<string, unknown> }): Promise<void>;
+  /** The queue of a function. */
+  queueOf(fn: { name: string }): string;
+  /** The retry and expiry policy of a function's jobs, as for its triggers. */
+  policy(options: Record<string, unknown>): { retryLimit: number; retryDelay: number; expireInSeconds: number };
+  /** Jobs were added to these queues: wake this instance's runners of them. */
+  notify(queues: string[]): void;
+}
+
+export interface TopicSubscriber {
+  function: string;
+  version: number;
+  batch_size: number | null;
+  depth: number;
+  dead_letters: number;
+}
+
+export interface TopicSummary {
+  name: string;
+  rules: { publish?: string };
+  subscribers: TopicSubscriber[];
+  depth: number;
+  dead_letters: number;
+}
+
+const PUBLISH_RULE_SCOPE = {
+  available: new Set<Root>(['auth', 'payload', 'now']),
+  describedAs: 'a publish rule',
+  hint: 'publish rules see auth, payload and now',
+};
+
+/** A trace id as W3C Trace Context writes them: 32 hex digits. */
+export function newTraceId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+export function validTopic(topic: unknown): topic is string {
+  return typeof topic === 'string' && TOPIC_NAME.test(topic);
+}
+
+function invalid(message: string, field: string): AppError {
+  return new AppError('INVALID_REQUEST', message, { details: { field } });
+}
+
+/** The publish options of a request body or a ctx.events.publish call, checked. */
+export function checkedPublish(
+  topic: unknown,
+  payload: unknown,
+  options: { key?: unknown; delaySeconds?: unknown },
+): { topic: string; payload: unknown; key: string | null; delaySeconds: number } {
+  if (!validTopic(topic)) {
+    throw invalid('A topic name is a lowercase letter, then up to 127 of a-z, 0-9, ".", "_", "-".', 'topic');
+  }
+  if (payload === undefined) throw invalid('An event needs a `payload` (any JSON value).', 'payload');
+  const size = Buffer.byteLength(JSON.stringify(payload) ?? '', 'utf8');
+  if (size > MAX_PAYLOAD_BYTES) {
+    throw new AppError('PAYLOAD_TOO_LARGE', `An event's payload is at most ${MAX_PAYLOAD_BYTES} bytes of JSON.`, {
+      details: { limit: MAX_PAYLOAD_BYTES },
+    });
+  }
+  const key = options.key ?? null;
+  if (key !== null && (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH)) {
+    throw invalid(`\`key\` is a string of 1 to ${MAX_KEY_LENGTH} characters.`, 'key');
+  }
+  const delay = options.delaySeconds ?? 0;
+  if (typeof delay !== 'number' || !Number.isInteger(delay) || delay < 0 || delay > MAX_DELAY_SECONDS) {
+    throw invalid(`\`delay_seconds\` is an integer from 0 to ${MAX_DELAY_SECONDS}.`, 'delay_seconds');
+  }
+  return { topic, payload, key, delaySeconds: delay };
+}
+
+/**
+ * Topics (pub/sub): a publish writes one job per subscribed function into the job queue the
+ * triggers use, in one transaction, so an acknowledged event is durable and every subscriber
+ * gets it at least once, retried and dead-lettered like a trigger's event.
+ */
+export class EventsService {
+  private readonly rules = new Map<string, Rule>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly repository: EventsRepository,
+    private readonly queues: EventQueues,
+  ) {}
+
+  /**
+   * Publishes an event (the internal API, used by ctx.events.publish, the HTTP route and,
+   * later, by anything else that publishes). Returns once the event is committed.
+   */
+  async publish(
+    topic: string,
+    payload: unknown,
+    options: PublishOptions = {},
+    origin: PublishOrigin = {},
+  ): Promise<{ id: string }> {
+    const checked = checkedPublish(topic, payload, options);
+    const event: TopicEvent = {
+      id: `evt_${randomUUID()}`,
+      type: 'event',
+      topic: checked.topic,
+      payload: checked.payload,
+      key: checked.key,
+      published_at: new Date().toISOString(),
+      trace_id: origin.trace_id ?? newTraceId(),
+    };
+    const data = (fn: Subscriber): EventJobData => ({
+      function: fn.name,
+      version: fn.version,
+      event,
+      origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null },
+    });
+    // A subscriber deployed a moment ago may not have its queue yet: create it and publish again.
+    let missing: Subscriber[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      for (const fn of missing) await this.queues.ensure(fn);
+      try {
+        const queued = await this.db.transaction(async (tx) => {
+          const subscribers = await this.repository.subscribers(tx, checked.topic);
+          const jobs: EventJob[] = subscribers.map((fn) => ({
+            name: this.queues.queueOf(fn),
+            data: { ...data(fn) },
+            ...this.queues.policy(fn.options),
+          }));
+          const inserted = await this.repository.insertJobs(tx, jobs, {
+            key: checked.key,
+            delaySeconds: checked.delaySeconds,
+          });
+          if (inserted.length < jobs.length) throw new MissingQueues(subscribers);
+          return inserted;
+        });
+        if (checked.delaySeconds === 0) this.queues.notify(queued);
+        // Due later: this instance's runners look again then rather than at their next poll.
+        else setTimeout(() => this.queues.notify(queued), checked.delaySeconds * 1000 + 10).unref();
+        return { id: event.id };
+      } catch (error) {
+        if (!(error instanceof MissingQueues)) throw error;
+        missing = error.subscribers;
+      }
+    }
+    throw new AppError('UNAVAILABLE', 'The queues of the topic are not ready; publish again.');
+  }
+
+  /** `POST /v1/events/:topic`: the service key, or a caller the topic's publish rule allows. */
+  async publishAs(
+    caller: Caller,
+    topic: string,
+    body: { payload?: unknown; key?: unknown; delay_seconds?: unknown },
+  ): Promise<{ id: string }> {
+    const checked = checkedPublish(topic, body.payload, { key: body.key, delaySeconds: body.delay_seconds });
+    if (caller.role !== 'service') {
+      const source = (await this.repository.topic(checked.topic))?.rules.publish;
+      if (source === undefined) {
+        if (caller.role === 'public') throw new AppError('UNAUTHENTICATED', 'Publishing needs a token.');
+        throw new AppError(
+          'FORBIDDEN',
+          `The topic "${checked.topic}" has no publish rule: only the service key publishes.`,
+        );
+      }
+      const allowed = evaluateRule(this.rule(source), {
+        auth: ruleAuthFromCaller(caller),
+        payload: checked.payload,
+        now: new Date(),
+      });
+      if (!allowed) {
+        if (caller.role === 'public') throw new AppError('UNAUTHENTICATED', 'Publishing to this topic needs a token.');
+        throw new AppError('FORBIDDEN', `The topic's publish rule does not allow this event.`);
+      }
+    }
+    return this.publish(checked.topic, checked.payload, { key: checked.key, delaySeconds: checked.delaySeconds });
+  }
+
+  private rule(source: string): Rule {
+    let rule = this.rules.get(source);
+    if (!rule) {
+      rule = parseRule(source);
+      if (this.rules.size >= 1000) this.rules.clear();
+      this.rules.set(source, rule);
+    }
+    return rule;
+  }
+
+  /** Every topic that has rules or subscribers, with each subscriber's waiting and dead events. */
+  async list(): Promise<TopicSummary[]> {
+    const [rows, subscribers] = await Promise.all([this.repository.topics(), this.repository.allSubscribers()]);
+    const names = new Set([...rows.map((row) => row.name), ...subscribers.map((fn) => fn.topic)]);
+    const summaries: TopicSummary[] = [];
+    for (const name of [...names].sort()) {
+      summaries.push(
+        await this.summary(
+          name,
+          rows.find((row) => row.name === name) ?? null,
+          subscribers.filter((fn) => fn.topic === name),
+        ),
+      );
+    }
+    return summaries;
+  }
+
+  private async summary(name: string, row: TopicRow | null, subscribers: Subscriber[]): Promise<TopicSummary> {
+    const counts = await this.repository.queueCounts(
+      name,
+      subscribers.map((fn) => this.queues.queueOf(fn)),
+    );
+    const listed = subscribers.map((fn): TopicSubscriber => {
+      const count = counts.get(this.queues.queueOf(fn)) ?? { depth: 0, dead: 0 };
+      const batch = fn.options.batch_size;
+      return {
+        function: fn.name,
+        version: fn.version,
+        batch_size: typeof batch === 'number' ? batch : null,
+        depth: count.depth,
+        dead_letters: count.dead,
+      };
+    });
+    return {
+      name,
+      rules: row?.rules ?? {},
+      subscribers: listed,
+      depth: listed.reduce((sum, fn) => sum + fn.depth, 0),
+      dead_letters: listed.reduce((sum, fn) => sum + fn.dead_letters, 0),
+    };
+  }
+
+  /** `PUT /v1/admin/topics/:topic {rules: {publish?}}`: the rule is checked as it is saved. */
+  async configure(topic: string, body: { rules?: unknown }): Promise<TopicSummary> {
+    if (!validTopic(topic)) throw invalid('Not a valid topic name.', 'topic');
+    const rules = body.rules ?? {};
+    if (typeof rules !== 'object' || rules === null || Array.isArray(rules)) {
+      throw invalid('rules: expected {publish?}.', 'rules');
+    }
+    const saved: { publish?: string } = {};
+    for (const [kind, source] of Object.entries(rules)) {
+      if (kind !== 'publish') throw invalid(`rules: a topic has a publish rule only (got "${kind}").`, 'rules');
+      if (source === null) continue;
+      if (typeof source !== 'string') throw invalid('rules.publish: expected a rule (a string) or null.', 'rules');
+      parseRuleForSaving('publish', source, PUBLISH_RULE_SCOPE, (text) => this.rule(text));
+      saved.publish = source;
+    }
+    const row = await this.repository.saveTopic(topic, saved);
+    const subscribers = (await this.repository.allSubscribers()).filter((fn) => fn.topic === topic);
+    return this.summary(topic, row, subscribers);
+  }
+
+  /** Drops a topic's settings (its rules); the subscribers, which the functions declare, stay. */
+  async remove(topic: string): Promise<void> {
+    if (!validTopic(topic) || !(await this.repository.deleteTopic(topic))) {
+      throw new AppError('NOT_FOUND', `No topic "${topic}" with settings.`);
+    }
+  }
+}
+
+/** Thrown inside a publish's transaction to roll it back when a subscriber's queue is missing. */
+class MissingQueues extends Error {
+  constructor(readonly subscribers: Subscriber[]) {
+    super('a subscriber queue is missing');
+  }
+}
