@@ -10,7 +10,7 @@ import type { Logger } from '../../internal/log.js';
 import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
-import { isTraceId, traceFromJobOrigin, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
+import { isTraceId, traceFromJobOrigin, traceOf, type TraceContext } from '../../internal/trace.js';
 import { EventsRepository } from '../events/repository.js';
 import type { EventQueues, TopicEvent } from '../events/service.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
