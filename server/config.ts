@@ -50,6 +50,21 @@ export interface Config {
   /** How long the audit log keeps events, in days; older ones are pruned hourly. */
   auditRetentionDays: number;
   realtime: RealtimeConfig;
+  /** OTLP export of function spans (docs/tracing.md); null when no endpoint is set. */
+  otel: OtelConfig | null;
+}
+
+export interface OtelConfig {
+  /** The full URL spans are POSTed to (`<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces`, or the traces endpoint itself). */
+  tracesUrl: string;
+  headers: Record<string, string>;
+  serviceName: string;
+  /** How long the batch processor gathers spans before it sends them (OTEL_BSP_SCHEDULE_DELAY). */
+  scheduleDelayMs: number;
+  /** Spans waiting beyond this are dropped, never holding up a run (OTEL_BSP_MAX_QUEUE_SIZE). */
+  maxQueueSize: number;
+  /** How long one export may take (OTEL_EXPORTER_OTLP_TIMEOUT). */
+  exportTimeoutMs: number;
 }
 
 export interface RealtimeConfig {
@@ -457,6 +472,65 @@ function authCoreConfig(env: Env): AuthCoreConfig {
   };
 }
 
+/** `key=value,key2=value2`, values percent-decoded (the OpenTelemetry environment format). */
+function otelHeaders(env: Env, name: string): Record<string, string> {
+  const raw = value(env, name);
+  if (!raw) return {};
+  const headers: Record<string, string> = {};
+  for (const entry of raw.split(',')) {
+    if (entry.trim() === '') continue;
+    const equals = entry.indexOf('=');
+    const key = equals > 0 ? entry.slice(0, equals).trim() : '';
+    if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(key)) throw new ConfigError(name, `"${entry}" is not key=value`);
+    try {
+      headers[key.toLowerCase()] = decodeURIComponent(entry.slice(equals + 1).trim());
+    } catch {
+      throw new ConfigError(name, `the value of "${key}" is not percent-encoded text`);
+    }
+  }
+  return headers;
+}
+
+const OTEL_EXPORT_SETTINGS = [
+  'OTEL_EXPORTER_OTLP_HEADERS',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+  'OTEL_SERVICE_NAME',
+  'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_BSP_MAX_QUEUE_SIZE',
+  'OTEL_EXPORTER_OTLP_TIMEOUT',
+];
+
+/** OTLP/HTTP trace export: on when an endpoint is set. Only the JSON encoding is sent. */
+function otel(env: Env): OtelConfig | null {
+  const base = url(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', ['http:', 'https:']);
+  const traces = url(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']);
+  const protocols = {
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: value(env, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'),
+    OTEL_EXPORTER_OTLP_PROTOCOL: value(env, 'OTEL_EXPORTER_OTLP_PROTOCOL'),
+  };
+  // The rest is read (and checked) only for an export: variables set for other programs stay theirs.
+  if (!base && !traces) {
+    for (const name of OTEL_EXPORT_SETTINGS) value(env, name);
+    return null;
+  }
+  for (const [name, protocol] of Object.entries(protocols)) {
+    if (protocol !== undefined && protocol !== 'http/json') {
+      throw new ConfigError(name, `Basalt exports OTLP as http/json only, got "${protocol}"`);
+    }
+  }
+  return {
+    tracesUrl: traces ?? `${(base ?? '').replace(/\/+$/, '')}/v1/traces`,
+    headers: {
+      ...otelHeaders(env, 'OTEL_EXPORTER_OTLP_HEADERS'),
+      ...otelHeaders(env, 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'),
+    },
+    serviceName: value(env, 'OTEL_SERVICE_NAME') ?? 'basalt',
+    scheduleDelayMs: integer(env, 'OTEL_BSP_SCHEDULE_DELAY', 5_000, 10, 3_600_000),
+    maxQueueSize: integer(env, 'OTEL_BSP_MAX_QUEUE_SIZE', 2_048, 1, 1_000_000),
+    exportTimeoutMs: integer(env, 'OTEL_EXPORTER_OTLP_TIMEOUT', 10_000, 100, 600_000),
+  };
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 function logLevel(env: Env): Config['logLevel'] {
@@ -513,6 +587,7 @@ export function loadConfig(env: Env = process.env): Config {
     functionsWatch: boolean(env, 'BASALT_FUNCTIONS_WATCH', value(env, 'NODE_ENV') !== 'production'),
     functionsIdleTimeoutMs: integer(env, 'BASALT_FUNCTIONS_IDLE_TIMEOUT_MS', 300_000, 100, 86_400_000),
     usageFlushIntervalMs: integer(env, 'BASALT_USAGE_FLUSH_INTERVAL_MS', 10_000, 100, 3_600_000),
+    otel: otel(env),
     roles: roles(env),
     corsOrigins: corsOrigins(env),
     trustProxy: trustProxy(env),

@@ -101,6 +101,11 @@ export interface FunctionContext {
   /** The secrets the function declares in its `secrets` option that exist (never in the process environment). */
   secrets: Readonly<Record<string, string>>;
   /**
+   * The trace this invocation belongs to (32 hex digits, W3C): the writes, uploads and
+   * publishes it makes carry it, so the runs they trigger share it (docs/tracing.md).
+   */
+  trace_id: string;
+  /**
    * HTTP functions only: ctx.db and ctx.storage acting as the verified caller of the request,
    * with the collections' and buckets' rules applied (FORBIDDEN where they deny).
    */

@@ -13,6 +13,7 @@ import { signInPage } from './pages/signin.js';
 import { storagePage } from './pages/storage.js';
 import { topicsPage } from './pages/topics.js';
 import { usagePage } from './pages/usage.js';
+import { tracePage } from './pages/trace.js';
 import { usersPage } from './pages/users.js';
 
 interface Route {
@@ -41,6 +42,7 @@ const ROUTES: Route[] = [
   route('storage/:bucket', 'storage', storagePage),
   route('functions', 'functions', functionsPage),
   route('functions/:name', 'functions', functionsPage),
+  route('traces/:id', 'functions', tracePage),
   route('topics', 'topics', topicsPage),
   route('realtime', 'realtime', realtimePage),
   route('audit', 'audit', auditPage),

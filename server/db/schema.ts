@@ -65,6 +65,8 @@ export const changes = basalt.table('changes', {
   createdAt: timestamptz('created_at')
     .notNull()
     .default(sql`clock_timestamp()`),
+  /** {trace_id, parent_invocation_id} of the function run that made the change (0025). */
+  origin: jsonb('origin'),
 });
 
 export const changeTicks = basalt.table('change_ticks', {
@@ -403,6 +405,8 @@ export const functionInvocations = basalt.table('function_invocations', {
   logs: jsonb('logs').$type<unknown[]>().notNull().default([]),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
   version: integer('version'),
+  traceId: text('trace_id'),
+  parentInvocationId: uuid('parent_invocation_id'),
 });
 
 // -- function deploys and secrets (0020) -----------------------------------------------------

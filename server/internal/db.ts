@@ -1,7 +1,9 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { Logger } from './log.js';
 import * as schema from '../db/schema.js';
+import type { TraceOrigin } from './trace.js';
 
 /** Drizzle's query builder over the tables of server/db/schema.ts. */
 export type Drizzle = NodePgDatabase<typeof schema>;
@@ -16,6 +18,22 @@ export interface DatabaseOptions {
   applicationName?: string;
 }
 
+/**
+ * Sets the origin the change-log trigger copies into each change row (migrations/0025):
+ * transaction-local, so a pooled connection never carries it into someone else's write.
+ */
+const SET_ORIGIN = "SELECT set_config('basalt.origin', $1, true)";
+
+/** A statement that only reads: it writes no change row, so it needs no origin. */
+const READ_ONLY = /^\s*select\b/i;
+
+function statementText(args: unknown[]): string {
+  const first = args[0];
+  if (typeof first === 'string') return first;
+  const text = (first as { text?: unknown } | undefined)?.text;
+  return typeof text === 'string' ? text : '';
+}
+
 /** The pool, its drizzle view, and transactions. SQL text lives in repositories and here. */
 export class Database {
   readonly pool: pg.Pool;
@@ -23,6 +41,8 @@ export class Database {
   private readonly writeListeners = new Set<() => void>();
   /** One builder per connection that ran a transaction's query-builder calls; see builder(). */
   private readonly clientBuilders = new WeakMap<Queryable, Drizzle>();
+  /** The origin of the writes made in the current async context (a function's ctx.db / ctx.storage call). */
+  private readonly origins = new AsyncLocalStorage<string>();
 
   constructor(options: DatabaseOptions, log?: Logger) {
     this.pool = new pg.Pool({
@@ -54,7 +74,10 @@ export class Database {
   }
 
   private wrote(): void {
-    for (const listener of this.writeListeners) listener();
+    // Outside the writer's origin: what a listener starts (a timer, a tick) is nobody's write.
+    this.origins.exit(() => {
+      for (const listener of this.writeListeners) listener();
+    });
   }
 
   /**
@@ -73,6 +96,14 @@ export class Database {
     return builder;
   }
 
+  /**
+   * Runs `work` with every write it makes through this database (pool statements and
+   * transactions) tagged with `origin`, so the changes it causes carry the trace.
+   */
+  withOrigin<T>(origin: TraceOrigin, work: () => Promise<T>): Promise<T> {
+    return this.origins.run(JSON.stringify(origin), work);
+  }
+
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     return this.pool.query<R>(text, values);
   }
@@ -84,7 +115,13 @@ export class Database {
   private watchPoolWrites(): void {
     const original = this.pool.query.bind(this.pool) as (...args: unknown[]) => unknown;
     const watched = (...args: unknown[]): unknown => {
-      const pending = original(...args);
+      const origin = this.origins.getStore();
+      // A write with an origin runs in a short transaction that sets it first; reads, and
+      // every write made outside a function, keep their single round trip.
+      const pending =
+        origin !== undefined && typeof args[args.length - 1] !== 'function' && !READ_ONLY.test(statementText(args))
+          ? this.queryWithOrigin(args)
+          : original(...args);
       if (pending instanceof Promise) {
         pending.then(
           (result: { command?: string }) => {
@@ -100,11 +137,18 @@ export class Database {
     this.pool.query = watched as typeof this.pool.query;
   }
 
+  /** One statement in a transaction of its own, which `transaction` tags with the current origin. */
+  private queryWithOrigin(args: unknown[]): Promise<unknown> {
+    return this.transaction((client) => (client.query as (...queryArgs: unknown[]) => Promise<unknown>)(...args));
+  }
+
   /** Runs `work` in one transaction: commit on success, rollback on any throw. */
   async transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      const origin = this.origins.getStore();
+      if (origin !== undefined) await client.query(SET_ORIGIN, [origin]);
       const result = await work(client);
       await client.query('COMMIT');
       this.wrote();

@@ -312,7 +312,7 @@ function invocationsView(ctx: Context, fn: FunctionInfo, setTimer: (timer: numbe
       table,
       tableOrNote(
         { class: 'table', id: 'invocations' },
-        ['Started', 'Status', 'Attempt', 'Duration', 'Trigger', 'Event', ''],
+        ['Started', 'Status', 'Attempt', 'Duration', 'Trigger', 'Event', 'Trace', ''],
         invocations.flatMap((run) => {
           const row = h(
             'tr',
@@ -328,6 +328,22 @@ function invocationsView(ctx: Context, fn: FunctionInfo, setTimer: (timer: numbe
             h('td', null, run.duration_ms === null ? '—' : `${run.duration_ms} ms`),
             h('td', { class: 'small' }, run.trigger),
             h('td', { class: 'mono small' }, run.event_id ?? '—'),
+            h(
+              'td',
+              { class: 'mono small' },
+              run.trace_id
+                ? h(
+                    'a',
+                    {
+                      href: link(`traces/${run.trace_id}`),
+                      'data-trace': run.trace_id,
+                      title: 'This run and every run its writes and publishes started',
+                      onclick: (event: Event) => event.stopPropagation(),
+                    },
+                    run.trace_id.slice(0, 8),
+                  )
+                : '—',
+            ),
             h(
               'td',
               { class: 'actions' },
@@ -359,7 +375,7 @@ function invocationsView(ctx: Context, fn: FunctionInfo, setTimer: (timer: numbe
             { class: 'details', 'data-details': run.id, hidden: !open.has(run.id) },
             h(
               'td',
-              { colspan: 7 },
+              { colspan: 8 },
               run.error ? h('pre', { class: 'code error-text' }, run.error) : null,
               run.logs.length === 0
                 ? h('p', { class: 'muted small' }, 'No log lines.')

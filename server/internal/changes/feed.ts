@@ -538,6 +538,7 @@ function toChange(row: ChangeRow): Change {
     rowId: row.rowId,
     oldRow: row.oldRow,
     newRow: row.newRow,
+    origin: row.origin,
     committedAt: row.tickAt.toISOString(),
   };
 }

@@ -4,6 +4,7 @@ import { changeConsumers } from '../../db/schema.js';
 import type { Database, Queryable } from '../db.js';
 import { ADVISORY_LOCKS } from '../advisory-locks.js';
 import { mapDatabaseErrors, runQuery } from '../repository.js';
+import { originFrom, type TraceOrigin } from '../trace.js';
 
 /** Wakes readers after each tick; basalt_changes (from the row trigger) wakes the ticker. */
 export const TICKS_CHANNEL = 'basalt_ticks';
@@ -20,6 +21,8 @@ export interface ChangeRow {
   rowId: string;
   oldRow: Record<string, unknown> | null;
   newRow: Record<string, unknown> | null;
+  /** The function run whose write this is (migrations/0025); null for every other write. */
+  origin?: TraceOrigin | null;
 }
 
 export interface TickPoll {
@@ -52,6 +55,7 @@ interface RawChange {
   row_id: string;
   old_row: Record<string, unknown> | null;
   new_row: Record<string, unknown> | null;
+  origin: unknown;
 }
 
 /**
@@ -135,7 +139,8 @@ export class ChangeRepository {
       this.db.pool,
       {
         name: 'basalt_changes_of_ticks',
-        text: `SELECT c.tick, c.tick_at, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id, c.old_row, c.new_row
+        text: `SELECT c.tick, c.tick_at, c.id, c.txid, c.table_schema, c.table_name, c.op, c.row_id, c.old_row, c.new_row,
+                c.origin
          FROM basalt.changes_of_ticks($1, $2) c
          WHERE $3::text[] IS NULL
             OR (c.table_schema, c.table_name) IN (SELECT s, t FROM unnest($3::text[], $4::text[]) AS f(s, t))
@@ -161,6 +166,7 @@ export class ChangeRepository {
       rowId: row.row_id,
       oldRow: row.old_row,
       newRow: row.new_row,
+      origin: row.origin === null ? null : originFrom(row.origin),
     }));
   }
 

@@ -10,6 +10,7 @@ import type { Logger } from '../../internal/log.js';
 import { isConnectionError } from '../../internal/errors.js';
 import type { Metrics } from '../../internal/metrics.js';
 import { ReconnectingClient } from '../../internal/reconnecting-client.js';
+import { isTraceId, traceFromJobOrigin, traceOf, type TraceContext } from '../../internal/trace.js';
 import { EventsRepository } from '../events/repository.js';
 import type { EventQueues, TopicEvent } from '../events/service.js';
 import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
@@ -73,7 +74,24 @@ function undeployedRun(
     error: 'the function was undeployed before this event ran',
     logs: [],
     cold: false,
+    ...traceFields(jobTrace(job, input.type === 'schedule')),
   };
+}
+
+/**
+ * The trace a job's runs join: its origin's, else (a schedule tick, a write made outside
+ * any function) one of its own, named after the job, so that every attempt of one job is
+ * in the same trace under the same parent.
+ */
+function jobTrace(job: PgBoss.JobWithMetadata<JobData>, isSchedule: boolean): TraceContext {
+  const joined = isSchedule ? null : traceFromJobOrigin(job.data.origin);
+  if (joined) return joined;
+  const fromJob = job.id.replace(/-/g, '').toLowerCase();
+  return isTraceId(fromJob) ? { traceId: fromJob, parentInvocationId: null } : traceOf(null);
+}
+
+function traceFields(trace: TraceContext): Pick<InvocationRun, 'traceId' | 'parentInvocationId'> {
+  return { traceId: trace.traceId, parentInvocationId: trace.parentInvocationId };
 }
 
 export interface JobData {
@@ -82,6 +100,8 @@ export interface JobData {
   version?: number;
   /** A change's event, or a topic's (published: events/service.ts, which also adds `origin` and `seq`). */
   event: FunctionEvent | TopicEvent;
+  /** The run whose write (or publish) queued this job, whose trace the job's runs join (docs/tracing.md). */
+  origin?: { trace_id: string; parent_invocation_id: string | null };
 }
 
 export function queueName(fn: { name: string }): string {
@@ -388,6 +408,7 @@ export class FunctionDispatcher implements EventQueues {
         attempt: Math.max(...jobs.map((each) => each.retryCount)) + 1,
         jobId: job.id,
         lastAttempt: jobs.every((each) => each.retryCount >= each.retryLimit),
+        trace: jobTrace(job, isSchedule),
       });
       return { run };
     } catch (error) {
@@ -530,7 +551,12 @@ export class FunctionDispatcher implements EventQueues {
             name: pointer.name,
             options: pointer.options,
             id: jobIdFor(change.id, pointer.name),
-            data: { function: pointer.name, version: pointer.version, event },
+            data: {
+              function: pointer.name,
+              version: pointer.version,
+              event,
+              ...(change.origin ? { origin: change.origin } : {}),
+            },
           });
         }
       }

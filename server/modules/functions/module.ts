@@ -18,6 +18,7 @@ import { parseSecretsKey, SecretStore } from './secrets.js';
 import { FunctionsService, numberOption, type ServerRpc } from './service.js';
 import { NUMERIC_OPTIONS } from './loader.js';
 import { registerWarmWorkersGauge } from './warm-capacity.js';
+import { SpanExporter } from './span-export.js';
 
 /**
  * The functions module: deploys (admin API and the functions folder), secrets, HTTP
@@ -133,9 +134,9 @@ function storageRpc(storage: StorageService): ServerRpc {
   };
 }
 
-/** ctx.events inside a function: a publish whose parent is the running invocation. */
+/** ctx.events inside a function: a publish in the running invocation's trace, with it as parent. */
 function eventsRpc(events: EventsService): ServerRpc {
-  return async (_target, method, args, _caller, invocation) => {
+  return async (_target, method, args, _caller, origin) => {
     if (method !== 'publish') throw new AppError('INVALID_REQUEST', `ctx.events has no method "${method}".`);
     const [topic, payload, options] = args;
     const { key, delay_seconds: delaySeconds } = record(options);
@@ -143,7 +144,7 @@ function eventsRpc(events: EventsService): ServerRpc {
       text(topic),
       payload,
       { key: key as string | null | undefined, delaySeconds: delaySeconds as number | undefined },
-      { parent_invocation_id: invocation.invocationId },
+      { trace_id: origin.trace_id, parent_invocation_id: origin.parent_invocation_id },
     );
   };
 }
@@ -180,6 +181,8 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     ['function'],
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
   );
+  // Where an OTLP endpoint is set, a span per run goes to it (docs/tracing.md).
+  const spans = platform.config.otel ? new SpanExporter(platform.config.otel, platform.log) : null;
   const service = new FunctionsService(
     {
       functionsDir: platform.config.functionsDir,
@@ -188,6 +191,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
       roles: platform.config.roles,
       onRun: (run) => {
+        spans?.record(run);
         invocationCount.inc({ function: run.functionName, status: run.status });
         invocationDuration.observe({ function: run.functionName }, run.durationMs / 1000);
         const fn = service.find(run.functionName);
@@ -219,8 +223,11 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
   );
   const events = new EventsService(platform.db, new EventsRepository(platform.db), dispatcher);
   const publish = eventsRpc(events);
-  service.useRpc(async (target, method, args, caller, invocation) =>
-    (target === 'db' ? db : target === 'storage' ? storage : publish)(target, method, args, caller, invocation),
+  // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
+  service.useRpc(async (target, method, args, caller, origin) =>
+    platform.db.withOrigin(origin, () =>
+      (target === 'db' ? db : target === 'storage' ? storage : publish)(target, method, args, caller, origin),
+    ),
   );
   let watcher: FSWatcher | null = null;
   let redeployTimer: NodeJS.Timeout | null = null;
@@ -328,6 +335,8 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       await following;
       await dispatcher.stop();
       await service.close();
+      // After the runs: the spans of those that finished while stopping go too.
+      await spans?.shutdown();
     },
   };
 }

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../internal/log.js';
+import { newTraceId } from '../../internal/trace.js';
 import type { FunctionResponse } from './http-response.js';
 import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
@@ -18,6 +19,8 @@ export interface RunRequest {
   env: Record<string, string | undefined>;
   secrets?: Record<string, string>;
   asCaller?: boolean;
+  /** ctx.trace_id (a new trace when not given). */
+  traceId?: string;
   timeoutMs: number;
   memoryMb: number;
   /** Idle workers to keep for this bundle: its concurrency, so a steady load never pays a cold start. */
@@ -381,6 +384,7 @@ export class WorkerPool {
         env: request.env,
         secrets: request.secrets ?? {},
         asCaller: request.asCaller ?? false,
+        traceId: request.traceId ?? newTraceId(),
       } satisfies ToWorker);
     });
   }

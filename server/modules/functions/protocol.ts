@@ -21,6 +21,8 @@ export interface InvokeMessage {
   secrets: Record<string, string>;
   /** Whether ctx.asCaller acts as a verified caller (HTTP functions). */
   asCaller: boolean;
+  /** ctx.trace_id: the trace this invocation belongs to. */
+  traceId: string;
 }
 
 export interface ProbeMessage {

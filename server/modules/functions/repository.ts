@@ -1,4 +1,4 @@
-import { and, desc, eq, isNotNull, lt, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, isNotNull, lt, sql, type SQL } from 'drizzle-orm';
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import { functionInvocations } from '../../db/schema.js';
@@ -6,6 +6,9 @@ import { ADVISORY_LOCKS } from '../../internal/advisory-locks.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 import type { LogLine } from './protocol.js';
+
+/** The runs a trace answers with at most: a trace larger than this is cut (docs/tracing.md). */
+export const MAX_TRACE_INVOCATIONS = 1000;
 
 export type InvocationStatus = (typeof functionInvocations.$inferSelect)['status'];
 
@@ -26,6 +29,10 @@ export interface InvocationRecord {
   created_at: string;
   /** The function version that ran; null when none ran (an event dead-lettered by an undeploy). */
   version: number | null;
+  /** Its trace (docs/tracing.md); null on runs recorded before traces existed. */
+  trace_id: string | null;
+  /** The run whose write or publish started this one; null for the first run of a trace. */
+  parent_invocation_id: string | null;
 }
 
 function toRecord(row: typeof functionInvocations.$inferSelect): InvocationRecord {
@@ -46,6 +53,8 @@ function toRecord(row: typeof functionInvocations.$inferSelect): InvocationRecor
     logs: row.logs as LogLine[],
     created_at: row.createdAt.toISOString(),
     version: row.version,
+    trace_id: row.traceId,
+    parent_invocation_id: row.parentInvocationId,
   };
 }
 
@@ -64,6 +73,12 @@ export interface InvocationRun {
   logs: LogLine[];
   cold: boolean;
   version?: number;
+  /** Its trace (docs/tracing.md); absent only on records made before traces existed. */
+  traceId?: string;
+  /** The run whose write or publish started this one; null for a trace's first run. */
+  parentInvocationId?: string | null;
+  /** An outside caller's span this run continues (a W3C traceparent): for OTLP export, not stored. */
+  parentSpanId?: string | null;
 }
 
 export class InvocationRepository {
@@ -82,12 +97,13 @@ export class InvocationRepository {
       q ?? this.db.pool,
       `INSERT INTO basalt.function_invocations
          (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
-          logs, cold_start, version)
+          logs, cold_start, version, trace_id, parent_invocation_id)
        SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
-              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start, r.version
+              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start, r.version,
+              r.trace_id, r.parent_invocation_id
          FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
               attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean,
-              version int)`,
+              version int, trace_id text, parent_invocation_id uuid)`,
       [
         JSON.stringify(
           runs.map((run) => ({
@@ -104,6 +120,8 @@ export class InvocationRepository {
             logs: run.logs,
             cold_start: run.cold,
             version: run.version ?? null,
+            trace_id: run.traceId ?? null,
+            parent_invocation_id: run.parentInvocationId ?? null,
           })),
         ),
       ],
@@ -144,6 +162,19 @@ export class InvocationRepository {
         .where(and(...where))
         .orderBy(desc(functionInvocations.createdAt), desc(functionInvocations.id))
         .limit(options.limit),
+    );
+    return rows.map(toRecord);
+  }
+
+  /** Every recorded run of a trace, in the order they started. */
+  async byTrace(traceId: string): Promise<InvocationRecord[]> {
+    const rows = await mapDatabaseErrors(() =>
+      this.db.drizzle
+        .select()
+        .from(functionInvocations)
+        .where(eq(functionInvocations.traceId, traceId))
+        .orderBy(asc(functionInvocations.startedAt), asc(functionInvocations.createdAt), asc(functionInvocations.id))
+        .limit(MAX_TRACE_INVOCATIONS),
     );
     return rows.map(toRecord);
   }

@@ -13,6 +13,7 @@ import { checkedJsonParser } from '../../internal/http/json-body.js';
 import type { LoadError } from './loader.js';
 import type { LogLine } from './protocol.js';
 import type { InvocationRecord } from './repository.js';
+import type { TraceInvocation } from './trace-tree.js';
 import { DEPLOY_BODY_LIMIT } from './deploy-files.js';
 import type { SecretStore, SecretSummary } from './secrets.js';
 import type { DeployedFunction, FunctionSummary, FunctionsService, VersionSummary } from './service.js';
@@ -98,7 +99,30 @@ const invocationSchema = closedObject({
   logs: { type: 'array', items: logLineSchema },
   created_at: timestamp,
   version: { type: ['integer', 'null'] },
+  trace_id: { type: ['string', 'null'], description: 'The trace of the run (docs/tracing.md)' },
+  parent_invocation_id: {
+    type: ['string', 'null'],
+    description: 'The run whose write or publish started this one; null for the first run of a trace',
+  },
 }) satisfies ObjectSchemaOf<InvocationRecord>;
+
+const traceInvocationSchema = closedObject({
+  id: { type: 'string', format: 'uuid' },
+  function: { type: 'string' },
+  trigger: {
+    type: 'string',
+    description: 'What started the run: http, schedule, document.create, object.upload, user.created, …',
+  },
+  status: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'dead'] },
+  attempt: { type: 'integer' },
+  event_id: { type: ['string', 'null'] },
+  parent_invocation_id: { type: ['string', 'null'] },
+  started_at: optionalTimestamp,
+  finished_at: optionalTimestamp,
+  duration_ms: { type: ['integer', 'null'] },
+  error: { type: ['string', 'null'] },
+  depth: { type: 'integer', description: 'Distance from the root of its tree (0 for a root)' },
+}) satisfies ObjectSchemaOf<TraceInvocation>;
 
 const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
@@ -338,6 +362,38 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         before: invocationCursor(request.query.before),
       });
       return { invocations };
+    },
+  );
+
+  app.get(
+    '/v1/admin/traces/:trace_id',
+    {
+      preValidation: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'The function runs of a trace, as a tree',
+        description:
+          'Every recorded run of the trace in tree order: each root, then depth first the runs its writes, ' +
+          'uploads and publishes triggered (siblings by start time). 400 for a malformed id, 404 when no run ' +
+          'of the trace is recorded. See docs/tracing.md.',
+        params: {
+          type: 'object',
+          required: ['trace_id'],
+          properties: { trace_id: { type: 'string', maxLength: 64 } },
+        },
+        response: {
+          200: closedObject({
+            trace_id: { type: 'string' },
+            invocations: { type: 'array', items: traceInvocationSchema },
+          }),
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      requireService(request.caller);
+      const traceId = request.params.trace_id;
+      return { trace_id: traceId, invocations: await functions.trace(traceId) };
     },
   );
 

@@ -7,6 +7,7 @@ import type { Logger } from '../../internal/log.js';
 import type { HttpRequest } from '../../functions-api.js';
 import { rm } from 'node:fs/promises';
 import { SERVICE_CALLER } from '../../internal/caller.js';
+import { isTraceId, parseTraceparent, traceOf, type TraceContext, type TraceOrigin } from '../../internal/trace.js';
 import {
   buildBundle,
   buildFailureReason,
@@ -31,6 +32,7 @@ import type { FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
+import { traceTree, type TraceInvocation } from './trace-tree.js';
 import { warmCapacities } from './warm-capacity.js';
 import type { InvocationRecord, InvocationRepository, InvocationRun, InvocationStatus } from './repository.js';
 
@@ -75,19 +77,29 @@ export interface VersionSummary {
   source: DeploySource;
 }
 
-/** The run a ctx.* call comes from: a publish names it as the event's parent. */
-export interface RpcInvocation {
-  invocationId: string;
-}
-
-/** How ctx.db, ctx.storage and ctx.events reach the server: as the service role, or as the HTTP caller. */
+/**
+ * How ctx.db, ctx.storage and ctx.events reach the server: as the service role, or as the
+ * HTTP caller. `origin` is the calling run: the writes it makes and the events it publishes
+ * carry it, so the runs they start join its trace (docs/tracing.md).
+ */
 export type ServerRpc = (
   target: RpcTarget,
   method: string,
   args: unknown[],
   caller: Caller,
-  invocation: RpcInvocation,
+  origin: TraceOrigin,
 ) => Promise<unknown>;
+
+/** What the service knows of a run besides its input: why it runs, which attempt, and its trace. */
+export interface RunMeta {
+  trigger: string;
+  eventId: string | null;
+  attempt: number;
+  jobId?: string;
+  lastAttempt?: boolean;
+  /** The trace it joins; without one it starts a new trace. */
+  trace?: TraceContext;
+}
 
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
 export type HttpInvocation = Omit<HttpRequest, 'auth'>;
@@ -523,11 +535,7 @@ export class FunctionsService {
   }
 
   /** Runs one invocation of `fn` and records it; returns the record's id with the outcome. */
-  async run(
-    fn: LoadedFunction,
-    input: unknown,
-    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
-  ): Promise<{ invocationId: string; outcome: RunOutcome }> {
+  async run(fn: LoadedFunction, input: unknown, meta: RunMeta): Promise<{ invocationId: string; outcome: RunOutcome }> {
     const { run, outcome } = await this.execute(fn, input, meta);
     await this.invocations.record([run]);
     return { invocationId: run.id, outcome };
@@ -540,7 +548,7 @@ export class FunctionsService {
   async execute(
     fn: LoadedFunction,
     input: unknown,
-    meta: { trigger: string; eventId: string | null; attempt: number; jobId?: string; lastAttempt?: boolean },
+    meta: RunMeta,
     caller?: Caller,
   ): Promise<{ run: InvocationRun; outcome: RunOutcome }> {
     const pool = this.pool ?? (await this.workers());
@@ -553,6 +561,8 @@ export class FunctionsService {
     const release = await limit.acquire();
     try {
       const id = randomUUID();
+      const trace = meta.trace ?? traceOf(null);
+      const origin: TraceOrigin = { trace_id: trace.traceId, parent_invocation_id: id };
       const startedAt = new Date();
       const secrets = this.secrets.pick(nameList(fn.options.secrets) ?? []);
       // Taken with the values the run gets: a secret rotated while it runs is hidden in its old value too.
@@ -565,6 +575,7 @@ export class FunctionsService {
         env: this.environmentFor(fn),
         secrets,
         asCaller: caller !== undefined,
+        traceId: trace.traceId,
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
         keepWarm: numberOption(fn.options, 'concurrency'),
@@ -573,9 +584,7 @@ export class FunctionsService {
           if (as === 'caller' && !caller) {
             throw new AppError('FORBIDDEN', 'ctx.asCaller is only available in HTTP functions.');
           }
-          return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER, {
-            invocationId: id,
-          });
+          return this.rpc(target, method, args, as === 'caller' && caller ? caller : SERVICE_CALLER, origin);
         },
       });
       // A secret's value never reaches the invocation's record, whoever printed it. (The list
@@ -605,6 +614,9 @@ export class FunctionsService {
         logs,
         cold: outcome.cold,
         version: fn.version,
+        traceId: trace.traceId,
+        parentInvocationId: trace.parentInvocationId,
+        parentSpanId: trace.parentSpanId ?? null,
       };
       this.options.onRun?.(run);
       // Not a spread: that would read (and parse) a successful outcome's lazy `value`.
@@ -631,10 +643,20 @@ export class FunctionsService {
         headers: { allow: method },
       });
     }
+    // A caller that sends a W3C traceparent continues its trace; the function is then the
+    // child of the caller's span (in OTLP), with no parent invocation.
+    const continued = parseTraceparent(request.headers.traceparent);
     const { run, outcome } = await this.execute(
       fn,
       { ...request, auth: ruleAuthFromCaller(caller) },
-      { trigger: 'http', eventId: null, attempt: 1 },
+      {
+        trigger: 'http',
+        eventId: null,
+        attempt: 1,
+        trace: continued
+          ? { traceId: continued.traceId, parentInvocationId: null, parentSpanId: continued.parentSpanId }
+          : undefined,
+      },
       caller,
     );
     // Recorded after the response, not before it: see InvocationRecorder.
@@ -668,6 +690,23 @@ export class FunctionsService {
     // This instance's own HTTP runs answered a moment ago are listed too.
     await this.recorder.flush();
     return this.invocations.list(name, options);
+  }
+
+  /**
+   * The recorded runs of a trace as a tree (trace-tree.ts); NOT_FOUND when it has none.
+   * Runs still going are not in it yet: a run is recorded when it ends.
+   */
+  async trace(traceId: string): Promise<TraceInvocation[]> {
+    if (!isTraceId(traceId)) {
+      throw new AppError('INVALID_REQUEST', 'A trace id is 32 lowercase hex digits, not all zero.', {
+        details: { field: 'trace_id' },
+      });
+    }
+    // This instance's own HTTP runs answered a moment ago are in it too.
+    await this.recorder.flush();
+    const records = await this.invocations.byTrace(traceId);
+    if (records.length === 0) throw new AppError('NOT_FOUND', 'No invocation of this trace is recorded.');
+    return traceTree(records);
   }
 
   /** Writes the HTTP runs still waiting to be recorded. */

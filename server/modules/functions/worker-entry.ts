@@ -159,9 +159,15 @@ const callerInterfaces = Object.freeze({
   storage: Object.freeze(files(asCallerRpc)),
 });
 
-function context(env: Record<string, string | undefined>, secrets: Record<string, string>, asCaller: boolean) {
+function context(
+  env: Record<string, string | undefined>,
+  secrets: Record<string, string>,
+  asCaller: boolean,
+  traceId: string,
+) {
   return {
     env,
+    trace_id: traceId,
     // The message's own copy, made for this run.
     secrets: Object.freeze(secrets),
     log: { info: logInfo, warn: logWarn, error: logError },
@@ -231,7 +237,10 @@ async function handle(message: ToWorker): Promise<void> {
         const loaded = modules.get(message.bundle) ?? (await load(message.bundle));
         const definition = loaded[message.exportName];
         if (!isDefinition(definition)) throw new Error(`export "${message.exportName}" is not a function definition`);
-        const value = await definition.handler(message.input, context(message.env, message.secrets, message.asCaller));
+        const value = await definition.handler(
+          message.input,
+          context(message.env, message.secrets, message.asCaller, message.traceId),
+        );
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
