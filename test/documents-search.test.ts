@@ -45,6 +45,17 @@ describe('full-text search', () => {
       ('secret', NULL, '{"title": "Secret camping spot", "body": "camping camping", "hidden": true, "n": 4}'),
       ('xss', NULL, '{"title": "<script>alert(1)</script> camping & <b>tents</b>", "body": null, "n": 5}')`);
 
+    // The change log records the documents without their search vector.
+    await server.sql.query(`UPDATE basalt_data.posts SET data = data || '{"n": 6}' WHERE id = 'xss'`);
+    const { rows: changes } = await server.sql.query<{ op: string; old_row: object | null; new_row: object | null }>(
+      `SELECT op, old_row, new_row FROM basalt.changes WHERE table_name = 'posts' AND row_id = 'xss' ORDER BY id`,
+    );
+    expect(changes.map((change) => change.op)).toEqual(['insert', 'update']);
+    for (const change of changes) {
+      for (const row of [change.old_row, change.new_row]) if (row) expect(Object.keys(row)).not.toContain('$search');
+    }
+    expect(changes[1]!.new_row).toMatchObject({ id: 'xss', data: { n: 6 } });
+
     const camping = await query({ search: 'camping' });
     expect(camping.status, camping.text).toBe(200);
     // Title matches (weight A) rank above body-only matches (weight B); stemming finds "camping" in "Camping".
