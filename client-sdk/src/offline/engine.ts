@@ -15,7 +15,6 @@ import type {
   QuerySnapshot,
 } from '../live-query.js';
 import type { liveQueryOf } from '../live-query.js';
-import type { sendOp } from '../db.js';
 import type { RealtimeClient } from '../realtime.js';
 import type { HttpTransport } from '../transport.js';
 import type { Doc } from '../wire.js';
@@ -135,7 +134,8 @@ function retryable(error: unknown): boolean {
 /** What the engine takes from the main bundle rather than import (see OrderKit). */
 export interface OfflineKit extends OrderKit, TabKit {
   liveQueryOf: typeof liveQueryOf;
-  sendOp: typeof sendOp;
+  /** db.ts's `sendOp`: one write over HTTP (passed in, so the engine does not import db.ts, which imports it). */
+  sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
 }
 
 function docKey(collection: string, id: string): string {
