@@ -1,8 +1,8 @@
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser } from '../client-sdk/test/browser-support.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { request, useTestApp, waitFor } from './helpers.js';
+import { useDashboardPage } from './dashboard-support.js';
 
 /** The dashboard's Topics page in Debian's chromium: topics, their subscribers, depth and dead letters. */
 describe.skipIf(!haveBrowser)('the topics page in chromium', () => {
@@ -15,20 +15,11 @@ describe.skipIf(!haveBrowser)('the topics page in chromium', () => {
       'broken.ts': `import { onEvent } from 'basalt/functions';\nexport default onEvent({ topic: 'orders.created', retries: 0 }, async () => { throw new Error('no'); });`,
     },
   });
-  let browser: Browser;
-  let page: Page;
-  const pageErrors: string[] = [];
-
-  beforeAll(async () => {
-    browser = await launchChromium();
-    page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-  });
-  afterAll(async () => {
-    await browser?.close();
-  });
+  const dashboard = useDashboardPage();
+  const pageErrors = dashboard.errors;
 
   it('lists each topic with its rule, subscribers, depth and dead letters', async () => {
+    const page = dashboard.page;
     const rule = await request(app.url, 'PUT', '/v1/admin/topics/orders.created', {
       token: app.serviceKey,
       body: { rules: { publish: 'auth != null' } },

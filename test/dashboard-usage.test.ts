@@ -1,8 +1,8 @@
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { haveBrowser } from '../client-sdk/test/browser-support.js';
 import { ensureDashboard } from '../scripts/dashboard-build.js';
 import { request, useTestApp } from './helpers.js';
+import { useDashboardPage } from './dashboard-support.js';
 
 /** The dashboard's Usage page in Debian's chromium, against usage made through the API. */
 describe.skipIf(!haveBrowser)('the usage page in chromium', () => {
@@ -15,20 +15,11 @@ describe.skipIf(!haveBrowser)('the usage page in chromium', () => {
       'oops.ts': `import { http } from 'basalt/functions';\nexport default http(async () => { throw new Error('oops'); });`,
     },
   });
-  let browser: Browser;
-  let page: Page;
-  const pageErrors: string[] = [];
-
-  beforeAll(async () => {
-    browser = await launchChromium();
-    page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-  });
-  afterAll(async () => {
-    await browser?.close();
-  });
+  const dashboard = useDashboardPage();
+  const pageErrors = dashboard.errors;
 
   it('shows totals, charts and a row per function, by the hour and by the day', async () => {
+    const page = dashboard.page;
     for (let i = 0; i < 3; i++) expect((await request(app.url, 'GET', '/v1/functions/hello')).status).toBe(200);
     expect((await request(app.url, 'GET', '/v1/functions/oops')).status).toBe(500);
 
