@@ -139,8 +139,8 @@ export class EventsService {
   ) {}
 
   /**
-   * Publishes an event (the internal API, used by ctx.events.publish, the HTTP route and,
-   * later, by anything else that publishes). Returns once the event is committed.
+   * Publishes an event (the internal API, used by ctx.events.publish and anything else inside
+   * the server that publishes). Returns once the event is committed.
    */
   async publish(
     topic: string,
@@ -148,7 +148,11 @@ export class EventsService {
     options: PublishOptions = {},
     origin: PublishOrigin = {},
   ): Promise<{ id: string }> {
-    const checked = checkedPublish(topic, payload, options);
+    return this.enqueue(checkedPublish(topic, payload, options), origin);
+  }
+
+  /** Commits one job per subscriber of an event whose topic, payload and options are checked. */
+  private async enqueue(checked: ReturnType<typeof checkedPublish>, origin: PublishOrigin): Promise<{ id: string }> {
     const event: TopicEvent = {
       id: `evt_${randomUUID()}`,
       type: 'event',
@@ -221,7 +225,7 @@ export class EventsService {
         throw new AppError('FORBIDDEN', `The topic's publish rule does not allow this event.`);
       }
     }
-    return this.publish(checked.topic, checked.payload, { key: checked.key, delaySeconds: checked.delaySeconds });
+    return this.enqueue(checked, {});
   }
 
   private rule(source: string): Rule {
