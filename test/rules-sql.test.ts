@@ -387,7 +387,8 @@ function withoutPositions(expr: Expr): unknown {
 describe('SQL and in-process evaluation agree (generated rules, documents and callers)', () => {
   it('for documents', async () => {
     // How often a rule tells documents apart, so a generator that drifts into rules that
-    // are always false (and agree trivially) fails the test instead of passing it.
+    // are always false (and agree trivially) fails the test instead of passing it. Runs of 300
+    // measured 9.6–14.6 % mixed; a drifted generator gives close to none, hence 5 %.
     const seen = { rules: 0, mixed: 0, constant: 0 };
     await fc.assert(
       fc.asyncProperty(
@@ -419,7 +420,7 @@ describe('SQL and in-process evaluation agree (generated rules, documents and ca
       { numRuns: RUNS, ...SEED },
     );
     console.info(`rules property: ${JSON.stringify(seen)}`);
-    expect(seen.mixed / seen.rules).toBeGreaterThan(0.1);
+    expect(seen.mixed / seen.rules).toBeGreaterThan(0.05);
     expect(seen.constant / seen.rules).toBeLessThan(0.6);
   }, 300_000);
 
