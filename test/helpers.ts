@@ -8,7 +8,6 @@ import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { buildApp } from '../server/app.js';
 import { loadConfig } from '../server/config.js';
 import { createLogger } from '../server/internal/log.js';
-import { migrate } from '../server/internal/migrations.js';
 import type { RuntimeConfig } from '../server/internal/platform.js';
 
 export const silentLogger = createLogger('silent', { pretty: false });
@@ -31,13 +30,14 @@ export async function createTestDatabase(options: { migrate?: boolean } = {}): P
   const name = `basalt_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
+  const migrated = options.migrate !== false;
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    // A copy of the run's migrated template is what migrating would give, in a fraction of the time.
+    await admin.query(`CREATE DATABASE ${name}${migrated ? ` TEMPLATE ${inject('migratedTemplate')}` : ''}`);
   } finally {
     await admin.end();
   }
   const url = withDatabase(adminUrl, name);
-  if (options.migrate !== false) await migrate(url, silentLogger);
   return {
     url,
     name,
