@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import LongWaitsFirstSequencer from './test/sequencer.js';
 
 export default defineConfig({
   // Code written as an app would write it imports the SDK by its package name: this checkout's SDK.
@@ -17,6 +18,7 @@ export default defineConfig({
     globalSetup: ['test/global-setup.ts'],
     reporters: ['default', './test/summary-reporter.ts'],
     pool: 'forks',
+    sequence: { sequencer: LongWaitsFirstSequencer },
     // Test files mostly wait on Postgres, sockets and timers: more files than cores run at once.
     maxWorkers: 4,
     minWorkers: 1,
