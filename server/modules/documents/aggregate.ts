@@ -10,7 +10,7 @@
  */
 import { AppError } from '../../internal/errors.js';
 import { fieldRefName, parseFieldRef, QUERY_LIMITS, type FieldRef } from './query.js';
-import { dataPathExpr, quoteIdent, ROW_ALIAS } from './sql.js';
+import { dataFieldExpr, dataPathExpr, quoteIdent, ROW_ALIAS } from './sql.js';
 import type { JsonValue } from './types.js';
 
 export const AGGREGATE_LIMITS = { maxAggregates: 20, maxGroupBy: 8, defaultLimit: 100, maxLimit: 1000 } as const;
@@ -115,6 +115,15 @@ function keyExpr(field: FieldRef): string {
 }
 
 /**
+ * The value at a path, read for an aggregate: a top-level field with `->` (an eighth less
+ * time for an avg than `#>`). Group keys keep dataPathExpr, the expression an index on the
+ * path has, whose statistics tell Postgres how few groups there are.
+ */
+function valueExpr(path: readonly string[]): string {
+  return path.length === 1 ? dataFieldExpr(path[0] as string) : dataPathExpr(path);
+}
+
+/**
  * `fn` over a field's JSON numbers as numeric, other values skipped (fn(NULL) when the
  * field is a system one: none is a number); with `count`, how many numbers there are. The
  * type test is the aggregate's FILTER, which Postgres checks before it evaluates the
@@ -126,7 +135,7 @@ function keyExpr(field: FieldRef): string {
  */
 function numbersAggregate(fn: string, field: FieldRef, count = false): string {
   if (field.kind !== 'data') return `${fn}(NULL::numeric)`;
-  const x = dataPathExpr(field.path);
+  const x = valueExpr(field.path);
   return `${fn}(${count ? '*' : `(${x})::numeric`}) FILTER (WHERE jsonb_typeof(${x}) = 'number')`;
 }
 
