@@ -10,7 +10,7 @@
  */
 import { AppError } from '../../internal/errors.js';
 import { fieldRefName, parseFieldRef, QUERY_LIMITS, type FieldRef } from './query.js';
-import { dataPathExpr, quoteIdent, ROW_ALIAS } from './sql.js';
+import { dataFieldExpr, dataPathExpr, quoteIdent, ROW_ALIAS } from './sql.js';
 import type { JsonValue } from './types.js';
 
 export const AGGREGATE_LIMITS = { maxAggregates: 20, maxGroupBy: 8, defaultLimit: 100, maxLimit: 1000 } as const;
@@ -114,11 +114,29 @@ function keyExpr(field: FieldRef): string {
   return `coalesce(to_jsonb(${column}), 'null'::jsonb)`;
 }
 
-/** A field's value as numeric when it is a JSON number, else NULL (which aggregates skip). */
-function numberExpr(field: FieldRef): string {
-  if (field.kind !== 'data') return 'NULL::numeric';
-  const x = dataPathExpr(field.path);
-  return `(CASE WHEN jsonb_typeof(${x}) = 'number' THEN (${x})::numeric END)`;
+/**
+ * The value at a path, read for an aggregate: a top-level field with `->` (an eighth less
+ * time for an avg than `#>`). Group keys keep dataPathExpr, the expression an index on the
+ * path has, whose statistics tell Postgres how few groups there are.
+ */
+function valueExpr(path: readonly string[]): string {
+  return path.length === 1 ? dataFieldExpr(path[0] as string) : dataPathExpr(path);
+}
+
+/**
+ * `fn` over a field's JSON numbers as numeric, other values skipped (fn(NULL) when the
+ * field is a system one: none is a number); with `count`, how many numbers there are. The
+ * type test is the aggregate's FILTER, which Postgres checks before it evaluates the
+ * argument, so a count needs no numeric at all: avg's sum and count read the value out of
+ * each document three times where `count(CASE WHEN type = 'number' THEN value::numeric END)`
+ * made it four — reading values out of jsonb is most of an aggregation's time. (Postgres
+ * does not share one expression between aggregates, and a LATERAL that reads the value
+ * once costs more per row than it saves, or loses the parallel plan.)
+ */
+function numbersAggregate(fn: string, field: FieldRef, count = false): string {
+  if (field.kind !== 'data') return `${fn}(NULL::numeric)`;
+  const x = valueExpr(field.path);
+  return `${fn}(${count ? '*' : `(${x})::numeric`}) FILTER (WHERE jsonb_typeof(${x}) = 'number')`;
 }
 
 function aggregateExpr(aggregate: Aggregate): string {
@@ -126,7 +144,7 @@ function aggregateExpr(aggregate: Aggregate): string {
     if (!aggregate.field) return 'count(*)';
     return `count(*) FILTER (WHERE ${keyExpr(aggregate.field)} <> 'null'::jsonb)`;
   }
-  return `${aggregate.fn}(${numberExpr(aggregate.field as FieldRef)})`;
+  return numbersAggregate(aggregate.fn, aggregate.field as FieldRef);
 }
 
 /**
@@ -152,8 +170,8 @@ function compileGrouped(parsed: ParsedAggregation): { inner: { select: string; g
   });
   parsed.aggregates.forEach((aggregate, i) => {
     if (aggregate.fn === 'avg') {
-      const x = numberExpr(aggregate.field as FieldRef);
-      inner.push(`sum(${x}) AS a${i}`, `count(${x}) AS b${i}`);
+      const field = aggregate.field as FieldRef;
+      inner.push(`${numbersAggregate('sum', field)} AS a${i}`, `${numbersAggregate('count', field, true)} AS b${i}`);
       outer.push(`sum(g.a${i}) / nullif(sum(g.b${i}), 0) AS v${i}`);
       return;
     }

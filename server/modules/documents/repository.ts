@@ -403,26 +403,56 @@ export class DocumentRepository {
 
   /**
    * A compiled query that also selects `extras` (SQL expressions over the same row: a
-   * search rank, highlights), returned in order beside each document.
+   * search rank), returned in order beside each document.
+   *
+   * With `pageFirst`, the page is chosen before the documents are read: an inner select
+   * orders the matching rows, selecting only their id and extras, and keeps `limit` of them, and only
+   * those are then read in full (their timestamps formatted, their data) and given `late`
+   * (expressions over the row, e.g. highlights). A search orders thousands of matches to
+   * keep 20; read whole, every match's timestamps were formatted and its data copied into
+   * the sort — a third of a search's time (docs/documents.md#full-text-search).
    */
   async queryWithExtras(
     collection: string,
-    compiled: { where: string | null; orderBy: string; limit: number; params: SqlParams; extras: string[] },
-  ): Promise<Array<{ doc: Document; extras: unknown[] }>> {
+    compiled: {
+      where: string | null;
+      orderBy: string;
+      limit: number;
+      params: SqlParams;
+      extras: string[];
+      pageFirst?: { late: string[] };
+    },
+  ): Promise<Array<{ doc: Document; extras: unknown[]; late: unknown[] }>> {
     const { params, extras } = compiled;
+    const late = compiled.pageFirst?.late ?? [];
     const limit = params.add(compiled.limit, 'int');
+    const table = `${tableRef(collection)} ${ROW_ALIAS}`;
+    const filtered =
+      (compiled.where ? ` WHERE ${compiled.where}` : '') + ` ORDER BY ${compiled.orderBy} LIMIT ${limit}`;
     const selected = extras.map((expr, i) => `, ${expr} AS x${i}`).join('');
-    const text =
-      `SELECT ${documentColumns()}${selected} FROM ${tableRef(collection)} ${ROW_ALIAS}` +
-      (compiled.where ? ` WHERE ${compiled.where}` : '') +
-      ` ORDER BY ${compiled.orderBy} LIMIT ${limit}`;
+    let text: string;
+    if (compiled.pageFirst) {
+      const outer = extras.map((_, i) => `, p.x${i}`).join('') + late.map((expr, i) => `, ${expr} AS y${i}`).join('');
+      // row_number() over the limited rows numbers them in the inner ORDER BY's order, which
+      // the outer ORDER BY then keeps (the join by primary key reads 1 row per page row).
+      text =
+        `SELECT ${documentColumns()}${outer} FROM (SELECT q.*, row_number() OVER () AS page_position FROM ` +
+        `(SELECT ${ROW_ALIAS}.id AS page_id${selected} FROM ${table}${filtered}) q) p ` +
+        `JOIN ${table} ON ${ROW_ALIAS}.id = p.page_id ORDER BY p.page_position`;
+    } else {
+      text = `SELECT ${documentColumns()}${selected} FROM ${table}${filtered}`;
+    }
     const rows = await runQuery<DocumentRow & Record<string, unknown>>(
       this.db.pool,
       text,
       params.values,
       documentError(collection),
     );
-    return rows.map((row) => ({ doc: toDocument(collection, row), extras: extras.map((_, i) => row[`x${i}`]) }));
+    return rows.map((row) => ({
+      doc: toDocument(collection, row),
+      extras: extras.map((_, i) => row[`x${i}`]),
+      late: late.map((_, i) => row[`y${i}`]),
+    }));
   }
 
   /**

@@ -388,16 +388,18 @@ export class DocumentService {
       orderBy,
       limit: page.limit + 1,
       params,
-      extras: search ? [search.rank, ...search.highlights] : [],
+      extras: search ? [search.rank] : [],
+      // A search chooses its page before reading documents, and highlights only that page.
+      ...(search ? { pageFirst: { late: search.highlights } } : {}),
     });
     const more = rows.length > page.limit;
     const taken = rows.slice(0, page.limit);
     if (page.fromEnd) taken.reverse();
     const cursorOf = (row: (typeof taken)[number]): string =>
       byRelevance ? encodeRankCursor(Number(row.extras[0]), row.doc.id) : encodeCursor(query.orderBy, row.doc);
-    const docs: Document[] = taken.map(({ doc, extras }) =>
+    const docs: Document[] = taken.map(({ doc, late }) =>
       search && highlight && meta.search
-        ? { ...doc, highlights: highlightsOf(meta.search, extras.slice(1) as Array<string | null>) }
+        ? { ...doc, highlights: highlightsOf(meta.search, late as Array<string | null>) }
         : doc,
     );
     // A query costs at least one read, like an empty page does elsewhere.

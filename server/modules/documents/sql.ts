@@ -56,6 +56,16 @@ export function dataPathExpr(path: readonly string[], alias: string | null = ROW
   return `(${alias ? `${alias}.` : ''}data #> '{${path.join(',')}}')`;
 }
 
+/**
+ * `d.data -> 'a'`: the value of a top-level field, the same as dataPathExpr(['a']) (data is
+ * always an object) without the path array Postgres takes apart on every row. Only where
+ * the expression need not match an index's, which is dataPathExpr's.
+ */
+export function dataFieldExpr(field: string, alias: string | null = ROW_ALIAS): string {
+  if (!PATH_SEGMENT.test(field)) throw new Error(`unsafe path segment reached SQL: ${field}`);
+  return `(${alias ? `${alias}.` : ''}data -> '${field}')`;
+}
+
 function column(name: string): string {
   return `${ROW_ALIAS}.${quoteIdent(name)}`;
 }
