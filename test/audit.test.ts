@@ -6,7 +6,7 @@ import { adminEventType } from '../server/modules/audit/events.js';
 import { isChangingAdminRoute } from '../server/modules/audit/routes.js';
 import { ADVISORY_LOCKS } from '../server/internal/advisory-locks.js';
 import { silentLogger } from './helpers.js';
-import { errorCode, request, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
+import { errorCode, request, startTestApp, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
 import { STRONG_PASSWORD, signIn, signUp, uniqueEmail, type AuthBody } from './auth-helpers.js';
 import { enableTotp, forgedAssertion, freshStep, totpCode } from './auth-mfa-support.js';
 
@@ -623,6 +623,37 @@ describe('retention', () => {
     expect(await audit.prune()).toBeGreaterThanOrEqual(3);
     const left = await eventsOf(user.id);
     expect(left.map((event) => event.type)).toEqual(['auth.signin', 'auth.signup']);
+  });
+
+  it('a server prunes with its configured retention: 90 days by default, else BASALT_AUDIT_RETENTION_DAYS', async () => {
+    const user = await signUp(server.url);
+    await server.sql.query(
+      `INSERT INTO basalt.audit_log (type, user_id, actor, at, details)
+       SELECT 'auth.signin', $1, '{"type":"anonymous"}', now() - make_interval(days => d), jsonb_build_object('age', d)
+         FROM unnest(ARRAY[6, 8, 89, 91]) AS d`,
+      [user.id],
+    );
+    const ages = async () =>
+      (
+        await server.sql.query<{ age: number }>(
+          `SELECT (details->>'age')::int AS age FROM basalt.audit_log WHERE user_id = $1 AND details ? 'age' ORDER BY 1`,
+          [user.id],
+        )
+      ).rows.map((row) => row.age);
+    // A worker prunes as it starts (then hourly), so an instance started now shows its setting.
+    for (const [env, kept] of [
+      [{}, [6, 8, 89]],
+      [{ BASALT_AUDIT_RETENTION_DAYS: '7' }, [6]],
+    ] as const) {
+      const instance = await startTestApp(server.database, { BASALT_FUNCTIONS_DIR: server.functionsDir, ...env });
+      try {
+        await waitFor(`the events a ${JSON.stringify(env)} server keeps`, async () => {
+          return JSON.stringify(await ages()) === JSON.stringify(kept);
+        });
+      } finally {
+        await instance.close();
+      }
+    }
   });
 });
 
