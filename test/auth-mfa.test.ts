@@ -610,6 +610,18 @@ describe('second factors: every first-factor sign-in says mfa_required, and the 
     const body = verified.body as AuthBody;
     expect(body.mfa_required).toBe(true);
     expect(claimsOf(body.session!.access_token).aal).toBe('aal1');
+
+    // The mailed GET link, followed back to the app: the fragment says so too.
+    const before = mail.mails.length;
+    expect((await request(server.url, 'POST', '/v1/auth/magiclink', { body: { email: user.email } })).status).toBe(202);
+    const again = await mail.waitFor((m) => m.to.includes(user.email) && mail.mails.indexOf(m) >= before);
+    const app = `${new URL(server.config.publicUrl).origin}/welcome`;
+    const query = new URLSearchParams({ type: 'magiclink', token: tokenFromMail(again), redirect_to: app });
+    const followed = await fetch(`${server.url}/v1/auth/verify?${query.toString()}`, { redirect: 'manual' });
+    expect(followed.status).toBe(302);
+    const fragment = new URLSearchParams(new URL(followed.headers.get('location')!).hash.slice(1));
+    expect(fragment.get('mfa_required')).toBe('true');
+    expect(claimsOf(fragment.get('access_token')!).aal).toBe('aal1');
   });
 
   it('an OAuth sign-in (the identity entry point) of a user with a factor is aal1 with mfa_required', async () => {
