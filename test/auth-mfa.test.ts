@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
+import QRCode from 'qrcode';
 import { describe, expect, it } from 'vitest';
 import { TOTP_SETTINGS } from '../server/modules/auth/mfa.js';
 import { buildAuthModule } from '../server/modules/auth/module.js';
@@ -74,7 +75,10 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(url.searchParams.get('period')).toBe('30');
     expect(decodeURIComponent(url.pathname)).toContain(user.email);
     expect(enrollment.qr_code).toMatch(/^data:image\/svg\+xml;base64,/);
-    expect(Buffer.from(enrollment.qr_code.split(',')[1]!, 'base64').toString()).toContain('<svg');
+    // The QR code is the otpauth URL itself (the same symbol the encoder draws for that text).
+    expect(Buffer.from(enrollment.qr_code.split(',')[1]!, 'base64').toString()).toBe(
+      await QRCode.toString(enrollment.otpauth_url, { type: 'svg', margin: 1 }),
+    );
 
     // Sealed at rest with the key-encryption key: the database never holds the secret.
     const stored = await server.sql.query<{ secret: string; status: string }>(
