@@ -59,6 +59,9 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
     pageUrl = harness.pageUrl;
     database = await createTestDatabase();
     server = await startTestApp(database, {
+      // A public URL on another host: the defaults it would give (RP id basalt.invalid, its
+      // origin) fail every ceremony, so passing ones show the two settings below are used.
+      BASALT_PUBLIC_URL: 'https://basalt.invalid',
       BASALT_PASSKEY_RP_ID: 'localhost',
       BASALT_PASSKEY_ORIGINS: new URL(pageUrl).origin,
       BASALT_AUTH_APP_NAME: 'Basalt passkey test',
