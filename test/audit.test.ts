@@ -6,7 +6,7 @@ import { adminEventType } from '../server/modules/audit/events.js';
 import { isChangingAdminRoute } from '../server/modules/audit/routes.js';
 import { ADVISORY_LOCKS } from '../server/internal/advisory-locks.js';
 import { silentLogger } from './helpers.js';
-import { errorCode, request, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
+import { errorCode, request, startTestApp, useTestApp, waitFor, type SharedTestApp } from './helpers.js';
 import { STRONG_PASSWORD, signIn, signUp, uniqueEmail, type AuthBody } from './auth-helpers.js';
 import { enableTotp, forgedAssertion, freshStep, totpCode } from './auth-mfa-support.js';
 
@@ -624,6 +624,37 @@ describe('retention', () => {
     const left = await eventsOf(user.id);
     expect(left.map((event) => event.type)).toEqual(['auth.signin', 'auth.signup']);
   });
+
+  it('a server prunes with its configured retention: 90 days by default, else BASALT_AUDIT_RETENTION_DAYS', async () => {
+    const user = await signUp(server.url);
+    await server.sql.query(
+      `INSERT INTO basalt.audit_log (type, user_id, actor, at, details)
+       SELECT 'auth.signin', $1, '{"type":"anonymous"}', now() - make_interval(days => d), jsonb_build_object('age', d)
+         FROM unnest(ARRAY[6, 8, 89, 91]) AS d`,
+      [user.id],
+    );
+    const ages = async () =>
+      (
+        await server.sql.query<{ age: number }>(
+          `SELECT (details->>'age')::int AS age FROM basalt.audit_log WHERE user_id = $1 AND details ? 'age' ORDER BY 1`,
+          [user.id],
+        )
+      ).rows.map((row) => row.age);
+    // A worker prunes as it starts (then hourly), so an instance started now shows its setting.
+    for (const [env, kept] of [
+      [{}, [6, 8, 89]],
+      [{ BASALT_AUDIT_RETENTION_DAYS: '7' }, [6]],
+    ] as const) {
+      const instance = await startTestApp(server.database, { BASALT_FUNCTIONS_DIR: server.functionsDir, ...env });
+      try {
+        await waitFor(`the events a ${JSON.stringify(env)} server keeps`, async () => {
+          return JSON.stringify(await ages()) === JSON.stringify(kept);
+        });
+      } finally {
+        await instance.close();
+      }
+    }
+  });
 });
 
 describe('impersonation', () => {
@@ -818,6 +849,75 @@ describe('second-factor events', () => {
     const stepUps = (await eventsOf(user.id, 'auth.signin')).filter((event) => event.details.method === 'step_up');
     expect(stepUps).toHaveLength(3);
     expect(stepUps.every((event) => event.details.aal === 'aal2')).toBe(true);
+  });
+
+  it('writes each factor event in the transaction of its change: the event and the row it changed share a transaction id', async () => {
+    /** The id of the transaction that last wrote the row (Postgres' xmin). */
+    const writer = async (table: string, where: string, params: unknown[]): Promise<string> => {
+      const rows = await server.sql.query<{ xmin: string }>(
+        `SELECT xmin::text AS xmin FROM basalt.${table} WHERE ${where}`,
+        params,
+      );
+      expect(rows.rows, `${table} where ${where}`).toHaveLength(1);
+      return rows.rows[0]!.xmin;
+    };
+    const eventWriter = (userId: string, type: string) =>
+      writer('audit_log', 'user_id = $1 AND type = $2', [userId, type]);
+    const sessionWriter = (token: string) => writer('sessions', 'id = $1', [claimsOf(token).session_id as string]);
+
+    const user = await signUp(server.url);
+    const enrolled = await request(server.url, 'POST', '/v1/auth/mfa/totp/enroll', { token: user.token, body: {} });
+    expect(enrolled.status, enrolled.text).toBe(200);
+    const { factor_id: factorId, secret } = enrolled.body as { factor_id: string; secret: string };
+    expect(await eventWriter(user.id, 'mfa.totp_enrolled')).toBe(await writer('auth_factors', 'id = $1', [factorId]));
+
+    await freshStep();
+    const verified = await request(server.url, 'POST', '/v1/auth/mfa/totp/verify', {
+      token: user.token,
+      body: { factor_id: factorId, code: totpCode(secret, -1) },
+    });
+    expect(verified.status, verified.text).toBe(200);
+    const activated = verified.body as AuthBody & { recovery_codes: string[] };
+    // Activation spends the code's step on the factor row: the same transaction as its event.
+    expect(await eventWriter(user.id, 'mfa.totp_verified')).toBe(await writer('auth_factors', 'id = $1', [factorId]));
+
+    const aal1 = (await signIn(server.url, user.email)).session!.access_token;
+    const challenged = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1,
+      body: { factor_id: factorId, code: totpCode(secret) },
+    });
+    expect(challenged.status, challenged.text).toBe(200);
+    const aal2 = (challenged.body as AuthBody).session!.access_token;
+    expect(await eventWriter(user.id, 'mfa.challenge_succeeded')).toBe(await sessionWriter(aal2));
+    // The aal1 session it replaced ended in that transaction too.
+    expect(await sessionWriter(aal1)).toBe(await sessionWriter(aal2));
+
+    const aal1Again = (await signIn(server.url, user.email)).session!.access_token;
+    const recovered = await request(server.url, 'POST', '/v1/auth/mfa/challenge', {
+      token: aal1Again,
+      body: { recovery_code: activated.recovery_codes[0] },
+    });
+    expect(recovered.status, recovered.text).toBe(200);
+    const recoveredToken = (recovered.body as AuthBody).session!.access_token;
+    expect(await eventWriter(user.id, 'mfa.recovery_code_used')).toBe(await sessionWriter(recoveredToken));
+
+    // A passkey as registration stores it, then removed at aal2: the other session it ends
+    // (recovered above) is revoked by the removal's transaction, with its event.
+    const inserted = await server.sql.query<{ id: string }>(
+      `INSERT INTO basalt.passkeys (user_id, credential_id, public_key, device_type, name)
+       VALUES ($1, $2, '\\x00', 'singleDevice', 'Key') RETURNING id`,
+      [user.id, `cred-${user.id}`],
+    );
+    const removedPasskey = await request(server.url, 'DELETE', `/v1/auth/passkeys/${inserted.rows[0]!.id}`, {
+      token: aal2,
+    });
+    expect(removedPasskey.status, removedPasskey.text).toBe(204);
+    expect(await eventWriter(user.id, 'passkey.removed')).toBe(await sessionWriter(recoveredToken));
+
+    const otherSession = (await signIn(server.url, user.email)).session!.access_token;
+    const removedFactor = await request(server.url, 'DELETE', `/v1/auth/mfa/factors/${factorId}`, { token: aal2 });
+    expect(removedFactor.status, removedFactor.text).toBe(204);
+    expect(await eventWriter(user.id, 'mfa.factor_removed')).toBe(await sessionWriter(otherSession));
   });
 
   it('records nothing for a refused change: its event is written in the change’s transaction', async () => {

@@ -1,10 +1,12 @@
+import { createHash } from 'node:crypto';
 import { Secret, TOTP } from 'otpauth';
+import QRCode from 'qrcode';
 import { describe, expect, it } from 'vitest';
 import { TOTP_SETTINGS } from '../server/modules/auth/mfa.js';
 import { buildAuthModule } from '../server/modules/auth/module.js';
 import { createClient } from '../client-sdk/src/index.js';
 import { signIn, signUp, STRONG_PASSWORD, tokenFromMail, useMailServer, type AuthBody } from './auth-helpers.js';
-import { claimsOf, enableTotp, freshStep, totpCode } from './auth-mfa-support.js';
+import { claimsOf, enableTotp, freshStep, rfc6238Code, totpCode } from './auth-mfa-support.js';
 import { createCollection, errorCode, request, useTestApp, waitFor } from './helpers.js';
 
 const KEY_ENCRYPTION_KEY = 'k'.repeat(48);
@@ -28,6 +30,14 @@ describe('TOTP as configured is RFC 6238 (Appendix B test vectors, SHA-1)', () =
     const six = new TOTP({ ...TOTP_SETTINGS, secret });
     expect(six.generate({ timestamp: seconds * 1000 })).toBe(expected.slice(2));
   });
+
+  it.each(vectors)(
+    'the tests’ own RFC 6238 code (which the server must accept below): T = %i s gives %s',
+    (seconds, expected) => {
+      expect(rfc6238Code(Buffer.from('12345678901234567890'), seconds, 8)).toBe(expected);
+      expect(rfc6238Code(Buffer.from('12345678901234567890'), seconds)).toBe(expected.slice(2));
+    },
+  );
 
   it('is SHA-1, 6 digits, 30 s', () => {
     expect(TOTP_SETTINGS).toEqual({ algorithm: 'SHA1', digits: 6, period: 30 });
@@ -65,7 +75,10 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(url.searchParams.get('period')).toBe('30');
     expect(decodeURIComponent(url.pathname)).toContain(user.email);
     expect(enrollment.qr_code).toMatch(/^data:image\/svg\+xml;base64,/);
-    expect(Buffer.from(enrollment.qr_code.split(',')[1]!, 'base64').toString()).toContain('<svg');
+    // The QR code is the otpauth URL itself (the same symbol the encoder draws for that text).
+    expect(Buffer.from(enrollment.qr_code.split(',')[1]!, 'base64').toString()).toBe(
+      await QRCode.toString(enrollment.otpauth_url, { type: 'svg', margin: 1 }),
+    );
 
     // Sealed at rest with the key-encryption key: the database never holds the secret.
     const stored = await server.sql.query<{ secret: string; status: string }>(
@@ -96,12 +109,16 @@ describe('second factors: TOTP and recovery codes', () => {
     expect(new Set(activation.recovery_codes).size).toBe(10);
     for (const code of activation.recovery_codes) expect(code).toMatch(/^[a-z2-9]{5}-[a-z2-9]{5}$/);
     expect(claimsOf(activation.session!.access_token).aal).toBe('aal2');
-    // Only digests are stored.
-    const codes = await server.sql.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM basalt.recovery_codes WHERE user_id = $1',
+    // Only digests are stored: SHA-256 of each code as typed without its dash, never the code.
+    const codes = await server.sql.query<{ code_hash: Buffer }>(
+      'SELECT code_hash FROM basalt.recovery_codes WHERE user_id = $1',
       [user.id],
     );
-    expect(codes.rows[0]!.n).toBe(10);
+    const storedDigests = codes.rows.map((row) => row.code_hash.toString('hex')).toSorted();
+    const digests = activation.recovery_codes.map((code) =>
+      createHash('sha256').update(code.replace('-', '')).digest('hex'),
+    );
+    expect(storedDigests).toEqual(digests.toSorted());
 
     const listed = await request(server.url, 'GET', '/v1/auth/mfa/factors', {
       token: activation.session!.access_token,
@@ -556,9 +573,11 @@ describe('second factors: TOTP and recovery codes', () => {
 });
 
 describe('second factors: per-IP limit', () => {
-  const server = useTestApp({ env: { BASALT_AUTH_RATE_MFA_IP: '4', BASALT_AUTH_RATE_MFA_FAILED_USER: '1000' } });
+  const env = { BASALT_AUTH_RATE_MFA_IP: '4', BASALT_AUTH_RATE_MFA_FAILED_USER: '1000' };
+  const server = useTestApp({ env });
+  const second = useTestApp({ sharing: server, env });
 
-  it('wrong codes from one address are limited across users', async () => {
+  it('wrong codes from one address are limited across users, counted together by every instance', async () => {
     const users = await Promise.all([signUp(server.url), signUp(server.url)]);
     const factors = [];
     for (const user of users) {
@@ -567,7 +586,8 @@ describe('second factors: per-IP limit', () => {
     }
     const statuses: number[] = [];
     for (let i = 0; i < 6; i++) {
-      const answer = await request(server.url, 'POST', '/v1/auth/mfa/totp/verify', {
+      // Alternating users, and instances in pairs: neither a user's nor an instance's count alone reaches 4.
+      const answer = await request(i % 4 < 2 ? server.url : second.url, 'POST', '/v1/auth/mfa/totp/verify', {
         token: users[i % 2]!.token,
         body: { factor_id: factors[i % 2]!, code: '000000' },
       });
@@ -594,6 +614,18 @@ describe('second factors: every first-factor sign-in says mfa_required, and the 
     const body = verified.body as AuthBody;
     expect(body.mfa_required).toBe(true);
     expect(claimsOf(body.session!.access_token).aal).toBe('aal1');
+
+    // The mailed GET link, followed back to the app: the fragment says so too.
+    const before = mail.mails.length;
+    expect((await request(server.url, 'POST', '/v1/auth/magiclink', { body: { email: user.email } })).status).toBe(202);
+    const again = await mail.waitFor((m) => m.to.includes(user.email) && mail.mails.indexOf(m) >= before);
+    const app = `${new URL(server.config.publicUrl).origin}/welcome`;
+    const query = new URLSearchParams({ type: 'magiclink', token: tokenFromMail(again), redirect_to: app });
+    const followed = await fetch(`${server.url}/v1/auth/verify?${query.toString()}`, { redirect: 'manual' });
+    expect(followed.status).toBe(302);
+    const fragment = new URLSearchParams(new URL(followed.headers.get('location')!).hash.slice(1));
+    expect(fragment.get('mfa_required')).toBe('true');
+    expect(claimsOf(fragment.get('access_token')!).aal).toBe('aal1');
   });
 
   it('an OAuth sign-in (the identity entry point) of a user with a factor is aal1 with mfa_required', async () => {

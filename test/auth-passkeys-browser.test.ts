@@ -1,5 +1,8 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { haveBrowser, startBrowserHarness, type BrowserHarness } from '../client-sdk/test/browser-support.js';
 import { claimsOf } from './auth-mfa-support.js';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
@@ -56,6 +59,9 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
     pageUrl = harness.pageUrl;
     database = await createTestDatabase();
     server = await startTestApp(database, {
+      // A public URL on another host: the defaults it would give (RP id basalt.invalid, its
+      // origin) fail every ceremony, so passing ones show the two settings below are used.
+      BASALT_PUBLIC_URL: 'https://basalt.invalid',
       BASALT_PASSKEY_RP_ID: 'localhost',
       BASALT_PASSKEY_ORIGINS: new URL(pageUrl).origin,
       BASALT_AUTH_APP_NAME: 'Basalt passkey test',
@@ -116,6 +122,20 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
       body: { refresh_token: elsewhereSession.refresh_token },
     });
     expect(errorCode(refresh.body)).toBe('UNAUTHENTICATED');
+    // The passkey and its audit event were written by one transaction (the same xmin).
+    const sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    try {
+      const writers = await sql.query<{ passkey: string; event: string }>(
+        `SELECT (SELECT xmin::text FROM basalt.passkeys WHERE id = $1) AS passkey,
+                (SELECT xmin::text FROM basalt.audit_log WHERE type = 'passkey.registered' AND user_id = $2) AS event`,
+        [registered.passkey.id, signedUp.id],
+      );
+      expect(writers.rows[0]!.passkey).toMatch(/^\d+$/);
+      expect(writers.rows[0]!.event).toBe(writers.rows[0]!.passkey);
+    } finally {
+      await sql.end();
+    }
 
     // A password sign-in now needs the second factor.
     const password = await page.evaluate(
@@ -209,6 +229,76 @@ describe.skipIf(!haveBrowser)('passkeys in chromium with a virtual authenticator
       }
     }, `nobody-${Date.now()}@example.com`);
     expect(unknown).toEqual({ code: 'INVALID_CREDENTIALS', reason: 'other_account' });
+    await context.close();
+  });
+
+  it('refuses a ceremony run on a page whose origin is not among BASALT_PASSKEY_ORIGINS (a phishing copy)', async () => {
+    // The same page and SDK, copied to another origin on the same host (another port): the
+    // relying party id (localhost) lets the browser run the ceremony there, so only Basalt's
+    // origin check stands between the copy and the passkey.
+    const real = new URL(pageUrl);
+    const copy = http.createServer((incoming, response) => {
+      void fetch(new URL(incoming.url ?? '/', real.origin)).then(async (answer) => {
+        response.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'text/plain' });
+        response.end(Buffer.from(await answer.arrayBuffer()));
+      });
+    });
+    await new Promise<void>((resolve) => copy.listen(0, '127.0.0.1', resolve));
+    onTestFinished(() => new Promise<void>((resolve) => copy.close(() => resolve())));
+    const phishing = new URL(`http://localhost:${(copy.address() as AddressInfo).port}`);
+    const context = await browser.newContext();
+    const { page } = await withAuthenticator(context);
+    const email = `phished-${Date.now()}@example.com`;
+    // A passkey registered on the real page…
+    const registered = await page.evaluate(
+      async ({ email, password }) => {
+        const { client } = window as unknown as PageGlobal;
+        const { user } = await client.auth.signUp({ email, password });
+        await client.auth.passkeys.register({ name: 'real' });
+        await client.auth.signOut();
+        return user.id;
+      },
+      { email, password: PASSWORD },
+    );
+    // …is refused from the copy, and so is a registration made there (by an account without
+    // a factor, which may add its first at aal1).
+    await page.goto(`${phishing.origin}${real.pathname}`);
+    const outcome = await page.evaluate(
+      async ({ url, email, password }) => {
+        const g = window as unknown as PageGlobal;
+        const client = g.Basalt.createClient(url);
+        const failure = async (run: () => Promise<unknown>) => {
+          try {
+            await run();
+            return { code: 'succeeded', reason: '' };
+          } catch (error) {
+            const refused = error as { code?: string; details?: { reason?: string } };
+            return { code: refused.code, reason: refused.details?.reason ?? '' };
+          }
+        };
+        const signIn = await failure(() => client.auth.signInWithPasskey());
+        const { user } = await client.auth.signUp({ email, password });
+        const register = await failure(() => client.auth.passkeys.register({ name: 'phished' }));
+        return { signIn, register, aal: client.auth.aal, origin: location.origin, newcomer: user.id };
+      },
+      { url: server.url, email: `newcomer-${Date.now()}@example.com`, password: PASSWORD },
+    );
+    expect(outcome.origin).toBe(phishing.origin);
+    expect(outcome.signIn.code).toBe('INVALID_CREDENTIALS');
+    expect(outcome.signIn.reason).toMatch(/origin/i);
+    expect(outcome.register.code).toBe('INVALID_CREDENTIALS');
+    expect(outcome.register.reason).toMatch(/origin/i);
+    expect(outcome.aal).toBe('aal1');
+    const listed = await request(server.url, 'GET', `/v1/admin/users/${registered}/factors`, {
+      token: server.serviceKey,
+    });
+    expect((listed.body as { passkeys: Array<{ name: string }> }).passkeys.map((passkey) => passkey.name)).toEqual([
+      'real',
+    ]);
+    const newcomer = await request(server.url, 'GET', `/v1/admin/users/${outcome.newcomer}/factors`, {
+      token: server.serviceKey,
+    });
+    expect((newcomer.body as { passkeys: unknown[] }).passkeys).toEqual([]);
     await context.close();
   });
 

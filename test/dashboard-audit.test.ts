@@ -135,6 +135,8 @@ describe.skipIf(!haveBrowser)('dashboard: audit and view as', () => {
     await viewer.waitForLoadState('domcontentloaded');
     await viewer.locator('#board').waitFor({ state: 'visible', timeout: 30_000 });
     await expect.poll(() => viewer.textContent('#me-name')).toContain('viewed by an admin');
+    // Signed in as that user: the example names them (by their address's local part).
+    expect(await viewer.textContent('#me-name')).toContain(email.split('@')[0]);
     expect(await viewer.evaluate(() => document.body.dataset.viewAs)).toBe('true');
     // The session left the address bar, and was never stored where the app keeps its own.
     expect(viewer.url()).not.toContain('access_token');

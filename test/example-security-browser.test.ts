@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -11,7 +12,8 @@ import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } fro
 
 // The example's security page in Debian's chromium, as a person uses it: sign up on the list,
 // open Security, add an authenticator app from the QR code's secret, keep the recovery
-// codes; sign out, sign in again and be sent to the code prompt, which lifts the session to aal2.
+// codes; sign out, sign in again and be sent to the code prompt, which lifts the session to aal2;
+// then add a passkey (a CDP virtual authenticator) and sign in again with it alone.
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
@@ -20,10 +22,20 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
   let basalt: TestApp;
   let pages: ExampleServer;
   let browser: Browser;
+  /** The example as the browser opens it: on localhost, a host a passkey's relying party id can name. */
+  let exampleUrl: string;
 
   beforeAll(async () => {
+    // The example's port is chosen first: Basalt must name the page's origin for passkeys.
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    exampleUrl = `http://localhost:${port}`;
     database = await createTestDatabase();
-    basalt = await startTestApp(database);
+    basalt = await startTestApp(database, { BASALT_PASSKEY_RP_ID: 'localhost', BASALT_PASSKEY_ORIGINS: exampleUrl });
     await setupExample(basalt.url, basalt.serviceKey);
     const bundle = await build({
       entryPoints: [path.join(repo, 'client-sdk', 'src', 'index.ts')],
@@ -38,6 +50,7 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
       root: path.join(repo, 'examples', 'todo'),
       basaltUrl: basalt.url,
       sdk: new Map([['index.js', bundle.outputFiles[0]?.text ?? '']]),
+      port,
     });
     browser = await launchChromium();
   }, 120_000);
@@ -54,7 +67,7 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
     const page = await context.newPage();
     const email = `security-${Date.now()}@example.com`;
     const password = 'correct horse battery staple 42';
-    await page.goto(pages.url);
+    await page.goto(exampleUrl);
     await page.fill('#name', 'Ada');
     await page.fill('#email', email);
     await page.fill('#password', password);
@@ -79,7 +92,7 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
     expect(await page.locator('#factors li').count()).toBe(1);
 
     // Sign out and in again: the list sends the person to the code prompt.
-    await page.goto(pages.url);
+    await page.goto(exampleUrl);
     await page.click('#sign-out');
     await page.waitForSelector('#auth:not([hidden])');
     await page.fill('#email', email);
@@ -94,6 +107,37 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
     await page.waitForFunction(() => document.querySelector('#aal')?.textContent?.includes('aal2'));
     await page.waitForSelector('#challenge[hidden]', { state: 'attached' });
     expect(await page.isHidden('#error')).toBe(true);
+
+    // Add a passkey: the browser's WebAuthn prompt answered by a virtual platform authenticator.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('WebAuthn.enable');
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: {
+        protocol: 'ctap2',
+        transport: 'internal',
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    expect(await page.locator('#passkey-list li').count()).toBe(0);
+    await page.click('#add-passkey');
+    // A ceremony and a step-up: give a loaded machine time.
+    await expect.poll(() => page.locator('#passkey-list li').count(), { timeout: 20_000 }).toBe(1);
+    expect(await page.textContent('#passkey-list')).toContain('This device');
+    expect(await page.isHidden('#error')).toBe(true);
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    expect(credentials).toHaveLength(1);
+
+    // Signed out, the passkey alone signs the person in, at aal2.
+    await page.goto(exampleUrl);
+    await page.click('#sign-out');
+    await page.waitForSelector('#auth:not([hidden])');
+    await page.click('#passkey');
+    await page.waitForSelector('#board:not([hidden])');
+    await page.click('a[href="/security.html"]');
+    await page.waitForFunction(() => document.querySelector('#aal')?.textContent?.includes('aal2'));
     await context.close();
   });
 });

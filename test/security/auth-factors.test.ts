@@ -161,6 +161,21 @@ securitySuite<Fixture>({
       code: 'MFA_REQUIRED',
     },
     {
+      name: 'the email of an account with a factor is changed at aal1 (a takeover from a stolen password)',
+      request: () => ({
+        method: 'PATCH',
+        path: '/v1/auth/user',
+        as: 'alice:aal1',
+        body: { email: 'attacker@example.com' },
+      }),
+      status: 403,
+      code: 'MFA_REQUIRED',
+      async check(_result, f, server) {
+        const me = await request(server.url, 'GET', '/v1/auth/user', { token: f.alice.aal2 });
+        expect((me.body as { email: string }).email).toBe(f.alice.email);
+      },
+    },
+    {
       name: "a user resets another user's factors through the admin API",
       request: (f) => ({ method: 'DELETE', path: `/v1/admin/users/${f.bob.id}/factors`, as: 'alice:aal2' }),
       status: 403,

@@ -134,11 +134,13 @@ export class MfaService {
           details: { reason: 'too_many_factors' },
         });
       }
-      return this.deps.repo.factors.insertFactor(tx, {
+      const inserted = await this.deps.repo.factors.insertFactor(tx, {
         userId: me.uid,
         secret: this.sealer.seal(secret.base32),
         friendlyName: input.friendly_name ?? null,
       });
+      await this.event('mfa.totp_enrolled', me.uid, context, { factor_id: inserted.id }, tx);
+      return inserted;
     });
     const totp = new TOTP({
       ...TOTP_SETTINGS,
@@ -147,7 +149,6 @@ export class MfaService {
       secret,
     });
     const url = totp.toString();
-    await this.event('mfa.totp_enrolled', me.uid, context, { factor_id: row.id });
     return {
       factor_id: row.id,
       secret: secret.base32,
