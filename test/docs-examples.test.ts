@@ -2,9 +2,10 @@
  * The docs cannot drift from the server: every curl example in docs/*.md runs against a
  * real server, and every TypeScript/JavaScript example compiles against the SDK
  * (`@basalt/client`) and the functions API (`basalt/functions`). Pages are found by listing
- * docs/, so a new page is walked without being named here. test/docs-blocks.ts says how a
- * block is marked as a fragment (`<!-- docs-test: skip <reason> -->`) or as an example of
- * an error (`<!-- docs-test: expect-status 404 -->`).
+ * docs/ (and client-sdk/, for the SDK's README), so a new page is walked without being named
+ * here. test/docs-blocks.ts says how a block is marked as a fragment
+ * (`<!-- docs-test: skip <reason> -->`) or as an example of an error
+ * (`<!-- docs-test: expect-status 404 -->`).
  *
  * What a curl block may use, each a fresh value of the page's own server:
  *   $BASALT_URL                                   the server
@@ -33,7 +34,8 @@ import { isCodeBlock, isCurlBlock, readDocBlocks, type DocBlock } from './docs-b
 import { createTestDatabase, startTestApp } from './helpers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const BLOCKS = readDocBlocks(path.join(ROOT, 'docs'));
+// The SDK's README is the first page its users read: its examples are held to the same test.
+const BLOCKS = [...readDocBlocks(path.join(ROOT, 'docs')), ...readDocBlocks(path.join(ROOT, 'client-sdk'))];
 
 const where = (block: DocBlock) => `${block.page}:${block.line}`;
 

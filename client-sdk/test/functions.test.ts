@@ -47,6 +47,30 @@ describe('functions.invoke', () => {
     expect(result).toEqual({ hello: 'ada', method: 'POST', uid: user.id });
   });
 
+  it('refreshes a token about to expire before the call, and sends the new one', async () => {
+    const sent: Array<{ path: string; token: string | null }> = [];
+    const recording: typeof fetch = (input, init) => {
+      const headers = new Headers(init?.headers);
+      sent.push({ path: new URL(String(input)).pathname, token: headers.get('authorization') });
+      return fetch(input, init);
+    };
+    const basalt = createClient(server.url, { persistSession: false, autoRefreshToken: false, fetch: recording });
+    const { user } = await basalt.auth.signUp({
+      email: `sdk-fn-refresh-${Date.now()}@example.com`,
+      password: 'correct horse battery staple 42',
+    });
+    const before = basalt.auth.session?.access_token;
+    // As if the token's life had run out while the app sat idle.
+    (basalt.auth.session as { expires_at: number }).expires_at = Math.floor(Date.now() / 1000) + 2;
+    sent.length = 0;
+    const result = await basalt.functions.invoke<{ uid: string | null }>('greet');
+    expect(result.uid).toBe(user.id);
+    expect(sent.map((request) => request.path)).toEqual(['/v1/auth/refresh', '/v1/functions/greet']);
+    const after = basalt.auth.session?.access_token;
+    expect(after).not.toBe(before);
+    expect(sent[1]?.token).toBe(`Bearer ${after}`);
+  });
+
   it('rejects with the catalogue error', async () => {
     const basalt = createClient(server.url, { persistSession: false });
     const failed = await basalt.functions.invoke('fails').catch((error: unknown) => error);

@@ -59,6 +59,30 @@ describe('typed collections', () => {
     expect([wrong, wrongElement, unknownField, right]).toHaveLength(4);
   });
 
+  it('checks the same at the call sites: update, set, add and a typed batch', () => {
+    const note = notes.doc('n1');
+    const _calls = () => {
+      // @ts-expect-error increment applies to numbers, and title is a string
+      void note.update({ title: increment(1) });
+      // @ts-expect-error a field that Note does not have
+      void note.update({ tittle: 'x' });
+      // @ts-expect-error a nested field of the wrong type
+      void note.update({ meta: { pinned: 'yes' } });
+      // @ts-expect-error a misspelt nested field
+      void note.update({ meta: { colour: 'red' } });
+      const rest = { views: 0, tags: [], meta: { color: 'red', pinned: false, author: { name: 'a' } } };
+      // @ts-expect-error increment of a string field in a whole-document write
+      void note.set({ title: increment(1), ...rest });
+      // @ts-expect-error add() checks the data against Note too
+      void notes.add({ title: 1, ...rest });
+      void notes.add({ title: serverTimestamp(), ...rest });
+      // @ts-expect-error a batch typed with Note checks its patch
+      basalt.db.batch().update<Note>('notes', 'n1', { title: increment(1) });
+      void note.update({ views: increment(1), meta: { author: { name: 'b' } }, archived: deleteField() });
+    };
+    expect(_calls).toBeTypeOf('function');
+  });
+
   it('types field paths, dotted into nested objects and array positions', () => {
     expectTypeOf<'meta.author.name'>().toExtend<FieldPath<Note>>();
     expectTypeOf<'tags.0'>().toExtend<FieldPath<Note>>();
