@@ -62,6 +62,53 @@ describe('invocation recorder', () => {
     await recorder.close();
   });
 
+  it('writes a run after a quiet spell on the next turn, and spaces the writes of a busy spell', async () => {
+    const writes: Array<{ at: number; runs: number }> = [];
+    const recorder = new InvocationRecorder(
+      async (runs) => {
+        writes.push({ at: performance.now(), runs: runs.length });
+        await repository.record(runs);
+      },
+      silentLogger,
+      { minIntervalMs: 100 },
+    );
+    const quietAt = performance.now();
+    recorder.add(run('spaced'));
+    await waitFor('the first row', async () => (await stored('spaced')) === 1, 5_000);
+    // Nothing was written for a while: no wait beyond the next turn (and the INSERT itself).
+    expect((writes[0]?.at ?? Infinity) - quietAt).toBeLessThan(50);
+    // A busy spell right after: a run every few milliseconds, for longer than the spacing.
+    const busyFrom = performance.now();
+    let added = 1;
+    while (performance.now() < busyFrom + 250 || added < 40) {
+      recorder.add(run('spaced'));
+      added++;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const busyMs = performance.now() - busyFrom;
+    await waitFor('every row', async () => (await stored('spaced')) === added, 5_000);
+    // Each statement starts at least the spacing after the one before it, so the spell took
+    // a statement per 100 ms (and one for its last runs), not one per run.
+    const gaps = writes.slice(1).map((write, index) => write.at - (writes[index]?.at ?? 0));
+    for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(99);
+    expect(writes.length).toBeLessThanOrEqual(Math.ceil(busyMs / 100) + 2);
+    expect(writes.length).toBeLessThan(added / 4);
+    await recorder.close();
+  });
+
+  it('writes at once what flush asks for, whatever the spacing', async () => {
+    const recorder = new InvocationRecorder((runs) => repository.record(runs), silentLogger, {
+      minIntervalMs: 60_000,
+    });
+    recorder.add(run('flushed'));
+    await recorder.flush();
+    recorder.add(run('flushed'));
+    // Written a moment ago: the next write would wait a minute, but a flush does not.
+    await recorder.flush();
+    expect(await stored('flushed')).toBe(2);
+    await recorder.close();
+  });
+
   it('keeps the runs of a failed write and writes them on the retry', async () => {
     let failures = 1;
     const recorder = new InvocationRecorder(

@@ -18,6 +18,13 @@ const FILES: Record<string, string> = {
   'negativeWarm.ts': `
     import { http } from 'basalt/functions';
     export default http({ min_warm: -1 }, async () => 1);`,
+  'single.ts': `
+    import { http } from 'basalt/functions';
+    export default http({ concurrency: 1 }, async (request) => {
+      const wait = Number((request.query as Record<string, string>).wait ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      return { ok: true };
+    });`,
   'zeroIdle.ts': `
     import { http } from 'basalt/functions';
     export default http({ idle_timeout_s: 0 }, async () => 1);`,
@@ -55,6 +62,18 @@ describe('warm capacity', () => {
     expect(await coldStarts('warm')).toEqual([false]);
   });
 
+  it('runs the calls of a function with concurrency 1 one at a time, on one worker, each after the one before', async () => {
+    const started = performance.now();
+    const calls = await Promise.all(
+      Array.from({ length: 6 }, () => request(app.url, 'GET', '/v1/functions/single?wait=50')),
+    );
+    const elapsed = performance.now() - started;
+    expect(calls.map((call) => call.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    // One after another: six waits of 50 ms end to end. Two at once would have started a second worker, cold.
+    expect(elapsed).toBeGreaterThanOrEqual(6 * 50 - 5);
+    expect(await coldStarts('single')).toEqual([true, false, false, false, false, false]);
+  });
+
   it('reaps the workers above min_warm after idle_timeout_s, never the provisioned ones', async () => {
     // Three at once: two provisioned workers and one started for the burst.
     const calls = await Promise.all([1, 2, 3].map(() => request(app.url, 'GET', '/v1/functions/warm?wait=300')));
@@ -85,7 +104,7 @@ describe('warm capacity', () => {
       functions: Array<{ name: string }>;
       errors: Array<{ file: string; reason: string }>;
     };
-    expect(functions.map((fn) => fn.name).sort()).toEqual(['lazy', 'warm']);
+    expect(functions.map((fn) => fn.name).sort()).toEqual(['lazy', 'single', 'warm']);
     const reason = (file: string) => errors.find((error) => error.file.endsWith(file))?.reason;
     expect(reason('tooWarm.ts')).toMatch(/min_warm.*must not exceed.*concurrency/);
     expect(reason('negativeWarm.ts')).toMatch(/min_warm.*from 0 to 32/);

@@ -6,7 +6,10 @@ import { traceTree } from '../server/modules/functions/trace-tree.js';
 
 describe('trace ids and traceparent', () => {
   it('makes W3C trace ids and span ids from invocation ids', () => {
-    for (let i = 0; i < 100; i++) expect(isTraceId(newTraceId())).toBe(true);
+    // Several fills of the pooled random bytes (256 ids each): every id valid, none repeated.
+    const ids = Array.from({ length: 1000 }, () => newTraceId());
+    for (const id of ids) expect(isTraceId(id)).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
     expect(isTraceId('0'.repeat(32))).toBe(false);
     expect(spanIdOf('7f0c9a52-3c1e-4b8e-9d47-5a1b2c3d4e5f')).toBe('9d475a1b2c3d4e5f');
   });

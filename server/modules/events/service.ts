@@ -1,6 +1,7 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Caller } from '../../internal/caller.js';
 import type { Database } from '../../internal/db.js';
+import { newTraceId } from '../../internal/trace.js';
 import { AppError } from '../../internal/errors.js';
 import { evaluateRule, parseRule, ruleAuthFromCaller, type Root, type Rule } from '../../internal/rules/index.js';
 import { parseRuleForSaving } from '../../internal/rules/saving.js';
@@ -83,11 +84,6 @@ const PUBLISH_RULE_SCOPE = {
   describedAs: 'a publish rule',
   hint: 'publish rules see auth, payload and now',
 };
-
-/** A trace id as W3C Trace Context writes them: 32 hex digits. */
-export function newTraceId(): string {
-  return randomBytes(16).toString('hex');
-}
 
 export function validTopic(topic: unknown): topic is string {
   return typeof topic === 'string' && TOPIC_NAME.test(topic);

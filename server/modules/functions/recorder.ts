@@ -8,14 +8,21 @@ export interface RecorderOptions {
   maxPending?: number;
   /** Pause after a failed write before trying the same runs again. */
   retryMs?: number;
+  /**
+   * Under load, at least this long between the starts of two writes: the runs that end
+   * meanwhile share the next statement, so a busy instance commits a few dozen times a second
+   * rather than once per turn of its event loop. A run that ends after a quiet spell is still
+   * written on the next turn.
+   */
+  minIntervalMs?: number;
 }
 
 /**
  * Writes HTTP function runs after their response: a run is queued when it ends and written
  * on the next turn of the event loop, together with every run that ended meanwhile, one
- * INSERT per batch. Under load that is one write for many calls instead of a database
- * round trip (and a commit) in front of every response; at rest a row lands a few
- * milliseconds after its response.
+ * INSERT per batch; under load, writes start `minIntervalMs` apart at the closest. That is
+ * one write for many calls instead of a database round trip (and a commit) in front of every
+ * response; at rest a row lands a few milliseconds after its response.
  *
  * Nothing is dropped: a failed write is retried with the same runs, and while more than
  * `maxPending` runs wait, `add` makes its caller wait for room. What a crash of the process
@@ -25,11 +32,16 @@ export class InvocationRecorder {
   private pending: InvocationRun[] = [];
   private writing: Promise<void> | null = null;
   private scheduled = false;
+  /** The wait before the next write, while the last one started less than minIntervalMs ago. */
+  private spacingTimer: NodeJS.Timeout | null = null;
+  /** When the last write started (performance.now()). */
+  private lastWriteAt = -Infinity;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly waiters: Array<() => void> = [];
   private readonly maxBatch: number;
   private readonly maxPending: number;
   private readonly retryMs: number;
+  private readonly minIntervalMs: number;
 
   constructor(
     private readonly write: (runs: InvocationRun[]) => Promise<void>,
@@ -39,6 +51,7 @@ export class InvocationRecorder {
     this.maxBatch = options.maxBatch ?? 500;
     this.maxPending = options.maxPending ?? 10_000;
     this.retryMs = options.retryMs ?? 1000;
+    this.minIntervalMs = options.minIntervalMs ?? 20;
   }
 
   get backlog(): number {
@@ -82,16 +95,31 @@ export class InvocationRecorder {
   private schedule(): void {
     if (this.scheduled || this.writing || this.retryTimer) return;
     this.scheduled = true;
-    // The next turn: the runs that end in this one go into the same statement.
-    setImmediate(() => {
+    const wait = this.lastWriteAt + this.minIntervalMs - performance.now();
+    const write = () => {
       this.scheduled = false;
+      this.spacingTimer = null;
       if (!this.writing && !this.retryTimer) void this.writeBatch();
-    });
+    };
+    // The next turn: the runs that end in this one go into the same statement. Right after
+    // another write, a little later: the runs of the turns between go in too.
+    if (wait <= 0) setImmediate(write);
+    else this.spacingTimer = setTimeout(write, wait);
+  }
+
+  /** A write now (flush, close) makes the spaced one pointless. */
+  private cancelSpacing(): void {
+    if (!this.spacingTimer) return;
+    clearTimeout(this.spacingTimer);
+    this.spacingTimer = null;
+    this.scheduled = false;
   }
 
   private writeBatch(): Promise<void> {
+    this.cancelSpacing();
     const batch = this.pending.splice(0, this.maxBatch);
     if (batch.length === 0) return Promise.resolve();
+    this.lastWriteAt = performance.now();
     const writing = this.write(batch).then(
       () => {
         this.writing = null;

@@ -121,19 +121,33 @@ class Semaphore {
   private readonly waiting: Array<() => void> = [];
   constructor(private readonly limit: number) {}
 
-  async acquire(): Promise<() => void> {
-    if (this.active >= this.limit) {
-      if (this.waiting.length >= MAX_WAITING)
-        throw new AppError('RATE_LIMITED', 'The function is busy.', { headers: { 'retry-after': '1' } });
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    }
+  /** A slot at once when one is free, else null: a warm call with room takes no promise and no await for it. */
+  tryAcquire(): (() => void) | null {
+    if (this.active >= this.limit) return null;
     this.active++;
+    return this.releaser();
+  }
+
+  async acquire(): Promise<() => void> {
+    if (this.active < this.limit) {
+      this.active++;
+      return this.releaser();
+    }
+    if (this.waiting.length >= MAX_WAITING)
+      throw new AppError('RATE_LIMITED', 'The function is busy.', { headers: { 'retry-after': '1' } });
+    // The slot is handed over by the run that releases it, so no caller arriving meanwhile takes it.
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    return this.releaser();
+  }
+
+  private releaser(): () => void {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.active--;
-      this.waiting.shift()?.();
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
     };
   }
 }
@@ -558,7 +572,7 @@ export class FunctionsService {
       limit = new Semaphore(numberOption(fn.options, 'concurrency'));
       this.limits.set(limitKey, limit);
     }
-    const release = await limit.acquire();
+    const release = limit.tryAcquire() ?? (await limit.acquire());
     try {
       const id = randomUUID();
       const trace = meta.trace ?? traceOf(null);
