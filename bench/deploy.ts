@@ -11,13 +11,21 @@
  * - `cold_start_ms`: the first run of the fresh version on B, as its invocation records it
  *   (a new worker thread plus loading the bundle), against `warm_ms`, a run right after.
  *
+ * Beside it, in the same run, the cold start of the same function loaded the old way, from
+ * B's functions folder, measured the same way: each round, once its worker has ended
+ * (`idle_timeout_s: 1`), a call of it starts a new one, and its invocation records the run
+ * (`reference_cold_start`). And the cold start as the `functions` suite measures it (a fresh
+ * worker pool in this process, one run of the same function: `in_process_cold_start`), a
+ * sample each round too, so that all three share whatever else the machine is doing.
+ *
  * BENCH_DEPLOYS rounds (default 20); p50 and p99 of each.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase } from './database.js';
+import { inProcessColdStarts, type InProcessColdStarts } from './functions.js';
 import { round } from './load.js';
 import { freePort, type ServerProcess } from './process.js';
 import { machine } from './report.js';
@@ -59,8 +67,26 @@ export async function call(
   return text ? (JSON.parse(text) as unknown) : null;
 }
 
+/**
+ * The function deployed each round, and the reference in B's folder: the same code. Its
+ * workers end after a second idle, so each round's call of the reference is a cold start.
+ */
 const source = (round: number) =>
-  `import { http } from 'basalt/functions';\nexport default http(async () => ({ round: ${round} }));\n`;
+  `import { http } from 'basalt/functions';\n` +
+  `export default http({ idle_timeout_s: 1 }, async () => ({ round: ${round} }));\n`;
+
+interface Invocation {
+  version: number;
+  cold_start: boolean;
+  duration_ms: number;
+}
+
+async function invocations(url: string, token: string, name: string, limit: number): Promise<Invocation[]> {
+  const answer = (await call(url, token, 'GET', `/v1/admin/functions/${name}/invocations?limit=${limit}`)) as {
+    invocations: Invocation[];
+  };
+  return answer.invocations;
+}
 
 export async function runDeploy(settings: Settings): Promise<string[]> {
   const rounds = Number(process.env.BENCH_DEPLOYS ?? '20');
@@ -70,10 +96,16 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
   const secretsKey = randomBytes(32).toString('hex');
   const dirs: string[] = [];
   const servers: ServerProcess[] = [];
+  let inProcess: InProcessColdStarts | null = null;
   try {
     for (let i = 0; i < 2; i++) {
       const dataDir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-deploy-'));
       dirs.push(dataDir);
+      // B (the second) loads the reference from its functions folder at start.
+      if (i === 1) {
+        await mkdir(path.join(dataDir, 'functions'));
+        await writeFile(path.join(dataDir, 'functions', 'bench_reference.ts'), source(0));
+      }
       const port = await freePort();
       servers.push(
         await startBasaltServer(
@@ -95,6 +127,11 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
     const liveMs: number[] = [];
     const coldMs: number[] = [];
     const warmMs: number[] = [];
+    const referenceMs: number[] = [];
+    const inProcessMs: number[] = [];
+    const inProcessFile = path.join(dirs[0] as string, 'bench_in_process.ts');
+    await writeFile(inProcessFile, source(0));
+    inProcess = await inProcessColdStarts(inProcessFile);
     for (let i = 1; i <= rounds; i++) {
       const started = performance.now();
       await call(a.url, serviceKey, 'PUT', '/v1/admin/functions/bench_live', {
@@ -112,20 +149,25 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
       }
       liveMs.push(performance.now() - started);
       await call(b.url, serviceKey, 'POST', '/v1/functions/bench_live', {});
-      const { invocations } = (await call(
-        b.url,
-        serviceKey,
-        'GET',
-        '/v1/admin/functions/bench_live/invocations?limit=2',
-      )) as {
-        invocations: Array<{ version: number; cold_start: boolean; duration_ms: number }>;
-      };
-      const cold = invocations.find((run) => run.version === i && run.cold_start);
-      const warm = invocations.find((run) => run.version === i && !run.cold_start);
+      const runs = await invocations(b.url, serviceKey, 'bench_live', 2);
+      const cold = runs.find((run) => run.version === i && run.cold_start);
+      const warm = runs.find((run) => run.version === i && !run.cold_start);
       if (cold) coldMs.push(cold.duration_ms);
       if (warm) warmMs.push(warm.duration_ms);
-      log(`deploy ${i}/${rounds}: live on B after ${round(liveMs.at(-1) ?? 0, 1)} ms`);
+
+      // The reference's worker has ended (a second idle, swept every 250 ms): a cold start.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await call(b.url, serviceKey, 'POST', '/v1/functions/bench_reference', {});
+      const [reference] = await invocations(b.url, serviceKey, 'bench_reference', 1);
+      if (reference?.cold_start) referenceMs.push(reference.duration_ms);
+      inProcessMs.push(await inProcess.once());
+      log(
+        `deploy ${i}/${rounds}: live on B after ${round(liveMs.at(-1) ?? 0, 1)} ms; cold start ` +
+          `${cold?.duration_ms ?? '?'} ms fresh, ${reference?.cold_start ? reference.duration_ms : '?'} ms reference, ` +
+          `${round(inProcessMs.at(-1) ?? 0, 1)} ms in process`,
+      );
     }
+    const ratio = round(percentile(coldMs, 50) / percentile(referenceMs, 50), 2);
     return [
       JSON.stringify({
         bench: 'functions.deploy',
@@ -133,16 +175,21 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
           deploys: rounds,
           deploy: summary(deployMs),
           live_on_b: summary(liveMs),
-          cold_start: summary(coldMs),
+          cold_start: { ...summary(coldMs), samples: coldMs.length },
+          reference_cold_start: { ...summary(referenceMs), samples: referenceMs.length },
+          in_process_cold_start: { ...summary(inProcessMs), samples: inProcessMs.length },
           warm: summary(warmMs),
         },
-        goal: { live_on_b_p99_ms_at_most: 5_000 },
-        met: percentile(liveMs, 99) <= 5_000,
+        // The fresh version's cold start p50 over the reference's, measured alike on B.
+        cold_start_vs_reference: ratio,
+        goal: { live_on_b_p99_ms_at_most: 5_000, cold_start_p50_ms_at_most: 50 },
+        met: percentile(liveMs, 99) <= 5_000 && percentile(coldMs, 50) <= 50,
         date: new Date().toISOString(),
         machine,
       }),
     ];
   } finally {
+    await inProcess?.close();
     for (const server of servers) await server.stop();
     await db.drop();
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });

@@ -279,23 +279,32 @@ async function load(
   };
 }
 
-/** Cold start: a fresh worker thread and the bundle's first load, measured in-process. */
-async function basaltColdStart(): Promise<number[]> {
+/** Cold starts of one function measured in this process: `once()` is one sample. */
+export interface InProcessColdStarts {
+  once(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * Cold start: a fresh worker thread and the bundle's first load, measured in-process (a pool
+ * of its own for each run of `file`, so nothing warm is reused). The deploy suite measures
+ * the same way, beside its deployed versions.
+ */
+export async function inProcessColdStarts(file: string): Promise<InProcessColdStarts> {
   const { WorkerPool } = await import('../server/modules/functions/pool.js');
   const { buildWorkerScript, bundleFunction, releaseBuilder } = await import('../server/modules/functions/loader.js');
   const { createLogger } = await import('../server/internal/log.js');
   const dir = await mkdtemp(path.join(tmpdir(), 'basalt-bench-cold-'));
-  try {
-    const script = await buildWorkerScript(dir);
-    const bundle = await bundleFunction(path.join(FIXTURE, 'basalt', 'hello.ts'), dir, 1);
-    await releaseBuilder();
-    const samples: number[] = [];
-    for (let i = 0; i < 30; i++) {
-      // A pool of its own each time: nothing warm to reuse.
+  const script = await buildWorkerScript(dir);
+  const bundle = await bundleFunction(file, dir, 1);
+  await releaseBuilder();
+  let runs = 0;
+  return {
+    async once() {
       const pool = new WorkerPool(script, createLogger('silent', { pretty: false }));
       const begin = performance.now();
       const outcome = await pool.run({
-        invocationId: `cold-${i}`,
+        invocationId: `cold-${++runs}`,
         bundle,
         exportName: 'default',
         input: {},
@@ -304,13 +313,23 @@ async function basaltColdStart(): Promise<number[]> {
         memoryMb: 128,
         rpc: async () => null,
       });
-      samples.push(performance.now() - begin);
+      const duration = performance.now() - begin;
       await pool.close();
       if (outcome.status !== 'succeeded') throw new Error(`cold start run failed: ${outcome.error}`);
-    }
+      return duration;
+    },
+    close: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+async function basaltColdStart(): Promise<number[]> {
+  const cold = await inProcessColdStarts(path.join(FIXTURE, 'basalt', 'hello.ts'));
+  try {
+    const samples: number[] = [];
+    for (let i = 0; i < 30; i++) samples.push(await cold.once());
     return samples;
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await cold.close();
   }
 }
 

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,9 @@ import { request, useTestApp, waitFor } from './helpers.js';
 /** The `basalt` command, spawned as a process against a running server. */
 const root = fileURLToPath(new URL('..', import.meta.url));
 const server = useTestApp();
+/** The package's `bin`, as `npx basalt` runs it: every test goes through it. */
+const bin = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: { basalt: string } }).bin
+  .basalt;
 let work: string;
 
 beforeAll(async () => {
@@ -34,7 +38,7 @@ function basalt(args: string[], options: { stdin?: string; env?: Record<string, 
   };
   delete env.NODE_OPTIONS;
   for (const [key, value] of Object.entries(options.env ?? {})) if (value === undefined) delete env[key];
-  const child = spawn(process.execPath, [path.join(root, 'bin', 'basalt.mjs'), ...args], {
+  const child = spawn(process.execPath, [path.join(root, bin), ...args], {
     cwd: work,
     env,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -171,5 +175,24 @@ describe('errors and exit codes', () => {
     const missingVersion = await run(['functions', 'rollback', 'hello', '99']);
     expect(missingVersion.code).toBe(1);
     expect(missingVersion.stderr).toMatch(/^basalt: NOT_FOUND: /);
+  });
+});
+
+describe('the CLI in docs/functions.md', () => {
+  const doc = readFileSync(path.join(root, 'docs', 'functions.md'), 'utf8');
+
+  it('comes first in the page, before the folder, which is local development', () => {
+    const cli = doc.indexOf('### The CLI');
+    const api = doc.indexOf('### The admin API');
+    const folder = doc.indexOf('## The functions folder (local development)');
+    expect(cli).toBeGreaterThan(0);
+    expect(cli).toBeLessThan(api);
+    expect(api).toBeLessThan(folder);
+    expect(doc.slice(folder)).toMatch(/When a folder file and an API deploy share a name/);
+  });
+
+  it('lists the exit codes the command uses, 0 to 4', () => {
+    const rows = [...doc.matchAll(/^\| ([0-9]+) +\| (.+?) +\|$/gm)].map((match) => Number(match[1]));
+    expect(rows).toEqual([0, 1, 2, 3, 4]);
   });
 });

@@ -43,7 +43,8 @@ describe('deploying through the admin API', () => {
     const deployed = await deploy(a, 'greeter', answering({ v: 1 }));
     expect(deployed.status).toBe(201);
     expect(deployed.body).toMatchObject({ name: 'greeter', version: 1, kind: 'http', trigger: {} });
-    expect(await servedWithin(a, 'greeter', { v: 1 }, 1_000)).toBeLessThan(1_000);
+    // The deploying instance has it live before the deploy call answers: its first call runs it.
+    expect((await call(a, 'greeter')).body).toEqual({ v: 1 });
     expect(await servedWithin(b, 'greeter', { v: 1 })).toBeLessThan(5_000);
 
     const second = await deploy(b, 'greeter', answering({ v: 2 }));
@@ -191,13 +192,11 @@ export default onDocument({ collection: 'items', on: 'create' ${extra} }, async 
     return rows.map((row) => row.data);
   }
 
-  it('handles each event once, by the version live when it committed, while 100+ commit around a deploy', async () => {
-    await createCollection(a, { name: 'items' });
-    await createCollection(a, { name: 'handled' });
-    expect((await deploy(a, 'recorder', recorder(1))).status).toBe(201);
-    // Both instances run the function's jobs.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-
+  /**
+   * Commits 50 events, then more while `change` (a deploy or a rollback) is in flight, then
+   * 60 after it, and waits until each is handled: returns the versions that handled each.
+   */
+  async function eventsAround(prefix: string, change: () => Promise<void>) {
     const before: string[] = [];
     const during: string[] = [];
     const after: string[] = [];
@@ -205,47 +204,66 @@ export default onDocument({ collection: 'items', on: 'create' ${extra} }, async 
       await a.sql.query(`INSERT INTO basalt_data.items (id, data) VALUES ($1, '{}')`, [id]);
     };
     for (let i = 0; i < 50; i++) {
-      before.push(`b${i}`);
-      await insert(`b${i}`);
+      before.push(`${prefix}b${i}`);
+      await insert(`${prefix}b${i}`);
     }
-    // Writes keep committing while the deploy is in flight: they may land on either side.
-    let deploying = true;
+    // Writes keep committing while the change is in flight: they may land on either side.
+    let changing = true;
     const concurrent = (async () => {
-      for (let i = 0; deploying; i++) {
-        during.push(`d${i}`);
-        await insert(`d${i}`);
+      for (let i = 0; changing; i++) {
+        during.push(`${prefix}d${i}`);
+        await insert(`${prefix}d${i}`);
       }
     })();
-    const second = await deploy(b, 'recorder', recorder(2));
-    deploying = false;
-    await concurrent;
-    expect(second.body).toMatchObject({ version: 2 });
-    for (let i = 0; i < 60; i++) {
-      after.push(`a${i}`);
-      await insert(`a${i}`);
+    try {
+      await change();
+    } finally {
+      changing = false;
+      await concurrent;
     }
-    const total = before.length + during.length + after.length;
-    expect(total).toBeGreaterThanOrEqual(110);
-    const rows = await waitFor(
-      `all ${total} events handled`,
-      async () => {
-        const got = await handled();
-        return got.length >= total ? got : null;
-      },
-      60_000,
-      200,
-    );
+    for (let i = 0; i < 60; i++) {
+      after.push(`${prefix}a${i}`);
+      await insert(`${prefix}a${i}`);
+    }
+    const ids = [...before, ...during, ...after];
+    expect(ids.length).toBeGreaterThanOrEqual(110);
+    const mine = async () => (await handled()).filter((row) => row.item.startsWith(prefix));
+    await waitFor(`all ${ids.length} events handled`, async () => (await mine()).length >= ids.length, 60_000, 200);
+    // Given time to (wrongly) run some twice.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const final = await handled();
-    expect(final.length).toBe(total);
-    expect(rows.length).toBe(total);
+    const final = await mine();
+    expect(final.length).toBe(ids.length);
+    expect(new Set(final.map((row) => row.event)).size).toBe(ids.length);
     const byItem = new Map<string, number[]>();
     for (const row of final) byItem.set(row.item, [...(byItem.get(row.item) ?? []), row.version]);
-    for (const id of [...before, ...during, ...after]) expect(byItem.get(id)?.length, id).toBe(1);
-    expect(new Set(final.map((row) => row.event)).size).toBe(total);
-    for (const id of before) expect(byItem.get(id), id).toEqual([1]);
-    for (const id of after) expect(byItem.get(id), id).toEqual([2]);
-  });
+    for (const id of ids) expect(byItem.get(id)?.length, id).toBe(1);
+    return { before, during, after, versionOf: (id: string) => byItem.get(id)?.[0] };
+  }
+
+  it('handles each event once, by the version live when it committed, while 100+ commit around a deploy', async () => {
+    await createCollection(a, { name: 'items' });
+    await createCollection(a, { name: 'handled' });
+    expect((await deploy(a, 'recorder', recorder(1))).status).toBe(201);
+    // Both instances run the function's jobs.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+
+    const deployed = await eventsAround('x', async () => {
+      expect((await deploy(b, 'recorder', recorder(2))).body).toMatchObject({ version: 2 });
+    });
+    for (const id of deployed.before) expect(deployed.versionOf(id), id).toBe(1);
+    for (const id of deployed.after) expect(deployed.versionOf(id), id).toBe(2);
+
+    // A rollback is a deploy of an old version: the same guarantees, the other way round.
+    const rolledBack = await eventsAround('y', async () => {
+      const rolled = await request(a.url, 'POST', '/v1/admin/functions/recorder/rollback', {
+        token: a.serviceKey,
+        body: { version: 1 },
+      });
+      expect(rolled.status).toBe(200);
+    });
+    for (const id of rolledBack.before) expect(rolledBack.versionOf(id), id).toBe(2);
+    for (const id of rolledBack.after) expect(rolledBack.versionOf(id), id).toBe(1);
+  }, 240_000);
 
   it('dead-letters the queued events of an undeployed function, and a redeploy can retry them', async () => {
     await createCollection(a, { name: 'slow_items' });
@@ -254,7 +272,7 @@ export default onDocument({ collection: 'items', on: 'create' ${extra} }, async 
       `import { onDocument } from 'basalt/functions';
 export default onDocument({ collection: 'slow_items', on: 'create', concurrency: 1, retries: 0 }, async (event, ctx) => {
   await new Promise((resolve) => setTimeout(resolve, 150));
-  await ctx.db.collection('slow_handled').add({ item: event.after?.id, version: ${version} });
+  await ctx.db.collection('slow_handled').add({ event: event.id, item: event.after?.id, version: ${version} });
 });
 `;
     expect((await deploy(a, 'slowpoke', slow(1))).status).toBe(201);
@@ -285,15 +303,21 @@ export default onDocument({ collection: 'slow_items', on: 'create', concurrency:
       200,
     );
     expect(dead.length).toBeGreaterThan(0);
-    // Nothing runs once undeployed.
+    // Nothing runs once undeployed, and no event is both run and dead-lettered.
     const ranBefore = (await a.sql.query('SELECT count(*)::int AS n FROM basalt_data.slow_handled')).rows[0] as {
       n: number;
     };
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const ranAfter = (await a.sql.query('SELECT count(*)::int AS n FROM basalt_data.slow_handled')).rows[0] as {
-      n: number;
-    };
-    expect(ranAfter.n).toBe(ranBefore.n);
+    const ran = await a.sql.query<{ event: string }>("SELECT data->>'event' AS event FROM basalt_data.slow_handled");
+    expect(ran.rowCount).toBe(ranBefore.n);
+    const deadAfter = await request(a.url, 'GET', '/v1/admin/functions/slowpoke/invocations?status=dead&limit=100', {
+      token: a.serviceKey,
+    });
+    const deadEvents = (deadAfter.body as { invocations: Invocation[] }).invocations.map((run) => run.event_id);
+    expect(deadEvents).toHaveLength(dead.length);
+    const ranEvents = ran.rows.map((row) => row.event);
+    expect(ranEvents.length + deadEvents.length).toBe(ids.length);
+    expect(new Set([...ranEvents, ...deadEvents]).size).toBe(ids.length);
 
     // Retried before a redeploy: refused; after it: run by the new version.
     const early = await request(a.url, 'POST', `/v1/admin/invocations/${dead[0]!.id}/retry`, { token: a.serviceKey });
@@ -314,14 +338,14 @@ export default onDocument({ collection: 'slow_items', on: 'create', concurrency:
       20_000,
       200,
     );
-  });
+  }, 120_000);
 });
 
 describe('secrets', () => {
   const reader = `import { http } from 'basalt/functions';
 export default http({ secrets: ['API_TOKEN'] }, async (_request, ctx) => {
   console.log('using', ctx.secrets.API_TOKEN);
-  return { token: ctx.secrets.API_TOKEN ?? null, other: ctx.secrets.OTHER_TOKEN ?? null };
+  return { token: ctx.secrets.API_TOKEN ?? null, other: ctx.secrets.OTHER_TOKEN ?? null, env: process.env.API_TOKEN ?? null };
 });
 `;
   const snoop = `import { http } from 'basalt/functions';
@@ -347,14 +371,19 @@ export default http(async (_request, ctx) => ({
     });
     expect((await deploy(a, 'reader', reader)).status).toBe(201);
     expect((await deploy(a, 'snoop', snoop)).status).toBe(201);
-    await servedWithin(b, 'reader', { token: 'tok-first-1234', other: null });
+    await servedWithin(b, 'reader', { token: 'tok-first-1234', other: null, env: null });
 
     // Rotated through A: B's warm worker sees the new value within 5 s.
     await request(a.url, 'PUT', '/v1/admin/secrets/API_TOKEN', {
       token: a.serviceKey,
       body: { value: 'tok-second-9876' },
     });
-    expect(await servedWithin(b, 'reader', { token: 'tok-second-9876', other: null })).toBeLessThan(5_000);
+    expect(await servedWithin(b, 'reader', { token: 'tok-second-9876', other: null, env: null })).toBeLessThan(5_000);
+    // Reached a warm worker: the run that saw the new value did not start a new one.
+    const latest = await request(b.url, 'GET', '/v1/admin/functions/reader/invocations?limit=1', {
+      token: b.serviceKey,
+    });
+    expect(latest.body).toMatchObject({ invocations: [{ cold_start: false, status: 'succeeded' }] });
 
     // Undeclared: not in ctx.secrets, not in process.env (nor the server's own keys).
     await servedWithin(b, 'snoop', { secrets: {}, env: null, keys: [] });

@@ -1,4 +1,5 @@
-import { randomBytes } from 'node:crypto';
+import { createDecipheriv, randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BasaltProcess } from './basalt-process.js';
 import { createTestDatabase, request, waitFor, type TestDatabase } from './helpers.js';
@@ -72,6 +73,26 @@ describe('deploys across processes', () => {
       5_000,
       50,
     );
+
+    // At rest: AES-256-GCM under BASALT_SECRETS_KEY, with the name as associated data.
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    const { rows } = await client
+      .query<{ name: string; iv: Buffer; ciphertext: Buffer; tag: Buffer }>(
+        "SELECT name, iv, ciphertext, tag FROM basalt.secrets WHERE name = 'SHARED_TOKEN'",
+      )
+      .finally(() => client.end());
+    const sealed = rows[0]!;
+    expect(sealed.ciphertext.toString('utf8')).not.toContain('shared-value');
+    const open = (key: Buffer, name: string) => {
+      const decipher = createDecipheriv('aes-256-gcm', key, sealed.iv);
+      decipher.setAAD(Buffer.from(name, 'utf8'));
+      decipher.setAuthTag(sealed.tag);
+      return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]).toString('utf8');
+    };
+    expect(open(Buffer.from(secretsKey, 'hex'), 'SHARED_TOKEN')).toBe('shared-value-2');
+    expect(() => open(randomBytes(32), 'SHARED_TOKEN')).toThrow();
+    expect(() => open(Buffer.from(secretsKey, 'hex'), 'OTHER_NAME')).toThrow();
 
     b.child.kill('SIGKILL');
     await b.exited();

@@ -1,8 +1,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createTestDatabase, request, startTestApp, waitFor, type TestApp, type TestDatabase } from './helpers.js';
 
 /**
  * The functions folder is deployed through the same path as the admin API: restarts mint no
@@ -20,13 +20,16 @@ afterAll(async () => {
   await rm(folder, { recursive: true, force: true });
 });
 
+// Each test starts instances one after another: slow on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
+
 const answering = (value: string) =>
   `import { http } from 'basalt/functions';\nexport default http(async () => ${JSON.stringify(value)});\n`;
 
-async function withInstance<T>(work: (app: TestApp) => Promise<T>): Promise<T> {
+async function withInstance<T>(work: (app: TestApp) => Promise<T>, env: Record<string, string> = {}): Promise<T> {
   const app = await startTestApp(
     database,
-    { BASALT_FUNCTIONS_DIR: folder },
+    { BASALT_FUNCTIONS_DIR: folder, ...env },
     { serviceKey: 'bsk_folder-deploy-test-key-0123456789abcdef' },
   );
   try {
@@ -95,5 +98,25 @@ describe('the functions folder', () => {
     await withInstance(async (app) => {
       expect((await request(app.url, 'POST', '/v1/functions/gone', { body: {} })).status).toBe(404);
     });
+  });
+
+  it('deploys a saved file through the same path while watching: a new version, listed like any deploy', async () => {
+    await withInstance(
+      async (app) => {
+        await writeFile(path.join(folder, 'saved.ts'), answering('first save'));
+        await waitFor('the saved file deployed', async () => (await callOf(app, 'saved')) === 'first save', 10_000);
+        await writeFile(path.join(folder, 'saved.ts'), answering('second save'));
+        await waitFor('the edit deployed', async () => (await callOf(app, 'saved')) === 'second save', 10_000);
+        expect((await versions(app, 'saved')).map((v) => [v.version, v.active, v.source])).toEqual([
+          [2, true, 'folder'],
+          [1, false, 'folder'],
+        ]);
+        const listed = await request(app.url, 'GET', '/v1/admin/functions', { token: app.serviceKey });
+        expect((listed.body as { functions: unknown[] }).functions).toContainEqual(
+          expect.objectContaining({ name: 'saved', version: 2, source: 'folder', file: 'saved.ts' }),
+        );
+      },
+      { BASALT_FUNCTIONS_WATCH: 'true' },
+    );
   });
 });
