@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFunction, buildWorkerScript, releaseBuilder } from '../server/modules/functions/loader.js';
 import { WorkerPool, type RunOutcome } from '../server/modules/functions/pool.js';
-import { silentLogger } from './helpers.js';
+import { silentLogger, waitFor } from './helpers.js';
 
 /**
  * The worker pool's hot path (docs/functions.md#performance): results cross as JSON text,
@@ -95,5 +95,82 @@ describe('function worker pool', () => {
     expect(second.cold).toBe(false);
     expect(first.status === 'succeeded' && first.value).toEqual({ seen: false, dbChanged: false });
     expect(second.status === 'succeeded' && second.value).toEqual({ seen: false, dbChanged: false });
+  });
+});
+
+describe('the spare worker', () => {
+  let spares: WorkerPool;
+  let script: string;
+
+  beforeAll(async () => {
+    script = await buildWorkerScript(path.join(dir, 'build-spares'));
+    spares = new WorkerPool(script, silentLogger, { idleMs: 800 });
+  });
+
+  afterAll(async () => {
+    await spares?.close();
+  });
+
+  const threadOf = (bundle: string) =>
+    spares.run({
+      invocationId: `spare-${++calls}`,
+      bundle,
+      exportName: 'default',
+      input: {},
+      env: {},
+      timeoutMs: 5_000,
+      memoryMb: 64,
+      keepWarm: 1,
+      rpc: async () => null,
+    });
+  const threadFunction = () =>
+    bundleOf(
+      `import { threadId } from 'node:worker_threads';\nexport default http(async () => ({ thread: threadId }));`,
+    );
+  /** The thread of the pool's spare worker for 64 MB, if it has one. */
+  const spareThread = () =>
+    (spares['spares'] as Map<number, { worker: { threadId: number } }>).get(64)?.worker.threadId;
+
+  it('is not started at rest, follows a cold start, and is taken by the next cold start of another function', async () => {
+    const [first, second] = [await threadFunction(), await threadFunction()];
+    spares.configure([
+      { functionName: 'first', bundle: first, exportName: 'default', memoryMb: 64, minWarm: 0, idleMs: 800 },
+      { functionName: 'second', bundle: second, exportName: 'default', memoryMb: 64, minWarm: 0, idleMs: 800 },
+    ]);
+    expect(spares.size).toEqual({ idle: 0, busy: 0, spare: 0 });
+    const cold = await threadOf(first);
+    expect(cold.cold).toBe(true);
+    expect(spares.size.spare).toBe(1);
+    const waiting = spareThread();
+    const next = await threadOf(second);
+    expect(next.cold).toBe(true);
+    expect(next.status === 'succeeded' && next.value).toEqual({ thread: waiting });
+    // Taken, and another started after the run for the next cold start.
+    expect(spares.size.spare).toBe(1);
+    expect(spareThread()).not.toBe(waiting);
+  });
+
+  it('ends after the idle timeout, so an idle instance keeps no thread', async () => {
+    await waitFor('the spare and the idle workers ended', async () =>
+      spares.size.spare === 0 && spares.size.idle === 0 ? true : null,
+    );
+  });
+
+  it('is started when a new version goes live, for the call a deploy is followed by', async () => {
+    const [first, replaced] = [await threadFunction(), await threadFunction()];
+    const capacity = { functionName: 'deployed', exportName: 'default', memoryMb: 64, minWarm: 0, idleMs: 800 };
+    // A function new to the instance goes live too.
+    spares.configure([{ ...capacity, bundle: first }]);
+    expect(spares.size.spare).toBe(1);
+    await waitFor('the unused spare ended', () => spares.size.spare === 0);
+    // The same set again (a periodic sync) starts nothing.
+    spares.configure([{ ...capacity, bundle: first }]);
+    expect(spares.size.spare).toBe(0);
+    spares.configure([{ ...capacity, bundle: replaced }]);
+    expect(spares.size.spare).toBe(1);
+    const waiting = spareThread();
+    const call = await threadOf(replaced);
+    expect(call.cold).toBe(true);
+    expect(call.status === 'succeeded' && call.value).toEqual({ thread: waiting });
   });
 });

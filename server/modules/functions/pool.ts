@@ -75,6 +75,9 @@ function poolKey(bundle: string, exportName: string, memoryMb: number): string {
   return `${bundle}|${exportName}|${memoryMb}`;
 }
 
+/** The key of a spare worker: started, with no function loaded yet. */
+const SPARE = '';
+
 const MAX_LOG_LINES = 200;
 const MAX_LOG_LINE = 4096;
 
@@ -135,6 +138,14 @@ export class WorkerPool {
    * function's name: their workers are never kept idle.
    */
   private readonly retired = new Map<string, string>();
+  /**
+   * One started worker per memory limit with no function in it, taken by the next cold start
+   * of any function with that limit: starting a thread and its runtime is most of a cold start,
+   * loading a bundle the least. Started after a cold start and when a new version goes live
+   * (after a deploy, the first call comes soon), never at rest; it ends after the idle timeout.
+   */
+  private readonly spares = new Map<number, PooledWorker>();
+  private configured = false;
 
   constructor(
     private readonly workerScript: string,
@@ -142,10 +153,10 @@ export class WorkerPool {
     private readonly options: { idleMs?: number; maxIdlePerKey?: number } = {},
   ) {}
 
-  get size(): { idle: number; busy: number } {
+  get size(): { idle: number; busy: number; spare: number } {
     let idle = 0;
     for (const list of this.idle.values()) idle += list.length;
-    return { idle, busy: this.busy.size };
+    return { idle, busy: this.busy.size, spare: this.spares.size };
   }
 
   /**
@@ -168,6 +179,18 @@ export class WorkerPool {
       if (this.busyCount(key) === 0) this.retired.delete(key);
     }
     for (const key of this.capacity.keys()) this.replenish(key);
+    if (this.configured) {
+      for (const [key, capacity] of this.capacity) if (!previous.has(key)) this.startSpare(capacity.memoryMb);
+    }
+    this.configured = true;
+    this.startSweeping();
+  }
+
+  private startSpare(memoryMb: number): void {
+    if (this.closed || this.spares.has(memoryMb)) return;
+    const spare = this.spawn(SPARE, memoryMb);
+    spare.idleSince = performance.now();
+    this.spares.set(memoryMb, spare);
     this.startSweeping();
   }
 
@@ -230,6 +253,10 @@ export class WorkerPool {
 
   /** Drops an idle worker that ended on its own, and starts another if its function keeps some warm. */
   private forget(pooled: PooledWorker): void {
+    if (pooled.key === SPARE) {
+      for (const [memoryMb, spare] of this.spares) if (spare === pooled) this.spares.delete(memoryMb);
+      return;
+    }
     const list = this.idle.get(pooled.key);
     const index = list?.indexOf(pooled) ?? -1;
     if (!list || index < 0) return;
@@ -243,6 +270,12 @@ export class WorkerPool {
     // The most recently used first: the others stay idle long enough to be let go.
     const pooled = list?.pop();
     if (pooled) return { pooled, cold: false };
+    const spare = this.spares.get(memoryMb);
+    if (spare) {
+      this.spares.delete(memoryMb);
+      spare.key = key;
+      return { pooled: spare, cold: true };
+    }
     return { pooled: this.spawn(key, memoryMb), cold: true };
   }
 
@@ -261,7 +294,7 @@ export class WorkerPool {
 
   /** Sweeps often enough for the shortest idle timeout: a quarter of it, from 250 ms to 10 s. */
   private startSweeping(): void {
-    if (this.sweeper || this.closed || this.idle.size === 0) return;
+    if (this.sweeper || this.closed || (this.idle.size === 0 && this.spares.size === 0)) return;
     let shortest = this.idleMs;
     for (const capacity of this.capacity.values()) shortest = Math.min(shortest, capacity.idleMs);
     this.sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(shortest / 4, 10_000)));
@@ -289,6 +322,12 @@ export class WorkerPool {
       for (const pooled of list.splice(0, stale)) void pooled.worker.terminate();
       if (list.length === 0) this.idle.delete(key);
       else if (spare > stale) reapable = true;
+    }
+    for (const [memoryMb, spare] of this.spares) {
+      if (spare.idleSince <= now - this.idleMs) {
+        this.spares.delete(memoryMb);
+        void spare.worker.terminate();
+      } else reapable = true;
     }
     if (!reapable && this.sweeper) {
       clearInterval(this.sweeper);
@@ -318,6 +357,8 @@ export class WorkerPool {
           void worker.terminate();
           this.replenish(pooled.key);
         }
+        // After the run, not during it: starting a thread would slow the very call it follows.
+        if (cold) this.startSpare(request.memoryMb);
         resolve(outcome);
       };
       const elapsed = () => Math.round(performance.now() - started);
@@ -420,8 +461,9 @@ export class WorkerPool {
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
-    const all = [...this.busy, ...[...this.idle.values()].flat()];
+    const all = [...this.busy, ...[...this.idle.values()].flat(), ...this.spares.values()];
     this.idle.clear();
+    this.spares.clear();
     this.busy.clear();
     await Promise.all(all.map((pooled) => pooled.worker.terminate()));
     this.log.debug('function workers stopped');
