@@ -153,6 +153,22 @@ export interface OfflineKit extends OrderKit, TabKit {
   sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
 }
 
+/**
+ * The kit as createClient hands it over: its parts in this order, an array rather than an
+ * object because every app's main bundle carries this call, and an array's minified form
+ * carries no property names.
+ */
+export type OfflineKitParts = [
+  OfflineKit['compareValues'],
+  OfflineKit['documentComparator'],
+  OfflineKit['fieldValue'],
+  OfflineKit['typeRank'],
+  OfflineKit['liveQueryOf'],
+  OfflineKit['sendOp'],
+  OfflineKit['tabChannel'],
+  OfflineKit['BasaltError'],
+];
+
 function docKey(collection: string, id: string): string {
   return `${collection}/${id}`;
 }
@@ -884,8 +900,19 @@ export function startOffline(
   realtime: RealtimeClient,
   auth: AuthClient,
   options: OfflineOptions,
-  kit: OfflineKit,
+  parts: OfflineKitParts,
 ): OfflineEngine {
+  const [compareValues, documentComparator, fieldValue, typeRank, liveQueryOf, sendOp, tabChannel, BasaltError] = parts;
+  const kit: OfflineKit = {
+    compareValues,
+    documentComparator,
+    fieldValue,
+    typeRank,
+    liveQueryOf,
+    sendOp,
+    tabChannel,
+    BasaltError,
+  };
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
   const storage =
     persistence === 'memory'
