@@ -217,11 +217,13 @@ function samePresence(known: PresenceEntry | undefined, entry: PresenceEntry): b
  * promise about what members send: the server does not check payloads.
  */
 export class RealtimeChannel<E extends object = ChannelEvents, P = unknown> {
-  private readonly membership: ChannelMembership;
+  declare private readonly membership: ChannelMembership;
 
   /** Made by the client's realtime connection: use `basalt.channel(name)`. */
   constructor(membership: ChannelMembership) {
-    this.membership = membership;
+    // Not enumerable: the channel shows no bookkeeping (a #private field would need helpers
+    // that bundles for older targets split into a chunk of their own, see src/tsconfig.json).
+    Object.defineProperty(this, 'membership', { value: membership });
   }
 
   get name(): string {

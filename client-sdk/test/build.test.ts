@@ -68,7 +68,7 @@ const APP_BEFORE_OFFLINE = 14_746;
 /**
  * What offline costs an app that does not use it: the db methods and snapshot flags every
  * client has (pendingWrites, waitForPendingWrites, onWriteError, fromCache, hasPendingWrites),
- * the seed of a cached live query and the lazy loader — 38 B when measured. Nothing more: the
+ * the seed of a cached live query and the lazy loader — 55 B when measured. Nothing more: the
  * SDK compiles class fields as assignments and has no #private fields (src/tsconfig.json), so
  * no esbuild helpers end up in a chunk shared with the engine. docs/offline.md.
  */
