@@ -207,6 +207,8 @@ export class OfflineEngine implements LiveQueries {
   declare private chain: Promise<void>;
   declare private writeQueued: boolean;
   declare private owner: boolean;
+  /** The last setOwner(true) under way (null: given up since). */
+  declare private claim: object | null;
   declare private flushing: boolean;
   declare private attempt: number;
   declare private timer: ReturnType<typeof setTimeout> | null;
@@ -257,6 +259,7 @@ export class OfflineEngine implements LiveQueries {
       chain: Promise.resolve(),
       writeQueued: false,
       owner: true,
+      claim: null,
       flushing: false,
       attempt: 0,
       timer: null,
@@ -324,12 +327,16 @@ export class OfflineEngine implements LiveQueries {
 
   /** Whether this tab sends the outbox (one tab at a time does). */
   setOwner(owns: boolean): void {
+    const claim = {};
+    this.claim = owns ? claim : null;
     if (!owns) this.owner = false;
     // What the previous owner left in flight is read first: it is sent again as it was.
     else
       void this.load(true)
         .catch(() => undefined)
         .then(() => {
+          // Not given up (or closed) meanwhile.
+          if (this.claim !== claim) return;
           this.owner = true;
           this.kick(true);
         });
@@ -341,6 +348,7 @@ export class OfflineEngine implements LiveQueries {
    */
   close(): void {
     this.owner = false;
+    this.claim = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const view of this.views) view.stop();
