@@ -217,27 +217,29 @@ function samePresence(known: PresenceEntry | undefined, entry: PresenceEntry): b
  * promise about what members send: the server does not check payloads.
  */
 export class RealtimeChannel<E extends object = ChannelEvents, P = unknown> {
-  readonly #membership: ChannelMembership;
+  declare private readonly membership: ChannelMembership;
 
   /** Made by the client's realtime connection: use `basalt.channel(name)`. */
   constructor(membership: ChannelMembership) {
-    this.#membership = membership;
+    // Not enumerable: the channel shows no bookkeeping (a #private field would need helpers
+    // that bundles for older targets split into a chunk of their own, see src/tsconfig.json).
+    Object.defineProperty(this, 'membership', { value: membership });
   }
 
   get name(): string {
-    return this.#membership.name;
+    return this.membership.name;
   }
 
   on<K extends keyof E & string>(type: 'broadcast', event: K, callback: (payload: E[K]) => void): this;
   on(type: 'presence', callback: PresenceCallback<P>): this;
   on(type: 'broadcast' | 'presence', ...args: unknown[]): this {
-    this.#membership.on(type, args);
+    this.membership.on(type, args);
     return this;
   }
 
   /** Joins the channel; resolves once the server confirmed (presence state known). */
   subscribe(): Promise<void> {
-    return this.#membership.subscribe();
+    return this.membership.subscribe();
   }
 
   /**
@@ -245,21 +247,21 @@ export class RealtimeChannel<E extends object = ChannelEvents, P = unknown> {
    * acknowledgement. Throws INVALID_REQUEST before subscribe().
    */
   send<K extends keyof E & string>(event: K, payload: E[K]): Promise<SendResult> {
-    return this.#membership.send(event, payload);
+    return this.membership.send(event, payload);
   }
 
   /** Shares this client's presence payload with the channel (replacing the previous one). */
   track(payload: P): Promise<void> {
-    return this.#membership.track(payload);
+    return this.membership.track(payload);
   }
 
   unsubscribe(): Promise<void> {
-    return this.#membership.unsubscribe();
+    return this.membership.unsubscribe();
   }
 
   /** The current presence state. */
   presenceState(): PresenceState<P> {
     // Members track what P says (see the class comment).
-    return this.#membership.presenceState() as PresenceState<P>;
+    return this.membership.presenceState() as PresenceState<P>;
   }
 }

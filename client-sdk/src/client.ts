@@ -84,23 +84,20 @@ function warnNoSessionStorage(): void {
 
 /** Live queries through the offline engine, which loads asynchronously: subscribed once it is there. */
 function deferred(engine: Promise<OfflineEngine>): LiveQueries {
-  const once = (start: (ready: OfflineEngine) => () => void): (() => void) => {
-    let stop: (() => void) | undefined;
-    let stopped = false;
-    void engine.then(async (ready) => {
-      await ready.ready;
-      if (!stopped) stop = start(ready);
-    });
-    return () => {
-      stopped = true;
-      stop?.();
+  const later =
+    (method: keyof LiveQueries) =>
+    (...args: unknown[]): (() => void) => {
+      // undefined: not subscribed yet; null: stopped.
+      let stop: (() => void) | undefined | null;
+      void engine.then((ready) => {
+        if (stop === undefined) stop = (ready[method] as (...args: unknown[]) => () => void)(...args);
+      });
+      return () => {
+        stop?.();
+        stop = null;
+      };
     };
-  };
-  return {
-    subscribe: (target, onSnapshot, onError) => once((ready) => ready.subscribe(target, onSnapshot, onError)),
-    subscribeAggregate: (target, onGroups, onError) =>
-      once((ready) => ready.subscribeAggregate(target, onGroups, onError)),
-  };
+  return { subscribe: later('subscribe'), subscribeAggregate: later('subscribeAggregate') };
 }
 
 export function createClient(url: string, options: ClientOptions = {}): BasaltClient {
@@ -127,18 +124,21 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
       void realtime.setAuth(session?.access_token ?? null, event === 'SIGNED_IN' || event === 'SIGNED_OUT'),
   );
   const offline = options.offline
-    ? import('./offline/engine.js').then((m) =>
-        m.startOffline(http, realtime, auth, options.offline ?? {}, {
-          compareValues,
-          documentComparator,
-          fieldValue,
-          typeRank,
-          liveQueryOf,
-          sendOp,
-          tabChannel,
-          BasaltError,
-        }),
-      )
+    ? import('./offline/engine.js')
+        .then((m) =>
+          m.startOffline(http, realtime, auth, options.offline ?? {}, [
+            compareValues,
+            documentComparator,
+            fieldValue,
+            typeRank,
+            liveQueryOf,
+            sendOp,
+            tabChannel,
+            BasaltError,
+          ]),
+        )
+        // Ready: its cache and outbox are read.
+        .then(async (engine) => (await engine.ready, engine))
     : undefined;
   return {
     url: http.baseUrl,

@@ -9,10 +9,10 @@ export interface PublishOptions {
 }
 
 export class EventsClient {
-  readonly #http: HttpTransport;
+  private readonly http: HttpTransport;
 
   constructor(http: HttpTransport) {
-    this.#http = http;
+    this.http = http;
   }
 
   /**
@@ -21,7 +21,7 @@ export class EventsClient {
    * signed out). Resolves with the event's id once the event is durable.
    */
   publish(topic: string, payload: unknown, options: PublishOptions = {}): Promise<{ id: string }> {
-    return this.#http.request<{ id: string }>('POST', `/v1/events/${encodeURIComponent(topic)}`, {
+    return this.http.request<{ id: string }>('POST', `/v1/events/${encodeURIComponent(topic)}`, {
       payload,
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.delaySeconds === undefined ? {} : { delay_seconds: options.delaySeconds }),

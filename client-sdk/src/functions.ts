@@ -2,10 +2,10 @@
 import type { HttpTransport } from './transport.js';
 
 export class FunctionsClient {
-  readonly #http: HttpTransport;
+  private readonly http: HttpTransport;
 
   constructor(http: HttpTransport) {
-    this.#http = http;
+    this.http = http;
   }
 
   /**
@@ -15,6 +15,6 @@ export class FunctionsClient {
    * result's type as the function defines it: the SDK does not check it.
    */
   invoke<R = unknown>(name: string, body?: unknown): Promise<R> {
-    return this.#http.request<R>('POST', `/v1/functions/${encodeURIComponent(name)}`, body);
+    return this.http.request<R>('POST', `/v1/functions/${encodeURIComponent(name)}`, body);
   }
 }

@@ -103,7 +103,7 @@ export class RealtimeClient implements LiveQueries {
   private readonly acks = new Map<string, (result: SendResult) => void>();
 
   /** What channels talk through: the socket's internals, kept off the client's public surface. */
-  readonly #channelHost: ChannelHost = {
+  private readonly channelHost: ChannelHost = {
     connected: () => this.isOpen(),
     send: (frame) => this.send(frame),
     broadcast: (frame) => this.broadcast(frame),
@@ -150,7 +150,7 @@ export class RealtimeClient implements LiveQueries {
   channel<E extends object = ChannelEvents, P = unknown>(name: string): RealtimeChannel<E, P> {
     let membership = this.channels.get(name);
     if (!membership) {
-      membership = new ChannelMembership(name, this.#channelHost);
+      membership = new ChannelMembership(name, this.channelHost);
       this.channels.set(name, membership);
     }
     // Event and presence types are the app's statement about the channel's payloads.

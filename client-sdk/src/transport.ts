@@ -40,13 +40,13 @@ export class HttpTransport {
   /** The fetch in use (the one given to createClient, or the global one). */
   readonly fetchImpl: typeof globalThis.fetch;
   private accessToken: () => string | null | Promise<string | null> = () => null;
-  readonly #retry: Required<RetryOptions>;
+  private readonly retry: Required<RetryOptions>;
 
   /** `retry: false` sends every request once. */
   constructor(baseUrl: string, fetchImpl: typeof globalThis.fetch, retry: RetryOptions | false = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.fetchImpl = fetchImpl;
-    this.#retry =
+    this.retry =
       retry === false
         ? { attempts: 1, maxDelayMs: 0 }
         : { attempts: Math.max(1, retry.attempts ?? 3), maxDelayMs: retry.maxDelayMs ?? 5_000 };
@@ -91,9 +91,9 @@ export class HttpTransport {
         throw new BasaltError('UNAVAILABLE', 'The Basalt server could not be reached.', { status: 0, cause });
       }
       if (response.ok) return response;
-      if (replayable && attempt < this.#retry.attempts && RETRIED_STATUSES.has(response.status)) {
-        const delay = retryDelay(response.headers.get('retry-after'), attempt, this.#retry.maxDelayMs);
-        if (delay <= this.#retry.maxDelayMs) {
+      if (replayable && attempt < this.retry.attempts && RETRIED_STATUSES.has(response.status)) {
+        const delay = retryDelay(response.headers.get('retry-after'), attempt, this.retry.maxDelayMs);
+        if (delay <= this.retry.maxDelayMs) {
           await response.body?.cancel().catch(() => undefined);
           await new Promise((resolve) => setTimeout(resolve, delay));
           continue;

@@ -13,6 +13,8 @@ export class Proxy {
   blocked = false;
   private dropPattern: RegExp | null = null;
   dropped = 0;
+  /** The requests that went through: method, path and Idempotency-Key (null: none). */
+  readonly requests: Array<{ method: string; path: string; idempotencyKey: string | null }> = [];
   private readonly sockets = new Set<net.Socket>();
   private constructor(
     private readonly server: net.Server,
@@ -29,6 +31,13 @@ export class Proxy {
       self.sockets.add(client).add(upstream);
       let victim = false;
       client.on('data', (chunk: Buffer) => {
+        const head = /^(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP\/1\.1\r\n(?:[^\r]*\r\n)*?\r\n/.exec(
+          chunk.toString('latin1'),
+        );
+        if (head) {
+          const key = /^idempotency-key: *([^\r]*)\r$/im.exec(head[0]);
+          self.requests.push({ method: head[1] as string, path: head[2] as string, idempotencyKey: key?.[1] ?? null });
+        }
         if (self.dropPattern?.test(chunk.toString('latin1'))) {
           self.dropPattern = null;
           victim = true;

@@ -357,3 +357,133 @@ describe('the network between client and server', () => {
     live.stop();
   }, 20_000);
 });
+
+describe('sending the outbox in batches', () => {
+  let proxy: Proxy;
+  beforeAll(async () => {
+    proxy = await Proxy.start(server.url);
+  });
+  afterAll(async () => {
+    await proxy.close();
+  });
+
+  /** The writes of /v1/db that went through the proxy since `from`, as `METHOD path`. */
+  const dbWrites = (from = 0) =>
+    proxy.requests
+      .slice(from)
+      .filter((r) => r.method !== 'GET' && r.path.startsWith('/v1/db/') && !r.path.endsWith('/query'))
+      .map((r) => `${r.method} ${r.path.replace(/\/[A-Za-z0-9_-]{20}$/, '/:id')}`);
+
+  it('sends queued writes as one batch; a batch whose answer was lost goes again as it was, with its key, after a reload too', async () => {
+    const phone = device();
+    let basalt = phone.open(proxy.url);
+    await basalt.auth.signUp({ email: uniqueEmail('offline'), password: STRONG_PASSWORD });
+    const tag = uniqueEmail('batched');
+    const counter = await basalt.db.collection('notes').add({ title: 'batched counter', tag: 'counter', n: 0 });
+    const errors: BasaltError[] = [];
+    basalt.db.onWriteError((error) => errors.push(error));
+
+    proxy.blocked = true;
+    proxy.cut();
+    for (let i = 0; i < 19; i++) await basalt.db.collection('notes').add({ title: `batched ${i}`, tag });
+    await basalt.db
+      .collection('notes')
+      .doc(counter.id)
+      .update({ n: increment(1) });
+    expect(basalt.db.pendingWrites()).toBe(20);
+
+    // The server applies the batch; its answer never arrives; the network goes again.
+    const from = proxy.requests.length;
+    const dropped = proxy.dropped;
+    proxy.dropNextAnswerTo(/^POST \/v1\/db\/batch /);
+    proxy.blocked = false;
+    await waitFor('the batch applied, its answer lost', () => proxy.dropped === dropped + 1);
+    proxy.blocked = true;
+    proxy.cut();
+
+    // Reload, and queue one more write behind the batch in flight.
+    basalt = phone.open(proxy.url);
+    await basalt.db
+      .collection('notes')
+      .doc(counter.id)
+      .update({ n: increment(10) });
+    // The first write was on the wire alone when the network went (its fate unknown): it went
+    // again alone; the 19 behind it as the batch, still queued.
+    expect(basalt.db.pendingWrites()).toBe(20);
+    proxy.blocked = false;
+    await basalt.db.waitForPendingWrites();
+
+    const writes = proxy.requests.slice(from).filter((r) => r.path.startsWith('/v1/db/') && r.method !== 'GET');
+    const batches = writes.filter((r) => r.path === '/v1/db/batch');
+    expect(batches.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(batches.map((r) => r.idempotencyKey)).size).toBe(1);
+    // Then the write queued after the batch, on its own.
+    const sent = dbWrites(from);
+    expect(sent[0]).toBe('POST /v1/db/notes');
+    expect(sent.slice(1, -1).every((w) => w === 'POST /v1/db/batch')).toBe(true);
+    expect(sent.at(-1)).toBe('PATCH /v1/db/notes/:id');
+    expect(errors).toEqual([]);
+    const doc = (await request(server.url, 'GET', `/v1/db/notes/${counter.id}`, { token: server.serviceKey }))
+      .body as Doc;
+    expect(doc.data).toMatchObject({ n: 11 });
+    expect(doc.version).toBe(3);
+    const created = await request(server.url, 'POST', '/v1/db/notes/count', {
+      token: server.serviceKey,
+      body: { where: [['tag', '==', tag]] },
+    });
+    expect(created.body).toEqual({ count: 19 });
+  }, 30_000);
+
+  it('isolates a write refused inside a batch: rolled back and reported, the others land once and in order', async () => {
+    const basalt = device().open(proxy.url);
+    await basalt.auth.signUp({ email: uniqueEmail('offline'), password: STRONG_PASSWORD });
+    const todos = basalt.db.collection<Todo>('todos');
+    const first = await todos.add({ title: 'first', done: false });
+    const errors: Array<[BasaltError, PendingWrite]> = [];
+    basalt.db.onWriteError((error, write) => errors.push([error, write]));
+    const live = watch<Todo>(todos.orderBy('title'));
+    await waitFor('the live list', () => live.snaps.some((s) => !s.fromCache && s.docs.length === 1));
+
+    proxy.blocked = true;
+    proxy.cut();
+    await waitFor('offline', () => live.last().fromCache);
+    await todos.add({ title: 'before', done: false });
+    await todos.doc(first.id).update({ done: true });
+    await todos.add({ title: 'refused', done: false });
+    await todos.doc(first.id).update({ title: 'first, renamed' });
+    await todos.add({ title: 'after', done: false });
+    expect(titles(live.last())).toEqual(['after', 'before', 'first, renamed', 'refused']);
+
+    const from = proxy.requests.length;
+    proxy.blocked = false;
+    await basalt.db.waitForPendingWrites();
+
+    // The first write was on the wire when the network went: it goes again alone. The batch of
+    // the next four fails as a whole; the write before the refused one goes again, the refused
+    // one alone (and is refused again), the two after it together.
+    expect(dbWrites(from)).toEqual([
+      'POST /v1/db/todos',
+      'POST /v1/db/batch',
+      'PATCH /v1/db/todos/:id',
+      'POST /v1/db/todos',
+      'POST /v1/db/batch',
+    ]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]?.[0]).toMatchObject({ code: 'FORBIDDEN', status: 403 });
+    expect(errors[0]?.[0].details?.index).toBeUndefined();
+    expect(errors[0]?.[1].ops).toMatchObject([{ op: 'create', data: { title: 'refused' } }]);
+    await waitFor('the refused write rolled back', () => !live.last().hasPendingWrites && !live.last().fromCache);
+    expect(titles(live.last())).toEqual(['after', 'before', 'first, renamed']);
+    const kept = await request(server.url, 'POST', '/v1/db/todos/query', {
+      token: server.serviceKey,
+      body: { where: [['owner', '==', basalt.auth.user?.id]], order_by: [['title', 'asc']] },
+    });
+    const docs = (kept.body as { docs: Array<Doc<Todo>> }).docs;
+    expect(docs.map((doc) => [doc.data.title, doc.data.done, doc.version])).toEqual([
+      ['after', false, 1],
+      ['before', false, 1],
+      ['first, renamed', true, 3],
+    ]);
+    live.stop();
+  }, 30_000);
+});

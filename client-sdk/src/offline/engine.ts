@@ -91,6 +91,17 @@ interface View {
   stop: () => void;
 }
 
+/**
+ * The request on the wire (or about to go): the writes it carries and its Idempotency-Key.
+ * Stored before it is sent, so after a lost answer — in this tab, after a reload or in the
+ * tab that takes over — exactly this request goes again with its key, and the server
+ * answers it from its first run rather than applying it twice.
+ */
+interface InFlight {
+  key: string;
+  writes: string[];
+}
+
 interface Waiter {
   resolve(results: unknown[]): void;
   reject(error: unknown): void;
@@ -102,6 +113,10 @@ const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;
 /** After a failed call, reads answer from the cache at once for this long before trying the server again. */
 const OFFLINE_READ_MS = 2_000;
+/** The server's bound on one `POST /v1/db/batch`. */
+const MAX_BATCH_OPS = 500;
+/** The JSON of one batch stays under this (the server's body limit is 2 MiB by default). */
+const MAX_BATCH_BYTES = 512 * 1024;
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
 /** A 20-character random id, as the server generates them. */
@@ -138,6 +153,22 @@ export interface OfflineKit extends OrderKit, TabKit {
   sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
 }
 
+/**
+ * The kit as createClient hands it over: its parts in this order, an array rather than an
+ * object because every app's main bundle carries this call, and an array's minified form
+ * carries no property names.
+ */
+export type OfflineKitParts = [
+  OfflineKit['compareValues'],
+  OfflineKit['documentComparator'],
+  OfflineKit['fieldValue'],
+  OfflineKit['typeRank'],
+  OfflineKit['liveQueryOf'],
+  OfflineKit['sendOp'],
+  OfflineKit['tabChannel'],
+  OfflineKit['BasaltError'],
+];
+
 function docKey(collection: string, id: string): string {
   return `${collection}/${id}`;
 }
@@ -170,9 +201,14 @@ export class OfflineEngine implements LiveQueries {
   declare private readonly errorListeners: Set<WriteErrorListener>;
   declare private readonly changeListeners: Set<(changes: OfflineChange[]) => void>;
   declare private dirty: Map<string, OfflineChange>;
+  declare private inFlight: InFlight | null;
+  /** Writes to send alone: they were in a batch the server refused as a whole (see flush). */
+  declare private readonly solo: Set<string>;
   declare private chain: Promise<void>;
   declare private writeQueued: boolean;
   declare private owner: boolean;
+  /** The last setOwner(true) under way (null: given up since). */
+  declare private claim: object | null;
   declare private flushing: boolean;
   declare private attempt: number;
   declare private timer: ReturnType<typeof setTimeout> | null;
@@ -218,9 +254,12 @@ export class OfflineEngine implements LiveQueries {
       errorListeners: new Set<WriteErrorListener>(),
       changeListeners: new Set<(changes: OfflineChange[]) => void>(),
       dirty: new Map<string, OfflineChange>(),
+      inFlight: null,
+      solo: new Set<string>(),
       chain: Promise.resolve(),
       writeQueued: false,
       owner: true,
+      claim: null,
       flushing: false,
       attempt: 0,
       timer: null,
@@ -233,7 +272,7 @@ export class OfflineEngine implements LiveQueries {
 
   private async start(): Promise<void> {
     try {
-      await this.load();
+      await this.load(true);
     } catch {
       // No usable IndexedDB (private mode, blocked): the app still works, with a memory cache.
       this.storage = memoryPersistence();
@@ -256,8 +295,12 @@ export class OfflineEngine implements LiveQueries {
     this.kick();
   }
 
-  /** Reads the cache and the outbox from storage (at start, and when another tab changed them). */
-  async load(): Promise<void> {
+  /**
+   * Reads the cache and the outbox from storage (at start, and when another tab changed them).
+   * The request in flight is read at start and when this tab takes the outbox over; while it
+   * sends, this tab alone changes it, and a re-read must not put an older one back.
+   */
+  async load(taking = !this.owner): Promise<void> {
     // What this tab queued is stored first, so the re-read has it.
     await this.chain;
     const all = (store: OfflineStoreName) => this.storage.getAll(store);
@@ -274,6 +317,7 @@ export class OfflineEngine implements LiveQueries {
       }
     }
     this.user = (meta.find(([key]) => key === 'user')?.[1] as string | null | undefined) ?? this.user;
+    if (taking) this.inFlight = (meta.find(([key]) => key === 'inflight')?.[1] as InFlight | undefined) ?? null;
     // Another tab sent the last of them: waitForPendingWrites() here is done too.
     if (this.outbox.length === 0) for (const resolve of this.idle.splice(0)) resolve();
     this.renderAll();
@@ -283,8 +327,19 @@ export class OfflineEngine implements LiveQueries {
 
   /** Whether this tab sends the outbox (one tab at a time does). */
   setOwner(owns: boolean): void {
-    this.owner = owns;
-    if (owns) this.kick(true);
+    const claim = {};
+    this.claim = owns ? claim : null;
+    if (!owns) this.owner = false;
+    // What the previous owner left in flight is read first: it is sent again as it was.
+    else
+      void this.load(true)
+        .catch(() => undefined)
+        .then(() => {
+          // Not given up (or closed) meanwhile.
+          if (this.claim !== claim) return;
+          this.owner = true;
+          this.kick(true);
+        });
   }
 
   /**
@@ -293,6 +348,7 @@ export class OfflineEngine implements LiveQueries {
    */
   close(): void {
     this.owner = false;
+    this.claim = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const view of this.views) view.stop();
@@ -650,6 +706,8 @@ export class OfflineEngine implements LiveQueries {
     this.docs.clear();
     this.queries.clear();
     this.outbox = [];
+    this.inFlight = null;
+    this.solo.clear();
     this.fresh.clear();
     this.gone.clear();
     this.dirty.clear();
@@ -679,16 +737,24 @@ export class OfflineEngine implements LiveQueries {
     if (!this.timer) void this.flush();
   }
 
+  /**
+   * Sends the outbox in order, as few requests as it takes: consecutive writes go together
+   * in one `POST /v1/db/batch` (see plan). A batch is all or nothing, so a write the server
+   * refuses fails its whole batch: the writes before it are then sent again as a batch of
+   * their own, the refused one alone (its own request and its own answer), and the queue goes on.
+   */
   private async flush(): Promise<void> {
     if (this.flushing || !this.owner) return;
     this.flushing = true;
     try {
-      for (let write = this.outbox[0]; write; write = this.outbox[0]) {
+      for (let writes = this.plan(); writes.length > 0; writes = this.plan()) {
         let results: unknown[];
         try {
-          results = await this.send(write);
+          results = await this.send(writes);
         } catch (error) {
-          if (this.outbox[0] !== write) continue;
+          if (!this.owner) return;
+          // Cleared under the request (sign-out): nothing of it is left to send.
+          if (!this.outbox.some((write) => writes.some((sent) => sent.key === write.key))) continue;
           if (retryable(error)) {
             this.unreachable();
             for (const key of [...this.waiters.keys()]) this.tell(key);
@@ -700,11 +766,13 @@ export class OfflineEngine implements LiveQueries {
             (this.timer as { unref?: () => void }).unref?.();
             return;
           }
-          this.settle(write, null, error as BasaltError);
+          this.attempt = 0;
+          if (writes.length === 1) this.settle(writes, null, error as BasaltError);
+          else this.isolate(writes, error as BasaltError);
           continue;
         }
         this.attempt = 0;
-        if (this.outbox[0] === write) this.settle(write, results, null);
+        this.settle(writes, results, null);
       }
       for (const resolve of this.idle.splice(0)) resolve();
     } finally {
@@ -712,48 +780,126 @@ export class OfflineEngine implements LiveQueries {
     }
   }
 
-  /** One write on the wire, with its Idempotency-Key: a retry after a lost answer gets the first answer. */
-  private async send(write: PendingWrite): Promise<unknown[]> {
-    const headers = { 'idempotency-key': write.key };
-    if (write.batch) {
+  /**
+   * The writes of the next request: the one in flight again if there is one (its answer was
+   * lost), else the first queued write alone when it must go alone, else the queued writes
+   * from the first up to the server's bound on a batch or the next write that goes alone.
+   */
+  private plan(): PendingWrite[] {
+    const byKey = new Map(this.outbox.map((write) => [write.key, write]));
+    if (this.inFlight) {
+      const writes = this.inFlight.writes.flatMap((key) => byKey.get(key) ?? []);
+      if (writes.length === this.inFlight.writes.length) return writes;
+      this.inFlight = null; // cleared (sign-out) under it
+    }
+    const planned: PendingWrite[] = [];
+    let ops = 0;
+    let bytes = 0;
+    for (const write of this.outbox) {
+      const size = JSON.stringify(write.ops).length;
+      if (this.solo.has(write.key)) return planned.length > 0 ? planned : [write];
+      if (planned.length > 0 && (ops + write.ops.length > MAX_BATCH_OPS || bytes + size > MAX_BATCH_BYTES)) break;
+      planned.push(write);
+      ops += write.ops.length;
+      bytes += size;
+    }
+    return planned;
+  }
+
+  /**
+   * A batch of several writes the server refused as a whole (not for the network): the
+   * refusal names the failing op (`details.index`), whose write is then sent alone and
+   * the writes before it together again; without an index, each of them goes alone.
+   */
+  private isolate(writes: PendingWrite[], error: BasaltError): void {
+    this.forget();
+    const index = error.details?.index;
+    let end = 0;
+    const failing = typeof index === 'number' ? writes.find((write) => (end += write.ops.length) > index) : undefined;
+    for (const write of failing ? [failing] : writes) this.solo.add(write.key);
+  }
+
+  /** The request in flight got its final answer: its key is not to be sent again. */
+  private forget(): void {
+    this.inFlight = null;
+    this.put('meta', 'inflight', undefined);
+  }
+
+  /**
+   * The writes on the wire as one request, with its Idempotency-Key: a write alone as before
+   * (its own key), several as one batch (a key of their own). What is sent is stored first,
+   * so a retry after a lost answer sends the same request with the same key and gets the
+   * first answer.
+   */
+  private async send(writes: PendingWrite[]): Promise<unknown[]> {
+    const [first] = writes as [PendingWrite];
+    const keys = writes.map((write) => write.key);
+    let inFlight = this.inFlight;
+    if (inFlight?.writes.join() !== keys.join()) {
+      const key = writes.length === 1 ? first.key : `${first.key}+${writes.length}+${digest(keys)}`;
+      inFlight = this.inFlight = { key, writes: keys };
+      this.put('meta', 'inflight', inFlight);
+      await this.chain;
+    }
+    const headers = { 'idempotency-key': inFlight.key };
+    if (writes.length > 1 || first.batch) {
       const answer = await this.http.request<{ results: unknown[] }>(
         'POST',
         '/v1/db/batch',
-        { ops: write.ops },
+        { ops: writes.flatMap((write) => write.ops) },
         headers,
       );
       return answer.results;
     }
-    return [(await this.kit.sendOp(this.http, write.ops[0] as PendingOp, headers)) ?? null];
+    return [(await this.kit.sendOp(this.http, first.ops[0] as PendingOp, headers)) ?? null];
   }
 
-  /** A write answered: out of the outbox, its documents into the cache (or rolled back when refused). */
-  private settle(write: PendingWrite, results: unknown[] | null, error: BasaltError | null): void {
-    this.outbox.shift();
-    this.put('outbox', write.key, undefined);
-    write.ops.forEach((op, i) => {
-      const key = docKey(op.collection, op.id);
-      const doc = results?.[i] as Doc | null | undefined;
-      if (!results) return;
-      if (op.op === 'delete') {
-        this.gone.set(key, this.docs.get(key)?.doc.version ?? Number.MAX_SAFE_INTEGER);
-        this.docs.delete(key);
-        this.put('docs', key, undefined);
-      } else if (doc && doc.data !== null) {
-        this.cacheDoc(doc);
-        this.fresh.set(key, doc.version);
+  /**
+   * Writes answered (results: theirs, one after the other) or one refused: out of the outbox,
+   * their documents into the cache, or its local effect rolled back and the refusal reported.
+   */
+  private settle(writes: PendingWrite[], results: unknown[] | null, error: BasaltError | null): void {
+    const settled = new Set(writes.map((write) => write.key));
+    // Cleared under the request (sign-out): nothing of it is kept.
+    if (!this.outbox.some((write) => settled.has(write.key))) return;
+    this.forget();
+    this.outbox = this.outbox.filter((write) => !settled.has(write.key));
+    let offset = 0;
+    for (const write of writes) {
+      this.solo.delete(write.key);
+      this.put('outbox', write.key, undefined);
+      const own = results?.slice(offset, (offset += write.ops.length)) ?? null;
+      write.ops.forEach((op, i) => {
+        const key = docKey(op.collection, op.id);
+        const doc = own?.[i] as Doc | null | undefined;
+        if (!own) return;
+        if (op.op === 'delete') {
+          this.gone.set(key, this.docs.get(key)?.doc.version ?? Number.MAX_SAFE_INTEGER);
+          this.docs.delete(key);
+          this.put('docs', key, undefined);
+        } else if (doc && doc.data !== null) {
+          this.cacheDoc(doc);
+          this.fresh.set(key, doc.version);
+        }
+      });
+      const waiter = this.waiters.get(write.key);
+      this.waiters.delete(write.key);
+      if (waiter) {
+        if (error) waiter.reject(error);
+        else waiter.resolve(own ?? []);
+      } else if (error) {
+        for (const listener of this.errorListeners) listener(error, write);
       }
-    });
-    this.renderAll();
-    const waiter = this.waiters.get(write.key);
-    this.waiters.delete(write.key);
-    if (waiter) {
-      if (error) waiter.reject(error);
-      else waiter.resolve(results ?? []);
-    } else if (error) {
-      for (const listener of this.errorListeners) listener(error, write);
     }
+    this.renderAll();
   }
+}
+
+/** A short digest of a batch's write keys (FNV-1a), so two batches of one first write have two keys. */
+function digest(keys: string[]): string {
+  let hash = 0x811c9dc5;
+  for (const char of keys.join()) hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193);
+  return (hash >>> 0).toString(36);
 }
 
 /** Starts the engine for a client (createClient loads this module only with `offline`). */
@@ -762,8 +908,19 @@ export function startOffline(
   realtime: RealtimeClient,
   auth: AuthClient,
   options: OfflineOptions,
-  kit: OfflineKit,
+  parts: OfflineKitParts,
 ): OfflineEngine {
+  const [compareValues, documentComparator, fieldValue, typeRank, liveQueryOf, sendOp, tabChannel, BasaltError] = parts;
+  const kit: OfflineKit = {
+    compareValues,
+    documentComparator,
+    fieldValue,
+    typeRank,
+    liveQueryOf,
+    sendOp,
+    tabChannel,
+    BasaltError,
+  };
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
   const storage =
     persistence === 'memory'

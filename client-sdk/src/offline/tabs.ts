@@ -99,9 +99,10 @@ export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): Ta
     }
   });
   // Only the outbox and the cache's owner concern the others: each tab gets the server's
-  // results over its own socket, so cached query results need no message.
+  // results over its own socket, so cached query results need no message; the request in
+  // flight is the sending tab's own (the next one reads it when it takes over).
   const stopChanges = engine.onLocalChange((changes) => {
-    if (changes.some(([store]) => store === 'outbox' || store === 'meta')) {
+    if (changes.some(([store, key]) => store === 'outbox' || (store === 'meta' && key !== 'inflight'))) {
       tell({ type: 'changed', from: tab } satisfies TabMessage);
     }
   });
