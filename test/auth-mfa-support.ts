@@ -92,3 +92,13 @@ export function forgedAssertion(challengeValue: string, origin = 'http://127.0.0
     },
   };
 }
+
+/** A platform authenticator (CTAP2, internal) with resident keys that verifies its user, for CDP's WebAuthn.addVirtualAuthenticator. */
+export const VIRTUAL_AUTHENTICATOR = {
+  protocol: 'ctap2',
+  transport: 'internal',
+  hasResidentKey: true,
+  hasUserVerification: true,
+  isUserVerified: true,
+  automaticPresenceSimulation: true,
+} as const;

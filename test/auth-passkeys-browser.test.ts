@@ -4,7 +4,7 @@ import pg from 'pg';
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { haveBrowser, startBrowserHarness, type BrowserHarness } from '../client-sdk/test/browser-support.js';
-import { claimsOf } from './auth-mfa-support.js';
+import { claimsOf, VIRTUAL_AUTHENTICATOR as AUTHENTICATOR } from './auth-mfa-support.js';
 import { createTestDatabase, errorCode, request, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 
 // Passkeys end to end in Debian's chromium, through the SDK, with a CDP virtual authenticator
@@ -13,15 +13,6 @@ import { createTestDatabase, errorCode, request, startTestApp, type TestApp, typ
 // relying party id can name); Basalt listens elsewhere and is told the page's origin.
 
 const PASSWORD = 'correct horse battery staple 42';
-/** A platform authenticator (CTAP2, internal) with resident keys that verifies its user. */
-const AUTHENTICATOR = {
-  protocol: 'ctap2',
-  transport: 'internal',
-  hasResidentKey: true,
-  hasUserVerification: true,
-  isUserVerified: true,
-  automaticPresenceSimulation: true,
-} as const;
 
 interface PageClient {
   auth: {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveBrowser, launchChromium } from '../client-sdk/test/browser-support.js';
 import { startExampleServer, type ExampleServer } from '../examples/server.js';
 import { setupExample } from '../examples/setup.js';
-import { freshStep, totpCode } from './auth-mfa-support.js';
+import { freshStep, totpCode, VIRTUAL_AUTHENTICATOR } from './auth-mfa-support.js';
 import { createTestDatabase, startTestApp, type TestApp, type TestDatabase } from './helpers.js';
 
 // The example's security page in Debian's chromium, as a person uses it: sign up on the list,
@@ -111,16 +111,7 @@ describe.skipIf(!haveBrowser)('the example security page', () => {
     // Add a passkey: the browser's WebAuthn prompt answered by a virtual platform authenticator.
     const cdp = await context.newCDPSession(page);
     await cdp.send('WebAuthn.enable');
-    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: {
-        protocol: 'ctap2',
-        transport: 'internal',
-        hasResidentKey: true,
-        hasUserVerification: true,
-        isUserVerified: true,
-        automaticPresenceSimulation: true,
-      },
-    });
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', { options: VIRTUAL_AUTHENTICATOR });
     expect(await page.locator('#passkey-list li').count()).toBe(0);
     await page.click('#add-passkey');
     // A ceremony and a step-up: give a loaded machine time.
