@@ -10,7 +10,9 @@
  *   invocation records it (p50/p99, over both subscribers);
  * - throughput: BENCH_EVENTS (4000) publishes (or writes) sent 32 at a time; events/s per
  *   subscriber is the events over the time from the first send to the last run finished,
- *   read from `basalt_function_invocations_total` in /metrics.
+ *   read from `basalt_function_invocations_total` in /metrics; with the time the sends took,
+ *   and the CPU per event of the server and of its Postgres backends (less noisy than rates
+ *   on a busy machine).
  *
  * Goals (issue 19): p50 ≤ 20 ms and ≥ 2,000 events/s per subscriber.
  */
@@ -21,7 +23,7 @@ import path from 'node:path';
 import { createBenchDatabase } from './database.js';
 import { call, log, percentile } from './deploy.js';
 import { round } from './load.js';
-import { freePort, type ServerProcess } from './process.js';
+import { cpuSnapshot, cpuSpent, freePort, type ServerProcess } from './process.js';
 import { machine } from './report.js';
 import type { Settings } from './settings.js';
 import { childEnv, startBasaltServer } from './targets.js';
@@ -140,25 +142,37 @@ export async function runEvents(_settings: Settings): Promise<string[]> {
     const triggerLatency = triggerStarts.map((start, i) => start - (writtenAt[i] ?? start));
     log(`latency: events p50 ${percentile(eventLatency, 50)} ms, trigger p50 ${percentile(triggerLatency, 50)} ms`);
 
-    // Throughput: many at once.
+    // Throughput: many at once. CPU per event (the server's and its Postgres backends') tells
+    // where the time goes, and varies less than the rates on a busy machine.
     const eventsBefore = latencyRounds;
-    let started = performance.now();
+    let cpuBefore = await cpuSnapshot(server, db);
+    const started0 = performance.now();
+    let started = started0;
     await inParallel(events, 32, async (i) => {
       await call(url, serviceKey, 'POST', `/v1/events/${TOPIC}`, { payload: { i } });
     });
     const published = performance.now();
     const eventsDone = await waitForRuns(url, serviceKey, SUBSCRIBERS, eventsBefore + events);
     const eventsPerSecond = events / ((eventsDone - started) / 1000);
+    const eventsCpu = cpuSpent(cpuBefore, await cpuSnapshot(server, db));
     log(
       `throughput: ${round(eventsPerSecond, 0)} events/s per subscriber (published in ${round(published - started, 0)} ms)`,
     );
+    cpuBefore = await cpuSnapshot(server, db);
     started = performance.now();
     await inParallel(events, 32, async (i) => {
       await call(url, serviceKey, 'POST', '/v1/db/bench_docs', { data: { i } });
     });
+    const written = performance.now();
     const triggerDone = await waitForRuns(url, serviceKey, [TRIGGER], latencyRounds + events);
     const triggersPerSecond = events / ((triggerDone - started) / 1000);
-    log(`throughput: ${round(triggersPerSecond, 0)} trigger runs/s`);
+    const triggerCpu = cpuSpent(cpuBefore, await cpuSnapshot(server, db));
+    log(`throughput: ${round(triggersPerSecond, 0)} trigger runs/s (written in ${round(written - started, 0)} ms)`);
+    const perEvent = (seconds: number) => round((seconds * 1000) / events, 3);
+    log(
+      `CPU ms per event: topic server ${perEvent(eventsCpu.server)} + Postgres ${perEvent(eventsCpu.postgres)}; ` +
+        `trigger server ${perEvent(triggerCpu.server)} + Postgres ${perEvent(triggerCpu.postgres)}`,
+    );
 
     const p50 = percentile(eventLatency, 50);
     return [
@@ -169,10 +183,14 @@ export async function runEvents(_settings: Settings): Promise<string[]> {
             subscribers: SUBSCRIBERS.length,
             publish_to_handler: { p50_ms: p50, p99_ms: percentile(eventLatency, 99) },
             events_per_second_per_subscriber: round(eventsPerSecond, 0),
+            publish_ms: round(published - started0, 0),
+            cpu_ms_per_event: { server: perEvent(eventsCpu.server), postgres: perEvent(eventsCpu.postgres) },
           },
           document_trigger: {
             write_to_handler: { p50_ms: percentile(triggerLatency, 50), p99_ms: percentile(triggerLatency, 99) },
             runs_per_second: round(triggersPerSecond, 0),
+            write_ms: round(written - started, 0),
+            cpu_ms_per_write: { server: perEvent(triggerCpu.server), postgres: perEvent(triggerCpu.postgres) },
           },
           latency_rounds: latencyRounds,
           events,

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createBenchDatabase, type BenchDatabase } from './database.js';
 import { round, runLoad, type LoadResult } from './load.js';
-import { cpuSecondsOf, freePort, startServer, type ServerProcess } from './process.js';
+import { cpuSnapshot, cpuSpent, freePort, startServer, type ServerProcess } from './process.js';
 import { machine } from './report.js';
 import { BENCH_DIR, NODE_HEAP_FLOOR, type Settings } from './settings.js';
 import { childEnv, startFunctionsServer } from './targets.js';
@@ -150,26 +150,6 @@ async function basaltLatency(target: Target): Promise<number[]> {
   return created.map((doc) => (starts.get(doc.id) as number) - doc.at);
 }
 
-interface CpuSnapshot {
-  server: number;
-  postgres: Map<number, number>;
-}
-
-async function cpuSnapshot(target: Target): Promise<CpuSnapshot> {
-  const postgres = new Map<number, number>();
-  for (const pid of await target.db.backendPids()) postgres.set(pid, cpuSecondsOf(pid));
-  return { server: target.server.cpuSeconds(), postgres };
-}
-
-/** CPU seconds used between two snapshots; a backend that started meanwhile counts whole. */
-function cpuSpent(before: CpuSnapshot, after: CpuSnapshot): { server: number; postgres: number } {
-  let postgres = 0;
-  for (const [pid, seconds] of after.postgres) {
-    if (Number.isFinite(seconds)) postgres += seconds - (before.postgres.get(pid) ?? 0);
-  }
-  return { server: after.server - before.server, postgres };
-}
-
 interface Burst {
   /** Triggers per second of each burst. */
   rates: number[];
@@ -186,9 +166,9 @@ interface Burst {
 async function bursts(target: Target, burst: (round: number) => Promise<number>): Promise<Burst> {
   const result: Burst = { rates: [], serverCpuMs: [], postgresCpuMs: [] };
   for (let round = 0; round < BURST_ROUNDS; round++) {
-    const before = await cpuSnapshot(target);
+    const before = await cpuSnapshot(target.server, target.db);
     result.rates.push(await burst(round));
-    const spent = cpuSpent(before, await cpuSnapshot(target));
+    const spent = cpuSpent(before, await cpuSnapshot(target.server, target.db));
     result.serverCpuMs.push((spent.server * 1000) / BURST);
     result.postgresCpuMs.push((spent.postgres * 1000) / BURST);
   }
@@ -268,9 +248,9 @@ async function load(
     requests: [{ method, path: urlPath, ...(method === 'POST' ? { body: '{}' } : {}) }],
   };
   await runLoad({ ...options, durationSeconds: Math.max(1, settings.warmupSeconds) });
-  const before = await cpuSnapshot(target);
+  const before = await cpuSnapshot(target.server, target.db);
   const result = await runLoad({ ...options, durationSeconds: settings.durationSeconds });
-  const spent = cpuSpent(before, await cpuSnapshot(target));
+  const spent = cpuSpent(before, await cpuSnapshot(target.server, target.db));
   const requests = Math.max(1, result.rps * settings.durationSeconds);
   return {
     ...result,

@@ -42,6 +42,30 @@ export function cpuSecondsOf(pid: number): number {
   }
 }
 
+/** CPU seconds used so far by a server process and by each of its database's backends. */
+export interface CpuSnapshot {
+  server: number;
+  postgres: Map<number, number>;
+}
+
+export async function cpuSnapshot(
+  server: ServerProcess,
+  db: { backendPids(): Promise<number[]> },
+): Promise<CpuSnapshot> {
+  const postgres = new Map<number, number>();
+  for (const pid of await db.backendPids()) postgres.set(pid, cpuSecondsOf(pid));
+  return { server: server.cpuSeconds(), postgres };
+}
+
+/** CPU seconds used between two snapshots; a backend that started meanwhile counts whole. */
+export function cpuSpent(before: CpuSnapshot, after: CpuSnapshot): { server: number; postgres: number } {
+  let postgres = 0;
+  for (const [pid, seconds] of after.postgres) {
+    if (Number.isFinite(seconds)) postgres += seconds - (before.postgres.get(pid) ?? 0);
+  }
+  return { server: after.server - before.server, postgres };
+}
+
 export interface SpawnOptions {
   name: string;
   command: string;

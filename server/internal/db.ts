@@ -104,6 +104,15 @@ export class Database {
     return this.origins.run(JSON.stringify(origin), work);
   }
 
+  /**
+   * Runs `work` outside any origin: for writes to tables without a change log (the job
+   * queue), whose trace travels in their own rows, so a statement keeps its one round trip
+   * rather than take a transaction to be tagged.
+   */
+  withoutOrigin<T>(work: () => Promise<T>): Promise<T> {
+    return this.origins.exit(work);
+  }
+
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     return this.pool.query<R>(text, values);
   }

@@ -1,7 +1,7 @@
 import { asc, eq } from 'drizzle-orm';
 import type PgBoss from 'pg-boss';
 import { topics } from '../../db/schema.js';
-import type { Database, Queryable, Tx } from '../../internal/db.js';
+import type { Database, Queryable } from '../../internal/db.js';
 import { runQuery } from '../../internal/repository.js';
 
 /** The job queue's schema (pg-boss, see functions/dispatcher.ts). */
@@ -17,6 +17,9 @@ export interface Subscriber {
 
 /** One subscriber's job of an event, ready to insert. */
 export interface EventJob {
+  /** The subscriber, at the version the job is pinned to. */
+  function: string;
+  version: number;
   /** The subscriber's queue. */
   name: string;
   data: Record<string, unknown>;
@@ -24,6 +27,13 @@ export interface EventJob {
   retryDelay: number;
   expireInSeconds: number;
 }
+
+/**
+ * A publish's outcome: committed, with the queues that took a job; or not, because the
+ * subscribers it was given are not the live ones (here they are) or a queue is missing.
+ */
+export type PublishOutcome =
+  { published: true; queues: string[] } | { published: false; live: Subscriber[]; missingQueues: string[] };
 
 export interface TopicRow {
   name: string;
@@ -45,20 +55,6 @@ export interface QueueCounts {
 export class EventsRepository {
   constructor(private readonly db: Database) {}
 
-  /**
-   * The functions live on `topic`, locked against a deploy or undeploy until the publish
-   * commits: an undeploy then dead-letters the events queued before it, as for triggers.
-   */
-  async subscribers(tx: Tx, topic: string): Promise<Subscriber[]> {
-    return runQuery<Subscriber>(
-      tx,
-      `SELECT name, version, options FROM basalt.function_active
-        WHERE kind = 'event' AND options->>'topic' = $1
-        ORDER BY name FOR SHARE`,
-      [topic],
-    );
-  }
-
   /** Functions subscribed to any topic (no lock): for the topic list. */
   async allSubscribers(): Promise<Array<Subscriber & { topic: string }>> {
     return runQuery(
@@ -69,40 +65,89 @@ export class EventsRepository {
   }
 
   /**
-   * Inserts one job per subscriber, with one publish-order number for the event. Returns the
-   * queues that took a job: a queue not created yet takes none (the caller creates it and
-   * publishes again, in a new transaction).
+   * Publishes in one statement (one round trip, its own transaction): locks the functions
+   * live on `topic` against a deploy or undeploy until it commits (an undeploy then
+   * dead-letters the events queued before it, as for triggers), and inserts `jobs`, one per
+   * subscriber with one publish-order number for the event, only if they are exactly for
+   * those functions at those versions and every queue exists. Otherwise nothing is inserted,
+   * and the caller publishes again with the live subscribers it gets back, after creating
+   * the queues named missing.
    */
-  async insertJobs(tx: Tx, jobs: EventJob[], options: { key: string | null; delaySeconds: number }): Promise<string[]> {
-    if (jobs.length === 0) return [];
-    const rows = await runQuery<{ name: string }>(
-      tx,
-      `WITH ordinal AS (SELECT nextval('basalt.event_order') AS seq)
-       INSERT INTO ${JOBS} (id, name, data, priority, start_after, singleton_key, expire_in, keep_until,
-                            retry_limit, retry_delay, retry_backoff, policy)
-       SELECT gen_random_uuid(), j.name, jsonb_set(j.data, '{seq}', to_jsonb(ordinal.seq)), 0,
-              now() + make_interval(secs => $3), $2, j.expire * interval '1 second',
-              now() + make_interval(secs => $3) + interval '14 days',
-              j.retry_limit, j.retry_delay, true, q.policy
-         FROM json_to_recordset($1::json) AS j(name text, data jsonb, expire integer, retry_limit integer, retry_delay integer)
-         JOIN ${QUEUES} q ON q.name = j.name
-         CROSS JOIN ordinal
-       RETURNING name`,
-      [
-        JSON.stringify(
-          jobs.map((job) => ({
-            name: job.name,
-            data: job.data,
-            expire: job.expireInSeconds,
-            retry_limit: job.retryLimit,
-            retry_delay: job.retryDelay,
-          })),
-        ),
-        options.key,
-        options.delaySeconds,
-      ],
+  async publish(
+    topic: string,
+    jobs: EventJob[],
+    options: { key: string | null; delaySeconds: number },
+  ): Promise<PublishOutcome> {
+    // None expected: only the check (the job queue's tables may not even exist yet).
+    if (jobs.length === 0) {
+      const live = await runQuery<Subscriber>(
+        this.db.pool,
+        `SELECT name, version, options FROM basalt.function_active
+          WHERE kind = 'event' AND options->>'topic' = $1 ORDER BY name`,
+        [topic],
+      );
+      return live.length === 0 ? { published: true, queues: [] } : { published: false, live, missingQueues: [] };
+    }
+    // The jobs carry the publish's trace in their data: no origin to tag (a transaction) for.
+    const rows = await this.db.withoutOrigin(() =>
+      runQuery<{ ok: boolean; live: Subscriber[]; missing: string[]; queued: string[] }>(
+        this.db.pool,
+        {
+          name: 'basalt-events-publish',
+          text: `WITH live AS MATERIALIZED (
+           SELECT name, version, options FROM basalt.function_active
+            WHERE kind = 'event' AND options->>'topic' = $1
+            ORDER BY name FOR SHARE
+         ), expected AS MATERIALIZED (
+           SELECT * FROM json_to_recordset($2::json)
+             AS j(function text, version integer, name text, data jsonb, expire integer, retry_limit integer,
+                  retry_delay integer)
+         ), missing AS MATERIALIZED (
+           SELECT e.name FROM expected e WHERE NOT EXISTS (SELECT 1 FROM ${QUEUES} q WHERE q.name = e.name)
+         ), ready AS MATERIALIZED (
+           SELECT (SELECT count(*) FROM live) = (SELECT count(*) FROM expected)
+              AND NOT EXISTS (SELECT 1 FROM expected e
+                               WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.name = e.function AND l.version = e.version))
+              AND NOT EXISTS (SELECT 1 FROM missing) AS ok
+         ), ordinal AS (SELECT nextval('basalt.event_order') AS seq), inserted AS (
+           INSERT INTO ${JOBS} (id, name, data, priority, start_after, singleton_key, expire_in, keep_until,
+                                retry_limit, retry_delay, retry_backoff, policy)
+           SELECT gen_random_uuid(), j.name, jsonb_set(j.data, '{seq}', to_jsonb(ordinal.seq)), 0,
+                  now() + make_interval(secs => $4), $3, j.expire * interval '1 second',
+                  now() + make_interval(secs => $4) + interval '14 days',
+                  j.retry_limit, j.retry_delay, true, q.policy
+             FROM expected j
+             JOIN ${QUEUES} q ON q.name = j.name
+             CROSS JOIN ordinal
+            WHERE (SELECT ok FROM ready)
+           RETURNING name
+         )
+         SELECT (SELECT ok FROM ready) AS ok,
+                (SELECT coalesce(json_agg(live ORDER BY name), '[]'::json) FROM live) AS live,
+                (SELECT coalesce(array_agg(name), '{}') FROM missing) AS missing,
+                (SELECT coalesce(array_agg(name), '{}') FROM inserted) AS queued`,
+        },
+        [
+          topic,
+          JSON.stringify(
+            jobs.map((job) => ({
+              function: job.function,
+              version: job.version,
+              name: job.name,
+              data: job.data,
+              expire: job.expireInSeconds,
+              retry_limit: job.retryLimit,
+              retry_delay: job.retryDelay,
+            })),
+          ),
+          options.key,
+          options.delaySeconds,
+        ],
+      ),
     );
-    return rows.map((row) => row.name);
+    const row = rows[0];
+    if (!row?.ok) return { published: false, live: row?.live ?? [], missingQueues: row?.missing ?? [] };
+    return { published: true, queues: row.queued };
   }
 
   /**

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { Caller } from '../../internal/caller.js';
-import type { Database } from '../../internal/db.js';
 import { newTraceId } from '../../internal/trace.js';
 import { AppError } from '../../internal/errors.js';
 import { evaluateRule, parseRule, ruleAuthFromCaller, type Root, type Rule } from '../../internal/rules/index.js';
@@ -127,9 +126,10 @@ export function checkedPublish(
  */
 export class EventsService {
   private readonly rules = new Map<string, Rule>();
+  /** The subscribers of each topic as last seen live: a publish checks them in its statement. */
+  private readonly subscribers = new Map<string, Subscriber[]>();
 
   constructor(
-    private readonly db: Database,
     private readonly repository: EventsRepository,
     private readonly queues: EventQueues,
   ) {}
@@ -164,32 +164,33 @@ export class EventsService {
       event,
       origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null },
     });
-    // A subscriber deployed a moment ago may not have its queue yet: create it and publish again.
-    let missing: Subscriber[] = [];
-    for (let attempt = 0; attempt < 3; attempt++) {
-      for (const fn of missing) await this.queues.ensure(fn);
-      try {
-        const queued = await this.db.transaction(async (tx) => {
-          const subscribers = await this.repository.subscribers(tx, checked.topic);
-          const jobs: EventJob[] = subscribers.map((fn) => ({
-            name: this.queues.queueOf(fn),
-            data: { ...data(fn) },
-            ...this.queues.policy(fn.options),
-          }));
-          const inserted = await this.repository.insertJobs(tx, jobs, {
-            key: checked.key,
-            delaySeconds: checked.delaySeconds,
-          });
-          if (inserted.length < jobs.length) throw new MissingQueues(subscribers);
-          return inserted;
-        });
-        if (checked.delaySeconds === 0) this.queues.notify(queued);
+    // One round trip as a rule: the statement checks the subscribers known here against the
+    // live ones, and when they differ (a deploy meanwhile, a first publish) it inserts nothing
+    // and hands back the live ones to publish again with.
+    let subscribers = this.subscribers.get(checked.topic) ?? [];
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const jobs: EventJob[] = subscribers.map((fn) => ({
+        function: fn.name,
+        version: fn.version,
+        name: this.queues.queueOf(fn),
+        data: { ...data(fn) },
+        ...this.queues.policy(fn.options),
+      }));
+      const outcome = await this.repository.publish(checked.topic, jobs, {
+        key: checked.key,
+        delaySeconds: checked.delaySeconds,
+      });
+      if (outcome.published) {
+        if (checked.delaySeconds === 0) this.queues.notify(outcome.queues);
         // Due later: this instance's runners look again then rather than at their next poll.
-        else setTimeout(() => this.queues.notify(queued), checked.delaySeconds * 1000 + 10).unref();
+        else setTimeout(() => this.queues.notify(outcome.queues), checked.delaySeconds * 1000 + 10).unref();
         return { id: event.id };
-      } catch (error) {
-        if (!(error instanceof MissingQueues)) throw error;
-        missing = error.subscribers;
+      }
+      subscribers = outcome.live;
+      this.remember(checked.topic, subscribers);
+      // A subscriber deployed a moment ago may not have its queue yet: create it, then publish again.
+      for (const fn of subscribers) {
+        if (outcome.missingQueues.includes(this.queues.queueOf(fn))) await this.queues.ensure(fn);
       }
     }
     throw new AppError('UNAVAILABLE', 'The queues of the topic are not ready; publish again.');
@@ -222,6 +223,11 @@ export class EventsService {
       }
     }
     return this.enqueue(checked, {});
+  }
+
+  private remember(topic: string, subscribers: Subscriber[]): void {
+    if (!this.subscribers.has(topic) && this.subscribers.size >= 1000) this.subscribers.clear();
+    this.subscribers.set(topic, subscribers);
   }
 
   private rule(source: string): Rule {
@@ -301,12 +307,5 @@ export class EventsService {
     if (!validTopic(topic) || !(await this.repository.deleteTopic(topic))) {
       throw new AppError('NOT_FOUND', `No topic "${topic}" with settings.`);
     }
-  }
-}
-
-/** Thrown inside a publish's transaction to roll it back when a subscriber's queue is missing. */
-class MissingQueues extends Error {
-  constructor(readonly subscribers: Subscriber[]) {
-    super('a subscriber queue is missing');
   }
 }

@@ -329,12 +329,19 @@ export class DeployRepository {
     ]);
   }
 
-  /** A retried event runs the version live now, not the one it was first dispatched to. */
-  async repinJob(queue: string, jobId: string, version: number): Promise<void> {
-    await runQuery(
+  /**
+   * A dead job and the others its run took (a batch: failing, each recorded the run's id),
+   * pinned to `version`, the one live now: a retried event runs that, not the one it was
+   * first dispatched to. Returns their ids.
+   */
+  async repinDeadRun(queue: string, jobId: string, invocationId: string, version: number): Promise<string[]> {
+    const rows = await runQuery<{ id: string }>(
       this.db.pool,
-      `UPDATE ${JOBS} SET data = jsonb_set(data, '{version}', to_jsonb($3::int)) WHERE name = $1 AND id = $2::uuid`,
-      [queue, jobId, version],
+      `UPDATE ${JOBS} SET data = jsonb_set(data, '{version}', to_jsonb($4::int))
+        WHERE name = $1 AND state = 'failed' AND (id = $2::uuid OR output->>'invocation_id' = $3)
+        RETURNING id`,
+      [queue, jobId, invocationId, version],
     );
+    return rows.map((row) => row.id);
   }
 }

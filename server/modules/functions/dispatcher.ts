@@ -293,7 +293,13 @@ export class FunctionDispatcher implements EventQueues {
       expireInSeconds: Math.ceil(numberOption(fn.options, 'timeout_ms') / 1000) + 10,
     };
     if (await boss.getQueue(queue)) await boss.updateQueue(queue, options);
-    else await boss.createQueue(queue, options);
+    else {
+      // A publish that finds the queue missing and a sync may create it at once: one wins.
+      await boss.createQueue(queue, options).catch(async (error: unknown) => {
+        if (!(await boss.getQueue(queue))) throw error;
+        await boss.updateQueue(queue, options);
+      });
+    }
     // Topic events are fetched in key order (fetchInKeyOrder), which this index serves.
     if (fn.options.topic !== undefined) await this.events.indexKeys(queue);
     this.queues.set(queue, policy);
@@ -418,22 +424,32 @@ export class FunctionDispatcher implements EventQueues {
   }
 
   /**
-   * Records the finished runs and completes their jobs in one transaction (one statement
-   * each for every run that finished meanwhile), so a run is recorded exactly when its job
-   * leaves the active state; failures go back to the queue for retry or the dead letter.
+   * Records the finished runs and completes their jobs atomically (for every run that
+   * finished meanwhile: one statement when all succeeded, else one transaction), so a run is
+   * recorded exactly when its job leaves the active state; failures go back to the queue for
+   * retry or the dead letter.
    */
   private async settle(queue: string, finished: Array<FinishedJob<JobData, RunResult>>): Promise<void> {
     const boss = this.boss;
     if (!boss) return;
     const succeeded: string[] = [];
-    const failed: Array<{ id: string; message: string }> = [];
+    // A failure names its run, so that retrying a dead batch finds every job of it (retry()).
+    const failed: Array<{ id: string; output: { message: string; invocation_id?: string } }> = [];
     const final: string[] = [];
     const runs = new Set<InvocationRun>();
     for (const { job, result } of finished) {
       if (result.run) runs.add(result.run);
       if (result.run?.status === 'succeeded') succeeded.push(job.id);
-      else failed.push({ id: job.id, message: result.run?.error ?? 'the run could not start' });
+      else {
+        const message = result.run?.error ?? 'the run could not start';
+        failed.push({ id: job.id, output: result.run ? { message, invocation_id: result.run.id } : { message } });
+      }
       if (result.final) final.push(job.id);
+    }
+    // The usual case, every run succeeded: one statement records them and completes their jobs.
+    if (failed.length === 0 && final.length === 0) {
+      await this.invocations.recordAndComplete([...runs], queue, succeeded);
+      return;
     }
     await this.db.transaction(async (tx: Tx) => {
       const db = queueStatementsIn(tx);
@@ -441,7 +457,7 @@ export class FunctionDispatcher implements EventQueues {
       await this.invocations.record([...runs], tx);
       await this.deploys.spendRetries(tx, queue, final);
       if (succeeded.length > 0) await boss.complete(queue, succeeded, { db });
-      for (const failure of failed) await boss.fail(queue, failure.id, { message: failure.message }, { db });
+      for (const failure of failed) await boss.fail(queue, failure.id, failure.output, { db });
     });
   }
 
@@ -642,15 +658,16 @@ export class FunctionDispatcher implements EventQueues {
   }
 
   /**
-   * Retries a dead-lettered job: pg-boss moves it back to the queue with its event id
-   * unchanged, to run on the version live now. False when the function is not deployed.
+   * Retries a dead-lettered run: pg-boss moves its job back to the queue with its event id
+   * unchanged, to run on the version live now; a dead batch's jobs go back all together.
+   * False when the function is not deployed.
    */
-  async retry(functionName: string, jobId: string): Promise<boolean> {
+  async retry(functionName: string, jobId: string, invocationId: string): Promise<boolean> {
     const fn = this.functions.find(functionName);
     if (!fn) return false;
     const boss = await this.queue();
-    await this.deploys.repinJob(queueName(fn), jobId, fn.version);
-    await boss.retry(queueName(fn), jobId);
+    const jobIds = await this.deploys.repinDeadRun(queueName(fn), jobId, invocationId, fn.version);
+    if (jobIds.length > 0) await boss.retry(queueName(fn), jobIds);
     this.runners.get(queueName(fn))?.runner.notify();
     return true;
   }

@@ -221,7 +221,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     dispatcherMetrics(platform.metrics),
     { databaseUrl: platform.config.databaseUrl, runWorkers: platform.config.roles.worker },
   );
-  const events = new EventsService(platform.db, new EventsRepository(platform.db), dispatcher);
+  const events = new EventsService(new EventsRepository(platform.db), dispatcher);
   const publish = eventsRpc(events);
   // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
   service.useRpc(async (target, method, args, caller, origin) =>
@@ -282,7 +282,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     }
     const dead = await service.takeDeadForRetry(invocationId);
     if (!dead) throw new AppError('NOT_FOUND', 'No dead-lettered invocation with this id.');
-    if (!(await dispatcher.retry(dead.functionName, dead.jobId))) {
+    if (!(await dispatcher.retry(dead.functionName, dead.jobId, invocationId))) {
       throw new AppError('UNAVAILABLE', 'The function is not deployed: deploy it again, then retry.');
     }
     const updated = await invocations.get(invocationId);

@@ -81,6 +81,42 @@ export interface InvocationRun {
   parentSpanId?: string | null;
 }
 
+/**
+ * Inserts the runs given as one jsonb parameter ($1): one short statement however many runs
+ * it holds (the builder would bind thirteen parameters per run). Hand-written.
+ */
+const RECORD_RUNS = `INSERT INTO basalt.function_invocations
+    (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
+     logs, cold_start, version, trace_id, parent_invocation_id)
+  SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
+         r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start, r.version,
+         r.trace_id, r.parent_invocation_id
+    FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
+         attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean,
+         version int, trace_id text, parent_invocation_id uuid)`;
+
+function runsAsJson(runs: InvocationRun[]): string {
+  return JSON.stringify(
+    runs.map((run) => ({
+      id: run.id,
+      function_name: run.functionName,
+      trigger: run.trigger,
+      event_id: run.eventId,
+      status: run.status,
+      attempt: run.attempt,
+      job_id: run.jobId ?? null,
+      started_at: run.startedAt.toISOString(),
+      duration_ms: run.durationMs,
+      error: run.error,
+      logs: run.logs,
+      cold_start: run.cold,
+      version: run.version ?? null,
+      trace_id: run.traceId ?? null,
+      parent_invocation_id: run.parentInvocationId ?? null,
+    })),
+  );
+}
+
 export class InvocationRepository {
   constructor(private readonly db: Database) {}
 
@@ -91,40 +127,28 @@ export class InvocationRepository {
    */
   async record(runs: InvocationRun[], q?: Queryable): Promise<void> {
     if (runs.length === 0) return;
-    // Hand-written: the whole batch travels as one jsonb parameter, one short statement
-    // however many runs it holds (the builder would bind thirteen parameters per run).
+    await runQuery(q ?? this.db.pool, RECORD_RUNS, [runsAsJson(runs)]);
+  }
+
+  /**
+   * Records finished runs and completes their (succeeded) jobs of `queue` in one statement,
+   * so one round trip, atomic as a transaction of the two would be: a run is recorded exactly
+   * when its job leaves the active state. As pg-boss's complete, a job no longer active (it
+   * expired meanwhile and went back to the queue) is left as it is.
+   */
+  async recordAndComplete(runs: InvocationRun[], queue: string, jobIds: string[]): Promise<void> {
     await runQuery(
-      q ?? this.db.pool,
-      `INSERT INTO basalt.function_invocations
-         (id, function_name, trigger, event_id, status, attempt, job_id, started_at, finished_at, duration_ms, error,
-          logs, cold_start, version, trace_id, parent_invocation_id)
-       SELECT r.id, r.function_name, r.trigger, r.event_id, r.status, r.attempt, r.job_id, r.started_at,
-              r.started_at + r.duration_ms * interval '1 millisecond', r.duration_ms, r.error, r.logs, r.cold_start, r.version,
-              r.trace_id, r.parent_invocation_id
-         FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, function_name text, trigger text, event_id text, status text,
-              attempt int, job_id uuid, started_at timestamptz, duration_ms int, error text, logs jsonb, cold_start boolean,
-              version int, trace_id text, parent_invocation_id uuid)`,
-      [
-        JSON.stringify(
-          runs.map((run) => ({
-            id: run.id,
-            function_name: run.functionName,
-            trigger: run.trigger,
-            event_id: run.eventId,
-            status: run.status,
-            attempt: run.attempt,
-            job_id: run.jobId ?? null,
-            started_at: run.startedAt.toISOString(),
-            duration_ms: run.durationMs,
-            error: run.error,
-            logs: run.logs,
-            cold_start: run.cold,
-            version: run.version ?? null,
-            trace_id: run.traceId ?? null,
-            parent_invocation_id: run.parentInvocationId ?? null,
-          })),
-        ),
-      ],
+      this.db.pool,
+      {
+        name: 'basalt-functions-record-complete',
+        text: `WITH recorded AS (${RECORD_RUNS} RETURNING 1), completed AS (
+           UPDATE basalt_jobs.job SET completed_on = now(), state = 'completed', output = NULL
+            WHERE name = $2 AND id = ANY($3::uuid[]) AND state = 'active'
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM completed) AS completed`,
+      },
+      [runsAsJson(runs), queue, jobIds],
     );
   }
 
