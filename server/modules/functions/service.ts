@@ -258,20 +258,17 @@ export class FunctionsService {
     if (problem) throw buildFailed(`${name}: ${problem}`, file);
   }
 
-  /**
-   * Deploys a function from its source files: built and loaded in a throw-away worker
-   * first, so a failure (422 FUNCTION_BUILD_FAILED) changes nothing; then stored as the next
-   * version and made live, here at once and on every instance within seconds.
-   */
   /** Writes `audit` in the transaction it is handed, if there is an event to record. */
   private auditWriter(audit: AuditEvent | undefined): ((tx: Tx) => Promise<void>) | undefined {
     return audit && ((tx) => this.options.audit.record(audit, { tx }));
   }
 
   /**
-   * Deploys through the admin API. Deploys, rollbacks and undeploys take the admin event that
-   * records them (`audit`, built by the route, the source redacted) and write it in the
-   * transaction that changes the live version.
+   * Deploys a function from its source files: built and loaded in a throw-away worker
+   * first, so a failure (422 FUNCTION_BUILD_FAILED) changes nothing; then stored as the next
+   * version and made live, here at once and on every instance within seconds. Deploys,
+   * rollbacks and undeploys take the admin event that records them (`audit`, built by the
+   * route, the source redacted) and write it in the transaction that changes the live version.
    */
   async deploy(name: string, files: unknown, entry: unknown, audit?: AuditEvent): Promise<DeployedFunction> {
     if (!validFunctionName(name)) {
