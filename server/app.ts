@@ -167,10 +167,14 @@ export async function buildApp(config: RuntimeConfig, options: BuildOptions = {}
   const audit = buildAuditModule(platform);
   const usageModule = buildUsageModule(platform);
   const auth = buildAuthModule(platform, { audit: audit.log });
-  const documents = buildDocumentsModule(platform);
-  const storage = buildStorageModule(platform);
+  const documents = buildDocumentsModule(platform, { audit: audit.log });
+  const storage = buildStorageModule(platform, { audit: audit.log });
   const idempotency = buildIdempotencyModule(platform);
-  const functions = buildFunctionsModule(platform, { documents: documents.documents, storage: storage.service });
+  const functions = buildFunctionsModule(platform, {
+    documents: documents.documents,
+    storage: storage.service,
+    audit: audit.log,
+  });
   // Built only where websockets arrive: API instances.
   const realtime = servesApi
     ? buildRealtimeModule(platform, { documents: documents.documents, tokenVerifier: auth.verifier })

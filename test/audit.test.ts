@@ -518,6 +518,208 @@ describe('admin changes', () => {
   });
 });
 
+describe('admin changes in the transaction of the change', () => {
+  /**
+   * Test-only helpers in the database: a deleted row leaves no row to read the xmin of, so a
+   * trigger notes each deletion in a side table (its row's xmin is the deleting transaction);
+   * and an audit write of anything named "unrecordable" fails, as a crash would.
+   */
+  const installProbes = async (): Promise<void> => {
+    await server.sql.query(`
+      CREATE TABLE IF NOT EXISTS public.audit_probe_deleted (tbl text NOT NULL, key text NOT NULL);
+      CREATE OR REPLACE FUNCTION public.audit_probe_note_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO public.audit_probe_deleted VALUES (TG_TABLE_NAME, to_jsonb(OLD)->>TG_ARGV[0]);
+          RETURN OLD;
+        END $$;
+      CREATE OR REPLACE FUNCTION public.audit_probe_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION 'audit write refused by the test';
+        END $$;
+      CREATE OR REPLACE TRIGGER audit_probe_deleted AFTER DELETE ON basalt.collections
+        FOR EACH ROW EXECUTE FUNCTION public.audit_probe_note_delete('name');
+      CREATE OR REPLACE TRIGGER audit_probe_deleted AFTER DELETE ON basalt.buckets
+        FOR EACH ROW EXECUTE FUNCTION public.audit_probe_note_delete('name');
+      CREATE OR REPLACE TRIGGER audit_probe_deleted AFTER DELETE ON basalt.secrets
+        FOR EACH ROW EXECUTE FUNCTION public.audit_probe_note_delete('name');
+      CREATE OR REPLACE TRIGGER audit_probe_deleted AFTER DELETE ON basalt.function_active
+        FOR EACH ROW EXECUTE FUNCTION public.audit_probe_note_delete('name');
+      CREATE OR REPLACE TRIGGER audit_probe_deleted AFTER DELETE ON basalt.topics
+        FOR EACH ROW EXECUTE FUNCTION public.audit_probe_note_delete('name');
+      CREATE OR REPLACE TRIGGER audit_probe_refuse BEFORE INSERT ON basalt.audit_log
+        FOR EACH ROW WHEN (strpos(lower(NEW.details::text), 'unrecordable') > 0)
+        EXECUTE FUNCTION public.audit_probe_refuse();
+    `);
+  };
+
+  /** The id of the transaction that wrote the one row `query` selects (Postgres' xmin). */
+  const writer = async (query: string, params: unknown[]): Promise<string> => {
+    const rows = await server.sql.query<{ xmin: string }>(query, params);
+    expect(rows.rows, `${query} ${JSON.stringify(params)}`).toHaveLength(1);
+    return rows.rows[0]!.xmin;
+  };
+  /** The admin event of `type` about the resource `name` (a route parameter, or the created body's name). */
+  const eventWriter = (type: string, name: string) =>
+    writer(
+      `SELECT xmin::text AS xmin FROM basalt.audit_log
+        WHERE type = $1
+          AND coalesce(details->'params'->>'name', details->'params'->>'topic', details->'body'->>'name') = $2`,
+      [type, name],
+    );
+  const rowWriter = (table: string, column: string, key: string) =>
+    writer(`SELECT xmin::text AS xmin FROM basalt.${table} WHERE ${column} = $1`, [key]);
+  const deletionWriter = (table: string, key: string) =>
+    writer(`SELECT xmin::text AS xmin FROM public.audit_probe_deleted WHERE tbl = $1 AND key = $2`, [table, key]);
+
+  async function call(method: string, path: string, body?: unknown): Promise<void> {
+    const response = await request(server.url, method, path, { token: server.serviceKey, body });
+    expect(response.status, `${method} ${path}: ${response.text}`).toBeLessThan(300);
+  }
+
+  it('collections: create, update (rules, refs, search) and delete share a transaction with their event', async () => {
+    await installProbes();
+    await call('POST', '/v1/admin/collections', { name: 'txnotes', rules: { read: 'true' } });
+    expect(await eventWriter('admin.collections.create', 'txnotes')).toBe(
+      await rowWriter('collections', 'name', 'txnotes'),
+    );
+    const created = (await events(server, { type: 'admin.collections.create', limit: '500' })).find(
+      (event) => (event.details.body as { name?: string } | undefined)?.name === 'txnotes',
+    );
+    // The shape the route hook gives every other admin event.
+    expect(created?.details).toEqual({
+      method: 'POST',
+      route: '/v1/admin/collections',
+      params: {},
+      body: { name: 'txnotes', rules: { read: 'true' } },
+      status: 201,
+    });
+
+    await call('PATCH', '/v1/admin/collections/txnotes', {
+      rules: { read: 'auth != null' },
+      refs: { author: 'users' },
+      search: { fields: ['title'] },
+    });
+    expect(await eventWriter('admin.collections.update', 'txnotes')).toBe(
+      await rowWriter('collections', 'name', 'txnotes'),
+    );
+
+    await call('DELETE', '/v1/admin/collections/txnotes');
+    expect(await eventWriter('admin.collections.delete', 'txnotes')).toBe(
+      await deletionWriter('collections', 'txnotes'),
+    );
+  });
+
+  it('buckets: create, update and delete share a transaction with their event', async () => {
+    await installProbes();
+    await call('POST', '/v1/admin/buckets', { name: 'txbucket' });
+    expect(await eventWriter('admin.buckets.create', 'txbucket')).toBe(await rowWriter('buckets', 'name', 'txbucket'));
+    await call('PATCH', '/v1/admin/buckets/txbucket', { public: true });
+    expect(await eventWriter('admin.buckets.update', 'txbucket')).toBe(await rowWriter('buckets', 'name', 'txbucket'));
+    await call('DELETE', '/v1/admin/buckets/txbucket');
+    expect(await eventWriter('admin.buckets.delete', 'txbucket')).toBe(await deletionWriter('buckets', 'txbucket'));
+  });
+
+  it('secrets: set and delete share a transaction with their event, which never holds the value', async () => {
+    await installProbes();
+    await call('PUT', '/v1/admin/secrets/TX_SECRET', { value: 'tx secret value 31337' });
+    expect(await eventWriter('admin.secrets.put', 'TX_SECRET')).toBe(await rowWriter('secrets', 'name', 'TX_SECRET'));
+    await call('DELETE', '/v1/admin/secrets/TX_SECRET');
+    expect(await eventWriter('admin.secrets.delete', 'TX_SECRET')).toBe(await deletionWriter('secrets', 'TX_SECRET'));
+    const recorded = (await events(server, { type: 'admin.secrets*', limit: '500' })).filter(
+      (event) => (event.details.params as { name?: string }).name === 'TX_SECRET',
+    );
+    expect(recorded.map((event) => event.details)).toEqual([
+      { method: 'DELETE', route: '/v1/admin/secrets/:name', params: { name: 'TX_SECRET' }, status: 204 },
+      {
+        method: 'PUT',
+        route: '/v1/admin/secrets/:name',
+        params: { name: 'TX_SECRET' },
+        body: { value: '[redacted]' },
+        status: 204,
+      },
+    ]);
+  });
+
+  it('functions: deploy, rollback and undeploy share a transaction with their event, which never holds the source', async () => {
+    await installProbes();
+    await call('PUT', '/v1/admin/functions/txdeployed', deployBody('tx source marker'));
+    const deployedBy = await eventWriter('admin.functions.put', 'txdeployed');
+    expect(deployedBy).toBe(
+      await writer(`SELECT xmin::text AS xmin FROM basalt.function_versions WHERE name = $1 AND version = 1`, [
+        'txdeployed',
+      ]),
+    );
+    expect(deployedBy).toBe(await rowWriter('function_active', 'name', 'txdeployed'));
+
+    await deploy('txrolled', 'one');
+    await deploy('txrolled', 'two');
+    await call('POST', '/v1/admin/functions/txrolled/rollback', { version: 1 });
+    expect(await eventWriter('admin.functions.rollback', 'txrolled')).toBe(
+      await rowWriter('function_active', 'name', 'txrolled'),
+    );
+
+    await call('DELETE', '/v1/admin/functions/txdeployed');
+    expect(await eventWriter('admin.functions.delete', 'txdeployed')).toBe(
+      await deletionWriter('function_active', 'txdeployed'),
+    );
+    const recorded = (await events(server, { type: 'admin.functions*', limit: '500' })).filter(
+      (event) => (event.details.params as { name?: string }).name === 'txdeployed',
+    );
+    expect(recorded.map((event) => event.details)).toEqual([
+      { method: 'DELETE', route: '/v1/admin/functions/:name', params: { name: 'txdeployed' }, status: 204 },
+      {
+        method: 'PUT',
+        route: '/v1/admin/functions/:name',
+        params: { name: 'txdeployed' },
+        body: { files: '[redacted]', entry: 'index.ts' },
+        status: 201,
+      },
+    ]);
+    expect(JSON.stringify(recorded)).not.toContain('tx source marker');
+  });
+
+  it('topics: setting and dropping rules share a transaction with their event', async () => {
+    await installProbes();
+    await call('PUT', '/v1/admin/topics/tx.topic', { rules: { publish: 'auth != null' } });
+    expect(await eventWriter('admin.topics.put', 'tx.topic')).toBe(await rowWriter('topics', 'name', 'tx.topic'));
+    await call('DELETE', '/v1/admin/topics/tx.topic');
+    expect(await eventWriter('admin.topics.delete', 'tx.topic')).toBe(await deletionWriter('topics', 'tx.topic'));
+  });
+
+  it('makes no change whose event cannot be written', async () => {
+    await installProbes();
+    const collection = await request(server.url, 'POST', '/v1/admin/collections', {
+      token: server.serviceKey,
+      body: { name: 'unrecordable' },
+    });
+    expect(collection.status).toBe(500);
+    const bucket = await request(server.url, 'POST', '/v1/admin/buckets', {
+      token: server.serviceKey,
+      body: { name: 'unrecordable' },
+    });
+    expect(bucket.status).toBe(500);
+    const secret = await request(server.url, 'PUT', '/v1/admin/secrets/UNRECORDABLE', {
+      token: server.serviceKey,
+      body: { value: 'never stored' },
+    });
+    expect(secret.status).toBe(500);
+    const deployed = await request(server.url, 'PUT', '/v1/admin/functions/unrecordable', {
+      token: server.serviceKey,
+      body: deployBody('never live'),
+    });
+    expect(deployed.status).toBe(500);
+    const topic = await request(server.url, 'PUT', '/v1/admin/topics/unrecordable', {
+      token: server.serviceKey,
+      body: { rules: { publish: 'true' } },
+    });
+    expect(topic.status).toBe(500);
+    for (const table of ['collections', 'buckets', 'secrets', 'function_versions', 'function_active', 'topics']) {
+      const left = await server.sql.query(`SELECT 1 FROM basalt.${table} WHERE lower(name) = 'unrecordable'`);
+      expect(left.rows, table).toEqual([]);
+    }
+  });
+});
+
 describe('GET /v1/admin/audit', () => {
   it('pages newest first with before, and filters by user and by exact type or prefix', async () => {
     const user = await signUp(server.url);

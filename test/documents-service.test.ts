@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PUBLIC_CALLER, SERVICE_CALLER, type UserCaller } from '../server/internal/caller.js';
 import { Database } from '../server/internal/db.js';
 import { AppError } from '../server/internal/errors.js';
+import { AuditRepository } from '../server/modules/audit/repository.js';
+import { AuditLog } from '../server/modules/audit/service.js';
 import { CollectionRegistry } from '../server/modules/documents/collection-registry.js';
 import { CollectionService } from '../server/modules/documents/collection-service.js';
 import { SchemaCompiler } from '../server/modules/documents/schema-compiler.js';
@@ -40,7 +42,8 @@ beforeAll(async () => {
   registry = new CollectionRegistry(repo, schemas, { databaseUrl: database.url, log: silentLogger });
   await registry.start();
   documents = new DocumentService(repo, registry, { maxDocumentBytes: 1024 * 1024 });
-  collections = new CollectionService(repo, registry, schemas);
+  const audit = new AuditLog(new AuditRepository(db), { log: silentLogger, retentionDays: 90 });
+  collections = new CollectionService(repo, registry, schemas, audit);
   await collections.create(SERVICE_CALLER, {
     name: 'notes',
     rules: {

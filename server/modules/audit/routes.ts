@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest, onSendHookHan
 import { errorResponse } from '../../internal/http/errors.js';
 import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
-import { actorOf, adminEventType, redactedBody, type AuditOrigin } from './events.js';
+import { actorOf, adminEventType, redactedBody, type AuditEvent, type AuditOrigin } from './events.js';
 import type { AuditLog } from './service.js';
 
 declare module 'fastify' {
@@ -34,6 +34,33 @@ export function isChangingAdminRoute(method: string, url: string): boolean {
 }
 
 /**
+ * The event of a changing admin call: `{type: "admin.<route>", details: {method, route,
+ * params, query, body, status}}`, the body redacted (redactedBody). The hook below records
+ * it after the change; a route whose service records it in the change's transaction
+ * (`config.audit.recorded`) builds it here with the status it answers on success and hands
+ * it to the service, so both give the same event.
+ */
+export function adminChangeEvent(request: FastifyRequest, status: number): AuditEvent {
+  const route = request.routeOptions.url ?? request.url;
+  const config = request.routeOptions.config as { audit?: { type?: `admin.${string}` } } | undefined;
+  const body = redactedBody(request.body);
+  const query = request.query as Record<string, unknown> | undefined;
+  return {
+    type: config?.audit?.type ?? adminEventType(request.method, route),
+    actor: actorOf(request.caller),
+    ...auditOrigin(request),
+    details: {
+      method: request.method,
+      route,
+      params: request.params ?? {},
+      ...(query && Object.keys(query).length > 0 ? { query } : {}),
+      ...(body === undefined ? {} : { body }),
+      status,
+    },
+  };
+}
+
+/**
  * Audits every changing admin call (`POST`/`PUT`/`PATCH`/`DELETE` under `/v1/admin/`) that
  * succeeds: a route hook, added to each such route as it is registered, so an admin
  * endpoint added later is audited without code of its own. It records
@@ -52,21 +79,7 @@ export function auditAdminChanges(app: FastifyInstance, audit: AuditLog): void {
     if (methods.length === 0 || config?.audit?.recorded === true) return;
     const record: onSendHookHandler = async (request, reply, payload) => {
       if (reply.statusCode >= 400) return payload;
-      const type = config?.audit?.type ?? adminEventType(request.method, url);
-      const body = redactedBody(request.body);
-      await audit.record({
-        type,
-        actor: actorOf(request.caller),
-        ...auditOrigin(request),
-        details: {
-          method: request.method,
-          route: url,
-          params: request.params ?? {},
-          ...(request.query && Object.keys(request.query).length > 0 ? { query: request.query } : {}),
-          ...(body === undefined ? {} : { body }),
-          status: reply.statusCode,
-        },
-      });
+      await audit.record(adminChangeEvent(request, reply.statusCode));
       return payload;
     };
     const existing = route.onSend;

@@ -5,6 +5,8 @@
  * checked and compiled by schema-compiler.ts.
  */
 import type { Caller } from '../../internal/caller.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import { AppError } from '../../internal/errors.js';
 import { requireService } from '../../internal/guards.js';
 import type { Root } from '../../internal/rules/index.js';
@@ -140,12 +142,17 @@ function parseIndexes(input: unknown): IndexSpec[] {
   });
 }
 
-/** The admin API's logic: /v1/admin/collections. Service key only. */
+/**
+ * The admin API's logic: /v1/admin/collections. Service key only. Each change takes the
+ * admin event that records it (`audit`, built by the route) and writes it in the change's
+ * transaction, so the change and its event commit together or not at all.
+ */
 export class CollectionService {
   constructor(
     private readonly repo: DocumentRepository,
     private readonly registry: CollectionRegistry,
     private readonly schemas: SchemaCompiler,
+    private readonly audit: AuditLog,
   ) {}
 
   /** Search settings from the admin API, the language checked against the database. */
@@ -163,7 +170,7 @@ export class CollectionService {
     return search;
   }
 
-  async create(caller: Caller, input: CreateCollectionInput): Promise<CollectionInfo> {
+  async create(caller: Caller, input: CreateCollectionInput, audit?: AuditEvent): Promise<CollectionInfo> {
     requireService(caller);
     const name = assertCollectionName(input.name);
     const rules = parseRules(input.rules);
@@ -172,9 +179,11 @@ export class CollectionService {
     const indexes = parseIndexes(input.indexes);
     const search = await this.searchSettings(input.search);
     const refs = parseRefs(input.refs);
-    const row = await this.repo.transaction((tx) =>
-      this.repo.createCollection(tx, { name, rules, schema, indexes, search, refs }),
-    );
+    const row = await this.repo.transaction(async (tx) => {
+      const created = await this.repo.createCollection(tx, { name, rules, schema, indexes, search, refs });
+      if (audit) await this.audit.record(audit, { tx });
+      return created;
+    });
     this.registry.invalidate(name);
     return toInfo(row);
   }
@@ -197,7 +206,12 @@ export class CollectionService {
    * built). Existing documents are not re-validated against a new schema. `search` (null
    * removes) and `refs` (the map is replaced) take effect at once.
    */
-  async update(caller: Caller, name: string, input: UpdateCollectionInput): Promise<CollectionInfo> {
+  async update(
+    caller: Caller,
+    name: string,
+    input: UpdateCollectionInput,
+    audit?: AuditEvent,
+  ): Promise<CollectionInfo> {
     requireService(caller);
     assertCollectionName(name);
     const schema = input.schema === undefined ? undefined : input.schema === null ? null : (input.schema as JsonObject);
@@ -224,22 +238,29 @@ export class CollectionService {
         await this.repo.dropSearchIndex(tx, name);
         if (search) await this.repo.createSearchIndex(tx, name, search);
       }
-      return this.repo.updateCollection(tx, name, {
+      const updated = await this.repo.updateCollection(tx, name, {
         rules,
         schema: schema === undefined ? current.schema : schema,
         indexes: indexes ?? current.indexes,
         search: search === undefined ? current.search : search,
         refs: refs ?? current.refs,
       });
+      if (audit) await this.audit.record(audit, { tx });
+      return updated;
     });
     this.registry.invalidate(name);
     return toInfo(row);
   }
 
-  async delete(caller: Caller, name: string): Promise<void> {
+  async delete(caller: Caller, name: string, audit?: AuditEvent): Promise<void> {
     requireService(caller);
     assertCollectionName(name);
-    const dropped = await this.repo.transaction((tx) => this.repo.dropCollection(tx, name));
+    const dropped = await this.repo.transaction(async (tx) => {
+      const found = await this.repo.dropCollection(tx, name);
+      // Nothing dropped, nothing to record: the caller gets NOT_FOUND.
+      if (found && audit) await this.audit.record(audit, { tx });
+      return found;
+    });
     this.registry.invalidate(name);
     if (!dropped) throw new AppError('NOT_FOUND', `Collection "${name}" does not exist.`);
   }

@@ -1,5 +1,6 @@
 import type { ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
+import type { AuditLog } from '../audit/service.js';
 import { CollectionRegistry } from './collection-registry.js';
 import { CollectionService } from './collection-service.js';
 import { SchemaCompiler } from './schema-compiler.js';
@@ -17,7 +18,7 @@ export interface DocumentsModule extends ServerModule {
   collections: CollectionService;
 }
 
-export function buildDocumentsModule(platform: Platform): DocumentsModule {
+export function buildDocumentsModule(platform: Platform, deps: { audit: AuditLog }): DocumentsModule {
   const repo = new DocumentRepository(platform.db);
   const schemas = new SchemaCompiler();
   const registry = new CollectionRegistry(repo, schemas, {
@@ -28,7 +29,7 @@ export function buildDocumentsModule(platform: Platform): DocumentsModule {
     maxDocumentBytes: platform.config.maxDocumentBytes,
     usage: platform.usage,
   });
-  const collections = new CollectionService(repo, registry, schemas);
+  const collections = new CollectionService(repo, registry, schemas, deps.audit);
   return {
     documents,
     collections,

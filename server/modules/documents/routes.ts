@@ -4,6 +4,7 @@ import { AppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
 import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
+import { adminChangeEvent } from '../audit/routes.js';
 import type { CollectionService } from './collection-service.js';
 import { COLLECTION_NAME_PATTERN, DOCUMENT_ID_PATTERN } from './names.js';
 import { AGGREGATE_LIMITS } from './aggregate.js';
@@ -446,8 +447,10 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         },
         response: { 201: collectionSchema, '4xx': errorResponse },
       },
+      config: { audit: { recorded: true } },
     },
-    async (request, reply) => reply.code(201).send(await collections.create(request.caller, request.body)),
+    async (request, reply) =>
+      reply.code(201).send(await collections.create(request.caller, request.body, adminChangeEvent(request, 201))),
   );
 
   app.get(
@@ -498,8 +501,10 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         }),
         response: { 200: collectionSchema, '4xx': errorResponse },
       },
+      config: { audit: { recorded: true } },
     },
-    async (request) => collections.update(request.caller, request.params.name, request.body ?? {}),
+    async (request) =>
+      collections.update(request.caller, request.params.name, request.body ?? {}, adminChangeEvent(request, 200)),
   );
 
   app.delete(
@@ -512,9 +517,10 @@ export const collectionAdminRoutes: FastifyPluginAsync<{ collections: Collection
         params: nameParams,
         response: { 204: { type: 'null' }, '4xx': errorResponse },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
-      await collections.delete(request.caller, request.params.name);
+      await collections.delete(request.caller, request.params.name, adminChangeEvent(request, 204));
       return reply.code(204).send(null);
     },
   );

@@ -1,7 +1,7 @@
 import { asc, eq } from 'drizzle-orm';
 import type PgBoss from 'pg-boss';
 import { topics } from '../../db/schema.js';
-import type { Database, Queryable } from '../../internal/db.js';
+import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { runQuery } from '../../internal/repository.js';
 
 /** The job queue's schema (pg-boss, see functions/dispatcher.ts). */
@@ -240,9 +240,9 @@ export class EventsRepository {
     return rows[0] ?? null;
   }
 
-  async saveTopic(name: string, rules: { publish?: string }): Promise<TopicRow> {
+  async saveTopic(tx: Tx, name: string, rules: { publish?: string }): Promise<TopicRow> {
     const rows = await this.db
-      .builder()
+      .builder(tx)
       .insert(topics)
       .values({ name, rules })
       .onConflictDoUpdate({ target: topics.name, set: { rules, updatedAt: new Date() } })
@@ -252,8 +252,8 @@ export class EventsRepository {
     return row;
   }
 
-  async deleteTopic(name: string): Promise<boolean> {
-    const rows = await this.db.builder().delete(topics).where(eq(topics.name, name)).returning({ name: topics.name });
+  async deleteTopic(tx: Tx, name: string): Promise<boolean> {
+    const rows = await this.db.builder(tx).delete(topics).where(eq(topics.name, name)).returning({ name: topics.name });
     return rows.length > 0;
   }
 }

@@ -1,6 +1,7 @@
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { requireService } from '../../internal/guards.js';
+import { adminChangeEvent } from '../audit/routes.js';
 import { errorResponse } from '../../internal/http/errors.js';
 import { closedObject, type ObjectSchemaOf } from '../../internal/http/response-schema.js';
 import {
@@ -119,10 +120,11 @@ export const eventRoutes: FastifyPluginAsync<{ events: EventsService }> = async 
         },
         response: { 200: topicSchema, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request) => {
       requireService(request.caller);
-      return events.configure(request.params.topic, request.body);
+      return events.configure(request.params.topic, request.body, adminChangeEvent(request, 200));
     },
   );
 
@@ -136,10 +138,11 @@ export const eventRoutes: FastifyPluginAsync<{ events: EventsService }> = async 
         params: topicParams,
         response: { 204: { type: 'null' }, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
       requireService(request.caller);
-      await events.remove(request.params.topic);
+      await events.remove(request.params.topic, adminChangeEvent(request, 204));
       return reply.code(204).send(null);
     },
   );

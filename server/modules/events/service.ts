@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Caller } from '../../internal/caller.js';
+import type { Database } from '../../internal/db.js';
 import { newTraceId } from '../../internal/trace.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import { AppError } from '../../internal/errors.js';
 import { evaluateRule, parseRule, ruleAuthFromCaller, type Root, type Rule } from '../../internal/rules/index.js';
 import { parseRuleForSaving } from '../../internal/rules/saving.js';
@@ -130,8 +133,10 @@ export class EventsService {
   private readonly subscribers = new Map<string, Subscriber[]>();
 
   constructor(
+    private readonly db: Database,
     private readonly repository: EventsRepository,
     private readonly queues: EventQueues,
+    private readonly audit: AuditLog,
   ) {}
 
   /**
@@ -282,8 +287,12 @@ export class EventsService {
     };
   }
 
-  /** `PUT /v1/admin/topics/:topic {rules: {publish?}}`: the rule is checked as it is saved. */
-  async configure(topic: string, body: { rules?: unknown }): Promise<TopicSummary> {
+  /**
+   * `PUT /v1/admin/topics/:topic {rules: {publish?}}`: the rule is checked as it is saved.
+   * Topic changes take the admin event that records them (`audit`, built by the route) and
+   * write it in the change's transaction.
+   */
+  async configure(topic: string, body: { rules?: unknown }, audit?: AuditEvent): Promise<TopicSummary> {
     if (!validTopic(topic)) throw invalid('Not a valid topic name.', 'topic');
     const rules = body.rules ?? {};
     if (typeof rules !== 'object' || rules === null || Array.isArray(rules)) {
@@ -297,15 +306,24 @@ export class EventsService {
       parseRuleForSaving('publish', source, PUBLISH_RULE_SCOPE, (text) => this.rule(text));
       saved.publish = source;
     }
-    const row = await this.repository.saveTopic(topic, saved);
+    const row = await this.db.transaction(async (tx) => {
+      const stored = await this.repository.saveTopic(tx, topic, saved);
+      if (audit) await this.audit.record(audit, { tx });
+      return stored;
+    });
     const subscribers = (await this.repository.allSubscribers()).filter((fn) => fn.topic === topic);
     return this.summary(topic, row, subscribers);
   }
 
   /** Drops a topic's settings (its rules); the subscribers, which the functions declare, stay. */
-  async remove(topic: string): Promise<void> {
-    if (!validTopic(topic) || !(await this.repository.deleteTopic(topic))) {
-      throw new AppError('NOT_FOUND', `No topic "${topic}" with settings.`);
-    }
+  async remove(topic: string, audit?: AuditEvent): Promise<void> {
+    const removed =
+      validTopic(topic) &&
+      (await this.db.transaction(async (tx) => {
+        if (!(await this.repository.deleteTopic(tx, topic))) return false;
+        if (audit) await this.audit.record(audit, { tx });
+        return true;
+      }));
+    if (!removed) throw new AppError('NOT_FOUND', `No topic "${topic}" with settings.`);
   }
 }

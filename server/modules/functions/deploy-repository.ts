@@ -87,7 +87,11 @@ export class DeployRepository {
    * nothing new). An event function's first deploy also starts the dispatcher's cursor, so
    * events committed right after this deploy are dispatched even if no dispatcher ran before.
    */
-  async deploy(version: NewVersion, options: { unlessFolderHash?: boolean } = {}): Promise<VersionInfo | null> {
+  /** `alsoInTx` joins the deploy's transaction once the version is stored (its admin event). */
+  async deploy(
+    version: NewVersion,
+    options: { unlessFolderHash?: boolean; alsoInTx?: (tx: Tx) => Promise<void> } = {},
+  ): Promise<VersionInfo | null> {
     return this.db.transaction(async (tx) => {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1, hashtext($2))', [
         ADVISORY_LOCK_NAMESPACES.functionDeploys,
@@ -119,12 +123,13 @@ export class DeployRepository {
           .returning(infoColumns),
       );
       await this.point(tx, { ...version, version: number });
+      await options.alsoInTx?.(tx);
       return row ? asInfo(row) : null;
     });
   }
 
-  /** Makes a stored version live again; null when there is no such version. */
-  async rollback(name: string, version: number): Promise<VersionInfo | null> {
+  /** Makes a stored version live again; null when there is no such version. `alsoInTx` joins its transaction. */
+  async rollback(name: string, version: number, alsoInTx?: (tx: Tx) => Promise<void>): Promise<VersionInfo | null> {
     return this.db.transaction(async (tx) => {
       await runQuery(tx, 'SELECT pg_advisory_xact_lock($1, hashtext($2))', [
         ADVISORY_LOCK_NAMESPACES.functionDeploys,
@@ -142,19 +147,28 @@ export class DeployRepository {
       const info = asInfo(row);
       if (EVENT_KINDS.has(info.kind)) await this.startDispatchCursor(tx);
       await this.point(tx, info);
+      await alsoInTx?.(tx);
       return info;
     });
   }
 
-  /** Takes a function out of service; false when it was not deployed. */
-  async undeploy(name: string): Promise<boolean> {
-    const rows = await mapDatabaseErrors(() =>
-      this.db.drizzle
-        .delete(functionActive)
-        .where(eq(functionActive.name, name))
-        .returning({ name: functionActive.name }),
-    );
-    return rows.length > 0;
+  /**
+   * Takes a function out of service; false when it was not deployed. `alsoInTx` joins its
+   * transaction when it was.
+   */
+  async undeploy(name: string, alsoInTx?: (tx: Tx) => Promise<void>): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await mapDatabaseErrors(() =>
+        this.db
+          .builder(tx)
+          .delete(functionActive)
+          .where(eq(functionActive.name, name))
+          .returning({ name: functionActive.name }),
+      );
+      if (rows.length === 0) return false;
+      await alsoInTx?.(tx);
+      return true;
+    });
   }
 
   private async point(tx: Tx, pointer: ActivePointer): Promise<void> {

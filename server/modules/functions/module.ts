@@ -15,6 +15,7 @@ import { InvocationRepository, type InvocationRecord } from './repository.js';
 import { functionRoutes, httpFunctionRoute } from './routes.js';
 import { DeployRepository } from './deploy-repository.js';
 import { parseSecretsKey, SecretStore } from './secrets.js';
+import type { AuditLog } from '../audit/service.js';
 import { FunctionsService, numberOption, type ServerRpc } from './service.js';
 import { NUMERIC_OPTIONS } from './loader.js';
 import { registerWarmWorkersGauge } from './warm-capacity.js';
@@ -153,6 +154,8 @@ function eventsRpc(events: EventsService): ServerRpc {
 export interface FunctionsDeps {
   documents: DocumentService;
   storage: StorageService;
+  /** Where deploys and secret changes record their admin events, in their transactions. */
+  audit: AuditLog;
 }
 
 /**
@@ -169,7 +172,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     ? parseSecretsKey(platform.config.secretsKey)
     : Buffer.from(hkdfSync('sha256', platform.config.serviceKey, 'basalt', 'function secrets', 32));
   if (!secretsKey) throw new Error('the secrets key must be 32 bytes (64 hex digits, or base64)');
-  const secrets = new SecretStore(platform.db, secretsKey, platform.log);
+  const secrets = new SecretStore(platform.db, secretsKey, platform.log, deps.audit);
   const invocationCount = platform.metrics.counter(
     'basalt_function_invocations_total',
     'Function runs finished, by function and status (succeeded, failed, dead).',
@@ -190,6 +193,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
       environment: platform.config.environment,
       idleTimeoutMs: platform.config.functionsIdleTimeoutMs,
       roles: platform.config.roles,
+      audit: deps.audit,
       onRun: (run) => {
         spans?.record(run);
         invocationCount.inc({ function: run.functionName, status: run.status });
@@ -221,7 +225,7 @@ export function buildFunctionsModule(platform: Platform, deps: FunctionsDeps): F
     dispatcherMetrics(platform.metrics),
     { databaseUrl: platform.config.databaseUrl, runWorkers: platform.config.roles.worker },
   );
-  const events = new EventsService(new EventsRepository(platform.db), dispatcher);
+  const events = new EventsService(platform.db, new EventsRepository(platform.db), dispatcher, deps.audit);
   const publish = eventsRpc(events);
   // The writes a run makes carry its origin into the change log, so the runs they trigger join its trace.
   service.useRpc(async (target, method, args, caller, origin) =>

@@ -9,6 +9,7 @@ import {
   type ObjectSchemaOf,
 } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
+import { adminChangeEvent } from '../audit/routes.js';
 import { checkedJsonParser } from '../../internal/http/json-body.js';
 import type { LoadError } from './loader.js';
 import type { LogLine } from './protocol.js';
@@ -204,10 +205,16 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         },
         response: { 201: deployedSchema, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
       requireService(request.caller);
-      const deployed = await functions.deploy(request.params.name, request.body.files, request.body.entry);
+      const deployed = await functions.deploy(
+        request.params.name,
+        request.body.files,
+        request.body.entry,
+        adminChangeEvent(request, 201),
+      );
       return reply.code(201).send(deployed);
     },
   );
@@ -245,10 +252,11 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         },
         response: { 200: deployedSchema, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request) => {
       requireService(request.caller);
-      return functions.rollback(request.params.name, request.body.version);
+      return functions.rollback(request.params.name, request.body.version, adminChangeEvent(request, 200));
     },
   );
 
@@ -262,10 +270,11 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         params: nameParams,
         response: { 204: { type: 'null' }, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
       requireService(request.caller);
-      await functions.undeploy(request.params.name);
+      await functions.undeploy(request.params.name, adminChangeEvent(request, 204));
       return reply.code(204).send(null);
     },
   );
@@ -313,10 +322,11 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         },
         response: { 204: { type: 'null' }, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
       requireService(request.caller);
-      await secrets.set(request.params.name, request.body.value);
+      await secrets.set(request.params.name, request.body.value, adminChangeEvent(request, 204));
       return reply.code(204).send(null);
     },
   );
@@ -331,10 +341,11 @@ export const functionRoutes: FastifyPluginAsync<FunctionRouteOptions> = async (
         params: secretParams,
         response: { 204: { type: 'null' }, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
       requireService(request.caller);
-      await secrets.delete(request.params.name);
+      await secrets.delete(request.params.name, adminChangeEvent(request, 204));
       return reply.code(204).send(null);
     },
   );

@@ -15,7 +15,8 @@ export interface SealedSecret {
 export class SecretRepository {
   constructor(private readonly db: Database) {}
 
-  async put(secret: Omit<SealedSecret, 'updatedAt'>): Promise<void> {
+  /** Writes a secret; `alsoInTx` joins its transaction (the admin event that records it). */
+  async put(secret: Omit<SealedSecret, 'updatedAt'>, alsoInTx?: (tx: Tx) => Promise<void>): Promise<void> {
     await this.db.transaction(async (tx) => {
       await mapDatabaseErrors(() =>
         this.db
@@ -28,16 +29,20 @@ export class SecretRepository {
           }),
       );
       await this.bumpRevision(tx);
+      await alsoInTx?.(tx);
     });
   }
 
-  async delete(name: string): Promise<boolean> {
+  /** Deletes a secret, if there is one; `alsoInTx` joins its transaction when one went. */
+  async delete(name: string, alsoInTx?: (tx: Tx) => Promise<void>): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const rows = await mapDatabaseErrors(() =>
         this.db.builder(tx).delete(secrets).where(eq(secrets.name, name)).returning({ name: secrets.name }),
       );
-      if (rows.length > 0) await this.bumpRevision(tx);
-      return rows.length > 0;
+      if (rows.length === 0) return false;
+      await this.bumpRevision(tx);
+      await alsoInTx?.(tx);
+      return true;
     });
   }
 

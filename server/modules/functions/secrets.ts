@@ -1,7 +1,9 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import type { Database } from '../../internal/db.js';
+import type { Database, Tx } from '../../internal/db.js';
 import { AppError } from '../../internal/errors.js';
 import type { Logger } from '../../internal/log.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import { SecretRepository } from './secret-repository.js';
 
 export { parseSecretsKey } from '../../internal/service-key.js';
@@ -19,7 +21,9 @@ export interface SecretSummary {
  * Function secrets: AES-256-GCM at rest (a fresh IV per write, the name as associated data),
  * opened in memory on each instance for the functions that declare them. Values never leave
  * the server through the API. A change made on another instance is picked up by refresh(),
- * which the module calls every few seconds when the fingerprint moves.
+ * which the module calls every few seconds when the fingerprint moves. A change takes the
+ * admin event that records it (`audit`, built by the route, its value redacted) and writes it
+ * in the change's transaction.
  */
 export class SecretStore {
   private readonly repo: SecretRepository;
@@ -30,6 +34,7 @@ export class SecretStore {
     db: Database,
     private readonly key: Buffer,
     private readonly log: Logger,
+    private readonly audit: AuditLog,
   ) {
     if (key.length !== 32) throw new Error('the secrets key must be 32 bytes');
     this.repo = new SecretRepository(db);
@@ -47,7 +52,7 @@ export class SecretStore {
     }
   }
 
-  async set(name: string, value: unknown): Promise<void> {
+  async set(name: string, value: unknown, audit?: AuditEvent): Promise<void> {
     SecretStore.checkName(name);
     if (typeof value !== 'string') {
       throw new AppError('INVALID_REQUEST', '"value" must be a string.', { details: { field: 'value' } });
@@ -61,14 +66,20 @@ export class SecretStore {
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
     cipher.setAAD(Buffer.from(name, 'utf8'));
     const ciphertext = Buffer.concat([cipher.update(value, 'utf8'), cipher.final()]);
-    await this.repo.put({ name, iv, ciphertext, tag: cipher.getAuthTag() });
+    await this.repo.put({ name, iv, ciphertext, tag: cipher.getAuthTag() }, this.auditWriter(audit));
     await this.refresh();
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, audit?: AuditEvent): Promise<void> {
     SecretStore.checkName(name);
-    if (!(await this.repo.delete(name))) throw new AppError('NOT_FOUND', `No secret named "${name}".`);
+    if (!(await this.repo.delete(name, this.auditWriter(audit))))
+      throw new AppError('NOT_FOUND', `No secret named "${name}".`);
     await this.refresh();
+  }
+
+  /** Writes `audit` in the transaction it is handed, if there is an event to record. */
+  private auditWriter(audit: AuditEvent | undefined): ((tx: Tx) => Promise<void>) | undefined {
+    return audit && ((tx) => this.audit.record(audit, { tx }));
   }
 
   async list(): Promise<SecretSummary[]> {

@@ -3,7 +3,10 @@ import path from 'node:path';
 import type { Caller } from '../../internal/caller.js';
 import { ruleAuthFromCaller } from '../../internal/rules/index.js';
 import { AppError } from '../../internal/errors.js';
+import type { Tx } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import type { HttpRequest } from '../../functions-api.js';
 import { rm } from 'node:fs/promises';
 import { SERVICE_CALLER } from '../../internal/caller.js';
@@ -47,6 +50,8 @@ export interface FunctionsOptions {
   idleTimeoutMs?: number;
   /** Which functions this instance runs, and so keeps `min_warm` workers for (default: all). */
   roles?: { api: boolean; worker: boolean };
+  /** Where deploys, rollbacks and undeploys record their admin event, in their transaction. */
+  audit: AuditLog;
 }
 
 export interface FunctionSummary {
@@ -267,12 +272,19 @@ export class FunctionsService {
     if (problem) throw buildFailed(`${name}: ${problem}`, file);
   }
 
+  /** Writes `audit` in the transaction it is handed, if there is an event to record. */
+  private auditWriter(audit: AuditEvent | undefined): ((tx: Tx) => Promise<void>) | undefined {
+    return audit && ((tx) => this.options.audit.record(audit, { tx }));
+  }
+
   /**
    * Deploys a function from its source files: built and loaded in a throw-away worker
    * first, so a failure (422 FUNCTION_BUILD_FAILED) changes nothing; then stored as the next
-   * version and made live, here at once and on every instance within seconds.
+   * version and made live, here at once and on every instance within seconds. Deploys,
+   * rollbacks and undeploys take the admin event that records them (`audit`, built by the
+   * route, the source redacted) and write it in the transaction that changes the live version.
    */
-  async deploy(name: string, files: unknown, entry: unknown): Promise<DeployedFunction> {
+  async deploy(name: string, files: unknown, entry: unknown, audit?: AuditEvent): Promise<DeployedFunction> {
     if (!validFunctionName(name)) {
       throw new AppError('INVALID_REQUEST', 'A function name is 1–63 characters of letters, digits, - and _.', {
         details: { field: 'name' },
@@ -307,17 +319,20 @@ export class FunctionsService {
       );
     }
     this.checkDefinition(name, definition, deploy.entry);
-    const stored = await this.deploys.deploy({
-      name,
-      kind: definition.kind,
-      exportName: definition.exportName,
-      options: definition.options,
-      entry: deploy.entry,
-      bundle: bundle.code,
-      bundleFormat: bundle.format,
-      bundleHash: bundleHash(bundle),
-      source: 'api',
-    });
+    const stored = await this.deploys.deploy(
+      {
+        name,
+        kind: definition.kind,
+        exportName: definition.exportName,
+        options: definition.options,
+        entry: deploy.entry,
+        bundle: bundle.code,
+        bundleFormat: bundle.format,
+        bundleHash: bundleHash(bundle),
+        source: 'api',
+      },
+      { alsoInTx: this.auditWriter(audit) },
+    );
     if (!stored) throw new AppError('INTERNAL', 'The deploy was not stored.');
     await this.sync();
     return deployedFunction(stored);
@@ -508,15 +523,16 @@ export class FunctionsService {
     }));
   }
 
-  async rollback(name: string, version: number): Promise<DeployedFunction> {
-    const restored = await this.deploys.rollback(name, version);
+  async rollback(name: string, version: number, audit?: AuditEvent): Promise<DeployedFunction> {
+    const restored = await this.deploys.rollback(name, version, this.auditWriter(audit));
     if (!restored) throw new AppError('NOT_FOUND', `No version ${version} of "${name}".`);
     await this.sync();
     return deployedFunction(restored);
   }
 
-  async undeploy(name: string): Promise<void> {
-    if (!(await this.deploys.undeploy(name))) throw new AppError('NOT_FOUND', `No deployed function named "${name}".`);
+  async undeploy(name: string, audit?: AuditEvent): Promise<void> {
+    if (!(await this.deploys.undeploy(name, this.auditWriter(audit))))
+      throw new AppError('NOT_FOUND', `No deployed function named "${name}".`);
     await this.sync();
   }
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Config } from '../../config.js';
 import type { ReadinessCheck, ServerModule } from '../../internal/module.js';
 import type { Platform } from '../../internal/platform.js';
+import type { AuditLog } from '../audit/service.js';
 import { FsBackend } from './backends/fs.js';
 import type { StorageBackend } from './backends/index.js';
 import { S3Backend } from './backends/s3.js';
@@ -30,7 +31,7 @@ export function createStorageBackend(config: Pick<Config, 'storage' | 'dataDir'>
   return new S3Backend({ ...storage.s3, bucket: storage.s3.bucket ?? '', partSize: storage.s3PartSize });
 }
 
-export function buildStorageModule(platform: Platform): StorageModule {
+export function buildStorageModule(platform: Platform, deps: { audit: AuditLog }): StorageModule {
   const { config, log } = platform;
   const backend = createStorageBackend(config);
   const repo = new StorageRepository(platform.db);
@@ -60,6 +61,7 @@ export function buildStorageModule(platform: Platform): StorageModule {
     heartbeatMs: Math.max(1000, Math.min(60_000, (config.storage.orphanGraceSeconds * 1000) / 4)),
     orphanGraceSeconds: config.storage.orphanGraceSeconds,
     transformer: new ImageTransformer(config.storage.transforms),
+    audit: deps.audit,
   });
   const resumable = new ResumableUploads(repo, backend, service, log, {
     expirySeconds: config.storage.uploadExpirySeconds,

@@ -160,10 +160,11 @@ export class StorageRepository {
 
   // Buckets
 
-  async insertBucket(bucket: BucketFields): Promise<BucketRow> {
+  async insertBucket(tx: Tx, bucket: BucketFields): Promise<BucketRow> {
     const rows = await mapDatabaseErrors(
       () =>
-        this.db.drizzle
+        this.db
+          .builder(tx)
           .insert(buckets)
           .values({ name: bucket.name, ...bucketColumns(bucket) })
           .returning(BUCKET_FIELDS),
@@ -183,9 +184,10 @@ export class StorageRepository {
     return mapDatabaseErrors(() => this.db.drizzle.select(BUCKET_FIELDS).from(buckets).orderBy(asc(buckets.name)));
   }
 
-  async updateBucket(bucket: BucketFields): Promise<BucketRow | null> {
+  async updateBucket(tx: Tx, bucket: BucketFields): Promise<BucketRow | null> {
     const rows = await mapDatabaseErrors(() =>
-      this.db.drizzle
+      this.db
+        .builder(tx)
         .update(buckets)
         .set({ ...bucketColumns(bucket), updatedAt: sql`now()` })
         .where(eq(buckets.name, bucket.name))

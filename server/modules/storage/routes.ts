@@ -6,6 +6,7 @@ import { AppError, isAppError } from '../../internal/errors.js';
 import { errorResponse } from '../../internal/http/errors.js';
 import { closedObject } from '../../internal/http/response-schema.js';
 import { requireService } from '../../internal/guards.js';
+import { adminChangeEvent } from '../audit/routes.js';
 import { servedContentType, splitStorageUrl } from './paths.js';
 import type { StorageObject, StorageService } from './service.js';
 import type { StorageSweeper } from './sweeper.js';
@@ -256,8 +257,10 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
         },
         response: { 201: bucketSchema, 409: errorResponse, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
-    async (request, reply) => reply.code(201).send(await storage.createBucket(request.caller, request.body)),
+    async (request, reply) =>
+      reply.code(201).send(await storage.createBucket(request.caller, request.body, adminChangeEvent(request, 201))),
   );
 
   app.get(
@@ -301,8 +304,10 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
         body: closedObject(bucketWritable),
         response: { 200: bucketSchema, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
-    async (request) => storage.updateBucket(request.caller, request.params.name, request.body),
+    async (request) =>
+      storage.updateBucket(request.caller, request.params.name, request.body, adminChangeEvent(request, 200)),
   );
 
   app.get(
@@ -362,9 +367,15 @@ const storageJsonRoutes: FastifyPluginAsync<StorageRouteOptions> = async (plugin
         querystring: { type: 'object', properties: { force: { type: 'string', enum: ['true', 'false'] } } },
         response: { 204: { type: 'null' }, 409: errorResponse, ...errors },
       },
+      config: { audit: { recorded: true } },
     },
     async (request, reply) => {
-      await storage.deleteBucket(request.caller, request.params.name, request.query.force === 'true');
+      await storage.deleteBucket(
+        request.caller,
+        request.params.name,
+        request.query.force === 'true',
+        adminChangeEvent(request, 204),
+      );
       return reply.code(204).send(null);
     },
   );

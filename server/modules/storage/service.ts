@@ -18,6 +18,8 @@ import { parseRuleForSaving, type RuleSavingScope } from '../../internal/rules/s
 import { requireService } from '../../internal/guards.js';
 import type { Tx } from '../../internal/db.js';
 import type { Logger } from '../../internal/log.js';
+import type { AuditEvent } from '../audit/events.js';
+import type { AuditLog } from '../audit/service.js';
 import {
   compileRuleToSql,
   evaluateRule,
@@ -128,6 +130,8 @@ export interface StorageServiceOptions {
   metrics?: StorageMetrics;
   /** Makes image transforms; without one, transform requests are refused. */
   transformer?: ImageTransformer;
+  /** Where bucket changes record their admin event, in the change's transaction. */
+  audit: AuditLog;
 }
 
 /** Counts for /metrics; the module wires them to Prometheus counters. */
@@ -187,7 +191,11 @@ export class StorageService {
 
   // Buckets (service key only)
 
-  async createBucket(caller: Caller, input: BucketInput): Promise<BucketWithUsage> {
+  /**
+   * Bucket changes take the admin event that records them (`audit`, built by the route) and
+   * write it in the change's transaction: the change and its event commit together.
+   */
+  async createBucket(caller: Caller, input: BucketInput, audit?: AuditEvent): Promise<BucketWithUsage> {
     requireService(caller);
     const name = input.name ?? '';
     assertBucketName(name);
@@ -199,7 +207,12 @@ export class StorageService {
       max_total_bytes: null,
       max_bytes_per_user: null,
     });
-    return { ...(await this.repo.insertBucket({ name, ...fields })), usage: { bytes: 0, objects: 0 } };
+    const created = await this.repo.transaction(async (tx) => {
+      const row = await this.repo.insertBucket(tx, { name, ...fields });
+      if (audit) await this.options.audit.record(audit, { tx });
+      return row;
+    });
+    return { ...created, usage: { bytes: 0, objects: 0 } };
   }
 
   async listBuckets(caller: Caller): Promise<BucketWithUsage[]> {
@@ -219,11 +232,16 @@ export class StorageService {
     return { ...bucket, usage: usage.get(bucket.name) ?? { bytes: 0, objects: 0 } };
   }
 
-  async updateBucket(caller: Caller, name: string, input: BucketInput): Promise<BucketWithUsage> {
+  async updateBucket(caller: Caller, name: string, input: BucketInput, audit?: AuditEvent): Promise<BucketWithUsage> {
     requireService(caller);
     const current = await this.bucket(name);
-    const updated = await this.repo.updateBucket({ name, ...this.bucketFields(input, current) });
-    if (!updated) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
+    const fields = this.bucketFields(input, current);
+    const updated = await this.repo.transaction(async (tx) => {
+      const row = await this.repo.updateBucket(tx, { name, ...fields });
+      if (!row) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
+      if (audit) await this.options.audit.record(audit, { tx });
+      return row;
+    });
     return this.withUsage(updated);
   }
 
@@ -259,7 +277,7 @@ export class StorageService {
   }
 
   /** Refuses a bucket that holds objects unless `force`, which deletes them with it. */
-  async deleteBucket(caller: Caller, name: string, force: boolean): Promise<void> {
+  async deleteBucket(caller: Caller, name: string, force: boolean, audit?: AuditEvent): Promise<void> {
     requireService(caller);
     const keys = await this.repo.transaction(async (tx) => {
       if (!(await this.repo.lockBucket(tx, name))) throw new AppError('NOT_FOUND', `Bucket "${name}" does not exist.`);
@@ -275,6 +293,7 @@ export class StorageService {
         );
       }
       await this.repo.deleteBucket(tx, name);
+      if (audit) await this.options.audit.record(audit, { tx });
       return removed;
     });
     if (keys.length > 0) this.options.metrics?.remove?.();
