@@ -103,8 +103,9 @@ export class InvocationRecorder {
     };
     // The next turn: the runs that end in this one go into the same statement. Right after
     // another write, a little later: the runs of the turns between go in too.
+    // Timers count whole milliseconds (a fraction is dropped): rounded up, the spacing holds.
     if (wait <= 0) setImmediate(write);
-    else this.spacingTimer = setTimeout(write, wait);
+    else this.spacingTimer = setTimeout(write, Math.ceil(wait));
   }
 
   /** A write now (flush, close) makes the spaced one pointless. */
