@@ -68,12 +68,15 @@ export async function call(
 }
 
 /**
- * The function deployed each round, and the reference in B's folder: the same code. Its
- * workers end after a second idle, so each round's call of the reference is a cold start.
+ * The function deployed each round, and the reference in B's folder: the same handler. The
+ * reference's workers end after a second idle, so each round's call of it is a cold start. The
+ * deployed one keeps the default idle timeout: while B still serves the previous version, the
+ * calls that wait for the new one find the previous one warm, as a function in use would be,
+ * instead of each round cold-starting the previous version just before the fresh one.
  */
-const source = (round: number) =>
+const source = (round: number, options = '{ idle_timeout_s: 1 }') =>
   `import { http } from 'basalt/functions';\n` +
-  `export default http({ idle_timeout_s: 1 }, async () => ({ round: ${round} }));\n`;
+  `export default http(${options}, async () => ({ round: ${round} }));\n`;
 
 interface Invocation {
   version: number;
@@ -135,7 +138,7 @@ export async function runDeploy(settings: Settings): Promise<string[]> {
     for (let i = 1; i <= rounds; i++) {
       const started = performance.now();
       await call(a.url, serviceKey, 'PUT', '/v1/admin/functions/bench_live', {
-        files: { 'index.ts': source(i) },
+        files: { 'index.ts': source(i, '{}') },
         entry: 'index.ts',
       });
       deployMs.push(performance.now() - started);
