@@ -133,11 +133,10 @@ class Semaphore {
     return this.releaser();
   }
 
+  /** A slot, waiting for one when none is free (RATE_LIMITED when too many wait already). */
   async acquire(): Promise<() => void> {
-    if (this.active < this.limit) {
-      this.active++;
-      return this.releaser();
-    }
+    const free = this.tryAcquire();
+    if (free) return free;
     if (this.waiting.length >= MAX_WAITING)
       throw new AppError('RATE_LIMITED', 'The function is busy.', { headers: { 'retry-after': '1' } });
     // The slot is handed over by the run that releases it, so no caller arriving meanwhile takes it.
