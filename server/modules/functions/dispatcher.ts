@@ -17,6 +17,7 @@ import { eventFor, jobIdFor, type FunctionEvent } from './events.js';
 import type { LoadedFunction } from './loader.js';
 import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
 import { InvocationRepository, queueStatementsIn, tryTakeDispatchLead, type InvocationRun } from './repository.js';
+import { QueueWake } from './queue-wake.js';
 import { QueueRunner, type FinishedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
 
@@ -178,6 +179,8 @@ export class FunctionDispatcher implements EventQueues {
   private syncing: Promise<void> = Promise.resolve();
   private readonly invocations: InvocationRepository;
   private readonly events: EventsRepository;
+  /** Wakes the runners of the other instances for the jobs sent here, and ours for theirs. */
+  private readonly wake: QueueWake;
   constructor(
     private readonly functions: FunctionsService,
     private readonly deploys: DeployRepository,
@@ -189,6 +192,14 @@ export class FunctionDispatcher implements EventQueues {
   ) {
     this.invocations = new InvocationRepository(db);
     this.events = new EventsRepository(db);
+    this.wake = new QueueWake({
+      databaseUrl: options.databaseUrl,
+      db,
+      log,
+      instanceId: randomUUID(),
+      listen: options.runWorkers,
+      wake: (queues) => this.wakeRunners(queues ?? [...this.runners.keys()]),
+    });
   }
 
   private jobFunctions(): LoadedFunction[] {
@@ -262,6 +273,7 @@ export class FunctionDispatcher implements EventQueues {
         this.log.warn({ reason: error.message }, 'job queue cannot reach Postgres; retrying');
       });
       await boss.start();
+      await this.wake.start();
       this.boss = boss;
       this.depthTimer = new IdleBackoff({
         minMs: DEPTH_EVERY_MS,
@@ -319,6 +331,12 @@ export class FunctionDispatcher implements EventQueues {
   }
 
   notify(queues: string[]): void {
+    this.wakeRunners(queues);
+    this.wake.announce(queues);
+  }
+
+  /** Jobs were added to these queues: their runners here fetch now rather than at their next poll. */
+  private wakeRunners(queues: string[]): void {
     for (const queue of queues) this.runners.get(queue)?.runner.notify();
     if (queues.length > 0) this.depthTimer?.wake();
   }
@@ -608,11 +626,8 @@ export class FunctionDispatcher implements EventQueues {
       await this.deploys.saveDispatchPointers(tx, changed);
       await this.feed.saveConsumerCursor(CONSUMER, batch.cursor, tx);
     });
-    for (const job of queued) {
-      this.metrics.enqueued.inc({ function: job.name });
-      this.runners.get(queueName(job))?.runner.notify();
-    }
-    if (queued.length > 0) this.depthTimer?.wake();
+    for (const job of queued) this.metrics.enqueued.inc({ function: job.name });
+    this.notify([...new Set(queued.map(queueName))]);
     // More to read only if the feed has moved past what was dispatched; a later delivery pumps again.
     return this.delivered.length > 0 || batch.cursor !== this.feed.currentCursor();
   }
@@ -668,7 +683,7 @@ export class FunctionDispatcher implements EventQueues {
     const boss = await this.queue();
     const jobIds = await this.deploys.repinDeadRun(queueName(fn), jobId, invocationId, fn.version);
     if (jobIds.length > 0) await boss.retry(queueName(fn), jobIds);
-    this.runners.get(queueName(fn))?.runner.notify();
+    this.notify([queueName(fn)]);
     return true;
   }
 
@@ -696,6 +711,7 @@ export class FunctionDispatcher implements EventQueues {
     // that expire and are delivered again.
     await Promise.all([...this.runners.values()].map(({ runner }) => runner.stop(5_000)));
     this.runners.clear();
+    await this.wake.stop();
     await this.lock?.stop();
     this.lock = null;
     this.leading = false;

@@ -226,3 +226,11 @@ export async function tryTakeDispatchLead(client: pg.Client): Promise<boolean> {
   ]);
   return rows[0]?.locked === true;
 }
+
+/** The pg_notify channel on which instances wake each other's queue runners (queue-wake.ts). */
+export const QUEUE_WAKE_CHANNEL = 'basalt_queue_wake';
+
+/** Tells every listening instance that jobs were added to some queues. */
+export async function notifyQueueWake(db: Database, payload: string): Promise<void> {
+  await runQuery(db.pool, 'SELECT pg_notify($1, $2)', [QUEUE_WAKE_CHANNEL, payload]);
+}

@@ -1,8 +1,6 @@
 import { asc, eq, inArray, lt, sql } from 'drizzle-orm';
 import { realtimeInstances, realtimePresence } from '../../db/schema.js';
 import type { Database, Drizzle } from '../../internal/db.js';
-import type { Logger } from '../../internal/log.js';
-import { ReconnectingClient } from '../../internal/reconnecting-client.js';
 import { mapDatabaseErrors, runQuery } from '../../internal/repository.js';
 
 /** The pg_notify channel every instance of one Basalt database listens on for channel traffic. */
@@ -111,36 +109,4 @@ async function removeInstances(builder: Drizzle, ids: string[]): Promise<Presenc
     .returning(PRESENCE_COLUMNS);
   await builder.delete(realtimeInstances).where(inArray(realtimeInstances.id, ids));
   return gone;
-}
-
-/**
- * A dedicated connection that LISTENs for channel traffic (a pooled client cannot hold a
- * LISTEN), on the shared reconnecting client; `onReconnect` lets the owner re-announce
- * state that may have been missed while it was away.
- */
-export class NotificationListener {
-  private readonly connection: ReconnectingClient;
-
-  constructor(url: string, log: Logger, onMessage: (payload: string) => void, onReconnect: () => void) {
-    this.connection = new ReconnectingClient({
-      url,
-      applicationName: 'basalt-realtime-listen',
-      log,
-      onConnect: async (client, { reconnected }) => {
-        await runQuery(client, `LISTEN ${REALTIME_NOTIFY_CHANNEL}`);
-        if (reconnected) onReconnect();
-      },
-      onNotification: (message) => {
-        if (message.channel === REALTIME_NOTIFY_CHANNEL && message.payload !== undefined) onMessage(message.payload);
-      },
-    });
-  }
-
-  start(): Promise<void> {
-    return this.connection.start();
-  }
-
-  stop(): Promise<void> {
-    return this.connection.stop();
-  }
 }

@@ -15,7 +15,8 @@ import {
   RefusedMessage,
   type ClientMessage,
 } from './connection.js';
-import { NotificationListener, RealtimeRepository } from './repository.js';
+import { NotificationListener } from '../../internal/notification-listener.js';
+import { REALTIME_NOTIFY_CHANNEL, RealtimeRepository } from './repository.js';
 import type { ChangeFeedLike, LiveDocuments } from './live-sources.js';
 import { SubscriptionManager, type LiveSubscriptionInfo } from './subscription-manager.js';
 import type { Database } from '../../internal/db.js';
@@ -72,12 +73,14 @@ export class RealtimeService {
       heartbeatMs: deps.config.presenceHeartbeatMs,
       maxChannelsPerConnection: deps.config.maxChannelsPerSocket,
     });
-    this.listener = new NotificationListener(
-      deps.databaseUrl,
-      deps.log,
-      (payload) => this.channels.handleNotification(payload),
-      () => this.channels.resync(),
-    );
+    this.listener = new NotificationListener({
+      url: deps.databaseUrl,
+      channel: REALTIME_NOTIFY_CHANNEL,
+      applicationName: 'basalt-realtime-listen',
+      log: deps.log,
+      onMessage: (payload) => this.channels.handleNotification(payload),
+      onReconnect: () => this.channels.resync(),
+    });
     this.connectionGauge = deps.metrics.gauge('basalt_realtime_connections', 'Open realtime websockets.');
     this.subscriptionGauge = deps.metrics.gauge('basalt_realtime_subscriptions', 'Live queries held by clients.');
     this.slowConsumers = deps.metrics.counter(
