@@ -134,25 +134,28 @@ function planNodes(plan: Record<string, unknown>): Array<Record<string, unknown>
   return [plan, ...children.flatMap(planNodes)];
 }
 
-/** Runs a statement in a transaction of its own with these settings; its rows, or its plan with `explain`. */
-async function runWith(
-  sql: pg.Client,
-  settings: string,
-  statement: { text: string; values: unknown[] },
-  explain = false,
-): Promise<unknown[]> {
+/** Runs `work` in a transaction of its own with these settings (SET LOCAL …), rolled back after. */
+async function withSettings<T>(sql: pg.Client, settings: string, work: () => Promise<T>): Promise<T> {
   await sql.query(`BEGIN; ${settings}`);
   try {
-    const result = await sql.query(
-      explain ? `EXPLAIN (FORMAT JSON) ${statement.text}` : statement.text,
-      statement.values,
-    );
-    return explain
-      ? planNodes((result.rows[0] as { 'QUERY PLAN': Array<{ Plan: Record<string, unknown> }> })['QUERY PLAN'][0]!.Plan)
-      : result.rows;
+    return await work();
   } finally {
     await sql.query('ROLLBACK');
   }
+}
+
+type Statement = { text: string; values: unknown[] };
+
+async function rowsOf(sql: pg.Client, settings: string, statement: Statement): Promise<unknown[]> {
+  return withSettings(sql, settings, async () => (await sql.query(statement.text, statement.values)).rows);
+}
+
+async function planOf(sql: pg.Client, statement: Statement): Promise<Array<Record<string, unknown>>> {
+  const result = await sql.query<{ 'QUERY PLAN': Array<{ Plan: Record<string, unknown> }> }>(
+    `EXPLAIN (FORMAT JSON) ${statement.text}`,
+    statement.values,
+  );
+  return planNodes(result.rows[0]!['QUERY PLAN'][0]!.Plan);
 }
 
 describe('aggregate', () => {
@@ -241,6 +244,8 @@ describe('aggregate', () => {
       indexes: ['cat'],
     });
     const user = await signUp(server.url);
+    // Without the change-log and stamping triggers: 80,000 change rows would be most of the test's time.
+    await server.sql.query('SET session_replication_role = replica');
     await server.sql.query(
       `INSERT INTO basalt_data.large (id, owner, data)
        SELECT 'd' || i, CASE WHEN i % 5 = 0 THEN $1 END,
@@ -253,11 +258,12 @@ describe('aggregate', () => {
        FROM generate_series(1, 80000) AS i`,
       [user.user.id],
     );
+    await server.sql.query('RESET session_replication_role');
     await server.sql.query('ANALYZE basalt_data.large');
 
     // The statements Basalt sends, as it sends them.
     const pool = server.app.platform.db.pool;
-    const sent: Array<{ text: string; values: unknown[] }> = [];
+    const sent: Statement[] = [];
     const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
     pool.query = ((...args: unknown[]) => {
       if (typeof args[0] === 'string' && args[0].includes('basalt_data."large"') && args[0].includes('GROUP BY')) {
@@ -286,12 +292,12 @@ describe('aggregate', () => {
 
     for (const [i, statement] of sent.entries()) {
       // Postgres' own settings, as Basalt's connections have them: partial aggregates in workers.
-      const plan = await runWith(server.sql, '', statement, true);
+      const plan = await planOf(server.sql, statement);
       const gather = plan.find((node) => node['Node Type'] === 'Gather' || node['Node Type'] === 'Gather Merge');
       expect(gather?.['Workers Planned'], statement.text).toBeGreaterThanOrEqual(1);
       expect(plan.some((node) => node['Node Type'] === 'Aggregate' && node['Partial Mode'] === 'Partial')).toBe(true);
-      const parallel = await runWith(server.sql, 'SET LOCAL parallel_leader_participation = off', statement);
-      const serial = await runWith(server.sql, 'SET LOCAL max_parallel_workers_per_gather = 0', statement);
+      const parallel = await rowsOf(server.sql, 'SET LOCAL parallel_leader_participation = off', statement);
+      const serial = await rowsOf(server.sql, 'SET LOCAL max_parallel_workers_per_gather = 0', statement);
       expect(parallel).toEqual(serial);
       expect(answers[i]!.length).toBe(serial.length);
     }
@@ -319,7 +325,7 @@ describe('aggregate', () => {
       expect(byCat.get(key)?.priced, key).toBe(expected.priced);
       expect(byCat.get(key)?.mean, key).toBeCloseTo(expected.mean, 9);
     }
-  });
+  }, 90_000);
 
   it('refuses malformed aggregations with 400', async () => {
     const bad: unknown[] = [
