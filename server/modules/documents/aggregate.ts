@@ -130,9 +130,10 @@ function valueExpr(path: readonly string[]): string {
  * which Postgres checks before it evaluates the argument, so a count needs no numeric at
  * all. Reading values out of jsonb is most of an aggregation's time, and Postgres does not
  * share one expression between aggregates — but it does run `sum(x)` and `avg(x)` of the
- * same argument and FILTER as one transition (both keep numeric's count and sum), so an
- * avg beside its sum reads the value once more, not twice. (A LATERAL that reads the value
- * once costs more per row than it saves, or loses the parallel plan.)
+ * same argument and FILTER as one transition (both keep numeric's count and sum), so the
+ * two read the value twice per row (the type test and the number), where a sum and a count
+ * of numbers read it three times. (A LATERAL that reads the value once costs more per row
+ * than it saves, or loses the parallel plan.)
  */
 function numbersAggregate(fn: string, field: FieldRef, count = false, only: string | null = null): string {
   if (field.kind !== 'data') return `${fn}(NULL::numeric)`;
@@ -162,7 +163,7 @@ function aggregateExpr(aggregate: Aggregate): string {
  * An avg is the inner group's own `avg` where a wire group is one inner group — always,
  * but for keys missing in some documents and JSON null in others. Only those are merged,
  * as sum / count, so the count of numbers is taken only in rows with such a key (a test of
- * the key the row's group was already computed from): avg and sum share one transition
+ * the row's key, not a read of its value): avg and sum share one transition
  * (numbersAggregate), and no row but those pays for a count. Both are numeric's own
  * sum / count, so the value is the same either way.
  */
