@@ -240,7 +240,8 @@ describe('aggregate', () => {
     // plan parallel workers; keys and values of every kind, missing and null included.
     await createCollection(server, {
       name: 'large',
-      rules: { read: 'doc.data.public == true || doc.owner == auth.uid' },
+      // A membership test too: `in` over a list read from the document.
+      rules: { read: 'doc.data.public == true || doc.owner == auth.uid || auth.uid in doc.data.members' },
       indexes: ['cat'],
     });
     const user = await signUp(server.url);
@@ -249,7 +250,8 @@ describe('aggregate', () => {
     await server.sql.query(
       `INSERT INTO basalt_data.large (id, owner, data)
        SELECT 'd' || i, CASE WHEN i % 5 = 0 THEN $1 END,
-         jsonb_strip_nulls(jsonb_build_object('public', i % 3 = 0, 'sub', CASE WHEN i % 4 < 3 THEN 'x' || (i % 4) END))
+         jsonb_strip_nulls(jsonb_build_object('public', i % 3 = 0, 'sub', CASE WHEN i % 4 < 3 THEN 'x' || (i % 4) END,
+           'members', CASE WHEN i % 11 = 0 THEN jsonb_build_array('someone', $1) END, 'tags', jsonb_build_array('t' || (i % 3))))
          || CASE i % 7 WHEN 0 THEN '{"cat": "a"}' WHEN 1 THEN '{"cat": "b"}' WHEN 2 THEN '{"cat": null}' WHEN 3 THEN '{}'
                        WHEN 4 THEN '{"cat": 1}' WHEN 5 THEN '{"cat": 1.0}' ELSE '{"cat": true}' END::jsonb
          || CASE i % 6 WHEN 0 THEN jsonb_build_object('price', i / 100.0) WHEN 1 THEN jsonb_build_object('price', -i)
@@ -273,14 +275,14 @@ describe('aggregate', () => {
     }) as typeof pool.query;
     const answers: Group[][] = [];
     try {
-      for (const [token, groupBy] of [
-        [server.serviceKey, ['cat']],
-        [user.token, ['cat']],
-        [server.serviceKey, ['cat', 'sub']],
+      for (const [token, groupBy, where] of [
+        [server.serviceKey, ['cat'], []],
+        [user.token, ['cat'], []],
+        [server.serviceKey, ['cat', 'sub'], [['tags', 'array-contains', 't1']]],
       ] as const) {
         const result = await request(server.url, 'POST', '/v1/db/large/aggregate', {
           token,
-          body: { group_by: groupBy, aggregates: AGGREGATES, limit: 1000 },
+          body: { where, group_by: groupBy, aggregates: AGGREGATES, limit: 1000 },
         });
         expect(result.status, result.text).toBe(200);
         answers.push((result.body as { groups: Group[] }).groups);
