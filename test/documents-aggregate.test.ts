@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { signUp, type SignedUp } from './auth-helpers.js';
 import { createCollection, errorCode, request, useTestApp } from './helpers.js';
@@ -127,6 +128,36 @@ const WHERES: unknown[][] = [
   [['cat', 'in', ['a', 'b', null]]],
 ];
 
+/** The plan nodes of an EXPLAIN (FORMAT JSON), depth first. */
+function planNodes(plan: Record<string, unknown>): Array<Record<string, unknown>> {
+  const children = (plan.Plans as Array<Record<string, unknown>> | undefined) ?? [];
+  return [plan, ...children.flatMap(planNodes)];
+}
+
+/** Runs `work` in a transaction of its own with these settings (SET LOCAL …), rolled back after. */
+async function withSettings<T>(sql: pg.Client, settings: string, work: () => Promise<T>): Promise<T> {
+  await sql.query(`BEGIN; ${settings}`);
+  try {
+    return await work();
+  } finally {
+    await sql.query('ROLLBACK');
+  }
+}
+
+type Statement = { text: string; values: unknown[] };
+
+async function rowsOf(sql: pg.Client, settings: string, statement: Statement): Promise<unknown[]> {
+  return withSettings(sql, settings, async () => (await sql.query(statement.text, statement.values)).rows);
+}
+
+async function planOf(sql: pg.Client, statement: Statement): Promise<Array<Record<string, unknown>>> {
+  const result = await sql.query<{ 'QUERY PLAN': Array<{ Plan: Record<string, unknown> }> }>(
+    `EXPLAIN (FORMAT JSON) ${statement.text}`,
+    statement.values,
+  );
+  return planNodes(result.rows[0]!['QUERY PLAN'][0]!.Plan);
+}
+
 describe('aggregate', () => {
   let alice: SignedUp;
   let bob: SignedUp;
@@ -203,6 +234,100 @@ describe('aggregate', () => {
     const keys = (owners.body as { groups: Group[] }).groups.map((group) => group.key.owner);
     expect(keys.sort()).toEqual([alice.user.id, bob.user.id, null].sort());
   });
+
+  it('runs as a parallel plan on a large collection, with the same groups as without one', async () => {
+    // Large enough (80,000 documents, some 1,300 pages) for Postgres' default thresholds to
+    // plan parallel workers; keys and values of every kind, missing and null included.
+    await createCollection(server, {
+      name: 'large',
+      // A membership test too: `in` over a list read from the document.
+      rules: { read: 'doc.data.public == true || doc.owner == auth.uid || auth.uid in doc.data.members' },
+      indexes: ['cat'],
+    });
+    const user = await signUp(server.url);
+    // Without the change-log and stamping triggers: 80,000 change rows would be most of the test's time.
+    await server.sql.query('SET session_replication_role = replica');
+    await server.sql.query(
+      `INSERT INTO basalt_data.large (id, owner, data)
+       SELECT 'd' || i, CASE WHEN i % 5 = 0 THEN $1 END,
+         jsonb_strip_nulls(jsonb_build_object('public', i % 3 = 0, 'sub', CASE WHEN i % 4 < 3 THEN 'x' || (i % 4) END,
+           'members', CASE WHEN i % 11 = 0 THEN jsonb_build_array('someone', $1) END, 'tags', jsonb_build_array('t' || (i % 3))))
+         || CASE i % 7 WHEN 0 THEN '{"cat": "a"}' WHEN 1 THEN '{"cat": "b"}' WHEN 2 THEN '{"cat": null}' WHEN 3 THEN '{}'
+                       WHEN 4 THEN '{"cat": 1}' WHEN 5 THEN '{"cat": 1.0}' ELSE '{"cat": true}' END::jsonb
+         || CASE i % 6 WHEN 0 THEN jsonb_build_object('price', i / 100.0) WHEN 1 THEN jsonb_build_object('price', -i)
+                       WHEN 2 THEN '{"price": "12"}' WHEN 3 THEN '{"price": null}' WHEN 4 THEN '{}'
+                       ELSE jsonb_build_object('price', i % 1000) END
+       FROM generate_series(1, 80000) AS i`,
+      [user.user.id],
+    );
+    await server.sql.query('RESET session_replication_role');
+    await server.sql.query('ANALYZE basalt_data.large');
+
+    // The statements Basalt sends, as it sends them.
+    const pool = server.app.platform.db.pool;
+    const sent: Statement[] = [];
+    const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+    pool.query = ((...args: unknown[]) => {
+      if (typeof args[0] === 'string' && args[0].includes('basalt_data."large"') && args[0].includes('GROUP BY')) {
+        sent.push({ text: args[0], values: (args[1] as unknown[] | undefined) ?? [] });
+      }
+      return query(...args);
+    }) as typeof pool.query;
+    const answers: Group[][] = [];
+    try {
+      for (const [token, groupBy, where] of [
+        [server.serviceKey, ['cat'], []],
+        [user.token, ['cat'], []],
+        [server.serviceKey, ['cat', 'sub'], [['tags', 'array-contains', 't1']]],
+      ] as const) {
+        const result = await request(server.url, 'POST', '/v1/db/large/aggregate', {
+          token,
+          body: { where, group_by: groupBy, aggregates: AGGREGATES, limit: 1000 },
+        });
+        expect(result.status, result.text).toBe(200);
+        answers.push((result.body as { groups: Group[] }).groups);
+      }
+    } finally {
+      pool.query = query as typeof pool.query;
+    }
+    expect(sent).toHaveLength(3);
+
+    for (const [i, statement] of sent.entries()) {
+      // Postgres' own settings, as Basalt's connections have them: partial aggregates in workers.
+      const plan = await planOf(server.sql, statement);
+      const gather = plan.find((node) => node['Node Type'] === 'Gather' || node['Node Type'] === 'Gather Merge');
+      expect(gather?.['Workers Planned'], statement.text).toBeGreaterThanOrEqual(1);
+      expect(plan.some((node) => node['Node Type'] === 'Aggregate' && node['Partial Mode'] === 'Partial')).toBe(true);
+      const parallel = await rowsOf(server.sql, 'SET LOCAL parallel_leader_participation = off', statement);
+      const serial = await rowsOf(server.sql, 'SET LOCAL max_parallel_workers_per_gather = 0', statement);
+      expect(parallel).toEqual(serial);
+      expect(answers[i]!.length).toBe(serial.length);
+    }
+    // A missing cat and a null one are one group, 1 and 1.0 one key; the means as JavaScript computes them.
+    const mean = (cats: number[]) => {
+      const prices: number[] = [];
+      let priced = 0;
+      for (let i = 1; i <= 80000; i++) {
+        if (!cats.includes(i % 7)) continue;
+        if (i % 6 !== 3 && i % 6 !== 4) priced++;
+        if (i % 6 === 0) prices.push(i / 100);
+        else if (i % 6 === 1) prices.push(-i);
+        else if (i % 6 === 5) prices.push(i % 1000);
+      }
+      return { priced, mean: prices.reduce((sum, price) => sum + price, 0) / prices.length };
+    };
+    const byCat = new Map(answers[0]!.map((group) => [JSON.stringify(group.key.cat), group.values]));
+    expect([...byCat.keys()].sort()).toEqual(['"a"', '"b"', '1', 'null', 'true']);
+    for (const [key, cats] of [
+      ['null', [2, 3]],
+      ['"a"', [0]],
+      ['1', [4, 5]],
+    ] as const) {
+      const expected = mean([...cats]);
+      expect(byCat.get(key)?.priced, key).toBe(expected.priced);
+      expect(byCat.get(key)?.mean, key).toBeCloseTo(expected.mean, 9);
+    }
+  }, 90_000);
 
   it('refuses malformed aggregations with 400', async () => {
     const bad: unknown[] = [

@@ -360,8 +360,18 @@ export class SqlCompiler {
       return { k: 'bool', sql: `(${x} IN (SELECT jsonb_array_elements(${this.jsonParam(list.v)})))` };
     }
     const element = `_re${++this.aliases}`;
-    const sql = this.bound([this.jsonOperand(item), this.jsonOperand(list)], ([x, a]) => {
+    // A scalar item (all but a value read from the document) is in the list exactly when
+    // the list contains [item]: jsonb containment finds a scalar among an array's top-level
+    // elements, with jsonb's equality. It is a plain operator, where the EXISTS over the
+    // elements is a subquery per row, which keeps Postgres from planning parallel workers
+    // for the statement (docs/documents.md#aggregations).
+    const scalarItem = item.k === 'const' ? !(typeof item.v === 'object' && item.v !== null) : item.k !== 'json';
+    const itemSql =
+      item.k === 'const' && scalarItem ? { sql: this.jsonParam([item.v as JsonValue]), cheap: true } : null;
+    const sql = this.bound([itemSql ?? this.jsonOperand(item), this.jsonOperand(list)], ([x, a]) => {
       const guard = itemMayFail ? `jsonb_typeof(${a}) = 'array' AND ${x} IS NOT NULL` : `jsonb_typeof(${a}) = 'array'`;
+      if (itemSql) return `(CASE WHEN ${guard} THEN ${a} @> ${x} END)`;
+      if (scalarItem) return `(CASE WHEN ${guard} THEN ${a} @> jsonb_build_array(${x}) END)`;
       return `(CASE WHEN ${guard} THEN EXISTS (SELECT 1 FROM jsonb_array_elements(${a}) AS ${element}(v) WHERE ${element}.v = ${x}) END)`;
     });
     return { k: 'bool', sql };

@@ -125,18 +125,21 @@ function valueExpr(path: readonly string[]): string {
 
 /**
  * `fn` over a field's JSON numbers as numeric, other values skipped (fn(NULL) when the
- * field is a system one: none is a number); with `count`, how many numbers there are. The
- * type test is the aggregate's FILTER, which Postgres checks before it evaluates the
- * argument, so a count needs no numeric at all: avg's sum and count read the value out of
- * each document three times where `count(CASE WHEN type = 'number' THEN value::numeric END)`
- * made it four — reading values out of jsonb is most of an aggregation's time. (Postgres
- * does not share one expression between aggregates, and a LATERAL that reads the value
- * once costs more per row than it saves, or loses the parallel plan.)
+ * field is a system one: none is a number); with `count`, how many numbers there are,
+ * among the rows `only` (SQL) admits when given. The type test is the aggregate's FILTER,
+ * which Postgres checks before it evaluates the argument, so a count needs no numeric at
+ * all. Reading values out of jsonb is most of an aggregation's time, and Postgres does not
+ * share one expression between aggregates — but it does run `sum(x)` and `avg(x)` of the
+ * same argument and FILTER as one transition (both keep numeric's count and sum), so the
+ * two read the value twice per row (the type test and the number), where a sum and a count
+ * of numbers read it three times. (A LATERAL that reads the value once costs more per row
+ * than it saves, or loses the parallel plan.)
  */
-function numbersAggregate(fn: string, field: FieldRef, count = false): string {
+function numbersAggregate(fn: string, field: FieldRef, count = false, only: string | null = null): string {
   if (field.kind !== 'data') return `${fn}(NULL::numeric)`;
   const x = valueExpr(field.path);
-  return `${fn}(${count ? '*' : `(${x})::numeric`}) FILTER (WHERE jsonb_typeof(${x}) = 'number')`;
+  const isNumber = `jsonb_typeof(${x}) = 'number'`;
+  return `${fn}(${count ? '*' : `(${x})::numeric`}) FILTER (WHERE ${only === null ? isNumber : `(${only}) AND ${isNumber}`})`;
 }
 
 function aggregateExpr(aggregate: Aggregate): string {
@@ -150,29 +153,50 @@ function aggregateExpr(aggregate: Aggregate): string {
 /**
  * A grouped aggregation in two steps. The rows are grouped by each key as stored — the
  * very expression an index on that path has, so Postgres knows from the index's statistics
- * how few groups there are and hashes them in one pass, where `coalesce(key, 'null')` (an
+ * how few groups there are and hashes them in one pass (with parallel workers on a large
+ * collection: each hashes its share, the leader merges), where `coalesce(key, 'null')` (an
  * expression it has no statistics for) made it expect a group per row and sort every row,
  * whole documents included, spilling to disk. The few groups this gives are then merged
  * into the wire's groups (a missing field and JSON null are one group), combining partial
- * results: counts and sums add up, min of mins, max of maxes, avg = sum / count.
+ * results: counts and sums add up, min of mins, max of maxes.
+ *
+ * An avg is the inner group's own `avg` where a wire group is one inner group — always,
+ * but for keys missing in some documents and JSON null in others. Only those are merged,
+ * as sum / count, so the count of numbers is taken only in rows with such a key (a test of
+ * the row's key, not a read of its value): avg and sum share one transition
+ * (numbersAggregate), and no row but those pays for a count. Both are numeric's own
+ * sum / count, so the value is the same either way.
  */
 function compileGrouped(parsed: ParsedAggregation): { inner: { select: string; groupBy: string }; select: string } {
   const inner: string[] = [];
   const outer: string[] = [];
+  const nullKeys: string[] = [];
   parsed.groupBy.forEach((field, i) => {
     if (field.kind === 'data') {
-      inner.push(`${dataPathExpr(field.path)} AS r${i}`);
+      const key = dataPathExpr(field.path);
+      inner.push(`${key} AS r${i}`);
       outer.push(`coalesce(g.r${i}, 'null'::jsonb) AS k${i}`);
+      nullKeys.push(`${key} IS NULL`, `jsonb_typeof(${key}) = 'null'`);
     } else {
       inner.push(`${keyExpr(field)} AS r${i}`);
       outer.push(`g.r${i} AS k${i}`);
     }
   });
+  const merged = nullKeys.length > 0 ? nullKeys.join(' OR ') : null;
   parsed.aggregates.forEach((aggregate, i) => {
     if (aggregate.fn === 'avg') {
       const field = aggregate.field as FieldRef;
-      inner.push(`${numbersAggregate('sum', field)} AS a${i}`, `${numbersAggregate('count', field, true)} AS b${i}`);
-      outer.push(`sum(g.a${i}) / nullif(sum(g.b${i}), 0) AS v${i}`);
+      inner.push(`${numbersAggregate('avg', field)} AS m${i}`);
+      if (merged === null) {
+        // Every wire group is one inner group.
+        outer.push(`max(g.m${i}) AS v${i}`);
+        return;
+      }
+      inner.push(
+        `${numbersAggregate('sum', field)} AS a${i}`,
+        `${numbersAggregate('count', field, true, merged)} AS b${i}`,
+      );
+      outer.push(`CASE WHEN count(*) = 1 THEN max(g.m${i}) ELSE sum(g.a${i}) / nullif(sum(g.b${i}), 0) END AS v${i}`);
       return;
     }
     inner.push(`${aggregateExpr(aggregate)} AS a${i}`);

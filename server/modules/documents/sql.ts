@@ -76,6 +76,16 @@ function jsonParam(params: SqlParams, value: JsonValue): string {
   return params.add(JSON.stringify(value), 'jsonb');
 }
 
+function isScalar(value: JsonValue): boolean {
+  return typeof value !== 'object' || value === null;
+}
+
+/**
+ * One condition on a data path. `array-contains` of a scalar is jsonb containment of the
+ * one-element list (a scalar among the array's top-level elements, by jsonb's equality):
+ * the same answer as the EXISTS over the elements that other values need, without a
+ * subquery per row, which would keep Postgres from planning parallel workers.
+ */
 function compileDataCondition(cond: Condition, path: readonly string[], params: SqlParams): string {
   const x = dataPathExpr(path);
   const value = cond.value;
@@ -106,8 +116,14 @@ function compileDataCondition(cond: Condition, path: readonly string[], params: 
         'jsonb[]',
       )})))`;
     case 'array-contains':
+      if (isScalar(value))
+        return `(CASE WHEN jsonb_typeof(${x}) = 'array' THEN ${x} @> ${jsonParam(params, [value])} ELSE false END)`;
       return `EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(${x}) = 'array' THEN ${x} ELSE '[]'::jsonb END) AS e(v) WHERE e.v = ${jsonParam(params, value)})`;
     case 'array-contains-any':
+      if ((value as JsonValue[]).every(isScalar)) {
+        const lists = (value as JsonValue[]).map((item) => JSON.stringify([item]));
+        return `(CASE WHEN jsonb_typeof(${x}) = 'array' THEN ${x} @> ANY(${params.add(lists, 'jsonb[]')}) ELSE false END)`;
+      }
       return `EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(${x}) = 'array' THEN ${x} ELSE '[]'::jsonb END) AS e(v) WHERE e.v = ANY(${params.add(
         (value as JsonValue[]).map((item) => JSON.stringify(item)),
         'jsonb[]',
