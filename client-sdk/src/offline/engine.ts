@@ -16,6 +16,7 @@ import type {
 } from '../live-query.js';
 import type { liveQueryOf } from '../live-query.js';
 import type { RealtimeClient } from '../realtime.js';
+import { shareSocket, type EngineSocket } from './tab-socket.js';
 import type { HttpTransport } from '../transport.js';
 import type { Doc } from '../wire.js';
 import { applyOp, deepEqual, matches, type OrderKit, type PendingOp } from './local.js';
@@ -219,7 +220,8 @@ export class OfflineEngine implements LiveQueries {
   declare readonly ready: Promise<void>;
 
   declare private readonly http: HttpTransport;
-  declare private readonly realtime: RealtimeClient;
+  /** The client's realtime socket, or the tabs' shared one (offline/tab-socket.ts). */
+  declare private readonly realtime: EngineSocket;
   declare private readonly auth: AuthClient;
   declare private storage: OfflineStorage;
   declare private readonly budget: number;
@@ -230,7 +232,7 @@ export class OfflineEngine implements LiveQueries {
   // into a chunk every app downloads.
   constructor(
     http: HttpTransport,
-    realtime: RealtimeClient,
+    realtime: EngineSocket,
     auth: AuthClient,
     storage: OfflineStorage,
     budget: number,
@@ -922,14 +924,26 @@ export function startOffline(
     BasaltError,
   };
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
+  const host = new URL(http.baseUrl).host;
   const storage =
     persistence === 'memory'
       ? memoryPersistence()
       : persistence === 'indexeddb'
-        ? indexedDbPersistence(`basalt.offline.${new URL(http.baseUrl).host}`)
+        ? indexedDbPersistence(`basalt.offline.${host}`)
         : persistence;
-  const engine = new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES, kit);
-  // Before the engine's first send: the tabs decide which one of them sends the shared outbox.
-  if (persistence === 'indexeddb') coordinateTabs(engine, `basalt.offline:${new URL(http.baseUrl).host}`, kit);
+  const tabs = `basalt.offline:${host}`;
+  // The tabs sharing the cache share one socket too: its leader's (offline/tab-socket.ts).
+  const socket = persistence === 'indexeddb' ? shareSocket(realtime, tabs, kit) : undefined;
+  const engine = new OfflineEngine(
+    http,
+    socket ?? realtime,
+    auth,
+    storage,
+    options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES,
+    kit,
+  );
+  // Before the engine's first send: the tabs decide which one of them sends the shared outbox
+  // (and leads the socket).
+  if (persistence === 'indexeddb') coordinateTabs(engine, tabs, kit, socket);
   return engine;
 }
