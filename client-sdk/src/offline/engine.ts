@@ -16,7 +16,7 @@ import type {
 } from '../live-query.js';
 import type { liveQueryOf } from '../live-query.js';
 import type { RealtimeClient } from '../realtime.js';
-import { shareSocket, type EngineSocket } from './tab-socket.js';
+import { seededSocket, shareSocket, type EngineSocket, type SocketKit } from './tab-socket.js';
 import type { HttpTransport } from '../transport.js';
 import type { Doc } from '../wire.js';
 import { applyOp, deepEqual, matches, type OrderKit, type PendingOp } from './local.js';
@@ -148,7 +148,7 @@ function retryable(error: unknown): boolean {
 }
 
 /** What the engine takes from the main bundle rather than import (see OrderKit). */
-export interface OfflineKit extends OrderKit, TabKit {
+export interface OfflineKit extends OrderKit, TabKit, SocketKit {
   liveQueryOf: typeof liveQueryOf;
   /** db.ts's `sendOp`: one write over HTTP (passed in, so the engine does not import db.ts, which imports it). */
   sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
@@ -168,6 +168,7 @@ export type OfflineKitParts = [
   OfflineKit['sendOp'],
   OfflineKit['tabChannel'],
   OfflineKit['BasaltError'],
+  OfflineKit['LiveSubscription'],
 ];
 
 function docKey(collection: string, id: string): string {
@@ -912,7 +913,17 @@ export function startOffline(
   options: OfflineOptions,
   parts: OfflineKitParts,
 ): OfflineEngine {
-  const [compareValues, documentComparator, fieldValue, typeRank, liveQueryOf, sendOp, tabChannel, BasaltError] = parts;
+  const [
+    compareValues,
+    documentComparator,
+    fieldValue,
+    typeRank,
+    liveQueryOf,
+    sendOp,
+    tabChannel,
+    BasaltError,
+    LiveSubscription,
+  ] = parts;
   const kit: OfflineKit = {
     compareValues,
     documentComparator,
@@ -922,6 +933,7 @@ export function startOffline(
     sendOp,
     tabChannel,
     BasaltError,
+    LiveSubscription,
   };
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
   const host = new URL(http.baseUrl).host;
@@ -933,10 +945,11 @@ export function startOffline(
         : persistence;
   const tabs = `basalt.offline:${host}`;
   // The tabs sharing the cache share one socket too: its leader's (offline/tab-socket.ts).
-  const socket = persistence === 'indexeddb' ? shareSocket(realtime, tabs, kit) : undefined;
+  const own = seededSocket(realtime, kit);
+  const socket = persistence === 'indexeddb' ? shareSocket(own, tabs, kit) : undefined;
   const engine = new OfflineEngine(
     http,
-    socket ?? realtime,
+    socket ?? own,
     auth,
     storage,
     options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES,

@@ -8,12 +8,34 @@
  * has, so live queries resume from their cursors as after a reconnect.
  */
 import type { BasaltError, ErrorCode, ErrorDetails } from '../errors.js';
-import type { LiveAggregateTarget, LiveSeed, LiveTarget, QuerySnapshot } from '../live-query.js';
+import type {
+  LiveAggregateTarget,
+  LiveSeed,
+  LiveSubscription,
+  LiveTarget,
+  QuerySnapshot,
+  SocketSubscription,
+} from '../live-query.js';
+import type { Frame } from '../frames.js';
 import type { RealtimeClient, RealtimeStatus } from '../realtime.js';
 import type { tabChannel } from '../tabs.js';
 
-/** What the offline engine uses of the realtime client: the client itself, or the tabs' shared socket. */
-export type EngineSocket = Pick<RealtimeClient, 'subscribe' | 'subscribeAggregate' | 'onStatusChange' | 'connected'>;
+/**
+ * What the offline engine uses of the realtime socket: this tab's own (`seededSocket`), or
+ * the one the tabs share (`shareSocket`). Its live queries start from what the cache knows.
+ */
+export interface EngineSocket {
+  subscribe(
+    target: LiveTarget,
+    onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
+    onError?: (error: BasaltError) => void,
+    seed?: LiveSeed,
+  ): () => void;
+  subscribeAggregate: RealtimeClient['subscribeAggregate'];
+  onStatusChange: RealtimeClient['onStatusChange'];
+  readonly connected: boolean;
+  readonly connectionStatus: RealtimeStatus;
+}
 
 /** A refusal as it crosses to another tab (an Error instance does not survive the channel as itself). */
 export interface RefusalMessage {
@@ -31,10 +53,60 @@ export function fromRefusal(Error: typeof BasaltError, refusal: RefusalMessage):
   return new Error(refusal.code, refusal.message, { status: refusal.status, details: refusal.details });
 }
 
-/** What the shared socket uses of the main bundle (the engine's kit; see offline/tabs.ts TabKit). */
+/** What the socket layer uses of the main bundle (the engine's kit; see offline/tabs.ts TabKit). */
 export interface SocketKit {
   tabChannel: typeof tabChannel;
   BasaltError: typeof BasaltError;
+  LiveSubscription: typeof LiveSubscription;
+}
+
+/** What RealtimeClient keeps private (off its public surface) and the engine uses: see its `follow`. */
+interface SocketFollow {
+  follow(subscription: SocketSubscription): () => void;
+}
+
+/** Subscription ids of this module: unique on the socket beside the realtime client's own (`q1`...). */
+let seededIds = 0;
+
+/**
+ * This tab's socket for the engine: the realtime client, whose live queries start from the
+ * cache's `seed` — its documents and the cursor to resume from, which the server then
+ * confirms or brings up to date — and keep `seed.cursor` current, for the cache to store.
+ */
+export function seededSocket(realtime: RealtimeClient, kit: SocketKit): EngineSocket {
+  class SeededSubscription extends kit.LiveSubscription {
+    constructor(
+      target: LiveTarget,
+      onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
+      onError: (error: BasaltError) => void,
+      private readonly seed: LiveSeed,
+    ) {
+      super(`s${seededIds++}`, target, onSnapshot, onError);
+      this.docs = new Map(seed.docs.map((doc) => [doc.id, doc]));
+      this.cursor = seed.cursor;
+      this.hasMore = seed.hasMore;
+      this.ready = seed.cursor !== null;
+    }
+
+    override handle(frame: Frame): void {
+      super.handle(frame);
+      this.seed.cursor = this.cursor;
+      // The cached result learns here that the server confirmed it, even unchanged.
+      if (frame.type === 'subscribed' || frame.type === 'reset') this.schedule(true);
+    }
+  }
+  return {
+    subscribe: (target, onSnapshot, onError = logUnhandled, seed = { docs: [], cursor: null, hasMore: false }) =>
+      (realtime as unknown as SocketFollow).follow(new SeededSubscription(target, onSnapshot, onError, seed)),
+    subscribeAggregate: (target, onGroups, onError) => realtime.subscribeAggregate(target, onGroups, onError),
+    onStatusChange: (listener) => realtime.onStatusChange(listener),
+    get connected() {
+      return realtime.connected;
+    },
+    get connectionStatus() {
+      return realtime.connectionStatus;
+    },
+  };
 }
 
 interface LockManagerLike {
@@ -89,7 +161,7 @@ function logUnhandled(error: BasaltError): void {
  * each client keeps its own socket. Followers never open a socket for live queries: the
  * realtime client connects on its first subscription, and theirs go to the leader.
  */
-export function shareSocket(realtime: RealtimeClient, name: string, kit: SocketKit): SharedSocket | undefined {
+export function shareSocket(realtime: EngineSocket, name: string, kit: SocketKit): SharedSocket | undefined {
   const g = globalThis as { navigator?: { locks?: LockManagerLike }; BroadcastChannel?: unknown };
   const locks = g.navigator?.locks;
   if (!locks || typeof g.BroadcastChannel !== 'function') return undefined;
@@ -272,6 +344,9 @@ export function shareSocket(realtime: RealtimeClient, name: string, kit: SocketK
     },
     get connected() {
       return leading ? realtime.connected : status === 'open';
+    },
+    get connectionStatus() {
+      return status;
     },
     lead() {
       if (leading || closed) return;
