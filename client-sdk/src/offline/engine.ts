@@ -304,19 +304,46 @@ export class OfflineEngine implements LiveQueries {
    * sends, this tab alone changes it, and a re-read must not put an older one back.
    */
   async load(taking = !this.owner): Promise<void> {
-    // What this tab queued is stored first, so the re-read has it.
-    await this.chain;
+    // The read takes its turn among this tab's own storage writes: what the tab staged before
+    // is stored first, so the read has it; what it stages meanwhile waits in `dirty` until the
+    // read is done (applied below), rather than being stored under the read and missed by it.
     const all = (store: OfflineStoreName) => this.storage.getAll(store);
-    const [docs, queries, outbox, meta] = await Promise.all([all('docs'), all('queries'), all('outbox'), all('meta')]);
+    const read = this.chain.then(() => Promise.all([all('docs'), all('queries'), all('outbox'), all('meta')]));
+    this.chain = read.then(
+      () => undefined,
+      () => undefined,
+    );
+    const [docs, queries, outbox, meta] = await read;
+    const [before, known] = [this.outbox, this.docs];
     this.docs = new Map(docs as Array<[string, CachedDoc]>);
     this.queries = new Map(queries as Array<[string, CachedQuery]>);
     this.outbox = (outbox as Array<[string, PendingWrite]>)
       .map(([, write]) => write)
       .sort((a, b) => (a.key < b.key ? -1 : 1));
-    // Writes this tab queued while reading are newer than what was read.
+    // What this tab changed while reading is newer than what was read.
     for (const [store, key, value] of this.dirty.values()) {
-      if (store === 'outbox' && value !== undefined && !this.outbox.some((write) => write.key === key)) {
-        this.outbox.push(value as PendingWrite);
+      if (store === 'outbox') {
+        this.outbox = this.outbox.filter((write) => write.key !== key);
+        if (value !== undefined) this.outbox.push(value as PendingWrite);
+      } else if (store === 'docs' || store === 'queries') {
+        const records = this[store] as Map<string, unknown>;
+        if (value === undefined) records.delete(key);
+        else records.set(key, value);
+      }
+    }
+    // Writes another tab sent and the server accepted: shown (or hidden, deletions) as the
+    // sending tab shows them, until this tab's live queries hear of them from the server.
+    const left = new Set(this.outbox.map((write) => write.key));
+    for (const write of before) {
+      if (left.has(write.key)) continue;
+      for (const op of write.ops) {
+        const key = docKey(op.collection, op.id);
+        const cached = this.docs.get(key)?.doc;
+        // A refused write left the cache as it was: a create is not there, an update's copy is
+        // the server's own (already in its results) and a deletion's document is still there.
+        if (op.op !== 'delete') {
+          if (cached) this.fresh.set(key, cached.version);
+        } else if (!cached) this.gone.set(key, known.get(key)?.doc.version ?? Number.MAX_SAFE_INTEGER);
       }
     }
     this.user = (meta.find(([key]) => key === 'user')?.[1] as string | null | undefined) ?? this.user;
