@@ -18,7 +18,13 @@ useBrowserSuite({
   setup: async (app) => {
     // Readable by the user each document is for: results reach a tab only through a socket
     // that carries that user's session.
-    await createCollection(app, { name: 'tasks', rules: { read: 'auth != null && doc.data.for == auth.uid' } });
+    await createCollection(app, {
+      name: 'tasks',
+      rules: {
+        read: 'auth != null && doc.data.for == auth.uid',
+        create: 'auth != null && incoming.data.for == auth.uid',
+      },
+    });
   },
   ready: (suite) => ({ server, browser, pageUrl } = suite),
 });
@@ -27,12 +33,17 @@ interface TabState {
   /** Each snapshot's titles, in order. */
   lists: string[][];
   fromCache: boolean[];
+  pending: boolean[];
   counts: number[];
   errors: string[];
 }
 interface PageQuery {
   onSnapshot(
-    callback: (snapshot: { docs: Array<{ data: { title: string } }>; fromCache: boolean }) => void,
+    callback: (snapshot: {
+      docs: Array<{ data: { title: string } }>;
+      fromCache: boolean;
+      hasPendingWrites: boolean;
+    }) => void,
     onError?: (error: { code: string }) => void,
   ): () => void;
 }
@@ -50,6 +61,7 @@ interface PageClient {
   db: {
     collection(name: string): {
       orderBy(path: string): PageQuery;
+      add(data: object): Promise<unknown>;
       aggregate(spec: object): { onSnapshot(callback: (groups: Array<{ values: { n: number } }>) => void): () => void };
     };
   };
@@ -80,7 +92,7 @@ async function openTab(page: Page): Promise<void> {
   await page.evaluate(async (url) => {
     const w = window as unknown as PageWindow;
     w.basalt = w.Basalt.createClient(url, { offline: { persistence: 'indexeddb' } });
-    w.state = { lists: [], fromCache: [], counts: [], errors: [] };
+    w.state = { lists: [], fromCache: [], pending: [], counts: [], errors: [] };
     w.stops = [];
     await w.basalt.auth.ready;
   }, server.url);
@@ -96,6 +108,7 @@ function follow(page: Page, aggregate = false): Promise<void> {
         (snapshot) => {
           w.state.lists.push(snapshot.docs.map((doc) => doc.data.title));
           w.state.fromCache.push(snapshot.fromCache);
+          w.state.pending.push(snapshot.hasPendingWrites);
         },
         (error) => w.state.errors.push(error.code),
       ),
@@ -183,20 +196,28 @@ describe.skipIf(!haveBrowser)('many tabs share one realtime socket', () => {
     await third.evaluate(() => (window as unknown as PageWindow).stops.pop()?.());
     await expect.poll(gauges).toEqual({ sockets: 1, subscriptions: 4 });
 
-    // The leader closes; tasks written meanwhile must not be missed.
+    // The leader closes; tasks written meanwhile by a third party must not be missed, and a
+    // follower's own write meanwhile shows at once, pending, in both tabs.
     await leader.close();
+    await second.evaluate((user) => {
+      void (window as unknown as PageWindow).basalt.db.collection('tasks').add({ title: 'mine', for: user });
+    }, user);
     await writeTask(user, 'three');
     await writeTask(user, 'four');
+    // Tasks the outbox sends get the server's created_at when they land: compared as sets.
+    const titles = async (page: Page) => [...((await tabState(page)).lists.at(-1) ?? [])].sort();
     for (const page of [second, third]) {
-      await expect
-        .poll(async () => (await tabState(page)).lists.at(-1), { timeout: 15_000 })
-        .toEqual(['one', 'two', 'three', 'four']);
+      await expect.poll(() => titles(page), { timeout: 15_000 }).toEqual(['four', 'mine', 'one', 'three', 'two']);
+      // Shown pending before it landed; confirmed since.
+      const { lists, pending } = await tabState(page);
+      expect(lists.some((list, i) => list.includes('mine') && pending[i])).toBe(true);
+      await expect.poll(async () => (await tabState(page)).pending.at(-1)).toBe(false);
     }
-    await expect.poll(async () => (await tabState(second)).counts.at(-1)).toBe(4);
+    await expect.poll(async () => (await tabState(second)).counts.at(-1)).toBe(5);
     // One of the followers took over: it opened one socket, the other none.
     const opened = [second, third].map((page) => wires.get(page)!.opened);
     expect([...opened].sort()).toEqual([0, 1]);
-    const next = opened[0] === 1 ? second : third;
+    const [next, other] = opened[0] === 1 ? [second, third] : [third, second];
     // Its live queries resumed from their cursors: no full re-read.
     const wire = wires.get(next)!;
     const subscribes = wire.sent.filter((frame) => frame.type === 'subscribe' && frame.aggregate === undefined);
@@ -213,9 +234,7 @@ describe.skipIf(!haveBrowser)('many tabs share one realtime socket', () => {
     // Later changes still reach both tabs; no snapshot of the hand-over lost what was shown.
     await writeTask(user, 'five');
     for (const page of [second, third]) {
-      await expect
-        .poll(async () => (await tabState(page)).lists.at(-1))
-        .toEqual(['one', 'two', 'three', 'four', 'five']);
+      await expect.poll(() => titles(page)).toEqual(['five', 'four', 'mine', 'one', 'three', 'two']);
       const { lists, errors } = await tabState(page);
       expect(errors).toEqual([]);
       // Every snapshot after the first result holds at least what the one before held.
@@ -225,6 +244,11 @@ describe.skipIf(!haveBrowser)('many tabs share one realtime socket', () => {
       }
     }
     expect(await gauges()).toEqual({ sockets: 1, subscriptions: 3 });
+
+    // The other follower closes: the leader ends its subscriptions (it waited for the tab's lock).
+    const othersSubscriptions = other === second ? 2 : 1;
+    await other.close();
+    await expect.poll(gauges).toEqual({ sockets: 1, subscriptions: 3 - othersSubscriptions });
     await context.close();
     await expect.poll(gauges).toEqual({ sockets: 0, subscriptions: 0 });
   }, 90_000);
