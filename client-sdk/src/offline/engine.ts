@@ -154,22 +154,28 @@ export interface OfflineKit extends OrderKit, TabKit, SocketKit {
   sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
 }
 
+/** The names of the kit's parts, in the order createClient hands them over (OfflineKitParts). */
+const KIT_PARTS = [
+  'compareValues',
+  'documentComparator',
+  'fieldValue',
+  'typeRank',
+  'liveQueryOf',
+  'sendOp',
+  'tabChannel',
+  'BasaltError',
+  'LiveSubscription',
+] as const;
+
 /**
- * The kit as createClient hands it over: its parts in this order, an array rather than an
- * object because every app's main bundle carries this call, and an array's minified form
+ * The kit as createClient hands it over: its parts in KIT_PARTS's order, an array rather than
+ * an object because every app's main bundle carries this call, and an array's minified form
  * carries no property names.
  */
-export type OfflineKitParts = [
-  OfflineKit['compareValues'],
-  OfflineKit['documentComparator'],
-  OfflineKit['fieldValue'],
-  OfflineKit['typeRank'],
-  OfflineKit['liveQueryOf'],
-  OfflineKit['sendOp'],
-  OfflineKit['tabChannel'],
-  OfflineKit['BasaltError'],
-  OfflineKit['LiveSubscription'],
-];
+export type OfflineKitParts = PartsOf<typeof KIT_PARTS>;
+type PartsOf<Names extends ReadonlyArray<keyof OfflineKit>> = {
+  -readonly [I in keyof Names]: OfflineKit[Names[I] & keyof OfflineKit];
+};
 
 function docKey(collection: string, id: string): string {
   return `${collection}/${id}`;
@@ -940,28 +946,7 @@ export function startOffline(
   options: OfflineOptions,
   parts: OfflineKitParts,
 ): OfflineEngine {
-  const [
-    compareValues,
-    documentComparator,
-    fieldValue,
-    typeRank,
-    liveQueryOf,
-    sendOp,
-    tabChannel,
-    BasaltError,
-    LiveSubscription,
-  ] = parts;
-  const kit: OfflineKit = {
-    compareValues,
-    documentComparator,
-    fieldValue,
-    typeRank,
-    liveQueryOf,
-    sendOp,
-    tabChannel,
-    BasaltError,
-    LiveSubscription,
-  };
+  const kit = Object.fromEntries(KIT_PARTS.map((name, i) => [name, parts[i]])) as unknown as OfflineKit;
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
   const host = new URL(http.baseUrl).host;
   const storage =
