@@ -423,11 +423,12 @@ export class OfflineEngine implements LiveQueries {
    */
   async write(ops: Array<Omit<PendingOp, 'id'> & { id?: string }>, batch: boolean): Promise<unknown[]> {
     await this.ready;
-    const now = Date.now();
-    this.lastKeyTime = Math.max(this.lastKeyTime + 1, now);
+    // Strictly increasing in this tab, so writes queued in one millisecond keep their order
+    // by `created_at` / `updated_at` too (the local time they stamp), not tie and go by id.
+    this.lastKeyTime = Math.max(this.lastKeyTime + 1, Date.now());
     const write: PendingWrite = {
       key: `${String(this.lastKeyTime).padStart(13, '0')}-${this.tab}`,
-      at: new Date(now).toISOString(),
+      at: new Date(this.lastKeyTime).toISOString(),
       ops: ops.map((op) => ({ ...op, id: op.id ?? newId() })),
       ...(batch ? { batch } : {}),
     };

@@ -98,8 +98,8 @@ export function coordinateTabs(
   });
   // Only the outbox and the cache's owner concern the others: each tab gets the server's
   // results for its own live queries (through the shared socket, offline/tab-socket.ts), so
-  // cached query results need no message; the request in
-  // flight is the sending tab's own (the next one reads it when it takes over).
+  // cached query results need no message; the request in flight is the sending tab's own
+  // (the next one reads it when it takes over).
   const stopChanges = engine.onLocalChange((changes) => {
     if (changes.some(([store, key]) => store === 'outbox' || (store === 'meta' && key !== 'inflight'))) {
       tell({ type: 'changed', from: tab } satisfies TabMessage);
