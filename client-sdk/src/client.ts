@@ -3,7 +3,7 @@ import { DbClient, sendOp } from './db.js';
 import { BasaltError } from './errors.js';
 import { EventsClient } from './events.js';
 import { FunctionsClient } from './functions.js';
-import { liveQueryOf, type LiveQueries } from './live-query.js';
+import { LiveSubscription, liveQueryOf, type LiveQueries } from './live-query.js';
 import { compareValues, documentComparator, fieldValue, typeRank } from './order.js';
 import type { OfflineEngine, OfflineOptions } from './offline/engine.js';
 import { RealtimeClient, type ChannelEvents, type RealtimeChannel, type WebSocketConstructor } from './realtime.js';
@@ -135,6 +135,7 @@ export function createClient(url: string, options: ClientOptions = {}): BasaltCl
             sendOp,
             tabChannel,
             BasaltError,
+            LiveSubscription,
           ]),
         )
         // Ready: its cache and outbox are read.

@@ -32,7 +32,8 @@ export interface QuerySnapshot<T = Record<string, unknown>> {
 
 /**
  * What an offline client knows of a live query before the server answers: its cached result
- * and the cursor to resume from. The subscription keeps `cursor` current for the cache.
+ * and the cursor to resume from. The offline engine's subscription (offline/tab-socket.ts,
+ * `seededSocket`) starts from it and keeps `cursor` current for the cache.
  */
 export interface LiveSeed {
   docs: Doc<unknown>[];
@@ -71,7 +72,6 @@ export interface LiveQueries {
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError?: (error: BasaltError) => void,
-    seed?: LiveSeed,
   ): () => void;
   subscribeAggregate(
     target: LiveAggregateTarget,
@@ -143,15 +143,8 @@ export class LiveSubscription implements SocketSubscription {
     readonly target: LiveTarget,
     private readonly onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     readonly onError: (error: BasaltError) => void,
-    private readonly seed?: LiveSeed,
   ) {
     this.compare = documentComparator(target.query?.order_by);
-    if (seed) {
-      this.docs = new Map(seed.docs.map((doc) => [doc.id, doc]));
-      this.cursor = seed.cursor;
-      this.hasMore = seed.hasMore;
-      this.ready = seed.cursor !== null;
-    }
   }
 
   message(): Frame {
@@ -171,8 +164,6 @@ export class LiveSubscription implements SocketSubscription {
       if (typeof frame.has_more === 'boolean') this.setHasMore(frame.has_more);
       if (Array.isArray(frame.docs)) this.replace(frame.docs as Doc<unknown>[], !this.ready);
       this.ready = true;
-      // A seeded query learns here that the server confirmed its result (offline cache).
-      if (this.seed) this.schedule(true);
     } else if (frame.type === 'more') {
       if (typeof frame.has_more === 'boolean' && this.setHasMore(frame.has_more)) this.schedule(false);
     } else if (frame.type === 'change') {
@@ -230,8 +221,11 @@ export class LiveSubscription implements SocketSubscription {
     this.schedule(false);
   }
 
-  /** Changes that arrive together reach the callback as one snapshot. */
-  private schedule(always: boolean): void {
+  /**
+   * Changes that arrive together reach the callback as one snapshot (`always`: even none).
+   * Not private: the offline engine's subscription, started from its cache, calls it too.
+   */
+  schedule(always: boolean): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     queueMicrotask(() => {
@@ -241,7 +235,6 @@ export class LiveSubscription implements SocketSubscription {
       const moreChanged = this.moreChanged;
       this.moreChanged = false;
       if (changes.length === 0 && !always && !moreChanged) return;
-      if (this.seed) this.seed.cursor = this.cursor;
       this.onSnapshot({
         docs: [...this.docs.values()].sort(this.compare),
         changes,

@@ -16,7 +16,6 @@ import {
   LiveSubscription,
   type LiveAggregateTarget,
   type LiveQueries,
-  type LiveSeed,
   type LiveTarget,
   type QuerySnapshot,
   type SocketSubscription,
@@ -120,9 +119,8 @@ export class RealtimeClient implements LiveQueries {
     target: LiveTarget,
     onSnapshot: (snapshot: QuerySnapshot<unknown>) => void,
     onError: (error: BasaltError) => void = logUnhandled,
-    seed?: LiveSeed,
   ): () => void {
-    return this.follow(new LiveSubscription(`q${this.nextId++}`, target, onSnapshot, onError, seed));
+    return this.follow(new LiveSubscription(`q${this.nextId++}`, target, onSnapshot, onError));
   }
 
   /** Follows an aggregate (the body of `/aggregate`): `onGroups` gets each new list of groups; returns the stop function. */
@@ -134,6 +132,11 @@ export class RealtimeClient implements LiveQueries {
     return this.follow(new LiveAggregate(`q${this.nextId++}`, target, onGroups, onError));
   }
 
+  /**
+   * Puts a subscription on the socket; returns the function that stops it. Private to the
+   * SDK: the offline engine also follows its own subscriptions, started from its cache, this
+   * way (offline/tab-socket.ts), so that code stays out of every app's bundle.
+   */
   private follow(subscription: SocketSubscription): () => void {
     const id = subscription.id;
     this.subscriptions.set(id, subscription);

@@ -16,6 +16,7 @@ import type {
 } from '../live-query.js';
 import type { liveQueryOf } from '../live-query.js';
 import type { RealtimeClient } from '../realtime.js';
+import { seededSocket, shareSocket, type EngineSocket, type SocketKit } from './tab-socket.js';
 import type { HttpTransport } from '../transport.js';
 import type { Doc } from '../wire.js';
 import { applyOp, deepEqual, matches, type OrderKit, type PendingOp } from './local.js';
@@ -147,27 +148,34 @@ function retryable(error: unknown): boolean {
 }
 
 /** What the engine takes from the main bundle rather than import (see OrderKit). */
-export interface OfflineKit extends OrderKit, TabKit {
+export interface OfflineKit extends OrderKit, TabKit, SocketKit {
   liveQueryOf: typeof liveQueryOf;
   /** db.ts's `sendOp`: one write over HTTP (passed in, so the engine does not import db.ts, which imports it). */
   sendOp: (http: HttpTransport, op: PendingOp, headers?: Record<string, string>) => Promise<unknown>;
 }
 
+/** The names of the kit's parts, in the order createClient hands them over (OfflineKitParts). */
+const KIT_PARTS = [
+  'compareValues',
+  'documentComparator',
+  'fieldValue',
+  'typeRank',
+  'liveQueryOf',
+  'sendOp',
+  'tabChannel',
+  'BasaltError',
+  'LiveSubscription',
+] as const;
+
 /**
- * The kit as createClient hands it over: its parts in this order, an array rather than an
- * object because every app's main bundle carries this call, and an array's minified form
+ * The kit as createClient hands it over: its parts in KIT_PARTS's order, an array rather than
+ * an object because every app's main bundle carries this call, and an array's minified form
  * carries no property names.
  */
-export type OfflineKitParts = [
-  OfflineKit['compareValues'],
-  OfflineKit['documentComparator'],
-  OfflineKit['fieldValue'],
-  OfflineKit['typeRank'],
-  OfflineKit['liveQueryOf'],
-  OfflineKit['sendOp'],
-  OfflineKit['tabChannel'],
-  OfflineKit['BasaltError'],
-];
+export type OfflineKitParts = PartsOf<typeof KIT_PARTS>;
+type PartsOf<Names extends ReadonlyArray<keyof OfflineKit>> = {
+  -readonly [I in keyof Names]: OfflineKit[Names[I] & keyof OfflineKit];
+};
 
 function docKey(collection: string, id: string): string {
   return `${collection}/${id}`;
@@ -219,7 +227,8 @@ export class OfflineEngine implements LiveQueries {
   declare readonly ready: Promise<void>;
 
   declare private readonly http: HttpTransport;
-  declare private readonly realtime: RealtimeClient;
+  /** The client's realtime socket, or the tabs' shared one (offline/tab-socket.ts). */
+  declare private readonly realtime: EngineSocket;
   declare private readonly auth: AuthClient;
   declare private storage: OfflineStorage;
   declare private readonly budget: number;
@@ -230,7 +239,7 @@ export class OfflineEngine implements LiveQueries {
   // into a chunk every app downloads.
   constructor(
     http: HttpTransport,
-    realtime: RealtimeClient,
+    realtime: EngineSocket,
     auth: AuthClient,
     storage: OfflineStorage,
     budget: number,
@@ -301,19 +310,46 @@ export class OfflineEngine implements LiveQueries {
    * sends, this tab alone changes it, and a re-read must not put an older one back.
    */
   async load(taking = !this.owner): Promise<void> {
-    // What this tab queued is stored first, so the re-read has it.
-    await this.chain;
+    // The read takes its turn among this tab's own storage writes: what the tab staged before
+    // is stored first, so the read has it; what it stages meanwhile waits in `dirty` until the
+    // read is done (applied below), rather than being stored under the read and missed by it.
     const all = (store: OfflineStoreName) => this.storage.getAll(store);
-    const [docs, queries, outbox, meta] = await Promise.all([all('docs'), all('queries'), all('outbox'), all('meta')]);
+    const read = this.chain.then(() => Promise.all([all('docs'), all('queries'), all('outbox'), all('meta')]));
+    this.chain = read.then(
+      () => undefined,
+      () => undefined,
+    );
+    const [docs, queries, outbox, meta] = await read;
+    const [before, known] = [this.outbox, this.docs];
     this.docs = new Map(docs as Array<[string, CachedDoc]>);
     this.queries = new Map(queries as Array<[string, CachedQuery]>);
     this.outbox = (outbox as Array<[string, PendingWrite]>)
       .map(([, write]) => write)
       .sort((a, b) => (a.key < b.key ? -1 : 1));
-    // Writes this tab queued while reading are newer than what was read.
+    // What this tab changed while reading is newer than what was read.
     for (const [store, key, value] of this.dirty.values()) {
-      if (store === 'outbox' && value !== undefined && !this.outbox.some((write) => write.key === key)) {
-        this.outbox.push(value as PendingWrite);
+      if (store === 'outbox') {
+        this.outbox = this.outbox.filter((write) => write.key !== key);
+        if (value !== undefined) this.outbox.push(value as PendingWrite);
+      } else if (store === 'docs' || store === 'queries') {
+        const records = this[store] as Map<string, unknown>;
+        if (value === undefined) records.delete(key);
+        else records.set(key, value);
+      }
+    }
+    // Writes another tab sent and the server accepted: shown (or hidden, deletions) as the
+    // sending tab shows them, until this tab's live queries hear of them from the server.
+    const left = new Set(this.outbox.map((write) => write.key));
+    for (const write of before) {
+      if (left.has(write.key)) continue;
+      for (const op of write.ops) {
+        const key = docKey(op.collection, op.id);
+        const cached = this.docs.get(key)?.doc;
+        // A refused write left the cache as it was: a create is not there, an update's copy is
+        // the server's own (already in its results) and a deletion's document is still there.
+        if (op.op !== 'delete') {
+          if (cached) this.fresh.set(key, cached.version);
+        } else if (!cached) this.gone.set(key, known.get(key)?.doc.version ?? Number.MAX_SAFE_INTEGER);
       }
     }
     this.user = (meta.find(([key]) => key === 'user')?.[1] as string | null | undefined) ?? this.user;
@@ -387,11 +423,12 @@ export class OfflineEngine implements LiveQueries {
    */
   async write(ops: Array<Omit<PendingOp, 'id'> & { id?: string }>, batch: boolean): Promise<unknown[]> {
     await this.ready;
-    const now = Date.now();
-    this.lastKeyTime = Math.max(this.lastKeyTime + 1, now);
+    // Strictly increasing in this tab, so writes queued in one millisecond keep their order
+    // by `created_at` / `updated_at` too (the local time they stamp), not tie and go by id.
+    this.lastKeyTime = Math.max(this.lastKeyTime + 1, Date.now());
     const write: PendingWrite = {
       key: `${String(this.lastKeyTime).padStart(13, '0')}-${this.tab}`,
-      at: new Date(now).toISOString(),
+      at: new Date(this.lastKeyTime).toISOString(),
       ops: ops.map((op) => ({ ...op, id: op.id ?? newId() })),
       ...(batch ? { batch } : {}),
     };
@@ -910,26 +947,29 @@ export function startOffline(
   options: OfflineOptions,
   parts: OfflineKitParts,
 ): OfflineEngine {
-  const [compareValues, documentComparator, fieldValue, typeRank, liveQueryOf, sendOp, tabChannel, BasaltError] = parts;
-  const kit: OfflineKit = {
-    compareValues,
-    documentComparator,
-    fieldValue,
-    typeRank,
-    liveQueryOf,
-    sendOp,
-    tabChannel,
-    BasaltError,
-  };
+  const kit = Object.fromEntries(KIT_PARTS.map((name, i) => [name, parts[i]])) as unknown as OfflineKit;
   const persistence = options.persistence ?? (typeof indexedDB === 'undefined' ? 'memory' : 'indexeddb');
+  const host = new URL(http.baseUrl).host;
   const storage =
     persistence === 'memory'
       ? memoryPersistence()
       : persistence === 'indexeddb'
-        ? indexedDbPersistence(`basalt.offline.${new URL(http.baseUrl).host}`)
+        ? indexedDbPersistence(`basalt.offline.${host}`)
         : persistence;
-  const engine = new OfflineEngine(http, realtime, auth, storage, options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES, kit);
-  // Before the engine's first send: the tabs decide which one of them sends the shared outbox.
-  if (persistence === 'indexeddb') coordinateTabs(engine, `basalt.offline:${new URL(http.baseUrl).host}`, kit);
+  const tabs = `basalt.offline:${host}`;
+  // The tabs sharing the cache share one socket too: its leader's (offline/tab-socket.ts).
+  const own = seededSocket(realtime, kit);
+  const socket = persistence === 'indexeddb' ? shareSocket(own, tabs, kit) : undefined;
+  const engine = new OfflineEngine(
+    http,
+    socket ?? own,
+    auth,
+    storage,
+    options.cacheSizeBytes ?? DEFAULT_CACHE_BYTES,
+    kit,
+  );
+  // Before the engine's first send: the tabs decide which one of them sends the shared outbox
+  // (and leads the socket).
+  if (persistence === 'indexeddb') coordinateTabs(engine, tabs, kit, socket);
   return engine;
 }

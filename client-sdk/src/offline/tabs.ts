@@ -5,8 +5,9 @@
  * outbox and follow what changes, told over a BroadcastChannel. A closing tab's lock is
  * released by the browser and the next waiting tab takes over the sending.
  */
-import type { BasaltError, ErrorCode, ErrorDetails } from '../errors.js';
+import type { BasaltError } from '../errors.js';
 import type { tabChannel } from '../tabs.js';
+import { fromRefusal, toRefusal, type RefusalMessage, type SharedSocket } from './tab-socket.js';
 
 /**
  * What the tabs layer uses of the main bundle, handed in by createClient (the engine's kit):
@@ -37,14 +38,6 @@ interface LockManagerLike {
   request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<void>): Promise<void>;
 }
 
-/** A refusal as it crosses to another tab (an Error instance does not survive the channel as itself). */
-interface RefusalMessage {
-  code: ErrorCode;
-  status: number;
-  message: string;
-  details?: ErrorDetails;
-}
-
 /** What tabs tell each other. */
 type TabMessage =
   { type: 'changed'; from: string } | { type: 'write-error'; from: string; error: RefusalMessage; write: unknown };
@@ -60,8 +53,15 @@ export interface TabCoordination {
  * Joins the tabs of `name` (e.g. `basalt.offline:<host>`): waits for the lock and sends the
  * outbox while holding it, tells the other tabs what this one stored, and reloads what they
  * stored. Where there are no Web Locks (Node, old browsers) this client owns its outbox alone.
+ * `socket`, the tabs' shared realtime socket (offline/tab-socket.ts), is led by the same tab:
+ * the holder of the lock.
  */
-export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): TabCoordination {
+export function coordinateTabs(
+  engine: TabEngine,
+  name: string,
+  kit: TabKit,
+  socket?: Pick<SharedSocket, 'lead' | 'close'>,
+): TabCoordination {
   const tab = Math.random().toString(36).slice(2, 10);
   let owner = false;
   let closed = false;
@@ -93,14 +93,13 @@ export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): Ta
     if (!said) return reload();
     if (said.from === tab) return;
     if (said.type === 'changed') reload();
-    else if (said.type === 'write-error') {
-      const { code, status, message: text, details } = said.error;
-      engine.reportWriteError?.(new kit.BasaltError(code, text, { status, details }), said.write);
-    }
+    else if (said.type === 'write-error')
+      engine.reportWriteError?.(fromRefusal(kit.BasaltError, said.error), said.write);
   });
   // Only the outbox and the cache's owner concern the others: each tab gets the server's
-  // results over its own socket, so cached query results need no message; the request in
-  // flight is the sending tab's own (the next one reads it when it takes over).
+  // results for its own live queries (through the shared socket, offline/tab-socket.ts), so
+  // cached query results need no message; the request in flight is the sending tab's own
+  // (the next one reads it when it takes over).
   const stopChanges = engine.onLocalChange((changes) => {
     if (changes.some(([store, key]) => store === 'outbox' || (store === 'meta' && key !== 'inflight'))) {
       tell({ type: 'changed', from: tab } satisfies TabMessage);
@@ -109,12 +108,7 @@ export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): Ta
   // The sending tab tells the others of refusals, so the tab that queued the write hears it too.
   const stopErrors = engine.onWriteError((error, write) => {
     if (!owner) return;
-    tell({
-      type: 'write-error',
-      from: tab,
-      error: { code: error.code, status: error.status, message: error.message, details: error.details },
-      write,
-    } satisfies TabMessage);
+    tell({ type: 'write-error', from: tab, error: toRefusal(error), write } satisfies TabMessage);
   });
 
   const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
@@ -132,6 +126,7 @@ export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): Ta
         if (closed) return;
         owner = true;
         engine.setOwner(true);
+        socket?.lead();
         // Held for the tab's life: the browser releases it when the tab closes.
         await held;
         owner = false;
@@ -153,6 +148,7 @@ export function coordinateTabs(engine: TabEngine, name: string, kit: TabKit): Ta
       closed = true;
       stopChanges();
       stopErrors();
+      socket?.close();
       giveUp();
     },
   };
