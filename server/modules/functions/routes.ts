@@ -486,14 +486,15 @@ export const httpFunctionRoute: FastifyPluginAsync<{ functions: FunctionsService
     },
     handler: async (request, reply) => {
       const headers: Record<string, string> = {};
-      for (const key in request.headers) {
+      // Own keys only (Object.keys), never inherited ones; without the [key, value] pairs Object.entries makes.
+      for (const key of Object.keys(request.headers)) {
         const value = request.headers[key];
         if (value === undefined || HIDDEN_HEADERS.has(key)) continue;
         headers[key] = Array.isArray(value) ? value.join(', ') : value;
       }
       const query: Record<string, string> = {};
       const received = (request.query ?? {}) as Record<string, unknown>;
-      for (const key in received) {
+      for (const key of Object.keys(received)) {
         const value = received[key];
         if (typeof value === 'string') query[key] = value;
       }
