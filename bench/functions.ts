@@ -290,6 +290,7 @@ async function httpWarmRounds(
   rounds: number;
   byRound: { basalt: MeasuredLoad[]; parse: MeasuredLoad[] };
   ratios: RoundRatio[];
+  peerIdleCpu: Record<'basalt' | 'parse', number[]>;
 }> {
   const rounds = process.env.BENCH_ROUNDS?.trim() ? settings.rounds : 3;
   const basalt = await startBasalt(settings);
@@ -299,6 +300,8 @@ async function httpWarmRounds(
     parse: [],
   };
   const ratios: RoundRatio[] = [];
+  /** CPU % of the idle server during each function load of the other, by the server loaded. */
+  const peerIdleCpu: Record<'basalt' | 'parse', number[]> = { basalt: [], parse: [] };
   try {
     if (withParse) parse = await startParse(settings);
     const targets = [
@@ -319,7 +322,15 @@ async function httpWarmRounds(
       const order = round % 2 === 0 ? targets : [...targets].reverse();
       for (const { name, target, method, fn, plain } of order) {
         process.stderr.write(`bench: functions.http_warm round ${round + 1}/${rounds}: ${name}\n`);
+        // The other server idles meanwhile: what it spends is reported, so that it is seen to be small.
+        const peer = targets.find((candidate) => candidate.name !== name)?.target;
+        const peerBefore = peer?.server.cpuSeconds() ?? 0;
+        const began = performance.now();
         const fnLoad = await load(target, settings, method, fn);
+        if (peer) {
+          const seconds = (performance.now() - began) / 1000;
+          peerIdleCpu[name].push(((peer.server.cpuSeconds() - peerBefore) / seconds) * 100);
+        }
         const plainLoad = await load(target, settings, 'GET', plain);
         measured[name].push({ fn: fnLoad, plain: plainLoad });
       }
@@ -342,6 +353,7 @@ async function httpWarmRounds(
     rounds,
     byRound: { basalt: measured.basalt.map((load) => load.fn), parse: measured.parse.map((load) => load.fn) },
     ratios,
+    peerIdleCpu,
   };
 }
 
@@ -543,6 +555,9 @@ export async function runFunctions(settings: Settings): Promise<string[]> {
             parse_rps: warm.byRound.parse.map((load) => round(load.rps, 0)),
             parse_server_cpu_us_per_call: warm.byRound.parse.map((load) => round(load.serverCpuUs, 0)),
             vs_parse: warm.ratios.map((ratio) => round(ratio.rps, 2)),
+            // The idle server's CPU (% of one core) while the other served the function load.
+            parse_idle_cpu_pct_during_basalt: warm.peerIdleCpu.basalt.map((pct) => round(pct, 1)),
+            basalt_idle_cpu_pct_during_parse: warm.peerIdleCpu.parse.map((pct) => round(pct, 1)),
           },
           goal: { vs_parse_at_least: 3 },
           met: vsParse !== null && vsParse >= 3,
