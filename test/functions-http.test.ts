@@ -53,6 +53,25 @@ const FILES: Record<string, string> = {
       signature: createHmac('sha256', 'whsec').update(request.rawBody).digest('hex'),
       body: request.body,
     }));`,
+  'digest.ts': `
+    import { http } from 'basalt/functions';
+    import { createHash } from 'node:crypto';
+    export default http({ method: 'POST' }, async (request) => ({
+      length: request.rawBody.byteLength,
+      sha256: createHash('sha256').update(request.rawBody).digest('hex'),
+      text: typeof request.body === 'string' ? createHash('sha256').update(request.body).digest('hex') : null,
+      json: request.body !== null && typeof request.body === 'object' ? (request.body as { tag?: unknown }).tag ?? null : null,
+    }));`,
+  'blob.ts': `
+    import { http } from 'basalt/functions';
+    // size bytes of a pattern the test can rebuild: byte i is (i * 31 + seed) mod 256.
+    export default http(async (request) => {
+      const size = Number(request.query.size ?? 0);
+      const seed = Number(request.query.seed ?? 0);
+      const bytes = new Uint8Array(size);
+      for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 255;
+      return new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } });
+    });`,
   'csv.ts': `
     import { http } from 'basalt/functions';
     export default http(async () => {
@@ -272,6 +291,66 @@ describe('HTTP functions: raw bodies and Response objects', () => {
     expect(errorCode(await oversized.json())).toBe('PAYLOAD_TOO_LARGE');
   });
 
+  // From 16 KiB a body is moved to the worker (its buffer transferred) rather than copied.
+  it('gives the handler a large binary, JSON or text body intact, below and above the size bodies are moved from', async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const sha256 = (data: Uint8Array | string) => createHash('sha256').update(data).digest('hex');
+    for (const size of [16 * 1024 - 1, 16 * 1024, 256 * 1024, 1536 * 1024]) {
+      const bytes = randomBytes(size);
+      const response = await post('digest', bytes, 'application/octet-stream');
+      expect(response.status).toBe(200);
+      expect(await response.json()).toEqual({ length: size, sha256: sha256(bytes), text: null, json: null });
+    }
+    const json = JSON.stringify({ tag: 'big', filler: 'é€😀'.repeat(20_000) });
+    const parsed = await post('digest', json, 'application/json');
+    expect(await parsed.json()).toEqual({
+      length: Buffer.byteLength(json),
+      sha256: sha256(json),
+      text: null,
+      json: 'big',
+    });
+    const text = 'ünïcødé line\n'.repeat(5_000);
+    const plain = await post('digest', text, 'text/plain; charset=utf-8');
+    expect(await plain.json()).toEqual({
+      length: Buffer.byteLength(text),
+      sha256: sha256(text),
+      text: sha256(text),
+      json: null,
+    });
+  });
+
+  it('keeps concurrent calls with large bodies apart: each run sees only its own bytes', async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const bodies = Array.from({ length: 16 }, (_, i) => randomBytes(64 * 1024 + i * 1000));
+    const answers = await Promise.all(
+      bodies.map(async (bytes) => (await post('digest', bytes, 'application/octet-stream')).json()),
+    );
+    expect(answers).toEqual(
+      bodies.map((bytes) => ({
+        length: bytes.byteLength,
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+        text: null,
+        json: null,
+      })),
+    );
+  });
+
+  it("sends a returned Response's binary body intact, small or large", async () => {
+    for (const [size, seed] of [
+      [100, 3],
+      [16 * 1024, 5],
+      [1024 * 1024 + 7, 11],
+    ] as const) {
+      const response = await fetch(`${server.url}/v1/functions/blob?size=${size}&seed=${seed}`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-length')).toBe(String(size));
+      const received = new Uint8Array(await response.arrayBuffer());
+      const expected = new Uint8Array(size);
+      for (let i = 0; i < size; i++) expected[i] = (i * 31 + seed) & 255;
+      expect(Buffer.from(received).equals(Buffer.from(expected))).toBe(true);
+    }
+  });
+
   it("sends a returned Response's status, headers and body", async () => {
     const csv = await fetch(`${server.url}/v1/functions/csv`);
     expect(csv.status).toBe(201);
@@ -322,8 +401,10 @@ describe('loading and the admin API', () => {
       errors: Array<{ file: string; reason: string }>;
     };
     expect(body.functions.map((fn) => fn.name)).toEqual([
+      'blob',
       'bytes',
       'csv',
+      'digest',
       'echoRaw',
       'empty',
       'env',

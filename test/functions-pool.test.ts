@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleFunction, buildWorkerScript, releaseBuilder } from '../server/modules/functions/loader.js';
+import { TRANSFER_MIN_BYTES, transferable } from '../server/modules/functions/http-response.js';
 import { WorkerPool, type RunOutcome } from '../server/modules/functions/pool.js';
 import { silentLogger, waitFor } from './helpers.js';
 
@@ -49,6 +50,46 @@ function run(bundle: string, input: unknown = {}, timeoutMs = 5_000): Promise<Ru
 }
 
 describe('function worker pool', () => {
+  it('moves the buffers a run is given to transfer: the worker reads them whole, the caller keeps none', async () => {
+    const bundle = await bundleOf(
+      `export default http(async (request: { bytes: Uint8Array; small: Uint8Array }) => ({ sum: request.bytes.reduce((a, b) => a + b, 0), length: request.bytes.byteLength, small: Array.from(request.small) }));`,
+    );
+    const bytes = new Uint8Array(64 * 1024).map((_, i) => i % 251);
+    const expected = bytes.reduce((a, b) => a + b, 0);
+    const small = new Uint8Array([1, 2, 3]);
+    const outcome = await pool.run({
+      invocationId: `run-${++calls}`,
+      bundle,
+      exportName: 'default',
+      input: { bytes, small },
+      env: {},
+      timeoutMs: 5_000,
+      memoryMb: 64,
+      keepWarm: 2,
+      transfer: [bytes.buffer],
+      rpc: async () => null,
+    });
+    expect(outcome.status === 'succeeded' && outcome.value).toEqual({
+      sum: expected,
+      length: 64 * 1024,
+      small: [1, 2, 3],
+    });
+    // Moved, not copied: detached here. What was not listed was copied and stays.
+    expect(bytes.byteLength).toBe(0);
+    expect(Array.from(small)).toEqual([1, 2, 3]);
+  });
+
+  it('moves only a body that owns its whole buffer and is large enough to be worth it', () => {
+    const large = new Uint8Array(TRANSFER_MIN_BYTES);
+    expect(transferable(large)).toBe(large.buffer);
+    expect(transferable(new Uint8Array(TRANSFER_MIN_BYTES - 1))).toBeNull();
+    // A view of a larger buffer (a pooled one): moving it would take the rest along, or away from its owner.
+    const pooled = new ArrayBuffer(TRANSFER_MIN_BYTES * 4);
+    expect(transferable(new Uint8Array(pooled, 8, TRANSFER_MIN_BYTES))).toBeNull();
+    expect(transferable(new Uint8Array(pooled, 0, TRANSFER_MIN_BYTES))).toBeNull();
+    expect(transferable(new Uint8Array(new SharedArrayBuffer(TRANSFER_MIN_BYTES)))).toBeNull();
+  });
+
   it('hands back a result as the JSON text the handler returned, parsed on demand', async () => {
     const bundle = await bundleOf(
       `export default http(async (request: { body: unknown }) => request.body === 'nothing' ? undefined : ({ when: new Date(0), list: [1, 'two', null], nested: { skip: undefined } }));`,

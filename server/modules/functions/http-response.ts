@@ -30,6 +30,24 @@ export const SERVER_CONTROLLED_HEADERS: ReadonlySet<string> = new Set([
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FIELD_VALUE = /^[^\0\r\n]*$/;
 
+/**
+ * From this size a body crossing between the server thread and a worker is moved (its buffer
+ * transferred) rather than copied: below it a copy is as cheap as detaching and re-wrapping
+ * the buffer, above it the copy costs more the larger the body.
+ */
+export const TRANSFER_MIN_BYTES = 16 * 1024;
+
+/** The buffer to move with a message: `bytes`'s own whole buffer, when it is large enough to be worth it. */
+export function transferable(bytes: Uint8Array): ArrayBuffer | null {
+  const { buffer } = bytes;
+  return bytes.byteLength >= TRANSFER_MIN_BYTES &&
+    buffer instanceof ArrayBuffer &&
+    bytes.byteOffset === 0 &&
+    bytes.byteLength === buffer.byteLength
+    ? buffer
+    : null;
+}
+
 export const MIN_FUNCTION_STATUS = 200;
 export const MAX_FUNCTION_STATUS = 599;
 

@@ -25,6 +25,11 @@ export interface RunRequest {
   memoryMb: number;
   /** Idle workers to keep for this bundle: its concurrency, so a steady load never pays a cold start. */
   keepWarm?: number;
+  /**
+   * Buffers of `input` moved to the worker rather than copied (a large request body): the
+   * caller gives them up, they are empty on this side once the run is sent.
+   */
+  transfer?: ArrayBuffer[];
   rpc: RpcHandler;
 }
 
@@ -88,6 +93,8 @@ interface ActiveRun {
   onExit(exitCode: number): void;
 }
 
+type SettleRun = (pooled: PooledWorker, request: RunRequest, cold: boolean, reusable: boolean) => void;
+
 interface PooledWorker {
   worker: Worker;
   key: string;
@@ -97,27 +104,26 @@ interface PooledWorker {
   run: ActiveRun | null;
 }
 
-/** A successful outcome's JSON, parsed only if something reads `value` (an HTTP answer is sent as the text). */
-function succeeded(
-  json: string,
-  response: FunctionResponse | undefined,
-  logs: LogLine[],
-  durationMs: number,
-  cold: boolean,
-): RunOutcome {
-  let parsed: { value: unknown } | null = null;
-  return {
-    status: 'succeeded',
-    json,
-    get value(): unknown {
-      parsed ??= { value: JSON.parse(json) as unknown };
-      return parsed.value;
-    },
-    ...(response ? { response } : {}),
-    logs,
-    durationMs,
-    cold,
-  };
+/**
+ * A successful outcome, its JSON parsed only if something reads `value` (an HTTP answer is
+ * sent as the text). A class: an object literal with a getter is built slowly on every call.
+ */
+class Succeeded {
+  readonly status = 'succeeded';
+  private parsed: { value: unknown } | null = null;
+
+  constructor(
+    readonly json: string,
+    readonly response: FunctionResponse | undefined,
+    public logs: LogLine[],
+    readonly durationMs: number,
+    readonly cold: boolean,
+  ) {}
+
+  get value(): unknown {
+    this.parsed ??= { value: JSON.parse(this.json) as unknown };
+    return this.parsed.value;
+  }
 }
 
 /**
@@ -343,84 +349,10 @@ export class WorkerPool {
     const key = poolKey(request.bundle, request.exportName, request.memoryMb);
     const { pooled, cold } = this.take(key, request.memoryMb);
     this.busy.add(pooled);
-    const { worker } = pooled;
-    const logs: LogLine[] = [];
-    const started = performance.now();
-
     return new Promise<RunOutcome>((resolve) => {
-      let settled = false;
-      const finish = (outcome: RunOutcome, reusable: boolean) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        pooled.run = null;
-        if (reusable) this.giveBack(pooled, request.keepWarm ?? this.options.maxIdlePerKey ?? 2);
-        else {
-          this.busy.delete(pooled);
-          void worker.terminate();
-          this.replenish(pooled.key);
-        }
-        // A cold start that found no spare starts one after its run, not during it: starting a
-        // thread then would slow the very call it follows.
-        if (cold) this.startSpare(request.memoryMb);
-        resolve(outcome);
-      };
-      const elapsed = () => Math.round(performance.now() - started);
-      const timer = setTimeout(() => {
-        finish(
-          { status: 'timeout', error: `timed out after ${request.timeoutMs} ms`, logs, durationMs: elapsed(), cold },
-          false,
-        );
-      }, request.timeoutMs);
-
-      pooled.run = {
-        onMessage: (message) => {
-          if (message.type === 'log' && message.invocationId === request.invocationId) {
-            if (logs.length < MAX_LOG_LINES) {
-              logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
-            }
-          } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
-            request.rpc(message.target, message.method, message.args, message.as).then(
-              (value) =>
-                worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
-              (error: unknown) => {
-                const failure = error as { code?: unknown; message?: unknown };
-                worker.postMessage({
-                  type: 'rpc-result',
-                  callId: message.callId,
-                  ok: false,
-                  error: {
-                    code: typeof failure.code === 'string' ? failure.code : 'INTERNAL',
-                    message: typeof failure.message === 'string' ? failure.message : 'call failed',
-                  },
-                } satisfies ToWorker);
-              },
-            );
-          } else if (message.type === 'result' && message.invocationId === request.invocationId) {
-            if (message.ok) finish(succeeded(message.json, message.response, logs, elapsed(), cold), true);
-            else {
-              const reason =
-                message.error.name && message.error.name !== 'Error'
-                  ? `${message.error.name}: ${message.error.message}`
-                  : message.error.message;
-              finish({ status: 'failed', error: reason, logs, durationMs: elapsed(), cold }, true);
-            }
-          }
-        },
-        onError: (error) => {
-          const code = (error as NodeJS.ErrnoException).code;
-          const reason =
-            code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its memory limit of ${request.memoryMb} MB` : error.message;
-          finish({ status: 'crashed', error: reason, logs, durationMs: elapsed(), cold }, false);
-        },
-        onExit: (exitCode) => {
-          finish(
-            { status: 'crashed', error: `worker exited with code ${exitCode}`, logs, durationMs: elapsed(), cold },
-            false,
-          );
-        },
-      };
-      worker.postMessage({
+      const run = new PoolRun(this.settleRun, pooled, request, cold, resolve);
+      pooled.run = run;
+      const message: ToWorker = {
         type: 'invoke',
         invocationId: request.invocationId,
         bundle: request.bundle,
@@ -430,9 +362,25 @@ export class WorkerPool {
         secrets: request.secrets ?? {},
         asCaller: request.asCaller ?? false,
         traceId: request.traceId ?? newTraceId(),
-      } satisfies ToWorker);
+      };
+      if (request.transfer && request.transfer.length > 0) pooled.worker.postMessage(message, request.transfer);
+      else pooled.worker.postMessage(message);
     });
   }
+
+  /** Where a run's worker goes when the run ends: back to the pool, or ended (a timeout, a crash). */
+  private readonly settleRun: SettleRun = (pooled, request, cold, reusable) => {
+    pooled.run = null;
+    if (reusable) this.giveBack(pooled, request.keepWarm ?? this.options.maxIdlePerKey ?? 2);
+    else {
+      this.busy.delete(pooled);
+      void pooled.worker.terminate();
+      this.replenish(pooled.key);
+    }
+    // A cold start that found no spare starts one after its run, not during it: starting a
+    // thread then would slow the very call it follows.
+    if (cold) this.startSpare(request.memoryMb);
+  };
 
   /** Loads a bundle in a throw-away worker and lists its definitions, so broken user code never runs in the server thread. */
   async probe(bundle: string, timeoutMs = 10_000): Promise<ProbedDefinition[]> {
@@ -471,5 +419,102 @@ export class WorkerPool {
     this.busy.clear();
     await Promise.all(all.map((pooled) => pooled.worker.terminate()));
     this.log.debug('function workers stopped');
+  }
+}
+
+/** A run's timeout: a plain function given the run, so no closure is made per call. */
+function timeOut(run: PoolRun): void {
+  run.timedOut();
+}
+
+/**
+ * One invocation on its worker: collects its logs, answers its ctx.* calls, and settles it
+ * once (result, timeout, error or exit, whichever comes first). A class rather than a set of
+ * closures made on every call: a warm call allocates one object for all of it.
+ */
+class PoolRun implements ActiveRun {
+  private readonly logs: LogLine[] = [];
+  private readonly started = performance.now();
+  private readonly timer: NodeJS.Timeout;
+  private settled = false;
+
+  constructor(
+    private readonly settle: SettleRun,
+    private readonly pooled: PooledWorker,
+    private readonly request: RunRequest,
+    private readonly cold: boolean,
+    private readonly resolve: (outcome: RunOutcome) => void,
+  ) {
+    this.timer = setTimeout(timeOut, request.timeoutMs, this);
+  }
+
+  private elapsed(): number {
+    return Math.round(performance.now() - this.started);
+  }
+
+  private finish(outcome: RunOutcome, reusable: boolean): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.settle(this.pooled, this.request, this.cold, reusable);
+    this.resolve(outcome);
+  }
+
+  private fail(status: 'failed' | 'timeout' | 'crashed', error: string, reusable: boolean): void {
+    this.finish({ status, error, logs: this.logs, durationMs: this.elapsed(), cold: this.cold }, reusable);
+  }
+
+  timedOut(): void {
+    this.fail('timeout', `timed out after ${this.request.timeoutMs} ms`, false);
+  }
+
+  onMessage(message: FromWorker): void {
+    const { request } = this;
+    if (message.type === 'result' && message.invocationId === request.invocationId) {
+      if (message.ok) {
+        this.finish(new Succeeded(message.json, message.response, this.logs, this.elapsed(), this.cold), true);
+      } else {
+        const reason =
+          message.error.name && message.error.name !== 'Error'
+            ? `${message.error.name}: ${message.error.message}`
+            : message.error.message;
+        this.fail('failed', reason, true);
+      }
+    } else if (message.type === 'log' && message.invocationId === request.invocationId) {
+      if (this.logs.length < MAX_LOG_LINES) {
+        this.logs.push({ ...message.line, message: message.line.message.slice(0, MAX_LOG_LINE) });
+      }
+    } else if (message.type === 'rpc' && message.invocationId === request.invocationId) {
+      const { worker } = this.pooled;
+      request.rpc(message.target, message.method, message.args, message.as).then(
+        (value) =>
+          worker.postMessage({ type: 'rpc-result', callId: message.callId, ok: true, value } satisfies ToWorker),
+        (error: unknown) => {
+          const failure = error as { code?: unknown; message?: unknown };
+          worker.postMessage({
+            type: 'rpc-result',
+            callId: message.callId,
+            ok: false,
+            error: {
+              code: typeof failure.code === 'string' ? failure.code : 'INTERNAL',
+              message: typeof failure.message === 'string' ? failure.message : 'call failed',
+            },
+          } satisfies ToWorker);
+        },
+      );
+    }
+  }
+
+  onError(error: Error): void {
+    const code = (error as NodeJS.ErrnoException).code;
+    this.fail(
+      'crashed',
+      code === 'ERR_WORKER_OUT_OF_MEMORY' ? `exceeded its memory limit of ${this.request.memoryMb} MB` : error.message,
+      false,
+    );
+  }
+
+  onExit(exitCode: number): void {
+    this.fail('crashed', `worker exited with code ${exitCode}`, false);
   }
 }

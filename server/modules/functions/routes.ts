@@ -457,16 +457,18 @@ export const httpFunctionRoute: FastifyPluginAsync<{ functions: FunctionsService
   const parseJson = checkedJsonParser(plugin);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => {
-    // A copy: the parser's buffer may be a view of a larger pooled one, all of which would cross to the worker.
-    const bytes = new Uint8Array(body as Buffer);
+    const received = body as Buffer;
+    // A copy with a buffer of its own: the parser's buffer may be a view of a larger pooled
+    // one, all of which would cross to the worker; this one can be moved there whole.
+    const bytes = new Uint8Array(received);
     const type = mediaType(request.headers['content-type']);
     if (type === 'application/json') {
-      parseJson(request, Buffer.from(bytes).toString('utf8'), (error, value) =>
+      parseJson(request, received.toString('utf8'), (error, value) =>
         error ? done(error, undefined) : done(null, new ReceivedBody(bytes, value)),
       );
       return;
     }
-    done(null, new ReceivedBody(bytes, type === 'text/plain' ? Buffer.from(bytes).toString('utf8') : null));
+    done(null, new ReceivedBody(bytes, type === 'text/plain' ? received.toString('utf8') : null));
   });
 
   // The query and the body are the function's to read: neither has a schema, so both are unknown here.
@@ -484,12 +486,16 @@ export const httpFunctionRoute: FastifyPluginAsync<{ functions: FunctionsService
     },
     handler: async (request, reply) => {
       const headers: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.headers)) {
-        if (HIDDEN_HEADERS.has(key) || value === undefined) continue;
+      // Own keys only (Object.keys), never inherited ones; without the [key, value] pairs Object.entries makes.
+      for (const key of Object.keys(request.headers)) {
+        const value = request.headers[key];
+        if (value === undefined || HIDDEN_HEADERS.has(key)) continue;
         headers[key] = Array.isArray(value) ? value.join(', ') : value;
       }
       const query: Record<string, string> = {};
-      for (const [key, value] of Object.entries(request.query ?? {})) {
+      const received = (request.query ?? {}) as Record<string, unknown>;
+      for (const key of Object.keys(received)) {
+        const value = received[key];
         if (typeof value === 'string') query[key] = value;
       }
       const body = request.body instanceof ReceivedBody ? request.body : NO_BODY;

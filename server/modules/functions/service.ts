@@ -31,7 +31,7 @@ import { checkDeployFiles, MAX_BUNDLE_BYTES, withDeployFiles } from './deploy-fi
 import type { DeployRepository, DeploySource, VersionInfo } from './deploy-repository.js';
 import type { ProbedDefinition, RpcTarget } from './protocol.js';
 import { redact, type SecretStore } from './secrets.js';
-import type { FunctionResponse } from './http-response.js';
+import { transferable, type FunctionResponse } from './http-response.js';
 import type { LoadError, LoadedFunction, NumericOption } from './loader.js';
 import { WorkerPool, type RunOutcome } from './pool.js';
 import { InvocationRecorder } from './recorder.js';
@@ -104,6 +104,8 @@ export interface RunMeta {
   lastAttempt?: boolean;
   /** The trace it joins; without one it starts a new trace. */
   trace?: TraceContext;
+  /** Buffers of the input moved to the worker rather than copied (a large HTTP body); see WorkerPool.run. */
+  transfer?: ArrayBuffer[];
 }
 
 /** An HTTP call of a function as the route received it: the function's request without `auth`. */
@@ -608,6 +610,7 @@ export class FunctionsService {
         timeoutMs: numberOption(fn.options, 'timeout_ms'),
         memoryMb: numberOption(fn.options, 'memory_mb'),
         keepWarm: numberOption(fn.options, 'concurrency'),
+        transfer: meta.transfer,
         rpc: async (target, method, args, as) => {
           this.checkAccess(fn, target, args);
           if (as === 'caller' && !caller) {
@@ -675,6 +678,8 @@ export class FunctionsService {
     // A caller that sends a W3C traceparent continues its trace; the function is then the
     // child of the caller's span (in OTLP), with no parent invocation.
     const continued = parseTraceparent(request.headers.traceparent);
+    // A large body is moved to the worker, not copied: the route's bytes are the run's alone.
+    const moved = transferable(request.rawBody);
     const { run, outcome } = await this.execute(
       fn,
       { ...request, auth: ruleAuthFromCaller(caller) },
@@ -685,6 +690,7 @@ export class FunctionsService {
         trace: continued
           ? { traceId: continued.traceId, parentInvocationId: null, parentSpanId: continued.parentSpanId }
           : undefined,
+        transfer: moved ? [moved] : undefined,
       },
       caller,
     );

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
-import { readFunctionResponse } from './http-response.js';
+import { readFunctionResponse, transferable } from './http-response.js';
 import type { FromWorker, LogLine, ProbedDefinition, RpcTarget, ToWorker } from './protocol.js';
 
 const port = parentPort;
@@ -18,8 +18,8 @@ let current: string | null = null;
 let nextCallId = 1;
 const pendingCalls = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
 
-function send(message: FromWorker): void {
-  port?.postMessage(message);
+function send(message: FromWorker, transfer?: ArrayBuffer[]): void {
+  port?.postMessage(message, transfer);
 }
 
 function log(level: LogLine['level'], args: unknown[]): void {
@@ -244,7 +244,12 @@ async function handle(message: ToWorker): Promise<void> {
         if (isResponse(value)) {
           // An HTTP function's own status, headers and bytes.
           const response = await readFunctionResponse(value);
-          send({ type: 'result', invocationId: message.invocationId, ok: true, json: 'null', response });
+          // The body is this run's own copy: a large one is moved to the server thread, not copied.
+          const moved = transferable(response.body);
+          send(
+            { type: 'result', invocationId: message.invocationId, ok: true, json: 'null', response },
+            moved ? [moved] : undefined,
+          );
           return;
         }
         // Anything else crosses back as JSON text, made once here: an HTTP function's result is
