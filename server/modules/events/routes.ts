@@ -88,7 +88,10 @@ export const eventRoutes: FastifyPluginAsync<{ events: EventsService }> = async 
                 type: 'object',
                 required: ['payload'],
                 additionalProperties: false,
-                properties: { payload: { description: `Any JSON value, at most ${MAX_PAYLOAD_BYTES} bytes` }, ...eventOptions },
+                properties: {
+                  payload: { description: `Any JSON value, at most ${MAX_PAYLOAD_BYTES} bytes` },
+                  ...eventOptions,
+                },
               },
             },
           },

@@ -213,7 +213,10 @@ export class EventsService {
         trace_id: origin.trace_id ?? newTraceId(),
       };
       return {
-        data: { event, origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null } },
+        data: {
+          event,
+          origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null },
+        },
         key: each.key,
         delaySeconds: each.delaySeconds,
       };
