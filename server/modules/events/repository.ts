@@ -1,5 +1,5 @@
 import { asc, eq } from 'drizzle-orm';
-import type PgBoss from 'pg-boss';
+import type { QueuedJob } from '../functions/runner.js';
 import { topics } from '../../db/schema.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { runQuery } from '../../internal/repository.js';
@@ -168,7 +168,7 @@ export class EventsRepository {
    * Under SKIP LOCKED a concurrent fetch that skips a key's first job still sees it unrun in
    * its snapshot, so it does not take the second.
    */
-  async fetchInKeyOrder<T>(queue: string, limit: number): Promise<Array<PgBoss.JobWithMetadata<T>>> {
+  async fetchInKeyOrder<T>(queue: string, limit: number): Promise<Array<QueuedJob<T>>> {
     return runQuery(
       this.db.pool,
       {
@@ -188,12 +188,8 @@ export class EventsRepository {
                 retry_count = CASE WHEN started_on IS NOT NULL THEN retry_count + 1 ELSE retry_count END
            FROM next
           WHERE j.name = $1 AND j.id = next.id
-         RETURNING j.id, j.name, j.data, EXTRACT(epoch FROM j.expire_in) AS "expireInSeconds", j.policy, j.state,
-                   j.priority, j.retry_limit AS "retryLimit", j.retry_count AS "retryCount",
-                   j.retry_delay AS "retryDelay", j.retry_backoff AS "retryBackoff", j.start_after AS "startAfter",
-                   j.started_on AS "startedOn", j.singleton_key AS "singletonKey", j.singleton_on AS "singletonOn",
-                   j.expire_in AS "expireIn", j.created_on AS "createdOn", j.completed_on AS "completedOn",
-                   j.keep_until AS "keepUntil", j.dead_letter AS "deadLetter", j.output`,
+         RETURNING j.id, j.data, j.retry_limit AS "retryLimit", j.retry_count AS "retryCount",
+                   j.created_on AS "createdOn"`,
       },
       [queue, limit],
     );
