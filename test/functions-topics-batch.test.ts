@@ -210,4 +210,36 @@ describe('batch publishes', () => {
     expect(seen).toHaveLength(200);
     expect(new Set(seen.map((doc) => doc.event_id))).toEqual(new Set(ids));
   });
+
+  it('takes publishes sent at once right after a subscriber is deployed, never a 500', async () => {
+    const deployed = await request(app.url, 'PUT', '/v1/admin/functions/freshSubscriber', {
+      token: app.serviceKey,
+      body: {
+        files: {
+          'index.ts': `import { onEvent } from 'basalt/functions';
+            export default onEvent({ topic: 'batch.fresh' }, async (event, ctx) => {
+              await ctx.db.collection('seen').add({ event_id: event.id, n: event.payload.n, key: null, trace_id: event.trace_id });
+            });`,
+        },
+        entry: 'index.ts',
+      },
+    });
+    expect(deployed.status, deployed.text).toBeLessThan(300);
+    // Its queue may not exist yet: every one of these finds it missing and sets it up at once.
+    const responses = await Promise.all(
+      Array.from({ length: 16 }, (_, i) =>
+        i % 2 === 0
+          ? publishBatch([{ payload: { n: 3000 + i * 2 } }, { payload: { n: 3001 + i * 2 } }], undefined, 'batch.fresh')
+          : request(app.url, 'POST', '/v1/events/batch.fresh', {
+              token: app.serviceKey,
+              body: { payload: { n: 3000 + i * 2 } },
+            }),
+      ),
+    );
+    for (const response of responses) expect(response.status, response.text).toBe(202);
+    await waitFor('every event at the new subscriber', async () => {
+      const handled = (await docs<Seen>('seen')).filter((doc) => doc.n >= 3000 && doc.n < 3100);
+      return handled.length >= 24;
+    });
+  });
 });
