@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createClient, isBasaltError } from '../client-sdk/src/index.js';
 import { signUp, STRONG_PASSWORD, uniqueEmail } from './auth-helpers.js';
-import { createCollection, errorCode, request, useTestApp, waitFor } from './helpers.js';
+import { allDocs, createCollection, errorCode, request, useTestApp, waitFor } from './helpers.js';
 
 /**
  * Batch publishes (`POST /v1/events/:topic {events: [...]}`, ctx.events.publishMany,
@@ -53,14 +53,7 @@ async function publishBatch(events: unknown[], token?: string, topic = 'batch.se
   return request(app.url, 'POST', `/v1/events/${topic}`, { token: token ?? app.serviceKey, body: { events } });
 }
 
-async function docs<T>(collection: string): Promise<T[]> {
-  const response = await request(app.url, 'POST', `/v1/db/${collection}/query`, {
-    token: app.serviceKey,
-    body: { limit: 1000 },
-  });
-  expect(response.status).toBe(200);
-  return (response.body as { docs: Array<{ data: T }> }).docs.map((doc) => doc.data);
-}
+const docs = <T>(collection: string): Promise<T[]> => allDocs<T>(app, collection);
 
 interface Seen {
   event_id: string;
