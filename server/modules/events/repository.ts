@@ -196,12 +196,8 @@ export class EventsRepository {
   }
 
   /**
-   * Two indexes of fetchInKeyOrder on the queue's own table (pg-boss keeps a table per
-   * queue): one for the key check, so it reads only a key's unfinished jobs, never the
-   * finished ones; one in the fetch's order, so a fetch reads the jobs it takes rather than
-   * sorting every waiting one (a burst of batch publishes leaves tens of thousands waiting,
-   * and each fetch sorted them all: most of a batched event's Postgres time). Both hold
-   * waiting jobs only, so a job leaves them as it is taken.
+   * An index for the key check of fetchInKeyOrder on the queue's own table (pg-boss keeps a
+   * table per queue), so it reads only a key's unfinished jobs, never the finished ones.
    */
   async indexKeys(queue: string): Promise<void> {
     const rows = await runQuery<{ partition: string }>(
@@ -211,19 +207,15 @@ export class EventsRepository {
     );
     const partition = rows[0]?.partition;
     // pg-boss names it 'j' and a hex digest: nothing else is ever spliced into the statement.
-    // (Postgres cuts names at 63 characters: the first index is named "<partition>_event".)
     if (!partition || !/^j[0-9a-f]{56}$/.test(partition)) return;
-    for (const statement of [
+    await runQuery(
+      this.db.pool,
       `CREATE INDEX IF NOT EXISTS ${partition}_event_keys ON basalt_jobs.${partition}
          (singleton_key, ((data->>'seq')::bigint)) WHERE state <= 'active' AND singleton_key IS NOT NULL`,
-      `CREATE INDEX IF NOT EXISTS ${partition}_eo ON basalt_jobs.${partition}
-         (priority DESC, created_on, ((data->>'seq')::bigint), id) WHERE state < 'active'`,
-    ]) {
-      await runQuery(this.db.pool, statement).catch((error: unknown) => {
-        // Two instances creating it at once: one wins, which is all that is needed.
-        if (!String((error as Error).message).includes('already exists')) throw error;
-      });
-    }
+    ).catch((error: unknown) => {
+      // Two instances creating it at once: one wins, which is all that is needed.
+      if (!String((error as Error).message).includes('already exists')) throw error;
+    });
   }
 
   /** Waiting (incl. retrying and delayed) and dead-lettered events of `topic` in each queue. */

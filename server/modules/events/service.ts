@@ -96,7 +96,7 @@ export function checkedPublish(
   topic: unknown,
   payload: unknown,
   options: { key?: unknown; delaySeconds?: unknown },
-): { topic: string; payload: unknown; key: string | null; delaySeconds: number } {
+): { topic: string; payload: unknown; key: string | null; delaySeconds: number; size: number } {
   if (!validTopic(topic)) {
     throw invalid('A topic name is a lowercase letter, then up to 127 of a-z, 0-9, ".", "_", "-".', 'topic');
   }
@@ -115,7 +115,7 @@ export function checkedPublish(
   if (typeof delay !== 'number' || !Number.isInteger(delay) || delay < 0 || delay > MAX_DELAY_SECONDS) {
     throw invalid(`\`delay_seconds\` is an integer from 0 to ${MAX_DELAY_SECONDS}.`, 'delay_seconds');
   }
-  return { topic, payload, key, delaySeconds: delay };
+  return { topic, payload, key, delaySeconds: delay, size };
 }
 
 /** One event of a batch publish, as a request body or ctx.events.publishMany gives it. */
@@ -135,13 +135,26 @@ export function checkedBatch(topic: unknown, events: unknown): CheckedEvent[] {
   if (!Array.isArray(events) || events.length === 0 || events.length > MAX_PUBLISH_BATCH) {
     throw invalid(`\`events\` is a list of 1 to ${MAX_PUBLISH_BATCH} events.`, 'events');
   }
+  let total = 0;
   return events.map((item: unknown, index) => {
     try {
       if (typeof item !== 'object' || item === null || Array.isArray(item)) {
         throw invalid('An event is an object {payload, key?, delay_seconds?}.', 'events');
       }
       const event = item as BatchEvent;
-      return checkedPublish(topic, event.payload, { key: event.key, delaySeconds: event.delay_seconds });
+      const checked = checkedPublish(topic, event.payload, { key: event.key, delaySeconds: event.delay_seconds });
+      // A request's body limit bounds an HTTP batch; this bounds ctx.events.publishMany's the same.
+      total += checked.size;
+      if (total > MAX_PUBLISH_BODY_BYTES) {
+        throw new AppError(
+          'PAYLOAD_TOO_LARGE',
+          `A batch's payloads are at most ${MAX_PUBLISH_BODY_BYTES} bytes of JSON.`,
+          {
+            details: { limit: MAX_PUBLISH_BODY_BYTES },
+          },
+        );
+      }
+      return checked;
     } catch (error) {
       throw withIndex(error, index);
     }
