@@ -89,6 +89,16 @@ export interface FunctionEvents {
    * function; `delay_seconds` (0 to 900) holds the delivery back.
    */
   publish(topic: string, payload: unknown, options?: { key?: string; delay_seconds?: number }): Promise<{ id: string }>;
+  /**
+   * Publishes up to 1,000 events to `topic` at once, all of them or none (one transaction);
+   * resolves with their ids, in order, once they are committed. Each event runs in list order
+   * among the events of its `key`. A refused event (too large, a bad key) refuses the batch,
+   * naming its index.
+   */
+  publishMany(
+    topic: string,
+    events: Array<{ payload: unknown; key?: string; delay_seconds?: number }>,
+  ): Promise<{ ids: string[] }>;
 }
 
 export interface FunctionContext {

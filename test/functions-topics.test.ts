@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createClient, isBasaltError } from '../client-sdk/src/index.js';
 import { signUp, STRONG_PASSWORD, uniqueEmail } from './auth-helpers.js';
-import { createCollection, errorCode, request, useTestApp, waitFor, type TestApp } from './helpers.js';
+import { allDocs, createCollection, errorCode, request, useTestApp, waitFor, type TestApp } from './helpers.js';
 
 /**
  * Topics end to end, with real workers and Postgres: fan-out to every subscriber, batches,
@@ -75,14 +75,7 @@ async function published(topic: string, body: Record<string, unknown>): Promise<
   return (response.body as { id: string }).id;
 }
 
-async function docs<T>(collection: string): Promise<T[]> {
-  const response = await request(app.url, 'POST', `/v1/db/${collection}/query`, {
-    token: app.serviceKey,
-    body: { limit: 1000 },
-  });
-  expect(response.status).toBe(200);
-  return (response.body as { docs: Array<{ data: T }> }).docs.map((doc) => doc.data);
-}
+const docs = <T>(collection: string): Promise<T[]> => allDocs<T>(app, collection);
 
 interface Seen {
   fn: string;

@@ -292,6 +292,16 @@ export function createCollection(server: Pick<TestApp, 'url' | 'serviceKey'>, bo
   return createAsService(server, 'collections', body);
 }
 
+/** The data of up to 1,000 documents of `collection`, read with the service key. */
+export async function allDocs<T>(server: Pick<TestApp, 'url' | 'serviceKey'>, collection: string): Promise<T[]> {
+  const response = await request(server.url, 'POST', `/v1/db/${collection}/query`, {
+    token: server.serviceKey,
+    body: { limit: 1000 },
+  });
+  expect(response.status, response.text).toBe(200);
+  return (response.body as { docs: Array<{ data: T }> }).docs.map((doc) => doc.data);
+}
+
 export function createBucket(server: Pick<TestApp, 'url' | 'serviceKey'>, body: Record<string, unknown>) {
   return createAsService(server, 'buckets', body);
 }

@@ -14,6 +14,8 @@ import {
   MAX_DELAY_SECONDS,
   MAX_KEY_LENGTH,
   MAX_PAYLOAD_BYTES,
+  MAX_PUBLISH_BATCH,
+  MAX_PUBLISH_BODY_BYTES,
 } from '../server/modules/events/service.js';
 
 /** docs/limits.md: each value a variable changes is that variable's default; fixed values match the code. */
@@ -85,6 +87,8 @@ describe('docs/limits.md', () => {
     expect(row('elements of one array literal').value).toBe(String(RULE_LIMITS.maxArrayItems));
     expect(row('segments of one field path').value).toBe(String(RULE_LIMITS.maxPathSegments));
     expect(row('event payload').value).toContain(`${MAX_PAYLOAD_BYTES} bytes`);
+    expect(row('events of one batch publish').value).toBe(`1–${MAX_PUBLISH_BATCH}`);
+    expect(row('body of a publish request').value).toContain(`${MAX_PUBLISH_BODY_BYTES} bytes`);
     expect(row('`delay_seconds` of a publish').value).toBe(`0–${MAX_DELAY_SECONDS}`);
     expect(row('`key` of a publish').value).toBe(`1–${MAX_KEY_LENGTH} characters`);
     expect(row('`batch_size` of a subscriber').value).toBe(`1–${MAX_BATCH_SIZE}`);

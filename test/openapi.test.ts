@@ -332,6 +332,22 @@ describe('real responses match the document', () => {
     await check('POST', '/v1/functions/{name}', '/v1/functions/nothing', { body: {} });
   });
 
+  it('events: one publish, a batch, a refused batch', async () => {
+    const path = '/v1/events/{topic}';
+    const one = await check('POST', path, '/v1/events/docs.check', { ...admin(), body: { payload: { n: 1 } } });
+    expect(one.status).toBe(202);
+    const batch = await check('POST', path, '/v1/events/docs.check', {
+      ...admin(),
+      body: { events: [{ payload: 1 }, { payload: 2, key: 'k', delay_seconds: 1 }] },
+    });
+    expect(batch.status).toBe(202);
+    expect((batch.body as { ids: string[] }).ids).toHaveLength(2);
+    const refused = await check('POST', path, '/v1/events/docs.check', { ...admin(), body: { events: [] } });
+    expect(refused.status).toBe(400);
+    const body = spec.paths[path]?.post as { requestBody?: { content: Record<string, { schema: unknown }> } };
+    expect(JSON.stringify(body.requestBody?.content['application/json']?.schema)).toContain('"events"');
+  });
+
   it('deploys, versions, rollback, undeploy and secrets', async () => {
     const source = (answer: string) =>
       `import { http } from 'basalt/functions';\n` +

@@ -103,7 +103,7 @@ export { BucketRef, StorageClient, RESUMABLE_THRESHOLD_BYTES } from './storage.j
 export { ResumableUpload } from './resumable.js';
 export type { ResumableUploadOptions } from './resumable.js';
 export { FunctionsClient } from './functions.js';
-export { EventsClient, type PublishOptions } from './events.js';
+export { EventsClient, type BatchEvent, type PublishOptions } from './events.js';
 export type {
   ImageTransform,
   ListOptions,

@@ -1,7 +1,8 @@
 /**
- * Topics: what a publisher can send (`POST /v1/events/:topic`) and who may configure topics.
- * Bad names, bodies, keys and delays are 400, oversized payloads 413, publishing without the
- * service key or an allowing rule 401/403, never a 500. One row per attack; see harness.ts.
+ * Topics: what a publisher can send (`POST /v1/events/:topic`, one event or a batch) and who
+ * may configure topics. Bad names, bodies, keys and delays are 400, oversized payloads 413,
+ * publishing without the service key or an allowing rule 401/403 (a batch is refused whole),
+ * never a 500. One row per attack; see harness.ts.
  */
 import { expect } from 'vitest';
 import { signUp } from '../auth-helpers.js';
@@ -123,6 +124,60 @@ securitySuite<Fixture>({
     {
       name: 'a user may publish what the rule allows',
       request: () => publish('small.only', { payload: { size: 1 } }, 'user'),
+      status: 202,
+    },
+    // Batch publishes ({events: [...]}): refused whole, never a 500.
+    ...[
+      ['an empty batch', { events: [] }],
+      ['a batch of 1,001 events', { events: Array.from({ length: 1001 }, () => ({ payload: 1 })) }],
+      ['events that are not a list', { events: { payload: 1 } }],
+      ['an event that is not an object', { events: [{ payload: 1 }, 'x'] }],
+      ['an event without a payload', { events: [{ payload: 1 }, { key: 'k' }] }],
+      ['an event with an unknown field', { events: [{ payload: 1, priority: 9 }] }],
+      ['an event with a bad key', { events: [{ payload: 1 }, { payload: 2, key: '' }] }],
+      ['an event with a bad delay', { events: [{ payload: 1, delay_seconds: 901 }] }],
+      ['a batch beside a payload', { events: [{ payload: 1 }], payload: 2 }],
+      ['a batch with a key of its own', { events: [{ payload: 1 }], key: 'k' }],
+    ].map(([what, body]) => ({
+      name: `${String(what)} is refused`,
+      request: () => publish('ok.topic', body),
+      status: 400,
+      code: 'INVALID_REQUEST',
+    })),
+    {
+      name: 'a batch with one payload over 256 KiB is 413 and publishes nothing',
+      request: () => publish('ok.topic', { events: [{ payload: 1 }, { payload: 'x'.repeat(256 * 1024 + 10) }] }),
+      status: 413,
+      code: 'PAYLOAD_TOO_LARGE',
+    },
+    {
+      name: 'a batch body over 1 MiB is 413',
+      request: () =>
+        publish('ok.topic', { events: Array.from({ length: 5 }, () => ({ payload: 'x'.repeat(250 * 1024) })) }),
+      status: 413,
+      code: 'PAYLOAD_TOO_LARGE',
+    },
+    {
+      name: 'a batch without a token is 401',
+      request: () => publish('small.only', { events: [{ payload: { size: 1 } }] }, 'anonymous'),
+      status: 401,
+      code: 'UNAUTHENTICATED',
+    },
+    {
+      name: 'a user cannot publish a batch to a topic without a publish rule',
+      request: () => publish('ok.topic', { events: [{ payload: 1 }] }, 'user'),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'a user cannot publish a batch of which the rule denies one event',
+      request: () => publish('small.only', { events: [{ payload: { size: 1 } }, { payload: { size: 99 } }] }, 'user'),
+      status: 403,
+      code: 'FORBIDDEN',
+    },
+    {
+      name: 'a user may publish a batch the rule allows whole',
+      request: () => publish('small.only', { events: [{ payload: { size: 1 } }, { payload: { size: 2 } }] }, 'user'),
       status: 202,
     },
     ...[

@@ -1,5 +1,5 @@
 import { asc, eq } from 'drizzle-orm';
-import type PgBoss from 'pg-boss';
+import type { QueuedJob } from '../functions/runner.js';
 import { topics } from '../../db/schema.js';
 import type { Database, Queryable, Tx } from '../../internal/db.js';
 import { runQuery } from '../../internal/repository.js';
@@ -15,17 +15,24 @@ export interface Subscriber {
   options: Record<string, unknown>;
 }
 
-/** One subscriber's job of an event, ready to insert. */
-export interface EventJob {
-  /** The subscriber, at the version the job is pinned to. */
+/** A subscriber's jobs of a publish: its queue and its jobs' retry and expiry policy. */
+export interface SubscriberJobs {
+  /** The subscriber, at the version its jobs are pinned to. */
   function: string;
   version: number;
   /** The subscriber's queue. */
   name: string;
-  data: Record<string, unknown>;
   retryLimit: number;
   retryDelay: number;
   expireInSeconds: number;
+}
+
+/** One event of a publish, ready to queue for every subscriber. */
+export interface QueuedEvent {
+  /** What each subscriber's job carries besides its function, version and publish-order number. */
+  data: { event: unknown; origin: unknown };
+  key: string | null;
+  delaySeconds: number;
 }
 
 /**
@@ -67,19 +74,16 @@ export class EventsRepository {
   /**
    * Publishes in one statement (one round trip, its own transaction): locks the functions
    * live on `topic` against a deploy or undeploy until it commits (an undeploy then
-   * dead-letters the events queued before it, as for triggers), and inserts `jobs`, one per
-   * subscriber with one publish-order number for the event, only if they are exactly for
-   * those functions at those versions and every queue exists. Otherwise nothing is inserted,
-   * and the caller publishes again with the live subscribers it gets back, after creating
-   * the queues named missing.
+   * dead-letters the events queued before it, as for triggers), and inserts one job per
+   * subscriber and event, each event with its own publish-order number (in the order of
+   * `events`), only if `subscribers` are exactly those functions at those versions and every
+   * queue exists. Otherwise nothing is inserted, and the caller publishes again with the live
+   * subscribers it gets back, after creating the queues named missing. Each event is sent
+   * once, not once per subscriber: the statement builds every subscriber's job of it.
    */
-  async publish(
-    topic: string,
-    jobs: EventJob[],
-    options: { key: string | null; delaySeconds: number },
-  ): Promise<PublishOutcome> {
+  async publish(topic: string, subscribers: SubscriberJobs[], events: QueuedEvent[]): Promise<PublishOutcome> {
     // None expected: only the check (the job queue's tables may not even exist yet).
-    if (jobs.length === 0) {
+    if (subscribers.length === 0) {
       const live = await runQuery<Subscriber>(
         this.db.pool,
         `SELECT name, version, options FROM basalt.function_active
@@ -90,7 +94,7 @@ export class EventsRepository {
     }
     // The jobs carry the publish's trace in their data: no origin to tag (a transaction) for.
     const rows = await this.db.withoutOrigin(() =>
-      runQuery<{ ok: boolean; live: Subscriber[]; missing: string[]; queued: string[] }>(
+      runQuery<{ ok: boolean; live: Subscriber[] | null; missing: string[]; queued: string[] }>(
         this.db.pool,
         {
           name: 'basalt-events-publish',
@@ -100,8 +104,7 @@ export class EventsRepository {
             ORDER BY name FOR SHARE
          ), expected AS MATERIALIZED (
            SELECT * FROM json_to_recordset($2::json)
-             AS j(function text, version integer, name text, data jsonb, expire integer, retry_limit integer,
-                  retry_delay integer)
+             AS s(function text, version integer, name text, expire integer, retry_limit integer, retry_delay integer)
          ), missing AS MATERIALIZED (
            SELECT e.name FROM expected e WHERE NOT EXISTS (SELECT 1 FROM ${QUEUES} q WHERE q.name = e.name)
          ), ready AS MATERIALIZED (
@@ -109,39 +112,46 @@ export class EventsRepository {
               AND NOT EXISTS (SELECT 1 FROM expected e
                                WHERE NOT EXISTS (SELECT 1 FROM live l WHERE l.name = e.function AND l.version = e.version))
               AND NOT EXISTS (SELECT 1 FROM missing) AS ok
-         ), ordinal AS (SELECT nextval('basalt.event_order') AS seq), inserted AS (
+         ), events AS MATERIALIZED (
+           -- Publish-order numbers taken in the order of the list, only when the jobs go in.
+           SELECT e.value->'data' AS data, e.value->>'key' AS key, (e.value->>'delay')::integer AS delay,
+                  nextval('basalt.event_order') AS seq
+             FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(value, n)
+            WHERE (SELECT ok FROM ready)
+            ORDER BY e.n
+         ), inserted AS (
            INSERT INTO ${JOBS} (id, name, data, priority, start_after, singleton_key, expire_in, keep_until,
                                 retry_limit, retry_delay, retry_backoff, policy)
-           SELECT gen_random_uuid(), j.name, jsonb_set(j.data, '{seq}', to_jsonb(ordinal.seq)), 0,
-                  now() + make_interval(secs => $4), $3, j.expire * interval '1 second',
-                  now() + make_interval(secs => $4) + interval '14 days',
-                  j.retry_limit, j.retry_delay, true, q.policy
-             FROM expected j
-             JOIN ${QUEUES} q ON q.name = j.name
-             CROSS JOIN ordinal
-            WHERE (SELECT ok FROM ready)
+           SELECT gen_random_uuid(), s.name,
+                  e.data || jsonb_build_object('function', s.function, 'version', s.version, 'seq', e.seq), 0,
+                  now() + make_interval(secs => e.delay), e.key, s.expire * interval '1 second',
+                  now() + make_interval(secs => e.delay) + interval '14 days',
+                  s.retry_limit, s.retry_delay, true, q.policy
+             FROM events e
+             CROSS JOIN expected s
+             JOIN ${QUEUES} q ON q.name = s.name
            RETURNING name
          )
          SELECT (SELECT ok FROM ready) AS ok,
-                (SELECT coalesce(json_agg(live ORDER BY name), '[]'::json) FROM live) AS live,
+                -- Only a refused publish needs the live subscribers (to publish again with).
+                CASE WHEN (SELECT ok FROM ready) THEN NULL
+                     ELSE (SELECT coalesce(json_agg(live ORDER BY name), '[]'::json) FROM live) END AS live,
                 (SELECT coalesce(array_agg(name), '{}') FROM missing) AS missing,
-                (SELECT coalesce(array_agg(name), '{}') FROM inserted) AS queued`,
+                (SELECT coalesce(array_agg(DISTINCT name), '{}') FROM inserted) AS queued`,
         },
         [
           topic,
           JSON.stringify(
-            jobs.map((job) => ({
-              function: job.function,
-              version: job.version,
-              name: job.name,
-              data: job.data,
-              expire: job.expireInSeconds,
-              retry_limit: job.retryLimit,
-              retry_delay: job.retryDelay,
+            subscribers.map((fn) => ({
+              function: fn.function,
+              version: fn.version,
+              name: fn.name,
+              expire: fn.expireInSeconds,
+              retry_limit: fn.retryLimit,
+              retry_delay: fn.retryDelay,
             })),
           ),
-          options.key,
-          options.delaySeconds,
+          JSON.stringify(events.map((event) => ({ data: event.data, key: event.key, delay: event.delaySeconds }))),
         ],
       ),
     );
@@ -158,7 +168,7 @@ export class EventsRepository {
    * Under SKIP LOCKED a concurrent fetch that skips a key's first job still sees it unrun in
    * its snapshot, so it does not take the second.
    */
-  async fetchInKeyOrder<T>(queue: string, limit: number): Promise<Array<PgBoss.JobWithMetadata<T>>> {
+  async fetchInKeyOrder<T>(queue: string, limit: number): Promise<Array<QueuedJob<T>>> {
     return runQuery(
       this.db.pool,
       {
@@ -178,12 +188,8 @@ export class EventsRepository {
                 retry_count = CASE WHEN started_on IS NOT NULL THEN retry_count + 1 ELSE retry_count END
            FROM next
           WHERE j.name = $1 AND j.id = next.id
-         RETURNING j.id, j.name, j.data, EXTRACT(epoch FROM j.expire_in) AS "expireInSeconds", j.policy, j.state,
-                   j.priority, j.retry_limit AS "retryLimit", j.retry_count AS "retryCount",
-                   j.retry_delay AS "retryDelay", j.retry_backoff AS "retryBackoff", j.start_after AS "startAfter",
-                   j.started_on AS "startedOn", j.singleton_key AS "singletonKey", j.singleton_on AS "singletonOn",
-                   j.expire_in AS "expireIn", j.created_on AS "createdOn", j.completed_on AS "completedOn",
-                   j.keep_until AS "keepUntil", j.dead_letter AS "deadLetter", j.output`,
+         RETURNING j.id, j.data, j.retry_limit AS "retryLimit", j.retry_count AS "retryCount",
+                   j.created_on AS "createdOn"`,
       },
       [queue, limit],
     );

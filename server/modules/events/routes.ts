@@ -8,6 +8,8 @@ import {
   MAX_DELAY_SECONDS,
   MAX_KEY_LENGTH,
   MAX_PAYLOAD_BYTES,
+  MAX_PUBLISH_BATCH,
+  MAX_PUBLISH_BODY_BYTES,
   type EventsService,
   type TopicSubscriber,
   type TopicSummary,
@@ -39,8 +41,22 @@ const topicSchema = closedObject({
   dead_letters: { type: 'integer' },
 }) satisfies ObjectSchemaOf<TopicSummary>;
 
-/** The body of a publish: the payload's own limit is checked on its JSON (MAX_PAYLOAD_BYTES). */
-const PUBLISH_BODY_LIMIT = MAX_PAYLOAD_BYTES + 4096;
+/**
+ * The body of a publish, one event or a batch: each payload's own limit is checked on its JSON
+ * (MAX_PAYLOAD_BYTES), so a single event's body may be a little over that too.
+ */
+const PUBLISH_BODY_LIMIT = Math.max(MAX_PUBLISH_BODY_BYTES, MAX_PAYLOAD_BYTES + 4096);
+
+/** What one event of a publish may say besides its payload. */
+const eventOptions = {
+  key: {
+    type: ['string', 'null'],
+    minLength: 1,
+    maxLength: MAX_KEY_LENGTH,
+    description: 'Events with one key run in publish order, one at a time per function',
+  },
+  delay_seconds: { type: 'integer', minimum: 0, maximum: MAX_DELAY_SECONDS },
+} as const;
 
 export const eventRoutes: FastifyPluginAsync<{ events: EventsService }> = async (plugin, { events }) => {
   const app = plugin.withTypeProvider<JsonSchemaToTsProvider>();
@@ -58,21 +74,33 @@ export const eventRoutes: FastifyPluginAsync<{ events: EventsService }> = async 
         params: topicParams,
         body: {
           type: 'object',
-          required: ['payload'],
           additionalProperties: false,
+          description: `One event (\`payload\`, with its \`key\` and \`delay_seconds\`), or a batch of up to ${MAX_PUBLISH_BATCH} in \`events\` (${MAX_PUBLISH_BODY_BYTES} bytes of JSON at most): all published in one transaction or none`,
           properties: {
             payload: { description: `Any JSON value, at most ${MAX_PAYLOAD_BYTES} bytes` },
-            key: {
-              type: ['string', 'null'],
-              minLength: 1,
-              maxLength: MAX_KEY_LENGTH,
-              description: 'Events with one key run in publish order, one at a time per function',
+            ...eventOptions,
+            events: {
+              type: 'array',
+              minItems: 1,
+              maxItems: MAX_PUBLISH_BATCH,
+              description: 'A batch: each event runs in the order of the list among those of its key',
+              items: {
+                type: 'object',
+                required: ['payload'],
+                additionalProperties: false,
+                properties: {
+                  payload: { description: `Any JSON value, at most ${MAX_PAYLOAD_BYTES} bytes` },
+                  ...eventOptions,
+                },
+              },
             },
-            delay_seconds: { type: 'integer', minimum: 0, maximum: MAX_DELAY_SECONDS },
           },
         },
         response: {
-          202: closedObject({ id: { type: 'string', description: 'The event id, the same for every subscriber' } }),
+          202: closedObject({
+            id: { type: 'string', description: 'One event: its id, the same for every subscriber' },
+            ids: { type: 'array', items: { type: 'string' }, description: 'A batch: the ids of its events, in order' },
+          }),
           ...errors,
         },
       },

@@ -7,7 +7,7 @@ import type { AuditLog } from '../audit/service.js';
 import { AppError } from '../../internal/errors.js';
 import { evaluateRule, parseRule, ruleAuthFromCaller, type Root, type Rule } from '../../internal/rules/index.js';
 import { parseRuleForSaving } from '../../internal/rules/saving.js';
-import type { EventJob, EventsRepository, Subscriber, TopicRow } from './repository.js';
+import type { EventsRepository, QueuedEvent, Subscriber, TopicRow } from './repository.js';
 
 /** Topic names (API.md "Events, queues and usage"). */
 export const TOPIC_NAME = /^[a-z][a-z0-9._-]{0,127}$/;
@@ -19,6 +19,10 @@ export const MAX_DELAY_SECONDS = 900;
 export const MAX_KEY_LENGTH = 256;
 /** Events one run of a batch function takes at most. */
 export const MAX_BATCH_SIZE = 100;
+/** Events one publish request (or one ctx.events.publishMany) carries at most. docs/limits.md. */
+export const MAX_PUBLISH_BATCH = 1000;
+/** The largest body of a publish request, as JSON (a batch's; each payload keeps its own limit). docs/limits.md. */
+export const MAX_PUBLISH_BODY_BYTES = 1024 * 1024;
 
 /** An event as a subscribed function receives it (API.md). */
 export interface TopicEvent {
@@ -43,14 +47,6 @@ export interface PublishOrigin {
 export interface PublishOptions {
   key?: string | null;
   delaySeconds?: number;
-}
-
-/** What a subscriber's job carries: the event, the version it is pinned to, and its origin. */
-export interface EventJobData {
-  function: string;
-  version: number;
-  event: TopicEvent;
-  origin: { trace_id: string; parent_invocation_id: string | null };
 }
 
 /** How events reach the subscribers' queues: the function dispatcher provides it. */
@@ -100,7 +96,7 @@ export function checkedPublish(
   topic: unknown,
   payload: unknown,
   options: { key?: unknown; delaySeconds?: unknown },
-): { topic: string; payload: unknown; key: string | null; delaySeconds: number } {
+): { topic: string; payload: unknown; key: string | null; delaySeconds: number; size: number } {
   if (!validTopic(topic)) {
     throw invalid('A topic name is a lowercase letter, then up to 127 of a-z, 0-9, ".", "_", "-".', 'topic');
   }
@@ -119,7 +115,59 @@ export function checkedPublish(
   if (typeof delay !== 'number' || !Number.isInteger(delay) || delay < 0 || delay > MAX_DELAY_SECONDS) {
     throw invalid(`\`delay_seconds\` is an integer from 0 to ${MAX_DELAY_SECONDS}.`, 'delay_seconds');
   }
-  return { topic, payload, key, delaySeconds: delay };
+  return { topic, payload, key, delaySeconds: delay, size };
+}
+
+/** One event of a batch publish, as a request body or ctx.events.publishMany gives it. */
+export interface BatchEvent {
+  payload?: unknown;
+  key?: unknown;
+  delay_seconds?: unknown;
+}
+
+type CheckedEvent = ReturnType<typeof checkedPublish>;
+
+/**
+ * The events of a batch publish, each checked as a single publish is; a refusal names the
+ * event's index (`details.index`) and refuses the whole batch.
+ */
+export function checkedBatch(topic: unknown, events: unknown): CheckedEvent[] {
+  if (!Array.isArray(events) || events.length === 0 || events.length > MAX_PUBLISH_BATCH) {
+    throw invalid(`\`events\` is a list of 1 to ${MAX_PUBLISH_BATCH} events.`, 'events');
+  }
+  let total = 0;
+  return events.map((item: unknown, index) => {
+    try {
+      if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+        throw invalid('An event is an object {payload, key?, delay_seconds?}.', 'events');
+      }
+      const event = item as BatchEvent;
+      const checked = checkedPublish(topic, event.payload, { key: event.key, delaySeconds: event.delay_seconds });
+      // A request's body limit bounds an HTTP batch; this bounds ctx.events.publishMany's the same.
+      total += checked.size;
+      if (total > MAX_PUBLISH_BODY_BYTES) {
+        throw new AppError(
+          'PAYLOAD_TOO_LARGE',
+          `A batch's payloads are at most ${MAX_PUBLISH_BODY_BYTES} bytes of JSON.`,
+          {
+            details: { limit: MAX_PUBLISH_BODY_BYTES },
+          },
+        );
+      }
+      return checked;
+    } catch (error) {
+      throw withIndex(error, index);
+    }
+  });
+}
+
+/** The same refusal, naming the event of the batch it is about. */
+function withIndex(error: unknown, index: number): unknown {
+  if (!(error instanceof AppError)) return error;
+  return new AppError(error.code, `events[${index}]: ${error.message}`, {
+    details: { ...error.details, index },
+    headers: error.headers,
+  });
 }
 
 /**
@@ -149,50 +197,64 @@ export class EventsService {
     options: PublishOptions = {},
     origin: PublishOrigin = {},
   ): Promise<{ id: string }> {
-    return this.enqueue(checkedPublish(topic, payload, options), origin);
+    const [id] = await this.enqueue([checkedPublish(topic, payload, options)], origin);
+    return { id: id ?? '' };
   }
 
-  /** Commits one job per subscriber of an event whose topic, payload and options are checked. */
-  private async enqueue(checked: ReturnType<typeof checkedPublish>, origin: PublishOrigin): Promise<{ id: string }> {
-    const event: TopicEvent = {
-      id: `evt_${randomUUID()}`,
-      type: 'event',
-      topic: checked.topic,
-      payload: checked.payload,
-      key: checked.key,
-      published_at: new Date().toISOString(),
-      trace_id: origin.trace_id ?? newTraceId(),
-    };
-    const data = (fn: Subscriber): EventJobData => ({
-      function: fn.name,
-      version: fn.version,
-      event,
-      origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null },
+  /**
+   * Publishes a batch of events to one topic (ctx.events.publishMany): all of them or none, in
+   * one transaction, each with its own publish order (the order of the list). Returns their
+   * ids, in that order, once they are committed.
+   */
+  async publishMany(topic: string, events: unknown, origin: PublishOrigin = {}): Promise<{ ids: string[] }> {
+    return { ids: await this.enqueue(checkedBatch(topic, events), origin) };
+  }
+
+  /** Commits one job per subscriber and event of checked events of one topic, all or none. */
+  private async enqueue(checked: CheckedEvent[], origin: PublishOrigin): Promise<string[]> {
+    const topic = checked[0]?.topic;
+    if (topic === undefined) return [];
+    const publishedAt = new Date().toISOString();
+    const events: Array<QueuedEvent & { data: { event: TopicEvent } }> = checked.map((each) => {
+      const event: TopicEvent = {
+        id: `evt_${randomUUID()}`,
+        type: 'event',
+        topic,
+        payload: each.payload,
+        key: each.key,
+        published_at: publishedAt,
+        trace_id: origin.trace_id ?? newTraceId(),
+      };
+      return {
+        data: {
+          event,
+          origin: { trace_id: event.trace_id, parent_invocation_id: origin.parent_invocation_id ?? null },
+        },
+        key: each.key,
+        delaySeconds: each.delaySeconds,
+      };
     });
     // One round trip as a rule: the statement checks the subscribers known here against the
     // live ones, and when they differ (a deploy meanwhile, a first publish) it inserts nothing
     // and hands back the live ones to publish again with.
-    let subscribers = this.subscribers.get(checked.topic) ?? [];
+    let subscribers = this.subscribers.get(topic) ?? [];
     for (let attempt = 0; attempt < 4; attempt++) {
-      const jobs: EventJob[] = subscribers.map((fn) => ({
-        function: fn.name,
-        version: fn.version,
-        name: this.queues.queueOf(fn),
-        data: { ...data(fn) },
-        ...this.queues.policy(fn.options),
-      }));
-      const outcome = await this.repository.publish(checked.topic, jobs, {
-        key: checked.key,
-        delaySeconds: checked.delaySeconds,
-      });
+      const outcome = await this.repository.publish(
+        topic,
+        subscribers.map((fn) => ({
+          function: fn.name,
+          version: fn.version,
+          name: this.queues.queueOf(fn),
+          ...this.queues.policy(fn.options),
+        })),
+        events,
+      );
       if (outcome.published) {
-        if (checked.delaySeconds === 0) this.queues.notify(outcome.queues);
-        // Due later: this instance's runners look again then rather than at their next poll.
-        else setTimeout(() => this.queues.notify(outcome.queues), checked.delaySeconds * 1000 + 10).unref();
-        return { id: event.id };
+        this.notifyWhenDue(outcome.queues, events);
+        return events.map((event) => event.data.event.id);
       }
       subscribers = outcome.live;
-      this.remember(checked.topic, subscribers);
+      this.remember(topic, subscribers);
       // A subscriber deployed a moment ago may not have its queue yet: create it, then publish again.
       for (const fn of subscribers) {
         if (outcome.missingQueues.includes(this.queues.queueOf(fn))) await this.queues.ensure(fn);
@@ -201,33 +263,68 @@ export class EventsService {
     throw new AppError('UNAVAILABLE', 'The queues of the topic are not ready; publish again.');
   }
 
-  /** `POST /v1/events/:topic`: the service key, or a caller the topic's publish rule allows. */
+  /**
+   * Wakes this instance's runners of `queues` for the events now due, and for delayed ones when
+   * they come due (once per distinct delay) rather than at the runners' next poll.
+   */
+  private notifyWhenDue(queues: string[], events: Array<{ delaySeconds: number }>): void {
+    const delays = new Set(events.map((event) => event.delaySeconds));
+    for (const delay of delays) {
+      if (delay === 0) this.queues.notify(queues);
+      else setTimeout(() => this.queues.notify(queues), delay * 1000 + 10).unref();
+    }
+  }
+
+  /**
+   * `POST /v1/events/:topic`: one event (`{payload, key?, delay_seconds?}`) or a batch
+   * (`{events: [...]}`), with the service key or as a caller the topic's publish rule allows
+   * for every event of it.
+   */
   async publishAs(
     caller: Caller,
     topic: string,
-    body: { payload?: unknown; key?: unknown; delay_seconds?: unknown },
-  ): Promise<{ id: string }> {
-    const checked = checkedPublish(topic, body.payload, { key: body.key, delaySeconds: body.delay_seconds });
-    if (caller.role !== 'service') {
-      const source = (await this.repository.topic(checked.topic))?.rules.publish;
-      if (source === undefined) {
-        if (caller.role === 'public') throw new AppError('UNAUTHENTICATED', 'Publishing needs a token.');
-        throw new AppError(
-          'FORBIDDEN',
-          `The topic "${checked.topic}" has no publish rule: only the service key publishes.`,
+    body: { payload?: unknown; key?: unknown; delay_seconds?: unknown; events?: unknown },
+  ): Promise<{ id: string } | { ids: string[] }> {
+    if (body.events !== undefined) {
+      if (body.payload !== undefined || body.key !== undefined || body.delay_seconds !== undefined) {
+        throw invalid(
+          'A batch publish carries its events in `events` only (each with its own key and delay_seconds).',
+          'events',
         );
       }
-      const allowed = evaluateRule(this.rule(source), {
-        auth: ruleAuthFromCaller(caller),
-        payload: checked.payload,
-        now: new Date(),
-      });
-      if (!allowed) {
-        if (caller.role === 'public') throw new AppError('UNAUTHENTICATED', 'Publishing to this topic needs a token.');
-        throw new AppError('FORBIDDEN', `The topic's publish rule does not allow this event.`);
-      }
+      const checked = checkedBatch(topic, body.events);
+      await this.authorise(caller, checked, { batch: true });
+      return { ids: await this.enqueue(checked, {}) };
     }
-    return this.enqueue(checked, {});
+    const checked = checkedPublish(topic, body.payload, { key: body.key, delaySeconds: body.delay_seconds });
+    await this.authorise(caller, [checked], { batch: false });
+    const [id] = await this.enqueue([checked], {});
+    return { id: id ?? '' };
+  }
+
+  /**
+   * The service key may publish anything; another caller only events the topic's publish rule
+   * allows, every one of them (a refusal of one, in a batch, names its index).
+   */
+  private async authorise(caller: Caller, checked: CheckedEvent[], { batch }: { batch: boolean }): Promise<void> {
+    const topic = checked[0]?.topic;
+    if (caller.role === 'service' || topic === undefined) return;
+    const source = (await this.repository.topic(topic))?.rules.publish;
+    if (source === undefined) {
+      if (caller.role === 'public') throw new AppError('UNAUTHENTICATED', 'Publishing needs a token.');
+      throw new AppError('FORBIDDEN', `The topic "${topic}" has no publish rule: only the service key publishes.`);
+    }
+    const rule = this.rule(source);
+    const auth = ruleAuthFromCaller(caller);
+    const now = new Date();
+    checked.forEach((event, index) => {
+      if (evaluateRule(rule, { auth, payload: event.payload, now })) return;
+      const refusal =
+        caller.role === 'public'
+          ? new AppError('UNAUTHENTICATED', 'Publishing to this topic needs a token.')
+          : new AppError('FORBIDDEN', `The topic's publish rule does not allow this event.`);
+      throw batch ? withIndex(refusal, index) : refusal;
+    });
   }
 
   private remember(topic: string, subscribers: Subscriber[]): void {

@@ -18,7 +18,7 @@ import type { LoadedFunction } from './loader.js';
 import { pointerFromRow, type ActivePointer, type DeployRepository } from './deploy-repository.js';
 import { InvocationRepository, queueStatementsIn, tryTakeDispatchLead, type InvocationRun } from './repository.js';
 import { QueueWake } from './queue-wake.js';
-import { QueueRunner, type FinishedJob } from './runner.js';
+import { QueueRunner, type FinishedJob, type QueuedJob } from './runner.js';
 import { numberOption, type FunctionsService } from './service.js';
 
 /** The change feed's durable cursor of the dispatcher. */
@@ -59,7 +59,7 @@ const DEPLOYS_TABLE = 'function_active';
 /** The record of a job whose function was undeployed before it ran: dead, not run. */
 function undeployedRun(
   name: string,
-  job: PgBoss.JobWithMetadata<JobData>,
+  job: QueuedJob<JobData>,
   input: Pick<FunctionEvent, 'id' | 'type'>,
 ): InvocationRun {
   return {
@@ -84,7 +84,7 @@ function undeployedRun(
  * any function) one of its own, named after the job, so that every attempt of one job is
  * in the same trace under the same parent.
  */
-function jobTrace(job: PgBoss.JobWithMetadata<JobData>, isSchedule: boolean): TraceContext {
+function jobTrace(job: QueuedJob<JobData>, isSchedule: boolean): TraceContext {
   const joined = isSchedule ? null : traceFromJobOrigin(job.data.origin);
   if (joined) return joined;
   const fromJob = job.id.replace(/-/g, '').toLowerCase();
@@ -171,6 +171,8 @@ export class FunctionDispatcher implements EventQueues {
   /** One runner per live job function of this instance, with the version whose options shaped it. */
   private readonly runners = new Map<string, { runner: QueueRunner<JobData, RunResult>; shape: string }>();
   private readonly queues = new Map<string, string>();
+  /** Queue set-ups under way (ensureQueue): one at a time per queue. */
+  private readonly ensuring = new Map<string, Promise<void>>();
   private schedules = new Set<string>();
   /** The pointers as of the dispatch cursor (leader only); null until read. */
   private pointers: Map<string, ActivePointer> | null = null;
@@ -290,8 +292,33 @@ export class FunctionDispatcher implements EventQueues {
     return this.starting;
   }
 
+  /**
+   * Creates (or updates) a function's queue, once at a time per queue: a sync and the
+   * publishes sent right after a deploy all find the queue missing, and pg-boss's createQueue
+   * run concurrently can deadlock (one of them then failed, a sync leaving the function with
+   * no runner). A failed attempt is tried again: across instances, the loser of such a race
+   * finds the queue there once the winner commits.
+   */
+  private ensureQueue(boss: PgBoss, fn: { name: string; options: Record<string, unknown> }): Promise<void> {
+    const queue = queueName(fn);
+    const pending = this.ensuring.get(queue);
+    if (pending) return pending.catch(() => undefined).then(() => this.ensureQueue(boss, fn));
+    const ensuring = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.setUpQueue(boss, fn);
+        } catch (error) {
+          if (attempt >= 3) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+        }
+      }
+    })().finally(() => this.ensuring.delete(queue));
+    this.ensuring.set(queue, ensuring);
+    return ensuring;
+  }
+
   /** Creates (or updates) a function's queue; its jobs carry their own retry and expiry, from their version. */
-  private async ensureQueue(boss: PgBoss, fn: { name: string; options: Record<string, unknown> }): Promise<void> {
+  private async setUpQueue(boss: PgBoss, fn: { name: string; options: Record<string, unknown> }): Promise<void> {
     const queue = queueName(fn);
     const policy = JSON.stringify(this.jobPolicy(fn.options));
     if (this.queues.get(queue) === policy) return;
@@ -414,7 +441,7 @@ export class FunctionDispatcher implements EventQueues {
    * function no longer deployed here is not run: it is dead-lettered. A run that could not
    * even start comes back with no record (it is failed and retried).
    */
-  private async runJobs(name: string, jobs: Array<PgBoss.JobWithMetadata<JobData>>): Promise<RunResult> {
+  private async runJobs(name: string, jobs: Array<QueuedJob<JobData>>): Promise<RunResult> {
     const job = jobs[0];
     if (!job) return { run: null };
     try {
@@ -725,6 +752,6 @@ function batchSizeOf(fn: LoadedFunction): number {
   return fn.kind === 'event' && typeof fn.options.batch_size === 'number' ? fn.options.batch_size : 1;
 }
 
-function scheduleEvent(job: PgBoss.JobWithMetadata<JobData>): FunctionEvent {
+function scheduleEvent(job: QueuedJob<JobData>): FunctionEvent {
   return { id: `job_${job.id}`, type: 'schedule', at: job.createdOn.toISOString() };
 }

@@ -135,18 +135,28 @@ function storageRpc(storage: StorageService): ServerRpc {
   };
 }
 
-/** ctx.events inside a function: a publish in the running invocation's trace, with it as parent. */
+/** ctx.events inside a function: publishes in the running invocation's trace, with it as parent. */
 function eventsRpc(events: EventsService): ServerRpc {
   return async (_target, method, args, _caller, origin) => {
-    if (method !== 'publish') throw new AppError('INVALID_REQUEST', `ctx.events has no method "${method}".`);
-    const [topic, payload, options] = args;
-    const { key, delay_seconds: delaySeconds } = record(options);
-    return events.publish(
-      text(topic),
-      payload,
-      { key: key as string | null | undefined, delaySeconds: delaySeconds as number | undefined },
-      { trace_id: origin.trace_id, parent_invocation_id: origin.parent_invocation_id },
-    );
+    const from = { trace_id: origin.trace_id, parent_invocation_id: origin.parent_invocation_id };
+    switch (method) {
+      case 'publish': {
+        const [topic, payload, options] = args;
+        const { key, delay_seconds: delaySeconds } = record(options);
+        return events.publish(
+          text(topic),
+          payload,
+          { key: key as string | null | undefined, delaySeconds: delaySeconds as number | undefined },
+          from,
+        );
+      }
+      case 'publishMany': {
+        const [topic, list] = args;
+        return events.publishMany(text(topic), list, from);
+      }
+      default:
+        throw new AppError('INVALID_REQUEST', `ctx.events has no method "${method}".`);
+    }
   };
 }
 

@@ -6,9 +6,15 @@ import type { Logger } from '../../internal/log.js';
 const SETTLE_RETRY_MIN_MS = 250;
 const SETTLE_RETRY_MAX_MS = 5_000;
 
+/**
+ * What the runner and the dispatcher read of a job: a fetch of many jobs (a batch
+ * subscriber's thousands) returns these columns only, not every column pg-boss keeps.
+ */
+export type QueuedJob<T> = Pick<PgBoss.JobWithMetadata<T>, 'id' | 'data' | 'retryCount' | 'retryLimit' | 'createdOn'>;
+
 /** A job that ran, waiting to be settled with the others that finished meanwhile. */
 export interface FinishedJob<T, R> {
-  job: PgBoss.JobWithMetadata<T>;
+  job: QueuedJob<T>;
   result: R;
 }
 
@@ -43,14 +49,14 @@ export interface QueueRunnerOptions<T, R> {
    * Takes up to `limit` jobs in place of pg-boss's fetch (which takes them in queue order),
    * e.g. to hold back jobs that must wait for others.
    */
-  fetch?(limit: number): Promise<Array<PgBoss.JobWithMetadata<T>>>;
+  fetch?(limit: number): Promise<Array<QueuedJob<T>>>;
   /** Jobs one run takes (default 1): a run of a batch gets up to this many of the jobs at hand. */
   batchSize?: number;
   /**
    * Runs one job, or one batch of them (it should not throw); what it returns is handed to
    * `settle` with each of the jobs.
    */
-  run(jobs: Array<PgBoss.JobWithMetadata<T>>): Promise<R>;
+  run(jobs: Array<QueuedJob<T>>): Promise<R>;
   /**
    * Completes and fails every finished job handed to it, in one go (the dispatcher records
    * their runs and completes their jobs in one transaction). A throw leaves the jobs active:
@@ -86,7 +92,7 @@ const MAX_HELD = 256;
  */
 export class QueueRunner<T, R> {
   private inFlight = 0;
-  private held: Array<{ job: PgBoss.JobWithMetadata<T>; at: number }> = [];
+  private held: Array<{ job: QueuedJob<T>; at: number }> = [];
   private finished: Array<FinishedJob<T, R>> = [];
   private settling: Promise<void> | null = null;
   /** Mean run time, exponentially weighted; starts slow so a new queue holds nothing until runs prove fast. */
@@ -155,7 +161,7 @@ export class QueueRunner<T, R> {
         continue;
       }
       this.notified = false;
-      let jobs: Array<PgBoss.JobWithMetadata<T>> = [];
+      let jobs: Array<QueuedJob<T>> = [];
       try {
         jobs = this.options.fetch
           ? await this.options.fetch(room)
@@ -199,7 +205,7 @@ export class QueueRunner<T, R> {
     const oldest = performance.now() - (this.options.maxHoldMs ?? 5_000);
     let letGo = 0;
     while (this.inFlight < this.options.limit && this.held.length > 0) {
-      const batch: Array<PgBoss.JobWithMetadata<T>> = [];
+      const batch: Array<QueuedJob<T>> = [];
       while (batch.length < (this.options.batchSize ?? 1)) {
         const next = this.held.shift();
         if (!next) break;
@@ -216,7 +222,7 @@ export class QueueRunner<T, R> {
     }
   }
 
-  private begin(jobs: Array<PgBoss.JobWithMetadata<T>>): void {
+  private begin(jobs: Array<QueuedJob<T>>): void {
     this.inFlight++;
     const started = performance.now();
     void this.options

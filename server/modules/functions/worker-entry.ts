@@ -153,6 +153,9 @@ const serviceStorage = Object.freeze(files(rpc));
 const serviceEvents = Object.freeze({
   publish: async (topic: string, payload: unknown, options?: { key?: string; delay_seconds?: number }) =>
     (await rpc('events', 'publish', [topic, payload, options ?? {}])) as { id: string },
+  // All of them or none, in one transaction; each runs in list order among the events of its key.
+  publishMany: async (topic: string, events: Array<{ payload: unknown; key?: string; delay_seconds?: number }>) =>
+    (await rpc('events', 'publishMany', [topic, events])) as { ids: string[] },
 });
 const callerInterfaces = Object.freeze({
   db: Object.freeze(documents(asCallerRpc)),
