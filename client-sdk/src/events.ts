@@ -47,11 +47,7 @@ export class EventsClient {
   }
 }
 
-/** An event as the wire names it: `delay_seconds`, and no option that was not given. */
+/** An event as the wire names it (`delay_seconds`); an option not given is undefined, which JSON leaves out. */
 function wireEvent(payload: unknown, options: PublishOptions): Record<string, unknown> {
-  return {
-    payload,
-    ...(options.key === undefined ? {} : { key: options.key }),
-    ...(options.delaySeconds === undefined ? {} : { delay_seconds: options.delaySeconds }),
-  };
+  return { payload, key: options.key, delay_seconds: options.delaySeconds };
 }
