@@ -69,7 +69,8 @@ const APP_BEFORE_OFFLINE = 14_746;
  * What offline may cost an app that does not use it: nothing. What it still carries — the db
  * methods and snapshot flags every client has (pendingWrites, waitForPendingWrites,
  * onWriteError, fromCache, hasPendingWrites) and the lazy loader — is outweighed since the
- * seed of a cached live query moved into the engine: 14,731 B when measured (−15 B; ±1 B as the engine chunk's hashed name changes). Nothing
+ * seed of a cached live query moved into the engine, and the events client's batch publish
+ * added since: 14,745 B when measured (−1 B; ±1 B as the engine chunk's hashed name changes). Nothing
  * more: the SDK compiles class fields as assignments and has no #private fields
  * (src/tsconfig.json), so no esbuild helpers end up in a chunk shared with the engine; the
  * tabs' shared socket lives in the engine too. docs/offline.md.
